@@ -1,0 +1,51 @@
+"""Named pipelines, one small module each (``pipelines/<name>.py`` defining ``PIPELINE``).
+
+``get_pipeline("seed")`` returns a named pipeline; any other text is parsed as a pipeline
+(``"eliminate-dead-nodes,simplify{skip_above_nodes=5000}"``).
+"""
+from __future__ import annotations
+
+import importlib
+
+from pipelines.pipeline import Pipeline, PipelineSyntaxError, Step, parse_pipeline
+
+# Add a module here when adding a named pipeline.
+PIPELINE_MODULES = ("pipelines.seed",)
+
+__all__ = ["Pipeline", "Step", "PipelineSyntaxError", "UnknownPipelineError",
+           "parse_pipeline", "get_pipeline", "list_pipelines"]
+
+
+class UnknownPipelineError(ValueError):
+    """Neither a named pipeline nor valid pipeline text; the message lists the names."""
+
+
+def list_pipelines() -> dict[str, Pipeline]:
+    """Named pipelines, by name, in the order of PIPELINE_MODULES."""
+    pipelines = {}
+    for module_name in PIPELINE_MODULES:
+        pipeline = importlib.import_module(module_name).PIPELINE
+        pipelines[pipeline.name] = pipeline
+    return pipelines
+
+
+def get_pipeline(name_or_text: str) -> Pipeline:
+    named = list_pipelines()
+    if name_or_text in named:
+        return named[name_or_text]
+    valid = ", ".join(named)
+    looks_like_text = any(c in name_or_text for c in ",{") or _is_registered_pass(name_or_text)
+    if not looks_like_text:
+        raise UnknownPipelineError(
+            f"unknown pipeline '{name_or_text}'; valid pipelines: {valid} (or pass text like 'eliminate-dead-nodes,simplify')"
+        )
+    try:
+        return parse_pipeline(name_or_text)
+    except PipelineSyntaxError as error:
+        raise UnknownPipelineError(f"{error}; valid pipelines: {valid}") from None
+
+
+def _is_registered_pass(name: str) -> bool:
+    from passes.registry import all_passes
+
+    return name in all_passes()

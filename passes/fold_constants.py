@@ -1,0 +1,57 @@
+"""Cheap constant folding with onnx-graphsurgeon, meant for the graph after re-rolling.
+
+Folding evaluates constant subgraphs with ONNX Runtime. It works on a copy of the graph,
+so that when folding fails half way the original graph is kept and a note says why.
+Above ``skip_above_nodes`` it does nothing (folding a 100k-node unrolled graph is slow and
+is not what this pass is for: run it after the scans are re-rolled).
+"""
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
+
+from passes.base import Pass, PassContext, PassResult
+from passes.graph_io import graph_is_topologically_sorted, replace_graph_contents
+from passes.registry import register_pass
+
+
+@register_pass
+class FoldConstants(Pass):
+    name = "fold-constants"
+    description = "fold constant subgraphs (and shapes) into initializers; keeps the graph on failure"
+
+    def __init__(self, skip_above_nodes: int = 50000, size_threshold_bytes: int = 16 << 20,
+                 fold_shapes: bool = True) -> None:
+        self.skip_above_nodes = skip_above_nodes
+        # Do not fold outputs larger than this: a folded Expand/Tile can make the file huge.
+        self.size_threshold_bytes = size_threshold_bytes
+        self.fold_shapes = fold_shapes
+
+    def options(self) -> dict:
+        return {"skip_above_nodes": self.skip_above_nodes,
+                "size_threshold_bytes": self.size_threshold_bytes, "fold_shapes": self.fold_shapes}
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        nodes_before = len(graph.nodes)
+        if nodes_before > self.skip_above_nodes:
+            return PassResult(False, {"folded": 0, "skipped": "too many nodes"},
+                              [f"skipped: {nodes_before} nodes > skip_above_nodes={self.skip_above_nodes}"])
+        working = graph.copy()
+        previous_severity = G_LOGGER.severity
+        G_LOGGER.severity = G_LOGGER.ERROR  # gs warns per unfoldable node; we report a summary
+        try:
+            if not graph_is_topologically_sorted(working):
+                working.toposort()
+            working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
+                                   size_threshold=self.size_threshold_bytes)
+            working.cleanup(remove_unused_graph_inputs=False)
+        except Exception as error:  # folding is optional: never fail the pipeline for it
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])
+        finally:
+            G_LOGGER.severity = previous_severity
+        folded = nodes_before - len(working.nodes)
+        if folded <= 0:
+            return PassResult(False, {"folded": 0})
+        replace_graph_contents(graph, working)
+        return PassResult(True, {"folded": folded})

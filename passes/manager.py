@@ -1,0 +1,272 @@
+"""Run a list of passes on one in-memory graph and record what each did.
+
+The graph is never serialised between passes. Only after a pass that changed the graph is
+it exported (in memory) for ``onnx.checker`` and strict shape inference, and, with
+``verify_each``, run in ONNX Runtime and compared with the outputs of the graph before the
+pass. Passes that changed nothing skip all of that (at 50k nodes an export alone is ~3 s).
+
+Op histograms are one ``Counter`` over the node list per pass (O(n)); the histogram after
+one pass is the histogram before the next.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from passes.base import Pass, PassContext, PassResult
+from passes.graph_io import ModelMeta, graph_to_model
+from passes.verify import VerificationError, compare, run_model, summarize
+
+
+class PipelineError(Exception):
+    """A pass raised. The message names it and the passes that ran before it."""
+
+    def __init__(self, message: str, pass_name: str, ran_before: list[str], run: "PipelineRun | None" = None):
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.ran_before = ran_before
+        self.run = run  # what completed before the failure, for a report
+
+
+class PassVerificationError(VerificationError):
+    """With verify_each: a pass changed the model's outputs beyond tolerance."""
+
+    def __init__(self, message: str, pass_name: str, run: "PipelineRun | None" = None):
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.run = run
+
+
+@dataclass
+class PassRecord:
+    name: str
+    options: dict[str, Any]
+    seconds: float
+    changed: bool
+    stats: dict[str, Any]
+    notes: list[str]
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    # After minus before, both signs, zero entries left out: {"Loop": +11, "Mul": -40000}.
+    ops_delta: dict[str, int]
+    # "ok", "error: <message>", "skipped (unchanged)" or "off".
+    checker: str = "off"
+    shape_inference: str = "off"
+    check_seconds: float = 0.0
+    # verify.summarize() of the comparison with the graph before this pass, if verified.
+    verification: dict[str, Any] | None = None
+    verify_seconds: float = 0.0
+
+    @property
+    def main_stat(self) -> tuple[str, Any] | None:
+        """The first stat, which by convention is the pass's headline count ("rerolled": 11)."""
+        return next(iter(self.stats.items()), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "options": self.options, "seconds": round(self.seconds, 4),
+            "changed": self.changed, "stats": self.stats, "notes": self.notes,
+            "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+            "ops_before": self.ops_before, "ops_after": self.ops_after, "ops_delta": self.ops_delta,
+            "checker": self.checker, "shape_inference": self.shape_inference,
+            "check_seconds": round(self.check_seconds, 4),
+            "verification": self.verification, "verify_seconds": round(self.verify_seconds, 4),
+        }
+
+
+@dataclass
+class PipelineRun:
+    pipeline: str
+    records: list[PassRecord]
+    graph: gs.Graph
+    total_seconds: float
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    # Outputs of the input graph on the verification feeds, when verify_each computed them
+    # (the CLI reuses them for the final check instead of running the big graph twice).
+    initial_outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (the graph itself is left out)."""
+        return {
+            "pipeline": self.pipeline,
+            "total_seconds": round(self.total_seconds, 4),
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "ops_before": self.ops_before,
+            "ops_after": self.ops_after,
+            "ops_delta": op_delta(self.ops_before, self.ops_after),
+            "passes": [record.to_dict() for record in self.records],
+        }
+
+
+class ProgressHook:
+    """What the manager tells a display. The CLI subclasses it with a rich spinner."""
+
+    def pass_started(self, index: int, total: int, pass_: Pass) -> None: ...
+
+    def stage(self, text: str) -> None:
+        """A slow step inside the current pass's slot: export, checker, ORT session."""
+
+    def pass_finished(self, index: int, total: int, record: PassRecord) -> None: ...
+
+
+def op_histogram(graph: gs.Graph) -> dict[str, int]:
+    return dict(Counter(node.op for node in graph.nodes))
+
+
+def op_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    delta = Counter(after)
+    delta.subtract(before)  # keeps negative counts, unlike Counter '-'
+    return {op: count for op, count in sorted(delta.items()) if count != 0}
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:400] if text else type(error).__name__
+
+
+class PassManager:
+    def __init__(
+        self,
+        steps: Sequence[Pass] | Any,
+        verify_each: bool = False,
+        check: bool = True,
+        progress: ProgressHook | None = None,
+        *,
+        meta: ModelMeta | None = None,
+        verify_feeds: Mapping[str, np.ndarray] | None = None,
+        initial_outputs: Mapping[str, np.ndarray] | None = None,
+        tolerance: float = 1e-5,
+        on_changed_model: Callable[[int, PassRecord, onnx.ModelProto], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """``steps``: Pass instances, or a ``pipelines.Pipeline`` (built here).
+
+        ``on_changed_model(index, record, model)`` is called with the exported model after
+        every pass that changed the graph (used by --keep-intermediates).
+        """
+        self.pipeline_text = str(steps) if hasattr(steps, "build") else ",".join(repr(p) for p in steps)
+        self.passes: list[Pass] = steps.build() if hasattr(steps, "build") else list(steps)
+        self.verify_each = verify_each
+        self.check = check
+        self.progress = progress or ProgressHook()
+        self.meta = meta
+        self.verify_feeds = verify_feeds
+        self.initial_outputs = initial_outputs
+        self.tolerance = tolerance
+        self.on_changed_model = on_changed_model
+        self.log = log
+
+    def run(self, graph: gs.Graph, ctx: PassContext | None = None) -> PipelineRun:
+        ctx = ctx or PassContext(opset=self.meta.opset if self.meta else graph.opset)
+        started = time.perf_counter()
+        ops_initial = op_histogram(graph)
+        run = PipelineRun(self.pipeline_text, [], graph, 0.0, len(graph.nodes), len(graph.nodes),
+                          ops_initial, ops_initial)
+
+        previous_outputs = None
+        if self.verify_each:
+            previous_outputs = self._initial_outputs(graph)
+            run.initial_outputs = previous_outputs
+
+        ops_before = ops_initial
+        for index, pass_ in enumerate(self.passes):
+            self.progress.pass_started(index, len(self.passes), pass_)
+            nodes_before = len(graph.nodes)
+            pass_started = time.perf_counter()
+            try:
+                result = pass_.run(graph, ctx)
+                if not isinstance(result, PassResult):
+                    raise TypeError(f"run() returned {type(result).__name__}, not PassResult")
+            except Exception as error:
+                ran = [record.name for record in run.records]
+                run.total_seconds = time.perf_counter() - started
+                raise PipelineError(
+                    f"pass '{pass_.name}' failed after [{', '.join(ran)}]: {type(error).__name__}: {_one_line(error)}",
+                    pass_.name, ran, run,
+                ) from error
+            seconds = time.perf_counter() - pass_started
+            ops_after = op_histogram(graph)
+            record = PassRecord(
+                name=pass_.name, options=pass_.options(), seconds=seconds, changed=bool(result.changed),
+                stats=dict(result.stats), notes=list(result.notes),
+                nodes_before=nodes_before, nodes_after=len(graph.nodes),
+                ops_before=ops_before, ops_after=ops_after, ops_delta=op_delta(ops_before, ops_after),
+            )
+            run.records.append(record)
+            ops_before = ops_after
+
+            if record.changed:
+                model = None
+                if self.check or self.verify_each or self.on_changed_model:
+                    self.progress.stage("exporting")
+                    model = graph_to_model(graph, self.meta)
+                if self.check:
+                    self._check(model, record)
+                if self.verify_each:
+                    previous_outputs = self._verify(model, record, previous_outputs, run)
+                if self.on_changed_model:
+                    self.on_changed_model(index, record, model)
+            else:
+                skipped = "skipped (unchanged)"
+                record.checker = record.shape_inference = skipped if self.check else "off"
+            self.progress.pass_finished(index, len(self.passes), record)
+
+        run.total_seconds = time.perf_counter() - started
+        run.nodes_after = len(graph.nodes)
+        run.ops_after = ops_before
+        return run
+
+    def _initial_outputs(self, graph: gs.Graph) -> dict[str, np.ndarray]:
+        if self.verify_feeds is None:
+            raise ValueError("verify_each needs verify_feeds")
+        if self.initial_outputs is not None:
+            return dict(self.initial_outputs)
+        self.progress.stage("running the input graph for per-pass verification")
+        return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.log)
+
+    def _check(self, model: onnx.ModelProto, record: PassRecord) -> None:
+        check_started = time.perf_counter()
+        self.progress.stage("onnx.checker")
+        try:
+            onnx.checker.check_model(model, full_check=False)
+            record.checker = "ok"
+        except Exception as error:
+            record.checker = f"error: {_one_line(error)}"
+        self.progress.stage("shape inference")
+        try:
+            onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            record.shape_inference = "ok"
+        except Exception as error:
+            record.shape_inference = f"error: {_one_line(error)}"
+        record.check_seconds = time.perf_counter() - check_started
+
+    def _verify(self, model, record, previous_outputs, run) -> dict[str, np.ndarray]:
+        verify_started = time.perf_counter()
+        self.progress.stage("verifying with ONNX Runtime")
+        try:
+            outputs = run_model(model, self.verify_feeds, log=self.log)
+        except VerificationError as error:
+            raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run) from None
+        comparisons = compare(outputs, previous_outputs, rtol_l2=self.tolerance)
+        record.verification = summarize(comparisons)
+        record.verify_seconds = time.perf_counter() - verify_started
+        failed = [c for c in comparisons if not c.ok]
+        if failed:
+            worst = max(failed, key=lambda c: c.rel_l2)
+            raise PassVerificationError(
+                f"pass '{record.name}' changed output '{worst.name}': rel L2 {worst.rel_l2:.3g} > "
+                f"{self.tolerance:g}, max abs {worst.max_abs:.3g}{' (' + worst.problem + ')' if worst.problem else ''}",
+                record.name, run)
+        return outputs
