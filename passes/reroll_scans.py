@@ -1,0 +1,141 @@
+"""Re-roll unrolled linear recurrences (naive selective-scan exports) into a chunked form.
+
+Finds every chain `x_i = a_i * x_{i-1} + b_i` with per-step readouts stacked into one
+tensor (patterns/linear_recurrence.py), and replaces the chain with a form from
+passes/scan_forms/ that computes all states at once, then the readout over all steps.
+The stacked output keeps its tensor, so consumers downstream are untouched.
+"""
+from __future__ import annotations
+
+import string
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.base import Pass, PassContext, PassResult
+from passes.registry import register_pass
+from passes.scan_forms import SCAN_FORMS
+from passes.scan_forms.builder import GraphBuilder
+from patterns.graph_query import producer, rank
+from patterns.linear_recurrence import Recurrence, find_recurrences
+
+
+def move_axis_perm(tensor_rank: int, source: int, destination: int) -> list[int]:
+    perm = [axis for axis in range(tensor_rank) if axis != source]
+    perm.insert(destination, source)
+    return perm
+
+
+def _moved(b: GraphBuilder, x: gs.Tensor, tensor_rank: int, source: int, destination: int) -> gs.Tensor:
+    if source == destination:
+        return x
+    return b.transpose(x, move_axis_perm(tensor_rank, source, destination))
+
+
+def _log_decay(b: GraphBuilder, decay: gs.Tensor) -> gs.Tensor:
+    """log a_i. Decays exported as Exp(z) give z for free, and exactly."""
+    node = producer(decay)
+    if node is not None and node.op == "Exp":
+        return node.inputs[0]
+    return b.log(decay)
+
+
+def _state_rank(rec: Recurrence) -> int:
+    decay_rank = rank(rec.decay)
+    if decay_rank is None:
+        raise ValueError(f"rank of the decay tensor '{rec.decay.name}' is unknown (run shape inference first)")
+    return decay_rank  # per-step state rank + 1
+
+
+def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff_axis: int, stack_axis: int) -> str:
+    """Turn the per-step einsum into one over all steps by adding a fresh index for the step."""
+    inputs, output = equation.split("->")
+    terms = inputs.split(",")
+    step = next(c for c in string.ascii_letters if c not in equation)
+    state_term, coeff_term = terms[state_operand], terms[1 - state_operand]
+    terms[state_operand] = state_term[:state_axis] + step + state_term[state_axis:]
+    terms[1 - state_operand] = coeff_term[:coeff_axis] + step + coeff_term[coeff_axis:]
+    return ",".join(terms) + "->" + output[:stack_axis] + step + output[stack_axis:]
+
+
+def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank: int) -> None:
+    axis, form, out = rec.decay_axis, rec.readout, rec.output
+    if form.kind == "states":
+        moved = _moved(b, states, full_rank, axis, form.stack_axis)
+        b.identity(moved, output=out)
+    elif form.kind == "einsum":
+        equation = _einsum_with_steps(form.equation, form.state_operand, axis, rec.coeff_axis, form.stack_axis)
+        operands = [states, rec.coeff] if form.state_operand == 0 else [rec.coeff, states]
+        b.einsum(operands, equation, output=out)
+    elif form.kind == "mulsum":
+        coeff = _moved(b, rec.coeff, full_rank, rec.coeff_axis, axis)
+        factors = [states, coeff] if form.state_operand == 0 else [coeff, states]
+        reduce_axes = [a if a < axis else a + 1 for a in form.reduce_axes]
+        step_axis = axis if form.keepdims else axis - sum(a < axis for a in form.reduce_axes)
+        summed_rank = full_rank if form.keepdims else full_rank - len(reduce_axes)
+        if step_axis == form.stack_axis:
+            b.reduce_sum(b.mul(*factors), reduce_axes, form.keepdims, output=out)
+        else:
+            summed = b.reduce_sum(b.mul(*factors), reduce_axes, form.keepdims)
+            b.transpose(summed, move_axis_perm(summed_rank, step_axis, form.stack_axis), output=out)
+    else:
+        raise ValueError(f"unknown readout kind {form.kind}")
+
+
+def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int) -> None:
+    full_rank = _state_rank(rec)
+    axis = rec.decay_axis
+    # Detach the stacked output (and an escaping final state) from the unrolled chain first.
+    concat = producer(rec.output)
+    concat.outputs.clear()
+    if rec.final_state_escapes:
+        producer(rec.final_state).outputs.clear()
+
+    drive_rank = rank(rec.drive) or full_rank
+    drive = _moved(b, rec.drive, drive_rank, rec.drive_axis, axis)
+    initial: Optional[gs.Tensor] = None
+    if rec.initial_state is not None:
+        initial_rank = rank(rec.initial_state)
+        insert_at = axis - ((full_rank - 1) - (initial_rank if initial_rank is not None else full_rank - 1))
+        initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
+    states = SCAN_FORMS[form](b, _log_decay(b, rec.decay), drive, initial, axis, rec.length, chunk)
+    _emit_readout(b, rec, states, full_rank)
+    if rec.final_state_escapes:
+        b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
+
+
+@register_pass
+class RerollScans(Pass):
+    name = "reroll-scans"
+    description = "Find unrolled linear recurrences (naive scan exports) and replace each with a chunked form."
+
+    def __init__(self, form: str = "chunk24", chunk: int = 24) -> None:
+        if form not in SCAN_FORMS:
+            raise ValueError(f"unknown scan form '{form}'; valid: {', '.join(sorted(SCAN_FORMS))}")
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.form, self.chunk = form, int(chunk)
+
+    def options(self) -> dict:
+        return {"form": self.form, "chunk": self.chunk}
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        report = find_recurrences(graph)
+        notes = [str(rejection) for rejection in report.rejections]
+        for index, rec in enumerate(report.recurrences):
+            dtype = getattr(rec.decay, "dtype", None) or np.float32
+            builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype)
+            reroll(graph, rec, builder, self.form, self.chunk)
+            ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout)")
+        if report.recurrences:
+            graph.cleanup().toposort()
+        lengths = [rec.length for rec in report.recurrences]
+        stats = {
+            "rerolled": len(report.recurrences),
+            "steps": sum(lengths),
+            "rejected": len(report.rejections),
+        }
+        if not report.recurrences:
+            notes.insert(0, "0 scans found")
+        return PassResult(changed=bool(report.recurrences), stats=stats, notes=notes)

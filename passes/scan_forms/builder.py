@@ -1,0 +1,112 @@
+"""A tiny opset-aware node builder: each call adds one node to the graph and returns its output.
+
+Replacement subgraphs are written with it so they read like the math, and so the
+axes-as-attribute (opset < 13) vs axes-as-input (opset >= 13) split lives in one place.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+
+class GraphBuilder:
+    def __init__(self, graph: gs.Graph, opset: int, prefix: str, dtype=np.float32) -> None:
+        self.graph = graph
+        self.opset = opset
+        self.prefix = prefix
+        self.dtype = dtype
+        self.nodes: list[gs.Node] = []
+        self._count = 0
+        self._constants: dict[tuple, gs.Constant] = {}
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _name(self, op: str) -> str:
+        self._count += 1
+        return f"{self.prefix}/{op}_{self._count}"
+
+    def node(self, op: str, inputs: Sequence[gs.Tensor], attrs: Optional[dict] = None,
+             output: Optional[gs.Variable] = None) -> gs.Variable:
+        name = self._name(op)
+        out = output if output is not None else gs.Variable(f"{name}_out", dtype=None)
+        node = gs.Node(op, name=name, attrs=attrs or {}, inputs=list(inputs), outputs=[out])
+        self.graph.nodes.append(node)
+        self.nodes.append(node)
+        return out
+
+    def const(self, value, dtype=None) -> gs.Constant:
+        array = np.asarray(value, dtype=dtype if dtype is not None else None)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._constants:
+            self._constants[key] = gs.Constant(f"{self.prefix}/const_{len(self._constants)}", array)
+        return self._constants[key]
+
+    def ints(self, values) -> gs.Constant:
+        return self.const(np.asarray(values, dtype=np.int64))
+
+    def scalar(self, value: float) -> gs.Constant:
+        return self.const(np.asarray(value, dtype=self.dtype))
+
+    # -- elementwise ----------------------------------------------------------------------
+    def add(self, a, b): return self.node("Add", [a, b])
+    def sub(self, a, b): return self.node("Sub", [a, b])
+    def mul(self, a, b): return self.node("Mul", [a, b])
+    def div(self, a, b): return self.node("Div", [a, b])
+    def exp(self, a): return self.node("Exp", [a])
+    def log(self, a): return self.node("Log", [a])
+    def neg(self, a): return self.node("Neg", [a])
+    def relu(self, a): return self.node("Relu", [a])
+    def abs(self, a): return self.node("Abs", [a])
+    def max(self, a, b): return self.node("Max", [a, b])
+    def min(self, a, b): return self.node("Min", [a, b])
+    def where(self, cond, a, b): return self.node("Where", [cond, a, b])
+    def less(self, a, b): return self.node("Less", [a, b])
+
+    # -- shape and indexing ---------------------------------------------------------------
+    def slice(self, x, start: int, end: int, axis: int):
+        return self.node("Slice", [x, self.ints([start]), self.ints([end]), self.ints([axis])])
+
+    def gather(self, x, index: int, axis: int):
+        """x[..., index, ...] with the axis dropped."""
+        return self.node("Gather", [x, self.ints(index)], {"axis": axis})
+
+    def unsqueeze(self, x, axes: Sequence[int]):
+        if self.opset >= 13:
+            return self.node("Unsqueeze", [x, self.ints(list(axes))])
+        return self.node("Unsqueeze", [x], {"axes": list(axes)})
+
+    def squeeze(self, x, axes: Sequence[int]):
+        if self.opset >= 13:
+            return self.node("Squeeze", [x, self.ints(list(axes))])
+        return self.node("Squeeze", [x], {"axes": list(axes)})
+
+    def concat(self, xs: Sequence[gs.Tensor], axis: int, output=None):
+        return self.node("Concat", list(xs), {"axis": axis}, output=output)
+
+    def transpose(self, x, perm: Sequence[int], output=None):
+        return self.node("Transpose", [x], {"perm": list(perm)}, output=output)
+
+    def reshape(self, x, shape):
+        shape_input = shape if isinstance(shape, gs.Tensor) else self.ints(list(shape))
+        return self.node("Reshape", [x, shape_input])
+
+    def shape(self, x):
+        return self.node("Shape", [x])
+
+    def cumsum(self, x, axis: int):
+        return self.node("CumSum", [x, self.ints(axis)])
+
+    def reduce_sum(self, x, axes: Sequence[int], keepdims: int = 1, output=None):
+        if self.opset >= 13:
+            return self.node("ReduceSum", [x, self.ints(list(axes))], {"keepdims": keepdims}, output=output)
+        return self.node("ReduceSum", [x], {"axes": list(axes), "keepdims": keepdims}, output=output)
+
+    def einsum(self, inputs: Sequence[gs.Tensor], equation: str, output=None):
+        return self.node("Einsum", list(inputs), {"equation": equation}, output=output)
+
+    def matmul(self, a, b):
+        return self.node("MatMul", [a, b])
+
+    def identity(self, x, output=None):
+        return self.node("Identity", [x], output=output)

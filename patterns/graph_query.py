@@ -1,0 +1,77 @@
+"""Small read-only queries on onnx-graphsurgeon graphs that every pattern needs."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+
+def producer(tensor: gs.Tensor) -> Optional[gs.Node]:
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def producer_op(tensor: gs.Tensor) -> Optional[str]:
+    node = producer(tensor)
+    return node.op if node is not None else None
+
+
+def constant_value(tensor: Optional[gs.Tensor]) -> Optional[np.ndarray]:
+    """The value of an initializer or of a Constant node's output, else None."""
+    if tensor is None:
+        return None
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    node = producer(tensor)
+    if node is None or node.op != "Constant":
+        return None
+    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+        if key in node.attrs:
+            value = node.attrs[key]
+            return np.asarray(value.values if isinstance(value, gs.Constant) else value)
+    return None
+
+
+def constant_int(tensor: Optional[gs.Tensor]) -> Optional[int]:
+    """A scalar or one-element integer constant as a Python int, else None."""
+    value = constant_value(tensor)
+    if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+        return None
+    return int(value.reshape(-1)[0])
+
+
+def constant_ints(tensor: Optional[gs.Tensor]) -> Optional[list[int]]:
+    value = constant_value(tensor)
+    if value is None or not np.issubdtype(value.dtype, np.integer):
+        return None
+    return [int(v) for v in value.reshape(-1)]
+
+
+def rank(tensor: gs.Tensor) -> Optional[int]:
+    shape = getattr(tensor, "shape", None)
+    return len(shape) if shape is not None else None
+
+
+def normalize_axis(axis: int, tensor_rank: Optional[int]) -> Optional[int]:
+    """Non-negative axis, or None when a negative axis meets an unknown rank."""
+    if axis >= 0:
+        return axis
+    return axis + tensor_rank if tensor_rank is not None else None
+
+
+def is_all_zeros(tensor: gs.Tensor) -> bool:
+    value = constant_value(tensor)
+    return value is not None and not np.any(value)
+
+
+def node_axes(node: gs.Node, input_index: int = 1) -> Optional[list[int]]:
+    """The `axes` of Squeeze/Unsqueeze/Reduce*: an attribute before opset 13 (18 for Reduce*), an input after."""
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > input_index:
+        return constant_ints(node.inputs[input_index])
+    return None
+
+
+def describe(node: Optional[gs.Node]) -> str:
+    return f"{node.op} '{node.name}'" if node is not None else "graph input"

@@ -1,0 +1,115 @@
+"""Recognise `t = source[..., i, ...]`: one step of a tensor taken along one axis.
+
+Exporters write it three ways:
+  Gather(source, i)                        scalar index, axis dropped
+  Squeeze(Gather(source, [i]), axes=[ax])  one-element index
+  Squeeze(Slice(source, [i], [i+1], [ax]), axes=[ax])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from patterns.graph_query import (
+    constant_ints,
+    constant_value,
+    node_axes,
+    normalize_axis,
+    producer,
+    rank,
+)
+
+
+@dataclass(frozen=True)
+class StepSlice:
+    source: gs.Tensor
+    axis: int          # non-negative axis of `source` that is indexed
+    index: int         # non-negative position along that axis
+    nodes: tuple = field(default=(), compare=False)  # the nodes that compute the slice
+
+    @property
+    def key(self) -> tuple:
+        """Slices with equal keys come from the same tensor along the same axis."""
+        return (id(self.source), self.axis)
+
+
+def _axis_length(source: gs.Tensor, axis: int) -> Optional[int]:
+    shape = getattr(source, "shape", None)
+    if shape is None or axis >= len(shape) or not isinstance(shape[axis], int):
+        return None
+    return shape[axis]
+
+
+def _normalize_index(index: int, source: gs.Tensor, axis: int) -> Optional[int]:
+    if index >= 0:
+        return index
+    length = _axis_length(source, axis)
+    return index + length if length is not None else None
+
+
+def _gather_scalar(node: gs.Node) -> Optional[StepSlice]:
+    index_value = constant_value(node.inputs[1])
+    if index_value is None or index_value.ndim != 0:
+        return None
+    source = node.inputs[0]
+    axis = normalize_axis(int(node.attrs.get("axis", 0)), rank(source))
+    if axis is None:
+        return None
+    index = _normalize_index(int(index_value), source, axis)
+    if index is None:
+        return None
+    return StepSlice(source, axis, index, (node,))
+
+
+def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
+    inner = producer(squeeze.inputs[0])
+    squeeze_axes = node_axes(squeeze)
+    if inner is None or squeeze_axes is None or len(squeeze_axes) != 1:
+        return None
+    if inner.op == "Gather":
+        index_value = constant_ints(inner.inputs[1])
+        if index_value is None or len(index_value) != 1:
+            return None
+        source = inner.inputs[0]
+        axis = normalize_axis(int(inner.attrs.get("axis", 0)), rank(source))
+        index = index_value[0]
+    elif inner.op == "Slice":
+        source = inner.inputs[0]
+        starts, ends = constant_ints(inner.inputs[1]), constant_ints(inner.inputs[2])
+        axes = constant_ints(inner.inputs[3]) if len(inner.inputs) > 3 else [0]
+        steps = constant_ints(inner.inputs[4]) if len(inner.inputs) > 4 else [1]
+        if None in (starts, ends, axes, steps) or len(starts) != 1 or steps != [1]:
+            return None
+        axis = normalize_axis(axes[0], rank(source))
+        index = starts[0]
+        if axis is None:
+            return None
+        index = _normalize_index(index, source, axis)
+        # `ends` is i+1, or a huge/negative sentinel only when i is the last position.
+        if index is None or not (ends[0] == index + 1 or (ends[0] < 0 and ends[0] + (_axis_length(source, axis) or 0) == index + 1)):
+            return None
+    else:
+        return None
+    if axis is None or index is None:
+        return None
+    squeeze_axis = normalize_axis(squeeze_axes[0], rank(source))
+    if squeeze_axis != axis:
+        return None
+    index = _normalize_index(index, source, axis)
+    if index is None:
+        return None
+    return StepSlice(source, axis, index, (squeeze, inner))
+
+
+def match_step_slice(tensor: gs.Tensor) -> Optional[StepSlice]:
+    """The StepSlice that produces `tensor`, or None."""
+    node = producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Gather":
+        return _gather_scalar(node)
+    if node.op == "Squeeze":
+        return _squeezed_slice(node)
+    return None

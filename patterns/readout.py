@@ -1,0 +1,104 @@
+"""Recognise the per-step readout `y_i = f(x_i, c_i)` and the stacking of the y_i.
+
+Readouts exporters produce:
+  einsum   Einsum('bdn,bdn->bd', x_i, c_i)            (upstream selective_scan_torch)
+  mulsum   ReduceSum(Mul(x_i, c_i), axes=[n])          ((x * C[..., i]).sum(-1))
+  states   no readout: the states themselves are stacked
+Stacking: Unsqueeze(y_i, axes=[s]) for every i, all into one Concat(axis=s) in step order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from patterns.graph_query import describe, node_axes, normalize_axis, rank
+from patterns.indexing import StepSlice, match_step_slice
+
+
+@dataclass(frozen=True)
+class ReadoutForm:
+    """What is identical in every step's readout; the re-roller computes it once over all steps."""
+
+    kind: str                      # "einsum" | "mulsum" | "states"
+    equation: str = ""             # einsum: the per-step equation
+    state_operand: int = 0         # einsum/mulsum: which input is the state
+    reduce_axes: tuple = ()        # mulsum: axes of the per-step product that are summed
+    keepdims: int = 1              # mulsum
+    stack_axis: int = 0            # axis of the stacked output that runs over steps
+
+
+@dataclass
+class ReadoutStep:
+    form: ReadoutForm
+    coeff: Optional[StepSlice]     # c_i (None for "states")
+    stacked_piece: gs.Tensor       # the Unsqueeze output that goes into the Concat
+    concat: gs.Node
+    nodes: list = field(default_factory=list)
+
+
+class ReadoutMismatch(Exception):
+    pass
+
+
+def _stacking(y: gs.Tensor, unsqueeze: Optional[gs.Node] = None) -> tuple[gs.Node, gs.Node, int]:
+    """The Unsqueeze -> Concat that stacks y over steps: (unsqueeze, concat, axis)."""
+    if unsqueeze is None:
+        if len(y.outputs) != 1:
+            raise ReadoutMismatch(f"per-step output '{y.name}' has {len(y.outputs)} consumers, expected one Unsqueeze")
+        unsqueeze = y.outputs[0]
+    if unsqueeze.op != "Unsqueeze":
+        raise ReadoutMismatch(f"per-step output '{y.name}' goes to {describe(unsqueeze)}, expected Unsqueeze")
+    axes = node_axes(unsqueeze)
+    out_rank = rank(y) + 1 if rank(y) is not None else None
+    if axes is None or len(axes) != 1:
+        raise ReadoutMismatch(f"{describe(unsqueeze)} must insert exactly one constant axis")
+    axis = normalize_axis(axes[0], out_rank)
+    piece = unsqueeze.outputs[0]
+    if len(piece.outputs) != 1 or piece.outputs[0].op != "Concat":
+        raise ReadoutMismatch(f"{describe(unsqueeze)} output is not consumed by a single Concat")
+    concat = piece.outputs[0]
+    concat_axis = normalize_axis(int(concat.attrs.get("axis", 0)), out_rank)
+    if axis is None or concat_axis != axis:
+        raise ReadoutMismatch(f"{describe(concat)} joins along axis {concat.attrs.get('axis')} but steps were stacked on axis {axes[0]}")
+    return unsqueeze, concat, axis
+
+
+def match_readout(state: gs.Tensor, reader: gs.Node) -> ReadoutStep:
+    """The readout of one state x_i through its consumer `reader`."""
+    if reader.op == "Unsqueeze":
+        unsqueeze, concat, axis = _stacking(state, reader)
+        return ReadoutStep(ReadoutForm("states", stack_axis=axis), None, unsqueeze.outputs[0], concat, [unsqueeze])
+    if reader.op == "Einsum" and len(reader.inputs) == 2:
+        state_operand = reader.inputs.index(state)
+        coeff = match_step_slice(reader.inputs[1 - state_operand])
+        if coeff is None:
+            raise ReadoutMismatch(f"{describe(reader)}: the other operand is not one step of a tensor")
+        equation = reader.attrs["equation"].replace(" ", "")
+        if "..." in equation:
+            raise ReadoutMismatch(f"{describe(reader)}: einsum with '...' is not supported")
+        unsqueeze, concat, axis = _stacking(reader.outputs[0])
+        form = ReadoutForm("einsum", equation=equation, state_operand=state_operand, stack_axis=axis)
+        return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, [reader, unsqueeze, *coeff.nodes])
+    if reader.op == "Mul":
+        state_operand = reader.inputs.index(state)
+        coeff = match_step_slice(reader.inputs[1 - state_operand])
+        product = reader.outputs[0]
+        if coeff is None:
+            raise ReadoutMismatch(f"{describe(reader)}: the other factor is not one step of a tensor")
+        if len(product.outputs) != 1 or product.outputs[0].op != "ReduceSum":
+            raise ReadoutMismatch(f"{describe(reader)}: product is not summed by a single ReduceSum")
+        reduce = product.outputs[0]
+        axes = node_axes(reduce)
+        product_rank = rank(product) if rank(product) is not None else rank(state)
+        if not axes or product_rank is None:
+            raise ReadoutMismatch(f"{describe(reduce)}: axes must be constant and the rank known")
+        if rank(state) != rank(coeff.source) - 1:
+            raise ReadoutMismatch(f"{describe(reader)}: state and coefficient ranks differ (broadcast readout)")
+        axes = tuple(sorted(normalize_axis(a, product_rank) for a in axes))
+        unsqueeze, concat, axis = _stacking(reduce.outputs[0])
+        form = ReadoutForm("mulsum", state_operand=state_operand, reduce_axes=axes,
+                           keepdims=int(reduce.attrs.get("keepdims", 1)), stack_axis=axis)
+        return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, [reader, reduce, unsqueeze, *coeff.nodes])
+    raise ReadoutMismatch(f"state '{state.name}' is read by {describe(reader)}, not an Einsum, Mul+ReduceSum or Unsqueeze")

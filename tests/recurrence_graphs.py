@@ -1,0 +1,150 @@
+"""Hand-built unrolled recurrences, written the ways exporters write them, plus near-misses.
+
+`unrolled_scan_model(...)` returns an ONNX model computing, for inputs
+  log_a (B, D, L, N) -> a = Exp(log_a), b (B, D, L, N), c (B, D, N, L), [h0 (B, D, N)]:
+    x_i = a[:, :, i] * x_{i-1} + b[:, :, i];   y[:, :, i] = sum_n x_i * c[:, :, :, i]
+with the per-step ops spelled out, like torch.onnx.export's unrolling of a Python loop.
+`numpy_scan` is the sequential reference it must equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+
+@dataclass
+class ScanSpec:
+    length: int = 7
+    channels: int = 3
+    state: int = 2               # N
+    batch: Optional[int] = 1     # None: dynamic batch ("batch")
+    index: str = "gather"        # gather | slice
+    readout: str = "einsum"      # einsum | mulsum | states
+    initial: str = "zeros"       # zeros | input
+    decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input)
+    opset: int = 17
+    near_miss: str = ""          # "" | skip_index | repeat_index | state_used_elsewhere | two_decays
+    extra_final_state_output: bool = False
+
+
+class _Graph:
+    def __init__(self, opset: int) -> None:
+        self.opset, self.nodes, self.inits, self.count = opset, [], [], 0
+
+    def name(self, op: str) -> str:
+        self.count += 1
+        return f"{op}_{self.count}"
+
+    def node(self, op, inputs, **attrs) -> str:
+        name = self.name(op)
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def const(self, value) -> str:
+        name = self.name("const")
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name,
+                                           value=onnx.numpy_helper.from_array(np.asarray(value), name)))
+        return name
+
+    def axes_op(self, op, x, axes, **attrs) -> str:
+        if self.opset >= 13 or (op == "ReduceSum" and self.opset >= 13):
+            return self.node(op, [x, self.const(np.array(axes, dtype=np.int64))], **attrs)
+        return self.node(op, [x], axes=axes, **attrs)
+
+    def step(self, source, axis, index, form) -> str:
+        if form == "gather":
+            return self.node("Gather", [source, self.const(np.array(index, dtype=np.int64))], axis=axis)
+        sliced = self.node("Slice", [source, self.const(np.array([index], dtype=np.int64)),
+                                     self.const(np.array([index + 1], dtype=np.int64)),
+                                     self.const(np.array([axis], dtype=np.int64))])
+        return self.axes_op("Squeeze", sliced, [axis])
+
+
+def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
+    g = _Graph(spec.opset)
+    batch = spec.batch if spec.batch is not None else "batch"
+    D, L, N = spec.channels, spec.length, spec.state
+    inputs = [
+        helper.make_tensor_value_info("a_in", TensorProto.FLOAT, [batch, D, L, N]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, [batch, D, L, N]),
+    ]
+    if spec.readout != "states":
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [batch, D, N, L]))
+    if spec.initial == "input":
+        inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
+    decay = g.node("Exp", ["a_in"]) if spec.decay == "exp" else "a_in"
+    other_decay = g.node("Exp", [g.node("Neg", ["a_in"])]) if spec.near_miss == "two_decays" else decay
+
+    if spec.initial == "input":
+        state = "h0"
+    else:
+        zeros_shape = [spec.batch or 1, D, N]
+        state = g.const(np.zeros(zeros_shape, dtype=np.float32))
+    pieces, outputs, extra = [], [], []
+    for i in range(L):
+        index = i
+        if spec.near_miss == "skip_index" and i >= L // 2:
+            index = min(i + 1, L - 1)
+        if spec.near_miss == "repeat_index" and i == L // 2:
+            index = i - 1
+        source = other_decay if (spec.near_miss == "two_decays" and i == L // 2) else decay
+        a_i = g.step(source, 2, index, spec.index)
+        b_i = g.step("b", 2, i, spec.index)
+        state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
+        if spec.near_miss == "state_used_elsewhere" and i == 1:
+            extra.append(g.node("Relu", [state]))
+        if spec.readout == "states":
+            y = state
+        else:
+            c_i = g.step("c", 3, i, spec.index)
+            if spec.readout == "einsum":
+                y = g.node("Einsum", [state, c_i], equation="bdn,bdn->bd")
+            else:
+                y = g.axes_op("ReduceSum", g.node("Mul", [state, c_i]), [-1], keepdims=0)
+        pieces.append(g.axes_op("Unsqueeze", y, [2]))
+    g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
+    y_shape = [batch, D, L] if spec.readout != "states" else [batch, D, L, N]
+    outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape))
+    if spec.extra_final_state_output:
+        g.nodes.append(helper.make_node("Identity", [state], ["final_state"], name="final_state_copy"))
+        outputs.append(helper.make_tensor_value_info("final_state", TensorProto.FLOAT, [batch, D, N]))
+    for name in extra:
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, D, N]))
+    graph = helper.make_graph(g.nodes, "unrolled_scan", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", spec.opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Inputs with Mamba-like statistics: log decays dt*A <= 0, a few percent of unit size."""
+    rng = np.random.default_rng(seed)
+    D, L, N = spec.channels, spec.length, spec.state
+    log_a = -rng.uniform(0.001, 0.2, (batch, D, L, N)) * decay_scale
+    feeds = {
+        "a_in": (log_a if spec.decay == "exp" else np.exp(log_a)).astype(np.float32),
+        "b": rng.standard_normal((batch, D, L, N)).astype(np.float32),
+    }
+    if spec.readout != "states":
+        feeds["c"] = rng.standard_normal((batch, D, N, L)).astype(np.float32)
+    if spec.initial == "input":
+        feeds["h0"] = rng.standard_normal((batch, D, N)).astype(np.float32)
+    return feeds
+
+
+def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The sequential recurrence in float64."""
+    a = feeds["a_in"].astype(np.float64)
+    a = np.exp(a) if spec.decay == "exp" else a
+    b = feeds["b"].astype(np.float64)
+    state = feeds["h0"].astype(np.float64) if spec.initial == "input" else np.zeros(a.shape[:2] + a.shape[3:])
+    outs = []
+    for i in range(spec.length):
+        state = a[:, :, i] * state + b[:, :, i]
+        outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, feeds["c"][..., i].astype(np.float64)))
+    return np.stack(outs, axis=2)

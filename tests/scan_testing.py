@@ -1,0 +1,38 @@
+"""Shared helpers for tests that re-roll graphs: run a pass on a ModelProto, run models in ORT."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from passes.base import PassContext, PassResult
+
+
+def apply_pass(model: onnx.ModelProto, pass_) -> tuple[onnx.ModelProto, PassResult]:
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    result = pass_.run(graph, PassContext(opset=opset))
+    out = gs.export_onnx(graph)
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    out.ir_version = model.ir_version
+    onnx.checker.check_model(out, full_check=True)
+    return out, result
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-30))

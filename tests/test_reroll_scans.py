@@ -1,0 +1,137 @@
+"""The re-rolling pass on hand-built unrolled recurrences: every recognised form, every near-miss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from passes.reroll_scans import RerollScans
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+from recurrence_graphs import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+# float32 chunked scans vs a float64 sequential scan on Mamba-like decays.
+REL_L2_TOL = 1e-5
+
+
+def test_chunk24_form_exact_ops_einsum_readout():
+    spec = ScanSpec(length=7, channels=3, state=2)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=3))
+    assert result.changed and result.stats == {"rerolled": 1, "steps": 7, "rejected": 0}
+    # 3 chunks (3 + 3 + 1): per chunk 2 Slices of the inputs, 2 CumSum, Neg, 2 Exp, 2 Mul;
+    # a carry (Slice) out of the first two chunks and an Add into the last two; one Concat, one Einsum.
+    assert op_histogram(out) == {"Add": 2, "Concat": 1, "CumSum": 6, "Einsum": 1, "Exp": 6, "Mul": 6,
+                                 "Neg": 3, "Slice": 8}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_mulsum_readout_with_initial_state_and_slice_indexing():
+    spec = ScanSpec(length=5, index="slice", readout="mulsum", initial="input", opset=13)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=24))
+    assert result.stats["rerolled"] == 1
+    # One chunk covers all 5 steps: no Slice, no Concat; the initial state enters through one Unsqueeze;
+    # c (B, D, N, L) is transposed once so its step axis lines up with the states' (B, D, L, N).
+    assert op_histogram(out) == {"Add": 1, "CumSum": 2, "Exp": 2, "Mul": 3, "Neg": 1, "ReduceSum": 1,
+                                 "Transpose": 1, "Unsqueeze": 1}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_decay_not_from_exp_takes_log_once():
+    spec = ScanSpec(length=6, decay="direct")
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert op_histogram(out)["Log"] == 1
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_decay_from_exp_reuses_its_input():
+    out, _ = apply_pass(unrolled_scan_model(ScanSpec(length=6)), RerollScans(chunk=4))
+    hist = op_histogram(out)
+    assert "Log" not in hist and "Gather" not in hist
+
+
+def test_states_stacked_without_readout():
+    spec = ScanSpec(length=6, readout="states", state=3)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert result.stats["rerolled"] == 1
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_final_state_used_outside_the_chain_is_kept():
+    spec = ScanSpec(length=6, extra_final_state_output=True)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats["rerolled"] == 1
+    feeds = scan_inputs(spec)
+    expected = run(model, feeds)
+    actual = run(out, feeds)
+    assert rel_l2(actual[0], expected[0]) <= REL_L2_TOL
+    assert rel_l2(actual[1], expected[1]) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("opset", [12, 13, 17, 18])
+@pytest.mark.parametrize("index", ["gather", "slice"])
+def test_every_opset_and_index_form(opset, index):
+    spec = ScanSpec(length=9, index=index, opset=opset, readout="mulsum" if opset % 2 else "einsum")
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert result.stats["rerolled"] == 1
+    assert {"Gather", "Squeeze"}.isdisjoint(op_histogram(out))
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_dynamic_batch_stays_symbolic():
+    spec = ScanSpec(length=8, batch=None, initial="input")
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=3))
+    assert out.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    for batch in (1, 3):
+        feeds = scan_inputs(spec, batch=batch)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("near_miss, reason", [
+    ("skip_index", "decay a_i index jumps to 5 at step 4 (expected 4)"),
+    ("repeat_index", "decay a_i index 3 is repeated at step 4"),
+    ("state_used_elsewhere", "intermediate state 'Add_19' at step 1 is read by Relu 'Relu_20', Einsum"),
+    ("two_decays", "decay a_i at step 4 comes from"),
+])
+def test_near_misses_are_left_unchanged_with_a_reason(near_miss, reason):
+    model = unrolled_scan_model(ScanSpec(length=9, near_miss=near_miss))
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert not result.changed
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert reason in result.notes[1]
+
+
+def test_graph_without_scans_reports_zero():
+    model = unrolled_scan_model(ScanSpec(length=1))  # one step is not a chain
+    _, result = apply_pass(model, RerollScans())
+    assert not result.changed and result.notes == ["0 scans found"]
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: chunk24"):
+        RerollScans(form="fast")
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        RerollScans(chunk=0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
+    batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
+    readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
+    opset=st.sampled_from([12, 13, 17, 18]),
+)
+def test_property_rerolled_graph_equals_numpy_scan(length, chunk, channels, state, batch, index, readout, initial, opset):
+    spec = ScanSpec(length=length, channels=channels, state=state, batch=batch, index=index,
+                    readout=readout, initial=initial, opset=opset)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=chunk))
+    assert result.stats["rerolled"] == 1 and result.stats["steps"] == length
+    hist = op_histogram(out)
+    assert hist.get("CumSum", 0) == 2 * -(-length // chunk)
+    feeds = scan_inputs(spec, seed=length * 31 + chunk, batch=batch or 2)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
