@@ -1,0 +1,111 @@
+"""What ``python -m passes.apply`` shows: a spinner line per step and pass, and a closing table.
+
+Progress goes to stderr (so stdout stays the table and can be redirected); each finished
+line stays on screen with its elapsed time.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from passes.base import Pass
+from passes.manager import PassRecord, PipelineRun, ProgressHook
+
+
+class RichProgress(ProgressHook):
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._label = ""
+
+    def __enter__(self) -> "RichProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._task is not None:
+            self.progress.stop_task(self._task)
+        self.progress.stop()
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        """A spinner line for a slow step outside the passes (load, import, verify, write)."""
+        self._begin(label)
+        try:
+            yield
+        finally:
+            self._end(label)
+
+    def _begin(self, label: str) -> None:
+        self._label = label
+        self._task = self.progress.add_task(label, total=1)
+
+    def _end(self, description: str) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, description=description, completed=1)
+            self.progress.stop_task(self._task)
+            self._task = None
+
+    # ProgressHook
+    def pass_started(self, index: int, total: int, pass_: Pass) -> None:
+        self._begin(f"[{index + 1}/{total}] {pass_.name}")
+
+    def stage(self, text: str) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, description=f"{self._label} [dim]· {text}[/]")
+
+    def pass_finished(self, index: int, total: int, record: PassRecord) -> None:
+        change = f"{record.nodes_before:,} → {record.nodes_after:,} nodes" if record.changed else "unchanged"
+        self._end(f"{self._label} [dim]· {change}[/]")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+
+
+def _check_cell(record: PassRecord) -> str:
+    if record.checker.startswith("error") or record.shape_inference.startswith("error"):
+        return "[red]error[/]"
+    if record.checker == "ok":
+        return "ok"
+    return "–"
+
+
+def closing_table(run: PipelineRun) -> Table:
+    table = Table(title=f"pipeline {run.pipeline}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("pass")
+    table.add_column("time", justify="right")
+    table.add_column("nodes", justify="right")
+    table.add_column("rewrites")
+    table.add_column("checks")
+    table.add_column("max error (rel L2)", justify="right")
+    for index, record in enumerate(run.records, start=1):
+        stat = record.main_stat
+        verified = record.verification
+        table.add_row(
+            str(index), record.name, _seconds(record.seconds + record.check_seconds + record.verify_seconds),
+            f"{record.nodes_before:,} → {record.nodes_after:,}",
+            f"{stat[0]}={stat[1]}" if stat else "",
+            _check_cell(record),
+            f"{verified['rel_l2']:.2e}" if verified else "",
+        )
+    return table
+
+
+def print_notes(console: Console, run: PipelineRun) -> None:
+    for record in run.records:
+        if record.notes:
+            console.print(f"[bold]{record.name}[/]")
+            for note in record.notes:
+                console.print(f"  - {note}", markup=False, highlight=False)
