@@ -1,0 +1,102 @@
+"""Node counts and op histograms of ONNX models, side by side.
+
+    python -m tools.nodecount naive.onnx rolled.onnx [--json | --csv]
+
+Ops are rows (total first, then by largest count), models are columns. Only the top-level
+graph is counted (a Loop body counts as its one Loop node). Fast on 100k-node models: plain
+``onnx.load`` without external data and without onnx-graphsurgeon.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+
+class CountError(Exception):
+    pass
+
+
+def count_ops(path: str | Path) -> Counter:
+    path = Path(path)
+    if not path.is_file():
+        raise CountError(f"not a file: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, Exception) as error:
+        raise CountError(f"not an ONNX file, or truncated: {path} ({' '.join(str(error).split())[:200]})") from None
+    if not model.HasField("graph"):
+        raise CountError(f"not an ONNX model (no graph): {path}")
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def histogram_rows(histograms: dict[str, Counter]) -> list[tuple[str, list[int]]]:
+    """[("total", [n, m]), (op, [count per model]), ...] sorted by largest count, then name."""
+    models = list(histograms)
+    ops = set().union(*histograms.values()) if histograms else set()
+    ordered = sorted(ops, key=lambda op: (-max(histograms[m][op] for m in models), op))
+    rows = [("total", [sum(histograms[m].values()) for m in models])]
+    rows += [(op, [histograms[m][op] for m in models]) for op in ordered]
+    return rows
+
+
+def to_json(histograms: dict[str, Counter]) -> str:
+    return json.dumps({
+        "models": {name: {"nodes": sum(counts.values()), "ops": dict(sorted(counts.items()))}
+                   for name, counts in histograms.items()}
+    }, indent=2)
+
+
+def to_csv(histograms: dict[str, Counter]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["op", *histograms])
+    for op, counts in histogram_rows(histograms):
+        writer.writerow([op, *counts])
+    return buffer.getvalue()
+
+
+def print_table(histograms: dict[str, Counter]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("op")
+    for name in histograms:
+        table.add_column(name, justify="right")
+    for index, (op, counts) in enumerate(histogram_rows(histograms)):
+        cells = [f"{count:,}" if count else "" for count in counts]
+        table.add_row(f"[bold]{op}[/]" if index == 0 else op, *cells, end_section=index == 0)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.nodecount", description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="+", help=".onnx files")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON: {models: {path: {nodes, ops}}}")
+    output.add_argument("--csv", action="store_true", help="print CSV: op, one column per model; total row first")
+    args = parser.parse_args(argv)
+    try:
+        histograms = {path: count_ops(path) for path in args.models}
+    except CountError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(to_json(histograms) + "\n")
+    elif args.csv:
+        sys.stdout.write(to_csv(histograms))
+    else:
+        print_table(histograms)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
