@@ -1,0 +1,137 @@
+"""Cleanup passes on small hand-written graphs: exact op lists after each pass."""
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.base import PassContext
+from passes.graph_io import graph_to_model, model_to_graph
+from passes.registry import get_pass
+from passes.verify import run_model
+
+MODEL_WITH_DEAD_AND_CONSTANT_WORK = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x) => (float[2,3] y)
+  <float[3] w = {1.0, 2.0, 3.0}, float[3] unused_weight = {3.0, 4.0, 5.0}> {
+  ones = Constant<value = float[3] {1.0, 1.0, 1.0}>()
+  bias = Add(ones, w)
+  shifted = Add(x, bias)
+  same = Identity(shifted)
+  y = Relu(same)
+  dead_square = Mul(x, x)
+  dead_exp = Exp(dead_square)
+}
+"""
+
+
+def graph_of(text: str) -> gs.Graph:
+    return model_to_graph(onnx.parser.parse_model(text))
+
+
+def ops(graph: gs.Graph) -> list[str]:
+    return [node.op for node in graph.nodes]
+
+
+def run_pass(name: str, graph: gs.Graph, **options):
+    return get_pass(name, **options).run(graph, PassContext(opset=17))
+
+
+def test_eliminate_dead_nodes_removes_exactly_the_unused_chain():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("eliminate-dead-nodes", graph)
+    assert ops(graph) == ["Constant", "Add", "Add", "Identity", "Relu"]
+    assert result.changed and result.stats["removed"] == 2
+    exported = graph_to_model(graph)
+    onnx.checker.check_model(exported, full_check=True)
+    assert [init.name for init in exported.graph.initializer] == ["w"]  # unused initializer gone
+
+
+def test_eliminate_dead_nodes_on_clean_graph_reports_no_change():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    run_pass("eliminate-dead-nodes", graph)
+    again = run_pass("eliminate-dead-nodes", graph)
+    assert not again.changed and again.stats["removed"] == 0
+
+
+def test_eliminate_dead_nodes_keeps_unused_graph_inputs():
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x, float[2] unused_input) => (float[2] y) { y = Relu(x) }""")
+    run_pass("eliminate-dead-nodes", graph)
+    assert [t.name for t in graph.inputs] == ["x", "unused_input"]
+
+
+def test_fold_constants_folds_constant_subgraph_and_keeps_numbers():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    run_pass("eliminate-dead-nodes", graph)
+    before = run_model(graph_to_model(graph), {"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    result = run_pass("fold-constants", graph)
+    assert ops(graph) == ["Add", "Identity", "Relu"]
+    assert result.changed and result.stats["folded"] == 2
+    after = run_model(graph_to_model(graph), {"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    np.testing.assert_array_equal(after["y"], before["y"])
+
+
+def test_fold_constants_keeps_graph_and_notes_reason_when_folding_fails(monkeypatch):
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+
+    def broken_fold(self, *args, **kwargs):
+        self.nodes.clear()  # damage the copy, to prove the original is kept
+        raise RuntimeError("simulated folding crash")
+
+    monkeypatch.setattr(gs.Graph, "fold_constants", broken_fold)
+    ops_before = ops(graph)
+    result = run_pass("fold-constants", graph)
+    assert ops(graph) == ops_before
+    assert not result.changed
+    assert result.notes == ["constant folding failed: simulated folding crash; graph left unfolded"]
+
+
+def test_fold_constants_skips_big_graphs_with_a_note():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("fold-constants", graph, skip_above_nodes=3)
+    assert not result.changed and "skip_above_nodes=3" in result.notes[0]
+    assert len(graph.nodes) == 7
+
+
+def test_simplify_removes_identity():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("simplify", graph)
+    # onnxsim folds the bias into a Constant node and drops the Identity and the dead chain.
+    assert ops(graph) == ["Constant", "Add", "Relu"]
+    assert result.changed and result.stats["removed"] == 4
+
+
+def test_simplify_keeps_graph_when_onnxsim_raises(monkeypatch):
+    import passes.simplify_onnxsim as simplify_module
+
+    def broken_onnxsim(model):
+        raise RuntimeError("simulated onnxsim crash")
+
+    monkeypatch.setattr(simplify_module, "_run_onnxsim", broken_onnxsim)
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("simplify", graph)
+    assert len(graph.nodes) == 7 and not result.changed
+    assert result.notes == ["onnxsim failed: simulated onnxsim crash; graph left unsimplified"]
+
+
+def test_simplify_keeps_graph_when_onnxsim_check_fails(monkeypatch):
+    import passes.simplify_onnxsim as simplify_module
+
+    monkeypatch.setattr(simplify_module, "_run_onnxsim", lambda model: (onnx.ModelProto(), False))
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("simplify", graph)
+    assert len(graph.nodes) == 7 and not result.changed
+    assert "graph left unsimplified" in result.notes[0]
+
+
+def test_simplify_skips_above_threshold():
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    result = run_pass("simplify", graph, skip_above_nodes=5)
+    assert len(graph.nodes) == 7 and not result.changed
+    assert result.notes[0].startswith("onnxsim skipped: 7 nodes > skip_above_nodes=5")
+
+
+@pytest.mark.parametrize("name", ["eliminate-dead-nodes", "fold-constants", "simplify"])
+def test_cleanup_passes_are_registered_with_descriptions(name):
+    assert get_pass(name).description
