@@ -17,7 +17,7 @@ from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms import SCAN_FORMS
 from passes.scan_forms.builder import GraphBuilder
-from patterns.graph_query import producer, rank
+from patterns.graph_query import producer
 from patterns.linear_recurrence import Recurrence, find_recurrences
 
 
@@ -39,13 +39,6 @@ def _log_decay(b: GraphBuilder, decay: gs.Tensor) -> gs.Tensor:
     if node is not None and node.op == "Exp":
         return node.inputs[0]
     return b.log(decay)
-
-
-def _state_rank(rec: Recurrence) -> int:
-    decay_rank = rank(rec.decay)
-    if decay_rank is None:
-        raise ValueError(f"rank of the decay tensor '{rec.decay.name}' is unknown (run shape inference first)")
-    return decay_rank  # per-step state rank + 1
 
 
 def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff_axis: int, stack_axis: int) -> str:
@@ -84,7 +77,7 @@ def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank
 
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int) -> None:
-    full_rank = _state_rank(rec)
+    full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
     concat = producer(rec.output)
@@ -92,12 +85,12 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     if rec.final_state_escapes:
         producer(rec.final_state).outputs.clear()
 
-    drive_rank = rank(rec.drive) or full_rank
-    drive = _moved(b, rec.drive, drive_rank, rec.drive_axis, axis)
+    drive = _moved(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     initial: Optional[gs.Tensor] = None
     if rec.initial_state is not None:
-        initial_rank = rank(rec.initial_state)
-        insert_at = axis - ((full_rank - 1) - (initial_rank if initial_rank is not None else full_rank - 1))
+        initial_rank = rec.initial_rank if rec.initial_rank is not None else full_rank - 1
+        # A lower-rank initial state broadcasts from the right; the step axis goes in at the same place.
+        insert_at = axis - ((full_rank - 1) - initial_rank)
         initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
     states = SCAN_FORMS[form](b, _log_decay(b, rec.decay), drive, initial, axis, rec.length, chunk)
     _emit_readout(b, rec, states, full_rank)

@@ -18,8 +18,8 @@ from patterns.graph_query import (
     node_axes,
     normalize_axis,
     producer,
-    rank,
 )
+from patterns.ranks import RankMap
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,12 @@ def _normalize_index(index: int, source: gs.Tensor, axis: int) -> Optional[int]:
     return index + length if length is not None else None
 
 
-def _gather_scalar(node: gs.Node) -> Optional[StepSlice]:
+def _gather_scalar(node: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
     index_value = constant_value(node.inputs[1])
     if index_value is None or index_value.ndim != 0:
         return None
     source = node.inputs[0]
-    axis = normalize_axis(int(node.attrs.get("axis", 0)), rank(source))
+    axis = normalize_axis(int(node.attrs.get("axis", 0)), ranks.rank(source))
     if axis is None:
         return None
     index = _normalize_index(int(index_value), source, axis)
@@ -63,7 +63,7 @@ def _gather_scalar(node: gs.Node) -> Optional[StepSlice]:
     return StepSlice(source, axis, index, (node,))
 
 
-def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
+def _squeezed_slice(squeeze: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
     inner = producer(squeeze.inputs[0])
     squeeze_axes = node_axes(squeeze)
     if inner is None or squeeze_axes is None or len(squeeze_axes) != 1:
@@ -73,7 +73,7 @@ def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
         if index_value is None or len(index_value) != 1:
             return None
         source = inner.inputs[0]
-        axis = normalize_axis(int(inner.attrs.get("axis", 0)), rank(source))
+        axis = normalize_axis(int(inner.attrs.get("axis", 0)), ranks.rank(source))
         index = index_value[0]
     elif inner.op == "Slice":
         source = inner.inputs[0]
@@ -82,7 +82,7 @@ def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
         steps = constant_ints(inner.inputs[4]) if len(inner.inputs) > 4 else [1]
         if None in (starts, ends, axes, steps) or len(starts) != 1 or steps != [1]:
             return None
-        axis = normalize_axis(axes[0], rank(source))
+        axis = normalize_axis(axes[0], ranks.rank(source))
         index = starts[0]
         if axis is None:
             return None
@@ -94,7 +94,7 @@ def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
         return None
     if axis is None or index is None:
         return None
-    squeeze_axis = normalize_axis(squeeze_axes[0], rank(source))
+    squeeze_axis = normalize_axis(squeeze_axes[0], ranks.rank(source))
     if squeeze_axis != axis:
         return None
     index = _normalize_index(index, source, axis)
@@ -103,13 +103,13 @@ def _squeezed_slice(squeeze: gs.Node) -> Optional[StepSlice]:
     return StepSlice(source, axis, index, (squeeze, inner))
 
 
-def match_step_slice(tensor: gs.Tensor) -> Optional[StepSlice]:
+def match_step_slice(tensor: gs.Tensor, ranks: RankMap) -> Optional[StepSlice]:
     """The StepSlice that produces `tensor`, or None."""
     node = producer(tensor)
     if node is None:
         return None
     if node.op == "Gather":
-        return _gather_scalar(node)
+        return _gather_scalar(node, ranks)
     if node.op == "Squeeze":
-        return _squeezed_slice(node)
+        return _squeezed_slice(node, ranks)
     return None

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer
 from patterns.indexing import StepSlice, match_step_slice
+from patterns.ranks import RankMap
 from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout
 
 MIN_STEPS = 2
@@ -53,6 +54,9 @@ class Recurrence:
     output: gs.Tensor                # the stacked y (the Concat's output)
     final_state: gs.Tensor           # x_{L-1}
     final_state_escapes: bool        # x_{L-1} is used beyond the chain
+    rank: int = 0                    # rank of A (one more than a state's)
+    drive_rank: int = 0
+    initial_rank: Optional[int] = None
     nodes: list = field(default_factory=list)   # every node the re-rolled form supersedes
 
     @property
@@ -76,7 +80,7 @@ class MatchReport:
     rejections: list[Rejection]
 
 
-def _match_step(add: gs.Node) -> Optional[Step]:
+def _match_step(add: gs.Node, ranks: RankMap) -> Optional[Step]:
     """Add(Mul(a_i, x), b_i) with a_i and b_i single steps of some tensor."""
     if add.op != "Add" or len(add.inputs) != 2:
         return None
@@ -84,11 +88,11 @@ def _match_step(add: gs.Node) -> Optional[Step]:
         mul = producer(add.inputs[mul_side])
         if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
             continue
-        drive = match_step_slice(add.inputs[1 - mul_side])
+        drive = match_step_slice(add.inputs[1 - mul_side], ranks)
         if drive is None:
             continue
         for decay_side in (0, 1):
-            decay = match_step_slice(mul.inputs[decay_side])
+            decay = match_step_slice(mul.inputs[decay_side], ranks)
             if decay is not None:
                 return Step(add, mul, decay, drive, mul.inputs[1 - decay_side])
     return None
@@ -112,7 +116,7 @@ def _check_indices(slices: list[StepSlice], what: str) -> None:
             raise _ChainMismatch(f"{what} index jumps to {item.index} at step {position} (expected {position})")
 
 
-def _build_recurrence(chain: list[Step], graph_outputs: set[int]) -> Recurrence:
+def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     _check_indices([s.decay for s in chain], "decay a_i")
     _check_indices([s.drive for s in chain], "input b_i")
 
@@ -129,7 +133,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int]) -> Recurrence:
                 raise _ChainMismatch(
                     f"intermediate state '{state.name}' at step {position} is read by {names}; expected one readout")
             try:
-                readouts.append(match_readout(state, readers[0]))
+                readouts.append(match_readout(state, readers[0], ranks))
             except ReadoutMismatch as error:
                 raise _ChainMismatch(f"step {position}: {error}") from None
             continue
@@ -137,7 +141,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int]) -> Recurrence:
         candidates = []
         for reader in readers:
             try:
-                candidates.append(match_readout(state, reader))
+                candidates.append(match_readout(state, reader, ranks))
             except ReadoutMismatch:
                 pass
         if not candidates:
@@ -171,7 +175,13 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int]) -> Recurrence:
         nodes += [step.add, step.mul, *step.decay.nodes, *step.drive.nodes, *readout.nodes]
     nodes.append(concat)
     coeff = readouts[0].coeff
+    decay_rank, drive_rank = ranks.rank(first.decay.source), ranks.rank(first.drive.source)
+    if decay_rank is None or drive_rank is None:
+        raise _ChainMismatch(f"rank of '{first.decay.source.name}' or '{first.drive.source.name}' is unknown")
+    if drive_rank != decay_rank:
+        raise _ChainMismatch(f"decay (rank {decay_rank}) and input (rank {drive_rank}) ranks differ")
     return Recurrence(
+        rank=decay_rank, drive_rank=drive_rank, initial_rank=ranks.rank(initial) if initial is not None else None,
         length=len(chain), decay=first.decay.source, decay_axis=first.decay.axis,
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
@@ -179,7 +189,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int]) -> Recurrence:
 
 
 def find_recurrences(graph: gs.Graph) -> MatchReport:
-    steps = [s for s in (_match_step(node) for node in graph.nodes if node.op == "Add") if s is not None]
+    ranks = RankMap(graph)
+    steps = [s for s in (_match_step(node, ranks) for node in graph.nodes if node.op == "Add") if s is not None]
     step_by_state = {id(s.state): s for s in steps}
     next_steps: dict[int, list[Step]] = {}
     for step in steps:
@@ -204,7 +215,7 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
             continue
         if reason is None:
             try:
-                recurrences.append(_build_recurrence(chain, graph_outputs))
+                recurrences.append(_build_recurrence(chain, graph_outputs, ranks))
                 continue
             except _ChainMismatch as error:
                 reason = str(error)

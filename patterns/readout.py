@@ -13,8 +13,9 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import describe, node_axes, normalize_axis, rank
+from patterns.graph_query import describe, node_axes, normalize_axis
 from patterns.indexing import StepSlice, match_step_slice
+from patterns.ranks import RankMap
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ReadoutMismatch(Exception):
     pass
 
 
-def _stacking(y: gs.Tensor, unsqueeze: Optional[gs.Node] = None) -> tuple[gs.Node, gs.Node, int]:
+def _stacking(y: gs.Tensor, ranks: RankMap, unsqueeze: Optional[gs.Node] = None) -> tuple[gs.Node, gs.Node, int]:
     """The Unsqueeze -> Concat that stacks y over steps: (unsqueeze, concat, axis)."""
     if unsqueeze is None:
         if len(y.outputs) != 1:
@@ -51,7 +52,7 @@ def _stacking(y: gs.Tensor, unsqueeze: Optional[gs.Node] = None) -> tuple[gs.Nod
     if unsqueeze.op != "Unsqueeze":
         raise ReadoutMismatch(f"per-step output '{y.name}' goes to {describe(unsqueeze)}, expected Unsqueeze")
     axes = node_axes(unsqueeze)
-    out_rank = rank(y) + 1 if rank(y) is not None else None
+    out_rank = ranks.rank(y) + 1 if ranks.rank(y) is not None else None
     if axes is None or len(axes) != 1:
         raise ReadoutMismatch(f"{describe(unsqueeze)} must insert exactly one constant axis")
     axis = normalize_axis(axes[0], out_rank)
@@ -65,25 +66,25 @@ def _stacking(y: gs.Tensor, unsqueeze: Optional[gs.Node] = None) -> tuple[gs.Nod
     return unsqueeze, concat, axis
 
 
-def match_readout(state: gs.Tensor, reader: gs.Node) -> ReadoutStep:
+def match_readout(state: gs.Tensor, reader: gs.Node, ranks: RankMap) -> ReadoutStep:
     """The readout of one state x_i through its consumer `reader`."""
     if reader.op == "Unsqueeze":
-        unsqueeze, concat, axis = _stacking(state, reader)
+        unsqueeze, concat, axis = _stacking(state, ranks, reader)
         return ReadoutStep(ReadoutForm("states", stack_axis=axis), None, unsqueeze.outputs[0], concat, [unsqueeze])
     if reader.op == "Einsum" and len(reader.inputs) == 2:
         state_operand = reader.inputs.index(state)
-        coeff = match_step_slice(reader.inputs[1 - state_operand])
+        coeff = match_step_slice(reader.inputs[1 - state_operand], ranks)
         if coeff is None:
             raise ReadoutMismatch(f"{describe(reader)}: the other operand is not one step of a tensor")
         equation = reader.attrs["equation"].replace(" ", "")
         if "..." in equation:
             raise ReadoutMismatch(f"{describe(reader)}: einsum with '...' is not supported")
-        unsqueeze, concat, axis = _stacking(reader.outputs[0])
+        unsqueeze, concat, axis = _stacking(reader.outputs[0], ranks)
         form = ReadoutForm("einsum", equation=equation, state_operand=state_operand, stack_axis=axis)
         return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, [reader, unsqueeze, *coeff.nodes])
     if reader.op == "Mul":
         state_operand = reader.inputs.index(state)
-        coeff = match_step_slice(reader.inputs[1 - state_operand])
+        coeff = match_step_slice(reader.inputs[1 - state_operand], ranks)
         product = reader.outputs[0]
         if coeff is None:
             raise ReadoutMismatch(f"{describe(reader)}: the other factor is not one step of a tensor")
@@ -91,13 +92,13 @@ def match_readout(state: gs.Tensor, reader: gs.Node) -> ReadoutStep:
             raise ReadoutMismatch(f"{describe(reader)}: product is not summed by a single ReduceSum")
         reduce = product.outputs[0]
         axes = node_axes(reduce)
-        product_rank = rank(product) if rank(product) is not None else rank(state)
+        product_rank = ranks.rank(product)
         if not axes or product_rank is None:
             raise ReadoutMismatch(f"{describe(reduce)}: axes must be constant and the rank known")
-        if rank(state) != rank(coeff.source) - 1:
+        if ranks.rank(coeff.source) is None or ranks.rank(state) != ranks.rank(coeff.source) - 1:
             raise ReadoutMismatch(f"{describe(reader)}: state and coefficient ranks differ (broadcast readout)")
         axes = tuple(sorted(normalize_axis(a, product_rank) for a in axes))
-        unsqueeze, concat, axis = _stacking(reduce.outputs[0])
+        unsqueeze, concat, axis = _stacking(reduce.outputs[0], ranks)
         form = ReadoutForm("mulsum", state_operand=state_operand, reduce_axes=axes,
                            keepdims=int(reduce.attrs.get("keepdims", 1)), stack_axis=axis)
         return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, [reader, reduce, unsqueeze, *coeff.nodes])
