@@ -1,0 +1,159 @@
+"""PassManager: per-pass records, histogram deltas, checks, errors naming the pass."""
+import json
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.base import Pass, PassContext, PassResult
+from passes.graph_io import ModelMeta, model_to_graph
+from passes.manager import PassManager, PassVerificationError, PipelineError, op_delta
+from passes.registry import get_pass
+from pipelines import parse_pipeline
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x) => (float[2,3] y) {
+  doubled = Add(x, x)
+  y = Relu(doubled)
+  dead = Exp(x)
+}
+"""
+
+
+def fresh():
+    model = onnx.parser.parse_model(MODEL)
+    return model, model_to_graph(model)
+
+
+class AddToMulByTwo(Pass):
+    """x + x -> x * 2 (adds a Constant node): exercises both signs of the op delta."""
+    name = "test-add-to-mul"
+
+    def run(self, graph, ctx):
+        count = 0
+        for node in list(graph.nodes):
+            if node.op == "Add" and node.inputs[0] is node.inputs[1]:
+                two = gs.Variable(f"{node.name}_two", dtype=np.float32, shape=[])
+                graph.nodes.append(gs.Node("Constant", attrs={"value": gs.Constant(f"{node.name}_v", np.array(2.0, np.float32))}, outputs=[two]))
+                node.op, node.inputs = "Mul", [node.inputs[0], two]
+                count += 1
+        return PassResult(changed=count > 0, stats={"rewritten": count})
+
+
+class WrongNumbers(Pass):
+    """Changes the result: Relu -> Neg. Per-pass verification must catch it."""
+    name = "test-wrong-numbers"
+
+    def run(self, graph, ctx):
+        for node in graph.nodes:
+            if node.op == "Relu":
+                node.op = "Neg"
+        return PassResult(changed=True)
+
+
+class Boom(Pass):
+    name = "test-boom"
+
+    def run(self, graph, ctx):
+        raise ValueError("node 'y' (Relu) has no shape")
+
+
+class BreaksGraph(Pass):
+    name = "test-breaks-graph"
+
+    def run(self, graph, ctx):
+        graph.nodes[0].op = "NoSuchOp"
+        return PassResult(changed=True)
+
+
+def test_records_everything_per_pass():
+    model, graph = fresh()
+    steps = [get_pass("eliminate-dead-nodes"), AddToMulByTwo(), get_pass("eliminate-dead-nodes")]
+    run = PassManager(steps, meta=ModelMeta.from_model(model)).run(graph)
+    first, second, third = run.records
+    assert [r.name for r in run.records] == ["eliminate-dead-nodes", "test-add-to-mul", "eliminate-dead-nodes"]
+    assert (first.nodes_before, first.nodes_after, first.changed) == (3, 2, True)
+    assert first.ops_delta == {"Exp": -1}
+    assert second.ops_before == {"Add": 1, "Relu": 1}
+    assert second.ops_after == {"Mul": 1, "Relu": 1, "Constant": 1}
+    assert second.ops_delta == {"Add": -1, "Constant": 1, "Mul": 1}
+    assert second.stats == {"rewritten": 1} and second.main_stat == ("rewritten", 1)
+    assert second.checker == "ok" and second.shape_inference == "ok"
+    assert not third.changed and third.checker == "skipped (unchanged)"
+    assert run.nodes_before == 3 and run.nodes_after == 3
+    assert run.ops_after == {"Mul": 1, "Relu": 1, "Constant": 1}
+    assert all(r.seconds >= 0 for r in run.records)
+    data = json.loads(json.dumps(run.to_dict()))
+    assert data["ops_delta"] == {"Add": -1, "Constant": 1, "Exp": -1, "Mul": 1}
+    assert [p["name"] for p in data["passes"]] == ["eliminate-dead-nodes", "test-add-to-mul", "eliminate-dead-nodes"]
+
+
+def test_accepts_a_pipeline_and_keeps_its_text():
+    _, graph = fresh()
+    run = PassManager(parse_pipeline("eliminate-dead-nodes,simplify{skip_above_nodes=1}")).run(graph)
+    assert run.pipeline == "eliminate-dead-nodes,simplify{skip_above_nodes=1}"
+    assert run.records[1].notes[0].startswith("onnxsim skipped")
+
+
+def test_failure_names_the_pass_and_those_before_it():
+    _, graph = fresh()
+    manager = PassManager([get_pass("eliminate-dead-nodes"), AddToMulByTwo(), Boom(), get_pass("simplify")])
+    with pytest.raises(PipelineError) as caught:
+        manager.run(graph)
+    assert str(caught.value) == (
+        "pass 'test-boom' failed after [eliminate-dead-nodes, test-add-to-mul]: "
+        "ValueError: node 'y' (Relu) has no shape")
+    assert caught.value.pass_name == "test-boom"
+    assert [r.name for r in caught.value.run.records] == ["eliminate-dead-nodes", "test-add-to-mul"]
+
+
+def test_first_pass_failure_says_nothing_ran_before():
+    _, graph = fresh()
+    with pytest.raises(PipelineError, match=r"^pass 'test-boom' failed after \[\]: "):
+        PassManager([Boom()]).run(graph)
+
+
+def test_checker_errors_are_recorded_not_raised():
+    _, graph = fresh()
+    record = PassManager([BreaksGraph()]).run(graph).records[0]
+    assert record.checker.startswith("error: ") or record.shape_inference.startswith("error: ")
+
+
+def test_verify_each_passes_for_correct_rewrites_and_records_errors():
+    model, graph = fresh()
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+    run = PassManager([get_pass("eliminate-dead-nodes"), AddToMulByTwo()], verify_each=True,
+                      verify_feeds=feeds, meta=ModelMeta.from_model(model)).run(graph)
+    assert all(r.verification["ok"] for r in run.records)
+    assert run.records[1].verification["max_abs"] == 0.0
+    assert set(run.initial_outputs) == {"y"}
+
+
+def test_verify_each_stops_at_the_pass_that_changes_numbers():
+    _, graph = fresh()
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+    with pytest.raises(PassVerificationError, match="pass 'test-wrong-numbers' changed output 'y'") as caught:
+        PassManager([AddToMulByTwo(), WrongNumbers()], verify_each=True, verify_feeds=feeds).run(graph)
+    assert caught.value.pass_name == "test-wrong-numbers"
+
+
+def test_op_delta_keeps_both_signs():
+    assert op_delta({"Mul": 5, "Add": 1}, {"Mul": 2, "Loop": 1, "Add": 1}) == {"Loop": 1, "Mul": -3}
+
+
+def test_context_is_passed_to_passes():
+    seen = {}
+
+    class Spy(Pass):
+        name = "test-spy"
+
+        def run(self, graph, ctx):
+            seen["explain"], seen["opset"] = ctx.explain, ctx.opset
+            return PassResult(changed=False)
+
+    _, graph = fresh()
+    PassManager([Spy()]).run(graph, PassContext(opset=17, explain=True))
+    assert seen == {"explain": True, "opset": 17}
