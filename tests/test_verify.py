@@ -1,0 +1,90 @@
+"""Verification helpers: comparisons, reference npz files, random feeds, ORT runs."""
+import math
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+
+from passes.verify import (ReferenceError, VerificationError, compare, find_reference_beside,
+                           load_reference, random_feeds, run_model, summarize)
+
+MODEL = onnx.parser.parse_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch,3] pixels) => (float[batch,3] logits) { logits = Relu(pixels) }
+""")
+
+
+def test_compare_reports_max_abs_and_relative_l2():
+    expected = np.array([3.0, 4.0], dtype=np.float32)  # norm 5
+    (result,) = compare({"y": np.array([3.0, 4.5], np.float32)}, {"y": expected}, rtol_l2=0.2)
+    assert result.name == "y" and result.max_abs == pytest.approx(0.5)
+    assert result.rel_l2 == pytest.approx(0.1) and result.tolerance == 0.2 and result.ok
+    (strict,) = compare({"y": np.array([3.0, 4.5], np.float32)}, {"y": expected}, rtol_l2=1e-5)
+    assert not strict.ok
+
+
+def test_compare_guards_zero_reference_norm():
+    (both_zero,) = compare({"y": np.zeros(3)}, {"y": np.zeros(3)})
+    assert both_zero.ok and both_zero.rel_l2 == 0.0
+    (nonzero,) = compare({"y": np.array([0.0, 3.0, 4.0])}, {"y": np.zeros(3)})
+    assert not nonzero.ok and nonzero.rel_l2 == pytest.approx(5.0)
+
+
+def test_compare_fails_on_missing_shape_mismatch_and_nan():
+    results = compare(
+        {"shape": np.zeros((2, 3)), "nan": np.array([np.nan, 1.0])},
+        {"missing": np.zeros(2), "shape": np.zeros((3, 2)), "nan": np.array([1.0, 1.0])},
+    )
+    by_name = {r.name: r for r in results}
+    assert [r.ok for r in results] == [False, False, False]
+    assert by_name["missing"].problem == "output missing"
+    assert "shape" in by_name["shape"].problem
+    assert by_name["nan"].problem == "non-finite values"
+    summary = summarize(results)
+    assert summary["ok"] is False and summary["rel_l2"] == "inf"  # JSON-safe
+
+
+def test_run_model_from_proto_and_path(tmp_path):
+    feeds = {"pixels": np.array([[-1.0, 0.5, 2.0]], np.float32)}
+    messages = []
+    outputs = run_model(MODEL, feeds, log=messages.append)
+    np.testing.assert_array_equal(outputs["logits"], [[0.0, 0.5, 2.0]])
+    assert "creating ONNX Runtime session" in messages[0]
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.testing.assert_array_equal(run_model(tmp_path / "m.onnx", feeds)["logits"], outputs["logits"])
+
+
+def test_run_model_missing_feed_is_a_verification_error():
+    with pytest.raises(VerificationError, match="pixels"):
+        run_model(MODEL, {})
+
+
+def test_load_reference_splits_inputs_outputs_and_ignores_other_keys(tmp_path):
+    path = tmp_path / "naive.ref.npz"
+    pixels = np.ones((1, 3), np.float32)
+    np.savez(path, pixels=pixels, logits=pixels * 2, **{"logits@float64": np.ones((1, 3))})
+    feeds, expected = load_reference(path, MODEL)
+    assert list(feeds) == ["pixels"] and list(expected) == ["logits"]
+    np.testing.assert_array_equal(expected["logits"], pixels * 2)
+
+
+def test_load_reference_without_the_inputs_is_an_error(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, logits=np.ones((1, 3)))
+    with pytest.raises(ReferenceError, match="lacks model input"):
+        load_reference(path, MODEL)
+
+
+def test_find_reference_beside(tmp_path):
+    model_path = tmp_path / "naive.onnx"
+    assert find_reference_beside(model_path) is None
+    (tmp_path / "naive.ref.npz").write_bytes(b"")
+    assert find_reference_beside(model_path) == tmp_path / "naive.ref.npz"
+
+
+def test_random_feeds_use_one_for_symbolic_dims_and_are_reproducible():
+    feeds = random_feeds(MODEL, seed=0)
+    assert feeds["pixels"].shape == (1, 3) and feeds["pixels"].dtype == np.float32
+    np.testing.assert_array_equal(feeds["pixels"], random_feeds(MODEL, seed=0)["pixels"])
+    assert not math.isclose(float(feeds["pixels"].sum()), float(random_feeds(MODEL, seed=1)["pixels"].sum()))
