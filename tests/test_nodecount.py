@@ -1,0 +1,65 @@
+"""tools.nodecount: histograms side by side as table, JSON and CSV."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import onnx.parser
+
+from tools.nodecount import count_ops, histogram_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def save(path, body):
+    onnx.save(onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{ {body} }}"""), path)
+    return path
+
+
+def models(tmp_path):
+    naive = save(tmp_path / "naive.onnx", "a = Mul(x, x)  b = Mul(a, x)  c = Add(b, x)  y = Relu(c)")
+    rolled = save(tmp_path / "rolled.onnx", "a = Mul(x, x)  y = Relu(a)")
+    return naive, rolled
+
+
+def nodecount(*args):
+    return subprocess.run([sys.executable, "-m", "tools.nodecount", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+
+
+def test_rows_total_first_then_by_count(tmp_path):
+    naive, rolled = models(tmp_path)
+    rows = histogram_rows({"naive": count_ops(naive), "rolled": count_ops(rolled)})
+    assert rows == [("total", [4, 2]), ("Mul", [2, 1]), ("Add", [1, 0]), ("Relu", [1, 1])]
+
+
+def test_json(tmp_path):
+    naive, rolled = models(tmp_path)
+    result = nodecount(naive, rolled, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["models"][str(naive)] == {"nodes": 4, "ops": {"Add": 1, "Mul": 2, "Relu": 1}}
+    assert data["models"][str(rolled)] == {"nodes": 2, "ops": {"Mul": 1, "Relu": 1}}
+
+
+def test_csv(tmp_path):
+    naive, rolled = models(tmp_path)
+    result = nodecount(naive, rolled, "--csv")
+    assert result.stdout.splitlines() == [f"op,{naive},{rolled}", "total,4,2", "Mul,2,1", "Add,1,0", "Relu,1,1"]
+
+
+def test_table(tmp_path):
+    naive, rolled = models(tmp_path)
+    lines = nodecount(naive, rolled).stdout.splitlines()
+    total_line = next(line for line in lines if "total" in line)
+    assert [cell.strip() for cell in total_line.split("│")[1:-1]] == ["total", "4", "2"]
+    assert lines.index(total_line) < next(i for i, line in enumerate(lines) if "Mul" in line)
+
+
+def test_bad_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\xff not onnx")
+    result = nodecount(bad)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
