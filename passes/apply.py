@@ -132,7 +132,8 @@ def _main(argv: list[str] | None, stderr) -> int:
     from rich.console import Console
 
     args = build_parser().parse_args(argv)
-    stdout = Console()
+    # Piped output: rich would assume 80 columns and wrap the table; logs are read wider.
+    stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
     for module in args.plugin:
         try:
             importlib.import_module(module)

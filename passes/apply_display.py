@@ -84,12 +84,12 @@ def _check_cell(record: PassRecord) -> str:
 def closing_table(run: PipelineRun) -> Table:
     table = Table(title=f"pipeline {run.pipeline}", title_justify="left")
     table.add_column("#", justify="right")
-    table.add_column("pass")
-    table.add_column("time", justify="right")
-    table.add_column("nodes", justify="right")
+    table.add_column("pass", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("nodes", justify="right", no_wrap=True)
     table.add_column("rewrites")
     table.add_column("checks")
-    table.add_column("max error (rel L2)", justify="right")
+    table.add_column("rel L2 vs before", justify="right")
     for index, record in enumerate(run.records, start=1):
         stat = record.main_stat
         verified = record.verification
