@@ -113,7 +113,7 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: chunk24"):
+    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: chunk24, parallel"):
         RerollScans(form="fast")
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         RerollScans(chunk=0)
@@ -121,17 +121,58 @@ def test_bad_options_are_refused():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    form=st.sampled_from(["chunk24", "parallel"]),
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
     readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
     opset=st.sampled_from([12, 13, 17, 18]),
 )
-def test_property_rerolled_graph_equals_numpy_scan(length, chunk, channels, state, batch, index, readout, initial, opset):
+def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels, state, batch, index, readout, initial, opset):
     spec = ScanSpec(length=length, channels=channels, state=state, batch=batch, index=index,
                     readout=readout, initial=initial, opset=opset)
-    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=chunk))
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=chunk))
     assert result.stats["rerolled"] == 1 and result.stats["steps"] == length
     hist = op_histogram(out)
-    assert hist.get("CumSum", 0) == 2 * -(-length // chunk)
+    chunks = -(-length // min(chunk, length))
+    if form == "chunk24":
+        assert hist.get("CumSum", 0) == 2 * chunks
+    else:  # one CumSum for the in-chunk decay products, none when a single chunk covers L
+        assert hist.get("CumSum", 0) == (1 if chunks > 1 else 0)
     feeds = scan_inputs(spec, seed=length * 31 + chunk, batch=batch or 2)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel"])
+@pytest.mark.parametrize("index", ["gather", "slice"])
+@pytest.mark.parametrize("initial", ["zeros", "input"])
+def test_forms_agree_with_numpy(form, index, initial):
+    spec = ScanSpec(length=50, channels=4, state=3, index=index, initial=initial)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=8))
+    assert result.stats["rerolled"] == 1
+    feeds = scan_inputs(spec, batch=1)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_parallel_form_node_count_does_not_grow_with_length():
+    counts = []
+    for length in (64, 256, 1024):
+        out, _ = apply_pass(unrolled_scan_model(ScanSpec(length=length, channels=2, state=1)),
+                            RerollScans(form="parallel", chunk=16))
+        counts.append(len(out.graph.node))
+    # Only the doubling rounds across chunks grow, with log2(L / chunk): 2 more rounds per 4x L.
+    assert counts[1] - counts[0] == counts[2] - counts[1] <= 16
+
+
+def test_stress_decays_chunk24_overflows_parallel_stays_exact():
+    """|A| * sum(dt) over a chunk far above 87: exp(-cumsum) overflows float32 in chunk24."""
+    spec = ScanSpec(length=96, channels=4, state=2)
+    feeds = scan_inputs(spec, decay_scale=60.0)   # log a down to -12 per step: ~-290 per 24-step chunk
+    expected = numpy_scan(spec, feeds)
+    chunk24, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="chunk24", chunk=24))
+    parallel, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=24))
+    with np.errstate(all="ignore"):
+        chunk24_out = run(chunk24, feeds)[0]
+    assert not np.all(np.isfinite(chunk24_out)) or rel_l2(chunk24_out, expected) > 1e-2
+    parallel_out = run(parallel, feeds)[0]
+    assert np.all(np.isfinite(parallel_out))
+    assert rel_l2(parallel_out, expected) <= REL_L2_TOL

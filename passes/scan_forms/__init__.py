@@ -7,7 +7,9 @@ one by name; pipelines choose the name.
 from __future__ import annotations
 
 from passes.scan_forms.chunk24 import chunk24_states
+from passes.scan_forms.parallel import parallel_states
 
 SCAN_FORMS = {
     "chunk24": chunk24_states,
+    "parallel": parallel_states,
 }

@@ -84,6 +84,12 @@ class GraphBuilder:
     def concat(self, xs: Sequence[gs.Tensor], axis: int, output=None):
         return self.node("Concat", list(xs), {"axis": axis}, output=output)
 
+    def pad_axis(self, x, rank: int, axis: int, before: int, after: int, value: float = 0.0):
+        """Constant padding along one axis (Pad with pads/value as inputs, opset >= 11)."""
+        pads = [0] * (2 * rank)
+        pads[axis], pads[rank + axis] = before, after
+        return self.node("Pad", [x, self.ints(pads), self.scalar(value)], {"mode": "constant"})
+
     def transpose(self, x, perm: Sequence[int], output=None):
         return self.node("Transpose", [x], {"perm": list(perm)}, output=output)
 

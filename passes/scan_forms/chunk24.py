@@ -16,7 +16,7 @@ from passes.scan_forms.builder import GraphBuilder
 
 
 def chunk24_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
-                   axis: int, length: int, chunk: int) -> gs.Tensor:
+                   axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     pieces = []
     carry = initial  # already has the scan axis (size 1) when given
     for start in range(0, length, chunk):
