@@ -20,6 +20,12 @@ BUILTIN_PASS_MODULES = (
     "passes.eliminate_dead_nodes",
     "passes.fold_constants",
     "passes.simplify_onnxsim",
+    "passes.split_cumsum",
+    "passes.cumsum_plain",
+    "passes.cumsum_rank4",
+    "passes.slice_reverse_to_gather",
+    "passes.remove_identity",
+    "passes.tpu_legality",
 )
 
 _passes: dict[str, type[Pass]] = {}
