@@ -1,0 +1,95 @@
+"""Check a graph against what Sophgo's tpu-mlir 1.30.2 can compile for BM1684X.
+
+Each rule was seen to fail on the real compiler (docs/TPU.md). The pass changes nothing; with
+``strict`` (default) it raises a PassError naming every offending node, else it reports them
+as notes. Rules:
+
+  Loop, Scan, If             Scan is not supported, Loop crashes the compiler
+  Slice with a step < 0      MergeSlicePattern asserts 'cur_s > 0'       (slice-reverse-to-gather)
+  Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
+  CumSum axis not constant   the axis must be an attribute in tpu-mlir
+  CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
+  CumSum rank > 4            CumSum.cpp asserts num_dims <= 4             (cumsum-rank4)
+  CumSum too large           "cumsum input tensor is too large"           (split-cumsum)
+  unknown shapes             the TPU flow needs static shapes
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import onnx_graphsurgeon as gs
+
+from passes.base import Pass, PassContext, PassError, PassResult
+from passes.registry import register_pass
+from passes.slice_reverse_to_gather import _slice_operands
+from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
+from passes.static_shapes import constant_value, describe, static_shapes
+
+CONTROL_FLOW = {"Loop": "Loop crashes the compiler", "Scan": "Scan is not supported", "If": "If is not supported"}
+
+
+def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> dict[str, list[str]]:
+    """Rule -> offending nodes (as 'Op name [detail]'). Empty when the graph is legal."""
+    violations: dict[str, list[str]] = defaultdict(list)
+    shapes = None
+    for tensor in graph.inputs:
+        if tensor.shape is None or not all(isinstance(d, int) and d >= 0 for d in tensor.shape):
+            violations["graph input without a static shape (export with static shapes)"].append(
+                f"input '{tensor.name}' {tensor.shape}")
+    for node in graph.nodes:
+        if node.op in CONTROL_FLOW:
+            violations[f"{node.op} op ({CONTROL_FLOW[node.op]})"].append(describe(node))
+        elif node.op == "Identity":
+            violations["Identity node (run remove-identity)"].append(describe(node))
+        elif node.op == "Slice" and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name:
+            operands = _slice_operands(node)
+            if operands is None and constant_value(node.inputs[4]) is None:
+                violations["Slice with non-constant steps (must be > 0)"].append(describe(node))
+            elif operands is not None and (operands[3] < 0).any():
+                violations["Slice with a negative step (run slice-reverse-to-gather)"].append(describe(node))
+        elif node.op == "CumSum":
+            if shapes is None:
+                shapes = static_shapes(graph)
+            shape = shapes.get(node.inputs[0].name)
+            axis = cumsum_axis(node, len(shape)) if shape is not None else cumsum_axis(node, 0)
+            if axis is None:
+                violations["CumSum with a non-constant axis"].append(describe(node))
+            if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
+                violations["CumSum with exclusive/reverse, ignored by tpu-mlir (run cumsum-plain)"].append(describe(node))
+            if shape is None:
+                violations["CumSum input shape not static (size limit cannot be checked)"].append(describe(node))
+                continue
+            if len(shape) > 4:
+                violations["CumSum input of rank > 4 (run cumsum-rank4)"].append(f"{describe(node)} {list(shape)}")
+            elif axis is not None and footprint(shape, axis, lanes) > budget:
+                violations[f"CumSum input too large: over {budget} elements per lane (run split-cumsum)"].append(
+                    f"{describe(node)} {list(shape)} axis {axis}: {footprint(shape, axis, lanes)}")
+    return dict(violations)
+
+
+def format_violations(violations: dict[str, list[str]], shown: int = 3) -> list[str]:
+    lines = []
+    for rule, offenders in violations.items():
+        more = f" and {len(offenders) - shown} more" if len(offenders) > shown else ""
+        lines.append(f"{rule}: {len(offenders)} ({'; '.join(offenders[:shown])}{more})")
+    return lines
+
+
+@register_pass
+class TpuLegality(Pass):
+    name = "tpu-legality"
+    description = "check the graph against tpu-mlir's limits (control flow, Identity, step<0 Slice, CumSum rules)"
+
+    def __init__(self, strict: bool = True, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> None:
+        self.strict, self.budget, self.lanes = bool(strict), int(budget), int(lanes)
+
+    def options(self) -> dict:
+        return {"strict": self.strict, "budget": self.budget, "lanes": self.lanes}
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        violations = find_violations(graph, self.budget, self.lanes)
+        lines = format_violations(violations)
+        count = sum(len(offenders) for offenders in violations.values())
+        if count and self.strict:
+            raise PassError(f"{count} tpu-mlir legality violation(s): " + " | ".join(lines))
+        return PassResult(False, {"violations": count}, lines)
