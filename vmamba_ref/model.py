@@ -59,7 +59,8 @@ def cross_merge(ys: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """(B, 4, C, H*W) -> (B, C, H*W): undo the flips and the transpose, sum the 4 directions."""
     y = ys[:, 0:2] + ys[:, 2:4].flip(-1)
     rows, cols = y[:, 0], y[:, 1]
-    cols = cols.unflatten(2, (W, H)).transpose(2, 3).flatten(2, 3)
+    # reshape with -1 for the batch (not unflatten: opset 12 has no export for aten::unflatten)
+    cols = cols.reshape(-1, int(cols.shape[1]), W, H).transpose(2, 3).flatten(2, 3)
     return rows + cols
 
 
@@ -86,18 +87,22 @@ class SS2D(nn.Module):
         self.scan_fn = scan_fn or get_scan("sequential")
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
-        B, D, H, W = x.shape
-        K, N, R = self.k_group, self.d_state, self.dt_rank
-        L = H * W
+        # Only the batch axis may be symbolic. Sizes read from x.shape are recorded by the
+        # TorchScript tracer as graph values; reshape targets built from them lose every static
+        # dim (weights then have "unknown kernel shape", repeat_interleave fails at opset 12).
+        # So: channel sizes from module attributes, spatial sizes baked with int(), batch as -1.
+        H, W = int(x.shape[2]), int(x.shape[3])
+        K, N, R, D = self.k_group, self.d_state, self.dt_rank, self.d_inner
         xs = cross_scan(x).flatten(1, 2)                                     # (B, K*D, L)
         x_dbl = F.conv1d(xs, self.x_proj_weight.reshape(-1, D, 1), groups=K)  # (B, K*(R+2N), L)
-        dts, Bs, Cs = torch.split(x_dbl.unflatten(1, (K, R + 2 * N)), [R, N, N], dim=2)
+        L = H * W
+        dts, Bs, Cs = torch.split(x_dbl.reshape(-1, K, R + 2 * N, L), [R, N, N], dim=2)
         dts = F.conv1d(dts.flatten(1, 2), self.dt_projs_weight.reshape(K * D, R, 1), groups=K)
         As = -torch.exp(self.A_logs.float())
         ys = self.scan_fn(xs, dts, As, Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
                           self.dt_projs_bias.reshape(-1).float(), True)     # (B, K*D, L)
-        y = cross_merge(ys.unflatten(1, (K, D)), H, W)                        # (B, D, L)
-        y = y.unflatten(2, (H, W))
+        y = cross_merge(ys.reshape(-1, K, D, L), H, W)                        # (B, D, L)
+        y = y.reshape(-1, D, H, W)
         return self.out_norm(y).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

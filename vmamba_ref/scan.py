@@ -41,6 +41,15 @@ def _prepare(delta, delta_bias, delta_softplus):
     return delta
 
 
+def _repeat_groups(t: torch.Tensor, repeats: int) -> torch.Tensor:
+    """(b, K, N, L) -> (b, K*repeats, N, L), == t.repeat_interleave(repeats, dim=1).
+
+    Written as expand + flatten: the TorchScript exporter cannot export repeat_interleave at
+    opset < 13 once a dim is symbolic (dynamic batch), and this form exports at every opset.
+    """
+    return t.unsqueeze(2).expand(-1, -1, repeats, -1, -1).flatten(1, 2)
+
+
 def _readout(x: torch.Tensor, c_i: torch.Tensor, readout: str) -> torch.Tensor:
     """y_i[b, d] = sum_n x[b, d, n] * c_i[b, d, n]."""
     if readout == "einsum":
@@ -69,8 +78,8 @@ def selective_scan_sequential(u, delta, A, B, C, D=None, delta_bias=None, delta_
     K = B.shape[1]
     delta = _prepare(delta, delta_bias, delta_softplus)
     deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
-    B = B.repeat_interleave(KD // K, dim=1)
-    C = C.repeat_interleave(KD // K, dim=1)
+    B = _repeat_groups(B, KD // K)
+    C = _repeat_groups(C, KD // K)
     deltaB_u = torch.einsum("bdl,bdnl,bdl->bdln", delta, B, u)
     x = A.new_zeros((b, KD, A.shape[1]))
     ys = []
@@ -106,8 +115,8 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_sof
     # time-major: (L, b, KD[, N])
     dts = delta.permute(2, 0, 1)
     dtus = (delta * u).permute(2, 0, 1)
-    Bs = B.repeat_interleave(KD // K, dim=1).permute(3, 0, 1, 2)
-    Cs = C.repeat_interleave(KD // K, dim=1).permute(3, 0, 1, 2)
+    Bs = _repeat_groups(B, KD // K).permute(3, 0, 1, 2)
+    Cs = _repeat_groups(C, KD // K).permute(3, 0, 1, 2)
     h = A.new_zeros((b, KD, N))
     ys = []
     for start in range(0, L, chunk_size):
@@ -138,8 +147,8 @@ def _recurrence_vectorised(u, delta, A, B, C, D, delta_bias, delta_softplus):
     K = B.shape[1]
     delta = _prepare(delta, delta_bias, delta_softplus)
     deltaA = torch.exp(delta[:, :, :, None] * A[None, :, None, :])           # (b, KD, L, N)
-    Bf = B.repeat_interleave(KD // K, dim=1)                                   # (b, KD, N, L)
-    Cf = C.repeat_interleave(KD // K, dim=1)
+    Bf = _repeat_groups(B, KD // K)                                            # (b, KD, N, L)
+    Cf = _repeat_groups(C, KD // K)
     deltaB_u = (delta * u)[:, :, :, None] * Bf.transpose(2, 3)                 # (b, KD, L, N)
     x = A.new_zeros((b, KD, A.shape[1]))
     hs = torch.empty_like(deltaA)

@@ -1,0 +1,92 @@
+"""Reproduce the embedded digits model's held-out accuracy.
+
+    python -m tools.eval_digits                      # PyTorch, embedded weights, sequential scan
+    python -m tools.eval_digits --onnx out/x.onnx    # onnxruntime on any model whose input is "input"
+    python -m tools.eval_digits --scan chunked --ckpt other.pt
+
+Prints the accuracy and whether it equals the value recorded in micro_digits.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_name: str = "input",
+                 threads: int | None = None) -> np.ndarray:
+    """Logits from onnxruntime, batch by batch; one image at a time if the batch axis is static 1."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in sess.get_inputs()}
+    if input_name not in inputs:
+        raise ValueError(f"{onnx_path}: no input named {input_name!r} (inputs: {', '.join(inputs)})")
+    dim0 = inputs[input_name].shape[0]
+    if isinstance(dim0, int):
+        batch = dim0     # static batch axis: feed exactly that many
+    out_name = sess.get_outputs()[0].name
+    chunks = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if len(xb) < batch and isinstance(dim0, int):   # pad the last static batch, drop the padding after
+            pad = np.repeat(xb[-1:], batch - len(xb), axis=0)
+            chunks.append(sess.run([out_name], {input_name: np.concatenate([xb, pad])})[0][:len(xb)])
+        else:
+            chunks.append(sess.run([out_name], {input_name: xb})[0])
+    return np.concatenate(chunks)
+
+
+def torch_predict(x: np.ndarray, scan: str = "sequential", ckpt: str | None = None, batch: int = 100) -> np.ndarray:
+    import torch
+
+    from vmamba_ref import build_model, default_model, get_config, load_checkpoint
+
+    if ckpt:
+        model = build_model(get_config("micro"), scan=scan)
+        load_checkpoint(model, ckpt)
+    else:
+        model = default_model(scan=scan)
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Held-out accuracy of the micro digits model (PyTorch or ONNX).")
+    ap.add_argument("--onnx", type=Path, help="evaluate this ONNX model with onnxruntime instead of PyTorch")
+    ap.add_argument("--ckpt", help="PyTorch weights to evaluate (default: the embedded ones)")
+    ap.add_argument("--scan", default="sequential", choices=["sequential", "chunked", "float64"])
+    ap.add_argument("--batch", type=int, default=100)
+    args = ap.parse_args(argv)
+
+    from vmamba_ref import DIGITS_META
+    from vmamba_ref.digits import load_digits_split
+
+    split = load_digits_split()
+    try:
+        if args.onnx:
+            logits = onnx_predict(args.onnx, split.x_test, args.batch)
+            what = f"onnxruntime {args.onnx}"
+        else:
+            logits = torch_predict(split.x_test, args.scan, args.ckpt, args.batch)
+            what = f"PyTorch ({args.scan} scan{', ' + args.ckpt if args.ckpt else ', embedded weights'})"
+    except Exception as exc:   # one line for the user: bad file, wrong input name, ...
+        print(f"error: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 2
+    correct = int((logits.argmax(1) == split.y_test).sum())
+    acc = correct / len(split.y_test)
+    recorded = json.loads(DIGITS_META.read_text())["held_out_accuracy"] if DIGITS_META.exists() else None
+    verdict = "" if recorded is None else (" = recorded" if correct == round(recorded * len(split.y_test))
+                                           else f" != recorded {recorded:.4f}")
+    print(f"{what}: held-out accuracy {acc:.4f} ({correct}/{len(split.y_test)}){verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Naive ONNX export of the reference VMamba (the compiler's input).
+
+    python -m vmamba_ref.export --model micro-digits -o out/naive.onnx
+    python -m vmamba_ref.export --model vmamba-t --ckpt vssm_tiny_0230_ckpt_epoch_262.pth --dynamic-batch -o t.onnx
+
+Uses the TorchScript exporter (dynamo=False), which unrolls the sequential scan's Python loop
+into one group of nodes per time step. Beside ``X.onnx`` it writes ``X.ref.npz``: the sample
+input under the ONNX input name ("input"), the float32 PyTorch logits under the output name
+("logits") and the float64-scan logits under "logits@float64".
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
+from .model import VSSM, build_model, set_scan
+from .scan import INDEXES, READOUTS, add_step_hook, remove_step_hook
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+FLOAT64_KEY = "logits@float64"
+
+
+class ExportError(RuntimeError):
+    """An export request that cannot be honoured (message is one line)."""
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    ref_path: Path
+    nodes: int
+    op_histogram: dict[str, int]
+    export_seconds: float
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)   # batch label -> metrics
+
+
+def ref_path_for(onnx_path: str | os.PathLike) -> Path:
+    p = Path(onnx_path)
+    return p.with_name(p.stem + ".ref.npz")
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a64 - b64) / max(np.linalg.norm(b64), 1e-30))
+
+
+def op_histogram(model_proto) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for node in model_proto.graph.node:
+        hist[node.op_type] = hist.get(node.op_type, 0) + 1
+    return dict(sorted(hist.items()))
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path, suffix: str):
+    """Yield a temp path in path's folder; os.replace it onto path only if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def reference_logits(model: VSSM, x: torch.Tensor, scan: str = "sequential", **scan_options) -> np.ndarray:
+    """Logits of ``model`` with the given scan; the model's own scan is restored afterwards."""
+    saved = [(m, m.scan_fn) for m in model.modules() if hasattr(m, "scan_fn")]
+    try:
+        set_scan(model, scan, **scan_options)
+        with torch.no_grad():
+            return model(x).numpy()
+    finally:
+        for m, fn in saved:
+            m.scan_fn = fn
+
+
+def run_onnxruntime(onnx_path: str | os.PathLike, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+
+def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynamic_batch: bool = False,
+                 opset: int = 17, readout: str = "einsum", index: str = "gather", seed: int = 0,
+                 sample: torch.Tensor | None = None, resolution: int | None = None, check: bool = True,
+                 check_batch: int = 3, status=None) -> ExportResult:
+    """Export ``model`` with the sequential scan to ``path`` (+ ``.ref.npz``), atomically.
+
+    ``sample`` (N, C, H, W) overrides the seeded random input; ``check`` runs onnxruntime on the
+    sample (and, with ``dynamic_batch``, also at batch 1 and ``check_batch``) against PyTorch.
+    ``status(msg)`` receives progress messages.
+    """
+    import onnx
+
+    say = status or (lambda msg: None)
+    cfg: VMambaConfig = model.config
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"output folder {path.parent} does not exist")
+    if not 12 <= opset <= 18:
+        raise ExportError(f"opset must be in 12..18, got {opset}")
+    if readout not in READOUTS:
+        raise ExportError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
+    if index not in INDEXES:
+        raise ExportError(f"unknown index {index!r} (known: {', '.join(INDEXES)})")
+    if readout == "conv" and dynamic_batch:
+        raise ExportError("readout 'conv' bakes batch * channels into the Conv groups attribute; "
+                          "it cannot be exported with --dynamic-batch")
+    res = resolution or cfg.img_size
+    if sample is None:
+        if batch < 1:
+            raise ExportError(f"batch must be >= 1, got {batch}")
+        gen = torch.Generator().manual_seed(seed)
+        sample = torch.randn(batch, cfg.in_chans, res, res, generator=gen)
+    sample = sample.float().contiguous()
+
+    model.eval()
+    say("computing PyTorch reference logits (float32 sequential, float64)")
+    ref32 = reference_logits(model, sample, "sequential", readout=readout, index=index)
+    ref64 = reference_logits(model, sample, "float64")
+
+    set_scan(model, "sequential", readout=readout, index=index)
+    steps_per_forward = max(cfg.scan_steps(res), 1)
+    traced = [0]
+
+    def on_step(i, L):
+        traced[0] += 1
+        if traced[0] % 64 == 0:
+            done = (traced[0] - 1) % steps_per_forward + 1
+            say(f"tracing: {done}/{steps_per_forward} scan steps")
+
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    t0 = time.time()
+    with _atomic_target(path, ".onnx.tmp") as tmp_onnx, _atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+        say("tracing")
+        add_step_hook(on_step)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (sample,), str(tmp_onnx), input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], opset_version=opset,
+                                  dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
+        finally:
+            remove_step_hook(on_step)
+        export_seconds = time.time() - t0
+        say("writing reference npz")
+        with open(tmp_npz, "wb") as f:
+            np.savez(f, **{INPUT_NAME: sample.numpy(), OUTPUT_NAME: ref32, FLOAT64_KEY: ref64})
+        say("loading exported graph")
+        proto = onnx.load(str(tmp_onnx), load_external_data=False)
+        result = ExportResult(path, ref_path_for(path), len(proto.graph.node), op_histogram(proto), export_seconds)
+        del proto
+        if check:
+            say("running onnxruntime check")
+            got = run_onnxruntime(tmp_onnx, sample.numpy())
+            result.checks[f"batch{len(sample)}"] = _metrics(got, ref32, ref64)
+            if dynamic_batch:
+                for b in sorted({1, check_batch} - {len(sample)}):
+                    gen = torch.Generator().manual_seed(seed + b)
+                    xb = torch.randn(b, cfg.in_chans, res, res, generator=gen)
+                    got_b = run_onnxruntime(tmp_onnx, xb.numpy())
+                    want_b = reference_logits(model, xb, "sequential", readout=readout, index=index)
+                    result.checks[f"batch{b}"] = _metrics(got_b, want_b, None)
+    return result
+
+
+def _metrics(got: np.ndarray, ref32: np.ndarray, ref64: np.ndarray | None) -> dict[str, float]:
+    if got.shape != ref32.shape:
+        raise ExportError(f"onnxruntime output shape {list(got.shape)} != PyTorch {list(ref32.shape)}")
+    out = {"max_abs": float(np.abs(got.astype(np.float64) - ref32).max()), "rel_l2": rel_l2(got, ref32)}
+    if ref64 is not None:
+        out["rel_l2_vs_float64"] = rel_l2(got, ref64)
+    return out
+
+
+# ---------------------------------------------------------------------------------- CLI
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _OneLineParser(prog="python -m vmamba_ref.export",
+                        description="Naive (unrolled sequential scan) ONNX export of the reference VMamba.")
+    add_config_args(ap, default_model="micro-digits")
+    ap.add_argument("--ckpt", type=Path, help="checkpoint ({'model': sd}, {'model_ema': sd} or a state dict)")
+    ap.add_argument("--batch", type=int, default=1, help="sample batch size (default 1)")
+    ap.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (checked at batch 1 and 3)")
+    ap.add_argument("--opset", type=int, default=17, choices=range(12, 19), metavar="{12..18}")
+    ap.add_argument("--scan", default="sequential", choices=["sequential"],
+                    help="scan form to export (only the naive sequential loop)")
+    ap.add_argument("--readout", default="einsum", choices=READOUTS)
+    ap.add_argument("--index", default="gather", choices=INDEXES)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the init (no checkpoint) and of the sample input")
+    ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ap.add_argument("-o", "--output", type=Path, required=True)
+    return ap
+
+
+def _build(args) -> tuple[VSSM, torch.Tensor | None]:
+    cfg = config_from_args(args)
+    model = build_model(cfg, scan="sequential", seed=args.seed)
+    sample = None
+    if args.model == "micro-digits" and args.ckpt is None:
+        from . import DIGITS_WEIGHTS
+        load_checkpoint(model, DIGITS_WEIGHTS)
+        if (cfg.img_size, cfg.in_chans) == (64, 3):    # real held-out digits as the sample input
+            from .digits import load_digits_split
+            sample = torch.from_numpy(load_digits_split().x_test[: args.batch])
+    elif args.ckpt is not None:
+        load_checkpoint(model, args.ckpt)
+    return model, sample
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    t_start = time.time()
+    try:
+        if args.batch < 1:
+            raise ExportError(f"--batch must be >= 1, got {args.batch}")
+        model, sample = _build(args)
+        cfg = model.config
+        console.print(f"[bold]{args.model}[/]: dims {cfg.dims}, depths {list(cfg.depths)}, d_state {cfg.d_state}, "
+                      f"{cfg.img_size}x{cfg.img_size}, {cfg.scan_steps()} scan steps, "
+                      f"readout {args.readout}, index {args.index}, opset {args.opset}, "
+                      f"batch {'dynamic' if args.dynamic_batch else args.batch}")
+        with console.status("starting") as spinner:
+            def status(msg):
+                spinner.update(f"{msg}  [dim]({time.time() - t_start:.0f}s)[/]")
+                if not msg.startswith("tracing:"):
+                    console.log(msg)
+            result = export_naive(model, args.output, batch=args.batch, dynamic_batch=args.dynamic_batch,
+                                  opset=args.opset, readout=args.readout, index=args.index, seed=args.seed,
+                                  sample=sample, check=not args.no_check, status=status)
+    except (ConfigError, CheckpointError, ExportError, OSError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (no file written)", file=sys.stderr)
+        return 130
+    top = ", ".join(f"{op} {n}" for op, n in sorted(result.op_histogram.items(), key=lambda kv: -kv[1])[:8])
+    print(f"wrote {result.onnx_path} ({result.nodes} nodes; {top}) in {result.export_seconds:.1f}s "
+          f"and {result.ref_path}")
+    for label, m in result.checks.items():
+        extra = f", rel L2 vs float64 {m['rel_l2_vs_float64']:.2e}" if "rel_l2_vs_float64" in m else ""
+        print(f"onnxruntime vs PyTorch at {label}: max abs logit diff {m['max_abs']:.2e}, rel L2 {m['rel_l2']:.2e}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
