@@ -17,6 +17,7 @@ from passes.base import Pass
 BUILTIN_PASS_MODULES = (
     "passes.reroll_scans",
     "passes.lower_einsum",
+    "passes.softplus_to_exp_log",
     "passes.eliminate_dead_nodes",
     "passes.fold_constants",
     "passes.simplify_onnxsim",

@@ -6,6 +6,7 @@ as notes. Rules:
 
   Loop, Scan, If             Scan is not supported, Loop crashes the compiler
   Slice with a step < 0      MergeSlicePattern asserts 'cur_s > 0'       (slice-reverse-to-gather)
+  Einsum (most equations)    only a fixed list of equations converts      (lower-einsum)
   Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
   CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
@@ -25,6 +26,31 @@ from passes.slice_reverse_to_gather import _slice_operands
 from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
 from passes.static_shapes import constant_value, describe, static_shapes
 
+# Einsum equations tpu-mlir 1.30.2 converts (its 'top.Einsum' mode constraint), letters renamed
+# in order of first appearance. Others fail in model_transform; lower-einsum rewrites them.
+SUPPORTED_EINSUM = frozenset("""
+a,b->ab ab,ab->a ab,acb->ac ab,cdb->acd abc,db->adc abcd,cde->abe abcd,acd->abc abcd,bed->abce
+abcd,ced->abce abcd,abed->abce abcd,abde->abce abcd,abce->acde abc,adc->abd abc,adc->adb
+abc,abd->acd abcd,cde->abce abc,acde->abde abc,abde->acde abc,bd->abcd abc,abdc,abc->abcd
+abcd,acde,abc->abce abc,abc->ab abcd,aecd->aeb abc,cde->abde abcd,aeb->aecd abcde,afbc->abdef
+abcde,abfge->abcdfg abcd,aecd->abec abcd,acde->abde abcd,abef->acdef abcd,abce->abde ab,abc->ac
+abcd,aecd->acbe abcd,adbe->acbe
+""".split())
+
+
+def canonical_einsum(equation: str) -> str:
+    """Rename letters in order of first appearance: 'bdl,bdn->bln' -> 'abc,abd->acd'."""
+    names: dict[str, str] = {}
+    out = []
+    for char in equation.replace(" ", ""):
+        if char.isalpha():
+            names.setdefault(char, chr(ord("a") + len(names)))
+            out.append(names[char])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 CONTROL_FLOW = {"Loop": "Loop crashes the compiler", "Scan": "Scan is not supported", "If": "If is not supported"}
 
 
@@ -39,6 +65,9 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
     for node in graph.nodes:
         if node.op in CONTROL_FLOW:
             violations[f"{node.op} op ({CONTROL_FLOW[node.op]})"].append(describe(node))
+        elif node.op == "Einsum" and canonical_einsum(node.attrs.get("equation", "")) not in SUPPORTED_EINSUM:
+            violations["Einsum equation tpu-mlir does not know (run lower-einsum)"].append(
+                f"{describe(node)} '{node.attrs.get('equation', '')}'")
         elif node.op == "Identity":
             violations["Identity node (run remove-identity)"].append(describe(node))
         elif node.op == "Slice" and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name:
