@@ -10,7 +10,7 @@ import importlib
 from pipelines.pipeline import Pipeline, PipelineSyntaxError, Step, parse_pipeline
 
 # Add a module here when adding a named pipeline.
-PIPELINE_MODULES = ("pipelines.seed", "pipelines.tpu")
+PIPELINE_MODULES = ("pipelines.seed", "pipelines.cpu", "pipelines.tpu")
 
 __all__ = ["Pipeline", "Step", "PipelineSyntaxError", "UnknownPipelineError",
            "parse_pipeline", "get_pipeline", "list_pipelines"]
