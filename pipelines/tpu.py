@@ -1,6 +1,7 @@
 """The tpu pipeline: a graph that Sophgo's tpu-mlir compiles for BM1684X (docs/TPU.md).
 
-Re-roll the scans, clean up while shapes become static, then make the graph legal for
+Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
+list of Einsum equations), clean up while shapes become static, then make the graph legal for
 tpu-mlir (no Identity, no negative-step Slice, CumSum plain, at most 4-D and small enough for
 the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
 broken). Static shapes are assumed: export with a fixed batch for this target.
@@ -8,7 +9,7 @@ broken). Static shapes are assumed: export with a fixed batch for this target.
 from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
-    "reroll-scans{form=chunk24,chunk=24},eliminate-dead-nodes,fold-constants,simplify,"
+    "reroll-scans{form=chunk24,chunk=24},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
     "remove-identity,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,split-cumsum{budget=4096,lanes=64},"
     "eliminate-dead-nodes,fold-constants,simplify,tpu-legality",
     name="tpu",

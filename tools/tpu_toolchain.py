@@ -1,0 +1,202 @@
+"""Sophgo tpu-mlir as a tool we run: its venv, its environment, its logs and its profile.
+
+tpu-mlir 1.30.2 lives in its own Python 3.10 venv (default ``.tpu-venv/`` in the repository,
+ignored by git), installed once by ``tools/tpu_setup.sh`` (``make tpu-setup``). Its tools call
+each other through PATH, import a torch shim from ``<venv>/shim``, and write everything into
+their working directory. Everything here is plain functions; printing is left to the CLI.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SETUP_SCRIPT = REPO_ROOT / "tools" / "tpu_setup.sh"
+DEFAULT_VENV = REPO_ROOT / ".tpu-venv"
+
+
+class ToolchainError(Exception):
+    """tpu-mlir could not be installed or started; the message says why, in one line."""
+
+
+def venv_dir(explicit: Optional[str | os.PathLike] = None) -> Path:
+    return Path(explicit or os.environ.get("TPU_VENV") or DEFAULT_VENV).resolve()
+
+
+def is_installed(venv: Path) -> bool:
+    return (venv / ".tpu-ready").is_file() and (venv / "bin" / "model_transform").exists()
+
+
+def setup_command(venv: Path) -> list[str]:
+    return ["bash", str(SETUP_SCRIPT), str(venv)]
+
+
+def tool_environment(venv: Path) -> dict[str, str]:
+    """The environment the tools expect: the venv 'activated', the torch shim importable."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(venv / "shim")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class StepResult:
+    name: str
+    command: list[str]
+    returncode: int
+    seconds: float
+    log: Path
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str], log: Path,
+               timeout: Optional[float] = None, tick: Optional[Callable[[str], None]] = None) -> StepResult:
+    """Run ``command`` with stdout+stderr into ``log``; call ``tick(last_line)`` about 4x a second."""
+    started = time.perf_counter()
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        timed_out = False
+        while True:
+            try:
+                process.wait(timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                if tick is not None:
+                    tick(last_line(log))
+                if timeout is not None and time.perf_counter() - started > timeout:
+                    timed_out = True
+                    _kill_group(process)
+                    break
+    return StepResult(name, list(command), process.returncode if not timed_out else -9,
+                      time.perf_counter() - started, log, timed_out)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Stop the tool and the tools it started (its own process group, nothing else)."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def last_line(log: Path, limit: int = 4096) -> str:
+    """The last non-empty line of a log (progress bars' carriage returns handled)."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [_ANSI.sub("", part).strip() for part in re.split(r"[\r\n]+", tail)]
+    lines = [line for line in lines if line]
+    return lines[-1] if lines else ""
+
+
+# --- reading the compiler's logs ----------------------------------------------------------
+
+# In priority order: the first pattern that matches anywhere in the log gives the reason.
+_REASON_PATTERNS = [
+    # firmware kernel asserts: "ERROR: ASSERT .../nodechip_cumsum.c: nodechip_cumsum: 147: false"
+    # followed by "ASSERT info: cumsum input tensor is too large, need to slice"
+    (re.compile(r"ASSERT info: *(?P<info>.+)"), "info"),
+    (re.compile(r"ERROR: ASSERT (?P<where>.+)"), "where"),
+    # C++ asserts: "CumSum.cpp:40: ...: Assertion `num_dims <= 4' failed."
+    (re.compile(r"(?P<all>[\w./-]+\.(?:cpp|cc|h|hpp|c):\d+:.*Assertion .+ failed\.?)"), "all"),
+    (re.compile(r"(?P<all>LLVM ERROR: .+)"), "all"),
+    # MLIR diagnostics: "<unknown>:0: error: loc("name"): 'top.Einsum' op attribute 'mode' failed ..."
+    (re.compile(r":\d+: error: (?P<all>.+)"), "all"),
+    (re.compile(r"(?P<all>(?:Segmentation fault|Aborted|core dumped).*)"), "all"),
+]
+_PYTHON_ERROR = re.compile(r"^(?P<all>(?:[A-Za-z_][\w.]*)?(?:Error|Exception): .+)$")
+_FIRMWARE_WHERE = re.compile(r"ERROR: ASSERT (?P<where>.+)")
+
+
+def failure_reason(log_text: str) -> str:
+    """The compiler's own reason for a failure, one line, taken from its log."""
+    text = _ANSI.sub("", log_text)
+    for pattern, group in _REASON_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            reason = match.group(group).strip()
+            if group == "info":
+                where = _FIRMWARE_WHERE.search(text)
+                if where:
+                    location = where.group("where").strip()
+                    reason = f"{reason} ({Path(location.split(':')[0]).name}:{':'.join(location.split(':')[1:]).strip()})"
+            return _shorten(reason)
+    python_errors = [m.group("all") for line in text.splitlines() if (m := _PYTHON_ERROR.match(line.strip()))]
+    if python_errors:
+        return _shorten(python_errors[-1])
+    if "npz compare FAILED" in text or "Failed" in text and "compare" in text:
+        line = next((l for l in reversed(text.splitlines()) if "FAILED" in l or "Failed" in l), "")
+        return _shorten(f"result comparison failed: {line.strip()}")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return _shorten(lines[-1]) if lines else "no output"
+
+
+def comparison_failed(log_text: str) -> bool:
+    """tpu-mlir's own npz comparison (ONNX vs MLIR, MLIR vs cmodel) reported a failure."""
+    return "npz compare FAILED" in log_text
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the deploy-time profile estimate -----------------------------------------------------
+
+_RUNTIME = re.compile(r"flops:\s*(?P<flops>\d+),\s*runtime:\s*(?P<ms>[\d.]+)\s*ms")
+_CYCLES = re.compile(r"TCYC\s*:\s*(?P<cycles>\d+)")
+
+
+@dataclass
+class ProfileEstimate:
+    milliseconds: float
+    cycles: Optional[int]
+    flops: Optional[int]
+    files: list[str]
+
+
+def read_profile(workdir: Path) -> Optional[ProfileEstimate]:
+    """Sum tpu-mlir's run-time estimate over ``compiler_profile_*.txt`` (one per subnet/core)."""
+    files = sorted(workdir.glob("compiler_profile_*.txt"))
+    total_ms, cycles, flops, used = 0.0, 0, 0, []
+    for path in files:
+        text = path.read_text(errors="replace")
+        match = _RUNTIME.search(text)
+        if not match:
+            continue
+        total_ms += float(match.group("ms"))
+        flops += int(match.group("flops"))
+        cycle_match = _CYCLES.search(text)
+        cycles += int(cycle_match.group("cycles")) if cycle_match else 0
+        used.append(path.name)
+    if not used:
+        return None
+    return ProfileEstimate(total_ms, cycles or None, flops or None, used)
