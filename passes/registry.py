@@ -18,6 +18,7 @@ BUILTIN_PASS_MODULES = (
     "passes.reroll_scans",
     "passes.lower_einsum",
     "passes.softplus_to_exp_log",
+    "passes.unit_axes_to_reshape",
     "passes.eliminate_dead_nodes",
     "passes.fold_constants",
     "passes.simplify_onnxsim",

@@ -29,6 +29,31 @@ def _shape_of(type_proto: onnx.TypeProto) -> Optional[Shape]:
     return tuple(dims)
 
 
+PartialShape = tuple[Optional[int], ...]
+
+
+def _partial_shape_of(type_proto: onnx.TypeProto) -> Optional[PartialShape]:
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else None
+                 for d in type_proto.tensor_type.shape.dim)
+
+
+def partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
+    """Tensor name -> shape with None for unknown or symbolic dims (a dynamic batch), None if the rank is unknown."""
+    model = graph_to_model(graph)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # best effort, as in static_shapes
+        inferred = model
+    shapes = {v.name: _partial_shape_of(v.type)
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    for name, tensor in graph.tensors().items():
+        if isinstance(tensor, gs.Constant):
+            shapes[name] = tuple(int(d) for d in tensor.shape)
+    return shapes
+
+
 def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
     """Tensor name -> static shape (None where not fully known). Never raises for inference."""
     shapes: dict[str, Optional[Shape]] = {}

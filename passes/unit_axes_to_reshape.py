@@ -1,0 +1,67 @@
+"""Transposes that only move size-1 axes, and reductions over size-1 axes, become Reshapes.
+
+After re-rolling with d_state N = 1, the readout's Transpose (B, D, 1, L) -> (B, D, L, 1) and
+its ReduceSum over N are data copies in ONNX Runtime (a full pass over the tensor each),
+though neither changes a single value's position in memory. A Reshape is free.
+Needs static shapes, except for one unknown dimension (a dynamic batch), which becomes -1.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from passes.base import Pass, PassContext, PassResult
+from passes.registry import register_pass
+from passes.scan_forms.builder import GraphBuilder
+from passes.static_shapes import partial_shapes
+from patterns.graph_query import node_axes
+
+REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+
+
+def _reshape_target(shape: tuple) -> Optional[list[int]]:
+    unknown = [d for d in shape if d is None]
+    if len(unknown) > 1:
+        return None
+    return [-1 if d is None else d for d in shape]
+
+
+def transpose_moves_only_unit_axes(shape: tuple, perm: list[int]) -> bool:
+    moved = [axis for axis in perm if shape[axis] != 1]
+    return moved == sorted(moved)
+
+
+@register_pass
+class UnitAxesToReshape(Pass):
+    name = "unit-axes-to-reshape"
+    description = "turn Transposes that only move size-1 axes, and reductions over size-1 axes, into Reshapes"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        candidates = [n for n in graph.nodes if n.op == "Transpose" or n.op in REDUCTIONS]
+        if not candidates:
+            return PassResult(changed=False, stats={"rewritten": 0})
+        shapes = partial_shapes(graph)
+        rewritten = 0
+        for node in candidates:
+            in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+            if in_shape is None or out_shape is None:
+                continue
+            if node.op == "Transpose":
+                perm = node.attrs.get("perm", list(reversed(range(len(in_shape)))))
+                fits = transpose_moves_only_unit_axes(in_shape, list(perm))
+            else:
+                axes = node_axes(node)
+                axes = list(range(len(in_shape))) if not axes else [a % len(in_shape) for a in axes]
+                fits = all(in_shape[a] == 1 for a in axes)
+            target = _reshape_target(out_shape) if fits else None
+            if target is None:
+                continue
+            output = node.outputs[0]
+            node.outputs.clear()
+            b = GraphBuilder(graph, ctx.opset, prefix=f"unit_axes_to_reshape/{node.name}")
+            b.node("Reshape", [node.inputs[0], b.ints(target)], output=output)
+            rewritten += 1
+        if rewritten:
+            graph.cleanup().toposort()
+        return PassResult(changed=rewritten > 0, stats={"rewritten": rewritten})
