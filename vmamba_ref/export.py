@@ -99,6 +99,21 @@ def run_onnxruntime(onnx_path: str | os.PathLike, x: np.ndarray, threads: int | 
     return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
+def validate_request(path: Path, *, opset: int, readout: str, index: str, dynamic_batch: bool) -> None:
+    """Raise ExportError (one line) for requests that cannot be exported."""
+    if not path.parent.is_dir():
+        raise ExportError(f"output folder {path.parent} does not exist")
+    if not 12 <= opset <= 18:
+        raise ExportError(f"opset must be in 12..18, got {opset}")
+    if readout not in READOUTS:
+        raise ExportError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
+    if index not in INDEXES:
+        raise ExportError(f"unknown index {index!r} (known: {', '.join(INDEXES)})")
+    if readout == "conv" and dynamic_batch:
+        raise ExportError("readout 'conv' bakes batch * channels into the Conv groups attribute; "
+                          "it cannot be exported with --dynamic-batch")
+
+
 def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynamic_batch: bool = False,
                  opset: int = 17, readout: str = "einsum", index: str = "gather", seed: int = 0,
                  sample: torch.Tensor | None = None, resolution: int | None = None, check: bool = True,
@@ -114,17 +129,7 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
     say = status or (lambda msg: None)
     cfg: VMambaConfig = model.config
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ExportError(f"output folder {path.parent} does not exist")
-    if not 12 <= opset <= 18:
-        raise ExportError(f"opset must be in 12..18, got {opset}")
-    if readout not in READOUTS:
-        raise ExportError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
-    if index not in INDEXES:
-        raise ExportError(f"unknown index {index!r} (known: {', '.join(INDEXES)})")
-    if readout == "conv" and dynamic_batch:
-        raise ExportError("readout 'conv' bakes batch * channels into the Conv groups attribute; "
-                          "it cannot be exported with --dynamic-batch")
+    validate_request(path, opset=opset, readout=readout, index=index, dynamic_batch=dynamic_batch)
     res = resolution or cfg.img_size
     if sample is None:
         if batch < 1:
@@ -240,6 +245,8 @@ def main(argv=None) -> int:
     try:
         if args.batch < 1:
             raise ExportError(f"--batch must be >= 1, got {args.batch}")
+        validate_request(args.output, opset=args.opset, readout=args.readout, index=args.index,
+                         dynamic_batch=args.dynamic_batch)
         model, sample = _build(args)
         cfg = model.config
         console.print(f"[bold]{args.model}[/]: dims {cfg.dims}, depths {list(cfg.depths)}, d_state {cfg.d_state}, "

@@ -1,0 +1,140 @@
+"""Naive ONNX export of the reference model: golden op histogram, ORT vs PyTorch, dynamic batch, CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vmamba_ref import build_model, get_config
+from vmamba_ref.export import ExportError, export_naive, main, ref_path_for, rel_l2, run_onnxruntime
+
+GOLDEN = Path(__file__).parent / "golden" / "micro_naive_export.json"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def update_golden(request) -> bool:
+    try:
+        flag = request.config.getoption("--update-golden")
+    except ValueError:
+        flag = False
+    return flag or os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    return build_model(get_config("micro"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def static_export(micro, tmp_path_factory):
+    path = tmp_path_factory.mktemp("static") / "naive.onnx"
+    return export_naive(micro, path, batch=1, opset=17, seed=0)
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(micro, tmp_path_factory):
+    path = tmp_path_factory.mktemp("dynamic") / "naive.onnx"
+    return export_naive(micro, path, batch=2, dynamic_batch=True, opset=17, seed=0)
+
+
+def test_golden_histogram(static_export, request):
+    record = {
+        "model": "micro", "seed": 0, "batch": 1, "dynamic_batch": False, "opset": 17,
+        "readout": "einsum", "index": "gather", "torch": torch.__version__.split("+")[0],
+        "nodes": static_export.nodes, "op_histogram": static_export.op_histogram,
+    }
+    if update_golden(request) or not GOLDEN.exists():
+        GOLDEN.write_text(json.dumps(record, indent=2) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert static_export.op_histogram == golden["op_histogram"]
+    assert static_export.nodes == golden["nodes"]
+
+
+def test_files_and_reference(static_export):
+    onnx_path, ref = static_export.onnx_path, static_export.ref_path
+    assert ref == ref_path_for(onnx_path) and ref.name == "naive.ref.npz"
+    assert sorted(p.name for p in onnx_path.parent.iterdir()) == ["naive.onnx", "naive.ref.npz"]
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    data = np.load(ref)
+    assert set(data.files) == {"input", "logits", "logits@float64"}
+    assert data["input"].shape == (1, 3, 64, 64) and data["logits"].shape == (1, 10)
+    assert rel_l2(data["logits"], data["logits@float64"]) <= 1e-5
+
+
+def test_onnxruntime_matches_pytorch(static_export):
+    data = np.load(static_export.ref_path)
+    got = run_onnxruntime(static_export.onnx_path, data["input"])
+    assert rel_l2(got, data["logits"]) <= 1e-5
+    assert static_export.checks["batch1"]["rel_l2"] <= 1e-5
+
+
+def test_export_depends_on_input(static_export):
+    # NOTES.md s.1: a broken CrossScan export gives a graph that ignores its input
+    a = run_onnxruntime(static_export.onnx_path, np.zeros((1, 3, 64, 64), np.float32))
+    b = run_onnxruntime(static_export.onnx_path, np.ones((1, 3, 64, 64), np.float32))
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_dynamic_batch_is_symbolic(micro, dynamic_export):
+    model = onnx.load(str(dynamic_export.onnx_path))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    for b in (1, 3):
+        x = torch.randn(b, 3, 64, 64, generator=torch.Generator().manual_seed(b))
+        with torch.no_grad():
+            want = micro(x).numpy()
+        got = run_onnxruntime(dynamic_export.onnx_path, x.numpy())
+        assert got.shape == (b, 10)
+        assert rel_l2(got, want) <= 1e-5
+    assert set(dynamic_export.checks) == {"batch1", "batch2", "batch3"}
+
+
+def test_bad_requests(micro, tmp_path):
+    with pytest.raises(ExportError, match="conv"):
+        export_naive(micro, tmp_path / "x.onnx", readout="conv", dynamic_batch=True)
+    with pytest.raises(ExportError, match="opset"):
+        export_naive(micro, tmp_path / "x.onnx", opset=11)
+    with pytest.raises(ExportError, match="does not exist"):
+        export_naive(micro, tmp_path / "nowhere" / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "vmamba_ref.export", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "micro", "--ckpt", "{tmp}/garbage.pt"], "not a checkpoint"),
+    (["--model", "micro", "--ckpt", "{tmp}/missing.pt"], "no such file"),
+    (["--model", "micro", "--readout", "conv", "--dynamic-batch"], "cannot be exported with --dynamic-batch"),
+    (["--model", "nope"], "invalid choice"),
+    (["--model", "micro", "--depths", "1,x"], "depths must be comma-separated ints"),
+    (["--model", "micro", "--dims", "-4"], "dims must be a positive even int"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, needle):
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 100)
+    out = tmp_path / "out.onnx"
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args], "-o", str(out))
+    assert proc.returncode == 2
+    err_lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(err_lines) == 1 and needle in err_lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]
+
+
+def test_cli_exports_micro_digits(tmp_path, capsys):
+    out = tmp_path / "digits.onnx"
+    assert main(["--model", "micro-digits", "--readout", "mulsum", "--index", "slice", "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "wrote" in stdout and "rel L2" in stdout
+    data = np.load(ref_path_for(out))
+    assert data["input"].shape == (1, 3, 64, 64)
+    assert rel_l2(run_onnxruntime(out, data["input"]), data["logits"]) <= 1e-5
