@@ -85,7 +85,12 @@ class RankMap:
             return
         if op in BROADCASTING:
             known = [r for r in ranks if r is not None]
-            self._set(outs[0], max(known) if len(known) == len([t for t in ins if t is not None]) and known else None)
+            rank = max(known) if len(known) == len([t for t in ins if t is not None]) and known else None
+            length = None
+            if rank == 1:  # shape arithmetic on 1-D vectors (Where/Mul/Equal of shape vectors)
+                lengths = [1 if r == 0 else self.vector_length(t) for t, r in zip(ins, ranks)]
+                length = max(lengths) if None not in lengths else None
+            self._set(outs[0], rank, length)
             return
         rank = None
         if op == "Shape":
@@ -94,10 +99,15 @@ class RankMap:
             return
         if op == "Size":
             rank = 0
-        elif op == "Reshape" or op == "ConstantOfShape" or op == "Expand":
-            shape_input = ins[1] if op in ("Reshape", "Expand") else ins[0]
-            length = self.vector_length(shape_input)
-            rank = length if op != "Expand" or length is None or first is None else max(length, first)
+        elif op == "ConstantOfShape":
+            shape = constant_value(ins[0])
+            if shape is not None and shape.size == 1:  # a 1-D vector of known length
+                self._set(outs[0], 1, int(shape.reshape(-1)[0]))
+                return
+            rank = self.vector_length(ins[0])
+        elif op == "Reshape" or op == "Expand":
+            length = self.vector_length(ins[1])
+            rank = length if op == "Reshape" or length is None or first is None else max(length, first)
         elif op == "Gather":
             if first is not None and ranks[1] is not None:
                 rank = first - 1 + ranks[1]

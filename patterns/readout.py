@@ -3,6 +3,9 @@
 Readouts exporters produce:
   einsum   Einsum('bdn,bdn->bd', x_i, c_i)            (upstream selective_scan_torch)
   mulsum   ReduceSum(Mul(x_i, c_i), axes=[n])          ((x * C[..., i]).sum(-1))
+  conv     Reshape(Conv(Reshape(x_i, [1, G, n]), Reshape(c_i, [G, 1, n]), group=G))
+           a grouped conv1d whose G groups are length-n dot products (the public ONNX fork's
+           "no_einsum" code); re-rolled like mulsum over the last axis
   states   no readout: the states themselves are stacked
 Stacking: Unsqueeze(y_i, axes=[s]) for every i, all into one Concat(axis=s) in step order.
 """
@@ -13,7 +16,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import describe, node_axes, normalize_axis
+from patterns.graph_query import constant_ints, describe, node_axes, normalize_axis, producer
 from patterns.indexing import StepSlice, match_step_slice
 from patterns.ranks import RankMap
 
@@ -28,6 +31,7 @@ class ReadoutForm:
     reduce_axes: tuple = ()        # mulsum: axes of the per-step product that are summed
     keepdims: int = 1              # mulsum
     stack_axis: int = 0            # axis of the stacked output that runs over steps
+    written_as: str = ""           # how the export spelled it, when that differs from `kind`
 
 
 @dataclass
@@ -102,4 +106,43 @@ def match_readout(state: gs.Tensor, reader: gs.Node, ranks: RankMap) -> ReadoutS
         form = ReadoutForm("mulsum", state_operand=state_operand, reduce_axes=axes,
                            keepdims=int(reduce.attrs.get("keepdims", 1)), stack_axis=axis)
         return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, [reader, reduce, unsqueeze, *coeff.nodes])
-    raise ReadoutMismatch(f"state '{state.name}' is read by {describe(reader)}, not an Einsum, Mul+ReduceSum or Unsqueeze")
+    if reader.op == "Reshape":
+        return _grouped_conv_readout(state, reader, ranks)
+    raise ReadoutMismatch(
+        f"state '{state.name}' is read by {describe(reader)}, not an Einsum, Mul+ReduceSum, grouped Conv or Unsqueeze")
+
+
+def _single_consumer(tensor: gs.Tensor, op: str, what: str) -> gs.Node:
+    if len(tensor.outputs) != 1 or tensor.outputs[0].op != op:
+        raise ReadoutMismatch(f"{what} '{tensor.name}' is not read by exactly one {op}")
+    return tensor.outputs[0]
+
+
+def _grouped_conv_readout(state: gs.Tensor, flatten: gs.Node, ranks: RankMap) -> ReadoutStep:
+    conv = _single_consumer(flatten.outputs[0], "Conv", "flattened state")
+    state_rank = ranks.rank(state)
+    flat_shape = constant_ints(flatten.inputs[1])
+    if state_rank is None or flat_shape is None or len(flat_shape) != 3 or flat_shape[0] != 1:
+        raise ReadoutMismatch(f"{describe(flatten)}: state must be flattened to a constant [1, groups, n]")
+    _, groups, n = flat_shape
+    if conv.inputs[0] is not flatten.outputs[0] or len(conv.inputs) != 2:
+        raise ReadoutMismatch(f"{describe(conv)}: expected the flattened state as input and no bias")
+    plain = all(all(v == 1 for v in conv.attrs.get(k, [1])) for k in ("strides", "dilations"))
+    if (conv.attrs.get("group", 1) != groups or list(conv.attrs.get("kernel_shape", [n])) != [n]
+            or any(conv.attrs.get("pads", [0])) or not plain):
+        raise ReadoutMismatch(f"{describe(conv)}: not a grouped length-{n} dot product over {groups} groups")
+    weight = producer(conv.inputs[1])
+    if weight is None or weight.op != "Reshape" or constant_ints(weight.inputs[1]) != [groups, 1, n]:
+        raise ReadoutMismatch(f"{describe(conv)}: weight is not a step of a tensor reshaped to [{groups}, 1, {n}]")
+    coeff = match_step_slice(weight.inputs[0], ranks)
+    if coeff is None or ranks.rank(coeff.source) != state_rank + 1:
+        raise ReadoutMismatch(f"{describe(conv)}: weight is not one step of a tensor shaped like the state")
+    known = [getattr(t, "shape", None) for t in (state, weight.inputs[0])]
+    if None not in known and list(known[0]) != list(known[1]):
+        raise ReadoutMismatch(f"{describe(conv)}: state {known[0]} and coefficient {known[1]} shapes differ")
+    unflatten = _single_consumer(conv.outputs[0], "Reshape", "conv output")
+    unsqueeze, concat, axis = _stacking(unflatten.outputs[0], ranks)
+    form = ReadoutForm("mulsum", state_operand=0, reduce_axes=(state_rank - 1,), keepdims=0,
+                       stack_axis=axis, written_as="conv")
+    nodes = [flatten, weight, conv, unflatten, unsqueeze, *coeff.nodes]
+    return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, nodes)

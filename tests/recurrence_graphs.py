@@ -23,7 +23,7 @@ class ScanSpec:
     state: int = 2               # N
     batch: Optional[int] = 1     # None: dynamic batch ("batch")
     index: str = "gather"        # gather | slice
-    readout: str = "einsum"      # einsum | mulsum | states
+    readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
     initial: str = "zeros"       # zeros | input
     decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input)
     opset: int = 17
@@ -103,6 +103,12 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             c_i = g.step("c", 3, i, spec.index)
             if spec.readout == "einsum":
                 y = g.node("Einsum", [state, c_i], equation="bdn,bdn->bd")
+            elif spec.readout == "conv":  # the public fork's "no_einsum" grouped conv1d
+                groups = spec.batch * D
+                flat = g.node("Reshape", [state, g.const(np.array([1, groups, N], dtype=np.int64))])
+                weight = g.node("Reshape", [c_i, g.const(np.array([groups, 1, N], dtype=np.int64))])
+                conv = g.node("Conv", [flat, weight], group=groups, kernel_shape=[N])
+                y = g.node("Reshape", [conv, g.const(np.array([spec.batch, D], dtype=np.int64))])
             else:
                 y = g.axes_op("ReduceSum", g.node("Mul", [state, c_i]), [-1], keepdims=0)
         pieces.append(g.axes_op("Unsqueeze", y, [2]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
@@ -176,3 +177,24 @@ def test_stress_decays_chunk24_overflows_parallel_stays_exact():
     parallel_out = run(parallel, feeds)[0]
     assert np.all(np.isfinite(parallel_out))
     assert rel_l2(parallel_out, expected) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel"])
+def test_grouped_conv_readout_is_rerolled_like_mulsum(form):
+    spec = ScanSpec(length=11, channels=3, state=4, batch=2, readout="conv")
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats["rerolled"] == 1
+    hist = op_histogram(out)
+    assert "Conv" not in hist and hist["ReduceSum"] == 1
+    feeds = scan_inputs(spec, batch=2)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_grouped_conv_with_padding_is_a_near_miss():
+    model = unrolled_scan_model(ScanSpec(length=5, batch=1, readout="conv"))
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            node.attribute.append(onnx.helper.make_attribute("pads", [1, 1]))
+    _, result = apply_pass(model, RerollScans())
+    assert result.stats["rerolled"] == 0
+    assert "not a grouped length-2 dot product over 3 groups" in result.notes[1]
