@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from passes.reroll_scans import RerollScans
 from scan_testing import apply_pass, op_histogram, rel_l2, run
-from recurrence_graphs import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
 
 # float32 chunked scans vs a float64 sequential scan on Mamba-like decays.
 REL_L2_TOL = 1e-5

@@ -1,4 +1,4 @@
-"""Hand-built unrolled recurrences, written the ways exporters write them, plus near-misses.
+"""Synthetic unrolled recurrences, written the ways exporters write them, plus near-misses (for tests and benchmarks).
 
 `unrolled_scan_model(...)` returns an ONNX model computing, for inputs
   log_a (B, D, L, N) -> a = Exp(log_a), b (B, D, L, N), c (B, D, N, L), [h0 (B, D, N)]:
