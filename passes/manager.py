@@ -150,11 +150,17 @@ class PassManager:
         tolerance: float = 1e-5,
         on_changed_model: Callable[[int, PassRecord, onnx.ModelProto], None] | None = None,
         log: Callable[[str], None] | None = None,
+        recorder: Any = None,
     ) -> None:
         """``steps``: Pass instances, or a ``pipelines.Pipeline`` (built here).
 
         ``on_changed_model(index, record, model)`` is called with the exported model after
         every pass that changed the graph (used by --keep-intermediates).
+
+        ``recorder`` (e.g. ``passes.report.recorder.PassRecorder``) is told
+        ``pipeline_started(graph)`` and ``pass_finished(index, record, graph)``; it sees which
+        nodes each pass changed (report regions, node provenance). Its models are stamped
+        with provenance before ``on_changed_model`` sees them.
         """
         self.pipeline_text = str(steps) if hasattr(steps, "build") else ",".join(repr(p) for p in steps)
         self.passes: list[Pass] = steps.build() if hasattr(steps, "build") else list(steps)
@@ -167,6 +173,7 @@ class PassManager:
         self.tolerance = tolerance
         self.on_changed_model = on_changed_model
         self.log = log
+        self.recorder = recorder
 
     def run(self, graph: gs.Graph, ctx: PassContext | None = None) -> PipelineRun:
         ctx = ctx or PassContext(opset=self.meta.opset if self.meta else graph.opset)
@@ -175,6 +182,8 @@ class PassManager:
         run = PipelineRun(self.pipeline_text, [], graph, 0.0, len(graph.nodes), len(graph.nodes),
                           ops_initial, ops_initial)
 
+        if self.recorder is not None:
+            self.recorder.pipeline_started(graph)
         previous_outputs = None
         if self.verify_each:
             previous_outputs = self._initial_outputs(graph)
@@ -206,6 +215,9 @@ class PassManager:
             )
             run.records.append(record)
             ops_before = ops_after
+            if self.recorder is not None:
+                self.progress.stage("recording changes")
+                self.recorder.pass_finished(index, record, graph)
 
             if record.changed:
                 model = None
@@ -217,6 +229,8 @@ class PassManager:
                 if self.verify_each:
                     previous_outputs = self._verify(model, record, previous_outputs, run)
                 if self.on_changed_model:
+                    if self.recorder is not None:
+                        self.recorder.stamp(model)
                     self.on_changed_model(index, record, model)
             else:
                 skipped = "skipped (unchanged)"
