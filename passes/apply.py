@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import time
@@ -60,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="output .onnx path (written only if verification passes)")
     parser.add_argument("--pipeline", default="seed",
                         help="named pipeline (see --list-pipelines) or text like 'eliminate-dead-nodes,simplify'")
-    parser.add_argument("--report", metavar="DIR", help="write DIR/report.json")
+    parser.add_argument("--report", metavar="DIR",
+                        help="write DIR/report.json (docs/REPORT_SCHEMA.md) and DIR/index.html (per-pass region diffs)")
     parser.add_argument("--verify", choices=["each", "end", "none"], default="end")
     parser.add_argument("--reference", metavar="REF.npz", help="inputs and expected outputs (default: <input stem>.ref.npz beside the input)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max relative L2 error per output (default 1e-5)")
@@ -182,15 +182,19 @@ def _main(argv: list[str] | None, stderr) -> int:
                     "pipeline": str(pipeline), "pipeline_name": pipeline.name, "verify_mode": args.verify,
                     "tolerance": args.tolerance}
 
+    # Sees which nodes each pass changed: provenance metadata always, region diffs for --report.
+    from passes.report.recorder import PassRecorder
+
+    recorder = PassRecorder(regions=bool(args.report))
+    intermediate_paths: dict[int, str] = {}
+
     def write_report(status: str, exit_code: int) -> None:
         if not args.report:
             return
+        from passes.report.writer import write_report_dir
+
         report.update(status=status, exit_code=exit_code, total_seconds=round(time.perf_counter() - started, 3))
-        directory = Path(args.report)
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / ".report.json.tmp"
-        temporary.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(temporary, directory / "report.json")
+        write_report_dir(args.report, report, recorder.region_descriptions, intermediate_paths, recorder.seconds)
 
     with RichProgress(stderr) as display:
         with display.step(f"load {args.input}"):
@@ -239,13 +243,17 @@ def _main(argv: list[str] | None, stderr) -> int:
             intermediates_dir.mkdir(parents=True, exist_ok=True)
 
         def keep_intermediate(index, record, changed_model) -> None:
-            save_model_atomic(changed_model, intermediates_dir / f"{index + 1:02d}-{record.name}.onnx",
-                              external_data=loaded.used_external_data)
+            path = intermediates_dir / f"{index + 1:02d}-{record.name}.onnx"
+            save_model_atomic(changed_model, path, external_data=loaded.used_external_data)
+            # Relative to the report directory when it is inside it, so the folder can move.
+            intermediate_paths[index] = (str(path.relative_to(args.report)) if args.report
+                                         and path.is_relative_to(args.report) else str(path))
 
         manager = PassManager(
             passes, verify_each=args.verify == "each", check=True, progress=display, meta=meta,
             verify_feeds=feeds, initial_outputs=baseline_outputs, tolerance=args.tolerance,
             on_changed_model=keep_intermediate if intermediates_dir else None, log=display.stage,
+            recorder=recorder,
         )
         manager.pipeline_text = str(pipeline)
         ctx = PassContext(opset=meta.opset, explain=args.explain, log=display.stage)
@@ -266,6 +274,7 @@ def _main(argv: list[str] | None, stderr) -> int:
 
         with display.step(f"export {run.nodes_after:,} nodes"):
             final_model = graph_to_model(run.graph, meta)
+            recorder.stamp(final_model)
         report["nodes"]["output"] = len(final_model.graph.node)
 
         verification = None
@@ -306,6 +315,13 @@ def _main(argv: list[str] | None, stderr) -> int:
     else:
         summary += " · not verified"
     stdout.print(summary, highlight=False, soft_wrap=True)
+    for record in run.records:  # the count users look for first: how many scans were found
+        if record.name == "reroll-scans":
+            found, rejected = record.stats.get("rerolled", 0), record.stats.get("rejected", 0)
+            line = f"{found} scans found and re-rolled ({record.stats.get('steps', 0):,} steps)" if found else "0 scans found"
+            if rejected:
+                line += f"; {rejected} candidate chains left unrolled (--explain says why)"
+            stdout.print(line, highlight=False, soft_wrap=True)
     if args.explain:
         print_notes(stdout, run)
     else:  # without --explain, still say when a pass gave up on something
