@@ -1,0 +1,238 @@
+"""split-cumsum on small onnx.helper graphs: piece sizes, exact results, op histograms."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from passes.base import PassContext
+from passes.graph_io import graph_to_model
+from passes.split_cumsum import SplitCumSum, even_bounds, footprint, plan_split
+from passes.verify import run_model
+
+ELEM = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE}
+
+
+def cumsum_model(shape, axis, dtype=np.float32, exclusive=0, reverse=0, static=True, axis_as_input=False):
+    elem = ELEM[dtype]
+    dims = list(shape) if static else ["n"] + list(shape[1:])
+    inputs = [helper.make_tensor_value_info("x", elem, dims)]
+    initializers = []
+    if axis_as_input:
+        inputs.append(helper.make_tensor_value_info("axis", TensorProto.INT64, []))
+    else:
+        initializers.append(helper.make_tensor("axis", TensorProto.INT64, [], [axis]))
+    attrs = {k: v for k, v in (("exclusive", exclusive), ("reverse", reverse)) if v}
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], name="the_cumsum", **attrs)
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", elem, dims)], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def apply(model, **options):
+    graph = gs.import_onnx(model)
+    result = SplitCumSum(**options).run(graph, PassContext(opset=17, explain=True))
+    out = graph_to_model(graph)
+    onnx.checker.check_model(out, full_check=True)
+    return out, result
+
+
+def histogram(model) -> dict[str, int]:
+    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+
+
+def cumsum_input_shapes(model) -> list[tuple[int, ...]]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    return [shapes[node.input[0]] for node in model.graph.node if node.op_type == "CumSum"]
+
+
+def integers(shape, dtype, seed=0):
+    return np.random.default_rng(seed).integers(-1000, 1000, size=shape).astype(dtype)
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+def test_even_bounds_cover_the_axis_with_lengths_differing_by_at_most_one():
+    bounds = even_bounds(768, 13)
+    assert bounds[0] == (0, 60) and bounds[-1][1] == 768
+    lengths = [end - start for start, end in bounds]
+    assert sum(lengths) == 768 and max(lengths) - min(lengths) <= 1
+
+
+def test_plan_fits_returns_none():
+    assert plan_split((1, 64, 3136), 2, 4096, lanes=64) is None
+    assert plan_split((4, 5), 1, 20) is None
+
+
+@pytest.mark.parametrize("shape, axis, budget, lanes, pieces", [
+    ((1, 768, 3136), 2, 4096, 64, (1, 12, 1)),      # VMamba-T stage 0: 12 lane-sized channel blocks
+    ((1, 96, 3136), 2, 4096, 64, (1, 2, 1)),        # NOTES' failing shape, 2 pieces of 48 channels
+    ((1, 1, 50000), 2, 4096, 64, (1, 1, 13)),       # one line too long: summed axis cut, carried
+    ((2, 3, 100), 2, 250, 1, (1, 3, 1)),            # fewest pieces: cut the middle axis, not the summed one
+    ((1, 4, 300000), 2, 200000, 1, (1, 1, 7)),      # carry row counted: 6 pieces would need 200004
+    ((1, 3136, 64), 1, 4096, 64, (1, 1, 64)),       # summing along C: the whole tensor counts
+])
+def test_plan_examples(shape, axis, budget, lanes, pieces):
+    plan = plan_split(shape, axis, budget, lanes)
+    assert plan.pieces == pieces
+    assert plan.largest_piece_footprint() <= budget
+
+
+def test_footprint_model_matches_measurements_on_bm1684x():
+    # (shape, axis) -> compiled on BM1684X with tpu-mlir 1.30.2 (docs/TPU.md)
+    measured = {((1, 64, 3136), 2): True, ((1, 72, 3136), 2): False, ((1, 1, 4096), 2): True,
+                ((1, 1, 4097), 2): False, ((1, 128, 2048), 2): True, ((1, 128, 2049), 2): False,
+                ((2, 64, 2048), 2): True, ((2, 64, 2049), 2): False, ((4, 64, 3136), 2): False,
+                ((1, 1, 1, 4096), 3): True, ((1, 1, 1, 4097), 3): False, ((1, 128, 1, 2048), 3): True,
+                ((1, 128, 1, 2049), 3): False, ((1, 4096, 1), 1): True, ((1, 4097, 1), 1): False,
+                ((1, 3136, 64), 1): False, ((1, 384, 512), 2): True, ((1, 384, 1024), 2): False,
+                ((16384,), 0): False}
+    for (shape, axis), compiled in measured.items():
+        assert (footprint(shape, axis, 64) <= 4096) == compiled, (shape, axis)
+
+
+shapes_and_axes = st.integers(1, 5).flatmap(lambda rank: st.tuples(
+    st.lists(st.integers(1, 40), min_size=rank, max_size=rank), st.integers(0, rank - 1)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(shapes_and_axes, st.integers(2, 3000), st.sampled_from([1, 4, 64]))
+def test_plan_pieces_never_exceed_budget(shape_axis, budget, lanes):
+    shape, axis = shape_axis
+    plan = plan_split(shape, axis, budget, lanes)
+    if plan is None:
+        assert footprint(shape, axis, lanes) <= budget
+        return
+    assert plan.largest_piece_footprint() <= budget
+    # Every actual piece (bounds along each axis, carry row where carried) fits.
+    for i in range(len(shape)):
+        lengths = [end - start for start, end in plan.bounds(i)]
+        assert sum(lengths) == shape[i] and max(lengths) - min(lengths) <= 1
+    if shape[axis] <= budget:
+        assert not plan.carried  # no carry when cutting other axes is enough
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes_and_axes, st.integers(2, 400))
+def test_plan_is_minimal_for_plain_budgets(shape_axis, budget):
+    """No grid of fewer pieces fits (brute force over piece counts, lanes=1, no summed-axis cut)."""
+    shape, axis = shape_axis
+    plan = plan_split(shape, axis, budget, lanes=1)
+    if plan is None or plan.carried:
+        return
+    others = [i for i in range(len(shape)) if i != axis]
+    best = math.inf
+
+    def search(position, cap, count):
+        nonlocal best
+        if count >= best:
+            return
+        if position == len(others):
+            if shape[axis] <= cap:
+                best = count
+            return
+        size = shape[others[position]]
+        for pieces in range(1, size + 1):
+            search(position + 1, cap // -(-size // pieces), count * pieces)
+
+    search(0, budget, 1)
+    assert plan.total_pieces == best
+
+
+# --- the rewrite ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_rank_and_axis_gives_the_unsplit_result_exactly(rank, dtype):
+    shape = [5, 4, 6, 3, 2][:rank]
+    for axis in range(rank):
+        for budget in (5, 13, 40):
+            model = cumsum_model(shape, axis, dtype)
+            x = integers(shape, dtype) / 8  # dyadic values: sums are exact in float32 too
+            expected = run_model(model, {"x": x})["y"]
+            out, result = apply(model, budget=budget, lanes=1)
+            assert result.changed == (math.prod(shape) > budget)
+            assert all(math.prod(s) <= budget for s in cumsum_input_shapes(out))
+            np.testing.assert_array_equal(run_model(out, {"x": x})["y"], expected)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 0.0), (np.float32, 0.0)])
+def test_random_values_match_onnxruntime_bitwise(dtype, atol):
+    """Carry summed in before each piece: the same additions in the same order as one CumSum."""
+    shape, axis = (2, 3, 50), 2
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    model = cumsum_model(shape, axis, dtype)
+    out, result = apply(model, budget=9, lanes=1)
+    assert result.stats["carried"] == 1
+    np.testing.assert_array_equal(run_model(out, {"x": x})["y"], run_model(model, {"x": x})["y"])
+    np.testing.assert_allclose(run_model(out, {"x": x})["y"], np.cumsum(x.astype(np.float64), axis), rtol=1e-5, atol=1e-5)
+
+
+small_shapes_and_axes = st.integers(1, 5).flatmap(lambda rank: st.tuples(
+    st.lists(st.integers(1, 9), min_size=rank, max_size=rank), st.integers(0, rank - 1)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_shapes_and_axes, st.integers(6, 200), st.sampled_from([1, 4]), st.integers(0, 2**31))
+def test_property_split_equals_unsplit(shape_axis, budget, lanes, seed):
+    shape, axis = shape_axis
+    model = cumsum_model(shape, axis, np.float64)
+    x = np.random.default_rng(seed).standard_normal(shape)
+    out, _ = apply(model, budget=budget, lanes=lanes)
+    for piece in cumsum_input_shapes(out):
+        assert footprint(piece, axis, lanes) <= budget
+    np.testing.assert_array_equal(run_model(out, {"x": x})["y"], run_model(model, {"x": x})["y"])
+
+
+def test_other_axes_only_op_histogram():
+    # [2, 6, 10] over axis 2 with 30 elements: 4 pieces of [1, 3, 10], no carry.
+    out, result = apply(cumsum_model((2, 6, 10), 2), budget=30, lanes=1)
+    assert result.stats == {"split": 1, "pieces": 4, "carried": 0, "largest_piece": 30}
+    assert histogram(out) == {"Concat": 3, "CumSum": 4, "Slice": 6}
+
+
+def test_summed_axis_op_histogram():
+    # [1, 1, 10] over axis 2, budget 4: pieces 3 + carry, 4 + carry ... -> 4 pieces (3, 3, 2, 2 + carry rows).
+    out, result = apply(cumsum_model((1, 1, 10), 2), budget=4, lanes=1)
+    assert result.stats["pieces"] == 4 and result.stats["carried"] == 1
+    # per piece: Slice of x; per later piece: Concat(carry, x) and Slice of the result; carries: Slice
+    assert histogram(out) == {"Concat": 4, "CumSum": 4, "Slice": 4 + 3 + 3}
+    assert max(math.prod(s) for s in cumsum_input_shapes(out)) <= 4
+
+
+def test_small_cumsum_untouched_and_reported_unchanged():
+    model = cumsum_model((2, 3), 1)
+    out, result = apply(model, budget=6, lanes=1)
+    assert not result.changed and histogram(out) == {"CumSum": 1}
+
+
+def test_unknown_shape_left_alone_with_a_note():
+    model = cumsum_model((4, 300), 1, static=False)
+    out, result = apply(model, budget=8, lanes=1)
+    assert not result.changed and histogram(out) == {"CumSum": 1}
+    assert "input shape not static" in result.notes[0] and "the_cumsum" in result.notes[0]
+
+
+def test_non_constant_axis_left_alone_with_a_note():
+    model = cumsum_model((4, 300), 1, axis_as_input=True)
+    _, result = apply(model, budget=8, lanes=1)
+    assert not result.changed and "axis is not a constant" in result.notes[0]
+
+
+def test_reverse_left_alone_with_a_note_pointing_to_cumsum_plain():
+    _, result = apply(cumsum_model((4, 300), 1, reverse=1), budget=8, lanes=1)
+    assert not result.changed and "cumsum-plain" in result.notes[0]
+
+
+def test_budget_option_validated():
+    with pytest.raises(ValueError, match="budget"):
+        SplitCumSum(budget=1)
+    assert SplitCumSum().options() == {"budget": 4096, "lanes": 64}
