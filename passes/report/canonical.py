@@ -174,7 +174,8 @@ def _context_lines(side: _Side, names: _Names) -> tuple[list, list]:
     producers = snapshot.producer_index()
     graph_inputs = set(snapshot.graph_inputs)
     above = []
-    for name in side.read_boundary:
+    # In canonical order (%in0, %in1, ...), not in order of first use.
+    for name in sorted(side.read_boundary, key=lambda n: (len(names.boundary[n]), names.boundary[n])):
         producer = producers.get(name)
         if producer is not None:
             above.append(["context", f"{names.boundary[name]} ← {snapshot.nodes[producer].op}", snapshot.nodes[producer].name])

@@ -186,12 +186,15 @@ def _group_html(pass_index: int, group_index: int, group: Mapping[str, Any]) -> 
             f'<pre>{_lines_html(first["after"])}</pre></div></div></details>')
 
 
-def _region_sections(report: Mapping[str, Any], descriptions: Mapping[int, Mapping[str, Any]]) -> str:
+def _region_sections(report: Mapping[str, Any], descriptions: Mapping[int, Mapping[str, Any]],
+                     heading: bool = True) -> str:
     run = report.get("run")
     if not run or not descriptions:
         return ""
-    sections = ['<h2>What each pass changed</h2><p class="muted">Each rewrite: the nodes a pass removed '
-                '(left) beside the nodes it added (right), with canonical names: <code>%inN</code> values '
+    title = "What each pass changed" if heading else "Regions"
+    subject = "a pass removed (left) beside the nodes it added" if heading else "only in the first model (left) beside the nodes only in the second"
+    sections = [f'<h2>{title}</h2><p class="muted">Each rewrite: the nodes {subject} '
+                '(right), with canonical names: <code>%inN</code> values '
                 'read from outside, <code>%outN</code> values given to the rest of the graph, '
                 '<code>%N</code> values inside. Grey lines are context (<code>←</code> producer, '
                 '<code>→</code> consumers). Hover a line for the node\'s name in the model.</p>']
@@ -203,8 +206,9 @@ def _region_sections(report: Mapping[str, Any], descriptions: Mapping[int, Mappi
         summary = (f'{description["regions"]:,} rewrite{"s" if description["regions"] != 1 else ""} in '
                    f'{description["groups_total"]:,} group{"s" if description["groups_total"] != 1 else ""} · '
                    f'−{description["removed_nodes"]:,} / +{description["added_nodes"]:,} nodes')
-        parts = [f'<section class="pass-diff" id="pass-{index + 1}"><h3>{index + 1} · {escape(entry["name"])} '
-                 f'<small>{summary}</small> <a href="#row-{index + 1}">↑</a></h3>']
+        title = (f'{index + 1} · {escape(entry["name"])} <small>{summary}</small> <a href="#row-{index + 1}">↑</a>'
+                 if heading else f"<small>{summary}</small>")
+        parts = [f'<section class="pass-diff" id="pass-{index + 1}"><h3>{title}</h3>']
         parts += [_group_html(index, group_index, group) for group_index, group in enumerate(groups)]
         hidden = description.get("hidden_groups", {})
         if hidden.get("groups"):
@@ -243,18 +247,47 @@ def _region_data(descriptions: Mapping[int, Mapping[str, Any]]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
 
 
-def render_html(report: Mapping[str, Any], descriptions: Mapping[int, Mapping[str, Any]]) -> str:
-    with_regions = set(descriptions)
-    title = escape(f"{report.get('pipeline_name', 'pipeline')} · {Path(str(report.get('input', ''))).name} · passes.apply report")
+def _page(title: str, body: str, descriptions: Mapping[int, Mapping[str, Any]], footer: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
-        f"<title>{title}</title><style>{_asset('report.css')}</style></head><body>"
-        + _header(report) + _chart(report) + _pass_table(report, with_regions)
-        + _region_sections(report, descriptions) + _verification_section(report)
-        + f'<footer>passes.apply report · schema version {report.get("schema_version", "?")} · '
-          "report.json beside this page has every number shown here.</footer>"
+        f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head><body>"
+        + body + f"<footer>{footer}</footer>"
         + f'<script type="application/json" id="region-data">{_region_data(descriptions)}</script>'
         + f"<script>{_asset('report.js')}</script></body></html>\n"
     )
+
+
+def render_html(report: Mapping[str, Any], descriptions: Mapping[int, Mapping[str, Any]]) -> str:
+    """The page for one passes.apply run (``descriptions``: pass index -> describe_regions())."""
+    body = (_header(report) + _chart(report) + _pass_table(report, set(descriptions))
+            + _region_sections(report, descriptions) + _verification_section(report))
+    title = f"{report.get('pipeline_name', 'pipeline')} · {Path(str(report.get('input', ''))).name} · passes.apply report"
+    footer = (f"passes.apply report · schema version {escape(str(report.get('schema_version', '?')))} · "
+              "report.json beside this page has every number shown here.")
+    return _page(title, body, descriptions, footer)
+
+
+def render_diff_html(before_path: str, after_path: str, before_ops: Mapping[str, int], after_ops: Mapping[str, int],
+                     description: Mapping[str, Any]) -> str:
+    """The page of ``tools.diffview``: the region diff between any two models."""
+    delta = {op: after_ops.get(op, 0) - before_ops.get(op, 0) for op in sorted(set(before_ops) | set(after_ops))}
+    delta = {op: n for op, n in delta.items() if n}
+    kinds = {"changed": 0, "removed": 0, "added": 0}
+    for group in description["groups"]:
+        kind = "changed" if group["removed_nodes"] and group["added_nodes"] else "removed" if group["removed_nodes"] else "added"
+        kinds[kind] += group["count"]
+    before_nodes, after_nodes = sum(before_ops.values()), sum(after_ops.values())
+    facts = "".join(f"<dt>{label}</dt><dd>{escape(value)}</dd>" for label, value in
+                    [("before", f"{before_path} ({before_nodes:,} nodes)"), ("after", f"{after_path} ({after_nodes:,} nodes)")])
+    shown = "" if not description.get("hidden_groups", {}).get("groups") else " (counts of the groups shown)"
+    headline = (f"{before_nodes:,} → {after_nodes:,} nodes · {description['regions']:,} regions: "
+                f"{kinds['changed']:,} changed, {kinds['removed']:,} removed, {kinds['added']:,} added{shown}")
+    body = (f'<h1>Model diff</h1><p class="headline">{escape(headline)}</p><dl class="facts">{facts}</dl>'
+            f"<h2>Op histogram change</h2><p>{_chips(delta, shown=len(delta))}</p>")
+    sections = {0: description}
+    pseudo_report = {"run": {"passes": [{"name": "diff"}]}}
+    body += _region_sections(pseudo_report, sections, heading=False)
+    return _page(f"diff {Path(before_path).name} → {Path(after_path).name}", body, sections,
+                 "tools.diffview · nodes match by name, op, inputs, outputs and attributes")
