@@ -1,0 +1,107 @@
+"""The region diff between any two ONNX models, as text and/or a self-contained HTML page.
+
+    python -m tools.diffview naive.onnx rolled.onnx --text
+    python -m tools.diffview before.onnx after.onnx -o diff.html
+
+Nodes match when name, op, inputs, outputs and attributes agree (constant inputs by what
+they hold, not by name). The rest are grouped into connected regions: removed nodes beside
+the added nodes that replaced them, printed with canonical names so identical rewrites
+group ("x60 identical, showing 1"). The same code draws the regions of ``passes.apply
+--report``; see passes/report/.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import onnx
+
+
+class DiffError(Exception):
+    pass
+
+
+def _load(path: str) -> onnx.ModelProto:
+    if not Path(path).is_file():
+        raise DiffError(f"not a file: {path}")
+    try:
+        # Weights in external files are not needed: large constants print as type and shape.
+        model = onnx.load(path, load_external_data=False)
+    except Exception as error:
+        raise DiffError(f"not an ONNX file, or truncated: {path} ({' '.join(str(error).split())[:200]})") from None
+    if not model.HasField("graph"):
+        raise DiffError(f"not an ONNX model (no graph): {path}")
+    return model
+
+
+def diff_models(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[dict, Counter, Counter]:
+    """(describe_regions() of the diff, op histogram before, op histogram after)."""
+    from passes.report.grouping import describe_regions
+    from passes.report.regions import diff_snapshots
+    from passes.report.snapshot import snapshot_model
+
+    description = describe_regions(diff_snapshots(snapshot_model(before), snapshot_model(after)))
+    return (description, Counter(node.op_type for node in before.graph.node),
+            Counter(node.op_type for node in after.graph.node))
+
+
+def text_report(before_path: str, after_path: str, description: dict, before_ops: Counter, after_ops: Counter) -> str:
+    from passes.report.text import format_delta, group_kind, regions_text
+
+    delta = Counter(after_ops)
+    delta.subtract(before_ops)
+    kinds = Counter()
+    for group in description["groups"]:
+        kinds[group_kind(group)] += group["count"]
+    lines = [
+        f"before: {before_path} ({sum(before_ops.values()):,} nodes)",
+        f"after:  {after_path} ({sum(after_ops.values()):,} nodes)",
+        f"op histogram: {format_delta(delta)}",
+        f"{description['regions']:,} regions in {description['groups_total']:,} groups: "
+        f"{kinds['changed']:,} changed, {kinds['removed']:,} removed, {kinds['added']:,} added",
+        "",
+        regions_text(description, "only in before", "only in after"),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.diffview",
+                                     description="Region diff of two ONNX models (text and/or HTML).")
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("-o", "--output", metavar="DIFF.html", help="write a self-contained HTML page")
+    parser.add_argument("--text", action="store_true", help="print the diff as text (the default without -o)")
+    args = parser.parse_args(argv)
+    try:
+        before, after = _load(args.before), _load(args.after)
+    except DiffError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    description, before_ops, after_ops = diff_models(before, after)
+    if args.text or not args.output:
+        sys.stdout.write(text_report(args.before, args.after, description, before_ops, after_ops))
+    if args.output:
+        from passes.report.html import render_diff_html
+
+        page = render_diff_html(args.before, args.after, before_ops, after_ops, description)
+        output = Path(args.output)
+        temporary = output.with_name(f".{output.name}.tmp")
+        try:
+            temporary.write_text(page, encoding="utf-8")
+            os.replace(temporary, output)
+        except OSError as error:
+            sys.stderr.write(f"error: cannot write {output}: {' '.join(str(error).split())}\n")
+            return 2
+        if not args.text:
+            print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
