@@ -1,0 +1,77 @@
+"""tools.tpu_check against the real compiler (Sophgo tpu-mlir 1.30.2, BM1684X cmodel).
+
+Runs only when the tpu-mlir venv is installed (.tpu-venv/ or $TPU_VENV) or TPU_CHECK=1 (then
+tools.tpu_check installs it on first use, ~3 minutes). `make tpu-check-micro` runs this file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, save
+
+from tools import tpu_toolchain
+
+pytestmark = [
+    pytest.mark.tpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (os.environ.get("TPU_CHECK") == "1" or tpu_toolchain.is_installed(tpu_toolchain.venv_dir())),
+                       reason="tpu-mlir not installed (make tpu-setup) and TPU_CHECK != 1"),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def micro_tpu(tmp_path_factory) -> tuple[Path, Path]:
+    """micro (micro-digits when its weights are there) exported, then the tpu pipeline."""
+    directory = tmp_path_factory.mktemp("micro")
+    naive = directory / "naive.onnx"
+    weights = REPO / "vmamba_ref" / "weights" / "micro_digits.pt"
+    model = "micro-digits" if weights.is_file() else "micro"
+    exported = run("-m", "vmamba_ref.export", "--model", model, "-o", str(naive))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    tpu = directory / "tpu.onnx"
+    applied = run("-m", "passes.apply", str(naive), "--pipeline", "tpu", "-o", str(tpu))
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    return tpu, directory / "naive.ref.npz"
+
+
+def test_micro_tpu_pipeline_compiles_for_bm1684x_f32_with_layer_group(micro_tpu, tmp_path):
+    tpu, reference = micro_tpu
+    verdict_path = tmp_path / "verdict.json"
+    checked = run("-m", "tools.tpu_check", str(tpu), "--input", str(reference), "--workdir", str(tmp_path / "work"),
+                  "--json", str(verdict_path), timeout=1500)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    verdict = json.loads(verdict_path.read_text())
+    assert verdict["compiled"] and verdict["layer_group"] and verdict["quantize"] == "F32"
+    assert verdict["transform_check"] == "passed" and verdict["deploy_check"] == "passed"
+    assert verdict["min_cosine"] >= 0.9999
+    assert verdict["estimated_ms"] > 0
+    assert "PASS" in checked.stdout
+
+
+def test_oversized_cumsum_fails_with_the_compilers_reason(tmp_path):
+    """[1, 96, 3136] over the last axis: 2 x 3136 elements per NPU lane > 4096."""
+    shape = [1, 96, 3136]
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor("axis", TensorProto.INT64, [], [2])])
+    model_path = tmp_path / "big_cumsum.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(model_path))
+    checked = run("-m", "tools.tpu_check", str(model_path), "--workdir", str(tmp_path / "work"),
+                  "--skip-simulation-check", "--json", "-", timeout=900)
+    assert checked.returncode == 3, checked.stdout[-3000:] + checked.stderr[-3000:]
+    verdict = json.loads(checked.stdout[checked.stdout.index("{"):])
+    assert not verdict["compiled"] and verdict["stage_failed"] == "deploy"
+    assert "cumsum input tensor is too large" in verdict["reason"]

@@ -1,0 +1,65 @@
+"""tools.tpu_toolchain without the compiler: reasons from logs, the profile estimate, output matching."""
+from __future__ import annotations
+
+import numpy as np
+
+from tools import tpu_check, tpu_toolchain as tc
+
+FIRMWARE_LOG = """[0] nodechip_cumsum axis = 2:
+ERROR: ASSERT /workspace/tpu-latest/firmware_core/src/global_layer/nodechip_cumsum.c: nodechip_cumsum: 147: false
+ASSERT info: cumsum input tensor is too large, need to slice
+
+Obtained 10 stack frames.
+Traceback (most recent call last):
+RuntimeError: [!Error]: tpuc-opt ...
+"""
+
+MLIR_LOG = """<unknown>:0: error: loc("x_Einsum"): 'top.Einsum' op attribute 'mode' failed to satisfy constraint
+Traceback (most recent call last):
+RuntimeError: [!Error]: tpuc-opt tpu_origin.mlir --shape-infer -o tpu.mlir
+"""
+
+CPP_ASSERT_LOG = """tpuc-opt: /work/lib/Dialect/Top/Canonicalize/Slice.cpp:97: auto MergeSlicePattern::matchAndRewrite(...): Assertion `cur_s > 0' failed.
+Aborted (core dumped)
+"""
+
+
+def test_firmware_assert_reason_includes_info_and_place():
+    reason = tc.failure_reason(FIRMWARE_LOG)
+    assert reason.startswith("cumsum input tensor is too large, need to slice")
+    assert "nodechip_cumsum.c" in reason and "147" in reason
+
+
+def test_mlir_diagnostic_preferred_over_python_traceback():
+    assert tc.failure_reason(MLIR_LOG).startswith("loc(\"x_Einsum\"): 'top.Einsum' op attribute 'mode'")
+
+
+def test_cpp_assertion_reason():
+    assert "Assertion `cur_s > 0' failed" in tc.failure_reason(CPP_ASSERT_LOG)
+
+
+def test_python_error_last_line_and_fallback():
+    assert tc.failure_reason("x\nKeyError: 'a'\nValueError: bad\n") == "ValueError: bad"
+    assert tc.failure_reason("just this\n") == "just this"
+
+
+def test_profile_estimate_is_read_and_summed(tmp_path):
+    (tmp_path / "compiler_profile_0.txt").write_text(
+        "API_END total_cycle:4450702|b:3139|g:6280\nTCYC : 4450702\n\n"
+        "flops: 401344, runtime: 4.450702ms, ComputationAbility: 0.000090T\n")
+    estimate = tc.read_profile(tmp_path)
+    assert estimate.milliseconds == 4.450702 and estimate.cycles == 4450702 and estimate.flops == 401344
+    assert tc.read_profile(tmp_path / "nothing") is None
+
+
+def test_outputs_matched_by_tpu_mlir_suffix_then_order():
+    reference = {"logits": np.array([[1.0, 2.0, 3.0]]), "state": np.ones((2, 2))}
+    produced = {"state_Add": np.ones((2, 2)), "logits_Gemm": np.array([[1.0, 2.0, 3.1]])}
+    matches = {m.name: m for m in tpu_check.match_outputs(reference, produced)}
+    assert matches["logits"].bmodel_name == "logits_Gemm" and matches["state"].cosine == 1.0
+    assert abs(matches["logits"].max_abs - 0.1) < 1e-12 and matches["logits"].cosine < 1.0
+
+
+def test_tool_environment_puts_the_venv_first(tmp_path):
+    env = tc.tool_environment(tmp_path)
+    assert env["PATH"].startswith(str(tmp_path / "bin")) and env["PYTHONPATH"] == str(tmp_path / "shim")
