@@ -16,9 +16,16 @@ from passes.registry import register_pass
 from passes.static_shapes import describe
 
 
+def _replace_in(tensors, old: gs.Tensor, new: gs.Tensor) -> None:
+    # Item by item: onnx-graphsurgeon's synchronised lists do not support slice assignment.
+    for index, tensor in enumerate(tensors):
+        if tensor is old:
+            tensors[index] = new
+
+
 def _replace_uses(old: gs.Tensor, new: gs.Tensor) -> None:
     for consumer in list(old.outputs):
-        consumer.inputs[:] = [new if t is old else t for t in consumer.inputs]
+        _replace_in(consumer.inputs, old, new)
 
 
 @register_pass
@@ -52,7 +59,7 @@ class RemoveIdentity(Pass):
             node.inputs.clear()
             node.outputs.clear()
             _replace_uses(source, result)
-            producer.outputs[:] = [result if t is source else t for t in producer.outputs]
+            _replace_in(producer.outputs, source, result)
             removed.append(node)
         if not removed:
             return PassResult(False, {"removed": 0}, notes)

@@ -1,0 +1,215 @@
+"""The small TPU legality passes on hand-written graphs: exact ops after, same outputs as before."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.base import PassContext, PassError
+from passes.graph_io import graph_to_model
+from passes.registry import get_pass
+from passes.slice_reverse_to_gather import slice_indices
+from passes.tpu_legality import canonical_einsum, find_violations
+from passes.verify import run_model
+
+
+def apply(text: str, name: str, **options):
+    model = onnx.parser.parse_model(text)
+    graph = gs.import_onnx(model)
+    result = get_pass(name, **options).run(graph, PassContext(opset=17, explain=True))
+    out = graph_to_model(graph)
+    onnx.checker.check_model(out, full_check=True)
+    return model, out, result
+
+
+def histogram(model) -> dict[str, int]:
+    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+
+
+def same_outputs(before, after, feeds):
+    expected, actual = run_model(before, feeds), run_model(after, feeds)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key])
+
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
+X = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7) / 3
+
+
+# --- cumsum-plain -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("exclusive, reverse, ops", [
+    (0, 1, {"CumSum": 1, "Gather": 2}),
+    (1, 0, {"Concat": 1, "CumSum": 1, "Slice": 1}),
+    (1, 1, {"Concat": 1, "CumSum": 1, "Gather": 2, "Slice": 1}),
+])
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_cumsum_plain_matches_onnxruntime(exclusive, reverse, ops, axis):
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,7] y) {{
+      axis = Constant<value_int = {axis}>()
+      y = CumSum<exclusive = {exclusive}, reverse = {reverse}>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    assert result.stats == {"rewritten": 1}
+    assert histogram(after) == ops
+    assert all(not a.i for n in after.graph.node for a in n.attribute if a.name in ("exclusive", "reverse"))
+    assert not any(n.op_type == "Slice" and n.input[4:] for n in after.graph.node)  # no step input at all
+    same_outputs(before, after, {"x": X})
+
+
+def test_cumsum_plain_leaves_dynamic_shapes_with_a_note():
+    text = f"""{HEADER}
+    g (float[N,5] x) => (float[N,5] y) {{
+      axis = Constant<value_int = 0>()
+      y = CumSum<reverse = 1>(x, axis)
+    }}"""
+    _, after, result = apply(text, "cumsum-plain")
+    assert not result.changed and "not static" in result.notes[0]
+
+
+# --- cumsum-rank4 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis", [0, 2, 4])
+def test_cumsum_rank4_reshapes_5d_to_3d_and_back(axis):
+    text = f"""{HEADER}
+    g (float[2,3,4,5,6] x) => (float[2,3,4,5,6] y) {{
+      axis = Constant<value_int = {axis}>()
+      y = CumSum(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-rank4")
+    assert result.stats == {"reshaped": 1}
+    assert histogram(after) == {"CumSum": 1, "Reshape": 2}
+    inferred = onnx.shape_inference.infer_shapes(after)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    cumsum = next(n for n in after.graph.node if n.op_type == "CumSum")
+    assert len(shapes[cumsum.input[0]]) == 3
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    same_outputs(before, after, {"x": x})
+
+
+def test_cumsum_rank4_leaves_4d_alone():
+    text = f"""{HEADER}
+    g (float[2,3,4,5] x) => (float[2,3,4,5] y) {{
+      axis = Constant<value_int = 3>()
+      y = CumSum(x, axis)
+    }}"""
+    _, after, result = apply(text, "cumsum-rank4")
+    assert not result.changed and histogram(after) == {"Constant": 1, "CumSum": 1}
+
+
+# --- slice-reverse-to-gather ------------------------------------------------------------
+
+@pytest.mark.parametrize("dim, start, end, step", [
+    (7, -1, -(2**63), -1), (7, 5, 1, -2), (7, 100, -100, -3), (7, 3, 3, 1), (7, 0, 7, 2), (7, -2, 0, -1),
+])
+def test_slice_indices_follow_numpy(dim, start, end, step):
+    expected = np.arange(dim)[slice(start, end if end > -(2**62) else None, step)]
+    assert slice_indices(dim, start, end, step) == list(expected)
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps, ops", [
+    ([-1], [-9223372036854775807], [2], [-1], {"Gather": 1}),                 # x[..., ::-1], the cross-scan flip
+    ([4, 0], [0, 7], [1, 2], [-2, 2], {"Gather": 1, "Slice": 1}),             # one reversed axis, one strided
+    ([-1, -1], [-9223372036854775807, -9223372036854775807], [1, 2], [-1, -1], {"Gather": 2}),
+])
+def test_negative_step_slices_become_gathers(starts, ends, axes, steps, ops):
+    def ints(values):
+        return "{" + ", ".join(str(v) for v in values) + "}"
+    n = len(starts)
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[?,?,?] y) {{
+      starts = Constant<value = int64[{n}] {ints(starts)}>()
+      ends = Constant<value = int64[{n}] {ints(ends)}>()
+      axes = Constant<value = int64[{n}] {ints(axes)}>()
+      steps = Constant<value = int64[{n}] {ints(steps)}>()
+      y = Slice(x, starts, ends, axes, steps)
+    }}"""
+    before, after, result = apply(text, "slice-reverse-to-gather")
+    assert result.stats == {"rewritten": 1}
+    assert histogram(after) == ops
+    assert not find_violations(gs.import_onnx(after))
+    same_outputs(before, after, {"x": X})
+
+
+def test_positive_slices_untouched():
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,3] y) {{
+      starts = Constant<value = int64[1] {{1}}>()
+      ends = Constant<value = int64[1] {{4}}>()
+      axes = Constant<value = int64[1] {{2}}>()
+      steps = Constant<value = int64[1] {{1}}>()
+      y = Slice(x, starts, ends, axes, steps)
+    }}"""
+    _, after, result = apply(text, "slice-reverse-to-gather")
+    assert not result.changed and histogram(after) == {"Constant": 4, "Slice": 1}
+
+
+# --- remove-identity --------------------------------------------------------------------
+
+def test_remove_identity_inside_and_at_a_graph_output():
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,7] y) <float[7] w = {{1,2,3,4,5,6,7}}> {{
+      wi = Identity(w)
+      a = Add(x, wi)
+      b = Relu(a)
+      y = Identity(b)
+    }}"""
+    before, after, result = apply(text, "remove-identity")
+    assert result.stats == {"removed": 2}
+    assert histogram(after) == {"Add": 1, "Relu": 1}
+    assert [o.name for o in after.graph.output] == ["y"] and after.graph.node[-1].output[0] == "y"
+    same_outputs(before, after, {"x": X})
+
+
+def test_identity_from_graph_input_to_output_is_kept_with_a_note():
+    text = f"""{HEADER}
+    g (float[2] x) => (float[2] y) {{ y = Identity(x) }}"""
+    _, after, result = apply(text, "remove-identity")
+    assert not result.changed and "kept" in result.notes[0]
+
+
+# --- tpu-legality -----------------------------------------------------------------------
+
+def test_canonical_einsum():
+    assert canonical_einsum("bdln,bdnl->bdl") == "abcd,abdc->abc"
+
+
+def test_legality_finds_every_rule():
+    text = f"""{HEADER}
+    g (float[1,4,8,8,2] x, float[N] d) => (float[1,4,8,8,2] y, float[1,4,8,8,2] z, float[1,4,8,2] e, float[?] f) {{
+      axis = Constant<value_int = 2>()
+      y = CumSum<reverse = 1>(x, axis)
+      z = Identity(y)
+      e = Einsum<equation = "abcde,abcde->abce">(x, x)
+      starts = Constant<value = int64[1] {{-1}}>()
+      ends = Constant<value = int64[1] {{-100}}>()
+      axes = Constant<value = int64[1] {{0}}>()
+      steps = Constant<value = int64[1] {{-1}}>()
+      f = Slice(d, starts, ends, axes, steps)
+    }}"""
+    graph = gs.import_onnx(onnx.parser.parse_model(text))
+    rules = " | ".join(find_violations(graph))
+    for expected in ("static shape", "Identity", "negative step", "exclusive/reverse", "rank > 4", "Einsum equation"):
+        assert expected in rules, expected
+    with pytest.raises(PassError, match="legality violation"):
+        get_pass("tpu-legality").run(graph, PassContext(opset=17))
+    result = get_pass("tpu-legality", strict=False).run(graph, PassContext(opset=17))
+    assert not result.changed and result.stats["violations"] == 6
+
+
+def test_legality_size_limit_and_clean_graph():
+    text = f"""{HEADER}
+    g (float[1,96,3136] x) => (float[1,96,3136] y) {{
+      axis = Constant<value_int = 2>()
+      y = CumSum(x, axis)
+    }}"""
+    graph = gs.import_onnx(onnx.parser.parse_model(text))
+    assert "too large" in " ".join(find_violations(graph))
+    get_pass("split-cumsum").run(graph, PassContext(opset=17))
+    assert find_violations(graph) == {}
