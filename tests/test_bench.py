@@ -1,0 +1,124 @@
+"""tools.bench: one small end-to-end run (micro, 2 stages at 32x32) shared by the tests, plus pure helpers."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from tools import bench, bench_report
+
+ROW_LABELS = list(bench.ROW_LABELS.values())
+BATCHES = (1, 2)
+OTHER_CONTENT = "# Benchmarks\n\nHand-written intro that must survive.\n\n<!-- bench:other:2-core -->\nkeep me\n<!-- /bench:other:2-core -->\n\nTrailing notes.\n"
+STALE = "<!-- bench:micro:1-core -->\nSTALE TABLE\n<!-- /bench:micro:1-core -->"
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    md = tmp / "BENCHMARKS.md"
+    md.write_text(OTHER_CONTENT + "\n" + STALE + "\n\nAfter the section.\n")
+    paths = {"md": md, "json": tmp / "bench.json", "png": tmp / "bench.png"}
+    argv = ["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1",
+            "--batches", ",".join(map(str, BATCHES)), "--threads", "1", "--workdir", str(tmp / "work"),
+            "--digits-images", "20", "--gemm-size", "256",
+            "--out-md", str(md), "--json", str(paths["json"]), "--png", str(paths["png"])]
+    code = bench.main(argv)
+    assert code == 0
+    return paths, json.loads(paths["json"].read_text())
+
+
+def test_every_row_and_column_is_in_the_outputs(bench_run):
+    paths, result = bench_run
+    assert [row["label"] for row in result["rows"]] == ROW_LABELS
+    section = paths["md"].read_text()
+    for label in ROW_LABELS:
+        assert f"| {label} |" in section
+    for column in ("nodes", "session", "img/s b1", "s/img b1", "vs naive b1", "vs seed b1", "img/s b2",
+                   "max abs err b1", "rel L2 b1", "digits top-1"):
+        assert f"| {column}" in section or f" {column} |" in section, column
+    assert result["machine"]["cpu"] and result["machine"]["onnxruntime"] and result["machine"]["torch"]
+    assert "FLOP limit" in section and result["flops"]["limit_s_per_img"] > 0
+    assert paths["png"].stat().st_size > 1000
+
+
+def test_every_row_ran_and_matches_float64(bench_run):
+    _, result = bench_run
+    rows = {row["key"]: row for row in result["rows"]}
+    for key, row in rows.items():
+        assert len(row["times"]["1"]) == 1, key
+        assert row["errors"]["1"]["rel_l2"] < 1e-5, key
+        if key != "tpu":
+            assert row["errors"]["2"]["rel_l2"] < 1e-5, key
+            assert row["agreement"]["2"] == 1.0, key
+    for key in ("naive", "seed", "tpu", "cpu"):
+        assert rows[key]["nodes"] > 0 and rows[key]["session_s"] > 0
+    assert rows["naive"]["nodes"] > rows["cpu"]["nodes"]
+    # tpu needs static shapes: compiled from a batch-1 export, not run at batch 2
+    assert rows["tpu"]["skipped"] == {"2": "static batch"} and "static batch-1" in rows["tpu"]["note"]
+
+
+def test_ratios_are_consistent_with_raw_times(bench_run):
+    _, result = bench_run
+    rows = {row["key"]: row for row in result["rows"]}
+    for batch in map(str, BATCHES):
+        naive = statistics.median(rows["naive"]["times"][batch])
+        seed = statistics.median(rows["seed"]["times"][batch])
+        for row in rows.values():
+            if batch not in row["times"]:
+                assert row["figures"][batch]["img_per_s"] is None
+                continue
+            mine = statistics.median(row["times"][batch])
+            f = row["figures"][batch]
+            assert f["img_per_s"] == pytest.approx(int(batch) / mine)
+            assert f["s_per_img"] == pytest.approx(mine / int(batch))
+            assert f["x_naive"] == pytest.approx(naive / mine)
+            assert f["x_seed"] == pytest.approx(seed / mine)
+    assert rows["naive"]["figures"]["1"]["x_naive"] == pytest.approx(1.0)
+
+
+def test_section_replacement_keeps_other_content(bench_run):
+    paths, result = bench_run
+    text = paths["md"].read_text()
+    assert text.startswith(OTHER_CONTENT)
+    assert text.rstrip().endswith("After the section.")
+    assert "STALE TABLE" not in text
+    begin, end = bench_report.section_markers("micro:1-core")
+    assert text.count(begin) == 1 and text.count(end) == 1
+    assert text.index(begin) < text.index("| naive ONNX (unrolled) |") < text.index(end)
+
+
+def test_digits_top1_of_every_onnx_row_equals_pytorch(bench_run):
+    _, result = bench_run
+    rows = {row["key"]: row for row in result["rows"]}
+    torch_top1 = rows["torch-sequential"]["digits_top1"]
+    assert result["digits_images"] == 20
+    for key in ("naive", "seed", "tpu", "cpu"):
+        assert rows[key]["digits_top1"] == torch_top1, key
+        assert rows[key]["digits_same_as_torch"] == 20, key
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+def test_replace_section_variants():
+    body = "| a |\n|---|"
+    assert bench_report.replace_section("", "m:2-core", body) == \
+        "# Benchmarks\n\n<!-- bench:m:2-core -->\n| a |\n|---|\n<!-- /bench:m:2-core -->\n"
+    appended = bench_report.replace_section("intro\n", "m:2-core", body)
+    assert appended.startswith("intro\n\n<!-- bench:m:2-core -->")
+    replaced = bench_report.replace_section(appended + "tail\n", "m:2-core", "new")
+    assert replaced == "intro\n\n<!-- bench:m:2-core -->\nnew\n<!-- /bench:m:2-core -->\ntail\n"
+    with pytest.raises(ValueError, match="no closing"):
+        bench_report.replace_section("<!-- bench:m:2-core -->\nx", "m:2-core", "new")
+
+
+def test_cpu_model_name_from_cpuinfo():
+    text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6240R CPU @ 2.40GHz\n"
+    assert bench_report.cpu_model_name(text) == "Intel(R) Xeon(R) Gold 6240R CPU @ 2.40GHz"
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    assert bench.main(["--rows", "naive,bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bogus" in err and "\n" not in err
+    assert bench.main(["--batches", "0"]) == 2

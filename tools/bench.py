@@ -1,0 +1,469 @@
+"""Benchmark the naive export, every pipeline and PyTorch eager side by side, on this machine.
+
+    python -m tools.bench --model micro-digits --threads 2
+    python -m tools.bench --model vmamba-t --threads 2 --naive /tmp/vt16/naive.onnx \\
+        --naive-static /tmp/vt/naive.onnx --skip-slow-naive
+
+Rows: the naive ONNX export (scan unrolled), the seed, tpu and cpu pipelines applied to it,
+PyTorch eager with the sequential scan and with the chunked scan. Columns: node count, ONNX
+Runtime session-creation time, img/s and s/img at each batch with ratios to naive and to
+seed, max abs logit error and relative L2 against PyTorch with the float64 scan, and held-out
+digits top-1 (digits models) or top-1 agreement with PyTorch float32 sequential.
+
+Method: the naive graph is exported once with a symbolic batch (reused from --workdir or
+--naive), so one graph serves every batch; the tpu pipeline needs static shapes, so where it
+fails on that graph it runs on a static batch-1 export (--naive-static). Each batch: one
+warm-up run per row, then --repeats rounds in which every row runs once, in rotated order;
+medians. Writes a section of docs/BENCHMARKS.md (between ``<!-- bench:MODEL:N-core -->``
+markers; the rest of the file is kept), the raw timings as JSON, and a bar chart.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools import bench_report as report
+from tools.bench_rows import (PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, TorchRunner, build_bench_model,
+                              compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, node_count,
+                              onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
+
+FLOAT64_KEY = "logits@float64"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vmamba_ref.config import add_config_args
+
+    parser = _OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, default_model="micro-digits")
+    parser.add_argument("--seed", type=int, default=0, help="init seed (models without weights) and input seed")
+    parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (default 5)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="ONNX Runtime intra-op threads and torch threads (default: all cores)")
+    parser.add_argument("--rows", default=",".join(ROW_LABELS),
+                        help=f"comma-separated subset of: {', '.join(ROW_LABELS)}")
+    parser.add_argument("--workdir", type=Path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
+    parser.add_argument("--naive", type=Path, help="existing naive export to use (its .ref.npz beside it)")
+    parser.add_argument("--naive-static", type=Path,
+                        help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
+    parser.add_argument("--reuse-compiled", action="store_true",
+                        help="reuse compiled graphs in workdir instead of running the pipelines again")
+    parser.add_argument("--skip-slow-naive", action="store_true",
+                        help="skip the naive row at a batch > 1 when its batch-1 time x batch exceeds --slow-seconds")
+    parser.add_argument("--slow-seconds", type=float, default=30.0, help="threshold for --skip-slow-naive (default 30)")
+    parser.add_argument("--digits-images", type=int, default=500,
+                        help="held-out digits images for the top-1 column (digits-shaped models; 0 = skip)")
+    parser.add_argument("--ablation", action="store_true", help="also time cpu pipeline variants with one rewrite removed")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
+    parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048)")
+    parser.add_argument("--out-md", default="docs/BENCHMARKS.md", help="markdown file to write the section into ('none': skip)")
+    parser.add_argument("--json", dest="json_path", help="raw results JSON (default docs/bench/MODEL-Ncore.json; 'none': skip)")
+    parser.add_argument("--png", dest="png_path", help="bar chart (default docs/bench/MODEL-Ncore.png; 'none': skip)")
+    return parser
+
+
+def _parse_args(argv):
+    from vmamba_ref.config import config_from_args
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.batches = sorted({int(b) for b in args.batches.split(",") if b.strip()})
+    except ValueError:
+        raise BenchError(f"--batches must be comma-separated ints, got {args.batches!r}") from None
+    if not args.batches or min(args.batches) < 1:
+        raise BenchError("--batches needs at least one batch size >= 1")
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in args.rows if r not in ROW_LABELS]
+    if unknown or not args.rows:
+        raise BenchError(f"unknown row(s) {', '.join(unknown) or '(none)'}; valid rows: {', '.join(ROW_LABELS)}")
+    args.rows = [r for r in ROW_LABELS if r in args.rows]     # table order
+    if args.repeats < 1 or args.threads < 1:
+        raise BenchError("--repeats and --threads must be >= 1")
+    if args.ablation and "cpu" not in args.rows:
+        raise BenchError("--ablation compares against the cpu row; include it in --rows")
+    args.config = config_from_args(args)
+    tag = f"{args.model}-{args.threads}core"
+    args.workdir = args.workdir or Path("out/bench") / args.model
+    args.out_md = None if args.out_md in ("none", "") else Path(args.out_md)
+    args.json_path = None if args.json_path in ("none", "") else Path(args.json_path or f"docs/bench/{tag}.json")
+    args.png_path = None if args.png_path in ("none", "") else Path(args.png_path or f"docs/bench/{tag}.png")
+    for path in (args.naive, args.naive_static):
+        if path is not None and not path.exists():
+            raise BenchError(f"{path} does not exist")
+    return args
+
+
+# ---------------------------------------------------------------------------------- display
+class Display:
+    """Rich progress on stderr: one line per stage with elapsed time, a bar for the timing rounds."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        # Bound to the real stderr now: the pipelines run with stdout/stderr redirected to a log.
+        self.console = Console(file=sys.stderr)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
+                                 redirect_stdout=False, redirect_stderr=False, transient=True)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def stage(self, text: str, total: int | None = None):
+        task = self.progress.add_task(text, total=total)
+        t0 = time.perf_counter()
+
+        def update(detail: str | None = None, advance: int = 0):
+            description = text if detail is None else f"{text}: {detail}"
+            self.progress.update(task, description=description, advance=advance)
+
+        ok = False
+        try:
+            yield update
+            ok = True
+        finally:
+            self.progress.remove_task(task)
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self.log(f"{mark} {text} [dim]({time.perf_counter() - t0:.1f} s)[/]")
+
+
+# ---------------------------------------------------------------------------------- stages
+def _prepare_naive(args, model, sample, display) -> tuple[Path, int | str | None]:
+    naive = args.naive or args.workdir / "naive.onnx"
+    with display.stage(f"naive export {naive}") as update:
+        exported = ensure_naive(model, sample, naive, dynamic_batch=True, status=lambda m: update(m))
+    if not exported:
+        display.log(f"  reusing {naive}")
+    from vmamba_ref.export import ref_path_for
+
+    if not ref_path_for(naive).exists():
+        raise BenchError(f"{ref_path_for(naive)} is missing (the naive export's reference npz)")
+    return naive, onnx_batch_dim(naive)
+
+
+def _check_reference_matches_model(model, ref: dict, display) -> None:
+    """The naive export must come from this very model: PyTorch on its sample must give its logits."""
+    got = torch_logits(model, ref["input"], "sequential")
+    err = error_metrics(got, ref["logits"])
+    if err["rel_l2"] > 1e-4:
+        raise BenchError(f"the naive export's reference logits differ from this model's (rel L2 {err['rel_l2']:.2e}): "
+                         "exported with other weights, seed or config?")
+    display.log(f"  naive export matches the PyTorch model (rel L2 {err['rel_l2']:.1e} on its sample)")
+
+
+def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display) -> dict[str, dict]:
+    """Pipeline rows (and ablation variants): key -> {path, pipeline, compile_s, note} or {error}."""
+    from pipelines import get_pipeline
+
+    jobs = [(key, str(get_pipeline(key))) for key in PIPELINE_ROWS if key in args.rows]
+    labels = {}
+    if args.ablation:
+        for key, label, text in cpu_ablation_variants():
+            jobs.append((key, text))
+            labels[key] = label
+    built: dict[str, dict] = {}
+    for key, text in jobs:
+        output = args.workdir / f"{key}.onnx"
+        log = args.workdir / f"{key}.log"
+        entry = {"pipeline": text, "label": labels.get(key)}
+        if args.reuse_compiled and output.exists() and output.stat().st_mtime >= naive.stat().st_mtime:
+            display.log(f"  reusing {output}")
+            built[key] = dict(entry, path=output, compile_s=None)
+            continue
+        with display.stage(f"{key} pipeline on {naive.name}"):
+            result = compile_pipeline(naive, text, output, log)
+        if result.ok:
+            built[key] = dict(entry, path=output, compile_s=result.seconds)
+            continue
+        if key == "tpu" and naive_dynamic:
+            # Static shapes are a premise of the tpu pipeline: run it on a static batch-1 export.
+            reason = result.message.removeprefix("error: ")
+            reason = reason.split("PassError: ", 1)[-1]     # keep the pass's own words, not the pass list
+            display.log(f"  tpu pipeline on the dynamic-batch export failed ([dim]{reason[:160]}[/]); "
+                        "using a static batch-1 export")
+            static = args.naive_static or args.workdir / "naive-b1.onnx"
+            with display.stage(f"static batch-1 naive export {static}") as update:
+                ensure_naive(model, sample, static, dynamic_batch=False, status=lambda m: update(m))
+            batch_dim = onnx_batch_dim(static)
+            if batch_dim != 1:
+                raise BenchError(f"{static} is not a static batch-1 export (batch dimension {batch_dim!r})")
+            with display.stage(f"tpu pipeline on {static}"):
+                result = compile_pipeline(static, text, output, log)
+            if result.ok:
+                built[key] = dict(entry, path=output, compile_s=result.seconds, static_from=str(static),
+                                  note=f"compiled from a static batch-1 export ({static}); on the dynamic-batch "
+                                       f"export the pipeline stops: {reason[:200]}")
+                continue
+        display.log(f"  [red]{key} pipeline failed[/]: {result.message} (log: {log})")
+        built[key] = dict(entry, error=result.message, log=str(log))
+    return built
+
+
+def _inputs_and_references(args, model, ref: dict, display) -> dict[int, dict]:
+    """Per batch: input, float64-scan reference logits, float32 sequential logits."""
+    refs = {}
+    for batch in args.batches:
+        if len(ref["input"]) == batch and FLOAT64_KEY in ref:
+            refs[batch] = {"x": np.ascontiguousarray(ref["input"]), "f64": ref[FLOAT64_KEY], "f32": ref["logits"],
+                           "source": "the export's sample and reference npz"}
+            continue
+        with display.stage(f"PyTorch references at batch {batch} (float64 scan, float32 sequential)"):
+            x = random_batch(args.config, batch, args.seed)
+            refs[batch] = {"x": x, "f64": torch_logits(model, x, "float64"), "f32": torch_logits(model, x, "sequential"),
+                           "source": f"torch.randn seeded {args.seed + batch}"}
+    return refs
+
+
+def _time_rows(args, rows: list[dict], refs: dict, display) -> None:
+    """Warm-up and interleaved rounds per batch; fills times, skipped, errors, agreement of every row."""
+    by_key = {row["key"]: row for row in rows}
+    for batch in args.batches:
+        x, f64, f32 = refs[batch]["x"], refs[batch]["f64"], refs[batch]["f32"]
+        active = []
+        for row in rows:
+            runner = row["runner"]
+            reason = runner.unsupported(batch)
+            naive_b1 = report.median_seconds(by_key.get("naive", {}), 1) if row["key"] == "naive" else None
+            if reason is None and args.skip_slow_naive and row["key"] == "naive" and batch > 1 and naive_b1:
+                if naive_b1 * batch > args.slow_seconds:
+                    reason = f"skipped: ~{naive_b1 * batch:.0f} s a run"
+            if reason:
+                row["skipped"][str(batch)] = reason
+                continue
+            active.append(row)
+        with display.stage(f"warm-up at batch {batch}", total=len(active)) as update:
+            for row in active:
+                update(row["key"])
+                t0 = time.perf_counter()
+                out = row["runner"].run(x)
+                row["warmup_s"][str(batch)] = time.perf_counter() - t0
+                row["errors"][str(batch)] = error_metrics(out, f64)
+                row["agreement"][str(batch)] = float(np.mean(out.argmax(1) == f32.argmax(1)))
+                update(row["key"], advance=1)
+        with display.stage(f"{args.repeats} interleaved rounds at batch {batch}", total=args.repeats * len(active)) as update:
+            for round_index in range(args.repeats):
+                shift = round_index % max(len(active), 1)
+                for row in active[shift:] + active[:shift]:
+                    update(f"round {round_index + 1}, {row['key']}")
+                    t0 = time.perf_counter()
+                    row["runner"].run(x)
+                    row["times"].setdefault(str(batch), []).append(time.perf_counter() - t0)
+                    update(advance=1)
+
+
+def _digits_top1(args, rows: list[dict], display) -> int:
+    from vmamba_ref.digits import load_digits_split
+
+    split = load_digits_split(args.config.img_size)
+    x, y = split.x_test[:args.digits_images], split.y_test[:args.digits_images]
+    with display.stage(f"held-out digits top-1 through every row ({len(x)} images)", total=len(rows)) as update:
+        predictions = {}
+        for row in rows:
+            update(row["key"])
+            predictions[row["key"]] = predict_in_batches(row["runner"], x).argmax(1)
+            row["digits_top1"] = float(np.mean(predictions[row["key"]] == y))
+            update(advance=1)
+        reference = predictions.get("torch-sequential")
+        if reference is not None:
+            for row in rows:
+                row["digits_same_as_torch"] = int(np.sum(predictions[row["key"]] == reference))
+    return len(x)
+
+
+def _print_table(result: dict, console) -> None:
+    """A compact console view; the markdown section has every column."""
+    from rich.table import Table
+
+    batches = result["batches"]
+    digits = result.get("digits_images")
+    table = Table(title=f"{result['model']}: {report.machine_line(result['machine'])}", title_justify="left")
+    columns = ["row", "nodes", "session"]
+    for b in batches:
+        columns += [f"img/s b{b}", f"s/img b{b}", f"×naive b{b}", f"×seed b{b}"]
+    columns += ["worst rel L2", f"digits top-1" if digits else f"agree b{result['agreement_batch']}"]
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
+
+    def cells(row, ratio_keys):
+        out = [row["label"], f"{row['nodes']:,}" if row.get("nodes") else report.NA,
+               report.fmt_seconds(row.get("session_s"))]
+        for b in batches:
+            f = row["figures"][str(b)]
+            out += [report.cell_for_batch(row, b, report.fmt_rate(f["img_per_s"])), report.fmt_seconds(f["s_per_img"])]
+            out += [report.fmt_ratio(f.get(k)) for k in ratio_keys]
+        rel = [e["rel_l2"] for e in row.get("errors", {}).values()]
+        out.append(report.fmt_error(max(rel)) if rel else report.NA)
+        out.append(report.fmt_fraction(row.get("digits_top1") if digits
+                                       else row.get("agreement", {}).get(str(result["agreement_batch"]))))
+        return out
+
+    for row in result["rows"]:
+        table.add_row(*cells(row, ("x_naive", "x_seed")))
+    if result.get("ablation"):
+        table.add_section()
+        for row in result["ablation"]:
+            table.add_row(*cells(row, ("x_naive", "x_cpu")))
+    console.print(table)
+    if result.get("ablation"):
+        console.print("(ablation rows: the last ratio column is relative to the cpu pipeline)", style="dim")
+    for line in report.limit_lines(result):
+        console.print(line.replace("**", ""), highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------- main
+def run(args, display) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "tool": "tools.bench", "model": args.model, "config": args.config.to_dict(), "threads": args.threads,
+        "batches": args.batches, "repeats": args.repeats, "seed": args.seed,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
+        "machine": report.machine_info(args.threads),
+    }
+    display.log(f"[bold]{args.model}[/] on {report.machine_line(result['machine'])}")
+
+    with display.stage(f"building {args.model}"):
+        model, sample = build_bench_model(args.model, args.config, seed=args.seed)
+    onnx_rows = [k for k in ("naive", *PIPELINE_ROWS) if k in args.rows]
+    naive = naive_dim = None
+    ref = None
+    if onnx_rows:
+        naive, naive_dim = _prepare_naive(args, model, sample, display)
+        from vmamba_ref.export import ref_path_for
+
+        ref = dict(np.load(ref_path_for(naive)))
+        _check_reference_matches_model(model, ref, display)
+        result["naive"] = {"path": str(naive), "batch_dim": naive_dim}
+    else:
+        ref = {"input": sample.numpy(), "logits": torch_logits(model, sample.numpy(), "sequential"),
+               FLOAT64_KEY: torch_logits(model, sample.numpy(), "float64")}
+    compiled = _compile_rows(args, naive, isinstance(naive_dim, str) or naive_dim is None, model, sample, display) \
+        if naive is not None else {}
+
+    rows: list[dict] = []
+    ablation: list[dict] = []
+    try:
+        for key in args.rows + [k for k in compiled if k not in ROW_LABELS]:
+            row = {"key": key, "label": ROW_LABELS.get(key) or compiled[key]["label"], "times": {}, "skipped": {},
+                   "errors": {}, "agreement": {}, "warmup_s": {}}
+            target = rows if key in ROW_LABELS else ablation
+            target.append(row)
+            if key.startswith("torch-"):
+                row["kind"] = "torch"
+                row["runner"] = TorchRunner(model, key.removeprefix("torch-"))
+                continue
+            row["kind"] = "onnx"
+            info = compiled.get(key, {"path": naive})
+            row.update({k: v for k, v in info.items() if k in ("pipeline", "compile_s", "note", "static_from")})
+            if "error" in info:
+                row["note"] = f"pipeline failed: {info['error']}"
+                row["runner"] = None
+                for batch in args.batches:
+                    row["skipped"][str(batch)] = "pipeline failed"
+                continue
+            row["path"] = str(info["path"])
+            row["nodes"] = node_count(info["path"])
+            with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
+                row["runner"] = OnnxRunner(info["path"], args.threads)
+            row["session_s"] = row["runner"].session_seconds
+
+        live = [row for row in rows + ablation if row.get("runner") is not None]
+        refs = _inputs_and_references(args, model, ref, display)
+        result["reference_note"] = "; ".join(f"batch {b}: {refs[b]['source']}" for b in args.batches)
+        result["agreement_batch"] = max(args.batches)
+        _time_rows(args, live, refs, display)
+        result["machine"]["load_average_end"] = report.load_average()
+
+        config = args.config
+        if args.digits_images > 0 and config.num_classes == 10 and config.in_chans == 3:
+            result["digits_images"] = _digits_top1(args, [r for r in rows if r.get("runner")], display)
+    finally:
+        for row in rows + ablation:
+            if row.get("runner") is not None:
+                row["runner"].close()
+            row.pop("runner", None)
+
+    if not args.no_flops:
+        with display.stage("FLOP count and GEMM rate"):
+            from tools.bench_flops import flop_limit
+
+            config = args.config
+            result["flops"] = flop_limit(model, (config.in_chans, config.img_size, config.img_size), args.threads,
+                                         gemm_size=args.gemm_size)
+    result["rows"], result["ablation"] = rows, ablation
+    report.derive(result)
+    return result
+
+
+def write_outputs(args, result: dict, display) -> None:
+    if args.json_path:
+        result["json_path"] = str(args.json_path)
+    if args.png_path:
+        result["png_path"] = str(args.png_path)
+    if args.out_md:
+        result["md_path"] = str(args.out_md)
+    if args.png_path:
+        report.write_png(args.png_path, result)
+    if args.json_path:
+        report.write_json(args.json_path, result)
+    if args.out_md:
+        tag = report.section_tag(args.model, args.threads)
+        report.write_section(args.out_md, tag, report.markdown_section(result))
+    written = [str(p) for p in (args.out_md, args.json_path, args.png_path) if p]
+    if written:
+        display.log(f"wrote {', '.join(written)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse_args(argv)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.argv = argv
+    display = Display()
+    try:
+        with display:
+            result = run(args, display)
+            write_outputs(args, result, display)
+    except BenchError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    from rich.console import Console
+
+    _print_table(result, Console(width=max(160, Console().width)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The rows that tools.bench times: how each is built (export, pipeline) and how it runs.
+
+An ONNX row wraps an ONNX Runtime session (its creation is timed); a PyTorch row wraps an
+eager model with one scan. Both have ``run(x) -> logits`` and ``unsupported(batch) -> reason``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+INPUT_NAME = "input"
+
+# Row keys in table order, with their labels; ablation rows are added by cpu_ablation_variants.
+ROW_LABELS = {
+    "naive": "naive ONNX (unrolled)",
+    "seed": "seed pipeline",
+    "tpu": "tpu pipeline",
+    "cpu": "cpu pipeline",
+    "torch-sequential": "PyTorch eager, sequential scan",
+    "torch-chunked": "PyTorch eager, chunked scan",
+}
+PIPELINE_ROWS = ("seed", "tpu", "cpu")
+
+
+class BenchError(RuntimeError):
+    """A benchmark that cannot go on; the message is one line for the user."""
+
+
+# ---------------------------------------------------------------------------------- model
+def build_bench_model(name: str, config, seed: int = 0):
+    """(model in eval mode, batch-1 sample the naive export uses) for a named model and its config.
+
+    Mirrors ``python -m vmamba_ref.export``: micro-digits loads the embedded weights and uses
+    the first held-out digit as its sample; other models get the official init with ``seed``
+    and a seeded random sample, so an export made by that CLI with the same seed matches.
+    """
+    import torch
+
+    from vmamba_ref import build_model, load_checkpoint
+
+    model = build_model(config, scan="sequential", seed=seed)
+    sample = None
+    if name == "micro-digits":
+        from vmamba_ref import DIGITS_WEIGHTS
+
+        if not Path(DIGITS_WEIGHTS).exists():
+            raise BenchError(f"{DIGITS_WEIGHTS} is missing (train it with python -m tools.train_digits)")
+        load_checkpoint(model, DIGITS_WEIGHTS)
+        if (config.img_size, config.in_chans) == (64, 3):
+            from vmamba_ref.digits import load_digits_split
+
+            sample = torch.from_numpy(load_digits_split().x_test[:1])
+    if sample is None:
+        gen = torch.Generator().manual_seed(seed)
+        sample = torch.randn(1, config.in_chans, config.img_size, config.img_size, generator=gen)
+    return model.eval(), sample.float().contiguous()
+
+
+def random_batch(config, batch: int, seed: int) -> np.ndarray:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + batch)
+    return torch.randn(batch, config.in_chans, config.img_size, config.img_size, generator=gen).numpy()
+
+
+def torch_logits(model, x: np.ndarray, scan: str) -> np.ndarray:
+    from vmamba_ref.export import reference_logits
+    import torch
+
+    return reference_logits(model, torch.from_numpy(x), scan)
+
+
+# ---------------------------------------------------------------------------------- ONNX files
+def onnx_batch_dim(path: Path) -> int | str | None:
+    """The input's batch dimension: an int (static), a symbol name (dynamic), or None (unknown)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for value in model.graph.input:
+        if value.name == INPUT_NAME:
+            dim = value.type.tensor_type.shape.dim[0]
+            return int(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param or None)
+    raise BenchError(f"{path}: no graph input named {INPUT_NAME!r}")
+
+
+def node_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def ensure_naive(model, sample, path: Path, *, dynamic_batch: bool, status: Callable[[str], None]) -> bool:
+    """Export the naive graph to path (+ .ref.npz) unless both exist; True if it exported."""
+    from vmamba_ref.export import export_naive, ref_path_for
+
+    if path.exists() and ref_path_for(path).exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_naive(copy.deepcopy(model), path, batch=1, dynamic_batch=dynamic_batch, sample=sample,
+                 check=False, status=status)
+    return True
+
+
+@dataclass
+class CompileResult:
+    ok: bool
+    seconds: float
+    message: str          # last line of the apply log (the error when not ok)
+    log_path: Path
+
+
+def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path) -> CompileResult:
+    """``python -m passes.apply naive --pipeline P -o output``, in process, its output to log_path."""
+    from passes import apply
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = apply.main([str(naive), "--pipeline", pipeline, "-o", str(output)])
+    seconds = time.perf_counter() - t0
+    text = buffer.getvalue()
+    log_path.write_text(f"$ python -m passes.apply {naive} --pipeline '{pipeline}' -o {output}\n{text}\nexit {code}\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "")
+    return CompileResult(code == 0 and output.exists(), seconds, message, log_path)
+
+
+def cpu_ablation_variants() -> list[tuple[str, str, str]]:
+    """(key, label, pipeline text): the cpu pipeline with one rewrite removed, or its scan form swapped."""
+    from pipelines import get_pipeline
+    from pipelines.pipeline import Pipeline, Step
+
+    cpu = get_pipeline("cpu")
+    variants = []
+    for index, step in enumerate(cpu.steps):
+        if step.pass_name == "reroll-scans":
+            if step.options.get("form") != "chunk24":
+                options = dict(step.options, form="chunk24", chunk=24)
+                swapped = Pipeline("x", "", cpu.steps[:index] + [Step(step.pass_name, options)] + cpu.steps[index + 1:])
+                variants.append(("cpu-form-chunk24", "cpu, chunk24 scan form", str(swapped)))
+            continue    # without the re-roll it is the naive graph, cleaned up: the naive row covers it
+        rest = Pipeline("x", "", cpu.steps[:index] + cpu.steps[index + 1:])
+        variants.append((f"cpu-no-{step.pass_name}", f"cpu without {step.pass_name}", str(rest)))
+    return variants
+
+
+# ---------------------------------------------------------------------------------- runners
+class OnnxRunner:
+    kind = "onnx"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        t0 = time.perf_counter()
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session_seconds = time.perf_counter() - t0
+        self.path = path
+        self.output_name = self.session.get_outputs()[0].name
+        dim0 = next(i for i in self.session.get_inputs() if i.name == INPUT_NAME).shape[0]
+        self.static_batch = dim0 if isinstance(dim0, int) else None
+
+    def unsupported(self, batch: int) -> str | None:
+        if self.static_batch is not None and batch != self.static_batch:
+            return "static batch"
+        return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {INPUT_NAME: x})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TorchRunner:
+    kind = "torch"
+    session_seconds = None
+
+    def __init__(self, model, scan: str):
+        from vmamba_ref import set_scan
+
+        self.model = set_scan(copy.deepcopy(model), scan).eval()
+
+    def unsupported(self, batch: int) -> str | None:
+        return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).numpy()
+
+    def close(self) -> None:
+        self.model = None
+
+
+def predict_in_batches(runner, x: np.ndarray, batch: int = 100) -> np.ndarray:
+    """Logits for many images; a static-batch ONNX row gets exactly its batch (the last one padded)."""
+    step = getattr(runner, "static_batch", None) or batch
+    chunks = []
+    for start in range(0, len(x), step):
+        xb = x[start:start + step]
+        n = len(xb)
+        if n < step and getattr(runner, "static_batch", None):
+            xb = np.concatenate([xb, np.repeat(xb[-1:], step - n, axis=0)])
+        chunks.append(runner.run(np.ascontiguousarray(xb))[:n])
+    return np.concatenate(chunks)
+
+
+def error_metrics(got: np.ndarray, reference: np.ndarray) -> dict:
+    got64, ref64 = np.asarray(got, np.float64), np.asarray(reference, np.float64)
+    return {"max_abs": float(np.abs(got64 - ref64).max()),
+            "rel_l2": float(np.linalg.norm(got64 - ref64) / max(np.linalg.norm(ref64), 1e-30))}
