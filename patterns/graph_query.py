@@ -60,6 +60,11 @@ def normalize_axis(axis: int, tensor_rank: Optional[int]) -> Optional[int]:
 
 
 def is_all_zeros(tensor: gs.Tensor) -> bool:
+    """A constant of zeros, or ConstantOfShape filled with 0 (how the dynamo exporter writes zeros)."""
+    node = producer(tensor)
+    if node is not None and node.op == "ConstantOfShape":
+        fill = node.attrs.get("value")
+        return fill is None or not np.any(np.asarray(fill.values if isinstance(fill, gs.Constant) else fill))
     value = constant_value(tensor)
     return value is not None and not np.any(value)
 
