@@ -5,3 +5,42 @@ def pytest_addoption(parser):
     # Regenerate golden files (tests/golden/*.json) instead of comparing; same as UPDATE_GOLDEN=1.
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite golden files in tests/golden from the current outputs")
+
+
+# --- the micro model, exported once per session, and passes.apply reports on it ----------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def micro_naive(tmp_path_factory):
+    """Path of a naive export of the micro VMamba (``naive.ref.npz`` beside it), made once.
+
+    The embedded digits weights when present (the README's model), else the seeded micro
+    config: the graph is the same, only the numbers differ.
+    """
+    from vmamba_ref import DIGITS_WEIGHTS  # late: importing torch costs seconds
+    from vmamba_ref.export import main as export_main
+
+    path = tmp_path_factory.mktemp("micro") / "naive.onnx"
+    model = "micro-digits" if DIGITS_WEIGHTS.exists() else "micro"
+    assert export_main(["--model", model, "--no-check", "-o", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_report(micro_naive, tmp_path_factory):
+    """``micro_report("seed")`` -> the --report directory of that pipeline on the micro model (cached)."""
+    from passes.apply import main as apply_main
+
+    reports = {}
+
+    def report_dir(pipeline: str):
+        if pipeline not in reports:
+            directory = tmp_path_factory.mktemp(f"report-{pipeline}")
+            code = apply_main([str(micro_naive), "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
+                               "--report", str(directory / "report")])
+            assert code == 0, f"passes.apply --pipeline {pipeline} exited {code}"
+            reports[pipeline] = directory / "report"
+        return reports[pipeline]
+
+    return report_dir
