@@ -50,6 +50,10 @@ def diff_models(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[dict, 
             Counter(node.op_type for node in after.graph.node))
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def text_report(before_path: str, after_path: str, description: dict, before_ops: Counter, after_ops: Counter) -> str:
     from passes.report.text import format_delta, group_kind, regions_text
 
@@ -62,7 +66,7 @@ def text_report(before_path: str, after_path: str, description: dict, before_ops
         f"before: {before_path} ({sum(before_ops.values()):,} nodes)",
         f"after:  {after_path} ({sum(after_ops.values()):,} nodes)",
         f"op histogram: {format_delta(delta)}",
-        f"{description['regions']:,} regions in {description['groups_total']:,} groups: "
+        f"{_count(description['regions'], 'region')} in {_count(description['groups_total'], 'group')}: "
         f"{kinds['changed']:,} changed, {kinds['removed']:,} removed, {kinds['added']:,} added",
         "",
         regions_text(description, "only in before", "only in after"),

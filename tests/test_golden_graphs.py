@@ -1,0 +1,97 @@
+"""Graph regression: what each pipeline makes of the micro model, against tests/golden/*.json.
+
+A failure lists what moved ("CumSum: 34 -> 35 (+1)"); accept a deliberate change with
+``pytest tests/test_golden_graphs.py --update-golden``. VMamba-T has golden files too, checked
+only with ``-m slow`` and VMAMBA_T_NAIVE=/path/to/naive.onnx (its .ref.npz beside it).
+"""
+import json
+import os
+from pathlib import Path
+
+import onnx_graphsurgeon as gs
+import pytest
+
+from golden_graphs import check_golden, error_bound, golden_differences, graph_record, update_requested
+from passes.apply import main as apply_main
+from passes.simplify_onnxsim import SimplifyOnnxsim
+
+PIPELINES = ["seed", "cpu", "tpu"]
+
+
+def load_report(directory: Path) -> dict:
+    return json.loads((directory / "report.json").read_text())
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_micro_matches_golden(pipeline, micro_report, request):
+    record = graph_record("micro", load_report(micro_report(pipeline)))
+    assert record["rerolled_scans"] == 5  # one scan per block: depths (1, 1, 2, 1)
+    check_golden(f"micro_{pipeline}", record, update_requested(request))
+
+
+def _add_one_relu(graph: gs.Graph) -> None:
+    """Relu after the first Sigmoid: numerically a no-op (sigmoid >= 0), structurally one more op."""
+    sigmoid = next(node for node in graph.nodes if node.op == "Sigmoid")
+    original = sigmoid.outputs[0]
+    fresh = gs.Variable(f"{original.name}_before_relu", dtype=original.dtype, shape=original.shape)
+    sigmoid.outputs = [fresh]
+    graph.nodes.append(gs.Node("Relu", name="deliberate_relu", inputs=[fresh], outputs=[original]))
+    graph.toposort()
+
+
+def test_one_op_change_fails_with_readable_diff(micro_naive, tmp_path, monkeypatch):
+    # simplify is the seed pipeline's last pass, so nothing after it can undo the extra op.
+    original_run = SimplifyOnnxsim.run
+
+    def run_and_add_relu(self, graph, ctx):
+        result = original_run(self, graph, ctx)
+        _add_one_relu(graph)
+        return result
+
+    monkeypatch.setattr(SimplifyOnnxsim, "run", run_and_add_relu)
+    report_dir = tmp_path / "report"
+    assert apply_main([str(micro_naive), "--pipeline", "seed", "-o", str(tmp_path / "out.onnx"),
+                       "--report", str(report_dir)]) == 0
+    record = graph_record("micro", load_report(report_dir))
+    golden = json.loads((Path(__file__).parent / "golden" / "micro_seed.json").read_text())
+    with pytest.raises(AssertionError) as failure:
+        check_golden("micro_seed", record, update=False)
+    message = str(failure.value)
+    nodes = golden["nodes"]
+    assert f"nodes: {nodes:,} -> {nodes + 1:,} (+1)" in message
+    assert "Relu: 0 -> 1 (+1)" in message
+    assert f"after pass 4 simplify: {nodes:,} -> {nodes + 1:,} (+1) nodes" in message
+    assert "--update-golden" in message
+
+
+def test_differences_name_op_and_count():
+    golden = {"pipeline_text": "a", "nodes_input": 10, "nodes": 5, "rerolled_scans": 1,
+              "op_histogram": {"CumSum": 34, "Mul": 2}, "nodes_after_each_pass": ["1 a: 5"],
+              "rel_l2": 1e-7, "rel_l2_bound": 1e-6}
+    actual = dict(golden, nodes=6, op_histogram={"CumSum": 35, "Mul": 2}, nodes_after_each_pass=["1 a: 6"],
+                  rel_l2=3e-6)
+    assert golden_differences(golden, golden | {"rel_l2": 9e-7}) == []
+    assert golden_differences(golden, actual) == [
+        "nodes: 5 -> 6 (+1)",
+        "CumSum: 34 -> 35 (+1)",
+        "after pass 1 a: 5 -> 6 (+1) nodes",
+        "rel L2 vs reference: 3e-06 > bound 1e-06 (was 1e-07)",
+    ]
+
+
+def test_error_bound_rounds_up_with_margin():
+    assert error_bound(6.17e-7) == pytest.approx(7e-6)
+    assert error_bound(1e-12) == pytest.approx(1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["seed", "cpu", "tpu"])
+def test_vmamba_t_matches_golden(pipeline, tmp_path, request):
+    naive = os.environ.get("VMAMBA_T_NAIVE")
+    if not naive or not Path(naive).is_file():
+        pytest.skip("set VMAMBA_T_NAIVE to a naive VMamba-T export (with its .ref.npz beside it)")
+    report_dir = tmp_path / "report"
+    assert apply_main([naive, "--pipeline", pipeline, "-o", str(tmp_path / "out.onnx"),
+                       "--report", str(report_dir)]) == 0
+    record = graph_record("vmamba-t", load_report(report_dir))
+    check_golden(f"vmamba-t_{pipeline}", record, update_requested(request))

@@ -1,0 +1,174 @@
+"""Region diffs: which nodes changed, how they group into rewrites, and their canonical print."""
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.base import Pass, PassContext, PassResult
+from passes.manager import PassManager
+from passes.report.canonical import FULL_PRINT_MAX_NODES
+from passes.report.grouping import describe_regions
+from passes.report.provenance import read_provenance
+from passes.report.recorder import PassRecorder
+from passes.report.regions import changed_nodes, diff_snapshots
+from passes.report.snapshot import snapshot_model
+from passes.graph_io import graph_to_model
+
+
+def model(body: str, inputs="float[4] x", outputs="float[4] y, float[4] z", initializers="") -> onnx.ModelProto:
+    init = f"<{initializers}>" if initializers else ""
+    return onnx.parser.parse_model(f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g ({inputs}) => ({outputs}) {init} {{
+{body}
+}}""")
+
+
+def describe(before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
+    return describe_regions(diff_snapshots(snapshot_model(before), snapshot_model(after)))
+
+
+def node_texts(lines):
+    return [text for kind, text, _ in lines if kind == "node"]
+
+
+# Two blocks doing the same thing under different names; the rewrite turns x*2 into x+x.
+TWO_BLOCKS = """
+  two = Constant<value = float {2.0}>()
+  {a} = Mul(x, two)
+  y = Relu({a})
+  {b} = Mul(x, two)
+  z = Sigmoid({b})
+"""
+
+
+def two_blocks(a: str, b: str) -> str:
+    return TWO_BLOCKS.replace("{a}", a).replace("{b}", b)
+
+
+def test_identical_rewrites_group_and_print_without_model_names():
+    before = model(two_blocks("block0_mul", "block1_mul"))
+    after = model("""
+  block0_mul = Add(x, x)
+  y = Relu(block0_mul)
+  block1_mul = Add(x, x)
+  z = Sigmoid(block1_mul)
+""")
+    description = describe(before, after)
+    assert description["regions"] == 2
+    [group] = description["groups"]
+    assert group["count"] == 2
+    first, second = group["instances"]
+    assert node_texts(first["before"]) == ["%out0 = Mul(%in0, const<f32>(2))"]
+    assert node_texts(first["after"]) == ["%out0 = Add(%in0, %in0)"]
+    assert node_texts(second["before"]) == node_texts(first["before"])
+    # Context names the neighbours outside the region.
+    assert ["context", "%out0 → Relu", ""] in [[k, t, ""] for k, t, _ in first["after"]]
+
+
+def test_shared_constant_node_does_not_merge_rewrites():
+    # "two" is one Constant node read by both blocks; it is removed with them but must not
+    # join the two rewrites into one region.
+    before = model(two_blocks("m0", "m1"))
+    after = model("""
+  m0 = Add(x, x)
+  y = Relu(m0)
+  m1 = Add(x, x)
+  z = Sigmoid(m1)
+""")
+    assert describe(before, after)["regions"] == 2
+
+
+def test_unchanged_graph_has_no_regions_and_renamed_initializer_is_not_a_change():
+    body = "y = Add(x, w)\n  z = Relu(x)"
+    before = model(body, initializers="float[4] w = {1.0, 2.0, 3.0, 4.0}")
+    renamed = model(body.replace("w", "w_renamed"), initializers="float[4] w_renamed = {1.0, 2.0, 3.0, 4.0}")
+    assert changed_nodes(snapshot_model(before), snapshot_model(before)) == ([], [])
+    assert describe(before, renamed)["regions"] == 0
+
+
+def test_attribute_change_is_a_change():
+    before = model("y = Transpose<perm = [0]>(x)\n  z = Relu(x)")
+    after = model("y = Transpose<perm = [0]>(x)\n  z = Relu(x)")
+    after.graph.node[0].attribute[0].ints[:] = [1]  # not a valid model; the diff need not care
+    description = describe(before, after)
+    assert description["regions"] == 1
+    instance = description["groups"][0]["instances"][0]
+    assert node_texts(instance["before"]) == ["%out0 = Transpose(%in0) {perm=[0]}"]
+    assert node_texts(instance["after"]) == ["%out0 = Transpose(%in0) {perm=[1]}"]
+
+
+def test_canonical_print_does_not_depend_on_node_order():
+    body_a = "t = Neg(x)\n  u = Exp(x)\n  y = Add(t, u)\n  z = Relu(x)"
+    body_b = "u = Exp(x)\n  t = Neg(x)\n  y = Add(t, u)\n  z = Relu(x)"
+    base = model("y = Identity(x)\n  z = Relu(x)")
+    print_a = describe(base, model(body_a))["groups"][0]["instances"][0]["after"]
+    print_b = describe(base, model(body_b))["groups"][0]["instances"][0]["after"]
+    assert node_texts(print_a) == node_texts(print_b)
+
+
+def test_huge_region_prints_summarised():
+    steps = FULL_PRINT_MAX_NODES + 50
+    lines = ["v0 = Neg(x)"] + [f"v{i} = Neg(v{i - 1})" for i in range(1, steps)] + [f"y = Identity(v{steps - 1})",
+                                                                                      "z = Relu(x)"]
+    before = model("\n  ".join(lines))
+    after = model("y = Identity(x)\n  z = Relu(x)")
+    [group] = describe(before, after)["groups"]
+    printed = group["instances"][0]["before"]
+    assert len(printed) < 20
+    assert any(kind == "more" and f"in all: Neg {steps:,}" in text for kind, text, _ in printed)
+
+
+class ReluToMax(Pass):
+    """Relu(x) -> Max(x, 0): a pass that makes one new node per Relu."""
+
+    name = "test-relu-to-max"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        count = 0
+        for node in list(graph.nodes):
+            if node.op == "Relu":
+                zero = gs.Constant(f"{node.name}_zero", values=__import__("numpy").zeros((), "float32"))
+                graph.nodes.append(gs.Node("Max", name=f"{node.name}_as_max", inputs=[node.inputs[0], zero],
+                                           outputs=list(node.outputs)))
+                node.outputs.clear()
+                count += 1
+        graph.cleanup().toposort()
+        return PassResult(changed=count > 0, stats={"rewritten": count})
+
+
+def test_recorder_gives_regions_and_provenance():
+    source = model("r = Relu(x)\n  y = Neg(r)\n  z = Exp(x)")
+    for index, node in enumerate(source.graph.node):
+        node.name = f"n{index}"
+    graph = gs.import_onnx(source)
+    recorder = PassRecorder()
+    PassManager([ReluToMax()], recorder=recorder, check=False).run(graph, PassContext(opset=17))
+    [group] = recorder.region_descriptions[0]["groups"]
+    assert group["removed_ops"] == {"Relu": 1} and group["added_ops"] == {"Max": 1}
+    exported = graph_to_model(graph)
+    assert recorder.stamp(exported) == 1
+    assert read_provenance(exported) == {"n0_as_max": {"pass": "test-relu-to-max", "pass_index": "1"}}
+
+
+def test_recorder_costs_nothing_for_unchanged_passes():
+    class Nothing(Pass):
+        name = "test-nothing"
+
+        def run(self, graph, ctx):
+            return PassResult(changed=False)
+
+    graph = gs.import_onnx(model("y = Relu(x)\n  z = Exp(x)"))
+    recorder = PassRecorder()
+    PassManager([Nothing()], recorder=recorder, check=False).run(graph, PassContext(opset=17))
+    assert recorder.region_descriptions == {} and recorder.origins == {}
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_group_counts_and_pages(count):
+    blocks = "\n  ".join(f"m{i} = Mul(x, x)\n  o{i} = Relu(m{i})" for i in range(count))
+    rewritten = blocks.replace("Mul(x, x)", "Add(x, x)")
+    outputs = ", ".join(f"float[4] o{i}" for i in range(count))
+    description = describe(model(blocks, outputs=outputs), model(rewritten, outputs=outputs))
+    [group] = description["groups"]
+    assert group["count"] == count and len(group["instances"]) == count
