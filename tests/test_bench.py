@@ -19,7 +19,7 @@ def bench_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     md = tmp / "BENCHMARKS.md"
     md.write_text(OTHER_CONTENT + "\n" + STALE + "\n\nAfter the section.\n")
-    paths = {"md": md, "json": tmp / "bench.json", "png": tmp / "bench.png"}
+    paths = {"md": md, "json": tmp / "bench.json", "png": tmp / "bench.png", "work": tmp / "work"}
     argv = ["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1",
             "--batches", ",".join(map(str, BATCHES)), "--threads", "1", "--workdir", str(tmp / "work"),
             "--digits-images", "20", "--gemm-size", "256",
@@ -97,6 +97,21 @@ def test_digits_top1_of_every_onnx_row_equals_pytorch(bench_run):
     for key in ("naive", "seed", "tpu", "cpu"):
         assert rows[key]["digits_top1"] == torch_top1, key
         assert rows[key]["digits_same_as_torch"] == 20, key
+
+
+def test_second_run_reuses_exports_and_compiled_graphs(bench_run, tmp_path):
+    paths, _ = bench_run
+    work = paths["work"]
+    stamps = {p.name: p.stat().st_mtime for p in work.glob("*.onnx")}
+    out = tmp_path / "again.json"
+    assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1", "--batches", "1",
+                       "--threads", "1", "--workdir", str(work), "--rows", "naive,tpu", "--reuse-compiled",
+                       "--digits-images", "0", "--no-flops", "--out-md", "none", "--png", "none", "--json", str(out)]) == 0
+    assert {p.name: p.stat().st_mtime for p in work.glob("*.onnx")} == stamps
+    result = json.loads(out.read_text())
+    assert [row["key"] for row in result["rows"]] == ["naive", "tpu"]
+    assert "static batch-1" in result["rows"][1]["note"]
+    assert result["rows"][1]["figures"]["1"]["x_naive"] > 0
 
 
 # ---------------------------------------------------------------------------------- pure helpers

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import shlex
 import sys
@@ -36,6 +37,7 @@ from tools.bench_rows import (PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner,
                               onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
 
 FLOAT64_KEY = "logits@float64"
+CONFIG_FIELDS = ("dims", "depths", "d_state", "ssm_ratio", "dt_rank", "mlp_ratio", "img_size", "num_classes", "in_chans")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -174,8 +176,15 @@ def _check_reference_matches_model(model, ref: dict, display) -> None:
     display.log(f"  naive export matches the PyTorch model (rel L2 {err['rel_l2']:.1e} on its sample)")
 
 
+IN_PROCESS_MAX_NODES = 20_000   # bigger naive graphs are compiled in a child process (peak memory)
+
+
 def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display) -> dict[str, dict]:
-    """Pipeline rows (and ablation variants): key -> {path, pipeline, compile_s, note} or {error}."""
+    """Pipeline rows (and ablation variants): key -> {path, pipeline, compile_s, note} or {error}.
+
+    Each compiled graph gets a sidecar KEY.json (pipeline text, source graph, note) so that
+    --reuse-compiled reuses only graphs made by the same pipeline from the same naive export.
+    """
     from pipelines import get_pipeline
 
     jobs = [(key, str(get_pipeline(key))) for key in PIPELINE_ROWS if key in args.rows]
@@ -184,21 +193,24 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
         for key, label, text in cpu_ablation_variants():
             jobs.append((key, text))
             labels[key] = label
+    in_process = node_count(naive) <= IN_PROCESS_MAX_NODES
     built: dict[str, dict] = {}
     for key, text in jobs:
         output = args.workdir / f"{key}.onnx"
         log = args.workdir / f"{key}.log"
+        sidecar = args.workdir / f"{key}.json"
         entry = {"pipeline": text, "label": labels.get(key)}
-        if args.reuse_compiled and output.exists() and output.stat().st_mtime >= naive.stat().st_mtime:
-            display.log(f"  reusing {output}")
-            built[key] = dict(entry, path=output, compile_s=None)
-            continue
+        if args.reuse_compiled and output.exists() and sidecar.exists():
+            saved = json.loads(sidecar.read_text())
+            if saved.get("pipeline") == text and saved.get("naive") == str(naive.resolve()) \
+                    and output.stat().st_mtime >= naive.stat().st_mtime:
+                display.log(f"  reusing {output}")
+                built[key] = dict(entry, path=output, compile_s=saved.get("compile_s"),
+                                  **{k: saved[k] for k in ("note", "static_from") if k in saved})
+                continue
         with display.stage(f"{key} pipeline on {naive.name}"):
-            result = compile_pipeline(naive, text, output, log)
-        if result.ok:
-            built[key] = dict(entry, path=output, compile_s=result.seconds)
-            continue
-        if key == "tpu" and naive_dynamic:
+            result = compile_pipeline(naive, text, output, log, in_process=in_process)
+        if not result.ok and key == "tpu" and naive_dynamic:
             # Static shapes are a premise of the tpu pipeline: run it on a static batch-1 export.
             reason = result.message.removeprefix("error: ")
             reason = reason.split("PassError: ", 1)[-1]     # keep the pass's own words, not the pass list
@@ -211,12 +223,16 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
             if batch_dim != 1:
                 raise BenchError(f"{static} is not a static batch-1 export (batch dimension {batch_dim!r})")
             with display.stage(f"tpu pipeline on {static}"):
-                result = compile_pipeline(static, text, output, log)
+                result = compile_pipeline(static, text, output, log, in_process=in_process)
             if result.ok:
-                built[key] = dict(entry, path=output, compile_s=result.seconds, static_from=str(static),
-                                  note=f"compiled from a static batch-1 export ({static}); on the dynamic-batch "
-                                       f"export the pipeline stops: {reason[:200]}")
-                continue
+                entry.update(static_from=str(static),
+                             note=f"compiled from a static batch-1 export ({static}); on the dynamic-batch "
+                                  f"export the pipeline stops: {reason[:240]}")
+        if result.ok:
+            built[key] = dict(entry, path=output, compile_s=result.seconds)
+            sidecar.write_text(json.dumps({"pipeline": text, "naive": str(naive.resolve()), "compile_s": result.seconds,
+                                           **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
+            continue
         display.log(f"  [red]{key} pipeline failed[/]: {result.message} (log: {log})")
         built[key] = dict(entry, error=result.message, log=str(log))
     return built
@@ -299,7 +315,7 @@ def _print_table(result: dict, console) -> None:
 
     batches = result["batches"]
     digits = result.get("digits_images")
-    table = Table(title=f"{result['model']}: {report.machine_line(result['machine'])}", title_justify="left")
+    table = Table(title=f"{report.model_title(result)}: {report.machine_line(result['machine'])}", title_justify="left")
     columns = ["row", "nodes", "session"]
     for b in batches:
         columns += [f"img/s b{b}", f"s/img b{b}", f"×naive b{b}", f"×seed b{b}"]
@@ -345,6 +361,7 @@ def run(args, display) -> dict:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": report.machine_info(args.threads),
+        "config_overrides": {k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None},
     }
     display.log(f"[bold]{args.model}[/] on {report.machine_line(result['machine'])}")
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,17 +119,27 @@ class CompileResult:
     log_path: Path
 
 
-def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path) -> CompileResult:
-    """``python -m passes.apply naive --pipeline P -o output``, in process, its output to log_path."""
-    from passes import apply
+def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path, *, in_process: bool = True) -> CompileResult:
+    """``python -m passes.apply naive --pipeline P -o output``, its output to log_path.
 
+    In process for small graphs (no second interpreter start); in a child process for big
+    ones, so that the compiler's peak memory is returned before the sessions are created.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
+    argv = [str(naive), "--pipeline", pipeline, "-o", str(output)]
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        code = apply.main([str(naive), "--pipeline", pipeline, "-o", str(output)])
+    if in_process:
+        from passes import apply
+
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            code = apply.main(argv)
+        text = buffer.getvalue()
+    else:
+        done = subprocess.run([sys.executable, "-m", "passes.apply", *argv], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "160"})
+        code, text = done.returncode, done.stdout + done.stderr
     seconds = time.perf_counter() - t0
-    text = buffer.getvalue()
     log_path.write_text(f"$ python -m passes.apply {naive} --pipeline '{pipeline}' -o {output}\n{text}\nexit {code}\n")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "")
