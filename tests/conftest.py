@@ -44,3 +44,32 @@ def micro_report(micro_naive, tmp_path_factory):
         return reports[pipeline]
 
     return report_dir
+
+
+@pytest.fixture(scope="session")
+def vmamba_t_report(tmp_path_factory):
+    """``vmamba_t_report("tpu")`` -> the --report directory of that pipeline on VMamba-T (cached).
+
+    Needs VMAMBA_T_NAIVE=/path/to/naive.onnx (a naive VMamba-T export, its .ref.npz beside
+    it); skips otherwise. A minute or more per pipeline: use from @pytest.mark.slow tests.
+    """
+    import os
+    from pathlib import Path
+
+    from passes.apply import main as apply_main
+
+    naive = os.environ.get("VMAMBA_T_NAIVE")
+    if not naive or not Path(naive).is_file():
+        pytest.skip("set VMAMBA_T_NAIVE to a naive VMamba-T export (with its .ref.npz beside it)")
+    reports = {}
+
+    def report_dir(pipeline: str):
+        if pipeline not in reports:
+            directory = tmp_path_factory.mktemp(f"vmamba-t-{pipeline}")
+            code = apply_main([naive, "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
+                               "--report", str(directory / "report")])
+            assert code == 0, f"passes.apply --pipeline {pipeline} on {naive} exited {code}"
+            reports[pipeline] = directory / "report"
+        return reports[pipeline]
+
+    return report_dir

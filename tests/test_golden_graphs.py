@@ -5,7 +5,6 @@ A failure lists what moved ("CumSum: 34 -> 35 (+1)"); accept a deliberate change
 only with ``-m slow`` and VMAMBA_T_NAIVE=/path/to/naive.onnx (its .ref.npz beside it).
 """
 import json
-import os
 from pathlib import Path
 
 import onnx_graphsurgeon as gs
@@ -85,13 +84,7 @@ def test_error_bound_rounds_up_with_margin():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline", ["seed", "cpu", "tpu"])
-def test_vmamba_t_matches_golden(pipeline, tmp_path, request):
-    naive = os.environ.get("VMAMBA_T_NAIVE")
-    if not naive or not Path(naive).is_file():
-        pytest.skip("set VMAMBA_T_NAIVE to a naive VMamba-T export (with its .ref.npz beside it)")
-    report_dir = tmp_path / "report"
-    assert apply_main([naive, "--pipeline", pipeline, "-o", str(tmp_path / "out.onnx"),
-                       "--report", str(report_dir)]) == 0
-    record = graph_record("vmamba-t", load_report(report_dir))
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_vmamba_t_matches_golden(pipeline, vmamba_t_report, request):
+    record = graph_record("vmamba-t", load_report(vmamba_t_report(pipeline)))
     check_golden(f"vmamba-t_{pipeline}", record, update_requested(request))

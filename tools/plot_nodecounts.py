@@ -1,0 +1,112 @@
+"""Plot the node count after every pass, one panel per pipeline, from passes.apply reports.
+
+    python -m tools.plot_nodecounts out/seed/report.json out/cpu/report.json out/tpu/report.json -o docs/nodecounts.png
+    python -m tools.plot_nodecounts --model naive.onnx -o docs/nodecounts.png   # runs seed, cpu, tpu first
+
+A report argument may be the report.json or its directory. With --model, each pipeline
+runs once with --report into --work (default out/nodecounts/<pipeline>/). The y axis is
+logarithmic (77k nodes in, a few thousand out); points where a pass changed nothing are
+hollow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_PIPELINES = "seed,cpu,tpu"
+
+
+def load_report(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    report = json.loads(path.read_text())
+    if "run" not in report:
+        raise ValueError(f"{path}: no run recorded (status {report.get('status')})")
+    return report
+
+
+def run_pipelines(model: str, pipelines: list[str], work: Path) -> list[dict]:
+    from passes.apply import main as apply_main
+
+    reports = []
+    for pipeline in pipelines:
+        directory = work / pipeline
+        directory.mkdir(parents=True, exist_ok=True)
+        code = apply_main([model, "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
+                           "--report", str(directory / "report")])
+        if code != 0:
+            raise RuntimeError(f"passes.apply --pipeline {pipeline} exited {code}")
+        reports.append(load_report(directory / "report"))
+    return reports
+
+
+def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    figure, axes = plt.subplots(len(reports), 1, figsize=(10, 2.9 * len(reports) + 0.6), sharey=True, squeeze=False)
+    for axis, report in zip(axes[:, 0], reports):
+        passes = report["run"]["passes"]
+        labels = ["input"] + [f"{entry.get('index', i + 1)} {entry['name']}" for i, entry in enumerate(passes)]
+        counts = [report["run"]["nodes_before"]] + [entry["nodes_after"] for entry in passes]
+        changed = [True] + [entry["changed"] for entry in passes]
+        steps = range(len(counts))
+        axis.plot(steps, counts, color="#0969da", linewidth=2, zorder=1)
+        axis.scatter([s for s in steps if changed[s]], [counts[s] for s in steps if changed[s]],
+                     color="#0969da", zorder=2, s=28)
+        axis.scatter([s for s in steps if not changed[s]], [counts[s] for s in steps if not changed[s]],
+                     facecolor="white", edgecolor="#a8b1ba", zorder=2, s=28)
+        for step in steps:
+            if step == 0 or counts[step] != counts[step - 1]:
+                axis.annotate(f"{counts[step]:,}", (step, counts[step]), textcoords="offset points", xytext=(0, 7),
+                              ha="center", fontsize=8)
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axis.set_xticks(list(steps))
+        axis.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        for tick, is_changed in zip(axis.get_xticklabels(), changed):
+            tick.set_color("black" if is_changed else "#a8b1ba")
+        axis.set_ylabel("nodes")
+        axis.set_title(f"{report.get('pipeline_name', '?')}: {counts[0]:,} → {counts[-1]:,} nodes", fontsize=10, loc="left")
+        axis.grid(axis="y", color="#eaeef2")
+        axis.margins(y=0.25)
+    model = Path(str(reports[0].get("input", ""))).name
+    figure.suptitle(title or f"Node count after each pass ({model})", fontsize=12)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.plot_nodecounts", description=__doc__.split("\n")[0])
+    parser.add_argument("reports", nargs="*", help="report.json files (or their directories)")
+    parser.add_argument("--model", help="run the pipelines on this naive model first")
+    parser.add_argument("--pipelines", default=DEFAULT_PIPELINES, help=f"with --model (default {DEFAULT_PIPELINES})")
+    parser.add_argument("--work", default="out/nodecounts", help="with --model: where the runs go")
+    parser.add_argument("--title")
+    parser.add_argument("-o", "--output", default="docs/nodecounts.png")
+    args = parser.parse_args(argv)
+    if bool(args.reports) == bool(args.model):
+        parser.error("give report files, or --model (not both)")
+    try:
+        if args.model:
+            reports = run_pipelines(args.model, args.pipelines.split(","), Path(args.work))
+        else:
+            reports = [load_report(path) for path in args.reports]
+    except (OSError, ValueError, RuntimeError) as error:
+        sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
+        return 2
+    print(f"wrote {plot(reports, Path(args.output), args.title)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

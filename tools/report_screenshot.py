@@ -1,0 +1,44 @@
+"""Screenshot a report page (or any local page) in headless Chromium.
+
+    python -m tools.report_screenshot out/tpu/report/index.html -o docs/report_screenshot.png
+
+Fails (exit 1) if the page logs a console error or warning, throws, or fails to load
+something, so a screenshot in the docs is also a check that the page is clean.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tools.headless_chromium import BrowserError, HeadlessChromium
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.report_screenshot", description=__doc__.split("\n")[0])
+    parser.add_argument("page", help="an HTML file, e.g. REPORT_DIR/index.html")
+    parser.add_argument("-o", "--output", default="docs/report_screenshot.png")
+    parser.add_argument("--width", type=int, default=1360)
+    parser.add_argument("--height", type=int, default=1800)
+    args = parser.parse_args(argv)
+    page_path = Path(args.page)
+    if not page_path.is_file():
+        sys.stderr.write(f"error: not a file: {page_path}\n")
+        return 2
+    try:
+        with HeadlessChromium() as browser:
+            page = browser.open(page_path.resolve().as_uri())
+            if page.problems:
+                sys.stderr.write("error: the page has problems:\n  " + "\n  ".join(page.problems) + "\n")
+                return 1
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(args.output, args.width, args.height)
+    except BrowserError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    print(f"wrote {args.output} ({args.width}x{args.height})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
