@@ -2,8 +2,9 @@
 
 tpu-mlir asserts ``num_dims <= 4`` in CumSum.cpp (the seed's in-chunk cumsums are 5-D, like
 24x1x4x64x1). A CumSum only couples elements along its axis, so the axes before it merge into
-one and the axes after it into another: ``Reshape -> CumSum over axis 1 of [pre, L, post] ->
-Reshape back``. Needs the input's static shape.
+one and the axes after it into another: ``Reshape -> CumSum over axis 2 of [1, pre, L, post]
+-> Reshape back``. ``pre`` goes to C, the axis BM1684X spreads over its 64 NPU lanes (a sum
+along C itself is the costly case for split-cumsum's size limit). Needs the static shape.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from passes.static_shapes import describe, static_shapes
 @register_pass
 class CumSumRank4(Pass):
     name = "cumsum-rank4"
-    description = "reshape CumSum inputs of rank > 4 to 3-D (before, axis, after) and back"
+    description = "reshape CumSum inputs of rank > 4 to (1, before, axis, after) and back"
 
     def __init__(self, max_rank: int = 4) -> None:
         if int(max_rank) < 3:
@@ -56,8 +57,10 @@ class CumSumRank4(Pass):
             b = GraphBuilder(graph, ctx.opset, prefix=f"cumsum_rank4/{node.name or index}", dtype=dtype)
             x, output = node.inputs[0], node.outputs[0]
             merged = [math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])]
+            if self.max_rank >= 4:
+                merged.insert(0, 1)
             node.outputs.clear()
-            summed = b.cumsum(b.reshape(x, merged), 1)
+            summed = b.cumsum(b.reshape(x, merged), len(merged) - 2)
             b.node("Reshape", [summed, b.ints(list(shape))], output=output)
             node.inputs.clear()
             reshaped += 1
