@@ -88,8 +88,8 @@ def test_cumsum_rank4_reshapes_5d_to_4d_and_back(axis):
     inferred = onnx.shape_inference.infer_shapes(after)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
     cumsum = next(n for n in after.graph.node if n.op_type == "CumSum")
-    pre, after = int(np.prod([2, 3, 4, 5, 6][:axis])), int(np.prod([2, 3, 4, 5, 6][axis + 1:]))
-    assert shapes[cumsum.input[0]] == [1, pre, [2, 3, 4, 5, 6][axis], after]
+    pre, post = int(np.prod([2, 3, 4, 5, 6][:axis])), int(np.prod([2, 3, 4, 5, 6][axis + 1:]))
+    assert shapes[cumsum.input[0]] == [1, pre, [2, 3, 4, 5, 6][axis], post]
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
     same_outputs(before, after, {"x": x})
 
