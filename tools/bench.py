@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
     parser.add_argument("--reuse-compiled", action="store_true",
                         help="reuse compiled graphs in workdir instead of running the pipelines again")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="export and compile into workdir, then stop (time later with --reuse-compiled when the machine is quiet)")
     parser.add_argument("--skip-slow-naive", action="store_true",
                         help="skip the naive row at a batch > 1 when its batch-1 time x batch exceeds --slow-seconds")
     parser.add_argument("--slow-seconds", type=float, default=30.0, help="threshold for --skip-slow-naive (default 30)")
@@ -382,6 +384,8 @@ def run(args, display) -> dict:
                FLOAT64_KEY: torch_logits(model, sample.numpy(), "float64")}
     compiled = _compile_rows(args, naive, isinstance(naive_dim, str) or naive_dim is None, model, sample, display) \
         if naive is not None else {}
+    if args.compile_only:
+        return None
 
     rows: list[dict] = []
     ablation: list[dict] = []
@@ -469,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with display:
             result = run(args, display)
+            if result is None:
+                display.log(f"compiled into {args.workdir}; rerun with --reuse-compiled to time")
+                return 0
             write_outputs(args, result, display)
     except BenchError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
