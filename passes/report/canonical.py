@@ -200,8 +200,7 @@ def _print_side(side: _Side, names: _Names) -> tuple[list[list[str]], list[str]]
         count = len(side.constant_nodes)
         constants_note = [["more", f"+ {count} Constant node{'s' if count > 1 else ''} (values shown where used)", ""]]
     if not side.indices:
-        lines = constants_note or [["more", "(nothing)", ""]]
-        return lines, [line[1] for line in lines]
+        return constants_note or [["more", "(nothing)", ""]], ["(nothing)"]
     order = side.canonical_order(names)
     total = len(order)
     if total <= FULL_PRINT_MAX_NODES:
@@ -214,10 +213,11 @@ def _print_side(side: _Side, names: _Names) -> tuple[list[list[str]], list[str]]
         ops = ", ".join(f"{op} {count:,}" for op, count in sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0])))
         body.append(["more", f"… {total - len(head) - len(tail):,} more nodes ({total:,} in all: {ops}) …", ""])
         body += [side.node_line(index, names) for index in tail]
-    body += constants_note
     above, below = _context_lines(side, names)
+    # The exporter shares Constant nodes between blocks; a shared one is removed with the
+    # first block's rewrite only. So the note stays out of the identity of the rewrite.
     identity = [line[1] for line in body]
-    return above + body + below, identity
+    return above + body + constants_note + below, identity
 
 
 def _anchor(snapshot: GraphSnapshot, indices: list[int]) -> str:
