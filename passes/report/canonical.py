@@ -221,8 +221,13 @@ def _print_side(side: _Side, names: _Names) -> tuple[list[list[str]], list[str]]
 
 
 def _anchor(snapshot: GraphSnapshot, indices: list[int]) -> str:
-    """The common '/'-prefix of the node names ("/layers.0/blocks.1/op/"), else the first name."""
-    names = [snapshot.nodes[index].name for index in indices if snapshot.nodes[index].name]
+    """The common '/'-prefix of the node names ("/layers.0/blocks.1/op/"), else the first name.
+
+    Constant nodes do not count when there are others: a shared one may come from any block.
+    """
+    named = [index for index in indices if snapshot.nodes[index].name]
+    not_constant = [index for index in named if snapshot.nodes[index].op != "Constant"]
+    names = [snapshot.nodes[index].name for index in (not_constant or named)]
     if not names:
         outputs = [name for index in indices for name in snapshot.nodes[index].outputs if name]
         return outputs[0] if outputs else ""
