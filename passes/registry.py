@@ -19,6 +19,7 @@ BUILTIN_PASS_MODULES = (
     "passes.lower_einsum",
     "passes.softplus_to_exp_log",
     "passes.unit_axes_to_reshape",
+    "passes.cumsum_to_matmul",
     "passes.eliminate_dead_nodes",
     "passes.fold_constants",
     "passes.simplify_onnxsim",

@@ -71,10 +71,10 @@ class GraphBuilder:
         """x[..., index, ...] with the axis dropped."""
         return self.node("Gather", [x, self.ints(index)], {"axis": axis})
 
-    def unsqueeze(self, x, axes: Sequence[int]):
+    def unsqueeze(self, x, axes: Sequence[int], output=None):
         if self.opset >= 13:
-            return self.node("Unsqueeze", [x, self.ints(list(axes))])
-        return self.node("Unsqueeze", [x], {"axes": list(axes)})
+            return self.node("Unsqueeze", [x, self.ints(list(axes))], output=output)
+        return self.node("Unsqueeze", [x], {"axes": list(axes)}, output=output)
 
     def squeeze(self, x, axes: Sequence[int]):
         if self.opset >= 13:
@@ -111,8 +111,8 @@ class GraphBuilder:
     def einsum(self, inputs: Sequence[gs.Tensor], equation: str, output=None):
         return self.node("Einsum", list(inputs), {"equation": equation}, output=output)
 
-    def matmul(self, a, b):
-        return self.node("MatMul", [a, b])
+    def matmul(self, a, b, output=None):
+        return self.node("MatMul", [a, b], output=output)
 
     def identity(self, x, output=None):
         return self.node("Identity", [x], output=output)

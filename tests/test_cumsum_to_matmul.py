@@ -1,0 +1,46 @@
+"""cumsum-to-matmul: short CumSums become MatMuls by a triangular ones matrix; others stay, with a reason."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper
+
+from passes.base import PassContext
+from passes.cumsum_to_matmul import CumSumToMatMul
+from scan_testing import apply_pass, op_histogram, run
+
+
+def cumsum_model(shape, axis, **attrs):
+    graph = helper.make_graph(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"], name="cs", **attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [axis])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shape, axis, ops", [
+    ([2, 5, 24], 2, {"MatMul": 1}),                                   # summed axis last
+    ([2, 5, 24, 1], 2, {"MatMul": 1, "Squeeze": 1, "Unsqueeze": 1}),  # VMamba's (B, KD, Q, N=1)
+    (["batch", 5, 16, 1], -2, {"MatMul": 1, "Squeeze": 1, "Unsqueeze": 1}),
+])
+def test_short_cumsums_become_matmuls(shape, axis, ops):
+    model = cumsum_model(shape, axis)
+    out, result = apply_pass(model, CumSumToMatMul(max_length=32))
+    assert result.stats == {"rewritten": 1, "kept": 0}
+    assert op_histogram(out) == ops
+    x = np.random.default_rng(0).standard_normal([3 if d == "batch" else d for d in shape]).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], np.cumsum(x.astype(np.float64), axis=axis), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, axis, attrs, reason", [
+    ([2, 64], 1, {}, "summed axis length 64 is not a known length <= 32"),
+    ([2, 24, 5], 1, {}, "axes after the summed one are not all size 1"),
+    ([2, 24], 1, {"reverse": 1}, "exclusive/reverse CumSum"),
+])
+def test_other_cumsums_stay_with_a_reason(shape, axis, attrs, reason):
+    model = cumsum_model(shape, axis, **attrs)
+    graph = gs.import_onnx(model)
+    result = CumSumToMatMul(max_length=32).run(graph, PassContext(opset=17, explain=True))
+    assert not result.changed and reason in result.notes[0]
