@@ -203,6 +203,9 @@ def save_checkpoint(model: nn.Module | dict, path: str | os.PathLike, half: bool
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"model": sd, **meta}, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

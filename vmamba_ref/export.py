@@ -228,7 +228,7 @@ def _build(args) -> tuple[VSSM, torch.Tensor | None]:
     if args.model == "micro-digits" and args.ckpt is None:
         from . import DIGITS_WEIGHTS
         load_checkpoint(model, DIGITS_WEIGHTS)
-        if (cfg.img_size, cfg.in_chans) == (64, 3):    # real held-out digits as the sample input
+        if (cfg.img_size, cfg.in_chans) == (64, 3):   # real held-out digits as the sample input
             from .digits import load_digits_split
             sample = torch.from_numpy(load_digits_split().x_test[: args.batch])
     elif args.ckpt is not None:
