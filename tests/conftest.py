@@ -13,17 +13,14 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def micro_naive(tmp_path_factory):
-    """Path of a naive export of the micro VMamba (``naive.ref.npz`` beside it), made once.
+    """Path of a naive export of the embedded digits model (``naive.ref.npz`` beside it), made once.
 
-    The embedded digits weights when present (the README's model), else the seeded micro
-    config: the graph is the same, only the numbers differ.
+    Always these weights: trained and random weights fold into different graphs.
     """
-    from vmamba_ref import DIGITS_WEIGHTS  # late: importing torch costs seconds
-    from vmamba_ref.export import main as export_main
+    from vmamba_ref.export import main as export_main  # late: importing torch costs seconds
 
     path = tmp_path_factory.mktemp("micro") / "naive.onnx"
-    model = "micro-digits" if DIGITS_WEIGHTS.exists() else "micro"
-    assert export_main(["--model", model, "--no-check", "-o", str(path)]) == 0
+    assert export_main(["--model", "micro-digits", "--no-check", "-o", str(path)]) == 0
     return path
 
 
