@@ -23,7 +23,7 @@ def load_report(directory: Path) -> dict:
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_micro_matches_golden(pipeline, micro_report, request):
-    record = graph_record("micro", load_report(micro_report(pipeline)))
+    record = graph_record("micro-digits", load_report(micro_report(pipeline)))
     assert record["rerolled_scans"] == 5  # one scan per block: depths (1, 1, 2, 1)
     check_golden(f"micro_{pipeline}", record, update_requested(request))
 
@@ -51,7 +51,7 @@ def test_one_op_change_fails_with_readable_diff(micro_naive, tmp_path, monkeypat
     report_dir = tmp_path / "report"
     assert apply_main([str(micro_naive), "--pipeline", "seed", "-o", str(tmp_path / "out.onnx"),
                        "--report", str(report_dir)]) == 0
-    record = graph_record("micro", load_report(report_dir))
+    record = graph_record("micro-digits", load_report(report_dir))
     golden = json.loads((Path(__file__).parent / "golden" / "micro_seed.json").read_text())
     with pytest.raises(AssertionError) as failure:
         check_golden("micro_seed", record, update=False)
