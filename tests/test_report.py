@@ -109,3 +109,28 @@ def _wrong_reference(directory: Path) -> Path:
     path = directory / "wrong.npz"
     np.savez(path, x=x, y=np.zeros((2, 3), np.float32) + 7)
     return path
+
+
+def test_failed_pass_still_writes_a_valid_report(tiny, tmp_path):
+    from passes.base import Pass
+    from passes.registry import register_pass, unregister_pass
+
+    @register_pass
+    class Explodes(Pass):
+        name = "test-report-explodes"
+
+        def run(self, graph, ctx):
+            raise RuntimeError("node 'shifted' (Add): cannot handle this")
+
+    report_dir = tmp_path / "report"
+    try:
+        code = apply_main([str(tiny), "--pipeline", "eliminate-dead-nodes,test-report-explodes",
+                           "-o", str(tmp_path / "out.onnx"), "--report", str(report_dir)])
+    finally:
+        unregister_pass(Explodes.name)
+    assert code == 4
+    report = json.loads((report_dir / "report.json").read_text())
+    validate(report)
+    assert report["status"] == "pass-failed" and "test-report-explodes" in report["error"]
+    assert [entry["name"] for entry in report["run"]["passes"]] == ["eliminate-dead-nodes"]
+    assert "pass-failed" in (report_dir / "index.html").read_text()
