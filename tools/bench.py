@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="ONNX Runtime intra-op threads and torch threads (default: all cores)")
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="let ONNX Runtime's intra-op threads spin (default off: session.intra_op.allow_spinning=0)")
     parser.add_argument("--rows", default=",".join(ROW_LABELS),
                         help=f"comma-separated subset of: {', '.join(ROW_LABELS)}")
     parser.add_argument("--workdir", type=Path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
@@ -359,7 +361,7 @@ def run(args, display) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = {
         "tool": "tools.bench", "model": args.model, "config": args.config.to_dict(), "threads": args.threads,
-        "batches": args.batches, "repeats": args.repeats, "seed": args.seed,
+        "batches": args.batches, "repeats": args.repeats, "seed": args.seed, "ort_spinning": args.ort_spinning,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": report.machine_info(args.threads),
@@ -411,7 +413,7 @@ def run(args, display) -> dict:
             row["path"] = str(info["path"])
             row["nodes"] = node_count(info["path"])
             with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
-                row["runner"] = OnnxRunner(info["path"], args.threads)
+                row["runner"] = OnnxRunner(info["path"], args.threads, spinning=args.ort_spinning)
             row["session_s"] = row["runner"].session_seconds
 
         live = [row for row in rows + ablation if row.get("runner") is not None]

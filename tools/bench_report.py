@@ -261,6 +261,20 @@ def ablation_table(result: dict) -> list[str]:
     return _table(header, lines, ["l"] + ["r"] * (len(header) - 2) + ["l"])
 
 
+def noise_line(result: dict) -> str | None:
+    """How much the rounds of one row disagreed (max/min), over all timed rows: the noise floor of the table."""
+    spreads = []
+    for row in result["rows"] + result.get("ablation", []):
+        for times in row.get("times", {}).values():
+            if len(times) > 1 and min(times) > 0:
+                spreads.append(max(times) / min(times))
+    if not spreads:
+        return None
+    return (f"Noise: the slowest round of a row took {min(spreads):.2f}x to {max(spreads):.2f}x its fastest "
+            f"(median {statistics.median(spreads):.2f}x over {len(spreads)} row/batch pairs); differences smaller "
+            "than that are not resolved by this run.")
+
+
 def limit_lines(result: dict) -> list[str]:
     flops = result.get("flops")
     if not flops or not flops.get("limit_s_per_img"):
@@ -293,12 +307,16 @@ def markdown_section(result: dict) -> str:
     rounds = f"{result['repeats']} round{'s' if result['repeats'] != 1 else ''}"
     lines.append(f"Method: one warm-up run per row and batch, then {rounds} in which every row runs "
                  "once (interleaved, row order rotated each round); figures are medians of the rounds. ONNX Runtime "
-                 f"{machine['onnxruntime']} CPU provider, intra_op_num_threads={result['threads']}, default graph "
+                 f"{machine['onnxruntime']} CPU provider, intra_op_num_threads={result['threads']}, "
+                 f"session.intra_op.allow_spinning={'1' if result.get('ort_spinning') else '0'}, default graph "
                  f"optimisations; PyTorch eager with torch.set_num_threads({result['threads']}). 'session' is the "
                  "ONNX Runtime session-creation time; errors are against PyTorch with the float64 scan "
                  f"({result.get('reference_note', '')}).")
     lines.append("")
     lines += main_table(result)
+    noise = noise_line(result)
+    if noise:
+        lines += ["", noise]
     notes = [f"- {row['label']}: {row['note']}" for row in result["rows"] if row.get("note")]
     if notes:
         lines += [""] + notes

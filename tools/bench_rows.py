@@ -169,12 +169,14 @@ def cpu_ablation_variants() -> list[tuple[str, str, str]]:
 class OnnxRunner:
     kind = "onnx"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, spinning: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Spinning workers fight the caller (and the next row) for the cores on a small machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
