@@ -22,13 +22,32 @@ class ScanSpec:
     channels: int = 3
     state: int = 2               # N
     batch: Optional[int] = 1     # None: dynamic batch ("batch")
-    index: str = "gather"        # gather | slice
+    index: str = "gather"        # gather | slice | guarded_slice (opset-12 dynamic-shape export: If around Squeeze)
     readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
     initial: str = "zeros"       # zeros | input
     decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input)
     opset: int = 17
-    near_miss: str = ""          # "" | skip_index | repeat_index | state_used_elsewhere | two_decays
+    near_miss: str = ""          # "" or one of NEAR_MISSES
+    near_miss_step: Optional[int] = None   # the step the near-miss starts at (default: see NEAR_MISS_DEFAULT_STEP)
     extra_final_state_output: bool = False
+
+
+# Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
+NEAR_MISSES = ("skip_index", "repeat_index", "state_used_elsewhere", "two_decays",
+               "coeff_off_by_one", "concat_permuted", "missing_readout")
+
+
+def near_miss_steps(kind: str, length: int) -> range:
+    """Steps where `kind` makes a real difference in a chain of `length` (>= 3) steps."""
+    if kind in ("skip_index", "state_used_elsewhere", "concat_permuted"):
+        return range(0, length - 1)   # needs a step after it (the last state may escape legitimately)
+    if kind == "repeat_index":
+        return range(1, length)
+    return range(0, length)
+
+
+def _default_near_miss_step(spec: "ScanSpec") -> int:
+    return 1 if spec.near_miss == "state_used_elsewhere" else spec.length // 2
 
 
 class _Graph:
@@ -61,7 +80,28 @@ class _Graph:
         sliced = self.node("Slice", [source, self.const(np.array([index], dtype=np.int64)),
                                      self.const(np.array([index + 1], dtype=np.int64)),
                                      self.const(np.array([axis], dtype=np.int64))])
+        if form == "guarded_slice":
+            return self.guarded_squeeze(sliced, axis)
         return self.axes_op("Squeeze", sliced, [axis])
+
+    def guarded_squeeze(self, x, axis, guard_axis=None, else_op="Identity") -> str:
+        """x.squeeze(axis) as TorchScript exports it at opset < 13 when shapes are symbolic:
+        If(Shape(x)[axis] == 1) then Squeeze(x, [axis]) else Identity(x)."""
+        size = self.node("Gather", [self.node("Shape", [x]),
+                                    self.const(np.array(axis if guard_axis is None else guard_axis, dtype=np.int64))],
+                         axis=0)
+        condition = self.node("Equal", [size, self.const(np.array(1, dtype=np.int64))])
+        squeezed, passed = self.name("Squeeze"), self.name(else_op)
+        if self.opset >= 13:
+            axes = self.const(np.array([axis], dtype=np.int64))
+            then_node = helper.make_node("Squeeze", [x, axes], [squeezed], name=squeezed)
+        else:
+            then_node = helper.make_node("Squeeze", [x], [squeezed], name=squeezed, axes=[axis])
+        else_node = helper.make_node(else_op, [x], [passed], name=passed)
+        out_info = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        then_graph = helper.make_graph([then_node], f"then_{squeezed}", [], [out_info(squeezed)])
+        else_graph = helper.make_graph([else_node], f"else_{passed}", [], [out_info(passed)])
+        return self.node("If", [condition], then_branch=then_graph, else_branch=else_graph)
 
 
 def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
@@ -84,23 +124,31 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     else:
         zeros_shape = [spec.batch or 1, D, N]
         state = g.const(np.zeros(zeros_shape, dtype=np.float32))
+    if spec.near_miss and spec.near_miss not in NEAR_MISSES:
+        raise ValueError(f"unknown near miss {spec.near_miss!r} (known: {', '.join(NEAR_MISSES)})")
+    miss = spec.near_miss_step if spec.near_miss_step is not None else _default_near_miss_step(spec)
     pieces, outputs, extra = [], [], []
     for i in range(L):
         index = i
-        if spec.near_miss == "skip_index" and i >= L // 2:
+        if spec.near_miss == "skip_index" and i >= miss:
             index = min(i + 1, L - 1)
-        if spec.near_miss == "repeat_index" and i == L // 2:
+        if spec.near_miss == "repeat_index" and i == miss:
             index = i - 1
-        source = other_decay if (spec.near_miss == "two_decays" and i == L // 2) else decay
+        source = other_decay if (spec.near_miss == "two_decays" and i == miss) else decay
         a_i = g.step(source, 2, index, spec.index)
         b_i = g.step("b", 2, i, spec.index)
         state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
-        if spec.near_miss == "state_used_elsewhere" and i == 1:
+        if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
+        if spec.near_miss == "missing_readout" and i == miss:
+            continue   # this step's state is never read out (nor stacked)
         if spec.readout == "states":
             y = state
         else:
-            c_i = g.step("c", 3, i, spec.index)
+            coeff_index = i
+            if spec.near_miss == "coeff_off_by_one" and i == miss:
+                coeff_index = i + 1 if i + 1 < L else i - 1
+            c_i = g.step("c", 3, coeff_index, spec.index)
             if spec.readout == "einsum":
                 y = g.node("Einsum", [state, c_i], equation="bdn,bdn->bd")
             elif spec.readout == "conv":  # the public fork's "no_einsum" grouped conv1d
@@ -112,8 +160,11 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             else:
                 y = g.axes_op("ReduceSum", g.node("Mul", [state, c_i]), [-1], keepdims=0)
         pieces.append(g.axes_op("Unsqueeze", y, [2]))
+    if spec.near_miss == "concat_permuted":
+        pieces[miss], pieces[miss + 1] = pieces[miss + 1], pieces[miss]
     g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
-    y_shape = [batch, D, L] if spec.readout != "states" else [batch, D, L, N]
+    stacked = L - (spec.near_miss == "missing_readout")
+    y_shape = [batch, D, stacked] if spec.readout != "states" else [batch, D, stacked, N]
     outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape))
     if spec.extra_final_state_output:
         g.nodes.append(helper.make_node("Identity", [state], ["final_state"], name="final_state_copy"))
