@@ -4,6 +4,8 @@ Exporters write it three ways:
   Gather(source, i)                        scalar index, axis dropped
   Squeeze(Gather(source, [i]), axes=[ax])  one-element index
   Squeeze(Slice(source, [i], [i+1], [ax]), axes=[ax])
+and, at opset < 13 with a symbolic batch, either squeeze guarded by an If on the axis' size
+(patterns/conditional_squeeze.py).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from patterns.graph_query import (
     normalize_axis,
     producer,
 )
+from patterns.conditional_squeeze import match_conditional_squeeze
 from patterns.ranks import RankMap
 
 
@@ -64,9 +67,24 @@ def _gather_scalar(node: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
 
 
 def _squeezed_slice(squeeze: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
-    inner = producer(squeeze.inputs[0])
     squeeze_axes = node_axes(squeeze)
-    if inner is None or squeeze_axes is None or len(squeeze_axes) != 1:
+    if squeeze_axes is None or len(squeeze_axes) != 1:
+        return None
+    return _squeezed_step(squeeze.inputs[0], squeeze_axes[0], (squeeze,), ranks)
+
+
+def _guarded_squeezed_slice(node: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
+    """If(size == 1) Squeeze else Identity around a one-element Gather/Slice: a plain squeeze."""
+    guarded = match_conditional_squeeze(node)
+    if guarded is None:
+        return None
+    return _squeezed_step(guarded.data, guarded.axis, guarded.nodes, ranks)
+
+
+def _squeezed_step(data: gs.Tensor, squeeze_axis: int, outer_nodes: tuple, ranks: RankMap) -> Optional[StepSlice]:
+    """`data` squeezed along `squeeze_axis`, where data is a one-element Gather or Slice."""
+    inner = producer(data)
+    if inner is None:
         return None
     if inner.op == "Gather":
         index_value = constant_ints(inner.inputs[1])
@@ -94,13 +112,12 @@ def _squeezed_slice(squeeze: gs.Node, ranks: RankMap) -> Optional[StepSlice]:
         return None
     if axis is None or index is None:
         return None
-    squeeze_axis = normalize_axis(squeeze_axes[0], ranks.rank(source))
-    if squeeze_axis != axis:
+    if normalize_axis(squeeze_axis, ranks.rank(source)) != axis:
         return None
     index = _normalize_index(index, source, axis)
     if index is None:
         return None
-    return StepSlice(source, axis, index, (squeeze, inner))
+    return StepSlice(source, axis, index, (*outer_nodes, inner))
 
 
 def match_step_slice(tensor: gs.Tensor, ranks: RankMap) -> Optional[StepSlice]:
@@ -112,4 +129,6 @@ def match_step_slice(tensor: gs.Tensor, ranks: RankMap) -> Optional[StepSlice]:
         return _gather_scalar(node, ranks)
     if node.op == "Squeeze":
         return _squeezed_slice(node, ranks)
+    if node.op == "If":
+        return _guarded_squeezed_slice(node, ranks)
     return None

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from patterns.conditional_squeeze import match_conditional_squeeze, squeezes_a_unit_axis
 from patterns.graph_query import constant_value, node_axes
 
 SAME_RANK_AS_FIRST_INPUT = {
@@ -122,6 +123,11 @@ class RankMap:
                 if op == "Unsqueeze" and first == 0:
                     self._set(outs[0], rank, 1)
                     return
+        elif op == "If":
+            guarded = match_conditional_squeeze(node)
+            data_rank = self.rank(guarded.data) if guarded is not None else None
+            if data_rank is not None and squeezes_a_unit_axis(guarded, data_rank):
+                rank = data_rank - 1
         elif op in REDUCTIONS:
             keepdims = int(node.attrs.get("keepdims", 1))
             axes = [node.attrs["axis"]] if "axis" in node.attrs else node_axes(node)

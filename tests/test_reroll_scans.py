@@ -73,12 +73,12 @@ def test_final_state_used_outside_the_chain_is_kept():
 
 
 @pytest.mark.parametrize("opset", [12, 13, 17, 18])
-@pytest.mark.parametrize("index", ["gather", "slice"])
+@pytest.mark.parametrize("index", ["gather", "slice", "guarded_slice"])
 def test_every_opset_and_index_form(opset, index):
     spec = ScanSpec(length=9, index=index, opset=opset, readout="mulsum" if opset % 2 else "einsum")
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
     assert result.stats["rerolled"] == 1
-    assert {"Gather", "Squeeze"}.isdisjoint(op_histogram(out))
+    assert {"Gather", "Squeeze", "If", "Shape", "Equal"}.isdisjoint(op_histogram(out))
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
@@ -198,3 +198,41 @@ def test_grouped_conv_with_padding_is_a_near_miss():
     _, result = apply_pass(model, RerollScans())
     assert result.stats["rerolled"] == 0
     assert "not a grouped length-2 dot product over 3 groups" in result.notes[1]
+
+
+def test_guarded_squeeze_with_dynamic_batch_is_a_step():
+    """Opset 12, symbolic batch: TorchScript wraps every x[:, :, i:i+1].squeeze(2) in an If on the size."""
+    spec = ScanSpec(length=7, index="guarded_slice", opset=12, batch=None, initial="input")
+    model = unrolled_scan_model(spec)
+    assert op_histogram(model)["If"] == 3 * 7
+    out, result = apply_pass(model, RerollScans(chunk=3))
+    assert result.stats["rerolled"] == 1
+    assert "If" not in op_histogram(out)
+    for batch in (1, 3):
+        feeds = scan_inputs(spec, batch=batch)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def _first_if(model):
+    return next(node for node in model.graph.node if node.op_type == "If")
+
+
+def _else_branch_negates(model):
+    branch = next(a.g for a in _first_if(model).attribute if a.name == "else_branch")
+    branch.node[0].op_type = "Neg"
+
+
+def _guard_checks_another_axis(model):
+    producers = {out: node for node in model.graph.node for out in node.output}
+    gather = producers[producers[_first_if(model).input[0]].input[0]]
+    index = producers[gather.input[1]]
+    index.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(1, dtype=np.int64), index.output[0]))
+
+
+@pytest.mark.parametrize("mutate", [_else_branch_negates, _guard_checks_another_axis])
+def test_if_that_is_not_a_guarded_squeeze_is_left_alone(mutate):
+    model = unrolled_scan_model(ScanSpec(length=6, index="guarded_slice", opset=12))
+    mutate(model)
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats["rerolled"] == 0 and result.stats["rejected"] >= 1
+    assert op_histogram(out) == op_histogram(model)
