@@ -114,6 +114,21 @@ def test_second_run_reuses_exports_and_compiled_graphs(bench_run, tmp_path):
     assert result["rows"][1]["figures"]["1"]["x_naive"] > 0
 
 
+def test_from_json_rewrites_the_same_section(bench_run, tmp_path):
+    paths, _ = bench_run
+    md = tmp_path / "B.md"
+    md.write_text("# Mine\n")
+    assert bench.main(["--from-json", str(paths["json"]), "--out-md", str(md), "--json", "none",
+                       "--png", str(tmp_path / "b.png")]) == 0
+    begin, end = bench_report.section_markers("micro:1-core")
+    text = md.read_text()
+    original = paths["md"].read_text()
+    assert text.startswith("# Mine\n")
+    section = lambda t: t[t.index(begin):t.index(end)]
+    # same tables; only the links to raw outputs differ (other paths)
+    assert section(text).split("Raw timings")[0] == section(original).split("Raw timings")[0]
+
+
 # ---------------------------------------------------------------------------------- pure helpers
 def test_replace_section_variants():
     body = "| a |\n|---|"

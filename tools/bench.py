@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ablation", action="store_true", help="also time cpu pipeline variants with one rewrite removed")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
     parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048)")
+    parser.add_argument("--from-json", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite the markdown section and chart from an earlier run's JSON")
     parser.add_argument("--out-md", default="docs/BENCHMARKS.md", help="markdown file to write the section into ('none': skip)")
     parser.add_argument("--json", dest="json_path", help="raw results JSON (default docs/bench/MODEL-Ncore.json; 'none': skip)")
     parser.add_argument("--png", dest="png_path", help="bar chart (default docs/bench/MODEL-Ncore.png; 'none': skip)")
@@ -102,15 +104,21 @@ def _parse_args(argv):
     if args.ablation and "cpu" not in args.rows:
         raise BenchError("--ablation compares against the cpu row; include it in --rows")
     args.config = config_from_args(args)
-    tag = f"{args.model}-{args.threads}core"
-    args.workdir = args.workdir or Path("out/bench") / args.model
-    args.out_md = None if args.out_md in ("none", "") else Path(args.out_md)
-    args.json_path = None if args.json_path in ("none", "") else Path(args.json_path or f"docs/bench/{tag}.json")
-    args.png_path = None if args.png_path in ("none", "") else Path(args.png_path or f"docs/bench/{tag}.png")
+    _default_output_paths(args, args.model, args.threads)
     for path in (args.naive, args.naive_static):
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
     return args
+
+
+def _default_output_paths(args, model: str, threads: int) -> None:
+    tag = f"{model}-{threads}core"
+    args.workdir = args.workdir or Path("out/bench") / args.model
+    args.out_md = None if args.out_md in ("none", "") else Path(args.out_md)
+    args.given_paths = getattr(args, "given_paths", None) or (args.json_path, args.png_path)
+    args.json_path, args.png_path = args.given_paths
+    args.json_path = None if args.json_path in ("none", "") else Path(args.json_path or f"docs/bench/{tag}.json")
+    args.png_path = None if args.png_path in ("none", "") else Path(args.png_path or f"docs/bench/{tag}.png")
 
 
 # ---------------------------------------------------------------------------------- display
@@ -456,7 +464,7 @@ def write_outputs(args, result: dict, display) -> None:
     if args.json_path:
         report.write_json(args.json_path, result)
     if args.out_md:
-        tag = report.section_tag(args.model, args.threads)
+        tag = report.section_tag(result["model"], result["threads"])
         report.write_section(args.out_md, tag, report.markdown_section(result))
     written = [str(p) for p in (args.out_md, args.json_path, args.png_path) if p]
     if written:
@@ -472,6 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.argv = argv
     display = Display()
+    if args.from_json:
+        import json as json_module
+
+        result = json_module.loads(args.from_json.read_text())
+        _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
+        report.derive(result)
+        with display:
+            write_outputs(args, result, display)
+        return 0
     try:
         with display:
             result = run(args, display)

@@ -314,6 +314,10 @@ def markdown_section(result: dict) -> str:
                  f"({result.get('reference_note', '')}).")
     lines.append("")
     lines += main_table(result)
+    load = machine.get("load_average_start") or [0.0]
+    if machine.get("cores") and max(load[0], (machine.get("load_average_end") or [0.0])[0]) > machine["cores"]:
+        lines += ["", f"**Measured under load** (1-minute load average above the {machine['cores']} cores: other jobs "
+                      "shared the machine); compare rows within this table only, and take absolute figures as pessimistic."]
     noise = noise_line(result)
     if noise:
         lines += ["", noise]
