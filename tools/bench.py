@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-static", type=Path,
                         help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
     parser.add_argument("--reuse-compiled", action="store_true",
-                        help="reuse compiled graphs in workdir instead of running the pipelines again")
+                        help="reuse compiled graphs in workdir made by the same pipeline text, compiler sources and naive export")
     parser.add_argument("--compile-only", action="store_true",
                         help="export and compile into workdir, then stop (time later with --reuse-compiled when the machine is quiet)")
     parser.add_argument("--skip-slow-naive", action="store_true",
@@ -189,6 +189,30 @@ def _check_reference_matches_model(model, ref: dict, display) -> None:
 
 
 IN_PROCESS_MAX_NODES = 20_000   # bigger naive graphs are compiled in a child process (peak memory)
+COMPILER_PACKAGES = ("passes", "patterns", "pipelines")
+
+
+def _git_describe() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def compiler_fingerprint() -> str:
+    """Hash of the compiler's sources: a compiled graph is reused only if the compiler is unchanged."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in COMPILER_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display) -> dict[str, dict]:
@@ -206,6 +230,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
             jobs.append((key, text))
             labels[key] = label
     in_process = node_count(naive) <= IN_PROCESS_MAX_NODES
+    fingerprint = compiler_fingerprint()
     built: dict[str, dict] = {}
     for key, text in jobs:
         output = args.workdir / f"{key}.onnx"
@@ -215,7 +240,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
         if args.reuse_compiled and output.exists() and sidecar.exists():
             saved = json.loads(sidecar.read_text())
             if saved.get("pipeline") == text and saved.get("naive") == str(naive.resolve()) \
-                    and output.stat().st_mtime >= naive.stat().st_mtime:
+                    and saved.get("compiler") == fingerprint and output.stat().st_mtime >= naive.stat().st_mtime:
                 display.log(f"  reusing {output}")
                 built[key] = dict(entry, path=output, compile_s=saved.get("compile_s"),
                                   **{k: saved[k] for k in ("note", "static_from") if k in saved})
@@ -243,6 +268,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
         if result.ok:
             built[key] = dict(entry, path=output, compile_s=result.seconds)
             sidecar.write_text(json.dumps({"pipeline": text, "naive": str(naive.resolve()), "compile_s": result.seconds,
+                                           "compiler": fingerprint,
                                            **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
             continue
         display.log(f"  [red]{key} pipeline failed[/]: {result.message} (log: {log})")
@@ -373,6 +399,7 @@ def run(args, display) -> dict:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": report.machine_info(args.threads),
+        "git": _git_describe(), "compiler": compiler_fingerprint(),
         "config_overrides": {k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None},
     }
     display.log(f"[bold]{args.model}[/] on {report.machine_line(result['machine'])}")
