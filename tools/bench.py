@@ -33,7 +33,7 @@ import numpy as np
 
 from tools import bench_report as report
 from tools.bench_rows import (PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, TorchRunner, build_bench_model,
-                              compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, node_count,
+                              compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, graph_signature, node_count,
                               onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
 
 FLOAT64_KEY = "logits@float64"
@@ -251,6 +251,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
             # Static shapes are a premise of the tpu pipeline: run it on a static batch-1 export.
             reason = result.message.removeprefix("error: ")
             reason = reason.split("PassError: ", 1)[-1]     # keep the pass's own words, not the pass list
+            reason = " | ".join(reason.split(" | ")[:2])   # the first kinds of violation say enough
             display.log(f"  tpu pipeline on the dynamic-batch export failed ([dim]{reason[:160]}[/]); "
                         "using a static batch-1 export")
             static = args.naive_static or args.workdir / "naive-b1.onnx"
@@ -447,6 +448,7 @@ def run(args, display) -> dict:
                 continue
             row["path"] = str(info["path"])
             row["nodes"] = node_count(info["path"])
+            row["graph_signature"] = graph_signature(info["path"])
             with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
                 row["runner"] = OnnxRunner(info["path"], args.threads, spinning=args.ort_spinning)
             row["session_s"] = row["runner"].session_seconds

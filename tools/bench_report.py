@@ -251,8 +251,11 @@ def ablation_table(result: dict) -> list[str]:
         header += [f"img/s b{b}", f"vs cpu b{b}"]
     header.append("pipeline")
     lines = []
+    cpu = next((row for row in result["rows"] if row["key"] == "cpu"), {})
     for row in result.get("ablation", []):
-        cells = [row["label"], f"{row['nodes']:,}" if row.get("nodes") else NA]
+        same = row.get("graph_signature") and row.get("graph_signature") == cpu.get("graph_signature")
+        label = row["label"] + (" (same graph as cpu)" if same else "")
+        cells = [label, f"{row['nodes']:,}" if row.get("nodes") else NA]
         for b in batches:
             f = row["figures"][str(b)]
             cells += [cell_for_batch(row, b, fmt_rate(f["img_per_s"])), fmt_ratio(f.get("x_cpu"))]

@@ -99,6 +99,29 @@ def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
+def graph_signature(path: Path) -> str:
+    """Hash of what a graph computes: nodes (op, inputs, outputs, attributes) in order and the initializers.
+
+    Node names, metadata and initializer order are left out, so two pipelines that made the
+    same graph get the same signature even when their files differ byte for byte.
+    """
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(path))
+    digest = hashlib.sha256()
+    for node in model.graph.node:
+        digest.update(node.op_type.encode() + b"(" + ",".join(node.input).encode() + b")->" + ",".join(node.output).encode())
+        for attribute in sorted(node.attribute, key=lambda a: a.name):
+            digest.update(attribute.SerializeToString(deterministic=True))
+    for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
+        digest.update(tensor.SerializeToString(deterministic=True))
+    for value in list(model.graph.input) + list(model.graph.output):
+        digest.update(value.SerializeToString(deterministic=True))
+    return digest.hexdigest()[:16]
+
+
 def ensure_naive(model, sample, path: Path, *, dynamic_batch: bool, status: Callable[[str], None]) -> bool:
     """Export the naive graph to path (+ .ref.npz) unless both exist; True if it exported."""
     from vmamba_ref.export import export_naive, ref_path_for
