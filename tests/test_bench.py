@@ -55,6 +55,7 @@ def test_every_row_ran_and_matches_float64(bench_run):
     for key in ("naive", "seed", "tpu", "cpu"):
         assert rows[key]["nodes"] > 0 and rows[key]["session_s"] > 0
     assert rows["naive"]["nodes"] > rows["cpu"]["nodes"]
+    assert len({rows[k]["graph_signature"] for k in ("naive", "seed", "tpu", "cpu")}) == 4
     # tpu needs static shapes: compiled from a batch-1 export, not run at batch 2
     assert rows["tpu"]["skipped"] == {"2": "static batch"} and "static batch-1" in rows["tpu"]["note"]
 
@@ -140,6 +141,23 @@ def test_replace_section_variants():
     assert replaced == "intro\n\n<!-- bench:m:2-core -->\nnew\n<!-- /bench:m:2-core -->\ntail\n"
     with pytest.raises(ValueError, match="no closing"):
         bench_report.replace_section("<!-- bench:m:2-core -->\nx", "m:2-core", "new")
+
+
+def test_ablation_variants_remove_or_swap_one_step_of_cpu():
+    from pipelines import get_pipeline, parse_pipeline
+    from tools.bench_rows import cpu_ablation_variants
+
+    cpu_steps = [str(step) for step in get_pipeline("cpu").steps]
+    variants = cpu_ablation_variants()
+    removable = {step.split("{")[0] for step in cpu_steps} - {"reroll-scans"}
+    assert {key.removeprefix("cpu-no-") for key, _, _ in variants if key.startswith("cpu-no-")} == removable
+    for key, label, text in variants:
+        steps = [str(step) for step in parse_pipeline(text).steps]
+        if key == "cpu-form-chunk24":
+            assert steps[1:] == cpu_steps[1:] and steps[0].startswith("reroll-scans{form=chunk24")
+        else:
+            removed = key.removeprefix("cpu-no-")
+            assert steps == [s for s in cpu_steps if s.split("{")[0] != removed], key
 
 
 def test_cpu_model_name_from_cpuinfo():
