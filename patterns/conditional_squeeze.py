@@ -24,9 +24,13 @@ class ConditionalSqueeze:
 
 
 def _single_node_branch(branch) -> Optional[gs.Node]:
-    if not isinstance(branch, gs.Graph) or len(branch.outputs) != 1 or len(branch.nodes) != 1:
+    """The one node computing the branch's one output; Constant nodes (opset-13 axes) aside."""
+    if not isinstance(branch, gs.Graph) or len(branch.outputs) != 1:
         return None
-    node = branch.nodes[0]
+    computing = [node for node in branch.nodes if node.op != "Constant"]
+    if len(computing) != 1:
+        return None
+    node = computing[0]
     return node if len(node.outputs) == 1 and node.outputs[0] is branch.outputs[0] else None
 
 

@@ -92,14 +92,17 @@ class _Graph:
                          axis=0)
         condition = self.node("Equal", [size, self.const(np.array(1, dtype=np.int64))])
         squeezed, passed = self.name("Squeeze"), self.name(else_op)
-        if self.opset >= 13:
-            axes = self.const(np.array([axis], dtype=np.int64))
-            then_node = helper.make_node("Squeeze", [x, axes], [squeezed], name=squeezed)
+        then_nodes = []
+        if self.opset >= 13:   # the axes are a Constant node inside the branch, as torch writes them
+            axes = self.name("axes")
+            then_nodes.append(helper.make_node("Constant", [], [axes], name=axes, value=onnx.numpy_helper.from_array(
+                np.array([axis], dtype=np.int64), axes)))
+            then_nodes.append(helper.make_node("Squeeze", [x, axes], [squeezed], name=squeezed))
         else:
-            then_node = helper.make_node("Squeeze", [x], [squeezed], name=squeezed, axes=[axis])
+            then_nodes.append(helper.make_node("Squeeze", [x], [squeezed], name=squeezed, axes=[axis]))
         else_node = helper.make_node(else_op, [x], [passed], name=passed)
         out_info = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-        then_graph = helper.make_graph([then_node], f"then_{squeezed}", [], [out_info(squeezed)])
+        then_graph = helper.make_graph(then_nodes, f"then_{squeezed}", [], [out_info(squeezed)])
         else_graph = helper.make_graph([else_node], f"else_{passed}", [], [out_info(passed)])
         return self.node("If", [condition], then_branch=then_graph, else_branch=else_graph)
 
