@@ -12,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from patterns.conditional_squeeze import match_conditional_squeeze, squeezes_a_unit_axis
-from patterns.graph_query import constant_value, node_axes
+from patterns.graph_query import constant_value, node_axes, producer
 
 SAME_RANK_AS_FIRST_INPUT = {
     "Abs", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Conv", "ConvTranspose", "CumSum",
@@ -106,9 +106,20 @@ class RankMap:
                 self._set(outs[0], 1, int(shape.reshape(-1)[0]))
                 return
             rank = self.vector_length(ins[0])
+            measured = producer(ins[0])
+            if rank == 1 and measured is not None and measured.op == "Shape" and not measured.attrs:
+                # ConstantOfShape(Shape(v)) is shaped like v: a vector as long as v
+                self._set(outs[0], 1, self.vector_length(measured.inputs[0]))
+                return
         elif op == "Reshape" or op == "Expand":
             length = self.vector_length(ins[1])
             rank = length if op == "Reshape" or length is None or first is None else max(length, first)
+            target = constant_value(ins[1])
+            if op == "Reshape" and first == 1 and target is not None and target.size == 1:
+                # a vector reshaped to [-1] (or to its own length) stays the same vector
+                size = int(target.reshape(-1)[0])
+                self._set(outs[0], 1, self.vector_length(ins[0]) if size in (-1, 0) else size)
+                return
         elif op == "Gather":
             if first is not None and ranks[1] is not None:
                 rank = first - 1 + ranks[1]
