@@ -3,8 +3,9 @@
     python -m vmamba_ref.export --model micro-digits -o out/naive.onnx
     python -m vmamba_ref.export --model vmamba-t --ckpt vssm_tiny_0230_ckpt_epoch_262.pth --dynamic-batch -o t.onnx
 
-Uses the TorchScript exporter (dynamo=False), which unrolls the sequential scan's Python loop
-into one group of nodes per time step. Beside ``X.onnx`` it writes ``X.ref.npz``: the sample
+Uses the TorchScript exporter (dynamo=False) by default, or with ``--exporter dynamo`` the
+torch.export-based one (opset 18, needs onnxscript); both unroll the sequential scan's Python
+loop into one group of nodes per time step. Beside ``X.onnx`` it writes ``X.ref.npz``: the sample
 input under the ONNX input name ("input"), the float32 PyTorch logits under the output name
 ("logits") and the float64-scan logits under "logits@float64".
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +33,8 @@ from .scan import INDEXES, READOUTS, add_step_hook, remove_step_hook
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FLOAT64_KEY = "logits@float64"
+EXPORTERS = ("torchscript", "dynamo")
+DYNAMO_OPSET = 18   # the dynamo exporter writes opset 18; lower requests come back as 18 (or fail)
 
 
 class ExportError(RuntimeError):
@@ -102,12 +106,21 @@ def run_onnxruntime(onnx_path: str | os.PathLike, x: np.ndarray, threads: int | 
     return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def validate_request(path: Path, *, opset: int, readout: str, index: str, dynamic_batch: bool) -> None:
+def default_opset(exporter: str) -> int:
+    return DYNAMO_OPSET if exporter == "dynamo" else 17
+
+
+def validate_request(path: Path, *, opset: int, readout: str, index: str, dynamic_batch: bool,
+                     exporter: str = "torchscript") -> None:
     """Raise ExportError (one line) for requests that cannot be exported."""
     if not path.parent.is_dir():
         raise ExportError(f"output folder {path.parent} does not exist")
     if not 12 <= opset <= 18:
         raise ExportError(f"opset must be in 12..18, got {opset}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r} (known: {', '.join(EXPORTERS)})")
+    if exporter == "dynamo" and opset != DYNAMO_OPSET:
+        raise ExportError(f"the dynamo exporter writes opset {DYNAMO_OPSET} only, got --opset {opset}")
     if readout not in READOUTS:
         raise ExportError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
     if index not in INDEXES:
@@ -117,22 +130,68 @@ def validate_request(path: Path, *, opset: int, readout: str, index: str, dynami
                           "it cannot be exported with --dynamic-batch")
 
 
+def torch_onnx_export(module: torch.nn.Module, sample: torch.Tensor, path: str | os.PathLike, *, opset: int,
+                      dynamic_batch: bool = False, exporter: str = "torchscript", input_name: str = INPUT_NAME,
+                      output_name: str = OUTPUT_NAME) -> None:
+    """``torch.onnx.export`` of ``module(sample)`` with one input and one output, either exporter.
+
+    Weights stay inside the file. A dynamic batch is the symbolic axis 0 named "batch".
+    An exporter failure becomes an ExportError with the exporter's first line.
+    """
+    try:
+        _torch_onnx_export(module, sample, path, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,
+                           input_name=input_name, output_name=output_name)
+    except ExportError:
+        raise
+    except Exception as error:
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ExportError(f"{exporter} exporter failed: {type(error).__name__}: {first.strip()[:300]}") from error
+
+
+def _torch_onnx_export(module, sample, path, *, opset, dynamic_batch, exporter, input_name, output_name) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            dynamic_axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(module, (sample,), str(path), input_names=[input_name], output_names=[output_name],
+                              opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                              dynamo=False)
+            return
+        if exporter != "dynamo":
+            raise ExportError(f"unknown exporter {exporter!r} (known: {', '.join(EXPORTERS)})")
+        dynamic_shapes = None
+        if dynamic_batch:
+            dynamic_shapes = ({0: torch.export.Dim("batch")},)
+            if len(sample) == 1:   # torch.export specialises size-1 axes: trace at batch 2
+                sample = torch.cat([sample, sample])
+        torch_onnx_logger = logging.getLogger("torch.onnx")   # "torchvision is not installed" x4
+        level = torch_onnx_logger.level
+        torch_onnx_logger.setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(module, (sample,), str(path), input_names=[input_name], output_names=[output_name],
+                              opset_version=opset, dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False,
+                              verbose=False)
+        finally:
+            torch_onnx_logger.setLevel(level)
+
+
 def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynamic_batch: bool = False,
-                 opset: int = 17, readout: str = "einsum", index: str = "gather", seed: int = 0,
+                 opset: int | None = None, readout: str = "einsum", index: str = "gather", seed: int = 0,
                  sample: torch.Tensor | None = None, resolution: int | None = None, check: bool = True,
-                 check_batch: int = 3, status=None) -> ExportResult:
+                 check_batch: int = 3, exporter: str = "torchscript", status=None) -> ExportResult:
     """Export ``model`` with the sequential scan to ``path`` (+ ``.ref.npz``), atomically.
 
     ``sample`` (N, C, H, W) overrides the seeded random input; ``check`` runs onnxruntime on the
     sample (and, with ``dynamic_batch``, also at batch 1 and ``check_batch``) against PyTorch.
-    ``status(msg)`` receives progress messages.
+    ``status(msg)`` receives progress messages. ``opset`` defaults to 17 (torchscript) or 18 (dynamo).
     """
     import onnx
 
     say = status or (lambda msg: None)
     cfg: VMambaConfig = model.config
     path = Path(path)
-    validate_request(path, opset=opset, readout=readout, index=index, dynamic_batch=dynamic_batch)
+    opset = default_opset(exporter) if opset is None else opset
+    validate_request(path, opset=opset, readout=readout, index=index, dynamic_batch=dynamic_batch, exporter=exporter)
     res = resolution or cfg.img_size
     if sample is None:
         if batch < 1:
@@ -156,17 +215,12 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
             done = (traced[0] - 1) % steps_per_forward + 1
             say(f"tracing: {done}/{steps_per_forward} scan steps")
 
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     t0 = time.time()
     with _atomic_target(path, ".onnx.tmp") as tmp_onnx, _atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
-        say("tracing")
+        say(f"tracing ({exporter} exporter)")
         add_step_hook(on_step)
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (sample,), str(tmp_onnx), input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], opset_version=opset,
-                                  dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
+            torch_onnx_export(model, sample, tmp_onnx, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
         finally:
             remove_step_hook(on_step)
         export_seconds = time.time() - t0
@@ -213,7 +267,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ckpt", type=Path, help="checkpoint ({'model': sd}, {'model_ema': sd} or a state dict)")
     ap.add_argument("--batch", type=int, default=1, help="sample batch size (default 1)")
     ap.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (checked at batch 1 and 3)")
-    ap.add_argument("--opset", type=int, default=17, choices=range(12, 19), metavar="{12..18}")
+    ap.add_argument("--opset", type=int, choices=range(12, 19), metavar="{12..18}",
+                    help="ONNX opset (default 17; the dynamo exporter writes 18 only)")
+    ap.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
+                    help="torch.onnx.export with dynamo=False (default) or dynamo=True (needs onnxscript)")
     ap.add_argument("--scan", default="sequential", choices=["sequential"],
                     help="scan form to export (only the naive sequential loop)")
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
@@ -248,13 +305,14 @@ def main(argv=None) -> int:
     try:
         if args.batch < 1:
             raise ExportError(f"--batch must be >= 1, got {args.batch}")
-        validate_request(args.output, opset=args.opset, readout=args.readout, index=args.index,
-                         dynamic_batch=args.dynamic_batch)
+        opset = default_opset(args.exporter) if args.opset is None else args.opset
+        validate_request(args.output, opset=opset, readout=args.readout, index=args.index,
+                         dynamic_batch=args.dynamic_batch, exporter=args.exporter)
         model, sample = _build(args)
         cfg = model.config
         console.print(f"[bold]{args.model}[/]: dims {cfg.dims}, depths {list(cfg.depths)}, d_state {cfg.d_state}, "
                       f"{cfg.img_size}x{cfg.img_size}, {cfg.scan_steps()} scan steps, "
-                      f"readout {args.readout}, index {args.index}, opset {args.opset}, "
+                      f"readout {args.readout}, index {args.index}, opset {opset}, {args.exporter} exporter, "
                       f"batch {'dynamic' if args.dynamic_batch else args.batch}")
         with console.status("starting") as spinner:
             def status(msg):
@@ -262,8 +320,8 @@ def main(argv=None) -> int:
                 if not msg.startswith("tracing:"):
                     console.log(msg)
             result = export_naive(model, args.output, batch=args.batch, dynamic_batch=args.dynamic_batch,
-                                  opset=args.opset, readout=args.readout, index=args.index, seed=args.seed,
-                                  sample=sample, check=not args.no_check, status=status)
+                                  opset=opset, readout=args.readout, index=args.index, seed=args.seed,
+                                  sample=sample, check=not args.no_check, exporter=args.exporter, status=status)
     except (ConfigError, CheckpointError, ExportError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"error: {msg}", file=sys.stderr)
