@@ -184,6 +184,10 @@ class Display:
         return result
 
 
+def _timed_out(step: tc.StepResult) -> str:
+    return f"timed out after {step.seconds:.0f} s (--timeout); last output: {tc.last_line(step.log)[-120:]}"
+
+
 def _safe_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "model"
 
@@ -237,7 +241,7 @@ def check(args, console) -> tuple[Verdict, int]:
         verdict.transform_check = "failed" if tc.comparison_failed(log_text) else ("passed" if step.ok else None)
         if not (workdir / f"{name}.mlir").is_file() or (not step.ok and not tc.comparison_failed(log_text)):
             verdict.stage_failed = "transform"
-            verdict.reason = "timed out" if step.timed_out else tc.failure_reason(log_text)
+            verdict.reason = _timed_out(step) if step.timed_out else tc.failure_reason(log_text)
             return verdict, EXIT_NOT_COMPILED
 
         bmodel = workdir / f"{name}.bmodel"
@@ -252,7 +256,7 @@ def check(args, console) -> tuple[Verdict, int]:
         log_text = step.log.read_text(errors="replace")
         if not bmodel.is_file():
             verdict.stage_failed = "deploy"
-            verdict.reason = "timed out" if step.timed_out else tc.failure_reason(log_text)
+            verdict.reason = _timed_out(step) if step.timed_out else tc.failure_reason(log_text)
             return verdict, EXIT_NOT_COMPILED
         verdict.compiled = True
         verdict.bmodel = str(bmodel)
