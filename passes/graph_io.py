@@ -54,6 +54,9 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"cannot read {path} as ONNX: {_one_line(error)}") from None
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
         raise InputError(f"not an ONNX model (no graph or version found): {path}")
+    if not model.opset_import:
+        # Required by every IR version we read; a file cut right after its graph parses without it.
+        raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {path}")
 
     external = any(uses_external_data(t) for t in _all_initializers(model))
     if external:

@@ -113,3 +113,16 @@ def test_export_sorts_nodes_left_out_of_order():
     out = graph_to_model(graph)
     onnx.checker.check_model(out)
     assert [n.op_type for n in out.graph.node] == ["Relu", "Neg"]
+
+
+def test_file_cut_right_after_its_graph_is_refused(tmp_path):
+    """The graph field parses whole; what follows it (opset_import) is missing."""
+    model = big_weight_model()
+    without_opsets = onnx.ModelProto()
+    without_opsets.CopyFrom(model)
+    del without_opsets.opset_import[:]
+    cut = len(without_opsets.SerializeToString())
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(model.SerializeToString()[:cut])
+    with pytest.raises(InputError, match="no opset_import; truncated"):
+        read_model(path)
