@@ -105,6 +105,13 @@ def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLik
         raise OutputError(f"output directory does not exist: {directory}")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OutputError(f"output directory is not writable: {directory}")
+    # os.access says yes to root everywhere, and knows nothing of read-only or special file
+    # systems: create (and remove) a file there to be sure before minutes of work.
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{output.name}.probe-", dir=directory):
+            pass
+    except OSError as error:
+        raise OutputError(f"output directory is not writable: {directory} ({_one_line(error)})") from None
     return output
 
 

@@ -126,3 +126,20 @@ def test_file_cut_right_after_its_graph_is_refused(tmp_path):
     path.write_bytes(model.SerializeToString()[:cut])
     with pytest.raises(InputError, match="no opset_import; truncated"):
         read_model(path)
+
+
+def test_unwritable_directory_is_found_before_any_work(tmp_path, monkeypatch):
+    # os.access cannot tell (root, read-only mounts): a real file is created and removed there.
+    import tempfile
+
+    from passes.graph_io import check_output_path
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(OutputError, match="output directory is not writable: .*Permission denied"):
+        check_output_path(tmp_path / "out.onnx")
+    monkeypatch.undo()
+    assert check_output_path(tmp_path / "out.onnx") == tmp_path / "out.onnx"
+    assert list(tmp_path.iterdir()) == []
