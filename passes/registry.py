@@ -106,6 +106,8 @@ def get_pass(name: str, **options: Any) -> Pass:
         raise UnknownPassError(
             f"bad options for pass '{name}': {error}; accepted options: {', '.join(accepted) or '(none)'}"
         ) from None
+    except ValueError as error:  # a known option with a value the pass refuses (form=fast, chunk=0)
+        raise UnknownPassError(f"bad option value for pass '{name}': {error}") from None
 
 
 def pass_option_names(cls: type[Pass]) -> list[str]:
