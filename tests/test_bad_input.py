@@ -1,0 +1,251 @@
+"""Bad input is refused cleanly, and unusual but valid input works.
+
+Every refusal: the documented exit code, one `error:` line naming the problem, no traceback,
+the input untouched and no file left behind (not even a temporary one). The passes.apply
+cases run it as a process; the export CLIs run in process (importing torch takes seconds).
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from test_cli import apply_cli, assert_one_line_error
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+SPEC = ScanSpec(length=6, channels=3, state=2)
+
+
+@pytest.fixture
+def scan_model(tmp_path):
+    """naive.onnx (one unrolled scan) and naive.ref.npz beside it, in a folder of their own."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    onnx.save(unrolled_scan_model(SPEC), folder / "naive.onnx")
+    feeds = scan_inputs(SPEC)
+    np.savez(folder / "naive.ref.npz", y=numpy_scan(SPEC, feeds).astype(np.float32), **feeds)
+    return folder / "naive.onnx"
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _cut_after_graph(model_path: Path) -> bytes:
+    model = onnx.load(model_path)
+    without_opsets = onnx.ModelProto()
+    without_opsets.CopyFrom(model)
+    del without_opsets.opset_import[:]
+    return model.SerializeToString()[: len(without_opsets.SerializeToString())]
+
+
+def _external_data_without_its_file(model_path: Path) -> Path:
+    folder = model_path.parent / "ext"
+    folder.mkdir()
+    model = onnx.load(model_path)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(4096, np.float32), "unused_weight"))
+    onnx.save_model(model, folder / "naive.onnx", save_as_external_data=True, location="naive.onnx.data",
+                    size_threshold=0)
+    (folder / "naive.onnx.data").unlink()
+    return folder / "naive.onnx"
+
+
+def _wrong_reference(model_path: Path) -> Path:
+    data = dict(np.load(model_path.with_name("naive.ref.npz")))
+    data["y"] = data["y"] * 1.5
+    np.savez(model_path.with_name("wrong.npz"), **data)
+    return model_path.with_name("wrong.npz")
+
+
+def _reference_without_inputs(model_path: Path) -> Path:
+    np.savez(model_path.with_name("partial.npz"), y=np.zeros(3, np.float32))
+    return model_path.with_name("partial.npz")
+
+
+# name -> (make the arguments from the model's path, exit code, phrases the error line must hold)
+APPLY_CASES = {
+    "not-onnx": (lambda m: [_write(m.with_name("bad.onnx"), b"\xff\xfe not protobuf \x00"), "-o", m.with_name("o.onnx")],
+                 2, ["not an ONNX file, or truncated", "bad.onnx"]),
+    "empty-file": (lambda m: [_write(m.with_name("empty.onnx"), b""), "-o", m.with_name("o.onnx")],
+                   2, ["not an ONNX model", "empty.onnx"]),
+    "truncated": (lambda m: [_write(m.with_name("cut.onnx"), m.read_bytes()[: len(m.read_bytes()) // 2]),
+                             "-o", m.with_name("o.onnx")], 2, ["truncated", "cut.onnx"]),
+    "cut-after-graph": (lambda m: [_write(m.with_name("cut.onnx"), _cut_after_graph(m)), "-o", m.with_name("o.onnx")],
+                        2, ["no opset_import; truncated", "cut.onnx"]),
+    "missing-input": (lambda m: [m.with_name("none.onnx"), "-o", m.with_name("o.onnx")], 2, ["input file not found"]),
+    "input-is-directory": (lambda m: [m.parent, "-o", m.with_name("o.onnx")], 2, ["input is a directory"]),
+    "missing-external-data": (lambda m: [_external_data_without_its_file(m), "-o", m.with_name("o.onnx")],
+                              2, ["external data", "could not be read"]),
+    "unknown-pipeline": (lambda m: [m, "--pipeline", "sead", "-o", m.with_name("o.onnx")],
+                         2, ["unknown pipeline 'sead'", "valid pipelines: seed, cpu, tpu"]),
+    "unknown-pass": (lambda m: [m, "--pipeline", "reroll-scans,simplfy", "-o", m.with_name("o.onnx")],
+                     2, ["unknown pass 'simplfy'", "valid passes:", "simplify", "reroll-scans"]),
+    "bad-pass-option": (lambda m: [m, "--pipeline", "reroll-scans{chunks=4}", "-o", m.with_name("o.onnx")],
+                        2, ["bad options for pass 'reroll-scans'", "accepted options: form, chunk"]),
+    "bad-pass-option-value": (lambda m: [m, "--pipeline", "reroll-scans{form=fast}", "-o", m.with_name("o.onnx")],
+                              2, ["pass 'reroll-scans'", "unknown scan form 'fast'", "chunk24, parallel"]),
+    "bad-pipeline-text": (lambda m: [m, "--pipeline", "reroll-scans{form=", "-o", m.with_name("o.onnx")],
+                          2, ["missing '}'"]),
+    "unused-chunk-override": (lambda m: [m, "--pipeline", "eliminate-dead-nodes", "--chunk", "8",
+                                         "-o", m.with_name("o.onnx")], 2, ["chunk", "not used by any step"]),
+    "no-output-given": (lambda m: [m], 2, ["-o/--output is required"]),
+    "output-is-input": (lambda m: [m, "-o", m], 2, ["is the input file", "--in-place"]),
+    "output-folder-missing": (lambda m: [m, "-o", m.parent / "missing" / "o.onnx"], 2, ["output directory does not exist"]),
+    "output-is-directory": (lambda m: [m, "-o", m.parent], 2, ["output is a directory"]),
+    "output-unwritable": (lambda m: [m, "-o", "/proc/rolled.onnx"], 2, ["output directory is not writable: /proc"]),
+    "negative-tolerance": (lambda m: [m, "-o", m.with_name("o.onnx"), "--tolerance", "-1"], 2, ["--tolerance"]),
+    "reference-not-found": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference", m.with_name("none.npz")],
+                            2, ["reference file not found"]),
+    "reference-not-npz": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference",
+                                     _write(m.with_name("bad.npz"), b"not a zip")], 2, ["cannot read reference"]),
+    "reference-lacks-inputs": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference", _reference_without_inputs(m)],
+                               2, ["lacks model input(s)", "a_in"]),
+    "verification-fails": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference", _wrong_reference(m)],
+                           3, ["verification failed", "output 'y'", "no output written"]),
+}
+
+
+@pytest.mark.parametrize("case", list(APPLY_CASES))
+def test_apply_refuses_cleanly(case, scan_model):
+    if case == "output-unwritable" and not Path("/proc").is_dir():
+        pytest.skip("needs /proc (a folder nobody can create files in, root included)")
+    make_args, code, phrases = APPLY_CASES[case]
+    model_bytes = scan_model.read_bytes()
+    args = [str(a) for a in make_args(scan_model)]
+    before = sorted(p.relative_to(scan_model.parent) for p in scan_model.parent.rglob("*"))
+    result = apply_cli(*args)
+    assert_one_line_error(result, code, *phrases)
+    assert scan_model.read_bytes() == model_bytes
+    after = sorted(p.relative_to(scan_model.parent) for p in scan_model.parent.rglob("*"))
+    assert after == before, "a file was left behind"
+
+
+def test_exit_codes_are_distinct():
+    from passes.apply import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY
+
+    assert len({EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VERIFY, EXIT_PASS}) == 5
+    assert {code for _, code, _ in APPLY_CASES.values()} == {EXIT_USAGE, EXIT_VERIFY}
+
+
+# --- the export CLIs ---------------------------------------------------------------------------------
+
+def _checkpoint(kind: str, path: Path) -> Path:
+    if kind == "tensor-list":
+        torch.save([torch.zeros(2)], path)
+    elif kind == "non-tensor-state":
+        torch.save({"model": {"layers.0.weight": "not a tensor"}}, path)
+    elif kind == "random-bytes":
+        path.write_bytes(os.urandom(2048))
+    elif kind == "wrong-model":
+        torch.save({"model": {"head.weight": torch.zeros(3, 3)}}, path)
+    return path
+
+
+EXPORT_CASES = {
+    "ckpt-tensor-list": ("vmamba_ref.export", ["--model", "micro", "--ckpt", "{ckpt:tensor-list}"], ["not a checkpoint"]),
+    "ckpt-non-tensor-state": ("vmamba_ref.export", ["--model", "micro", "--ckpt", "{ckpt:non-tensor-state}"],
+                              ["not a state dict", "layers.0.weight"]),
+    "ckpt-random-bytes": ("vmamba_ref.export", ["--model", "micro", "--ckpt", "{ckpt:random-bytes}"], ["not a checkpoint"]),
+    "ckpt-other-model": ("vmamba_ref.export", ["--model", "micro", "--ckpt", "{ckpt:wrong-model}"],
+                         ["does not fit the model", "missing"]),
+    "ckpt-missing": ("vmamba_ref.export", ["--model", "micro", "--ckpt", "{tmp}/none.pt"], ["no such file"]),
+    "dynamo-low-opset": ("vmamba_ref.export", ["--model", "micro", "--exporter", "dynamo", "--opset", "13"],
+                         ["dynamo exporter writes opset 18 only"]),
+    "unknown-exporter": ("vmamba_ref.export", ["--model", "micro", "--exporter", "jit"], ["--exporter", "invalid choice"]),
+    "conv-dynamic": ("vmamba_ref.export", ["--model", "micro", "--readout", "conv", "--dynamic-batch"],
+                     ["cannot be exported with --dynamic-batch"]),
+    "output-folder-missing": ("vmamba_ref.export", ["--model", "micro", "-o", "{tmp}/missing/x.onnx"],
+                              ["does not exist"]),
+    "mamba1d-dynamo-low-opset": ("vmamba_ref.mamba1d", ["--exporter", "dynamo", "--opset", "12"],
+                                 ["dynamo exporter writes opset 18 only"]),
+    "mamba1d-zero-length": ("vmamba_ref.mamba1d", ["--length", "0"], ["length and batch must be >= 1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_export_clis_refuse_cleanly(case, tmp_path, capsys):
+    import importlib
+
+    module, template, phrases = EXPORT_CASES[case]
+    args = []
+    for item in template:
+        if item.startswith("{ckpt:"):
+            item = str(_checkpoint(item[6:-1], tmp_path / f"{item[6:-1]}.pt"))
+        args.append(item.format(tmp=tmp_path))
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "x.onnx")]
+    before = sorted(os.listdir(tmp_path))
+    try:
+        code = importlib.import_module(module).main(args)
+    except SystemExit as exit_:   # argparse's own refusals
+        code = exit_.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    assert sorted(os.listdir(tmp_path)) == before, "a file was left behind"
+
+
+# --- unusual but valid input ----------------------------------------------------------------------
+
+NO_SCANS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 3, 8, 8] x) => (float[1, 4, 8, 8] y) {
+  w = Constant<value = float[4, 3, 1, 1] {1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5}>()
+  c = Conv(x, w)
+  r = Relu(c)
+  e = Exp(r)
+  y = Add(e, c)
+}
+"""
+
+
+@pytest.mark.parametrize("pipeline", ["seed", "cpu", "tpu"])
+def test_model_without_scans_passes_through(pipeline, tmp_path):
+    source = tmp_path / "plain.onnx"
+    onnx.save(onnx.parser.parse_model(NO_SCANS), source)
+    out = tmp_path / "out.onnx"
+    result = apply_cli(source, "--pipeline", pipeline, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "0 scans found" in result.stdout
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for p in (source, out)]
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)
+
+
+def test_external_data_model_keeps_its_form(tmp_path):
+    """A real naive export re-saved with its weights in a separate file (as models over 2 GB must be)."""
+    from tools.variants_table import VARIANTS_BY_NAME, export_variant
+
+    naive = export_variant(VARIANTS_BY_NAME["base"], tmp_path / "export")
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save_model(onnx.load(naive), folder / "naive.onnx", save_as_external_data=True,
+                    location="naive.weights", size_threshold=512)
+    shutil.copy(naive.with_name("naive.ref.npz"), folder / "naive.ref.npz")
+    assert (folder / "naive.weights").stat().st_size > 10_000
+
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    out = out_folder / "rolled.onnx"
+    result = apply_cli(folder / "naive.onnx", "--pipeline", "seed", "-o", out, "--report", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    assert "3 scans found" in result.stdout
+    assert sorted(p.name for p in out_folder.iterdir()) == ["rolled.onnx", "rolled.onnx.data"]
+    structure = onnx.load(out, load_external_data=False)
+    assert any(onnx.external_data_helper.uses_external_data(t) for t in structure.graph.initializer)
+    assert out.stat().st_size < (out_folder / "rolled.onnx.data").stat().st_size
+    onnx.checker.check_model(str(out))   # by path: follows the data file
+    reference = np.load(folder / "naive.ref.npz")
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": reference["input"]})[0]
+    assert np.linalg.norm(got - reference["logits"]) / np.linalg.norm(reference["logits"]) <= 1e-5
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["verification"]["ok"]
