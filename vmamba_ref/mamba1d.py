@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     except (ExportError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (no file written)", file=sys.stderr)
+        return 130
     print(f"wrote {result.onnx_path} ({result.nodes} nodes) in {result.export_seconds:.1f}s and {result.ref_path}; "
           f"onnxruntime vs PyTorch rel L2 {result.rel_l2:.2e}")
     return 0
