@@ -1,0 +1,197 @@
+"""Property and fuzz tests of the scan pattern and the scan forms (hypothesis).
+
+* Recurrences drawn from the whole space tools/synthetic_scans.py can write (every index form,
+  readout, decay spelling, initial state, batch, opset, a final state used outside) re-roll
+  into every scan form and equal a float64 NumPy scan. (tests/test_reroll_scans.py has the
+  first property test, over a smaller space, with exact op counts per form.)
+* Near-misses, one broken step at a random place, are left exactly as they were, with a reason.
+* Numerically adversarial inputs in every scan form: huge decays (|A| * sum(dt) per chunk far
+  above 100), decays of exactly 0, dt = 0, all zeros, subnormal values. chunk24 must overflow on
+  huge decays (its exp(-cumsum)); every other form stays finite and within 1e-5 of float64.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from passes.reroll_scans import RerollScans
+from passes.scan_forms import SCAN_FORMS
+from scan_testing import apply_pass, op_histogram, run
+from tools.synthetic_scans import NEAR_MISSES, ScanSpec, near_miss_steps, numpy_scan, scan_inputs, unrolled_scan_model
+
+REL_L2_TOL = 1e-5
+FORMS = sorted(SCAN_FORMS)
+# The one form known to overflow: exp(-cumsum(log a)) inside a chunk (passes/scan_forms/chunk24.py).
+OVERFLOWS_ON_LARGE_DECAYS = {"chunk24"}
+FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def rel_l2(actual, expected) -> float:
+    """||a - b|| / ||b||, with no floor on ||b|| (subnormal outputs have tiny norms)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    norm = np.linalg.norm(expected)
+    return float(np.linalg.norm(actual - expected) / norm) if norm else float(np.linalg.norm(actual))
+
+
+@st.composite
+def scan_specs(draw, near_miss: str = "") -> ScanSpec:
+    batch = draw(st.sampled_from([1, 2, None]))
+    readouts = ["einsum", "mulsum", "states"] + (["conv"] if batch is not None else [])
+    if near_miss == "coeff_off_by_one":
+        readouts.remove("states")          # needs a readout coefficient
+    opset = draw(st.sampled_from([12, 13, 17, 18]))
+    length = draw(st.integers(3 if near_miss else 2, 30))
+    spec = ScanSpec(
+        length=length, channels=draw(st.integers(1, 4)), state=draw(st.integers(1, 4)), batch=batch,
+        index=draw(st.sampled_from(["gather", "slice", "guarded_slice"])), readout=draw(st.sampled_from(readouts)),
+        initial=draw(st.sampled_from(["zeros", "input"])), decay=draw(st.sampled_from(["exp", "direct"])), opset=opset,
+        extra_final_state_output=draw(st.booleans()) if not near_miss else False, near_miss=near_miss,
+        near_miss_step=draw(st.sampled_from(near_miss_steps(near_miss, length))) if near_miss else None,
+    )
+    return spec
+
+
+# --- re-rolled graphs equal the NumPy scan ----------------------------------------------------
+
+@FUZZ
+@given(spec=scan_specs(), form=st.sampled_from(FORMS), chunk=st.integers(1, 32), seed=st.integers(0, 2**16))
+def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=chunk))
+    assert result.stats == {"rerolled": 1, "steps": spec.length, "rejected": 0}
+    hist = op_histogram(out)
+    # What is left of the per-step ops does not depend on L: the final state's one Gather, the
+    # readout's one Einsum, the initial state's Unsqueezes.
+    allowed = {"Squeeze": 0, "If": 0, "Conv": 0, "Gather": int(spec.extra_final_state_output),
+               "Einsum": int(spec.readout == "einsum"), "Unsqueeze": 2}
+    assert {op: hist.get(op, 0) for op in allowed if hist.get(op, 0) > allowed[op]} == {}
+    feeds = scan_inputs(spec, seed=seed, batch=spec.batch or 3)
+    actual = run(out, feeds)
+    assert rel_l2(actual[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+    if spec.extra_final_state_output:    # the final state is still computed, from the re-rolled states
+        assert rel_l2(actual[1], run(model, feeds)[1]) <= REL_L2_TOL
+
+
+# --- near-misses stay untouched -------------------------------------------------------------------
+
+REASONS = {
+    "skip_index": r"index jumps to \d+ at step \d+",
+    "repeat_index": r"index \d+ is repeated at step \d+",
+    "state_used_elsewhere": r"intermediate state '.*' at step \d+ is read by Relu",
+    "two_decays": r"decay a_i at step \d+ comes from '.*' axis \d+, not '.*' axis \d+ like step 0",
+    "coeff_off_by_one": r"readout coefficient c_i index (jumps to \d+|\d+ is repeated) at step \d+",
+    "concat_permuted": r"stacks \d+ tensors; expected exactly the \d+ step outputs in order",
+    "missing_readout": r"(is read by nothing; expected one readout|no readout of the last state)",
+}
+
+
+def test_every_near_miss_has_a_reason():
+    assert set(REASONS) == set(NEAR_MISSES)
+
+
+@FUZZ
+@given(data=st.data(), kind=st.sampled_from(NEAR_MISSES), form=st.sampled_from(FORMS))
+def test_near_misses_are_left_unchanged(data, kind, form):
+    spec = data.draw(scan_specs(near_miss=kind))
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats["rerolled"] == 0 and result.stats["rejected"] >= 1
+    assert op_histogram(out) == op_histogram(model)
+    reasons = " | ".join(result.notes[1:])
+    assert re.search(REASONS[kind], reasons), reasons
+
+
+# --- numerically adversarial inputs -------------------------------------------------------------
+
+def _states_of(spec: ScanSpec, form: str, chunk: int, feeds: dict) -> tuple[np.ndarray, np.ndarray]:
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=chunk))
+    assert result.stats["rerolled"] == 1
+    with np.errstate(all="ignore"):
+        return run(out, feeds)[0], numpy_scan(spec, feeds)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(form=st.sampled_from(FORMS), length=st.integers(2, 60), chunk=st.integers(1, 32),
+       chunk_sum=st.floats(300, 5000), drive_scale=st.sampled_from([1.0, 1e3]), seed=st.integers(0, 2**16),
+       initial=st.sampled_from(["zeros", "input"]))
+def test_huge_decays(form, length, chunk, chunk_sum, drive_scale, seed, initial):
+    """dt * A per step so large that a chunk's decays sum to 300..5000 in log space (float32 exp
+    overflows past ~88); drive_scale 1e3 is a large dt multiplying B * u as well."""
+    spec = ScanSpec(length=length, channels=3, state=2, initial=initial)
+    feeds = scan_inputs(spec, seed=seed)
+    per_step = chunk_sum / min(chunk, length)
+    rng = np.random.default_rng(seed)
+    feeds["a_in"] = (-per_step * rng.uniform(1.0, 2.0, feeds["a_in"].shape)).astype(np.float32)
+    feeds["b"] = (feeds["b"] * drive_scale).astype(np.float32)
+    actual, expected = _states_of(spec, form, chunk, feeds)
+    if form in OVERFLOWS_ON_LARGE_DECAYS:
+        assert not np.all(np.isfinite(actual)), "chunk24 was expected to overflow here"
+    else:
+        assert np.all(np.isfinite(actual))
+        assert rel_l2(actual, expected) <= REL_L2_TOL
+
+
+def _zero_decays(spec, feeds, rng):
+    feeds["a_in"][..., ::2, :] = 0.0          # a_i == 0 exactly (decay given directly, so log a = -inf)
+
+
+def _dt_zero(spec, feeds, rng):
+    feeds["a_in"][...] = 0.0                  # dt = 0: log a = 0 (a = 1) and b = dt * B * u = 0
+    feeds["b"][...] = 0.0
+
+
+def _dt_zero_in_places(spec, feeds, rng):
+    where = rng.random(feeds["a_in"].shape) < 0.5
+    feeds["a_in"][where] = 0.0
+    feeds["b"][where] = 0.0
+
+
+def _all_zeros(spec, feeds, rng):
+    for value in feeds.values():
+        value[...] = 0.0
+
+
+def _subnormal(spec, feeds, rng):
+    feeds["b"] *= np.float32(1e-39)           # below float32's smallest normal (1.18e-38)
+    if "h0" in feeds:
+        feeds["h0"] *= np.float32(1e-39)
+
+
+def _subnormal_outputs(spec, feeds, rng):
+    feeds["b"] *= np.float32(1e-30)
+    feeds["c"] *= np.float32(1e-10)           # states normal, readouts subnormal
+    if "h0" in feeds:
+        feeds["h0"][...] = 0.0
+
+
+ADVERSARIAL = {
+    # name: (make the inputs, decay spelling, forms that may produce non-finite values, tolerance)
+    "zero-decays": (_zero_decays, "direct", OVERFLOWS_ON_LARGE_DECAYS, REL_L2_TOL),
+    "dt-zero": (_dt_zero, "exp", set(), REL_L2_TOL),
+    "dt-zero-in-places": (_dt_zero_in_places, "exp", set(), REL_L2_TOL),
+    "all-zeros": (_all_zeros, "exp", set(), 0.0),
+    # subnormals carry fewer significant bits (down to none): a looser bound, but finite always
+    "subnormal-states": (_subnormal, "exp", set(), 1e-4),
+    "subnormal-outputs": (_subnormal_outputs, "exp", set(), 1e-4),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+@pytest.mark.parametrize("initial", ["zeros", "input"])
+def test_adversarial_inputs(case, form, initial):
+    make, decay, may_overflow, tolerance = ADVERSARIAL[case]
+    spec = ScanSpec(length=29, channels=3, state=2, initial=initial, decay=decay)
+    feeds = scan_inputs(spec, seed=3)
+    make(spec, feeds, np.random.default_rng(3))
+    actual, expected = _states_of(spec, form, 8, feeds)
+    if form in may_overflow:
+        assert not np.all(np.isfinite(actual)), f"{form} was expected to overflow on {case}"
+        return
+    assert np.all(np.isfinite(actual)), f"{form} gave NaN/inf on {case}"
+    assert rel_l2(actual, expected) <= tolerance
+    if case == "all-zeros":
+        assert not np.any(actual)
