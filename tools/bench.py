@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
     parser.add_argument("--reuse-compiled", action="store_true",
                         help="reuse compiled graphs in workdir made by the same pipeline text, compiler sources and naive export")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="with --reuse-compiled, reuse graphs even if the compiler sources changed since (the rows say so)")
     parser.add_argument("--compile-only", action="store_true",
                         help="export and compile into workdir, then stop (time later with --reuse-compiled when the machine is quiet)")
     parser.add_argument("--skip-slow-naive", action="store_true",
@@ -239,11 +241,17 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
         entry = {"pipeline": text, "label": labels.get(key)}
         if args.reuse_compiled and output.exists() and sidecar.exists():
             saved = json.loads(sidecar.read_text())
-            if saved.get("pipeline") == text and saved.get("naive") == str(naive.resolve()) \
-                    and saved.get("compiler") == fingerprint and output.stat().st_mtime >= naive.stat().st_mtime:
-                display.log(f"  reusing {output}")
-                built[key] = dict(entry, path=output, compile_s=saved.get("compile_s"),
-                                  **{k: saved[k] for k in ("note", "static_from") if k in saved})
+            same_source = saved.get("pipeline") == text and saved.get("naive") == str(naive.resolve()) \
+                and output.stat().st_mtime >= naive.stat().st_mtime
+            stale = saved.get("compiler") != fingerprint
+            if same_source and (not stale or args.allow_stale):
+                display.log(f"  reusing {output}" + (" [yellow](compiler sources changed since)[/]" if stale else ""))
+                reused = dict(entry, path=output, compile_s=saved.get("compile_s"), compiler=saved.get("compiler"),
+                              **{k: saved[k] for k in ("note", "static_from") if k in saved})
+                if stale:
+                    reused["note"] = "; ".join(filter(None, [reused.get("note"), "compiled by an earlier version of the "
+                                                             f"compiler (sources {saved.get('compiler')}, now {fingerprint})"]))
+                built[key] = reused
                 continue
         with display.stage(f"{key} pipeline on {naive.name}"):
             result = compile_pipeline(naive, text, output, log, in_process=in_process)
@@ -267,7 +275,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
                              note=f"compiled from a static batch-1 export ({static}); on the dynamic-batch "
                                   f"export the pipeline stops: {reason[:240]}")
         if result.ok:
-            built[key] = dict(entry, path=output, compile_s=result.seconds)
+            built[key] = dict(entry, path=output, compile_s=result.seconds, compiler=fingerprint)
             sidecar.write_text(json.dumps({"pipeline": text, "naive": str(naive.resolve()), "compile_s": result.seconds,
                                            "compiler": fingerprint,
                                            **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
@@ -439,7 +447,7 @@ def run(args, display) -> dict:
                 continue
             row["kind"] = "onnx"
             info = compiled.get(key, {"path": naive})
-            row.update({k: v for k, v in info.items() if k in ("pipeline", "compile_s", "note", "static_from")})
+            row.update({k: v for k, v in info.items() if k in ("pipeline", "compile_s", "note", "static_from", "compiler")})
             if "error" in info:
                 row["note"] = f"pipeline failed: {info['error']}"
                 row["runner"] = None

@@ -334,6 +334,9 @@ def markdown_section(result: dict) -> str:
         lines += ["", "Ablation of the cpu pipeline (one rewrite removed or swapped per variant; timed in the same "
                   "interleaved rounds as the rows above):", ""]
         lines += ablation_table(result)
+        notes = [f"- {row['label']}: {row['note']}" for row in result["ablation"] if row.get("note")]
+        if notes:
+            lines += [""] + notes
     artefacts = [p for p in (result.get("json_path"), result.get("png_path")) if p]
     if artefacts:
         lines += ["", "Raw timings: " + ", ".join(f"[{Path(p).name}]({_rel_link(p, result.get('md_path'))})"
