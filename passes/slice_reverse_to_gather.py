@@ -34,7 +34,7 @@ def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
     return list(range(start, end, step))
 
 
-def _slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
+def slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
     """(starts, ends, axes, steps) as int arrays, or None if any is not a constant."""
     if len(node.inputs) < 5 or node.inputs[4] is None or not node.inputs[4].name:
         return None  # no steps input: all steps are 1 (opset < 10 has no steps at all)
@@ -60,7 +60,7 @@ class SliceReverseToGather(Pass):
         for node in graph.nodes:
             if node.op != "Slice":
                 continue
-            operands = _slice_operands(node)
+            operands = slice_operands(node)
             if operands is not None and (operands[3] < 0).any():
                 candidates.append((node, operands))
             elif operands is None and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name \

@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassError, PassResult
 from passes.registry import register_pass
-from passes.slice_reverse_to_gather import _slice_operands
+from passes.slice_reverse_to_gather import slice_operands
 from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
 from passes.static_shapes import constant_value, describe, static_shapes
 
@@ -71,7 +71,7 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "Identity":
             violations["Identity node (run remove-identity)"].append(describe(node))
         elif node.op == "Slice" and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name:
-            operands = _slice_operands(node)
+            operands = slice_operands(node)
             if operands is None and constant_value(node.inputs[4]) is None:
                 violations["Slice with non-constant steps (must be > 0)"].append(describe(node))
             elif operands is not None and (operands[3] < 0).any():
