@@ -29,6 +29,7 @@ BUILTIN_PASS_MODULES = (
     "passes.slice_reverse_to_gather",
     "passes.remove_identity",
     "passes.tpu_legality",
+    "passes.constants_to_initializers",
 )
 
 _passes: dict[str, type[Pass]] = {}
