@@ -7,6 +7,7 @@ as notes. Rules:
   Loop, Scan, If             Scan is not supported, Loop crashes the compiler
   Slice with a step < 0      MergeSlicePattern asserts 'cur_s > 0'       (slice-reverse-to-gather)
   Einsum (most equations)    only a fixed list of equations converts      (lower-einsum)
+  Constant with value_int/... KeyError: 'value' in model_transform      (constants-to-initializers)
   Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
   CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
@@ -68,6 +69,9 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "Einsum" and canonical_einsum(node.attrs.get("equation", "")) not in SUPPORTED_EINSUM:
             violations["Einsum equation tpu-mlir does not know (run lower-einsum)"].append(
                 f"{describe(node)} '{node.attrs.get('equation', '')}'")
+        elif node.op == "Constant" and "value" not in node.attrs:
+            violations["Constant node without a 'value' attribute (run constants-to-initializers)"].append(
+                f"{describe(node)} {sorted(node.attrs)}")
         elif node.op == "Identity":
             violations["Identity node (run remove-identity)"].append(describe(node))
         elif node.op == "Slice" and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name:

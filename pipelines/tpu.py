@@ -16,7 +16,7 @@ PIPELINE = parse_pipeline(
     "reroll-scans{form=chunk24,chunk=24},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
     "remove-identity,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
     "split-cumsum{budget=4096,lanes=64},"
-    "eliminate-dead-nodes,fold-constants,simplify,tpu-legality",
+    "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
     name="tpu",
     description="re-roll scans, then make the graph legal for Sophgo tpu-mlir (BM1684X): no Identity, "
                 "no step<0 Slice, short CumSums as MatMul, the rest plain, <=4-D and cut to the kernel's size; checked at the end",

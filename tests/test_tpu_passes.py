@@ -196,12 +196,13 @@ def test_legality_finds_every_rule():
     }}"""
     graph = gs.import_onnx(onnx.parser.parse_model(text))
     rules = " | ".join(find_violations(graph))
-    for expected in ("static shape", "Identity", "negative step", "exclusive/reverse", "rank > 4", "Einsum equation"):
+    for expected in ("static shape", "Identity", "negative step", "exclusive/reverse", "rank > 4", "Einsum equation",
+                     "Constant node without a 'value'"):
         assert expected in rules, expected
     with pytest.raises(PassError, match="legality violation"):
         get_pass("tpu-legality").run(graph, PassContext(opset=17))
     result = get_pass("tpu-legality", strict=False).run(graph, PassContext(opset=17))
-    assert not result.changed and result.stats["violations"] == 6
+    assert not result.changed and result.stats["violations"] == 7
 
 
 def test_legality_size_limit_and_clean_graph():
@@ -213,4 +214,26 @@ def test_legality_size_limit_and_clean_graph():
     graph = gs.import_onnx(onnx.parser.parse_model(text))
     assert "too large" in " ".join(find_violations(graph))
     get_pass("split-cumsum").run(graph, PassContext(opset=17))
+    get_pass("constants-to-initializers").run(graph, PassContext(opset=17))
     assert find_violations(graph) == {}
+
+
+# --- constants-to-initializers ----------------------------------------------------------
+
+def test_constant_nodes_become_initializers():
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,7] y) {{
+      axis = Constant<value_int = 2>()
+      scale = Constant<value_float = 0.5>()
+      shape = Constant<value_ints = [2, 5, 7]>()
+      c = CumSum(x, axis)
+      s = Mul(c, scale)
+      y = Reshape(s, shape)
+    }}"""
+    graph = gs.import_onnx(onnx.parser.parse_model(text))
+    assert "Constant node without a 'value'" in " ".join(find_violations(graph))
+    before, after, result = apply(text, "constants-to-initializers")
+    assert result.stats == {"converted": 3}
+    assert histogram(after) == {"CumSum": 1, "Mul": 1, "Reshape": 1}
+    assert sorted(i.name for i in after.graph.initializer) == ["axis", "scale", "shape"]
+    same_outputs(before, after, {"x": X})
