@@ -10,6 +10,18 @@ import onnxruntime as ort
 
 from passes.base import PassContext, PassResult
 
+# A five-node graph with one constant to fold and one dead node: the CLI and report tests' input.
+TINY_MODEL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x) => (float[2,3] y) <float[3] w = {1.0, 2.0, 3.0}> {
+  ones = Constant<value = float[3] {1.0, 1.0, 1.0}>()
+  bias = Add(ones, w)
+  shifted = Add(x, bias)
+  y = Relu(shifted)
+  dead = Exp(x)
+}
+"""
+
 
 def apply_pass(model: onnx.ModelProto, pass_) -> tuple[onnx.ModelProto, PassResult]:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

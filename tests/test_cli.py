@@ -9,20 +9,10 @@ import numpy as np
 import onnx
 import onnx.parser
 import pytest
+from scan_testing import TINY_MODEL_TEXT
 
 REPO = Path(__file__).resolve().parents[1]
 CLEANUP = "eliminate-dead-nodes,fold-constants"
-
-MODEL = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[2,3] x) => (float[2,3] y) <float[3] w = {1.0, 2.0, 3.0}> {
-  ones = Constant<value = float[3] {1.0, 1.0, 1.0}>()
-  bias = Add(ones, w)
-  shifted = Add(x, bias)
-  y = Relu(shifted)
-  dead = Exp(x)
-}
-"""
 
 BROKEN_PASS_PLUGIN = '''
 from passes.base import Pass, PassResult
@@ -64,7 +54,7 @@ def assert_one_line_error(result, code, *phrases):
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "naive.onnx"
-    onnx.save(onnx.parser.parse_model(MODEL), path)
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), path)
     return path
 
 

@@ -8,22 +8,11 @@ import numpy as np
 import onnx
 import onnx.parser
 import pytest
+from scan_testing import TINY_MODEL_TEXT
 
 from passes.apply import main as apply_main
 from passes.report.provenance import read_provenance
 from passes.report.schema import SCHEMA_VERSION, load_schema
-
-TINY = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[2,3] x) => (float[2,3] y) <float[3] w = {1.0, 2.0, 3.0}> {
-  ones = Constant<value = float[3] {1.0, 1.0, 1.0}>()
-  bias = Add(ones, w)
-  shifted = Add(x, bias)
-  y = Relu(shifted)
-  dead = Exp(x)
-}
-"""
-
 
 def validate(report: dict) -> None:
     jsonschema.validate(report, load_schema(), cls=jsonschema.Draft202012Validator)
@@ -32,7 +21,7 @@ def validate(report: dict) -> None:
 @pytest.fixture
 def tiny(tmp_path):
     path = tmp_path / "naive.onnx"
-    onnx.save(onnx.parser.parse_model(TINY), path)
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), path)
     x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
     np.savez(tmp_path / "naive.ref.npz", x=x, y=np.maximum(x + np.array([2.0, 3.0, 4.0], np.float32), 0))
     return path
