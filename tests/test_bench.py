@@ -105,7 +105,7 @@ def test_second_run_reuses_exports_and_compiled_graphs(bench_run, tmp_path):
     work = paths["work"]
     stamps = {p.name: p.stat().st_mtime for p in work.glob("*.onnx")}
     out = tmp_path / "again.json"
-    assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1", "--batches", "1",
+    assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1", "--batches", "1,2",
                        "--threads", "1", "--workdir", str(work), "--rows", "naive,tpu", "--reuse-compiled",
                        "--digits-images", "0", "--no-flops", "--out-md", "none", "--png", "none", "--json", str(out)]) == 0
     assert {p.name: p.stat().st_mtime for p in work.glob("*.onnx")} == stamps
@@ -113,6 +113,8 @@ def test_second_run_reuses_exports_and_compiled_graphs(bench_run, tmp_path):
     assert [row["key"] for row in result["rows"]] == ["naive", "tpu"]
     assert "static batch-1" in result["rows"][1]["note"]
     assert result["rows"][1]["figures"]["1"]["x_naive"] > 0
+    # no PyTorch sequential row: the batch-2 agreement reference is computed on its own
+    assert result["rows"][0]["agreement"]["2"] == 1.0 and "2" not in result["rows"][1]["agreement"]
 
 
 def test_from_json_rewrites_the_same_section(bench_run, tmp_path):

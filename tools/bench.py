@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--digits-images", type=int, default=500,
                         help="held-out digits images for the top-1 column (digits-shaped models; 0 = skip)")
     parser.add_argument("--ablation", action="store_true", help="also time cpu pipeline variants with one rewrite removed")
+    parser.add_argument("--ablation-batches", help="batch sizes at which to time the ablation variants (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
     parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048)")
     parser.add_argument("--from-json", type=Path, metavar="JSON",
@@ -96,6 +97,10 @@ def _parse_args(argv):
         raise BenchError(f"--batches must be comma-separated ints, got {args.batches!r}") from None
     if not args.batches or min(args.batches) < 1:
         raise BenchError("--batches needs at least one batch size >= 1")
+    try:
+        args.ablation_batches = {int(b) for b in args.ablation_batches.split(",")} if args.ablation_batches else None
+    except ValueError:
+        raise BenchError(f"--ablation-batches must be comma-separated ints, got {args.ablation_batches!r}") from None
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in args.rows if r not in ROW_LABELS]
     if unknown or not args.rows:
@@ -293,39 +298,54 @@ def _inputs_and_references(args, model, ref: dict, display) -> dict[int, dict]:
             refs[batch] = {"x": np.ascontiguousarray(ref["input"]), "f64": ref[FLOAT64_KEY], "f32": ref["logits"],
                            "source": "the export's sample and reference npz"}
             continue
-        with display.stage(f"PyTorch references at batch {batch} (float64 scan, float32 sequential)"):
+        with display.stage(f"PyTorch float64-scan reference at batch {batch}"):
             x = random_batch(args.config, batch, args.seed)
-            refs[batch] = {"x": x, "f64": torch_logits(model, x, "float64"), "f32": torch_logits(model, x, "sequential"),
+            refs[batch] = {"x": x, "f64": torch_logits(model, x, "float64"), "f32": None,
+                           "compute_f32": lambda x=x: torch_logits(model, x, "sequential"),
                            "source": f"torch.randn seeded {args.seed + batch}"}
     return refs
 
 
-def _time_rows(args, rows: list[dict], refs: dict, display) -> None:
-    """Warm-up and interleaved rounds per batch; fills times, skipped, errors, agreement of every row."""
+def _time_rows(args, rows: list[dict], refs: dict, display, checkpoint=None) -> None:
+    """Warm-up and interleaved rounds per batch; fills times, skipped, errors, agreement of every row.
+
+    ``checkpoint()`` is called after each batch so that a long run leaves its figures so far.
+    """
     by_key = {row["key"]: row for row in rows}
     for batch in args.batches:
         x, f64, f32 = refs[batch]["x"], refs[batch]["f64"], refs[batch]["f32"]
         active = []
         for row in rows:
-            runner = row["runner"]
-            reason = runner.unsupported(batch)
+            reason = row["runner"].unsupported(batch)
             naive_b1 = report.median_seconds(by_key.get("naive", {}), 1) if row["key"] == "naive" else None
             if reason is None and args.skip_slow_naive and row["key"] == "naive" and batch > 1 and naive_b1:
                 if naive_b1 * batch > args.slow_seconds:
                     reason = f"skipped: ~{naive_b1 * batch:.0f} s a run"
+            if reason is None and row.get("ablation") and args.ablation_batches and batch not in args.ablation_batches:
+                reason = "not timed at this batch"
             if reason:
                 row["skipped"][str(batch)] = reason
                 continue
             active.append(row)
+        outputs = {}
         with display.stage(f"warm-up at batch {batch}", total=len(active)) as update:
             for row in active:
                 update(row["key"])
                 t0 = time.perf_counter()
-                out = row["runner"].run(x)
+                outputs[row["key"]] = out = row["runner"].run(x)
                 row["warmup_s"][str(batch)] = time.perf_counter() - t0
                 row["errors"][str(batch)] = error_metrics(out, f64)
-                row["agreement"][str(batch)] = float(np.mean(out.argmax(1) == f32.argmax(1)))
                 update(row["key"], advance=1)
+        if f32 is None:     # the PyTorch float32 sequential row's own output is that reference
+            f32 = outputs.get("torch-sequential")
+            if f32 is None:
+                with display.stage(f"PyTorch float32 sequential reference at batch {batch}"):
+                    f32 = refs[batch]["compute_f32"]()
+        for row in active:
+            row["agreement"][str(batch)] = float(np.mean(outputs[row["key"]].argmax(1) == f32.argmax(1)))
+        warmups = {row["key"]: row["warmup_s"][str(batch)] for row in active}
+        display.log("  warm-up: " + ", ".join(f"{key} {report.fmt_seconds(t)}" for key, t in warmups.items())
+                    + f"; the {args.repeats} rounds should take ~{args.repeats * sum(warmups.values()) / 60:.1f} min")
         with display.stage(f"{args.repeats} interleaved rounds at batch {batch}", total=args.repeats * len(active)) as update:
             for round_index in range(args.repeats):
                 shift = round_index % max(len(active), 1)
@@ -335,6 +355,12 @@ def _time_rows(args, rows: list[dict], refs: dict, display) -> None:
                     row["runner"].run(x)
                     row["times"].setdefault(str(batch), []).append(time.perf_counter() - t0)
                     update(advance=1)
+        if checkpoint:
+            checkpoint()
+
+
+def _without_runner(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "runner"}
 
 
 def _digits_top1(args, rows: list[dict], display) -> int:
@@ -441,6 +467,8 @@ def run(args, display) -> dict:
                    "errors": {}, "agreement": {}, "warmup_s": {}}
             target = rows if key in ROW_LABELS else ablation
             target.append(row)
+            if target is ablation:
+                row["ablation"] = True
             if key.startswith("torch-"):
                 row["kind"] = "torch"
                 row["runner"] = TorchRunner(model, key.removeprefix("torch-"))
@@ -465,7 +493,13 @@ def run(args, display) -> dict:
         refs = _inputs_and_references(args, model, ref, display)
         result["reference_note"] = "; ".join(f"batch {b}: {refs[b]['source']}" for b in args.batches)
         result["agreement_batch"] = max(args.batches)
-        _time_rows(args, live, refs, display)
+        partial = args.workdir / "bench.partial.json"
+
+        def checkpoint():
+            snapshot = dict(result, rows=[_without_runner(r) for r in rows], ablation=[_without_runner(r) for r in ablation])
+            report.write_json(partial, snapshot)
+
+        _time_rows(args, live, refs, display, checkpoint)
         result["machine"]["load_average_end"] = report.load_average()
 
         config = args.config
