@@ -185,7 +185,10 @@ class Display:
 
 
 def _timed_out(step: tc.StepResult) -> str:
-    return f"timed out after {step.seconds:.0f} s (--timeout); last output: {tc.last_line(step.log)[-120:]}"
+    last = tc.last_line(step.log)
+    percents = re.findall(r"(\d+)%", last)
+    shown = f"progress bar at {percents[-1]}%" if percents else f"last output: {last[-120:]}"
+    return f"timed out after {step.seconds:.0f} s (--timeout); {shown}"
 
 
 def _safe_name(path: Path) -> str:
