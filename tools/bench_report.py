@@ -264,6 +264,34 @@ def ablation_table(result: dict) -> list[str]:
     return _table(header, lines, ["l"] + ["r"] * (len(header) - 2) + ["l"])
 
 
+def under_load(machine: dict) -> bool:
+    """Other jobs ran beside the benchmark: the 1-minute load before it, or after it less its own threads, was high."""
+    cores = machine.get("cores") or 0
+    start = (machine.get("load_average_start") or [0.0])[0]
+    end = (machine.get("load_average_end") or [0.0])[0] - machine.get("threads", 0)
+    return bool(cores) and max(start, end) > 1.25 * cores
+
+
+STALE_NOTE = re.compile(r"compiled by an earlier version of the compiler \(sources (\w+), now (\w+)\)")
+
+
+def row_notes(rows: list[dict]) -> list[str]:
+    """One line per row note; 'compiled by an earlier compiler' notes grouped into one line."""
+    lines, stale = [], {}
+    for row in rows:
+        note = row.get("note") or ""
+        match = STALE_NOTE.search(note)
+        if match:
+            stale.setdefault(match.groups(), []).append(row["label"])
+            note = STALE_NOTE.sub("", note).strip("; ")
+        if note:
+            lines.append(f"- {row['label']}: {note}")
+    for (then, now), labels in stale.items():
+        lines.append(f"- compiled by an earlier version of the compiler (passes/patterns/pipelines sources {then}; "
+                     f"{now} at the time of the run), reused with --allow-stale: {', '.join(labels)}")
+    return lines
+
+
 def noise_line(result: dict) -> str | None:
     """How much the rounds of one row disagreed (max/min), over all timed rows: the noise floor of the table."""
     spreads = []
@@ -317,14 +345,14 @@ def markdown_section(result: dict) -> str:
                  f"({result.get('reference_note', '')}).")
     lines.append("")
     lines += main_table(result)
-    load = machine.get("load_average_start") or [0.0]
-    if machine.get("cores") and max(load[0], (machine.get("load_average_end") or [0.0])[0]) > machine["cores"]:
-        lines += ["", f"**Measured under load** (1-minute load average above the {machine['cores']} cores: other jobs "
-                      "shared the machine); compare rows within this table only, and take absolute figures as pessimistic."]
+    if under_load(machine):
+        lines += ["", f"**Measured under load** (1-minute load average above 1.25 x the {machine['cores']} cores, "
+                      "this run's own threads not counted: other jobs shared the machine); compare rows within this "
+                      "table only, and take absolute figures as pessimistic."]
     noise = noise_line(result)
     if noise:
         lines += ["", noise]
-    notes = [f"- {row['label']}: {row['note']}" for row in result["rows"] if row.get("note")]
+    notes = row_notes(result["rows"])
     if notes:
         lines += [""] + notes
     limit = limit_lines(result)
@@ -334,7 +362,7 @@ def markdown_section(result: dict) -> str:
         lines += ["", "Ablation of the cpu pipeline (one rewrite removed or swapped per variant; timed in the same "
                   "interleaved rounds as the rows above):", ""]
         lines += ablation_table(result)
-        notes = [f"- {row['label']}: {row['note']}" for row in result["ablation"] if row.get("note")]
+        notes = row_notes(result["ablation"])
         if notes:
             lines += [""] + notes
     artefacts = [p for p in (result.get("json_path"), result.get("png_path")) if p]
