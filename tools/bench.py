@@ -556,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = json_module.loads(args.from_json.read_text())
         _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
+        result["rewritten"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         report.derive(result)
         with display:
             write_outputs(args, result, display)
