@@ -17,20 +17,9 @@ from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms import SCAN_FORMS
 from passes.scan_forms.builder import GraphBuilder
+from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
 from patterns.graph_query import producer
 from patterns.linear_recurrence import Recurrence, find_recurrences
-
-
-def move_axis_perm(tensor_rank: int, source: int, destination: int) -> list[int]:
-    perm = [axis for axis in range(tensor_rank) if axis != source]
-    perm.insert(destination, source)
-    return perm
-
-
-def _moved(b: GraphBuilder, x: gs.Tensor, tensor_rank: int, source: int, destination: int) -> gs.Tensor:
-    if source == destination:
-        return x
-    return b.transpose(x, move_axis_perm(tensor_rank, source, destination))
 
 
 def _log_decay(b: GraphBuilder, decay: gs.Tensor) -> gs.Tensor:
@@ -55,14 +44,14 @@ def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff
 def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank: int) -> None:
     axis, form, out = rec.decay_axis, rec.readout, rec.output
     if form.kind == "states":
-        moved = _moved(b, states, full_rank, axis, form.stack_axis)
+        moved = move_axis(b, states, full_rank, axis, form.stack_axis)
         b.identity(moved, output=out)
     elif form.kind == "einsum":
         equation = _einsum_with_steps(form.equation, form.state_operand, axis, rec.coeff_axis, form.stack_axis)
         operands = [states, rec.coeff] if form.state_operand == 0 else [rec.coeff, states]
         b.einsum(operands, equation, output=out)
     elif form.kind == "mulsum":
-        coeff = _moved(b, rec.coeff, full_rank, rec.coeff_axis, axis)
+        coeff = move_axis(b, rec.coeff, full_rank, rec.coeff_axis, axis)
         factors = [states, coeff] if form.state_operand == 0 else [coeff, states]
         reduce_axes = [a if a < axis else a + 1 for a in form.reduce_axes]
         step_axis = axis if form.keepdims else axis - sum(a < axis for a in form.reduce_axes)
@@ -85,7 +74,7 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     if rec.final_state_escapes:
         producer(rec.final_state).outputs.clear()
 
-    drive = _moved(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
+    drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     initial: Optional[gs.Tensor] = None
     if rec.initial_state is not None:
         initial_rank = rec.initial_rank if rec.initial_rank is not None else full_rank - 1

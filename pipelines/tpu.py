@@ -6,18 +6,22 @@ tpu-mlir (no Identity, no negative-step Slice, CumSum plain, at most 4-D and sma
 the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
 broken). Static shapes are assumed: export with a fixed batch for this target.
 
-Speed (tpu-mlir's estimate, micro, F32): the CumSum kernel was 69% of the time, so short
-in-chunk CumSums become MatMuls by a triangular ones matrix (cumsum-to-matmul): 4.43 -> 1.81 ms.
-chunk24 beats the parallel form there (parallel: 6.17 ms, three quarters of it in Permutes).
+The scan form is `batched` (chunk24's arithmetic, every chunk at once, a doubling carry across
+chunks by MatMuls): on VMamba-T it gives ~1,270 nodes where chunks in sequence give ~6,400, and
+tpu-mlir's layer-group search, which did not finish in 30 minutes on the 6,400-node graph,
+takes seconds. Its two in-chunk CumSums become MatMuls by a triangular ones matrix
+(cumsum-to-matmul: the CumSum kernel is a slow global op on BM1684X). Chunk 32 (Q = 32, 28, 28,
+and 7 padded to 32 on VMamba-T's 3136, 784, 196, 49 steps) by tpu-mlir's estimate; numbers in
+docs/TPU.md.
 """
 from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
-    "reroll-scans{form=chunk24,chunk=24},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
-    "remove-identity,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
+    "reroll-scans{form=batched,chunk=32},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
+    "unit-axes-to-reshape,remove-identity,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
     "split-cumsum{budget=4096,lanes=64},"
     "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
     name="tpu",
-    description="re-roll scans, then make the graph legal for Sophgo tpu-mlir (BM1684X): no Identity, "
+    description="re-roll scans (all chunks at once), then make the graph legal for Sophgo tpu-mlir (BM1684X): no Identity, "
                 "no step<0 Slice, short CumSums as MatMul, the rest plain, <=4-D and cut to the kernel's size; checked at the end",
 )

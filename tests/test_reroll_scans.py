@@ -1,6 +1,8 @@
 """The re-rolling pass on hand-built unrolled recurrences: every recognised form, every near-miss."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 import pytest
@@ -114,7 +116,7 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: chunk24, parallel"):
+    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: batched, chunk24, parallel"):
         RerollScans(form="fast")
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         RerollScans(chunk=0)
@@ -122,7 +124,7 @@ def test_bad_options_are_refused():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    form=st.sampled_from(["chunk24", "parallel"]),
+    form=st.sampled_from(["chunk24", "parallel", "batched"]),
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
     readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
@@ -137,13 +139,15 @@ def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels
     chunks = -(-length // min(chunk, length))
     if form == "chunk24":
         assert hist.get("CumSum", 0) == 2 * chunks
+    elif form == "batched":  # every chunk at once: two CumSums however many chunks
+        assert hist["CumSum"] == 2
     else:  # only Mul/Add sweeps and a doubling scan: no CumSum at all
         assert "CumSum" not in hist
     feeds = scan_inputs(spec, seed=length * 31 + chunk, batch=batch or 2)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel"])
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched"])
 @pytest.mark.parametrize("index", ["gather", "slice"])
 @pytest.mark.parametrize("initial", ["zeros", "input"])
 def test_forms_agree_with_numpy(form, index, initial):
@@ -154,14 +158,45 @@ def test_forms_agree_with_numpy(form, index, initial):
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-def test_parallel_form_node_count_does_not_grow_with_length():
+@pytest.mark.parametrize("form", ["parallel", "batched"])
+def test_all_at_once_forms_node_count_does_not_grow_with_length(form):
     counts = []
     for length in (64, 256, 1024):
         out, _ = apply_pass(unrolled_scan_model(ScanSpec(length=length, channels=2, state=1)),
-                            RerollScans(form="parallel", chunk=16))
+                            RerollScans(form=form, chunk=16))
         counts.append(len(out.graph.node))
     # Only the doubling rounds across chunks grow, with log2(L / chunk): 2 more rounds per 4x L.
     assert counts[1] - counts[0] == counts[2] - counts[1] <= 16
+
+
+def test_batched_form_exact_ops():
+    """L = 10, chunk 4: Q = 2 (the largest divisor of L up to 4), 5 chunks at once, no padding."""
+    spec = ScanSpec(length=10, channels=3, state=2)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    # 2 CumSums over Q, exponents centred on half the chunk's log-decay sum (ReduceSum, Mul, Sub);
+    # Exp of S - m, m - S and m; per chunk its decay (lift * lift) and last state from ReduceSums.
+    # The carry: chunk ends and decays shifted by one chunk, then 3 doubling rounds (shifts 1, 2, 4:
+    # inputs every round, decays in the first two), each shift a MatMul by a shifted identity (+ Add
+    # of the fill 1 for decays). The chunk axis is moved last for the carry and back (3 Transposes,
+    # N = 2). No Slice but the shape plumbing (3 Shape, 6 Slice, 3 Concat), which folds away.
+    assert op_histogram(out) == {"Add": 7, "Concat": 3, "CumSum": 2, "Einsum": 1, "Exp": 3, "MatMul": 7, "Mul": 12,
+                                 "Neg": 1, "ReduceSum": 2, "Reshape": 3, "Shape": 3, "Slice": 6, "Sub": 1,
+                                 "Transpose": 3}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_batched_form_pads_when_no_divisor_fits():
+    """L = 11 is prime: chunk 4 is kept and L padded to 12 (2 Pads in, 1 Slice out), 3 chunks."""
+    spec = ScanSpec(length=11, channels=3, state=1)
+    padded, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    exact, _ = apply_pass(unrolled_scan_model(ScanSpec(length=12, channels=3, state=1)),
+                          RerollScans(form="batched", chunk=4))
+    difference = Counter(op_histogram(padded))
+    difference.subtract(op_histogram(exact))
+    assert +difference == {"Pad": 2, "Slice": 1}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(padded, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
 def test_stress_decays_chunk24_overflows_parallel_stays_exact():
@@ -179,13 +214,31 @@ def test_stress_decays_chunk24_overflows_parallel_stays_exact():
     assert rel_l2(parallel_out, expected) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel"])
+def test_stress_decays_batched_centring_doubles_chunk24_range():
+    """log a ~ -6 per step: chunk sums of ~70-100 at 12 steps overflow chunk24's exp(-S) (limit ~87);
+    batched centres the exponents (limit ~174) and stays exact up to 16 steps, not at 24."""
+    spec = ScanSpec(length=96, channels=4, state=2)
+    feeds = scan_inputs(spec, decay_scale=60.0)
+    expected = numpy_scan(spec, feeds)
+    outputs = {}
+    for form, chunk in (("chunk24", 12), ("batched", 12), ("batched", 16), ("batched", 24)):
+        model, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=chunk))
+        with np.errstate(all="ignore"):
+            outputs[form, chunk] = run(model, feeds)[0]
+    assert not np.all(np.isfinite(outputs["chunk24", 12]))
+    assert rel_l2(outputs["batched", 12], expected) <= REL_L2_TOL
+    assert rel_l2(outputs["batched", 16], expected) <= REL_L2_TOL
+    assert not np.all(np.isfinite(outputs["batched", 24]))
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched"])
 def test_grouped_conv_readout_is_rerolled_like_mulsum(form):
     spec = ScanSpec(length=11, channels=3, state=4, batch=2, readout="conv")
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
     assert result.stats["rerolled"] == 1
     hist = op_histogram(out)
-    assert "Conv" not in hist and hist["ReduceSum"] == 1
+    # one ReduceSum for the readout (batched also sums log-decays and inputs per chunk)
+    assert "Conv" not in hist and hist["ReduceSum"] == (3 if form == "batched" else 1)
     feeds = scan_inputs(spec, batch=2)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 

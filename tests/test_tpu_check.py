@@ -57,7 +57,8 @@ def test_micro_tpu_pipeline_compiles_for_bm1684x_f32_with_layer_group(micro_tpu,
     assert verdict["transform_check"] == "passed" and verdict["deploy_check"] == "passed"
     assert verdict["min_cosine"] >= 0.9999
     assert verdict["estimated_ms"] > 0
-    assert "PASS" in checked.stdout
+    assert abs(sum(verdict["time_shares"].values()) - 1) < 1e-3 and "MatMul" in verdict["time_shares"]
+    assert "PASS" in checked.stdout and "where the time goes: " in checked.stdout
 
 
 def test_oversized_cumsum_fails_with_the_compilers_reason(tmp_path):

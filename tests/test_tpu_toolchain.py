@@ -52,6 +52,23 @@ def test_profile_estimate_is_read_and_summed(tmp_path):
     assert tc.read_profile(tmp_path / "nothing") is None
 
 
+PROFILE_TIMELINE = """ENGINE_BD                    ENGINE_GDMA
+                             Conv2D_16|GDMA_TENSOR|s:0|b:0|g:1|e:302|t:303|dr:0|sz:1728|bw:5.31
+Conv2D_16|CONV|s:303|b:1|g:3|e:700|t:398
+                             Permute_17|GDMA_TENSOR|s:701|b:1|g:5|e:800|t:100|dr:0|sz:65536|bw:12.58
+Permute_17|AR|s:801|b:2|g:5|e:900|t:100
+MatMul_30|AR|s:901|b:3|g:5|e:1000|t:100    Permute_31|GDMA_TENSOR|s:901|b:3|g:6|e:1000|t:100|dr:1|sz:64|bw:1
+"""
+
+
+def test_time_shares_by_layer_type_from_the_timeline():
+    # Spans (first start to last end): Conv2D_16 0..700, Permute_17 701..900, Permute_31 and MatMul_30 901..1000.
+    shares = tc.layer_type_shares(PROFILE_TIMELINE)
+    assert list(shares) == ["Conv2D", "Permute", "MatMul"]
+    assert shares == {"Conv2D": 700 / 1097, "Permute": (199 + 99) / 1097, "MatMul": 99 / 1097}
+    assert tc.layer_type_shares("no timeline here") == {}
+
+
 def test_outputs_matched_by_tpu_mlir_suffix_then_order():
     reference = {"logits": np.array([[1.0, 2.0, 3.0]]), "state": np.ones((2, 2))}
     produced = {"state_Add": np.ones((2, 2)), "logits_Gemm": np.array([[1.0, 2.0, 3.1]])}

@@ -72,6 +72,8 @@ class Verdict:
     estimated_ms: Optional[float] = None
     estimated_cycles: Optional[int] = None
     estimated_flops: Optional[int] = None
+    # Share of the estimated time per tpu-mlir layer type, largest first (from the profile's timeline).
+    time_shares: dict[str, float] = field(default_factory=dict)
     bmodel: Optional[str] = None
     workdir: str = ""
     ok: bool = False
@@ -272,6 +274,11 @@ def check(args, console) -> tuple[Verdict, int]:
             verdict.estimated_ms = round(profile.milliseconds, 4)
             verdict.estimated_cycles = profile.cycles
             verdict.estimated_flops = profile.flops
+            verdict.time_shares = {kind: round(share, 4) for kind, share in profile.shares.items()}
+        if args.estimate_only:
+            verdict.ok = True
+            verdict.reason = "bmodel not run on the cmodel simulator (--estimate-only): no cosine"
+            return verdict, EXIT_OK
 
         runner = ["model_runner", "--input", f"{name}_in_f32.npz", "--model", bmodel.name,
                   "--output", "bmodel_outputs.npz"]
@@ -310,12 +317,18 @@ def render(verdict: Verdict, console) -> None:
         cycles = f", {verdict.estimated_cycles:,} cycles" if verdict.estimated_cycles else ""
         console.print(f"  estimated TPU time {verdict.estimated_ms:.3f} ms{cycles} (tpu-mlir compiler_profile)",
                       highlight=False)
+    if verdict.time_shares:
+        top = ", ".join(f"{kind} {share:.0%}" for kind, share in list(verdict.time_shares.items())[:6])
+        console.print(f"  where the time goes: {top}", highlight=False)
     for match in verdict.outputs:
         console.print(f"  bmodel vs ONNX Runtime '{match.name}': cosine {match.cosine:.7f}, max abs {match.max_abs:.3g}, "
                       f"rel L2 {match.rel_l2:.3g}", highlight=False)
     if verdict.reason:
         console.print(f"  note: {verdict.reason}", highlight=False)
     status = "[green]PASS[/]" if verdict.ok else "[red]FAIL[/]"
+    if verdict.min_cosine is None and verdict.ok:
+        console.print(f"  {status}: compiled (accuracy not checked)", highlight=False)
+        return
     cosine = f"{verdict.min_cosine:.7f}" if verdict.min_cosine is not None else "n/a"
     console.print(f"  {status}: compiled, cosine {cosine} (threshold {verdict.cosine_threshold})", highlight=False)
 
@@ -334,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per tpu-mlir step (default 3600)")
     parser.add_argument("--skip-simulation-check", action="store_true",
                         help="model_deploy without its layer-by-layer cmodel comparison (faster)")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="stop after model_deploy: compile and estimate, no cmodel run, no cosine (to compare graph forms)")
     parser.add_argument("--tpu-onnxsim", action="store_true", help="let tpu-mlir run its own constant folding and onnxsim")
     parser.add_argument("--venv", help="tpu-mlir venv (default .tpu-venv in the repository, or $TPU_VENV)")
     return parser

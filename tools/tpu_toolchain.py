@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -175,20 +175,50 @@ _RUNTIME = re.compile(r"flops:\s*(?P<flops>\d+),\s*runtime:\s*(?P<ms>[\d.]+)\s*m
 _CYCLES = re.compile(r"TCYC\s*:\s*(?P<cycles>\d+)")
 
 
+_PROFILE_COMMAND = re.compile(r"(?P<layer>[A-Za-z][A-Za-z0-9]*)_\d+\|[A-Z_]+\|s:(?P<start>\d+)\|.*?\|e:(?P<end>\d+)\|")
+
+
 @dataclass
 class ProfileEstimate:
     milliseconds: float
     cycles: Optional[int]
     flops: Optional[int]
     files: list[str]
+    # Share of the estimated time per tpu-mlir layer type (Conv2D, MatMul, Permute, Load, ...).
+    shares: dict[str, float] = field(default_factory=dict)
+
+
+def layer_type_shares(text: str) -> dict[str, float]:
+    """Where the estimated time goes, by layer type, from the profile's command timeline.
+
+    Each layer's span (its first command's start to its last command's end, compute and DMA
+    together) counts for its type; spans are normalised to shares of their sum because the
+    compute and DMA engines overlap."""
+    spans: dict[str, list[int]] = {}
+    kinds: dict[str, str] = {}
+    for line in text.splitlines():
+        for match in _PROFILE_COMMAND.finditer(line):
+            name = match.group(0).split("|", 1)[0]
+            start, end = int(match.group("start")), int(match.group("end"))
+            span = spans.setdefault(name, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+            kinds[name] = match.group("layer")
+    totals: dict[str, int] = {}
+    for name, (start, end) in spans.items():
+        totals[kinds[name]] = totals.get(kinds[name], 0) + max(end - start, 0)
+    whole = sum(totals.values())
+    if not whole:
+        return {}
+    return {kind: cycles / whole for kind, cycles in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def read_profile(workdir: Path) -> Optional[ProfileEstimate]:
     """Sum tpu-mlir's run-time estimate over ``compiler_profile_*.txt`` (one per subnet/core)."""
     files = sorted(workdir.glob("compiler_profile_*.txt"))
-    total_ms, cycles, flops, used = 0.0, 0, 0, []
+    total_ms, cycles, flops, used, timeline = 0.0, 0, 0, [], []
     for path in files:
         text = path.read_text(errors="replace")
+        timeline.append(text)
         match = _RUNTIME.search(text)
         if not match:
             continue
@@ -199,4 +229,4 @@ def read_profile(workdir: Path) -> Optional[ProfileEstimate]:
         used.append(path.name)
     if not used:
         return None
-    return ProfileEstimate(total_ms, cycles or None, flops or None, used)
+    return ProfileEstimate(total_ms, cycles or None, flops or None, used, layer_type_shares("\n".join(timeline)))

@@ -6,10 +6,12 @@ one by name; pipelines choose the name.
 """
 from __future__ import annotations
 
+from passes.scan_forms.batched import batched_states
 from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
 
 SCAN_FORMS = {
+    "batched": batched_states,
     "chunk24": chunk24_states,
     "parallel": parallel_states,
 }

@@ -17,50 +17,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.scan_forms.builder import GraphBuilder
-
-INT64_MAX = 2**63 - 1
-
-
-def _split_axis_shape(b: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> gs.Tensor:
-    """Shape of x with its `axis` replaced by (chunks, chunk)."""
-    shape = b.shape(x)
-    head = b.slice(shape, 0, axis, 0)
-    tail = b.slice(shape, axis + 1, INT64_MAX, 0)
-    return b.concat([head, b.ints([chunks, chunk]), tail], 0)
-
-
-def _merge_axes_shape(b: GraphBuilder, x: gs.Tensor, axis: int) -> gs.Tensor:
-    """Shape of x with axes (axis, axis + 1) merged into one."""
-    shape = b.shape(x)
-    head = b.slice(shape, 0, axis, 0)
-    tail = b.slice(shape, axis + 2, INT64_MAX, 0)
-    return b.concat([head, b.ints([-1]), tail], 0)
-
-
-def _shift(b: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int, fill: float) -> gs.Tensor:
-    """x moved `count` places along axis, the gap filled with `fill`: out[k] = x[k - count]."""
-    return b.pad_axis(b.slice(x, 0, length - count, axis), rank, axis, count, 0, fill)
-
-
-def _doubling_scan(b: GraphBuilder, decay: gs.Tensor, inputs: gs.Tensor, rank: int, axis: int, length: int) -> gs.Tensor:
-    """States of x_k = decay_k * x_{k-1} + inputs_k from zero, along axis, in ceil(log2(length)) rounds.
-
-    After the round with shift s, position k holds the composition of steps k-2s+1 .. k."""
-    shift = 1
-    while shift < length:
-        shifted_inputs = _shift(b, inputs, rank, axis, shift, length, 0.0)
-        next_decay = b.mul(decay, _shift(b, decay, rank, axis, shift, length, 1.0)) if shift * 2 < length else None
-        inputs = b.add(inputs, b.mul(decay, shifted_inputs))
-        decay = next_decay
-        shift *= 2
-    return inputs
-
-
-def _move_axis(b: GraphBuilder, x: gs.Tensor, rank: int, source: int, destination: int) -> gs.Tensor:
-    perm = [axis for axis in range(rank) if axis != source]
-    perm.insert(destination, source)
-    return b.transpose(x, perm)
-
+from passes.scan_forms.chunk_axes import doubling_scan, merge_axes_shape, move_axis, shift, split_axis_shape
 
 def parallel_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                     axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
@@ -72,9 +29,9 @@ def parallel_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, ini
         drive = b.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (Q, ..., chunks, ...): step q of every chunk is one contiguous block.
     split_rank, chunk_axis = rank + 1, axis + 1
-    log_decay = _move_axis(b, b.reshape(log_decay, _split_axis_shape(b, log_decay, axis, chunks, chunk)),
+    log_decay = move_axis(b, b.reshape(log_decay, split_axis_shape(b, log_decay, axis, chunks, chunk)),
                            split_rank, axis + 1, 0)
-    drive = _move_axis(b, b.reshape(drive, _split_axis_shape(b, drive, axis, chunks, chunk)), split_rank, axis + 1, 0)
+    drive = move_axis(b, b.reshape(drive, split_axis_shape(b, drive, axis, chunks, chunk)), split_rank, axis + 1, 0)
     decay = b.exp(log_decay)
     decays = [b.slice(decay, q, q + 1, 0) for q in range(chunk)]
     inputs = [b.slice(drive, q, q + 1, 0) for q in range(chunk)]
@@ -92,13 +49,13 @@ def parallel_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, ini
             last = b.add(b.mul(decays[q], last), inputs[q])
             # A Mul chain on 1/Q-size blocks: ORT's ReduceSum over the leading axis is ~20x slower.
             chunk_decay = b.mul(chunk_decay, decays[q])
-        carry = _doubling_scan(b, chunk_decay, last, split_rank, chunk_axis, chunks)
-        carry_in = _shift(b, carry, split_rank, chunk_axis, 1, chunks, 0.0)
+        carry = doubling_scan(b, chunk_decay, last, split_rank, chunk_axis, chunks)
+        carry_in = shift(b, carry, split_rank, chunk_axis, 1, chunks, 0.0)
     states, state = [], carry_in
     for q in range(chunk):
         state = inputs[q] if state is None else b.add(b.mul(decays[q], state), inputs[q])
         states.append(state)
     merged = b.concat(states, 0) if chunk > 1 else states[0]
-    merged = _move_axis(b, merged, split_rank, 0, axis + 1)
-    merged = b.reshape(merged, _merge_axes_shape(b, merged, axis))
+    merged = move_axis(b, merged, split_rank, 0, axis + 1)
+    merged = b.reshape(merged, merge_axes_shape(b, merged, axis))
     return b.slice(merged, 0, length, axis) if padded != length else merged

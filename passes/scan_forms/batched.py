@@ -1,0 +1,83 @@
+"""The "batched" form: chunk24's arithmetic with every chunk at once.
+
+Split the scan axis into (chunks, Q) and keep that layout, so the chunk axis is a batch axis
+and nothing is transposed. Q is the largest divisor of L up to `chunk`; only when that is below
+chunk / 2 is L padded to a multiple of `chunk` (log a = 0, b = 0), since padding and cutting
+off copy whole tensors, which costs on a TPU.
+  1. In every chunk at once, from a zero start (the chunk24 formula, exponents centred):
+         S = cumsum(log a) over Q,  m = sum(log a) / 2 over Q,
+         local = exp(S - m) * cumsum(b * exp(m - S)) over Q   (= exp(S) * cumsum(b * exp(-S))).
+  2. Per chunk, its decay product P = exp(2m) and its last local state e.
+     Carry across chunks, c_k = P_{k-1} * c_{k-1} + e_{k-1} (P: a chunk's decay product,
+     e: its last local state, c_0: the initial state): a linear recurrence over only L / Q
+     values, solved by a doubling (Hillis-Steele) scan in ceil(log2(L / Q)) rounds.
+  3. states = local + exp(S) * c.
+Node count does not grow with L (except one doubling round per doubling of L / Q), and the
+only CumSums are two short ones over Q, which cumsum-to-matmul turns into MatMuls: what
+tpu-mlir wants (few ops for its layer-group search, no Permutes, no long global CumSum).
+Numerics: chunk24's exp(-S) overflows in float32 once |A| * sum(dt) over one chunk passes ~87;
+centring on m moves that to ~174 at the cost of two small ops. The cross-chunk carry only
+multiplies decays <= 1.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from passes.scan_forms.builder import GraphBuilder
+from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, move_axis,
+                                          shift_last_by_matmul, split_axis_shape)
+
+
+def batched_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+                   axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+    chunk = chunk_dividing(length, chunk)
+    chunks = -(-length // chunk)
+    padded = chunks * chunk
+    if padded != length:
+        log_decay = b.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
+        drive = b.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
+    # (..., L, ...) -> (..., chunks, Q, ...)
+    split_rank, chunk_axis, step_axis = rank + 1, axis, axis + 1
+    log_decay = b.reshape(log_decay, split_axis_shape(b, log_decay, axis, chunks, chunk))
+    drive = b.reshape(drive, split_axis_shape(b, drive, axis, chunks, chunk))
+
+    # Exponents centred on half the chunk's log-decay sum m: exp(S - m) and exp(m - S) stay within
+    # exp(|sum| / 2), so float32 overflows only past |A| * sum(dt) ~ 174 per chunk, twice chunk24's.
+    decay_so_far = b.cumsum(log_decay, step_axis)
+    half_chunk_log = b.mul(b.reduce_sum(log_decay, [step_axis]), b.scalar(0.5))
+    centred = b.sub(decay_so_far, half_chunk_log)
+    growth = b.exp(centred)                                  # exp(S - m)
+    scaled_drive = b.mul(drive, b.exp(b.neg(centred)))       # b * exp(m - S)
+    local = b.mul(growth, b.cumsum(scaled_drive, step_axis))  # exp(S) * cumsum(b * exp(-S))
+
+    states = local
+    if chunks > 1 or initial is not None:
+        # Per chunk: its decay product exp(2m) and its last local state exp(m) * sum(b * exp(m - S)),
+        # from reductions over Q rather than Slices at Q - 1: on a TPU a strided one-element-per-row
+        # copy is slow, a reduction is not.
+        lift = b.exp(half_chunk_log)
+        chunk_decay = b.mul(lift, lift)
+        chunk_end = b.mul(lift, b.reduce_sum(scaled_drive, [step_axis]))
+        # The carry runs along the chunk axis moved last, shifted by MatMuls with a shifted identity;
+        # with only size-1 axes after it (d_state N = 1) the move is a Reshape after unit-axes-to-reshape.
+        last = split_rank - 1
+        inputs = move_axis(b, chunk_end, split_rank, chunk_axis, last)
+        # Carry into chunk k from chunk k - 1: shift by one chunk, chunk 0 gets the initial state.
+        inputs = shift_last_by_matmul(b, inputs, split_rank, last, 1, chunks, 0.0) if chunks > 1 else None
+        if initial is not None:
+            start = move_axis(b, b.unsqueeze(initial, [step_axis]), split_rank, chunk_axis, last)
+            if inputs is None:
+                inputs = start
+            else:
+                first = b.add(b.slice(inputs, 0, 1, last), start)
+                inputs = b.concat([first, b.slice(inputs, 1, chunks, last)], last)
+        if chunks > 1:
+            decays = shift_last_by_matmul(b, move_axis(b, chunk_decay, split_rank, chunk_axis, last),
+                                          split_rank, last, 1, chunks, 1.0)
+            inputs = doubling_scan(b, decays, inputs, split_rank, last, chunks, shifted=shift_last_by_matmul)
+        carry = move_axis(b, inputs, split_rank, last, chunk_axis)
+        states = b.add(local, b.mul(growth, b.mul(lift, carry)))               # + exp(S) * carry
+    merged = b.reshape(states, merge_axes_shape(b, states, axis))
+    return b.slice(merged, 0, length, axis) if padded != length else merged

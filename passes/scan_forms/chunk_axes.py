@@ -1,0 +1,86 @@
+"""Axis plumbing shared by the chunked scan forms: split L into (chunks, Q), shift along an axis,
+and the doubling (Hillis-Steele) scan that carries state across chunks."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.scan_forms.builder import GraphBuilder
+
+INT64_MAX = 2**63 - 1
+
+
+def chunk_dividing(length: int, chunk: int) -> int:
+    """The largest chunk <= `chunk` that divides `length`, if it is at least half of `chunk`
+    (no padding needed), else `chunk` itself (the scan axis gets padded)."""
+    chunk = max(1, min(chunk, length))
+    best = next(q for q in range(chunk, 0, -1) if length % q == 0)
+    return best if 2 * best >= chunk else chunk
+
+
+def split_axis_shape(b: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> gs.Tensor:
+    """Shape of x with its `axis` replaced by (chunks, chunk)."""
+    shape = b.shape(x)
+    head = b.slice(shape, 0, axis, 0)
+    tail = b.slice(shape, axis + 1, INT64_MAX, 0)
+    return b.concat([head, b.ints([chunks, chunk]), tail], 0)
+
+
+def merge_axes_shape(b: GraphBuilder, x: gs.Tensor, axis: int) -> gs.Tensor:
+    """Shape of x with axes (axis, axis + 1) merged into one."""
+    shape = b.shape(x)
+    head = b.slice(shape, 0, axis, 0)
+    tail = b.slice(shape, axis + 2, INT64_MAX, 0)
+    return b.concat([head, b.ints([-1]), tail], 0)
+
+
+def move_axis_perm(rank: int, source: int, destination: int) -> list[int]:
+    perm = [axis for axis in range(rank) if axis != source]
+    perm.insert(destination, source)
+    return perm
+
+
+def move_axis(b: GraphBuilder, x: gs.Tensor, rank: int, source: int, destination: int) -> gs.Tensor:
+    """x with one axis moved (a Transpose), or x itself when it stays."""
+    if source == destination:
+        return x
+    return b.transpose(x, move_axis_perm(rank, source, destination))
+
+
+def shift(b: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int, fill: float) -> gs.Tensor:
+    """x moved `count` places along axis, the gap filled with `fill`: out[k] = x[k - count]."""
+    return b.pad_axis(b.slice(x, 0, length - count, axis), rank, axis, count, 0, fill)
+
+
+def shift_last_by_matmul(b: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int,
+                         fill: float) -> gs.Tensor:
+    """`shift` along the last axis as x @ (a shifted identity) [+ fill]: on a TPU a MatMul by a small
+    constant joins a layer group, while a Slice or Pad of a few elements per row is a slow global copy."""
+    assert axis == rank - 1, "shift_last_by_matmul shifts the last axis"
+    matrix = np.eye(length, k=count, dtype=b.dtype)
+    shifted = b.matmul(x, b.const(matrix))
+    if fill == 0.0:
+        return shifted
+    gap = np.zeros(length, dtype=b.dtype)
+    gap[:count] = fill
+    return b.add(shifted, b.const(gap))
+
+
+ShiftFunction = Callable[[GraphBuilder, gs.Tensor, int, int, int, int, float], gs.Tensor]
+
+
+def doubling_scan(b: GraphBuilder, decay: gs.Tensor, inputs: gs.Tensor, rank: int, axis: int, length: int,
+                  shifted: ShiftFunction = shift) -> gs.Tensor:
+    """States of x_k = decay_k * x_{k-1} + inputs_k from zero, along axis, in ceil(log2(length)) rounds.
+
+    After the round with shift s, position k holds the composition of steps k-2s+1 .. k."""
+    step = 1
+    while step < length:
+        shifted_inputs = shifted(b, inputs, rank, axis, step, length, 0.0)
+        next_decay = b.mul(decay, shifted(b, decay, rank, axis, step, length, 1.0)) if step * 2 < length else None
+        inputs = b.add(inputs, b.mul(decay, shifted_inputs))
+        decay = next_decay
+        step *= 2
+    return inputs
