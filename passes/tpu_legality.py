@@ -80,6 +80,13 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
                 violations["Slice with non-constant steps (must be > 0)"].append(describe(node))
             elif operands is not None and (operands[3] < 0).any():
                 violations["Slice with a negative step (run slice-reverse-to-gather)"].append(describe(node))
+        elif node.op == "MatMul":
+            if shapes is None:
+                shapes = static_shapes(graph)
+            left, right = (shapes.get(t.name) for t in node.inputs[:2])
+            if left is not None and right is not None and len(left) < len(right) and len(right) > 2:
+                violations["MatMul with a lower-rank left operand broadcast over the right's batch axes "
+                           "(MatMul.cpp:66 asserts)"].append(f"{describe(node)} {list(left)} x {list(right)}")
         elif node.op == "CumSum":
             if shapes is None:
                 shapes = static_shapes(graph)

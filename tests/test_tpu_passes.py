@@ -183,8 +183,10 @@ def test_canonical_einsum():
 
 def test_legality_finds_every_rule():
     text = f"""{HEADER}
-    g (float[1,4,8,8,2] x, float[N] d) => (float[1,4,8,8,2] y, float[1,4,8,8,2] z, float[1,4,8,2] e, float[?] f) {{
+    g (float[1,4,8,8,2] x, float[N] d, float[8,8] w) => (float[1,4,8,8,2] y, float[1,4,8,8,2] z, float[1,4,8,2] e,
+                                                         float[?] f, float[1,4,8,8,2] m) {{
       axis = Constant<value_int = 2>()
+      m = MatMul(w, x)
       y = CumSum<reverse = 1>(x, axis)
       z = Identity(y)
       e = Einsum<equation = "abcde,abcde->abce">(x, x)
@@ -197,12 +199,12 @@ def test_legality_finds_every_rule():
     graph = gs.import_onnx(onnx.parser.parse_model(text))
     rules = " | ".join(find_violations(graph))
     for expected in ("static shape", "Identity", "negative step", "exclusive/reverse", "rank > 4", "Einsum equation",
-                     "Constant node without a 'value'"):
+                     "Constant node without a 'value'", "MatMul with a lower-rank left operand"):
         assert expected in rules, expected
     with pytest.raises(PassError, match="legality violation"):
         get_pass("tpu-legality").run(graph, PassContext(opset=17))
     result = get_pass("tpu-legality", strict=False).run(graph, PassContext(opset=17))
-    assert not result.changed and result.stats["violations"] == 7
+    assert not result.changed and result.stats["violations"] == 8
 
 
 def test_legality_size_limit_and_clean_graph():

@@ -34,6 +34,17 @@ def test_mlir_diagnostic_preferred_over_python_traceback():
     assert tc.failure_reason(MLIR_LOG).startswith("loc(\"x_Einsum\"): 'top.Einsum' op attribute 'mode'")
 
 
+MLIR_ASSERT_LOG = """[Running]: tpuc-opt m_origin.mlir --shape-infer -o m.mlir
+ASSERT executed at/__w/tpu-mlir/tpu-mlir/lib/Dialect/Top/Interfaces/MatMul.cpp:66
+ASSERT INFO:a_s[i] == b_s[i] || a_s[i] == 1 || b_s[i] == 1
+RuntimeError: [!Error]: tpuc-opt m_origin.mlir --shape-infer -o m.mlir
+"""
+
+
+def test_mlir_side_assert_reason_includes_condition_and_place():
+    assert tc.failure_reason(MLIR_ASSERT_LOG) == "a_s[i] == b_s[i] || a_s[i] == 1 || b_s[i] == 1 (MatMul.cpp:66)"
+
+
 def test_cpp_assertion_reason():
     assert "Assertion `cur_s > 0' failed" in tc.failure_reason(CPP_ASSERT_LOG)
 

@@ -122,8 +122,9 @@ def last_line(log: Path, limit: int = 4096) -> str:
 # In priority order: the first pattern that matches anywhere in the log gives the reason.
 _REASON_PATTERNS = [
     # firmware kernel asserts: "ERROR: ASSERT .../nodechip_cumsum.c: nodechip_cumsum: 147: false"
-    # followed by "ASSERT info: cumsum input tensor is too large, need to slice"
-    (re.compile(r"ASSERT info: *(?P<info>.+)"), "info"),
+    # followed by "ASSERT info: cumsum input tensor is too large, need to slice"; the MLIR side's
+    # asserts: "ASSERT executed at/.../MatMul.cpp:66" then "ASSERT INFO:a_s[i] == b_s[i] || ..."
+    (re.compile(r"ASSERT info: *(?P<info>.+)", re.IGNORECASE), "info"),
     (re.compile(r"ERROR: ASSERT (?P<where>.+)"), "where"),
     # C++ asserts: "CumSum.cpp:40: ...: Assertion `num_dims <= 4' failed."
     (re.compile(r"(?P<all>[\w./-]+\.(?:cpp|cc|h|hpp|c):\d+:.*Assertion .+ failed\.?)"), "all"),
@@ -133,7 +134,7 @@ _REASON_PATTERNS = [
     (re.compile(r"(?P<all>(?:Segmentation fault|Aborted|core dumped).*)"), "all"),
 ]
 _PYTHON_ERROR = re.compile(r"^(?P<all>(?:[A-Za-z_][\w.]*)?(?:Error|Exception): .+)$")
-_FIRMWARE_WHERE = re.compile(r"ERROR: ASSERT (?P<where>.+)")
+_FIRMWARE_WHERE = re.compile(r"(?:ERROR: ASSERT |ASSERT executed at *)(?P<where>\S.*)")
 
 
 def failure_reason(log_text: str) -> str:

@@ -1,0 +1,113 @@
+"""Where ONNX Runtime's CPU time goes in a model, by op type, at one or more thread counts.
+
+    python -m tools.ort_profile model.onnx [--threads 1,2,16] [--batch 1] [--runs 5] [--json out.json]
+
+Runs the model with ORT's profiler on (random normal inputs, a symbolic batch set by --batch),
+sums the kernel times of the timed runs per op type and prints a table: milliseconds per run
+for each thread count, and how much each op type speeds up from the first thread count to the
+last. Ops that do not speed up with threads are the ones that keep a graph from scaling.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+           "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) else batch for d in spec.shape]
+        dtype = _DTYPES.get(spec.type)
+        if dtype is None:
+            raise SystemExit(f"error: input '{spec.name}' has type {spec.type}, which this tool cannot fill")
+        feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> dict:
+    """Per-op-type kernel milliseconds per run and the median wall time of a run."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        feeds = _inputs(session, batch, np.random.default_rng(seed))
+        session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            session.run(None, feeds)
+            walls.append(time.perf_counter() - t0)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    # Each session.run is one "model_run" event; kernels before the second one belong to the warm-up.
+    run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    timed_from = run_starts[1] if len(run_starts) > 1 else 0
+    per_op: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        if event["ts"] >= timed_from:
+            per_op[event.get("args", {}).get("op_name", "?")] += event["dur"] / 1000.0
+    return {"threads": threads, "batch": batch, "runs": runs, "wall_ms": float(np.median(walls)) * 1000,
+            "op_ms": {op: ms / runs for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.ort_profile", description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--threads", default=str(os.cpu_count() or 1), help="comma-separated thread counts")
+    parser.add_argument("--batch", type=int, default=1, help="value for symbolic (batch) dimensions")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
+    parser.add_argument("--top", type=int, default=15, help="op types to show")
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        sys.stderr.write(f"error: model not found: {args.model}\n")
+        return 2
+    try:
+        counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        sys.stderr.write(f"error: --threads must be comma-separated ints, got {args.threads!r}\n")
+        return 2
+    results = []
+    for threads in counts:
+        sys.stderr.write(f"profiling {args.model.name} at {threads} thread(s), batch {args.batch}...\n")
+        results.append(profile(args.model, threads, args.batch, args.runs))
+    first, last = results[0], results[-1]
+    ops = list(last["op_ms"])[: args.top]
+    header = "op type".ljust(22) + "".join(f"{r['threads']:>3} thr ms".rjust(12) for r in results)
+    header += "  speed-up" if len(results) > 1 else ""
+    print(f"{args.model} · batch {args.batch} · kernel ms per run (ORT profiler), wall ms median")
+    print(header)
+    for op in ops:
+        row = op.ljust(22) + "".join(f"{r['op_ms'].get(op, 0.0):12.2f}" for r in results)
+        if len(results) > 1 and last["op_ms"].get(op):
+            row += f"  {first['op_ms'].get(op, 0.0) / last['op_ms'][op]:7.2f}x"
+        print(row)
+    print("all kernels".ljust(22) + "".join(f"{sum(r['op_ms'].values()):12.2f}" for r in results))
+    print("wall".ljust(22) + "".join(f"{r['wall_ms']:12.2f}" for r in results))
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
