@@ -1,0 +1,38 @@
+"""tools.ort_profile: per-op-type kernel time from ONNX Runtime's profiler, warm-up left out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper, save
+
+from tools import ort_profile
+
+
+def _model(path):
+    weight = numpy_helper.from_array(np.ones((64, 64), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])], [weight])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_profile_counts_each_op_type_per_timed_run(tmp_path):
+    model = tmp_path / "m.onnx"
+    _model(model)
+    result = ort_profile.profile(model, threads=1, batch=8, runs=3)
+    assert set(result["op_ms"]) == {"MatMul", "Relu"}
+    assert result["runs"] == 3 and result["wall_ms"] > 0
+    assert all(ms > 0 for ms in result["op_ms"].values())
+
+
+def test_cli_table_and_json(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    _model(model)
+    assert ort_profile.main([str(model), "--threads", "1,2", "--runs", "2", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "  1 thr ms" in out and "  2 thr ms" in out and "speed-up" in out and "MatMul" in out
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [r["threads"] for r in data["results"]] == [1, 2]
+    assert ort_profile.main([str(tmp_path / "missing.onnx")]) == 2
