@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from .files import atomic_target
 
 
 class CheckpointError(RuntimeError):
@@ -199,15 +200,5 @@ def save_checkpoint(model: nn.Module | dict, path: str | os.PathLike, half: bool
                      for k, v in sd.items())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"model": sd, **meta}, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"model": sd, **meta}, f)

@@ -12,11 +12,9 @@ input under the ONNX input name ("input"), the float32 PyTorch logits under the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
+from .files import atomic_target
 from .model import VSSM, build_model, set_scan
 from .scan import INDEXES, READOUTS, add_step_hook, remove_step_hook
 
@@ -66,22 +65,6 @@ def op_histogram(model_proto) -> dict[str, int]:
     for node in model_proto.graph.node:
         hist[node.op_type] = hist.get(node.op_type, 0) + 1
     return dict(sorted(hist.items()))
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path, suffix: str):
-    """Yield a temp path in path's folder; os.replace it onto path only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def reference_logits(model: VSSM, x: torch.Tensor, scan: str = "sequential", **scan_options) -> np.ndarray:
@@ -216,7 +199,7 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
             say(f"tracing: {done}/{steps_per_forward} scan steps")
 
     t0 = time.time()
-    with _atomic_target(path, ".onnx.tmp") as tmp_onnx, _atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+    with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
         say(f"tracing ({exporter} exporter)")
         add_step_hook(on_step)
         try:
