@@ -26,8 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .export import (EXPORTERS, ExportError, _atomic_target, _OneLineParser, default_opset, ref_path_for, rel_l2,
-                     torch_onnx_export, validate_request)
+from .export import (EXPORTERS, ExportError, _OneLineParser, default_opset, ref_path_for, rel_l2, torch_onnx_export,
+                     validate_request)
+from .files import atomic_target
 from .model import _dt_init
 from .scan import INDEXES, READOUTS, get_scan
 
@@ -122,7 +123,7 @@ def export_mamba1d_naive(model: Mamba1D, path: str | os.PathLike, *, length: int
     model.scan_fn = get_scan("sequential", readout=readout, index=index)
     t0 = time.time()
     try:
-        with _atomic_target(path, ".onnx.tmp") as tmp_onnx, _atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+        with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
             torch_onnx_export(model, sample, tmp_onnx, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,
                               input_name=INPUT_NAME, output_name=OUTPUT_NAME)
             seconds = time.time() - t0
