@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Sophgo tpu-mlir 1.30.2 in its own Python 3.10 venv (ignored; reused once installed). docs/TPU.md
 TPU_VENV ?= .tpu-venv
 
-.PHONY: demo test test-fast clean tpu-setup tpu-check-micro
+.PHONY: demo test test-fast test-vmamba-t clean tpu-setup tpu-check-micro
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(STAMP) tpu-setup
 # Without whole-model and TPU-compiler tests: a few minutes.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not tpu"
+
+# VMamba-T end to end (~15-20 min on 2 cores; CI runs it after `test`): the naive export (made once,
+# reused), the golden graphs of every pipeline, and the tpu output compiled by tpu-mlir with layer grouping.
+VMAMBA_T_NAIVE ?= out/vmamba-t/naive.onnx
+test-vmamba-t: $(STAMP) tpu-setup
+	@mkdir -p $(dir $(VMAMBA_T_NAIVE))
+	test -f $(VMAMBA_T_NAIVE) || $(PY) -m vmamba_ref.export --model vmamba-t -o $(VMAMBA_T_NAIVE)
+	VMAMBA_T_NAIVE=$(VMAMBA_T_NAIVE) TPU_CHECK=1 TPU_VENV=$(TPU_VENV) $(PY) -m pytest -q -m slow -k vmamba_t \
+		tests/test_golden_graphs.py tests/test_tpu_check.py
 
 tpu-setup:
 	bash tools/tpu_setup.sh $(TPU_VENV)
