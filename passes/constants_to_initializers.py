@@ -7,27 +7,11 @@ carries the same tensor in the one form every consumer reads.
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-
-
-def constant_node_value(node: gs.Node):
-    """The tensor a Constant node makes, or None for kinds we leave alone (strings, sparse)."""
-    attrs = node.attrs
-    if isinstance(attrs.get("value"), gs.Constant):
-        return np.asarray(attrs["value"].values)
-    if "value_int" in attrs:
-        return np.asarray(attrs["value_int"], dtype=np.int64)
-    if "value_ints" in attrs:
-        return np.asarray(list(attrs["value_ints"]), dtype=np.int64)
-    if "value_float" in attrs:
-        return np.asarray(attrs["value_float"], dtype=np.float32)
-    if "value_floats" in attrs:
-        return np.asarray(list(attrs["value_floats"]), dtype=np.float32)
-    return None
+from patterns.graph_query import constant_node_value
 
 
 @register_pass

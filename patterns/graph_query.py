@@ -16,6 +16,22 @@ def producer_op(tensor: gs.Tensor) -> Optional[str]:
     return node.op if node is not None else None
 
 
+# ONNX's typed Constant attributes; value_float(s) are float32 and value_int(s) int64 by the spec.
+_CONSTANT_ATTRIBUTE_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
+                              "value_int": np.int64, "value_ints": np.int64}
+
+
+def constant_node_value(node: gs.Node) -> Optional[np.ndarray]:
+    """The tensor a Constant node makes, or None for kinds not read here (strings, sparse)."""
+    value = node.attrs.get("value")
+    if isinstance(value, gs.Constant):
+        return np.asarray(value.values)
+    for key, dtype in _CONSTANT_ATTRIBUTE_DTYPES.items():
+        if key in node.attrs:
+            return np.asarray(list(node.attrs[key]) if key.endswith("s") else node.attrs[key], dtype=dtype)
+    return None
+
+
 def constant_value(tensor: Optional[gs.Tensor]) -> Optional[np.ndarray]:
     """The value of an initializer or of a Constant node's output, else None."""
     if tensor is None:
@@ -25,11 +41,7 @@ def constant_value(tensor: Optional[gs.Tensor]) -> Optional[np.ndarray]:
     node = producer(tensor)
     if node is None or node.op != "Constant":
         return None
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-        if key in node.attrs:
-            value = node.attrs[key]
-            return np.asarray(value.values if isinstance(value, gs.Constant) else value)
-    return None
+    return constant_node_value(node)
 
 
 def constant_int(tensor: Optional[gs.Tensor]) -> Optional[int]:
