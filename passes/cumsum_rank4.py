@@ -17,7 +17,8 @@ from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
 from passes.split_cumsum import cumsum_axis
-from passes.static_shapes import describe, static_shapes
+from passes.static_shapes import static_shapes
+from patterns.graph_query import describe
 
 
 @register_pass

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.static_shapes import describe
+from patterns.graph_query import describe
 
 
 def _replace_in(tensors, old: gs.Tensor, new: gs.Tensor) -> None:

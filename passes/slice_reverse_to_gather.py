@@ -18,7 +18,8 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
-from passes.static_shapes import constant_value, describe, static_shapes
+from passes.static_shapes import static_shapes
+from patterns.graph_query import constant_value, describe
 
 
 def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:

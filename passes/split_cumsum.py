@@ -37,7 +37,8 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
-from passes.static_shapes import Shape, constant_value, describe, static_shapes
+from passes.static_shapes import Shape, static_shapes
+from patterns.graph_query import constant_value, describe
 
 # Measured on BM1684X with tpu-mlir 1.30.2 (docs/TPU.md, "CumSum size limit").
 DEFAULT_BUDGET = 4096  # elements per NPU lane

@@ -14,7 +14,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from passes.graph_io import graph_to_model
-from patterns.graph_query import constant_value, describe  # noqa: F401  (re-exported for the TPU passes)
 
 Shape = tuple[int, ...]
 PartialShape = tuple[Optional[int], ...]

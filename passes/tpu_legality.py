@@ -25,7 +25,8 @@ from passes.base import Pass, PassContext, PassError, PassResult
 from passes.registry import register_pass
 from passes.slice_reverse_to_gather import slice_operands
 from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
-from passes.static_shapes import constant_value, describe, static_shapes
+from passes.static_shapes import static_shapes
+from patterns.graph_query import constant_value, describe
 
 # Einsum equations tpu-mlir 1.30.2 converts (its 'top.Einsum' mode constraint), letters renamed
 # in order of first appearance. Others fail in model_transform; lower-einsum rewrites them.
