@@ -84,7 +84,9 @@ def test_vmamba_t_tpu_pipeline_compiles_with_layer_group_within_30_minutes(vmamb
     within cosine 0.9999 of ONNX Runtime. Needs VMAMBA_T_NAIVE (`make test-vmamba-t` sets it)."""
     report = vmamba_t_report("tpu")
     tpu = report.parent / "tpu.onnx"
-    reference = Path(os.environ["VMAMBA_T_NAIVE"]).with_suffix(".ref.npz")
+    from vmamba_ref.export import ref_path_for
+
+    reference = ref_path_for(os.environ["VMAMBA_T_NAIVE"])
     verdict_path = tmp_path / "verdict.json"
     checked = run("-m", "tools.tpu_check", str(tpu), "--input", str(reference), "--workdir", str(tmp_path / "work"),
                   "--skip-simulation-check", "--timeout", "1800", "--json", str(verdict_path), timeout=3 * 1800)
