@@ -1,7 +1,8 @@
 """Compile an ONNX model with Sophgo's tpu-mlir and say whether it works on the TPU.
 
     python -m tools.tpu_check model.onnx [--input sample.npz] [--chip bm1684x]
-        [--quantize F32|BF16|F16] [--no-layer-group] [--workdir DIR] [--json PATH]
+        [--quantize F32|BF16|F16|INT8] [--calibration CAL.npz] [--qtable auto|none|FILE]
+        [--no-layer-group] [--workdir DIR] [--json PATH]
 
 Steps (tpu-mlir 1.30.2, installed on first use into .tpu-venv/ by tools/tpu_setup.sh):
   1. model_transform: ONNX -> MLIR, checked layer by layer against ONNX Runtime (--test_input);
@@ -10,12 +11,18 @@ Steps (tpu-mlir 1.30.2, installed on first use into .tpu-venv/ by tools/tpu_setu
   3. model_runner on the bmodel, compared here with ONNX Runtime (cosine, max abs error);
   4. tpu-mlir's own estimate of the bmodel's run time (compiler_profile_0.txt).
 
+INT8 adds, between 1 and 2: run_calibration over a calibration set (``--calibration``: an npz
+with one array per model input, samples stacked on a new leading axis; make one with
+tools.tpu_calibration), and a quantization table that keeps the scan and its decay/exponent
+arithmetic in ``--float-mode`` (BF16 by default) while projections and convolutions go INT8
+(``--qtable auto``, tools.tpu_qtable; ``none`` for all-INT8, or a file of your own).
+
 tpu-mlir's onnxsim and constant folding are off by default (``--do_onnx_sim ''``): our
 pipelines already simplify, and on large graphs tpu-mlir's own pass does not finish.
 
 Exit codes: 0 compiled and accurate; 2 usage or bad input; 3 did not compile (the
 compiler's reason is printed); 4 compiled but cosine below --min-cosine (default 0.9999 for
-F32, 0.99 for BF16/F16); 5 tpu-mlir could not be installed; 1 internal error.
+F32, 0.99 for BF16/F16/INT8); 5 tpu-mlir could not be installed; 1 internal error.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ import numpy as np
 from tools import tpu_toolchain as tc
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
-DEFAULT_MIN_COSINE = {"F32": 0.9999, "BF16": 0.99, "F16": 0.99}
+DEFAULT_MIN_COSINE = {"F32": 0.9999, "BF16": 0.99, "F16": 0.99, "INT8": 0.99}
 
 
 class UsageError(Exception):
@@ -58,11 +65,16 @@ class Verdict:
     layer_group: bool
     nodes: int
     compiled: bool = False
-    stage_failed: Optional[str] = None  # "transform" or "deploy"
+    stage_failed: Optional[str] = None  # "transform", "calibration" or "deploy"
     reason: Optional[str] = None
     transform_seconds: Optional[float] = None
     deploy_seconds: Optional[float] = None
     runner_seconds: Optional[float] = None
+    calibration_seconds: Optional[float] = None
+    calibration_samples: Optional[int] = None
+    # INT8: ops kept in floating point by the quantization table, by reason (scan, decay, exponent)
+    float_ops: dict[str, int] = field(default_factory=dict)
+    qtable: Optional[str] = None
     transform_check: Optional[str] = None  # tpu-mlir's ONNX vs MLIR comparison: "passed"/"failed"
     deploy_check: Optional[str] = None  # tpu-mlir's MLIR vs cmodel comparison
     outputs: list[OutputMatch] = field(default_factory=list)
@@ -118,6 +130,26 @@ def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
         else:
             feeds[name] = random.standard_normal(shape).astype(dtype)
     return feeds
+
+
+def calibration_samples(interface, path: Path, count: Optional[int]) -> list[dict[str, np.ndarray]]:
+    """Per-sample feeds from an npz of arrays stacked on a leading sample axis ([S, *input shape])."""
+    stored = dict(np.load(path))
+    samples = None
+    for name, shape, dtype in interface:
+        if name not in stored:
+            raise UsageError(f"calibration set {path} has no array '{name}' (has: {', '.join(stored) or 'nothing'})")
+        value = stored[name]
+        if tuple(value.shape[1:]) != shape:
+            raise UsageError(f"calibration set {path}['{name}'] has shape {list(value.shape)}, "
+                             f"want [samples, {', '.join(map(str, shape))}]")
+        if samples is not None and len(value) != samples:
+            raise UsageError(f"calibration set {path}: inputs have different sample counts")
+        samples = len(value)
+    samples = min(samples or 0, count) if count else (samples or 0)
+    if samples == 0:
+        raise UsageError(f"calibration set {path} has no samples")
+    return [{name: stored[name][i].astype(dtype) for name, _, dtype in interface} for i in range(samples)]
 
 
 def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -211,6 +243,15 @@ def check(args, console) -> tuple[Verdict, int]:
     if sample is not None and not sample.is_file():
         raise UsageError(f"input npz not found: {sample}")
     quantize = args.quantize.upper()
+    calibration = Path(args.calibration) if args.calibration else None
+    if quantize == "INT8" and calibration is None:
+        raise UsageError("--quantize INT8 needs --calibration (an npz of stacked inputs: python -m tools.tpu_calibration)")
+    if calibration is not None and quantize != "INT8":
+        raise UsageError("--calibration is for --quantize INT8 only")
+    if calibration is not None and not calibration.is_file():
+        raise UsageError(f"calibration set not found: {calibration}")
+    if args.qtable not in ("auto", "none") and not Path(args.qtable).is_file():
+        raise UsageError(f"quantization table not found: {args.qtable}")
     threshold = args.min_cosine if args.min_cosine is not None else DEFAULT_MIN_COSINE[quantize]
     name = _safe_name(model_path)
     workdir = Path(args.workdir or f"out/tpu-check/{name}-{args.chip}-{quantize.lower()}"
@@ -222,6 +263,7 @@ def check(args, console) -> tuple[Verdict, int]:
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
     feeds = make_inputs(interface, sample)
+    calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
     np.savez(workdir / "input.npz", **feeds)
     reference = onnxruntime_outputs(model_path, feeds)
     np.savez(workdir / "onnxruntime_outputs.npz", **reference)
@@ -252,6 +294,16 @@ def check(args, console) -> tuple[Verdict, int]:
         bmodel = workdir / f"{name}.bmodel"
         deploy = ["model_deploy", "--mlir", f"{name}.mlir", "--chip", args.chip, "--quantize", quantize,
                   "--model", bmodel.name]
+        if quantize == "INT8":
+            failed = _calibrate(verdict, calibration_set, args, name, workdir, env, display, model_path)
+            if failed is not None:
+                return verdict, failed
+            deploy += ["--calibration_table", f"{name}_cali_table"]
+            if verdict.qtable:
+                deploy += ["--quantize_table", verdict.qtable]
+            # tpu-mlir stops without a bmodel when the INT8 MLIR's outputs are below its own
+            # tolerance (0.90 cosine); we compile regardless and judge the bmodel's cosine.
+            deploy += ["--tolerance", "0,0"]
         if not args.skip_simulation_check:
             deploy += ["--test_input", f"{name}_in_f32.npz", "--test_reference", f"{name}_top_outputs.npz"]
         if args.no_layer_group:
@@ -300,6 +352,40 @@ class SetupFailed(Exception):
     pass
 
 
+def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, display, model_path: Path) -> Optional[int]:
+    """run_calibration over the samples, then the quantization table; an exit code if it failed."""
+    from tools import tpu_qtable
+
+    dataset = workdir / "calibration"
+    dataset.mkdir()
+    for index, sample in enumerate(samples):
+        np.savez(dataset / f"sample_{index:04d}.npz", **sample)
+    verdict.calibration_samples = len(samples)
+    command = ["run_calibration", f"{name}.mlir", "--dataset", dataset.name, "--input_num", str(len(samples)),
+               "--tune_num", str(args.calibration_tune), "--chip", args.chip, "-o", f"{name}_cali_table"]
+    step = display.run("run_calibration", command, workdir, env, workdir / "calibration.log", args.timeout)
+    verdict.calibration_seconds = round(step.seconds, 2)
+    if not step.ok or not (workdir / f"{name}_cali_table").is_file():
+        verdict.stage_failed = "calibration"
+        verdict.reason = _timed_out(step) if step.timed_out else tc.failure_reason(step.log.read_text(errors="replace"))
+        return EXIT_NOT_COMPILED
+    if args.qtable == "none":
+        return None
+    if args.qtable != "auto":
+        verdict.qtable = str(Path(args.qtable).resolve())
+        return None
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    table = tpu_qtable.quantization_table(model, tpu_qtable.mlir_op_names((workdir / f"{name}.mlir").read_text()),
+                                          args.float_mode)
+    for *_, node in table:
+        verdict.float_ops[node.why] = verdict.float_ops.get(node.why, 0) + 1
+    (workdir / f"{name}_qtable").write_text(tpu_qtable.format_table(table, model_path.name))
+    verdict.qtable = str(workdir / f"{name}_qtable")
+    return None
+
+
 def render(verdict: Verdict, console) -> None:
     lg = "layer group on" if verdict.layer_group else "layer group off"
     console.print(f"[bold]tpu-check[/] {verdict.model} · {verdict.nodes:,} nodes · {verdict.chip} {verdict.quantize} · {lg}",
@@ -307,6 +393,11 @@ def render(verdict: Verdict, console) -> None:
     if verdict.transform_seconds is not None:
         check = f", ONNX Runtime vs MLIR {verdict.transform_check}" if verdict.transform_check else ""
         console.print(f"  model_transform {verdict.transform_seconds:.1f} s{check}", highlight=False)
+    if verdict.calibration_seconds is not None:
+        kept = ", ".join(f"{why} {count}" for why, count in verdict.float_ops.items())
+        table = f"; {sum(verdict.float_ops.values())} ops kept float ({kept})" if verdict.float_ops else ""
+        console.print(f"  run_calibration {verdict.calibration_seconds:.1f} s, {verdict.calibration_samples} samples{table}",
+                      highlight=False)
     if verdict.deploy_seconds is not None:
         check = f", MLIR vs cmodel {verdict.deploy_check}" if verdict.deploy_check else ""
         console.print(f"  model_deploy    {verdict.deploy_seconds:.1f} s{check}", highlight=False)
@@ -339,11 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="ONNX model with static shapes")
     parser.add_argument("--input", metavar="NPZ", help="inputs by name (e.g. the export's .ref.npz); default: random normal")
     parser.add_argument("--chip", default="bm1684x", choices=["bm1684x", "bm1688", "cv183x", "bm1684", "bm1690", "cv186x"])
-    parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16"])
+    parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16", "INT8"])
+    parser.add_argument("--calibration", metavar="NPZ",
+                        help="INT8: calibration set, one array per input with samples stacked first (tools.tpu_calibration)")
+    parser.add_argument("--calibration-count", type=int, metavar="N", help="INT8: use the first N samples only")
+    parser.add_argument("--calibration-tune", type=int, default=0, metavar="N",
+                        help="INT8: run_calibration's per-op threshold tuning on N samples (default 0: KL thresholds "
+                             "as they are; tuning took 6 min on micro-digits with 5 samples, 2-core machine)")
+    parser.add_argument("--qtable", default="auto", metavar="auto|none|FILE",
+                        help="INT8: ops kept in floating point: auto = the scan and its decay arithmetic (tools.tpu_qtable), "
+                             "none = all INT8, or a tpu-mlir quantization table file")
+    parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=["BF16", "F16", "F32"],
+                        help="INT8: the mode of the ops the auto table keeps in floating point (default BF16)")
     parser.add_argument("--no-layer-group", action="store_true", help="model_deploy --disable_layer_group")
     parser.add_argument("--workdir", help="where tpu-mlir writes (default out/tpu-check/<model>-<chip>-<quant>)")
     parser.add_argument("--json", metavar="PATH", help="write the verdict as JSON ('-' for stdout)")
-    parser.add_argument("--min-cosine", type=float, help="accuracy threshold (default 0.9999 F32, 0.99 BF16/F16)")
+    parser.add_argument("--min-cosine", type=float, help="accuracy threshold (default 0.9999 F32, 0.99 BF16/F16/INT8)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per tpu-mlir step (default 3600)")
     parser.add_argument("--skip-simulation-check", action="store_true",
                         help="model_deploy without its layer-by-layer cmodel comparison (faster)")

@@ -231,3 +231,15 @@ def read_profile(workdir: Path) -> Optional[ProfileEstimate]:
     if not used:
         return None
     return ProfileEstimate(total_ms, cycles or None, flops or None, used, layer_type_shares("\n".join(timeline)))
+
+
+# --- running a bmodel over many inputs ----------------------------------------------------
+
+BMODEL_RUN_SCRIPT = REPO_ROOT / "tools" / "tpu_bmodel_run.py"
+
+
+def bmodel_run_command(venv: Path, bmodel: Path, inputs: Path, outputs: Path) -> list[str]:
+    """tools/tpu_bmodel_run.py in the tpu-mlir venv: ``import tpu_mlir`` sets the runtime's
+    library paths, then starts the script as its own tools are started."""
+    launcher = f"import tpu_mlir; tpu_mlir.run_subprocess_py({str(BMODEL_RUN_SCRIPT)!r})"
+    return [str(venv / "bin" / "python"), "-c", launcher, str(bmodel), str(inputs), str(outputs)]

@@ -1,0 +1,99 @@
+"""INT8 tooling without the compiler: calibration sets, tools.tpu_check's INT8 usage errors,
+tools.tpu_accuracy's batching, scoring and acceptance rule."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, save
+
+from tools import tpu_accuracy, tpu_calibration
+from tools.tpu_accuracy import ModeAccuracy
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def relu_model(tmp_path) -> Path:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    path = tmp_path / "relu.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_synthetic_calibration_set_is_fixed_and_shaped_like_the_inputs(relu_model):
+    first = tpu_calibration.synthetic_set(relu_model, count=4, seed=0)
+    again = tpu_calibration.synthetic_set(relu_model, count=4, seed=0)
+    assert list(first) == ["x"] and first["x"].shape == (4, 2, 3) and first["x"].dtype == np.float32
+    np.testing.assert_array_equal(first["x"], again["x"])
+    np.testing.assert_array_equal(first["x"], np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32))
+
+
+def test_digits_calibration_set_uses_training_images_only():
+    from vmamba_ref.digits import load_digits_split
+
+    split = load_digits_split()
+    cal = tpu_calibration.digits_set(3, batch=2)["input"]
+    assert cal.shape == (3, 2, 3, 64, 64)
+    np.testing.assert_array_equal(cal.reshape(6, 3, 64, 64), split.x_train[:6])
+    with pytest.raises(ValueError, match="between 1 and 1297"):
+        tpu_calibration.digits_set(1000, batch=2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "error: --quantize INT8 needs --calibration (an npz of stacked inputs: python -m tools.tpu_calibration)\n"),
+    (["--calibration", "/nonexistent/cal.npz"], "error: calibration set not found: /nonexistent/cal.npz\n"),
+])
+def test_tpu_check_int8_usage_errors(relu_model, tmp_path, extra, message):
+    done = run("-m", "tools.tpu_check", str(relu_model), "--quantize", "INT8", "--workdir", str(tmp_path / "w"), *extra)
+    assert done.returncode == 2 and done.stderr == message
+    assert not (tmp_path / "w").exists()
+
+
+def test_tpu_check_refuses_a_calibration_set_of_the_wrong_shape(relu_model, tmp_path):
+    np.savez(tmp_path / "cal.npz", x=np.zeros((4, 3, 2), np.float32))
+    done = run("-m", "tools.tpu_check", str(relu_model), "--quantize", "INT8", "--calibration", str(tmp_path / "cal.npz"),
+               "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2
+    assert done.stderr == f"error: calibration set {tmp_path / 'cal.npz'}['x'] has shape [4, 3, 2], want [samples, 2, 3]\n"
+
+
+def test_calibration_only_with_int8(relu_model, tmp_path):
+    np.savez(tmp_path / "cal.npz", x=np.zeros((4, 2, 3), np.float32))
+    done = run("-m", "tools.tpu_check", str(relu_model), "--quantize", "BF16", "--calibration", str(tmp_path / "cal.npz"),
+               "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2 and done.stderr == "error: --calibration is for --quantize INT8 only\n"
+
+
+def test_batched_pads_the_last_batch_with_the_last_image():
+    images = np.arange(5, dtype=np.float32).reshape(5, 1)
+    assert tpu_accuracy.batched(images, 2).tolist() == [[[0], [1]], [[2], [3]], [[4], [4]]]
+    assert tpu_accuracy.batched(images, 5).shape == (1, 5, 1)
+
+
+def test_score_counts_top1_and_agreement():
+    logits = np.array([[0, 1.0], [1.0, 0], [1.0, 0], [0, 1.0]])
+    reference = np.array([[0, 1.0], [1.0, 0], [0, 1.0], [0, 2.0]])
+    top1, agreement, max_abs, min_cosine = tpu_accuracy.score(logits, np.array([1, 0, 0, 0]), reference)
+    assert (top1, agreement, max_abs, min_cosine) == (75.0, 75.0, 1.0, 0.0)
+
+
+def test_acceptance_rule():
+    def mode(name, top1):
+        return ModeAccuracy(name, True, images=500, top1=top1)
+
+    assert tpu_accuracy.acceptance([mode("F32", 99.0), mode("BF16", 99.0), mode("INT8", 98.0)], 99.0, 1.0) == []
+    assert tpu_accuracy.acceptance([mode("F32", 99.0), mode("BF16", 98.8), mode("INT8", 97.8)], 99.0, 1.0) == [
+        "BF16 top-1 98.80% != PyTorch 99.00%", "INT8 top-1 97.80% is 1.20 points below F32 (99.00%)"]
+    # without F32 in the run, INT8 is held against PyTorch
+    assert tpu_accuracy.acceptance([mode("INT8", 97.0)], 99.0, 1.0) == [
+        "INT8 top-1 97.00% is 2.00 points below PyTorch (99.00%)"]

@@ -1,0 +1,162 @@
+"""tools.tpu_qtable: which tpu-mlir ops stay in floating point under INT8 (no compiler needed)."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from tools import tpu_qtable
+from tools.tpu_qtable import DECAY, EXPONENT, MERGE, SCAN
+
+
+def _node(op, inputs, outputs, name="", made_by=None, **attrs):
+    node = helper.make_node(op, inputs, outputs, name=name, **attrs)
+    if made_by:
+        node.metadata_props.add(key="pass", value=made_by)
+        node.metadata_props.add(key="pass_index", value="1")
+    return node
+
+
+def small_scan_model():
+    """A projection, dt = Softplus, the decay dt*A into a re-rolled scan (one node made by
+    reroll-scans, one named after it by a later pass, one unnamed onnxsim Gemm on the scan's
+    constant), the scan's output added to the projection (the merge), an output projection,
+    then an unrelated Exp and Softplus."""
+    f = np.float32
+    initializers = [numpy_helper.from_array(np.ones((8, 8), f), "W"),
+                    numpy_helper.from_array(np.full((1, 4, 8), -0.5, f), "A"),
+                    numpy_helper.from_array(np.array([4, 8], np.int64), "shape2d"),
+                    numpy_helper.from_array(np.triu(np.ones((8, 8), f)), "tri"),
+                    numpy_helper.from_array(np.eye(8, dtype=f), "reroll_scans/scan0/const_7"),
+                    numpy_helper.from_array(np.array([1, 4, 8], np.int64), "shape3d")]
+    nodes = [
+        _node("MatMul", ["x", "W"], ["proj_out"], "/proj/MatMul"),
+        _node("Softplus", ["proj_out"], ["dt"], "/op/Softplus"),
+        _node("Mul", ["dt", "A"], ["dA"], "/op/Einsum/Mul"),
+        _node("Reshape", ["dA", "shape2d"], ["_v_1"]),
+        _node("MatMul", ["_v_1", "tri"], ["cs_out"], "cumsum_to_matmul/reroll_scans/scan0/CumSum_1/MatMul"),
+        _node("Exp", ["cs_out"], ["reroll_scans/scan0/Exp_2_out"], "reroll_scans/scan0/Exp_2", made_by="reroll-scans"),
+        _node("Gemm", ["reroll_scans/scan0/Exp_2_out", "reroll_scans/scan0/const_7"], ["_v_9"]),
+        _node("Reshape", ["_v_9", "shape3d"], ["_v_10"], "Reshape_3", made_by="simplify"),
+        _node("Mul", ["_v_10", "x"], ["scan_y"], "reroll_scans/scan0/Mul_3", made_by="reroll-scans"),
+        _node("Add", ["scan_y", "proj_out"], ["sum"], "/op/Add"),
+        _node("Mul", ["sum", "A"], ["scaled"], "/op/out_norm/Mul"),
+        _node("MatMul", ["scaled", "W"], ["o"], "/op/out_proj/MatMul"),
+        _node("Add", ["o", "x"], ["residual"], "/Add"),
+        _node("Exp", ["residual"], ["e"], "/head/Exp"),
+        _node("Softplus", ["e"], ["sp"], "/head/Softplus"),
+        _node("Sigmoid", ["sp"], ["out"], "/head/Sigmoid"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_precise_nodes_are_the_scan_its_decay_arithmetic_and_exponents():
+    found = [(p.output, p.op_type, p.why) for p in tpu_qtable.precise_nodes(small_scan_model())]
+    assert found == [
+        ("dt", "Softplus", DECAY),
+        ("dA", "Mul", DECAY),
+        ("_v_1", "Reshape", DECAY),
+        ("cs_out", "MatMul", SCAN),                          # named after reroll-scans' node
+        ("reroll_scans/scan0/Exp_2_out", "Exp", SCAN),       # pass metadata
+        ("_v_9", "Gemm", SCAN),                              # reads the scan's constant
+        ("_v_10", "Reshape", SCAN),                          # reads a scan tensor
+        ("scan_y", "Mul", SCAN),
+        ("sum", "Add", MERGE),                               # up to the next projection
+        ("scaled", "Mul", MERGE),
+        ("e", "Exp", EXPONENT),
+        ("sp", "Softplus", EXPONENT),                        # a Softplus that feeds no scan
+    ]
+
+
+# tpu-mlir's names: "<ONNX output>_<op type>"; ops its converter adds get a further suffix.
+MLIR = '''module attributes {module.name = "g"} {
+  func.func @main(%arg0: tensor<1x4x8xf32> loc(unknown)) -> tensor<1x4x8xf32> {
+    %0 = "top.None"() : () -> none loc(#loc0)
+    %1 = "top.Input"(%arg0) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc1)
+    %2 = "top.Weight"() : () -> tensor<8x8xf32> loc(#loc2)
+    %3 = "top.MatMul"(%1, %2, %0) {do_relu = false} : (tensor<1x4x8xf32>, tensor<8x8xf32>, none) -> tensor<1x4x8xf32> loc(#loc3)
+    %4 = "top.Softplus"(%3) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc4)
+    %5 = "top.Mul"(%4, %2) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc5)
+    %6 = "top.Add"(%5, %2) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc6)
+    %7 = "top.MatMul"(%6, %2, %0) : (tensor<4x8xf32>, tensor<8x8xf32>, none) -> tensor<4x8xf32> loc(#loc7)
+    %8 = "top.Exp"(%7) : (tensor<4x8xf32>) -> tensor<4x8xf32> loc(#loc8)
+    %9 = "top.MatMul"(%8, %2, %0) : (tensor<4x8xf32>, tensor<8x8xf32>, none) -> tensor<4x8xf32> loc(#loc9)
+    %10 = "top.Mul"(%9, %1) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc10)
+    %11 = "top.Add"(%10, %3) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc11)
+    %15 = "top.MulConst"(%11) {const_val = -5.000000e-01 : f64} : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc15)
+    %16 = "top.MatMul"(%15, %2, %0) : (tensor<1x4x8xf32>, tensor<8x8xf32>, none) -> tensor<1x4x8xf32> loc(#loc16)
+    %17 = "top.Add"(%16, %1) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc17)
+    %12 = "top.Exp"(%17) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc12)
+    %13 = "top.Softplus"(%12) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc13)
+    %14 = "top.Sigmoid"(%13) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc14)
+    return %14 : tensor<1x4x8xf32> loc(#loc)
+  } loc(#loc)
+} loc(#loc)
+#loc = loc(unknown)
+#loc0 = loc(unknown)
+#loc1 = loc("x")
+#loc2 = loc("W")
+#loc3 = loc("proj_out_MatMul")
+#loc4 = loc("dt_Softplus")
+#loc5 = loc("dA_Mul")
+#loc6 = loc("dA_Mul_bias")
+#loc7 = loc("cs_out_MatMul")
+#loc8 = loc("reroll_scans/scan0/Exp_2_out_Exp")
+#loc9 = loc("_v_9_Gemm")
+#loc10 = loc("scan_y_Mul")
+#loc11 = loc("sum_Add")
+#loc12 = loc("e_Exp")
+#loc13 = loc("sp_Softplus")
+#loc14 = loc("out_Sigmoid")
+#loc15 = loc("scaled_Mul")
+#loc16 = loc("o_MatMul")
+#loc17 = loc("residual_Add")
+'''
+
+
+def test_mlir_op_names_skip_weights_inputs_and_none():
+    assert tpu_qtable.mlir_op_names(MLIR) == [
+        "proj_out_MatMul", "dt_Softplus", "dA_Mul", "dA_Mul_bias", "cs_out_MatMul", "reroll_scans/scan0/Exp_2_out_Exp",
+        "_v_9_Gemm", "scan_y_Mul", "sum_Add", "scaled_Mul", "o_MatMul", "residual_Add", "e_Exp", "sp_Softplus",
+        "out_Sigmoid"]
+
+
+def test_match_op_takes_the_longest_output_name():
+    outputs = {"a", "a_b", "_v_1"}
+    assert tpu_qtable.match_op("a_b_Mul", outputs) == "a_b"
+    assert tpu_qtable.match_op("a_Mul", outputs) == "a"
+    assert tpu_qtable.match_op("_v_1_Reshape", outputs) == "_v_1"
+    assert tpu_qtable.match_op("b_Mul", outputs) is None
+
+
+def test_quantization_table_exact_text():
+    table = tpu_qtable.quantization_table(small_scan_model(), tpu_qtable.mlir_op_names(MLIR), "BF16")
+    assert tpu_qtable.format_table(table, "small.onnx") == (
+        "# tools.tpu_qtable for small.onnx: ops kept in floating point, the rest INT8\n"
+        "# 11 ops: scan 4, decay 3, merge 2, exponent 2\n"
+        "# op_name quantize_mode\n"
+        "dt_Softplus BF16\n"
+        "dA_Mul BF16\n"
+        "dA_Mul_bias BF16\n"
+        "cs_out_MatMul BF16\n"
+        "reroll_scans/scan0/Exp_2_out_Exp BF16\n"
+        "_v_9_Gemm BF16\n"
+        "scan_y_Mul BF16\n"
+        "sum_Add BF16\n"
+        "scaled_Mul BF16\n"
+        "e_Exp BF16\n"
+        "sp_Softplus BF16\n")
+
+
+def test_projection_and_residual_stay_int8_and_bad_float_mode_is_refused():
+    table = tpu_qtable.quantization_table(small_scan_model(), tpu_qtable.mlir_op_names(MLIR), "F16")
+    names = {name for name, mode, _ in table}
+    assert not names & {"proj_out_MatMul", "o_MatMul", "residual_Add", "out_Sigmoid"}
+    assert {mode for _, mode, _ in table} == {"F16"}
+    try:
+        tpu_qtable.quantization_table(small_scan_model(), [], "INT4")
+    except ValueError as error:
+        assert str(error) == "float mode 'INT4' is not one of BF16, F16, F32"
+    else:
+        raise AssertionError("INT4 accepted")

@@ -1,0 +1,207 @@
+"""Held-out digits accuracy through the compiled bmodel: micro-digits on tpu-mlir's cmodel.
+
+    python -m tools.tpu_accuracy [--quantize F32 BF16 INT8] [--count 500] [--batch 10]
+        [--chip bm1684x] [--calibration-count 32] [--workdir DIR] [--json PATH]
+
+Exports micro-digits with a static batch (``--batch``), runs the ``tpu`` pipeline, compiles
+it with tools.tpu_check for each ``--quantize`` (INT8: calibrated on digits *training*
+images, the scan kept in BF16 by the auto quantization table), then runs each bmodel on the
+cmodel simulator over the first ``--count`` held-out digits (the last batch padded with its
+last image, the padding dropped) and compares with PyTorch on the same images.
+
+Prints per mode: top-1, agreement of the predicted class with PyTorch, the lowest per-image
+cosine of the logits to PyTorch's, the estimate, the compile and simulation times. The acceptance rule (exit 0, else 4): F32 and BF16 top-1 equal
+PyTorch's, INT8 top-1 within 1 point of F32's (``--int8-max-drop``). Exit 3 when a mode does
+not compile, 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tools import tpu_toolchain as tc
+
+EXIT_OK, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE = 0, 2, 3, 4
+MODES = ("F32", "BF16", "F16", "INT8")
+
+
+@dataclass
+class ModeAccuracy:
+    quantize: str
+    compiled: bool
+    images: int = 0
+    top1: Optional[float] = None  # % of images whose predicted class is the label
+    agreement: Optional[float] = None  # % of images where the bmodel predicts PyTorch's class
+    max_abs_logit: Optional[float] = None  # vs PyTorch
+    min_cosine: Optional[float] = None  # the lowest per-image cosine of the logits to PyTorch's
+    estimated_ms: Optional[float] = None
+    compile_seconds: Optional[float] = None  # transform + calibration + deploy
+    simulate_seconds: Optional[float] = None
+    reason: Optional[str] = None
+
+
+def _run(command: list[str], log: Path, cwd: Path = tc.REPO_ROOT) -> subprocess.CompletedProcess:
+    with open(log, "w") as sink:
+        return subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+
+
+def batched(images: np.ndarray, batch: int) -> np.ndarray:
+    """[n, ...] -> [ceil(n / batch), batch, ...], the last batch padded with the last image."""
+    padding = (-len(images)) % batch
+    if padding:
+        images = np.concatenate([images, np.repeat(images[-1:], padding, axis=0)])
+    return images.reshape(len(images) // batch, batch, *images.shape[1:])
+
+
+def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float]:
+    """(top-1 %, agreement with the reference's classes %, max abs logit difference, lowest
+    per-image cosine of the logits to the reference's)."""
+    predicted = logits.argmax(axis=1)
+    top1 = 100.0 * float(np.mean(predicted == labels))
+    agreement = 100.0 * float(np.mean(predicted == reference.argmax(axis=1)))
+    a, b = logits.astype(np.float64), reference.astype(np.float64)
+    cosines = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return top1, agreement, float(np.max(np.abs(logits - reference))), float(np.min(cosines))
+
+
+def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: float) -> list[str]:
+    """What breaks the rule: F32/BF16/F16 top-1 == PyTorch's, INT8 within int8_max_drop points of F32."""
+    problems = []
+    by_mode = {r.quantize: r for r in results}
+    for result in results:
+        if result.top1 is None:
+            continue
+        if result.quantize in ("F32", "BF16", "F16") and abs(result.top1 - torch_top1) > 1e-9:
+            problems.append(f"{result.quantize} top-1 {result.top1:.2f}% != PyTorch {torch_top1:.2f}%")
+        if result.quantize == "INT8":
+            base = by_mode["F32"].top1 if "F32" in by_mode and by_mode["F32"].top1 is not None else torch_top1
+            if base - result.top1 > int8_max_drop + 1e-9:
+                problems.append(f"INT8 top-1 {result.top1:.2f}% is {base - result.top1:.2f} points below "
+                                f"{'F32' if 'F32' in by_mode else 'PyTorch'} ({base:.2f}%)")
+    return problems
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.tpu_accuracy", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quantize", nargs="+", type=str.upper, default=["F32", "BF16", "INT8"], choices=MODES)
+    parser.add_argument("--count", type=int, default=500, help="held-out images, the first N of 500 (default all)")
+    parser.add_argument("--batch", type=int, default=10, help="the bmodel's static batch (default 10)")
+    parser.add_argument("--chip", default="bm1684x")
+    parser.add_argument("--calibration-count", type=int, default=32,
+                        help="INT8: calibration samples of --batch training images each (default 32)")
+    parser.add_argument("--int8-max-drop", type=float, default=1.0, help="INT8 top-1 may be this many points below F32")
+    parser.add_argument("--workdir", default="out/tpu-accuracy")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--venv", help="tpu-mlir venv (default .tpu-venv or $TPU_VENV)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.count <= 500:
+        sys.stderr.write(f"error: --count must be between 1 and 500, got {args.count}\n")
+        return EXIT_USAGE
+    if args.batch < 1:
+        sys.stderr.write(f"error: --batch must be positive, got {args.batch}\n")
+        return EXIT_USAGE
+    if args.calibration_count * args.batch > 1297:
+        sys.stderr.write(f"error: --calibration-count x --batch must be at most 1297 training images\n")
+        return EXIT_USAGE
+
+    from tools.eval_digits import torch_predict
+    from tools.tpu_calibration import digits_set
+    from vmamba_ref.digits import load_digits_split
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    naive, tpu = workdir / "naive.onnx", workdir / "tpu.onnx"
+    started = time.perf_counter()
+    print(f"micro-digits, batch {args.batch}: export and tpu pipeline -> {tpu}", flush=True)
+    for command, log in (([python, "-m", "vmamba_ref.export", "--model", "micro-digits", "--batch", str(args.batch),
+                           "-o", str(naive)], workdir / "export.log"),
+                         ([python, "-m", "passes.apply", str(naive), "--pipeline", "tpu", "-o", str(tpu)],
+                          workdir / "apply.log")):
+        if _run(command, log).returncode != 0:
+            sys.stderr.write(f"error: {' '.join(command[2:4])} failed (log: {log})\n")
+            return EXIT_NOT_COMPILED
+
+    split = load_digits_split()
+    images, labels = split.x_test[: args.count], split.y_test[: args.count]
+    reference = torch_predict(images)
+    torch_top1 = 100.0 * float(np.mean(reference.argmax(axis=1) == labels))
+    held_out = workdir / "held_out.npz"
+    np.savez(held_out, input=batched(images, args.batch))
+    calibration = workdir / "calibration.npz"
+    if "INT8" in args.quantize:
+        np.savez(calibration, **digits_set(args.calibration_count, args.batch))
+
+    venv = tc.venv_dir(args.venv)
+    results = []
+    for quantize in args.quantize:
+        mode_dir = workdir / quantize.lower()
+        verdict_path = workdir / f"{quantize.lower()}.verdict.json"
+        # --estimate-only: the held-out images below are the accuracy check (the cmodel is slow)
+        check = [python, "-m", "tools.tpu_check", str(tpu), "--input", str(naive.with_suffix(".ref.npz")),
+                 "--quantize", quantize, "--chip", args.chip, "--workdir", str(mode_dir), "--skip-simulation-check",
+                 "--estimate-only", "--json", str(verdict_path)]
+        if args.venv:
+            check += ["--venv", args.venv]
+        if quantize == "INT8":
+            check += ["--calibration", str(calibration)]
+        print(f"{quantize}: compiling (tools.tpu_check) ...", flush=True)
+        checked = _run(check, workdir / f"{quantize.lower()}.check.log")
+        verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else {}
+        result = ModeAccuracy(quantize, bool(verdict.get("compiled")), estimated_ms=verdict.get("estimated_ms"))
+        result.compile_seconds = round(sum(verdict.get(k) or 0 for k in
+                                           ("transform_seconds", "calibration_seconds", "deploy_seconds")), 1)
+        if not result.compiled or checked.returncode != 0:
+            result.compiled = False
+            result.reason = verdict.get("reason") or f"tools.tpu_check exit {checked.returncode}"
+            results.append(result)
+            continue
+        outputs = workdir / f"{quantize.lower()}.logits.npz"
+        print(f"{quantize}: {args.count} held-out images on the cmodel ...", flush=True)
+        simulate_started = time.perf_counter()
+        ran = _run(tc.bmodel_run_command(venv, Path(verdict["bmodel"]), held_out, outputs),
+                   workdir / f"{quantize.lower()}.run.log", cwd=mode_dir)
+        result.simulate_seconds = round(time.perf_counter() - simulate_started, 1)
+        if ran.returncode != 0 or not outputs.is_file():
+            result.reason = f"bmodel run failed (log: {workdir / f'{quantize.lower()}.run.log'})"
+            results.append(result)
+            continue
+        logits = next(iter(np.load(outputs).values())).reshape(-1, reference.shape[1])[: args.count]
+        result.images = len(logits)
+        result.top1, result.agreement, result.max_abs_logit, result.min_cosine = score(logits, labels, reference)
+        results.append(result)
+
+    print(f"\nmicro-digits held-out accuracy through the bmodel: {args.chip}, tpu-mlir cmodel, "
+          f"first {args.count} of 500 images, batch {args.batch}")
+    print(f"  PyTorch (float32): top-1 {torch_top1:.2f}%")
+    for r in results:
+        if r.top1 is None:
+            print(f"  {r.quantize:5s} not measured: {r.reason}")
+            continue
+        print(f"  {r.quantize:5s} top-1 {r.top1:.2f}%, agreement with PyTorch {r.agreement:.2f}%, "
+              f"logits: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_logit:.3g}; est. {r.estimated_ms:.3f} ms/batch, "
+              f"compile {r.compile_seconds:.0f} s, cmodel {r.simulate_seconds:.0f} s")
+    problems = acceptance(results, torch_top1, args.int8_max_drop)
+    not_compiled = [r for r in results if not r.compiled]
+    verdict = "PASS" if not problems and all(r.top1 is not None for r in results) else "FAIL"
+    print(f"  {verdict}" + (f": {'; '.join(problems)}" if problems else "") + f" · total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"chip": args.chip, "count": args.count, "batch": args.batch,
+                                               "torch_top1": torch_top1, "problems": problems,
+                                               "modes": [asdict(r) for r in results]}, indent=2) + "\n")
+    if not_compiled:
+        return EXIT_NOT_COMPILED
+    return EXIT_OK if verdict == "PASS" else EXIT_INACCURATE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Calibration sets for tpu-mlir's INT8 (tools.tpu_check --quantize INT8 --calibration FILE).
+
+    python -m tools.tpu_calibration digits -o cal.npz [--count 64] [--batch 1]
+    python -m tools.tpu_calibration synthetic model.onnx -o cal.npz [--count 8] [--seed 0]
+
+The file holds one array per model input with the samples stacked on a new leading axis
+([samples, *input shape]). ``digits``: the first images of the digits *training* split (never
+the 500 held-out ones the accuracy is measured on), for micro-digits (input ``input``,
+[1, 3, 64, 64]). ``synthetic``: a fixed set of standard-normal inputs (numpy's default_rng with
+``--seed``), for models without a data set of their own, e.g. VMamba-T with random weights;
+say so where its figures are quoted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+def digits_set(count: int, batch: int = 1) -> dict[str, np.ndarray]:
+    """``count`` samples of ``batch`` training images each: {"input": [count, batch, 3, 64, 64]}."""
+    from vmamba_ref.digits import load_digits_split
+
+    train = load_digits_split().x_train
+    if count <= 0 or batch <= 0 or count * batch > len(train):
+        raise ValueError(f"--count x --batch must be between 1 and {len(train)} (the training split), "
+                         f"got {count} x {batch}")
+    return {"input": train[: count * batch].reshape(count, batch, *train.shape[1:]).astype(np.float32)}
+
+
+def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarray]:
+    from tools.tpu_check import model_interface
+
+    if count <= 0:
+        raise ValueError(f"--count must be positive, got {count}")
+    interface, _, _ = model_interface(model_path)
+    random = np.random.default_rng(seed)
+    return {name: random.standard_normal((count, *shape)).astype(dtype) for name, shape, dtype in interface}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.tpu_calibration", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    digits = sub.add_parser("digits", help="digits training images (micro-digits)")
+    digits.add_argument("--count", type=int, default=64)
+    digits.add_argument("--batch", type=int, default=1, help="images per sample: the model's static batch")
+    synthetic = sub.add_parser("synthetic", help="fixed standard-normal inputs shaped like the model's")
+    synthetic.add_argument("model", help="ONNX model with static input shapes")
+    synthetic.add_argument("--count", type=int, default=8)
+    synthetic.add_argument("--seed", type=int, default=0)
+    for command in (digits, synthetic):
+        command.add_argument("-o", "--output", required=True, help="the .npz to write")
+    args = parser.parse_args(argv)
+    try:
+        if args.kind == "digits":
+            arrays = digits_set(args.count, args.batch)
+        else:
+            if not Path(args.model).is_file():
+                raise ValueError(f"model not found: {args.model}")
+            arrays = synthetic_set(Path(args.model), args.count, args.seed)
+    except Exception as error:  # one line for the user
+        sys.stderr.write(f"error: {' '.join(str(error).split())[:300]}\n")
+        return 2
+    target = Path(args.output)
+    partial = target.with_name(target.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(target)
+    shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in arrays.items())
+    print(f"wrote {target}: {shapes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""tpu-mlir's quantization table for INT8 with the scan kept precise, from our own graph knowledge.
+
+    python -m tools.tpu_qtable tpu.onnx model.mlir [-o qtable.txt] [--float-mode BF16]
+
+In INT8 mode every tpu-mlir op is INT8 unless the quantization table (``model_deploy
+--quantize_table``) names it with another mode, one ``op_name mode`` line each. We name the
+ops that must stay in floating point, and leave the rest (the projections, the convolutions,
+LayerNorm, activations, the residual adds) to INT8 with run_calibration's thresholds:
+
+- **scan**: the nodes ``reroll-scans`` created (node metadata ``pass`` = ``reroll-scans``),
+  and nodes later passes made out of them: their names and tensors carry the lineage prefix
+  ``reroll_scans/`` (e.g. cumsum-to-matmul's ``cumsum_to_matmul/cumsum_rank4/reroll_scans/
+  scan0/CumSum_11/...``, onnxsim's Gemms over the scan's ``reroll_scans/scan0/const_7``), and
+  nodes enclosed by those (all their producers and consumers scan nodes: onnxsim's Reshapes). The
+  chunked scan multiplies ``exp(S - m)`` by ``exp(m - S)`` with S a running sum of log-decays
+  over 32 steps: an INT8 grid (256 levels per tensor) cannot hold either factor.
+- **decay/exponent arithmetic**: every Exp, Log, Softplus, Pow, Sqrt, Reciprocal (values
+  spread over many orders of magnitude), and every node on a path from a Softplus (the step
+  size dt) into the scan: dt * A (the log-decay) and dt * B * x (the drive), with the Reshapes
+  between. Those paths end at scan nodes and never cross a projection.
+
+tpu-mlir names an op ``<ONNX output>_<ONNX op type>`` (``/x/Conv_output_0_Conv``), and ops
+its converter adds carry a further suffix (``..._Mul_bias``); each MLIR op is matched to the
+ONNX node whose output name is its longest such prefix. Only names that are in the MLIR go
+into the table (tpu-mlir's own canonicalisation removes some nodes, e.g. Reshapes it folds).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import onnx
+
+from passes.report.provenance import PASS_KEY
+
+SCAN_PASS = "reroll-scans"
+SCAN_LINEAGE = "reroll_scans/"
+EXPONENT_OPS = frozenset({"Exp", "Log", "Softplus", "Pow", "Sqrt", "Reciprocal"})
+DECAY_SOURCE_OPS = frozenset({"Softplus"})
+FLOAT_MODES = ("BF16", "F16", "F32")
+
+SCAN, DECAY, MERGE, EXPONENT = "scan", "decay", "merge", "exponent"
+PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class PreciseNode:
+    output: str  # the node's first output: tpu-mlir names its op after it
+    op_type: str
+    why: str  # SCAN, DECAY or EXPONENT
+
+
+def _is_scan_node(node: onnx.NodeProto) -> bool:
+    props = {p.key: p.value for p in node.metadata_props}
+    if props.get(PASS_KEY) == SCAN_PASS:
+        return True
+    names = [node.name, *node.input, *node.output]
+    return any(SCAN_LINEAGE in name for name in names if name)
+
+
+def _is_projection(node: onnx.NodeProto, initializers: set[str]) -> bool:
+    """A convolution, or a matrix product with a weight (an initializer operand)."""
+    if node.op_type not in PROJECTION_OPS:
+        return False
+    return node.op_type.startswith("Conv") or any(name in initializers for name in node.input)
+
+
+def precise_nodes(model: onnx.ModelProto) -> list[PreciseNode]:
+    """The ONNX nodes that stay in floating point, in graph order (see the module doc)."""
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = {}
+    producer: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+        for name in node.output:
+            producer[name] = index
+    scan = {index for index, node in enumerate(nodes) if _is_scan_node(node)}
+    # Nodes enclosed by the scan (every producer and every consumer a scan node), e.g. the
+    # Reshapes onnxsim puts between them under fresh names, are the scan's too.
+    changed = True
+    while changed:
+        changed = False
+        for index, node in enumerate(nodes):
+            if index in scan:
+                continue
+            sources = [producer[name] for name in node.input if name in producer]
+            sinks = [c for name in node.output for c in consumers.get(name, [])]
+            if sources and sinks and all(s in scan for s in sources) and all(c in scan for c in sinks):
+                scan.add(index)
+                changed = True
+
+    # Forward from each Softplus without entering the scan: what dt feeds before the scan.
+    reached: set[int] = set()
+    queue = deque(index for index, node in enumerate(nodes) if node.op_type in DECAY_SOURCE_OPS)
+    while queue:
+        index = queue.popleft()
+        if index in reached or index in scan:
+            continue
+        reached.add(index)
+        for name in nodes[index].output:
+            queue.extend(consumers.get(name, []))
+    # ... and backward from the scan: keep only what flows into it.
+    feeds_scan: set[int] = set()
+    queue = deque(scan)
+    while queue:
+        index = queue.popleft()
+        for name in nodes[index].input:
+            source = producer.get(name)
+            if source is not None and source in reached and source not in feeds_scan:
+                feeds_scan.add(source)
+                queue.append(source)
+    decay = reached & feeds_scan
+
+    # Forward from the scan to the next projection: the directions' outputs added up with
+    # D * x, the merge of the cross-scan and out_norm. Their INT8 thresholds, calibrated on
+    # sums of values of very different sizes, cost most of micro-digits' INT8 error.
+    initializers = {init.name for init in model.graph.initializer}
+    merge: set[int] = set()
+    queue = deque(c for index in scan for name in nodes[index].output for c in consumers.get(name, []))
+    while queue:
+        index = queue.popleft()
+        if index in scan or index in merge or _is_projection(nodes[index], initializers):
+            continue
+        merge.add(index)
+        for name in nodes[index].output:
+            queue.extend(consumers.get(name, []))
+
+    found = []
+    for index, node in enumerate(nodes):
+        if index in scan:
+            why = SCAN
+        elif index in decay:
+            why = DECAY
+        elif index in merge:
+            why = MERGE
+        elif node.op_type in EXPONENT_OPS:
+            why = EXPONENT
+        else:
+            continue
+        found.append(PreciseNode(node.output[0], node.op_type, why))
+    return found
+
+
+_OP_LINE = re.compile(r'=\s*"?top\.(?P<op>\w+)"?.*\sloc\((?P<loc>#loc\d+|"[^"]*")\)\s*$')
+_LOC_DEF = re.compile(r'^(?P<ref>#loc\d+)\s*=\s*loc\("(?P<name>[^"]*)"\)')
+_NOT_OPS = frozenset({"Weight", "None", "Input"})
+
+
+def mlir_op_names(mlir_text: str) -> list[str]:
+    """Names of the computing ops of a tpu-mlir top-dialect file, in file order."""
+    locations = {m.group("ref"): m.group("name") for m in map(_LOC_DEF.match, mlir_text.splitlines()) if m}
+    names = []
+    for line in mlir_text.splitlines():
+        match = _OP_LINE.search(line)
+        if not match or match.group("op") in _NOT_OPS:
+            continue
+        loc = match.group("loc")
+        name = loc.strip('"') if loc.startswith('"') else locations.get(loc)
+        if name:
+            names.append(name)
+    return names
+
+
+def match_op(op_name: str, outputs: dict[str, PreciseNode] | Iterable[str]) -> Optional[str]:
+    """The ONNX output that ``op_name`` was made from: the longest one followed by '_' (or equal)."""
+    best = None
+    for cut in [len(op_name)] + [i for i, ch in enumerate(op_name) if ch == "_"]:
+        prefix = op_name[:cut]
+        if prefix in outputs and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return best
+
+
+def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: str = "BF16"
+                       ) -> list[tuple[str, str, PreciseNode]]:
+    """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode``."""
+    if float_mode not in FLOAT_MODES:
+        raise ValueError(f"float mode {float_mode!r} is not one of {', '.join(FLOAT_MODES)}")
+    precise = {node.output: node for node in precise_nodes(model)}
+    all_outputs = {name for node in model.graph.node for name in node.output}
+    table = []
+    for op_name in op_names:
+        source = match_op(op_name, all_outputs)
+        if source is not None and source in precise:
+            table.append((op_name, float_mode, precise[source]))
+    return table
+
+
+def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> str:
+    counts = {why: sum(1 for *_, node in table if node.why == why) for why in (SCAN, DECAY, MERGE, EXPONENT)}
+    lines = [f"# tools.tpu_qtable for {model_name}: ops kept in floating point, the rest INT8",
+             f"# {len(table)} ops: scan {counts[SCAN]}, decay {counts[DECAY]}, merge {counts[MERGE]}, "
+             f"exponent {counts[EXPONENT]}",
+             "# op_name quantize_mode"]
+    lines += [f"{op_name} {mode}" for op_name, mode, _ in table]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.tpu_qtable", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="the ONNX model given to model_transform (with its node metadata)")
+    parser.add_argument("mlir", help="model_transform's top-dialect .mlir of that model")
+    parser.add_argument("-o", "--output", help="write the table here (default stdout)")
+    parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=FLOAT_MODES)
+    args = parser.parse_args(argv)
+    try:
+        model = onnx.load(args.model, load_external_data=False)
+        mlir_text = Path(args.mlir).read_text()
+    except Exception as error:
+        sys.stderr.write(f"error: {' '.join(str(error).split())[:200]}\n")
+        return 2
+    text = format_table(quantization_table(model, mlir_op_names(mlir_text), args.float_mode), Path(args.model).name)
+    if args.output:
+        target = Path(args.output)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(text)
+        partial.replace(target)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
