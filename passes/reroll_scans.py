@@ -18,8 +18,9 @@ from passes.registry import register_pass
 from passes.scan_forms import SCAN_FORMS
 from passes.scan_forms.builder import GraphBuilder
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
+from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import producer
-from patterns.linear_recurrence import Recurrence, find_recurrences
+from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 
 
 def _log_decay(b: GraphBuilder, decay: gs.Tensor) -> gs.Tensor:
@@ -61,8 +62,28 @@ def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank
         else:
             summed = b.reduce_sum(b.mul(*factors), reduce_axes, form.keepdims)
             b.transpose(summed, move_axis_perm(summed_rank, step_axis, form.stack_axis), output=out)
+    elif form.kind == "template":
+        # The per-step subgraph, replayed with a leading step axis (passes/scan_forms/step_replay.py).
+        stacked = replay_over_steps(b, rec.template, move_axis(b, states, full_rank, axis, 0), rec.length)
+        perm = move_axis_perm(template_output_rank(rec.template) + 1, 0, form.stack_axis)
+        if form.stack_axis == 0:
+            b.identity(stacked, output=out)
+        else:
+            b.transpose(stacked, perm, output=out)
     else:
         raise ValueError(f"unknown readout kind {form.kind}")
+
+
+def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
+    """Why the per-step readout cannot be replayed over all steps (a dry run on a scratch graph), or None."""
+    if rec.template is None:
+        return None
+    scratch = GraphBuilder(gs.Graph(), opset, prefix="dry_run")
+    try:
+        replay_over_steps(scratch, rec.template, gs.Variable("states"), rec.length)
+    except ReplayError as error:
+        return f"{rec.named_mismatch} (as a per-step subgraph: {error})"
+    return None
 
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int) -> None:
@@ -104,6 +125,14 @@ class RerollScans(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
+        recurrences = []
+        for rec in report.recurrences:
+            refusal = _replay_refusal(rec, ctx.opset)
+            if refusal is None:
+                recurrences.append(rec)
+            else:
+                report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
+        report.recurrences = recurrences
         notes = [str(rejection) for rejection in report.rejections]
         for index, rec in enumerate(report.recurrences):
             dtype = getattr(rec.decay, "dtype", None) or np.float32

@@ -5,7 +5,11 @@
     y   = stack(y_0 .. y_{L-1})
 
 where a_i, b_i, c_i are the i-th slices of three tensors A, B, C along one axis each.
-Every step in the graph is Add(Mul(a_i, x_{i-1}), b_i), in either operand order.
+Every step in the graph is Add(Mul(a_i, x_{i-1}), b_i), in either operand order, where x_{i-1}
+may reach the Mul through no-op Casts, Identities and shape round trips (patterns/no_ops.py).
+The first step may multiply a zeros constant or be missing (x_0 = b_0: no initial state).
+Readouts that none of the named forms of patterns/readout.py fit are compared step with step
+(patterns/step_template.py) and re-rolled as one per-step subgraph.
 
 `find_recurrences` returns the chains that match and, for candidates that do not, a reason
 a person can act on ("index jumps from 4 to 6 at step 5").
@@ -19,23 +23,32 @@ import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer
 from patterns.indexing import StepSlice, match_step_slice
+from patterns.no_ops import see_through
 from patterns.ranks import RankMap
-from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout
+from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout, stacked_step_outputs
+from patterns.step_template import StepTemplate, TemplateMismatch, match_step_templates
 
 MIN_STEPS = 2
 
 
 @dataclass
 class Step:
-    add: gs.Node
-    mul: gs.Node
-    decay: StepSlice       # a_i
-    drive: StepSlice       # b_i
-    previous: gs.Tensor    # x_{i-1}
+    add: Optional[gs.Node]          # None for a missing first step (x_0 = b_0)
+    mul: Optional[gs.Node]
+    decay: Optional[StepSlice]      # a_i
+    drive: StepSlice                # b_i
+    previous: Optional[gs.Tensor]   # x_{i-1} as the Mul reads it
+    previous_origin: Optional[gs.Tensor] = None   # x_{i-1} before no-op Casts and round trips
+    link: tuple = ()                # those no-op nodes
 
     @property
     def state(self) -> gs.Tensor:
-        return self.add.outputs[0]
+        return self.add.outputs[0] if self.add is not None else self.previous_origin
+
+    @property
+    def nodes(self) -> list:
+        own = [self.add, self.mul, *self.link, *(self.decay.nodes if self.decay else ())]
+        return [n for n in own if n is not None] + list(self.drive.nodes)
 
 
 @dataclass
@@ -58,6 +71,8 @@ class Recurrence:
     drive_rank: int = 0
     initial_rank: Optional[int] = None
     nodes: list = field(default_factory=list)   # every node the re-rolled form supersedes
+    template: Optional[StepTemplate] = None     # readout kind "template": the per-step subgraph
+    named_mismatch: str = ""                    # why no named readout form fit (when template is set)
 
     @property
     def anchor(self) -> str:
@@ -80,6 +95,15 @@ class MatchReport:
     rejections: list[Rejection]
 
 
+def _step_slice(tensor: gs.Tensor, ranks: RankMap) -> Optional[StepSlice]:
+    """One step of a tensor, possibly behind no-op Casts (their nodes join the slice's)."""
+    origin, wrappers = see_through(tensor)
+    found = match_step_slice(origin, ranks)
+    if found is None or not wrappers:
+        return found
+    return StepSlice(found.source, found.axis, found.index, (*wrappers, *found.nodes))
+
+
 def _match_step(add: gs.Node, ranks: RankMap) -> Optional[Step]:
     """Add(Mul(a_i, x), b_i) with a_i and b_i single steps of some tensor."""
     if add.op != "Add" or len(add.inputs) != 2:
@@ -88,13 +112,15 @@ def _match_step(add: gs.Node, ranks: RankMap) -> Optional[Step]:
         mul = producer(add.inputs[mul_side])
         if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
             continue
-        drive = match_step_slice(add.inputs[1 - mul_side], ranks)
+        drive = _step_slice(add.inputs[1 - mul_side], ranks)
         if drive is None:
             continue
         for decay_side in (0, 1):
-            decay = match_step_slice(mul.inputs[decay_side], ranks)
+            decay = _step_slice(mul.inputs[decay_side], ranks)
             if decay is not None:
-                return Step(add, mul, decay, drive, mul.inputs[1 - decay_side])
+                previous = mul.inputs[1 - decay_side]
+                origin, link = see_through(previous)
+                return Step(add, mul, decay, drive, previous, origin, tuple(link))
     return None
 
 
@@ -102,38 +128,51 @@ class _ChainMismatch(Exception):
     pass
 
 
-def _check_indices(slices: list[StepSlice], what: str) -> None:
+def _check_indices(slices: list[StepSlice], what: str, start: int = 0) -> None:
     first = slices[0]
-    for position, item in enumerate(slices):
+    for position, item in enumerate(slices, start):
         if item.key != first.key:
             raise _ChainMismatch(
                 f"{what} at step {position} comes from '{item.source.name}' axis {item.axis}, "
                 f"not '{first.source.name}' axis {first.axis} like step 0")
         if item.index != position:
-            previous = slices[position - 1].index if position else None
+            previous = slices[position - 1 - start].index if position > start else None
             if previous is not None and item.index == previous:
                 raise _ChainMismatch(f"{what} index {item.index} is repeated at step {position}")
             raise _ChainMismatch(f"{what} index jumps to {item.index} at step {position} (expected {position})")
 
 
-def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
-    _check_indices([s.decay for s in chain], "decay a_i")
-    _check_indices([s.drive for s in chain], "input b_i")
+def _readers(chain: list[Step], position: int) -> list[gs.Node]:
+    """Consumers of x_i (or of its no-op aliases on the way to step i + 1) other than the chain itself."""
+    following = chain[position + 1] if position + 1 < len(chain) else None
+    link = list(following.link) if following else []
+    aliases = [chain[position].state] + [n.outputs[0] for n in link]
+    own = {id(n) for n in link} | ({id(following.mul)} if following else set())
+    readers: list[gs.Node] = []
+    for alias in aliases:
+        for node in alias.outputs:
+            if id(node) not in own and all(node is not r for r in readers):
+                readers.append(node)
+    return readers
 
+
+def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> list[ReadoutStep]:
+    """Each step's readout in one of the named forms of patterns/readout.py, or _ChainMismatch."""
     readouts: list[ReadoutStep] = []
     for position, step in enumerate(chain):
-        next_mul = chain[position + 1].mul if position + 1 < len(chain) else None
         state = step.state
         if position + 1 < len(chain) and id(state) in graph_outputs:
             raise _ChainMismatch(f"intermediate state '{state.name}' at step {position} is a graph output")
-        readers = [n for n in state.outputs if n is not next_mul]
+        readers = _readers(chain, position)
         if position + 1 < len(chain):
             if len(readers) != 1:
                 names = ", ".join(describe(n) for n in readers) or "nothing"
                 raise _ChainMismatch(
                     f"intermediate state '{state.name}' at step {position} is read by {names}; expected one readout")
+            reader = readers[0]
+            read = next(t for t in reader.inputs if t is state or any(t is n.outputs[0] for n in chain[position + 1].link))
             try:
-                readouts.append(match_readout(state, readers[0], ranks))
+                readouts.append(match_readout(read, reader, ranks))
             except ReadoutMismatch as error:
                 raise _ChainMismatch(f"step {position}: {error}") from None
             continue
@@ -149,43 +188,117 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         readouts.append(candidates[0])
 
     form = readouts[0].form
-    concat = readouts[0].concat
     for position, readout in enumerate(readouts):
         if readout.form != form:
             raise _ChainMismatch(f"readout at step {position} differs from step 0 ({readout.form} vs {form})")
     if form.kind != "states":
         _check_indices([r.coeff for r in readouts], "readout coefficient c_i")
-    pieces = [r.stacked_piece for r in readouts]
+    return readouts
+
+
+def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap):
+    """The readout as one per-step subgraph compared across steps: (template, stack axis, concat, nodes)."""
+    outputs: list[gs.Tensor] = []
+    pieces: list[gs.Tensor] = []
+    nodes: list[gs.Node] = []
+    concat = None
+    stack_axis = None
+    for position, step in enumerate(chain):
+        readers = _readers(chain, position)
+        last = position + 1 == len(chain)
+        try:
+            if last:   # readers that do not lead to the stack use the final state: keep them
+                readers = [r for r in readers if stacked_step_outputs([r], len(chain), graph_outputs, ranks)]
+            stacked = stacked_step_outputs(readers, len(chain), graph_outputs, ranks) if readers else None
+        except ReadoutMismatch as error:
+            raise _ChainMismatch(f"step {position}: {error}") from None
+        if stacked is None:
+            names = ", ".join(describe(n) for n in readers) or "nothing"
+            raise _ChainMismatch(f"the readout of state '{step.state.name}' at step {position} (read by {names}) "
+                                 "does not lead only to one stacking Concat")
+        if concat is not None and (stacked.concat is not concat or stacked.stack_axis != stack_axis):
+            raise _ChainMismatch(f"step {position} is stacked by {describe(stacked.concat)}, not like step 0")
+        concat, stack_axis = stacked.concat, stacked.stack_axis
+        outputs.append(stacked.output)
+        pieces.append(stacked.unsqueeze.outputs[0])
+        nodes += [*stacked.forward_nodes]
     if list(concat.inputs) != pieces:
-        raise _ChainMismatch(
-            f"{describe(concat)} stacks {len(concat.inputs)} tensors; expected exactly the {len(chain)} step outputs in order")
+        raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
+                             f"expected exactly the {len(chain)} step outputs in order")
+    positions = list(range(len(chain)))
+    try:
+        template = match_step_templates(outputs, [s.state for s in chain], positions, ranks)
+    except TemplateMismatch as error:
+        raise _ChainMismatch(str(error)) from None
+    return template, stack_axis, concat, nodes + template.all_nodes
+
+
+def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
+    start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
+    _check_indices([s.decay for s in chain[start:]], "decay a_i", start)
+    _check_indices([s.drive for s in chain], "input b_i")
+
+    template, named_mismatch = None, ""
+    try:
+        readouts = _named_readouts(chain, graph_outputs, ranks)
+        form, concat = readouts[0].form, readouts[0].concat
+        pieces = [r.stacked_piece for r in readouts]
+        if list(concat.inputs) != pieces:
+            raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
+                                 f"expected exactly the {len(chain)} step outputs in order")
+        readout_nodes = [n for r in readouts for n in r.nodes]
+        last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
+        coeff = readouts[0].coeff
+    except _ChainMismatch as named_error:
+        try:
+            template, stack_axis, concat, readout_nodes = _template_readout(chain, graph_outputs, ranks)
+        except _ChainMismatch as template_error:
+            raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
+        named_mismatch = str(named_error)
+        pieces = list(concat.inputs)
+        form, coeff = ReadoutForm("template", stack_axis=stack_axis), None
+        last_readout_nodes = set(id(n) for n in readout_nodes)
     for piece in pieces:
         if id(piece) in graph_outputs:
             raise _ChainMismatch(f"per-step output '{piece.name}' is a graph output")
 
     first = chain[0]
-    initial = None if is_all_zeros(first.previous) else first.previous
+    if first.add is None or is_all_zeros(first.previous):
+        initial = None
+    else:
+        initial = first.previous
     last_state = chain[-1].state
-    last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
     escapes = id(last_state) in graph_outputs or any(
         id(n) not in last_readout_nodes for n in last_state.outputs)
 
     nodes: list[gs.Node] = []
-    for step, readout in zip(chain, readouts):
-        nodes += [step.add, step.mul, *step.decay.nodes, *step.drive.nodes, *readout.nodes]
+    for step in chain:
+        nodes += step.nodes
+    nodes += readout_nodes
     nodes.append(concat)
-    coeff = readouts[0].coeff
-    decay_rank, drive_rank = ranks.rank(first.decay.source), ranks.rank(first.drive.source)
+    reference = chain[start]
+    decay_rank, drive_rank = ranks.rank(reference.decay.source), ranks.rank(first.drive.source)
     if decay_rank is None or drive_rank is None:
-        raise _ChainMismatch(f"rank of '{first.decay.source.name}' or '{first.drive.source.name}' is unknown")
+        raise _ChainMismatch(f"rank of '{reference.decay.source.name}' or '{first.drive.source.name}' is unknown")
     if drive_rank != decay_rank:
         raise _ChainMismatch(f"decay (rank {decay_rank}) and input (rank {drive_rank}) ranks differ")
     return Recurrence(
         rank=decay_rank, drive_rank=drive_rank, initial_rank=ranks.rank(initial) if initial is not None else None,
-        length=len(chain), decay=first.decay.source, decay_axis=first.decay.axis,
+        length=len(chain), decay=reference.decay.source, decay_axis=reference.decay.axis,
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
-        output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes)
+        output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
+        template=template, named_mismatch=named_mismatch)
+
+
+def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
+    """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so."""
+    if head.drive.index != 1 or head.decay is None or head.decay.index != 1:
+        return None
+    drive0 = _step_slice(head.previous, ranks)
+    if drive0 is None or drive0.key != head.drive.key or drive0.index != 0:
+        return None
+    return Step(None, None, None, drive0, None, head.previous_origin, ())
 
 
 def find_recurrences(graph: gs.Graph) -> MatchReport:
@@ -194,14 +307,17 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
     step_by_state = {id(s.state): s for s in steps}
     next_steps: dict[int, list[Step]] = {}
     for step in steps:
-        if id(step.previous) in step_by_state:
-            next_steps.setdefault(id(step_by_state[id(step.previous)].add), []).append(step)
+        if id(step.previous_origin) in step_by_state:
+            next_steps.setdefault(id(step_by_state[id(step.previous_origin)].add), []).append(step)
 
     graph_outputs = {id(t) for t in graph.outputs}
     recurrences, rejections = [], []
-    heads = [s for s in steps if id(s.previous) not in step_by_state]
+    heads = [s for s in steps if id(s.previous_origin) not in step_by_state]
     for head in heads:
         chain, reason = [head], None
+        missing = _missing_first_step(head, ranks)
+        if missing is not None:
+            chain.insert(0, missing)
         while True:
             following = next_steps.get(id(chain[-1].add), [])
             if len(following) > 1:
@@ -219,5 +335,6 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
                 continue
             except _ChainMismatch as error:
                 reason = str(error)
-        rejections.append(Rejection(head.add.name, len(chain), reason))
+        anchor = head.add.name
+        rejections.append(Rejection(anchor, len(chain), reason))
     return MatchReport(recurrences, rejections)

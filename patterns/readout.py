@@ -25,7 +25,7 @@ from patterns.ranks import RankMap
 class ReadoutForm:
     """What is identical in every step's readout; the re-roller computes it once over all steps."""
 
-    kind: str                      # "einsum" | "mulsum" | "states"
+    kind: str                      # "einsum" | "mulsum" | "states" | "template" (patterns/step_template.py)
     equation: str = ""             # einsum: the per-step equation
     state_operand: int = 0         # einsum/mulsum: which input is the state
     reduce_axes: tuple = ()        # mulsum: axes of the per-step product that are summed
@@ -146,3 +146,54 @@ def _grouped_conv_readout(state: gs.Tensor, flatten: gs.Node, ranks: RankMap) ->
                        stack_axis=axis, written_as="conv")
     nodes = [flatten, weight, conv, unflatten, unsqueeze, *coeff.nodes]
     return ReadoutStep(form, coeff, unsqueeze.outputs[0], concat, nodes)
+
+
+MAX_READOUT_NODES = 64
+
+
+@dataclass
+class StackedOutput:
+    """Where one step's readout ends: y_i, unsqueezed and joined into the stacking Concat."""
+    output: gs.Tensor        # y_i
+    unsqueeze: gs.Node
+    concat: gs.Node
+    stack_axis: int
+    forward_nodes: list
+
+
+def _reach(readers: list[gs.Node], min_inputs: int, graph_outputs: set[int]) -> tuple[list, list, list]:
+    """Nodes reachable from `readers` (not past a Concat of >= min_inputs tensors), the (Concat, tensor)
+    pairs where they end, and the tensors that leave the readout (graph outputs, or too far)."""
+    seen: dict[int, gs.Node] = {}
+    stack, ends, escapes = list(readers), [], []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if len(seen) > MAX_READOUT_NODES:
+            escapes.append(node.outputs[0] if node.outputs else None)
+            break
+        for out in node.outputs:
+            if id(out) in graph_outputs:
+                escapes.append(out)
+            for consumer in out.outputs:
+                if consumer.op == "Concat" and len(consumer.inputs) >= min_inputs:
+                    ends.append((consumer, out))
+                else:
+                    stack.append(consumer)
+    return list(seen.values()), ends, escapes
+
+
+def stacked_step_outputs(readers: list[gs.Node], steps: int, graph_outputs: set[int],
+                         ranks: RankMap) -> Optional[StackedOutput]:
+    """Follow one state's readers forward to the Concat that stacks all steps; None if they leave it."""
+    nodes, ends, escapes = _reach(readers, steps, graph_outputs)
+    if escapes or len({id(concat) for concat, _ in ends}) != 1 or len({id(t) for _, t in ends}) != 1:
+        return None
+    concat, piece = ends[0]
+    unsqueeze = producer(piece)
+    if unsqueeze is None or unsqueeze.op != "Unsqueeze" or id(unsqueeze) not in {id(n) for n in nodes}:
+        raise ReadoutMismatch(f"per-step output '{piece.name}' enters {describe(concat)} without an Unsqueeze")
+    _, concat, axis = _stacking(unsqueeze.inputs[0], ranks, unsqueeze)
+    return StackedOutput(unsqueeze.inputs[0], unsqueeze, concat, axis, nodes)

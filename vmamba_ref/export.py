@@ -108,8 +108,8 @@ def validate_request(path: Path, *, opset: int, readout: str, index: str, dynami
         raise ExportError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
     if index not in INDEXES:
         raise ExportError(f"unknown index {index!r} (known: {', '.join(INDEXES)})")
-    if readout == "conv" and dynamic_batch:
-        raise ExportError("readout 'conv' bakes batch * channels into the Conv groups attribute; "
+    if readout.startswith("conv") and dynamic_batch:
+        raise ExportError(f"readout '{readout}' bakes batch * channels into the Conv groups attribute; "
                           "it cannot be exported with --dynamic-batch")
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-READOUTS = ("einsum", "mulsum", "conv")
+READOUTS = ("einsum", "mulsum", "conv", "conv-channels")
 INDEXES = ("gather", "slice")
 
 # Callbacks called once per unrolled step of the sequential scan as hook(step, steps_in_this_scan).
@@ -62,6 +62,11 @@ def _readout(x: torch.Tensor, c_i: torch.Tensor, readout: str) -> torch.Tensor:
         # cannot have a symbolic batch axis.
         b, kd, n = x.shape
         y = F.conv1d(x.reshape(1, b * kd, n), c_i.reshape(b * kd, 1, n), groups=b * kd)
+        return y.reshape(b, kd)
+    if readout == "conv-channels":
+        # The fork's loop with d_state > 1: one group per (b, d) pair over its N *channels*, kernel 1.
+        b, kd, n = x.shape
+        y = F.conv1d(x.reshape(1, b * kd * n, 1), c_i.reshape(b * kd, n, 1), groups=b * kd)
         return y.reshape(b, kd)
     raise ValueError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
 

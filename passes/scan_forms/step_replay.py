@@ -1,0 +1,276 @@
+"""Replay a per-step subgraph (patterns/step_template.py) over every step at once.
+
+Every tensor of the template that varies with the step gets a leading step axis of length L;
+tensors shared by all steps stay as they are and broadcast. Each op is rewritten for the extra
+axis by a small rule (axes shifted by one, a Reshape target prefixed with L, a MatMul or Einsum
+with one more batch axis, ...). Step i of a shared tensor (Gather(C, i), Slice(C, i, i + 1))
+becomes the whole tensor with that axis moved to the front. A grouped Conv whose every group is
+one dot product (kernel as long as its input, one output channel per group: both spellings of
+the ONNX fork's readout) becomes that dot product, a Mul and a ReduceSum, since its weights
+differ per step. An op without a rule raises ReplayError, caught by the matcher's dry run.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.scan_forms.builder import GraphBuilder
+from passes.scan_forms.chunk_axes import move_axis
+from patterns.graph_query import constant_ints, constant_value, describe, node_axes, normalize_axis, producer
+from patterns.step_template import StepTemplate
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Less", "Greater", "And", "Or",
+               "Cast", "Identity", "Neg", "Exp", "Log", "Abs", "Sqrt", "Reciprocal", "Relu", "Sigmoid", "Tanh",
+               "Softplus", "Erf", "Sin", "Cos", "Floor", "Ceil", "Sign", "Not"}
+REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+
+
+class ReplayError(Exception):
+    pass
+
+
+@dataclass
+class Value:
+    tensor: gs.Tensor
+    batched: bool        # has the leading step axis
+    rank: int            # rank of one step's tensor (without the step axis)
+
+
+class _Replay:
+    def __init__(self, b: GraphBuilder, template: StepTemplate, length: int) -> None:
+        self.b, self.t, self.length = b, template, length
+        self.env: dict[int, Value] = {}
+        self.unsqueezed: dict[int, tuple] = {}   # id(output of our Unsqueeze) -> (input, axes)
+
+    # -- helpers --------------------------------------------------------------------------
+    def rank_of(self, tensor: gs.Tensor) -> int:
+        if id(tensor) in self.t.ranks:
+            return self.t.ranks[id(tensor)]
+        value = constant_value(tensor)
+        if value is not None:
+            return value.ndim
+        raise ReplayError(f"rank of '{tensor.name}' is unknown")
+
+    def value(self, tensor: gs.Tensor) -> Value:
+        if id(tensor) in self.env:
+            return self.env[id(tensor)]
+        return Value(tensor, False, self.rank_of(tensor))
+
+    def unsqueeze(self, x: gs.Tensor, axes: list[int]) -> gs.Tensor:
+        out = self.b.unsqueeze(x, axes)
+        self.unsqueezed[id(out)] = (x, tuple(axes))
+        return out
+
+    def squeeze(self, x: gs.Tensor, axes: list[int]) -> gs.Tensor:
+        undone = self.unsqueezed.get(id(x))
+        if undone is not None and undone[1] == tuple(axes):
+            return undone[0]
+        return self.b.squeeze(x, axes)
+
+    def lift(self, v: Value, rank: int) -> gs.Tensor:
+        """A batched value with rank-`rank` steps (unit axes after the step axis), for broadcasting."""
+        if not v.batched or v.rank >= rank:
+            return v.tensor
+        return self.unsqueeze(v.tensor, list(range(1, 1 + rank - v.rank)))
+
+    def step_of(self, source: gs.Tensor, axis: int, keep_axis: bool) -> Value:
+        """Step i of `source` along `axis`, for every i at once: the axis moved to the front."""
+        rank = self.rank_of(source)
+        shape = getattr(source, "shape", None)
+        if not (shape is not None and axis < len(shape) and shape[axis] == self.length):
+            source = self.b.slice(source, 0, self.length, axis)
+        moved = move_axis(self.b, source, rank, axis, 0)
+        if keep_axis:
+            return Value(self.unsqueeze(moved, [axis + 1]), True, rank)
+        return Value(moved, True, rank - 1)
+
+    # -- the rules ------------------------------------------------------------------------
+    def emit(self, index: int, node: gs.Node) -> None:
+        ins = [self.value(t) if t is not None and t.name else None for t in node.inputs]
+        stepped = self.t.stepped_inputs(index)
+        if stepped:
+            result = self.stepped_slice(node, ins, stepped)
+        elif not any(v is not None and v.batched for v in ins):
+            outs = [gs.Variable(f"{self.b.prefix}/{node.name}_{i}") for i in range(len(node.outputs))]
+            self.b.graph.nodes.append(gs.Node(node.op, self.b._name(node.op), dict(node.attrs),
+                                              [v.tensor if v else gs.Variable.empty() for v in ins], outs,
+                                              domain=node.domain))
+            for out, new in zip(node.outputs, outs):
+                self.env[id(out)] = Value(new, False, self.rank_of(out))
+            return
+        else:
+            rule = getattr(self, f"rule_{node.op}", None)
+            if rule is None:
+                rule = self.rule_elementwise if node.op in ELEMENTWISE else None
+            if rule is None and node.op in REDUCTIONS:
+                rule = self.rule_reduce
+            if rule is None:
+                raise ReplayError(f"{describe(node)} has no rule for replaying it over all steps")
+            result = rule(node, ins)
+        if len(node.outputs) != 1:
+            raise ReplayError(f"{describe(node)}: multi-output ops are not replayed")
+        self.env[id(node.outputs[0])] = result
+
+    def stepped_slice(self, node: gs.Node, ins: list, stepped: dict) -> Value:
+        data = ins[0]
+        if data.batched:
+            raise ReplayError(f"{describe(node)} takes step i of a tensor that depends on the state")
+        if node.op == "Gather":
+            axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank)
+            keep = np.asarray(stepped[1].values[0]).ndim > 0
+            return self.step_of(data.tensor, axis, keep)
+        axes = constant_ints(node.inputs[3]) if len(node.inputs) > 3 else [0]
+        return self.step_of(data.tensor, normalize_axis(axes[0], data.rank), True)
+
+    def rule_elementwise(self, node: gs.Node, ins: list) -> Value:
+        rank = max(v.rank for v in ins if v is not None)
+        inputs = [self.lift(v, rank) if v is not None else gs.Variable.empty() for v in ins]
+        out = self.b.node(node.op, inputs, dict(node.attrs))
+        return Value(out, True, rank)
+
+    def rule_Unsqueeze(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        axes = node_axes(node)
+        out_rank = data.rank + len(axes)
+        shifted = sorted(normalize_axis(a, out_rank) + 1 for a in axes)
+        return Value(self.unsqueeze(data.tensor, shifted), True, out_rank)
+
+    def rule_Squeeze(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        axes = node_axes(node)
+        shifted = sorted(normalize_axis(a, data.rank) + 1 for a in axes)
+        return Value(self.squeeze(data.tensor, shifted), True, data.rank - len(axes))
+
+    def rule_Reshape(self, node: gs.Node, ins: list) -> Value:
+        data, target = ins[0], ins[1]
+        if target.batched:
+            raise ReplayError(f"{describe(node)}: its target shape depends on the state")
+        if int(node.attrs.get("allowzero", 0)):
+            raise ReplayError(f"{describe(node)}: allowzero reshapes are not replayed")
+        values = constant_ints(target.tensor)
+        length = self.b.ints([self.length])
+        if values is not None:
+            shape = self.b.ints([self.length, *values])
+            rank = len(values)
+        else:
+            shape = self.b.concat([length, target.tensor], 0)
+            rank = self.rank_of(node.outputs[0])
+        return Value(self.b.reshape(data.tensor, shape), True, rank)
+
+    def rule_Transpose(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        perm = node.attrs.get("perm", list(reversed(range(data.rank))))
+        return Value(self.b.transpose(data.tensor, [0, *[p + 1 for p in perm]]), True, data.rank)
+
+    def rule_Gather(self, node: gs.Node, ins: list) -> Value:
+        data, indices = ins
+        if indices.batched:
+            raise ReplayError(f"{describe(node)}: its indices depend on the state")
+        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank)
+        out = self.b.node("Gather", [data.tensor, indices.tensor], {"axis": axis + 1})
+        return Value(out, True, data.rank - 1 + indices.rank)
+
+    def rule_Slice(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        if any(v is not None and v.batched for v in ins[1:]):
+            raise ReplayError(f"{describe(node)}: its bounds depend on the state")
+        starts = constant_ints(node.inputs[1])
+        axes = constant_ints(node.inputs[3]) if len(node.inputs) > 3 else list(range(len(starts or [])))
+        if axes is None:
+            raise ReplayError(f"{describe(node)} needs constant axes")
+        shifted = self.b.ints([normalize_axis(a, data.rank) + 1 for a in axes])
+        inputs = [data.tensor, ins[1].tensor, ins[2].tensor, shifted] + [v.tensor for v in ins[4:] if v is not None]
+        return Value(self.b.node("Slice", inputs), True, data.rank)
+
+    def rule_reduce(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        axes = node_axes(node)
+        keepdims = int(node.attrs.get("keepdims", 1))
+        if axes is None or not axes:
+            if int(node.attrs.get("noop_with_empty_axes", 0)):
+                raise ReplayError(f"{describe(node)}: empty axes with noop_with_empty_axes")
+            axes = list(range(data.rank))
+        shifted = sorted(normalize_axis(a, data.rank) + 1 for a in axes)
+        rank = data.rank if keepdims else data.rank - len(shifted)
+        attrs = {k: v for k, v in node.attrs.items() if k != "axes"}
+        if (node.op == "ReduceSum" and self.b.opset >= 13) or self.b.opset >= 18:
+            return Value(self.b.node(node.op, [data.tensor, self.b.ints(shifted)], attrs), True, rank)
+        attrs["axes"] = shifted
+        return Value(self.b.node(node.op, [data.tensor], attrs), True, rank)
+
+    def rule_Concat(self, node: gs.Node, ins: list) -> Value:
+        if not all(v.batched for v in ins):
+            raise ReplayError(f"{describe(node)} joins step-dependent and shared tensors")
+        rank = ins[0].rank
+        axis = normalize_axis(int(node.attrs["axis"]), rank) + 1
+        return Value(self.b.concat([v.tensor for v in ins], axis), True, rank)
+
+    def rule_MatMul(self, node: gs.Node, ins: list) -> Value:
+        if any(v.rank < 2 for v in ins):
+            raise ReplayError(f"{describe(node)}: a MatMul with a vector operand is not replayed")
+        rank = max(v.rank for v in ins)
+        out = self.b.matmul(self.lift(ins[0], rank), self.lift(ins[1], rank))
+        return Value(out, True, rank)
+
+    def rule_Einsum(self, node: gs.Node, ins: list) -> Value:
+        equation = node.attrs["equation"].replace(" ", "")
+        if "..." in equation or "->" not in equation:
+            raise ReplayError(f"{describe(node)}: einsum with '...' or an implicit output is not replayed")
+        terms, output = equation.split("->")
+        step = next(c for c in string.ascii_letters if c not in equation)
+        terms = [step + term if v.batched else term for term, v in zip(terms.split(","), ins)]
+        out = self.b.einsum([v.tensor for v in ins], ",".join(terms) + "->" + step + output)
+        return Value(out, True, len(output))
+
+    def rule_Conv(self, node: gs.Node, ins: list) -> Value:
+        """A grouped 1-D Conv that is one dot product per group: y[g] = sum(x[g] * w[g])."""
+        x, w = ins[0], ins[1]
+        groups = int(node.attrs.get("group", 1))
+        x_shape, w_shape = _static_shape(node.inputs[0]), _static_shape(node.inputs[1])
+        plain = all(all(v == 1 for v in node.attrs.get(k, [1])) for k in ("strides", "dilations"))
+        if (x_shape is None or w_shape is None or len(x_shape) != 3 or len(w_shape) != 3 or x_shape[0] != 1
+                or len(ins) > 2 or not plain or any(node.attrs.get("pads", [0])) or node.attrs.get("auto_pad", "NOTSET") != "NOTSET"):
+            raise ReplayError(f"{describe(node)}: only a plain 1-D Conv of batch 1 with static shapes is replayed")
+        _, channels, width = x_shape
+        outputs, per_group, kernel = w_shape
+        if outputs != groups or kernel != width or channels != groups * per_group:
+            raise ReplayError(f"{describe(node)}: not one dot product per group ({groups} groups, "
+                              f"input {x_shape}, weight {w_shape})")
+        dims = [groups, per_group, width]
+        xs = self.b.reshape(x.tensor, [self.length, *dims] if x.batched else dims)
+        ws = self.b.reshape(w.tensor, [self.length, *dims] if w.batched else dims)
+        dot = self.b.reduce_sum(self.b.mul(xs, ws), [2, 3], keepdims=0)      # (L, groups)
+        return Value(self.b.reshape(dot, [self.length, 1, groups, 1]), True, 3)
+
+
+def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
+    shape = getattr(tensor, "shape", None)
+    if shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
+        return list(shape)
+    node = producer(tensor)
+    if node is not None and node.op == "Reshape":
+        target = constant_ints(node.inputs[1])
+        if target is not None and all(d > 0 for d in target):
+            return target
+    return None
+
+
+def replay_over_steps(b: GraphBuilder, template: StepTemplate, states: gs.Tensor, length: int) -> gs.Tensor:
+    """template's output for every step, stacked on a new leading axis; `states` has the step axis first."""
+    replay = _Replay(b, template, length)
+    replay.env[id(template.state)] = Value(states, True, template.ranks[id(template.state)])
+    for index, node in enumerate(template.nodes):
+        replay.emit(index, node)
+    result = replay.env.get(id(template.output))
+    if result is None or not result.batched:
+        raise ReplayError("the per-step output does not depend on the step")
+    return result.tensor
+
+
+def template_output_rank(template: StepTemplate) -> int:
+    return template.ranks[id(template.output)]
+

@@ -1,0 +1,152 @@
+"""Readouts compared step with step (patterns/step_template.py) and replayed over all steps at once.
+
+The graphs are written the way transformers' Mamba slow path exports (no-op Cast between states,
+first step multiplying a zeros constant, readout MatMul(h_i, Unsqueeze(C[:, i])) then Gather),
+with one change at a time: a missing first step, a reshape round trip between states, and the
+near-misses that must stay unrolled with a reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from passes.reroll_scans import RerollScans
+from tests.scan_testing import apply_pass, op_histogram, rel_l2, run
+
+B, D, N = 2, 3, 4
+REL_L2_TOL = 1e-5
+
+
+def _const(nodes, name, value):
+    nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.asarray(value), name)))
+    return name
+
+
+def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3):
+    """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i]."""
+    nodes = []
+    prev = None
+    pieces = []
+    for i in range(length):
+        idx = _const(nodes, f"i{i}", np.array(i, dtype=np.int64))
+        b_i = f"b{i}"
+        nodes.append(helper.make_node("Gather", ["dBu", idx], [b_i], name=f"gather_b{i}", axis=2))
+        if i == 0 and first == "absent":
+            h = b_i
+        else:
+            if prev is None:
+                prev = _const(nodes, "zeros", np.zeros((B, D, N), dtype=np.float32))
+            a_i = f"a{i}"
+            nodes.append(helper.make_node("Gather", ["dA", idx], [a_i], name=f"gather_a{i}", axis=2))
+            nodes.append(helper.make_node("Mul", [a_i, prev], [f"m{i}"], name=f"mul{i}"))
+            h = f"h{i}"
+            nodes.append(helper.make_node("Add", [f"m{i}", b_i], [h], name=f"add{i}"))
+        if link == "cast":
+            nodes.append(helper.make_node("Cast", [h], [f"hc{i}"], name=f"cast{i}", to=TensorProto.FLOAT))
+            carried = f"hc{i}"
+        else:   # flatten and reshape back, as some loops do
+            flat = _const(nodes, f"flat{i}", np.array([-1], dtype=np.int64))
+            back = _const(nodes, f"back{i}", np.array([B, D, N], dtype=np.int64))
+            nodes.append(helper.make_node("Reshape", [h, flat], [f"hf{i}"], name=f"flatten{i}"))
+            nodes.append(helper.make_node("Reshape", [f"hf{i}", back], [f"hc{i}"], name=f"unflatten{i}"))
+            carried = f"hc{i}"
+        prev = carried
+        read = carried
+        if near_miss == "nonlinear":
+            nodes.append(helper.make_node("Exp", [read], [f"e{i}"], name=f"exp{i}"))
+            read = f"e{i}"
+        if near_miss == "differs" and i == at:
+            nodes.append(helper.make_node("Neg", [read], [f"n{i}"], name=f"neg{i}"))
+            read = f"n{i}"
+        c_index = i + 1 if near_miss == "coeff_ahead" and i == at else i
+        cidx = _const(nodes, f"ci{i}", np.array(c_index, dtype=np.int64))
+        nodes.append(helper.make_node("Gather", ["C", cidx], [f"c{i}"], name=f"gather_c{i}", axis=1))
+        nodes.append(helper.make_node("Unsqueeze", [f"c{i}", _const(nodes, f"ax{i}", np.array([-1], dtype=np.int64))],
+                                      [f"cu{i}"], name=f"unsq_c{i}"))
+        nodes.append(helper.make_node("MatMul", [read, f"cu{i}"], [f"y{i}"], name=f"matmul{i}"))
+        zero = _const(nodes, f"z{i}", np.array(0, dtype=np.int64))
+        nodes.append(helper.make_node("Gather", [f"y{i}", zero], [f"yg{i}"], name=f"gather_y{i}", axis=2))
+        nodes.append(helper.make_node("Unsqueeze", [f"yg{i}", _const(nodes, f"sax{i}", np.array([-1], dtype=np.int64))],
+                                      [f"p{i}"], name=f"stack{i}"))
+        pieces.append(f"p{i}")
+    nodes.append(helper.make_node("Concat", pieces, ["y"], name="concat", axis=-1))
+    graph = helper.make_graph(
+        nodes, "hf_style",
+        [helper.make_tensor_value_info("dA", TensorProto.FLOAT, [B, D, length, N]),
+         helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, N]),
+         helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, N])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, D, length])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def feeds(length, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"dA": rng.uniform(0.5, 1.0, (B, D, length, N)).astype(np.float32),
+            "dBu": rng.standard_normal((B, D, length, N)).astype(np.float32),
+            "C": rng.standard_normal((B, length + 1, N)).astype(np.float32)}
+
+
+def reference(inputs, length):
+    h = np.zeros((B, D, N))
+    ys = []
+    for i in range(length):
+        h = inputs["dA"][:, :, i] * h + inputs["dBu"][:, :, i]
+        ys.append((h @ inputs["C"][:, i, :, None])[:, :, 0])
+    return np.stack(ys, -1)
+
+
+@pytest.mark.parametrize("first, link", [("zeros", "cast"), ("absent", "cast"), ("zeros", "reshape")])
+@pytest.mark.parametrize("form", ["parallel", "batched"])
+def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
+    length = 9
+    model = hf_style_model(length, first=first, link=link)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
+    # the readout replayed once over all steps: one Gather left (the [:, :, 0] column), no per-step node
+    assert op_histogram(out)["Gather"] == 1
+    assert not any(n.name.startswith(("gather_", "add", "mul", "matmul", "cast", "stack")) for n in out.graph.node)
+    inputs = feeds(length)
+    assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
+
+
+def test_parallel_form_exact_ops_for_the_matmul_readout():
+    """From the states (the scan form's last Reshape) to y: the per-step readout once, over all steps."""
+    out, _ = apply_pass(hf_style_model(8), RerollScans(form="parallel", chunk=4))
+    producers = {o: n for n in out.graph.node for o in n.output}
+    cone, stack = [], ["y"]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.op_type in ("Reshape", "Constant") or node in cone:
+            continue
+        cone.append(node)
+        stack.extend(node.input)
+    # states moved step-first, the no-op Cast, C's steps (cut to L, moved first, unsqueezed), the MatMul,
+    # the [:, :, 0] Gather, and the step axis moved to where the Concat stacked it
+    assert sorted(n.op_type for n in cone) == sorted(
+        ["Transpose", "Cast", "Slice", "Transpose", "Unsqueeze", "MatMul", "Gather", "Transpose"])
+
+
+@pytest.mark.parametrize("near_miss, reason", [
+    ("differs", "step 3 departs from step 0 at Neg 'neg3' (step 0 has Cast 'cast0' there)"),
+    ("nonlinear", "the readout is not linear in the state at Exp 'exp0'"),
+    ("coeff_ahead", "Gather 'gather_c0' index is 4 at step 3 (expected 3: each step must read its own position)"),
+])
+def test_readout_near_misses_stay_unrolled_with_the_first_departing_node(near_miss, reason):
+    model = hf_style_model(6, near_miss=near_miss)
+    out, result = apply_pass(model, RerollScans())
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert reason in result.notes[1], result.notes[1]
+    assert "not an Einsum, Mul+ReduceSum, grouped Conv or Unsqueeze (as a per-step subgraph: " in result.notes[1]
+
+
+def test_drive_read_one_step_ahead_is_rejected():
+    model = hf_style_model(6)
+    for node in model.graph.node:
+        if node.name == "gather_b4":
+            node.input[1] = "i5"
+    _, result = apply_pass(model, RerollScans())
+    assert result.stats["rerolled"] == 0
+    assert "input b_i index jumps to 5 at step 4 (expected 4)" in result.notes[1]
