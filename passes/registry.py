@@ -28,6 +28,7 @@ BUILTIN_PASS_MODULES = (
     "passes.cumsum_rank4",
     "passes.slice_reverse_to_gather",
     "passes.remove_identity",
+    "passes.matmul_left_rank",
     "passes.tpu_legality",
     "passes.constants_to_initializers",
 )

@@ -62,8 +62,10 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
     shapes = None
     for tensor in graph.inputs:
         if tensor.shape is None or not all(isinstance(d, int) and d >= 0 for d in tensor.shape):
-            violations["graph input without a static shape (export with static shapes)"].append(
-                f"input '{tensor.name}' {tensor.shape}")
+            example = ",".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in tensor.shape or [])
+            violations["graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., "
+                       "or export with static shapes)"].append(
+                f"input '{tensor.name}' {tensor.shape}: e.g. --input-shape {tensor.name}:{example}")
     for node in graph.nodes:
         if node.op in CONTROL_FLOW:
             violations[f"{node.op} op ({CONTROL_FLOW[node.op]})"].append(describe(node))

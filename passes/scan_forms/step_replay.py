@@ -213,8 +213,11 @@ class _Replay:
         if any(v.rank < 2 for v in ins):
             raise ReplayError(f"{describe(node)}: a MatMul with a vector operand is not replayed")
         rank = max(v.rank for v in ins)
-        out = self.b.matmul(self.lift(ins[0], rank), self.lift(ins[1], rank))
-        return Value(out, True, rank)
+        # Both operands get every axis (a shared one leading unit axes): tpu-mlir asserts on a
+        # lower-rank left operand, and ONNX broadcasting makes it free.
+        left, right = (self.lift(v, rank) if v.batched else self.unsqueeze(v.tensor, list(range(rank + 1 - v.rank)))
+                       for v in ins)
+        return Value(self.b.matmul(left, right), True, rank)
 
     def rule_Einsum(self, node: gs.Node, ins: list) -> Value:
         equation = node.attrs["equation"].replace(" ", "")

@@ -1,0 +1,44 @@
+"""Give a MatMul's left operand the rank of its right one (leading unit axes).
+
+tpu-mlir asserts (MatMul.cpp:66) on a MatMul whose left operand has fewer axes than a right
+operand with batch axes, which ONNX allows by broadcasting: transformers' Mamba exports
+`dt_proj.weight @ time_step.transpose(1, 2)` as [d_inner, rank] x [batch, rank, L]. Leading
+unit axes change nothing in ONNX's broadcasting, so a constant left operand is stored reshaped
+and any other gets an Unsqueeze. A vector (rank 1) left operand is left alone: MatMul treats it
+differently from a one-row matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.base import Pass, PassContext, PassResult
+from passes.registry import register_pass
+from passes.scan_forms.builder import GraphBuilder
+from patterns.ranks import RankMap
+
+
+@register_pass
+class MatMulLeftRank(Pass):
+    name = "matmul-left-rank"
+    description = "unsqueeze a MatMul's lower-rank left operand to the right operand's rank (tpu-mlir MatMul.cpp:66)"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        ranks = RankMap(graph)
+        builder = GraphBuilder(graph, ctx.opset, prefix="matmul_left_rank")
+        lifted = 0
+        for node in [n for n in graph.nodes if n.op == "MatMul"]:
+            left, right = node.inputs[:2]
+            left_rank, right_rank = ranks.rank(left), ranks.rank(right)
+            if left_rank is None or right_rank is None or not 2 <= left_rank < right_rank or right_rank <= 2:
+                continue
+            missing = right_rank - left_rank
+            if isinstance(left, gs.Constant):
+                values = np.asarray(left.values)
+                node.inputs[0] = gs.Constant(f"{left.name}_rank{right_rank}", values.reshape((1,) * missing + values.shape))
+            else:
+                node.inputs[0] = builder.unsqueeze(left, list(range(missing)))
+            lifted += 1
+        if lifted:
+            graph.cleanup().toposort()
+        return PassResult(changed=lifted > 0, stats={"lifted": lifted})

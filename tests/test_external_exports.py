@@ -1,0 +1,79 @@
+"""Exports made by other codebases (tools/external_exports.py), re-rolled by every pipeline.
+
+Each model is built from a pip-installed library with random init, exported at test time with
+the TorchScript exporter, compiled, and its output checked against the library's own PyTorch
+output. Node counts in and out are pinned: a change in what the patterns find shows up here.
+The cpu pipeline runs in the fast suite; seed and tpu run with -m slow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.apply import main as apply_main
+from patterns.linear_recurrence import find_recurrences
+from tests.scan_testing import rel_l2, run
+from tools.external_exports import EXPORTS, INPUT_NAME, OUTPUT_NAME, export
+
+TOLERANCE = 1e-5
+
+# (nodes in the export, nodes after each pipeline)
+NODE_COUNTS = {
+    "hf-mamba-n16": (471, {"seed": 103, "cpu": 241, "tpu": 0}),
+    "hf-mamba-n4-b2": (182, {"seed": 55, "cpu": 87, "tpu": 0}),
+    "mambapy-n16": (270, {"seed": 88, "cpu": 226, "tpu": 0}),
+    "fork-channels-n4": (232, {"seed": 47, "cpu": 120, "tpu": 61}),
+    "fork-channels-n16": (232, {"seed": 47, "cpu": 120, "tpu": 61}),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("external")
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in cache:
+            cache[name] = export(EXPORTS[name], folder / f"{name}.onnx")
+        return cache[name]
+    return get
+
+
+def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
+    entry = EXPORTS[name]
+    naive, ref = exported(name)
+    out = tmp_path / f"{name}.{pipeline}.onnx"
+    assert apply_main([str(naive), "--pipeline", pipeline, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{entry.scans} scans found and re-rolled ({entry.steps} steps)" in printed
+    nodes_in, nodes_out = NODE_COUNTS[name]
+    model = onnx.load(str(out))
+    assert (len(onnx.load(str(naive)).graph.node), len(model.graph.node)) == (nodes_in, nodes_out[pipeline])
+    left = find_recurrences(gs.import_onnx(model))
+    assert left.recurrences == [] and left.rejections == []
+    with np.load(ref) as reference:
+        actual = run(model, {INPUT_NAME: reference[INPUT_NAME]})[0]
+        assert rel_l2(actual, reference[OUTPUT_NAME]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_cpu_pipeline_rerolls_and_matches_the_library(name, exported, tmp_path, capsys):
+    _compile_and_check(name, "cpu", exported, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["seed", "tpu"])
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_seed_and_tpu_pipelines_reroll_and_match_the_library(name, pipeline, exported, tmp_path, capsys):
+    _compile_and_check(name, pipeline, exported, tmp_path, capsys)
+
+
+def test_corpus_covers_the_brief():
+    """transformers (two configs, one with d_state 16), mambapy with d_state 16, the fork's channel Conv at N 4 and 16."""
+    codebases = [(e.codebase, e.name) for e in EXPORTS.values()]
+    assert sum(c == "transformers" for c, _ in codebases) >= 2
+    assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)

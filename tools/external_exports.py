@@ -1,0 +1,167 @@
+"""Naive exports made by other codebases' model code: the corpus the compiler must re-roll.
+
+Each entry builds a randomly initialised model from pip-installable code (nothing downloaded),
+exports it with torch's TorchScript exporter as a user would, and writes `<out>.ref.npz` with the
+input and the *library's own* PyTorch output, so `passes.apply` verifies against that:
+
+    python -m tools.external_exports --list
+    python -m tools.external_exports hf-mamba-n16 -o hf.onnx
+    python -m tools.external_exports hf-mamba-n16 --check      # export, compile with every pipeline, verify
+
+  hf-mamba-*        transformers' MambaModel, slow path (no mamba_ssm kernels), use_cache=False
+  mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
+  fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
+                    F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
+                    with vmamba_ref.mamba1d --readout conv-channels
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+@dataclass(frozen=True)
+class ExternalExport:
+    name: str
+    codebase: str            # the pip distribution whose model code is exported
+    description: str
+    build: Callable          # () -> (torch module, sample input tensor)
+    scans: int               # unrolled scans in the export
+    steps: int               # scan steps in all
+    options: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        dist = "vmamba-passes" if self.codebase == "vmamba_ref" else self.codebase
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "(this repository)"
+
+
+def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, vocab: int = 64, seed: int = 0):
+    """transformers.MambaModel from a config (random init), its slow path, and a sample of token ids."""
+    import torch
+    from transformers import MambaConfig, MambaModel
+
+    torch.manual_seed(seed)
+    config = MambaConfig(vocab_size=vocab, hidden_size=hidden, state_size=state, num_hidden_layers=layers,
+                         expand=2, conv_kernel=4, use_mambapy=False, use_cache=False)
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = MambaModel(config)
+
+        def forward(self, input_ids):
+            return self.model(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return LastHiddenState().eval(), ids
+
+
+def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int = 1, seed: int = 0):
+    import torch
+    from mambapy.mamba import Mamba, MambaConfig
+
+    torch.manual_seed(seed)
+    model = Mamba(MambaConfig(d_model=d_model, n_layers=layers, d_state=state, pscan=False)).eval()
+    sample = torch.randn(batch, length, d_model, generator=torch.Generator().manual_seed(seed))
+    return model, sample
+
+
+def fork_channels(state: int, length: int, batch: int = 2, d_model: int = 8, seed: int = 0):
+    """A 1-D Mamba block whose loop reads out like the fork's d_state > 1 code (grouped Conv over channels)."""
+    import torch
+
+    from vmamba_ref.mamba1d import build_mamba1d
+    from vmamba_ref.scan import get_scan
+
+    model = build_mamba1d(d_model, state, seed=seed).eval()
+    model.scan_fn = get_scan("sequential", readout="conv-channels", index="gather")
+    sample = torch.randn(batch, length, d_model, generator=torch.Generator().manual_seed(seed))
+    return model, sample
+
+
+EXPORTS = {e.name: e for e in [
+    ExternalExport("hf-mamba-n16", "transformers", "MambaModel, hidden 16, d_state 16, 2 layers, L 12",
+                   lambda: hf_mamba(16, 16, 2, 12), scans=2, steps=24),
+    ExternalExport("hf-mamba-n4-b2", "transformers", "MambaModel, hidden 8, d_state 4, 1 layer, L 7, batch 2",
+                   lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7),
+    ExternalExport("mambapy-n16", "mambapy", "Mamba (pscan=False), d_model 8, d_state 16, 2 layers, L 10",
+                   lambda: mambapy_mamba(8, 16, 2, 10), scans=2, steps=20),
+    ExternalExport("fork-channels-n4", "vmamba_ref", "fork's channel-Conv readout, d_state 4, L 9, batch 2",
+                   lambda: fork_channels(4, 9), scans=1, steps=9),
+    ExternalExport("fork-channels-n16", "vmamba_ref", "fork's channel-Conv readout, d_state 16, L 9, batch 2",
+                   lambda: fork_channels(16, 9), scans=1, steps=9),
+]}
+
+
+def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Path, Path]:
+    """Export `entry` to `path` (TorchScript exporter) and the library's own output to `<stem>.ref.npz`."""
+    import torch
+
+    from vmamba_ref.export import ref_path_for
+    from vmamba_ref.files import atomic_target
+
+    module, sample = entry.build()
+    path = Path(path)
+    with torch.no_grad():
+        expected = module(sample).numpy()
+    with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (sample,), str(tmp_onnx), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        with open(tmp_npz, "wb") as f:
+            np.savez(f, **{INPUT_NAME: sample.numpy(), OUTPUT_NAME: expected})
+    return path, ref_path_for(path)
+
+
+def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:
+    """Export, then compile with each pipeline (verified against the library's output); 0 when all pass."""
+    from passes.apply import main as apply_main
+
+    naive, _ = export(entry, folder / f"{entry.name}.onnx")
+    status = 0
+    for pipeline in pipelines:
+        print(f"== {entry.name} ({entry.codebase} {entry.version}) --pipeline {pipeline}", flush=True)
+        code = apply_main([str(naive), "--pipeline", pipeline, "-o", str(folder / f"{entry.name}.{pipeline}.onnx")])
+        status = status or code
+    return status
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.external_exports", description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", nargs="?", choices=sorted(EXPORTS))
+    ap.add_argument("-o", "--output", type=Path, help="where to write the export (and its .ref.npz)")
+    ap.add_argument("--check", action="store_true", help="export to a temporary folder and compile with every pipeline")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args(argv)
+    if args.list or args.name is None:
+        for entry in EXPORTS.values():
+            print(f"{entry.name:20s} {entry.codebase} {entry.version}: {entry.description}")
+        return 0
+    entry = EXPORTS[args.name]
+    if args.check:
+        with tempfile.TemporaryDirectory() as folder:
+            return check(entry, Path(folder))
+    if args.output is None:
+        ap.error("give -o OUTPUT or --check")
+    naive, ref = export(entry, args.output)
+    print(f"wrote {naive} and {ref}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
