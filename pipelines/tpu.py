@@ -2,7 +2,7 @@
 
 Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
 list of Einsum equations), clean up while shapes become static, then make the graph legal for
-tpu-mlir (no Identity, no negative-step Slice, CumSum plain, at most 4-D and small enough for
+tpu-mlir (no Identity, no lower-rank left MatMul operand, no negative-step Slice, CumSum plain, at most 4-D and small enough for
 the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
 broken). Static shapes are assumed: export with a fixed batch for this target.
 
@@ -18,7 +18,7 @@ from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
     "reroll-scans{form=batched,chunk=32},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
-    "unit-axes-to-reshape,remove-identity,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
+    "unit-axes-to-reshape,remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
     "split-cumsum{budget=4096,lanes=64},"
     "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
     name="tpu",
