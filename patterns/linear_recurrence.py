@@ -276,6 +276,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         nodes += step.nodes
     nodes += readout_nodes
     nodes.append(concat)
+    nodes = list({id(n): n for n in nodes}.values())   # a node shared by chain and readout, once
     reference = chain[start]
     decay_rank, drive_rank = ranks.rank(reference.decay.source), ranks.rank(first.drive.source)
     if decay_rank is None or drive_rank is None:

@@ -18,7 +18,7 @@ _WRAPPERS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
 _VALUE_ONLY = {"Cast", "Identity"}
 
 
-def _same_type_cast(node: gs.Node) -> bool:
+def is_same_type_cast(node: gs.Node) -> bool:
     target = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
     known = getattr(node.inputs[0], "dtype", None)
     if known is not None and not isinstance(known, int):
@@ -57,7 +57,7 @@ def _value_origin(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
     nodes = []
     while True:
         node = producer(tensor)
-        if node is None or node.op not in _VALUE_ONLY or (node.op == "Cast" and not _same_type_cast(node)):
+        if node is None or node.op not in _VALUE_ONLY or (node.op == "Cast" and not is_same_type_cast(node)):
             return tensor, nodes
         nodes.append(node)
         tensor = node.inputs[0]
@@ -72,7 +72,7 @@ def see_through(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
         node = producer(current)
         if node is None or node.op not in _WRAPPERS or not node.inputs:
             break
-        if node.op == "Cast" and not _same_type_cast(node):
+        if node.op == "Cast" and not is_same_type_cast(node):
             break
         path.append(node)
         current = node.inputs[0]

@@ -41,12 +41,12 @@ def test_variant_rerolled_and_verified(exported, variant, pipeline, tmp_path):
 
 
 def test_every_axis_of_the_brief_is_covered():
-    """opsets 12/13/17/18, both exporters, static 1/2 and dynamic batch, three readouts, two indexings,
+    """opsets 12/13/17/18, both exporters, static 1/2 and dynamic batch, four readouts, two indexings,
     N = 1 and 16, a 1-D Mamba block, and scan lengths that are not multiples of the chunk sizes."""
     assert {v.resolved_opset for v in VARIANTS} >= {12, 13, 17, 18}
     assert {v.exporter for v in VARIANTS} == {"torchscript", "dynamo"}
     assert {1, 2} <= {v.batch for v in VARIANTS if not v.dynamic_batch} and any(v.dynamic_batch for v in VARIANTS)
-    assert {v.readout for v in VARIANTS} == {"einsum", "mulsum", "conv"}
+    assert {v.readout for v in VARIANTS} == {"einsum", "mulsum", "conv", "conv-channels"}
     assert {v.index for v in VARIANTS} == {"gather", "slice"}
     assert {v.d_state for v in VARIANTS} >= {1, 16}
     assert any(v.model == "mamba1d" for v in VARIANTS)

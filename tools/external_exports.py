@@ -107,14 +107,13 @@ EXPORTS = {e.name: e for e in [
 ]}
 
 
-def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Path, Path]:
-    """Export `entry` to `path` (TorchScript exporter) and the library's own output to `<stem>.ref.npz`."""
+def export_module(module, sample, path: str | Path, opset: int = 17) -> tuple[Path, Path]:
+    """TorchScript export of module(sample) to `path`, and the module's own output to `<stem>.ref.npz`."""
     import torch
 
     from vmamba_ref.export import ref_path_for
     from vmamba_ref.files import atomic_target
 
-    module, sample = entry.build()
     path = Path(path)
     with torch.no_grad():
         expected = module(sample).numpy()
@@ -126,6 +125,12 @@ def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Pa
         with open(tmp_npz, "wb") as f:
             np.savez(f, **{INPUT_NAME: sample.numpy(), OUTPUT_NAME: expected})
     return path, ref_path_for(path)
+
+
+def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Path, Path]:
+    """Export `entry` to `path` and the library's own output to `<stem>.ref.npz`."""
+    module, sample = entry.build()
+    return export_module(module, sample, path, opset)
 
 
 def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:

@@ -83,6 +83,8 @@ VARIANTS: list[Variant] = [
             readout="mulsum"),
     Variant("conv", "grouped conv1d readout", readout="conv"),
     Variant("conv-batch2", "grouped conv1d readout, batch 2 (groups = 2 * KD)", readout="conv", batch=2),
+    Variant("conv-channels-n4", "the fork's d_state > 1 readout: grouped conv1d over N channels, N = 4",
+            readout="conv-channels", d_state=4),
     Variant("n16", "d_state N = 16", d_state=16),
     Variant("n16-slice-mulsum", "N = 16, Slice, Mul+ReduceSum", d_state=16, index="slice", readout="mulsum"),
     Variant("res32", "32x32: L = 64, 16, 4 (multiples of 8)", resolution=32),
@@ -94,6 +96,8 @@ VARIANTS: list[Variant] = [
     Variant("mamba1d", f"1-D Mamba block, L = {MAMBA1D_LENGTH}, N = 16", model="mamba1d", d_state=16),
     Variant("mamba1d-opset12-dynamic", "1-D Mamba, opset 12, Slice, dynamic batch (If-guarded)", model="mamba1d",
             d_state=16, opset=12, index="slice", dynamic_batch=True),
+    Variant("mamba1d-conv-channels", "1-D Mamba, N = 16, grouped conv1d over channels (the fork's loop)",
+            model="mamba1d", d_state=16, readout="conv-channels"),
     Variant("mamba1d-dynamo", "1-D Mamba, dynamo exporter", model="mamba1d", d_state=16, exporter="dynamo"),
 ]
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}

@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from passes.scan_forms.builder import GraphBuilder
 from passes.scan_forms.chunk_axes import move_axis
 from patterns.graph_query import constant_ints, constant_value, describe, node_axes, normalize_axis, producer
+from patterns.no_ops import is_same_type_cast
 from patterns.step_template import StepTemplate
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Less", "Greater", "And", "Or",
@@ -102,6 +103,8 @@ class _Replay:
             for out, new in zip(node.outputs, outs):
                 self.env[id(out)] = Value(new, False, self.rank_of(out))
             return
+        elif node.op in ("Identity", "Cast") and (node.op == "Identity" or is_same_type_cast(node)):
+            result = ins[0]   # a no-op per step is a no-op over all steps: no copy of the states
         else:
             rule = getattr(self, f"rule_{node.op}", None)
             if rule is None:

@@ -1,0 +1,175 @@
+"""Benchmark a Mamba-130m-shaped stack exported from transformers: naive graph vs cpu graph vs PyTorch.
+
+    python -m tools.bench_mamba --threads 2 --machine "dev 2-core" --write-docs
+
+The model is transformers' MambaModel with Mamba-130m's layer shape (d_model 768, expand 2,
+d_state 16, conv 4, dt_rank 48), fewer layers (--layers, default 2), random init, a sequence of
+--length tokens (default 1024), batch 1. Rows: the naive TorchScript export (the scan unrolled,
+~10 nodes per step) and the `cpu` pipeline's graph, both on ONNX Runtime, and PyTorch eager:
+transformers' sequential slow path (what the export unrolls) and its mambapy parallel scan
+(use_mambapy, when mambapy is installed). One warm-up per row, then --repeats rounds in which
+every row runs once, in rotated order; medians. Errors are relative L2 against the slow path.
+Prints a markdown table; --write-docs also writes docs/bench/mamba-130m-<N>core.json and the
+section of docs/BENCHMARKS.md between `<!-- bench:mamba-130m:N-core -->` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools import bench_report as report
+from tools.external_exports import INPUT_NAME, export_module, hf_mamba
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _ort_runner(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    started = time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    created = time.perf_counter() - started
+    return (lambda ids: session.run(None, {INPUT_NAME: ids})[0]), created
+
+
+def _torch_runner(model, use_mambapy: bool):
+    import torch
+
+    def run(ids: np.ndarray) -> np.ndarray:
+        for layer in model.model.layers:
+            layer.mixer.use_mambapy = use_mambapy
+        with torch.no_grad():
+            return model(torch.from_numpy(ids)).numpy()
+    return run
+
+
+def _rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    expected = expected.astype(np.float64)
+    return float(np.linalg.norm(actual.astype(np.float64) - expected) / np.linalg.norm(expected))
+
+
+def run(args) -> dict:
+    import onnx
+    import torch
+
+    from passes.apply import main as apply_main
+
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model, ids = hf_mamba(args.d_model, args.d_state, args.layers, args.length, vocab=1000, seed=args.seed)
+    naive = args.workdir / f"naive-L{args.length}-x{args.layers}.onnx"
+    started = time.perf_counter()
+    if not naive.exists():
+        export_module(model, ids, naive)
+    export_seconds = time.perf_counter() - started
+    compiled = args.workdir / f"cpu-L{args.length}-x{args.layers}.onnx"
+    started = time.perf_counter()
+    if apply_main([str(naive), "--pipeline", "cpu", "-o", str(compiled)]) != 0:
+        raise SystemExit("the cpu pipeline failed on the naive export")
+    compile_seconds = time.perf_counter() - started
+    machine = report.machine_info(args.threads)
+    feed = ids.numpy()
+    rows = {"naive": {"label": "naive ONNX export (ORT)", "path": naive},
+            "cpu": {"label": "`--pipeline cpu` (ORT)", "path": compiled},
+            "torch-slow": {"label": "PyTorch eager, transformers' sequential slow path"},
+            "torch-mambapy": {"label": "PyTorch eager, transformers with use_mambapy (parallel scan)"}}
+    for key, row in rows.items():
+        if "path" in row:
+            row["nodes"] = len(onnx.load(str(row["path"]), load_external_data=False).graph.node)
+            row["runner"], row["session_seconds"] = _ort_runner(row["path"], args.threads)
+        else:
+            row["runner"] = _torch_runner(model, key == "torch-mambapy")
+    reference = rows["torch-slow"]["runner"](feed)
+    for row in rows.values():
+        row["rel_l2"] = _rel_l2(row["runner"](feed), reference)   # also the warm-up
+        row["seconds"] = []
+    order = list(rows)
+    for round_index in range(args.repeats):
+        for key in order[round_index % len(order):] + order[:round_index % len(order)]:
+            started = time.perf_counter()
+            rows[key]["runner"](feed)
+            rows[key]["seconds"].append(time.perf_counter() - started)
+        print(f"round {round_index + 1}/{args.repeats}: "
+              + ", ".join(f"{k} {rows[k]['seconds'][-1]:.3f} s" for k in order), flush=True)
+    machine["load_average_end"] = report.load_average()
+    for row in rows.values():
+        row["median_seconds"] = statistics.median(row["seconds"])
+        row.pop("runner")
+        if "path" in row:
+            row["path"] = str(row["path"])
+    return {"config": {"d_model": args.d_model, "d_state": args.d_state, "expand": 2, "layers": args.layers,
+                       "length": args.length, "batch": 1, "threads": args.threads, "repeats": args.repeats},
+            "machine_label": args.machine, "machine": machine, "export_seconds": round(export_seconds, 1),
+            "compile_seconds": round(compile_seconds, 1), "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    rows, config = result["rows"], result["config"]
+    naive, cpu = rows["naive"]["median_seconds"], rows["cpu"]["median_seconds"]
+    lines = [f"### Mamba-130m-shaped stack from transformers ({result['machine_label']})", "",
+             f"transformers `MambaModel`, d_model {config['d_model']}, expand {config['expand']}, d_state "
+             f"{config['d_state']}, {config['layers']} layers, L {config['length']}, batch 1, random init; "
+             f"`python -m tools.bench_mamba --threads {config['threads']}`; {config['repeats']} interleaved rounds, "
+             "medians. Machine: " + report.machine_line(result["machine"]) + ".", "",
+             "| row | nodes | s / sequence | vs naive | vs PyTorch slow path | rel. L2 vs slow path |",
+             "|---|---|---|---|---|---|"]
+    slow = rows["torch-slow"]["median_seconds"]
+    for row in rows.values():
+        seconds = row["median_seconds"]
+        nodes = f"{row['nodes']:,}" if "nodes" in row else "–"
+        lines.append(f"| {row['label']} | {nodes} | {seconds:.3f} | {naive / seconds:.1f}x | {slow / seconds:.1f}x "
+                     f"| {row['rel_l2']:.1e} |")
+    lines += ["", f"`cpu` graph: {naive / cpu:.1f}x the naive graph, {slow / cpu:.1f}x PyTorch's sequential slow path "
+              f"(export {result['export_seconds']} s, compile {result['compile_seconds']} s)."]
+    return "\n".join(lines)
+
+
+def write_docs(result: dict, threads_label: str) -> None:
+    path = DOCS / "BENCHMARKS.md"
+    text = path.read_text()
+    begin, end = f"<!-- bench:mamba-130m:{threads_label} -->", f"<!-- /bench:mamba-130m:{threads_label} -->"
+    section = f"{begin}\n{markdown(result)}\n{end}"
+    if begin in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_mamba", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--d-state", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--machine", default="dev 2-core", help="how docs name the machine")
+    ap.add_argument("--workdir", type=Path, default=Path("out/bench/mamba-130m"))
+    ap.add_argument("--json", type=Path, help="also write the raw timings here")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="write docs/bench/mamba-130m-<N>core.json and the docs/BENCHMARKS.md section")
+    args = ap.parse_args(argv)
+    result = run(args)
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.write_docs:
+        cores = result["machine"]["cores"]
+        (DOCS / "bench" / f"mamba-130m-{cores}core.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_docs(result, f"{cores}-core")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
