@@ -25,6 +25,7 @@ class RichProgress(ProgressHook):
             console=console,
             transient=False,
         )
+        self.console = console
         self._task: TaskID | None = None
         self._label = ""
 
@@ -57,6 +58,9 @@ class RichProgress(ProgressHook):
             self._task = None
 
     # ProgressHook
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning[/]: {message}", highlight=False, soft_wrap=True)
+
     def pass_started(self, index: int, total: int, pass_: Pass) -> None:
         self._begin(f"[{index + 1}/{total}] {pass_.name}")
 

@@ -12,6 +12,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import graph_is_topologically_sorted, replace_graph_contents
+from passes.one_line import one_line
 from passes.registry import register_pass
 
 
@@ -46,7 +47,7 @@ class FoldConstants(Pass):
                                    size_threshold=self.size_threshold_bytes)
             working.cleanup(remove_unused_graph_inputs=False)
         except Exception as error:  # folding is optional: never fail the pipeline for it
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            reason = one_line(error, limit=300)
             return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])
         finally:
             G_LOGGER.severity = previous_severity

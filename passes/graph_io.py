@@ -16,6 +16,8 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
+from passes.one_line import one_line
+
 
 class GraphIOError(Exception):
     """A model file could not be read or written; the message is one line for the user."""
@@ -49,9 +51,9 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         # onnx rewrites them to inline data while loading.
         model = onnx.load(str(path), load_external_data=False)
     except DecodeError as error:
-        raise InputError(f"not an ONNX file, or truncated: {path} ({_one_line(error)})") from None
+        raise InputError(f"not an ONNX file, or truncated: {path} ({one_line(error, limit=300)})") from None
     except Exception as error:  # onnx wraps protobuf errors differently across versions
-        raise InputError(f"cannot read {path} as ONNX: {_one_line(error)}") from None
+        raise InputError(f"cannot read {path} as ONNX: {one_line(error, limit=300)}") from None
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
         raise InputError(f"not an ONNX model (no graph or version found): {path}")
     if not model.opset_import:
@@ -63,7 +65,7 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         try:
             load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
-            raise InputError(f"external data of {path} could not be read: {_one_line(error)}") from None
+            raise InputError(f"external data of {path} could not be read: {one_line(error, limit=300)}") from None
     return LoadedModel(model=model, path=path, used_external_data=external)
 
 
@@ -78,11 +80,6 @@ def _all_initializers(model: onnx.ModelProto):
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] if text else type(error).__name__
 
 
 def is_same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -111,7 +108,7 @@ def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLik
         with tempfile.NamedTemporaryFile(prefix=f".{output.name}.probe-", dir=directory):
             pass
     except OSError as error:
-        raise OutputError(f"output directory is not writable: {directory} ({_one_line(error)})") from None
+        raise OutputError(f"output directory is not writable: {directory} ({one_line(error, limit=300)})") from None
     return output
 
 
@@ -129,7 +126,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=directory))
     except OSError as error:
-        raise OutputError(f"cannot write in {directory}: {_one_line(error)}") from None
+        raise OutputError(f"cannot write in {directory}: {one_line(error, limit=300)}") from None
     try:
         staged_model = staging / path.name
         if external_data:
@@ -146,7 +143,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
             onnx.save_model(model, str(staged_model))
         os.replace(staged_model, path)
     except (OSError, ValueError) as error:
-        raise OutputError(f"cannot write {path}: {_one_line(error)}") from None
+        raise OutputError(f"cannot write {path}: {one_line(error, limit=300)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

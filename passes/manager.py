@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -21,6 +22,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import ModelMeta, graph_to_model
+from passes.one_line import one_line
 from passes.verify import VerificationError, compare, run_model, summarize
 
 
@@ -111,7 +113,15 @@ class PipelineRun:
 
 
 class ProgressHook:
-    """What the manager tells a display. The CLI subclasses it with a rich spinner."""
+    """What the manager (and ``compile_model``) tell a display; every method is optional.
+    The CLI subclasses it with a rich spinner."""
+
+    def step(self, label: str) -> ContextManager[None]:
+        """A context manager around a slow step outside the passes (load, verify, write)."""
+        return nullcontext()
+
+    def warn(self, message: str) -> None:
+        """Something the user should know that does not stop the run."""
 
     def pass_started(self, index: int, total: int, pass_: Pass) -> None: ...
 
@@ -131,19 +141,15 @@ def op_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, i
     return {op: count for op, count in sorted(delta.items()) if count != 0}
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:400] if text else type(error).__name__
-
-
 class PassManager:
     def __init__(
         self,
-        steps: Sequence[Pass] | Any,
+        passes: Sequence[Pass],
+        *,
+        pipeline_text: str | None = None,
         verify_each: bool = False,
         check: bool = True,
         progress: ProgressHook | None = None,
-        *,
         meta: ModelMeta | None = None,
         verify_feeds: Mapping[str, np.ndarray] | None = None,
         initial_outputs: Mapping[str, np.ndarray] | None = None,
@@ -152,7 +158,8 @@ class PassManager:
         log: Callable[[str], None] | None = None,
         recorder: Any = None,
     ) -> None:
-        """``steps``: Pass instances, or a ``pipelines.Pipeline`` (built here).
+        """``passes``: Pass instances (``Pipeline.build()`` makes them from a pipeline);
+        ``pipeline_text`` names the run in its record (default: the passes' reprs).
 
         ``on_changed_model(index, record, model)`` is called with the exported model after
         every pass that changed the graph (used by --keep-intermediates).
@@ -162,8 +169,8 @@ class PassManager:
         nodes each pass changed (report regions, node provenance). Its models are stamped
         with provenance before ``on_changed_model`` sees them.
         """
-        self.pipeline_text = str(steps) if hasattr(steps, "build") else ",".join(repr(p) for p in steps)
-        self.passes: list[Pass] = steps.build() if hasattr(steps, "build") else list(steps)
+        self.passes: list[Pass] = list(passes)
+        self.pipeline_text = pipeline_text if pipeline_text is not None else ",".join(repr(p) for p in self.passes)
         self.verify_each = verify_each
         self.check = check
         self.progress = progress or ProgressHook()
@@ -202,7 +209,7 @@ class PassManager:
                 ran = [record.name for record in run.records]
                 run.total_seconds = time.perf_counter() - started
                 raise PipelineError(
-                    f"pass '{pass_.name}' failed after [{', '.join(ran)}]: {type(error).__name__}: {_one_line(error)}",
+                    f"pass '{pass_.name}' failed after [{', '.join(ran)}]: {type(error).__name__}: {one_line(error, limit=400)}",
                     pass_.name, ran, run,
                 ) from error
             seconds = time.perf_counter() - pass_started
@@ -257,13 +264,13 @@ class PassManager:
             onnx.checker.check_model(model, full_check=False)
             record.checker = "ok"
         except Exception as error:
-            record.checker = f"error: {_one_line(error)}"
+            record.checker = f"error: {one_line(error, limit=400)}"
         self.progress.stage("shape inference")
         try:
             onnx.shape_inference.infer_shapes(model, strict_mode=True)
             record.shape_inference = "ok"
         except Exception as error:
-            record.shape_inference = f"error: {_one_line(error)}"
+            record.shape_inference = f"error: {one_line(error, limit=400)}"
         record.check_seconds = time.perf_counter() - check_started
 
     def _verify(self, model, record, previous_outputs, run) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
+from passes.one_line import one_line
 from passes.registry import register_pass
 
 
@@ -47,7 +48,7 @@ class SimplifyOnnxsim(Pass):
             model = graph_to_model(graph)
             simplified, check_ok = _run_onnxsim(model)
         except Exception as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            reason = one_line(error, limit=300)
             return PassResult(False, {"removed": 0}, [f"onnxsim failed: {reason}; graph left unsimplified"])
         if not check_ok:
             return PassResult(False, {"removed": 0},

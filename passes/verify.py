@@ -14,6 +14,8 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 
+from passes.one_line import one_line
+
 
 class VerificationError(Exception):
     """Outputs differ beyond tolerance (or a model could not run); one line for the user."""
@@ -79,7 +81,7 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     except VerificationError:
         raise
     except Exception as error:
-        raise VerificationError(f"ONNX Runtime could not run the model: {' '.join(str(error).split())[:400]}") from None
+        raise VerificationError(f"ONNX Runtime could not run the model: {one_line(error, limit=400)}") from None
     return dict(zip(output_names, values))
 
 
@@ -125,7 +127,7 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     try:
         archive = np.load(npz_path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ReferenceError(f"cannot read reference {npz_path}: {' '.join(str(error).split())}") from None
+        raise ReferenceError(f"cannot read reference {npz_path}: {one_line(error)}") from None
     with archive:
         data = {key: archive[key] for key in archive.files}
     input_names, output_names = _graph_io_names(model)

@@ -7,7 +7,7 @@ def pytest_addoption(parser):
                      help="rewrite golden files in tests/golden from the current outputs")
 
 
-# --- the micro model, exported once per session, and passes.apply reports on it ----------------
+# --- the micro model, exported once per session, and compile_model reports on it ----------------
 import pytest  # noqa: E402
 
 
@@ -27,16 +27,14 @@ def micro_naive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_report(micro_naive, tmp_path_factory):
     """``micro_report("seed")`` -> the --report directory of that pipeline on the micro model (cached)."""
-    from passes.apply import main as apply_main
+    from vmamba_passes import compile_model
 
     reports = {}
 
     def report_dir(pipeline: str):
         if pipeline not in reports:
             directory = tmp_path_factory.mktemp(f"report-{pipeline}")
-            code = apply_main([str(micro_naive), "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
-                               "--report", str(directory / "report")])
-            assert code == 0, f"passes.apply --pipeline {pipeline} exited {code}"
+            compile_model(micro_naive, pipeline, output=directory / f"{pipeline}.onnx", report=directory / "report")
             reports[pipeline] = directory / "report"
         return reports[pipeline]
 
@@ -53,7 +51,7 @@ def vmamba_t_report(tmp_path_factory):
     import os
     from pathlib import Path
 
-    from passes.apply import main as apply_main
+    from vmamba_passes import compile_model
 
     naive = os.environ.get("VMAMBA_T_NAIVE")
     if not naive or not Path(naive).is_file():
@@ -63,9 +61,7 @@ def vmamba_t_report(tmp_path_factory):
     def report_dir(pipeline: str):
         if pipeline not in reports:
             directory = tmp_path_factory.mktemp(f"vmamba-t-{pipeline}")
-            code = apply_main([naive, "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
-                               "--report", str(directory / "report")])
-            assert code == 0, f"passes.apply --pipeline {pipeline} on {naive} exited {code}"
+            compile_model(naive, pipeline, output=directory / f"{pipeline}.onnx", report=directory / "report")
             reports[pipeline] = directory / "report"
         return reports[pipeline]
 

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from golden_graphs import check_golden, error_bound, golden_differences, graph_record, update_requested
-from passes.apply import main as apply_main
+from vmamba_passes import compile_model
 from passes.simplify_onnxsim import SimplifyOnnxsim
 
 PIPELINES = ["seed", "cpu", "tpu"]
@@ -49,8 +49,7 @@ def test_one_op_change_fails_with_readable_diff(micro_naive, tmp_path, monkeypat
 
     monkeypatch.setattr(SimplifyOnnxsim, "run", run_and_add_relu)
     report_dir = tmp_path / "report"
-    assert apply_main([str(micro_naive), "--pipeline", "seed", "-o", str(tmp_path / "out.onnx"),
-                       "--report", str(report_dir)]) == 0
+    compile_model(micro_naive, "seed", output=tmp_path / "out.onnx", report=report_dir)
     record = graph_record("micro-digits", load_report(report_dir))
     golden = json.loads((Path(__file__).parent / "golden" / "micro_seed.json").read_text())
     with pytest.raises(AssertionError) as failure:

@@ -91,9 +91,10 @@ def test_records_everything_per_pass():
     assert [p["name"] for p in data["passes"]] == ["eliminate-dead-nodes", "test-add-to-mul", "eliminate-dead-nodes"]
 
 
-def test_accepts_a_pipeline_and_keeps_its_text():
+def test_keeps_the_pipeline_text():
     _, graph = fresh()
-    run = PassManager(parse_pipeline("eliminate-dead-nodes,simplify{skip_above_nodes=1}")).run(graph)
+    pipeline = parse_pipeline("eliminate-dead-nodes,simplify{skip_above_nodes=1}")
+    run = PassManager(pipeline.build(), pipeline_text=str(pipeline)).run(graph)
     assert run.pipeline == "eliminate-dead-nodes,simplify{skip_above_nodes=1}"
     assert run.records[1].notes[0].startswith("onnxsim skipped")
 

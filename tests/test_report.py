@@ -10,7 +10,7 @@ import onnx.parser
 import pytest
 from scan_testing import TINY_MODEL_TEXT
 
-from passes.apply import main as apply_main
+from vmamba_passes import PassFailed, VerificationFailed, compile_model
 from passes.report.provenance import read_provenance
 from passes.report.schema import SCHEMA_VERSION, load_schema
 
@@ -67,8 +67,8 @@ def test_provenance_survives_to_the_written_model(micro_report):
 
 def test_keep_intermediates_with_report(tiny, tmp_path):
     report_dir = tmp_path / "report"
-    assert apply_main([str(tiny), "--pipeline", "eliminate-dead-nodes,fold-constants", "-o", str(tmp_path / "out.onnx"),
-                       "--report", str(report_dir), "--keep-intermediates"]) == 0
+    compile_model(tiny, "eliminate-dead-nodes,fold-constants", output=tmp_path / "out.onnx", report=report_dir,
+                  keep_intermediates=True)
     report = json.loads((report_dir / "report.json").read_text())
     validate(report)
     paths = [entry["intermediate"] for entry in report["run"]["passes"]]
@@ -82,9 +82,10 @@ def test_keep_intermediates_with_report(tiny, tmp_path):
 
 def test_failed_verification_still_writes_a_valid_report(tiny, tmp_path):
     report_dir = tmp_path / "report"
-    code = apply_main([str(tiny), "--pipeline", "eliminate-dead-nodes,fold-constants", "-o", str(tmp_path / "out.onnx"),
-                       "--report", str(report_dir), "--reference", str(_wrong_reference(tmp_path))])
-    assert code == 3
+    with pytest.raises(VerificationFailed, match="output 'y' rel L2"):
+        compile_model(tiny, "eliminate-dead-nodes,fold-constants", output=tmp_path / "out.onnx", report=report_dir,
+                      reference=_wrong_reference(tmp_path))
+    assert not (tmp_path / "out.onnx").exists()
     report = json.loads((report_dir / "report.json").read_text())
     validate(report)
     assert report["status"] == "verification-failed" and not report["verification"]["ok"]
@@ -113,11 +114,11 @@ def test_failed_pass_still_writes_a_valid_report(tiny, tmp_path):
 
     report_dir = tmp_path / "report"
     try:
-        code = apply_main([str(tiny), "--pipeline", "eliminate-dead-nodes,test-report-explodes",
-                           "-o", str(tmp_path / "out.onnx"), "--report", str(report_dir)])
+        with pytest.raises(PassFailed, match=r"pass 'test-report-explodes' failed after \[eliminate-dead-nodes\]"):
+            compile_model(tiny, "eliminate-dead-nodes,test-report-explodes", output=tmp_path / "out.onnx",
+                          report=report_dir)
     finally:
         unregister_pass(Explodes.name)
-    assert code == 4
     report = json.loads((report_dir / "report.json").read_text())
     validate(report)
     assert report["status"] == "pass-failed" and "test-report-explodes" in report["error"]

@@ -5,12 +5,9 @@ eager model with one scan. Both have ``run(x) -> logits`` and ``unsupported(batc
 """
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import copy
-import io
-import os
-import subprocess
-import sys
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,38 +132,50 @@ def ensure_naive(model, sample, path: Path, *, dynamic_batch: bool, status: Call
 
 
 @dataclass
-class CompileResult:
+class PipelineBuild:
     ok: bool
     seconds: float
-    message: str          # last line of the apply log (the error when not ok)
+    message: str          # a summary line, or "error: ..." when not ok
     log_path: Path
 
 
-def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path, *, in_process: bool = True) -> CompileResult:
-    """``python -m passes.apply naive --pipeline P -o output``, its output to log_path.
+def _compile_and_log(naive: str, pipeline: str, output: str) -> tuple[bool, str, str]:
+    """(ok, message, log text) of ``compile_model``; top level so that a child process can run it."""
+    from passes.one_line import one_line
+    from vmamba_passes import CompileError, compile_model
+
+    try:
+        result = compile_model(naive, pipeline, output=output)
+    except CompileError as error:
+        message = f"error: {one_line(error)}"
+        return False, message, message
+    except Exception as error:  # a bug: the table says so instead of dying
+        message = f"error: internal error: {type(error).__name__}: {one_line(error)}"
+        return False, message, message
+    lines = [f"{index}. {record.name}: {record.nodes_before:,} -> {record.nodes_after:,} nodes, {record.seconds:.2f} s"
+             for index, record in enumerate(result.records, start=1)]
+    message = (f"{result.nodes_before:,} -> {result.nodes_after:,} nodes, rel L2 "
+               f"{result.verification['rel_l2']:.3g} against {result.verification['against']}")
+    return True, message, "\n".join([*lines, message])
+
+
+def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path, *, in_process: bool = True) -> PipelineBuild:
+    """``compile_model(naive, pipeline, output=output)``, one line per pass to log_path.
 
     In process for small graphs (no second interpreter start); in a child process for big
     ones, so that the compiler's peak memory is returned before the sessions are created.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(naive), "--pipeline", pipeline, "-o", str(output)]
     t0 = time.perf_counter()
     if in_process:
-        from passes import apply
-
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            code = apply.main(argv)
-        text = buffer.getvalue()
+        ok, message, text = _compile_and_log(str(naive), pipeline, str(output))
     else:
-        done = subprocess.run([sys.executable, "-m", "passes.apply", *argv], capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "160"})
-        code, text = done.returncode, done.stdout + done.stderr
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            ok, message, text = child.submit(_compile_and_log, str(naive), pipeline, str(output)).result()
     seconds = time.perf_counter() - t0
-    log_path.write_text(f"$ python -m passes.apply {naive} --pipeline '{pipeline}' -o {output}\n{text}\nexit {code}\n")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    message = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "")
-    return CompileResult(code == 0 and output.exists(), seconds, message, log_path)
+    log_path.write_text(f"compile_model({str(naive)!r}, {pipeline!r}, output={str(output)!r})\n{text}\n")
+    return PipelineBuild(ok and output.exists(), seconds, message, log_path)
 
 
 def cpu_ablation_variants() -> list[tuple[str, str, str]]:

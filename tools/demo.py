@@ -4,7 +4,7 @@
 
 1. exports the embedded `micro` model (trained on scikit-learn's digits) naively: every scan
    step unrolled, as a plain torch.onnx.export writes it, with its PyTorch reference outputs;
-2. runs `python -m passes.apply` with each pipeline (seed, cpu, tpu), verified against them,
+2. compiles it with each pipeline (seed, cpu, tpu) through `vmamba_passes.compile_model`, verified against them,
    writing a report folder per pipeline;
 3. prints node counts, and the held-out digits accuracy through every graph in ONNX Runtime.
 """
@@ -29,25 +29,29 @@ def main(argv=None) -> int:
     console = Console(stderr=True)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from passes import apply
+    from passes.apply_display import RichProgress, closing_table
     from tools.eval_digits import onnx_predict, torch_predict
     from vmamba_ref import default_model
     from vmamba_ref.digits import load_digits_split
     from vmamba_ref.export import export_naive
+    from vmamba_passes import CompileError, compile_model
 
     naive = args.out / "naive.onnx"
     with console.status("exporting the embedded digits model naively (every scan step unrolled)") as status:
-        result = export_naive(default_model(), naive, batch=1, status=lambda m: status.update(m))
-    console.print(f"[green]✓[/] {naive}: {result.nodes:,} nodes, exported in {result.export_seconds:.1f} s")
+        exported = export_naive(default_model(), naive, batch=1, status=lambda m: status.update(m))
+    console.print(f"[green]✓[/] {naive}: {exported.nodes:,} nodes, exported in {exported.export_seconds:.1f} s")
 
     outputs = {"naive": naive}
     for name in args.pipelines.split(","):
         target = args.out / f"{name}.onnx"
         console.rule(f"pipeline {name}")
-        code = apply.main([str(naive), "--pipeline", name, "-o", str(target), "--report", str(args.out / f"report-{name}")])
-        if code != 0:
-            console.print(f"[red]pipeline {name} failed with exit code {code}[/]")
-            return code
+        try:
+            with RichProgress(console) as display:
+                compiled = compile_model(naive, name, output=target, report=args.out / f"report-{name}", progress=display)
+        except CompileError as error:
+            console.print(f"[red]pipeline {name} failed[/]: {error}", highlight=False)
+            return error.exit_code
+        Console().print(closing_table(compiled.run))
         outputs[name] = target
 
     split = load_digits_split()

@@ -29,16 +29,16 @@ def load_report(path: str | Path) -> dict:
 
 
 def run_pipelines(model: str, pipelines: list[str], work: Path) -> list[dict]:
-    from passes.apply import main as apply_main
+    from vmamba_passes import CompileError, compile_model
 
     reports = []
     for pipeline in pipelines:
         directory = work / pipeline
         directory.mkdir(parents=True, exist_ok=True)
-        code = apply_main([model, "--pipeline", pipeline, "-o", str(directory / f"{pipeline}.onnx"),
-                           "--report", str(directory / "report")])
-        if code != 0:
-            raise RuntimeError(f"passes.apply --pipeline {pipeline} exited {code}")
+        try:
+            compile_model(model, pipeline, output=directory / f"{pipeline}.onnx", report=directory / "report")
+        except CompileError as error:
+            raise RuntimeError(f"pipeline {pipeline}: {error}") from None
         reports.append(load_report(directory / "report"))
     return reports
 

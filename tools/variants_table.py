@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import sys
 import tempfile
 import time
@@ -181,7 +180,6 @@ def export_variant(variant: Variant, directory: Path) -> Path:
 
 @dataclass
 class Compiled:
-    exit_code: int
     output: Path
     rerolled: int
     steps: int
@@ -212,37 +210,25 @@ def _run(path: Path, npz: Path) -> float:
                   data[output])
 
 
-def compile_variant(naive: Path, pipeline: str, directory: Path, own: dict[str, int] | None = None,
-                    quiet: bool = True) -> Compiled:
-    """``passes.apply naive --pipeline P -o directory/P.onnx --report directory/P-report``, in process."""
-    from passes.apply import main as apply_main
+def compile_variant(naive: Path, pipeline: str, directory: Path, own: dict[str, int] | None = None) -> Compiled:
+    """Compile ``naive`` with pipeline P into directory/P.onnx, its report in directory/P-report."""
+    from vmamba_passes import CompileError, compile_model
 
     own = own_step_ops(naive) if own is None else own
 
     output, report_dir = directory / f"{pipeline}.onnx", directory / f"{pipeline}-report"
     started = time.perf_counter()
-    sink = io.StringIO()
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            stack.enter_context(contextlib.redirect_stdout(sink))
-            stack.enter_context(contextlib.redirect_stderr(sink))
-        code = apply_main([str(naive), "--pipeline", pipeline, "-o", str(output), "--report", str(report_dir),
-                           "--tolerance", str(TOLERANCE)])
+    try:
+        result = compile_model(naive, pipeline, output=output, report=report_dir, tolerance=TOLERANCE)
+    except CompileError as error:
+        raise RuntimeError(f"pipeline {pipeline} on {naive} failed (exit code {error.exit_code}): {error}") from None
     seconds = time.perf_counter() - started
-    if code != 0:
-        last = sink.getvalue().strip().splitlines()[-1:] or ["(no message)"]
-        raise RuntimeError(f"passes.apply --pipeline {pipeline} on {naive} exited {code}: {last[0]}")
-    report = json.loads((report_dir / "report.json").read_text())
-    reroll = next(p for p in report["run"]["passes"] if p["name"] == "reroll-scans")
-    import onnx
-
-    model = onnx.load(str(output))
-    histogram = dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
-    symbolic = bool(model.graph.input[0].type.tensor_type.shape.dim[0].dim_param)
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    histogram = dict(sorted(Counter(n.op_type for n in result.model.graph.node).items()))
+    symbolic = bool(result.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param)
     other = naive.with_name(f"naive.batch{CHECK_BATCH}.npz")
-    rerolled = reroll["stats"]["rerolled"]
-    return Compiled(code, output, rerolled, reroll["stats"]["steps"], report["nodes"]["input"],
-                    report["nodes"]["output"], histogram, _run(output, naive.with_name("naive.ref.npz")),
+    rerolled = reroll.stats["rerolled"]
+    return Compiled(output, rerolled, reroll.stats["steps"], result.nodes_before, result.nodes_after, histogram, _run(output, naive.with_name("naive.ref.npz")),
                     _run(output, other) if other.exists() else None, seconds,
                     step_ops_left(histogram, own, rerolled), symbolic)
 

@@ -1,0 +1,104 @@
+"""vmamba_passes.compile_model, the Python API under the CLI: results, typed errors, nothing written on failure."""
+import json
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from scan_testing import TINY_MODEL_TEXT
+
+from passes.registry import get_pass
+from pipelines import parse_pipeline
+from vmamba_passes import BadInput, CompileError, PassFailed, VerificationFailed, compile_model
+
+CLEANUP = "eliminate-dead-nodes,fold-constants"
+
+
+def tiny_model() -> onnx.ModelProto:
+    return onnx.parser.parse_model(TINY_MODEL_TEXT)
+
+
+def write_reference(path, scale=1.0):
+    x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    np.savez(path, x=x, y=np.maximum(x + np.array([2.0, 3.0, 4.0], np.float32), 0) * scale)
+    return path
+
+
+def test_in_memory_model_without_output_or_reference():
+    result = compile_model(tiny_model(), CLEANUP)
+    assert [node.op_type for node in result.model.graph.node] == ["Add", "Relu"]
+    assert (result.nodes_before, result.nodes_after) == (5, 2)
+    assert [record.name for record in result.records] == ["eliminate-dead-nodes", "fold-constants"]
+    assert result.pipeline == CLEANUP and result.pipeline_name == "custom"
+    assert result.output is None and result.report["output"] is None
+    assert result.verification["ok"] and result.verification["against"] == "input model on random inputs"
+    assert result.warnings == ["no reference npz; running the input graph (5 nodes) on random inputs to compare against"]
+
+
+def test_path_reference_output_and_report(tmp_path):
+    source = tmp_path / "naive.onnx"
+    onnx.save(tiny_model(), source)
+    write_reference(tmp_path / "naive.ref.npz")
+    result = compile_model(source, CLEANUP, output=tmp_path / "out.onnx", report=tmp_path / "report")
+    assert result.output == tmp_path / "out.onnx" and result.warnings == []
+    assert [node.op_type for node in onnx.load(tmp_path / "out.onnx").graph.node] == ["Add", "Relu"]
+    assert result.verification["rel_l2"] == 0.0 and result.verification["against"] == str(tmp_path / "naive.ref.npz")
+    written = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert written["status"] == "ok" and written["nodes"] == {"input": 5, "output": 2}
+
+
+def test_accepts_a_pipeline_object_and_a_pass_list():
+    from_pipeline = compile_model(tiny_model(), parse_pipeline(CLEANUP, name="mine"), verify="none")
+    assert from_pipeline.pipeline_name == "mine" and from_pipeline.verification is None
+    from_passes = compile_model(tiny_model(), [get_pass("eliminate-dead-nodes")], verify="none")
+    assert from_passes.pipeline == "eliminate-dead-nodes" and from_passes.nodes_after == 4
+
+
+@pytest.mark.parametrize("pipeline, kwargs, message", [
+    ("sead", {}, "unknown pipeline 'sead'; valid pipelines: seed, cpu, tpu"),
+    ("eliminate-dead-nodes,nope", {}, "unknown pass 'nope'"),
+    (CLEANUP, {"override_options": {"chunk": 8}}, "option(s) chunk not used by any step"),
+    (CLEANUP, {"verify": "sometimes"}, "verify must be one of each, end, none, got 'sometimes'"),
+    (CLEANUP, {"tolerance": -1.0}, "--tolerance must be >= 0"),
+    (CLEANUP, {"reference": "/nonexistent/ref.npz"}, "reference file not found: /nonexistent/ref.npz"),
+    (CLEANUP, {"keep_intermediates": True}, "keep_intermediates needs an output or a report folder"),
+    ([object()], {}, "pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances"),
+])
+def test_bad_usage_is_bad_input(pipeline, kwargs, message):
+    with pytest.raises(BadInput) as raised:
+        compile_model(tiny_model(), pipeline, **kwargs)
+    assert message in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+def test_output_checked_before_any_work(tmp_path):
+    with pytest.raises(BadInput, match="output directory does not exist"):
+        compile_model(tmp_path / "missing-input.onnx", CLEANUP, output=tmp_path / "no" / "out.onnx")
+    with pytest.raises(BadInput, match="input file not found"):
+        compile_model(tmp_path / "missing-input.onnx", CLEANUP, output=tmp_path / "out.onnx")
+
+
+def test_verification_failure_is_typed_and_writes_nothing(tmp_path):
+    source = tmp_path / "naive.onnx"
+    onnx.save(tiny_model(), source)
+    wrong = write_reference(tmp_path / "wrong.npz", scale=1.5)
+    with pytest.raises(VerificationFailed) as raised:
+        compile_model(source, CLEANUP, output=tmp_path / "out.onnx", reference=wrong)
+    assert raised.value.exit_code == 3 and "output 'y' rel L2" in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["naive.onnx", "wrong.npz"]
+
+
+def test_pass_failure_is_typed():
+    from passes.base import Pass
+
+    class Explodes(Pass):
+        name = "test-api-explodes"
+
+        def run(self, graph, ctx):
+            raise RuntimeError("node 'shifted' (Add): cannot handle this")
+
+    with pytest.raises(PassFailed) as raised:
+        compile_model(tiny_model(), [get_pass("eliminate-dead-nodes"), Explodes()], verify="none")
+    assert raised.value.exit_code == 4 and isinstance(raised.value, CompileError)
+    assert str(raised.value) == ("pass 'test-api-explodes' failed after [eliminate-dead-nodes]: "
+                                 "RuntimeError: node 'shifted' (Add): cannot handle this")

@@ -1,0 +1,326 @@
+"""``compile_model``: load a model, run a pipeline on it, verify, write, report. The front door.
+
+    from vmamba_passes import compile_model
+    result = compile_model("naive.onnx", "cpu", output="cpu.onnx", report="report/")
+    print(result.nodes_before, "->", result.nodes_after, result.verification["rel_l2"])
+
+The life of one model (docs/ARCHITECTURE.md tells it at length):
+
+1. everything the caller asked for is checked before the slow part: the pipeline (named,
+   text, a ``Pipeline`` or a list of passes) is built, every destination is checked in
+   ``_check_destinations`` and the reference file must exist;
+2. the model is read (with its external data) and, for verification, the reference npz is
+   split into inputs and expected outputs (or the input graph is run on random inputs);
+3. the model is imported into onnx-graphsurgeon once; ``PassManager`` runs every pass on that
+   one in-memory graph, checks each graph a pass changed and, with ``verify="each"``, runs it;
+4. the graph is exported, run in ONNX Runtime and compared with the reference;
+5. only then is the output written (atomically), and the report folder.
+
+Errors are typed: ``BadInput`` (exit code 2 in the CLI), ``VerificationFailed`` (3),
+``PassFailed`` (4); each has ``exit_code`` and a one-line message. Option names in messages
+mirror the CLI flags (``--in-place``, ``--tolerance``).
+
+This module sits above ``pipelines`` (it resolves pipeline names), which sits above ``passes``
+and ``patterns``; nothing below imports it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import onnx
+
+from passes.base import Pass, PassContext
+from passes.graph_io import GraphIOError, ModelMeta, check_output_path, graph_to_model, model_to_graph, read_model, save_model_atomic
+from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
+from passes.one_line import one_line
+from passes.registry import UnknownPassError
+from passes.report.recorder import PassRecorder
+from passes.verify import (ReferenceError, VerificationError, compare, find_reference_beside, load_reference,
+                           random_feeds, run_model, summarize)
+from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VERIFY, EXIT_PASS = 0, 1, 2, 3, 4
+VERIFY_MODES = ("each", "end", "none")
+
+
+class CompileError(Exception):
+    """Base of the errors ``compile_model`` raises on purpose; ``exit_code`` is the CLI's."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report  # what report.json says about the failed run, when it got that far
+
+
+class BadInput(CompileError):
+    """Bad usage or bad input: unknown pipeline or pass, a refused option, a model or
+    reference that cannot be read, an output that cannot be written. Nothing was written."""
+
+    exit_code = EXIT_USAGE
+
+
+class VerificationFailed(CompileError):
+    """The compiled model (or a pass, with verify="each") differs from the reference beyond
+    the tolerance, or does not run. No output was written."""
+
+    exit_code = EXIT_VERIFY
+
+
+class PassFailed(CompileError):
+    """A pass raised; the message names it and the passes that ran before it."""
+
+    exit_code = EXIT_PASS
+
+
+@dataclass
+class CompileResult:
+    model: onnx.ModelProto               # the compiled model, nodes stamped with the pass that made them
+    run: PipelineRun                     # per-pass records (``run.records``) and the final graph
+    pipeline: str                        # the pipeline as text, exactly as run
+    pipeline_name: str
+    verification: dict[str, Any] | None  # verify.summarize() of the final check, plus "against"; None if off
+    output: Path | None                  # where the model was written, if asked
+    report: dict[str, Any]               # what report.json holds (before its derived fields)
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def records(self):
+        return self.run.records
+
+    @property
+    def nodes_before(self) -> int:
+        return self.run.nodes_before
+
+    @property
+    def nodes_after(self) -> int:
+        return len(self.model.graph.node)
+
+
+@dataclass
+class _Destinations:
+    """Every path the run will write, checked before any work."""
+
+    output: Path | None
+    report: Path | None
+    intermediates: Path | None
+
+
+def resolve_pipeline(pipeline: str | Pipeline | Sequence[Pass],
+                     override_options: Mapping[str, Any] | None = None) -> tuple[str, str, list[Pass]]:
+    """(pipeline text, pipeline name, pass instances); bad names and options raise BadInput."""
+    try:
+        if isinstance(pipeline, str):
+            pipeline = get_pipeline(pipeline)
+        if isinstance(pipeline, Pipeline):
+            if override_options:
+                pipeline = pipeline.with_overrides(**override_options)
+            return str(pipeline), pipeline.name, pipeline.build()
+    except (UnknownPipelineError, PipelineSyntaxError, UnknownPassError) as error:
+        raise BadInput(one_line(error)) from None
+    passes = list(pipeline)
+    if override_options:
+        raise BadInput("override_options need a pipeline (name, text or Pipeline), not a list of passes")
+    if not all(isinstance(pass_, Pass) for pass_ in passes):
+        raise BadInput("pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances")
+    return ",".join(repr(pass_) for pass_ in passes), "custom", passes
+
+
+def _check_destinations(output, report, keep_intermediates: bool, input_path: Path | None,
+                        in_place: bool) -> _Destinations:
+    """The one place where every destination is decided and checked, before minutes of work."""
+    output_path = None
+    if output is not None:
+        try:
+            output_path = check_output_path(output, input_path=input_path, allow_overwrite_input=in_place)
+        except GraphIOError as error:
+            raise BadInput(one_line(error)) from None
+    report_dir = Path(report) if report is not None else None
+    intermediates = None
+    if keep_intermediates:
+        if report_dir is not None:
+            intermediates = report_dir / "intermediates"
+        elif output_path is not None:
+            intermediates = output_path.with_name(output_path.name + ".intermediates")
+        else:
+            raise BadInput("keep_intermediates needs an output or a report folder to put them in")
+    return _Destinations(output_path, report_dir, intermediates)
+
+
+def compile_model(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    pipeline: str | Pipeline | Sequence[Pass],
+    *,
+    output: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
+    verify: str = "end",
+    tolerance: float = 1e-5,
+    report: str | os.PathLike | None = None,
+    override_options: Mapping[str, Any] | None = None,
+    explain: bool = False,
+    in_place: bool = False,
+    keep_intermediates: bool = False,
+    progress: ProgressHook | None = None,
+) -> CompileResult:
+    """Compile one model with one pipeline; see the module docstring for the steps.
+
+    ``pipeline``: a named pipeline ("cpu"), pipeline text ("lower-einsum,simplify"), a
+    ``pipelines.Pipeline`` or a list of ``Pass`` instances. ``override_options`` sets an option
+    in every step that has it (the CLI's ``--chunk``). ``reference``: an npz of inputs and
+    expected outputs; by default ``<stem>.ref.npz`` beside an input path, else the input model
+    is run on random inputs. ``verify``: "end", "each" (also after every pass that changed the
+    graph) or "none". ``output``: written only after verification passed; None keeps the
+    model in memory (``result.model``). ``report``: a folder for report.json and index.html,
+    written also when the run fails. ``explain``: passes add notes on near-misses.
+    """
+    progress = progress or ProgressHook()
+    if verify not in VERIFY_MODES:
+        raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+    if tolerance < 0:
+        raise BadInput("--tolerance must be >= 0")
+    pipeline_text, pipeline_name, passes = resolve_pipeline(pipeline, override_options)
+    input_path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
+    destinations = _check_destinations(output, report, keep_intermediates, input_path, in_place)
+    reference_path = Path(reference) if reference is not None else None
+    if reference_path is not None and not reference_path.is_file():
+        raise BadInput(f"reference file not found: {reference_path}")
+    input_label = str(model_or_path) if input_path is not None else "<in-memory model>"
+
+    started = time.perf_counter()
+    report_data: dict[str, Any] = {
+        "tool": "passes.apply", "input": input_label, "output": str(destinations.output) if destinations.output else None,
+        "pipeline": pipeline_text, "pipeline_name": pipeline_name, "verify_mode": verify, "tolerance": tolerance}
+    # Sees which nodes each pass changed: provenance metadata always, region diffs for a report.
+    recorder = PassRecorder(regions=destinations.report is not None)
+    intermediate_paths: dict[int, str] = {}
+    warnings: list[str] = []
+
+    def write_report(status: str, exit_code: int) -> None:
+        if destinations.report is None:
+            return
+        from passes.report.writer import write_report_dir
+
+        report_data.update(status=status, exit_code=exit_code, total_seconds=round(time.perf_counter() - started, 3))
+        write_report_dir(destinations.report, report_data, recorder.region_descriptions, intermediate_paths,
+                         recorder.seconds)
+
+    def fail(error_type: type[CompileError], message: str, status: str) -> CompileError:
+        write_report(status, error_type.exit_code)
+        return error_type(message, report_data if destinations.report is not None else None)
+
+    if input_path is not None:
+        with progress.step(f"load {input_path}"):
+            try:
+                loaded = read_model(input_path)
+            except GraphIOError as error:
+                raise BadInput(one_line(error)) from None
+        model, used_external_data = loaded.model, loaded.used_external_data
+    else:
+        model, used_external_data = model_or_path, False
+    meta = ModelMeta.from_model(model)
+    input_nodes = len(model.graph.node)
+    report_data["nodes"] = {"input": input_nodes}
+
+    # Verification inputs: reference npz (given or beside the input), else random feeds
+    # with the input model's own outputs as the expected values.
+    feeds = expected = baseline_outputs = None
+    if verify != "none":
+        if reference_path is None and input_path is not None:
+            reference_path = find_reference_beside(input_path)
+        try:
+            if reference_path is not None:
+                feeds, expected = load_reference(reference_path, model)
+            else:
+                feeds = random_feeds(model)
+        except ReferenceError as error:
+            raise BadInput(one_line(error)) from None
+        report_data["reference"] = str(reference_path) if reference_path else None
+        if reference_path is None or verify == "each":
+            if reference_path is None:
+                looked_for = f" (looked for {input_path.stem}.ref.npz)" if input_path is not None else ""
+                warning = (f"no reference npz{looked_for}; running the input graph ({input_nodes:,} nodes) "
+                           "on random inputs to compare against")
+                warnings.append(warning)
+                progress.warn(warning)
+            with progress.step(f"run input model in ONNX Runtime ({input_nodes:,} nodes)"):
+                try:
+                    baseline_outputs = run_model(model, feeds, log=progress.stage)
+                except VerificationError as error:
+                    raise VerificationFailed(f"the input model does not run: {one_line(error)}") from None
+            if expected is None:
+                expected = baseline_outputs
+
+    with progress.step(f"import {input_nodes:,} nodes into onnx-graphsurgeon"):
+        graph = model_to_graph(model)
+
+    keep_intermediate = None
+    if destinations.intermediates is not None:
+        destinations.intermediates.mkdir(parents=True, exist_ok=True)
+
+        def keep_intermediate(index, record, changed_model) -> None:
+            path = destinations.intermediates / f"{index + 1:02d}-{record.name}.onnx"
+            save_model_atomic(changed_model, path, external_data=used_external_data)
+            # Relative to the report directory when it is inside it, so the folder can move.
+            inside_report = destinations.report is not None and path.is_relative_to(destinations.report)
+            intermediate_paths[index] = str(path.relative_to(destinations.report)) if inside_report else str(path)
+
+    manager = PassManager(
+        passes, pipeline_text=pipeline_text, verify_each=verify == "each", check=True, progress=progress,
+        meta=meta, verify_feeds=feeds, initial_outputs=baseline_outputs, tolerance=tolerance,
+        on_changed_model=keep_intermediate, log=progress.stage, recorder=recorder,
+    )
+    try:
+        run = manager.run(graph, PassContext(opset=meta.opset, explain=explain, log=progress.stage))
+    except PassVerificationError as error:
+        if error.run is not None:
+            report_data["run"] = error.run.to_dict()
+        raise fail(VerificationFailed, f"verification failed: {one_line(error)}; no output written",
+                   "verification-failed") from None
+    except PipelineError as error:
+        if error.run is not None:
+            report_data["run"] = error.run.to_dict()
+        report_data["error"] = str(error)
+        raise fail(PassFailed, one_line(error), "pass-failed") from None
+    report_data["run"] = run.to_dict()
+
+    with progress.step(f"export {run.nodes_after:,} nodes"):
+        final_model = graph_to_model(run.graph, meta)
+        recorder.stamp(final_model)
+    report_data["nodes"]["output"] = len(final_model.graph.node)
+
+    verification = None
+    if verify != "none":
+        with progress.step("verify final model in ONNX Runtime"):
+            try:
+                outputs = run_model(final_model, feeds, log=progress.stage)
+                comparisons = compare(outputs, expected, rtol_l2=tolerance)
+            except VerificationError as error:
+                report_data["verification"] = {"ok": False, "error": one_line(error)}
+                raise fail(VerificationFailed, f"verification failed: {one_line(error)}; no output written",
+                           "verification-failed") from None
+        verification = summarize(comparisons)
+        verification["against"] = str(reference_path) if reference_path else "input model on random inputs"
+        report_data["verification"] = verification
+        if not verification["ok"]:
+            worst = max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
+            raise fail(VerificationFailed, (
+                f"verification failed: output '{worst.name}' rel L2 {worst.rel_l2:.3g} > tolerance "
+                f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}); "
+                "no output written"), "verification-failed")
+
+    if destinations.output is not None:
+        with progress.step(f"write {destinations.output}"):
+            try:
+                save_model_atomic(final_model, destinations.output, external_data=used_external_data,
+                                  input_path=input_path, allow_overwrite_input=in_place)
+            except GraphIOError as error:
+                raise BadInput(one_line(error)) from None
+
+    write_report("ok", EXIT_OK)
+    return CompileResult(final_model, run, pipeline_text, pipeline_name, verification, destinations.output,
+                         report_data, time.perf_counter() - started, warnings)
