@@ -106,7 +106,7 @@ def _main(argv: list[str] | None) -> int:
     if not args.output:
         raise BadInput("-o/--output is required")
 
-    from passes.apply_display import RichProgress, closing_table, print_notes
+    from passes.apply_display import RichProgress, print_result
     from vmamba_passes.compiler import compile_model
 
     with RichProgress(stderr) as display:
@@ -116,29 +116,7 @@ def _main(argv: list[str] | None) -> int:
             override_options={"chunk": args.chunk} if args.chunk is not None else None,
             keep_intermediates=args.keep_intermediates, progress=display)
 
-    stdout.print(closing_table(result.run))
-    summary = f"total {result.seconds:.1f} s · {result.nodes_before:,} → {result.nodes_after:,} nodes · wrote {result.output}"
-    verification = result.verification
-    if verification is not None:
-        summary += (f" · verified against {verification['against']}: max abs {verification['max_abs']:.3g}, "
-                    f"rel L2 {verification['rel_l2']:.3g} (tolerance {args.tolerance:g})")
-    else:
-        summary += " · not verified"
-    stdout.print(summary, highlight=False, soft_wrap=True)
-    for record in result.records:  # the count users look for first: how many scans were found
-        if record.name == "reroll-scans":
-            found, rejected = record.stats.get("rerolled", 0), record.stats.get("rejected", 0)
-            line = f"{found} scans found and re-rolled ({record.stats.get('steps', 0):,} steps)" if found else "0 scans found"
-            if rejected:
-                line += f"; {rejected} candidate chains left unrolled (--explain says why)"
-            stdout.print(line, highlight=False, soft_wrap=True)
-    if args.explain:
-        print_notes(stdout, result.run)
-    else:  # without --explain, still say when a pass gave up on something
-        for record in result.records:
-            for note in record.notes:
-                if "failed" in note or "skipped" in note:
-                    stderr.print(f"[yellow]note[/] {record.name}: {note}", highlight=False, soft_wrap=True)
+    print_result(stdout, stderr, result, explain=args.explain)
     return EXIT_OK
 
 

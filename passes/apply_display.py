@@ -107,6 +107,33 @@ def closing_table(run: PipelineRun) -> Table:
     return table
 
 
+def print_result(stdout: Console, stderr: Console, result, *, explain: bool) -> None:
+    """The closing table, a summary line, the scan count, and notes (``result``: a CompileResult)."""
+    stdout.print(closing_table(result.run))
+    summary = f"total {result.seconds:.1f} s · {result.nodes_before:,} → {result.nodes_after:,} nodes · wrote {result.output}"
+    verification = result.verification
+    if verification is not None:
+        summary += (f" · verified against {verification['against']}: max abs {verification['max_abs']:.3g}, "
+                    f"rel L2 {verification['rel_l2']:.3g} (tolerance {result.report['tolerance']:g})")
+    else:
+        summary += " · not verified"
+    stdout.print(summary, highlight=False, soft_wrap=True)
+    for record in result.records:  # the count users look for first: how many scans were found
+        if record.name == "reroll-scans":
+            found, rejected = record.stats.get("rerolled", 0), record.stats.get("rejected", 0)
+            line = f"{found} scans found and re-rolled ({record.stats.get('steps', 0):,} steps)" if found else "0 scans found"
+            if rejected:
+                line += f"; {rejected} candidate chains left unrolled (--explain says why)"
+            stdout.print(line, highlight=False, soft_wrap=True)
+    if explain:
+        print_notes(stdout, result.run)
+    else:  # without --explain, still say when a pass gave up on something
+        for record in result.records:
+            for note in record.notes:
+                if "failed" in note or "skipped" in note:
+                    stderr.print(f"[yellow]note[/] {record.name}: {note}", highlight=False, soft_wrap=True)
+
+
 def print_notes(console: Console, run: PipelineRun) -> None:
     for record in run.records:
         if record.notes:
