@@ -73,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list(console, pipelines: bool, passes: bool) -> None:
-    from passes.registry import all_passes, import_failures, pass_option_names
+    from passes.registry import all_passes, import_failures, pass_options
     from pipelines import list_pipelines
 
     for name, pipeline in (list_pipelines() if pipelines else {}).items():
         console.print(f"[bold]{name}[/]  {pipeline.description}")
         console.print(f"    {pipeline}", markup=False, highlight=False)
     for name, cls in (all_passes() if passes else {}).items():
-        options = pass_option_names(cls)
-        console.print(f"[bold]{name}[/]  {cls.description}" + (f"  [dim](options: {', '.join(options)})[/]" if options else ""))
+        console.print(f"[bold]{name}[/]  {cls.description}", highlight=False)
+        for option_name, option in pass_options(cls).items():
+            console.print(f"    {option_name}: {option.describe() if option else '(undeclared)'}", markup=False, highlight=False)
     for module, error in (import_failures() if passes else {}).items():
         console.print(f"[yellow]not loaded[/] {module}: {error}", highlight=False)
 

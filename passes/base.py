@@ -3,9 +3,21 @@
 Every pass works on an onnx-graphsurgeon ``gs.Graph`` and returns a ``PassResult`` saying
 whether it changed anything and how much. The pass manager (``passes/manager.py``) owns
 timing, node counts, checking and verification, so passes stay about the rewrite alone.
+
+A pass declares its options as class attributes, each an ``Option`` with a type, a default,
+a range or choices and one line of help::
+
+    class SplitCumSum(Pass):
+        name = "split-cumsum"
+        budget = Option(int, 4096, "elements per NPU lane a CumSum may hold", min=2)
+
+``Pass.__init__`` checks every value against its declaration (``check_option``, the only
+place options are validated) and sets it on the instance, so ``self.budget`` is an int >= 2.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -14,6 +26,79 @@ import onnx_graphsurgeon as gs
 
 class PassError(Exception):
     """A pass could not do its job; the message names the node and op type at fault."""
+
+
+class PassOptionError(ValueError):
+    """An option a pass does not have, or a value outside its declared type or range.
+    One line that names the pass and the option (a usage error: exit code 2)."""
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A declared pass option: ``type`` (bool, int, float or str), ``default``, one line of
+    ``help``, and for numbers an inclusive ``min``/``max``, for strings ``choices``."""
+
+    type: type
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def expectation(self) -> str:
+        """What a valid value is, in words: "an integer >= 1", "one of chunk24, parallel"."""
+        if self.choices is not None:
+            return f"one of {', '.join(self.choices)}"
+        text = _TYPE_NAMES[self.type]
+        if self.min is not None and self.max is not None:
+            return f"{text} in [{self.min:g}, {self.max:g}]"
+        if self.min is not None:
+            return f"{text} >= {self.min:g}"
+        if self.max is not None:
+            return f"{text} <= {self.max:g}"
+        return text
+
+    def describe(self) -> str:
+        """One line for --list-passes: type, range, default, help."""
+        return f"{self.expectation()}, default {_shown(self.default)}: {self.help}"
+
+
+def _shown(value: Any) -> str:
+    """A value as pipeline text writes it (true, 24, chunk24)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def check_option(pass_name: str, option_name: str, option: Option, value: Any) -> Any:
+    """``value`` as the option's type, or PassOptionError naming the pass and the option.
+
+    Text a pipeline parsed into another type (``form=8``) is taken back for a string option;
+    nothing else is converted: a bool is no integer, 1.9 and inf are no integers, "maybe" is
+    no bool, and a number must be finite.
+    """
+    if option.type is bool:
+        valid = isinstance(value, bool)
+    elif option.type is int:
+        valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif option.type is float:
+        valid = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                 and math.isfinite(float(value)))
+    elif option.type is str:
+        value = _shown(value) if isinstance(value, (bool, numbers.Number)) else value
+        valid = isinstance(value, str) and (option.choices is None or value in option.choices)
+    else:
+        raise TypeError(f"pass '{pass_name}': option '{option_name}' has unsupported type {option.type!r}")
+    if valid and option.type in (int, float):
+        value = option.type(value)
+        valid = (option.min is None or value >= option.min) and (option.max is None or value <= option.max)
+    if not valid:
+        raise PassOptionError(f"bad option value for pass '{pass_name}': option '{option_name}' must be "
+                              f"{option.expectation()}, got '{_shown(value)}'")
+    return value
 
 
 @dataclass
@@ -35,21 +120,35 @@ class PassContext:
 
 
 class Pass:
-    """Base class. Subclasses set ``name`` and ``description`` and implement ``run``.
+    """Base class. Subclasses set ``name`` and ``description``, declare their options as
+    ``Option`` class attributes and implement ``run``.
 
-    Options are keyword arguments of ``__init__``; ``options()`` returns them so that a
-    pipeline can be printed back exactly as it was given.
+    ``options()`` returns the values, in declaration order, so a run records exactly what ran.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # name -> Option, collected from the class attributes of the class and its bases.
+    declared_options: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = dict(cls.declared_options)
+        declared.update({key: value for key, value in vars(cls).items() if isinstance(value, Option)})
+        cls.declared_options = declared
 
     def __init__(self, **options: Any) -> None:
-        if options:
-            raise TypeError(f"pass '{self.name}' takes no options, got {sorted(options)}")
+        unknown = [key for key in options if key not in self.declared_options]
+        if unknown:
+            accepted = ", ".join(self.declared_options) or "(none)"
+            raise PassOptionError(f"bad options for pass '{self.name}': unknown option(s) {', '.join(unknown)}; "
+                                  f"accepted options: {accepted}")
+        for key, option in self.declared_options.items():
+            value = options[key] if key in options else option.default
+            setattr(self, key, check_option(self.name, key, option, value))
 
     def options(self) -> dict[str, Any]:
-        return {}
+        return {key: getattr(self, key) for key in self.declared_options}
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
 from passes.split_cumsum import cumsum_axis
@@ -26,13 +26,7 @@ class CumSumRank4(Pass):
     name = "cumsum-rank4"
     description = "reshape CumSum inputs of rank > 4 to (1, before, axis, after) and back"
 
-    def __init__(self, max_rank: int = 4) -> None:
-        if int(max_rank) < 3:
-            raise ValueError(f"max_rank must be >= 3 (a CumSum needs [before, axis, after]), got {max_rank}")
-        self.max_rank = int(max_rank)
-
-    def options(self) -> dict:
-        return {"max_rank": self.max_rank}
+    max_rank = Option(int, 4, "largest CumSum input rank left alone (a CumSum needs [before, axis, after])", min=3)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         cumsums = [n for n in graph.nodes if n.op == "CumSum"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
 from passes.static_shapes import partial_shapes
@@ -26,13 +26,7 @@ class CumSumToMatMul(Pass):
     name = "cumsum-to-matmul"
     description = "rewrite CumSum over a short last (or trailing-unit) axis as MatMul with a triangular ones matrix"
 
-    def __init__(self, max_length: int = 32) -> None:
-        if int(max_length) < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
-        self.max_length = int(max_length)
-
-    def options(self) -> dict:
-        return {"max_length": self.max_length}
+    max_length = Option(int, 32, "longest summed axis turned into a MatMul (its ones matrix is length^2)", min=2)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         cumsums = [n for n in graph.nodes if n.op == "CumSum"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_io import graph_is_topologically_sorted, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
@@ -21,16 +21,11 @@ class FoldConstants(Pass):
     name = "fold-constants"
     description = "fold constant subgraphs (and shapes) into initializers; keeps the graph on failure"
 
-    def __init__(self, skip_above_nodes: int = 50000, size_threshold_bytes: int = 16 << 20,
-                 fold_shapes: bool = True) -> None:
-        self.skip_above_nodes = skip_above_nodes
-        # Do not fold outputs larger than this: a folded Expand/Tile can make the file huge.
-        self.size_threshold_bytes = size_threshold_bytes
-        self.fold_shapes = fold_shapes
-
-    def options(self) -> dict:
-        return {"skip_above_nodes": self.skip_above_nodes,
-                "size_threshold_bytes": self.size_threshold_bytes, "fold_shapes": self.fold_shapes}
+    skip_above_nodes = Option(int, 50000, "do nothing on graphs with more nodes (folding a huge unrolled graph is slow)",
+                              min=0)
+    # A folded Expand/Tile can make the file huge.
+    size_threshold_bytes = Option(int, 16 << 20, "do not fold tensors larger than this many bytes", min=0)
+    fold_shapes = Option(bool, True, "also fold Shape ops on static shapes")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         nodes_before = len(graph.nodes)

@@ -1,41 +1,35 @@
 """Pass classes by name.
 
-Each pass module decorates its class with ``@register_pass``. The registry imports the
-built-in pass modules on first use (listed in ``BUILTIN_PASS_MODULES``); a module that does
-not exist yet is skipped, so the CLI works while ``passes.reroll_scans`` is being written.
-A module that exists but fails to import is remembered and its error shown when someone
-asks for a pass that is then missing.
+A pass registers itself: its module decorates the class with ``@register_pass``. Nothing
+else lists it. On first use the registry imports
+
+- every module directly in the ``passes`` package with a class decorated ``@register_pass``
+  (read with ``ast``, so infrastructure modules are not imported; a new pass is one new file), and
+- every entry point in the group ``vmamba_passes.passes`` (so an installed package adds
+  passes the same way: ``[project.entry-points."vmamba_passes.passes"] mine = "mypkg.mypass"``).
+
+A module or entry point that fails to import does not take the other passes down, and is not
+skipped silently: ``import_failures()`` names it with its error, ``--list-passes`` shows it,
+``compile_model`` warns about it, and asking for a pass that is then missing says why.
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.metadata
 import inspect
+import pkgutil
+from pathlib import Path
 from typing import Any
 
-from passes.base import Pass
+from passes.base import Option, Pass, PassOptionError
 
-BUILTIN_PASS_MODULES = (
-    "passes.reroll_scans",
-    "passes.lower_einsum",
-    "passes.softplus_to_exp_log",
-    "passes.unit_axes_to_reshape",
-    "passes.cumsum_to_matmul",
-    "passes.eliminate_dead_nodes",
-    "passes.fold_constants",
-    "passes.simplify_onnxsim",
-    "passes.split_cumsum",
-    "passes.cumsum_plain",
-    "passes.cumsum_rank4",
-    "passes.slice_reverse_to_gather",
-    "passes.remove_identity",
-    "passes.matmul_left_rank",
-    "passes.tpu_legality",
-    "passes.constants_to_initializers",
-)
+ENTRY_POINT_GROUP = "vmamba_passes.passes"
+_REGISTERS_A_PASS = "register_pass"  # a cheap filter before parsing
 
 _passes: dict[str, type[Pass]] = {}
 _import_failures: dict[str, str] = {}
-_builtins_loaded = False
+_discovered = False
 
 
 class UnknownPassError(ValueError):
@@ -59,31 +53,63 @@ def unregister_pass(name: str) -> None:
     _passes.pop(name, None)
 
 
-def _load_builtin_passes() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
+def pass_module_names() -> list[str]:
+    """Modules directly in the ``passes`` package that register a pass (read, not imported)."""
+    package = Path(__file__).parent
+    names = []
+    for module in pkgutil.iter_modules([str(package)]):
+        if module.ispkg:
+            continue
+        source = (package / f"{module.name}.py").read_text(encoding="utf-8")
+        if _REGISTERS_A_PASS in source and _decorates_a_class_with_register_pass(source):
+            names.append(f"passes.{module.name}")
+    return sorted(names)
+
+
+def _decorates_a_class_with_register_pass(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return True  # import it, so that the error is recorded and shown
+    return any(isinstance(node, ast.ClassDef) and any(
+        isinstance(decorator, ast.Name) and decorator.id == "register_pass" for decorator in node.decorator_list)
+        for node in tree.body)
+
+
+def _record_failure(where: str, error: BaseException) -> None:
+    _import_failures[where] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
         return
-    _builtins_loaded = True
-    for module_name in BUILTIN_PASS_MODULES:
+    _discovered = True
+    for module_name in pass_module_names():
         try:
             importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # not written yet
-            _import_failures[module_name] = f"{type(error).__name__}: {error}"
         except Exception as error:  # a broken pass must not take down the others
-            _import_failures[module_name] = f"{type(error).__name__}: {error}"
+            _record_failure(module_name, error)
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {entry_point.name} = {entry_point.value}"
+        try:
+            loaded = entry_point.load()  # a module (its passes register on import) or a Pass class
+        except Exception as error:
+            _record_failure(where, error)
+            continue
+        if inspect.isclass(loaded) and issubclass(loaded, Pass) and loaded.name not in _passes:
+            register_pass(loaded)
 
 
 def all_passes() -> dict[str, type[Pass]]:
     """Registered pass classes, sorted by name."""
-    _load_builtin_passes()
+    _discover()
     return dict(sorted(_passes.items()))
 
 
 def import_failures() -> dict[str, str]:
-    """Built-in pass modules that exist but raised on import: module -> error."""
-    _load_builtin_passes()
+    """Pass modules and entry points that raised on import: where -> error."""
+    _discover()
     return dict(_import_failures)
 
 
@@ -99,23 +125,29 @@ def get_pass_class(name: str) -> type[Pass]:
 
 
 def get_pass(name: str, **options: Any) -> Pass:
-    """Instantiate a pass by name. Bad options give a one-line error naming the pass."""
+    """Instantiate a pass by name. A bad option raises PassOptionError naming pass and option."""
     cls = get_pass_class(name)
+    if cls.declared_options or cls.__init__ is Pass.__init__:
+        return cls(**options)  # Pass.__init__ checks every value against its declaration
+    # A pass that takes its options in its own __init__ (no declarations): its errors, one line.
     try:
         return cls(**options)
     except TypeError as error:
         accepted = pass_option_names(cls)
-        raise UnknownPassError(
-            f"bad options for pass '{name}': {error}; accepted options: {', '.join(accepted) or '(none)'}"
-        ) from None
-    except ValueError as error:  # a known option with a value the pass refuses (form=fast, chunk=0)
-        raise UnknownPassError(f"bad option value for pass '{name}': {error}") from None
+        raise PassOptionError(
+            f"bad options for pass '{name}': {error}; accepted options: {', '.join(accepted) or '(none)'}") from None
+    except ValueError as error:
+        raise PassOptionError(f"bad option value for pass '{name}': {error}") from None
+
+
+def pass_options(cls: type[Pass]) -> dict[str, Option | None]:
+    """Option name -> its declaration (None for a pass that only has ``__init__`` parameters)."""
+    if cls.declared_options or cls.__init__ is Pass.__init__:
+        return dict(cls.declared_options)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: None for p in parameters
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def pass_option_names(cls: type[Pass]) -> list[str]:
-    """Names of the keyword options a pass class takes (from its ``__init__``)."""
-    if cls.__init__ is Pass.__init__:
-        return []
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in parameters
-            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return list(pass_options(cls))

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms import SCAN_FORMS
 from passes.scan_forms.builder import GraphBuilder
@@ -113,15 +113,9 @@ class RerollScans(Pass):
     name = "reroll-scans"
     description = "Find unrolled linear recurrences (naive scan exports) and replace each with a chunked form."
 
-    def __init__(self, form: str = "chunk24", chunk: int = 24) -> None:
-        if form not in SCAN_FORMS:
-            raise ValueError(f"unknown scan form '{form}'; valid: {', '.join(sorted(SCAN_FORMS))}")
-        if int(chunk) < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        self.form, self.chunk = form, int(chunk)
-
-    def options(self) -> dict:
-        return {"form": self.form, "chunk": self.chunk}
+    form = Option(str, "chunk24", "scan form the recurrences become (passes/scan_forms/)",
+                  choices=tuple(sorted(SCAN_FORMS)))
+    chunk = Option(int, 24, "steps per chunk", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)

@@ -11,7 +11,7 @@ from collections import Counter
 
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
@@ -32,11 +32,7 @@ class SimplifyOnnxsim(Pass):
     name = "simplify"
     description = "onnxsim (constant folding, shape inference, onnx-optimizer fusions); keeps the graph on failure"
 
-    def __init__(self, skip_above_nodes: int = 20000) -> None:
-        self.skip_above_nodes = skip_above_nodes
-
-    def options(self) -> dict:
-        return {"skip_above_nodes": self.skip_above_nodes}
+    skip_above_nodes = Option(int, 20000, "do nothing on graphs with more nodes (onnxsim takes minutes on them)", min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         nodes_before = len(graph.nodes)

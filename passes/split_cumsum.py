@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
+from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.scan_forms.builder import GraphBuilder
 from passes.static_shapes import Shape, static_shapes
@@ -229,15 +229,8 @@ class SplitCumSum(Pass):
     description = ("cut CumSum ops over `budget` elements per NPU lane into pieces "
                    "(other axes first, then the summed axis with a carry)")
 
-    def __init__(self, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> None:
-        if int(budget) < 2:
-            raise ValueError(f"budget must be >= 2 elements, got {budget}")
-        if int(lanes) < 1:
-            raise ValueError(f"lanes must be >= 1, got {lanes}")
-        self.budget, self.lanes = int(budget), int(lanes)
-
-    def options(self) -> dict:
-        return {"budget": self.budget, "lanes": self.lanes}
+    budget = Option(int, DEFAULT_BUDGET, "largest CumSum, in elements per NPU lane, left whole", min=2)
+    lanes = Option(int, DEFAULT_LANES, "NPU lanes the other axes are spread over", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         cumsum_nodes = [node for node in graph.nodes if node.op == "CumSum"]

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassError, PassResult
+from passes.base import Option, Pass, PassContext, PassError, PassResult
 from passes.registry import register_pass
 from passes.slice_reverse_to_gather import slice_operands
 from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
@@ -123,11 +123,9 @@ class TpuLegality(Pass):
     name = "tpu-legality"
     description = "check the graph against tpu-mlir's limits (control flow, Identity, step<0 Slice, CumSum rules)"
 
-    def __init__(self, strict: bool = True, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> None:
-        self.strict, self.budget, self.lanes = bool(strict), int(budget), int(lanes)
-
-    def options(self) -> dict:
-        return {"strict": self.strict, "budget": self.budget, "lanes": self.lanes}
+    strict = Option(bool, True, "fail the pipeline on a violation (false: only report it)")
+    budget = Option(int, DEFAULT_BUDGET, "largest CumSum, in elements per NPU lane, the kernel takes", min=2)
+    lanes = Option(int, DEFAULT_LANES, "NPU lanes", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         violations = find_violations(graph, self.budget, self.lanes)

@@ -98,7 +98,7 @@ class Pipeline:
         return Pipeline(self.name, self.description, steps)
 
     def build(self) -> list:
-        """Instantiate the passes (raises registry.UnknownPassError for bad names/options)."""
+        """Instantiate the passes (UnknownPassError for a bad name, PassOptionError for a bad option)."""
         from passes.registry import get_pass
 
         return [get_pass(step.pass_name, **step.options) for step in self.steps]

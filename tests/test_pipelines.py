@@ -1,7 +1,7 @@
 """Pipelines as data: text round trip, named pipelines, overrides, registry lookups."""
 import pytest
 
-from passes.base import Pass, PassResult
+from passes.base import Pass, PassOptionError, PassResult
 from passes.registry import UnknownPassError, all_passes, get_pass, register_pass, unregister_pass
 from pipelines import (PipelineSyntaxError, UnknownPipelineError, get_pipeline, list_pipelines,
                        parse_pipeline)
@@ -79,7 +79,7 @@ def test_unknown_pass_lists_valid_names():
 
 
 def test_bad_option_names_the_pass_and_its_options():
-    with pytest.raises(UnknownPassError, match=r"bad options for pass 'simplify'.*accepted options: skip_above_nodes"):
+    with pytest.raises(PassOptionError, match=r"bad options for pass 'simplify'.*accepted options: skip_above_nodes"):
         get_pass("simplify", skip_above=3)
 
 
@@ -118,3 +118,52 @@ def test_compiler_packages_do_not_import_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("reroll-scans", {"chunk": float("inf")}, "option 'chunk' must be an integer >= 1, got 'inf'"),
+    ("reroll-scans", {"chunk": 1.9}, "option 'chunk' must be an integer >= 1, got '1.9'"),
+    ("reroll-scans", {"chunk": True}, "option 'chunk' must be an integer >= 1, got 'true'"),
+    ("reroll-scans", {"form": "fast"}, "option 'form' must be one of batched, chunk24, parallel, got 'fast'"),
+    ("fold-constants", {"skip_above_nodes": "abc"}, "option 'skip_above_nodes' must be an integer >= 0, got 'abc'"),
+    ("tpu-legality", {"strict": "maybe"}, "option 'strict' must be true or false, got 'maybe'"),
+])
+def test_declared_option_types_and_ranges_are_checked(name, options, message):
+    with pytest.raises(PassOptionError) as caught:
+        get_pass(name, **options)
+    assert str(caught.value) == f"bad option value for pass '{name}': {message}"
+
+
+def test_declared_options_set_typed_values_and_defaults():
+    reroll = get_pass("reroll-scans", form="parallel")
+    assert reroll.options() == {"form": "parallel", "chunk": 24}
+    assert get_pass("tpu-legality", strict=False).options() == {"strict": False, "budget": 4096, "lanes": 64}
+    # text a pipeline parsed as a number is taken back for a string option (and then checked)
+    with pytest.raises(PassOptionError, match="option 'form' must be one of batched, chunk24, parallel, got '8'"):
+        parse_pipeline("reroll-scans{form=8}").build()
+
+
+def test_every_pass_module_registers_itself():
+    from passes.registry import import_failures, pass_module_names
+
+    modules = pass_module_names()
+    assert "passes.reroll_scans" in modules and "passes.simplify_onnxsim" in modules
+    assert not {"passes.apply", "passes.manager", "passes.registry", "passes.base"} & set(modules)
+    assert import_failures() == {}
+    registered_from = {cls.__module__ for cls in all_passes().values()}
+    assert set(modules) <= registered_from
+
+
+def test_broken_entry_point_is_reported_not_skipped(monkeypatch):
+    import importlib.metadata
+
+    import passes.registry as registry
+
+    broken = importlib.metadata.EntryPoint(name="mine", value="no_such_package_xyz.passes", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(registry, "_import_failures", {})
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken] if group == registry.ENTRY_POINT_GROUP else [])
+    where = "entry point mine = no_such_package_xyz.passes"
+    assert registry.import_failures() == {where: "ModuleNotFoundError: No module named 'no_such_package_xyz'"}
+    with pytest.raises(UnknownPassError, match=f"failed to import: {where}: ModuleNotFoundError"):
+        get_pass("mine-pass")

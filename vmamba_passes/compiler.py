@@ -33,11 +33,11 @@ from typing import Any, Mapping, Sequence
 
 import onnx
 
-from passes.base import Pass, PassContext
+from passes.base import Pass, PassContext, PassOptionError
 from passes.graph_io import GraphIOError, ModelMeta, check_output_path, graph_to_model, model_to_graph, read_model, save_model_atomic
 from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.one_line import one_line
-from passes.registry import UnknownPassError
+from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.verify import (ReferenceError, VerificationError, compare, find_reference_beside, load_reference,
                            random_feeds, run_model, summarize)
@@ -121,7 +121,7 @@ def resolve_pipeline(pipeline: str | Pipeline | Sequence[Pass],
             if override_options:
                 pipeline = pipeline.with_overrides(**override_options)
             return str(pipeline), pipeline.name, pipeline.build()
-    except (UnknownPipelineError, PipelineSyntaxError, UnknownPassError) as error:
+    except (UnknownPipelineError, PipelineSyntaxError, UnknownPassError, PassOptionError) as error:
         raise BadInput(one_line(error)) from None
     passes = list(pipeline)
     if override_options:
@@ -199,6 +199,9 @@ def compile_model(
     recorder = PassRecorder(regions=destinations.report is not None)
     intermediate_paths: dict[int, str] = {}
     warnings: list[str] = []
+    for where, error in import_failures().items():  # a broken pass module is said, not skipped silently
+        warnings.append(f"pass module {where} failed to import: {error}")
+        progress.warn(warnings[-1])
 
     def write_report(status: str, exit_code: int) -> None:
         if destinations.report is None:
