@@ -14,10 +14,10 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from passes.apply import main as apply_main
 from patterns.linear_recurrence import find_recurrences
 from tests.scan_testing import rel_l2, run
 from tools.external_exports import EXPORTS, INPUT_NAME, OUTPUT_NAME, export
+from vmamba_passes import compile_model
 
 TOLERANCE = 1e-5
 
@@ -47,9 +47,9 @@ def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
     entry = EXPORTS[name]
     naive, ref = exported(name)
     out = tmp_path / f"{name}.{pipeline}.onnx"
-    assert apply_main([str(naive), "--pipeline", pipeline, "-o", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert f"{entry.scans} scans found and re-rolled ({entry.steps} steps)" in printed
+    result = compile_model(naive, pipeline, output=out)
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (entry.scans, entry.steps)
     nodes_in, nodes_out = NODE_COUNTS[name]
     model = onnx.load(str(out))
     assert (len(onnx.load(str(naive)).graph.node), len(model.graph.node)) == (nodes_in, nodes_out[pipeline])

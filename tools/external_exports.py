@@ -2,7 +2,7 @@
 
 Each entry builds a randomly initialised model from pip-installable code (nothing downloaded),
 exports it with torch's TorchScript exporter as a user would, and writes `<out>.ref.npz` with the
-input and the *library's own* PyTorch output, so `passes.apply` verifies against that:
+input and the *library's own* PyTorch output, so `compile_model` verifies against that:
 
     python -m tools.external_exports --list
     python -m tools.external_exports hf-mamba-n16 -o hf.onnx
@@ -135,14 +135,20 @@ def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Pa
 
 def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:
     """Export, then compile with each pipeline (verified against the library's output); 0 when all pass."""
-    from passes.apply import main as apply_main
+    from vmamba_passes import CompileError, compile_model
 
     naive, _ = export(entry, folder / f"{entry.name}.onnx")
     status = 0
     for pipeline in pipelines:
         print(f"== {entry.name} ({entry.codebase} {entry.version}) --pipeline {pipeline}", flush=True)
-        code = apply_main([str(naive), "--pipeline", pipeline, "-o", str(folder / f"{entry.name}.{pipeline}.onnx")])
-        status = status or code
+        try:
+            result = compile_model(naive, pipeline, output=folder / f"{entry.name}.{pipeline}.onnx")
+        except CompileError as error:
+            print(f"error: {error}", flush=True)
+            status = status or error.exit_code
+            continue
+        print(f"{result.nodes_before:,} -> {result.nodes_after:,} nodes, rel L2 {result.verification['rel_l2']:.3g}",
+              flush=True)
     return status
 
 
