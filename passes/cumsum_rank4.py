@@ -15,10 +15,9 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
-from passes.split_cumsum import cumsum_axis
+from passes.graph_builder import GraphBuilder
 from passes.static_shapes import static_shapes
-from patterns.graph_query import describe
+from patterns.graph_query import cumsum_axis, describe
 
 
 @register_pass

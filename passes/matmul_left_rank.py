@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from patterns.ranks import RankMap
 
 

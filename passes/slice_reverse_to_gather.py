@@ -10,16 +10,14 @@ steps stay in one Slice. Starts, ends and steps must be constants and the sliced
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.static_shapes import static_shapes
-from patterns.graph_query import constant_value, describe
+from patterns.graph_query import constant_value, describe, slice_operands
 
 
 def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
@@ -33,22 +31,6 @@ def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
     else:
         start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
     return list(range(start, end, step))
-
-
-def slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
-    """(starts, ends, axes, steps) as int arrays, or None if any is not a constant."""
-    if len(node.inputs) < 5 or node.inputs[4] is None or not node.inputs[4].name:
-        return None  # no steps input: all steps are 1 (opset < 10 has no steps at all)
-    values = []
-    for position in range(1, 5):
-        tensor = node.inputs[position]
-        value = constant_value(tensor) if tensor is not None and tensor.name else None
-        if value is None and position == 3:
-            value = np.arange(len(values[0]))  # axes omitted: 0..n-1
-        if value is None:
-            return None
-        values.append(np.asarray(value, dtype=np.int64).reshape(-1))
-    return tuple(values)
 
 
 @register_pass

@@ -36,27 +36,10 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.static_shapes import Shape, static_shapes
-from patterns.graph_query import constant_value, describe
-
-# Measured on BM1684X with tpu-mlir 1.30.2 (docs/TPU.md, "CumSum size limit").
-DEFAULT_BUDGET = 4096  # elements per NPU lane
-DEFAULT_LANES = 64
-
-
-def lane_axis(rank: int, axis: int, lanes: int) -> Optional[int]:
-    """The axis spread over NPU lanes (C of N,C,H,W), or None where the whole tensor counts."""
-    if lanes <= 1 or rank < 2 or rank > 4 or axis == 1:
-        return None
-    return 1
-
-
-def footprint(shape: Sequence[int], axis: int, lanes: int = DEFAULT_LANES) -> int:
-    """Elements one NPU lane holds for a CumSum over ``axis`` of ``shape`` (see module doc)."""
-    spread = lane_axis(len(shape), axis, lanes)
-    return math.prod(-(-d // lanes) if i == spread else int(d) for i, d in enumerate(shape))
-
+from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint, lane_axis
+from patterns.graph_query import cumsum_axis, describe
 
 @dataclass(frozen=True)
 class SplitPlan:
@@ -210,15 +193,6 @@ def emit_split_cumsum(b: GraphBuilder, x: gs.Tensor, plan: SplitPlan, output: gs
 
     over_axes(x, 0, output)
     return cumsums
-
-
-def cumsum_axis(node: gs.Node, rank: int) -> Optional[int]:
-    """The normalised constant axis of a CumSum, or None if it is not a constant."""
-    value = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
-    if value is None or value.size != 1:
-        return None
-    axis = int(value.reshape(-1)[0])
-    return axis + rank if axis < 0 else axis
 
 
 @register_pass

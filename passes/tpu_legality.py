@@ -23,10 +23,9 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassError, PassResult
 from passes.registry import register_pass
-from passes.slice_reverse_to_gather import slice_operands
-from passes.split_cumsum import DEFAULT_BUDGET, DEFAULT_LANES, cumsum_axis, footprint
 from passes.static_shapes import static_shapes
-from patterns.graph_query import constant_value, describe
+from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint
+from patterns.graph_query import constant_value, cumsum_axis, describe, slice_operands
 
 # Einsum equations tpu-mlir 1.30.2 converts (its 'top.Einsum' mode constraint), letters renamed
 # in order of first appearance. Others fail in model_transform; lower-einsum rewrites them.

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.static_shapes import partial_shapes
 from patterns.graph_query import node_axes
 

@@ -92,3 +92,28 @@ def node_axes(node: gs.Node, input_index: int = 1) -> Optional[list[int]]:
 
 def describe(node: Optional[gs.Node]) -> str:
     return f"{node.op} '{node.name}'" if node is not None else "graph input"
+
+
+def cumsum_axis(node: gs.Node, rank: int) -> Optional[int]:
+    """The normalised constant axis of a CumSum, or None if it is not a constant."""
+    value = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if value is None or value.size != 1:
+        return None
+    axis = int(value.reshape(-1)[0])
+    return axis + rank if axis < 0 else axis
+
+
+def slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
+    """(starts, ends, axes, steps) as int arrays, or None if any is not a constant."""
+    if len(node.inputs) < 5 or node.inputs[4] is None or not node.inputs[4].name:
+        return None  # no steps input: all steps are 1 (opset < 10 has no steps at all)
+    values = []
+    for position in range(1, 5):
+        tensor = node.inputs[position]
+        value = constant_value(tensor) if tensor is not None and tensor.name else None
+        if value is None and position == 3:
+            value = np.arange(len(values[0]))  # axes omitted: 0..n-1
+        if value is None:
+            return None
+        values.append(np.asarray(value, dtype=np.int64).reshape(-1))
+    return tuple(values)

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 
 from passes.base import PassContext
 from passes.graph_io import graph_to_model
-from passes.split_cumsum import SplitCumSum, even_bounds, footprint, plan_split
+from passes.split_cumsum import SplitCumSum, even_bounds, plan_split
+from passes.tpu_memory import footprint
 from passes.verify import run_model
 
 ELEM = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE}

@@ -25,7 +25,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, move_axis,
                                           shift_last_by_matmul, split_axis_shape)
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 
 
 def chunk24_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],

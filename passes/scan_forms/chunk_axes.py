@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 
 INT64_MAX = 2**63 - 1
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import doubling_scan, merge_axes_shape, move_axis, shift, split_axis_shape
 
 def parallel_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],

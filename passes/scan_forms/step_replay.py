@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import move_axis
 from patterns.graph_query import constant_ints, constant_value, describe, node_axes, normalize_axis, producer
 from patterns.no_ops import is_same_type_cast

@@ -1,0 +1,27 @@
+"""What one BM1684X NPU lane holds of a tensor: the local-memory model split-cumsum and tpu-legality share.
+
+tpu-mlir runs CumSum as a global op whose kernel asserts when its input is too large; the
+limit measured (docs/TPU.md, "CumSum size limit") is a number of elements per NPU lane, with
+the C axis of N,C,H,W spread over the 64 lanes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+# Measured on BM1684X with tpu-mlir 1.30.2 (docs/TPU.md, "CumSum size limit").
+DEFAULT_BUDGET = 4096  # elements per NPU lane
+DEFAULT_LANES = 64
+
+
+def lane_axis(rank: int, axis: int, lanes: int) -> Optional[int]:
+    """The axis spread over NPU lanes (C of N,C,H,W), or None where the whole tensor counts."""
+    if lanes <= 1 or rank < 2 or rank > 4 or axis == 1:
+        return None
+    return 1
+
+
+def footprint(shape: Sequence[int], axis: int, lanes: int = DEFAULT_LANES) -> int:
+    """Elements one NPU lane holds for a CumSum over ``axis`` of ``shape`` (see module doc)."""
+    spread = lane_axis(len(shape), axis, lanes)
+    return math.prod(-(-d // lanes) if i == spread else int(d) for i, d in enumerate(shape))
