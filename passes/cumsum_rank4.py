@@ -10,54 +10,34 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Option, Pass, PassContext, PassResult
-from passes.registry import register_pass
+from passes.base import Option
 from passes.graph_builder import GraphBuilder
-from passes.static_shapes import static_shapes
-from patterns.graph_query import cumsum_axis, describe
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
+from patterns.graph_query import cumsum_shape_and_axis
 
 
 @register_pass
-class CumSumRank4(Pass):
+class CumSumRank4(NodeRewrite, op="CumSum", shapes="static", counted_as="reshaped"):
     name = "cumsum-rank4"
     description = "reshape CumSum inputs of rank > 4 to (1, before, axis, after) and back"
 
     max_rank = Option(int, 4, "largest CumSum input rank left alone (a CumSum needs [before, axis, after])", min=3)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        cumsums = [n for n in graph.nodes if n.op == "CumSum"]
-        if not cumsums:
-            return PassResult(False, {"reshaped": 0})
-        shapes = static_shapes(graph)
-        notes, reshaped = [], 0
-        for index, node in enumerate(cumsums):
-            shape = shapes.get(node.inputs[0].name)
-            if shape is None:
-                rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
-                if rank is None or rank > self.max_rank:
-                    notes.append(f"{describe(node)} left alone: input shape not static"
-                                 f"{f' (rank {rank})' if rank else ''}")
-                continue
-            if len(shape) <= self.max_rank:
-                continue
-            axis = cumsum_axis(node, len(shape))
-            if axis is None:
-                notes.append(f"{describe(node)} left alone: axis is not a constant")
-                continue
-            dtype = getattr(node.inputs[0], "dtype", None) or np.float32
-            b = GraphBuilder(graph, ctx.opset, prefix=f"cumsum_rank4/{node.name or index}", dtype=dtype)
-            x, output = node.inputs[0], node.outputs[0]
-            merged = [math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])]
-            if self.max_rank >= 4:
-                merged.insert(0, 1)
-            node.outputs.clear()
-            summed = b.cumsum(b.reshape(x, merged), len(merged) - 2)
-            b.node("Reshape", [summed, b.ints(list(shape))], output=output)
-            node.inputs.clear()
-            reshaped += 1
-        if reshaped:
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        return PassResult(reshaped > 0, {"reshaped": reshaped}, notes)
+    def check(self, node: gs.Node, shapes) -> Kept | tuple:
+        known = shapes.get(node.inputs[0].name) or node.inputs[0].shape
+        rank = len(known) if known is not None else None
+        if rank is not None and rank <= self.max_rank:
+            return Kept()
+        found = cumsum_shape_and_axis(node, shapes)
+        return self.left_alone(node, f"{found}{f' (rank {rank})' if rank else ''}") if isinstance(found, str) else found
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
+        shape, axis = plan
+        merged = [math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])]
+        if self.max_rank >= 4:
+            merged.insert(0, 1)
+        summed = b.cumsum(b.reshape(node.inputs[0], merged), len(merged) - 2)
+        b.node("Reshape", [summed, b.ints(list(shape))], output=output)

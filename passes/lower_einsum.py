@@ -11,9 +11,9 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
-from passes.registry import register_pass
 from passes.graph_builder import GraphBuilder
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
 
 
 class EinsumPlan:
@@ -54,31 +54,23 @@ class EinsumPlan:
 
 
 @register_pass
-class LowerEinsum(Pass):
+class LowerEinsum(NodeRewrite, op="Einsum", counted_as="lowered", routine_keeps=True):
     name = "lower-einsum"
     description = "rewrite Einsum ops that are broadcast products plus sums as Mul and ReduceSum"
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        lowered, kept = 0, []
-        for node in [n for n in graph.nodes if n.op == "Einsum"]:
-            plan = EinsumPlan.parse(node.attrs.get("equation", ""))
-            if plan is None or len(plan.terms) != len(node.inputs):
-                kept.append(f"{node.op} '{node.name}' kept: '{node.attrs.get('equation')}' is a contraction, not a product")
-                continue
-            output = node.outputs[0]
-            node.outputs.clear()
-            b = GraphBuilder(graph, ctx.opset, prefix=f"lower_einsum/{node.name}")
-            operands = [plan.align(b, x, term) for x, term in zip(node.inputs, plan.terms)]
-            product = operands[0]
-            for position, operand in enumerate(operands[1:], start=2):
-                is_last = position == len(operands) and not plan.summed_axes
-                product = b.node("Mul", [product, operand], output=output if is_last else None)
-            if plan.summed_axes:
-                b.reduce_sum(product, plan.summed_axes, keepdims=0, output=output)
-            elif len(operands) == 1:
-                b.identity(product, output=output)
-            lowered += 1
-        if lowered:
-            graph.cleanup().toposort()
-        return PassResult(changed=lowered > 0, stats={"lowered": lowered, "kept": len(kept)},
-                          notes=kept if ctx.explain else [])
+    def check(self, node: gs.Node, shapes) -> Kept | EinsumPlan:
+        plan = EinsumPlan.parse(node.attrs.get("equation", ""))
+        if plan is None or len(plan.terms) != len(node.inputs):
+            return Kept(f"{node.op} '{node.name}' kept: '{node.attrs.get('equation')}' is a contraction, not a product")
+        return plan
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: EinsumPlan, output: gs.Variable) -> None:
+        operands = [plan.align(b, x, term) for x, term in zip(node.inputs, plan.terms)]
+        product = operands[0]
+        for position, operand in enumerate(operands[1:], start=2):
+            is_last = position == len(operands) and not plan.summed_axes
+            product = b.node("Mul", [product, operand], output=output if is_last else None)
+        if plan.summed_axes:
+            b.reduce_sum(product, plan.summed_axes, keepdims=0, output=output)
+        elif len(operands) == 1:
+            b.identity(product, output=output)

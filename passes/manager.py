@@ -259,18 +259,15 @@ class PassManager:
 
     def _check(self, model: onnx.ModelProto, record: PassRecord) -> None:
         check_started = time.perf_counter()
-        self.progress.stage("onnx.checker")
-        try:
-            onnx.checker.check_model(model, full_check=False)
-            record.checker = "ok"
-        except Exception as error:
-            record.checker = f"error: {one_line(error, limit=400)}"
-        self.progress.stage("shape inference")
-        try:
-            onnx.shape_inference.infer_shapes(model, strict_mode=True)
-            record.shape_inference = "ok"
-        except Exception as error:
-            record.shape_inference = f"error: {one_line(error, limit=400)}"
+        checks = (("onnx.checker", "checker", lambda: onnx.checker.check_model(model, full_check=False)),
+                  ("shape inference", "shape_inference", lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)))
+        for stage, field_name, run_check in checks:
+            self.progress.stage(stage)
+            try:
+                run_check()
+                setattr(record, field_name, "ok")
+            except Exception as error:
+                setattr(record, field_name, f"error: {one_line(error, limit=400)}")
         record.check_seconds = time.perf_counter() - check_started
 
     def _verify(self, model, record, previous_outputs, run) -> dict[str, np.ndarray]:

@@ -13,8 +13,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
-from passes.registry import register_pass
 from passes.graph_builder import GraphBuilder
+from passes.registry import register_pass
 from patterns.ranks import RankMap
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
+from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.scan_forms import SCAN_FORMS
-from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import producer

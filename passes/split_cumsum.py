@@ -31,15 +31,15 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import Option, Pass, PassContext, PassResult
-from passes.registry import register_pass
+from passes.base import Option
 from passes.graph_builder import GraphBuilder
-from passes.static_shapes import Shape, static_shapes
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
+from passes.static_shapes import Shape
 from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint, lane_axis
-from patterns.graph_query import cumsum_axis, describe
+from patterns.graph_query import cumsum_shape_and_axis, describe
 
 @dataclass(frozen=True)
 class SplitPlan:
@@ -196,7 +196,7 @@ def emit_split_cumsum(b: GraphBuilder, x: gs.Tensor, plan: SplitPlan, output: gs
 
 
 @register_pass
-class SplitCumSum(Pass):
+class SplitCumSum(NodeRewrite, op="CumSum", shapes="static", counted_as="split"):
     """Cut CumSum ops whose input exceeds the local-memory budget into chained pieces."""
 
     name = "split-cumsum"
@@ -206,50 +206,27 @@ class SplitCumSum(Pass):
     budget = Option(int, DEFAULT_BUDGET, "largest CumSum, in elements per NPU lane, left whole", min=2)
     lanes = Option(int, DEFAULT_LANES, "NPU lanes the other axes are spread over", min=1)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        cumsum_nodes = [node for node in graph.nodes if node.op == "CumSum"]
-        if not cumsum_nodes:
-            return PassResult(False, {"split": 0, "pieces": 0})
-        shapes = static_shapes(graph)
-        notes: list[str] = []
-        split = pieces = carried = 0
-        largest = 0
-        replaced = []
-        for index, node in enumerate(cumsum_nodes):
-            shape = shapes.get(node.inputs[0].name)
-            if shape is None:
-                notes.append(f"{describe(node)} left alone: input shape not static (run fold-constants/simplify "
-                             "first, or export with static shapes)")
-                continue
-            axis = cumsum_axis(node, len(shape))
-            if axis is None:
-                notes.append(f"{describe(node)} left alone: axis is not a constant")
-                continue
-            if footprint(shape, axis, self.lanes) <= self.budget:
-                continue
-            if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
-                notes.append(f"{describe(node)} left alone: exclusive/reverse CumSum (run cumsum-plain first)")
-                continue
-            plan = plan_split(shape, axis, self.budget, self.lanes)
-            dtype = getattr(node.inputs[0], "dtype", None) or np.float32
-            builder = GraphBuilder(graph, ctx.opset, prefix=f"split_cumsum/{node.name or index}", dtype=dtype)
-            output = node.outputs[0]
-            x = node.inputs[0]
-            node.outputs.clear()
-            node.inputs.clear()
-            replaced.append(node)
-            pieces += emit_split_cumsum(builder, x, plan, output)
-            carried += plan.carried
-            split += 1
-            largest = max(largest, plan.largest_piece_footprint())
-            if ctx.explain:
-                notes.append(f"{describe(node)} {list(shape)} axis {axis}: {plan.total_pieces} pieces "
-                             f"(per axis {list(plan.pieces)}), largest {list(plan.largest_piece_shape())} "
-                             f"= {plan.largest_piece_footprint()} per lane")
-        if not split:
-            return PassResult(False, {"split": 0, "pieces": 0}, notes)
-        removed = {id(node) for node in replaced}
-        graph.nodes = [node for node in graph.nodes if id(node) not in removed]
-        graph.toposort()
-        stats = {"split": split, "pieces": pieces, "carried": carried, "largest_piece": largest}
-        return PassResult(True, stats, notes)
+    def check(self, node: gs.Node, shapes) -> Kept | SplitPlan:
+        found = cumsum_shape_and_axis(node, shapes)
+        if isinstance(found, str):
+            return self.left_alone(node, f"{found} (run fold-constants/simplify first, or export with static shapes)")
+        shape, axis = found
+        if footprint(shape, axis, self.lanes) <= self.budget:
+            return Kept()
+        if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
+            return self.left_alone(node, "exclusive/reverse CumSum (run cumsum-plain first)")
+        return plan_split(shape, axis, self.budget, self.lanes)
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: SplitPlan, output: gs.Variable) -> dict:
+        return {"pieces": emit_split_cumsum(b, node.inputs[0], plan, output), "carried": plan.carried,
+                "largest_piece": plan.largest_piece_footprint(),
+                "note": f"{describe(node)} {list(plan.shape)} axis {plan.axis}: {plan.total_pieces} pieces "
+                        f"(per axis {list(plan.pieces)}), largest {list(plan.largest_piece_shape())} "
+                        f"= {plan.largest_piece_footprint()} per lane"}
+
+    def summarize(self, rewritten: int, kept: int, sites: list[dict]) -> dict:
+        if not rewritten:
+            return {"split": 0, "pieces": 0}
+        return {"split": rewritten, "pieces": sum(site["pieces"] for site in sites),
+                "carried": sum(site["carried"] for site in sites),
+                "largest_piece": max(site["largest_piece"] for site in sites)}

@@ -11,10 +11,9 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
-from passes.registry import register_pass
 from passes.graph_builder import GraphBuilder
-from passes.static_shapes import partial_shapes
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
 from patterns.graph_query import node_axes
 
 REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
@@ -33,35 +32,26 @@ def transpose_moves_only_unit_axes(shape: tuple, perm: list[int]) -> bool:
 
 
 @register_pass
-class UnitAxesToReshape(Pass):
+class UnitAxesToReshape(NodeRewrite, shapes="partial"):
     name = "unit-axes-to-reshape"
     description = "turn Transposes that only move size-1 axes, and reductions over size-1 axes, into Reshapes"
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        candidates = [n for n in graph.nodes if n.op == "Transpose" or n.op in REDUCTIONS]
-        if not candidates:
-            return PassResult(changed=False, stats={"rewritten": 0})
-        shapes = partial_shapes(graph)
-        rewritten = 0
-        for node in candidates:
-            in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
-            if in_shape is None or out_shape is None:
-                continue
-            if node.op == "Transpose":
-                perm = node.attrs.get("perm", list(reversed(range(len(in_shape)))))
-                fits = transpose_moves_only_unit_axes(in_shape, list(perm))
-            else:
-                axes = node_axes(node)
-                axes = list(range(len(in_shape))) if not axes else [a % len(in_shape) for a in axes]
-                fits = all(in_shape[a] == 1 for a in axes)
-            target = _reshape_target(out_shape) if fits else None
-            if target is None:
-                continue
-            output = node.outputs[0]
-            node.outputs.clear()
-            b = GraphBuilder(graph, ctx.opset, prefix=f"unit_axes_to_reshape/{node.name}")
-            b.node("Reshape", [node.inputs[0], b.ints(target)], output=output)
-            rewritten += 1
-        if rewritten:
-            graph.cleanup().toposort()
-        return PassResult(changed=rewritten > 0, stats={"rewritten": rewritten})
+    def matches(self, node: gs.Node) -> bool:
+        return node.op == "Transpose" or node.op in REDUCTIONS
+
+    def check(self, node: gs.Node, shapes) -> Kept | list[int]:
+        in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        if in_shape is None or out_shape is None:
+            return Kept()
+        if node.op == "Transpose":
+            perm = node.attrs.get("perm", list(reversed(range(len(in_shape)))))
+            fits = transpose_moves_only_unit_axes(in_shape, list(perm))
+        else:
+            axes = node_axes(node)
+            axes = list(range(len(in_shape))) if not axes else [a % len(in_shape) for a in axes]
+            fits = all(in_shape[a] == 1 for a in axes)
+        target = _reshape_target(out_shape) if fits else None
+        return Kept() if target is None else target
+
+    def replace(self, b: GraphBuilder, node: gs.Node, target: list[int], output: gs.Variable) -> None:
+        b.node("Reshape", [node.inputs[0], b.ints(target)], output=output)

@@ -103,6 +103,15 @@ def cumsum_axis(node: gs.Node, rank: int) -> Optional[int]:
     return axis + rank if axis < 0 else axis
 
 
+def cumsum_shape_and_axis(node: gs.Node, shapes: dict) -> tuple[tuple[int, ...], int] | str:
+    """A CumSum's static input shape and normalised constant axis, or why not (a phrase)."""
+    shape = shapes.get(node.inputs[0].name)
+    if shape is None:
+        return "input shape not static"
+    axis = cumsum_axis(node, len(shape))
+    return (shape, axis) if axis is not None else "axis is not a constant"
+
+
 def slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
     """(starts, ends, axes, steps) as int arrays, or None if any is not a constant."""
     if len(node.inputs) < 5 or node.inputs[4] is None or not node.inputs[4].name:
