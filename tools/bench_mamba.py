@@ -61,7 +61,7 @@ def run(args) -> dict:
     import onnx
     import torch
 
-    from passes.apply import main as apply_main
+    from vmamba_passes import CompileError, compile_model
 
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,10 @@ def run(args) -> dict:
     export_seconds = time.perf_counter() - started
     compiled = args.workdir / f"cpu-L{args.length}-x{args.layers}.onnx"
     started = time.perf_counter()
-    if apply_main([str(naive), "--pipeline", "cpu", "-o", str(compiled)]) != 0:
-        raise SystemExit("the cpu pipeline failed on the naive export")
+    try:
+        compile_model(naive, "cpu", output=compiled)
+    except CompileError as error:
+        raise SystemExit(f"the cpu pipeline failed on the naive export: {error}") from None
     compile_seconds = time.perf_counter() - started
     machine = report.machine_info(args.threads)
     feed = ids.numpy()
