@@ -116,9 +116,9 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="unknown scan form 'fast'; valid: batched, chunk24, parallel"):
+    with pytest.raises(ValueError, match="option 'form' must be one of batched, chunk24, parallel, got 'fast'"):
         RerollScans(form="fast")
-    with pytest.raises(ValueError, match="chunk must be >= 1"):
+    with pytest.raises(ValueError, match="option 'chunk' must be an integer >= 1, got '0'"):
         RerollScans(chunk=0)
 
 
