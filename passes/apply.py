@@ -1,8 +1,8 @@
-"""The command line around ``vmamba_passes.compile_model``: parse, call, print, map errors to exit codes.
+"""The command line around ``pipelines.compile_model``: parse, call, print, map errors to exit codes.
 
     python -m passes.apply naive.onnx --pipeline seed -o rolled.onnx --report out/
 
-The only module below ``vmamba_passes`` that imports it: it is the entry point the user's
+The only module below ``pipelines`` that imports it: it is the entry point the user's
 command names (docs/ARCHITECTURE.md). Exit codes: 0 ok; 1 internal error (a bug; set
 VMAMBA_PASSES_TRACEBACK=1 to see the traceback); 2 usage or bad input; 3 verification failed
 (no output written); 4 a pass failed. Every error is one line on stderr.
@@ -16,7 +16,7 @@ import sys
 import traceback
 
 from passes.one_line import one_line
-from vmamba_passes.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
+from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_VERIFY", "EXIT_PASS"]
 
@@ -108,7 +108,7 @@ def _main(argv: list[str] | None) -> int:
         raise BadInput("-o/--output is required")
 
     from passes.apply_display import RichProgress, print_result
-    from vmamba_passes.compiler import compile_model
+    from pipelines.compiler import compile_model
 
     with RichProgress(stderr) as display:
         result = compile_model(

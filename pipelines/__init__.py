@@ -1,4 +1,8 @@
-"""Named pipelines, one small module each (``pipelines/<name>.py`` defining ``PIPELINE``).
+"""Named pipelines, one small module each (``pipelines/<name>.py`` defining ``PIPELINE``), and the
+library's front door, ``compile_model`` (``pipelines/compiler.py``)::
+
+    from pipelines import compile_model
+    result = compile_model("naive.onnx", "cpu", output="cpu.onnx", report="report/")
 
 ``get_pipeline("seed")`` returns a named pipeline; any other text is parsed as a pipeline
 (``"eliminate-dead-nodes,simplify{skip_above_nodes=5000}"``).
@@ -13,7 +17,21 @@ from pipelines.pipeline import Pipeline, PipelineSyntaxError, Step, parse_pipeli
 PIPELINE_MODULES = ("pipelines.seed", "pipelines.cpu", "pipelines.tpu")
 
 __all__ = ["Pipeline", "Step", "PipelineSyntaxError", "UnknownPipelineError",
-           "parse_pipeline", "get_pipeline", "list_pipelines"]
+           "parse_pipeline", "get_pipeline", "list_pipelines",
+           "compile_model", "CompileResult", "CompileError", "BadInput", "VerificationFailed", "PassFailed",
+           "resolve_pipeline"]
+
+# The front door is loaded on first use: listing pipelines should not import ONNX Runtime.
+_FRONT_DOOR = {"compile_model", "CompileResult", "CompileError", "BadInput", "VerificationFailed", "PassFailed",
+               "resolve_pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _FRONT_DOOR:
+        from pipelines import compiler
+
+        return getattr(compiler, name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
 
 
 class UnknownPipelineError(ValueError):

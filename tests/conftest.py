@@ -27,7 +27,7 @@ def micro_naive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_report(micro_naive, tmp_path_factory):
     """``micro_report("seed")`` -> the --report directory of that pipeline on the micro model (cached)."""
-    from vmamba_passes import compile_model
+    from pipelines import compile_model
 
     reports = {}
 
@@ -51,7 +51,7 @@ def vmamba_t_report(tmp_path_factory):
     import os
     from pathlib import Path
 
-    from vmamba_passes import compile_model
+    from pipelines import compile_model
 
     naive = os.environ.get("VMAMBA_T_NAIVE")
     if not naive or not Path(naive).is_file():

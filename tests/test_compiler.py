@@ -1,4 +1,4 @@
-"""vmamba_passes.compile_model, the Python API under the CLI: results, typed errors, nothing written on failure."""
+"""pipelines.compile_model, the Python API under the CLI: results, typed errors, nothing written on failure."""
 import json
 
 import numpy as np
@@ -9,7 +9,7 @@ from scan_testing import TINY_MODEL_TEXT
 
 from passes.registry import get_pass
 from pipelines import parse_pipeline
-from vmamba_passes import BadInput, CompileError, PassFailed, VerificationFailed, compile_model
+from pipelines import BadInput, CompileError, PassFailed, VerificationFailed, compile_model
 
 CLEANUP = "eliminate-dead-nodes,fold-constants"
 

@@ -17,7 +17,7 @@ import pytest
 from patterns.linear_recurrence import find_recurrences
 from tests.scan_testing import rel_l2, run
 from tools.external_exports import EXPORTS, INPUT_NAME, OUTPUT_NAME, export
-from vmamba_passes import compile_model
+from pipelines import compile_model
 
 TOLERANCE = 1e-5
 

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from golden_graphs import check_golden, error_bound, golden_differences, graph_record, update_requested
-from vmamba_passes import compile_model
+from pipelines import compile_model
 from passes.simplify_onnxsim import SimplifyOnnxsim
 
 PIPELINES = ["seed", "cpu", "tpu"]

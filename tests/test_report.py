@@ -10,7 +10,7 @@ import onnx.parser
 import pytest
 from scan_testing import TINY_MODEL_TEXT
 
-from vmamba_passes import PassFailed, VerificationFailed, compile_model
+from pipelines import PassFailed, VerificationFailed, compile_model
 from passes.report.provenance import read_provenance
 from passes.report.schema import SCHEMA_VERSION, load_schema
 

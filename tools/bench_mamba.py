@@ -61,7 +61,7 @@ def run(args) -> dict:
     import onnx
     import torch
 
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,7 @@ class PipelineBuild:
 def _compile_and_log(naive: str, pipeline: str, output: str) -> tuple[bool, str, str]:
     """(ok, message, log text) of ``compile_model``; top level so that a child process can run it."""
     from passes.one_line import one_line
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     try:
         result = compile_model(naive, pipeline, output=output)

@@ -4,7 +4,7 @@
 
 1. exports the embedded `micro` model (trained on scikit-learn's digits) naively: every scan
    step unrolled, as a plain torch.onnx.export writes it, with its PyTorch reference outputs;
-2. compiles it with each pipeline (seed, cpu, tpu) through `vmamba_passes.compile_model`, verified against them,
+2. compiles it with each pipeline (seed, cpu, tpu) through `pipelines.compile_model`, verified against them,
    writing a report folder per pipeline;
 3. prints node counts, and the held-out digits accuracy through every graph in ONNX Runtime.
 """
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from vmamba_ref import default_model
     from vmamba_ref.digits import load_digits_split
     from vmamba_ref.export import export_naive
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     naive = args.out / "naive.onnx"
     with console.status("exporting the embedded digits model naively (every scan step unrolled)") as status:

@@ -135,7 +135,7 @@ def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Pa
 
 def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:
     """Export, then compile with each pipeline (verified against the library's output); 0 when all pass."""
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     naive, _ = export(entry, folder / f"{entry.name}.onnx")
     status = 0

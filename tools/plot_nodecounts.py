@@ -29,7 +29,7 @@ def load_report(path: str | Path) -> dict:
 
 
 def run_pipelines(model: str, pipelines: list[str], work: Path) -> list[dict]:
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     reports = []
     for pipeline in pipelines:

@@ -212,7 +212,7 @@ def _run(path: Path, npz: Path) -> float:
 
 def compile_variant(naive: Path, pipeline: str, directory: Path, own: dict[str, int] | None = None) -> Compiled:
     """Compile ``naive`` with pipeline P into directory/P.onnx, its report in directory/P-report."""
-    from vmamba_passes import CompileError, compile_model
+    from pipelines import CompileError, compile_model
 
     own = own_step_ops(naive) if own is None else own
 

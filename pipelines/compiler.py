@@ -1,6 +1,6 @@
 """``compile_model``: load a model, run a pipeline on it, verify, write, report. The front door.
 
-    from vmamba_passes import compile_model
+    from pipelines import compile_model
     result = compile_model("naive.onnx", "cpu", output="cpu.onnx", report="report/")
     print(result.nodes_before, "->", result.nodes_after, result.verification["rel_l2"])
 
@@ -20,8 +20,8 @@ Errors are typed: ``BadInput`` (exit code 2 in the CLI), ``VerificationFailed`` 
 ``PassFailed`` (4); each has ``exit_code`` and a one-line message. Option names in messages
 mirror the CLI flags (``--in-place``, ``--tolerance``).
 
-This module sits above ``pipelines`` (it resolves pipeline names), which sits above ``passes``
-and ``patterns``; nothing below imports it.
+It lives in ``pipelines`` (the top room: it resolves pipeline names) and imports only downward,
+from ``passes`` and ``patterns``; nothing below imports it except the CLI entry module.
 """
 from __future__ import annotations
 
