@@ -24,7 +24,7 @@ def _const(nodes, name, value):
     return name
 
 
-def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3):
+def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=N):
     """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i]."""
     nodes = []
     prev = None
@@ -74,16 +74,16 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3):
     nodes.append(helper.make_node("Concat", pieces, ["y"], name="concat", axis=-1))
     graph = helper.make_graph(
         nodes, "hf_style",
-        [helper.make_tensor_value_info("dA", TensorProto.FLOAT, [B, D, length, N]),
+        [helper.make_tensor_value_info("dA", TensorProto.FLOAT, [B, D, length, decay_states]),
          helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, N]),
          helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, N])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, D, length])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def feeds(length, seed=0):
+def feeds(length, seed=0, decay_states=N):
     rng = np.random.default_rng(seed)
-    return {"dA": rng.uniform(0.5, 1.0, (B, D, length, N)).astype(np.float32),
+    return {"dA": rng.uniform(0.5, 1.0, (B, D, length, decay_states)).astype(np.float32),
             "dBu": rng.standard_normal((B, D, length, N)).astype(np.float32),
             "C": rng.standard_normal((B, length + 1, N)).astype(np.float32)}
 
@@ -108,6 +108,16 @@ def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     assert op_histogram(out)["Gather"] == 1
     assert not any(n.name.startswith(("gather_", "add", "mul", "matmul", "cast", "stack")) for n in out.graph.node)
     inputs = feeds(length)
+    assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched"])
+def test_decay_per_channel_broadcast_over_the_state_axis(form):
+    """a_i of shape (B, D, 1) against states (B, D, N): one decay per channel, as Mamba-2-like code writes it."""
+    length = 10
+    out, result = apply_pass(hf_style_model(length, decay_states=1), RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
+    inputs = feeds(length, decay_states=1)
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
 
 
