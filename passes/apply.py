@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 
+from passes.input_shapes import InputShapeError, parse_input_shapes
 from passes.one_line import one_line
 from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reference", metavar="REF.npz", help="inputs and expected outputs (default: <input stem>.ref.npz beside the input)")
     add("--tolerance", type=float, default=1e-5, help="max relative L2 error per output (default 1e-5)")
     add("--chunk", type=int, help="override the 'chunk' option in every step that has it")
+    add("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
+        help="fix a symbolic input's dimensions before the pipeline and in verification (onnxsim's convention); repeatable")
     add("--list-pipelines", action="store_true", help="list named pipelines and exit")
     add("--list-passes", action="store_true", help="list registered passes and exit")
     add("--explain", action="store_true", help="ask passes for notes (why patterns did not match) and print them")
@@ -106,6 +109,10 @@ def _main(argv: list[str] | None) -> int:
         raise BadInput("an input model is required")
     if not args.output:
         raise BadInput("-o/--output is required")
+    try:
+        input_shapes = parse_input_shapes(args.input_shape)
+    except InputShapeError as error:
+        raise BadInput(str(error)) from None
 
     from passes.apply_display import RichProgress, print_result
     from pipelines.compiler import compile_model
@@ -115,7 +122,7 @@ def _main(argv: list[str] | None) -> int:
             args.input, args.pipeline, output=args.output, reference=args.reference, verify=args.verify,
             tolerance=args.tolerance, report=args.report, explain=args.explain, in_place=args.in_place,
             override_options={"chunk": args.chunk} if args.chunk is not None else None,
-            keep_intermediates=args.keep_intermediates, progress=display)
+            keep_intermediates=args.keep_intermediates, input_shapes=input_shapes, progress=display)
 
     print_result(stdout, stderr, result, explain=args.explain)
     return EXIT_OK

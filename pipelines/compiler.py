@@ -25,6 +25,7 @@ from ``passes`` and ``patterns``; nothing below imports it except the CLI entry 
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import onnx
 
 from passes.base import Pass, PassContext, PassOptionError
 from passes.graph_io import GraphIOError, ModelMeta, check_output_path, graph_to_model, model_to_graph, read_model, save_model_atomic
+from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.one_line import one_line
 from passes.registry import UnknownPassError, import_failures
@@ -165,6 +167,7 @@ def compile_model(
     explain: bool = False,
     in_place: bool = False,
     keep_intermediates: bool = False,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     progress: ProgressHook | None = None,
 ) -> CompileResult:
     """Compile one model with one pipeline; see the module docstring for the steps.
@@ -177,6 +180,8 @@ def compile_model(
     graph) or "none". ``output``: written only after verification passed; None keeps the
     model in memory (``result.model``). ``report``: a folder for report.json and index.html,
     written also when the run fails. ``explain``: passes add notes on near-misses.
+    ``input_shapes``: {input name: dims} fixes symbolic input dimensions before the pipeline
+    and the verification (the CLI's ``--input-shape NAME:D0,D1,...``; passes/input_shapes.py).
     """
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
@@ -225,6 +230,16 @@ def compile_model(
         model, used_external_data = loaded.model, loaded.used_external_data
     else:
         model, used_external_data = model_or_path, False
+    if input_shapes:
+        if input_path is None:
+            model = copy.deepcopy(model)   # the caller's model stays as it was
+        try:
+            fixed = fix_input_shapes(model, {name: list(dims) for name, dims in input_shapes.items()})
+        except InputShapeError as error:
+            raise BadInput(one_line(error)) from None
+        report_data["input_shapes"] = {name: list(dims) for name, dims in input_shapes.items()}
+        progress.stage(f"fixed input shapes: {', '.join(f'{n}:{list(d)}' for n, d in input_shapes.items())}"
+                       + (f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""))
     meta = ModelMeta.from_model(model)
     input_nodes = len(model.graph.node)
     report_data["nodes"] = {"input": input_nodes}

@@ -63,3 +63,52 @@ def test_tpu_legality_suggests_the_flag_for_a_symbolic_input():
            "or export with static shapes)"
     assert violations[rule] == ["input 'x' ['batch', 3, 4]: e.g. --input-shape x:1,3,4",
                                 "input 's' ['batch', 4]: e.g. --input-shape s:1,4"]
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(tmp_path_factory):
+    """A 1-D Mamba block exported with a symbolic batch (its reference at batch 2)."""
+    from vmamba_ref.mamba1d import build_mamba1d, export_mamba1d_naive
+
+    path = tmp_path_factory.mktemp("dynamic") / "dyn.onnx"
+    export_mamba1d_naive(build_mamba1d(8, 4), path, length=6, batch=2, dynamic_batch=True, check=False)
+    return path
+
+
+def test_cli_fixes_a_symbolic_batch_so_the_tpu_pipeline_runs(dynamic_export, tmp_path, capsys):
+    from passes.apply import main
+
+    out = tmp_path / "tpu.onnx"
+    assert main([str(dynamic_export), "--pipeline", "tpu", "-o", str(out)]) == 4
+    assert "--input-shape input:1,6,8" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([str(dynamic_export), "--pipeline", "tpu", "-o", str(out), "--input-shape", "input:2,6,8"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 scans found and re-rolled (6 steps)" in printed and "rel L2" in printed
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [2, 6, 8]
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [2, 6, 8]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("input:2,6", "error: --input-shape: input 'input' has rank 3, got 2 dims"),
+    ("x:1,6,8", "error: --input-shape: the model has no input 'x' (inputs: input)"),
+    ("input", "error: --input-shape 'input': expected NAME:D0,D1,..."),
+])
+def test_cli_refuses_a_bad_input_shape_with_exit_2(dynamic_export, tmp_path, capsys, flag, message):
+    from passes.apply import main
+
+    out = tmp_path / "o.onnx"
+    assert main([str(dynamic_export), "--pipeline", "cpu", "-o", str(out), "--input-shape", flag]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message)
+    assert not out.exists()
+
+
+def test_compile_model_leaves_the_callers_model_alone(dynamic_export):
+    from vmamba_passes import compile_model
+
+    model = onnx.load(str(dynamic_export))
+    result = compile_model(model, "cpu", reference=dynamic_export.with_name("dyn.ref.npz"), input_shapes={"input": [2, 6, 8]})
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [d.dim_value for d in result.model.graph.input[0].type.tensor_type.shape.dim] == [2, 6, 8]
