@@ -1,4 +1,6 @@
 """--input-shape NAME:D0,D1,... (passes/input_shapes.py): parsing, fixing symbolic dims, errors."""
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -106,9 +108,24 @@ def test_cli_refuses_a_bad_input_shape_with_exit_2(dynamic_export, tmp_path, cap
 
 
 def test_compile_model_leaves_the_callers_model_alone(dynamic_export):
-    from vmamba_passes import compile_model
+    from pipelines import compile_model
 
     model = onnx.load(str(dynamic_export))
     result = compile_model(model, "cpu", reference=dynamic_export.with_name("dyn.ref.npz"), input_shapes={"input": [2, 6, 8]})
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [d.dim_value for d in result.model.graph.input[0].type.tensor_type.shape.dim] == [2, 6, 8]
+
+
+def test_report_records_the_fixed_shapes_and_validates(dynamic_export, tmp_path):
+    import json
+
+    import jsonschema
+
+    from passes.apply import main
+
+    assert main([str(dynamic_export), "--pipeline", "cpu", "-o", str(tmp_path / "o.onnx"),
+                 "--input-shape", "input:2,6,8", "--report", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["input_shapes"] == {"input": [2, 6, 8]}
+    schema = json.loads((Path(__file__).parent.parent / "passes/report/report_schema.json").read_text())
+    jsonschema.validate(report, schema)
