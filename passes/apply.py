@@ -16,7 +16,7 @@ import sys
 import traceback
 
 from passes.input_shapes import InputShapeError, parse_input_shapes
-from passes.one_line import one_line
+from passes.one_line import OneLineArgumentParser, one_line
 from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_VERIFY", "EXIT_PASS"]
@@ -26,13 +26,8 @@ not an ONNX file, output is the input without --in-place, unwritable output);
 3 verification failed (no output written); 4 a pass failed (named in the message)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage + message; we want one line
-        raise BadInput(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineArgumentParser(
         prog="python -m passes.apply",
         description="Re-roll and clean up a VMamba ONNX graph with a pass pipeline, verify it, write it.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +88,10 @@ def _list(console, pipelines: bool, passes: bool) -> None:
 def _main(argv: list[str] | None) -> int:
     from rich.console import Console
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0), or a one-line usage error already printed (2)
+        return exit_.code
     # Piped output: rich would assume 80 columns and wrap the table; logs are read wider.
     stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
     stderr = Console(stderr=True)

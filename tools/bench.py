@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from passes.one_line import OneLineArgumentParser
 from tools import bench_report as report
 from tools.bench_rows import (PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, TorchRunner, build_bench_model,
                               compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, graph_signature, node_count,
@@ -40,15 +41,10 @@ FLOAT64_KEY = "logits@float64"
 CONFIG_FIELDS = ("dims", "depths", "d_state", "ssm_ratio", "dt_rank", "mlp_ratio", "img_size", "num_classes", "in_chans")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from vmamba_ref.config import add_config_args
 
-    parser = _OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0],
+    parser = OneLineArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default_model="micro-digits")
     parser.add_argument("--seed", type=int, default=0, help="init seed (models without weights) and input seed")

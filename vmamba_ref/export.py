@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from passes.one_line import OneLineArgumentParser
+
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
 from .files import atomic_target
@@ -238,13 +240,8 @@ def _metrics(got: np.ndarray, ref32: np.ndarray, ref64: np.ndarray | None) -> di
 
 
 # ---------------------------------------------------------------------------------- CLI
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = _OneLineParser(prog="python -m vmamba_ref.export",
+    ap = OneLineArgumentParser(prog="python -m vmamba_ref.export",
                         description="Naive (unrolled sequential scan) ONNX export of the reference VMamba.")
     add_config_args(ap, default_model="micro-digits")
     ap.add_argument("--ckpt", type=Path, help="checkpoint ({'model': sd}, {'model_ema': sd} or a state dict)")

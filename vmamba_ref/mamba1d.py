@@ -13,7 +13,6 @@ It has one selective scan over the sequence, so its naive export holds one unrol
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -26,7 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .export import (EXPORTERS, ExportError, _OneLineParser, default_opset, ref_path_for, rel_l2, torch_onnx_export,
+from passes.one_line import OneLineArgumentParser
+
+from .export import (EXPORTERS, ExportError, default_opset, ref_path_for, rel_l2, torch_onnx_export,
                      validate_request)
 from .files import atomic_target
 from .model import _dt_init
@@ -142,7 +143,7 @@ def export_mamba1d_naive(model: Mamba1D, path: str | os.PathLike, *, length: int
 
 
 def main(argv=None) -> int:
-    ap = _OneLineParser(prog="python -m vmamba_ref.mamba1d",
+    ap = OneLineArgumentParser(prog="python -m vmamba_ref.mamba1d",
                         description="Naive (unrolled sequential scan) ONNX export of a 1-D Mamba block.")
     ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--d-state", type=int, default=16)
