@@ -11,7 +11,7 @@ import onnx
 import onnx.parser
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("passes", "patterns", "pipelines", "vmamba_passes")
+ROOMS = ("passes", "patterns", "pipelines")
 
 
 def readme_block_after(label: str) -> str:
