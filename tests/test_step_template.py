@@ -24,8 +24,9 @@ def _const(nodes, name, value):
     return name
 
 
-def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=N):
+def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=None, n=N):
     """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i]."""
+    decay_states = n if decay_states is None else decay_states
     nodes = []
     prev = None
     pieces = []
@@ -37,7 +38,7 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
             h = b_i
         else:
             if prev is None:
-                prev = _const(nodes, "zeros", np.zeros((B, D, N), dtype=np.float32))
+                prev = _const(nodes, "zeros", np.zeros((B, D, n), dtype=np.float32))
             a_i = f"a{i}"
             nodes.append(helper.make_node("Gather", ["dA", idx], [a_i], name=f"gather_a{i}", axis=2))
             nodes.append(helper.make_node("Mul", [a_i, prev], [f"m{i}"], name=f"mul{i}"))
@@ -48,7 +49,7 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
             carried = f"hc{i}"
         else:   # flatten and reshape back, as some loops do
             flat = _const(nodes, f"flat{i}", np.array([-1], dtype=np.int64))
-            back = _const(nodes, f"back{i}", np.array([B, D, N], dtype=np.int64))
+            back = _const(nodes, f"back{i}", np.array([B, D, n], dtype=np.int64))
             nodes.append(helper.make_node("Reshape", [h, flat], [f"hf{i}"], name=f"flatten{i}"))
             nodes.append(helper.make_node("Reshape", [f"hf{i}", back], [f"hc{i}"], name=f"unflatten{i}"))
             carried = f"hc{i}"
@@ -75,21 +76,22 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
     graph = helper.make_graph(
         nodes, "hf_style",
         [helper.make_tensor_value_info("dA", TensorProto.FLOAT, [B, D, length, decay_states]),
-         helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, N]),
-         helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, N])],
+         helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, n]),
+         helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, D, length])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def feeds(length, seed=0, decay_states=N):
+def feeds(length, seed=0, decay_states=None, n=N):
+    decay_states = n if decay_states is None else decay_states
     rng = np.random.default_rng(seed)
     return {"dA": rng.uniform(0.5, 1.0, (B, D, length, decay_states)).astype(np.float32),
-            "dBu": rng.standard_normal((B, D, length, N)).astype(np.float32),
-            "C": rng.standard_normal((B, length + 1, N)).astype(np.float32)}
+            "dBu": rng.standard_normal((B, D, length, n)).astype(np.float32),
+            "C": rng.standard_normal((B, length + 1, n)).astype(np.float32)}
 
 
 def reference(inputs, length):
-    h = np.zeros((B, D, N))
+    h = np.zeros(inputs["dBu"].shape[:2] + inputs["dBu"].shape[3:])
     ys = []
     for i in range(length):
         h = inputs["dA"][:, :, i] * h + inputs["dBu"][:, :, i]
@@ -108,6 +110,15 @@ def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     assert op_histogram(out)["Gather"] == 1
     assert not any(n.name.startswith(("gather_", "add", "mul", "matmul", "cast", "stack")) for n in out.graph.node)
     inputs = feeds(length)
+    assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("n", [1, 16, 64])
+def test_state_sizes_from_1_to_64(n):
+    length = 7
+    out, result = apply_pass(hf_style_model(length, n=n), RerollScans(form="parallel", chunk=3))
+    assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
+    inputs = feeds(length, n=n)
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
 
 
