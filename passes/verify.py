@@ -21,8 +21,10 @@ class VerificationError(Exception):
     """Outputs differ beyond tolerance (or a model could not run); one line for the user."""
 
 
-class ReferenceError(Exception):
-    """A reference file cannot be used with this model."""
+class ReferenceDataError(Exception):
+    """No inputs and expected outputs for this model: the reference npz cannot be read or does not
+    fit it, or random inputs cannot be made for one of its input types. (Not ``ReferenceError``,
+    which is a Python builtin.)"""
 
 
 @dataclass
@@ -127,7 +129,7 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     try:
         archive = np.load(npz_path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ReferenceError(f"cannot read reference {npz_path}: {one_line(error)}") from None
+        raise ReferenceDataError(f"cannot read reference {npz_path}: {one_line(error)}") from None
     with archive:
         data = {key: archive[key] for key in archive.files}
     input_names, output_names = _graph_io_names(model)
@@ -135,9 +137,9 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     expected = {name: data[name] for name in output_names if name in data}
     missing_inputs = [name for name in input_names if name not in data]
     if missing_inputs:
-        raise ReferenceError(f"reference {npz_path} lacks model input(s): {', '.join(missing_inputs)}")
+        raise ReferenceDataError(f"reference {npz_path} lacks model input(s): {', '.join(missing_inputs)}")
     if not expected:
-        raise ReferenceError(
+        raise ReferenceDataError(
             f"reference {npz_path} has none of the model outputs ({', '.join(output_names)}); keys: {', '.join(data)}")
     return feeds, expected
 
@@ -170,7 +172,7 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
                  for d in tensor_type.shape.dim]
         dtype = _NUMPY_TYPES.get(tensor_type.elem_type)
         if dtype is None:
-            raise ReferenceError(f"cannot make random data for input '{value.name}' of type "
+            raise ReferenceDataError(f"cannot make random data for input '{value.name}' of type "
                                  f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}")
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)

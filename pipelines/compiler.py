@@ -41,7 +41,7 @@ from passes.manager import PassManager, PassVerificationError, PipelineError, Pi
 from passes.one_line import one_line
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
-from passes.verify import (ReferenceError, VerificationError, compare, find_reference_beside, load_reference,
+from passes.verify import (ReferenceDataError, VerificationError, compare, find_reference_beside, load_reference,
                            random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
 
@@ -255,7 +255,7 @@ def compile_model(
                 feeds, expected = load_reference(reference_path, model)
             else:
                 feeds = random_feeds(model)
-        except ReferenceError as error:
+        except ReferenceDataError as error:
             raise BadInput(one_line(error)) from None
         report_data["reference"] = str(reference_path) if reference_path else None
         if reference_path is None or verify == "each":

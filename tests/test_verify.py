@@ -6,7 +6,7 @@ import onnx
 import onnx.parser
 import pytest
 
-from passes.verify import (ReferenceError, VerificationError, compare, find_reference_beside,
+from passes.verify import (ReferenceDataError, VerificationError, compare, find_reference_beside,
                            load_reference, random_feeds, run_model, summarize)
 
 MODEL = onnx.parser.parse_model("""
@@ -72,7 +72,7 @@ def test_load_reference_splits_inputs_outputs_and_ignores_other_keys(tmp_path):
 def test_load_reference_without_the_inputs_is_an_error(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, logits=np.ones((1, 3)))
-    with pytest.raises(ReferenceError, match="lacks model input"):
+    with pytest.raises(ReferenceDataError, match="lacks model input"):
         load_reference(path, MODEL)
 
 
