@@ -102,7 +102,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         # A lower-rank initial state broadcasts from the right; the step axis goes in at the same place.
         insert_at = axis - ((full_rank - 1) - initial_rank)
         initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
-    states = SCAN_FORMS[form](b, _log_decay(b, rec.decay), drive, initial, axis, rec.length, chunk, full_rank)
+    states = SCAN_FORMS[form](b, log_decay=_log_decay(b, rec.decay), drive=drive, initial=initial, axis=axis,
+                              length=rec.length, chunk=chunk, rank=full_rank)
     _emit_readout(b, rec, states, full_rank)
     if rec.final_state_escapes:
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)

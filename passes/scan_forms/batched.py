@@ -30,54 +30,57 @@ from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_a
                                           shift_last_by_matmul, split_axis_shape)
 
 
-def batched_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     chunk = chunk_dividing(length, chunk)
     chunks = -(-length // chunk)
     padded = chunks * chunk
     if padded != length:
-        log_decay = b.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
-        drive = b.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
+        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
+        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (..., chunks, Q, ...)
     split_rank, chunk_axis, step_axis = rank + 1, axis, axis + 1
-    log_decay = b.reshape(log_decay, split_axis_shape(b, log_decay, axis, chunks, chunk))
-    drive = b.reshape(drive, split_axis_shape(b, drive, axis, chunks, chunk))
+    log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, axis, chunks, chunk))
+    drive = builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk))
 
     # Exponents centred on half the chunk's log-decay sum m: exp(S - m) and exp(m - S) stay within
     # exp(|sum| / 2), so float32 overflows only past |A| * sum(dt) ~ 174 per chunk, twice chunk24's.
-    decay_so_far = b.cumsum(log_decay, step_axis)
-    half_chunk_log = b.mul(b.reduce_sum(log_decay, [step_axis]), b.scalar(0.5))
-    centred = b.sub(decay_so_far, half_chunk_log)
-    growth = b.exp(centred)                                  # exp(S - m)
-    scaled_drive = b.mul(drive, b.exp(b.neg(centred)))       # b * exp(m - S)
-    local = b.mul(growth, b.cumsum(scaled_drive, step_axis))  # exp(S) * cumsum(b * exp(-S))
+    log_decay_so_far = builder.cumsum(log_decay, step_axis)
+    half_chunk_log = builder.mul(builder.reduce_sum(log_decay, [step_axis]), builder.scalar(0.5))
+    centred = builder.sub(log_decay_so_far, half_chunk_log)
+    growth = builder.exp(centred)                                         # exp(S - m)
+    scaled_drive = builder.mul(drive, builder.exp(builder.neg(centred)))  # b * exp(m - S)
+    local = builder.mul(growth, builder.cumsum(scaled_drive, step_axis))  # exp(S) * cumsum(b * exp(-S))
 
     states = local
     if chunks > 1 or initial is not None:
         # Per chunk: its decay product exp(2m) and its last local state exp(m) * sum(b * exp(m - S)),
         # from reductions over Q rather than Slices at Q - 1: on a TPU a strided one-element-per-row
         # copy is slow, a reduction is not.
-        lift = b.exp(half_chunk_log)
-        chunk_decay = b.mul(lift, lift)
-        chunk_end = b.mul(lift, b.reduce_sum(scaled_drive, [step_axis]))
+        lift = builder.exp(half_chunk_log)
+        chunk_decay = builder.mul(lift, lift)
+        chunk_end = builder.mul(lift, builder.reduce_sum(scaled_drive, [step_axis]))
         # The carry runs along the chunk axis moved last, shifted by MatMuls with a shifted identity;
         # with only size-1 axes after it (d_state N = 1) the move is a Reshape after unit-axes-to-reshape.
         last = split_rank - 1
-        inputs = move_axis(b, chunk_end, split_rank, chunk_axis, last)
+        carry_drive = move_axis(builder, chunk_end, split_rank, chunk_axis, last)
         # Carry into chunk k from chunk k - 1: shift by one chunk, chunk 0 gets the initial state.
-        inputs = shift_last_by_matmul(b, inputs, split_rank, last, 1, chunks, 0.0) if chunks > 1 else None
+        carry_drive = (shift_last_by_matmul(builder, carry_drive, split_rank, last, 1, chunks, 0.0)
+                       if chunks > 1 else None)
         if initial is not None:
-            start = move_axis(b, b.unsqueeze(initial, [step_axis]), split_rank, chunk_axis, last)
-            if inputs is None:
-                inputs = start
+            start = move_axis(builder, builder.unsqueeze(initial, [step_axis]), split_rank, chunk_axis, last)
+            if carry_drive is None:
+                carry_drive = start
             else:
-                first = b.add(b.slice(inputs, 0, 1, last), start)
-                inputs = b.concat([first, b.slice(inputs, 1, chunks, last)], last)
+                first = builder.add(builder.slice(carry_drive, 0, 1, last), start)
+                carry_drive = builder.concat([first, builder.slice(carry_drive, 1, chunks, last)], last)
+        carry_states = carry_drive
         if chunks > 1:
-            decays = shift_last_by_matmul(b, move_axis(b, chunk_decay, split_rank, chunk_axis, last),
-                                          split_rank, last, 1, chunks, 1.0)
-            inputs = doubling_scan(b, decays, inputs, split_rank, last, chunks, shifted=shift_last_by_matmul)
-        carry = move_axis(b, inputs, split_rank, last, chunk_axis)
-        states = b.add(local, b.mul(growth, b.mul(lift, carry)))               # + exp(S) * carry
-    merged = b.reshape(states, merge_axes_shape(b, states, axis))
-    return b.slice(merged, 0, length, axis) if padded != length else merged
+            carry_decay = shift_last_by_matmul(builder, move_axis(builder, chunk_decay, split_rank, chunk_axis, last),
+                                               split_rank, last, 1, chunks, 1.0)
+            carry_states = doubling_scan(builder, carry_decay, carry_drive, split_rank, last, chunks,
+                                         shifted=shift_last_by_matmul)
+        carry = move_axis(builder, carry_states, split_rank, last, chunk_axis)
+        states = builder.add(local, builder.mul(growth, builder.mul(lift, carry)))  # + exp(S) * carry
+    merged = builder.reshape(states, merge_axes_shape(builder, states, axis))
+    return builder.slice(merged, 0, length, axis) if padded != length else merged

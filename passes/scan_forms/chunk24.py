@@ -15,22 +15,23 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 
 
-def chunk24_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def chunk24_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     pieces = []
     carry = initial  # already has the scan axis (size 1) when given
     for start in range(0, length, chunk):
         end = min(start + chunk, length)
         if start == 0 and end == length:
-            log_a, inputs = log_decay, drive
+            chunk_log_decay, chunk_drive = log_decay, drive
         else:
-            log_a, inputs = b.slice(log_decay, start, end, axis), b.slice(drive, start, end, axis)
-        decay_so_far = b.cumsum(log_a, axis)
-        inner = b.cumsum(b.mul(inputs, b.exp(b.neg(decay_so_far))), axis)
+            chunk_log_decay = builder.slice(log_decay, start, end, axis)
+            chunk_drive = builder.slice(drive, start, end, axis)
+        log_decay_so_far = builder.cumsum(chunk_log_decay, axis)                      # S_i
+        inner = builder.cumsum(builder.mul(chunk_drive, builder.exp(builder.neg(log_decay_so_far))), axis)
         if carry is not None:
-            inner = b.add(inner, carry)
-        states = b.mul(b.exp(decay_so_far), inner)
+            inner = builder.add(inner, carry)
+        states = builder.mul(builder.exp(log_decay_so_far), inner)
         pieces.append(states)
         if end < length:
-            carry = b.slice(states, end - start - 1, end - start, axis)
-    return pieces[0] if len(pieces) == 1 else b.concat(pieces, axis)
+            carry = builder.slice(states, end - start - 1, end - start, axis)
+    return pieces[0] if len(pieces) == 1 else builder.concat(pieces, axis)

@@ -20,20 +20,20 @@ def chunk_dividing(length: int, chunk: int) -> int:
     return best if 2 * best >= chunk else chunk
 
 
-def split_axis_shape(b: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> gs.Tensor:
+def split_axis_shape(builder: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> gs.Tensor:
     """Shape of x with its `axis` replaced by (chunks, chunk)."""
-    shape = b.shape(x)
-    head = b.slice(shape, 0, axis, 0)
-    tail = b.slice(shape, axis + 1, INT64_MAX, 0)
-    return b.concat([head, b.ints([chunks, chunk]), tail], 0)
+    shape = builder.shape(x)
+    head = builder.slice(shape, 0, axis, 0)
+    tail = builder.slice(shape, axis + 1, INT64_MAX, 0)
+    return builder.concat([head, builder.ints([chunks, chunk]), tail], 0)
 
 
-def merge_axes_shape(b: GraphBuilder, x: gs.Tensor, axis: int) -> gs.Tensor:
+def merge_axes_shape(builder: GraphBuilder, x: gs.Tensor, axis: int) -> gs.Tensor:
     """Shape of x with axes (axis, axis + 1) merged into one."""
-    shape = b.shape(x)
-    head = b.slice(shape, 0, axis, 0)
-    tail = b.slice(shape, axis + 2, INT64_MAX, 0)
-    return b.concat([head, b.ints([-1]), tail], 0)
+    shape = builder.shape(x)
+    head = builder.slice(shape, 0, axis, 0)
+    tail = builder.slice(shape, axis + 2, INT64_MAX, 0)
+    return builder.concat([head, builder.ints([-1]), tail], 0)
 
 
 def move_axis_perm(rank: int, source: int, destination: int) -> list[int]:
@@ -42,45 +42,47 @@ def move_axis_perm(rank: int, source: int, destination: int) -> list[int]:
     return perm
 
 
-def move_axis(b: GraphBuilder, x: gs.Tensor, rank: int, source: int, destination: int) -> gs.Tensor:
+def move_axis(builder: GraphBuilder, x: gs.Tensor, rank: int, source: int, destination: int) -> gs.Tensor:
     """x with one axis moved (a Transpose), or x itself when it stays."""
     if source == destination:
         return x
-    return b.transpose(x, move_axis_perm(rank, source, destination))
+    return builder.transpose(x, move_axis_perm(rank, source, destination))
 
 
-def shift(b: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int, fill: float) -> gs.Tensor:
+def shift(builder: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int, fill: float) -> gs.Tensor:
     """x moved `count` places along axis, the gap filled with `fill`: out[k] = x[k - count]."""
-    return b.pad_axis(b.slice(x, 0, length - count, axis), rank, axis, count, 0, fill)
+    return builder.pad_axis(builder.slice(x, 0, length - count, axis), rank, axis, count, 0, fill)
 
 
-def shift_last_by_matmul(b: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int,
+def shift_last_by_matmul(builder: GraphBuilder, x: gs.Tensor, rank: int, axis: int, count: int, length: int,
                          fill: float) -> gs.Tensor:
     """`shift` along the last axis as x @ (a shifted identity) [+ fill]: on a TPU a MatMul by a small
     constant joins a layer group, while a Slice or Pad of a few elements per row is a slow global copy."""
     assert axis == rank - 1, "shift_last_by_matmul shifts the last axis"
-    matrix = np.eye(length, k=count, dtype=b.dtype)
-    shifted = b.matmul(x, b.const(matrix))
+    matrix = np.eye(length, k=count, dtype=builder.dtype)
+    shifted = builder.matmul(x, builder.const(matrix))
     if fill == 0.0:
         return shifted
-    gap = np.zeros(length, dtype=b.dtype)
+    gap = np.zeros(length, dtype=builder.dtype)
     gap[:count] = fill
-    return b.add(shifted, b.const(gap))
+    return builder.add(shifted, builder.const(gap))
 
 
 ShiftFunction = Callable[[GraphBuilder, gs.Tensor, int, int, int, int, float], gs.Tensor]
 
 
-def doubling_scan(b: GraphBuilder, decay: gs.Tensor, inputs: gs.Tensor, rank: int, axis: int, length: int,
+def doubling_scan(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, rank: int, axis: int, length: int,
                   shifted: ShiftFunction = shift) -> gs.Tensor:
-    """States of x_k = decay_k * x_{k-1} + inputs_k from zero, along axis, in ceil(log2(length)) rounds.
+    """States of x_k = decay_k * x_{k-1} + drive_k from zero, along axis, in ceil(log2(length)) rounds.
 
     After the round with shift s, position k holds the composition of steps k-2s+1 .. k."""
+    states = drive
     step = 1
     while step < length:
-        shifted_inputs = shifted(b, inputs, rank, axis, step, length, 0.0)
-        next_decay = b.mul(decay, shifted(b, decay, rank, axis, step, length, 1.0)) if step * 2 < length else None
-        inputs = b.add(inputs, b.mul(decay, shifted_inputs))
+        shifted_states = shifted(builder, states, rank, axis, step, length, 0.0)
+        next_decay = (builder.mul(decay, shifted(builder, decay, rank, axis, step, length, 1.0))
+                      if step * 2 < length else None)
+        states = builder.add(states, builder.mul(decay, shifted_states))
         decay = next_decay
         step *= 2
-    return inputs
+    return states

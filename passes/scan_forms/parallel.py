@@ -19,43 +19,47 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import doubling_scan, merge_axes_shape, move_axis, shift, split_axis_shape
 
-def parallel_states(b: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+
+def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                     axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     chunk = max(1, min(chunk, length))
     chunks = -(-length // chunk)
     padded = chunks * chunk
     if padded != length:
-        log_decay = b.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
-        drive = b.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
+        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
+        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (Q, ..., chunks, ...): step q of every chunk is one contiguous block.
     split_rank, chunk_axis = rank + 1, axis + 1
-    log_decay = move_axis(b, b.reshape(log_decay, split_axis_shape(b, log_decay, axis, chunks, chunk)),
-                           split_rank, axis + 1, 0)
-    drive = move_axis(b, b.reshape(drive, split_axis_shape(b, drive, axis, chunks, chunk)), split_rank, axis + 1, 0)
-    decay = b.exp(log_decay)
-    decays = [b.slice(decay, q, q + 1, 0) for q in range(chunk)]
-    inputs = [b.slice(drive, q, q + 1, 0) for q in range(chunk)]
+    split_log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, axis, chunks, chunk))
+    log_decay = move_axis(builder, split_log_decay, split_rank, axis + 1, 0)
+    split_drive = builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk))
+    drive = move_axis(builder, split_drive, split_rank, axis + 1, 0)
+    decay = builder.exp(log_decay)
+    decays = [builder.slice(decay, q, q + 1, 0) for q in range(chunk)]
+    drives = [builder.slice(drive, q, q + 1, 0) for q in range(chunk)]
 
     if initial is not None:
-        # Fold the initial state into chunk 0's first input: x_0 = a_0 * x_init + b_0, then start from zero.
-        start = b.unsqueeze(initial, [0])
-        first = b.add(b.slice(inputs[0], 0, 1, chunk_axis), b.mul(b.slice(decays[0], 0, 1, chunk_axis), start))
-        inputs[0] = b.concat([first, b.slice(inputs[0], 1, chunks, chunk_axis)], chunk_axis) if chunks > 1 else first
+        # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
+        start = builder.unsqueeze(initial, [0])
+        first = builder.add(builder.slice(drives[0], 0, 1, chunk_axis),
+                            builder.mul(builder.slice(decays[0], 0, 1, chunk_axis), start))
+        drives[0] = (builder.concat([first, builder.slice(drives[0], 1, chunks, chunk_axis)], chunk_axis)
+                     if chunks > 1 else first)
 
     carry_in = None
     if chunks > 1:
-        last, chunk_decay = inputs[0], decays[0]
+        last, chunk_decay = drives[0], decays[0]
         for q in range(1, chunk):
-            last = b.add(b.mul(decays[q], last), inputs[q])
+            last = builder.add(builder.mul(decays[q], last), drives[q])
             # A Mul chain on 1/Q-size blocks: ORT's ReduceSum over the leading axis is ~20x slower.
-            chunk_decay = b.mul(chunk_decay, decays[q])
-        carry = doubling_scan(b, chunk_decay, last, split_rank, chunk_axis, chunks)
-        carry_in = shift(b, carry, split_rank, chunk_axis, 1, chunks, 0.0)
+            chunk_decay = builder.mul(chunk_decay, decays[q])
+        carry = doubling_scan(builder, chunk_decay, last, split_rank, chunk_axis, chunks)
+        carry_in = shift(builder, carry, split_rank, chunk_axis, 1, chunks, 0.0)
     states, state = [], carry_in
     for q in range(chunk):
-        state = inputs[q] if state is None else b.add(b.mul(decays[q], state), inputs[q])
+        state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
         states.append(state)
-    merged = b.concat(states, 0) if chunk > 1 else states[0]
-    merged = move_axis(b, merged, split_rank, 0, axis + 1)
-    merged = b.reshape(merged, merge_axes_shape(b, merged, axis))
-    return b.slice(merged, 0, length, axis) if padded != length else merged
+    merged = builder.concat(states, 0) if chunk > 1 else states[0]
+    merged = move_axis(builder, merged, split_rank, 0, axis + 1)
+    merged = builder.reshape(merged, merge_axes_shape(builder, merged, axis))
+    return builder.slice(merged, 0, length, axis) if padded != length else merged
