@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tools import tpu_qtable
@@ -134,7 +135,7 @@ def test_quantization_table_exact_text():
     table = tpu_qtable.quantization_table(small_scan_model(), tpu_qtable.mlir_op_names(MLIR), "BF16")
     assert tpu_qtable.format_table(table, "small.onnx") == (
         "# tools.tpu_qtable for small.onnx: ops kept in floating point, the rest INT8\n"
-        "# 11 ops: scan 4, decay 3, merge 2, exponent 2\n"
+        "# 11 ops: scan 4, decay 3, merge 2, exponent 2, kernel 0\n"
         "# op_name quantize_mode\n"
         "dt_Softplus BF16\n"
         "dA_Mul BF16\n"
@@ -160,3 +161,16 @@ def test_projection_and_residual_stay_int8_and_bad_float_mode_is_refused():
         assert str(error) == "float mode 'INT4' is not one of BF16, F16, F32"
     else:
         raise AssertionError("INT4 accepted")
+
+
+@pytest.mark.parametrize("weight_shape, group, refused", [
+    ((104, 192, 1), 4, True),     # VMamba-T's x_proj at stage 2: 104 output channels, 4 groups
+    ((200, 384, 1), 4, True),
+    ((3072, 6, 1), 4, False),     # dt_proj: 3072 = 48 x 64 channels
+    ((192, 1, 3, 3), 192, False),  # depthwise
+    ((104, 768, 1), 1, False),    # not grouped
+])
+def test_int8_conv_kernel_rule(weight_shape, group, refused):
+    weights = {"w": numpy_helper.from_array(np.zeros(weight_shape, np.float32), "w")}
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group)
+    assert tpu_qtable._int8_conv_refused(node, weights, lanes=64) is refused

@@ -378,7 +378,7 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
 
     model = onnx.load(str(model_path), load_external_data=False)
     table = tpu_qtable.quantization_table(model, tpu_qtable.mlir_op_names((workdir / f"{name}.mlir").read_text()),
-                                          args.float_mode)
+                                          args.float_mode, tc.NPU_LANES.get(args.chip, tpu_qtable.DEFAULT_LANES))
     for *_, node in table:
         verdict.float_ops[node.why] = verdict.float_ops.get(node.why, 0) + 1
     (workdir / f"{name}_qtable").write_text(tpu_qtable.format_table(table, model_path.name))

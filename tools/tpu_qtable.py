@@ -44,7 +44,9 @@ EXPONENT_OPS = frozenset({"Exp", "Log", "Softplus", "Pow", "Sqrt", "Reciprocal"}
 DECAY_SOURCE_OPS = frozenset({"Softplus"})
 FLOAT_MODES = ("BF16", "F16", "F32")
 
-SCAN, DECAY, MERGE, EXPONENT = "scan", "decay", "merge", "exponent"
+SCAN, DECAY, MERGE, EXPONENT, KERNEL = "scan", "decay", "merge", "exponent", "kernel"
+REASONS = (SCAN, DECAY, MERGE, EXPONENT, KERNEL)
+DEFAULT_LANES = 64  # BM1684X's NPU lanes
 PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
@@ -70,7 +72,21 @@ def _is_projection(node: onnx.NodeProto, initializers: set[str]) -> bool:
     return node.op_type.startswith("Conv") or any(name in initializers for name in node.input)
 
 
-def precise_nodes(model: onnx.ModelProto) -> list[PreciseNode]:
+def _int8_conv_refused(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto], lanes: int) -> bool:
+    """A grouped (not depthwise) Conv whose output channels are no multiple of the NPU lanes.
+
+    BM1684X's INT8 conv kernel asserts ``ocslice % NPU_NUM == 0 || groups * oc <= NPU_NUM``
+    (nodechip_conv_quant_parallel.c.h:1020): VMamba-T's x_proj, a Conv with 4 groups and
+    104 or 200 output channels, stopped its INT8 codegen there."""
+    if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+        return False
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    out_channels, in_per_group = weights[node.input[1]].dims[0], weights[node.input[1]].dims[1]
+    depthwise = in_per_group == 1 and group == out_channels
+    return group > 1 and not depthwise and out_channels % lanes != 0
+
+
+def precise_nodes(model: onnx.ModelProto, lanes: int = DEFAULT_LANES) -> list[PreciseNode]:
     """The ONNX nodes that stay in floating point, in graph order (see the module doc)."""
     nodes = list(model.graph.node)
     consumers: dict[str, list[int]] = {}
@@ -131,6 +147,7 @@ def precise_nodes(model: onnx.ModelProto) -> list[PreciseNode]:
         for name in nodes[index].output:
             queue.extend(consumers.get(name, []))
 
+    weights = {init.name: init for init in model.graph.initializer}
     found = []
     for index, node in enumerate(nodes):
         if index in scan:
@@ -141,6 +158,8 @@ def precise_nodes(model: onnx.ModelProto) -> list[PreciseNode]:
             why = MERGE
         elif node.op_type in EXPONENT_OPS:
             why = EXPONENT
+        elif _int8_conv_refused(node, weights, lanes):
+            why = KERNEL
         else:
             continue
         found.append(PreciseNode(node.output[0], node.op_type, why))
@@ -177,12 +196,12 @@ def match_op(op_name: str, outputs: dict[str, PreciseNode] | Iterable[str]) -> O
     return best
 
 
-def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: str = "BF16"
-                       ) -> list[tuple[str, str, PreciseNode]]:
+def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: str = "BF16",
+                       lanes: int = DEFAULT_LANES) -> list[tuple[str, str, PreciseNode]]:
     """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode``."""
     if float_mode not in FLOAT_MODES:
         raise ValueError(f"float mode {float_mode!r} is not one of {', '.join(FLOAT_MODES)}")
-    precise = {node.output: node for node in precise_nodes(model)}
+    precise = {node.output: node for node in precise_nodes(model, lanes)}
     all_outputs = {name for node in model.graph.node for name in node.output}
     table = []
     for op_name in op_names:
@@ -193,10 +212,9 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
 
 
 def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> str:
-    counts = {why: sum(1 for *_, node in table if node.why == why) for why in (SCAN, DECAY, MERGE, EXPONENT)}
+    counts = {why: sum(1 for *_, node in table if node.why == why) for why in REASONS}
     lines = [f"# tools.tpu_qtable for {model_name}: ops kept in floating point, the rest INT8",
-             f"# {len(table)} ops: scan {counts[SCAN]}, decay {counts[DECAY]}, merge {counts[MERGE]}, "
-             f"exponent {counts[EXPONENT]}",
+             f"# {len(table)} ops: " + ", ".join(f"{why} {count}" for why, count in counts.items()),
              "# op_name quantize_mode"]
     lines += [f"{op_name} {mode}" for op_name, mode, _ in table]
     return "\n".join(lines) + "\n"
@@ -208,6 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("mlir", help="model_transform's top-dialect .mlir of that model")
     parser.add_argument("-o", "--output", help="write the table here (default stdout)")
     parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=FLOAT_MODES)
+    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
     args = parser.parse_args(argv)
     try:
         model = onnx.load(args.model, load_external_data=False)
@@ -215,7 +234,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as error:
         sys.stderr.write(f"error: {' '.join(str(error).split())[:200]}\n")
         return 2
-    text = format_table(quantization_table(model, mlir_op_names(mlir_text), args.float_mode), Path(args.model).name)
+    table = quantization_table(model, mlir_op_names(mlir_text), args.float_mode, args.lanes)
+    text = format_table(table, Path(args.model).name)
     if args.output:
         target = Path(args.output)
         partial = target.with_name(target.name + ".partial")

@@ -20,6 +20,11 @@ SETUP_SCRIPT = REPO_ROOT / "tools" / "tpu_setup.sh"
 DEFAULT_VENV = REPO_ROOT / ".tpu-venv"
 
 
+# NPU lanes per chip (the channel axis is spread over them); measured with
+# tools.tpu_cumsum_ceiling (docs/TPU.md, "More chips").
+NPU_LANES = {"bm1684x": 64}
+
+
 class ToolchainError(Exception):
     """tpu-mlir could not be installed or started; the message says why, in one line."""
 
