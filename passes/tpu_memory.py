@@ -7,11 +7,26 @@ the C axis of N,C,H,W spread over the 64 lanes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
-# Measured on BM1684X with tpu-mlir 1.30.2 (docs/TPU.md, "CumSum size limit").
-DEFAULT_BUDGET = 4096  # elements per NPU lane
-DEFAULT_LANES = 64
+
+@dataclass(frozen=True)
+class CumSumLimit:
+    """A chip's CumSum kernel limit: at most ``budget`` elements per NPU lane, ``lanes`` lanes."""
+
+    budget: int
+    lanes: int
+    measured: str  # the compiles the figures come from (tpu-mlir 1.30.2, transform + deploy)
+
+
+# Per chip, measured with tools.tpu_cumsum_ceiling (docs/TPU.md, "CumSum size limit", "More chips").
+CHIP_LIMITS = {
+    "bm1684x": CumSumLimit(4096, 64, "F32: [1,1,4096] compiles, [1,1,4097] not; [1,128,2048] / [1,128,2049]; "
+                                     "[2,64,2048] / [2,64,2049]"),
+}
+DEFAULT_BUDGET = CHIP_LIMITS["bm1684x"].budget  # elements per NPU lane
+DEFAULT_LANES = CHIP_LIMITS["bm1684x"].lanes
 
 
 def lane_axis(rank: int, axis: int, lanes: int) -> Optional[int]:

@@ -14,14 +14,24 @@ takes seconds. Its two in-chunk CumSums become MatMuls by a triangular ones matr
 and 7 padded to 32 on VMamba-T's 3136, 784, 196, 49 steps) by tpu-mlir's estimate; numbers in
 docs/TPU.md.
 """
-from pipelines.pipeline import parse_pipeline
+from passes.tpu_memory import CHIP_LIMITS
+from pipelines.pipeline import Pipeline, parse_pipeline
 
-PIPELINE = parse_pipeline(
-    "reroll-scans{form=batched,chunk=32},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
-    "unit-axes-to-reshape,remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-matmul{max_length=32},"
-    "split-cumsum{budget=4096,lanes=64},"
-    "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
-    name="tpu",
-    description="re-roll scans (all chunks at once), then make the graph legal for Sophgo tpu-mlir (BM1684X): no Identity, "
-                "no step<0 Slice, short CumSums as MatMul, the rest plain, <=4-D and cut to the kernel's size; checked at the end",
-)
+
+def tpu_pipeline(chip: str, name: str) -> Pipeline:
+    """The tpu pipeline for one chip: split-cumsum's budget and lanes from its measured table."""
+    limit = CHIP_LIMITS[chip]
+    return parse_pipeline(
+        "reroll-scans{form=batched,chunk=32},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
+        "unit-axes-to-reshape,remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,"
+        "cumsum-to-matmul{max_length=32},"
+        f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"
+        "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
+        name=name,
+        description=f"re-roll scans (all chunks at once), then make the graph legal for Sophgo tpu-mlir ({chip.upper()}): "
+                    "no Identity, no step<0 Slice, short CumSums as MatMul, the rest plain, <=4-D and cut to the "
+                    "kernel's size; checked at the end",
+    )
+
+
+PIPELINE = tpu_pipeline("bm1684x", "tpu")

@@ -96,6 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--count", type=int, default=500, help="held-out images, the first N of 500 (default all)")
     parser.add_argument("--batch", type=int, default=10, help="the bmodel's static batch (default 10)")
     parser.add_argument("--chip", default="bm1684x")
+    parser.add_argument("--pipeline", default="tpu", help="the passes.apply pipeline (default tpu; tpu-bm1688, ...)")
     parser.add_argument("--calibration-count", type=int, default=32,
                         help="INT8: calibration samples of --batch training images each (default 32)")
     parser.add_argument("--int8-max-drop", type=float, default=1.0, help="INT8 top-1 may be this many points below F32")
@@ -122,10 +123,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     python = sys.executable
     naive, tpu = workdir / "naive.onnx", workdir / "tpu.onnx"
     started = time.perf_counter()
-    print(f"micro-digits, batch {args.batch}: export and tpu pipeline -> {tpu}", flush=True)
+    print(f"micro-digits, batch {args.batch}: export and {args.pipeline} pipeline -> {tpu}", flush=True)
     for command, log in (([python, "-m", "vmamba_ref.export", "--model", "micro-digits", "--batch", str(args.batch),
                            "-o", str(naive)], workdir / "export.log"),
-                         ([python, "-m", "passes.apply", str(naive), "--pipeline", "tpu", "-o", str(tpu)],
+                         ([python, "-m", "passes.apply", str(naive), "--pipeline", args.pipeline, "-o", str(tpu)],
                           workdir / "apply.log")):
         if _run(command, log).returncode != 0:
             sys.stderr.write(f"error: {' '.join(command[2:4])} failed (log: {log})\n")
