@@ -155,7 +155,6 @@ class PassManager:
         initial_outputs: Mapping[str, np.ndarray] | None = None,
         tolerance: float = 1e-5,
         on_changed_model: Callable[[int, PassRecord, onnx.ModelProto], None] | None = None,
-        log: Callable[[str], None] | None = None,
         recorder: Any = None,
     ) -> None:
         """``passes``: Pass instances (``Pipeline.build()`` makes them from a pipeline);
@@ -179,7 +178,6 @@ class PassManager:
         self.initial_outputs = initial_outputs
         self.tolerance = tolerance
         self.on_changed_model = on_changed_model
-        self.log = log
         self.recorder = recorder
 
     def run(self, graph: gs.Graph, ctx: PassContext | None = None) -> PipelineRun:
@@ -255,7 +253,7 @@ class PassManager:
         if self.initial_outputs is not None:
             return dict(self.initial_outputs)
         self.progress.stage("running the input graph for per-pass verification")
-        return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.log)
+        return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage)
 
     def _check(self, model: onnx.ModelProto, record: PassRecord) -> None:
         check_started = time.perf_counter()
@@ -274,7 +272,7 @@ class PassManager:
         verify_started = time.perf_counter()
         self.progress.stage("verifying with ONNX Runtime")
         try:
-            outputs = run_model(model, self.verify_feeds, log=self.log)
+            outputs = run_model(model, self.verify_feeds, log=self.progress.stage)
         except VerificationError as error:
             raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run) from None
         comparisons = compare(outputs, previous_outputs, rtol_l2=self.tolerance)

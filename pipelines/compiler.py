@@ -290,7 +290,7 @@ def compile_model(
     manager = PassManager(
         passes, pipeline_text=pipeline_text, verify_each=verify == "each", check=True, progress=progress,
         meta=meta, verify_feeds=feeds, initial_outputs=baseline_outputs, tolerance=tolerance,
-        on_changed_model=keep_intermediate, log=progress.stage, recorder=recorder,
+        on_changed_model=keep_intermediate, recorder=recorder,
     )
     try:
         run = manager.run(graph, PassContext(opset=meta.opset, explain=explain, log=progress.stage))

@@ -30,9 +30,9 @@ def test_same_input_same_output(pipeline, micro_naive, micro_report, tmp_path):
     first_folder = micro_report(pipeline).parent          # run in this process
     second_folder = tmp_path                               # run in a child with another hash seed
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO), COLUMNS="200")
-    result = subprocess.run([sys.executable, "-m", "passes.apply", str(micro_naive), "--pipeline", pipeline,
-                             "-o", str(second_folder / f"{pipeline}.onnx"), "--report", str(second_folder / "report")],
-                            capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    call = (f"from pipelines import compile_model; compile_model({str(micro_naive)!r}, {pipeline!r}, "
+            f"output={str(second_folder / f'{pipeline}.onnx')!r}, report={str(second_folder / 'report')!r})")
+    result = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     first_model = (first_folder / f"{pipeline}.onnx").read_bytes()
     assert (second_folder / f"{pipeline}.onnx").read_bytes() == first_model
