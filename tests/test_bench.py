@@ -8,7 +8,7 @@ import pytest
 
 from tools import bench, bench_report
 
-ROW_LABELS = list(bench.ROW_LABELS.values())
+ROW_LABELS = [bench.ROW_LABELS[key] for key in bench.DEFAULT_ROWS]
 BATCHES = (1, 2)
 OTHER_CONTENT = "# Benchmarks\n\nHand-written intro that must survive.\n\n<!-- bench:other:2-core -->\nkeep me\n<!-- /bench:other:2-core -->\n\nTrailing notes.\n"
 STALE = "<!-- bench:micro:1-core -->\nSTALE TABLE\n<!-- /bench:micro:1-core -->"
@@ -35,7 +35,7 @@ def test_every_row_and_column_is_in_the_outputs(bench_run):
     section = paths["md"].read_text()
     for label in ROW_LABELS:
         assert f"| {label} |" in section
-    for column in ("nodes", "session", "img/s b1", "s/img b1", "vs naive b1", "vs seed b1", "img/s b2",
+    for column in ("nodes", "session", "img/s b1", "s/img b1", "vs naive b1", "vs seed b1", "vs fork b1", "img/s b2",
                    "max abs err b1", "rel L2 b1", "digits top-1"):
         assert f"| {column}" in section or f" {column} |" in section, column
     assert result["machine"]["cpu"] and result["machine"]["onnxruntime"] and result["machine"]["torch"]
@@ -52,10 +52,11 @@ def test_every_row_ran_and_matches_float64(bench_run):
         if key != "tpu":
             assert row["errors"]["2"]["rel_l2"] < 1e-5, key
             assert row["agreement"]["2"] == 1.0, key
-    for key in ("naive", "seed", "tpu", "cpu"):
+    for key in ("naive", "fork", "seed", "tpu", "cpu"):
         assert rows[key]["nodes"] > 0 and rows[key]["session_s"] > 0
     assert rows["naive"]["nodes"] > rows["cpu"]["nodes"]
-    assert len({rows[k]["graph_signature"] for k in ("naive", "seed", "tpu", "cpu")}) == 4
+    assert len({rows[k]["graph_signature"] for k in ("naive", "fork", "seed", "tpu", "cpu")}) == 5
+    assert rows["fork"]["path"].endswith("fork.onnx")
     # tpu needs static shapes: compiled from a batch-1 export, not run at batch 2
     assert rows["tpu"]["skipped"] == {"2": "static batch"} and "static batch-1" in rows["tpu"]["note"]
 
@@ -76,6 +77,7 @@ def test_ratios_are_consistent_with_raw_times(bench_run):
             assert f["s_per_img"] == pytest.approx(mine / int(batch))
             assert f["x_naive"] == pytest.approx(naive / mine)
             assert f["x_seed"] == pytest.approx(seed / mine)
+            assert f["x_fork"] == pytest.approx(statistics.median(rows["fork"]["times"][batch]) / mine)
     assert rows["naive"]["figures"]["1"]["x_naive"] == pytest.approx(1.0)
 
 
@@ -132,6 +134,29 @@ def test_from_json_rewrites_the_same_section(bench_run, tmp_path):
     tables = lambda t: [line for line in section(t).splitlines() if line.startswith(("|", "- ", "FLOP", "Noise"))]
     assert tables(text) == tables(original)
     assert "rewritten from its JSON" in text
+
+
+def test_openvino_rows_and_a_second_thread_count(bench_run, tmp_path):
+    """OpenVINO on the cpu graph (f32: as exact as ORT; default precision: labelled with it) and the
+    cpu graph at 2 threads, in one interleaved run reusing the shared run's graphs."""
+    pytest.importorskip("openvino")
+    paths, _ = bench_run
+    out = tmp_path / "ov.json"
+    assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1", "--batches", "1,2",
+                       "--threads", "1", "--workdir", str(paths["work"]), "--reuse-compiled",
+                       "--rows", "fork,cpu,cpu-2t,ov-fork,ov-cpu,ov-cpu-default", "--digits-images", "0", "--no-flops",
+                       "--out-md", str(tmp_path / "ov.md"), "--png", "none", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {row["key"]: row for row in result["rows"]}
+    assert list(rows) == ["fork", "cpu", "cpu-2t", "ov-fork", "ov-cpu", "ov-cpu-default"]
+    assert rows["cpu-2t"]["graph_signature"] == rows["cpu"]["graph_signature"]
+    assert rows["ov-cpu"]["kind"] == rows["ov-fork"]["kind"] == "openvino" and rows["ov-cpu"]["precision"] == "f32"
+    for key in ("fork", "cpu", "cpu-2t", "ov-fork", "ov-cpu"):
+        assert rows[key]["errors"]["1"]["rel_l2"] <= 1e-5 and rows[key]["errors"]["2"]["rel_l2"] <= 1e-5, key
+    default = rows["ov-cpu-default"]
+    assert default["label"] == f"OpenVINO {default['precision']} (its default here), cpu pipeline graph"
+    assert default["errors"]["2"]["rel_l2"] < (1e-5 if default["precision"] == "f32" else 5e-2)
+    assert "INFERENCE_PRECISION_HINT=f32" in (tmp_path / "ov.md").read_text()
 
 
 # ---------------------------------------------------------------------------------- pure helpers

@@ -96,6 +96,21 @@ def test_dynamic_batch_is_symbolic(micro, dynamic_export):
     assert set(dynamic_export.checks) == {"batch1", "batch2", "batch3"}
 
 
+def test_fork_chunk24_export_matches_pytorch_without_einsum(micro, tmp_path):
+    """--scan chunk24: the fork's method, exported; checked against PyTorch on random inputs (not by
+    shape: NOTES.md s.1) at two batch sizes, and the Einsums are gone as in the fork's graphs."""
+    result = export_naive(micro, tmp_path / "fork.onnx", dynamic_batch=True, scan="chunk24", seed=0)
+    assert result.op_histogram.get("Einsum", 0) == 0 and result.op_histogram["Conv"] > 0
+    assert set(result.checks) == {"batch1", "batch3"}
+    assert all(check["rel_l2"] <= 1e-5 for check in result.checks.values())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = micro(x).numpy()   # the model's own (sequential) scan, not the exported one
+    assert rel_l2(run_onnxruntime(result.onnx_path, x.numpy()), want) <= 1e-5
+    with pytest.raises(ExportError, match="unknown scan 'parallel'"):
+        export_naive(micro, tmp_path / "x.onnx", scan="parallel")
+
+
 def test_bad_requests(micro, tmp_path):
     with pytest.raises(ExportError, match="conv"):
         export_naive(micro, tmp_path / "x.onnx", readout="conv", dynamic_batch=True)
@@ -116,6 +131,7 @@ def run_cli(*args):
     (["--model", "micro", "--ckpt", "{tmp}/missing.pt"], "no such file"),
     (["--model", "micro", "--readout", "conv", "--dynamic-batch"], "cannot be exported with --dynamic-batch"),
     (["--model", "nope"], "invalid choice"),
+    (["--model", "micro", "--scan", "chunk24", "--readout", "mulsum"], "--readout and --index apply to --scan sequential only"),
     (["--model", "micro", "--depths", "1,x"], "depths must be comma-separated ints"),
     (["--model", "micro", "--dims", "-4"], "dims must be a positive even int"),
 ])

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from vmamba_ref.scan import get_scan, selective_scan_chunked, selective_scan_float64, selective_scan_sequential
+from vmamba_ref.scan import (get_scan, selective_scan_chunk24, selective_scan_chunked, selective_scan_float64,
+                             selective_scan_sequential)
 
 
 def rel_l2(a, b):
@@ -65,6 +66,15 @@ def test_chunked_vs_float64(N, L, chunk):
     args = official_init_inputs(N=N, L=L)
     y = selective_scan_chunked(*args, chunk_size=chunk)
     assert y.shape == (2, 64, L)
+    assert rel_l2(y, selective_scan_float64(*args)) <= 1e-5
+
+
+@pytest.mark.parametrize("N", [1, 4])
+@pytest.mark.parametrize("L,chunk", [(50, 24), (48, 24), (7, 24), (50, 1)])
+def test_fork_chunk24_vs_float64(N, L, chunk):
+    args = official_init_inputs(N=N, L=L)
+    y = selective_scan_chunk24(*args, chunk_size=chunk)
+    assert y.dtype == torch.float32 and y.shape == (2, 64, L)
     assert rel_l2(y, selective_scan_float64(*args)) <= 1e-5
 
 

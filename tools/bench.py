@@ -33,7 +33,8 @@ import numpy as np
 
 from passes.one_line import OneLineArgumentParser
 from tools import bench_report as report
-from tools.bench_rows import (PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, TorchRunner, build_bench_model,
+from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, OpenVinoRunner,
+                              TorchRunner, build_bench_model,
                               compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, graph_signature, node_count,
                               onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
 
@@ -54,10 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX Runtime intra-op threads and torch threads (default: all cores)")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="let ONNX Runtime's intra-op threads spin (default off: session.intra_op.allow_spinning=0)")
-    parser.add_argument("--rows", default=",".join(ROW_LABELS),
-                        help=f"comma-separated subset of: {', '.join(ROW_LABELS)}")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                        help=f"comma-separated subset of: {', '.join(ROW_LABELS)} (default: {','.join(DEFAULT_ROWS)})")
     parser.add_argument("--workdir", type=Path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
     parser.add_argument("--naive", type=Path, help="existing naive export to use (its .ref.npz beside it)")
+    parser.add_argument("--fork", type=Path,
+                        help="existing export with --scan chunk24 (the fork's method) for the fork rows "
+                             "(default: exported into workdir)")
     parser.add_argument("--naive-static", type=Path,
                         help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
     parser.add_argument("--reuse-compiled", action="store_true",
@@ -108,7 +112,7 @@ def _parse_args(argv):
         raise BenchError("--ablation compares against the cpu row; include it in --rows")
     args.config = config_from_args(args)
     _default_output_paths(args, args.model, args.threads)
-    for path in (args.naive, args.naive_static):
+    for path in (args.naive, args.naive_static, args.fork):
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
     return args
@@ -181,6 +185,16 @@ def _prepare_naive(args, model, sample, display) -> tuple[Path, int | str | None
     return naive, onnx_batch_dim(naive)
 
 
+def _prepare_fork(args, model, sample, display) -> Path:
+    """The fork's method: the model exported with the hand-written chunk24 scan (--scan chunk24), dynamic batch."""
+    fork = args.fork or args.workdir / "fork.onnx"
+    with display.stage(f"fork's-method export {fork}") as update:
+        exported = ensure_naive(model, sample, fork, dynamic_batch=True, status=lambda m: update(m), scan="chunk24")
+    if not exported:
+        display.log(f"  reusing {fork}")
+    return fork
+
+
 def _check_reference_matches_model(model, ref: dict, display) -> None:
     """The naive export must come from this very model: PyTorch on its sample must give its logits."""
     got = torch_logits(model, ref["input"], "sequential")
@@ -205,6 +219,14 @@ def _git_describe() -> str | None:
         return None
 
 
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-")[0]
+
+
 def compiler_fingerprint() -> str:
     """Hash of the compiler's sources: a compiled graph is reused only if the compiler is unchanged."""
     import hashlib
@@ -226,7 +248,8 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
     """
     from pipelines import get_pipeline
 
-    jobs = [(key, str(get_pipeline(key))) for key in PIPELINE_ROWS if key in args.rows]
+    wanted = set(args.rows) | {GRAPH_OF[key] for key in args.rows if key in GRAPH_OF}
+    jobs = [(key, str(get_pipeline(key))) for key in PIPELINE_ROWS if key in wanted]
     labels = {}
     if args.ablation:
         for key, label, text in cpu_ablation_variants():
@@ -430,14 +453,14 @@ def run(args, display) -> dict:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": report.machine_info(args.threads),
-        "git": _git_describe(), "compiler": compiler_fingerprint(),
+        "git": _git_describe(), "compiler": compiler_fingerprint(), "openvino": _openvino_version(),
         "config_overrides": {k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None},
     }
     display.log(f"[bold]{args.model}[/] on {report.machine_line(result['machine'])}")
 
     with display.stage(f"building {args.model}"):
         model, sample = build_bench_model(args.model, args.config, seed=args.seed)
-    onnx_rows = [k for k in ("naive", *PIPELINE_ROWS) if k in args.rows]
+    onnx_rows = [k for k in ("naive", *PIPELINE_ROWS) if k in args.rows or k in {GRAPH_OF.get(r) for r in args.rows}]
     naive = naive_dim = None
     ref = None
     if onnx_rows:
@@ -452,6 +475,8 @@ def run(args, display) -> dict:
                FLOAT64_KEY: torch_logits(model, sample.numpy(), "float64")}
     compiled = _compile_rows(args, naive, isinstance(naive_dim, str) or naive_dim is None, model, sample, display) \
         if naive is not None else {}
+    if "fork" in args.rows or "ov-fork" in args.rows:
+        compiled["fork"] = {"path": _prepare_fork(args, model, sample, display)}
     if args.compile_only:
         return None
 
@@ -469,8 +494,27 @@ def run(args, display) -> dict:
                 row["kind"] = "torch"
                 row["runner"] = TorchRunner(model, key.removeprefix("torch-"))
                 continue
+            if key in GRAPH_OF and key != "cpu-2t":
+                source = compiled.get(GRAPH_OF[key], {})
+                row["kind"] = "openvino"
+                if "error" in source or "path" not in source:
+                    row["note"] = f"no {GRAPH_OF[key]} graph"
+                    row["runner"] = None
+                    for batch in args.batches:
+                        row["skipped"][str(batch)] = "no graph"
+                    continue
+                row["path"] = str(source["path"])
+                row["nodes"] = node_count(source["path"])
+                precision = None if key.endswith("-default") else "f32"
+                with display.stage(f"OpenVINO compile for {key} ({row['nodes']:,} nodes)"):
+                    row["runner"] = OpenVinoRunner(source["path"], args.threads, precision)
+                row["session_s"] = row["runner"].session_seconds
+                row["precision"] = row["runner"].precision_used
+                if precision is None:
+                    row["label"] = f"OpenVINO {row['precision']} (its default here), cpu pipeline graph"
+                continue
             row["kind"] = "onnx"
-            info = compiled.get(key, {"path": naive})
+            info = compiled.get(GRAPH_OF.get(key, key), {"path": naive})
             row.update({k: v for k, v in info.items() if k in ("pipeline", "compile_s", "note", "static_from", "compiler")})
             if "error" in info:
                 row["note"] = f"pipeline failed: {info['error']}"
@@ -482,7 +526,8 @@ def run(args, display) -> dict:
             row["nodes"] = node_count(info["path"])
             row["graph_signature"] = graph_signature(info["path"])
             with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
-                row["runner"] = OnnxRunner(info["path"], args.threads, spinning=args.ort_spinning)
+                threads = 2 if key == "cpu-2t" else args.threads
+                row["runner"] = OnnxRunner(info["path"], threads, spinning=args.ort_spinning)
             row["session_s"] = row["runner"].session_seconds
 
         live = [row for row in rows + ablation if row.get("runner") is not None]

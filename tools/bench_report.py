@@ -100,7 +100,7 @@ def ratio(row: dict, baseline: dict | None, batch: int) -> float | None:
 def derive(result: dict) -> dict:
     """Add medians, img/s, s/img and ratios to naive and seed to every row (in place); returns result."""
     by_key = {row["key"]: row for row in result["rows"]}
-    naive, seed = by_key.get("naive"), by_key.get("seed")
+    naive, seed, fork = by_key.get("naive"), by_key.get("seed"), by_key.get("fork")
     for row in result["rows"] + result.get("ablation", []):
         figures = {}
         for batch in result["batches"]:
@@ -113,6 +113,7 @@ def derive(result: dict) -> dict:
                 "s_per_img": seconds_per_image(row, batch),
                 "x_naive": ratio(row, naive, batch),
                 "x_seed": ratio(row, seed, batch),
+                "x_fork": ratio(row, fork, batch),
             }
         row["figures"] = figures
     cpu = by_key.get("cpu")
@@ -216,9 +217,10 @@ def main_table(result: dict) -> list[str]:
     batches = result["batches"]
     digits = any(row.get("digits_top1") is not None for row in result["rows"])
     agreement_batch = result.get("agreement_batch")
+    fork = any(row["key"] == "fork" for row in result["rows"])
     header = ["row", "nodes", "session"]
     for b in batches:
-        header += [f"img/s b{b}", f"s/img b{b}", f"vs naive b{b}", f"vs seed b{b}"]
+        header += [f"img/s b{b}", f"s/img b{b}", f"vs naive b{b}", f"vs seed b{b}"] + ([f"vs fork b{b}"] if fork else [])
     for b in batches:
         header += [f"max abs err b{b}", f"rel L2 b{b}"]
     if digits:
@@ -232,7 +234,7 @@ def main_table(result: dict) -> list[str]:
         for b in batches:
             f = row["figures"][str(b)]
             cells += [cell_for_batch(row, b, fmt_rate(f["img_per_s"])), fmt_seconds(f["s_per_img"]),
-                      fmt_ratio(f["x_naive"]), fmt_ratio(f["x_seed"])]
+                      fmt_ratio(f["x_naive"]), fmt_ratio(f["x_seed"])] + ([fmt_ratio(f.get("x_fork"))] if fork else [])
         for b in batches:
             err = row.get("errors", {}).get(str(b), {})
             cells += [fmt_error(err.get("max_abs")), fmt_error(err.get("rel_l2"))]
@@ -346,6 +348,11 @@ def markdown_section(result: dict) -> str:
                  f"optimisations; PyTorch eager with torch.set_num_threads({result['threads']}). 'session' is the "
                  "ONNX Runtime session-creation time; errors are against PyTorch with the float64 scan "
                  f"({result.get('reference_note', '')}).")
+    if any(row.get("kind") == "openvino" for row in result["rows"]):
+        lines.append(f"OpenVINO {result.get('openvino', '')} CPU plugin: the ONNX file read as is, compiled for a static "
+                     f"batch, INFERENCE_NUM_THREADS={result['threads']}, one stream, PERFORMANCE_HINT=LATENCY; "
+                     "'f32' rows set INFERENCE_PRECISION_HINT=f32, the 'default' row keeps the plugin's choice "
+                     "(errors say what it costs); 'session' is read + compile at batch 1.")
     lines.append("")
     lines += main_table(result)
     if under_load(machine):

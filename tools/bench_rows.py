@@ -20,13 +20,24 @@ INPUT_NAME = "input"
 # Row keys in table order, with their labels; ablation rows are added by cpu_ablation_variants.
 ROW_LABELS = {
     "naive": "naive ONNX (unrolled)",
+    "fork": "fork's method (chunk24 by hand, exported)",
     "seed": "seed pipeline",
     "tpu": "tpu pipeline",
     "cpu": "cpu pipeline",
+    "cpu-2t": "cpu pipeline, 2 threads",
+    "ov-fork": "OpenVINO f32, fork's method graph",
+    "ov-cpu": "OpenVINO f32, cpu pipeline graph",
+    "ov-cpu-default": "OpenVINO default precision, cpu pipeline graph",
     "torch-sequential": "PyTorch eager, sequential scan",
     "torch-chunked": "PyTorch eager, chunked scan",
+    "torch-chunk24": "PyTorch eager, fork's chunk24 scan",
 }
 PIPELINE_ROWS = ("seed", "tpu", "cpu")
+# Rows run unless --rows says otherwise; the OpenVINO rows need the optional extra (pip install .[openvino]),
+# cpu-2t compares thread counts within one run (on a many-core host).
+DEFAULT_ROWS = ("naive", "fork", "seed", "tpu", "cpu", "torch-sequential", "torch-chunked", "torch-chunk24")
+# Rows that run another row's graph: key -> (graph of row, runtime, precision).
+GRAPH_OF = {"cpu-2t": "cpu", "ov-fork": "fork", "ov-cpu": "cpu", "ov-cpu-default": "cpu"}
 
 
 class BenchError(RuntimeError):
@@ -119,15 +130,17 @@ def graph_signature(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_naive(model, sample, path: Path, *, dynamic_batch: bool, status: Callable[[str], None]) -> bool:
-    """Export the naive graph to path (+ .ref.npz) unless both exist; True if it exported."""
+def ensure_naive(model, sample, path: Path, *, dynamic_batch: bool, status: Callable[[str], None],
+                 scan: str = "sequential") -> bool:
+    """Export the naive graph (or with scan="chunk24" the fork's method) to path (+ .ref.npz) unless both
+    exist; True if it exported."""
     from vmamba_ref.export import export_naive, ref_path_for
 
     if path.exists() and ref_path_for(path).exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     export_naive(copy.deepcopy(model), path, batch=1, dynamic_batch=dynamic_batch, sample=sample,
-                 check=False, status=status)
+                 check=False, status=status, scan=scan)
     return True
 
 
@@ -228,6 +241,57 @@ class OnnxRunner:
 
     def close(self) -> None:
         self.session = None
+
+
+class OpenVinoRunner:
+    """OpenVINO's CPU plugin on an ONNX file, compiled for a static batch on first use at that batch.
+
+    ``precision`` "f32" sets INFERENCE_PRECISION_HINT=f32; None keeps the plugin's default (bf16 on CPUs
+    with AVX-512 BF16 or AMX), which ``precision_used`` reports. One stream, ``threads`` inference threads.
+    """
+    kind = "openvino"
+
+    def __init__(self, path: Path, threads: int, precision: str | None):
+        try:
+            import openvino
+        except ImportError:
+            raise BenchError("the OpenVINO rows need the openvino package (pip install .[openvino])") from None
+        self.core = openvino.Core()
+        self.path, self.threads, self.precision = path, threads, precision
+        self.compiled: dict[int, object] = {}
+        t0 = time.perf_counter()
+        self.model = self.core.read_model(str(path))
+        self._compile(1)
+        self.session_seconds = time.perf_counter() - t0
+        hint = self.compiled[1][0].get_property("INFERENCE_PRECISION_HINT")
+        self.precision_used = hint.to_string() if hasattr(hint, "to_string") else str(hint)   # "bf16", "f32"
+        self.static_batch = None
+
+    def _compile(self, batch: int):
+        import openvino
+
+        model = self.model.clone()
+        inputs = model.inputs
+        shape = list(inputs[0].get_partial_shape())
+        shape[0] = batch
+        model.reshape({inputs[0]: openvino.PartialShape(shape)})
+        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if self.precision:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        compiled = self.core.compile_model(model, "CPU", config)
+        self.compiled[batch] = (compiled, compiled.create_infer_request())
+
+    def unsupported(self, batch: int) -> str | None:
+        return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) not in self.compiled:
+            self._compile(len(x))
+        _, request = self.compiled[len(x)]
+        return np.array(request.infer([x])[0])
+
+    def close(self) -> None:
+        self.compiled = {}
 
 
 class TorchRunner:

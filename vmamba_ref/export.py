@@ -35,6 +35,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FLOAT64_KEY = "logits@float64"
 EXPORTERS = ("torchscript", "dynamo")
+# The scan forms an export can carry: the naive per-step loop (the compiler's input), or
+# chunk24 written by hand like the ONNX fork (no Einsum): the baseline a user of the fork runs.
+EXPORT_SCANS = ("sequential", "chunk24")
 DYNAMO_OPSET = 18   # the dynamo exporter writes opset 18; lower requests come back as 18 (or fail)
 
 
@@ -163,12 +166,15 @@ def _torch_onnx_export(module, sample, path, *, opset, dynamic_batch, exporter, 
 def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynamic_batch: bool = False,
                  opset: int | None = None, readout: str = "einsum", index: str = "gather", seed: int = 0,
                  sample: torch.Tensor | None = None, resolution: int | None = None, check: bool = True,
-                 check_batch: int = 3, exporter: str = "torchscript", status=None) -> ExportResult:
+                 check_batch: int = 3, exporter: str = "torchscript", status=None,
+                 scan: str = "sequential") -> ExportResult:
     """Export ``model`` with the sequential scan to ``path`` (+ ``.ref.npz``), atomically.
 
     ``sample`` (N, C, H, W) overrides the seeded random input; ``check`` runs onnxruntime on the
     sample (and, with ``dynamic_batch``, also at batch 1 and ``check_batch``) against PyTorch.
     ``status(msg)`` receives progress messages. ``opset`` defaults to 17 (torchscript) or 18 (dynamo).
+    ``scan="chunk24"`` exports the fork-style chunk24 instead (readout/index do not apply); its
+    reference logits are PyTorch's with that same scan.
     """
     import onnx
 
@@ -177,6 +183,9 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
     path = Path(path)
     opset = default_opset(exporter) if opset is None else opset
     validate_request(path, opset=opset, readout=readout, index=index, dynamic_batch=dynamic_batch, exporter=exporter)
+    if scan not in EXPORT_SCANS:
+        raise ExportError(f"unknown scan {scan!r} (known: {', '.join(EXPORT_SCANS)})")
+    scan_options = dict(readout=readout, index=index) if scan == "sequential" else {}
     res = resolution or cfg.img_size
     if sample is None:
         if batch < 1:
@@ -186,11 +195,11 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
     sample = sample.float().contiguous()
 
     model.eval()
-    say("computing PyTorch reference logits (float32 sequential, float64)")
-    ref32 = reference_logits(model, sample, "sequential", readout=readout, index=index)
+    say(f"computing PyTorch reference logits (float32 {scan}, float64)")
+    ref32 = reference_logits(model, sample, scan, **scan_options)
     ref64 = reference_logits(model, sample, "float64")
 
-    set_scan(model, "sequential", readout=readout, index=index)
+    set_scan(model, scan, **scan_options)
     steps_per_forward = max(cfg.scan_steps(res), 1)
     traced = [0]
 
@@ -225,7 +234,7 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
                     gen = torch.Generator().manual_seed(seed + b)
                     xb = torch.randn(b, cfg.in_chans, res, res, generator=gen)
                     got_b = run_onnxruntime(tmp_onnx, xb.numpy())
-                    want_b = reference_logits(model, xb, "sequential", readout=readout, index=index)
+                    want_b = reference_logits(model, xb, scan, **scan_options)
                     result.checks[f"batch{b}"] = _metrics(got_b, want_b, None)
     return result
 
@@ -251,8 +260,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="ONNX opset (default 17; the dynamo exporter writes 18 only)")
     ap.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
                     help="torch.onnx.export with dynamo=False (default) or dynamo=True (needs onnxscript)")
-    ap.add_argument("--scan", default="sequential", choices=["sequential"],
-                    help="scan form to export (only the naive sequential loop)")
+    ap.add_argument("--scan", default="sequential", choices=EXPORT_SCANS,
+                    help="sequential: the naive per-step loop (default, the compiler's input); chunk24: the ONNX "
+                         "fork's hand-written chunk24 without Einsum (the baseline a fork user runs)")
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
     ap.add_argument("--index", default="gather", choices=INDEXES)
     ap.add_argument("--seed", type=int, default=0, help="seed of the init (no checkpoint) and of the sample input")
@@ -288,11 +298,13 @@ def main(argv=None) -> int:
         opset = default_opset(args.exporter) if args.opset is None else args.opset
         validate_request(args.output, opset=opset, readout=args.readout, index=args.index,
                          dynamic_batch=args.dynamic_batch, exporter=args.exporter)
+        if args.scan != "sequential" and (args.readout, args.index) != ("einsum", "gather"):
+            raise ExportError("--readout and --index apply to --scan sequential only")
         model, sample = _build(args)
         cfg = model.config
         console.print(f"[bold]{args.model}[/]: dims {cfg.dims}, depths {list(cfg.depths)}, d_state {cfg.d_state}, "
                       f"{cfg.img_size}x{cfg.img_size}, {cfg.scan_steps()} scan steps, "
-                      f"readout {args.readout}, index {args.index}, opset {opset}, {args.exporter} exporter, "
+                      f"scan {args.scan}, readout {args.readout}, index {args.index}, opset {opset}, {args.exporter} exporter, "
                       f"batch {'dynamic' if args.dynamic_batch else args.batch}")
         with console.status("starting") as spinner:
             def status(msg):
@@ -301,7 +313,8 @@ def main(argv=None) -> int:
                     console.log(msg)
             result = export_naive(model, args.output, batch=args.batch, dynamic_batch=args.dynamic_batch,
                                   opset=opset, readout=args.readout, index=args.index, seed=args.seed,
-                                  sample=sample, check=not args.no_check, exporter=args.exporter, status=status)
+                                  sample=sample, check=not args.no_check, exporter=args.exporter, status=status,
+                                  scan=args.scan)
     except (ConfigError, CheckpointError, ExportError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"error: {msg}", file=sys.stderr)

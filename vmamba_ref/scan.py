@@ -137,6 +137,53 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_sof
     return out.to(dtype_in)
 
 
+def selective_scan_chunk24(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+                           chunk_size: int = 24):
+    """The ONNX fork's chunk24, written by hand the way a user of the fork exports it.
+
+    mamba-mini's ``selective_scan_easy`` in the fork's time-major (L, b, G, D[, N]) layout with
+    its Einsums replaced as the fork did: dt*A as a grouped Conv1d, dt*u*B as a batched MatMul,
+    the readout as Mul + ReduceSum (the fork's grouped-Conv readout bakes the batch into
+    ``groups``; Mul + ReduceSum keeps a symbolic batch). Each chunk divides by its last decay
+    (``scale``), like the fork. Its export is the baseline "the seed's method" in tools.bench.
+    Overflows like ``selective_scan_chunked`` once |A| * sum(dt) over a chunk passes ~87.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    dtype_in = u.dtype
+    # int(): the tracer would record sizes read from shapes as graph values (Conv weights of unknown shape)
+    KD, L = int(u.shape[1]), int(u.shape[2])
+    G, N = int(B.shape[1]), int(A.shape[1])
+    Dg = KD // G
+    delta = _prepare(delta, delta_bias, delta_softplus)
+    us = u.reshape(-1, G, Dg, L).permute(3, 0, 1, 2)          # (L, b, G, D)
+    dts = delta.reshape(-1, G, Dg, L).permute(3, 0, 1, 2)
+    Bs = B.permute(3, 0, 1, 2)                                   # (L, b, G, N)
+    Cs = C.permute(3, 0, 1, 2)
+    A_weight = A.reshape(G * Dg * N, 1, 1)
+    h = None
+    ys = []
+    for start in range(0, L, chunk_size):
+        end = min(start + chunk_size, L)
+        q = end - start
+        ts = dts[start:end].cumsum(0)                                                   # (q, b, G, D)
+        Ats = F.conv1d(ts.reshape(-1, G * Dg, 1), A_weight, groups=G * Dg)             # ts * A per state
+        Ats = Ats.exp().reshape(q, -1, G, Dg, N)
+        rAts = Ats / (Ats[-1] + 1e-30)
+        duts = dts[start:end] * us[start:end]
+        dtBus = torch.matmul(duts.reshape(-1, Dg, 1), Bs[start:end].reshape(-1, 1, N)).reshape(q, -1, G, Dg, N)
+        hs = rAts * (dtBus / (rAts + 1e-30)).cumsum(0)
+        if h is not None:
+            hs = hs + Ats * h[None]
+        ys.append((hs * Cs[start:end, :, :, None, :]).sum(-1))                         # (q, b, G, D)
+        h = hs[-1]
+    y = torch.cat(ys, dim=0)
+    if D is not None:
+        y = y + D.reshape(G, Dg) * us
+    out = y.permute(1, 2, 3, 0).reshape(-1, KD, L)
+    return out.to(dtype_in)
+
+
 def selective_scan_float64(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """Ground truth: the sequential recurrence in float64 on the same inputs, cast back."""
     dtype_in = u.dtype
@@ -167,6 +214,7 @@ def _recurrence_vectorised(u, delta, A, B, C, D, delta_bias, delta_softplus):
 SCANS: dict[str, Callable] = {
     "sequential": selective_scan_sequential,
     "chunked": selective_scan_chunked,
+    "chunk24": selective_scan_chunk24,
     "float64": selective_scan_float64,
 }
 
