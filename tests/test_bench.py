@@ -199,3 +199,7 @@ def test_bad_arguments_are_one_line_errors(capsys):
     err = capsys.readouterr().err.strip()
     assert "bogus" in err and "\n" not in err
     assert bench.main(["--batches", "0"]) == 2
+    capsys.readouterr()
+    assert bench.main(["--rows", "cpu", "--ablation", "--ablation-variants", "cpu-no-simplify,cpu-no-bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown ablation variant(s) cpu-no-bogus; valid: cpu-form-chunk24, ") and "\n" not in err

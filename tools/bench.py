@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--digits-images", type=int, default=500,
                         help="held-out digits images for the top-1 column (digits-shaped models; 0 = skip)")
     parser.add_argument("--ablation", action="store_true", help="also time cpu pipeline variants with one rewrite removed")
+    parser.add_argument("--ablation-variants",
+                        help="comma-separated variant keys to time with --ablation (default: all), e.g. "
+                             "cpu-no-pointwise-conv-to-matmul,cpu-form-chunk24")
     parser.add_argument("--ablation-batches", help="batch sizes at which to time the ablation variants (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
     parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048)")
@@ -110,6 +113,12 @@ def _parse_args(argv):
         raise BenchError("--repeats and --threads must be >= 1")
     if args.ablation and "cpu" not in args.rows:
         raise BenchError("--ablation compares against the cpu row; include it in --rows")
+    if args.ablation_variants:
+        args.ablation_variants = set(args.ablation_variants.split(","))
+        valid = [key for key, _, _ in cpu_ablation_variants()]
+        unknown = args.ablation_variants - set(valid)
+        if unknown:
+            raise BenchError(f"unknown ablation variant(s) {', '.join(sorted(unknown))}; valid: {', '.join(valid)}")
     args.config = config_from_args(args)
     _default_output_paths(args, args.model, args.threads)
     for path in (args.naive, args.naive_static, args.fork):
@@ -253,6 +262,8 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
     labels = {}
     if args.ablation:
         for key, label, text in cpu_ablation_variants():
+            if args.ablation_variants and key not in args.ablation_variants:
+                continue
             jobs.append((key, text))
             labels[key] = label
     in_process = node_count(naive) <= IN_PROCESS_MAX_NODES
