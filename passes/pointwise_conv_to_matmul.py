@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.scan_forms.builder import GraphBuilder
+from passes.graph_builder import GraphBuilder
 from patterns.graph_query import producer
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
