@@ -169,6 +169,7 @@ def test_projection_and_residual_stay_int8_and_bad_float_mode_is_refused():
     ((3072, 6, 1), 4, False),     # dt_proj: 3072 = 48 x 64 channels
     ((192, 1, 3, 3), 192, False),  # depthwise
     ((104, 768, 1), 1, False),    # not grouped
+    ((56, 96, 1), 4, False),      # stage 1's x_proj: 56 <= 64 lanes, compiled in INT8
 ])
 def test_int8_conv_kernel_rule(weight_shape, group, refused):
     weights = {"w": numpy_helper.from_array(np.zeros(weight_shape, np.float32), "w")}

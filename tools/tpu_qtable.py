@@ -73,17 +73,17 @@ def _is_projection(node: onnx.NodeProto, initializers: set[str]) -> bool:
 
 
 def _int8_conv_refused(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto], lanes: int) -> bool:
-    """A grouped (not depthwise) Conv whose output channels are no multiple of the NPU lanes.
+    """A grouped (not depthwise) Conv with more output channels than NPU lanes, no multiple of them.
 
     BM1684X's INT8 conv kernel asserts ``ocslice % NPU_NUM == 0 || groups * oc <= NPU_NUM``
     (nodechip_conv_quant_parallel.c.h:1020): VMamba-T's x_proj, a Conv with 4 groups and
-    104 or 200 output channels, stopped its INT8 codegen there."""
+    104 or 200 output channels, stopped its INT8 codegen there; with 32 or 56 it compiled."""
     if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
         return False
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     out_channels, in_per_group = weights[node.input[1]].dims[0], weights[node.input[1]].dims[1]
     depthwise = in_per_group == 1 and group == out_channels
-    return group > 1 and not depthwise and out_channels % lanes != 0
+    return group > 1 and not depthwise and out_channels > lanes and out_channels % lanes != 0
 
 
 def precise_nodes(model: onnx.ModelProto, lanes: int = DEFAULT_LANES) -> list[PreciseNode]:
