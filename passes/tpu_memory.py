@@ -1,4 +1,4 @@
-"""What one BM1684X NPU lane holds of a tensor: the local-memory model split-cumsum and tpu-legality share.
+"""What one NPU lane holds of a tensor: the local-memory model split-cumsum and tpu-legality share.
 
 tpu-mlir runs CumSum as a global op whose kernel asserts when its input is too large; the
 limit measured (docs/TPU.md, "CumSum size limit") is a number of elements per NPU lane, with
@@ -24,6 +24,10 @@ class CumSumLimit:
 CHIP_LIMITS = {
     "bm1684x": CumSumLimit(4096, 64, "F32: [1,1,4096] compiles, [1,1,4097] not; [1,128,2048] / [1,128,2049]; "
                                      "[2,64,2048] / [2,64,2049]"),
+    "bm1688": CumSumLimit(8192, 32, "F32: [1,1,8192] compiles, [1,1,8193] not; [1,32,8192] / [1,33,8192]; "
+                                    "[1,64,4096] / [1,64,4097]"),
+    "cv186x": CumSumLimit(8192, 32, "F32: [1,1,8192] compiles, [1,1,8193] not; [1,32,8192] / [1,33,8192]; "
+                                    "[1,64,4096] / [1,64,4097]"),
 }
 DEFAULT_BUDGET = CHIP_LIMITS["bm1684x"].budget  # elements per NPU lane
 DEFAULT_LANES = CHIP_LIMITS["bm1684x"].lanes

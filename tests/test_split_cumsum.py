@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from passes.base import PassContext
 from passes.graph_io import graph_to_model
 from passes.split_cumsum import SplitCumSum, even_bounds, plan_split
-from passes.tpu_memory import footprint
+from passes.tpu_memory import CHIP_LIMITS, footprint
 from passes.verify import run_model
 
 ELEM = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE}
@@ -98,6 +98,30 @@ def test_footprint_model_matches_measurements_on_bm1684x():
                 ((16384,), 0): False}
     for (shape, axis), compiled in measured.items():
         assert (footprint(shape, axis, 64) <= 4096) == compiled, (shape, axis)
+
+
+@pytest.mark.parametrize("chip", ["bm1684x", "bm1688", "cv186x"])
+def test_chip_table_matches_its_measurements(chip):
+    """tools.tpu_cumsum_ceiling's compiles per chip (tpu-mlir 1.30.2, F32; docs/TPU.md)."""
+    measured = {
+        "bm1684x": {(1, 1, 4096): True, (1, 1, 4097): False, (1, 128, 2048): True, (1, 128, 2049): False,
+                    (2, 64, 2048): True, (2, 64, 2049): False},
+        "bm1688": {(1, 1, 8192): True, (1, 1, 8193): False, (1, 17, 8192): True, (1, 32, 8192): True,
+                   (1, 33, 8192): False, (1, 64, 4096): True, (1, 64, 4097): False, (1, 1, 16384): False},
+        "cv186x": {(1, 1, 8192): True, (1, 1, 8193): False, (1, 17, 8192): True, (1, 32, 8192): True,
+                   (1, 33, 8192): False, (1, 64, 4096): True, (1, 64, 4097): False, (1, 1, 16384): False},
+    }[chip]
+    limit = CHIP_LIMITS[chip]
+    for shape, compiled in measured.items():
+        assert (footprint(shape, 2, limit.lanes) <= limit.budget) == compiled, (chip, shape)
+
+
+def test_chip_pipelines_carry_their_budget():
+    from pipelines import get_pipeline
+
+    for name, text in (("tpu", "split-cumsum{budget=4096,lanes=64}"), ("tpu-bm1688", "split-cumsum{budget=8192,lanes=32}"),
+                       ("tpu-cv186x", "split-cumsum{budget=8192,lanes=32}")):
+        assert text in str(get_pipeline(name)), name
 
 
 shapes_and_axes = st.integers(1, 5).flatmap(lambda rank: st.tuples(

@@ -22,7 +22,7 @@ DEFAULT_VENV = REPO_ROOT / ".tpu-venv"
 
 # NPU lanes per chip (the channel axis is spread over them); measured with
 # tools.tpu_cumsum_ceiling (docs/TPU.md, "More chips").
-NPU_LANES = {"bm1684x": 64}
+NPU_LANES = {"bm1684x": 64, "bm1688": 32, "cv186x": 32}
 
 
 class ToolchainError(Exception):
