@@ -38,7 +38,7 @@ tpu-setup:
 	bash tools/tpu_setup.sh $(TPU_VENV)
 
 # Export micro, run the tpu pipeline, compile for BM1684X F32 and check cosine >= 0.9999 (~5 min cold);
-# micro-digits INT8 with the scan in BF16 on 10 held-out digits (~5 min).
+# micro-digits INT8 with the scan in BF16 on 10 held-out digits (~6 min).
 tpu-check-micro: $(STAMP) tpu-setup
 	TPU_CHECK=1 TPU_VENV=$(TPU_VENV) $(PY) -m pytest -q -m tpu tests/test_tpu_check.py tests/test_tpu_int8.py
 

@@ -2,7 +2,7 @@
 calibrated on digits training images, the scan kept in BF16, accuracy on held-out images.
 
 Runs only when the tpu-mlir venv is installed (.tpu-venv/ or $TPU_VENV) or TPU_CHECK=1.
-CI: about 5 minutes on 2 cores (one batch-10 cmodel run is most of it).
+CI: 6 min 18 s on the loaded dev 2-core machine (one batch-10 cmodel run is most of it).
 """
 from __future__ import annotations
 
