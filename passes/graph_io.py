@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+from onnx.external_data_helper import uses_external_data
 
-from passes.one_line import one_line
+from passes.files import DestinationError, check_destination, is_same_file
+from passes.one_line import one_line, printable
 
 
 class GraphIOError(Exception):
@@ -24,11 +26,11 @@ class GraphIOError(Exception):
 
 
 class InputError(GraphIOError):
-    """The input is missing, not an ONNX model, truncated, or its external data is missing."""
+    """The input is missing, not an ONNX model, truncated, or its external data is missing or unsafe."""
 
 
 class OutputError(GraphIOError):
-    """The output cannot be written (unwritable place, or it would overwrite the input)."""
+    """The output cannot be written (unwritable place, not a regular file, or a file this run reads)."""
 
 
 @dataclass
@@ -37,36 +39,44 @@ class LoadedModel:
     path: Path
     # True when the file kept its weights in external data files; outputs keep that form.
     used_external_data: bool
+    # The external data files read (resolved paths): a run never writes over them.
+    data_files: list[Path] = field(default_factory=list)
 
 
 def read_model(path: str | os.PathLike) -> LoadedModel:
-    """Load a model with its external data, turning every failure into a one-line InputError."""
+    """Load a model with its external data, turning every failure into a one-line InputError.
+
+    External data is read for every tensor of every graph, If/Loop/Scan bodies and functions
+    included, from the model's folder only: a location that is absolute, climbs out with ``..``
+    or leads out through a symbolic link is refused, so a hostile model cannot read other files.
+    The loaded model refers to no file any more: nothing is left for ONNX Runtime to resolve
+    against the working directory.
+    """
     path = Path(path)
+    shown = printable(path)
     if not path.exists():
-        raise InputError(f"input file not found: {path}")
+        raise InputError(f"input file not found: {shown}")
     if path.is_dir():
-        raise InputError(f"input is a directory, not an ONNX file: {path}")
+        raise InputError(f"input is a directory, not an ONNX file: {shown}")
+    if not path.is_file():
+        raise InputError(f"input is not a regular file: {shown}")
     try:
         # Structure first: we need to see whether tensors live outside the file before
         # onnx rewrites them to inline data while loading.
         model = onnx.load(str(path), load_external_data=False)
     except DecodeError as error:
-        raise InputError(f"not an ONNX file, or truncated: {path} ({one_line(error, limit=300)})") from None
+        raise InputError(f"not an ONNX file, or truncated: {shown} ({one_line(error, limit=300)})") from None
     except Exception as error:  # onnx wraps protobuf errors differently across versions
-        raise InputError(f"cannot read {path} as ONNX: {one_line(error, limit=300)}") from None
+        raise InputError(f"cannot read {shown} as ONNX: {one_line(error, limit=300)}") from None
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
-        raise InputError(f"not an ONNX model (no graph or version found): {path}")
+        raise InputError(f"not an ONNX model (no graph or version found): {shown}")
     if not model.opset_import:
         # Required by every IR version we read; a file cut right after its graph parses without it.
-        raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {path}")
+        raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {shown}")
 
-    external = any(uses_external_data(t) for t in _all_initializers(model))
-    if external:
-        try:
-            load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as error:
-            raise InputError(f"external data of {path} could not be read: {one_line(error, limit=300)}") from None
-    return LoadedModel(model=model, path=path, used_external_data=external)
+    external = [tensor for tensor in all_tensors(model) if uses_external_data(tensor)]
+    data_files = _load_external_data(external, path) if external else []
+    return LoadedModel(model=model, path=path, used_external_data=bool(external), data_files=data_files)
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -74,42 +84,148 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return read_model(path).model
 
 
-def _all_initializers(model: onnx.ModelProto):
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
+def all_graphs(graph: onnx.GraphProto):
+    """``graph`` and every graph nested in its nodes' attributes (If/Loop/Scan bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        yield from _attribute_graphs(node)
 
 
-def is_same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+def _attribute_graphs(node: onnx.NodeProto):
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield from all_graphs(attribute.g)
+        for subgraph in attribute.graphs:
+            yield from all_graphs(subgraph)
+
+
+def _node_tensors(node: onnx.NodeProto):
+    for attribute in node.attribute:
+        if attribute.HasField("t"):
+            yield attribute.t
+        yield from attribute.tensors
+        for sparse in ([attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []) + list(attribute.sparse_tensors):
+            yield sparse.values
+            yield sparse.indices
+
+
+def all_tensors(model: onnx.ModelProto):
+    """Every TensorProto of the model: initializers (sparse too) and tensor attributes, in every
+    graph and subgraph and in the model's functions."""
+    graphs = list(all_graphs(model.graph))
+    for function in model.functions:
+        for node in function.node:
+            graphs.extend(_attribute_graphs(node))
+    for graph in graphs:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            yield from _node_tensors(node)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _external_location(folder: Path, location: str, tensor_name: str) -> Path:
+    """The file a tensor's ``location`` names, if it stays inside ``folder`` (links resolved)."""
+    shown = f"external data '{printable(location)}' of tensor '{printable(tensor_name)}'"
+    if not location or "\x00" in location:
+        raise InputError(f"{shown}: empty or invalid location")
+    parts = location.replace("\\", "/").split("/")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
+        raise InputError(f"{shown}: absolute locations are refused (data must sit in the model's folder)")
+    if ".." in parts:
+        raise InputError(f"{shown}: '..' leaves the model's folder; refused")
+    base = os.path.realpath(folder)
+    resolved = os.path.realpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, resolved]) != base:
+        raise InputError(f"{shown}: leads out of the model's folder through a symbolic link; refused")
+    return Path(resolved)
+
+
+def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    if tensor.data_type in _FOUR_BIT_TYPES:
+        return (count + 1) // 2
+    try:
+        return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:   # strings, unknown types: no fixed size
+        return None
+
+
+_FOUR_BIT_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)}
+
+
+def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> list[Path]:
+    """Read each tensor's bytes into the tensor (checking bounds and sizes); the files read."""
+    folder = model_path.parent if str(model_path.parent) else Path(".")
+    opened: dict[Path, tuple] = {}
+    try:
+        for tensor in tensors:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            name = printable(tensor.name)
+            file_path = _external_location(folder, info.get("location", ""), tensor.name)
+            if file_path not in opened:
+                try:
+                    # O_NONBLOCK: opening a named pipe must not wait for a writer; we refuse it below.
+                    fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError as error:
+                    raise InputError(f"external data of {printable(model_path)} could not be read: "
+                                     f"{printable(info.get('location'))}: {printable(error.strerror or error)}") from None
+                status = os.fstat(fd)
+                if not stat.S_ISREG(status.st_mode):
+                    os.close(fd)
+                    raise InputError(f"external data '{printable(info.get('location'))}' of tensor '{name}' "
+                                     "is not a regular file; refused")
+                opened[file_path] = (os.fdopen(fd, "rb"), status.st_size)
+            handle, size = opened[file_path]
+            try:
+                offset = int(info.get("offset", "0"))
+                length = int(info["length"]) if "length" in info else size - offset
+            except ValueError:
+                raise InputError(f"external data of tensor '{name}': offset/length are not integers") from None
+            if offset < 0 or length < 0 or offset + length > size:
+                raise InputError(f"external data of tensor '{name}': bytes {offset}..{offset + length} lie outside "
+                                 f"'{printable(info.get('location'))}' ({size} bytes; truncated?)")
+            expected = _expected_bytes(tensor)
+            if expected is not None and length != expected:
+                raise InputError(f"external data of tensor '{name}' holds {length} bytes; its type and shape "
+                                 f"need {expected}")
+            handle.seek(offset)
+            tensor.raw_data = handle.read(length)
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    finally:
+        for handle, _ in opened.values():
+            handle.close()
+    return list(opened)
 
 
 def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
-                      allow_overwrite_input: bool = False) -> Path:
-    """Fail early (before minutes of work) if the output cannot be written."""
+                      allow_overwrite_input: bool = False, external_data: bool = False) -> Path:
+    """Fail early (before minutes of work) if the output cannot be written: its folder is missing or
+    takes no file, it (or its ``.data`` file with ``external_data``) exists and is not a regular file,
+    or it is the input without ``allow_overwrite_input``."""
     output = Path(output)
     if input_path is not None and not allow_overwrite_input and is_same_file(output, input_path):
-        raise OutputError(f"output {output} is the input file; pass --in-place to overwrite it")
-    if output.is_dir():
-        raise OutputError(f"output is a directory: {output}")
-    directory = output.parent if str(output.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"output directory does not exist: {directory}")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {directory}")
-    # os.access says yes to root everywhere, and knows nothing of read-only or special file
-    # systems: create (and remove) a file there to be sure before minutes of work.
+        raise OutputError(f"output {printable(output)} is the input file; pass --in-place to overwrite it")
     try:
-        with tempfile.NamedTemporaryFile(prefix=f".{output.name}.probe-", dir=directory):
-            pass
-    except OSError as error:
-        raise OutputError(f"output directory is not writable: {directory} ({one_line(error, limit=300)})") from None
+        check_destination(output)
+        if external_data:
+            check_destination(external_data_path(output), "output data file")
+    except DestinationError as error:
+        raise OutputError(str(error)) from None
     return output
+
+
+def external_data_path(output: str | os.PathLike) -> Path:
+    """Where ``save_model_atomic(..., external_data=True)`` puts the weights of ``output``."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.data")
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
@@ -117,16 +233,18 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
                       allow_overwrite_input: bool = False) -> Path:
     """Write ``model`` so that ``path`` is either the complete new model or untouched.
 
-    The model is written in a temporary directory beside the target and moved into place
-    with ``os.replace`` (atomic on one file system). With ``external_data`` the weights go to
-    ``<name>.data`` beside the model, moved in before the model itself.
+    The model is written in a private temporary directory beside the target (``mkdtemp``: a
+    unique name, mode 0700) and moved into place with ``os.replace`` (atomic on one file
+    system). With ``external_data`` the weights go to ``<name>.data`` beside the model, moved
+    in before the model itself.
     """
-    path = check_output_path(path, input_path=input_path, allow_overwrite_input=allow_overwrite_input)
+    path = check_output_path(path, input_path=input_path, allow_overwrite_input=allow_overwrite_input,
+                             external_data=external_data)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=directory))
     except OSError as error:
-        raise OutputError(f"cannot write in {directory}: {one_line(error, limit=300)}") from None
+        raise OutputError(f"cannot write in {printable(directory)}: {one_line(error, limit=300)}") from None
     try:
         staged_model = staging / path.name
         if external_data:
@@ -134,7 +252,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
             # caller's model stays self-contained.
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
-            data_name = f"{path.name}.data"
+            data_name = external_data_path(path).name
             onnx.save_model(copy, str(staged_model), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
             if (staging / data_name).exists():
@@ -143,7 +261,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
             onnx.save_model(model, str(staged_model))
         os.replace(staged_model, path)
     except (OSError, ValueError) as error:
-        raise OutputError(f"cannot write {path}: {one_line(error, limit=300)}") from None
+        raise OutputError(f"cannot write {printable(path)}: {one_line(error, limit=300)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

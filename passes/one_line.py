@@ -1,17 +1,44 @@
 """Errors shown to a user are one line: ``one_line(error)`` and ``OneLineArgumentParser`` are the
-only spellings of that rule (the export CLIs and tools use them too)."""
+only spellings of that rule (the export CLIs and tools use them too).
+
+Text from outside (node, tensor and output names, op types, paths, checkpoint keys) goes through
+``printable`` before it is echoed: a newline in a name would split a one-line ``error:`` message
+into two (a reader, or a script that greps for ``error:``, sees a fake second error), an ESC would
+drive the terminal, a bidi override would show the line in another order than it is.
+``one_line`` applies it to the whole message.
+"""
 from __future__ import annotations
 
 import argparse
+import re
 from typing import NoReturn
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    character = match.group()
+    if character in _NAMED:
+        return _NAMED[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` (``str()`` of it) with every control character written as an escape: ``\\n``, ``\\x1b``."""
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 def one_line(error: BaseException | str, limit: int | None = None) -> str:
-    """The message with its whitespace (newlines included) collapsed, cut to ``limit`` characters.
+    """The message with its whitespace (newlines included) collapsed and the other control characters
+    escaped (``printable``), cut to ``limit`` characters. Names inside a message are best escaped
+    where they are put in (``printable(name)``), so that a newline in one shows as ``\\n``.
 
     An exception without a message is named by its type, so the line is never empty.
     """
-    text = " ".join(str(error).split())
+    text = printable(" ".join(str(error).split()))
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text[:limit] if limit is not None else text

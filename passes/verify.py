@@ -6,6 +6,7 @@ are ignored. ``find_reference_beside("naive.onnx")`` looks for ``naive.ref.npz``
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 import onnx
+from onnx.external_data_helper import uses_external_data
 
-from passes.one_line import one_line
+from passes.graph_io import all_tensors
+from passes.one_line import one_line, printable
 
 
 class VerificationError(Exception):
@@ -62,6 +65,10 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     import onnxruntime as ort
 
     if isinstance(model_or_path, onnx.ModelProto):
+        # ORT would resolve external data of a serialized model against the working directory.
+        if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
+            raise VerificationError("the model still refers to external data files; load it with "
+                                    "passes.graph_io.read_model first")
         source = model_or_path.SerializeToString()
         node_count = len(model_or_path.graph.node)
         label = f"{node_count} nodes"
@@ -97,6 +104,11 @@ def compare(outputs: Mapping[str, np.ndarray], references: Mapping[str, np.ndarr
             continue
         actual = np.asarray(outputs[name])
         expected = np.asarray(expected)
+        if actual.dtype.kind not in "biuf" or expected.dtype.kind not in "biuf":
+            comparisons.append(OutputComparison(
+                name, float("inf"), float("inf"), rtol_l2, False,
+                f"{actual.dtype} vs expected {expected.dtype}: only real numbers and booleans can be compared"))
+            continue
         if actual.shape != expected.shape:
             comparisons.append(OutputComparison(
                 name, float("inf"), float("inf"), rtol_l2, False,
@@ -123,25 +135,76 @@ def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
+def _names(names) -> str:
+    return ", ".join(printable(name) for name in names)
+
+
 def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Split a reference npz into (feeds, expected outputs) by the model's input/output names."""
+    """Split a reference npz into (feeds, expected outputs) by the model's input/output names.
+
+    Refused (``ReferenceDataError``): a file that is not an npz or has a corrupt member; arrays the
+    model uses that are not real numbers or booleans (complex values would lose their imaginary
+    part, objects need pickle, strings cannot be compared); inputs whose type or static shape the
+    model does not take; expected outputs with NaN or infinity.
+    """
+    shown = printable(npz_path)
+    input_names, output_names = _graph_io_names(model)
     try:
         archive = np.load(npz_path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ReferenceDataError(f"cannot read reference {npz_path}: {one_line(error)}") from None
-    with archive:
-        data = {key: archive[key] for key in archive.files}
-    input_names, output_names = _graph_io_names(model)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an npz archive of named arrays")
+        with archive:
+            keys = list(archive.files)
+            # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
+            data = {key: archive[key] for key in keys if key in input_names or key in output_names}
+    except Exception as error:   # not a zip, a truncated or corrupt member (BadZipFile, zlib.error, EOFError), pickle
+        raise ReferenceDataError(f"cannot read reference {shown}: {one_line(error)}") from None
+    for name, array in data.items():
+        if array.dtype.kind not in "biuf":
+            raise ReferenceDataError(f"reference {shown}: array '{printable(name)}' is {array.dtype} "
+                                 "(only real numbers and booleans can be compared)")
     feeds = {name: data[name] for name in input_names if name in data}
     expected = {name: data[name] for name in output_names if name in data}
     missing_inputs = [name for name in input_names if name not in data]
     if missing_inputs:
-        raise ReferenceDataError(f"reference {npz_path} lacks model input(s): {', '.join(missing_inputs)}")
+        raise ReferenceDataError(f"reference {shown} lacks model input(s): {_names(missing_inputs)}")
     if not expected:
         raise ReferenceDataError(
-            f"reference {npz_path} has none of the model outputs ({', '.join(output_names)}); keys: {', '.join(data)}")
+            f"reference {shown} has none of the model outputs ({_names(output_names)}); keys: {_names(keys)}")
+    _check_feeds_fit(shown, feeds, model)
+    for name, array in expected.items():
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise ReferenceDataError(f"reference {shown}: expected output '{printable(name)}' holds NaN or infinity")
     return feeds, expected
+
+
+def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> None:
+    """Each feed has the element type and the rank and static sizes the graph input declares."""
+    for value in model.graph.input:
+        if value.name not in feeds or not value.type.HasField("tensor_type"):
+            continue
+        array, tensor_type = feeds[value.name], value.type.tensor_type
+        try:
+            wanted = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        except Exception:
+            wanted = None
+        if wanted is not None and array.dtype != wanted:
+            raise ReferenceDataError(f"reference {shown}: input '{printable(value.name)}' is {array.dtype}; "
+                                 f"the model takes {wanted}")
+        if tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+            if len(dims) != array.ndim or any(d is not None and d != n for d, n in zip(dims, array.shape)):
+                declared = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+                raise ReferenceDataError(f"reference {shown}: input '{printable(value.name)}' has shape "
+                                     f"{list(array.shape)}; the model takes {declared}")
+
+
+def check_tolerance(tolerance: float) -> float:
+    """A usable relative-L2 tolerance: finite and >= 0 (NaN would fail every comparison)."""
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    return tolerance
 
 
 def find_reference_beside(model_path: str | os.PathLike) -> Path | None:

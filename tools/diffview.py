@@ -14,12 +14,14 @@ Exit codes: 0 ok, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 import onnx
+
+from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.one_line import printable
 
 
 class DiffError(Exception):
@@ -27,15 +29,22 @@ class DiffError(Exception):
 
 
 def _load(path: str) -> onnx.ModelProto:
+    from passes.model_check import InvalidModelError, check_model
+
+    shown = printable(path)
     if not Path(path).is_file():
-        raise DiffError(f"not a file: {path}")
+        raise DiffError(f"not a file: {shown}")
     try:
         # Weights in external files are not needed: large constants print as type and shape.
         model = onnx.load(path, load_external_data=False)
     except Exception as error:
-        raise DiffError(f"not an ONNX file, or truncated: {path} ({' '.join(str(error).split())[:200]})") from None
+        raise DiffError(f"not an ONNX file, or truncated: {shown} ({printable(' '.join(str(error).split())[:200])})") from None
     if not model.HasField("graph"):
-        raise DiffError(f"not an ONNX model (no graph): {path}")
+        raise DiffError(f"not an ONNX model (no graph): {shown}")
+    try:
+        check_model(model)
+    except InvalidModelError as error:
+        raise DiffError(f"{shown}: {error}") from None
     return model
 
 
@@ -63,9 +72,9 @@ def text_report(before_path: str, after_path: str, description: dict, before_ops
     for group in description["groups"]:
         kinds[group_kind(group)] += group["count"]
     lines = [
-        f"before: {before_path} ({sum(before_ops.values()):,} nodes)",
-        f"after:  {after_path} ({sum(after_ops.values()):,} nodes)",
-        f"op histogram: {format_delta(delta)}",
+        printable(f"before: {before_path} ({sum(before_ops.values()):,} nodes)"),
+        printable(f"after:  {after_path} ({sum(after_ops.values()):,} nodes)"),
+        printable(f"op histogram: {format_delta(delta)}"),
         f"{_count(description['regions'], 'region')} in {_count(description['groups_total'], 'group')}: "
         f"{kinds['changed']:,} changed, {kinds['removed']:,} removed, {kinds['added']:,} added",
         "",
@@ -84,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         before, after = _load(args.before), _load(args.after)
-    except DiffError as error:
+        if args.output:   # before the work, so a bad destination costs nothing and leaves nothing
+            check_destination(args.output)
+    except (DiffError, DestinationError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
     description, before_ops, after_ops = diff_models(before, after)
@@ -94,16 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         from passes.report.html import render_diff_html
 
         page = render_diff_html(args.before, args.after, before_ops, after_ops, description)
-        output = Path(args.output)
-        temporary = output.with_name(f".{output.name}.tmp")
         try:
-            temporary.write_text(page, encoding="utf-8")
-            os.replace(temporary, output)
+            write_text_atomic(args.output, page)
         except OSError as error:
-            sys.stderr.write(f"error: cannot write {output}: {' '.join(str(error).split())}\n")
+            sys.stderr.write(f"error: cannot write {printable(args.output)}: {printable(' '.join(str(error).split()))}\n")
             return 2
         if not args.text:
-            print(f"wrote {output}")
+            print(f"wrote {printable(args.output)}")
     return 0
 
 

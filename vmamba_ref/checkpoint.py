@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .files import atomic_target
+from passes.files import atomic_target
+from passes.one_line import printable
 
 
 class CheckpointError(RuntimeError):
@@ -34,7 +35,7 @@ class LoadReport:
 
 
 def _listing(what: str, names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(printable(name) for name in names[:limit])   # keys of a crafted file may hold anything
     more = f", ... (+{len(names) - limit} more)" if len(names) > limit else ""
     return f"{what} {len(names)} key{'s' if len(names) != 1 else ''}: {shown}{more}"
 
@@ -91,16 +92,42 @@ def _restricted_load(path: str) -> object:
                 return _skipped_type(f"{module}.{name}")
 
             def persistent_load(self, pid):
+                # torch writes ('storage', storage type, key, location, numel); anything else is crafted.
+                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
+                    raise CheckpointError(f"{path}: not a checkpoint (bad persistent id {str(pid)[:60]})")
                 typename, storage_type, key, location, numel = pid
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     dtype = storage_type.dtype if hasattr(storage_type, "dtype") else torch.float32
                 if key not in storages:
-                    raw = zf.read(f"{root}data/{key}")
+                    member = f"{root}data/{key}"
+                    if member not in names:
+                        raise CheckpointError(f"{path}: not a checkpoint (storage {key[:60]} is missing from the archive)")
+                    raw = zf.read(member)
                     storages[key] = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
                 return torch.storage.TypedStorage(wrap_storage=storages[key], dtype=dtype, _internal=True)
 
-        return Unpickler(io.BytesIO(zf.read(pkl_names[0]))).load()
+        try:
+            return Unpickler(io.BytesIO(zf.read(pkl_names[0]))).load()
+        except CheckpointError:
+            raise
+        except Exception as exc:   # truncated or crafted pickle, corrupt member, tensors outside their storage
+            raise CheckpointError(f"{path}: not a checkpoint (unpickling failed: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+
+
+def _weights_only_reason(exc: pickle.UnpicklingError) -> str:
+    """torch wraps the unpickler's error in a paragraph of advice; keep the error itself."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:120] if lines else type(exc).__name__
 
 
 def _strip_skipped(obj, path: str, skipped: list[str]):
@@ -128,9 +155,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], L
             warnings.simplefilter("ignore")   # e.g. "Detected pickle protocol 4"
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-            raise CheckpointError(f"{path}: not a checkpoint ({first[:120]})") from None
+        # Only a global that weights_only refuses (a config object, an optimizer class) is worth the
+        # restricted loader; any other failure (a truncated or crafted pickle) is the file's fault.
+        if "Unsupported global" not in str(exc):
+            reason = _weights_only_reason(exc)
+            raise CheckpointError(f"{path}: not a checkpoint ({reason})") from None
         obj = _strip_skipped(_restricted_load(path), "", skipped)
     except CheckpointError:
         raise

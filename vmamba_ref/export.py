@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from passes.one_line import OneLineArgumentParser
+from passes.files import DestinationError, atomic_target, check_destination, check_not_read
+from passes.interrupts import exit_code, sigterm_as_interrupt
+from passes.one_line import OneLineArgumentParser, one_line, printable
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
-from .files import atomic_target
 from .model import VSSM, build_model, set_scan
 from .scan import INDEXES, READOUTS, add_step_hook, remove_step_hook
 
@@ -99,10 +100,19 @@ def default_opset(exporter: str) -> int:
 
 
 def validate_request(path: Path, *, opset: int, readout: str, index: str, dynamic_batch: bool,
-                     exporter: str = "torchscript") -> None:
-    """Raise ExportError (one line) for requests that cannot be exported."""
-    if not path.parent.is_dir():
-        raise ExportError(f"output folder {path.parent} does not exist")
+                     exporter: str = "torchscript", reads: tuple = ()) -> None:
+    """Raise ExportError (one line) for requests that cannot be exported, before the (long) export.
+
+    Both destinations, ``path`` and its ``.ref.npz``, must be absent or regular files in a folder
+    that takes files, and neither may be a file the export reads (``reads``: (role, path) pairs,
+    e.g. the checkpoint).
+    """
+    for destination, what in ((Path(path), "output"), (ref_path_for(path), "reference output")):
+        try:
+            check_destination(destination, what)
+            check_not_read(destination, reads, what)
+        except DestinationError as error:
+            raise ExportError(str(error)) from None
     if not 12 <= opset <= 18:
         raise ExportError(f"opset must be in 12..18, got {opset}")
     if exporter not in EXPORTERS:
@@ -286,8 +296,23 @@ def _build(args) -> tuple[VSSM, torch.Tensor | None]:
     return model, sample
 
 
+def _checkpoint_read(args) -> tuple:
+    """(role, path) of the weights file the export will read, for the destination checks."""
+    if args.ckpt is not None:
+        return (("checkpoint", args.ckpt),)
+    if args.model == "micro-digits":
+        from . import DIGITS_WEIGHTS
+        return (("embedded weights file", DIGITS_WEIGHTS),)
+    return ()
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return _main(args)
+
+
+def _main(args) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -297,7 +322,7 @@ def main(argv=None) -> int:
             raise ExportError(f"--batch must be >= 1, got {args.batch}")
         opset = default_opset(args.exporter) if args.opset is None else args.opset
         validate_request(args.output, opset=opset, readout=args.readout, index=args.index,
-                         dynamic_batch=args.dynamic_batch, exporter=args.exporter)
+                         dynamic_batch=args.dynamic_batch, exporter=args.exporter, reads=_checkpoint_read(args))
         if args.scan != "sequential" and (args.readout, args.index) != ("einsum", "gather"):
             raise ExportError("--readout and --index apply to --scan sequential only")
         model, sample = _build(args)
@@ -316,15 +341,14 @@ def main(argv=None) -> int:
                                   sample=sample, check=not args.no_check, exporter=args.exporter, status=status,
                                   scan=args.scan)
     except (ConfigError, CheckpointError, ExportError, OSError) as exc:
-        msg = " ".join(str(exc).split())
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("error: interrupted (no file written)", file=sys.stderr)
-        return 130
+        return exit_code(interrupt)
     top = ", ".join(f"{op} {n}" for op, n in sorted(result.op_histogram.items(), key=lambda kv: -kv[1])[:8])
-    print(f"wrote {result.onnx_path} ({result.nodes} nodes; {top}) in {result.export_seconds:.1f}s "
-          f"and {result.ref_path}")
+    print(f"wrote {printable(result.onnx_path)} ({result.nodes} nodes; {top}) in {result.export_seconds:.1f}s "
+          f"and {printable(result.ref_path)}")
     for label, m in result.checks.items():
         extra = f", rel L2 vs float64 {m['rel_l2_vs_float64']:.2e}" if "rel_l2_vs_float64" in m else ""
         print(f"onnxruntime vs PyTorch at {label}: max abs logit diff {m['max_abs']:.2e}, rel L2 {m['rel_l2']:.2e}{extra}")

@@ -25,11 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from passes.one_line import OneLineArgumentParser
+from passes.files import atomic_target
+from passes.interrupts import exit_code, sigterm_as_interrupt
+from passes.one_line import OneLineArgumentParser, one_line, printable
 
 from .export import (EXPORTERS, ExportError, default_opset, ref_path_for, rel_l2, torch_onnx_export,
                      validate_request)
-from .files import atomic_target
 from .model import _dt_init
 from .scan import INDEXES, READOUTS, get_scan
 
@@ -157,6 +158,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
+    with sigterm_as_interrupt():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         if args.d_model < 1 or args.d_state < 1:
             raise ExportError("--d-model and --d-state must be >= 1")
@@ -165,12 +171,12 @@ def main(argv=None) -> int:
                                       dynamic_batch=args.dynamic_batch, opset=args.opset, readout=args.readout,
                                       index=args.index, exporter=args.exporter, seed=args.seed)
     except (ExportError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("error: interrupted (no file written)", file=sys.stderr)
-        return 130
-    print(f"wrote {result.onnx_path} ({result.nodes} nodes) in {result.export_seconds:.1f}s and {result.ref_path}; "
+        return exit_code(interrupt)
+    print(f"wrote {printable(result.onnx_path)} ({result.nodes} nodes) in {result.export_seconds:.1f}s and {printable(result.ref_path)}; "
           f"onnxruntime vs PyTorch rel L2 {result.rel_l2:.2e}")
     return 0
 

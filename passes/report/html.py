@@ -243,8 +243,9 @@ def _verification_section(report: Mapping[str, Any]) -> str:
 def _region_data(descriptions: Mapping[int, Mapping[str, Any]]) -> str:
     data = {str(index): [group["instances"] for group in description["groups"]]
             for index, description in descriptions.items()}
-    # "</" would end the <script> element early; JSON allows "<\/".
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    # Inside <script> the HTML parser still acts on "</script" and on "<!--" (which can swallow
+    # the page's own script after it), so no "<" may appear raw: JSON spells it \u003c.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
 
 
 def _page(title: str, body: str, descriptions: Mapping[int, Mapping[str, Any]], footer: str) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from passes.one_line import printable
+
 
 def format_delta(delta: Mapping[str, int], limit: int | None = None) -> str:
     """"-8,918 Gather, +372 CumSum", biggest change first."""
@@ -29,7 +31,7 @@ def _net_ops(group: Mapping[str, Any]) -> dict[str, int]:
 
 def _lines(lines: list[list[str]], marker: str) -> list[str]:
     # Context lines are indented one more step so the region itself stands out.
-    return [f"  {marker} {'  ' if kind == 'context' else ''}{text}" for kind, text, _ in lines]
+    return [f"  {marker} {'  ' if kind == 'context' else ''}{printable(text)}" for kind, text, _ in lines]
 
 
 def regions_text(description: Mapping[str, Any], before_label: str = "before", after_label: str = "after") -> str:
@@ -38,8 +40,9 @@ def regions_text(description: Mapping[str, Any], before_label: str = "before", a
         instance = group["instances"][0]
         count = group["count"]
         multiplicity = f"x{count:,} identical, showing 1" if count > 1 else "1 rewrite"
-        out.append(f"== group {number}: {multiplicity} ({group_kind(group)}): {format_delta(_net_ops(group), 8)}")
-        out.append(f"   at {instance['anchor']}")
+        # Op types, names and attribute values come from the model: each line is escaped to stay one line.
+        out.append(printable(f"== group {number}: {multiplicity} ({group_kind(group)}): {format_delta(_net_ops(group), 8)}"))
+        out.append(f"   at {printable(instance['anchor'])}")
         out.append(f"  --- {before_label}: {_nodes(group['removed_nodes'])}")
         out += _lines(instance["before"], "-")
         out.append(f"  +++ {after_label}: {_nodes(group['added_nodes'])}")
@@ -47,8 +50,8 @@ def regions_text(description: Mapping[str, Any], before_label: str = "before", a
         out.append("")
     hidden = description.get("hidden_groups") or {}
     if hidden.get("groups"):
-        out.append(f"+ {hidden['groups']:,} more groups ({hidden['regions']:,} rewrites) not shown: "
-                   f"{format_delta(hidden.get('ops_delta', {}), 12)}")
+        out.append(printable(f"+ {hidden['groups']:,} more groups ({hidden['regions']:,} rewrites) not shown: "
+                             f"{format_delta(hidden.get('ops_delta', {}), 12)}"))
     return "\n".join(out)
 
 

@@ -11,15 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from passes.files import check_folder_destination, write_text_atomic
 from passes.report.grouping import regions_summary
 from passes.report.html import render_html
 from passes.report.schema import SCHEMA_VERSION
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _totals(run: Mapping[str, Any], recorder_seconds: float | None) -> dict[str, Any]:
@@ -68,14 +63,24 @@ def complete_report(report: dict[str, Any], region_descriptions: Mapping[int, di
     return completed
 
 
+REPORT_FILES = ("report.json", "index.html")
+
+
+def check_report_dir(directory: str | os.PathLike) -> Path:
+    """Before the work: DIR is a folder (or can be made) that takes files, and its report.json and
+    index.html are absent or regular files. Raises ``passes.files.DestinationError``."""
+    return check_folder_destination(directory, "--report folder", REPORT_FILES)
+
+
 def write_report_dir(directory: str | os.PathLike, report: dict[str, Any],
                      region_descriptions: Mapping[int, dict] | None = None,
                      intermediates: Mapping[int, str] | None = None,
                      recorder_seconds: float | None = None) -> dict[str, Any]:
-    """Write DIR/report.json and DIR/index.html; returns the completed report."""
-    directory = Path(directory)
+    """Write DIR/report.json and DIR/index.html; returns the completed report.
+    Raises ``passes.files.DestinationError`` (an OSError) when DIR cannot take them."""
+    directory = check_report_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     completed = complete_report(report, region_descriptions, intermediates, recorder_seconds)
-    _write_atomic(directory / "report.json", json.dumps(completed, indent=2, default=str) + "\n")
-    _write_atomic(directory / "index.html", render_html(completed, region_descriptions or {}))
+    write_text_atomic(directory / "report.json", json.dumps(completed, indent=2, default=str) + "\n", "report file")
+    write_text_atomic(directory / "index.html", render_html(completed, region_descriptions or {}), "report file")
     return completed

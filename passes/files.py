@@ -1,0 +1,169 @@
+"""Destinations: checked before the work, written atomically, never through a planted link.
+
+Rules every writer in the project follows (the model writer, the report, diffview, the export CLIs):
+
+- A destination that exists must be a regular file (or a link to one): ``-o /dev/null`` or
+  ``-o fifo`` is refused, never replaced by a regular file.
+- Its folder must exist and take a new file (probed, since ``os.access`` says yes to root).
+- The data is written to a temporary file created exclusively (``O_CREAT | O_EXCL``, a unique
+  name, mode 0600) in the same folder, then renamed over the destination: a reader sees the old
+  file or the new one, a failure or an interrupt leaves neither half a file nor the temporary.
+  ``O_EXCL`` fails on any existing name, symlinks included, so a link planted in the folder is
+  never followed.
+
+All refusals are ``DestinationError`` (an ``OSError``) with a one-line message.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from passes.one_line import printable
+
+
+class DestinationError(OSError):
+    """A destination that must not or cannot be written; the message is one line."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "destination refused"
+
+
+_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def _folder(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse (``DestinationError``) a destination that exists and is not a regular file, or whose
+    folder is missing or takes no new file. Nothing is left behind by the check."""
+    path = Path(path)
+    shown = printable(path)
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        link = None
+    except OSError as error:
+        raise DestinationError(f"{what} {shown} cannot be examined: {printable(error.strerror or error)}") from None
+    if link is not None:
+        try:
+            target = os.stat(path)
+        except OSError:
+            raise DestinationError(f"{what} {shown} is a broken symbolic link") from None
+        if stat.S_ISDIR(target.st_mode):
+            raise DestinationError(f"{what} is a directory: {shown}")
+        if not stat.S_ISREG(target.st_mode):
+            raise DestinationError(f"{what} {shown} is {_kind(target.st_mode)}, not a regular file; "
+                                   "refusing to replace it")
+    check_folder_writable(_folder(path), what)
+    return path
+
+
+def is_same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """The same file (hard links and symbolic links included), or the same path if one is missing."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_not_read(destination: str | os.PathLike, read_files: Iterable[tuple[str, str | os.PathLike]],
+                   what: str = "output") -> None:
+    """Refuse a destination that is (or links to) a file the run reads; ``read_files``: (role, path)
+    pairs such as ("input", ...), ("external data file", ...), ("reference", ...), ("plugin", ...)."""
+    for role, read in read_files:
+        if is_same_file(destination, read):
+            raise DestinationError(f"{what} {printable(destination)} is the {role} {printable(read)}, which this "
+                                   "run reads; refusing to overwrite it")
+
+
+def check_folder_writable(folder: str | os.PathLike, what: str = "output") -> Path:
+    """The folder exists and a new file can be created in it (probed: ``os.access`` says yes to root
+    everywhere and knows nothing of read-only or special file systems)."""
+    folder = Path(folder)
+    shown = printable(folder)
+    if not folder.is_dir():
+        if folder.exists():
+            raise DestinationError(f"{what} directory is not a directory: {shown}")
+        raise DestinationError(f"{what} directory does not exist: {shown}")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".probe-", dir=folder):
+            pass
+    except OSError as error:
+        raise DestinationError(f"{what} directory is not writable: {shown} ({printable(error.strerror or error)})") from None
+    return folder
+
+
+def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterable[str] = ()) -> Path:
+    """A folder the run will write into (made if missing, with its parents): if it exists it is a
+    directory that takes files, and each of ``files`` in it is absent or a regular file; if not,
+    the nearest existing ancestor is a directory that takes files."""
+    folder = Path(folder)
+    shown = printable(folder)
+    if os.path.lexists(folder):
+        if not folder.is_dir():
+            kind = "a broken symbolic link" if not folder.exists() else _kind(os.stat(folder).st_mode)
+            raise DestinationError(f"{what} {shown} exists and is {kind}, not a directory")
+        check_folder_writable(folder, what)
+        for name in files:
+            check_destination(folder / name, f"{what} file")
+        return folder
+    ancestor = folder.absolute().parent
+    while not os.path.lexists(ancestor):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DestinationError(f"{what} {shown} cannot be made: {printable(ancestor)} is not a directory")
+    check_folder_writable(ancestor, what)
+    return folder
+
+
+def _normal_permissions(fd: int) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)   # mkstemp creates 0600; the result gets what open() would give
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", what: str = "output") -> Iterator[Path]:
+    """Yield the path of an exclusively created temporary file beside ``path``; it replaces ``path``
+    only if the block succeeds, and is removed in every case (errors, Ctrl-C, SIGTERM)."""
+    path = check_destination(path, what)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=_folder(path))
+    try:
+        _normal_permissions(fd)
+        os.close(fd)
+        fd = -1
+        yield Path(temporary)
+        check_destination(path, what)   # it may have changed during the work
+        os.replace(temporary, path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", what: str = "output", **open_args) -> Iterator[IO]:
+    """``open(path, mode)`` through an exclusive temporary file (see ``atomic_target``)."""
+    with atomic_target(path, ".tmp", what) as temporary, open(temporary, mode, **open_args) as handle:
+        yield handle
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") -> Path:
+    with atomic_open(path, "w", what, encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)

@@ -1,0 +1,156 @@
+"""Is this a model at all? The structural checks every input passes right after it is read.
+
+A model that breaks these rules is bad input (exit 2, one line naming the culprit), not a
+verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-rewrite it.
+
+- IR version and default-domain opset no newer than the installed onnx knows;
+- every default-domain (and ai.onnx.ml) op exists at the model's opset;
+- single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
+  initializer), no graph output listed twice;
+- every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
+- no cycle.
+
+Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import onnx
+
+from passes.graph_io import InputError
+from passes.one_line import printable
+
+_CHECKED_DOMAINS = {"": "", "ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml"}
+
+
+class InvalidModelError(InputError):
+    """The file is ONNX, but not a valid model."""
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    return f"node '{printable(node.name)}' ({printable(node.op_type)})" if node.name else f"a {printable(node.op_type)} node"
+
+
+@lru_cache(maxsize=None)
+def _op_exists(op_type: str, version: int, domain: str) -> bool:
+    try:
+        onnx.defs.get_schema(op_type, version, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return True
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """Raise ``InvalidModelError`` (one line) if the model breaks a rule above."""
+    if model.ir_version > onnx.IR_VERSION:
+        raise InvalidModelError(f"IR version {model.ir_version} is newer than the newest this onnx reads ({onnx.IR_VERSION})")
+    opsets: dict[str, int] = {}
+    for entry in model.opset_import:
+        domain = _CHECKED_DOMAINS.get(entry.domain, entry.domain)
+        if domain in opsets and opsets[domain] != entry.version:
+            raise InvalidModelError(f"opset of domain '{printable(entry.domain)}' imported twice "
+                                    f"({opsets[domain]} and {entry.version})")
+        opsets[domain] = entry.version
+    newest = onnx.defs.onnx_opset_version()
+    if opsets.get("", 0) > newest:
+        raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
+    local_functions = {(function.domain, function.name) for function in model.functions}
+    _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
+
+
+def _subgraphs(node: onnx.NodeProto):
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute.name, attribute.g
+        for subgraph in attribute.graphs:
+            yield attribute.name, subgraph
+
+
+def _outer_names_read(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph (or its own subgraphs) read that it does not define itself."""
+    defined = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
+    defined |= {sparse.values.name for sparse in graph.sparse_initializer}
+    read: set[str] = set()
+    for node in graph.node:
+        read.update(name for name in node.input if name)
+        for _, subgraph in _subgraphs(node):
+            read |= _outer_names_read(subgraph)
+        defined.update(name for name in node.output if name)
+    return read - defined
+
+
+def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, int],
+                 functions: set, where: str) -> None:
+    defined: dict[str, str] = {}
+    for value in graph.input:
+        defined.setdefault(value.name, "a graph input")
+    for tensor in list(graph.initializer) + [sparse.values for sparse in graph.sparse_initializer]:
+        defined.setdefault(tensor.name, "an initializer")   # an initializer may also be listed as an input
+    producer: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        domain = _CHECKED_DOMAINS.get(node.domain)
+        if domain is not None and (node.domain, node.op_type) not in functions:
+            if domain not in opsets:
+                raise InvalidModelError(f"{_node_label(node)} in {where} uses domain '{printable(node.domain)}', "
+                                        "which the model does not import")
+            if not _op_exists(node.op_type, opsets[domain], domain):
+                raise InvalidModelError(f"{_node_label(node)} in {where}: no op '{printable(node.op_type)}' in "
+                                        f"opset {opsets[domain]} of domain '{printable(node.domain or 'ai.onnx')}'")
+        for name in node.output:
+            if not name:
+                continue
+            if name in producer or name in defined:
+                first = (_node_label(graph.node[producer[name]]) if name in producer else defined[name])
+                raise InvalidModelError(f"tensor '{printable(name)}' in {where} is produced twice: by {first} and "
+                                        f"by {_node_label(node)}")
+            producer[name] = index
+    seen_outputs: set[str] = set()
+    for value in graph.output:
+        if value.name in seen_outputs:
+            raise InvalidModelError(f"output name '{printable(value.name)}' is listed twice in {where}")
+        seen_outputs.add(value.name)
+        if value.name not in producer and value.name not in defined and value.name not in outer:
+            raise InvalidModelError(f"output '{printable(value.name)}' of {where} is produced by nothing")
+
+    # Kahn's algorithm over "node j reads what node i produces"; a subgraph's reads count for its node.
+    in_scope = outer | set(defined) | set(producer)
+    readers: dict[int, list[int]] = {}
+    waiting = [0] * len(graph.node)
+    node_reads: list[set[str]] = []
+    for index, node in enumerate(graph.node):
+        reads = {name for name in node.input if name}
+        node_reads.append(reads)
+        for attribute_name, subgraph in _subgraphs(node):
+            _check_graph(subgraph, outer=frozenset(in_scope), opsets=opsets, functions=functions,
+                         where=f"subgraph '{printable(attribute_name)}' of {_node_label(node)}")
+            reads |= _outer_names_read(subgraph)
+        for name in reads:
+            if name not in in_scope:
+                raise InvalidModelError(f"{_node_label(node)} in {where} reads '{printable(name)}', which nothing produces")
+            if name in producer:
+                readers.setdefault(producer[name], []).append(index)
+                waiting[index] += 1
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    done = 0
+    while ready:
+        index = ready.pop()
+        done += 1
+        for reader in readers.get(index, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    if done < len(graph.node):
+        raise InvalidModelError(f"{where} has a cycle through {_node_label(graph.node[_on_cycle(node_reads, producer, waiting)])}")
+
+
+def _on_cycle(node_reads: list[set[str]], producer: dict[str, int], waiting: list[int]) -> int:
+    """A node on a cycle: walk back from any node Kahn's algorithm left waiting, through producers
+    that are also left waiting, until a node repeats."""
+    index = next(i for i, count in enumerate(waiting) if count > 0)
+    visited: set[int] = set()
+    while index not in visited:
+        visited.add(index)
+        index = next(producer[name] for name in sorted(node_reads[index])
+                     if name in producer and waiting[producer[name]] > 0)
+    return index

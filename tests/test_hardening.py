@@ -1,0 +1,566 @@
+"""Hostile models and careless users (issue 12): what is read stays in the model's folder, what is
+written never replaces something that is not a regular file, never goes through a planted link,
+never leaves a temporary behind, and every bad input is one escaped line with exit 2.
+
+passes.apply runs as a process here (its exit code and stderr are the contract); the export
+CLIs run in process, except where a signal is sent.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, numpy_helper
+from test_cli import REPO, apply_cli, assert_one_line_error
+
+from passes.files import (DestinationError, atomic_target, check_destination, check_folder_destination,
+                          check_not_read, write_text_atomic)
+from passes.graph_io import InputError, read_model
+from passes.model_check import InvalidModelError, check_model
+from passes.one_line import printable
+from passes.verify import ReferenceDataError, VerificationError, check_tolerance, load_reference, run_model
+
+WEIGHT = np.arange(4, dtype=np.float32) + 0.5
+X = np.array([1.0, -2.0, 3.0, -4.0], np.float32)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# --- models whose weights live in a file, inside an If branch or at the top --------------------------
+
+def _external(array: np.ndarray, name: str, location: str, offset: int = 0, length: int | None = None) -> TensorProto:
+    tensor = numpy_helper.from_array(array, name)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": str(offset), "length": str(array.nbytes if length is None else length)}
+    for key, value in entries.items():
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def subgraph_weight_model(location: str = "w.bin", **external) -> onnx.ModelProto:
+    """y = If(true) then x + w else -x, with w stored in ``location``: only the branch has external data."""
+    then_branch = oh.make_graph([oh.make_node("Add", ["x", "w"], ["t"], name="add_w")], "then", [],
+                                [oh.make_tensor_value_info("t", TensorProto.FLOAT, [4])],
+                                initializer=[_external(WEIGHT, "w", location, **external)])
+    else_branch = oh.make_graph([oh.make_node("Neg", ["x"], ["e"], name="neg")], "else", [],
+                                [oh.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    nodes = [oh.make_node("Constant", [], ["cond"], name="cond", value=numpy_helper.from_array(np.array(True), "c")),
+             oh.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def top_weight_model(location: str = "w.bin") -> onnx.ModelProto:
+    graph = oh.make_graph([oh.make_node("Add", ["x", "w"], ["y"], name="add_w")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                          initializer=[_external(WEIGHT, "w", location)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def save_with_data(folder: Path, model: onnx.ModelProto, data_name: str | None = "w.bin") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if data_name:
+        (folder / data_name).write_bytes(WEIGHT.tobytes())
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_subgraph_external_data_is_read_from_the_model_folder_not_the_cwd(tmp_path):
+    model_path = save_with_data(tmp_path / "m", subgraph_weight_model())
+    np.savez(tmp_path / "m" / "model.ref.npz", x=X, y=X + WEIGHT)
+    out = tmp_path / "out" / "rolled.onnx"
+    out.parent.mkdir()
+    # The working directory (the repo) holds no w.bin: the data must come from the model's folder.
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", out, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "verified against" in result.stdout
+    # The output refers to no file of the input's folder (16 bytes of weights stay inside it).
+    assert sorted(p.name for p in out.parent.iterdir()) == ["rolled.onnx"]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+    np.testing.assert_array_equal(got, X + WEIGHT)
+
+
+def test_read_model_inlines_every_tensor_and_names_the_files_read(tmp_path):
+    model_path = save_with_data(tmp_path, subgraph_weight_model())
+    loaded = read_model(model_path)
+    assert loaded.used_external_data and loaded.data_files == [(tmp_path / "w.bin").resolve()]
+    branch = next(a.g for a in loaded.model.graph.node[1].attribute if a.name == "then_branch")
+    assert branch.initializer[0].data_location == TensorProto.DEFAULT
+    np.testing.assert_array_equal(numpy_helper.to_array(branch.initializer[0]), WEIGHT)
+
+
+def _outside_file(tmp_path: Path) -> Path:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(WEIGHT.tobytes())
+    return secret
+
+
+HOSTILE_LOCATIONS = {
+    # name -> (make the location inside tmp_path/m, phrase of the refusal)
+    "dot-dot": (lambda tmp: "../secret.bin", "'..' leaves the model's folder"),
+    "absolute": (lambda tmp: str(tmp / "secret.bin"), "absolute locations are refused"),
+    "symlink-out": (lambda tmp: (os.symlink(tmp / "secret.bin", tmp / "m" / "link.bin"), "link.bin")[1],
+                    "leads out of the model's folder through a symbolic link"),
+    "fifo": (lambda tmp: (os.mkfifo(tmp / "m" / "pipe.bin"), "pipe.bin")[1], "is not a regular file"),
+    "past-the-end": (lambda tmp: "w.bin", "lie outside 'w.bin'"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_LOCATIONS))
+@pytest.mark.parametrize("where", ["subgraph", "top"])
+def test_external_data_outside_the_model_folder_is_refused(case, where, tmp_path):
+    _outside_file(tmp_path)
+    (tmp_path / "m").mkdir()
+    make_location, phrase = HOSTILE_LOCATIONS[case]
+    location = make_location(tmp_path)
+    if case == "past-the-end":
+        model = subgraph_weight_model(location, offset=8) if where == "subgraph" else top_weight_model(location)
+        if where == "top":
+            model.graph.initializer[0].external_data[1].value = "8"
+    else:
+        model = subgraph_weight_model(location) if where == "subgraph" else top_weight_model(location)
+    model_path = save_with_data(tmp_path / "m", model, "w.bin")
+    before = listing(tmp_path)
+    out = tmp_path / "m" / "out.onnx"
+    # --verify none: nothing but the refusal stands between a hostile model and the output.
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "--verify", "none", "-o", out)
+    assert_one_line_error(result, 2, phrase)
+    assert listing(tmp_path) == before
+
+
+def test_external_data_of_the_wrong_size_is_refused(tmp_path):
+    model_path = save_with_data(tmp_path, subgraph_weight_model(length=12))
+    with pytest.raises(InputError, match="holds 12 bytes; its type and shape need 16"):
+        read_model(model_path)
+
+
+def test_onnx_runtime_never_gets_a_model_with_file_references(tmp_path, monkeypatch):
+    # A model still pointing at "w.bin" would make ORT read ./w.bin from the working directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.bin").write_bytes(WEIGHT.tobytes())
+    with pytest.raises(VerificationError, match="still refers to external data"):
+        run_model(top_weight_model(), {"x": X})
+
+
+# --- destinations: regular files only, folders that take files, nothing the run reads ------------------
+
+def test_check_destination_refuses_what_is_not_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/dev/null", tmp_path / "to-null")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    for path, phrase in [("/dev/null", "is a character device, not a regular file"),
+                         (tmp_path / "fifo", "is a named pipe, not a regular file"),
+                         (tmp_path / "to-null", "is a character device"),
+                         (tmp_path / "dangling", "is a broken symbolic link"),
+                         (tmp_path, "output is a directory"),
+                         (tmp_path / "missing" / "x", "output directory does not exist")]:
+        with pytest.raises(DestinationError, match=phrase):
+            check_destination(path)
+    (tmp_path / "file").write_text("x")
+    assert check_destination(tmp_path / "file") == tmp_path / "file"
+    assert check_destination(tmp_path / "new") == tmp_path / "new"
+    assert sorted(os.listdir(tmp_path)) == ["dangling", "fifo", "file", "to-null"]
+
+
+@pytest.mark.parametrize("destination", ["/dev/null", "fifo", "link-to-null"])
+def test_apply_refuses_a_destination_that_is_not_a_regular_file(destination, tmp_path):
+    from scan_testing import TINY_MODEL_TEXT
+
+    model_path = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model_path)
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/dev/null", tmp_path / "link-to-null")
+    out = destination if destination.startswith("/") else tmp_path / destination
+    before = listing(tmp_path)
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", out)
+    assert_one_line_error(result, 2, "not a regular file")
+    assert Path("/dev/null").is_char_device()
+    assert listing(tmp_path) == before and (tmp_path / "fifo").is_fifo()
+
+
+def test_check_folder_destination(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").mkdir()
+    with pytest.raises(DestinationError, match="--report folder .*file exists and is a regular file, not a directory"):
+        check_folder_destination(tmp_path / "file", "--report folder")
+    with pytest.raises(DestinationError, match="--report folder file is a directory: .*index.html"):
+        check_folder_destination(tmp_path / "report", "--report folder", ["report.json", "index.html"])
+    with pytest.raises(DestinationError, match="cannot be made: .*file is not a directory"):
+        check_folder_destination(tmp_path / "file" / "sub", "--report folder")
+    with pytest.raises(DestinationError, match="not writable: /proc"):
+        check_folder_destination("/proc/new-report", "--report folder")
+    assert check_folder_destination(tmp_path / "new" / "deeper", "--report folder") == tmp_path / "new" / "deeper"
+    assert sorted(os.listdir(tmp_path)) == ["file", "report"]
+
+
+def test_check_not_read_sees_through_links(tmp_path):
+    data = tmp_path / "o.onnx.data"
+    data.write_bytes(b"weights")
+    os.symlink(data, tmp_path / "alias")
+    with pytest.raises(DestinationError, match="is the external data file .*which this run reads"):
+        check_not_read(tmp_path / "alias", [("input", tmp_path / "m.onnx"), ("external data file", data)])
+    check_not_read(tmp_path / "other", [("external data file", data)])
+
+
+# --- temporary files: exclusive, unique, never through a link, never left behind ---------------------
+
+def test_report_writer_does_not_follow_a_planted_link(tmp_path):
+    from passes.report.writer import write_report_dir
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    for name in ("report.json", "index.html"):   # the old fixed temporary names
+        os.symlink(victim, report_dir / f".{name}.tmp")
+    write_report_dir(report_dir, {"tool": "passes.apply", "status": "ok"})
+    assert victim.read_text() == "precious"
+    assert json.loads((report_dir / "report.json").read_text())["status"] == "ok"
+    assert sorted(os.listdir(report_dir)) == [".index.html.tmp", ".report.json.tmp", "index.html", "report.json"]
+
+
+def test_diffview_does_not_follow_a_planted_link(tmp_path):
+    from tools.diffview import main as diffview
+
+    model = tmp_path / "a.onnx"
+    onnx.save(onnx.parser.parse_model(DUPLICATE_NAMES), model)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / ".diff.html.tmp")
+    assert diffview([str(model), str(model), "-o", str(tmp_path / "diff.html")]) == 0
+    assert victim.read_text() == "precious"
+    assert sorted(os.listdir(tmp_path)) == [".diff.html.tmp", "a.onnx", "diff.html", "victim.txt"]
+
+
+def test_atomic_target_is_exclusive_unique_and_cleaned_up(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic_target(target) as first, atomic_target(tmp_path / "other.bin") as second:
+        assert first != second and first.parent == tmp_path and first.stat().st_mode & 0o777 != 0
+        first.write_bytes(b"new")
+        second.write_bytes(b"x")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("failure in the middle")
+    assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["other.bin", "out.bin"]
+    with pytest.raises(DestinationError, match="character device"):
+        write_text_atomic("/dev/null", "never")
+
+
+# --- the export CLIs ---------------------------------------------------------------------------------------
+
+def _export(module: str, args: list[str], capsys) -> tuple[int, str]:
+    import importlib
+
+    code = importlib.import_module(module).main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("module", ["vmamba_ref.export", "vmamba_ref.mamba1d"])
+@pytest.mark.parametrize("destination", ["/dev/null", "folder", "fifo", "fifo-reference", "link-to-null"])
+def test_export_clis_check_destinations_before_the_export(module, destination, tmp_path, capsys, monkeypatch):
+    import vmamba_ref.export as export
+
+    def no_export(*args, **kwargs):   # the check must come first: the export itself must never start
+        raise AssertionError("export started")
+
+    monkeypatch.setattr(export, "_torch_onnx_export", no_export)
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "x.ref.npz")
+    os.symlink("/dev/null", tmp_path / "link-to-null")
+    out = {"/dev/null": "/dev/null", "fifo-reference": str(tmp_path / "x.onnx")}.get(destination, str(tmp_path / destination))
+    before = listing(tmp_path)
+    args = (["--model", "micro", "--no-check"] if module.endswith("export") else []) + ["-o", out]
+    code, err = _export(module, args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert ("directory" if destination == "folder" else "not a regular file") in lines[0]
+    assert listing(tmp_path) == before and Path("/dev/null").is_char_device()
+
+
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, capsys):
+    import torch
+
+    from vmamba_ref import build_model, get_config
+
+    ckpt = tmp_path / "weights.onnx"   # a checkpoint named like the output
+    torch.save({"model": build_model(get_config("micro"), seed=0).state_dict()}, ckpt)
+    data = ckpt.read_bytes()
+    code, err = _export("vmamba_ref.export", ["--model", "micro", "--ckpt", str(ckpt), "-o", str(ckpt)], capsys)
+    assert code == 2 and "is the checkpoint" in err and "refusing to overwrite" in err, err
+    assert ckpt.read_bytes() == data and sorted(os.listdir(tmp_path)) == ["weights.onnx"]
+
+
+def _crafted_checkpoint(kind: str, path: Path) -> Path:
+    """A real torch zip, then damaged: truncated pickle, a persistent id that is not a storage,
+    a storage record missing from the archive. It carries an object weights_only refuses, so
+    the restricted loader is the one that meets the damage."""
+    import argparse
+
+    import torch
+
+    good = path.with_suffix(".good")
+    torch.save({"model": {"w": torch.zeros(3)}, "config": argparse.Namespace(lr=1)}, good)
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if kind == "truncated-pickle" and name.endswith("data.pkl"):
+                data = data[: len(data) - 20]
+            if kind == "bad-persistent-id" and name.endswith("data.pkl"):
+                data = data.replace(b"X\x07\x00\x00\x00storage", b"X\x07\x00\x00\x00storagx")
+            if kind == "missing-storage" and "/data/" in name:
+                continue
+            target.writestr(name, data)
+    good.unlink()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated-pickle", "bad-persistent-id", "missing-storage"])
+def test_crafted_checkpoints_are_one_line_errors(kind, tmp_path, capsys):
+    ckpt = _crafted_checkpoint(kind, tmp_path / f"{kind}.pt")
+    code, err = _export("vmamba_ref.export", ["--model", "micro", "--ckpt", str(ckpt), "-o", str(tmp_path / "x.onnx")],
+                        capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {ckpt}: not a checkpoint"), lines[0]
+    assert sorted(os.listdir(tmp_path)) == [ckpt.name]
+
+
+def test_checkpoint_keys_are_escaped_in_the_error(tmp_path, capsys):
+    import torch
+
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"model": {"layers.0\nerror: fake\x1b[31m": "not a tensor"}}, ckpt)
+    code, err = _export("vmamba_ref.export", ["--model", "micro", "--ckpt", str(ckpt), "-o", str(tmp_path / "x.onnx")],
+                        capsys)
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err, repr(err)
+    assert "layers.0\\nerror: fake\\x1b[31m" in err
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_export_cli_cleans_up_on_sigterm_like_on_ctrl_c(sig, code, tmp_path):
+    # A long sequence: tracing takes seconds, long enough to be interrupted with temporaries on disk.
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen([sys.executable, "-m", "vmamba_ref.mamba1d", "--length", "3000", "-o",
+                                str(tmp_path / "m.onnx")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: len(os.listdir(tmp_path)) >= 2, 120), "no temporary files appeared"
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == code, err
+    assert err.strip().splitlines() == ["error: interrupted (no file written)"]
+    assert os.listdir(tmp_path) == []
+
+
+# --- references, tolerance ---------------------------------------------------------------------------------
+
+MODEL = onnx.parser.parse_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch,3] pixels) => (float[batch,3] logits) { logits = Relu(pixels) }
+""")
+PIXELS = np.ones((1, 3), np.float32)
+
+
+def _corrupt_member(path: Path) -> Path:
+    np.savez_compressed(path, pixels=PIXELS, logits=np.arange(3000, dtype=np.float32).reshape(1000, 3))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"logits.npy") + 200
+    data[start:start + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+BAD_REFERENCES = {
+    "complex": (lambda p: np.savez(p, pixels=PIXELS, logits=PIXELS.astype(np.complex64) * 1j), "complex64"),
+    "string": (lambda p: np.savez(p, pixels=PIXELS, logits=np.array(["a", "b", "c"])), "<U1"),
+    "object": (lambda p: np.savez(p, pixels=PIXELS, logits=np.array([None, 1, "x"], dtype=object)),
+               "cannot read reference"),
+    "corrupt-member": (_corrupt_member, "cannot read reference"),
+    "single-npy": (lambda p: np.save(open(p, "wb"), PIXELS), "not an npz archive"),
+    "input-dtype": (lambda p: np.savez(p, pixels=PIXELS.astype(np.float64), logits=PIXELS), "is float64; the model takes float32"),
+    "input-shape": (lambda p: np.savez(p, pixels=np.ones((1, 4), np.float32), logits=PIXELS), "has shape [1, 4]"),
+    "nan-expected": (lambda p: np.savez(p, pixels=PIXELS, logits=PIXELS * np.nan), "NaN or infinity"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REFERENCES))
+def test_unusable_references_are_refused(case, tmp_path):
+    make, phrase = BAD_REFERENCES[case]
+    path = tmp_path / "ref.npz"
+    make(path)
+    with pytest.raises(ReferenceDataError) as info:
+        load_reference(path, MODEL)
+    assert phrase in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["complex", "object", "corrupt-member"])
+def test_apply_refuses_unusable_references_with_exit_2(case, tmp_path):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(MODEL, model_path)
+    BAD_REFERENCES[case][0](tmp_path / "m.ref.npz")
+    before = listing(tmp_path)
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, 2)
+    assert "Warning" not in result.stderr and listing(tmp_path) == before
+
+
+def test_tolerance_must_be_a_finite_number():
+    assert check_tolerance(0.0) == 0.0 and check_tolerance(1e-5) == 1e-5
+    for bad in (float("nan"), float("inf"), -1e-9):
+        with pytest.raises(ValueError, match="--tolerance must be a finite number >= 0"):
+            check_tolerance(bad)
+
+
+# --- invalid models -----------------------------------------------------------------------------------------
+
+CYCLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x) => (float[4] y) { a = Relu(b)  b = Neg(a)  y = Add(a, x) }
+"""
+DUPLICATE_NAMES = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x) => (float[4] y) { a = Relu(x)  b = Neg(x)  y = Add(a, b) }
+"""
+
+
+def _invalid(kind: str) -> onnx.ModelProto:
+    if kind == "cycle":
+        return onnx.parser.parse_model(CYCLE)
+    model = onnx.parser.parse_model(DUPLICATE_NAMES)
+    if kind == "duplicate-tensor":
+        model.graph.node[1].output[0] = "a"
+    elif kind == "duplicate-graph-output":
+        model.graph.output.append(model.graph.output[0])
+    elif kind == "unknown-op":
+        model.graph.node[1].op_type = "Frobnicate"
+    elif kind == "future-opset":
+        model.opset_import[0].version = 999
+    elif kind == "op-newer-than-opset":
+        model.graph.node[0].op_type = "Gelu"   # opset 20
+    elif kind == "undefined-input":
+        model.graph.node[0].input[0] = "nowhere"
+    return model
+
+
+INVALID_MODELS = {
+    "cycle": "graph has a cycle through a (Relu|Neg) node",
+    "duplicate-tensor": "tensor 'a' in graph is produced twice",
+    "duplicate-graph-output": "output name 'y' is listed twice",
+    "unknown-op": "no op 'Frobnicate' in opset 17",
+    "future-opset": "opset 999 is newer than the newest this onnx knows",
+    "op-newer-than-opset": "no op 'Gelu' in opset 17",
+    "undefined-input": "reads 'nowhere', which nothing produces",
+}
+
+
+@pytest.mark.parametrize("kind", list(INVALID_MODELS))
+def test_invalid_models_are_named(kind):
+    with pytest.raises(InvalidModelError, match=INVALID_MODELS[kind]):
+        check_model(_invalid(kind))
+
+
+def test_valid_models_pass_the_model_check(tmp_path):
+    check_model(onnx.parser.parse_model(DUPLICATE_NAMES))
+    check_model(subgraph_weight_model())   # the branch reads x from the outer scope
+    with pytest.raises(InvalidModelError, match="node 'add_w' .Add. in subgraph 'then_branch' of node 'branch' .If. reads 'nowhere'"):
+        model = subgraph_weight_model()
+        next(a.g for a in model.graph.node[1].attribute if a.name == "then_branch").node[0].input[0] = "nowhere"
+        check_model(model)
+
+
+def test_diffview_refuses_a_cyclic_model_and_a_folder_as_output(tmp_path, capsys):
+    from tools.diffview import main as diffview
+
+    good, cyclic = tmp_path / "good.onnx", tmp_path / "cyclic.onnx"
+    onnx.save(onnx.parser.parse_model(DUPLICATE_NAMES), good)
+    onnx.save(onnx.parser.parse_model(CYCLE), cyclic)
+    (tmp_path / "folder").mkdir()
+    before = listing(tmp_path)
+    assert diffview([str(cyclic), str(good)]) == 2
+    assert capsys.readouterr().err == f"error: {cyclic}: graph has a cycle through a Relu node\n"
+    assert diffview([str(good), str(good), "-o", str(tmp_path / "folder")]) == 2
+    assert "output is a directory" in capsys.readouterr().err
+    assert listing(tmp_path) == before
+
+
+# --- names with control characters ---------------------------------------------------------------------
+
+def test_printable_escapes_controls_and_keeps_the_rest():
+    assert printable("y\nerror: fake\x1b[31m\x00\x7f\u2028\u202e") == "y\\nerror: fake\\x1b[31m\\x00\\x7f\\u2028\\u202e"
+    assert printable("naïve/ß 模型 [bold]") == "naïve/ß 模型 [bold]"
+    assert printable(Path("a\tb")) == "a\\tb"
+
+
+def test_diffview_text_escapes_names_from_the_model(tmp_path, capsys):
+    from tools.diffview import main as diffview
+
+    evil = "evil\n== group 9: fake\x1b[2J"
+    models = []
+    for op in ("Neg", "Relu"):
+        model = onnx.parser.parse_model(DUPLICATE_NAMES)
+        model.graph.node[1].op_type = op
+        model.graph.node[1].output[0] = model.graph.node[2].input[1] = evil   # the tensor b
+        models.append(model)
+    before, after = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(models[0], before)
+    onnx.save(models[1], after)
+    assert diffview([str(before), str(after), "--text"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\n== group 9" not in out
+    assert "at evil\\n== group 9: fake\\x1b[2J" in out
+
+
+# --- the report page ---------------------------------------------------------------------------------------
+
+def test_report_json_island_has_no_raw_less_than(tmp_path):
+    from passes.report.html import render_html
+    from passes.report.writer import complete_report
+
+    evil = "<!--<script>"
+    description = {"regions": 1, "groups_total": 1, "removed_nodes": 1, "added_nodes": 1, "hidden_groups": {},
+                   "groups": [{"count": 1, "removed_nodes": 1, "added_nodes": 1, "removed_ops": {"Relu": 1},
+                               "added_ops": {"Neg": 1},
+                               "instances": [{"anchor": evil, "before": [["node", f"%0 = Relu(%in0)", evil]],
+                                              "after": [["node", "%0 = Neg(%in0)", "</script><b>"]]}]}]}
+    report = {"pipeline_name": "x", "input": "m.onnx", "status": "ok",
+              "run": {"nodes_before": 1, "passes": [{"name": "p", "changed": True, "nodes_before": 1, "nodes_after": 1,
+                                                      "seconds": 0.0, "check_seconds": 0.0, "verify_seconds": 0.0,
+                                                      "stats": {}, "notes": [], "ops_delta": {}}]}}
+    page = render_html(complete_report(report), {0: description})
+    opening = '<script type="application/json" id="region-data">'
+    island = page[page.index(opening) + len(opening):]
+    island = island[: island.index("</script>")]
+    assert "<" not in island
+    assert json.loads(island)["0"][0][0]["anchor"] == evil
+    assert evil not in page.replace("&lt;!--&lt;script&gt;", "")   # elsewhere it is HTML-escaped
