@@ -1,8 +1,18 @@
-"""Shared pytest options."""
+"""Shared pytest options, and the hypothesis profile every property test runs under."""
+import os
+
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (derandomized, seeded from the test itself):
+# a failure found once is found again, and a mutant is killed or not, never by luck.
+# HYPOTHESIS_PROFILE=explore draws fresh examples, for looking for new failures by hand.
+settings.register_profile("derandomized", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 
 
 def pytest_addoption(parser):
-    # Regenerate golden files (tests/golden/*.json) instead of comparing; same as UPDATE_GOLDEN=1.
+    # Regenerate golden files (tests/golden/*.json) instead of comparing; the only way to write them.
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite golden files in tests/golden from the current outputs")
 

@@ -1,6 +1,5 @@
 """Naive ONNX export of the reference model: golden op histogram, ORT vs PyTorch, dynamic batch, CLI."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from golden_graphs import update_requested
 
 from vmamba_ref import build_model, get_config
 from vmamba_ref.export import ExportError, export_naive, main, ref_path_for, rel_l2, run_onnxruntime
@@ -17,12 +17,6 @@ GOLDEN = Path(__file__).parent / "golden" / "micro_naive_export.json"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def update_golden(request) -> bool:
-    try:
-        flag = request.config.getoption("--update-golden")
-    except ValueError:
-        flag = False
-    return flag or os.environ.get("UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +42,9 @@ def test_golden_histogram(static_export, request):
         "readout": "einsum", "index": "gather", "torch": torch.__version__.split("+")[0],
         "nodes": static_export.nodes, "op_histogram": static_export.op_histogram,
     }
-    if update_golden(request) or not GOLDEN.exists():
+    if update_requested(request):
         GOLDEN.write_text(json.dumps(record, indent=2) + "\n")
+    assert GOLDEN.exists(), f"golden file {GOLDEN} is missing; record it deliberately with --update-golden"
     golden = json.loads(GOLDEN.read_text())
     assert static_export.op_histogram == golden["op_histogram"]
     assert static_export.nodes == golden["nodes"]
