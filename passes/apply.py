@@ -5,7 +5,7 @@
 The only module below ``pipelines`` that imports it: it is the entry point the user's
 command names (docs/ARCHITECTURE.md). Exit codes: 0 ok; 1 internal error (a bug; set
 VMAMBA_PASSES_TRACEBACK=1 to see the traceback); 2 usage or bad input; 3 verification failed
-(no output written); 4 a pass failed. Every error is one line on stderr.
+(no output written); 4 a pass failed; 130 Ctrl-C, 143 SIGTERM. Every error is one line on stderr.
 """
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ import sys
 import traceback
 
 from passes.input_shapes import InputShapeError, parse_input_shapes
-from passes.one_line import OneLineArgumentParser, one_line
+from passes.interrupts import exit_code, sigterm_as_interrupt
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_VERIFY", "EXIT_PASS"]
 
 _EPILOG = """exit codes: 0 ok; 1 internal error; 2 usage or bad input (unknown pipeline/pass,
-not an ONNX file, output is the input without --in-place, unwritable output);
-3 verification failed (no output written); 4 a pass failed (named in the message)."""
+not an ONNX file or not a valid model, output is a file the run reads, a destination that is not a
+regular file or cannot be written); 3 verification failed (no output written); 4 a pass failed
+(named in the message); 130 Ctrl-C, 143 SIGTERM (temporary files removed)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     try:
-        return _main(argv)
+        with sigterm_as_interrupt():   # SIGTERM cleans up like Ctrl-C: no temporary file is left
+            return _main(argv)
     except CompileError as error:
         return fail(error.exit_code, one_line(error))
-    except KeyboardInterrupt:
-        return fail(130, "interrupted; no output written")
+    except KeyboardInterrupt as interrupt:
+        return fail(exit_code(interrupt), "interrupted; no output written")
     except Exception as error:
         if os.environ.get("VMAMBA_PASSES_TRACEBACK"):
             traceback.print_exc()
@@ -95,11 +98,14 @@ def _main(argv: list[str] | None) -> int:
     # Piped output: rich would assume 80 columns and wrap the table; logs are read wider.
     stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
     stderr = Console(stderr=True)
+    plugin_files = []
     for module in args.plugin:
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except Exception as error:
-            raise BadInput(f"cannot import plugin {module}: {one_line(error)}") from None
+            raise BadInput(f"cannot import plugin {printable(module)}: {one_line(error)}") from None
+        if getattr(imported, "__file__", None):
+            plugin_files.append(imported.__file__)
     if args.list_pipelines or args.list_passes:
         _list(stdout, args.list_pipelines, args.list_passes)
         return EXIT_OK
@@ -120,7 +126,8 @@ def _main(argv: list[str] | None) -> int:
             args.input, args.pipeline, output=args.output, reference=args.reference, verify=args.verify,
             tolerance=args.tolerance, report=args.report, explain=args.explain, in_place=args.in_place,
             override_options={"chunk": args.chunk} if args.chunk is not None else None,
-            keep_intermediates=args.keep_intermediates, input_shapes=input_shapes, progress=display)
+            keep_intermediates=args.keep_intermediates, input_shapes=input_shapes, progress=display,
+            protected_files=plugin_files)
 
     print_result(stdout, stderr, result, explain=args.explain)
     return EXIT_OK

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from passes.base import Pass
+from passes.one_line import printable
 from passes.manager import PassRecord, PipelineRun, ProgressHook
 
 
@@ -45,10 +47,10 @@ class RichProgress(ProgressHook):
         try:
             yield
         finally:
-            self._end(label)
+            self._end(self._label)
 
     def _begin(self, label: str) -> None:
-        self._label = label
+        self._label = label = escape(printable(label))   # paths and names: no markup, no control characters
         self._task = self.progress.add_task(label, total=1)
 
     def _end(self, description: str) -> None:
@@ -59,14 +61,14 @@ class RichProgress(ProgressHook):
 
     # ProgressHook
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning[/]: {message}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]warning[/]: {escape(printable(message))}", highlight=False, soft_wrap=True)
 
     def pass_started(self, index: int, total: int, pass_: Pass) -> None:
         self._begin(f"[{index + 1}/{total}] {pass_.name}")
 
     def stage(self, text: str) -> None:
         if self._task is not None:
-            self.progress.update(self._task, description=f"{self._label} [dim]· {text}[/]")
+            self.progress.update(self._task, description=f"{self._label} [dim]· {escape(printable(text))}[/]")
 
     def pass_finished(self, index: int, total: int, record: PassRecord) -> None:
         change = f"{record.nodes_before:,} → {record.nodes_after:,} nodes" if record.changed else "unchanged"
@@ -117,7 +119,7 @@ def print_result(stdout: Console, stderr: Console, result, *, explain: bool) -> 
                     f"rel L2 {verification['rel_l2']:.3g} (tolerance {result.report['tolerance']:g})")
     else:
         summary += " · not verified"
-    stdout.print(summary, highlight=False, soft_wrap=True)
+    stdout.print(printable(summary), markup=False, highlight=False, soft_wrap=True)
     for record in result.records:  # the count users look for first: how many scans were found
         if record.name == "reroll-scans":
             found, rejected = record.stats.get("rerolled", 0), record.stats.get("rejected", 0)
@@ -131,7 +133,8 @@ def print_result(stdout: Console, stderr: Console, result, *, explain: bool) -> 
         for record in result.records:
             for note in record.notes:
                 if "failed" in note or "skipped" in note:
-                    stderr.print(f"[yellow]note[/] {record.name}: {note}", highlight=False, soft_wrap=True)
+                    stderr.print(f"[yellow]note[/] {escape(record.name)}: {escape(printable(note))}", highlight=False,
+                                 soft_wrap=True)
 
 
 def print_notes(console: Console, run: PipelineRun) -> None:
@@ -139,4 +142,4 @@ def print_notes(console: Console, run: PipelineRun) -> None:
         if record.notes:
             console.print(f"[bold]{record.name}[/]")
             for note in record.notes:
-                console.print(f"  - {note}", markup=False, highlight=False)
+                console.print(f"  - {printable(note)}", markup=False, highlight=False)

@@ -35,14 +35,18 @@ from typing import Any, Mapping, Sequence
 import onnx
 
 from passes.base import Pass, PassContext, PassOptionError
-from passes.graph_io import GraphIOError, ModelMeta, check_output_path, graph_to_model, model_to_graph, read_model, save_model_atomic
+from passes.files import DestinationError, check_folder_destination, check_not_read
+from passes.graph_io import (GraphIOError, ModelMeta, check_output_path, external_data_path, graph_to_model,
+                             model_to_graph, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
-from passes.one_line import one_line
+from passes.model_check import InvalidModelError, check_model
+from passes.one_line import one_line, printable
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
-from passes.verify import (ReferenceDataError, VerificationError, compare, find_reference_beside, load_reference,
-                           random_feeds, run_model, summarize)
+from passes.report.writer import REPORT_FILES, check_report_dir
+from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
+                           load_reference, random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_VERIFY, EXIT_PASS = 0, 1, 2, 3, 4
@@ -135,7 +139,9 @@ def resolve_pipeline(pipeline: str | Pipeline | Sequence[Pass],
 
 def _check_destinations(output, report, keep_intermediates: bool, input_path: Path | None,
                         in_place: bool) -> _Destinations:
-    """The one place where every destination is decided and checked, before minutes of work."""
+    """The one place where every destination is decided and checked, before minutes of work: each
+    is absent or a regular file (never a device, a pipe, a folder) in a folder that takes files;
+    the report and intermediates folders are folders (or can be made)."""
     output_path = None
     if output is not None:
         try:
@@ -151,7 +157,34 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
             intermediates = output_path.with_name(output_path.name + ".intermediates")
         else:
             raise BadInput("keep_intermediates needs an output or a report folder to put them in")
+    try:
+        if report_dir is not None:
+            check_report_dir(report_dir)
+        if intermediates is not None:
+            check_folder_destination(intermediates, "--keep-intermediates folder")
+    except DestinationError as error:
+        raise BadInput(one_line(error)) from None
     return _Destinations(output_path, report_dir, intermediates)
+
+
+def _check_nothing_read_is_written(destinations: _Destinations, reads: list[tuple[str, Path]],
+                                   external_data: bool) -> None:
+    """A run never writes over a file it reads (the input, its external data, the reference, a
+    plugin): refused before any work, also through links and hard links."""
+    written: list[tuple[Path, str]] = []
+    if destinations.output is not None:
+        written.append((destinations.output, "output"))
+        if external_data:
+            written.append((external_data_path(destinations.output), "output data file"))
+    if destinations.report is not None:
+        written += [(destinations.report / name, "report file") for name in REPORT_FILES]
+    try:
+        for path, what in written:
+            check_not_read(path, reads, what)
+        if external_data and destinations.output is not None:
+            check_output_path(destinations.output, external_data=True)   # its .data destination too
+    except (DestinationError, GraphIOError) as error:
+        raise BadInput(one_line(error)) from None
 
 
 def compile_model(
@@ -169,6 +202,7 @@ def compile_model(
     keep_intermediates: bool = False,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     progress: ProgressHook | None = None,
+    protected_files: Sequence[str | os.PathLike] = (),
 ) -> CompileResult:
     """Compile one model with one pipeline; see the module docstring for the steps.
 
@@ -182,18 +216,27 @@ def compile_model(
     written also when the run fails. ``explain``: passes add notes on near-misses.
     ``input_shapes``: {input name: dims} fixes symbolic input dimensions before the pipeline
     and the verification (the CLI's ``--input-shape NAME:D0,D1,...``; passes/input_shapes.py).
+    ``protected_files``: files the run must not write over besides those it reads itself (the CLI
+    passes its plugins' source files).
+
+    Refused before any work (``BadInput``): a destination that is not a regular file or sits in a
+    folder that takes no file; a destination that is a file the run reads (the input, its external
+    data files, the reference, ``protected_files``): inputs are never written, ``in_place`` aside.
+    Refused right after loading: a model that breaks ONNX's structure (passes/model_check.py).
     """
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
-    if tolerance < 0:
-        raise BadInput("--tolerance must be >= 0")
+    try:
+        check_tolerance(tolerance)
+    except (TypeError, ValueError) as error:
+        raise BadInput(one_line(error)) from None
     pipeline_text, pipeline_name, passes = resolve_pipeline(pipeline, override_options)
     input_path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     destinations = _check_destinations(output, report, keep_intermediates, input_path, in_place)
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None and not reference_path.is_file():
-        raise BadInput(f"reference file not found: {reference_path}")
+        raise BadInput(f"reference file not found: {printable(reference_path)}")
     input_label = str(model_or_path) if input_path is not None else "<in-memory model>"
 
     started = time.perf_counter()
@@ -214,8 +257,11 @@ def compile_model(
         from passes.report.writer import write_report_dir
 
         report_data.update(status=status, exit_code=exit_code, total_seconds=round(time.perf_counter() - started, 3))
-        write_report_dir(destinations.report, report_data, recorder.region_descriptions, intermediate_paths,
-                         recorder.seconds)
+        try:
+            write_report_dir(destinations.report, report_data, recorder.region_descriptions, intermediate_paths,
+                             recorder.seconds)
+        except OSError as error:   # the folder changed under us since it was checked
+            raise BadInput(f"cannot write the report: {one_line(error)}") from None
 
     def fail(error_type: type[CompileError], message: str, status: str) -> CompileError:
         write_report(status, error_type.exit_code)
@@ -230,6 +276,19 @@ def compile_model(
         model, used_external_data = loaded.model, loaded.used_external_data
     else:
         model, used_external_data = model_or_path, False
+    try:
+        check_model(model)
+    except InvalidModelError as error:
+        raise BadInput(f"{printable(input_label)}: {one_line(error)}") from None
+    if verify != "none" and reference_path is None and input_path is not None:
+        reference_path = find_reference_beside(input_path)
+    reads = [("input", input_path)] if input_path is not None else []
+    reads += [("external data file", path) for path in (loaded.data_files if input_path is not None else [])]
+    reads += [("reference", reference_path)] if reference_path is not None and verify != "none" else []
+    reads += [("protected file", Path(path)) for path in protected_files]
+    if in_place:   # the one write over a read file that was asked for
+        reads = [(role, path) for role, path in reads if role != "input"]
+    _check_nothing_read_is_written(destinations, reads, used_external_data)
     if input_shapes:
         if input_path is None:
             model = copy.deepcopy(model)   # the caller's model stays as it was
@@ -248,8 +307,6 @@ def compile_model(
     # with the input model's own outputs as the expected values.
     feeds = expected = baseline_outputs = None
     if verify != "none":
-        if reference_path is None and input_path is not None:
-            reference_path = find_reference_beside(input_path)
         try:
             if reference_path is not None:
                 feeds, expected = load_reference(reference_path, model)
@@ -278,7 +335,10 @@ def compile_model(
 
     keep_intermediate = None
     if destinations.intermediates is not None:
-        destinations.intermediates.mkdir(parents=True, exist_ok=True)
+        try:
+            destinations.intermediates.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadInput(f"cannot make {printable(destinations.intermediates)}: {one_line(error)}") from None
 
         def keep_intermediate(index, record, changed_model) -> None:
             path = destinations.intermediates / f"{index + 1:02d}-{record.name}.onnx"
@@ -327,7 +387,7 @@ def compile_model(
         if not verification["ok"]:
             worst = max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
             raise fail(VerificationFailed, (
-                f"verification failed: output '{worst.name}' rel L2 {worst.rel_l2:.3g} > tolerance "
+                f"verification failed: output '{printable(worst.name)}' rel L2 {worst.rel_l2:.3g} > tolerance "
                 f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}); "
                 "no output written"), "verification-failed")
 

@@ -112,7 +112,7 @@ def export_module(module, sample, path: str | Path, opset: int = 17) -> tuple[Pa
     import torch
 
     from vmamba_ref.export import ref_path_for
-    from vmamba_ref.files import atomic_target
+    from passes.files import atomic_target
 
     path = Path(path)
     with torch.no_grad():

@@ -1,0 +1,277 @@
+"""passes.apply / compile_model against careless users and hostile files (issue 12): nothing the run
+reads is written, every destination is checked before the work, SIGTERM cleans up like Ctrl-C, and
+whatever pipeline text and option values come in, the answer is 0 or one escaped line with exit 2.
+"""
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from scan_testing import TINY_MODEL_TEXT
+from test_cli import REPO, apply_cli, assert_one_line_error
+from test_hardening import DUPLICATE_NAMES, _invalid, listing
+
+from pipelines.compiler import BadInput, compile_model
+
+X = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+Y = np.maximum(X + np.array([2.0, 3.0, 4.0], np.float32), 0)
+
+
+@pytest.fixture
+def work(tmp_path):
+    """tmp/work/naive.onnx (the tiny model) with naive.ref.npz beside it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), folder / "naive.onnx")
+    np.savez(folder / "naive.ref.npz", x=X, y=Y)
+    return folder
+
+
+def _external_input(folder: Path, data_name: str) -> Path:
+    """folder/in.onnx whose weight (a 4096-float initializer) lives in folder/<data_name>."""
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(4096, np.float32), "unused_weight"))
+    onnx.save_model(model, folder / "in.onnx", save_as_external_data=True, location=data_name, size_threshold=0)
+    np.savez(folder / "in.ref.npz", x=X, y=Y)
+    return folder / "in.onnx"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+# --- 1. a run never writes over a file it reads -------------------------------------------------------
+
+def test_output_whose_data_file_is_the_inputs_external_data_is_refused(work):
+    model_path = _external_input(work, "o.onnx.data")
+    before = _snapshot(work)
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx")
+    assert_one_line_error(result, 2, "output data file", "o.onnx.data", "is the external data file", "which this run reads")
+    assert _snapshot(work) == before
+
+
+@pytest.mark.parametrize("target", ["reference", "plugin", "data-through-link"])
+def test_output_onto_a_file_the_run_reads_is_refused(target, work):
+    (work / "plugin_passes.py").write_text("X = 1\n")
+    model_path = _external_input(work, "weights.bin")
+    if target == "data-through-link":
+        os.symlink(work / "weights.bin", work / "alias.onnx")
+    output = {"reference": work / "in.ref.npz", "plugin": work / "plugin_passes.py",
+              "data-through-link": work / "alias.onnx"}[target]
+    before = _snapshot(work)
+    result = apply_cli(model_path, "--plugin", "plugin_passes", "--pipeline", "eliminate-dead-nodes", "-o", output,
+                       extra_path=work)
+    role = {"reference": "is the reference", "plugin": "is the protected file",
+            "data-through-link": "is the external data file"}[target]
+    assert_one_line_error(result, 2, role, "refusing to overwrite it")
+    assert _snapshot(work) == before
+
+
+def test_library_users_get_the_same_refusal(work):
+    model_path = _external_input(work, "o.onnx.data")
+    with pytest.raises(BadInput, match="is the external data file"):
+        compile_model(model_path, "eliminate-dead-nodes", output=work / "o.onnx")
+    with pytest.raises(BadInput, match="is the reference"):
+        compile_model(model_path, "eliminate-dead-nodes", output=work / "in.ref.npz")
+
+
+def test_in_place_is_still_allowed(work):
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "naive.onnx", "--in-place")
+    assert result.returncode == 0, result.stderr
+
+
+# --- 5. destinations are checked before the work ----------------------------------------------------
+
+def _report_on_a_file(work):
+    (work / "taken").write_text("x")
+    return ["--report", work / "taken"], "exists and is a regular file, not a directory"
+
+
+def _report_index_is_a_folder(work):
+    (work / "report" / "index.html").mkdir(parents=True)
+    return ["--report", work / "report"], "index.html"
+
+
+def _report_unwritable(work):
+    return ["--report", "/proc/report"], "not writable: /proc"
+
+
+def _intermediates_name_is_a_file(work):
+    (work / "o.onnx.intermediates").write_text("x")
+    return ["--keep-intermediates"], "--keep-intermediates folder"
+
+
+def _output_is_a_device(work):
+    return [], "character device"
+
+
+DESTINATIONS = {"report-on-a-file": _report_on_a_file, "report-index-is-a-folder": _report_index_is_a_folder,
+                "report-unwritable": _report_unwritable, "intermediates-name-is-a-file": _intermediates_name_is_a_file}
+
+
+@pytest.mark.parametrize("case", list(DESTINATIONS))
+def test_destinations_are_refused_before_any_work(case, work):
+    extra, phrase = DESTINATIONS[case](work)
+    before = listing(work)
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", *extra)
+    assert_one_line_error(result, 2, phrase)
+    assert listing(work) == before, "written before the refusal"
+    # The refusal comes before the pipeline: no pass ran (the progress shows none).
+    assert "eliminate-dead-nodes" not in result.stderr.replace(phrase, "")
+
+
+# --- 6. bad input is exit 2 ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["cycle", "duplicate-tensor", "duplicate-graph-output", "unknown-op", "future-opset"])
+def test_invalid_models_are_bad_input(kind, tmp_path):
+    from test_hardening import INVALID_MODELS
+
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(_invalid(kind).SerializeToString())
+    result = apply_cli(path, "--pipeline", "eliminate-dead-nodes", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "bad.onnx")
+    assert __import__("re").search(INVALID_MODELS[kind], result.stderr), result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_tolerance_must_be_finite_and_not_negative(value, work):
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx",
+                       f"--tolerance={value}")
+    assert_one_line_error(result, 2, "--tolerance must be a finite number >= 0")
+
+
+# --- 7. names with control characters stay on one line -------------------------------------------------
+
+def test_an_output_name_cannot_forge_a_second_error_line(tmp_path):
+    evil = "y\nerror: everything is fine\x1b[32m"
+    model = onnx.parser.parse_model(DUPLICATE_NAMES)
+    model.graph.node[2].output[0] = model.graph.output[0].name = evil
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    x = np.arange(4, dtype=np.float32)
+    np.savez(tmp_path / "m.ref.npz", **{"x": x, evil: np.zeros(4, np.float32) + 99})
+    result = apply_cli(path, "--pipeline", "eliminate-dead-nodes", "-o", tmp_path / "o.onnx")
+    assert result.returncode == 3, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.splitlines()[-1]] and "\x1b" not in result.stderr
+    assert "output 'y\\nerror: everything is fine\\x1b[32m' rel L2" in result.stderr
+
+
+def test_a_path_with_markup_and_controls_is_shown_as_it_is(tmp_path):
+    folder = tmp_path / "[bold]a[i]\x1b[2J"
+    folder.mkdir()
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), folder / "naive.onnx")
+    result = apply_cli(folder / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", folder / "o.onnx",
+                       "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[2J" not in result.stdout + result.stderr and "[bold]a[i]\\x1b[2J" in result.stdout
+
+
+# --- 8. SIGTERM cleans up like Ctrl-C -------------------------------------------------------------------
+
+SLOW_SAVE_PLUGIN = '''
+import pathlib, time
+import onnx
+_save = onnx.save_model
+
+def _slow_save(*args, **kwargs):   # the model is half-way into its temporary folder: then wait
+    _save(*args, **kwargs)
+    pathlib.Path({marker!r}).write_text("saving")
+    time.sleep(60)
+
+onnx.save_model = _slow_save
+'''
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_apply_cleans_up_on_sigterm_like_on_ctrl_c(sig, code, work, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    marker = tmp_path / "marker"
+    (plugins / "slow_save.py").write_text(SLOW_SAVE_PLUGIN.format(marker=str(marker)))
+    before = listing(work)
+    env = {"PYTHONPATH": f"{REPO}:{plugins}", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen([sys.executable, "-m", "passes.apply", str(work / "naive.onnx"), "--plugin", "slow_save",
+                                "--pipeline", "eliminate-dead-nodes", "-o", str(work / "o.onnx")],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the output was never being written"
+        assert listing(work) != before, "no temporary folder to clean up"
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == code, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == ["error: interrupted; no output written"]
+    assert listing(work) == before
+
+
+# --- the whole command line, fuzzed ------------------------------------------------------------------
+
+def _pass_names_and_options():
+    from passes.registry import all_passes, pass_options
+
+    return {name: sorted(pass_options(cls)) for name, cls in all_passes().items()}
+
+
+PASSES = _pass_names_and_options()
+# Passes that are slow on any model (onnxsim) or need a TPU-shaped graph stay out of the draw.
+FUZZED_PASSES = sorted(set(PASSES) - {"simplify"})
+VALUES = st.one_of(st.integers(-3, 100).map(str), st.sampled_from(
+    ["inf", "-inf", "nan", "1.9", "true", "false", "maybe", "", "1e9", "0x10", "parallel", "batched", "chunk24",
+     "fast", "None", "[1]", "{", "}", ",", "=", " 4 "]),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6))
+
+
+@st.composite
+def pipeline_texts(draw):
+    steps = []
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(FUZZED_PASSES + ["no-such-pass", "reroll_scans", "seed"]))
+        known = PASSES.get(name, [])
+        options = draw(st.lists(st.tuples(st.sampled_from(known + ["bogus"]) if known else st.just("bogus"), VALUES),
+                                max_size=3))
+        text = name + ("{" + ",".join(f"{k}={v}" for k, v in options) + "}" if options or draw(st.booleans()) else "")
+        steps.append(text)
+    return draw(st.sampled_from([",", ", ", ",,"])).join(steps) if steps else draw(st.sampled_from(["", " ", "cpu", "tpu"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(pipeline=pipeline_texts(), chunk=st.one_of(st.none(), st.integers(-2, 40)),
+       tolerance=st.sampled_from([None, "0", "1e-5", "nan", "-1", "abc", "1e300"]))
+def test_any_command_line_is_0_or_one_clean_line_with_exit_2(pipeline, chunk, tolerance, tmp_path_factory):
+    from passes.apply import main
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), folder / "naive.onnx")
+    np.savez(folder / "naive.ref.npz", x=X, y=Y)
+    before = listing(folder)
+    argv = [str(folder / "naive.onnx"), "--pipeline", pipeline, "-o", str(folder / "o.onnx")]
+    argv += ["--chunk", str(chunk)] if chunk is not None else []
+    argv += [f"--tolerance={tolerance}"] if tolerance is not None else []
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(argv)
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+    assert code in (0, 2), (argv, err.getvalue())
+    assert "Traceback" not in err.getvalue()
+    if code == 2:
+        assert len(errors) == 1 and err.getvalue().endswith("\n"), err.getvalue()
+        assert listing(folder) == before
+    else:
+        assert errors == [] and listing(folder) == sorted(before + ["o.onnx"])
