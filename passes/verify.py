@@ -203,7 +203,7 @@ def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.Mo
 def check_tolerance(tolerance: float) -> float:
     """A usable relative-L2 tolerance: finite and >= 0 (NaN would fail every comparison)."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+        raise ValueError(f"--tolerance must be >= 0 and finite, got {tolerance}")
     return tolerance
 
 

@@ -148,7 +148,7 @@ def test_invalid_models_are_bad_input(kind, tmp_path):
 def test_tolerance_must_be_finite_and_not_negative(value, work):
     result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx",
                        f"--tolerance={value}")
-    assert_one_line_error(result, 2, "--tolerance must be a finite number >= 0")
+    assert_one_line_error(result, 2, "--tolerance must be >= 0 and finite")
 
 
 # --- 7. names with control characters stay on one line -------------------------------------------------

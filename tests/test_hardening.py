@@ -438,7 +438,7 @@ def test_apply_refuses_unusable_references_with_exit_2(case, tmp_path):
 def test_tolerance_must_be_a_finite_number():
     assert check_tolerance(0.0) == 0.0 and check_tolerance(1e-5) == 1e-5
     for bad in (float("nan"), float("inf"), -1e-9):
-        with pytest.raises(ValueError, match="--tolerance must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="--tolerance must be >= 0 and finite"):
             check_tolerance(bad)
 
 
