@@ -191,3 +191,20 @@ def test_only_the_switch_updates_golden_files(monkeypatch, request):
 
     monkeypatch.setenv("UPDATE_GOLDEN", "1")
     assert update_requested(request) is bool(request.config.getoption("--update-golden"))
+
+
+# Kills: compare()'s refusal of values that are not real numbers, and its fields on a missing output
+# or an empty one (survivors of the first mutmut run, docs/MUTATION.md).
+def test_compare_reports_every_field_of_the_cases_it_refuses():
+    results = compare({"z": np.array([1 + 1j]), "empty": np.zeros(0), "other": np.ones(2)},
+                      {"z": np.array([1.0]), "missing": np.ones(1), "empty": np.zeros(0), "other": np.ones(2)},
+                      rtol_l2=1e-3)
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results] == ["z", "missing", "empty", "other"]   # every output, in order
+    complex_ = by_name["z"]
+    assert (complex_.ok, complex_.max_abs, complex_.rel_l2, complex_.tolerance) == (False, float("inf"), float("inf"), 1e-3)
+    assert complex_.problem == "complex128 vs expected float64: only real numbers and booleans can be compared"
+    missing = by_name["missing"]
+    assert (missing.ok, missing.tolerance, missing.problem) == (False, 1e-3, "output missing")
+    assert (by_name["empty"].ok, by_name["empty"].max_abs, by_name["empty"].rel_l2) == (True, 0.0, 0.0)
+    assert by_name["other"].ok and by_name["other"].problem == ""
