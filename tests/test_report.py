@@ -60,7 +60,7 @@ def test_provenance_survives_to_the_written_model(micro_report):
     provenance = read_provenance(onnx.load(str(output), load_external_data=False))
     rerolled = {name: props for name, props in provenance.items() if name.startswith("reroll_scans/")}
     assert rerolled and all(props == {"pass": "reroll-scans", "pass_index": "1"} for props in rerolled.values())
-    assert {props["pass"] for props in provenance.values()} <= {"reroll-scans", "fold-constants", "simplify"}
+    assert {props["pass"] for props in provenance.values()} <= {"reroll-scans", "lower-einsum", "fold-constants", "simplify"}
     # The stem's first Conv is the exporter's, untouched by every pass.
     assert "/patch_embed/patch_embed.0/Conv" not in provenance
 
