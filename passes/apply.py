@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except CompileError as error:
         return fail(error.exit_code, one_line(error))
     except KeyboardInterrupt as interrupt:
-        return fail(exit_code(interrupt), "interrupted; no output written")
+        written = getattr(interrupt, "written_output", None)
+        return fail(exit_code(interrupt), f"interrupted after writing {printable(written)}; the report was not written"
+                    if written is not None else "interrupted; no output written")
     except Exception as error:
         if os.environ.get("VMAMBA_PASSES_TRACEBACK"):
             traceback.print_exc()

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import onnx
 
+from passes.one_line import printable
+
+MAX_DIM = 2**31 - 1   # ONNX Runtime's dimensions; a larger value is no shape a model can run with
+
 
 class InputShapeError(ValueError):
     """A bad --input-shape request (one line, for the CLI)."""
@@ -19,13 +23,13 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
     """'x:1,3,224,224' -> ('x', [1, 3, 224, 224]). The name may itself contain ':' (the last one splits)."""
     name, sep, dims_text = text.rpartition(":")
     if not sep or not name or not dims_text:
-        raise InputShapeError(f"--input-shape {text!r}: expected NAME:D0,D1,... (e.g. input:1,3,224,224)")
+        raise InputShapeError(f"--input-shape {printable(text)}: expected NAME:D0,D1,... (e.g. input:1,3,224,224)")
     try:
         dims = [int(d) for d in dims_text.split(",")]
     except ValueError:
-        raise InputShapeError(f"--input-shape {text!r}: dimensions must be integers") from None
-    if any(d < 1 for d in dims):
-        raise InputShapeError(f"--input-shape {text!r}: dimensions must be >= 1")
+        raise InputShapeError(f"--input-shape {printable(text)}: dimensions must be integers") from None
+    if any(d < 1 or d > MAX_DIM for d in dims):
+        raise InputShapeError(f"--input-shape {printable(text)}: dimensions must be from 1 to {MAX_DIM}")
     return name, dims
 
 

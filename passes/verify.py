@@ -222,6 +222,11 @@ _NUMPY_TYPES = {
 }
 
 
+# Random verification inputs above this many elements (1 GiB of float32) are refused rather than
+# failing with a MemoryError: a declared dimension like 10**12 is bad input, not a bug.
+MAX_RANDOM_FEED_ELEMENTS = 2**28
+
+
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for a model without a reference: standard normal floats, small ints; symbolic dims -> 1."""
     rng = np.random.default_rng(seed)
@@ -233,6 +238,10 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         tensor_type = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
                  for d in tensor_type.shape.dim]
+        if math.prod(shape) > MAX_RANDOM_FEED_ELEMENTS:
+            raise ReferenceDataError(
+                f"input '{printable(value.name)}' of shape {shape} is too large to make random data for; "
+                "give a --reference npz or --verify none")
         dtype = _NUMPY_TYPES.get(tensor_type.elem_type)
         if dtype is None:
             raise ReferenceDataError(f"cannot make random data for input '{value.name}' of type "

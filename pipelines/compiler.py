@@ -117,6 +117,11 @@ class _Destinations:
     intermediates: Path | None
 
 
+def intermediate_name(index: int, pass_name: str) -> str:
+    """The file --keep-intermediates writes after pass number ``index`` (0-based)."""
+    return f"{index + 1:02d}-{pass_name}.onnx"
+
+
 def resolve_pipeline(pipeline: str | Pipeline | Sequence[Pass],
                      override_options: Mapping[str, Any] | None = None) -> tuple[str, str, list[Pass]]:
     """(pipeline text, pipeline name, pass instances); bad names and options raise BadInput."""
@@ -167,10 +172,9 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
     return _Destinations(output_path, report_dir, intermediates)
 
 
-def _check_nothing_read_is_written(destinations: _Destinations, reads: list[tuple[str, Path]],
-                                   external_data: bool) -> None:
-    """A run never writes over a file it reads (the input, its external data, the reference, a
-    plugin): refused before any work, also through links and hard links."""
+def _files_written(destinations: _Destinations, passes: Sequence[Pass], external_data: bool) -> list[tuple[Path, str]]:
+    """Every file the run may write, known before the work: the output, the report's files and one
+    model per pass for --keep-intermediates (named by position and pass), each with its data file."""
     written: list[tuple[Path, str]] = []
     if destinations.output is not None:
         written.append((destinations.output, "output"))
@@ -178,6 +182,38 @@ def _check_nothing_read_is_written(destinations: _Destinations, reads: list[tupl
             written.append((external_data_path(destinations.output), "output data file"))
     if destinations.report is not None:
         written += [(destinations.report / name, "report file") for name in REPORT_FILES]
+    if destinations.intermediates is not None:
+        for index, pass_ in enumerate(passes):
+            path = destinations.intermediates / intermediate_name(index, pass_.name)
+            written.append((path, "intermediate model"))
+            if external_data:
+                written.append((external_data_path(path), "intermediate data file"))
+    return written
+
+
+def _check_destinations_apart(written: list[tuple[Path, str]], destinations: _Destinations) -> None:
+    """No two things the run writes are the same path: a file written twice, or a file where a
+    folder of the run goes (``-o R/index.html --report R``, ``--report OUT.onnx.data``)."""
+    seen: dict[Path, str] = {}
+    for path, what in written:
+        key = path.absolute()
+        if key in seen:
+            raise BadInput(f"{what} {printable(path)} is also the {seen[key]}; give them different paths")
+        seen[key] = what
+    folders = [(destinations.report, "--report folder"), (destinations.intermediates, "--keep-intermediates folder")]
+    for folder, folder_what in folders:
+        if folder is None:
+            continue
+        for path, what in written:
+            if path.absolute() == folder.absolute() or folder.absolute().is_relative_to(path.absolute()):
+                raise BadInput(f"{what} {printable(path)} is where the {folder_what} {printable(folder)} goes; "
+                               "give them different paths")
+
+
+def _check_nothing_read_is_written(written: list[tuple[Path, str]], destinations: _Destinations,
+                                   reads: list[tuple[str, Path]], external_data: bool) -> None:
+    """A run never writes over a file it reads (the input, its external data, the reference, a
+    plugin): refused before any work, also through links and hard links."""
     try:
         for path, what in written:
             check_not_read(path, reads, what)
@@ -284,11 +320,15 @@ def compile_model(
         reference_path = find_reference_beside(input_path)
     reads = [("input", input_path)] if input_path is not None else []
     reads += [("external data file", path) for path in (loaded.data_files if input_path is not None else [])]
-    reads += [("reference", reference_path)] if reference_path is not None and verify != "none" else []
+    reads += [("reference", reference_path)] if reference_path is not None else []
+    beside = find_reference_beside(input_path) if input_path is not None else None
+    reads += [("reference", beside)] if beside is not None and beside != reference_path else []
     reads += [("protected file", Path(path)) for path in protected_files]
     if in_place:   # the one write over a read file that was asked for
         reads = [(role, path) for role, path in reads if role != "input"]
-    _check_nothing_read_is_written(destinations, reads, used_external_data)
+    written = _files_written(destinations, passes, used_external_data)
+    _check_destinations_apart(written, destinations)
+    _check_nothing_read_is_written(written, destinations, reads, used_external_data)
     if input_shapes:
         if input_path is None:
             model = copy.deepcopy(model)   # the caller's model stays as it was
@@ -341,7 +381,7 @@ def compile_model(
             raise BadInput(f"cannot make {printable(destinations.intermediates)}: {one_line(error)}") from None
 
         def keep_intermediate(index, record, changed_model) -> None:
-            path = destinations.intermediates / f"{index + 1:02d}-{record.name}.onnx"
+            path = destinations.intermediates / intermediate_name(index, record.name)
             save_model_atomic(changed_model, path, external_data=used_external_data)
             # Relative to the report directory when it is inside it, so the folder can move.
             inside_report = destinations.report is not None and path.is_relative_to(destinations.report)
@@ -391,14 +431,20 @@ def compile_model(
                 f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}); "
                 "no output written"), "verification-failed")
 
-    if destinations.output is not None:
-        with progress.step(f"write {destinations.output}"):
-            try:
-                save_model_atomic(final_model, destinations.output, external_data=used_external_data,
-                                  input_path=input_path, allow_overwrite_input=in_place)
-            except GraphIOError as error:
-                raise BadInput(one_line(error)) from None
-
-    write_report("ok", EXIT_OK)
+    output_written = False
+    try:
+        if destinations.output is not None:
+            with progress.step(f"write {destinations.output}"):
+                try:
+                    save_model_atomic(final_model, destinations.output, external_data=used_external_data,
+                                      input_path=input_path, allow_overwrite_input=in_place)
+                except GraphIOError as error:
+                    raise BadInput(one_line(error)) from None
+            output_written = True
+        write_report("ok", EXIT_OK)
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C or SIGTERM between the output and the report: say what is on disk, not "nothing".
+        interrupt.written_output = destinations.output if output_written else None
+        raise
     return CompileResult(final_model, run, pipeline_text, pipeline_name, verification, destinations.output,
                          report_data, time.perf_counter() - started, warnings)

@@ -275,3 +275,101 @@ def test_any_command_line_is_0_or_one_clean_line_with_exit_2(pipeline, chunk, to
         assert listing(folder) == before
     else:
         assert errors == [] and listing(folder) == sorted(before + ["o.onnx"])
+
+
+# --- what the run writes never meets what it reads, nor itself (found by an adversarial pass) ---------
+
+def test_intermediates_never_write_over_the_input(work):
+    """The input lies where --keep-intermediates would write its first model: refused, input intact."""
+    folder = work / "out.onnx.intermediates"
+    folder.mkdir()
+    model_path = folder / "01-eliminate-dead-nodes.onnx"
+    (work / "naive.onnx").rename(model_path)
+    before = _snapshot(work)
+    with pytest.raises(BadInput, match=r"intermediate model .*01-eliminate-dead-nodes\.onnx is the input"):
+        compile_model(model_path, "eliminate-dead-nodes", output=work / "out.onnx", keep_intermediates=True,
+                      verify="none")
+    assert _snapshot(work) == before
+
+
+def test_intermediates_never_write_over_the_reference(work):
+    reference = work / "R" / "intermediates" / "01-eliminate-dead-nodes.onnx"
+    reference.parent.mkdir(parents=True)
+    (work / "naive.ref.npz").rename(reference)
+    before = _snapshot(work)
+    with pytest.raises(BadInput, match=r"intermediate model .* is the reference"):
+        compile_model(work / "naive.onnx", "eliminate-dead-nodes", output=work / "out.onnx", reference=reference,
+                      report=work / "R", keep_intermediates=True)
+    assert _snapshot(work) == before
+
+
+def test_an_explicit_reference_is_never_written_even_unverified(work):
+    before = _snapshot(work)
+    result = apply_cli(work / "naive.onnx", "--reference", work / "naive.ref.npz", "-o", work / "naive.ref.npz",
+                       "--verify", "none", "--pipeline", "eliminate-dead-nodes")
+    assert_one_line_error(result, 2, "is the reference", "which this run reads")
+    assert _snapshot(work) == before
+
+
+@pytest.mark.parametrize("case", ["output-is-a-report-file", "output-is-the-report-folder",
+                                  "output-is-the-intermediates-folder", "output-is-an-intermediate"])
+def test_destinations_that_clash_with_each_other_are_refused_before_any_work(case, work):
+    report = work / "R"
+    output = {"output-is-a-report-file": report / "index.html", "output-is-the-report-folder": report,
+              "output-is-the-intermediates-folder": report / "intermediates",
+              "output-is-an-intermediate": report / "intermediates" / "01-eliminate-dead-nodes.onnx"}[case]
+    message = {"output-is-a-report-file": r"report file .*index\.html is also the output",
+               "output-is-the-report-folder": r"output .*R is where the --report folder",
+               "output-is-the-intermediates-folder": r"output .*intermediates is where the --keep-intermediates folder",
+               "output-is-an-intermediate": r"intermediate model .* is also the output"}[case]
+    if case != "output-is-the-report-folder":
+        report.mkdir()
+    if case == "output-is-an-intermediate":
+        (report / "intermediates").mkdir()
+    before = _snapshot(work)
+    with pytest.raises(BadInput, match=message):
+        compile_model(work / "naive.onnx", "eliminate-dead-nodes", output=output, report=report,
+                      keep_intermediates=True)
+    assert _snapshot(work) == before
+
+
+def test_diffview_never_writes_over_a_model_it_reads(work, tmp_path):
+    model = work / "naive.onnx"
+    link = tmp_path / "link.onnx"
+    link.symlink_to(model)
+    before = model.read_bytes()
+    for destination in (model, link):
+        result = subprocess.run([sys.executable, "-m", "tools.diffview", str(model), str(model), "-o", str(destination)],
+                                capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert_one_line_error(result, 2, "is the model", "refusing to overwrite it")
+    assert model.read_bytes() == before
+    usage = subprocess.run([sys.executable, "-m", "tools.diffview"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1 and usage.stderr.startswith("error: ")
+
+
+def test_huge_dimensions_are_bad_input_not_a_memory_error(work):
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT.replace("float[2,3] x", "float[N,3] x")
+                                    .replace("float[2,3] y", "float[N,3] y"))
+    onnx.save(model, work / "dynamic.onnx")
+    result = apply_cli(work / "dynamic.onnx", "--input-shape", "x:99999999999,3", "-o", work / "out.onnx")
+    assert_one_line_error(result, 2, "dimensions must be from 1 to 2147483647")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10**12
+    onnx.save(model, work / "huge.onnx")
+    result = apply_cli(work / "huge.onnx", "-o", work / "out.onnx", "--pipeline", "eliminate-dead-nodes")
+    assert_one_line_error(result, 2, "too large to make random data for", "--reference")
+    assert not (work / "out.onnx").exists()
+
+
+def test_an_interrupt_after_the_output_says_the_output_was_written(work, monkeypatch, capsys):
+    import passes.report.writer
+    from passes import apply
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(passes.report.writer, "write_report_dir", interrupted)
+    code = apply.main([str(work / "naive.onnx"), "-o", str(work / "out.onnx"), "--report", str(work / "R"),
+                       "--pipeline", "eliminate-dead-nodes"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 130 and (work / "out.onnx").is_file()
+    assert errors == [f"error: interrupted after writing {work / 'out.onnx'}; the report was not written"]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import onnx
 
-from passes.files import DestinationError, check_destination, write_text_atomic
-from passes.one_line import printable
+from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
+from passes.interrupts import exit_code, sigterm_as_interrupt
+from passes.one_line import OneLineArgumentParser, printable
 
 
 class DiffError(Exception):
@@ -84,7 +85,7 @@ def text_report(before_path: str, after_path: str, description: dict, before_ops
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.diffview",
+    parser = OneLineArgumentParser(prog="python -m tools.diffview",
                                      description="Region diff of two ONNX models (text and/or HTML).")
     parser.add_argument("before")
     parser.add_argument("after")
@@ -92,9 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", action="store_true", help="print the diff as text (the default without -o)")
     args = parser.parse_args(argv)
     try:
-        before, after = _load(args.before), _load(args.after)
+        with sigterm_as_interrupt():   # SIGTERM cleans up like Ctrl-C: no temporary file is left
+            return _diff(args)
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write("error: interrupted; no output written\n")
+        return exit_code(interrupt)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    try:
         if args.output:   # before the work, so a bad destination costs nothing and leaves nothing
             check_destination(args.output)
+            check_not_read(args.output, [("model", args.before), ("model", args.after)])
+        before, after = _load(args.before), _load(args.after)
     except (DiffError, DestinationError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
