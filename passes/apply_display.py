@@ -30,15 +30,19 @@ class RichProgress(ProgressHook):
         self.console = console
         self._task: TaskID | None = None
         self._label = ""
+        self._started = False
 
     def __enter__(self) -> "RichProgress":
-        self.progress.start()
+        # Started with the first step, not here: a stopped display that never showed a line still
+        # prints an empty one, which would stand before a usage error's one line.
+        self._started = False
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._task is not None:
             self.progress.stop_task(self._task)
-        self.progress.stop()
+        if self._started:
+            self.progress.stop()
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -51,6 +55,9 @@ class RichProgress(ProgressHook):
 
     def _begin(self, label: str) -> None:
         self._label = label = escape(printable(label))   # paths and names: no markup, no control characters
+        if not self._started:
+            self.progress.start()
+            self._started = True
         self._task = self.progress.add_task(label, total=1)
 
     def _end(self, description: str) -> None:

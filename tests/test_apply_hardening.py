@@ -373,3 +373,10 @@ def test_an_interrupt_after_the_output_says_the_output_was_written(work, monkeyp
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 130 and (work / "out.onnx").is_file()
     assert errors == [f"error: interrupted after writing {work / 'out.onnx'}; the report was not written"]
+
+
+@pytest.mark.parametrize("args", [("-o", "missing-folder/out.onnx"), ("--pipeline", "no-such-pass{", "-o", "out.onnx")])
+def test_an_error_before_any_step_is_the_whole_of_stderr(args, work):
+    result = apply_cli(work / "naive.onnx", *args, cwd=work)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, repr(result.stderr)
