@@ -15,14 +15,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, save
 
-from tools import tpu_toolchain
+from tpu_testing import TPU_COMPILER_MARKS
 
-pytestmark = [
-    pytest.mark.tpu,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (os.environ.get("TPU_CHECK") == "1" or tpu_toolchain.is_installed(tpu_toolchain.venv_dir())),
-                       reason="tpu-mlir not installed (make tpu-setup) and TPU_CHECK != 1"),
-]
+
+pytestmark = TPU_COMPILER_MARKS
 
 REPO = Path(__file__).resolve().parent.parent
 

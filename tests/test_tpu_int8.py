@@ -7,21 +7,16 @@ CI: 6 min 18 s on the loaded dev 2-core machine (one batch-10 cmodel run is most
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tools import tpu_toolchain
+from tpu_testing import TPU_COMPILER_MARKS
 
-pytestmark = [
-    pytest.mark.tpu,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (os.environ.get("TPU_CHECK") == "1" or tpu_toolchain.is_installed(tpu_toolchain.venv_dir())),
-                       reason="tpu-mlir not installed (make tpu-setup) and TPU_CHECK != 1"),
-]
+
+pytestmark = TPU_COMPILER_MARKS
 
 REPO = Path(__file__).resolve().parent.parent
 
