@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scan_testing import TINY_MODEL_TEXT
 from test_cli import REPO, apply_cli, assert_one_line_error
-from test_hardening import DUPLICATE_NAMES, _invalid, listing
+from test_hardening import DUPLICATE_NAMES, _invalid, listing, with_ctrl_c
 
 from pipelines.compiler import BadInput, compile_model
 
@@ -204,7 +204,8 @@ def test_apply_cleans_up_on_sigterm_like_on_ctrl_c(sig, code, work, tmp_path):
     env = {"PYTHONPATH": f"{REPO}:{plugins}", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     process = subprocess.Popen([sys.executable, "-m", "passes.apply", str(work / "naive.onnx"), "--plugin", "slow_save",
                                 "--pipeline", "eliminate-dead-nodes", "-o", str(work / "o.onnx")],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=with_ctrl_c)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and time.monotonic() < deadline and process.poll() is None:

@@ -365,13 +365,19 @@ def _wait_for(predicate, seconds: float) -> bool:
     return False
 
 
+def with_ctrl_c() -> None:
+    """Popen preexec_fn: a child started from a background job inherits SIGINT ignored (POSIX shells
+    do that to `cmd &`), and Python then leaves Ctrl-C ignored; the tests send it on purpose."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_export_cli_cleans_up_on_sigterm_like_on_ctrl_c(sig, code, tmp_path):
     # A long sequence: tracing takes seconds, long enough to be interrupted with temporaries on disk.
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     process = subprocess.Popen([sys.executable, "-m", "vmamba_ref.mamba1d", "--length", "3000", "-o",
                                 str(tmp_path / "m.onnx")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=with_ctrl_c)
     try:
         assert _wait_for(lambda: len(os.listdir(tmp_path)) >= 2, 120), "no temporary files appeared"
         process.send_signal(sig)
