@@ -23,13 +23,13 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
     """'x:1,3,224,224' -> ('x', [1, 3, 224, 224]). The name may itself contain ':' (the last one splits)."""
     name, sep, dims_text = text.rpartition(":")
     if not sep or not name or not dims_text:
-        raise InputShapeError(f"--input-shape {printable(text)}: expected NAME:D0,D1,... (e.g. input:1,3,224,224)")
+        raise InputShapeError(f"--input-shape '{printable(text)}': expected NAME:D0,D1,... (e.g. input:1,3,224,224)")
     try:
         dims = [int(d) for d in dims_text.split(",")]
     except ValueError:
-        raise InputShapeError(f"--input-shape {printable(text)}: dimensions must be integers") from None
+        raise InputShapeError(f"--input-shape '{printable(text)}': dimensions must be integers") from None
     if any(d < 1 or d > MAX_DIM for d in dims):
-        raise InputShapeError(f"--input-shape {printable(text)}: dimensions must be from 1 to {MAX_DIM}")
+        raise InputShapeError(f"--input-shape '{printable(text)}': dimensions must be from 1 to {MAX_DIM}")
     return name, dims
 
 

@@ -27,7 +27,8 @@ def test_parse_several_inputs_and_a_name_with_colons():
     ("x", "expected NAME:D0,D1,... (e.g. input:1,3,224,224)"),
     ("x:", "expected NAME:D0,D1,..."),
     ("x:1,a", "dimensions must be integers"),
-    ("x:1,0", "dimensions must be >= 1"),
+    ("x:1,0", "dimensions must be from 1 to 2147483647"),
+    ("x:1,2147483648", "dimensions must be from 1 to 2147483647"),
 ])
 def test_bad_requests_are_one_line_errors(text, message):
     with pytest.raises(InputShapeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
