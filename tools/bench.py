@@ -453,6 +453,14 @@ def _print_table(result: dict, console) -> None:
 
 
 # ---------------------------------------------------------------------------------- main
+
+def _skip_row(row: dict, note: str, reason: str, batches) -> None:
+    """A row with nothing to run (its graph is missing or failed): noted, skipped at every batch."""
+    row["note"] = note
+    row["runner"] = None
+    for batch in batches:
+        row["skipped"][str(batch)] = reason
+
 def run(args, display) -> dict:
     import torch
 
@@ -509,10 +517,7 @@ def run(args, display) -> dict:
                 source = compiled.get(GRAPH_OF[key], {})
                 row["kind"] = "openvino"
                 if "error" in source or "path" not in source:
-                    row["note"] = f"no {GRAPH_OF[key]} graph"
-                    row["runner"] = None
-                    for batch in args.batches:
-                        row["skipped"][str(batch)] = "no graph"
+                    _skip_row(row, f"no {GRAPH_OF[key]} graph", "no graph", args.batches)
                     continue
                 row["path"] = str(source["path"])
                 row["nodes"] = node_count(source["path"])
@@ -528,10 +533,7 @@ def run(args, display) -> dict:
             info = compiled.get(GRAPH_OF.get(key, key), {"path": naive})
             row.update({k: v for k, v in info.items() if k in ("pipeline", "compile_s", "note", "static_from", "compiler")})
             if "error" in info:
-                row["note"] = f"pipeline failed: {info['error']}"
-                row["runner"] = None
-                for batch in args.batches:
-                    row["skipped"][str(batch)] = "pipeline failed"
+                _skip_row(row, f"pipeline failed: {info['error']}", "pipeline failed", args.batches)
                 continue
             row["path"] = str(info["path"])
             row["nodes"] = node_count(info["path"])
