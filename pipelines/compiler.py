@@ -316,13 +316,13 @@ def compile_model(
         check_model(model)
     except InvalidModelError as error:
         raise BadInput(f"{printable(input_label)}: {one_line(error)}") from None
-    if verify != "none" and reference_path is None and input_path is not None:
-        reference_path = find_reference_beside(input_path)
+    # The reference beside the input is protected even when unused (--verify none, or another given).
+    beside = find_reference_beside(input_path) if input_path is not None else None
+    if verify != "none" and reference_path is None:
+        reference_path = beside
     reads = [("input", input_path)] if input_path is not None else []
     reads += [("external data file", path) for path in (loaded.data_files if input_path is not None else [])]
-    reads += [("reference", reference_path)] if reference_path is not None else []
-    beside = find_reference_beside(input_path) if input_path is not None else None
-    reads += [("reference", beside)] if beside is not None and beside != reference_path else []
+    reads += [("reference", path) for path in dict.fromkeys((reference_path, beside)) if path is not None]
     reads += [("protected file", Path(path)) for path in protected_files]
     if in_place:   # the one write over a read file that was asked for
         reads = [(role, path) for role, path in reads if role != "input"]
