@@ -145,11 +145,12 @@ def _external_location(folder: Path, location: str, tensor_name: str) -> Path:
     return Path(resolved)
 
 
-def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
+def tensor_byte_size(tensor: onnx.TensorProto) -> int | None:
+    """Bytes the tensor's declared dims and type take as raw data; None for strings and unknown types."""
     count = 1
     for dim in tensor.dims:
         count *= dim
-    if tensor.data_type in _FOUR_BIT_TYPES:
+    if tensor.data_type in FOUR_BIT_TYPES:
         return (count + 1) // 2
     try:
         return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
@@ -157,7 +158,7 @@ def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
         return None
 
 
-_FOUR_BIT_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)}
+FOUR_BIT_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)}
 
 
 def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> list[Path]:
@@ -191,7 +192,7 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> li
             if offset < 0 or length < 0 or offset + length > size:
                 raise InputError(f"external data of tensor '{name}': bytes {offset}..{offset + length} lie outside "
                                  f"'{printable(info.get('location'))}' ({size} bytes; truncated?)")
-            expected = _expected_bytes(tensor)
+            expected = tensor_byte_size(tensor)
             if expected is not None and length != expected:
                 raise InputError(f"external data of tensor '{name}' holds {length} bytes; its type and shape "
                                  f"need {expected}")

@@ -8,7 +8,9 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
   initializer), no graph output listed twice;
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
-- no cycle.
+- no cycle;
+- every tensor stored in the model (initializers, tensor attributes) holds as many values as its
+  dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
 
 Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope.
 """
@@ -18,7 +20,9 @@ from functools import lru_cache
 
 import onnx
 
-from passes.graph_io import InputError
+from onnx.external_data_helper import uses_external_data
+
+from passes.graph_io import FOUR_BIT_TYPES, InputError, all_tensors, tensor_byte_size
 from passes.one_line import printable
 
 _CHECKED_DOMAINS = {"": "", "ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml"}
@@ -56,7 +60,34 @@ def check_model(model: onnx.ModelProto) -> None:
     if opsets.get("", 0) > newest:
         raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
     local_functions = {(function.domain, function.name) for function in model.functions}
+    for tensor in all_tensors(model):
+        _check_tensor_size(tensor)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
+
+
+def _check_tensor_size(tensor: onnx.TensorProto) -> None:
+    if uses_external_data(tensor):   # still a file reference: graph_io checks its byte range when it reads it
+        return
+    elements = 1
+    for dim in tensor.dims:
+        elements *= dim
+    if tensor.raw_data:
+        held, wanted, unit = len(tensor.raw_data), tensor_byte_size(tensor), "bytes"
+    else:
+        try:
+            field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+        except Exception:   # an unknown type: the checker and ONNX Runtime refuse it
+            return
+        held, unit = len(getattr(tensor, field)), "values"
+        if tensor.data_type in FOUR_BIT_TYPES:
+            wanted = (elements + 1) // 2
+        elif tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+            wanted = 2 * elements
+        else:
+            wanted = elements
+    if wanted is not None and held != wanted:
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' declares dims {list(tensor.dims)} "
+                                f"({wanted:,} {unit}) but holds {held:,}")
 
 
 def _subgraphs(node: onnx.NodeProto):

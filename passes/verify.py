@@ -10,13 +10,14 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from functools import lru_cache
 from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
-from passes.graph_io import all_tensors
+from passes.graph_io import all_graphs, all_tensors
 from passes.one_line import one_line, printable
 
 
@@ -92,6 +93,35 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     except Exception as error:
         raise VerificationError(f"ONNX Runtime could not run the model: {one_line(error, limit=400)}") from None
     return dict(zip(output_names, values))
+
+
+@lru_cache(maxsize=1)
+def _onnxruntime_custom_ops() -> frozenset[tuple[str, str]]:
+    """(domain, op) of every kernel ONNX Runtime's CPU build has outside the standard domains."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+        return frozenset((kernel.domain, kernel.op_name) for kernel in ort_state.get_all_opkernel_def())
+    except Exception:   # a build without the listing: let ONNX Runtime itself refuse such a node later
+        return frozenset()
+
+
+def op_onnxruntime_lacks(model: onnx.ModelProto) -> str | None:
+    """A one-line description of the first node that ONNX Runtime cannot run because its op comes
+    from a domain ORT does not implement (e.g. an exporter's custom op) and the model does not define
+    it as a function; None if there is none. Standard-domain ops are model_check's business."""
+    known = _onnxruntime_custom_ops()
+    if not known:
+        return None
+    functions = {(function.domain, function.name) for function in model.functions}
+    for graph in all_graphs(model.graph):
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx", "ai.onnx.ml") or (node.domain, node.op_type) in functions:
+                continue
+            if (node.domain, node.op_type) not in known:
+                label = f"node '{printable(node.name)}'" if node.name else "a node"
+                return (f"{label} is op '{printable(node.op_type)}' of domain '{printable(node.domain)}', "
+                        "which ONNX Runtime does not implement and the model does not define")
+    return None
 
 
 def compare(outputs: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray],
@@ -173,10 +203,40 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
         raise ReferenceDataError(
             f"reference {shown} has none of the model outputs ({_names(output_names)}); keys: {_names(keys)}")
     _check_feeds_fit(shown, feeds, model)
+    for name, array in feeds.items():
+        # A NaN fed in comes out as NaN: the comparison could then never pass, whatever the passes did.
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise ReferenceDataError(f"reference {shown}: input '{printable(name)}' holds NaN or infinity")
+    _check_expected_fit(shown, expected, model)
     for name, array in expected.items():
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise ReferenceDataError(f"reference {shown}: expected output '{printable(name)}' holds NaN or infinity")
     return feeds, expected
+
+
+def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
+    """The static sizes a graph input or output declares (None for a symbolic one), or None if no shape."""
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _shape_contradicts(dims: list[int | None] | None, shape: tuple[int, ...]) -> bool:
+    return dims is not None and (len(dims) != len(shape) or any(d is not None and d != n for d, n in zip(dims, shape)))
+
+
+def _shown_dims(dims: list[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _check_expected_fit(shown: str, expected: Mapping[str, np.ndarray], model: onnx.ModelProto) -> None:
+    """Each expected output has the rank and static sizes the graph output declares: a reference made
+    for another model is refused here, not reported later as a failed verification."""
+    for value in model.graph.output:
+        if value.name in expected and _shape_contradicts(_declared_dims(value), expected[value.name].shape):
+            raise ReferenceDataError(f"reference {shown}: expected output '{printable(value.name)}' has shape "
+                                     f"{list(expected[value.name].shape)}; the model gives "
+                                     f"{_shown_dims(_declared_dims(value))}")
 
 
 def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> None:
@@ -192,12 +252,9 @@ def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.Mo
         if wanted is not None and array.dtype != wanted:
             raise ReferenceDataError(f"reference {shown}: input '{printable(value.name)}' is {array.dtype}; "
                                  f"the model takes {wanted}")
-        if tensor_type.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
-            if len(dims) != array.ndim or any(d is not None and d != n for d, n in zip(dims, array.shape)):
-                declared = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-                raise ReferenceDataError(f"reference {shown}: input '{printable(value.name)}' has shape "
-                                     f"{list(array.shape)}; the model takes {declared}")
+        if _shape_contradicts(_declared_dims(value), array.shape):
+            raise ReferenceDataError(f"reference {shown}: input '{printable(value.name)}' has shape "
+                                     f"{list(array.shape)}; the model takes {_shown_dims(_declared_dims(value))}")
 
 
 def check_tolerance(tolerance: float) -> float:

@@ -46,6 +46,7 @@ from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
+                           op_onnxruntime_lacks,
                            load_reference, random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
 
@@ -347,6 +348,9 @@ def compile_model(
     # with the input model's own outputs as the expected values.
     feeds = expected = baseline_outputs = None
     if verify != "none":
+        lacking = op_onnxruntime_lacks(model)
+        if lacking is not None:
+            raise BadInput(f"cannot verify: {lacking} (--verify none compiles it without running it)")
         try:
             if reference_path is not None:
                 feeds, expected = load_reference(reference_path, model)
@@ -366,7 +370,9 @@ def compile_model(
                 try:
                     baseline_outputs = run_model(model, feeds, log=progress.stage)
                 except VerificationError as error:
-                    raise VerificationFailed(f"the input model does not run: {one_line(error)}") from None
+                    # Nothing of ours has touched the model yet: it is the input that is unusable.
+                    raise BadInput(f"the input model does not run: {one_line(error)} "
+                                   "(--verify none compiles it without running it)") from None
             if expected is None:
                 expected = baseline_outputs
 

@@ -68,6 +68,49 @@ def _reference_without_inputs(model_path: Path) -> Path:
     return model_path.with_name("partial.npz")
 
 
+def _reference_with(model_path: Path, name: str, change) -> Path:
+    data = dict(np.load(model_path.with_name("naive.ref.npz")))
+    data[name] = change(data[name])
+    np.savez(model_path.with_name("changed.npz"), **data)
+    return model_path.with_name("changed.npz")
+
+
+def _with_nan(array: np.ndarray) -> np.ndarray:
+    array = array.copy()
+    array.flat[1] = np.nan
+    return array
+
+
+def _model_variant(model_path: Path, change) -> Path:
+    model = onnx.load(model_path)
+    change(model)
+    onnx.save(model, model_path.with_name("variant.onnx"))
+    return model_path.with_name("variant.onnx")
+
+
+def _custom_domain_op(model: onnx.ModelProto) -> None:
+    # The last node's op becomes an exporter's custom op that no runtime here implements.
+    last = model.graph.node[len(model.graph.node) - 1]
+    last.domain, last.op_type, last.name = "com.example", "FusedScan", "evil\x1bname"
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+
+
+def _initializer_without_data(model: onnx.ModelProto) -> None:
+    claim = onnx.TensorProto(name="claimed", data_type=onnx.TensorProto.FLOAT, dims=[1 << 40])
+    model.graph.initializer.append(claim)
+
+
+def _reshape_that_cannot_run(model: onnx.ModelProto) -> None:
+    # Valid to the checker, refused by ONNX Runtime when it runs: 18 values cannot become 5.
+    output = model.graph.output[0]
+    producer = next(node for node in model.graph.node if output.name in node.output)
+    producer.output[list(producer.output).index(output.name)] = "before_reshape"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([5], np.int64), "five"))
+    model.graph.node.append(onnx.helper.make_node("Reshape", ["before_reshape", "five"], [output.name]))
+    del output.type.tensor_type.shape.dim[:]
+    output.type.tensor_type.shape.dim.add().dim_value = 5
+
+
 # name -> (make the arguments from the model's path, exit code, phrases the error line must hold)
 APPLY_CASES = {
     "not-onnx": (lambda m: [_write(m.with_name("bad.onnx"), b"\xff\xfe not protobuf \x00"), "-o", m.with_name("o.onnx")],
@@ -120,6 +163,23 @@ APPLY_CASES = {
                                      _write(m.with_name("bad.npz"), b"not a zip")], 2, ["cannot read reference"]),
     "reference-lacks-inputs": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference", _reference_without_inputs(m)],
                                2, ["lacks model input(s)", "a_in"]),
+    "reference-input-nan": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference",
+                                       _reference_with(m, "a_in", _with_nan)],
+                            2, ["changed.npz: input 'a_in' holds NaN or infinity"]),
+    "reference-output-shape": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference",
+                                          _reference_with(m, "y", lambda y: np.zeros(y.shape[:-1] + (y.shape[-1] + 1,),
+                                                                                     np.float32))],
+                               2, ["changed.npz: expected output 'y' has shape [1, 3, 7]; the model gives [1, 3, 6]"]),
+    "custom-domain-op": (lambda m: [_model_variant(m, _custom_domain_op), "-o", m.with_name("o.onnx"),
+                                    "--reference", m.with_name("naive.ref.npz")],
+                         2, [r"cannot verify: node 'evil\x1bname' is op 'FusedScan' of domain 'com.example', which ONNX "
+                             "Runtime does not implement", "--verify none"]),
+    "initializer-without-its-data": (lambda m: [_model_variant(m, _initializer_without_data), "-o", m.with_name("o.onnx")],
+                                     2, ["variant.onnx: tensor 'claimed' declares dims [1099511627776] "
+                                         "(1,099,511,627,776 values) but holds 0"]),
+    "input-does-not-run": (lambda m: [_model_variant(m, _reshape_that_cannot_run), "-o", m.with_name("o.onnx")],
+                           2, ["the input model does not run: ONNX Runtime could not run the model", "Reshape",
+                               "(--verify none compiles it without running it)"]),
     "verification-fails": (lambda m: [m, "-o", m.with_name("o.onnx"), "--reference", _wrong_reference(m)],
                            3, ["verification failed", "output 'y'", "no output written"]),
 }
