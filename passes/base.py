@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 import onnx_graphsurgeon as gs
 
@@ -152,6 +152,11 @@ class Pass:
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError
+
+    def non_finite_hint(self) -> Optional[str]:
+        """Why this pass's last run may have made the graph compute NaN or infinity (a form known to
+        overflow float32), for the message when verification finds non-finite values; None if not."""
+        return None
 
     def __repr__(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options().items()))

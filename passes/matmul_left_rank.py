@@ -27,6 +27,7 @@ class MatMulLeftRank(Pass):
         ranks = RankMap(graph)
         builder = GraphBuilder(graph, ctx.opset, prefix="matmul_left_rank")
         lifted = 0
+        lifted_constants: dict[tuple[str, int], gs.Constant] = {}   # one lifted copy per constant shared by MatMuls
         for node in [n for n in graph.nodes if n.op == "MatMul"]:
             left, right = node.inputs[:2]
             left_rank, right_rank = ranks.rank(left), ranks.rank(right)
@@ -34,8 +35,12 @@ class MatMulLeftRank(Pass):
                 continue
             missing = right_rank - left_rank
             if isinstance(left, gs.Constant):
-                values = np.asarray(left.values)
-                node.inputs[0] = gs.Constant(f"{left.name}_rank{right_rank}", values.reshape((1,) * missing + values.shape))
+                key = (left.name, right_rank)
+                if key not in lifted_constants:
+                    values = np.asarray(left.values)
+                    lifted_constants[key] = gs.Constant(f"{left.name}_rank{right_rank}",
+                                                        values.reshape((1,) * missing + values.shape))
+                node.inputs[0] = lifted_constants[key]
             else:
                 node.inputs[0] = builder.unsqueeze(left, list(range(missing)))
             lifted += 1

@@ -16,8 +16,9 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
-from passes.scan_forms import SCAN_FORMS
+from passes.scan_forms import OVERFLOWS_PAST, SCAN_FORMS
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
+from passes.static_shapes import partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
@@ -86,6 +87,17 @@ def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
     return None
 
 
+def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
+    """The decay varies along the state's last axis: decays per (channel, state), Mamba's d_state
+    N > 1 in every layout seen (transformers and mambapy (.., d_inner, N), the fork's (B, KD, L, N)).
+    VMamba's N = 1 has size 1 there. False when that size is unknown."""
+    shape = shapes.get(rec.decay.name)
+    if shape is None or len(shape) < 2:
+        return False
+    state_axes = [size for index, size in enumerate(shape) if index != rec.decay_axis]
+    return state_axes[-1] is not None and state_axes[-1] > 1
+
+
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int) -> None:
     full_rank = rec.rank
     axis = rec.decay_axis
@@ -117,6 +129,8 @@ class RerollScans(Pass):
     form = Option(str, "chunk24", "scan form the recurrences become (passes/scan_forms/)",
                   choices=tuple(sorted(SCAN_FORMS)))
     chunk = Option(int, 24, "steps per chunk", min=1)
+    state_form = Option(str, "same", "scan form for recurrences whose decays vary along the state's last axis "
+                        "(per (channel, state): d_state N > 1), 'same': `form`", choices=("same", *sorted(SCAN_FORMS)))
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
@@ -129,11 +143,17 @@ class RerollScans(Pass):
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
         report.recurrences = recurrences
         notes = [str(rejection) for rejection in report.rejections]
+        # Shapes only when some recurrence may take another form (inference costs seconds on a naive export).
+        shapes = partial_shapes(graph) if self.state_form not in ("same", self.form) and report.recurrences else {}
+        self.forms_used = set()
         for index, rec in enumerate(report.recurrences):
             dtype = getattr(rec.decay, "dtype", None) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype)
-            reroll(graph, rec, builder, self.form, self.chunk)
-            ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout)")
+            form = self.state_form if shapes and _decays_per_state(rec, shapes) else self.form
+            reroll(graph, rec, builder, form, self.chunk)
+            self.forms_used.add(form)
+            ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
+                    f"{form} form)")
         if report.recurrences:
             graph.cleanup().toposort()
         lengths = [rec.length for rec in report.recurrences]
@@ -145,3 +165,12 @@ class RerollScans(Pass):
         if not report.recurrences:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(report.recurrences), stats=stats, notes=notes)
+
+    def non_finite_hint(self) -> Optional[str]:
+        risky = sorted(form for form in getattr(self, "forms_used", ()) if form in OVERFLOWS_PAST)
+        if not risky:
+            return None
+        bounds = ", ".join(f"{form} past ~{OVERFLOWS_PAST[form]}" for form in risky)
+        return (f"the {'/'.join(risky)} scan form (reroll-scans, chunk {self.chunk}) overflows float32 once one "
+                f"chunk's |A| * sum(dt) is too large ({bounds}); the parallel and batched-doubling forms never "
+                "overflow (--pipeline cpu; tpu for d_state > 1)")

@@ -173,6 +173,13 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
     return _Destinations(output_path, report_dir, intermediates)
 
 
+def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
+    """What the passes know about where NaN or infinity came from (a scan form that overflows)."""
+    if problem != "non-finite values":
+        return []
+    return [hint for hint in (p.non_finite_hint() for p in passes) if hint]
+
+
 def _files_written(destinations: _Destinations, passes: Sequence[Pass], external_data: bool) -> list[tuple[Path, str]]:
     """Every file the run may write, known before the work: the output, the report's files and one
     model per pass for --keep-intermediates (named by position and pass), each with its data file."""
@@ -435,7 +442,8 @@ def compile_model(
             raise fail(VerificationFailed, (
                 f"verification failed: output '{printable(worst.name)}' rel L2 {worst.rel_l2:.3g} > tolerance "
                 f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}); "
-                "no output written"), "verification-failed")
+                + "".join(f"{hint}; " for hint in _non_finite_hints(passes, worst.problem))
+                + "no output written"), "verification-failed")
 
     output_written = False
     try:

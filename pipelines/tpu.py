@@ -12,7 +12,9 @@ tpu-mlir's layer-group search, which did not finish in 30 minutes on the 6,400-n
 takes seconds. Its two in-chunk CumSums become MatMuls by a triangular ones matrix
 (cumsum-to-matmul: the CumSum kernel is a slow global op on BM1684X). Chunk 32 (Q = 32, 28, 28,
 and 7 padded to 32 on VMamba-T's 3136, 784, 196, 49 steps) by tpu-mlir's estimate; numbers in
-docs/TPU.md.
+docs/TPU.md. Decays per (channel, state) (d_state N > 1, Mamba) take `batched-doubling`: with |A|
+up to N, batched's exp(-cumsum) overflowed float32 on a Mamba-130m-shaped model; VMamba's N = 1
+graphs do not change.
 """
 from passes.tpu_memory import CHIP_LIMITS
 from pipelines.pipeline import Pipeline, parse_pipeline
@@ -22,7 +24,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     """The tpu pipeline for one chip: split-cumsum's budget and lanes from its measured table."""
     limit = CHIP_LIMITS[chip]
     return parse_pipeline(
-        "reroll-scans{form=batched,chunk=32},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
+        "reroll-scans{form=batched,chunk=32,state_form=batched-doubling},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
         "unit-axes-to-reshape,remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"

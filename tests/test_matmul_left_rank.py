@@ -51,3 +51,24 @@ def test_vector_and_equal_rank_operands_are_left_alone():
     _, after, result = _apply(text)
     assert not result.changed and result.stats == {"lifted": 0}
     assert op_histogram(after) == {"MatMul": 2}
+
+
+def test_a_constant_shared_by_two_matmuls_is_lifted_once():
+    """The batched-doubling form shifts two tensors by one shifted identity: one lifted copy of it, not
+    two distinct tensors with one name (onnx-graphsurgeon warned on export and kept one of them)."""
+    model = onnx.parser.parse_model(f"""{HEADER}
+    g (float[1,2,3,2] x, float[1,2,3,2] y) => (float[1,2,3,2] u, float[1,2,3,2] v)
+      <float[3,3] shift = {{0,0,0, 1,0,0, 0,1,0}}> {{
+      u = MatMul(shift, x)
+      v = MatMul(shift, y)
+    }}""")
+    graph = gs.import_onnx(model)
+    result = get_pass("matmul-left-rank").run(graph, PassContext(opset=17))
+    assert result.stats == {"lifted": 2}
+    lifted = [node.inputs[0] for node in graph.nodes]
+    assert lifted[0] is lifted[1] and (lifted[0].name, lifted[0].shape) == ("shift_rank4", (1, 1, 3, 3))
+    after = gs.export_onnx(graph)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal((1, 2, 3, 2)).astype(np.float32) for name in ("x", "y")}
+    for expected, actual in zip(run(model, feeds), run(after, feeds)):
+        np.testing.assert_array_equal(actual, expected)

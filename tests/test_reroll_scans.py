@@ -116,7 +116,7 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="option 'form' must be one of batched, chunk24, parallel, got 'fast'"):
+    with pytest.raises(ValueError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, got 'fast'"):
         RerollScans(form="fast")
     with pytest.raises(ValueError, match="option 'chunk' must be an integer >= 1, got '0'"):
         RerollScans(chunk=0)
@@ -124,7 +124,7 @@ def test_bad_options_are_refused():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    form=st.sampled_from(["chunk24", "parallel", "batched"]),
+    form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling"]),
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
     readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
@@ -141,13 +141,13 @@ def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels
         assert hist.get("CumSum", 0) == 2 * chunks
     elif form == "batched":  # every chunk at once: two CumSums however many chunks
         assert hist["CumSum"] == 2
-    else:  # only Mul/Add sweeps and a doubling scan: no CumSum at all
+    else:  # only Mul/Add sweeps or MatMul shifts and doubling scans: no CumSum at all
         assert "CumSum" not in hist
     feeds = scan_inputs(spec, seed=length * 31 + chunk, batch=batch or 2)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched"])
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling"])
 @pytest.mark.parametrize("index", ["gather", "slice"])
 @pytest.mark.parametrize("initial", ["zeros", "input"])
 def test_forms_agree_with_numpy(form, index, initial):
@@ -158,7 +158,7 @@ def test_forms_agree_with_numpy(form, index, initial):
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["parallel", "batched"])
+@pytest.mark.parametrize("form", ["parallel", "batched", "batched-doubling"])
 def test_all_at_once_forms_node_count_does_not_grow_with_length(form):
     counts = []
     for length in (64, 256, 1024):
@@ -231,7 +231,46 @@ def test_stress_decays_batched_centring_doubles_chunk24_range():
     assert not np.all(np.isfinite(outputs["batched", 24]))
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched"])
+def test_batched_doubling_form_exact_ops():
+    """L = 10, chunk 4: Q = 2, 5 chunks at once, as in batched, but no CumSum and one Exp (log a -> a)."""
+    spec = ScanSpec(length=10, channels=3, state=2)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=4))
+    # In-chunk doubling, 1 round (shift 1): states and decay windows shifted along Q by a MatMul from
+    # the left (+ Add of the fill 1 for decays): 2 MatMul, 2 Mul, 2 Add (+1 Add). Chunk decay and end:
+    # row Q - 1 by 2 MatMuls with a one-hot row. The carry as in batched (4 MatMul-shifted rounds'
+    # worth: 1 + 1 + 3 + 2 MatMuls, 2 fill Adds, 5 Mul, 4 Add), then states = local + growth * carry.
+    assert op_histogram(out) == {"Add": 9, "Concat": 3, "Einsum": 1, "Exp": 1, "MatMul": 11, "Mul": 8, "Reshape": 3,
+                                 "Shape": 3, "Slice": 6, "Transpose": 3}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("chunk", [8, 32, 96])
+def test_stress_decays_batched_doubling_stays_exact(chunk):
+    """The decays that overflow chunk24 and batched (log a ~ -6 per step, ~-580 per 96 steps): only
+    products of decays <= 1, so exact at any chunk, the whole axis in one chunk included."""
+    spec = ScanSpec(length=96, channels=4, state=2)
+    feeds = scan_inputs(spec, decay_scale=60.0)
+    model, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=chunk))
+    assert rel_l2(run(model, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("state", [1, 2])
+def test_state_form_only_for_decays_per_state(state):
+    """state_form applies where the decays vary along the state's last axis (d_state N > 1); with N = 1
+    the recurrence keeps `form`."""
+    spec = ScanSpec(length=10, channels=3, state=state)
+    out, _ = apply_pass(unrolled_scan_model(spec),
+                        RerollScans(form="batched", chunk=4, state_form="batched-doubling"))
+    plain, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    doubling, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=4))
+    assert op_histogram(plain) != op_histogram(doubling)
+    assert op_histogram(out) == op_histogram(plain if state == 1 else doubling)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling"])
 def test_grouped_conv_readout_is_rerolled_like_mulsum(form):
     spec = ScanSpec(length=11, channels=3, state=4, batch=2, readout="conv")
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))

@@ -39,6 +39,7 @@ class ExternalExport:
     scans: int               # unrolled scans in the export
     steps: int               # scan steps in all
     options: dict = field(default_factory=dict)
+    overflows: tuple[str, ...] = ()   # pipelines whose scan form overflows float32 on it (by design: seed)
 
     @property
     def version(self) -> str:
@@ -49,8 +50,10 @@ class ExternalExport:
             return "(this repository)"
 
 
-def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, vocab: int = 64, seed: int = 0):
-    """transformers.MambaModel from a config (random init), its slow path, and a sample of token ids."""
+def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, vocab: int = 64, seed: int = 0,
+             dt: float | None = None):
+    """transformers.MambaModel from a config (random init), its slow path, and a sample of token ids.
+    dt: set every dt_proj bias to softplus^-1(dt), so that dt ~ dt (init draws 1e-3..1e-1)."""
     import torch
     from transformers import MambaConfig, MambaModel
 
@@ -66,8 +69,13 @@ def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, 
         def forward(self, input_ids):
             return self.model(input_ids=input_ids, use_cache=False).last_hidden_state
 
+    model = LastHiddenState().eval()
+    if dt is not None:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.mixer.dt_proj.bias.fill_(float(np.log(np.expm1(dt))))
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-    return LastHiddenState().eval(), ids
+    return model, ids
 
 
 def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int = 1, seed: int = 0):
@@ -96,6 +104,10 @@ def fork_channels(state: int, length: int, batch: int = 2, d_model: int = 8, see
 EXPORTS = {e.name: e for e in [
     ExternalExport("hf-mamba-n16", "transformers", "MambaModel, hidden 16, d_state 16, 2 layers, L 12",
                    lambda: hf_mamba(16, 16, 2, 12), scans=2, steps=24),
+    # Large decays: |A| (1..16) * sum(dt) reaches ~640 over 20 steps, as a randomly initialised
+    # Mamba-130m-shaped model reaches ~1,000 over 32; the chunk24 and batched forms overflow on it.
+    ExternalExport("hf-mamba-n16-dt2", "transformers", "MambaModel, hidden 16, d_state 16, 1 layer, L 40, dt ~2",
+                   lambda: hf_mamba(16, 16, 1, 40, dt=2.0), scans=1, steps=40, overflows=("seed",)),
     ExternalExport("hf-mamba-n4-b2", "transformers", "MambaModel, hidden 8, d_state 4, 1 layer, L 7, batch 2",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7),
     ExternalExport("mambapy-n16", "mambapy", "Mamba (pscan=False), d_model 8, d_state 16, 2 layers, L 10",
@@ -135,7 +147,7 @@ def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Pa
 
 def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:
     """Export, then compile with each pipeline (verified against the library's output); 0 when all pass."""
-    from pipelines import CompileError, compile_model
+    from pipelines import CompileError, VerificationFailed, compile_model
 
     naive, _ = export(entry, folder / f"{entry.name}.onnx")
     status = 0
@@ -144,6 +156,9 @@ def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu"))
         try:
             result = compile_model(naive, pipeline, output=folder / f"{entry.name}.{pipeline}.onnx")
         except CompileError as error:
+            if pipeline in entry.overflows and isinstance(error, VerificationFailed):
+                print(f"expected (its scan form overflows here by design): {error}", flush=True)
+                continue
             print(f"error: {error}", flush=True)
             status = status or error.exit_code
             continue

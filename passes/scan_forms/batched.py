@@ -26,8 +26,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, move_axis,
-                                          shift_last_by_matmul, split_axis_shape)
+from passes.scan_forms.chunk_axes import carry_into_chunks, chunk_dividing, merge_axes_shape, split_axis_shape
 
 
 def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
@@ -60,27 +59,8 @@ def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Ten
         lift = builder.exp(half_chunk_log)
         chunk_decay = builder.mul(lift, lift)
         chunk_end = builder.mul(lift, builder.reduce_sum(scaled_drive, [step_axis]))
-        # The carry runs along the chunk axis moved last, shifted by MatMuls with a shifted identity;
-        # with only size-1 axes after it (d_state N = 1) the move is a Reshape after unit-axes-to-reshape.
-        last = split_rank - 1
-        carry_drive = move_axis(builder, chunk_end, split_rank, chunk_axis, last)
-        # Carry into chunk k from chunk k - 1: shift by one chunk, chunk 0 gets the initial state.
-        carry_drive = (shift_last_by_matmul(builder, carry_drive, split_rank, last, 1, chunks, 0.0)
-                       if chunks > 1 else None)
-        if initial is not None:
-            start = move_axis(builder, builder.unsqueeze(initial, [step_axis]), split_rank, chunk_axis, last)
-            if carry_drive is None:
-                carry_drive = start
-            else:
-                first = builder.add(builder.slice(carry_drive, 0, 1, last), start)
-                carry_drive = builder.concat([first, builder.slice(carry_drive, 1, chunks, last)], last)
-        carry_states = carry_drive
-        if chunks > 1:
-            carry_decay = shift_last_by_matmul(builder, move_axis(builder, chunk_decay, split_rank, chunk_axis, last),
-                                               split_rank, last, 1, chunks, 1.0)
-            carry_states = doubling_scan(builder, carry_decay, carry_drive, split_rank, last, chunks,
-                                         shifted=shift_last_by_matmul)
-        carry = move_axis(builder, carry_states, split_rank, last, chunk_axis)
+        start = (lambda: builder.unsqueeze(initial, [step_axis])) if initial is not None else None
+        carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
         states = builder.add(local, builder.mul(growth, builder.mul(lift, carry)))  # + exp(S) * carry
     merged = builder.reshape(states, merge_axes_shape(builder, states, axis))
     return builder.slice(merged, 0, length, axis) if padded != length else merged

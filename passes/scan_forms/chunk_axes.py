@@ -2,7 +2,7 @@
 and the doubling (Hillis-Steele) scan that carries state across chunks."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -86,3 +86,33 @@ def doubling_scan(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, ran
         decay = next_decay
         step *= 2
     return states
+
+
+def carry_into_chunks(builder: GraphBuilder, chunk_decay: gs.Tensor, chunk_end: gs.Tensor,
+                      initial_start: Optional[Callable[[], gs.Tensor]], rank: int, chunk_axis: int,
+                      chunks: int) -> gs.Tensor:
+    """The state entering each chunk, c_k = P_{k-1} * c_{k-1} + e_{k-1}, along chunk_axis.
+
+    P: each chunk's decay product, e: its last state from a zero start, c_0: the initial state
+    (`initial_start()` gives it in the chunked layout, size 1 on the chunk axis) or zero. A linear
+    recurrence over only the chunks, solved by a doubling scan along the chunk axis moved last and
+    shifted by MatMuls with a shifted identity (with only size-1 axes after it, d_state N = 1, the
+    move is a Reshape after unit-axes-to-reshape). Only products of decays <= 1 are formed."""
+    last = rank - 1
+    carry_drive = move_axis(builder, chunk_end, rank, chunk_axis, last)
+    # Carry into chunk k from chunk k - 1: shift by one chunk, chunk 0 gets the initial state.
+    carry_drive = shift_last_by_matmul(builder, carry_drive, rank, last, 1, chunks, 0.0) if chunks > 1 else None
+    if initial_start is not None:
+        start = move_axis(builder, initial_start(), rank, chunk_axis, last)
+        if carry_drive is None:
+            carry_drive = start
+        else:
+            first = builder.add(builder.slice(carry_drive, 0, 1, last), start)
+            carry_drive = builder.concat([first, builder.slice(carry_drive, 1, chunks, last)], last)
+    carry_states = carry_drive
+    if chunks > 1:
+        carry_decay = shift_last_by_matmul(builder, move_axis(builder, chunk_decay, rank, chunk_axis, last),
+                                           rank, last, 1, chunks, 1.0)
+        carry_states = doubling_scan(builder, carry_decay, carry_drive, rank, last, chunks,
+                                     shifted=shift_last_by_matmul)
+    return move_axis(builder, carry_states, rank, last, chunk_axis)

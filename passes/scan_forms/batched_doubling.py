@@ -1,0 +1,82 @@
+"""The "batched-doubling" form: the batched layout without its exp(-cumsum), stable for any decay.
+
+`batched` computes each chunk's states as exp(S) * cumsum(b * exp(-S)); its centred exponents
+overflow float32 once |A| * sum(dt) over one chunk passes ~174. With d_state N > 1 the decays are
+per (channel, state) and |A| reaches N (Mamba's init A = -(1..N)): a randomly initialised
+Mamba-130m-shaped transformers model has |A| * sum(dt) up to ~1,000 over 32 steps and ~380 even
+over 8, and its `tpu` graph gave NaN. So here, in the same (..., chunks, Q, ...) layout:
+  1. In every chunk at once, from a zero start, a doubling (Hillis-Steele) scan over Q in
+     ceil(log2 Q) rounds: after the round with shift s, position q holds the composition of
+     steps q-2s+1 .. q. Each round shifts along Q by a MatMul with a shifted identity (Q at the
+     second-to-last axis: a constant on the left), which a TPU keeps in its layer group. The
+     decay window products ride along, so after the last round they are the prefix products
+     a_1 ... a_q (the growth exp(S)) with no CumSum and no Exp beyond exp(log a).
+  2. Per chunk, its decay product and last state: row Q - 1, picked by a MatMul with a one-hot
+     row (no strided Slice); the carry across chunks as in `batched` (chunk_axes.carry_into_chunks).
+  3. states = local + growth * carry.
+Numerics: every factor is a product of decays <= 1 and nothing is divided, so nothing overflows
+in float32 whatever |A| * dt is (small products underflow to 0, which is their value).
+Cost: ~2 * log2(Q) shift-MatMuls on the full tensor where `batched` has 2 short CumSums and 2 Exps;
+the pass uses it for recurrences with a state axis (N > 1) only (reroll-scans' state_form).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, merge_axes_shape, move_axis,
+                                          move_axis_perm, split_axis_shape)
+
+
+def shift_rows_by_matmul(builder: GraphBuilder, x: gs.Tensor, count: int, length: int, fill: float) -> gs.Tensor:
+    """x moved `count` places along its second-to-last axis (out[k] = x[k - count], the gap `fill`),
+    as (a shifted identity) @ x."""
+    shifted = builder.matmul(builder.const(np.eye(length, k=-count, dtype=builder.dtype)), x)
+    if fill == 0.0:
+        return shifted
+    gap = np.zeros((length, 1), dtype=builder.dtype)
+    gap[:count] = fill
+    return builder.add(shifted, builder.const(gap))
+
+
+def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+    chunk = chunk_dividing(length, chunk)
+    chunks = -(-length // chunk)
+    padded = chunks * chunk
+    if padded != length:
+        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
+        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
+    # (..., L, ...) -> (..., chunks, Q, ...), then Q to the second-to-last axis (already there for
+    # transformers' (batch, channels, L, N) layout) so that the shifts are MatMuls from the left.
+    split_rank = rank + 1
+    perm = move_axis_perm(split_rank, axis + 1, split_rank - 2)
+    chunk_axis = perm.index(axis)
+
+    def to_layout(x: gs.Tensor) -> gs.Tensor:
+        return move_axis(builder, x, split_rank, axis + 1, split_rank - 2)
+
+    decay = to_layout(builder.reshape(builder.exp(log_decay), split_axis_shape(builder, log_decay, axis, chunks, chunk)))
+    drive = to_layout(builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk)))
+
+    local, window_decay, step = drive, decay, 1
+    while step < chunk:
+        local = builder.add(local, builder.mul(window_decay, shift_rows_by_matmul(builder, local, step, chunk, 0.0)))
+        window_decay = builder.mul(window_decay, shift_rows_by_matmul(builder, window_decay, step, chunk, 1.0))
+        step *= 2
+    growth = window_decay   # a_1 ... a_q within the chunk: the window now covers the whole prefix
+
+    states = local
+    if chunks > 1 or initial is not None:
+        last_row = builder.const(np.eye(1, chunk, chunk - 1, dtype=builder.dtype))   # (1, Q) one-hot at Q - 1
+        chunk_decay = builder.matmul(last_row, growth)
+        chunk_end = builder.matmul(last_row, local)
+        start = (lambda: to_layout(builder.unsqueeze(initial, [axis + 1]))) if initial is not None else None
+        carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
+        states = builder.add(local, builder.mul(growth, carry))
+    states = move_axis(builder, states, split_rank, split_rank - 2, axis + 1)
+    merged = builder.reshape(states, merge_axes_shape(builder, states, axis))
+    return builder.slice(merged, 0, length, axis) if padded != length else merged
