@@ -11,11 +11,18 @@ def test_tiny_stack_rows_errors_and_table(tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     rows = result["rows"]
-    assert list(rows) == ["naive", "cpu", "torch-slow", "torch-mambapy"]
+    assert list(rows) == ["naive", "cpu", "no-scan", "torch-slow", "torch-mambapy"]
     assert all(len(row["seconds"]) == 2 for row in rows.values())
     assert rows["torch-slow"]["rel_l2"] == 0.0
-    assert max(row["rel_l2"] for row in rows.values()) <= 1e-5
+    assert max(row["rel_l2"] for key, row in rows.items() if key != "no-scan") <= 1e-5
+    assert rows["no-scan"]["rel_l2"] is None
     assert rows["cpu"]["nodes"] < rows["naive"]["nodes"]
+    # the floor keeps no scan and none of what only fed it: no Exp (exp(A * dt)), no Softplus (dt)
+    import onnx
+    floor_ops = {node.op_type for node in onnx.load(rows["no-scan"]["path"]).graph.node}
+    assert rows["no-scan"]["nodes"] < rows["cpu"]["nodes"] and not floor_ops & {"Exp", "Softplus"}
     printed = capsys.readouterr().out
     assert "### Mamba-130m-shaped stack from transformers (test box)" in printed
     assert "| `--pipeline cpu` (ORT) | " in printed and "x PyTorch's sequential slow path" in printed
+    assert "| floor: the naive graph with its scans removed (ORT; not the model) | " in printed
+    assert "no scan form can make it more than" in printed

@@ -235,12 +235,13 @@ def test_batched_doubling_form_exact_ops():
     """L = 10, chunk 4: Q = 2, 5 chunks at once, as in batched, but no CumSum and one Exp (log a -> a)."""
     spec = ScanSpec(length=10, channels=3, state=2)
     out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=4))
-    # In-chunk doubling, 1 round (shift 1): states and decay windows shifted along Q by a MatMul from
-    # the left (+ Add of the fill 1 for decays): 2 MatMul, 2 Mul, 2 Add (+1 Add). Chunk decay and end:
-    # row Q - 1 by 2 MatMuls with a one-hot row. The carry as in batched (4 MatMul-shifted rounds'
-    # worth: 1 + 1 + 3 + 2 MatMuls, 2 fill Adds, 5 Mul, 4 Add), then states = local + growth * carry.
+    # Q moved last (decays, drives) and back (states): 3 Transposes. In-chunk doubling, 1 round (shift 1):
+    # states and decay windows shifted along Q by x @ (a shifted identity) (+ Add of the fill 1 for
+    # decays): 2 MatMul, 2 Mul, 2 Add (+1 Add). Chunk decay and end: step Q - 1 by 2 MatMuls with a
+    # one-hot column. The carry as in batched (chunk axis moved last and back: 3 Transposes; 1 + 1 + 3
+    # + 2 MatMuls, 2 fill Adds, 5 Mul, 4 Add), then states = local + growth * carry.
     assert op_histogram(out) == {"Add": 9, "Concat": 3, "Einsum": 1, "Exp": 1, "MatMul": 11, "Mul": 8, "Reshape": 3,
-                                 "Shape": 3, "Slice": 6, "Transpose": 3}
+                                 "Shape": 3, "Slice": 6, "Transpose": 6}
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 

@@ -7,17 +7,19 @@ Mamba-130m-shaped transformers model has |A| * sum(dt) up to ~1,000 over 32 step
 over 8, and its `tpu` graph gave NaN. So here, in the same (..., chunks, Q, ...) layout:
   1. In every chunk at once, from a zero start, a doubling (Hillis-Steele) scan over Q in
      ceil(log2 Q) rounds: after the round with shift s, position q holds the composition of
-     steps q-2s+1 .. q. Each round shifts along Q by a MatMul with a shifted identity (Q at the
-     second-to-last axis: a constant on the left), which a TPU keeps in its layer group. The
+     steps q-2s+1 .. q. Each round shifts along Q, moved last, by a MatMul with a shifted
+     identity (a constant right operand), which a TPU keeps in its layer group. The
      decay window products ride along, so after the last round they are the prefix products
      a_1 ... a_q (the growth exp(S)) with no CumSum and no Exp beyond exp(log a).
-  2. Per chunk, its decay product and last state: row Q - 1, picked by a MatMul with a one-hot
-     row (no strided Slice); the carry across chunks as in `batched` (chunk_axes.carry_into_chunks).
+  2. Per chunk, its decay product and last state: step Q - 1, picked by a MatMul with a one-hot
+     column (no strided Slice); the carry across chunks as in `batched` (chunk_axes.carry_into_chunks).
   3. states = local + growth * carry.
 Numerics: every factor is a product of decays <= 1 and nothing is divided, so nothing overflows
 in float32 whatever |A| * dt is (small products underflow to 0, which is their value).
-Cost: ~2 * log2(Q) shift-MatMuls on the full tensor where `batched` has 2 short CumSums and 2 Exps;
-the pass uses it for recurrences with a state axis (N > 1) only (reroll-scans' state_form).
+Cost: ~2 * log2(Q) shift-MatMuls on the full tensor where `batched` has 2 short CumSums and 2 Exps,
+and, unless the scan axis is already last, Q moved last and back (Transposes; transformers' Mamba:
+(batch, d_inner, chunks, N, Q)). The pass uses it for recurrences with decays per (channel,
+state), d_state N > 1, only (reroll-scans' state_form).
 """
 from __future__ import annotations
 
@@ -28,18 +30,7 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, merge_axes_shape, move_axis,
-                                          move_axis_perm, split_axis_shape)
-
-
-def shift_rows_by_matmul(builder: GraphBuilder, x: gs.Tensor, count: int, length: int, fill: float) -> gs.Tensor:
-    """x moved `count` places along its second-to-last axis (out[k] = x[k - count], the gap `fill`),
-    as (a shifted identity) @ x."""
-    shifted = builder.matmul(builder.const(np.eye(length, k=-count, dtype=builder.dtype)), x)
-    if fill == 0.0:
-        return shifted
-    gap = np.zeros((length, 1), dtype=builder.dtype)
-    gap[:count] = fill
-    return builder.add(shifted, builder.const(gap))
+                                          shift_last_by_matmul, split_axis_shape)
 
 
 def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
@@ -50,33 +41,34 @@ def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, driv
     if padded != length:
         log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
         drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
-    # (..., L, ...) -> (..., chunks, Q, ...), then Q to the second-to-last axis (already there for
-    # transformers' (batch, channels, L, N) layout) so that the shifts are MatMuls from the left.
-    split_rank = rank + 1
-    perm = move_axis_perm(split_rank, axis + 1, split_rank - 2)
-    chunk_axis = perm.index(axis)
+    # (..., L, ...) -> (..., chunks, ..., Q): Q last, so that every shift is x @ (a shifted identity),
+    # a constant right operand. tpu-mlir refuses a broadcast left operand above 4-D ("Not support
+    # broadcast in MatMul of dims larger than 4"), which a constant on the left would be here.
+    split_rank, chunk_axis, last = rank + 1, axis, rank
 
     def to_layout(x: gs.Tensor) -> gs.Tensor:
-        return move_axis(builder, x, split_rank, axis + 1, split_rank - 2)
+        return move_axis(builder, x, split_rank, axis + 1, last)
 
     decay = to_layout(builder.reshape(builder.exp(log_decay), split_axis_shape(builder, log_decay, axis, chunks, chunk)))
     drive = to_layout(builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk)))
 
     local, window_decay, step = drive, decay, 1
     while step < chunk:
-        local = builder.add(local, builder.mul(window_decay, shift_rows_by_matmul(builder, local, step, chunk, 0.0)))
-        window_decay = builder.mul(window_decay, shift_rows_by_matmul(builder, window_decay, step, chunk, 1.0))
+        local = builder.add(local, builder.mul(window_decay,
+                                               shift_last_by_matmul(builder, local, split_rank, last, step, chunk, 0.0)))
+        window_decay = builder.mul(window_decay,
+                                   shift_last_by_matmul(builder, window_decay, split_rank, last, step, chunk, 1.0))
         step *= 2
     growth = window_decay   # a_1 ... a_q within the chunk: the window now covers the whole prefix
 
     states = local
     if chunks > 1 or initial is not None:
-        last_row = builder.const(np.eye(1, chunk, chunk - 1, dtype=builder.dtype))   # (1, Q) one-hot at Q - 1
-        chunk_decay = builder.matmul(last_row, growth)
-        chunk_end = builder.matmul(last_row, local)
+        last_step = builder.const(np.eye(chunk, 1, -(chunk - 1), dtype=builder.dtype))   # (Q, 1) one-hot at Q - 1
+        chunk_decay = builder.matmul(growth, last_step)
+        chunk_end = builder.matmul(local, last_step)
         start = (lambda: to_layout(builder.unsqueeze(initial, [axis + 1]))) if initial is not None else None
         carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
         states = builder.add(local, builder.mul(growth, carry))
-    states = move_axis(builder, states, split_rank, split_rank - 2, axis + 1)
+    states = move_axis(builder, states, split_rank, last, axis + 1)
     merged = builder.reshape(states, merge_axes_shape(builder, states, axis))
     return builder.slice(merged, 0, length, axis) if padded != length else merged
