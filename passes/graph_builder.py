@@ -67,6 +67,18 @@ class GraphBuilder:
     def slice(self, x, start: int, end: int, axis: int):
         return self.node("Slice", [x, self.ints([start]), self.ints([end]), self.ints([axis])])
 
+    def split(self, x, sizes: Sequence[int], axis: int) -> list[gs.Variable]:
+        """x cut along axis into pieces of the given sizes: one Split node, one output per piece."""
+        name = self._name("Split")
+        outputs = [gs.Variable(f"{name}_out{i}", dtype=None) for i in range(len(sizes))]
+        if self.opset >= 13:
+            node = gs.Node("Split", name=name, attrs={"axis": axis}, inputs=[x, self.ints(list(sizes))], outputs=outputs)
+        else:
+            node = gs.Node("Split", name=name, attrs={"axis": axis, "split": list(sizes)}, inputs=[x], outputs=outputs)
+        self.graph.nodes.append(node)
+        self.nodes.append(node)
+        return outputs
+
     def gather(self, x, index: int, axis: int):
         """x[..., index, ...] with the axis dropped."""
         return self.node("Gather", [x, self.ints(index)], {"axis": axis})

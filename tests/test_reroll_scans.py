@@ -199,6 +199,33 @@ def test_batched_form_pads_when_no_divisor_fits():
     assert rel_l2(run(padded, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
+def test_parallel_form_takes_a_dividing_chunk_and_pads_only_without_one():
+    """L = 196 (VMamba-T stage 2) with chunk 8: Q = 7 divides it, so no Pad of the inputs and no Slice
+    of the padding at the end (it was Q = 8, L padded to 200). L = 11 is prime: chunk 4 kept, padded."""
+    exact_spec = ScanSpec(length=196, channels=3, state=1)
+    out, _ = apply_pass(unrolled_scan_model(exact_spec), RerollScans(form="parallel", chunk=8))
+    q7, _ = apply_pass(unrolled_scan_model(exact_spec), RerollScans(form="parallel", chunk=7))
+    exact_hist = op_histogram(out)
+    assert exact_hist == op_histogram(q7)
+    # 28 chunks of 7: 2 moves of Q to the front and 1 back; one Split into the 7 Q positions per input
+    # (not 7 Slices each); the doubling scan's 5 rounds shift states 5 times and decays 4 times (Slice
+    # + Pad each), the carry in once more: 10 Pads and 10 Slices, plus 6 Slices of the shape plumbing
+    # (split and merge shapes from Shape, folded away on static shapes).
+    assert exact_hist["Transpose"] == 3 and exact_hist["Split"] == 2
+    assert exact_hist["Pad"] == 10 and exact_hist["Slice"] == 16
+    feeds = scan_inputs(exact_spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(exact_spec, feeds)) <= REL_L2_TOL
+    prime_spec = ScanSpec(length=11, channels=3, state=1)
+    padded, _ = apply_pass(unrolled_scan_model(prime_spec), RerollScans(form="parallel", chunk=4))
+    twelve, _ = apply_pass(unrolled_scan_model(ScanSpec(length=12, channels=3, state=1)),
+                           RerollScans(form="parallel", chunk=4))
+    difference = Counter(op_histogram(padded))
+    difference.subtract(op_histogram(twelve))
+    assert +difference == {"Pad": 2, "Slice": 1}
+    feeds = scan_inputs(prime_spec)
+    assert rel_l2(run(padded, feeds)[0], numpy_scan(prime_spec, feeds)) <= REL_L2_TOL
+
+
 def test_stress_decays_chunk24_overflows_parallel_stays_exact():
     """|A| * sum(dt) over a chunk far above 87: exp(-cumsum) overflows float32 in chunk24."""
     spec = ScanSpec(length=96, channels=4, state=2)
