@@ -1,0 +1,57 @@
+"""A Transpose that swaps the last two axes of small planes becomes a MatMul by a permutation matrix.
+
+    X [..., H, W]  ->  Reshape(X, [..., H*W]) @ P  ->  Reshape [..., W, H],   P[h*W + w, w*H + h] = 1
+
+ONNX Runtime runs this Transpose as a single-threaded element-by-element copy: on the 16-core host
+VMamba-T's cross-scan H/W swaps of [1, 768, 14, 14] and [1, 1536, 7, 7] took 5-6 ms each at 16
+threads (docs/BENCHMARKS.md), far more than their 0.6 MB. A MatMul is multi-threaded GEMM, and
+exact for finite inputs: every output is one input times 1 plus zeros (an infinity would spread
+NaN along its plane, 0 * inf). It costs 2 (H*W)^2 FLOPs per plane, so only planes up to `max_plane`
+elements are rewritten: the default 256 takes VMamba-T's stages 2 and 3 (196, 49) and leaves the
+large planes of stages 0 and 1 (3136, 784), where the GEMM would cost more than the copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.base import Option
+from passes.graph_builder import GraphBuilder
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
+
+
+def plane_transpose_matrix(height: int, width: int) -> np.ndarray:
+    """P with x.reshape(H*W) @ P == x.T.reshape(W*H) for an H x W plane x."""
+    matrix = np.zeros((height * width, width * height), dtype=np.float32)
+    h, w = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    matrix[(h * width + w).ravel(), (w * height + h).ravel()] = 1.0
+    return matrix
+
+
+@register_pass
+class PlaneTransposeToMatMul(NodeRewrite, op="Transpose", shapes="partial"):
+    name = "plane-transpose-to-matmul"
+    description = "Transposes swapping the last two axes of small float planes as MatMul by a permutation matrix"
+    max_plane = Option(int, 256, "largest H*W rewritten (the MatMul costs 2 (H*W)^2 FLOPs per plane)", min=1)
+
+    def check(self, node: gs.Node, shapes) -> Kept | tuple[int, int, int]:
+        shape = shapes.get(node.inputs[0].name)
+        if shape is None or len(shape) < 3:
+            return Kept()
+        rank = len(shape)
+        if list(node.attrs.get("perm", [])) != list(range(rank - 2)) + [rank - 1, rank - 2]:
+            return Kept()
+        height, width = shape[-2], shape[-1]
+        if not isinstance(height, int) or not isinstance(width, int) or height * width > self.max_plane:
+            return Kept()
+        if node.inputs[0].dtype not in (None, np.float32):   # None: not recorded after a rewrite (float in VMamba)
+            return Kept()
+        return rank, height, width
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple[int, int, int], output: gs.Variable) -> None:
+        rank, height, width = plan
+        keep = [0] * (rank - 2)     # Reshape's 0 copies a leading dimension, so a dynamic batch stays dynamic
+        flat = b.reshape(node.inputs[0], keep + [height * width])
+        swapped = b.matmul(flat, b.const(plane_transpose_matrix(height, width)))
+        b.node("Reshape", [swapped, b.ints(keep + [width, height])], output=output)

@@ -1,0 +1,48 @@
+"""plane-transpose-to-matmul: small H/W swaps become an exact MatMul by a permutation; others stay."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from passes.plane_transpose_to_matmul import PlaneTransposeToMatMul, plane_transpose_matrix
+from scan_testing import apply_pass, op_histogram, run
+
+
+def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT):
+    out_shape = [in_shape[p] for p in perm]
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], name="swap", perm=perm)], "g",
+        [helper.make_tensor_value_info("x", dtype, in_shape)],
+        [helper.make_tensor_value_info("y", dtype, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_matrix_is_the_plane_transpose():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(x.reshape(12) @ plane_transpose_matrix(3, 4), x.T.reshape(12))
+
+
+@pytest.mark.parametrize("in_shape", [[1, 768, 14, 14], ["batch", 6, 3, 5], [2, 7, 7]])
+def test_small_plane_swap_becomes_exact_matmul(in_shape):
+    rank = len(in_shape)
+    model = transpose_model(in_shape, list(range(rank - 2)) + [rank - 1, rank - 2])
+    out, result = apply_pass(model, PlaneTransposeToMatMul())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"MatMul": 1, "Reshape": 2}
+    shape = [2 if d == "batch" else d for d in in_shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], np.swapaxes(x, -1, -2))
+
+
+@pytest.mark.parametrize("in_shape, perm, options, why", [
+    ([1, 192, 56, 56], [0, 1, 3, 2], {}, "3136-element planes: the GEMM would cost more than the copy"),
+    ([1, 4, 14, 14], [0, 1, 3, 2], {"max_plane": 195}, "196 > max_plane"),
+    ([1, 4, 6, 5], [0, 2, 3, 1], {}, "not a swap of the last two axes"),
+    ([1, 4, 6, 5], [0, 1, 3, 2], {"dtype": TensorProto.INT64}, "not float"),
+])
+def test_other_transposes_stay(in_shape, perm, options, why):
+    model = transpose_model(in_shape, perm, options.pop("dtype", TensorProto.FLOAT))
+    out, result = apply_pass(model, PlaneTransposeToMatMul(**options))
+    assert result.stats == {"rewritten": 0}, why
+    assert op_histogram(out) == {"Transpose": 1}
