@@ -16,9 +16,9 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
-from passes.scan_forms import OVERFLOWS_PAST, SCAN_FORMS
+from passes.scan_forms import OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
-from passes.static_shapes import partial_shapes
+from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
@@ -98,7 +98,7 @@ def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
     return state_axes[-1] is not None and state_axes[-1] > 1
 
 
-def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int) -> None:
+def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict) -> None:
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -114,8 +114,9 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         # A lower-rank initial state broadcasts from the right; the step axis goes in at the same place.
         insert_at = axis - ((full_rank - 1) - initial_rank)
         initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
+    extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
     states = SCAN_FORMS[form](b, log_decay=_log_decay(b, rec.decay), drive=drive, initial=initial, axis=axis,
-                              length=rec.length, chunk=chunk, rank=full_rank)
+                              length=rec.length, chunk=chunk, rank=full_rank, **extra)
     _emit_readout(b, rec, states, full_rank)
     if rec.final_state_escapes:
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
@@ -131,6 +132,7 @@ class RerollScans(Pass):
     chunk = Option(int, 24, "steps per chunk", min=1)
     state_form = Option(str, "same", "scan form for recurrences whose decays vary along the state's last axis "
                         "(per (channel, state): d_state N > 1), 'same': `form`", choices=("same", *sorted(SCAN_FORMS)))
+    state_chunk = Option(int, 0, "steps per chunk for state_form, 0: `chunk`", min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
@@ -144,13 +146,19 @@ class RerollScans(Pass):
         report.recurrences = recurrences
         notes = [str(rejection) for rejection in report.rejections]
         # Shapes only when some recurrence may take another form (inference costs seconds on a naive export).
-        shapes = partial_shapes(graph) if self.state_form not in ("same", self.form) and report.recurrences else {}
+        shapes = {}
+        if report.recurrences and {self.form, self.state_form} & TAKES_SHAPES:
+            shapes = symbolic_partial_shapes(graph)   # sizes along the scan axis of the decays' factors
+        elif report.recurrences and self.state_form not in ("same", self.form):
+            shapes = partial_shapes(graph)
         self.forms_used = set()
         for index, rec in enumerate(report.recurrences):
             dtype = getattr(rec.decay, "dtype", None) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype)
-            form = self.state_form if shapes and _decays_per_state(rec, shapes) else self.form
-            reroll(graph, rec, builder, form, self.chunk)
+            form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
+                    else self.form)
+            chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
+            reroll(graph, rec, builder, form, chunk, shapes)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form)")

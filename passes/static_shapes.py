@@ -51,3 +51,25 @@ def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
                 isinstance(d, (int, np.integer)) and d >= 0 for d in tensor.shape):
             shapes[name] = tuple(int(d) for d in tensor.shape)
     return shapes
+
+
+def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
+    """`partial_shapes`, with ONNX Runtime's symbolic shape inference first: it follows shapes
+    through Shape/Slice/Concat arithmetic that ONNX's own inference gives up on (transformers'
+    Mamba slices its projections with bounds computed from Shape, so its sequence axis was unknown
+    to ONNX inference; ORT's tool gives 1024). A dimension it can only name stays None. Falls back
+    to `partial_shapes` where the tool fails."""
+    shapes = partial_shapes(graph)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(graph_to_model(graph), auto_merge=True)
+    except Exception:  # best effort: the ONNX-inferred shapes stand
+        return shapes
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        shape = _partial_shape_of(value.type)
+        if shape is not None:
+            known = shapes.get(value.name)
+            shapes[value.name] = shape if known is None else tuple(
+                a if a is not None else b for a, b in zip(shape, known)) if len(known) == len(shape) else shape
+    return shapes

@@ -11,14 +11,19 @@ from passes.scan_forms.batched import batched_states
 from passes.scan_forms.batched_doubling import batched_doubling_states
 from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
+from passes.scan_forms.parallel_strided import parallel_strided_states
 
 SCAN_FORMS = {
     "batched": batched_states,
     "batched-doubling": batched_doubling_states,
     "chunk24": chunk24_states,
     "parallel": parallel_states,
+    "parallel-strided": parallel_strided_states,
 }
 
 # Forms that divide by decay products, and the |sum of log a| over one chunk past which float32's
 # exp overflows in them (docstrings of chunk24.py and batched.py); the other forms never overflow.
 OVERFLOWS_PAST = {"chunk24": 87, "batched": 174}
+
+# Forms that also take `shapes` (tensor name -> partial static shape, from the pass).
+TAKES_SHAPES = {"parallel-strided"}

@@ -1,0 +1,108 @@
+"""The "parallel-strided" form: the parallel form's sweeps on steps q, q + Q, q + 2Q, ... taken from
+the decays' and drives' small factors, so that the (L, d_inner, N) decays and drives never exist.
+
+With d_state N > 1 (Mamba) the scan's inputs are broadcast products of small tensors:
+a = exp(A[d, n] * dt[t, d]), b = dt[t, d] * B[t, n] * u[t, d], each (L, d_inner, N), ~100 MB per
+Mamba-130m layer at L 1024. ONNX Runtime writes every one of them out, and the parallel form
+then copies them again to put step q of every chunk in one block. Here step q of every chunk is a
+Slice with step Q along the scan axis, pushed through the elementwise ops that build a and b down
+to their inputs that vary along the scan axis (dt, B, u: no N axis), so each sweep step computes
+its (L / Q, d_inner, N) block from small strided slices, and the full a and b become dead code.
+  1. Sweep 1, all chunks at once, Q small steps: each chunk's last state from a zero start,
+     and the chunk's decay product.
+  2. Carry across chunks, c_k = P_k * c_{k-1} + h_k: a doubling (Hillis-Steele) scan over L / Q.
+  3. Sweep 2, Q small steps again, from the carry into each chunk: all states, interleaved back
+     into (..., L, ...) by one Concat on a new axis after the chunk axis and a Reshape.
+Numerics as `parallel`: only products of decays <= 1, nothing divided, no overflow. Needs the
+static size of the scan axis in each factor (`shapes`, from the pass); a factor whose size is
+unknown is sliced where it is, without pushing further.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, merge_axes_shape, shift
+from patterns.graph_query import producer
+
+# Elementwise ops whose output at step t depends only on their inputs at step t (broadcasting).
+_PUSH_THROUGH = {"Mul", "Add", "Sub", "Div", "Exp", "Neg", "Identity", "Cast", "Softplus", "Relu", "Sigmoid"}
+
+
+class _StridedSteps:
+    """Step q, q + Q, ... of a tensor along the scan axis, computed from its producer's inputs."""
+
+    def __init__(self, builder: GraphBuilder, axis: int, rank: int, length: int, chunk: int, shapes: dict) -> None:
+        self.builder, self.axis, self.rank, self.length, self.chunk = builder, axis, rank, length, chunk
+        self.shapes = shapes
+        self.memo: dict[tuple[int, int], gs.Tensor] = {}
+
+    def _scan_size(self, tensor: gs.Tensor) -> Optional[int]:
+        """Size of `tensor` along the scan axis (aligned from the right), 1 when it has no such axis."""
+        if isinstance(tensor, gs.Constant):
+            shape = tuple(tensor.shape)
+        else:
+            shape = self.shapes.get(tensor.name)
+        if shape is None:
+            return None
+        offset = self.rank - len(shape)
+        return 1 if self.axis - offset < 0 else shape[self.axis - offset]
+
+    def step(self, tensor: gs.Tensor, q: int) -> gs.Tensor:
+        key = (id(tensor), q)
+        if key not in self.memo:
+            self.memo[key] = self._step(tensor, q)
+        return self.memo[key]
+
+    def _step(self, tensor: gs.Tensor, q: int) -> gs.Tensor:
+        size = self._scan_size(tensor)
+        if size == 1:
+            return tensor   # broadcast along the scan axis: every step sees the same values
+        node = producer(tensor)
+        pushable = (size == self.length and node is not None and node.op in _PUSH_THROUGH
+                    and len(node.outputs) == 1 and not node.domain
+                    and all(self._scan_size(t) in (1, self.length) for t in node.inputs))
+        if not pushable:
+            axis = self.axis - (self.rank - self._rank_of(tensor))
+            return self.builder.node("Slice", [tensor, self.builder.ints([q]), self.builder.ints([INT64_MAX]),
+                                               self.builder.ints([axis]), self.builder.ints([self.chunk])])
+        inputs = [self.step(t, q) for t in node.inputs]
+        return self.builder.node(node.op, inputs, dict(node.attrs))
+
+    def _rank_of(self, tensor: gs.Tensor) -> int:
+        shape = tuple(tensor.shape) if isinstance(tensor, gs.Constant) else self.shapes.get(tensor.name)
+        return self.rank if shape is None else len(shape)
+
+
+def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
+                            shapes: Optional[dict] = None) -> gs.Tensor:
+    chunk = max(1, min(chunk, length))
+    while length % chunk:   # strided steps need Q | L; the largest such Q up to `chunk`
+        chunk -= 1
+    chunks = length // chunk
+    steps = _StridedSteps(builder, axis, rank, length, chunk, shapes or {})
+    decays = [builder.exp(steps.step(log_decay, q)) for q in range(chunk)]
+    drives = [steps.step(drive, q) for q in range(chunk)]
+
+    if initial is not None:
+        # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
+        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decays[0], 0, 1, axis), initial))
+        drives[0] = builder.concat([first, builder.slice(drives[0], 1, chunks, axis)], axis) if chunks > 1 else first
+
+    carry_in = None
+    if chunks > 1:
+        last, chunk_decay = drives[0], decays[0]
+        for q in range(1, chunk):
+            last = builder.add(builder.mul(decays[q], last), drives[q])
+            chunk_decay = builder.mul(chunk_decay, decays[q])
+        carry = doubling_scan(builder, chunk_decay, last, rank, axis, chunks)
+        carry_in = shift(builder, carry, rank, axis, 1, chunks, 0.0)
+    states, state = [], carry_in
+    for q in range(chunk):
+        state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
+        states.append(builder.unsqueeze(state, [axis + 1]))
+    interleaved = builder.concat(states, axis + 1) if chunk > 1 else states[0]   # (..., chunks, Q, ...)
+    return builder.reshape(interleaved, merge_axes_shape(builder, interleaved, axis))
