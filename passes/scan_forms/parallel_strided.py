@@ -8,11 +8,12 @@ then copies them again to put step q of every chunk in one block. Here step q of
 Slice with step Q along the scan axis, pushed through the elementwise ops that build a and b down
 to their inputs that vary along the scan axis (dt, B, u: no N axis), so each sweep step computes
 its (L / Q, d_inner, N) block from small strided slices, and the full a and b become dead code.
-  1. Sweep 1, all chunks at once, Q small steps: each chunk's last state from a zero start,
-     and the chunk's decay product.
+  1. Sweep 1, all chunks at once, Q small steps: each chunk's last state from a zero start; the
+     chunk's decay product as exp(sum of log a), the sum pushed through what is linear in the one
+     factor that varies along L (A * dt sums as A * sum(dt): a small sum, one block).
   2. Carry across chunks, c_k = P_k * c_{k-1} + h_k: a doubling (Hillis-Steele) scan over L / Q.
   3. Sweep 2, Q small steps again, from the carry into each chunk: all states, interleaved back
-     into (..., L, ...) by one Concat on a new axis after the chunk axis and a Reshape.
+     into (..., L, ...) by one Concat on the axis after the chunk axis and a Reshape.
 Numerics as `parallel`: only products of decays <= 1, nothing divided, no overflow. Needs the
 static size of the scan axis in each factor (`shapes`, from the pass); a factor whose size is
 unknown is sliced where it is, without pushing further.
@@ -24,7 +25,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, merge_axes_shape, shift
+from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, shift
 from patterns.graph_query import producer
 
 # Elementwise ops whose output at step t depends only on their inputs at step t (broadcasting).
@@ -71,6 +72,26 @@ class _StridedSteps:
         inputs = [self.step(t, q) for t in node.inputs]
         return self.builder.node(node.op, inputs, dict(node.attrs))
 
+    def sum_over_steps(self, tensor: gs.Tensor) -> gs.Tensor:
+        """sum over q of step q of `tensor` (each chunk's sum along the scan axis), pushed through
+        what is linear in the one input that varies along L: log a = A * dt sums as A * sum(dt),
+        so a chunk's decay product exp(sum log a) costs a small sum and one block, not Q - 1 block Muls."""
+        node = producer(tensor)
+        linear = False
+        if (node is not None and len(node.outputs) == 1 and not node.domain
+                and self._scan_size(tensor) == self.length
+                and all(self._scan_size(t) in (1, self.length) for t in node.inputs)):
+            varying = [index for index, t in enumerate(node.inputs) if self._scan_size(t) != 1]
+            linear = len(varying) == 1 and (node.op == "Mul" or (node.op == "Div" and varying == [0])
+                                            or node.op in ("Neg", "Identity", "Cast"))
+        if not linear:
+            total = self.step(tensor, 0)
+            for q in range(1, self.chunk):
+                total = self.builder.add(total, self.step(tensor, q))
+            return total
+        inputs = [self.sum_over_steps(t) if index == varying[0] else t for index, t in enumerate(node.inputs)]
+        return self.builder.node(node.op, inputs, dict(node.attrs))
+
     def _rank_of(self, tensor: gs.Tensor) -> int:
         shape = tuple(tensor.shape) if isinstance(tensor, gs.Constant) else self.shapes.get(tensor.name)
         return self.rank if shape is None else len(shape)
@@ -94,15 +115,27 @@ def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, driv
 
     carry_in = None
     if chunks > 1:
-        last, chunk_decay = drives[0], decays[0]
+        last = drives[0]
         for q in range(1, chunk):
             last = builder.add(builder.mul(decays[q], last), drives[q])
-            chunk_decay = builder.mul(chunk_decay, decays[q])
+        chunk_decay = builder.exp(steps.sum_over_steps(log_decay))   # a_1 ... a_Q = exp(sum of log a): <= 1
         carry = doubling_scan(builder, chunk_decay, last, rank, axis, chunks)
         carry_in = shift(builder, carry, rank, axis, 1, chunks, 0.0)
     states, state = [], carry_in
     for q in range(chunk):
         state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
-        states.append(builder.unsqueeze(state, [axis + 1]))
-    interleaved = builder.concat(states, axis + 1) if chunk > 1 else states[0]   # (..., chunks, Q, ...)
-    return builder.reshape(interleaved, merge_axes_shape(builder, interleaved, axis))
+        states.append(state)
+    if chunk == 1:
+        return states[0]
+    shape = builder.shape(states[0])
+    if axis < rank - 1:
+        # Blocks (..., chunks, A, ...) joined on A are, in memory, (..., chunks, Q, A, ...): a Reshape makes L.
+        joined = builder.concat(states, axis + 1)
+        merged = builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([length]),
+                                 builder.slice(shape, axis + 1, INT64_MAX, 0)], 0)
+        return builder.reshape(joined, merged)
+    # The scan axis is last: join q-major, (..., Q, chunks), and swap the two small axes.
+    joined = builder.reshape(builder.concat(states, axis),
+                             builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([chunk, chunks])], 0))
+    swapped = builder.transpose(joined, [*range(axis), axis + 1, axis])
+    return builder.reshape(swapped, builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([length])], 0))
