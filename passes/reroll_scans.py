@@ -8,7 +8,7 @@ The stacked output keeps its tensor, so consumers downstream are untouched.
 from __future__ import annotations
 
 import string
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -98,7 +98,28 @@ def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
     return state_axes[-1] is not None and state_axes[-1] > 1
 
 
-def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict) -> None:
+def _unit_axes_after_scan(rec: Recurrence, shapes: dict) -> list[int]:
+    """The axes after the scan axis that are size 1 in the decay (VMamba's d_state 1) and not known
+    to be anything else in the drive; none when the chain has an initial state.
+
+    ONNX shape inference often cannot see the drive's d_state (VMamba's B goes through an Expand
+    whose shape comes from a Where): an unknown size is taken as 1, and the Squeeze the form
+    starts with fails at run time, loudly, if it is not."""
+    axis = rec.decay_axis
+    decay_shape, drive_shape = shapes.get(rec.decay.name), shapes.get(rec.drive.name)
+    if rec.initial_state is not None or decay_shape is None:
+        return []
+    if drive_shape is None:
+        drive_shape = [None] * rec.drive_rank
+    drive_shape = [drive_shape[i] for i in move_axis_perm(rec.drive_rank, rec.drive_axis, axis)]
+    trailing = list(range(axis + 1, rec.rank))
+    if trailing and all(decay_shape[i] == 1 and drive_shape[i] in (1, None) for i in trailing):
+        return trailing
+    return []
+
+
+def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
+           unit_axes: Sequence[int] = ()) -> None:
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -115,8 +136,13 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         insert_at = axis - ((full_rank - 1) - initial_rank)
         initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
     extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
-    states = SCAN_FORMS[form](b, log_decay=_log_decay(b, rec.decay), drive=drive, initial=initial, axis=axis,
-                              length=rec.length, chunk=chunk, rank=full_rank, **extra)
+    log_decay = _log_decay(b, rec.decay)
+    if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
+        log_decay, drive = b.squeeze(log_decay, unit_axes), b.squeeze(drive, unit_axes)
+    states = SCAN_FORMS[form](b, log_decay=log_decay, drive=drive, initial=initial, axis=axis,
+                              length=rec.length, chunk=chunk, rank=full_rank - len(unit_axes), **extra)
+    if unit_axes:
+        states = b.unsqueeze(states, unit_axes)
     _emit_readout(b, rec, states, full_rank)
     if rec.final_state_escapes:
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
@@ -133,6 +159,10 @@ class RerollScans(Pass):
     state_form = Option(str, "same", "scan form for recurrences whose decays vary along the state's last axis "
                         "(per (channel, state): d_state N > 1), 'same': `form`", choices=("same", *sorted(SCAN_FORMS)))
     state_chunk = Option(int, 0, "steps per chunk for state_form, 0: `chunk`", min=0)
+    # tpu-mlir (BM1684X) layer-groups VMamba's scan ops as 4-D tensors, while their 5-D form
+    # ((1, K*D, chunks, Q, 1) for d_state 1) ran each op as a global op, DDR to DDR: 39.6 -> 34.2 ms.
+    drop_unit_axes = Option(bool, False, "run the form without the state's size-1 axes after the scan axis "
+                                         "(one rank fewer; d_state 1)")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
@@ -145,20 +175,24 @@ class RerollScans(Pass):
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
         report.recurrences = recurrences
         notes = [str(rejection) for rejection in report.rejections]
-        # Shapes only when some recurrence may take another form (inference costs seconds on a naive export).
+        # Shapes only when some recurrence may take another form or lose its unit axes (inference
+        # costs seconds on a naive export).
         shapes = {}
         if report.recurrences and {self.form, self.state_form} & TAKES_SHAPES:
             shapes = symbolic_partial_shapes(graph)   # sizes along the scan axis of the decays' factors
-        elif report.recurrences and self.state_form not in ("same", self.form):
+        elif report.recurrences and (self.state_form not in ("same", self.form) or self.drop_unit_axes):
             shapes = partial_shapes(graph)
         self.forms_used = set()
+        lowered = 0
         for index, rec in enumerate(report.recurrences):
+            unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
+            lowered += bool(unit_axes)
             dtype = getattr(rec.decay, "dtype", None) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
-            reroll(graph, rec, builder, form, chunk, shapes)
+            reroll(graph, rec, builder, form, chunk, shapes, unit_axes)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form)")
@@ -170,6 +204,8 @@ class RerollScans(Pass):
             "steps": sum(lengths),
             "rejected": len(report.rejections),
         }
+        if self.drop_unit_axes:
+            stats["unit_axes_dropped"] = lowered
         if not report.recurrences:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(report.recurrences), stats=stats, notes=notes)

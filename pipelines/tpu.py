@@ -7,14 +7,19 @@ the kernel), clean up again and check every rule (tpu-legality fails the pipelin
 broken). Static shapes are assumed: export with a fixed batch for this target.
 
 The scan form is `batched` (chunk24's arithmetic, every chunk at once, a doubling carry across
-chunks by MatMuls): on VMamba-T it gives ~1,270 nodes where chunks in sequence give ~6,400, and
+chunks by MatMuls): on VMamba-T it gives ~1,300 nodes where chunks in sequence give ~6,400, and
 tpu-mlir's layer-group search, which did not finish in 30 minutes on the 6,400-node graph,
-takes seconds. Its two in-chunk CumSums become MatMuls by a triangular ones matrix
-(cumsum-to-matmul: the CumSum kernel is a slow global op on BM1684X). Chunk 32 (Q = 32, 28, 28,
-and 7 padded to 32 on VMamba-T's 3136, 784, 196, 49 steps) by tpu-mlir's estimate; numbers in
-docs/TPU.md. Decays per (channel, state) (d_state N > 1, Mamba) take `batched-doubling`: with |A|
-up to N, batched's exp(-cumsum) overflowed float32 on a Mamba-130m-shaped model; VMamba's N = 1
-graphs do not change.
+takes seconds. What tpu-mlir's estimate chose (docs/TPU.md, "A faster VMamba-T"):
+- the form runs without d_state 1's unit axis (`drop_unit_axes`): tpu-mlir layer-groups the
+  4-D (1, K*D, chunks, Q) ops, the 5-D ones ran one by one through DDR;
+- the in-chunk CumSums are depthwise Convs of ones (cumsum-to-conv), which join the layer
+  group; as MatMuls by a triangular matrix (cumsum-to-matmul, kept for the rest) they were
+  global ops, and the Conv needs Q <= 16 (its pad Q - 1 fits tpu-mlir's Conv);
+- chunk 14: Q = 14, 14, 14, 7 on VMamba-T's 3136, 784, 196, 49 steps, no padding.
+LayerNorm2d without its Transposes (the pass layernorm-channels-first) takes BF16 further, 27.4 ->
+21.5 ms, but micro-digits' INT8 lost its accuracy with it (not understood yet): not in this pipeline.
+Decays per (channel, state) (d_state N > 1, Mamba) take `batched-doubling`, with its own chunk 32:
+with |A| up to N, batched's exp(-cumsum) overflowed float32 on a Mamba-130m-shaped model.
 """
 from passes.tpu_memory import CHIP_LIMITS
 from pipelines.pipeline import Pipeline, parse_pipeline
@@ -24,8 +29,9 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     """The tpu pipeline for one chip: split-cumsum's budget and lanes from its measured table."""
     limit = CHIP_LIMITS[chip]
     return parse_pipeline(
-        "reroll-scans{form=batched,chunk=32,state_form=batched-doubling},lower-einsum,eliminate-dead-nodes,fold-constants,simplify,"
-        "unit-axes-to-reshape,remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,"
+        "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32},"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,unit-axes-to-reshape,"
+        "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"
         "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",

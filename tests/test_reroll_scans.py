@@ -356,3 +356,47 @@ def test_if_that_is_not_a_guarded_squeeze_is_left_alone(mutate):
     out, result = apply_pass(model, RerollScans(chunk=4))
     assert result.stats["rerolled"] == 0 and result.stats["rejected"] >= 1
     assert op_histogram(out) == op_histogram(model)
+
+
+def test_drop_unit_axes_runs_the_batched_form_one_rank_lower():
+    """d_state 1 (VMamba): the state's size-1 axis after L is squeezed before the form and put back
+    after it, so the chunked tensors are (B, D, chunks, Q), 4-D, not (B, D, chunks, Q, 1)."""
+    spec = ScanSpec(length=12, channels=3, state=1)
+    kept, kept_result = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    lowered, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True))
+    assert result.stats == {"rerolled": 1, "steps": 12, "rejected": 0, "unit_axes_dropped": 1}
+    assert "unit_axes_dropped" not in kept_result.stats
+    difference = Counter(op_histogram(lowered))
+    difference.subtract(op_histogram(kept))
+    assert {op: n for op, n in difference.items() if n} == {"Squeeze": 2, "Unsqueeze": 1}
+    cumsums = [node for node in lowered.graph.node if node.op_type == "CumSum"]
+    shapes = {v.name: len(v.type.tensor_type.shape.dim)
+              for v in onnx.shape_inference.infer_shapes(lowered).graph.value_info}
+    assert [shapes[node.input[0]] for node in cumsums] == [4, 4]
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(lowered, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_drop_unit_axes_leaves_a_wider_state_alone():
+    spec = ScanSpec(length=12, channels=3, state=2)
+    kept, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    lowered, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True))
+    assert result.stats["unit_axes_dropped"] == 0
+    assert op_histogram(lowered) == op_histogram(kept)
+
+
+def test_state_chunk_gives_the_state_form_its_own_chunk():
+    """The tpu pipeline runs VMamba's d_state 1 scans at chunk 14 and d_state > 1 ones
+    (batched-doubling) at 32: state_chunk is the latter's chunk, 0 meaning `chunk`."""
+    spec = ScanSpec(length=16, channels=3, state=2)
+    mixed, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4,
+                                                                 state_form="batched-doubling", state_chunk=8))
+    own, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=8))
+    shared, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4,
+                                                                  state_form="batched-doubling"))
+    def matrices(model):  # the shift and one-hot matrices over Q and over the chunks
+        return sorted(tuple(init.dims) for init in model.graph.initializer if len(init.dims) == 2)
+    assert matrices(mixed) == matrices(own) == [(2, 2), (8, 1), (8, 8), (8, 8), (8, 8)]
+    assert matrices(shared) == [(4, 1), (4, 4), (4, 4)]
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(mixed, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tools import tpu_qtable
-from tools.tpu_qtable import DECAY, EXPONENT, MERGE, SCAN
+from tools.tpu_qtable import DECAY, EXPONENT, MERGE, NORM, SCAN
 
 
 def _node(op, inputs, outputs, name="", made_by=None, **attrs):
@@ -135,7 +135,7 @@ def test_quantization_table_exact_text():
     table = tpu_qtable.quantization_table(small_scan_model(), tpu_qtable.mlir_op_names(MLIR), "BF16")
     assert tpu_qtable.format_table(table, "small.onnx") == (
         "# tools.tpu_qtable for small.onnx: ops kept in floating point, the rest INT8\n"
-        "# 11 ops: scan 4, decay 3, merge 2, exponent 2, kernel 0\n"
+        "# 11 ops: scan 4, decay 3, merge 2, norm 0, exponent 2, kernel 0\n"
         "# op_name quantize_mode\n"
         "dt_Softplus BF16\n"
         "dA_Mul BF16\n"
@@ -175,3 +175,27 @@ def test_int8_conv_kernel_rule(weight_shape, group, refused):
     weights = {"w": numpy_helper.from_array(np.zeros(weight_shape, np.float32), "w")}
     node = helper.make_node("Conv", ["x", "w"], ["y"], group=group)
     assert tpu_qtable._int8_conv_refused(node, weights, lanes=64) is refused
+
+
+def test_layernorm_written_out_by_layernorm_channels_first_stays_float():
+    """The residual stream's LayerNorm2d as layernorm-channels-first writes it (a real pass run on a
+    hand-written Transpose / LayerNormalization / Transpose): every node it made is NORM; the 1x1
+    Conv after it stays INT8."""
+    import onnx_graphsurgeon as gs
+    import onnx
+    from passes.base import PassContext
+    from passes.layernorm_channels_first import LayerNormChannelsFirst
+    f = np.float32
+    initializers = [numpy_helper.from_array(np.full(4, 2.0, f), "scale"), numpy_helper.from_array(np.ones(4, f), "bias"),
+                    numpy_helper.from_array(np.ones((4, 4, 1, 1), f), "W")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="/norm/Transpose", perm=[0, 2, 3, 1]),
+             helper.make_node("LayerNormalization", ["t", "scale", "bias"], ["n"], name="/norm/LayerNormalization", axis=-1),
+             helper.make_node("Transpose", ["n"], ["nchw"], name="/norm/Transpose_1", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "W"], ["out"], name="/fc1/Conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 3, 3])], initializers)
+    imported = gs.import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    LayerNormChannelsFirst().run(imported, PassContext(opset=17))
+    found = [(p.op_type, p.why) for p in tpu_qtable.precise_nodes(gs.export_onnx(imported))]
+    assert found == [("Conv", NORM), ("Sub", NORM), ("Mul", NORM), ("Conv", NORM), ("Add", NORM), ("Sqrt", NORM),
+                     ("Div", NORM), ("Mul", NORM), ("Add", NORM)]

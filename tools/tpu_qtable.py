@@ -14,6 +14,11 @@ LayerNorm, activations, the residual adds) to INT8 with run_calibration's thresh
   nodes enclosed by those (all their producers and consumers scan nodes: onnxsim's Reshapes). The
   chunked scan multiplies ``exp(S - m)`` by ``exp(m - S)`` with S a running sum of log-decays
   over 32 steps: an INT8 grid (256 levels per tensor) cannot hold either factor.
+- **norm**: LayerNorm2d written out by ``layernorm-channels-first`` (node names
+  ``layernorm_channels_first/...``): mean, centring, variance, division. As one LayerNorm op
+  tpu-mlir computed it in float inside its INT8 kernel; as separate INT8 ops, x - mean squared
+  and the division lost micro-digits' INT8 accuracy entirely (top-1 100% -> 50% on 10 images,
+  logits' cosine 0.11).
 - **decay/exponent arithmetic**: every Exp, Log, Softplus, Pow, Sqrt, Reciprocal (values
   spread over many orders of magnitude), and every node on a path from a Softplus (the step
   size dt) into the scan: dt * A (the log-decay) and dt * B * x (the drive), with the Reshapes
@@ -44,8 +49,9 @@ EXPONENT_OPS = frozenset({"Exp", "Log", "Softplus", "Pow", "Sqrt", "Reciprocal"}
 DECAY_SOURCE_OPS = frozenset({"Softplus"})
 FLOAT_MODES = ("BF16", "F16", "F32")
 
-SCAN, DECAY, MERGE, EXPONENT, KERNEL = "scan", "decay", "merge", "exponent", "kernel"
-REASONS = (SCAN, DECAY, MERGE, EXPONENT, KERNEL)
+NORM_LINEAGE = "layernorm_channels_first/"
+SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL = "scan", "decay", "merge", "norm", "exponent", "kernel"
+REASONS = (SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL)
 DEFAULT_LANES = 64  # BM1684X's NPU lanes
 PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -156,6 +162,8 @@ def precise_nodes(model: onnx.ModelProto, lanes: int = DEFAULT_LANES) -> list[Pr
             why = DECAY
         elif index in merge:
             why = MERGE
+        elif node.name.startswith(NORM_LINEAGE):
+            why = NORM
         elif node.op_type in EXPONENT_OPS:
             why = EXPONENT
         elif _int8_conv_refused(node, weights, lanes):

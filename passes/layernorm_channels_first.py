@@ -1,0 +1,86 @@
+"""LayerNorm2d without its permutes: Transpose(NCHW->NHWC), LayerNormalization over C,
+Transpose back -> the same normalisation over axis 1 of the NCHW tensor.
+
+VMamba's LayerNorm2d wraps a LayerNormalization (last axis) in two Transposes. tpu-mlir runs
+each Transpose as a global Permute, DDR to DDR: on VMamba-T (BF16, BM1684X) the Permutes took
+5.1 of 27.5 ms, most of them these pairs. Written out over the channel axis,
+
+    mean = Conv(x, 1/C), d = x - mean, var = Conv(d * d, 1/C),   (a 1x1 Conv from C channels to 1)
+    y = d / Sqrt(var + epsilon) * scale + bias                    (scale, bias as (C, 1, 1))
+
+every op stays in NCHW; ONNX's LayerNormalization (stash_type 1) computes the same in float32.
+A (1, 192, 56, 56) one between two 1x1 Convs, BF16: 0.462 ms with the permutes, 0.325 ms with
+ReduceMeans over C, 0.152 ms with the means as Convs.
+Not in the `tpu` pipeline yet: with it micro-digits' INT8 bmodel lost accuracy (top-1 80% on 10
+held-out images, with its arithmetic kept in BF16 by tools.tpu_qtable's `norm` rule); BF16
+VMamba-T goes from 27.4 to 21.5 ms (docs/TPU.md).
+
+Only a LayerNormalization over the last axis with constant scale (and bias), read back to NCHW
+by a Transpose, whose input has a channels-first form in the graph.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.base import PassContext, PassResult
+from passes.graph_builder import GraphBuilder
+from passes.registry import register_pass
+from passes.rewrite import Kept, NodeRewrite
+from patterns.graph_query import producer
+
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+@register_pass
+class LayerNormChannelsFirst(NodeRewrite, op="Transpose", counted_as="rewritten", routine_keeps=True):
+    name = "layernorm-channels-first"
+    description = "Transpose(to NHWC), LayerNormalization over C, Transpose(to NCHW) -> the normalisation over axis 1 in NCHW"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        # Each channels-last tensor's channels-first twin, found before any rewrite detaches a Transpose:
+        # the input of the Transpose that made it, or the output of a Transpose back that reads it. A
+        # stage's first LayerNorm2d feeds a second one channels-last (VMamba's patch embedding or
+        # downsampling norm, then the first block's norm); its input is found the second way.
+        self._channels_first: dict[str, gs.Tensor] = {}
+        for node in graph.nodes:
+            if node.op == "Transpose" and list(node.attrs.get("perm", [])) == TO_NHWC:
+                self._channels_first[node.outputs[0].name] = node.inputs[0]
+        for node in graph.nodes:
+            if node.op == "Transpose" and list(node.attrs.get("perm", [])) == TO_NCHW:
+                self._channels_first.setdefault(node.inputs[0].name, node.outputs[0])
+        return super().run(graph, ctx)
+
+    def matches(self, node: gs.Node) -> bool:
+        """A Transpose back to NCHW of a LayerNormalization's output."""
+        if node.op != "Transpose" or list(node.attrs.get("perm", [])) != TO_NCHW:
+            return False
+        norm = producer(node.inputs[0])
+        return norm is not None and norm.op == "LayerNormalization"
+
+    def check(self, node: gs.Node, shapes) -> Kept | tuple:
+        norm = producer(node.inputs[0])
+        source = self._channels_first.get(norm.inputs[0].name)
+        if source is None:
+            return self.left_alone(node, "the LayerNormalization's input has no channels-first form in the graph")
+        if norm.attrs.get("axis", -1) not in (-1, 3):
+            return self.left_alone(node, f"LayerNormalization axis {norm.attrs.get('axis')} is not the last")
+        params = norm.inputs[1:3]
+        if not params or not all(isinstance(p, gs.Constant) for p in params):
+            return self.left_alone(node, "LayerNormalization scale or bias is not a constant")
+        return source, params, float(norm.attrs.get("epsilon", 1e-5))
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
+        x, params, epsilon = plan
+        scale = params[0].values.reshape(-1, 1, 1)
+        # The means over C as 1x1 Convs to one channel (weights 1/C): tpu-mlir runs a Conv in a layer
+        # group, while its ReduceMean over C was 2x slower in the measurement (docs/TPU.md).
+        average = b.const(np.full((1, scale.shape[0], 1, 1), 1.0 / scale.shape[0], dtype=b.dtype))
+        centred = b.sub(x, b.node("Conv", [x, average]))
+        variance = b.node("Conv", [b.mul(centred, centred), average])
+        normalised = b.div(centred, b.node("Sqrt", [b.add(variance, b.scalar(epsilon))]))
+        if len(params) > 1:
+            scaled = b.mul(normalised, b.const(scale.astype(b.dtype)))
+            b.node("Add", [scaled, b.const(params[1].values.reshape(-1, 1, 1).astype(b.dtype))], output=output)
+        else:
+            b.node("Mul", [normalised, b.const(scale.astype(b.dtype))], output=output)

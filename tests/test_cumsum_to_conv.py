@@ -1,0 +1,48 @@
+"""cumsum-to-conv: a 4-D CumSum over a short last axis becomes a depthwise Conv of ones; others stay, with a reason."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper
+
+from passes.base import PassContext
+from passes.cumsum_to_conv import CumSumToConv
+from scan_testing import apply_pass, op_histogram, run
+
+
+def cumsum_model(shape, axis, **attrs):
+    graph = helper.make_graph(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"], name="cs", **attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [axis])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shape, axis", [
+    ([1, 6, 5, 16], 3),    # VMamba's (1, K*D, chunks, Q) after drop_unit_axes, Q = 16
+    ([2, 3, 4, 7], -1),    # a length of 7 (VMamba-T's last stage), negative axis
+])
+def test_short_last_axis_cumsums_become_depthwise_convs(shape, axis):
+    out, result = apply_pass(cumsum_model(shape, axis), CumSumToConv(max_length=16))
+    assert result.stats == {"rewritten": 1, "kept": 0}
+    assert op_histogram(out) == {"Conv": 1}
+    conv = out.graph.node[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    assert attrs == {"group": shape[1], "kernel_shape": [1, shape[3]], "pads": [0, shape[3] - 1, 0, 0],
+                     "strides": [1, 1]}
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], np.cumsum(x.astype(np.float64), axis=axis), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, axis, attrs, reason", [
+    ([1, 6, 5, 17], 3, {}, "summed axis length 17 > 16"),
+    ([1, 6, 16, 5], 2, {}, "not over the last axis of a 4-D tensor (shape [1, 6, 16, 5], axis 2)"),
+    ([2, 16], 1, {}, "not over the last axis of a 4-D tensor (shape [2, 16], axis 1)"),
+    ([1, 6, 5, 16], 3, {"reverse": 1}, "exclusive/reverse CumSum"),
+])
+def test_other_cumsums_stay_with_a_reason(shape, axis, attrs, reason):
+    graph = gs.import_onnx(cumsum_model(shape, axis, **attrs))
+    result = CumSumToConv(max_length=16).run(graph, PassContext(opset=17, explain=True))
+    assert not result.changed and reason in result.notes[0]

@@ -1,0 +1,62 @@
+"""layernorm-channels-first: LayerNorm2d's Transpose / LayerNormalization / Transpose becomes the
+normalisation over axis 1 in NCHW (means as 1x1 Convs); same outputs, no Transpose left."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper, numpy_helper
+
+from passes.base import PassContext
+from passes.layernorm_channels_first import LayerNormChannelsFirst
+from scan_testing import apply_pass, op_histogram, run
+
+C, H, W = 6, 3, 5
+RNG = np.random.default_rng(0)
+SCALE, BIAS = RNG.standard_normal(C).astype(np.float32), RNG.standard_normal(C).astype(np.float32)
+X = (RNG.standard_normal((1, C, H, W)) * 3 + 1).astype(np.float32)
+
+
+def model(nodes, outputs, x_shape=(1, C, H, W)):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        initializer=[numpy_helper.from_array(SCALE, "scale"), numpy_helper.from_array(BIAS, "bias")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def layernorm(source, output, name):
+    return helper.make_node("LayerNormalization", [source, "scale", "bias"], [output], name=name, axis=-1, epsilon=1e-5)
+
+
+def test_layernorm2d_loses_its_transposes():
+    before = model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), layernorm("t", "n", "ln"),
+                    helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2], name="back")], ["y"])
+    after, result = apply_pass(before, LayerNormChannelsFirst())
+    assert result.stats == {"rewritten": 1, "kept": 0}
+    # mean and variance as 1x1 Convs to one channel, then (x - mean) / Sqrt(var + eps) * scale + bias
+    assert op_histogram(after) == {"Add": 2, "Conv": 2, "Div": 1, "Mul": 2, "Sqrt": 1, "Sub": 1}
+    np.testing.assert_allclose(run(after, {"x": X})[0], run(before, {"x": X})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_two_layernorms_in_a_row_channels_last_both_rewritten():
+    """VMamba's stage entry: the downsampling's LayerNorm2d output is read back to NCHW (the
+    residual) and, still channels-last, by the first block's norm; the second finds its input's
+    channels-first form in the first's Transpose back."""
+    before = model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), layernorm("t", "a", "ln_a"),
+                    helper.make_node("Transpose", ["a"], ["residual"], perm=[0, 3, 1, 2], name="back_a"),
+                    layernorm("a", "b", "ln_b"),
+                    helper.make_node("Transpose", ["b"], ["y"], perm=[0, 3, 1, 2], name="back_b")], ["residual", "y"])
+    after, result = apply_pass(before, LayerNormChannelsFirst())
+    assert result.stats == {"rewritten": 2, "kept": 0}
+    assert "Transpose" not in op_histogram(after) and "LayerNormalization" not in op_histogram(after)
+    for got, expected in zip(run(after, {"x": X}), run(before, {"x": X})):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_on_a_channels_last_input_is_left_with_a_reason():
+    before = model([layernorm("x", "n", "ln"), helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2], name="back")],
+                   ["y"], x_shape=(1, H, W, C))
+    graph = gs.import_onnx(before)
+    result = LayerNormChannelsFirst().run(graph, PassContext(opset=17, explain=True))
+    assert not result.changed
+    assert result.notes == ["Transpose 'back' left alone: the LayerNormalization's input has no channels-first form in the graph"]
