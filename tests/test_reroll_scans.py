@@ -400,3 +400,38 @@ def test_state_chunk_gives_the_state_form_its_own_chunk():
     assert matrices(shared) == [(4, 1), (4, 4), (4, 4)]
     feeds = scan_inputs(spec)
     assert rel_l2(run(mixed, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_parallel_strided_chunk_sums_push_only_through_what_is_linear():
+    """A chunk's sum of log a = A * (dt + bias) over Q steps is A * (sum(dt) + Q * bias): the sum may
+    pass the Mul (one factor varies along L) but not the Add (the bias would be summed once, not Q
+    times). Checked on a small graph against NumPy's chunk sums."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from passes.graph_builder import GraphBuilder
+    from passes.scan_forms.parallel_strided import _StridedSteps
+
+    length, chunk, width = 12, 4, 3
+    rng = np.random.default_rng(7)
+    bias_value, a_value = rng.normal(size=width).astype(np.float32), -rng.uniform(0.5, 2, width).astype(np.float32)
+    dt = gs.Variable("dt", dtype=np.float32, shape=(1, length, width))
+    shifted = gs.Variable("shifted", dtype=np.float32, shape=(1, length, width))
+    log_decay = gs.Variable("log_decay", dtype=np.float32, shape=(1, length, width))
+    graph = gs.Graph(nodes=[gs.Node("Add", inputs=[dt, gs.Constant("bias", bias_value)], outputs=[shifted]),
+                            gs.Node("Mul", inputs=[shifted, gs.Constant("a", a_value)], outputs=[log_decay])],
+                     inputs=[dt], opset=17)
+    shapes = {"dt": (1, length, width), "shifted": (1, length, width), "log_decay": (1, length, width)}
+    steps = _StridedSteps(GraphBuilder(graph, 17, prefix="test"), axis=1, rank=3, length=length, chunk=chunk,
+                          shapes=shapes)
+    total = steps.sum_over_steps(log_decay)
+    total.dtype = np.float32
+    graph.outputs = [total]
+    graph.cleanup().toposort()
+    assert sorted(node.op for node in graph.nodes).count("Mul") == 1   # the Mul was pushed through, once
+    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    dt_value = rng.normal(size=(1, length, width)).astype(np.float32)
+    got = session.run(None, {"dt": dt_value})[0]
+    want = ((dt_value + bias_value) * a_value).reshape(1, length // chunk, chunk, width).sum(axis=2)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
