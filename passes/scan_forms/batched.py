@@ -26,17 +26,14 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import carry_into_chunks, chunk_dividing, merge_axes_shape, split_axis_shape
+from passes.scan_forms.chunk_axes import carry_into_chunks, merge_axes_shape, padded_to_chunks, split_axis_shape
 
 
 def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    chunk = chunk_dividing(length, chunk)
-    chunks = -(-length // chunk)
+    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
+                                                       chunk=chunk, rank=rank)
     padded = chunks * chunk
-    if padded != length:
-        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
-        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (..., chunks, Q, ...)
     split_rank, chunk_axis, step_axis = rank + 1, axis, axis + 1
     log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, axis, chunks, chunk))

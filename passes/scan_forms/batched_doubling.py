@@ -29,18 +29,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, merge_axes_shape, move_axis,
+from passes.scan_forms.chunk_axes import (carry_into_chunks, merge_axes_shape, move_axis, padded_to_chunks,
                                           shift_last_by_matmul, split_axis_shape)
 
 
 def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
                             initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    chunk = chunk_dividing(length, chunk)
-    chunks = -(-length // chunk)
+    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
+                                                       chunk=chunk, rank=rank)
     padded = chunks * chunk
-    if padded != length:
-        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
-        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (..., chunks, ..., Q): Q last, so that every shift is x @ (a shifted identity),
     # a constant right operand. tpu-mlir refuses a broadcast left operand above 4-D ("Not support
     # broadcast in MatMul of dims larger than 4"), which a constant on the left would be here.

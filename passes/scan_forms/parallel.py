@@ -18,18 +18,15 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, move_axis, shift,
+from passes.scan_forms.chunk_axes import (doubling_scan, merge_axes_shape, move_axis, padded_to_chunks, shift,
                                           split_axis_shape)
 
 
 def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                     axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    chunk = chunk_dividing(length, chunk)
-    chunks = -(-length // chunk)
+    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
+                                                       chunk=chunk, rank=rank)
     padded = chunks * chunk
-    if padded != length:
-        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
-        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
     # (..., L, ...) -> (Q, ..., chunks, ...): step q of every chunk is one contiguous block.
     split_rank, chunk_axis = rank + 1, axis + 1
     split_log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, axis, chunks, chunk))
