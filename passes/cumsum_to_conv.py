@@ -14,10 +14,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option
+from passes.cumsum_checks import inclusive_cumsum
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_int
 
 
 @register_pass
@@ -28,12 +28,10 @@ class CumSumToConv(NodeRewrite, op="CumSum", shapes="static", routine_keeps=True
     max_length = Option(int, 16, "longest summed axis rewritten (the Conv pads it by length - 1 on the left)", min=2)
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple:
-        shape = shapes.get(node.inputs[0].name)
-        axis = constant_int(node.inputs[1])
-        if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
-            return Kept(f"CumSum '{node.name}' kept: exclusive/reverse CumSum")
-        if shape is None or axis is None:
-            return Kept(f"CumSum '{node.name}' kept: shape or axis unknown")
+        known = inclusive_cumsum(node, shapes)
+        if isinstance(known, Kept):
+            return known
+        shape, axis = known
         if len(shape) != 4 or axis % 4 != 3:
             return Kept(f"CumSum '{node.name}' kept: not over the last axis of a 4-D tensor (shape {list(shape)}, axis {axis})")
         if shape[3] > self.max_length:

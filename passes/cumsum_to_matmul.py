@@ -15,10 +15,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option
+from passes.cumsum_checks import inclusive_cumsum
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_int
 
 
 @register_pass
@@ -29,12 +29,10 @@ class CumSumToMatMul(NodeRewrite, op="CumSum", shapes="partial", routine_keeps=T
     max_length = Option(int, 32, "longest summed axis turned into a MatMul (its ones matrix is length^2)", min=2)
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple:
-        shape = shapes.get(node.inputs[0].name)
-        axis = constant_int(node.inputs[1])
-        if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
-            return Kept(f"CumSum '{node.name}' kept: exclusive/reverse CumSum")
-        if shape is None or axis is None:
-            return Kept(f"CumSum '{node.name}' kept: rank or axis unknown")
+        known = inclusive_cumsum(node, shapes)
+        if isinstance(known, Kept):
+            return known
+        shape, axis = known
         axis %= len(shape)
         length = shape[axis]
         if length is None or length > self.max_length:
