@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from passes.base import PassContext, PassResult
 
@@ -33,6 +34,16 @@ def apply_pass(model: onnx.ModelProto, pass_) -> tuple[onnx.ModelProto, PassResu
     out.ir_version = model.ir_version
     onnx.checker.check_model(out, full_check=True)
     return out, result
+
+
+def cumsum_model(shape, axis, **attrs) -> onnx.ModelProto:
+    """A one-node model: y = CumSum(x, axis) with x of ``shape`` (float32), the axis an initializer."""
+    graph = helper.make_graph(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"], name="cs", **attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [axis])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:

@@ -4,20 +4,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
-from onnx import TensorProto, helper
 
 from passes.base import PassContext
 from passes.cumsum_to_matmul import CumSumToMatMul
-from scan_testing import apply_pass, op_histogram, run
-
-
-def cumsum_model(shape, axis, **attrs):
-    graph = helper.make_graph(
-        [helper.make_node("CumSum", ["x", "axis"], ["y"], name="cs", **attrs)], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [axis])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from scan_testing import apply_pass, cumsum_model, op_histogram, run
 
 
 @pytest.mark.parametrize("shape, axis, ops", [

@@ -186,12 +186,13 @@ def test_batched_form_exact_ops():
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-def test_batched_form_pads_when_no_divisor_fits():
+@pytest.mark.parametrize("form", ["batched", "parallel"])
+def test_form_pads_when_no_divisor_fits(form):
     """L = 11 is prime: chunk 4 is kept and L padded to 12 (2 Pads in, 1 Slice out), 3 chunks."""
     spec = ScanSpec(length=11, channels=3, state=1)
-    padded, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4))
+    padded, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
     exact, _ = apply_pass(unrolled_scan_model(ScanSpec(length=12, channels=3, state=1)),
-                          RerollScans(form="batched", chunk=4))
+                          RerollScans(form=form, chunk=4))
     difference = Counter(op_histogram(padded))
     difference.subtract(op_histogram(exact))
     assert +difference == {"Pad": 2, "Slice": 1}
@@ -199,9 +200,9 @@ def test_batched_form_pads_when_no_divisor_fits():
     assert rel_l2(run(padded, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-def test_parallel_form_takes_a_dividing_chunk_and_pads_only_without_one():
+def test_parallel_form_takes_a_dividing_chunk():
     """L = 196 (VMamba-T stage 2) with chunk 8: Q = 7 divides it, so no Pad of the inputs and no Slice
-    of the padding at the end (it was Q = 8, L padded to 200). L = 11 is prime: chunk 4 kept, padded."""
+    of the padding at the end (it was Q = 8, L padded to 200). Without a divisor it pads (above)."""
     exact_spec = ScanSpec(length=196, channels=3, state=1)
     out, _ = apply_pass(unrolled_scan_model(exact_spec), RerollScans(form="parallel", chunk=8))
     q7, _ = apply_pass(unrolled_scan_model(exact_spec), RerollScans(form="parallel", chunk=7))
@@ -215,15 +216,6 @@ def test_parallel_form_takes_a_dividing_chunk_and_pads_only_without_one():
     assert exact_hist["Pad"] == 10 and exact_hist["Slice"] == 16
     feeds = scan_inputs(exact_spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(exact_spec, feeds)) <= REL_L2_TOL
-    prime_spec = ScanSpec(length=11, channels=3, state=1)
-    padded, _ = apply_pass(unrolled_scan_model(prime_spec), RerollScans(form="parallel", chunk=4))
-    twelve, _ = apply_pass(unrolled_scan_model(ScanSpec(length=12, channels=3, state=1)),
-                           RerollScans(form="parallel", chunk=4))
-    difference = Counter(op_histogram(padded))
-    difference.subtract(op_histogram(twelve))
-    assert +difference == {"Pad": 2, "Slice": 1}
-    feeds = scan_inputs(prime_spec)
-    assert rel_l2(run(padded, feeds)[0], numpy_scan(prime_spec, feeds)) <= REL_L2_TOL
 
 
 def test_stress_decays_chunk24_overflows_parallel_stays_exact():
