@@ -11,9 +11,9 @@ each Transpose as a global Permute, DDR to DDR: on VMamba-T (BF16, BM1684X) the 
 every op stays in NCHW; ONNX's LayerNormalization (stash_type 1) computes the same in float32.
 A (1, 192, 56, 56) one between two 1x1 Convs, BF16: 0.462 ms with the permutes, 0.325 ms with
 ReduceMeans over C, 0.152 ms with the means as Convs.
-Not in the `tpu` pipeline yet: with it micro-digits' INT8 bmodel lost accuracy (top-1 80% on 10
-held-out images, with its arithmetic kept in BF16 by tools.tpu_qtable's `norm` rule); BF16
-VMamba-T goes from 27.4 to 21.5 ms (docs/TPU.md).
+In the `tpu` pipeline: BF16 VMamba-T 27.4 -> 21.5 ms (docs/TPU.md). tpu-mlir's deploy turns the
+Div by Sqrt into a Mul by an Rsqrt op of its own (`<Sqrt op>_inv`); tools.tpu_qtable keeps that
+in float for INT8 too (left INT8 it saturated: micro-digits' INT8 top-1 fell to 80%).
 
 Only a LayerNormalization over the last axis with constant scale (and bias), read back to NCHW
 by a Transpose, whose input has a channels-first form in the graph.

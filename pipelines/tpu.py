@@ -16,8 +16,9 @@ takes seconds. What tpu-mlir's estimate chose (docs/TPU.md, "A faster VMamba-T")
   group; as MatMuls by a triangular matrix (cumsum-to-matmul, kept for the rest) they were
   global ops, and the Conv needs Q <= 16 (its pad Q - 1 fits tpu-mlir's Conv);
 - chunk 14: Q = 14, 14, 14, 7 on VMamba-T's 3136, 784, 196, 49 steps, no padding.
-LayerNorm2d without its Transposes (the pass layernorm-channels-first) takes BF16 further, 27.4 ->
-21.5 ms, but micro-digits' INT8 lost its accuracy with it (not understood yet): not in this pipeline.
+- LayerNorm2d without its Transposes (layernorm-channels-first): 27.4 -> 21.5 ms in BF16. Its
+  Div(x, Sqrt(var)) becomes an Rsqrt in tpu-mlir's deploy, which tools.tpu_qtable keeps in float
+  for INT8 (left INT8 it saturated and micro-digits' INT8 lost its accuracy).
 Decays per (channel, state) (d_state N > 1, Mamba) take `batched-doubling`, with its own chunk 32:
 with |A| up to N, batched's exp(-cumsum) overflowed float32 on a Mamba-130m-shaped model.
 """
@@ -30,7 +31,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     limit = CHIP_LIMITS[chip]
     return parse_pipeline(
         "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32},"
-        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,unit-axes-to-reshape,"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,layernorm-channels-first,unit-axes-to-reshape,"
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"

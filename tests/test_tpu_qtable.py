@@ -199,3 +199,18 @@ def test_layernorm_written_out_by_layernorm_channels_first_stays_float():
     found = [(p.op_type, p.why) for p in tpu_qtable.precise_nodes(gs.export_onnx(imported))]
     assert found == [("Conv", NORM), ("Sub", NORM), ("Mul", NORM), ("Conv", NORM), ("Add", NORM), ("Sqrt", NORM),
                      ("Div", NORM), ("Mul", NORM), ("Add", NORM)]
+
+
+def test_a_dividing_sqrt_also_names_the_rsqrt_tpu_mlir_makes_of_it():
+    """tpu-mlir's deploy turns Div(x, Sqrt(v)) into x * Rsqrt(v), an op named '<Sqrt op>_inv' with
+    the Sqrt's calibrated range; left INT8 it saturated at max(sqrt(v)) and micro-digits' LayerNorms
+    stopped normalising (docs/TPU.md). A Sqrt that is the dividend makes no such op."""
+    nodes = [_node("Sqrt", ["v"], ["s"], "/norm/Sqrt"), _node("Div", ["x", "s"], ["d"], "/norm/Div"),
+             _node("Sqrt", ["x"], ["t"], "/other/Sqrt"), _node("Div", ["t", "v"], ["e"], "/other/Div"),
+             _node("Add", ["d", "e"], ["out"], "/Add")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "v")]
+    graph = helper.make_graph(nodes, "g", io, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    table = tpu_qtable.quantization_table(model, ["s_Sqrt", "d_Div", "t_Sqrt", "e_Div", "out_Add"], "F16")
+    assert [(name, mode, node.output, node.why) for name, mode, node in table] == [
+        ("s_Sqrt", "F16", "s", EXPONENT), ("s_Sqrt_inv", "F16", "s", EXPONENT), ("t_Sqrt", "F16", "t", EXPONENT)]

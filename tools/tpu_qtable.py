@@ -16,9 +16,16 @@ LayerNorm, activations, the residual adds) to INT8 with run_calibration's thresh
   over 32 steps: an INT8 grid (256 levels per tensor) cannot hold either factor.
 - **norm**: LayerNorm2d written out by ``layernorm-channels-first`` (node names
   ``layernorm_channels_first/...``): mean, centring, variance, division. As one LayerNorm op
-  tpu-mlir computed it in float inside its INT8 kernel; as separate INT8 ops, x - mean squared
-  and the division lost micro-digits' INT8 accuracy entirely (top-1 100% -> 50% on 10 images,
-  logits' cosine 0.11).
+  tpu-mlir computed it in float inside its INT8 kernel; as separate INT8 ops micro-digits' INT8
+  top-1 fell from 100% to 50% on 10 images (logits' cosine 0.11; measured before the rsqrt rule
+  below, whose missing Rsqrt was then INT8 too).
+- **rsqrt**: tpu-mlir's deploy (``processor-top-optimize``: after the calibration table is read,
+  before this table is) rewrites ``Div(x, Sqrt(v))`` as ``x * Rsqrt(v)``, a new op named
+  ``<Sqrt op>_inv`` that inherits the Sqrt's calibrated range. Left out of the table it became an
+  INT8 lookup whose output saturated at max(sqrt(v)) (0.958 where 1/sqrt(v) runs 1.04-9.85): every
+  LayerNorm2d that layernorm-channels-first writes out multiplied by a constant instead of
+  normalising (micro-digits' INT8 logits cosine 0.85; docs/TPU.md). So each Sqrt in the table that
+  divides also names its ``_inv`` op, in the Sqrt's float mode.
 - **decay/exponent arithmetic**: every Exp, Log, Softplus, Pow, Sqrt, Reciprocal (values
   spread over many orders of magnitude), and every node on a path from a Softplus (the step
   size dt) into the scan: dt * A (the log-decay) and dt * B * x (the drive), with the Reshapes
@@ -52,6 +59,7 @@ FLOAT_MODES = ("BF16", "F16", "F32")
 NORM_LINEAGE = "layernorm_channels_first/"
 SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL = "scan", "decay", "merge", "norm", "exponent", "kernel"
 REASONS = (SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL)
+RSQRT_SUFFIX = "_inv"  # tpu-mlir's name for the Rsqrt it makes of Div(x, Sqrt(v))
 DEFAULT_LANES = 64  # BM1684X's NPU lanes
 PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -211,11 +219,14 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
         raise ValueError(f"float mode {float_mode!r} is not one of {', '.join(FLOAT_MODES)}")
     precise = {node.output: node for node in precise_nodes(model, lanes)}
     all_outputs = {name for node in model.graph.node for name in node.output}
+    divisors = {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
     table = []
     for op_name in op_names:
         source = match_op(op_name, all_outputs)
         if source is not None and source in precise:
             table.append((op_name, float_mode, precise[source]))
+            if precise[source].op_type == "Sqrt" and source in divisors and op_name == f"{source}_Sqrt":
+                table.append((op_name + RSQRT_SUFFIX, float_mode, precise[source]))
     return table
 
 
