@@ -16,8 +16,9 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
-from passes.scan_forms import OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
+from passes.scan_forms import FOLDS_READOUT, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
+from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import producer
@@ -73,6 +74,21 @@ def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank
             b.transpose(stacked, perm, output=out)
     else:
         raise ValueError(f"unknown readout kind {form.kind}")
+
+
+def _strided_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, start: int, stride: int,
+                     count: int) -> tuple[gs.Tensor, int]:
+    """The readout of steps start, start + stride, ... (`count` of them; `states` holds them, step
+    axis first), step axis first, and its rank: a form that reads out block by block calls this."""
+    form = rec.readout
+    if form.kind == "template":
+        output = replay_over_steps(b, rec.template, states, count, start, stride)
+        return output, template_output_rank(rec.template) + 1
+    coeff = b.node("Slice", [rec.coeff, b.ints([start]), b.ints([start + stride * (count - 1) + 1]),
+                             b.ints([rec.coeff_axis]), b.ints([stride])])
+    equation = _einsum_with_steps(form.equation, form.state_operand, 0, rec.coeff_axis, 0)
+    operands = [states, coeff] if form.state_operand == 0 else [coeff, states]
+    return b.einsum(operands, equation), len(equation.split("->")[1])
 
 
 def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
@@ -139,8 +155,22 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     log_decay = _log_decay(b, rec.decay)
     if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
         log_decay, drive = b.squeeze(log_decay, unit_axes), b.squeeze(drive, unit_axes)
+    # One chunk: the blocks are single steps, and reading each out alone only multiplies the readout.
+    folded = (form in FOLDS_READOUT and not unit_axes and not rec.final_state_escapes
+              and rec.readout.kind in ("template", "einsum") and strided_chunk(rec.length, chunk) < rec.length)
+    if folded:   # the form reads out block by block: the readout of every step, step axis first
+        extra["readout"] = lambda block, start, stride, count: _strided_readout(b, rec, block, start, stride, count)
     states = SCAN_FORMS[form](b, log_decay=log_decay, drive=drive, initial=initial, axis=axis,
                               length=rec.length, chunk=chunk, rank=full_rank - len(unit_axes), **extra)
+    if folded:
+        rank = (template_output_rank(rec.template) if rec.readout.kind == "template"
+                else len(rec.readout.equation.split("->")[1])) + 1
+        stack_axis = rec.readout.stack_axis
+        if stack_axis == 0:
+            b.identity(states, output=rec.output)
+        else:
+            b.transpose(states, move_axis_perm(rank, 0, stack_axis), output=rec.output)
+        return
     if unit_axes:
         states = b.unsqueeze(states, unit_axes)
     _emit_readout(b, rec, states, full_rank)

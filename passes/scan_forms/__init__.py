@@ -12,6 +12,7 @@ from passes.scan_forms.batched_doubling import batched_doubling_states
 from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
 from passes.scan_forms.parallel_strided import parallel_strided_states
+from passes.scan_forms.strided_readout import strided_readout
 
 SCAN_FORMS = {
     "batched": batched_states,
@@ -19,6 +20,7 @@ SCAN_FORMS = {
     "chunk24": chunk24_states,
     "parallel": parallel_states,
     "parallel-strided": parallel_strided_states,
+    "strided-readout": strided_readout,
 }
 
 # Forms that divide by decay products, and the |sum of log a| over one chunk past which float32's
@@ -26,4 +28,8 @@ SCAN_FORMS = {
 OVERFLOWS_PAST = {"chunk24": 87, "batched": 174}
 
 # Forms that also take `shapes` (tensor name -> partial static shape, from the pass).
-TAKES_SHAPES = {"parallel-strided"}
+TAKES_SHAPES = {"parallel-strided", "strided-readout"}
+
+# Forms that also take `readout` (passes/scan_forms/strided_readout.py's Readout) and then return the
+# readout of every step, step axis first, instead of the states.
+FOLDS_READOUT = {"strided-readout"}

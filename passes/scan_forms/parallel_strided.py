@@ -20,7 +20,7 @@ unknown is sliced where it is, without pushing further.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import onnx_graphsurgeon as gs
 
@@ -96,20 +96,24 @@ class _StridedSteps:
         shape = tuple(tensor.shape) if isinstance(tensor, gs.Constant) else self.shapes.get(tensor.name)
         return self.rank if shape is None else len(shape)
 
+    block_axis = property(lambda self: self.axis)   # where the chunk axis is in the blocks
 
-def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
-                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
-                            shapes: Optional[dict] = None) -> gs.Tensor:
-    chunk = max(1, min(chunk, length))
-    while length % chunk:   # strided steps need Q | L; the largest such Q up to `chunk`
-        chunk -= 1
-    chunks = length // chunk
-    steps = _StridedSteps(builder, axis, rank, length, chunk, shapes or {})
+    def laid_out(self, tensor: gs.Tensor) -> gs.Tensor:
+        """A tensor that does not vary along the scan axis (the initial state) as the blocks see it."""
+        return tensor
+
+
+def strided_sweeps(builder: GraphBuilder, steps: _StridedSteps, *, log_decay: gs.Tensor, drive: gs.Tensor,
+                   initial: Optional[gs.Tensor]) -> list[gs.Tensor]:
+    """Steps 1-3 of the module docstring: block q holds the states of steps q, q + Q, ... (`steps` makes
+    the blocks: their layout, and the chunk axis at steps.block_axis)."""
+    chunk, chunks, rank, axis = steps.chunk, steps.length // steps.chunk, steps.rank, steps.block_axis
     decays = [builder.exp(steps.step(log_decay, q)) for q in range(chunk)]
     drives = [steps.step(drive, q) for q in range(chunk)]
 
     if initial is not None:
         # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
+        initial = steps.laid_out(initial)
         first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decays[0], 0, 1, axis), initial))
         drives[0] = builder.concat([first, builder.slice(drives[0], 1, chunks, axis)], axis) if chunks > 1 else first
 
@@ -125,17 +129,40 @@ def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, driv
     for q in range(chunk):
         state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
         states.append(state)
+    return states
+
+
+def strided_chunk(length: int, chunk: int) -> int:
+    """Strided steps need Q | L: the largest such Q up to `chunk`."""
+    chunk = max(1, min(chunk, length))
+    while length % chunk:
+        chunk -= 1
+    return chunk
+
+
+def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
+                            shapes: Optional[dict] = None) -> gs.Tensor:
+    steps = _StridedSteps(builder, axis, rank, length, strided_chunk(length, chunk), shapes or {})
+    states = strided_sweeps(builder, steps, log_decay=log_decay, drive=drive, initial=initial)
+    return interleaved(builder, states, axis, rank, length)
+
+
+def interleaved(builder: GraphBuilder, blocks: Sequence[gs.Tensor], axis: int, rank: int, length: int) -> gs.Tensor:
+    """Blocks q = 0 .. Q-1 (steps q, q + Q, ... along `axis`) joined back into steps 0 .. L-1."""
+    chunk = len(blocks)
     if chunk == 1:
-        return states[0]
-    shape = builder.shape(states[0])
+        return blocks[0]
+    chunks = length // chunk
+    shape = builder.shape(blocks[0])
     if axis < rank - 1:
         # Blocks (..., chunks, A, ...) joined on A are, in memory, (..., chunks, Q, A, ...): a Reshape makes L.
-        joined = builder.concat(states, axis + 1)
+        joined = builder.concat(blocks, axis + 1)
         merged = builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([length]),
                                  builder.slice(shape, axis + 1, INT64_MAX, 0)], 0)
         return builder.reshape(joined, merged)
     # The scan axis is last: join q-major, (..., Q, chunks), and swap the two small axes.
-    joined = builder.reshape(builder.concat(states, axis),
+    joined = builder.reshape(builder.concat(blocks, axis),
                              builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([chunk, chunks])], 0))
     swapped = builder.transpose(joined, [*range(axis), axis + 1, axis])
     return builder.reshape(swapped, builder.concat([builder.slice(shape, 0, axis, 0), builder.ints([length])], 0))

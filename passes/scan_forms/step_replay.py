@@ -42,8 +42,9 @@ class Value:
 
 
 class _Replay:
-    def __init__(self, b: GraphBuilder, template: StepTemplate, length: int) -> None:
+    def __init__(self, b: GraphBuilder, template: StepTemplate, length: int, start: int = 0, stride: int = 1) -> None:
         self.b, self.t, self.length = b, template, length
+        self.start, self.stride = start, stride   # the steps replayed: start, start + stride, ... (length of them)
         self.env: dict[int, Value] = {}
         self.unsqueezed: dict[int, tuple] = {}   # id(output of our Unsqueeze) -> (input, axes)
 
@@ -79,11 +80,15 @@ class _Replay:
         return self.unsqueeze(v.tensor, list(range(1, 1 + rank - v.rank)))
 
     def step_of(self, source: gs.Tensor, axis: int, keep_axis: bool) -> Value:
-        """Step i of `source` along `axis`, for every i at once: the axis moved to the front."""
+        """Step i of `source` along `axis`, for every replayed i at once: the axis moved to the front."""
         rank = self.rank_of(source)
         shape = getattr(source, "shape", None)
-        if not (shape is not None and axis < len(shape) and shape[axis] == self.length):
-            source = self.b.slice(source, 0, self.length, axis)
+        if self.stride != 1:
+            end = self.start + self.stride * (self.length - 1) + 1
+            source = self.b.node("Slice", [source, self.b.ints([self.start]), self.b.ints([end]),
+                                           self.b.ints([axis]), self.b.ints([self.stride])])
+        elif self.start or not (shape is not None and axis < len(shape) and shape[axis] == self.length):
+            source = self.b.slice(source, self.start, self.start + self.length, axis)
         moved = move_axis(self.b, source, rank, axis, 0)
         if keep_axis:
             return Value(self.unsqueeze(moved, [axis + 1]), True, rank)
@@ -265,9 +270,11 @@ def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
     return None
 
 
-def replay_over_steps(b: GraphBuilder, template: StepTemplate, states: gs.Tensor, length: int) -> gs.Tensor:
-    """template's output for every step, stacked on a new leading axis; `states` has the step axis first."""
-    replay = _Replay(b, template, length)
+def replay_over_steps(b: GraphBuilder, template: StepTemplate, states: gs.Tensor, length: int,
+                      start: int = 0, stride: int = 1) -> gs.Tensor:
+    """template's output for every step, stacked on a new leading axis; `states` has the step axis first.
+    With `start` and `stride`, only steps start, start + stride, ... (`length` of them), which `states` holds."""
+    replay = _Replay(b, template, length, start, stride)
     replay.env[id(template.state)] = Value(states, True, template.ranks[id(template.state)])
     for index, node in enumerate(template.nodes):
         replay.emit(index, node)

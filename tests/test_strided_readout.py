@@ -1,0 +1,128 @@
+"""The strided-readout scan form (passes/scan_forms/strided_readout.py) on a Mamba-shaped recurrence
+built from small factors: a = exp(A * dt), b = dt * B * u, each (batch, d_inner, L, N)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+import pytest
+
+from passes.graph_builder import GraphBuilder
+from passes.scan_forms.strided_readout import strided_readout
+
+D, N = 5, 4
+
+
+def _mamba_factors(length: int):
+    """A graph computing log a = Unsqueeze(dt) * A and b = (Unsqueeze(dt) * Unsqueeze(B)) * Unsqueeze(u),
+    the order transformers' export multiplies them in; the shapes the pass would infer."""
+    dt = gs.Variable("dt", np.float32, (1, D, length))
+    u = gs.Variable("u", np.float32, (1, D, length))
+    b_in = gs.Variable("B", np.float32, (1, length, N))
+    graph = gs.Graph(inputs=[dt, u, b_in], opset=17)
+    b = GraphBuilder(graph, 17, prefix="factors")
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1))   # Mamba's init A = -(1..N)
+    dt4 = b.unsqueeze(dt, [3])                                         # (1, D, L, 1)
+    log_decay = b.mul(dt4, b.const(a_value[None, :, None, :]))        # (1, D, L, N)
+    b4, u4 = b.unsqueeze(b_in, [1]), b.unsqueeze(u, [3])
+    dt_b = b.mul(dt4, b4)
+    drive = b.mul(dt_b, u4)
+    shapes = {dt4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), drive.name: (1, D, length, N),
+              dt_b.name: (1, D, length, N), u4.name: (1, D, length, 1), b4.name: (1, 1, length, N),
+              "dt": (1, D, length), "u": (1, D, length), "B": (1, length, N)}
+    return graph, b, log_decay, drive, shapes, a_value
+
+
+def _feeds(length: int, dt_scale: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return {"dt": (rng.uniform(0.001, 0.1, (1, D, length)) * dt_scale).astype(np.float32),
+            "u": rng.standard_normal((1, D, length)).astype(np.float32),
+            "B": rng.standard_normal((1, length, N)).astype(np.float32)}
+
+
+def _numpy_states(feeds, a_value):
+    dt, u, b_in = (feeds[k].astype(np.float64) for k in ("dt", "u", "B"))
+    a = np.exp(dt[0, :, :, None] * a_value[:, None, :])               # (D, L, N)
+    drive = dt[0, :, :, None] * b_in[0][None] * u[0, :, :, None]
+    state, states = np.zeros((D, N)), []
+    for t in range(dt.shape[2]):
+        state = a[:, t] * state + drive[:, t]
+        states.append(state)
+    return np.stack(states, 1)[None]                                   # (1, D, L, N)
+
+
+def _run(graph, outputs, feeds):
+    for output in outputs:
+        output.dtype = np.float32
+    graph.outputs = outputs
+    graph.cleanup().toposort()
+    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_states_from_the_small_factors_exact_ops():
+    """L 12, Q 4, 3 chunks, no readout: the states themselves, interleaved as in parallel-strided."""
+    length = 12
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+                             rank=4, shapes=shapes)
+    feeds = _feeds(length, 1.0)
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(feeds, a_value)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    ops = Counter(node.op for node in graph.nodes)
+    # dt, u and B (Unsqueezed) are each split once by a Reshape into (chunks, Q) (Shape, 2 Slices, Concat
+    # for the target): step q is a Gather on Q (4 x 3), no strided Slice. Per step q: log a = A * dt_q
+    # (1 Mul), Exp; b = (dt_q * u_q) * B_q, the small pair first (2 Muls). Sweep 1: 3 Mul + 3 Add; the
+    # chunk decay exp(A * sum(dt)): 3 Add, 1 Mul, 1 Exp; the carry over 3 chunks: 2 doubling rounds
+    # (3 Mul, 2 Add; shifts by Slice + Pad, 3 + 1 for the carry in); sweep 2: 4 Mul + 4 Add; the states
+    # interleaved by one Concat + Reshape (its target: Shape, 2 Slices, Concat).
+    assert dict(ops) == {"Unsqueeze": 3, "Shape": 4, "Slice": 3 * 2 + 4 + 2, "Concat": 3 + 1 + 1, "Reshape": 4,
+                         "Gather": 12, "Mul": 4 * 3 + 3 + 1 + 3 + 4, "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
+
+
+@pytest.mark.parametrize("chunk", [4, 6, 12])
+def test_readout_folded_per_block_equals_numpy(chunk):
+    """With a readout (here y_t = sum_n x_t[n] * C_t[n], step axis first) the form reads out each of
+    sweep 2's blocks and interleaves only the small outputs: no Concat of the states."""
+    length = 12
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    calls = []
+
+    def readout(block, start, stride, count):   # block: (count, 1, D, N), steps start, start + stride, ...
+        calls.append((start, stride, count))
+        c_steps = b.node("Slice", [coeff, b.ints([start]), b.ints([length]), b.ints([1]), b.ints([stride])])
+        c_first = b.unsqueeze(b.transpose(c_steps, [1, 0, 2]), [2])            # (count, 1, 1, N)
+        return b.reduce_sum(b.mul(block, c_first), [3], keepdims=0), 3       # (count, 1, D)
+
+    out = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=chunk,
+                          rank=4, shapes=shapes, readout=readout)
+    feeds = _feeds(length, 1.0, seed=chunk)
+    feeds["C"] = np.random.default_rng(chunk + 1).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(feeds, a_value), feeds["C"].astype(np.float64))
+    assert calls == [(q, chunk, length // chunk) for q in range(chunk)]
+    assert got.shape == want.shape == (length, 1, D)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    concats = [node for node in graph.nodes if node.op == "Concat"]
+    assert [len(node.inputs) for node in concats if len(node.inputs) == chunk] == [chunk]   # the outputs, once
+
+
+def test_stress_decays_stay_finite_and_exact():
+    """d_state 4 with A = -(1..4) and dt up to ~3 per step: |A| * sum(dt) reaches ~200 per chunk of 32
+    and ~600 over L 96, far past float32's exp range (~87); only decays <= 1 are multiplied."""
+    length = 96
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=32,
+                             rank=4, shapes=shapes)
+    feeds = _feeds(length, 30.0, seed=3)
+    assert float(np.max(-a_value.min() * feeds["dt"].sum(axis=2))) > 500
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(feeds, a_value)
+    assert np.all(np.isfinite(got))
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
