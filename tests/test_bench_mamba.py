@@ -26,3 +26,11 @@ def test_tiny_stack_rows_errors_and_table(tmp_path, capsys):
     assert "| `--pipeline cpu` (ORT) | " in printed and "x PyTorch's sequential slow path" in printed
     assert "| floor: the naive graph with its scans removed (ORT; not the model) | " in printed
     assert "no scan form can make it more than" in printed
+    # the FLOP limit: in_proj (8 -> 32), x_proj (16 -> 9), dt_proj (1 -> 16), out_proj (16 -> 8) over 12
+    # tokens, 2 FLOPs per multiply-add, plus the causal conv and the slow path's per-step readout MatMuls
+    limit = result["flop_limit"]
+    linear = 2 * 12 * (8 * 32 + 16 * 9 + 1 * 16 + 16 * 8)
+    assert limit["flops"] == sum(limit["by_op"].values()) and limit["flops"] > linear
+    assert limit["seconds"] == limit["flops"] / limit["gemm_flops_per_s"]
+    assert "| FLOP limit: 0.0 GFLOP of matmuls and convolutions at this machine's GEMM rate (" in printed
+    assert "20x the naive graph would be" in printed

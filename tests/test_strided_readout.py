@@ -74,14 +74,16 @@ def test_states_from_the_small_factors_exact_ops():
     assert got.shape == want.shape
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
     ops = Counter(node.op for node in graph.nodes)
-    # dt, u and B (Unsqueezed) are each split once by a Reshape into (chunks, Q) (Shape, 2 Slices, Concat
-    # for the target): step q is a Gather on Q (4 x 3), no strided Slice. Per step q: log a = A * dt_q
-    # (1 Mul), Exp; b = (dt_q * u_q) * B_q, the small pair first (2 Muls). Sweep 1: 3 Mul + 3 Add; the
-    # chunk decay exp(A * sum(dt)): 3 Add, 1 Mul, 1 Exp; the carry over 3 chunks: 2 doubling rounds
-    # (3 Mul, 2 Add; shifts by Slice + Pad, 3 + 1 for the carry in); sweep 2: 4 Mul + 4 Add; the states
-    # interleaved by one Concat + Reshape (its target: Shape, 2 Slices, Concat).
-    assert dict(ops) == {"Unsqueeze": 3, "Shape": 4, "Slice": 3 * 2 + 4 + 2, "Concat": 3 + 1 + 1, "Reshape": 4,
-                         "Gather": 12, "Mul": 4 * 3 + 3 + 1 + 3 + 4, "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
+    # dt, u and B (Unsqueezed) are each reshaped to (.., chunks, Q, ..) and split along Q once (Shape, 2
+    # Slices, 2 Concats for the two targets, Reshape, Split, and Q Reshapes back): no strided Slice, no
+    # Gather. Per step q: log a = A * dt_q (1 Mul), Exp; b = (dt_q * u_q) * B_q, the small pair first
+    # (2 Muls). Sweep 1: 3 Mul + 3 Add; the chunk decay exp(A * sum(dt)): 3 Add, 1 Mul, 1 Exp; the carry
+    # over 3 chunks: 2 doubling rounds (3 Mul, 2 Add; shifts by Slice + Pad, 3 + 1 for the carry in);
+    # sweep 2: 4 Mul + 4 Add; the states interleaved by one Concat + Reshape (its target: Shape, 2
+    # Slices, Concat).
+    assert dict(ops) == {"Unsqueeze": 3, "Shape": 4, "Slice": 3 * 2 + 4 + 2, "Concat": 3 * 2 + 1 + 1,
+                         "Reshape": 3 * (1 + 4) + 1, "Split": 3, "Mul": 4 * 3 + 3 + 1 + 3 + 4,
+                         "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
 
 
 @pytest.mark.parametrize("chunk", [4, 6, 12])

@@ -15,18 +15,26 @@ def count_flops(model, image_shape: tuple[int, ...]) -> dict:
     import copy
 
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from vmamba_ref import set_scan
 
     counted = set_scan(copy.deepcopy(model), "chunked")
-    x = torch.zeros((1, *image_shape))
+    flops, by_op = module_flops(counted, torch.zeros((1, *image_shape)))
+    return {"flops_per_img": flops, "by_op": by_op,
+            "method": "torch FlopCounterMode on the chunked-scan model, 2 FLOPs per multiply-add"}
+
+
+def module_flops(module, *inputs) -> tuple[int, dict[str, int]]:
+    """FLOPs of module(*inputs) by FlopCounterMode (matmuls, convolutions, einsums; not elementwise
+    ops), total and by op."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        counted(x)
+        module(*inputs)
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return {"flops_per_img": int(counter.get_total_flops()), "by_op": by_op,
-            "method": "torch FlopCounterMode on the chunked-scan model, 2 FLOPs per multiply-add"}
+    return int(counter.get_total_flops()), by_op
 
 
 def gemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> dict:

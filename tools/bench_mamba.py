@@ -134,6 +134,13 @@ def run(args) -> dict:
         print(f"round {round_index + 1}/{args.repeats}: "
               + ", ".join(f"{k} {rows[k]['seconds'][-1]:.3f} s" for k in order), flush=True)
     machine["load_average_end"] = report.load_average()
+    # The FLOP limit: the model's GEMM FLOPs (projections, causal conv; not the scan's elementwise
+    # work) at this machine's best float32 GEMM rate. No graph of this model runs faster.
+    from tools.bench_flops import gemm_rate, module_flops
+
+    flops, by_op = module_flops(model, ids)
+    flop_limit = {"flops": flops, "by_op": by_op, **gemm_rate(args.threads)}
+    flop_limit["seconds"] = flops / flop_limit["gemm_flops_per_s"]
     for row in rows.values():
         row["median_seconds"] = statistics.median(row["seconds"])
         row.pop("runner")
@@ -142,7 +149,7 @@ def run(args) -> dict:
     return {"config": {"d_model": args.d_model, "d_state": args.d_state, "expand": 2, "layers": args.layers,
                        "length": args.length, "batch": 1, "threads": args.threads, "repeats": args.repeats},
             "machine_label": args.machine, "machine": machine, "export_seconds": export_seconds,
-            "compile_seconds": round(compile_seconds, 1), "rows": rows}
+            "compile_seconds": round(compile_seconds, 1), "rows": rows, "flop_limit": flop_limit}
 
 
 def markdown(result: dict) -> str:
@@ -162,12 +169,19 @@ def markdown(result: dict) -> str:
         error = "–" if row["rel_l2"] is None else f"{row['rel_l2']:.1e}"
         lines.append(f"| {row['label']} | {nodes} | {seconds:.3f} | {naive / seconds:.1f}x | {slow / seconds:.1f}x "
                      f"| {error} |")
+    limit = result["flop_limit"]
+    lines.append(f"| FLOP limit: {limit['flops'] / 1e9:.1f} GFLOP of matmuls and convolutions at this machine's "
+                 f"GEMM rate ({limit['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s: {limit['gemm_method']}) | – | "
+                 f"{limit['seconds']:.3f} | {naive / limit['seconds']:.1f}x | {slow / limit['seconds']:.1f}x | – |")
     floor = rows["no-scan"]["median_seconds"]
     lines += ["", f"`cpu` graph: {naive / cpu:.1f}x the naive graph, {slow / cpu:.1f}x PyTorch's sequential slow path "
               + (f"(export {result['export_seconds']} s, " if result["export_seconds"] is not None else "(naive export reused, ")
               + f"compile {result['compile_seconds']} s). Without its scans the graph takes {floor / naive:.0%} of the "
               f"naive graph's time, so no scan form can make it more than {naive / floor:.1f}x faster than the naive "
-              f"graph; the `cpu` graph's scans take {cpu - floor:.3f} s, the naive graph's {naive - floor:.3f} s."]
+              f"graph; the `cpu` graph's scans take {cpu - floor:.3f} s, the naive graph's {naive - floor:.3f} s. "
+              f"20x the naive graph would be {naive / 20:.3f} s per sequence"
+              + (f", below the FLOP limit ({limit['seconds']:.3f} s): the projections alone cannot run that fast "
+                 "on this machine, whatever the scan costs." if naive / 20 < limit["seconds"] else ".")]
     return "\n".join(lines)
 
 

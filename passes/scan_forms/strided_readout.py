@@ -6,8 +6,8 @@ factors, then joins all states into one (L, d_inner, N) tensor (a Concat) that t
 (a Transpose) and reads: three passes over ~100 MB per Mamba-130m layer at L 1024, DRAM-bound, and
 each factor's step q is a strided Slice (one element per cache line). Here, with the same sweeps
 (parallel_strided.strided_sweeps):
-  1. A factor that varies along L is split once by a Reshape into (..., chunks, Q, ...); its step q
-     of every chunk is a Gather on the Q axis.
+  1. A factor that varies along L is reshaped once to (..., chunks, Q, ...) and split along Q: its
+     step q of every chunk is one piece, not a strided Slice.
   2. Only tensors as large as a block are computed block by block; a smaller factor (dt, u, B: no
      N axis or no d_inner axis) is taken whole, and products are re-associated so that the small
      factors meet first: (dt * u) * B is one block-sized Mul where (dt * B) * u is two.
@@ -30,7 +30,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import move_axis, split_axis_shape
+from passes.scan_forms.chunk_axes import INT64_MAX, move_axis
 from passes.scan_forms.parallel_strided import _PUSH_THROUGH, _StridedSteps, interleaved, strided_chunk, strided_sweeps
 from patterns.graph_query import producer
 
@@ -40,8 +40,8 @@ Readout = Callable[[gs.Tensor, int, int, int], tuple[gs.Tensor, int]]
 
 
 class _GatheredSteps(_StridedSteps):
-    """Strided steps from factors split once into (chunks, Q), computed block by block only where
-    a tensor is as large as a block."""
+    """Strided steps from factors split once along Q, computed block by block only where a tensor is
+    as large as a block."""
 
     def __init__(self, builder: GraphBuilder, axis: int, rank: int, length: int, chunk: int, shapes: dict,
                  block_sizes: list[int]) -> None:
@@ -57,11 +57,17 @@ class _GatheredSteps(_StridedSteps):
         padded = [1] * (self.rank - len(shape)) + [size if isinstance(size, int) else 1 for size in shape]
         return tuple(size for axis, size in enumerate(padded) if axis != self.axis)
 
-    def _split(self, tensor: gs.Tensor) -> gs.Tensor:
+    def _split(self, tensor: gs.Tensor) -> list[gs.Tensor]:
+        """Steps q, q + Q, ... of `tensor` for q = 0 .. Q-1: its scan axis reshaped to (chunks, Q), one
+        Split along Q, each piece reshaped back to (..., chunks, ...). What ORT makes of Q Gathers."""
         if id(tensor) not in self.split:
-            axis = self.axis - (self.rank - self._rank_of(tensor))
-            self.split[id(tensor)] = self.builder.reshape(
-                tensor, split_axis_shape(self.builder, tensor, axis, self.length // self.chunk, self.chunk))
+            b, axis, chunks = self.builder, self.axis - (self.rank - self._rank_of(tensor)), self.length // self.chunk
+            shape = b.shape(tensor)
+            head, tail = b.slice(shape, 0, axis, 0), b.slice(shape, axis + 1, INT64_MAX, 0)
+            pieces = b.split(b.reshape(tensor, b.concat([head, b.ints([chunks, self.chunk]), tail], 0)),
+                             [1] * self.chunk, axis + 1)
+            block = b.concat([head, b.ints([chunks]), tail], 0)
+            self.split[id(tensor)] = [b.reshape(piece, block) for piece in pieces]
         return self.split[id(tensor)]
 
     def _blockwise(self, tensor: gs.Tensor) -> bool:
@@ -84,8 +90,7 @@ class _GatheredSteps(_StridedSteps):
         if not self._blockwise(tensor):
             if size != self.length:
                 return super()._step(tensor, q)   # unknown size: a strided Slice where it is
-            axis = self.axis - (self.rank - self._rank_of(tensor))
-            return self.builder.node("Gather", [self._split(tensor), self.builder.ints(q)], {"axis": axis + 1})
+            return self._split(tensor)[q]
         node = producer(tensor)
         if node.op != "Mul":
             return self.builder.node(node.op, [self.step(t, q) for t in node.inputs], dict(node.attrs))
