@@ -5,8 +5,14 @@ positive steps (``Slice.cpp MergeSlicePattern: Assertion 'cur_s > 0'``): VMamba'
 flip, exported as ``x[..., ::-1]``, crashes ``model_transform``. A Gather of the indices that
 the Slice would pick is the same tensor and converts fine.
 
+The `cpu-many` pipeline takes it too: ONNX Runtime 1.30 runs a step -1 Slice as a
+single-threaded element copy, its Gather spreads over the thread pool (16-core host, 16 threads:
+a [1, 2, 192, 3136] flip 3.7 ms as Slice, 1.1 ms as Gather; at 2 threads the Slice is faster,
+so the `cpu` pipeline keeps it; docs/BENCHMARKS.md).
+
 For each negative-step axis one Gather (axis, constant int64 indices); axes with positive
-steps stay in one Slice. Starts, ends and steps must be constants and the sliced dims static.
+steps stay in one Slice. Starts, ends and steps must be constants and the reversed dims static
+(other dims, a dynamic batch say, may be unknown).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
 
 
 @register_pass
-class SliceReverseToGather(NodeRewrite, shapes="static"):
+class SliceReverseToGather(NodeRewrite, shapes="partial"):
     name = "slice-reverse-to-gather"
     description = "rewrite negative-step Slice as Gather with reversed indices (tpu-mlir asserts on step < 0)"
 
@@ -56,6 +62,8 @@ class SliceReverseToGather(NodeRewrite, shapes="static"):
             return Kept(f"{describe(node)} left alone: input shape not static, cannot list the reversed indices")
         rank = len(shape)
         axes = [int(a) + rank if a < 0 else int(a) for a in axes]
+        if any(step < 0 and not isinstance(shape[axis], int) for axis, step in zip(axes, steps)):
+            return Kept(f"{describe(node)} left alone: input shape not static, cannot list the reversed indices")
         gathers = []
         keep = []  # positive-step entries stay in a Slice
         for start, end, axis, step in zip(starts, ends, axes, steps):

@@ -138,6 +138,36 @@ def test_negative_step_slices_become_gathers(starts, ends, axes, steps, ops):
     same_outputs(before, after, {"x": X})
 
 
+def test_flip_with_a_dynamic_batch_becomes_gather():
+    # cpu-many compiles dynamic-batch exports: only the reversed axis needs a known size.
+    text = f"""{HEADER}
+    g (float[N,5,7] x) => (float[N,5,7] y) {{
+      starts = Constant<value = int64[1] {{-1}}>()
+      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
+      axes = Constant<value = int64[1] {{2}}>()
+      steps = Constant<value = int64[1] {{-1}}>()
+      y = Slice(x, starts, ends, axes, steps)
+    }}"""
+    before, after, result = apply(text, "slice-reverse-to-gather")
+    assert result.stats == {"rewritten": 1}
+    assert histogram(after) == {"Gather": 1}
+    same_outputs(before, after, {"x": X})
+
+
+def test_flip_of_an_unknown_axis_is_kept():
+    text = f"""{HEADER}
+    g (float[2,5,L] x) => (float[2,5,L] y) {{
+      starts = Constant<value = int64[1] {{-1}}>()
+      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
+      axes = Constant<value = int64[1] {{2}}>()
+      steps = Constant<value = int64[1] {{-1}}>()
+      y = Slice(x, starts, ends, axes, steps)
+    }}"""
+    _, after, result = apply(text, "slice-reverse-to-gather")
+    assert not result.changed and histogram(after) == {"Constant": 4, "Slice": 1}
+    assert "input shape not static, cannot list the reversed indices" in result.notes[0]
+
+
 def test_positive_slices_untouched():
     text = f"""{HEADER}
     g (float[2,5,7] x) => (float[2,5,3] y) {{

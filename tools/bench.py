@@ -33,7 +33,7 @@ import numpy as np
 
 from passes.one_line import OneLineArgumentParser
 from tools import bench_report as report
-from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, BenchError, OnnxRunner, OpenVinoRunner,
+from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
                               compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, graph_signature, node_count,
                               onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
@@ -513,7 +513,7 @@ def run(args, display) -> dict:
                 row["kind"] = "torch"
                 row["runner"] = TorchRunner(model, key.removeprefix("torch-"))
                 continue
-            if key in GRAPH_OF and key != "cpu-2t":
+            if key in GRAPH_OF and key not in TWO_THREAD_ROWS:
                 source = compiled.get(GRAPH_OF[key], {})
                 row["kind"] = "openvino"
                 if "error" in source or "path" not in source:
@@ -539,7 +539,7 @@ def run(args, display) -> dict:
             row["nodes"] = node_count(info["path"])
             row["graph_signature"] = graph_signature(info["path"])
             with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
-                threads = 2 if key == "cpu-2t" else args.threads
+                threads = 2 if key in TWO_THREAD_ROWS else args.threads
                 row["runner"] = OnnxRunner(info["path"], threads, spinning=args.ort_spinning)
             row["session_s"] = row["runner"].session_seconds
 

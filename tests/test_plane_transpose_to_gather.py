@@ -1,0 +1,53 @@
+"""plane-transpose-to-gather: large H/W swaps become an exact Gather of the flat plane; others stay."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from passes.plane_transpose_to_gather import PlaneTransposeToGather, plane_transpose_indices
+from scan_testing import apply_pass, op_histogram, run
+
+
+def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT):
+    out_shape = [in_shape[p] for p in perm]
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], name="swap", perm=perm)], "g",
+        [helper.make_tensor_value_info("x", dtype, in_shape)],
+        [helper.make_tensor_value_info("y", dtype, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_indices_are_the_plane_transpose():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(x.reshape(12)[plane_transpose_indices(3, 4)], x.T.reshape(12))
+
+
+@pytest.mark.parametrize("in_shape, dtype", [
+    ([1, 192, 56, 56], TensorProto.FLOAT),       # VMamba-T stage 0's cross-scan swap
+    (["batch", 6, 17, 19], TensorProto.FLOAT),   # dynamic batch, non-square plane
+    ([2, 28, 28], TensorProto.INT64),            # a copy: any element type
+])
+def test_large_plane_swap_becomes_exact_gather(in_shape, dtype):
+    rank = len(in_shape)
+    model = transpose_model(in_shape, list(range(rank - 2)) + [rank - 1, rank - 2], dtype)
+    out, result = apply_pass(model, PlaneTransposeToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 1, "Reshape": 2}
+    shape = [2 if d == "batch" else d for d in in_shape]
+    x = np.random.default_rng(0).standard_normal(shape)
+    x = x.astype(np.float32) if dtype == TensorProto.FLOAT else (x * 100).astype(np.int64)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], np.swapaxes(x, -1, -2))
+
+
+@pytest.mark.parametrize("in_shape, perm, options, why", [
+    ([1, 768, 14, 14], [0, 1, 3, 2], {}, "196-element planes are left to plane-transpose-to-matmul"),
+    ([1, 4, 56, 56], [0, 1, 3, 2], {"min_plane": 3137}, "3136 < min_plane"),
+    ([1, 4, 60, 50], [0, 2, 3, 1], {}, "not a swap of the last two axes"),
+    ([1, 4, "h", 50], [0, 1, 3, 2], {}, "plane size unknown"),
+])
+def test_other_transposes_stay(in_shape, perm, options, why):
+    model = transpose_model(in_shape, perm)
+    out, result = apply_pass(model, PlaneTransposeToGather(**options))
+    assert result.stats == {"rewritten": 0}, why
+    assert op_histogram(out) == {"Transpose": 1}
