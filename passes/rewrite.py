@@ -23,10 +23,11 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder
-from passes.static_shapes import partial_shapes, static_shapes
+from passes.static_shapes import partial_shapes, static_shapes, symbolic_partial_shapes
 from patterns.graph_query import describe
 
-_SHAPE_SOURCES = {"static": static_shapes, "partial": partial_shapes}
+# "symbolic": partial shapes completed by ONNX Runtime's symbolic inference (sizes computed by Shape arithmetic).
+_SHAPE_SOURCES = {"static": static_shapes, "partial": partial_shapes, "symbolic": symbolic_partial_shapes}
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class NodeRewrite(Pass):
     ``class CumSumToMatMul(NodeRewrite, op="CumSum", shapes="partial", routine_keeps=True)``."""
 
     op: ClassVar[Optional[str]] = None          # the op type of candidates, for the default ``matches``
-    shape_source: ClassVar[Optional[str]] = None  # "static" or "partial": shapes handed to ``check``
+    shape_source: ClassVar[Optional[str]] = None  # "static", "partial" or "symbolic": shapes handed to ``check``
     counted_as: ClassVar[str] = "rewritten"     # the headline stat
     # Keeps that are routine (an Einsum that is a real contraction): counted as "kept", and
     # their notes shown only with --explain. Otherwise every note is shown.

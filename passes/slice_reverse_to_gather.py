@@ -12,7 +12,9 @@ so the `cpu` pipeline keeps it; docs/BENCHMARKS.md).
 
 For each negative-step axis one Gather (axis, constant int64 indices); axes with positive
 steps stay in one Slice. Starts, ends and steps must be constants and the reversed dims static
-(other dims, a dynamic batch say, may be unknown).
+(other dims, a dynamic batch say, may be unknown). Shapes come from ONNX Runtime's symbolic
+inference too: a dynamic-batch export reshapes the cross-scan by sizes computed with Shape ops,
+which ONNX's own inference leaves unknown.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
 
 
 @register_pass
-class SliceReverseToGather(NodeRewrite, shapes="partial"):
+class SliceReverseToGather(NodeRewrite, shapes="symbolic"):
     name = "slice-reverse-to-gather"
     description = "rewrite negative-step Slice as Gather with reversed indices (tpu-mlir asserts on step < 0)"
 

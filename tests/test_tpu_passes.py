@@ -154,6 +154,30 @@ def test_flip_with_a_dynamic_batch_becomes_gather():
     same_outputs(before, after, {"x": X})
 
 
+def test_flip_of_an_axis_sized_by_shape_arithmetic_becomes_gather():
+    # A dynamic-batch export flattens H, W by a shape computed with Shape ops (x.view(B, C, -1));
+    # ONNX's inference leaves that axis unknown, ONNX Runtime's symbolic inference gives 35.
+    text = f"""{HEADER}
+    g (float[N,2,5,7] x) => (float[N,2,35] y) {{
+      s = Shape(x)
+      zero = Constant<value = int64[1] {{0}}>()
+      two = Constant<value = int64[1] {{2}}>()
+      minus = Constant<value = int64[1] {{-1}}>()
+      head = Slice(s, zero, two)
+      target = Concat<axis = 0>(head, minus)
+      flat = Reshape(x, target)
+      starts = Constant<value = int64[1] {{-1}}>()
+      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
+      axes = Constant<value = int64[1] {{2}}>()
+      y = Slice(flat, starts, ends, axes, minus)
+    }}"""
+    before, after, result = apply(text, "slice-reverse-to-gather")
+    assert result.stats == {"rewritten": 1}
+    assert histogram(after)["Gather"] == 1 and histogram(after)["Slice"] == 1   # the Shape slice stays
+    x = np.arange(2 * 2 * 5 * 7, dtype=np.float32).reshape(2, 2, 5, 7)
+    same_outputs(before, after, {"x": x})
+
+
 def test_flip_of_an_unknown_axis_is_kept():
     text = f"""{HEADER}
     g (float[2,5,L] x) => (float[2,5,L] y) {{
