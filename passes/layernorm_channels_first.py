@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.base import PassContext, PassResult
+from passes.base import Option, PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
@@ -36,6 +36,14 @@ TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 class LayerNormChannelsFirst(NodeRewrite, op="Transpose", counted_as="rewritten", routine_keeps=True):
     name = "layernorm-channels-first"
     description = "Transpose(to NHWC), LayerNormalization over C, Transpose(to NCHW) -> the normalisation over axis 1 in NCHW"
+    # x - mean as one 1x1 Conv by (I - 1/C) rather than a Conv to the mean and a Sub: no tensor of
+    # the means, which is float noise wherever the true means are ~0, as for a LayerNorm2d that reads
+    # another's output (VMamba's stage entries; exactly 0 with a random init's scale 1, bias 0), and
+    # which tpu-mlir's ONNX-vs-MLIR check then fails on (docs/TPU.md). 'matrix-after-norm' does it
+    # only there: the (C, C) weights cost VMamba-T 0.5 ms when every LayerNorm2d has them.
+    centring = Option(str, "mean", "x - mean as a Conv to the mean then Sub ('mean'), as one Conv by I - 1/C "
+                      "('matrix'), or that only where the input is another LayerNormalization's output "
+                      "('matrix-after-norm')", choices=("mean", "matrix", "matrix-after-norm"))
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         # Each channels-last tensor's channels-first twin, found before any rewrite detaches a Transpose:
@@ -49,6 +57,7 @@ class LayerNormChannelsFirst(NodeRewrite, op="Transpose", counted_as="rewritten"
         for node in graph.nodes:
             if node.op == "Transpose" and list(node.attrs.get("perm", [])) == TO_NCHW:
                 self._channels_first.setdefault(node.inputs[0].name, node.outputs[0])
+        self._normalised = {node.outputs[0].name for node in graph.nodes if node.op == "LayerNormalization"}
         return super().run(graph, ctx)
 
     def matches(self, node: gs.Node) -> bool:
@@ -68,15 +77,22 @@ class LayerNormChannelsFirst(NodeRewrite, op="Transpose", counted_as="rewritten"
         params = norm.inputs[1:3]
         if not params or not all(isinstance(p, gs.Constant) for p in params):
             return self.left_alone(node, "LayerNormalization scale or bias is not a constant")
-        return source, params, float(norm.attrs.get("epsilon", 1e-5))
+        by_matrix = self.centring == "matrix" or (self.centring == "matrix-after-norm"
+                                                  and norm.inputs[0].name in self._normalised)
+        return source, params, float(norm.attrs.get("epsilon", 1e-5)), by_matrix
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
-        x, params, epsilon = plan
+        x, params, epsilon, by_matrix = plan
         scale = params[0].values.reshape(-1, 1, 1)
         # The means over C as 1x1 Convs to one channel (weights 1/C): tpu-mlir runs a Conv in a layer
         # group, while its ReduceMean over C was 2x slower in the measurement (docs/TPU.md).
-        average = b.const(np.full((1, scale.shape[0], 1, 1), 1.0 / scale.shape[0], dtype=b.dtype))
-        centred = b.sub(x, b.node("Conv", [x, average]))
+        channels = scale.shape[0]
+        average = b.const(np.full((1, channels, 1, 1), 1.0 / channels, dtype=b.dtype))
+        if by_matrix:
+            centring = np.eye(channels, dtype=b.dtype) - np.full((channels, channels), 1.0 / channels, dtype=b.dtype)
+            centred = b.node("Conv", [x, b.const(centring.reshape(channels, channels, 1, 1))])
+        else:
+            centred = b.sub(x, b.node("Conv", [x, average]))
         variance = b.node("Conv", [b.mul(centred, centred), average])
         normalised = b.div(centred, b.node("Sqrt", [b.add(variance, b.scalar(epsilon))]))
         if len(params) > 1:

@@ -18,7 +18,12 @@ takes seconds. What tpu-mlir's estimate chose (docs/TPU.md, "A faster VMamba-T")
 - chunk 14: Q = 14, 14, 14, 7 on VMamba-T's 3136, 784, 196, 49 steps, no padding.
 - LayerNorm2d without its Transposes (layernorm-channels-first): 27.4 -> 21.5 ms in BF16. Its
   Div(x, Sqrt(var)) becomes an Rsqrt in tpu-mlir's deploy, which tools.tpu_qtable keeps in float
-  for INT8 (left INT8 it saturated and micro-digits' INT8 lost its accuracy).
+  for INT8 (left INT8 it saturated and micro-digits' INT8 lost its accuracy). A LayerNorm2d that
+  reads another's output centres by one (C, C) Conv (centring=matrix-after-norm): its means are
+  float noise on a random-init VMamba-T, and tpu-mlir's ONNX-vs-MLIR check failed on them.
+- the carry across chunks, where there are at most 16 chunks (VMamba-T's stages 2 and 3: 14 and
+  7), as one weight matrix per channel (dense_carry=16), not a doubling scan of small global
+  MatMuls: 21.5 -> 19.3 ms.
 Decays per (channel, state) (d_state N > 1, Mamba) take `batched-doubling`, with its own chunk 32:
 with |A| up to N, batched's exp(-cumsum) overflowed float32 on a Mamba-130m-shaped model.
 """
@@ -30,8 +35,10 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     """The tpu pipeline for one chip: split-cumsum's budget and lanes from its measured table."""
     limit = CHIP_LIMITS[chip]
     return parse_pipeline(
-        "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32},"
-        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,layernorm-channels-first,unit-axes-to-reshape,"
+        "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
+        "dense_carry=16},"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,layernorm-channels-first{centring=matrix-after-norm},"
+        "unit-axes-to-reshape,"
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"

@@ -60,3 +60,38 @@ def test_layernorm_on_a_channels_last_input_is_left_with_a_reason():
     result = LayerNormChannelsFirst().run(graph, PassContext(opset=17, explain=True))
     assert not result.changed
     assert result.notes == ["Transpose 'back' left alone: the LayerNormalization's input has no channels-first form in the graph"]
+
+
+def test_matrix_centring_writes_x_minus_mean_as_one_conv():
+    """centring=matrix: x - mean is one 1x1 Conv by I - 1/C (no Conv to the mean, no Sub), so no
+    tensor holds the means, which are float noise where they are truly 0 (tpu-mlir's layer-by-layer
+    check failed on one in VMamba-T); the variance stays a Conv to one channel."""
+    before = model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), layernorm("t", "n", "ln"),
+                    helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2], name="back")], ["y"])
+    after, result = apply_pass(before, LayerNormChannelsFirst(centring="matrix"))
+    assert result.stats == {"rewritten": 1, "kept": 0}
+    assert op_histogram(after) == {"Add": 2, "Conv": 2, "Div": 1, "Mul": 2, "Sqrt": 1}
+    weights = sorted((tuple(init.dims), numpy_helper.to_array(init)) for init in after.graph.initializer
+                     if len(init.dims) == 4)
+    (variance_shape, variance), (centring_shape, centring) = weights
+    assert variance_shape == (1, C, 1, 1) and np.allclose(variance, 1 / C)
+    assert centring_shape == (C, C, 1, 1)
+    np.testing.assert_allclose(centring[:, :, 0, 0], np.eye(C) - 1 / C, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(run(after, {"x": X})[0], run(before, {"x": X})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_matrix_after_norm_centres_by_matrix_only_a_layernorm_that_reads_another():
+    """VMamba's stage entry (two LayerNorm2ds in a row): with centring=matrix-after-norm only the
+    second, whose input is the first's output, gets the (C, C) Conv; the first keeps Conv + Sub."""
+    before = model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), layernorm("t", "a", "ln_a"),
+                    helper.make_node("Transpose", ["a"], ["residual"], perm=[0, 3, 1, 2], name="back_a"),
+                    layernorm("a", "b", "ln_b"),
+                    helper.make_node("Transpose", ["b"], ["y"], perm=[0, 3, 1, 2], name="back_b")], ["residual", "y"])
+    after, result = apply_pass(before, LayerNormChannelsFirst(centring="matrix-after-norm"))
+    assert result.stats == {"rewritten": 2, "kept": 0}
+    assert op_histogram(after) == {"Add": 4, "Conv": 4, "Div": 2, "Mul": 4, "Sqrt": 2, "Sub": 1}
+    # each LayerNorm2d's 1/C weights (the first's shared by its mean and variance), the second's I - 1/C
+    assert sorted(tuple(init.dims) for init in after.graph.initializer if len(init.dims) == 4) == [
+        (1, C, 1, 1), (1, C, 1, 1), (C, C, 1, 1)]
+    for got, expected in zip(run(after, {"x": X}), run(before, {"x": X})):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

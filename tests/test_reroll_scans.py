@@ -427,3 +427,44 @@ def test_parallel_strided_chunk_sums_push_only_through_what_is_linear():
     want = ((dt_value + bias_value) * a_value).reshape(1, length // chunk, chunk, width).sum(axis=2)
     assert got.shape == want.shape
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_dense_carry_replaces_the_doubling_rounds_up_to_its_chunk_count():
+    """dense_carry=8, L = 24 at chunk 4 (d_state 1, drop_unit_axes: the tpu pipeline's shape): 6 chunks.
+    The carry is one MatMul of the chunks' log-decays by a constant (6, 36) 0/1 matrix plus a (36,)
+    bias (-1e4 where j >= k), Exp, then weights times chunk ends summed over j: 1 MatMul where the
+    doubling scan had 7 (3 rounds), 2 Adds where it had 7. dense_carry=4 (< 6 chunks) leaves the
+    doubling scan."""
+    spec = ScanSpec(length=24, channels=3, state=1)
+    doubling, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True))
+    below, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
+                                                                 dense_carry=4))
+    dense, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
+                                                                 dense_carry=8))
+    assert op_histogram(below) == op_histogram(doubling)
+    assert op_histogram(dense) == {"Add": 2, "Concat": 4, "CumSum": 2, "Einsum": 1, "Exp": 4, "MatMul": 1, "Mul": 8,
+                                   "Neg": 1, "ReduceSum": 3, "Reshape": 4, "Shape": 4, "Slice": 7, "Squeeze": 2,
+                                   "Sub": 1, "Transpose": 2, "Unsqueeze": 1}
+    between = next(init for init in dense.graph.initializer if list(init.dims) == [6, 36])
+    between = onnx.numpy_helper.to_array(between).reshape(6, 6, 6)   # [i, k, j]: 1 where j < i < k
+    assert all(between[i, k, j] == (j < i < k) for i in range(6) for k in range(6) for j in range(6))
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(dense, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_dense_carry_exact_on_stress_decays_and_not_used_with_an_initial_state():
+    """Every exponent of the dense carry is a sum of log-decays <= 0: exact where batched's in-chunk
+    centring still holds (log a ~ -6 per step, 12 chunks of 8). An initial state keeps the doubling."""
+    spec = ScanSpec(length=96, channels=4, state=1)
+    feeds = scan_inputs(spec, decay_scale=60.0)
+    dense, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=8, drop_unit_axes=True,
+                                                                 dense_carry=16))
+    assert op_histogram(dense)["MatMul"] == 1
+    assert rel_l2(run(dense, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+    spec = ScanSpec(length=24, channels=3, state=1, initial="input")
+    kept, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
+                                                                dense_carry=8))
+    doubling, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True))
+    assert op_histogram(kept) == op_histogram(doubling)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(kept, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL

@@ -26,11 +26,14 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import carry_into_chunks, merge_axes_shape, padded_to_chunks, split_axis_shape
+from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_chunks, merge_axes_shape, padded_to_chunks,
+                                          split_axis_shape)
 
 
 def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
-                   axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+                   axis: int, length: int, chunk: int, rank: int, dense_carry: int = 0) -> gs.Tensor:
+    """All states; `dense_carry` > 0: with at most that many chunks, no initial state and the step axis
+    last, the carry across chunks is dense_carry_into_chunks (one weight matrix per channel)."""
     log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
                                                        chunk=chunk, rank=rank)
     padded = chunks * chunk
@@ -57,7 +60,11 @@ def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Ten
         chunk_decay = builder.mul(lift, lift)
         chunk_end = builder.mul(lift, builder.reduce_sum(scaled_drive, [step_axis]))
         start = (lambda: builder.unsqueeze(initial, [step_axis])) if initial is not None else None
-        carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
+        if 1 < chunks <= dense_carry and initial is None and step_axis == split_rank - 1:
+            carry = dense_carry_into_chunks(builder, builder.mul(half_chunk_log, builder.scalar(2.0)), chunk_end,
+                                            split_rank, chunk_axis, chunks)
+        else:
+            carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
         states = builder.add(local, builder.mul(growth, builder.mul(lift, carry)))  # + exp(S) * carry
     merged = builder.reshape(states, merge_axes_shape(builder, states, axis))
     return builder.slice(merged, 0, length, axis) if padded != length else merged

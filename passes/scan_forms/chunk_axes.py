@@ -129,3 +129,31 @@ def carry_into_chunks(builder: GraphBuilder, chunk_decay: gs.Tensor, chunk_end: 
         carry_states = doubling_scan(builder, carry_decay, carry_drive, rank, last, chunks,
                                      shifted=shift_last_by_matmul)
     return move_axis(builder, carry_states, rank, last, chunk_axis)
+
+
+def dense_carry_into_chunks(builder: GraphBuilder, chunk_log_decay: gs.Tensor, chunk_end: gs.Tensor, rank: int,
+                            chunk_axis: int, chunks: int) -> gs.Tensor:
+    """`carry_into_chunks` from a zero start as one (chunks x chunks) weight matrix per channel:
+
+        c_k = sum_{j<k} exp(sum_{j<i<k} log P_i) * e_j.
+
+    The exponents come from one MatMul of the chunks' log-decays by a constant 0/1 matrix (each a
+    sum of at most chunks - 2 terms, never a difference of long running sums, so no cancellation;
+    all <= 0, so exp <= 1), pairs j >= k get a bias of -1e4 (exp 0). On a TPU this is a handful of
+    ops where the doubling scan is two MatMuls and three elementwise ops per round, each a global
+    op at these sizes. chunk_log_decay and chunk_end have the chunk axis second to last and a size-1
+    last axis, (..., chunks, 1); so has the result."""
+    assert chunk_axis == rank - 2, "dense_carry_into_chunks wants (..., chunks, 1)"
+    last = rank - 1
+    between = np.zeros((chunks, chunks * chunks), dtype=builder.dtype)  # [i, k * chunks + j]: j < i < k
+    bias = np.full((chunks, chunks), -1e4, dtype=builder.dtype)          # [k, j]: 0 where j < k
+    for k in range(chunks):
+        bias[k, :k] = 0.0
+        for j in range(k):
+            between[j + 1:k, k * chunks + j] = 1.0
+    log_row = move_axis(builder, chunk_log_decay, rank, chunk_axis, last)                  # (..., 1, chunks)
+    exponents = builder.add(builder.matmul(log_row, builder.const(between)), builder.const(bias.reshape(-1)))
+    square = builder.concat([builder.slice(builder.shape(exponents), 0, chunk_axis, 0), builder.ints([chunks, chunks])], 0)
+    weights = builder.exp(builder.reshape(exponents, square))                              # (..., chunks, chunks)
+    end_row = move_axis(builder, chunk_end, rank, chunk_axis, last)                        # (..., 1, chunks)
+    return builder.reduce_sum(builder.mul(weights, end_row), [last])                       # (..., chunks, 1)
