@@ -323,3 +323,59 @@ def test_external_data_model_keeps_its_form(tmp_path):
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": reference["input"]})[0]
     assert np.linalg.norm(got - reference["logits"]) / np.linalg.norm(reference["logits"]) <= 1e-5
     assert json.loads((tmp_path / "report" / "report.json").read_text())["verification"]["ok"]
+
+
+def _flip_then(tail_nodes: str, opsets: str, inputs: str, head_nodes: str = "", flip_input: str = "x") -> onnx.ModelProto:
+    """A negative-step Slice (slice-reverse-to-gather's candidate, so ORT's symbolic shape
+    inference runs) of ``flip_input``, between ``head_nodes`` and ``tail_nodes``."""
+    return onnx.parser.parse_model(f"""
+<ir_version: 8, opset_import: [{opsets}]>
+g ({inputs}) => (float[N] y) {{
+  {head_nodes}
+  last = Constant <value = int64[1] {{-1}}> ()
+  before_first = Constant <value = int64[1] {{-100}}> ()
+  axis = Constant <value = int64[1] {{0}}> ()
+  flipped = Slice ({flip_input}, last, before_first, axis, last)
+  {tail_nodes}
+}}
+""")
+
+
+def test_symbolic_shape_inference_writes_no_file_in_the_working_folder(tmp_path):
+    """ORT's symbolic inference saves 'sym_shape_infer_temp.onnx' (plus its data) into the working
+    folder when it cannot infer every shape (an exporter's custom op, compiled with --verify
+    none); that is a file the run leaves behind, and through a planted link a write elsewhere."""
+    model = _flip_then("y = com.example.FusedScan (flipped)", '"" : 17, "com.example" : 1', "float[6] x")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(model, folder / "custom.onnx")
+    working = tmp_path / "working"
+    working.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours")
+    (working / "sym_shape_infer_temp.onnx").symlink_to(victim)
+    result = apply_cli(folder / "custom.onnx", "--pipeline", "slice-reverse-to-gather", "--verify", "none",
+                       "-o", folder / "out.onnx", cwd=working)
+    assert result.returncode == 0, result.stderr
+    assert "rewritten=1" in result.stdout
+    assert victim.read_bytes() == b"not yours"
+    assert sorted(p.name for p in working.iterdir()) == ["sym_shape_infer_temp.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == ["custom.onnx", "out.onnx"]
+
+
+def test_symbolic_shape_inference_prints_no_raw_dimension_names(tmp_path):
+    """ORT's symbolic inference logs warnings holding dimension names (hostile text) straight to
+    stderr: a dim_param with a newline forged an 'error:' line and an escape drove the terminal."""
+    # x cut to z's length by a Slice whose end is Shape(z): ORT cannot compare the two dims' names.
+    model = _flip_then("y = Identity (flipped)", '"" : 17', "float[A] x, float[B] z",
+                       head_nodes="start = Constant <value = int64[1] {0}> ()\n  size_of_z = Shape (z)\n"
+                                  "  zero = Constant <value = int64[1] {0}> ()\n  cut = Slice (x, start, size_of_z, zero)",
+                       flip_input="cut")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "A\x1b[2J\nerror: forged"
+    model.graph.input[1].type.tensor_type.shape.dim[0].dim_param = "B\nsecond"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, tmp_path / "names.onnx")
+    result = apply_cli(tmp_path / "names.onnx", "--pipeline", "slice-reverse-to-gather", "-o", tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith(("error:", "second"))], result.stderr
