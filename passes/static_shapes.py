@@ -7,6 +7,7 @@ None where a dimension is unknown or symbolic. Constants give their own shape.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
@@ -53,6 +54,33 @@ def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
     return shapes
 
 
+def _symbolic_inference(model: onnx.ModelProto) -> Optional[onnx.ModelProto]:
+    """ONNX Runtime's symbolic shape inference (auto_merge), or None where it fails or leaves
+    shapes unknown. Its own ``infer_shapes`` is not called: on an incomplete inference it saves
+    'sym_shape_infer_temp.onnx' into the working folder (a file left behind, written through a
+    planted link), and its logger prints dimension names, hostile text, raw to stderr."""
+    from onnxruntime.tools import symbolic_shape_infer as ort_tool
+
+    opset = ort_tool.get_opset(model)
+    if not opset or opset < 7:
+        return None
+    logger = logging.getLogger(ort_tool.__name__)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        # infer_shapes' loop (onnxruntime 1.32), without its save and with its logging off
+        tool = ort_tool.SymbolicShapeInference(2**31 - 1, True, False, 0)
+        complete = False
+        tool._preprocess(model)
+        while tool.run_:
+            complete = tool._infer_impl()
+        tool._update_output_from_vi()
+    except Exception:  # best effort: the caller's ONNX-inferred shapes stand
+        return None
+    finally:
+        logger.disabled = disabled
+    return tool.out_mp_ if complete else None
+
+
 def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
     """`partial_shapes`, with ONNX Runtime's symbolic shape inference first: it follows shapes
     through Shape/Slice/Concat arithmetic that ONNX's own inference gives up on (transformers'
@@ -60,11 +88,8 @@ def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]
     to ONNX inference; ORT's tool gives 1024). A dimension it can only name stays None. Falls back
     to `partial_shapes` where the tool fails."""
     shapes = partial_shapes(graph)
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        inferred = SymbolicShapeInference.infer_shapes(graph_to_model(graph), auto_merge=True)
-    except Exception:  # best effort: the ONNX-inferred shapes stand
+    inferred = _symbolic_inference(graph_to_model(graph))
+    if inferred is None:
         return shapes
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
         shape = _partial_shape_of(value.type)
