@@ -37,3 +37,29 @@ def test_only_data_free_ops_become_reshapes(op, in_shape, out_shape, attrs, rewr
     shape = [2 if d == "batch" else d for d in in_shape]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
+
+
+
+def test_sizes_from_shape_arithmetic_are_known():
+    # A dynamic-batch export expands B and C by a shape computed with Shape and Where
+    # (torch's expand(-1, ...)); ONNX's inference loses the sizes there, ONNX Runtime's symbolic
+    # inference keeps them, so the readout's unit-axis Transpose still becomes a Reshape.
+    def ints(name, values):
+        return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "one"], ["head"]),
+             helper.make_node("Concat", ["head", "tail"], ["wanted"], axis=0),
+             helper.make_node("Equal", ["wanted", "minus"], ["keep"]),
+             helper.make_node("Where", ["keep", "ones", "wanted"], ["target"]),
+             helper.make_node("Expand", ["x", "target"], ["e"]),                # [N, 3, 1, 5]
+             helper.make_node("Transpose", ["e"], ["y"], perm=[0, 1, 3, 2], name="readout")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[ints("zero", [0]), ints("one", [1]), ints("tail", [3, 1, 5]),
+                                           ints("minus", [-1, -1, -1, -1]), ints("ones", [1, 1, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, UnitAxesToReshape())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Concat": 1, "Equal": 1, "Expand": 1, "Reshape": 1, "Shape": 1, "Slice": 1, "Where": 1}
+    x = np.random.default_rng(0).standard_normal([2, 1, 1, 5]).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
