@@ -51,3 +51,38 @@ def test_other_transposes_stay(in_shape, perm, options, why):
     out, result = apply_pass(model, PlaneTransposeToGather(**options))
     assert result.stats == {"rewritten": 0}, why
     assert op_histogram(out) == {"Transpose": 1}
+
+
+@pytest.mark.parametrize("names, planted", [
+    (["", "0"], None),               # the unnamed first candidate's prefix is its index: "0", the second's name
+    (["swap", "swap2"], "plane_transpose_to_gather/swap/Gather_2_out"),  # an input named as a new tensor would be
+])
+def test_new_names_never_collide(names, planted):
+    """New nodes and tensors are named '<pass>/<node name or candidate index>/...': a node named
+    as another's index, or a tensor the model already has under such a name, gave a graph with a
+    tensor produced twice (ONNX Runtime refused it: verification failed on a valid model)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["ta"], name=names[0], perm=[0, 2, 1]),
+             helper.make_node("Transpose", ["z"], ["tb"], name=names[1], perm=[0, 2, 1]),
+             helper.make_node("Identity", ["ta"], ["y"], name="y"), helper.make_node("Identity", ["tb"], ["w"], name="w")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16, 17]),
+              helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 5, 3])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 17, 16]),
+               helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 3, 5])]
+    if planted:
+        inputs.append(helper.make_tensor_value_info(planted, TensorProto.FLOAT, [3]))
+        nodes.append(helper.make_node("Identity", [planted], ["p"], name="p"))
+        outputs.append(helper.make_tensor_value_info("p", TensorProto.FLOAT, [3]))
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, PlaneTransposeToGather(min_plane=5))
+    assert result.stats == {"rewritten": 2}
+    assert op_histogram(out) == {"Gather": 2, "Reshape": 4, "Identity": 2 + bool(planted)}
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((2, 16, 17)).astype(np.float32),
+             "z": rng.standard_normal((1, 5, 3)).astype(np.float32)}
+    if planted:
+        feeds[planted] = np.arange(3, dtype=np.float32)
+    got = run(out, feeds)
+    np.testing.assert_array_equal(got[0], np.swapaxes(feeds["x"], -1, -2))
+    np.testing.assert_array_equal(got[1], np.swapaxes(feeds["z"], -1, -2))
+    if planted:
+        np.testing.assert_array_equal(got[2], feeds[planted])
