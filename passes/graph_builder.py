@@ -11,11 +11,28 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 
+def taken_prefixes(graph: gs.Graph) -> set[str]:
+    """The folders of the graph's node and tensor names ('a/b' of 'a/b/Mul_1_out')."""
+    names = [node.name for node in graph.nodes] + list(graph.tensors())
+    return {name.rsplit("/", 1)[0] for name in names if "/" in name}
+
+
 class GraphBuilder:
-    def __init__(self, graph: gs.Graph, opset: int, prefix: str, dtype=np.float32) -> None:
+    def __init__(self, graph: gs.Graph, opset: int, prefix: str, dtype=np.float32,
+                 taken: Optional[set[str]] = None) -> None:
+        """``prefix`` names the new nodes and tensors, made unique against ``taken`` (default: the
+        graph's ``taken_prefixes``; a caller making many builders passes one set), as a model's
+        names are hostile text: a node named as another's fallback prefix, or a tensor already
+        called 'p/Mul_1_out', would otherwise give a tensor produced twice."""
         self.graph = graph
         self.opset = opset
-        self.prefix = prefix
+        taken = taken_prefixes(graph) if taken is None else taken
+        unique, copy = prefix, 1
+        while unique in taken:
+            copy += 1
+            unique = f"{prefix}#{copy}"
+        taken.add(unique)
+        self.prefix = unique
         self.dtype = dtype
         self.nodes: list[gs.Node] = []
         self._count = 0

@@ -22,7 +22,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.static_shapes import partial_shapes, static_shapes, symbolic_partial_shapes
 from patterns.graph_query import describe
 
@@ -87,6 +87,7 @@ class NodeRewrite(Pass):
         sites: list[dict[str, Any]] = []
         kept = 0
         prefix = self.name.replace("-", "_")
+        taken: Optional[set[str]] = None   # the graph's name prefixes, found once (passes/graph_builder.py)
         for index, node in enumerate(candidates):
             plan = self.check(node, shapes)
             if isinstance(plan, Kept):
@@ -96,7 +97,8 @@ class NodeRewrite(Pass):
                 continue
             x, output = node.inputs[0], node.outputs[0]
             dtype = getattr(x, "dtype", None) or np.float32
-            builder = GraphBuilder(graph, ctx.opset, prefix=f"{prefix}/{node.name or index}", dtype=dtype)
+            taken = taken_prefixes(graph) if taken is None else taken
+            builder = GraphBuilder(graph, ctx.opset, prefix=f"{prefix}/{node.name or index}", dtype=dtype, taken=taken)
             node.outputs.clear()  # the replacement writes into `output`; the node is now dead
             site = self.replace(builder, node, plan, output) or {}
             node.inputs.clear()
