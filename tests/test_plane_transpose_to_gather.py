@@ -40,6 +40,14 @@ def test_large_plane_swap_becomes_exact_gather(in_shape, dtype):
     np.testing.assert_array_equal(run(out, {"x": x})[0], np.swapaxes(x, -1, -2))
 
 
+@pytest.mark.parametrize("min_plane, rewritten", [(3136, 1), (3137, 0)])
+def test_min_plane_is_the_smallest_plane_rewritten(min_plane, rewritten):
+    """The bound is inclusive: a 56 x 56 plane (3,136 elements) goes at min_plane 3136, stays at 3137."""
+    model = transpose_model([1, 4, 56, 56], [0, 1, 3, 2])
+    _, result = apply_pass(model, PlaneTransposeToGather(min_plane=min_plane))
+    assert result.stats == {"rewritten": rewritten}
+
+
 @pytest.mark.parametrize("in_shape, perm, options, why", [
     ([1, 768, 14, 14], [0, 1, 3, 2], {}, "196-element planes are left to plane-transpose-to-matmul"),
     ([1, 4, 56, 56], [0, 1, 3, 2], {"min_plane": 3137}, "3136 < min_plane"),

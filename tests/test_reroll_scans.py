@@ -441,7 +441,10 @@ def test_dense_carry_replaces_the_doubling_rounds_up_to_its_chunk_count():
                                                                  dense_carry=4))
     dense, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
                                                                  dense_carry=8))
+    at_bound, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
+                                                                    dense_carry=6))
     assert op_histogram(below) == op_histogram(doubling)
+    assert op_histogram(at_bound) == op_histogram(dense)   # the bound is inclusive: 6 chunks at dense_carry=6
     assert op_histogram(dense) == {"Add": 2, "Concat": 4, "CumSum": 2, "Einsum": 1, "Exp": 4, "MatMul": 1, "Mul": 8,
                                    "Neg": 1, "ReduceSum": 3, "Reshape": 4, "Shape": 4, "Slice": 7, "Squeeze": 2,
                                    "Sub": 1, "Transpose": 2, "Unsqueeze": 1}
