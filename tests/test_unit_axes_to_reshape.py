@@ -63,3 +63,22 @@ def test_sizes_from_shape_arithmetic_are_known():
     assert op_histogram(out) == {"Concat": 1, "Equal": 1, "Expand": 1, "Reshape": 1, "Shape": 1, "Slice": 1, "Where": 1}
     x = np.random.default_rng(0).standard_normal([2, 1, 1, 5]).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
+
+
+def test_a_batch_broadcast_against_a_constant_stays_dynamic():
+    """ORT's symbolic inference with auto_merge takes a dynamic N broadcast against a constant of
+    4 rows to be 4 everywhere, though N = 1 broadcasts too: the Transpose of x became a Reshape
+    to [1, 4, 3], which fails at batch 1 (verification refused a valid model)."""
+    nodes = [helper.make_node("Add", ["x", "four_rows"], ["s"]),
+             helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2], name="swap")]
+    four_rows = helper.make_tensor("four_rows", TensorProto.FLOAT, [4, 1, 3], np.arange(12, dtype=np.float32))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 3])],
+                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["M", 1, 3]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "N", 3])],
+                              initializer=[four_rows])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, UnitAxesToReshape())
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal([batch, 1, 3]).astype(np.float32)
+        for got, want in zip(run(out, {"x": x}), run(model, {"x": x})):
+            np.testing.assert_array_equal(got, want)
