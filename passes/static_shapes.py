@@ -54,6 +54,30 @@ def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
     return shapes
 
 
+def _no_guessed_sizes(ort_tool):
+    """ORT's SymbolicShapeInference, except that a symbol broadcast against a size s > 1 stays a
+    symbol: auto_merge took it to be s everywhere (the graph input's own dims included), though
+    1 broadcasts too, and a pass then baked s into a Reshape that fails at batch 1."""
+
+    class NoGuessedSizes(ort_tool.SymbolicShapeInference):
+        def _broadcast_shapes(self, shape1, shape2):
+            shape1, shape2 = list(shape1), list(shape2)
+            for i in range(1, min(len(shape1), len(shape2)) + 1):
+                a, b = shape1[-i], shape2[-i]
+                if isinstance(a, str) and ort_tool.is_literal(b) and b != 1:
+                    shape1[-i] = b       # the result's size, without merging the symbol into it
+                elif isinstance(b, str) and ort_tool.is_literal(a) and a != 1:
+                    shape2[-i] = a
+            return super()._broadcast_shapes(shape1, shape2)
+
+        def _check_merged_dims(self, dims, allow_broadcast=True):
+            if allow_broadcast and any(ort_tool.is_literal(d) and int(d) > 1 for d in dims):
+                dims = [d for d in dims if not isinstance(d, str)]   # the symbols may be 1
+            super()._check_merged_dims(dims, allow_broadcast)
+
+    return NoGuessedSizes
+
+
 def _symbolic_inference(model: onnx.ModelProto) -> Optional[onnx.ModelProto]:
     """ONNX Runtime's symbolic shape inference (auto_merge), or None where it fails or leaves
     shapes unknown. Its own ``infer_shapes`` is not called: on an incomplete inference it saves
@@ -68,7 +92,7 @@ def _symbolic_inference(model: onnx.ModelProto) -> Optional[onnx.ModelProto]:
     disabled, logger.disabled = logger.disabled, True
     try:
         # infer_shapes' loop (onnxruntime 1.32), without its save and with its logging off
-        tool = ort_tool.SymbolicShapeInference(2**31 - 1, True, False, 0)
+        tool = _no_guessed_sizes(ort_tool)(2**31 - 1, True, False, 0)
         complete = False
         tool._preprocess(model)
         while tool.run_:
