@@ -379,3 +379,14 @@ def test_symbolic_shape_inference_prints_no_raw_dimension_names(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stderr
     assert not [line for line in result.stderr.splitlines() if line.startswith(("error:", "second"))], result.stderr
+
+
+def test_runtime_errors_do_not_print_node_names_raw(scan_model):
+    """ONNX Runtime logs a kernel's failure itself, at error level, with the node's name raw: a
+    name holding a newline and an escape forged a second 'error:' line and cleared the screen."""
+    def named_reshape_that_cannot_run(model: onnx.ModelProto) -> None:
+        _reshape_that_cannot_run(model)
+        model.graph.node[len(model.graph.node) - 1].name = "r\x1b[2J\nerror: forged"
+    result = apply_cli(_model_variant(scan_model, named_reshape_that_cannot_run), "-o", scan_model.with_name("o.onnx"))
+    assert_one_line_error(result, 2, r"Name:'r\x1b[2J error: forged'")
+    assert "\x1b" not in result.stderr
