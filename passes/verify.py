@@ -79,7 +79,9 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     if log:
         log(f"creating ONNX Runtime session ({label}); large graphs take a while")
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # ORT's own warnings would break our one-line output
+    # ORT's own log would break our one-line output: its warnings, and its errors, which hold
+    # node names raw (a newline, an escape); the exception it raises says the same, and is escaped.
+    options.log_severity_level = 4
     try:
         session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         input_names = [i.name for i in session.get_inputs()]
