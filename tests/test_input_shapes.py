@@ -53,6 +53,12 @@ def test_fixing_batch_pins_the_symbol_everywhere_it_is_declared():
     ({"x": [2, 3]}, "input 'x' has rank 3, got 2 dims"),
     ({"x": [2, 5, 4]}, "input 'x' axis 1 is 3, got 5"),
     ({"x": [2, 3, 4], "s": [3, 4]}, "symbol 'batch' given two values (2 and 3)"),
+    # compile_model(input_shapes=...) reaches here without the CLI's parsing: -1 was written into the model
+    ({"x": [-1, 3, 4]}, "input 'x' dims [-1, 3, 4]: each must be an integer from 1 to 2147483647"),
+    ({"x": [0, 3, 4]}, "input 'x' dims [0, 3, 4]: each must be an integer from 1 to 2147483647"),
+    ({"x": [2**31, 3, 4]}, "input 'x' dims [2147483648, 3, 4]: each must be an integer from 1 to 2147483647"),
+    ({"x": [True, 3, 4]}, "input 'x' dims [True, 3, 4]: each must be an integer from 1 to 2147483647"),
+    ({"x": [2.0, 3, 4]}, "input 'x' dims [2.0, 3, 4]: each must be an integer from 1 to 2147483647"),
 ])
 def test_inconsistent_requests_are_refused(shapes, message):
     with pytest.raises(InputShapeError) as error:
