@@ -8,6 +8,8 @@ value, so nothing keeps claiming the old symbol. Static dims must agree with wha
 """
 from __future__ import annotations
 
+import numbers
+
 import onnx
 
 from passes.one_line import printable
@@ -49,6 +51,10 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> di
     inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
     symbols: dict[str, int] = {}
     for name, dims in shapes.items():
+        # the CLI's parse_input_shape checks these too; compile_model's callers reach here directly
+        if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in dims):
+            raise InputShapeError(f"--input-shape: input '{name}' dims {list(dims)}: each must be an integer "
+                                  f"from 1 to {MAX_DIM}")
         if name not in inputs:
             raise InputShapeError(f"--input-shape: the model has no input '{name}' (inputs: {', '.join(inputs)})")
         tensor_type = inputs[name].type.tensor_type
