@@ -295,7 +295,7 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else 1   # a declared 0 stays 0
                  for d in tensor_type.shape.dim]
         if math.prod(shape) > MAX_RANDOM_FEED_ELEMENTS:
             raise ReferenceDataError(
