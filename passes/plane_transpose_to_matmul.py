@@ -45,6 +45,8 @@ class PlaneTransposeToMatMul(NodeRewrite, op="Transpose", shapes="partial"):
         height, width = shape[-2], shape[-1]
         if not isinstance(height, int) or not isinstance(width, int) or height * width > self.max_plane:
             return Kept()
+        if height * width == 0:   # an empty plane: its size 0 in a Reshape target would mean "copy"
+            return Kept()
         if node.inputs[0].dtype not in (None, np.float32):   # None: not recorded after a rewrite (float in VMamba)
             return Kept()
         return rank, height, width
