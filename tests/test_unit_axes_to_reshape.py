@@ -82,3 +82,19 @@ def test_a_batch_broadcast_against_a_constant_stays_dynamic():
         x = np.random.default_rng(batch).standard_normal([batch, 1, 3]).astype(np.float32)
         for got, want in zip(run(out, {"x": x}), run(model, {"x": x})):
             np.testing.assert_array_equal(got, want)
+
+
+def test_empty_tensors_stay():
+    """A size-0 dim in the Reshape target means "copy the input's dim" (allowzero 0): the
+    Transpose of an empty [0, 1, 5] became a Reshape that ONNX Runtime refused."""
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2], name="swap"),
+             helper.make_node("ReduceSum", ["x", "axis"], ["r"], keepdims=0, name="sum")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 0, 5]),
+                               helper.make_tensor_value_info("r", TensorProto.FLOAT, [0, 5])],
+                              initializer=[helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, UnitAxesToReshape())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == {"ReduceSum": 1, "Transpose": 1}
+    assert [o.shape for o in run(out, {"x": np.zeros([0, 1, 5], np.float32)})] == [(1, 0, 5), (0, 5)]
