@@ -26,7 +26,7 @@ REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
 
 def _reshape_target(shape: tuple) -> Optional[list[int]]:
     unknown = [d for d in shape if d is None]
-    if len(unknown) > 1:
+    if len(unknown) > 1 or 0 in shape:   # a 0 in a Reshape target would copy the input's dim
         return None
     return [-1 if d is None else d for d in shape]
 
