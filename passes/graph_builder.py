@@ -10,6 +10,12 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
+# The most entries a pass writes into an index constant sized by the model's declared dims (a
+# Gather's indices): a hostile model can declare a 2^31 axis without holding its data, and with
+# --verify none nothing would stop a multi-GB table. 2^22 int64 = 32 MiB; VMamba-T needs 3,136
+# (a 1024 x 1024 input: 65,536).
+MAX_INDEX_TABLE = 1 << 22
+
 
 def taken_prefixes(graph: gs.Graph) -> set[str]:
     """The folders of the graph's node and tensor names ('a/b' of 'a/b/Mul_1_out')."""

@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 
@@ -43,6 +43,9 @@ class PlaneTransposeToGather(NodeRewrite, op="Transpose", shapes="partial"):
         height, width = shape[-2], shape[-1]
         if not isinstance(height, int) or not isinstance(width, int) or height * width < self.min_plane:
             return Kept()
+        if height * width > MAX_INDEX_TABLE:
+            return self.left_alone(node, f"a {height} x {width} plane needs more than the {MAX_INDEX_TABLE} "
+                                         "indices a Gather table may hold")
         return rank, height, width
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple[int, int, int], output: gs.Variable) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 from patterns.graph_query import constant_value, describe, slice_operands
@@ -70,6 +70,9 @@ class SliceReverseToGather(NodeRewrite, shapes="symbolic"):
         keep = []  # positive-step entries stay in a Slice
         for start, end, axis, step in zip(starts, ends, axes, steps):
             if step < 0:
+                if shape[axis] > MAX_INDEX_TABLE:
+                    return self.left_alone(node, f"reversed axis of {shape[axis]} elements, more than the "
+                                                 f"{MAX_INDEX_TABLE} indices a Gather table may hold")
                 indices = slice_indices(shape[axis], int(start), int(end), int(step))
                 if not indices:
                     return Kept(f"{describe(node)} left alone: selects nothing along a reversed axis")

@@ -48,6 +48,18 @@ def test_min_plane_is_the_smallest_plane_rewritten(min_plane, rewritten):
     assert result.stats == {"rewritten": rewritten}
 
 
+def test_planes_beyond_the_index_table_limit_stay():
+    """A declared 2049 x 2049 plane (no data needed to declare it) would need a 4.2M-entry index
+    table, above MAX_INDEX_TABLE (2^22): kept, with the reason, and no table built."""
+    model = transpose_model([1, 2049, 2049], [0, 2, 1])
+    out, result = apply_pass(model, PlaneTransposeToGather())
+    assert result.stats == {"rewritten": 0}
+    assert result.notes == ["Transpose 'swap' left alone: a 2049 x 2049 plane needs more than the 4194304 "
+                            "indices a Gather table may hold"]
+    assert op_histogram(out) == {"Transpose": 1}
+    assert not out.graph.initializer
+
+
 @pytest.mark.parametrize("in_shape, perm, options, why", [
     ([1, 768, 14, 14], [0, 1, 3, 2], {}, "196-element planes are left to plane-transpose-to-matmul"),
     ([1, 4, 56, 56], [0, 1, 3, 2], {"min_plane": 3137}, "3136 < min_plane"),

@@ -192,6 +192,24 @@ def test_flip_of_an_unknown_axis_is_kept():
     assert "input shape not static, cannot list the reversed indices" in result.notes[0]
 
 
+def test_reversed_axes_beyond_the_index_table_limit_stay():
+    """A declared axis of 2^22 + 1 (no data needed to declare it) would need a 4.2M-entry index
+    list, over MAX_INDEX_TABLE: kept with the reason, nothing built."""
+    def flip(length):
+        return f"""{HEADER}
+    g (float[1,{length}] x) => (float[1,{length}] y) {{
+      starts = Constant<value = int64[1] {{-1}}>()
+      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
+      axes = Constant<value = int64[1] {{1}}>()
+      steps = Constant<value = int64[1] {{-1}}>()
+      y = Slice(x, starts, ends, axes, steps)
+    }}"""
+    _, after, result = apply(flip(2**22 + 1), "slice-reverse-to-gather")
+    assert not result.changed and histogram(after) == {"Constant": 4, "Slice": 1}
+    assert result.notes == ["Slice '' left alone: reversed axis of 4194305 elements, more than the 4194304 "
+                            "indices a Gather table may hold"]
+
+
 def test_positive_slices_untouched():
     text = f"""{HEADER}
     g (float[2,5,7] x) => (float[2,5,3] y) {{
