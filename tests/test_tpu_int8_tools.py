@@ -97,3 +97,20 @@ def test_acceptance_rule():
     # without F32 in the run, INT8 is held against PyTorch
     assert tpu_accuracy.acceptance([mode("INT8", 97.0)], 99.0, 1.0) == [
         "INT8 top-1 97.00% is 2.00 points below PyTorch (99.00%)"]
+
+
+def test_calibration_size_is_checked_only_when_int8_is_compiled(tmp_path, capsys, monkeypatch):
+    """32 x 50 training images do not exist (1,297): refused for INT8, but a BF16-only run at batch
+    50 (all 500 held-out images) has nothing to calibrate and goes on to its work."""
+    assert tpu_accuracy.main(["--quantize", "INT8", "--batch", "50", "--workdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --calibration-count x --batch must be at most 1297 training images "
+                                       "(got 32 x 50)\n")
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started
+    monkeypatch.setattr(tpu_accuracy, "_run", started)
+    with pytest.raises(Started):
+        tpu_accuracy.main(["--quantize", "BF16", "--batch", "50", "--workdir", str(tmp_path)])
