@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
+from passes.plane_swaps import rebuild_on_flat_plane, swapped_plane
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 
@@ -34,23 +35,16 @@ class PlaneTransposeToGather(NodeRewrite, op="Transpose", shapes="partial"):
     min_plane = Option(int, 257, "smallest H*W rewritten (smaller planes: plane-transpose-to-matmul)", min=1)
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple[int, int, int]:
-        shape = shapes.get(node.inputs[0].name)
-        if shape is None or len(shape) < 3:
+        plane = swapped_plane(node, shapes)
+        if plane is None or plane[1] * plane[2] < self.min_plane:
             return Kept()
-        rank = len(shape)
-        if list(node.attrs.get("perm", [])) != list(range(rank - 2)) + [rank - 1, rank - 2]:
-            return Kept()
-        height, width = shape[-2], shape[-1]
-        if not isinstance(height, int) or not isinstance(width, int) or height * width < self.min_plane:
-            return Kept()
+        _, height, width = plane
         if height * width > MAX_INDEX_TABLE:
             return self.left_alone(node, f"a {height} x {width} plane needs more than the {MAX_INDEX_TABLE} "
                                          "indices a Gather table may hold")
-        return rank, height, width
+        return plane
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple[int, int, int], output: gs.Variable) -> None:
         rank, height, width = plan
-        keep = [0] * (rank - 2)     # Reshape's 0 copies a leading dimension, so a dynamic batch stays dynamic
-        flat = b.reshape(node.inputs[0], keep + [height * width])
-        swapped = b.node("Gather", [flat, b.const(plane_transpose_indices(height, width))], {"axis": rank - 2})
-        b.node("Reshape", [swapped, b.ints(keep + [width, height])], output=output)
+        indices = b.const(plane_transpose_indices(height, width))
+        rebuild_on_flat_plane(b, node, plan, output, lambda flat: b.node("Gather", [flat, indices], {"axis": rank - 2}))

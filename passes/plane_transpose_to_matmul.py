@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option
 from passes.graph_builder import GraphBuilder
+from passes.plane_swaps import rebuild_on_flat_plane, swapped_plane
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 
@@ -36,24 +37,13 @@ class PlaneTransposeToMatMul(NodeRewrite, op="Transpose", shapes="partial"):
     max_plane = Option(int, 256, "largest H*W rewritten (the MatMul costs 2 (H*W)^2 FLOPs per plane)", min=1)
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple[int, int, int]:
-        shape = shapes.get(node.inputs[0].name)
-        if shape is None or len(shape) < 3:
-            return Kept()
-        rank = len(shape)
-        if list(node.attrs.get("perm", [])) != list(range(rank - 2)) + [rank - 1, rank - 2]:
-            return Kept()
-        height, width = shape[-2], shape[-1]
-        if not isinstance(height, int) or not isinstance(width, int) or height * width > self.max_plane:
-            return Kept()
-        if height * width == 0:   # an empty plane: its size 0 in a Reshape target would mean "copy"
+        plane = swapped_plane(node, shapes)
+        if plane is None or plane[1] * plane[2] > self.max_plane:
             return Kept()
         if node.inputs[0].dtype not in (None, np.float32):   # None: not recorded after a rewrite (float in VMamba)
             return Kept()
-        return rank, height, width
+        return plane
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple[int, int, int], output: gs.Variable) -> None:
-        rank, height, width = plan
-        keep = [0] * (rank - 2)     # Reshape's 0 copies a leading dimension, so a dynamic batch stays dynamic
-        flat = b.reshape(node.inputs[0], keep + [height * width])
-        swapped = b.matmul(flat, b.const(plane_transpose_matrix(height, width)))
-        b.node("Reshape", [swapped, b.ints(keep + [width, height])], output=output)
+        matrix = b.const(plane_transpose_matrix(plan[1], plan[2]))
+        rebuild_on_flat_plane(b, node, plan, output, lambda flat: b.matmul(flat, matrix))
