@@ -46,6 +46,16 @@ def cumsum_model(shape, axis, **attrs) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    """A one-node model: y = Transpose(x, perm) with x of ``in_shape`` (node name "swap")."""
+    out_shape = [in_shape[p] for p in perm]
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], name="swap", perm=perm)], "g",
+        [helper.make_tensor_value_info("x", dtype, in_shape)],
+        [helper.make_tensor_value_info("y", dtype, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 

@@ -6,16 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from passes.plane_transpose_to_gather import PlaneTransposeToGather, plane_transpose_indices
-from scan_testing import apply_pass, op_histogram, run
-
-
-def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT):
-    out_shape = [in_shape[p] for p in perm]
-    graph = helper.make_graph(
-        [helper.make_node("Transpose", ["x"], ["y"], name="swap", perm=perm)], "g",
-        [helper.make_tensor_value_info("x", dtype, in_shape)],
-        [helper.make_tensor_value_info("y", dtype, out_shape)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from scan_testing import apply_pass, op_histogram, run, transpose_model
 
 
 def test_indices_are_the_plane_transpose():

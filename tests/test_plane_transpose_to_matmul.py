@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from passes.plane_transpose_to_matmul import PlaneTransposeToMatMul, plane_transpose_matrix
-from scan_testing import apply_pass, op_histogram, run
-
-
-def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT):
-    out_shape = [in_shape[p] for p in perm]
-    graph = helper.make_graph(
-        [helper.make_node("Transpose", ["x"], ["y"], name="swap", perm=perm)], "g",
-        [helper.make_tensor_value_info("x", dtype, in_shape)],
-        [helper.make_tensor_value_info("y", dtype, out_shape)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from scan_testing import apply_pass, op_histogram, run, transpose_model
 
 
 def test_matrix_is_the_plane_transpose():

@@ -138,17 +138,21 @@ def test_negative_step_slices_become_gathers(starts, ends, axes, steps, ops):
     same_outputs(before, after, {"x": X})
 
 
-def test_flip_with_a_dynamic_batch_becomes_gather():
-    # cpu-many compiles dynamic-batch exports: only the reversed axis needs a known size.
-    text = f"""{HEADER}
-    g (float[N,5,7] x) => (float[N,5,7] y) {{
+def last_axis_flip(x_type: str) -> str:
+    """y = x[..., ::-1] (a Slice with constant starts, ends, axes, step -1) for x of `x_type`, e.g. 'float[N,5,7]'."""
+    return f"""{HEADER}
+    g ({x_type} x) => ({x_type} y) {{
       starts = Constant<value = int64[1] {{-1}}>()
       ends = Constant<value = int64[1] {{-9223372036854775807}}>()
-      axes = Constant<value = int64[1] {{2}}>()
+      axes = Constant<value = int64[1] {{-1}}>()
       steps = Constant<value = int64[1] {{-1}}>()
       y = Slice(x, starts, ends, axes, steps)
     }}"""
-    before, after, result = apply(text, "slice-reverse-to-gather")
+
+
+def test_flip_with_a_dynamic_batch_becomes_gather():
+    # cpu-many compiles dynamic-batch exports: only the reversed axis needs a known size.
+    before, after, result = apply(last_axis_flip("float[N,5,7]"), "slice-reverse-to-gather")
     assert result.stats == {"rewritten": 1}
     assert histogram(after) == {"Gather": 1}
     same_outputs(before, after, {"x": X})
@@ -179,15 +183,7 @@ def test_flip_of_an_axis_sized_by_shape_arithmetic_becomes_gather():
 
 
 def test_flip_of_an_unknown_axis_is_kept():
-    text = f"""{HEADER}
-    g (float[2,5,L] x) => (float[2,5,L] y) {{
-      starts = Constant<value = int64[1] {{-1}}>()
-      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
-      axes = Constant<value = int64[1] {{2}}>()
-      steps = Constant<value = int64[1] {{-1}}>()
-      y = Slice(x, starts, ends, axes, steps)
-    }}"""
-    _, after, result = apply(text, "slice-reverse-to-gather")
+    _, after, result = apply(last_axis_flip("float[2,5,L]"), "slice-reverse-to-gather")
     assert not result.changed and histogram(after) == {"Constant": 4, "Slice": 1}
     assert "input shape not static, cannot list the reversed indices" in result.notes[0]
 
@@ -195,16 +191,7 @@ def test_flip_of_an_unknown_axis_is_kept():
 def test_reversed_axes_beyond_the_index_table_limit_stay():
     """A declared axis of 2^22 + 1 (no data needed to declare it) would need a 4.2M-entry index
     list, over MAX_INDEX_TABLE: kept with the reason, nothing built."""
-    def flip(length):
-        return f"""{HEADER}
-    g (float[1,{length}] x) => (float[1,{length}] y) {{
-      starts = Constant<value = int64[1] {{-1}}>()
-      ends = Constant<value = int64[1] {{-9223372036854775807}}>()
-      axes = Constant<value = int64[1] {{1}}>()
-      steps = Constant<value = int64[1] {{-1}}>()
-      y = Slice(x, starts, ends, axes, steps)
-    }}"""
-    _, after, result = apply(flip(2**22 + 1), "slice-reverse-to-gather")
+    _, after, result = apply(last_axis_flip(f"float[1,{2**22 + 1}]"), "slice-reverse-to-gather")
     assert not result.changed and histogram(after) == {"Constant": 4, "Slice": 1}
     assert result.notes == ["Slice '' left alone: reversed axis of 4194305 elements, more than the 4194304 "
                             "indices a Gather table may hold"]
