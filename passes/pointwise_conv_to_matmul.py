@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import GraphBuilder, taken_prefixes
 from patterns.graph_query import producer
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
@@ -75,9 +75,11 @@ class PointwiseConvToMatMul(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         convs = [n for n in graph.nodes if n.op == "Conv" and _is_pointwise(n)]
+        taken = taken_prefixes(graph) if convs else set()   # one scan of the names, not one per Conv
         for node in convs:
             weight = node.inputs[1].values
-            b = GraphBuilder(graph, ctx.opset, prefix=f"pointwise_conv_to_matmul/{node.name}", dtype=weight.dtype)
+            b = GraphBuilder(graph, ctx.opset, prefix=f"pointwise_conv_to_matmul/{node.name}", dtype=weight.dtype,
+                             taken=taken)
             output = node.outputs[0]
             node.outputs.clear()
             channels_last = b.transpose(node.inputs[0], TO_NHWC)

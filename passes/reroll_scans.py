@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.registry import register_pass
 from passes.scan_forms import FOLDS_READOUT, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
@@ -218,11 +218,12 @@ class RerollScans(Pass):
             shapes = partial_shapes(graph)
         self.forms_used = set()
         lowered = 0
+        taken = taken_prefixes(graph) if report.recurrences else set()   # one scan of the names, not one per scan
         for index, rec in enumerate(report.recurrences):
             unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
             lowered += bool(unit_axes)
             dtype = getattr(rec.decay, "dtype", None) or np.float32
-            builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype)
+            builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype, taken=taken)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
