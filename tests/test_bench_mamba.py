@@ -34,3 +34,32 @@ def test_tiny_stack_rows_errors_and_table(tmp_path, capsys):
     assert limit["seconds"] == limit["flops"] / limit["gemm_flops_per_s"]
     assert "| FLOP limit: 0.0 GFLOP of matmuls and convolutions at this machine's GEMM rate (" in printed
     assert "20x the naive graph would be" in printed
+
+
+def test_reuse_compiled_times_the_graphs_in_workdir_and_from_json_reprints(tmp_path, capsys, monkeypatch):
+    """A run on another machine: graphs compiled here are timed as they are; its JSON prints the same table here."""
+    work, first, second = tmp_path / "work", tmp_path / "first.json", tmp_path / "second.json"
+    tiny = ["--d-model", "8", "--d-state", "4", "--layers", "1", "--length", "12", "--repeats", "1",
+            "--threads", "1", "--workdir", str(work), "--machine", "test box"]
+    assert main(tiny + ["--json", str(first)]) == 0
+    compiled = work / "cpu-L12-x1.onnx"
+    compiled_bytes = compiled.read_bytes()
+
+    import pipelines
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("--reuse-compiled compiled again")
+
+    monkeypatch.setattr(pipelines, "compile_model", no_compile)
+    capsys.readouterr()
+    assert main(tiny + ["--reuse-compiled", "--json", str(second)]) == 0
+    result = json.loads(second.read_text())
+    assert result["compile_seconds"] is None and result["export_seconds"] is None
+    assert compiled.read_bytes() == compiled_bytes
+    assert max(row["rel_l2"] for key, row in result["rows"].items() if key != "no-scan") <= 1e-5
+    measured = capsys.readouterr().out
+    assert "(naive export reused, graphs compiled earlier and reused)." in measured
+
+    assert main(["--from-json", str(second)]) == 0
+    table = measured[measured.index("### Mamba"):]   # what follows the per-round progress lines
+    assert capsys.readouterr().out == table

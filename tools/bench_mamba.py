@@ -87,8 +87,6 @@ def run(args) -> dict:
     import onnx
     import torch
 
-    from pipelines import CompileError, compile_model
-
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     model, ids = hf_mamba(args.d_model, args.d_state, args.layers, args.length, vocab=1000, seed=args.seed)
@@ -99,14 +97,18 @@ def run(args) -> dict:
         export_module(model, ids, naive)
         export_seconds = round(time.perf_counter() - started, 1)
     compiled = args.workdir / f"cpu-L{args.length}-x{args.layers}.onnx"
-    started = time.perf_counter()
-    try:
-        compile_model(naive, "cpu", output=compiled)
-    except CompileError as error:
-        raise SystemExit(f"the cpu pipeline failed on the naive export: {error}") from None
-    compile_seconds = time.perf_counter() - started
     floor = args.workdir / f"no-scan-L{args.length}-x{args.layers}.onnx"
-    scan_removed(naive, floor)
+    compile_seconds = None   # None: graphs compiled earlier (e.g. on another machine) were reused
+    if not (args.reuse_compiled and compiled.exists() and floor.exists()):
+        from pipelines import CompileError, compile_model
+
+        started = time.perf_counter()
+        try:
+            compile_model(naive, "cpu", output=compiled)
+        except CompileError as error:
+            raise SystemExit(f"the cpu pipeline failed on the naive export: {error}") from None
+        compile_seconds = round(time.perf_counter() - started, 1)
+        scan_removed(naive, floor)
     machine = report.machine_info(args.threads)
     feed = ids.numpy()
     rows = {"naive": {"label": "naive ONNX export (ORT)", "path": naive},
@@ -149,7 +151,7 @@ def run(args) -> dict:
     return {"config": {"d_model": args.d_model, "d_state": args.d_state, "expand": 2, "layers": args.layers,
                        "length": args.length, "batch": 1, "threads": args.threads, "repeats": args.repeats},
             "machine_label": args.machine, "machine": machine, "export_seconds": export_seconds,
-            "compile_seconds": round(compile_seconds, 1), "rows": rows, "flop_limit": flop_limit}
+            "compile_seconds": compile_seconds, "rows": rows, "flop_limit": flop_limit}
 
 
 def markdown(result: dict) -> str:
@@ -176,7 +178,9 @@ def markdown(result: dict) -> str:
     floor = rows["no-scan"]["median_seconds"]
     lines += ["", f"`cpu` graph: {naive / cpu:.1f}x the naive graph, {slow / cpu:.1f}x PyTorch's sequential slow path "
               + (f"(export {result['export_seconds']} s, " if result["export_seconds"] is not None else "(naive export reused, ")
-              + f"compile {result['compile_seconds']} s). Without its scans the graph takes {floor / naive:.0%} of the "
+              + (f"compile {result['compile_seconds']} s). " if result["compile_seconds"] is not None
+                 else "graphs compiled earlier and reused). ")
+              + f"Without its scans the graph takes {floor / naive:.0%} of the "
               f"naive graph's time, so no scan form can make it more than {naive / floor:.1f}x faster than the naive "
               f"graph; the `cpu` graph's scans take {cpu - floor:.3f} s, the naive graph's {naive - floor:.3f} s. "
               f"20x the naive graph would be {naive / 20:.3f} s per sequence"
@@ -211,8 +215,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw timings here")
     ap.add_argument("--write-docs", action="store_true",
                     help="write docs/bench/mamba-130m-<N>core.json and the docs/BENCHMARKS.md section")
+    ap.add_argument("--reuse-compiled", action="store_true",
+                    help="time the cpu and no-scan graphs already in --workdir instead of compiling them")
+    ap.add_argument("--from-json", type=Path, metavar="JSON",
+                    help="measure nothing: print (and with --write-docs write) the result a --json run saved, "
+                         "e.g. one taken on another machine")
     args = ap.parse_args(argv)
-    result = run(args)
+    result = json.loads(args.from_json.read_text()) if args.from_json else run(args)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
