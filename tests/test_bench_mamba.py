@@ -63,3 +63,11 @@ def test_reuse_compiled_times_the_graphs_in_workdir_and_from_json_reprints(tmp_p
     assert main(["--from-json", str(second)]) == 0
     table = measured[measured.index("### Mamba"):]   # what follows the per-round progress lines
     assert capsys.readouterr().out == table
+
+
+def test_section_label_keeps_a_run_on_fewer_threads_apart():
+    from tools.bench_mamba import section_label
+
+    assert section_label({"machine": {"cores": 2}, "config": {"threads": 2}}) == "2-core"
+    assert section_label({"machine": {"cores": 16}, "config": {"threads": 16}}) == "16-core"
+    assert section_label({"machine": {"cores": 16}, "config": {"threads": 2}}) == "16-core-2-threads"

@@ -189,6 +189,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def section_label(result: dict) -> str:
+    """'16-core' for a run on all of a machine's cores, '16-core-2-threads' for fewer: both runs keep a section."""
+    cores, threads = result["machine"]["cores"], result["config"]["threads"]
+    return f"{cores}-core" if threads == cores else f"{cores}-core-{threads}-threads"
+
+
 def write_docs(result: dict, threads_label: str) -> None:
     path = DOCS / "BENCHMARKS.md"
     text = path.read_text()
@@ -226,9 +232,9 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.write_docs:
-        cores = result["machine"]["cores"]
-        (DOCS / "bench" / f"mamba-130m-{cores}core.json").write_text(json.dumps(result, indent=1) + "\n")
-        write_docs(result, f"{cores}-core")
+        label = section_label(result)
+        (DOCS / "bench" / f"mamba-130m-{label.replace('-core', 'core')}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_docs(result, label)
     return 0
 
 
