@@ -97,3 +97,14 @@ def test_new_names_never_collide(names, planted):
     np.testing.assert_array_equal(got[1], np.swapaxes(feeds["z"], -1, -2))
     if planted:
         np.testing.assert_array_equal(got[2], feeds[planted])
+
+
+@pytest.mark.parametrize("cap, rewritten", [(12, 1), (11, 0)])
+def test_a_plane_of_exactly_the_index_table_limit_is_rewritten(monkeypatch, cap, rewritten):
+    """The limit is inclusive: a 3 x 4 plane needs 12 indices (the cap made small to test its edge)."""
+    import passes.plane_transpose_to_gather as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    out, result = apply_pass(transpose_model([1, 3, 4], [0, 2, 1]), PlaneTransposeToGather(min_plane=1))
+    assert result.stats == {"rewritten": rewritten}
+    assert op_histogram(out) == ({"Gather": 1, "Reshape": 2} if rewritten else {"Transpose": 1})

@@ -197,6 +197,17 @@ def test_reversed_axes_beyond_the_index_table_limit_stay():
                             "indices a Gather table may hold"]
 
 
+
+@pytest.mark.parametrize("cap, changed", [(5, True), (4, False)])
+def test_a_reversed_axis_of_exactly_the_index_table_limit_is_rewritten(monkeypatch, cap, changed):
+    """The limit is inclusive: reversing an axis of 5 needs 5 indices (the cap made small to test its edge)."""
+    import passes.slice_reverse_to_gather as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    _, after, result = apply(last_axis_flip("float[1,5]"), "slice-reverse-to-gather")
+    assert result.changed is changed
+    assert histogram(after) == ({"Gather": 1} if changed else {"Constant": 4, "Slice": 1})
+
 def test_positive_slices_untouched():
     text = f"""{HEADER}
     g (float[2,5,7] x) => (float[2,5,3] y) {{
