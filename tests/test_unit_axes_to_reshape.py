@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
@@ -65,22 +66,25 @@ def test_sizes_from_shape_arithmetic_are_known():
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
 
 
-def test_a_batch_broadcast_against_a_constant_stays_dynamic():
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_a_batch_broadcast_against_a_constant_stays_dynamic(rows):
     """ORT's symbolic inference with auto_merge takes a dynamic N broadcast against a constant of
     4 rows to be 4 everywhere, though N = 1 broadcasts too: the Transpose of x became a Reshape
-    to [1, 4, 3], which fails at batch 1 (verification refused a valid model)."""
-    nodes = [helper.make_node("Add", ["x", "four_rows"], ["s"]),
-             helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2], name="swap")]
-    four_rows = helper.make_tensor("four_rows", TensorProto.FLOAT, [4, 1, 3], np.arange(12, dtype=np.float32))
+    to [1, 4, 3], which fails at batch 1 (verification refused a valid model). Against 1 row the
+    sum keeps N rows, so its Transpose must not become a Reshape to [1, 1, 3] either."""
+    nodes = [helper.make_node("Add", ["x", "rows"], ["s"]),
+             helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2], name="swap"),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[1, 0, 2], name="swap_sum")]
+    constant = helper.make_tensor("rows", TensorProto.FLOAT, [rows, 1, 3], np.arange(3 * rows, dtype=np.float32))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 3])],
-                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["M", 1, 3]),
-                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "N", 3])],
-                              initializer=[four_rows])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "N", 3]),
+                               helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, "M", 3])],
+                              initializer=[constant])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out, result = apply_pass(model, UnitAxesToReshape())
-    for batch in (1, 4):
+    for batch in (1, rows if rows > 1 else 4):
         x = np.random.default_rng(batch).standard_normal([batch, 1, 3]).astype(np.float32)
-        for got, want in zip(run(out, {"x": x}), run(model, {"x": x})):
+        for got, want in zip(run(out, {"x": x}), run(model, {"x": x}), strict=True):
             np.testing.assert_array_equal(got, want)
 
 
@@ -98,3 +102,28 @@ def test_empty_tensors_stay():
     assert result.stats == {"rewritten": 0}
     assert op_histogram(out) == {"ReduceSum": 1, "Transpose": 1}
     assert [o.shape for o in run(out, {"x": np.zeros([0, 1, 5], np.float32)})] == [(1, 0, 5), (0, 5)]
+
+
+@pytest.mark.parametrize("symbol_first", [True, False])
+def test_a_batch_expanded_against_one_keeps_its_symbol(symbol_first):
+    """Expand broadcasts through ORT's _broadcast_shapes: N against 1 is N (either operand), not 1,
+    or the Transpose after it would become a Reshape to [1, 1, 3] that fails at batch 4."""
+    from passes.static_shapes import symbolic_partial_shapes
+
+    if symbol_first:    # x [N, 1, 3] expanded to a constant [1, 1, 3]
+        nodes = [helper.make_node("Expand", ["x", "target"], ["s"])]
+        initializer = [helper.make_tensor("target", TensorProto.INT64, [3], [1, 1, 3])]
+    else:               # a constant [1, 1, 3] expanded to x's own shape
+        nodes = [helper.make_node("Shape", ["x"], ["x_shape"]), helper.make_node("Expand", ["row", "x_shape"], ["s"])]
+        initializer = [helper.make_tensor("row", TensorProto.FLOAT, [1, 1, 3], [1.0, 2.0, 3.0])]
+    nodes.append(helper.make_node("Transpose", ["s"], ["t"], perm=[1, 0, 2], name="swap"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 3])],
+                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, "M", 3])],
+                              initializer=initializer)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = symbolic_partial_shapes(gs.import_onnx(model))
+    assert shapes["s"] == (None, 1, 3) and shapes["t"] == (1, None, 3)
+    out, _ = apply_pass(model, UnitAxesToReshape())
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal([batch, 1, 3]).astype(np.float32)
+        np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
