@@ -128,3 +128,63 @@ def test_stress_decays_stay_finite_and_exact():
     want = _numpy_states(feeds, a_value)
     assert np.all(np.isfinite(got))
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_a_decay_computed_in_the_graph_and_broadcast_along_the_scan():
+    """A from the graph (A = -exp(A_log), reshaped to (1, D, 1, N): size 1 along the scan axis), as
+    in an export before fold-constants: every step multiplies the same A, not a step of it."""
+    length = 12
+    dt = gs.Variable("dt", np.float32, (1, D, length))
+    u = gs.Variable("u", np.float32, (1, D, length))
+    b_in = gs.Variable("B", np.float32, (1, length, N))
+    a_log = gs.Variable("A_log", np.float32, (D, N))
+    graph = gs.Graph(inputs=[dt, u, b_in, a_log], opset=17)
+    b = GraphBuilder(graph, 17, prefix="factors")
+    a4 = b.reshape(b.node("Neg", [b.exp(a_log)]), b.ints([1, D, 1, N]))
+    dt4, b4, u4 = b.unsqueeze(dt, [3]), b.unsqueeze(b_in, [1]), b.unsqueeze(u, [3])
+    log_decay, dt_b = b.mul(dt4, a4), b.mul(dt4, b4)
+    drive = b.mul(dt_b, u4)
+    shapes = {dt4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), drive.name: (1, D, length, N),
+              dt_b.name: (1, D, length, N), u4.name: (1, D, length, 1), b4.name: (1, 1, length, N),
+              a4.name: (1, D, 1, N), "dt": (1, D, length), "u": (1, D, length), "B": (1, length, N)}
+    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+                             rank=4, shapes=shapes)
+    feeds = _feeds(length, 1.0, seed=5)
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1)) * np.float32(0.5)
+    feeds["A_log"] = np.log(-a_value).astype(np.float32)
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(feeds, a_value)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_factors_of_unknown_shape_are_taken_by_strided_slices():
+    """Without shapes (what a failed shape inference leaves), steps are strided Slices of the decay
+    and the drive where they are: the same states, and no Split."""
+    length = 12
+    graph, b, log_decay, drive, _, a_value = _mamba_factors(length)
+    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+                             rank=4, shapes={})
+    feeds = _feeds(length, 1.0, seed=6)
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(feeds, a_value)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    assert not any(node.op == "Split" for node in graph.nodes)
+
+
+def test_the_drive_multiplies_its_smallest_pair_first():
+    """b_q = dt_q * B_q * u_q is computed as (dt_q * u_q) * B_q: one (1, D, chunks, 1) product per
+    step q, then one block-sized Mul, where another order makes two block-sized Muls."""
+    import onnx
+
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=chunk,
+                             rank=4, shapes=shapes)
+    states.dtype = np.float32
+    graph.outputs = [states]
+    graph.cleanup().toposort()
+    model = onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True)
+    known = {info.name: [dim.dim_value for dim in info.type.tensor_type.shape.dim] for info in model.graph.value_info}
+    small = [node for node in model.graph.node
+             if node.op_type == "Mul" and known.get(node.output[0]) == [1, D, length // chunk, 1]]
+    assert len(small) == chunk
