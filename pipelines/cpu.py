@@ -2,8 +2,8 @@
 
 The scans become the "parallel" form (fixed node count, never overflows), Einsums that are
 products become Mul + ReduceSum (ORT's Einsum kernel dominated the run time), Softplus becomes
-Relu + Log(1 + Exp(-|x|)), Transposes and reductions that move no data (d_state 1) become
-Reshapes, 1x1 Convs become MatMuls over channels-last data so that LayerNorm2d's permutes
+Max(x, Log(1 + Exp(Min(x, 20)))), Transposes and reductions that move no data (d_state 1) become
+Reshapes, the scan's B and C are broadcast instead of expanded to every channel, 1x1 Convs become MatMuls over channels-last data so that LayerNorm2d's permutes
 cancel (ORT's Transposes and NCHWc reorders are single-threaded copies: the graph did not speed
 up from 2 to 16 threads), and the cross-scan's H/W swaps of small planes (stages 2, 3) become
 MatMuls by a permutation matrix (multi-threaded, exact); then cleanup. Chunk 8: on one stage-0 scan (768 x 3136) with 2 threads, Q = 8 ran
@@ -17,8 +17,9 @@ from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
     "reroll-scans{form=parallel,chunk=8,state_form=strided-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
-    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,pointwise-conv-to-matmul,plane-transpose-to-matmul,simplify",
+    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,simplify",
     name="cpu",
     description="re-roll scans into the stable parallel form, lower Einsum and Softplus for ONNX Runtime CPU, "
-                "1x1 Convs as channels-last MatMuls (LayerNorm2d permutes cancel), small H/W swaps as MatMuls, clean up",
+                "B and C broadcast, not expanded, 1x1 Convs as channels-last MatMuls (LayerNorm2d permutes cancel), "
+                "small H/W swaps as MatMuls, clean up",
 )

@@ -208,14 +208,37 @@ def test_parallel_form_takes_a_dividing_chunk():
     q7, _ = apply_pass(unrolled_scan_model(exact_spec), RerollScans(form="parallel", chunk=7))
     exact_hist = op_histogram(out)
     assert exact_hist == op_histogram(q7)
-    # 28 chunks of 7: 2 moves of Q to the front and 1 back; one Split into the 7 Q positions per input
-    # (not 7 Slices each); the doubling scan's 5 rounds shift states 5 times and decays 4 times (Slice
-    # + Pad each), the carry in once more: 10 Pads and 10 Slices, plus 6 Slices of the shape plumbing
-    # (split and merge shapes from Shape, folded away on static shapes).
-    assert exact_hist["Transpose"] == 3 and exact_hist["Split"] == 2
+    # 28 chunks of 7: one Split on the Q axis per input (not 7 Slices each, no Transpose of Q to the
+    # front: ORT's transpose optimizer pushed it into every block), one Concat back; the doubling
+    # scan's 5 rounds shift states 5 times and decays 4 times (Slice + Pad each), the carry in once
+    # more: 10 Pads and 10 Slices, plus 6 Slices of the shape plumbing (split and merge shapes from
+    # Shape, folded away on static shapes).
+    assert "Transpose" not in exact_hist and exact_hist["Split"] == 2
     assert exact_hist["Pad"] == 10 and exact_hist["Slice"] == 16
+    # Sweep 1: 6 Mul + 6 Add for the chunk ends, 6 Mul for the decay products; doubling: 5 + 4 Mul,
+    # 5 Add; sweep 2: 7 Mul + 7 Add.
+    assert exact_hist["Mul"] == 28 and exact_hist["Add"] == 18
     feeds = scan_inputs(exact_spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(exact_spec, feeds)) <= REL_L2_TOL
+
+
+def test_parallel_form_nests_the_carry_over_many_chunks():
+    """L = 576, chunk 8: 72 chunks, more than NESTED_ABOVE (64), so the carry across them is the
+    parallel form again (72 chunk-level steps in 9 chunks of 8), not a doubling scan of 7 rounds.
+    Exact, and stable under decays that overflow chunk24."""
+    spec = ScanSpec(length=576, channels=3, state=1)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=8))
+    hist = op_histogram(out)
+    # Two Splits and one Concat per level; the doubling over 9 chunks: 4 rounds (4 state and 3 decay
+    # shifts) and one carry in per level: 9 Pads (a doubling over 72 chunks: 7 rounds, 14 Pads).
+    assert hist["Split"] == 4 and hist["Pad"] == 9 and "Transpose" not in hist
+    # Level 1: 7 + 7 Mul, 7 Add (sweep 1), 8 Mul + 8 Add (sweep 2); level 2 the same; doubling 4 + 3 Mul, 4 Add.
+    assert hist["Mul"] == 51 and hist["Add"] == 34
+    for decay_scale in (1.0, 60.0):
+        feeds = scan_inputs(spec, decay_scale=decay_scale)
+        result = run(out, feeds)[0]
+        assert np.all(np.isfinite(result))
+        assert rel_l2(result, numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
 def test_stress_decays_chunk24_overflows_parallel_stays_exact():

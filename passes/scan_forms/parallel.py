@@ -1,15 +1,23 @@
 """The "parallel" form: every chunk at once, a node count that does not grow with L.
 
 Split the scan axis into (chunks, Q), Q the largest chunk <= the one asked for that divides L
-(else L is padded up to a multiple of Q with a = 1, b = 0), and move the Q axis to the front so
-that position q of every chunk is one contiguous block.
-  1. Sweep 1, all chunks at once, Q small steps: each chunk's last state from a zero start.
+(else L is padded up to a multiple of Q with a = 1, b = 0), and cut the (..., chunks, Q, ...)
+view into Q blocks by one Split on its Q axis, block q holding step q of every chunk.
+  1. Sweep 1, all chunks at once, Q small steps: each chunk's last state from a zero start,
      and the chunk's decay product.
   2. Carry across chunks, c_k = P_k * c_{k-1} + h_k: a linear recurrence over only L / Q
-     values, solved by a doubling (Hillis-Steele) scan in log2(L / Q) rounds.
+     values, solved by this same form again (nested) while more than NESTED_ABOVE chunks are
+     left, then by a doubling (Hillis-Steele) scan in log2(chunks) rounds.
   3. Sweep 2, Q small steps again, starting every chunk from the carry into it: all states.
 Only products of decays <= 1 are formed and nothing is divided, so nothing overflows in
 float32 however large |A| * dt gets (chunk24's exp(-cumsum) does).
+
+Why nested: a doubling scan over the 392 chunks of VMamba-T's stage 0 is 9 rounds of seven
+ops on 1/Q of the data (about 8 passes over the whole scan's size, as much as both sweeps
+together); one level more costs two sweeps on 1/Q and a doubling over 1/Q^2. One stage-0 scan
+alone (768 x 3136, dev 2-core, 2 threads, sum of per-op minima under load): 14.3 ms with the Q
+axis moved to the front by a Transpose and a doubling carry, 12.5 with the Split on the Q axis,
+10.6 nested; docs/BENCHMARKS.md has the whole model.
 """
 from __future__ import annotations
 
@@ -18,35 +26,31 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from passes.scan_forms.chunk_axes import (doubling_scan, merge_axes_shape, move_axis, padded_to_chunks, shift,
+from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, padded_to_chunks, shift,
                                           split_axis_shape)
 
+# The carry over more chunks than this is itself a parallel scan (one level down), not a doubling
+# scan: VMamba-T's 392 and 98 chunks (stages 0, 1) nest once, 25 and 7 (stages 2, 3) do not.
+NESTED_ABOVE = 64
 
-def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
-                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
-                                                       chunk=chunk, rank=rank)
-    padded = chunks * chunk
-    # (..., L, ...) -> (Q, ..., chunks, ...): step q of every chunk is one contiguous block.
-    split_rank, chunk_axis = rank + 1, axis + 1
-    split_log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, axis, chunks, chunk))
-    log_decay = move_axis(builder, split_log_decay, split_rank, axis + 1, 0)
-    split_drive = builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk))
-    drive = move_axis(builder, split_drive, split_rank, axis + 1, 0)
-    decay = builder.exp(log_decay)
-    # One Split per input, not Q Slices: ONNX Runtime moves the Transpose above past its consumers, so each
-    # Slice becomes a strided copy of the whole tensor (~2 ms each for stage 0 of VMamba-T, 16-core host).
-    decays = builder.split(decay, [1] * chunk, 0) if chunk > 1 else [decay]
-    drives = builder.split(drive, [1] * chunk, 0) if chunk > 1 else [drive]
 
-    if initial is not None:
-        # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
-        start = builder.unsqueeze(initial, [0])
-        first = builder.add(builder.slice(drives[0], 0, 1, chunk_axis),
-                            builder.mul(builder.slice(decays[0], 0, 1, chunk_axis), start))
-        drives[0] = (builder.concat([first, builder.slice(drives[0], 1, chunks, chunk_axis)], chunk_axis)
-                     if chunks > 1 else first)
+def _to_step_blocks(builder: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> list:
+    """(..., chunks * Q, ...) -> Q blocks (..., chunks, 1, ...), block q holding step q of every chunk:
+    one Split of the (..., chunks, Q, ...) view on its Q axis, no Transpose for ONNX Runtime's
+    transpose optimizer to push into the sweeps (it made a copy of every block there)."""
+    split = builder.reshape(x, split_axis_shape(builder, x, axis, chunks, chunk))
+    return builder.split(split, [1] * chunk, axis + 1) if chunk > 1 else [split]
 
+
+def _from_step_blocks(builder: GraphBuilder, blocks: list, axis: int) -> gs.Tensor:
+    """The inverse of _to_step_blocks: one Concat on the Q axis, then a Reshape."""
+    merged = builder.concat(blocks, axis + 1) if len(blocks) > 1 else blocks[0]
+    return builder.reshape(merged, merge_axes_shape(builder, merged, axis))
+
+
+def _sweeps(builder: GraphBuilder, decays: list, drives: list, chunk_axis: int, chunks: int, rank: int) -> list:
+    """States of every step block (see _to_step_blocks), `rank` the blocks' rank."""
+    chunk = len(decays)
     carry_in = None
     if chunks > 1:
         last, chunk_decay = drives[0], decays[0]
@@ -54,13 +58,48 @@ def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Te
             last = builder.add(builder.mul(decays[q], last), drives[q])
             # A Mul chain on 1/Q-size blocks: ORT's ReduceSum over the leading axis is ~20x slower.
             chunk_decay = builder.mul(chunk_decay, decays[q])
-        carry = doubling_scan(builder, chunk_decay, last, split_rank, chunk_axis, chunks)
-        carry_in = shift(builder, carry, split_rank, chunk_axis, 1, chunks, 0.0)
+        if chunks > NESTED_ABOVE:
+            carry = _states(builder, chunk_decay, last, axis=chunk_axis, length=chunks, chunk=chunk, rank=rank)
+        else:
+            carry = doubling_scan(builder, chunk_decay, last, rank, chunk_axis, chunks)
+        carry_in = shift(builder, carry, rank, chunk_axis, 1, chunks, 0.0)
     states, state = [], carry_in
     for q in range(chunk):
         state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
         states.append(state)
-    merged = builder.concat(states, 0) if chunk > 1 else states[0]
-    merged = move_axis(builder, merged, split_rank, 0, axis + 1)
-    merged = builder.reshape(merged, merge_axes_shape(builder, merged, axis))
+    return states
+
+
+def _states(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, *, axis: int, length: int, chunk: int,
+            rank: int) -> gs.Tensor:
+    """States from zero of x_k = decay_k * x_{k-1} + drive_k along axis, the decays given as they are
+    (the carry across chunks one level up)."""
+    chunk = chunk_dividing(length, chunk)
+    chunks = -(-length // chunk)
+    padded = chunks * chunk
+    if padded != length:   # padded steps carry the last state unchanged; cut off below
+        decay = builder.pad_axis(decay, rank, axis, 0, padded - length, 1.0)
+        drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
+    decays = _to_step_blocks(builder, decay, axis, chunks, chunk)
+    drives = _to_step_blocks(builder, drive, axis, chunks, chunk)
+    states = _from_step_blocks(builder, _sweeps(builder, decays, drives, axis, chunks, rank + 1), axis)
+    return builder.slice(states, 0, length, axis) if padded != length else states
+
+
+def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
+                                                       chunk=chunk, rank=rank)
+    padded = chunks * chunk
+    # (..., L, ...) -> Q blocks (..., chunks, 1, ...); Exp once, before the Split.
+    decays = _to_step_blocks(builder, builder.exp(log_decay), axis, chunks, chunk)
+    drives = _to_step_blocks(builder, drive, axis, chunks, chunk)
+
+    if initial is not None:
+        # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
+        start = builder.unsqueeze(initial, [axis + 1])
+        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decays[0], 0, 1, axis), start))
+        drives[0] = builder.concat([first, builder.slice(drives[0], 1, chunks, axis)], axis) if chunks > 1 else first
+
+    merged = _from_step_blocks(builder, _sweeps(builder, decays, drives, axis, chunks, rank + 1), axis)
     return builder.slice(merged, 0, length, axis) if padded != length else merged

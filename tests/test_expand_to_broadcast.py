@@ -1,0 +1,78 @@
+"""expand-to-broadcast: Mul(x, Reshape(Expand(s))) reads s broadcast through Reshapes; exact."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from passes.expand_to_broadcast import ExpandToBroadcast
+from scan_testing import apply_pass, op_histogram, run
+
+# VMamba's B: one value per (direction, step), expanded to 3 channels per direction, merged to (1, 6, 5, 1).
+SCAN_B = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,2,1,1,5] s, float[1,6,5,1] x) => (float[1,6,5,1] y) {
+  wanted = Constant<value = int64[5] {1, 2, 3, 1, 5}>()
+  merged = Constant<value = int64[4] {1, 6, 5, 1}>()
+  e = Expand(s, wanted)
+  r = Reshape(e, merged)
+  y = OP(LEFT, RIGHT)
+}
+"""
+
+
+def model(op: str, expanded_first: bool, x_shape: str = "1,6,5,1") -> onnx.ModelProto:
+    left, right = ("r", "x") if expanded_first else ("x", "r")
+    text = SCAN_B.replace("OP", op).replace("LEFT", left).replace("RIGHT", right)
+    return onnx.parser.parse_model(text.replace("float[1,6,5,1] x", f"float[{x_shape}] x"))
+
+
+def feeds(x_shape=(1, 6, 5, 1)):
+    rng = np.random.default_rng(0)
+    return {"s": rng.standard_normal((1, 2, 1, 1, 5)).astype(np.float32) + 3.0,
+            "x": rng.standard_normal(x_shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("op", ["Mul", "Add", "Sub", "Div"])
+@pytest.mark.parametrize("expanded_first", [True, False])
+def test_the_expand_is_gone_and_values_are_equal(op, expanded_first):
+    before = model(op, expanded_first)
+    out, result = apply_pass(before, ExpandToBroadcast())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {op: 1, "Reshape": 2}
+    # Operand order kept (Sub, Div): the small tensor sits where the expanded one was.
+    node = next(n for n in out.graph.node if n.op_type == op)
+    assert (node.input[0] == "s") == expanded_first
+    np.testing.assert_array_equal(run(out, feeds())[0], run(before, feeds())[0])
+
+
+def test_an_operand_that_broadcasts_itself_is_left_alone():
+    # x of (1, 6, 5, 1) broadcast from (1, 1, 5, 1): viewing it as the expanded shape would be wrong.
+    before = model("Mul", True, x_shape="1,1,5,1")
+    out, result = apply_pass(before, ExpandToBroadcast())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == {"Constant": 2, "Expand": 1, "Mul": 1, "Reshape": 1}
+    assert len(result.notes) == 1
+    assert result.notes[0].endswith("left alone: the other operand does not have the expanded tensor's shape")
+
+
+def test_a_chain_of_reinterpretations_is_seen_through():
+    # The cpu pipeline's graph before simplify: Expand, Reshape, then a Squeeze left by unit-axes-to-reshape.
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,2,1,1,5] s, float[1,6,5] x) => (float[1,6,5] y) {
+  wanted = Constant<value = int64[5] {1, 2, 3, 1, 5}>()
+  merged = Constant<value = int64[4] {1, 6, 5, 1}>()
+  last = Constant<value = int64[1] {3}>()
+  e = Expand(s, wanted)
+  r = Reshape(e, merged)
+  q = Squeeze(r, last)
+  y = Mul(x, q)
+}
+"""
+    before = onnx.parser.parse_model(text)
+    out, result = apply_pass(before, ExpandToBroadcast())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Mul": 1, "Reshape": 2}
+    values = feeds(x_shape=(1, 6, 5))
+    np.testing.assert_array_equal(run(out, values)[0], run(before, values)[0])
