@@ -15,9 +15,9 @@ float32 however large |A| * dt gets (chunk24's exp(-cumsum) does).
 Why nested: a doubling scan over the 392 chunks of VMamba-T's stage 0 is 9 rounds of seven
 ops on 1/Q of the data (about 8 passes over the whole scan's size, as much as both sweeps
 together); one level more costs two sweeps on 1/Q and a doubling over 1/Q^2. One stage-0 scan
-alone (768 x 3136, dev 2-core, 2 threads, sum of per-op minima under load): 14.3 ms with the Q
-axis moved to the front by a Transpose and a doubling carry, 12.5 with the Split on the Q axis,
-10.6 nested; docs/BENCHMARKS.md has the whole model.
+alone (768 x 3136, dev 2-core, 2 threads, sums of per-op minima in one interleaved run under
+load): 14.3 ms with the Q axis moved to the front by a Transpose and a doubling carry, 14.2 with
+the Split on the Q axis, 11.9 with the Split and the nested carry; docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
