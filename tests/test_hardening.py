@@ -549,6 +549,28 @@ def test_diffview_text_escapes_names_from_the_model(tmp_path, capsys):
     assert "at evil\\n== group 9: fake\\x1b[2J" in out
 
 
+def test_diffview_never_reads_external_data_from_the_working_folder(tmp_path, capsys, monkeypatch):
+    """Found by a hostile model whose 4-float weight names 'secret.bin': diffview printed the values of
+    ./secret.bin (the working folder, not the model's) inline in the diff. Weights in files are shown
+    by type and shape, never read."""
+    from tools.diffview import main as diffview
+
+    secret = np.array([1.5, 2.5, 3.5, 4.5], np.float32)
+    secret.tofile(tmp_path / "secret.bin")
+    (tmp_path / "models").mkdir()
+    paths = []
+    for op in ("Add", "Sub"):
+        model = top_weight_model("secret.bin")
+        model.graph.node[0].op_type = op
+        paths.append(tmp_path / "models" / f"{op}.onnx")
+        onnx.save(model, paths[-1])
+    monkeypatch.chdir(tmp_path)
+    assert diffview([str(paths[0]), str(paths[1]), "--text"]) == 0
+    out = capsys.readouterr().out
+    assert "1.5" not in out
+    assert "- %out0 = Add(%in0, const<f32[4]>)" in out and "+ %out0 = Sub(%in0, const<f32[4]>)" in out
+
+
 # --- the report page ---------------------------------------------------------------------------------------
 
 def test_report_json_island_has_no_raw_less_than(tmp_path):

@@ -115,7 +115,7 @@ def snapshot_model(model: onnx.ModelProto) -> GraphSnapshot:
         if name not in texts:
             tensor = initializers[name]
             texts[name] = describe_tensor(_onnx_dtype(tensor.data_type), tuple(tensor.dims),
-                                          lambda: onnx.numpy_helper.to_array(tensor))
+                                          lambda: _stored_values(tensor))
         return texts[name]
 
     records = []
@@ -165,6 +165,15 @@ _SHORT_DTYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": 
                  "int8": "i8", "uint8": "u8", "bool": "bool"}
 
 
+def _stored_values(tensor: onnx.TensorProto) -> np.ndarray:
+    """The values a TensorProto holds itself. Data in a file is not read: ``to_array`` would resolve
+    its location against the working folder, not the model's (a hostile model could show a file of
+    the user's in the diff); its type and shape are enough."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        raise ValueError("external data is not read")
+    return onnx.numpy_helper.to_array(tensor)
+
+
 def describe_tensor(dtype, shape: tuple, load_values: Callable[[], Any]) -> str:
     """``const<f32[64,1]>``, or with few elements the values: ``const<i64>[0, 2]``."""
     dtype_text = _dtype_text(dtype)
@@ -212,7 +221,7 @@ def _attribute_value_text(value: Any) -> str:
         return describe_tensor(value.dtype, tuple(value.shape), lambda: value.values).removeprefix("const")
     if isinstance(value, onnx.TensorProto):
         return describe_tensor(_onnx_dtype(value.data_type), tuple(value.dims),
-                               lambda: onnx.numpy_helper.to_array(value)).removeprefix("const")
+                               lambda: _stored_values(value)).removeprefix("const")
     if isinstance(value, np.ndarray):
         return describe_tensor(value.dtype, value.shape, lambda: value).removeprefix("const")
     if isinstance(value, (gs.Graph, onnx.GraphProto)):
