@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import onnx
+from onnx.external_data_helper import uses_external_data
 
 from passes.base import Pass, PassContext, PassOptionError
 from passes.files import DestinationError, check_folder_destination, check_not_read
-from passes.graph_io import (GraphIOError, ModelMeta, check_output_path, external_data_path, graph_to_model,
-                             model_to_graph, read_model, save_model_atomic)
+from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, external_data_path,
+                             graph_to_model, model_to_graph, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model
@@ -320,6 +321,14 @@ def compile_model(
         model, used_external_data = loaded.model, loaded.used_external_data
     else:
         model, used_external_data = model_or_path, False
+        # No folder to read it from: onnx and the passes would resolve the location against the
+        # working folder (its bytes folded into the output), or keep a reference to nothing.
+        referring = next((tensor for tensor in all_tensors(model) if uses_external_data(tensor)), None)
+        if referring is not None:
+            location = next((entry.value for entry in referring.external_data if entry.key == "location"), "")
+            raise BadInput(f"the in-memory model refers to external data files (tensor '{printable(referring.name)}' "
+                           f"in '{printable(location)}'); pass the model's path, or load it with "
+                           "passes.graph_io.read_model")
     try:
         check_model(model)
     except InvalidModelError as error:

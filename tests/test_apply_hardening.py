@@ -85,6 +85,27 @@ def test_library_users_get_the_same_refusal(work):
         compile_model(model_path, "eliminate-dead-nodes", output=work / "in.ref.npz")
 
 
+def test_an_in_memory_model_with_file_references_is_refused(tmp_path, monkeypatch):
+    """Found by a library call on ``onnx.load(path, load_external_data=False)``'s model: with
+    --verify none its weight was read from ./secret.bin (the working folder) and folded into the
+    output (x + w * 2 came out as x + [3, 5, 7, 9]); unfolded, the output kept an EXTERNAL tensor
+    with no location at all. A model in memory has no folder to read from: refused up front."""
+    from test_hardening import top_weight_model
+
+    np.array([1.5, 2.5, 3.5, 4.5], np.float32).tofile(tmp_path / "secret.bin")
+    model = top_weight_model("secret.bin")
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.full(4, 2, np.float32), "two"))
+    model.graph.node.insert(0, onnx.helper.make_node("Mul", ["w", "two"], ["w2"], name="double"))
+    model.graph.node[1].input[1] = "w2"
+    monkeypatch.chdir(tmp_path)
+    for pipeline in ("fold-constants", "eliminate-dead-nodes"):
+        with pytest.raises(BadInput) as error:
+            compile_model(model, pipeline, verify="none", output=tmp_path / "out.onnx")
+        assert str(error.value) == ("the in-memory model refers to external data files (tensor 'w' in "
+                                    "'secret.bin'); pass the model's path, or load it with passes.graph_io.read_model")
+    assert listing(tmp_path) == ["secret.bin"]
+
+
 def test_in_place_is_still_allowed(work):
     result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "naive.onnx", "--in-place")
     assert result.returncode == 0, result.stderr
