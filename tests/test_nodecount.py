@@ -63,3 +63,24 @@ def test_bad_file_is_one_line_exit_2(tmp_path):
     bad.write_bytes(b"\xff\xff not onnx")
     result = nodecount(bad)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_hostile_op_types_and_paths_are_shown_escaped(tmp_path):
+    """Found by a model whose op type is '[/]\\x1b[2J\\nEvil' (adversarial session s13): the table
+    died with rich's MarkupError traceback (exit 1), and a path with a newline split the error
+    line in two. Op types and paths are text from outside: escaped, never markup."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "custom" : 1]>
+        g (float[4] x) => (float[4] y) { y = custom.Evil(x) }""")
+    model.graph.node[0].op_type = "[/]\x1b[2J\nEvil"
+    onnx.save(model, tmp_path / "evil.onnx")
+    result = nodecount(tmp_path / "evil.onnx")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert next(line for line in result.stdout.splitlines() if "Evil" in line).split("│")[1].strip() \
+        == "[/]\\x1b[2J\\nEvil"
+    (tmp_path / "a\nerror: fake").mkdir()
+    result = nodecount(tmp_path / "a\nerror: fake")
+    assert result.returncode == 2 and result.stderr == f"error: not a file: {tmp_path}/a\\nerror: fake\n"
+    result = nodecount()
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: the following arguments are required: models")

@@ -8,7 +8,6 @@ graph is counted (a Loop body counts as its one Loop node). Fast on 100k-node mo
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -19,6 +18,8 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from passes.one_line import OneLineArgumentParser, one_line, printable
+
 
 class CountError(Exception):
     pass
@@ -27,13 +28,13 @@ class CountError(Exception):
 def count_ops(path: str | Path) -> Counter:
     path = Path(path)
     if not path.is_file():
-        raise CountError(f"not a file: {path}")
+        raise CountError(f"not a file: {printable(path)}")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, Exception) as error:
-        raise CountError(f"not an ONNX file, or truncated: {path} ({' '.join(str(error).split())[:200]})") from None
+        raise CountError(f"not an ONNX file, or truncated: {printable(path)} ({one_line(error, limit=200)})") from None
     if not model.HasField("graph"):
-        raise CountError(f"not an ONNX model (no graph): {path}")
+        raise CountError(f"not an ONNX model (no graph): {printable(path)}")
     return Counter(node.op_type for node in model.graph.node)
 
 
@@ -66,19 +67,20 @@ def to_csv(histograms: dict[str, Counter]) -> str:
 def print_table(histograms: dict[str, Counter]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
     table.add_column("op")
     for name in histograms:
-        table.add_column(name, justify="right")
+        table.add_column(Text(printable(name)), justify="right")   # text from outside: never markup
     for index, (op, counts) in enumerate(histogram_rows(histograms)):
         cells = [f"{count:,}" if count else "" for count in counts]
-        table.add_row(f"[bold]{op}[/]" if index == 0 else op, *cells, end_section=index == 0)
+        table.add_row(Text(printable(op), style="bold" if index == 0 else ""), *cells, end_section=index == 0)
     Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.nodecount", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.nodecount", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help=".onnx files")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON: {models: {path: {nodes, ops}}}")
