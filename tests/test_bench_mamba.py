@@ -1,7 +1,14 @@
 """tools.bench_mamba on a tiny stack: every row runs, the graph is re-rolled and matches PyTorch (no speed asserted)."""
 import json
+from pathlib import Path
+
+import pytest
 
 from tools.bench_mamba import main
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def test_tiny_stack_rows_errors_and_table(tmp_path, capsys):
@@ -71,3 +78,76 @@ def test_section_label_keeps_a_run_on_fewer_threads_apart():
     assert section_label({"machine": {"cores": 2}, "config": {"threads": 2}}) == "2-core"
     assert section_label({"machine": {"cores": 16}, "config": {"threads": 16}}) == "16-core"
     assert section_label({"machine": {"cores": 16}, "config": {"threads": 2}}) == "16-core-2-threads"
+
+
+def _saved_result(**changes):
+    row = lambda label, seconds: {"label": label, "median_seconds": seconds, "rel_l2": 1e-7}   # noqa: E731
+    result = {"config": {"d_model": 8, "d_state": 4, "expand": 2, "layers": 1, "length": 12, "batch": 1,
+                         "threads": 2, "repeats": 1},
+              "machine_label": "test box", "export_seconds": 1.0, "compile_seconds": 2.0,
+              "machine": {"cpu": "cpu", "cores": 2, "threads": 2, "onnxruntime": "1", "torch": "2", "numpy": "2",
+                          "python": "3"},
+              "rows": {"naive": row("naive", 0.4), "cpu": row("cpu", 0.2), "torch-slow": row("slow", 0.8),
+                       "no-scan": row("no scan", 0.1)},
+              "flop_limit": {"flops": 1e9, "gemm_flops_per_s": 1e11, "gemm_method": "numpy", "seconds": 0.01}}
+    result.update(changes)
+    return result
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nope", "is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    ("{}", "is not a tools.bench_mamba --json result (KeyError: 'rows')"),
+    ("[1]", "is not a tools.bench_mamba --json result (TypeError: list indices must be integers or slices, not str)"),
+    (json.dumps(_saved_result(machine_label="box -->\n<!-- /bench:mamba-130m:2-core -->")),
+     "holds a string with a control character or an HTML comment marker: 'box -->\\n<!-- /bench:mamba-130m:2-core -->'"),
+    (json.dumps(_saved_result(machine={**_saved_result()["machine"], "cores": "../../x"}, config={
+        **_saved_result()["config"], "threads": "../../x"})),
+     "machine cores and threads must be positive integers, got '../../x' and '../../x'"),
+])
+def test_from_json_refuses_a_hostile_result_in_one_line(text, message, tmp_path, capsys, monkeypatch):
+    """Found by hand-written JSON files (adversarial session s13): --from-json died with tracebacks
+    (exit 1) on a file that is not JSON or not a result, and --write-docs took the machine's cores
+    and the labels from the file into a file name and into docs/BENCHMARKS.md (a label holding the
+    section's end marker would make the next --write-docs cut the wrong section)."""
+    import tools.bench_mamba as bench_mamba
+
+    monkeypatch.setattr(bench_mamba, "DOCS", tmp_path / "docs")
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    saved = tmp_path / "saved.json"
+    saved.write_text(text)
+    assert main(["--from-json", str(saved), "--write-docs"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"error: {saved} {message}\n"
+    assert listing(tmp_path) == ["docs", "docs/BENCHMARKS.md", "docs/bench", "saved.json"]
+    assert (tmp_path / "docs" / "BENCHMARKS.md").read_text() == "# Benchmarks\n"
+
+
+def test_from_json_writes_docs_and_missing_files_are_one_line(tmp_path, capsys, monkeypatch):
+    import tools.bench_mamba as bench_mamba
+
+    monkeypatch.setattr(bench_mamba, "DOCS", tmp_path / "docs")
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(_saved_result()))
+    assert main(["--from-json", str(saved), "--write-docs"]) == 0
+    assert json.loads((tmp_path / "docs" / "bench" / "mamba-130m-2core.json").read_text()) == _saved_result()
+    assert "<!-- bench:mamba-130m:2-core -->\n### Mamba-130m-shaped stack from transformers (test box)" in \
+        (tmp_path / "docs" / "BENCHMARKS.md").read_text()
+    capsys.readouterr()
+    assert main(["--from-json", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err == f"error: cannot read {tmp_path}/missing.json: No such file or directory\n"
+
+
+def test_a_json_destination_is_checked_before_the_run(tmp_path, capsys, monkeypatch):
+    """Found with '--json no/such/dir/x.json': the whole benchmark ran, then json's write died with
+    a FileNotFoundError traceback and the timings were lost."""
+    import tools.bench_mamba as bench_mamba
+
+    def no_run(args):
+        raise AssertionError("the benchmark ran before its destination was checked")
+
+    monkeypatch.setattr(bench_mamba, "run", no_run)
+    assert main(["--json", str(tmp_path / "no" / "x.json")]) == 2
+    assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"

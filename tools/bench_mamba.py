@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.one_line import one_line, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
 
@@ -195,6 +197,50 @@ def section_label(result: dict) -> str:
     return f"{cores}-core" if threads == cores else f"{cores}-core-{threads}-threads"
 
 
+class ResultError(ValueError):
+    """A --from-json file that is not a result this tool wrote (one line)."""
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def load_result(path: Path) -> dict:
+    """A --json run's result, checked: it may come from another machine (or anyone), and its labels
+    go into a file name and into docs/BENCHMARKS.md between comment markers."""
+    shown = printable(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ResultError(f"cannot read {shown}: {one_line(getattr(error, 'strerror', None) or error)}") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ResultError(f"{shown} is not JSON: {one_line(error)}") from None
+    try:
+        markdown(result)
+        cores, threads = result["machine"]["cores"], result["config"]["threads"]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as error:
+        raise ResultError(f"{shown} is not a tools.bench_mamba --json result "
+                          f"({type(error).__name__}: {one_line(error)})") from None
+    for text in _strings(result):
+        if printable(text) != text or "<!--" in text or "-->" in text:
+            raise ResultError(f"{shown} holds a string with a control character or an HTML comment marker: "
+                              f"'{printable(text)}'")
+    if not all(type(n) is int and n >= 1 for n in (cores, threads)):
+        raise ResultError(f"{shown} machine cores and threads must be positive integers, got "
+                          f"'{printable(cores)}' and '{printable(threads)}'")
+    return result
+
+
 def write_docs(result: dict, threads_label: str) -> None:
     path = DOCS / "BENCHMARKS.md"
     text = path.read_text()
@@ -204,7 +250,7 @@ def write_docs(result: dict, threads_label: str) -> None:
         text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_text_atomic(path, text)
 
 
 def main(argv=None) -> int:
@@ -227,13 +273,20 @@ def main(argv=None) -> int:
                     help="measure nothing: print (and with --write-docs write) the result a --json run saved, "
                          "e.g. one taken on another machine")
     args = ap.parse_args(argv)
-    result = json.loads(args.from_json.read_text()) if args.from_json else run(args)
+    try:
+        if args.json:   # before minutes of measuring, not after
+            check_destination(args.json, "--json")
+        result = load_result(args.from_json) if args.from_json else run(args)
+    except (ResultError, DestinationError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
     print(markdown(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=1) + "\n", "--json")
     if args.write_docs:
         label = section_label(result)
-        (DOCS / "bench" / f"mamba-130m-{label.replace('-core', 'core')}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(DOCS / "bench" / f"mamba-130m-{label.replace('-core', 'core')}.json",
+                          json.dumps(result, indent=1) + "\n")
         write_docs(result, label)
     return 0
 
