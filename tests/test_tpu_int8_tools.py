@@ -1,4 +1,4 @@
-"""INT8 tooling without the compiler: calibration sets, tools.tpu_check's INT8 usage errors,
+"""INT8 tooling without the compiler: calibration sets, tools.tpu_check's usage errors and workdir,
 tools.tpu_accuracy's batching, scoring and acceptance rule."""
 from __future__ import annotations
 
@@ -114,3 +114,35 @@ def test_calibration_size_is_checked_only_when_int8_is_compiled(tmp_path, capsys
     monkeypatch.setattr(tpu_accuracy, "_run", started)
     with pytest.raises(Started):
         tpu_accuracy.main(["--quantize", "BF16", "--batch", "50", "--workdir", str(tmp_path)])
+
+
+def test_tpu_check_never_empties_a_folder_it_did_not_make(relu_model, tmp_path, capsys, monkeypatch):
+    """Found by 'python -m tools.tpu_check relu.onnx --workdir .' (adversarial session s13): the
+    existing workdir was deleted with shutil.rmtree before anything else, the model and every other
+    file of the folder with it. Now a folder holding what the run reads, or one the tool did not
+    make, is refused (exit 2, nothing touched); its own workdir of an earlier run is emptied."""
+    from tools import tpu_check
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert tpu_check.main([str(relu_model), "--workdir", "."]) == 2
+    assert capsys.readouterr().err == (f"error: --workdir {tmp_path} holds the model ({tmp_path}/relu.onnx) and "
+                                       "would be emptied; give another folder\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert tpu_check.main([str(relu_model), "--workdir", str(other)]) == 2
+    assert capsys.readouterr().err == (f"error: --workdir {other} is not empty and was not made by tools.tpu_check; "
+                                       "refusing to empty it (give a new folder)\n")
+    monkeypatch.chdir(other)
+    assert tpu_check.main([str(relu_model), "--workdir", str(tmp_path)]) == 2
+    assert "holds the model" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["other"])
+    assert (tmp_path / "precious.txt").read_text() == "keep me" and (other / "notes.txt").read_text() == "mine"
+
+    made = tmp_path / "made"
+    tpu_check.prepare_workdir(made, [("the model", relu_model)])
+    (made / "stale.bmodel").write_bytes(b"old")
+    tpu_check.prepare_workdir(made, [("the model", relu_model)])
+    assert sorted(p.name for p in made.iterdir()) == [".tpu_check"]

@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from passes.one_line import printable
 from tools import tpu_toolchain as tc
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
@@ -229,6 +230,32 @@ def _safe_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "model"
 
 
+WORKDIR_MARK = ".tpu_check"   # in every --workdir this tool made; only such a folder is emptied
+
+
+def prepare_workdir(workdir: Path, kept: list[tuple[str, Path]]) -> None:
+    """Make ``workdir``, or empty the one an earlier run made (stale files, an old bmodel or profile,
+    would mislead the verdict). A folder this tool did not make (``--workdir .``, a home folder) or
+    one holding a file or folder of ``kept`` (what the run reads, the working directory) is refused,
+    never deleted."""
+    if workdir.exists():
+        shown = printable(workdir)
+        if not workdir.is_dir():
+            raise UsageError(f"--workdir {shown} exists and is not a directory")
+        for role, path in kept:
+            if path.resolve().is_relative_to(workdir):
+                raise UsageError(f"--workdir {shown} holds {role} ({printable(path)}) and would be emptied; "
+                                 "give another folder")
+        # onnxruntime_outputs.npz: written first by every run, before the mark existed
+        made_here = (workdir / WORKDIR_MARK).is_file() or (workdir / "onnxruntime_outputs.npz").is_file()
+        if not made_here and any(workdir.iterdir()):
+            raise UsageError(f"--workdir {shown} is not empty and was not made by tools.tpu_check; refusing to "
+                             "empty it (give a new folder)")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / WORKDIR_MARK).write_text("made by tools.tpu_check; its next run with this --workdir empties it\n")
+
+
 def check(args, console) -> tuple[Verdict, int]:
     model_path = Path(args.model).resolve()
     if not model_path.is_file():
@@ -256,9 +283,10 @@ def check(args, console) -> tuple[Verdict, int]:
     name = _safe_name(model_path)
     workdir = Path(args.workdir or f"out/tpu-check/{name}-{args.chip}-{quantize.lower()}"
                    f"{'-nolg' if args.no_layer_group else ''}").resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)  # stale files (an old bmodel, an old profile) would mislead the verdict
-    workdir.mkdir(parents=True)
+    read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
+            ("the quantization table", Path(args.qtable) if args.qtable not in ("auto", "none") else None),
+            ("the working directory", Path.cwd())]
+    prepare_workdir(workdir, [(role, path) for role, path in read if path is not None])
 
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
