@@ -146,3 +146,26 @@ def test_tpu_check_never_empties_a_folder_it_did_not_make(relu_model, tmp_path, 
     (made / "stale.bmodel").write_bytes(b"old")
     tpu_check.prepare_workdir(made, [("the model", relu_model)])
     assert sorted(p.name for p in made.iterdir()) == [".tpu_check"]
+
+
+def test_tpu_check_bad_inputs_are_one_escaped_line_before_any_work(relu_model, tmp_path, capsys):
+    """Found with a text file given as --input (adversarial session s13): np.load's traceback came
+    after the workdir was already emptied; an input named 'x\\nerror: fake' printed two error lines;
+    '--json no/such/dir/v.json' was only found out after the whole compile."""
+    from tools import tpu_check
+
+    work = tmp_path / "w"
+    (tmp_path / "bad.npz").write_text("not an npz")
+    assert tpu_check.main([str(relu_model), "--input", str(tmp_path / "bad.npz"), "--workdir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: input npz {tmp_path}/bad.npz is not a readable npz: ") and err.count("\n") == 1
+    assert tpu_check.main([str(relu_model), "--json", str(tmp_path / "no" / "v.json"), "--workdir", str(work)]) == 2
+    assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"
+    graph = helper.make_graph([helper.make_node("Relu", ["x\nerror: fake"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x\nerror: fake", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "dyn.onnx"))
+    assert tpu_check.main([str(tmp_path / "dyn.onnx"), "--workdir", str(work)]) == 2
+    assert capsys.readouterr().err == ("error: input 'x\\nerror: fake' has a non-static shape [None, 3]: tpu-mlir "
+                                       "needs static shapes (export with a fixed batch)\n")
+    assert not work.exists()

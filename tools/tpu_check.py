@@ -38,7 +38,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from passes.one_line import printable
+from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import tpu_toolchain as tc
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
@@ -108,7 +109,7 @@ def model_interface(path: Path):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
         if any(d is None or d <= 0 for d in dims):
-            raise UsageError(f"input '{value.name}' has a non-static shape {dims}: tpu-mlir needs static shapes "
+            raise UsageError(f"input '{printable(value.name)}' has a non-static shape {dims}: tpu-mlir needs static shapes "
                              "(export with a fixed batch)")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         inputs.append((value.name, tuple(dims), dtype))
@@ -116,17 +117,25 @@ def model_interface(path: Path):
     return inputs, outputs, len(model.graph.node)
 
 
+def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as stored:   # allow_pickle stays off: an object array is an error here
+            return dict(stored)
+    except Exception as error:
+        raise UsageError(f"{what} {printable(path)} is not a readable npz: {one_line(error, limit=200)}") from None
+
+
 def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
     feeds = {}
-    stored = dict(np.load(sample)) if sample else {}
+    stored = _load_npz(sample, "input npz") if sample else {}
     random = np.random.default_rng(0)
     for name, shape, dtype in interface:
         if sample:
             if name not in stored:
-                raise UsageError(f"{sample} has no array '{name}' (has: {', '.join(stored) or 'nothing'})")
+                raise UsageError(f"{sample} has no array '{printable(name)}' (has: {printable(', '.join(stored)) or 'nothing'})")
             value = stored[name]
             if tuple(value.shape) != shape:
-                raise UsageError(f"{sample}['{name}'] has shape {list(value.shape)}, the model wants {list(shape)}")
+                raise UsageError(f"{sample}['{printable(name)}'] has shape {list(value.shape)}, the model wants {list(shape)}")
             feeds[name] = value.astype(dtype)
         else:
             feeds[name] = random.standard_normal(shape).astype(dtype)
@@ -135,14 +144,14 @@ def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
 
 def calibration_samples(interface, path: Path, count: Optional[int]) -> list[dict[str, np.ndarray]]:
     """Per-sample feeds from an npz of arrays stacked on a leading sample axis ([S, *input shape])."""
-    stored = dict(np.load(path))
+    stored = _load_npz(path, "calibration set")
     samples = None
     for name, shape, dtype in interface:
         if name not in stored:
-            raise UsageError(f"calibration set {path} has no array '{name}' (has: {', '.join(stored) or 'nothing'})")
+            raise UsageError(f"calibration set {path} has no array '{printable(name)}' (has: {printable(', '.join(stored)) or 'nothing'})")
         value = stored[name]
         if tuple(value.shape[1:]) != shape:
-            raise UsageError(f"calibration set {path}['{name}'] has shape {list(value.shape)}, "
+            raise UsageError(f"calibration set {path}['{printable(name)}'] has shape {list(value.shape)}, "
                              f"want [samples, {', '.join(map(str, shape))}]")
         if samples is not None and len(value) != samples:
             raise UsageError(f"calibration set {path}: inputs have different sample counts")
@@ -286,12 +295,12 @@ def check(args, console) -> tuple[Verdict, int]:
     read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
             ("the quantization table", Path(args.qtable) if args.qtable not in ("auto", "none") else None),
             ("the working directory", Path.cwd())]
+    feeds = make_inputs(interface, sample)   # bad npz files are refused before the workdir is touched
+    calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
     prepare_workdir(workdir, [(role, path) for role, path in read if path is not None])
 
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
-    feeds = make_inputs(interface, sample)
-    calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
     np.savez(workdir / "input.npz", **feeds)
     reference = onnxruntime_outputs(model_path, feeds)
     np.savez(workdir / "onnxruntime_outputs.npz", **reference)
@@ -453,7 +462,7 @@ def render(verdict: Verdict, console) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.tpu_check", description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(prog="python -m tools.tpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="ONNX model with static shapes")
     parser.add_argument("--input", metavar="NPZ", help="inputs by name (e.g. the export's .ref.npz); default: random normal")
@@ -493,9 +502,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
+        if args.json and args.json != "-":   # before the compile, not after it
+            check_destination(args.json, "--json")
         verdict, code = check(args, console)
-    except UsageError as error:
-        sys.stderr.write(f"error: {error}\n")
+    except (UsageError, DestinationError) as error:
+        sys.stderr.write(f"error: {one_line(error)}\n")   # names from the model: escaped
         return EXIT_USAGE
     except SetupFailed as error:
         sys.stderr.write(f"error: tpu-mlir could not be installed: {error}\n")
@@ -510,7 +521,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).write_text(text + "\n")
+            write_text_atomic(args.json, text + "\n", "--json")
     return code
 
 
