@@ -3,7 +3,8 @@
 A model that breaks these rules is bad input (exit 2, one line naming the culprit), not a
 verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-rewrite it.
 
-- IR version and default-domain opset no newer than the installed onnx knows;
+- IR version from 3 (the first with opset imports) and default-domain opset no newer than the
+  installed onnx knows;
 - every default-domain (and ai.onnx.ml) op exists at the model's opset;
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
   initializer), no graph output listed twice;
@@ -49,6 +50,9 @@ def check_model(model: onnx.ModelProto) -> None:
     """Raise ``InvalidModelError`` (one line) if the model breaks a rule above."""
     if model.ir_version > onnx.IR_VERSION:
         raise InvalidModelError(f"IR version {model.ir_version} is newer than the newest this onnx reads ({onnx.IR_VERSION})")
+    if model.ir_version < onnx.IR_VERSION_2017_10_30:   # 3; an output keeps the input's IR version
+        raise InvalidModelError(f"IR version {model.ir_version} is older than 3, the first with opset imports "
+                                "(onnx.checker refuses it)")
     opsets: dict[str, int] = {}
     for entry in model.opset_import:
         domain = _CHECKED_DOMAINS.get(entry.domain, entry.domain)

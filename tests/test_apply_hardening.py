@@ -153,7 +153,8 @@ def test_destinations_are_refused_before_any_work(case, work):
 
 # --- 6. bad input is exit 2 ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["cycle", "duplicate-tensor", "duplicate-graph-output", "unknown-op", "future-opset"])
+@pytest.mark.parametrize("kind", ["cycle", "duplicate-tensor", "duplicate-graph-output", "unknown-op", "future-opset",
+                                  "ancient-ir"])
 def test_invalid_models_are_bad_input(kind, tmp_path):
     from test_hardening import INVALID_MODELS
 

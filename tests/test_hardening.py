@@ -478,6 +478,10 @@ def _invalid(kind: str) -> onnx.ModelProto:
         model.graph.node[0].op_type = "Gelu"   # opset 20
     elif kind == "undefined-input":
         model.graph.node[0].input[0] = "nowhere"
+    elif kind == "ancient-ir":   # found by s13's hostile models: compiled, and written out as invalid
+        model.ir_version = 1
+    elif kind == "negative-ir":
+        model.ir_version = -1
     return model
 
 
@@ -489,6 +493,8 @@ INVALID_MODELS = {
     "future-opset": "opset 999 is newer than the newest this onnx knows",
     "op-newer-than-opset": "no op 'Gelu' in opset 17",
     "undefined-input": "reads 'nowhere', which nothing produces",
+    "ancient-ir": r"IR version 1 is older than 3, the first with opset imports \(onnx.checker refuses it\)",
+    "negative-ir": r"IR version -1 is older than 3",
 }
 
 
