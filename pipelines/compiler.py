@@ -203,18 +203,22 @@ def _files_written(destinations: _Destinations, passes: Sequence[Pass], external
 def _check_destinations_apart(written: list[tuple[Path, str]], destinations: _Destinations) -> None:
     """No two things the run writes are the same path: a file written twice, or a file where a
     folder of the run goes (``-o R/index.html --report R``, ``--report OUT.onnx.data``)."""
-    seen: dict[Path, str] = {}
+    def where(path: Path) -> Path:   # one spelling per place: '..' and linked folders resolved
+        return Path(os.path.realpath(path))
+
+    seen: dict[Path, tuple[str, Path]] = {}
     for path, what in written:
-        key = path.absolute()
+        key = where(path)
         if key in seen:
-            raise BadInput(f"{what} {printable(path)} is also the {seen[key]}; give them different paths")
-        seen[key] = what
+            raise BadInput(f"{what} {printable(path)} is also the {seen[key][0]} {printable(seen[key][1])}; "
+                           "give them different paths")
+        seen[key] = (what, path)
     folders = [(destinations.report, "--report folder"), (destinations.intermediates, "--keep-intermediates folder")]
     for folder, folder_what in folders:
         if folder is None:
             continue
         for path, what in written:
-            if path.absolute() == folder.absolute() or folder.absolute().is_relative_to(path.absolute()):
+            if where(folder).is_relative_to(where(path)):
                 raise BadInput(f"{what} {printable(path)} is where the {folder_what} {printable(folder)} goes; "
                                "give them different paths")
 

@@ -356,6 +356,22 @@ def test_destinations_that_clash_with_each_other_are_refused_before_any_work(cas
     assert _snapshot(work) == before
 
 
+@pytest.mark.parametrize("spelling", ["dot-dot", "linked-folder"])
+def test_destinations_that_clash_under_another_spelling_are_refused(spelling, work):
+    """Found by '-o R/../R/index.html --report R' and '-o L/report.json --report R' with L a link to R
+    (adversarial session s13): the clash was not seen, the run said "wrote R/../R/index.html" with
+    exit 0, and the report's page had replaced the compiled model."""
+    report = work / "R"
+    report.mkdir()
+    (work / "L").symlink_to(report)
+    output = {"dot-dot": report / ".." / "R" / "index.html", "linked-folder": work / "L" / "report.json"}[spelling]
+    before = _snapshot(work)
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", output, "--report", report)
+    assert_one_line_error(result, 2, f"report file {report}/{output.name} is also the output {output}; "
+                                     "give them different paths")
+    assert _snapshot(work) == before and listing(report) == []
+
+
 def test_diffview_never_writes_over_a_model_it_reads(work, tmp_path):
     model = work / "naive.onnx"
     link = tmp_path / "link.onnx"
