@@ -169,3 +169,25 @@ def test_tpu_check_bad_inputs_are_one_escaped_line_before_any_work(relu_model, t
     assert capsys.readouterr().err == ("error: input 'x\\nerror: fake' has a non-static shape [None, 3]: tpu-mlir "
                                        "needs static shapes (export with a fixed batch)\n")
     assert not work.exists()
+
+
+def test_calibration_output_never_follows_a_planted_link_nor_replaces_the_model(relu_model, tmp_path, capsys):
+    """Found by planting a link at 'cal.npz.partial.npz' (adversarial session s13): tools.tpu_calibration
+    wrote its npz through the predictable temporary name, so the link's target was overwritten; '-o
+    relu.onnx' replaced the model it read, and '-o no/dir/cal.npz' was a traceback."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "cal.npz.partial.npz").symlink_to(victim)
+    assert tpu_calibration.main(["synthetic", str(relu_model), "--count", "2", "-o", str(tmp_path / "cal.npz")]) == 0
+    assert victim.read_text() == "keep me"
+    with np.load(tmp_path / "cal.npz") as written:
+        assert written["x"].shape == (2, 2, 3)
+    model_bytes = relu_model.read_bytes()
+    capsys.readouterr()
+    assert tpu_calibration.main(["synthetic", str(relu_model), "-o", str(relu_model)]) == 2
+    assert capsys.readouterr().err == (f"error: output {relu_model} is the model {relu_model}, which this run reads; "
+                                       "refusing to overwrite it\n")
+    assert relu_model.read_bytes() == model_bytes
+    assert tpu_calibration.main(["synthetic", str(relu_model), "-o", str(tmp_path / "no" / "cal.npz")]) == 2
+    assert capsys.readouterr().err == f"error: output directory does not exist: {tmp_path}/no\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz", "cal.npz.partial.npz", "relu.onnx", "victim.txt"]

@@ -214,3 +214,23 @@ def test_a_dividing_sqrt_also_names_the_rsqrt_tpu_mlir_makes_of_it():
     table = tpu_qtable.quantization_table(model, ["s_Sqrt", "d_Div", "t_Sqrt", "e_Div", "out_Add"], "F16")
     assert [(name, mode, node.output, node.why) for name, mode, node in table] == [
         ("s_Sqrt", "F16", "s", EXPONENT), ("s_Sqrt_inv", "F16", "s", EXPONENT), ("t_Sqrt", "F16", "t", EXPONENT)]
+
+
+def test_cli_output_never_follows_a_planted_link_nor_replaces_what_it_reads(tmp_path, capsys):
+    """Found by planting a link at 'q.txt.partial' (adversarial session s13): tools.tpu_qtable wrote
+    the table through that predictable temporary name, overwriting the link's target; '-o' naming the
+    .mlir it reads replaced it."""
+    import onnx
+
+    model, mlir = tmp_path / "m.onnx", tmp_path / "m.mlir"
+    onnx.save(small_scan_model(), model)
+    mlir.write_text(MLIR)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "q.txt.partial").symlink_to(victim)
+    assert tpu_qtable.main([str(model), str(mlir), "-o", str(tmp_path / "q.txt")]) == 0
+    assert victim.read_text() == "keep me" and (tmp_path / "q.txt").read_text().startswith("#")
+    assert tpu_qtable.main([str(model), str(mlir), "-o", str(mlir)]) == 2
+    assert capsys.readouterr().err == (f"error: output {mlir} is the .mlir {mlir}, which this run reads; "
+                                       "refusing to overwrite it\n")
+    assert mlir.read_text() == MLIR

@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from passes.files import DestinationError, atomic_target, check_destination, check_not_read
+
 
 def digits_set(count: int, batch: int = 1) -> dict[str, np.ndarray]:
     """``count`` samples of ``batch`` training images each: {"input": [count, batch, 3, 64, 64]}."""
@@ -54,6 +56,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     for command in (digits, synthetic):
         command.add_argument("-o", "--output", required=True, help="the .npz to write")
     args = parser.parse_args(argv)
+    try:   # before the work: a bad destination costs nothing
+        check_destination(args.output)
+        check_not_read(args.output, [("model", args.model)] if args.kind == "synthetic" else [])
+    except DestinationError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
     try:
         if args.kind == "digits":
             arrays = digits_set(args.count, args.batch)
@@ -65,9 +73,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write(f"error: {' '.join(str(error).split())[:300]}\n")
         return 2
     target = Path(args.output)
-    partial = target.with_name(target.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    partial.replace(target)
+    with atomic_target(target, ".npz") as temporary:   # exclusive: never through a planted link
+        np.savez(temporary, **arrays)
     shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in arrays.items())
     print(f"wrote {target}: {shapes}")
     return 0

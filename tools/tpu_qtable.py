@@ -48,6 +48,7 @@ from typing import Iterable, Optional
 
 import onnx
 
+from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
 from passes.report.provenance import PASS_KEY
 
 SCAN_PASS = "reroll-scans"
@@ -248,6 +249,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
     args = parser.parse_args(argv)
     try:
+        if args.output:
+            check_destination(args.output)
+            check_not_read(args.output, [("model", args.model), (".mlir", args.mlir)])
+    except DestinationError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    try:
         model = onnx.load(args.model, load_external_data=False)
         mlir_text = Path(args.mlir).read_text()
     except Exception as error:
@@ -256,10 +264,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = quantization_table(model, mlir_op_names(mlir_text), args.float_mode, args.lanes)
     text = format_table(table, Path(args.model).name)
     if args.output:
-        target = Path(args.output)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_text(text)
-        partial.replace(target)
+        write_text_atomic(args.output, text)   # exclusive temporary: never through a planted link
     else:
         sys.stdout.write(text)
     return 0
