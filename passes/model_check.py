@@ -10,6 +10,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   initializer), no graph output listed twice;
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
 - no cycle;
+- every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
   dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import onnx
-
+from google.protobuf.descriptor import FieldDescriptor
 from onnx.external_data_helper import uses_external_data
 
 from passes.graph_io import FOUR_BIT_TYPES, InputError, all_tensors, tensor_byte_size
@@ -63,10 +64,26 @@ def check_model(model: onnx.ModelProto) -> None:
     newest = onnx.defs.onnx_opset_version()
     if opsets.get("", 0) > newest:
         raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
+    _check_text(model)
     local_functions = {(function.domain, function.name) for function in model.functions}
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
+
+
+def _check_text(message) -> None:
+    """Every string field (names, op types, domains, dim names) is UTF-8 text: proto2 keeps one that
+    is not as bytes, on which the passes and onnx's exporter fail. Bytes fields (raw data) are skipped."""
+    for field, value in message.ListFields():
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+        for item in (value if repeated else (value,)):
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                _check_text(item)
+            elif isinstance(item, bytes):
+                raise InvalidModelError(f"a {message.DESCRIPTOR.name}'s {field.name} holds bytes that are not UTF-8 "
+                                        f"text: {printable(repr(item[:60]))}")
 
 
 def _check_tensor_size(tensor: onnx.TensorProto) -> None:
