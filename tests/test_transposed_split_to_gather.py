@@ -1,0 +1,90 @@
+"""transposed-split-to-gather: unit slices of a Transposed tensor become Gathers on its input; exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from passes.transposed_split_to_gather import TransposedSplitToGather, moved_axis
+from scan_testing import apply_pass, op_histogram, run
+
+
+def split_of_transpose(in_shape, perm, axis, sizes, opset=17, extra_consumer=False):
+    """y_i = Split(Transpose(x, perm), sizes, axis)[i]; with extra_consumer the Transpose is an output too."""
+    out_shape = [in_shape[p] for p in perm]
+    outputs = [f"y{i}" for i in range(len(sizes))]
+    split_inputs = ["t", "sizes"] if opset >= 13 else ["t"]
+    split_attrs = {"axis": axis} if opset >= 13 else {"axis": axis, "split": list(sizes)}
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], name="move", perm=perm),
+         helper.make_node("Split", split_inputs, outputs, name="cut", **split_attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [size if i == axis else d for i, d in enumerate(out_shape)])
+         for o, size in zip(outputs, sizes)]
+        + ([helper.make_tensor_value_info("t", TensorProto.FLOAT, out_shape)] if extra_consumer else []),
+        [numpy_helper.from_array(np.asarray(sizes, np.int64), "sizes")] if opset >= 13 else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("perm, axis, expected", [
+    ([3, 0, 1, 2, 4], 0, 3),     # the parallel scan form: Q moved to the front
+    ([0, 2, 1], 1, 2),
+    ([0, 2, 1], 2, 1),           # a swap moves one axis either way
+    ([1, 2, 0], 0, None),        # moves axis 1 to the front, but 2 also passes 0
+    ([0, 1, 2], 1, 1),           # the identity moves nothing
+])
+def test_moved_axis(perm, axis, expected):
+    assert moved_axis(perm, axis) == expected
+
+
+@pytest.mark.parametrize("opset", [17, 11])
+def test_unit_split_of_moved_axis_becomes_gathers(opset):
+    """VMamba-T's parallel scan form, small: [batch, KD, chunks, Q, 1] with Q moved to the front, cut into Q slices."""
+    model = split_of_transpose(["batch", 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [1, 1, 1, 1], opset=opset)
+    out, result = apply_pass(model, TransposedSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 4, "Unsqueeze": 4}
+    x = np.random.default_rng(0).standard_normal([2, 6, 5, 4, 1]).astype(np.float32)
+    expected = np.split(np.transpose(x, [3, 0, 1, 2, 4]), 4, axis=0)
+    for got, want in zip(run(out, {"x": x}), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_transpose_with_another_consumer_stays_for_it():
+    model = split_of_transpose([2, 3, 4], [0, 2, 1], 1, [1, 1, 1, 1], extra_consumer=True)
+    out, result = apply_pass(model, TransposedSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 4, "Transpose": 1, "Unsqueeze": 4}
+    x = np.random.default_rng(1).standard_normal([2, 3, 4]).astype(np.float32)
+    got = run(out, {"x": x})
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], np.transpose(x, [0, 2, 1])[:, i:i + 1])
+    np.testing.assert_array_equal(got[4], np.transpose(x, [0, 2, 1]))
+
+
+@pytest.mark.parametrize("perm, axis, sizes, note", [
+    ([3, 0, 1, 2, 4], 0, [2, 2], None),       # slices of 2: not unit slices
+    ([2, 1, 0, 3, 4], 0, [1, 1, 1, 1, 1, 1], "Split 'cut' left alone: Transpose 'move' reorders other axes too"),
+])
+def test_other_splits_stay(perm, axis, sizes, note):
+    in_shape = [3, 4, 6, 4, 1] if sizes == [1] * 6 else [2, 6, 5, 4, 1]
+    model = split_of_transpose(in_shape, perm, axis, sizes)
+    out, result = apply_pass(model, TransposedSplitToGather())
+    assert result.stats == {"rewritten": 0}
+    assert result.notes == ([note] if note else [])
+    assert op_histogram(out) == {"Split": 1, "Transpose": 1}
+
+
+def test_unary_ops_between_commute_with_the_transpose():
+    """The scan form's decays: Split(Exp(Transpose(log_decay))): the Exp moves onto the input, once."""
+    model = split_of_transpose(["batch", 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [1, 1, 1, 1])
+    graph = model.graph
+    graph.node[1].input[0] = "e"
+    graph.node.insert(1, helper.make_node("Exp", ["t"], ["e"], name="exp"))
+    out, result = apply_pass(model, TransposedSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Exp": 1, "Gather": 4, "Unsqueeze": 4}
+    x = np.random.default_rng(2).standard_normal([3, 6, 5, 4, 1]).astype(np.float32)
+    expected = np.split(np.exp(np.transpose(x, [3, 0, 1, 2, 4])), 4, axis=0)
+    for got, want in zip(run(out, {"x": x}), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
