@@ -14,7 +14,7 @@ import importlib
 from pipelines.pipeline import Pipeline, PipelineSyntaxError, Step, parse_pipeline
 
 # Add a module here when adding a named pipeline.
-PIPELINE_MODULES = ("pipelines.seed", "pipelines.cpu", "pipelines.cpu_many", "pipelines.tpu", "pipelines.tpu_bm1688", "pipelines.tpu_cv186x")
+PIPELINE_MODULES = ("pipelines.seed", "pipelines.cpu", "pipelines.cpu_many", "pipelines.ov", "pipelines.tpu", "pipelines.tpu_bm1688", "pipelines.tpu_cv186x")
 
 __all__ = ["Pipeline", "Step", "PipelineSyntaxError", "UnknownPipelineError",
            "parse_pipeline", "get_pipeline", "list_pipelines",

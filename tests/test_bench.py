@@ -144,18 +144,20 @@ def test_openvino_rows_and_a_second_thread_count(bench_run, tmp_path):
     out = tmp_path / "ov.json"
     assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "1", "--batches", "1,2",
                        "--threads", "1", "--workdir", str(paths["work"]), "--reuse-compiled",
-                       "--rows", "fork,cpu,cpu-2t,cpu-many,cpu-many-2t,ov-fork,ov-cpu,ov-cpu-default,ov-cpu-many",
+                       "--rows", "fork,cpu,cpu-2t,cpu-many,cpu-many-2t,ov-fork,ov-cpu,ov-cpu-default,ov-cpu-many,ov-ov",
                        "--digits-images", "0", "--no-flops",
                        "--out-md", str(tmp_path / "ov.md"), "--png", "none", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {row["key"]: row for row in result["rows"]}
     assert list(rows) == ["fork", "cpu", "cpu-2t", "cpu-many", "cpu-many-2t", "ov-fork", "ov-cpu", "ov-cpu-default",
-                          "ov-cpu-many"]
+                          "ov-cpu-many", "ov-ov"]
     assert rows["cpu-2t"]["graph_signature"] == rows["cpu"]["graph_signature"]
     assert rows["cpu-many-2t"]["graph_signature"] == rows["cpu-many"]["graph_signature"]
     assert rows["ov-cpu-many"]["path"] == rows["cpu-many"]["path"] and rows["ov-cpu-many"]["precision"] == "f32"
     assert rows["ov-cpu"]["kind"] == rows["ov-fork"]["kind"] == "openvino" and rows["ov-cpu"]["precision"] == "f32"
-    for key in ("fork", "cpu", "cpu-2t", "cpu-many", "cpu-many-2t", "ov-fork", "ov-cpu", "ov-cpu-many"):
+    assert rows["ov-ov"]["kind"] == "openvino" and rows["ov-ov"]["precision"] == "f32"
+    assert rows["ov-ov"]["path"].endswith("ov.onnx")     # the ov pipeline's own graph
+    for key in ("fork", "cpu", "cpu-2t", "cpu-many", "cpu-many-2t", "ov-fork", "ov-cpu", "ov-cpu-many", "ov-ov"):
         assert rows[key]["errors"]["1"]["rel_l2"] <= 1e-5 and rows[key]["errors"]["2"]["rel_l2"] <= 1e-5, key
     default = rows["ov-cpu-default"]
     assert default["label"] == f"OpenVINO {default['precision']} (its default here), cpu pipeline graph"

@@ -14,7 +14,7 @@ from golden_graphs import check_golden, error_bound, golden_differences, graph_r
 from pipelines import compile_model
 from passes.simplify_onnxsim import SimplifyOnnxsim
 
-PIPELINES = ["seed", "cpu", "cpu-many", "tpu"]
+PIPELINES = ["seed", "cpu", "cpu-many", "ov", "tpu"]
 
 
 def load_report(directory: Path) -> dict:

@@ -27,21 +27,23 @@ ROW_LABELS = {
     "cpu-2t": "cpu pipeline, 2 threads",
     "cpu-many": "cpu-many pipeline (for many threads)",
     "cpu-many-2t": "cpu-many pipeline, 2 threads",
+    "ov": "ov pipeline (for OpenVINO), on ONNX Runtime",
     "ov-fork": "OpenVINO f32, fork's method graph",
     "ov-cpu": "OpenVINO f32, cpu pipeline graph",
     "ov-cpu-default": "OpenVINO default precision, cpu pipeline graph",
     "ov-cpu-many": "OpenVINO f32, cpu-many pipeline graph",
+    "ov-ov": "OpenVINO f32, ov pipeline graph",
     "torch-sequential": "PyTorch eager, sequential scan",
     "torch-chunked": "PyTorch eager, chunked scan",
     "torch-chunk24": "PyTorch eager, fork's chunk24 scan",
 }
-PIPELINE_ROWS = ("seed", "tpu", "cpu", "cpu-many")
+PIPELINE_ROWS = ("seed", "tpu", "cpu", "cpu-many", "ov")
 # Rows run unless --rows says otherwise; the OpenVINO rows need the optional extra (pip install .[openvino]),
 # cpu-2t and cpu-many-2t compare thread counts within one run (on a many-core host).
 DEFAULT_ROWS = ("naive", "fork", "seed", "tpu", "cpu", "torch-sequential", "torch-chunked", "torch-chunk24")
 # Rows that run another row's graph: key -> (graph of row, runtime, precision).
 GRAPH_OF = {"cpu-2t": "cpu", "cpu-many-2t": "cpu-many", "ov-fork": "fork", "ov-cpu": "cpu", "ov-cpu-default": "cpu",
-            "ov-cpu-many": "cpu-many"}
+            "ov-cpu-many": "cpu-many", "ov-ov": "ov"}
 # Rows that run their graph in ONNX Runtime at 2 threads whatever --threads says.
 TWO_THREAD_ROWS = ("cpu-2t", "cpu-many-2t")
 

@@ -1,11 +1,11 @@
-"""transposed-split-to-gather: unit slices of a Transposed tensor become Gathers on its input; exact."""
+"""unit-split-to-gather: unit slices become Gathers, through a Transpose that moved only the split axis; exact."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from passes.transposed_split_to_gather import TransposedSplitToGather, moved_axis
+from passes.unit_split_to_gather import UnitSplitToGather, moved_axis
 from scan_testing import apply_pass, op_histogram, run
 
 
@@ -41,7 +41,7 @@ def test_moved_axis(perm, axis, expected):
 def test_unit_split_of_moved_axis_becomes_gathers(opset):
     """VMamba-T's parallel scan form, small: [batch, KD, chunks, Q, 1] with Q moved to the front, cut into Q slices."""
     model = split_of_transpose(["batch", 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [1, 1, 1, 1], opset=opset)
-    out, result = apply_pass(model, TransposedSplitToGather())
+    out, result = apply_pass(model, UnitSplitToGather())
     assert result.stats == {"rewritten": 1}
     assert op_histogram(out) == {"Gather": 4, "Unsqueeze": 4}
     x = np.random.default_rng(0).standard_normal([2, 6, 5, 4, 1]).astype(np.float32)
@@ -52,7 +52,7 @@ def test_unit_split_of_moved_axis_becomes_gathers(opset):
 
 def test_transpose_with_another_consumer_stays_for_it():
     model = split_of_transpose([2, 3, 4], [0, 2, 1], 1, [1, 1, 1, 1], extra_consumer=True)
-    out, result = apply_pass(model, TransposedSplitToGather())
+    out, result = apply_pass(model, UnitSplitToGather())
     assert result.stats == {"rewritten": 1}
     assert op_histogram(out) == {"Gather": 4, "Transpose": 1, "Unsqueeze": 4}
     x = np.random.default_rng(1).standard_normal([2, 3, 4]).astype(np.float32)
@@ -62,17 +62,38 @@ def test_transpose_with_another_consumer_stays_for_it():
     np.testing.assert_array_equal(got[4], np.transpose(x, [0, 2, 1]))
 
 
-@pytest.mark.parametrize("perm, axis, sizes, note", [
-    ([3, 0, 1, 2, 4], 0, [2, 2], None),       # slices of 2: not unit slices
-    ([2, 1, 0, 3, 4], 0, [1, 1, 1, 1, 1, 1], "Split 'cut' left alone: Transpose 'move' reorders other axes too"),
-])
-def test_other_splits_stay(perm, axis, sizes, note):
-    in_shape = [3, 4, 6, 4, 1] if sizes == [1] * 6 else [2, 6, 5, 4, 1]
-    model = split_of_transpose(in_shape, perm, axis, sizes)
-    out, result = apply_pass(model, TransposedSplitToGather())
+def test_slices_of_two_stay():
+    model = split_of_transpose([2, 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [2, 2])
+    out, result = apply_pass(model, UnitSplitToGather())
     assert result.stats == {"rewritten": 0}
-    assert result.notes == ([note] if note else [])
+    assert result.notes == []
     assert op_histogram(out) == {"Split": 1, "Transpose": 1}
+
+
+def test_transpose_that_reorders_other_axes_stays_and_its_output_is_split():
+    """perm [2, 1, 0, ...] moves axis 2 to the front but also swaps 0 and 1: the Gathers read the Transpose's output."""
+    model = split_of_transpose([3, 4, 6, 4, 1], [2, 1, 0, 3, 4], 0, [1] * 6)
+    out, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 6, "Transpose": 1, "Unsqueeze": 6}
+    x = np.random.default_rng(3).standard_normal([3, 4, 6, 4, 1]).astype(np.float32)
+    for got, want in zip(run(out, {"x": x}), np.split(np.transpose(x, [2, 1, 0, 3, 4]), 6, axis=0)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_plain_unit_split_of_an_inner_axis_becomes_gathers():
+    """The parallel form without the Transpose: (batch, KD, chunks, Q, 1) cut on its Q axis (negative axis)."""
+    graph = helper.make_graph(
+        [helper.make_node("Split", ["x", "sizes"], ["y0", "y1", "y2"], name="cut", axis=-2)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 5, 3, 1])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["batch", 6, 5, 1, 1]) for i in range(3)],
+        [numpy_helper.from_array(np.ones(3, np.int64), "sizes")])
+    out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 3, "Unsqueeze": 3}
+    x = np.random.default_rng(4).standard_normal([2, 6, 5, 3, 1]).astype(np.float32)
+    for got, want in zip(run(out, {"x": x}), np.split(x, 3, axis=3)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_unary_ops_between_commute_with_the_transpose():
@@ -81,7 +102,7 @@ def test_unary_ops_between_commute_with_the_transpose():
     graph = model.graph
     graph.node[1].input[0] = "e"
     graph.node.insert(1, helper.make_node("Exp", ["t"], ["e"], name="exp"))
-    out, result = apply_pass(model, TransposedSplitToGather())
+    out, result = apply_pass(model, UnitSplitToGather())
     assert result.stats == {"rewritten": 1}
     assert op_histogram(out) == {"Exp": 1, "Gather": 4, "Unsqueeze": 4}
     x = np.random.default_rng(2).standard_normal([3, 6, 5, 4, 1]).astype(np.float32)
