@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from passes.unit_split_to_gather import moved_axis
+from patterns.graph_query import moved_axis
 
 
 def interleave_indices(blocks: int, length: int) -> np.ndarray:

@@ -28,17 +28,10 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_value, describe, producer
+from patterns.graph_query import constant_value, describe, moved_axis, producer
 
 # Element-wise ops of one input: f(Transpose(X)) = Transpose(f(X)).
 UNARY_ELEMENTWISE = frozenset({"Exp", "Log", "Neg", "Abs", "Relu", "Sigmoid", "Sqrt", "Reciprocal", "Identity"})
-
-
-def moved_axis(perm: list[int], axis: int) -> Optional[int]:
-    """The input axis that Transpose(perm) puts at `axis`, if perm moves only that axis (the
-    others keep their order); None otherwise."""
-    rest = [p for position, p in enumerate(perm) if position != axis]
-    return perm[axis] if rest == sorted(rest) else None
 
 
 def unit_split_count(node: gs.Node) -> Optional[int]:

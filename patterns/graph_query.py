@@ -90,6 +90,13 @@ def node_axes(node: gs.Node, input_index: int = 1) -> Optional[list[int]]:
     return None
 
 
+def moved_axis(perm: list[int], axis: int) -> Optional[int]:
+    """The input axis that Transpose(perm) puts at `axis`, if perm moves only that axis (the
+    others keep their order); None otherwise."""
+    rest = [p for position, p in enumerate(perm) if position != axis]
+    return perm[axis] if rest == sorted(rest) else None
+
+
 def describe(node: Optional[gs.Node]) -> str:
     return f"{node.op} '{node.name}'" if node is not None else "graph input"
 

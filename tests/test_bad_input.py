@@ -126,7 +126,7 @@ APPLY_CASES = {
     "missing-external-data": (lambda m: [_external_data_without_its_file(m), "-o", m.with_name("o.onnx")],
                               2, ["external data", "could not be read"]),
     "unknown-pipeline": (lambda m: [m, "--pipeline", "sead", "-o", m.with_name("o.onnx")],
-                         2, ["unknown pipeline 'sead'", "valid pipelines: seed, cpu, cpu-many, tpu"]),
+                         2, ["unknown pipeline 'sead'", "valid pipelines: seed, cpu, cpu-many, ov, tpu"]),
     "unknown-pass": (lambda m: [m, "--pipeline", "reroll-scans,simplfy", "-o", m.with_name("o.onnx")],
                      2, ["unknown pass 'simplfy'", "valid passes:", "simplify", "reroll-scans"]),
     "bad-pass-option": (lambda m: [m, "--pipeline", "reroll-scans{chunks=4}", "-o", m.with_name("o.onnx")],

@@ -55,7 +55,7 @@ def test_accepts_a_pipeline_object_and_a_pass_list():
 
 
 @pytest.mark.parametrize("pipeline, kwargs, message", [
-    ("sead", {}, "unknown pipeline 'sead'; valid pipelines: seed, cpu, cpu-many, tpu"),
+    ("sead", {}, "unknown pipeline 'sead'; valid pipelines: seed, cpu, cpu-many, ov, tpu"),
     ("eliminate-dead-nodes,nope", {}, "unknown pass 'nope'"),
     (CLEANUP, {"override_options": {"chunk": 8}}, "option(s) chunk not used by any step"),
     (CLEANUP, {"verify": "sometimes"}, "verify must be one of each, end, none, got 'sometimes'"),

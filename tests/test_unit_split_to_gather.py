@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from passes.unit_split_to_gather import UnitSplitToGather, moved_axis
+from passes.unit_split_to_gather import UnitSplitToGather
+from patterns.graph_query import moved_axis
 from scan_testing import apply_pass, op_histogram, run
 
 
