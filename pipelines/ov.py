@@ -2,9 +2,9 @@
 scan form's step blocks cut and joined by Gathers. OpenVINO 2026.4 runs the form's Transposes
 (Q to the front and back) and interleaving copies as reference one-thread kernels, the largest
 layers of its profile at 16 threads; its Gathers are JIT kernels over the thread pool. On the
-16-core host (f32, 16 threads, one interleaved run): cpu-many 70.0 ms, with unit-split-to-gather
-62.8, with both passes 56.9; ONNX Runtime does not gain from them (docs/BENCHMARKS.md, 16-core
-section), so they are a pipeline of their own.
+16-core host (f32, 16 threads, tools.bench, batch 1): 58.6 ms against 69.9 for the cpu-many graph
+and 292 for the fork's method (50.2 vs 63.8 ms/img at batch 16); ONNX Runtime does not gain from
+the two passes (docs/BENCHMARKS.md, 16-core section), so they are a pipeline of their own.
 """
 from pipelines.cpu_many import PIPELINE as CPU_MANY
 from pipelines.pipeline import Pipeline, Step
