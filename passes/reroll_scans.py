@@ -135,7 +135,7 @@ def _unit_axes_after_scan(rec: Recurrence, shapes: dict) -> list[int]:
 
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
-           unit_axes: Sequence[int] = (), dense_carry: int = 0) -> None:
+           unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul") -> None:
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -152,8 +152,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         insert_at = axis - ((full_rank - 1) - initial_rank)
         initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
     extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
-    if dense_carry and form == "batched":
-        extra["dense_carry"] = dense_carry
+    if form == "batched":
+        extra.update(dense_carry=dense_carry, carry_shifts=carry_shifts)
     log_decay = _log_decay(b, rec.decay)
     if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
         log_decay, drive = b.squeeze(log_decay, unit_axes), b.squeeze(drive, unit_axes)
@@ -197,6 +197,11 @@ class RerollScans(Pass):
                                          "(one rank fewer; d_state 1)")
     dense_carry = Option(int, 0, "batched form: with at most this many chunks (and no initial state), the carry "
                                  "across chunks as one weight matrix per channel, not a doubling scan; 0: never", min=0)
+    # tpu-mlir runs the MatMul shifts as global ops (DDR to DDR) and cuts its layer groups around them,
+    # so the chunk tensors of VMamba-T's stages 0-1 went out to DDR and back (docs/TPU.md).
+    carry_shifts = Option(str, "matmul", "batched form: the doubling carry across chunks with the chunk axis moved "
+                                          "last and shifted by MatMuls (matmul), or left in place as (decay, drive) "
+                                          "pairs shifted by Slice + Concat (slices)", choices=("matmul", "slices"))
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
@@ -227,7 +232,7 @@ class RerollScans(Pass):
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
-            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry)
+            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form)")

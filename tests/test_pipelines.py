@@ -138,7 +138,7 @@ def test_declared_option_types_and_ranges_are_checked(name, options, message):
 def test_declared_options_set_typed_values_and_defaults():
     reroll = get_pass("reroll-scans", form="parallel")
     assert reroll.options() == {"form": "parallel", "chunk": 24, "state_form": "same", "state_chunk": 0,
-                                "drop_unit_axes": False, "dense_carry": 0}
+                                "drop_unit_axes": False, "dense_carry": 0, "carry_shifts": "matmul"}
     assert get_pass("tpu-legality", strict=False).options() == {"strict": False, "budget": 4096, "lanes": 64}
     # text a pipeline parsed as a number is taken back for a string option (and then checked)
     with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, got '8'"):

@@ -494,3 +494,43 @@ def test_dense_carry_exact_on_stress_decays_and_not_used_with_an_initial_state()
     assert op_histogram(kept) == op_histogram(doubling)
     feeds = scan_inputs(spec)
     assert rel_l2(run(kept, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("length, chunk, state, initial", [
+    (24, 4, 1, None), (36, 4, 1, None), (40, 4, 1, "input"), (20, 4, 2, None), (4, 4, 1, "input"), (8, 4, 1, None)])
+def test_carry_shifts_slices_matches_the_scan(length, chunk, state, initial):
+    """carry_shifts=slices: the doubling carry of (decay, drive) pairs in the chunk layout, exact for any
+    chunk count (a power of two or not: 6, 9, 10, 5, 1, 2 chunks), an initial state, d_state 2 (5-D
+    tensors, the pair on the step axis before N)."""
+    spec = ScanSpec(length=length, channels=3, state=state, initial=initial or "zeros")
+    feeds = scan_inputs(spec)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=chunk, drop_unit_axes=True,
+                                                               carry_shifts="slices"))
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_carry_shifts_slices_ops_replace_the_matmul_shifts():
+    """24 steps at chunk 4 (6 chunks, 3 rounds), d_state 1: the 7 MatMuls and 3 Transposes of the MatMul
+    carry are gone. Per round: the shift (2 Slices, a Mul by 0 and an Add of the identity for the head, a
+    Concat), a Slice of the decays, 2 Muls and an Add to compose; before the rounds one Concat packs
+    (decay, drive) and one shift moves them by a chunk; after, the carry is one Slice."""
+    spec = ScanSpec(length=24, channels=3, state=1)
+    matmul, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True))
+    slices, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=4, drop_unit_axes=True,
+                                                                  carry_shifts="slices"))
+    assert op_histogram(matmul) == {"Add": 7, "Concat": 3, "CumSum": 2, "Einsum": 1, "Exp": 3, "MatMul": 7, "Mul": 12,
+                                    "Neg": 1, "ReduceSum": 2, "Reshape": 3, "Shape": 3, "Slice": 6, "Squeeze": 2,
+                                    "Sub": 1, "Transpose": 3, "Unsqueeze": 1}
+    assert op_histogram(slices) == {"Add": 1 + 1 + 2 * 3, "Concat": 3 + 1 + 4, "CumSum": 2, "Einsum": 1, "Exp": 3,
+                                    "Mul": 7 + 1 + 3 * 3, "Neg": 1, "ReduceSum": 2, "Reshape": 3, "Shape": 3,
+                                    "Slice": 6 + 2 + 3 * 3 + 1, "Squeeze": 2, "Sub": 1, "Unsqueeze": 1}
+
+
+def test_carry_shifts_slices_exact_on_stress_decays():
+    """Only products of decays <= 1 and sums of their drives: as exact as the MatMul doubling on
+    decays the in-chunk centring still holds (log a ~ -6 per step, 12 chunks of 8)."""
+    spec = ScanSpec(length=96, channels=4, state=1)
+    feeds = scan_inputs(spec, decay_scale=60.0)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=8, drop_unit_axes=True,
+                                                               carry_shifts="slices"))
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6

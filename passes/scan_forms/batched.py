@@ -27,13 +27,17 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_chunks, merge_axes_shape, padded_to_chunks,
-                                          split_axis_shape)
+                                          paired_carry_in_place, split_axis_shape)
 
 
 def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
-                   axis: int, length: int, chunk: int, rank: int, dense_carry: int = 0) -> gs.Tensor:
+                   axis: int, length: int, chunk: int, rank: int, dense_carry: int = 0,
+                   carry_shifts: str = "matmul") -> gs.Tensor:
     """All states; `dense_carry` > 0: with at most that many chunks, no initial state and the step axis
-    last, the carry across chunks is dense_carry_into_chunks (one weight matrix per channel)."""
+    last, the carry across chunks is dense_carry_into_chunks (one weight matrix per channel). Otherwise
+    the doubling carry: `carry_shifts` "matmul", chunk_axes.carry_into_chunks (the chunk axis moved last,
+    shifted by MatMuls); "slices", chunk_axes.paired_carry_in_place (the chunk axis left in place,
+    shifted by Slice + Concat)."""
     log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
                                                        chunk=chunk, rank=rank)
     padded = chunks * chunk
@@ -63,6 +67,9 @@ def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Ten
         if 1 < chunks <= dense_carry and initial is None and step_axis == split_rank - 1:
             carry = dense_carry_into_chunks(builder, builder.mul(half_chunk_log, builder.scalar(2.0)), chunk_end,
                                             split_rank, chunk_axis, chunks)
+        elif carry_shifts == "slices":
+            carry = paired_carry_in_place(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, step_axis,
+                                          chunks)
         else:
             carry = carry_into_chunks(builder, chunk_decay, chunk_end, start, split_rank, chunk_axis, chunks)
         states = builder.add(local, builder.mul(growth, builder.mul(lift, carry)))  # + exp(S) * carry

@@ -157,3 +157,42 @@ def dense_carry_into_chunks(builder: GraphBuilder, chunk_log_decay: gs.Tensor, c
     weights = builder.exp(builder.reshape(exponents, square))                              # (..., chunks, chunks)
     end_row = move_axis(builder, chunk_end, rank, chunk_axis, last)                        # (..., 1, chunks)
     return builder.reduce_sum(builder.mul(weights, end_row), [last])                       # (..., chunks, 1)
+
+
+def paired_carry_in_place(builder: GraphBuilder, chunk_decay: gs.Tensor, chunk_end: gs.Tensor,
+                          initial_start: Optional[Callable[[], gs.Tensor]], rank: int, chunk_axis: int,
+                          pair_axis: int, chunks: int) -> gs.Tensor:
+    """`carry_into_chunks` without moving the chunk axis: a doubling scan of affine maps x -> P x + e.
+
+    chunk_decay and chunk_end hold a size-1 `pair_axis` (the step axis after the reductions over Q);
+    they are packed along it into pairs (P, e), shifted by one chunk (chunk 0 gets the identity (1, 0)),
+    and each round composes every map with the one `step` chunks before it, (a, b) o (a', b') =
+    (a a', a b' + b), the shift a Slice and a Concat along the chunk axis. After ceil(log2(chunks))
+    rounds chunk k holds the composition of maps 0 .. k-1 and the carry is b (+ a * the initial state).
+    On a TPU the chunk axis stays where the chunk tensors have it and every op is a local one
+    (tpu-mlir layer-groups Slice and Concat, not the shift MatMuls of `carry_into_chunks`), and decay
+    and drive travel as one tensor, so no round runs before the last chunk end exists. Only products
+    of decays <= 1 are formed."""
+    identity_shape = [1] * rank
+    identity_shape[pair_axis] = 2
+    identity = np.zeros(identity_shape, dtype=builder.dtype)
+    identity.reshape(-1)[0] = 1.0                                   # (a, b) = (1, 0)
+    keep_drive = np.zeros(identity_shape, dtype=builder.dtype)
+    keep_drive.reshape(-1)[1] = 1.0                                 # (0, 1)
+
+    def shifted(pairs: gs.Tensor, step: int) -> gs.Tensor:
+        """out[k] = pairs[k - step], the identity map where k < step."""
+        head = builder.add(builder.mul(builder.slice(pairs, 0, step, chunk_axis), builder.scalar(0.0)),
+                           builder.const(identity))
+        return builder.concat([head, builder.slice(pairs, 0, chunks - step, chunk_axis)], chunk_axis)
+
+    pairs = shifted(builder.concat([chunk_decay, chunk_end], pair_axis), 1)   # the map applied entering chunk k
+    step = 1
+    while step < chunks:
+        decay = builder.slice(pairs, 0, 1, pair_axis)
+        pairs = builder.add(builder.mul(decay, shifted(pairs, step)), builder.mul(pairs, builder.const(keep_drive)))
+        step *= 2
+    carry = builder.slice(pairs, 1, 2, pair_axis)
+    if initial_start is not None:
+        carry = builder.add(carry, builder.mul(builder.slice(pairs, 0, 1, pair_axis), initial_start()))
+    return carry

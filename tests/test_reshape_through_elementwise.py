@@ -1,0 +1,113 @@
+"""reshape-through-elementwise: spatial splits move up, merges move down, through elementwise ops
+and 1x1 Convs; channel reshapes, shared inputs and partly broadcast operands stop them."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from passes.reshape_through_elementwise import ReshapeThroughElementwise, axis_groups, mapped_operand, spatial_only
+from scan_testing import apply_pass, op_histogram, run
+
+C, L, Q = 8, 12, 4
+
+# The shape of VMamba's scan on the tpu pipeline, small: dt from a pointwise Conv1d, softplus, the
+# log-decay dt * A and the drive dt * B * u reshaped into chunks (1, C, L / Q, Q), a stand-in for
+# the chunked scan (Exp, Add), the states reshaped back, read out by C and plus u.
+SCAN_LIKE = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,2,{L}] x, float[1,{C},{L},1] b, float[1,{C},{L},1] c, float[1,{C},{L}] u) => (float[1,{C},{L}] y)
+  <int64[1] last = {{3}}, int64[4] chunked = {{1, {C}, {L // Q}, {Q}}}, int64[4] flat = {{1, {C}, {L}, 1}}>
+{{
+  raw = Conv<group = 2>(x, w, bias)
+  dt = Softplus(raw)
+  dt4 = Unsqueeze(dt, last)
+  log_decay = Mul(dt4, a)
+  dt_b = Mul(dt4, b)
+  u4 = Unsqueeze(u, last)
+  drive = Mul(dt_b, u4)
+  log_decay_chunks = Reshape(log_decay, chunked)
+  drive_chunks = Reshape(drive, chunked)
+  decay_chunks = Exp(log_decay_chunks)
+  states_chunks = Add(decay_chunks, drive_chunks)
+  states = Reshape(states_chunks, flat)
+  read = Mul(states, c)
+  read3 = Squeeze(read, last)
+  y = Add(read3, u)
+}}
+"""
+
+
+def scan_like_model() -> onnx.ModelProto:
+    model = onnx.parser.parse_model(SCAN_LIKE)
+    rng = np.random.default_rng(0)
+    values = {"w": rng.standard_normal((C, 1, 1)), "bias": rng.standard_normal(C), "a": -rng.uniform(0.5, 2, (1, C, 1, 1))}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(value.astype(np.float32), name)
+                                   for name, value in values.items())
+    return model
+
+
+def feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((1, 2, L)).astype(np.float32),
+            "b": rng.standard_normal((1, C, L, 1)).astype(np.float32),
+            "c": rng.standard_normal((1, C, L, 1)).astype(np.float32),
+            "u": rng.standard_normal((1, C, L)).astype(np.float32)}
+
+
+def test_scan_like_chain_runs_in_the_chunk_layout():
+    """Every op between the Conv's input and the output runs on (1, C, L / Q, Q): the split moved up
+    through the Muls, the Unsqueeze, the Softplus and the Conv (now a 1x1 Conv2d), the merge down
+    through the readout's Mul, the Squeeze and the Add. Left: one Reshape per graph input (x, b, c, u)
+    and one for the output; the same values."""
+    model = scan_like_model()
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    assert result.changed
+    assert op_histogram(out) == {"Add": 2, "Conv": 1, "Exp": 1, "Mul": 4, "Reshape": 5, "Softplus": 1}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(out).graph.value_info}
+    for node in out.graph.node:
+        if node.op_type != "Reshape":
+            assert shapes.get(node.output[0], [1, C, L // Q, Q]) == [1, C, L // Q, Q], node.name
+    conv = next(node for node in out.graph.node if node.op_type == "Conv")
+    assert [a.ints for a in conv.attribute if a.name == "kernel_shape"] == [[1, 1]]
+    np.testing.assert_allclose(run(out, feeds())[0], run(model, feeds())[0], rtol=0, atol=1e-6)
+
+
+def test_axis_groups_and_operand_mapping():
+    assert axis_groups((1, C, L, 1), (1, C, L // Q, Q)) == [([0], [0]), ([1], [1]), ([2, 3], [2, 3])]
+    assert axis_groups((1, 4, 6, 8), (1, 4, 48)) == [([0], [0]), ([1], [1]), ([2, 3], [2])]
+    assert axis_groups((1, 6, 4), (1, 4, 6)) == [([0], [0]), ([1, 2], [1, 2])]   # 6 and 4 share no boundary
+    assert spatial_only((1, 6, 4), (1, 4, 6)) is None and spatial_only((1, 6, 4), (1, 6, 2, 2)) is not None
+    groups = axis_groups((1, C, L, 1), (1, C, L // Q, Q))
+    assert mapped_operand((1, C, 1, 1), (1, C, L, 1), (1, C, L // Q, Q), groups) == (1, C, 1, 1)
+    assert mapped_operand((L, 1), (1, C, L, 1), (1, C, L // Q, Q), groups) == (1, 1, L // Q, Q)
+    groups = axis_groups((1, 4, 6, 8), (1, 4, 48))
+    assert mapped_operand((1, 4, 6, 1), (1, 4, 6, 8), (1, 4, 48), groups) is None   # broadcast over part of a group
+
+
+CHANNELS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,6,5] x) => (float[1,24,5] y) <int64[3] merged = {1, 24, 5}> {
+  e = Exp(x)
+  y = Reshape(e, merged)
+}
+"""
+
+SHARED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,12] x) => (float[1,4,3,4] y, float[1,4,12] z) <int64[4] split = {1, 4, 3, 4}> {
+  e = Exp(x)
+  y = Reshape(e, split)
+  z = Neg(e)
+}
+"""
+
+
+def test_channel_reshapes_and_shared_inputs_stay():
+    """A Reshape that merges channels (1, 4, 6, 5) -> (1, 24, 5) would move the channel axis a TPU
+    spreads over its lanes: left alone. A split whose input another op also reads: moving it up
+    would compute the Exp twice: left alone."""
+    for model in (onnx.parser.parse_model(CHANNELS), onnx.parser.parse_model(SHARED)):
+        out, result = apply_pass(model, ReshapeThroughElementwise())
+        assert not result.changed
+        assert op_histogram(out) == op_histogram(model)
