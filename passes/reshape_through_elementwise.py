@@ -120,6 +120,10 @@ class _Mover:
         self.shapes[name] = tuple(shape)
         return gs.Variable(name, dtype=dtype, shape=list(shape))
 
+    def target_constant(self, name: str, shape: Shape) -> gs.Constant:
+        self.count += 1
+        return gs.Constant(f"{name}/shape_{self.count}", np.asarray(shape, dtype=np.int64))
+
     def reshaped(self, tensor: gs.Tensor, shape: Shape) -> gs.Tensor:
         """tensor in `shape`: a new Constant for a constant, else a Reshape node."""
         if self.shape(tensor) == tuple(shape):
@@ -152,7 +156,8 @@ class _Mover:
         if producer is not None and producer.op in SHAPE_OPS and len(node.inputs[0].outputs) == 1 \
                 and not self._is_graph_output(node.inputs[0]):
             node.inputs[0] = producer.inputs[0]             # Reshape of a shape op: one Reshape
-            producer.outputs.clear()
+            node.inputs[1] = self.target_constant(node.outputs[0].name, target)   # a 0 in the old target
+            producer.outputs.clear()                                               # copied the old input's dim
             producer.inputs.clear()
             return True
         if groups is None:
@@ -227,6 +232,8 @@ class _Mover:
         plans = []
         for consumer in consumers:
             if consumer.op in SHAPE_OPS:
+                if self.shape(consumer.outputs[0]) is None or len(consumer.outputs) != 1:
+                    return False
                 plans.append((consumer, None))
                 continue
             if consumer.op not in UNARY and consumer.op not in BINARY or len(consumer.outputs) != 1:
@@ -246,20 +253,13 @@ class _Mover:
                 return False
             plans.append((consumer, operands))
         for consumer, operands in plans:
-            if operands is None:   # a shape op after the Reshape: it reads the Reshape's input instead
-                for index, tensor in enumerate(consumer.inputs):
-                    if tensor is result:
-                        consumer.inputs[index] = node.inputs[0]
-                if consumer.op != "Reshape":
-                    shape = self.shape(consumer.outputs[0])
-                    if shape is None:
-                        return False
-                    consumer.op = "Reshape"
-                    consumer.attrs = {}
-                    while len(consumer.inputs) > 1:
-                        consumer.inputs.pop()
-                    consumer.inputs.append(gs.Constant(f"{consumer.outputs[0].name}/shape",
-                                                       np.asarray(shape, dtype=np.int64)))
+            if operands is None:   # a shape op after the Reshape: one Reshape of the Reshape's input, to
+                consumer.op = "Reshape"   # the static shape (a 0 in a Reshape's target would copy a dim)
+                consumer.attrs = {}
+                while consumer.inputs:
+                    consumer.inputs.pop()
+                consumer.inputs.append(node.inputs[0])
+                consumer.inputs.append(self.target_constant(consumer.outputs[0].name, self.shape(consumer.outputs[0])))
                 continue
             for index, (tensor, mapped) in enumerate(operands):
                 consumer.inputs[index] = node.inputs[0] if mapped is None else self.reshaped(tensor, mapped)

@@ -7,7 +7,7 @@ the kernel), clean up again and check every rule (tpu-legality fails the pipelin
 broken). Static shapes are assumed: export with a fixed batch for this target.
 
 The scan form is `batched` (chunk24's arithmetic, every chunk at once, a doubling carry across
-chunks by MatMuls): on VMamba-T it gives ~1,300 nodes where chunks in sequence give ~6,400, and
+chunks): on VMamba-T it gives ~1,300-1,500 nodes where chunks in sequence give ~6,400, and
 tpu-mlir's layer-group search, which did not finish in 30 minutes on the 6,400-node graph,
 takes seconds. What tpu-mlir's estimate chose (docs/TPU.md, "A faster VMamba-T"):
 - the form runs without d_state 1's unit axis (`drop_unit_axes`): tpu-mlir layer-groups the

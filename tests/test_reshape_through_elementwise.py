@@ -111,3 +111,23 @@ def test_channel_reshapes_and_shared_inputs_stay():
         out, result = apply_pass(model, ReshapeThroughElementwise())
         assert not result.changed
         assert op_histogram(out) == op_histogram(model)
+
+
+ZERO_TARGET = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,12] x) => (float[1,4,3,4] y) <int64[1] first = {0}, int64[4] target = {0, 0, 3, 4}> {
+  x3 = Unsqueeze(x, first)
+  y = Reshape(x3, target)
+}
+"""
+
+
+def test_folded_reshape_takes_its_static_shape_not_a_zero_target():
+    """Reshape(Unsqueeze(x)) folds into one Reshape of x; the target [0, 0, 3, 4] copied dims 0 and 1
+    of the Unsqueeze's output (1, 4): of x's (4, 12) it would give (4, 12, 3, 4). The folded Reshape
+    gets the static shape (1, 4, 3, 4)."""
+    model = onnx.parser.parse_model(ZERO_TARGET)
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    assert result.changed and op_histogram(out) == {"Reshape": 1}
+    x = np.arange(48, dtype=np.float32).reshape(4, 12)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
