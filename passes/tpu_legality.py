@@ -17,6 +17,7 @@ as notes. Rules:
 """
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 
 import onnx_graphsurgeon as gs
@@ -61,10 +62,15 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
     shapes = None
     for tensor in graph.inputs:
         if tensor.shape is None or not all(isinstance(d, int) and d >= 0 for d in tensor.shape):
-            example = ",".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in tensor.shape or [])
+            # The name is quoted for a shell: the suggestion is made to be pasted, and names are hostile text.
+            if tensor.shape is None:
+                example = f"{shlex.quote(f'{tensor.name}:D0,D1,...')} (its rank is not declared)"
+            else:
+                dims = ",".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in tensor.shape)
+                example = shlex.quote(f"{tensor.name}:{dims}")
             violations["graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., "
                        "or export with static shapes)"].append(
-                f"input '{tensor.name}' {tensor.shape}: e.g. --input-shape {tensor.name}:{example}")
+                f"input '{tensor.name}' {tensor.shape}: e.g. --input-shape {example}")
     for node in graph.nodes:
         if node.op in CONTROL_FLOW:
             violations[f"{node.op} op ({CONTROL_FLOW[node.op]})"].append(describe(node))

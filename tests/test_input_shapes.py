@@ -74,6 +74,20 @@ def test_tpu_legality_suggests_the_flag_for_a_symbolic_input():
                                 "input 's' ['batch', 4]: e.g. --input-shape s:1,4"]
 
 
+def test_the_suggested_flag_is_quoted_for_a_shell_and_valid_for_an_unknown_rank():
+    """Found by a model whose symbolic input is named 'x; rm -rf ~' (adversarial session s13): the
+    suggestion 'e.g. --input-shape x; rm -rf ~:1,4' pasted into a shell ran the name as a command;
+    an input with no shape at all was told '--input-shape x:', which the flag itself refuses."""
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    model.graph.input[0].name = model.graph.node[0].input[0] = model.graph.node[1].input[1] = "x; rm -rf ~"
+    model.graph.input[1].type.tensor_type.ClearField("shape")
+    violations = find_violations(gs.import_onnx(model))
+    rule = "graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., " \
+           "or export with static shapes)"
+    assert violations[rule] == ["input 'x; rm -rf ~' ['batch', 3, 4]: e.g. --input-shape 'x; rm -rf ~:1,3,4'",
+                                "input 's' None: e.g. --input-shape s:D0,D1,... (its rank is not declared)"]
+
+
 @pytest.fixture(scope="module")
 def dynamic_export(tmp_path_factory):
     """A 1-D Mamba block exported with a symbolic batch (its reference at batch 2)."""
