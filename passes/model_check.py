@@ -9,7 +9,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
   initializer), no graph output listed twice;
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
-- no cycle;
+- no cycle (nor among the model's local functions);
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
   dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
@@ -66,9 +66,45 @@ def check_model(model: onnx.ModelProto) -> None:
         raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
     _check_text(model)
     local_functions = {(function.domain, function.name) for function in model.functions}
+    _check_function_calls(model, local_functions)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
+
+
+def _check_function_calls(model: onnx.ModelProto, local_functions: set[tuple[str, str]]) -> None:
+    """Model-local functions call each other without a cycle: onnx and ONNX Runtime refuse recursion
+    (it would inline forever), so such a model compiled with --verify none could never run."""
+    def calls(nodes) -> list[tuple[str, str]]:
+        found = []
+        for node in nodes:
+            if (node.domain, node.op_type) in local_functions:
+                found.append((node.domain, node.op_type))
+            for attribute in node.attribute:
+                for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    found += calls(body.node)
+        return found
+
+    callees = {(function.domain, function.name): calls(function.node) for function in model.functions}
+    state: dict[tuple[str, str], str] = {}   # "open" while on the path, then "done"
+    for start in callees:   # depth first, without recursion: a chain of thousands of functions is valid
+        if start in state:
+            continue
+        path, stack = [start], [iter(callees[start])]
+        state[start] = "open"
+        while stack:
+            callee = next(stack[-1], None)
+            if callee is None:
+                state[path.pop()] = "done"
+                stack.pop()
+            elif state.get(callee) == "open":
+                cycle = path[path.index(callee):] + [callee]
+                raise InvalidModelError("model-local functions call each other in a cycle: "
+                                        + " -> ".join(f"{printable(domain)}::{printable(name)}" for domain, name in cycle))
+            elif callee not in state:
+                state[callee] = "open"
+                path.append(callee)
+                stack.append(iter(callees.get(callee, [])))
 
 
 def _check_text(message) -> None:

@@ -482,6 +482,11 @@ def _invalid(kind: str) -> onnx.ModelProto:
         model.ir_version = 1
     elif kind == "negative-ir":
         model.ir_version = -1
+    elif kind == "recursive-function":   # found by s13: compiled with --verify none into a model nothing runs
+        model.opset_import.append(oh.make_opsetid("local", 1))
+        model.functions.append(oh.make_function("local", "F", ["a"], ["b"], [oh.make_node("F", ["a"], ["b"], domain="local")],
+                                                opset_imports=[oh.make_opsetid("local", 1)]))
+        model.graph.node[1].op_type, model.graph.node[1].domain = "F", "local"
     elif kind == "not-utf8":   # found by s13: proto2 keeps such a name as bytes; a pass died on it (exit 1)
         model.graph.node[0].output[0] = model.graph.node[2].input[0] = "a\x01\x02"
         model = onnx.ModelProto.FromString(model.SerializeToString().replace(b"a\x01\x02", b"a\xed\xa0"))
@@ -498,6 +503,7 @@ INVALID_MODELS = {
     "undefined-input": "reads 'nowhere', which nothing produces",
     "ancient-ir": r"IR version 1 is older than 3, the first with opset imports \(onnx.checker refuses it\)",
     "negative-ir": r"IR version -1 is older than 3",
+    "recursive-function": r"model-local functions call each other in a cycle: local::F -> local::F",
     "not-utf8": r"a NodeProto's output holds bytes that are not UTF-8 text: b'a\\xed\\xa0'",
 }
 
