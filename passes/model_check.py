@@ -9,7 +9,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
   initializer), no graph output listed twice;
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
-- no cycle (nor among the model's local functions);
+- no cycle (nor among the model's local functions, each defined once);
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
   dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
@@ -66,27 +66,40 @@ def check_model(model: onnx.ModelProto) -> None:
         raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
     _check_text(model)
     local_functions = {(function.domain, function.name) for function in model.functions}
-    _check_function_calls(model, local_functions)
+    _check_function_calls(model)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
 
 
-def _check_function_calls(model: onnx.ModelProto, local_functions: set[tuple[str, str]]) -> None:
-    """Model-local functions call each other without a cycle: onnx and ONNX Runtime refuse recursion
-    (it would inline forever), so such a model compiled with --verify none could never run."""
-    def calls(nodes) -> list[tuple[str, str]]:
+def _check_function_calls(model: onnx.ModelProto) -> None:
+    """Model-local functions are defined once and call each other without a cycle: onnx and ONNX
+    Runtime refuse both (recursion would inline forever), so such a model compiled with --verify
+    none could never run. A function is (domain, name, overload)."""
+    def shown(function: tuple[str, str, str]) -> str:
+        domain, name, overload = function
+        return f"{printable(domain)}::{printable(name)}" + (f":{printable(overload)}" if overload else "")
+
+    defined = {(f.domain, f.name, getattr(f, "overload", "")) for f in model.functions}
+
+    def calls(nodes) -> list[tuple[str, str, str]]:
         found = []
         for node in nodes:
-            if (node.domain, node.op_type) in local_functions:
-                found.append((node.domain, node.op_type))
+            called = (node.domain, node.op_type, getattr(node, "overload", ""))
+            if called in defined:
+                found.append(called)
             for attribute in node.attribute:
                 for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                     found += calls(body.node)
         return found
 
-    callees = {(function.domain, function.name): calls(function.node) for function in model.functions}
-    state: dict[tuple[str, str], str] = {}   # "open" while on the path, then "done"
+    callees: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
+    for function in model.functions:
+        function_key = (function.domain, function.name, getattr(function, "overload", ""))
+        if function_key in callees:
+            raise InvalidModelError(f"model-local function {shown(function_key)} is defined twice")
+        callees[function_key] = calls(function.node)
+    state: dict[tuple[str, str, str], str] = {}   # "open" while on the path, then "done"
     for start in callees:   # depth first, without recursion: a chain of thousands of functions is valid
         if start in state:
             continue
@@ -100,7 +113,7 @@ def _check_function_calls(model: onnx.ModelProto, local_functions: set[tuple[str
             elif state.get(callee) == "open":
                 cycle = path[path.index(callee):] + [callee]
                 raise InvalidModelError("model-local functions call each other in a cycle: "
-                                        + " -> ".join(f"{printable(domain)}::{printable(name)}" for domain, name in cycle))
+                                        + " -> ".join(shown(function) for function in cycle))
             elif callee not in state:
                 state[callee] = "open"
                 path.append(callee)

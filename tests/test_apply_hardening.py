@@ -154,7 +154,8 @@ def test_destinations_are_refused_before_any_work(case, work):
 # --- 6. bad input is exit 2 ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["cycle", "duplicate-tensor", "duplicate-graph-output", "unknown-op", "future-opset",
-                                  "ancient-ir", "not-utf8", "recursive-function"])
+                                  "ancient-ir", "not-utf8", "recursive-function",
+                                  "duplicate-function"])
 def test_invalid_models_are_bad_input(kind, tmp_path):
     from test_hardening import INVALID_MODELS
 

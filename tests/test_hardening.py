@@ -487,6 +487,12 @@ def _invalid(kind: str) -> onnx.ModelProto:
         model.functions.append(oh.make_function("local", "F", ["a"], ["b"], [oh.make_node("F", ["a"], ["b"], domain="local")],
                                                 opset_imports=[oh.make_opsetid("local", 1)]))
         model.graph.node[1].op_type, model.graph.node[1].domain = "F", "local"
+    elif kind == "duplicate-function":   # found by s13: written out with --verify none; ONNX Runtime refuses it
+        model.opset_import.append(oh.make_opsetid("local", 1))
+        for _ in range(2):
+            model.functions.append(oh.make_function("local", "F\n", ["a"], ["b"], [oh.make_node("Neg", ["a"], ["b"])],
+                                                    opset_imports=[oh.make_opsetid("", 17)]))
+        model.graph.node[1].op_type, model.graph.node[1].domain = "F\n", "local"
     elif kind == "not-utf8":   # found by s13: proto2 keeps such a name as bytes; a pass died on it (exit 1)
         model.graph.node[0].output[0] = model.graph.node[2].input[0] = "a\x01\x02"
         model = onnx.ModelProto.FromString(model.SerializeToString().replace(b"a\x01\x02", b"a\xed\xa0"))
@@ -504,6 +510,7 @@ INVALID_MODELS = {
     "ancient-ir": r"IR version 1 is older than 3, the first with opset imports \(onnx.checker refuses it\)",
     "negative-ir": r"IR version -1 is older than 3",
     "recursive-function": r"model-local functions call each other in a cycle: local::F -> local::F",
+    "duplicate-function": r"model-local function local::F\\n is defined twice",
     "not-utf8": r"a NodeProto's output holds bytes that are not UTF-8 text: b'a\\xed\\xa0'",
 }
 
