@@ -36,3 +36,13 @@ def test_cli_table_and_json(tmp_path, capsys):
     data = json.loads((tmp_path / "p.json").read_text())
     assert [r["threads"] for r in data["results"]] == [1, 2]
     assert ort_profile.main([str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_a_json_destination_is_checked_before_profiling(tmp_path, capsys):
+    """Found with '--json no/such/dir/p.json' (adversarial session s13): every thread count was
+    profiled, then write_text died with a FileNotFoundError traceback and the numbers were lost."""
+    model = tmp_path / "m.onnx"
+    _model(model)
+    assert ort_profile.main([str(model), "--threads", "1", "--runs", "1", "--json", str(tmp_path / "no" / "p.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: --json directory does not exist: {tmp_path}/no\n" and captured.out == ""

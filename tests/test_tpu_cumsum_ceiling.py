@@ -33,3 +33,14 @@ def test_measure_finds_budget_and_lanes(budget, lanes, compiles):
 def test_measure_refuses_a_chip_without_ceiling():
     with pytest.raises(RuntimeError, match="no ceiling up to"):
         tpu_cumsum_ceiling.measure(FakeProber(1 << 30, 64))
+
+
+def test_a_json_destination_is_checked_before_any_compile(tmp_path, capsys, monkeypatch):
+    """Found with '--json no/such/dir/c.json' (adversarial session s13): the probe compiles (minutes
+    each) ran first, then write_text died with a FileNotFoundError traceback."""
+    def no_measure(prober):
+        raise AssertionError("measured before the destination was checked")
+
+    monkeypatch.setattr(tpu_cumsum_ceiling, "measure", no_measure)
+    assert tpu_cumsum_ceiling.main(["--chip", "bm1688", "--json", str(tmp_path / "no" / "c.json")]) == 2
+    assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"

@@ -191,3 +191,12 @@ def test_calibration_output_never_follows_a_planted_link_nor_replaces_the_model(
     assert tpu_calibration.main(["synthetic", str(relu_model), "-o", str(tmp_path / "no" / "cal.npz")]) == 2
     assert capsys.readouterr().err == f"error: output directory does not exist: {tmp_path}/no\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz", "cal.npz.partial.npz", "relu.onnx", "victim.txt"]
+
+
+def test_tpu_accuracy_checks_its_json_destination_before_the_work(tmp_path, capsys):
+    """Found with '--json no/such/dir/a.json' (adversarial session s13): export, compiles and cmodel
+    runs came first, then write_text died with a FileNotFoundError traceback."""
+    assert tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(tmp_path / "w"),
+                              "--json", str(tmp_path / "no" / "a.json")]) == 2
+    assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"
+    assert not (tmp_path / "w").exists()

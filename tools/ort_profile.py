@@ -21,6 +21,9 @@ from typing import Optional
 
 import numpy as np
 
+from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.one_line import printable
+
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -80,8 +83,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     if not args.model.is_file():
-        sys.stderr.write(f"error: model not found: {args.model}\n")
+        sys.stderr.write(f"error: model not found: {printable(args.model)}\n")
         return 2
+    if args.json:
+        try:   # before the profiling, not after it
+            check_destination(args.json, "--json")
+        except DestinationError as error:
+            sys.stderr.write(f"error: {error}\n")
+            return 2
     try:
         counts = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
@@ -105,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("all kernels".ljust(22) + "".join(f"{sum(r['op_ms'].values()):12.2f}" for r in results))
     print("wall".ljust(22) + "".join(f"{r['wall_ms']:12.2f}" for r in results))
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps({"model": str(args.model), "results": results}, indent=2) + "\n", "--json")
     return 0
 
 

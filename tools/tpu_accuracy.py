@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from passes.files import DestinationError, check_destination, write_text_atomic
 from tools import tpu_toolchain as tc
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE = 0, 2, 3, 4
@@ -116,6 +117,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f"(got {args.calibration_count} x {args.batch})\n")
         return EXIT_USAGE
 
+    if args.json:
+        try:   # before the export and compiles, not after them
+            check_destination(args.json, "--json")
+        except DestinationError as error:
+            sys.stderr.write(f"error: {error}\n")
+            return EXIT_USAGE
+
     from tools.eval_digits import torch_predict
     from tools.tpu_calibration import digits_set
     from vmamba_ref.digits import load_digits_split
@@ -198,9 +206,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     verdict = "PASS" if not problems and all(r.top1 is not None for r in results) else "FAIL"
     print(f"  {verdict}" + (f": {'; '.join(problems)}" if problems else "") + f" · total {time.perf_counter() - started:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"chip": args.chip, "count": args.count, "batch": args.batch,
-                                               "torch_top1": torch_top1, "problems": problems,
-                                               "modes": [asdict(r) for r in results]}, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps({"chip": args.chip, "count": args.count, "batch": args.batch,
+                                                 "torch_top1": torch_top1, "problems": problems,
+                                                 "modes": [asdict(r) for r in results]}, indent=2) + "\n", "--json")
     if not_compiled:
         return EXIT_NOT_COMPILED
     return EXIT_OK if verdict == "PASS" else EXIT_INACCURATE

@@ -27,6 +27,7 @@ from typing import Optional
 
 from onnx import TensorProto, helper, save
 
+from passes.files import DestinationError, check_destination, write_text_atomic
 from tools import tpu_toolchain as tc
 
 TOO_LARGE = "too large"
@@ -109,6 +110,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--venv")
     args = parser.parse_args(argv)
+    if args.json:
+        try:   # before the compiles, not after them
+            check_destination(args.json, "--json")
+        except DestinationError as error:
+            sys.stderr.write(f"error: {error}\n")
+            return 2
     with tempfile.TemporaryDirectory(prefix="cumsum-ceiling-") as scratch:
         workdir = Path(args.workdir or scratch).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{args.chip} {args.quantize}: one lane holds at most {result['budget']} elements; "
           f"lanes {result['lanes']}; 2-D check {result['two_dimensional_check']} ({len(result['trials'])} compiles)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n", "--json")
     return 0
 
 
