@@ -171,11 +171,17 @@ def _names(names) -> str:
     return ", ".join(printable(name) for name in names)
 
 
+# A reference array is unpacked whole: a member of a few MB can be deflated zeros of tens of GB (a
+# zip bomb takes the machine's memory). 2 GiB: 2^28 float64 values, the random feeds' own cap.
+MAX_REFERENCE_ARRAY_BYTES = 2**31
+
+
 def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Split a reference npz into (feeds, expected outputs) by the model's input/output names.
 
-    Refused (``ReferenceDataError``): a file that is not an npz or has a corrupt member; arrays the
+    Refused (``ReferenceDataError``): a file that is not an npz or has a corrupt member; a member
+    that unpacks to more than ``MAX_REFERENCE_ARRAY_BYTES``; arrays the
     model uses that are not real numbers or booleans (complex values would lose their imaginary
     part, objects need pickle, strings cannot be compared); inputs whose type or static shape the
     model does not take; expected outputs with NaN or infinity.
@@ -189,7 +195,16 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
         with archive:
             keys = list(archive.files)
             # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
-            data = {key: archive[key] for key in keys if key in input_names or key in output_names}
+            used = [key for key in keys if key in input_names or key in output_names]
+            members = set(archive.zip.namelist())
+            for key in used:   # sizes from the zip's directory, before anything is unpacked
+                size = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key).file_size
+                if size > MAX_REFERENCE_ARRAY_BYTES:
+                    raise ReferenceDataError(f"reference {shown}: array '{printable(key)}' unpacks to {size:,} bytes, "
+                                             f"over the {MAX_REFERENCE_ARRAY_BYTES:,} a reference array may take")
+            data = {key: archive[key] for key in used}
+    except ReferenceDataError:
+        raise
     except Exception as error:   # not a zip, a truncated or corrupt member (BadZipFile, zlib.error, EOFError), pickle
         raise ReferenceDataError(f"cannot read reference {shown}: {one_line(error)}") from None
     for name, array in data.items():

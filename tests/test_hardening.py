@@ -432,6 +432,25 @@ def test_unusable_references_are_refused(case, tmp_path):
     assert phrase in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_reference_array_too_large_to_unpack_is_refused_before_unpacking(tmp_path, monkeypatch):
+    """Found with a 510 KB npz whose expected output is 512 MB of deflated zeros (adversarial session
+    s13): it was unpacked whole (744 MB resident for a 4-float model; 20 MB of npz would take 20 GB).
+    The size the zip's directory declares is checked before anything is unpacked."""
+    import passes.verify as verify
+
+    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 4096)
+    path = tmp_path / "ref.npz"
+    np.savez_compressed(path, pixels=PIXELS, logits=np.zeros((1024, 3), np.float32), unused=np.zeros(9999))
+    unpacked = zipfile.ZipFile(path).getinfo("logits.npy").file_size
+    with pytest.raises(ReferenceDataError) as info:
+        load_reference(path, MODEL)
+    assert str(info.value) == (f"reference {path}: array 'logits' unpacks to {unpacked:,} bytes, over the 4,096 "
+                               "a reference array may take")
+    np.savez_compressed(path, pixels=PIXELS, logits=np.zeros((300, 3), np.float32), unused=np.zeros(9999))
+    feeds, expected = load_reference(path, MODEL)   # under the cap, and a member the model does not use is not read
+    assert expected["logits"].shape == (300, 3)
+
+
 @pytest.mark.parametrize("case", ["complex", "object", "corrupt-member"])
 def test_apply_refuses_unusable_references_with_exit_2(case, tmp_path):
     model_path = tmp_path / "m.onnx"
