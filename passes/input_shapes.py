@@ -26,10 +26,11 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
     name, sep, dims_text = text.rpartition(":")
     if not sep or not name or not dims_text:
         raise InputShapeError(f"--input-shape '{printable(text)}': expected NAME:D0,D1,... (e.g. input:1,3,224,224)")
-    try:
-        dims = [int(d) for d in dims_text.split(",")]
-    except ValueError:
-        raise InputShapeError(f"--input-shape '{printable(text)}': dimensions must be integers") from None
+    # ASCII digits only (a '-' gets the range error): int() would also take '1_0' (10), other
+    # scripts' digits, '+' and spaces
+    if not all(d.removeprefix("-").isascii() and d.removeprefix("-").isdigit() for d in dims_text.split(",")):
+        raise InputShapeError(f"--input-shape '{printable(text)}': dimensions must be integers")
+    dims = [int(d) for d in dims_text.split(",")]
     if any(d < 1 or d > MAX_DIM for d in dims):
         raise InputShapeError(f"--input-shape '{printable(text)}': dimensions must be from 1 to {MAX_DIM}")
     return name, dims

@@ -29,6 +29,11 @@ def test_parse_several_inputs_and_a_name_with_colons():
     ("x:1,a", "dimensions must be integers"),
     ("x:1,0", "dimensions must be from 1 to 2147483647"),
     ("x:1,2147483648", "dimensions must be from 1 to 2147483647"),
+    # found by s13: int() also reads '1_0' as 10, '٣' (Arabic-Indic) as 3 and ' 2' as 2
+    ("x:1_0,3", "dimensions must be integers"),
+    ("x:\u0663,3", "dimensions must be integers"),
+    ("x:+2,3", "dimensions must be integers"),
+    ("x:-2,3", "dimensions must be from 1 to 2147483647"),
 ])
 def test_bad_requests_are_one_line_errors(text, message):
     with pytest.raises(InputShapeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
