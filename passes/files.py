@@ -44,11 +44,18 @@ def _folder(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
+def _refuse_nul(path: Path, shown: str, what: str) -> None:
+    # os.lstat would raise ValueError ('embedded null byte'), not an OSError: no path holds one
+    if "\x00" in str(path):
+        raise DestinationError(f"{what} {shown} holds a NUL byte, which no path can")
+
+
 def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
     """Refuse (``DestinationError``) a destination that exists and is not a regular file, or whose
     folder is missing or takes no new file. Nothing is left behind by the check."""
     path = Path(path)
     shown = printable(path)
+    _refuse_nul(path, shown, what)
     try:
         link = os.lstat(path)
     except FileNotFoundError:
@@ -113,6 +120,7 @@ def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterab
     the nearest existing ancestor is a directory that takes files."""
     folder = Path(folder)
     shown = printable(folder)
+    _refuse_nul(folder, shown, what)
     if os.path.lexists(folder):
         if not folder.is_dir():
             kind = "a broken symbolic link" if not folder.exists() else _kind(os.stat(folder).st_mode)

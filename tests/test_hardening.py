@@ -177,6 +177,22 @@ def test_check_destination_refuses_what_is_not_a_regular_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["dangling", "fifo", "file", "to-null"]
 
 
+def test_a_destination_with_a_nul_byte_is_bad_input_for_library_callers(tmp_path):
+    """Found by compile_model(..., output='o\\x00.onnx') and report='r\\x00' (adversarial session s13): os.lstat's
+    ValueError ('embedded null byte') came out raw instead of BadInput."""
+    from pipelines.compiler import BadInput, compile_model
+    from scan_testing import TINY_MODEL_TEXT
+
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    with pytest.raises(BadInput) as error:
+        compile_model(model, "eliminate-dead-nodes", output=str(tmp_path / "o\x00.onnx"))
+    assert str(error.value) == f"output {tmp_path}/o\\x00.onnx holds a NUL byte, which no path can"
+    with pytest.raises(BadInput) as error:
+        compile_model(model, "eliminate-dead-nodes", report=str(tmp_path / "r\x00"))
+    assert str(error.value) == f"--report folder {tmp_path}/r\\x00 holds a NUL byte, which no path can"
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("destination", ["/dev/null", "fifo", "link-to-null"])
 def test_apply_refuses_a_destination_that_is_not_a_regular_file(destination, tmp_path):
     from scan_testing import TINY_MODEL_TEXT
