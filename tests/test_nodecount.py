@@ -84,3 +84,16 @@ def test_hostile_op_types_and_paths_are_shown_escaped(tmp_path):
     result = nodecount()
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: the following arguments are required: models")
+
+
+def test_an_op_type_that_is_not_utf8_is_one_line_exit_2(tmp_path):
+    """Found by a model whose op type holds the bytes 'OP\\xff\\xfeRK' (adversarial session s13):
+    proto2 hands it over as bytes, and sorting it among str op types was a TypeError traceback."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "c" : 1]>
+        g (float[4] x) => (float[4] y) { t = Relu(x)  y = c.OPMARK(t) }""")
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"OPMARK", b"OP\xff\xfeRK"))
+    for flag in ([], ["--json"], ["--csv"]):
+        result = nodecount(path, *flag)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr == f"error: {path}: an op type holds bytes that are not UTF-8 text: b'OP\\xff\\xfeRK'\n"

@@ -35,7 +35,12 @@ def count_ops(path: str | Path) -> Counter:
         raise CountError(f"not an ONNX file, or truncated: {printable(path)} ({one_line(error, limit=200)})") from None
     if not model.HasField("graph"):
         raise CountError(f"not an ONNX model (no graph): {printable(path)}")
-    return Counter(node.op_type for node in model.graph.node)
+    counts = Counter(node.op_type for node in model.graph.node)
+    for op in counts:   # proto2 hands over an op type that is not UTF-8 as bytes: no row can sort or print it
+        if isinstance(op, bytes):
+            raise CountError(f"{printable(path)}: an op type holds bytes that are not UTF-8 text: "
+                             f"{printable(repr(op[:60]))}")
+    return counts
 
 
 def histogram_rows(histograms: dict[str, Counter]) -> list[tuple[str, list[int]]]:
