@@ -25,7 +25,7 @@ TOLERANCE = 1e-5
 NODE_COUNTS = {
     "hf-mamba-n16": (471, {"seed": 103, "cpu": 307, "tpu": 149}),
     # seed overflows on it (test below); cpu: L 40 in 2 chunks of Q 20, read out block by block (20 readouts)
-    "hf-mamba-n16-dt2": (611, {"cpu": 393, "tpu": 103}),
+    "hf-mamba-n16-dt2": (611, {"cpu": 393, "tpu": 101}),
     "hf-mamba-n4-b2": (182, {"seed": 55, "cpu": 117, "tpu": 72}),
     "mambapy-n16": (270, {"seed": 88, "cpu": 262, "tpu": 136}),
     "fork-channels-n4": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
