@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.files import DestinationError, write_text_atomic
 from passes.one_line import one_line, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
+from tools.json_destination import json_destination_refused
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -273,9 +274,9 @@ def main(argv=None) -> int:
                     help="measure nothing: print (and with --write-docs write) the result a --json run saved, "
                          "e.g. one taken on another machine")
     args = ap.parse_args(argv)
+    if json_destination_refused(args.json):
+        return 2
     try:
-        if args.json:   # before minutes of measuring, not after
-            check_destination(args.json, "--json")
         result = load_result(args.from_json) if args.from_json else run(args)
     except (ResultError, DestinationError) as error:
         sys.stderr.write(f"error: {error}\n")

@@ -21,8 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.files import write_text_atomic
 from passes.one_line import printable
+from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -85,12 +86,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.model.is_file():
         sys.stderr.write(f"error: model not found: {printable(args.model)}\n")
         return 2
-    if args.json:
-        try:   # before the profiling, not after it
-            check_destination(args.json, "--json")
-        except DestinationError as error:
-            sys.stderr.write(f"error: {error}\n")
-            return 2
+    if json_destination_refused(args.json):
+        return 2
     try:
         counts = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:

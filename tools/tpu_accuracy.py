@@ -27,8 +27,9 @@ from typing import Optional
 
 import numpy as np
 
-from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.files import write_text_atomic
 from tools import tpu_toolchain as tc
+from tools.json_destination import json_destination_refused
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE = 0, 2, 3, 4
 MODES = ("F32", "BF16", "F16", "INT8")
@@ -117,12 +118,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f"(got {args.calibration_count} x {args.batch})\n")
         return EXIT_USAGE
 
-    if args.json:
-        try:   # before the export and compiles, not after them
-            check_destination(args.json, "--json")
-        except DestinationError as error:
-            sys.stderr.write(f"error: {error}\n")
-            return EXIT_USAGE
+    if json_destination_refused(args.json):
+        return EXIT_USAGE
 
     from tools.eval_digits import torch_predict
     from tools.tpu_calibration import digits_set

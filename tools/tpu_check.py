@@ -38,9 +38,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.files import DestinationError, write_text_atomic
 from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import tpu_toolchain as tc
+from tools.json_destination import json_destination_refused
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
 DEFAULT_MIN_COSINE = {"F32": 0.9999, "BF16": 0.99, "F16": 0.99, "INT8": 0.99}
@@ -501,9 +502,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if json_destination_refused(args.json, dash_is_stdout=True):
+        return EXIT_USAGE
     try:
-        if args.json and args.json != "-":   # before the compile, not after it
-            check_destination(args.json, "--json")
         verdict, code = check(args, console)
     except (UsageError, DestinationError) as error:
         sys.stderr.write(f"error: {one_line(error)}\n")   # names from the model: escaped

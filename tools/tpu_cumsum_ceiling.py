@@ -27,8 +27,9 @@ from typing import Optional
 
 from onnx import TensorProto, helper, save
 
-from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.files import write_text_atomic
 from tools import tpu_toolchain as tc
+from tools.json_destination import json_destination_refused
 
 TOO_LARGE = "too large"
 
@@ -110,12 +111,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--venv")
     args = parser.parse_args(argv)
-    if args.json:
-        try:   # before the compiles, not after them
-            check_destination(args.json, "--json")
-        except DestinationError as error:
-            sys.stderr.write(f"error: {error}\n")
-            return 2
+    if json_destination_refused(args.json):
+        return 2
     with tempfile.TemporaryDirectory(prefix="cumsum-ceiling-") as scratch:
         workdir = Path(args.workdir or scratch).resolve()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,26 @@
+"""The --json destination check every measuring tool makes before its work.
+
+A tool that measures or compiles for minutes must refuse a --json destination it could never write
+(a directory, a planted device, a missing or read-only folder) before it starts, not after, so the
+user loses no minutes and gets the tool's usual one-line error and exit 2.
+"""
+from __future__ import annotations
+
+import sys
+
+from passes.files import DestinationError, check_destination
+from passes.one_line import one_line
+
+
+def json_destination_refused(path, *, dash_is_stdout: bool = False) -> bool:
+    """Check ``path`` as --json's destination; on refusal print one line on stderr and return True.
+
+    ``None`` (no --json) passes; so does ``-`` where the tool writes JSON to stdout for it."""
+    if path is None or path == "" or (dash_is_stdout and str(path) == "-"):
+        return False
+    try:
+        check_destination(path, "--json")
+    except DestinationError as error:
+        sys.stderr.write(f"error: {one_line(error)}\n")   # names the path: escaped
+        return True
+    return False
