@@ -22,6 +22,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any
 
+from passes.one_line import one_line
 from passes.base import Option, Pass, PassOptionError
 
 ENTRY_POINT_GROUP = "vmamba_passes.passes"
@@ -77,7 +78,7 @@ def _decorates_a_class_with_register_pass(source: str) -> bool:
 
 
 def _record_failure(where: str, error: BaseException) -> None:
-    _import_failures[where] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    _import_failures[where] = f"{type(error).__name__}: {one_line(error)}"
 
 
 def _discover() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.one_line import OneLineArgumentParser
+from passes.one_line import OneLineArgumentParser, one_line
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             write_outputs(args, result, display)
     except BenchError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ import onnx
 
 from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, printable
+from passes.one_line import OneLineArgumentParser, printable, one_line
 
 
 class DiffError(Exception):
@@ -39,7 +39,7 @@ def _load(path: str) -> onnx.ModelProto:
         # Weights in external files are not needed: large constants print as type and shape.
         model = onnx.load(path, load_external_data=False)
     except Exception as error:
-        raise DiffError(f"not an ONNX file, or truncated: {shown} ({printable(' '.join(str(error).split())[:200])})") from None
+        raise DiffError(f"not an ONNX file, or truncated: {shown} ({one_line(error, 200)})") from None
     if not model.HasField("graph"):
         raise DiffError(f"not an ONNX model (no graph): {shown}")
     try:
@@ -119,7 +119,7 @@ def _diff(args: argparse.Namespace) -> int:
         try:
             write_text_atomic(args.output, page)
         except OSError as error:
-            sys.stderr.write(f"error: cannot write {printable(args.output)}: {printable(' '.join(str(error).split()))}\n")
+            sys.stderr.write(f"error: cannot write {printable(args.output)}: {one_line(error)}\n")
             return 2
         if not args.text:
             print(f"wrote {printable(args.output)}")

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from passes.files import atomic_open
+
 # Debian's package is "chromium"; other systems name it differently.
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -74,7 +76,7 @@ class Page:
         reply = self.browser.call("Page.captureScreenshot",
                                   {"format": "png", "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
                                    "captureBeyondViewport": True}, self.session)
-        with open(path, "wb") as handle:
+        with atomic_open(path, "wb", "screenshot") as handle:
             handle.write(base64.b64decode(reply["data"]))
 
 

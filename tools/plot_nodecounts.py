@@ -15,6 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from passes.files import atomic_target, check_destination
+from passes.one_line import one_line, printable
+
 DEFAULT_PIPELINES = "seed,cpu,tpu"
 
 
@@ -79,8 +82,8 @@ def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
     model = Path(str(reports[0].get("input", ""))).name
     figure.suptitle(title or f"Node count after each pass ({model})", fontsize=12)
     figure.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=110)
+    with atomic_target(output, suffix=output.suffix or ".png") as temporary:
+        figure.savefig(temporary, dpi=110, format=(output.suffix[1:] or "png"))
     plt.close(figure)
     return output
 
@@ -97,14 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.reports) == bool(args.model):
         parser.error("give report files, or --model (not both)")
     try:
+        check_destination(args.output)   # before running pipelines, not after
         if args.model:
             reports = run_pipelines(args.model, args.pipelines.split(","), Path(args.work))
         else:
             reports = [load_report(path) for path in args.reports]
+        written = plot(reports, Path(args.output), args.title)
     except (OSError, ValueError, RuntimeError) as error:
-        sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
+        sys.stderr.write(f"error: {one_line(error)}\n")
         return 2
-    print(f"wrote {plot(reports, Path(args.output), args.title)}")
+    print(f"wrote {printable(written)}")
     return 0
 
 

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from passes.files import check_destination
+from passes.one_line import one_line, printable
 from tools.headless_chromium import BrowserError, HeadlessChromium
 
 
@@ -23,20 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     page_path = Path(args.page)
     if not page_path.is_file():
-        sys.stderr.write(f"error: not a file: {page_path}\n")
+        sys.stderr.write(f"error: not a file: {printable(page_path)}\n")
         return 2
     try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        check_destination(args.output, "--output")   # before starting a browser, not after
         with HeadlessChromium() as browser:
             page = browser.open(page_path.resolve().as_uri())
             if page.problems:
                 sys.stderr.write("error: the page has problems:\n  " + "\n  ".join(page.problems) + "\n")
                 return 1
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(args.output, args.width, args.height)
-    except BrowserError as error:
-        sys.stderr.write(f"error: {error}\n")
+    except (BrowserError, OSError) as error:   # DestinationError is an OSError
+        sys.stderr.write(f"error: {one_line(error)}\n")
         return 2
-    print(f"wrote {args.output} ({args.width}x{args.height})")
+    print(f"wrote {printable(args.output)} ({args.width}x{args.height})")
     return 0
 
 

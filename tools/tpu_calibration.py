@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from passes.one_line import one_line
 from passes.files import DestinationError, atomic_target, check_destination, check_not_read
 
 
@@ -70,7 +71,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise ValueError(f"model not found: {args.model}")
             arrays = synthetic_set(Path(args.model), args.count, args.seed)
     except Exception as error:  # one line for the user
-        sys.stderr.write(f"error: {' '.join(str(error).split())[:300]}\n")
+        sys.stderr.write(f"error: {one_line(error, 300)}\n")
         return 2
     target = Path(args.output)
     with atomic_target(target, ".npz") as temporary:   # exclusive: never through a planted link

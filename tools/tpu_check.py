@@ -275,7 +275,7 @@ def check(args, console) -> tuple[Verdict, int]:
     except UsageError:
         raise
     except Exception as error:
-        raise UsageError(f"cannot read {args.model} as ONNX: {' '.join(str(error).split())[:200]}") from None
+        raise UsageError(f"cannot read {args.model} as ONNX: {one_line(error, 200)}") from None
     sample = Path(args.input) if args.input else None
     if sample is not None and not sample.is_file():
         raise UsageError(f"input npz not found: {sample}")

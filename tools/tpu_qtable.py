@@ -48,6 +48,7 @@ from typing import Iterable, Optional
 
 import onnx
 
+from passes.one_line import one_line
 from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
 from passes.report.provenance import PASS_KEY
 
@@ -259,7 +260,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         model = onnx.load(args.model, load_external_data=False)
         mlir_text = Path(args.mlir).read_text()
     except Exception as error:
-        sys.stderr.write(f"error: {' '.join(str(error).split())[:200]}\n")
+        sys.stderr.write(f"error: {one_line(error, 200)}\n")
         return 2
     table = quantization_table(model, mlir_op_names(mlir_text), args.float_mode, args.lanes)
     text = format_table(table, Path(args.model).name)

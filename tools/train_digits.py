@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from passes.files import write_text_atomic
 from vmamba_ref import DIGITS_WEIGHTS, build_model, get_config, load_checkpoint, save_checkpoint
 from vmamba_ref.digits import HELD_OUT, NORM_MEAN, NORM_STD, SPLIT_SEED, load_digits_split
 
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
     }
     meta_path = args.out.with_suffix(".json")
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     print(f"held-out accuracy {acc:.4f} ({meta['held_out_correct']}/{HELD_OUT}); wrote {args.out} "
           f"({args.out.stat().st_size / 1e6:.1f} MB) and {meta_path}")
     return 0

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from passes.files import DestinationError, check_destination, write_text_atomic
+from passes.one_line import one_line
 from tools.tpu_qtable import NORM_LINEAGE  # layernorm-channels-first names its nodes with it
 
 # Small on purpose: a few seconds per export. Stages at 24x24 are 6x6, 3x3, 2x2: L = 36, 9, 4,
@@ -326,9 +328,14 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         variants = [VARIANTS_BY_NAME[n] for n in args.only.split(",")]
+    try:
+        check_destination(args.output)   # before minutes of compiling, not after
+    except DestinationError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="variants-") as workdir:
         table = build_table(variants, Path(workdir), log=lambda m: print(m, file=sys.stderr))
-    args.output.write_text(table)
+    write_text_atomic(args.output, table)
     print(f"wrote {args.output} ({len(variants)} variants)")
     return 0
 

@@ -1,0 +1,64 @@
+"""Tools that write a file refuse a destination they cannot write before their work, in one escaped
+line with exit 2, and write through an exclusive temporary file (nothing half-written is left)."""
+import json
+
+import pytest
+
+from tools import plot_nodecounts, report_screenshot, variants_table
+
+
+def _report(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"input": "m.onnx", "pipeline_name": "cpu", "run": {"nodes_before": 100, "passes": [
+        {"index": 1, "name": "reroll-scans", "nodes_after": 10, "changed": True}]}}))
+    return path
+
+
+def test_variants_table_refuses_a_directory_before_compiling(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(variants_table, "build_table", lambda *a, **k: pytest.fail("compiled before the check"))
+    (tmp_path / "out\x1b[2J").mkdir()
+    assert variants_table.main(["--output", str(tmp_path / "out\x1b[2J")]) == 2
+    assert capsys.readouterr().err == f"error: output is a directory: {tmp_path}/out\\x1b[2J\n"
+
+
+def test_variants_table_writes_atomically(tmp_path, monkeypatch):
+    monkeypatch.setattr(variants_table, "build_table", lambda *a, **k: "| table |\n")
+    out = tmp_path / "VARIANTS.md"
+    assert variants_table.main(["--output", str(out)]) == 0
+    assert out.read_text() == "| table |\n" and sorted(p.name for p in tmp_path.iterdir()) == ["VARIANTS.md"]
+
+
+def test_report_screenshot_refuses_a_directory_before_starting_a_browser(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(report_screenshot, "HeadlessChromium", lambda: pytest.fail("browser started"))
+    page = tmp_path / "index.html"
+    page.write_text("<html></html>")
+    (tmp_path / "shot.png").mkdir()
+    assert report_screenshot.main([str(page), "-o", str(tmp_path / "shot.png")]) == 2
+    assert capsys.readouterr().err == f"error: --output is a directory: {tmp_path}/shot.png\n"
+
+
+def test_plot_nodecounts_leaves_no_file_when_the_plot_fails(tmp_path, capsys, monkeypatch):
+    def broken_savefig(self, *args, **kwargs):
+        with open(args[0], "wb") as half:
+            half.write(b"\x89PNG half")
+        raise OSError("disk full")
+    import matplotlib.figure
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
+    out = tmp_path / "plots" / "nodes.png"
+    out.parent.mkdir()
+    assert plot_nodecounts.main([str(_report(tmp_path)), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == "error: disk full\n"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_plot_nodecounts_refuses_a_directory_in_one_line(tmp_path, capsys):
+    (tmp_path / "nodes.png").mkdir()
+    assert plot_nodecounts.main([str(_report(tmp_path)), "-o", str(tmp_path / "nodes.png")]) == 2
+    assert capsys.readouterr().err == f"error: output is a directory: {tmp_path}/nodes.png\n"
+
+
+def test_plot_nodecounts_writes_a_png(tmp_path):
+    out = tmp_path / "nodes.png"
+    assert plot_nodecounts.main([str(_report(tmp_path)), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes.png", "report.json"]
