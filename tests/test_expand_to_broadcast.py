@@ -76,3 +76,35 @@ g (float[1,2,1,1,5] s, float[1,6,5] x) => (float[1,6,5] y) {
     assert op_histogram(out) == {"Mul": 1, "Reshape": 2}
     values = feeds(x_shape=(1, 6, 5))
     np.testing.assert_array_equal(run(out, values)[0], run(before, values)[0])
+
+
+def test_two_unknown_sizes_are_left_alone():
+    # A Reshape takes one -1 only: with a symbolic batch and a symbolic length the view cannot be written.
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[n,2,1,1,m] s, float[n,6,m,1] x) => (float[n,6,m,1] y) {
+  wanted = Constant<value = int64[5] {1, 2, 3, 1, 1}>()
+  e = Expand(s, wanted)
+  merged = Shape(x)
+  r = Reshape(e, merged)
+  y = Mul(x, r)
+}
+"""
+    before = onnx.parser.parse_model(text)
+    out, result = apply_pass(before, ExpandToBroadcast())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out)["Expand"] == 1
+    values = {"s": np.ones((2, 2, 1, 1, 5), np.float32), "x": np.full((2, 6, 5, 1), 2.0, np.float32)}
+    np.testing.assert_array_equal(run(out, values)[0], run(before, values)[0])
+
+
+def test_an_empty_axis_is_left_alone():
+    # A 0 in a Reshape's target copies the input's size: the view of an empty tensor is not written.
+    before = onnx.parser.parse_model(SCAN_B.replace("OP", "Mul").replace("LEFT", "x").replace("RIGHT", "r")
+                                     .replace("1,2,1,1,5", "1,2,1,1,0").replace("1,6,5,1", "1,6,0,1")
+                                     .replace("{1, 2, 3, 1, 5}", "{1, 2, 3, 1, 0}").replace("{1, 6, 5, 1}", "{1, 6, 0, 1}")
+                                     .replace("Reshape(e, merged)", "Reshape<allowzero = 1>(e, merged)"))
+    out, result = apply_pass(before, ExpandToBroadcast())
+    assert result.stats == {"rewritten": 0}
+    values = {"s": np.ones((1, 2, 1, 1, 0), np.float32), "x": np.ones((1, 6, 0, 1), np.float32)}
+    assert run(out, values)[0].shape == (1, 6, 0, 1)

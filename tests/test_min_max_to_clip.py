@@ -24,6 +24,8 @@ def binary_model(op, bound, constant_first=False, opset=17, shape=("batch", 4, 6
     ("Min", [[20.0]], True, 17),     # a one-element constant of lower rank, first
     ("Max", -3.5, False, 17),
     ("Min", 0.25, False, 8),         # before opset 11 Clip takes attributes
+    ("Max", 0.5, True, 11),          # from opset 11 it takes inputs
+    ("Min", [[[7.0]]], False, 17),   # a one-element constant of x's own rank adds no axis
 ])
 def test_scalar_bound_becomes_exact_clip(op, bound, constant_first, opset):
     model = binary_model(op, bound, constant_first, opset)
@@ -38,6 +40,7 @@ def test_scalar_bound_becomes_exact_clip(op, bound, constant_first, opset):
 @pytest.mark.parametrize("bound, shape", [
     ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], ("batch", 4, 6)),   # a vector of bounds: not one Clip
     ([[[[20.0]]]], ("batch", 4, 6)),                      # adds an axis to x's shape
+    ([1.0, 2.0], ("batch", 4, 2)),                        # two bounds
 ])
 def test_other_bounds_stay(bound, shape):
     model = binary_model("Min", bound, shape=shape)
@@ -51,6 +54,16 @@ def test_min_of_two_tensors_stays():
         [helper.make_node("Min", ["x", "z"], ["y"], name="both")], "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "z")],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), MinMaxToClip())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == {"Min": 1}
+
+
+def test_min_of_two_constants_is_left_to_fold_constants():
+    graph = helper.make_graph(
+        [helper.make_node("Min", ["a", "c"], ["y"], name="constants")], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.asarray(3.0, np.float32), n) for n in ("a", "c")])
     out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), MinMaxToClip())
     assert result.stats == {"rewritten": 0}
     assert op_histogram(out) == {"Min": 1}
