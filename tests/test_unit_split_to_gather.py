@@ -20,7 +20,7 @@ def split_of_transpose(in_shape, perm, axis, sizes, opset=17, extra_consumer=Fal
         [helper.make_node("Transpose", ["x"], ["t"], name="move", perm=perm),
          helper.make_node("Split", split_inputs, outputs, name="cut", **split_attrs)], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [size if i == axis else d for i, d in enumerate(out_shape)])
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [size if i == axis % len(out_shape) else d for i, d in enumerate(out_shape)])
          for o, size in zip(outputs, sizes)]
         + ([helper.make_tensor_value_info("t", TensorProto.FLOAT, out_shape)] if extra_consumer else []),
         [numpy_helper.from_array(np.asarray(sizes, np.int64), "sizes")] if opset >= 13 else [])
@@ -110,3 +110,37 @@ def test_unary_ops_between_commute_with_the_transpose():
     expected = np.split(np.exp(np.transpose(x, [3, 0, 1, 2, 4])), 4, axis=0)
     for got, want in zip(run(out, {"x": x}), expected):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
+def test_a_split_with_one_longer_slice_stays():
+    model = split_of_transpose([2, 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [1, 2, 1])
+    out, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == {"Split": 1, "Transpose": 1}
+
+
+def test_two_unary_ops_move_onto_the_input_in_their_order():
+    """Split(Exp(Neg(Transpose(x)))): exp(-x), not -exp(x)."""
+    model = split_of_transpose(["batch", 6, 5, 4, 1], [3, 0, 1, 2, 4], 0, [1, 1, 1, 1])
+    graph = model.graph
+    graph.node[1].input[0] = "e"
+    graph.node.insert(1, helper.make_node("Exp", ["n"], ["e"], name="exp"))
+    graph.node.insert(1, helper.make_node("Neg", ["t"], ["n"], name="neg"))
+    out, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Exp": 1, "Gather": 4, "Neg": 1, "Unsqueeze": 4}
+    x = np.random.default_rng(5).standard_normal([2, 6, 5, 4, 1]).astype(np.float32)
+    expected = np.split(np.exp(-np.transpose(x, [3, 0, 1, 2, 4])), 4, axis=0)
+    for got, want in zip(run(out, {"x": x}), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
+def test_a_negative_split_axis_through_a_transpose():
+    """Split(Transpose(x, [0, 2, 1]), axis=-1): the last axis of the transposed tensor is x's axis 1."""
+    model = split_of_transpose([2, 3, 4], [0, 2, 1], -1, [1, 1, 1])
+    out, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Gather": 3, "Unsqueeze": 3}
+    x = np.random.default_rng(6).standard_normal([2, 3, 4]).astype(np.float32)
+    for got, want in zip(run(out, {"x": x}), np.split(np.transpose(x, [0, 2, 1]), 3, axis=2)):
+        np.testing.assert_array_equal(got, want)
