@@ -66,3 +66,24 @@ def test_other_concats_stay(block_shape, count, axis, perm, note):
     assert result.stats == {"rewritten": 0}
     assert result.notes == ([note] if note else [])
     assert op_histogram(out) == ({"Concat": 1, "Transpose": 1} if perm else {"Concat": 1})
+
+
+def test_a_concat_of_unlike_blocks_stays():
+    """The first block has the unit axis, the second is two steps long: not Q unit slices."""
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x0", "x1"], ["y"], name="join", axis=3)], "g",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 6, 5, 1, 1]),
+         helper.make_tensor_value_info("x1", TensorProto.FLOAT, [1, 6, 5, 2, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), UnitConcatToGather())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == {"Concat": 1}
+
+
+@pytest.mark.parametrize("cap, rewritten", [(4 * 5, 1), (4 * 5 - 1, 0)])
+def test_the_index_table_cap_is_inclusive(monkeypatch, cap, rewritten):
+    import passes.unit_concat_to_gather as module
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    out, result = apply_pass(concat_model(["batch", 6, 5, 1, 1], 4, 3), UnitConcatToGather())
+    assert result.stats == {"rewritten": rewritten}
+    assert ("Gather" in op_histogram(out)) == bool(rewritten)
