@@ -28,6 +28,7 @@ class MatMulLeftRank(Pass):
         builder = GraphBuilder(graph, ctx.opset, prefix="matmul_left_rank")
         lifted = 0
         lifted_constants: dict[tuple[str, int], gs.Constant] = {}   # one lifted copy per constant shared by MatMuls
+        taken = set(graph.tensors())   # a model may already have a tensor called like a lifted copy
         for node in [n for n in graph.nodes if n.op == "MatMul"]:
             left, right = node.inputs[:2]
             left_rank, right_rank = ranks.rank(left), ranks.rank(right)
@@ -38,7 +39,12 @@ class MatMulLeftRank(Pass):
                 key = (left.name, right_rank)
                 if key not in lifted_constants:
                     values = np.asarray(left.values)
-                    lifted_constants[key] = gs.Constant(f"{left.name}_rank{right_rank}",
+                    name, copy = f"{left.name}_rank{right_rank}", 1
+                    while name in taken:
+                        copy += 1
+                        name = f"{left.name}_rank{right_rank}#{copy}"
+                    taken.add(name)
+                    lifted_constants[key] = gs.Constant(name,
                                                         values.reshape((1,) * missing + values.shape))
                 node.inputs[0] = lifted_constants[key]
             else:

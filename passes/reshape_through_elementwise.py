@@ -108,6 +108,16 @@ class _Mover:
         self.shapes = static_shapes(graph)
         self.count = 0
         self.moved = 0
+        # A model's names are hostile text: one may already be called like a name made here.
+        self.taken = {node.name for node in graph.nodes} | set(graph.tensors())
+
+    def unique(self, name: str) -> str:
+        candidate, copy = name, 1
+        while candidate in self.taken:
+            copy += 1
+            candidate = f"{name}#{copy}"
+        self.taken.add(candidate)
+        return candidate
 
     def shape(self, tensor: gs.Tensor) -> Optional[Shape]:
         if isinstance(tensor, gs.Constant):
@@ -116,13 +126,13 @@ class _Mover:
 
     def fresh(self, base: str, shape: Shape, dtype) -> gs.Variable:
         self.count += 1
-        name = f"reshape_through_elementwise/{base.rsplit('/', 1)[-1]}_{self.count}"
+        name = self.unique(f"reshape_through_elementwise/{base.rsplit('/', 1)[-1]}_{self.count}")
         self.shapes[name] = tuple(shape)
         return gs.Variable(name, dtype=dtype, shape=list(shape))
 
     def target_constant(self, name: str, shape: Shape) -> gs.Constant:
         self.count += 1
-        return gs.Constant(f"{name}/shape_{self.count}", np.asarray(shape, dtype=np.int64))
+        return gs.Constant(self.unique(f"{name}/shape_{self.count}"), np.asarray(shape, dtype=np.int64))
 
     def reshaped(self, tensor: gs.Tensor, shape: Shape) -> gs.Tensor:
         """tensor in `shape`: a new Constant for a constant, else a Reshape node."""
@@ -130,11 +140,12 @@ class _Mover:
             return tensor
         if isinstance(tensor, gs.Constant):
             self.count += 1
-            return gs.Constant(f"reshape_through_elementwise/{tensor.name.rsplit('/', 1)[-1]}_{self.count}",
+            return gs.Constant(self.unique(f"reshape_through_elementwise/{tensor.name.rsplit('/', 1)[-1]}_{self.count}"),
                                np.ascontiguousarray(tensor.values.reshape(shape)))
         out = self.fresh(tensor.name, shape, tensor.dtype)
-        target = gs.Constant(f"{out.name}/shape", np.asarray(shape, dtype=np.int64))
-        self.graph.nodes.append(gs.Node("Reshape", name=f"{out.name}/Reshape", inputs=[tensor, target], outputs=[out]))
+        target = gs.Constant(self.unique(f"{out.name}/shape"), np.asarray(shape, dtype=np.int64))
+        self.graph.nodes.append(gs.Node("Reshape", name=self.unique(f"{out.name}/Reshape"), inputs=[tensor, target],
+                                        outputs=[out]))
         return out
 
     # -- one step -----------------------------------------------------------------------
@@ -209,7 +220,7 @@ class _Mover:
             spatial = target[2:]
             producer.inputs[0] = self.reshaped(data, tuple(data_shape[:2]) + tuple(spatial))
             self.count += 1
-            producer.inputs[1] = gs.Constant(f"reshape_through_elementwise/{weight.name.rsplit('/', 1)[-1]}_{self.count}",
+            producer.inputs[1] = gs.Constant(self.unique(f"reshape_through_elementwise/{weight.name.rsplit('/', 1)[-1]}_{self.count}"),
                                              np.ascontiguousarray(weight.values.reshape(
                                                  tuple(weight.values.shape[:2]) + (1,) * len(spatial))))
             producer.attrs.update(kernel_shape=[1] * len(spatial), strides=[1] * len(spatial),
@@ -266,8 +277,8 @@ class _Mover:
             output = consumer.outputs[0]
             inner = self.fresh(output.name, source, output.dtype)
             consumer.outputs[0] = inner
-            shape_const = gs.Constant(f"{inner.name}/shape", np.asarray(target, dtype=np.int64))
-            self.graph.nodes.append(gs.Node("Reshape", name=f"{inner.name}/Reshape", inputs=[inner, shape_const],
+            shape_const = gs.Constant(self.unique(f"{inner.name}/shape"), np.asarray(target, dtype=np.int64))
+            self.graph.nodes.append(gs.Node("Reshape", name=self.unique(f"{inner.name}/Reshape"), inputs=[inner, shape_const],
                                             outputs=[output]))
         node.outputs.clear()
         node.inputs.clear()

@@ -72,3 +72,21 @@ def test_a_constant_shared_by_two_matmuls_is_lifted_once():
     feeds = {name: rng.standard_normal((1, 2, 3, 2)).astype(np.float32) for name in ("x", "y")}
     for expected, actual in zip(run(model, feeds), run(after, feeds)):
         np.testing.assert_array_equal(actual, expected)
+
+
+def test_a_lifted_constant_does_not_take_a_name_the_model_has():
+    """The model already has a tensor called 'w_rank3' (names are hostile text): the lifted copy of w
+    gets another name, and the model stays valid (one producer per tensor)."""
+    text = f"""{HEADER}
+    g (float[1,2,5] t, float[1,4,5] w_rank3) => (float[1,4,5] y)
+      <float[4,2] w = {{1,2,3,4,5,6,7,8}}> {{
+      m = MatMul(w, t)
+      y = Add(m, w_rank3)
+    }}"""
+    before, after, result = _apply(text)
+    assert result.stats == {"lifted": 1}
+    assert [i.name for i in after.graph.initializer] == ["w_rank3#2"]
+    rng = np.random.default_rng(1)
+    feeds = {"t": rng.standard_normal((1, 2, 5)).astype(np.float32),
+             "w_rank3": rng.standard_normal((1, 4, 5)).astype(np.float32)}
+    np.testing.assert_array_equal(run(after, feeds)[0], run(before, feeds)[0])

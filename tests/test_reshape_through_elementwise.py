@@ -131,3 +131,23 @@ def test_folded_reshape_takes_its_static_shape_not_a_zero_target():
     assert result.changed and op_histogram(out) == {"Reshape": 1}
     x = np.arange(48, dtype=np.float32).reshape(4, 12)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
+
+
+def test_names_the_pass_would_make_are_not_taken_twice():
+    """A model's names are hostile text: graph inputs already called as this pass names its new
+    tensors must not be produced a second time (the pass had a count from 1 and no look at the graph)."""
+    made, _ = apply_pass(scan_like_model(), ReshapeThroughElementwise())
+    new_names = sorted({t for n in made.graph.node for t in n.output if t.startswith("reshape_through_elementwise/")})
+    assert len(new_names) >= 4
+    for victim in new_names[:4]:
+        model = scan_like_model()
+        for node in model.graph.node:
+            node.input[:] = [victim if name == "u" else name for name in node.input]
+        next(i for i in model.graph.input if i.name == "u").name = victim
+        values = feeds()
+        values[victim] = values.pop("u")
+        out, result = apply_pass(model, ReshapeThroughElementwise())
+        onnx.checker.check_model(out, full_check=True)
+        produced = [t for n in out.graph.node for t in n.output]
+        assert len(produced) == len(set(produced)) and victim not in produced
+        np.testing.assert_allclose(run(out, values)[0], run(model, values)[0], rtol=1e-6, atol=1e-6)
