@@ -3,6 +3,7 @@ and 1x1 Convs; channel reshapes, shared inputs and partly broadcast operands sto
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 
 from passes.reshape_through_elementwise import ReshapeThroughElementwise, axis_groups, mapped_operand, spatial_only
@@ -151,3 +152,41 @@ def test_names_the_pass_would_make_are_not_taken_twice():
         produced = [t for n in out.graph.node for t in n.output]
         assert len(produced) == len(set(produced)) and victim not in produced
         np.testing.assert_allclose(run(out, values)[0], run(model, values)[0], rtol=1e-6, atol=1e-6)
+
+
+CONV_THEN_SPLIT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,2,12] x) => (float[1,4,SPLIT] y) <int64[4] split = {1, 4, SPLIT}, float[4,2,1] w = {1,2,3,4,5,6,7,8}> {
+  c = Conv<ATTRS>(x, w)
+  y = Reshape(c, split)
+}
+"""
+
+
+@pytest.mark.parametrize("attrs, out_length, split", [
+    ("strides = [2]", 6, "3, 2"),          # a strided 1x1 Conv keeps every other position
+    ("pads = [1, 1]", 14, "7, 2"),         # a padded one adds positions at both ends
+])
+def test_a_strided_or_padded_1x1_conv_is_not_passed(attrs, out_length, split):
+    text = CONV_THEN_SPLIT.replace("ATTRS", attrs).replace("SPLIT", split)
+    model = onnx.parser.parse_model(text)
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    assert not result.changed
+    assert op_histogram(out) == {"Conv": 1, "Reshape": 1}
+    x = np.random.default_rng(2).standard_normal((1, 2, 12)).astype(np.float32)
+    assert run(out, {"x": x})[0].shape[2:] == tuple(int(d) for d in split.split(", "))
+
+
+def test_a_reshape_to_its_own_shape_that_is_a_graph_output_stays():
+    model = onnx.parser.parse_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,12] x) => (float[1,4,12] y) <int64[3] same = {1, 4, 12}> {
+  e = Exp(x)
+  y = Reshape(e, same)
+}
+""")
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    onnx.checker.check_model(out, full_check=True)
+    assert op_histogram(out) == {"Exp": 1, "Reshape": 1}
+    x = np.random.default_rng(3).standard_normal((1, 4, 12)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], np.exp(x), rtol=1e-6)
