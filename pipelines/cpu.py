@@ -6,7 +6,9 @@ Max(x, Log(1 + Exp(Min(x, 20)))), Transposes and reductions that move no data (d
 Reshapes, the scan's B and C are broadcast instead of expanded to every channel, 1x1 Convs become MatMuls over channels-last data so that LayerNorm2d's permutes
 cancel (ORT's Transposes and NCHWc reorders are single-threaded copies: the graph did not speed
 up from 2 to 16 threads), and the cross-scan's H/W swaps of small planes (stages 2, 3) become
-MatMuls by a permutation matrix (multi-threaded, exact), and Softplus's clamp Min(x, 20) a Clip
+MatMuls by a permutation matrix (multi-threaded, exact), the cross-scan's [A, flip(A)] with
+A = [x, x^T] one Concat of x, x^T and their flips (slice-parts-before-concat: A is not copied on
+its own), and Softplus's clamp Min(x, 20) a Clip
 (min-max-to-clip: ORT's broadcasting Min is a slow element loop; 1.02-1.03x for the whole graph on
 2 threads, docs/BENCHMARKS.md); then cleanup. Chunk 8: on one stage-0 scan (768 x 3136) with 2 threads, Q = 8 ran
 in 21.2 ms, Q = 16 in 21.8, Q = 4 in 28.0, chunk24 in 25.7 (16-core Xeon host pinned to 2 cores). docs/BENCHMARKS.md measures each step's gain.
@@ -19,9 +21,9 @@ from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
     "reroll-scans{form=parallel,chunk=8,state_form=strided-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
-    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,min-max-to-clip,simplify",
+    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,slice-parts-before-concat,min-max-to-clip,simplify",
     name="cpu",
     description="re-roll scans into the stable parallel form, lower Einsum and Softplus for ONNX Runtime CPU, "
                 "B and C broadcast, not expanded, 1x1 Convs as channels-last MatMuls (LayerNorm2d permutes cancel), "
-                "small H/W swaps as MatMuls, clamps as Clip, clean up",
+                "small H/W swaps as MatMuls, the cross-scan's flips taken part by part, clamps as Clip, clean up",
 )
