@@ -5,12 +5,16 @@ gives one clear line (``InputError``) and an output file is never left half writ
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -207,40 +211,119 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> li
 
 
 def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
-                      allow_overwrite_input: bool = False, external_data: bool = False) -> Path:
+                      allow_overwrite_input: bool = False) -> Path:
     """Fail early (before minutes of work) if the output cannot be written: its folder is missing or
-    takes no file, it (or its ``.data`` file with ``external_data``) exists and is not a regular file,
-    or it is the input without ``allow_overwrite_input``."""
+    takes no file, it exists and is not a regular file, or it is the input without
+    ``allow_overwrite_input``. (Its weights file, with external data, is named by its content when
+    written: a new name, never a file the run reads; see ``save_model_atomic``.)"""
     output = Path(output)
     if input_path is not None and not allow_overwrite_input and is_same_file(output, input_path):
         raise OutputError(f"output {printable(output)} is the input file; pass --in-place to overwrite it")
     try:
         check_destination(output)
-        if external_data:
-            check_destination(external_data_path(output), "output data file")
     except DestinationError as error:
         raise OutputError(str(error)) from None
     return output
 
 
-def external_data_path(output: str | os.PathLike) -> Path:
-    """Where ``save_model_atomic(..., external_data=True)`` puts the weights of ``output``."""
-    output = Path(output)
-    return output.with_name(f"{output.name}.data")
+_STAGED_DATA = "weights.data"
+
+
+def _data_file_name(model_name: str, digest: str) -> str:
+    return f"{model_name}.{digest[:16]}.data"
+
+
+def _is_data_file_name(model_name: str, name: str) -> bool:
+    """A name ``save_model_atomic`` gives the weights of ``model_name``: ``<name>.<16 hex>.data``."""
+    return re.fullmatch(re.escape(model_name) + r"\.[0-9a-f]{16}\.data", name) is not None
+
+
+def _data_files_of(path: Path) -> list[Path]:
+    """The weights files of the model now at ``path`` that this writer named (``<name>.<hash>.data``
+    beside it, regular files, not links): what replacing that model leaves unused. Nothing for a link
+    (the model it leads to stays), a file too large to be a model with external data, or one that
+    does not parse."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 256 << 20:
+            return []
+        old = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    found = []
+    for tensor in all_tensors(old):
+        if not uses_external_data(tensor):
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        candidate = path.with_name(location)
+        if _is_data_file_name(path.name, location) and candidate not in found and \
+                stat.S_ISREG(os.lstat(candidate).st_mode if os.path.lexists(candidate) else 0):
+            found.append(candidate)
+    return found
+
+
+@contextlib.contextmanager
+def _folder_lock(directory: Path) -> Iterator[bool]:
+    """An exclusive lock on ``directory`` between this project's writers (True), or False where the
+    file system takes none: two runs writing one output must not remove each other's weights."""
+    try:
+        import fcntl
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (ImportError, OSError):
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _stage_external(model: onnx.ModelProto, staging: Path, model_name: str) -> str | None:
+    """Write ``model`` into ``staging`` with its weights in a file named by their content; the name
+    of that file (None when no tensor was large enough to go there)."""
+    # onnx.save rewrites tensors to point at the data file; work on a copy so the
+    # caller's model stays self-contained.
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    staged_model = staging / model_name
+    onnx.save_model(copy, str(staged_model), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=_STAGED_DATA, size_threshold=1024)
+    staged_data = staging / _STAGED_DATA
+    if not staged_data.exists():
+        return None
+    digest = hashlib.sha256()
+    with open(staged_data, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    data_name = _data_file_name(model_name, digest.hexdigest())
+    structure = onnx.load(str(staged_model), load_external_data=False)
+    for tensor in all_tensors(structure):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    staged_model.write_bytes(structure.SerializeToString())
+    return data_name
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
-                      input_path: str | os.PathLike | None = None,
-                      allow_overwrite_input: bool = False) -> Path:
+                      input_path: str | os.PathLike | None = None, allow_overwrite_input: bool = False,
+                      keep_files: Iterable[str | os.PathLike] = ()) -> Path:
     """Write ``model`` so that ``path`` is either the complete new model or untouched.
 
     The model is written in a private temporary directory beside the target (``mkdtemp``: a
     unique name, mode 0700) and moved into place with ``os.replace`` (atomic on one file
-    system). With ``external_data`` the weights go to ``<name>.data`` beside the model, moved
-    in before the model itself.
+    system). With ``external_data`` the weights go to ``<name>.<hash>.data`` beside the model,
+    named by their content (the same model gives the same bytes) and moved in before the model
+    that names them: a reader, an interrupt or a failure at any point sees the old model with
+    its own weights or the new one with its own, never a mix. The weights file of the model
+    replaced (one this function named) is removed afterwards, except one of ``keep_files``
+    (what the run read).
     """
-    path = check_output_path(path, input_path=input_path, allow_overwrite_input=allow_overwrite_input,
-                             external_data=external_data)
+    path = check_output_path(path, input_path=input_path, allow_overwrite_input=allow_overwrite_input)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=directory))
@@ -249,18 +332,28 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
     try:
         staged_model = staging / path.name
         if external_data:
-            # onnx.save rewrites tensors to point at the data file; work on a copy so the
-            # caller's model stays self-contained.
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            data_name = external_data_path(path).name
-            onnx.save_model(copy, str(staged_model), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-            if (staging / data_name).exists():
-                os.replace(staging / data_name, directory / data_name)
+            data_name = _stage_external(model, staging, path.name)
         else:
+            data_name = None
             onnx.save_model(model, str(staged_model))
-        os.replace(staged_model, path)
+        with _folder_lock(directory) as locked:
+            replaced_data = _data_files_of(path) if locked else []   # read before the model is replaced
+            placed_data = None
+            try:
+                if data_name is not None:
+                    data_path = check_destination(directory / data_name, "output data file")
+                    placed_data = None if os.path.lexists(data_path) else data_path   # else: the same bytes
+                    os.replace(staging / _STAGED_DATA, data_path)
+                os.replace(staged_model, path)
+            except BaseException:
+                if placed_data is not None:   # weights no model names: not left behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(placed_data)
+                raise
+            for old in replaced_data:
+                if old.name != data_name and not any(is_same_file(old, kept) for kept in keep_files):
+                    with contextlib.suppress(OSError):
+                        os.unlink(old)
     except (OSError, ValueError) as error:
         raise OutputError(f"cannot write {printable(path)}: {one_line(error, limit=300)}") from None
     finally:

@@ -8,6 +8,9 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - every default-domain (and ai.onnx.ml) op exists at the model's opset;
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
   initializer), no graph output listed twice;
+- every default-domain (and ai.onnx.ml) node fits its op's schema: known attributes of the declared
+  types, required ones present, input and output counts in range, no deprecated op (onnx.checker's
+  own node check; ONNX Runtime refuses such a node, and a pass would read a missing attribute);
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
 - no cycle (nor among the model's local functions, each defined once);
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
@@ -21,6 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import onnx
+import onnx.checker
 from google.protobuf.descriptor import FieldDescriptor
 from onnx.external_data_helper import uses_external_data
 
@@ -47,6 +51,33 @@ def _op_exists(op_type: str, version: int, domain: str) -> bool:
     return True
 
 
+def _schema_context(model: onnx.ModelProto, opsets: dict[str, int]):
+    context = onnx.checker.C.CheckerContext()
+    context.ir_version = model.ir_version
+    context.opset_imports = dict(opsets)
+    return context
+
+
+def _check_node_schema(node: onnx.NodeProto, context, where: str) -> None:
+    """onnx.checker's node check (attribute names, types and presence, input and output counts,
+    deprecation). Subgraph bodies are left out of it (replaced by empty graphs): ``_check_graph``
+    checks them itself, with the outer names in scope that the checker's lone node would lack."""
+    if any(attribute.HasField("g") or attribute.graphs for attribute in node.attribute):
+        stripped = onnx.NodeProto()
+        stripped.CopyFrom(node)
+        for attribute in stripped.attribute:
+            if attribute.HasField("g"):
+                attribute.g.CopyFrom(onnx.GraphProto(name="body"))
+            for index in range(len(attribute.graphs)):
+                attribute.graphs[index].CopyFrom(onnx.GraphProto(name="body"))
+        node = stripped
+    try:
+        onnx.checker.C.check_node(node.SerializeToString(), context, onnx.checker.C.LexicalScopeContext())
+    except onnx.checker.ValidationError as error:
+        reason = str(error).split("\n")[0].strip()   # its second part repeats the node's name and op
+        raise InvalidModelError(f"{_node_label(node)} in {where}: {printable(reason)}") from None
+
+
 def check_model(model: onnx.ModelProto) -> None:
     """Raise ``InvalidModelError`` (one line) if the model breaks a rule above."""
     if model.ir_version > onnx.IR_VERSION:
@@ -69,7 +100,8 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_function_calls(model)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
-    _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph")
+    _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
+                 context=_schema_context(model, opsets))
 
 
 def _check_function_calls(model: onnx.ModelProto) -> None:
@@ -182,7 +214,7 @@ def _outer_names_read(graph: onnx.GraphProto) -> set[str]:
 
 
 def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, int],
-                 functions: set, where: str) -> None:
+                 functions: set, where: str, context) -> None:
     defined: dict[str, str] = {}
     for value in graph.input:
         defined.setdefault(value.name, "a graph input")
@@ -198,6 +230,7 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
             if not _op_exists(node.op_type, opsets[domain], domain):
                 raise InvalidModelError(f"{_node_label(node)} in {where}: no op '{printable(node.op_type)}' in "
                                         f"opset {opsets[domain]} of domain '{printable(node.domain or 'ai.onnx')}'")
+            _check_node_schema(node, context, where)
         for name in node.output:
             if not name:
                 continue
@@ -224,7 +257,7 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
         node_reads.append(reads)
         for attribute_name, subgraph in _subgraphs(node):
             _check_graph(subgraph, outer=frozenset(in_scope), opsets=opsets, functions=functions,
-                         where=f"subgraph '{printable(attribute_name)}' of {_node_label(node)}")
+                         where=f"subgraph '{printable(attribute_name)}' of {_node_label(node)}", context=context)
             reads |= _outer_names_read(subgraph)
         for name in reads:
             if name not in in_scope:

@@ -37,8 +37,8 @@ from onnx.external_data_helper import uses_external_data
 
 from passes.base import Pass, PassContext, PassOptionError
 from passes.files import DestinationError, check_folder_destination, check_not_read
-from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, external_data_path,
-                             graph_to_model, model_to_graph, read_model, save_model_atomic)
+from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, graph_to_model, model_to_graph,
+                             read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model
@@ -174,6 +174,19 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
     return _Destinations(output_path, report_dir, intermediates)
 
 
+def _shape_inference_error(model: onnx.ModelProto) -> str | None:
+    """What ONNX's strict shape inference finds wrong with the input model (an attribute value that
+    does not fit its input: a Transpose perm naming an axis the input lacks), or None. Asked only
+    when a pass failed, to tell bad input (exit 2) from a failing pass (exit 4)."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as error:
+        return one_line(str(error).removeprefix("[ShapeInferenceError] Inference error(s): "), limit=300)
+    except Exception:   # a model over 2 GiB, say: inference cannot tell
+        return None
+    return None
+
+
 def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
     """What the passes know about where NaN or infinity came from (a scan form that overflows)."""
     if problem != "non-finite values":
@@ -181,28 +194,24 @@ def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
     return [hint for hint in (p.non_finite_hint() for p in passes) if hint]
 
 
-def _files_written(destinations: _Destinations, passes: Sequence[Pass], external_data: bool) -> list[tuple[Path, str]]:
+def _files_written(destinations: _Destinations, passes: Sequence[Pass]) -> list[tuple[Path, str]]:
     """Every file the run may write, known before the work: the output, the report's files and one
-    model per pass for --keep-intermediates (named by position and pass), each with its data file."""
+    model per pass for --keep-intermediates (named by position and pass). (A model's weights file,
+    with external data, gets a new name from its content: save_model_atomic.)"""
     written: list[tuple[Path, str]] = []
     if destinations.output is not None:
         written.append((destinations.output, "output"))
-        if external_data:
-            written.append((external_data_path(destinations.output), "output data file"))
     if destinations.report is not None:
         written += [(destinations.report / name, "report file") for name in REPORT_FILES]
     if destinations.intermediates is not None:
         for index, pass_ in enumerate(passes):
-            path = destinations.intermediates / intermediate_name(index, pass_.name)
-            written.append((path, "intermediate model"))
-            if external_data:
-                written.append((external_data_path(path), "intermediate data file"))
+            written.append((destinations.intermediates / intermediate_name(index, pass_.name), "intermediate model"))
     return written
 
 
 def _check_destinations_apart(written: list[tuple[Path, str]], destinations: _Destinations) -> None:
     """No two things the run writes are the same path: a file written twice, or a file where a
-    folder of the run goes (``-o R/index.html --report R``, ``--report OUT.onnx.data``)."""
+    folder of the run goes (``-o R/index.html --report R``, ``-o R --report R``)."""
     def where(path: Path) -> Path:   # one spelling per place: '..' and linked folders resolved
         return Path(os.path.realpath(path))
 
@@ -223,16 +232,13 @@ def _check_destinations_apart(written: list[tuple[Path, str]], destinations: _De
                                "give them different paths")
 
 
-def _check_nothing_read_is_written(written: list[tuple[Path, str]], destinations: _Destinations,
-                                   reads: list[tuple[str, Path]], external_data: bool) -> None:
+def _check_nothing_read_is_written(written: list[tuple[Path, str]], reads: list[tuple[str, Path]]) -> None:
     """A run never writes over a file it reads (the input, its external data, the reference, a
     plugin): refused before any work, also through links and hard links."""
     try:
         for path, what in written:
             check_not_read(path, reads, what)
-        if external_data and destinations.output is not None:
-            check_output_path(destinations.output, external_data=True)   # its .data destination too
-    except (DestinationError, GraphIOError) as error:
+    except DestinationError as error:
         raise BadInput(one_line(error)) from None
 
 
@@ -347,9 +353,10 @@ def compile_model(
     reads += [("protected file", Path(path)) for path in protected_files]
     if in_place:   # the one write over a read file that was asked for
         reads = [(role, path) for role, path in reads if role != "input"]
-    written = _files_written(destinations, passes, used_external_data)
+    written = _files_written(destinations, passes)
     _check_destinations_apart(written, destinations)
-    _check_nothing_read_is_written(written, destinations, reads, used_external_data)
+    _check_nothing_read_is_written(written, reads)
+    read_files = [path for _, path in reads] + ([input_path] if input_path is not None else [])
     if input_shapes:
         if input_path is None:
             model = copy.deepcopy(model)   # the caller's model stays as it was
@@ -408,7 +415,7 @@ def compile_model(
 
         def keep_intermediate(index, record, changed_model) -> None:
             path = destinations.intermediates / intermediate_name(index, record.name)
-            save_model_atomic(changed_model, path, external_data=used_external_data)
+            save_model_atomic(changed_model, path, external_data=used_external_data, keep_files=read_files)
             # Relative to the report directory when it is inside it, so the folder can move.
             inside_report = destinations.report is not None and path.is_relative_to(destinations.report)
             intermediate_paths[index] = str(path.relative_to(destinations.report)) if inside_report else str(path)
@@ -429,6 +436,11 @@ def compile_model(
         if error.run is not None:
             report_data["run"] = error.run.to_dict()
         report_data["error"] = str(error)
+        invalid = _shape_inference_error(model)
+        if invalid is not None:   # the input is what is wrong, not the pass that met it
+            cause = error.__cause__ or error
+            raise fail(BadInput, f"{printable(input_label)}: invalid model: {invalid} (pass '{printable(error.pass_name)}' "
+                       f"failed on it: {type(cause).__name__}: {one_line(cause, limit=200)})", "pass-failed") from None
         raise fail(PassFailed, one_line(error), "pass-failed") from None
     report_data["run"] = run.to_dict()
 
@@ -464,7 +476,7 @@ def compile_model(
             with progress.step(f"write {destinations.output}"):
                 try:
                     save_model_atomic(final_model, destinations.output, external_data=used_external_data,
-                                      input_path=input_path, allow_overwrite_input=in_place)
+                                      input_path=input_path, allow_overwrite_input=in_place, keep_files=read_files)
                 except GraphIOError as error:
                     raise BadInput(one_line(error)) from None
             output_written = True

@@ -52,12 +52,23 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 # --- 1. a run never writes over a file it reads -------------------------------------------------------
 
-def test_output_whose_data_file_is_the_inputs_external_data_is_refused(work):
-    model_path = _external_input(work, "o.onnx.data")
+def test_the_outputs_weights_never_go_over_the_inputs_external_data(work):
+    """-o o.onnx beside an input whose weights are in o.onnx.data (the output's weights file's name
+    until s14): the output's weights get a name from their content, the input's file is untouched."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1024] x) => (float[1024] y) <float[1024] w> { y = Add(x, w) }""")
+    del model.graph.initializer[:]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.arange(1024, dtype=np.float32), "w"))
+    model_path = work / "in.onnx"
+    onnx.save_model(model, model_path, save_as_external_data=True, location="o.onnx.data", size_threshold=0)
     before = _snapshot(work)
-    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx")
-    assert_one_line_error(result, 2, "output data file", "o.onnx.data", "is the external data file", "which this run reads")
-    assert _snapshot(work) == before
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    after = _snapshot(work)
+    added = sorted(set(after) - set(before))
+    assert {name: after[name] for name in before} == before
+    assert len(added) == 2 and added[0] == "o.onnx" and added[1].startswith("o.onnx.") and added[1].endswith(".data")
+    assert added[1] != "o.onnx.data" and after[added[1]] == before["o.onnx.data"]   # the same weights, anew
 
 
 @pytest.mark.parametrize("target", ["reference", "plugin", "data-through-link"])
@@ -80,7 +91,7 @@ def test_output_onto_a_file_the_run_reads_is_refused(target, work):
 def test_library_users_get_the_same_refusal(work):
     model_path = _external_input(work, "o.onnx.data")
     with pytest.raises(BadInput, match="is the external data file"):
-        compile_model(model_path, "eliminate-dead-nodes", output=work / "o.onnx")
+        compile_model(model_path, "eliminate-dead-nodes", output=work / "o.onnx.data")
     with pytest.raises(BadInput, match="is the reference"):
         compile_model(model_path, "eliminate-dead-nodes", output=work / "in.ref.npz")
 
@@ -155,7 +166,8 @@ def test_destinations_are_refused_before_any_work(case, work):
 
 @pytest.mark.parametrize("kind", ["cycle", "duplicate-tensor", "duplicate-graph-output", "unknown-op", "future-opset",
                                   "ancient-ir", "not-utf8", "recursive-function",
-                                  "duplicate-function"])
+                                  "duplicate-function", "unknown-attribute", "attribute-of-the-wrong-type",
+                                  "missing-attribute", "too-many-inputs", "deprecated-op"])
 def test_invalid_models_are_bad_input(kind, tmp_path):
     from test_hardening import INVALID_MODELS
 
@@ -164,6 +176,20 @@ def test_invalid_models_are_bad_input(kind, tmp_path):
     result = apply_cli(path, "--pipeline", "eliminate-dead-nodes", "-o", tmp_path / "o.onnx", "--verify", "none")
     assert_one_line_error(result, 2, "bad.onnx")
     assert __import__("re").search(INVALID_MODELS[kind], result.stderr), result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_a_pass_failing_on_an_invalid_model_is_bad_input(tmp_path):
+    """Found by s14: a Transpose whose perm names an axis the input lacks made unit-axes-to-reshape fail
+    (IndexError, exit 4, 'a pass failed'). The input is what is wrong: ONNX's strict shape inference
+    says so, and the run is refused as bad input, naming the node and the pass that met it."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,3] x) => (float[3,2] y) { y = Transpose<perm = [5, 0]>(x) }"""), path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "bad.onnx: invalid model: (op_type:Transpose): [TypeInferenceError] Invalid attribute "
+                          "perm {5, 0}, input shape = {2, 3} (pass 'unit-axes-to-reshape' failed on it: IndexError")
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
 
 

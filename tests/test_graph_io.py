@@ -58,12 +58,73 @@ def test_external_data_is_detected_and_kept(tmp_path):
     out = tmp_path / "out" / "rolled.onnx"
     out.parent.mkdir()
     save_model_atomic(loaded.model, out, external_data=True)
-    assert (out.parent / "rolled.onnx.data").is_file()
+    assert [p.name.startswith("rolled.onnx.") and p.suffix == ".data" for p in out.parent.iterdir()].count(True) == 1
     again = read_model(out)
     assert again.used_external_data
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(again.model.graph.initializer[0]), np.arange(1024))
     # the caller's model still holds its data inline
     assert loaded.model.graph.initializer[0].raw_data
+
+
+def _weights(path):
+    return onnx.numpy_helper.to_array(read_model(path).model.graph.initializer[0])
+
+
+def _with_weights(values):
+    model = big_weight_model()
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), "w"))
+    return model
+
+
+def test_a_failure_between_the_data_and_the_model_leaves_the_old_pair(tmp_path, monkeypatch):
+    """Found by s13's adversarial pass: the weights were moved into place (as <name>.data) before the
+    model that names them, so a failure or an interrupt between the two renames, or a reader in
+    between, met the old model with the new weights. Now the weights get a name of their own."""
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    real_replace = os.replace
+
+    def replace_failing_on_the_model(source, destination):
+        if os.fspath(destination) == os.fspath(out):
+            raise OSError("interrupted")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_model)
+    with pytest.raises(OutputError, match="interrupted"):
+        save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    np.testing.assert_array_equal(_weights(out), np.arange(1024))
+    assert len(os.listdir(tmp_path)) == 2   # the model and its weights: no staging folder
+
+
+def test_rewriting_an_external_data_model_replaces_its_data_file(tmp_path):
+    """The weights file is named by its content, so the same model gives the same bytes; the
+    file of the model replaced is removed once the new model is in place."""
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    first = sorted(os.listdir(tmp_path))
+    assert len(first) == 2 and first[1].startswith("rolled.onnx.") and first[1].endswith(".data")
+    model_bytes = out.read_bytes()
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    assert sorted(os.listdir(tmp_path)) == first and out.read_bytes() == model_bytes
+    save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True)
+    second = sorted(os.listdir(tmp_path))
+    assert len(second) == 2 and second[1] != first[1]
+    np.testing.assert_array_equal(_weights(out), -np.arange(1024))
+
+
+def test_rewriting_never_removes_a_data_file_it_was_told_to_keep_or_did_not_name(tmp_path):
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    kept = next(p for p in tmp_path.iterdir() if p.suffix == ".data")
+    save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True, keep_files=[kept])
+    assert kept.is_file() and len(os.listdir(tmp_path)) == 3
+    # a model someone else wrote, naming a file this writer would not have named: left alone
+    other = tmp_path / "other.onnx"
+    onnx.save_model(_with_weights(np.arange(1024)), other, save_as_external_data=True, location="shared.bin")
+    other.replace(out)
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    assert (tmp_path / "shared.bin").is_file()
 
 
 def test_save_refuses_the_input_unless_allowed_and_leaves_no_temp_files(tmp_path):

@@ -531,6 +531,19 @@ def _invalid(kind: str) -> onnx.ModelProto:
     elif kind == "not-utf8":   # found by s13: proto2 keeps such a name as bytes; a pass died on it (exit 1)
         model.graph.node[0].output[0] = model.graph.node[2].input[0] = "a\x01\x02"
         model = onnx.ModelProto.FromString(model.SerializeToString().replace(b"a\x01\x02", b"a\xed\xa0"))
+    # found by s14: written out with --verify none (ONNX Runtime refuses each), or a pass failed on it (exit 4)
+    elif kind == "unknown-attribute":
+        model.graph.node[0].attribute.append(oh.make_attribute("bogus", 3))
+    elif kind == "attribute-of-the-wrong-type":
+        model.graph.node[2].op_type = "Concat"
+        model.graph.node[2].attribute.append(oh.make_attribute("axis", "zero"))
+    elif kind == "missing-attribute":
+        model.graph.node[2].op_type = "Concat"
+    elif kind == "too-many-inputs":
+        model.graph.node[0].input.append("x")
+    elif kind == "deprecated-op":
+        model.opset_import[0].version = 10
+        model.graph.node[0].op_type = "Upsample"
     return model
 
 
@@ -547,6 +560,11 @@ INVALID_MODELS = {
     "recursive-function": r"model-local functions call each other in a cycle: local::F -> local::F",
     "duplicate-function": r"model-local function local::F\\n is defined twice",
     "not-utf8": r"a NodeProto's output holds bytes that are not UTF-8 text: b'a\\xed\\xa0'",
+    "unknown-attribute": r"a Relu node in graph: Unrecognized attribute: bogus for operator Relu$",
+    "attribute-of-the-wrong-type": r"a Concat node in graph: Mismatched attribute type in ' : axis'. Expected: 'INT', actual: 'STRING'$",
+    "missing-attribute": r"a Concat node in graph: Required attribute 'axis' is missing.$",
+    "too-many-inputs": r"a Relu node in graph: Node with schema\(::Relu:14\) has input size 2 not in range \[min=1, max=1\].$",
+    "deprecated-op": r"a Upsample node in graph: Op registered for Upsample is deprecated in domain_version of 10$",
 }
 
 
