@@ -138,6 +138,38 @@ def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterab
     return folder
 
 
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """``mkdir -p folder``; the folders it made, outermost first (for ``remove_empty_folders``)."""
+    folder = Path(folder)
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        os.mkdir(made)
+    return missing[::-1]
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove those of ``folders`` (made by ``make_folders``) that are still empty, innermost first:
+    a run that fails or is interrupted leaves no folder of its own behind, and nothing in one."""
+    for folder in reversed(list(folders)):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+@contextlib.contextmanager
+def folders_made(folder: str | os.PathLike) -> Iterator[list[Path]]:
+    """``make_folders(folder)`` for a block that writes into it: if the block fails or is
+    interrupted, the folders it made are removed again while empty."""
+    made = make_folders(folder)
+    try:
+        yield made
+    except BaseException:
+        remove_empty_folders(made)
+        raise
+
+
 def _normal_permissions(fd: int) -> None:
     umask = os.umask(0)
     os.umask(umask)

@@ -36,7 +36,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from passes.base import Pass, PassContext, PassOptionError
-from passes.files import DestinationError, check_folder_destination, check_not_read
+from passes.files import DestinationError, check_folder_destination, check_not_read, folders_made
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, graph_to_model, model_to_graph,
                              read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
@@ -408,14 +408,16 @@ def compile_model(
 
     keep_intermediate = None
     if destinations.intermediates is not None:
-        try:
-            destinations.intermediates.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise BadInput(f"cannot make {printable(destinations.intermediates)}: {one_line(error)}") from None
-
         def keep_intermediate(index, record, changed_model) -> None:
             path = destinations.intermediates / intermediate_name(index, record.name)
-            save_model_atomic(changed_model, path, external_data=used_external_data, keep_files=read_files)
+            # Made with the first model it holds: a run failing or interrupted before leaves no folder.
+            try:
+                with folders_made(destinations.intermediates):
+                    save_model_atomic(changed_model, path, external_data=used_external_data, keep_files=read_files)
+            except OSError as error:   # the folder could not be made (the model's own errors are OutputError)
+                raise BadInput(f"cannot make {printable(destinations.intermediates)}: {one_line(error)}") from None
+            except GraphIOError as error:   # a full disk, say: an output that cannot be written, like -o's
+                raise BadInput(one_line(error)) from None
             # Relative to the report directory when it is inside it, so the folder can move.
             inside_report = destinations.report is not None and path.is_relative_to(destinations.report)
             intermediate_paths[index] = str(path.relative_to(destinations.report)) if inside_report else str(path)

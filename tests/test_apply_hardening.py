@@ -20,7 +20,8 @@ from scan_testing import TINY_MODEL_TEXT
 from test_cli import REPO, apply_cli, assert_one_line_error
 from test_hardening import DUPLICATE_NAMES, _invalid, listing, with_ctrl_c
 
-from pipelines.compiler import BadInput, compile_model
+from passes.base import Pass
+from pipelines.compiler import BadInput, PassFailed, compile_model
 
 X = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
 Y = np.maximum(X + np.array([2.0, 3.0, 4.0], np.float32), 0)
@@ -446,3 +447,63 @@ def test_an_error_before_any_step_is_the_whole_of_stderr(args, work):
     result = apply_cli(work / "naive.onnx", *args, cwd=work)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, repr(result.stderr)
+
+
+# --- a run that fails or is interrupted leaves no folder it made (found by s13's adversarial pass) ------
+
+class _Raises(Pass):
+    """The first pass of a pipeline, failing or interrupted before anything was changed."""
+
+    name = "test-raises"
+
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+    def run(self, graph, ctx):
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["failure", "ctrl-c"])
+@pytest.mark.parametrize("where", ["next-to-output", "in-report"])
+def test_no_intermediates_folder_is_left_when_nothing_was_kept(error, where, work):
+    """-o out.onnx --keep-intermediates made out.onnx.intermediates/ (and --report R/sub made R/ and
+    R/sub/) before the first pass: a pass failing or Ctrl-C left them behind, empty."""
+    before = listing(work)
+    report = work / "R" / "sub" if where == "in-report" else None
+    with pytest.raises((PassFailed, KeyboardInterrupt)):
+        compile_model(work / "naive.onnx", [_Raises(error)], output=work / "out.onnx", keep_intermediates=True,
+                      verify="none", report=report)
+    # a failed run's report is written (it says what failed); an interrupted run writes none
+    written = ["R", "R/sub", "R/sub/index.html", "R/sub/report.json"] if report and isinstance(error, RuntimeError) else []
+    assert listing(work) == sorted(before + written)
+
+
+def test_an_interrupted_report_leaves_no_folder(work, monkeypatch):
+    import passes.report.writer as writer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(writer, "write_text_atomic", interrupted)
+    before = listing(work)
+    with pytest.raises(KeyboardInterrupt):
+        compile_model(work / "naive.onnx", "eliminate-dead-nodes", report=work / "R" / "sub", verify="none")
+    assert listing(work) == before
+
+
+def test_an_intermediate_that_cannot_be_written_is_a_one_line_error(work, monkeypatch):
+    """Found by s14: a --keep-intermediates model failing to write (a full disk) escaped as an
+    internal error (exit 1, 'OutputError'); it is an output that cannot be written, like -o's."""
+    import pipelines.compiler as compiler
+    from passes.graph_io import OutputError
+
+    def disk_full(model, path, **kwargs):
+        raise OutputError(f"cannot write {path}: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(compiler, "save_model_atomic", disk_full)
+    before = listing(work)
+    with pytest.raises(BadInput, match=r"cannot write .*01-fold-constants\.onnx: \[Errno 28\] No space left on device"):
+        compile_model(work / "naive.onnx", "fold-constants", output=work / "out.onnx", keep_intermediates=True,
+                      verify="none")
+    assert listing(work) == before

@@ -670,3 +670,61 @@ def test_report_json_island_has_no_raw_less_than(tmp_path):
     assert "<" not in island
     assert json.loads(island)["0"][0][0]["anchor"] == evil
     assert evil not in page.replace("&lt;!--&lt;script&gt;", "")   # elsewhere it is HTML-escaped
+
+
+# --- the docs writers go through the one temporary writer (found by s13's adversarial pass) ----------------
+
+def _bench_result() -> dict:
+    return {"model": "micro", "threads": 1, "batches": [1], "machine": {"cpu": "test cpu"}, "rows": [
+        {"key": "naive", "label": "naive", "times": {"1": [0.5]}}]}
+
+
+@pytest.mark.parametrize("writer", ["bench-section", "bench-json", "bench-png", "nodecount-png"])
+@pytest.mark.parametrize("link", ["temporary-name", "destination"])
+def test_docs_writers_never_write_through_a_planted_link(writer, link, tmp_path):
+    """tools.bench_report wrote docs/BENCHMARKS.md through '<name>.tmp', a fixed name: a link planted
+    there was followed (its target overwritten) and two runs shared one temporary file; the PNG
+    writers saved straight to the destination, through a link planted there."""
+    from tools import bench_report, plot_nodecounts
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    name = {"bench-section": "BENCH.md", "bench-json": "bench.json", "bench-png": "bench.png",
+            "nodecount-png": "nodecounts.png"}[writer]
+    target = tmp_path / name
+    planted = [f"{name}.tmp", f".{name}.tmp"] if link == "temporary-name" else [name]
+    for planted_name in planted:
+        os.symlink(victim, tmp_path / planted_name)
+    if writer == "bench-section":
+        bench_report.write_section(target, "micro:1-core", "| table |\n")
+    elif writer == "bench-json":
+        bench_report.write_json(target, _bench_result())
+    elif writer == "bench-png":
+        bench_report.write_png(target, bench_report.derive(_bench_result()))
+    else:
+        report = {"pipeline_name": "cpu", "input": "m.onnx", "run": {"nodes_before": 5, "passes": [
+            {"name": "eliminate-dead-nodes", "nodes_after": 4, "changed": True}]}}
+        plot_nodecounts.plot([report], target)
+    assert victim.read_text() == "precious"
+    assert target.is_file() and not target.is_symlink() and target.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, "victim", *planted})
+
+
+@pytest.mark.parametrize("case", ["device", "folder", "missing-folder", "report-is-a-list", "pass-without-counts"])
+def test_plot_nodecounts_refuses_bad_destinations_and_reports_in_one_line(case, tmp_path, capsys):
+    """Found by s14: -o /dev/null or a folder was a traceback (exit 1), -o /missing/x.png made /missing,
+    a report.json of the wrong shape a traceback."""
+    from tools import plot_nodecounts
+
+    report = tmp_path / "report.json"
+    good = {"pipeline_name": "cpu", "run": {"nodes_before": 5, "passes": [{"name": "p", "nodes_after": 4, "changed": True}]}}
+    report.write_text(json.dumps({"report-is-a-list": [good], "pass-without-counts": {
+        "run": {"nodes_before": 5, "passes": [{"name": "p"}]}}}.get(case, good)))
+    (tmp_path / "folder").mkdir()
+    output = {"device": "/dev/null", "folder": tmp_path / "folder", "missing-folder": tmp_path / "missing" / "x.png"}.get(
+        case, tmp_path / "x.png")
+    before = listing(tmp_path)
+    assert plot_nodecounts.main([str(report), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert listing(tmp_path) == before

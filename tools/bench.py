@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from passes.files import write_text_atomic
 from passes.one_line import OneLineArgumentParser, one_line
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
@@ -311,9 +312,9 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
                                   f"export the pipeline stops: {reason[:240]}")
         if result.ok:
             built[key] = dict(entry, path=output, compile_s=result.seconds, compiler=fingerprint)
-            sidecar.write_text(json.dumps({"pipeline": text, "naive": str(naive.resolve()), "compile_s": result.seconds,
-                                           "compiler": fingerprint,
-                                           **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
+            write_text_atomic(sidecar, json.dumps({"pipeline": text, "naive": str(naive.resolve()), "compile_s": result.seconds,
+                                                   "compiler": fingerprint,
+                                                   **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
             continue
         display.log(f"  [red]{key} pipeline failed[/]: {result.message} (log: {log})")
         built[key] = dict(entry, error=result.message, log=str(log))

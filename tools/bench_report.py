@@ -19,6 +19,8 @@ import re
 import statistics
 from pathlib import Path
 
+from passes.files import atomic_target, write_text_atomic
+
 NA = "–"
 
 
@@ -201,9 +203,7 @@ def replace_section(document: str, tag: str, body: str) -> str:
 def write_section(path: Path, tag: str, body: str) -> None:
     old = path.read_text() if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(replace_section(old, tag, body))
-    os.replace(tmp, path)
+    write_text_atomic(path, replace_section(old, tag, body))
 
 
 def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
@@ -402,9 +402,7 @@ def _rel_link(path: str, md_path: str | None) -> str:
 # ---------------------------------------------------------------------------------- JSON, PNG
 def write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(result, indent=1, default=_json_default))
 
 
 def _json_default(value):
@@ -450,5 +448,6 @@ def write_png(path: Path, result: dict) -> None:
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_target(path, ".png") as temporary:   # the suffix tells savefig the format
+        fig.savefig(temporary, dpi=110)
     plt.close(fig)

@@ -10,13 +10,12 @@ hollow.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from passes.files import atomic_target, check_destination
-from passes.one_line import one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, printable
 
 DEFAULT_PIPELINES = "seed,cpu,tpu"
 
@@ -89,7 +88,7 @@ def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.plot_nodecounts", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.plot_nodecounts", description=__doc__.split("\n")[0])
     parser.add_argument("reports", nargs="*", help="report.json files (or their directories)")
     parser.add_argument("--model", help="run the pipelines on this naive model first")
     parser.add_argument("--pipelines", default=DEFAULT_PIPELINES, help=f"with --model (default {DEFAULT_PIPELINES})")
@@ -106,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reports = [load_report(path) for path in args.reports]
         written = plot(reports, Path(args.output), args.title)
-    except (OSError, ValueError, RuntimeError) as error:
-        sys.stderr.write(f"error: {one_line(error)}\n")
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as error:
+        # a report.json of the wrong shape (a list, a pass without nodes_after) is bad input too
+        sys.stderr.write(f"error: {type(error).__name__ + ': ' if isinstance(error, (KeyError, TypeError, AttributeError)) else ''}"
+                         f"{one_line(error)}\n")
         return 2
     print(f"wrote {printable(written)}")
     return 0

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from passes.files import check_folder_destination, write_text_atomic
+from passes.files import check_folder_destination, folders_made, write_text_atomic
 from passes.report.grouping import regions_summary
 from passes.report.html import render_html
 from passes.report.schema import SCHEMA_VERSION
@@ -79,8 +79,10 @@ def write_report_dir(directory: str | os.PathLike, report: dict[str, Any],
     """Write DIR/report.json and DIR/index.html; returns the completed report.
     Raises ``passes.files.DestinationError`` (an OSError) when DIR cannot take them."""
     directory = check_report_dir(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     completed = complete_report(report, region_descriptions, intermediates, recorder_seconds)
-    write_text_atomic(directory / "report.json", json.dumps(completed, indent=2, default=str) + "\n", "report file")
-    write_text_atomic(directory / "index.html", render_html(completed, region_descriptions or {}), "report file")
+    json_text = json.dumps(completed, indent=2, default=str) + "\n"
+    html = render_html(completed, region_descriptions or {})
+    with folders_made(directory):   # a failure or Ctrl-C while writing leaves no empty folder
+        write_text_atomic(directory / "report.json", json_text, "report file")
+        write_text_atomic(directory / "index.html", html, "report file")
     return completed
