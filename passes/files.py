@@ -170,10 +170,15 @@ def folders_made(folder: str | os.PathLike) -> Iterator[list[Path]]:
         raise
 
 
-def _normal_permissions(fd: int) -> None:
+def normal_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the umask (mkstemp gives 0600)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)   # mkstemp creates 0600; the result gets what open() would give
+    return 0o666 & ~umask
+
+
+def _normal_permissions(fd: int) -> None:
+    os.fchmod(fd, normal_file_mode())   # mkstemp creates 0600; the result gets what open() would give
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import uses_external_data
 
-from passes.files import DestinationError, check_destination, is_same_file
+from passes.files import DestinationError, check_destination, is_same_file, normal_file_mode
 from passes.one_line import one_line, printable
 
 
@@ -295,6 +295,7 @@ def _stage_external(model: onnx.ModelProto, staging: Path, model_name: str) -> s
     staged_data = staging / _STAGED_DATA
     if not staged_data.exists():
         return None
+    os.chmod(staged_data, normal_file_mode())   # onnx creates it 0600: the weights readable like the model
     digest = hashlib.sha256()
     with open(staged_data, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -487,5 +487,10 @@ def compile_model(
         # Ctrl-C or SIGTERM between the output and the report: say what is on disk, not "nothing".
         interrupt.written_output = destinations.output if output_written else None
         raise
+    except BadInput as error:
+        if not output_written:
+            raise
+        # The report failed (a full disk) after the output was written: say the output is there.
+        raise BadInput(f"wrote {printable(destinations.output)}, but {error}", error.report) from None
     return CompileResult(final_model, run, pipeline_text, pipeline_name, verification, destinations.output,
                          report_data, time.perf_counter() - started, warnings)

@@ -507,3 +507,19 @@ def test_an_intermediate_that_cannot_be_written_is_a_one_line_error(work, monkey
         compile_model(work / "naive.onnx", "fold-constants", output=work / "out.onnx", keep_intermediates=True,
                       verify="none")
     assert listing(work) == before
+
+
+def test_a_report_failing_after_the_output_says_the_output_was_written(work, monkeypatch):
+    """Found by s14 on a full file system: the output fitted, the report did not; the one error line
+    said only 'cannot write the report', as if nothing had been written."""
+    import passes.report.writer as writer
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_report_dir", disk_full)
+    with pytest.raises(BadInput) as error:
+        compile_model(work / "naive.onnx", "eliminate-dead-nodes", output=work / "out.onnx", report=work / "R")
+    assert str(error.value) == (f"wrote {work / 'out.onnx'}, but cannot write the report: "
+                                "[Errno 28] No space left on device")
+    assert (work / "out.onnx").is_file() and not (work / "R").exists()

@@ -113,6 +113,15 @@ def test_rewriting_an_external_data_model_replaces_its_data_file(tmp_path):
     np.testing.assert_array_equal(_weights(out), -np.arange(1024))
 
 
+def test_the_weights_file_gets_the_models_permissions(tmp_path):
+    """Found by s14: onnx creates the weights file 0600, so a model others could read (0644) pointed
+    at weights only its owner could."""
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    data = next(p for p in tmp_path.iterdir() if p.suffix == ".data")
+    assert oct(data.stat().st_mode & 0o777) == oct(out.stat().st_mode & 0o777)
+
+
 def test_rewriting_never_removes_a_data_file_it_was_told_to_keep_or_did_not_name(tmp_path):
     out = tmp_path / "rolled.onnx"
     save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)

@@ -728,3 +728,17 @@ def test_plot_nodecounts_refuses_bad_destinations_and_reports_in_one_line(case, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert listing(tmp_path) == before
+
+
+def test_tpu_check_never_empties_a_relative_workdir_holding_the_model(tmp_path, monkeypatch):
+    """Found by s14: prepare_workdir compared the resolved paths it keeps with the workdir as given,
+    so a library caller's relative workdir (an earlier run's, marked) was emptied, the model in it too."""
+    from tools.tpu_check import WORKDIR_MARK, UsageError, prepare_workdir
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / WORKDIR_MARK).write_text("made by tools.tpu_check\n")
+    (tmp_path / "w" / "m.onnx").write_bytes(b"model")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"--workdir .*/w holds the model \(.*/w/m\.onnx\) and would be emptied"):
+        prepare_workdir(Path("w"), [("the model", (tmp_path / "w" / "m.onnx").resolve())])
+    assert (tmp_path / "w" / "m.onnx").read_bytes() == b"model"

@@ -248,6 +248,7 @@ def prepare_workdir(workdir: Path, kept: list[tuple[str, Path]]) -> None:
     would mislead the verdict). A folder this tool did not make (``--workdir .``, a home folder) or
     one holding a file or folder of ``kept`` (what the run reads, the working directory) is refused,
     never deleted."""
+    workdir = Path(workdir).resolve()   # a relative one would never contain the resolved paths of ``kept``
     if workdir.exists():
         shown = printable(workdir)
         if not workdir.is_dir():
