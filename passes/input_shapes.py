@@ -12,7 +12,7 @@ import numbers
 
 import onnx
 
-from passes.one_line import printable
+from passes.one_line import printable, printable_names
 
 MAX_DIM = 2**31 - 1   # ONNX Runtime's dimensions; a larger value is no shape a model can run with
 
@@ -41,7 +41,7 @@ def parse_input_shapes(texts: list[str]) -> dict[str, list[int]]:
     for text in texts:
         name, dims = parse_input_shape(text)
         if name in shapes:
-            raise InputShapeError(f"--input-shape given twice for input '{name}'")
+            raise InputShapeError(f"--input-shape given twice for input '{printable(name)}'")
         shapes[name] = dims
     return shapes
 
@@ -54,23 +54,23 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> di
     for name, dims in shapes.items():
         # the CLI's parse_input_shape checks these too; compile_model's callers reach here directly
         if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in dims):
-            raise InputShapeError(f"--input-shape: input '{name}' dims {list(dims)}: each must be an integer "
+            raise InputShapeError(f"--input-shape: input '{printable(name)}' dims {printable(list(dims))}: each must be an integer "
                                   f"from 1 to {MAX_DIM}")
         if name not in inputs:
-            raise InputShapeError(f"--input-shape: the model has no input '{name}' (inputs: {', '.join(inputs)})")
+            raise InputShapeError(f"--input-shape: the model has no input '{printable(name)}' (inputs: {printable_names(inputs)})")
         tensor_type = inputs[name].type.tensor_type
         declared = tensor_type.shape.dim if tensor_type.HasField("shape") else None
         if declared is not None and len(declared) != len(dims):
-            raise InputShapeError(f"--input-shape: input '{name}' has rank {len(declared)}, got {len(dims)} dims")
+            raise InputShapeError(f"--input-shape: input '{printable(name)}' has rank {len(declared)}, got {len(dims)} dims")
         for axis, value in enumerate(dims):
             if declared is None:
                 break
             dim = declared[axis]
             if dim.HasField("dim_value") and dim.dim_value != value:
-                raise InputShapeError(f"--input-shape: input '{name}' axis {axis} is {dim.dim_value}, got {value}")
+                raise InputShapeError(f"--input-shape: input '{printable(name)}' axis {axis} is {dim.dim_value}, got {value}")
             if dim.HasField("dim_param") and dim.dim_param:
                 if symbols.get(dim.dim_param, value) != value:
-                    raise InputShapeError(f"--input-shape: symbol '{dim.dim_param}' given two values "
+                    raise InputShapeError(f"--input-shape: symbol '{printable(dim.dim_param)}' given two values "
                                           f"({symbols[dim.dim_param]} and {value})")
                 symbols[dim.dim_param] = value
         tensor_type.ClearField("shape")

@@ -31,6 +31,14 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, str(text))
 
 
+def printable_names(names, shown: int = 8) -> str:
+    """Names from a model, escaped and comma-separated, the first ``shown`` of them: a model may
+    declare thousands, and the error line names a few."""
+    names = list(names)
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(printable(name) for name in names[:shown]) + more
+
+
 def one_line(error: BaseException | str, limit: int | None = None) -> str:
     """The message with its whitespace (newlines included) collapsed and the other control characters
     escaped (``printable``), cut to ``limit`` characters. Names inside a message are best escaped

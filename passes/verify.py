@@ -18,7 +18,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from passes.graph_io import all_graphs, all_tensors
-from passes.one_line import one_line, printable
+from passes.one_line import one_line, printable, printable_names
 
 
 class VerificationError(Exception):
@@ -87,7 +87,7 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
         input_names = [i.name for i in session.get_inputs()]
         missing = [name for name in input_names if name not in feeds]
         if missing:
-            raise VerificationError(f"no input data for model input(s): {', '.join(missing)}")
+            raise VerificationError(f"no input data for model input(s): {printable_names(missing)}")
         output_names = [o.name for o in session.get_outputs()]
         values = session.run(output_names, {name: feeds[name] for name in input_names})
     except VerificationError:
@@ -167,10 +167,6 @@ def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def _names(names) -> str:
-    return ", ".join(printable(name) for name in names)
-
-
 # A reference array is unpacked whole: a member of a few MB can be deflated zeros of tens of GB (a
 # zip bomb takes the machine's memory). 2 GiB: 2^28 float64 values, the random feeds' own cap.
 MAX_REFERENCE_ARRAY_BYTES = 2**31
@@ -215,10 +211,10 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     expected = {name: data[name] for name in output_names if name in data}
     missing_inputs = [name for name in input_names if name not in data]
     if missing_inputs:
-        raise ReferenceDataError(f"reference {shown} lacks model input(s): {_names(missing_inputs)}")
+        raise ReferenceDataError(f"reference {shown} lacks model input(s): {printable_names(missing_inputs)}")
     if not expected:
         raise ReferenceDataError(
-            f"reference {shown} has none of the model outputs ({_names(output_names)}); keys: {_names(keys)}")
+            f"reference {shown} has none of the model outputs ({printable_names(output_names)}); keys: {printable_names(keys)}")
     _check_feeds_fit(shown, feeds, model)
     for name, array in feeds.items():
         # A NaN fed in comes out as NaN: the comparison could then never pass, whatever the passes did.

@@ -71,6 +71,21 @@ def test_inconsistent_requests_are_refused(shapes, message):
     assert message in str(error.value)
 
 
+def test_names_in_input_shape_errors_are_escaped_and_the_input_list_is_cut():
+    """Found by s14: a newline in a name (given or the model's) showed as a space after one_line, so
+    'a_in\\n' read 'a_in '; a model declaring thousands of inputs listed every one in the error line."""
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    model.graph.input[0].name = "x\ny"
+    for index in range(20):
+        model.graph.input.append(onnx.helper.make_tensor_value_info(f"extra{index}", onnx.TensorProto.FLOAT, [1]))
+    with pytest.raises(InputShapeError) as error:
+        fix_input_shapes(model, {"z\t": [1]})
+    assert str(error.value) == ("--input-shape: the model has no input 'z\\t' (inputs: x\\ny, s, extra0, extra1, extra2, "
+                                "extra3, extra4, extra5, ... (14 more))")
+    with pytest.raises(InputShapeError, match=r"input 'x\\ny' has rank 3, got 1 dims"):
+        fix_input_shapes(model, {"x\ny": [1]})
+
+
 def test_tpu_legality_suggests_the_flag_for_a_symbolic_input():
     violations = find_violations(gs.import_onnx(onnx.parser.parse_model(MODEL_TEXT)))
     rule = "graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., " \
