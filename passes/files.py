@@ -50,6 +50,21 @@ def _refuse_nul(path: Path, shown: str, what: str) -> None:
         raise DestinationError(f"{what} {shown} holds a NUL byte, which no path can")
 
 
+def _file_descriptor_link(path: Path) -> str | None:
+    """Where a chain of symbolic links from ``path`` enters /proc (``/dev/stdout`` -> ``/proc/self/fd/1``),
+    else None. Such a destination names a process's open file, not a place: replacing it would
+    replace the link (``/dev/stdout`` made a regular file for every process on the machine)."""
+    for _ in range(40):   # the kernel's own limit on links followed
+        try:
+            target = os.readlink(path)
+        except OSError:   # not a link (or gone): the chain ends outside /proc
+            return None
+        path = Path(os.path.normpath(os.path.join(os.path.dirname(path), target)))
+        if path.parts[:2] == ("/", "proc"):
+            return str(path)
+    return None
+
+
 def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
     """Refuse (``DestinationError``) a destination that exists and is not a regular file, or whose
     folder is missing or takes no new file. Nothing is left behind by the check."""
@@ -63,6 +78,10 @@ def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
     except OSError as error:
         raise DestinationError(f"{what} {shown} cannot be examined: {printable(error.strerror or error)}") from None
     if link is not None:
+        descriptor = _file_descriptor_link(path) if stat.S_ISLNK(link.st_mode) else None
+        if descriptor is not None:
+            raise DestinationError(f"{what} {shown} is a link to an open file ({printable(descriptor)}), not a place "
+                                   "to write a file; refusing to replace it (give a file path)")
         try:
             target = os.stat(path)
         except OSError:

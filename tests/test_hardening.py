@@ -742,3 +742,26 @@ def test_tpu_check_never_empties_a_relative_workdir_holding_the_model(tmp_path, 
     with pytest.raises(UsageError, match=r"--workdir .*/w holds the model \(.*/w/m\.onnx\) and would be emptied"):
         prepare_workdir(Path("w"), [("the model", (tmp_path / "w" / "m.onnx").resolve())])
     assert (tmp_path / "w" / "m.onnx").read_bytes() == b"model"
+
+
+def test_a_destination_linking_to_an_open_file_is_refused(tmp_path, capsys):
+    """Found by s14: 'tools.diffview a b -o /dev/stdout' with stdout redirected to a file passed the
+    check (a link to a regular file) and the atomic rename replaced the link /dev/stdout itself with
+    a regular file, for every process on the machine. Any link into /proc/<pid>/fd is refused now."""
+    from tools import diffview
+
+    sink = tmp_path / "sink.txt"
+    with open(sink, "w") as handle:
+        link = tmp_path / "stdout"
+        os.symlink(f"/proc/self/fd/{handle.fileno()}", link)
+        with pytest.raises(DestinationError, match=r"output .*/stdout is a link to an open file \(/proc/self/fd/\d+\)"):
+            check_destination(link)
+        chained = tmp_path / "chained"
+        os.symlink(link, chained)   # a link to /dev/stdout, say
+        with pytest.raises(DestinationError, match="is a link to an open file"):
+            check_destination(chained)
+        model = tmp_path / "m.onnx"
+        onnx.save(onnx.parser.parse_model(DUPLICATE_NAMES), model)
+        assert diffview.main([str(model), str(model), "-o", str(link)]) == 2
+    assert "is a link to an open file" in capsys.readouterr().err
+    assert link.is_symlink() and chained.is_symlink() and sink.read_text() == ""
