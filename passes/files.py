@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -201,23 +203,61 @@ def _normal_permissions(fd: int) -> None:
 
 
 @contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM received inside the block take effect at its end (main thread only: the
+    handlers run there; blocking the signal would not do, another thread of torch or ONNX Runtime
+    would take it and the handler would still run between two statements)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])   # now handled as it would have been
+
+
+@contextlib.contextmanager
+def atomic_targets(*paths: str | os.PathLike, suffixes: Iterable[str] | None = None,
+                   what: str = "output") -> Iterator[list[Path]]:
+    """Files that belong together (a model and its reference outputs): yield one exclusively created
+    temporary file beside each; they replace their destinations only if the block succeeds, one after
+    another with Ctrl-C and SIGTERM held back until all are in place (an interrupt never leaves a new
+    model beside an old reference), and are removed in every case (errors, Ctrl-C, SIGTERM)."""
+    paths = [check_destination(path, what) for path in paths]
+    suffixes = list(suffixes) if suffixes is not None else [".tmp"] * len(paths)
+    temporaries: list[str] = []
+    try:
+        for path, suffix in zip(paths, suffixes):
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=_folder(path))
+            temporaries.append(temporary)
+            try:
+                _normal_permissions(fd)
+            finally:
+                os.close(fd)
+        yield [Path(temporary) for temporary in temporaries]
+        for path in paths:
+            check_destination(path, what)   # it may have changed during the work
+        with _interrupts_held():
+            for temporary, path in zip(temporaries, paths):
+                os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+
+
+@contextlib.contextmanager
 def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", what: str = "output") -> Iterator[Path]:
     """Yield the path of an exclusively created temporary file beside ``path``; it replaces ``path``
     only if the block succeeds, and is removed in every case (errors, Ctrl-C, SIGTERM)."""
-    path = check_destination(path, what)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=_folder(path))
-    try:
-        _normal_permissions(fd)
-        os.close(fd)
-        fd = -1
-        yield Path(temporary)
-        check_destination(path, what)   # it may have changed during the work
-        os.replace(temporary, path)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    with atomic_targets(path, suffixes=[suffix], what=what) as (temporary,):
+        yield temporary
 
 
 @contextlib.contextmanager

@@ -765,3 +765,28 @@ def test_a_destination_linking_to_an_open_file_is_refused(tmp_path, capsys):
         assert diffview.main([str(model), str(model), "-o", str(link)]) == 2
     assert "is a link to an open file" in capsys.readouterr().err
     assert link.is_symlink() and chained.is_symlink() and sink.read_text() == ""
+
+
+def test_a_model_and_its_reference_are_replaced_together_despite_ctrl_c(tmp_path, monkeypatch):
+    """Found by s14: the export wrote naive.onnx and naive.ref.npz with two nested atomic_targets; a
+    Ctrl-C between their renames left the new reference beside the old model (passes.apply then
+    verified one against the other). The renames now hold Ctrl-C back until both are in place."""
+    import passes.files as files
+
+    model, reference = tmp_path / "naive.onnx", tmp_path / "naive.ref.npz"
+    model.write_text("old model")
+    reference.write_text("old reference")
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(source, destination):
+        real_replace(source, destination)
+        os.kill(os.getpid(), signal.SIGINT)   # arrives between the two renames
+        time.sleep(0.05)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_targets(model, reference, suffixes=(".onnx.tmp", ".npz.tmp")) as (new_model, new_reference):
+            new_model.write_text("new model")
+            new_reference.write_text("new reference")
+    assert (model.read_text(), reference.read_text()) == ("new model", "new reference")
+    assert listing(tmp_path) == ["naive.onnx", "naive.ref.npz"]

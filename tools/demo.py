@@ -10,23 +10,36 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from passes.files import DestinationError, check_folder_destination
+from passes.one_line import OneLineArgumentParser, one_line, printable
 
 PIPELINES = ("seed", "cpu", "tpu")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for models and reports")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated pipelines to run")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
+    from pipelines import get_pipeline
+    pipelines = args.pipelines.split(",")
+    try:   # before the export: an unknown pipeline or an --out that cannot take the files is one line
+        for name in pipelines:
+            get_pipeline(name)
+        files = ["naive.onnx", "naive.ref.npz"] + [f"{name}.onnx" for name in pipelines]
+        check_folder_destination(args.out, "--out folder", files)
+    except (ValueError, DestinationError) as error:   # an unknown pipeline or bad pipeline text
+        sys.stderr.write(f"error: {one_line(error)}\n")
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
 
     from passes.apply_display import RichProgress, closing_table
@@ -42,14 +55,14 @@ def main(argv=None) -> int:
     console.print(f"[green]✓[/] {naive}: {exported.nodes:,} nodes, exported in {exported.export_seconds:.1f} s")
 
     outputs = {"naive": naive}
-    for name in args.pipelines.split(","):
+    for name in pipelines:
         target = args.out / f"{name}.onnx"
         console.rule(f"pipeline {name}")
         try:
             with RichProgress(console) as display:
                 compiled = compile_model(naive, name, output=target, report=args.out / f"report-{name}", progress=display)
         except CompileError as error:
-            console.print(f"[red]pipeline {name} failed[/]: {error}", highlight=False)
+            console.print(f"[red]pipeline {escape(printable(name))} failed[/]: {escape(one_line(error))}", highlight=False)
             return error.exit_code
         Console().print(closing_table(compiled.run))
         outputs[name] = target

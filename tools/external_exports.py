@@ -124,12 +124,12 @@ def export_module(module, sample, path: str | Path, opset: int = 17) -> tuple[Pa
     import torch
 
     from vmamba_ref.export import ref_path_for
-    from passes.files import atomic_target
+    from passes.files import atomic_targets
 
     path = Path(path)
     with torch.no_grad():
         expected = module(sample).numpy()
-    with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+    with atomic_targets(path, ref_path_for(path), suffixes=(".onnx.tmp", ".npz.tmp")) as (tmp_onnx, tmp_npz):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (sample,), str(tmp_onnx), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from passes.files import DestinationError, atomic_target, check_destination, check_not_read
+from passes.files import DestinationError, atomic_targets, check_destination, check_not_read
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, printable
 
@@ -220,7 +220,8 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
             say(f"tracing: {done}/{steps_per_forward} scan steps")
 
     t0 = time.time()
-    with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+    # The model and its reference replace the old pair together (an interrupt between them is held back).
+    with atomic_targets(path, ref_path_for(path), suffixes=(".onnx.tmp", ".npz.tmp")) as (tmp_onnx, tmp_npz):
         say(f"tracing ({exporter} exporter)")
         add_step_hook(on_step)
         try:

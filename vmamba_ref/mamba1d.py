@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from passes.files import atomic_target
+from passes.files import atomic_targets
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, printable
 
@@ -125,7 +125,7 @@ def export_mamba1d_naive(model: Mamba1D, path: str | os.PathLike, *, length: int
     model.scan_fn = get_scan("sequential", readout=readout, index=index)
     t0 = time.time()
     try:
-        with atomic_target(path, ".onnx.tmp") as tmp_onnx, atomic_target(ref_path_for(path), ".npz.tmp") as tmp_npz:
+        with atomic_targets(path, ref_path_for(path), suffixes=(".onnx.tmp", ".npz.tmp")) as (tmp_onnx, tmp_npz):
             torch_onnx_export(model, sample, tmp_onnx, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,
                               input_name=INPUT_NAME, output_name=OUTPUT_NAME)
             seconds = time.time() - t0
