@@ -116,7 +116,7 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, got 'fast'"):
+    with pytest.raises(ValueError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"):
         RerollScans(form="fast")
     with pytest.raises(ValueError, match="option 'chunk' must be an integer >= 1, got '0'"):
         RerollScans(chunk=0)
@@ -124,7 +124,8 @@ def test_bad_options_are_refused():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout"]),
+    form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout",
+                          "window-doubling"]),
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
     readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
@@ -147,7 +148,8 @@ def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout"])
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout",
+                                  "window-doubling"])
 @pytest.mark.parametrize("index", ["gather", "slice"])
 @pytest.mark.parametrize("initial", ["zeros", "input"])
 def test_forms_agree_with_numpy(form, index, initial):
@@ -295,6 +297,49 @@ def test_stress_decays_batched_doubling_stays_exact(chunk):
     spec = ScanSpec(length=96, channels=4, state=2)
     feeds = scan_inputs(spec, decay_scale=60.0)
     model, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched-doubling", chunk=chunk))
+    assert rel_l2(run(model, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_window_doubling_form_exact_ops():
+    """L = 12, chunk 4: Q = 4, 3 chunks, the step axis moved last (d_state 2: 2 Transposes in, 1 out).
+    In every chunk: doubling rounds with shifts 1 and 2, each a MatMul by a shifted identity, Mul by the
+    window's decay product and Add; the windows a (Exp of log a) and exp(log a @ band) (MatMul, Exp);
+    the growth exp(log a @ triangle). Each chunk's log decay (ReduceSum) and last state (Slice at Q - 1,
+    Reshape) go one level down: 3 chunk-level steps in one chunk, rounds 1 and 2 again (no growth needed
+    there). The carry in: shifted by one chunk (Slice, Pad), Unsqueeze, then local + growth * carry.
+    No Split, no Concat, no CumSum: the 4 Concats and all but two Slices are shape plumbing, which folds away."""
+    spec = ScanSpec(length=12, channels=3, state=2)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=4))
+    assert op_histogram(out) == {"Add": 5, "Concat": 4, "Einsum": 1, "Exp": 5, "MatMul": 7, "Mul": 5, "Pad": 1,
+                                 "ReduceSum": 1, "Reshape": 4, "Shape": 4, "Slice": 10, "Transpose": 3, "Unsqueeze": 1}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_window_doubling_nests_until_one_chunk_is_left():
+    """L = 3136 (VMamba-T stage 0), chunk 8: 392 chunks of 8, then 49 of 8, then 7 chunks of 7, then one
+    chunk of 7: 3 levels of Q = 8, 8, 7 with 3 rounds each and a last in-chunk scan of 3 rounds; 3 carries
+    in (Slice + Pad each). Without the unit axis (drop_unit_axes) nothing is transposed."""
+    spec = ScanSpec(length=3136, channels=2, state=1)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=8, drop_unit_axes=True))
+    hist = op_histogram(out)
+    # Per level: 3 shift MatMuls, 2 band MatMuls, 1 growth MatMul; the last scan 3 + 2.
+    assert hist["MatMul"] == 3 * 6 + 5 and hist["Pad"] == 3 and hist["ReduceSum"] == 3
+    assert "Transpose" not in hist and "Split" not in hist
+    for decay_scale in (1.0, 60.0):
+        feeds = scan_inputs(spec, decay_scale=decay_scale)
+        result = run(out, feeds)[0]
+        assert np.all(np.isfinite(result))
+        assert rel_l2(result, numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("chunk", [8, 32, 96])
+def test_stress_decays_window_doubling_stays_exact(chunk):
+    """The decays that overflow chunk24 and batched (log a ~ -6 per step): only products of decays <= 1
+    (windows and growth are Exps of sums of log a <= 0), so exact at any chunk, one chunk included."""
+    spec = ScanSpec(length=96, channels=4, state=2)
+    feeds = scan_inputs(spec, decay_scale=60.0)
+    model, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=chunk))
     assert rel_l2(run(model, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 

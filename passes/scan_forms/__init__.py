@@ -13,6 +13,7 @@ from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
 from passes.scan_forms.parallel_strided import parallel_strided_states
 from passes.scan_forms.strided_readout import strided_readout
+from passes.scan_forms.window_doubling import window_doubling_states
 
 SCAN_FORMS = {
     "batched": batched_states,
@@ -21,6 +22,7 @@ SCAN_FORMS = {
     "parallel": parallel_states,
     "parallel-strided": parallel_strided_states,
     "strided-readout": strided_readout,
+    "window-doubling": window_doubling_states,
 }
 
 # Forms that divide by decay products, and the |sum of log a| over one chunk past which float32's

@@ -1,0 +1,86 @@
+"""The "window-doubling" form: the scan with its step axis last, every op on whole tensors.
+
+The scan axis is moved last and split into (chunks, Q). Inside every chunk at once, a doubling
+(Hillis-Steele) scan over Q in ceil(log2 Q) rounds: the round with shift s adds
+    w_s[q] * local[q - s],    w_s[q] = a_{q-s+1} ... a_q = exp(log a @ band_s),
+the shift a MatMul by a shifted identity and the window's decay product a MatMul of the log
+decays by a constant 0/1 band, then Exp (<= 0, so <= 1). Each chunk's decay product and last
+state are a recurrence over only L / Q values: this same form again, one level down, until one
+chunk is left. Then states = local + growth * carry, growth = exp(log a @ triangle).
+Only products of decays <= 1 are formed and nothing is divided: nothing overflows in float32.
+Why: ONNX Runtime at 16 threads runs each of the parallel form's ~130 nodes per scan on a 1/Q
+block (a thread-pool hand-off each) and its Split and Concat on the Q axis as single-threaded
+strided copies; here there is no Split or Concat, and each op is a multi-threaded MatMul or an
+element-wise op over the whole scan.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from passes.scan_forms.chunk_axes import chunk_dividing, merge_axes_shape, move_axis, shift, split_axis_shape
+
+
+def _band(length: int, width: int, dtype) -> np.ndarray:
+    """(length, length), [i, q] = 1 for q - width < i <= q: x @ band sums the `width` steps ending at q."""
+    rows = np.arange(length)[:, None]
+    cols = np.arange(length)[None, :]
+    return ((rows <= cols) & (rows > cols - width)).astype(dtype)
+
+
+def _in_chunk(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, steps: int) -> tuple:
+    """(states from zero, growth a_1 ... a_q) of every chunk, the `steps` axis last."""
+    local, shift_by = drive, 1
+    while shift_by < steps:
+        window = (builder.exp(log_decay) if shift_by == 1
+                  else builder.exp(builder.matmul(log_decay, builder.const(_band(steps, shift_by, builder.dtype)))))
+        moved = builder.matmul(local, builder.const(np.eye(steps, k=shift_by, dtype=builder.dtype)))
+        local = builder.add(local, builder.mul(window, moved))
+        shift_by *= 2
+    growth = builder.exp(builder.matmul(log_decay, builder.const(_band(steps, steps, builder.dtype))))
+    return local, growth
+
+
+def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, length: int, chunk: int,
+                      rank: int) -> gs.Tensor:
+    """States from zero along the last axis (length `length`)."""
+    last = rank - 1
+    steps = chunk_dividing(length, chunk)
+    if steps >= length:
+        return _in_chunk(builder, log_decay, drive, length)[0]
+    chunks = -(-length // steps)
+    padded = chunks * steps
+    if padded != length:   # a = 1, b = 0: the padded steps carry the last state; cut off below
+        log_decay = builder.pad_axis(log_decay, rank, last, 0, padded - length, 0.0)
+        drive = builder.pad_axis(drive, rank, last, 0, padded - length, 0.0)
+    log_decay = builder.reshape(log_decay, split_axis_shape(builder, log_decay, last, chunks, steps))
+    drive = builder.reshape(drive, split_axis_shape(builder, drive, last, chunks, steps))
+    local, growth = _in_chunk(builder, log_decay, drive, steps)
+    # One level down: each chunk's decay product and last state, the chunk axis last.
+    chunk_log_decay = builder.reduce_sum(log_decay, [rank], keepdims=0)
+    # Step Q - 1 by a Slice: as a MatMul by a one-hot vector ONNX Runtime ran a single-threaded GEMV,
+    # 11 ms for a stage-0 scan at 16 threads (the whole form's in-chunk MatMuls took 0.2 ms each).
+    chunk_end = builder.reshape(builder.slice(local, steps - 1, steps, rank), merge_axes_shape(builder, local, last))
+    ends = _last_axis_states(builder, chunk_log_decay, chunk_end, chunks, chunk, rank)
+    carry = builder.unsqueeze(shift(builder, ends, rank, last, 1, chunks, 0.0), [rank])
+    states = builder.add(local, builder.mul(growth, carry))
+    merged = builder.reshape(states, merge_axes_shape(builder, states, last))
+    return builder.slice(merged, 0, length, last) if padded != length else merged
+
+
+def window_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+                           initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+    last = rank - 1
+    log_decay = move_axis(builder, log_decay, rank, axis, last)
+    drive = move_axis(builder, drive, rank, axis, last)
+    if initial is not None:
+        # Fold the initial state into the first drive: x_0 = a_0 * x_init + b_0, then start from zero.
+        start = move_axis(builder, initial, rank, axis, last)
+        first = builder.add(builder.slice(drive, 0, 1, last),
+                            builder.mul(builder.exp(builder.slice(log_decay, 0, 1, last)), start))
+        drive = builder.concat([first, builder.slice(drive, 1, length, last)], last) if length > 1 else first
+    states = _last_axis_states(builder, log_decay, drive, length, chunk, rank)
+    return move_axis(builder, states, rank, last, axis)
