@@ -1,20 +1,31 @@
-"""The cpu pipeline for many threads (8 and more): the `cpu` graph with its data copies spread
-over the thread pool. ONNX Runtime 1.30 runs a step -1 Slice and a Transpose of the last two
-axes as single-threaded element copies (they get slower, not faster, from 2 to 16 threads); a
-Gather of the same elements is split over the threads. So the cross-scan's flips become Gathers
-of reversed indices and its H/W swaps of large planes (stages 0, 1; small ones are MatMuls
-already) Gathers of the flat plane. Exact (copies). On 2 threads the copies are faster, hence
-two pipelines: docs/BENCHMARKS.md measures both on both thread counts. (Softplus's clamp as a Clip,
-min-max-to-clip, first made for this pipeline, 137.5 -> 125.1 ms at 16 threads, is in `cpu` now.)
+"""The cpu pipeline for many threads (8 and more): the `cpu` graph with its scans as whole-tensor
+ops and its data copies spread over the thread pool. ONNX Runtime 1.30 runs a step -1 Slice and a
+Transpose of the last two axes as single-threaded element copies (they get slower, not faster,
+from 2 to 16 threads); a Gather of the same elements is split over the threads. So the
+cross-scan's flips become Gathers of reversed indices and its H/W swaps of large planes (stages
+0, 1; small ones are MatMuls already) Gathers of the flat plane. Exact (copies). On 2 threads the
+copies are faster, hence two pipelines: docs/BENCHMARKS.md measures both on both thread counts.
+(Softplus's clamp as a Clip, min-max-to-clip, first made for this pipeline, 137.5 -> 125.1 ms at
+16 threads, is in `cpu` now.)
+The scans take the window-doubling form (chunk 16, without d_state 1's unit axis): the parallel
+form's ~130 nodes per scan run on 1/Q blocks, each a thread-pool hand-off, and its Split and
+Concat on the Q axis are single-threaded strided copies (37 of ~160 profiled ms at 16 threads);
+window-doubling has no Split or Concat and runs each round on the whole scan. On the 16-core
+host, 16 threads, interleaved: 116.7 ms against 125.8 for parallel Q = 4, which had run 120.3
+against 123.4 for the parallel Q = 8 form on another machine; slower on 2 threads (313 vs 280 ms),
+hence `cpu` keeps the parallel form.
 """
 from pipelines.cpu import PIPELINE as CPU
 from pipelines.pipeline import Pipeline, Step
 
+assert CPU.steps[0].pass_name == "reroll-scans" and CPU.steps[-1].pass_name == "simplify"
+_REROLL = Step("reroll-scans", {"form": "window-doubling", "chunk": 16, "drop_unit_axes": True,
+                                "state_form": "strided-readout", "state_chunk": 32})
 _BEFORE_SIMPLIFY = [Step("slice-reverse-to-gather"), Step("plane-transpose-to-gather")]
-assert CPU.steps[-1].pass_name == "simplify"
 
 PIPELINE = Pipeline(
     "cpu-many",
-    "the cpu pipeline for 8+ threads: cross-scan flips and large H/W swaps as Gathers (multi-threaded copies)",
-    CPU.steps[:-1] + _BEFORE_SIMPLIFY + CPU.steps[-1:],
+    "the cpu pipeline for 8+ threads: scans as window-doubling (whole-tensor rounds, no Split/Concat), cross-scan "
+    "flips and large H/W swaps as Gathers (multi-threaded copies)",
+    [_REROLL] + CPU.steps[1:-1] + _BEFORE_SIMPLIFY + CPU.steps[-1:],
 )

@@ -6,6 +6,7 @@ layers of its profile at 16 threads; its Gathers are JIT kernels over the thread
 and 292 for the fork's method (50.2 vs 63.8 ms/img at batch 16); ONNX Runtime does not gain from
 the two passes (docs/BENCHMARKS.md, 16-core section), so they are a pipeline of their own.
 """
+from pipelines.cpu import PIPELINE as CPU
 from pipelines.cpu_many import PIPELINE as CPU_MANY
 from pipelines.pipeline import Pipeline, Step
 
@@ -15,5 +16,7 @@ assert CPU_MANY.steps[-1].pass_name == "simplify"
 PIPELINE = Pipeline(
     "ov",
     "the cpu-many pipeline for OpenVINO's CPU plugin: the scan's step blocks cut and joined by Gathers",
-    CPU_MANY.steps[:-1] + _BEFORE_SIMPLIFY + CPU_MANY.steps[-1:],
+    # The parallel scan form (cpu's), whose step blocks the two passes cut and join; cpu-many's
+    # window-doubling form has none.
+    CPU.steps[:1] + CPU_MANY.steps[1:-1] + _BEFORE_SIMPLIFY + CPU_MANY.steps[-1:],
 )

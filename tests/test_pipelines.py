@@ -125,7 +125,7 @@ def test_compiler_packages_do_not_import_torch():
     ("reroll-scans", {"chunk": float("inf")}, "option 'chunk' must be an integer >= 1, got 'inf'"),
     ("reroll-scans", {"chunk": 1.9}, "option 'chunk' must be an integer >= 1, got '1.9'"),
     ("reroll-scans", {"chunk": True}, "option 'chunk' must be an integer >= 1, got 'true'"),
-    ("reroll-scans", {"form": "fast"}, "option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, got 'fast'"),
+    ("reroll-scans", {"form": "fast"}, "option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"),
     ("fold-constants", {"skip_above_nodes": "abc"}, "option 'skip_above_nodes' must be an integer >= 0, got 'abc'"),
     ("tpu-legality", {"strict": "maybe"}, "option 'strict' must be true or false, got 'maybe'"),
 ])
@@ -141,7 +141,7 @@ def test_declared_options_set_typed_values_and_defaults():
                                 "drop_unit_axes": False, "dense_carry": 0, "carry_shifts": "matmul"}
     assert get_pass("tpu-legality", strict=False).options() == {"strict": False, "budget": 4096, "lanes": 64}
     # text a pipeline parsed as a number is taken back for a string option (and then checked)
-    with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, got '8'"):
+    with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got '8'"):
         parse_pipeline("reroll-scans{form=8}").build()
 
 
@@ -169,3 +169,17 @@ def test_broken_entry_point_is_reported_not_skipped(monkeypatch):
     assert registry.import_failures() == {where: "ModuleNotFoundError: No module named 'no_such_package_xyz'"}
     with pytest.raises(UnknownPassError, match=f"failed to import: {where}: ModuleNotFoundError"):
         get_pass("mine-pass")
+
+
+def test_cpu_many_scans_take_window_doubling_and_ov_keeps_the_parallel_form():
+    """cpu-many re-rolls into window-doubling (chunk 16, without d_state 1's unit axis), the rest as cpu
+    plus its three copy rewrites; ov keeps cpu's parallel form, whose step blocks its two passes cut."""
+    cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
+    assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
+                                  "state_form=strided-readout,state_chunk=32}")
+    assert many.steps[1:-3] == cpu.steps[1:-1]
+    assert [step.pass_name for step in many.steps[-3:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
+                                                             "simplify"]
+    assert ov.steps[0] == cpu.steps[0] and str(cpu.steps[0]).startswith("reroll-scans{form=parallel,chunk=8,")
+    assert ov.steps[1:] == many.steps[1:-1] + ov.steps[-3:] and [s.pass_name for s in ov.steps[-3:]] == [
+        "unit-split-to-gather", "unit-concat-to-gather", "simplify"]
