@@ -340,7 +340,8 @@ def compile_model(
                            f"in '{printable(location)}'); pass the model's path, or load it with "
                            "passes.graph_io.read_model")
     try:
-        check_model(model)
+        with progress.step(f"check {len(model.graph.node):,} nodes"):   # seconds for VMamba-T's 76,529
+            check_model(model)
     except InvalidModelError as error:
         raise BadInput(f"{printable(input_label)}: {one_line(error)}") from None
     # The reference beside the input is protected even when unused (--verify none, or another given).
