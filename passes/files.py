@@ -16,6 +16,7 @@ All refusals are ``DestinationError`` (an ``OSError``) with a one-line message.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -93,7 +94,7 @@ def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
         if not stat.S_ISREG(target.st_mode):
             raise DestinationError(f"{what} {shown} is {_kind(target.st_mode)}, not a regular file; "
                                    "refusing to replace it")
-    check_folder_writable(_folder(path), what)
+    check_folder_writable(_folder(path), what, beside=path.name)
     return path
 
 
@@ -118,9 +119,16 @@ def check_not_read(destination: str | os.PathLike, read_files: Iterable[tuple[st
                                    "run reads; refusing to overwrite it")
 
 
-def check_folder_writable(folder: str | os.PathLike, what: str = "output") -> Path:
+# The longest name a writer derives from a destination's name: '.NAME.' + 8 random characters +
+# '.tmp-...' for its temporary files, 'NAME.<16 hex>.data' for a model's weights. The probe's is longer.
+_PROBE_SUFFIX = ".probe-" + "x" * 16
+
+
+def check_folder_writable(folder: str | os.PathLike, what: str = "output", beside: str = "") -> Path:
     """The folder exists and a new file can be created in it (probed: ``os.access`` says yes to root
-    everywhere and knows nothing of read-only or special file systems)."""
+    everywhere and knows nothing of read-only or special file systems); with ``beside``, a file
+    named like the temporary files and data files derived from that name (a name near the file
+    system's limit is refused here, not after the work)."""
     folder = Path(folder)
     shown = printable(folder)
     if not folder.is_dir():
@@ -128,9 +136,14 @@ def check_folder_writable(folder: str | os.PathLike, what: str = "output") -> Pa
             raise DestinationError(f"{what} directory is not a directory: {shown}")
         raise DestinationError(f"{what} directory does not exist: {shown}")
     try:
-        with tempfile.NamedTemporaryFile(prefix=".probe-", dir=folder):
+        with tempfile.NamedTemporaryFile(prefix=f".{beside}." if beside else ".probe-",
+                                         suffix=_PROBE_SUFFIX if beside else "", dir=folder):
             pass
     except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise DestinationError(f"{what} name {printable(beside)} is too long: the files written beside it "
+                                   f"(its temporary file, a model's weights file) would pass the folder's limit "
+                                   f"on names") from None
         raise DestinationError(f"{what} directory is not writable: {shown} ({printable(error.strerror or error)})") from None
     return folder
 
@@ -156,6 +169,14 @@ def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterab
     if not ancestor.is_dir():
         raise DestinationError(f"{what} {shown} cannot be made: {printable(ancestor)} is not a directory")
     check_folder_writable(ancestor, what)
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in folder.absolute().relative_to(ancestor).parts:
+        if len(os.fsencode(part)) > limit:
+            raise DestinationError(f"{what} {shown} cannot be made: a name in it is longer than the {limit} bytes "
+                                   "its file system takes")
     return folder
 
 

@@ -790,3 +790,33 @@ def test_a_model_and_its_reference_are_replaced_together_despite_ctrl_c(tmp_path
             new_reference.write_text("new reference")
     assert (model.read_text(), reference.read_text()) == ("new model", "new reference")
     assert listing(tmp_path) == ["naive.onnx", "naive.ref.npz"]
+
+
+def test_a_destination_name_too_long_for_the_files_beside_it_is_refused_before_the_work(tmp_path):
+    """Found by s14: -o with a 245-character name ran the whole pipeline, then failed to make its
+    temporary file ('.NAME.tmp-...': File name too long). Exit 2 either way; now before the work."""
+    from pipelines.compiler import BadInput, compile_model
+
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(DUPLICATE_NAMES), model)
+
+    long_name = "a" * 245 + ".onnx"
+    with pytest.raises(BadInput, match=r"output name a{245}\.onnx is too long: the files written beside it"):
+        compile_model(model, "eliminate-dead-nodes", output=tmp_path / long_name, verify="none",
+                      progress=_FailOnFirstPass())
+    check_destination(tmp_path / ("a" * 200 + ".onnx"))   # room left for what is derived from it
+    with pytest.raises(BadInput, match=r"--report folder .* cannot be made: a name in it is longer than the 255 bytes"):
+        compile_model(model, "eliminate-dead-nodes", report=tmp_path / "new" / ("r" * 256), verify="none",
+                      progress=_FailOnFirstPass())
+    assert listing(tmp_path) == ["m.onnx"]
+
+
+class _FailOnFirstPass:
+    """A progress hook that fails the test if a pass starts (the check must come before the work)."""
+
+    def __getattr__(self, name):
+        from passes.manager import ProgressHook
+        return getattr(ProgressHook(), name)
+
+    def pass_started(self, index, total, pass_):
+        pytest.fail("a pass ran before the destination was refused")
