@@ -820,3 +820,17 @@ class _FailOnFirstPass:
 
     def pass_started(self, index, total, pass_):
         pytest.fail("a pass ran before the destination was refused")
+
+
+@pytest.mark.parametrize("text", [None, '{"pipeline": "cpu", "compile_', "[1, 2]", "\xff\xfe"])
+def test_bench_reuses_only_a_sidecar_it_can_read(text, tmp_path):
+    """Found by s14: tools.bench --reuse-compiled json.loads' a compiled graph's KEY.json as it found
+    it: one cut short (written in place before s14) or a list was a traceback, not a recompile."""
+    from tools.bench import read_sidecar
+
+    sidecar = tmp_path / "cpu.json"
+    if text is not None:
+        sidecar.write_bytes(text.encode("latin-1"))
+    assert read_sidecar(sidecar) is None
+    sidecar.write_text('{"pipeline": "cpu"}')
+    assert read_sidecar(sidecar) == {"pipeline": "cpu"}

@@ -250,6 +250,16 @@ def compiler_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def read_sidecar(path: Path) -> dict | None:
+    """A compiled graph's KEY.json, or None when it is missing or unreadable (cut short by a crash
+    before it was written atomically, edited by hand): the graph is then compiled again."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display) -> dict[str, dict]:
     """Pipeline rows (and ablation variants): key -> {path, pipeline, compile_s, note} or {error}.
 
@@ -275,8 +285,8 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
         log = args.workdir / f"{key}.log"
         sidecar = args.workdir / f"{key}.json"
         entry = {"pipeline": text, "label": labels.get(key)}
-        if args.reuse_compiled and output.exists() and sidecar.exists():
-            saved = json.loads(sidecar.read_text())
+        saved = read_sidecar(sidecar) if args.reuse_compiled and output.exists() else None
+        if saved is not None:
             same_source = saved.get("pipeline") == text and saved.get("naive") == str(naive.resolve()) \
                 and output.stat().st_mtime >= naive.stat().st_mtime
             stale = saved.get("compiler") != fingerprint
