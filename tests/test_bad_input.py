@@ -240,6 +240,15 @@ EXPORT_CASES = {
     "mamba1d-dynamo-low-opset": ("vmamba_ref.mamba1d", ["--exporter", "dynamo", "--opset", "12"],
                                  ["dynamo exporter writes opset 18 only"]),
     "mamba1d-zero-length": ("vmamba_ref.mamba1d", ["--length", "0"], ["length and batch must be >= 1"]),
+    # found by s14: each was a traceback (OverflowError, ValueError, a torch RuntimeError), exit 1
+    "ssm-ratio-inf": ("vmamba_ref.export", ["--model", "micro", "--ssm-ratio", "inf"],
+                      ["ssm_ratio must be finite and give d_inner = int(ssm_ratio * dims) >= 1, got inf"]),
+    "ssm-ratio-tiny": ("vmamba_ref.export", ["--model", "micro", "--ssm-ratio", "0.01"],
+                       ["ssm_ratio must be finite and give d_inner = int(ssm_ratio * dims) >= 1, got 0.01"]),
+    "mlp-ratio-nan": ("vmamba_ref.export", ["--model", "micro", "--mlp-ratio", "nan"],
+                      ["mlp_ratio must be finite and give int(mlp_ratio * dims) >= 1 hidden channels, got nan"]),
+    "mlp-ratio-negative": ("vmamba_ref.export", ["--model", "micro", "--mlp-ratio", "-1"],
+                           ["mlp_ratio must be finite and give int(mlp_ratio * dims) >= 1 hidden channels, got -1.0"]),
 }
 
 
