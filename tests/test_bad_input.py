@@ -278,6 +278,19 @@ def test_export_clis_refuse_cleanly(case, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == before, "a file was left behind"
 
 
+def test_an_export_beyond_memory_is_one_error_line(tmp_path, capsys):
+    """Found by s14: --resolution 1000000 (a 12 TB sample) was torch's allocator traceback, exit 1. Tested at
+    10^7: 1.2 PB, beyond the address space, refused even where the kernel overcommits memory."""
+    from vmamba_ref import export
+
+    assert export.main(["--model", "micro", "--resolution", "10000000", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert errors[0].startswith("error: the model or its sample does not fit in memory: ") and "allocate" in errors[0]
+    assert os.listdir(tmp_path) == []
+
+
 # --- unusual but valid input ----------------------------------------------------------------------
 
 NO_SCANS = """

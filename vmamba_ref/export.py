@@ -344,6 +344,12 @@ def _main(args) -> int:
     except (ConfigError, CheckpointError, ExportError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+            raise   # a bug, not a size: exit 1 with its traceback
+        # --dims, --resolution or --d-state too large for this machine (torch's allocator says so)
+        print(f"error: the model or its sample does not fit in memory: {one_line(exc, limit=300)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:
         print("error: interrupted (no file written)", file=sys.stderr)
         return exit_code(interrupt)
