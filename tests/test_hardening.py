@@ -834,3 +834,17 @@ def test_bench_reuses_only_a_sidecar_it_can_read(text, tmp_path):
     assert read_sidecar(sidecar) is None
     sidecar.write_text('{"pipeline": "cpu"}')
     assert read_sidecar(sidecar) == {"pipeline": "cpu"}
+
+
+def test_diffview_never_writes_over_a_compared_models_weights(tmp_path, capsys):
+    """Found by s14: 'tools.diffview in.onnx in.onnx -o in.data' replaced the weights file of the model
+    it compared (diffview reads no weights, but they are the model's): the model was lost."""
+    from tools import diffview
+
+    path = save_with_data(tmp_path / "m", top_weight_model("w.bin"))
+    before = (tmp_path / "m" / "w.bin").read_bytes()
+    assert diffview.main([str(path), str(path), "-o", str(tmp_path / "m" / "w.bin")]) == 2
+    assert capsys.readouterr().err == (f"error: output {tmp_path}/m/w.bin is the external data file of "
+                                       f"{tmp_path}/m/model.onnx {tmp_path}/m/w.bin, which this run reads; "
+                                       "refusing to overwrite it\n")
+    assert (tmp_path / "m" / "w.bin").read_bytes() == before and listing(tmp_path / "m") == ["model.onnx", "w.bin"]

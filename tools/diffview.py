@@ -49,6 +49,17 @@ def _load(path: str) -> onnx.ModelProto:
     return model
 
 
+def _data_files(path: str, model: onnx.ModelProto) -> list[tuple[str, Path]]:
+    """The external data files ``model`` (read from ``path``) names, as (role, path) pairs."""
+    from onnx.external_data_helper import uses_external_data
+
+    from passes.graph_io import all_tensors
+
+    locations = {entry.value for tensor in all_tensors(model) if uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location" and entry.value and "\x00" not in entry.value}
+    return [(f"external data file of {printable(path)}", Path(path).parent / location) for location in sorted(locations)]
+
+
 def diff_models(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[dict, Counter, Counter]:
     """(describe_regions() of the diff, op histogram before, op histogram after)."""
     from passes.report.grouping import describe_regions
@@ -104,8 +115,10 @@ def _diff(args: argparse.Namespace) -> int:
     try:
         if args.output:   # before the work, so a bad destination costs nothing and leaves nothing
             check_destination(args.output)
-            check_not_read(args.output, [("model", args.before), ("model", args.after)])
         before, after = _load(args.before), _load(args.after)
+        if args.output:   # the models and their weights files (not read here, but the models' own)
+            check_not_read(args.output, [("model", args.before), ("model", args.after)]
+                           + _data_files(args.before, before) + _data_files(args.after, after))
     except (DiffError, DestinationError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
