@@ -17,7 +17,7 @@ from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.registry import register_pass
 from passes.scan_forms import FOLDS_READOUT, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
-from passes.scan_forms.chunk_axes import move_axis, move_axis_perm
+from passes.scan_forms.chunk_axes import move_axis, move_axis_perm, transpose_without_unit_axes
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
@@ -77,13 +77,16 @@ def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank
 
 
 def _strided_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, start: int, stride: int,
-                     count: int) -> tuple[gs.Tensor, int]:
+                     count: int, layout: Optional[Sequence[int]] = None) -> tuple[gs.Tensor, int]:
     """The readout of steps start, start + stride, ... (`count` of them; `states` holds them, step
-    axis first), step axis first, and its rank: a form that reads out block by block calls this."""
+    axis first), step axis first, and its rank: a form that reads out block by block calls this.
+    `layout`: the order of `states`' axes in memory (step_replay's Value.layout), None: their own."""
     form = rec.readout
     if form.kind == "template":
-        output = replay_over_steps(b, rec.template, states, count, start, stride)
+        output = replay_over_steps(b, rec.template, states, count, start, stride, layout)
         return output, template_output_rank(rec.template) + 1
+    if layout is not None:
+        states = b.transpose(states, [int(axis) for axis in np.argsort(layout)])
     coeff = b.node("Slice", [rec.coeff, b.ints([start]), b.ints([start + stride * (count - 1) + 1]),
                              b.ints([rec.coeff_axis]), b.ints([stride])])
     equation = _einsum_with_steps(form.equation, form.state_operand, 0, rec.coeff_axis, 0)
@@ -161,7 +164,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     folded = (form in FOLDS_READOUT and not unit_axes and not rec.final_state_escapes
               and rec.readout.kind in ("template", "einsum") and strided_chunk(rec.length, chunk) < rec.length)
     if folded:   # the form reads out block by block: the readout of every step, step axis first
-        extra["readout"] = lambda block, start, stride, count: _strided_readout(b, rec, block, start, stride, count)
+        extra["readout"] = (lambda block, start, stride, count, layout=None:
+                            _strided_readout(b, rec, block, start, stride, count, layout))
     states = SCAN_FORMS[form](b, log_decay=log_decay, drive=drive, initial=initial, axis=axis,
                               length=rec.length, chunk=chunk, rank=full_rank - len(unit_axes), **extra)
     if folded:
@@ -171,7 +175,10 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         if stack_axis == 0:
             b.identity(states, output=rec.output)
         else:
-            b.transpose(states, move_axis_perm(rank, 0, stack_axis), output=rec.output)
+            perm = move_axis_perm(rank, 0, stack_axis)
+            shape = shapes.get(rec.output.name)   # the stacked output's; the step-first result's from it
+            shape = None if shape is None or len(shape) != rank else [shape[perm.index(axis)] for axis in range(rank)]
+            transpose_without_unit_axes(b, states, perm, shape, output=rec.output)
         return
     if unit_axes:
         states = b.unsqueeze(states, unit_axes)

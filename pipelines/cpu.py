@@ -12,15 +12,17 @@ its own), and Softplus's clamp Min(x, 20) a Clip
 (min-max-to-clip: ORT's broadcasting Min is a slow element loop; 1.02-1.03x for the whole graph on
 2 threads, docs/BENCHMARKS.md); then cleanup. Chunk 8: on one stage-0 scan (768 x 3136) with 2 threads, Q = 8 ran
 in 21.2 ms, Q = 16 in 21.8, Q = 4 in 28.0, chunk24 in 25.7 (16-core Xeon host pinned to 2 cores). docs/BENCHMARKS.md measures each step's gain.
-Recurrences with decays per (channel, state) (d_state N > 1, Mamba) take "strided-readout"
+Recurrences with decays per (channel, state) (d_state N > 1, Mamba) take "channels-last-readout"
 (Q = 32): the same sweeps on strided steps computed from the decays' small factors, so the
-(L, d_inner, N) decays and drives are never written, and the readout applied block by block, so
-the states are not either (docs/BENCHMARKS.md, Mamba section); VMamba's N = 1 graphs do not change.
+(L, d_inner, N) decays and drives are never written, the readout applied block by block, so
+the states are not either, and every block laid out (chunks, .., N, d_inner), so that broadcasts
+run along d_inner and no block is transposed for the readout (docs/BENCHMARKS.md, Mamba section);
+VMamba's N = 1 graphs do not change.
 """
 from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
-    "reroll-scans{form=parallel,chunk=8,state_form=strided-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
+    "reroll-scans{form=parallel,chunk=8,state_form=channels-last-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
     "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,slice-parts-before-concat,min-max-to-clip,simplify",
     name="cpu",
     description="re-roll scans into the stable parallel form, lower Einsum and Softplus for ONNX Runtime CPU, "

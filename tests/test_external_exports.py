@@ -26,8 +26,10 @@ NODE_COUNTS = {
     "hf-mamba-n16": (471, {"seed": 103, "cpu": 307, "tpu": 149}),
     # seed overflows on it (test below); cpu: L 40 in 2 chunks of Q 20, read out block by block (20 readouts);
     # tpu 103 -> 101 at 815c64d (reshape-through-elementwise: 3 Unsqueezes became 1 Reshape), not the
-    # Softplus change that 94f0783's message blames (checked by compiling at 0f15fa1 and 815c64d)
-    "hf-mamba-n16-dt2": (611, {"cpu": 393, "tpu": 101}),
+    # Softplus change that 94f0783's message blames (checked by compiling at 0f15fa1 and 815c64d);
+    # cpu 393 -> 433 with channels-last-readout: each factor step is a strided Slice + Reshape of the factor
+    # moved once (60 of each), not a piece of one Split; the 20 block Transposes go
+    "hf-mamba-n16-dt2": (611, {"cpu": 433, "tpu": 101}),
     "hf-mamba-n4-b2": (182, {"seed": 55, "cpu": 117, "tpu": 72}),
     "mambapy-n16": (270, {"seed": 88, "cpu": 262, "tpu": 136}),
     "fork-channels-n4": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
@@ -141,6 +143,40 @@ def test_strided_readout_never_holds_all_states(exported, tmp_path):
         largest[form] = max(np.asarray(value).size for value in values[1:])
     # strided-readout: the largest is the joined readout (L, d_inner), more than a block (2 x 32 x 16)
     assert largest == {"parallel-strided": 40 * 32 * 16, "strided-readout": 40 * 32}
+
+
+def test_channels_last_readout_transposes_no_block(exported, tmp_path):
+    """hf-mamba-n16-dt2 (1 layer, d_inner 32, d_state 16, L 40) with Q 20, 2 chunks: strided-readout moves
+    each of sweep 2's 20 blocks, (1, 32, 2, 16), step axis first for transformers' MatMul readout;
+    channels-last-readout moves dt, u, B and A once each to the blocks' order (L, 1, 16, 32), by 2-D
+    Transposes of their axes that are not size 1 (none for B), and hands the readout its blocks as they
+    are (C_i^T @ h): no Transpose of a block-sized tensor."""
+    from collections import Counter
+
+    naive, ref = exported("hf-mamba-n16-dt2")
+    histograms, transposed = {}, {}
+    for form in ("strided-readout", "channels-last-readout"):
+        out = tmp_path / f"{form}.onnx"
+        result = compile_model(naive, f"reroll-scans{{form={form},chunk=20}},eliminate-dead-nodes", output=out)
+        assert result.verification["rel_l2"] <= 1e-6
+        model = onnx.load(str(out))
+        histograms[form] = Counter(node.op_type for node in model.graph.node)
+        inputs = [node.input[0] for node in model.graph.node if node.op_type == "Transpose"]
+        model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in inputs)
+        with np.load(ref) as reference:
+            values = run(model, {INPUT_NAME: reference[INPUT_NAME]})
+            assert rel_l2(values[0], reference[OUTPUT_NAME]) <= TOLERANCE
+        transposed[form] = Counter(np.asarray(value).size for value in values[1:])
+    block = 2 * 32 * 16
+    assert (transposed["strided-readout"][block], transposed["channels-last-readout"][block]) == (20, 0)
+    change = Counter(histograms["channels-last-readout"])
+    change.subtract(histograms["strided-readout"])
+    # 3 factors' steps by 20 strided Slices each (+ a Reshape each to the block's rank), not 1 Reshape +
+    # Split + 20 Reshapes (and the Shape, 2 Slices, 2 Concats of their targets); Transposes: dt, u, A moved (+3),
+    # the 20 blocks (-20), each step's C_i turned for the readout (+20, (2, 1, 16, 1) -> (2, 1, 1, 16);
+    # cpu's simplify makes them Reshapes).
+    assert {op: n for op, n in change.items() if n} == {"Transpose": 3, "Shape": -3, "Slice": 60 - 6,
+                                                         "Split": -3, "Concat": -6, "Reshape": 2}
 
 
 def test_corpus_covers_the_brief():

@@ -125,7 +125,7 @@ def test_compiler_packages_do_not_import_torch():
     ("reroll-scans", {"chunk": float("inf")}, "option 'chunk' must be an integer >= 1, got 'inf'"),
     ("reroll-scans", {"chunk": 1.9}, "option 'chunk' must be an integer >= 1, got '1.9'"),
     ("reroll-scans", {"chunk": True}, "option 'chunk' must be an integer >= 1, got 'true'"),
-    ("reroll-scans", {"form": "fast"}, "option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"),
+    ("reroll-scans", {"form": "fast"}, "option 'form' must be one of batched, batched-doubling, channels-last-readout, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"),
     ("fold-constants", {"skip_above_nodes": "abc"}, "option 'skip_above_nodes' must be an integer >= 0, got 'abc'"),
     ("tpu-legality", {"strict": "maybe"}, "option 'strict' must be true or false, got 'maybe'"),
 ])
@@ -141,7 +141,7 @@ def test_declared_options_set_typed_values_and_defaults():
                                 "drop_unit_axes": False, "dense_carry": 0, "carry_shifts": "matmul"}
     assert get_pass("tpu-legality", strict=False).options() == {"strict": False, "budget": 4096, "lanes": 64}
     # text a pipeline parsed as a number is taken back for a string option (and then checked)
-    with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got '8'"):
+    with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, channels-last-readout, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got '8'"):
         parse_pipeline("reroll-scans{form=8}").build()
 
 

@@ -116,7 +116,7 @@ def test_graph_without_scans_reports_zero():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="option 'form' must be one of batched, batched-doubling, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"):
+    with pytest.raises(ValueError, match="option 'form' must be one of batched, batched-doubling, channels-last-readout, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got 'fast'"):
         RerollScans(form="fast")
     with pytest.raises(ValueError, match="option 'chunk' must be an integer >= 1, got '0'"):
         RerollScans(chunk=0)
@@ -124,7 +124,7 @@ def test_bad_options_are_refused():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout",
+    form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout", "channels-last-readout",
                           "window-doubling"]),
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
@@ -148,7 +148,7 @@ def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout",
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout", "channels-last-readout",
                                   "window-doubling"])
 @pytest.mark.parametrize("index", ["gather", "slice"])
 @pytest.mark.parametrize("initial", ["zeros", "input"])
@@ -358,7 +358,7 @@ def test_state_form_only_for_decays_per_state(state):
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout"])
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout", "channels-last-readout"])
 def test_grouped_conv_readout_is_rerolled_like_mulsum(form):
     spec = ScanSpec(length=11, channels=3, state=4, batch=2, readout="conv")
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))

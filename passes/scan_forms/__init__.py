@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from passes.scan_forms.batched import batched_states
 from passes.scan_forms.batched_doubling import batched_doubling_states
+from passes.scan_forms.channels_last_readout import channels_last_readout
 from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
 from passes.scan_forms.parallel_strided import parallel_strided_states
@@ -18,6 +19,7 @@ from passes.scan_forms.window_doubling import window_doubling_states
 SCAN_FORMS = {
     "batched": batched_states,
     "batched-doubling": batched_doubling_states,
+    "channels-last-readout": channels_last_readout,
     "chunk24": chunk24_states,
     "parallel": parallel_states,
     "parallel-strided": parallel_strided_states,
@@ -30,8 +32,9 @@ SCAN_FORMS = {
 OVERFLOWS_PAST = {"chunk24": 87, "batched": 174}
 
 # Forms that also take `shapes` (tensor name -> partial static shape, from the pass).
-TAKES_SHAPES = {"parallel-strided", "strided-readout"}
+TAKES_SHAPES = {"parallel-strided", "strided-readout", "channels-last-readout"}
 
-# Forms that also take `readout` (passes/scan_forms/strided_readout.py's Readout) and then return the
-# readout of every step, step axis first, instead of the states.
-FOLDS_READOUT = {"strided-readout"}
+# Forms that also take `readout` (passes/scan_forms/strided_readout.py's Readout; channels-last-readout
+# also passes the block's layout) and then return the readout of every step, step axis first, instead
+# of the states.
+FOLDS_READOUT = {"strided-readout", "channels-last-readout"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -39,6 +39,10 @@ class Value:
     tensor: gs.Tensor
     batched: bool        # has the leading step axis
     rank: int            # rank of one step's tensor (without the step axis)
+    # The order in memory: axis j of `tensor` is axis layout[j] of the value (step axis 0 included,
+    # always first); None: as the value's axes. Only the state comes in laid out otherwise (a form
+    # that keeps its blocks channels-last); rules that can, keep the layout, the others undo it first.
+    layout: Optional[tuple] = None
 
 
 class _Replay:
@@ -94,9 +98,73 @@ class _Replay:
             return Value(self.unsqueeze(moved, [axis + 1]), True, rank)
         return Value(moved, True, rank - 1)
 
+    def logical(self, v: Value) -> Value:
+        """`v` with its axes in their own order (a Transpose when it was laid out otherwise)."""
+        if v.layout is None:
+            return v
+        return Value(self.b.transpose(v.tensor, [int(i) for i in np.argsort(v.layout)]), v.batched, v.rank)
+
+    def keeps_layout(self, node: gs.Node, ins: list) -> bool:
+        """`node` has a rule for its laid-out input (see Value.layout): no Transpose before it."""
+        laid_out = [i for i, v in enumerate(ins) if v is not None and v.layout is not None]
+        if node.op in ("Identity", "Cast") and (node.op == "Identity" or is_same_type_cast(node)):
+            return True
+        if node.op in ("Gather", "Squeeze") and laid_out == [0] and not self.t.stepped_inputs(self.t.nodes.index(node)):
+            return node.op == "Squeeze" or (len(ins) == 2 and not ins[1].batched
+                                            and constant_value(ins[1].tensor) is not None
+                                            and np.asarray(constant_value(ins[1].tensor)).ndim == 0)
+        if node.op == "MatMul" and len(laid_out) == 1 and all(v.rank >= 2 for v in ins):
+            v = ins[laid_out[0]]
+            if v.rank < max(w.rank for w in ins):
+                return False
+            swapped = list(range(v.rank + 1))
+            swapped[-2:] = swapped[-1], swapped[-2]
+            return tuple(v.layout) == tuple(swapped)   # (.., N, D) in memory for (.., D, N): x @ w = (wT @ xT)T
+        return False
+
+    def drop_axes(self, v: Value, axes: list[int]) -> tuple[list[int], Optional[tuple]]:
+        """Where value axes `axes` (step axis excluded) lie in memory, and the layout without them."""
+        full = {axis + 1 for axis in axes}
+        physical = sorted(v.layout.index(axis) for axis in full)
+        left = [axis for axis in v.layout if axis not in full]
+        layout = tuple(sorted(left).index(axis) for axis in left)
+        return physical, (None if layout == tuple(range(len(layout))) else layout)
+
+    def rule_laid_out_Gather(self, node: gs.Node, ins: list) -> Value:
+        data, indices = ins
+        (physical,), layout = self.drop_axes(data, [normalize_axis(int(node.attrs.get("axis", 0)), data.rank)])
+        out = self.b.node("Gather", [data.tensor, indices.tensor], {"axis": physical})
+        return Value(out, True, data.rank - 1, layout)
+
+    def rule_laid_out_Squeeze(self, node: gs.Node, ins: list) -> Value:
+        data = ins[0]
+        axes = node_axes(node)
+        if axes is None:   # squeeze every size-1 axis: which ones is known only from the logical shape
+            return self.rule_Squeeze(node, [self.logical(data)] + ins[1:])
+        physical, layout = self.drop_axes(data, [normalize_axis(a, data.rank) for a in axes])
+        return Value(self.b.squeeze(data.tensor, physical), True, data.rank - len(physical), layout)
+
+    def rule_laid_out_MatMul(self, node: gs.Node, ins: list) -> Value:
+        """x @ w with x laid out as its last two axes swapped: wT @ xT, the output laid out the same way."""
+        rank = max(v.rank for v in ins)
+        index = next(i for i, v in enumerate(ins) if v.layout is not None)
+        other = ins[1 - index]
+        if other.batched:
+            other_tensor = self.lift(other, rank)
+        else:
+            other_tensor = self.unsqueeze(other.tensor, list(range(rank + 1 - other.rank)))
+        swap = list(range(rank + 1))
+        swap[-2:] = swap[-1], swap[-2]
+        laid = ins[index].tensor
+        product = (self.b.matmul(self.b.transpose(other_tensor, swap), laid) if index == 0
+                   else self.b.matmul(laid, self.b.transpose(other_tensor, swap)))
+        return Value(product, True, rank, tuple(swap))
+
     # -- the rules ------------------------------------------------------------------------
     def emit(self, index: int, node: gs.Node) -> None:
         ins = [self.value(t) if t is not None and t.name else None for t in node.inputs]
+        if any(v is not None and v.layout is not None for v in ins) and not self.keeps_layout(node, ins):
+            ins = [self.logical(v) if v is not None else None for v in ins]
         stepped = self.t.stepped_inputs(index)
         if stepped:
             result = self.stepped_slice(node, ins, stepped)
@@ -110,6 +178,8 @@ class _Replay:
             return
         elif node.op in ("Identity", "Cast") and (node.op == "Identity" or is_same_type_cast(node)):
             result = ins[0]   # a no-op per step is a no-op over all steps: no copy of the states
+        elif any(v is not None and v.layout is not None for v in ins):
+            result = getattr(self, f"rule_laid_out_{node.op}")(node, ins)
         else:
             rule = getattr(self, f"rule_{node.op}", None)
             if rule is None:
@@ -271,17 +341,22 @@ def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
 
 
 def replay_over_steps(b: GraphBuilder, template: StepTemplate, states: gs.Tensor, length: int,
-                      start: int = 0, stride: int = 1) -> gs.Tensor:
+                      start: int = 0, stride: int = 1, layout: Optional[Sequence[int]] = None) -> gs.Tensor:
     """template's output for every step, stacked on a new leading axis; `states` has the step axis first.
-    With `start` and `stride`, only steps start, start + stride, ... (`length` of them), which `states` holds."""
+    With `start` and `stride`, only steps start, start + stride, ... (`length` of them), which `states` holds.
+    `layout`: the order of `states`' axes in memory (Value.layout), step axis first; the output comes
+    in its own order."""
     replay = _Replay(b, template, length, start, stride)
-    replay.env[id(template.state)] = Value(states, True, template.ranks[id(template.state)])
+    rank = template.ranks[id(template.state)]
+    if layout is not None and tuple(layout) == tuple(range(rank + 1)):
+        layout = None
+    replay.env[id(template.state)] = Value(states, True, rank, None if layout is None else tuple(layout))
     for index, node in enumerate(template.nodes):
         replay.emit(index, node)
     result = replay.env.get(id(template.output))
     if result is None or not result.batched:
         raise ReplayError("the per-step output does not depend on the step")
-    return result.tensor
+    return replay.logical(result).tensor
 
 
 def template_output_rank(template: StepTemplate) -> int:

@@ -20,7 +20,8 @@ are interleaved as in parallel-strided. Numerics are parallel-strided's: product
 
 A layout with d_inner last was tried (ONNX Runtime broadcasts with an innermost span of N = 16
 run 4-10x slower per element than with d_inner): ORT's transpose optimizer pushes the factors'
-Transposes down onto the blocks (it counts Transposes, not bytes), 1.5x slower than this layout.
+Transposes down onto the blocks (it counts Transposes, not bytes), 1.5x slower than this layout;
+channels_last_readout.py moves the factors whole instead, where the optimizer leaves them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,135 @@
+"""The channels-last-readout scan form (passes/scan_forms/channels_last_readout.py): strided-readout's
+sweeps with every block laid out (chunks, batch, N, d_inner), on the Mamba-shaped factors of
+tests/test_strided_readout.py."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.scan_forms.channels_last_readout import channels_last_order, channels_last_readout
+from passes.scan_forms.strided_readout import strided_readout
+from tests.test_strided_readout import D, N, _feeds, _mamba_factors, _numpy_states, _run
+
+
+def test_order_puts_the_scan_axis_first_and_d_inner_last():
+    # transformers' (batch, d_inner, L, N): sizes of the other axes (batch, d_inner, N)
+    assert channels_last_order(4, 2, [1, 1536, 16]) == [2, 0, 3, 1]
+    assert channels_last_order(4, 2, [1, 1536, 1]) == [2, 0, 3, 1]
+    # already channels-last, (batch, L, N, d_inner): nothing to gain
+    assert channels_last_order(4, 1, [1, 16, 1536]) is None
+    assert channels_last_order(3, 0, [8, 8]) is None
+
+
+def _readout_with_layout(b, coeff, length, calls):
+    """y_t[d] = sum_n x_t[d, n] * C_t[n] on a block laid out (count, 1, N, D): C_t^T @ block."""
+    def readout(block, start, stride, count, layout):
+        calls.append((start, stride, count, layout))
+        c_steps = b.node("Slice", [coeff, b.ints([start]), b.ints([length]), b.ints([1]), b.ints([stride])])
+        c_rows = b.unsqueeze(b.transpose(c_steps, [1, 0, 2]), [1])            # (count, 1, 1, N)
+        return b.reshape(b.matmul(c_rows, block), b.ints([count, 1, D])), 3  # (count, 1, D)
+    return readout
+
+
+@pytest.mark.parametrize("chunk", [4, 6, 12])
+def test_readout_per_block_laid_out_equals_numpy(chunk):
+    """The readout gets each of sweep 2's blocks as (chunks, 1, N, D) and says so (layout: memory axis j
+    holds axis layout[j] of the step-first state (step, 1, D, N)); only the small outputs are joined."""
+    length = 12
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    calls = []
+    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, calls))
+    feeds = _feeds(length, 1.0, seed=chunk)
+    feeds["C"] = np.random.default_rng(chunk + 1).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(feeds, a_value), feeds["C"].astype(np.float64))
+    assert calls == [(q, chunk, length // chunk, (0, 1, 3, 2)) for q in range(chunk)]
+    assert got.shape == want.shape == (length, 1, D)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_factors_are_moved_whole_and_no_block_is_transposed():
+    """L 12, Q 4: dt, u and B (and A) are each moved once to the blocks' order, by a Transpose of their
+    axes that are not size 1 ((D, L) -> (L, D); B's (L, N) keep their order: Reshapes only), and their
+    steps taken by one strided Slice each (Q per factor); every block-sized op (A * dt_q, Exp, (dt_q * u_q) * B_q,
+    the sweeps, the carry) works on (chunks, 1, N, D), and the other Transposes are the test readout's."""
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
+    ops = Counter(node.op for node in graph.nodes)
+    # Transposes: dt, u, A moved (3) + the test readout's 4; Slices: 3 factors x Q (+ the carry's 4 shifts,
+    # the test readout's 4, 2 of the outputs' interleaving target shape), no Split, no Gather. Muls:
+    # the factor graph's own 3; A * dt_q: 4 (+ 4 Exp); the chunk decay exp(A * sum(dt)): 1 (+ 3 Add, 1 Exp);
+    # the drives (dt_q * u_q) * B_q: 8; sweep 1: 3 (+ 3 Add); the carry over 3 chunks: 3 (+ 2 Add, 4 Pad);
+    # sweep 2: 4 (+ 4 Add); the readout: 4 MatMul.
+    assert ops["Transpose"] == 3 + 4 and ops["Slice"] == 3 * chunk + 4 + 4 + 2 and ops["Split"] == ops["Gather"] == 0
+    assert ops["Mul"] == 3 + 4 + 1 + 8 + 3 + 3 + 4 and ops["Add"] == 3 + 3 + 2 + 4 and ops["Exp"] == 5
+    assert ops["MatMul"] == chunk and ops["Pad"] == 4
+    moved = [node for node in graph.nodes if node.op == "Transpose" and node.attrs["perm"] == [1, 0]]
+    assert len(moved) == 3   # dt, u (D, L) and A (D, N): 2-D, never a block
+    feeds = _feeds(length, 1.0, seed=9)
+    feeds["C"] = np.random.default_rng(10).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(feeds, a_value), feeds["C"].astype(np.float64))
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_stress_decays_stay_finite_and_exact():
+    """|A| * sum(dt) past 500 over L 96 (float32's exp overflows past ~87): only decays <= 1 multiply."""
+    length = 96
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+                                chunk=32, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
+    feeds = _feeds(length, 30.0, seed=3)
+    feeds["C"] = np.random.default_rng(4).standard_normal((1, length, N)).astype(np.float32)
+    assert float(np.max(-a_value.min() * feeds["dt"].sum(axis=2))) > 500
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(feeds, a_value), feeds["C"].astype(np.float64))
+    assert np.all(np.isfinite(got))
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_without_a_readout_it_is_strided_readout():
+    """The states themselves as the output: no readout to fold, so strided-readout's graph, op for op."""
+    length = 12
+    histograms = []
+    for form in (strided_readout, channels_last_readout):
+        graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+        states = form(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4, rank=4,
+                      shapes=shapes)
+        histograms.append(Counter(node.op for node in graph.nodes))
+        feeds = _feeds(length, 1.0, seed=2)
+        want = _numpy_states(feeds, a_value)
+        assert np.max(np.abs(_run(graph, [states], feeds)[0] - want)) <= 1e-5 * np.max(np.abs(want))
+    assert histograms[0] == histograms[1]
+
+
+@pytest.mark.parametrize("shape, perm, ops", [
+    ((1, 5, 7, 1), [2, 0, 3, 1], ["Reshape", "Transpose", "Reshape"]),   # (5, 7) -> (7, 5) in 2-D
+    ((1, 1, 7, 4), [2, 0, 3, 1], ["Reshape", "Reshape"]),                # (7, 4) keep their order: no copy
+    ((2, 5, 7, 3), [2, 0, 3, 1], ["Transpose"]),                          # no unit axis: as it is
+    (None, [2, 0, 3, 1], ["Transpose"]),                                  # shape unknown: as it is
+])
+def test_transpose_without_unit_axes(shape, perm, ops):
+    """ORT's Transpose is ~10x slower with unit axes about: they are dropped around it when the shape is known."""
+    from passes.graph_builder import GraphBuilder
+    from passes.scan_forms.chunk_axes import transpose_without_unit_axes
+
+    real = shape or (1, 5, 7, 1)
+    x = gs.Variable("x", np.float32, real)
+    graph = gs.Graph(inputs=[x], opset=17)
+    b = GraphBuilder(graph, 17, prefix="t")
+    out = transpose_without_unit_axes(b, x, perm, shape)
+    assert [node.op for node in graph.nodes] == ops
+    value = np.random.default_rng(0).standard_normal(real).astype(np.float32)
+    assert np.array_equal(_run(graph, [out], {"x": value})[0], value.transpose(perm))
