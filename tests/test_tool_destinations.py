@@ -82,3 +82,30 @@ def test_demo_refuses_bad_usage_in_one_line_before_exporting(case, tmp_path, cap
             "file": "exists and is a regular file, not a directory",
             "unknown-pipeline": "no-such-pipeline"}[case] in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+
+
+@pytest.mark.parametrize("case", ["json-is-a-folder", "png-is-a-device", "workdir-is-a-file", "from-json-a-list",
+                                  "from-json-cut"])
+def test_bench_refuses_bad_destinations_before_measuring(case, tmp_path, capsys, monkeypatch):
+    """Found by s14: tools.bench checked none of --json, --png, --out-md, --workdir before its minutes
+    of measuring (a folder there was found after the run), and --from-json with a file of the wrong
+    shape was a traceback."""
+    from tools import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured before the check"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a file").write_text("mine")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "cut.json").write_text('{"model": "micro", "thr')
+    args = {"json-is-a-folder": ["--json", str(tmp_path / "folder")], "png-is-a-device": ["--png", "/dev/null"],
+            "workdir-is-a-file": ["--workdir", str(tmp_path / "a file")],
+            "from-json-a-list": ["--from-json", str(tmp_path / "list.json")],
+            "from-json-cut": ["--from-json", str(tmp_path / "cut.json")]}[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    # nothing is written to docs/ whatever happens: the case's own flag comes last and wins
+    assert bench.main(["--model", "micro", "--out-md", "none", "--json", "none", "--png", "none", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert {"json-is-a-folder": "--json is a directory", "png-is-a-device": "--png /dev/null is a character device",
+            "workdir-is-a-file": "--workdir", "from-json-a-list": "--from-json", "from-json-cut": "--from-json"}[case] in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.files import write_text_atomic
-from passes.one_line import OneLineArgumentParser, one_line
+from passes.files import DestinationError, check_destination, check_folder_destination, write_text_atomic
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -125,7 +125,26 @@ def _parse_args(argv):
     for path in (args.naive, args.naive_static, args.fork):
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
+    _check_outputs(args)
     return args
+
+
+def _check_outputs(args) -> None:
+    """Before the minutes of measuring: --workdir is a folder (or can be made) and each of --out-md,
+    --json and --png is absent or a regular file in a folder that exists or can be made (a folder,
+    a device or a file in the way was found out after the run, as a traceback)."""
+    try:
+        if getattr(args, "workdir", None) is not None and not getattr(args, "from_json", None):
+            check_folder_destination(args.workdir, "--workdir")
+        for path, what in ((args.out_md, "--out-md"), (args.json_path, "--json"), (args.png_path, "--png")):
+            if path is None:
+                continue
+            if os.path.lexists(path) or path.parent.is_dir():
+                check_destination(path, what)
+            else:
+                check_folder_destination(path.parent, f"{what} folder")
+    except DestinationError as error:
+        raise BenchError(one_line(error)) from None
 
 
 def _default_output_paths(args, model: str, threads: int) -> None:
@@ -619,10 +638,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         import json as json_module
 
-        result = json_module.loads(args.from_json.read_text())
-        _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
-        result["rewritten"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        report.derive(result)
+        try:
+            result = json_module.loads(args.from_json.read_text())
+            _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
+            _check_outputs(args)
+            result["rewritten"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            report.derive(result)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BenchError) as error:
+            print(f"error: --from-json {printable(args.from_json)}: "
+                  f"{type(error).__name__ + ': ' if isinstance(error, (KeyError, TypeError, AttributeError)) else ''}"
+                  f"{one_line(error)}", file=sys.stderr)
+            return 2
         with display:
             write_outputs(args, result, display)
         return 0

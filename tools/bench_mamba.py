@@ -27,7 +27,7 @@ from passes.files import DestinationError, write_text_atomic
 from passes.one_line import one_line, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
-from tools.json_destination import json_destination_refused
+from tools.json_destination import json_destination_refused, workdir_refused
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
                     help="measure nothing: print (and with --write-docs write) the result a --json run saved, "
                          "e.g. one taken on another machine")
     args = ap.parse_args(argv)
-    if json_destination_refused(args.json):
+    if json_destination_refused(args.json) or (not args.from_json and workdir_refused(args.workdir)):
         return 2
     try:
         result = load_result(args.from_json) if args.from_json else run(args)

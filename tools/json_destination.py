@@ -1,4 +1,4 @@
-"""The --json destination check every measuring tool makes before its work.
+"""The --json destination (and --workdir) check every measuring tool makes before its work.
 
 A tool that measures or compiles for minutes must refuse a --json destination it could never write
 (a directory, a planted device, a missing or read-only folder) before it starts, not after, so the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from passes.files import DestinationError, check_destination
+from passes.files import DestinationError, check_destination, check_folder_destination
 from passes.one_line import one_line
 
 
@@ -22,5 +22,18 @@ def json_destination_refused(path, *, dash_is_stdout: bool = False) -> bool:
         check_destination(path, "--json")
     except DestinationError as error:
         sys.stderr.write(f"error: {one_line(error)}\n")   # names the path: escaped
+        return True
+    return False
+
+
+def workdir_refused(path) -> bool:
+    """Check ``path`` as --workdir (made if missing); on refusal (a file, a device, a folder that
+    takes no file) print one line on stderr and return True. ``None`` passes."""
+    if path is None or path == "":
+        return False
+    try:
+        check_folder_destination(path, "--workdir")
+    except DestinationError as error:
+        sys.stderr.write(f"error: {one_line(error)}\n")
         return True
     return False

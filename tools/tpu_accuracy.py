@@ -29,7 +29,7 @@ import numpy as np
 
 from passes.files import write_text_atomic
 from tools import tpu_toolchain as tc
-from tools.json_destination import json_destination_refused
+from tools.json_destination import json_destination_refused, workdir_refused
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE = 0, 2, 3, 4
 MODES = ("F32", "BF16", "F16", "INT8")
@@ -118,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f"(got {args.calibration_count} x {args.batch})\n")
         return EXIT_USAGE
 
-    if json_destination_refused(args.json):
+    if json_destination_refused(args.json) or workdir_refused(args.workdir):
         return EXIT_USAGE
 
     from tools.eval_digits import torch_predict

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, save
 
 from passes.files import write_text_atomic
 from tools import tpu_toolchain as tc
-from tools.json_destination import json_destination_refused
+from tools.json_destination import json_destination_refused, workdir_refused
 
 TOO_LARGE = "too large"
 
@@ -111,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--venv")
     args = parser.parse_args(argv)
-    if json_destination_refused(args.json):
+    if json_destination_refused(args.json) or workdir_refused(args.workdir):
         return 2
     with tempfile.TemporaryDirectory(prefix="cumsum-ceiling-") as scratch:
         workdir = Path(args.workdir or scratch).resolve()
