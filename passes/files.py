@@ -63,8 +63,10 @@ def _file_descriptor_link(path: Path) -> str | None:
         except OSError:   # not a link (or gone): the chain ends outside /proc
             return None
         path = Path(os.path.normpath(os.path.join(os.path.dirname(path), target)))
-        if path.parts[:2] == ("/", "proc"):
-            return str(path)
+        # also with its folder's links resolved: /dev/fd/1 is /proc/<pid>/fd/1
+        for spelling in (path, Path(os.path.realpath(path.parent)) / path.name):
+            if spelling.parts[:2] == ("/", "proc"):
+                return str(spelling)
     return None
 
 

@@ -760,11 +760,15 @@ def test_a_destination_linking_to_an_open_file_is_refused(tmp_path, capsys):
         os.symlink(link, chained)   # a link to /dev/stdout, say
         with pytest.raises(DestinationError, match="is a link to an open file"):
             check_destination(chained)
+        through_folder = tmp_path / "through-folder"
+        os.symlink(f"/dev/fd/{handle.fileno()}", through_folder)   # /dev/fd is itself a link to /proc/self/fd
+        with pytest.raises(DestinationError, match=r"is a link to an open file \(/proc/\d+/fd/\d+\)"):
+            check_destination(through_folder)
         model = tmp_path / "m.onnx"
         onnx.save(onnx.parser.parse_model(DUPLICATE_NAMES), model)
         assert diffview.main([str(model), str(model), "-o", str(link)]) == 2
     assert "is a link to an open file" in capsys.readouterr().err
-    assert link.is_symlink() and chained.is_symlink() and sink.read_text() == ""
+    assert link.is_symlink() and chained.is_symlink() and through_folder.is_symlink() and sink.read_text() == ""
 
 
 def test_a_model_and_its_reference_are_replaced_together_despite_ctrl_c(tmp_path, monkeypatch):
