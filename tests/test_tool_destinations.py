@@ -109,3 +109,21 @@ def test_bench_refuses_bad_destinations_before_measuring(case, tmp_path, capsys,
     assert {"json-is-a-folder": "--json is a directory", "png-is-a-device": "--png /dev/null is a character device",
             "workdir-is-a-file": "--workdir", "from-json-a-list": "--from-json", "from-json-cut": "--from-json"}[case] in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("output", ["/dev/null", "folder", "folder/x.onnx-reference-is-a-folder"])
+def test_external_exports_checks_its_destinations_before_building(output, tmp_path, capsys, monkeypatch):
+    """Found by s14: 'tools.external_exports NAME -o /dev/null' built the model, then failed in the
+    temporary writer with a DestinationError traceback (exit 1)."""
+    from tools import external_exports
+
+    monkeypatch.setattr(external_exports, "export", lambda *a, **k: pytest.fail("built before the check"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.ref.npz").mkdir()
+    target = {"/dev/null": "/dev/null", "folder": str(tmp_path / "folder"),
+              "folder/x.onnx-reference-is-a-folder": str(tmp_path / "folder" / "x.onnx")}[output]
+    assert external_exports.main(["hf-mamba-n16", "-o", target]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and {
+        "/dev/null": "output /dev/null is a character device", "folder": "output is a directory",
+        "folder/x.onnx-reference-is-a-folder": "reference output is a directory"}[output] in err, err

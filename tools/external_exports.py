@@ -16,7 +16,6 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
 """
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from passes.one_line import OneLineArgumentParser
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
@@ -168,7 +169,7 @@ def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu"))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.external_exports", description=__doc__.split("\n\n")[0])
+    ap = OneLineArgumentParser(prog="python -m tools.external_exports", description=__doc__.split("\n\n")[0])
     ap.add_argument("name", nargs="?", choices=sorted(EXPORTS))
     ap.add_argument("-o", "--output", type=Path, help="where to write the export (and its .ref.npz)")
     ap.add_argument("--check", action="store_true", help="export to a temporary folder and compile with every pipeline")
@@ -184,8 +185,18 @@ def main(argv=None) -> int:
             return check(entry, Path(folder))
     if args.output is None:
         ap.error("give -o OUTPUT or --check")
-    naive, ref = export(entry, args.output)
-    print(f"wrote {naive} and {ref}")
+    from passes.files import check_destination
+    from passes.one_line import one_line, printable
+    from vmamba_ref.export import ref_path_for
+
+    try:   # before building the model (a folder or /dev/null at -o was a traceback after it)
+        check_destination(args.output)
+        check_destination(ref_path_for(args.output), "reference output")
+        naive, ref = export(entry, args.output)
+    except OSError as error:   # DestinationError included: the folder may change during the export
+        sys.stderr.write(f"error: {one_line(error)}\n")
+        return 2
+    print(f"wrote {printable(naive)} and {printable(ref)}")
     return 0
 
 
