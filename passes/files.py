@@ -189,9 +189,16 @@ def make_folders(folder: str | os.PathLike) -> list[Path]:
     while not os.path.lexists(folder):
         missing.append(folder)
         folder = folder.parent
-    for made in reversed(missing):
-        os.mkdir(made)
-    return missing[::-1]
+    made = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:   # another run made it meanwhile: theirs, not ours to remove
+            if not folder.is_dir():
+                raise
+            continue
+        made.append(folder)
+    return made
 
 
 def remove_empty_folders(folders: Iterable[Path]) -> None:

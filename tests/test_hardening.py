@@ -852,3 +852,21 @@ def test_diffview_never_writes_over_a_compared_models_weights(tmp_path, capsys):
                                        f"{tmp_path}/m/model.onnx {tmp_path}/m/w.bin, which this run reads; "
                                        "refusing to overwrite it\n")
     assert (tmp_path / "m" / "w.bin").read_bytes() == before and listing(tmp_path / "m") == ["model.onnx", "w.bin"]
+
+
+def test_a_folder_another_run_makes_meanwhile_is_taken_not_claimed(tmp_path, monkeypatch):
+    """Two runs writing reports under one new folder: the one whose mkdir comes second used to fail
+    (FileExistsError, 'cannot write the report'); it now uses the folder and never removes it."""
+    import passes.files as files
+
+    real_mkdir = os.mkdir
+
+    def made_meanwhile(path, *args):
+        real_mkdir(path, *args)   # the other run
+        real_mkdir(path, *args)   # ours: FileExistsError
+
+    monkeypatch.setattr(files.os, "mkdir", made_meanwhile)
+    assert files.make_folders(tmp_path / "R" / "sub") == []
+    monkeypatch.setattr(files.os, "mkdir", real_mkdir)
+    files.remove_empty_folders([])
+    assert (tmp_path / "R" / "sub").is_dir()
