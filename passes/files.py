@@ -246,8 +246,8 @@ def _interrupts_held() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for number, handler in previous.items():   # None: a handler not set from Python, of which
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)   # the default is nearest
         if received:
             signal.raise_signal(received[0])   # now handled as it would have been
 
