@@ -97,3 +97,16 @@ def test_an_op_type_that_is_not_utf8_is_one_line_exit_2(tmp_path):
         result = nodecount(path, *flag)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr == f"error: {path}: an op type holds bytes that are not UTF-8 text: b'OP\\xff\\xfeRK'\n"
+
+
+def test_csv_escapes_op_types_from_the_model(tmp_path):
+    """Found by s14: --csv wrote an op type's ESC and newline raw (in a quoted field), where the table
+    and every error line escape them."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "c" : 1]>
+        g (float[4] x) => (float[4] y) { t = Relu(x)  y = c.OPMARK(t) }""")
+    model.graph.node[1].op_type = "Ev\x1b[2J\nerror: x"
+    path = tmp_path / "evil.onnx"
+    onnx.save(model, path)
+    result = nodecount(path, "--csv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"op,{path}\ntotal,2\nEv\\x1b[2J\\nerror: x,1\nRelu,1\n"

@@ -63,9 +63,11 @@ def to_json(histograms: dict[str, Counter]) -> str:
 def to_csv(histograms: dict[str, Counter]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["op", *histograms])
+    # Op types and paths escaped as everywhere else (the table does the same): a raw ESC or newline
+    # from a model would reach a terminal or a line-based reader of the CSV.
+    writer.writerow(["op", *map(printable, histograms)])
     for op, counts in histogram_rows(histograms):
-        writer.writerow([op, *counts])
+        writer.writerow([printable(op), *counts])
     return buffer.getvalue()
 
 
