@@ -298,6 +298,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", what: str = "output", 
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") -> Path:
-    with atomic_open(path, "w", what, encoding="utf-8") as handle:
+    # backslashreplace: a path that is not UTF-8 (a surrogate such as \udcff in the text) is written
+    # as its escape; strict UTF-8 failed on it after the work (a report naming such a path)
+    with atomic_open(path, "w", what, encoding="utf-8", errors="backslashreplace") as handle:
         handle.write(text)
     return Path(path)

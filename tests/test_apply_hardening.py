@@ -3,6 +3,7 @@ reads is written, every destination is checked before the work, SIGTERM cleans u
 whatever pipeline text and option values come in, the answer is 0 or one escaped line with exit 2.
 """
 import contextlib
+import json
 import io
 import os
 import signal
@@ -523,3 +524,16 @@ def test_a_report_failing_after_the_output_says_the_output_was_written(work, mon
     assert str(error.value) == (f"wrote {work / 'out.onnx'}, but cannot write the report: "
                                 "[Errno 28] No space left on device")
     assert (work / "out.onnx").is_file() and not (work / "R").exists()
+
+
+def test_paths_that_are_not_utf8_reach_the_report(tmp_path):
+    """Found by s14: a folder named with the byte 0xff (a surrogate, \\udcff, in Python's str) made
+    index.html fail to encode after the output was written: exit 1, report.json without its page."""
+    folder = tmp_path / os.fsdecode(b"work\xff")
+    folder.mkdir()
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), folder / "naive.onnx")
+    compile_model(folder / "naive.onnx", "eliminate-dead-nodes", output=folder / "o.onnx", report=folder / "R",
+                  verify="none")
+    page = (folder / "R" / "index.html").read_bytes()
+    assert b"work\\udcff" in page and b"\xff" not in page
+    assert json.loads((folder / "R" / "report.json").read_text())["input"] == str(folder / "naive.onnx")
