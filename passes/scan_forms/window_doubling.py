@@ -21,6 +21,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from patterns.graph_query import producer
 from passes.scan_forms.chunk_axes import chunk_dividing, merge_axes_shape, move_axis, shift, split_axis_shape
 
 
@@ -48,7 +49,9 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
                       rank: int) -> gs.Tensor:
     """States from zero along the last axis (length `length`)."""
     last = rank - 1
-    steps = chunk_dividing(length, chunk)
+    # At least 2 steps a chunk: with 1 the level below would be this scan again, without end
+    # (chunk_dividing gives 1 for an odd length and a chunk of 2).
+    steps = max(2, chunk_dividing(length, max(chunk, 2)))
     if steps >= length:
         return _in_chunk(builder, log_decay, drive, length)[0]
     chunks = -(-length // steps)
@@ -74,6 +77,10 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
 def window_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     last = rank - 1
+    if producer(log_decay) is not None and producer(log_decay).op == "Log":
+        # A decay of 0 has log -inf, and the window MatMuls multiply it by the band's zeros: NaN.
+        # -1e30 has the same Exp (0) and stays finite in sums of up to ~3e8 steps.
+        log_decay = builder.max(log_decay, builder.scalar(-1e30))
     log_decay = move_axis(builder, log_decay, rank, axis, last)
     drive = move_axis(builder, drive, rank, axis, last)
     if initial is not None:
