@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import uses_external_data
+from onnx.external_data_helper import set_external_data, uses_external_data
 
 from passes.files import DestinationError, check_destination, is_same_file, normal_file_mode
 from passes.one_line import one_line, printable
@@ -226,9 +226,6 @@ def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLik
     return output
 
 
-_STAGED_DATA = "weights.data"
-
-
 def _data_file_name(model_name: str, digest: str) -> str:
     return f"{model_name}.{digest[:16]}.data"
 
@@ -282,32 +279,34 @@ def _folder_lock(directory: Path) -> Iterator[bool]:
         os.close(fd)   # releases the lock
 
 
+# Tensors of at least this many bytes go to the weights file (onnx's default threshold).
+_EXTERNAL_MIN_BYTES = 1024
+
+
 def _stage_external(model: onnx.ModelProto, staging: Path, model_name: str) -> str | None:
-    """Write ``model`` into ``staging`` with its weights in a file named by their content; the name
-    of that file (None when no tensor was large enough to go there)."""
-    # onnx.save rewrites tensors to point at the data file; work on a copy so the
-    # caller's model stays self-contained.
+    """Write ``model`` into ``staging`` with its initializers of 1 KiB or more (every graph's) in a
+    file named by their content, that name already in the model: weights and model written once
+    each. The name of the weights file (None when no tensor was large enough to go there)."""
+    # Marked here, not by onnx's convert_model_to_external_data: that refuses a location that exists
+    # relative to the working folder (a ./weights.data made every save fail).
     copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    staged_model = staging / model_name
-    onnx.save_model(copy, str(staged_model), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=_STAGED_DATA, size_threshold=1024)
-    staged_data = staging / _STAGED_DATA
-    if not staged_data.exists():
-        return None
-    os.chmod(staged_data, normal_file_mode())   # onnx creates it 0600: the weights readable like the model
-    digest = hashlib.sha256()
-    with open(staged_data, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    data_name = _data_file_name(model_name, digest.hexdigest())
-    structure = onnx.load(str(staged_model), load_external_data=False)
-    for tensor in all_tensors(structure):
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    staged_model.write_bytes(structure.SerializeToString())
-    return data_name
+    copy.CopyFrom(model)   # the caller's model stays self-contained
+    tensors = [tensor for graph in all_graphs(copy.graph) for tensor in graph.initializer
+               if len(tensor.raw_data) >= _EXTERNAL_MIN_BYTES]
+    if tensors:
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            digest.update(tensor.raw_data)
+        data_name = _data_file_name(model_name, digest.hexdigest())
+        # O_EXCL in our own mkdtemp folder; the weights readable like the model (not mkstemp's 0600)
+        with open(os.open(staging / data_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, normal_file_mode()), "wb") as data:
+            for tensor in tensors:
+                offset = data.tell()
+                data.write(tensor.raw_data)
+                set_external_data(tensor, data_name, offset, len(tensor.raw_data))
+                tensor.ClearField("raw_data")
+    onnx.save_model(copy, str(staging / model_name))
+    return data_name if tensors else None
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
@@ -344,7 +343,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
                 if data_name is not None:
                     data_path = check_destination(directory / data_name, "output data file")
                     placed_data = None if os.path.lexists(data_path) else data_path   # else: the same bytes
-                    os.replace(staging / _STAGED_DATA, data_path)
+                    os.replace(staging / data_name, data_path)
                 os.replace(staged_model, path)
             except BaseException:
                 if placed_data is not None:   # weights no model names: not left behind

@@ -122,6 +122,19 @@ def test_the_weights_file_gets_the_models_permissions(tmp_path):
     assert oct(data.stat().st_mode & 0o777) == oct(out.stat().st_mode & 0o777)
 
 
+def test_a_file_named_like_the_staged_weights_in_the_working_folder_is_no_obstacle(tmp_path, monkeypatch):
+    """Found by s15: onnx's own external-data conversion refuses a location that exists relative to
+    the working folder, so any model with external data failed to save ("External data file exists
+    in weights.data") when run from a folder holding a file of that name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.data").write_bytes(b"someone else's")
+    out = tmp_path / "out"
+    out.mkdir()
+    save_model_atomic(_with_weights(np.arange(1024)), out / "rolled.onnx", external_data=True)
+    np.testing.assert_array_equal(_weights(out / "rolled.onnx"), np.arange(1024))
+    assert (tmp_path / "weights.data").read_bytes() == b"someone else's" and len(os.listdir(out)) == 2
+
+
 def test_rewriting_never_removes_a_data_file_it_was_told_to_keep_or_did_not_name(tmp_path):
     out = tmp_path / "rolled.onnx"
     save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
