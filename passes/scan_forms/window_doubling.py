@@ -21,7 +21,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from patterns.graph_query import producer
+from patterns.graph_query import producer_op
 from passes.scan_forms.chunk_axes import chunk_dividing, merge_axes_shape, move_axis, shift, split_axis_shape
 
 
@@ -77,7 +77,7 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
 def window_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
     last = rank - 1
-    if producer(log_decay) is not None and producer(log_decay).op == "Log":
+    if producer_op(log_decay) == "Log":
         # A decay of 0 has log -inf, and the window MatMuls multiply it by the band's zeros: NaN.
         # -1e30 has the same Exp (0) and stays finite in sums of up to ~3e8 steps.
         log_decay = builder.max(log_decay, builder.scalar(-1e30))
