@@ -19,6 +19,9 @@ from passes.rewrite import Kept, NodeRewrite
 from patterns.graph_query import constant_value
 
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
+# ONNX Runtime's Clip takes double from opset 12 (float only before; Clip-6's bounds are float
+# attributes, not exact for a double bound).
+DOUBLE_CLIP_OPSET = 12
 
 
 @register_pass
@@ -35,6 +38,8 @@ class MinMaxToClip(NodeRewrite):
             x = node.inputs[tensor_index]
             if bound is None or bound.size != 1 or bound.dtype.type not in FLOAT_TYPES:
                 continue
+            if bound.dtype.type is np.float64 and self._opset < DOUBLE_CLIP_OPSET:
+                return Kept()
             if constant_value(x) is not None:
                 return Kept()     # both constants: fold-constants' business
             # Clip's bound is a scalar: the output keeps x's shape only if the constant adds no axes.
@@ -42,6 +47,10 @@ class MinMaxToClip(NodeRewrite):
                 return Kept()
             return x, bound.reshape(())
         return Kept()
+
+    def run(self, graph, ctx):
+        self._opset = ctx.opset
+        return super().run(graph, ctx)
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
         x, bound = plan

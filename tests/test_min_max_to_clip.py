@@ -67,3 +67,21 @@ def test_min_of_two_constants_is_left_to_fold_constants():
     out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), MinMaxToClip())
     assert result.stats == {"rewritten": 0}
     assert op_histogram(out) == {"Min": 1}
+
+
+@pytest.mark.parametrize("opset, rewritten", [(8, 0), (11, 0), (12, 1)])
+def test_double_becomes_clip_only_where_onnx_runtime_has_a_double_clip(opset, rewritten):
+    # Before opset 12 ONNX Runtime implements Clip for float only (and Clip-6's bounds are float
+    # attributes, not exact for a double bound): the cpu pipeline failed verification on a
+    # double Max(x, 0.1) at opset 8..11 (found by s15's adversarial sweep).
+    graph = helper.make_graph(
+        [helper.make_node("Max", ["x", "c"], ["y"], name="bound")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [5])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [5])],
+        [numpy_helper.from_array(np.asarray(0.1, np.float64), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    out, result = apply_pass(model, MinMaxToClip())
+    assert result.stats == {"rewritten": rewritten}
+    assert op_histogram(out) == ({"Clip": 1} if rewritten else {"Max": 1})
+    x = np.array([-1.0, 0.1, 0.1 + 1e-12, 0.09999999, 3.0])
+    np.testing.assert_array_equal(run(out, {"x": x})[0], np.maximum(x, 0.1))
