@@ -20,6 +20,7 @@ from passes.graph_builder import GraphBuilder
 from passes.plane_swaps import rebuild_on_flat_plane, swapped_plane
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
+from patterns.graph_query import element_type
 
 
 def plane_transpose_matrix(height: int, width: int) -> np.ndarray:
@@ -40,7 +41,9 @@ class PlaneTransposeToMatMul(NodeRewrite, op="Transpose", shapes="partial"):
         plane = swapped_plane(node, shapes)
         if plane is None or plane[1] * plane[2] > self.max_plane:
             return Kept()
-        if node.inputs[0].dtype not in (None, np.float32):   # None: not recorded after a rewrite (float in VMamba)
+        dtype = element_type(node.inputs[0])
+        # None: not found (float in VMamba). Not `dtype in (None, ...)`: numpy's dtype == None is float64.
+        if dtype is not None and dtype != np.float32:
             return Kept()
         return plane
 

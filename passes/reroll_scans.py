@@ -21,7 +21,7 @@ from passes.scan_forms.chunk_axes import move_axis, move_axis_perm, transpose_wi
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
-from patterns.graph_query import producer
+from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 
 
@@ -234,7 +234,7 @@ class RerollScans(Pass):
         for index, rec in enumerate(report.recurrences):
             unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
             lowered += bool(unit_axes)
-            dtype = getattr(rec.decay, "dtype", None) or np.float32
+            dtype = element_type(rec.decay) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype, taken=taken)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)

@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.static_shapes import partial_shapes, static_shapes, symbolic_partial_shapes
-from patterns.graph_query import describe
+from patterns.graph_query import describe, element_type
 
 # "symbolic": partial shapes completed by ONNX Runtime's symbolic inference (sizes computed by Shape arithmetic).
 _SHAPE_SOURCES = {"static": static_shapes, "partial": partial_shapes, "symbolic": symbolic_partial_shapes}
@@ -96,7 +96,7 @@ class NodeRewrite(Pass):
                     notes.append(plan.note)
                 continue
             x, output = node.inputs[0], node.outputs[0]
-            dtype = getattr(x, "dtype", None) or np.float32
+            dtype = element_type(x) or np.float32
             taken = taken_prefixes(graph) if taken is None else taken
             builder = GraphBuilder(graph, ctx.opset, prefix=f"{prefix}/{node.name or index}", dtype=dtype, taken=taken)
             node.outputs.clear()  # the replacement writes into `output`; the node is now dead

@@ -16,6 +16,31 @@ def producer_op(tensor: gs.Tensor) -> Optional[str]:
     return node.op if node is not None else None
 
 
+# Ops whose output has their first input's element type.
+_SAME_TYPE_OPS = frozenset({
+    "Abs", "Add", "Clip", "Concat", "Conv", "CumSum", "Div", "Einsum", "Exp", "Expand", "Flatten", "Gather",
+    "Identity", "Log", "MatMul", "Max", "Min", "Mul", "Neg", "Pad", "Pow", "Reciprocal", "ReduceSum", "Relu",
+    "Reshape", "Sigmoid", "Slice", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose",
+    "Unsqueeze"})
+
+
+def element_type(tensor: gs.Tensor, limit: int = 64) -> Optional[np.dtype]:
+    """``tensor``'s numpy element type: its own where recorded, else its first input's through ops
+    that keep it (an exporter need not record intermediate types, and tensors a pass made have
+    none); None if not found within ``limit`` producers."""
+    for _ in range(limit):
+        if getattr(tensor, "dtype", None) is not None:
+            return tensor.dtype
+        node = producer(tensor)
+        if node is not None and node.op == "Constant":
+            value = constant_node_value(node)
+            return value.dtype if value is not None else None
+        if node is None or node.op not in _SAME_TYPE_OPS or not node.inputs:
+            return None
+        tensor = node.inputs[0]
+    return None
+
+
 # ONNX's typed Constant attributes; value_float(s) are float32 and value_int(s) int64 by the spec.
 _CONSTANT_ATTRIBUTE_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
                               "value_int": np.int64, "value_ints": np.int64}

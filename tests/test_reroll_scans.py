@@ -579,3 +579,30 @@ def test_carry_shifts_slices_exact_on_stress_decays():
     out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="batched", chunk=8, drop_unit_axes=True,
                                                                carry_shifts="slices"))
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def _as_double(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model in float64: inputs, outputs and stored tensors (the exporter records no
+    intermediate types, so a pass sees the type only on the graph's edges)."""
+    from onnx import TensorProto, numpy_helper
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.DOUBLE
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_type == TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
+    return model
+
+
+@pytest.mark.parametrize("pipeline", ["reroll-scans{form=batched}", "reroll-scans{form=batched-doubling}",
+                                      "reroll-scans{form=window-doubling}", "cpu", "tpu"])
+def test_double_scan_rerolls_in_double(pipeline):
+    # The forms' constants took the decay's recorded type, float32 when none was recorded (an Exp's
+    # output): a float64 model failed verification in every pipeline but seed, 'MatMul bound to
+    # different types (double and float)' (found by s15-adv's sweep of element types).
+    from pipelines import compile_model
+    spec = ScanSpec(length=8, channels=3, state=2, readout="mulsum")
+    result = compile_model(_as_double(unrolled_scan_model(spec)), pipeline)
+    assert result.records[0].stats["rerolled"] == 1
+    assert result.verification["rel_l2"] <= 1e-12
