@@ -4,7 +4,9 @@ A ``NodeRewrite`` pass says only what is particular to it, as onnxscript's rewri
 
     matches(node)               which nodes are candidates (default: ``node.op == self.op``);
     check(node, shapes)         a plan for the replacement, or ``Kept("why")`` to leave the node
-                                alone with a note (``Kept()`` leaves it silently);
+                                alone with a note (``Kept()`` leaves it silently); with
+                                ``graph_outputs=True`` in the class line, ``check(node, shapes,
+                                graph_outputs)``, the names of the graph's outputs as a third;
     replace(b, node, plan, out) build the replacement with the GraphBuilder ``b``, writing its
                                 result into ``out`` (the node's old output tensor).
 
@@ -47,14 +49,17 @@ class NodeRewrite(Pass):
     # Keeps that are routine (an Einsum that is a real contraction): counted as "kept", and
     # their notes shown only with --explain. Otherwise every note is shown.
     routine_keeps: ClassVar[bool] = False
+    # ``check`` also takes the graph's output names (a tensor there outlives any rewrite).
+    checks_graph_outputs: ClassVar[bool] = False
 
     def __init_subclass__(cls, op: Optional[str] = None, shapes: Optional[str] = None,
-                          counted_as: Optional[str] = None, routine_keeps: Optional[bool] = None, **kwargs: Any) -> None:
+                          counted_as: Optional[str] = None, routine_keeps: Optional[bool] = None,
+                          graph_outputs: Optional[bool] = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if shapes is not None and shapes not in _SHAPE_SOURCES:
             raise TypeError(f"{cls.__name__}: shapes must be one of {', '.join(_SHAPE_SOURCES)}, got {shapes!r}")
         for attribute, value in (("op", op), ("shape_source", shapes), ("counted_as", counted_as),
-                                 ("routine_keeps", routine_keeps)):
+                                 ("routine_keeps", routine_keeps), ("checks_graph_outputs", graph_outputs)):
             if value is not None:
                 setattr(cls, attribute, value)
 
@@ -83,13 +88,14 @@ class NodeRewrite(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         candidates = [node for node in graph.nodes if self.matches(node)]
         shapes = _SHAPE_SOURCES[self.shape_source](graph) if candidates and self.shape_source else {}
+        facts = (shapes, frozenset(tensor.name for tensor in graph.outputs)) if self.checks_graph_outputs else (shapes,)
         notes: list[str] = []
         sites: list[dict[str, Any]] = []
         kept = 0
         prefix = self.name.replace("-", "_")
         taken: Optional[set[str]] = None   # the graph's name prefixes, found once (passes/graph_builder.py)
         for index, node in enumerate(candidates):
-            plan = self.check(node, shapes)
+            plan = self.check(node, *facts)
             if isinstance(plan, Kept):
                 kept += 1
                 if plan.note:

@@ -29,12 +29,13 @@ def _concat_axis(node: gs.Node, rank: int) -> Optional[int]:
 
 
 @register_pass
-class SlicePartsBeforeConcat(NodeRewrite, op="Concat", shapes="partial"):
+class SlicePartsBeforeConcat(NodeRewrite, op="Concat", shapes="partial", graph_outputs=True):
     name = "slice-parts-before-concat"
     description = ("Concat(A, Slice(A)), A a Concat on the same axis, as one Concat of A's parts and their "
                    "Slices (the cross-scan's [x, x^T] never copied on its own)")
 
-    def check(self, outer: gs.Node, shapes) -> Kept | tuple:
+    def check(self, outer: gs.Node, shapes, graph_outputs: frozenset[str]) -> Kept | list:
+        """The plan: the new Concat's inputs in order, each (tensor, the Slice to apply to it or None)."""
         out_shape = shapes.get(outer.outputs[0].name)
         if out_shape is None:
             return Kept()
@@ -67,26 +68,22 @@ class SlicePartsBeforeConcat(NodeRewrite, op="Concat", shapes="partial"):
         rewritten_slices = {id(slice_node) for slice_node, _ in sliced.values()}
         for inner in inners.values():
             if any(consumer is not outer and id(consumer) not in rewritten_slices
-                   for consumer in inner.outputs[0].outputs) or inner.outputs[0].name in self._graph_outputs:
+                   for consumer in inner.outputs[0].outputs) or inner.outputs[0].name in graph_outputs:
                 return self.left_alone(outer, "the inner Concat has other users: slicing its parts would add a copy")
-        return rank, axis, sliced
-
-    def run(self, graph, ctx):
-        self._graph_outputs = {tensor.name for tensor in graph.outputs}
-        return super().run(graph, ctx)
-
-    def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
-        rank, axis, sliced = plan
-        parts: list[gs.Tensor] = []
-        for index, tensor in enumerate(node.inputs):
+        flattened = {id(inner) for _, inner in sliced.values()}   # the inner Concats that die
+        parts: list[tuple[gs.Tensor, Optional[gs.Node]]] = []
+        for index, tensor in enumerate(outer.inputs):
+            source = producer(tensor)
             if index in sliced:
                 slice_node, inner = sliced[index]
-                parts.extend(b.node("Slice", [part] + list(slice_node.inputs[1:])) for part in inner.inputs)
-                continue
-            source = producer(tensor)
-            if source is not None and source.op == "Concat" and _concat_axis(source, rank) == axis \
-                    and any(inner is source for _, inner in sliced.values()):
-                parts.extend(source.inputs)
+                parts.extend((part, slice_node) for part in inner.inputs)
+            elif source is not None and id(source) in flattened:
+                parts.extend((part, None) for part in source.inputs)
             else:
-                parts.append(tensor)
-        b.node("Concat", parts, {"axis": int(node.attrs.get("axis", 0))}, output=output)
+                parts.append((tensor, None))
+        return parts
+
+    def replace(self, b: GraphBuilder, node: gs.Node, plan: list, output: gs.Variable) -> None:
+        inputs = [part if slice_node is None else b.node("Slice", [part] + list(slice_node.inputs[1:]))
+                  for part, slice_node in plan]
+        b.node("Concat", inputs, {"axis": int(node.attrs.get("axis", 0))}, output=output)
