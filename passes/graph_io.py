@@ -238,10 +238,10 @@ def _is_data_file_name(model_name: str, name: str) -> bool:
 def _data_files_of(path: Path) -> list[Path]:
     """The weights files of the model now at ``path`` that this writer named (``<name>.<hash>.data``
     beside it, regular files, not links): what replacing that model leaves unused. Nothing for a link
-    (the model it leads to stays), a file too large to be a model with external data, or one that
-    does not parse."""
+    (the model it leads to stays) or a file with hard links (a backup under another name still names
+    its weights), a file too large to be a model with external data, or one that does not parse."""
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 256 << 20:
+        if path.is_symlink() or not path.is_file() or path.stat().st_nlink > 1 or path.stat().st_size > 256 << 20:
             return []
         old = onnx.load(str(path), load_external_data=False)
     except Exception:

@@ -358,6 +358,12 @@ def compile_model(
     _check_destinations_apart(written, destinations)
     _check_nothing_read_is_written(written, reads)
     read_files = [path for _, path in reads] + ([input_path] if input_path is not None else [])
+    # Written over the input (--in-place, the same path): the input's weights file, if this writer
+    # named it, is the one the new model replaces, removed once the new pair is in place.
+    output_keeps = read_files
+    if in_place and input_path is not None and destinations.output is not None \
+            and os.path.realpath(destinations.output) == os.path.realpath(input_path):
+        output_keeps = [path for role, path in reads if role != "external data file"] + [input_path]
     if input_shapes:
         if input_path is None:
             model = copy.deepcopy(model)   # the caller's model stays as it was
@@ -479,7 +485,7 @@ def compile_model(
             with progress.step(f"write {destinations.output}"):
                 try:
                     save_model_atomic(final_model, destinations.output, external_data=used_external_data,
-                                      input_path=input_path, allow_overwrite_input=in_place, keep_files=read_files)
+                                      input_path=input_path, allow_overwrite_input=in_place, keep_files=output_keeps)
                 except GraphIOError as error:
                     raise BadInput(one_line(error)) from None
             output_written = True

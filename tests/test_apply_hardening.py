@@ -124,6 +124,31 @@ def test_in_place_is_still_allowed(work):
     assert result.returncode == 0, result.stderr
 
 
+def test_in_place_on_a_model_with_external_data_removes_the_weights_it_replaced(work):
+    """Found by s15: --in-place on a model whose weights this writer had named (<name>.<hash>.data)
+    left that file beside the new one, as the run read it (a file the run reads is never removed).
+    Only ours goes: a weights file of another name the input shares is left alone."""
+    from passes.graph_io import save_model_atomic
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1024] x) => (float[1024] y) <float[1024] w, float[1024] unused> { y = Add(x, w) }""")
+    del model.graph.initializer[:]
+    for name in ("w", "unused"):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.arange(1024, dtype=np.float32), name))
+    path = save_model_atomic(model, work / "m.onnx", external_data=True)
+    (old,) = [name for name in listing(work) if name.startswith("m.onnx.")]
+    result = apply_cli(path, "--pipeline", "eliminate-dead-nodes", "-o", path, "--in-place", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    (new,) = [name for name in listing(work) if name.startswith("m.onnx.")]
+    assert new != old and new.endswith(".data")   # the unused weight dropped: other bytes, another name
+    assert [init.name for init in onnx.load(path).graph.initializer] == ["w"]
+    assert listing(work) == sorted(["m.onnx", new, "naive.onnx", "naive.ref.npz"])
+    onnx.save_model(onnx.load(path), path, save_as_external_data=True, location="shared.bin")
+    result = apply_cli(path, "--pipeline", "eliminate-dead-nodes", "-o", path, "--in-place", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    assert "shared.bin" in listing(work)
+
+
 # --- 5. destinations are checked before the work ----------------------------------------------------
 
 def _report_on_a_file(work):

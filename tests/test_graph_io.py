@@ -135,6 +135,17 @@ def test_a_file_named_like_the_staged_weights_in_the_working_folder_is_no_obstac
     assert (tmp_path / "weights.data").read_bytes() == b"someone else's" and len(os.listdir(out)) == 2
 
 
+def test_a_replaced_model_that_lives_on_under_another_name_keeps_its_weights(tmp_path):
+    """Found by s15: a hard link to the model replaced (a backup) still names its weights file,
+    which was removed with the model replaced: the backup could not be read any more."""
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    os.link(out, tmp_path / "backup.onnx")
+    save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True)
+    np.testing.assert_array_equal(_weights(tmp_path / "backup.onnx"), np.arange(1024))
+    np.testing.assert_array_equal(_weights(out), -np.arange(1024))
+
+
 def test_rewriting_never_removes_a_data_file_it_was_told_to_keep_or_did_not_name(tmp_path):
     out = tmp_path / "rolled.onnx"
     save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
