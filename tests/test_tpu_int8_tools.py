@@ -200,3 +200,27 @@ def test_tpu_accuracy_checks_its_json_destination_before_the_work(tmp_path, caps
                               "--json", str(tmp_path / "no" / "a.json")]) == 2
     assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"
     assert not (tmp_path / "w").exists()
+
+
+def test_tpu_accuracy_never_writes_through_a_link_planted_in_its_workdir(tmp_path, capsys):
+    """Found by s15: its logs (and the held-out and calibration npz) were written with plain open():
+    a link planted at <workdir>/export.log wrote the export's output into the file it led to. Now
+    each goes to an exclusive temporary renamed over the link; a folder where one goes is refused
+    before the work (exit 2, one line)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    work = tmp_path / "w"
+    work.mkdir()
+    for name in ("export.log", "held_out.npz"):
+        (work / name).symlink_to(victim)
+    tpu_accuracy._run([sys.executable, "-c", "print('logged')"], work / "export.log")
+    assert victim.read_text() == "keep me"
+    tpu_accuracy._save_npz(work / "held_out.npz", input=np.arange(3.0))
+    assert victim.read_text() == "keep me"
+    assert not (work / "export.log").is_symlink() and (work / "export.log").read_text() == "logged\n"
+    assert not (work / "held_out.npz").is_symlink()
+    np.testing.assert_array_equal(np.load(work / "held_out.npz")["input"], np.arange(3.0))
+    (work / "bf16.run.log").mkdir()
+    assert tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(work)]) == 2
+    assert capsys.readouterr().err == f"error: --workdir file is a directory: {work}/bf16.run.log\n"
+    assert sorted(p.name for p in work.iterdir()) == ["bf16.run.log", "export.log", "held_out.npz"]

@@ -27,7 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-from passes.files import write_text_atomic
+from passes.files import DestinationError, atomic_open, atomic_target, check_destination, write_text_atomic
+from passes.one_line import one_line
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
 
@@ -51,8 +52,22 @@ class ModeAccuracy:
 
 
 def _run(command: list[str], log: Path, cwd: Path = tc.REPO_ROOT) -> subprocess.CompletedProcess:
-    with open(log, "w") as sink:
+    # an exclusive temporary renamed over the log: a link planted in the workdir is replaced, never followed
+    with atomic_open(log, "w", "log") as sink:
         return subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_target(path, ".npz") as temporary:   # exclusive, like the logs
+        np.savez(temporary, **arrays)
+
+
+def _files_written(workdir: Path, modes: list[str]) -> list[Path]:
+    """What this tool writes in --workdir itself (the models, verdicts and logits are written by the
+    tools it runs, each with its own checks)."""
+    names = ["export.log", "apply.log", "held_out.npz"] + (["calibration.npz"] if "INT8" in modes else [])
+    names += [f"{mode.lower()}.{kind}.log" for mode in modes for kind in ("check", "run")]
+    return [workdir / name for name in names]
 
 
 def batched(images: np.ndarray, batch: int) -> np.ndarray:
@@ -120,12 +135,23 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if json_destination_refused(args.json) or workdir_refused(args.workdir):
         return EXIT_USAGE
+    workdir = Path(args.workdir).resolve()
+    try:
+        if workdir.is_dir():   # before the work: a file of an earlier run is replaced, a folder or a device refused
+            for path in _files_written(workdir, args.quantize):
+                check_destination(path, "--workdir file")
+        return _measure(args, workdir)
+    except DestinationError as error:   # refused then, or planted during the work
+        sys.stderr.write(f"error: {one_line(error)}\n")
+        return EXIT_USAGE
 
+
+def _measure(args: argparse.Namespace, workdir: Path) -> int:
+    """Export, compile, run every mode and report (the arguments checked)."""
     from tools.eval_digits import torch_predict
     from tools.tpu_calibration import digits_set
     from vmamba_ref.digits import load_digits_split
 
-    workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     naive, tpu = workdir / "naive.onnx", workdir / "tpu.onnx"
@@ -144,10 +170,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     reference = torch_predict(images)
     torch_top1 = 100.0 * float(np.mean(reference.argmax(axis=1) == labels))
     held_out = workdir / "held_out.npz"
-    np.savez(held_out, input=batched(images, args.batch))
+    _save_npz(held_out, input=batched(images, args.batch))
     calibration = workdir / "calibration.npz"
     if "INT8" in args.quantize:
-        np.savez(calibration, **digits_set(args.calibration_count, args.batch))
+        _save_npz(calibration, **digits_set(args.calibration_count, args.batch))
 
     venv = tc.venv_dir(args.venv)
     results = []
