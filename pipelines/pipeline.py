@@ -22,19 +22,24 @@ class PipelineSyntaxError(ValueError):
     """The pipeline text cannot be parsed; the message says where."""
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_value(text: str) -> Any:
     if text in ("true", "True"):
         return True
     if text in ("false", "False"):
         return False
-    try:
+    if _INTEGER.fullmatch(text):
         return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    # Numbers in ASCII, without '_' separators: int() and float() take '1_000' and other scripts'
+    # digits, which would read as another number than the text shows.
+    if text.isascii() and "_" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return text
 
 
 def format_value(value: Any) -> str:

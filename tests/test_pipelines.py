@@ -27,6 +27,17 @@ def test_option_values_are_typed():
     assert [type(v) for v in step.options.values()] == [int, float, bool, str, float]
 
 
+def test_numbers_are_ascii_digits_without_separators():
+    # int() and float() also take '1_000' and other scripts' digits ('\u0661\u0662' is 12): chunk=1_000
+    # was a chunk of 1000, as --input-shape no longer takes (found by s15-adv); now they stay text,
+    # which an int or float option refuses.
+    step = parse_pipeline("a{i=1_000,j=\u0661\u0662,f=1_0.5,g=\u0661.5,h=+7,k=-2.5e3,n=nan}").steps[0]
+    assert step.options == {"i": "1_000", "j": "\u0661\u0662", "f": "1_0.5", "g": "\u0661.5", "h": 7, "k": -2500.0,
+                            "n": pytest.approx(float("nan"), nan_ok=True)}
+    with pytest.raises(PassOptionError, match="option 'chunk' must be an integer >= 1, got '1_000'"):
+        parse_pipeline("reroll-scans{chunk=1_000}").build()
+
+
 def test_spaces_are_allowed_in_input():
     pipeline = parse_pipeline(" a{ x = 1 , y=2 } , b ")
     assert str(pipeline) == "a{x=1,y=2},b"
