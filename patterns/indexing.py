@@ -38,17 +38,34 @@ class StepSlice:
         return (id(self.source), self.axis)
 
 
-def _axis_length(source: gs.Tensor, axis: int) -> Optional[int]:
+def axis_length(source: gs.Tensor, axis: int) -> Optional[int]:
     shape = getattr(source, "shape", None)
     if shape is None or axis >= len(shape) or not isinstance(shape[axis], int):
         return None
     return shape[axis]
 
 
+# Ops whose output has their one input's shape.
+_SAME_SHAPE_UNARY = frozenset({"Abs", "Cast", "Exp", "Identity", "Log", "Neg", "Reciprocal", "Relu", "Sigmoid",
+                               "Softplus", "Sqrt", "Tanh"})
+
+
+def known_axis_length(source: gs.Tensor, axis: int, limit: int = 8) -> Optional[int]:
+    """``axis_length``, else that of the input of the unary op that made ``source`` (an exporter
+    need not record the shape of Exp(A_log)); None if not found."""
+    for _ in range(limit):
+        length = axis_length(source, axis)
+        node = producer(source)
+        if length is not None or node is None or node.op not in _SAME_SHAPE_UNARY or len(node.inputs) != 1:
+            return length
+        source = node.inputs[0]
+    return None
+
+
 def _normalize_index(index: int, source: gs.Tensor, axis: int) -> Optional[int]:
     if index >= 0:
         return index
-    length = _axis_length(source, axis)
+    length = axis_length(source, axis)
     return index + length if length is not None else None
 
 
@@ -106,7 +123,7 @@ def _squeezed_step(data: gs.Tensor, squeeze_axis: int, outer_nodes: tuple, ranks
             return None
         index = _normalize_index(index, source, axis)
         # `ends` is i+1, or a huge/negative sentinel only when i is the last position.
-        if index is None or not (ends[0] == index + 1 or (ends[0] < 0 and ends[0] + (_axis_length(source, axis) or 0) == index + 1)):
+        if index is None or not (ends[0] == index + 1 or (ends[0] < 0 and ends[0] + (axis_length(source, axis) or 0) == index + 1)):
             return None
     else:
         return None

@@ -22,7 +22,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer
-from patterns.indexing import StepSlice, match_step_slice
+from patterns.indexing import StepSlice, known_axis_length, match_step_slice
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout, stacked_step_outputs
@@ -142,6 +142,14 @@ def _check_indices(slices: list[StepSlice], what: str, start: int = 0) -> None:
             raise _ChainMismatch(f"{what} index jumps to {item.index} at step {position} (expected {position})")
 
 
+def _check_whole_axis(item: StepSlice, what: str, length: int) -> None:
+    """The chain's steps must be the whole axis they are taken from: the forms scan whole axes."""
+    size = known_axis_length(item.source, item.axis)
+    if size is not None and size != length:
+        raise _ChainMismatch(f"{what} takes steps 0..{length - 1} of '{item.source.name}' axis {item.axis}, "
+                             f"which holds {size} (forms scan whole axes)")
+
+
 def _readers(chain: list[Step], position: int) -> list[gs.Node]:
     """Consumers of x_i (or of its no-op aliases on the way to step i + 1) other than the chain itself."""
     following = chain[position + 1] if position + 1 < len(chain) else None
@@ -237,6 +245,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
     _check_indices([s.decay for s in chain[start:]], "decay a_i", start)
     _check_indices([s.drive for s in chain], "input b_i")
+    _check_whole_axis(chain[start].decay, "decay a_i", len(chain))
+    _check_whole_axis(chain[0].drive, "input b_i", len(chain))
 
     template, named_mismatch = None, ""
     try:
@@ -249,6 +259,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         readout_nodes = [n for r in readouts for n in r.nodes]
         last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
         coeff = readouts[0].coeff
+        if coeff is not None:
+            _check_whole_axis(coeff, "readout coefficient c_i", len(chain))
     except _ChainMismatch as named_error:
         try:
             template, stack_axis, concat, readout_nodes = _template_readout(chain, graph_outputs, ranks)

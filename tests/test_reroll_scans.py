@@ -109,6 +109,23 @@ def test_near_misses_are_left_unchanged_with_a_reason(near_miss, reason):
     assert reason in result.notes[1]
 
 
+@pytest.mark.parametrize("readout", ["einsum", "states"])
+@pytest.mark.parametrize("index", ["gather", "slice"])
+def test_steps_covering_part_of_an_axis_are_left_unchanged(readout, index):
+    # Steps 0..7 of inputs whose step axis holds 10: every form scans whole axes, so re-rolled the
+    # graph gave 10 outputs (chunk24) or failed to run (the others); verification caught it, but
+    # --verify none wrote it (found by s15-adv).
+    spec = ScanSpec(length=8, readout=readout, index=index)
+    model = unrolled_scan_model(spec)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        dims[3 if value.name == "c" else 2].dim_value = 10
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" in result.notes[1]
+
+
 def test_graph_without_scans_reports_zero():
     model = unrolled_scan_model(ScanSpec(length=1))  # one step is not a chain
     _, result = apply_pass(model, RerollScans())
@@ -606,3 +623,14 @@ def test_double_scan_rerolls_in_double(pipeline):
     result = compile_model(_as_double(unrolled_scan_model(spec)), pipeline)
     assert result.records[0].stats["rerolled"] == 1
     assert result.verification["rel_l2"] <= 1e-12
+
+
+def test_decays_covering_part_of_their_axis_are_seen_through_their_exp():
+    # Only A_log longer: the exporter records no shape for Exp(A_log), the decays' source; its
+    # input's shape is the same (compile_model runs no shape inference before the pass).
+    from pipelines import compile_model
+    model = unrolled_scan_model(ScanSpec(length=8))
+    next(v for v in model.graph.input if v.name == "a_in").type.tensor_type.shape.dim[2].dim_value = 10
+    result = compile_model(model, "reroll-scans{form=window-doubling}", verify="none", explain=True)
+    assert result.records[0].stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert any("decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10" in note for note in result.records[0].notes)
