@@ -9,6 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
+from passes.graph_builder import GraphBuilder
 from passes.scan_forms.channels_last_readout import channels_last_order, channels_last_readout
 from passes.scan_forms.strided_readout import strided_readout
 from tests.test_strided_readout import D, N, _feeds, _mamba_factors, _numpy_states, _run
@@ -133,3 +134,86 @@ def test_transpose_without_unit_axes(shape, perm, ops):
     assert [node.op for node in graph.nodes] == ops
     value = np.random.default_rng(0).standard_normal(real).astype(np.float32)
     assert np.array_equal(_run(graph, [out], {"x": value})[0], value.transpose(perm))
+
+
+def test_order_ties_keep_the_first_of_the_largest_axes_last():
+    """Two other axes of d_inner's size: the first of them goes last, the rest keep their order."""
+    assert channels_last_order(5, 0, [1, 64, 64, 16]) == [0, 1, 3, 4, 2]
+
+
+def _states_from_log_decay(log_a, drive):
+    """Numpy reference over (1, D, L, N) float64 arrays."""
+    state, states = np.zeros(log_a.shape[1:2] + log_a.shape[3:]), []
+    for t in range(log_a.shape[2]):
+        state = np.exp(log_a[0, :, t]) * state + drive[0, :, t]
+        states.append(state)
+    return np.stack(states, 1)[None]
+
+
+@pytest.mark.parametrize("spelling", ["A / w", "(dt * A) * w"])
+def test_chunk_decay_sums_only_through_a_single_varying_factor(spelling):
+    """The chunk decay's sum of log a over a chunk's steps goes inside a Mul (or a Div's numerator) only
+    when one input varies along L: sum_q A / w_q is not A / sum_q w_q, nor sum_q dt_q A w_q
+    (sum_q dt_q A) * w."""
+    length, chunk = 12, 4
+    graph, b, _, drive, shapes, a_value = _mamba_factors(length)
+    w = gs.Variable("w", np.float32, (1, D, length))
+    graph.inputs.append(w)
+    w4 = b.unsqueeze(w, [3])
+    dt4 = next(node.outputs[0] for node in graph.nodes if node.op == "Unsqueeze" and node.inputs[0].name == "dt")
+    a_const = b.const(a_value[None, :, None, :])
+    if spelling == "A / w":
+        log_decay = b.div(a_const, w4)
+    else:
+        dt_a = b.mul(dt4, a_const)
+        log_decay = b.mul(dt_a, w4)
+        shapes[dt_a.name] = (1, D, length, N)
+    shapes.update({w4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), "w": (1, D, length)})
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
+    rng = np.random.default_rng(5)
+    feeds = _feeds(length, 1.0, seed=5)
+    feeds["w"] = rng.uniform(0.5, 4.0, (1, D, length)).astype(np.float32)
+    feeds["C"] = rng.standard_normal((1, length, N)).astype(np.float32)
+    dt, u, b_in, w_value = (feeds[k].astype(np.float64) for k in ("dt", "u", "B", "w"))
+    a4 = a_value.astype(np.float64)[None, :, None, :]
+    log_a = a4 / w_value[..., None] if spelling == "A / w" else dt[..., None] * a4 * w_value[..., None]
+    drive_value = dt[..., None] * b_in[:, None] * u[..., None]
+    want = np.einsum("bdln,bln->lbd", _states_from_log_decay(log_a, drive_value), feeds["C"].astype(np.float64))
+    got = _run(graph, [out], feeds)[0]
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_layout_names_the_logical_axis_in_each_memory_axis():
+    """Factors (D, 1, L, N) (d_inner first): the blocks are still (chunks, 1, N, D) in memory, and the
+    step-first state is (L, D, 1, N), so memory axes hold its axes 0, 2, 3, 1: a layout that is not its
+    own inverse (transformers' (1, D, L, N) gives (0, 1, 3, 2), which is)."""
+    length, chunk = 12, 4
+    dt = gs.Variable("dt", np.float32, (D, 1, length))
+    u = gs.Variable("u", np.float32, (D, 1, length))
+    b_in = gs.Variable("B", np.float32, (1, length, N))
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph = gs.Graph(inputs=[dt, u, b_in, coeff], opset=17)
+    b = GraphBuilder(graph, 17, prefix="factors")
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1))
+    dt4, u4, b4 = b.unsqueeze(dt, [3]), b.unsqueeze(u, [3]), b.unsqueeze(b_in, [1])   # (D,1,L,1), (1,1,L,N)
+    log_decay = b.mul(dt4, b.const(a_value[:, None, None, :]))
+    dt_b = b.mul(dt4, b4)
+    drive = b.mul(dt_b, u4)
+    shapes = {dt4.name: (D, 1, length, 1), u4.name: (D, 1, length, 1), b4.name: (1, 1, length, N),
+              log_decay.name: (D, 1, length, N), dt_b.name: (D, 1, length, N), drive.name: (D, 1, length, N),
+              "dt": (D, 1, length), "u": (D, 1, length), "B": (1, length, N)}
+    calls = []
+    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes,
+                                readout=_readout_with_layout(b, coeff, length, calls))
+    assert calls == [(q, chunk, length // chunk, (0, 2, 3, 1)) for q in range(chunk)]
+    feeds = _feeds(length, 1.0, seed=7)
+    feeds = {"dt": feeds["dt"].reshape(D, 1, length), "u": feeds["u"].reshape(D, 1, length), "B": feeds["B"],
+             "C": np.random.default_rng(8).standard_normal((1, length, N)).astype(np.float32)}
+    transformers_order = {k: (v.reshape(1, D, length) if k in ("dt", "u") else v) for k, v in feeds.items()}
+    want = np.einsum("bdln,bln->lbd", _numpy_states(transformers_order, a_value), feeds["C"].astype(np.float64))
+    got = _run(graph, [out], feeds)[0]
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))

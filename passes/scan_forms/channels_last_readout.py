@@ -35,7 +35,6 @@ from passes.graph_builder import GraphBuilder
 from passes.scan_forms.chunk_axes import INT64_MAX
 from passes.scan_forms.parallel_strided import interleaved, strided_chunk, strided_sweeps
 from passes.scan_forms.strided_readout import _block_sizes, _GatheredSteps, strided_readout
-from patterns.graph_query import producer
 
 # readout(block, start, stride, count, layout) -> (readout of steps start, start + stride, ..., step
 # axis first, its rank); `layout`: the block's axes in memory as step_replay's Value.layout.
@@ -124,22 +123,9 @@ class _ChannelsLastSteps(_GatheredSteps):
             return self.builder.transpose(full, self.order)
         return super()._step(tensor, q)
 
-    def sum_over_steps(self, tensor: gs.Tensor) -> gs.Tensor:
-        """As _StridedSteps.sum_over_steps, the inputs that do not vary along L moved too."""
-        node = producer(tensor)
-        if (node is not None and len(node.outputs) == 1 and not node.domain
-                and self._scan_size(tensor) == self.length
-                and all(self._scan_size(t) in (1, self.length) for t in node.inputs)):
-            varying = [index for index, t in enumerate(node.inputs) if self._scan_size(t) != 1]
-            if len(varying) == 1 and (node.op == "Mul" or (node.op == "Div" and varying == [0])
-                                      or node.op in ("Neg", "Identity", "Cast")):
-                inputs = [self.sum_over_steps(t) if index == varying[0] else self._moved(t)
-                          for index, t in enumerate(node.inputs)]
-                return self.builder.node(node.op, inputs, dict(node.attrs))
-        total = self.step(tensor, 0)
-        for q in range(1, self.chunk):
-            total = self.builder.add(total, self.step(tensor, q))
-        return total
+    def unvarying(self, tensor: gs.Tensor) -> gs.Tensor:
+        """Moved to the blocks' order too (A in A * sum(dt))."""
+        return self._moved(tensor)
 
 
 def channels_last_readout(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,

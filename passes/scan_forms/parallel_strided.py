@@ -89,8 +89,13 @@ class _StridedSteps:
             for q in range(1, self.chunk):
                 total = self.builder.add(total, self.step(tensor, q))
             return total
-        inputs = [self.sum_over_steps(t) if index == varying[0] else t for index, t in enumerate(node.inputs)]
+        inputs = [self.sum_over_steps(t) if index == varying[0] else self.unvarying(t)
+                  for index, t in enumerate(node.inputs)]
         return self.builder.node(node.op, inputs, dict(node.attrs))
+
+    def unvarying(self, tensor: gs.Tensor) -> gs.Tensor:
+        """An input that does not vary along L, as the blocks' ops take it (here: as it is)."""
+        return tensor
 
     def _rank_of(self, tensor: gs.Tensor) -> int:
         shape = tuple(tensor.shape) if isinstance(tensor, gs.Constant) else self.shapes.get(tensor.name)
