@@ -79,3 +79,48 @@ def test_inner_concat_with_another_user_stays_and_says_why():
     assert result.stats == {"rewritten": 0}
     assert op_histogram(out) == op_histogram(model)
     assert any("the inner Concat has other users" in note for note in result.notes)
+
+
+def test_flip_with_another_user_stays():
+    """The flip of A also read elsewhere: A is built for it anyway, and slicing the parts would add copies."""
+    model = cross_scan_model()
+    model.graph.node.append(helper.make_node("Relu", ["A_flipped"], ["flip_relu"]))
+    model.graph.output.append(helper.make_tensor_value_info("flip_relu", TensorProto.FLOAT, None))
+    out, result = apply_pass(model, SlicePartsBeforeConcat())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == op_histogram(model)
+
+
+def test_inner_concat_on_another_axis_stays():
+    """A = Concat(x, x) along L, then [A, flip(A)] along the direction axis: A's parts are not pieces of
+    the outer axis, so they are not spliced in."""
+    model = cross_scan_model()
+    inner = next(node for node in model.graph.node if node.name == "inner")
+    inner.input[1] = "x"
+    inner.attribute[0].i = 3
+    x = np.random.default_rng(1).standard_normal([2, 1, 3, 20]).astype(np.float32)
+    out, result = apply_pass(model, SlicePartsBeforeConcat())
+    assert result.stats == {"rewritten": 0}
+    assert op_histogram(out) == op_histogram(model)
+    want = np.concatenate([np.concatenate([x, x], 3), np.concatenate([x, x], 3)[..., ::-1]], 1)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], want)
+
+
+def test_an_unsliced_concat_on_another_axis_with_other_users_does_not_block():
+    """Outer = Concat(B, A, flip(A)) with B a Concat along L that is also a graph output: B is an input
+    like any other (not one of A's kind), so A is still spliced in and B kept whole."""
+    model = cross_scan_model()
+    outer = next(node for node in model.graph.node if node.name == "outer")
+    model.graph.node.insert(0, helper.make_node("Split", ["x", "halves"], ["x_head", "x_tail"], axis=3))
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray([10, 10], np.int64), "halves"))
+    model.graph.node.insert(1, helper.make_node("Concat", ["x_tail", "x_head"], ["B"], axis=3, name="rolled"))
+    outer.input.insert(0, "B")
+    model.graph.output.append(helper.make_tensor_value_info("B", TensorProto.FLOAT, None))
+    out, result = apply_pass(model, SlicePartsBeforeConcat())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Split": 1, "Reshape": 2, "Transpose": 1, "Concat": 2, "Slice": 2}
+    x = np.random.default_rng(2).standard_normal([2, 1, 3, 20]).astype(np.float32)
+    rolled = np.concatenate([x[..., 10:], x[..., :10]], 3)
+    got = run(out, {"x": x})
+    np.testing.assert_array_equal(got[0], np.concatenate([rolled, expected(x)], 1))
+    np.testing.assert_array_equal(got[1], rolled)
