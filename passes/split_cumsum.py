@@ -41,6 +41,10 @@ from passes.static_shapes import Shape
 from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint, lane_axis
 from patterns.graph_query import cumsum_shape_and_axis, describe
 
+# The most pieces one CumSum is cut into (some 300k nodes; VMamba-T's whole tpu graph has 1,531).
+MAX_PIECES = 1 << 16
+
+
 @dataclass(frozen=True)
 class SplitPlan:
     shape: Shape
@@ -82,16 +86,17 @@ def even_bounds(size: int, count: int) -> list[tuple[int, int]]:
 
 
 def _piece_counts(size: int) -> list[int]:
-    """For each distinct piece length ceil(size/p), the smallest p giving it, ascending."""
-    counts, seen = [], set()
-    for count in range(1, size + 1):
+    """For each distinct piece length ceil(size/p), the smallest p giving it, ascending.
+
+    From one length the next count is the smallest giving a shorter length, ceil(size / (length - 1)):
+    O(sqrt(size)) steps, not one per count (a declared axis of 2^31 - 1 took 2^31)."""
+    counts, count = [], 1
+    while True:
+        counts.append(count)
         length = -(-size // count)
-        if length not in seen:
-            seen.add(length)
-            counts.append(count)
-        if count > 1 and length == 1:
-            break
-    return counts
+        if length <= 1:
+            return counts
+        count = -(-size // (length - 1))
 
 
 def plan_split(shape: Sequence[int], axis: int, budget: int, lanes: int = 1) -> Optional[SplitPlan]:
@@ -215,7 +220,15 @@ class SplitCumSum(NodeRewrite, op="CumSum", shapes="static", counted_as="split")
             return Kept()
         if node.attrs.get("exclusive", 0) or node.attrs.get("reverse", 0):
             return self.left_alone(node, "exclusive/reverse CumSum (run cumsum-plain first)")
-        return plan_split(shape, axis, self.budget, self.lanes)
+        # Each piece holds at most `budget`: at least footprint / budget of them (declared dims need no
+        # data: a (1, 1, 2^31 - 1) input would be 524,416 pieces, millions of nodes).
+        fewest = -(-footprint(shape, axis, self.lanes) // self.budget)
+        plan = plan_split(shape, axis, self.budget, self.lanes) if fewest <= MAX_PIECES else None
+        if plan is None or plan.total_pieces > MAX_PIECES:
+            fewest = plan.total_pieces if plan is not None else fewest
+            return self.left_alone(node, f"{list(shape)} axis {axis} needs at least {fewest} pieces within the "
+                                         f"budget, more than the {MAX_PIECES} a CumSum is cut into")
+        return plan
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: SplitPlan, output: gs.Variable) -> dict:
         return {"pieces": emit_split_cumsum(b, node.inputs[0], plan, output), "carried": plan.carried,

@@ -261,3 +261,44 @@ def test_budget_option_validated():
     with pytest.raises(ValueError, match="budget"):
         SplitCumSum(budget=1)
     assert SplitCumSum().options() == {"budget": 4096, "lanes": 64}
+
+
+# --- declared dims a model need not hold (found by s15-adv) -------------------------------
+
+def _piece_counts_walking_every_count(size: int) -> list[int]:
+    counts, seen = [], set()
+    for count in range(1, size + 1):
+        length = -(-size // count)
+        if length not in seen:
+            seen.add(length)
+            counts.append(count)
+    return counts
+
+
+def test_piece_counts_jump_between_lengths():
+    """_piece_counts walked every count from 1 until pieces of one element: 2^31 steps for a
+    declared axis of 2^31 - 1, a hang before any node was built."""
+    from passes.split_cumsum import _piece_counts
+    assert all(_piece_counts(size) == _piece_counts_walking_every_count(size) for size in range(1, 300))
+    assert len(_piece_counts(2**31 - 1)) < 2 * 2**16   # O(sqrt(size)) distinct lengths
+
+
+@pytest.mark.parametrize("length, changed", [(4 * 4095, True), (4 * 4095 + 1, False)])   # later pieces hold the carry
+def test_a_cumsum_needing_more_pieces_than_the_cap_is_kept(monkeypatch, length, changed):
+    """A declared (1, 1, 2^31 - 1) input is 524,416 pieces (2.6M nodes, gigabytes); over
+    MAX_PIECES the CumSum is left alone with the reason (the cap made small to test its edge)."""
+    import passes.split_cumsum as module
+    monkeypatch.setattr(module, "MAX_PIECES", 4)
+    out, result = apply(cumsum_model((1, 1, length), 2), budget=4096, lanes=1)
+    assert result.changed is changed
+    if not changed:
+        assert histogram(out) == {"CumSum": 1}
+        assert result.notes == ["CumSum 'the_cumsum' left alone: [1, 1, 16381] axis 2 needs at least 5 pieces "
+                                "within the budget, more than the 4 a CumSum is cut into"]
+
+
+@pytest.mark.parametrize("shape, axis", [((1, 1, 2**31 - 1), 2), ((2**31 - 1, 2**31 - 1), 1), ((2**31 - 1, 3), 1)])
+def test_giant_declared_cumsums_are_kept_at_once(shape, axis):
+    out, result = apply(cumsum_model(shape, axis), budget=4096, lanes=64)
+    assert not result.changed and histogram(out) == {"CumSum": 1}
+    assert "pieces within the budget, more than the 65536 a CumSum is cut into" in result.notes[0]
