@@ -11,10 +11,12 @@ Anything else (axis not constant, length unknown) is left alone with a note.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 from patterns.graph_query import cumsum_shape_and_axis
@@ -35,8 +37,23 @@ class CumSumPlain(NodeRewrite, shapes="static"):
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple:
         found = cumsum_shape_and_axis(node, shapes)
+        if not isinstance(found, str):
+            found = self._too_large(node, *found) or found
         return self.left_alone(node, f"{found}; tpu-mlir will ignore its exclusive/reverse attributes") \
             if isinstance(found, str) else found
+
+    @staticmethod
+    def _too_large(node: gs.Node, shape: tuple, axis: int) -> str | None:
+        """Why the constants this rewrite builds from declared dims (no data needed to declare them)
+        would be too large, or None."""
+        if node.attrs.get("reverse", 0) and shape[axis] > MAX_INDEX_TABLE:
+            return (f"reversed axis of {shape[axis]} elements needs more than the {MAX_INDEX_TABLE} indices "
+                    "a Gather table may hold")
+        zeros = math.prod(shape[:axis] + shape[axis + 1:])
+        if node.attrs.get("exclusive", 0) and zeros > MAX_INDEX_TABLE:
+            return (f"its zeros to shift in take {zeros} values, more than the {MAX_INDEX_TABLE} a constant made "
+                    "from declared dims may hold")
+        return None
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
         shape, axis = plan

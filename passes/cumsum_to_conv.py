@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option
 from passes.cumsum_checks import inclusive_cumsum
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 
@@ -36,6 +36,9 @@ class CumSumToConv(NodeRewrite, op="CumSum", shapes="static", routine_keeps=True
             return Kept(f"CumSum '{node.name}' kept: not over the last axis of a 4-D tensor (shape {list(shape)}, axis {axis})")
         if shape[3] > self.max_length:
             return Kept(f"CumSum '{node.name}' kept: summed axis length {shape[3]} > {self.max_length}")
+        if shape[1] * shape[3] > MAX_INDEX_TABLE:
+            return Kept(f"CumSum '{node.name}' kept: a kernel of {shape[1]} x {shape[3]} ones, more than the "
+                        f"{MAX_INDEX_TABLE} values a constant made from declared dims may hold")
         return shape
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:

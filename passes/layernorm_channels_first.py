@@ -24,7 +24,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, PassContext, PassResult
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 from patterns.graph_query import producer
@@ -79,6 +79,8 @@ class LayerNormChannelsFirst(NodeRewrite, op="Transpose", counted_as="rewritten"
             return self.left_alone(node, "LayerNormalization scale or bias is not a constant")
         by_matrix = self.centring == "matrix" or (self.centring == "matrix-after-norm"
                                                   and norm.inputs[0].name in self._normalised)
+        # The (C, C) matrix grows with the square of the stored scale: past the table limit, the mean.
+        by_matrix = by_matrix and params[0].values.size ** 2 <= MAX_INDEX_TABLE
         return source, params, float(norm.attrs.get("epsilon", 1e-5)), by_matrix
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:

@@ -32,6 +32,10 @@ def test_short_last_axis_cumsums_become_depthwise_convs(shape, axis):
     ([1, 6, 16, 5], 2, {}, "not over the last axis of a 4-D tensor (shape [1, 6, 16, 5], axis 2)"),
     ([2, 16], 1, {}, "not over the last axis of a 4-D tensor (shape [2, 16], axis 1)"),
     ([1, 6, 5, 16], 3, {"reverse": 1}, "exclusive/reverse CumSum"),
+    # declared channels (no data needed) would size the kernel: 2^21 x 4 ones > MAX_INDEX_TABLE (2^22);
+    # 2^31 - 1 channels were a 128 GiB constant (found by s15-adv)
+    ([1, 2**21, 1, 4], 3, {}, "a kernel of 2097152 x 4 ones, more than the 4194304 values a constant made "
+                              "from declared dims may hold"),
 ])
 def test_other_cumsums_stay_with_a_reason(shape, axis, attrs, reason):
     graph = gs.import_onnx(cumsum_model(shape, axis, **attrs))

@@ -95,3 +95,25 @@ def test_matrix_after_norm_centres_by_matrix_only_a_layernorm_that_reads_another
         (1, C, 1, 1), (1, C, 1, 1), (C, C, 1, 1)]
     for got, expected in zip(run(after, {"x": X}), run(before, {"x": X})):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matrix_centring_beyond_the_table_limit_takes_the_mean():
+    """A (C, C) centring matrix grows with the square of the model's stored scale: C = 65536 (a
+    256 KiB scale) would be a 16 GiB constant. Over MAX_INDEX_TABLE (2^22) entries the LayerNorm
+    is centred by its mean instead, exact too (found by s15-adv)."""
+    channels = 2049   # 2049^2 = 4198401 > 2^22
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+         helper.make_node("LayerNormalization", ["t", "big_scale", "big_bias"], ["n"], axis=-1, epsilon=1e-5),
+         helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ones(channels, np.float32), "big_scale"),
+                     numpy_helper.from_array(np.zeros(channels, np.float32), "big_bias")])
+    before = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    after, result = apply_pass(before, LayerNormChannelsFirst(centring="matrix"))
+    assert result.stats == {"rewritten": 1, "kept": 0}
+    assert op_histogram(after) == {"Add": 2, "Conv": 2, "Div": 1, "Mul": 2, "Sqrt": 1, "Sub": 1}
+    assert max(int(np.prod(init.dims)) for init in after.graph.initializer) == channels
+    x = RNG.standard_normal((1, channels, 1, 2)).astype(np.float32)
+    np.testing.assert_allclose(run(after, {"x": x})[0], run(before, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -73,6 +73,25 @@ def test_cumsum_plain_leaves_dynamic_shapes_with_a_note():
     assert not result.changed and "not static" in result.notes[0]
 
 
+@pytest.mark.parametrize("attrs, shape, reason", [
+    ("reverse = 1", f"{2**22 + 1}", "reversed axis of 4194305 elements needs more than the 4194304 "
+                                    "indices a Gather table may hold"),
+    ("exclusive = 1", f"{2**22 + 1},2", "its zeros to shift in take 4194305 values, more than the 4194304 a "
+                                        "constant made from declared dims may hold"),
+])
+def test_cumsum_plain_beyond_the_table_limit_is_kept(attrs, shape, reason):
+    """Declared dims (no data needed to declare them) must not size the tables a pass builds: a
+    reverse CumSum over an axis of 2^31 - 1 built a 16 GiB index list (found by s15-adv)."""
+    text = f"""{HEADER}
+    g (float[{shape}] x) => (float[{shape}] y) {{
+      axis = Constant<value_int = -1>()
+      y = CumSum<{attrs}>(x, axis)
+    }}"""
+    _, after, result = apply(text, "cumsum-plain")
+    assert not result.changed and histogram(after) == {"Constant": 1, "CumSum": 1}
+    assert result.notes == [f"CumSum '' left alone: {reason}; tpu-mlir will ignore its exclusive/reverse attributes"]
+
+
 # --- cumsum-rank4 -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis", [0, 2, 4])
