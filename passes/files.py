@@ -303,3 +303,21 @@ def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") 
     with atomic_open(path, "w", what, encoding="utf-8", errors="backslashreplace") as handle:
         handle.write(text)
     return Path(path)
+
+
+# Text a tool reads back (a saved result, a report): far more than any it writes.
+MAX_TEXT_BYTES = 64 << 20
+
+
+def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes: a named pipe would
+    block the read for ever, /dev/zero never end it. OSError (its strerror says why) otherwise,
+    UnicodeDecodeError for bytes that are not UTF-8."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # O_NONBLOCK: a pipe's open does not wait for a writer
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_kind(status.st_mode)})", os.fspath(path))
+        if status.st_size > limit:
+            raise OSError(errno.EFBIG, f"{status.st_size} bytes, more than the {limit} read back", os.fspath(path))
+        return handle.read(limit + 1).decode("utf-8")

@@ -1,5 +1,6 @@
 """tools.bench_mamba on a tiny stack: every row runs, the graph is re-rolled and matches PyTorch (no speed asserted)."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,17 @@ def test_a_json_destination_is_checked_before_the_run(tmp_path, capsys, monkeypa
     monkeypatch.setattr(bench_mamba, "run", no_run)
     assert main(["--json", str(tmp_path / "no" / "x.json")]) == 2
     assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: os.mkfifo(path), "cannot read {path}: not a regular file"),
+    (lambda path: path.write_text("[" * 100000 + "]" * 100000), "is not JSON: maximum recursion depth exceeded"),
+])
+def test_from_json_of_a_pipe_or_deep_nesting_is_one_line(make, message, tmp_path, capsys):
+    """Found by s15-adv: --from-json read a named pipe for ever (and /dev/zero until memory ran out),
+    and JSON nested 100,000 deep was a RecursionError traceback (exit 1)."""
+    saved = tmp_path / "saved.json"
+    make(saved)
+    assert main(["--from-json", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message.format(path=saved) in err

@@ -1,6 +1,7 @@
 """Tools that write a file refuse a destination they cannot write before their work, in one escaped
 line with exit 2, and write through an exclusive temporary file (nothing half-written is left)."""
 import json
+import os
 
 import pytest
 
@@ -57,6 +58,15 @@ def test_plot_nodecounts_refuses_a_directory_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: output is a directory: {tmp_path}/nodes.png\n"
 
 
+def test_plot_nodecounts_refuses_a_report_that_is_a_pipe_in_one_line(tmp_path, capsys):
+    """Found by s15-adv: a report.json that is a named pipe was read for ever."""
+    (tmp_path / "r").mkdir()
+    os.mkfifo(tmp_path / "r" / "report.json")
+    assert plot_nodecounts.main([str(tmp_path / "r"), "-o", str(tmp_path / "nodes.png")]) == 2
+    assert capsys.readouterr().err == f"error: [Errno 22] not a regular file (a named pipe): '{tmp_path}/r/report.json'\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 def test_plot_nodecounts_writes_a_png(tmp_path):
     out = tmp_path / "nodes.png"
     assert plot_nodecounts.main([str(_report(tmp_path)), "-o", str(out)]) == 0
@@ -85,11 +95,12 @@ def test_demo_refuses_bad_usage_in_one_line_before_exporting(case, tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["json-is-a-folder", "png-is-a-device", "workdir-is-a-file", "from-json-a-list",
-                                  "from-json-cut"])
+                                  "from-json-cut", "from-json-a-pipe", "from-json-nested-deep"])
 def test_bench_refuses_bad_destinations_before_measuring(case, tmp_path, capsys, monkeypatch):
     """Found by s14: tools.bench checked none of --json, --png, --out-md, --workdir before its minutes
     of measuring (a folder there was found after the run), and --from-json with a file of the wrong
-    shape was a traceback."""
+    shape was a traceback; s15-adv: --from-json of a named pipe read for ever, JSON nested 100,000 deep
+    was a RecursionError traceback."""
     from tools import bench
 
     monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured before the check"))
@@ -97,17 +108,22 @@ def test_bench_refuses_bad_destinations_before_measuring(case, tmp_path, capsys,
     (tmp_path / "a file").write_text("mine")
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "cut.json").write_text('{"model": "micro", "thr')
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    os.mkfifo(tmp_path / "pipe.json")
     args = {"json-is-a-folder": ["--json", str(tmp_path / "folder")], "png-is-a-device": ["--png", "/dev/null"],
             "workdir-is-a-file": ["--workdir", str(tmp_path / "a file")],
             "from-json-a-list": ["--from-json", str(tmp_path / "list.json")],
-            "from-json-cut": ["--from-json", str(tmp_path / "cut.json")]}[case]
+            "from-json-cut": ["--from-json", str(tmp_path / "cut.json")],
+            "from-json-a-pipe": ["--from-json", str(tmp_path / "pipe.json")],
+            "from-json-nested-deep": ["--from-json", str(tmp_path / "deep.json")]}[case]
     before = sorted(p.name for p in tmp_path.iterdir())
     # nothing is written to docs/ whatever happens: the case's own flag comes last and wins
     assert bench.main(["--model", "micro", "--out-md", "none", "--json", "none", "--png", "none", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert {"json-is-a-folder": "--json is a directory", "png-is-a-device": "--png /dev/null is a character device",
-            "workdir-is-a-file": "--workdir", "from-json-a-list": "--from-json", "from-json-cut": "--from-json"}[case] in err
+            "workdir-is-a-file": "--workdir", "from-json-a-list": "--from-json", "from-json-cut": "--from-json",
+            "from-json-a-pipe": "not a regular file", "from-json-nested-deep": "maximum recursion depth"}[case] in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.files import DestinationError, check_destination, check_folder_destination, write_text_atomic
+from passes.files import (DestinationError, check_destination, check_folder_destination, read_text_file,
+                          write_text_atomic)
 from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
@@ -273,8 +274,8 @@ def read_sidecar(path: Path) -> dict | None:
     """A compiled graph's KEY.json, or None when it is missing or unreadable (cut short by a crash
     before it was written atomically, edited by hand): the graph is then compiled again."""
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+        saved = json.loads(read_text_file(path))
+    except (OSError, ValueError, RecursionError):
         return None
     return saved if isinstance(saved, dict) else None
 
@@ -639,12 +640,12 @@ def main(argv: list[str] | None = None) -> int:
         import json as json_module
 
         try:
-            result = json_module.loads(args.from_json.read_text())
+            result = json_module.loads(read_text_file(args.from_json))
             _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
             _check_outputs(args)
             result["rewritten"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
             report.derive(result)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, BenchError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, BenchError) as error:
             print(f"error: --from-json {printable(args.from_json)}: "
                   f"{type(error).__name__ + ': ' if isinstance(error, (KeyError, TypeError, AttributeError)) else ''}"
                   f"{one_line(error)}", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.files import DestinationError, write_text_atomic
+from passes.files import DestinationError, read_text_file, write_text_atomic
 from passes.one_line import one_line, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
@@ -219,12 +219,12 @@ def load_result(path: Path) -> dict:
     go into a file name and into docs/BENCHMARKS.md between comment markers."""
     shown = printable(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except (OSError, UnicodeDecodeError) as error:
         raise ResultError(f"cannot read {shown}: {one_line(getattr(error, 'strerror', None) or error)}") from None
     try:
         result = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:   # RecursionError: nested too deep
         raise ResultError(f"{shown} is not JSON: {one_line(error)}") from None
     try:
         markdown(result)

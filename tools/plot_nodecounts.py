@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from passes.files import atomic_target, check_destination
+from passes.files import atomic_target, check_destination, read_text_file
 from passes.one_line import OneLineArgumentParser, one_line, printable
 
 DEFAULT_PIPELINES = "seed,cpu,tpu"
@@ -24,7 +24,7 @@ def load_report(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    report = json.loads(path.read_text())
+    report = json.loads(read_text_file(path))
     if "run" not in report:
         raise ValueError(f"{path}: no run recorded (status {report.get('status')})")
     return report
