@@ -39,7 +39,8 @@ _KINDS = {stat.S_IFREG: "a regular file", stat.S_IFCHR: "a character device", st
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """'a named pipe', 'a directory', ... for a file's ``st_mode``."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
@@ -94,7 +95,7 @@ def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
         if stat.S_ISDIR(target.st_mode):
             raise DestinationError(f"{what} is a directory: {shown}")
         if not stat.S_ISREG(target.st_mode):
-            raise DestinationError(f"{what} {shown} is {_kind(target.st_mode)}, not a regular file; "
+            raise DestinationError(f"{what} {shown} is {file_kind(target.st_mode)}, not a regular file; "
                                    "refusing to replace it")
     check_folder_writable(_folder(path), what, beside=path.name)
     return path
@@ -159,7 +160,7 @@ def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterab
     _refuse_nul(folder, shown, what)
     if os.path.lexists(folder):
         if not folder.is_dir():
-            kind = "a broken symbolic link" if not folder.exists() else _kind(os.stat(folder).st_mode)
+            kind = "a broken symbolic link" if not folder.exists() else file_kind(os.stat(folder).st_mode)
             raise DestinationError(f"{what} {shown} exists and is {kind}, not a directory")
         check_folder_writable(folder, what)
         for name in files:
@@ -317,7 +318,7 @@ def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
     with os.fdopen(fd, "rb") as handle:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({_kind(status.st_mode)})", os.fspath(path))
+            raise OSError(errno.EINVAL, f"not a regular file ({file_kind(status.st_mode)})", os.fspath(path))
         if status.st_size > limit:
             raise OSError(errno.EFBIG, f"{status.st_size} bytes, more than the {limit} read back", os.fspath(path))
         return handle.read(limit + 1).decode("utf-8")

@@ -61,6 +61,9 @@ def test_accepts_a_pipeline_object_and_a_pass_list():
     (CLEANUP, {"verify": "sometimes"}, "verify must be one of each, end, none, got 'sometimes'"),
     (CLEANUP, {"tolerance": -1.0}, "--tolerance must be >= 0"),
     (CLEANUP, {"reference": "/nonexistent/ref.npz"}, "reference file not found: /nonexistent/ref.npz"),
+    # a device or a folder exists: said so, not "not found" (found by s15-adv)
+    (CLEANUP, {"reference": "/dev/zero"}, "reference /dev/zero is not a regular file (a character device)"),
+    (CLEANUP, {"reference": "/"}, "reference / is not a regular file (a directory)"),
     (CLEANUP, {"keep_intermediates": True}, "keep_intermediates needs an output or a report folder"),
     ([object()], {}, "pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances"),
 ])
