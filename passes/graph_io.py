@@ -6,6 +6,7 @@ gives one clear line (``InputError``) and an output file is never left half writ
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import os
 import re
@@ -309,6 +310,16 @@ def _stage_external(model: onnx.ModelProto, staging: Path, model_name: str) -> s
     return data_name if tensors else None
 
 
+def _refuse_other_bytes_in_a_read_file(staged: Path, data_path: Path, read_files) -> None:
+    """Anyone can compute the content-named weights file's name: a file the run reads may have been
+    given it with other bytes (the input's weights at another offset). Never replaced; the same
+    bytes are replaced by themselves."""
+    if os.path.lexists(data_path) and any(is_same_file(data_path, read) for read in read_files) \
+            and not filecmp.cmp(staged, data_path, shallow=False):
+        raise OutputError(f"output data file {printable(data_path)} is a file this run reads, holding other "
+                          "bytes; refusing to overwrite it")
+
+
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
                       input_path: str | os.PathLike | None = None, allow_overwrite_input: bool = False,
                       keep_files: Iterable[str | os.PathLike] = ()) -> Path:
@@ -342,6 +353,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
             try:
                 if data_name is not None:
                     data_path = check_destination(directory / data_name, "output data file")
+                    _refuse_other_bytes_in_a_read_file(staging / data_name, data_path, keep_files)
                     placed_data = None if os.path.lexists(data_path) else data_path   # else: the same bytes
                     os.replace(staging / data_name, data_path)
                 os.replace(staged_model, path)

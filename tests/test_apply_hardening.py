@@ -73,6 +73,35 @@ def test_the_outputs_weights_never_go_over_the_inputs_external_data(work):
     assert added[1] != "o.onnx.data" and after[added[1]] == before["o.onnx.data"]   # the same weights, anew
 
 
+def test_a_weights_file_the_run_reads_named_like_the_outputs_is_never_replaced(work, tmp_path):
+    """The output's weights file is named by their content, which anyone can compute: an input whose
+    weights sit (at offset 64) in the file that name gives was run over, its weights file replaced by
+    the output's and the input left unreadable (found by s15-adv). Refused, nothing written."""
+    from onnx.external_data_helper import set_external_data
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1024] x) => (float[1024] y) <float[1024] w> { y = Add(x, w) }""")
+    del model.graph.initializer[:]
+    weights = np.arange(1024, dtype=np.float32)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(weights, "w"))
+    (tmp_path / "learn").mkdir()
+    onnx.save_model(model, tmp_path / "learn" / "in.onnx", save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+    compile_model(tmp_path / "learn" / "in.onnx", "eliminate-dead-nodes", output=tmp_path / "learn" / "o.onnx",
+                  verify="none")
+    data_name = next(p.name for p in (tmp_path / "learn").iterdir() if p.name.endswith(".data"))
+    tensor = onnx.numpy_helper.from_array(weights, "w")
+    set_external_data(tensor, data_name, offset=64, length=weights.nbytes)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    model.graph.initializer[0].CopyFrom(tensor)
+    (work / data_name).write_bytes(b"\0" * 64 + weights.tobytes())
+    onnx.save_model(model, work / "in.onnx")
+    before = _snapshot(work)
+    with pytest.raises(BadInput, match=f"output data file .*{data_name} is a file this run reads"):
+        compile_model(work / "in.onnx", "eliminate-dead-nodes", output=work / "o.onnx", verify="none")
+    assert _snapshot(work) == before
+
+
 @pytest.mark.parametrize("target", ["reference", "plugin", "data-through-link"])
 def test_output_onto_a_file_the_run_reads_is_refused(target, work):
     (work / "plugin_passes.py").write_text("X = 1\n")
