@@ -311,9 +311,14 @@ MAX_TEXT_BYTES = 64 << 20
 
 
 def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes: a named pipe would
-    block the read for ever, /dev/zero never end it. OSError (its strerror says why) otherwise,
+    """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes (``read_regular_file``);
     UnicodeDecodeError for bytes that are not UTF-8."""
+    return read_regular_file(path, limit).decode("utf-8")
+
+
+def read_regular_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes: a named pipe would block
+    the read for ever, /dev/zero never end it. OSError (its strerror says why) otherwise."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # O_NONBLOCK: a pipe's open does not wait for a writer
     with os.fdopen(fd, "rb") as handle:
         status = os.fstat(fd)
@@ -321,4 +326,4 @@ def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
             raise OSError(errno.EINVAL, f"not a regular file ({file_kind(status.st_mode)})", os.fspath(path))
         if status.st_size > limit:
             raise OSError(errno.EFBIG, f"{status.st_size} bytes, more than the {limit} read back", os.fspath(path))
-        return handle.read(limit + 1).decode("utf-8")
+        return handle.read(limit + 1)

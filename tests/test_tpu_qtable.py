@@ -234,3 +234,21 @@ def test_cli_output_never_follows_a_planted_link_nor_replaces_what_it_reads(tmp_
     assert capsys.readouterr().err == (f"error: output {mlir} is the .mlir {mlir}, which this run reads; "
                                        "refusing to overwrite it\n")
     assert mlir.read_text() == MLIR
+
+
+@pytest.mark.parametrize("pipe", ["model", "mlir"])
+def test_a_named_pipe_for_an_input_is_one_line(pipe, tmp_path, capsys):
+    """Found by s15-adv: a named pipe given as the model or the .mlir was read for ever."""
+    import os
+
+    import onnx
+
+    model, mlir = tmp_path / "m.onnx", tmp_path / "m.mlir"
+    onnx.save(small_scan_model(), model)
+    mlir.write_text(MLIR)
+    piped = {"model": model, "mlir": mlir}[pipe]
+    piped.unlink()
+    os.mkfifo(piped)
+    assert tpu_qtable.main([str(model), str(mlir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not a regular file (a named pipe)" in err

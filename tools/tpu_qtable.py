@@ -49,7 +49,8 @@ from typing import Iterable, Optional
 import onnx
 
 from passes.one_line import one_line
-from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
+from passes.files import (DestinationError, check_destination, check_not_read, read_regular_file, read_text_file,
+                          write_text_atomic)
 from passes.report.provenance import PASS_KEY
 
 SCAN_PASS = "reroll-scans"
@@ -257,8 +258,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write(f"error: {error}\n")
         return 2
     try:
-        model = onnx.load(args.model, load_external_data=False)
-        mlir_text = Path(args.mlir).read_text()
+        model = onnx.load_model_from_string(read_regular_file(args.model, limit=2 << 30))
+        mlir_text = read_text_file(args.mlir, limit=1 << 30)
     except Exception as error:
         sys.stderr.write(f"error: {one_line(error, 200)}\n")
         return 2
