@@ -28,6 +28,18 @@ regular file or cannot be written); 3 verification failed (no output written); 4
 (named in the message); 130 Ctrl-C, 143 SIGTERM (temporary files removed)."""
 
 
+def _number(kind: type, name: str):
+    """argparse type for an int or float written as pipeline text writes numbers (ASCII digits, no
+    '_': int() and float() would take '1_000' and other scripts' digits)."""
+    def parse(text: str):
+        from pipelines.pipeline import parse_value
+        value = parse_value(text)
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise argparse.ArgumentTypeError(f"invalid {name} value: '{text}'")
+        return float(text) if kind is float else value   # float(): 10^400 is inf (refused later), not an error
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m passes.apply",
@@ -40,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--report", metavar="DIR", help="write DIR/report.json (docs/REPORT_SCHEMA.md) and DIR/index.html (per-pass region diffs)")
     add("--verify", choices=["each", "end", "none"], default="end")
     add("--reference", metavar="REF.npz", help="inputs and expected outputs (default: <input stem>.ref.npz beside the input)")
-    add("--tolerance", type=float, default=1e-5, help="max relative L2 error per output (default 1e-5)")
-    add("--chunk", type=int, help="override the 'chunk' option in every step that has it")
+    add("--tolerance", type=_number(float, "float"), default=1e-5, help="max relative L2 error per output (default 1e-5)")
+    add("--chunk", type=_number(int, "int"), help="override the 'chunk' option in every step that has it")
     add("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
         help="fix a symbolic input's dimensions before the pipeline and in verification (onnxsim's convention); repeatable")
     add("--list-pipelines", action="store_true", help="list named pipelines and exit")

@@ -136,6 +136,13 @@ APPLY_CASES = {
                               2, ["bad option value for pass 'reroll-scans'", "option 'form' must be one of", "chunk24, parallel",
                                    "got 'fast'"]),
     # Declared option types and ranges (passes/base.py Option), checked before any work.
+    # int() and float() take '1_000' and other scripts' digits; pipeline text does not (found by s15-adv)
+    "chunk-with-separator": (lambda m: [m, "--pipeline", "seed", "--chunk", "1_000", "-o", m.with_name("o.onnx")],
+                             2, ["argument --chunk: invalid int value: '1_000'"]),
+    "tolerance-beyond-float": (lambda m: [m, "--tolerance", "1" + "0" * 400, "-o", m.with_name("o.onnx")],
+                               2, ["--tolerance must be"]),
+    "tolerance-in-other-digits": (lambda m: [m, "--tolerance", "\u0661e-5", "-o", m.with_name("o.onnx")],
+                                  2, ["argument --tolerance: invalid float value: '\u0661e-5'"]),
     "option-inf-for-int": (lambda m: [m, "--pipeline", "reroll-scans{chunk=inf}", "-o", m.with_name("o.onnx")],
                            2, ["bad option value for pass 'reroll-scans': option 'chunk' must be an integer >= 1, got 'inf'"]),
     "option-fraction-for-int": (lambda m: [m, "--pipeline", "reroll-scans{chunk=1.9}", "-o", m.with_name("o.onnx")],
