@@ -73,6 +73,13 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:   # an int beyond float (pipeline text reads 10^400 as an int)
+        return False
+
+
 def check_option(pass_name: str, option_name: str, option: Option, value: Any) -> Any:
     """``value`` as the option's type, or PassOptionError naming the pass and the option.
 
@@ -85,8 +92,7 @@ def check_option(pass_name: str, option_name: str, option: Option, value: Any) -
     elif option.type is int:
         valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     elif option.type is float:
-        valid = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                 and math.isfinite(float(value)))
+        valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
     elif option.type is str:
         value = _shown(value) if isinstance(value, (bool, numbers.Number)) else value
         valid = isinstance(value, str) and (option.choices is None or value in option.choices)

@@ -31,7 +31,10 @@ def parse_value(text: str) -> Any:
     if text in ("false", "False"):
         return False
     if _INTEGER.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:   # more digits than Python converts (4300): float() makes it inf
+            pass
     # Numbers in ASCII, without '_' separators: int() and float() take '1_000' and other scripts'
     # digits, which would read as another number than the text shows.
     if text.isascii() and "_" not in text:
