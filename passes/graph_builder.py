@@ -58,6 +58,16 @@ class GraphBuilder:
         self.nodes.append(node)
         return out
 
+    def node_outputs(self, op: str, inputs: Sequence[gs.Tensor], attrs: Optional[dict] = None, count: int = 1,
+                     domain: Optional[str] = None) -> list[gs.Variable]:
+        """One node with ``count`` outputs (a Split, a model's node copied), named like ``node``'s."""
+        name = self._name(op)
+        outputs = [gs.Variable(f"{name}_out{i}", dtype=None) for i in range(count)]
+        node = gs.Node(op, name=name, attrs=attrs or {}, inputs=list(inputs), outputs=outputs, domain=domain)
+        self.graph.nodes.append(node)
+        self.nodes.append(node)
+        return outputs
+
     def const(self, value, dtype=None) -> gs.Constant:
         array = np.asarray(value, dtype=dtype if dtype is not None else None)
         key = (array.dtype.str, array.shape, array.tobytes())
@@ -92,15 +102,9 @@ class GraphBuilder:
 
     def split(self, x, sizes: Sequence[int], axis: int) -> list[gs.Variable]:
         """x cut along axis into pieces of the given sizes: one Split node, one output per piece."""
-        name = self._name("Split")
-        outputs = [gs.Variable(f"{name}_out{i}", dtype=None) for i in range(len(sizes))]
         if self.opset >= 13:
-            node = gs.Node("Split", name=name, attrs={"axis": axis}, inputs=[x, self.ints(list(sizes))], outputs=outputs)
-        else:
-            node = gs.Node("Split", name=name, attrs={"axis": axis, "split": list(sizes)}, inputs=[x], outputs=outputs)
-        self.graph.nodes.append(node)
-        self.nodes.append(node)
-        return outputs
+            return self.node_outputs("Split", [x, self.ints(list(sizes))], {"axis": axis}, len(sizes))
+        return self.node_outputs("Split", [x], {"axis": axis, "split": list(sizes)}, len(sizes))
 
     def gather(self, x, index: int, axis: int):
         """x[..., index, ...] with the axis dropped."""

@@ -113,6 +113,40 @@ def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
 
 
+@pytest.mark.parametrize("names", ["empty", "repeated"])
+def test_repeated_or_empty_node_names_re_roll_into_a_valid_model(names):
+    """Found by s15's review: the replay named the outputs of a step's nodes that do not depend on the
+    state (the readout's scale -(-S) here) '<prefix>/<node name>_<output index>', so two such nodes
+    named alike, or both nameless, in a hostile model gave two outputs one name (a tensor produced
+    twice: onnx.checker refuses it). The GraphBuilder names them now."""
+    length = 6
+    model = hf_style_model(length)
+    # every step scales its readout by -(-S): two nodes that read no step's data
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1.5], np.float32), "S"))
+    nodes = []
+    for original in model.graph.node:
+        node = onnx.NodeProto()
+        node.CopyFrom(original)
+        if node.op_type == "Gather" and node.input[0].startswith("y"):   # gather_y{i}: y{i}[:, :, 0]
+            i = node.input[0][1:]
+            nodes += [helper.make_node("Neg", ["S"], [f"sn{i}"]), helper.make_node("Neg", [f"sn{i}"], [f"ss{i}"]),
+                      helper.make_node("Mul", [f"y{i}", f"ss{i}"], [f"ys{i}"])]
+            node.input[0] = f"ys{i}"
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    for node in model.graph.node:
+        node.name = "" if names == "empty" else "step"
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))   # runs onnx.checker, full_check
+    assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
+    produced = [name for node in out.graph.node for name in node.output]
+    assert len(set(produced)) == len(produced)
+    replayed = [node.name for node in out.graph.node if node.name.startswith("reroll_scans/")]
+    assert len(set(replayed)) == len(replayed) and any("/Neg_" in name for name in replayed)
+    inputs = feeds(length)
+    assert rel_l2(run(out, inputs)[0], 1.5 * reference(inputs, length)) <= REL_L2_TOL
+
+
 @pytest.mark.parametrize("n", [1, 16, 64])
 def test_state_sizes_from_1_to_64(n):
     length = 7

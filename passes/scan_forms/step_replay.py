@@ -169,10 +169,9 @@ class _Replay:
         if stepped:
             result = self.stepped_slice(node, ins, stepped)
         elif not any(v is not None and v.batched for v in ins):
-            outs = [gs.Variable(f"{self.b.prefix}/{node.name}_{i}") for i in range(len(node.outputs))]
-            self.b.graph.nodes.append(gs.Node(node.op, self.b._name(node.op), dict(node.attrs),
-                                              [v.tensor if v else gs.Variable.empty() for v in ins], outs,
-                                              domain=node.domain))
+            # named by the builder, not after the model's node (names may repeat or be empty)
+            outs = self.b.node_outputs(node.op, [v.tensor if v else gs.Variable.empty() for v in ins],
+                                       dict(node.attrs), len(node.outputs), node.domain)
             for out, new in zip(node.outputs, outs):
                 self.env[id(out)] = Value(new, False, self.rank_of(out))
             return
