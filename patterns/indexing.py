@@ -50,16 +50,24 @@ _SAME_SHAPE_UNARY = frozenset({"Abs", "Cast", "Exp", "Identity", "Log", "Neg", "
                                "Softplus", "Sqrt", "Tanh"})
 
 
-def known_axis_length(source: gs.Tensor, axis: int, limit: int = 8) -> Optional[int]:
-    """``axis_length``, else that of the input of the unary op that made ``source`` (an exporter
+def known_shape(source: gs.Tensor, limit: int = 8) -> Optional[list]:
+    """``source``'s recorded shape, else that of the input of the unary op that made it (an exporter
     need not record the shape of Exp(A_log)); None if not found."""
     for _ in range(limit):
-        length = axis_length(source, axis)
+        shape = getattr(source, "shape", None)
         node = producer(source)
-        if length is not None or node is None or node.op not in _SAME_SHAPE_UNARY or len(node.inputs) != 1:
-            return length
+        if shape is not None or node is None or node.op not in _SAME_SHAPE_UNARY or len(node.inputs) != 1:
+            return shape
         source = node.inputs[0]
     return None
+
+
+def known_axis_length(source: gs.Tensor, axis: int) -> Optional[int]:
+    """``axis_length`` of ``known_shape``."""
+    shape = known_shape(source)
+    if shape is None or axis >= len(shape) or not isinstance(shape[axis], int):
+        return None
+    return shape[axis]
 
 
 def _normalize_index(index: int, source: gs.Tensor, axis: int) -> Optional[int]:

@@ -22,7 +22,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer
-from patterns.indexing import StepSlice, known_axis_length, match_step_slice
+from patterns.indexing import StepSlice, known_axis_length, known_shape, match_step_slice
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout, stacked_step_outputs
@@ -143,11 +143,14 @@ def _check_indices(slices: list[StepSlice], what: str, start: int = 0) -> None:
 
 
 def _check_whole_axis(item: StepSlice, what: str, length: int) -> None:
-    """The chain's steps must be the whole axis they are taken from: the forms scan whole axes."""
+    """The chain's steps must be the whole axis they are taken from (the forms scan whole axes), and
+    that axis's tensor not empty (nothing to scan; the forms' Reshapes do not run on a 0)."""
     size = known_axis_length(item.source, item.axis)
     if size is not None and size != length:
         raise _ChainMismatch(f"{what} takes steps 0..{length - 1} of '{item.source.name}' axis {item.axis}, "
                              f"which holds {size} (forms scan whole axes)")
+    if 0 in (known_shape(item.source) or ()):
+        raise _ChainMismatch(f"{what}'s source '{item.source.name}' is empty (its shape holds a 0): nothing to scan")
 
 
 def _readers(chain: list[Step], position: int) -> list[gs.Node]:

@@ -634,3 +634,14 @@ def test_decays_covering_part_of_their_axis_are_seen_through_their_exp():
     result = compile_model(model, "reroll-scans{form=window-doubling}", verify="none", explain=True)
     assert result.records[0].stats == {"rerolled": 0, "steps": 0, "rejected": 1}
     assert any("decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10" in note for note in result.records[0].notes)
+
+
+@pytest.mark.parametrize("channels, state", [(0, 2), (3, 0)])
+def test_an_empty_state_is_left_unrolled(channels, state):
+    # Zero channels or zero states: nothing to scan, and the forms' Reshapes (a -1 beside a 0, a 0
+    # copying a dim) do not run on it: verification failed (exit 3) in cpu, ov and tpu (found by s15-adv).
+    from pipelines import compile_model
+    model = unrolled_scan_model(ScanSpec(length=6, channels=channels, state=state))
+    result = compile_model(model, "reroll-scans{form=parallel}", explain=True)
+    assert result.records[0].stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert any("is empty (its shape holds a 0): nothing to scan" in note for note in result.records[0].notes)
