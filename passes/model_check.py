@@ -28,7 +28,7 @@ import onnx.checker
 from google.protobuf.descriptor import FieldDescriptor
 from onnx.external_data_helper import uses_external_data
 
-from passes.graph_io import FOUR_BIT_TYPES, InputError, all_tensors, tensor_byte_size
+from passes.graph_io import FOUR_BIT_TYPES, InputError, all_graphs, all_tensors, tensor_byte_size
 from passes.one_line import printable
 
 _CHECKED_DOMAINS = {"": "", "ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml"}
@@ -100,8 +100,29 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_function_calls(model)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
+    _check_no_sparse_tensors(model)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
+
+
+def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:
+    """onnx-graphsurgeon reads no sparse tensor: a sparse initializer came out as dense float64 zeros
+    (written so with --verify none), a Constant's sparse_value made a model ONNX Runtime refused."""
+    graphs = list(all_graphs(model.graph))
+    nodes = [node for function in model.functions for node in function.node]
+    for node in nodes[:]:   # If/Loop bodies inside functions
+        for attribute in node.attribute:
+            for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                graphs += all_graphs(body)
+    nodes += [node for graph in graphs for node in graph.node]
+    for graph in graphs:
+        for sparse in graph.sparse_initializer:
+            raise InvalidModelError(f"sparse initializer '{printable(sparse.values.name)}': sparse tensors are not "
+                                    "supported (store it dense)")
+    for node in nodes:
+        if any(a.HasField("sparse_tensor") or a.sparse_tensors for a in node.attribute):
+            raise InvalidModelError(f"{_node_label(node)} holds a sparse tensor attribute: sparse tensors are not "
+                                    "supported (store it dense)")
 
 
 def _check_function_calls(model: onnx.ModelProto) -> None:

@@ -544,6 +544,16 @@ def _invalid(kind: str) -> onnx.ModelProto:
     elif kind == "deprecated-op":
         model.opset_import[0].version = 10
         model.graph.node[0].op_type = "Upsample"
+    # found by s15-adv: onnx-graphsurgeon reads no sparse tensor; a sparse initializer became dense
+    # float64 zeros (written so with --verify none), a sparse Constant a model ONNX Runtime refused
+    elif kind in ("sparse-initializer", "sparse-constant"):
+        sparse = oh.make_sparse_tensor(onnx.numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w"),
+                                       onnx.numpy_helper.from_array(np.array([1, 3], np.int64), "w_idx"), [4])
+        if kind == "sparse-initializer":
+            model.graph.sparse_initializer.append(sparse)
+        else:
+            model.graph.node.insert(0, oh.make_node("Constant", [], ["w"], sparse_value=sparse))
+        model.graph.node[-1].input[1] = "w"
     return model
 
 
@@ -565,6 +575,8 @@ INVALID_MODELS = {
     "missing-attribute": r"a Concat node in graph: Required attribute 'axis' is missing.$",
     "too-many-inputs": r"a Relu node in graph: Node with schema\(::Relu:14\) has input size 2 not in range \[min=1, max=1\].$",
     "deprecated-op": r"a Upsample node in graph: Op registered for Upsample is deprecated in domain_version of 10$",
+    "sparse-initializer": r"sparse initializer 'w': sparse tensors are not supported \(store it dense\)$",
+    "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
 }
 
 
