@@ -165,6 +165,30 @@ def test_openvino_rows_and_a_second_thread_count(bench_run, tmp_path):
     assert "INFERENCE_PRECISION_HINT=f32" in (tmp_path / "ov.md").read_text()
 
 
+def test_ort_spinning_runs_each_onnx_row_in_a_worker_process(bench_run, tmp_path):
+    """--ort-spinning: the ONNX Runtime rows run in worker processes (same outputs: errors as small as in
+    process), the method line says so, and every worker is gone when the run ends."""
+    from tests.test_bench_workers import _child_pids
+
+    paths, shared = bench_run
+    before = _child_pids()
+    out = tmp_path / "spin.json"
+    assert bench.main(["--model", "micro", "--resolution", "32", "--depths", "1,1", "--repeats", "2", "--batches", "1,2",
+                       "--threads", "1", "--workdir", str(paths["work"]), "--reuse-compiled", "--ort-spinning",
+                       "--rows", "naive,cpu,torch-chunked", "--digits-images", "0", "--no-flops",
+                       "--out-md", str(tmp_path / "spin.md"), "--png", "none", "--json", str(out)]) == 0
+    assert _child_pids() == before
+    result = json.loads(out.read_text())
+    assert result["ort_spinning"] is True and result["settle_s"] == 0.25
+    rows = {row["key"]: row for row in result["rows"]}
+    in_process = {row["key"]: row for row in shared["rows"]}
+    for key in ("naive", "cpu"):
+        assert rows[key]["errors"] == in_process[key]["errors"], key
+        assert len(rows[key]["times"]["1"]) == len(rows[key]["times"]["2"]) == 2
+    assert "allow_spinning=1 (ONNX Runtime's default; each ONNX Runtime row in a process of its own, timed there, " \
+           "and a 0.25 s pause before every run" in (tmp_path / "spin.md").read_text()
+
+
 # ---------------------------------------------------------------------------------- pure helpers
 def test_replace_section_variants():
     body = "| a |\n|---|"

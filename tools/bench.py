@@ -38,7 +38,8 @@ from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
                               compile_pipeline, cpu_ablation_variants, ensure_naive, error_metrics, graph_signature, node_count,
-                              onnx_batch_dim, predict_in_batches, random_batch, torch_logits)
+                              onnx_batch_dim, predict_in_batches, random_batch, run_timed, torch_logits)
+from tools.bench_workers import SETTLE_SECONDS, OnnxWorker
 
 FLOAT64_KEY = "logits@float64"
 CONFIG_FIELDS = ("dims", "depths", "d_state", "ssm_ratio", "dt_rank", "mlp_ratio", "img_size", "num_classes", "in_chans")
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="ONNX Runtime intra-op threads and torch threads (default: all cores)")
     parser.add_argument("--ort-spinning", action="store_true",
-                        help="let ONNX Runtime's intra-op threads spin (default off: session.intra_op.allow_spinning=0)")
+                        help="let ONNX Runtime's intra-op threads spin (its own default; here off unless given: "
+                             "session.intra_op.allow_spinning=0); each ONNX Runtime row then runs in a worker process "
+                             f"of its own, with a {SETTLE_SECONDS} s pause before each run")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                         help=f"comma-separated subset of: {', '.join(ROW_LABELS)} (default: {','.join(DEFAULT_ROWS)})")
     parser.add_argument("--workdir", type=Path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
@@ -367,6 +370,12 @@ def _inputs_and_references(args, model, ref: dict, display) -> dict[int, dict]:
     return refs
 
 
+def settle(args) -> None:
+    """With spinning on, a pause before each run: the previous row's spinning threads go idle first."""
+    if args.ort_spinning:
+        time.sleep(SETTLE_SECONDS)
+
+
 def _time_rows(args, rows: list[dict], refs: dict, display, checkpoint=None) -> None:
     """Warm-up and interleaved rounds per batch; fills times, skipped, errors, agreement of every row.
 
@@ -392,9 +401,9 @@ def _time_rows(args, rows: list[dict], refs: dict, display, checkpoint=None) -> 
         with display.stage(f"warm-up at batch {batch}", total=len(active)) as update:
             for row in active:
                 update(row["key"])
-                t0 = time.perf_counter()
-                outputs[row["key"]] = out = row["runner"].run(x)
-                row["warmup_s"][str(batch)] = time.perf_counter() - t0
+                settle(args)
+                out, row["warmup_s"][str(batch)] = run_timed(row["runner"], x)
+                outputs[row["key"]] = out
                 row["errors"][str(batch)] = error_metrics(out, f64)
                 update(row["key"], advance=1)
         if f32 is None:     # the PyTorch float32 sequential row's own output is that reference
@@ -412,9 +421,8 @@ def _time_rows(args, rows: list[dict], refs: dict, display, checkpoint=None) -> 
                 shift = round_index % max(len(active), 1)
                 for row in active[shift:] + active[:shift]:
                     update(f"round {round_index + 1}, {row['key']}")
-                    t0 = time.perf_counter()
-                    row["runner"].run(x)
-                    row["times"].setdefault(str(batch), []).append(time.perf_counter() - t0)
+                    settle(args)
+                    row["times"].setdefault(str(batch), []).append(run_timed(row["runner"], x)[1])
                     update(advance=1)
         if checkpoint:
             checkpoint()
@@ -500,6 +508,7 @@ def run(args, display) -> dict:
     result = {
         "tool": "tools.bench", "model": args.model, "config": args.config.to_dict(), "threads": args.threads,
         "batches": args.batches, "repeats": args.repeats, "seed": args.seed, "ort_spinning": args.ort_spinning,
+        **({"settle_s": SETTLE_SECONDS} if args.ort_spinning else {}),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tools.bench " + " ".join(shlex.quote(a) for a in args.argv),
         "machine": report.machine_info(args.threads),
@@ -571,7 +580,9 @@ def run(args, display) -> dict:
             row["graph_signature"] = graph_signature(info["path"])
             with display.stage(f"ONNX Runtime session for {key} ({row['nodes']:,} nodes)"):
                 threads = 2 if key in TWO_THREAD_ROWS else args.threads
-                row["runner"] = OnnxRunner(info["path"], threads, spinning=args.ort_spinning)
+                # Spinning sessions slow each other in one process: each gets a worker process then.
+                runner_class = OnnxWorker if args.ort_spinning else OnnxRunner
+                row["runner"] = runner_class(info["path"], threads, spinning=args.ort_spinning)
             row["session_s"] = row["runner"].session_seconds
 
         live = [row for row in rows + ablation if row.get("runner") is not None]

@@ -334,6 +334,16 @@ def limit_lines(result: dict) -> list[str]:
     return lines
 
 
+def spinning_method(result: dict) -> str:
+    """How a run with ONNX Runtime's spinning on kept its sessions apart (empty for a run with it off)."""
+    if not result.get("ort_spinning"):
+        return ""
+    if "settle_s" not in result:    # runs before the worker processes: every session in one process
+        return " (ONNX Runtime's default; every session in one process)"
+    return (f" (ONNX Runtime's default; each ONNX Runtime row in a process of its own, timed there, and a "
+            f"{result['settle_s']:g} s pause before every run so that the previous row's spinning threads are idle)")
+
+
 def markdown_section(result: dict) -> str:
     machine = result["machine"]
     lines = [f"### {model_title(result)} on {machine['cpu']} ({result['threads']} threads)", ""]
@@ -344,8 +354,8 @@ def markdown_section(result: dict) -> str:
     lines.append(f"Method: one warm-up run per row and batch, then {rounds} in which every row runs "
                  "once (interleaved, row order rotated each round); figures are medians of the rounds. ONNX Runtime "
                  f"{machine['onnxruntime']} CPU provider, intra_op_num_threads={result['threads']}, "
-                 f"session.intra_op.allow_spinning={'1' if result.get('ort_spinning') else '0'}, default graph "
-                 f"optimisations; PyTorch eager with torch.set_num_threads({result['threads']}). 'session' is the "
+                 f"session.intra_op.allow_spinning={'1' if result.get('ort_spinning') else '0'}"
+                 f"{spinning_method(result)}, default graph optimisations; PyTorch eager with torch.set_num_threads({result['threads']}). 'session' is the "
                  "ONNX Runtime session-creation time; errors are against PyTorch with the float64 scan "
                  f"({result.get('reference_note', '')}).")
     if any(row.get("kind") == "openvino" for row in result["rows"]):

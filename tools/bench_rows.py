@@ -324,6 +324,15 @@ class TorchRunner:
         self.model = None
 
 
+def run_timed(runner, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """(output, seconds) of one run; a runner with a clock of its own (``last_seconds``: a worker
+    process) gives its time of the run, without the input's transfer."""
+    t0 = time.perf_counter()
+    out = runner.run(x)
+    seconds = time.perf_counter() - t0
+    return out, getattr(runner, "last_seconds", None) or seconds
+
+
 def predict_in_batches(runner, x: np.ndarray, batch: int = 100) -> np.ndarray:
     """Logits for many images; a static-batch ONNX row gets exactly its batch (the last one padded)."""
     step = getattr(runner, "static_batch", None) or batch
