@@ -64,9 +64,10 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
     local, growth = _in_chunk(builder, log_decay, drive, steps)
     # One level down: each chunk's decay product and last state, the chunk axis last.
     chunk_log_decay = builder.reduce_sum(log_decay, [rank], keepdims=0)
-    # Step Q - 1 by a Slice: as a MatMul by a one-hot vector ONNX Runtime ran a single-threaded GEMV,
-    # 11 ms for a stage-0 scan at 16 threads (the whole form's in-chunk MatMuls took 0.2 ms each).
-    chunk_end = builder.reshape(builder.slice(local, steps - 1, steps, rank), merge_axes_shape(builder, local, last))
+    # Step Q - 1 by a Gather (the step axis dropped), which ONNX Runtime spreads over its threads: as a
+    # Slice it was a one-thread strided copy (1.5 ms for a stage-0 scan at 16 threads; the whole graph
+    # 124.4 -> 118.1 ms with the Gather, 16-core host), as a MatMul by a one-hot vector a one-thread GEMV (11 ms).
+    chunk_end = builder.gather(local, steps - 1, rank)
     ends = _last_axis_states(builder, chunk_log_decay, chunk_end, chunks, chunk, rank)
     carry = builder.unsqueeze(shift(builder, ends, rank, last, 1, chunks, 0.0), [rank])
     states = builder.add(local, builder.mul(growth, carry))
