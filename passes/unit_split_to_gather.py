@@ -16,7 +16,8 @@ Q x (.., chunks, 1, ..): a strided copy, or a Transpose of Q to the front and a 
 of VMamba-T at 16 threads, its largest layers; one Gather per block is a JIT kernel over the
 thread pool: 70.0 -> 62.8 ms for the whole model at 16 threads (f32, docs/BENCHMARKS.md, 16-core
 section). ONNX Runtime 1.30 did not gain (141.6 vs 144.8 ms, not resolved), hence the `ov`
-pipeline.
+pipeline of that time; since session s15 `ov` makes the `cpu-many` graph (window-doubling scans, no
+step blocks), which OpenVINO ran faster still, and this pass serves the parallel form in pipeline text.
 """
 from __future__ import annotations
 

@@ -192,15 +192,14 @@ def test_broken_entry_point_is_reported_not_skipped(monkeypatch):
         get_pass("mine-pass")
 
 
-def test_cpu_many_scans_take_window_doubling_and_ov_keeps_the_parallel_form():
+def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     """cpu-many re-rolls into window-doubling (chunk 16, without d_state 1's unit axis), the rest as cpu
-    plus its three copy rewrites; ov keeps cpu's parallel form, whose step blocks its two passes cut."""
+    plus its three copy rewrites; ov is the same steps (OpenVINO ran that graph faster than the parallel
+    form with its step blocks cut by Gathers, the ov pipeline before session s15)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
     assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                   "state_form=strided-readout,state_chunk=32}")
     assert many.steps[1:-3] == cpu.steps[1:-1]
     assert [step.pass_name for step in many.steps[-3:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
                                                              "simplify"]
-    assert ov.steps[0] == cpu.steps[0] and str(cpu.steps[0]).startswith("reroll-scans{form=parallel,chunk=8,")
-    assert ov.steps[1:] == many.steps[1:-1] + ov.steps[-3:] and [s.pass_name for s in ov.steps[-3:]] == [
-        "unit-split-to-gather", "unit-concat-to-gather", "simplify"]
+    assert str(ov) == str(many) and ov.name == "ov"
