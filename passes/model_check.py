@@ -7,7 +7,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   installed onnx knows;
 - every default-domain (and ai.onnx.ml) op exists at the model's opset;
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
-  initializer), no graph output listed twice;
+  initializer), no initializer defined twice, no graph input or output listed twice;
 - every default-domain (and ai.onnx.ml) node fits its op's schema: known attributes of the declared
   types, required ones present, input and output counts in range, no deprecated op (onnx.checker's
   own node check; ONNX Runtime refuses such a node, and a pass would read a missing attribute);
@@ -238,8 +238,15 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
                  functions: set, where: str, context) -> None:
     defined: dict[str, str] = {}
     for value in graph.input:
-        defined.setdefault(value.name, "a graph input")
+        if value.name in defined:
+            raise InvalidModelError(f"input name '{printable(value.name)}' is listed twice in {where}")
+        defined[value.name] = "a graph input"
+    initializers: set[str] = set()
     for tensor in list(graph.initializer) + [sparse.values for sparse in graph.sparse_initializer]:
+        # Two values under one name: ONNX Runtime and onnx-graphsurgeon would each take another one.
+        if tensor.name in initializers:
+            raise InvalidModelError(f"initializer '{printable(tensor.name)}' is defined twice in {where}")
+        initializers.add(tensor.name)
         defined.setdefault(tensor.name, "an initializer")   # an initializer may also be listed as an input
     producer: dict[str, int] = {}
     for index, node in enumerate(graph.node):

@@ -554,6 +554,14 @@ def _invalid(kind: str) -> onnx.ModelProto:
         else:
             model.graph.node.insert(0, oh.make_node("Constant", [], ["w"], sparse_value=sparse))
         model.graph.node[-1].input[1] = "w"
+    # found by s16-adv: ONNX Runtime and onnx-graphsurgeon each took one of the two, so every
+    # pipeline failed verification (exit 3) and --verify none wrote a model computing other numbers
+    elif kind == "duplicate-initializer":
+        for value in (1.0, 2.0):
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.full(4, value, np.float32), "w"))
+        model.graph.node[2].input[1] = "w"
+    elif kind == "duplicate-graph-input":
+        model.graph.input.append(model.graph.input[0])
     return model
 
 
@@ -577,6 +585,8 @@ INVALID_MODELS = {
     "deprecated-op": r"a Upsample node in graph: Op registered for Upsample is deprecated in domain_version of 10$",
     "sparse-initializer": r"sparse initializer 'w': sparse tensors are not supported \(store it dense\)$",
     "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
+    "duplicate-initializer": r"initializer 'w' is defined twice in graph$",
+    "duplicate-graph-input": r"input name 'x' is listed twice in graph$",
 }
 
 
