@@ -1,8 +1,8 @@
 """Run onnxsim on the (already small) graph.
 
 onnxsim takes about a minute on a 50k-node graph, so it is skipped above
-``skip_above_nodes``. If it raises or its own check fails, the input graph is kept and a
-note says so: simplification is an optimisation, never a reason to fail the pipeline.
+``skip_above_nodes``. If it raises, its own check fails or it changes the graph's inputs or
+outputs, the input graph is kept and a note says so: simplification is an optimisation, never a reason to fail the pipeline.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
-from passes.one_line import one_line
+from passes.one_line import one_line, printable
 from passes.registry import register_pass
 
 
@@ -50,6 +50,13 @@ class SimplifyOnnxsim(Pass):
             return PassResult(False, {"removed": 0},
                               ["onnxsim failed: its output check did not pass; graph left unsimplified"])
         simplified_graph = model_to_graph(simplified)
+        interface, simplified_interface = _interface(graph), _interface(simplified_graph)
+        if simplified_interface != interface:
+            # onnxsim has turned an output into an input (a folded SequenceAt): not the same model
+            return PassResult(False, {"removed": 0}, [
+                f"onnxsim changed the graph's inputs or outputs (inputs {printable(interface[0])} -> "
+                f"{printable(simplified_interface[0])}, outputs {printable(interface[1])} -> "
+                f"{printable(simplified_interface[1])}); graph left unsimplified"])
         removed = nodes_before - len(simplified_graph.nodes)
         if removed == 0 and _op_histogram(simplified_graph) == _op_histogram(graph):
             # Nothing a user would call a simplification: keep our graph (and its names),
@@ -57,6 +64,11 @@ class SimplifyOnnxsim(Pass):
             return PassResult(False, {"removed": 0})
         replace_graph_contents(graph, simplified_graph)
         return PassResult(changed=True, stats={"removed": removed})
+
+
+def _interface(graph: gs.Graph) -> tuple[list[str], list[str]]:
+    """The graph's input and output names, in order: what a caller feeds and fetches."""
+    return [tensor.name for tensor in graph.inputs], [tensor.name for tensor in graph.outputs]
 
 
 def _op_histogram(graph: gs.Graph) -> Counter:

@@ -125,6 +125,27 @@ def test_simplify_keeps_graph_when_onnxsim_check_fails(monkeypatch):
     assert "graph left unsimplified" in result.notes[0]
 
 
+SEQUENCE_ROUND_TRIP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x) => (float[2] y) <int64 zero = {0}> { s = SequenceConstruct(x)  y = SequenceAt(s, zero) }
+"""
+
+
+def test_simplify_keeps_the_graph_when_onnxsim_changes_its_inputs_or_outputs():
+    """Found by s16-adv: onnxsim turned this valid model into one whose only input is 'y' (and no
+    node): every pipeline failed verification (exit 3, "no input data for model input(s): y") and
+    --verify none wrote the model with another interface."""
+    from pipelines import compile_model
+
+    graph = graph_of(SEQUENCE_ROUND_TRIP)
+    result = run_pass("simplify", graph)
+    assert ops(graph) == ["SequenceConstruct", "SequenceAt"] and not result.changed
+    assert result.notes == ["onnxsim changed the graph's inputs or outputs (inputs ['x'] -> ['y'], outputs "
+                            "['y'] -> ['y']); graph left unsimplified"]
+    compiled = compile_model(onnx.parser.parse_model(SEQUENCE_ROUND_TRIP), "cpu").model
+    assert [value.name for value in compiled.graph.input] == ["x"]
+
+
 def test_simplify_skips_above_threshold():
     graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
     result = run_pass("simplify", graph, skip_above_nodes=5)
