@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper, save
 
 from tools import ort_profile
@@ -46,3 +47,28 @@ def test_a_json_destination_is_checked_before_profiling(tmp_path, capsys):
     assert ort_profile.main([str(model), "--threads", "1", "--runs", "1", "--json", str(tmp_path / "no" / "p.json")]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"error: --json directory does not exist: {tmp_path}/no\n" and captured.out == ""
+
+
+def test_bad_arguments_and_models_are_one_line_errors(tmp_path, capsys):
+    """Found by s16-adv: '--threads ,' died with an IndexError traceback after nothing was profiled,
+    '--runs 0' with a ZeroDivisionError after the profile, a file that is not ONNX with ONNX Runtime's
+    InvalidProtobuf traceback; argparse's own errors printed its whole usage block."""
+    model = tmp_path / "m.onnx"
+    _model(model)
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    cases = {
+        (str(model), "--threads", ","): "error: --threads must be comma-separated positive integers, got ','",
+        (str(model), "--threads", "1,-2"): "error: --threads must be comma-separated positive integers, got '1,-2'",
+        (str(model), "--runs", "0"): "error: argument --runs: must be a positive integer, got '0' (see --help)",
+        (str(model), "--batch", "-1"): "error: argument --batch: must be a positive integer, got '-1' (see --help)",
+        (str(tmp_path / "bad.onnx"),): f"error: ONNX Runtime cannot load {tmp_path}/bad.onnx: ",
+        (str(model), "--bogus"): "error: unrecognized arguments: --bogus (see --help)",
+    }
+    for argv, message in cases.items():
+        try:
+            code = ort_profile.main(list(argv))
+        except SystemExit as exit_:   # argparse's usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if not line.startswith("profiling ")]
+        assert code == 2 and len(errors) == 1 and errors[0].startswith(message) and captured.out == "", argv

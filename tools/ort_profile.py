@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from passes.files import write_text_atomic
-from passes.one_line import printable
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -35,7 +35,7 @@ def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarr
         shape = [d if isinstance(d, int) else batch for d in spec.shape]
         dtype = _DTYPES.get(spec.type)
         if dtype is None:
-            raise SystemExit(f"error: input '{spec.name}' has type {spec.type}, which this tool cannot fill")
+            raise SystemExit(f"error: input '{printable(spec.name)}' has type {spec.type}, which this tool cannot fill")
         feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
@@ -52,7 +52,10 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
         options.log_severity_level = 3
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except Exception as error:   # not ONNX, an op ORT lacks, ...: the user's file, not a bug here
+            raise SystemExit(f"error: ONNX Runtime cannot load {printable(model)}: {one_line(error, limit=300)}") from None
         feeds = _inputs(session, batch, np.random.default_rng(seed))
         session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
         walls = []
@@ -74,12 +77,29 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
             "op_ms": {op: ms / runs for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 runs divide by zero, 0 threads is ORT's default, not 0)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{text}'")
+    return int(text)
+
+
+def _thread_counts(text: str) -> list[int] | None:
+    """'1,2,16' -> [1, 2, 16]; None unless every entry is a positive integer and there is one."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        counts = [_positive_int(part) for part in parts]
+    except argparse.ArgumentTypeError:
+        return None
+    return counts or None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.ort_profile", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m tools.ort_profile", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--threads", default=str(os.cpu_count() or 1), help="comma-separated thread counts")
-    parser.add_argument("--batch", type=int, default=1, help="value for symbolic (batch) dimensions")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
+    parser.add_argument("--batch", type=_positive_int, default=1, help="value for symbolic (batch) dimensions")
+    parser.add_argument("--runs", type=_positive_int, default=5, help="timed runs after one warm-up")
     parser.add_argument("--top", type=int, default=15, help="op types to show")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -88,20 +108,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if json_destination_refused(args.json):
         return 2
-    try:
-        counts = [int(t) for t in args.threads.split(",") if t.strip()]
-    except ValueError:
-        sys.stderr.write(f"error: --threads must be comma-separated ints, got {args.threads!r}\n")
+    counts = _thread_counts(args.threads)
+    if counts is None:
+        sys.stderr.write(f"error: --threads must be comma-separated positive integers, got '{printable(args.threads)}'\n")
         return 2
     results = []
     for threads in counts:
-        sys.stderr.write(f"profiling {args.model.name} at {threads} thread(s), batch {args.batch}...\n")
-        results.append(profile(args.model, threads, args.batch, args.runs))
+        sys.stderr.write(f"profiling {printable(args.model.name)} at {threads} thread(s), batch {args.batch}...\n")
+        try:
+            results.append(profile(args.model, threads, args.batch, args.runs))
+        except SystemExit as refused:   # a model ONNX Runtime cannot load or fill: one line, exit 2
+            sys.stderr.write(f"{refused.code}\n")
+            return 2
     first, last = results[0], results[-1]
     ops = list(last["op_ms"])[: args.top]
     header = "op type".ljust(22) + "".join(f"{r['threads']:>3} thr ms".rjust(12) for r in results)
     header += "  speed-up" if len(results) > 1 else ""
-    print(f"{args.model} · batch {args.batch} · kernel ms per run (ORT profiler), wall ms median")
+    print(f"{printable(args.model)} · batch {args.batch} · kernel ms per run (ORT profiler), wall ms median")
     print(header)
     for op in ops:
         row = op.ljust(22) + "".join(f"{r['op_ms'].get(op, 0.0):12.2f}" for r in results)
