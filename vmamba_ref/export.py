@@ -107,12 +107,13 @@ def validate_request(path: Path, *, opset: int, readout: str, index: str, dynami
     that takes files, and neither may be a file the export reads (``reads``: (role, path) pairs,
     e.g. the checkpoint).
     """
-    for destination, what in ((Path(path), "output"), (ref_path_for(path), "reference output")):
-        try:
+    try:
+        check_destination(path, "output")   # first: '/' or '.' have no name to derive the reference's from
+        for destination, what in ((Path(path), "output"), (ref_path_for(path), "reference output")):
             check_destination(destination, what)
             check_not_read(destination, reads, what)
-        except DestinationError as error:
-            raise ExportError(str(error)) from None
+    except DestinationError as error:
+        raise ExportError(str(error)) from None
     if not 12 <= opset <= 18:
         raise ExportError(f"opset must be in 12..18, got {opset}")
     if exporter not in EXPORTERS:
