@@ -74,6 +74,9 @@ def _file_descriptor_link(path: Path) -> str | None:
 def check_destination(path: str | os.PathLike, what: str = "output") -> Path:
     """Refuse (``DestinationError``) a destination that exists and is not a regular file, or whose
     folder is missing or takes no new file. Nothing is left behind by the check."""
+    if isinstance(path, str) and path.endswith(("/", os.sep)) and path.strip("/" + os.sep):
+        # Path() drops the '/': 'out/' would be written as a file named 'out'
+        raise DestinationError(f"{what} {printable(path)} ends in '/', which names a folder; give a file path")
     path = Path(path)
     shown = printable(path)
     _refuse_nul(path, shown, what)

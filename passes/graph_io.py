@@ -217,11 +217,12 @@ def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLik
     takes no file, it exists and is not a regular file, or it is the input without
     ``allow_overwrite_input``. (Its weights file, with external data, is named by its content when
     written: a new name, never a file the run reads; see ``save_model_atomic``.)"""
+    written = output   # as given: a trailing '/' is refused by check_destination, Path() drops it
     output = Path(output)
     if input_path is not None and not allow_overwrite_input and is_same_file(output, input_path):
         raise OutputError(f"output {printable(output)} is the input file; pass --in-place to overwrite it")
     try:
-        check_destination(output)
+        check_destination(written)
     except DestinationError as error:
         raise OutputError(str(error)) from None
     return output

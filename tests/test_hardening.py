@@ -209,6 +209,24 @@ def test_apply_refuses_a_destination_that_is_not_a_regular_file(destination, tmp
     assert listing(tmp_path) == before and (tmp_path / "fifo").is_fifo()
 
 
+def test_a_destination_written_as_a_folder_is_refused(tmp_path, capsys):
+    """Found by s16-adv: '-o newdir/' (a trailing '/', a folder to most tools) wrote the model as a
+    file named 'newdir'; so did the export CLIs."""
+    from scan_testing import TINY_MODEL_TEXT
+    from vmamba_ref.export import main as export_main
+
+    model_path = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model_path)
+    with pytest.raises(DestinationError, match="ends in '/', which names a folder"):
+        check_destination(f"{tmp_path}/new/")
+    before = listing(tmp_path)
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", f"{tmp_path}/newdir/")
+    assert_one_line_error(result, 2, f"output {tmp_path}/newdir/ ends in '/', which names a folder; give a file path")
+    assert export_main(["--model", "micro", "--no-check", "-o", f"{tmp_path}/newdir/"]) == 2
+    assert capsys.readouterr().err.endswith("ends in '/', which names a folder; give a file path\n")
+    assert listing(tmp_path) == before
+
+
 def test_check_folder_destination(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "report").mkdir()

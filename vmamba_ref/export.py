@@ -279,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--index", default="gather", choices=INDEXES)
     ap.add_argument("--seed", type=int, default=0, help="seed of the init (no checkpoint) and of the sample input")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("-o", "--output", required=True)   # str: Path() would drop a trailing '/'
     return ap
 
 

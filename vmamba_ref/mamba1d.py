@@ -113,9 +113,9 @@ def export_mamba1d_naive(model: Mamba1D, path: str | os.PathLike, *, length: int
     """Export with the sequential scan to ``path`` and ``<stem>.ref.npz`` (input, output, output@float64)."""
     import onnx
 
-    path = Path(path)
     opset = default_opset(exporter) if opset is None else opset
     validate_request(path, opset=opset, readout=readout, index=index, dynamic_batch=dynamic_batch, exporter=exporter)
+    path = Path(path)
     if length < 1 or batch < 1:
         raise ExportError(f"length and batch must be >= 1, got {length} and {batch}")
     sample = torch.randn(batch, length, model.d_model, generator=torch.Generator().manual_seed(seed))
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
     ap.add_argument("--index", default="gather", choices=INDEXES)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("-o", "--output", required=True)   # str: Path() would drop a trailing '/'
     args = ap.parse_args(argv)
     with sigterm_as_interrupt():
         return _main(args)
