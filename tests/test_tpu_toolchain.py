@@ -1,8 +1,14 @@
 """tools.tpu_toolchain without the compiler: reasons from logs, the profile estimate, output matching."""
 from __future__ import annotations
 
-import numpy as np
+import os
+import signal
+import time
 
+import numpy as np
+import pytest
+
+from passes.interrupts import Terminated
 from tools import tpu_check, tpu_toolchain as tc
 
 FIRMWARE_LOG = """[0] nodechip_cumsum axis = 2:
@@ -91,3 +97,43 @@ def test_outputs_matched_by_tpu_mlir_suffix_then_order():
 def test_tool_environment_puts_the_venv_first(tmp_path):
     env = tc.tool_environment(tmp_path)
     assert env["PATH"].startswith(str(tmp_path / "bin")) and env["PYTHONPATH"] == str(tmp_path / "shim")
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie waiting for a parent that does not reap counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as status:
+            return status.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Terminated])
+def test_an_interrupt_stops_the_tool_and_the_tools_it_started(interrupt, tmp_path):
+    """Found by s16-adv: SIGTERM to tools.tpu_check (exit 143) and Ctrl-C (exit 130) left model_deploy,
+    in a session of its own, compiling for minutes with no parent."""
+    pid_file = tmp_path / "pid"
+
+    def tick(line):
+        if pid_file.exists() and pid_file.read_text().strip():
+            raise interrupt()
+
+    command = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    with pytest.raises(interrupt):
+        tc.run_logged("sleep", command, tmp_path, dict(os.environ), tmp_path / "log", tick=tick)
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(grandchild)
+
+
+def test_tpu_check_turns_sigterm_into_exit_143(monkeypatch, tmp_path, capsys):
+    def interrupted_check(args, console):
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)   # SIGTERM cleans up too
+        raise Terminated()
+
+    monkeypatch.setattr(tpu_check, "check", interrupted_check)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert tpu_check.main([str(tmp_path / "m.onnx")]) == 143
+    assert capsys.readouterr().err == "error: interrupted\n"

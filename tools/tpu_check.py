@@ -39,6 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from passes.files import DestinationError, write_text_atomic
+from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused
@@ -506,16 +507,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if json_destination_refused(args.json, dash_is_stdout=True):
         return EXIT_USAGE
     try:
-        verdict, code = check(args, console)
+        with sigterm_as_interrupt():   # SIGTERM stops the tools and cleans up like Ctrl-C
+            verdict, code = check(args, console)
     except (UsageError, DestinationError) as error:
         sys.stderr.write(f"error: {one_line(error)}\n")   # names from the model: escaped
         return EXIT_USAGE
     except SetupFailed as error:
         sys.stderr.write(f"error: tpu-mlir could not be installed: {error}\n")
         return EXIT_SETUP
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         sys.stderr.write("error: interrupted\n")
-        return 130
+        return exit_code(interrupt)
     render(verdict, out)
     out.print(f"  total {time.perf_counter() - started:.1f} s · logs in {verdict.workdir}", highlight=False)
     if args.json:

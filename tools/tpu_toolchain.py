@@ -74,17 +74,23 @@ def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str]
         process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         timed_out = False
-        while True:
-            try:
-                process.wait(timeout=0.25)
-                break
-            except subprocess.TimeoutExpired:
-                if tick is not None:
-                    tick(last_line(log))
-                if timeout is not None and time.perf_counter() - started > timeout:
-                    timed_out = True
-                    _kill_group(process)
+        try:
+            while True:
+                try:
+                    process.wait(timeout=0.25)
                     break
+                except subprocess.TimeoutExpired:
+                    if tick is not None:
+                        tick(last_line(log))
+                    if timeout is not None and time.perf_counter() - started > timeout:
+                        timed_out = True
+                        _kill_group(process)
+                        break
+        except BaseException:
+            # Ctrl-C or SIGTERM: the tool has a session of its own (no terminal signal reaches it)
+            # and would go on compiling for minutes with no parent.
+            _kill_group(process)
+            raise
     return StepResult(name, list(command), process.returncode if not timed_out else -9,
                       time.perf_counter() - started, log, timed_out)
 
