@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option
 from passes.cumsum_checks import inclusive_cumsum
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
 
@@ -37,6 +37,9 @@ class CumSumToMatMul(NodeRewrite, op="CumSum", shapes="partial", routine_keeps=T
         length = shape[axis]
         if length is None or length > self.max_length:
             return Kept(f"CumSum '{node.name}' kept: summed axis length {length} is not a known length <= {self.max_length}")
+        if length * length > MAX_INDEX_TABLE:   # max_length may be set far above the default
+            return Kept(f"CumSum '{node.name}' kept: a ones matrix of {length} x {length}, more than the "
+                        f"{MAX_INDEX_TABLE} values a constant made from declared dims may hold")
         if any(d != 1 for d in shape[axis + 1:]):
             return Kept(f"CumSum '{node.name}' kept: axes after the summed one are not all size 1 (would need a Transpose)")
         return shape, axis, length
