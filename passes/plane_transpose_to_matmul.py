@@ -16,7 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.plane_swaps import rebuild_on_flat_plane, swapped_plane
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
@@ -41,6 +41,9 @@ class PlaneTransposeToMatMul(NodeRewrite, op="Transpose", shapes="partial"):
         plane = swapped_plane(node, shapes)
         if plane is None or plane[1] * plane[2] > self.max_plane:
             return Kept()
+        if (plane[1] * plane[2]) ** 2 > MAX_INDEX_TABLE:   # max_plane may be set far above the default
+            return Kept(f"Transpose '{node.name}' kept: a {plane[1]} x {plane[2]} plane's permutation matrix has more "
+                        f"than the {MAX_INDEX_TABLE} values a constant made from declared dims may hold")
         dtype = element_type(node.inputs[0])
         # None: not found (float in VMamba). Not `dtype in (None, ...)`: numpy's dtype == None is float64.
         if dtype is not None and dtype != np.float32:

@@ -31,6 +31,9 @@ def test_small_plane_swap_becomes_exact_matmul(in_shape):
     ([1, 4, 14, 14], [0, 1, 3, 2], {"max_plane": 195}, "196 > max_plane"),
     ([1, 4, 6, 5], [0, 2, 3, 1], {}, "not a swap of the last two axes"),
     ([1, 4, 6, 5], [0, 1, 3, 2], {"dtype": TensorProto.INT64}, "not float"),
+    # found by s16-adv: with max_plane raised, the (H*W)^2 permutation matrix was built from declared
+    # dims whatever its size (2^31-element planes, no data needed: a constant beyond any memory)
+    ([1, 1, 64, 33], [0, 1, 3, 2], {"max_plane": 2**20}, "2112^2 > MAX_INDEX_TABLE (2^22)"),
 ])
 def test_other_transposes_stay(in_shape, perm, options, why):
     model = transpose_model(in_shape, perm, options.pop("dtype", TensorProto.FLOAT))
