@@ -541,6 +541,17 @@ def test_dense_carry_replaces_the_doubling_rounds_up_to_its_chunk_count():
     assert rel_l2(run(dense, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
+def test_dense_carry_never_builds_a_matrix_beyond_max_index_table():
+    """Found by s16-adv: the dense carry's 0/1 matrix has chunks^3 entries, built for any chunk count up
+    to dense_carry: 'reroll-scans{form=batched,chunk=1,dense_carry=4096}' on VMamba-T's 3136-step
+    scans asked for 3136^3 floats (123 GB). 170 chunks (4.9M > 2^22 entries) keep the doubling scan."""
+    spec = ScanSpec(length=170, channels=1, state=1)
+    options = dict(form="batched", chunk=1, drop_unit_axes=True)
+    doubling, _ = apply_pass(unrolled_scan_model(spec), RerollScans(**options))
+    capped, _ = apply_pass(unrolled_scan_model(spec), RerollScans(**options, dense_carry=4096))
+    assert op_histogram(capped) == op_histogram(doubling)
+
+
 def test_dense_carry_exact_on_stress_decays_and_not_used_with_an_initial_state():
     """Every exponent of the dense carry is a sum of log-decays <= 0: exact where batched's in-chunk
     centring still holds (log a ~ -6 per step, 12 chunks of 8). An initial state keeps the doubling."""

@@ -25,7 +25,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_chunks, merge_axes_shape, padded_to_chunks,
                                           paired_carry_in_place, split_axis_shape)
 
@@ -33,8 +33,9 @@ from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_ch
 def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int, dense_carry: int = 0,
                    carry_shifts: str = "matmul") -> gs.Tensor:
-    """All states; `dense_carry` > 0: with at most that many chunks, no initial state and the step axis
-    last, the carry across chunks is dense_carry_into_chunks (one weight matrix per channel). Otherwise
+    """All states; `dense_carry` > 0: with at most that many chunks (and chunks^3 <= MAX_INDEX_TABLE, the
+    size of its constant), no initial state and the step axis last, the carry across chunks is
+    dense_carry_into_chunks (one weight matrix per channel). Otherwise
     the doubling carry: `carry_shifts` "matmul", chunk_axes.carry_into_chunks (the chunk axis moved last,
     shifted by MatMuls); "slices", chunk_axes.paired_carry_in_place (the chunk axis left in place,
     shifted by Slice + Concat)."""
@@ -64,7 +65,9 @@ def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Ten
         chunk_decay = builder.mul(lift, lift)
         chunk_end = builder.mul(lift, builder.reduce_sum(scaled_drive, [step_axis]))
         start = (lambda: builder.unsqueeze(initial, [step_axis])) if initial is not None else None
-        if 1 < chunks <= dense_carry and initial is None and step_axis == split_rank - 1:
+        # the dense carry's constant has chunks^3 entries: beyond MAX_INDEX_TABLE, the doubling scan
+        dense = 1 < chunks <= dense_carry and chunks ** 3 <= MAX_INDEX_TABLE
+        if dense and initial is None and step_axis == split_rank - 1:
             carry = dense_carry_into_chunks(builder, builder.mul(half_chunk_log, builder.scalar(2.0)), chunk_end,
                                             split_rank, chunk_axis, chunks)
         elif carry_shifts == "slices":
