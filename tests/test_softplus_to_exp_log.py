@@ -23,3 +23,21 @@ def test_softplus_is_rewritten_and_exact_everywhere():
     actual = run(out, {"x": x})[0]
     assert np.all(np.isfinite(actual))
     np.testing.assert_allclose(actual, expected, rtol=2e-7, atol=1e-7)
+
+
+def test_softplus_stays_below_opset_8():
+    """Found by s16-adv: at opsets 6 and 7 the rewrite's Min(x, 20) and Add(1, ..) need broadcasting
+    those versions do not have (ONNX Runtime: 'Could not find an implementation for Add(6)'), so the
+    cpu pipelines failed verification on a valid model (exit 3) and --verify none wrote a broken one."""
+    from pipelines import compile_model
+
+    for opset in (6, 7):
+        graph = helper.make_graph(
+            [helper.make_node("Softplus", ["x"], ["y"], name="sp")], "sp",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=4)
+        result = compile_model(model, "softplus-to-exp-log", verify="each")
+        assert [node.op_type for node in result.model.graph.node] == ["Softplus"]
+        assert result.records[0].notes == [f"Softplus 'sp' left alone: opset {opset} has no broadcasting Min "
+                                           "(from opset 8)"]
