@@ -94,6 +94,18 @@ def _strided_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, start:
     return b.einsum(operands, equation), len(equation.split("->")[1])
 
 
+# The scan forms build CumSum (an op from opset 11) and Slices with their bounds as inputs (from 10):
+# an older model keeps its scans unrolled rather than get ops it cannot run.
+MIN_OPSET = 11
+
+
+def _opset_refusal(opset: int) -> Optional[str]:
+    if opset < MIN_OPSET:
+        return (f"opset {opset} is older than {MIN_OPSET}, the first with the ops the scan forms build "
+                "(CumSum, Slice bounds as inputs)")
+    return None
+
+
 def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
     """Why the per-step readout cannot be replayed over all steps (a dry run on a scratch graph), or None."""
     if rec.template is None:
@@ -214,7 +226,7 @@ class RerollScans(Pass):
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
-            refusal = _replay_refusal(rec, ctx.opset)
+            refusal = _opset_refusal(ctx.opset) or _replay_refusal(rec, ctx.opset)
             if refusal is None:
                 recurrences.append(rec)
             else:

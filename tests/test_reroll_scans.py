@@ -657,3 +657,17 @@ def test_an_empty_state_is_left_unrolled(channels, state):
     result = compile_model(model, "reroll-scans{form=parallel}", explain=True)
     assert result.records[0].stats == {"rerolled": 0, "steps": 0, "rejected": 1}
     assert any("is empty (its shape holds a 0): nothing to scan" in note for note in result.records[0].notes)
+
+
+@pytest.mark.parametrize("pipeline", ["seed", "cpu"])
+def test_scans_stay_unrolled_below_opset_11_with_the_reason(pipeline):
+    """Found by s16-adv: at opsets 9 and 10 the scan forms' CumSum (opset 11) and input-driven Slice
+    (opset 10) made a graph ONNX Runtime refused ('This is an invalid model'), so every pipeline failed
+    verification on a valid model (exit 3) and --verify none wrote a model that does not run."""
+    from pipelines import compile_model
+
+    spec = ScanSpec(length=8, channels=3, state=2, opset=10, readout="mulsum")
+    result = compile_model(unrolled_scan_model(spec), pipeline)
+    assert result.records[0].stats["rerolled"] == 0 and result.records[0].stats["rejected"] == 1
+    assert result.records[0].notes[-1].endswith("not re-rolled: opset 10 is older than 11, the first with the ops "
+                                                "the scan forms build (CumSum, Slice bounds as inputs)")
