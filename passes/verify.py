@@ -70,7 +70,7 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
             raise VerificationError("the model still refers to external data files; load it with "
                                     "passes.graph_io.read_model first")
-        source = model_or_path.SerializeToString()
+        source = None   # serialized in the try: past protobuf's 2 GiB it raises ValueError
         node_count = len(model_or_path.graph.node)
         label = f"{node_count} nodes"
     else:
@@ -83,6 +83,8 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     # node names raw (a newline, an escape); the exception it raises says the same, and is escaped.
     options.log_severity_level = 4
     try:
+        if source is None:
+            source = _serialized(model_or_path)
         session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         input_names = [i.name for i in session.get_inputs()]
         missing = [name for name in input_names if name not in feeds]
@@ -95,6 +97,11 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     except Exception as error:
         raise VerificationError(f"ONNX Runtime could not run the model: {one_line(error, limit=400)}") from None
     return dict(zip(output_names, values))
+
+
+def _serialized(model: onnx.ModelProto) -> bytes:
+    """The model's bytes for ONNX Runtime (ValueError for a model over protobuf's 2 GiB)."""
+    return model.SerializeToString()
 
 
 @lru_cache(maxsize=1)

@@ -88,3 +88,23 @@ def test_random_feeds_use_one_for_symbolic_dims_and_are_reproducible():
     assert feeds["pixels"].shape == (1, 3) and feeds["pixels"].dtype == np.float32
     np.testing.assert_array_equal(feeds["pixels"], random_feeds(MODEL, seed=0)["pixels"])
     assert not math.isclose(float(feeds["pixels"].sum()), float(random_feeds(MODEL, seed=1)["pixels"].sum()))
+
+
+def test_a_model_protobuf_cannot_serialize_is_a_verification_error_not_an_internal_one(monkeypatch):
+    """Found by s16-adv reading run_model: a model over protobuf's 2 GiB (its weights in external
+    data files, all loaded) raised ValueError outside the try, so compile_model ended in 'internal
+    error' (exit 1) instead of the one-line bad input that suggests --verify none (exit 2)."""
+    from pipelines import BadInput, compile_model
+    import passes.verify as verify
+
+    def too_large(model):
+        raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB: 2147483708")
+
+    monkeypatch.setattr(verify, "_serialized", too_large)
+    with pytest.raises(VerificationError, match="exceeds maximum protobuf size of 2GB"):
+        run_model(MODEL, {"pixels": np.zeros((1, 3), np.float32)})
+    with pytest.raises(BadInput) as error:
+        compile_model(MODEL, "eliminate-dead-nodes")
+    assert str(error.value) == ("the input model does not run: ONNX Runtime could not run the model: Message "
+                                "onnx.ModelProto exceeds maximum protobuf size of 2GB: 2147483708 (--verify none "
+                                "compiles it without running it)")
