@@ -233,3 +233,16 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert bench.main(["--rows", "cpu", "--ablation", "--ablation-variants", "cpu-no-simplify,cpu-no-bogus"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown ablation variant(s) cpu-no-bogus; valid: cpu-form-chunk24, ") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # found by s16-adv: after the whole run, --gemm-size 0 divided by a zero GEMM rate and -1 was
+    # torch.randn's RuntimeError, both tracebacks that lost the measured rows
+    (["--gemm-size", "0"], "error: --gemm-size must be >= 1, got 0"),
+    (["--gemm-size", "-1"], "error: --gemm-size must be >= 1, got -1"),
+    (["--slow-seconds", "nan"], "error: --slow-seconds must be a finite number >= 0, got nan"),
+])
+def test_bad_numbers_are_refused_before_the_run(argv, message):
+    with pytest.raises(bench.BenchError) as error:   # main prints it as one 'error:' line, exit 2
+        bench._parse_args(argv + ["--rows", "cpu", "--out-md", "none", "--json", "none", "--png", "none"])
+    assert f"error: {error.value}" == message

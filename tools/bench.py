@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import shlex
 import sys
@@ -116,6 +117,11 @@ def _parse_args(argv):
     args.rows = [r for r in ROW_LABELS if r in args.rows]     # table order
     if args.repeats < 1 or args.threads < 1:
         raise BenchError("--repeats and --threads must be >= 1")
+    # Used after the minutes of measuring (the GEMM rate, the naive row's cut-off): checked now.
+    if args.gemm_size < 1:
+        raise BenchError(f"--gemm-size must be >= 1, got {args.gemm_size}")
+    if not args.slow_seconds >= 0 or math.isinf(args.slow_seconds):
+        raise BenchError(f"--slow-seconds must be a finite number >= 0, got {args.slow_seconds}")
     if args.ablation and "cpu" not in args.rows:
         raise BenchError("--ablation compares against the cpu row; include it in --rows")
     if args.ablation_variants:
