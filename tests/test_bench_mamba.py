@@ -166,3 +166,15 @@ def test_from_json_of_a_pipe_or_deep_nesting_is_one_line(make, message, tmp_path
     assert main(["--from-json", str(saved)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message.format(path=saved) in err
+
+
+@pytest.mark.parametrize("flag, value", [("--threads", "0"), ("--layers", "0"), ("--length", "-1"),
+                                         ("--d-state", "0"), ("--repeats", "0")])
+def test_sizes_and_counts_below_one_are_one_line_errors_before_the_work(flag, value, tmp_path, capsys):
+    """Found by s16-adv: --threads 0 was torch's RuntimeError traceback; --layers 0, --length -1 or
+    --repeats 0 failed inside transformers or the timing, after an export, as tracebacks."""
+    with pytest.raises(SystemExit) as exit_:
+        main([flag, value, "--workdir", str(tmp_path / "work")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: argument {flag}: must be an integer >= 1, got '{value}' (see --help)\n"
+    assert not (tmp_path / "work").exists()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, read_text_file, write_text_atomic
-from passes.one_line import one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -254,14 +254,25 @@ def write_docs(result: dict, threads_label: str) -> None:
     write_text_atomic(path, text)
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type for sizes and counts: an integer >= 1, refused before the export, not inside it."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
+    return value
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.bench_mamba", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--length", type=int, default=1024)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--d-state", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap = OneLineArgumentParser(prog="python -m tools.bench_mamba", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", type=_at_least_one, default=2)
+    ap.add_argument("--length", type=_at_least_one, default=1024)
+    ap.add_argument("--d-model", type=_at_least_one, default=768)
+    ap.add_argument("--d-state", type=_at_least_one, default=16)
+    ap.add_argument("--threads", type=_at_least_one, default=2)
+    ap.add_argument("--repeats", type=_at_least_one, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--machine", default="dev 2-core", help="how docs name the machine")
     ap.add_argument("--workdir", type=Path, default=Path("out/bench/mamba-130m"))
