@@ -224,3 +224,14 @@ def test_tpu_accuracy_never_writes_through_a_link_planted_in_its_workdir(tmp_pat
     assert tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(work)]) == 2
     assert capsys.readouterr().err == f"error: --workdir file is a directory: {work}/bf16.run.log\n"
     assert sorted(p.name for p in work.iterdir()) == ["bf16.run.log", "export.log", "held_out.npz"]
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_calibration_count_below_one_is_refused_before_the_work(count, tmp_path, capsys, monkeypatch):
+    """Found by s16-adv: --calibration-count -3 exported and compiled the model (minutes), then
+    tools.tpu_calibration's digits_set raised ValueError: a traceback."""
+    def started(*args, **kwargs):
+        raise AssertionError("the work started")
+    monkeypatch.setattr(tpu_accuracy, "_measure", started)
+    assert tpu_accuracy.main(["--quantize", "INT8", "--calibration-count", count, "--workdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --calibration-count must be positive, got {count}\n"

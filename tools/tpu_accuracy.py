@@ -127,6 +127,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.batch < 1:
         sys.stderr.write(f"error: --batch must be positive, got {args.batch}\n")
         return EXIT_USAGE
+    if "INT8" in args.quantize and args.calibration_count < 1:   # else found after the export and compile
+        sys.stderr.write(f"error: --calibration-count must be positive, got {args.calibration_count}\n")
+        return EXIT_USAGE
     if "INT8" in args.quantize and args.calibration_count * args.batch > 1297:
         # only INT8 is calibrated: an F32/BF16 run at batch 50 must not trip on the INT8 default
         sys.stderr.write(f"error: --calibration-count x --batch must be at most 1297 training images "
