@@ -2,6 +2,7 @@
 tools.tpu_accuracy's batching, scoring and acceptance rule."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, save
 
+from passes.interrupts import Terminated
 from tools import tpu_accuracy, tpu_calibration
 from tools.tpu_accuracy import ModeAccuracy
 
@@ -235,3 +237,15 @@ def test_a_calibration_count_below_one_is_refused_before_the_work(count, tmp_pat
     monkeypatch.setattr(tpu_accuracy, "_measure", started)
     assert tpu_accuracy.main(["--quantize", "INT8", "--calibration-count", count, "--workdir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: --calibration-count must be positive, got {count}\n"
+
+
+@pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_an_interrupt_is_one_line_with_its_exit_code(interrupt, code, tmp_path, capsys, monkeypatch):
+    """Found by s16-adv: Ctrl-C during tools.tpu_accuracy's work printed a KeyboardInterrupt traceback,
+    and SIGTERM had no handler (the tools it runs went on)."""
+    def interrupted(*args, **kwargs):
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)   # SIGTERM cleans up too
+        raise interrupt()
+    monkeypatch.setattr(tpu_accuracy, "_measure", interrupted)
+    assert tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(tmp_path)]) == code
+    assert capsys.readouterr().err == "error: interrupted\n"

@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from passes.files import DestinationError, atomic_open, atomic_target, check_destination, write_text_atomic
+from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import one_line
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -140,13 +141,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_USAGE
     workdir = Path(args.workdir).resolve()
     try:
-        if workdir.is_dir():   # before the work: a file of an earlier run is replaced, a folder or a device refused
-            for path in _files_written(workdir, args.quantize):
-                check_destination(path, "--workdir file")
-        return _measure(args, workdir)
+        with sigterm_as_interrupt():   # SIGTERM ends the run like Ctrl-C: the tool it runs is stopped
+            if workdir.is_dir():   # before the work: a file of an earlier run is replaced, a folder or a device refused
+                for path in _files_written(workdir, args.quantize):
+                    check_destination(path, "--workdir file")
+            return _measure(args, workdir)
     except DestinationError as error:   # refused then, or planted during the work
         sys.stderr.write(f"error: {one_line(error)}\n")
         return EXIT_USAGE
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write("error: interrupted\n")
+        return exit_code(interrupt)
 
 
 def _measure(args: argparse.Namespace, workdir: Path) -> int:
