@@ -219,8 +219,24 @@ def cpu_ablation_variants() -> list[tuple[str, str, str]]:
 
 
 # ---------------------------------------------------------------------------------- runners
-class OnnxRunner:
+class OnnxRow:
+    """What an ONNX Runtime row knows of its graph, wherever its session lives (this process:
+    ``OnnxRunner``; a worker process: ``tools.bench_workers.OnnxWorker``): the file, and the batch
+    its input is fixed at (None: any batch)."""
     kind = "onnx"
+
+    def __init__(self, path: Path, static_batch: int | None):
+        self.path = Path(path)
+        self.static_batch = static_batch
+
+    def unsupported(self, batch: int) -> str | None:
+        if self.static_batch is not None and batch != self.static_batch:
+            return "static batch"
+        return None
+
+
+class OnnxRunner(OnnxRow):
+    """An ONNX Runtime session in this process."""
 
     def __init__(self, path: Path, threads: int, spinning: bool = False):
         import onnxruntime as ort
@@ -234,15 +250,9 @@ class OnnxRunner:
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.session_seconds = time.perf_counter() - t0
-        self.path = path
         self.output_name = self.session.get_outputs()[0].name
         dim0 = next(i for i in self.session.get_inputs() if i.name == INPUT_NAME).shape[0]
-        self.static_batch = dim0 if isinstance(dim0, int) else None
-
-    def unsupported(self, batch: int) -> str | None:
-        if self.static_batch is not None and batch != self.static_batch:
-            return "static batch"
-        return None
+        super().__init__(path, dim0 if isinstance(dim0, int) else None)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {INPUT_NAME: x})[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.one_line import one_line, printable
-from tools.bench_rows import BenchError, OnnxRunner
+from tools.bench_rows import BenchError, OnnxRow, OnnxRunner
 
 # ONNX Runtime 1.30's workers spin ~2^20 pause instructions (tens of ms) before they block.
 SETTLE_SECONDS = 0.25
@@ -49,7 +49,7 @@ def _serve(connection, path: str, threads: int, spinning: bool) -> None:
         connection.send(("ok", out, time.monotonic() - started, started))
 
 
-class OnnxWorker(OnnxRunner):
+class OnnxWorker(OnnxRow):
     """An ONNX Runtime row whose session lives in a spawned worker process.
 
     ``run(x)`` returns the output; ``last_seconds`` is the worker's own time of that run and
@@ -57,8 +57,8 @@ class OnnxWorker(OnnxRunner):
     """
 
     def __init__(self, path: Path, threads: int, spinning: bool = True):
+        super().__init__(path, static_batch=None)     # the worker's session tells the batch once it is built
         context = multiprocessing.get_context("spawn")
-        self.path = Path(path)
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, str(path), threads, spinning), daemon=True,
                                        name=f"bench-onnx-{self.path.name}")
