@@ -1,0 +1,159 @@
+"""passes/model_check.py at its edges: valid models at each boundary pass, and each broken one is
+named. Every test kills a hand mutant that the invalid-model table of test_hardening let live
+(docs/MUTATION.md, session s16)."""
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from passes.model_check import InvalidModelError, check_model
+
+RELU = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x) => (float[4] y) { y = Relu(x) }
+"""
+
+
+def _relu(**fields) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(RELU)
+    for name, value in fields.items():
+        setattr(model, name, value)
+    return model
+
+
+def test_the_newest_ir_version_passes_and_the_next_is_refused():
+    """mutant: '>=' for '>' refused every model at the installed onnx's IR version (its make_model's default)."""
+    check_model(_relu(ir_version=onnx.IR_VERSION))
+    with pytest.raises(InvalidModelError, match=f"IR version {onnx.IR_VERSION + 1} is newer than the newest"):
+        check_model(_relu(ir_version=onnx.IR_VERSION + 1))
+
+
+def test_the_newest_opset_passes_and_the_next_is_refused():
+    """mutant: '>=' for '>' refused a model at the newest opset onnx knows."""
+    model = _relu(ir_version=onnx.IR_VERSION)
+    model.opset_import[0].version = onnx.defs.onnx_opset_version()
+    check_model(model)
+    model.opset_import[0].version += 1
+    with pytest.raises(InvalidModelError, match=f"opset {onnx.defs.onnx_opset_version() + 1} is newer"):
+        check_model(model)
+
+
+def test_an_opset_imported_twice_with_two_versions_is_refused():
+    """'' and 'ai.onnx' are one domain: two versions of it are refused, the same one twice is not
+    (mutant: the comparison flipped)."""
+    model = _relu()
+    model.opset_import.append(oh.make_opsetid("ai.onnx", 17))
+    check_model(model)
+    model.opset_import[1].version = 13
+    with pytest.raises(InvalidModelError, match=r"opset of domain 'ai.onnx' imported twice \(17 and 13\)"):
+        check_model(model)
+
+
+def test_the_ai_onnx_domain_is_checked_like_the_default_one():
+    """mutant: 'ai.onnx' left out of the checked domains let an unknown op spelled in it through."""
+    model = _relu()
+    model.graph.node[0].domain = "ai.onnx"
+    model.graph.node[0].op_type = "Frobnicate"
+    with pytest.raises(InvalidModelError, match="no op 'Frobnicate' in opset 17 of domain 'ai.onnx'"):
+        check_model(model)
+
+
+def _with_initializer(tensor: onnx.TensorProto, opset: int = 17) -> onnx.ModelProto:
+    """y = Relu(x), and ``tensor`` as a second output through an Identity."""
+    model = onnx.parser.parse_model(RELU.replace('"" : 17', f'"" : {opset}').replace("ir_version: 8", "ir_version: 10"))
+    model.graph.initializer.append(tensor)
+    model.graph.node.append(oh.make_node("Identity", [tensor.name], ["copy"]))
+    model.graph.output.append(oh.make_tensor_value_info("copy", tensor.data_type, list(tensor.dims)))
+    return model
+
+
+def test_tensor_sizes_of_four_bit_and_complex_types_count_their_packing():
+    """Three INT4 values are two int32_data entries, two complex64 values four float_data entries
+    (mutants: the four-bit count rounded down; complex counted once)."""
+    check_model(_with_initializer(oh.make_tensor("q", TensorProto.INT4, [3], [1, 2, 3]), opset=21))
+    check_model(_with_initializer(oh.make_tensor("c", TensorProto.COMPLEX64, [2], [1 + 2j, 3 + 4j])))
+
+
+def test_a_tensor_holding_more_values_than_its_dims_is_refused():
+    """mutant: only too few values refused."""
+    tensor = numpy_helper.from_array(np.zeros(2, np.float32), "w")
+    check_model(_with_initializer(tensor))
+    tensor.ClearField("raw_data")
+    tensor.float_data.extend([1.0, 2.0, 3.0])
+    with pytest.raises(InvalidModelError, match=r"tensor 'w' declares dims \[2\] \(2 values\) but holds 3"):
+        check_model(_with_initializer(tensor))
+
+
+def test_a_node_output_named_like_a_graph_input_is_produced_twice():
+    """mutant: only two nodes producing one name were seen."""
+    model = _relu()
+    model.graph.node.insert(0, oh.make_node("Neg", ["x"], ["x"]))
+    with pytest.raises(InvalidModelError, match="tensor 'x' in graph is produced twice: by a graph input and by a Neg node"):
+        check_model(model)
+
+
+def _if_model(then_nodes, then_output: str) -> onnx.ModelProto:
+    """y = If(c) then <then_nodes, output then_output> else x, c a constant true."""
+    then_branch = oh.make_graph(then_nodes, "then", [], [oh.make_tensor_value_info(then_output, TensorProto.FLOAT, [4])])
+    else_branch = oh.make_graph([oh.make_node("Identity", ["x"], ["e"])], "else", [],
+                                [oh.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    nodes = [oh.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True), "c")),
+             oh.make_node("If", ["c"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_cycle_through_a_branchs_read_is_found():
+    """If's branch reads 'n', which a Neg makes from the If's own output: a cycle only through the
+    subgraph (mutant: subgraph reads left out of the order)."""
+    model = _if_model([oh.make_node("Add", ["x", "n"], ["t"])], "t")
+    model.graph.node.append(oh.make_node("Neg", ["y"], ["n"]))
+    with pytest.raises(InvalidModelError, match="graph has a cycle through"):
+        check_model(model)
+
+
+def test_the_node_named_on_a_cycle_is_on_it():
+    """The cycle's first node also reads a finished node's output, first in name order: the walk
+    back must stay on the waiting nodes (mutant: '>= 0' for '> 0' walked off the cycle and
+    failed with StopIteration)."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[4] x) => (float[4] y) { early = Relu(x)  p = Add(early, q)  q = Neg(p)  y = Add(p, x) }
+    """)
+    with pytest.raises(InvalidModelError, match=r"graph has a cycle through a (Add|Neg) node"):
+        check_model(model)
+
+
+def _local(name: str, body_op: str, domain: str = "") -> onnx.FunctionProto:
+    opsets = [oh.make_opsetid("", 17), oh.make_opsetid("local", 1)]
+    return oh.make_function("local", name, ["a"], ["b"], [oh.make_node(body_op, ["a"], ["b"], domain=domain)], opsets)
+
+
+def test_a_function_called_after_its_check_is_no_cycle():
+    """G calls F, F is checked first: reaching a finished function again is no cycle (mutant: any
+    function seen before taken for one on the path)."""
+    model = _relu()
+    model.opset_import.append(oh.make_opsetid("local", 1))
+    model.functions.extend([_local("F", "Neg"), _local("G", "F", domain="local")])
+    model.graph.node[0].op_type, model.graph.node[0].domain = "G", "local"
+    check_model(model)
+
+
+def test_a_sparse_constant_in_a_functions_branch_is_refused():
+    """mutant: the If bodies inside model-local functions left out of the sparse-tensor check."""
+    sparse = oh.make_sparse_tensor(numpy_helper.from_array(np.array([1.0], np.float32), "v"),
+                                   numpy_helper.from_array(np.array([2], np.int64), "i"), [4])
+    then_branch = oh.make_graph([oh.make_node("Constant", [], ["s"], sparse_value=sparse)], "then", [],
+                                [oh.make_tensor_value_info("s", TensorProto.FLOAT, [4])])
+    else_branch = oh.make_graph([oh.make_node("Identity", ["a"], ["e"])], "else", [],
+                                [oh.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    body = [oh.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True), "c")),
+            oh.make_node("If", ["c"], ["b"], then_branch=then_branch, else_branch=else_branch)]
+    model = _relu()
+    model.opset_import.append(oh.make_opsetid("local", 1))
+    model.functions.append(oh.make_function("local", "F", ["a"], ["b"], body, [oh.make_opsetid("", 17)]))
+    model.graph.node[0].op_type, model.graph.node[0].domain = "F", "local"
+    with pytest.raises(InvalidModelError, match="a Constant node holds a sparse tensor attribute"):
+        check_model(model)
