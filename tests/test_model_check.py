@@ -29,6 +29,18 @@ def test_the_newest_ir_version_passes_and_the_next_is_refused():
         check_model(_relu(ir_version=onnx.IR_VERSION + 1))
 
 
+def test_ir_version_3_passes_and_2_is_refused():
+    """IR 3 is the first with opset imports; onnx.checker refuses an IR 2 model that has them. The
+    check compared with onnx.IR_VERSION_2017_10_30, which is 2: an IR 2 model compiled into an
+    output onnx.checker refuses (exit 0, verified). Also kills the mutant '<=' for '<'."""
+    model = _relu(ir_version=3)
+    model.opset_import[0].version = 8
+    check_model(model)
+    model.ir_version = 2
+    with pytest.raises(InvalidModelError, match="IR version 2 is older than 3"):
+        check_model(model)
+
+
 def test_the_newest_opset_passes_and_the_next_is_refused():
     """mutant: '>=' for '>' refused a model at the newest opset onnx knows."""
     model = _relu(ir_version=onnx.IR_VERSION)
