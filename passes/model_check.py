@@ -12,6 +12,8 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   types, required ones present, input and output counts in range, no deprecated op (onnx.checker's
   own node check; ONNX Runtime refuses such a node, and a pass would read a missing attribute);
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
+  a subgraph's outputs are its own (an outer value returned directly is refused, as onnx.checker and
+  ONNX Runtime do);
 - no cycle (nor among the model's local functions, each defined once);
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
@@ -272,7 +274,10 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
         if value.name in seen_outputs:
             raise InvalidModelError(f"output name '{printable(value.name)}' is listed twice in {where}")
         seen_outputs.add(value.name)
-        if value.name not in producer and value.name not in defined and value.name not in outer:
+        if value.name not in producer and value.name not in defined:
+            if value.name in outer:   # onnx.checker and ONNX Runtime refuse it; a pass would export it so
+                raise InvalidModelError(f"output '{printable(value.name)}' of {where} is a value of the outer graph "
+                                        "returned directly (an Identity must come between)")
             raise InvalidModelError(f"output '{printable(value.name)}' of {where} is produced by nothing")
 
     # Kahn's algorithm over "node j reads what node i produces"; a subgraph's reads count for its node.

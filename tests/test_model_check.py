@@ -117,6 +117,19 @@ def _if_model(then_nodes, then_output: str) -> onnx.ModelProto:
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
 
 
+def test_a_branch_that_returns_an_outer_value_directly_is_refused():
+    """onnx.checker and ONNX Runtime refuse a subgraph output that is a value of the outer graph ('an
+    Identity must come between'): the check took it, and a model compiled with --verify none was
+    written so (found by the hand mutant that dropped 'not in outer': the mutant was right)."""
+    check_model(_if_model([oh.make_node("Identity", ["x"], ["t"])], "t"))
+    model = _if_model([], "x")
+    with pytest.raises(InvalidModelError, match="output 'x' of subgraph 'then_branch' of node 'branch' .If. is a value "
+                                                "of the outer graph returned directly"):
+        check_model(model)
+    with pytest.raises(onnx.checker.ValidationError, match="Graph output 'x' is not an output of any node"):
+        onnx.checker.check_model(model)
+
+
 def test_a_cycle_through_a_branchs_read_is_found():
     """If's branch reads 'n', which a Neg makes from the If's own output: a cycle only through the
     subgraph (mutant: subgraph reads left out of the order)."""
