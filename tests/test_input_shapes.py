@@ -170,3 +170,49 @@ def test_report_records_the_fixed_shapes_and_validates(dynamic_export, tmp_path)
     assert report["input_shapes"] == {"input": [2, 6, 8]}
     schema = json.loads((Path(__file__).parent.parent / "passes/report/report_schema.json").read_text())
     jsonschema.validate(report, schema)
+
+
+# --- edges found by hand mutants (docs/MUTATION.md, session s16) ---------------------------------------
+
+def test_the_largest_dimension_is_taken_and_an_input_given_twice_is_refused():
+    """mutants: '>=' for '>' refused MAX_DIM; the same input given twice silently kept the last."""
+    assert parse_input_shapes(["x:2147483647"]) == {"x": [2147483647]}
+    with pytest.raises(InputShapeError, match="--input-shape given twice for input 'x'"):
+        parse_input_shapes(["x:1,3,4", "x:2,3,4"])
+
+
+def test_more_dims_than_the_rank_are_refused_in_one_line():
+    """mutant: only fewer dims than the rank refused (more was an IndexError)."""
+    with pytest.raises(InputShapeError, match="input 'x' has rank 3, got 4 dims"):
+        fix_input_shapes(onnx.parser.parse_model(MODEL_TEXT), {"x": [2, 3, 4, 5]})
+
+
+def test_an_initializer_listed_as_an_input_is_no_input_to_fix():
+    """A weight also listed among the graph inputs (older exporters) is neither fixed nor reported
+    symbolic (mutants: initializers taken as inputs, in fix_input_shapes and in symbolic_inputs)."""
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    model.graph.input.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, ["batch", 4]))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((2, 4), np.float32), "w"))
+    assert symbolic_inputs(model) == ["x", "s"]
+    with pytest.raises(InputShapeError, match="the model has no input 'w' .inputs: x, s."):
+        fix_input_shapes(model, {"w": [2, 4]})
+
+
+def test_the_symbol_is_pinned_in_value_info_too():
+    """mutant: value_info left out, so an intermediate kept claiming the old symbol."""
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, ["batch", 3, 4]))
+    fix_input_shapes(model, {"x": [2, 3, 4]})
+    assert [d.dim_value for d in model.graph.value_info[0].type.tensor_type.shape.dim] == [2, 3, 4]
+
+
+def test_an_unknown_dim_or_a_missing_shape_is_symbolic():
+    """A dim with neither value nor name, and an input with no shape at all, need --input-shape too
+    (mutants: only named dims counted; an input without a shape skipped)."""
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    model.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    model.graph.input[1].type.tensor_type.ClearField("shape")
+    model.graph.input[1].type.tensor_type.shape.dim.add().dim_value = 2   # s: static now ...
+    assert symbolic_inputs(model) == ["x"]
+    model.graph.input[1].type.tensor_type.ClearField("shape")             # ... and no shape at all
+    assert symbolic_inputs(model) == ["x", "s"]
