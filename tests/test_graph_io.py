@@ -237,3 +237,85 @@ def test_unwritable_directory_is_found_before_any_work(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert check_output_path(tmp_path / "out.onnx") == tmp_path / "out.onnx"
     assert list(tmp_path.iterdir()) == []
+
+
+# --- edges found by hand mutants (docs/MUTATION.md, session s16) ---------------------------------------
+
+def test_a_negative_offset_into_the_weights_is_refused_in_one_line(tmp_path):
+    """mutant: 'offset < 0' dropped; the read then seeked before the file's start (OSError, not InputError)."""
+    source = tmp_path / "ext.onnx"
+    onnx.save_model(big_weight_model(), source, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    model = onnx.load(source, load_external_data=False)
+    tensor = model.graph.initializer[0]
+    del tensor.external_data[:]
+    for key, value in {"location": "ext.weights", "offset": "-4", "length": "4096"}.items():
+        tensor.external_data.add(key=key, value=value)
+    onnx.save_model(model, source)
+    with pytest.raises(InputError, match=r"external data of tensor 'w': bytes -4\.\.4092 lie outside 'ext.weights'"):
+        read_model(source)
+
+
+def test_a_weights_file_another_writer_named_like_ours_is_not_removed(tmp_path):
+    """Only '<name>.<16 hex>.data' is this writer's: a model that names 'rolled.onnx.0123abcd.data'
+    keeps that file when it is replaced (mutant: any number of hex digits taken as ours)."""
+    out = tmp_path / "rolled.onnx"
+    onnx.save_model(_with_weights(np.arange(1024)), out, save_as_external_data=True, location="rolled.onnx.0123abcd.data")
+    save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True)
+    assert (tmp_path / "rolled.onnx.0123abcd.data").is_file()
+
+
+def test_a_failed_rewrite_of_the_same_model_keeps_its_weights(tmp_path, monkeypatch):
+    """Rewriting a model with the same weights (the same content-named file) and failing before the
+    model's rename leaves the old model with its weights (mutant: the weights file removed on failure
+    even though it was there before)."""
+    out = tmp_path / "rolled.onnx"
+    save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    real_replace = os.replace
+
+    def replace_failing_on_the_model(source, destination):
+        if os.fspath(destination) == os.fspath(out):
+            raise OSError("interrupted")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_model)
+    with pytest.raises(OutputError, match="interrupted"):
+        save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    np.testing.assert_array_equal(_weights(out), np.arange(1024))
+
+
+def test_a_windows_drive_location_is_refused_as_absolute(tmp_path):
+    """'C:\\\\weights.bin' names another drive where the model was made; on POSIX it would be looked
+    up as a folder 'C:' beside the model (mutant: the drive-letter test dropped)."""
+    source = tmp_path / "ext.onnx"
+    onnx.save_model(big_weight_model(), source, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    (tmp_path / "C:").mkdir()
+    os.link(tmp_path / "ext.weights", tmp_path / "C:" / "ext.weights")
+    model = onnx.load(source, load_external_data=False)
+    next(e for e in model.graph.initializer[0].external_data if e.key == "location").value = "C:\\ext.weights"
+    onnx.save_model(model, source)
+    with pytest.raises(InputError, match="absolute locations are refused"):
+        read_model(source)
+
+
+def test_a_graph_built_anew_keeps_the_models_other_opset_imports():
+    """A pass that builds a new graph (gs.Graph without import_domains) loses 'com.example'; the
+    export restores the model's imports (mutant: the restoring loop skipped)."""
+    import onnx_graphsurgeon as gs
+
+    model = onnx.parser.parse_model(MODEL_TEXT)
+    graph = model_to_graph(model)
+    fresh = gs.Graph(nodes=graph.nodes, inputs=graph.inputs, outputs=graph.outputs, opset=graph.opset)
+    out = graph_to_model(fresh, ModelMeta.from_model(model))
+    assert {(o.domain, o.version) for o in out.opset_import} == {("", 17), ("com.example", 1)}
+
+
+def test_four_bit_weights_take_half_a_byte_each_rounded_up(tmp_path):
+    """Three INT4 values are two bytes of external data (mutant: the byte count rounded down)."""
+    model = onnx.parser.parse_model("""<ir_version: 10, opset_import: ["" : 21]>
+        g (float[4] x) => (int4[3] y) { y = Identity(q) }""")
+    model.graph.initializer.append(onnx.helper.make_tensor("q", onnx.TensorProto.INT4, [3], bytes([0x21, 0x03]), raw=True))
+    source = tmp_path / "q.onnx"
+    onnx.save_model(model, source, save_as_external_data=True, location="q.data", size_threshold=0)
+    assert (tmp_path / "q.data").stat().st_size == 2
+    assert read_model(source).model.graph.initializer[0].raw_data == bytes([0x21, 0x03])
