@@ -252,3 +252,25 @@ def test_a_named_pipe_for_an_input_is_one_line(pipe, tmp_path, capsys):
     assert tpu_qtable.main([str(model), str(mlir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "not a regular file (a named pipe)" in err
+
+
+def test_lanes_below_one_is_a_one_line_usage_error(tmp_path, capsys):
+    """Found by s16-adv: '--lanes 0' divided by zero on a grouped Conv (a traceback, exit 1)."""
+    model, mlir = tmp_path / "m.onnx", tmp_path / "m.mlir"
+    with pytest.raises(SystemExit) as exited:
+        tpu_qtable.main([str(model), str(mlir), "--lanes", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: argument --lanes: must be an integer >= 1, got '0' (see --help)\n"
+
+
+def test_the_header_escapes_the_model_file_name(tmp_path, capsys):
+    """Found by s16-adv: a file name with a newline or an escape sequence went raw into the table."""
+    import onnx
+
+    model, mlir = tmp_path / "m\n\x1b[2Jx.onnx", tmp_path / "m.mlir"
+    onnx.save(small_scan_model(), model)
+    mlir.write_text(MLIR)
+    assert tpu_qtable.main([str(model), str(mlir)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == "# tools.tpu_qtable for m\\n\\x1b[2Jx.onnx: ops kept in floating point, the rest INT8"

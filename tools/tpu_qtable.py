@@ -48,7 +48,7 @@ from typing import Iterable, Optional
 
 import onnx
 
-from passes.one_line import one_line
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from passes.files import (DestinationError, check_destination, check_not_read, read_regular_file, read_text_file,
                           write_text_atomic)
 from passes.report.provenance import PASS_KEY
@@ -235,20 +235,31 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
 
 def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> str:
     counts = {why: sum(1 for *_, node in table if node.why == why) for why in REASONS}
-    lines = [f"# tools.tpu_qtable for {model_name}: ops kept in floating point, the rest INT8",
+    lines = [f"# tools.tpu_qtable for {printable(model_name)}: ops kept in floating point, the rest INT8",
              f"# {len(table)} ops: " + ", ".join(f"{why} {count}" for why, count in counts.items()),
              "# op_name quantize_mode"]
     lines += [f"{op_name} {mode}" for op_name, mode, _ in table]
     return "\n".join(lines) + "\n"
 
 
+def _lanes(text: str) -> int:
+    """argparse type for --lanes: an integer >= 1 (the Conv rule divides by it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
+    return value
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.tpu_qtable", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.tpu_qtable", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the ONNX model given to model_transform (with its node metadata)")
     parser.add_argument("mlir", help="model_transform's top-dialect .mlir of that model")
     parser.add_argument("-o", "--output", help="write the table here (default stdout)")
     parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=FLOAT_MODES)
-    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
+    parser.add_argument("--lanes", type=_lanes, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
     args = parser.parse_args(argv)
     try:
         if args.output:
