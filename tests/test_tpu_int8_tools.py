@@ -249,3 +249,44 @@ def test_an_interrupt_is_one_line_with_its_exit_code(interrupt, code, tmp_path, 
     monkeypatch.setattr(tpu_accuracy, "_measure", interrupted)
     assert tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(tmp_path)]) == code
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+FAKE_TPU_CHECK = """
+import os, signal, sys, time
+def stop(signum, frame):   # tpu_check stops its own model_deploy child here
+    open(sys.argv[1] + ".stopped", "w").write("SIGTERM")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+open(sys.argv[1] + ".ready", "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def test_an_interrupted_run_forwards_sigterm_to_the_tool_it_runs(tmp_path):
+    """Found by s16-adv: _run used subprocess.run, which SIGKILLs its child on Ctrl-C or SIGTERM, so
+    tools.tpu_check could not stop its model_deploy (a session of its own, minutes of compiling on
+    with no parent). Now the child is sent SIGTERM, given time to stop, then killed."""
+    import os
+    import time
+
+    script, marker = tmp_path / "fake_check.py", tmp_path / "child"
+    script.write_text(FAKE_TPU_CHECK)
+    ready = tmp_path / "child.ready"
+
+    def interrupt_once_ready(signum, frame):
+        if ready.exists() and ready.read_text():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt_once_ready)
+    signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tpu_accuracy._run([sys.executable, str(script), str(marker)], tmp_path / "check.log", cwd=tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 30
+    assert (tmp_path / "child.stopped").read_text() == "SIGTERM"
+    with pytest.raises(ProcessLookupError):   # reaped, not left running
+        os.kill(int(ready.read_text()), 0)

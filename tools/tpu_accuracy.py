@@ -55,7 +55,17 @@ class ModeAccuracy:
 def _run(command: list[str], log: Path, cwd: Path = tc.REPO_ROOT) -> subprocess.CompletedProcess:
     # an exclusive temporary renamed over the log: a link planted in the workdir is replaced, never followed
     with atomic_open(log, "w", "log") as sink:
-        return subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        # Not subprocess.run: on Ctrl-C or SIGTERM it SIGKILLs the child, and tools.tpu_check could
+        # not stop its model_deploy (a session of its own). Its own session too, so the terminal's
+        # Ctrl-C reaches it once, as our SIGTERM; then 10 s to stop before SIGKILL.
+        process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process.wait()
+        except BaseException:
+            tc.stop_group(process)
+            raise
+        return subprocess.CompletedProcess(command, process.returncode)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

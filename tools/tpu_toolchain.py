@@ -84,18 +84,18 @@ def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str]
                         tick(last_line(log))
                     if timeout is not None and time.perf_counter() - started > timeout:
                         timed_out = True
-                        _kill_group(process)
+                        stop_group(process)
                         break
         except BaseException:
             # Ctrl-C or SIGTERM: the tool has a session of its own (no terminal signal reaches it)
             # and would go on compiling for minutes with no parent.
-            _kill_group(process)
+            stop_group(process)
             raise
     return StepResult(name, list(command), process.returncode if not timed_out else -9,
                       time.perf_counter() - started, log, timed_out)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def stop_group(process: subprocess.Popen) -> None:
     """Stop the tool and the tools it started (its own process group, nothing else)."""
     import signal
 
