@@ -4,6 +4,8 @@ The graph is never serialised between passes. Only after a pass that changed the
 it exported (in memory) for ``onnx.checker`` and strict shape inference, and, with
 ``verify_each``, run in ONNX Runtime and compared with the outputs of the graph before the
 pass. Passes that changed nothing skip all of that (at 50k nodes an export alone is ~3 s).
+A graph that fails either check stops the run (``PassCheckError``, naming the pass): no later
+pass, and no output, sees an invalid model.
 
 Op histograms are one ``Counter`` over the node list per pass (O(n)); the histogram after
 one pass is the histogram before the next.
@@ -43,6 +45,11 @@ class PassVerificationError(VerificationError):
         super().__init__(message)
         self.pass_name = pass_name
         self.run = run
+
+
+class PassCheckError(PassVerificationError):
+    """The graph after a pass fails onnx.checker or strict shape inference. Raised with or without
+    verify_each: it is recorded in the pass's record too."""
 
 
 @dataclass
@@ -230,7 +237,7 @@ class PassManager:
                     self.progress.stage("exporting")
                     model = graph_to_model(graph, self.meta)
                 if self.check:
-                    self._check(model, record)
+                    self._check(model, record, run)
                 if self.verify_each:
                     previous_outputs = self._verify(model, record, previous_outputs, run)
                 if self.on_changed_model:
@@ -255,8 +262,9 @@ class PassManager:
         self.progress.stage("running the input graph for per-pass verification")
         return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage)
 
-    def _check(self, model: onnx.ModelProto, record: PassRecord) -> None:
+    def _check(self, model: onnx.ModelProto, record: PassRecord, run: PipelineRun) -> None:
         check_started = time.perf_counter()
+        failures = []
         checks = (("onnx.checker", "checker", lambda: onnx.checker.check_model(model, full_check=False)),
                   ("shape inference", "shape_inference", lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)))
         for stage, field_name, run_check in checks:
@@ -266,7 +274,13 @@ class PassManager:
                 setattr(record, field_name, "ok")
             except Exception as error:
                 setattr(record, field_name, f"error: {one_line(error, limit=400)}")
+                # Only what the check found wrong with the model stops the run; a model it cannot
+                # look at (over protobuf's 2 GiB: ValueError) is recorded and left to ONNX Runtime.
+                if isinstance(error, (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+                    failures.append(f"{stage}: {one_line(error, limit=300)}")
         record.check_seconds = time.perf_counter() - check_started
+        if failures:
+            raise PassCheckError(f"pass '{record.name}' produced an invalid model: {failures[0]}", record.name, run)
 
     def _verify(self, model, record, previous_outputs, run) -> dict[str, np.ndarray]:
         verify_started = time.perf_counter()

@@ -40,7 +40,7 @@ from passes.files import DestinationError, check_folder_destination, check_not_r
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, graph_to_model, model_to_graph,
                              read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
-from passes.manager import PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
+from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model
 from passes.one_line import one_line, printable
 from passes.registry import UnknownPassError, import_failures
@@ -177,7 +177,7 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
 def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     """What ONNX's strict shape inference finds wrong with the input model (an attribute value that
     does not fit its input: a Transpose perm naming an axis the input lacks), or None. Asked only
-    when a pass failed, to tell bad input (exit 2) from a failing pass (exit 4)."""
+    when a pass failed or its output failed a check, to tell bad input (exit 2) from a failing pass."""
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except onnx.shape_inference.InferenceError as error:
@@ -442,6 +442,10 @@ def compile_model(
     except PassVerificationError as error:
         if error.run is not None:
             report_data["run"] = error.run.to_dict()
+        invalid = _shape_inference_error(model) if isinstance(error, PassCheckError) else None
+        if invalid is not None:   # the input already fails the check the pass's output failed
+            raise fail(BadInput, f"{printable(input_label)}: invalid model: {invalid} (found after pass "
+                       f"'{printable(error.pass_name)}')", "verification-failed") from None
         raise fail(VerificationFailed, f"verification failed: {one_line(error)}; no output written",
                    "verification-failed") from None
     except PipelineError as error:

@@ -32,6 +32,13 @@ class ChangesNumbers(Pass):
             if node.op == "Relu":
                 node.op = "Neg"
         return PassResult(changed=True, stats={"broken": 1})
+
+@register_pass
+class BreaksGraph(Pass):
+    name = "test-breaks-graph"
+    def run(self, graph, ctx):
+        graph.nodes[0].op = "NoSuchOp"   # onnx.checker refuses an op no opset has
+        return PassResult(changed=True)
 '''
 
 
@@ -105,6 +112,16 @@ def test_verify_each_names_the_pass_that_broke_numbers(tmp_path, model_path):
                        "eliminate-dead-nodes,test-changes-numbers", "-o", out, "--verify", "each",
                        extra_path=tmp_path)
     assert_one_line_error(result, 3, "test-changes-numbers")
+    assert not out.exists()
+
+
+def test_a_pass_whose_output_fails_the_checker_stops_the_run_even_with_verify_none(tmp_path, model_path):
+    (tmp_path / "plugin_passes.py").write_text(BROKEN_PASS_PLUGIN)
+    out = tmp_path / "rolled.onnx"
+    result = apply_cli(model_path, "--plugin", "plugin_passes", "--pipeline",
+                       "eliminate-dead-nodes,test-breaks-graph", "-o", out, "--verify", "none",
+                       extra_path=tmp_path)
+    assert_one_line_error(result, 3, "pass 'test-breaks-graph'", "onnx.checker", "no output written")
     assert not out.exists()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import ModelMeta, model_to_graph
-from passes.manager import PassManager, PassVerificationError, PipelineError, op_delta
+from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, op_delta
 from passes.registry import get_pass
 from pipelines import parse_pipeline
 
@@ -117,10 +117,22 @@ def test_first_pass_failure_says_nothing_ran_before():
         PassManager([Boom()]).run(graph)
 
 
-def test_checker_errors_are_recorded_not_raised():
+def test_checker_errors_are_recorded_and_stop_the_run():
+    """An invalid graph after a pass must not reach the next pass or the output (it used to be
+    only recorded, so --verify none wrote it)."""
     _, graph = fresh()
-    record = PassManager([BreaksGraph()]).run(graph).records[0]
-    assert record.checker.startswith("error: ") or record.shape_inference.startswith("error: ")
+    with pytest.raises(PassCheckError, match=r"^pass 'test-breaks-graph' produced an invalid model: onnx.checker: ") as caught:
+        PassManager([get_pass("eliminate-dead-nodes"), BreaksGraph(), AddToMulByTwo()]).run(graph)
+    assert caught.value.pass_name == "test-breaks-graph"
+    records = caught.value.run.records
+    assert [r.name for r in records] == ["eliminate-dead-nodes", "test-breaks-graph"]
+    assert records[-1].checker.startswith("error: ")
+
+
+def test_without_checks_a_broken_graph_is_not_looked_at():
+    _, graph = fresh()
+    record = PassManager([BreaksGraph()], check=False).run(graph).records[0]
+    assert record.checker == record.shape_inference == "off"
 
 
 def test_verify_each_passes_for_correct_rewrites_and_records_errors():
