@@ -4,6 +4,14 @@ Finds every chain `x_i = a_i * x_{i-1} + b_i` with per-step readouts stacked int
 tensor (patterns/linear_recurrence.py), and replaces the chain with a form from
 passes/scan_forms/ that computes all states at once, then the readout over all steps.
 The stacked output keeps its tensor, so consumers downstream are untouched.
+
+The decays reach the form as a decays.Decays: the tensor a_i itself, and log a_i only where every
+a_i is provably > 0 (an Exp output, whose input is log a_i exactly; a constant > 0). Forms that only
+multiply decays (parallel, batched-doubling, the strided ones) take a_i as it is, exact for any
+sign; forms that sum logs (scan_forms.LOG_SPACE: chunk24, batched, window-doubling) are never
+handed decays without a log: such a recurrence is left unrolled, with a note that names a form
+that would take it. (Log(a_i) of a Tanh output or a negative constant was NaN, written out
+unchecked under --verify none.)
 """
 from __future__ import annotations
 
@@ -16,21 +24,14 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.registry import register_pass
-from passes.scan_forms import FOLDS_READOUT, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
+from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm, transpose_without_unit_axes
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
-
-
-def _log_decay(b: GraphBuilder, decay: gs.Tensor) -> gs.Tensor:
-    """log a_i. Decays exported as Exp(z) give z for free, and exactly."""
-    node = producer(decay)
-    if node is not None and node.op == "Exp":
-        return node.inputs[0]
-    return b.log(decay)
 
 
 def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff_axis: int, stack_axis: int) -> str:
@@ -118,6 +119,15 @@ def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
     return None
 
 
+def _log_space_refusal(form: str, decays: Decays) -> Optional[str]:
+    """Why `form` cannot take this recurrence's decays (it sums their logs, and some may be <= 0), or None."""
+    if form not in LOG_SPACE or decays.has_log:
+        return None
+    others = " and ".join(ANY_SIGN)
+    return (f"the {form} form sums log a_i, and the decays are not known to be > 0 ({decays.why_no_log}); "
+            f"the {others} forms take decays of any sign (reroll-scans{{form={ANY_SIGN[0]}}})")
+
+
 def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
     """The decay varies along the state's last axis: decays per (channel, state), Mamba's d_state
     N > 1 in every layout seen (transformers and mambapy (.., d_inner, N), the fork's (B, KD, L, N)).
@@ -150,7 +160,10 @@ def _unit_axes_after_scan(rec: Recurrence, shapes: dict) -> list[int]:
 
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
-           unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul") -> None:
+           unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul",
+           decays: Optional[Decays] = None) -> None:
+    """Replace the chain of `rec` by `form`; `decays`: its decays (Decays.of(b, rec.decay) when None),
+    with a log if `form` is in LOG_SPACE."""
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -169,16 +182,16 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
     if form == "batched":
         extra.update(dense_carry=dense_carry, carry_shifts=carry_shifts)
-    log_decay = _log_decay(b, rec.decay)
+    decays = decays if decays is not None else Decays.of(b, rec.decay)
     if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
-        log_decay, drive = b.squeeze(log_decay, unit_axes), b.squeeze(drive, unit_axes)
+        decays, drive = decays.mapped(lambda tensor: b.squeeze(tensor, unit_axes)), b.squeeze(drive, unit_axes)
     # One chunk: the blocks are single steps, and reading each out alone only multiplies the readout.
     folded = (form in FOLDS_READOUT and not unit_axes and not rec.final_state_escapes
               and rec.readout.kind in ("template", "einsum") and strided_chunk(rec.length, chunk) < rec.length)
     if folded:   # the form reads out block by block: the readout of every step, step axis first
         extra["readout"] = (lambda block, start, stride, count, layout=None:
                             _strided_readout(b, rec, block, start, stride, count, layout))
-    states = SCAN_FORMS[form](b, log_decay=log_decay, drive=drive, initial=initial, axis=axis,
+    states = SCAN_FORMS[form](b, decays=decays, drive=drive, initial=initial, axis=axis,
                               length=rec.length, chunk=chunk, rank=full_rank - len(unit_axes), **extra)
     if folded:
         rank = (template_output_rank(rec.template) if rec.readout.kind == "template"
@@ -242,32 +255,39 @@ class RerollScans(Pass):
             shapes = partial_shapes(graph)
         self.forms_used = set()
         lowered = 0
+        rerolled: list[Recurrence] = []
         taken = taken_prefixes(graph) if report.recurrences else set()   # one scan of the names, not one per scan
         for index, rec in enumerate(report.recurrences):
-            unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
-            lowered += bool(unit_axes)
             dtype = element_type(rec.decay) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype, taken=taken)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
+            decays = Decays.of(builder, rec.decay)
+            refusal = _log_space_refusal(form, decays)
+            if refusal is not None:
+                report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
+                notes.append(str(report.rejections[-1]))
+                continue
+            unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
+            lowered += bool(unit_axes)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
-            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts)
+            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays)
+            rerolled.append(rec)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form)")
-        if report.recurrences:
+        if rerolled:
             graph.cleanup().toposort()
-        lengths = [rec.length for rec in report.recurrences]
         stats = {
-            "rerolled": len(report.recurrences),
-            "steps": sum(lengths),
+            "rerolled": len(rerolled),
+            "steps": sum(rec.length for rec in rerolled),
             "rejected": len(report.rejections),
         }
         if self.drop_unit_axes:
             stats["unit_axes_dropped"] = lowered
-        if not report.recurrences:
+        if not rerolled:
             notes.insert(0, "0 scans found")
-        return PassResult(changed=bool(report.recurrences), stats=stats, notes=notes)
+        return PassResult(changed=bool(rerolled), stats=stats, notes=notes)
 
     def non_finite_hint(self) -> Optional[str]:
         risky = sorted(form for form in getattr(self, "forms_used", ()) if form in OVERFLOWS_PAST)

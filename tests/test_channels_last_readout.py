@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.channels_last_readout import channels_last_order, channels_last_readout
 from passes.scan_forms.strided_readout import strided_readout
 from tests.test_strided_readout import D, N, _feeds, _mamba_factors, _numpy_states, _run
@@ -43,7 +44,7 @@ def test_readout_per_block_laid_out_equals_numpy(chunk):
     coeff = gs.Variable("C", np.float32, (1, length, N))
     graph.inputs.append(coeff)
     calls = []
-    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
                                 chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, calls))
     feeds = _feeds(length, 1.0, seed=chunk)
     feeds["C"] = np.random.default_rng(chunk + 1).standard_normal((1, length, N)).astype(np.float32)
@@ -63,7 +64,7 @@ def test_factors_are_moved_whole_and_no_block_is_transposed():
     graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
     coeff = gs.Variable("C", np.float32, (1, length, N))
     graph.inputs.append(coeff)
-    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
                                 chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
     ops = Counter(node.op for node in graph.nodes)
     # Transposes: dt, u, A moved (3) + the test readout's 4; Slices: 3 factors x Q (+ the carry's 4 shifts,
@@ -89,7 +90,7 @@ def test_stress_decays_stay_finite_and_exact():
     graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
     coeff = gs.Variable("C", np.float32, (1, length, N))
     graph.inputs.append(coeff)
-    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
                                 chunk=32, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
     feeds = _feeds(length, 30.0, seed=3)
     feeds["C"] = np.random.default_rng(4).standard_normal((1, length, N)).astype(np.float32)
@@ -106,7 +107,7 @@ def test_without_a_readout_it_is_strided_readout():
     histograms = []
     for form in (strided_readout, channels_last_readout):
         graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
-        states = form(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4, rank=4,
+        states = form(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=4, rank=4,
                       shapes=shapes)
         histograms.append(Counter(node.op for node in graph.nodes))
         feeds = _feeds(length, 1.0, seed=2)
@@ -171,7 +172,7 @@ def test_chunk_decay_sums_only_through_a_single_varying_factor(spelling):
     shapes.update({w4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), "w": (1, D, length)})
     coeff = gs.Variable("C", np.float32, (1, length, N))
     graph.inputs.append(coeff)
-    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
                                 chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
     rng = np.random.default_rng(5)
     feeds = _feeds(length, 1.0, seed=5)
@@ -206,7 +207,7 @@ def test_layout_names_the_logical_axis_in_each_memory_axis():
               log_decay.name: (D, 1, length, N), dt_b.name: (D, 1, length, N), drive.name: (D, 1, length, N),
               "dt": (D, 1, length), "u": (D, 1, length), "B": (1, length, N)}
     calls = []
-    out = channels_last_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length,
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
                                 chunk=chunk, rank=4, shapes=shapes,
                                 readout=_readout_with_layout(b, coeff, length, calls))
     assert calls == [(q, chunk, length // chunk, (0, 2, 3, 1)) for q in range(chunk)]

@@ -40,10 +40,14 @@ def test_mulsum_readout_with_initial_state_and_slice_indexing():
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
-def test_decay_not_from_exp_takes_log_once():
+def test_decay_from_a_graph_input_is_taken_as_it_is():
+    # A graph input may hold any sign: chunk24 (log space) leaves it unrolled, parallel takes a_i, no Log.
     spec = ScanSpec(length=6, decay="direct")
-    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
-    assert op_histogram(out)["Log"] == 1
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert result.stats["rerolled"] == 0
+    assert "the graph input 'a_in', not an Exp output or a constant > 0" in result.notes[-1]
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    assert "Log" not in op_histogram(out)
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
@@ -671,3 +675,80 @@ def test_scans_stay_unrolled_below_opset_11_with_the_reason(pipeline):
     assert result.records[0].stats["rerolled"] == 0 and result.records[0].stats["rejected"] == 1
     assert result.records[0].notes[-1].endswith("not re-rolled: opset 10 is older than 11, the first with the ops "
                                                 "the scan forms build (CumSum, Slice bounds as inputs)")
+
+
+# Decays not made by Exp (found by the s16 trust review): the pass took Log(a_i), so a decay <= 0 gave
+# NaN in every form, and `--verify none` wrote that graph.
+ANY_SIGN_FORMS = ["parallel", "batched-doubling", "parallel-strided", "strided-readout", "channels-last-readout"]
+LOG_SPACE_FORMS = ["chunk24", "batched", "window-doubling"]
+
+
+def _decay_as_initializer(spec: ScanSpec, values: np.ndarray) -> onnx.ModelProto:
+    """The unrolled scan of a direct-decay `spec` with the decays an initializer holding `values`."""
+    from onnx import numpy_helper
+    model = unrolled_scan_model(spec)
+    kept = [value for value in model.graph.input if value.name != "a_in"]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.append(numpy_helper.from_array(values.astype(np.float32), "a_in"))
+    return model
+
+
+def _hostile_decays(kind: str, spec_args: dict) -> tuple[onnx.ModelProto, dict, np.ndarray]:
+    """(model, feeds, float64 reference) of a scan whose decays take both signs: a Tanh output, or a
+    constant with negative entries."""
+    if kind == "tanh":
+        spec = ScanSpec(decay="tanh", **spec_args)
+        feeds = scan_inputs(spec, seed=3)
+        return unrolled_scan_model(spec), feeds, numpy_scan(spec, feeds)
+    spec = ScanSpec(decay="direct", **spec_args)
+    feeds = scan_inputs(spec, seed=3)
+    feeds["a_in"] = np.random.default_rng(5).uniform(-0.95, 0.95, feeds["a_in"].shape).astype(np.float32)
+    model = _decay_as_initializer(spec, feeds["a_in"])
+    return model, {k: v for k, v in feeds.items() if k != "a_in"}, numpy_scan(spec, feeds)
+
+
+@pytest.mark.parametrize("form", ANY_SIGN_FORMS)
+@pytest.mark.parametrize("kind", ["tanh", "negative_constant"])
+@pytest.mark.parametrize("initial", ["zeros", "input"])
+def test_forms_that_only_multiply_decays_take_them_of_any_sign(form, kind, initial):
+    model, feeds, want = _hostile_decays(kind, dict(length=20, channels=3, state=2, initial=initial))
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats["rerolled"] == 1
+    assert "Log" not in op_histogram(out)
+    assert rel_l2(run(out, feeds)[0], want) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", LOG_SPACE_FORMS)
+@pytest.mark.parametrize("kind", ["tanh", "negative_constant"])
+def test_log_space_forms_refuse_decays_not_known_positive(form, kind):
+    model, feeds, want = _hostile_decays(kind, dict(length=12, channels=2, state=2))
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert any(f"the {form} form sums log a_i" in note and "not known to be > 0" in note
+               and "parallel" in note for note in result.notes), result.notes
+    assert rel_l2(run(out, feeds)[0], want) <= REL_L2_TOL   # left unrolled: still the scan
+
+
+@pytest.mark.parametrize("form", LOG_SPACE_FORMS)
+def test_positive_constant_decays_go_through_log_space(form):
+    spec = ScanSpec(decay="direct", length=12, channels=2, state=2)
+    feeds = scan_inputs(spec, seed=4)
+    out, result = apply_pass(_decay_as_initializer(spec, feeds["a_in"]), RerollScans(form=form, chunk=4))
+    assert result.stats["rerolled"] == 1 and op_histogram(out)["Log"] == 1
+    want = numpy_scan(spec, feeds)
+    assert rel_l2(run(out, {k: v for k, v in feeds.items() if k != "a_in"})[0], want) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("state", [1, 2])
+def test_cli_writes_a_correct_graph_for_tanh_decays_without_verification(tmp_path, state):
+    # cpu re-rolls d_state 1 with the parallel form, d_state 2 with channels-last-readout.
+    from test_cli import apply_cli
+    spec = ScanSpec(decay="tanh", length=16, channels=3, state=state)
+    onnx.save(unrolled_scan_model(spec), tmp_path / "model.onnx")
+    done = apply_cli(tmp_path / "model.onnx", "--pipeline", "cpu", "-o", tmp_path / "out.onnx", "--verify", "none")
+    assert done.returncode == 0, done.stderr
+    feeds = scan_inputs(spec, seed=1)
+    out = onnx.load(tmp_path / "out.onnx")
+    assert any(node.name.startswith("reroll_scans/") for node in out.graph.node)   # re-rolled
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL

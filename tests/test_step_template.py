@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.reroll_scans import RerollScans
+from passes.scan_forms import LOG_SPACE
 from tests.scan_testing import apply_pass, op_histogram, rel_l2, run
 
 B, D, N = 2, 3, 4
@@ -24,10 +25,12 @@ def _const(nodes, name, value):
     return name
 
 
-def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=None, n=N):
-    """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i]."""
+def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=None, n=N,
+                   log_decays=False):
+    """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i].
+    `log_decays`: dA = Exp(log_dA), log_dA the input (the log-space forms take no decays given directly)."""
     decay_states = n if decay_states is None else decay_states
-    nodes = []
+    nodes = [helper.make_node("Exp", ["log_dA"], ["dA"], name="exp_dA")] if log_decays else []
     prev = None
     pieces = []
     for i in range(length):
@@ -75,7 +78,7 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
     nodes.append(helper.make_node("Concat", pieces, ["y"], name="concat", axis=-1))
     graph = helper.make_graph(
         nodes, "hf_style",
-        [helper.make_tensor_value_info("dA", TensorProto.FLOAT, [B, D, length, decay_states]),
+        [helper.make_tensor_value_info("log_dA" if log_decays else "dA", TensorProto.FLOAT, [B, D, length, decay_states]),
          helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, n]),
          helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, D, length])])
@@ -85,7 +88,8 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
 def feeds(length, seed=0, decay_states=None, n=N):
     decay_states = n if decay_states is None else decay_states
     rng = np.random.default_rng(seed)
-    return {"dA": rng.uniform(0.5, 1.0, (B, D, length, decay_states)).astype(np.float32),
+    decays = rng.uniform(0.5, 1.0, (B, D, length, decay_states)).astype(np.float32)
+    return {"dA": decays, "log_dA": np.log(decays),   # the model takes the one it has as input
             "dBu": rng.standard_normal((B, D, length, n)).astype(np.float32),
             "C": rng.standard_normal((B, length + 1, n)).astype(np.float32)}
 
@@ -103,7 +107,7 @@ def reference(inputs, length):
 @pytest.mark.parametrize("form", ["parallel", "batched"])
 def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     length = 9
-    model = hf_style_model(length, first=first, link=link)
+    model = hf_style_model(length, first=first, link=link, log_decays=form in LOG_SPACE)
     out, result = apply_pass(model, RerollScans(form=form, chunk=4))
     assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
     # the readout replayed once over all steps: one Gather left (the [:, :, 0] column), no per-step node
@@ -160,7 +164,8 @@ def test_state_sizes_from_1_to_64(n):
 def test_decay_per_channel_broadcast_over_the_state_axis(form):
     """a_i of shape (B, D, 1) against states (B, D, N): one decay per channel, as Mamba-2-like code writes it."""
     length = 10
-    out, result = apply_pass(hf_style_model(length, decay_states=1), RerollScans(form=form, chunk=4))
+    model = hf_style_model(length, decay_states=1, log_decays=form in LOG_SPACE)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
     assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
     inputs = feeds(length, decay_states=1)
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL

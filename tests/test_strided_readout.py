@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.strided_readout import strided_readout
 
 D, N = 5, 4
@@ -66,7 +67,7 @@ def test_states_from_the_small_factors_exact_ops():
     """L 12, Q 4, 3 chunks, no readout: the states themselves, interleaved as in parallel-strided."""
     length = 12
     graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
-    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=4,
                              rank=4, shapes=shapes)
     feeds = _feeds(length, 1.0)
     got = _run(graph, [states], feeds)[0]
@@ -102,7 +103,7 @@ def test_readout_folded_per_block_equals_numpy(chunk):
         c_first = b.unsqueeze(b.transpose(c_steps, [1, 0, 2]), [2])            # (count, 1, 1, N)
         return b.reduce_sum(b.mul(block, c_first), [3], keepdims=0), 3       # (count, 1, D)
 
-    out = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=chunk,
+    out = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=chunk,
                           rank=4, shapes=shapes, readout=readout)
     feeds = _feeds(length, 1.0, seed=chunk)
     feeds["C"] = np.random.default_rng(chunk + 1).standard_normal((1, length, N)).astype(np.float32)
@@ -120,7 +121,7 @@ def test_stress_decays_stay_finite_and_exact():
     and ~600 over L 96, far past float32's exp range (~87); only decays <= 1 are multiplied."""
     length = 96
     graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
-    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=32,
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=32,
                              rank=4, shapes=shapes)
     feeds = _feeds(length, 30.0, seed=3)
     assert float(np.max(-a_value.min() * feeds["dt"].sum(axis=2))) > 500
@@ -147,7 +148,7 @@ def test_a_decay_computed_in_the_graph_and_broadcast_along_the_scan():
     shapes = {dt4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), drive.name: (1, D, length, N),
               dt_b.name: (1, D, length, N), u4.name: (1, D, length, 1), b4.name: (1, 1, length, N),
               a4.name: (1, D, 1, N), "dt": (1, D, length), "u": (1, D, length), "B": (1, length, N)}
-    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=4,
                              rank=4, shapes=shapes)
     feeds = _feeds(length, 1.0, seed=5)
     a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1)) * np.float32(0.5)
@@ -162,7 +163,7 @@ def test_factors_of_unknown_shape_are_taken_by_strided_slices():
     and the drive where they are: the same states, and no Split."""
     length = 12
     graph, b, log_decay, drive, _, a_value = _mamba_factors(length)
-    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=4,
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=4,
                              rank=4, shapes={})
     feeds = _feeds(length, 1.0, seed=6)
     got = _run(graph, [states], feeds)[0]
@@ -178,7 +179,7 @@ def test_the_drive_multiplies_its_smallest_pair_first():
 
     length, chunk = 12, 4
     graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
-    states = strided_readout(b, log_decay=log_decay, drive=drive, initial=None, axis=2, length=length, chunk=chunk,
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length, chunk=chunk,
                              rank=4, shapes=shapes)
     states.dtype = np.float32
     graph.outputs = [states]

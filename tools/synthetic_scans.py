@@ -25,7 +25,7 @@ class ScanSpec:
     index: str = "gather"        # gather | slice | guarded_slice (opset-12 dynamic-shape export: If around Squeeze)
     readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
     initial: str = "zeros"       # zeros | input
-    decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input)
+    decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input) | tanh (a = Tanh(a_in): any sign)
     opset: int = 17
     near_miss: str = ""          # "" or one of NEAR_MISSES
     near_miss_step: Optional[int] = None   # the step the near-miss starts at (default: see NEAR_MISS_DEFAULT_STEP)
@@ -119,7 +119,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [batch, D, N, L]))
     if spec.initial == "input":
         inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
-    decay = g.node("Exp", ["a_in"]) if spec.decay == "exp" else "a_in"
+    decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
+             "direct": lambda: "a_in"}[spec.decay]()
     other_decay = g.node("Exp", [g.node("Neg", ["a_in"])]) if spec.near_miss == "two_decays" else decay
 
     if spec.initial == "input":
@@ -187,7 +188,9 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
     D, L, N = spec.channels, spec.length, spec.state
     log_a = -rng.uniform(0.001, 0.2, (batch, D, L, N)) * decay_scale
     feeds = {
-        "a_in": (log_a if spec.decay == "exp" else np.exp(log_a)).astype(np.float32),
+        # tanh: decays of both signs and |a| up to 0.96, so every step flips some states' sign.
+        "a_in": {"exp": log_a, "direct": np.exp(log_a),
+                 "tanh": rng.uniform(-2.0, 2.0, log_a.shape)}[spec.decay].astype(np.float32),
         "b": rng.standard_normal((batch, D, L, N)).astype(np.float32),
     }
     if spec.readout != "states":
@@ -200,7 +203,7 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
 def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """The sequential recurrence in float64."""
     a = feeds["a_in"].astype(np.float64)
-    a = np.exp(a) if spec.decay == "exp" else a
+    a = {"exp": np.exp, "tanh": np.tanh}.get(spec.decay, lambda x: x)(a)
     b = feeds["b"].astype(np.float64)
     state = feeds["h0"].astype(np.float64) if spec.initial == "input" else np.zeros(a.shape[:2] + a.shape[3:])
     outs = []

@@ -1,9 +1,10 @@
 """Lowerings of a linear recurrence x_i = a_i * x_{i-1} + b_i over a whole axis.
 
-Each form is ``form(builder, *, log_decay, drive, initial, axis, length, chunk, rank)``: the
-decay in log space (log a_i), the drive b_i, an optional initial state (with a size-1 scan axis),
-the scan axis, its length, the chunk size asked for and the rank of the tensors; it returns all
-states x_i stacked along that axis. The re-rolling pass picks one by name; pipelines choose the name.
+Each form is ``form(builder, *, decays, drive, initial, axis, length, chunk, rank)``: the decays
+a_i (decays.Decays: as they are, and log a_i where every a_i is provably > 0), the drive b_i, an
+optional initial state (with a size-1 scan axis), the scan axis, its length, the chunk size asked
+for and the rank of the tensors; it returns all states x_i stacked along that axis. The re-rolling
+pass picks one by name; pipelines choose the name.
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ SCAN_FORMS = {
 # Forms that divide by decay products, and the |sum of log a| over one chunk past which float32's
 # exp overflows in them (docstrings of chunk24.py and batched.py); the other forms never overflow.
 OVERFLOWS_PAST = {"chunk24": 87, "batched": 174}
+
+# Forms that sum log decays, so they need Decays.log (every a_i provably > 0: an Exp output, a constant
+# > 0); the pass refuses them other decays. The rest only multiply decays and take any sign.
+LOG_SPACE = {"chunk24", "batched", "window-doubling"}
+# What to name in that refusal: forms that take any decay.
+ANY_SIGN = ("parallel", "batched-doubling")
 
 # Forms that also take `shapes` (tensor name -> partial static shape, from the pass).
 TAKES_SHAPES = {"parallel-strided", "strided-readout", "channels-last-readout"}

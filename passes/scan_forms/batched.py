@@ -17,7 +17,8 @@ only CumSums are two short ones over Q, which cumsum-to-matmul turns into MatMul
 tpu-mlir wants (few ops for its layer-group search, no Permutes, no long global CumSum).
 Numerics: chunk24's exp(-S) overflows in float32 once |A| * sum(dt) over one chunk passes ~87;
 centring on m moves that to ~174 at the cost of two small ops. The cross-chunk carry only
-multiplies decays <= 1.
+multiplies decays <= 1. Works in log space: only for decays with a log (decays.Decays.log, every
+a_i provably > 0); the pass refuses others.
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_chunks, merge_axes_shape, padded_to_chunks,
                                           paired_carry_in_place, split_axis_shape)
 
 
-def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def batched_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int, dense_carry: int = 0,
                    carry_shifts: str = "matmul") -> gs.Tensor:
     """All states; `dense_carry` > 0: with at most that many chunks (and chunks^3 <= MAX_INDEX_TABLE, the
@@ -39,8 +41,8 @@ def batched_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Ten
     the doubling carry: `carry_shifts` "matmul", chunk_axes.carry_into_chunks (the chunk axis moved last,
     shifted by MatMuls); "slices", chunk_axes.paired_carry_in_place (the chunk axis left in place,
     shifted by Slice + Concat)."""
-    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
-                                                       chunk=chunk, rank=rank)
+    log_decay, drive, chunk, chunks = padded_to_chunks(builder, decays.log, drive, axis=axis, length=length,
+                                                       chunk=chunk, rank=rank, unit_decay=0.0)
     padded = chunks * chunk
     # (..., L, ...) -> (..., chunks, Q, ...)
     split_rank, chunk_axis, step_axis = rank + 1, axis, axis + 1

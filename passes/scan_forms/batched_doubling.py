@@ -15,7 +15,8 @@ over 8, and its `tpu` graph gave NaN. So here, in the same (..., chunks, Q, ...)
      column (no strided Slice); the carry across chunks as in `batched` (chunk_axes.carry_into_chunks).
   3. states = local + growth * carry.
 Numerics: every factor is a product of decays <= 1 and nothing is divided, so nothing overflows
-in float32 whatever |A| * dt is (small products underflow to 0, which is their value).
+in float32 whatever |A| * dt is (small products underflow to 0, which is their value). The decays
+are taken as they are (decays.Decays.values): exact for decays of any sign.
 Cost: ~2 * log2(Q) shift-MatMuls on the full tensor where `batched` has 2 short CumSums and 2 Exps,
 and, unless the scan axis is already last, Q moved last and back (Transposes; transformers' Mamba:
 (batch, d_inner, chunks, N, Q)). The pass uses it for recurrences with decays per (channel,
@@ -29,14 +30,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import (carry_into_chunks, merge_axes_shape, move_axis, padded_to_chunks,
                                           shift_last_by_matmul, split_axis_shape)
 
 
-def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+def batched_doubling_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,
                             initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
-                                                       chunk=chunk, rank=rank)
+    decay, drive, chunk, chunks = padded_to_chunks(builder, decays.values, drive, axis=axis, length=length,
+                                                   chunk=chunk, rank=rank, unit_decay=1.0)
     padded = chunks * chunk
     # (..., L, ...) -> (..., chunks, ..., Q): Q last, so that every shift is x @ (a shifted identity),
     # a constant right operand. tpu-mlir refuses a broadcast left operand above 4-D ("Not support
@@ -46,7 +48,7 @@ def batched_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, driv
     def to_layout(x: gs.Tensor) -> gs.Tensor:
         return move_axis(builder, x, split_rank, axis + 1, last)
 
-    decay = to_layout(builder.reshape(builder.exp(log_decay), split_axis_shape(builder, log_decay, axis, chunks, chunk)))
+    decay = to_layout(builder.reshape(decay, split_axis_shape(builder, decay, axis, chunks, chunk)))
     drive = to_layout(builder.reshape(drive, split_axis_shape(builder, drive, axis, chunks, chunk)))
 
     local, window_decay, step = drive, decay, 1

@@ -32,8 +32,9 @@ from typing import Callable, Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import INT64_MAX
-from passes.scan_forms.parallel_strided import interleaved, strided_chunk, strided_sweeps
+from passes.scan_forms.parallel_strided import interleaved, stepped_decay, strided_chunk, strided_sweeps
 from passes.scan_forms.strided_readout import _block_sizes, _GatheredSteps, strided_readout
 
 # readout(block, start, stride, count, layout) -> (readout of steps start, start + stride, ..., step
@@ -128,20 +129,20 @@ class _ChannelsLastSteps(_GatheredSteps):
         return self._moved(tensor)
 
 
-def channels_last_readout(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+def channels_last_readout(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,
                           initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
                           shapes: Optional[dict] = None, readout: Optional[LaidOutReadout] = None) -> gs.Tensor:
     """The readout of every step, step axis first, given `readout`; without one (the states are the
     output), or when the last axis is already the largest, strided-readout's result."""
     shapes = shapes or {}
-    sizes = _block_sizes(shapes, [log_decay, drive], rank, axis)
+    sizes = _block_sizes(shapes, [stepped_decay(decays), drive], rank, axis)
     order = channels_last_order(rank, axis, sizes)
     if readout is None or order is None:
         plain = None if readout is None else (lambda block, q, stride, count: readout(block, q, stride, count, None))
-        return strided_readout(builder, log_decay=log_decay, drive=drive, initial=initial, axis=axis, length=length,
+        return strided_readout(builder, decays=decays, drive=drive, initial=initial, axis=axis, length=length,
                                chunk=chunk, rank=rank, shapes=shapes, readout=plain)
     steps = _ChannelsLastSteps(builder, axis, rank, length, strided_chunk(length, chunk), shapes, sizes, order)
-    blocks = strided_sweeps(builder, steps, log_decay=log_decay, drive=drive, initial=initial)
+    blocks = strided_sweeps(builder, steps, decays=decays, drive=drive, initial=initial)
     # The readout sees a state with the step axis first and the others in their order: where each lies in memory.
     logical = [axis] + [a for a in range(rank) if a != axis]
     layout = tuple(logical.index(a) for a in order)

@@ -4,7 +4,8 @@ Inside a chunk with S_i = cumsum(log a)_i (so a_1 ... a_i = exp(S_i)):
     x_i = exp(S_i) * (x_prev + cumsum(b * exp(-S))_i)
 Exact in real arithmetic, but exp(-S) overflows in float32 once the decays over one chunk
 multiply to below ~1e-38 (|A| * sum(dt) > ~87): the reason the seed lost accuracy as chunks grew.
-Node count grows with L / chunk.
+Node count grows with L / chunk. Works in log space: only for decays with a log
+(decays.Decays.log, every a_i provably > 0); the pass refuses others.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 
 
-def chunk24_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def chunk24_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor, initial: Optional[gs.Tensor],
                    axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+    log_decay = decays.log
     pieces = []
     carry = initial  # already has the scan axis (size 1) when given
     for start in range(0, length, chunk):

@@ -20,17 +20,18 @@ def chunk_dividing(length: int, chunk: int) -> int:
     return best if 2 * best >= chunk else chunk
 
 
-def padded_to_chunks(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, *, axis: int, length: int,
-                     chunk: int, rank: int) -> tuple[gs.Tensor, gs.Tensor, int, int]:
-    """(log_decay, drive, chunk, chunks) with the scan axis padded up to chunks * chunk steps; padded
-    steps have a = 1 (log 0) and b = 0, so they carry the last state unchanged and are cut off after."""
+def padded_to_chunks(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, *, axis: int, length: int,
+                     chunk: int, rank: int, unit_decay: float) -> tuple[gs.Tensor, gs.Tensor, int, int]:
+    """(decay, drive, chunk, chunks) with the scan axis padded up to chunks * chunk steps; padded
+    steps have a = 1 (`unit_decay`: 1.0 for decays as they are, 0.0 for log decays) and b = 0, so they
+    carry the last state unchanged and are cut off after."""
     chunk = chunk_dividing(length, chunk)
     chunks = -(-length // chunk)
     padded = chunks * chunk
     if padded != length:
-        log_decay = builder.pad_axis(log_decay, rank, axis, 0, padded - length, 0.0)
+        decay = builder.pad_axis(decay, rank, axis, 0, padded - length, unit_decay)
         drive = builder.pad_axis(drive, rank, axis, 0, padded - length, 0.0)
-    return log_decay, drive, chunk, chunks
+    return decay, drive, chunk, chunks
 
 
 def split_axis_shape(builder: GraphBuilder, x: gs.Tensor, axis: int, chunks: int, chunk: int) -> gs.Tensor:

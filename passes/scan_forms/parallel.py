@@ -10,7 +10,8 @@ view into Q blocks by one Split on its Q axis, block q holding step q of every c
      left, then by a doubling (Hillis-Steele) scan in log2(chunks) rounds.
   3. Sweep 2, Q small steps again, starting every chunk from the carry into it: all states.
 Only products of decays <= 1 are formed and nothing is divided, so nothing overflows in
-float32 however large |A| * dt gets (chunk24's exp(-cumsum) does).
+float32 however large |A| * dt gets (chunk24's exp(-cumsum) does). The decays are taken as they
+are (decays.Decays.values), never through log: exact for decays of any sign.
 
 Why nested: a doubling scan over the 392 chunks of VMamba-T's stage 0 is 9 rounds of seven
 ops on 1/Q of the data (about 8 passes over the whole scan's size, as much as both sweeps
@@ -26,6 +27,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, padded_to_chunks, shift,
                                           split_axis_shape)
 
@@ -86,20 +88,20 @@ def _states(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, *, axis: 
     return builder.slice(states, 0, length, axis) if padded != length else states
 
 
-def parallel_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def parallel_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor, initial: Optional[gs.Tensor],
                     axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    log_decay, drive, chunk, chunks = padded_to_chunks(builder, log_decay, drive, axis=axis, length=length,
-                                                       chunk=chunk, rank=rank)
+    decay, drive, chunk, chunks = padded_to_chunks(builder, decays.values, drive, axis=axis, length=length,
+                                                   chunk=chunk, rank=rank, unit_decay=1.0)
     padded = chunks * chunk
-    # (..., L, ...) -> Q blocks (..., chunks, 1, ...); Exp once, before the Split.
-    decays = _to_step_blocks(builder, builder.exp(log_decay), axis, chunks, chunk)
+    # (..., L, ...) -> Q blocks (..., chunks, 1, ...)
+    decay_blocks = _to_step_blocks(builder, decay, axis, chunks, chunk)
     drives = _to_step_blocks(builder, drive, axis, chunks, chunk)
 
     if initial is not None:
         # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
         start = builder.unsqueeze(initial, [axis + 1])
-        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decays[0], 0, 1, axis), start))
+        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decay_blocks[0], 0, 1, axis), start))
         drives[0] = builder.concat([first, builder.slice(drives[0], 1, chunks, axis)], axis) if chunks > 1 else first
 
-    merged = _from_step_blocks(builder, _sweeps(builder, decays, drives, axis, chunks, rank + 1), axis)
+    merged = _from_step_blocks(builder, _sweeps(builder, decay_blocks, drives, axis, chunks, rank + 1), axis)
     return builder.slice(merged, 0, length, axis) if padded != length else merged

@@ -14,7 +14,9 @@ its (L / Q, d_inner, N) block from small strided slices, and the full a and b be
   2. Carry across chunks, c_k = P_k * c_{k-1} + h_k: a doubling (Hillis-Steele) scan over L / Q.
   3. Sweep 2, Q small steps again, from the carry into each chunk: all states, interleaved back
      into (..., L, ...) by one Concat on the axis after the chunk axis and a Reshape.
-Numerics as `parallel`: only products of decays <= 1, nothing divided, no overflow. Needs the
+Numerics as `parallel`: only products of decays <= 1, nothing divided, no overflow. Decays without
+a log (decays.Decays: some a_i may be <= 0) are stepped as they are and a chunk's decay product is
+the product of its Q blocks: exact for any sign. Needs the
 static size of the scan axis in each factor (`shapes`, from the pass); a factor whose size is
 unknown is sliced where it is, without pushing further.
 """
@@ -25,6 +27,7 @@ from typing import Optional, Sequence
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, shift
 from patterns.graph_query import producer
 
@@ -108,31 +111,46 @@ class _StridedSteps:
         return tensor
 
 
-def strided_sweeps(builder: GraphBuilder, steps: _StridedSteps, *, log_decay: gs.Tensor, drive: gs.Tensor,
+def stepped_decay(decays: Decays) -> gs.Tensor:
+    """The tensor the sweeps take steps of: log a where the decays have one (its chunk sums push
+    through A * dt), else a itself."""
+    return decays.log if decays.has_log else decays.values
+
+
+def strided_sweeps(builder: GraphBuilder, steps: _StridedSteps, *, decays: Decays, drive: gs.Tensor,
                    initial: Optional[gs.Tensor]) -> list[gs.Tensor]:
     """Steps 1-3 of the module docstring: block q holds the states of steps q, q + Q, ... (`steps` makes
     the blocks: their layout, and the chunk axis at steps.block_axis)."""
     chunk, chunks, rank, axis = steps.chunk, steps.length // steps.chunk, steps.rank, steps.block_axis
-    decays = [builder.exp(steps.step(log_decay, q)) for q in range(chunk)]
+    decay = stepped_decay(decays)
+    if decays.has_log:
+        decay_blocks = [builder.exp(steps.step(decay, q)) for q in range(chunk)]
+    else:
+        decay_blocks = [steps.step(decay, q) for q in range(chunk)]
     drives = [steps.step(drive, q) for q in range(chunk)]
 
     if initial is not None:
         # Fold the initial state into chunk 0's first drive: x_0 = a_0 * x_init + b_0, then start from zero.
         initial = steps.laid_out(initial)
-        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decays[0], 0, 1, axis), initial))
+        first = builder.add(builder.slice(drives[0], 0, 1, axis), builder.mul(builder.slice(decay_blocks[0], 0, 1, axis), initial))
         drives[0] = builder.concat([first, builder.slice(drives[0], 1, chunks, axis)], axis) if chunks > 1 else first
 
     carry_in = None
     if chunks > 1:
         last = drives[0]
         for q in range(1, chunk):
-            last = builder.add(builder.mul(decays[q], last), drives[q])
-        chunk_decay = builder.exp(steps.sum_over_steps(log_decay))   # a_1 ... a_Q = exp(sum of log a): <= 1
+            last = builder.add(builder.mul(decay_blocks[q], last), drives[q])
+        if decays.has_log:
+            chunk_decay = builder.exp(steps.sum_over_steps(decay))   # a_1 ... a_Q = exp(sum of log a): <= 1
+        else:
+            chunk_decay = decay_blocks[0]
+            for q in range(1, chunk):
+                chunk_decay = builder.mul(chunk_decay, decay_blocks[q])
         carry = doubling_scan(builder, chunk_decay, last, rank, axis, chunks)
         carry_in = shift(builder, carry, rank, axis, 1, chunks, 0.0)
     states, state = [], carry_in
     for q in range(chunk):
-        state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
+        state = drives[q] if state is None else builder.add(builder.mul(decay_blocks[q], state), drives[q])
         states.append(state)
     return states
 
@@ -145,11 +163,11 @@ def strided_chunk(length: int, chunk: int) -> int:
     return chunk
 
 
-def parallel_strided_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+def parallel_strided_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,
                             initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
                             shapes: Optional[dict] = None) -> gs.Tensor:
     steps = _StridedSteps(builder, axis, rank, length, strided_chunk(length, chunk), shapes or {})
-    states = strided_sweeps(builder, steps, log_decay=log_decay, drive=drive, initial=initial)
+    states = strided_sweeps(builder, steps, decays=decays, drive=drive, initial=initial)
     return interleaved(builder, states, axis, rank, length)
 
 

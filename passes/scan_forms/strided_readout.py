@@ -31,8 +31,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import INT64_MAX, move_axis
-from passes.scan_forms.parallel_strided import _PUSH_THROUGH, _StridedSteps, interleaved, strided_chunk, strided_sweeps
+from passes.scan_forms.parallel_strided import (_PUSH_THROUGH, _StridedSteps, interleaved, stepped_decay, strided_chunk,
+                                               strided_sweeps)
 from patterns.graph_query import producer
 
 # readout(states of steps start, start + stride, ... with the step axis first, start, stride, count)
@@ -117,14 +119,14 @@ def _block_sizes(shapes: dict, tensors: list[gs.Tensor], rank: int, axis: int) -
     return [size for index, size in enumerate(merged) if index != axis]
 
 
-def strided_readout(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor, initial: Optional[gs.Tensor],
+def strided_readout(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor, initial: Optional[gs.Tensor],
                     axis: int, length: int, chunk: int, rank: int, shapes: Optional[dict] = None,
                     readout: Optional[Readout] = None) -> gs.Tensor:
     """All states, or, given `readout`, the readout of every step with the step axis first."""
     shapes = shapes or {}
     steps = _GatheredSteps(builder, axis, rank, length, strided_chunk(length, chunk), shapes,
-                           _block_sizes(shapes, [log_decay, drive], rank, axis))
-    blocks = strided_sweeps(builder, steps, log_decay=log_decay, drive=drive, initial=initial)
+                           _block_sizes(shapes, [stepped_decay(decays), drive], rank, axis))
+    blocks = strided_sweeps(builder, steps, decays=decays, drive=drive, initial=initial)
     if readout is None:
         return interleaved(builder, blocks, axis, rank, length)
     outputs, output_rank = [], None

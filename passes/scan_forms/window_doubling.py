@@ -8,6 +8,8 @@ decays by a constant 0/1 band, then Exp (<= 0, so <= 1). Each chunk's decay prod
 state are a recurrence over only L / Q values: this same form again, one level down, until one
 chunk is left. Then states = local + growth * carry, growth = exp(log a @ triangle).
 Only products of decays <= 1 are formed and nothing is divided: nothing overflows in float32.
+The window products are sums of log decays: only for decays with a log (decays.Decays.log, every
+a_i provably > 0); the pass refuses others.
 Why: ONNX Runtime at 16 threads runs each of the parallel form's ~130 nodes per scan on a 1/Q
 block (a thread-pool hand-off each) and its Split and Concat on the Q axis as single-threaded
 strided copies; here there is no Split or Concat, and each op is a multi-threaded MatMul or an
@@ -21,6 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.scan_forms.decays import Decays
 from patterns.graph_query import producer_op
 from passes.scan_forms.chunk_axes import chunk_dividing, merge_axes_shape, move_axis, shift, split_axis_shape
 
@@ -75,9 +78,9 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
     return builder.slice(merged, 0, length, last) if padded != length else merged
 
 
-def window_doubling_states(builder: GraphBuilder, *, log_decay: gs.Tensor, drive: gs.Tensor,
+def window_doubling_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,
                            initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
-    last = rank - 1
+    last, log_decay = rank - 1, decays.log
     if producer_op(log_decay) == "Log":
         # A decay of 0 has log -inf, and the window MatMuls multiply it by the band's zeros: NaN.
         # -1e30 has the same Exp (0) and stays finite in sums of up to ~3e8 steps.

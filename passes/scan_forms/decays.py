@@ -1,0 +1,76 @@
+"""A recurrence's decays a_i as a scan form takes them: as they are, or as log a_i where that is sound.
+
+Most forms only multiply decays (`values`): exact for any sign. A form that sums log decays
+(chunk24's cumsum, `batched`, `window-doubling`'s band MatMuls) needs `log`, which exists only
+when every a_i is provably > 0:
+  - a_i = Exp(z): log a_i is z, for free and exactly (every naive Mamba/VMamba export);
+  - a_i a constant whose values are all finite and > 0: Log of it, which fold-constants folds.
+Anything else (a Tanh, a graph input, a constant with an entry <= 0, a Sigmoid, which is 0 in float32
+below about -104) has no log: Log(a_i) would be NaN or -inf there. Both are built into the
+graph only when a form asks, so a form that takes only one leaves no dead node for the other.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from patterns.graph_query import producer
+
+
+class Decays:
+    """The decays a_i: `values` (always) and `log` (log a_i, None unless every a_i is provably > 0)."""
+
+    def __init__(self, make_values: Callable[[], gs.Tensor], make_log: Optional[Callable[[], gs.Tensor]],
+                 why_no_log: str = "") -> None:
+        self._make_values, self._make_log = make_values, make_log
+        self._values: Optional[gs.Tensor] = None
+        self._log: Optional[gs.Tensor] = None
+        self.why_no_log = why_no_log   # what the decays are, when they have no log: for rejection notes
+
+    @classmethod
+    def of(cls, builder: GraphBuilder, decay: gs.Tensor) -> "Decays":
+        """The decays held by the graph's tensor `decay`."""
+        node = producer(decay)
+        if node is not None and node.op == "Exp" and not node.domain:
+            exponent = node.inputs[0]
+            return cls(lambda: decay, lambda: exponent)
+        if isinstance(decay, gs.Constant):
+            values = np.asarray(decay.values)
+            if values.size and np.all(np.isfinite(values)) and np.all(values > 0):
+                return cls(lambda: decay, lambda: builder.log(decay))
+            return cls(lambda: decay, None, f"the constant '{decay.name}' holds a value <= 0 or not finite")
+        made_by = f"a {node.op} output ('{decay.name}')" if node is not None else f"the graph input '{decay.name}'"
+        return cls(lambda: decay, None, f"they are {made_by}, not an Exp output or a constant > 0")
+
+    @classmethod
+    def from_log(cls, builder: GraphBuilder, log_decay: gs.Tensor) -> "Decays":
+        """Decays given in log space (a carry one level up, a test): values are Exp(log_decay)."""
+        return cls(lambda: builder.exp(log_decay), lambda: log_decay)
+
+    @property
+    def values(self) -> gs.Tensor:
+        """a_i, exact for any sign."""
+        if self._values is None:
+            self._values = self._make_values()
+        return self._values
+
+    @property
+    def has_log(self) -> bool:
+        return self._make_log is not None
+
+    @property
+    def log(self) -> gs.Tensor:
+        """log a_i; only where `has_log` (a log-space form is never handed decays without one)."""
+        if self._make_log is None:
+            raise ValueError(f"no log of decays that may be <= 0: {self.why_no_log}")
+        if self._log is None:
+            self._log = self._make_log()
+        return self._log
+
+    def mapped(self, change: Callable[[gs.Tensor], gs.Tensor]) -> "Decays":
+        """The same decays through a change that commutes with log (a Squeeze, a Transpose)."""
+        make_log = (lambda: change(self.log)) if self.has_log else None
+        return Decays(lambda: change(self.values), make_log, self.why_no_log)
