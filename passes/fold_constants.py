@@ -4,16 +4,96 @@ Folding evaluates constant subgraphs with ONNX Runtime. It works on a copy of th
 so that when folding fails half way the original graph is kept and a note says why.
 Above ``skip_above_nodes`` it does nothing (folding a 100k-node unrolled graph is slow and
 is not what this pass is for: run it after the scans are re-rolled).
+
+ONNX Runtime evaluates every tensor of a folded subgraph, also those reduced away after, and
+onnx-graphsurgeon's size threshold only looks at the tensors it keeps, when their shape is
+recorded. So the ops that make a tensor larger than their inputs (ConstantOfShape, Expand, Tile,
+Range) are sized from their constant inputs first and left to run time when they would make more
+than MAX_FOLDED_ELEMENTS: a hostile ConstantOfShape of (2^20, 2^20) asked for 4 TiB. One whose
+size inputs are themselves still to be folded waits for the next round.
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
+
+import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from passes.base import Option, Pass, PassContext, PassResult
+from passes.graph_builder import MAX_INDEX_TABLE
 from passes.graph_io import graph_is_topologically_sorted, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
+
+# The most elements folding lets one size-making op produce: the cap other passes put on the
+# constants they build (graph_builder.MAX_INDEX_TABLE, 2^22: 16 MiB of float32).
+MAX_FOLDED_ELEMENTS = MAX_INDEX_TABLE
+# Rounds of folding while size-making ops wait for their size inputs to be folded.
+MAX_ROUNDS = 4
+
+
+def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
+    return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
+
+
+def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
+    shape = tensor.shape
+    if shape is None or not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
+        return None
+    return [int(size) for size in shape]
+
+
+def _broadcast_elements(first: list[int], second: list[int]) -> int:
+    rank = max(len(first), len(second))
+    first, second = [1] * (rank - len(first)) + first, [1] * (rank - len(second)) + second
+    return math.prod(max(a, b) for a, b in zip(first, second))
+
+
+def size_made(node: gs.Node) -> Optional[int]:
+    """How many elements `node` makes, if it is a size-making op (ConstantOfShape, Expand, Tile,
+    Range), from its inputs, before anything runs; None when that is not yet known. -1 for other ops."""
+    if node.op == "ConstantOfShape":
+        shape = _constant(node.inputs[0])
+        return None if shape is None else math.prod(max(int(size), 0) for size in shape.reshape(-1))
+    if node.op in ("Expand", "Tile"):
+        data_shape, sizes = _static_shape(node.inputs[0]), _constant(node.inputs[1])
+        if data_shape is None or sizes is None:
+            return None
+        sizes = [int(size) for size in sizes.reshape(-1)]
+        if node.op == "Tile":
+            return math.prod(max(size, 0) for size in data_shape) * math.prod(max(size, 0) for size in sizes)
+        return _broadcast_elements(data_shape, [max(size, 0) for size in sizes])
+    if node.op == "Range":
+        bounds = [_constant(tensor) for tensor in node.inputs[:3]]
+        if any(bound is None or bound.size != 1 for bound in bounds):
+            return None
+        start, limit, delta = (float(bound.reshape(-1)[0]) for bound in bounds)
+        if delta == 0 or not all(math.isfinite(value) for value in (start, limit, delta)):
+            return MAX_FOLDED_ELEMENTS + 1   # ONNX Runtime refuses it: no need to ask
+        return max(math.ceil((limit - start) / delta), 0)
+    return -1
+
+
+class _SizeGate:
+    """should_exclude_node for gs.Graph.fold_constants: keeps size-making ops past the cap (or of
+    unknown size) out of one round of folding, and remembers why."""
+
+    def __init__(self) -> None:
+        self.too_large: dict[str, str] = {}   # node name -> why (for the notes)
+        self.waiting = 0                       # ops whose size inputs are not constants yet
+
+    def __call__(self, node: gs.Node) -> bool:
+        elements = size_made(node)
+        if elements is None:
+            self.waiting += 1
+            return True
+        if elements > MAX_FOLDED_ELEMENTS:
+            self.too_large[node.name] = (f"{node.op} '{node.name}' would make {elements:,} elements "
+                                         f"(> {MAX_FOLDED_ELEMENTS:,}): left to run time")
+            return True
+        return False
 
 
 @register_pass
@@ -38,16 +118,22 @@ class FoldConstants(Pass):
         try:
             if not graph_is_topologically_sorted(working):
                 working.toposort()
-            working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
-                                   size_threshold=self.size_threshold_bytes)
-            working.cleanup(remove_unused_graph_inputs=False)
+            gate = _SizeGate()
+            for _ in range(MAX_ROUNDS):
+                gate.waiting, nodes_before_round = 0, len(working.nodes)
+                working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
+                                       size_threshold=self.size_threshold_bytes, should_exclude_node=gate)
+                working.cleanup(remove_unused_graph_inputs=False)
+                if not gate.waiting or len(working.nodes) == nodes_before_round:
+                    break
         except Exception as error:  # folding is optional: never fail the pipeline for it
             reason = one_line(error, limit=300)
             return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])
         finally:
             G_LOGGER.severity = previous_severity
+        notes = sorted(gate.too_large.values())
         folded = nodes_before - len(working.nodes)
         if folded <= 0:
-            return PassResult(False, {"folded": 0})
+            return PassResult(False, {"folded": 0}, notes)
         replace_graph_contents(graph, working)
-        return PassResult(True, {"folded": folded})
+        return PassResult(True, {"folded": folded}, notes)

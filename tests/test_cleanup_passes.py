@@ -156,3 +156,74 @@ def test_simplify_skips_above_threshold():
 @pytest.mark.parametrize("name", ["eliminate-dead-nodes", "fold-constants", "simplify"])
 def test_cleanup_passes_are_registered_with_descriptions(name):
     assert get_pass(name).description
+
+
+# Folding evaluated any constant subgraph with ONNX Runtime, however large its tensors: a hostile
+# ConstantOfShape / Expand / Tile / Range of 2^40 elements reduced to one number asked ORT for 4 TiB
+# (found by the s16 trust review). Each is now sized from its inputs before anything runs.
+TERABYTE_SIZE_MAKERS = {
+    "ConstantOfShape": """
+      shape = Constant<value = int64[2] {1048576, 1048576}>()
+      big = ConstantOfShape<value = float[1] {1.0}>(shape)""",
+    "ConstantOfShape of a folded shape": """
+      rows = Constant<value = int64[1] {1048576}>()
+      shape = Concat<axis = 0>(rows, rows)
+      big = ConstantOfShape<value = float[1] {1.0}>(shape)""",
+    "Expand": """
+      one = Constant<value = float[1, 1] {1.0}>()
+      shape = Constant<value = int64[2] {1048576, 1048576}>()
+      big = Expand(one, shape)""",
+    "Tile": """
+      one = Constant<value = float[1, 1] {1.0}>()
+      repeats = Constant<value = int64[2] {1048576, 1048576}>()
+      big = Tile(one, repeats)""",
+    "Range": """
+      start = Constant<value = float {0.0}>()
+      limit = Constant<value = float {1099511627776.0}>()
+      delta = Constant<value = float {1.0}>()
+      big = Range(start, limit, delta)""",
+}
+
+
+def _reduced_to_one_number(body: str) -> gs.Graph:
+    return graph_of(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) {{ {body}
+          total = ReduceSum<keepdims = 0>(big)
+          y = Add(x, total) }}""")
+
+
+def _onnxruntime_spy(monkeypatch) -> list:
+    """The op types of every model folding hands to ONNX Runtime."""
+    import onnxruntime
+    seen, real = [], onnxruntime.InferenceSession
+
+    def spy(model, *args, **kwargs):
+        seen.extend(node.op_type for node in onnx.load_from_string(model).graph.node)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    return seen
+
+
+@pytest.mark.parametrize("maker", sorted(TERABYTE_SIZE_MAKERS))
+def test_fold_constants_never_evaluates_a_tensor_past_its_cap(monkeypatch, maker):
+    graph = _reduced_to_one_number(TERABYTE_SIZE_MAKERS[maker])
+    op = maker.split()[0]
+    evaluated = _onnxruntime_spy(monkeypatch)
+    result = run_pass("fold-constants", graph)
+    assert op not in evaluated
+    assert op in ops(graph) and "ReduceSum" in ops(graph)   # left to run time
+    assert any(f"{op} " in note and "elements" in note for note in result.notes), result.notes
+    onnx.checker.check_model(graph_to_model(graph))   # still a model
+
+
+def test_fold_constants_leaves_a_tensor_just_past_the_cap_and_folds_one_at_it():
+    from passes.fold_constants import MAX_FOLDED_ELEMENTS
+    for rows, folded in ((MAX_FOLDED_ELEMENTS // 1024, True), (MAX_FOLDED_ELEMENTS // 1024 + 1, False)):
+        graph = _reduced_to_one_number(f"""
+          shape = Constant<value = int64[2] {{{rows}, 1024}}>()
+          big = ConstantOfShape<value = float[1] {{1.0}}>(shape)""")
+        run_pass("fold-constants", graph)
+        assert ("ConstantOfShape" not in ops(graph)) == folded, rows
+        out = run_model(graph_to_model(graph), {"x": np.zeros(2, dtype=np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full(2, rows * 1024, dtype=np.float32))
