@@ -137,3 +137,79 @@ def test_tpu_check_turns_sigterm_into_exit_143(monkeypatch, tmp_path, capsys):
     (tmp_path / "m.onnx").write_bytes(b"")
     assert tpu_check.main([str(tmp_path / "m.onnx")]) == 143
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+# Found by the s16 trust review: run_logged wrote its log with plain open() and tpu_check its npz with
+# np.savez, so a link planted at the name wrote through it, and an interrupt left half a log.
+class _Tool:
+    """A stand-in for subprocess.Popen: the tool prints a line and exits 0, or is interrupted half way."""
+
+    interrupted = False
+
+    def __init__(self, command, stdout, **kwargs):
+        stdout.write(b"logged\n" if not self.interrupted else b"half a l")
+        stdout.flush()
+        self.returncode = 0
+
+    def wait(self, timeout=None):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        return 0
+
+
+def test_run_logged_never_writes_through_a_planted_link(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "step.log").symlink_to(victim)
+    monkeypatch.setattr(tc.subprocess, "Popen", _Tool)
+    step = tc.run_logged("step", ["tool"], tmp_path, {}, tmp_path / "step.log")
+    assert step.ok and victim.read_text() == "keep me"
+    assert not step.log.is_symlink() and step.log.read_text() == "logged\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.log", "victim.txt"]
+
+
+def test_run_logged_interrupted_leaves_no_half_log(tmp_path, monkeypatch):
+    import pytest
+
+    (tmp_path / "old.log").write_text("the last run's log\n")
+    monkeypatch.setattr(tc.subprocess, "Popen", type("Interrupted", (_Tool,), {"interrupted": True}))
+    for name in ("new.log", "old.log"):
+        with pytest.raises(KeyboardInterrupt):
+            tc.run_logged("step", ["tool"], tmp_path, {}, tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.log"]
+    assert (tmp_path / "old.log").read_text() == "the last run's log\n"
+
+
+def test_tpu_check_never_writes_its_npz_through_a_planted_link(tmp_path, monkeypatch):
+    import onnx
+    import onnx.parser
+    import pytest
+    from scan_testing import TINY_MODEL_TEXT
+
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), tmp_path / "tiny.onnx")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    work = tmp_path / "work"
+    real_prepare = tpu_check.prepare_workdir
+
+    def prepare_then_plant(workdir, kept):
+        real_prepare(workdir, kept)
+        for name in ("input.npz", "onnxruntime_outputs.npz"):
+            (workdir / name).symlink_to(victim)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):   # the npz are written; what follows needs tpu-mlir
+        raise Stop
+
+    monkeypatch.setattr(tpu_check, "prepare_workdir", prepare_then_plant)
+    monkeypatch.setattr(tc, "venv_dir", stop)
+    args = tpu_check.build_parser().parse_args([str(tmp_path / "tiny.onnx"), "--workdir", str(work)])
+    with pytest.raises(Stop):
+        tpu_check.check(args, console=None)
+    assert victim.read_bytes() == b"keep me"
+    for name in ("input.npz", "onnxruntime_outputs.npz"):
+        assert not (work / name).is_symlink()
+    assert np.load(work / "input.npz")["x"].shape == (2, 3)
+    assert np.load(work / "onnxruntime_outputs.npz")["y"].shape == (2, 3)

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
+from passes.files import atomic_target
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO_ROOT / "tools" / "tpu_setup.sh"
 DEFAULT_VENV = REPO_ROOT / ".tpu-venv"
@@ -68,9 +72,13 @@ class StepResult:
 
 def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str], log: Path,
                timeout: Optional[float] = None, tick: Optional[Callable[[str], None]] = None) -> StepResult:
-    """Run ``command`` with stdout+stderr into ``log``; call ``tick(last_line)`` about 4x a second."""
+    """Run ``command`` with stdout+stderr into ``log``; call ``tick(last_line)`` about 4x a second.
+
+    The log is written to an exclusive temporary beside it, renamed over ``log`` when the tool has
+    ended (also when it failed or timed out: its log says why): a link planted at ``log`` is replaced,
+    never written through, and an interrupt leaves no half log."""
     started = time.perf_counter()
-    with open(log, "wb") as sink:
+    with atomic_target(log, ".log", "log") as temporary, open(temporary, "wb") as sink:
         process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         timed_out = False
@@ -81,7 +89,7 @@ def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str]
                     break
                 except subprocess.TimeoutExpired:
                     if tick is not None:
-                        tick(last_line(log))
+                        tick(last_line(temporary))
                     if timeout is not None and time.perf_counter() - started > timeout:
                         timed_out = True
                         stop_group(process)
@@ -93,6 +101,13 @@ def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str]
             raise
     return StepResult(name, list(command), process.returncode if not timed_out else -9,
                       time.perf_counter() - started, log, timed_out)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez(path, ...) through an exclusive temporary renamed over ``path`` (never through a link
+    planted there, never half a file)."""
+    with atomic_target(path, ".npz") as temporary:   # .npz: np.savez would append it to another name
+        np.savez(temporary, **arrays)
 
 
 def stop_group(process: subprocess.Popen) -> None:
