@@ -173,11 +173,14 @@ def test_run_logged_interrupted_leaves_no_half_log(tmp_path, monkeypatch):
 
     (tmp_path / "old.log").write_text("the last run's log\n")
     monkeypatch.setattr(tc.subprocess, "Popen", type("Interrupted", (_Tool,), {"interrupted": True}))
+    stopped = []
+    monkeypatch.setattr(tc, "stop_group", stopped.append)     # the stand-in has no process group to stop
     for name in ("new.log", "old.log"):
         with pytest.raises(KeyboardInterrupt):
             tc.run_logged("step", ["tool"], tmp_path, {}, tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.log"]
     assert (tmp_path / "old.log").read_text() == "the last run's log\n"
+    assert len(stopped) == 2
 
 
 def test_tpu_check_never_writes_its_npz_through_a_planted_link(tmp_path, monkeypatch):
