@@ -14,6 +14,10 @@ window-doubling has no Split or Concat and runs each round on the whole scan. On
 host, 16 threads, interleaved: 116.7 ms against 125.8 for parallel Q = 4, which had run 120.3
 against 123.4 for the parallel Q = 8 form on another machine; slower on 2 threads (313 vs 280 ms),
 hence `cpu` keeps the parallel form.
+x_proj's grouped Conv1d (4 groups of 192+ channels) as one batched MatMul (`grouped-conv1d-to-matmul`,
+session s16): Conv kernels 7.8 -> 4.2 and 9.2 -> 4.3 ms per run at 16 threads (sums of per-node
+minima, ORT profiler, two runs of 15), whole graph 85.1 -> 83.8 and 87.4 -> 84.5 ms (two interleaved
+runs of 41 rounds, spinning on): 1.5-3.4%.
 """
 from pipelines.cpu import PIPELINE as CPU
 from pipelines.pipeline import Pipeline, Step
@@ -21,7 +25,7 @@ from pipelines.pipeline import Pipeline, Step
 assert CPU.steps[0].pass_name == "reroll-scans" and CPU.steps[-1].pass_name == "simplify"
 _REROLL = Step("reroll-scans", {"form": "window-doubling", "chunk": 16, "drop_unit_axes": True,
                                 "state_form": "strided-readout", "state_chunk": 32})
-_BEFORE_SIMPLIFY = [Step("slice-reverse-to-gather"), Step("plane-transpose-to-gather")]
+_BEFORE_SIMPLIFY = [Step("slice-reverse-to-gather"), Step("plane-transpose-to-gather"), Step("grouped-conv1d-to-matmul")]
 
 PIPELINE = Pipeline(
     "cpu-many",

@@ -194,12 +194,13 @@ def test_broken_entry_point_is_reported_not_skipped(monkeypatch):
 
 def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     """cpu-many re-rolls into window-doubling (chunk 16, without d_state 1's unit axis), the rest as cpu
-    plus its three copy rewrites; ov is the same steps (OpenVINO ran that graph faster than the parallel
-    form with its step blocks cut by Gathers, the ov pipeline before session s15)."""
+    plus its copy rewrites and x_proj as a MatMul; ov is the same steps but that last one, not timed
+    under OpenVINO (OpenVINO ran the window-doubling graph faster than the parallel form with its step
+    blocks cut by Gathers, the ov pipeline before session s15)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
     assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                   "state_form=strided-readout,state_chunk=32}")
-    assert many.steps[1:-3] == cpu.steps[1:-1]
-    assert [step.pass_name for step in many.steps[-3:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
-                                                             "simplify"]
-    assert str(ov) == str(many) and ov.name == "ov"
+    assert many.steps[1:-4] == cpu.steps[1:-1]
+    assert [step.pass_name for step in many.steps[-4:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
+                                                             "grouped-conv1d-to-matmul", "simplify"]
+    assert ov.steps == many.steps[:-2] + many.steps[-1:] and ov.name == "ov"
