@@ -58,3 +58,11 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {one_line(message)} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: ASCII digits only (int() would also take '1_0' and other
+    scripts' digits, a number the text does not show) and >= 1, refused before any work."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
+    return int(text)

@@ -59,8 +59,8 @@ def test_bad_arguments_and_models_are_one_line_errors(tmp_path, capsys):
     cases = {
         (str(model), "--threads", ","): "error: --threads must be comma-separated positive integers, got ','",
         (str(model), "--threads", "1,-2"): "error: --threads must be comma-separated positive integers, got '1,-2'",
-        (str(model), "--runs", "0"): "error: argument --runs: must be a positive integer, got '0' (see --help)",
-        (str(model), "--batch", "-1"): "error: argument --batch: must be a positive integer, got '-1' (see --help)",
+        (str(model), "--runs", "0"): "error: argument --runs: must be an integer >= 1, got '0' (see --help)",
+        (str(model), "--batch", "-1"): "error: argument --batch: must be an integer >= 1, got '-1' (see --help)",
         (str(tmp_path / "bad.onnx"),): f"error: ONNX Runtime cannot load {tmp_path}/bad.onnx: ",
         (str(model), "--bogus"): "error: unrecognized arguments: --bogus (see --help)",
     }

@@ -217,7 +217,7 @@ def test_tpu_accuracy_never_writes_through_a_link_planted_in_its_workdir(tmp_pat
         (work / name).symlink_to(victim)
     tpu_accuracy._run([sys.executable, "-c", "print('logged')"], work / "export.log")
     assert victim.read_text() == "keep me"
-    tpu_accuracy._save_npz(work / "held_out.npz", input=np.arange(3.0))
+    tpu_accuracy.tc.save_npz(work / "held_out.npz", input=np.arange(3.0))
     assert victim.read_text() == "keep me"
     assert not (work / "export.log").is_symlink() and (work / "export.log").read_text() == "logged\n"
     assert not (work / "held_out.npz").is_symlink()

@@ -14,7 +14,6 @@ section of docs/BENCHMARKS.md between `<!-- bench:mamba-130m:N-core -->` markers
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, read_text_file, write_text_atomic
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -254,25 +253,14 @@ def write_docs(result: dict, threads_label: str) -> None:
     write_text_atomic(path, text)
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type for sizes and counts: an integer >= 1, refused before the export, not inside it."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
-    return value
-
-
 def main(argv=None) -> int:
     ap = OneLineArgumentParser(prog="python -m tools.bench_mamba", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layers", type=_at_least_one, default=2)
-    ap.add_argument("--length", type=_at_least_one, default=1024)
-    ap.add_argument("--d-model", type=_at_least_one, default=768)
-    ap.add_argument("--d-state", type=_at_least_one, default=16)
-    ap.add_argument("--threads", type=_at_least_one, default=2)
-    ap.add_argument("--repeats", type=_at_least_one, default=5)
+    ap.add_argument("--layers", type=positive_int, default=2)
+    ap.add_argument("--length", type=positive_int, default=1024)
+    ap.add_argument("--d-model", type=positive_int, default=768)
+    ap.add_argument("--d-state", type=positive_int, default=16)
+    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--machine", default="dev 2-core", help="how docs name the machine")
     ap.add_argument("--workdir", type=Path, default=Path("out/bench/mamba-130m"))

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from passes.files import write_text_atomic
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -77,18 +77,11 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
             "op_ms": {op: ms / runs for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (0 runs divide by zero, 0 threads is ORT's default, not 0)."""
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{text}'")
-    return int(text)
-
-
 def _thread_counts(text: str) -> list[int] | None:
     """'1,2,16' -> [1, 2, 16]; None unless every entry is a positive integer and there is one."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        counts = [_positive_int(part) for part in parts]
+        counts = [positive_int(part) for part in parts]
     except argparse.ArgumentTypeError:
         return None
     return counts or None
@@ -98,8 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = OneLineArgumentParser(prog="python -m tools.ort_profile", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--threads", default=str(os.cpu_count() or 1), help="comma-separated thread counts")
-    parser.add_argument("--batch", type=_positive_int, default=1, help="value for symbolic (batch) dimensions")
-    parser.add_argument("--runs", type=_positive_int, default=5, help="timed runs after one warm-up")
+    parser.add_argument("--batch", type=positive_int, default=1, help="value for symbolic (batch) dimensions")
+    parser.add_argument("--runs", type=positive_int, default=5, help="timed runs after one warm-up")
     parser.add_argument("--top", type=int, default=15, help="op types to show")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from passes.files import DestinationError, atomic_open, atomic_target, check_destination, write_text_atomic
+from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import one_line
 from tools import tpu_toolchain as tc
@@ -66,11 +66,6 @@ def _run(command: list[str], log: Path, cwd: Path = tc.REPO_ROOT) -> subprocess.
             tc.stop_group(process)
             raise
         return subprocess.CompletedProcess(command, process.returncode)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_target(path, ".npz") as temporary:   # exclusive, like the logs
-        np.savez(temporary, **arrays)
 
 
 def _files_written(workdir: Path, modes: list[str]) -> list[Path]:
@@ -188,10 +183,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
     reference = torch_predict(images)
     torch_top1 = 100.0 * float(np.mean(reference.argmax(axis=1) == labels))
     held_out = workdir / "held_out.npz"
-    _save_npz(held_out, input=batched(images, args.batch))
+    tc.save_npz(held_out, input=batched(images, args.batch))
     calibration = workdir / "calibration.npz"
     if "INT8" in args.quantize:
-        _save_npz(calibration, **digits_set(args.calibration_count, args.batch))
+        tc.save_npz(calibration, **digits_set(args.calibration_count, args.batch))
 
     venv = tc.venv_dir(args.venv)
     results = []

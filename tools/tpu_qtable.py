@@ -38,7 +38,6 @@ into the table (tpu-mlir's own canonicalisation removes some nodes, e.g. Reshape
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections import deque
@@ -48,7 +47,7 @@ from typing import Iterable, Optional
 
 import onnx
 
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from passes.files import (DestinationError, check_destination, check_not_read, read_regular_file, read_text_file,
                           write_text_atomic)
 from passes.report.provenance import PASS_KEY
@@ -242,24 +241,13 @@ def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def _lanes(text: str) -> int:
-    """argparse type for --lanes: an integer >= 1 (the Conv rule divides by it)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
-    return value
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = OneLineArgumentParser(prog="python -m tools.tpu_qtable", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the ONNX model given to model_transform (with its node metadata)")
     parser.add_argument("mlir", help="model_transform's top-dialect .mlir of that model")
     parser.add_argument("-o", "--output", help="write the table here (default stdout)")
     parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=FLOAT_MODES)
-    parser.add_argument("--lanes", type=_lanes, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
+    parser.add_argument("--lanes", type=positive_int, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
     args = parser.parse_args(argv)
     try:
         if args.output:
