@@ -136,6 +136,24 @@ def test_from_json_rewrites_the_same_section(bench_run, tmp_path):
     assert "rewritten from its JSON" in text
 
 
+def test_from_json_leaves_the_default_json_alone(bench_run, tmp_path, monkeypatch):
+    """--from-json OTHER.json without --json wrote OTHER's figures over docs/bench/MODEL-Ncore.json, the
+    file of another run (found in session s17 regenerating a section from a second run's JSON): the
+    JSON now stays where it was read from and the section links to it."""
+    paths, _ = bench_run
+    monkeypatch.chdir(tmp_path)
+    default_json = tmp_path / "docs" / "bench" / "micro-1core.json"
+    default_json.parent.mkdir(parents=True)
+    default_json.write_text('{"another": "run"}')
+    other = tmp_path / "other-run.json"
+    other.write_bytes(paths["json"].read_bytes())
+    md = tmp_path / "B.md"
+    assert bench.main(["--from-json", str(other), "--out-md", str(md), "--png", "none"]) == 0
+    assert default_json.read_text() == '{"another": "run"}'
+    assert other.read_bytes() == paths["json"].read_bytes()
+    assert "[other-run.json](other-run.json)" in md.read_text()
+
+
 def test_openvino_rows_and_a_second_thread_count(bench_run, tmp_path):
     """OpenVINO on the cpu graph (f32: as exact as ORT; default precision: labelled with it) and the
     cpu graph at 2 threads, in one interleaved run reusing the shared run's graphs."""

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from-json", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the markdown section and chart from an earlier run's JSON")
     parser.add_argument("--out-md", default="docs/BENCHMARKS.md", help="markdown file to write the section into ('none': skip)")
-    parser.add_argument("--json", dest="json_path", help="raw results JSON (default docs/bench/MODEL-Ncore.json; 'none': skip)")
+    parser.add_argument("--json", dest="json_path", help="raw results JSON (default docs/bench/MODEL-Ncore.json; with --from-json: not written unless named; 'none': skip)")
     parser.add_argument("--png", dest="png_path", help="bar chart (default docs/bench/MODEL-Ncore.png; 'none': skip)")
     return parser
 
@@ -658,7 +658,15 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             result = json_module.loads(read_text_file(args.from_json))
+            # The JSON is written only where --json says: by default the run's figures stay in the file
+            # they were read from, and the section links to it (the default docs/bench/MODEL-Ncore.json
+            # may hold another run's figures, which a rewrite from this file replaced).
+            keep_in_place = args.given_paths[0] is None
+            if keep_in_place:
+                args.given_paths = ("none", args.given_paths[1])
             _default_output_paths(args, result["model"], result["threads"])   # the run's model, not --model
+            if keep_in_place:
+                result["json_path"] = str(args.from_json)
             _check_outputs(args)
             result["rewritten"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
             report.derive(result)
