@@ -411,6 +411,28 @@ class ModelMeta:
         return gs.Graph.DEFAULT_OPSET
 
 
+def initializer_inputs(model: onnx.ModelProto) -> list[str]:
+    """Names of the top-level graph inputs that also have an initializer, in input order: ONNX's
+    overridable initializers (a default a caller may replace; IR 3 lists every initializer so, and
+    ``torch.onnx.export(keep_initializers_as_inputs=True)`` every weight)."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return [value.name for value in model.graph.input if value.name in initializers]
+
+
+def freeze_initializer_inputs(model: onnx.ModelProto) -> list[str]:
+    """Take the graph inputs that have an initializer out of ``model``'s inputs (in place), so that
+    they are the constants they hold: the passes read weights as constants (a scan's decays, a
+    Conv's kernel), and onnx-graphsurgeon's import would drop such inputs anyway, silently. The
+    names frozen, for the caller to say (``initializer_inputs``)."""
+    frozen = initializer_inputs(model)
+    if frozen:
+        names = set(frozen)
+        kept = [value for value in model.graph.input if value.name not in names]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    return frozen
+
+
 def model_to_graph(model: onnx.ModelProto) -> gs.Graph:
     """Import into onnx-graphsurgeon (seconds for a 100k-node graph: show a spinner)."""
     return gs.import_onnx(model)

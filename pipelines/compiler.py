@@ -37,12 +37,12 @@ from onnx.external_data_helper import uses_external_data
 
 from passes.base import Pass, PassContext, PassOptionError
 from passes.files import DestinationError, check_folder_destination, check_not_read, file_kind, folders_made
-from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, graph_to_model, model_to_graph,
-                             read_model, save_model_atomic)
+from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, freeze_initializer_inputs,
+                             graph_to_model, initializer_inputs, model_to_graph, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model
-from passes.one_line import one_line, printable
+from passes.one_line import one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
@@ -242,6 +242,15 @@ def _check_nothing_read_is_written(written: list[tuple[Path, str]], reads: list[
         raise BadInput(one_line(error)) from None
 
 
+def frozen_inputs_notice(frozen: Sequence[str]) -> str:
+    """The one line that says graph inputs with initializers were frozen (names escaped, a few shown)."""
+    count = len(frozen)
+    inputs = "graph input that has an initializer" if count == 1 else "graph inputs that have initializers"
+    return (f"froze {count} {inputs} (weights a caller could override, as torch.onnx.export"
+            f"(keep_initializers_as_inputs=True) writes them) as constants: the compiled model does not take "
+            f"{'it' if count == 1 else 'them'} as input ({printable_names(frozen, shown=3)})")
+
+
 def compile_model(
     model_or_path: onnx.ModelProto | str | os.PathLike,
     pipeline: str | Pipeline | Sequence[Pass],
@@ -278,6 +287,10 @@ def compile_model(
     folder that takes no file; a destination that is a file the run reads (the input, its external
     data files, the reference, ``protected_files``): inputs are never written, ``in_place`` aside.
     Refused right after loading: a model that breaks ONNX's structure (passes/model_check.py).
+
+    Graph inputs that also have an initializer (overridable weights) are frozen: compiled as the
+    constants they hold and left out of the compiled model's inputs, said in ``warnings`` and in the
+    report's ``frozen_inputs``; verification feeds only the other inputs.
     """
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
@@ -367,9 +380,14 @@ def compile_model(
     if in_place and input_path is not None and destinations.output is not None \
             and os.path.realpath(destinations.output) == os.path.realpath(input_path):
         output_keeps = [path for role, path in reads if role != "external data file"] + [input_path]
+    if input_path is None and (input_shapes or initializer_inputs(model)):
+        model = copy.deepcopy(model)   # the caller's model stays as it was
+    frozen = freeze_initializer_inputs(model)
+    if frozen:
+        report_data["frozen_inputs"] = frozen
+        warnings.append(frozen_inputs_notice(frozen))
+        progress.warn(warnings[-1])
     if input_shapes:
-        if input_path is None:
-            model = copy.deepcopy(model)   # the caller's model stays as it was
         try:
             fixed = fix_input_shapes(model, {name: list(dims) for name, dims in input_shapes.items()})
         except InputShapeError as error:
