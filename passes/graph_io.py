@@ -430,7 +430,13 @@ def freeze_initializer_inputs(model: onnx.ModelProto) -> list[str]:
         kept = [value for value in model.graph.input if value.name not in names]
         del model.graph.input[:]
         model.graph.input.extend(kept)
+        model.ir_version = max(model.ir_version, FIRST_IR_WITH_CONSTANT_INITIALIZERS)
     return frozen
+
+
+# IR 3 lists every initializer as a graph input; IR 4 (2019-01-22) lets an initializer be a constant
+# that is no input, and changes nothing else. A frozen model and the constants passes add need it.
+FIRST_IR_WITH_CONSTANT_INITIALIZERS = onnx.IR_VERSION_2019_1_22
 
 
 def model_to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -451,13 +457,14 @@ def graph_is_topologically_sorted(graph: gs.Graph) -> bool:
 
 def graph_to_model(graph: gs.Graph, meta: ModelMeta | None = None) -> onnx.ModelProto:
     """Export a graph, sorting it first if a pass left nodes out of order, and restore
-    the model-level fields of the original model (ir_version, producer, metadata)."""
+    the model-level fields of the original model (ir_version, producer, metadata). IR 3 becomes
+    IR 4: the graph lists its constants as initializers only."""
     if not graph_is_topologically_sorted(graph):
         graph.toposort()
     model = gs.export_onnx(graph, do_type_check=False)
     if meta is not None:
         if meta.ir_version:
-            model.ir_version = meta.ir_version
+            model.ir_version = max(meta.ir_version, FIRST_IR_WITH_CONSTANT_INITIALIZERS)
         # Keep domains gs does not know about (the graph's own opsets win on conflicts).
         present = {o.domain for o in model.opset_import}
         for domain, version in meta.opset_import:

@@ -84,7 +84,7 @@ def check_model(model: onnx.ModelProto) -> None:
     """Raise ``InvalidModelError`` (one line) if the model breaks a rule above."""
     if model.ir_version > onnx.IR_VERSION:
         raise InvalidModelError(f"IR version {model.ir_version} is newer than the newest this onnx reads ({onnx.IR_VERSION})")
-    if model.ir_version < onnx.IR_VERSION_2017_11_3:   # 3 (IR_VERSION_2017_10_30 is 2); an output keeps the input's IR version
+    if model.ir_version < onnx.IR_VERSION_2017_11_3:   # 3 (IR_VERSION_2017_10_30 is 2); an output keeps the input's IR version, 3 raised to 4
         raise InvalidModelError(f"IR version {model.ir_version} is older than 3, the first with opset imports "
                                 "(onnx.checker refuses it)")
     opsets: dict[str, int] = {}

@@ -95,3 +95,42 @@ def test_keep_initializers_as_inputs_export_rerolls_and_matches_pytorch(tmp_path
     assert [value.name for value in result.model.graph.input] == ["input"]
     assert result.report["frozen_inputs"] == weights
     assert any(warning.startswith(f"froze {len(weights)} graph inputs ") for warning in result.warnings)
+
+
+def test_an_ir_3_model_compiles_into_ir_4():
+    """IR 3 lists every initializer as a graph input (the first IR with opset imports: accepted);
+    frozen, and with the constants the passes add, the compiled graph lists none, which only IR 4 on
+    allows: the output kept IR 3 and onnx.checker refused the first pass's output (exit 3)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["ones", "w"], ["bias"]), helper.make_node("Add", ["x", "bias"], ["s"]),
+         helper.make_node("Relu", ["s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("ones", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        initializer=[helper.make_tensor("ones", TensorProto.FLOAT, [3], [1.0, 1.0, 1.0]),
+                     helper.make_tensor("w", TensorProto.FLOAT, [3], [1.0, -4.0, 3.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=3)
+    onnx.checker.check_model(model)
+    result = compile_model(model, "eliminate-dead-nodes,fold-constants")
+    assert result.report["frozen_inputs"] == ["ones", "w"]
+    assert result.model.ir_version == 4 and [value.name for value in result.model.graph.input] == ["x"]
+    assert [node.op_type for node in result.model.graph.node] == ["Add", "Relu"]
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.verification["ok"]
+
+
+def test_an_ir_3_model_whose_constants_a_pass_makes_initializers_compiles_into_ir_4():
+    """No input frozen: a Constant node that fold-constants stores as an initializer was refused
+    by onnx.checker under IR 3 the same way (graph_to_model raises the IR version itself)."""
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["ones"], value=helper.make_tensor("v", TensorProto.FLOAT, [3], [1.0, 1.0, 1.0])),
+         helper.make_node("Add", ["x", "ones"], ["s"]), helper.make_node("Relu", ["s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=3)
+    result = compile_model(model, "fold-constants")
+    assert "frozen_inputs" not in result.report
+    assert result.model.ir_version == 4 and [tensor.name for tensor in result.model.graph.initializer] == ["ones"]
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.verification["ok"]
