@@ -11,7 +11,8 @@ multiply decays (parallel, batched-doubling, the strided ones) take a_i as it is
 sign; forms that sum logs (scan_forms.LOG_SPACE: chunk24, batched, window-doubling) are never
 handed decays without a log: such a recurrence is left unrolled, with a note that names a form
 that would take it. (Log(a_i) of a Tanh output or a negative constant was NaN, written out
-unchecked under --verify none.)
+unchecked under --verify none.) A form that would build a square constant over the scan's steps
+beyond MAX_INDEX_TABLE entries (scan_forms.TABLE_SIDES: shift matrices, bands) is refused the same way.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
-from passes.graph_builder import GraphBuilder, taken_prefixes
+from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder, taken_prefixes
 from passes.registry import register_pass
-from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TAKES_SHAPES
+from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TABLE_SIDES, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import move_axis, move_axis_perm, transpose_without_unit_axes
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
@@ -126,6 +127,18 @@ def _log_space_refusal(form: str, decays: Decays) -> Optional[str]:
     others = " and ".join(ANY_SIGN)
     return (f"the {form} form sums log a_i, and the decays are not known to be > 0 ({decays.why_no_log}); "
             f"the {others} forms take decays of any sign (reroll-scans{{form={ANY_SIGN[0]}}})")
+
+
+def table_refusal(form: str, length: int, chunk: int, carry_shifts: str) -> Optional[str]:
+    """Why `form` with `chunk` would build a square constant of more than MAX_INDEX_TABLE entries
+    over a scan of `length` steps (scan_forms.TABLE_SIDES), or None."""
+    side_of = TABLE_SIDES.get(form)
+    side = side_of(length, chunk, carry_shifts) if side_of is not None else 0
+    if side * side <= MAX_INDEX_TABLE:
+        return None
+    return (f"the {form} form with chunk {chunk} builds a {side} x {side} constant (a shift matrix or band over "
+            f"this scan's {length} steps), more than the {MAX_INDEX_TABLE} values a constant may hold; a chunk "
+            "near the square root of the length keeps its tables small, the parallel form builds none")
 
 
 def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
@@ -263,14 +276,15 @@ class RerollScans(Pass):
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
             decays = Decays.of(builder, rec.decay)
-            refusal = _log_space_refusal(form, decays)
+            chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
+            refusal = (_log_space_refusal(form, decays)
+                       or table_refusal(form, rec.length, chunk, self.carry_shifts))
             if refusal is not None:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
                 notes.append(str(report.rejections[-1]))
                 continue
             unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
             lowered += bool(unit_axes)
-            chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
             reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays)
             rerolled.append(rec)
             self.forms_used.add(form)

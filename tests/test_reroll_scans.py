@@ -752,3 +752,46 @@ def test_cli_writes_a_correct_graph_for_tanh_decays_without_verification(tmp_pat
     out = onnx.load(tmp_path / "out.onnx")
     assert any(node.name.startswith("reroll_scans/") for node in out.graph.node)   # re-rolled
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+# --- square constants from the scan's real steps: capped like the other passes' tables ---------------
+
+@pytest.mark.parametrize("form, chunk", [
+    ("batched", 1), ("batched-doubling", 1),                   # the carry's (chunks x chunks) shift matrices
+    ("batched-doubling", 4096), ("window-doubling", 4096),     # the in-chunk (Q x Q) shifts and bands
+])
+def test_forms_whose_step_tables_pass_2_to_the_22_are_refused_with_a_note(form, chunk, long_scan):
+    """2,049 real steps: batched with chunk 1 built 11 (2049 x 2049) shift matrices, 200 MB of
+    constants (VMamba-T's 3,136 steps: ~470 MB); 2,048 steps (2^22 entries) pass (the side functions'
+    test below). Refused like a decay the form cannot take: the scan stays unrolled, with the reason."""
+    out, result = apply_pass(long_scan, RerollScans(form=form, chunk=chunk))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert any(f"the {form} form with chunk {chunk} builds a 2049 x 2049 constant" in note
+               and "more than the 4194304 values" in note for note in result.notes), result.notes
+    assert max((tensor.ByteSize() for tensor in out.graph.initializer), default=0) < 1 << 20
+
+
+def test_the_batched_form_with_its_carry_shifted_by_slices_builds_no_such_table(long_scan):
+    out, result = apply_pass(long_scan, RerollScans(form="batched", chunk=1, carry_shifts="slices"))
+    assert result.stats["rerolled"] == 1
+    assert max(tensor.ByteSize() for tensor in out.graph.initializer) < 1 << 20
+
+
+@pytest.mark.parametrize("form, chunk", [("batched", 1), ("batched-doubling", 1), ("batched-doubling", 4096),
+                                         ("window-doubling", 4096)])
+def test_the_largest_step_table_is_measured_at_the_cap(form, chunk):
+    """2048 x 2048 is 2^22 entries, taken; one step more is refused (kills '<' for '<=' and an
+    off-by-one in a side function). window-doubling with small chunks builds small tables at every level."""
+    from passes.reroll_scans import table_refusal
+
+    assert table_refusal(form, 2048, chunk, "matmul") is None
+    assert "2049 x 2049" in table_refusal(form, 2049, chunk, "matmul")
+    assert table_refusal("window-doubling", 1 << 20, 16, "matmul") is None
+    assert table_refusal("window-doubling", 1 << 20, 1, "matmul") is None
+    assert table_refusal("batched", 1 << 20, 1, "slices") is None
+    assert table_refusal("parallel", 1 << 20, 1, "matmul") is None
+
+
+@pytest.fixture(scope="module")
+def long_scan():
+    return unrolled_scan_model(ScanSpec(length=2049, channels=1, state=1))

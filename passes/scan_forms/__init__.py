@@ -8,14 +8,14 @@ pass picks one by name; pipelines choose the name.
 """
 from __future__ import annotations
 
-from passes.scan_forms.batched import batched_states
-from passes.scan_forms.batched_doubling import batched_doubling_states
+from passes.scan_forms.batched import batched_states, batched_table_side
+from passes.scan_forms.batched_doubling import batched_doubling_states, batched_doubling_table_side
 from passes.scan_forms.channels_last_readout import channels_last_readout
 from passes.scan_forms.chunk24 import chunk24_states
 from passes.scan_forms.parallel import parallel_states
 from passes.scan_forms.parallel_strided import parallel_strided_states
 from passes.scan_forms.strided_readout import strided_readout
-from passes.scan_forms.window_doubling import window_doubling_states
+from passes.scan_forms.window_doubling import window_doubling_states, window_doubling_table_side
 
 SCAN_FORMS = {
     "batched": batched_states,
@@ -45,3 +45,14 @@ TAKES_SHAPES = {"parallel-strided", "strided-readout", "channels-last-readout"}
 # also passes the block's layout) and then return the readout of every step, step axis first, instead
 # of the states.
 FOLDS_READOUT = {"strided-readout", "channels-last-readout"}
+
+# Forms that build square constants sized by the scan's real steps (shifted identities, bands): the
+# side of the largest, from (length, chunk, carry_shifts). The pass refuses such a form past
+# graph_builder.MAX_INDEX_TABLE entries, as every pass caps its tables: batched with chunk 1 on
+# VMamba-T's 3,136 steps built ~470 MB of shift matrices. The other forms' constants are vectors
+# and single values.
+TABLE_SIDES = {
+    "batched": batched_table_side,
+    "batched-doubling": batched_doubling_table_side,
+    "window-doubling": window_doubling_table_side,
+}

@@ -28,8 +28,16 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.scan_forms.decays import Decays
-from passes.scan_forms.chunk_axes import (carry_into_chunks, dense_carry_into_chunks, merge_axes_shape, padded_to_chunks,
-                                          paired_carry_in_place, split_axis_shape)
+from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, dense_carry_into_chunks, merge_axes_shape,
+                                          padded_to_chunks, paired_carry_in_place, split_axis_shape)
+
+
+def batched_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+    """Side of the largest square constant the form builds for a scan of `length` steps: the carry's
+    (chunks x chunks) shifted identities with `carry_shifts` "matmul" (chunk_axes.carry_into_chunks),
+    none with "slices" (the dense carry's, when taken, is smaller: chunks^3 <= MAX_INDEX_TABLE)."""
+    chunks = -(-length // chunk_dividing(length, chunk))
+    return chunks if carry_shifts == "matmul" and chunks > 1 else 0
 
 
 def batched_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor, initial: Optional[gs.Tensor],

@@ -31,8 +31,16 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.decays import Decays
-from passes.scan_forms.chunk_axes import (carry_into_chunks, merge_axes_shape, move_axis, padded_to_chunks,
+from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, merge_axes_shape, move_axis, padded_to_chunks,
                                           shift_last_by_matmul, split_axis_shape)
+
+
+def batched_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+    """Side of the largest square constant the form builds for a scan of `length` steps: the (Q x Q)
+    shifted identities inside the chunks and the carry's (chunks x chunks) ones (carry_shifts: not
+    an option of this form)."""
+    steps = chunk_dividing(length, chunk)
+    return max(steps, -(-length // steps))
 
 
 def batched_doubling_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,

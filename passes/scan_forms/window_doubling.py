@@ -48,13 +48,29 @@ def _in_chunk(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, ste
     return local, growth
 
 
+def _steps_per_chunk(length: int, chunk: int) -> int:
+    # At least 2 steps a chunk: with 1 the level below would be this scan again, without end
+    # (chunk_dividing gives 1 for an odd length and a chunk of 2).
+    return max(2, chunk_dividing(length, max(chunk, 2)))
+
+
+def window_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+    """Side of the largest square constant the form builds for a scan of `length` steps: the
+    (steps x steps) bands and shifted identities of every level, all `length` steps where one chunk
+    covers them (carry_shifts: not an option of this form)."""
+    side = 0
+    while True:
+        steps = _steps_per_chunk(length, chunk)
+        if steps >= length:
+            return max(side, length)
+        side, length = max(side, steps), -(-length // steps)
+
+
 def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, length: int, chunk: int,
                       rank: int) -> gs.Tensor:
     """States from zero along the last axis (length `length`)."""
     last = rank - 1
-    # At least 2 steps a chunk: with 1 the level below would be this scan again, without end
-    # (chunk_dividing gives 1 for an odd length and a chunk of 2).
-    steps = max(2, chunk_dividing(length, max(chunk, 2)))
+    steps = _steps_per_chunk(length, chunk)
     if steps >= length:
         return _in_chunk(builder, log_decay, drive, length)[0]
     chunks = -(-length // steps)
