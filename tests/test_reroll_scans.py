@@ -264,6 +264,17 @@ def test_parallel_form_nests_the_carry_over_many_chunks():
         assert rel_l2(result, numpy_scan(spec, feeds)) <= REL_L2_TOL
 
 
+@pytest.mark.parametrize("length, chunk", [(100, 1), (129, 2)])
+def test_parallel_form_with_one_step_chunks_over_many_chunks_does_not_nest(length, chunk):
+    """Q = 1 (chunk 1, or chunk 2 on an odd length) over more than NESTED_ABOVE chunks: one level
+    down was this same scan again, without end (RecursionError, exit 1). The carry is a doubling scan."""
+    spec = ScanSpec(length=length, channels=2, state=1)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=chunk))
+    assert result.stats["rerolled"] == 1 and "Split" not in op_histogram(out)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
 def test_stress_decays_chunk24_overflows_parallel_stays_exact():
     """|A| * sum(dt) over a chunk far above 87: exp(-cumsum) overflows float32 in chunk24."""
     spec = ScanSpec(length=96, channels=4, state=2)

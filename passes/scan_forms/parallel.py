@@ -60,7 +60,7 @@ def _sweeps(builder: GraphBuilder, decays: list, drives: list, chunk_axis: int, 
             last = builder.add(builder.mul(decays[q], last), drives[q])
             # A Mul chain on 1/Q-size blocks: ORT's ReduceSum over the leading axis is ~20x slower.
             chunk_decay = builder.mul(chunk_decay, decays[q])
-        if chunks > NESTED_ABOVE:
+        if chunks > NESTED_ABOVE and chunk > 1:   # with Q = 1, one level down is this scan again, without end
             carry = _states(builder, chunk_decay, last, axis=chunk_axis, length=chunks, chunk=chunk, rank=rank)
         else:
             carry = doubling_scan(builder, chunk_decay, last, rank, chunk_axis, chunks)
