@@ -231,12 +231,16 @@ def test_tpu_accuracy_never_writes_through_a_link_planted_in_its_workdir(tmp_pat
 @pytest.mark.parametrize("count", ["0", "-3"])
 def test_a_calibration_count_below_one_is_refused_before_the_work(count, tmp_path, capsys, monkeypatch):
     """Found by s16-adv: --calibration-count -3 exported and compiled the model (minutes), then
-    tools.tpu_calibration's digits_set raised ValueError: a traceback."""
+    tools.tpu_calibration's digits_set raised ValueError: a traceback. Refused by argparse now
+    (passes.one_line.positive_int), as a usage error."""
     def started(*args, **kwargs):
         raise AssertionError("the work started")
     monkeypatch.setattr(tpu_accuracy, "_measure", started)
-    assert tpu_accuracy.main(["--quantize", "INT8", "--calibration-count", count, "--workdir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: --calibration-count must be positive, got {count}\n"
+    with pytest.raises(SystemExit) as exit_:
+        tpu_accuracy.main(["--quantize", "INT8", "--calibration-count", count, "--workdir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"error: argument --calibration-count: must be an integer >= 1, got '{count}' "
+                                       "(see --help)\n")
 
 
 @pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt, 130), (Terminated, 143)])

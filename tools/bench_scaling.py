@@ -8,7 +8,6 @@ microseconds per node: flat columns mean linear scaling.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from passes.base import PassContext
+from passes.one_line import OneLineArgumentParser, positive_int
 from passes.reroll_scans import RerollScans
 from patterns.linear_recurrence import find_recurrences
 from tools.synthetic_scans import ScanSpec, unrolled_scan_model
@@ -40,16 +40,21 @@ def measure(length: int, channels: int) -> dict:
             "reroll_s": finished - started_pass}
 
 
+def _lengths(text: str) -> list[int]:
+    """argparse type: comma-separated scan lengths, each an integer >= 1."""
+    return [positive_int(part) for part in text.split(",")]
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", default="1568,3136,6272,12544")
-    parser.add_argument("--channels", type=int, default=8)
+    parser = OneLineArgumentParser(prog="python -m tools.bench_scaling", description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=_lengths, default=[1568, 3136, 6272, 12544], help="comma-separated scan lengths")
+    parser.add_argument("--channels", type=positive_int, default=8)
     args = parser.parse_args(argv)
     table = Table(title="compiler work vs graph size (one synthetic unrolled scan)")
     for column in ("steps L", "nodes", "import s", "match s", "reroll-scans s", "µs/node import", "µs/node match",
                    "µs/node reroll"):
         table.add_column(column, justify="right")
-    for length in (int(x) for x in args.lengths.split(",")):
+    for length in args.lengths:
         row = measure(length, args.channels)
         per = lambda key: f"{1e6 * row[key] / row['nodes']:.1f}"
         table.add_row(str(length), f"{row['nodes']:,}", f"{row['import_s']:.2f}", f"{row['match_s']:.2f}",

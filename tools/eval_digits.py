@@ -8,12 +8,13 @@ Prints the accuracy and whether it equals the value recorded in micro_digits.jso
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from passes.one_line import OneLineArgumentParser, positive_int
 
 
 def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_name: str = "input",
@@ -58,11 +59,11 @@ def torch_predict(x: np.ndarray, scan: str = "sequential", ckpt: str | None = No
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Held-out accuracy of the micro digits model (PyTorch or ONNX).")
+    ap = OneLineArgumentParser(prog="python -m tools.eval_digits", description="Held-out accuracy of the micro digits model (PyTorch or ONNX).")
     ap.add_argument("--onnx", type=Path, help="evaluate this ONNX model with onnxruntime instead of PyTorch")
     ap.add_argument("--ckpt", help="PyTorch weights to evaluate (default: the embedded ones)")
     ap.add_argument("--scan", default="sequential", choices=["sequential", "chunked", "float64"])
-    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--batch", type=positive_int, default=100)
     args = ap.parse_args(argv)
 
     from vmamba_ref import DIGITS_META

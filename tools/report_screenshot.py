@@ -7,21 +7,20 @@ something, so a screenshot in the docs is also a check that the page is clean.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from passes.files import check_destination
-from passes.one_line import one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools.headless_chromium import BrowserError, HeadlessChromium
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.report_screenshot", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.report_screenshot", description=__doc__.split("\n")[0])
     parser.add_argument("page", help="an HTML file, e.g. REPORT_DIR/index.html")
     parser.add_argument("-o", "--output", default="docs/report_screenshot.png")
-    parser.add_argument("--width", type=int, default=1360)
-    parser.add_argument("--height", type=int, default=1800)
+    parser.add_argument("--width", type=positive_int, default=1360)
+    parser.add_argument("--height", type=positive_int, default=1800)
     args = parser.parse_args(argv)
     page_path = Path(args.page)
     if not page_path.is_file():

@@ -29,7 +29,7 @@ import numpy as np
 
 from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import one_line
+from passes.one_line import OneLineArgumentParser, one_line, positive_int
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
 
@@ -113,28 +113,22 @@ def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: fl
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.tpu_accuracy", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m tools.tpu_accuracy", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quantize", nargs="+", type=str.upper, default=["F32", "BF16", "INT8"], choices=MODES)
-    parser.add_argument("--count", type=int, default=500, help="held-out images, the first N of 500 (default all)")
-    parser.add_argument("--batch", type=int, default=10, help="the bmodel's static batch (default 10)")
+    parser.add_argument("--count", type=positive_int, default=500, help="held-out images, the first N of 500 (default all)")
+    parser.add_argument("--batch", type=positive_int, default=10, help="the bmodel's static batch (default 10)")
     parser.add_argument("--chip", default="bm1684x")
     parser.add_argument("--pipeline", default="tpu", help="the passes.apply pipeline (default tpu; tpu-bm1688, ...)")
-    parser.add_argument("--calibration-count", type=int, default=32,
+    parser.add_argument("--calibration-count", type=positive_int, default=32,
                         help="INT8: calibration samples of --batch training images each (default 32)")
     parser.add_argument("--int8-max-drop", type=float, default=1.0, help="INT8 top-1 may be this many points below F32")
     parser.add_argument("--workdir", default="out/tpu-accuracy")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--venv", help="tpu-mlir venv (default .tpu-venv or $TPU_VENV)")
     args = parser.parse_args(argv)
-    if not 1 <= args.count <= 500:
+    if args.count > 500:
         sys.stderr.write(f"error: --count must be between 1 and 500, got {args.count}\n")
-        return EXIT_USAGE
-    if args.batch < 1:
-        sys.stderr.write(f"error: --batch must be positive, got {args.batch}\n")
-        return EXIT_USAGE
-    if "INT8" in args.quantize and args.calibration_count < 1:   # else found after the export and compile
-        sys.stderr.write(f"error: --calibration-count must be positive, got {args.calibration_count}\n")
         return EXIT_USAGE
     if "INT8" in args.quantize and args.calibration_count * args.batch > 1297:
         # only INT8 is calibrated: an F32/BF16 run at batch 50 must not trip on the INT8 default

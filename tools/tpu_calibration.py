@@ -12,14 +12,13 @@ say so where its figures are quoted.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from passes.one_line import one_line
+from passes.one_line import OneLineArgumentParser, one_line, positive_int
 from passes.files import DestinationError, atomic_target, check_destination, check_not_read
 
 
@@ -45,14 +44,14 @@ def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarr
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.tpu_calibration", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.tpu_calibration", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     digits = sub.add_parser("digits", help="digits training images (micro-digits)")
-    digits.add_argument("--count", type=int, default=64)
-    digits.add_argument("--batch", type=int, default=1, help="images per sample: the model's static batch")
+    digits.add_argument("--count", type=positive_int, default=64)
+    digits.add_argument("--batch", type=positive_int, default=1, help="images per sample: the model's static batch")
     synthetic = sub.add_parser("synthetic", help="fixed standard-normal inputs shaped like the model's")
     synthetic.add_argument("model", help="ONNX model with static input shapes")
-    synthetic.add_argument("--count", type=int, default=8)
+    synthetic.add_argument("--count", type=positive_int, default=8)
     synthetic.add_argument("--seed", type=int, default=0)
     for command in (digits, synthetic):
         command.add_argument("-o", "--output", required=True, help="the .npz to write")

@@ -17,7 +17,6 @@ nothing about the size). Prints each compile and the result; ``--json`` writes t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Optional
 from onnx import TensorProto, helper, save
 
 from passes.files import write_text_atomic
+from passes.one_line import OneLineArgumentParser
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
 
@@ -104,7 +104,7 @@ def measure(prober: Prober) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.tpu_cumsum_ceiling", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m tools.tpu_cumsum_ceiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chip", required=True, choices=["bm1684x", "bm1688", "cv186x"])
     parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16"])
     parser.add_argument("--workdir", help="where the probe models compile (default: a temporary folder)")

@@ -9,7 +9,6 @@ one ``tools/eval_digits.py`` reproduces: float16-stored weights, float32 sequent
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from passes.files import write_text_atomic
+from passes.one_line import OneLineArgumentParser, positive_int
 from vmamba_ref import DIGITS_WEIGHTS, build_model, get_config, load_checkpoint, save_checkpoint
 from vmamba_ref.digits import HELD_OUT, NORM_MEAN, NORM_STD, SPLIT_SEED, load_digits_split
 
@@ -45,9 +45,9 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--batch", type=int, default=64)
+    ap = OneLineArgumentParser(prog="python -m tools.train_digits", description=__doc__.splitlines()[1])
+    ap.add_argument("--epochs", type=positive_int, default=14)
+    ap.add_argument("--batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DIGITS_WEIGHTS)

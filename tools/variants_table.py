@@ -9,7 +9,6 @@ model, compiled with ``passes.apply`` (in process) by the pipelines that make se
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, check_destination, write_text_atomic
-from passes.one_line import one_line
+from passes.one_line import OneLineArgumentParser, one_line
 from tools.tpu_qtable import NORM_LINEAGE  # layernorm-channels-first names its nodes with it
 
 # Small on purpose: a few seconds per export. Stages at 24x24 are 6x6, 3x3, 2x2: L = 36, 9, 4,
@@ -316,7 +315,7 @@ def build_table(variants: list[Variant], workdir: Path, log=print) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.variants_table", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m tools.variants_table", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/VARIANTS.md"))
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     args = parser.parse_args(argv)

@@ -1,0 +1,41 @@
+"""Every command-line module in tools/ and vmamba_ref/ answers a bad option with one line on stderr
+and exit 2 (passes.one_line.OneLineArgumentParser), never argparse's usage block or a traceback.
+
+The modules are found, not listed: a new tool with a parser is checked the day it is added."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def command_line_modules() -> list[str]:
+    modules = []
+    for folder in ("tools", "vmamba_ref"):
+        for path in sorted((REPO / folder).glob("*.py")):
+            source = path.read_text()
+            if "parse_args(" in source and re.search(r'^if __name__ == "__main__":', source, re.M):
+                modules.append(f"{folder}.{path.stem}")
+    return modules
+
+
+def test_the_modules_are_found():
+    found = command_line_modules()
+    assert {"tools.bench", "tools.train_digits", "tools.tpu_calibration", "vmamba_ref.export"} <= set(found)
+    assert len(found) >= 20
+
+
+@pytest.mark.parametrize("module", command_line_modules())
+def test_a_bad_option_is_one_line_and_exit_2(module):
+    """Found by the s16 review: eight tools printed argparse's multi-line usage block (tools.tpu_accuracy,
+    tools.tpu_calibration, tools.train_digits, ...)."""
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", module, "--no-such-option"], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("(see --help)"), result.stderr
