@@ -215,12 +215,20 @@ def check_output_path(output: str | os.PathLike, *, input_path: str | os.PathLik
                       allow_overwrite_input: bool = False) -> Path:
     """Fail early (before minutes of work) if the output cannot be written: its folder is missing or
     takes no file, it exists and is not a regular file, or it is the input without
-    ``allow_overwrite_input``. (Its weights file, with external data, is named by its content when
-    written: a new name, never a file the run reads; see ``save_model_atomic``.)"""
+    ``allow_overwrite_input`` (with it, a symbolic link to the input). (Its weights file, with
+    external data, is named by its content when written: a new name, never a file the run reads;
+    see ``save_model_atomic``.)"""
     written = output   # as given: a trailing '/' is refused by check_destination, Path() drops it
     output = Path(output)
-    if input_path is not None and not allow_overwrite_input and is_same_file(output, input_path):
-        raise OutputError(f"output {printable(output)} is the input file; pass --in-place to overwrite it")
+    if input_path is not None and is_same_file(output, input_path):
+        if not allow_overwrite_input:
+            raise OutputError(f"output {printable(output)} is the input file; pass --in-place to overwrite it")
+        if output.is_symlink():
+            # Replacing the link would leave the model it leads to as it was; writing through it is
+            # what a planted link is for. Neither: the user names the file.
+            raise OutputError(f"output {printable(output)} is a symbolic link to the input; --in-place never "
+                              f"replaces nor writes through a link: give the file it leads to, "
+                              f"{printable(os.path.realpath(output))}")
     try:
         check_destination(written)
     except DestinationError as error:

@@ -153,6 +153,30 @@ def test_in_place_is_still_allowed(work):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("model, output", [("link.onnx", "link.onnx"), ("naive.onnx", "link.onnx")])
+def test_in_place_through_a_symbolic_link_is_refused(work, model, output):
+    """--in-place with the output a link to the input replaced the link by a regular file holding the
+    new model (exit 0), the model it led to left as it was: neither written in place nor a refusal.
+    A link is never written through nor replaced: refused before the work, the file it leads to named."""
+    (work / "link.onnx").symlink_to("naive.onnx")
+    before = (work / "naive.onnx").read_bytes()
+    result = apply_cli(work / model, "--pipeline", "eliminate-dead-nodes", "-o", work / output, "--in-place")
+    assert_one_line_error(result, 2, f"output {work / 'link.onnx'} is a symbolic link to the input",
+                          f"give the file it leads to, {work / 'naive.onnx'}")
+    assert os.readlink(work / "link.onnx") == "naive.onnx" and (work / "naive.onnx").read_bytes() == before
+    assert listing(work) == ["link.onnx", "naive.onnx", "naive.ref.npz"]
+
+
+def test_in_place_on_the_file_a_link_leads_to_is_allowed(work):
+    """Read through the link, written to the file itself: the link still leads to it, now the new model."""
+    (work / "link.onnx").symlink_to("naive.onnx")
+    result = apply_cli(work / "link.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "naive.onnx",
+                       "--in-place", "--reference", work / "naive.ref.npz")
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(work / "link.onnx") == "naive.onnx"
+    assert len(onnx.load(work / "link.onnx").graph.node) == 4   # the dead Exp removed
+
+
 def test_in_place_on_a_model_with_external_data_removes_the_weights_it_replaced(work):
     """Found by s15: --in-place on a model whose weights this writer had named (<name>.<hash>.data)
     left that file beside the new one, as the run read it (a file the run reads is never removed).
