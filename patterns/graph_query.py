@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 
@@ -25,8 +26,8 @@ _SAME_TYPE_OPS = frozenset({
 
 
 def element_type(tensor: gs.Tensor, limit: int = 64) -> Optional[np.dtype]:
-    """``tensor``'s numpy element type: its own where recorded, else its first input's through ops
-    that keep it (an exporter need not record intermediate types, and tensors a pass made have
+    """``tensor``'s numpy element type: its own where recorded, a Cast's target, else its first input's
+    through ops that keep it (an exporter need not record intermediate types, and tensors a pass made have
     none); None if not found within ``limit`` producers."""
     for _ in range(limit):
         if getattr(tensor, "dtype", None) is not None:
@@ -35,6 +36,8 @@ def element_type(tensor: gs.Tensor, limit: int = 64) -> Optional[np.dtype]:
         if node is not None and node.op == "Constant":
             value = constant_node_value(node)
             return value.dtype if value is not None else None
+        if node is not None and node.op == "Cast" and "to" in node.attrs:
+            return onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
         if node is None or node.op not in _SAME_TYPE_OPS or not node.inputs:
             return None
         tensor = node.inputs[0]

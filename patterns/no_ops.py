@@ -12,15 +12,18 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import node_axes, producer
+from patterns.graph_query import element_type, node_axes, producer
 
 _WRAPPERS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
 _VALUE_ONLY = {"Cast", "Identity"}
 
 
 def is_same_type_cast(node: gs.Node) -> bool:
+    """The Cast's input already has the target type. Exporters record few intermediate types: the
+    input's is followed back through type-keeping ops to a typed tensor (a .double() or .half()
+    export's states are no float32), and only where none is found taken to be float32."""
     target = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
-    known = getattr(node.inputs[0], "dtype", None)
+    known = element_type(node.inputs[0])
     if known is not None and not isinstance(known, int):
         return np.dtype(known) == target
     return target == np.float32   # an untyped tensor in a float32 export

@@ -26,9 +26,11 @@ def _const(nodes, name, value):
 
 
 def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=None, n=N,
-                   log_decays=False):
+                   log_decays=False, dtype=np.float32):
     """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i].
-    `log_decays`: dA = Exp(log_dA), log_dA the input (the log-space forms take no decays given directly)."""
+    `log_decays`: dA = Exp(log_dA), log_dA the input (the log-space forms take no decays given directly).
+    `dtype`: every tensor's element type, the no-op Casts' target too (model.half() or .double())."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     decay_states = n if decay_states is None else decay_states
     nodes = [helper.make_node("Exp", ["log_dA"], ["dA"], name="exp_dA")] if log_decays else []
     prev = None
@@ -41,14 +43,14 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
             h = b_i
         else:
             if prev is None:
-                prev = _const(nodes, "zeros", np.zeros((B, D, n), dtype=np.float32))
+                prev = _const(nodes, "zeros", np.zeros((B, D, n), dtype=dtype))
             a_i = f"a{i}"
             nodes.append(helper.make_node("Gather", ["dA", idx], [a_i], name=f"gather_a{i}", axis=2))
             nodes.append(helper.make_node("Mul", [a_i, prev], [f"m{i}"], name=f"mul{i}"))
             h = f"h{i}"
             nodes.append(helper.make_node("Add", [f"m{i}", b_i], [h], name=f"add{i}"))
         if link == "cast":
-            nodes.append(helper.make_node("Cast", [h], [f"hc{i}"], name=f"cast{i}", to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("Cast", [h], [f"hc{i}"], name=f"cast{i}", to=elem))
             carried = f"hc{i}"
         else:   # flatten and reshape back, as some loops do
             flat = _const(nodes, f"flat{i}", np.array([-1], dtype=np.int64))
@@ -78,10 +80,10 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
     nodes.append(helper.make_node("Concat", pieces, ["y"], name="concat", axis=-1))
     graph = helper.make_graph(
         nodes, "hf_style",
-        [helper.make_tensor_value_info("log_dA" if log_decays else "dA", TensorProto.FLOAT, [B, D, length, decay_states]),
-         helper.make_tensor_value_info("dBu", TensorProto.FLOAT, [B, D, length, n]),
-         helper.make_tensor_value_info("C", TensorProto.FLOAT, [B, length + 1, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, D, length])])
+        [helper.make_tensor_value_info("log_dA" if log_decays else "dA", elem, [B, D, length, decay_states]),
+         helper.make_tensor_value_info("dBu", elem, [B, D, length, n]),
+         helper.make_tensor_value_info("C", elem, [B, length + 1, n])],
+        [helper.make_tensor_value_info("y", elem, [B, D, length])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -115,6 +117,26 @@ def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     assert not any(n.name.startswith(("gather_", "add", "mul", "matmul", "cast", "stack")) for n in out.graph.node)
     inputs = feeds(length)
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_no_op_casts_of_a_half_or_double_export_are_seen_through(dtype):
+    """model.double() (or .half()) exported: the chain's Cast(to=DOUBLE) reads a state whose type the export
+    does not record. is_same_type_cast took every untyped tensor for float32, so each Cast looked like a
+    type change, the chain broke into 1-step pieces and reroll-scans said only '0 scans found' (transformers'
+    MambaModel.double(), probed in session s17); the type is now followed back to a typed tensor."""
+    from pipelines import compile_model
+
+    length = 7
+    model = hf_style_model(length, dtype=dtype)
+    assert not model.graph.value_info   # as an exporter writes it: the states' types are not recorded
+    result = compile_model(model, "reroll-scans{form=parallel,chunk=3}", verify="none")
+    reroll = result.records[0]
+    assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (1, length)
+    inputs = {name: value.astype(dtype) for name, value in feeds(length).items()}
+    (actual,) = run(result.model, inputs)
+    assert actual.dtype == dtype
+    assert rel_l2(actual, reference(inputs, length)) <= (REL_L2_TOL if dtype == np.float64 else 2e-3)
 
 
 @pytest.mark.parametrize("names", ["empty", "repeated"])
