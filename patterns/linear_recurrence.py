@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import onnx
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import describe, is_all_zeros, producer
+from patterns.graph_query import describe, is_all_zeros, producer, producer_op
 from patterns.indexing import StepSlice, known_axis_length, known_shape, match_step_slice
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
@@ -317,6 +318,63 @@ def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
     return Step(None, None, None, drive0, None, head.previous_origin, ())
 
 
+# How far back from a step's x_{i-1} to look for the state of another step, through ops that are not
+# no-ops: a chain cut into 1-step pieces by them is reported, not dropped in silence.
+_BROKEN_LINK_DEPTH = 3
+
+
+def _broken_link(step: Step, step_by_state: dict[int, Step]) -> Optional[tuple[Step, list[gs.Node]]]:
+    """The step whose state reaches `step`'s x_{i-1} through a few single-data-input nodes that are not
+    no-ops (a Cast that changes the type, a Neg), and those nodes; None if there is none."""
+    tensor, path = step.previous_origin, []
+    for _ in range(_BROKEN_LINK_DEPTH):
+        node = producer(tensor) if tensor is not None else None
+        if node is None:
+            return None
+        data = [t for t in node.inputs if not isinstance(t, gs.Constant) and producer_op(t) != "Constant"]
+        if len(data) != 1:
+            return None
+        path.append(node)
+        tensor, _ = see_through(data[0])
+        if id(tensor) in step_by_state:
+            return step_by_state[id(tensor)], path[::-1]
+    return None
+
+
+def _broken_chains(single_steps: list[Step], step_by_state: dict[int, Step]) -> list[Rejection]:
+    """Steps that matched alone, each reading the last one's state through nodes that are not no-ops:
+    one rejection per such run, naming the first link, where MIN_STEPS or more are joined."""
+    following: dict[int, tuple[Step, list[gs.Node]]] = {}
+    for step in single_steps:
+        link = _broken_link(step, step_by_state)
+        if link is not None:
+            following[id(link[0].state)] = (step, link[1])
+    reached = {id(step.state) for step, _ in following.values()}
+    rejections = []
+    for first in single_steps:
+        if id(first.state) in reached or id(first.state) not in following:
+            continue
+        count, current, seen = 1, first, {id(first.state)}
+        while id(current.state) in following and id(following[id(current.state)][0].state) not in seen:
+            current = following[id(current.state)][0]
+            seen.add(id(current.state))
+            count += 1
+        if count >= MIN_STEPS:
+            nodes = following[id(first.state)][1]
+            through = ", ".join(_describe_link_node(n) for n in nodes)
+            rejections.append(Rejection(first.add.name, count, (
+                f"each step reads the state before it through {through}, which does not keep its value and type "
+                "(only same-type Casts, Identities and shape round trips are seen through), so no two steps chain")))
+    return rejections
+
+
+def _describe_link_node(node: gs.Node) -> str:
+    if node.op == "Cast" and "to" in node.attrs:
+        to = onnx.TensorProto.DataType.Name(int(node.attrs["to"]))
+        return f"Cast(to={to}) '{node.name}'"
+    return describe(node)
+
+
 def find_recurrences(graph: gs.Graph) -> MatchReport:
     ranks = RankMap(graph)
     steps = [s for s in (_match_step(node, ranks) for node in graph.nodes if node.op == "Add") if s is not None]
@@ -329,6 +387,7 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
     graph_outputs = {id(t) for t in graph.outputs}
     recurrences, rejections = [], []
     heads = [s for s in steps if id(s.previous_origin) not in step_by_state]
+    single_steps: list[Step] = []
     for head in heads:
         chain, reason = [head], None
         missing = _missing_first_step(head, ranks)
@@ -344,6 +403,7 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
                 break
             chain.append(following[0])
         if reason is None and len(chain) < MIN_STEPS:
+            single_steps.append(head)
             continue
         if reason is None:
             try:
@@ -353,4 +413,4 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
                 reason = str(error)
         anchor = head.add.name
         rejections.append(Rejection(anchor, len(chain), reason))
-    return MatchReport(recurrences, rejections)
+    return MatchReport(recurrences, rejections + _broken_chains(single_steps, step_by_state))

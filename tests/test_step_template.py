@@ -52,6 +52,10 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
         if link == "cast":
             nodes.append(helper.make_node("Cast", [h], [f"hc{i}"], name=f"cast{i}", to=elem))
             carried = f"hc{i}"
+        elif link == "half-round-trip":   # the state rounded to float16 and back between steps: not a no-op
+            nodes.append(helper.make_node("Cast", [h], [f"hh{i}"], name=f"to_half{i}", to=TensorProto.FLOAT16))
+            nodes.append(helper.make_node("Cast", [f"hh{i}"], [f"hc{i}"], name=f"to_float{i}", to=elem))
+            carried = f"hc{i}"
         else:   # flatten and reshape back, as some loops do
             flat = _const(nodes, f"flat{i}", np.array([-1], dtype=np.int64))
             back = _const(nodes, f"back{i}", np.array([B, D, n], dtype=np.int64))
@@ -223,6 +227,21 @@ def test_readout_near_misses_stay_unrolled_with_the_first_departing_node(near_mi
     assert op_histogram(out) == op_histogram(model)
     assert reason in result.notes[1], result.notes[1]
     assert "not an Einsum, Mul+ReduceSum, grouped Conv or Unsqueeze (as a per-step subgraph: " in result.notes[1]
+
+
+def test_a_chain_cut_by_a_type_round_trip_is_named_not_dropped():
+    """Steps linked only through Casts that change the type match one by one: each was a 1-step chain,
+    dropped in silence ('0 scans found' and nothing under --explain; float64 exports did this until
+    no_ops followed untyped tensors' types). Now one rejection names the link."""
+    length = 6
+    model = hf_style_model(length, link="half-round-trip")
+    out, result = apply_pass(model, RerollScans(form="parallel"))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert result.notes[1] == (
+        f"chain at 'add0' ({length} steps) not re-rolled: each step reads the state before it through "
+        "Cast(to=FLOAT16) 'to_half0', Cast(to=FLOAT) 'to_float0', which does not keep its value and type (only "
+        "same-type Casts, Identities and shape round trips are seen through), so no two steps chain")
 
 
 def test_drive_read_one_step_ahead_is_rejected():
