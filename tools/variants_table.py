@@ -95,6 +95,10 @@ VARIANTS: list[Variant] = [
     Variant("dynamo-dynamic", "dynamo exporter, dynamic batch", exporter="dynamo", dynamic_batch=True),
     Variant("dynamo-slice-mulsum", "dynamo exporter, Slice, Mul+ReduceSum", exporter="dynamo", index="slice",
             readout="mulsum"),
+    # Session s17's generality probe: re-rolled nothing before, the dynamo exporter writes each view() as a
+    # Reshape with allowzero=1, which the per-step replay of this readout refused.
+    Variant("dynamo-conv-channels-n4", "dynamo exporter, the fork's grouped conv1d over N = 4 channels "
+            "(view()s as allowzero Reshapes)", exporter="dynamo", readout="conv-channels", d_state=4),
     Variant("mamba1d", f"1-D Mamba block, L = {MAMBA1D_LENGTH}, N = 16", model="mamba1d", d_state=16),
     Variant("mamba1d-opset12-dynamic", "1-D Mamba, opset 12, Slice, dynamic batch (If-guarded)", model="mamba1d",
             d_state=16, opset=12, index="slice", dynamic_batch=True),

@@ -226,9 +226,10 @@ class _Replay:
         data, target = ins[0], ins[1]
         if target.batched:
             raise ReplayError(f"{describe(node)}: its target shape depends on the state")
-        if int(node.attrs.get("allowzero", 0)):
-            raise ReplayError(f"{describe(node)}: allowzero reshapes are not replayed")
         values = constant_ints(target.tensor)
+        # allowzero changes only what a 0 in the target means; the dynamo exporter sets it on every view().
+        if int(node.attrs.get("allowzero", 0)) and (values is None or 0 in values):
+            raise ReplayError(f"{describe(node)}: allowzero reshapes to a shape that may hold a 0 are not replayed")
         length = self.b.ints([self.length])
         if values is not None:
             shape = self.b.ints([self.length, *values])
