@@ -31,7 +31,7 @@ def element_type(tensor: gs.Tensor, limit: int = 64) -> Optional[np.dtype]:
     none); None if not found within ``limit`` producers."""
     for _ in range(limit):
         if getattr(tensor, "dtype", None) is not None:
-            return tensor.dtype
+            return _numpy_type(tensor.dtype)
         node = producer(tensor)
         if node is not None and node.op == "Constant":
             value = constant_node_value(node)
@@ -42,6 +42,17 @@ def element_type(tensor: gs.Tensor, limit: int = 64) -> Optional[np.dtype]:
             return None
         tensor = node.inputs[0]
     return None
+
+
+def _numpy_type(dtype) -> Optional[np.dtype]:
+    """onnx-graphsurgeon keeps the ONNX enum (an int) for types numpy lacks: bfloat16, the float8s.
+    onnx maps them to ml_dtypes' numpy types, which constants can be made in and exported."""
+    if not isinstance(dtype, int):
+        return dtype
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dtype))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # ONNX's typed Constant attributes; value_float(s) are float32 and value_int(s) int64 by the spec.

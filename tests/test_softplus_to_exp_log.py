@@ -41,3 +41,20 @@ def test_softplus_stays_below_opset_8():
         assert [node.op_type for node in result.model.graph.node] == ["Softplus"]
         assert result.records[0].notes == [f"Softplus 'sp' left alone: opset {opset} has no broadcasting Min "
                                            "(from opset 8)"]
+
+
+def test_bfloat16_softplus_gets_bfloat16_constants():
+    """Found by session s17's generality probe (transformers' Mamba as model.to(torch.bfloat16), dynamo
+    exporter, opset 23): onnx-graphsurgeon keeps bfloat16 as the ONNX enum 16, which the builder took for
+    a numpy type ('TypeError: Cannot interpret '16' as a data type', the pass failed, exit 4).
+    patterns.graph_query.element_type maps it to ml_dtypes' bfloat16, the type onnx exports."""
+    graph = helper.make_graph(
+        [helper.make_node("Softplus", ["x"], ["y"], name="sp")], "sp",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])   # bfloat16 Softplus: 22
+    out, result = apply_pass(model, SoftplusToExpLog())   # onnx.checker with full_check: types agree
+    assert result.stats == {"rewritten": 1}
+    constants = [node.attribute[0].t for node in out.graph.node if node.op_type == "Constant"]
+    constants += list(out.graph.initializer)
+    assert constants and {tensor.data_type for tensor in constants} == {TensorProto.BFLOAT16}
