@@ -17,7 +17,7 @@ import pytest
 from patterns.linear_recurrence import find_recurrences
 from tests.scan_testing import rel_l2, run
 from tools.external_exports import EXPORTS, INPUT_NAME, OUTPUT_NAME, export
-from pipelines import VerificationFailed, compile_model
+from pipelines import BadInput, VerificationFailed, compile_model
 
 TOLERANCE = 1e-5
 
@@ -34,6 +34,12 @@ NODE_COUNTS = {
     "mambapy-n16": (270, {"seed": 88, "cpu": 262, "tpu": 136}),
     "fork-channels-n4": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
     "fork-channels-n16": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
+    # session s17's generality probe: the dynamo exporter's compact graphs (mambapy's cpu output is the
+    # larger: 2 scans in the parallel form against a 184-node export), model.half() and model.double()
+    "hf-mamba-n4-b2-dynamo": (111, {"seed": 55, "cpu": 122, "tpu": 72}),
+    "mambapy-n16-dynamo": (184, {"seed": 90, "cpu": 272, "tpu": 138}),
+    "hf-mamba-n4-b2-f16": (186, {"seed": 66, "cpu": 129, "tpu": 83}),
+    "hf-mamba-n4-b2-f64": (185, {"seed": 64, "cpu": 124, "tpu": 79}),
 }
 
 
@@ -55,7 +61,8 @@ def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
         pytest.skip(f"{pipeline} overflows on {name} by design: test_large_decays_* checks its message")
     naive, ref = exported(name)
     out = tmp_path / f"{name}.{pipeline}.onnx"
-    result = compile_model(naive, pipeline, output=out)
+    result = compile_model(naive, pipeline, output=out, tolerance=entry.tolerance,
+                           verify="end" if entry.runs_in_onnxruntime else "none")
     reroll = next(record for record in result.records if record.name == "reroll-scans")
     assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (entry.scans, entry.steps)
     nodes_in, nodes_out = NODE_COUNTS[name]
@@ -63,9 +70,15 @@ def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
     assert (len(onnx.load(str(naive)).graph.node), len(model.graph.node)) == (nodes_in, nodes_out[pipeline])
     left = find_recurrences(gs.import_onnx(model))
     assert left.recurrences == [] and left.rejections == []
+    if not entry.runs_in_onnxruntime:
+        return
     with np.load(ref) as reference:
         actual = run(model, {INPUT_NAME: reference[INPUT_NAME]})[0]
-        assert rel_l2(actual, reference[OUTPUT_NAME]) <= TOLERANCE
+        assert rel_l2(actual, reference[OUTPUT_NAME]) <= entry.tolerance
+        if entry.tolerance > TOLERANCE:   # the library's output out of ONNX Runtime's reach (float16 rounding):
+            # the compiled graph is no farther from the naive one than the naive one is from the library
+            naive_output = run(onnx.load(str(naive)), {INPUT_NAME: reference[INPUT_NAME]})[0]
+            assert rel_l2(actual, naive_output) <= rel_l2(naive_output, reference[OUTPUT_NAME])
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTS))
@@ -179,8 +192,28 @@ def test_channels_last_readout_transposes_no_block(exported, tmp_path):
                                                          "Split": -3, "Concat": -6, "Reshape": 2}
 
 
+def test_half_and_double_exports_say_why_they_miss_the_default_check(exported, tmp_path):
+    """model.half(): ONNX Runtime's float16 arithmetic leaves the naive graph itself ~8e-5 from transformers'
+    output, above the default 1e-5: the failure says so and names the --tolerance that passes. model.double():
+    ONNX Runtime has no float64 Conv, so nothing can be verified: a one-line bad input naming --verify none,
+    not 'verification failed' as if a pass had broken the graph (what both said before session s17)."""
+    naive, _ = exported("hf-mamba-n4-b2-f16")
+    with pytest.raises(VerificationFailed, match=r"the input model itself is rel L2 [0-9.e-]+ from the reference in "
+                       r"ONNX Runtime .* give --tolerance above [0-9.e-]+ to accept what ONNX Runtime can reach; no "
+                       r"output written$"):
+        compile_model(naive, "cpu", output=tmp_path / "f16.onnx")
+    naive, _ = exported("hf-mamba-n4-b2-f64")
+    with pytest.raises(BadInput, match=r"^cannot verify: the input model does not run in ONNX Runtime either: "
+                       r"ONNX Runtime could not run the model: .*Conv.* \(--verify none compiles it without running "
+                       r"it\); no output written$"):
+        compile_model(naive, "cpu", output=tmp_path / "f64.onnx")
+    assert not (tmp_path / "f16.onnx").exists() and not (tmp_path / "f64.onnx").exists()
+
+
 def test_corpus_covers_the_brief():
     """transformers (two configs, one with d_state 16), mambapy with d_state 16, the fork's channel Conv at N 4 and 16."""
     codebases = [(e.codebase, e.name) for e in EXPORTS.values()]
     assert sum(c == "transformers" for c, _ in codebases) >= 2
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
+    assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
+    assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}
