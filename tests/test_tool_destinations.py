@@ -143,3 +143,23 @@ def test_external_exports_checks_its_destinations_before_building(output, tmp_pa
     assert err.count("\n") == 1 and err.startswith("error: ") and {
         "/dev/null": "output /dev/null is a character device", "folder": "output is a directory",
         "folder/x.onnx-reference-is-a-folder": "reference output is a directory"}[output] in err, err
+
+
+@pytest.mark.parametrize("tool", ["ort_profile", "tpu_check", "bench_mamba"])
+def test_json_is_never_a_file_the_tool_reads(tool, tmp_path, capsys):
+    """Found by adv3 (s17): 'tools.ort_profile m.onnx --json m.onnx' profiled the model, then replaced it
+    with the results (exit 0); the --json check looked at the destination's kind, not at what the tool reads."""
+    import importlib
+    read = tmp_path / "read\x1b[2J.onnx"
+    read.write_bytes(b"the tool's input")
+    link = tmp_path / "link.json"
+    link.symlink_to(read)
+    argv = {"ort_profile": [str(read), "--runs", "1", "--threads", "1"],
+            "tpu_check": [str(read)],
+            "bench_mamba": ["--from-json", str(read)]}[tool]
+    for destination in (read, link):
+        assert importlib.import_module(f"tools.{tool}").main(argv + ["--json", str(destination)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --json {tmp_path}/") and "which this run reads" in err and "\x1b" not in err, err
+        assert err.count("\n") == 1
+    assert read.read_bytes() == b"the tool's input"

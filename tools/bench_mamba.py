@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                     help="measure nothing: print (and with --write-docs write) the result a --json run saved, "
                          "e.g. one taken on another machine")
     args = ap.parse_args(argv)
-    if json_destination_refused(args.json) or (not args.from_json and workdir_refused(args.workdir)):
+    if json_destination_refused(args.json, reads=[("--from-json", args.from_json)]) or (not args.from_json and workdir_refused(args.workdir)):
         return 2
     try:
         result = load_result(args.from_json) if args.from_json else run(args)

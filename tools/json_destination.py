@@ -7,19 +7,23 @@ user loses no minutes and gets the tool's usual one-line error and exit 2.
 from __future__ import annotations
 
 import sys
+from typing import Iterable
 
-from passes.files import DestinationError, check_destination, check_folder_destination
+from passes.files import DestinationError, check_destination, check_folder_destination, check_not_read
 from passes.one_line import one_line
 
 
-def json_destination_refused(path, *, dash_is_stdout: bool = False) -> bool:
+def json_destination_refused(path, *, dash_is_stdout: bool = False, reads: Iterable[tuple[str, object]] = ()) -> bool:
     """Check ``path`` as --json's destination; on refusal print one line on stderr and return True.
 
-    ``None`` (no --json) passes; so does ``-`` where the tool writes JSON to stdout for it."""
+    ``None`` (no --json) passes; so does ``-`` where the tool writes JSON to stdout for it. ``reads``:
+    (role, path) pairs of the files the tool reads (a None path: not given), which --json must not
+    be (``--json model.onnx`` replaced the model with the results)."""
     if path is None or path == "" or (dash_is_stdout and str(path) == "-"):
         return False
     try:
         check_destination(path, "--json")
+        check_not_read(path, [(role, read) for role, read in reads if read is not None], "--json")
     except DestinationError as error:
         sys.stderr.write(f"error: {one_line(error)}\n")   # names the path: escaped
         return True

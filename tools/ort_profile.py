@@ -99,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.model.is_file():
         sys.stderr.write(f"error: model not found: {printable(args.model)}\n")
         return 2
-    if json_destination_refused(args.json):
+    if json_destination_refused(args.json, reads=[("model", args.model)]):
         return 2
     counts = _thread_counts(args.threads)
     if counts is None:

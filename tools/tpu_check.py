@@ -504,7 +504,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    if json_destination_refused(args.json, dash_is_stdout=True):
+    qtable_file = args.qtable if args.qtable not in ("auto", "none") else None
+    if json_destination_refused(args.json, dash_is_stdout=True, reads=[
+            ("model", args.model), ("input", args.input), ("calibration", args.calibration), ("qtable", qtable_file)]):
         return EXIT_USAGE
     try:
         with sigterm_as_interrupt():   # SIGTERM stops the tools and cleans up like Ctrl-C
