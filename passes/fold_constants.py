@@ -7,10 +7,12 @@ is not what this pass is for: run it after the scans are re-rolled).
 
 ONNX Runtime evaluates every tensor of a folded subgraph, also those reduced away after, and
 onnx-graphsurgeon's size threshold only looks at the tensors it keeps, when their shape is
-recorded. So the ops that make a tensor larger than their inputs (ConstantOfShape, Expand, Tile,
-Range) are sized from their constant inputs first and left to run time when they would make more
-than MAX_FOLDED_ELEMENTS: a hostile ConstantOfShape of (2^20, 2^20) asked for 4 TiB. One whose
-size inputs are themselves still to be folded waits for the next round.
+recorded. So every node is sized first (passes.constant_sizes: ONNX's shape inference each round,
+and the ops that make a tensor larger than their inputs, ConstantOfShape, Expand, Tile and Range,
+also from their constant inputs) and left to run time when it would make more than
+MAX_FOLDED_ELEMENTS: a hostile ConstantOfShape of (2^20, 2^20) asked for 4 TiB, the Add of two
+stored vectors of 2^16 floats as a column and a row for 16 GiB. A size-making op whose size inputs
+are themselves still to be folded, and whose size inference does not know, waits for the next round.
 """
 from __future__ import annotations
 
@@ -22,14 +24,11 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from passes.base import Option, Pass, PassContext, PassResult
-from passes.graph_builder import MAX_INDEX_TABLE
-from passes.graph_io import graph_is_topologically_sorted, replace_graph_contents
+from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
+from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
 
-# The most elements folding lets one size-making op produce: the cap other passes put on the
-# constants they build (graph_builder.MAX_INDEX_TABLE, 2^22: 16 MiB of float32).
-MAX_FOLDED_ELEMENTS = MAX_INDEX_TABLE
 # Rounds of folding while size-making ops wait for their size inputs to be folded.
 MAX_ROUNDS = 4
 
@@ -77,18 +76,21 @@ def size_made(node: gs.Node) -> Optional[int]:
 
 
 class _SizeGate:
-    """should_exclude_node for gs.Graph.fold_constants: keeps size-making ops past the cap (or of
-    unknown size) out of one round of folding, and remembers why."""
+    """should_exclude_node for gs.Graph.fold_constants: keeps nodes past the cap (and size-making
+    ops of unknown size) out of one round of folding, and remembers why."""
 
     def __init__(self) -> None:
         self.too_large: dict[str, str] = {}   # node name -> why (for the notes)
         self.waiting = 0                       # ops whose size inputs are not constants yet
+        self.inferred: dict[str, int] = {}     # tensor name -> elements, by shape inference this round
 
     def __call__(self, node: gs.Node) -> bool:
-        elements = size_made(node)
-        if elements is None:
+        made = size_made(node)
+        inferred = max((self.inferred.get(tensor.name, -1) for tensor in node.outputs), default=-1)
+        if made is None and inferred < 0:
             self.waiting += 1
             return True
+        elements = max(-1 if made is None else made, inferred)
         if elements > MAX_FOLDED_ELEMENTS:
             self.too_large[node.name] = (f"{node.op} '{node.name}' would make {elements:,} elements "
                                          f"(> {MAX_FOLDED_ELEMENTS:,}): left to run time")
@@ -121,6 +123,7 @@ class FoldConstants(Pass):
             gate = _SizeGate()
             for _ in range(MAX_ROUNDS):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
+                gate.inferred = inferred_elements(graph_to_model(working))
                 working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
                                        size_threshold=self.size_threshold_bytes, should_exclude_node=gate)
                 working.cleanup(remove_unused_graph_inputs=False)

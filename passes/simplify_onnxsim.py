@@ -3,6 +3,9 @@
 onnxsim takes about a minute on a 50k-node graph, so it is skipped above
 ``skip_above_nodes``. If it raises, its own check fails or it changes the graph's inputs or
 outputs, the input graph is kept and a note says so: simplification is an optimisation, never a reason to fail the pipeline.
+onnxsim evaluates every tensor it can compute from constants, however large: a graph where one
+would hold more than MAX_FOLDED_ELEMENTS (passes.constant_sizes: a hostile Add of two stored vectors
+as a column and a row asked for gigabytes) is not handed to it.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from collections import Counter
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
+from passes.constant_sizes import MAX_FOLDED_ELEMENTS, oversized_constant_nodes
 from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
 from passes.one_line import one_line, printable
 from passes.registry import register_pass
@@ -42,6 +46,13 @@ class SimplifyOnnxsim(Pass):
                                "(about a minute per 50k nodes)"])
         try:
             model = graph_to_model(graph)
+            oversized = oversized_constant_nodes(model)
+            if oversized:
+                node, elements = oversized[0]
+                return PassResult(False, {"removed": 0, "skipped": "constant too large"}, [
+                    f"onnxsim skipped: {printable(node.op_type)} '{printable(node.name)}' would make {elements:,} "
+                    f"elements from constants (> {MAX_FOLDED_ELEMENTS:,}), which onnxsim would evaluate; "
+                    "graph left unsimplified"])
             simplified, check_ok = _run_onnxsim(model)
         except Exception as error:
             reason = one_line(error, limit=300)

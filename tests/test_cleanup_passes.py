@@ -227,3 +227,69 @@ def test_fold_constants_leaves_a_tensor_just_past_the_cap_and_folds_one_at_it():
         assert ("ConstantOfShape" not in ops(graph)) == folded, rows
         out = run_model(graph_to_model(graph), {"x": np.zeros(2, dtype=np.float32)})
         np.testing.assert_array_equal(out["y"], np.full(2, rows * 1024, dtype=np.float32))
+
+
+# Not only the size-making ops: any op on constants can make a tensor far larger than its inputs,
+# and both folders evaluated them. Two stored vectors added as a column and a row (a 2^16 + 2^16
+# float file) made 2^32 elements; simplify (onnxsim) also evaluated the size-making ops above
+# fold-constants' cap (a 200-byte ConstantOfShape of (2^14, 2^14) took 5.5 GB of memory). Both now
+# size every node by shape inference first (passes.constant_sizes).
+def _outer_sum(rows: int, columns: int) -> gs.Graph:
+    column = gs.Constant("column", np.ones((rows, 1), dtype=np.float32))
+    row = gs.Constant("row", np.ones((1, columns), dtype=np.float32))
+    x, y = gs.Variable("x", np.float32, [2]), gs.Variable("y", np.float32, [2])
+    big, total = gs.Variable("big"), gs.Variable("total")
+    nodes = [gs.Node("Add", "outer", inputs=[column, row], outputs=[big]),
+             gs.Node("ReduceSum", "total", attrs={"keepdims": 0}, inputs=[big], outputs=[total]),
+             gs.Node("Add", "shifted", inputs=[x, total], outputs=[y])]
+    return gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17)
+
+
+def _onnxsim_spy(monkeypatch) -> list:
+    import passes.simplify_onnxsim as simplify_module
+    handed, real = [], simplify_module._run_onnxsim
+
+    def spy(model):
+        handed.append(model)
+        return real(model)
+
+    monkeypatch.setattr(simplify_module, "_run_onnxsim", spy)
+    return handed
+
+
+def test_fold_constants_never_evaluates_an_outer_sum_past_the_cap(monkeypatch):
+    from passes.constant_sizes import MAX_FOLDED_ELEMENTS
+    graph = _outer_sum(4096, MAX_FOLDED_ELEMENTS // 4096 + 1)
+    evaluated = _onnxruntime_spy(monkeypatch)
+    result = run_pass("fold-constants", graph)
+    assert "ReduceSum" not in evaluated and ops(graph) == ["Add", "ReduceSum", "Add"]
+    assert any("Add 'outer'" in note and "elements" in note for note in result.notes), result.notes
+    small = _outer_sum(4096, MAX_FOLDED_ELEMENTS // 4096)   # at the cap: folded
+    run_pass("fold-constants", small)
+    assert ops(small) == ["Add"]
+
+
+@pytest.mark.parametrize("maker", sorted(TERABYTE_SIZE_MAKERS))
+def test_simplify_never_hands_onnxsim_a_tensor_past_the_cap(monkeypatch, maker):
+    graph = _reduced_to_one_number(TERABYTE_SIZE_MAKERS[maker])
+    handed = _onnxsim_spy(monkeypatch)
+    result = run_pass("simplify", graph)
+    assert not handed and not result.changed and "ReduceSum" in ops(graph)
+    assert "onnxsim skipped" in result.notes[0] and "elements" in result.notes[0], result.notes
+
+
+def test_simplify_never_hands_onnxsim_an_outer_sum_or_declared_dims_past_the_cap(monkeypatch):
+    from passes.constant_sizes import MAX_FOLDED_ELEMENTS
+    from_declared_dims = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1048576, 1048576] x) => (float[1048576, 1048576] y) {
+          shape = Shape(x)
+          big = ConstantOfShape<value = float[1] {1.0}>(shape)
+          total = ReduceSum<keepdims = 0>(big)
+          y = Add(x, total) }""")
+    handed = _onnxsim_spy(monkeypatch)
+    for graph in (_outer_sum(4096, MAX_FOLDED_ELEMENTS // 4096 + 1), from_declared_dims):
+        result = run_pass("simplify", graph)
+        assert not result.changed and "onnxsim skipped" in result.notes[0], result.notes
+    assert not handed
+    small = _outer_sum(4096, MAX_FOLDED_ELEMENTS // 4096)
+    assert run_pass("simplify", small).changed and handed

@@ -1,0 +1,57 @@
+"""How many elements the tensors that constant folding would evaluate hold, before anything runs.
+
+Folding (fold-constants through onnx-graphsurgeon, simplify through onnxsim) hands every node whose
+inputs are constants to ONNX Runtime, also those whose result is reduced away after. A few stored
+numbers can ask for any size: two stored vectors of 2^16 floats added as a column and a row make
+2^32 elements (16 GiB from a 512 KiB file), and a ConstantOfShape, Expand, Tile or Range makes what
+its constant inputs say. ONNX's shape inference, with data propagation (which follows shapes
+computed from constants and from declared dims), sizes each tensor first; folding leaves a node
+making more than MAX_FOLDED_ELEMENTS to run time.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import onnx
+
+from passes.graph_builder import MAX_INDEX_TABLE
+
+# The most elements folding lets one node produce: the cap other passes put on the constants they
+# build (graph_builder.MAX_INDEX_TABLE, 2^22: 16 MiB of float32).
+MAX_FOLDED_ELEMENTS = MAX_INDEX_TABLE
+
+
+def inferred_elements(model: onnx.ModelProto) -> dict[str, int]:
+    """Elements of each tensor of the main graph whose shape ONNX's shape inference finds static
+    (nothing where inference fails: a model past 2 GiB, an op it cannot follow)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:   # sizes stay unknown; fold-constants still sizes its size-making ops itself
+        return {}
+    elements = {}
+    for value in itertools.chain(inferred.graph.input, inferred.graph.value_info, inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor_type.HasField("shape") and all(
+                dim.HasField("dim_value") for dim in tensor_type.shape.dim):
+            elements[value.name] = math.prod(max(dim.dim_value, 0) for dim in tensor_type.shape.dim)
+    return elements
+
+
+def oversized_constant_nodes(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
+    """The main graph's nodes computed from constants alone (stored tensors, Constants, the Shape or
+    Size of a static shape), as folding sees them, that inference sizes past MAX_FOLDED_ELEMENTS,
+    with the elements of their largest output. ``model``'s nodes must be in topological order."""
+    elements = inferred_elements(model)
+    constant = {initializer.name for initializer in model.graph.initializer} | {""}
+    oversized = []
+    for node in model.graph.node:
+        computed_from_constants = all(name in constant for name in node.input) or (
+            node.op_type in ("Shape", "Size") and node.input[0] in elements)
+        if not computed_from_constants:
+            continue
+        constant.update(node.output)
+        largest = max((elements.get(name, 0) for name in node.output), default=0)
+        if largest > MAX_FOLDED_ELEMENTS:
+            oversized.append((node, largest))
+    return oversized
