@@ -175,7 +175,8 @@ def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
 
 
 # A reference array is unpacked whole: a member of a few MB can be deflated zeros of tens of GB (a
-# zip bomb takes the machine's memory). 2 GiB: 2^28 float64 values, the random feeds' own cap.
+# zip bomb takes the machine's memory). 2 GiB: 2^28 float64 values, the random feeds' own cap; the
+# arrays a model uses, all together, too (a model of many outputs, each member under the cap).
 MAX_REFERENCE_ARRAY_BYTES = 2**31
 
 
@@ -184,7 +185,7 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     """Split a reference npz into (feeds, expected outputs) by the model's input/output names.
 
     Refused (``ReferenceDataError``): a file that is not an npz or has a corrupt member; a member
-    that unpacks to more than ``MAX_REFERENCE_ARRAY_BYTES``; arrays the
+    that unpacks to more than ``MAX_REFERENCE_ARRAY_BYTES``, or used members that do all together; arrays the
     model uses that are not real numbers or booleans (complex values would lose their imaginary
     part, objects need pickle, strings cannot be compared); inputs whose type or static shape the
     model does not take; expected outputs with NaN or infinity.
@@ -200,11 +201,16 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
             # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
             used = [key for key in keys if key in input_names or key in output_names]
             members = set(archive.zip.namelist())
+            total = 0
             for key in used:   # sizes from the zip's directory, before anything is unpacked
                 size = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key).file_size
                 if size > MAX_REFERENCE_ARRAY_BYTES:
                     raise ReferenceDataError(f"reference {shown}: array '{printable(key)}' unpacks to {size:,} bytes, "
                                              f"over the {MAX_REFERENCE_ARRAY_BYTES:,} a reference array may take")
+                total += size
+            if total > MAX_REFERENCE_ARRAY_BYTES:   # many arrays under the cap each: as many times its memory
+                raise ReferenceDataError(f"reference {shown}: the {len(used)} arrays the model uses unpack to {total:,} "
+                                         f"bytes in all, over the {MAX_REFERENCE_ARRAY_BYTES:,} a reference may take")
             data = {key: archive[key] for key in used}
     except ReferenceDataError:
         raise

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.helper as oh
+import onnx.parser
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
@@ -485,6 +486,27 @@ def test_a_reference_array_too_large_to_unpack_is_refused_before_unpacking(tmp_p
     np.savez_compressed(path, pixels=PIXELS, logits=np.zeros((300, 3), np.float32), unused=np.zeros(9999))
     feeds, expected = load_reference(path, MODEL)   # under the cap, and a member the model does not use is not read
     assert expected["logits"].shape == (300, 3)
+
+
+def test_reference_arrays_too_large_to_unpack_together_are_refused_before_unpacking(tmp_path, monkeypatch):
+    """Found by adv3 (s17): the cap was per array, so a model of 6 outputs and a 6 MB npz of six 1 GiB
+    members of deflated zeros took 6.4 GB of memory before the first shape check refused it (100
+    outputs: 100 GiB). The arrays the model uses are capped all together, before any is unpacked."""
+    import passes.verify as verify
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y0, float[4] y1) { y0 = Identity(x)  y1 = Neg(x) }""")
+    path = tmp_path / "ref.npz"
+    np.savez_compressed(path, x=np.zeros(4, np.float32), y0=np.zeros(4, np.float32), y1=np.zeros(4, np.float32))
+    sizes = [zipfile.ZipFile(path).getinfo(f"{key}.npy").file_size for key in ("x", "y0", "y1")]
+    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", sum(sizes) - 1)   # each under it, not all three
+    unpacked = []
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: unpacked.append(key))
+    with pytest.raises(ReferenceDataError) as info:
+        load_reference(path, model)
+    assert str(info.value) == (f"reference {path}: the 3 arrays the model uses unpack to {sum(sizes):,} bytes in all, "
+                               f"over the {sum(sizes) - 1:,} a reference may take")
+    assert unpacked == []
 
 
 @pytest.mark.parametrize("case", ["complex", "object", "corrupt-member"])
