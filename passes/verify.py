@@ -305,8 +305,8 @@ _NUMPY_TYPES = {
 }
 
 
-# Random verification inputs above this many elements (1 GiB of float32) are refused rather than
-# failing with a MemoryError: a declared dimension like 10**12 is bad input, not a bug.
+# Random verification inputs above this many elements (1 GiB of float32), one input or all together,
+# are refused rather than failing with a MemoryError: a declared dimension like 10**12 is bad input, not a bug.
 MAX_RANDOM_FEED_ELEMENTS = 2**28
 
 
@@ -314,7 +314,7 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
     """Inputs for a model without a reference: standard normal floats, small ints; symbolic dims -> 1."""
     rng = np.random.default_rng(seed)
     initializers = {i.name for i in model.graph.initializer}
-    feeds = {}
+    feeds, elements = {}, 0
     for value in model.graph.input:
         if value.name in initializers:
             continue
@@ -325,9 +325,14 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
             raise ReferenceDataError(
                 f"input '{printable(value.name)}' of shape {shape} is too large to make random data for; "
                 "give a --reference npz or --verify none")
+        elements += math.prod(shape)
+        if elements > MAX_RANDOM_FEED_ELEMENTS:   # many inputs under the cap each: as many times its memory
+            raise ReferenceDataError(
+                f"the model's inputs up to '{printable(value.name)}' hold {elements:,} elements in all, too many to "
+                f"make random data for (> {MAX_RANDOM_FEED_ELEMENTS:,}); give a --reference npz or --verify none")
         dtype = _NUMPY_TYPES.get(tensor_type.elem_type)
         if dtype is None:
-            raise ReferenceDataError(f"cannot make random data for input '{value.name}' of type "
+            raise ReferenceDataError(f"cannot make random data for input '{printable(value.name)}' of type "
                                  f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}")
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)

@@ -90,6 +90,34 @@ def test_random_feeds_use_one_for_symbolic_dims_and_are_reproducible():
     assert not math.isclose(float(feeds["pixels"].sum()), float(random_feeds(MODEL, seed=1)["pixels"].sum()))
 
 
+def test_random_feeds_of_many_inputs_too_large_together_are_refused_before_any_is_made(monkeypatch):
+    """Found by adv3 (s17): the cap was per input, so a 600-byte model of 8 declared inputs of 2^28
+    floats took 10.6 GB of memory making their random data (before ONNX Runtime failed on them).
+    The inputs are capped all together, and a hostile name is escaped in the message."""
+    import passes.verify as verify
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[3000] x, float[3000] w, bool[3000] z) => (float[3000] y) { y = Add(x, x) }""")
+    model.graph.input[1].name = "b\nad"
+    monkeypatch.setattr(verify, "MAX_RANDOM_FEED_ELEMENTS", 5000)   # each under it, not two together
+    made = []
+
+    class Recording:   # the random generator random_feeds asks for, recording what it is asked to make
+        def __init__(self, seed):
+            pass
+
+        def standard_normal(self, shape):
+            made.append(shape)
+            return np.zeros(shape)
+
+    monkeypatch.setattr(np.random, "default_rng", Recording)
+    with pytest.raises(ReferenceDataError) as info:
+        random_feeds(model)
+    assert str(info.value) == ("the model's inputs up to 'b\\nad' hold 6,000 elements in all, too many to make random "
+                               "data for (> 5,000); give a --reference npz or --verify none")
+    assert made == [[3000]]   # the first input only: refused before the second is made
+
+
 def test_a_model_protobuf_cannot_serialize_is_a_verification_error_not_an_internal_one(monkeypatch):
     """Found by s16-adv reading run_model: a model over protobuf's 2 GiB (its weights in external
     data files, all loaded) raised ValueError outside the try, so compile_model ended in 'internal
