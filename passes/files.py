@@ -157,7 +157,10 @@ def check_folder_writable(folder: str | os.PathLike, what: str = "output", besid
 def check_folder_destination(folder: str | os.PathLike, what: str, files: Iterable[str] = ()) -> Path:
     """A folder the run will write into (made if missing, with its parents): if it exists it is a
     directory that takes files, and each of ``files`` in it is absent or a regular file; if not,
-    the nearest existing ancestor is a directory that takes files."""
+    the nearest existing ancestor is a directory that takes files. An empty path names no folder
+    (Path('') is '.': '--report "$DIR"' with DIR unset wrote into the working folder)."""
+    if os.fspath(folder) in ("", b""):
+        raise DestinationError(f"{what} is an empty path; give a folder ('.' for the current one)")
     folder = Path(folder)
     shown = printable(folder)
     _refuse_nul(folder, shown, what)

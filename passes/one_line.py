@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import NoReturn
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -66,3 +67,11 @@ def positive_int(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'")
     return int(text)
+
+
+def folder_path(text: str) -> Path:
+    """argparse type for a folder the tool writes into: never empty text, which Path() makes '.', the
+    working folder ('--out "$DIR"' with DIR unset filled it with the tool's files)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is an empty path; give a folder ('.' for the current one)")
+    return Path(text)

@@ -165,8 +165,8 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
         else:
             raise BadInput("keep_intermediates needs an output or a report folder to put them in")
     try:
-        if report_dir is not None:
-            check_report_dir(report_dir)
+        if report is not None:
+            check_report_dir(report)   # as given: Path() makes an empty path '.'
         if intermediates is not None:
             check_folder_destination(intermediates, "--keep-intermediates folder")
     except DestinationError as error:

@@ -105,3 +105,16 @@ def test_pass_failure_is_typed():
     assert raised.value.exit_code == 4 and isinstance(raised.value, CompileError)
     assert str(raised.value) == ("pass 'test-api-explodes' failed after [eliminate-dead-nodes]: "
                                  "RuntimeError: node 'shifted' (Add): cannot handle this")
+
+
+def test_an_empty_report_path_is_refused_not_the_working_folder(tmp_path, monkeypatch):
+    """Found by adv3 (s17): report='' (the CLI's --report "$DIR" with DIR unset) was Path('') = '.', so
+    report.json and index.html were written into the working folder, over any there; output='' was
+    already refused ('output is a directory: .'). Now one line, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "report.json").write_text("someone else's")
+    with pytest.raises(BadInput) as info:
+        compile_model(onnx.parser.parse_model(TINY_MODEL_TEXT), CLEANUP, report="")
+    assert str(info.value) == "--report folder is an empty path; give a folder ('.' for the current one)"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.json"]
+    assert (tmp_path / "report.json").read_text() == "someone else's"

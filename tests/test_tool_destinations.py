@@ -163,3 +163,16 @@ def test_json_is_never_a_file_the_tool_reads(tool, tmp_path, capsys):
         assert err.startswith(f"error: --json {tmp_path}/") and "which this run reads" in err and "\x1b" not in err, err
         assert err.count("\n") == 1
     assert read.read_bytes() == b"the tool's input"
+
+
+@pytest.mark.parametrize("argv", [["tools.demo", "--out"], ["tools.bench", "--workdir"], ["tools.bench_mamba", "--workdir"]])
+def test_an_empty_folder_is_refused_not_the_working_folder(argv, tmp_path, capsys, monkeypatch):
+    """Found by adv3 (s17): 'tools.demo --out ""' (a --out "$DIR" with DIR unset) ran the whole demo into
+    the working folder: argparse's type=Path made '' the folder '.'. Now a usage error, nothing written."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(argv[0]).main(argv[1:] + [""])
+    assert info.value.code == 2 and list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err
+    assert err == f"error: argument {argv[1]}: is an empty path; give a folder ('.' for the current one) (see --help)\n"

@@ -34,7 +34,7 @@ import numpy as np
 
 from passes.files import (DestinationError, check_destination, check_folder_destination, read_text_file,
                           write_text_atomic)
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, printable
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"of its own, with a {SETTLE_SECONDS} s pause before each run")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                         help=f"comma-separated subset of: {', '.join(ROW_LABELS)} (default: {','.join(DEFAULT_ROWS)})")
-    parser.add_argument("--workdir", type=Path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
+    parser.add_argument("--workdir", type=folder_path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
     parser.add_argument("--naive", type=Path, help="existing naive export to use (its .ref.npz beside it)")
     parser.add_argument("--fork", type=Path,
                         help="existing export with --scan chunk24 (the fork's method) for the fork rows "

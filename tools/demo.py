@@ -19,14 +19,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from passes.files import DestinationError, check_folder_destination
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, printable
 
 PIPELINES = ("seed", "cpu", "tpu")
 
 
 def main(argv=None) -> int:
     parser = OneLineArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for models and reports")
+    parser.add_argument("--out", type=folder_path, default=Path("out/demo"), help="folder for models and reports")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated pipelines to run")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
