@@ -165,7 +165,8 @@ def test_json_is_never_a_file_the_tool_reads(tool, tmp_path, capsys):
     assert read.read_bytes() == b"the tool's input"
 
 
-@pytest.mark.parametrize("argv", [["tools.demo", "--out"], ["tools.bench", "--workdir"], ["tools.bench_mamba", "--workdir"]])
+@pytest.mark.parametrize("argv", [["tools.demo", "--out"], ["tools.bench", "--workdir"], ["tools.bench_mamba", "--workdir"],
+                                  ["tools.tpu_accuracy", "--workdir"]])
 def test_an_empty_folder_is_refused_not_the_working_folder(argv, tmp_path, capsys, monkeypatch):
     """Found by adv3 (s17): 'tools.demo --out ""' (a --out "$DIR" with DIR unset) ran the whole demo into
     the working folder: argparse's type=Path made '' the folder '.'. Now a usage error, nothing written."""
@@ -176,3 +177,4 @@ def test_an_empty_folder_is_refused_not_the_working_folder(argv, tmp_path, capsy
     assert info.value.code == 2 and list(tmp_path.iterdir()) == []
     err = capsys.readouterr().err
     assert err == f"error: argument {argv[1]}: is an empty path; give a folder ('.' for the current one) (see --help)\n"
+

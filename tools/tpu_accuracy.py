@@ -29,7 +29,7 @@ import numpy as np
 
 from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, positive_int
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
 
@@ -123,7 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--calibration-count", type=positive_int, default=32,
                         help="INT8: calibration samples of --batch training images each (default 32)")
     parser.add_argument("--int8-max-drop", type=float, default=1.0, help="INT8 top-1 may be this many points below F32")
-    parser.add_argument("--workdir", default="out/tpu-accuracy")
+    parser.add_argument("--workdir", type=folder_path, default="out/tpu-accuracy")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--venv", help="tpu-mlir venv (default .tpu-venv or $TPU_VENV)")
     args = parser.parse_args(argv)
