@@ -846,7 +846,9 @@ real_replace = os.replace
 
 def replace_then_ctrl_c(source, destination):
     real_replace(source, destination)
-    os.kill(os.getpid(), signal.SIGINT)   # arrives between the two renames
+    # Raised in this (the main) thread: os.kill(getpid()) may land on an idle library thread, which a
+    # loaded machine can leave unscheduled until after the script ends (the signal then never seen).
+    signal.raise_signal(signal.SIGINT)   # arrives between the two renames
     time.sleep(0.05)
 
 files.os.replace = replace_then_ctrl_c
