@@ -129,11 +129,11 @@ def _log_space_refusal(form: str, decays: Decays) -> Optional[str]:
             f"the {others} forms take decays of any sign (reroll-scans{{form={ANY_SIGN[0]}}})")
 
 
-def table_refusal(form: str, length: int, chunk: int, carry_shifts: str) -> Optional[str]:
+def table_refusal(form: str, length: int, chunk: int, carry_shifts: str, one_chunk_up_to: int = 0) -> Optional[str]:
     """Why `form` with `chunk` would build a square constant of more than MAX_INDEX_TABLE entries
     over a scan of `length` steps (scan_forms.TABLE_SIDES), or None."""
     side_of = TABLE_SIDES.get(form)
-    side = side_of(length, chunk, carry_shifts) if side_of is not None else 0
+    side = side_of(length, chunk, carry_shifts, one_chunk_up_to) if side_of is not None else 0
     if side * side <= MAX_INDEX_TABLE:
         return None
     return (f"the {form} form with chunk {chunk} builds a {side} x {side} constant (a shift matrix or band over "
@@ -174,7 +174,7 @@ def _unit_axes_after_scan(rec: Recurrence, shapes: dict) -> list[int]:
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
            unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul",
-           decays: Optional[Decays] = None) -> None:
+           decays: Optional[Decays] = None, one_chunk_up_to: int = 0) -> None:
     """Replace the chain of `rec` by `form`; `decays`: its decays (Decays.of(b, rec.decay) when None),
     with a log if `form` is in LOG_SPACE."""
     full_rank = rec.rank
@@ -195,6 +195,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
     if form == "batched":
         extra.update(dense_carry=dense_carry, carry_shifts=carry_shifts)
+    if form == "window-doubling":
+        extra.update(one_chunk_up_to=one_chunk_up_to)
     decays = decays if decays is not None else Decays.of(b, rec.decay)
     if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
         decays, drive = decays.mapped(lambda tensor: b.squeeze(tensor, unit_axes)), b.squeeze(drive, unit_axes)
@@ -247,6 +249,8 @@ class RerollScans(Pass):
     carry_shifts = Option(str, "matmul", "batched form: the doubling carry across chunks with the chunk axis moved "
                                           "last and shifted by MatMuls (matmul), or left in place as (decay, drive) "
                                           "pairs shifted by Slice + Concat (slices)", choices=("matmul", "slices"))
+    one_chunk_up_to = Option(int, 0, "window-doubling form: a scan (or a level of chunks) of at most this many steps "
+                                     "is one chunk, with no level below; 0: never", min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         report = find_recurrences(graph)
@@ -278,14 +282,15 @@ class RerollScans(Pass):
             decays = Decays.of(builder, rec.decay)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
             refusal = (_log_space_refusal(form, decays)
-                       or table_refusal(form, rec.length, chunk, self.carry_shifts))
+                       or table_refusal(form, rec.length, chunk, self.carry_shifts, self.one_chunk_up_to))
             if refusal is not None:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
                 notes.append(str(report.rejections[-1]))
                 continue
             unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
             lowered += bool(unit_axes)
-            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays)
+            reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays,
+                   self.one_chunk_up_to)
             rerolled.append(rec)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "

@@ -18,13 +18,19 @@ x_proj's grouped Conv1d (4 groups of 192+ channels) as one batched MatMul (`grou
 session s16): Conv kernels 7.8 -> 4.2 and 9.2 -> 4.3 ms per run at 16 threads (sums of per-node
 minima, ORT profiler, two runs of 15), whole graph 85.1 -> 83.8 and 87.4 -> 84.5 ms (two interleaved
 runs of 41 rounds, spinning on): 1.5-3.4%.
+Scans (and levels of chunks) of at most 64 steps as one chunk (`one_chunk_up_to=64`, session s18):
+VMamba-T's stage-3 scans (49 steps) had been padded to 4 chunks of 16 with a level below, more and
+smaller nodes, each a thread-pool hand-off: their 16-thread time 5.1 -> 2.3-2.8 ms (ORT profiler,
+sums of per-node minima), with the carry into the chunks a MatMul (window_doubling.py) the whole
+graph 1.3%, 4.4% and 7.0% faster in three interleaved runs of 31-41 rounds on two 16-core hosts
+(docs/BENCHMARKS.md).
 """
 from pipelines.cpu import PIPELINE as CPU
 from pipelines.pipeline import Pipeline, Step
 
 assert CPU.steps[0].pass_name == "reroll-scans" and CPU.steps[-1].pass_name == "simplify"
 _REROLL = Step("reroll-scans", {"form": "window-doubling", "chunk": 16, "drop_unit_axes": True,
-                                "state_form": "strided-readout", "state_chunk": 32})
+                                "state_form": "strided-readout", "state_chunk": 32, "one_chunk_up_to": 64})
 _BEFORE_SIMPLIFY = [Step("slice-reverse-to-gather"), Step("plane-transpose-to-gather"), Step("grouped-conv1d-to-matmul")]
 
 PIPELINE = Pipeline(

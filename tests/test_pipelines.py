@@ -159,7 +159,7 @@ def test_a_float_option_beyond_float_is_a_usage_error():
 def test_declared_options_set_typed_values_and_defaults():
     reroll = get_pass("reroll-scans", form="parallel")
     assert reroll.options() == {"form": "parallel", "chunk": 24, "state_form": "same", "state_chunk": 0,
-                                "drop_unit_axes": False, "dense_carry": 0, "carry_shifts": "matmul"}
+                                "drop_unit_axes": False, "dense_carry": 0, "carry_shifts": "matmul", "one_chunk_up_to": 0}
     assert get_pass("tpu-legality", strict=False).options() == {"strict": False, "budget": 4096, "lanes": 64}
     # text a pipeline parsed as a number is taken back for a string option (and then checked)
     with pytest.raises(PassOptionError, match="option 'form' must be one of batched, batched-doubling, channels-last-readout, chunk24, parallel, parallel-strided, strided-readout, window-doubling, got '8'"):
@@ -196,11 +196,13 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     """cpu-many re-rolls into window-doubling (chunk 16, without d_state 1's unit axis), the rest as cpu
     plus its copy rewrites and x_proj as a MatMul; ov is the same steps but that last one, not timed
     under OpenVINO (OpenVINO ran the window-doubling graph faster than the parallel form with its step
-    blocks cut by Gathers, the ov pipeline before session s15)."""
+    blocks cut by Gathers, the ov pipeline before session s15); nor re-roll's one_chunk_up_to (s18)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
     assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
-                                  "state_form=strided-readout,state_chunk=32}")
+                                  "state_form=strided-readout,state_chunk=32,one_chunk_up_to=64}")
     assert many.steps[1:-4] == cpu.steps[1:-1]
     assert [step.pass_name for step in many.steps[-4:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
                                                              "grouped-conv1d-to-matmul", "simplify"]
-    assert ov.steps == many.steps[:-2] + many.steps[-1:] and ov.name == "ov"
+    assert str(ov.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
+                                "state_form=strided-readout,state_chunk=32}")
+    assert ov.steps[1:] == many.steps[1:-2] + many.steps[-1:] and ov.name == "ov"

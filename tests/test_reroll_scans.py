@@ -338,12 +338,12 @@ def test_window_doubling_form_exact_ops():
     window's decay product and Add; the windows a (Exp of log a) and exp(log a @ band) (MatMul, Exp);
     the growth exp(log a @ triangle). Each chunk's log decay (ReduceSum) and last state (Gather of step
     Q - 1, the step axis dropped) go one level down: 3 chunk-level steps in one chunk, rounds 1 and 2 again (no growth needed
-    there). The carry in: shifted by one chunk (Slice, Pad), Unsqueeze, then local + growth * carry.
-    No Split, no Concat, no CumSum: the 3 Concats and all but one Slice are shape plumbing, which folds away."""
+    there). The carry in: shifted by one chunk (a MatMul by a shifted identity), Unsqueeze, then local + growth * carry.
+    No Split, no Concat, no CumSum, no Pad: the 3 Concats and the 6 Slices are shape plumbing, which folds away."""
     spec = ScanSpec(length=12, channels=3, state=2)
     out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=4))
-    assert op_histogram(out) == {"Add": 5, "Concat": 3, "Einsum": 1, "Exp": 5, "Gather": 1, "MatMul": 7, "Mul": 5,
-                                 "Pad": 1, "ReduceSum": 1, "Reshape": 3, "Shape": 3, "Slice": 7, "Transpose": 3,
+    assert op_histogram(out) == {"Add": 5, "Concat": 3, "Einsum": 1, "Exp": 5, "Gather": 1, "MatMul": 8, "Mul": 5,
+                                 "ReduceSum": 1, "Reshape": 3, "Shape": 3, "Slice": 6, "Transpose": 3,
                                  "Unsqueeze": 1}
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
@@ -352,18 +352,41 @@ def test_window_doubling_form_exact_ops():
 def test_window_doubling_nests_until_one_chunk_is_left():
     """L = 3136 (VMamba-T stage 0), chunk 8: 392 chunks of 8, then 49 of 8, then 7 chunks of 7, then one
     chunk of 7: 3 levels of Q = 8, 8, 7 with 3 rounds each and a last in-chunk scan of 3 rounds; 3 carries
-    in (Slice + Pad each). Without the unit axis (drop_unit_axes) nothing is transposed."""
+    in: into 392 chunks by Slice + Pad (more than MATMUL_CARRY_UP_TO chunks), into 49 and 7 by MatMuls
+    by a shifted identity. Without the unit axis (drop_unit_axes) nothing is transposed."""
+    from passes.scan_forms.window_doubling import MATMUL_CARRY_UP_TO
+
+    assert 49 <= MATMUL_CARRY_UP_TO < 392
     spec = ScanSpec(length=3136, channels=2, state=1)
     out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=8, drop_unit_axes=True))
     hist = op_histogram(out)
-    # Per level: 3 shift MatMuls, 2 band MatMuls, 1 growth MatMul; the last scan 3 + 2.
-    assert hist["MatMul"] == 3 * 6 + 5 and hist["Pad"] == 3 and hist["ReduceSum"] == 3
+    # Per level: 3 shift MatMuls, 2 band MatMuls, 1 growth MatMul; the last scan 3 + 2; 2 carry MatMuls.
+    assert hist["MatMul"] == 3 * 6 + 5 + 2 and hist["Pad"] == 1 and hist["ReduceSum"] == 3
     assert "Transpose" not in hist and "Split" not in hist
     for decay_scale in (1.0, 60.0):
         feeds = scan_inputs(spec, decay_scale=decay_scale)
         result = run(out, feeds)[0]
         assert np.all(np.isfinite(result))
         assert rel_l2(result, numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("one_chunk_up_to", [0, 48, 49])
+def test_window_doubling_takes_a_short_scan_as_one_chunk(one_chunk_up_to):
+    """L = 49 (VMamba-T stage 3), chunk 16: by default 4 chunks of 16 (padded to 64: 2 Pads) and a level
+    below; with one_chunk_up_to >= 49 one chunk of 49: 6 doubling rounds (shifts 1 .. 32), each a shift
+    MatMul, a Mul and an Add, the windows a (Exp) and exp(log a @ band) (5 band MatMuls, 5 Exps), no
+    level below (no ReduceSum, no Gather of the chunk ends, no carry), nothing padded."""
+    spec = ScanSpec(length=49, channels=2, state=1)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=16, drop_unit_axes=True,
+                                                               one_chunk_up_to=one_chunk_up_to))
+    hist = op_histogram(out)
+    if one_chunk_up_to < 49:
+        assert hist["Pad"] == 2 and hist["ReduceSum"] == 1 and hist["Gather"] == 1 and hist["MatMul"] == 12
+    else:
+        assert hist == {"Add": 6, "Einsum": 1, "Exp": 6, "MatMul": 11, "Mul": 6, "Squeeze": 2, "Unsqueeze": 1}
+    for decay_scale in (1.0, 60.0):
+        feeds = scan_inputs(spec, decay_scale=decay_scale)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
 @pytest.mark.parametrize("chunk", [8, 32, 96])
@@ -799,6 +822,9 @@ def test_the_largest_step_table_is_measured_at_the_cap(form, chunk):
     assert "2049 x 2049" in table_refusal(form, 2049, chunk, "matmul")
     assert table_refusal("window-doubling", 1 << 20, 16, "matmul") is None
     assert table_refusal("window-doubling", 1 << 20, 1, "matmul") is None
+    # one chunk up to 2048 steps: a 2048-step band, taken; a level of 2049 as one chunk, refused
+    assert table_refusal("window-doubling", 2048, 16, "matmul", one_chunk_up_to=1 << 20) is None
+    assert "2049 x 2049" in table_refusal("window-doubling", 2049, 16, "matmul", one_chunk_up_to=1 << 20)
     assert table_refusal("batched", 1 << 20, 1, "slices") is None
     assert table_refusal("parallel", 1 << 20, 1, "matmul") is None
 

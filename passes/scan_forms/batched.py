@@ -32,7 +32,7 @@ from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, den
                                           padded_to_chunks, paired_carry_in_place, split_axis_shape)
 
 
-def batched_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+def batched_table_side(length: int, chunk: int, carry_shifts: str = "matmul", one_chunk_up_to: int = 0) -> int:
     """Side of the largest square constant the form builds for a scan of `length` steps: the carry's
     (chunks x chunks) shifted identities with `carry_shifts` "matmul" (chunk_axes.carry_into_chunks),
     none with "slices" (the dense carry's, when taken, is smaller: chunks^3 <= MAX_INDEX_TABLE)."""

@@ -35,7 +35,7 @@ from passes.scan_forms.chunk_axes import (carry_into_chunks, chunk_dividing, mer
                                           shift_last_by_matmul, split_axis_shape)
 
 
-def batched_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+def batched_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul", one_chunk_up_to: int = 0) -> int:
     """Side of the largest square constant the form builds for a scan of `length` steps: the (Q x Q)
     shifted identities inside the chunks and the carry's (chunks x chunks) ones (carry_shifts: not
     an option of this form)."""

@@ -25,7 +25,14 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.decays import Decays
 from patterns.graph_query import producer_op
-from passes.scan_forms.chunk_axes import chunk_dividing, merge_axes_shape, move_axis, shift, split_axis_shape
+from passes.scan_forms.chunk_axes import (chunk_dividing, merge_axes_shape, move_axis, shift, shift_last_by_matmul,
+                                          split_axis_shape)
+
+
+# The carry into the chunks shifted by a MatMul by a (chunks x chunks) shifted identity, as the
+# shifts inside the chunks, up to this many chunks (a 256 KB constant); beyond, by Slice + Pad (two
+# one-thread copies in ONNX Runtime: their 16-thread time, measured below, is what the MatMul saves).
+MATMUL_CARRY_UP_TO = 256
 
 
 def _band(length: int, width: int, dtype) -> np.ndarray:
@@ -54,23 +61,32 @@ def _steps_per_chunk(length: int, chunk: int) -> int:
     return max(2, chunk_dividing(length, max(chunk, 2)))
 
 
-def window_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul") -> int:
+def _steps_per_level(length: int, chunk: int, one_chunk_up_to: int) -> int:
+    # A short scan as one chunk: at 16 threads VMamba-T's stage-3 scans (49 steps) ran in 2.8 ms as
+    # one chunk of 49 (6 rounds), 5.1 ms as 7 chunks of 7 and a level below (two levels of 3 rounds
+    # and the carry between them: more, smaller nodes, each a thread-pool hand-off).
+    return length if length <= one_chunk_up_to else _steps_per_chunk(length, chunk)
+
+
+def window_doubling_table_side(length: int, chunk: int, carry_shifts: str = "matmul", one_chunk_up_to: int = 0) -> int:
     """Side of the largest square constant the form builds for a scan of `length` steps: the
-    (steps x steps) bands and shifted identities of every level, all `length` steps where one chunk
-    covers them (carry_shifts: not an option of this form)."""
+    (steps x steps) bands and shifted identities of every level and the (chunks x chunks) shifted
+    identity that carries into its chunks, all `length` steps where one chunk covers them
+    (carry_shifts: not an option of this form)."""
     side = 0
     while True:
-        steps = _steps_per_chunk(length, chunk)
+        steps = _steps_per_level(length, chunk, one_chunk_up_to)
         if steps >= length:
             return max(side, length)
-        side, length = max(side, steps), -(-length // steps)
+        chunks = -(-length // steps)
+        side, length = max(side, steps, chunks if chunks <= MATMUL_CARRY_UP_TO else 0), chunks
 
 
 def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Tensor, length: int, chunk: int,
-                      rank: int) -> gs.Tensor:
+                      rank: int, one_chunk_up_to: int = 0) -> gs.Tensor:
     """States from zero along the last axis (length `length`)."""
     last = rank - 1
-    steps = _steps_per_chunk(length, chunk)
+    steps = _steps_per_level(length, chunk, one_chunk_up_to)
     if steps >= length:
         return _in_chunk(builder, log_decay, drive, length)[0]
     chunks = -(-length // steps)
@@ -87,15 +103,17 @@ def _last_axis_states(builder: GraphBuilder, log_decay: gs.Tensor, drive: gs.Ten
     # Slice it was a one-thread strided copy (1.5 ms for a stage-0 scan at 16 threads; the whole graph
     # 124.4 -> 118.1 ms with the Gather, 16-core host), as a MatMul by a one-hot vector a one-thread GEMV (11 ms).
     chunk_end = builder.gather(local, steps - 1, rank)
-    ends = _last_axis_states(builder, chunk_log_decay, chunk_end, chunks, chunk, rank)
-    carry = builder.unsqueeze(shift(builder, ends, rank, last, 1, chunks, 0.0), [rank])
+    ends = _last_axis_states(builder, chunk_log_decay, chunk_end, chunks, chunk, rank, one_chunk_up_to)
+    shifted = shift_last_by_matmul if chunks <= MATMUL_CARRY_UP_TO else shift
+    carry = builder.unsqueeze(shifted(builder, ends, rank, last, 1, chunks, 0.0), [rank])
     states = builder.add(local, builder.mul(growth, carry))
     merged = builder.reshape(states, merge_axes_shape(builder, states, last))
     return builder.slice(merged, 0, length, last) if padded != length else merged
 
 
 def window_doubling_states(builder: GraphBuilder, *, decays: Decays, drive: gs.Tensor,
-                           initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int) -> gs.Tensor:
+                           initial: Optional[gs.Tensor], axis: int, length: int, chunk: int, rank: int,
+                           one_chunk_up_to: int = 0) -> gs.Tensor:
     last, log_decay = rank - 1, decays.log
     if producer_op(log_decay) == "Log":
         # A decay of 0 has log -inf, and the window MatMuls multiply it by the band's zeros: NaN.
@@ -109,5 +127,5 @@ def window_doubling_states(builder: GraphBuilder, *, decays: Decays, drive: gs.T
         first = builder.add(builder.slice(drive, 0, 1, last),
                             builder.mul(builder.exp(builder.slice(log_decay, 0, 1, last)), start))
         drive = builder.concat([first, builder.slice(drive, 1, length, last)], last) if length > 1 else first
-    states = _last_axis_states(builder, log_decay, drive, length, chunk, rank)
+    states = _last_axis_states(builder, log_decay, drive, length, chunk, rank, one_chunk_up_to)
     return move_axis(builder, states, rank, last, axis)
