@@ -80,13 +80,16 @@ def _finite(value: numbers.Real) -> bool:
         return False
 
 
-def check_option(pass_name: str, option_name: str, option: Option, value: Any) -> Any:
+def check_option(pass_name: str, option_name: str, option: Option, value: Any, written: str | None = None) -> Any:
     """``value`` as the option's type, or PassOptionError naming the pass and the option.
 
     Text a pipeline parsed into another type (``form=8``) is taken back for a string option;
     nothing else is converted: a bool is no integer, 1.9 and inf are no integers, "maybe" is
-    no bool, and a number must be finite.
+    no bool, and a number must be finite. ``written``: the pipeline text the value was parsed
+    from; a string option takes it as it is, and a refusal quotes it (``1e3``, not ``1000.0``).
     """
+    if option.type is str and written is not None:
+        value = written
     if option.type is bool:
         valid = isinstance(value, bool)
     elif option.type is int:
@@ -103,7 +106,7 @@ def check_option(pass_name: str, option_name: str, option: Option, value: Any) -
         valid = (option.min is None or value >= option.min) and (option.max is None or value <= option.max)
     if not valid:
         raise PassOptionError(f"bad option value for pass '{pass_name}': option '{option_name}' must be "
-                              f"{option.expectation()}, got '{_shown(value)}'")
+                              f"{option.expectation()}, got '{_shown(value) if written is None else written}'")
     return value
 
 

@@ -61,13 +61,41 @@ class Step:
     # The text each option value was written as, so printing gives back the same text.
     option_text: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def written_text(self, key: str) -> str | None:
+        """The text option ``key`` was written as, if its value is still what that text parses to."""
+        written = self.option_text.get(key)
+        if written is None:
+            return None
+        parsed, value = parse_value(written), self.options[key]
+        if type(parsed) is not type(value) or not (parsed == value or parsed != parsed and value != value):
+            return None
+        return written
+
+    def written_options(self) -> dict[str, Any]:
+        """The options for the pass, each checked against the pass's declaration as written in the
+        pipeline text: a refused value is quoted as written (PassOptionError), and a string option gets
+        the text itself (``tag=1e3`` is '1e3', not '1000.0'). Options the pass does not declare, or
+        a pass that declares none, are left to ``get_pass`` to refuse."""
+        from passes.base import check_option
+        from passes.registry import get_pass_class, pass_options
+
+        declared = pass_options(get_pass_class(self.pass_name))
+        if any(declared.get(key) is None for key in self.options):
+            return dict(self.options)
+        options = {}
+        for key, value in self.options.items():
+            written = self.written_text(key)
+            options[key] = value if written is None else check_option(
+                self.pass_name, key, declared[key], value, written=written)
+        return options
+
     def __str__(self) -> str:
         if not self.options:
             return self.pass_name
         parts = []
         for key, value in self.options.items():
-            written = self.option_text.get(key)
-            if written is None or parse_value(written) != value or type(parse_value(written)) is not type(value):
+            written = self.written_text(key)
+            if written is None:
                 written = format_value(value)
             parts.append(f"{key}={written}")
         return f"{self.pass_name}{{{','.join(parts)}}}"
@@ -106,10 +134,14 @@ class Pipeline:
         return Pipeline(self.name, self.description, steps)
 
     def build(self) -> list:
-        """Instantiate the passes (UnknownPassError for a bad name, PassOptionError for a bad option)."""
+        """Instantiate the passes (UnknownPassError for a bad name, PassOptionError for a bad option).
+
+        A value given in pipeline text is checked as the user wrote it: a refusal quotes that text
+        (``chunk=1e3`` is refused as '1e3', not as '1000.0'), and a string option takes it as written.
+        """
         from passes.registry import get_pass
 
-        return [get_pass(step.pass_name, **step.options) for step in self.steps]
+        return [get_pass(step.pass_name, **step.written_options()) for step in self.steps]
 
 
 def parse_pipeline(text: str, name: str = "custom", description: str = "given on the command line") -> Pipeline:
