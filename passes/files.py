@@ -312,6 +312,28 @@ def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") 
     return Path(path)
 
 
+def input_file_problem(path: str | os.PathLike, what: str = "input", missing: str | None = None) -> str | None:
+    """Why ``path`` cannot be an input file, in one line, or None where it is a regular file (or a
+    link to one). Only looks (stat), never opens: a named pipe's open waits for a writer, its read
+    for ever. 'model not found: X' (``missing`` instead of ``what`` there: 'reference file not found'),
+    'model X is not a regular file (a named pipe)'. The one check the tools make on a file they are
+    given to read, before any work."""
+    shown = printable(path)
+    if "\x00" in os.fspath(path):   # os.stat would raise ValueError, not an OSError
+        return f"{what} {shown} holds a NUL byte, which no path can"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            return f"{what} {shown} is a broken symbolic link"
+        return f"{missing or what} not found: {shown}"
+    except OSError as error:   # a folder on the way that is a file, or that cannot be searched, a link loop
+        return f"{what} {shown} cannot be read ({printable(error.strerror or error)})"
+    if not stat.S_ISREG(mode):
+        return f"{what} {shown} is not a regular file ({file_kind(mode)})"
+    return None
+
+
 # Text a tool reads back (a saved result, a report): far more than any it writes.
 MAX_TEXT_BYTES = 64 << 20
 

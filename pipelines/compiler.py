@@ -36,7 +36,8 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from passes.base import Pass, PassContext, PassOptionError
-from passes.files import DestinationError, check_folder_destination, check_not_read, file_kind, folders_made
+from passes.files import (DestinationError, check_folder_destination, check_not_read, folders_made,
+                          input_file_problem)
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, freeze_initializer_inputs,
                              graph_to_model, initializer_inputs, model_to_graph, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
@@ -328,11 +329,9 @@ def compile_model(
     input_path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)
     destinations = _check_destinations(output, report, keep_intermediates, input_path, in_place)
     reference_path = Path(reference) if reference is not None else None
-    if reference_path is not None and not reference_path.is_file():
-        if reference_path.exists():
-            raise BadInput(f"reference {printable(reference_path)} is not a regular file "
-                           f"({file_kind(reference_path.stat().st_mode)})")
-        raise BadInput(f"reference file not found: {printable(reference_path)}")
+    problem = input_file_problem(reference_path, "reference", missing="reference file") if reference_path is not None else None
+    if problem:
+        raise BadInput(problem)
     input_label = str(model_or_path) if input_path is not None else "<in-memory model>"
 
     started = time.perf_counter()

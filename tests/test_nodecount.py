@@ -80,7 +80,7 @@ def test_hostile_op_types_and_paths_are_shown_escaped(tmp_path):
         == "[/]\\x1b[2J\\nEvil"
     (tmp_path / "a\nerror: fake").mkdir()
     result = nodecount(tmp_path / "a\nerror: fake")
-    assert result.returncode == 2 and result.stderr == f"error: not a file: {tmp_path}/a\\nerror: fake\n"
+    assert result.returncode == 2 and result.stderr == f"error: model {tmp_path}/a\\nerror: fake is not a regular file (a directory)\n"
     result = nodecount()
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: the following arguments are required: models")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from passes.files import DestinationError, check_destination, check_not_read, write_text_atomic
+from passes.files import DestinationError, check_destination, check_not_read, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, printable, one_line
 
@@ -33,8 +33,9 @@ def _load(path: str) -> onnx.ModelProto:
     from passes.model_check import InvalidModelError, check_model
 
     shown = printable(path)
-    if not Path(path).is_file():
-        raise DiffError(f"not a file: {shown}")
+    problem = input_file_problem(path, "model")
+    if problem:
+        raise DiffError(problem)
     try:
         # Weights in external files are not needed: large constants print as type and shape.
         model = onnx.load(path, load_external_data=False)

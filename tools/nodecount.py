@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from passes.files import input_file_problem
 from passes.one_line import OneLineArgumentParser, one_line, printable
 
 
@@ -27,8 +28,9 @@ class CountError(Exception):
 
 def count_ops(path: str | Path) -> Counter:
     path = Path(path)
-    if not path.is_file():
-        raise CountError(f"not a file: {printable(path)}")
+    problem = input_file_problem(path, "model")
+    if problem:
+        raise CountError(problem)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, Exception) as error:

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from passes.files import write_text_atomic
+from passes.files import input_file_problem, write_text_atomic
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools.json_destination import json_destination_refused
 
@@ -96,8 +96,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--top", type=int, default=15, help="op types to show")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
-    if not args.model.is_file():
-        sys.stderr.write(f"error: model not found: {printable(args.model)}\n")
+    problem = input_file_problem(args.model, "model")
+    if problem:
+        sys.stderr.write(f"error: {problem}\n")
         return 2
     if json_destination_refused(args.json, reads=[("model", args.model)]):
         return 2

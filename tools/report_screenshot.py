@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from passes.files import check_destination
+from passes.files import check_destination, input_file_problem
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools.headless_chromium import BrowserError, HeadlessChromium
 
@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=positive_int, default=1800)
     args = parser.parse_args(argv)
     page_path = Path(args.page)
-    if not page_path.is_file():
-        sys.stderr.write(f"error: not a file: {printable(page_path)}\n")
+    problem = input_file_problem(page_path, "page")
+    if problem:
+        sys.stderr.write(f"error: {problem}\n")
         return 2
     try:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

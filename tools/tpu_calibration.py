@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from passes.one_line import OneLineArgumentParser, one_line, positive_int
-from passes.files import DestinationError, atomic_target, check_destination, check_not_read
+from passes.files import DestinationError, atomic_target, check_destination, check_not_read, input_file_problem
 
 
 def digits_set(count: int, batch: int = 1) -> dict[str, np.ndarray]:
@@ -66,8 +66,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.kind == "digits":
             arrays = digits_set(args.count, args.batch)
         else:
-            if not Path(args.model).is_file():
-                raise ValueError(f"model not found: {args.model}")
+            problem = input_file_problem(args.model, "model")
+            if problem:
+                raise ValueError(problem)
             arrays = synthetic_set(Path(args.model), args.count, args.seed)
     except Exception as error:  # one line for the user
         sys.stderr.write(f"error: {one_line(error, 300)}\n")

@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from passes.files import DestinationError, write_text_atomic
+from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools import tpu_toolchain as tc
@@ -268,10 +268,15 @@ def prepare_workdir(workdir: Path, kept: list[tuple[str, Path]]) -> None:
     (workdir / WORKDIR_MARK).write_text("made by tools.tpu_check; its next run with this --workdir empties it\n")
 
 
+def _check_input_file(path, what: str) -> None:
+    problem = input_file_problem(path, what)
+    if problem:
+        raise UsageError(problem)
+
+
 def check(args, console) -> tuple[Verdict, int]:
     model_path = Path(args.model).resolve()
-    if not model_path.is_file():
-        raise UsageError(f"model not found: {args.model}")
+    _check_input_file(args.model, "model")
     try:
         interface, output_names, nodes = model_interface(model_path)
     except UsageError:
@@ -279,18 +284,18 @@ def check(args, console) -> tuple[Verdict, int]:
     except Exception as error:
         raise UsageError(f"cannot read {args.model} as ONNX: {one_line(error, 200)}") from None
     sample = Path(args.input) if args.input else None
-    if sample is not None and not sample.is_file():
-        raise UsageError(f"input npz not found: {sample}")
+    if sample is not None:
+        _check_input_file(sample, "input npz")
     quantize = args.quantize.upper()
     calibration = Path(args.calibration) if args.calibration else None
     if quantize == "INT8" and calibration is None:
         raise UsageError("--quantize INT8 needs --calibration (an npz of stacked inputs: python -m tools.tpu_calibration)")
     if calibration is not None and quantize != "INT8":
         raise UsageError("--calibration is for --quantize INT8 only")
-    if calibration is not None and not calibration.is_file():
-        raise UsageError(f"calibration set not found: {calibration}")
-    if args.qtable not in ("auto", "none") and not Path(args.qtable).is_file():
-        raise UsageError(f"quantization table not found: {args.qtable}")
+    if calibration is not None:
+        _check_input_file(calibration, "calibration set")
+    if args.qtable not in ("auto", "none"):
+        _check_input_file(args.qtable, "quantization table")
     threshold = args.min_cosine if args.min_cosine is not None else DEFAULT_MIN_COSINE[quantize]
     name = _safe_name(model_path)
     workdir = Path(args.workdir or f"out/tpu-check/{name}-{args.chip}-{quantize.lower()}"
