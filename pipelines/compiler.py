@@ -26,10 +26,12 @@ from ``passes`` and ``patterns``; nothing below imports it except the CLI entry 
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator, Set as AbstractSet
 from typing import Any, Mapping, Sequence
 
 import onnx
@@ -277,6 +279,79 @@ def frozen_inputs_notice(frozen: Sequence[str]) -> str:
             f"{'it' if count == 1 else 'them'} as input ({printable_names(frozen, shown=3)})")
 
 
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _check_path_argument(name: str, value: Any, optional: bool = True) -> None:
+    """A path argument is text or os.PathLike (giving text), or None where optional."""
+    if value is None and optional:
+        return
+    path = value
+    if isinstance(value, os.PathLike):
+        try:
+            path = os.fspath(value)
+        except Exception as error:
+            raise BadInput(f"{name}: os.fspath() of the {_type_name(value)} failed: {one_line(error)}") from None
+    if not isinstance(path, str):
+        none = " or None" if optional else ""
+        raise BadInput(f"{name} must be a path (str or os.PathLike){none}, got {printable(_type_name(path))}")
+
+
+def _check_bool_argument(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise BadInput(f"{name} must be True or False, got {printable(_type_name(value))}")
+
+
+def _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
+                          explain, in_place, keep_intermediates, input_shapes, progress, protected_files) -> None:
+    """Every argument of ``compile_model`` is of a type it takes, or BadInput naming it, before anything
+    else: a wrong type (``output=3``) was a TypeError or AttributeError from deep inside."""
+    if not isinstance(model_or_path, onnx.ModelProto):
+        try:
+            _check_path_argument("model", model_or_path, optional=False)
+        except BadInput:
+            raise BadInput(f"model must be a path (str or os.PathLike) or an onnx.ModelProto, "
+                           f"got {printable(_type_name(model_or_path))}") from None
+    if not isinstance(pipeline, (str, Pipeline)):
+        if isinstance(pipeline, (bytes, Mapping)) or not isinstance(pipeline, Sequence) \
+                or not all(isinstance(pass_, Pass) for pass_ in pipeline):
+            raise BadInput("pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances, "
+                           f"got {printable(_type_name(pipeline))}")
+    for name, value in (("output", output), ("reference", reference), ("report", report)):
+        _check_path_argument(name, value)
+    if not isinstance(verify, str):
+        raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {printable(_type_name(verify))}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise BadInput(f"tolerance must be a number, got {printable(_type_name(tolerance))}")
+    if override_options is not None:
+        if not isinstance(override_options, Mapping) or not all(isinstance(key, str) for key in override_options):
+            raise BadInput(f"override_options must be a mapping of option names to values or None, "
+                           f"got {printable(_type_name(override_options))}")
+    for name, value in (("explain", explain), ("in_place", in_place), ("keep_intermediates", keep_intermediates)):
+        _check_bool_argument(name, value)
+    if input_shapes is not None:
+        if not isinstance(input_shapes, Mapping):
+            raise BadInput(f"input_shapes must be a mapping of input names to dims or None, "
+                           f"got {printable(_type_name(input_shapes))}")
+        for key, dims in input_shapes.items():
+            if not isinstance(key, str):
+                raise BadInput(f"input_shapes: an input name must be text, got {printable(_type_name(key))}")
+            if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable) or isinstance(dims, Iterator) \
+                    or not all(isinstance(dim, numbers.Integral) and not isinstance(dim, bool) for dim in dims):
+                raise BadInput(f"input_shapes['{printable(key)}'] must be a sequence of integers, "
+                               f"got {printable(_type_name(dims))}")
+    hooks = [name for name in vars(ProgressHook) if not name.startswith("_")]
+    if progress is not None and not isinstance(progress, ProgressHook) \
+            and not all(callable(getattr(progress, name, None)) for name in hooks):
+        raise BadInput(f"progress must be a passes.manager.ProgressHook (or have its methods: {', '.join(hooks)}) "
+                       f"or None, got {printable(_type_name(progress))}")
+    if isinstance(protected_files, (str, bytes, os.PathLike)) or not isinstance(protected_files, (Sequence, AbstractSet)):
+        raise BadInput(f"protected_files must be a sequence of paths, got {printable(_type_name(protected_files))}")
+    for index, value in enumerate(protected_files):
+        _check_path_argument(f"protected_files[{index}]", value, optional=False)
+
+
 def compile_model(
     model_or_path: onnx.ModelProto | str | os.PathLike,
     pipeline: str | Pipeline | Sequence[Pass],
@@ -309,7 +384,7 @@ def compile_model(
     ``protected_files``: files the run must not write over besides those it reads itself (the CLI
     passes its plugins' source files).
 
-    Refused before any work (``BadInput``): a destination that is not a regular file or sits in a
+    Refused before any work (``BadInput``): an argument of a type it does not take (``output=3``); a destination that is not a regular file or sits in a
     folder that takes no file; a destination that is a file the run reads (the input, its external
     data files, the reference, ``protected_files``): inputs are never written, ``in_place`` aside.
     Refused right after loading: a model that breaks ONNX's structure (passes/model_check.py).
@@ -318,6 +393,8 @@ def compile_model(
     constants they hold and left out of the compiled model's inputs, said in ``warnings`` and in the
     report's ``frozen_inputs``; verification feeds only the other inputs.
     """
+    _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
+                          explain, in_place, keep_intermediates, input_shapes, progress, protected_files)
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")

@@ -118,3 +118,60 @@ def test_an_empty_report_path_is_refused_not_the_working_folder(tmp_path, monkey
     assert str(info.value) == "--report folder is an empty path; give a folder ('.' for the current one)"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.json"]
     assert (tmp_path / "report.json").read_text() == "someone else's"
+
+
+class _PathLikeOfBytes:
+    def __fspath__(self):
+        return b"m.onnx"
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((3, CLEANUP), {}, "model must be a path (str or os.PathLike) or an onnx.ModelProto, got int"),
+    ((b"m.onnx", CLEANUP), {}, "model must be a path (str or os.PathLike) or an onnx.ModelProto, got bytes"),
+    ((None, CLEANUP), {}, "model must be a path (str or os.PathLike) or an onnx.ModelProto, got NoneType"),
+    ((_PathLikeOfBytes(), CLEANUP), {}, "model must be a path (str or os.PathLike) or an onnx.ModelProto, got _PathLikeOfBytes"),
+    (("MODEL", 3), {}, "pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances, got int"),
+    (("MODEL", None), {}, "pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances, got NoneType"),
+    (("MODEL", b"cpu"), {}, "pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances, got bytes"),
+    (("MODEL", CLEANUP), {"output": 3}, "output must be a path (str or os.PathLike) or None, got int"),
+    (("MODEL", CLEANUP), {"output": b"o.onnx"}, "output must be a path (str or os.PathLike) or None, got bytes"),
+    (("MODEL", CLEANUP), {"report": 3}, "report must be a path (str or os.PathLike) or None, got int"),
+    (("MODEL", CLEANUP), {"reference": 3.5}, "reference must be a path (str or os.PathLike) or None, got float"),
+    (("MODEL", CLEANUP), {"verify": 3}, "verify must be one of each, end, none, got int"),
+    (("MODEL", CLEANUP), {"tolerance": "1e-5"}, "tolerance must be a number, got str"),
+    (("MODEL", CLEANUP), {"tolerance": True}, "tolerance must be a number, got bool"),
+    (("MODEL", CLEANUP), {"override_options": 3}, "override_options must be a mapping of option names to values or None, got int"),
+    (("MODEL", CLEANUP), {"explain": "yes"}, "explain must be True or False, got str"),
+    (("MODEL", CLEANUP), {"in_place": 1}, "in_place must be True or False, got int"),
+    (("MODEL", CLEANUP), {"keep_intermediates": None}, "keep_intermediates must be True or False, got NoneType"),
+    (("MODEL", CLEANUP), {"input_shapes": 3}, "input_shapes must be a mapping of input names to dims or None, got int"),
+    (("MODEL", CLEANUP), {"input_shapes": {"x": 3}}, "input_shapes['x'] must be a sequence of integers, got int"),
+    (("MODEL", CLEANUP), {"input_shapes": {"x": "1,4"}}, "input_shapes['x'] must be a sequence of integers, got str"),
+    (("MODEL", CLEANUP), {"input_shapes": {1: [4]}}, "input_shapes: an input name must be text, got int"),
+    (("MODEL", CLEANUP), {"progress": 3}, "progress must be a passes.manager.ProgressHook (or have its methods: step, warn, pass_started, stage, "
+                                      "pass_finished) or None, got int"),
+    (("MODEL", CLEANUP), {"protected_files": 3}, "protected_files must be a sequence of paths, got int"),
+    (("MODEL", CLEANUP), {"protected_files": "m.py"}, "protected_files must be a sequence of paths, got str"),
+    (("MODEL", CLEANUP), {"protected_files": ["a.py", 3]}, "protected_files[1] must be a path (str or os.PathLike), got int"),
+])
+def test_arguments_of_a_wrong_type_are_bad_input(args, kwargs, message, tmp_path, monkeypatch):
+    """Found by the lead (s18): compile_model(model, output=3) (report=3, pipeline=3, a model of a wrong
+    type, ...) raised TypeError or AttributeError from deep inside; each argument's type is checked
+    first, one line naming the argument, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    args = tuple(tiny_model() if arg == "MODEL" else arg for arg in args)
+    with pytest.raises(BadInput) as raised:
+        compile_model(*args, **kwargs)
+    assert str(raised.value) == message
+    assert raised.value.exit_code == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_arguments_of_kindred_types_are_taken(tmp_path):
+    # numpy numbers, tuples and path objects are what the types say, not only int, float, list and str
+    from passes.manager import ProgressHook
+    source = tmp_path / "m.onnx"
+    onnx.save(tiny_model(), source)
+    result = compile_model(source, (get_pass("eliminate-dead-nodes"),), output=tmp_path / "o.onnx",
+                           tolerance=np.float32(1e-5), protected_files=(str(tmp_path / "p.py"),), progress=ProgressHook(),
+                           override_options={}, input_shapes={}, verify="end")
+    assert result.output == tmp_path / "o.onnx"
