@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 from passes.softplus_to_exp_log import SoftplusToExpLog
@@ -58,3 +59,74 @@ def test_bfloat16_softplus_gets_bfloat16_constants():
     constants = [node.attribute[0].t for node in out.graph.node if node.op_type == "Constant"]
     constants += list(out.graph.initializer)
     assert constants and {tensor.data_type for tensor in constants} == {TensorProto.BFLOAT16}
+
+
+def _guarded_softplus_model(threshold=20.0, threshold_shape=(), swap=False, extra_reader=False, condition_of="x",
+                            x_shape=(6, 1000)):
+    """The dynamo exporter's F.softplus(x): Where(Greater(x, 20), x, Softplus(x)), the threshold an initializer."""
+    nodes = [helper.make_node("Softplus", ["x"], ["sp"], name="sp"),
+             helper.make_node("Greater", [condition_of, "threshold_cast"], ["gt"], name="gt"),
+             helper.make_node("Where", ["gt", "sp", "x"] if swap else ["gt", "x", "sp"], ["y"], name="where")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["sp"], ["z"], name="neg"))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "guarded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape)),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, list(x_shape))],
+        outputs,
+        [helper.make_tensor("threshold_cast", TensorProto.FLOAT, list(threshold_shape), [threshold])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _inputs(shape=(6, 1000)):
+    x = np.concatenate([np.linspace(-1e4, 1e4, 3000), np.linspace(-30, 30, 2000),
+                        np.linspace(15, 25, 1000)]).astype(np.float32)
+    x = x[: int(np.prod(shape))].reshape(shape)
+    return {"x": x, "w": x[::-1].copy() if x.ndim else x}
+
+
+def test_the_dynamo_threshold_guard_goes_with_the_softplus(monkeypatch):
+    """Found by the s18 generality probe: the dynamo exporter writes F.softplus with PyTorch's threshold
+    as Where(Greater(x, 20), x, Softplus(x)); the rewritten form is already x there, but the Greater and
+    the Where stayed, two nodes per Softplus (VMamba micro, the fork's conv-channels readout, cpu: 660
+    nodes for the dynamo export, 653 for the TorchScript one)."""
+    model = _guarded_softplus_model()
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1, "threshold_guards_removed": 1}
+    assert op_histogram(out) == {"Add": 1, "Exp": 1, "Log": 1, "Max": 1, "Min": 1}
+    assert [o.name for o in out.graph.output] == ["y"]
+    feeds = _inputs()
+    expected = np.where(feeds["x"] > 20, feeds["x"], np.logaddexp(0.0, feeds["x"].astype(np.float64)))
+    # the same float32 values as the rewrite with the guard kept
+    import passes.softplus_to_exp_log as module
+    monkeypatch.setattr(module, "GUARD_FROM", float("inf"))
+    guarded, kept = apply_pass(model, SoftplusToExpLog())
+    assert kept.stats == {"rewritten": 1} and op_histogram(guarded)["Where"] == 1
+    np.testing.assert_array_equal(run(out, feeds)[0], run(guarded, feeds)[0])
+    np.testing.assert_allclose(run(out, feeds)[0], expected, rtol=2e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("case, kwargs", [
+    ("threshold below 17: Softplus is not x to float32 there", {"threshold": 10.0}),
+    ("threshold NaN", {"threshold": float("nan")}),
+    ("branches swapped", {"swap": True}),
+    ("the Softplus read elsewhere too", {"extra_reader": True}),
+    ("a condition on another tensor", {"condition_of": "w"}),
+    ("a rank-1 threshold against a scalar x would make the output [1]", {"threshold_shape": (1,), "x_shape": ()}),
+])
+def test_a_guard_that_is_not_the_threshold_stays(case, kwargs):
+    model = _guarded_softplus_model(**kwargs)
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1}, case
+    assert op_histogram(out)["Where"] == 1 and op_histogram(out)["Greater"] == 1, case
+    feeds = _inputs(kwargs.get("x_shape", (6, 1000)))
+    for got, want in zip(run(out, feeds), run(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7)
+
+
+def test_a_rank_1_threshold_against_a_tensor_goes_too():
+    out, result = apply_pass(_guarded_softplus_model(threshold_shape=(1,)), SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1, "threshold_guards_removed": 1}
+    assert "Where" not in op_histogram(out)
