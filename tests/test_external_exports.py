@@ -35,9 +35,11 @@ NODE_COUNTS = {
     "fork-channels-n4": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
     "fork-channels-n16": (232, {"seed": 51, "cpu": 97, "tpu": 75}),
     # session s17's generality probe: the dynamo exporter's compact graphs (mambapy's cpu output is the
-    # larger: 2 scans in the parallel form against a 184-node export), model.half() and model.double()
-    "hf-mamba-n4-b2-dynamo": (111, {"seed": 55, "cpu": 122, "tpu": 72}),
-    "mambapy-n16-dynamo": (184, {"seed": 90, "cpu": 272, "tpu": 138}),
+    # larger: 2 scans in the parallel form against a 184-node export), model.half() and model.double();
+    # cpu 122 -> 120 and 272 -> 268 in s18: softplus-to-exp-log takes dynamo's Softplus threshold guard
+    # (Greater + Where) with each Softplus
+    "hf-mamba-n4-b2-dynamo": (111, {"seed": 55, "cpu": 120, "tpu": 72}),
+    "mambapy-n16-dynamo": (184, {"seed": 90, "cpu": 268, "tpu": 138}),
     "hf-mamba-n4-b2-f16": (186, {"seed": 66, "cpu": 129, "tpu": 83}),
     "hf-mamba-n4-b2-f64": (185, {"seed": 64, "cpu": 124, "tpu": 79}),
 }
