@@ -150,12 +150,14 @@ def test_bad_options_are_refused():
     length=st.integers(2, 40), chunk=st.integers(1, 30), channels=st.integers(1, 4), state=st.integers(1, 4),
     batch=st.sampled_from([1, 2, None]), index=st.sampled_from(["gather", "slice"]),
     readout=st.sampled_from(["einsum", "mulsum", "states"]), initial=st.sampled_from(["zeros", "input"]),
-    opset=st.sampled_from([12, 13, 17, 18]),
+    opset=st.sampled_from([12, 13, 17, 18]), one_chunk_up_to=st.sampled_from([0, 8, 64]),
 )
-def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels, state, batch, index, readout, initial, opset):
+def test_property_rerolled_graph_equals_numpy_scan(form, length, chunk, channels, state, batch, index, readout, initial, opset,
+                                                    one_chunk_up_to):
     spec = ScanSpec(length=length, channels=channels, state=state, batch=batch, index=index,
                     readout=readout, initial=initial, opset=opset)
-    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=chunk))
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=chunk,
+                                                                    one_chunk_up_to=one_chunk_up_to))
     assert result.stats["rerolled"] == 1 and result.stats["steps"] == length
     hist = op_histogram(out)
     chunks = -(-length // min(chunk, length))
@@ -387,6 +389,20 @@ def test_window_doubling_takes_a_short_scan_as_one_chunk(one_chunk_up_to):
     for decay_scale in (1.0, 60.0):
         feeds = scan_inputs(spec, decay_scale=decay_scale)
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("initial", ["zeros", "input"])
+def test_window_doubling_one_chunk_with_initial_state_and_states_per_channel(initial):
+    """One chunk of 50 (one_chunk_up_to 64, chunk 8): the initial state folded into the first drive,
+    decays per (channel, state), a batch of 2; against the one-level-down form and numpy."""
+    spec = ScanSpec(length=50, channels=4, state=3, initial=initial, batch=2)
+    one, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=8, one_chunk_up_to=64))
+    nested, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="window-doubling", chunk=8))
+    assert "ReduceSum" not in op_histogram(one) and op_histogram(nested)["ReduceSum"] >= 1
+    feeds = scan_inputs(spec, batch=2)
+    expected = numpy_scan(spec, feeds)
+    assert rel_l2(run(one, feeds)[0], expected) <= REL_L2_TOL
+    assert rel_l2(run(nested, feeds)[0], expected) <= REL_L2_TOL
 
 
 @pytest.mark.parametrize("chunk", [8, 32, 96])
