@@ -951,3 +951,36 @@ def test_a_folder_another_run_makes_meanwhile_is_taken_not_claimed(tmp_path, mon
     monkeypatch.setattr(files.os, "mkdir", real_mkdir)
     files.remove_empty_folders([])
     assert (tmp_path / "R" / "sub").is_dir()
+
+
+# --- tools that hand a model to ONNX Runtime themselves -----------------------------------------
+
+def _failing_reshape_model() -> onnx.ModelProto:
+    """Loads in ONNX Runtime, fails when run: a Reshape of 4 values to 3, named with an ESC and a newline."""
+    graph = oh.make_graph([oh.make_node("Reshape", ["x", "s"], ["y"], name="evil\x1b[31m\nname")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(np.array([3], np.int64), "s")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("tool", ["ort_profile", "tpu_check"])
+@pytest.mark.parametrize("case", ["fails-when-run", "data-outside-its-folder"])
+def test_tools_refuse_a_model_onnx_runtime_cannot_run_in_one_line(tool, case, tmp_path):
+    """Found by adv4 (s18): tools.tpu_check ended in a traceback (exit 1) on a model ONNX Runtime
+    refuses (external data outside its folder) or fails to run, after making its --workdir, and
+    tools.ort_profile on one that fails when run; both let ONNX Runtime's own error log print the
+    node's name raw (ESC, newline) on stderr."""
+    folder = tmp_path / "m"
+    if case == "fails-when-run":
+        model = save_with_data(folder, _failing_reshape_model(), data_name=None)
+    else:
+        (tmp_path / "secret.bin").write_bytes(WEIGHT.tobytes())
+        model = save_with_data(folder, top_weight_model("../secret.bin"), data_name=None)
+    workdir = tmp_path / "work"
+    extra = ["--workdir", str(workdir)] if tool == "tpu_check" else ["--runs", "1"]
+    result = subprocess.run([sys.executable, "-m", f"tools.{tool}", str(model), *extra], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert_one_line_error(result, 2, "ONNX Runtime cannot")
+    assert "\x1b" not in result.stderr and result.stderr.count("\n") <= 2, result.stderr
+    assert not workdir.exists()

@@ -49,7 +49,7 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        options.log_severity_level = 4   # ORT's own error log holds node names raw (a newline, an ESC)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
         try:
@@ -57,7 +57,10 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
         except Exception as error:   # not ONNX, an op ORT lacks, ...: the user's file, not a bug here
             raise SystemExit(f"error: ONNX Runtime cannot load {printable(model)}: {one_line(error, limit=300)}") from None
         feeds = _inputs(session, batch, np.random.default_rng(seed))
-        session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
+        try:
+            session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
+        except Exception as error:   # a kernel that fails on the model's own data (a Reshape to a wrong size)
+            raise SystemExit(f"error: ONNX Runtime cannot run {printable(model)}: {one_line(error, limit=300)}") from None
         walls = []
         for _ in range(runs):
             t0 = time.perf_counter()

@@ -168,7 +168,7 @@ def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, n
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4   # ORT's own error log holds node names raw (a newline, an ESC)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
@@ -305,12 +305,15 @@ def check(args, console) -> tuple[Verdict, int]:
             ("the working directory", Path.cwd())]
     feeds = make_inputs(interface, sample)   # bad npz files are refused before the workdir is touched
     calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
+    try:   # before the workdir is touched: a model ONNX Runtime refuses is bad input, not a traceback
+        reference = onnxruntime_outputs(model_path, feeds)
+    except Exception as error:   # its external data outside its folder, an op it lacks, a failing kernel
+        raise UsageError(f"ONNX Runtime cannot run {args.model}: {one_line(error, 300)}") from None
     prepare_workdir(workdir, [(role, path) for role, path in read if path is not None])
 
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
     tc.save_npz(workdir / "input.npz", **feeds)
-    reference = onnxruntime_outputs(model_path, feeds)
     tc.save_npz(workdir / "onnxruntime_outputs.npz", **reference)
 
     venv = tc.venv_dir(args.venv)
