@@ -736,6 +736,29 @@ def test_report_json_island_has_no_raw_less_than(tmp_path):
     assert evil not in page.replace("&lt;!--&lt;script&gt;", "")   # elsewhere it is HTML-escaped
 
 
+
+def test_report_page_shows_names_with_their_controls_escaped(tmp_path):
+    """Found by adv4 (s18): index.html held names from the model raw, HTML-escaped only: a right-to-left
+    override in a node's name showed the rest of its note, anchor or tooltip reversed, an ESC or a NUL
+    hid in the page (and in the JSON its script shows); now written as the terminal shows them (\\u202e)."""
+    from scan_testing import TINY_MODEL_TEXT
+    from pipelines import compile_model
+
+    evil = "\u202eevil\x1b[31m\n\x00"
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    for index, node in enumerate(model.graph.node):
+        node.name = f"n{index}{evil}"
+    for node in model.graph.node:
+        node.output[:] = [name + evil if name == "y" else name for name in node.output]
+    model.graph.output[0].name = "y" + evil
+    compile_model(model, "eliminate-dead-nodes,fold-constants", report=tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert not any(character in page for character in "\u202e\x1b\x00"), [c for c in "\u202e\x1b\x00" if c in page]
+    assert "y\\u202eevil\\x1b[31m\\n\\x00" in page                      # the output's name, escaped
+    assert "n4\\u202eevil\\x1b[31m\\n\\x00" in page                     # the removed Exp's name (a tooltip)
+    island = page[page.index('id="region-data">'):]
+    assert "\\\\u202e" in island   # in the script's JSON too: the escape as text, shown as such
+
 # --- the docs writers go through the one temporary writer (found by s13's adversarial pass) ----------------
 
 def _bench_result() -> dict:

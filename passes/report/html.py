@@ -8,15 +8,34 @@ offline, and a headless browser shows no console errors (tests/test_report_html.
 from __future__ import annotations
 
 import json
-from html import escape
+import html
 from pathlib import Path
 from typing import Any, Mapping
 
+from passes.one_line import printable
 from passes.report.chart import ChartPoint, node_count_svg
 
 ASSETS = Path(__file__).with_name("assets")
 CHIPS_SHOWN = 6  # op-delta chips in a table row before "+N more"
 GROUPS_OPEN = 6  # groups of a pass shown unfolded; later ones start folded
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """``text`` for the page: its control characters and bidi overrides written as escapes (``printable``,
+    as on a terminal: a name's RLO would show the rest of a note reversed, an ESC or a NUL hides in
+    it), then HTML-escaped. Every text the page shows goes through here; names come from the model."""
+    return html.escape(printable(text), quote)
+
+
+def _printable_data(value: Any) -> Any:
+    """``value`` (JSON data for the page's script, which shows it as text) with ``printable`` strings."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, Mapping):
+        return {key: _printable_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_data(item) for item in value]
+    return value
 
 
 def _asset(name: str) -> str:
@@ -48,7 +67,7 @@ def _number(value: Any) -> str:
 
 def _check_cell(entry: Mapping[str, Any]) -> str:
     checker, shapes = entry.get("checker", "off"), entry.get("shape_inference", "off")
-    title = escape(f"onnx.checker: {checker}\nshape inference: {shapes}")
+    title = escape(f"onnx.checker: {checker}") + "&#10;" + escape(f"shape inference: {shapes}")   # two lines
     if checker.startswith("error") or shapes.startswith("error"):
         return f'<span class="check error" title="{title}">error</span>'
     if checker == "ok" and shapes == "ok":
@@ -241,7 +260,7 @@ def _verification_section(report: Mapping[str, Any]) -> str:
 
 
 def _region_data(descriptions: Mapping[int, Mapping[str, Any]]) -> str:
-    data = {str(index): [group["instances"] for group in description["groups"]]
+    data = {str(index): [_printable_data(group["instances"]) for group in description["groups"]]
             for index, description in descriptions.items()}
     # Inside <script> the HTML parser still acts on "</script" and on "<!--" (which can swallow
     # the page's own script after it), so no "<" may appear raw: JSON spells it \u003c.
