@@ -1007,3 +1007,22 @@ def test_tools_refuse_a_model_onnx_runtime_cannot_run_in_one_line(tool, case, tm
     assert_one_line_error(result, 2, "ONNX Runtime cannot")
     assert "\x1b" not in result.stderr and result.stderr.count("\n") <= 2, result.stderr
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("tool", ["ort_profile", "tpu_check", "tpu_calibration"])
+def test_tools_refuse_inputs_too_large_to_make_random_data_for(tool, tmp_path):
+    """Found by adv4 (s18): a 100-byte model declaring an input of 2^30 floats made tools.tpu_check and
+    tools.ort_profile allocate 8 GiB of random float64 (and 2^40: a MemoryError traceback, exit 1), and
+    tools.tpu_calibration 'synthetic' count times that; the compiler caps its random inputs at
+    passes.verify.MAX_RANDOM_FEED_ELEMENTS (2^28, all together), and so do the tools now, before any."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2**40])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2**40])])
+    model = tmp_path / "huge.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), model)
+    args = {"ort_profile": [str(model), "--runs", "1"], "tpu_check": [str(model), "--workdir", str(tmp_path / "work")],
+            "tpu_calibration": ["synthetic", str(model), "--count", "1", "-o", str(tmp_path / "cal.npz")]}[tool]
+    result = subprocess.run([sys.executable, "-m", f"tools.{tool}", *args], capture_output=True, text=True, cwd=REPO,
+                            timeout=120)
+    assert_one_line_error(result, 2, "1,099,511,627,776 elements, too many to make")
+    assert not (tmp_path / "work").exists() and not (tmp_path / "cal.npz").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -30,12 +31,18 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 
 
 def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feeds = {}
+    from passes.verify import MAX_RANDOM_FEED_ELEMENTS
+
+    feeds, elements = {}, 0
     for spec in session.get_inputs():
         shape = [d if isinstance(d, int) else batch for d in spec.shape]
         dtype = _DTYPES.get(spec.type)
         if dtype is None:
             raise SystemExit(f"error: input '{printable(spec.name)}' has type {spec.type}, which this tool cannot fill")
+        elements += math.prod(shape)
+        if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
+            raise SystemExit(f"error: the model's inputs up to '{printable(spec.name)}' (shape {shape}) hold {elements:,} "
+                             f"elements, too many to make random data for (> {MAX_RANDOM_FEED_ELEMENTS:,})")
         feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 

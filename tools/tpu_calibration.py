@@ -12,6 +12,7 @@ say so where its figures are quoted.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,7 @@ import numpy as np
 
 from passes.one_line import OneLineArgumentParser, one_line, positive_int
 from passes.files import DestinationError, atomic_target, check_destination, check_not_read, input_file_problem
+from passes.verify import MAX_RANDOM_FEED_ELEMENTS
 
 
 def digits_set(count: int, batch: int = 1) -> dict[str, np.ndarray]:
@@ -39,6 +41,10 @@ def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarr
     if count <= 0:
         raise ValueError(f"--count must be positive, got {count}")
     interface, _, _ = model_interface(model_path)
+    elements = count * sum(math.prod(shape) for _, shape, _ in interface)
+    if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
+        raise ValueError(f"{count} samples of the model's inputs hold {elements:,} elements, too many to make "
+                         f"(> {MAX_RANDOM_FEED_ELEMENTS:,})")
     random = np.random.default_rng(seed)
     return {name: random.standard_normal((count, *shape)).astype(dtype) for name, shape, dtype in interface}
 

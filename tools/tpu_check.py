@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import sys
@@ -128,9 +129,15 @@ def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 
 def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
+    from passes.verify import MAX_RANDOM_FEED_ELEMENTS
+
     feeds = {}
     stored = _load_npz(sample, "input npz") if sample else {}
     random = np.random.default_rng(0)
+    elements = sum(math.prod(shape) for _, shape, _ in interface)
+    if not sample and elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
+        raise UsageError(f"the model's inputs hold {elements:,} elements, too many to make random data for "
+                         f"(> {MAX_RANDOM_FEED_ELEMENTS:,}); give --input")
     for name, shape, dtype in interface:
         if sample:
             if name not in stored:
