@@ -150,6 +150,30 @@ def test_external_data_of_the_wrong_size_is_refused(tmp_path):
         read_model(model_path)
 
 
+
+def _tensors_naming_one_range(count: int) -> onnx.ModelProto:
+    """y = x + w0 + ... + w(count-1), every wi stored at offset 0 of w.bin: one range read count times."""
+    weights = [_external(WEIGHT, f"w{i}", "w.bin") for i in range(count)]
+    graph = oh.make_graph([oh.make_node("Sum", ["x"] + [w.name for w in weights], ["y"], name="sum")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=weights)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def test_external_data_read_over_and_over_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """Found by adv4 (s18): 2,000 tensors naming one 1 MiB range of a 1 MiB file made a 150 KB model take
+    4.8 GB of memory (a segmentation fault under a 5 GB limit; 600 of them: 1.9 GB and a 600 MB output);
+    the bytes read again, all together, are capped (MAX_REREAD_EXTERNAL_BYTES, 2 GiB; 16 bytes here)."""
+    from passes import graph_io
+
+    monkeypatch.setattr(graph_io, "MAX_REREAD_EXTERNAL_BYTES", 16, raising=False)
+    read = read_model(save_with_data(tmp_path / "tied", _tensors_naming_one_range(2)))   # 16 bytes again: a tied weight
+    assert [numpy_helper.to_array(t).tolist() for t in read.model.graph.initializer] == [WEIGHT.tolist()] * 2
+    path = save_with_data(tmp_path / "bomb", _tensors_naming_one_range(3))
+    with pytest.raises(InputError, match="name the same bytes over and over \\(32 bytes read again, over the 16 allowed"):
+        read_model(path)
+    assert graph_io._bytes_read_again({Path("a"): [(8, 8), (0, 12), (20, 4), (0, 4)], Path("b"): [(0, 4)]}) == 8
+
 def test_onnx_runtime_never_gets_a_model_with_file_references(tmp_path, monkeypatch):
     # A model still pointing at "w.bin" would make ORT read ./w.bin from the working directory.
     monkeypatch.chdir(tmp_path)
