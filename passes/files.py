@@ -111,7 +111,7 @@ def is_same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, ValueError):   # ValueError: a NUL in a path, which names no file (check_destination says so)
         return False
 
 

@@ -216,6 +216,13 @@ def test_a_destination_with_a_nul_byte_is_bad_input_for_library_callers(tmp_path
         compile_model(model, "eliminate-dead-nodes", report=str(tmp_path / "r\x00"))
     assert str(error.value) == f"--report folder {tmp_path}/r\\x00 holds a NUL byte, which no path can"
     assert os.listdir(tmp_path) == []
+    # Found by adv4 (s18): with the model given as a path, comparing the output with it came first and
+    # raised the raw ValueError (passes.files.is_same_file).
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(BadInput) as error:
+        compile_model(tmp_path / "m.onnx", "eliminate-dead-nodes", output=str(tmp_path / "o\x00.onnx"))
+    assert str(error.value) == f"output {tmp_path}/o\\x00.onnx holds a NUL byte, which no path can"
+    assert os.listdir(tmp_path) == ["m.onnx"]
 
 
 @pytest.mark.parametrize("destination", ["/dev/null", "fifo", "link-to-null"])
