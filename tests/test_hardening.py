@@ -1057,3 +1057,20 @@ def test_tools_refuse_inputs_too_large_to_make_random_data_for(tool, tmp_path):
                             timeout=120)
     assert_one_line_error(result, 2, "1,099,511,627,776 elements, too many to make")
     assert not (tmp_path / "work").exists() and not (tmp_path / "cal.npz").exists()
+
+
+def test_tpu_check_refuses_an_npz_that_unpacks_too_large_before_unpacking(tmp_path, monkeypatch):
+    """Found by adv4 (s18): tools.tpu_check unpacked every member of its --input npz and --calibration set
+    (a few MB of deflated zeros unpack to tens of GB), while the compiler refuses such a reference npz
+    before unpacking it; the tool now sums the sizes the zip's directory declares first, under the same
+    cap (passes.verify.MAX_REFERENCE_ARRAY_BYTES; 64 bytes here)."""
+    from passes import verify
+    from tools import tpu_check
+
+    np.savez_compressed(tmp_path / "in.npz", x=np.zeros((4, 4), np.float32))   # 64 bytes of data, 192 with headers
+    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 64)
+    unpacked = []
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: unpacked.append(key))
+    with pytest.raises(tpu_check.UsageError, match=r"input npz .*in\.npz unpacks to 192 bytes, over the 64 this tool reads"):
+        tpu_check.make_inputs([("x", (4, 4), np.float32)], tmp_path / "in.npz")
+    assert unpacked == []

@@ -121,9 +121,19 @@ def model_interface(path: Path):
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    from passes.verify import MAX_REFERENCE_ARRAY_BYTES
+
     try:
         with np.load(path) as stored:   # allow_pickle stays off: an object array is an error here
+            # sizes from the zip's directory, before anything is unpacked: a few MB of deflated zeros
+            # can unpack to tens of GB (the compiler's reference npz has the same cap)
+            unpacked = sum(member.file_size for member in stored.zip.infolist())
+            if unpacked > MAX_REFERENCE_ARRAY_BYTES:
+                raise UsageError(f"{what} {printable(path)} unpacks to {unpacked:,} bytes, over the "
+                                 f"{MAX_REFERENCE_ARRAY_BYTES:,} this tool reads")
             return dict(stored)
+    except UsageError:
+        raise
     except Exception as error:
         raise UsageError(f"{what} {printable(path)} is not a readable npz: {one_line(error, limit=200)}") from None
 
