@@ -107,9 +107,8 @@ def check_model(model: onnx.ModelProto) -> None:
                  context=_schema_context(model, opsets))
 
 
-def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:
-    """onnx-graphsurgeon reads no sparse tensor: a sparse initializer came out as dense float64 zeros
-    (written so with --verify none), a Constant's sparse_value made a model ONNX Runtime refused."""
+def _every_graph(model: onnx.ModelProto) -> tuple[list[onnx.GraphProto], list[onnx.NodeProto]]:
+    """Every graph (the main one, If/Loop/Scan bodies, those inside functions) and every node."""
     graphs = list(all_graphs(model.graph))
     nodes = [node for function in model.functions for node in function.node]
     for node in nodes[:]:   # If/Loop bodies inside functions
@@ -117,6 +116,42 @@ def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:
             for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 graphs += all_graphs(body)
     nodes += [node for graph in graphs for node in graph.node]
+    return graphs, nodes
+
+
+_TYPE_WORDS = {"optional_type": "an optional", "map_type": "a map", "sequence_type": "a sequence",
+               "opaque_type": "an opaque value"}
+_TYPE_PLURALS = {"optional_type": "optionals", "map_type": "maps", "sequence_type": "sequences",
+                 "opaque_type": "opaque values", "sparse_tensor_type": "sparse tensors", None: "untyped values"}
+
+
+def _uncarried_type(value_type: onnx.TypeProto) -> str | None:
+    """What onnx-graphsurgeon cannot write back as it read it ('an optional', 'a sequence of maps'), or
+    None for a tensor (dense or sparse), a sequence of tensors or no type. An optional or a map made its
+    export fail (UnboundLocalError, exit 1), a sequence of sequences came back as one of untyped tensors."""
+    kind = value_type.WhichOneof("value")
+    if kind == "sequence_type":
+        element = value_type.sequence_type.elem_type.WhichOneof("value")
+        return None if element == "tensor_type" else f"a sequence of {_TYPE_PLURALS.get(element, element)}"
+    return None if kind in (None, "tensor_type", "sparse_tensor_type") else _TYPE_WORDS.get(kind, kind)
+
+
+def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
+    for graph in graphs:
+        for role, values in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
+            for value in values:
+                kind = _uncarried_type(value.type)
+                if kind is not None:
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
+                                            f"{kind}: only tensors and sequences of tensors are supported")
+
+
+def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:
+    """onnx-graphsurgeon reads no sparse tensor: a sparse initializer came out as dense float64 zeros
+    (written so with --verify none), a Constant's sparse_value made a model ONNX Runtime refused.
+    Nor does it carry an optional, a map or a sequence of sequences (``_check_value_types``)."""
+    graphs, nodes = _every_graph(model)
+    _check_value_types(graphs)
     for graph in graphs:
         for sparse in graph.sparse_initializer:
             raise InvalidModelError(f"sparse initializer '{printable(sparse.values.name)}': sparse tensors are not "

@@ -635,6 +635,14 @@ def _invalid(kind: str) -> onnx.ModelProto:
         model.graph.node[2].input[1] = "w"
     elif kind == "duplicate-graph-input":
         model.graph.input.append(model.graph.input[0])
+    # found by adv4 (s18): onnx-graphsurgeon's export failed on an optional or a map (UnboundLocalError,
+    # exit 1 after the work, --verify none too) and wrote a sequence of sequences back as a sequence of untyped tensors
+    elif kind == "optional-value":
+        tensor_type = oh.make_tensor_type_proto(TensorProto.FLOAT, [4])
+        model.graph.value_info.append(oh.make_value_info(model.graph.node[0].output[0], oh.make_optional_type_proto(tensor_type)))
+    elif kind == "sequence-of-sequences-output":
+        inner = oh.make_sequence_type_proto(oh.make_tensor_type_proto(TensorProto.FLOAT, [4]))
+        model.graph.output[0].type.CopyFrom(oh.make_sequence_type_proto(inner))
     return model
 
 
@@ -660,6 +668,8 @@ INVALID_MODELS = {
     "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
     "duplicate-initializer": r"initializer 'w' is defined twice in graph$",
     "duplicate-graph-input": r"input name 'x' is listed twice in graph$",
+    "optional-value": r"value_info '.*' of graph '.*' is an optional: only tensors and sequences of tensors are supported$",
+    "sequence-of-sequences-output": r"output 'y' of graph '.*' is a sequence of sequences: only tensors and sequences",
 }
 
 
@@ -672,6 +682,10 @@ def test_invalid_models_are_named(kind):
 def test_valid_models_pass_the_model_check(tmp_path):
     check_model(onnx.parser.parse_model(DUPLICATE_NAMES))
     check_model(subgraph_weight_model())   # the branch reads x from the outer scope
+    sequences = onnx.parser.parse_model(DUPLICATE_NAMES)   # a sequence of tensors is carried
+    sequences.graph.value_info.append(oh.make_value_info(sequences.graph.node[0].output[0], oh.make_sequence_type_proto(
+        oh.make_tensor_type_proto(TensorProto.FLOAT, [4]))))
+    check_model(sequences)
     with pytest.raises(InvalidModelError, match="node 'add_w' .Add. in subgraph 'then_branch' of node 'branch' .If. reads 'nowhere'"):
         model = subgraph_weight_model()
         next(a.g for a in model.graph.node[1].attribute if a.name == "then_branch").node[0].input[0] = "nowhere"
