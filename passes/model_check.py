@@ -102,6 +102,7 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_function_calls(model)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
+        _check_tensor_type(tensor)
     _check_no_sparse_tensors(model)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
@@ -223,6 +224,19 @@ def _check_text(message) -> None:
             elif isinstance(item, bytes):
                 raise InvalidModelError(f"a {message.DESCRIPTOR.name}'s {field.name} holds bytes that are not UTF-8 "
                                         f"text: {printable(repr(item[:60]))}")
+
+
+# Stored tensors onnx-graphsurgeon cannot write back: it holds 4-bit values one a byte and strings as
+# Python objects, and exported both as raw data, failing (exit 1) on every initializer and on a
+# Constant that a pass folds into one.
+UNCARRIED_TENSOR_TYPES = FOUR_BIT_TYPES | {onnx.TensorProto.STRING}
+
+
+def _check_tensor_type(tensor: onnx.TensorProto) -> None:
+    if tensor.data_type in UNCARRIED_TENSOR_TYPES:
+        kind = onnx.TensorProto.DataType.Name(tensor.data_type)
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' is {kind}: stored tensors of 4-bit types and "
+                                "strings are not supported")
 
 
 def _check_tensor_size(tensor: onnx.TensorProto) -> None:

@@ -640,6 +640,14 @@ def _invalid(kind: str) -> onnx.ModelProto:
     elif kind == "optional-value":
         tensor_type = oh.make_tensor_type_proto(TensorProto.FLOAT, [4])
         model.graph.value_info.append(oh.make_value_info(model.graph.node[0].output[0], oh.make_optional_type_proto(tensor_type)))
+    elif kind in ("string-initializer", "int4-constant"):   # found by adv4 (s18): onnx-graphsurgeon writes
+        # neither back (TypeError / ValueError on export: exit 1 after the work; a Constant once a pass folds it)
+        tensor = (oh.make_tensor("w", TensorProto.STRING, [2], [b"a", b"b"]) if kind == "string-initializer"
+                  else oh.make_tensor("w", TensorProto.INT4, [4], [1, 2, 3, 4]))
+        if kind == "string-initializer":
+            model.graph.initializer.append(tensor)
+        else:
+            model.graph.node.insert(0, oh.make_node("Constant", [], ["w4"], value=tensor))
     elif kind == "sequence-of-sequences-output":
         inner = oh.make_sequence_type_proto(oh.make_tensor_type_proto(TensorProto.FLOAT, [4]))
         model.graph.output[0].type.CopyFrom(oh.make_sequence_type_proto(inner))
@@ -668,6 +676,8 @@ INVALID_MODELS = {
     "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
     "duplicate-initializer": r"initializer 'w' is defined twice in graph$",
     "duplicate-graph-input": r"input name 'x' is listed twice in graph$",
+    "string-initializer": r"tensor 'w' is STRING: stored tensors of 4-bit types and strings are not supported$",
+    "int4-constant": r"tensor 'w' is INT4: stored tensors of 4-bit types and strings are not supported$",
     "optional-value": r"value_info '.*' of graph '.*' is an optional: only tensors and sequences of tensors are supported$",
     "sequence-of-sequences-output": r"output 'y' of graph '.*' is a sequence of sequences: only tensors and sequences",
 }
