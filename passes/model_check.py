@@ -189,6 +189,9 @@ def _check_function_calls(model: onnx.ModelProto) -> None:
         function_key = (function.domain, function.name, getattr(function, "overload", ""))
         if function_key in callees:
             raise InvalidModelError(f"model-local function {shown(function_key)} is defined twice")
+        if function_key[2]:   # onnx-graphsurgeon drops every overload: the calls would reach another function
+            raise InvalidModelError(f"model-local function {shown(function_key)} is an overload: function overloads "
+                                    "are not supported")
         callees[function_key] = calls(function.node)
     state: dict[tuple[str, str, str], str] = {}   # "open" while on the path, then "done"
     for start in callees:   # depth first, without recursion: a chain of thousands of functions is valid

@@ -640,6 +640,15 @@ def _invalid(kind: str) -> onnx.ModelProto:
     elif kind == "optional-value":
         tensor_type = oh.make_tensor_type_proto(TensorProto.FLOAT, [4])
         model.graph.value_info.append(oh.make_value_info(model.graph.node[0].output[0], oh.make_optional_type_proto(tensor_type)))
+    elif kind == "function-overload":   # found by adv4 (s18): onnx-graphsurgeon drops overloads: verification
+        # failed (exit 3), and --verify none wrote two functions local::F, an invalid model (exit 0)
+        model.opset_import.append(oh.make_opsetid("local", 1))
+        for overload, op in (("neg", "Neg"), ("relu", "Relu")):
+            function = oh.make_function("local", "F", ["a"], ["b"], [oh.make_node(op, ["a"], ["b"])],
+                                        opset_imports=[oh.make_opsetid("", 17)])
+            function.overload = overload
+            model.functions.append(function)
+        model.graph.node[1].op_type, model.graph.node[1].domain, model.graph.node[1].overload = "F", "local", "relu"
     elif kind in ("string-initializer", "int4-constant"):   # found by adv4 (s18): onnx-graphsurgeon writes
         # neither back (TypeError / ValueError on export: exit 1 after the work; a Constant once a pass folds it)
         tensor = (oh.make_tensor("w", TensorProto.STRING, [2], [b"a", b"b"]) if kind == "string-initializer"
@@ -676,6 +685,7 @@ INVALID_MODELS = {
     "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
     "duplicate-initializer": r"initializer 'w' is defined twice in graph$",
     "duplicate-graph-input": r"input name 'x' is listed twice in graph$",
+    "function-overload": r"model-local function local::F:neg is an overload: function overloads are not supported$",
     "string-initializer": r"tensor 'w' is STRING: stored tensors of 4-bit types and strings are not supported$",
     "int4-constant": r"tensor 'w' is INT4: stored tensors of 4-bit types and strings are not supported$",
     "optional-value": r"value_info '.*' of graph '.*' is an optional: only tensors and sequences of tensors are supported$",
