@@ -137,6 +137,15 @@ def _uncarried_type(value_type: onnx.TypeProto) -> str | None:
     return None if kind in (None, "tensor_type", "sparse_tensor_type") else _TYPE_WORDS.get(kind, kind)
 
 
+def _without_dim_names(value_type: onnx.TypeProto) -> onnx.TypeProto:
+    """The type with its symbolic dims' names cleared (exporters name one dim differently in two places)."""
+    plain = onnx.TypeProto()
+    plain.CopyFrom(value_type)
+    for dim in plain.tensor_type.shape.dim if plain.HasField("tensor_type") else ():
+        dim.ClearField("dim_param")
+    return plain
+
+
 def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
     for graph in graphs:
         for role, values in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
@@ -145,6 +154,16 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                 if kind is not None:
                     raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
                                             f"{kind}: only tensors and sequences of tensors are supported")
+        # onnx-graphsurgeon gives a value the type of its last value_info entry: one naming a graph input or
+        # output with another type than the graph declares changed the compiled model's interface (ONNX
+        # Runtime runs the input by the declared one), two entries of one value took the second
+        declared = {value.name: ("graph input", _without_dim_names(value.type)) for value in graph.input}
+        declared.update({value.name: ("graph output", _without_dim_names(value.type)) for value in graph.output})
+        for value in graph.value_info:
+            role, value_type = declared.setdefault(value.name, ("earlier value_info", _without_dim_names(value.type)))
+            if _without_dim_names(value.type) != value_type:
+                raise InvalidModelError(f"value_info '{printable(value.name)}' of graph '{printable(graph.name)}' gives "
+                                        f"a value another type than its {role} entry")
 
 
 def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:

@@ -640,6 +640,13 @@ def _invalid(kind: str) -> onnx.ModelProto:
     elif kind == "optional-value":
         tensor_type = oh.make_tensor_type_proto(TensorProto.FLOAT, [4])
         model.graph.value_info.append(oh.make_value_info(model.graph.node[0].output[0], oh.make_optional_type_proto(tensor_type)))
+    elif kind in ("value-info-retypes-an-output", "value-info-twice"):   # found by adv4 (s18): onnx-graphsurgeon
+        # gives a value its last value_info's type: the compiled model's output became double [7] while ONNX
+        # Runtime ran the input's float (exit 3 blaming the pipeline; --verify none wrote a model nothing loads)
+        name = model.graph.output[0].name if kind == "value-info-retypes-an-output" else model.graph.node[0].output[0]
+        if kind == "value-info-twice":
+            model.graph.value_info.append(oh.make_tensor_value_info(name, TensorProto.FLOAT, None))
+        model.graph.value_info.append(oh.make_tensor_value_info(name, TensorProto.DOUBLE, [7]))
     elif kind == "function-overload":   # found by adv4 (s18): onnx-graphsurgeon drops overloads: verification
         # failed (exit 3), and --verify none wrote two functions local::F, an invalid model (exit 0)
         model.opset_import.append(oh.make_opsetid("local", 1))
@@ -685,6 +692,8 @@ INVALID_MODELS = {
     "sparse-constant": r"a Constant node holds a sparse tensor attribute: sparse tensors are not supported",
     "duplicate-initializer": r"initializer 'w' is defined twice in graph$",
     "duplicate-graph-input": r"input name 'x' is listed twice in graph$",
+    "value-info-retypes-an-output": r"value_info 'y' of graph '.*' gives a value another type than its graph output entry$",
+    "value-info-twice": r"value_info '.*' of graph '.*' gives a value another type than its earlier value_info entry$",
     "function-overload": r"model-local function local::F:neg is an overload: function overloads are not supported$",
     "string-initializer": r"tensor 'w' is STRING: stored tensors of 4-bit types and strings are not supported$",
     "int4-constant": r"tensor 'w' is INT4: stored tensors of 4-bit types and strings are not supported$",
@@ -706,6 +715,14 @@ def test_valid_models_pass_the_model_check(tmp_path):
     sequences.graph.value_info.append(oh.make_value_info(sequences.graph.node[0].output[0], oh.make_sequence_type_proto(
         oh.make_tensor_type_proto(TensorProto.FLOAT, [4]))))
     check_model(sequences)
+    named = onnx.parser.parse_model(DUPLICATE_NAMES)   # a value_info repeating an output, its dims named otherwise
+    output = named.graph.output[0]
+    output.type.tensor_type.shape.dim[0].dim_param = "batch"
+    repeated = onnx.ValueInfoProto()
+    repeated.CopyFrom(output)
+    repeated.type.tensor_type.shape.dim[0].dim_param = "N"
+    named.graph.value_info.append(repeated)
+    check_model(named)
     with pytest.raises(InvalidModelError, match="node 'add_w' .Add. in subgraph 'then_branch' of node 'branch' .If. reads 'nowhere'"):
         model = subgraph_weight_model()
         next(a.g for a in model.graph.node[1].attribute if a.name == "then_branch").node[0].input[0] = "nowhere"
