@@ -335,8 +335,9 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
         for name in node.output:
             if not name:
                 continue
-            if name in producer or name in defined:
-                first = (_node_label(graph.node[producer[name]]) if name in producer else defined[name])
+            if name in producer or name in defined or name in outer:   # outer: onnx.checker's SSA across scopes
+                first = (_node_label(graph.node[producer[name]]) if name in producer else defined[name]
+                         if name in defined else "the outer graph")
                 raise InvalidModelError(f"tensor '{printable(name)}' in {where} is produced twice: by {first} and "
                                         f"by {_node_label(node)}")
             producer[name] = index

@@ -573,6 +573,11 @@ g (float[4] x) => (float[4] y) { a = Relu(x)  b = Neg(x)  y = Add(a, b) }
 def _invalid(kind: str) -> onnx.ModelProto:
     if kind == "cycle":
         return onnx.parser.parse_model(CYCLE)
+    if kind == "subgraph-node-shadows-outer":   # found by adv4 (s18): onnx.checker's SSA spans scopes; --verify
+        model = subgraph_weight_model()         # none wrote the model, which nothing loads (exit 0)
+        branch = next(a.g for a in model.graph.node[1].attribute if a.name == "else_branch")
+        branch.node[0].output[0] = branch.output[0].name = "cond"
+        return model
     model = onnx.parser.parse_model(DUPLICATE_NAMES)
     if kind == "duplicate-tensor":
         model.graph.node[1].output[0] = "a"
@@ -695,6 +700,7 @@ INVALID_MODELS = {
     "value-info-retypes-an-output": r"value_info 'y' of graph '.*' gives a value another type than its graph output entry$",
     "value-info-twice": r"value_info '.*' of graph '.*' gives a value another type than its earlier value_info entry$",
     "function-overload": r"model-local function local::F:neg is an overload: function overloads are not supported$",
+    "subgraph-node-shadows-outer": r"tensor 'cond' in subgraph 'else_branch' of node 'branch' \(If\) is produced twice: by the outer graph and by node 'neg' \(Neg\)$",
     "string-initializer": r"tensor 'w' is STRING: stored tensors of 4-bit types and strings are not supported$",
     "int4-constant": r"tensor 'w' is INT4: stored tensors of 4-bit types and strings are not supported$",
     "optional-value": r"value_info '.*' of graph '.*' is an optional: only tensors and sequences of tensors are supported$",
