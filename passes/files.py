@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from passes.interrupts import raise_if_interrupted
 from passes.one_line import printable
 
 
@@ -281,6 +282,7 @@ def atomic_targets(*paths: str | os.PathLike, suffixes: Iterable[str] | None = N
         for path in paths:
             check_destination(path, what)   # it may have changed during the work
         with _interrupts_held():
+            raise_if_interrupted()   # one whose exception Python dropped (passes.interrupts)
             for temporary, path in zip(temporaries, paths):
                 os.replace(temporary, path)
     finally:

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
 from passes.files import DestinationError, check_destination, is_same_file, normal_file_mode
+from passes.interrupts import raise_if_interrupted
 from passes.one_line import one_line, printable
 
 
@@ -383,6 +384,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
         else:
             data_name = None
             onnx.save_model(model, str(staged_model))
+        raise_if_interrupted()   # one whose exception Python dropped (passes.interrupts)
         with _folder_lock(directory) as locked:
             replaced_data = _data_files_of(path) if locked else []   # read before the model is replaced
             placed_data = None
