@@ -103,7 +103,9 @@ def check_model(model: onnx.ModelProto) -> None:
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
         _check_tensor_type(tensor)
-    _check_no_sparse_tensors(model)
+    graphs, nodes = _every_graph(model)
+    _check_value_types(graphs)
+    _check_no_sparse_tensors(graphs, nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
 
@@ -147,6 +149,8 @@ def _without_dim_names(value_type: onnx.TypeProto) -> onnx.TypeProto:
 
 
 def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
+    """Every declared value is of a type onnx-graphsurgeon carries (``_uncarried_type``), and no
+    value_info entry retypes a graph input, a graph output or an earlier entry."""
     for graph in graphs:
         for role, values in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
             for value in values:
@@ -166,12 +170,9 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                                         f"a value another type than its {role} entry")
 
 
-def _check_no_sparse_tensors(model: onnx.ModelProto) -> None:
+def _check_no_sparse_tensors(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeProto]) -> None:
     """onnx-graphsurgeon reads no sparse tensor: a sparse initializer came out as dense float64 zeros
-    (written so with --verify none), a Constant's sparse_value made a model ONNX Runtime refused.
-    Nor does it carry an optional, a map or a sequence of sequences (``_check_value_types``)."""
-    graphs, nodes = _every_graph(model)
-    _check_value_types(graphs)
+    (written so with --verify none), a Constant's sparse_value made a model ONNX Runtime refused."""
     for graph in graphs:
         for sparse in graph.sparse_initializer:
             raise InvalidModelError(f"sparse initializer '{printable(sparse.values.name)}': sparse tensors are not "
