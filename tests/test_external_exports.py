@@ -95,6 +95,29 @@ def test_seed_and_tpu_pipelines_reroll_and_match_the_library(name, pipeline, exp
     _compile_and_check(name, pipeline, exported, tmp_path, capsys)
 
 
+@pytest.mark.parametrize("name, levels_below", [("hf-mamba-n16-dt2", 3), ("mambapy-n16", 2 * 2)])
+def test_window_doubling_one_chunk_on_other_codebases_exports(name, levels_below, exported, tmp_path):
+    """cpu-many's scan form on transformers' and mambapy's exports (decays per (channel, state)):
+    chunk 4 nests, each level's chunk decays a ReduceSum (L 40: 10 chunks of 4, then 5 of 2, then 2
+    of 4 (padded), then one: 3 levels below; L 10: 5 chunks of 2, 2 of 4, one: 2 per scan, 2 scans); one_chunk_up_to
+    64 takes each scan as one chunk, no level below, no ReduceSum; both verified against the
+    library's own output. hf-mamba-n16-dt2's decays reach |A| * sum(dt) ~640."""
+    entry = EXPORTS[name]
+    naive, ref = exported(name)
+    reduce_sums = {}
+    for one_chunk_up_to in (0, 64):
+        out = tmp_path / f"{name}.{one_chunk_up_to}.onnx"
+        result = compile_model(naive, f"reroll-scans{{form=window-doubling,chunk=4,one_chunk_up_to={one_chunk_up_to}}}",
+                               output=out, tolerance=entry.tolerance)
+        reroll = next(record for record in result.records if record.name == "reroll-scans")
+        assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (entry.scans, entry.steps)
+        model = onnx.load(str(out))
+        reduce_sums[one_chunk_up_to] = sum(node.op_type == "ReduceSum" for node in model.graph.node)
+        with np.load(ref) as reference:
+            assert rel_l2(run(model, {INPUT_NAME: reference[INPUT_NAME]})[0], reference[OUTPUT_NAME]) <= entry.tolerance
+    assert reduce_sums == {0: levels_below, 64: 0}
+
+
 def test_large_decays_tpu_verifies_and_seed_explains_its_overflow(exported, tmp_path):
     """|A| * sum(dt) ~640 per chunk (d_state 16, dt ~2): the tpu pipeline's batched-doubling form stays
     within 1e-6 of transformers' own output; the seed pipeline keeps the fork's chunk24, whose
