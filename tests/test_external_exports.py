@@ -42,6 +42,11 @@ NODE_COUNTS = {
     "mambapy-n16-dynamo": (184, {"seed": 90, "cpu": 268, "tpu": 138}),
     "hf-mamba-n4-b2-f16": (186, {"seed": 66, "cpu": 129, "tpu": 83}),
     "hf-mamba-n4-b2-f64": (185, {"seed": 64, "cpu": 124, "tpu": 79}),
+    # session s19: other transformers models whose slow path is Mamba's loop; they re-rolled as they came
+    # (FalconMamba's RMS norms on dt, B and C sit before the scan; Zamba: one scan per Mamba head)
+    "hf-falcon-mamba-n8": (225, {"seed": 72, "cpu": 142, "tpu": 88}),
+    "hf-jamba-n8": (373, {"seed": 131, "cpu": 200, "tpu": 143}),
+    "hf-zamba-n4": (346, {"seed": 98, "cpu": 236, "tpu": 128}),
 }
 
 
@@ -240,5 +245,6 @@ def test_corpus_covers_the_brief():
     codebases = [(e.codebase, e.name) for e in EXPORTS.values()]
     assert sum(c == "transformers" for c, _ in codebases) >= 2
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
+    assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4"} <= set(EXPORTS)   # session s19's probe
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

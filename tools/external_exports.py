@@ -9,6 +9,9 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
     python -m tools.external_exports hf-mamba-n16 --check      # export, compile with every pipeline, verify
 
   hf-mamba-*        transformers' MambaModel, slow path (no mamba_ssm kernels), use_cache=False
+  hf-falcon-mamba-* transformers' FalconMambaModel (RMS norms on B, C and dt), slow path
+  hf-jamba-*        transformers' JambaModel, one Mamba layer and one attention layer, slow path
+  hf-zamba-*        transformers' ZambaModel, Mamba layers of 2 heads (one scan per head), slow path
   mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
@@ -86,6 +89,62 @@ def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, 
     return model, ids
 
 
+class _LastHiddenState:
+    """A transformers base model's last_hidden_state for input_ids, use_cache=False; `mask`: an all-ones
+    attention_mask passed too (hybrid models: with none and no cache, transformers' causal-mask code
+    looks for packed sequences with torch.diff, which the TorchScript exporter cannot export)."""
+
+    @staticmethod
+    def wrap(model, mask: bool = False):
+        import torch
+
+        class LastHiddenState(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids):
+                extra = {"attention_mask": torch.ones_like(input_ids)} if mask else {}
+                return self.model(input_ids=input_ids, use_cache=False, **extra).last_hidden_state
+
+        return LastHiddenState().eval()
+
+
+def hf_hybrid(kind: str, hidden: int, state: int, layers: int, length: int, batch: int = 1, vocab: int = 64,
+              seed: int = 0):
+    """transformers' FalconMambaModel, JambaModel or ZambaModel from a tiny config (random init, no mamba_ssm
+    kernels, so the slow path's per-step loop), and a sample of token ids. Jamba: layer 1 of every 2 is
+    attention (one Mamba layer and one attention layer for layers=2), one expert; Zamba: all Mamba layers."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    mask = kind != "falcon-mamba"
+    if kind == "falcon-mamba":
+        config = transformers.FalconMambaConfig(vocab_size=vocab, hidden_size=hidden, state_size=state,
+                                                num_hidden_layers=layers, expand=2, conv_kernel=4,
+                                                use_mambapy=False, use_cache=False)
+        model = transformers.FalconMambaModel(config)
+    elif kind == "jamba":
+        config = transformers.JambaConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=2, num_key_value_heads=1, num_experts=1, num_experts_per_tok=1,
+            attn_layer_period=2, attn_layer_offset=1, mamba_d_state=state,
+            mamba_d_conv=4, mamba_expand=2, use_cache=False, max_position_embeddings=64)
+        model = transformers.JambaModel(config)
+    elif kind == "zamba":
+        config = transformers.ZambaConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=2, num_key_value_heads=2, n_mamba_heads=2,
+            mamba_d_state=state, mamba_expand=2, use_cache=False, layers_block_type=["mamba"] * layers,
+            max_position_embeddings=64)
+        model = transformers.ZambaModel(config)
+    else:
+        raise ValueError(f"unknown transformers model kind {kind!r}")
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return _LastHiddenState.wrap(model, mask), ids
+
+
 def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int = 1, seed: int = 0):
     import torch
     from mambapy.mamba import Mamba, MambaConfig
@@ -118,6 +177,13 @@ EXPORTS = {e.name: e for e in [
                    lambda: hf_mamba(16, 16, 1, 40, dt=2.0), scans=1, steps=40, overflows=("seed",)),
     ExternalExport("hf-mamba-n4-b2", "transformers", "MambaModel, hidden 8, d_state 4, 1 layer, L 7, batch 2",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7),
+    # session s19's probe of other transformers models whose slow path is Mamba's per-step loop
+    ExternalExport("hf-falcon-mamba-n8", "transformers", "FalconMambaModel, hidden 8, d_state 8, 1 layer, L 8",
+                   lambda: hf_hybrid("falcon-mamba", 8, 8, 1, 8), scans=1, steps=8),
+    ExternalExport("hf-jamba-n8", "transformers", "JambaModel, hidden 16, d_state 8, 1 Mamba + 1 attention layer, L 8",
+                   lambda: hf_hybrid("jamba", 16, 8, 2, 8), scans=1, steps=8),
+    ExternalExport("hf-zamba-n4", "transformers", "ZambaModel, hidden 8, d_state 4, 1 Mamba layer of 2 heads, L 8",
+                   lambda: hf_hybrid("zamba", 8, 4, 1, 8), scans=2, steps=16),
     ExternalExport("mambapy-n16", "mambapy", "Mamba (pscan=False), d_model 8, d_state 16, 2 layers, L 10",
                    lambda: mambapy_mamba(8, 16, 2, 10), scans=2, steps=20),
     ExternalExport("fork-channels-n4", "vmamba_ref", "fork's channel-Conv readout, d_state 4, L 9, batch 2",
