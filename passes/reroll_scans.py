@@ -13,6 +13,11 @@ handed decays without a log: such a recurrence is left unrolled, with a note tha
 that would take it. (Log(a_i) of a Tanh output or a negative constant was NaN, written out
 unchecked under --verify none.) A form that would build a square constant over the scan's steps
 beyond MAX_INDEX_TABLE entries (scan_forms.TABLE_SIDES: shift matrices, bands) is refused the same way.
+
+Step outputs stored by assignment into a preallocated buffer (`out[:, t] = y_t`, one ScatterElements
+per step: patterns/buffer_writes.py) are first written as the Concat of the written slices, which is
+the same tensor, so that the recurrences behind them are found like those whose outputs are stacked
+(stats `buffer_writes_stacked`; done whether a recurrence then re-rolls or not: the Concat is exact).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
+from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 
@@ -227,6 +233,22 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
 
 
+def stack_buffer_writes(graph: gs.Graph, opset: int) -> int:
+    """Each chain of whole-slice writes into a buffer (patterns/buffer_writes.py) as the Concat of its
+    slices, in the chain's place; how many chains."""
+    chains = find_buffer_writes(graph)
+    if not chains:
+        return 0
+    taken = taken_prefixes(graph)
+    for index, chain in enumerate(chains):
+        builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/stacked_writes{index}", taken=taken)
+        output = chain.output
+        chain.nodes[-1].outputs.clear()
+        builder.concat(chain.pieces, chain.axis, output=output)
+    graph.cleanup().toposort()
+    return len(chains)
+
+
 @register_pass
 class RerollScans(Pass):
     name = "reroll-scans"
@@ -253,6 +275,7 @@ class RerollScans(Pass):
                                      "is one chunk, with no level below; 0: never", min=0)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        stacked_writes = stack_buffer_writes(graph, ctx.opset)
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -304,9 +327,11 @@ class RerollScans(Pass):
         }
         if self.drop_unit_axes:
             stats["unit_axes_dropped"] = lowered
+        if stacked_writes:
+            stats["buffer_writes_stacked"] = stacked_writes
         if not rerolled:
             notes.insert(0, "0 scans found")
-        return PassResult(changed=bool(rerolled), stats=stats, notes=notes)
+        return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)
 
     def non_finite_hint(self) -> Optional[str]:
         risky = sorted(form for form in getattr(self, "forms_used", ()) if form in OVERFLOWS_PAST)

@@ -47,6 +47,9 @@ NODE_COUNTS = {
     "hf-falcon-mamba-n8": (225, {"seed": 72, "cpu": 142, "tpu": 88}),
     "hf-jamba-n8": (373, {"seed": 131, "cpu": 200, "tpu": 143}),
     "hf-zamba-n4": (346, {"seed": 98, "cpu": 236, "tpu": 128}),
+    # RG-LRU writes each state into a zeros buffer (one ScatterElements per step), re-rolled since s19 (0 scans
+    # before); cpu's parallel form is more nodes than 8 unrolled steps; seed leaves it unrolled (a_0 = 0: no log)
+    "hf-recurrent-gemma-dynamo": (131, {"seed": 112, "cpu": 167, "tpu": 94}),
 }
 
 
@@ -71,12 +74,17 @@ def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
     result = compile_model(naive, pipeline, output=out, tolerance=entry.tolerance,
                            verify="end" if entry.runs_in_onnxruntime else "none")
     reroll = next(record for record in result.records if record.name == "reroll-scans")
-    assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (entry.scans, entry.steps)
+    if pipeline in entry.unrolled_by:   # its scan form sums log a_i, and these decays are not known to be > 0
+        assert (reroll.stats["rerolled"], reroll.stats["rejected"]) == (0, entry.scans)
+        assert all("sums log a_i" in note for note in reroll.notes[1:])
+    else:
+        assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (entry.scans, entry.steps)
     nodes_in, nodes_out = NODE_COUNTS[name]
     model = onnx.load(str(out))
     assert (len(onnx.load(str(naive)).graph.node), len(model.graph.node)) == (nodes_in, nodes_out[pipeline])
     left = find_recurrences(gs.import_onnx(model))
-    assert left.recurrences == [] and left.rejections == []
+    if pipeline not in entry.unrolled_by:
+        assert left.recurrences == [] and left.rejections == []
     if not entry.runs_in_onnxruntime:
         return
     with np.load(ref) as reference:
@@ -245,6 +253,6 @@ def test_corpus_covers_the_brief():
     codebases = [(e.codebase, e.name) for e in EXPORTS.values()]
     assert sum(c == "transformers" for c, _ in codebases) >= 2
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
-    assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4"} <= set(EXPORTS)   # session s19's probe
+    assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)  # s19
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

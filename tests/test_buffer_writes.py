@@ -1,0 +1,92 @@
+"""Step outputs written into a preallocated buffer (`out[:, t] = h_t`, one ScatterElements per step, as the
+dynamo exporter writes transformers' RecurrentGemma RG-LRU loop): patterns/buffer_writes.py finds the
+chains, reroll-scans writes each as the Concat of its slices and re-rolls the recurrence behind it."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from passes.reroll_scans import RerollScans
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+
+B, L, D = 2, 5, 3
+
+
+def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17) -> onnx.ModelProto:
+    """h_t = a[:, t] * h_{t-1} + b[:, t] (h_{-1} = 0), each h_t written to out[:, positions[t]], the writes in
+    `order` (step indices); `leak`: the buffer after the first write is a graph output too."""
+    order = list(range(L)) if order is None else order
+    positions = list(range(L)) if positions is None else positions
+    nodes, inits = [], [numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
+                        numpy_helper.from_array(np.full((B, L, D), fill, np.float32), "buffer"),
+                        numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    state = "h_init"
+    for t in range(L):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
+        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
+                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
+                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
+                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"]),
+                  helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"])]
+        state = f"h{t}"
+    buffer = "buffer"
+    for count, t in enumerate(order):
+        inits.append(numpy_helper.from_array(np.full((B, 1, D), positions[t], np.int64), f"idx{t}"))
+        out = "out" if count == len(order) - 1 else f"buf{count}"
+        attrs = {"reduction": reduction} if reduction != "none" else {}
+        nodes.append(helper.make_node("ScatterElements", [buffer, f"idx{t}", f"u{t}"], [out], axis=1, **attrs))
+        buffer = out
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])]
+    if leak:
+        outputs.append(helper.make_tensor_value_info("buf0", TensorProto.FLOAT, [B, L, D]))
+    graph = helper.make_graph(nodes, "writes", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D])
+                                                for n in ("a", "b")], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _feeds():
+    rng = np.random.default_rng(0)
+    return {"a": rng.uniform(-1, 1, (B, L, D)).astype(np.float32), "b": rng.normal(size=(B, L, D)).astype(np.float32)}
+
+
+def _scan(feeds):
+    h, out = np.zeros((B, D)), []
+    for t in range(L):
+        h = feeds["a"][:, t] * h + feeds["b"][:, t]
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("order", [None, list(range(L))[::-1], [2, 0, 4, 1, 3]])
+@pytest.mark.parametrize("fill", [0.0, 7.0])
+def test_a_scan_written_into_a_buffer_step_by_step_is_rerolled(order, fill):
+    """Before: 0 scans (the states were read by Unsqueeze -> ScatterElements, not a stacking Concat). The writes
+    may come in any order and the buffer hold anything: every position is written once."""
+    model = _writes_model(order=order, fill=fill)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.changed
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    assert "ScatterElements" not in op_histogram(out)
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
+def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
+    """A position left as the buffer had it, written twice, added to, or an intermediate buffer read elsewhere:
+    not a stack of the updates; nothing is rewritten and the result is unchanged."""
+    args = {"position-missing": dict(order=[0, 1, 2, 3]),
+            "position-twice": dict(positions=[0, 1, 2, 3, 3]),
+            "reduction-add": dict(reduction="add"),
+            "buffer-read-elsewhere": dict(leak=True)}[case]
+    model = _writes_model(fill=7.0, **args)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert not result.changed and "buffer_writes_stacked" not in result.stats
+    assert op_histogram(out)["ScatterElements"] == op_histogram(model)["ScatterElements"]
+    feeds = _feeds()
+    for actual, expected in zip(run(out, feeds), run(model, feeds)):
+        np.testing.assert_array_equal(actual, expected)
