@@ -39,6 +39,7 @@ from passes.scan_forms.step_replay import ReplayError, replay_over_steps, templa
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
+from patterns.small_constants import EVALUATED_OPS, small_value
 
 
 def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff_axis: int, stack_axis: int) -> str:
@@ -242,11 +243,39 @@ def stack_buffer_writes(graph: gs.Graph, opset: int) -> int:
     taken = taken_prefixes(graph)
     for index, chain in enumerate(chains):
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/stacked_writes{index}", taken=taken)
+        for number, (shape_node, value) in enumerate(chain.shape_reads):   # a buffer's shape: that of them all
+            _as_constant(shape_node, value, f"{builder.prefix}/shape_{number}")
+        _fold_after([node for node, _ in chain.shape_reads], builder.prefix)
+        pieces = [piece if shape is None else builder.unsqueeze(builder.reshape(piece, shape), [chain.axis])
+                  for piece, shape in zip(chain.pieces, chain.piece_shapes)]
         output = chain.output
         chain.nodes[-1].outputs.clear()
-        builder.concat(chain.pieces, chain.axis, output=output)
+        builder.concat(pieces, chain.axis, output=output)
     graph.cleanup().toposort()
     return len(chains)
+
+
+def _as_constant(node: gs.Node, value: np.ndarray, name: str) -> None:
+    """`node` becomes a Constant node of `value` (its output, and so its readers, kept)."""
+    node.op, node.domain = "Constant", None
+    node.inputs.clear()
+    node.attrs = {"value": gs.Constant(name, np.asarray(value))}
+
+
+def _fold_after(nodes: list[gs.Node], prefix: str) -> None:
+    """The shape arithmetic downstream of `nodes` (now Constants) that is computed from constants only,
+    as Constants too, so that every step's update reads the same constants as the first step's."""
+    stack, number = [consumer for node in nodes for out in node.outputs for consumer in out.outputs], 0
+    while stack:
+        node = stack.pop()
+        if node.op == "Constant" or node.op not in EVALUATED_OPS or len(node.outputs) != 1:
+            continue
+        value = small_value(node.outputs[0])
+        if value is None:
+            continue
+        _as_constant(node, value, f"{prefix}/folded_{number}")
+        number += 1
+        stack += list(node.outputs[0].outputs)
 
 
 @register_pass

@@ -14,18 +14,31 @@ buffers nothing else reads, is the stack of its updates along a, whatever the bu
 
     Concat(update at 0, update at 1, .., update at n-1, axis=a)
 
-which is the stacking patterns/readout.py expects. `find_buffer_writes` returns such chains; the
-re-roller (passes/reroll_scans.py) writes each as that Concat before it looks for recurrences.
+which is the stacking patterns/readout.py expects. The TorchScript exporter writes the assignment as
+
+    buffer_t = ScatterND(buffer_{t-1}, indices_t, update_t)
+
+indices_t computed from constants (patterns/small_constants.py) and holding the tuples
+(i_0, .., i_{a-1}, p_t) over every position of the axes before a in row-major order (update_t then
+has the slice's shape without axis a: it is stacked as Unsqueeze(Reshape(update_t), a)), and the
+next update shaped by Shape(Gather(buffer_t, ..)): an intermediate buffer may be read by such shape
+arithmetic (Shape, through Gather, Slice, Squeeze, Unsqueeze, Reshape, Transpose, Identity, Cast),
+which only needs its shape, the same for every buffer of the chain; those Shapes are handed back
+with their values, to become constants.
+
+`find_buffer_writes` returns such chains; the re-roller (passes/reroll_scans.py) writes each as that
+Concat before it looks for recurrences.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import constant_value, normalize_axis
+from patterns.small_constants import small_value
 
 MIN_WRITES = 2
 
@@ -36,6 +49,9 @@ class BufferWrites:
     axis: int                # the axis the writes run along
     pieces: list             # the update written at position 0, 1, .., n-1
     nodes: list              # the writes, first to last
+    piece_shapes: list = field(default_factory=list)  # per piece: None (a slice as it is) or the slice's
+                                                      # shape without the axis (a ScatterND update, reshaped)
+    shape_reads: list = field(default_factory=list)   # (Shape node reading an intermediate buffer, its value)
 
 
 def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
@@ -52,11 +68,33 @@ def _is_write(node: gs.Node) -> bool:
     reduction = node.attrs.get("reduction", "none")
     if isinstance(reduction, bytes):
         reduction = reduction.decode()
-    return node.op == "ScatterElements" and len(node.inputs) == 3 and reduction == "none"
+    return node.op in ("ScatterElements", "ScatterND") and len(node.inputs) == 3 and reduction == "none"
+
+
+def _slice_written_nd(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]:
+    """ScatterND: (axis, position) when its index tuples are (i_0, .., i_{a-1}, p) over every i in row-major
+    order (the update then holds the slice without axis a, in that order), else None."""
+    indices = small_value(node.inputs[1])
+    if indices is None or indices.ndim < 1 or not np.issubdtype(indices.dtype, np.integer):
+        return None
+    axis = indices.shape[-1] - 1
+    if not 0 <= axis < len(shape):
+        return None
+    rows = indices.reshape(-1, axis + 1).astype(np.int64)
+    prefix = shape[:axis]
+    expected = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(n) for n in prefix], indexing="ij")],
+                        axis=-1) if prefix else np.zeros((1, 0), np.int64)
+    position = int(rows[0, axis]) if rows.size else None
+    if (position is None or rows.shape[0] != expected.shape[0] or not np.array_equal(rows[:, :axis], expected)
+            or np.any(rows[:, axis] != position) or not -shape[axis] <= position < shape[axis]):
+        return None
+    return axis, position % shape[axis]
 
 
 def _slice_written(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]:
     """(axis, position) when `node` writes one whole slice of a buffer of `shape` along an axis, else None."""
+    if node.op == "ScatterND":
+        return _slice_written_nd(node, shape)
     indices = constant_value(node.inputs[1])
     axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape))
     if indices is None or axis is None or not 0 <= axis < len(shape) or indices.size == 0:
@@ -70,17 +108,59 @@ def _slice_written(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]
     return axis, position % shape[axis]
 
 
-def _chain(head: gs.Node, graph_outputs: set[int]) -> list[gs.Node]:
-    """The writes from `head` on, each into the buffer the one before it wrote and nothing else reads."""
-    chain = [head]
+# Ops a buffer's shape may pass through on its way to a Shape (shape arithmetic for the next update).
+_SHAPE_PATH_OPS = frozenset({"Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast"})
+MAX_SHAPE_PATH = 16
+
+
+def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outputs: set[int]) -> Optional[list]:
+    """(Shape node, value) for every read of `buffer` other than `skip` when all of them only take its shape
+    (through _SHAPE_PATH_OPS to Shapes), else None."""
+    stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
+    reads, seen, stack = [], set(), [n for n in buffer.outputs if n is not skip]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > MAX_SHAPE_PATH or any(id(t) in graph_outputs for t in node.outputs):
+            return None
+        if node.op == "Shape":
+            value = small_value(node.outputs[0], {id(buffer): stand_in})
+            if value is None:
+                return None
+            reads.append((node, value))
+        elif node.op in _SHAPE_PATH_OPS and node.inputs and node.inputs[0] is not None:
+            if any(t is not node.inputs[0] and _depends_on(t, seen_nodes=seen) for t in node.inputs[1:]):
+                return None
+            stack += [consumer for out in node.outputs for consumer in out.outputs]
+        else:
+            return None
+    return reads
+
+
+def _depends_on(tensor: gs.Tensor, seen_nodes: set[int]) -> bool:
+    """A non-data input of a shape-path node that is itself made from the buffer (not only its shape)."""
+    node = tensor.inputs[0] if tensor.inputs else None
+    return node is not None and id(node) in seen_nodes
+
+
+def _chain(head: gs.Node, shape: list[int], graph_outputs: set[int]) -> tuple[list[gs.Node], list]:
+    """The writes from `head` on, each into the buffer the one before it wrote, which nothing else reads but
+    for its shape; and those shape reads."""
+    chain, reads = [head], []
     while True:
         out = chain[-1].outputs[0]
-        if id(out) in graph_outputs or len(out.outputs) != 1:
-            return chain
-        following = out.outputs[0]
-        if not _is_write(following) or following.inputs[0] is not out or any(t is out for t in following.inputs[1:]):
-            return chain
-        chain.append(following)
+        if id(out) in graph_outputs:
+            return chain, reads
+        following = [n for n in out.outputs if _is_write(n) and n.inputs[0] is out]
+        if len(following) != 1 or any(t is out for t in following[0].inputs[1:]):
+            return chain, reads
+        others = _shape_reads(out, following[0], shape, graph_outputs)
+        if others is None:
+            return chain, reads
+        chain.append(following[0])
+        reads += others
 
 
 def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
@@ -91,9 +171,11 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
     for head in writes:
         if id(head.inputs[0]) in written:   # not the first write of its chain
             continue
-        chain = _chain(head, graph_outputs)
         shape = _static_shape(head.inputs[0])
-        if len(chain) < MIN_WRITES or shape is None:
+        if shape is None:
+            continue
+        chain, reads = _chain(head, shape, graph_outputs)
+        if len(chain) < MIN_WRITES:
             continue
         slices = [_slice_written(node, shape) for node in chain]
         if any(s is None for s in slices) or len({axis for axis, _ in slices}) != 1:
@@ -102,6 +184,8 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
         positions = [position for _, position in slices]
         if sorted(positions) != list(range(shape[axis])):   # every position once, none left as it was
             continue
-        by_position = sorted(zip(positions, chain), key=lambda item: item[0])
-        found.append(BufferWrites(chain[-1].outputs[0], axis, [node.inputs[2] for _, node in by_position], chain))
+        by_position = [node for _, node in sorted(zip(positions, chain), key=lambda item: item[0])]
+        piece_shapes = [shape[:axis] + shape[axis + 1:] if node.op == "ScatterND" else None for node in by_position]
+        found.append(BufferWrites(chain[-1].outputs[0], axis, [node.inputs[2] for node in by_position], chain,
+                                  piece_shapes, reads))
     return found

@@ -90,3 +90,84 @@ def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
     feeds = _feeds()
     for actual, expected in zip(run(out, feeds), run(model, feeds)):
         np.testing.assert_array_equal(actual, expected)
+
+
+def _nd_writes_model(computed_indices=True, batch_order=None, data_read=False, opset=17) -> onnx.ModelProto:
+    """The TorchScript exporter's spelling of the same loop: buffer_t = ScatterND(buffer_{t-1}, indices_t,
+    update_t), indices_t the rows (b, t) for every b (computed from constants: Concat of Unsqueezed Expands),
+    update_t = Expand(h_t, shape) with shape a constant at step 0 and Shape(Gather(buffer_{t-1}, t, axis=1))
+    after, as TorchScript traces `out[:, t] = h`. `batch_order`: the rows' b in that order; `data_read`: an
+    intermediate buffer is also summed into the output."""
+    batch_order = list(range(B)) if batch_order is None else batch_order
+    nodes = []
+    inits = [numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
+             numpy_helper.from_array(np.zeros((B, L, D), np.float32), "buffer"),
+             numpy_helper.from_array(np.array([B, D], np.int64), "shape0"),
+             numpy_helper.from_array(np.array([B], np.int64), "rows"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array(batch_order, np.int64), "b_range")]
+    state, buffer = "h_init", "buffer"
+    for t in range(L):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
+        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
+                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
+                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
+                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"])]
+        state = f"h{t}"
+        if t == 0:
+            shape = "shape0"
+        else:
+            nodes += [helper.make_node("Gather", [buffer, f"t{t}"], [f"row{t}"], axis=1),
+                      helper.make_node("Shape", [f"row{t}"], [f"shape{t}"])]
+            shape = f"shape{t}"
+        nodes.append(helper.make_node("Expand", [f"h{t}", shape], [f"u{t}"]))
+        if computed_indices:
+            nodes += [helper.make_node("Expand", [f"t{t}", "rows"], [f"tt{t}"]),
+                      helper.make_node("Unsqueeze", [f"tt{t}", "last"], [f"tc{t}"]),
+                      helper.make_node("Unsqueeze", ["b_range", "last"], [f"bc{t}"]),
+                      helper.make_node("Concat", [f"bc{t}", f"tc{t}"], [f"idx{t}"], axis=-1)]
+        else:
+            inits.append(numpy_helper.from_array(np.stack([batch_order, [t] * B], axis=-1).astype(np.int64), f"idx{t}"))
+        out = "written" if t == L - 1 else f"buf{t}"
+        nodes.append(helper.make_node("ScatterND", [buffer, f"idx{t}", f"u{t}"], [out]))
+        buffer = out
+    if data_read:
+        nodes += [helper.make_node("ReduceSum", ["buf0"], ["total"], keepdims=1),
+                  helper.make_node("Add", ["written", "total"], ["out"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["written"], ["out"]))
+    graph = helper.make_graph(nodes, "nd_writes", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D])
+                                                   for n in ("a", "b")],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("computed_indices", [True, False])
+def test_the_torchscript_spelling_scatternd_with_shape_reads_is_rerolled(computed_indices):
+    """Before: 0 scans (ScatterND was not a write; its intermediate buffers are read by Shape(Gather(..)) for the
+    next update's shape; and the per-step Expand had no replay rule). Now the Shapes become constants (every
+    buffer of the chain has the same shape), the updates are stacked as Unsqueeze(Reshape(update)), and the
+    readout Expand -> Reshape -> Unsqueeze is replayed over all steps."""
+    model = _nd_writes_model(computed_indices)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    hist = op_histogram(out)
+    assert "ScatterND" not in hist and hist["Expand"] == 1   # the L updates' Expands, replayed as one
+    assert not any(name.startswith("buf") for node in out.graph.node for name in node.input)   # no shape read left
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("case", ["rows-in-another-order", "buffer-read-as-data"])
+def test_scatternd_writes_that_are_not_a_stack_are_left_as_they_are(case):
+    """Rows (b, t) not in row-major order (the update's rows would land permuted), or an intermediate buffer
+    read for its values: not rewritten, the result unchanged."""
+    model = _nd_writes_model(**({"batch_order": [1, 0]} if case == "rows-in-another-order" else {"data_read": True}))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert "buffer_writes_stacked" not in result.stats
+    assert op_histogram(out)["ScatterND"] == L
+    feeds = _feeds()
+    for actual, expected in zip(run(out, feeds), run(model, feeds)):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=0)

@@ -50,6 +50,9 @@ NODE_COUNTS = {
     # RG-LRU writes each state into a zeros buffer (one ScatterElements per step), re-rolled since s19 (0 scans
     # before); cpu's parallel form is more nodes than 8 unrolled steps; seed leaves it unrolled (a_0 = 0: no log)
     "hf-recurrent-gemma-dynamo": (131, {"seed": 112, "cpu": 167, "tpu": 94}),
+    # TorchScript: a ScatterND per step, its indices computed from constants and the next update shaped by
+    # Shape(Gather(buffer)): re-rolled since s19 (0 scans before); seed 114 with the writes stacked, still unrolled
+    "hf-recurrent-gemma": (465, {"seed": 114, "cpu": 169, "tpu": 96}),
 }
 
 
@@ -253,6 +256,7 @@ def test_corpus_covers_the_brief():
     codebases = [(e.codebase, e.name) for e in EXPORTS.values()]
     assert sum(c == "transformers" for c, _ in codebases) >= 2
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
-    assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)  # s19
+    assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma",
+            "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)   # session s19's probe
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -203,6 +203,10 @@ EXPORTS = {e.name: e for e in [
                    lambda: hf_hybrid("jamba", 16, 8, 2, 8), scans=1, steps=8),
     ExternalExport("hf-zamba-n4", "transformers", "ZambaModel, hidden 8, d_state 4, 1 Mamba layer of 2 heads, L 8",
                    lambda: hf_hybrid("zamba", 8, 4, 1, 8), scans=2, steps=16),
+    ExternalExport("hf-recurrent-gemma", "transformers",
+                   "RecurrentGemmaModel, hidden 8, 1 recurrent block, L 8, batch 2 (a ScatterND per step, shaped by "
+                   "Shape(Gather(buffer)))", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
+                   unrolled_by=("seed",)),
     ExternalExport("hf-recurrent-gemma-dynamo", "transformers",
                    "RecurrentGemmaModel, hidden 8, 1 recurrent block, L 8, dynamo exporter (a ScatterElements per step)",
                    lambda: hf_recurrent_gemma(8, 1, 8), scans=1, steps=8, exporter="dynamo", unrolled_by=("seed",)),

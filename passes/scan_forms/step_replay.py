@@ -239,6 +239,17 @@ class _Replay:
             rank = self.rank_of(node.outputs[0])
         return Value(self.b.reshape(data.tensor, shape), True, rank)
 
+    def rule_Expand(self, node: gs.Node, ins: list) -> Value:
+        # Expand(x_i, shape) (the TorchScript exporter's `out[:, t] = x` shapes the update so): the step
+        # axis in front of a constant target, which broadcasts from the right like the steps' own.
+        data, target = ins
+        values = constant_ints(target.tensor) if not target.batched else None
+        if values is None:
+            raise ReplayError(f"{describe(node)}: its target shape is not a constant")
+        rank = max(data.rank, len(values))
+        shape = self.b.ints([1, *[1] * (rank - len(values)), *values])
+        return Value(self.b.node("Expand", [self.lift(data, rank), shape]), True, rank)
+
     def rule_Transpose(self, node: gs.Node, ins: list) -> Value:
         data = ins[0]
         perm = node.attrs.get("perm", list(reversed(range(data.rank))))

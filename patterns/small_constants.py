@@ -1,0 +1,129 @@
+"""Values of small tensors computed from constants only, in numpy, without running the graph.
+
+The TorchScript exporter leaves index and shape arithmetic in the graph where a traced size fed it:
+`out[:, t] = h` becomes ScatterND indices built from ConstantOfShape, Mul, Equal, Where, Expand,
+Unsqueeze and Concat of constants, and an update shaped by Shape(Gather(out, t)) of the buffer
+written the step before. `small_value` evaluates such a subgraph where every leaf is a constant or a
+tensor given in `bound` (a stand-in of known shape: the values a Shape reads do not matter), for a
+closed set of ops, and gives up (None) on anything else or on a tensor of more than MAX_ELEMENTS.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from patterns.graph_query import constant_value, node_axes, producer
+
+MAX_ELEMENTS = 1 << 22   # 4M: a stand-in buffer (1, L, d) of a large model and one step of it
+MAX_DEPTH = 32
+
+EVALUATED_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Expand",
+                           "ConstantOfShape", "Mul", "Add", "Sub", "Equal", "Where", "Cast", "Identity", "Transpose"})
+
+
+def _attr_value(value) -> np.ndarray:
+    return np.asarray(value.values) if isinstance(value, gs.Constant) else np.asarray(value)
+
+
+def _ints(array: np.ndarray) -> list[int]:
+    return [int(v) for v in np.asarray(array).reshape(-1)]
+
+
+def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    op, attrs = node.op, node.attrs
+    x = inputs[0] if inputs else None
+    if op == "Shape":
+        shape = np.asarray(x.shape, dtype=np.int64)
+        rank = len(shape)
+        start, end = int(attrs.get("start", 0)), attrs.get("end")
+        end = rank if end is None else int(end)
+        start, end = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
+        return shape[max(start, 0):min(end, rank)]
+    if op in ("Identity",):
+        return x
+    if op == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+    if op == "Gather":
+        return np.take(x, inputs[1].astype(np.int64), axis=int(attrs.get("axis", 0)))
+    if op == "Slice":
+        starts, ends = _ints(inputs[1]), _ints(inputs[2])
+        axes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
+        steps = _ints(inputs[4]) if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+        index = [slice(None)] * x.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            index[axis] = slice(*slice(start, end, step).indices(x.shape[axis]))
+        return x[tuple(index)]
+    if op == "Concat":
+        return np.concatenate(inputs, axis=int(attrs["axis"]))
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = node_axes(node)
+        if op == "Squeeze" and axes is None:
+            return np.squeeze(x)
+        if axes is None:
+            return None
+        if op == "Squeeze":
+            return np.squeeze(x, axis=tuple(a + x.ndim if a < 0 else a for a in axes))
+        rank = x.ndim + len(axes)
+        for axis in sorted(a + rank if a < 0 else a for a in axes):
+            x = np.expand_dims(x, axis)
+        return x
+    if op == "Reshape":
+        shape = _ints(inputs[1])
+        if not int(attrs.get("allowzero", 0)):
+            shape = [x.shape[i] if size == 0 else size for i, size in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Expand":
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(inputs[1])))).copy()
+    if op == "ConstantOfShape":
+        fill = _attr_value(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
+        return np.full(_ints(x), fill[0], dtype=fill.dtype)
+    if op == "Transpose":
+        return np.transpose(x, attrs.get("perm"))
+    if op in ("Mul", "Add", "Sub", "Equal"):
+        function = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Equal": np.equal}[op]
+        return function(inputs[0], inputs[1]).astype(bool if op == "Equal" else inputs[0].dtype)
+    if op == "Where":
+        return np.where(*inputs).astype(inputs[1].dtype)
+    return None
+
+
+def small_value(tensor: Optional[gs.Tensor], bound: Optional[dict] = None, _memo: Optional[dict] = None,
+                _depth: int = 0) -> Optional[np.ndarray]:
+    """The value of `tensor`, computed from constants (and the stand-ins in `bound`, keyed by id of the
+    tensor) through EVALUATED_OPS, or None."""
+    if tensor is None:
+        return None
+    bound = bound or {}
+    memo = {} if _memo is None else _memo
+    if id(tensor) in bound:
+        return bound[id(tensor)]
+    if id(tensor) in memo:
+        return memo[id(tensor)]
+    value = constant_value(tensor)
+    node = producer(tensor)
+    if value is None and node is not None and node.op in EVALUATED_OPS and _depth < MAX_DEPTH:
+        inputs = []
+        for position, item in enumerate(node.inputs):
+            if item is None or not item.name:
+                inputs.append(None)
+                continue
+            known = small_value(item, bound, memo, _depth + 1)
+            if known is None and not (node.op == "Shape" and position == 0):
+                break
+            inputs.append(known)
+        else:
+            if node.op == "Shape" and inputs[0] is None:
+                value = None
+            else:
+                try:
+                    with np.errstate(all="ignore"):
+                        value = _evaluate(node, inputs)
+                except (ValueError, TypeError, IndexError, KeyError):
+                    value = None
+    if value is not None and value.size > MAX_ELEMENTS:
+        value = None
+    memo[id(tensor)] = value
+    return value
