@@ -5,10 +5,12 @@ The TorchScript exporter leaves index and shape arithmetic in the graph where a 
 Unsqueeze and Concat of constants, and an update shaped by Shape(Gather(out, t)) of the buffer
 written the step before. `small_value` evaluates such a subgraph where every leaf is a constant or a
 tensor given in `bound` (a stand-in of known shape: the values a Shape reads do not matter), for a
-closed set of ops, and gives up (None) on anything else or on a tensor of more than MAX_ELEMENTS.
+closed set of ops, and gives up (None) on anything else or on a tensor of more than MAX_ELEMENTS (checked
+before the ops that can make more than they read allocate anything).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -32,9 +34,27 @@ def _ints(array: np.ndarray) -> list[int]:
     return [int(v) for v in np.asarray(array).reshape(-1)]
 
 
+def _elements_made(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> int:
+    """How many elements `node` would make from `inputs`, for the ops that can make more than they read
+    (a hostile ConstantOfShape of (2^20, 2^20) asks for 4 TiB): checked before anything is allocated."""
+    op, x = node.op, inputs[0] if inputs else None
+    if op == "ConstantOfShape":
+        return math.prod(max(v, 0) for v in _ints(x))
+    if op == "Expand":
+        return math.prod(np.broadcast_shapes(x.shape, tuple(max(v, 0) for v in _ints(inputs[1]))))
+    if op == "Gather":
+        axis = int(node.attrs.get("axis", 0))
+        return x.size // max(x.shape[axis], 1) * inputs[1].size if x.ndim else 0
+    if op in ("Mul", "Add", "Sub", "Equal", "Where"):
+        return math.prod(np.broadcast_shapes(*(v.shape for v in inputs)))
+    return 0
+
+
 def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
     op, attrs = node.op, node.attrs
     x = inputs[0] if inputs else None
+    if _elements_made(node, inputs) > MAX_ELEMENTS:
+        return None
     if op == "Shape":
         shape = np.asarray(x.shape, dtype=np.int64)
         rank = len(shape)

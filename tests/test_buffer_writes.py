@@ -171,3 +171,23 @@ def test_scatternd_writes_that_are_not_a_stack_are_left_as_they_are(case):
     feeds = _feeds()
     for actual, expected in zip(run(out, feeds), run(model, feeds)):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Mul"])
+def test_index_arithmetic_that_would_be_huge_is_not_evaluated(op):
+    """patterns/small_constants.py checks what an op would make before it allocates: a hostile ConstantOfShape
+    of (2^20, 2^20) (4 TiB), an Expand to it, a column times a row of 2^16 each (2^32 elements) give None."""
+    import onnx_graphsurgeon as gs
+    from patterns.small_constants import small_value
+
+    big = gs.Constant("big", np.array([1 << 20, 1 << 20], np.int64))
+    out = gs.Variable("out")
+    if op == "ConstantOfShape":
+        node = gs.Node(op, inputs=[big], outputs=[out])
+    elif op == "Expand":
+        node = gs.Node(op, inputs=[gs.Constant("one", np.ones(1, np.int64)), big], outputs=[out])
+    else:
+        node = gs.Node(op, inputs=[gs.Constant("col", np.ones((1 << 16, 1), np.int64)),
+                                   gs.Constant("row", np.ones((1, 1 << 16), np.int64))], outputs=[out])
+    gs.Graph(nodes=[node], outputs=[out])
+    assert small_value(out) is None
