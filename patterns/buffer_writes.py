@@ -31,6 +31,7 @@ Concat before it looks for recurrences.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -82,6 +83,8 @@ def _slice_written_nd(node: gs.Node, shape: list[int]) -> Optional[tuple[int, in
         return None
     rows = indices.reshape(-1, axis + 1).astype(np.int64)
     prefix = shape[:axis]
+    if rows.shape[0] != math.prod(prefix):   # before the grid is built: a declared size may be hostile
+        return None
     expected = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(n) for n in prefix], indexing="ij")],
                         axis=-1) if prefix else np.zeros((1, 0), np.int64)
     position = int(rows[0, axis]) if rows.size else None
@@ -116,7 +119,10 @@ MAX_SHAPE_PATH = 16
 def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outputs: set[int]) -> Optional[list]:
     """(Shape node, value) for every read of `buffer` other than `skip` when all of them only take its shape
     (through _SHAPE_PATH_OPS to Shapes), else None."""
-    stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
+    try:   # a stand-in of the buffer's shape with no data (a Shape of it only needs that)
+        stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
+    except ValueError:   # more elements than numpy indexes (a hostile declared shape)
+        return None
     reads, seen, stack = [], set(), [n for n in buffer.outputs if n is not skip]
     while stack:
         node = stack.pop()

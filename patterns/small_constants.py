@@ -141,7 +141,7 @@ def small_value(tensor: Optional[gs.Tensor], bound: Optional[dict] = None, _memo
                 try:
                     with np.errstate(all="ignore"):
                         value = _evaluate(node, inputs)
-                except (ValueError, TypeError, IndexError, KeyError):
+                except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError):
                     value = None
     if value is not None and value.size > MAX_ELEMENTS:
         value = None

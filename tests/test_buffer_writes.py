@@ -191,3 +191,27 @@ def test_index_arithmetic_that_would_be_huge_is_not_evaluated(op):
                                    gs.Constant("row", np.ones((1, 1 << 16), np.int64))], outputs=[out])
     gs.Graph(nodes=[node], outputs=[out])
     assert small_value(out) is None
+
+
+@pytest.mark.parametrize("op", ["ScatterND", "ScatterElements"])
+def test_writes_into_a_buffer_of_a_hostile_declared_shape_are_looked_at_without_allocating(op):
+    """A graph input declared (2^40, 2^40): no grid of its rows nor stand-in of it is built; nothing matches."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    huge = 1 << 40
+    buffer = gs.Variable("buf", np.float32, [huge, huge])
+    update = gs.Variable("u", np.float32, [1, 1] if op == "ScatterElements" else [1])
+    nodes, current = [], buffer
+    for t in range(2):
+        indices = (gs.Constant(f"i{t}", np.full((1, 1), t, np.int64)) if op == "ScatterElements"
+                   else gs.Constant(f"i{t}", np.array([[0, t]], np.int64)))
+        out = gs.Variable(f"w{t}", np.float32, [huge, huge])
+        nodes.append(gs.Node(op, inputs=[current, indices, update], outputs=[out],
+                             attrs={"axis": 1} if op == "ScatterElements" else {}))
+        gather = gs.Variable(f"g{t}", np.float32)
+        nodes += [gs.Node("Gather", inputs=[out, gs.Constant(f"k{t}", np.array(0, np.int64))], outputs=[gather]),
+                  gs.Node("Shape", inputs=[gather], outputs=[gs.Variable(f"s{t}", np.int64)])]
+        current = out
+    graph = gs.Graph(nodes=nodes, inputs=[buffer, update], outputs=[current])
+    assert find_buffer_writes(graph) == []
