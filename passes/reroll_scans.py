@@ -151,9 +151,12 @@ def table_refusal(form: str, length: int, chunk: int, carry_shifts: str, one_chu
 def _decays_per_state(rec: Recurrence, shapes: dict) -> bool:
     """The decay varies along the state's last axis: decays per (channel, state), Mamba's d_state
     N > 1 in every layout seen (transformers and mambapy (.., d_inner, N), the fork's (B, KD, L, N)).
-    VMamba's N = 1 has size 1 there. False when that size is unknown."""
+    VMamba's N = 1 has size 1 there. False when that size is unknown, and for a state of fewer than
+    three axes (batch, channel, state): a gated RNN's (B, width) (RecurrentGemma's RG-LRU) has channels
+    last and no state axis, and its decays no small factors for the strided forms to build steps from
+    (cpu's channels-last-readout made 572 nodes of a 256-step RG-LRU, the parallel form 148)."""
     shape = shapes.get(rec.decay.name)
-    if shape is None or len(shape) < 2:
+    if shape is None or len(shape) < 4:
         return False
     state_axes = [size for index, size in enumerate(shape) if index != rec.decay_axis]
     return state_axes[-1] is not None and state_axes[-1] > 1
@@ -335,6 +338,14 @@ class RerollScans(Pass):
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
             refusal = (_log_space_refusal(form, decays)
                        or table_refusal(form, rec.length, chunk, self.carry_shifts, self.one_chunk_up_to))
+            other = self.state_form if self.state_form not in ("same", form) else None
+            if refusal is not None and other is not None and _log_space_refusal(form, decays) is not None:
+                # `form` sums log a_i and these decays may be <= 0: the state form, if it takes them
+                # (tpu's batched-doubling multiplies decays: a gated RNN's decays of any sign)
+                other_chunk = self.state_chunk or self.chunk
+                if (_log_space_refusal(other, decays) is None and table_refusal(
+                        other, rec.length, other_chunk, self.carry_shifts, self.one_chunk_up_to) is None):
+                    form, chunk, refusal = other, other_chunk, None
             if refusal is not None:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
                 notes.append(str(report.rejections[-1]))

@@ -48,11 +48,12 @@ NODE_COUNTS = {
     "hf-jamba-n8": (373, {"seed": 131, "cpu": 200, "tpu": 143}),
     "hf-zamba-n4": (346, {"seed": 98, "cpu": 236, "tpu": 128}),
     # RG-LRU writes each state into a zeros buffer (one ScatterElements per step), re-rolled since s19 (0 scans
-    # before); cpu's parallel form is more nodes than 8 unrolled steps; seed leaves it unrolled (a_0 = 0: no log)
-    "hf-recurrent-gemma-dynamo": (131, {"seed": 112, "cpu": 167, "tpu": 94}),
+    # before); seed leaves it unrolled (a_0 = 0: no log); cpu 167 -> 95 when a (batch, width) state stopped
+    # counting as per (channel, state) (channels-last-readout -> parallel); tpu takes batched-doubling
+    "hf-recurrent-gemma-dynamo": (131, {"seed": 112, "cpu": 95, "tpu": 94}),
     # TorchScript: a ScatterND per step, its indices computed from constants and the next update shaped by
     # Shape(Gather(buffer)): re-rolled since s19 (0 scans before); seed 114 with the writes stacked, still unrolled
-    "hf-recurrent-gemma": (465, {"seed": 114, "cpu": 169, "tpu": 96}),
+    "hf-recurrent-gemma": (465, {"seed": 114, "cpu": 97, "tpu": 96}),
 }
 
 

@@ -848,3 +848,61 @@ def test_the_largest_step_table_is_measured_at_the_cap(form, chunk):
 @pytest.fixture(scope="module")
 def long_scan():
     return unrolled_scan_model(ScanSpec(length=2049, channels=1, state=1))
+
+
+def _gated_rnn_model(batch=2, length=6, width=4) -> onnx.ModelProto:
+    """h_t = a[:, t] * h_{t-1} + b[:, t] with a state of (batch, width) (a gated RNN, RecurrentGemma's RG-LRU):
+    decays (batch, L, width), channels last and no state axis; a is a graph input (any sign)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = []
+    inits = [numpy_helper.from_array(np.zeros((batch, width), np.float32), "h_init"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    state, pieces = "h_init", []
+    for t in range(length):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
+        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
+                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
+                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
+                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"]),
+                  helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"])]
+        state = f"h{t}"
+        pieces.append(f"u{t}")
+    nodes.append(helper.make_node("Concat", pieces, ["out"], axis=1))
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, length, width]) for n in ("a", "b", "out")]
+    graph = helper.make_graph(nodes, "gated_rnn", info[:2], info[2:], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _gated_rnn_check(out: onnx.ModelProto, batch=2, length=6, width=4) -> None:
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.uniform(-1, 1, (batch, length, width)).astype(np.float32),
+             "b": rng.normal(size=(batch, length, width)).astype(np.float32)}
+    h, expected = np.zeros((batch, width)), []
+    for t in range(length):
+        h = feeds["a"][:, t] * h + feeds["b"][:, t]
+        expected.append(h)
+    assert rel_l2(run(out, feeds)[0], np.stack(expected, axis=1)) <= 1e-6
+
+
+def test_a_state_without_a_state_axis_keeps_form_not_state_form():
+    """A (batch, width) state has channels last, not d_state: before, its decays counted as 'per (channel,
+    state)' and cpu's channels-last-readout took it (572 nodes for a 256-step RG-LRU, against 148 with
+    the parallel form); now `form` does, as for VMamba's N = 1."""
+    out, result = apply_pass(_gated_rnn_model(), RerollScans(form="parallel", chunk=2,
+                                                             state_form="channels-last-readout", state_chunk=4))
+    plain, _ = apply_pass(_gated_rnn_model(), RerollScans(form="parallel", chunk=2))
+    assert result.stats["rerolled"] == 1
+    assert op_histogram(out) == op_histogram(plain)
+    _gated_rnn_check(out)
+
+
+def test_state_form_takes_decays_of_any_sign_that_form_would_sum_logs_of():
+    """tpu's batched form sums log a_i; decays of any sign (a gated RNN's a_t, 0 at a reset) go to its
+    state form, batched-doubling, which multiplies them, rather than stay unrolled."""
+    out, result = apply_pass(_gated_rnn_model(), RerollScans(form="batched", chunk=2, state_form="batched-doubling"))
+    doubling, _ = apply_pass(_gated_rnn_model(), RerollScans(form="batched-doubling", chunk=2))
+    alone, alone_result = apply_pass(_gated_rnn_model(), RerollScans(form="batched", chunk=2))
+    assert result.stats["rerolled"] == 1 and alone_result.stats["rerolled"] == 0
+    assert op_histogram(out) == op_histogram(doubling)
+    _gated_rnn_check(out)
