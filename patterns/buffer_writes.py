@@ -59,6 +59,11 @@ def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
     value = constant_value(tensor)
     if value is not None:
         return list(value.shape)
+    node = tensor.inputs[0] if tensor.inputs else None
+    if node is not None and node.op == "ConstantOfShape":   # torch.zeros(..) of a constant shape
+        sizes = small_value(node.inputs[0])
+        if sizes is not None and sizes.ndim == 1 and np.issubdtype(sizes.dtype, np.integer) and np.all(sizes >= 0):
+            return [int(size) for size in sizes]
     shape = getattr(tensor, "shape", None)
     if shape is None or not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
         return None

@@ -14,7 +14,8 @@ from scan_testing import apply_pass, op_histogram, rel_l2, run
 B, L, D = 2, 5, 3
 
 
-def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17) -> onnx.ModelProto:
+def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17,
+                  made=False) -> onnx.ModelProto:
     """h_t = a[:, t] * h_{t-1} + b[:, t] (h_{-1} = 0), each h_t written to out[:, positions[t]], the writes in
     `order` (step indices); `leak`: the buffer after the first write is a graph output too."""
     order = list(range(L)) if order is None else order
@@ -32,6 +33,13 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
                   helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"])]
         state = f"h{t}"
     buffer = "buffer"
+    if made:   # torch.zeros(B, L, D) as the exporter may write it: ConstantOfShape of a shape made from constants
+        inits.append(numpy_helper.from_array(np.array([B, L], np.int64), "lead"))
+        inits.append(numpy_helper.from_array(np.array([D], np.int64), "tail"))
+        nodes += [helper.make_node("Concat", ["lead", "tail"], ["zeros_shape"], axis=0),
+                  helper.make_node("ConstantOfShape", ["zeros_shape"], ["made"],
+                                   value=numpy_helper.from_array(np.array([fill], np.float32)))]
+        buffer = "made"
     for count, t in enumerate(order):
         inits.append(numpy_helper.from_array(np.full((B, 1, D), positions[t], np.int64), f"idx{t}"))
         out = "out" if count == len(order) - 1 else f"buf{count}"
@@ -71,6 +79,15 @@ def test_a_scan_written_into_a_buffer_step_by_step_is_rerolled(order, fill):
     assert result.changed
     assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     assert "ScatterElements" not in op_histogram(out)
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+def test_a_buffer_made_by_constantofshape_of_a_constant_shape_is_stacked_too():
+    """Before: the buffer's shape was read from constants and recorded shapes only, so a ConstantOfShape's
+    output (no recorded shape) gave no chain and 0 scans."""
+    out, result = apply_pass(_writes_model(made=True, fill=7.0), RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     feeds = _feeds()
     assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
 
