@@ -92,25 +92,22 @@ def hf_mamba(hidden: int, state: int, layers: int, length: int, batch: int = 1, 
     return model, ids
 
 
-class _LastHiddenState:
+def _last_hidden_state(model, mask: bool = False):
     """A transformers base model's last_hidden_state for input_ids, use_cache=False; `mask`: an all-ones
     attention_mask passed too (hybrid models: with none and no cache, transformers' causal-mask code
     looks for packed sequences with torch.diff, which the TorchScript exporter cannot export)."""
+    import torch
 
-    @staticmethod
-    def wrap(model, mask: bool = False):
-        import torch
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class LastHiddenState(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, input_ids):
+            extra = {"attention_mask": torch.ones_like(input_ids)} if mask else {}
+            return self.model(input_ids=input_ids, use_cache=False, **extra).last_hidden_state
 
-            def forward(self, input_ids):
-                extra = {"attention_mask": torch.ones_like(input_ids)} if mask else {}
-                return self.model(input_ids=input_ids, use_cache=False, **extra).last_hidden_state
-
-        return LastHiddenState().eval()
+    return LastHiddenState().eval()
 
 
 def hf_hybrid(kind: str, hidden: int, state: int, layers: int, length: int, batch: int = 1, vocab: int = 64,
@@ -145,7 +142,7 @@ def hf_hybrid(kind: str, hidden: int, state: int, layers: int, length: int, batc
     else:
         raise ValueError(f"unknown transformers model kind {kind!r}")
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-    return _LastHiddenState.wrap(model, mask), ids
+    return _last_hidden_state(model, mask), ids
 
 
 def hf_recurrent_gemma(hidden: int, layers: int, length: int, batch: int = 1, vocab: int = 64, seed: int = 0):
@@ -161,7 +158,7 @@ def hf_recurrent_gemma(hidden: int, layers: int, length: int, batch: int = 1, vo
         num_attention_heads=2, lru_width=hidden, attention_window_size=16, block_types=("recurrent",), use_cache=False)
     model = transformers.RecurrentGemmaModel(config)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-    return _LastHiddenState.wrap(model), ids
+    return _last_hidden_state(model), ids
 
 
 def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int = 1, seed: int = 0):
