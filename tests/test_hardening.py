@@ -303,6 +303,35 @@ def test_report_writer_does_not_follow_a_planted_link(tmp_path):
     assert sorted(os.listdir(report_dir)) == [".index.html.tmp", ".report.json.tmp", "index.html", "report.json"]
 
 
+def test_report_files_replace_the_old_pair_together(tmp_path, monkeypatch):
+    """A disk that fills up while index.html is written leaves the previous report as it was: report.json
+    was put in place first, so the folder held this run's report.json beside the previous run's page
+    (found by adv5 writing the micro export's report into a 200 KB tmpfs)."""
+    import builtins
+    import errno
+
+    from passes.report.writer import write_report_dir
+
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "report.json").write_text('{"status": "old"}')
+    (report_dir / "index.html").write_text("old page")
+    real_open = builtins.open
+
+    def full_disk_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)).startswith(".index.html."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    with pytest.raises(OSError, match="No space left"):
+        write_report_dir(report_dir, {"tool": "passes.apply", "status": "ok"})
+    monkeypatch.undo()
+    assert (report_dir / "report.json").read_text() == '{"status": "old"}'
+    assert (report_dir / "index.html").read_text() == "old page"
+    assert sorted(os.listdir(report_dir)) == ["index.html", "report.json"]   # no temporary left
+
+
 def test_diffview_does_not_follow_a_planted_link(tmp_path):
     from tools.diffview import main as diffview
 

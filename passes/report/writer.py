@@ -2,7 +2,9 @@
 
 ``passes.apply`` collects the run into a plain dict as it goes; ``write_report_dir`` adds
 what is derived (totals, per-pass numbering, region summaries, intermediate paths) and
-writes both files atomically, so a reader never sees half a report, also after a failure.
+writes both files atomically and together (both written in full before either replaces the old one), so
+a reader never sees half a report, nor this run's report.json beside another run's index.html, also
+after a failure or an interrupt.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from passes.files import check_folder_destination, folders_made, write_text_atomic
+from passes.files import atomic_targets, check_folder_destination, folders_made
 from passes.report.grouping import regions_summary
 from passes.report.html import render_html
 from passes.report.schema import SCHEMA_VERSION
@@ -82,7 +84,13 @@ def write_report_dir(directory: str | os.PathLike, report: dict[str, Any],
     completed = complete_report(report, region_descriptions, intermediates, recorder_seconds)
     json_text = json.dumps(completed, indent=2, default=str) + "\n"
     html = render_html(completed, region_descriptions or {})
-    with folders_made(directory):   # a failure or Ctrl-C while writing leaves no empty folder
-        write_text_atomic(directory / "report.json", json_text, "report file")
-        write_text_atomic(directory / "index.html", html, "report file")
+    # A failure or Ctrl-C while writing leaves no empty folder. Both files are written in full before
+    # either is put in place (a full disk refused index.html after report.json had replaced the old one:
+    # a new report.json beside the previous run's page), then renamed together, interrupts held.
+    with folders_made(directory), atomic_targets(*(directory / name for name in REPORT_FILES),
+                                                 what="report file") as temporaries:
+        for temporary, text in zip(temporaries, (json_text, html)):
+            # backslashreplace: a path that is not UTF-8 (a surrogate such as \udcff) is written as its escape
+            with open(temporary, "w", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(text)
     return completed
