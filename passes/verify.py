@@ -285,7 +285,11 @@ def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.Mo
 
 def check_tolerance(tolerance: float) -> float:
     """A usable relative-L2 tolerance: finite and >= 0 (NaN would fail every comparison)."""
-    if not (math.isfinite(tolerance) and tolerance >= 0):
+    try:
+        finite = math.isfinite(tolerance)
+    except OverflowError:   # an int beyond float (compile_model(tolerance=10**400)): not finite as a float
+        finite = False
+    if not (finite and tolerance >= 0):
         raise ValueError(f"--tolerance must be >= 0 and finite, got {tolerance}")
     return tolerance
 

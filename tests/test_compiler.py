@@ -60,6 +60,8 @@ def test_accepts_a_pipeline_object_and_a_pass_list():
     (CLEANUP, {"override_options": {"chunk": 8}}, "option(s) chunk not used by any step"),
     (CLEANUP, {"verify": "sometimes"}, "verify must be one of each, end, none, got 'sometimes'"),
     (CLEANUP, {"tolerance": -1.0}, "--tolerance must be >= 0"),
+    # an int beyond float: math.isfinite raised OverflowError, out of compile_model (found by adv5)
+    (CLEANUP, {"tolerance": 10**400}, "--tolerance must be >= 0 and finite"),
     (CLEANUP, {"reference": "/nonexistent/ref.npz"}, "reference file not found: /nonexistent/ref.npz"),
     # a device or a folder exists: said so, not "not found" (found by s15-adv)
     (CLEANUP, {"reference": "/dev/zero"}, "reference /dev/zero is not a regular file (a character device)"),
