@@ -69,6 +69,19 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+# numpy's generators take any integer >= 0, torch.manual_seed one below 2^64 (a larger seed was a
+# ValueError traceback after the model was built); both take this range.
+MAX_SEED = 2**63 - 1
+
+
+def seed_int(text: str) -> int:
+    """argparse type for a random seed: ASCII digits (int() would take '1_0' and other scripts' digits),
+    0 to 2^63-1, refused before any work."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2^63-1, got '{text}'")
+    return int(text)
+
+
 def folder_path(text: str) -> Path:
     """argparse type for a folder the tool writes into: never empty text, which Path() makes '.', the
     working folder ('--out "$DIR"' with DIR unset filled it with the tool's files)."""

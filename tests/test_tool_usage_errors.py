@@ -39,3 +39,33 @@ def test_a_bad_option_is_one_line_and_exit_2(module):
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("(see --help)"), result.stderr
+
+
+def seed_modules() -> list[tuple[str, ...]]:
+    """(module, subcommand...) of every command line with a --seed option."""
+    found = []
+    for module in command_line_modules():
+        source = (REPO / (module.replace(".", "/") + ".py")).read_text()
+        match = re.search(r'(\w+)\.add_argument\("--seed"', source)
+        if match:
+            subcommand = re.search(rf'{match.group(1)} = \w+\.add_parser\("([\w-]+)"', source)
+            found.append((module,) + ((subcommand.group(1),) if subcommand else ()))
+    return found
+
+
+def test_the_seed_modules_are_found():
+    assert {("vmamba_ref.export",), ("tools.bench",), ("tools.tpu_calibration", "synthetic")} <= set(seed_modules())
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "５", "-5", "1_0"])
+@pytest.mark.parametrize("command", seed_modules(), ids=" ".join)
+def test_a_seed_is_ascii_digits_in_range(command, seed):
+    """Found by adv5: '--seed 99999999999999999999999' was torch.manual_seed's ValueError traceback (exit 1)
+    after the model was built (vmamba_ref.export, tools.bench), '--seed ５' a seed the text does not show,
+    tools.tpu_calibration's '--seed -1' numpy's 'expected non-negative integer'."""
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", *command, "--seed", seed], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "argument --seed: must be an integer from 0 to 2^63-1" in lines[0], result.stderr

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from passes.one_line import OneLineArgumentParser, one_line, positive_int
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, seed_int
 from passes.files import DestinationError, atomic_target, check_destination, check_not_read, input_file_problem
 from passes.verify import MAX_RANDOM_FEED_ELEMENTS
 
@@ -58,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     synthetic = sub.add_parser("synthetic", help="fixed standard-normal inputs shaped like the model's")
     synthetic.add_argument("model", help="ONNX model with static input shapes")
     synthetic.add_argument("--count", type=positive_int, default=8)
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--seed", type=seed_int, default=0)
     for command in (digits, synthetic):
         command.add_argument("-o", "--output", required=True, help="the .npz to write")
     args = parser.parse_args(argv)

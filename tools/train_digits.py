@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from passes.files import write_text_atomic
-from passes.one_line import OneLineArgumentParser, positive_int
+from passes.one_line import OneLineArgumentParser, positive_int, seed_int
 from vmamba_ref import DIGITS_WEIGHTS, build_model, get_config, load_checkpoint, save_checkpoint
 from vmamba_ref.digits import HELD_OUT, NORM_MEAN, NORM_STD, SPLIT_SEED, load_digits_split
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=positive_int, default=14)
     ap.add_argument("--batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--out", type=Path, default=DIGITS_WEIGHTS)
     args = ap.parse_args(argv)
 

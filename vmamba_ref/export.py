@@ -25,7 +25,7 @@ import torch
 
 from passes.files import DestinationError, atomic_targets, check_destination, check_not_read
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, printable, seed_int
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
@@ -277,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
                          "fork's hand-written chunk24 without Einsum (the baseline a fork user runs)")
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
     ap.add_argument("--index", default="gather", choices=INDEXES)
-    ap.add_argument("--seed", type=int, default=0, help="seed of the init (no checkpoint) and of the sample input")
+    ap.add_argument("--seed", type=seed_int, default=0, help="seed of the init (no checkpoint) and of the sample input")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     ap.add_argument("-o", "--output", required=True)   # str: Path() would drop a trailing '/'
     return ap

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from passes.files import atomic_targets
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, printable, seed_int
 
 from .export import (EXPORTERS, ExportError, default_opset, ref_path_for, rel_l2, torch_onnx_export,
                      validate_request)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--exporter", default="torchscript", choices=EXPORTERS)
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
     ap.add_argument("--index", default="gather", choices=INDEXES)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("-o", "--output", required=True)   # str: Path() would drop a trailing '/'
     args = ap.parse_args(argv)
     with sigterm_as_interrupt():
