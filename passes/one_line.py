@@ -69,6 +69,20 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+# More threads than any machine these tools measure has; ONNX Runtime's and torch's thread counts are
+# C ints ('--threads 99999999999' was a TypeError or ValueError traceback), and a count near that
+# would start that many threads.
+MAX_THREADS = 4096
+
+
+def thread_count(text: str) -> int:
+    """argparse type for a thread count: ``positive_int`` up to ``MAX_THREADS``."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got '{text}'")
+    return value
+
+
 # numpy's generators take any integer >= 0, torch.manual_seed one below 2^64 (a larger seed was a
 # ValueError traceback after the model was built); both take this range.
 MAX_SEED = 2**63 - 1

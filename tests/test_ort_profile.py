@@ -57,8 +57,11 @@ def test_bad_arguments_and_models_are_one_line_errors(tmp_path, capsys):
     _model(model)
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     cases = {
-        (str(model), "--threads", ","): "error: --threads must be comma-separated positive integers, got ','",
-        (str(model), "--threads", "1,-2"): "error: --threads must be comma-separated positive integers, got '1,-2'",
+        (str(model), "--threads", ","): "error: --threads must be comma-separated integers from 1 to 4096, got ','",
+        (str(model), "--threads", "1,-2"): "error: --threads must be comma-separated integers from 1 to 4096, got '1,-2'",
+        # a C int's worth of threads: ONNX Runtime's TypeError traceback (found by adv5)
+        (str(model), "--threads", "2,99999999999"):
+            "error: --threads must be comma-separated integers from 1 to 4096, got '2,99999999999'",
         (str(model), "--runs", "0"): "error: argument --runs: must be an integer >= 1, got '0' (see --help)",
         (str(model), "--batch", "-1"): "error: argument --batch: must be an integer >= 1, got '-1' (see --help)",
         (str(tmp_path / "bad.onnx"),): f"error: ONNX Runtime cannot load {tmp_path}/bad.onnx: ",

@@ -69,3 +69,17 @@ def test_a_seed_is_ascii_digits_in_range(command, seed):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "argument --seed: must be an integer from 0 to 2^63-1" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("module", ["tools.bench", "tools.bench_mamba"])
+def test_a_thread_count_is_refused_beyond_the_cap(module):
+    """Found by adv5: 'tools.bench --threads 99999999999' exported and compiled, then died in
+    torch.set_num_threads with a ValueError traceback (exit 1). '--help' after it: the refusal comes
+    while parsing, before --help is reached (without it the run would start)."""
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    for threads in ("99999999999", "4097"):
+        result = subprocess.run([sys.executable, "-m", module, "--threads", threads, "--help"], capture_output=True,
+                                text=True, cwd=REPO, env=env, timeout=120)
+        assert result.returncode == 2, result.stdout[-300:]
+        assert result.stderr.splitlines() == [
+            f"error: argument --threads: must be an integer from 1 to 4096, got '{threads}' (see --help)"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from passes.files import (DestinationError, check_destination, check_folder_destination, read_text_file,
                           write_text_atomic)
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, printable, seed_int
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(parser, default_model="micro-digits")
     parser.add_argument("--seed", type=seed_int, default=0, help="init seed (models without weights) and input seed")
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (default 5)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds after the warm-up (default 5)")
+    parser.add_argument("--threads", type=thread_count, default=os.cpu_count() or 1,
                         help="ONNX Runtime intra-op threads and torch threads (default: all cores)")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="let ONNX Runtime's intra-op threads spin (its own default; here off unless given: "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, read_text_file, write_text_atomic
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=positive_int, default=1024)
     ap.add_argument("--d-model", type=positive_int, default=768)
     ap.add_argument("--d-state", type=positive_int, default=16)
-    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--threads", type=thread_count, default=2)
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--machine", default="dev 2-core", help="how docs name the machine")

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from passes.files import input_file_problem, write_text_atomic
-from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
+from passes.one_line import MAX_THREADS, OneLineArgumentParser, one_line, positive_int, printable, thread_count
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -91,7 +91,7 @@ def _thread_counts(text: str) -> list[int] | None:
     """'1,2,16' -> [1, 2, 16]; None unless every entry is a positive integer and there is one."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        counts = [positive_int(part) for part in parts]
+        counts = [thread_count(part) for part in parts]
     except argparse.ArgumentTypeError:
         return None
     return counts or None
@@ -114,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     counts = _thread_counts(args.threads)
     if counts is None:
-        sys.stderr.write(f"error: --threads must be comma-separated positive integers, got '{printable(args.threads)}'\n")
+        sys.stderr.write(f"error: --threads must be comma-separated integers from 1 to {MAX_THREADS}, got '{printable(args.threads)}'\n")
         return 2
     results = []
     for threads in counts:
