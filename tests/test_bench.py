@@ -259,6 +259,12 @@ def test_bad_arguments_are_one_line_errors(capsys):
     (["--gemm-size", "0"], "error: --gemm-size must be >= 1, got 0"),
     (["--gemm-size", "-1"], "error: --gemm-size must be >= 1, got -1"),
     (["--slow-seconds", "nan"], "error: --slow-seconds must be a finite number >= 0, got nan"),
+    # found by adv5: torch's allocation traceback after the export and every compile; other scripts'
+    # digits read as a batch the text does not show
+    (["--batches", "1,99999999999"], "error: --batches 99999999999: its inputs would hold 1,228,799,999,987,712 "
+                                     "elements, more than the 268,435,456 the tools make random data for"),
+    (["--batches", "\u0661"], "error: --batches needs comma-separated integers >= 1, got '\u0661'"),
+    (["--ablation-batches", "0"], "error: --ablation-batches must be comma-separated integers >= 1, got '0'"),
 ])
 def test_bad_numbers_are_refused_before_the_run(argv, message):
     with pytest.raises(bench.BenchError) as error:   # main prints it as one 'error:' line, exit 2

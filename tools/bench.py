@@ -100,16 +100,18 @@ def _parse_args(argv):
     from vmamba_ref.config import config_from_args
 
     args = build_parser().parse_args(argv)
-    try:
-        args.batches = sorted({int(b) for b in args.batches.split(",") if b.strip()})
-    except ValueError:
-        raise BenchError(f"--batches must be comma-separated ints, got {args.batches!r}") from None
+    try:   # ASCII digits (int() took '١' and '1_0')
+        args.batches = sorted({positive_int(b.strip()) for b in args.batches.split(",") if b.strip()})
+    except argparse.ArgumentTypeError:
+        raise BenchError(f"--batches needs comma-separated integers >= 1, got '{printable(args.batches)}'") from None
     if not args.batches or min(args.batches) < 1:
         raise BenchError("--batches needs at least one batch size >= 1")
     try:
-        args.ablation_batches = {int(b) for b in args.ablation_batches.split(",")} if args.ablation_batches else None
-    except ValueError:
-        raise BenchError(f"--ablation-batches must be comma-separated ints, got {args.ablation_batches!r}") from None
+        args.ablation_batches = ({positive_int(b.strip()) for b in args.ablation_batches.split(",")}
+                                 if args.ablation_batches else None)
+    except argparse.ArgumentTypeError:
+        raise BenchError(f"--ablation-batches must be comma-separated integers >= 1, "
+                         f"got '{printable(args.ablation_batches)}'") from None
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in args.rows if r not in ROW_LABELS]
     if unknown or not args.rows:
@@ -131,6 +133,13 @@ def _parse_args(argv):
         if unknown:
             raise BenchError(f"unknown ablation variant(s) {', '.join(sorted(unknown))}; valid: {', '.join(valid)}")
     args.config = config_from_args(args)
+    # The inputs of the largest batch, made before its rows run: '--batches 99999999999' was torch's
+    # allocation traceback after the export and every compile (the compiler's cap on random inputs).
+    from passes.verify import MAX_RANDOM_FEED_ELEMENTS
+    elements = max(args.batches) * args.config.in_chans * args.config.img_size ** 2
+    if elements > MAX_RANDOM_FEED_ELEMENTS:
+        raise BenchError(f"--batches {max(args.batches)}: its inputs would hold {elements:,} elements, more than "
+                         f"the {MAX_RANDOM_FEED_ELEMENTS:,} the tools make random data for")
     _default_output_paths(args, args.model, args.threads)
     for path in (args.naive, args.naive_static, args.fork):
         if path is not None and not path.exists():
