@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class Terminated(KeyboardInterrupt):
@@ -86,3 +86,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     return 128 + signal.SIGTERM if isinstance(interrupt, Terminated) else 130
+
+
+def run_command_line(main: Callable[..., int | None], *args) -> int | None:
+    """``main(*args)`` of a command line (``sys.exit(run_command_line(main))``) with SIGTERM handled
+    like Ctrl-C, and either ending it in one line, exit 143 / 130: without it SIGTERM killed the
+    process where it stood, leaving the exclusive temporary files of a write half-done (``make demo``
+    left '.naive.onnx.*.onnx.tmp'), and Ctrl-C printed a KeyboardInterrupt traceback. The temporary
+    files are removed as the interrupt unwinds (``passes.files``); files finished before it stay."""
+    try:
+        with sigterm_as_interrupt():
+            return main(*args)
+    except KeyboardInterrupt as interrupt:
+        sys.stderr.write("error: interrupted (no file left half-written)\n")
+        return exit_code(interrupt)

@@ -65,7 +65,7 @@ def test_a_seed_is_ascii_digits_in_range(command, seed):
     tools.tpu_calibration's '--seed -1' numpy's 'expected non-negative integer'."""
     env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", *command, "--seed", seed], capture_output=True, text=True,
-                            cwd=REPO, env=env, timeout=120)
+                            cwd=REPO, env=env, timeout=600)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "argument --seed: must be an integer from 0 to 2^63-1" in lines[0], result.stderr
@@ -79,7 +79,52 @@ def test_a_thread_count_is_refused_beyond_the_cap(module):
     env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     for threads in ("99999999999", "4097"):
         result = subprocess.run([sys.executable, "-m", module, "--threads", threads, "--help"], capture_output=True,
-                                text=True, cwd=REPO, env=env, timeout=120)
+                                text=True, cwd=REPO, env=env, timeout=600)
         assert result.returncode == 2, result.stdout[-300:]
         assert result.stderr.splitlines() == [
             f"error: argument --threads: must be an integer from 1 to 4096, got '{threads}' (see --help)"]
+
+
+def test_every_command_line_ends_an_interrupt_in_one_line():
+    """Found by adv5: 19 command lines (tools.demo, what 'make demo' runs, among them) had no SIGTERM
+    handler, so a kill left their exclusive temporaries half-written, and Ctrl-C printed a traceback."""
+    for module in command_line_modules():
+        source = (REPO / (module.replace(".", "/") + ".py")).read_text()
+        main_block = source.split('\nif __name__ == "__main__":\n', 1)[1]
+        assert "run_command_line(main" in main_block, module
+
+
+DEMO_KILLED_WHILE_WRITING = """
+import runpy, signal, sys
+import vmamba_ref.export
+from passes.files import atomic_targets
+
+SIGNAL = int(sys.argv[2])
+
+def export_naive(model, path, **options):   # the real writer, killed half-way as 'kill' would
+    with atomic_targets(path, path.with_name("naive.ref.npz")) as temporaries:
+        for temporary in temporaries:
+            temporary.write_bytes(b"half a model")
+        signal.raise_signal(SIGNAL)
+        raise AssertionError("went on after the signal")
+
+vmamba_ref.export.export_naive = export_naive
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal
+sys.argv = ["tools.demo", "--out", sys.argv[1], "--pipelines", "cpu"]
+runpy.run_module("tools.demo", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("signal_number, code", [(15, 143), (2, 130)])
+def test_make_demo_killed_while_writing_leaves_no_temporary(tmp_path, signal_number, code):
+    """Found by adv5: 'make demo' (tools.demo) sent SIGTERM while exporting left
+    '.naive.onnx.*.onnx.tmp' and '.naive.ref.npz.*.npz.tmp' in out/demo (exit -15); Ctrl-C printed a
+    KeyboardInterrupt traceback."""
+    out = tmp_path / "demo"
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", DEMO_KILLED_WHILE_WRITING, str(out), str(signal_number)], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=600)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == "error: interrupted (no file left half-written)"
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []

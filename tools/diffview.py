@@ -141,4 +141,5 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from passes.interrupts import run_command_line
+    sys.exit(run_command_line(main))

@@ -245,4 +245,5 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from passes.interrupts import run_command_line
+    sys.exit(run_command_line(main))

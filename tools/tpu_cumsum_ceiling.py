@@ -131,4 +131,5 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from passes.interrupts import run_command_line
+    sys.exit(run_command_line(main))

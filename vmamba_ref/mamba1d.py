@@ -182,4 +182,5 @@ def _main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from passes.interrupts import run_command_line
+    sys.exit(run_command_line(main))
