@@ -294,6 +294,14 @@ def check_tolerance(tolerance: float) -> float:
     return tolerance
 
 
+def leads_out_of_model_folder(model_path: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """``path`` (a file found beside the model, not given) resolves, through symbolic links, outside the
+    model's folder: the rule for external data (passes.graph_io), so that a link planted beside a model
+    never makes the run read another file."""
+    folder = os.path.realpath(os.path.dirname(os.fspath(model_path)) or ".")
+    return os.path.commonpath([folder, os.path.realpath(path)]) != folder
+
+
 def find_reference_beside(model_path: str | os.PathLike) -> Path | None:
     """``dir/naive.onnx`` -> ``dir/naive.ref.npz`` if it exists."""
     model_path = Path(model_path)

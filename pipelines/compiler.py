@@ -50,6 +50,7 @@ from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
+                           leads_out_of_model_folder,
                            op_onnxruntime_lacks,
                            load_reference, random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
@@ -465,6 +466,9 @@ def compile_model(
     beside = find_reference_beside(input_path) if input_path is not None else None
     if verify != "none" and reference_path is None:
         reference_path = beside
+        if beside is not None and leads_out_of_model_folder(input_path, beside):
+            raise BadInput(f"reference {printable(beside)} beside the model leads out of the model's folder through a "
+                           "symbolic link; refused (give it with --reference to use it)")
     reads = [("input", input_path)] if input_path is not None else []
     reads += [("external data file", path) for path in (loaded.data_files if input_path is not None else [])]
     reads += [("reference", path) for path in dict.fromkeys((reference_path, beside)) if path is not None]

@@ -146,6 +146,33 @@ def test_external_data_outside_the_model_folder_is_refused(case, where, tmp_path
     assert listing(tmp_path) == before
 
 
+def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_path):
+    """Found by adv5: naive.ref.npz beside the model, a link planted to ../elsewhere/secret.npz, was read
+    and verified against (exit 0), though external data leading out so is refused; the user may still
+    give that file with --reference."""
+    from test_cli import TINY_MODEL_TEXT
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    model_path = tmp_path / "m" / "naive.onnx"
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    onnx.save(model, model_path)
+    feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
+             for value in model.graph.input}
+    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    secret = tmp_path / "elsewhere" / "secret.npz"
+    np.savez(secret, **feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)})
+    os.symlink("../elsewhere/secret.npz", tmp_path / "m" / "naive.ref.npz")
+    before = listing(tmp_path)
+    out = tmp_path / "m" / "out.onnx"
+    result = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", out)
+    assert_one_line_error(result, 2, "naive.ref.npz beside the model leads out of the model's folder through a symbolic link")
+    assert listing(tmp_path) == before
+    assert apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", out, "--verify", "none").returncode == 0
+    given = apply_cli(model_path, "--pipeline", "eliminate-dead-nodes", "-o", out, "--reference", secret)
+    assert given.returncode == 0, given.stderr
+
+
 def test_external_data_of_the_wrong_size_is_refused(tmp_path):
     model_path = save_with_data(tmp_path, subgraph_weight_model(length=12))
     with pytest.raises(InputError, match="holds 12 bytes; its type and shape need 16"):
