@@ -128,3 +128,30 @@ def test_make_demo_killed_while_writing_leaves_no_temporary(tmp_path, signal_num
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == "error: interrupted (no file left half-written)"
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--timeout", "-1"), ("--timeout", "0"), ("--timeout", "nan"), ("--timeout", "inf"), ("--timeout", "1e400"),
+    ("--timeout", "1_0"), ("--min-cosine", "nan"), ("--min-cosine", "2"), ("--min-cosine", "+2.5"),
+    ("--calibration-count", "-3"), ("--calibration-count", "\uff15"), ("--calibration-tune", "-3")])
+def test_tpu_check_refuses_odd_numbers_before_any_work(option, value, capsys):
+    """Found by adv5: tools.tpu_check read --timeout and --min-cosine with float() and its counts with int(),
+    checked nothing, and went to work: '--timeout -1' installed tpu-mlir, then timed out its first step
+    (exit 3), '--min-cosine nan' or '2' failed the verdict after the whole compile and cmodel run (exit 4),
+    '--calibration-count -3' took all samples but three. Parsed only here: nothing is installed or run."""
+    from tools.tpu_check import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["m.onnx", option, value])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: argument {option}: must be"), lines
+
+
+def test_tpu_check_takes_ordinary_numbers():
+    from tools.tpu_check import build_parser
+
+    args = build_parser().parse_args(["m.onnx", "--timeout", "0.5", "--min-cosine", "-1", "--calibration-tune", "0",
+                                      "--calibration-count", "8"])
+    assert (args.timeout, args.min_cosine, args.calibration_tune, args.calibration_count) == (0.5, -1.0, 0, 8)
+    assert build_parser().parse_args(["m.onnx", "--timeout", "1e3", "--min-cosine", ".99"]).timeout == 1000.0

@@ -41,7 +41,7 @@ import numpy as np
 
 from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused
 
@@ -489,6 +489,35 @@ def render(verdict: Verdict, console) -> None:
     console.print(f"  {status}: compiled, cosine {cosine} (threshold {verdict.cosine_threshold})", highlight=False)
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(text: str, low: float, high: float, what: str) -> float:
+    """A number written in ASCII (float() takes 'nan', 'inf', '1_0' and other scripts' digits) in
+    [low, high] and finite, or an argparse error: checked before tpu-mlir is installed or started
+    ('--timeout -1' installed it, then timed out every step; '--min-cosine nan' failed the verdict
+    after the whole compile and run)."""
+    value = float(text) if text.isascii() and _DECIMAL.fullmatch(text) else math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _number(text, 0.0, 10.0**9, "a number of seconds above 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got '{text}'")
+    return value
+
+
+def _cosine(text: str) -> float:
+    return _number(text, -1.0, 1.0, "a number from -1 to 1")
+
+
+def _tune_count(text: str) -> int:
+    return 0 if text == "0" else positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m tools.tpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -498,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16", "INT8"])
     parser.add_argument("--calibration", metavar="NPZ",
                         help="INT8: calibration set, one array per input with samples stacked first (tools.tpu_calibration)")
-    parser.add_argument("--calibration-count", type=int, metavar="N", help="INT8: use the first N samples only")
-    parser.add_argument("--calibration-tune", type=int, default=0, metavar="N",
+    parser.add_argument("--calibration-count", type=positive_int, metavar="N", help="INT8: use the first N samples only")
+    parser.add_argument("--calibration-tune", type=_tune_count, default=0, metavar="N",
                         help="INT8: run_calibration's per-op threshold tuning on N samples (default 0: KL thresholds "
                              "as they are; tuning took 6 min on micro-digits with 5 samples, 2-core machine)")
     parser.add_argument("--qtable", default="auto", metavar="auto|none|FILE",
@@ -510,8 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-layer-group", action="store_true", help="model_deploy --disable_layer_group")
     parser.add_argument("--workdir", help="where tpu-mlir writes (default out/tpu-check/<model>-<chip>-<quant>)")
     parser.add_argument("--json", metavar="PATH", help="write the verdict as JSON ('-' for stdout)")
-    parser.add_argument("--min-cosine", type=float, help="accuracy threshold (default 0.9999 F32, 0.99 BF16/F16/INT8)")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds per tpu-mlir step (default 3600)")
+    parser.add_argument("--min-cosine", type=_cosine, help="accuracy threshold (default 0.9999 F32, 0.99 BF16/F16/INT8)")
+    parser.add_argument("--timeout", type=_timeout, default=3600, help="seconds per tpu-mlir step (default 3600)")
     parser.add_argument("--skip-simulation-check", action="store_true",
                         help="model_deploy without its layer-by-layer cmodel comparison (faster)")
     parser.add_argument("--estimate-only", action="store_true",
