@@ -90,6 +90,26 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return read_model(path).model
 
 
+def model_and_data_files(path: str | os.PathLike, role: str = "model") -> list[tuple[str, Path]]:
+    """(role, path) of a model file and of each external data file it names, for a tool's
+    ``check_not_read``: a tool that reads a model must not write over its weights, whether it reads them
+    or not (``tools.tpu_calibration synthetic m.onnx -o m.data`` replaced the model's weights). Only the
+    structure is read, and only from a regular file; a file that does not parse names no data file
+    (the tool says what is wrong with it)."""
+    from passes.files import input_file_problem
+
+    files = [(role, Path(path))]
+    if input_file_problem(path) is not None:
+        return files
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:
+        return files
+    locations = {entry.value for tensor in all_tensors(model) if uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location" and entry.value and "\x00" not in entry.value}
+    return files + [(f"external data file of the {role}", Path(path).parent / location) for location in sorted(locations)]
+
+
 def all_graphs(graph: onnx.GraphProto):
     """``graph`` and every graph nested in its nodes' attributes (If/Loop/Scan bodies), depth first."""
     yield graph

@@ -173,6 +173,29 @@ def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_p
     assert given.returncode == 0, given.stderr
 
 
+@pytest.mark.parametrize("tool", ["tpu_calibration", "ort_profile", "tpu_qtable", "tpu_check"])
+def test_tools_never_write_over_the_weights_of_the_model_they_read(tool, tmp_path, monkeypatch, capsys):
+    """Found by adv5: 'tools.tpu_calibration synthetic m.onnx -o w.bin' replaced the model's weights file
+    with the calibration npz (exit 0), as could ort_profile's and tpu_check's --json and tpu_qtable's -o:
+    their check named the model only (tools.diffview's was fixed so in 72bc66e). The weights of a model in
+    an If branch count too."""
+    from tools import ort_profile, tpu_calibration, tpu_check, tpu_qtable
+
+    model_path = save_with_data(tmp_path, subgraph_weight_model("w.bin"))
+    data = tmp_path / "w.bin"
+    monkeypatch.setattr(tpu_check, "check", lambda *args: pytest.fail("tpu_check went to work"))
+    argv = {"tpu_calibration": ["synthetic", str(model_path), "-o", str(data)],
+            "ort_profile": [str(model_path), "--json", str(data)],
+            "tpu_qtable": [str(model_path), str(tmp_path / "m.mlir"), "-o", str(data)],
+            "tpu_check": [str(model_path), "--json", str(data)]}[tool]
+    main = {"tpu_calibration": tpu_calibration, "ort_profile": ort_profile, "tpu_qtable": tpu_qtable,
+            "tpu_check": tpu_check}[tool].main
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "is the external data file of the model" in lines[0] and "refusing to overwrite" in lines[0]
+    assert data.read_bytes() == WEIGHT.tobytes() and listing(tmp_path) == ["model.onnx", "w.bin"]
+
+
 def test_external_data_of_the_wrong_size_is_refused(tmp_path):
     model_path = save_with_data(tmp_path, subgraph_weight_model(length=12))
     with pytest.raises(InputError, match="holds 12 bytes; its type and shape need 16"):

@@ -24,6 +24,7 @@ import numpy as np
 
 from passes.files import input_file_problem, write_text_atomic
 from passes.one_line import MAX_THREADS, OneLineArgumentParser, one_line, positive_int, printable, thread_count
+from passes.graph_io import model_and_data_files
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -110,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         sys.stderr.write(f"error: {problem}\n")
         return 2
-    if json_destination_refused(args.json, reads=[("model", args.model)]):
+    if json_destination_refused(args.json, reads=model_and_data_files(args.model)):
         return 2
     counts = _thread_counts(args.threads)
     if counts is None:

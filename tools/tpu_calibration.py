@@ -21,6 +21,7 @@ import numpy as np
 
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, seed_int
 from passes.files import DestinationError, atomic_target, check_destination, check_not_read, input_file_problem
+from passes.graph_io import model_and_data_files
 from passes.verify import MAX_RANDOM_FEED_ELEMENTS
 
 
@@ -64,7 +65,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:   # before the work: a bad destination costs nothing
         check_destination(args.output)
-        check_not_read(args.output, [("model", args.model)] if args.kind == "synthetic" else [])
+        check_not_read(args.output, model_and_data_files(args.model) if args.kind == "synthetic" else [])
     except DestinationError as error:
         sys.stderr.write(f"error: {error}\n")
         return 2

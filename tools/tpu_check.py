@@ -43,6 +43,7 @@ from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools import tpu_toolchain as tc
+from passes.graph_io import model_and_data_files
 from tools.json_destination import json_destination_refused
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
@@ -560,7 +561,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.perf_counter()
     qtable_file = args.qtable if args.qtable not in ("auto", "none") else None
     if json_destination_refused(args.json, dash_is_stdout=True, reads=[
-            ("model", args.model), ("input", args.input), ("calibration", args.calibration), ("qtable", qtable_file)]):
+            *model_and_data_files(args.model), ("input", args.input), ("calibration", args.calibration), ("qtable", qtable_file)]):
         return EXIT_USAGE
     try:
         with sigterm_as_interrupt():   # SIGTERM stops the tools and cleans up like Ctrl-C

@@ -51,6 +51,7 @@ from passes.one_line import OneLineArgumentParser, one_line, positive_int, print
 from passes.files import (DestinationError, check_destination, check_not_read, read_regular_file, read_text_file,
                           write_text_atomic)
 from passes.report.provenance import PASS_KEY
+from passes.graph_io import model_and_data_files
 
 SCAN_PASS = "reroll-scans"
 SCAN_LINEAGE = "reroll_scans/"
@@ -252,7 +253,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.output:
             check_destination(args.output)
-            check_not_read(args.output, [("model", args.model), (".mlir", args.mlir)])
+            check_not_read(args.output, model_and_data_files(args.model) + [(".mlir", args.mlir)])
     except DestinationError as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
