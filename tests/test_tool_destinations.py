@@ -74,15 +74,20 @@ def test_plot_nodecounts_writes_a_png(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes.png", "report.json"]
 
 
-@pytest.mark.parametrize("case", ["device", "file", "unknown-pipeline"])
+@pytest.mark.parametrize("case", ["device", "file", "unknown-pipeline", "report-folder-is-a-file"])
 def test_demo_refuses_bad_usage_in_one_line_before_exporting(case, tmp_path, capsys, monkeypatch):
     """Found by s14: 'make demo'-s tool made --out with mkdir: --out /dev/null or a file was a
-    FileExistsError traceback (exit 1); an unknown --pipelines entry was found after the export."""
+    FileExistsError traceback (exit 1); an unknown --pipelines entry was found after the export.
+    Found by adv5: a file where a pipeline's report folder goes (out/report-seed) was found by
+    compile_model after the export ('pipeline seed failed')."""
     import vmamba_ref.export
     from tools import demo
 
     monkeypatch.setattr(vmamba_ref.export, "export_naive", lambda *a, **k: pytest.fail("exported before the check"))
     (tmp_path / "a file").write_text("mine")
+    if case == "report-folder-is-a-file":
+        (tmp_path / "demo").mkdir()
+        (tmp_path / "demo" / "report-seed").write_text("mine")
     out = {"device": "/dev/null", "file": str(tmp_path / "a file")}.get(case, str(tmp_path / "demo"))
     pipelines = "seed,no-such-pipeline" if case == "unknown-pipeline" else "seed"
     assert demo.main(["--out", out, "--pipelines", pipelines]) == 2
@@ -90,8 +95,9 @@ def test_demo_refuses_bad_usage_in_one_line_before_exporting(case, tmp_path, cap
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert {"device": "--out folder /dev/null exists and is a character device, not a directory",
             "file": "exists and is a regular file, not a directory",
-            "unknown-pipeline": "no-such-pipeline"}[case] in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+            "unknown-pipeline": "no-such-pipeline",
+            "report-folder-is-a-file": "report-seed exists and is a regular file, not a directory"}[case] in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"] + (["demo"] if case == "report-folder-is-a-file" else [])
 
 
 @pytest.mark.parametrize("case", ["json-is-a-folder", "png-is-a-device", "workdir-is-a-file", "from-json-a-list",

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from passes.files import DestinationError, check_folder_destination
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, printable
+from passes.report.writer import check_report_dir
 
 PIPELINES = ("seed", "cpu", "tpu")
 
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
             get_pipeline(name)
         files = ["naive.onnx", "naive.ref.npz"] + [f"{name}.onnx" for name in pipelines]
         check_folder_destination(args.out, "--out folder", files)
+        for name in pipelines:   # compile_model checks them only after the export (found by adv5)
+            check_report_dir(args.out / f"report-{name}")
     except (ValueError, DestinationError) as error:   # an unknown pipeline or bad pipeline text
         sys.stderr.write(f"error: {one_line(error)}\n")
         return 2
