@@ -127,7 +127,7 @@ def test_make_demo_killed_while_writing_leaves_no_temporary(tmp_path, signal_num
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == "error: interrupted (no file left half-written)"
-    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+    assert not out.exists()   # nor the folder it made for them (it was left empty)
 
 
 @pytest.mark.parametrize("option, value", [

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from passes.files import DestinationError, check_folder_destination
+from passes.files import DestinationError, check_folder_destination, make_folders, remove_empty_folders
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, printable
 from passes.report.writer import check_report_dir
 
@@ -43,8 +43,15 @@ def main(argv=None) -> int:
     except (ValueError, DestinationError) as error:   # an unknown pipeline or bad pipeline text
         sys.stderr.write(f"error: {one_line(error)}\n")
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    made = make_folders(args.out)
+    try:
+        return _demo(args, console, pipelines)
+    except BaseException:   # an interrupt or a failure before anything is written leaves no empty folder
+        remove_empty_folders(made)
+        raise
 
+
+def _demo(args, console: Console, pipelines: list[str]) -> int:
     from passes.apply_display import RichProgress, closing_table
     from tools.eval_digits import onnx_predict, torch_predict
     from vmamba_ref import default_model
