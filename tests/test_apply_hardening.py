@@ -561,10 +561,10 @@ def test_no_intermediates_folder_is_left_when_nothing_was_kept(error, where, wor
 def test_an_interrupted_report_leaves_no_folder(work, monkeypatch):
     import passes.report.writer as writer
 
-    def interrupted(*args, **kwargs):
+    def interrupted(*args, **kwargs):   # Ctrl-C while the report's files are written, in their folder
         raise KeyboardInterrupt()
 
-    monkeypatch.setattr(writer, "write_text_atomic", interrupted)
+    monkeypatch.setattr(writer, "atomic_targets", interrupted)
     before = listing(work)
     with pytest.raises(KeyboardInterrupt):
         compile_model(work / "naive.onnx", "eliminate-dead-nodes", report=work / "R" / "sub", verify="none")
