@@ -294,3 +294,15 @@ def test_an_interrupted_run_forwards_sigterm_to_the_tool_it_runs(tmp_path):
     assert (tmp_path / "child.stopped").read_text() == "SIGTERM"
     with pytest.raises(ProcessLookupError):   # reaped, not left running
         os.kill(int(ready.read_text()), 0)
+
+
+@pytest.mark.parametrize("drop", ["nan", "inf", "-1", "101", "1_0"])
+def test_an_int8_max_drop_that_is_not_a_number_of_points_is_refused_before_the_work(drop, tmp_path, capsys, monkeypatch):
+    """Found by adv5: --int8-max-drop was read with float() and never checked, so 'nan' made every INT8
+    result pass the acceptance rule (no drop compares greater than NaN), after minutes of work."""
+    monkeypatch.setattr(tpu_accuracy, "_measure", lambda *args, **kwargs: pytest.fail("the work started"))
+    with pytest.raises(SystemExit) as exit_:
+        tpu_accuracy.main(["--quantize", "INT8", "--int8-max-drop", drop, "--workdir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"error: argument --int8-max-drop: must be a number of points from 0 to 100, "
+                                       f"got '{drop}' (see --help)\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -112,6 +113,18 @@ def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: fl
     return problems
 
 
+def _points(text: str) -> float:
+    """--int8-max-drop: percentage points from 0 to 100 in ASCII ('nan' made every INT8 result pass: no
+    drop compares greater than NaN)."""
+    try:
+        value = float(text) if text.isascii() and "_" not in text else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 100):
+        raise argparse.ArgumentTypeError(f"must be a number of points from 0 to 100, got '{text}'")
+    return value
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = OneLineArgumentParser(prog="python -m tools.tpu_accuracy", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--pipeline", default="tpu", help="the passes.apply pipeline (default tpu; tpu-bm1688, ...)")
     parser.add_argument("--calibration-count", type=positive_int, default=32,
                         help="INT8: calibration samples of --batch training images each (default 32)")
-    parser.add_argument("--int8-max-drop", type=float, default=1.0, help="INT8 top-1 may be this many points below F32")
+    parser.add_argument("--int8-max-drop", type=_points, default=1.0, help="INT8 top-1 may be this many points below F32")
     parser.add_argument("--workdir", type=folder_path, default="out/tpu-accuracy")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--venv", help="tpu-mlir venv (default .tpu-venv or $TPU_VENV)")
