@@ -123,6 +123,16 @@ def doubling_scan(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, ran
     return states
 
 
+def sweep(builder: GraphBuilder, decay_blocks: Sequence[gs.Tensor], drives: Sequence[gs.Tensor],
+          start: Optional[gs.Tensor]) -> list[gs.Tensor]:
+    """The states of Q step blocks, x_q = a_q * x_{q-1} + b_q, from `start` entering block 0 (None: zero)."""
+    states, state = [], start
+    for decay, drive in zip(decay_blocks, drives):
+        state = drive if state is None else builder.add(builder.mul(decay, state), drive)
+        states.append(state)
+    return states
+
+
 def carry_into_chunks(builder: GraphBuilder, chunk_decay: gs.Tensor, chunk_end: gs.Tensor,
                       initial_start: Optional[Callable[[], gs.Tensor]], rank: int, chunk_axis: int,
                       chunks: int) -> gs.Tensor:

@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.chunk_axes import (chunk_dividing, doubling_scan, merge_axes_shape, padded_to_chunks, shift,
-                                          split_axis_shape)
+                                          split_axis_shape, sweep)
 
 # The carry over more chunks than this is itself a parallel scan (one level down), not a doubling
 # scan: VMamba-T's 392 and 98 chunks (stages 0, 1) nest once, 25 and 7 (stages 2, 3) do not.
@@ -65,11 +65,7 @@ def _sweeps(builder: GraphBuilder, decays: list, drives: list, chunk_axis: int, 
         else:
             carry = doubling_scan(builder, chunk_decay, last, rank, chunk_axis, chunks)
         carry_in = shift(builder, carry, rank, chunk_axis, 1, chunks, 0.0)
-    states, state = [], carry_in
-    for q in range(chunk):
-        state = drives[q] if state is None else builder.add(builder.mul(decays[q], state), drives[q])
-        states.append(state)
-    return states
+    return sweep(builder, decays, drives, carry_in)
 
 
 def _states(builder: GraphBuilder, decay: gs.Tensor, drive: gs.Tensor, *, axis: int, length: int, chunk: int,

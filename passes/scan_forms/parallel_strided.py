@@ -28,7 +28,7 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.decays import Decays
-from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, shift
+from passes.scan_forms.chunk_axes import INT64_MAX, doubling_scan, shift, sweep
 from patterns.graph_query import producer
 
 # Elementwise ops whose output at step t depends only on their inputs at step t (broadcasting).
@@ -148,11 +148,7 @@ def strided_sweeps(builder: GraphBuilder, steps: _StridedSteps, *, decays: Decay
                 chunk_decay = builder.mul(chunk_decay, decay_blocks[q])
         carry = doubling_scan(builder, chunk_decay, last, rank, axis, chunks)
         carry_in = shift(builder, carry, rank, axis, 1, chunks, 0.0)
-    states, state = [], carry_in
-    for q in range(chunk):
-        state = drives[q] if state is None else builder.add(builder.mul(decay_blocks[q], state), drives[q])
-        states.append(state)
-    return states
+    return sweep(builder, decay_blocks, drives, carry_in)
 
 
 def strided_chunk(length: int, chunk: int) -> int:
