@@ -16,6 +16,7 @@ import math
 import onnx
 
 from passes.graph_builder import MAX_INDEX_TABLE
+from passes.static_shapes import infer_shapes
 
 # The most elements folding lets one node produce: the cap other passes put on the constants they
 # build (graph_builder.MAX_INDEX_TABLE, 2^22: 16 MiB of float32).
@@ -25,10 +26,7 @@ MAX_FOLDED_ELEMENTS = MAX_INDEX_TABLE
 def inferred_elements(model: onnx.ModelProto) -> dict[str, int]:
     """Elements of each tensor of the main graph whose shape ONNX's shape inference finds static
     (nothing where inference fails: a model past 2 GiB, an op it cannot follow)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:   # sizes stay unknown; fold-constants still sizes its size-making ops itself
-        return {}
+    inferred, _ = infer_shapes(model)   # sizes left unknown stay so; fold-constants sizes its size-making ops itself
     elements = {}
     for value in itertools.chain(inferred.graph.input, inferred.graph.value_info, inferred.graph.output):
         tensor_type = value.type.tensor_type

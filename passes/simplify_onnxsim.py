@@ -5,7 +5,8 @@ onnxsim takes about a minute on a 50k-node graph, so it is skipped above
 outputs, the input graph is kept and a note says so: simplification is an optimisation, never a reason to fail the pipeline.
 onnxsim evaluates every tensor it can compute from constants, however large: a graph where one
 would hold more than MAX_FOLDED_ELEMENTS (passes.constant_sizes: a hostile Add of two stored vectors
-as a column and a row asked for gigabytes) is not handed to it.
+as a column and a row asked for gigabytes) is not handed to it, nor one on which ONNX's data propagation,
+which it runs, would be unbounded (passes.static_shapes.infer_shapes).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from passes.constant_sizes import MAX_FOLDED_ELEMENTS, oversized_constant_nodes
 from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
 from passes.one_line import one_line, printable
 from passes.registry import register_pass
+from passes.static_shapes import infer_shapes
 
 
 def _run_onnxsim(model):
@@ -46,6 +48,10 @@ class SimplifyOnnxsim(Pass):
                                "(about a minute per 50k nodes)"])
         try:
             model = graph_to_model(graph)
+            _, unbounded = infer_shapes(model)
+            if unbounded is not None:   # onnxsim runs ONNX's data propagation, unbounded there
+                return PassResult(False, {"removed": 0, "skipped": "unbounded data propagation"},
+                                  [f"onnxsim skipped: {unbounded}; graph left unsimplified"])
             oversized = oversized_constant_nodes(model)
             if oversized:
                 node, elements = oversized[0]

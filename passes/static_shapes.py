@@ -14,10 +14,103 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from passes.graph_io import graph_to_model
+from passes.graph_io import all_graphs, graph_to_model
+from passes.one_line import printable
 
 Shape = tuple[int, ...]
 PartialShape = tuple[Optional[int], ...]
+
+# ONNX's data propagation holds every rank-1 tensor that a data-propagating op (Concat, Slice, Gather,
+# Cast, Add, ...) reads as a list of dims, ~150 bytes an element, whatever the tensor holds: a model
+# of 84 bytes, one Concat of a 1-D input declared 2^31-1 long, took every byte it was given and
+# minutes, in every pass that asked for shapes (and in onnxsim). It runs only where plain inference
+# sizes every rank-1 tensor, and all of them together hold at most this many elements (an index
+# table of the passes' own, graph_builder.MAX_INDEX_TABLE, fits; VMamba-T's naive export holds 70k).
+MAX_PROPAGATED_ELEMENTS = 1 << 22
+
+
+# Ops whose rank-1 output holds no more than their inputs do (or, for Shape, the rank of its input): a
+# rank-1 value of a size plain inference leaves unknown is bounded when it comes from a Shape through
+# them (the TorchScript exporter's shape arithmetic on a value of unknown rank), not when a size is made
+# from values (ConstantOfShape, Range, Expand, Tile, Reshape ...: data propagation would size it).
+_NO_LARGER_THAN_INPUTS = frozenset({"Concat", "Slice", "Gather", "Squeeze", "Unsqueeze", "Cast", "Identity", "Add",
+                                    "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Equal", "Less",
+                                    "Greater", "Not", "Where", "Sign", "Clip"})
+
+
+def _shapes_and_producers(graph: onnx.GraphProto) -> tuple[dict, dict]:
+    shapes = {value.name: _partial_shape_of(value.type)
+              for value in list(graph.input) + list(graph.value_info) + list(graph.output)}
+    for tensor in graph.initializer:
+        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
+    for node in graph.node:   # a Constant's output is named by the node, its tensor often not
+        if node.op_type == "Constant" and node.output and node.attribute and node.attribute[0].HasField("t"):
+            shapes[node.output[0]] = tuple(int(d) for d in node.attribute[0].t.dims)
+    producers: dict = {name: node for node in graph.node for name in node.output}
+    producers.update({value.name: None for value in graph.input})   # fed as declared: nothing to size
+    return shapes, producers
+
+
+def _from_shapes_only(name: str, shapes: dict, producers: dict) -> bool:
+    """A rank-1 value of unknown size computed from Shapes, graph inputs and values of known shape through
+    _NO_LARGER_THAN_INPUTS, walked without recursion (a hostile chain may be long)."""
+    stack, seen = [name], {name}
+    while stack:
+        item = stack.pop()
+        if item not in producers:   # a value of the outer graph
+            return False
+        node = producers[item]
+        if node is None:
+            continue
+        if node.op_type != "Shape" and node.op_type not in _NO_LARGER_THAN_INPUTS:
+            return False
+        if node.op_type == "Shape":
+            continue
+        for item in node.input:
+            shape = shapes.get(item)
+            if not item or (shape is not None and None not in shape):
+                continue
+            if shape is None or len(shape) != 1:
+                return False
+            if item not in seen:
+                seen.add(item)
+                stack.append(item)
+    return True
+
+
+def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
+    """Why ONNX's data propagation would be unbounded on `model` (shapes inferred without it), or None."""
+    sizes: dict[str, int] = {}
+    for graph in all_graphs(model.graph):
+        shapes, producers = _shapes_and_producers(graph)
+        for name, shape in shapes.items():
+            if shape is None or len(shape) != 1:
+                continue
+            if shape[0] is None and not _from_shapes_only(name, shapes, producers):
+                return f"rank-1 tensor '{printable(name)}' has a size only data propagation would find"
+            sizes[name] = shape[0] or 0
+    total = sum(sizes.values())
+    if total > MAX_PROPAGATED_ELEMENTS:
+        largest = max(sizes, key=sizes.get)
+        return (f"rank-1 tensors hold {total:,} elements (> {MAX_PROPAGATED_ELEMENTS:,}; '{printable(largest)}' "
+                f"{sizes[largest]:,}), which data propagation would write out one by one")
+    return None
+
+
+def infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Optional[str]]:
+    """ONNX shape inference with data propagation where it is bounded (MAX_PROPAGATED_ELEMENTS), else
+    without; and the reason it was left out, or None. `model` itself where inference fails."""
+    try:
+        plain = onnx.shape_inference.infer_shapes(model)
+    except Exception:   # best effort: the callers' shapes stay unknown
+        return model, None
+    refusal = data_propagation_refusal(plain)
+    if refusal is not None:
+        return plain, refusal
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True), None
+    except Exception:
+        return plain, None
 
 
 def _partial_shape_of(type_proto: onnx.TypeProto) -> Optional[PartialShape]:
@@ -29,11 +122,7 @@ def _partial_shape_of(type_proto: onnx.TypeProto) -> Optional[PartialShape]:
 
 def partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
     """Tensor name -> shape with None for unknown or symbolic dims (a dynamic batch), None if the rank is unknown."""
-    model = graph_to_model(graph)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # best effort, as in static_shapes
-        inferred = model
+    inferred, _ = infer_shapes(graph_to_model(graph))
     shapes = {v.name: _partial_shape_of(v.type)
               for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
     for name, tensor in graph.tensors().items():

@@ -1267,3 +1267,64 @@ def test_tpu_check_refuses_an_npz_that_unpacks_too_large_before_unpacking(tmp_pa
     with pytest.raises(tpu_check.UsageError, match=r"input npz .*in\.npz unpacks to 192 bytes, over the 64 this tool reads"):
         tpu_check.make_inputs([("x", (4, 4), np.float32)], tmp_path / "in.npz")
     assert unpacked == []
+
+
+def _long_rank1_model(path: Path) -> Path:
+    """84 bytes: y = Concat(x) with x a 1-D input declared 2^31-1 long (nothing to fold, nothing stored)."""
+    graph = oh.make_graph([oh.make_node("Concat", ["x"], ["y"], axis=0)], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2**31 - 1])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2**31 - 1])])
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def _address_space_cap(limit: int):
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return cap
+
+
+def test_a_long_rank1_tensor_never_reaches_onnx_data_propagation(tmp_path):
+    """Found by adv6 (s20): ONNX's data propagation (infer_shapes(data_prop=True), run for every pass that asks
+    for shapes, for fold-constants' and simplify's size checks, and by onnxsim) writes out each rank-1 tensor a
+    Concat, Slice, Gather, Cast, Add ... reads as a list of dims, ~150 bytes an element: this 84-byte model
+    took 7 GB and ran on past its 120 s timeout (SIGTERM waits for the C++ call) under 'ulimit -v 8000000',
+    all memory without one. Now data propagation runs only where plain inference sizes every rank-1 tensor
+    and they hold 2^22 elements all together (passes.static_shapes.infer_shapes); onnxsim is skipped with a
+    note. The cpu pipeline's passes run here, under a 6 GB address-space cap."""
+    model = _long_rank1_model(tmp_path / "long.onnx")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "cpu", "-o",
+                             str(tmp_path / "out.onnx"), "--verify", "none"], capture_output=True, text=True,
+                            cwd=REPO, timeout=300, preexec_fn=_address_space_cap(6 << 30))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 120
+    assert "onnxsim skipped: rank-1 tensors hold 4,294,967,294 elements (> 4,194,304; 'x' 2,147,483,647)" in result.stderr
+    assert (tmp_path / "out.onnx").is_file()
+
+
+def test_data_propagation_still_sizes_ordinary_shape_arithmetic():
+    """The bound of the test above leaves data propagation to models whose rank-1 tensors are small: a
+    Reshape to Concat(Shape(x)[0:1], [-1]) is sized (2, 12) through it, and not without it."""
+    from passes.static_shapes import infer_shapes
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3, 4] x) => (float[?, ?] y) {
+        s = Shape(x)  zero = Constant<value = int64[1] {0}>()  one = Constant<value = int64[1] {1}>()
+        b = Slice(s, zero, one)  rest = Constant<value = int64[1] {-1}>()  t = Concat<axis = 0>(b, rest)
+        y = Reshape(x, t) }""")
+    inferred, refusal = infer_shapes(model)
+    assert refusal is None
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [2, 12]
+    unknown = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3, 4] x) => (int64[?] y) { s = Shape(x)  zero = Constant<value = int64[1] {0}>()
+        one = Constant<value = int64[1] {1}>()  b = Slice(s, zero, one)  r = ConstantOfShape(b)  y = Cast<to = 7>(r) }""")
+    assert "rank-1 tensor 'b'" not in str(infer_shapes(unknown)[1])
+    assert infer_shapes(unknown)[1] == "rank-1 tensor 'r' has a size only data propagation would find"
+    # the TorchScript exporter's Shape of a value of unknown rank (opset 12 exports of VMamba): small, propagated
+    unknown_rank = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3, 4] x, int64[?] t) => (float[?, ?] y) { r = Reshape(x, t)  s = Shape(r)
+        zero = Constant<value = int64[1] {0}>()  one = Constant<value = int64[1] {1}>()  b = Slice(s, zero, one)
+        rest = Constant<value = int64[1] {-1}>()  u = Concat<axis = 0>(b, rest)  y = Reshape(x, u) }""")
+    assert infer_shapes(unknown_rank)[1] is None
