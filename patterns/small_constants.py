@@ -5,8 +5,9 @@ The TorchScript exporter leaves index and shape arithmetic in the graph where a 
 Unsqueeze and Concat of constants, and an update shaped by Shape(Gather(out, t)) of the buffer
 written the step before. `small_value` evaluates such a subgraph where every leaf is a constant or a
 tensor given in `bound` (a stand-in of known shape: the values a Shape reads do not matter), for a
-closed set of ops, and gives up (None) on anything else or on a tensor of more than MAX_ELEMENTS (checked
-before the ops that can make more than they read allocate anything).
+closed set of ops, and gives up (None) on anything else, on a tensor of more than MAX_ELEMENTS (checked
+before the ops that can make more than they read allocate anything) or once the values it holds pass
+MAX_HELD_ELEMENTS all together (a Concat of a thousand ConstantOfShapes of MAX_ELEMENTS each).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import onnx_graphsurgeon as gs
 from patterns.graph_query import constant_value, node_axes, producer
 
 MAX_ELEMENTS = 1 << 22   # 4M: a stand-in buffer (1, L, d) of a large model and one step of it
+MAX_HELD_ELEMENTS = 2 * MAX_ELEMENTS   # every value one evaluation computes, together
 MAX_DEPTH = 32
 
 EVALUATED_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Expand",
@@ -47,6 +49,8 @@ def _elements_made(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> int:
         return x.size // max(x.shape[axis], 1) * inputs[1].size if x.ndim else 0
     if op in ("Mul", "Add", "Sub", "Equal", "Where"):
         return math.prod(np.broadcast_shapes(*(v.shape for v in inputs)))
+    if op == "Concat":   # a thousand inputs, each within MAX_ELEMENTS, or one a thousand times
+        return sum(v.size for v in inputs)
     return 0
 
 
@@ -110,40 +114,49 @@ def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.
     return None
 
 
-def small_value(tensor: Optional[gs.Tensor], bound: Optional[dict] = None, _memo: Optional[dict] = None,
-                _depth: int = 0) -> Optional[np.ndarray]:
+class _Evaluation:
+    """The values computed so far (by id of the tensor) and how many elements they hold."""
+
+    def __init__(self, bound: dict) -> None:
+        self.bound, self.values, self.held = bound, {}, 0
+
+
+def small_value(tensor: Optional[gs.Tensor], bound: Optional[dict] = None) -> Optional[np.ndarray]:
     """The value of `tensor`, computed from constants (and the stand-ins in `bound`, keyed by id of the
     tensor) through EVALUATED_OPS, or None."""
+    return _value(tensor, _Evaluation(bound or {}), 0)
+
+
+def _value(tensor: Optional[gs.Tensor], evaluation: _Evaluation, depth: int) -> Optional[np.ndarray]:
     if tensor is None:
         return None
-    bound = bound or {}
-    memo = {} if _memo is None else _memo
-    if id(tensor) in bound:
-        return bound[id(tensor)]
-    if id(tensor) in memo:
-        return memo[id(tensor)]
+    if id(tensor) in evaluation.bound:
+        return evaluation.bound[id(tensor)]
+    if id(tensor) in evaluation.values:
+        return evaluation.values[id(tensor)]
     value = constant_value(tensor)
     node = producer(tensor)
-    if value is None and node is not None and node.op in EVALUATED_OPS and _depth < MAX_DEPTH:
+    if value is None and node is not None and node.op in EVALUATED_OPS and depth < MAX_DEPTH:
         inputs = []
         for position, item in enumerate(node.inputs):
             if item is None or not item.name:
                 inputs.append(None)
                 continue
-            known = small_value(item, bound, memo, _depth + 1)
+            known = _value(item, evaluation, depth + 1)
             if known is None and not (node.op == "Shape" and position == 0):
                 break
             inputs.append(known)
         else:
             if node.op == "Shape" and inputs[0] is None:
                 value = None
-            else:
+            elif evaluation.held <= MAX_HELD_ELEMENTS:
                 try:
                     with np.errstate(all="ignore"):
                         value = _evaluate(node, inputs)
                 except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError):
                     value = None
-    if value is not None and value.size > MAX_ELEMENTS:
+                evaluation.held += 0 if value is None else value.size
+    if value is not None and (value.size > MAX_ELEMENTS or evaluation.held > MAX_HELD_ELEMENTS):
         value = None
-    memo[id(tensor)] = value
+    evaluation.values[id(tensor)] = value
     return value

@@ -210,6 +210,37 @@ def test_index_arithmetic_that_would_be_huge_is_not_evaluated(op):
     assert small_value(out) is None
 
 
+@pytest.mark.parametrize("distinct", [False, True])
+def test_index_arithmetic_never_holds_more_than_its_cap_all_together(distinct):
+    """Found by adv6 (s20): a Concat was not sized before it was evaluated, nor were the values of one evaluation
+    summed: ScatterND indices made by a Concat of 48 ConstantOfShapes of 2^22 int64 (a 1 KB model) held 1.5 GB
+    for 35 s in reroll-scans (and all memory with more of them). Now a Concat's size is checked first and one
+    evaluation holds at most MAX_HELD_ELEMENTS (2^23) computed elements: 16 inputs here, the same one or 16
+    ConstantOfShapes, stop within ~100 MB (they took 0.5 and 1 GB)."""
+    import tracemalloc
+
+    import onnx_graphsurgeon as gs
+    from patterns.small_constants import small_value
+
+    size = gs.Constant("size", np.array([1 << 22], np.int64))
+    fill = gs.Constant("fill", np.array([1], np.int64))
+    nodes, pieces = [], []
+    for index in range(16 if distinct else 1):
+        piece = gs.Variable(f"piece{index}")
+        nodes.append(gs.Node("ConstantOfShape", inputs=[size], outputs=[piece], attrs={"value": fill}))
+        pieces.append(piece)
+    out = gs.Variable("out")
+    nodes.append(gs.Node("Concat", inputs=pieces if distinct else pieces * 16, outputs=[out], attrs={"axis": 0}))
+    gs.Graph(nodes=nodes, outputs=[out])
+    tracemalloc.start()
+    try:
+        assert small_value(out) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 << 20
+
+
 @pytest.mark.parametrize("op", ["ScatterND", "ScatterElements"])
 def test_writes_into_a_buffer_of_a_hostile_declared_shape_are_looked_at_without_allocating(op):
     """A graph input declared (2^40, 2^40): no grid of its rows nor stand-in of it is built; nothing matches."""
