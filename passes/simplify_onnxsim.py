@@ -10,7 +10,10 @@ which it runs, would be unbounded (passes.static_shapes.infer_shapes).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
+import sys
 from collections import Counter
 
 import onnx_graphsurgeon as gs
@@ -23,6 +26,27 @@ from passes.registry import register_pass
 from passes.static_shapes import infer_shapes
 
 
+@contextlib.contextmanager
+def _terminal_closed():
+    """File descriptors 1 and 2 lead nowhere meanwhile: onnxsim writes what fails to fold there, past
+    sys.stderr, with the node's name as the model has it (ONNX Runtime's error log in ANSI colours, its
+    own 'WARNING: failed to run ... (name is "...")' and a traceback): a name could clear the screen
+    or forge an 'error:' line. What it had to say is in its result (or its exception)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as nowhere:
+            os.dup2(nowhere.fileno(), 1)
+            os.dup2(nowhere.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
+
+
 def _run_onnxsim(model):
     import onnxsim  # imported late: it is a large module and only this pass needs it
 
@@ -30,7 +54,8 @@ def _run_onnxsim(model):
     parameters = inspect.signature(onnxsim.simplify).parameters
     if "certify" in parameters:
         kwargs["certify"] = False  # the Z3 proof is slow and not what we ask for here
-    return onnxsim.simplify(model, **kwargs)
+    with _terminal_closed():
+        return onnxsim.simplify(model, **kwargs)
 
 
 @register_pass

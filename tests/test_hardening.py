@@ -1328,3 +1328,28 @@ def test_data_propagation_still_sizes_ordinary_shape_arithmetic():
         zero = Constant<value = int64[1] {0}>()  one = Constant<value = int64[1] {1}>()  b = Slice(s, zero, one)
         rest = Constant<value = int64[1] {-1}>()  u = Concat<axis = 0>(b, rest)  y = Reshape(x, u) }""")
     assert infer_shapes(unknown_rank)[1] is None
+
+
+def test_onnxsim_prints_nothing_from_the_model_on_the_terminal(tmp_path):
+    """Found by adv6 (s20): onnxsim (simplify, in every pipeline) runs each node it can fold in ONNX Runtime and
+    writes what fails straight to file descriptor 2: ONNX Runtime's error log in ANSI colours and its own
+    'WARNING: failed to run "Range" op (name is "...")' with a Python traceback, the node's name as the model
+    has it, so a Range of step 0 named '\\x1b[2J...\\nerror: forged line' cleared the screen and forged an error
+    line (exit 0). Now onnxsim runs with descriptors 1 and 2 closed to it; the run's own lines stay."""
+    evil = "\x1b[2J\x1b[31mEVIL\nerror: forged line"
+    graph = oh.make_graph([oh.make_node("Range", ["z", "ten", "z"], ["r"], name=evil),
+                           oh.make_node("ReduceSum", ["r"], ["s"], keepdims=0),
+                           oh.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT), oh.make_node("Add", ["x", "sf"], ["y"])],
+                          "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                          [numpy_helper.from_array(np.array(0, np.int64), "z"),
+                           numpy_helper.from_array(np.array(10, np.int64), "ten")])
+    model = tmp_path / "range.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), model)
+    result = subprocess.run([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "seed", "-o",
+                             str(tmp_path / "out.onnx"), "--verify", "none"], capture_output=True, text=True, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stream in (result.stdout, result.stderr):
+        assert "\x1b" not in stream and "forged" not in stream and "Traceback" not in stream
+    assert "wrote" in result.stdout and (tmp_path / "out.onnx").is_file()
