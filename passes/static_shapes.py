@@ -122,13 +122,18 @@ def _partial_shape_of(type_proto: onnx.TypeProto) -> Optional[PartialShape]:
 
 def partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
     """Tensor name -> shape with None for unknown or symbolic dims (a dynamic batch), None if the rank is unknown."""
-    inferred, _ = infer_shapes(graph_to_model(graph))
+    return _partial_shapes(graph)[0]
+
+
+def _partial_shapes(graph: gs.Graph) -> tuple[dict[str, Optional[PartialShape]], Optional[str]]:
+    """`partial_shapes`, and why data propagation was left out (infer_shapes), or None."""
+    inferred, refusal = infer_shapes(graph_to_model(graph))
     shapes = {v.name: _partial_shape_of(v.type)
               for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
     for name, tensor in graph.tensors().items():
         if isinstance(tensor, gs.Constant):
             shapes[name] = tuple(int(d) for d in tensor.shape)
-    return shapes
+    return shapes, refusal
 
 
 def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
@@ -199,8 +204,12 @@ def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]
     through Shape/Slice/Concat arithmetic that ONNX's own inference gives up on (transformers'
     Mamba slices its projections with bounds computed from Shape, so its sequence axis was unknown
     to ONNX inference; ORT's tool gives 1024). A dimension it can only name stays None. Falls back
-    to `partial_shapes` where the tool fails."""
-    shapes = partial_shapes(graph)
+    to `partial_shapes` where the tool fails, and where ONNX's data propagation is unbounded: the tool
+    keeps the value of every int64 tensor it can compute as Python numbers (a Concat of 8 ConstantOfShapes
+    of 2^22 held ~1 GB)."""
+    shapes, refusal = _partial_shapes(graph)
+    if refusal is not None:
+        return shapes
     inferred = _symbolic_inference(graph_to_model(graph))
     if inferred is None:
         return shapes

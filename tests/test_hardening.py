@@ -1353,3 +1353,34 @@ def test_onnxsim_prints_nothing_from_the_model_on_the_terminal(tmp_path):
     for stream in (result.stdout, result.stderr):
         assert "\x1b" not in stream and "forged" not in stream and "Traceback" not in stream
     assert "wrote" in result.stdout and (tmp_path / "out.onnx").is_file()
+
+
+def test_onnx_runtime_symbolic_inference_is_not_run_where_data_propagation_is_not():
+    """Found by adv6 (s20): ONNX Runtime's symbolic shape inference (passes asking for 'symbolic' shapes:
+    unit-axes-to-reshape, expand-to-broadcast, slice-reverse-to-gather, reroll-scans' wider forms) keeps the
+    value of every int64 tensor it can compute as Python numbers: a Concat of 8 ConstantOfShapes of 2^22
+    (a few hundred bytes of model) held ~1 GB, a Concat of 200 would hold all memory. It runs only where
+    ONNX's data propagation is bounded (passes.static_shapes.infer_shapes); the ONNX-inferred shapes stand
+    otherwise."""
+    import tracemalloc
+
+    import onnx_graphsurgeon as gs
+    from passes.static_shapes import symbolic_partial_shapes
+
+    nodes = [oh.make_node("ConstantOfShape", ["size"], [f"piece{i}"],
+                          value=numpy_helper.from_array(np.array([1], np.int64))) for i in range(8)]
+    nodes += [oh.make_node("Concat", [f"piece{i}" for i in range(8)], ["big"], axis=0),
+              oh.make_node("Shape", ["big"], ["n"]), oh.make_node("Transpose", ["x"], ["y"], perm=[1, 0])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           oh.make_tensor_value_info("n", TensorProto.INT64, None)],
+                          [numpy_helper.from_array(np.array([1 << 22], np.int64), "size")])
+    model = gs.import_onnx(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    tracemalloc.start()
+    try:
+        shapes = symbolic_partial_shapes(model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shapes["y"] == (3, 1) and shapes["big"] == (1 << 25,)
+    assert peak < 100 << 20
