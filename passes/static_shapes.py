@@ -51,12 +51,15 @@ def _shapes_and_producers(graph: onnx.GraphProto) -> tuple[dict, dict]:
     return shapes, producers
 
 
-def _from_shapes_only(name: str, shapes: dict, producers: dict) -> bool:
+def _from_shapes_only(name: str, shapes: dict, producers: dict, bounded: set) -> bool:
     """A rank-1 value of unknown size computed from Shapes, graph inputs and values of known shape through
-    _NO_LARGER_THAN_INPUTS, walked without recursion (a hostile chain may be long)."""
+    _NO_LARGER_THAN_INPUTS, walked without recursion (a hostile chain may be long) and not past the values
+    found so before (`bounded`, which this call adds to: a walk per value of a long chain was quadratic)."""
     stack, seen = [name], {name}
     while stack:
         item = stack.pop()
+        if item in bounded:
+            continue
         if item not in producers:   # a value of the outer graph
             return False
         node = producers[item]
@@ -66,15 +69,16 @@ def _from_shapes_only(name: str, shapes: dict, producers: dict) -> bool:
             return False
         if node.op_type == "Shape":
             continue
-        for item in node.input:
-            shape = shapes.get(item)
-            if not item or (shape is not None and None not in shape):
+        for source in node.input:
+            shape = shapes.get(source)
+            if not source or (shape is not None and None not in shape):
                 continue
             if shape is None or len(shape) != 1:
                 return False
-            if item not in seen:
-                seen.add(item)
-                stack.append(item)
+            if source not in seen:
+                seen.add(source)
+                stack.append(source)
+    bounded |= seen
     return True
 
 
@@ -83,10 +87,11 @@ def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
     sizes: dict[str, int] = {}
     for graph in all_graphs(model.graph):
         shapes, producers = _shapes_and_producers(graph)
+        bounded: set = set()
         for name, shape in shapes.items():
             if shape is None or len(shape) != 1:
                 continue
-            if shape[0] is None and not _from_shapes_only(name, shapes, producers):
+            if shape[0] is None and not _from_shapes_only(name, shapes, producers, bounded):
                 return f"rank-1 tensor '{printable(name)}' has a size only data propagation would find"
             sizes[name] = shape[0] or 0
     total = sum(sizes.values())
