@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from passes.base import PassContext, PassResult
 
@@ -54,6 +54,30 @@ def transpose_model(in_shape, perm, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", dtype, in_shape)],
         [helper.make_tensor_value_info("y", dtype, out_shape)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def gated_rnn_steps(length: int, batch: int, width: int, unsqueeze: bool = True
+                    ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The unrolled loop h_t = a[:, t] * h_{t-1} + b[:, t], h_{-1} = 0 (a gated RNN: RecurrentGemma's RG-LRU),
+    step by step as an exporter writes it: Gather a and b at step t (axis 1), Mul by the state, Add. The state
+    is (batch, width), "h_init" then "h{t}"; with ``unsqueeze`` each step also makes "u{t}" = Unsqueeze(h{t}, 1),
+    the slice to stack or write into a buffer. Returns the nodes and their initializers ("h_init", "t{t}" and,
+    with ``unsqueeze``, "axis1"); the graph inputs "a" and "b", (batch, length, width), are the caller's."""
+    nodes = []
+    inits = [numpy_helper.from_array(np.zeros((batch, width), np.float32), "h_init")]
+    if unsqueeze:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    state = "h_init"
+    for t in range(length):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
+        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
+                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
+                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
+                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"])]
+        if unsqueeze:
+            nodes.append(helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"]))
+        state = f"h{t}"
+    return nodes, inits
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:

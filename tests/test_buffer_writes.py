@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.reroll_scans import RerollScans
-from scan_testing import apply_pass, op_histogram, rel_l2, run
+from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
 
 B, L, D = 2, 5, 3
 
@@ -20,18 +20,8 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
     `order` (step indices); `leak`: the buffer after the first write is a graph output too."""
     order = list(range(L)) if order is None else order
     positions = list(range(L)) if positions is None else positions
-    nodes, inits = [], [numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
-                        numpy_helper.from_array(np.full((B, L, D), fill, np.float32), "buffer"),
-                        numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    state = "h_init"
-    for t in range(L):
-        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
-        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
-                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
-                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
-                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"]),
-                  helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"])]
-        state = f"h{t}"
+    nodes, inits = gated_rnn_steps(L, B, D)
+    inits.append(numpy_helper.from_array(np.full((B, L, D), fill, np.float32), "buffer"))
     buffer = "buffer"
     if made:   # torch.zeros(B, L, D) as the exporter may write it: ConstantOfShape of a shape made from constants
         inits.append(numpy_helper.from_array(np.array([B, L], np.int64), "lead"))
@@ -116,21 +106,14 @@ def _nd_writes_model(computed_indices=True, batch_order=None, data_read=False, o
     after, as TorchScript traces `out[:, t] = h`. `batch_order`: the rows' b in that order; `data_read`: an
     intermediate buffer is also summed into the output."""
     batch_order = list(range(B)) if batch_order is None else batch_order
-    nodes = []
-    inits = [numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
-             numpy_helper.from_array(np.zeros((B, L, D), np.float32), "buffer"),
-             numpy_helper.from_array(np.array([B, D], np.int64), "shape0"),
-             numpy_helper.from_array(np.array([B], np.int64), "rows"),
-             numpy_helper.from_array(np.array([-1], np.int64), "last"),
-             numpy_helper.from_array(np.array(batch_order, np.int64), "b_range")]
-    state, buffer = "h_init", "buffer"
+    nodes, inits = gated_rnn_steps(L, B, D, unsqueeze=False)
+    inits += [numpy_helper.from_array(np.zeros((B, L, D), np.float32), "buffer"),
+              numpy_helper.from_array(np.array([B, D], np.int64), "shape0"),
+              numpy_helper.from_array(np.array([B], np.int64), "rows"),
+              numpy_helper.from_array(np.array([-1], np.int64), "last"),
+              numpy_helper.from_array(np.array(batch_order, np.int64), "b_range")]
+    buffer = "buffer"
     for t in range(L):
-        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
-        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
-                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
-                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
-                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"])]
-        state = f"h{t}"
         if t == 0:
             shape = "shape0"
         else:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from passes.reroll_scans import RerollScans
-from scan_testing import apply_pass, op_histogram, rel_l2, run
+from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
 from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
 
 # float32 chunked scans vs a float64 sequential scan on Mamba-like decays.
@@ -853,22 +853,10 @@ def long_scan():
 def _gated_rnn_model(batch=2, length=6, width=4) -> onnx.ModelProto:
     """h_t = a[:, t] * h_{t-1} + b[:, t] with a state of (batch, width) (a gated RNN, RecurrentGemma's RG-LRU):
     decays (batch, L, width), channels last and no state axis; a is a graph input (any sign)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    nodes = []
-    inits = [numpy_helper.from_array(np.zeros((batch, width), np.float32), "h_init"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    state, pieces = "h_init", []
-    for t in range(length):
-        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{t}"))
-        nodes += [helper.make_node("Gather", ["a", f"t{t}"], [f"a{t}"], axis=1),
-                  helper.make_node("Gather", ["b", f"t{t}"], [f"b{t}"], axis=1),
-                  helper.make_node("Mul", [f"a{t}", state], [f"m{t}"]),
-                  helper.make_node("Add", [f"m{t}", f"b{t}"], [f"h{t}"]),
-                  helper.make_node("Unsqueeze", [f"h{t}", "axis1"], [f"u{t}"])]
-        state = f"h{t}"
-        pieces.append(f"u{t}")
-    nodes.append(helper.make_node("Concat", pieces, ["out"], axis=1))
+    nodes, inits = gated_rnn_steps(length, batch, width)
+    nodes.append(helper.make_node("Concat", [f"u{t}" for t in range(length)], ["out"], axis=1))
     info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, length, width]) for n in ("a", "b", "out")]
     graph = helper.make_graph(nodes, "gated_rnn", info[:2], info[2:], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
