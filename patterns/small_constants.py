@@ -36,6 +36,17 @@ def _ints(array: np.ndarray) -> list[int]:
     return [int(v) for v in np.asarray(array).reshape(-1)]
 
 
+def _onnx_slice(start: int, end: int, step: int, size: int) -> slice:
+    """ONNX Slice's bounds on an axis of `size` as a Python slice: negative bounds count from the end, then
+    start and end are clamped to [0, size] (step > 0) or to [0, size - 1] and [-1, size - 1] (step < 0), -1
+    meaning before the first element, which a Python slice can only say as None."""
+    start, end = (start + size if start < 0 else start), (end + size if end < 0 else end)
+    if step > 0:
+        return slice(min(max(start, 0), size), min(max(end, 0), size), step)
+    end = min(max(end, -1), size - 1)
+    return slice(min(max(start, 0), size - 1), None if end < 0 else end, step)
+
+
 def _elements_made(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> int:
     """How many elements `node` would make from `inputs`, for the ops that can make more than they read
     (a hostile ConstantOfShape of (2^20, 2^20) asks for 4 TiB): checked before anything is allocated."""
@@ -78,7 +89,7 @@ def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.
         steps = _ints(inputs[4]) if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
         index = [slice(None)] * x.ndim
         for start, end, axis, step in zip(starts, ends, axes, steps):
-            index[axis] = slice(*slice(start, end, step).indices(x.shape[axis]))
+            index[axis] = _onnx_slice(start, end, step, x.shape[axis])
         return x[tuple(index)]
     if op == "Concat":
         return np.concatenate(inputs, axis=int(attrs["axis"]))

@@ -1,0 +1,166 @@
+"""patterns/small_constants.py: index and shape arithmetic evaluated in numpy from constants only.
+
+Each op is checked against ONNX Runtime on the spellings the exporters write and the
+corners they may (negative axes and indices, clamped Shape and Slice bounds, negative steps, a 0 in
+a Reshape target, default attributes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+from patterns.small_constants import small_value
+from scan_testing import run
+
+# Every case: ONNX text of a graph with no inputs (every leaf an initializer), the outputs to evaluate.
+CASES = {
+    "shape": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[4] all, int64[2] middle, int64[2] last_two, int64[4] clamped, int64[0] empty, int64[1] one)
+            <float[2,3,4,5] x = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}> {
+            all = Shape(x)
+            middle = Shape<start = 1, end = -1>(x)
+            last_two = Shape<start = -2>(x)
+            clamped = Shape<start = -10, end = 10>(x)
+            empty = Shape<start = 3, end = 1>(x)
+            one = Shape<start = 0, end = 1>(x)
+        }""",
+    "gather": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[3,2] columns, int64[4] row, int64[3] last_column, int64[2,2,4] rows)
+            <int64[3,4] data = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23}, int64[2] pick = {-1, 0},
+             int64 two = {2}, int64 minus_one = {-1}, int64[2,2] grid = {0, 2, 1, -1}> {
+            columns = Gather<axis = 1>(data, pick)
+            row = Gather(data, two)
+            last_column = Gather<axis = -1>(data, minus_one)
+            rows = Gather<axis = 0>(data, grid)
+        }""",
+    "slice": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[4,3] backwards, int64[2,4] defaults, int64[4,2] last_axis, int64[4,6] flipped,
+                 int64[1,6] first_row, int64[4,0] nothing)
+            <int64[4,6] data = {0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 25,
+                                30, 31, 32, 33, 34, 35},
+             int64[1] from_end = {-1}, int64[1] before_start = {-100}, int64[1] axis1 = {1}, int64[1] minus_two = {-2},
+             int64[2] starts = {1, 2}, int64[2] ends = {3, 9223372036854775807}, int64[1] minus_one = {-1},
+             int64[1] four = {4}, int64[1] axis0 = {0}, int64[1] lowest = {-9223372036854775807},
+             int64[1] below_start = {-10}, int64[1] zero = {0}, int64[1] two = {2}> {
+            backwards = Slice(data, from_end, before_start, axis1, minus_two)
+            defaults = Slice(data, starts, ends)
+            last_axis = Slice(data, four, from_end, minus_one)
+            flipped = Slice(data, from_end, lowest, axis1, minus_one)
+            first_row = Slice(data, below_start, lowest, axis0, minus_one)
+            nothing = Slice(data, zero, two, axis1, minus_one)
+        }""",
+    "concat-unsqueeze-squeeze": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[2,3] joined, int64[1,2,1] around, int64[2] squeezed_all, int64[1,2] squeezed_one)
+            <int64[2,1] left = {1, 2}, int64[2,2] right = {3, 4, 5, 6}, int64[2] ends = {-1, 0},
+             int64[1,2,1] boxed = {7, 8}, int64[1] minus_one = {-1}, int64[2] pair = {7, 8}> {
+            joined = Concat<axis = -1>(left, right)
+            around = Unsqueeze(pair, ends)
+            squeezed_all = Squeeze(boxed)
+            squeezed_one = Squeeze(boxed, minus_one)
+        }""",
+    "unsqueeze-attribute": """
+        <ir_version: 7, opset_import: ["" : 11]>
+        g () => (int64[2,1,1] twice, int64[2] back)
+            <int64[2] pair = {7, 8}, int64[1,2,1] boxed = {7, 8}> {
+            twice = Unsqueeze<axes = [1, -1]>(pair)
+            back = Squeeze<axes = [0, -1]>(boxed)
+        }""",
+    "reshape-expand": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[3,2] kept, int64[0,3] zero_size, int64[2,3,4] widened, int64[3,2] ones)
+            <int64[2,3] data = {1, 2, 3, 4, 5, 6}, int64[2] keep_first = {0, -1}, int64[2] by_zero = {0, 3},
+             int64[3,1] column = {1, 2, 3}, int64[3] to = {2, 1, 4}, int64[1] one = {5}, int64[2] three_two = {3, 2},
+             int64[0,2] nothing = {}, int64[2] as_is = {2, 3}> {
+            flat = Reshape(data, keep_first)
+            kept = Reshape(flat, three_two)
+            empty = Reshape<allowzero = 1>(nothing, by_zero)
+            zero_size = Identity(empty)
+            widened = Expand(column, to)
+            ones = Expand(one, three_two)
+        }""",
+    "constant-of-shape": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[2,3] sevens, float[3] zeros, int64[0,3] none)
+            <int64[2] two_three = {2, 3}, int64[1] three = {3}, int64[2] zero_three = {0, 3}> {
+            sevens = ConstantOfShape<value = int64[1] {7}>(two_three)
+            zeros = ConstantOfShape(three)
+            none = ConstantOfShape<value = int64[1] {7}>(zero_three)
+        }""",
+    "arithmetic": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[2,3] product, int64[2,3] total, int64[2,3] difference, bool[2,3] same, int64[2,3] picked,
+                 int32[3] narrow, float[3] real, int64[3,2] swapped, int64[2,3] back, int64[2] copied)
+            <int64[2,1] column = {2, 3}, int64[3] row = {3, 4, 5}, bool[3] mask = {1, 0, 1}, int64 minus = {-1},
+             int64[2,3] block = {1, 2, 3, 4, 5, 6}> {
+            product = Mul(column, row)
+            total = Add(column, row)
+            difference = Sub(row, column)
+            same = Equal(column, row)
+            picked = Where(mask, product, minus)
+            narrow = Cast<to = 6>(row)
+            real = Cast<to = 1>(row)
+            swapped = Transpose<perm = [1, 0]>(block)
+            reversed = Transpose(block)
+            back = Transpose(reversed)
+            copied = Identity(column_flat)
+            column_flat = Squeeze(column)
+        }""",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_op_evaluates_as_onnx_does(case):
+    """Before: a Slice of negative step that reaches element 0 (a flip's spelling: start -1, end -2^63 + 1,
+    step -1) was empty, its Python bounds (5, -1, -2) read again as a slice, -1 the last element."""
+    model = onnx.parser.parse_model(CASES[case])
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    model = gs.export_onnx(graph)
+    expected = run(model, {})
+    tensors = graph.tensors()
+    for output, want in zip(model.graph.output, expected):
+        got = small_value(tensors[output.name])
+        assert got is not None, output.name
+        assert got.dtype == want.dtype and got.shape == want.shape, (output.name, got, want)
+        np.testing.assert_array_equal(got, want, err_msg=output.name)
+
+
+def test_a_shape_reads_a_stand_in_of_the_tensor_and_nothing_else():
+    """Shape(x) of a graph input: its stand-in's shape when one is bound, else None; Shape(x)'s consumers
+    too (a Gather of it): the stand-in's values are never read."""
+    x = gs.Variable("x", np.float32, [2, 3, 4])
+    dims = gs.Variable("dims")
+    second = gs.Variable("second")
+    gs.Graph(nodes=[gs.Node("Shape", inputs=[x], outputs=[dims]),
+                    gs.Node("Gather", inputs=[dims, gs.Constant("one", np.array(1, np.int64))], outputs=[second])],
+             inputs=[x], outputs=[second])
+    assert small_value(second) is None
+    stand_in = np.broadcast_to(np.zeros((), np.float32), (2, 3, 4))
+    assert small_value(second, {id(x): stand_in}).tolist() == 3
+    np.testing.assert_array_equal(small_value(dims, {id(x): stand_in}), [2, 3, 4])
+
+
+def test_an_input_that_is_not_known_gives_none():
+    """Any op but Shape needs the values of all its inputs: Add(constant, graph input) is None, and so is an
+    op outside EVALUATED_OPS (Div) of two constants."""
+    x = gs.Variable("x", np.int64, [2])
+    added, divided = gs.Variable("added"), gs.Variable("divided")
+    two = gs.Constant("two", np.array([2, 2], np.int64))
+    gs.Graph(nodes=[gs.Node("Add", inputs=[two, x], outputs=[added]),
+                    gs.Node("Div", inputs=[two, two], outputs=[divided])], inputs=[x], outputs=[added, divided])
+    assert small_value(added) is None
+    assert small_value(divided) is None
+    assert small_value(None) is None
