@@ -15,9 +15,10 @@ B, L, D = 2, 5, 3
 
 
 def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17,
-                  made=False) -> onnx.ModelProto:
+                  made="") -> onnx.ModelProto:
     """h_t = a[:, t] * h_{t-1} + b[:, t] (h_{-1} = 0), each h_t written to out[:, positions[t]], the writes in
-    `order` (step indices); `leak`: the buffer after the first write is a graph output too."""
+    `order` (step indices); `leak`: the buffer after the first write is a graph output too; `made`: the buffer
+    is ConstantOfShape of a shape made from constants ("constants") or read from the input a ("input")."""
     order = list(range(L)) if order is None else order
     positions = list(range(L)) if positions is None else positions
     nodes, inits = gated_rnn_steps(L, B, D)
@@ -26,7 +27,8 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
     if made:   # torch.zeros(B, L, D) as the exporter may write it: ConstantOfShape of a shape made from constants
         inits.append(numpy_helper.from_array(np.array([B, L], np.int64), "lead"))
         inits.append(numpy_helper.from_array(np.array([D], np.int64), "tail"))
-        nodes += [helper.make_node("Concat", ["lead", "tail"], ["zeros_shape"], axis=0),
+        nodes += [helper.make_node("Concat", ["lead", "tail"], ["zeros_shape"], axis=0) if made == "constants"
+                  else helper.make_node("Shape", ["a"], ["zeros_shape"]),
                   helper.make_node("ConstantOfShape", ["zeros_shape"], ["made"],
                                    value=numpy_helper.from_array(np.array([fill], np.float32)))]
         buffer = "made"
@@ -76,10 +78,19 @@ def test_a_scan_written_into_a_buffer_step_by_step_is_rerolled(order, fill):
 def test_a_buffer_made_by_constantofshape_of_a_constant_shape_is_stacked_too():
     """Before: the buffer's shape was read from constants and recorded shapes only, so a ConstantOfShape's
     output (no recorded shape) gave no chain and 0 scans."""
-    out, result = apply_pass(_writes_model(made=True, fill=7.0), RerollScans(form="parallel", chunk=2))
+    out, result = apply_pass(_writes_model(made="constants", fill=7.0), RerollScans(form="parallel", chunk=2))
     assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     feeds = _feeds()
     assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+def test_a_buffer_made_by_constantofshape_of_a_shape_read_from_an_input_is_left_without_error():
+    """ConstantOfShape(Shape(a)): its shape is not computed from constants (nor inferred), so no chain and no
+    error (the sizes are checked for None before they are read: without that, AttributeError)."""
+    model = _writes_model(made="input", fill=7.0)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
 
 
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
