@@ -15,10 +15,11 @@ B, L, D = 2, 5, 3
 
 
 def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17,
-                  made="") -> onnx.ModelProto:
+                  made="", buffer_input=False, buffer_shape=(B, L, D)) -> onnx.ModelProto:
     """h_t = a[:, t] * h_{t-1} + b[:, t] (h_{-1} = 0), each h_t written to out[:, positions[t]], the writes in
     `order` (step indices); `leak`: the buffer after the first write is a graph output too; `made`: the buffer
-    is ConstantOfShape of a shape made from constants ("constants") or read from the input a ("input")."""
+    is ConstantOfShape of a shape made from constants ("constants") or read from the input a ("input");
+    `buffer_input`: the buffer is the graph input "buffer", declared `buffer_shape` (None: no shape)."""
     order = list(range(L)) if order is None else order
     positions = list(range(L)) if positions is None else positions
     nodes, inits = gated_rnn_steps(L, B, D)
@@ -41,8 +42,11 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])]
     if leak:
         outputs.append(helper.make_tensor_value_info("buf0", TensorProto.FLOAT, [B, L, D]))
-    graph = helper.make_graph(nodes, "writes", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D])
-                                                for n in ("a", "b")], outputs, inits)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D]) for n in ("a", "b")]
+    if buffer_input:
+        del inits[[init.name for init in inits].index("buffer")]
+        inputs.append(helper.make_tensor_value_info("buffer", TensorProto.FLOAT, buffer_shape))
+    graph = helper.make_graph(nodes, "writes", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
@@ -50,7 +54,8 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
 
 def _feeds():
     rng = np.random.default_rng(0)
-    return {"a": rng.uniform(-1, 1, (B, L, D)).astype(np.float32), "b": rng.normal(size=(B, L, D)).astype(np.float32)}
+    return {"a": rng.uniform(-1, 1, (B, L, D)).astype(np.float32), "b": rng.normal(size=(B, L, D)).astype(np.float32),
+            "buffer": np.full((B, L, D), 7.0, np.float32)}
 
 
 def _scan(feeds):
@@ -91,6 +96,30 @@ def test_a_buffer_made_by_constantofshape_of_a_shape_read_from_an_input_is_left_
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
     assert op_histogram(out) == op_histogram(model)
+
+
+def test_a_buffer_given_as_an_input_of_a_static_shape_is_stacked():
+    """The buffer's shape from its declaration (torch.zeros_like(x) of a traced x): stacked as from a constant."""
+    out, result = apply_pass(_writes_model(buffer_input=True), RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+def test_a_buffer_input_of_unknown_shape_is_left_without_error():
+    """A symbolic size, or no shape at all (a tensor no inference reached): the positions to write cannot be
+    counted, so no chain; the sizes are checked before int() reads them (a str or a missing shape raised
+    out of reroll-scans)."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    model = _writes_model(buffer_input=True, buffer_shape=("batch", L, D))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    graph = gs.import_onnx(model)
+    graph.tensors()["buffer"].shape = None
+    assert find_buffer_writes(graph) == []
 
 
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
