@@ -286,3 +286,54 @@ def test_writes_into_a_buffer_of_a_hostile_declared_shape_are_looked_at_without_
         current = out
     graph = gs.Graph(nodes=nodes, inputs=[buffer, update], outputs=[current])
     assert find_buffer_writes(graph) == []
+
+
+def _nd_chain_found(buffer_shape, indices, update_shape):
+    """find_buffer_writes on buffer -> ScatterND(., indices[0], u0) -> ScatterND(., indices[1], u1) -> ..,
+    the buffer and updates graph inputs; indices[k] a constant, or None for a graph input. Gives
+    (axis, update names by position) per chain found."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    buffer = gs.Variable("buffer", np.float32, list(buffer_shape))
+    inputs, nodes, current = [buffer], [], buffer
+    for k, index in enumerate(indices):
+        update = gs.Variable(f"u{k}", np.float32, list(update_shape))
+        if index is None:
+            index_tensor = gs.Variable(f"i{k}", np.int64, [buffer_shape[0], 2])
+            inputs.append(index_tensor)
+        else:
+            index_tensor = gs.Constant(f"i{k}", np.asarray(index, np.int64))
+        out = gs.Variable(f"w{k}", np.float32, list(buffer_shape))
+        nodes.append(gs.Node("ScatterND", inputs=[current, index_tensor, update], outputs=[out]))
+        inputs.append(update)
+        current = out
+    graph = gs.Graph(nodes=nodes, inputs=inputs, outputs=[current])
+    return [(found.axis, [piece.name for piece in found.pieces]) for found in find_buffer_writes(graph)]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("rows-on-axis-1", [(1, ["u0", "u1"])]),                 # out[:, t] = h, 3 rows (b, t) per write
+    ("negative-positions", [(1, ["u1", "u0"])]),             # out[:, -1] = h then out[:, -2] = h
+    ("whole-rows-on-axis-0", [(0, ["u1", "u0"])]),           # out[t] = h: one index (t,) per write
+    ("one-write-at-two-positions", []),
+    ("position-out-of-range", []),
+    ("indices-from-an-input", []),
+    ("hostile-rows-before-the-axis", []),
+])
+def test_scatternd_index_tuples_are_read_exactly(case, expected):
+    """The index tuples of each ScatterND, its axis and position: a buffer (3, 2, 4) written on axis 1 (index
+    tuples (b, t), b over 0..2 in order), or (2, 3, 4) on axis 0 (tuples (t,)); near-misses are no chain and
+    raise nothing: indices that are not constants, and a declared size of 2^46 rows before the axis (the
+    rows are counted before a grid of them is built: arange(2^46) would ask for 512 TiB)."""
+    rows = lambda t: [[b, t] for b in range(3)]   # noqa: E731
+    buffer_shape, update_shape, indices = {
+        "rows-on-axis-1": ((3, 2, 4), (3, 4), [rows(0), rows(1)]),
+        "negative-positions": ((3, 2, 4), (3, 4), [rows(-1), rows(-2)]),
+        "whole-rows-on-axis-0": ((2, 3, 4), (3, 4), [[1], [0]]),
+        "one-write-at-two-positions": ((3, 2, 4), (3, 4), [[[0, 0], [1, 1], [2, 0]], rows(1)]),
+        "position-out-of-range": ((3, 2, 4), (3, 4), [rows(0), rows(2)]),
+        "indices-from-an-input": ((3, 2, 4), (3, 4), [None, None]),
+        "hostile-rows-before-the-axis": ((1 << 46, 2), (1,), [[[0, 0]], [[0, 1]]]),
+    }[case]
+    assert _nd_chain_found(buffer_shape, indices, update_shape) == expected
