@@ -318,6 +318,7 @@ def _nd_chain_found(buffer_shape, indices, update_shape):
     ("whole-rows-on-axis-0", [(0, ["u1", "u0"])]),           # out[t] = h: one index (t,) per write
     ("one-write-at-two-positions", []),
     ("position-out-of-range", []),
+    ("a-single-write", []),                                  # nothing to stack: fewer than MIN_WRITES
     ("indices-from-an-input", []),
     ("hostile-rows-before-the-axis", []),
 ])
@@ -332,8 +333,10 @@ def test_scatternd_index_tuples_are_read_exactly(case, expected):
         "negative-positions": ((3, 2, 4), (3, 4), [rows(-1), rows(-2)]),
         "whole-rows-on-axis-0": ((2, 3, 4), (3, 4), [[1], [0]]),
         "one-write-at-two-positions": ((3, 2, 4), (3, 4), [[[0, 0], [1, 1], [2, 0]], rows(1)]),
-        "position-out-of-range": ((3, 2, 4), (3, 4), [rows(0), rows(2)]),
+        "position-out-of-range": ((3, 2, 4), (3, 4), [rows(0), rows(3)]),   # 3 % 2 would be the missing 1
         "indices-from-an-input": ((3, 2, 4), (3, 4), [None, None]),
+        "a-single-write": ((3, 1, 4), (3, 4), [rows(0)]),
         "hostile-rows-before-the-axis": ((1 << 46, 2), (1,), [[[0, 0]], [[0, 1]]]),
     }[case]
     assert _nd_chain_found(buffer_shape, indices, update_shape) == expected
+
