@@ -340,3 +340,38 @@ def test_scatternd_index_tuples_are_read_exactly(case, expected):
     }[case]
     assert _nd_chain_found(buffer_shape, indices, update_shape) == expected
 
+
+@pytest.mark.parametrize("case", ["slices", "expanded-buffer", "scalar-shape"])
+def test_only_scatters_write_and_only_constantofshape_lends_a_shape(case):
+    """Near-misses of a hostile graph, each no chain: Slice(Slice(x, [0], e), [1], e) has three inputs like a
+    write and starts that read like positions 0, 1 of x (2,); a buffer Expand([2, 3, 3], shape) of shape
+    (2, 5, 3) written at positions 0, 1, 2 of axis 1 (its first input is no shape: positions 3, 4 are
+    left as they were); ConstantOfShape of a scalar (not a 1-D shape) raises nothing."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    if case == "slices":
+        x = gs.Variable("x", np.float32, [2])
+        first, second = gs.Variable("first", np.float32, [2]), gs.Variable("second", np.float32, [1])
+        ends = gs.Constant("ends", np.array([2], np.int64))
+        nodes = [gs.Node("Slice", inputs=[x, gs.Constant("s0", np.array([0], np.int64)), ends], outputs=[first]),
+                 gs.Node("Slice", inputs=[first, gs.Constant("s1", np.array([1], np.int64)), ends], outputs=[second])]
+        graph = gs.Graph(nodes=nodes, inputs=[x], outputs=[second])
+    else:
+        if case == "expanded-buffer":
+            buffer = gs.Variable("buffer", np.int64, [2, 5, 3])
+            made = gs.Node("Expand", inputs=[gs.Constant("fill", np.array([2, 3, 3], np.int64)),
+                                             gs.Constant("to", np.array([2, 5, 3], np.int64))], outputs=[buffer])
+        else:
+            buffer = gs.Variable("buffer", np.int64, [2, 5, 3])
+            made = gs.Node("ConstantOfShape", inputs=[gs.Constant("size", np.array(5, np.int64))], outputs=[buffer])
+        nodes, current, updates = [made], buffer, []
+        for t in range(3):
+            update = gs.Variable(f"u{t}", np.int64, [2, 1, 3])
+            out = gs.Variable(f"w{t}", np.int64, [2, 5, 3])
+            nodes.append(gs.Node("ScatterElements", inputs=[current, gs.Constant(f"i{t}", np.full((2, 1, 3), t)),
+                                                            update], outputs=[out], attrs={"axis": 1}))
+            updates.append(update)
+            current = out
+        graph = gs.Graph(nodes=nodes, inputs=updates, outputs=[current])
+    assert find_buffer_writes(graph) == []
