@@ -319,6 +319,7 @@ def _nd_chain_found(buffer_shape, indices, update_shape):
     ("one-write-at-two-positions", []),
     ("position-out-of-range", []),
     ("a-single-write", []),                                  # nothing to stack: fewer than MIN_WRITES
+    ("position-equal-to-the-size", []),
     ("indices-from-an-input", []),
     ("hostile-rows-before-the-axis", []),
 ])
@@ -336,6 +337,7 @@ def test_scatternd_index_tuples_are_read_exactly(case, expected):
         "position-out-of-range": ((3, 2, 4), (3, 4), [rows(0), rows(3)]),   # 3 % 2 would be the missing 1
         "indices-from-an-input": ((3, 2, 4), (3, 4), [None, None]),
         "a-single-write": ((3, 1, 4), (3, 4), [rows(0)]),
+        "position-equal-to-the-size": ((3, 2, 4), (3, 4), [rows(2), rows(1)]),   # 2 % 2 would be the missing 0
         "hostile-rows-before-the-axis": ((1 << 46, 2), (1,), [[[0, 0]], [[0, 1]]]),
     }[case]
     assert _nd_chain_found(buffer_shape, indices, update_shape) == expected
@@ -375,3 +377,4 @@ def test_only_scatters_write_and_only_constantofshape_lends_a_shape(case):
             current = out
         graph = gs.Graph(nodes=nodes, inputs=updates, outputs=[current])
     assert find_buffer_writes(graph) == []
+
