@@ -378,3 +378,47 @@ def test_only_scatters_write_and_only_constantofshape_lends_a_shape(case):
         graph = gs.Graph(nodes=nodes, inputs=updates, outputs=[current])
     assert find_buffer_writes(graph) == []
 
+
+def _elements_chain_found(buffer_shape, indices, update_shape, **attrs):
+    """find_buffer_writes on buffer -> ScatterElements(., indices[k], u_k, **attrs) -> .., the buffer and the
+    updates graph inputs, indices[k] a constant or None for a graph input; (axis, update names) per chain."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    buffer = gs.Variable("buffer", np.float32, list(buffer_shape))
+    inputs, nodes, current = [buffer], [], buffer
+    for k, index in enumerate(indices):
+        update = gs.Variable(f"u{k}", np.float32, list(update_shape))
+        if index is None:
+            index_tensor = gs.Variable(f"i{k}", np.int64, list(update_shape))
+            inputs.append(index_tensor)
+        else:
+            index_tensor = gs.Constant(f"i{k}", np.asarray(index, np.int64))
+        out = gs.Variable(f"w{k}", np.float32, list(buffer_shape))
+        nodes.append(gs.Node("ScatterElements", inputs=[current, index_tensor, update], outputs=[out], attrs=attrs))
+        inputs.append(update)
+        current = out
+    graph = gs.Graph(nodes=nodes, inputs=inputs, outputs=[current])
+    return [(found.axis, [piece.name for piece in found.pieces]) for found in find_buffer_writes(graph)]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("default-axis-0", [(0, ["u1", "u0"])]),                  # no axis attribute: axis 0, out[t] = h
+    ("negative-axis", [(1, ["u0", "u1"])]),                   # axis=-2 of a rank-3 buffer
+    ("part-of-each-slice", []),                               # indices (2, 1, 1): out[:, t, :1] = h[..., :1]
+    ("indices-from-an-input", []),
+    ("zero-size-buffer", []),
+])
+def test_scatterelements_indices_are_read_exactly(case, expected):
+    """Each ScatterElements' axis (its attribute, 0 when absent, negative from the end) and indices: a whole
+    slice, one position everywhere; indices that are not constants, write part of each slice, or hold no
+    element are no chain and raise nothing."""
+    full = lambda t: np.full((2, 1, 3), t)   # noqa: E731
+    buffer_shape, update_shape, indices, attrs = {
+        "default-axis-0": ((2, 2, 3), (1, 2, 3), [np.full((1, 2, 3), 1), np.full((1, 2, 3), 0)], {}),
+        "negative-axis": ((2, 2, 3), (2, 1, 3), [full(0), full(1)], {"axis": -2}),
+        "part-of-each-slice": ((2, 2, 3), (2, 1, 1), [np.full((2, 1, 1), 0), np.full((2, 1, 1), 1)], {"axis": 1}),
+        "indices-from-an-input": ((2, 2, 3), (2, 1, 3), [None, None], {"axis": 1}),
+        "zero-size-buffer": ((2, 2, 0), (2, 1, 0), [np.zeros((2, 1, 0)), np.ones((2, 1, 0))], {"axis": 1}),
+    }[case]
+    assert _elements_chain_found(buffer_shape, indices, update_shape, **attrs) == expected
