@@ -18,7 +18,8 @@ from scan_testing import run
 CASES = {
     "shape": """
         <ir_version: 8, opset_import: ["" : 17]>
-        g () => (int64[4] all, int64[2] middle, int64[2] last_two, int64[4] clamped, int64[0] empty, int64[1] one)
+        g () => (int64[4] all, int64[2] middle, int64[2] last_two, int64[4] clamped, int64[0] empty, int64[1] one,
+                 int64[0] up_to_0)
             <float[2,3,4,5] x = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                                  0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                                  0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
@@ -33,6 +34,7 @@ CASES = {
             clamped = Shape<start = -10, end = 10>(x)
             empty = Shape<start = 3, end = 1>(x)
             one = Shape<start = 0, end = 1>(x)
+            up_to_0 = Shape<end = 0>(x)
         }""",
     "gather": """
         <ir_version: 8, opset_import: ["" : 17]>
@@ -48,7 +50,7 @@ CASES = {
         <ir_version: 8, opset_import: ["" : 17]>
         g () => (int64[4,3] backwards, int64[2,4] defaults, int64[4,2] last_axis, int64[4,6] flipped,
                  int64[1,6] first_row, int64[4,0] nothing, int64[4,2] head, int64[4,0] up_to_0, int64[4,0] before_0,
-                 int64[4,2] down_to_1, int64[4,0] empty_backwards)
+                 int64[4,2] down_to_1, int64[4,0] empty_backwards, int64[2,6] stepped_no_axes)
             <int64[4,6] data = {0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 25,
                                 30, 31, 32, 33, 34, 35},
              int64[1] from_end = {-1}, int64[1] before_start = {-100}, int64[1] axis1 = {1}, int64[1] minus_two = {-2},
@@ -66,6 +68,7 @@ CASES = {
             before_0 = Slice(data, zero, before_start, axis1)
             down_to_1 = Slice(data, two, zero, axis1, minus_one)
             empty_backwards = Slice(data, from_end, from_end, axis1, minus_one)
+            stepped_no_axes = Slice(data, from_end, lowest, , minus_two)
         }""",
     "concat-unsqueeze-squeeze": """
         <ir_version: 8, opset_import: ["" : 17]>
