@@ -1,8 +1,9 @@
 """patterns/small_constants.py: index and shape arithmetic evaluated in numpy from constants only.
 
 Each op is checked against ONNX Runtime on the spellings the exporters write and the
-corners they may (negative axes and indices, clamped Shape and Slice bounds, negative steps, a 0 in
-a Reshape target, default attributes).
+corners they may (negative axes and indices, clamped Shape bounds, a 0 in a Reshape target, default
+attributes); the caps are checked at their edges: MAX_ELEMENTS elements are made, one more is not,
+and what an op would make is counted before it is allocated.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from patterns.small_constants import small_value
+from patterns.small_constants import MAX_DEPTH, MAX_ELEMENTS, _elements_made, small_value
 from scan_testing import run
 
 # Every case: ONNX text of a graph with no inputs (every leaf an initializer), the outputs to evaluate.
@@ -173,3 +174,102 @@ def test_an_input_that_is_not_known_gives_none():
     assert small_value(added) is None
     assert small_value(divided) is None
     assert small_value(None) is None
+
+
+def _chain(length: int) -> gs.Tensor:
+    """Identity applied `length` times to a constant."""
+    tensor, nodes = gs.Constant("seed", np.array([5], np.int64)), []
+    for i in range(length):
+        out = gs.Variable(f"i{i}")
+        nodes.append(gs.Node("Identity", inputs=[tensor], outputs=[out]))
+        tensor = out
+    gs.Graph(nodes=nodes, outputs=[tensor])
+    return tensor
+
+
+def test_a_chain_is_followed_up_to_max_depth_producers():
+    assert MAX_DEPTH == 32
+    assert small_value(_chain(MAX_DEPTH)).tolist() == [5]
+    assert small_value(_chain(MAX_DEPTH + 1)) is None
+
+
+def _one_op(op: str, inputs: list[np.ndarray], **attrs) -> tuple[gs.Node, gs.Tensor]:
+    out = gs.Variable("out")
+    node = gs.Node(op, inputs=[gs.Constant(f"in{i}", value) for i, value in enumerate(inputs)], outputs=[out],
+                   attrs=attrs)
+    gs.Graph(nodes=[node], outputs=[out])
+    return node, out
+
+
+@pytest.mark.parametrize("op, inputs, attrs", [
+    ("ConstantOfShape", [np.array([1 << 11, 1 << 11], np.int64)], {}),
+    ("Expand", [np.ones((1, 1 << 11), np.int32), np.array([1 << 11, 1], np.int64)], {}),
+    ("Mul", [np.ones((1 << 11, 1), np.int32), np.ones((1, 1 << 11), np.int32)], {}),
+    ("Gather", [np.ones((1, 1 << 10), np.int32), np.zeros(1 << 12, np.int64)], {"axis": 0}),
+])
+def test_max_elements_are_made_and_one_more_row_is_not(op, inputs, attrs):
+    """The cap is inclusive: an op that makes exactly MAX_ELEMENTS (4M) elements is evaluated; with one
+    more row (2^11 or 2^10 more elements) it is not."""
+    assert MAX_ELEMENTS == 1 << 22
+    node, out = _one_op(op, inputs, **attrs)
+    value = small_value(out)
+    assert value is not None and value.size == MAX_ELEMENTS
+    if op == "ConstantOfShape":
+        grown = [np.array([(1 << 11) + 1, 1 << 11], np.int64)]
+    elif op == "Expand":
+        grown = [inputs[0], np.array([(1 << 11) + 1, 1], np.int64)]
+    elif op == "Mul":
+        grown = [np.ones(((1 << 11) + 1, 1), np.int32), inputs[1]]
+    else:
+        grown = [inputs[0], np.zeros((1 << 12) + 1, np.int64)]
+    _, out = _one_op(op, grown, **attrs)
+    assert small_value(out) is None
+
+
+def test_a_constant_larger_than_the_cap_is_not_handed_out():
+    big = gs.Constant("big", np.zeros(MAX_ELEMENTS + 1, np.int8))
+    assert small_value(big) is None
+    assert small_value(gs.Constant("fits", np.zeros(MAX_ELEMENTS, np.int8))).size == MAX_ELEMENTS
+
+
+@pytest.mark.parametrize("op, inputs, attrs, made", [
+    ("ConstantOfShape", [np.array([3, 5, 7], np.int64)], {}, 105),
+    ("ConstantOfShape", [np.array([4, -2], np.int64)], {}, 0),      # a negative size makes nothing, not -8
+    ("Expand", [np.ones((3, 1), np.int64), np.array([2, 1, 4], np.int64)], {}, 24),
+    ("Expand", [np.ones((3, 5), np.int64), np.array([1, 1], np.int64)], {}, 15),
+    ("Expand", [np.ones((1, 3), np.int64), np.array([0, 3], np.int64)], {}, 0),
+    ("Gather", [np.ones((1, 5), np.int64), np.zeros(7, np.int64)], {"axis": 0}, 35),
+    ("Gather", [np.ones((3, 4, 5), np.int64), np.zeros((2, 6), np.int64)], {"axis": 1}, 3 * 5 * 12),
+    ("Gather", [np.ones((3, 4, 5), np.int64), np.zeros(7, np.int64)], {}, 4 * 5 * 7),
+    ("Gather", [np.ones((3, 0, 5), np.int64), np.zeros(7, np.int64)], {"axis": 1}, 0),
+    ("Mul", [np.ones((6, 1)), np.ones((1, 7))], {}, 42),
+    ("Add", [np.ones((6, 1)), np.ones(7)], {}, 42),
+    ("Sub", [np.ones(1), np.ones((2, 3))], {}, 6),
+    ("Equal", [np.ones((2, 1, 3)), np.ones((4, 1))], {}, 24),
+    ("Where", [np.ones((5, 1), bool), np.ones(3), np.ones((2, 1, 1))], {}, 30),
+    ("Concat", [np.ones(3), np.ones(4)], {"axis": 0}, 0),           # makes what it reads: not counted
+])
+def test_what_an_op_would_make_is_counted_before_it_is_made(op, inputs, attrs, made):
+    """The count the cap is checked against before anything is allocated: the output's element count for
+    the ops that can make more than they read."""
+    node, _ = _one_op(op, inputs, **attrs)
+    assert _elements_made(node, inputs) == made
+
+
+@pytest.mark.parametrize("op, inputs", [
+    ("ConstantOfShape", [np.array([1 << 20, 1 << 20], np.int64)]),
+    ("Expand", [np.ones((1, 1), np.int64), np.array([1 << 20, 1 << 20], np.int64)]),
+    ("Mul", [np.ones((1 << 12, 1), np.int64), np.ones((1, 1 << 12), np.int64)]),
+    ("Gather", [np.ones((2, 4), np.int64), np.zeros(1 << 21, np.int64)]),
+])
+def test_a_hostile_op_is_refused_before_numpy_is_asked_for_its_output(op, inputs, monkeypatch):
+    """Refused from the count alone: numpy's allocating calls are never made (each raises here), so numpy
+    is never asked for a ConstantOfShape of (2^20, 2^20), 4 TiB."""
+    node, out = _one_op(op, inputs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{op}: numpy was asked to allocate")
+
+    for name in ("full", "broadcast_to", "take", "multiply"):
+        monkeypatch.setattr(np, name, refuse)
+    assert small_value(out) is None
