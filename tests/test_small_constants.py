@@ -273,3 +273,21 @@ def test_a_hostile_op_is_refused_before_numpy_is_asked_for_its_output(op, inputs
     for name in ("full", "broadcast_to", "take", "multiply"):
         monkeypatch.setattr(np, name, refuse)
     assert small_value(out) is None
+
+
+def test_a_tensor_read_twice_is_evaluated_once(monkeypatch):
+    """x_{k+1} = Add(x_k, x_k), 16 deep: 16 evaluations, not 2^16 (each tensor's value is remembered; a
+    hostile graph of 32 such levels would otherwise take 2^32)."""
+    import patterns.small_constants as small_constants
+
+    evaluated = []
+    evaluate = small_constants._evaluate
+    monkeypatch.setattr(small_constants, "_evaluate", lambda node, inputs: evaluated.append(node) or evaluate(node, inputs))
+    tensor, nodes = gs.Constant("seed", np.array([3], np.int64)), []
+    for k in range(16):
+        out = gs.Variable(f"x{k}")
+        nodes.append(gs.Node("Add", inputs=[tensor, tensor], outputs=[out]))
+        tensor = out
+    gs.Graph(nodes=nodes, outputs=[tensor])
+    assert small_value(tensor).tolist() == [3 << 16]
+    assert len(evaluated) == 16
