@@ -7,6 +7,8 @@ near-misses that must stay unrolled with a reason.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 import pytest
@@ -252,3 +254,85 @@ def test_drive_read_one_step_ahead_is_rejected():
     _, result = apply_pass(model, RerollScans())
     assert result.stats["rerolled"] == 0
     assert "input b_i index jumps to 5 at step 4 (expected 4)" in result.notes[1]
+
+
+def _gated_readout_model(readout: str, length=5, batch=3, width=4) -> onnx.ModelProto:
+    """h_t = a[:, t] * h_{t-1} + b[:, t] (scan_testing.gated_rnn_steps), each state read out to a (batch,
+    width) tensor by `readout`'s per-step ops, stacked on axis 1 (Unsqueeze, Concat)."""
+    from tests.scan_testing import gated_rnn_steps
+
+    nodes, inits = gated_rnn_steps(length, batch, width)   # u{t} is not read: the readout's Unsqueeze stacks
+    nodes = [node for node in nodes if node.op_type != "Unsqueeze"]
+    ints = lambda name, values: inits.append(numpy_helper.from_array(np.array(values, np.int64), name)) or name  # noqa: E731
+    computed = "rows_w"   # [batch, width] computed from a graph input's shape: no constant
+    ints("shapes", [[batch, width]] * length)   # a shape per step, read as Gather(shapes, t)
+    nodes += [helper.make_node("Shape", ["a"], ["a_shape"]),
+              helper.make_node("Gather", ["a_shape", ints("first", [0])], ["rows"]),
+              helper.make_node("Concat", ["rows", ints("w", [width])], [computed], axis=0)]
+    for t in range(length):
+        h, r = f"h{t}", f"r{t}"
+        nodes += {
+            "identity": lambda: [helper.make_node("Identity", [h], [r])],
+            "squeeze": lambda: [helper.make_node("Unsqueeze", [h, ints(f"ax{t}", [2])], [f"x{t}"]),
+                                helper.make_node("Squeeze", [f"x{t}", ints(f"sq{t}", [-1])], [f"z{t}"]),
+                                helper.make_node("Unsqueeze", [f"z{t}", ints(f"ax2{t}", [-1])], [f"x2{t}"]),
+                                helper.make_node("Squeeze", [f"x2{t}", ints(f"sq2{t}", [2])], [r])],
+            "reshape-keeping-a-size": lambda: [helper.make_node("Reshape", [h, ints(f"s{t}", [0, width])], [r])],
+            "reshape-allowzero": lambda: [helper.make_node("Reshape", [h, ints(f"s{t}", [batch, width, 1])], [f"x{t}"],
+                                                           allowzero=1),
+                                          helper.make_node("Squeeze", [f"x{t}", ints(f"sq{t}", [2])], [r])],
+            "reshape-to-a-computed-shape": lambda: [helper.make_node("Reshape", [h, computed], [r])],
+            "reshape-allowzero-to-a-computed-shape": lambda: [helper.make_node("Reshape", [h, computed], [r],
+                                                                               allowzero=1)],
+            "reshape-to-a-shape-of-the-state": lambda: [helper.make_node("Shape", [h], [f"hs{t}"]),
+                                                        helper.make_node("Reshape", [h, f"hs{t}"], [r])],
+            "reshape-to-a-shape-of-a-step": lambda: [helper.make_node("Gather", ["shapes", f"t{t}"], [f"bs{t}"]),
+                                                     helper.make_node("Reshape", [h, f"bs{t}"], [r])],
+            "expand-to-fewer-axes": lambda: [helper.make_node("Expand", [h, ints(f"e{t}", [width])], [r])],
+            "expand-to-a-computed-shape": lambda: [helper.make_node("Expand", [h, computed], [r])],
+        }[readout]()
+        nodes.append(helper.make_node("Unsqueeze", [r, "axis1"], [f"y{t}"]))
+    nodes.append(helper.make_node("Concat", [f"y{t}" for t in range(length)], ["out"], axis=1))
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, length, width]) for n in ("a", "b", "out")]
+    model = helper.make_model(helper.make_graph(nodes, "gated_readout", info[:2], info[2:], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("readout, replayed", [
+    ("squeeze", {}),   # the replayed Unsqueeze (axes [3]) undone by the replayed Squeeze (axes [-1] + 1)
+    ("reshape-keeping-a-size", {"Reshape": 1}), ("reshape-allowzero", {"Reshape": 1, "Squeeze": 1}),
+    ("reshape-to-a-computed-shape", {"Concat": 2, "Gather": 1, "Reshape": 1, "Shape": 1}),
+    ("expand-to-fewer-axes", {"Expand": 1}),
+    ("reshape-allowzero-to-a-computed-shape", None), ("reshape-to-a-shape-of-the-state", None),
+    ("reshape-to-a-shape-of-a-step", None),
+    ("expand-to-a-computed-shape", None),
+])
+def test_squeeze_reshape_and_expand_readouts_are_replayed_exactly_or_left(readout, replayed):
+    """Per-step Squeeze (negative axis), Reshape (a 0 that keeps a size; allowzero with a constant target of
+    no 0; a target computed from a graph input's shape) and Expand (to fewer axes than the step's) are each
+    replayed once over all steps (`replayed`: the ops beyond an Identity readout's graph), equal to the
+    loop. Left unrolled (None): an allowzero Reshape to a computed shape (it may hold a 0, which the replayed
+    Reshape would read as 'keep'), a Reshape to a shape read from the state or one read per step
+    (Gather(shapes, t): it has the step axis), an Expand to a computed shape."""
+    length = 5
+    model = _gated_readout_model(readout, length)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    if replayed is not None:
+        assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0}
+        identity, _ = apply_pass(_gated_readout_model("identity", length), RerollScans(form="parallel", chunk=2))
+        beyond = Counter(op_histogram(out))
+        beyond.subtract(op_histogram(identity))
+        assert {op: count for op, count in beyond.items() if count} == replayed
+    else:
+        assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+        assert op_histogram(out) == op_histogram(model)
+    rng = np.random.default_rng(0)
+    inputs = {"a": rng.uniform(-1, 1, (3, length, 4)).astype(np.float32),
+              "b": rng.normal(size=(3, length, 4)).astype(np.float32)}
+    h, expected = np.zeros((3, 4)), []
+    for t in range(length):
+        h = inputs["a"][:, t] * h + inputs["b"][:, t]
+        expected.append(h)
+    assert rel_l2(run(out, inputs)[0], np.stack(expected, axis=1)) <= 1e-6
