@@ -139,12 +139,14 @@ def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
         np.testing.assert_array_equal(actual, expected)
 
 
-def _nd_writes_model(computed_indices=True, batch_order=None, data_read=False, opset=17) -> onnx.ModelProto:
+def _nd_writes_model(computed_indices=True, batch_order=None, data_read=False, opset=17,
+                     row_output=False) -> onnx.ModelProto:
     """The TorchScript exporter's spelling of the same loop: buffer_t = ScatterND(buffer_{t-1}, indices_t,
     update_t), indices_t the rows (b, t) for every b (computed from constants: Concat of Unsqueezed Expands),
     update_t = Expand(h_t, shape) with shape a constant at step 0 and Shape(Gather(buffer_{t-1}, t, axis=1))
     after, as TorchScript traces `out[:, t] = h`. `batch_order`: the rows' b in that order; `data_read`: an
-    intermediate buffer is also summed into the output."""
+    intermediate buffer is also summed into the output; `row_output`: the row Gather(buffer_0, 1) read for the
+    next update's shape is a graph output too."""
     batch_order = list(range(B)) if batch_order is None else batch_order
     nodes, inits = gated_rnn_steps(L, B, D, unsqueeze=False)
     inits += [numpy_helper.from_array(np.zeros((B, L, D), np.float32), "buffer"),
@@ -176,9 +178,11 @@ def _nd_writes_model(computed_indices=True, batch_order=None, data_read=False, o
                   helper.make_node("Add", ["written", "total"], ["out"])]
     else:
         nodes.append(helper.make_node("Identity", ["written"], ["out"]))
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])]
+    if row_output:
+        outputs.append(helper.make_tensor_value_info("row1", TensorProto.FLOAT, [B, D]))
     graph = helper.make_graph(nodes, "nd_writes", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D])
-                                                   for n in ("a", "b")],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])], inits)
+                                                   for n in ("a", "b")], outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
@@ -200,11 +204,13 @@ def test_the_torchscript_spelling_scatternd_with_shape_reads_is_rerolled(compute
     assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["rows-in-another-order", "buffer-read-as-data"])
+@pytest.mark.parametrize("case", ["rows-in-another-order", "buffer-read-as-data", "row-read-as-an-output"])
 def test_scatternd_writes_that_are_not_a_stack_are_left_as_they_are(case):
-    """Rows (b, t) not in row-major order (the update's rows would land permuted), or an intermediate buffer
-    read for its values: not rewritten, the result unchanged."""
-    model = _nd_writes_model(**({"batch_order": [1, 0]} if case == "rows-in-another-order" else {"data_read": True}))
+    """Rows (b, t) not in row-major order (the update's rows would land permuted), an intermediate buffer
+    read for its values, or the row of it read for the next update's shape also a graph output (its values
+    leave the graph): not rewritten, the result unchanged."""
+    model = _nd_writes_model(**{"rows-in-another-order": {"batch_order": [1, 0]}, "buffer-read-as-data": {"data_read": True},
+                                "row-read-as-an-output": {"row_output": True}}[case])
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert "buffer_writes_stacked" not in result.stats
     assert op_histogram(out)["ScatterND"] == L
@@ -408,6 +414,8 @@ def _elements_chain_found(buffer_shape, indices, update_shape, **attrs):
     ("part-of-each-slice", []),                               # indices (2, 1, 1): out[:, t, :1] = h[..., :1]
     ("indices-from-an-input", []),
     ("zero-size-buffer", []),
+    ("position-out-of-range", []),
+    ("one-write-at-two-positions", []),
 ])
 def test_scatterelements_indices_are_read_exactly(case, expected):
     """Each ScatterElements' axis (its attribute, 0 when absent, negative from the end) and indices: a whole
@@ -420,5 +428,8 @@ def test_scatterelements_indices_are_read_exactly(case, expected):
         "part-of-each-slice": ((2, 2, 3), (2, 1, 1), [np.full((2, 1, 1), 0), np.full((2, 1, 1), 1)], {"axis": 1}),
         "indices-from-an-input": ((2, 2, 3), (2, 1, 3), [None, None], {"axis": 1}),
         "zero-size-buffer": ((2, 2, 0), (2, 1, 0), [np.zeros((2, 1, 0)), np.ones((2, 1, 0))], {"axis": 1}),
+        "position-out-of-range": ((2, 2, 3), (2, 1, 3), [full(0), full(3)], {"axis": 1}),   # 3 % 2: the missing 1
+        "one-write-at-two-positions": ((2, 2, 3), (2, 1, 3), [np.array([[[0, 1, 0]], [[0, 0, 0]]]), full(1)],
+                                       {"axis": 1}),
     }[case]
     assert _elements_chain_found(buffer_shape, indices, update_shape, **attrs) == expected
