@@ -247,7 +247,8 @@ def test_a_constant_larger_than_the_cap_is_not_handed_out():
     ("Sub", [np.ones(1), np.ones((2, 3))], {}, 6),
     ("Equal", [np.ones((2, 1, 3)), np.ones((4, 1))], {}, 24),
     ("Where", [np.ones((5, 1), bool), np.ones(3), np.ones((2, 1, 1))], {}, 30),
-    ("Concat", [np.ones(3), np.ones(4)], {"axis": 0}, 0),           # makes what it reads: not counted
+    ("Concat", [np.ones(3), np.ones(4)], {"axis": 0}, 7),
+    ("Transpose", [np.ones((2, 3))], {}, 0),                         # makes what it reads: not counted
 ])
 def test_what_an_op_would_make_is_counted_before_it_is_made(op, inputs, attrs, made):
     """The count the cap is checked against before anything is allocated: the output's element count for
