@@ -19,6 +19,12 @@ from onnx.external_data_helper import uses_external_data
 
 from passes.graph_io import all_graphs, all_tensors
 from passes.one_line import one_line, printable, printable_names
+from passes.static_shapes import infer_shapes
+
+# The most elements one tensor of a model may hold, by its inferred static shape, before ONNX Runtime
+# is asked to run it (4 GiB of float32): a model of a few bytes can describe a Concat of gigabytes,
+# which ONNX Runtime would allocate, past any memory the machine has, instead of failing in one line.
+MAX_RUN_ELEMENTS = 1 << 30
 
 
 class VerificationError(Exception):
@@ -70,6 +76,9 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
             raise VerificationError("the model still refers to external data files; load it with "
                                     "passes.graph_io.read_model first")
+        too_large = oversized_tensor(model_or_path)
+        if too_large:
+            raise VerificationError(f"{too_large}: too large to run")
         source = None   # serialized in the try: past protobuf's 2 GiB it raises ValueError
         node_count = len(model_or_path.graph.node)
         label = f"{node_count} nodes"
@@ -97,6 +106,22 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     except Exception as error:
         raise VerificationError(f"ONNX Runtime could not run the model: {one_line(error, limit=400)}") from None
     return dict(zip(output_names, values))
+
+
+def oversized_tensor(model: onnx.ModelProto) -> str | None:
+    """The first tensor whose inferred static shape holds more than MAX_RUN_ELEMENTS elements, said in a
+    line, or None. Symbolic sizes (a dynamic batch) are not known before a run and are not checked."""
+    inferred, _ = infer_shapes(model)
+    for graph in all_graphs(inferred.graph):
+        for value in list(graph.value_info) + list(graph.output):
+            dims = _declared_dims(value)
+            if dims is None or None in dims:
+                continue
+            elements = math.prod(dims)
+            if elements > MAX_RUN_ELEMENTS:
+                return (f"tensor '{printable(value.name)}' of shape {_shown_dims(dims)} would hold {elements:,} "
+                        f"elements (more than {MAX_RUN_ELEMENTS:,})")
+    return None
 
 
 def _serialized(model: onnx.ModelProto) -> bytes:
