@@ -51,35 +51,63 @@ def _shapes_and_producers(graph: onnx.GraphProto) -> tuple[dict, dict]:
     return shapes, producers
 
 
-def _from_shapes_only(name: str, shapes: dict, producers: dict, bounded: set) -> bool:
-    """A rank-1 value of unknown size computed from Shapes, graph inputs and values of known shape through
-    _NO_LARGER_THAN_INPUTS, walked without recursion (a hostile chain may be long) and not past the values
-    found so before (`bounded`, which this call adds to: a walk per value of a long chain was quadratic)."""
-    stack, seen = [name], {name}
+def _shape_of_constant_like(node, shapes: dict, producers: dict) -> Optional[str]:
+    """v of ConstantOfShape(Shape(v)) with v rank-1 (TorchScript's expand: ones of v's shape, exactly as many
+    elements as v), or None. Only a whole Shape: one dim of a higher-rank v (start/end) could be far larger
+    than v, whose other dims may be 0."""
+    shape_node = producers.get(node.input[0]) if node.input else None
+    if shape_node is None or shape_node.op_type != "Shape" or len(shape_node.attribute) or not shape_node.input:
+        return None
+    source = shapes.get(shape_node.input[0])
+    return shape_node.input[0] if source is not None and len(source) == 1 else None
+
+
+def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict) -> Optional[int]:
+    """An upper bound on the elements of a rank-1 value of unknown size, or None where there is none: computed
+    from Shapes (their input's rank), graph inputs (fed, not propagated: 0), values of known shape (their size)
+    and ConstantOfShape(Shape(v)) (v's) through _NO_LARGER_THAN_INPUTS (a Concat the sum of its inputs, the
+    others the largest). Walked without recursion (a hostile chain may be long), each value once (`bounds`,
+    which this call fills, is shared by the calls on one graph: a walk per value of a long chain was quadratic)."""
+    stack, expanding = [(name, False)], set()
     while stack:
-        item = stack.pop()
-        if item in bounded:
+        item, expanded = stack.pop()
+        if item in bounds and not expanded:
             continue
         if item not in producers:   # a value of the outer graph
-            return False
+            return None
         node = producers[item]
-        if node is None:
+        if node is None or node.op_type == "Shape":
+            source = shapes.get(node.input[0]) if node is not None and node.input else None
+            bounds[item] = len(source) if source is not None else 0
             continue
-        if node.op_type != "Shape" and node.op_type not in _NO_LARGER_THAN_INPUTS:
-            return False
-        if node.op_type == "Shape":
+        if node.op_type == "ConstantOfShape":
+            sources = [_shape_of_constant_like(node, shapes, producers)]
+            if sources[0] is None:
+                return None
+        elif node.op_type in _NO_LARGER_THAN_INPUTS:
+            sources = [source for source in node.input if source]
+        else:
+            return None
+        if expanded:
+            expanding.discard(item)
+            sizes = [bounds[source] for source in sources]
+            bounds[item] = sum(sizes) if node.op_type == "Concat" else max(sizes, default=0)
             continue
-        for source in node.input:
+        if item in expanding:   # a cycle: no graph ONNX would run
+            return None
+        expanding.add(item)
+        stack.append((item, True))
+        for source in sources:
             shape = shapes.get(source)
-            if not source or (shape is not None and None not in shape):
+            if source in bounds:
                 continue
-            if shape is None or len(shape) != 1:
-                return False
-            if source not in seen:
-                seen.add(source)
-                stack.append(source)
-    bounded |= seen
-    return True
+            if shape is not None and None not in shape:
+                bounds[source] = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                continue
+            if shape is None or len(shape) != 1 or source in expanding:
+                return None
+            stack.append((source, False))
+    return bounds[name]
 
 
 def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
@@ -87,13 +115,14 @@ def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
     sizes: dict[str, int] = {}
     for graph in all_graphs(model.graph):
         shapes, producers = _shapes_and_producers(graph)
-        bounded: set = set()
+        bounds: dict[str, int] = {}
         for name, shape in shapes.items():
             if shape is None or len(shape) != 1:
                 continue
-            if shape[0] is None and not _from_shapes_only(name, shapes, producers, bounded):
+            size = shape[0] if shape[0] is not None else _size_bound(name, shapes, producers, bounds)
+            if size is None:
                 return f"rank-1 tensor '{printable(name)}' has a size only data propagation would find"
-            sizes[name] = shape[0] or 0
+            sizes[name] = size
     total = sum(sizes.values())
     if total > MAX_PROPAGATED_ELEMENTS:
         largest = max(sizes, key=sizes.get)

@@ -35,6 +35,16 @@ def micro_naive(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def micro_dynamic_naive(tmp_path_factory):
+    """The same model exported with a symbolic batch axis (``--dynamic-batch``), as users export for throughput."""
+    from vmamba_ref.export import main as export_main
+
+    path = tmp_path_factory.mktemp("micro-dynamic") / "naive.onnx"
+    assert export_main(["--model", "micro-digits", "--dynamic-batch", "--no-check", "-o", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
 def micro_report(micro_naive, tmp_path_factory):
     """``micro_report("seed")`` -> the --report directory of that pipeline on the micro model (cached)."""
     from pipelines import compile_model

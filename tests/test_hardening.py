@@ -1330,6 +1330,55 @@ def test_data_propagation_still_sizes_ordinary_shape_arithmetic():
     assert infer_shapes(unknown_rank)[1] is None
 
 
+def test_data_propagation_sizes_the_exporters_ones_like_shape_and_counts_it():
+    """Found in s21 (a dynamic-batch export compiled 1.4x larger than before s20's bound): TorchScript writes
+    x.expand(shape) as Where(Equal(shape, -1), ConstantOfShape(Shape(shape)), shape); plain inference cannot size
+    ConstantOfShape(Shape(v)), which holds exactly v's elements, so the bound refused the whole model and
+    unit-axes-to-reshape, expand-to-broadcast and onnxsim did nothing. It is bounded by v, and counted as v."""
+    from passes.static_shapes import MAX_PROPAGATED_ELEMENTS, data_propagation_refusal, infer_shapes
+
+    def expand_idiom(copies: int, length: int, shape_attrs: str = "", v_type: str = "int64[3]") -> onnx.ModelProto:
+        body = "  ".join(f"o{i} = ConstantOfShape{shape_attrs}(s)  y{i} = Mul(o{i}, m)" for i in range(copies))
+        outputs = ", ".join(f"int64[?] y{i}" for i in range(copies))
+        return onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g ({v_type} v, int64[{length}] m) => ({outputs}) {{ s = Shape{shape_attrs}(v)  {body} }}""")
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[?, 3] x) => (float[?, 3, 2] y) {
+        s = Shape(x)  zero = Constant<value = int64[1] {0}>()  one = Constant<value = int64[1] {1}>()
+        b = Slice(s, zero, one)  rest = Constant<value = int64[2] {3, 2}>()  t = Concat<axis = 0>(b, rest)
+        u = Unsqueeze(x, one)  ts = Shape(t)  ones = ConstantOfShape<value = int64[1] {1}>(ts)
+        minus = Constant<value = int64[1] {-1}>()  n = Mul(ones, minus)  e = Equal(t, n)  w = Where(e, ones, t)
+        y = Expand(u, w) }""")
+    inferred, refusal = infer_shapes(model)
+    assert refusal is None
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim][1:] == [3, 2]
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(expand_idiom(1, 3))) is None
+    # each ConstantOfShape(Shape(v)) holds v's elements, and each Mul of it as many: all counted (v, m, 3 o, 3 y
+    # and Shape(v)'s one), so a few of a large v are refused, and one fewer Mul's worth is not
+    many = MAX_PROPAGATED_ELEMENTS // 8
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(
+        expand_idiom(3, many, v_type=f"int64[{many}]"))) == (
+        f"rank-1 tensors hold {8 * many + 1:,} elements (> {MAX_PROPAGATED_ELEMENTS:,}; 'v' {many:,}), "
+        "which data propagation would write out one by one")
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(
+        expand_idiom(3, many - 1, v_type=f"int64[{many - 1}]"))) is None
+    # not the same idiom: one dim of a value of higher rank (its other dims may be 0), or of a vector whose size
+    # a value makes (a graph input of unknown size is fed, not propagated: bounded)
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(expand_idiom(1, 3, "<start = 1>", "int64[0, 9]"))) \
+        == "rank-1 tensor 'o0' has a size only data propagation would find"
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(expand_idiom(1, 3, v_type="int64[?]"))) is None
+    joined = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (int64[{many}] v) => (int64[?] c) {{ s = Shape(v)  o = ConstantOfShape(s)  c = Concat<axis = 0>(o, o, o, o, o, o) }}""")
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(joined)) == (   # a Concat: the sum, 6 o
+        f"rank-1 tensors hold {8 * many + 1:,} elements (> {MAX_PROPAGATED_ELEMENTS:,}; 'c' {6 * many:,}), "
+        "which data propagation would write out one by one")
+    made = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (int64[1] n) => (int64[?] y) { v = ConstantOfShape(n)  s = Shape(v)  y = ConstantOfShape(s) }""")
+    assert data_propagation_refusal(onnx.shape_inference.infer_shapes(made)) \
+        == "rank-1 tensor 'v' has a size only data propagation would find"
+
+
 def test_onnxsim_prints_nothing_from_the_model_on_the_terminal(tmp_path):
     """Found by adv6 (s20): onnxsim (simplify, in every pipeline) runs each node it can fold in ONNX Runtime and
     writes what fails straight to file descriptor 2: ONNX Runtime's error log in ANSI colours and its own
