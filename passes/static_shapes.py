@@ -182,6 +182,15 @@ def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
     return shapes
 
 
+def reshape_target(shape: PartialShape) -> Optional[list[int]]:
+    """A constant Reshape target giving `shape`, -1 for its one unknown size; None where two are unknown or
+    a size is 0 (a 0 in a target would copy the input's size)."""
+    unknown = [d for d in shape if d is None]
+    if len(unknown) > 1 or 0 in shape:
+        return None
+    return [-1 if d is None else d for d in shape]
+
+
 def _no_guessed_sizes(ort_tool):
     """ORT's SymbolicShapeInference, except that a symbol broadcast against a size s > 1 stays a
     symbol: auto_merge took it to be s everywhere (the graph input's own dims included), though

@@ -12,23 +12,15 @@ were unchanged).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
+from passes.static_shapes import reshape_target
 from patterns.graph_query import node_axes
 
 REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
-
-
-def _reshape_target(shape: tuple) -> Optional[list[int]]:
-    unknown = [d for d in shape if d is None]
-    if len(unknown) > 1 or 0 in shape:   # a 0 in a Reshape target would copy the input's dim
-        return None
-    return [-1 if d is None else d for d in shape]
 
 
 def transpose_moves_only_unit_axes(shape: tuple, perm: list[int]) -> bool:
@@ -55,7 +47,7 @@ class UnitAxesToReshape(NodeRewrite, shapes="symbolic"):
             axes = node_axes(node)
             axes = list(range(len(in_shape))) if not axes else [a % len(in_shape) for a in axes]
             fits = all(in_shape[a] == 1 for a in axes)
-        target = _reshape_target(out_shape) if fits else None
+        target = reshape_target(out_shape) if fits else None
         return Kept() if target is None else target
 
     def replace(self, b: GraphBuilder, node: gs.Node, target: list[int], output: gs.Variable) -> None:

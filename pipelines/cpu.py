@@ -10,7 +10,9 @@ MatMuls by a permutation matrix (multi-threaded, exact), the cross-scan's [A, fl
 A = [x, x^T] one Concat of x, x^T and their flips (slice-parts-before-concat: A is not copied on
 its own), and Softplus's clamp Min(x, 20) a Clip
 (min-max-to-clip: ORT's broadcasting Min is a slow element loop; 1.02-1.03x for the whole graph on
-2 threads, docs/BENCHMARKS.md); then cleanup. Chunk 8: on one stage-0 scan (768 x 3136) with 2 threads, Q = 8 ran
+2 threads, docs/BENCHMARKS.md), and Reshape targets computed from shapes (a dynamic-batch export's
+view(B, ...)) constants with -1 for the batch (reshape-target-to-constant: the dynamic-batch graph is then
+the static one's, node for node); then cleanup. Chunk 8: on one stage-0 scan (768 x 3136) with 2 threads, Q = 8 ran
 in 21.2 ms, Q = 16 in 21.8, Q = 4 in 28.0, chunk24 in 25.7 (16-core Xeon host pinned to 2 cores). docs/BENCHMARKS.md measures each step's gain.
 Recurrences with decays per (channel, state) (d_state N > 1, Mamba) take "channels-last-readout"
 (Q = 32): the same sweeps on strided steps computed from the decays' small factors, so the
@@ -23,9 +25,10 @@ from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
     "reroll-scans{form=parallel,chunk=8,state_form=channels-last-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
-    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,slice-parts-before-concat,min-max-to-clip,simplify",
+    "eliminate-dead-nodes,fold-constants,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,slice-parts-before-concat,min-max-to-clip,reshape-target-to-constant,simplify",
     name="cpu",
     description="re-roll scans into the stable parallel form, lower Einsum and Softplus for ONNX Runtime CPU, "
                 "B and C broadcast, not expanded, 1x1 Convs as channels-last MatMuls (LayerNorm2d permutes cancel), "
-                "small H/W swaps as MatMuls, the cross-scan's flips taken part by part, clamps as Clip, clean up",
+                "small H/W swaps as MatMuls, the cross-scan's flips taken part by part, clamps as Clip, computed Reshape "
+                "targets as constants, clean up",
 )
