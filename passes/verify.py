@@ -110,14 +110,15 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
 
 def oversized_tensor(model: onnx.ModelProto) -> str | None:
     """The first tensor whose inferred static shape holds more than MAX_RUN_ELEMENTS elements, said in a
-    line, or None. Symbolic sizes (a dynamic batch) are not known before a run and are not checked."""
+    line, or None. Symbolic sizes (a dynamic batch) are not known before a run and are not checked; a negative
+    size (invalid: ONNX Runtime reads it as unknown) holds none."""
     inferred, _ = infer_shapes(model)
     for graph in all_graphs(inferred.graph):
         for value in list(graph.value_info) + list(graph.output):
             dims = _declared_dims(value)
             if dims is None or None in dims:
                 continue
-            elements = math.prod(dims)
+            elements = math.prod(max(d, 0) for d in dims)
             if elements > MAX_RUN_ELEMENTS:
                 return (f"tensor '{printable(value.name)}' of shape {_shown_dims(dims)} would hold {elements:,} "
                         f"elements (more than {MAX_RUN_ELEMENTS:,})")

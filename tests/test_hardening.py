@@ -1499,3 +1499,18 @@ def test_verification_runs_a_model_whose_tensors_fit_the_cap():
     assert oversized_tensor(over) == ("tensor 'ones' of shape [1073741825] would hold 1,073,741,825 elements "
                                       "(more than 1,073,741,824)")
 
+
+
+def test_verification_counts_no_elements_in_a_negative_dimension():
+    """A value_info of shape [-70000, -70000] (invalid: ONNX Runtime reads a negative size as unknown, and
+    runs the model) was refused as a tensor of 4,900,000,000 elements, the product of the signed sizes;
+    a negative size counts as none, as fold-constants' sizes (passes.constant_sizes) count it."""
+    from passes.verify import oversized_tensor, run_model
+
+    graph = oh.make_graph([oh.make_node("Identity", ["x"], ["middle"]), oh.make_node("Identity", ["middle"], ["y"])],
+                          "negative_sizes", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                          value_info=[oh.make_tensor_value_info("middle", TensorProto.FLOAT, [-70000, -70000])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    assert oversized_tensor(model) is None
+    assert run_model(model, {"x": np.array([1.0, 2.0], np.float32)})["y"].tolist() == [1.0, 2.0]
