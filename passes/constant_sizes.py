@@ -10,13 +10,10 @@ making more than MAX_FOLDED_ELEMENTS to run time.
 """
 from __future__ import annotations
 
-import itertools
-import math
-
 import onnx
 
 from passes.graph_builder import MAX_INDEX_TABLE
-from passes.static_shapes import infer_shapes
+from passes.static_shapes import infer_shapes, static_element_counts
 
 # The most elements folding lets one node produce: the cap other passes put on the constants they
 # build (graph_builder.MAX_INDEX_TABLE, 2^22: 16 MiB of float32).
@@ -27,13 +24,7 @@ def inferred_elements(model: onnx.ModelProto) -> dict[str, int]:
     """Elements of each tensor of the main graph whose shape ONNX's shape inference finds static
     (nothing where inference fails: a model past 2 GiB, an op it cannot follow)."""
     inferred, _ = infer_shapes(model)   # sizes left unknown stay so; fold-constants sizes its size-making ops itself
-    elements = {}
-    for value in itertools.chain(inferred.graph.input, inferred.graph.value_info, inferred.graph.output):
-        tensor_type = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor_type.HasField("shape") and all(
-                dim.HasField("dim_value") for dim in tensor_type.shape.dim):
-            elements[value.name] = math.prod(max(dim.dim_value, 0) for dim in tensor_type.shape.dim)
-    return elements
+    return {value.name: value.elements for value in static_element_counts(inferred)}
 
 
 def oversized_constant_nodes(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:

@@ -8,7 +8,8 @@ None where a dimension is unknown or symbolic. Constants give their own shape.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import math
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import onnx
@@ -145,6 +146,29 @@ def infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Optional[str]
         return onnx.shape_inference.infer_shapes(model, data_prop=True), None
     except Exception:
         return plain, None
+
+
+class StaticCount(NamedTuple):
+    """A value whose every size is a number, and how many elements it holds (a negative size, invalid,
+    holds none: ONNX Runtime reads it as unknown)."""
+    name: str
+    shape: Shape
+    elements: int
+
+
+def static_element_counts(inferred: onnx.ModelProto, *, graph_inputs: bool = True,
+                          subgraphs: bool = False) -> Iterator[StaticCount]:
+    """The values of `inferred` (a model through infer_shapes) whose shape is static, in order: the graph's
+    inputs (with `graph_inputs`), value_info and outputs, of the main graph and, with `subgraphs`, of each
+    graph nested in it (If/Loop/Scan bodies), depth first. Symbolic sizes (a dynamic batch) are not static.
+    The one count of passes.verify's size cap and of fold-constants' (passes.constant_sizes)."""
+    for graph in all_graphs(inferred.graph) if subgraphs else [inferred.graph]:
+        for value in (list(graph.input) if graph_inputs else []) + list(graph.value_info) + list(graph.output):
+            tensor_type = value.type.tensor_type
+            if value.type.HasField("tensor_type") and tensor_type.HasField("shape") and all(
+                    dim.HasField("dim_value") for dim in tensor_type.shape.dim):
+                shape = tuple(int(dim.dim_value) for dim in tensor_type.shape.dim)
+                yield StaticCount(value.name, shape, math.prod(max(size, 0) for size in shape))
 
 
 def _partial_shape_of(type_proto: onnx.TypeProto) -> Optional[PartialShape]:

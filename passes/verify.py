@@ -19,7 +19,7 @@ from onnx.external_data_helper import uses_external_data
 
 from passes.graph_io import all_graphs, all_tensors
 from passes.one_line import one_line, printable, printable_names
-from passes.static_shapes import infer_shapes
+from passes.static_shapes import infer_shapes, static_element_counts
 
 # The most elements one tensor of a model may hold, by its inferred static shape, before ONNX Runtime
 # is asked to run it (4 GiB of float32): a model of a few bytes can describe a Concat of gigabytes,
@@ -113,15 +113,10 @@ def oversized_tensor(model: onnx.ModelProto) -> str | None:
     line, or None. Symbolic sizes (a dynamic batch) are not known before a run and are not checked; a negative
     size (invalid: ONNX Runtime reads it as unknown) holds none."""
     inferred, _ = infer_shapes(model)
-    for graph in all_graphs(inferred.graph):
-        for value in list(graph.value_info) + list(graph.output):
-            dims = _declared_dims(value)
-            if dims is None or None in dims:
-                continue
-            elements = math.prod(max(d, 0) for d in dims)
-            if elements > MAX_RUN_ELEMENTS:
-                return (f"tensor '{printable(value.name)}' of shape {_shown_dims(dims)} would hold {elements:,} "
-                        f"elements (more than {MAX_RUN_ELEMENTS:,})")
+    for value in static_element_counts(inferred, graph_inputs=False, subgraphs=True):
+        if value.elements > MAX_RUN_ELEMENTS:
+            return (f"tensor '{printable(value.name)}' of shape {_shown_dims(list(value.shape))} would hold "
+                    f"{value.elements:,} elements (more than {MAX_RUN_ELEMENTS:,})")
     return None
 
 

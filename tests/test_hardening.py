@@ -1514,3 +1514,26 @@ def test_verification_counts_no_elements_in_a_negative_dimension():
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     assert oversized_tensor(model) is None
     assert run_model(model, {"x": np.array([1.0, 2.0], np.float32)})["y"].tolist() == [1.0, 2.0]
+
+
+def test_verification_refuses_a_tensor_of_a_subgraph_past_the_cap():
+    """The cap looks into If/Loop/Scan bodies: a ConstantOfShape of 2^30 + 1 in an If's then-branch is
+    named, while its graph's outputs, of unknown shape, are not counted."""
+    from passes.verify import oversized_tensor
+
+    def branch(rows: int, name: str) -> onnx.GraphProto:
+        nodes = [oh.make_node("Constant", [], [f"{name}_rows"], value=numpy_helper.from_array(np.array([rows], np.int64))),
+                 oh.make_node("ConstantOfShape", [f"{name}_rows"], [f"{name}_ones"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+                 oh.make_node("ReduceSum", [f"{name}_ones"], [f"{name}_sum"], keepdims=1)]
+        return oh.make_graph(nodes, name, [], [oh.make_tensor_value_info(f"{name}_sum", TensorProto.FLOAT, None)])
+
+    def model(rows: int) -> onnx.ModelProto:
+        choice = oh.make_node("If", ["flag"], ["y"], then_branch=branch(rows, "then"), else_branch=branch(4, "else"))
+        graph = oh.make_graph([choice], "branches", [oh.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+    assert oversized_tensor(model((1 << 30) + 1)) == ("tensor 'then_ones' of shape [1073741825] would hold "
+                                                      "1,073,741,825 elements (more than 1,073,741,824)")
+    assert oversized_tensor(model(1 << 30)) is None
