@@ -10,6 +10,8 @@ making more than MAX_FOLDED_ELEMENTS to run time.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import onnx
 
 from passes.graph_builder import MAX_INDEX_TABLE
@@ -20,18 +22,22 @@ from passes.static_shapes import infer_shapes, static_element_counts
 MAX_FOLDED_ELEMENTS = MAX_INDEX_TABLE
 
 
-def inferred_elements(model: onnx.ModelProto) -> dict[str, int]:
+def inferred_elements(model: onnx.ModelProto, inferred: Optional[onnx.ModelProto] = None) -> dict[str, int]:
     """Elements of each tensor of the main graph whose shape ONNX's shape inference finds static
-    (nothing where inference fails: a model past 2 GiB, an op it cannot follow)."""
-    inferred, _ = infer_shapes(model)   # sizes left unknown stay so; fold-constants sizes its size-making ops itself
+    (nothing where inference fails: a model past 2 GiB, an op it cannot follow). `inferred`: `model`
+    through static_shapes.infer_shapes, where the caller has it already."""
+    if inferred is None:   # sizes left unknown stay so; fold-constants sizes its size-making ops itself
+        inferred, _ = infer_shapes(model)
     return {value.name: value.elements for value in static_element_counts(inferred)}
 
 
-def oversized_constant_nodes(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
+def oversized_constant_nodes(model: onnx.ModelProto,
+                             inferred: Optional[onnx.ModelProto] = None) -> list[tuple[onnx.NodeProto, int]]:
     """The main graph's nodes computed from constants alone (stored tensors, Constants, the Shape or
     Size of a static shape), as folding sees them, that inference sizes past MAX_FOLDED_ELEMENTS,
-    with the elements of their largest output. ``model``'s nodes must be in topological order."""
-    elements = inferred_elements(model)
+    with the elements of their largest output. ``model``'s nodes must be in topological order;
+    `inferred` as for inferred_elements."""
+    elements = inferred_elements(model, inferred)
     constant = {initializer.name for initializer in model.graph.initializer} | {""}
     oversized = []
     for node in model.graph.node:

@@ -232,14 +232,14 @@ class PassManager:
                 self.recorder.pass_finished(index, record, graph)
 
             if record.changed:
-                model = None
+                model = inferred = None
                 if self.check or self.verify_each or self.on_changed_model:
                     self.progress.stage("exporting")
                     model = graph_to_model(graph, self.meta)
                 if self.check:
-                    self._check(model, record, run)
+                    inferred = self._check(model, record, run)
                 if self.verify_each:
-                    previous_outputs = self._verify(model, record, previous_outputs, run)
+                    previous_outputs = self._verify(model, record, previous_outputs, run, inferred)
                 if self.on_changed_model:
                     if self.recorder is not None:
                         self.recorder.stamp(model)
@@ -262,16 +262,21 @@ class PassManager:
         self.progress.stage("running the input graph for per-pass verification")
         return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage)
 
-    def _check(self, model: onnx.ModelProto, record: PassRecord, run: PipelineRun) -> None:
+    def _check(self, model: onnx.ModelProto, record: PassRecord, run: PipelineRun) -> onnx.ModelProto | None:
+        """Raises PassCheckError where the model is invalid; returns what shape inference made of it
+        (verification's size cap reuses it), or None where it could not look."""
         check_started = time.perf_counter()
         failures = []
         checks = (("onnx.checker", "checker", lambda: onnx.checker.check_model(model, full_check=False)),
                   ("shape inference", "shape_inference", lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)))
+        inferred = None
         for stage, field_name, run_check in checks:
             self.progress.stage(stage)
             try:
-                run_check()
+                result = run_check()
                 setattr(record, field_name, "ok")
+                if field_name == "shape_inference":
+                    inferred = result
             except Exception as error:
                 setattr(record, field_name, f"error: {one_line(error, limit=400)}")
                 # Only what the check found wrong with the model stops the run; a model it cannot
@@ -281,12 +286,13 @@ class PassManager:
         record.check_seconds = time.perf_counter() - check_started
         if failures:
             raise PassCheckError(f"pass '{record.name}' produced an invalid model: {failures[0]}", record.name, run)
+        return inferred
 
-    def _verify(self, model, record, previous_outputs, run) -> dict[str, np.ndarray]:
+    def _verify(self, model, record, previous_outputs, run, inferred=None) -> dict[str, np.ndarray]:
         verify_started = time.perf_counter()
         self.progress.stage("verifying with ONNX Runtime")
         try:
-            outputs = run_model(model, self.verify_feeds, log=self.progress.stage)
+            outputs = run_model(model, self.verify_feeds, log=self.progress.stage, plain_inferred=inferred)
         except VerificationError as error:
             raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run) from None
         comparisons = compare(outputs, previous_outputs, rtol_l2=self.tolerance)

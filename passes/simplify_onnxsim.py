@@ -73,11 +73,11 @@ class SimplifyOnnxsim(Pass):
                                "(about a minute per 50k nodes)"])
         try:
             model = graph_to_model(graph)
-            _, unbounded = infer_shapes(model)
+            inferred, unbounded = infer_shapes(model)
             if unbounded is not None:   # onnxsim runs ONNX's data propagation, unbounded there
                 return PassResult(False, {"removed": 0, "skipped": "unbounded data propagation"},
                                   [f"onnxsim skipped: {unbounded}; graph left unsimplified"])
-            oversized = oversized_constant_nodes(model)
+            oversized = oversized_constant_nodes(model, inferred)
             if oversized:
                 node, elements = oversized[0]
                 return PassResult(False, {"removed": 0, "skipped": "constant too large"}, [

@@ -132,13 +132,17 @@ def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
     return None
 
 
-def infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Optional[str]]:
+def infer_shapes(model: onnx.ModelProto,
+                 plain: Optional[onnx.ModelProto] = None) -> tuple[onnx.ModelProto, Optional[str]]:
     """ONNX shape inference with data propagation where it is bounded (MAX_PROPAGATED_ELEMENTS), else
-    without; and the reason it was left out, or None. `model` itself where inference fails."""
-    try:
-        plain = onnx.shape_inference.infer_shapes(model)
-    except Exception:   # best effort: the callers' shapes stay unknown
-        return model, None
+    without; and the reason it was left out, or None. `model` itself where inference fails. `plain`:
+    `model` already through ONNX's inference without data propagation (a check's strict inference, the
+    same model where it passes), not inferred again."""
+    if plain is None:
+        try:
+            plain = onnx.shape_inference.infer_shapes(model)
+        except Exception:   # best effort: the callers' shapes stay unknown
+            return model, None
     refusal = data_propagation_refusal(plain)
     if refusal is not None:
         return plain, refusal

@@ -67,8 +67,10 @@ def summarize(comparisons: list[OutputComparison]) -> dict:
 
 
 def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping[str, np.ndarray],
-              log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """Run on ONNX Runtime's CPU provider with default graph optimisations."""
+              log: Callable[[str], None] | None = None, *,
+              plain_inferred: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+    """Run on ONNX Runtime's CPU provider with default graph optimisations. `plain_inferred`: the model
+    already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses."""
     import onnxruntime as ort
 
     if isinstance(model_or_path, onnx.ModelProto):
@@ -76,7 +78,7 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
             raise VerificationError("the model still refers to external data files; load it with "
                                     "passes.graph_io.read_model first")
-        too_large = oversized_tensor(model_or_path)
+        too_large = oversized_tensor(model_or_path, plain_inferred)
         if too_large:
             raise VerificationError(f"{too_large}: too large to run")
         source = None   # serialized in the try: past protobuf's 2 GiB it raises ValueError
@@ -108,11 +110,12 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     return dict(zip(output_names, values))
 
 
-def oversized_tensor(model: onnx.ModelProto) -> str | None:
+def oversized_tensor(model: onnx.ModelProto, plain_inferred: onnx.ModelProto | None = None) -> str | None:
     """The first tensor whose inferred static shape holds more than MAX_RUN_ELEMENTS elements, said in a
     line, or None. Symbolic sizes (a dynamic batch) are not known before a run and are not checked; a negative
-    size (invalid: ONNX Runtime reads it as unknown) holds none."""
-    inferred, _ = infer_shapes(model)
+    size (invalid: ONNX Runtime reads it as unknown) holds none. `plain_inferred`: `model` already through
+    ONNX's shape inference without data propagation (static_shapes.infer_shapes' `plain`)."""
+    inferred, _ = infer_shapes(model, plain_inferred)
     for value in static_element_counts(inferred, graph_inputs=False, subgraphs=True):
         if value.elements > MAX_RUN_ELEMENTS:
             return (f"tensor '{printable(value.name)}' of shape {_shown_dims(list(value.shape))} would hold "

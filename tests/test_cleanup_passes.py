@@ -293,3 +293,21 @@ def test_simplify_never_hands_onnxsim_an_outer_sum_or_declared_dims_past_the_cap
     assert not handed
     small = _outer_sum(4096, MAX_FOLDED_ELEMENTS // 4096)
     assert run_pass("simplify", small).changed and handed
+
+
+def test_simplify_infers_the_model_once_for_both_refusals(monkeypatch):
+    """simplify's two refusals (unbounded data propagation, a constant past the cap) read one inference
+    of the model: the second (oversized_constant_nodes) inferred it again, with and without data
+    propagation, before onnxsim was asked."""
+    inferences = []
+    real = onnx.shape_inference.infer_shapes
+
+    def counted(model, *args, **kwargs):
+        inferences.append("data_prop" if kwargs.get("data_prop") else "plain")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", counted)
+    import passes.simplify_onnxsim as simplify_module
+    monkeypatch.setattr(simplify_module, "_run_onnxsim", lambda model: (inferences.append("onnxsim"), (model, True))[1])
+    run_pass("simplify", graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK))
+    assert inferences == ["plain", "data_prop", "onnxsim"]
