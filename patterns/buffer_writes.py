@@ -128,7 +128,7 @@ def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outpu
         stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
     except ValueError:   # more elements than numpy indexes (a hostile declared shape)
         return None
-    reads, seen, stack = [], set(), [n for n in buffer.outputs if n is not skip]
+    reads, seen, path, stack = [], set(), [], [n for n in buffer.outputs if n is not skip]
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -142,11 +142,14 @@ def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outpu
                 return None
             reads.append((node, value))
         elif node.op in _SHAPE_PATH_OPS and node.inputs and node.inputs[0] is not None:
-            if any(t is not node.inputs[0] and _depends_on(t, seen_nodes=seen) for t in node.inputs[1:]):
-                return None
+            path.append(node)
             stack += [consumer for out in node.outputs for consumer in out.outputs]
         else:
             return None
+    # Checked once the walk has seen every reader: it may reach the node that makes a Slice's bounds from
+    # the buffer's values after the Slice (an order of gs's readers), which then read as a shape read.
+    if any(t is not node.inputs[0] and _depends_on(t, seen_nodes=seen) for node in path for t in node.inputs[1:]):
+        return None
     return reads
 
 

@@ -433,3 +433,91 @@ def test_scatterelements_indices_are_read_exactly(case, expected):
                                        {"axis": 1}),
     }[case]
     assert _elements_chain_found(buffer_shape, indices, update_shape, **attrs) == expected
+
+
+def _shape_reads_found(reads_of_the_first_buffer):
+    """find_buffer_writes on buffer (2, 2, 3) -> ScatterElements(., position 0, u0, axis=1) -> w0 ->
+    ScatterElements(., position 1, u1, axis=1) -> w1, the buffer and updates graph inputs, where
+    `reads_of_the_first_buffer(gs, w0)` adds the nodes that read w0 and gives the tensors they make that
+    are graph outputs too; per chain: the names of the Shapes read and their values."""
+    import onnx_graphsurgeon as gs
+    from patterns.buffer_writes import find_buffer_writes
+
+    buffer = gs.Variable("buffer", np.float32, [2, 2, 3])
+    updates = [gs.Variable(f"u{k}", np.float32, [2, 1, 3]) for k in range(2)]
+    w0, w1 = gs.Variable("w0", np.float32, [2, 2, 3]), gs.Variable("w1", np.float32, [2, 2, 3])
+    nodes = [gs.Node("ScatterElements", inputs=[buffer, gs.Constant("i0", np.zeros((2, 1, 3), np.int64)), updates[0]],
+                     outputs=[w0], attrs={"axis": 1})]
+    extra_nodes, extra_outputs = reads_of_the_first_buffer(gs, w0)
+    nodes += extra_nodes
+    nodes.append(gs.Node("ScatterElements", inputs=[w0, gs.Constant("i1", np.ones((2, 1, 3), np.int64)), updates[1]],
+                         outputs=[w1], attrs={"axis": 1}))
+    graph = gs.Graph(nodes=nodes, inputs=[buffer] + updates, outputs=[w1] + extra_outputs)
+    return [[(node.name, value.tolist()) for node, value in found.shape_reads] for found in find_buffer_writes(graph)]
+
+
+def _identities_then_shape(count):
+    """w0 -> Identity x count -> Shape -> ConstantOfShape (a graph output): a shape path of count + 1 nodes."""
+    def reads(gs, w0):
+        nodes, current = [], w0
+        for k in range(count):
+            out = gs.Variable(f"id{k}", np.float32)
+            nodes.append(gs.Node("Identity", f"identity{k}", inputs=[current], outputs=[out]))
+            current = out
+        shape, zeros = gs.Variable("shape", np.int64), gs.Variable("zeros", np.float32)
+        nodes += [gs.Node("Shape", "read", inputs=[current], outputs=[shape]),
+                  gs.Node("ConstantOfShape", "zeros", inputs=[shape], outputs=[zeros])]
+        return nodes, [zeros]
+    return reads
+
+
+def test_a_shape_read_walks_at_most_max_shape_path_nodes():
+    """w0's shape read through a path of MAX_SHAPE_PATH = 16 nodes (15 Identities and the Shape) is taken,
+    one node more is not (the chain stops before the second write: no chain of MIN_WRITES)."""
+    assert _shape_reads_found(_identities_then_shape(15)) == [[("read", [2, 2, 3])]]
+    assert _shape_reads_found(_identities_then_shape(16)) == []
+
+
+def _slice_of_w0(bounds_first, bounds, bound="ends"):
+    """Shape(Slice(w0, starts, ends, axes=1)), its `bound` (starts, else 0; ends, else 2) from `bounds`
+    ("values": Cast(Slice(Reshape(w0, -1), 0, 1)), w0's first value; "constants": Identity(1), computed from
+    a constant, not from w0); the Slice made before or after the nodes that make its bound (gs's order of
+    w0's readers, so of the walk)."""
+    def reads(gs, w0):
+        one = gs.Constant("one", np.array([1], np.int64))
+        computed, axes = gs.Variable("computed", np.int64), gs.Constant("axes", np.array([1], np.int64))
+        part, shape = gs.Variable("part", np.float32), gs.Variable("shape", np.int64)
+        zeros = gs.Variable("zeros", np.float32)
+        starts = computed if bound == "starts" else gs.Constant("zero", np.array([0], np.int64))
+        ends = computed if bound == "ends" else gs.Constant("two", np.array([2], np.int64))
+
+        def sliced():
+            return [gs.Node("Slice", "part", inputs=[w0, starts, ends, axes], outputs=[part]),
+                    gs.Node("Shape", "read", inputs=[part], outputs=[shape]),
+                    gs.Node("ConstantOfShape", "zeros", inputs=[shape], outputs=[zeros])]
+
+        nodes = sliced() if bounds_first == "slice-first" else []
+        if bounds == "values":
+            flat, first = gs.Variable("flat", np.float32), gs.Variable("first", np.float32)
+            nodes += [gs.Node("Reshape", "flat", inputs=[w0, gs.Constant("minus_one", np.array([-1], np.int64))],
+                              outputs=[flat]),
+                      gs.Node("Slice", "first", inputs=[flat, gs.Constant("start", np.array([0], np.int64)), one],
+                              outputs=[first]),
+                      gs.Node("Cast", "bound", inputs=[first], outputs=[computed], attrs={"to": onnx.TensorProto.INT64})]
+        else:
+            nodes.append(gs.Node("Identity", "bound", inputs=[one], outputs=[computed]))
+        if bounds_first != "slice-first":
+            nodes += sliced()
+        return nodes, [zeros]
+    return reads
+
+
+@pytest.mark.parametrize("bound", ["starts", "ends"])
+@pytest.mark.parametrize("order", ["slice-first", "bounds-first"])
+def test_a_shape_read_whose_bounds_are_made_from_the_buffers_values_is_no_shape_read(order, bound):
+    """Shape(Slice(w0, 0, ends)) with ends w0's first value (or its starts): its size is the buffer's data (u0's
+    first element, written at position 0), not its shape. When the walk reached the Slice before the Cast that
+    makes its bound (the Slice made after), it took it for a shape read, evaluated on a stand-in of zeros
+    ([2, 0, 3]), and the chain was stacked with that constant. Bounds computed from constants are a shape read."""
+    assert _shape_reads_found(_slice_of_w0(order, "values", bound)) == []
+    assert _shape_reads_found(_slice_of_w0(order, "constants", bound)) == [[("read", [2, 1, 3])]]
