@@ -18,6 +18,10 @@ Step outputs stored by assignment into a preallocated buffer (`out[:, t] = y_t`,
 per step: patterns/buffer_writes.py) are first written as the Concat of the written slices, which is
 the same tensor, so that the recurrences behind them are found like those whose outputs are stacked
 (stats `buffer_writes_stacked`; done whether a recurrence then re-rolls or not: the Concat is exact).
+
+A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
+decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
+to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder, taken_prefixes
 from passes.registry import register_pass
 from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TABLE_SIDES, TAKES_SHAPES
-from passes.scan_forms.chunk_axes import move_axis, move_axis_perm, transpose_without_unit_axes
+from passes.scan_forms.chunk_axes import INT64_MAX, move_axis, move_axis_perm, transpose_without_unit_axes
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
@@ -53,8 +57,25 @@ def _einsum_with_steps(equation: str, state_operand: int, state_axis: int, coeff
     return ",".join(terms) + "->" + output[:stack_axis] + step + output[stack_axis:]
 
 
+def _reversed(b: GraphBuilder, tensor: gs.Tensor, axis: int, output=None) -> gs.Tensor:
+    """`tensor` with its positions along `axis` in the reverse order (a step -1 Slice, as torch.flip exports;
+    slice-reverse-to-gather makes it a Gather where a target wants one)."""
+    return b.node("Slice", [tensor, b.ints([-1]), b.ints([-INT64_MAX - 1]), b.ints([axis]), b.ints([-1])],
+                  output=output)
+
+
 def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank: int) -> None:
-    axis, form, out = rec.decay_axis, rec.readout, rec.output
+    """The readout of `states` (every position, in position order) into rec.output."""
+    if rec.stack_reversed:   # y_{L-1} first: the readout in position order, reversed along the stack axis
+        stacked = gs.Variable(f"{b.prefix}/readout_in_position_order", dtype=None)
+        _emit_readout_to(b, rec, states, full_rank, stacked)
+        _reversed(b, stacked, rec.readout.stack_axis, output=rec.output)
+    else:
+        _emit_readout_to(b, rec, states, full_rank, rec.output)
+
+
+def _emit_readout_to(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank: int, out: gs.Variable) -> None:
+    axis, form = rec.decay_axis, rec.readout
     if form.kind == "states":
         moved = move_axis(b, states, full_rank, axis, form.stack_axis)
         b.identity(moved, output=out)
@@ -196,6 +217,10 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         producer(rec.final_state).outputs.clear()
 
     drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
+    decays = decays if decays is not None else Decays.of(b, rec.decay)
+    if rec.backward:   # the forward scan of the reversed sequence
+        drive = _reversed(b, drive, axis)
+        decays = decays.mapped(lambda tensor: _reversed(b, tensor, axis))
     initial: Optional[gs.Tensor] = None
     if rec.initial_state is not None:
         initial_rank = rec.initial_rank if rec.initial_rank is not None else full_rank - 1
@@ -207,11 +232,12 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         extra.update(dense_carry=dense_carry, carry_shifts=carry_shifts)
     if form == "window-doubling":
         extra.update(one_chunk_up_to=one_chunk_up_to)
-    decays = decays if decays is not None else Decays.of(b, rec.decay)
     if unit_axes:  # the form runs without them: one rank fewer for every tensor it makes
         decays, drive = decays.mapped(lambda tensor: b.squeeze(tensor, unit_axes)), b.squeeze(drive, unit_axes)
     # One chunk: the blocks are single steps, and reading each out alone only multiplies the readout.
+    # (A backward chain's blocks are in step order, its readout's coefficients in position order.)
     folded = (form in FOLDS_READOUT and not unit_axes and not rec.final_state_escapes
+              and not rec.backward and not rec.stack_reversed
               and rec.readout.kind in ("template", "einsum") and strided_chunk(rec.length, chunk) < rec.length)
     if folded:   # the form reads out block by block: the readout of every step, step axis first
         extra["readout"] = (lambda block, start, stride, count, layout=None:
@@ -232,8 +258,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         return
     if unit_axes:
         states = b.unsqueeze(states, unit_axes)
-    _emit_readout(b, rec, states, full_rank)
-    if rec.final_state_escapes:
+    _emit_readout(b, rec, _reversed(b, states, axis) if rec.backward else states, full_rank)
+    if rec.final_state_escapes:   # the last step's state (position 0 of a backward chain)
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
 
 

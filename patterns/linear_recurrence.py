@@ -4,7 +4,9 @@
     y_i = f(x_i, c_i)                a per-step readout (see patterns/readout.py)
     y   = stack(y_0 .. y_{L-1})
 
-where a_i, b_i, c_i are the i-th slices of three tensors A, B, C along one axis each.
+where a_i, b_i, c_i are the i-th slices of three tensors A, B, C along one axis each. The steps
+may also run backward, i = L-1 .. 0 (`for t in reversed(range(L))`: a backward scan, as a
+bidirectional block's second direction), and the stack may hold the y_i in either order.
 Every step in the graph is Add(Mul(a_i, x_{i-1}), b_i), in either operand order, where x_{i-1}
 may reach the Mul through no-op Casts, Identities and shape round trips (patterns/no_ops.py).
 The first step may multiply a zeros constant or be missing (x_0 = b_0: no initial state).
@@ -74,6 +76,8 @@ class Recurrence:
     nodes: list = field(default_factory=list)   # every node the re-rolled form supersedes
     template: Optional[StepTemplate] = None     # readout kind "template": the per-step subgraph
     named_mismatch: str = ""                    # why no named readout form fit (when template is set)
+    backward: bool = False           # the chain takes positions L-1, L-2, .., 0 (final_state is x at position 0)
+    stack_reversed: bool = False     # the stacked output holds y_{L-1} first (positions in descending order)
 
     @property
     def anchor(self) -> str:
@@ -129,18 +133,36 @@ class _ChainMismatch(Exception):
     pass
 
 
-def _check_indices(slices: list[StepSlice], what: str, start: int = 0) -> None:
+def _positions(length: int, backward: bool) -> list[int]:
+    """The position along the scan axis that each step of a chain of `length` steps takes."""
+    return list(range(length - 1, -1, -1)) if backward else list(range(length))
+
+
+def _check_indices(slices: list[StepSlice], what: str, positions: list[int], start: int = 0) -> None:
+    """slices[k] is step start + k; it must take position positions[start + k] of step 0's tensor and axis."""
     first = slices[0]
-    for position, item in enumerate(slices, start):
+    for step, item in enumerate(slices, start):
         if item.key != first.key:
             raise _ChainMismatch(
-                f"{what} at step {position} comes from '{item.source.name}' axis {item.axis}, "
+                f"{what} at step {step} comes from '{item.source.name}' axis {item.axis}, "
                 f"not '{first.source.name}' axis {first.axis} like step 0")
-        if item.index != position:
-            previous = slices[position - 1 - start].index if position > start else None
+        if item.index != positions[step]:
+            previous = slices[step - 1 - start].index if step > start else None
             if previous is not None and item.index == previous:
-                raise _ChainMismatch(f"{what} index {item.index} is repeated at step {position}")
-            raise _ChainMismatch(f"{what} index jumps to {item.index} at step {position} (expected {position})")
+                raise _ChainMismatch(f"{what} index {item.index} is repeated at step {step}")
+            raise _ChainMismatch(f"{what} index jumps to {item.index} at step {step} (expected {positions[step]})")
+
+
+def _stack_order(concat: gs.Node, pieces: list[gs.Tensor], backward: bool) -> bool:
+    """Whether `concat` stacks the step outputs `pieces` (in step order) in descending position order
+    (stack_reversed); _ChainMismatch unless it stacks exactly them, in step order or the reverse."""
+    inputs = list(concat.inputs)
+    if inputs == pieces:
+        return backward
+    if inputs == pieces[::-1]:
+        return not backward
+    raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
+                         f"expected exactly the {len(pieces)} step outputs in order")
 
 
 def _check_whole_axis(item: StepSlice, what: str, length: int) -> None:
@@ -168,7 +190,8 @@ def _readers(chain: list[Step], position: int) -> list[gs.Node]:
     return readers
 
 
-def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> list[ReadoutStep]:
+def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
+                    positions: list[int]) -> list[ReadoutStep]:
     """Each step's readout in one of the named forms of patterns/readout.py, or _ChainMismatch."""
     readouts: list[ReadoutStep] = []
     for position, step in enumerate(chain):
@@ -204,12 +227,13 @@ def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap) 
         if readout.form != form:
             raise _ChainMismatch(f"readout at step {position} differs from step 0 ({readout.form} vs {form})")
     if form.kind != "states":
-        _check_indices([r.coeff for r in readouts], "readout coefficient c_i")
+        _check_indices([r.coeff for r in readouts], "readout coefficient c_i", positions)
     return readouts
 
 
-def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap):
-    """The readout as one per-step subgraph compared across steps: (template, stack axis, concat, nodes)."""
+def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap, positions: list[int]):
+    """The readout as one per-step subgraph compared across steps: (template, stack axis, concat, pieces in
+    step order, nodes)."""
     outputs: list[gs.Tensor] = []
     pieces: list[gs.Tensor] = []
     nodes: list[gs.Node] = []
@@ -234,32 +258,29 @@ def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         outputs.append(stacked.output)
         pieces.append(stacked.unsqueeze.outputs[0])
         nodes += [*stacked.forward_nodes]
-    if list(concat.inputs) != pieces:
-        raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
-                             f"expected exactly the {len(chain)} step outputs in order")
-    positions = list(range(len(chain)))
     try:
         template = match_step_templates(outputs, [s.state for s in chain], positions, ranks)
     except TemplateMismatch as error:
         raise _ChainMismatch(str(error)) from None
-    return template, stack_axis, concat, nodes + template.all_nodes
+    return template, stack_axis, concat, pieces, nodes + template.all_nodes
 
 
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
-    _check_indices([s.decay for s in chain[start:]], "decay a_i", start)
-    _check_indices([s.drive for s in chain], "input b_i")
+    # A backward scan (`for t in reversed(range(L))`) takes the last position first.
+    backward = chain[0].drive.index == len(chain) - 1
+    positions = _positions(len(chain), backward)
+    _check_indices([s.decay for s in chain[start:]], "decay a_i", positions, start)
+    _check_indices([s.drive for s in chain], "input b_i", positions)
     _check_whole_axis(chain[start].decay, "decay a_i", len(chain))
     _check_whole_axis(chain[0].drive, "input b_i", len(chain))
 
     template, named_mismatch = None, ""
     try:
-        readouts = _named_readouts(chain, graph_outputs, ranks)
+        readouts = _named_readouts(chain, graph_outputs, ranks, positions)
         form, concat = readouts[0].form, readouts[0].concat
         pieces = [r.stacked_piece for r in readouts]
-        if list(concat.inputs) != pieces:
-            raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
-                                 f"expected exactly the {len(chain)} step outputs in order")
+        stack_reversed = _stack_order(concat, pieces, backward)
         readout_nodes = [n for r in readouts for n in r.nodes]
         last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
         coeff = readouts[0].coeff
@@ -267,11 +288,12 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
             _check_whole_axis(coeff, "readout coefficient c_i", len(chain))
     except _ChainMismatch as named_error:
         try:
-            template, stack_axis, concat, readout_nodes = _template_readout(chain, graph_outputs, ranks)
+            template, stack_axis, concat, pieces, readout_nodes = _template_readout(chain, graph_outputs, ranks,
+                                                                                    positions)
+            stack_reversed = _stack_order(concat, pieces, backward)
         except _ChainMismatch as template_error:
             raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
         named_mismatch = str(named_error)
-        pieces = list(concat.inputs)
         form, coeff = ReadoutForm("template", stack_axis=stack_axis), None
         last_readout_nodes = set(id(n) for n in readout_nodes)
     for piece in pieces:
@@ -305,15 +327,21 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
-        template=template, named_mismatch=named_mismatch)
+        template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed)
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
-    """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so."""
-    if head.drive.index != 1 or head.decay is None or head.decay.index != 1:
+    """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so (b_{L-1}
+    before a backward chain's position L-2)."""
+    if head.decay is None or head.decay.index != head.drive.index:
         return None
     drive0 = _step_slice(head.previous, ranks)
-    if drive0 is None or drive0.key != head.drive.key or drive0.index != 0:
+    if drive0 is None or drive0.key != head.drive.key:
+        return None
+    forward = head.drive.index == 1 and drive0.index == 0
+    backward = (drive0.index == head.drive.index + 1   # the last position, where the axis length is known
+                and known_axis_length(drive0.source, drive0.axis) in (None, drive0.index + 1))
+    if not (forward or backward):
         return None
     return Step(None, None, None, drive0, None, head.previous_origin, ())
 

@@ -1,7 +1,8 @@
 """Property and fuzz tests of the scan pattern and the scan forms (hypothesis).
 
 * Recurrences drawn from the whole space tools/synthetic_scans.py can write (every index form,
-  readout, decay spelling, initial state, batch, opset, a final state used outside) re-roll
+  readout, decay spelling, initial state, batch, opset, a final state used outside, forward and
+  backward loops stacked in either order) re-roll
   into every scan form and equal a float64 NumPy scan. (tests/test_reroll_scans.py has the
   first property test, over a smaller space, with exact op counts per form.)
 * Near-misses, one broken step at a random place, are left exactly as they were, with a reason.
@@ -51,6 +52,7 @@ def scan_specs(draw, near_miss: str = "") -> ScanSpec:
         initial=draw(st.sampled_from(["zeros", "input"])), decay=draw(st.sampled_from(["exp", "direct"])), opset=opset,
         extra_final_state_output=draw(st.booleans()) if not near_miss else False, near_miss=near_miss,
         near_miss_step=draw(st.sampled_from(near_miss_steps(near_miss, length))) if near_miss else None,
+        direction=draw(st.sampled_from(["forward", "backward"])), stacked=draw(st.sampled_from(["by_position", "by_step"])),
     )
     return spec
 

@@ -894,3 +894,57 @@ def test_state_form_takes_decays_of_any_sign_that_form_would_sum_logs_of():
     assert result.stats["rerolled"] == 1 and alone_result.stats["rerolled"] == 0
     assert op_histogram(out) == op_histogram(doubling)
     _gated_rnn_check(out)
+
+
+# --- backward scans: `for t in reversed(range(L))` ------------------------------------------------
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided",
+                                  "strided-readout", "channels-last-readout", "window-doubling"])
+@pytest.mark.parametrize("stacked", ["by_position", "by_step"])
+@pytest.mark.parametrize("readout, initial", [("einsum", "zeros"), ("mulsum", "input"), ("states", "zeros")])
+def test_a_backward_scan_rerolls_in_every_form(form, stacked, readout, initial):
+    """A loop over positions L-1 .. 0 (a bidirectional block's second direction written as a loop, not
+    flips), its outputs stacked by position (`ys[t] = y`) or in the loop's order: the forward scan of the
+    decays and drives reversed along the scan axis, read out in position order; the final state (x at
+    position 0) kept. Before session s21 every such chain was left unrolled: "decay a_i index jumps to 8
+    at step 0 (expected 0)"."""
+    spec = ScanSpec(length=9, channels=3, state=2, readout=readout, initial=initial, direction="backward",
+                    stacked=stacked, extra_final_state_output=True)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 9, "rejected": 0}
+    assert "Squeeze" not in op_histogram(out)   # no step is taken alone any more
+    feeds = scan_inputs(spec, seed=3, batch=1)
+    actual, expected = run(out, feeds), run(model, feeds)
+    assert rel_l2(actual[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+    assert rel_l2(actual[1], expected[1]) <= REL_L2_TOL
+
+
+def test_a_backward_scan_is_the_forward_form_between_reversals():
+    """The ops a backward chain adds to its forward twin's: a step -1 Slice for the decays' log (chunk24
+    sums it) and one for the drives, one that turns the states back to position order, and one for a stack
+    that holds the last position first (by_step); nothing else."""
+    histograms = {}
+    for direction, stacked in (("forward", "by_position"), ("backward", "by_position"), ("backward", "by_step")):
+        spec = ScanSpec(length=9, direction=direction, stacked=stacked)
+        out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+        assert result.stats == {"rerolled": 1, "steps": 9, "rejected": 0}
+        histograms[direction, stacked] = Counter(op_histogram(out))
+        feeds = scan_inputs(spec)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+    forward = histograms["forward", "by_position"]
+    assert histograms["backward", "by_position"] - forward == Counter({"Slice": 3})
+    assert histograms["backward", "by_step"] - forward == Counter({"Slice": 4})
+
+
+@pytest.mark.parametrize("kind", ["skip_index", "repeat_index", "coeff_off_by_one", "concat_permuted"])
+def test_backward_near_misses_are_left_with_a_reason(kind):
+    """The near-misses of a forward chain, made at step 4 of a backward one: step 4 should take position 4."""
+    model = unrolled_scan_model(ScanSpec(length=9, near_miss=kind, direction="backward"))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert {"skip_index": "decay a_i index jumps to 3 at step 4 (expected 4)",
+            "repeat_index": "decay a_i index 5 is repeated at step 4",
+            "coeff_off_by_one": "readout coefficient c_i index jumps to 3 at step 4 (expected 4)",
+            "concat_permuted": "stacks 9 tensors; expected exactly the 9 step outputs in order"}[kind] in result.notes[1]

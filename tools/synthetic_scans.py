@@ -3,7 +3,9 @@
 `unrolled_scan_model(...)` returns an ONNX model computing, for inputs
   log_a (B, D, L, N) -> a = Exp(log_a), b (B, D, L, N), c (B, D, N, L), [h0 (B, D, N)]:
     x_i = a[:, :, i] * x_{i-1} + b[:, :, i];   y[:, :, i] = sum_n x_i * c[:, :, :, i]
-with the per-step ops spelled out, like torch.onnx.export's unrolling of a Python loop.
+with the per-step ops spelled out, like torch.onnx.export's unrolling of a Python loop; with
+direction "backward" the loop runs i = L-1 .. 0 (`for t in reversed(range(L))`, x_{i+1} before x_i),
+its outputs stacked by position (`ys[t] = y`) or, with stacked "by_step", in the loop's order.
 `numpy_scan` is the sequential reference it must equal.
 """
 from __future__ import annotations
@@ -30,6 +32,8 @@ class ScanSpec:
     near_miss: str = ""          # "" or one of NEAR_MISSES
     near_miss_step: Optional[int] = None   # the step the near-miss starts at (default: see NEAR_MISS_DEFAULT_STEP)
     extra_final_state_output: bool = False
+    direction: str = "forward"   # forward (positions 0 .. L-1) | backward (L-1 .. 0, a backward scan)
+    stacked: str = "by_position"  # by_position (y at position 0 first) | by_step (the first step's y first)
 
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
@@ -131,6 +135,10 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     if spec.near_miss and spec.near_miss not in NEAR_MISSES:
         raise ValueError(f"unknown near miss {spec.near_miss!r} (known: {', '.join(NEAR_MISSES)})")
     miss = spec.near_miss_step if spec.near_miss_step is not None else _default_near_miss_step(spec)
+    if spec.direction not in ("forward", "backward") or spec.stacked not in ("by_position", "by_step"):
+        raise ValueError(f"unknown direction {spec.direction!r} or stacked {spec.stacked!r}")
+    # The step taking position i (the near-misses below change a step's index the same way either way).
+    position = (lambda i: L - 1 - i) if spec.direction == "backward" else (lambda i: i)
     pieces, outputs, extra = [], [], []
     for i in range(L):
         index = i
@@ -139,8 +147,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         if spec.near_miss == "repeat_index" and i == miss:
             index = i - 1
         source = other_decay if (spec.near_miss == "two_decays" and i == miss) else decay
-        a_i = g.step(source, 2, index, spec.index)
-        b_i = g.step("b", 2, i, spec.index)
+        a_i = g.step(source, 2, position(index), spec.index)
+        b_i = g.step("b", 2, position(i), spec.index)
         state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
         if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
@@ -152,7 +160,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             coeff_index = i
             if spec.near_miss == "coeff_off_by_one" and i == miss:
                 coeff_index = i + 1 if i + 1 < L else i - 1
-            c_i = g.step("c", 3, coeff_index, spec.index)
+            c_i = g.step("c", 3, position(coeff_index), spec.index)
             if spec.readout == "einsum":
                 y = g.node("Einsum", [state, c_i], equation="bdn,bdn->bd")
             elif spec.readout == "conv":  # the public fork's "no_einsum" grouped conv1d
@@ -166,6 +174,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         pieces.append(g.axes_op("Unsqueeze", y, [2]))
     if spec.near_miss == "concat_permuted":
         pieces[miss], pieces[miss + 1] = pieces[miss + 1], pieces[miss]
+    if spec.direction == "backward" and spec.stacked == "by_position":
+        pieces.reverse()
     g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
     stacked = L - (spec.near_miss == "missing_readout")
     y_shape = [batch, D, stacked] if spec.readout != "states" else [batch, D, stacked, N]
@@ -207,7 +217,10 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     b = feeds["b"].astype(np.float64)
     state = feeds["h0"].astype(np.float64) if spec.initial == "input" else np.zeros(a.shape[:2] + a.shape[3:])
     outs = []
-    for i in range(spec.length):
+    positions = range(spec.length - 1, -1, -1) if spec.direction == "backward" else range(spec.length)
+    for i in positions:
         state = a[:, :, i] * state + b[:, :, i]
         outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, feeds["c"][..., i].astype(np.float64)))
+    if spec.direction == "backward" and spec.stacked == "by_position":
+        outs.reverse()
     return np.stack(outs, axis=2)
