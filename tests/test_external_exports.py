@@ -54,6 +54,11 @@ NODE_COUNTS = {
     # TorchScript: a ScatterND per step, its indices computed from constants and the next update shaped by
     # Shape(Gather(buffer)): re-rolled since s19 (0 scans before); seed 114 with the writes stacked, still unrolled
     "hf-recurrent-gemma": (465, {"seed": 114, "cpu": 97, "tpu": 96}),
+    # session s21: a user's own bidirectional S6 block, the backward direction a reversed(range(L)) loop writing
+    # y[:, t] into a zeros buffer; before s21 only its forward scan re-rolled (the backward chain: "decay a_i
+    # index jumps to 9 at step 0 (expected 0)"; cpu 231 / 230, seed 141 / 144, tpu 165 / 168)
+    "user-bidirectional-s6": (541, {"seed": 66, "cpu": 197, "tpu": 114}),
+    "user-bidirectional-s6-dynamo": (193, {"seed": 65, "cpu": 192, "tpu": 113}),
 }
 
 
@@ -259,5 +264,6 @@ def test_corpus_covers_the_brief():
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
     assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma",
             "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)   # session s19's probe
+    assert {"user-bidirectional-s6", "user-bidirectional-s6-dynamo"} <= set(EXPORTS)   # session s21's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

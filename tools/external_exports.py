@@ -15,6 +15,9 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   hf-recurrent-gemma-*  transformers' RecurrentGemmaModel, recurrent blocks only: the RG-LRU loop, which
                     writes each step's state into a zeros buffer (`out[:, t] = h`), not a stacked list
   mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
+  user-bidirectional-s6*  a user's own bidirectional S6 block in plain PyTorch (Vision Mamba's two directions,
+                    each its own loop): the backward one runs `for t in reversed(range(L))` and writes
+                    `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -171,6 +174,54 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
     return model, sample
 
 
+def user_bidirectional_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0):
+    """A bidirectional S6 block as a user writes it in plain PyTorch, after Vision Mamba's (two directions with
+    their own x_proj, dt_proj, A and D, summed and gated by SiLU(z)): the forward direction stacks its readouts,
+    the backward one loops over reversed(range(L)) and writes each into a zeros buffer, `y[:, t] = y_t`."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    d_inner, rank = 2 * d_model, 2
+
+    class BidirectionalS6(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_proj = torch.nn.Linear(d_model, 2 * d_inner)
+            self.x_proj = torch.nn.ModuleList(torch.nn.Linear(d_inner, rank + 2 * state, bias=False) for _ in range(2))
+            self.dt_proj = torch.nn.ModuleList(torch.nn.Linear(rank, d_inner) for _ in range(2))
+            self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, state + 1.0)).repeat(2, d_inner, 1))
+            self.D = torch.nn.Parameter(torch.ones(2, d_inner))
+            self.out_proj = torch.nn.Linear(d_inner, d_model)
+
+        def ssm(self, x, direction: int):
+            dt, B, C = self.x_proj[direction](x).split([rank, state, state], dim=-1)
+            delta = F.softplus(self.dt_proj[direction](dt))               # (batch, L, d_inner)
+            deltaA = torch.exp(delta.unsqueeze(-1) * -torch.exp(self.A_log[direction]))
+            deltaBx = delta.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)   # (batch, L, d_inner, N)
+            h = x.new_zeros(x.shape[0], d_inner, state)
+            if direction == 0:
+                ys = []
+                for t in range(x.shape[1]):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+                y = torch.stack(ys, dim=1)
+            else:
+                y = torch.zeros_like(x)
+                for t in reversed(range(x.shape[1])):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    y[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
+            return y + x * self.D[direction]
+
+        def forward(self, u):
+            x, z = self.in_proj(u).chunk(2, dim=-1)
+            x = F.silu(x)
+            return self.out_proj((self.ssm(x, 0) + self.ssm(x, 1)) * F.silu(z))
+
+    sample = torch.randn(batch, length, d_model, generator=torch.Generator().manual_seed(seed))
+    return BidirectionalS6().eval(), sample
+
+
 def fork_channels(state: int, length: int, batch: int = 2, d_model: int = 8, seed: int = 0):
     """A 1-D Mamba block whose loop reads out like the fork's d_state > 1 code (grouped Conv over channels)."""
     import torch
@@ -213,6 +264,13 @@ EXPORTS = {e.name: e for e in [
                    lambda: fork_channels(4, 9), scans=1, steps=9),
     ExternalExport("fork-channels-n16", "vmamba_ref", "fork's channel-Conv readout, d_state 16, L 9, batch 2",
                    lambda: fork_channels(16, 9), scans=1, steps=9),
+    # session s21's probe: a backward loop was left unrolled ("decay a_i index jumps to 9 at step 0")
+    ExternalExport("user-bidirectional-s6", "torch",
+                   "a user's bidirectional S6 block, d_model 8, d_state 4, L 10, batch 2; the backward scan a "
+                   "reversed(range(L)) loop writing y[:, t] (a ScatterND per step)",
+                   lambda: user_bidirectional_s6(8, 4, 10), scans=2, steps=20),
+    ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
+                   lambda: user_bidirectional_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, exporter="dynamo"),
     ExternalExport("mambapy-n16-dynamo", "mambapy", "mambapy-n16 through the dynamo exporter",
