@@ -19,6 +19,10 @@ per step: patterns/buffer_writes.py) are first written as the Concat of the writ
 the same tensor, so that the recurrences behind them are found like those whose outputs are stacked
 (stats `buffer_writes_stacked`; done whether a recurrence then re-rolls or not: the Concat is exact).
 
+A loop over `x.unbind(axis)` (TorchScript: one Split into one-position pieces) has its pieces read as
+Slices first (passes/split_pieces.py), so its steps are found like `x[:, t]`; a Split whose pieces no
+re-rolled scan took is put back (stats `split_pieces_sliced`: those that stayed Slices, dead once re-rolled).
+
 A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
 decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
 to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
@@ -40,6 +44,7 @@ from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
+from passes.split_pieces import restore, slice_split_pieces
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
@@ -334,6 +339,7 @@ class RerollScans(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         stacked_writes = stack_buffer_writes(graph, ctx.opset)
+        sliced_splits = slice_split_pieces(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -384,6 +390,13 @@ class RerollScans(Pass):
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form)")
+        taken_nodes = {id(node) for rec in rerolled for node in rec.nodes}
+        kept_sliced = 0
+        for sliced in sliced_splits:   # the Split back where no re-rolled scan read its pieces
+            if any(id(node) in taken_nodes for node in sliced.slices):
+                kept_sliced += 1
+            else:
+                restore(graph, sliced)
         if rerolled:
             graph.cleanup().toposort()
         stats = {
@@ -395,6 +408,8 @@ class RerollScans(Pass):
             stats["unit_axes_dropped"] = lowered
         if stacked_writes:
             stats["buffer_writes_stacked"] = stacked_writes
+        if kept_sliced:
+            stats["split_pieces_sliced"] = kept_sliced
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

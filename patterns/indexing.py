@@ -145,6 +145,29 @@ def _squeezed_step(data: gs.Tensor, squeeze_axis: int, outer_nodes: tuple, ranks
     return StepSlice(source, axis, index, (*outer_nodes, inner))
 
 
+def one_position_split(split: gs.Node, ranks: RankMap) -> Optional[tuple[gs.Tensor, int]]:
+    """(source, axis) when `split` is a Split of `source` into pieces of one position each along `axis`
+    (torch's unbind, split(1), chunk(L), as TorchScript writes them): piece i is source[.., i:i+1, ..].
+    Sizes all 1 (an input, or the attribute before opset 13), or equal pieces as many as the axis holds."""
+    if split.op != "Split" or split.domain or not split.inputs:
+        return None
+    source = split.inputs[0]
+    axis = normalize_axis(int(split.attrs.get("axis", 0)), ranks.rank(source))
+    if axis is None:
+        return None
+    count = len(split.outputs)
+    if len(split.inputs) > 1 and split.inputs[1].name:   # opset 13+: the sizes as an input
+        sizes = constant_ints(split.inputs[1])
+        if sizes is None:
+            return None
+    else:
+        sizes = split.attrs.get("split")
+    if sizes is not None:
+        return (source, axis) if list(sizes) == [1] * count else None
+    # Equal pieces (no sizes; opset 18's num_outputs is the output count): one position each if the axis holds `count`.
+    return (source, axis) if known_axis_length(source, axis) == count else None
+
+
 def match_step_slice(tensor: gs.Tensor, ranks: RankMap) -> Optional[StepSlice]:
     """The StepSlice that produces `tensor`, or None."""
     node = producer(tensor)

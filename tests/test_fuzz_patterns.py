@@ -48,7 +48,7 @@ def scan_specs(draw, near_miss: str = "") -> ScanSpec:
     length = draw(st.integers(3 if near_miss else 2, 30))
     spec = ScanSpec(
         length=length, channels=draw(st.integers(1, 4)), state=draw(st.integers(1, 4)), batch=batch,
-        index=draw(st.sampled_from(["gather", "slice", "guarded_slice"])), readout=draw(st.sampled_from(readouts)),
+        index=draw(st.sampled_from(["gather", "slice", "guarded_slice", "split"])), readout=draw(st.sampled_from(readouts)),
         initial=draw(st.sampled_from(["zeros", "input"])), decay=draw(st.sampled_from(["exp", "direct"])), opset=opset,
         extra_final_state_output=draw(st.booleans()) if not near_miss else False, near_miss=near_miss,
         near_miss_step=draw(st.sampled_from(near_miss_steps(near_miss, length))) if near_miss else None,
@@ -68,7 +68,8 @@ def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
         assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
         assert op_histogram(out) == op_histogram(model)
         return
-    assert result.stats == {"rerolled": 1, "steps": spec.length, "rejected": 0}
+    sliced = {"split_pieces_sliced": 3 - (spec.readout == "states")} if spec.index == "split" else {}
+    assert result.stats == {"rerolled": 1, "steps": spec.length, "rejected": 0, **sliced}
     hist = op_histogram(out)
     # What is left of the per-step ops does not depend on L: the final state's one Gather, the
     # readout's one Einsum, the initial state's Unsqueezes.

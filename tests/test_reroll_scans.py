@@ -79,12 +79,12 @@ def test_final_state_used_outside_the_chain_is_kept():
 
 
 @pytest.mark.parametrize("opset", [12, 13, 17, 18])
-@pytest.mark.parametrize("index", ["gather", "slice", "guarded_slice"])
+@pytest.mark.parametrize("index", ["gather", "slice", "guarded_slice", "split"])
 def test_every_opset_and_index_form(opset, index):
     spec = ScanSpec(length=9, index=index, opset=opset, readout="mulsum" if opset % 2 else "einsum")
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
     assert result.stats["rerolled"] == 1
-    assert {"Gather", "Squeeze", "If", "Shape", "Equal"}.isdisjoint(op_histogram(out))
+    assert {"Gather", "Squeeze", "If", "Shape", "Equal", "Split"}.isdisjoint(op_histogram(out))
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
 
@@ -948,3 +948,47 @@ def test_backward_near_misses_are_left_with_a_reason(kind):
             "repeat_index": "decay a_i index 5 is repeated at step 4",
             "coeff_off_by_one": "readout coefficient c_i index jumps to 3 at step 4 (expected 4)",
             "concat_permuted": "stacks 9 tensors; expected exactly the 9 step outputs in order"}[kind] in result.notes[1]
+
+
+# --- loops over x.unbind(axis): one Split into one-position pieces per tensor ----------------------
+
+@pytest.mark.parametrize("readout", ["einsum", "mulsum", "states"])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_loop_over_unbind_pieces_rerolls(readout, direction):
+    """TorchScript writes `for a_t, b_t, c_t in zip(a.unbind(2), b.unbind(2), c.unbind(3))` as a Split per
+    tensor whose outputs are the steps: its pieces are read as Slices (split_pieces_sliced: the 3 Splits),
+    the chain re-rolls like one indexed by Gather, and no Split or Squeeze is left. Before session s21: "0
+    scans found" with no reason (the steps were not seen as steps of a tensor)."""
+    spec = ScanSpec(length=9, index="split", readout=readout, direction=direction)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 9, "rejected": 0,
+                            "split_pieces_sliced": 2 if readout == "states" else 3}
+    indexed, _ = apply_pass(unrolled_scan_model(ScanSpec(length=9, readout=readout, direction=direction)),
+                            RerollScans(form="parallel", chunk=4))
+    assert op_histogram(out) == op_histogram(indexed)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
+
+
+def test_splits_that_no_scan_takes_are_put_back():
+    """A near-miss over unbind pieces stays unrolled and its Splits stay Splits (no Slice per piece), as does a
+    Split into one-position pieces that is no loop (`q, k, v = qkv.unbind(0)`)."""
+    model = unrolled_scan_model(ScanSpec(length=9, index="split", near_miss="skip_index"))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert "decay a_i index jumps to 5 at step 4 (expected 4)" in result.notes[1]
+    assert op_histogram(out) == op_histogram(model)
+    graph = onnx.parser.parse_graph("""qkv (float[3, 4] x) => (float[4] y) {
+        sizes = Constant<value = int64[3] {1, 1, 1}>()
+        q1, k1, v1 = Split<axis = 0>(x, sizes)
+        axes = Constant<value = int64[1] {0}>()
+        q = Squeeze(q1, axes)
+        k = Squeeze(k1, axes)
+        v = Squeeze(v1, axes)
+        qk = Mul(q, k)
+        y = Add(qk, v)
+    }""")
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert not result.changed and result.notes == ["0 scans found"]
+    assert op_histogram(out) == op_histogram(model) == {"Add": 1, "Constant": 2, "Mul": 1, "Split": 1, "Squeeze": 3}

@@ -25,6 +25,7 @@ class ScanSpec:
     state: int = 2               # N
     batch: Optional[int] = 1     # None: dynamic batch ("batch")
     index: str = "gather"        # gather | slice | guarded_slice (opset-12 dynamic-shape export: If around Squeeze)
+                                 # | split (TorchScript's unbind: one Split into L pieces per tensor, each squeezed)
     readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
     initial: str = "zeros"       # zeros | input
     decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input) | tanh (a = Tanh(a_in): any sign)
@@ -55,8 +56,10 @@ def _default_near_miss_step(spec: "ScanSpec") -> int:
 
 
 class _Graph:
-    def __init__(self, opset: int) -> None:
+    def __init__(self, opset: int, length: int = 0) -> None:
         self.opset, self.nodes, self.inits, self.count = opset, [], [], 0
+        self.length = length                 # pieces of a "split" step form
+        self.pieces: dict[tuple, list] = {}  # (source, axis) -> its Split's outputs
 
     def name(self, op: str) -> str:
         self.count += 1
@@ -79,6 +82,20 @@ class _Graph:
         return self.node(op, [x], axes=axes, **attrs)
 
     def step(self, source, axis, index, form) -> str:
+        if form == "split":   # x.unbind(axis): sizes as an input from opset 13 (opset 18: num_outputs, no sizes)
+            if (source, axis) not in self.pieces:
+                name = self.name("Split")
+                outputs = [f"{name}_{i}" for i in range(self.length)]
+                if self.opset >= 18:
+                    node = helper.make_node("Split", [source], outputs, name=name, axis=axis, num_outputs=self.length)
+                elif self.opset >= 13:
+                    sizes = self.const(np.ones(self.length, dtype=np.int64))
+                    node = helper.make_node("Split", [source, sizes], outputs, name=name, axis=axis)
+                else:
+                    node = helper.make_node("Split", [source], outputs, name=name, axis=axis, split=[1] * self.length)
+                self.nodes.append(node)
+                self.pieces[source, axis] = outputs
+            return self.axes_op("Squeeze", self.pieces[source, axis][index], [axis])
         if form == "gather":
             return self.node("Gather", [source, self.const(np.array(index, dtype=np.int64))], axis=axis)
         sliced = self.node("Slice", [source, self.const(np.array([index], dtype=np.int64)),
@@ -112,7 +129,7 @@ class _Graph:
 
 
 def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
-    g = _Graph(spec.opset)
+    g = _Graph(spec.opset, spec.length)
     batch = spec.batch if spec.batch is not None else "batch"
     D, L, N = spec.channels, spec.length, spec.state
     inputs = [

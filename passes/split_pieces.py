@@ -1,0 +1,64 @@
+"""One-position Split pieces as Slices, for reroll-scans: a loop over `x.unbind(axis)` reads its steps the
+way a loop over `x[:, t]` does.
+
+TorchScript writes `for a_t, b_t in zip(a.unbind(1), b.unbind(1))` (and `x.split(1, 1)`, `x.chunk(L, 1)`)
+as one Split per tensor whose outputs are the steps, each then squeezed. The recurrence pattern and the
+step template find a step by its own index node (Gather(x, i), Slice(x, i, i + 1)); a Split's outputs
+differ only by their output number. So each piece i becomes Slice(x, [i], [i + 1], [axis]), the same
+tensor, before matching, and `restore` puts the Split's pieces back where no re-rolled scan took them
+(the graph is then as it was: a Split that is not a loop's steps, `q, k, v = qkv.unbind(0)`, stays one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from patterns.indexing import one_position_split
+from patterns.ranks import RankMap
+
+
+@dataclass
+class SlicedSplit:
+    split: gs.Node
+    slices: list                 # the Slice node made for each piece
+    reads: list                  # (reader node, input index, piece) rewired to read the Slice's output
+
+
+def slice_split_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces: int = 2) -> list[SlicedSplit]:
+    """Every Split of some tensor into `min_pieces` or more pieces of one position each, its readers rewired to
+    read one Slice per piece (the Split stays in the graph, unread, until cleanup or `restore`)."""
+    ranks = RankMap(graph)
+    outputs = {id(tensor) for tensor in graph.outputs}
+    done = []
+    for node in list(graph.nodes):
+        found = one_position_split(node, ranks) if node.op == "Split" else None
+        if (found is None or len(node.outputs) < min_pieces
+                or any(id(piece) in outputs for piece in node.outputs)):
+            continue
+        source, axis = found
+        builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/split_pieces{len(done)}", taken=taken)
+        sliced = SlicedSplit(node, [], [])
+        for index, piece in enumerate(node.outputs):
+            readers = list(piece.outputs)
+            sliced_piece = builder.slice(source, index, index + 1, axis)
+            sliced.slices.append(builder.nodes[-1])
+            for reader in readers:
+                for position, tensor in enumerate(reader.inputs):
+                    if tensor is piece:
+                        reader.inputs[position] = sliced_piece
+                        sliced.reads.append((reader, position, piece))
+        done.append(sliced)
+    return done
+
+
+def restore(graph: gs.Graph, sliced: SlicedSplit) -> None:
+    """Its readers read the Split's pieces again, and its Slices are gone: the graph as it was."""
+    for reader, position, piece in sliced.reads:
+        reader.inputs[position] = piece
+    made = {id(node) for node in sliced.slices}
+    for node in sliced.slices:
+        node.inputs.clear()
+        node.outputs.clear()
+    graph.nodes = [node for node in graph.nodes if id(node) not in made]
