@@ -18,6 +18,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-bidirectional-s6*  a user's own bidirectional S6 block in plain PyTorch (Vision Mamba's two directions,
                     each its own loop): the backward one runs `for t in reversed(range(L))` and writes
                     `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
+  user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -174,24 +175,35 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
     return model, sample
 
 
-def user_bidirectional_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0):
-    """A bidirectional S6 block as a user writes it in plain PyTorch, after Vision Mamba's (two directions with
-    their own x_proj, dt_proj, A and D, summed and gated by SiLU(z)): the forward direction stacks its readouts,
-    the backward one loops over reversed(range(L)) and writes each into a zeros buffer, `y[:, t] = y_t`."""
+# How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
+USER_LOOPS = ("stack", "reversed-assign", "unbind")
+
+
+def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
+    """An S6 block as a user writes it in plain PyTorch, after Vision Mamba's: one direction per entry of `loops`
+    (each with its own x_proj, dt_proj, A and D; summed and gated by SiLU(z)), each loop written so:
+      stack            `for t in range(L)`, readouts appended and stacked
+      reversed-assign  `for t in reversed(range(L))` (the backward direction), each readout written into a zeros
+                       buffer, `y[:, t] = y_t`
+      unbind           `for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1))`, stacked"""
     import torch
     import torch.nn.functional as F
 
+    unknown = set(loops) - set(USER_LOOPS)
+    if unknown:
+        raise ValueError(f"unknown loop spelling {sorted(unknown)} (known: {', '.join(USER_LOOPS)})")
     torch.manual_seed(seed)
-    d_inner, rank = 2 * d_model, 2
+    d_inner, rank, directions = 2 * d_model, 2, len(loops)
 
-    class BidirectionalS6(torch.nn.Module):
+    class UserS6(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.in_proj = torch.nn.Linear(d_model, 2 * d_inner)
-            self.x_proj = torch.nn.ModuleList(torch.nn.Linear(d_inner, rank + 2 * state, bias=False) for _ in range(2))
-            self.dt_proj = torch.nn.ModuleList(torch.nn.Linear(rank, d_inner) for _ in range(2))
-            self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, state + 1.0)).repeat(2, d_inner, 1))
-            self.D = torch.nn.Parameter(torch.ones(2, d_inner))
+            self.x_proj = torch.nn.ModuleList(torch.nn.Linear(d_inner, rank + 2 * state, bias=False)
+                                              for _ in range(directions))
+            self.dt_proj = torch.nn.ModuleList(torch.nn.Linear(rank, d_inner) for _ in range(directions))
+            self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, state + 1.0)).repeat(directions, d_inner, 1))
+            self.D = torch.nn.Parameter(torch.ones(directions, d_inner))
             self.out_proj = torch.nn.Linear(d_inner, d_model)
 
         def ssm(self, x, direction: int):
@@ -200,26 +212,33 @@ def user_bidirectional_s6(d_model: int, state: int, length: int, batch: int = 2,
             deltaA = torch.exp(delta.unsqueeze(-1) * -torch.exp(self.A_log[direction]))
             deltaBx = delta.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)   # (batch, L, d_inner, N)
             h = x.new_zeros(x.shape[0], d_inner, state)
-            if direction == 0:
+            loop = loops[direction]
+            if loop == "stack":
                 ys = []
                 for t in range(x.shape[1]):
                     h = deltaA[:, t] * h + deltaBx[:, t]
                     ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
                 y = torch.stack(ys, dim=1)
-            else:
+            elif loop == "reversed-assign":
                 y = torch.zeros_like(x)
                 for t in reversed(range(x.shape[1])):
                     h = deltaA[:, t] * h + deltaBx[:, t]
                     y[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
+            else:
+                ys = []
+                for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
+                    h = a_t * h + b_t
+                    ys.append((h * c_t[:, None, :]).sum(-1))
+                y = torch.stack(ys, dim=1)
             return y + x * self.D[direction]
 
         def forward(self, u):
             x, z = self.in_proj(u).chunk(2, dim=-1)
             x = F.silu(x)
-            return self.out_proj((self.ssm(x, 0) + self.ssm(x, 1)) * F.silu(z))
+            return self.out_proj(sum(self.ssm(x, direction) for direction in range(directions)) * F.silu(z))
 
     sample = torch.randn(batch, length, d_model, generator=torch.Generator().manual_seed(seed))
-    return BidirectionalS6().eval(), sample
+    return UserS6().eval(), sample
 
 
 def fork_channels(state: int, length: int, batch: int = 2, d_model: int = 8, seed: int = 0):
@@ -268,9 +287,13 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("user-bidirectional-s6", "torch",
                    "a user's bidirectional S6 block, d_model 8, d_state 4, L 10, batch 2; the backward scan a "
                    "reversed(range(L)) loop writing y[:, t] (a ScatterND per step)",
-                   lambda: user_bidirectional_s6(8, 4, 10), scans=2, steps=20),
+                   lambda: user_s6(8, 4, 10), scans=2, steps=20),
+    ExternalExport("user-s6-unbind", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, looping over zip(deltaA.unbind(1), "
+                   "deltaBx.unbind(1), C.unbind(1)) (a Split into 10 pieces per tensor)",
+                   lambda: user_s6(8, 4, 10, loops=("unbind",)), scans=1, steps=10),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
-                   lambda: user_bidirectional_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
+                   lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, exporter="dynamo"),
     ExternalExport("mambapy-n16-dynamo", "mambapy", "mambapy-n16 through the dynamo exporter",
