@@ -19,7 +19,8 @@ which is the stacking patterns/readout.py expects. The TorchScript exporter writ
     buffer_t = ScatterND(buffer_{t-1}, indices_t, update_t)
 
 indices_t computed from constants (patterns/small_constants.py) and holding the tuples
-(i_0, .., i_{a-1}, p_t) over every position of the axes before a in row-major order (update_t then
+(i_0, .., i_{a-1}, p_t) over every position of the axes before a in row-major order (or, for
+`out[:, t, :] = y_t`, every element's (i_0, .., p_t, .., i_{k-1}), the axes after a included) (update_t then
 has the slice's shape without axis a: it is stacked as Unsqueeze(Reshape(update_t), a)), and the
 next update shaped by Shape(Gather(buffer_t, ..)): an intermediate buffer may be read by such shape
 arithmetic (Shape, through Gather, Slice, Squeeze, Unsqueeze, Reshape, Transpose, Identity, Cast),
@@ -78,25 +79,30 @@ def _is_write(node: gs.Node) -> bool:
 
 
 def _slice_written_nd(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]:
-    """ScatterND: (axis, position) when its index tuples are (i_0, .., i_{a-1}, p) over every i in row-major
-    order (the update then holds the slice without axis a, in that order), else None."""
+    """ScatterND: (axis, position) when its index tuples of k coordinates hold p at coordinate a and run over
+    every other coordinate in row-major order: (i_0, .., i_{a-1}, p) (`out[:, t] = y`), or with the axes after a
+    too, (i_0, .., p, .., i_{k-1}) (`out[:, t, :] = y`, every element's coordinates); the update then holds the
+    slice at p in that order. Else None."""
     indices = small_value(node.inputs[1])
     if indices is None or indices.ndim < 1 or not np.issubdtype(indices.dtype, np.integer):
         return None
-    axis = indices.shape[-1] - 1
-    if not 0 <= axis < len(shape):
+    depth = indices.shape[-1]
+    if not 1 <= depth <= len(shape):
         return None
-    rows = indices.reshape(-1, axis + 1).astype(np.int64)
-    prefix = shape[:axis]
-    if rows.shape[0] != math.prod(prefix):   # before the grid is built: a declared size may be hostile
-        return None
-    expected = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(n) for n in prefix], indexing="ij")],
-                        axis=-1) if prefix else np.zeros((1, 0), np.int64)
-    position = int(rows[0, axis]) if rows.size else None
-    if (position is None or rows.shape[0] != expected.shape[0] or not np.array_equal(rows[:, :axis], expected)
-            or np.any(rows[:, axis] != position) or not -shape[axis] <= position < shape[axis]):
-        return None
-    return axis, position % shape[axis]
+    rows = indices.reshape(-1, depth).astype(np.int64)
+    # An axis of size 1 holds one position, no chain of writes: the other axes first.
+    for axis in sorted(range(depth), key=lambda a: shape[a] == 1):
+        others = [shape[a] for a in range(depth) if a != axis]
+        if shape[axis] == 0 or rows.shape[0] != math.prod(others):   # before the grid: a size may be hostile
+            continue
+        position = int(rows[0, axis]) if rows.size else None
+        if position is None or np.any(rows[:, axis] != position) or not -shape[axis] <= position < shape[axis]:
+            continue
+        expected = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(n) for n in others], indexing="ij")],
+                            axis=-1) if others else np.zeros((1, 0), np.int64)
+        if np.array_equal(np.delete(rows, axis, axis=1), expected):
+            return axis, position % shape[axis]
+    return None
 
 
 def _slice_written(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]:

@@ -328,14 +328,26 @@ def _nd_chain_found(buffer_shape, indices, update_shape):
     ("position-equal-to-the-size", []),
     ("indices-from-an-input", []),
     ("hostile-rows-before-the-axis", []),
+    ("every-element-on-axis-1", [(1, ["u0", "u1"])]),       # out[:, t, :] = h: tuples (b, t, d), all of them
+    ("every-element-batch-1", [(1, ["u1", "u0"])]),          # (0, t, d): axis 0 holds one position, no chain
+    ("every-element-but-one", []),                           # out[:, t, :3] = h: part of the slice
+    ("every-element-out-of-order", []),                      # d in reverse: the update would land permuted
 ])
 def test_scatternd_index_tuples_are_read_exactly(case, expected):
     """The index tuples of each ScatterND, its axis and position: a buffer (3, 2, 4) written on axis 1 (index
-    tuples (b, t), b over 0..2 in order), or (2, 3, 4) on axis 0 (tuples (t,)); near-misses are no chain and
+    tuples (b, t), b over 0..2 in order, or every element's (b, t, d): before session s21 those were no write of
+    a slice, and a loop writing `out[:, t, :] = y` stayed unrolled), or (2, 3, 4) on axis 0 (tuples (t,));
+    near-misses are no chain and
     raise nothing: indices that are not constants, and a declared size of 2^46 rows before the axis (the
     rows are counted before a grid of them is built: arange(2^46) would ask for 512 TiB)."""
     rows = lambda t: [[b, t] for b in range(3)]   # noqa: E731
+    # every element's (b, t, d) as TorchScript writes `out[:, t, :] = h`: indices (B, 1, D, 3), update (B, 1, D)
+    elements = lambda t, batch=3, ds=range(4): [[[[b, t, d] for d in ds]] for b in range(batch)]   # noqa: E731
     buffer_shape, update_shape, indices = {
+        "every-element-on-axis-1": ((3, 2, 4), (3, 1, 4), [elements(0), elements(1)]),
+        "every-element-batch-1": ((1, 2, 4), (1, 1, 4), [elements(1, 1), elements(0, 1)]),
+        "every-element-but-one": ((3, 2, 4), (3, 1, 3), [elements(0, ds=range(3)), elements(1, ds=range(3))]),
+        "every-element-out-of-order": ((3, 2, 4), (3, 1, 4), [elements(0, ds=range(3, -1, -1)), elements(1)]),
         "rows-on-axis-1": ((3, 2, 4), (3, 4), [rows(0), rows(1)]),
         "negative-positions": ((3, 2, 4), (3, 4), [rows(-1), rows(-2)]),
         "whole-rows-on-axis-0": ((2, 3, 4), (3, 4), [[1], [0]]),

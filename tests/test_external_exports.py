@@ -62,6 +62,10 @@ NODE_COUNTS = {
     # a loop over zip(deltaA.unbind(1), ..): "0 scans found" before s21, no reason (cpu 105, seed / tpu 101 unrolled;
     # cpu's channels-last-readout form has more nodes than 10 unrolled steps, a fixed count whatever L)
     "user-s6-unbind": (192, {"seed": 40, "cpu": 125, "tpu": 64}),
+    # y[:, t, :] = y_t: TorchScript's ScatterND indices are every element's (b, t, d), which were no write of a
+    # slice before s21 (the chain left unrolled, its readout "does not lead only to one stacking Concat"; cpu 121,
+    # seed / tpu 117)
+    "user-s6-assign-every-axis": (579, {"seed": 40, "cpu": 125, "tpu": 64}),
 }
 
 
@@ -267,6 +271,7 @@ def test_corpus_covers_the_brief():
     assert {"hf-mamba-n16", "mambapy-n16", "fork-channels-n4", "fork-channels-n16"} <= set(EXPORTS)
     assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma",
             "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)   # session s19's probe
-    assert {"user-bidirectional-s6", "user-bidirectional-s6-dynamo", "user-s6-unbind"} <= set(EXPORTS)   # session s21's
+    assert {"user-bidirectional-s6", "user-bidirectional-s6-dynamo", "user-s6-unbind",
+            "user-s6-assign-every-axis"} <= set(EXPORTS)   # session s21's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -19,6 +19,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
                     each its own loop): the backward one runs `for t in reversed(range(L))` and writes
                     `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
   user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
+  user-s6-assign-every-axis  one direction writing `y[:, t, :] = y_t`: ScatterND over every element's indices
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -176,7 +177,7 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
-USER_LOOPS = ("stack", "reversed-assign", "unbind")
+USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -185,7 +186,9 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       stack            `for t in range(L)`, readouts appended and stacked
       reversed-assign  `for t in reversed(range(L))` (the backward direction), each readout written into a zeros
                        buffer, `y[:, t] = y_t`
-      unbind           `for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1))`, stacked"""
+      unbind           `for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1))`, stacked
+      assign-every-axis  `for t in range(L)`, each readout (a MatMul) written `y[:, t, :] = y_t` (TorchScript: a
+                       ScatterND whose indices are every element's (b, t, d))"""
     import torch
     import torch.nn.functional as F
 
@@ -224,6 +227,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 for t in reversed(range(x.shape[1])):
                     h = deltaA[:, t] * h + deltaBx[:, t]
                     y[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
+            elif loop == "assign-every-axis":
+                y = torch.zeros_like(x)
+                for t in range(x.shape[1]):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    y[:, t, :] = (h @ C[:, t].unsqueeze(-1)).squeeze(-1)
             else:
                 ys = []
                 for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
@@ -292,6 +300,10 @@ EXPORTS = {e.name: e for e in [
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, looping over zip(deltaA.unbind(1), "
                    "deltaBx.unbind(1), C.unbind(1)) (a Split into 10 pieces per tensor)",
                    lambda: user_s6(8, 4, 10, loops=("unbind",)), scans=1, steps=10),
+    ExternalExport("user-s6-assign-every-axis", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, writing y[:, t, :] = (h @ C_t[..., None])[..., 0] "
+                   "(a ScatterND per step over every element's (b, t, d))",
+                   lambda: user_s6(8, 4, 10, loops=("assign-every-axis",)), scans=1, steps=10),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
