@@ -8,7 +8,8 @@ where a_i, b_i, c_i are the i-th slices of three tensors A, B, C along one axis 
 may also run backward, i = L-1 .. 0 (`for t in reversed(range(L))`: a backward scan, as a
 bidirectional block's second direction), and the stack may hold the y_i in either order.
 Every step in the graph is Add(Mul(a_i, x_{i-1}), b_i), in either operand order, where x_{i-1}
-may reach the Mul through no-op Casts, Identities and shape round trips (patterns/no_ops.py).
+may reach the Mul through no-op Casts, Identities and shape round trips (patterns/no_ops.py), and the
+product may be multiplied by a constant 1 before the Add (`torch.addcmul(b_i, x, a_i)`'s value=1).
 The first step may multiply a zeros constant or be missing (x_0 = b_0: no initial state).
 Readouts that none of the named forms of patterns/readout.py fit are compared step with step
 (patterns/step_template.py) and re-rolled as one per-step subgraph.
@@ -26,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer, producer_op
 from patterns.indexing import StepSlice, known_axis_length, known_shape, match_step_slice
-from patterns.no_ops import see_through
+from patterns.no_ops import see_through, times_one
 from patterns.ranks import RankMap
 from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout, stacked_step_outputs
 from patterns.step_template import StepTemplate, TemplateMismatch, match_step_templates
@@ -43,6 +44,7 @@ class Step:
     previous: Optional[gs.Tensor]   # x_{i-1} as the Mul reads it
     previous_origin: Optional[gs.Tensor] = None   # x_{i-1} before no-op Casts and round trips
     link: tuple = ()                # those no-op nodes
+    times_one: Optional[gs.Node] = None   # Mul(a_i * x_{i-1}, 1) between the Mul and the Add (addcmul), if any
 
     @property
     def state(self) -> gs.Tensor:
@@ -50,7 +52,7 @@ class Step:
 
     @property
     def nodes(self) -> list:
-        own = [self.add, self.mul, *self.link, *(self.decay.nodes if self.decay else ())]
+        own = [self.add, self.mul, self.times_one, *self.link, *(self.decay.nodes if self.decay else ())]
         return [n for n in own if n is not None] + list(self.drive.nodes)
 
 
@@ -115,6 +117,10 @@ def _match_step(add: gs.Node, ranks: RankMap) -> Optional[Step]:
         return None
     for mul_side in (0, 1):
         mul = producer(add.inputs[mul_side])
+        product = times_one(mul, ranks)
+        one = None
+        if product is not None:   # Mul(a_i * x, 1): the product under it
+            one, mul = mul, producer(product)
         if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
             continue
         drive = _step_slice(add.inputs[1 - mul_side], ranks)
@@ -125,7 +131,7 @@ def _match_step(add: gs.Node, ranks: RankMap) -> Optional[Step]:
             if decay is not None:
                 previous = mul.inputs[1 - decay_side]
                 origin, link = see_through(previous)
-                return Step(add, mul, decay, drive, previous, origin, tuple(link))
+                return Step(add, mul, decay, drive, previous, origin, tuple(link), one)
     return None
 
 

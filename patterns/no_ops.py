@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import element_type, node_axes, producer
+from patterns.graph_query import constant_value, element_type, node_axes, producer
 
 _WRAPPERS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
 _VALUE_ONLY = {"Cast", "Identity"}
@@ -82,3 +82,19 @@ def see_through(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
         if _round_trip(path, current, tensor):
             best = (current, list(path))
     return best
+
+
+def times_one(node: Optional[gs.Node], ranks) -> Optional[gs.Tensor]:
+    """x when `node` is Mul(x, 1) (either operand order) by a constant one of one element that cannot add axes to x
+    (torch.addcmul(b, h, a) with its default value=1, as TorchScript writes it: Add(b, Mul(Mul(h, a), 1))), else None."""
+    if node is None or node.op != "Mul" or node.domain or len(node.inputs) != 2:
+        return None
+    for one_side in (0, 1):
+        one, other = node.inputs[one_side], node.inputs[1 - one_side]
+        value = constant_value(one)
+        if value is None or value.size != 1 or value.reshape(-1)[0] != 1:
+            continue
+        other_rank = ranks.rank(other)
+        if value.ndim == 0 or (other_rank is not None and value.ndim <= other_rank):
+            return other
+    return None

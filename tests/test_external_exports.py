@@ -66,6 +66,8 @@ NODE_COUNTS = {
     # slice before s21 (the chain left unrolled, its readout "does not lead only to one stacking Concat"; cpu 121,
     # seed / tpu 117)
     "user-s6-assign-every-axis": (579, {"seed": 40, "cpu": 125, "tpu": 64}),
+    # torch.addcmul(b, h, a): Add(b, Mul(Mul(h, a), 1)); "0 scans found" before s21, no reason (cpu 122, seed / tpu 118)
+    "user-s6-addcmul": (195, {"seed": 40, "cpu": 125, "tpu": 64}),
 }
 
 
@@ -272,6 +274,6 @@ def test_corpus_covers_the_brief():
     assert {"hf-falcon-mamba-n8", "hf-jamba-n8", "hf-zamba-n4", "hf-recurrent-gemma",
             "hf-recurrent-gemma-dynamo"} <= set(EXPORTS)   # session s19's probe
     assert {"user-bidirectional-s6", "user-bidirectional-s6-dynamo", "user-s6-unbind",
-            "user-s6-assign-every-axis"} <= set(EXPORTS)   # session s21's
+            "user-s6-assign-every-axis", "user-s6-addcmul"} <= set(EXPORTS)   # session s21's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -992,3 +992,31 @@ def test_splits_that_no_scan_takes_are_put_back():
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
     assert not result.changed and result.notes == ["0 scans found"]
     assert op_histogram(out) == op_histogram(model) == {"Add": 1, "Constant": 2, "Mul": 1, "Split": 1, "Squeeze": 3}
+
+
+# --- torch.addcmul(b_t, h, a_t): the product times its value=1 ---------------------------------------
+
+@pytest.mark.parametrize("one", [np.float32(1.0), np.ones((1, 1), np.float32), np.float32(2.0)])
+def test_a_step_written_with_addcmul_rerolls(one):
+    """TorchScript writes `h = torch.addcmul(b[:, t], h, a[:, t])` as Add(b_t, Mul(Mul(h, a_t), 1)): the Mul by the
+    constant 1 (a scalar, or one element of no more axes than the product) is seen through; before session s21 no
+    step matched ('0 scans found', no reason). A Mul by 2 is no such step: nothing is re-rolled, the graph is left
+    as it was."""
+    from onnx import helper, numpy_helper
+
+    model = _gated_rnn_model()
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(one), "one"))
+    for node in list(model.graph.node):
+        if node.op_type == "Add":
+            product = node.input[0]
+            node.input[0] = f"{product}_times_one"
+            position = list(model.graph.node).index(node)
+            model.graph.node.insert(position, helper.make_node("Mul", [product, "one"], [node.input[0]]))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    if np.asarray(one).reshape(-1)[0] != 1.0:
+        assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 0}
+        assert op_histogram(out) == op_histogram(model)
+        return
+    assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0}
+    assert op_histogram(out).get("Add", 0) < 6 and "Gather" not in op_histogram(out)
+    _gated_rnn_check(out)

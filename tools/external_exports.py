@@ -20,6 +20,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
                     `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
   user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
   user-s6-assign-every-axis  one direction writing `y[:, t, :] = y_t`: ScatterND over every element's indices
+  user-s6-addcmul   one direction stepping `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -177,7 +178,7 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
-USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis")
+USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -188,7 +189,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        buffer, `y[:, t] = y_t`
       unbind           `for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1))`, stacked
       assign-every-axis  `for t in range(L)`, each readout (a MatMul) written `y[:, t, :] = y_t` (TorchScript: a
-                       ScatterND whose indices are every element's (b, t, d))"""
+                       ScatterND whose indices are every element's (b, t, d))
+      addcmul          `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`, a `torch.bmm` readout, stacked"""
     import torch
     import torch.nn.functional as F
 
@@ -227,6 +229,12 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 for t in reversed(range(x.shape[1])):
                     h = deltaA[:, t] * h + deltaBx[:, t]
                     y[:, t] = torch.einsum("bdn,bn->bd", h, C[:, t])
+            elif loop == "addcmul":
+                ys = []
+                for t in range(x.shape[1]):
+                    h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])
+                    ys.append(torch.bmm(h, C[:, t].unsqueeze(-1)).squeeze(-1))
+                y = torch.stack(ys, dim=1)
             elif loop == "assign-every-axis":
                 y = torch.zeros_like(x)
                 for t in range(x.shape[1]):
@@ -304,6 +312,10 @@ EXPORTS = {e.name: e for e in [
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, writing y[:, t, :] = (h @ C_t[..., None])[..., 0] "
                    "(a ScatterND per step over every element's (b, t, d))",
                    lambda: user_s6(8, 4, 10, loops=("assign-every-axis",)), scans=1, steps=10),
+    ExternalExport("user-s6-addcmul", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, stepping h = torch.addcmul(deltaBx_t, h, "
+                   "deltaA_t) (TorchScript: the product times its value=1) with a bmm readout",
+                   lambda: user_s6(8, 4, 10, loops=("addcmul",)), scans=1, steps=10),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
