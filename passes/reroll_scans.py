@@ -396,7 +396,7 @@ class RerollScans(Pass):
             if any(id(node) in taken_nodes for node in sliced.slices):
                 kept_sliced += 1
             else:
-                restore(graph, sliced)
+                restore(graph, sliced, remove_slices=not rerolled)
         if rerolled:
             graph.cleanup().toposort()
         stats = {

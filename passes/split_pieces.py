@@ -29,13 +29,15 @@ class SlicedSplit:
 def slice_split_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces: int = 2) -> list[SlicedSplit]:
     """Every Split of some tensor into `min_pieces` or more pieces of one position each, its readers rewired to
     read one Slice per piece (the Split stays in the graph, unread, until cleanup or `restore`)."""
+    splits = [node for node in graph.nodes if node.op == "Split" and len(node.outputs) >= min_pieces]
+    if not splits:
+        return []
     ranks = RankMap(graph)
     outputs = {id(tensor) for tensor in graph.outputs}
     done = []
-    for node in list(graph.nodes):
-        found = one_position_split(node, ranks) if node.op == "Split" else None
-        if (found is None or len(node.outputs) < min_pieces
-                or any(id(piece) in outputs for piece in node.outputs)):
+    for node in splits:
+        found = one_position_split(node, ranks)
+        if found is None or any(id(piece) in outputs for piece in node.outputs):
             continue
         source, axis = found
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/split_pieces{len(done)}", taken=taken)
@@ -53,10 +55,14 @@ def slice_split_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces:
     return done
 
 
-def restore(graph: gs.Graph, sliced: SlicedSplit) -> None:
-    """Its readers read the Split's pieces again, and its Slices are gone: the graph as it was."""
+def restore(graph: gs.Graph, sliced: SlicedSplit, remove_slices: bool) -> None:
+    """Its readers read the Split's pieces again; `remove_slices`: its Slices are gone too, the graph as it was
+    (where nothing was re-rolled: nothing new can read them). Else cleanup removes those nothing reads (a
+    re-rolled scan's form may read one, as a whole tensor whose steps it took, which keeps it)."""
     for reader, position, piece in sliced.reads:
         reader.inputs[position] = piece
+    if not remove_slices:
+        return
     made = {id(node) for node in sliced.slices}
     for node in sliced.slices:
         node.inputs.clear()

@@ -1020,3 +1020,28 @@ def test_a_step_written_with_addcmul_rerolls(one):
     assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0}
     assert op_histogram(out).get("Add", 0) < 6 and "Gather" not in op_histogram(out)
     _gated_rnn_check(out)
+
+
+def test_a_scan_reading_a_split_piece_as_a_whole_tensor_keeps_it():
+    """The readout's C is itself one piece of a Split into one-position pieces (`dt, B, C = proj(x).split([1, 1,
+    1], -1)` with dt rank and d_state 1): the pieces are read as Slices while matching, the re-rolled readout
+    reads C's Slice as a whole tensor, and putting the Split back must leave that Slice (before, it was removed
+    with the others: 'input ... Slice_3_out of node ... is not output of any previous nodes')."""
+    from onnx import TensorProto, helper
+
+    spec = ScanSpec(length=6, channels=3, state=2)
+    model = unrolled_scan_model(spec)
+    graph = model.graph
+    c_input = next(value for value in graph.input if value.name == "c")
+    graph.input.remove(c_input)
+    graph.input.append(helper.make_tensor_value_info("c_and_more", TensorProto.FLOAT, [2, 3, 2, 6]))
+    graph.node.insert(0, helper.make_node("Split", ["c_and_more", "ones"], ["c", "more"], axis=0))
+    graph.node.insert(0, helper.make_node("Constant", [], ["ones"], value=onnx.numpy_helper.from_array(
+        np.ones(2, np.int64))))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))   # checked by onnx.checker
+    assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0}
+    feeds = scan_inputs(spec)
+    expected = numpy_scan(spec, feeds)
+    c = feeds.pop("c")
+    feeds["c_and_more"] = np.concatenate([c, np.full_like(c, 5.0)])
+    assert rel_l2(run(out, feeds)[0], expected) <= REL_L2_TOL
