@@ -344,6 +344,9 @@ _NUMPY_TYPES = {
 # Random verification inputs above this many elements (1 GiB of float32), one input or all together,
 # are refused rather than failing with a MemoryError: a declared dimension like 10**12 is bad input, not a bug.
 MAX_RANDOM_FEED_ELEMENTS = 2**28
+# numpy (2.x) makes no array of more axes than this: an input declared with more is bad input, whatever its size
+# (a 5,000-axis input of ones took a ValueError traceback out of numpy's random generator)
+MAX_RANDOM_FEED_RANK = 64
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
@@ -357,6 +360,10 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         tensor_type = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else 1   # a declared 0 stays 0
                  for d in tensor_type.shape.dim]
+        if len(shape) > MAX_RANDOM_FEED_RANK:   # nor can an npz hold its data, nor ONNX Runtime take it
+            raise ReferenceDataError(
+                f"input '{printable(value.name)}' has {len(shape):,} axes, more than the {MAX_RANDOM_FEED_RANK} an "
+                "array can have: it cannot be run; give --verify none")
         if math.prod(shape) > MAX_RANDOM_FEED_ELEMENTS:
             raise ReferenceDataError(
                 f"input '{printable(value.name)}' of shape {shape} is too large to make random data for; "

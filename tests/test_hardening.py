@@ -1537,3 +1537,24 @@ def test_verification_refuses_a_tensor_of_a_subgraph_past_the_cap():
     assert oversized_tensor(model((1 << 30) + 1)) == ("tensor 'then_ones' of shape [1073741825] would hold "
                                                       "1,073,741,825 elements (more than 1,073,741,824)")
     assert oversized_tensor(model(1 << 30)) is None
+
+
+@pytest.mark.parametrize("tool", ["apply", "ort_profile", "tpu_check"])
+def test_an_input_of_more_axes_than_an_array_can_have_is_one_line(tool, tmp_path):
+    """Found by adv7 (s21): a model whose input is declared with 65 axes of 1 (one element) ended
+    passes.apply (exit 1, 'internal error'), tools.ort_profile and tools.tpu_check in numpy's ValueError
+    ('maximum supported dimension for an ndarray is currently 64') when they made its random data; no
+    reference npz can hold such an input either. Now one line, exit 2, before any file is written."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 65)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1] * 65)])
+    model = tmp_path / "axes.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), model)
+    if tool == "apply":
+        result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r")
+    else:
+        args = {"ort_profile": ["--runs", "1"], "tpu_check": ["--workdir", str(tmp_path / "work")]}[tool]
+        result = subprocess.run([sys.executable, "-m", f"tools.{tool}", str(model), *args], capture_output=True,
+                                text=True, cwd=REPO, timeout=120)
+    assert_one_line_error(result, 2, "input 'x' has 65 axes, more than the 64 an array can have")
+    assert listing(tmp_path) == ["axes.onnx"]

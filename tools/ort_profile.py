@@ -32,7 +32,7 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 
 
 def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    from passes.verify import MAX_RANDOM_FEED_ELEMENTS
+    from passes.verify import MAX_RANDOM_FEED_ELEMENTS, MAX_RANDOM_FEED_RANK
 
     feeds, elements = {}, 0
     for spec in session.get_inputs():
@@ -40,6 +40,9 @@ def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarr
         dtype = _DTYPES.get(spec.type)
         if dtype is None:
             raise SystemExit(f"error: input '{printable(spec.name)}' has type {spec.type}, which this tool cannot fill")
+        if len(shape) > MAX_RANDOM_FEED_RANK:   # numpy's limit (passes.verify)
+            raise SystemExit(f"error: input '{printable(spec.name)}' has {len(shape):,} axes, more than the "
+                             f"{MAX_RANDOM_FEED_RANK} an array can have")
         elements += math.prod(shape)
         if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
             raise SystemExit(f"error: the model's inputs up to '{printable(spec.name)}' (shape {shape}) hold {elements:,} "

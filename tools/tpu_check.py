@@ -105,6 +105,8 @@ class Verdict:
 def model_interface(path: Path):
     import onnx
 
+    from passes.verify import MAX_RANDOM_FEED_RANK
+
     model = onnx.load(str(path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
     inputs = []
@@ -112,6 +114,9 @@ def model_interface(path: Path):
         if value.name in initializers:
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        if len(dims) > MAX_RANDOM_FEED_RANK:   # numpy's limit (passes.verify): no input npz nor random data holds it
+            raise UsageError(f"input '{printable(value.name)}' has {len(dims):,} axes, more than the "
+                             f"{MAX_RANDOM_FEED_RANK} an array can have")
         if any(d is None or d <= 0 for d in dims):
             raise UsageError(f"input '{printable(value.name)}' has a non-static shape {dims}: tpu-mlir needs static shapes "
                              "(export with a fixed batch)")
