@@ -2,10 +2,13 @@
 line with exit 2, and write through an exclusive temporary file (nothing half-written is left)."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from tools import plot_nodecounts, report_screenshot, variants_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _report(tmp_path):
@@ -184,3 +187,46 @@ def test_an_empty_folder_is_refused_not_the_working_folder(argv, tmp_path, capsy
     err = capsys.readouterr().err
     assert err == f"error: argument {argv[1]}: is an empty path; give a folder ('.' for the current one) (see --help)\n"
 
+
+
+@pytest.mark.parametrize("case", ["model-leads-out", "threads-is-text", "comment-marker"])
+def test_bench_from_json_takes_no_file_name_nor_marker_from_the_json(case, tmp_path, capsys, monkeypatch):
+    """Found by adv7 (s21): --from-json named the default chart docs/bench/{model}-{threads}core.png after
+    the JSON's own 'model' and 'threads': a JSON with model '../../../../tmp/x' had the chart written
+    at /tmp/x-2core.png, out of docs/bench (tools.bench_mamba checks its JSON so since s13); a string
+    holding '-->' went into the markdown section, whose bounds are HTML comments. Refused, one line,
+    nothing written."""
+    from tools import bench
+
+    monkeypatch.chdir(tmp_path)
+    result = json.loads((REPO / "docs" / "bench" / "micro-digits-2core.json").read_text())
+    outside = tmp_path / "outside" / "pwned"
+    outside.parent.mkdir()
+    if case == "model-leads-out":
+        result["model"] = f"../../{os.path.relpath(outside, tmp_path / 'docs' / 'bench')}"
+    elif case == "threads-is-text":
+        result["threads"] = "2/.."
+    else:
+        result["rows"][0]["label"] = "naive --> <!-- planted"
+    (tmp_path / "run.json").write_text(json.dumps(result))
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    assert bench.main(["--from-json", str(tmp_path / "run.json"), "--out-md", str(tmp_path / "B.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --from-json"), err
+    assert {"model-leads-out": "is not a plain name", "threads-is-text": "threads must be a positive integer",
+            "comment-marker": "HTML comment marker"}[case] in err
+    assert list((tmp_path / "outside").iterdir()) == [] and not (tmp_path / "B.md").exists()
+    assert list((tmp_path / "docs" / "bench").iterdir()) == []
+
+
+def test_bench_from_json_with_out_md_none_skips_the_markdown(tmp_path, capsys, monkeypatch):
+    """Found by adv7 (s21): --from-json F --out-md none ended in 'TypeError: expected str, bytes or
+    os.PathLike object, not NoneType' (exit 2): the default paths were worked out twice, the second
+    time from the None the first had made of 'none'."""
+    from tools import bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.json").write_bytes((REPO / "docs" / "bench" / "micro-digits-2core.json").read_bytes())
+    assert bench.main(["--from-json", str(tmp_path / "run.json"), "--out-md", "none",
+                       "--png", str(tmp_path / "chart.png")]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "run.json"]

@@ -25,6 +25,7 @@ import datetime
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -169,11 +170,25 @@ def _check_outputs(args) -> None:
 def _default_output_paths(args, model: str, threads: int) -> None:
     tag = f"{model}-{threads}core"
     args.workdir = args.workdir or Path("out/bench") / args.model
-    args.out_md = None if args.out_md in ("none", "") else Path(args.out_md)
+    args.out_md = None if args.out_md in (None, "none", "") else Path(args.out_md)   # None: worked out before
     args.given_paths = getattr(args, "given_paths", None) or (args.json_path, args.png_path)
     args.json_path, args.png_path = args.given_paths
     args.json_path = None if args.json_path in ("none", "") else Path(args.json_path or f"docs/bench/{tag}.json")
     args.png_path = None if args.png_path in ("none", "") else Path(args.png_path or f"docs/bench/{tag}.png")
+
+
+def _check_read_result(result) -> None:
+    """A --from-json file may come from another machine (or anyone): its model and thread count name
+    the default chart (docs/bench/MODEL-Ncore.png) and the markdown section's markers, and its strings
+    go into the markdown between HTML comment markers (the rule of tools.bench_mamba's load_result)."""
+    model, threads = result["model"], result["threads"]
+    if not (isinstance(model, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model)):
+        raise BenchError(f"model '{printable(model)}' is not a plain name (letters, digits, '.', '_', '-')")
+    if type(threads) is not int or threads < 1:
+        raise BenchError(f"threads must be a positive integer, got '{printable(threads)}'")
+    for text in report.strings_in(result):
+        if printable(text) != text or "<!--" in text or "-->" in text:
+            raise BenchError(f"a string holds a control character or an HTML comment marker: '{printable(text)}'")
 
 
 # ---------------------------------------------------------------------------------- display
@@ -667,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             result = json_module.loads(read_text_file(args.from_json))
+            _check_read_result(result)
             # The JSON is written only where --json says: by default the run's figures stay in the file
             # they were read from, and the section links to it (the default docs/bench/MODEL-Ncore.json
             # may hold another run's figures, which a rewrite from this file replaced).

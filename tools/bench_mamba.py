@@ -201,18 +201,6 @@ class ResultError(ValueError):
     """A --from-json file that is not a result this tool wrote (one line)."""
 
 
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def load_result(path: Path) -> dict:
     """A --json run's result, checked: it may come from another machine (or anyone), and its labels
     go into a file name and into docs/BENCHMARKS.md between comment markers."""
@@ -231,7 +219,7 @@ def load_result(path: Path) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as error:
         raise ResultError(f"{shown} is not a tools.bench_mamba --json result "
                           f"({type(error).__name__}: {one_line(error)})") from None
-    for text in _strings(result):
+    for text in report.strings_in(result):
         if printable(text) != text or "<!--" in text or "-->" in text:
             raise ResultError(f"{shown} holds a string with a control character or an HTML comment marker: "
                               f"'{printable(text)}'")

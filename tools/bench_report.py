@@ -24,6 +24,19 @@ from passes.files import atomic_target, write_text_atomic
 NA = "–"
 
 
+def strings_in(value):
+    """Every string of a JSON value, keys included: what a result read back (--from-json) puts in the docs."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(key)
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
 # ---------------------------------------------------------------------------------- machine
 def cpu_model_name(cpuinfo: str | None = None) -> str:
     """'model name' from /proc/cpuinfo (first core), else platform.processor()."""
