@@ -230,3 +230,25 @@ def test_bench_from_json_with_out_md_none_skips_the_markdown(tmp_path, capsys, m
     assert bench.main(["--from-json", str(tmp_path / "run.json"), "--out-md", "none",
                        "--png", str(tmp_path / "chart.png")]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "run.json"]
+
+
+@pytest.mark.parametrize("flag", ["--png", "--out-md", "--json", "--naive"])
+def test_bench_never_writes_over_the_json_it_reads(flag, tmp_path, capsys, monkeypatch):
+    """Found by adv7 (s21): tools.bench --from-json run.json --png run.json drew the chart over the
+    figures it was drawing (and --out-md wrote the markdown there, --json the JSON back); the
+    --naive model (--json naive.onnx) and its reference npz were not protected either. Refused, one
+    line, exit 2, before any measuring."""
+    from tools import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured before the check"))
+    read = tmp_path / ("naive.onnx" if flag == "--naive" else "run.json")
+    read.write_bytes((REPO / "docs" / "bench" / "micro-digits-2core.json").read_bytes())
+    before = read.read_bytes()
+    others = {"--png": "none", "--out-md": "none", "--json": "none"}
+    others["--json" if flag == "--naive" else flag] = str(read)
+    source = ["--model", "micro", "--naive", str(read)] if flag == "--naive" else ["--from-json", str(read)]
+    assert bench.main(source + [item for pair in others.items() for item in pair]) == 2
+    err = capsys.readouterr().err
+    role = "--json {} is the --naive model" if flag == "--naive" else flag + " {} is the --from-json file"
+    assert err.count("\n") == 1 and role.format(read) in err, err
+    assert read.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [read.name]

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.files import (DestinationError, check_destination, check_folder_destination, read_text_file,
-                          write_text_atomic)
+from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
+                          read_text_file, write_text_atomic)
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
@@ -153,6 +153,11 @@ def _check_outputs(args) -> None:
     """Before the minutes of measuring: --workdir is a folder (or can be made) and each of --out-md,
     --json and --png is absent or a regular file in a folder that exists or can be made (a folder,
     a device or a file in the way was found out after the run, as a traceback)."""
+    naive = getattr(args, "naive", None)
+    reads = [("--from-json file", getattr(args, "from_json", None)), ("--naive model", naive),
+             ("--naive reference", naive and naive.with_name(naive.stem + ".ref.npz")),   # vmamba_ref.export's name
+             ("--naive-static model", getattr(args, "naive_static", None)), ("--fork model", getattr(args, "fork", None))]
+    reads = [(role, path) for role, path in reads if path is not None]
     try:
         if getattr(args, "workdir", None) is not None and not getattr(args, "from_json", None):
             check_folder_destination(args.workdir, "--workdir")
@@ -161,6 +166,7 @@ def _check_outputs(args) -> None:
                 continue
             if os.path.lexists(path) or path.parent.is_dir():
                 check_destination(path, what)
+                check_not_read(path, reads, what)   # '--png run.json' replaced the figures it was drawing
             else:
                 check_folder_destination(path.parent, f"{what} folder")
     except DestinationError as error:
