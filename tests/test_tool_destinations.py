@@ -252,3 +252,24 @@ def test_bench_never_writes_over_the_json_it_reads(flag, tmp_path, capsys, monke
     role = "--json {} is the --naive model" if flag == "--naive" else flag + " {} is the --from-json file"
     assert err.count("\n") == 1 and role.format(read) in err, err
     assert read.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [read.name]
+
+
+def test_plot_nodecounts_shows_names_as_text_not_tex(tmp_path, capsys, monkeypatch):
+    """Found by adv7 (s21): the names a report holds went to matplotlib as mathtext: a pass named
+    '$\\frac$' refused the plot (exit 2, 'Expected \\frac{num}{den}'), one of 20,000 '\\int's took 20 s
+    to lay out. Names are now plain text (parse_math=False), shortened to MAX_LABEL characters."""
+    import matplotlib.text
+
+    report = json.loads(_report(tmp_path).read_text())
+    report["pipeline_name"] = "$" + "\\int" * 20000 + "$"
+    report["run"]["passes"][0]["name"] = "$\\frac$"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    shown = []
+    real_init = matplotlib.text.Text.__init__
+    monkeypatch.setattr(matplotlib.text.Text, "__init__",
+                        lambda self, *a, **k: (real_init(self, *a, **k), shown.append(self))[0])
+    assert plot_nodecounts.main([str(tmp_path / "report.json"), "-o", str(tmp_path / "n.png")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "n.png").stat().st_size > 0
+    texts = {text.get_text(): text for text in shown if text.get_text()}
+    assert "1 $\\frac$" in texts and "$" + "\\int" * 14 + "\\i…: 100 → 10 nodes" in texts
+    assert not texts["1 $\\frac$"]._parse_math and all(len(t) <= 80 for t in texts)

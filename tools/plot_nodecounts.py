@@ -45,6 +45,16 @@ def run_pipelines(model: str, pipelines: list[str], work: Path) -> list[dict]:
     return reports
 
 
+# Longest name a label shows: pass and pipeline names are a few words; a report's are anyone's (a 100 KB
+# name took 10 s to lay out, and no chart can show it).
+MAX_LABEL = 60
+
+
+def _label(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+
+
 def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
     import matplotlib
 
@@ -52,10 +62,12 @@ def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
+    # Names come from the reports (a pass, a pipeline, a model file): text, never TeX (as mathtext, '$\\frac$'
+    # refused the plot and a name of 20,000 '\\int's took 20 s to lay out), and shortened (_label).
     figure, axes = plt.subplots(len(reports), 1, figsize=(10, 2.9 * len(reports) + 0.6), sharey=True, squeeze=False)
     for axis, report in zip(axes[:, 0], reports):
         passes = report["run"]["passes"]
-        labels = ["input"] + [f"{entry.get('index', i + 1)} {entry['name']}" for i, entry in enumerate(passes)]
+        labels = ["input"] + [_label(f"{entry.get('index', i + 1)} {entry['name']}") for i, entry in enumerate(passes)]
         counts = [report["run"]["nodes_before"]] + [entry["nodes_after"] for entry in passes]
         changed = [True] + [entry["changed"] for entry in passes]
         steps = range(len(counts))
@@ -71,15 +83,16 @@ def plot(reports: list[dict], output: Path, title: str | None = None) -> Path:
         axis.set_yscale("log")
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
         axis.set_xticks(list(steps))
-        axis.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        axis.set_xticklabels(labels, rotation=30, ha="right", fontsize=8, parse_math=False)
         for tick, is_changed in zip(axis.get_xticklabels(), changed):
             tick.set_color("black" if is_changed else "#a8b1ba")
         axis.set_ylabel("nodes")
-        axis.set_title(f"{report.get('pipeline_name', '?')}: {counts[0]:,} → {counts[-1]:,} nodes", fontsize=10, loc="left")
+        axis.set_title(f"{_label(report.get('pipeline_name', '?'))}: {counts[0]:,} → {counts[-1]:,} nodes", fontsize=10, loc="left",
+                       parse_math=False)
         axis.grid(axis="y", color="#eaeef2")
         axis.margins(y=0.25)
-    model = Path(str(reports[0].get("input", ""))).name
-    figure.suptitle(title or f"Node count after each pass ({model})", fontsize=12)
+    model = _label(Path(str(reports[0].get("input", ""))).name)
+    figure.suptitle(title or f"Node count after each pass ({model})", fontsize=12, parse_math=False)
     figure.tight_layout()
     with atomic_target(output, suffix=output.suffix or ".png") as temporary:
         figure.savefig(temporary, dpi=110, format=(output.suffix[1:] or "png"))
