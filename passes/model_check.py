@@ -14,7 +14,8 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
   a subgraph's outputs are its own (an outer value returned directly is refused, as onnx.checker and
   ONNX Runtime do);
-- no cycle (nor among the model's local functions, each defined once);
+- no cycle (nor among the model's local functions, each defined once), and no more than
+  MAX_EXPANDED_NODES nodes with every call of a local function expanded;
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
   dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
@@ -30,10 +31,16 @@ import onnx.checker
 from google.protobuf.descriptor import FieldDescriptor
 from onnx.external_data_helper import uses_external_data
 
-from passes.graph_io import FOUR_BIT_TYPES, InputError, all_graphs, all_tensors, tensor_byte_size
+from passes.graph_io import FOUR_BIT_TYPES, InputError, all_graphs, all_tensors, expanded_node_count, tensor_byte_size
 from passes.one_line import printable
 
 _CHECKED_DOMAINS = {"": "", "ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml"}
+
+
+# The most nodes a model may stand for with every call of its local functions expanded (4 times a
+# VMamba-T export's 77k): functions that call the one before twice, 20 deep, are a 2 KB model of a million
+# nodes, which took 14 minutes to compile (ONNX Runtime's own inlining took minutes at 16 deep).
+MAX_EXPANDED_NODES = 1 << 18
 
 
 class InvalidModelError(InputError):
@@ -100,6 +107,9 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_text(model)
     local_functions = {(function.domain, function.name) for function in model.functions}
     _check_function_calls(model)
+    if model.functions and expanded_node_count(model, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+        raise InvalidModelError(f"the model's local functions, each call expanded (as ONNX Runtime inlines them), "
+                                f"make more than {MAX_EXPANDED_NODES:,} nodes")
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
         _check_tensor_type(tensor)

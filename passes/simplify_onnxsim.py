@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, oversized_constant_nodes
-from passes.graph_io import graph_to_model, model_to_graph, replace_graph_contents
+from passes.graph_io import expanded_node_count, graph_to_model, model_to_graph, replace_graph_contents
 from passes.one_line import one_line, printable
 from passes.registry import register_pass
 from passes.static_shapes import infer_shapes
@@ -67,9 +67,14 @@ class SimplifyOnnxsim(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         nodes_before = len(graph.nodes)
-        if nodes_before > self.skip_above_nodes:
+        # with each call of a local function counted as its body's nodes: onnxsim runs them all
+        counted = (expanded_node_count(graph_to_model(graph), self.skip_above_nodes)
+                   if graph.functions and nodes_before <= self.skip_above_nodes else nodes_before)
+        if counted > self.skip_above_nodes:
+            shown = (f"{counted} nodes >" if counted == nodes_before
+                     else "more nodes, each call of a local function expanded, than")
             return PassResult(False, {"removed": 0, "skipped": "too many nodes"},
-                              [f"onnxsim skipped: {nodes_before} nodes > skip_above_nodes={self.skip_above_nodes} "
+                              [f"onnxsim skipped: {shown} skip_above_nodes={self.skip_above_nodes} "
                                "(about a minute per 50k nodes)"])
         try:
             model = graph_to_model(graph)

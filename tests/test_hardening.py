@@ -1500,7 +1500,6 @@ def test_verification_runs_a_model_whose_tensors_fit_the_cap():
                                       "(more than 1,073,741,824)")
 
 
-
 def test_verification_counts_no_elements_in_a_negative_dimension():
     """A value_info of shape [-70000, -70000] (invalid: ONNX Runtime reads a negative size as unknown, and
     runs the model) was refused as a tensor of 4,900,000,000 elements, the product of the signed sizes;
@@ -1558,3 +1557,77 @@ def test_an_input_of_more_axes_than_an_array_can_have_is_one_line(tool, tmp_path
                                 text=True, cwd=REPO, timeout=120)
     assert_one_line_error(result, 2, "input 'x' has 65 axes, more than the 64 an array can have")
     assert listing(tmp_path) == ["axes.onnx"]
+
+
+def _doubling_functions(depth: int) -> onnx.ModelProto:
+    """y = F<depth>(x), where F<k> calls F<k-1> twice and F0 is one Neg: 2^depth nodes expanded, in ~80 bytes a level."""
+    functions = [oh.make_function("local", "F0", ["a"], ["out"], [oh.make_node("Neg", ["a"], ["out"])],
+                                  [oh.make_opsetid("", 17)])]
+    for k in range(1, depth + 1):
+        body = [oh.make_node(f"F{k - 1}", ["a"], ["t"], domain="local"),
+                oh.make_node(f"F{k - 1}", ["t"], ["out"], domain="local")]
+        functions.append(oh.make_function("local", f"F{k}", ["a"], ["out"], body,
+                                          [oh.make_opsetid("", 17), oh.make_opsetid("local", 1)]))
+    graph = oh.make_graph([oh.make_node(f"F{depth}", ["x"], ["y"], domain="local", name="top")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("local", 1)], ir_version=8,
+                         functions=functions)
+
+
+def test_local_functions_that_expand_past_the_cap_are_refused(tmp_path):
+    """Found by adv7 (s21): model-local functions each calling the one before twice stand for 2^depth nodes:
+    16 deep (1.4 KB) ran past 6 minutes, most of it in ONNX Runtime's own inlining (13 s at 14 deep, 2 s for
+    the same nodes stored flat), 60 deep would never end; onnxsim, skipped above 20,000 nodes, counted
+    the one call. Now a model whose calls, expanded, make more than model_check.MAX_EXPANDED_NODES nodes
+    is refused in one line, exit 2, at once; below it verification inlines the functions itself and
+    simplify counts the expanded nodes."""
+    from passes.model_check import MAX_EXPANDED_NODES
+
+    model = tmp_path / "doubling.onnx"
+    onnx.save(_doubling_functions(60), model)
+    started = time.perf_counter()
+    result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r")
+    assert_one_line_error(result, 2, f"local functions, each call expanded (as ONNX Runtime inlines them), make more "
+                                     f"than {MAX_EXPANDED_NODES:,} nodes")
+    assert time.perf_counter() - started < 60 and listing(tmp_path) == ["doubling.onnx"]
+
+
+def test_expanded_node_count_counts_every_call_once_per_call():
+    from passes.graph_io import expanded_node_count
+
+    assert expanded_node_count(_doubling_functions(18), 1 << 18) == 1 << 18
+    assert expanded_node_count(_doubling_functions(19), 1 << 18) == (1 << 18) + 1   # capped, not 2^19
+    assert expanded_node_count(_doubling_functions(3000), 100) == 101               # a chain of thousands
+    # a call inside an If branch counts; a plain node beside it once; an unknown op is one node
+    model = _doubling_functions(3)
+    branch = oh.make_graph([oh.make_node("F2", ["x"], ["b"], domain="local"), oh.make_node("Relu", ["b"], ["c"])],
+                           "then", [], [oh.make_tensor_value_info("c", TensorProto.FLOAT, [4])])
+    model.graph.node.append(oh.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch))
+    assert expanded_node_count(model, 1000) == 8 + 1 + 2 * (4 + 1)
+    model.functions[0].node.append(oh.make_node("F3", ["out"], ["again"], domain="local"))   # a cycle
+    assert expanded_node_count(model, 1000) == 1001
+
+
+def test_verification_sees_a_tensor_inside_a_local_function(tmp_path):
+    """Found by adv7 (s21): the 2^30-element cap of verification read the inferred shapes of the graphs only:
+    a 285-byte model whose local function makes a ConstantOfShape of 2^31 floats (8 GB) reached ONNX
+    Runtime (under a 3 GB cap: its allocation error; with none, 8 GB of the machine). The functions are
+    now inlined before the check, which names the tensor: one line, exit 2, no output."""
+    body = [oh.make_node("Constant", [], ["shape"],
+                         value=numpy_helper.from_array(np.array([1 << 16, 1 << 15], np.int64), "s")),
+            oh.make_node("ConstantOfShape", ["shape"], ["big"],
+                         value=numpy_helper.from_array(np.array([1.0], np.float32), "v")),
+            oh.make_node("ReduceSum", ["big"], ["s"], keepdims=0), oh.make_node("Add", ["a", "s"], ["out"])]
+    function = oh.make_function("local", "Big", ["a"], ["out"], body, [oh.make_opsetid("", 17)])
+    graph = oh.make_graph([oh.make_node("Big", ["x"], ["y"], domain="local", name="big")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = tmp_path / "big.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("local", 1)],
+                            ir_version=8, functions=[function]), model)
+    result = subprocess.run([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "cpu", "-o",
+                             str(tmp_path / "out.onnx")], capture_output=True, text=True, cwd=REPO, timeout=300,
+                            preexec_fn=_address_space_cap(3 << 30))
+    assert_one_line_error(result, 2, "would hold 2,147,483,648 elements (more than 1,073,741,824): too large to run")
+    assert listing(tmp_path) == ["big.onnx"]
