@@ -273,3 +273,16 @@ def test_plot_nodecounts_shows_names_as_text_not_tex(tmp_path, capsys, monkeypat
     texts = {text.get_text(): text for text in shown if text.get_text()}
     assert "1 $\\frac$" in texts and "$" + "\\int" * 14 + "\\i…: 100 → 10 nodes" in texts
     assert not texts["1 $\\frac$"]._parse_math and all(len(t) <= 80 for t in texts)
+
+
+def test_bench_from_json_draws_labels_as_text_not_tex(tmp_path, capsys):
+    """Found by adv7 (s21): a row label '$\\frac$' in a --from-json file ended tools.bench in matplotlib's
+    mathtext ParseSyntaxException, a traceback (exit 1) after the checks; labels are now plain text."""
+    from tools import bench
+
+    result = json.loads((REPO / "docs" / "bench" / "micro-digits-2core.json").read_text())
+    result["rows"][0]["label"] = "$\\frac$"
+    (tmp_path / "run.json").write_text(json.dumps(result))
+    assert bench.main(["--from-json", str(tmp_path / "run.json"), "--out-md", "none", "--json", "none",
+                       "--png", str(tmp_path / "chart.png")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

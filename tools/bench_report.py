@@ -463,10 +463,11 @@ def write_png(path: Path, result: dict) -> None:
         ax.axvline(len(result["rows"]) - 0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([row["label"] for row in rows], rotation=25, ha="right", fontsize=8)
+    # labels as text, never TeX: a JSON read back (--from-json) may hold '$\\frac$' (a traceback as mathtext)
+    ax.set_xticklabels([row["label"] for row in rows], rotation=25, ha="right", fontsize=8, parse_math=False)
     ax.set_ylabel("images / s (log scale)")
     machine = result["machine"]
-    ax.set_title(f"{model_title(result)}: {machine['cpu']}, {result['threads']} threads", fontsize=9)
+    ax.set_title(f"{model_title(result)}: {machine['cpu']}, {result['threads']} threads", fontsize=9, parse_math=False)
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
