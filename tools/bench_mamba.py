@@ -219,10 +219,10 @@ def load_result(path: Path) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as error:
         raise ResultError(f"{shown} is not a tools.bench_mamba --json result "
                           f"({type(error).__name__}: {one_line(error)})") from None
-    for text in report.strings_in(result):
-        if printable(text) != text or "<!--" in text or "-->" in text:
-            raise ResultError(f"{shown} holds a string with a control character or an HTML comment marker: "
-                              f"'{printable(text)}'")
+    unsafe = report.unsafe_string_in(result)
+    if unsafe is not None:
+        raise ResultError(f"{shown} holds a string with a control character or an HTML comment marker: "
+                          f"'{printable(unsafe)}'")
     if not all(type(n) is int and n >= 1 for n in (cores, threads)):
         raise ResultError(f"{shown} machine cores and threads must be positive integers, got "
                           f"'{printable(cores)}' and '{printable(threads)}'")

@@ -20,21 +20,30 @@ import statistics
 from pathlib import Path
 
 from passes.files import atomic_target, write_text_atomic
+from passes.one_line import printable
 
 NA = "–"
 
 
-def strings_in(value):
+def _strings_in(value):
     """Every string of a JSON value, keys included: what a result read back (--from-json) puts in the docs."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from strings_in(key)
-            yield from strings_in(item)
+            yield from _strings_in(key)
+            yield from _strings_in(item)
     elif isinstance(value, list):
         for item in value:
-            yield from strings_in(item)
+            yield from _strings_in(item)
+
+
+def unsafe_string_in(value) -> str | None:
+    """The first string of a JSON value (keys included) holding a control character or an HTML comment
+    marker, or None: a result read back (--from-json) may come from anyone, and its strings go into the
+    markdown between comment markers (tools.bench and tools.bench_mamba refuse such a file)."""
+    return next((text for text in _strings_in(value)
+                 if printable(text) != text or "<!--" in text or "-->" in text), None)
 
 
 # ---------------------------------------------------------------------------------- machine
