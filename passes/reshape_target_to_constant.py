@@ -31,9 +31,11 @@ class ReshapeTargetToConstant(NodeRewrite, op="Reshape", shapes="symbolic"):
         if len(node.inputs) != 2 or constant_value(node.inputs[1]) is not None:
             return Kept()
         out_shape = shapes.get(node.outputs[0].name)
-        target = reshape_target(out_shape) if out_shape is not None else None
+        if out_shape is None:
+            return self.left_alone(node, "the rank of its output unknown")
+        target = reshape_target(out_shape)
         if target is None:
-            return self.left_alone(node, "more than one size of its output unknown")
+            return self.left_alone(node, "more than one size of its output unknown, or a size 0")
         return target
 
     def replace(self, b: GraphBuilder, node: gs.Node, target: list[int], output: gs.Variable) -> None:

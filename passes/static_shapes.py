@@ -99,15 +99,15 @@ def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict) -> Optio
         expanding.add(item)
         stack.append((item, True))
         for source in sources:
-            shape = shapes.get(source)
             if source in bounds:
                 continue
+            shape = shapes.get(source)
             if shape is not None and None not in shape:
-                bounds[source] = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                bounds[source] = math.prod(shape)   # exact: a hostile shape's product may pass int64
                 continue
-            if shape is None or len(shape) != 1 or source in expanding:
+            if shape is None or len(shape) != 1:
                 return None
-            stack.append((source, False))
+            stack.append((source, False))   # one being expanded is a cycle, refused when it is popped
     return bounds[name]
 
 
