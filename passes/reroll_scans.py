@@ -280,6 +280,7 @@ def stack_buffer_writes(graph: gs.Graph, opset: int) -> int:
         for number, (shape_node, value) in enumerate(chain.shape_reads):   # a buffer's shape: that of them all
             _as_constant(shape_node, value, f"{builder.prefix}/shape_{number}")
         _fold_after([node for node, _ in chain.shape_reads], builder.prefix)
+        _fold_update_shapes(chain.pieces, builder.prefix)
         pieces = [piece if shape is None else builder.unsqueeze(builder.reshape(piece, shape), [chain.axis])
                   for piece, shape in zip(chain.pieces, chain.piece_shapes)]
         output = chain.output
@@ -310,6 +311,31 @@ def _fold_after(nodes: list[gs.Node], prefix: str) -> None:
         _as_constant(node, value, f"{prefix}/folded_{number}")
         number += 1
         stack += list(node.outputs[0].outputs)
+
+
+# Ops that carry an update's values to its write, reshaped: their other inputs are shapes.
+_UPDATE_SHAPING_OPS = frozenset({"Expand", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast"})
+
+
+def _fold_update_shapes(pieces: list, prefix: str) -> None:
+    """The shapes each written update is expanded or reshaped to, where computed from constants only, as
+    Constants. Without constant folding (TorchScript's `do_constant_folding=False`) the first write's update
+    is expanded to Shape(a constant slice) and the later ones to Shapes of the buffer, which stacking made
+    Constants: the same value spelled two ways, which the per-step template would take for two steps that
+    differ."""
+    number = 0
+    for piece in pieces:
+        node = producer(piece)
+        while node is not None and node.op in _UPDATE_SHAPING_OPS and node.inputs:
+            for tensor in node.inputs[1:]:
+                made = producer(tensor) if tensor is not None else None
+                if made is None or made.op == "Constant" or made.op not in EVALUATED_OPS or len(made.outputs) != 1:
+                    continue
+                value = small_value(tensor)
+                if value is not None:
+                    _as_constant(made, value, f"{prefix}/update_shape_{number}")
+                    number += 1
+            node = producer(node.inputs[0])
 
 
 @register_pass

@@ -25,6 +25,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
   *-dynamo          the same code through torch.onnx.export(dynamo=True) (opset 18)
+  *-dynamic-batch   the same code exported with a symbolic batch axis (EXPORT_OPTIONS)
+  *-no-folding      the same code exported with do_constant_folding=False
   *-f16, *-f64      model.half() / model.double() exported (session s17's generality probe: the
                     float64 export re-rolled nothing; ONNX Runtime has no float64 Conv to verify it)
 """
@@ -53,7 +55,7 @@ class ExternalExport:
     build: Callable          # () -> (torch module, sample input tensor)
     scans: int               # unrolled scans in the export
     steps: int               # scan steps in all
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)   # how it is exported: EXPORT_OPTIONS
     overflows: tuple[str, ...] = ()   # pipelines whose scan form overflows float32 on it (by design: seed)
     unrolled_by: tuple[str, ...] = ()  # pipelines whose scan form refuses its decays (log space, decays not > 0)
     exporter: str = "torchscript"     # torch.onnx.export with dynamo=False, or "dynamo" (dynamo=True)
@@ -316,6 +318,15 @@ EXPORTS = {e.name: e for e in [
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, stepping h = torch.addcmul(deltaBx_t, h, "
                    "deltaA_t) (TorchScript: the product times its value=1) with a bmm readout",
                    lambda: user_s6(8, 4, 10, loops=("addcmul",)), scans=1, steps=10),
+    # session s22: export options users give
+    ExternalExport("user-bidirectional-s6-no-folding", "torch",
+                   "user-bidirectional-s6 exported with do_constant_folding=False (the first write's update expanded to "
+                   "Shape(a constant), the later ones to Shapes of the buffer)",
+                   lambda: user_s6(8, 4, 10), scans=2, steps=20, options={"do_constant_folding": False}),
+    ExternalExport("hf-mamba-n4-b2-dynamic-batch", "transformers",
+                   "hf-mamba-n4-b2 exported with a dynamic batch (dynamic_axes): its views' Reshape targets computed "
+                   "from Shapes", lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7,
+                   options={"dynamic_batch": True}),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
@@ -332,11 +343,28 @@ EXPORTS = {e.name: e for e in [
 ]}
 
 
+# Export options a user may give (ExternalExport.options): `dynamic_batch` (TorchScript `dynamic_axes`, dynamo
+# `dynamic_shapes`: the input's and output's axis 0 symbolic) and `do_constant_folding` (TorchScript; True unless
+# given).
+EXPORT_OPTIONS = frozenset({"dynamic_batch", "do_constant_folding"})
+
+
 def export_module(module, sample, path: str | Path, opset: int = 17, exporter: str = "torchscript",
-                  dtype: str = "float32") -> tuple[Path, Path]:
+                  dtype: str = "float32", options: dict | None = None) -> tuple[Path, Path]:
     """Export of module(sample) to `path` (TorchScript, or dynamo at opset 18), and the module's own output
-    to `<stem>.ref.npz`; `dtype`: module and float sample converted first."""
+    to `<stem>.ref.npz`; `dtype`: module and float sample converted first; `options`: EXPORT_OPTIONS."""
     import torch
+
+    options = dict(options or {})
+    unknown = set(options) - EXPORT_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown export options {sorted(unknown)} (known: {', '.join(sorted(EXPORT_OPTIONS))})")
+    extra = {}
+    if options.get("dynamic_batch"):
+        if exporter == "dynamo":
+            extra["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+        else:
+            extra["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
 
     from vmamba_ref.export import ref_path_for
     from passes.files import atomic_targets
@@ -353,7 +381,8 @@ def export_module(module, sample, path: str | Path, opset: int = 17, exporter: s
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (sample,), str(tmp_onnx), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              opset_version=opset, do_constant_folding=True, dynamo=exporter == "dynamo")
+                              opset_version=opset, do_constant_folding=options.get("do_constant_folding", True),
+                              dynamo=exporter == "dynamo", **extra)
         with open(tmp_npz, "wb") as f:
             np.savez(f, **{INPUT_NAME: sample.numpy(), OUTPUT_NAME: expected})
     return path, ref_path_for(path)
@@ -362,7 +391,7 @@ def export_module(module, sample, path: str | Path, opset: int = 17, exporter: s
 def export(entry: ExternalExport, path: str | Path, opset: int = 17) -> tuple[Path, Path]:
     """Export `entry` to `path` and the library's own output to `<stem>.ref.npz`."""
     module, sample = entry.build()
-    return export_module(module, sample, path, opset, entry.exporter, entry.dtype)
+    return export_module(module, sample, path, opset, entry.exporter, entry.dtype, entry.options)
 
 
 def check(entry: ExternalExport, folder: Path, pipelines=("seed", "cpu", "tpu")) -> int:
