@@ -23,6 +23,10 @@ A loop over `x.unbind(axis)` (TorchScript: one Split into one-position pieces) h
 Slices first (passes/split_pieces.py), so its steps are found like `x[:, t]`; a Split whose pieces no
 re-rolled scan took is put back (stats `split_pieces_sliced`: those that stayed Slices, dead once re-rolled).
 
+Step outputs that keep their reduced axis and are concatenated along it (`.sum(-1, keepdim=True)`, then
+`torch.cat(ys, -1)`) are read as Unsqueeze(Squeeze(y_t)) first (passes/keepdim_pieces.py), put back where no
+re-rolled scan stacked them.
+
 A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
 decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
 to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
@@ -44,6 +48,7 @@ from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
 from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
+from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
@@ -366,6 +371,7 @@ class RerollScans(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         stacked_writes = stack_buffer_writes(graph, ctx.opset)
         sliced_splits = slice_split_pieces(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
+        squeezed = squeeze_keepdim_pieces(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -423,6 +429,12 @@ class RerollScans(Pass):
                 kept_sliced += 1
             else:
                 restore(graph, sliced, remove_slices=not rerolled)
+        stacked, kept_squeezed = {id(rec.output) for rec in rerolled}, 0
+        for concat in squeezed:   # the keepdim pieces back where no re-rolled scan stacked them
+            if id(concat.output) in stacked:
+                kept_squeezed += 1
+            else:
+                restore_keepdim(graph, concat)
         if rerolled:
             graph.cleanup().toposort()
         stats = {
@@ -436,6 +448,8 @@ class RerollScans(Pass):
             stats["buffer_writes_stacked"] = stacked_writes
         if kept_sliced:
             stats["split_pieces_sliced"] = kept_sliced
+        if kept_squeezed:
+            stats["keepdim_pieces_squeezed"] = kept_squeezed
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

@@ -21,6 +21,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
   user-s6-assign-every-axis  one direction writing `y[:, t, :] = y_t`: ScatterND over every element's indices
   user-s6-addcmul   one direction stepping `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`
+  user-s6-split-keepdim  one direction over zip(deltaA.split(1, 1), ..), keepdim readouts torch.cat-ed along their
+                    kept axis
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -180,7 +182,7 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
-USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul")
+USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -192,7 +194,9 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       unbind           `for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1))`, stacked
       assign-every-axis  `for t in range(L)`, each readout (a MatMul) written `y[:, t, :] = y_t` (TorchScript: a
                        ScatterND whose indices are every element's (b, t, d))
-      addcmul          `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`, a `torch.bmm` readout, stacked"""
+      addcmul          `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`, a `torch.bmm` readout, stacked
+      split-keepdim    `for a, b, c in zip(deltaA.split(1, 1), deltaBx.split(1, 1), C.split(1, 1))`, readouts
+                       `(h * c).sum(-1, keepdim=True)` joined by `torch.cat(ys, -1)` along their kept axis"""
     import torch
     import torch.nn.functional as F
 
@@ -242,6 +246,12 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 for t in range(x.shape[1]):
                     h = deltaA[:, t] * h + deltaBx[:, t]
                     y[:, t, :] = (h @ C[:, t].unsqueeze(-1)).squeeze(-1)
+            elif loop == "split-keepdim":
+                ys = []
+                for a_t, b_t, c_t in zip(deltaA.split(1, 1), deltaBx.split(1, 1), C.split(1, 1)):
+                    h = a_t.squeeze(1) * h + b_t.squeeze(1)
+                    ys.append((h * c_t).sum(-1, keepdim=True))   # (batch, d_inner, 1)
+                y = torch.cat(ys, -1).transpose(1, 2)
             else:
                 ys = []
                 for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
@@ -327,6 +337,12 @@ EXPORTS = {e.name: e for e in [
                    "hf-mamba-n4-b2 exported with a dynamic batch (dynamic_axes): its views' Reshape targets computed "
                    "from Shapes", lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7,
                    options={"dynamic_batch": True}),
+    ExternalExport("user-s6-split-keepdim", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, looping over zip(deltaA.split(1, 1), ..) "
+                   "with keepdim readouts (h * c).sum(-1, keepdim=True) joined by torch.cat(ys, -1)",
+                   lambda: user_s6(8, 4, 10, loops=("split-keepdim",)), scans=1, steps=10),
+    ExternalExport("user-s6-split-keepdim-dynamo", "torch", "user-s6-split-keepdim through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("split-keepdim",)), scans=1, steps=10, exporter="dynamo"),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
