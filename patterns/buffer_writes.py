@@ -39,7 +39,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import constant_value, normalize_axis
+from patterns.graph_query import constant_value, normalize_axis, producer
 from patterns.small_constants import small_value
 
 MIN_WRITES = 2
@@ -69,6 +69,16 @@ def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
     if shape is None or not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
         return None
     return [int(size) for size in shape]
+
+
+def _declared_shape(tensor: gs.Tensor) -> Optional[list]:
+    """The shape `tensor` is declared with where every size is a number or named (a symbolic batch: ONNX's
+    dim_param, the same size wherever the name appears), else None."""
+    shape = getattr(tensor, "shape", None)
+    if shape is None or not all((isinstance(size, (int, np.integer)) and size >= 0) or (isinstance(size, str) and size)
+                                for size in shape):
+        return None
+    return [size if isinstance(size, str) else int(size) for size in shape]
 
 
 def _is_write(node: gs.Node) -> bool:
@@ -105,15 +115,43 @@ def _slice_written_nd(node: gs.Node, shape: list[int]) -> Optional[tuple[int, in
     return None
 
 
-def _slice_written(node: gs.Node, shape: list[int]) -> Optional[tuple[int, int]]:
-    """(axis, position) when `node` writes one whole slice of a buffer of `shape` along an axis, else None."""
-    if node.op == "ScatterND":
-        return _slice_written_nd(node, shape)
-    indices = constant_value(node.inputs[1])
-    axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape))
-    if indices is None or axis is None or not 0 <= axis < len(shape) or indices.size == 0:
+def _expanded_position(node: gs.Node) -> Optional[tuple[np.ndarray, list]]:
+    """ScatterElements(data, Expand(p, Shape(update)), update) (the dynamo exporter's `out[:, t] = y` where the
+    batch is symbolic): p (all of one value, every size 1) and the update's declared shape, which the indices then
+    have, else None."""
+    expand = producer(node.inputs[1])
+    if expand is None or expand.op != "Expand" or len(expand.inputs) != 2:
         return None
-    if not np.issubdtype(indices.dtype, np.integer) or list(indices.shape) != shape[:axis] + [1] + shape[axis + 1:]:
+    shape_node = producer(expand.inputs[1])
+    if (shape_node is None or shape_node.op != "Shape" or not shape_node.inputs
+            or shape_node.inputs[0] is not node.inputs[2] or int(shape_node.attrs.get("start", 0)) != 0
+            or shape_node.attrs.get("end") is not None):
+        return None
+    value, update_shape = constant_value(expand.inputs[0]), _declared_shape(node.inputs[2])
+    if value is None or update_shape is None or value.ndim > len(update_shape) or any(n != 1 for n in value.shape):
+        return None
+    return value, update_shape
+
+
+def _slice_written(node: gs.Node, shape: list) -> Optional[tuple[int, int]]:
+    """(axis, position) when `node` writes one whole slice of a buffer of `shape` along an axis, else None.
+    `shape` may name a size (symbolic) but that of the axis written."""
+    if node.op == "ScatterND":
+        return _slice_written_nd(node, shape) if all(isinstance(size, int) for size in shape) else None
+    axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape))
+    if axis is None or not 0 <= axis < len(shape) or not isinstance(shape[axis], int):
+        return None
+    indices = constant_value(node.inputs[1])
+    if indices is not None:
+        indices_shape = list(indices.shape)
+    else:   # p expanded to the update's shape: the indices have the update's declared shape, p everywhere
+        expanded = _expanded_position(node)
+        if expanded is None:
+            return None
+        indices, indices_shape = expanded
+    if indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        return None
+    if indices_shape != shape[:axis] + [1] + shape[axis + 1:]:   # a named size equals only the same name
         return None
     flat = indices.reshape(-1)
     position = int(flat[0])
@@ -130,6 +168,9 @@ MAX_SHAPE_PATH = 16
 def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outputs: set[int]) -> Optional[list]:
     """(Shape node, value) for every read of `buffer` other than `skip` when all of them only take its shape
     (through _SHAPE_PATH_OPS to Shapes), else None."""
+    readers = [n for n in buffer.outputs if n is not skip]
+    if not all(isinstance(size, int) for size in shape):   # a named size: no stand-in, so no shape reads
+        return [] if not readers else None
     try:   # a stand-in of the buffer's shape with no data (a Shape of it only needs that)
         stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
     except ValueError:   # more elements than numpy indexes (a hostile declared shape)
@@ -171,6 +212,10 @@ def _chain(head: gs.Node, shape: list[int], graph_outputs: set[int]) -> tuple[li
     chain, reads = [head], []
     while True:
         out = chain[-1].outputs[0]
+        # through Identities that are the buffer's only reader (the dynamo exporter's between writes)
+        while (id(out) not in graph_outputs and len(out.outputs) == 1 and out.outputs[0].op == "Identity"
+               and len(out.outputs[0].outputs) == 1):
+            out = out.outputs[0].outputs[0]
         if id(out) in graph_outputs:
             return chain, reads
         following = [n for n in out.outputs if _is_write(n) and n.inputs[0] is out]
@@ -191,7 +236,7 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
     for head in writes:
         if id(head.inputs[0]) in written:   # not the first write of its chain
             continue
-        shape = _static_shape(head.inputs[0])
+        shape = _static_shape(head.inputs[0]) or _declared_shape(head.inputs[0])
         if shape is None:
             continue
         chain, reads = _chain(head, shape, graph_outputs)
@@ -203,6 +248,7 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
         axis = slices[0][0]
         positions = [position for _, position in slices]
         if sorted(positions) != list(range(shape[axis])):   # every position once, none left as it was
+            # (shape[axis] is a number: _slice_written takes no named size there)
             continue
         by_position = [node for _, node in sorted(zip(positions, chain), key=lambda item: item[0])]
         piece_shapes = [shape[:axis] + shape[axis + 1:] if node.op == "ScatterND" else None for node in by_position]

@@ -122,6 +122,66 @@ def test_a_buffer_input_of_unknown_shape_is_left_without_error():
     assert find_buffer_writes(graph) == []
 
 
+def _dynamic_batch_writes_model(case="ok") -> onnx.ModelProto:
+    """The dynamo exporter's `out[:, t] = h_t` with a symbolic batch: the buffer a graph input declared ("batch", L,
+    D), each write's indices Expand(p, Shape(u_t)) with u_t declared ("batch", 1, D), the buffer after each write
+    passed on through an Identity. `case` spoils one thing: "other-name" (u_t declared ("other", 1, D)), "unit-value"
+    (p of shape (1, 2, 1)), "shape-start" (Shape(u_t, start=1)), "written-axis-named" (the buffer ("batch", "len",
+    D))."""
+    nodes, inits = gated_rnn_steps(L, B, D)
+    buffer, infos = "buffer", []
+    for t in range(L):
+        value = np.full((1, 2, 1) if case == "unit-value" else (), t, np.int64)
+        inits.append(numpy_helper.from_array(value, f"p{t}"))
+        nodes += [helper.make_node("Shape", [f"u{t}"], [f"s{t}"], **({"start": 1} if case == "shape-start" else {})),
+                  helper.make_node("Expand", [f"p{t}", f"s{t}"], [f"idx{t}"])]
+        out = "out" if t == L - 1 else f"buf{t}"
+        nodes.append(helper.make_node("ScatterElements", [buffer, f"idx{t}", f"u{t}"], [out], axis=1))
+        if t < L - 1:
+            nodes.append(helper.make_node("Identity", [out], [f"pass{t}"]))
+            out = f"pass{t}"
+        buffer = out
+        infos.append(helper.make_tensor_value_info(f"u{t}", TensorProto.FLOAT,
+                                                   ["other" if case == "other-name" else "batch", 1, D]))
+    buffer_shape = ["batch", "len" if case == "written-axis-named" else L, D]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", L, D]) for n in ("a", "b")]
+    inputs.append(helper.make_tensor_value_info("buffer", TensorProto.FLOAT, buffer_shape))
+    graph = helper.make_graph(nodes, "writes", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT,
+                                                                                     ["batch", L, D])],
+                              [init for init in inits if init.name != "h_init"], value_info=infos)
+    graph.input.append(helper.make_tensor_value_info("h_init", TensorProto.FLOAT, [1, D]))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_writes_into_a_buffer_of_a_symbolic_batch_are_stacked():
+    """Session s22: a dynamic-batch dynamo export writes `out[:, t] = h_t` as ScatterElements whose indices are p
+    expanded to Shape(update): they have the update's declared shape ("batch", 1, D), which is the buffer's
+    ("batch", L, D) with 1 at the written axis, so each write covers its slice whatever the batch. Before: no
+    chain (the buffer's shape not static), 0 scans. Checked at batch 2 and 5."""
+    model = _dynamic_batch_writes_model()
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    assert "ScatterElements" not in op_histogram(out)
+    for batch in (B, 5):
+        rng = np.random.default_rng(batch)
+        feeds = {"a": rng.uniform(-1, 1, (batch, L, D)).astype(np.float32),
+                 "b": rng.normal(size=(batch, L, D)).astype(np.float32),
+                 "buffer": np.full((batch, L, D), 7.0, np.float32), "h_init": np.zeros((1, D), np.float32)}
+        assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
+
+
+@pytest.mark.parametrize("case", ["other-name", "unit-value", "shape-start", "written-axis-named"])
+def test_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case):
+    """An update of another named batch (its slice may be smaller), indices p of a shape that broadcasts them past
+    the update's, a Shape of part of the update, or a written axis of unknown size: no chain, the graph as it was."""
+    model = _dynamic_batch_writes_model(case)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert "buffer_writes_stacked" not in result.stats and result.stats["rerolled"] == 0
+    assert op_histogram(out) == op_histogram(model)
+
+
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
 def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
     """A position left as the buffer had it, written twice, added to, or an intermediate buffer read elsewhere:

@@ -345,6 +345,10 @@ EXPORTS = {e.name: e for e in [
                    lambda: user_s6(8, 4, 10, loops=("split-keepdim",)), scans=1, steps=10, exporter="dynamo"),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
+    ExternalExport("user-bidirectional-s6-dynamo-dynamic-batch", "torch",
+                   "user-bidirectional-s6 through the dynamo exporter with a dynamic batch (dynamic_shapes): the "
+                   "backward scan's writes ScatterElements into a zeros buffer of a symbolic batch",
+                   lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo", options={"dynamic_batch": True}),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, exporter="dynamo"),
     ExternalExport("mambapy-n16-dynamo", "mambapy", "mambapy-n16 through the dynamo exporter",
