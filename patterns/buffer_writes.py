@@ -27,6 +27,13 @@ arithmetic (Shape, through Gather, Slice, Squeeze, Unsqueeze, Reshape, Transpose
 which only needs its shape, the same for every buffer of the chain; those Shapes are handed back
 with their values, to become constants.
 
+A dynamic-batch export gives the buffer a symbolic shape. The dynamo exporter then writes each assignment as
+ScatterElements(buffer_t, Expand(p_t, Shape(update_t)), update_t): indices of the update's shape holding p_t.
+That is a whole slice when the update is declared with the buffer's declared shape but 1 at the axis, the sizes
+named alike (an ONNX dim_param names one size wherever it appears) and the axis's own size a number (so the
+positions can be counted). TorchScript's ScatterND builds its index tuples from Range(Shape(buffer)) there, which
+small_value cannot evaluate without a size: such chains are not taken (no index tuples proven for every batch).
+
 `find_buffer_writes` returns such chains; the re-roller (passes/reroll_scans.py) writes each as that
 Concat before it looks for recurrences.
 """
