@@ -13,6 +13,12 @@ also from their constant inputs) and left to run time when it would make more th
 MAX_FOLDED_ELEMENTS: a hostile ConstantOfShape of (2^20, 2^20) asked for 4 TiB, the Add of two
 stored vectors of 2^16 floats as a column and a row for 16 GiB. A size-making op whose size inputs
 are themselves still to be folded, and whose size inference does not know, waits for the next round.
+
+onnx-graphsurgeon folds Shape(x), Gather(Shape(x), i) and Slice(Shape(x), ..) from x's shape without reading
+the Shape's `start` and `end` (opset 15): Shape(x, start=0, end=1) of a (2, 8) x became [2, 8], and
+Gather(Shape(x, start=1), 1) of a (batch, 8, 16) x became 8, not 16. The dynamo exporter writes such Shapes
+(`x.size(0)`), which a pinned symbolic batch (--input-shape) makes foldable. So each is folded as
+Slice(Shape(x), [start], [end], [0]), the same values, which it folds right; one left unfolded is put back.
 """
 from __future__ import annotations
 
@@ -31,6 +37,44 @@ from passes.registry import register_pass
 
 # Rounds of folding while size-making ops wait for their size inputs to be folded.
 MAX_ROUNDS = 4
+INT64_MAX = 2**63 - 1
+BOUNDS_SUFFIX = "/fold_constants_bounds"
+
+
+def _bounded_shapes_as_slices(graph: gs.Graph) -> None:
+    """Every Shape(x, start, end) as Slice(Shape(x), [start], [end], [0]), in place (the Slice named
+    `<shape node>` + BOUNDS_SUFFIX, right after the Shape)."""
+    nodes = []
+    for node in graph.nodes:
+        nodes.append(node)
+        start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
+        if node.op != "Shape" or (start == 0 and end is None) or len(node.outputs) != 1:
+            continue
+        whole = gs.Variable(f"{node.name}{BOUNDS_SUFFIX}/whole", dtype=np.int64)
+        bounds = [gs.Constant(f"{node.name}{BOUNDS_SUFFIX}/{what}", np.array([value], np.int64))
+                  for what, value in (("start", start), ("end", INT64_MAX if end is None else int(end)), ("axis", 0))]
+        sliced = gs.Node("Slice", f"{node.name}{BOUNDS_SUFFIX}", inputs=[whole, *bounds], outputs=[node.outputs[0]])
+        node.attrs = {key: value for key, value in node.attrs.items() if key not in ("start", "end")}
+        node.outputs = [whole]
+        nodes.append(sliced)
+    graph.nodes = nodes
+
+
+def _unfolded_bounds_back(graph: gs.Graph) -> None:
+    """Each Slice made by _bounded_shapes_as_slices that still reads its Shape: the Shape(x, start, end) again."""
+    removed = set()
+    for node in graph.nodes:
+        shape = node.inputs[0].inputs[0] if node.op == "Slice" and node.inputs and node.inputs[0].inputs else None
+        if (shape is None or not node.name.endswith(BOUNDS_SUFFIX) or shape.op != "Shape"
+                or len(node.inputs[0].outputs) != 1 or not all(isinstance(t, gs.Constant) for t in node.inputs[1:4])):
+            continue
+        start, end = (int(np.asarray(t.values).reshape(-1)[0]) for t in node.inputs[1:3])
+        shape.attrs = dict(shape.attrs, start=start, **({} if end == INT64_MAX else {"end": end}))
+        shape.outputs = [node.outputs[0]]
+        node.inputs.clear()
+        node.outputs.clear()
+        removed.add(id(node))
+    graph.nodes = [node for node in graph.nodes if id(node) not in removed]
 
 
 def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
@@ -120,6 +164,7 @@ class FoldConstants(Pass):
         try:
             if not graph_is_topologically_sorted(working):
                 working.toposort()
+            _bounded_shapes_as_slices(working)
             gate = _SizeGate()
             for _ in range(MAX_ROUNDS):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
@@ -129,6 +174,7 @@ class FoldConstants(Pass):
                 working.cleanup(remove_unused_graph_inputs=False)
                 if not gate.waiting or len(working.nodes) == nodes_before_round:
                     break
+            _unfolded_bounds_back(working)
         except Exception as error:  # folding is optional: never fail the pipeline for it
             reason = one_line(error, limit=300)
             return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])

@@ -311,3 +311,45 @@ def test_simplify_infers_the_model_once_for_both_refusals(monkeypatch):
     monkeypatch.setattr(simplify_module, "_run_onnxsim", lambda model: (inferences.append("onnxsim"), (model, True))[1])
     run_pass("simplify", graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK))
     assert inferences == ["plain", "data_prop", "onnxsim"]
+
+
+@pytest.mark.parametrize("text, feed", [
+    # Shape(x, start=0, end=1) of a static x: onnx-graphsurgeon folded it to the whole shape [2, 8], so the Reshape
+    # target became [2, 8, -1] (an invalid model before session s22)
+    ("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,8] x) => (float[2,8] y) <int64[1] rest = {-1}> {
+          lead = Shape<start = 0, end = 1>(x)
+          target = Concat<axis = 0>(lead, rest)
+          y = Reshape(x, target)
+        }""", (2, 8)),
+    # a symbolic batch: Gather(Shape(x, start=1), 1) is x's size 2, 16; it was folded to 8 (size 1)
+    ("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch,8,16] x) => (float[batch,8,16] y) <int64 one = {1}, int64[1] zero = {0}> {
+          tail = Shape<start = 1>(x)
+          last = Gather<axis = 0>(tail, one)
+          last1 = Unsqueeze(last, zero)
+          f = Cast<to = 1>(last1)
+          y = Mul(x, f)
+        }""", (3, 8, 16)),
+])
+def test_fold_constants_reads_a_shapes_start_and_end(text, feed):
+    graph = graph_of(text)
+    x = np.arange(np.prod(feed), dtype=np.float32).reshape(feed)
+    before = run_model(graph_to_model(graph), {"x": x})
+    run_pass("fold-constants", graph)
+    exported = graph_to_model(graph)
+    onnx.checker.check_model(exported, full_check=True)
+    np.testing.assert_array_equal(run_model(exported, {"x": x})["y"], before["y"])
+
+
+def test_fold_constants_puts_back_a_bounded_shape_it_cannot_fold():
+    """Shape(x, start=0, end=1) of a symbolic batch stays one Shape with its bounds (no Slice added)."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch,8] x) => (float[batch,8] y) <int64[1] rest = {-1}> {
+          lead = Shape<start = 0, end = 1>(x)
+          target = Concat<axis = 0>(lead, rest)
+          y = Reshape(x, target)
+        }""")
+    run_pass("fold-constants", graph)
+    assert ops(graph) == ["Shape", "Concat", "Reshape"]
+    assert graph.nodes[0].attrs == {"start": 0, "end": 1}
