@@ -305,6 +305,10 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("hf-recurrent-gemma-dynamo", "transformers",
                    "RecurrentGemmaModel, hidden 8, 1 recurrent block, L 8, dynamo exporter (a ScatterElements per step)",
                    lambda: hf_recurrent_gemma(8, 1, 8), scans=1, steps=8, exporter="dynamo", unrolled_by=("seed",)),
+    ExternalExport("hf-recurrent-gemma-dynamo-dynamic-batch", "transformers",
+                   "hf-recurrent-gemma-dynamo with a dynamic batch (dynamic_shapes): the RG-LRU's zeros buffer of a "
+                   "symbolic batch; batch 2", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
+                   exporter="dynamo", unrolled_by=("seed",), options={"dynamic_batch": True}),
     ExternalExport("mambapy-n16", "mambapy", "Mamba (pscan=False), d_model 8, d_state 16, 2 layers, L 10",
                    lambda: mambapy_mamba(8, 16, 2, 10), scans=2, steps=20),
     ExternalExport("fork-channels-n4", "vmamba_ref", "fork's channel-Conv readout, d_state 4, L 9, batch 2",
