@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from passes.keepdim_pieces import _size_one_at, squeeze_keepdim_pieces
 from passes.reroll_scans import RerollScans
 from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
 
@@ -83,3 +85,57 @@ def test_a_keepdim_concat_that_is_no_loop_is_put_back():
     assert (result.changed, result.stats) == (False, {"rerolled": 0, "steps": 0, "rejected": 0})
     assert [(node.op_type, list(node.input)) for node in out.graph.node] == \
         [(node.op_type, list(node.input)) for node in model.graph.node]
+
+
+# What proves a piece has size 1 at the Concat's axis (keepdim_pieces._size_one_at): each guard pinned, since a
+# piece squeezed at an axis of another size makes a graph that fails at run time.
+def _reduction(op="ReduceSum", axes=(-1,), keepdims=1, as_input=True, noop=None, computed_axes=False):
+    x = gs.Variable("x", np.float32, [B, L, D])
+    inputs, attrs = [x], {"keepdims": keepdims}
+    if computed_axes:
+        inputs.append(gs.Variable("axes_from_somewhere", np.int64, [1]))
+    elif axes is not None and as_input:
+        inputs.append(gs.Constant("axes", np.array(axes, np.int64)))
+    elif axes is not None:
+        attrs["axes"] = list(axes)
+    if noop is not None:
+        attrs["noop_with_empty_axes"] = noop
+    out = gs.Variable("y", np.float32)
+    gs.Node(op, "reduce", attrs=attrs, inputs=inputs, outputs=[out])
+    return out
+
+
+@pytest.mark.parametrize("kwargs, axis, sized_one", [
+    ({}, 2, True),                                       # axes [-1] as an input, the Concat's axis 2 = -1
+    ({}, 1, False),                                      # an axis the reduction keeps whole
+    ({"keepdims": 0}, 2, False),                         # the reduced axis dropped: the axis is another one
+    ({"op": "Mul"}, 2, False),                           # not a reduction
+    ({"op": "ArgMax"}, 2, False),                        # one `axis`, not in the keepdim set
+    ({"as_input": False, "axes": (1, -1)}, 1, True),     # axes as an attribute (ReduceMean before opset 18)
+    ({"as_input": False, "axes": (1, -1)}, 0, False),
+    ({"computed_axes": True}, 2, False),                 # axes computed at run time: not known
+    ({"axes": None}, 0, True),                           # no axes: every axis reduced
+    ({"axes": None, "noop": 1}, 0, False),               # ... unless then a no-op (noop_with_empty_axes)
+    ({"axes": ()}, 1, True),                             # empty axes: every axis
+    ({"axes": (), "noop": 1}, 1, False),
+])
+def test_a_piece_is_size_one_only_where_its_reduction_proves_it(kwargs, axis, sized_one):
+    assert _size_one_at(_reduction(**kwargs), axis, rank=3) is sized_one
+
+
+def test_keepdims_0_reductions_concatenated_are_not_squeezed():
+    """Reductions over the last axis without keepdims give (B, L); joined along axis 1 their pieces have size L
+    there, and squeezing them would fail at run time: nothing is rewired."""
+    x = gs.Variable("x", np.float32, [B, L, D])
+    pieces = []
+    for t in range(2):
+        piece = gs.Variable(f"s{t}", np.float32, [B, L])
+        gs.Node("ReduceSum", f"sum{t}", attrs={"keepdims": 0},
+                inputs=[x, gs.Constant(f"last{t}", np.array([-1], np.int64))], outputs=[piece])
+        pieces.append(piece)
+    out = gs.Variable("out", np.float32, [B, 2 * L])
+    concat = gs.Node("Concat", "join", attrs={"axis": 1}, inputs=pieces, outputs=[out])
+    graph = gs.Graph(nodes=[piece.inputs[0] for piece in pieces] + [concat], inputs=[x], outputs=[out], opset=17)
+    assert squeeze_keepdim_pieces(graph, 17, set()) == []
+    assert [node.op for node in graph.nodes] == ["ReduceSum", "ReduceSum", "Concat"]
+    assert list(concat.inputs) == pieces
