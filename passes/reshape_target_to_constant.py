@@ -33,6 +33,11 @@ class ReshapeTargetToConstant(NodeRewrite, op="Reshape", shapes="symbolic"):
         out_shape = shapes.get(node.outputs[0].name)
         if out_shape is None:
             return self.left_alone(node, "the rank of its output unknown")
+        # The output's shape may be only what the model declares (a graph output's): trust it only where the
+        # target's own length says the same rank, or a declared scalar would make the target [].
+        target_shape = shapes.get(node.inputs[1].name)
+        if target_shape is None or len(target_shape) != 1 or target_shape[0] != len(out_shape):
+            return self.left_alone(node, f"its target's length not known to be its output's rank {len(out_shape)}")
         target = reshape_target(out_shape)
         if target is None:
             return self.left_alone(node, "more than one size of its output unknown, or a size 0")

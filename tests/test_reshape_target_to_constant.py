@@ -61,3 +61,22 @@ def test_a_constant_target_is_left_as_it_is(target):
     out, result = apply_pass(model, ReshapeTargetToConstant())
     assert result.stats == {"rewritten": 0}
     assert reshape_targets(out) == [[int(v) for v in target[1:-1].split(", ")]]
+
+
+def test_notes_say_why_a_computed_target_stays():
+    """The report's reasons, exact: two sizes unknown; an output declared a scalar for a target of unknown
+    length (trusting the declaration made the target [], a Reshape that fails at run time)."""
+    two_unknown = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, time, 4] x) => (float[batch, time, 2, 2] y) {
+        s = Shape(x)  zero = Constant<value = int64[1] {0}>()  two = Constant<value = int64[1] {2}>()
+        head = Slice(s, zero, two)  rest = Constant<value = int64[2] {2, -1}>()  t = Concat<axis = 0>(head, rest)
+        y = Reshape(x, t) }""")
+    declared_scalar = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, time, 4] x, int64[n] t) => (float y) { y = Reshape(x, t) }""")
+    for model, why in ((two_unknown, "more than one size of its output unknown, or a size 0"),
+                       (declared_scalar, "its target's length not known to be its output's rank 0")):
+        [node for node in model.graph.node if node.op_type == "Reshape"][0].name = "view"
+        out, result = apply_pass(model, ReshapeTargetToConstant())
+        assert result.stats == {"rewritten": 0}
+        assert result.notes == [f"Reshape 'view' left alone: {why}"]
+        assert reshape_targets(out) == [None]
