@@ -6,6 +6,11 @@ as Unsqueeze(y_t, s) into a Concat along s (patterns/readout.py); here each y_t 
 which a Reduce* with keepdims over s proves (its shape, not a declared one). So each piece becomes
 Unsqueeze(Squeeze(y_t, s), s), the same tensor, before matching, and `restore` puts the Concat's inputs back
 where no re-rolled scan took its output (a keepdim Concat that is not a loop's stack stays as it was).
+
+A loop that keeps the step axis (`torch.cat(ys, 1)` of readouts of a (B, 1, D, N) state: passes/step_axis_pieces.py)
+has pieces of size 1 at the Concat's axis that no reduction made: given `shapes` (ONNX shape inference), a piece
+inferred of size 1 there is taken too (Squeeze checks it at run time), where not every piece is an Unsqueeze
+already (a stack the pattern knows).
 """
 from __future__ import annotations
 
@@ -48,21 +53,31 @@ def _size_one_at(tensor: gs.Tensor, axis: int, rank: int) -> bool:
     return axis in {normalize_axis(a, rank) for a in axes}
 
 
-def squeeze_keepdim_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces: int = 2) -> list[SqueezedConcat]:
-    """Every Concat of `min_pieces` or more keepdim reductions along an axis each reduced, its inputs rewired to
-    Unsqueeze(Squeeze(piece, axis), axis)."""
+def _inferred_one_at(tensor: gs.Tensor, axis: int, rank: int, shapes: Optional[dict]) -> bool:
+    shape = shapes.get(tensor.name) if shapes is not None else None
+    return shape is not None and len(shape) == rank and shape[axis] == 1
+
+
+def squeeze_keepdim_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces: int = 2,
+                           shapes: Optional[dict] = None) -> list[SqueezedConcat]:
+    """Every Concat of `min_pieces` or more keepdim reductions along an axis each reduced (or, given `shapes`,
+    pieces inferred of size 1 along it), its inputs rewired to Unsqueeze(Squeeze(piece, axis), axis)."""
     concats = [node for node in graph.nodes if node.op == "Concat" and len(node.inputs) >= min_pieces]
     if not concats:
         return []
     ranks: Optional[RankMap] = None
     done = []
     for node in concats:
-        if not all(producer(piece) is not None and producer(piece).op in _KEEPDIM_REDUCTIONS for piece in node.inputs):
+        made_by = [producer(piece).op if producer(piece) is not None else None for piece in node.inputs]
+        if shapes is None and not all(op in _KEEPDIM_REDUCTIONS for op in made_by):
+            continue
+        if all(op == "Unsqueeze" for op in made_by):
             continue
         ranks = ranks or RankMap(graph)
         rank = ranks.rank(node.inputs[0])
         axis = normalize_axis(int(node.attrs.get("axis", 0)), rank) if rank is not None else None
-        if axis is None or not 0 <= axis < rank or not all(_size_one_at(piece, axis, rank) for piece in node.inputs):
+        if axis is None or not 0 <= axis < rank or not all(
+                _size_one_at(piece, axis, rank) or _inferred_one_at(piece, axis, rank, shapes) for piece in node.inputs):
             continue
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/keepdim_pieces{len(done)}", taken=taken)
         squeezed = SqueezedConcat(node, node.outputs[0], list(node.inputs), [])

@@ -27,6 +27,10 @@ Step outputs that keep their reduced axis and are concatenated along it (`.sum(-
 `torch.cat(ys, -1)`) are read as Unsqueeze(Squeeze(y_t)) first (passes/keepdim_pieces.py), put back where no
 re-rolled scan stacked them.
 
+A loop that keeps the step axis (`h = a[:, t:t+1] * h + b[:, t:t+1]`) has its one-position Slices read as
+Gather(Unsqueeze(x, axis + 1), t) first (passes/step_axis_pieces.py), and its readouts, inferred of size 1 along the
+Concat's axis, as keepdim pieces; both put back where no re-rolled scan took them.
+
 A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
 decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
 to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
@@ -50,6 +54,7 @@ from passes.static_shapes import partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
+from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
@@ -371,7 +376,12 @@ class RerollScans(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         stacked_writes = stack_buffer_writes(graph, ctx.opset)
         sliced_splits = slice_split_pieces(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
-        squeezed = squeeze_keepdim_pieces(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
+        gathered = gather_kept_steps(graph, ctx.opset, taken_prefixes(graph)) if ctx.opset >= MIN_OPSET else []
+        # Step outputs that keep the step axis: their size 1 there is inferred, from the Gathers (only where such steps
+        # were found; on a sorted copy: the Gathers made are at the graph's end, after their readers).
+        piece_shapes = partial_shapes(graph.copy().toposort()) if gathered else None
+        squeezed = (squeeze_keepdim_pieces(graph, ctx.opset, taken_prefixes(graph), shapes=piece_shapes)
+                    if ctx.opset >= MIN_OPSET else [])
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -435,6 +445,12 @@ class RerollScans(Pass):
                 kept_squeezed += 1
             else:
                 restore_keepdim(graph, concat)
+        kept_gathered = 0
+        for steps in gathered:   # the axis-keeping Slices back where no re-rolled scan took their steps
+            if any(id(node) in taken_nodes for node in steps.gathers):
+                kept_gathered += 1
+            else:
+                restore_kept_steps(graph, steps)
         if rerolled:
             graph.cleanup().toposort()
         stats = {
@@ -450,6 +466,8 @@ class RerollScans(Pass):
             stats["split_pieces_sliced"] = kept_sliced
         if kept_squeezed:
             stats["keepdim_pieces_squeezed"] = kept_squeezed
+        if kept_gathered:
+            stats["step_axis_pieces_gathered"] = kept_gathered
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

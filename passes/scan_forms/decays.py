@@ -20,6 +20,10 @@ from passes.graph_builder import GraphBuilder
 from patterns.graph_query import producer
 
 
+# Ops that only move or reshape elements: log commutes with them.
+_MOVES_ONLY = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity"})
+
+
 class Decays:
     """The decays a_i: `values` (always) and `log` (log a_i, None unless every a_i is provably > 0)."""
 
@@ -37,6 +41,17 @@ class Decays:
         if node is not None and node.op == "Exp" and not node.domain:
             exponent = node.inputs[0]
             return cls(lambda: decay, lambda: exponent)
+        moves, inner = [], node
+        while inner is not None and inner.op in _MOVES_ONLY and not inner.domain and inner.inputs:
+            moves.append(inner)
+            inner = producer(inner.inputs[0])
+        if moves and inner is not None and inner.op == "Exp" and not inner.domain:
+            # An Exp moved by shape ops (passes/step_axis_pieces.py's Unsqueeze): the same ops move its exponent.
+            def moved_log(exponent=inner.inputs[0]):
+                for move in reversed(moves):
+                    exponent = builder.node(move.op, [exponent, *move.inputs[1:]], dict(move.attrs))
+                return exponent
+            return cls(lambda: decay, moved_log)
         if isinstance(decay, gs.Constant):
             values = np.asarray(decay.values)
             if values.size and np.all(np.isfinite(values)) and np.all(values > 0):
