@@ -79,6 +79,10 @@ NODE_COUNTS = {
     # unrolled steps (a fixed count whatever L)
     "user-s6-split-keepdim": (133, {"seed": 41, "cpu": 129, "tpu": 65}),
     "user-s6-split-keepdim-dynamo": (92, {"seed": 41, "cpu": 127, "tpu": 65}),
+    # h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1], readouts torch.cat-ed along the kept step axis: "0 scans found"
+    # before s22, no reason (cpu 112 / 111, seed 108 / 109, tpu 108 / 109)
+    "user-s6-keep-step-axis": (256, {"seed": 44, "cpu": 90, "tpu": 66}),
+    "user-s6-keep-step-axis-dynamo": (109, {"seed": 45, "cpu": 95, "tpu": 73}),
     # a dynamic batch through dynamo: the zeros buffer's shape is symbolic, its writes' indices Expand(p, Shape(update));
     # before s22 only the forward scan re-rolled (cpu 264, seed 178; tpu, pinned, failed in fold-constants: "invalid
     # model ... Incompatible dimensions"); now the static dynamo export's counts
@@ -317,6 +321,7 @@ def test_corpus_covers_the_brief():
             "user-s6-assign-every-axis", "user-s6-addcmul"} <= set(EXPORTS)   # session s21's
     assert {"user-bidirectional-s6-no-folding", "hf-mamba-n4-b2-dynamic-batch", "user-s6-split-keepdim",
             "user-s6-split-keepdim-dynamo", "user-bidirectional-s6-dynamo-dynamic-batch",
-            "hf-recurrent-gemma-dynamo-dynamic-batch"} <= set(EXPORTS)   # session s22's
+            "hf-recurrent-gemma-dynamo-dynamic-batch", "user-s6-keep-step-axis",
+            "user-s6-keep-step-axis-dynamo"} <= set(EXPORTS)   # session s22's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -23,6 +23,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-addcmul   one direction stepping `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`
   user-s6-split-keepdim  one direction over zip(deltaA.split(1, 1), ..), keepdim readouts torch.cat-ed along their
                     kept axis
+  user-s6-keep-step-axis  one direction stepping `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (the step axis kept),
+                    readouts torch.cat-ed along it
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -182,7 +184,7 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
-USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim")
+USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -196,7 +198,10 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        ScatterND whose indices are every element's (b, t, d))
       addcmul          `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`, a `torch.bmm` readout, stacked
       split-keepdim    `for a, b, c in zip(deltaA.split(1, 1), deltaBx.split(1, 1), C.split(1, 1))`, readouts
-                       `(h * c).sum(-1, keepdim=True)` joined by `torch.cat(ys, -1)` along their kept axis"""
+                       `(h * c).sum(-1, keepdim=True)` joined by `torch.cat(ys, -1)` along their kept axis
+      keep-step-axis   `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (h of shape (batch, 1, d_inner, N): one-position
+                       Slices that keep the step axis), readouts `(h * C[:, t:t+1, None, :]).sum(-1)` joined by
+                       `torch.cat(ys, 1)` along it"""
     import torch
     import torch.nn.functional as F
 
@@ -252,6 +257,13 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                     h = a_t.squeeze(1) * h + b_t.squeeze(1)
                     ys.append((h * c_t).sum(-1, keepdim=True))   # (batch, d_inner, 1)
                 y = torch.cat(ys, -1).transpose(1, 2)
+            elif loop == "keep-step-axis":
+                h = h.unsqueeze(1)   # (batch, 1, d_inner, N)
+                ys = []
+                for t in range(x.shape[1]):
+                    h = deltaA[:, t:t + 1] * h + deltaBx[:, t:t + 1]
+                    ys.append((h * C[:, t:t + 1, None, :]).sum(-1))   # (batch, 1, d_inner)
+                y = torch.cat(ys, 1)
             else:
                 ys = []
                 for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
@@ -347,6 +359,12 @@ EXPORTS = {e.name: e for e in [
                    lambda: user_s6(8, 4, 10, loops=("split-keepdim",)), scans=1, steps=10),
     ExternalExport("user-s6-split-keepdim-dynamo", "torch", "user-s6-split-keepdim through the dynamo exporter",
                    lambda: user_s6(8, 4, 10, loops=("split-keepdim",)), scans=1, steps=10, exporter="dynamo"),
+    ExternalExport("user-s6-keep-step-axis", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, stepping h = deltaA[:, t:t+1] * h + "
+                   "deltaBx[:, t:t+1] (h (batch, 1, d_inner, N): Slices that keep the step axis), readouts torch.cat-ed "
+                   "along it", lambda: user_s6(8, 4, 10, loops=("keep-step-axis",)), scans=1, steps=10),
+    ExternalExport("user-s6-keep-step-axis-dynamo", "torch", "user-s6-keep-step-axis through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("keep-step-axis",)), scans=1, steps=10, exporter="dynamo"),
     ExternalExport("user-bidirectional-s6-dynamo", "torch", "user-bidirectional-s6 through the dynamo exporter",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo"),
     ExternalExport("user-bidirectional-s6-dynamo-dynamic-batch", "torch",
