@@ -1631,3 +1631,23 @@ def test_verification_sees_a_tensor_inside_a_local_function(tmp_path):
                             preexec_fn=_address_space_cap(3 << 30))
     assert_one_line_error(result, 2, "would hold 2,147,483,648 elements (more than 1,073,741,824): too large to run")
     assert listing(tmp_path) == ["big.onnx"]
+
+
+@pytest.mark.parametrize("tool", ["tools.ort_profile", "tools.tpu_check", "tools.diffview"])
+def test_tools_that_run_a_model_refuse_local_functions_past_the_cap(tmp_path, tool):
+    """Found by adv8 (s22): tools.ort_profile and tools.tpu_check gave the model to ONNX Runtime without
+    passes.apply's cap on expanded local functions: 60 levels of functions calling the one before twice
+    (~5 KB) held either tool in ONNX Runtime's inlining for ever (past 10 minutes), and SIGTERM did not
+    end it. All three tools now ask model_check.check_local_functions first (diffview through
+    check_model): one line, exit 2, at once, nothing written."""
+    from passes.model_check import MAX_EXPANDED_NODES
+
+    model = tmp_path / "doubling.onnx"
+    onnx.save(_doubling_functions(60), model)
+    extra = {"tools.ort_profile": ["--threads", "1", "--runs", "1"], "tools.tpu_check": ["--workdir", str(tmp_path / "w")],
+             "tools.diffview": [str(model)]}[tool]
+    result = subprocess.run([sys.executable, "-m", tool, str(model), *extra], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert_one_line_error(result, 2, f"local functions, each call expanded (as ONNX Runtime inlines them), make more "
+                                     f"than {MAX_EXPANDED_NODES:,} nodes")
+    assert listing(tmp_path) == ["doubling.onnx"]

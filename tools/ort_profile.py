@@ -91,6 +91,26 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
             "op_ms": {op: ms / runs for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
 
 
+def _local_functions_refused(model: Path) -> str | None:
+    """Why ONNX Runtime must not be given the model, for its local functions (passes.model_check's
+    check_local_functions: calls that expand past MAX_EXPANDED_NODES, a cycle), or None. Its inlining
+    runs in native code while the session loads, where neither Ctrl-C nor SIGTERM ends it. A file that
+    does not parse is left to ONNX Runtime, which says so."""
+    import onnx
+
+    from passes.model_check import InvalidModelError, check_local_functions
+
+    try:
+        structure = onnx.load(str(model), load_external_data=False)
+    except Exception:
+        return None
+    try:
+        check_local_functions(structure)
+    except InvalidModelError as error:
+        return f"{printable(model)}: {error}"
+    return None
+
+
 def _thread_counts(text: str) -> list[int] | None:
     """'1,2,16' -> [1, 2, 16]; None unless every entry is a positive integer and there is one."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -115,6 +135,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write(f"error: {problem}\n")
         return 2
     if json_destination_refused(args.json, reads=model_and_data_files(args.model)):
+        return 2
+    refused = _local_functions_refused(args.model)
+    if refused:
+        sys.stderr.write(f"error: {refused}\n")
         return 2
     counts = _thread_counts(args.threads)
     if counts is None:

@@ -105,9 +105,14 @@ class Verdict:
 def model_interface(path: Path):
     import onnx
 
+    from passes.model_check import InvalidModelError, check_local_functions
     from passes.verify import MAX_RANDOM_FEED_RANK
 
     model = onnx.load(str(path), load_external_data=False)
+    try:   # before ONNX Runtime inlines them, past any interrupt (passes.apply's own check)
+        check_local_functions(model)
+    except InvalidModelError as error:
+        raise UsageError(str(error)) from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = []
     for value in model.graph.input:
