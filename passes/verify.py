@@ -18,6 +18,7 @@ import onnx
 import onnx.inliner
 from onnx.external_data_helper import uses_external_data
 
+from passes import ort_worker
 from passes.graph_io import all_graphs, all_tensors
 from passes.one_line import one_line, printable, printable_names
 from passes.static_shapes import infer_shapes, static_element_counts
@@ -72,8 +73,6 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
               plain_inferred: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
     """Run on ONNX Runtime's CPU provider with default graph optimisations. `plain_inferred`: the model
     already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses."""
-    import onnxruntime as ort
-
     if isinstance(model_or_path, onnx.ModelProto):
         # ORT would resolve external data of a serialized model against the working directory.
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
@@ -95,25 +94,15 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
         label = source
     if log:
         log(f"creating ONNX Runtime session ({label}); large graphs take a while")
-    options = ort.SessionOptions()
-    # ORT's own log would break our one-line output: its warnings, and its errors, which hold
-    # node names raw (a newline, an escape); the exception it raises says the same, and is escaped.
-    options.log_severity_level = 4
+    # In a child process under a memory cap (passes.ort_worker): sizes computed from the input values
+    # escape every static check, and ONNX Runtime's native work would hold off Ctrl-C and SIGTERM.
     try:
-        if source is None:
-            source = _serialized(model_or_path)
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        input_names = [i.name for i in session.get_inputs()]
-        missing = [name for name in input_names if name not in feeds]
-        if missing:
-            raise VerificationError(f"no input data for model input(s): {printable_names(missing)}")
-        output_names = [o.name for o in session.get_outputs()]
-        values = session.run(output_names, {name: feeds[name] for name in input_names})
-    except VerificationError:
-        raise
+        model_bytes = _serialized(model_or_path) if source is None else None
+        return ort_worker.run(model_bytes, source, feeds)
+    except ort_worker.MissingInputs as missing:
+        raise VerificationError(f"no input data for model input(s): {printable_names(missing.names)}") from None
     except Exception as error:
         raise VerificationError(f"ONNX Runtime could not run the model: {one_line(error, limit=400)}") from None
-    return dict(zip(output_names, values))
 
 
 def oversized_tensor(model: onnx.ModelProto, plain_inferred: onnx.ModelProto | None = None) -> str | None:

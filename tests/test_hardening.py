@@ -1651,3 +1651,82 @@ def test_tools_that_run_a_model_refuse_local_functions_past_the_cap(tmp_path, to
     assert_one_line_error(result, 2, f"local functions, each call expanded (as ONNX Runtime inlines them), make more "
                                      f"than {MAX_EXPANDED_NODES:,} nodes")
     assert listing(tmp_path) == ["doubling.onnx"]
+
+
+# --- sizes and run times that come from the input's values: only a run finds them ------------------
+
+def _counted_loop_model() -> onnx.ModelProto:
+    """y = 0 + 1 + 1 + ..., n times: a Loop whose trip count is the input's value (no static check sees it)."""
+    body = oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])], "body",
+                         [oh.make_tensor_value_info("i", TensorProto.INT64, []),
+                          oh.make_tensor_value_info("c", TensorProto.BOOL, []),
+                          oh.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+                         [oh.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                          oh.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
+                         initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    graph = oh.make_graph([oh.make_node("Cast", ["n"], ["count"], to=TensorProto.INT64),
+                           oh.make_node("Reshape", ["count", "scalar"], ["trips"]),
+                           oh.make_node("Loop", ["trips", "", "zero"], ["y"], body=body)], "g",
+                          [oh.make_tensor_value_info("n", TensorProto.FLOAT, [1])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                          initializer=[numpy_helper.from_array(np.array([], np.int64), "scalar"),
+                                       numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_sigterm_ends_a_run_inside_onnx_runtimes_native_work(tmp_path):
+    """Found by adv7 (s21), fixed by adv8 (s22): ONNX Runtime's native work returns to Python only when it
+    ends, so SIGTERM (and Ctrl-C) during verification waited for it: a Loop whose trip count is the
+    reference input's value, 10^9, held passes.apply for hours. Verification now runs ONNX Runtime in a
+    child process (passes.ort_worker): the parent takes the signal at once, kills the child, removes its
+    temporary files and ends with 143 in one line."""
+    model = tmp_path / "loop.onnx"
+    onnx.save(_counted_loop_model(), model)
+    np.savez(tmp_path / "loop.ref.npz", n=np.array([1e9], np.float32), y=np.array([1e9], np.float32))
+    process = subprocess.Popen([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "cpu", "-o",
+                                str(tmp_path / "out.onnx")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    time.sleep(2)   # into the Loop
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted; no output written"]
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)   # the child is gone too
+    assert listing(tmp_path) == ["loop.onnx", "loop.ref.npz"]
+
+
+def test_a_size_from_the_input_values_meets_the_verification_memory_cap(monkeypatch):
+    """Found by adv7 (s21), fixed by adv8 (s22): a ConstantOfShape whose size is computed from the input's
+    values escapes the static 2^30-element cap (shape inference cannot know it), and ONNX Runtime, in the
+    compiler's own process, allocated whatever it asked for. It now runs under an address-space cap
+    (passes.ort_worker.memory_limit, half the machine's memory): past it, ONNX Runtime's allocation fails,
+    said in one line, and the next run goes on in a fresh or the same child."""
+    from passes import ort_worker
+
+    graph = oh.make_graph([oh.make_node("Cast", ["n"], ["size"], to=TensorProto.INT64),
+                           oh.make_node("ConstantOfShape", ["size"], ["big"],
+                                        value=numpy_helper.from_array(np.array([1.0], np.float32))),
+                           oh.make_node("ReduceSum", ["big"], ["y"], keepdims=0)], "g",
+                          [oh.make_tensor_value_info("n", TensorProto.FLOAT, [1])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    monkeypatch.setattr(ort_worker, "memory_limit", lambda: 2 << 30)
+    with pytest.raises(VerificationError) as refused:
+        run_model(model, {"n": np.array([float(1 << 30)], np.float32)})   # 4 GiB of ones
+    assert "\n" not in str(refused.value)
+    assert "ONNX Runtime could not run the model" in str(refused.value) and "allocate" in str(refused.value)
+    assert float(run_model(model, {"n": np.array([1000.0], np.float32)})["y"]) == 1000.0

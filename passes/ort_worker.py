@@ -1,0 +1,165 @@
+"""Verification's ONNX Runtime runs, in a child process with a memory cap.
+
+Why a child: a model's sizes can come from its input values (a ConstantOfShape, Expand, Tile or
+Range whose size is computed from the data, a Loop's trip count), which no static check sees
+before the run (passes.verify's 2^30-element cap reads inferred shapes only); in the compiler's
+own process ONNX Runtime would allocate what such a model asks for, past the machine's memory.
+And ONNX Runtime's native work (loading, inlining, a kernel) never returns to Python until it
+ends, so Ctrl-C and SIGTERM waited for it. In a child, an address-space cap (RLIMIT_AS) turns an
+oversized allocation into ONNX Runtime's own error or the child's death, and the parent, waiting
+on a pipe, takes an interrupt at once and kills the child.
+
+One child serves every run of a process (starting one costs ~0.25 s: numpy and onnxruntime), and
+is started again after it died or was killed. The child's side: passes/ort_child.py.
+"""
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+_CHILD = Path(__file__).with_name("ort_child.py")
+# The cap when the machine's memory cannot be read (os.sysconf fails): 16 GiB.
+_FALLBACK_LIMIT = 16 << 30
+# The share of the machine's physical memory a verification run may take (address space: the
+# libraries mapped and the threads' stacks count too, ~1 GiB for ONNX Runtime with its threads).
+# Half: the rest stays for the compiler itself (which holds the model too) and the machine's others.
+MEMORY_SHARE = 0.5
+
+
+class WorkerError(Exception):
+    """The run failed; the message is ONNX Runtime's (raw: the caller escapes it) or says how the
+    child ended."""
+
+
+def memory_limit() -> int:
+    """Bytes of address space the child may take: MEMORY_SHARE of the physical memory."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return _FALLBACK_LIMIT
+    return int(physical * MEMORY_SHARE) if physical > 0 else _FALLBACK_LIMIT
+
+
+def _write_frame(stream, data: bytes) -> None:
+    stream.write(struct.pack("<Q", len(data)))
+    stream.write(data)
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream) -> bytes:
+    (size,) = struct.unpack("<Q", _read_exactly(stream, 8))
+    return _read_exactly(stream, size)
+
+
+class _Worker:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.owner = os.getpid()   # a forked process inherits this object, not the child: it starts its own
+        # -I: the child imports numpy and onnxruntime, never a module of the working folder or PYTHONPATH.
+        # stderr to /dev/null: a native abort's message ('terminate called ...') would break the one-line rule.
+        self.process = subprocess.Popen([sys.executable, "-I", str(_CHILD), str(limit)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def run(self, model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(feeds)
+        buffer = io.BytesIO()
+        np.savez(buffer, *[np.asarray(feeds[name]) for name in names])
+        try:
+            _write_frame(self.process.stdin, json.dumps({"path": path, "names": names}).encode())
+            _write_frame(self.process.stdin, model or b"")
+            _write_frame(self.process.stdin, buffer.getvalue())
+            self.process.stdin.flush()
+            answer = json.loads(_read_frame(self.process.stdout))
+            if not answer["ok"]:
+                if "missing" in answer:
+                    raise MissingInputs(answer["missing"])
+                raise WorkerError(answer["error"])
+            stored = np.load(io.BytesIO(_read_frame(self.process.stdout)), allow_pickle=False)
+            return {name: stored[f"arr_{index}"] for index, name in enumerate(answer["names"])}
+        except (EOFError, BrokenPipeError):
+            self.kill()
+            raise WorkerError(self._how_it_ended()) from None
+
+    def _how_it_ended(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return (f"ONNX Runtime's process ended by {name} (a native abort or the memory it asked for: "
+                    f"verification lets it take {self.limit / (1 << 30):.1f} GiB of address space)")
+        return f"ONNX Runtime's process ended (exit {code})"
+
+
+class MissingInputs(WorkerError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("missing inputs")
+        self.names = names
+
+
+_worker: _Worker | None = None
+_one_at_a_time = threading.Lock()   # one child, one request at a time
+
+
+def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's outputs by name (``model``: its serialized bytes, or ``path`` for ONNX Runtime to
+    load); WorkerError (MissingInputs for a feed missing) if ONNX Runtime failed or its process ended.
+    An interrupt (Ctrl-C, SIGTERM as passes.interrupts raises it) kills the child at once."""
+    global _worker
+    with _one_at_a_time:
+        limit = memory_limit()
+        if _worker is not None and _worker.owner != os.getpid():
+            _worker = None
+        if _worker is None or not _worker.alive() or _worker.limit != limit:
+            if _worker is not None:
+                _worker.kill()
+            _worker = _Worker(limit)
+        try:
+            return _worker.run(model, path, feeds)
+        except WorkerError:
+            raise
+        except BaseException:   # an interrupt, or a pipe error: the child is mid-request, of no further use
+            _worker.kill()
+            _worker = None
+            raise
+
+
+@atexit.register
+def _stop() -> None:
+    if _worker is not None and _worker.owner == os.getpid():
+        _worker.kill()
