@@ -1730,3 +1730,30 @@ def test_a_size_from_the_input_values_meets_the_verification_memory_cap(monkeypa
     assert "\n" not in str(refused.value)
     assert "ONNX Runtime could not run the model" in str(refused.value) and "allocate" in str(refused.value)
     assert float(run_model(model, {"n": np.array([1000.0], np.float32)})["y"]) == 1000.0
+
+
+def test_sigterm_ends_tpu_check_inside_onnx_runtimes_native_work(tmp_path):
+    """Found by adv8 (s22): tools.tpu_check ran its ONNX Runtime reference in its own process, so a Loop whose
+    trip count is the --input npz's value (10^9) held it past SIGTERM, as verification did. It now runs
+    the reference as verification does (passes.verify.run_model, in the capped child): 143 at once, one
+    line, the child gone, no working folder made."""
+    model = tmp_path / "loop.onnx"
+    onnx.save(_counted_loop_model(), model)
+    np.savez(tmp_path / "input.npz", n=np.array([1e9], np.float32))
+    process = subprocess.Popen([sys.executable, "-m", "tools.tpu_check", str(model), "--input", str(tmp_path / "input.npz"),
+                                "--workdir", str(tmp_path / "work")], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    time.sleep(2)   # into the Loop
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted"]
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert listing(tmp_path) == ["input.npz", "loop.onnx"]

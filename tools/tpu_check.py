@@ -193,13 +193,14 @@ def calibration_samples(interface, path: Path, count: Optional[int]) -> list[dic
 
 
 def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    """The model's outputs from ONNX Runtime, run as verification runs it (passes.verify.run_model):
+    in a child process under a memory cap, which SIGTERM and Ctrl-C end at once. In this process a
+    Loop whose trip count is the input's value held the tool past SIGTERM, and a size taken from the
+    input's values allocated what it asked for. ONNX Runtime loads the file (its own check keeps
+    external data inside the model's folder); VerificationError (one line) if it cannot run it."""
+    from passes.verify import run_model
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4   # ORT's own error log holds node names raw (a newline, an ESC)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return run_model(path, feeds)
 
 
 def match_outputs(reference: dict[str, np.ndarray], produced: dict[str, np.ndarray]) -> list[OutputMatch]:
@@ -336,7 +337,8 @@ def check(args, console) -> tuple[Verdict, int]:
     try:   # before the workdir is touched: a model ONNX Runtime refuses is bad input, not a traceback
         reference = onnxruntime_outputs(model_path, feeds)
     except Exception as error:   # its external data outside its folder, an op it lacks, a failing kernel
-        raise UsageError(f"ONNX Runtime cannot run {args.model}: {one_line(error, 300)}") from None
+        reason = str(error).removeprefix("ONNX Runtime could not run the model: ")   # run_model's own words
+        raise UsageError(f"ONNX Runtime cannot run {printable(args.model)}: {one_line(reason, 300)}") from None
     prepare_workdir(workdir, [(role, path) for role, path in read if path is not None])
 
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
