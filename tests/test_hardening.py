@@ -1655,8 +1655,9 @@ def test_tools_that_run_a_model_refuse_local_functions_past_the_cap(tmp_path, to
 
 # --- sizes and run times that come from the input's values: only a run finds them ------------------
 
-def _counted_loop_model() -> onnx.ModelProto:
-    """y = 0 + 1 + 1 + ..., n times: a Loop whose trip count is the input's value (no static check sees it)."""
+def _counted_loop_model(from_any_value: bool = False) -> onnx.ModelProto:
+    """y = 0 + 1 + 1 + ..., n times: a Loop whose trip count is the input's value (no static check sees it);
+    from_any_value: exp(4 (|n| + 5)) times instead, past 4.8 * 10^8 whatever random value n holds."""
     body = oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])], "body",
                          [oh.make_tensor_value_info("i", TensorProto.INT64, []),
                           oh.make_tensor_value_info("c", TensorProto.BOOL, []),
@@ -1664,13 +1665,17 @@ def _counted_loop_model() -> onnx.ModelProto:
                          [oh.make_tensor_value_info("c_out", TensorProto.BOOL, []),
                           oh.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
                          initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")])
-    graph = oh.make_graph([oh.make_node("Cast", ["n"], ["count"], to=TensorProto.INT64),
+    grow = [oh.make_node("Abs", ["n"], ["a"]), oh.make_node("Add", ["a", "five"], ["b"]),
+            oh.make_node("Mul", ["b", "four"], ["c"]), oh.make_node("Exp", ["c"], ["m"])] if from_any_value else []
+    graph = oh.make_graph(grow + [oh.make_node("Cast", ["m" if from_any_value else "n"], ["count"], to=TensorProto.INT64),
                            oh.make_node("Reshape", ["count", "scalar"], ["trips"]),
                            oh.make_node("Loop", ["trips", "", "zero"], ["y"], body=body)], "g",
                           [oh.make_tensor_value_info("n", TensorProto.FLOAT, [1])],
                           [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
                           initializer=[numpy_helper.from_array(np.array([], np.int64), "scalar"),
-                                       numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
+                                       numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+                                       numpy_helper.from_array(np.array([5.0], np.float32), "five"),
+                                       numpy_helper.from_array(np.array([4.0], np.float32), "four")])
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
 
 
@@ -1757,3 +1762,36 @@ def test_sigterm_ends_tpu_check_inside_onnx_runtimes_native_work(tmp_path):
     assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted"]
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert listing(tmp_path) == ["input.npz", "loop.onnx"]
+
+
+def test_sigterm_ends_ort_profile_inside_onnx_runtimes_native_work(tmp_path):
+    """Found by adv8 (s22): tools.ort_profile ran ONNX Runtime in its own process, so a Loop whose trip count
+    is computed from the random input (past 4.8 * 10^8 trips) held it past SIGTERM, and a size taken from the
+    input's values allocated what it asked for. It now profiles in a child under verification's memory cap:
+    SIGTERM ends it at once (143, one line), the child killed and its profile folder removed."""
+    import tempfile
+
+    model = tmp_path / "loop.onnx"
+    onnx.save(_counted_loop_model(from_any_value=True), model)
+    before = set(Path(tempfile.gettempdir()).glob("ort-profile-*"))
+    process = subprocess.Popen([sys.executable, "-m", "tools.ort_profile", str(model), "--threads", "1", "--runs", "1"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(4)   # the child started, loaded and into the Loop
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1, stderr
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 10   # multiprocessing's resource tracker ends a moment after its parent
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert set(Path(tempfile.gettempdir()).glob("ort-profile-*")) == before
+    assert listing(tmp_path) == ["loop.onnx"]

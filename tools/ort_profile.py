@@ -52,32 +52,83 @@ def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarr
 
 
 def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> dict:
-    """Per-op-type kernel milliseconds per run and the median wall time of a run."""
+    """Per-op-type kernel milliseconds per run and the median wall time of a run, measured in a child
+    process under verification's memory cap (passes.ort_worker.memory_limit): the model's sizes can come
+    from its input values, past any static check, and ONNX Runtime's native work would hold off Ctrl-C
+    and SIGTERM (a Loop whose trip count is computed from the input ran for hours past SIGTERM). The
+    parent waits on the child, kills it on an interrupt and removes the profile folder itself.
+    SystemExit (one line) for a model ONNX Runtime cannot load, fill or run."""
+    import multiprocessing
+    import queue as queues
+
+    from passes.ort_worker import memory_limit
+
+    context = multiprocessing.get_context("spawn")   # never a fork of a process that ran ONNX Runtime's threads
+    answers = context.Queue()
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
+        child = context.Process(target=_profile_child, args=(answers, model, threads, batch, runs, seed, folder,
+                                                             memory_limit()), daemon=True)
+        child.start()
+        try:
+            while True:
+                try:
+                    kind, value = answers.get(timeout=0.2)
+                    break
+                except queues.Empty:
+                    if not child.is_alive():
+                        raise SystemExit(f"error: ONNX Runtime's process ended (exit {child.exitcode}) profiling "
+                                         f"{printable(model)}: a native abort, or the memory it asked for") from None
+        finally:
+            if child.is_alive():
+                child.kill()
+            child.join()
+    if kind != "ok":
+        raise SystemExit(value)
+    return value
+
+
+def _profile_child(answers, model: Path, threads: int, batch: int, runs: int, seed: int, folder: str, limit: int) -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides, and kills this child
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        answers.put(("ok", _profile_here(model, threads, batch, runs, seed, folder)))
+    except SystemExit as refused:
+        answers.put(("refused", str(refused.code)))
+    except BaseException as error:   # a MemoryError, a failure in a timed run: one line, never a child's traceback
+        answers.put(("refused", f"error: ONNX Runtime failed profiling {printable(model)}: {one_line(error, limit=300)}"))
+
+
+def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str) -> dict:
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 4   # ORT's own error log holds node names raw (a newline, an ESC)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "profile")
-        try:
-            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        except Exception as error:   # not ONNX, an op ORT lacks, ...: the user's file, not a bug here
-            raise SystemExit(f"error: ONNX Runtime cannot load {printable(model)}: {one_line(error, limit=300)}") from None
-        feeds = _inputs(session, batch, np.random.default_rng(seed))
-        try:
-            session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
-        except Exception as error:   # a kernel that fails on the model's own data (a Reshape to a wrong size)
-            raise SystemExit(f"error: ONNX Runtime cannot run {printable(model)}: {one_line(error, limit=300)}") from None
-        walls = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            session.run(None, feeds)
-            walls.append(time.perf_counter() - t0)
-        events = json.loads(Path(session.end_profiling()).read_text())
+    # the profile files go to the parent's folder, which it removes whatever happens here
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 4   # ORT's own error log holds node names raw (a newline, an ESC)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(folder) / "profile")
+    try:
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as error:   # not ONNX, an op ORT lacks, ...: the user's file, not a bug here
+        raise SystemExit(f"error: ONNX Runtime cannot load {printable(model)}: {one_line(error, limit=300)}") from None
+    feeds = _inputs(session, batch, np.random.default_rng(seed))
+    try:
+        session.run(None, feeds)  # warm-up: not counted (its events come before the first timed run)
+    except Exception as error:   # a kernel that fails on the model's own data (a Reshape to a wrong size)
+        raise SystemExit(f"error: ONNX Runtime cannot run {printable(model)}: {one_line(error, limit=300)}") from None
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        walls.append(time.perf_counter() - t0)
+    events = json.loads(Path(session.end_profiling()).read_text())
     # Each session.run is one "model_run" event; kernels before the second one belong to the warm-up.
     run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     timed_from = run_starts[1] if len(run_starts) > 1 else 0
