@@ -14,6 +14,7 @@ Names travel in JSON, never as npz member names: a model's names are hostile tex
 """
 import io
 import json
+import os
 import resource
 import signal
 import struct
@@ -74,7 +75,11 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import onnxruntime as ort
 
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # The answers go to a copy of stdout; fd 1 itself to /dev/null, so that whatever a native library
+    # prints there (ONNX Runtime's kernels, a custom op's library) never lands in the middle of a frame.
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    sys.stdout = open(os.devnull, "w")
     while True:
         try:
             header = json.loads(_read_frame(stdin))
