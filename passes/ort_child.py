@@ -72,7 +72,10 @@ def main() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_AS)   # a cap set on the parent holds here too: never raised
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):   # a system that takes no such cap (macOS): uncapped, as before, not broken
+        pass
     import onnxruntime as ort
 
     # The answers go to a copy of stdout; fd 1 itself to /dev/null, so that whatever a native library

@@ -94,7 +94,10 @@ def _profile_child(answers, model: Path, threads: int, batch: int, runs: int, se
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides, and kills this child
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):   # a system that takes no such cap (macOS): uncapped, not broken
+        pass
     try:
         answers.put(("ok", _profile_here(model, threads, batch, runs, seed, folder)))
     except SystemExit as refused:
