@@ -139,3 +139,24 @@ def test_keepdims_0_reductions_concatenated_are_not_squeezed():
     assert squeeze_keepdim_pieces(graph, 17, set()) == []
     assert [node.op for node in graph.nodes] == ["ReduceSum", "ReduceSum", "Concat"]
     assert list(concat.inputs) == pieces
+
+
+def test_a_two_piece_keepdim_concat_after_another_concat_is_squeezed():
+    """Every qualifying Concat is taken, two pieces are enough, and one that does not qualify (joined
+    inputs, first in the graph) neither stops the search nor is touched."""
+    x = gs.Variable("x", np.float32, [B, L, D])
+    other = gs.Node("Concat", "other", attrs={"axis": 0}, inputs=[x, x],
+                    outputs=[gs.Variable("xx", np.float32, [2 * B, L, D])])
+    sums = [gs.Node("ReduceSum", f"sum{t}", attrs={"keepdims": 1},
+                    inputs=[x, gs.Constant(f"last{t}", np.array([-1], np.int64))],
+                    outputs=[gs.Variable(f"s{t}", np.float32, [B, L, 1])]) for t in range(2)]
+    join = gs.Node("Concat", "join", attrs={"axis": -1}, inputs=[node.outputs[0] for node in sums],
+                   outputs=[gs.Variable("out", np.float32, [B, L, 2])])
+    graph = gs.Graph(nodes=[other, *sums, join], inputs=[x], outputs=[other.outputs[0], join.outputs[0]], opset=17)
+    [squeezed] = squeeze_keepdim_pieces(graph, 17, set())
+    assert squeezed.concat is join and list(other.inputs) == [x, x]
+    for piece, original in zip(join.inputs, squeezed.pieces):
+        unsqueeze = piece.inputs[0]
+        squeeze = unsqueeze.inputs[0].inputs[0]
+        assert (unsqueeze.op, squeeze.op, squeeze.inputs[0]) == ("Unsqueeze", "Squeeze", original)
+        assert [int(v) for v in squeeze.inputs[1].values] == [int(v) for v in unsqueeze.inputs[1].values] == [2]
