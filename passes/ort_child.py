@@ -15,7 +15,6 @@ Names travel in JSON, never as npz member names: a model's names are hostile tex
 import io
 import json
 import os
-import resource
 import signal
 import struct
 import sys
@@ -34,12 +33,12 @@ def _read_exactly(stream, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_frame(stream) -> bytes:
+def read_frame(stream) -> bytes:
     (size,) = struct.unpack("<Q", _read_exactly(stream, 8))
     return _read_exactly(stream, size)
 
 
-def _write_frame(stream, data: bytes) -> None:
+def write_frame(stream, data: bytes) -> None:
     stream.write(struct.pack("<Q", len(data)))
     stream.write(data)
 
@@ -64,11 +63,9 @@ def _as_array(name: str, output):
                          "cannot compare") from None
 
 
-def main() -> int:
-    limit = int(sys.argv[1])
-    # Ctrl-C reaches the whole process group: the parent decides, and kills this child if it must.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+def cap_address_space(limit: int) -> None:
+    """This process's address space capped at `limit` bytes (also tools.ort_profile's child's)."""
+    import resource   # Unix only: imported here, so that the parent can import this module's framing anywhere
     _, hard = resource.getrlimit(resource.RLIMIT_AS)   # a cap set on the parent holds here too: never raised
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
@@ -76,6 +73,14 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ValueError, OSError):   # a system that takes no such cap (macOS): uncapped, as before, not broken
         pass
+
+
+def main() -> int:
+    limit = int(sys.argv[1])
+    # Ctrl-C reaches the whole process group: the parent decides, and kills this child if it must.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    cap_address_space(limit)
     import onnxruntime as ort
 
     # The answers go to a copy of stdout; fd 1 itself to /dev/null, so that whatever a native library
@@ -85,9 +90,9 @@ def main() -> int:
     sys.stdout = open(os.devnull, "w")
     while True:
         try:
-            header = json.loads(_read_frame(stdin))
-            model = _read_frame(stdin)
-            stored = np.load(io.BytesIO(_read_frame(stdin)), allow_pickle=False)
+            header = json.loads(read_frame(stdin))
+            model = read_frame(stdin)
+            stored = np.load(io.BytesIO(read_frame(stdin)), allow_pickle=False)
             feeds = {name: stored[f"arr_{index}"] for index, name in enumerate(header["names"])}
         except EOFError:
             return 0
@@ -112,9 +117,9 @@ def main() -> int:
                 packed, answer = buffer.getvalue(), {"ok": True, "names": output_names}
         except BaseException as error:   # MemoryError, ORT's failures: said to the parent, the child goes on
             answer, packed = {"ok": False, "error": str(error) or type(error).__name__}, None
-        _write_frame(stdout, json.dumps(answer).encode())
+        write_frame(stdout, json.dumps(answer).encode())
         if packed is not None:
-            _write_frame(stdout, packed)
+            write_frame(stdout, packed)
             packed = None
         stdout.flush()
 

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -27,6 +26,9 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+# The framing is the child's own (it runs isolated, `python -I`, so it cannot import this side).
+from passes.ort_child import read_frame as _read_frame, write_frame as _write_frame
 
 _CHILD = Path(__file__).with_name("ort_child.py")
 # The cap when the machine's memory cannot be read (os.sysconf fails): 16 GiB.
@@ -49,27 +51,6 @@ def memory_limit() -> int:
     except (ValueError, OSError):
         return _FALLBACK_LIMIT
     return int(physical * MEMORY_SHARE) if physical > 0 else _FALLBACK_LIMIT
-
-
-def _write_frame(stream, data: bytes) -> None:
-    stream.write(struct.pack("<Q", len(data)))
-    stream.write(data)
-
-
-def _read_exactly(stream, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame(stream) -> bytes:
-    (size,) = struct.unpack("<Q", _read_exactly(stream, 8))
-    return _read_exactly(stream, size)
 
 
 class _Worker:

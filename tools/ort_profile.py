@@ -88,16 +88,12 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
 
 
 def _profile_child(answers, model: Path, threads: int, batch: int, runs: int, seed: int, folder: str, limit: int) -> None:
-    import resource
     import signal
 
+    from passes.ort_child import cap_address_space
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides, and kills this child
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ValueError, OSError):   # a system that takes no such cap (macOS): uncapped, not broken
-        pass
+    cap_address_space(limit)
     try:
         answers.put(("ok", _profile_here(model, threads, batch, runs, seed, folder)))
     except SystemExit as refused:
