@@ -20,6 +20,7 @@ from typing import Optional
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.piece_reads import remove_made
 from patterns.graph_query import node_axes, normalize_axis, producer
 from patterns.ranks import RankMap
 
@@ -92,8 +93,4 @@ def restore(graph: gs.Graph, squeezed: SqueezedConcat) -> None:
     """The Concat reads its pieces again and the nodes made for it are gone: the graph as it was."""
     for position, piece in enumerate(squeezed.pieces):
         squeezed.concat.inputs[position] = piece
-    made = {id(node) for node in squeezed.made}
-    for node in squeezed.made:
-        node.inputs.clear()
-        node.outputs.clear()
-    graph.nodes = [node for node in graph.nodes if id(node) not in made]
+    remove_made(graph, squeezed.made)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.piece_reads import read_back, read_instead, remove_made
 from patterns.indexing import one_position_split
 from patterns.ranks import RankMap
 
@@ -23,7 +24,7 @@ from patterns.ranks import RankMap
 class SlicedSplit:
     split: gs.Node
     slices: list                 # the Slice node made for each piece
-    reads: list                  # (reader node, input index, piece) rewired to read the Slice's output
+    reads: list                  # piece_reads.Reads: readers rewired to read the Slices' outputs
 
 
 def slice_split_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces: int = 2) -> list[SlicedSplit]:
@@ -43,14 +44,9 @@ def slice_split_pieces(graph: gs.Graph, opset: int, taken: set[str], min_pieces:
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/split_pieces{len(done)}", taken=taken)
         sliced = SlicedSplit(node, [], [])
         for index, piece in enumerate(node.outputs):
-            readers = list(piece.outputs)
             sliced_piece = builder.slice(source, index, index + 1, axis)
             sliced.slices.append(builder.nodes[-1])
-            for reader in readers:
-                for position, tensor in enumerate(reader.inputs):
-                    if tensor is piece:
-                        reader.inputs[position] = sliced_piece
-                        sliced.reads.append((reader, position, piece))
+            sliced.reads += read_instead(piece, sliced_piece)
         done.append(sliced)
     return done
 
@@ -59,12 +55,6 @@ def restore(graph: gs.Graph, sliced: SlicedSplit, remove_slices: bool) -> None:
     """Its readers read the Split's pieces again; `remove_slices`: its Slices are gone too, the graph as it was
     (where nothing was re-rolled: nothing new can read them). Else cleanup removes those nothing reads (a
     re-rolled scan's form may read one, as a whole tensor whose steps it took, which keeps it)."""
-    for reader, position, piece in sliced.reads:
-        reader.inputs[position] = piece
-    if not remove_slices:
-        return
-    made = {id(node) for node in sliced.slices}
-    for node in sliced.slices:
-        node.inputs.clear()
-        node.outputs.clear()
-    graph.nodes = [node for node in graph.nodes if id(node) not in made]
+    read_back(sliced.reads)
+    if remove_slices:
+        remove_made(graph, sliced.slices)

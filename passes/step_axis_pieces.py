@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
+from passes.piece_reads import read_back, read_instead, remove_made
 from patterns.graph_query import constant_ints, normalize_axis
 from patterns.indexing import known_axis_length
 from patterns.ranks import RankMap
@@ -31,7 +32,7 @@ class GatheredSteps:
     axis: int
     made: list                                   # the Unsqueeze, the Gathers
     gathers: list = field(default_factory=list)  # the Gather nodes made, one per Slice
-    reads: list = field(default_factory=list)    # (reader node, input index, Slice output) rewired
+    reads: list = field(default_factory=list)    # piece_reads.Reads: readers rewired to read the Gathers
 
 
 def _kept_step(node: gs.Node, rank_of):
@@ -105,11 +106,7 @@ def gather_kept_steps(graph: gs.Graph, opset: int, taken: set[str], min_pieces: 
             piece = node.outputs[0]
             step = builder.gather(widened, index, axis)
             gathered.gathers.append(builder.nodes[-1])
-            for reader in list(piece.outputs):
-                for position, tensor in enumerate(reader.inputs):
-                    if tensor is piece:
-                        reader.inputs[position] = step
-                        gathered.reads.append((reader, position, piece))
+            gathered.reads += read_instead(piece, step)
         gathered.made = list(builder.nodes)
         done.append(gathered)
     return done
@@ -117,10 +114,5 @@ def gather_kept_steps(graph: gs.Graph, opset: int, taken: set[str], min_pieces: 
 
 def restore(graph: gs.Graph, gathered: GatheredSteps) -> None:
     """The readers read the Slices again and the nodes made for them are gone: the graph as it was."""
-    for reader, position, piece in gathered.reads:
-        reader.inputs[position] = piece
-    made = {id(node) for node in gathered.made}
-    for node in gathered.made:
-        node.inputs.clear()
-        node.outputs.clear()
-    graph.nodes = [node for node in graph.nodes if id(node) not in made]
+    read_back(gathered.reads)
+    remove_made(graph, gathered.made)
