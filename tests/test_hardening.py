@@ -1686,6 +1686,24 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _sigterm_inside_native_work(arguments: list[str], settle_s: float) -> tuple[int, str, list[int]]:
+    """`python -m <arguments>` run from the repository, sent SIGTERM `settle_s` seconds after its first child
+    process appears (the child started and into the model's Loop): (exit code, stderr, the children then)."""
+    process = subprocess.Popen([sys.executable, "-m", *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(settle_s)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    return process.returncode, stderr, workers
+
+
 def test_sigterm_ends_a_run_inside_onnx_runtimes_native_work(tmp_path):
     """Found by adv7 (s21), fixed by adv8 (s22): ONNX Runtime's native work returns to Python only when it
     ends, so SIGTERM (and Ctrl-C) during verification waited for it: a Loop whose trip count is the
@@ -1695,20 +1713,9 @@ def test_sigterm_ends_a_run_inside_onnx_runtimes_native_work(tmp_path):
     model = tmp_path / "loop.onnx"
     onnx.save(_counted_loop_model(), model)
     np.savez(tmp_path / "loop.ref.npz", n=np.array([1e9], np.float32), y=np.array([1e9], np.float32))
-    process = subprocess.Popen([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "cpu", "-o",
-                                str(tmp_path / "out.onnx")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 60
-    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    workers = _children(process.pid)
-    time.sleep(2)   # into the Loop
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 143, stderr
+    returncode, stderr, workers = _sigterm_inside_native_work(
+        ["passes.apply", str(model), "--pipeline", "cpu", "-o", str(tmp_path / "out.onnx")], settle_s=2)
+    assert returncode == 143, stderr
     assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted; no output written"]
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)   # the child is gone too
     assert listing(tmp_path) == ["loop.onnx", "loop.ref.npz"]
@@ -1745,20 +1752,10 @@ def test_sigterm_ends_tpu_check_inside_onnx_runtimes_native_work(tmp_path):
     model = tmp_path / "loop.onnx"
     onnx.save(_counted_loop_model(), model)
     np.savez(tmp_path / "input.npz", n=np.array([1e9], np.float32))
-    process = subprocess.Popen([sys.executable, "-m", "tools.tpu_check", str(model), "--input", str(tmp_path / "input.npz"),
-                                "--workdir", str(tmp_path / "work")], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    workers = _children(process.pid)
-    time.sleep(2)   # into the Loop
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 143, stderr
+    returncode, stderr, workers = _sigterm_inside_native_work(
+        ["tools.tpu_check", str(model), "--input", str(tmp_path / "input.npz"), "--workdir", str(tmp_path / "work")],
+        settle_s=2)
+    assert returncode == 143, stderr
     assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted"]
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert listing(tmp_path) == ["input.npz", "loop.onnx"]
@@ -1774,19 +1771,9 @@ def test_sigterm_ends_ort_profile_inside_onnx_runtimes_native_work(tmp_path):
     model = tmp_path / "loop.onnx"
     onnx.save(_counted_loop_model(from_any_value=True), model)
     before = set(Path(tempfile.gettempdir()).glob("ort-profile-*"))
-    process = subprocess.Popen([sys.executable, "-m", "tools.ort_profile", str(model), "--threads", "1", "--runs", "1"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(4)   # the child started, loaded and into the Loop
-    workers = _children(process.pid)
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 143, stderr
+    returncode, stderr, workers = _sigterm_inside_native_work(
+        ["tools.ort_profile", str(model), "--threads", "1", "--runs", "1"], settle_s=4)   # spawned: loads slower
+    assert returncode == 143, stderr
     assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1, stderr
     assert "Traceback" not in stderr
     deadline = time.monotonic() + 10   # multiprocessing's resource tracker ends a moment after its parent
