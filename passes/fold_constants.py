@@ -31,6 +31,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
+from passes.graph_builder import taken_prefixes
 from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
@@ -41,32 +42,41 @@ INT64_MAX = 2**63 - 1
 BOUNDS_SUFFIX = "/fold_constants_bounds"
 
 
-def _bounded_shapes_as_slices(graph: gs.Graph) -> None:
-    """Every Shape(x, start, end) as Slice(Shape(x), [start], [end], [0]), in place (the Slice named
-    `<shape node>` + BOUNDS_SUFFIX, right after the Shape)."""
-    nodes = []
+def _bounded_shapes_as_slices(graph: gs.Graph) -> list[gs.Node]:
+    """Every Shape(x, start, end) as Slice(Shape(x), [start], [end], [0]), in place (the Slice right after the
+    Shape, its names under a folder `<shape node>` + BOUNDS_SUFFIX made unique: nameless Shapes, as ONNX allows,
+    shared one, and two tensors of one name lost a Shape); the Slices made."""
+    nodes, made, taken = [], [], taken_prefixes(graph)
     for node in graph.nodes:
         nodes.append(node)
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         if node.op != "Shape" or (start == 0 and end is None) or len(node.outputs) != 1:
             continue
-        whole = gs.Variable(f"{node.name}{BOUNDS_SUFFIX}/whole", dtype=np.int64)
-        bounds = [gs.Constant(f"{node.name}{BOUNDS_SUFFIX}/{what}", np.array([value], np.int64))
+        prefix, copy = f"{node.name}{BOUNDS_SUFFIX}", 1
+        while prefix in taken:
+            copy += 1
+            prefix = f"{node.name}{BOUNDS_SUFFIX}#{copy}"
+        taken.add(prefix)
+        whole = gs.Variable(f"{prefix}/whole", dtype=np.int64)
+        bounds = [gs.Constant(f"{prefix}/{what}", np.array([value], np.int64))
                   for what, value in (("start", start), ("end", INT64_MAX if end is None else int(end)), ("axis", 0))]
-        sliced = gs.Node("Slice", f"{node.name}{BOUNDS_SUFFIX}", inputs=[whole, *bounds], outputs=[node.outputs[0]])
+        sliced = gs.Node("Slice", prefix, inputs=[whole, *bounds], outputs=[node.outputs[0]])
         node.attrs = {key: value for key, value in node.attrs.items() if key not in ("start", "end")}
         node.outputs = [whole]
         nodes.append(sliced)
+        made.append(sliced)
     graph.nodes = nodes
+    return made
 
 
-def _unfolded_bounds_back(graph: gs.Graph) -> None:
-    """Each Slice made by _bounded_shapes_as_slices that still reads its Shape: the Shape(x, start, end) again."""
-    removed = set()
+def _unfolded_bounds_back(graph: gs.Graph, made: list[gs.Node]) -> None:
+    """Each Slice of `made` (_bounded_shapes_as_slices') that still reads its Shape: the Shape(x, start, end) again.
+    Known by identity, not by name: a Slice of the model's own named like one is left as it is."""
+    made_ids, removed = {id(node) for node in made}, set()
     for node in graph.nodes:
-        shape = node.inputs[0].inputs[0] if node.op == "Slice" and node.inputs and node.inputs[0].inputs else None
-        if (shape is None or not node.name.endswith(BOUNDS_SUFFIX) or shape.op != "Shape"
-                or len(node.inputs[0].outputs) != 1 or not all(isinstance(t, gs.Constant) for t in node.inputs[1:4])):
+        shape = node.inputs[0].inputs[0] if id(node) in made_ids and node.inputs[0].inputs else None
+        if (shape is None or shape.op != "Shape" or len(node.inputs[0].outputs) != 1
+                or not all(isinstance(t, gs.Constant) for t in node.inputs[1:4])):
             continue
         start, end = (int(np.asarray(t.values).reshape(-1)[0]) for t in node.inputs[1:3])
         shape.attrs = dict(shape.attrs, start=start, **({} if end == INT64_MAX else {"end": end}))
@@ -164,7 +174,7 @@ class FoldConstants(Pass):
         try:
             if not graph_is_topologically_sorted(working):
                 working.toposort()
-            _bounded_shapes_as_slices(working)
+            bounds_made = _bounded_shapes_as_slices(working)
             gate = _SizeGate()
             for _ in range(MAX_ROUNDS):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
@@ -174,7 +184,7 @@ class FoldConstants(Pass):
                 working.cleanup(remove_unused_graph_inputs=False)
                 if not gate.waiting or len(working.nodes) == nodes_before_round:
                     break
-            _unfolded_bounds_back(working)
+            _unfolded_bounds_back(working, bounds_made)
         except Exception as error:  # folding is optional: never fail the pipeline for it
             reason = one_line(error, limit=300)
             return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])

@@ -313,7 +313,7 @@ def test_simplify_infers_the_model_once_for_both_refusals(monkeypatch):
     assert inferences == ["plain", "data_prop", "onnxsim"]
 
 
-@pytest.mark.parametrize("text, feed", [
+@pytest.mark.parametrize("text, feed, folded_ops", [
     # Shape(x, start=0, end=1) of a static x: onnx-graphsurgeon folded it to the whole shape [2, 8], so the Reshape
     # target became [2, 8, -1] (an invalid model before session s22)
     ("""<ir_version: 8, opset_import: ["" : 17]>
@@ -321,7 +321,16 @@ def test_simplify_infers_the_model_once_for_both_refusals(monkeypatch):
           lead = Shape<start = 0, end = 1>(x)
           target = Concat<axis = 0>(lead, rest)
           y = Reshape(x, target)
-        }""", (2, 8)),
+        }""", (2, 8), ["Reshape"]),
+    # end without start (start 0), and start without end, of a static x: [2] and [8]
+    ("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,8] x) => (float[8,2] y) <int64[1] zero = {0}> {
+          lead = Shape<end = 1>(x)
+          tail = Shape<start = -1>(x)
+          target = Concat<axis = 0>(tail, lead)
+          flipped = Transpose<perm = [1, 0]>(x)
+          y = Reshape(flipped, target)
+        }""", (2, 8), ["Transpose", "Reshape"]),
     # a symbolic batch: Gather(Shape(x, start=1), 1) is x's size 2, 16; it was folded to 8 (size 1)
     ("""<ir_version: 8, opset_import: ["" : 17]>
         g (float[batch,8,16] x) => (float[batch,8,16] y) <int64 one = {1}, int64[1] zero = {0}> {
@@ -330,13 +339,16 @@ def test_simplify_infers_the_model_once_for_both_refusals(monkeypatch):
           last1 = Unsqueeze(last, zero)
           f = Cast<to = 1>(last1)
           y = Mul(x, f)
-        }""", (3, 8, 16)),
+        }""", (3, 8, 16), ["Mul"]),
 ])
-def test_fold_constants_reads_a_shapes_start_and_end(text, feed):
+def test_fold_constants_reads_a_shapes_start_and_end(text, feed, folded_ops):
+    """The exact ops left (a fold that failed as a whole keeps the graph, whose numbers are right: s23's mutants of
+    the bounds' Slice, its names and axis, passed a numbers-only check)."""
     graph = graph_of(text)
     x = np.arange(np.prod(feed), dtype=np.float32).reshape(feed)
     before = run_model(graph_to_model(graph), {"x": x})
-    run_pass("fold-constants", graph)
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, result.notes, ops(graph)) == (True, [], folded_ops)
     exported = graph_to_model(graph)
     onnx.checker.check_model(exported, full_check=True)
     np.testing.assert_array_equal(run_model(exported, {"x": x})["y"], before["y"])
@@ -353,3 +365,61 @@ def test_fold_constants_puts_back_a_bounded_shape_it_cannot_fold():
     run_pass("fold-constants", graph)
     assert ops(graph) == ["Shape", "Concat", "Reshape"]
     assert graph.nodes[0].attrs == {"start": 0, "end": 1}
+
+
+def test_fold_constants_puts_back_bounded_shapes_beside_what_it_folds():
+    """Something folds (two + two), so the working graph is kept: each bounded Shape of the symbolic batch that did not
+    fold is one Shape again with exactly its bounds (end only: start 0 written; start only: no end), writing its own
+    output; a plain Shape keeps no bounds, and Slices that fold-constants did not make (of an input, of a plain Shape)
+    stay. Before s23's test the put-back was only tested where nothing folded, where the pass keeps the graph as it
+    was: dropping the put-back, or breaking its loop at the first other node, passed."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch,8] x) => (float[batch,8] y, int64[2] whole, int64[2] tail, float[1,8] first, int64[1] lead2)
+          <int64[1] rest = {-1}, float two = {2.0}, int64[1] zero = {0}, int64[1] one = {1}> {
+          first = Slice(x, zero, one, zero)
+          lead = Shape<end = 1>(x)
+          target = Concat<axis = 0>(lead, rest)
+          r = Reshape(x, target)
+          four = Add(two, two)
+          y = Mul(r, four)
+          whole = Shape(x)
+          tail = Shape<start = -2>(x)
+          shape = Shape(x)
+          lead2 = Slice(shape, zero, one, zero)
+        }""")
+    x = np.arange(24, dtype=np.float32).reshape(3, 8)
+    before = run_model(graph_to_model(graph), {"x": x})
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, result.stats) == (True, {"folded": 1})
+    assert [(node.op, node.attrs, [t.name for t in node.outputs]) for node in graph.nodes] == [
+        ("Slice", {}, ["first"]), ("Shape", {"start": 0, "end": 1}, ["lead"]), ("Concat", {"axis": 0}, ["target"]),
+        ("Reshape", {}, ["r"]), ("Mul", {}, ["y"]), ("Shape", {}, ["whole"]), ("Shape", {"start": -2}, ["tail"]),
+        ("Shape", {}, ["shape"]), ("Slice", {}, ["lead2"])]
+    exported = graph_to_model(graph)
+    onnx.checker.check_model(exported, full_check=True)
+    after = run_model(exported, {"x": x})
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+
+
+def test_fold_constants_leaves_a_models_slice_named_like_its_bounds():
+    """A Slice of the model's own named '<x>/fold_constants_bounds' (names are the model's text), taking every second
+    dim of Shape(x): kept as it is. Before s23 the put-back knew its Slices by that name and made this one
+    Shape(x, start 0, end 4), the whole shape where two dims were asked for."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch,8,4,6] x) => (int64[2] every_second, float[batch,8,4,6] y)
+          <int64[1] zero = {0}, int64[1] four = {4}, int64[1] two = {2}, float half = {0.5}> {
+          shape = Shape(x)
+          every_second = Slice(shape, zero, four, zero, two)
+          one = Add(half, half)
+          y = Mul(x, one)
+        }""")
+    [sliced] = [node for node in graph.nodes if node.op == "Slice"]
+    sliced.name = "x/fold_constants_bounds"
+    x = np.ones((3, 8, 4, 6), np.float32)
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, ops(graph)) == (True, ["Shape", "Slice", "Mul"])
+    assert graph.nodes[0].attrs == {} and graph.nodes[1].name == "x/fold_constants_bounds"
+    exported = graph_to_model(graph)
+    onnx.checker.check_model(exported, full_check=True)
+    assert run_model(exported, {"x": x})["every_second"].tolist() == [3, 4]
