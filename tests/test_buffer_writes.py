@@ -127,14 +127,23 @@ def _dynamic_batch_writes_model(case="ok") -> onnx.ModelProto:
     D), each write's indices Expand(p, Shape(u_t)) with u_t declared ("batch", 1, D), the buffer after each write
     passed on through an Identity. `case` spoils one thing: "other-name" (u_t declared ("other", 1, D)), "unit-value"
     (p of shape (1, 2, 1)), "shape-start" (Shape(u_t, start=1)), "written-axis-named" (the buffer ("batch", "len",
-    D))."""
+    D)), "shape-end" (Shape(u_t, end=2)), "position-computed" (p_t = p + an
+    input's value), "constant-shape" (p expanded to a constant (B, 1, D)); "unit-rank-value" (p of shape (1, 1, 1):
+    whole)."""
     nodes, inits = gated_rnn_steps(L, B, D)
-    buffer, infos = "buffer", []
+    buffer, infos, extra_inputs = "buffer", [], []
+    shape_attrs = {"shape-start": {"start": 1}, "shape-end": {"end": 2}}.get(case, {})
     for t in range(L):
-        value = np.full((1, 2, 1) if case == "unit-value" else (), t, np.int64)
+        value = np.full({"unit-value": (1, 2, 1), "unit-rank-value": (1, 1, 1)}.get(case, ()), t, np.int64)
         inits.append(numpy_helper.from_array(value, f"p{t}"))
-        nodes += [helper.make_node("Shape", [f"u{t}"], [f"s{t}"], **({"start": 1} if case == "shape-start" else {})),
-                  helper.make_node("Expand", [f"p{t}", f"s{t}"], [f"idx{t}"])]
+        if case == "position-computed":
+            nodes.append(helper.make_node("Add", [f"p{t}", "offset"], [f"q{t}"]))
+        if case == "constant-shape":
+            inits.append(numpy_helper.from_array(np.array([B, 1, D], np.int64), f"s{t}"))
+        else:
+            nodes.append(helper.make_node("Shape", [f"u{t}"], [f"s{t}"], **shape_attrs))
+        nodes.append(helper.make_node("Expand", [f"q{t}" if case == "position-computed" else f"p{t}", f"s{t}"],
+                                      [f"idx{t}"]))
         out = "out" if t == L - 1 else f"buf{t}"
         nodes.append(helper.make_node("ScatterElements", [buffer, f"idx{t}", f"u{t}"], [out], axis=1))
         if t < L - 1:
@@ -150,17 +159,21 @@ def _dynamic_batch_writes_model(case="ok") -> onnx.ModelProto:
                                                                                      ["batch", L, D])],
                               [init for init in inits if init.name != "h_init"], value_info=infos)
     graph.input.append(helper.make_tensor_value_info("h_init", TensorProto.FLOAT, [1, D]))
+    if case == "position-computed":
+        graph.input.append(helper.make_tensor_value_info("offset", TensorProto.INT64, []))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
 
 
-def test_writes_into_a_buffer_of_a_symbolic_batch_are_stacked():
+@pytest.mark.parametrize("case", ["ok", "unit-rank-value"])
+def test_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(case):
     """Session s22: a dynamic-batch dynamo export writes `out[:, t] = h_t` as ScatterElements whose indices are p
     expanded to Shape(update): they have the update's declared shape ("batch", 1, D), which is the buffer's
     ("batch", L, D) with 1 at the written axis, so each write covers its slice whatever the batch. Before: no
-    chain (the buffer's shape not static), 0 scans. Checked at batch 2 and 5."""
-    model = _dynamic_batch_writes_model()
+    chain (the buffer's shape not static), 0 scans. Checked at batch 2 and 5; p of shape (1, 1, 1) too (every size 1,
+    as many axes as the update: s23's mutants refusing it passed)."""
+    model = _dynamic_batch_writes_model(case)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     assert "ScatterElements" not in op_histogram(out)
@@ -172,10 +185,12 @@ def test_writes_into_a_buffer_of_a_symbolic_batch_are_stacked():
         assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["other-name", "unit-value", "shape-start", "written-axis-named"])
+@pytest.mark.parametrize("case", ["other-name", "unit-value", "shape-start", "written-axis-named", "shape-end",
+                                  "position-computed", "constant-shape"])
 def test_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case):
     """An update of another named batch (its slice may be smaller), indices p of a shape that broadcasts them past
-    the update's, a Shape of part of the update, or a written axis of unknown size: no chain, the graph as it was."""
+    the update's, a Shape of part of the update (its start or its end), a written axis of unknown size, a position computed from an input, or p expanded to a constant shape (the batch's size
+    fixed: the buffer's is not): no chain, the graph as it was."""
     model = _dynamic_batch_writes_model(case)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert "buffer_writes_stacked" not in result.stats and result.stats["rerolled"] == 0
@@ -487,6 +502,8 @@ def _elements_chain_found(buffer_shape, indices, update_shape, **attrs):
     ("indices-from-an-input", []),
     ("zero-size-buffer", []),
     ("position-out-of-range", []),
+    ("position-at-the-end", []),
+    ("position-from-the-end", [(1, ["u0", "u1"])]),
     ("one-write-at-two-positions", []),
 ])
 def test_scatterelements_indices_are_read_exactly(case, expected):
@@ -501,6 +518,8 @@ def test_scatterelements_indices_are_read_exactly(case, expected):
         "indices-from-an-input": ((2, 2, 3), (2, 1, 3), [None, None], {"axis": 1}),
         "zero-size-buffer": ((2, 2, 0), (2, 1, 0), [np.zeros((2, 1, 0)), np.ones((2, 1, 0))], {"axis": 1}),
         "position-out-of-range": ((2, 2, 3), (2, 1, 3), [full(0), full(3)], {"axis": 1}),   # 3 % 2: the missing 1
+        "position-at-the-end": ((2, 2, 3), (2, 1, 3), [full(2), full(1)], {"axis": 1}),     # 2 % 2: the missing 0
+        "position-from-the-end": ((2, 2, 3), (2, 1, 3), [full(-2), full(1)], {"axis": 1}),  # -2: position 0
         "one-write-at-two-positions": ((2, 2, 3), (2, 1, 3), [np.array([[[0, 1, 0]], [[0, 0, 0]]]), full(1)],
                                        {"axis": 1}),
     }[case]
