@@ -370,11 +370,12 @@ def test_fold_constants_puts_back_a_bounded_shape_it_cannot_fold():
 def test_fold_constants_puts_back_bounded_shapes_beside_what_it_folds():
     """Something folds (two + two), so the working graph is kept: each bounded Shape of the symbolic batch that did not
     fold is one Shape again with exactly its bounds (end only: start 0 written; start only: no end), writing its own
-    output; a plain Shape keeps no bounds, and Slices that fold-constants did not make (of an input, of a plain Shape)
+    output (three nameless ones: each its own names); a plain Shape keeps no bounds, and Slices that fold-constants did not make (of an input, of a plain Shape)
     stay. Before s23's test the put-back was only tested where nothing folded, where the pass keeps the graph as it
     was: dropping the put-back, or breaking its loop at the first other node, passed."""
     graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
-        g (float[batch,8] x) => (float[batch,8] y, int64[2] whole, int64[2] tail, float[1,8] first, int64[1] lead2)
+        g (float[batch,8] x) => (float[batch,8] y, int64[2] whole, int64[2] tail, float[1,8] first, int64[1] lead2,
+                                 int64[1] last)
           <int64[1] rest = {-1}, float two = {2.0}, int64[1] zero = {0}, int64[1] one = {1}> {
           first = Slice(x, zero, one, zero)
           lead = Shape<end = 1>(x)
@@ -384,13 +385,14 @@ def test_fold_constants_puts_back_bounded_shapes_beside_what_it_folds():
           y = Mul(r, four)
           whole = Shape(x)
           tail = Shape<start = -2>(x)
+          last = Shape<start = -1, end = 2>(x)
           shape = Shape(x)
           lead2 = Slice(shape, zero, one, zero)
         }""")
     x = np.arange(24, dtype=np.float32).reshape(3, 8)
     before = run_model(graph_to_model(graph), {"x": x})
     result = run_pass("fold-constants", graph)
-    assert (result.changed, result.stats) == (True, {"folded": 1})
+    assert (result.changed, result.stats) == (True, {"folded": 2})   # two + two, and x.shape[-1:2] = [8]
     assert [(node.op, node.attrs, [t.name for t in node.outputs]) for node in graph.nodes] == [
         ("Slice", {}, ["first"]), ("Shape", {"start": 0, "end": 1}, ["lead"]), ("Concat", {"axis": 0}, ["target"]),
         ("Reshape", {}, ["r"]), ("Mul", {}, ["y"]), ("Shape", {}, ["whole"]), ("Shape", {"start": -2}, ["tail"]),
