@@ -127,7 +127,8 @@ def _dynamic_batch_writes_model(case="ok") -> onnx.ModelProto:
     D), each write's indices Expand(p, Shape(u_t)) with u_t declared ("batch", 1, D), the buffer after each write
     passed on through an Identity. `case` spoils one thing: "other-name" (u_t declared ("other", 1, D)), "unit-value"
     (p of shape (1, 2, 1)), "shape-start" (Shape(u_t, start=1)), "written-axis-named" (the buffer ("batch", "len",
-    D)), "shape-end" (Shape(u_t, end=2)), "position-computed" (p_t = p + an
+    D)), "shape-end" (Shape(u_t, end=2)), "read-elsewhere" (the buffer after the first write, past its Identity,
+    negated into a second graph output), "position-computed" (p_t = p + an
     input's value), "constant-shape" (p expanded to a constant (B, 1, D)); "unit-rank-value" (p of shape (1, 1, 1):
     whole)."""
     nodes, inits = gated_rnn_steps(L, B, D)
@@ -161,6 +162,9 @@ def _dynamic_batch_writes_model(case="ok") -> onnx.ModelProto:
     graph.input.append(helper.make_tensor_value_info("h_init", TensorProto.FLOAT, [1, D]))
     if case == "position-computed":
         graph.input.append(helper.make_tensor_value_info("offset", TensorProto.INT64, []))
+    if case == "read-elsewhere":
+        graph.node.append(helper.make_node("Neg", ["pass0"], ["negated"]))
+        graph.output.append(helper.make_tensor_value_info("negated", TensorProto.FLOAT, ["batch", L, D]))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -186,10 +190,11 @@ def test_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(case):
 
 
 @pytest.mark.parametrize("case", ["other-name", "unit-value", "shape-start", "written-axis-named", "shape-end",
-                                  "position-computed", "constant-shape"])
+                                  "read-elsewhere", "position-computed", "constant-shape"])
 def test_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case):
     """An update of another named batch (its slice may be smaller), indices p of a shape that broadcasts them past
-    the update's, a Shape of part of the update (its start or its end), a written axis of unknown size, a position computed from an input, or p expanded to a constant shape (the batch's size
+    the update's, a Shape of part of the update (its start or its end), a written axis of unknown size, a buffer
+    between writes read by another node (with a named size there is no shape read to take), a position computed from an input, or p expanded to a constant shape (the batch's size
     fixed: the buffer's is not): no chain, the graph as it was."""
     model = _dynamic_batch_writes_model(case)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
@@ -395,6 +400,7 @@ def _nd_chain_found(buffer_shape, indices, update_shape):
 
 @pytest.mark.parametrize("case, expected", [
     ("rows-on-axis-1", [(1, ["u0", "u1"])]),                 # out[:, t] = h, 3 rows (b, t) per write
+    ("rows-on-axis-1-of-a-square", [(1, ["u0", "u1"])]),     # (2, 2, 4): axis 0 has as many rows, tried first
     ("negative-positions", [(1, ["u1", "u0"])]),             # out[:, -1] = h then out[:, -2] = h
     ("whole-rows-on-axis-0", [(0, ["u1", "u0"])]),           # out[t] = h: one index (t,) per write
     ("one-write-at-two-positions", []),
@@ -424,6 +430,7 @@ def test_scatternd_index_tuples_are_read_exactly(case, expected):
         "every-element-but-one": ((3, 2, 4), (3, 1, 3), [elements(0, ds=range(3)), elements(1, ds=range(3))]),
         "every-element-out-of-order": ((3, 2, 4), (3, 1, 4), [elements(0, ds=range(3, -1, -1)), elements(1)]),
         "rows-on-axis-1": ((3, 2, 4), (3, 4), [rows(0), rows(1)]),
+        "rows-on-axis-1-of-a-square": ((2, 2, 4), (2, 4), [[[b, 0] for b in range(2)], [[b, 1] for b in range(2)]]),
         "negative-positions": ((3, 2, 4), (3, 4), [rows(-1), rows(-2)]),
         "whole-rows-on-axis-0": ((2, 3, 4), (3, 4), [[1], [0]]),
         "one-write-at-two-positions": ((3, 2, 4), (3, 4), [[[0, 0], [1, 1], [2, 0]], rows(1)]),
@@ -612,3 +619,52 @@ def test_a_shape_read_whose_bounds_are_made_from_the_buffers_values_is_no_shape_
     ([2, 0, 3]), and the chain was stacked with that constant. Bounds computed from constants are a shape read."""
     assert _shape_reads_found(_slice_of_w0(order, "values", bound)) == []
     assert _shape_reads_found(_slice_of_w0(order, "constants", bound)) == [[("read", [2, 1, 3])]]
+
+
+def _chains_graph(first_case: str):
+    """Two buffers (2, 2, 3) each written at positions 0 and 1 of axis 1 by ScatterElements, the first chain spoiled
+    by `first_case`: "whole" (not spoiled), "unknown-shape" (its buffer of no shape), "one-write" (one write only),
+    "computed-indices" (indices from an input), "position-missing" (0 written twice), "output-before-identity" (the
+    buffer after its first write a graph output, then passed on through an Identity)."""
+    import onnx_graphsurgeon as gs
+
+    full = lambda t: gs.Constant(f"idx{next(counter)}", np.full((2, 1, 3), t, np.int64))   # noqa: E731
+    counter = iter(range(100))
+    inputs, nodes, outputs = [], [], []
+    for chain in ("a", "b"):
+        case = first_case if chain == "a" else "whole"
+        buffer = gs.Variable(f"{chain}_buffer", np.float32, None if case == "unknown-shape" else [2, 2, 3])
+        inputs.append(buffer)
+        current = buffer
+        positions = {"one-write": [0], "position-missing": [0, 0]}.get(case, [0, 1])
+        for k, position in enumerate(positions):
+            update = gs.Variable(f"{chain}_u{k}", np.float32, [2, 1, 3])
+            index = full(position)
+            if case == "computed-indices":
+                index = gs.Variable(f"{chain}_i{k}", np.int64, [2, 1, 3])
+                inputs.append(index)
+            out = gs.Variable(f"{chain}_w{k}", np.float32, [2, 2, 3])
+            nodes.append(gs.Node("ScatterElements", inputs=[current, index, update], outputs=[out], attrs={"axis": 1}))
+            inputs.append(update)
+            current = out
+            if case == "output-before-identity" and k == 0:
+                outputs.append(out)
+                current = gs.Variable(f"{chain}_passed", np.float32, [2, 2, 3])
+                nodes.append(gs.Node("Identity", inputs=[out], outputs=[current]))
+        outputs.append(current)
+    return gs.Graph(nodes=nodes, inputs=inputs, outputs=outputs, opset=17)
+
+
+@pytest.mark.parametrize("first_case", ["whole", "unknown-shape", "one-write", "computed-indices", "position-missing",
+                                        "output-before-identity"])
+def test_every_chain_is_looked_at_past_one_that_is_no_stack(first_case):
+    """find_buffer_writes goes on past a write that is not a chain's first, a buffer of no shape, a chain too short,
+    of indices it cannot read or missing a position, and a buffer between writes that is a graph output (kept, so
+    nothing may replace it), and finds the second chain (s23's mutmut: each `continue` made `break` passed, and the
+    graph-output check before an Identity dropped)."""
+    from patterns.buffer_writes import find_buffer_writes
+
+    found = find_buffer_writes(_chains_graph(first_case))
+    expected = [("a", ["a_u0", "a_u1"])] if first_case == "whole" else []
+    assert [(writes.pieces[0].name[0], [piece.name for piece in writes.pieces]) for writes in found] == \
+        expected + [("b", ["b_u0", "b_u1"])]
