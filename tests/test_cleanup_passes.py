@@ -6,6 +6,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from passes.base import PassContext
+from passes.constant_sizes import MAX_FOLDED_ELEMENTS
 from passes.graph_io import graph_to_model, model_to_graph
 from passes.registry import get_pass
 from passes.verify import run_model
@@ -425,3 +426,50 @@ def test_fold_constants_leaves_a_models_slice_named_like_its_bounds():
     exported = graph_to_model(graph)
     onnx.checker.check_model(exported, full_check=True)
     assert run_model(exported, {"x": x})["every_second"].tolist() == [3, 4]
+
+
+def _size_node(op: str, *inputs) -> gs.Node:
+    """`op` of constants (arrays) or graph inputs (gs.Variables)."""
+    tensors = [value if isinstance(value, gs.Tensor) else gs.Constant(f"in{index}", np.asarray(value))
+               for index, value in enumerate(inputs)]
+    return gs.Node(op, inputs=tensors, outputs=[gs.Variable("out")])
+
+
+@pytest.mark.parametrize("op, inputs, elements", [
+    ("ConstantOfShape", [np.array([3, 4], np.int64)], 12),
+    ("ConstantOfShape", [np.array([3, -4], np.int64)], 0),                      # a negative size holds none
+    ("ConstantOfShape", [np.array([], np.int64)], 1),                           # a scalar
+    ("Expand", [np.zeros((2, 1), np.float32), np.array([1, 3], np.int64)], 6),
+    ("Expand", [np.zeros((2, 1), np.float32), np.array([4, 1, 3], np.int64)], 24),   # sizes of a higher rank
+    ("Expand", [np.zeros((2, 1, 5), np.float32), np.array([3, 5], np.int64)], 30),   # sizes of a lower rank
+    ("Expand", [np.zeros((2, 1), np.float32), np.array([-1, 3], np.int64)], 6),      # -1 broadcasts as 1 would
+    ("Tile", [np.zeros((2, 3), np.float32), np.array([2, 5], np.int64)], 60),
+    ("Tile", [np.zeros((2, 3), np.float32), np.array([0, 5], np.int64)], 0),
+    ("Tile", [np.zeros((2, 0), np.float32), np.array([4, 5], np.int64)], 0),
+    ("Range", [np.array(1.0), np.array(10.0), np.array(3.0)], 3),               # 1, 4, 7
+    ("Range", [np.array(10), np.array(1), np.array(-4)], 3),                    # 10, 6, 2
+    ("Range", [np.array(5), np.array(1), np.array(1)], 0),                      # limit below start
+    ("Range", [np.array(0), np.array(5), np.array(0)], MAX_FOLDED_ELEMENTS + 1),   # ONNX Runtime refuses it
+    ("Range", [np.array(0.0), np.array(np.inf), np.array(1.0)], MAX_FOLDED_ELEMENTS + 1),
+    ("Range", [np.array([0, 1]), np.array(5), np.array(1)], None),              # not one number each
+    ("Add", [np.zeros(3, np.float32), np.zeros(3, np.float32)], -1),            # no size-making op
+])
+def test_size_made_counts_each_size_making_op_exactly(op, inputs, elements):
+    """The count fold-constants' size gate reads before anything runs (s23's mutmut: a ConstantOfShape of no size,
+    a Tile divided, a Range multiplied by its delta or from limit + start, negative sizes taken as 1, all passed:
+    the gate also reads the sizes shape inference gives, which hid them)."""
+    from passes.fold_constants import size_made
+
+    assert size_made(_size_node(op, *inputs)) == elements
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile", "Range"])
+def test_size_made_is_unknown_until_the_size_inputs_are_constants(op):
+    from passes.fold_constants import size_made
+
+    computed = gs.Variable("computed", np.int64, [2])
+    inputs = {"ConstantOfShape": [computed], "Expand": [np.zeros((2, 1), np.float32), computed],
+              "Tile": [np.zeros((2, 1), np.float32), computed], "Range": [np.array(0), computed, np.array(1)]}[op]
+    assert size_made(_size_node(op, *inputs)) is None
+    if op in ("Expand", "Tile"):   # data of an unknown shape: unknown too
+        assert size_made(_size_node(op, gs.Variable("data", np.float32, ["batch", 1]), np.array([1, 3]))) is None
