@@ -1,0 +1,165 @@
+"""passes/ort_worker.py and its child passes/ort_child.py on their own: the frames both sides read and write, the
+memory cap, and how a run says that the child failed (the signal and hardening tests in tests/test_hardening.py
+drive them end to end). Written for s23's mutation run: these had no test of their own."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from passes import ort_child, ort_worker
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that gives at most `step` bytes a read, as a pipe gives a long frame in pieces."""
+
+    def __init__(self, data: bytes, step: int = 3) -> None:
+        self.data, self.step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.step if size < 0 else min(size, self.step)
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+
+def test_frames_are_read_whole_from_a_stream_that_gives_a_few_bytes_at_a_time():
+    written = io.BytesIO()
+    frames = [b"", b"x", bytes(range(256)) * 5, b'{"names": ["a\\nb"]}']
+    for frame in frames:
+        ort_child.write_frame(written, frame)
+    data = written.getvalue()
+    assert data[:8] == bytes(8) and data[8:16] == (1).to_bytes(8, "little")   # 8-byte little-endian lengths
+    stream = _Trickle(data)
+    assert [ort_child.read_frame(stream) for _ in frames] == frames
+    with pytest.raises(EOFError):
+        ort_child.read_frame(stream)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 8, 9, 12])
+def test_a_frame_cut_short_is_an_eof_error(cut):
+    """Cut in its length (0, 5 bytes) or in its bytes (8 + 0, 1, 4 of 5): EOFError, which the worker reads as the
+    child's end; never a short frame taken for a whole one."""
+    written = io.BytesIO()
+    ort_child.write_frame(written, b"hello")
+    with pytest.raises(EOFError):
+        ort_child.read_frame(_Trickle(written.getvalue()[:cut]))
+
+
+def _rlimit_in_a_child(code: str) -> tuple[int, int]:
+    """RLIMIT_AS (soft, hard) after `code` runs in a fresh Python (a hard cap cannot be raised again in this one)."""
+    script = ("import resource, sys; sys.path.insert(0, 'passes'); import ort_child\n" + code +
+              "\nprint(*resource.getrlimit(resource.RLIMIT_AS))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(ort_child.__file__))))
+    assert done.returncode == 0, done.stderr
+    soft, hard = done.stdout.split()
+    return int(soft), int(hard)
+
+
+def test_the_address_space_cap_is_set_and_never_raised_past_a_cap_already_there():
+    gib = 1 << 30
+    assert _rlimit_in_a_child(f"ort_child.cap_address_space({3 * gib})") == (3 * gib, 3 * gib)
+    already = f"resource.setrlimit(resource.RLIMIT_AS, ({2 * gib}, {2 * gib}))\n"
+    assert _rlimit_in_a_child(already + f"ort_child.cap_address_space({3 * gib})") == (2 * gib, 2 * gib)
+    assert _rlimit_in_a_child(already + f"ort_child.cap_address_space({gib})") == (gib, gib)
+
+
+def test_a_system_that_takes_no_address_space_cap_runs_uncapped(monkeypatch):
+    import resource
+
+    def refuse(*args):
+        raise ValueError("not supported")
+
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    ort_child.cap_address_space(1 << 30)   # no error: uncapped, as before the cap
+
+
+@pytest.mark.parametrize("page, pages, limit", [(4096, 1 << 20, 2 << 30), (4096, 0, 16 << 30)])
+def test_memory_limit_is_half_the_machines_memory(monkeypatch, page, pages, limit):
+    values = {"SC_PAGE_SIZE": page, "SC_PHYS_PAGES": pages}
+    monkeypatch.setattr(ort_worker.os, "sysconf", lambda name: values[name])
+    assert ort_worker.memory_limit() == limit
+
+
+def test_memory_limit_falls_back_to_16_gib_where_memory_cannot_be_read(monkeypatch):
+    def unreadable(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(ort_worker.os, "sysconf", unreadable)
+    assert ort_worker.memory_limit() == 16 << 30
+
+
+@pytest.mark.parametrize("code, message", [
+    (-signal.SIGKILL, "ONNX Runtime's process ended by SIGKILL (a native abort or the memory it asked for: "
+                      "verification lets it take 1.5 GiB of address space)"),
+    (-99, "ONNX Runtime's process ended by signal 99 (a native abort or the memory it asked for: "
+          "verification lets it take 1.5 GiB of address space)"),
+    (3, "ONNX Runtime's process ended (exit 3)"),
+])
+def test_a_child_that_ended_is_said_how(code, message):
+    worker = ort_worker._Worker.__new__(ort_worker._Worker)
+    worker.limit = 3 << 29
+    worker.process = type("Ended", (), {"returncode": code})()
+    assert worker._how_it_ended() == message
+
+
+def _identity_model(names: list[str]) -> bytes:
+    graph = helper.make_graph([helper.make_node("Identity", [name], [f"{name} out"]) for name in names], "g",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names],
+                              [helper.make_tensor_value_info(f"{name} out", TensorProto.FLOAT, None) for name in names])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_run_brings_back_every_output_by_name_whole():
+    """Names that are hostile text (a newline, an npz member's name), and 4 MiB each way (many pipe reads)."""
+    names = ["arr_1", "x\ny", "arr_0.npy"]
+    feeds = {name: np.random.default_rng(index).normal(size=(1 << 20,)).astype(np.float32)
+             for index, name in enumerate(names)}
+    outputs = ort_worker.run(_identity_model(names), None, feeds)
+    assert list(outputs) == [f"{name} out" for name in names]
+    for name in names:
+        np.testing.assert_array_equal(outputs[f"{name} out"], feeds[name])
+
+
+def test_a_model_read_from_a_path_and_a_missing_input(tmp_path):
+    path = tmp_path / "identity.onnx"
+    path.write_bytes(_identity_model(["a", "b"]))
+    outputs = ort_worker.run(None, str(path), {"a": np.ones(2, np.float32), "b": np.zeros(3, np.float32)})
+    assert [(name, value.tolist()) for name, value in outputs.items()] == [("a out", [1.0, 1.0]),
+                                                                            ("b out", [0.0, 0.0, 0.0])]
+    with pytest.raises(ort_worker.MissingInputs) as missing:
+        ort_worker.run(None, str(path), {"a": np.ones(2, np.float32)})
+    assert missing.value.names == ["b"]
+
+
+def test_a_child_killed_mid_run_is_one_error_and_the_next_run_starts_another():
+    ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    first = ort_worker._worker
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    outputs = ort_worker.run(_identity_model(["a"]), None, {"a": np.full(1, 2.0, np.float32)})
+    assert ort_worker._worker is not first and ort_worker._worker.alive() and outputs["a out"].tolist() == [2.0]
+    with pytest.raises(ort_worker.WorkerError) as failed:
+        ort_worker.run(b"not a model", None, {})
+    assert "INVALID_PROTOBUF" in str(failed.value)   # ONNX Runtime's own message
+    assert ort_worker._worker.alive()   # a failed run is an answer: the same child goes on
+
+
+def test_a_sequence_output_is_stacked_and_a_ragged_one_refused():
+    assert ort_child._as_array("s", [np.zeros(2), np.ones(2)]).tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    array = np.arange(3)
+    assert ort_child._as_array("t", array) is array
+    with pytest.raises(ValueError) as ragged:
+        ort_child._as_array("s\n", [np.zeros(2), np.ones(3)])
+    assert str(ragged.value) == ("output 's\\n' is a sequence of tensors of different shapes, which verification "
+                                 "cannot compare")
