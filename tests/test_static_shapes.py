@@ -1,0 +1,130 @@
+"""passes/static_shapes.py on its own: the bound on ONNX's data propagation (each rank-1 value's size, counted
+exactly), the static element counts verification and fold-constants read, and static_shapes. Written for s23's
+mutation run: its survivors had only the whole-pipeline hardening tests (tests/test_hardening.py) over them."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from passes.static_shapes import (MAX_PROPAGATED_ELEMENTS, data_propagation_refusal, static_element_counts,
+                                  static_shapes)
+
+
+def _rank1_model(nodes, bound_of: str, padding: int, inputs=(), inits=(), value_info=()) -> onnx.ModelProto:
+    """`nodes` making `bound_of`, which and every other node output are declared int64[unknown] (sizes plain
+    inference left unknown, as on the TorchScript exporter's shape arithmetic), and a graph input "padding" of
+    int64[padding] that fills the count up; x (2, 3, 4) and y (5, 6) floats as inputs too."""
+    declared = {info.name for info in value_info}
+    value_info = list(value_info) + [_UNKNOWN(name) for node in nodes for name in node.output
+                                     if name != bound_of and name not in declared]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 6]),
+         helper.make_tensor_value_info("padding", TensorProto.INT64, [padding]), *inputs],
+        [helper.make_tensor_value_info(bound_of, TensorProto.INT64, ["unknown"])], list(inits),
+        value_info=list(value_info))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+_SHAPE_X = helper.make_node("Shape", ["x"], ["sx"])   # 3 elements: x's rank
+_SHAPE_Y = helper.make_node("Shape", ["y"], ["sy"])   # 2
+# case: (nodes making c, _rank1_model's other arguments, the elements counted: each rank-1 value's bound, summed)
+_UNKNOWN = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, ["unknown"])   # noqa: E731
+
+CASES = {
+    "shape": ([_SHAPE_X, helper.make_node("Identity", ["sx"], ["c"])], {}, 3 + 3),
+    "concat-sums": ([_SHAPE_X, _SHAPE_Y, helper.make_node("Concat", ["sx", "sy"], ["c"], axis=0)], {}, 3 + 2 + 5),
+    "concat-of-one-twice": ([_SHAPE_X, helper.make_node("Concat", ["sx", "sx"], ["c"], axis=0)], {}, 3 + 6),
+    "others-take-the-largest": ([_SHAPE_X, _SHAPE_Y, helper.make_node("Max", ["sy", "sx"], ["c"])], {}, 3 + 2 + 3),
+    "a-value-of-known-size": ([_SHAPE_X, helper.make_node("Concat", ["sx", "four"], ["c"], axis=0)],
+                              {"inits": [numpy_helper.from_array(np.arange(4, dtype=np.int64), "four")]}, 3 + 4 + 7),
+    "a-known-rank-2-value-squeezed": ([helper.make_node("Squeeze", ["m"], ["c"])],
+                                      {"inputs": [helper.make_tensor_value_info("m", TensorProto.INT64, [1, 5])]}, 5),
+    "a-graph-input-is-fed": ([helper.make_node("Concat", ["fed", "fed"], ["c"], axis=0)],
+                             {"inputs": [_UNKNOWN("fed")]}, 0),
+    "a-chain": ([_SHAPE_X, helper.make_node("Identity", ["sx"], ["i1"]), helper.make_node("Cast", ["i1"], ["i2"], to=7),
+                 _SHAPE_Y, helper.make_node("Concat", ["i2", "sy", "i1"], ["c"], axis=0)],
+                {}, 3 + 3 + 3 + 2 + 8),
+    "ones-like-a-shape": ([_SHAPE_X, helper.make_node("Shape", ["sx"], ["ssx"]),
+                           helper.make_node("ConstantOfShape", ["ssx"], ["c"],
+                                            value=numpy_helper.from_array(np.array([1], np.int64)))], {}, 3 + 1 + 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_rank1_values_size_is_bounded_exactly(case):
+    """The bounds are exact here (the count is every rank-1 value's, intermediates too: `counted` beside the
+    padding): refused one element past MAX_PROPAGATED_ELEMENTS, not at it (s23's mutants of _size_bound: a Shape's
+    rank read as 0 or 1, a Concat's sum, a source seen twice, a value of known size, the walk's `continue` made
+    `break`, and `>=` for `>` at the cap, all passed)."""
+    nodes, extra, counted = CASES[case]
+    at_cap = _rank1_model(nodes, "c", MAX_PROPAGATED_ELEMENTS - counted, **extra)
+    assert data_propagation_refusal(at_cap) is None
+    past = _rank1_model(nodes, "c", MAX_PROPAGATED_ELEMENTS - counted + 1, **extra)
+    total = MAX_PROPAGATED_ELEMENTS + 1
+    assert data_propagation_refusal(past) == (
+        f"rank-1 tensors hold {total:,} elements (> {MAX_PROPAGATED_ELEMENTS:,}; 'padding' "
+        f"{MAX_PROPAGATED_ELEMENTS - counted + 1:,}), which data propagation would write out one by one")
+
+
+@pytest.mark.parametrize("nodes, extra", [
+    # ConstantOfShape of a rank-2 value's Shape: its size is a product of values, not bounded by a rank
+    ([helper.make_node("Shape", ["m"], ["sm"]), helper.make_node("ConstantOfShape", ["sm"], ["c"])],
+     {"inputs": [helper.make_tensor_value_info("m", TensorProto.INT64, [2, 2])]}),
+    # ConstantOfShape(Shape(v)) with a start: part of a shape
+    ([_SHAPE_X, helper.make_node("Shape", ["sx"], ["ssx"], start=0), helper.make_node("ConstantOfShape", ["ssx"], ["c"])],
+     {}),
+    # a source of unknown size and rank 2
+    ([helper.make_node("Squeeze", ["q"], ["c"])],
+     {"inputs": [helper.make_tensor_value_info("q", TensorProto.INT64, [1, "unknown"])]}),
+    # made from values (Range): only data propagation would size it
+    ([helper.make_node("Range", ["zero", "n", "one"], ["c"])],
+     {"inputs": [helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in ("zero", "n", "one")]}),
+])
+def test_a_rank1_value_sized_only_by_data_propagation_is_refused(nodes, extra):
+    assert data_propagation_refusal(_rank1_model(nodes, "c", 1, **extra)) == \
+        "rank-1 tensor 'c' has a size only data propagation would find"
+
+
+def test_static_element_counts_reads_inputs_value_info_outputs_and_with_subgraphs_the_bodies():
+    body = helper.make_graph([helper.make_node("Neg", ["x"], ["inner"])], "body", [],
+                             [helper.make_tensor_value_info("inner", TensorProto.FLOAT, [2, 3])],
+                             value_info=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["mid"]), helper.make_node("If", ["cond"], ["out"], then_branch=body,
+                                                                   else_branch=body)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("dyn", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, -1])],
+        value_info=[helper.make_tensor_value_info("mid", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    counts = lambda **flags: [tuple(count) for count in static_element_counts(model, **flags)]   # noqa: E731
+    main = [("mid", (2, 3), 6), ("out", (2, -1), 0)]
+    assert counts() == [("x", (2, 3), 6), ("cond", (), 1)] + main
+    assert counts(graph_inputs=False) == main
+    assert counts(graph_inputs=False, subgraphs=True) == main + [("x", (2, 3), 6), ("inner", (2, 3), 6)] * 2
+
+
+def test_static_shapes_knows_constants_inferred_values_and_shapes_the_graph_carries():
+    """A value inference sizes (2, 3); a constant its own shape; a symbolic batch None; a value of a custom op that
+    inference cannot size, its shape carried by the graph (gs), taken; a negative size, never."""
+    x = gs.Variable("x", np.float32, [2, 3])
+    batch = gs.Variable("b", np.float32, ["batch", 3])
+    weight = gs.Constant("w", np.ones((3,), np.float32))
+    summed = gs.Variable("summed", np.float32)
+    doubled = gs.Variable("doubled", np.float32)
+    custom = gs.Variable("custom", np.float32, [7, 1])
+    odd = gs.Variable("odd", np.float32, [-1, 2])
+    graph = gs.Graph(nodes=[gs.Node("Add", inputs=[x, weight], outputs=[summed]),
+                            gs.Node("Add", inputs=[batch, batch], outputs=[doubled]),
+                            gs.Node("Mystery", domain="custom.domain", inputs=[x], outputs=[custom]),
+                            gs.Node("Mystery", domain="custom.domain", inputs=[x], outputs=[odd])],
+                     inputs=[x, batch], outputs=[summed, doubled, custom, odd], opset=17)
+    shapes = static_shapes(graph)
+    assert {name: shapes.get(name) for name in ("x", "w", "summed", "b", "doubled", "custom", "odd")} == {
+        "x": (2, 3), "w": (3,), "summed": (2, 3), "b": None, "doubled": None, "custom": (7, 1), "odd": None}
