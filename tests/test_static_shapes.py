@@ -128,3 +128,46 @@ def test_static_shapes_knows_constants_inferred_values_and_shapes_the_graph_carr
     shapes = static_shapes(graph)
     assert {name: shapes.get(name) for name in ("x", "w", "summed", "b", "doubled", "custom", "odd")} == {
         "x": (2, 3), "w": (3,), "summed": (2, 3), "b": None, "doubled": None, "custom": (7, 1), "odd": None}
+
+
+def test_symbolic_shapes_size_what_onnx_inference_leaves_unknown():
+    """A Slice whose end is Shape(x)[2] / 2: ONNX's inference gives (?, ?, ?), ONNX Runtime's symbolic inference
+    (batch, 8, 3), the batch a symbol (None)."""
+    import onnx.parser
+
+    from passes.graph_io import model_to_graph
+    from passes.static_shapes import partial_shapes, symbolic_partial_shapes
+
+    graph = model_to_graph(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch, 8, 6] x) => (float y) <int64 two = {2}, int64[1] zero = {0}, int64[1] axis = {2}> {
+          s = Shape(x)
+          d = Gather<axis = 0>(s, two)
+          half = Div(d, two)
+          end = Unsqueeze(half, zero)
+          r = Slice(x, zero, end, axis)
+          y = Relu(r)
+        }"""))
+    assert partial_shapes(graph)["r"] == (None, None, None)
+    shapes = symbolic_partial_shapes(graph)
+    assert (shapes["r"], shapes["y"], shapes["x"]) == ((None, 8, 3), (None, 8, 3), (None, 8, 6))
+
+
+@pytest.mark.parametrize("x_shape, y_shape, u_shape, z_shape", [
+    (["batch", 3], [4, 3], (None, 3), (4, 3)),
+    ([2, 3, "n"], [2, 3, 4], (2, 3, None), (2, 3, 4)),
+    (["b", 3, "n"], [5, 3, 4], (None, 3, None), (5, 3, 4)),
+])
+@pytest.mark.parametrize("symbol_first", [True, False])
+def test_a_symbol_broadcast_against_a_size_stays_a_symbol(x_shape, y_shape, u_shape, z_shape, symbol_first):
+    """u = Relu(x), z = u + y (or y + u): ONNX Runtime's own tool (auto_merge) takes each symbol of x to be y's size
+    there, u then (4, 3), though the symbol may be 1 (a Reshape baked from it fails at batch 1); ours keeps it a
+    symbol, at every axis from the end and with either operand first."""
+    from passes.static_shapes import symbolic_partial_shapes
+
+    x, y = gs.Variable("x", np.float32, x_shape), gs.Variable("y", np.float32, y_shape)
+    u, z = gs.Variable("u", np.float32), gs.Variable("z", np.float32)
+    graph = gs.Graph(nodes=[gs.Node("Relu", inputs=[x], outputs=[u]),
+                            gs.Node("Add", inputs=[u, y] if symbol_first else [y, u], outputs=[z])],
+                     inputs=[x, y], outputs=[z], opset=17)
+    shapes = symbolic_partial_shapes(graph)
+    assert (shapes["u"], shapes["z"]) == (u_shape, z_shape)
