@@ -84,15 +84,48 @@ def test_fold_constants_keeps_graph_and_notes_reason_when_folding_fails(monkeypa
     ops_before = ops(graph)
     result = run_pass("fold-constants", graph)
     assert ops(graph) == ops_before
-    assert not result.changed
+    assert (result.changed, result.stats) == (False, {"folded": 0})
     assert result.notes == ["constant folding failed: simulated folding crash; graph left unfolded"]
 
 
 def test_fold_constants_skips_big_graphs_with_a_note():
+    """Past skip_above_nodes (7 nodes, 6 allowed) nothing is done; at it (7 allowed) the graph is folded."""
     graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
-    result = run_pass("fold-constants", graph, skip_above_nodes=3)
-    assert not result.changed and "skip_above_nodes=3" in result.notes[0]
+    result = run_pass("fold-constants", graph, skip_above_nodes=6)
+    assert (result.changed, result.stats, result.notes) == (
+        False, {"folded": 0, "skipped": "too many nodes"}, ["skipped: 7 nodes > skip_above_nodes=6"])
     assert len(graph.nodes) == 7
+    assert run_pass("fold-constants", graph, skip_above_nodes=7).changed
+
+
+def test_fold_constants_that_folds_nothing_says_so_and_keeps_unused_inputs():
+    """Nothing to fold: changed False, 0 folded, no note, the graph object's nodes untouched; a graph input no
+    node reads stays an input (the model's interface) when something folds."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x, float[2] unused) => (float[2] y) { y = Relu(x) }""")
+    nodes = list(graph.nodes)
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, result.stats, result.notes, graph.nodes) == (False, {"folded": 0}, [], nodes)
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x, float[2] unused) => (float[2] y) <float two = {2.0}> { four = Add(two, two)
+          y = Mul(x, four) }""")
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, result.stats, ops(graph)) == (True, {"folded": 1}, ["Mul"])
+    assert [t.name for t in graph.inputs] == ["x", "unused"]
+
+
+def test_fold_constants_folds_a_size_op_in_a_later_round_once_its_size_is_folded():
+    """ConstantOfShape(Cast(c)), c = [2.0, 3.0]: shape inference cannot size it, so the gate holds it while its
+    shape is a Cast still to fold (round 1), then folds it (round 2): no node left but the Add."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) <float[2] c = {2.0, 3.0}> {
+          both = Cast<to = 7>(c)
+          ones = ConstantOfShape(both)
+          total = ReduceSum<keepdims = 0>(ones)
+          y = Add(x, total) }""")
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, ops(graph)) == (True, ["Add"])
+    assert float(np.asarray(graph.nodes[0].inputs[1].values)) == 0.0   # ConstantOfShape's default value is 0
 
 
 def test_simplify_removes_identity():
@@ -487,8 +520,10 @@ def test_the_size_gate_waits_for_unknown_sizes_and_keeps_what_is_too_large():
     waiting = _size_node("ConstantOfShape", computed)
     waiting.name = "waits"
     assert gate(waiting) is True and gate(waiting) is True and gate.waiting == 2
+    gate.inferred = {"out": 0}
+    assert gate(waiting) is False and gate.waiting == 2   # inference knows its size now: none
     gate.inferred = {"out": 12}
-    assert gate(waiting) is False and gate.waiting == 2   # inference knows its size now
+    assert gate(waiting) is False and gate.waiting == 2
     gate.inferred = {"out": MAX_FOLDED_ELEMENTS + 1}
     assert gate(waiting) is True and gate.waiting == 2
     gate.inferred = {}
