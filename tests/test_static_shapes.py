@@ -18,8 +18,9 @@ def _rank1_model(nodes, bound_of: str, padding: int, inputs=(), inits=(), value_
     inference left unknown, as on the TorchScript exporter's shape arithmetic), and a graph input "padding" of
     int64[padding] that fills the count up; x (2, 3, 4) and y (5, 6) floats as inputs too."""
     declared = {info.name for info in value_info}
-    value_info = list(value_info) + [_UNKNOWN(name) for node in nodes for name in node.output
-                                     if name != bound_of and name not in declared]
+    # bound_of declared first: its walk meets every value before their own turn (each bounded once, shared)
+    value_info = [_UNKNOWN(bound_of)] + list(value_info) + [
+        _UNKNOWN(name) for node in nodes for name in node.output if name != bound_of and name not in declared]
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
