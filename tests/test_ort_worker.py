@@ -105,6 +105,7 @@ def test_memory_limit_falls_back_to_16_gib_where_memory_cannot_be_read(monkeypat
     (-99, "ONNX Runtime's process ended by signal 99 (a native abort or the memory it asked for: "
           "verification lets it take 1.5 GiB of address space)"),
     (3, "ONNX Runtime's process ended (exit 3)"),
+    (0, "ONNX Runtime's process ended (exit 0)"),
 ])
 def test_a_child_that_ended_is_said_how(code, message):
     worker = ort_worker._Worker.__new__(ort_worker._Worker)
@@ -139,7 +140,7 @@ def test_a_model_read_from_a_path_and_a_missing_input(tmp_path):
                                                                             ("b out", [0.0, 0.0, 0.0])]
     with pytest.raises(ort_worker.MissingInputs) as missing:
         ort_worker.run(None, str(path), {"a": np.ones(2, np.float32)})
-    assert missing.value.names == ["b"]
+    assert (missing.value.names, str(missing.value)) == (["b"], "missing inputs")
 
 
 def test_a_child_killed_mid_run_is_one_error_and_the_next_run_starts_another():
@@ -163,3 +164,47 @@ def test_a_sequence_output_is_stacked_and_a_ragged_one_refused():
         ort_child._as_array("s\n", [np.zeros(2), np.ones(3)])
     assert str(ragged.value) == ("output 's\\n' is a sequence of tensors of different shapes, which verification "
                                  "cannot compare")
+
+
+def test_one_child_serves_every_run_of_a_process():
+    ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    first = ort_worker._worker
+    ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    assert ort_worker._worker is first and first.alive() and first.owner == os.getpid()
+
+
+def test_a_child_that_died_answers_how_it_ended():
+    worker = ort_worker._Worker(ort_worker.memory_limit())
+    worker.process.kill()
+    worker.process.wait()
+    with pytest.raises(ort_worker.WorkerError) as ended:
+        worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    assert str(ended.value).startswith("ONNX Runtime's process ended by SIGKILL (a native abort or the memory")
+
+
+def test_an_interrupt_mid_run_kills_the_child_and_the_next_run_starts_another(monkeypatch):
+    ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    first = ort_worker._worker
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ort_worker._Worker, "run", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})
+    assert ort_worker._worker is None and not first.alive()
+    assert ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})["a out"].tolist() == [1.0]
+
+
+def test_the_child_imports_nothing_from_pythonpath_or_the_working_folder(tmp_path, monkeypatch):
+    """`python -I`: an onnxruntime.py or numpy.py planted on PYTHONPATH or in the working folder is never run."""
+    for name in ("onnxruntime.py", "numpy.py"):
+        (tmp_path / name).write_text("raise SystemExit('planted module imported')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    if ort_worker._worker is not None:
+        ort_worker._worker.kill()
+    outputs = ort_worker.run(_identity_model(["a"]), None, {"a": np.full(2, 3.0, np.float32)})
+    assert outputs["a out"].tolist() == [3.0, 3.0]
+    ort_worker._worker.kill()   # the next test's child starts where PYTHONPATH is as it was
