@@ -291,9 +291,16 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
             _as_constant(shape_node, value, f"{builder.prefix}/shape_{number}")
         _fold_after([node for node, _ in chain.shape_reads], builder.prefix)
         _fold_update_shapes(chain.pieces, builder.prefix)
+        output = chain.output
+        if chain.broadcast_like is not None:   # a symbolic batch: the y_t stacked, broadcast as the writes did
+            for node, index in chain.shape_readers:
+                node.inputs[index] = chain.broadcast_like
+            chain.nodes[-1].outputs.clear()
+            stacked = builder.concat([builder.unsqueeze(piece, [chain.axis]) for piece in chain.pieces], chain.axis)
+            builder.node("Expand", [stacked, builder.node("Shape", [chain.broadcast_like])], output=output)
+            continue
         pieces = [piece if shape is None else builder.unsqueeze(builder.reshape(piece, shape), [chain.axis])
                   for piece, shape in zip(chain.pieces, chain.piece_shapes)]
-        output = chain.output
         chain.nodes[-1].outputs.clear()
         builder.concat(pieces, chain.axis, output=output)
     graph.cleanup().toposort()

@@ -32,7 +32,11 @@ ScatterElements(buffer_t, Expand(p_t, Shape(update_t)), update_t): indices of th
 That is a whole slice when the update is declared with the buffer's declared shape but 1 at the axis, the sizes
 named alike (an ONNX dim_param names one size wherever it appears) and the axis's own size a number (so the
 positions can be counted). TorchScript's ScatterND builds its index tuples from Range(Shape(buffer)) there, which
-small_value cannot evaluate without a size: such chains are not taken (no index tuples proven for every batch).
+small_value cannot evaluate without a size: patterns/index_put.py proves them from their structure instead (the
+whole slice at p for every batch), and the buffer's size along the axis from the sizes it is made from. The update
+is then Reshape(Expand(y_t, Shape(Gather(buffer, p, axis))), ..): y_t broadcast to the slice, of the shape ScatterND
+demands of it; the chain is the stack of the y_t expanded to the buffer's shape, and the intermediate buffers' shape
+reads read the first buffer.
 
 `find_buffer_writes` returns such chains; the re-roller (passes/reroll_scans.py) writes each as that
 Concat before it looks for recurrences.
@@ -47,6 +51,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import constant_value, normalize_axis, producer
+from patterns.index_put import axis_size, index_put_position
+from patterns.ranks import RankMap
 from patterns.small_constants import small_value
 
 MIN_WRITES = 2
@@ -61,6 +67,12 @@ class BufferWrites:
     piece_shapes: list = field(default_factory=list)  # per piece: None (a slice as it is) or the slice's
                                                       # shape without the axis (a ScatterND update, reshaped)
     shape_reads: list = field(default_factory=list)   # (Shape node reading an intermediate buffer, its value)
+    # A symbolic-batch TorchScript chain (patterns/index_put.py): pieces are each step's y_t of the buffer's rank
+    # less one, broadcast to the slice's shape by the write; the stack of Unsqueeze(y_t, axis) is to be expanded to
+    # the shape of `broadcast_like` (the first buffer), and each (node, input index) of `shape_readers`, a read of an
+    # intermediate buffer that only takes its shape, is to read `broadcast_like` instead (one shape for them all).
+    broadcast_like: Optional[gs.Tensor] = None
+    shape_readers: list = field(default_factory=list)
 
 
 def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
@@ -182,7 +194,26 @@ def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outpu
         stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
     except ValueError:   # more elements than numpy indexes (a hostile declared shape)
         return None
-    reads, seen, path, stack = [], set(), [], [n for n in buffer.outputs if n is not skip]
+    shapes = _shape_walk(buffer, skip, graph_outputs)
+    if shapes is None:
+        return None
+    reads = [(node, small_value(node.outputs[0], {id(buffer): stand_in})) for node in shapes]
+    return None if any(value is None for _, value in reads) else reads
+
+
+def _shape_readers(buffer: gs.Tensor, skip: gs.Node, graph_outputs: set[int]) -> Optional[list]:
+    """(node, input index) of each read of `buffer` other than `skip` when all of them only take its shape, else
+    None: reads that another tensor of the same shape may serve."""
+    if _shape_walk(buffer, skip, graph_outputs) is None:
+        return None
+    return [(node, index) for node in buffer.outputs if node is not skip
+            for index, tensor in enumerate(node.inputs) if tensor is buffer]
+
+
+def _shape_walk(buffer: gs.Tensor, skip: gs.Node, graph_outputs: set[int]) -> Optional[list]:
+    """The Shape nodes that every read of `buffer` other than `skip` leads to, through _SHAPE_PATH_OPS only, else
+    None."""
+    shapes, seen, path, stack = [], set(), [], [n for n in buffer.outputs if n is not skip]
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -191,10 +222,7 @@ def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outpu
         if len(seen) > MAX_SHAPE_PATH or any(id(t) in graph_outputs for t in node.outputs):
             return None
         if node.op == "Shape":
-            value = small_value(node.outputs[0], {id(buffer): stand_in})
-            if value is None:
-                return None
-            reads.append((node, value))
+            shapes.append(node)
         elif node.op in _SHAPE_PATH_OPS and node.inputs and node.inputs[0] is not None:
             path.append(node)
             stack += [consumer for out in node.outputs for consumer in out.outputs]
@@ -204,7 +232,7 @@ def _shape_reads(buffer: gs.Tensor, skip: gs.Node, shape: list[int], graph_outpu
     # the buffer's values after the Slice (an order of gs's readers), which then read as a shape read.
     if any(t is not node.inputs[0] and _depends_on(t, seen_nodes=seen) for node in path for t in node.inputs[1:]):
         return None
-    return reads
+    return shapes
 
 
 def _depends_on(tensor: gs.Tensor, seen_nodes: set[int]) -> bool:
@@ -213,9 +241,10 @@ def _depends_on(tensor: gs.Tensor, seen_nodes: set[int]) -> bool:
     return node is not None and id(node) in seen_nodes
 
 
-def _chain(head: gs.Node, shape: list[int], graph_outputs: set[int]) -> tuple[list[gs.Node], list]:
+def _chain(head: gs.Node, graph_outputs: set[int], reads_of) -> tuple[list[gs.Node], list]:
     """The writes from `head` on, each into the buffer the one before it wrote, which nothing else reads but
-    for its shape; and those shape reads."""
+    for its shape; and those shape reads (`reads_of(buffer, next write)`: a list of them, or None where a read
+    takes more than the shape)."""
     chain, reads = [head], []
     while True:
         out = chain[-1].outputs[0]
@@ -228,7 +257,7 @@ def _chain(head: gs.Node, shape: list[int], graph_outputs: set[int]) -> tuple[li
         following = [n for n in out.outputs if _is_write(n) and n.inputs[0] is out]
         if len(following) != 1 or any(t is out for t in following[0].inputs[1:]):
             return chain, reads
-        others = _shape_reads(out, following[0], shape, graph_outputs)
+        others = reads_of(out, following[0])
         if others is None:
             return chain, reads
         chain.append(following[0])
@@ -239,14 +268,21 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
     graph_outputs = {id(t) for t in graph.outputs}
     writes = [node for node in graph.nodes if _is_write(node)]
     written = {id(node.outputs[0]) for node in writes}
-    found = []
+    found, ranks = [], None
     for head in writes:
         if id(head.inputs[0]) in written:   # not the first write of its chain
             continue
         shape = _static_shape(head.inputs[0]) or _declared_shape(head.inputs[0])
+        if head.op == "ScatterND" and (shape is None or not all(isinstance(size, int) for size in shape)):
+            ranks = ranks or RankMap(graph)   # a symbolic batch: index tuples built at run time
+            symbolic = _index_put_chain(head, graph_outputs, ranks)
+            if symbolic is not None:
+                found.append(symbolic)
+            continue
         if shape is None:
             continue
-        chain, reads = _chain(head, shape, graph_outputs)
+        chain, reads = _chain(head, graph_outputs,
+                              lambda buffer, skip: _shape_reads(buffer, skip, shape, graph_outputs))
         if len(chain) < MIN_WRITES:
             continue
         slices = [_slice_written(node, shape) for node in chain]
@@ -262,3 +298,59 @@ def find_buffer_writes(graph: gs.Graph) -> list[BufferWrites]:
         found.append(BufferWrites(chain[-1].outputs[0], axis, [node.inputs[2] for node in by_position], chain,
                                   piece_shapes, reads))
     return found
+
+
+def _index_put_chain(head: gs.Node, graph_outputs: set[int], ranks: RankMap) -> Optional[BufferWrites]:
+    """A chain of TorchScript's ScatterND writes into a buffer of no known shape (a symbolic batch) whose index tuples
+    patterns/index_put.py proves to be whole slices at every position of one axis once each; each update y_t
+    broadcast by Expand to Shape(Gather(buffer, p, axis)) and reshaped (to the shape ScatterND demands), y_t of the
+    buffer's rank less one. Else None."""
+    buffer = head.inputs[0]
+    rank = ranks.rank(buffer)
+    if rank is None:
+        return None
+    chain, readers = _chain(head, graph_outputs, lambda out, skip: _shape_readers(out, skip, graph_outputs))
+    if len(chain) < MIN_WRITES:
+        return None
+    buffers = {id(buffer)} | {id(node.outputs[0]) for node in chain}
+    slices = [index_put_position(node.inputs[1], buffers) for node in chain]
+    if any(s is None for s in slices) or len({axis for axis, _ in slices}) != 1 or not slices[0][0] < rank:
+        return None
+    axis = slices[0][0]
+    length = axis_size(buffer, axis, ranks)
+    if length is None or not all(-length <= position < length for _, position in slices):
+        return None
+    positions = [position % length for _, position in slices]
+    if sorted(positions) != list(range(length)):
+        return None
+    steps = []
+    for _, node in sorted(zip(positions, chain), key=lambda item: item[0]):
+        step = _broadcast_update(node.inputs[2], axis, rank, buffers)
+        if step is None or ranks.rank(step) != rank - 1:
+            return None
+        steps.append(step)
+    return BufferWrites(chain[-1].outputs[0], axis, steps, chain, [None] * len(steps), [],
+                        broadcast_like=buffer, shape_readers=readers)
+
+
+def _broadcast_update(update: gs.Tensor, axis: int, rank: int, buffers: set[int]) -> Optional[gs.Tensor]:
+    """y where `update` is Reshape(Expand(y, Shape(Gather(buffer, p, axis))), target): y broadcast to the slice's
+    shape (any target: ScatterND accepts only the one its indices demand)."""
+    reshape = producer(update)
+    if reshape is None or reshape.op != "Reshape" or not reshape.inputs:
+        return None
+    expand = producer(reshape.inputs[0])
+    if expand is None or expand.op != "Expand" or len(expand.inputs) != 2:
+        return None
+    shape = producer(expand.inputs[1])
+    if (shape is None or shape.op != "Shape" or int(shape.attrs.get("start", 0)) != 0
+            or shape.attrs.get("end") is not None):
+        return None
+    gather = producer(shape.inputs[0])
+    if (gather is None or gather.op != "Gather" or id(gather.inputs[0]) not in buffers
+            or normalize_axis(int(gather.attrs.get("axis", 0)), rank) != axis):
+        return None
+    index = constant_value(gather.inputs[1])
+    if index is None or index.ndim != 0 or not np.issubdtype(index.dtype, np.integer):
+        return None
+    return expand.inputs[0]

@@ -202,6 +202,95 @@ def test_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case
     assert op_histogram(out) == op_histogram(model)
 
 
+def _torchscript_dynamic_batch_writes_model(order=None, case="ok") -> onnx.ModelProto:
+    """TorchScript's `out[:, t] = h_t` with a symbolic batch: the buffer ConstantOfShape(Shape(a)), a declared
+    ("batch", L, D); each write ScatterND(buffer, indices, update) with indices Concat(Unsqueeze(Expand(v, T), -1),
+    Unsqueeze(Expand(p, T), -1)), v = Reshape(Range(0, Shape(buffer)[0], 1), [-1, 1]), p = [t], T the broadcast
+    shape Where(Equal(S, -1s), 1s, S) of S = Shape(v + [t]); the update Reshape(Expand(h_t, Shape(Gather(buffer, t,
+    axis=1))), Concat(S, Shape(buffer)[2:])), every buffer read so by the next write. The writes in `order`. `case`
+    spoils one thing: "range-of-axis-1" (v counts axis 1's positions), "position-of-two" (p = [t, t]),
+    "target-of-another-tensor" (T = Shape(a))."""
+    order = list(range(L)) if order is None else order
+    nodes, inits = gated_rnn_steps(L, B, D, unsqueeze=False)
+    ints = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64), "axis0": np.array(0 if case != "range-of-axis-1"
+            else 1, np.int64), "column": np.array([-1, 1], np.int64), "last": np.array([-1], np.int64),
+            "minus1": np.array(-1, np.int64), "from2": np.array([2], np.int64), "end": np.array([2**63 - 1], np.int64),
+            "axes0": np.array([0], np.int64)}
+    inits += [numpy_helper.from_array(value, name) for name, value in ints.items()]
+    nodes += [helper.make_node("Shape", ["a"], ["zeros_shape"]),
+              helper.make_node("ConstantOfShape", ["zeros_shape"], ["zeros"],
+                               value=numpy_helper.from_array(np.array([0.0], np.float32)))]
+    buffer = "zeros"
+    for count, t in enumerate(order):
+        inits.append(numpy_helper.from_array(np.array([t, t] if case == "position-of-two" else [t], np.int64), f"p{t}"))
+        n = f"w{t}_"
+        nodes += [helper.make_node("Shape", [buffer], [n + "shape"]),
+                  helper.make_node("Gather", [n + "shape", "axis0"], [n + "rows"], axis=0),
+                  helper.make_node("Cast", [n + "rows"], [n + "rows64"], to=TensorProto.INT64),
+                  helper.make_node("Range", ["zero", n + "rows64", "one"], [n + "range"]),
+                  helper.make_node("Reshape", [n + "range", "column"], [n + "v"]),
+                  helper.make_node("Add", [n + "v", f"p{t}"], [n + "sum"]),
+                  helper.make_node("Shape", [n + "sum"], [n + "S"]),
+                  helper.make_node("Shape", [n + "S"], [n + "S_len"]),
+                  helper.make_node("ConstantOfShape", [n + "S_len"], [n + "ones"],
+                                   value=numpy_helper.from_array(np.array([1], np.int64))),
+                  helper.make_node("Mul", [n + "ones", "minus1"], [n + "minus"]),
+                  helper.make_node("Equal", [n + "S", n + "minus"], [n + "eq"]),
+                  helper.make_node("Where", [n + "eq", n + "ones", n + "S"], [n + "T"])]
+        target = "zeros_shape" if case == "target-of-another-tensor" else n + "T"
+        nodes += [helper.make_node("Expand", [n + "v", target], [n + "ev"]),
+                  helper.make_node("Expand", [f"p{t}", target], [n + "ep"]),
+                  helper.make_node("Unsqueeze", [n + "ev", "last"], [n + "uv"]),
+                  helper.make_node("Unsqueeze", [n + "ep", "last"], [n + "up"]),
+                  helper.make_node("Concat", [n + "uv", n + "up"], [n + "idx"], axis=-1),
+                  helper.make_node("Gather", [buffer, f"t{t}"], [n + "row"], axis=1),
+                  helper.make_node("Shape", [n + "row"], [n + "row_shape"]),
+                  helper.make_node("Expand", [f"h{t}", n + "row_shape"], [n + "eh"]),
+                  helper.make_node("Slice", [n + "shape", "from2", "end", "axes0"], [n + "rest"]),
+                  helper.make_node("Concat", [n + "S", n + "rest"], [n + "target"], axis=0),
+                  helper.make_node("Reshape", [n + "eh", n + "target"], [n + "u"])]
+        out = "out" if count == len(order) - 1 else f"buf{count}"
+        nodes.append(helper.make_node("ScatterND", [buffer, n + "idx", n + "u"], [out]))
+        buffer = out
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", L, D]) for name in ("a", "b")]
+    inputs.append(helper.make_tensor_value_info("h_init", TensorProto.FLOAT, [1, D]))
+    graph = helper.make_graph(nodes, "writes", inputs,
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", L, D])],
+                              [init for init in inits if init.name != "h_init"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("order", [None, list(range(L))[::-1]])
+def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(order):
+    """Session s23: TorchScript's dynamic-batch `out[:, t] = h_t` builds its ScatterND index tuples from
+    Range(Shape(buffer)[0]); patterns/index_put.py proves them the whole slice at t for every batch, the buffer's
+    length L read back to a's declared shape, and the chain is the stack of the h_t expanded to the buffer's shape,
+    the shape reads of the intermediate buffers read from the first. Before: no chain (0 scans: the buffer's shape
+    unknown), the user's bidirectional block 1 of 2 re-rolled. Checked at batch 2 and 5."""
+    model = _torchscript_dynamic_batch_writes_model(order)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    hist = op_histogram(out)
+    assert "ScatterND" not in hist and "Range" not in hist and hist["Expand"] == 1   # the stack's, to Shape(zeros)
+    for batch in (B, 5):
+        rng = np.random.default_rng(batch)
+        feeds = {"a": rng.uniform(-1, 1, (batch, L, D)).astype(np.float32),
+                 "b": rng.normal(size=(batch, L, D)).astype(np.float32), "h_init": np.zeros((1, D), np.float32)}
+        assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
+
+
+@pytest.mark.parametrize("case", ["range-of-axis-1", "position-of-two", "target-of-another-tensor"])
+def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case):
+    """Tuples counting another axis's positions, a position column of two entries (twice the tuples), or indices
+    expanded to another tensor's shape: not proven to be the whole slice; no chain, the graph as it was."""
+    model = _torchscript_dynamic_batch_writes_model(case=case)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert "buffer_writes_stacked" not in result.stats and result.stats["rerolled"] == 0
+    assert op_histogram(out) == op_histogram(model)
+
+
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
 def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
     """A position left as the buffer had it, written twice, added to, or an intermediate buffer read elsewhere:

@@ -1,0 +1,206 @@
+"""TorchScript's `out[:, t] = y` where the batch is symbolic: index tuples proven for every batch.
+
+With a dynamic batch, the TorchScript exporter lowers `out[:, .., :, p] = y` (a colons, then a constant
+position p) to ScatterND(out, indices, update) with indices built at run time:
+
+    v_j     = Reshape(Range(0, Shape(out)[j], 1), [-1, 1, .., 1])      j < a: axis j's positions, (n_j, 1^(a-j))
+    v_a     = p                                                         a constant, every size 1
+    T       = Shape(v_0 + .. + v_{a-1} + p')                            their broadcast shape (n_0, .., n_{a-1}, 1)
+              (or Where(Equal(T, -1s), 1s, T): the same, a shape holding no -1)
+    indices = Concat(Unsqueeze(Expand(v_0, T), -1), .., Unsqueeze(Expand(v_a, T), -1), axis=-1)
+
+Each v_j broadcasts to (n_0, .., n_{a-1}, 1) (v_j's size n_j sits at axis j, right-aligned, ones elsewhere), so the
+tuples are (i_0, .., i_{a-1}, p) over every i in row-major order: the whole slice at p of axis a, whatever n_0 .. n_{a-1}.
+`index_put_position` checks exactly this structure, with Shape(out) read from any buffer of the chain (they all
+have one shape). `axis_size` finds the buffer's size along the written axis, which such exports declare nowhere,
+by following it back through ops that keep it to a declared size (the graph input's sequence length).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from patterns.graph_query import constant_ints, constant_value, node_axes, normalize_axis, producer
+from patterns.ranks import RankMap
+
+MAX_BROADCAST_TREE = 8   # ops in the tree whose Shape is the Expand target
+MAX_SIZE_WALK = 32       # producers followed looking for an axis's size
+
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div"})
+# Ops whose output has their (first) input's shape.
+_SHAPE_KEEPING = frozenset({"Identity", "Cast", "Sigmoid", "Tanh", "Relu", "Exp", "Log", "Neg", "Abs", "Sqrt",
+                            "Softplus", "Erf", "Reciprocal", "Dropout"})
+
+
+def _through_casts(tensor: gs.Tensor) -> gs.Tensor:
+    node = producer(tensor)
+    while node is not None and node.op in ("Cast", "Identity", "Squeeze") and node.inputs:
+        tensor, node = node.inputs[0], producer(node.inputs[0])
+    return tensor
+
+
+def _is_shape_of(tensor: gs.Tensor) -> Optional[gs.Tensor]:
+    """X where `tensor` is Shape(X), whole (no start or end), else None."""
+    node = producer(tensor)
+    if (node is None or node.op != "Shape" or not node.inputs or int(node.attrs.get("start", 0)) != 0
+            or node.attrs.get("end") is not None):
+        return None
+    return node.inputs[0]
+
+
+def _axis_size_read(tensor: gs.Tensor, buffers: set[int]) -> Optional[int]:
+    """j where `tensor` is Shape(buffer)[j] (a scalar Gather, through Casts), buffer one of `buffers`."""
+    gather = producer(_through_casts(tensor))
+    if gather is None or gather.op != "Gather" or int(gather.attrs.get("axis", 0)) != 0:
+        return None
+    measured = _is_shape_of(gather.inputs[0])
+    index = constant_value(gather.inputs[1])
+    if measured is None or id(measured) not in buffers or index is None or index.ndim != 0:
+        return None
+    return int(index) if np.issubdtype(index.dtype, np.integer) and index >= 0 else None
+
+
+def _is_arange_of_axis(tensor: gs.Tensor, axis: int, written: int, buffers: set[int]) -> bool:
+    """`tensor` is Reshape(Range(0, Shape(buffer)[axis], 1), [-1] + [1] * (written - axis))."""
+    reshape = producer(tensor)
+    if reshape is None or reshape.op != "Reshape" or constant_ints(reshape.inputs[1]) != [-1] + [1] * (written - axis):
+        return False
+    arange = producer(reshape.inputs[0])
+    if arange is None or arange.op != "Range" or len(arange.inputs) != 3:
+        return False
+    start, delta = constant_value(arange.inputs[0]), constant_value(arange.inputs[2])
+    return (start is not None and start.size == 1 and start.reshape(-1)[0] == 0 and delta is not None
+            and delta.size == 1 and delta.reshape(-1)[0] == 1 and _axis_size_read(arange.inputs[1], buffers) == axis)
+
+
+def _all_ones_shape(value: Optional[np.ndarray], max_rank: int) -> bool:
+    return value is not None and value.ndim <= max_rank and all(n == 1 for n in value.shape)
+
+
+def _is_broadcast_shape(tensor: gs.Tensor, aranges: list, written: int) -> bool:
+    """`tensor` is the broadcast shape of `aranges` and constants of every size 1: Shape of an elementwise tree over
+    them (each arange among its leaves), or Where(Equal(S, M), X, S) of such an S with M negative everywhere (a
+    shape holds no negative size, so that is S)."""
+    where = producer(tensor)
+    if where is not None and where.op == "Where" and len(where.inputs) == 3:
+        equal, shape = producer(where.inputs[0]), where.inputs[2]
+        if equal is None or equal.op != "Equal" or equal.inputs[0] is not shape or not _negative(equal.inputs[1], shape):
+            return False
+        if not _is_shape_of_like(where.inputs[1], shape):
+            return False
+        tensor = shape
+    tree = _is_shape_of(tensor)
+    if tree is None:
+        return False
+    leaves, stack, seen = set(), [tree], 0
+    while stack:
+        value = stack.pop()
+        if any(value is arange for arange in aranges):
+            leaves.add(id(value))
+            continue
+        if _all_ones_shape(constant_value(value), written + 1):
+            continue
+        node = producer(value)
+        seen += 1
+        if node is None or node.op not in _BROADCASTING or len(node.inputs) != 2 or seen > MAX_BROADCAST_TREE:
+            return False
+        stack += node.inputs
+    return leaves == {id(arange) for arange in aranges}
+
+
+def _is_shape_of_like(tensor: gs.Tensor, shape: gs.Tensor) -> bool:
+    """ConstantOfShape(Shape(shape)): a vector as long as `shape` (its value does not matter to Where here)."""
+    node = producer(tensor)
+    return node is not None and node.op == "ConstantOfShape" and _is_shape_of(node.inputs[0]) is shape
+
+
+def _negative(tensor: gs.Tensor, shape: gs.Tensor) -> bool:
+    """`tensor` is Mul(ConstantOfShape(Shape(shape), v), c) with v * c < 0: negative everywhere."""
+    mul = producer(tensor)
+    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+        return False
+    filled, factor = producer(mul.inputs[0]), constant_value(mul.inputs[1])
+    if not _is_shape_of_like(mul.inputs[0], shape) or factor is None or factor.size != 1:
+        return False
+    fill = filled.attrs.get("value")
+    fill = np.asarray(fill.values if isinstance(fill, gs.Constant) else (0 if fill is None else fill))
+    return fill.size == 1 and float(fill.reshape(-1)[0]) * float(factor.reshape(-1)[0]) < 0
+
+
+def index_put_position(indices: gs.Tensor, buffers: set[int]) -> Optional[tuple[int, int]]:
+    """(axis a, position p) when `indices` is TorchScript's index tuples of `out[:, .., :, p] =` (module
+    docstring), Shape(out) read from a tensor in `buffers` (ids); else None."""
+    concat = producer(indices)
+    if concat is None or concat.op != "Concat" or len(concat.inputs) < 2:
+        return None
+    written = len(concat.inputs) - 1
+    if int(concat.attrs.get("axis", 0)) not in (-1, written + 1):
+        return None
+    expands = []
+    for column in concat.inputs:
+        unsqueeze = producer(column)
+        if unsqueeze is None or unsqueeze.op != "Unsqueeze" or node_axes(unsqueeze) not in ([-1], [written + 1]):
+            return None
+        expand = producer(unsqueeze.inputs[0])
+        if expand is None or expand.op != "Expand" or len(expand.inputs) != 2:
+            return None
+        expands.append(expand)
+    aranges = [expand.inputs[0] for expand in expands[:written]]
+    if not all(_is_arange_of_axis(arange, axis, written, buffers) for axis, arange in enumerate(aranges)):
+        return None
+    position = constant_value(expands[written].inputs[0])
+    if (not _all_ones_shape(position, written + 1) or position.size != 1
+            or not np.issubdtype(position.dtype, np.integer)):
+        return None
+    if not all(_is_broadcast_shape(expand.inputs[1], aranges, written) for expand in expands):
+        return None
+    return written, int(position.reshape(-1)[0])
+
+
+def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> Optional[int]:
+    """The size of `tensor` along `axis` (>= 0), followed back to a declared or constant size through ops that keep
+    it: shape-keeping ops, broadcasting ones (an input of a size other than 1 there: the output has it, or the
+    model fails), Slices of other axes, MatMul's rows and columns, Transpose, ConstantOfShape(Shape(x)); else None."""
+    shape = getattr(tensor, "shape", None)
+    if shape is not None and 0 <= axis < len(shape) and isinstance(shape[axis], (int, np.integer)) and shape[axis] >= 0:
+        return int(shape[axis])
+    node = producer(tensor)
+    rank = ranks.rank(tensor)
+    if node is None or depth > MAX_SIZE_WALK or rank is None or not 0 <= axis < rank:
+        return None
+    follow = None
+    if node.op == "ConstantOfShape":
+        sizes = constant_ints(node.inputs[0])
+        if sizes is not None:
+            return sizes[axis] if axis < len(sizes) and sizes[axis] >= 0 else None
+        follow = (_is_shape_of(node.inputs[0]), axis)
+    elif node.op in _SHAPE_KEEPING and node.inputs:
+        follow = (node.inputs[0], axis)
+    elif node.op in _BROADCASTING and len(node.inputs) == 2:
+        for operand in node.inputs:
+            operand_rank = ranks.rank(operand)
+            if operand_rank is None or axis - (rank - operand_rank) < 0:
+                continue
+            size = axis_size(operand, axis - (rank - operand_rank), ranks, depth + 1)
+            if size is not None and size != 1:
+                return size
+        return None
+    elif node.op == "Slice" and len(node.inputs) >= 4:
+        axes = constant_ints(node.inputs[3])
+        if axes is None or axis in [normalize_axis(a, rank) for a in axes]:
+            return None
+        follow = (node.inputs[0], axis)
+    elif node.op == "MatMul" and len(node.inputs) == 2 and rank >= 2:
+        left, right = ranks.rank(node.inputs[0]), ranks.rank(node.inputs[1])
+        if axis == rank - 2 and left is not None and left >= 2:
+            follow = (node.inputs[0], left - 2)
+        elif axis == rank - 1 and right is not None and right >= 2:
+            follow = (node.inputs[1], right - 1)
+    elif node.op == "Transpose" and node.inputs:
+        perm = node.attrs.get("perm")
+        follow = (node.inputs[0], int(perm[axis])) if perm is not None else (node.inputs[0], rank - 1 - axis)
+    if follow is None or follow[0] is None:
+        return None
+    return axis_size(follow[0], follow[1], ranks, depth + 1)
