@@ -87,6 +87,14 @@ NODE_COUNTS = {
     # before s22 only the forward scan re-rolled (cpu 264, seed 178; tpu, pinned, failed in fold-constants: "invalid
     # model ... Incompatible dimensions"); now the static dynamo export's counts
     "user-bidirectional-s6-dynamo-dynamic-batch": (227, {"seed": 65, "cpu": 192, "tpu": 113}),
+    # session s23: TorchScript with a dynamic batch writes y[:, t] as a ScatterND whose index tuples come from
+    # Range(Shape(buffer)[0]): before s23 only the forward scan re-rolled (cpu 494, seed 441, tpu 474); now the static
+    # export's cpu and seed counts (tpu, pinned to the sample's shape, 110 against the static export's 114)
+    "user-bidirectional-s6-dynamic-batch": (655, {"seed": 66, "cpu": 197, "tpu": 110}),
+    # a backward loop keeping the step axis, readouts torch.cat(ys[::-1], 1), dynamic batch: re-rolled as it came (s23's
+    # probe), pinned
+    "user-s6-reversed-keep-step-axis-dynamic-batch": (266, {"seed": 54, "cpu": 104, "tpu": 77}),
+    "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch": (111, {"seed": 53, "cpu": 101, "tpu": 78}),
     # RG-LRU through dynamo with a dynamic batch: 0 scans before s22 (cpu 144, seed 140); tpu, pinned, failed in
     # fold-constants (onnx-graphsurgeon folded dynamo's Shape(x, start, end) as the whole shape: "Inferred shape and
     # existing shape differ in dimension 0: (3) vs (2)")
@@ -323,5 +331,7 @@ def test_corpus_covers_the_brief():
             "user-s6-split-keepdim-dynamo", "user-bidirectional-s6-dynamo-dynamic-batch",
             "hf-recurrent-gemma-dynamo-dynamic-batch", "user-s6-keep-step-axis",
             "user-s6-keep-step-axis-dynamo"} <= set(EXPORTS)   # session s22's
+    assert {"user-bidirectional-s6-dynamic-batch", "user-s6-reversed-keep-step-axis-dynamic-batch",
+            "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch"} <= set(EXPORTS)   # session s23's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -23,6 +23,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-addcmul   one direction stepping `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`
   user-s6-split-keepdim  one direction over zip(deltaA.split(1, 1), ..), keepdim readouts torch.cat-ed along their
                     kept axis
+  user-s6-reversed-keep-step-axis*  the same run `for t in reversed(range(L))`, readouts torch.cat(ys[::-1], 1)
   user-s6-keep-step-axis  one direction stepping `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (the step axis kept),
                     readouts torch.cat-ed along it
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
@@ -184,7 +185,8 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
-USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis")
+USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis",
+              "discretise-in-loop", "reversed-keep-step-axis")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -201,7 +203,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        `(h * c).sum(-1, keepdim=True)` joined by `torch.cat(ys, -1)` along their kept axis
       keep-step-axis   `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (h of shape (batch, 1, d_inner, N): one-position
                        Slices that keep the step axis), readouts `(h * C[:, t:t+1, None, :]).sum(-1)` joined by
-                       `torch.cat(ys, 1)` along it"""
+                       `torch.cat(ys, 1)` along it
+      discretise-in-loop  `for t in range(L)`, the step's decay and drive computed inside the loop from delta[:, t],
+                       B[:, t], x[:, t] (`dA = torch.exp(delta[:, t, :, None] * A)`), readouts stacked
+      reversed-keep-step-axis  keep-step-axis run `for t in reversed(range(L))`, the readouts joined in position order
+                       (`torch.cat(ys[::-1], 1)`)"""
     import torch
     import torch.nn.functional as F
 
@@ -264,6 +270,22 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                     h = deltaA[:, t:t + 1] * h + deltaBx[:, t:t + 1]
                     ys.append((h * C[:, t:t + 1, None, :]).sum(-1))   # (batch, 1, d_inner)
                 y = torch.cat(ys, 1)
+            elif loop == "reversed-keep-step-axis":
+                h = h.unsqueeze(1)
+                ys = []
+                for t in reversed(range(x.shape[1])):
+                    h = deltaA[:, t:t + 1] * h + deltaBx[:, t:t + 1]
+                    ys.append((h * C[:, t:t + 1, None, :]).sum(-1))
+                y = torch.cat(ys[::-1], 1)
+            elif loop == "discretise-in-loop":
+                A = -torch.exp(self.A_log[direction])   # (d_inner, N)
+                ys = []
+                for t in range(x.shape[1]):
+                    dA = torch.exp(delta[:, t, :, None] * A)
+                    dBx = delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]
+                    h = dA * h + dBx
+                    ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+                y = torch.stack(ys, dim=1)
             else:
                 ys = []
                 for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
@@ -371,6 +393,20 @@ EXPORTS = {e.name: e for e in [
                    "user-bidirectional-s6 through the dynamo exporter with a dynamic batch (dynamic_shapes): the "
                    "backward scan's writes ScatterElements into a zeros buffer of a symbolic batch",
                    lambda: user_s6(8, 4, 10), scans=2, steps=20, exporter="dynamo", options={"dynamic_batch": True}),
+    # session s23: a dynamic batch through TorchScript, a backward loop keeping the step axis
+    ExternalExport("user-bidirectional-s6-dynamic-batch", "torch",
+                   "user-bidirectional-s6 with a dynamic batch (dynamic_axes): the backward scan's y[:, t] = .. a ScatterND "
+                   "whose index tuples are built from Range(Shape(buffer)[0])", lambda: user_s6(8, 4, 10), scans=2,
+                   steps=20, options={"dynamic_batch": True}),
+    ExternalExport("user-s6-reversed-keep-step-axis-dynamic-batch", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, stepping h = deltaA[:, t:t+1] * h + "
+                   "deltaBx[:, t:t+1] for t in reversed(range(L)), readouts torch.cat(ys[::-1], 1); dynamic batch",
+                   lambda: user_s6(8, 4, 10, loops=("reversed-keep-step-axis",)), scans=1, steps=10,
+                   options={"dynamic_batch": True}),
+    ExternalExport("user-s6-reversed-keep-step-axis-dynamo-dynamic-batch", "torch",
+                   "user-s6-reversed-keep-step-axis-dynamic-batch through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("reversed-keep-step-axis",)), scans=1, steps=10, exporter="dynamo",
+                   options={"dynamic_batch": True}),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, exporter="dynamo"),
     ExternalExport("mambapy-n16-dynamo", "mambapy", "mambapy-n16 through the dynamo exporter",
