@@ -55,6 +55,7 @@ from passes.scan_forms.step_replay import ReplayError, replay_over_steps, templa
 from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
 from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
+from passes.step_operands import replay_step_operands, restore as restore_step_operands
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, producer
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
@@ -391,6 +392,8 @@ class RerollScans(Pass):
         piece_shapes = partial_shapes(graph.copy().toposort()) if gathered else None
         squeezed = (squeeze_keepdim_pieces(graph, ctx.opset, taken, shapes=piece_shapes)
                     if ctx.opset >= MIN_OPSET else [])
+        # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
+        replayed = replay_step_operands(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -459,6 +462,12 @@ class RerollScans(Pass):
                 kept_gathered += 1
             else:
                 restore_kept_steps(graph, steps)
+        kept_replayed = 0
+        for operands in replayed:   # the steps' own operands back where no re-rolled scan took the Gathers
+            if any(id(node) in taken_nodes for node in operands.gathers):
+                kept_replayed += 1
+            else:
+                restore_step_operands(graph, operands)
         if rerolled:
             graph.cleanup().toposort()
         stats = {
@@ -476,6 +485,8 @@ class RerollScans(Pass):
             stats["keepdim_pieces_squeezed"] = kept_squeezed
         if kept_gathered:
             stats["step_axis_pieces_gathered"] = kept_gathered
+        if kept_replayed:
+            stats["step_operands_replayed"] = kept_replayed
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

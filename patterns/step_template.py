@@ -242,3 +242,40 @@ def _check_replayable(template: StepTemplate) -> None:
                 raise TemplateMismatch(f"{describe(node)} takes a step along one constant axis with step 1 only")
     if id(template.output) not in template.ranks:
         raise TemplateMismatch(f"rank of the per-step output '{template.output.name}' is unknown")
+
+
+def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[StepTemplate, list[int]]:
+    """A step operand computed afresh at every step from step slices of shared tensors (`dA = torch.exp(delta[:, t,
+    :, None] * A)` inside the loop): the template o_i = f(step p_i of shared tensors), identical at every step and
+    reading no state, and each step's position p_i (the index its Gathers and Slices take, one position per step,
+    0 .. n-1 once each in some order); or TemplateMismatch. The template's `state` is a stand-in nothing reads."""
+    stand_in = gs.Variable("step_operand_stand_in")
+    walks = []
+    for position, operand in list(enumerate(operands))[1:]:
+        walk = _Lockstep(stand_in, stand_in, position, set())
+        walk.walk(operands[0], operand)
+        walks.append(walk)
+    template_nodes = walks[0].nodes0 if walks else []
+    keys = [key for key in walks[0].varying] if walks else []
+    if not template_nodes or not keys:
+        raise TemplateMismatch("the step operands are not computed from steps of a tensor")
+    index_of = {id(n): i for i, n in enumerate(template_nodes)}
+    node_id, input_index = min(keys, key=lambda key: (index_of[key[0]], key[1]))
+    first = constant_value(template_nodes[index_of[node_id]].inputs[input_index])
+    values = [first] + [walk.varying.get((node_id, input_index), first) for walk in walks]
+    positions = [int(np.asarray(value).reshape(-1)[0]) for value in values]
+    if sorted(positions) != list(range(len(operands))):
+        raise TemplateMismatch(f"the step operands take positions {positions}, not 0 .. {len(operands) - 1} once each")
+    template = StepTemplate(nodes=template_nodes, output=operands[0], state=stand_in)
+    template.stepped = _stepped_uses(template_nodes, walks, positions)
+    template.all_nodes.extend(template_nodes)
+    for walk in walks:
+        template.all_nodes.extend(walk.nodesk)
+    for node in template_nodes:
+        for tensor in [*node.inputs, *node.outputs]:
+            rank = ranks.rank(tensor)
+            if rank is not None:
+                template.ranks[id(tensor)] = rank
+    template.ranks[id(stand_in)] = 0
+    _check_replayable(template)
+    return template, positions

@@ -1,0 +1,137 @@
+"""Step operands computed inside the loop, read as steps of one tensor, for reroll-scans: a loop that discretises at
+every step reads its decays and drives the way a loop over precomputed tensors does.
+
+A user may write the discretisation inside the loop:
+
+    for t in range(L):
+        dA = torch.exp(delta[:, t, :, None] * A)
+        h = dA * h + delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]
+
+Each step's a_t and b_t is then a subgraph of step slices of shared tensors, not a step of one tensor, which is what
+the recurrence pattern reads (patterns/linear_recurrence.py). Where a chain of Add(Mul(a_t, x), b_t) steps has such
+operands, identical at every step but for the position they take (patterns/step_template.match_operand_templates), the
+subgraph is replayed once over every position (passes/scan_forms/step_replay.py: the step axis first) and each step
+reads Gather(replayed, p_t, 0), the same values, before matching; `restore` puts the graph back where no re-rolled
+scan took them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_graphsurgeon as gs
+
+from passes.graph_builder import GraphBuilder
+from passes.piece_reads import Reads, read_back, remove_made
+from passes.scan_forms.step_replay import ReplayError, replay_over_steps
+from patterns.graph_query import producer
+from patterns.indexing import match_step_slice
+from patterns.no_ops import see_through
+from patterns.ranks import RankMap
+from patterns.step_template import TemplateMismatch, match_operand_templates
+
+MIN_STEPS = 2
+
+
+@dataclass
+class ReplayedOperands:
+    made: list                                   # the replay's nodes and the Gathers
+    gathers: list = field(default_factory=list)  # the Gather nodes, one per step operand
+    reads: Reads = field(default_factory=list)   # the steps' Mul and Add inputs rewired to read them
+
+
+def _links(graph: gs.Graph) -> dict[int, tuple]:
+    """id(step Add) -> (previous step's Add, Mul, the Mul's input that is the state): Add(Mul(a, x), b) whose x is
+    (through no-ops) another Add's output."""
+    adds = {id(node.outputs[0]): node for node in graph.nodes
+            if node.op == "Add" and len(node.inputs) == 2 and len(node.outputs) == 1}
+    links = {}
+    for add in adds.values():
+        for mul_side in (0, 1):
+            mul = producer(add.inputs[mul_side])
+            if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+                continue
+            for state_side in (0, 1):
+                previous = adds.get(id(see_through(mul.inputs[state_side])[0]))
+                if previous is not None and previous is not add:
+                    links[id(add)] = (previous, mul, mul_side, state_side)
+                    break
+            if id(add) in links:
+                break
+    return links
+
+
+def _chains(graph: gs.Graph) -> list[list[tuple]]:
+    """Chains of steps, first to last, each step (Add, Mul, Mul's input index of the state, Add's input index of the
+    Mul); the first step's Add read like the second's (its state may be any tensor: zeros, an initial state)."""
+    links = _links(graph)
+    following: dict[int, list] = {}
+    for add_id, (previous, *_rest) in links.items():
+        following.setdefault(id(previous), []).append(add_id)
+    by_id = {id(node): node for node in graph.nodes}
+    chains = []
+    for add_id, (previous, mul, mul_side, state_side) in links.items():
+        if id(previous) in links:   # not the second step of a chain
+            continue
+        first_mul = producer(previous.inputs[mul_side])
+        if first_mul is None or first_mul.op != "Mul" or len(first_mul.inputs) != 2:
+            continue
+        chain = [(previous, first_mul, state_side, mul_side)]
+        current = add_id
+        while True:
+            _, step_mul, step_mul_side, step_state_side = links[current]
+            chain.append((by_id[current], step_mul, step_state_side, step_mul_side))
+            after = following.get(current, [])
+            if len(after) != 1:
+                break
+            current = after[0]
+        if len(chain) >= MIN_STEPS:
+            chains.append(chain)
+    return chains
+
+
+def _is_step_slice(tensor: gs.Tensor, ranks: RankMap) -> bool:
+    return match_step_slice(see_through(tensor)[0], ranks) is not None
+
+
+def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[ReplayedOperands]:
+    """Every chain's decays and drives that are computed per step (not steps of a tensor), replayed over all
+    positions and read as Gather(replayed, p_t, 0); what was made, for `restore`."""
+    if not any(node.op == "Add" for node in graph.nodes):
+        return []
+    chains = _chains(graph)
+    if not chains:
+        return []
+    ranks = RankMap(graph)
+    done = []
+    for chain in chains:
+        decays = [(mul, 1 - state_side) for _, mul, state_side, _ in chain]
+        drives = [(add, 1 - mul_side) for add, _, _, mul_side in chain]
+        for uses in (decays, drives):
+            operands = [node.inputs[index] for node, index in uses]
+            if all(_is_step_slice(operand, ranks) for operand in operands):
+                continue
+            try:
+                template, positions = match_operand_templates(operands, ranks)
+            except TemplateMismatch:
+                continue
+            builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/step_operands{len(done)}", taken=taken)
+            try:
+                replayed = replay_over_steps(builder, template, gs.Variable.empty(), len(operands))
+            except ReplayError:
+                remove_made(graph, list(builder.nodes))
+                continue
+            made = ReplayedOperands([])
+            for (node, index), position in zip(uses, positions):
+                step = builder.gather(replayed, position, 0)
+                made.gathers.append(builder.nodes[-1])
+                made.reads.append((node, index, node.inputs[index]))
+                node.inputs[index] = step
+            made.made = list(builder.nodes)
+            done.append(made)
+    return done
+
+
+def restore(graph: gs.Graph, replayed: ReplayedOperands) -> None:
+    """The steps read their own operands again and the nodes made for them are gone: the graph as it was."""
+    read_back(replayed.reads)
+    remove_made(graph, replayed.made)
