@@ -95,6 +95,10 @@ NODE_COUNTS = {
     # probe), pinned
     "user-s6-reversed-keep-step-axis-dynamic-batch": (266, {"seed": 54, "cpu": 104, "tpu": 77}),
     "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch": (111, {"seed": 53, "cpu": 101, "tpu": 78}),
+    # the decay and drive computed inside the loop (dA = torch.exp(delta[:, t, :, None] * A), ..): "0 scans found" before
+    # s23, no reason (cpu 195 / 194, seed 191 / 192, tpu 191 / 192); now replayed over all steps (passes/step_operands.py)
+    "user-s6-discretise-in-loop": (235, {"seed": 43, "cpu": 128, "tpu": 67}),
+    "user-s6-discretise-in-loop-dynamo": (171, {"seed": 41, "cpu": 124, "tpu": 65}),
     # RG-LRU through dynamo with a dynamic batch: 0 scans before s22 (cpu 144, seed 140); tpu, pinned, failed in
     # fold-constants (onnx-graphsurgeon folded dynamo's Shape(x, start, end) as the whole shape: "Inferred shape and
     # existing shape differ in dimension 0: (3) vs (2)")
@@ -332,6 +336,7 @@ def test_corpus_covers_the_brief():
             "hf-recurrent-gemma-dynamo-dynamic-batch", "user-s6-keep-step-axis",
             "user-s6-keep-step-axis-dynamo"} <= set(EXPORTS)   # session s22's
     assert {"user-bidirectional-s6-dynamic-batch", "user-s6-reversed-keep-step-axis-dynamic-batch",
-            "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch"} <= set(EXPORTS)   # session s23's
+            "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch", "user-s6-discretise-in-loop",
+            "user-s6-discretise-in-loop-dynamo"} <= set(EXPORTS)   # session s23's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

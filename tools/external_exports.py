@@ -24,6 +24,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-split-keepdim  one direction over zip(deltaA.split(1, 1), ..), keepdim readouts torch.cat-ed along their
                     kept axis
   user-s6-reversed-keep-step-axis*  the same run `for t in reversed(range(L))`, readouts torch.cat(ys[::-1], 1)
+  user-s6-discretise-in-loop*  one direction computing each step's decay and drive inside the loop
   user-s6-keep-step-axis  one direction stepping `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (the step axis kept),
                     readouts torch.cat-ed along it
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
@@ -407,6 +408,12 @@ EXPORTS = {e.name: e for e in [
                    "user-s6-reversed-keep-step-axis-dynamic-batch through the dynamo exporter",
                    lambda: user_s6(8, 4, 10, loops=("reversed-keep-step-axis",)), scans=1, steps=10, exporter="dynamo",
                    options={"dynamic_batch": True}),
+    ExternalExport("user-s6-discretise-in-loop", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, discretising inside the loop: dA = "
+                   "torch.exp(delta[:, t, :, None] * A), dBx = delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]",
+                   lambda: user_s6(8, 4, 10, loops=("discretise-in-loop",)), scans=1, steps=10),
+    ExternalExport("user-s6-discretise-in-loop-dynamo", "torch", "user-s6-discretise-in-loop through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("discretise-in-loop",)), scans=1, steps=10, exporter="dynamo"),
     ExternalExport("hf-mamba-n4-b2-dynamo", "transformers", "hf-mamba-n4-b2 through the dynamo exporter",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, exporter="dynamo"),
     ExternalExport("mambapy-n16-dynamo", "mambapy", "mambapy-n16 through the dynamo exporter",
