@@ -189,9 +189,25 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
         return None
     elif node.op == "Slice" and len(node.inputs) >= 4:
         axes = constant_ints(node.inputs[3])
-        if axes is None or axis in [normalize_axis(a, rank) for a in axes]:
+        axes = None if axes is None else [normalize_axis(a, rank) for a in axes]
+        if axes is None:
             return None
+        if axis in axes:
+            return _sliced_size(node, axes.index(axis), axis, ranks, depth)
         follow = (node.inputs[0], axis)
+    elif node.op == "Conv" and len(node.inputs) >= 2:
+        return _conv_size(node, axis, rank, ranks, depth)
+    elif node.op == "Gather" and len(node.inputs) == 2:
+        data_rank, indices_rank = ranks.rank(node.inputs[0]), ranks.rank(node.inputs[1])
+        gathered = normalize_axis(int(node.attrs.get("axis", 0)), data_rank)
+        if data_rank is None or indices_rank is None or gathered is None:
+            return None
+        if axis < gathered:
+            follow = (node.inputs[0], axis)
+        elif axis < gathered + indices_rank:
+            follow = (node.inputs[1], axis - gathered)
+        else:
+            follow = (node.inputs[0], axis - indices_rank + 1)
     elif node.op == "MatMul" and len(node.inputs) == 2 and rank >= 2:
         left, right = ranks.rank(node.inputs[0]), ranks.rank(node.inputs[1])
         if axis == rank - 2 and left is not None and left >= 2:
@@ -204,3 +220,61 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
     if follow is None or follow[0] is None:
         return None
     return axis_size(follow[0], follow[1], ranks, depth + 1)
+
+
+def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int) -> Optional[int]:
+    """A one-element integer that is a constant, or a size read Shape(y)[k] (through Unsqueeze, Squeeze, Cast) of a
+    size axis_size finds."""
+    value = constant_value(tensor)
+    if value is not None:
+        return int(value.reshape(-1)[0]) if value.size == 1 and np.issubdtype(value.dtype, np.integer) else None
+    node = producer(tensor)
+    while node is not None and node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity") and node.inputs:
+        node = producer(node.inputs[0])
+    if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+        return None
+    measured, index = _is_shape_of(node.inputs[0]), constant_value(node.inputs[1])
+    if measured is None or index is None or index.size != 1 or not np.issubdtype(index.dtype, np.integer):
+        return None
+    index = int(index.reshape(-1)[0])
+    return axis_size(measured, index, ranks, depth + 1) if index >= 0 else None
+
+
+def _sliced_size(node: gs.Node, position: int, axis: int, ranks: RankMap, depth: int) -> Optional[int]:
+    """The size a Slice leaves along `axis` (entry `position` of its axes), start, end and step 1 known, both >= 0."""
+    steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else None
+    if steps is not None and steps[position] != 1:
+        return None
+    size = axis_size(node.inputs[0], axis, ranks, depth + 1)
+    starts = constant_ints(node.inputs[1])
+    ends = node.inputs[2]
+    end_value = constant_ints(ends)
+    end = end_value[position] if end_value is not None else (_size_value(ends, ranks, depth) if position == 0 else None)
+    if size is None or starts is None or end is None or starts[position] < 0 or end < 0:
+        return None
+    return max(0, min(end, size) - min(starts[position], size))
+
+
+def _conv_size(node: gs.Node, axis: int, rank: int, ranks: RankMap, depth: int) -> Optional[int]:
+    """A Conv's output size: the batch's, the weight's output channels, or a spatial size from the input's, the
+    kernel, pads, stride and dilation (auto_pad NOTSET)."""
+    weight = constant_value(node.inputs[1])
+    if axis == 0:
+        return axis_size(node.inputs[0], 0, ranks, depth + 1)
+    if weight is None or weight.ndim != rank:
+        return None
+    if axis == 1:
+        return int(weight.shape[0])
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+        return None
+    spatial = rank - 2
+    pads = list(node.attrs.get("pads", [0] * 2 * spatial))
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    dilations = list(node.attrs.get("dilations", [1] * spatial))
+    size = axis_size(node.inputs[0], axis, ranks, depth + 1)
+    if size is None or len(pads) != 2 * spatial or len(strides) != spatial or len(dilations) != spatial:
+        return None
+    k = axis - 2
+    extent = dilations[k] * (weight.shape[axis] - 1) + 1
+    return (size + pads[k] + pads[k + spatial] - extent) // strides[k] + 1
