@@ -95,6 +95,10 @@ NODE_COUNTS = {
     # probe), pinned
     "user-s6-reversed-keep-step-axis-dynamic-batch": (266, {"seed": 54, "cpu": 104, "tpu": 77}),
     "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch": (111, {"seed": 53, "cpu": 101, "tpu": 78}),
+    # RG-LRU through TorchScript with a dynamic batch: 0 scans before s23 (cpu 438, seed 436, tpu 436): the ScatterND
+    # index tuples from Range(Shape(buffer)[0]), and the buffer's length followed back through the causal Conv's Slice
+    # to the input's (patterns/index_put.py); seed stacks the writes, leaves the chain (a_0 = 0: no log)
+    "hf-recurrent-gemma-dynamic-batch": (608, {"seed": 207, "cpu": 178, "tpu": 181}),
     # the decay and drive computed inside the loop (dA = torch.exp(delta[:, t, :, None] * A), ..): "0 scans found" before
     # s23, no reason (cpu 195 / 194, seed 191 / 192, tpu 191 / 192); now replayed over all steps (passes/step_operands.py)
     "user-s6-discretise-in-loop": (235, {"seed": 43, "cpu": 128, "tpu": 67}),
@@ -337,6 +341,6 @@ def test_corpus_covers_the_brief():
             "user-s6-keep-step-axis-dynamo"} <= set(EXPORTS)   # session s22's
     assert {"user-bidirectional-s6-dynamic-batch", "user-s6-reversed-keep-step-axis-dynamic-batch",
             "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch", "user-s6-discretise-in-loop",
-            "user-s6-discretise-in-loop-dynamo"} <= set(EXPORTS)   # session s23's
+            "user-s6-discretise-in-loop-dynamo", "hf-recurrent-gemma-dynamic-batch"} <= set(EXPORTS)   # session s23's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -187,7 +187,7 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
 USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis",
-              "discretise-in-loop", "reversed-keep-step-axis")
+              "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -208,7 +208,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       discretise-in-loop  `for t in range(L)`, the step's decay and drive computed inside the loop from delta[:, t],
                        B[:, t], x[:, t] (`dA = torch.exp(delta[:, t, :, None] * A)`), readouts stacked
       reversed-keep-step-axis  keep-step-axis run `for t in reversed(range(L))`, the readouts joined in position order
-                       (`torch.cat(ys[::-1], 1)`)"""
+                       (`torch.cat(ys[::-1], 1)`)
+      reversed-stack   `for t in reversed(range(L))`, readouts appended and stacked in position order
+                       (`torch.stack(ys[::-1], 1)`)
+      states-stack-last  `for t in range(L)`, the states appended and stacked last (`torch.stack(hs, -1)`, (batch,
+                       d_inner, N, L)), read out after the loop by `torch.einsum('bdnl,bln->bld', hs, C)`"""
     import torch
     import torch.nn.functional as F
 
@@ -278,6 +282,18 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                     h = deltaA[:, t:t + 1] * h + deltaBx[:, t:t + 1]
                     ys.append((h * C[:, t:t + 1, None, :]).sum(-1))
                 y = torch.cat(ys[::-1], 1)
+            elif loop == "reversed-stack":
+                ys = []
+                for t in reversed(range(x.shape[1])):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+                y = torch.stack(ys[::-1], dim=1)
+            elif loop == "states-stack-last":
+                hs = []
+                for t in range(x.shape[1]):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    hs.append(h)
+                y = torch.einsum("bdnl,bln->bld", torch.stack(hs, dim=-1), C)
             elif loop == "discretise-in-loop":
                 A = -torch.exp(self.A_log[direction])   # (d_inner, N)
                 ys = []
@@ -408,6 +424,11 @@ EXPORTS = {e.name: e for e in [
                    "user-s6-reversed-keep-step-axis-dynamic-batch through the dynamo exporter",
                    lambda: user_s6(8, 4, 10, loops=("reversed-keep-step-axis",)), scans=1, steps=10, exporter="dynamo",
                    options={"dynamic_batch": True}),
+    ExternalExport("hf-recurrent-gemma-dynamic-batch", "transformers",
+                   "hf-recurrent-gemma with a dynamic batch (dynamic_axes): a ScatterND per step whose index tuples are "
+                   "built from Range(Shape(buffer)[0]), the buffer zeros_like the causal Conv's output cut to the "
+                   "sequence length", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
+                   unrolled_by=("seed",), options={"dynamic_batch": True}),
     ExternalExport("user-s6-discretise-in-loop", "torch",
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, discretising inside the loop: dA = "
                    "torch.exp(delta[:, t, :, None] * A), dBx = delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]",
