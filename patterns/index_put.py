@@ -11,6 +11,8 @@ position p) to ScatterND(out, indices, update) with indices built at run time:
 
 Each v_j broadcasts to (n_0, .., n_{a-1}, 1) (v_j's size n_j sits at axis j, right-aligned, ones elsewhere), so the
 tuples are (i_0, .., i_{a-1}, p) over every i in row-major order: the whole slice at p of axis a, whatever n_0 .. n_{a-1}.
+`out[:, t, :] = y` adds a column per axis after a (v_j = Reshape(Range(..), [-1, 1, ..]) likewise, the last axis's the
+Range itself): the tuples (i_0, .., p, .., i_{k-1}), every element of the slice.
 `index_put_position` checks exactly this structure, with Shape(out) read from any buffer of the chain (they all
 have one shape). `axis_size` finds the buffer's size along the written axis, which such exports declare nowhere,
 by following it back through ops that keep it to a declared size (the graph input's sequence length).
@@ -62,12 +64,16 @@ def _axis_size_read(tensor: gs.Tensor, buffers: set[int]) -> Optional[int]:
     return int(index) if np.issubdtype(index.dtype, np.integer) and index >= 0 else None
 
 
-def _is_arange_of_axis(tensor: gs.Tensor, axis: int, written: int, buffers: set[int]) -> bool:
-    """`tensor` is Reshape(Range(0, Shape(buffer)[axis], 1), [-1] + [1] * (written - axis))."""
+def _is_arange_of_axis(tensor: gs.Tensor, axis: int, last: int, buffers: set[int]) -> bool:
+    """`tensor` is Reshape(Range(0, Shape(buffer)[axis], 1), [-1] + [1] * (last - axis)) (the Range itself for the
+    last axis)."""
     reshape = producer(tensor)
-    if reshape is None or reshape.op != "Reshape" or constant_ints(reshape.inputs[1]) != [-1] + [1] * (written - axis):
+    if reshape is not None and reshape.op == "Range" and axis == last:
+        arange = reshape
+    elif reshape is None or reshape.op != "Reshape" or constant_ints(reshape.inputs[1]) != [-1] + [1] * (last - axis):
         return False
-    arange = producer(reshape.inputs[0])
+    else:
+        arange = producer(reshape.inputs[0])
     if arange is None or arange.op != "Range" or len(arange.inputs) != 3:
         return False
     start, delta = constant_value(arange.inputs[0]), constant_value(arange.inputs[2])
@@ -130,31 +136,37 @@ def _negative(tensor: gs.Tensor, shape: gs.Tensor) -> bool:
 
 
 def index_put_position(indices: gs.Tensor, buffers: set[int]) -> Optional[tuple[int, int]]:
-    """(axis a, position p) when `indices` is TorchScript's index tuples of `out[:, .., :, p] =` (module
-    docstring), Shape(out) read from a tensor in `buffers` (ids); else None."""
+    """(axis a, position p) when `indices` is TorchScript's index tuples of `out[:, .., :, p] =` or, with the axes
+    after a too, `out[:, .., p, .., :] =` (module docstring), Shape(out) read from a tensor in `buffers` (ids); else
+    None."""
     concat = producer(indices)
     if concat is None or concat.op != "Concat" or len(concat.inputs) < 2:
         return None
-    written = len(concat.inputs) - 1
-    if int(concat.attrs.get("axis", 0)) not in (-1, written + 1):
+    columns = len(concat.inputs)
+    if int(concat.attrs.get("axis", 0)) not in (-1, columns):
         return None
     expands = []
     for column in concat.inputs:
         unsqueeze = producer(column)
-        if unsqueeze is None or unsqueeze.op != "Unsqueeze" or node_axes(unsqueeze) not in ([-1], [written + 1]):
+        if unsqueeze is None or unsqueeze.op != "Unsqueeze" or node_axes(unsqueeze) not in ([-1], [columns]):
             return None
         expand = producer(unsqueeze.inputs[0])
         if expand is None or expand.op != "Expand" or len(expand.inputs) != 2:
             return None
         expands.append(expand)
-    aranges = [expand.inputs[0] for expand in expands[:written]]
-    if not all(_is_arange_of_axis(arange, axis, written, buffers) for axis, arange in enumerate(aranges)):
+    written = [axis for axis, expand in enumerate(expands) if constant_value(expand.inputs[0]) is not None]
+    if len(written) != 1:
+        return None
+    written = written[0]
+    aranges = [expand.inputs[0] for axis, expand in enumerate(expands) if axis != written]
+    if not all(_is_arange_of_axis(expand.inputs[0], axis, columns - 1, buffers)
+               for axis, expand in enumerate(expands) if axis != written):
         return None
     position = constant_value(expands[written].inputs[0])
-    if (not _all_ones_shape(position, written + 1) or position.size != 1
+    if (not _all_ones_shape(position, columns) or position.size != 1
             or not np.issubdtype(position.dtype, np.integer)):
         return None
-    if not all(_is_broadcast_shape(expand.inputs[1], aranges, written) for expand in expands):
+    if not all(_is_broadcast_shape(expand.inputs[1], aranges, columns - 1) for expand in expands):
         return None
     return written, int(position.reshape(-1)[0])
 

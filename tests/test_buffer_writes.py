@@ -202,51 +202,61 @@ def test_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_are_left(case
     assert op_histogram(out) == op_histogram(model)
 
 
-def _torchscript_dynamic_batch_writes_model(order=None, case="ok") -> onnx.ModelProto:
+def _torchscript_dynamic_batch_writes_model(order=None, case="ok", every_axis=False) -> onnx.ModelProto:
     """TorchScript's `out[:, t] = h_t` with a symbolic batch: the buffer ConstantOfShape(Shape(a)), a declared
     ("batch", L, D); each write ScatterND(buffer, indices, update) with indices Concat(Unsqueeze(Expand(v, T), -1),
     Unsqueeze(Expand(p, T), -1)), v = Reshape(Range(0, Shape(buffer)[0], 1), [-1, 1]), p = [t], T the broadcast
     shape Where(Equal(S, -1s), 1s, S) of S = Shape(v + [t]); the update Reshape(Expand(h_t, Shape(Gather(buffer, t,
     axis=1))), Concat(S, Shape(buffer)[2:])), every buffer read so by the next write. The writes in `order`. `case`
     spoils one thing: "range-of-axis-1" (v counts axis 1's positions), "position-of-two" (p = [t, t]),
-    "target-of-another-tensor" (T = Shape(a))."""
+    "target-of-another-tensor" (T = Shape(a)). `every_axis`: `out[:, t, :] = h_t`, a third column Range(0, Shape(buffer)[2],
+    1), v reshaped to [-1, 1, 1], p of shape (1, 1), S = Shape(v + p + Range(..))."""
     order = list(range(L)) if order is None else order
     nodes, inits = gated_rnn_steps(L, B, D, unsqueeze=False)
     ints = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64), "axis0": np.array(0 if case != "range-of-axis-1"
             else 1, np.int64), "column": np.array([-1, 1], np.int64), "last": np.array([-1], np.int64),
             "minus1": np.array(-1, np.int64), "from2": np.array([2], np.int64), "end": np.array([2**63 - 1], np.int64),
-            "axes0": np.array([0], np.int64)}
+            "axes0": np.array([0], np.int64), "column3": np.array([-1, 1, 1], np.int64), "two": np.array(2, np.int64),
+            "from3": np.array([3], np.int64)}
     inits += [numpy_helper.from_array(value, name) for name, value in ints.items()]
     nodes += [helper.make_node("Shape", ["a"], ["zeros_shape"]),
               helper.make_node("ConstantOfShape", ["zeros_shape"], ["zeros"],
                                value=numpy_helper.from_array(np.array([0.0], np.float32)))]
     buffer = "zeros"
     for count, t in enumerate(order):
-        inits.append(numpy_helper.from_array(np.array([t, t] if case == "position-of-two" else [t], np.int64), f"p{t}"))
+        position = np.array([t, t] if case == "position-of-two" else [t], np.int64)
+        inits.append(numpy_helper.from_array(position.reshape(1, -1) if every_axis else position, f"p{t}"))
         n = f"w{t}_"
         nodes += [helper.make_node("Shape", [buffer], [n + "shape"]),
                   helper.make_node("Gather", [n + "shape", "axis0"], [n + "rows"], axis=0),
                   helper.make_node("Cast", [n + "rows"], [n + "rows64"], to=TensorProto.INT64),
                   helper.make_node("Range", ["zero", n + "rows64", "one"], [n + "range"]),
-                  helper.make_node("Reshape", [n + "range", "column"], [n + "v"]),
-                  helper.make_node("Add", [n + "v", f"p{t}"], [n + "sum"]),
-                  helper.make_node("Shape", [n + "sum"], [n + "S"]),
-                  helper.make_node("Shape", [n + "S"], [n + "S_len"]),
+                  helper.make_node("Reshape", [n + "range", "column3" if every_axis else "column"], [n + "v"]),
+                  helper.make_node("Add", [n + "v", f"p{t}"], [n + "sum"])]
+        if every_axis:
+            nodes += [helper.make_node("Gather", [n + "shape", "two"], [n + "width"], axis=0),
+                      helper.make_node("Range", ["zero", n + "width", "one"], [n + "v2"]),
+                      helper.make_node("Add", [n + "sum", n + "v2"], [n + "sum2"]),
+                      helper.make_node("Shape", [n + "sum2"], [n + "S"])]
+        else:
+            nodes.append(helper.make_node("Shape", [n + "sum"], [n + "S"]))
+        nodes += [helper.make_node("Shape", [n + "S"], [n + "S_len"]),
                   helper.make_node("ConstantOfShape", [n + "S_len"], [n + "ones"],
                                    value=numpy_helper.from_array(np.array([1], np.int64))),
                   helper.make_node("Mul", [n + "ones", "minus1"], [n + "minus"]),
                   helper.make_node("Equal", [n + "S", n + "minus"], [n + "eq"]),
                   helper.make_node("Where", [n + "eq", n + "ones", n + "S"], [n + "T"])]
         target = "zeros_shape" if case == "target-of-another-tensor" else n + "T"
-        nodes += [helper.make_node("Expand", [n + "v", target], [n + "ev"]),
-                  helper.make_node("Expand", [f"p{t}", target], [n + "ep"]),
-                  helper.make_node("Unsqueeze", [n + "ev", "last"], [n + "uv"]),
-                  helper.make_node("Unsqueeze", [n + "ep", "last"], [n + "up"]),
-                  helper.make_node("Concat", [n + "uv", n + "up"], [n + "idx"], axis=-1),
+        columns = [(n + "v", "v"), (f"p{t}", "p")] + ([(n + "v2", "v2")] if every_axis else [])
+        for column, short in columns:
+            nodes += [helper.make_node("Expand", [column, target], [n + "e" + short]),
+                      helper.make_node("Unsqueeze", [n + "e" + short, "last"], [n + "u" + short])]
+        nodes += [helper.make_node("Concat", [n + "u" + short for _, short in columns], [n + "idx"], axis=-1),
                   helper.make_node("Gather", [buffer, f"t{t}"], [n + "row"], axis=1),
                   helper.make_node("Shape", [n + "row"], [n + "row_shape"]),
                   helper.make_node("Expand", [f"h{t}", n + "row_shape"], [n + "eh"]),
-                  helper.make_node("Slice", [n + "shape", "from2", "end", "axes0"], [n + "rest"]),
+                  helper.make_node("Slice", [n + "shape", "from3" if every_axis else "from2", "end", "axes0"],
+                                   [n + "rest"]),
                   helper.make_node("Concat", [n + "S", n + "rest"], [n + "target"], axis=0),
                   helper.make_node("Reshape", [n + "eh", n + "target"], [n + "u"])]
         out = "out" if count == len(order) - 1 else f"buf{count}"
@@ -262,14 +272,16 @@ def _torchscript_dynamic_batch_writes_model(order=None, case="ok") -> onnx.Model
     return model
 
 
+@pytest.mark.parametrize("every_axis", [False, True])
 @pytest.mark.parametrize("order", [None, list(range(L))[::-1]])
-def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(order):
+def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(order, every_axis):
     """Session s23: TorchScript's dynamic-batch `out[:, t] = h_t` builds its ScatterND index tuples from
     Range(Shape(buffer)[0]); patterns/index_put.py proves them the whole slice at t for every batch, the buffer's
     length L read back to a's declared shape, and the chain is the stack of the h_t expanded to the buffer's shape,
     the shape reads of the intermediate buffers read from the first. Before: no chain (0 scans: the buffer's shape
-    unknown), the user's bidirectional block 1 of 2 re-rolled. Checked at batch 2 and 5."""
-    model = _torchscript_dynamic_batch_writes_model(order)
+    unknown), the user's bidirectional block 1 of 2 re-rolled. `out[:, t, :] =` (every_axis) likewise: a Range column
+    for the last axis. Checked at batch 2 and 5."""
+    model = _torchscript_dynamic_batch_writes_model(order, every_axis=every_axis)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     hist = op_histogram(out)
