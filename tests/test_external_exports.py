@@ -99,6 +99,14 @@ NODE_COUNTS = {
     # index tuples from Range(Shape(buffer)[0]), and the buffer's length followed back through the causal Conv's Slice
     # to the input's (patterns/index_put.py); seed stacks the writes, leaves the chain (a_0 = 0: no log)
     "hf-recurrent-gemma-dynamic-batch": (608, {"seed": 207, "cpu": 178, "tpu": 181}),
+    # y[:, t, :] = .. with a dynamic batch: a Range column per axis in TorchScript's index tuples; 0 scans before s23 (cpu
+    # 542, seed 538, tpu 538)
+    "user-s6-assign-every-axis-dynamic-batch": (764, {"seed": 44, "cpu": 129, "tpu": 64}),
+    # s23's probe, re-rolled as they came: a backward loop stacking torch.stack(ys[::-1], 1); the states stacked last and
+    # read out after the loop by one einsum (cpu's channels-last-readout form has more nodes than 10 unrolled steps)
+    "user-s6-reversed-stack": (135, {"seed": 39, "cpu": 84, "tpu": 63}),
+    "user-s6-states-stack-last": (116, {"seed": 36, "cpu": 121, "tpu": 60}),
+    "user-s6-states-stack-last-dynamo": (79, {"seed": 37, "cpu": 120, "tpu": 61}),
     # the decay and drive computed inside the loop (dA = torch.exp(delta[:, t, :, None] * A), ..): "0 scans found" before
     # s23, no reason (cpu 195 / 194, seed 191 / 192, tpu 191 / 192); now replayed over all steps (passes/step_operands.py)
     "user-s6-discretise-in-loop": (235, {"seed": 43, "cpu": 128, "tpu": 67}),
@@ -341,6 +349,8 @@ def test_corpus_covers_the_brief():
             "user-s6-keep-step-axis-dynamo"} <= set(EXPORTS)   # session s22's
     assert {"user-bidirectional-s6-dynamic-batch", "user-s6-reversed-keep-step-axis-dynamic-batch",
             "user-s6-reversed-keep-step-axis-dynamo-dynamic-batch", "user-s6-discretise-in-loop",
-            "user-s6-discretise-in-loop-dynamo", "hf-recurrent-gemma-dynamic-batch"} <= set(EXPORTS)   # session s23's
+            "user-s6-discretise-in-loop-dynamo", "hf-recurrent-gemma-dynamic-batch",
+            "user-s6-assign-every-axis-dynamic-batch", "user-s6-reversed-stack", "user-s6-states-stack-last",
+            "user-s6-states-stack-last-dynamo"} <= set(EXPORTS)   # session s23's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -24,6 +24,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-split-keepdim  one direction over zip(deltaA.split(1, 1), ..), keepdim readouts torch.cat-ed along their
                     kept axis
   user-s6-reversed-keep-step-axis*  the same run `for t in reversed(range(L))`, readouts torch.cat(ys[::-1], 1)
+  user-s6-reversed-stack  a backward loop whose readouts are stacked in position order, torch.stack(ys[::-1], 1)
+  user-s6-states-stack-last*  the states stacked last, torch.stack(hs, -1), read out after the loop by an einsum
   user-s6-discretise-in-loop*  one direction computing each step's decay and drive inside the loop
   user-s6-keep-step-axis  one direction stepping `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (the step axis kept),
                     readouts torch.cat-ed along it
@@ -429,6 +431,19 @@ EXPORTS = {e.name: e for e in [
                    "built from Range(Shape(buffer)[0]), the buffer zeros_like the causal Conv's output cut to the "
                    "sequence length", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
                    unrolled_by=("seed",), options={"dynamic_batch": True}),
+    ExternalExport("user-s6-assign-every-axis-dynamic-batch", "torch",
+                   "user-s6-assign-every-axis with a dynamic batch (dynamic_axes): the ScatterND's index tuples (b, t, d) "
+                   "built from a Range per axis", lambda: user_s6(8, 4, 10, loops=("assign-every-axis",)), scans=1,
+                   steps=10, options={"dynamic_batch": True}),
+    ExternalExport("user-s6-reversed-stack", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, for t in reversed(range(L)), readouts "
+                   "torch.stack(ys[::-1], 1)", lambda: user_s6(8, 4, 10, loops=("reversed-stack",)), scans=1, steps=10),
+    ExternalExport("user-s6-states-stack-last", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, the states stacked last (torch.stack(hs, -1)) "
+                   "and read out after the loop by torch.einsum('bdnl,bln->bld', hs, C)",
+                   lambda: user_s6(8, 4, 10, loops=("states-stack-last",)), scans=1, steps=10),
+    ExternalExport("user-s6-states-stack-last-dynamo", "torch", "user-s6-states-stack-last through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("states-stack-last",)), scans=1, steps=10, exporter="dynamo"),
     ExternalExport("user-s6-discretise-in-loop", "torch",
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, discretising inside the loop: dA = "
                    "torch.exp(delta[:, t, :, None] * A), dBx = delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]",
