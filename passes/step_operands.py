@@ -89,6 +89,16 @@ def _chains(graph: gs.Graph) -> list[list[tuple]]:
     return chains
 
 
+# Ops that end a step slice (patterns/indexing.match_step_slice): an operand made by another is computed per step.
+_STEP_INDEX_OPS = frozenset({"Gather", "Squeeze", "If"})
+
+
+def _computed(tensor: gs.Tensor) -> bool:
+    """`tensor` is made by an op no step slice ends in (cheap: no ranks needed)."""
+    node = producer(see_through(tensor)[0])
+    return node is not None and node.op not in _STEP_INDEX_OPS and node.op != "Constant"
+
+
 def _is_step_slice(tensor: gs.Tensor, ranks: RankMap) -> bool:
     return match_step_slice(see_through(tensor)[0], ranks) is not None
 
@@ -99,19 +109,21 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[R
     if not any(node.op == "Add" for node in graph.nodes):
         return []
     chains = _chains(graph)
-    if not chains:
-        return []
-    ranks = RankMap(graph)
+    ranks: list[RankMap] = []   # built for the first chain whose operands may be computed (ranks cost on a large graph)
     done = []
     for chain in chains:
         decays = [(mul, 1 - state_side) for _, mul, state_side, _ in chain]
         drives = [(add, 1 - mul_side) for add, _, _, mul_side in chain]
         for uses in (decays, drives):
             operands = [node.inputs[index] for node, index in uses]
-            if all(_is_step_slice(operand, ranks) for operand in operands):
+            if not any(_computed(operand) for operand in operands):
+                continue   # steps of tensors (or constants), as a loop over precomputed tensors reads them
+            if not ranks:
+                ranks.append(RankMap(graph))
+            if all(_is_step_slice(operand, ranks[0]) for operand in operands):
                 continue
             try:
-                template, positions = match_operand_templates(operands, ranks)
+                template, positions = match_operand_templates(operands, ranks[0])
             except TemplateMismatch:
                 continue
             builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/step_operands{len(done)}", taken=taken)
