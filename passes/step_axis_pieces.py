@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
@@ -21,6 +22,7 @@ from passes.piece_reads import read_back, read_instead, remove_made
 from patterns.graph_query import constant_ints, normalize_axis
 from patterns.indexing import known_axis_length
 from patterns.ranks import RankMap
+from patterns.small_constants import small_value
 
 # Readers that already make a Slice a step the pattern knows (patterns/indexing.py: Squeeze(Slice)).
 _STEP_READERS = frozenset({"Squeeze", "If"})
@@ -35,14 +37,26 @@ class GatheredSteps:
     reads: list = field(default_factory=list)    # piece_reads.Reads: readers rewired to read the Gathers
 
 
+def _bound(tensor: gs.Tensor):
+    """A Slice bound's integers: a constant, or computed from constants (`do_constant_folding=False` exports each as
+    Unsqueeze(Constant t)); else None."""
+    values = constant_ints(tensor)
+    if values is not None:
+        return values
+    value = small_value(tensor)
+    if value is None or value.ndim != 1 or not np.issubdtype(value.dtype, np.integer):
+        return None
+    return [int(v) for v in value]
+
+
 def _kept_step(node: gs.Node, rank_of):
     """(source, axis, t) of Slice(x, [t], [t + 1], [axis]) with constant bounds and t >= 0, x of rank 2 or more,
     else None."""
     if len(node.inputs) < 3:
         return None
-    starts, ends = constant_ints(node.inputs[1]), constant_ints(node.inputs[2])
-    axes = constant_ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else [0]
-    steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1]
+    starts, ends = _bound(node.inputs[1]), _bound(node.inputs[2])
+    axes = _bound(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else [0]
+    steps = _bound(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1]
     if None in (starts, ends, axes, steps) or len(starts) != 1 or len(ends) != 1 or len(axes) != 1 or steps != [1]:
         return None
     if starts[0] < 0 or ends[0] != starts[0] + 1:

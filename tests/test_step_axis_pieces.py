@@ -17,18 +17,27 @@ from scan_testing import apply_pass, op_histogram, rel_l2, run
 B, L, D = 2, 5, 3
 
 
-def _keep_step_axis_model(log_decays=False, opset=17) -> onnx.ModelProto:
+def _keep_step_axis_model(log_decays=False, opset=17, computed_bounds=False) -> onnx.ModelProto:
     """h_t = Slice(a, t, t+1, axis 1) * h_{t-1} + Slice(b, t, t+1, axis 1) from h = zeros (B, 1, D), y_t =
-    ReduceSum(h_t * c, axis -1, keepdims 0) (B, 1), the y_t concatenated along axis 1; `log_decays`: a = Exp(la)."""
+    ReduceSum(h_t * c, axis -1, keepdims 0) (B, 1), the y_t concatenated along axis 1; `log_decays`: a = Exp(la);
+    `computed_bounds`: each bound Unsqueeze(a scalar Constant), as `do_constant_folding=False` exports it."""
     inits = [numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, 1, D), np.float32), "h_init"),
              numpy_helper.from_array(np.array([1], np.int64), "axis"),
-             numpy_helper.from_array(np.array([-1], np.int64), "last")]
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero_axis")]
     nodes = [helper.make_node("Exp", ["la"], ["a"])] if log_decays else []
     previous = "h_init"
     for t in range(L):
-        inits += [numpy_helper.from_array(np.array([t], np.int64), f"start{t}"),
-                  numpy_helper.from_array(np.array([t + 1], np.int64), f"end{t}")]
+        if computed_bounds:
+            nodes += [helper.make_node("Constant", [], [f"t{t}"], value=numpy_helper.from_array(np.array(t, np.int64))),
+                      helper.make_node("Constant", [], [f"t{t}_1"],
+                                       value=numpy_helper.from_array(np.array(t + 1, np.int64))),
+                      helper.make_node("Unsqueeze", [f"t{t}", "zero_axis"], [f"start{t}"]),
+                      helper.make_node("Unsqueeze", [f"t{t}_1", "zero_axis"], [f"end{t}"])]
+        else:
+            inits += [numpy_helper.from_array(np.array([t], np.int64), f"start{t}"),
+                      numpy_helper.from_array(np.array([t + 1], np.int64), f"end{t}")]
         nodes += [helper.make_node("Slice", ["a", f"start{t}", f"end{t}", "axis"], [f"a{t}"]),
                   helper.make_node("Slice", ["b", f"start{t}", f"end{t}", "axis"], [f"b{t}"]),
                   helper.make_node("Mul", [f"a{t}", previous], [f"ah{t}"]),
@@ -71,6 +80,19 @@ def test_a_loop_keeping_the_step_axis_is_rerolled(opset):
                             "step_axis_pieces_gathered": 2}
     ops = op_histogram(out)
     assert (ops.get("ReduceSum"), ops.get("Add", 0) < L, ops.get("Gather", 0)) == (1, True, 0)
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _expected(feeds)) <= 1e-6
+
+
+def test_slice_bounds_computed_from_constants_are_read_as_steps():
+    """Session s23: `do_constant_folding=False` writes each bound Unsqueeze(Constant t): the Slices were no steps ('0
+    scans found', no reason: a user's backward keep-step-axis loop with a dynamic batch, 406 -> cpu 118); now their
+    bounds are evaluated, and the graph re-rolls to the constant-bounds model's, op for op (the Unsqueezes go)."""
+    out, result = apply_pass(_keep_step_axis_model(computed_bounds=True), RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "keepdim_pieces_squeezed": 1,
+                            "step_axis_pieces_gathered": 2}
+    folded, _ = apply_pass(_keep_step_axis_model(), RerollScans(form="parallel", chunk=2))
+    assert op_histogram(out) == op_histogram(folded)
     feeds = _feeds()
     assert rel_l2(run(out, feeds)[0], _expected(feeds)) <= 1e-6
 
