@@ -431,6 +431,10 @@ EXPORTS = {e.name: e for e in [
                    "built from Range(Shape(buffer)[0]), the buffer zeros_like the causal Conv's output cut to the "
                    "sequence length", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
                    unrolled_by=("seed",), options={"dynamic_batch": True}),
+    ExternalExport("user-s6-reversed-keep-step-axis-dynamic-batch-no-folding", "torch",
+                   "user-s6-reversed-keep-step-axis-dynamic-batch exported with do_constant_folding=False (each Slice "
+                   "bound Unsqueeze(Constant t))", lambda: user_s6(8, 4, 10, loops=("reversed-keep-step-axis",)),
+                   scans=1, steps=10, options={"dynamic_batch": True, "do_constant_folding": False}),
     ExternalExport("user-s6-assign-every-axis-dynamic-batch", "torch",
                    "user-s6-assign-every-axis with a dynamic batch (dynamic_axes): the ScatterND's index tuples (b, t, d) "
                    "built from a Range per axis", lambda: user_s6(8, 4, 10, loops=("assign-every-axis",)), scans=1,
