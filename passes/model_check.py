@@ -193,13 +193,39 @@ def _check_no_sparse_tensors(graphs: list[onnx.GraphProto], nodes: list[onnx.Nod
 def check_local_functions(model: onnx.ModelProto) -> None:
     """The model's local functions are defined once, call each other without a cycle and, each call
     expanded, make at most MAX_EXPANDED_NODES nodes; ``InvalidModelError`` otherwise. Every tool that
-    hands a model to ONNX Runtime asks this first (tools.ort_profile, tools.tpu_check): ONNX Runtime
-    inlines every call while it loads, in native code that neither Ctrl-C nor SIGTERM interrupts, so
-    a 1 KB model of functions calling each other twice, 60 deep, held them for ever."""
+    hands a model to ONNX Runtime asks this first (tools.tpu_check; the others through
+    ``local_functions_refused``, for a file): ONNX Runtime inlines every call while it loads, in
+    native code that neither Ctrl-C nor SIGTERM interrupts, so a 1 KB model of functions calling each
+    other twice, 60 deep, held them for ever."""
     _check_function_calls(model)
     if model.functions and expanded_node_count(model, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
         raise InvalidModelError(f"the model's local functions, each call expanded (as ONNX Runtime inlines them), "
                                 f"make more than {MAX_EXPANDED_NODES:,} nodes")
+
+
+def local_functions_refused(path) -> str | None:
+    """Why ONNX Runtime must not be given the model file at ``path`` for its local functions
+    (``check_local_functions``: calls that expand past MAX_EXPANDED_NODES, a cycle), as a message
+    naming the file, or None. The tools that build an ONNX Runtime session in their own process ask
+    this first (tools.ort_profile, tools.bench, tools.bench_mamba, tools.eval_digits,
+    tools.variants_table): a session's inlining of 60 levels of functions calling the one before twice
+    ran past 10 minutes, deaf to SIGTERM. Only the structure is read (no external data), and only from
+    a regular file (a named pipe's open waits for ever: passes.files.input_file_problem says so); a
+    file that does not parse is left to ONNX Runtime, which says so."""
+    from passes.files import input_file_problem
+
+    problem = input_file_problem(path, "model")
+    if problem:
+        return problem
+    try:
+        structure = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    try:
+        check_local_functions(structure)
+    except InvalidModelError as error:
+        return f"{printable(path)}: {error}"
+    return None
 
 
 def _check_function_calls(model: onnx.ModelProto) -> None:

@@ -1633,24 +1633,52 @@ def test_verification_sees_a_tensor_inside_a_local_function(tmp_path):
     assert listing(tmp_path) == ["big.onnx"]
 
 
-@pytest.mark.parametrize("tool", ["tools.ort_profile", "tools.tpu_check", "tools.diffview"])
+@pytest.mark.parametrize("tool", ["tools.ort_profile", "tools.tpu_check", "tools.diffview", "tools.eval_digits",
+                                  "tools.bench"])
 def test_tools_that_run_a_model_refuse_local_functions_past_the_cap(tmp_path, tool):
     """Found by adv8 (s22): tools.ort_profile and tools.tpu_check gave the model to ONNX Runtime without
     passes.apply's cap on expanded local functions: 60 levels of functions calling the one before twice
     (~5 KB) held either tool in ONNX Runtime's inlining for ever (past 10 minutes), and SIGTERM did not
     end it. All three tools now ask model_check.check_local_functions first (diffview through
-    check_model): one line, exit 2, at once, nothing written."""
+    check_model): one line, exit 2, at once, nothing written. adv9 (s23): so do tools.eval_digits
+    --onnx (held for ever before) and tools.bench --naive (before, with no reference beside it, it
+    exported over the model; with one, its naive row's session held it)."""
     from passes.model_check import MAX_EXPANDED_NODES
 
     model = tmp_path / "doubling.onnx"
     onnx.save(_doubling_functions(60), model)
-    extra = {"tools.ort_profile": ["--threads", "1", "--runs", "1"], "tools.tpu_check": ["--workdir", str(tmp_path / "w")],
-             "tools.diffview": [str(model)]}[tool]
-    result = subprocess.run([sys.executable, "-m", tool, str(model), *extra], capture_output=True, text=True,
+    argv = {"tools.ort_profile": [model, "--threads", "1", "--runs", "1"],
+            "tools.tpu_check": [model, "--workdir", tmp_path / "w"], "tools.diffview": [model, model],
+            "tools.eval_digits": ["--onnx", model],
+            "tools.bench": ["--naive", model, "--rows", "naive", "--workdir", tmp_path / "w", "--out-md", "none",
+                            "--json", "none", "--png", "none"]}[tool]
+    result = subprocess.run([sys.executable, "-m", tool, *map(str, argv)], capture_output=True, text=True,
                             cwd=REPO, timeout=60)
     assert_one_line_error(result, 2, f"local functions, each call expanded (as ONNX Runtime inlines them), make more "
                                      f"than {MAX_EXPANDED_NODES:,} nodes")
     assert listing(tmp_path) == ["doubling.onnx"]
+
+
+@pytest.mark.parametrize("call", ["tools.bench_rows:OnnxRunner(path, 1)", "tools.bench_mamba:_ort_runner(path, 1)",
+                                  "tools.variants_table:_run(path, npz)"])
+def test_tools_sessions_refuse_local_functions_past_the_cap(tmp_path, call):
+    """Found by adv9 (s23): the ONNX Runtime sessions tools.bench, tools.bench_mamba and
+    tools.variants_table build in their own process (to time it there) loaded whatever graph was in
+    --workdir (--reuse-compiled, a reused export: anyone's file) with no cap on its local functions,
+    and ONNX Runtime's inlining of 60 doubling levels held them past SIGTERM for ever. Each session
+    now asks model_check.local_functions_refused first, its own one-line error."""
+    model, npz = tmp_path / "doubling.onnx", tmp_path / "doubling.ref.npz"
+    onnx.save(_doubling_functions(60), model)
+    np.savez(npz, x=np.ones(4, np.float32), y=np.ones(4, np.float32))
+    module, expression = call.split(":")
+    code = (f"import sys\nfrom pathlib import Path\nimport {module} as tool\npath, npz = map(Path, sys.argv[1:])\n"
+            f"try:\n    tool.{expression}\nexcept Exception as error:\n    print(type(error).__name__, error)\n"
+            "    sys.exit(2)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(model), str(npz)], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.endswith(f"{model}: the model's local functions, each call expanded (as ONNX Runtime inlines "
+                                  "them), make more than 262,144 nodes\n"), result.stdout
 
 
 # --- sizes and run times that come from the input's values: only a run finds them ------------------

@@ -35,6 +35,7 @@ import numpy as np
 
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
                           read_text_file, write_text_atomic)
+from passes.model_check import local_functions_refused
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
@@ -145,6 +146,9 @@ def _parse_args(argv):
     for path in (args.naive, args.naive_static, args.fork):
         if path is not None and not path.exists():
             raise BenchError(f"{path} does not exist")
+        refused = path is not None and local_functions_refused(path)   # ONNX Runtime would hang in them
+        if refused:
+            raise BenchError(refused)
     _check_outputs(args)
     return args
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, read_text_file, write_text_atomic
+from passes.model_check import InvalidModelError, local_functions_refused
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
@@ -60,6 +61,9 @@ def scan_removed(naive: Path, output: Path) -> None:
 def _ort_runner(path: Path, threads: int):
     import onnxruntime as ort
 
+    refused = local_functions_refused(path)   # --workdir's graphs may be anyone's (--reuse-compiled, a reused export)
+    if refused:   # ONNX Runtime would inline them in native code, past SIGTERM
+        raise InvalidModelError(refused)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -265,7 +269,7 @@ def main(argv=None) -> int:
         return 2
     try:
         result = load_result(args.from_json) if args.from_json else run(args)
-    except (ResultError, DestinationError) as error:
+    except (ResultError, DestinationError, InvalidModelError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
     print(markdown(result))

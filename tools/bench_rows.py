@@ -235,12 +235,25 @@ class OnnxRow:
         return None
 
 
+def _refuse_local_functions(path: Path) -> None:
+    """BenchError where ONNX Runtime must not load the graph for its local functions (past the compiler's
+    expansion cap, a cycle): it inlines every call while it loads it, in native code that SIGTERM does
+    not interrupt. A graph in --workdir may be anyone's (reused, planted). (OpenVINO refuses local
+    functions: 'No conversion rule found for operations'.)"""
+    from passes.model_check import local_functions_refused
+
+    refused = local_functions_refused(path)
+    if refused:
+        raise BenchError(refused)
+
+
 class OnnxRunner(OnnxRow):
     """An ONNX Runtime session in this process."""
 
     def __init__(self, path: Path, threads: int, spinning: bool = False):
         import onnxruntime as ort
 
+        _refuse_local_functions(path)   # before the session's timer
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -22,6 +22,11 @@ def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_n
     """Logits from onnxruntime, batch by batch; one image at a time if the batch axis is static 1."""
     import onnxruntime as ort
 
+    from passes.model_check import local_functions_refused
+
+    refused = local_functions_refused(onnx_path)   # ONNX Runtime would inline them in native code, past SIGTERM
+    if refused:
+        raise ValueError(refused)
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads

@@ -25,6 +25,7 @@ import numpy as np
 from passes.files import input_file_problem, write_text_atomic
 from passes.one_line import MAX_THREADS, OneLineArgumentParser, one_line, positive_int, printable, thread_count
 from passes.graph_io import model_and_data_files
+from passes.model_check import local_functions_refused
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -141,26 +142,6 @@ def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, f
             "op_ms": {op: ms / runs for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
 
 
-def _local_functions_refused(model: Path) -> str | None:
-    """Why ONNX Runtime must not be given the model, for its local functions (passes.model_check's
-    check_local_functions: calls that expand past MAX_EXPANDED_NODES, a cycle), or None. Its inlining
-    runs in native code while the session loads, where neither Ctrl-C nor SIGTERM ends it. A file that
-    does not parse is left to ONNX Runtime, which says so."""
-    import onnx
-
-    from passes.model_check import InvalidModelError, check_local_functions
-
-    try:
-        structure = onnx.load(str(model), load_external_data=False)
-    except Exception:
-        return None
-    try:
-        check_local_functions(structure)
-    except InvalidModelError as error:
-        return f"{printable(model)}: {error}"
-    return None
-
-
 def _thread_counts(text: str) -> list[int] | None:
     """'1,2,16' -> [1, 2, 16]; None unless every entry is a positive integer and there is one."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -186,7 +167,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if json_destination_refused(args.json, reads=model_and_data_files(args.model)):
         return 2
-    refused = _local_functions_refused(args.model)
+    refused = local_functions_refused(args.model)
     if refused:
         sys.stderr.write(f"error: {refused}\n")
         return 2
