@@ -254,6 +254,42 @@ def test_bench_never_writes_over_the_json_it_reads(flag, tmp_path, capsys, monke
     assert read.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [read.name]
 
 
+@pytest.mark.parametrize("flag", ["--naive", "--fork", "--naive-static"])
+def test_bench_never_exports_over_a_model_it_is_given(flag, tmp_path, capsys, monkeypatch):
+    """Found by adv9 (s23): a --naive (--fork, --naive-static) model with no .ref.npz beside it was
+    exported again, over the file given (ensure_naive exports unless both exist): the user's model
+    replaced by a fresh export, exit 0. Now one line, exit 2, before any work; the file untouched."""
+    from tools import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("started before the check"))
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(b"the user's own model")
+    assert bench.main(["--model", "micro", flag, str(model), "--rows", "naive,cpu,tpu,fork", "--workdir",
+                       str(tmp_path / "work"), "--out-md", "none", "--json", "none", "--png", "none"]) == 2
+    assert capsys.readouterr().err == (f"error: {flag} {model}: its reference mine.ref.npz is not beside it; tools.bench "
+                                       f"never exports over a model it is given (leave {flag} out to export into "
+                                       "--workdir)\n")
+    assert model.read_bytes() == b"the user's own model" and [p.name for p in tmp_path.iterdir()] == ["mine.onnx"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "named-pipe"])
+def test_bench_refuses_a_model_it_cannot_read_in_one_escaped_line(kind, tmp_path, capsys):
+    """Found by adv9 (s23): '--naive' of a missing path printed it raw ('x\\x1b[2J.onnx does not
+    exist' cleared the terminal), and a named pipe passed the existence check and blocked the run
+    when it was opened; now passes.files.input_file_problem's line, escaped, exit 2."""
+    from tools import bench
+
+    model = tmp_path / "x\x1b[2J.onnx"
+    if kind == "named-pipe":
+        os.mkfifo(model)
+    assert bench.main(["--naive", str(model), "--rows", "naive", "--workdir", str(tmp_path / "work"),
+                       "--out-md", "none", "--json", "none", "--png", "none"]) == 2
+    shown = f"{tmp_path}/x\\x1b[2J.onnx"
+    assert capsys.readouterr().err == {"missing": f"error: --naive model not found: {shown}\n",
+                                       "named-pipe": f"error: --naive model {shown} is not a regular file "
+                                                     "(a named pipe)\n"}[kind]
+
+
 def test_plot_nodecounts_shows_names_as_text_not_tex(tmp_path, capsys, monkeypatch):
     """Found by adv7 (s21): the names a report holds went to matplotlib as mathtext: a pass named
     '$\\frac$' refused the plot (exit 2, 'Expected \\frac{num}{den}'), one of 20,000 '\\int's took 20 s

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
-                          read_text_file, write_text_atomic)
+                          input_file_problem, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from tools import bench_report as report
@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=folder_path, help="folder for exports and compiled graphs (default out/bench/MODEL)")
     parser.add_argument("--naive", type=Path, help="existing naive export to use (its .ref.npz beside it)")
     parser.add_argument("--fork", type=Path,
-                        help="existing export with --scan chunk24 (the fork's method) for the fork rows "
-                             "(default: exported into workdir)")
+                        help="existing export with --scan chunk24 (the fork's method) for the fork rows, its .ref.npz "
+                             "beside it (default: exported into workdir)")
     parser.add_argument("--naive-static", type=Path,
-                        help="existing static batch-1 naive export for the tpu row (default: exported into workdir if needed)")
+                        help="existing static batch-1 naive export for the tpu row, its .ref.npz beside it "
+                             "(default: exported into workdir if needed)")
     parser.add_argument("--reuse-compiled", action="store_true",
                         help="reuse compiled graphs in workdir made by the same pipeline text, compiler sources and naive export")
     parser.add_argument("--allow-stale", action="store_true",
@@ -143,13 +144,19 @@ def _parse_args(argv):
         raise BenchError(f"--batches {max(args.batches)}: its inputs would hold {elements:,} elements, more than "
                          f"the {MAX_RANDOM_FEED_ELEMENTS:,} the tools make random data for")
     _default_output_paths(args, args.model, args.threads)
-    for path in (args.naive, args.naive_static, args.fork):
-        if path is not None and not path.exists():
-            raise BenchError(f"{path} does not exist")
-        refused = path is not None and local_functions_refused(path)   # ONNX Runtime would hang in them
+    _check_outputs(args)
+    for option, path in (("--naive", args.naive), ("--naive-static", args.naive_static), ("--fork", args.fork)):
+        if path is None:
+            continue
+        # a missing file, a named pipe (its open waits for ever), local functions ONNX Runtime would hang in
+        refused = input_file_problem(path, f"{option} model") or local_functions_refused(path)
         if refused:
             raise BenchError(refused)
-    _check_outputs(args)
+        reference = path.with_name(path.stem + ".ref.npz")   # vmamba_ref.export's name
+        if not reference.is_file():   # without it, ensure_naive exported over the model given
+            raise BenchError(f"{option} {printable(path)}: its reference {printable(reference.name)} is not beside it; "
+                             f"tools.bench never exports over a model it is given (leave {option} out to export "
+                             "into --workdir)")
     return args
 
 
@@ -683,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse_args(argv)
     except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     args.argv = argv
     display = Display()
