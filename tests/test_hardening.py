@@ -1681,6 +1681,21 @@ def test_tools_sessions_refuse_local_functions_past_the_cap(tmp_path, call):
                                   "them), make more than 262,144 nodes\n"), result.stdout
 
 
+def test_eval_digits_shows_onnx_runtimes_error_in_one_escaped_line(tmp_path):
+    """Found by adv9 (s23): tools.eval_digits --onnx let ONNX Runtime's own error log print a failing
+    node's name raw (an ESC drove the terminal, a newline split the line) and its own error line
+    collapsed whitespace but kept the ESC; now ONNX Runtime logs nothing and the line is one_line's."""
+    model_proto = _failing_reshape_model()
+    model_proto.graph.input[0].CopyFrom(oh.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "C", "H", "W"]))
+    model_proto.graph.node[0].input[0] = "input"
+    model = tmp_path / "failing.onnx"
+    onnx.save(model_proto, model)
+    result = subprocess.run([sys.executable, "-m", "tools.eval_digits", "--onnx", str(model)], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert_one_line_error(result, 2, "Reshape node. Name:'evil\\x1b[31m name'")
+    assert "\x1b" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 # --- sizes and run times that come from the input's values: only a run finds them ------------------
 
 def _counted_loop_model(from_any_value: bool = False) -> onnx.ModelProto:

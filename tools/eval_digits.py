@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from passes.one_line import OneLineArgumentParser, positive_int
+from passes.one_line import OneLineArgumentParser, one_line, positive_int
 
 
 def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_name: str = "input",
@@ -28,6 +28,7 @@ def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_n
     if refused:
         raise ValueError(refused)
     so = ort.SessionOptions()
+    so.log_severity_level = 4   # ORT's own error log holds node names raw (an ESC, a newline); its exception says the same
     if threads:
         so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
             logits = torch_predict(split.x_test, args.scan, args.ckpt, args.batch)
             what = f"PyTorch ({args.scan} scan{', ' + args.ckpt if args.ckpt else ', embedded weights'})"
     except Exception as exc:   # one line for the user: bad file, wrong input name, ...
-        print(f"error: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        print(f"error: {one_line(exc, limit=300)}", file=sys.stderr)
         return 2
     correct = int((logits.argmax(1) == split.y_test).sum())
     acc = correct / len(split.y_test)
