@@ -236,6 +236,8 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     except Exception as error:   # not a zip, a truncated or corrupt member (BadZipFile, zlib.error, EOFError), pickle
         raise ReferenceDataError(f"cannot read reference {shown}: {one_line(error)}") from None
     for name, array in data.items():
+        if not isinstance(array, np.ndarray):   # numpy hands a member not named .npy over as its raw bytes
+            raise ReferenceDataError(f"reference {shown}: member '{printable(name)}' is not an .npy array")
         if array.dtype.kind not in "biuf":
             raise ReferenceDataError(f"reference {shown}: array '{printable(name)}' is {array.dtype} "
                                  "(only real numbers and booleans can be compared)")

@@ -613,6 +613,14 @@ def _corrupt_member(path: Path) -> Path:
     return path
 
 
+def _member_not_npy(path: Path) -> Path:
+    """An npz whose expected output is a zip member not named .npy: numpy hands it over as raw bytes."""
+    np.savez(path, pixels=PIXELS)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("logits", b"not an array")
+    return path
+
+
 BAD_REFERENCES = {
     "complex": (lambda p: np.savez(p, pixels=PIXELS, logits=PIXELS.astype(np.complex64) * 1j), "complex64"),
     "string": (lambda p: np.savez(p, pixels=PIXELS, logits=np.array(["a", "b", "c"])), "<U1"),
@@ -623,6 +631,8 @@ BAD_REFERENCES = {
     "input-dtype": (lambda p: np.savez(p, pixels=PIXELS.astype(np.float64), logits=PIXELS), "is float64; the model takes float32"),
     "input-shape": (lambda p: np.savez(p, pixels=np.ones((1, 4), np.float32), logits=PIXELS), "has shape [1, 4]"),
     "nan-expected": (lambda p: np.savez(p, pixels=PIXELS, logits=PIXELS * np.nan), "NaN or infinity"),
+    # found by adv9 (s23): 'internal error: AttributeError: 'bytes' object has no attribute 'dtype'', exit 1
+    "member-not-npy": (_member_not_npy, "member 'logits' is not an .npy array"),
 }
 
 
@@ -676,7 +686,7 @@ def test_reference_arrays_too_large_to_unpack_together_are_refused_before_unpack
     assert unpacked == []
 
 
-@pytest.mark.parametrize("case", ["complex", "object", "corrupt-member"])
+@pytest.mark.parametrize("case", ["complex", "object", "corrupt-member", "member-not-npy"])
 def test_apply_refuses_unusable_references_with_exit_2(case, tmp_path):
     model_path = tmp_path / "m.onnx"
     onnx.save(MODEL, model_path)
@@ -1267,6 +1277,17 @@ def test_tpu_check_refuses_an_npz_that_unpacks_too_large_before_unpacking(tmp_pa
     with pytest.raises(tpu_check.UsageError, match=r"input npz .*in\.npz unpacks to 192 bytes, over the 64 this tool reads"):
         tpu_check.make_inputs([("x", (4, 4), np.float32)], tmp_path / "in.npz")
     assert unpacked == []
+
+
+def test_tpu_check_refuses_an_npz_member_that_is_not_an_array(tmp_path):
+    """Found by adv9 (s23): a zip member not named .npy comes out of numpy's NpzFile as its raw bytes;
+    tools.tpu_check took them for an array (AttributeError traceback, exit 1). One line now."""
+    from tools import tpu_check
+
+    _member_not_npy(tmp_path / "in.npz")
+    with pytest.raises(tpu_check.UsageError) as info:
+        tpu_check.make_inputs([("pixels", tuple(PIXELS.shape), np.float32)], tmp_path / "in.npz")
+    assert str(info.value) == f"input npz {tmp_path}/in.npz: member 'logits' is not an .npy array"
 
 
 def _long_rank1_model(path: Path) -> Path:

@@ -142,11 +142,15 @@ def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
             if unpacked > MAX_REFERENCE_ARRAY_BYTES:
                 raise UsageError(f"{what} {printable(path)} unpacks to {unpacked:,} bytes, over the "
                                  f"{MAX_REFERENCE_ARRAY_BYTES:,} this tool reads")
-            return dict(stored)
+            arrays = dict(stored)
     except UsageError:
         raise
     except Exception as error:
         raise UsageError(f"{what} {printable(path)} is not a readable npz: {one_line(error, limit=200)}") from None
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):   # numpy hands a member not named .npy over as its raw bytes
+            raise UsageError(f"{what} {printable(path)}: member '{printable(name)}' is not an .npy array")
+    return arrays
 
 
 def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
