@@ -1290,6 +1290,33 @@ def test_tpu_check_refuses_an_npz_member_that_is_not_an_array(tmp_path):
     assert str(info.value) == f"input npz {tmp_path}/in.npz: member 'logits' is not an .npy array"
 
 
+def test_tpu_check_shows_names_from_the_model_and_logs_as_text(tmp_path):
+    """Found by adv9 (s23): tools.tpu_check's verdict printed the model's output names, its path and
+    tpu-mlir's reasons as rich markup, raw: an output named 'y<ESC>[2J<RLO>evil<newline>line' cleared the
+    terminal and split the line after a whole compile (exit 0), one holding '[/]' ended the run in
+    rich's MarkupError traceback; now escaped (printable) and shown as text."""
+    import io
+
+    from rich.console import Console
+
+    from tools.tpu_check import OutputMatch, Verdict, render
+
+    hostile = "y\x1b[2J\u202eevil\nline[/]"
+    verdict = Verdict(model=f"m[/]{hostile}.onnx", chip="bm1684x", quantize="F32", layer_group=True, nodes=3,
+                      compiled=True, reason=f"note on {hostile}", time_shares={hostile: 1.0},
+                      outputs=[OutputMatch(name=hostile, bmodel_name="b", cosine=1.0, max_abs=0.0, rel_l2=0.0)],
+                      min_cosine=1.0, ok=True)
+    shown = io.StringIO()
+    render(verdict, Console(file=shown, soft_wrap=True, width=400))
+    lines = shown.getvalue().splitlines()
+    escaped = "y\\x1b[2J\\u202eevil\\nline[/]"
+    assert lines[0] == f"tpu-check m[/]{escaped}.onnx · 3 nodes · bm1684x F32 · layer group on"
+    assert f"  where the time goes: {escaped} 100%" in lines
+    assert f"  bmodel vs ONNX Runtime '{escaped}': cosine 1.0000000, max abs 0, rel L2 0" in lines
+    assert f"  note: note on {escaped}" in lines
+    assert "\x1b" not in shown.getvalue() and "\u202e" not in shown.getvalue()
+
+
 def _long_rank1_model(path: Path) -> Path:
     """84 bytes: y = Concat(x) with x a 1-D input declared 2^31-1 long (nothing to fold, nothing stored)."""
     graph = oh.make_graph([oh.make_node("Concat", ["x"], ["y"], axis=0)], "g",
