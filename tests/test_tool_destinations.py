@@ -290,6 +290,27 @@ def test_bench_refuses_a_model_it_cannot_read_in_one_escaped_line(kind, tmp_path
                                                      "(a named pipe)\n"}[kind]
 
 
+def test_bench_shows_paths_as_text_not_markup(tmp_path, capsys, monkeypatch):
+    """Found by adv9 (s23): tools.bench's progress printed its paths as rich markup: '--workdir a[/]w'
+    ended the run in rich's MarkupError traceback once the naive export's stage was logged (after
+    building the model and exporting it), and an ESC in a path went to the terminal raw."""
+    import argparse
+
+    from tools import bench
+
+    naive = tmp_path / "a[" / "]w\x1b[2J" / "naive.onnx"
+    naive.parent.mkdir(parents=True)
+    naive.write_bytes(b"model")
+    naive.with_name("naive.ref.npz").write_bytes(b"reference")
+    monkeypatch.setattr(bench, "ensure_naive", lambda *args, **kwargs: False)   # reused, as a second run does
+    monkeypatch.setattr(bench, "onnx_batch_dim", lambda path: 1)
+    with bench.Display() as display:
+        bench._prepare_naive(argparse.Namespace(naive=naive), None, None, display)
+    shown = str(naive).replace("\x1b", "\\x1b")
+    err = capsys.readouterr().err
+    assert f"naive export {shown} (" in err and f"  reusing {shown}\n" in err and "\x1b" not in err, err
+
+
 def test_plot_nodecounts_shows_names_as_text_not_tex(tmp_path, capsys, monkeypatch):
     """Found by adv7 (s21): the names a report holds went to matplotlib as mathtext: a pass named
     '$\\frac$' refused the plot (exit 2, 'Expected \\frac{num}{den}'), one of 20,000 '\\int's took 20 s
