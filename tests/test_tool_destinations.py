@@ -311,6 +311,34 @@ def test_bench_shows_paths_as_text_not_markup(tmp_path, capsys, monkeypatch):
     assert f"naive export {shown} (" in err and f"  reusing {shown}\n" in err and "\x1b" not in err, err
 
 
+def test_demo_shows_its_paths_as_text_not_markup(tmp_path, capsys, monkeypatch):
+    """Found by adv9 (s23): tools.demo ('make demo') printed the --out paths as rich markup: '--out
+    x[/]y' ended in rich's MarkupError traceback right after the export, an ESC reached the terminal."""
+    import types
+
+    import pipelines
+    import vmamba_ref
+    import vmamba_ref.export
+    from tools import demo
+
+    def export_naive(model, path, **kwargs):
+        return types.SimpleNamespace(nodes=7, export_seconds=0.5)
+
+    def compile_model(*args, **kwargs):
+        raise pipelines.BadInput("stopped here")
+
+    monkeypatch.setattr(vmamba_ref, "default_model", lambda: None)
+    monkeypatch.setattr(vmamba_ref.export, "export_naive", export_naive)
+    monkeypatch.setattr(pipelines, "compile_model", compile_model)
+    monkeypatch.setenv("COLUMNS", "400")   # the line unwrapped
+    out = tmp_path / "x[" / "]y\x1b[2J"
+    assert demo.main(["--out", str(out), "--pipelines", "seed"]) == 2
+    err = capsys.readouterr().err
+    shown = str(out).replace("\x1b", "\\x1b")
+    assert f"✓ {shown}/naive.onnx: 7 nodes, exported in 0.5 s\n" in err and "\x1b" not in err, err
+    assert "pipeline seed failed: stopped here" in err
+
+
 def test_plot_nodecounts_shows_names_as_text_not_tex(tmp_path, capsys, monkeypatch):
     """Found by adv7 (s21): the names a report holds went to matplotlib as mathtext: a pass named
     '$\\frac$' refused the plot (exit 2, 'Expected \\frac{num}{den}'), one of 20,000 '\\int's took 20 s

@@ -62,7 +62,8 @@ def _demo(args, console: Console, pipelines: list[str]) -> int:
     naive = args.out / "naive.onnx"
     with console.status("exporting the embedded digits model naively (every scan step unrolled)") as status:
         exported = export_naive(default_model(), naive, batch=1, status=lambda m: status.update(m))
-    console.print(f"[green]✓[/] {naive}: {exported.nodes:,} nodes, exported in {exported.export_seconds:.1f} s")
+    console.print(f"[green]✓[/] {escape(printable(naive))}: {exported.nodes:,} nodes, exported in "
+                  f"{exported.export_seconds:.1f} s", highlight=False)
 
     outputs = {"naive": naive}
     for name in pipelines:
@@ -90,10 +91,11 @@ def _demo(args, console: Console, pipelines: list[str]) -> int:
     for name, path in outputs.items():
         nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
         same = int(np.sum(predictions[name] == reference))
-        table.add_row(f"{name}  ({path})", f"{nodes:,}", f"{np.mean(predictions[name] == split.y_test):.4f}",
+        table.add_row(f"{name}  ({escape(printable(path))})", f"{nodes:,}", f"{np.mean(predictions[name] == split.y_test):.4f}",
                       f"{same}/{len(reference)}")
     Console().print(table)
-    console.print(f"reports: {', '.join(str(args.out / f'report-{n}' / 'report.json') for n in outputs if n != 'naive')}")
+    reports = ", ".join(str(args.out / f"report-{n}" / "report.json") for n in outputs if n != "naive")
+    console.print(f"reports: {escape(printable(reports))}", highlight=False)
     return 0
 
 
