@@ -2,8 +2,10 @@
 line with exit 2, and write through an exclusive temporary file (nothing half-written is left)."""
 import json
 import os
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tools import plot_nodecounts, report_screenshot, variants_table
@@ -270,6 +272,44 @@ def test_bench_never_exports_over_a_model_it_is_given(flag, tmp_path, capsys, mo
                                        f"never exports over a model it is given (leave {flag} out to export into "
                                        "--workdir)\n")
     assert model.read_bytes() == b"the user's own model" and [p.name for p in tmp_path.iterdir()] == ["mine.onnx"]
+
+
+BAD_BENCH_REFERENCES = {
+    "not-an-npz": (lambda path: path.write_bytes(b"garbage"), "cannot read reference {}: This file contains pickled"),
+    "object-array": (lambda path: np.savez(path, input=np.array([None], dtype=object), logits=np.zeros(3)),
+                     "cannot read reference {}: Object arrays cannot be loaded when allow_pickle=False"),
+    "no-input": (lambda path: np.savez(path, logits=np.zeros(3)),
+                 "reference {} has no float array 'input' (vmamba_ref.export writes input and logits)"),
+    "not-images": (lambda path: np.savez(path, input=np.zeros((1, 3), np.float32), logits=np.zeros(3)),
+                   "reference {}: input is float32 of shape [1, 3], not float32 images of shape [batch, 3, 64, 64] "
+                   "for this model"),
+    "unpacks-too-large": (lambda path: np.savez_compressed(path, input=np.zeros((1, 3, 64, 64), np.float32),
+                                                           logits=np.zeros(10)),
+                          "reference {} unpacks to {size:,} bytes, over the 4,096 a reference may take"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BENCH_REFERENCES))
+def test_bench_refuses_a_naive_reference_it_cannot_use_before_the_work(case, tmp_path, capsys, monkeypatch):
+    """Found by adv9 (s23): tools.bench read the --naive model's reference with a bare np.load after
+    building the model: a file that is not an npz, an object array, a missing 'input' or a wrong
+    shape each ended in a traceback (exit 1), and every member was unpacked whole (deflated zeros
+    take the machine's memory). Now checked as the compiler checks its reference: one line, exit 2,
+    before any work."""
+    from passes import verify
+    from tools import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("started before the check"))
+    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 4096)
+    make, message = BAD_BENCH_REFERENCES[case]
+    model, reference = tmp_path / "naive.onnx", tmp_path / "naive.ref.npz"
+    model.write_bytes(b"model")
+    make(reference)
+    assert bench.main(["--model", "micro", "--naive", str(model), "--rows", "naive", "--workdir", str(tmp_path / "work"),
+                       "--out-md", "none", "--json", "none", "--png", "none"]) == 2
+    err = capsys.readouterr().err
+    size = sum(member.file_size for member in zipfile.ZipFile(reference).infolist()) if case == "unpacks-too-large" else 0
+    assert err.startswith("error: " + message.format(reference, size=size)) and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("kind", ["missing", "named-pipe"])

@@ -157,6 +157,8 @@ def _parse_args(argv):
             raise BenchError(f"{option} {printable(path)}: its reference {printable(reference.name)} is not beside it; "
                              f"tools.bench never exports over a model it is given (leave {option} out to export "
                              "into --workdir)")
+        if option == "--naive":   # read after the model is built: checked now, before that work
+            read_reference(reference, args.config)
     return args
 
 
@@ -282,6 +284,40 @@ def _prepare_fork(args, model, sample, display) -> Path:
     if not exported:
         display.log(f"  reusing {_shown(fork)}")
     return fork
+
+
+def read_reference(path: Path, config) -> dict[str, np.ndarray]:
+    """The naive export's reference npz (vmamba_ref.export's input, logits and logits@float64),
+    checked as the compiler checks its own (passes.verify.load_reference) before anything reads it:
+    BenchError, one line, for a file that is not an npz, unpacks past MAX_REFERENCE_ARRAY_BYTES
+    (deflated zeros), holds an object array (allow_pickle stays off), lacks its input or logits, or
+    whose input is not a float32 batch of this model's images (PyTorch would fail on it)."""
+    from passes.verify import MAX_REFERENCE_ARRAY_BYTES
+
+    shown = printable(path)
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an npz archive of named arrays")
+        with stored:
+            unpacked = sum(member.file_size for member in stored.zip.infolist())   # from the zip's directory
+            if unpacked > MAX_REFERENCE_ARRAY_BYTES:
+                raise BenchError(f"reference {shown} unpacks to {unpacked:,} bytes, over the "
+                                 f"{MAX_REFERENCE_ARRAY_BYTES:,} a reference may take")
+            ref = dict(stored)
+    except BenchError:
+        raise
+    except Exception as error:   # not a zip, a corrupt member, an object array
+        raise BenchError(f"cannot read reference {shown}: {one_line(error, limit=200)}") from None
+    image = (config.in_chans, config.img_size, config.img_size)
+    for key in ("input", "logits"):
+        if not isinstance(ref.get(key), np.ndarray) or ref[key].dtype.kind != "f":
+            raise BenchError(f"reference {shown} has no float array '{key}' (vmamba_ref.export writes input and logits)")
+    x = ref["input"]
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != image or len(x) < 1:
+        raise BenchError(f"reference {shown}: input is {x.dtype} of shape {list(x.shape)}, not float32 images of "
+                         f"shape [batch, {', '.join(map(str, image))}] for this model")
+    return ref
 
 
 def _check_reference_matches_model(model, ref: dict, display) -> None:
@@ -582,7 +618,7 @@ def run(args, display) -> dict:
         naive, naive_dim = _prepare_naive(args, model, sample, display)
         from vmamba_ref.export import ref_path_for
 
-        ref = dict(np.load(ref_path_for(naive)))
+        ref = read_reference(ref_path_for(naive), args.config)
         _check_reference_matches_model(model, ref, display)
         result["naive"] = {"path": str(naive), "batch_dim": naive_dim}
     else:
