@@ -96,6 +96,9 @@ def check_model(model: onnx.ModelProto) -> None:
                                 "(onnx.checker refuses it)")
     opsets: dict[str, int] = {}
     for entry in model.opset_import:
+        if not -2**31 <= entry.version < 2**31:   # onnx.checker's context takes a C int: a TypeError past it
+            raise InvalidModelError(f"opset version {entry.version} of domain '{printable(entry.domain)}' is out of "
+                                    "range (a 32-bit integer)")
         domain = _CHECKED_DOMAINS.get(entry.domain, entry.domain)
         if domain in opsets and opsets[domain] != entry.version:
             raise InvalidModelError(f"opset of domain '{printable(entry.domain)}' imported twice "

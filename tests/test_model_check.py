@@ -62,6 +62,23 @@ def test_an_opset_imported_twice_with_two_versions_is_refused():
         check_model(model)
 
 
+@pytest.mark.parametrize("version", [2**31, -2**31 - 1, 99999999999])
+def test_an_opset_version_past_a_32_bit_integer_is_refused(version):
+    """Found by adv9 (s23): an unused custom domain imported at version 99999999999 ended passes.apply
+    in 'internal error: TypeError: (): incompatible function arguments' (exit 1, --verify none too):
+    onnx.checker's context takes a C int. The edges of the range pass."""
+    model = _relu()
+    for edge in (2**31 - 1, -2**31):
+        del model.opset_import[1:]
+        model.opset_import.append(oh.make_opsetid("com.example\x1b", edge))
+        check_model(model)
+    model.opset_import[1].version = version
+    with pytest.raises(InvalidModelError) as info:
+        check_model(model)
+    assert str(info.value) == (f"opset version {version} of domain 'com.example\\x1b' is out of range "
+                               "(a 32-bit integer)")
+
+
 def test_the_ai_onnx_domain_is_checked_like_the_default_one():
     """mutant: 'ai.onnx' left out of the checked domains let an unknown op spelled in it through."""
     model = _relu()
