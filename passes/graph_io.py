@@ -346,9 +346,10 @@ def _data_files_of(path: Path) -> list[Path]:
         if not uses_external_data(tensor):
             continue
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        if not _is_data_file_name(path.name, location):   # first: with_name refuses 'weights/w.bin' and ''
+            continue
         candidate = path.with_name(location)
-        if _is_data_file_name(path.name, location) and candidate not in found and \
-                stat.S_ISREG(os.lstat(candidate).st_mode if os.path.lexists(candidate) else 0):
+        if candidate not in found and stat.S_ISREG(os.lstat(candidate).st_mode if os.path.lexists(candidate) else 0):
             found.append(candidate)
     return found
 

@@ -149,6 +149,24 @@ def test_a_replaced_model_that_lives_on_under_another_name_keeps_its_weights(tmp
     np.testing.assert_array_equal(_weights(out), -np.arange(1024))
 
 
+@pytest.mark.parametrize("location", ["weights/w.bin", ""])
+def test_a_model_replaced_whose_weights_sit_in_a_subfolder_is_replaced(location, tmp_path):
+    """Found by adv9 (s23): writing over a model whose external data sits in a subfolder ('weights/w.bin',
+    as exporters write it) failed after the whole compile, 'cannot write out.onnx: Invalid name
+    'weights/w.bin'' (exit 2): the search for the weights this writer named put every location through
+    Path.with_name, which refuses a path (and ''). Such a location is not ours: left alone."""
+    out = tmp_path / "out.onnx"
+    (tmp_path / "weights").mkdir()
+    onnx.save_model(_with_weights(np.arange(1024)), out, save_as_external_data=True, location="weights/w.bin")
+    if not location:
+        model = onnx.load(str(out), load_external_data=False)
+        next(e for e in model.graph.initializer[0].external_data if e.key == "location").value = ""
+        onnx.save_model(model, out)
+    save_model_atomic(_with_weights(-np.arange(1024)), out, external_data=True)
+    np.testing.assert_array_equal(_weights(out), -np.arange(1024))
+    assert (tmp_path / "weights" / "w.bin").stat().st_size == 4096
+
+
 def test_rewriting_never_removes_a_data_file_it_was_told_to_keep_or_did_not_name(tmp_path):
     out = tmp_path / "rolled.onnx"
     save_model_atomic(_with_weights(np.arange(1024)), out, external_data=True)
