@@ -140,6 +140,54 @@ def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) 
             raise
 
 
+class ChildFailed(Exception):
+    """``call_capped``'s function raised in the child (its message, one line) or the child ended."""
+
+
+def call_capped(function, *args):
+    """``function(*args)`` in a child process under the memory cap, for a tool that runs ONNX Runtime
+    on a model it was given but not as one run (tools.eval_digits: a session for every batch): the
+    model's sizes can come from its input values, past any static check, and ONNX Runtime's native work
+    would hold off Ctrl-C and SIGTERM. multiprocessing's spawn, never a fork of a process that ran ONNX
+    Runtime's threads; the function and its value travel pickled (the tool's own, never the model's).
+    The parent waits on the answer and kills the child on an interrupt. ChildFailed otherwise."""
+    import multiprocessing
+    import queue as queues
+
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    child = context.Process(target=_capped_child, args=(answers, memory_limit(), function, args), daemon=True)
+    child.start()
+    try:
+        while True:
+            try:
+                kind, value = answers.get(timeout=0.2)
+                break
+            except queues.Empty:
+                if not child.is_alive():
+                    raise ChildFailed(f"ONNX Runtime's process ended (exit {child.exitcode}): a native abort, or "
+                                      "the memory it asked for") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if kind != "ok":
+        raise ChildFailed(value)
+    return value
+
+
+def _capped_child(answers, limit: int, function, args) -> None:
+    from passes.one_line import one_line
+    from passes.ort_child import cap_address_space
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides, and kills this child
+    cap_address_space(limit)
+    try:
+        answers.put(("ok", function(*args)))
+    except BaseException as error:   # a MemoryError, ONNX Runtime's failures: one line, never a child's traceback
+        answers.put(("failed", one_line(error, limit=400)))
+
+
 @atexit.register
 def _stop() -> None:
     if _worker is not None and _worker.owner == os.getpid():

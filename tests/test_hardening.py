@@ -1812,6 +1812,39 @@ def test_sigterm_ends_a_run_inside_onnx_runtimes_native_work(tmp_path):
     assert listing(tmp_path) == ["loop.onnx", "loop.ref.npz"]
 
 
+def test_sigterm_ends_eval_digits_inside_onnx_runtimes_native_work(tmp_path):
+    """Found by adv9 (s23): tools.eval_digits --onnx (and tools.demo's accuracy, through its onnx_predict)
+    ran ONNX Runtime in its own process, so a Loop whose trip count is computed from the images (past
+    10^12 trips) held it past SIGTERM, and a size taken from their values allocated what it asked for.
+    It now runs in a child under verification's memory cap (passes.ort_worker.call_capped): SIGTERM
+    ends it at once, 143 in one line, the child killed."""
+    body = oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])], "body",
+                         [oh.make_tensor_value_info("i", TensorProto.INT64, []),
+                          oh.make_tensor_value_info("c", TensorProto.BOOL, []),
+                          oh.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+                         [oh.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                          oh.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
+                         initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    graph = oh.make_graph([oh.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
+                           oh.make_node("Abs", ["peak"], ["size"]), oh.make_node("Add", ["size", "many"], ["count"]),
+                           oh.make_node("Cast", ["count"], ["trips"], to=TensorProto.INT64),
+                           oh.make_node("Loop", ["trips", "", "zero"], ["y"], body=body)], "g",
+                          [oh.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                          initializer=[numpy_helper.from_array(np.array(1e12, np.float32), "many"),
+                                       numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
+    model = tmp_path / "loop.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), model)
+    returncode, stderr, workers = _sigterm_inside_native_work(["tools.eval_digits", "--onnx", str(model)], settle_s=3)
+    assert returncode == 143, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == \
+        ["error: interrupted (no file left half-written)"], stderr
+    deadline = time.monotonic() + 10   # multiprocessing's resource tracker ends a moment after its parent
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 def test_a_size_from_the_input_values_meets_the_verification_memory_cap(monkeypatch):
     """Found by adv7 (s21), fixed by adv8 (s22): a ConstantOfShape whose size is computed from the input's
     values escapes the static 2^30-element cap (shape inference cannot know it), and ONNX Runtime, in the

@@ -17,21 +17,31 @@ import numpy as np
 from passes.one_line import OneLineArgumentParser, one_line, positive_int
 
 
-def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_name: str = "input",
-                 threads: int | None = None) -> np.ndarray:
-    """Logits from onnxruntime, batch by batch; one image at a time if the batch axis is static 1."""
-    import onnxruntime as ort
+def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_name: str = "input") -> np.ndarray:
+    """Logits from ONNX Runtime, batch by batch; one image at a time if the batch axis is static 1.
 
+    ONNX Runtime runs in a child process under verification's memory cap (passes.ort_worker.call_capped):
+    in this one its native work held off SIGTERM and Ctrl-C (a Loop whose trip count came from the
+    images ran for ever) and a size computed from the images' values took what it asked for.
+    ValueError (one line) for a model it cannot run."""
     from passes.model_check import local_functions_refused
+    from passes.ort_worker import ChildFailed, call_capped
 
     refused = local_functions_refused(onnx_path)   # ONNX Runtime would inline them in native code, past SIGTERM
     if refused:
         raise ValueError(refused)
+    try:
+        return call_capped(_predict_here, str(onnx_path), x, batch, input_name)
+    except ChildFailed as error:
+        raise ValueError(str(error)) from None
+
+
+def _predict_here(onnx_path: str, x: np.ndarray, batch: int, input_name: str) -> np.ndarray:
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.log_severity_level = 4   # ORT's own error log holds node names raw (an ESC, a newline); its exception says the same
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in sess.get_inputs()}
     if input_name not in inputs:
         raise ValueError(f"{onnx_path}: no input named {input_name!r} (inputs: {', '.join(inputs)})")
