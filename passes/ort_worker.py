@@ -141,12 +141,18 @@ def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) 
 
 
 class ChildFailed(Exception):
-    """``call_capped``'s function raised in the child (its message, one line) or the child ended."""
+    """``call_capped``'s function raised in the child (its message, one line; ``exit_code`` None) or the
+    child ended (``exit_code``)."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def call_capped(function, *args):
     """``function(*args)`` in a child process under the memory cap, for a tool that runs ONNX Runtime
-    on a model it was given but not as one run (tools.eval_digits: a session for every batch): the
+    on a model it was given but not as one run (tools.eval_digits' batches, tools.ort_profile's
+    profiled runs, each through one session): the
     model's sizes can come from its input values, past any static check, and ONNX Runtime's native work
     would hold off Ctrl-C and SIGTERM. multiprocessing's spawn, never a fork of a process that ran ONNX
     Runtime's threads; the function and its value travel pickled (the tool's own, never the model's).
@@ -166,7 +172,7 @@ def call_capped(function, *args):
             except queues.Empty:
                 if not child.is_alive():
                     raise ChildFailed(f"ONNX Runtime's process ended (exit {child.exitcode}): a native abort, or "
-                                      "the memory it asked for") from None
+                                      "the memory it asked for", child.exitcode) from None
     finally:
         if child.is_alive():
             child.kill()
@@ -185,7 +191,7 @@ def _capped_child(answers, limit: int, function, args) -> None:
     try:
         answers.put(("ok", function(*args)))
     except BaseException as error:   # a MemoryError, ONNX Runtime's failures: one line, never a child's traceback
-        answers.put(("failed", one_line(error, limit=400)))
+        answers.put(("failed", one_line(error)))
 
 
 @atexit.register

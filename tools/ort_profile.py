@@ -59,48 +59,27 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
     and SIGTERM (a Loop whose trip count is computed from the input ran for hours past SIGTERM). The
     parent waits on the child, kills it on an interrupt and removes the profile folder itself.
     SystemExit (one line) for a model ONNX Runtime cannot load, fill or run."""
-    import multiprocessing
-    import queue as queues
+    from passes.ort_worker import ChildFailed, call_capped
 
-    from passes.ort_worker import memory_limit
-
-    context = multiprocessing.get_context("spawn")   # never a fork of a process that ran ONNX Runtime's threads
-    answers = context.Queue()
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
-        child = context.Process(target=_profile_child, args=(answers, model, threads, batch, runs, seed, folder,
-                                                             memory_limit()), daemon=True)
-        child.start()
         try:
-            while True:
-                try:
-                    kind, value = answers.get(timeout=0.2)
-                    break
-                except queues.Empty:
-                    if not child.is_alive():
-                        raise SystemExit(f"error: ONNX Runtime's process ended (exit {child.exitcode}) profiling "
-                                         f"{printable(model)}: a native abort, or the memory it asked for") from None
-        finally:
-            if child.is_alive():
-                child.kill()
-            child.join()
-    if kind != "ok":
-        raise SystemExit(value)
-    return value
+            return call_capped(_profile_child, model, threads, batch, runs, seed, folder)
+        except ChildFailed as failure:
+            if failure.exit_code is not None:
+                raise SystemExit(f"error: ONNX Runtime's process ended (exit {failure.exit_code}) profiling "
+                                 f"{printable(model)}: a native abort, or the memory it asked for") from None
+            raise SystemExit(str(failure)) from None
 
 
-def _profile_child(answers, model: Path, threads: int, batch: int, runs: int, seed: int, folder: str, limit: int) -> None:
-    import signal
-
-    from passes.ort_child import cap_address_space
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides, and kills this child
-    cap_address_space(limit)
+def _profile_child(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str) -> dict:
+    """_profile_here in call_capped's child: its refusals (SystemExit, one line) as they are, any other
+    failure (a MemoryError, a failure in a timed run) as one line naming the model."""
     try:
-        answers.put(("ok", _profile_here(model, threads, batch, runs, seed, folder)))
-    except SystemExit as refused:
-        answers.put(("refused", str(refused.code)))
-    except BaseException as error:   # a MemoryError, a failure in a timed run: one line, never a child's traceback
-        answers.put(("refused", f"error: ONNX Runtime failed profiling {printable(model)}: {one_line(error, limit=300)}"))
+        return _profile_here(model, threads, batch, runs, seed, folder)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        raise SystemExit(f"error: ONNX Runtime failed profiling {printable(model)}: {one_line(error, limit=300)}") from None
 
 
 def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str) -> dict:
