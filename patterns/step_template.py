@@ -209,21 +209,29 @@ def match_step_templates(outputs: list[gs.Tensor], states: list[gs.Tensor], posi
     template_nodes = walks[0].nodes0
     if not template_nodes:
         raise TemplateMismatch("the per-step output is not computed from the state")
-    template = StepTemplate(nodes=template_nodes, output=outputs[0], state=states[0])
-    template.stepped = _stepped_uses(template_nodes, walks, positions)
-    template.all_nodes.extend(template_nodes)
-    for walk in walks:
-        template.all_nodes.extend(walk.nodesk)
-    for node in template_nodes:
-        for tensor in [*node.inputs, *node.outputs]:
-            rank = ranks.rank(tensor)
-            if rank is not None:
-                template.ranks[id(tensor)] = rank
+    template = _template_of_walks(template_nodes, outputs[0], states[0], walks, positions, ranks)
     if ranks.rank(states[0]) is not None:
         template.ranks[id(states[0])] = ranks.rank(states[0])
     if _state_dependence(template) != AFFINE:
         raise TemplateMismatch("the per-step output does not depend on the state")
     _check_replayable(template)
+    return template
+
+
+def _template_of_walks(nodes: list, output: gs.Tensor, state: gs.Tensor, walks: list, positions,
+                       ranks: RankMap) -> StepTemplate:
+    """The template of step 0's `nodes`, with which of their inputs each step reads at its own position, every
+    step's nodes (to remove once replayed) and the ranks its tensors have."""
+    template = StepTemplate(nodes=nodes, output=output, state=state)
+    template.stepped = _stepped_uses(nodes, walks, positions)
+    template.all_nodes.extend(nodes)
+    for walk in walks:
+        template.all_nodes.extend(walk.nodesk)
+    for node in nodes:
+        for tensor in [*node.inputs, *node.outputs]:
+            rank = ranks.rank(tensor)
+            if rank is not None:
+                template.ranks[id(tensor)] = rank
     return template
 
 
@@ -266,16 +274,7 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[
     positions = [int(np.asarray(value).reshape(-1)[0]) for value in values]
     if sorted(positions) != list(range(len(operands))):
         raise TemplateMismatch(f"the step operands take positions {positions}, not 0 .. {len(operands) - 1} once each")
-    template = StepTemplate(nodes=template_nodes, output=operands[0], state=stand_in)
-    template.stepped = _stepped_uses(template_nodes, walks, positions)
-    template.all_nodes.extend(template_nodes)
-    for walk in walks:
-        template.all_nodes.extend(walk.nodesk)
-    for node in template_nodes:
-        for tensor in [*node.inputs, *node.outputs]:
-            rank = ranks.rank(tensor)
-            if rank is not None:
-                template.ranks[id(tensor)] = rank
+    template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks)
     template.ranks[id(stand_in)] = 0
     _check_replayable(template)
     return template, positions

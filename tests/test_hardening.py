@@ -1746,16 +1746,21 @@ def test_eval_digits_shows_onnx_runtimes_error_in_one_escaped_line(tmp_path):
 
 # --- sizes and run times that come from the input's values: only a run finds them ------------------
 
-def _counted_loop_model(from_any_value: bool = False) -> onnx.ModelProto:
-    """y = 0 + 1 + 1 + ..., n times: a Loop whose trip count is the input's value (no static check sees it);
-    from_any_value: exp(4 (|n| + 5)) times instead, past 4.8 * 10^8 whatever random value n holds."""
-    body = oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])], "body",
-                         [oh.make_tensor_value_info("i", TensorProto.INT64, []),
-                          oh.make_tensor_value_info("c", TensorProto.BOOL, []),
-                          oh.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+def _counting_body() -> onnx.GraphProto:
+    """A Loop body that adds 1 to its carried value at every trip."""
+    return oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])],
+                         "body", [oh.make_tensor_value_info("i", TensorProto.INT64, []),
+                                  oh.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                  oh.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
                          [oh.make_tensor_value_info("c_out", TensorProto.BOOL, []),
                           oh.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
                          initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")])
+
+
+def _counted_loop_model(from_any_value: bool = False) -> onnx.ModelProto:
+    """y = 0 + 1 + 1 + ..., n times: a Loop whose trip count is the input's value (no static check sees it);
+    from_any_value: exp(4 (|n| + 5)) times instead, past 4.8 * 10^8 whatever random value n holds."""
+    body = _counting_body()
     grow = [oh.make_node("Abs", ["n"], ["a"]), oh.make_node("Add", ["a", "five"], ["b"]),
             oh.make_node("Mul", ["b", "four"], ["c"]), oh.make_node("Exp", ["c"], ["m"])] if from_any_value else []
     graph = oh.make_graph(grow + [oh.make_node("Cast", ["m" if from_any_value else "n"], ["count"], to=TensorProto.INT64),
@@ -1818,13 +1823,7 @@ def test_sigterm_ends_eval_digits_inside_onnx_runtimes_native_work(tmp_path):
     10^12 trips) held it past SIGTERM, and a size taken from their values allocated what it asked for.
     It now runs in a child under verification's memory cap (passes.ort_worker.call_capped): SIGTERM
     ends it at once, 143 in one line, the child killed."""
-    body = oh.make_graph([oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["v", "one"], ["v_out"])], "body",
-                         [oh.make_tensor_value_info("i", TensorProto.INT64, []),
-                          oh.make_tensor_value_info("c", TensorProto.BOOL, []),
-                          oh.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
-                         [oh.make_tensor_value_info("c_out", TensorProto.BOOL, []),
-                          oh.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
-                         initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    body = _counting_body()
     graph = oh.make_graph([oh.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
                            oh.make_node("Abs", ["peak"], ["size"]), oh.make_node("Add", ["size", "many"], ["count"]),
                            oh.make_node("Cast", ["count"], ["trips"], to=TensorProto.INT64),
