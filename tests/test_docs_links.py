@@ -1,7 +1,8 @@
 """Every relative link in README.md and docs/*.md leads somewhere: a file of the repo, and where the link
 names an anchor in a Markdown file, a heading of that file (GitHub's slug: lower case, punctuation dropped,
 spaces as hyphens, a repeated heading numbered -1, -2, ...). A renamed doc or heading fails here, not in a
-newcomer's browser."""
+newcomer's browser. And docs/ARCHITECTURE.md names every module of the compiler's rooms, so a new one is
+described where a newcomer looks."""
 import re
 from pathlib import Path
 
@@ -55,3 +56,11 @@ def test_the_checker_finds_a_missing_file_and_a_missing_heading(tmp_path):
 
 def test_the_docs_have_links_to_check():
     assert len(relative_links(REPO / "README.md")) >= 5
+
+
+def test_architecture_names_every_module_of_the_compiler():
+    architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    modules = [path for room in ("passes", "patterns", "pipelines") for path in sorted((REPO / room).rglob("*.py"))
+               if path.name != "__init__.py" and "__pycache__" not in path.parts]
+    assert len(modules) > 80
+    assert [str(path.relative_to(REPO)) for path in modules if f"`{path.name}`" not in architecture] == []
