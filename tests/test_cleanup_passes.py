@@ -539,3 +539,32 @@ def test_the_size_gate_waits_for_unknown_sizes_and_keeps_what_is_too_large():
     gate.inferred = {}
     assert gate(_size_node("Add", np.zeros(3, np.float32), np.zeros(3, np.float32))) is False
     assert gate.waiting == 2
+
+
+EXPANDED_CONSTANT = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1024] x) => (float[1024] y) <float[1] two = {2.0}, int64[1] size = {1024}> {
+  wide = Expand(two, size)
+  y = Add(x, wide)
+}"""
+
+
+def test_fold_constants_folds_a_tensor_of_exactly_size_threshold_bytes_and_not_one_byte_more():
+    """size_threshold_bytes bounds what a fold may write into the file (a folded Expand can be huge):
+    the (1024,) float32 Expand is 4,096 bytes."""
+    at_threshold, below = graph_of(EXPANDED_CONSTANT), graph_of(EXPANDED_CONSTANT)
+    assert run_pass("fold-constants", at_threshold, size_threshold_bytes=4096).stats == {"folded": 1}
+    assert ops(at_threshold) == ["Add"]
+    result = run_pass("fold-constants", below, size_threshold_bytes=4095)
+    assert (result.changed, result.stats, ops(below)) == (False, {"folded": 0}, ["Expand", "Add"])
+
+
+def test_fold_constants_failure_note_is_one_line_of_at_most_300_characters(monkeypatch):
+    def broken_fold(self, *args, **kwargs):
+        raise RuntimeError("node 'x\n" + "y" * 1000 + "' cannot fold")
+
+    monkeypatch.setattr(gs.Graph, "fold_constants", broken_fold)
+    result = run_pass("fold-constants", graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK))
+    prefix, suffix = "constant folding failed: ", "; graph left unfolded"
+    [note] = result.notes
+    assert note.startswith(prefix + "node 'x y") and note.endswith(suffix) and "\n" not in note
+    assert len(note) == len(prefix) + 300 + len(suffix)
