@@ -393,7 +393,8 @@ class RerollScans(Pass):
         squeezed = (squeeze_keepdim_pieces(graph, ctx.opset, taken, shapes=piece_shapes)
                     if ctx.opset >= MIN_OPSET else [])
         # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
-        replayed = replay_step_operands(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
+        operand_misses: list = []
+        replayed = replay_step_operands(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
         for rec in report.recurrences:
@@ -468,6 +469,12 @@ class RerollScans(Pass):
                 kept_replayed += 1
             else:
                 restore_step_operands(graph, operands)
+        # Chains no recurrence came from because their operands are computed per step and no one subgraph: say so
+        # (else '0 scans found' had no reason), unless the chain was re-rolled or rejected with a reason of its own.
+        named = {rejection.anchor for rejection in report.rejections}
+        for first_add, miss in operand_misses:
+            if first_add not in taken_nodes and miss.anchor not in named:
+                notes.append(str(miss))
         if rerolled:
             graph.cleanup().toposort()
         stats = {

@@ -17,6 +17,7 @@ scan took them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import onnx_graphsurgeon as gs
 
@@ -25,11 +26,15 @@ from passes.piece_reads import Reads, read_back, remove_made
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps
 from patterns.graph_query import producer
 from patterns.indexing import match_step_slice
+from patterns.linear_recurrence import Rejection
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.step_template import TemplateMismatch, match_operand_templates
 
 MIN_STEPS = 2
+# A chain this long whose computed operands match no one subgraph is named in the pass's notes (--explain): shorter
+# Add(Mul(w, x), b) chains occur outside loops (a scaled residual after a biased MatMul is two such steps).
+MIN_EXPLAINED_STEPS = 4
 
 
 @dataclass
@@ -103,9 +108,11 @@ def _is_step_slice(tensor: gs.Tensor, ranks: RankMap) -> bool:
     return match_step_slice(see_through(tensor)[0], ranks) is not None
 
 
-def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[ReplayedOperands]:
+def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
+                         misses: Optional[list[tuple[int, Rejection]]] = None) -> list[ReplayedOperands]:
     """Every chain's decays and drives that are computed per step (not steps of a tensor), replayed over all
-    positions and read as Gather(replayed, p_t, 0); what was made, for `restore`."""
+    positions and read as Gather(replayed, p_t, 0); what was made, for `restore`. `misses` gets (id of the chain's
+    first Add, why) for chains of MIN_EXPLAINED_STEPS or more whose computed operands could not be replayed."""
     if not any(node.op == "Add" for node in graph.nodes):
         return []
     chains = _chains(graph)
@@ -114,7 +121,7 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[R
     for chain in chains:
         decays = [(mul, 1 - state_side) for _, mul, state_side, _ in chain]
         drives = [(add, 1 - mul_side) for add, _, _, mul_side in chain]
-        for uses in (decays, drives):
+        for kind, uses in (("decays", decays), ("drives", drives)):
             operands = [node.inputs[index] for node, index in uses]
             if not any(_computed(operand) for operand in operands):
                 continue   # steps of tensors (or constants), as a loop over precomputed tensors reads them
@@ -124,13 +131,16 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[R
                 continue
             try:
                 template, positions = match_operand_templates(operands, ranks[0])
-            except TemplateMismatch:
+            except TemplateMismatch as mismatch:
+                _missed(misses, chain, f"its {kind} are computed at every step, but not by one subgraph ({mismatch})")
                 continue
             builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/step_operands{len(done)}", taken=taken)
             try:
                 replayed = replay_over_steps(builder, template, gs.Variable.empty(), len(operands))
-            except ReplayError:
+            except ReplayError as error:
                 remove_made(graph, list(builder.nodes))
+                _missed(misses, chain, f"its {kind} are computed at every step and cannot be replayed over all of "
+                                       f"them ({error})")
                 continue
             made = ReplayedOperands([])
             for (node, index), position in zip(uses, positions):
@@ -141,6 +151,13 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str]) -> list[R
             made.made = list(builder.nodes)
             done.append(made)
     return done
+
+
+def _missed(misses: Optional[list], chain: list[tuple], reason: str) -> None:
+    if misses is not None and len(chain) >= MIN_EXPLAINED_STEPS:
+        first_add = chain[0][0]
+        anchor = first_add.name or first_add.outputs[0].name   # nodes may be nameless; their outputs are not
+        misses.append((id(first_add), Rejection(anchor, len(chain), reason)))
 
 
 def restore(graph: gs.Graph, replayed: ReplayedOperands) -> None:

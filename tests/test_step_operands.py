@@ -14,16 +14,16 @@ from scan_testing import apply_pass, op_histogram, rel_l2, run
 B, L, D = 2, 5, 3
 
 
-def _discretised_in_loop_model(backward=False, odd_step=None) -> onnx.ModelProto:
+def _discretised_in_loop_model(backward=False, odd_step=None, steps=L) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
-    `odd_step`: that step's decay is Sigmoid, not Exp (no template)."""
+    `odd_step`: that step's decay is Sigmoid, not Exp (no template); `steps`: only positions 0 .. steps-1 of the inputs."""
     inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
              numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
              numpy_helper.from_array(np.array([1], np.int64), "axis")]
     nodes, previous, outputs = [], "h_init", {}
-    positions = list(range(L))[::-1] if backward else list(range(L))
+    positions = list(range(steps))[::-1] if backward else list(range(steps))
     for step, t in enumerate(positions):
         inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
         nodes += [helper.make_node("Gather", ["delta", f"t{step}"], [f"d{step}"], axis=1),
@@ -36,10 +36,10 @@ def _discretised_in_loop_model(backward=False, odd_step=None) -> onnx.ModelProto
                   helper.make_node("Mul", [f"h{step}", "c"], [f"y{step}"]),
                   helper.make_node("Unsqueeze", [f"y{step}", "axis"], [f"u{step}"])]
         previous, outputs[t] = f"h{step}", f"u{step}"
-    nodes.append(helper.make_node("Concat", [outputs[t] for t in range(L)], ["out"], axis=1))
+    nodes.append(helper.make_node("Concat", [outputs[t] for t in range(steps)], ["out"], axis=1))
     graph = helper.make_graph(nodes, "discretised_in_loop",
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D]) for n in ("delta", "x")],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])], inits)
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, steps, D])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -80,11 +80,23 @@ def test_a_loop_that_discretises_at_every_step_rerolls(backward):
 
 
 def test_step_operands_that_are_not_one_subgraph_are_left_as_they_were():
-    """One step's decay a Sigmoid where the others' are Exp: no template for the decays, the chain unmatched ('0 scans
-    found') and the drives' replay put back: the graph as it was, op for op."""
+    """One step's decay a Sigmoid where the others' are Exp: no template for the decays, the chain unmatched and
+    the drives' replay put back: the graph as it was, op for op; the notes (--explain) say which chain and why,
+    where they said only '0 scans found'."""
     model = _discretised_in_loop_model(odd_step=3)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.stats["rerolled"] == 0 and "step_operands_replayed" not in result.stats
+    assert result.notes == ["0 scans found", "chain at 'h0' (5 steps) not re-rolled: its decays are computed at every "
+                            "step, but not by one subgraph (step 3 departs from step 0 at Sigmoid '' (step 0 has Exp "
+                            "'' there))"]
     assert op_histogram(out) == op_histogram(model)
     feeds = _feeds()
     np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+def test_short_chains_of_computed_operands_are_not_named():
+    """Three steps (under MIN_EXPLAINED_STEPS): Add(Mul(w, x), b) chains that short occur outside loops, so an
+    unmatched one is not put in the notes."""
+    model = _discretised_in_loop_model(odd_step=1, steps=3)
+    _, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.notes == ["0 scans found"]
