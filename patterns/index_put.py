@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import constant_ints, constant_value, node_axes, normalize_axis, producer
@@ -36,9 +37,16 @@ _SHAPE_KEEPING = frozenset({"Identity", "Cast", "Sigmoid", "Tanh", "Relu", "Exp"
                             "Softplus", "Erf", "Reciprocal", "Dropout"})
 
 
+def _keeps_size(node: Optional[gs.Node], ops=("Identity", "Squeeze")) -> bool:
+    """`node` is one of `ops` or a Cast to int64: it keeps a size's value (a Cast to bool, int8 or float may not:
+    Range(0, Cast(Cast(n, bool), int64), 1) counts one position whatever n)."""
+    return node is not None and bool(node.inputs) and (
+        node.op in ops or (node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.INT64))
+
+
 def _through_casts(tensor: gs.Tensor) -> gs.Tensor:
     node = producer(tensor)
-    while node is not None and node.op in ("Cast", "Identity", "Squeeze") and node.inputs:
+    while _keeps_size(node):
         tensor, node = node.inputs[0], producer(node.inputs[0])
     return tensor
 
@@ -241,7 +249,7 @@ def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int) -> Optional[int]:
     if value is not None:
         return int(value.reshape(-1)[0]) if value.size == 1 and np.issubdtype(value.dtype, np.integer) else None
     node = producer(tensor)
-    while node is not None and node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity") and node.inputs:
+    while _keeps_size(node, ("Unsqueeze", "Squeeze", "Identity")):
         node = producer(node.inputs[0])
     if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
         return None
@@ -254,8 +262,8 @@ def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int) -> Optional[int]:
 
 def _sliced_size(node: gs.Node, position: int, axis: int, ranks: RankMap, depth: int) -> Optional[int]:
     """The size a Slice leaves along `axis` (entry `position` of its axes), start, end and step 1 known, both >= 0."""
-    steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else None
-    if steps is not None and steps[position] != 1:
+    steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1] * (position + 1)
+    if steps is None or steps[position] != 1:   # a step computed at run time may be other than 1
         return None
     size = axis_size(node.inputs[0], axis, ranks, depth + 1)
     starts = constant_ints(node.inputs[1])
