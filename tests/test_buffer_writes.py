@@ -310,6 +310,23 @@ def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_not_proven_whole_a
     assert op_histogram(out) == op_histogram(model)
 
 
+@pytest.mark.xfail(strict=True, reason="s23 open: a step y_t of a smaller broadcast shape than the others is "
+                   "stacked as it is, and the Concat fails at any batch but 1")
+def test_torchscript_writes_of_steps_broadcast_differently_keep_working_at_every_batch():
+    """Step 0 writes h_init, (1, D), broadcast by its write to the slice (batch, D); the others write h_t, (batch, D).
+    The chain is stacked as Expand(Concat(Unsqueeze(y_t)), Shape(buffer)): the Concat of (1, 1, D) and (batch, 1, D)
+    fails at batch 2 (the reference's batch 1 verifies). Proving the y_t one shape needs shapes the TorchScript export
+    does not declare (the three dynamic-batch exports' pieces come from Einsum, MatMul, Cast); expanding each y_t to
+    the slice keeps the reroll from seeing the recurrence (rerolled 0). Sound once this passes."""
+    model = _torchscript_dynamic_batch_writes_model()
+    next(node for node in model.graph.node if "w0_eh" in node.output).input[0] = "h_init"
+    out, _ = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    rng = np.random.default_rng(2)
+    feeds = {"a": rng.uniform(-1, 1, (2, L, D)).astype(np.float32),
+             "b": rng.normal(size=(2, L, D)).astype(np.float32), "h_init": rng.normal(size=(1, D)).astype(np.float32)}
+    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])
 def test_writes_that_are_not_a_stack_are_left_as_they_are(case):
     """A position left as the buffer had it, written twice, added to, or an intermediate buffer read elsewhere:
