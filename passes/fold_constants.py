@@ -31,7 +31,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
-from passes.graph_builder import taken_prefixes
+from passes.graph_builder import taken_prefixes, unique_name
 from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
@@ -52,11 +52,7 @@ def _bounded_shapes_as_slices(graph: gs.Graph) -> list[gs.Node]:
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         if node.op != "Shape" or (start == 0 and end is None) or len(node.outputs) != 1:
             continue
-        prefix, copy = f"{node.name}{BOUNDS_SUFFIX}", 1
-        while prefix in taken:
-            copy += 1
-            prefix = f"{node.name}{BOUNDS_SUFFIX}#{copy}"
-        taken.add(prefix)
+        prefix = unique_name(f"{node.name}{BOUNDS_SUFFIX}", taken)
         whole = gs.Variable(f"{prefix}/whole", dtype=np.int64)
         bounds = [gs.Constant(f"{prefix}/{what}", np.array([value], np.int64))
                   for what, value in (("start", start), ("end", INT64_MAX if end is None else int(end)), ("axis", 0))]

@@ -23,6 +23,16 @@ def taken_prefixes(graph: gs.Graph) -> set[str]:
     return {name.rsplit("/", 1)[0] for name in names if "/" in name}
 
 
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name#2``, ``name#3``, .. : the first not in ``taken``, added to it."""
+    unique, copy = name, 1
+    while unique in taken:
+        copy += 1
+        unique = f"{name}#{copy}"
+    taken.add(unique)
+    return unique
+
+
 class GraphBuilder:
     def __init__(self, graph: gs.Graph, opset: int, prefix: str, dtype=np.float32,
                  taken: Optional[set[str]] = None) -> None:
@@ -32,13 +42,7 @@ class GraphBuilder:
         called 'p/Mul_1_out', would otherwise give a tensor produced twice."""
         self.graph = graph
         self.opset = opset
-        taken = taken_prefixes(graph) if taken is None else taken
-        unique, copy = prefix, 1
-        while unique in taken:
-            copy += 1
-            unique = f"{prefix}#{copy}"
-        taken.add(unique)
-        self.prefix = unique
+        self.prefix = unique_name(prefix, taken_prefixes(graph) if taken is None else taken)
         self.dtype = dtype
         self.nodes: list[gs.Node] = []
         self._count = 0

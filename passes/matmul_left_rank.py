@@ -13,7 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
-from passes.graph_builder import GraphBuilder
+from passes.graph_builder import GraphBuilder, unique_name
 from passes.registry import register_pass
 from patterns.ranks import RankMap
 
@@ -39,11 +39,7 @@ class MatMulLeftRank(Pass):
                 key = (left.name, right_rank)
                 if key not in lifted_constants:
                     values = np.asarray(left.values)
-                    name, copy = f"{left.name}_rank{right_rank}", 1
-                    while name in taken:
-                        copy += 1
-                        name = f"{left.name}_rank{right_rank}#{copy}"
-                    taken.add(name)
+                    name = unique_name(f"{left.name}_rank{right_rank}", taken)
                     lifted_constants[key] = gs.Constant(name,
                                                         values.reshape((1,) * missing + values.shape))
                 node.inputs[0] = lifted_constants[key]
