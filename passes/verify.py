@@ -20,6 +20,7 @@ from onnx.external_data_helper import uses_external_data
 
 from passes import ort_worker
 from passes.graph_io import all_graphs, all_tensors
+from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import one_line, printable, printable_names
 from passes.static_shapes import infer_shapes, static_element_counts
 
@@ -193,51 +194,24 @@ def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-# A reference array is unpacked whole: a member of a few MB can be deflated zeros of tens of GB (a
-# zip bomb takes the machine's memory). 2 GiB: 2^28 float64 values, the random feeds' own cap; the
-# arrays a model uses, all together, too (a model of many outputs, each member under the cap).
-MAX_REFERENCE_ARRAY_BYTES = 2**31
-
-
 def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Split a reference npz into (feeds, expected outputs) by the model's input/output names.
 
-    Refused (``ReferenceDataError``): a file that is not an npz or has a corrupt member; a member
-    that unpacks to more than ``MAX_REFERENCE_ARRAY_BYTES``, or used members that do all together; arrays the
-    model uses that are not real numbers or booleans (complex values would lose their imaginary
-    part, objects need pickle, strings cannot be compared); inputs whose type or static shape the
-    model does not take; expected outputs with NaN or infinity.
+    Refused (``ReferenceDataError``): what passes.npz_arrays.read_npz refuses (not an npz, a corrupt
+    or pickled member, members the model uses that unpack past its cap, a member that is no .npy);
+    arrays the model uses that are not real numbers or booleans (complex values would lose their
+    imaginary part, strings cannot be compared); inputs whose type or static shape the model does
+    not take; expected outputs with NaN or infinity.
     """
     shown = printable(npz_path)
     input_names, output_names = _graph_io_names(model)
     try:
-        archive = np.load(npz_path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an npz archive of named arrays")
-        with archive:
-            keys = list(archive.files)
-            # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
-            used = [key for key in keys if key in input_names or key in output_names]
-            members = set(archive.zip.namelist())
-            total = 0
-            for key in used:   # sizes from the zip's directory, before anything is unpacked
-                size = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key).file_size
-                if size > MAX_REFERENCE_ARRAY_BYTES:
-                    raise ReferenceDataError(f"reference {shown}: array '{printable(key)}' unpacks to {size:,} bytes, "
-                                             f"over the {MAX_REFERENCE_ARRAY_BYTES:,} a reference array may take")
-                total += size
-            if total > MAX_REFERENCE_ARRAY_BYTES:   # many arrays under the cap each: as many times its memory
-                raise ReferenceDataError(f"reference {shown}: the {len(used)} arrays the model uses unpack to {total:,} "
-                                         f"bytes in all, over the {MAX_REFERENCE_ARRAY_BYTES:,} a reference may take")
-            data = {key: archive[key] for key in used}
-    except ReferenceDataError:
-        raise
-    except Exception as error:   # not a zip, a truncated or corrupt member (BadZipFile, zlib.error, EOFError), pickle
-        raise ReferenceDataError(f"cannot read reference {shown}: {one_line(error)}") from None
+        # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
+        data = read_npz(npz_path, [*input_names, *output_names])
+    except NpzError as error:
+        raise ReferenceDataError(f"reference {shown}: {error}") from None
     for name, array in data.items():
-        if not isinstance(array, np.ndarray):   # numpy hands a member not named .npy over as its raw bytes
-            raise ReferenceDataError(f"reference {shown}: member '{printable(name)}' is not an .npy array")
         if array.dtype.kind not in "biuf":
             raise ReferenceDataError(f"reference {shown}: array '{printable(name)}' is {array.dtype} "
                                  "(only real numbers and booleans can be compared)")
@@ -248,7 +222,8 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
         raise ReferenceDataError(f"reference {shown} lacks model input(s): {printable_names(missing_inputs)}")
     if not expected:
         raise ReferenceDataError(
-            f"reference {shown} has none of the model outputs ({printable_names(output_names)}); keys: {printable_names(keys)}")
+            f"reference {shown} has none of the model outputs ({printable_names(output_names)}); "
+            f"keys: {printable_names(npz_member_names(npz_path))}")
     _check_feeds_fit(shown, feeds, model)
     for name, array in feeds.items():
         # A NaN fed in comes out as NaN: the comparison could then never pass, whatever the passes did.

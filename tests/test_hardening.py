@@ -625,8 +625,8 @@ BAD_REFERENCES = {
     "complex": (lambda p: np.savez(p, pixels=PIXELS, logits=PIXELS.astype(np.complex64) * 1j), "complex64"),
     "string": (lambda p: np.savez(p, pixels=PIXELS, logits=np.array(["a", "b", "c"])), "<U1"),
     "object": (lambda p: np.savez(p, pixels=PIXELS, logits=np.array([None, 1, "x"], dtype=object)),
-               "cannot read reference"),
-    "corrupt-member": (_corrupt_member, "cannot read reference"),
+               "not a readable npz (Object arrays cannot be loaded"),
+    "corrupt-member": (_corrupt_member, "not a readable npz ("),
     "single-npy": (lambda p: np.save(open(p, "wb"), PIXELS), "not an npz archive"),
     "input-dtype": (lambda p: np.savez(p, pixels=PIXELS.astype(np.float64), logits=PIXELS), "is float64; the model takes float32"),
     "input-shape": (lambda p: np.savez(p, pixels=np.ones((1, 4), np.float32), logits=PIXELS), "has shape [1, 4]"),
@@ -650,16 +650,16 @@ def test_a_reference_array_too_large_to_unpack_is_refused_before_unpacking(tmp_p
     """Found with a 510 KB npz whose expected output is 512 MB of deflated zeros (adversarial session
     s13): it was unpacked whole (744 MB resident for a 4-float model; 20 MB of npz would take 20 GB).
     The size the zip's directory declares is checked before anything is unpacked."""
-    import passes.verify as verify
+    from passes import npz_arrays
 
-    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 4096)
+    monkeypatch.setattr(npz_arrays, "MAX_NPZ_BYTES", 4096)
     path = tmp_path / "ref.npz"
     np.savez_compressed(path, pixels=PIXELS, logits=np.zeros((1024, 3), np.float32), unused=np.zeros(9999))
     unpacked = zipfile.ZipFile(path).getinfo("logits.npy").file_size
     with pytest.raises(ReferenceDataError) as info:
         load_reference(path, MODEL)
     assert str(info.value) == (f"reference {path}: array 'logits' unpacks to {unpacked:,} bytes, over the 4,096 "
-                               "a reference array may take")
+                               "one array may take")
     np.savez_compressed(path, pixels=PIXELS, logits=np.zeros((300, 3), np.float32), unused=np.zeros(9999))
     feeds, expected = load_reference(path, MODEL)   # under the cap, and a member the model does not use is not read
     assert expected["logits"].shape == (300, 3)
@@ -669,20 +669,20 @@ def test_reference_arrays_too_large_to_unpack_together_are_refused_before_unpack
     """Found by adv3 (s17): the cap was per array, so a model of 6 outputs and a 6 MB npz of six 1 GiB
     members of deflated zeros took 6.4 GB of memory before the first shape check refused it (100
     outputs: 100 GiB). The arrays the model uses are capped all together, before any is unpacked."""
-    import passes.verify as verify
+    from passes import npz_arrays
 
     model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
         g (float[4] x) => (float[4] y0, float[4] y1) { y0 = Identity(x)  y1 = Neg(x) }""")
     path = tmp_path / "ref.npz"
     np.savez_compressed(path, x=np.zeros(4, np.float32), y0=np.zeros(4, np.float32), y1=np.zeros(4, np.float32))
     sizes = [zipfile.ZipFile(path).getinfo(f"{key}.npy").file_size for key in ("x", "y0", "y1")]
-    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", sum(sizes) - 1)   # each under it, not all three
+    monkeypatch.setattr(npz_arrays, "MAX_NPZ_BYTES", sum(sizes) - 1)   # each under it, not all three
     unpacked = []
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: unpacked.append(key))
     with pytest.raises(ReferenceDataError) as info:
         load_reference(path, model)
-    assert str(info.value) == (f"reference {path}: the 3 arrays the model uses unpack to {sum(sizes):,} bytes in all, "
-                               f"over the {sum(sizes) - 1:,} a reference may take")
+    assert str(info.value) == (f"reference {path}: the 3 arrays read unpack to {sum(sizes):,} bytes in all, "
+                               f"over the {sum(sizes) - 1:,} they may take")
     assert unpacked == []
 
 
@@ -1266,15 +1266,15 @@ def test_tpu_check_refuses_an_npz_that_unpacks_too_large_before_unpacking(tmp_pa
     """Found by adv4 (s18): tools.tpu_check unpacked every member of its --input npz and --calibration set
     (a few MB of deflated zeros unpack to tens of GB), while the compiler refuses such a reference npz
     before unpacking it; the tool now sums the sizes the zip's directory declares first, under the same
-    cap (passes.verify.MAX_REFERENCE_ARRAY_BYTES; 64 bytes here)."""
-    from passes import verify
+    cap (passes.npz_arrays.MAX_NPZ_BYTES; 64 bytes here)."""
+    from passes import npz_arrays
     from tools import tpu_check
 
     np.savez_compressed(tmp_path / "in.npz", x=np.zeros((4, 4), np.float32))   # 64 bytes of data, 192 with headers
-    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 64)
+    monkeypatch.setattr(npz_arrays, "MAX_NPZ_BYTES", 64)
     unpacked = []
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: unpacked.append(key))
-    with pytest.raises(tpu_check.UsageError, match=r"input npz .*in\.npz unpacks to 192 bytes, over the 64 this tool reads"):
+    with pytest.raises(tpu_check.UsageError, match=r"input npz .*in\.npz: array 'x' unpacks to 192 bytes, over the 64 one array may take"):
         tpu_check.make_inputs([("x", (4, 4), np.float32)], tmp_path / "in.npz")
     assert unpacked == []
 

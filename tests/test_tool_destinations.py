@@ -275,9 +275,9 @@ def test_bench_never_exports_over_a_model_it_is_given(flag, tmp_path, capsys, mo
 
 
 BAD_BENCH_REFERENCES = {
-    "not-an-npz": (lambda path: path.write_bytes(b"garbage"), "cannot read reference {}: This file contains pickled"),
+    "not-an-npz": (lambda path: path.write_bytes(b"garbage"), "reference {}: not a readable npz (This file contains pickled"),
     "object-array": (lambda path: np.savez(path, input=np.array([None], dtype=object), logits=np.zeros(3)),
-                     "cannot read reference {}: Object arrays cannot be loaded when allow_pickle=False"),
+                     "reference {}: not a readable npz (Object arrays cannot be loaded when allow_pickle=False"),
     "no-input": (lambda path: np.savez(path, logits=np.zeros(3)),
                  "reference {} has no float array 'input' (vmamba_ref.export writes input and logits)"),
     "not-images": (lambda path: np.savez(path, input=np.zeros((1, 3), np.float32), logits=np.zeros(3)),
@@ -285,7 +285,7 @@ BAD_BENCH_REFERENCES = {
                    "for this model"),
     "unpacks-too-large": (lambda path: np.savez_compressed(path, input=np.zeros((1, 3, 64, 64), np.float32),
                                                            logits=np.zeros(10)),
-                          "reference {} unpacks to {size:,} bytes, over the 4,096 a reference may take"),
+                          "reference {}: array 'input' unpacks to {size:,} bytes, over the 4,096 one array may take"),
 }
 
 
@@ -296,11 +296,11 @@ def test_bench_refuses_a_naive_reference_it_cannot_use_before_the_work(case, tmp
     shape each ended in a traceback (exit 1), and every member was unpacked whole (deflated zeros
     take the machine's memory). Now checked as the compiler checks its reference: one line, exit 2,
     before any work."""
-    from passes import verify
+    from passes import npz_arrays
     from tools import bench
 
     monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("started before the check"))
-    monkeypatch.setattr(verify, "MAX_REFERENCE_ARRAY_BYTES", 4096)
+    monkeypatch.setattr(npz_arrays, "MAX_NPZ_BYTES", 4096)
     make, message = BAD_BENCH_REFERENCES[case]
     model, reference = tmp_path / "naive.onnx", tmp_path / "naive.ref.npz"
     model.write_bytes(b"model")
@@ -308,7 +308,7 @@ def test_bench_refuses_a_naive_reference_it_cannot_use_before_the_work(case, tmp
     assert bench.main(["--model", "micro", "--naive", str(model), "--rows", "naive", "--workdir", str(tmp_path / "work"),
                        "--out-md", "none", "--json", "none", "--png", "none"]) == 2
     err = capsys.readouterr().err
-    size = sum(member.file_size for member in zipfile.ZipFile(reference).infolist()) if case == "unpacks-too-large" else 0
+    size = zipfile.ZipFile(reference).getinfo("input.npy").file_size if case == "unpacks-too-large" else 0
     assert err.startswith("error: " + message.format(reference, size=size)) and err.count("\n") == 1, err
 
 

@@ -160,7 +160,7 @@ def test_tpu_check_bad_inputs_are_one_escaped_line_before_any_work(relu_model, t
     (tmp_path / "bad.npz").write_text("not an npz")
     assert tpu_check.main([str(relu_model), "--input", str(tmp_path / "bad.npz"), "--workdir", str(work)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: input npz {tmp_path}/bad.npz is not a readable npz: ") and err.count("\n") == 1
+    assert err.startswith(f"error: input npz {tmp_path}/bad.npz: not a readable npz (") and err.count("\n") == 1
     assert tpu_check.main([str(relu_model), "--json", str(tmp_path / "no" / "v.json"), "--workdir", str(work)]) == 2
     assert capsys.readouterr().err == f"error: --json directory does not exist: {tmp_path}/no\n"
     graph = helper.make_graph([helper.make_node("Relu", ["x\nerror: fake"], ["y"])], "g",

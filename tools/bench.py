@@ -288,27 +288,17 @@ def _prepare_fork(args, model, sample, display) -> Path:
 
 def read_reference(path: Path, config) -> dict[str, np.ndarray]:
     """The naive export's reference npz (vmamba_ref.export's input, logits and logits@float64),
-    checked as the compiler checks its own (passes.verify.load_reference) before anything reads it:
-    BenchError, one line, for a file that is not an npz, unpacks past MAX_REFERENCE_ARRAY_BYTES
-    (deflated zeros), holds an object array (allow_pickle stays off), lacks its input or logits, or
-    whose input is not a float32 batch of this model's images (PyTorch would fail on it)."""
-    from passes.verify import MAX_REFERENCE_ARRAY_BYTES
+    read as the compiler reads its own (passes.npz_arrays.read_npz) before anything uses it:
+    BenchError, one line, for what read_npz refuses (not an npz, deflated zeros, an object array),
+    a file that lacks its input or logits, or whose input is not a float32 batch of this model's
+    images (PyTorch would fail on it)."""
+    from passes.npz_arrays import NpzError, read_npz
 
     shown = printable(path)
     try:
-        stored = np.load(path, allow_pickle=False)
-        if not isinstance(stored, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an npz archive of named arrays")
-        with stored:
-            unpacked = sum(member.file_size for member in stored.zip.infolist())   # from the zip's directory
-            if unpacked > MAX_REFERENCE_ARRAY_BYTES:
-                raise BenchError(f"reference {shown} unpacks to {unpacked:,} bytes, over the "
-                                 f"{MAX_REFERENCE_ARRAY_BYTES:,} a reference may take")
-            ref = dict(stored)
-    except BenchError:
-        raise
-    except Exception as error:   # not a zip, a corrupt member, an object array
-        raise BenchError(f"cannot read reference {shown}: {one_line(error, limit=200)}") from None
+        ref = read_npz(path)
+    except NpzError as error:
+        raise BenchError(f"reference {shown}: {error}") from None
     image = (config.in_chans, config.img_size, config.img_size)
     for key in ("input", "logits"):
         if not isinstance(ref.get(key), np.ndarray) or ref[key].dtype.kind != "f":

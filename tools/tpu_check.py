@@ -132,25 +132,12 @@ def model_interface(path: Path):
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    from passes.verify import MAX_REFERENCE_ARRAY_BYTES
+    from passes.npz_arrays import NpzError, read_npz
 
     try:
-        with np.load(path) as stored:   # allow_pickle stays off: an object array is an error here
-            # sizes from the zip's directory, before anything is unpacked: a few MB of deflated zeros
-            # can unpack to tens of GB (the compiler's reference npz has the same cap)
-            unpacked = sum(member.file_size for member in stored.zip.infolist())
-            if unpacked > MAX_REFERENCE_ARRAY_BYTES:
-                raise UsageError(f"{what} {printable(path)} unpacks to {unpacked:,} bytes, over the "
-                                 f"{MAX_REFERENCE_ARRAY_BYTES:,} this tool reads")
-            arrays = dict(stored)
-    except UsageError:
-        raise
-    except Exception as error:
-        raise UsageError(f"{what} {printable(path)} is not a readable npz: {one_line(error, limit=200)}") from None
-    for name, array in arrays.items():
-        if not isinstance(array, np.ndarray):   # numpy hands a member not named .npy over as its raw bytes
-            raise UsageError(f"{what} {printable(path)}: member '{printable(name)}' is not an .npy array")
-    return arrays
+        return read_npz(path)   # sizes checked before unpacking, as the compiler reads its reference
+    except NpzError as error:
+        raise UsageError(f"{what} {printable(path)}: {error}") from None
 
 
 def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:

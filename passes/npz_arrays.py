@@ -1,0 +1,69 @@
+"""Named arrays from an npz file that nobody vouches for.
+
+An npz is a zip of .npy members: a few MB of deflated zeros can unpack to tens of GB, a member can
+hold a pickle (allow_pickle stays off) or be bytes that are no .npy at all (numpy hands those over
+raw). Sizes are taken from the zip's directory before anything is unpacked. The compiler's
+reference (passes.verify), tools.bench's reference and tools.tpu_check's inputs all read through
+here, so the three answer one bad file the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import numpy as np
+
+from passes.one_line import one_line, printable
+
+# 2 GiB: 2^28 float64 values, the random feeds' own cap (passes.verify); the members read, all
+# together, too (a model of many outputs, each member under the cap).
+MAX_NPZ_BYTES = 2**31
+
+
+class NpzError(ValueError):
+    """Why the file cannot be used, in one line that does not name it: the caller says which file
+    it was ("reference X: " + reason)."""
+
+
+def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None,
+             max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The members of the npz at `path` whose names are in `names` (all of them when None), each a
+    numpy array; members not asked for are never unpacked, so they may hold anything.
+
+    NpzError for a file that is not an npz or has a corrupt or pickled member; a member asked for
+    that unpacks to more than `max_bytes` (MAX_NPZ_BYTES by default), or members that do together;
+    a member that is not an .npy array."""
+    cap = MAX_NPZ_BYTES if max_bytes is None else max_bytes
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as error:   # not a zip, a truncated file, a pickle
+        raise NpzError(f"not a readable npz ({one_line(error, limit=200)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise NpzError("a single .npy array, not an npz archive of named arrays")
+    with archive:
+        wanted = set(archive.files) if names is None else set(names)
+        keys = [key for key in archive.files if key in wanted]
+        members = set(archive.zip.namelist())
+        total = 0
+        for key in keys:   # sizes from the zip's directory, before anything is unpacked
+            size = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key).file_size
+            if size > cap:
+                raise NpzError(f"array '{printable(key)}' unpacks to {size:,} bytes, over the {cap:,} one array may take")
+            total += size
+        if total > cap:   # many members under the cap each: as many times its memory
+            raise NpzError(f"the {len(keys)} arrays read unpack to {total:,} bytes in all, over the {cap:,} they may take")
+        try:
+            arrays = {key: archive[key] for key in keys}
+        except Exception as error:   # a corrupt member (BadZipFile, zlib.error, EOFError), an object array
+            raise NpzError(f"not a readable npz ({one_line(error, limit=200)})") from None
+    for key, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise NpzError(f"member '{printable(key)}' is not an .npy array")
+    return arrays
+
+
+def npz_member_names(path: str | os.PathLike) -> list[str]:
+    """The array names an npz holds (read from its directory only), for messages."""
+    with np.load(path, allow_pickle=False) as archive:
+        return list(archive.files)
