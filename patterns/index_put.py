@@ -179,10 +179,22 @@ def index_put_position(indices: gs.Tensor, buffers: set[int]) -> Optional[tuple[
     return written, int(position.reshape(-1)[0])
 
 
-def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> Optional[int]:
+def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0,
+              memo: Optional[dict] = None) -> Optional[int]:
     """The size of `tensor` along `axis` (>= 0), followed back to a declared or constant size through ops that keep
     it: shape-keeping ops, broadcasting ones (an input of a size other than 1 there: the output has it, or the
-    model fails), Slices of other axes, MatMul's rows and columns, Transpose, ConstantOfShape(Shape(x)); else None."""
+    model fails), Slices of other axes, MatMul's rows and columns, Transpose, ConstantOfShape(Shape(x)); else None.
+    One walk reads each (tensor, axis, depth) once (`memo`): a tensor reached along two paths at every step (a
+    residual Add(x, Relu(x)), a Slice of x to Shape(x)[k]) made the walk exponential in its depth."""
+    if memo is None:
+        memo = {}
+    key = (id(tensor), axis, depth)
+    if key not in memo:
+        memo[key] = _axis_size(tensor, axis, ranks, depth, memo)
+    return memo[key]
+
+
+def _axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int, memo: dict) -> Optional[int]:
     shape = getattr(tensor, "shape", None)
     if shape is not None and 0 <= axis < len(shape) and isinstance(shape[axis], (int, np.integer)) and shape[axis] >= 0:
         return int(shape[axis])
@@ -203,7 +215,7 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
             operand_rank = ranks.rank(operand)
             if operand_rank is None or axis - (rank - operand_rank) < 0:
                 continue
-            size = axis_size(operand, axis - (rank - operand_rank), ranks, depth + 1)
+            size = axis_size(operand, axis - (rank - operand_rank), ranks, depth + 1, memo)
             if size is not None and size != 1:
                 return size
         return None
@@ -213,10 +225,10 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
         if axes is None:
             return None
         if axis in axes:
-            return _sliced_size(node, axes.index(axis), axis, ranks, depth)
+            return _sliced_size(node, axes.index(axis), axis, ranks, depth, memo)
         follow = (node.inputs[0], axis)
     elif node.op == "Conv" and len(node.inputs) >= 2:
-        return _conv_size(node, axis, rank, ranks, depth)
+        return _conv_size(node, axis, rank, ranks, depth, memo)
     elif node.op == "Gather" and len(node.inputs) == 2:
         data_rank, indices_rank = ranks.rank(node.inputs[0]), ranks.rank(node.inputs[1])
         gathered = normalize_axis(int(node.attrs.get("axis", 0)), data_rank)
@@ -230,8 +242,8 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
             follow = (node.inputs[0], axis - indices_rank + 1)
     elif node.op == "MatMul" and len(node.inputs) == 2 and rank >= 2:
         left, right = ranks.rank(node.inputs[0]), ranks.rank(node.inputs[1])
-        if axis == rank - 2 and left is not None and left >= 2:
-            follow = (node.inputs[0], left - 2)
+        if axis == rank - 2 and left is not None and left >= 2 and right is not None and right >= 2:
+            follow = (node.inputs[0], left - 2)   # (a right vector's product has the left's rows last)
         elif axis == rank - 1 and right is not None and right >= 2:
             follow = (node.inputs[1], right - 1)
     elif node.op == "Transpose" and node.inputs:
@@ -239,15 +251,12 @@ def axis_size(tensor: gs.Tensor, axis: int, ranks: RankMap, depth: int = 0) -> O
         follow = (node.inputs[0], int(perm[axis])) if perm is not None else (node.inputs[0], rank - 1 - axis)
     if follow is None or follow[0] is None:
         return None
-    return axis_size(follow[0], follow[1], ranks, depth + 1)
+    return axis_size(follow[0], follow[1], ranks, depth + 1, memo)
 
 
-def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int) -> Optional[int]:
-    """A one-element integer that is a constant, or a size read Shape(y)[k] (through Unsqueeze, Squeeze, Cast) of a
-    size axis_size finds."""
-    value = constant_value(tensor)
-    if value is not None:
-        return int(value.reshape(-1)[0]) if value.size == 1 and np.issubdtype(value.dtype, np.integer) else None
+def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int, memo: dict) -> Optional[int]:
+    """A size read Shape(y)[k] (through Unsqueeze, Squeeze, Identity, Cast to int64) of a size axis_size finds. Only
+    a Slice's computed end comes here: a constant one is read by _sliced_size itself."""
     node = producer(tensor)
     while _keeps_size(node, ("Unsqueeze", "Squeeze", "Identity")):
         node = producer(node.inputs[0])
@@ -257,30 +266,33 @@ def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int) -> Optional[int]:
     if measured is None or index is None or index.size != 1 or not np.issubdtype(index.dtype, np.integer):
         return None
     index = int(index.reshape(-1)[0])
-    return axis_size(measured, index, ranks, depth + 1) if index >= 0 else None
+    return axis_size(measured, index, ranks, depth + 1, memo) if index >= 0 else None
 
 
-def _sliced_size(node: gs.Node, position: int, axis: int, ranks: RankMap, depth: int) -> Optional[int]:
+def _sliced_size(node: gs.Node, position: int, axis: int, ranks: RankMap, depth: int, memo: dict) -> Optional[int]:
     """The size a Slice leaves along `axis` (entry `position` of its axes), start, end and step 1 known, both >= 0."""
     steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1] * (position + 1)
     if steps is None or steps[position] != 1:   # a step computed at run time may be other than 1
         return None
-    size = axis_size(node.inputs[0], axis, ranks, depth + 1)
+    size = axis_size(node.inputs[0], axis, ranks, depth + 1, memo)
     starts = constant_ints(node.inputs[1])
     ends = node.inputs[2]
     end_value = constant_ints(ends)
-    end = end_value[position] if end_value is not None else (_size_value(ends, ranks, depth) if position == 0 else None)
+    if end_value is not None:
+        end = end_value[position]
+    else:   # a computed end: the first axis's only (a Slice of one axis, as TorchScript's x[:, :n])
+        end = _size_value(ends, ranks, depth, memo) if position == 0 else None
     if size is None or starts is None or end is None or starts[position] < 0 or end < 0:
         return None
     return max(0, min(end, size) - min(starts[position], size))
 
 
-def _conv_size(node: gs.Node, axis: int, rank: int, ranks: RankMap, depth: int) -> Optional[int]:
+def _conv_size(node: gs.Node, axis: int, rank: int, ranks: RankMap, depth: int, memo: dict) -> Optional[int]:
     """A Conv's output size: the batch's, the weight's output channels, or a spatial size from the input's, the
     kernel, pads, stride and dilation (auto_pad NOTSET)."""
     weight = constant_value(node.inputs[1])
     if axis == 0:
-        return axis_size(node.inputs[0], 0, ranks, depth + 1)
+        return axis_size(node.inputs[0], 0, ranks, depth + 1, memo)
     if weight is None or weight.ndim != rank:
         return None
     if axis == 1:
@@ -292,7 +304,7 @@ def _conv_size(node: gs.Node, axis: int, rank: int, ranks: RankMap, depth: int) 
     pads = list(node.attrs.get("pads", [0] * 2 * spatial))
     strides = list(node.attrs.get("strides", [1] * spatial))
     dilations = list(node.attrs.get("dilations", [1] * spatial))
-    size = axis_size(node.inputs[0], axis, ranks, depth + 1)
+    size = axis_size(node.inputs[0], axis, ranks, depth + 1, memo)
     if size is None or len(pads) != 2 * spatial or len(strides) != spatial or len(dilations) != spatial:
         return None
     k = axis - 2

@@ -149,8 +149,9 @@ class RankMap:
             if "->" in equation and "..." not in equation:
                 rank = len(equation.split("->")[1])
         elif op == "MatMul":
-            if None not in ranks:
-                rank = max(ranks)
+            if None not in ranks and len(ranks) == 2:
+                # numpy's matmul: a 1-D operand's axis is added for the product and dropped from its result
+                rank = max(ranks) - (1 if min(ranks) == 1 else 0)
         elif op in ("Gemm", "Flatten", "NonZero"):
             rank = 2
         elif op == "Range":
