@@ -8,38 +8,56 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import onnx_graphsurgeon as gs
+
 from passes.reroll_scans import RerollScans
+from passes.step_operands import replay_step_operands, restore
 from scan_testing import apply_pass, op_histogram, rel_l2, run
 
 B, L, D = 2, 5, 3
 
 
-def _discretised_in_loop_model(backward=False, odd_step=None, steps=L) -> onnx.ModelProto:
+def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_first=False, drive_first=False,
+                               decays_read=False, odd_op="Sigmoid", loops=1) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
-    `odd_step`: that step's decay is Sigmoid, not Exp (no template); `steps`: only positions 0 .. steps-1 of the inputs."""
+    `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of the inputs.
+    Session s24: `state_first` Mul(h, a_t), `drive_first` Add(b_t, Mul(..)); `decays_read`: a_t = Gather(a, t, 1) of a
+    graph input "a" (a step of a tensor, only the drives computed); `loops`: that many such loops, one after another
+    on the same inputs, their outputs concatenated."""
     inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
              numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
              numpy_helper.from_array(np.array([1], np.int64), "axis")]
-    nodes, previous, outputs = [], "h_init", {}
+    nodes, loop_outputs = [], []
     positions = list(range(steps))[::-1] if backward else list(range(steps))
-    for step, t in enumerate(positions):
-        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
-        nodes += [helper.make_node("Gather", ["delta", f"t{step}"], [f"d{step}"], axis=1),
-                  helper.make_node("Mul", [f"d{step}", "A"], [f"dA{step}"]),
-                  helper.make_node("Sigmoid" if step == odd_step else "Exp", [f"dA{step}"], [f"a{step}"]),
-                  helper.make_node("Gather", ["x", f"t{step}"], [f"x{step}"], axis=1),
-                  helper.make_node("Mul", [f"d{step}", f"x{step}"], [f"b{step}"]),
-                  helper.make_node("Mul", [f"a{step}", previous], [f"ah{step}"]),
-                  helper.make_node("Add", [f"ah{step}", f"b{step}"], [f"h{step}"]),
-                  helper.make_node("Mul", [f"h{step}", "c"], [f"y{step}"]),
-                  helper.make_node("Unsqueeze", [f"y{step}", "axis"], [f"u{step}"])]
-        previous, outputs[t] = f"h{step}", f"u{step}"
-    nodes.append(helper.make_node("Concat", [outputs[t] for t in range(steps)], ["out"], axis=1))
+    for loop in range(loops):
+        previous, outputs, n = "h_init", {}, "" if loop == 0 else f"loop{loop}_"
+        for step, t in enumerate(positions):
+            if loop == 0:
+                inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
+            decay = [helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)] if decays_read else [
+                helper.make_node("Mul", [f"{n}d{step}", "A"], [f"{n}dA{step}"]),
+                helper.make_node(odd_op if odd_step in (step, "every") else "Exp", [f"{n}dA{step}"], [f"{n}a{step}"])]
+            state = [previous, f"{n}a{step}"] if state_first else [f"{n}a{step}", previous]
+            step_sum = [f"{n}b{step}", f"{n}ah{step}"] if drive_first else [f"{n}ah{step}", f"{n}b{step}"]
+            nodes += [helper.make_node("Gather", ["delta", f"t{step}"], [f"{n}d{step}"], axis=1), *decay,
+                      helper.make_node("Gather", ["x", f"t{step}"], [f"{n}x{step}"], axis=1),
+                      helper.make_node("Mul", [f"{n}d{step}", f"{n}x{step}"], [f"{n}b{step}"]),
+                      helper.make_node("Mul", state, [f"{n}ah{step}"]),
+                      helper.make_node("Add", step_sum, [f"{n}h{step}"]),
+                      helper.make_node("Mul", [f"{n}h{step}", "c"], [f"{n}y{step}"]),
+                      helper.make_node("Unsqueeze", [f"{n}y{step}", "axis"], [f"{n}u{step}"])]
+            previous, outputs[t] = f"{n}h{step}", f"{n}u{step}"
+        nodes.append(helper.make_node("Concat", [outputs[t] for t in range(steps)], [f"{n}out"], axis=1))
+        loop_outputs.append(f"{n}out")
+    if loops > 1:
+        nodes.append(helper.make_node("Concat", loop_outputs, ["all"], axis=1))
+    inputs = ("delta", "x", "a") if decays_read else ("delta", "x")
     graph = helper.make_graph(nodes, "discretised_in_loop",
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D]) for n in ("delta", "x")],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, steps, D])], inits)
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D]) for n in inputs],
+                              [helper.make_tensor_value_info("out" if loops == 1 else "all", TensorProto.FLOAT,
+                                                             [B, steps * loops, D])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -100,3 +118,97 @@ def test_short_chains_of_computed_operands_are_not_named():
     model = _discretised_in_loop_model(odd_step=1, steps=3)
     _, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.notes == ["0 scans found"]
+
+
+# -- session s24: replay_step_operands itself (its mutants survived the whole-pass tests above) ---------------------------
+
+def _replayed(model: onnx.ModelProto):
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    taken = {node.name for node in graph.nodes} | set(graph.tensors())
+    misses: list = []
+    return graph, replay_step_operands(graph, 17, taken, misses), taken, [str(miss) for _, miss in misses]
+
+
+def _read_operands(made) -> list[tuple[str, int]]:
+    """(the reading node's op, the input index) of each step operand made to read a replayed Gather."""
+    assert all(gather.op == "Gather" for gather in made.gathers)
+    reads = [(node.op, index) for node, index, _ in made.reads]
+    assert [node.inputs[index] for node, index, _ in made.reads] == [gather.outputs[0] for gather in made.gathers]
+    return reads
+
+
+@pytest.mark.parametrize("state_first", [False, True])
+@pytest.mark.parametrize("drive_first", [False, True])
+def test_the_decay_and_the_drive_are_read_on_either_side(state_first, drive_first):
+    """Mul(h, a_t) or Mul(a_t, h), Add(Mul, b_t) or Add(b_t, Mul): the decays are the Muls' other inputs, the drives
+    the Adds' other inputs, every step's read from one Gather of its own; restore puts back the graph op for op."""
+    model = _discretised_in_loop_model(state_first=state_first, drive_first=drive_first)
+    graph, done, taken, notes = _replayed(model)
+    assert len(done) == 2 and notes == []
+    assert _read_operands(done[0]) == [("Mul", 1 if state_first else 0)] * L
+    assert _read_operands(done[1]) == [("Add", 0 if drive_first else 1)] * L
+    assert [all(node.name.startswith(f"reroll_scans/step_operands{index}/") for node in made.made)
+            for index, made in enumerate(done)] == [True, True]
+    assert {"reroll_scans/step_operands0", "reroll_scans/step_operands1"} <= taken   # the prefixes, taken
+    for made in done[::-1]:
+        restore(graph, made)
+    graph.cleanup()
+    assert op_histogram(gs.export_onnx(graph)) == op_histogram(model)
+
+
+def test_a_loop_with_its_operands_on_the_other_sides_rerolls_exactly():
+    model = _discretised_in_loop_model(state_first=True, drive_first=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "step_operands_replayed": 2}
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+def test_decays_read_as_steps_of_a_tensor_leave_the_drives_replayed():
+    """a_t = Gather(a, t, 1) is a step of a tensor, as a loop over precomputed decays reads it: only the drives are
+    replayed (the decays were looked at first and must not end the search), and the loop re-rolls exactly."""
+    model = _discretised_in_loop_model(decays_read=True)
+    _, done, _, notes = _replayed(model)
+    assert [_read_operands(made) for made in done] == [[("Add", 1)] * L] and notes == []
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "step_operands_replayed": 1}
+    feeds = {**_feeds(), "a": np.random.default_rng(7).uniform(0.2, 0.9, (B, L, D)).astype(np.float32)}
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
+
+
+def test_every_loop_of_a_graph_is_replayed_under_names_of_its_own():
+    """Two loops one after the other: four replays, named step_operands0 .. 3, each prefix taken (a model's own names
+    can not collide with the next pass's)."""
+    _, done, taken, _ = _replayed(_discretised_in_loop_model(loops=2))
+    assert len(done) == 4
+    for index, made in enumerate(done):
+        assert all(node.name.startswith(f"reroll_scans/step_operands{index}/") for node in made.made)
+    names = [node.name for made in done for node in made.made]
+    assert len(names) == len(set(names)) and {f"reroll_scans/step_operands{index}" for index in range(4)} <= taken
+
+
+def test_a_two_step_loop_is_replayed():
+    _, done, _, _ = _replayed(_discretised_in_loop_model(steps=2))
+    assert [len(made.gathers) for made in done] == [2, 2]
+
+
+def test_decays_of_no_one_subgraph_leave_the_drives_replayed_and_are_named_from_four_steps():
+    """Step 1's decay a Sigmoid: the decays match no one subgraph (named in the notes from MIN_EXPLAINED_STEPS = 4
+    steps), and the drives are still replayed."""
+    _, done, _, notes = _replayed(_discretised_in_loop_model(odd_step=1, steps=4))
+    assert [_read_operands(made) for made in done] == [[("Add", 1)] * 4]
+    assert notes == ["chain at 'h0' (4 steps) not re-rolled: its decays are computed at every step, but not by one "
+                     "subgraph (step 1 departs from step 0 at Sigmoid '' (step 0 has Exp '' there))"]
+
+
+def test_operands_that_cannot_be_replayed_are_named_and_leave_nothing_behind():
+    """Every decay Hardmax(delta_t * A): one subgraph, but Hardmax has no replay rule: the nodes made for it are
+    removed, the notes say why, and the drives are replayed still."""
+    model = _discretised_in_loop_model(odd_step="every", odd_op="Hardmax")
+    graph, done, _, notes = _replayed(model)
+    assert [_read_operands(made) for made in done] == [[("Add", 1)] * L]
+    assert notes == ["chain at 'h0' (5 steps) not re-rolled: its decays are computed at every step and cannot be "
+                     "replayed over all of them (Hardmax '' has no rule for replaying it over all steps)"]
+    restore(graph, done[0])
+    graph.cleanup()
+    assert op_histogram(gs.export_onnx(graph)) == op_histogram(model)
