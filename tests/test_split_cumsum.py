@@ -302,3 +302,53 @@ def test_giant_declared_cumsums_are_kept_at_once(shape, axis):
     out, result = apply(cumsum_model(shape, axis), budget=4096, lanes=64)
     assert not result.changed and histogram(out) == {"CumSum": 1}
     assert "pieces within the budget, more than the 65536 a CumSum is cut into" in result.notes[0]
+
+
+# --- session s24: what mutants of the plan, the check and the stats showed untested -------------------------------
+
+def test_the_largest_piece_counts_the_carry_row_exactly():
+    """(1, 1, 10000) over axis 2 within 4096: three pieces of 3334, 3333 and 3333, the later two with the carry row:
+    the largest CumSum input is (1, 1, 3335), 3335 elements. (1, 10000, 2) summed along C with 64 lanes: the whole
+    piece counts, five pieces of 2000 rows (and the carry) fewer than two columns of three."""
+    plan = plan_split((1, 1, 10000), 2, 4096)
+    assert plan.lanes == 1 and plan.pieces == (1, 1, 3)   # lanes default to a plain element count
+    assert plan.largest_piece_shape() == (1, 1, 3335) and all(type(d) is int for d in plan.largest_piece_shape())
+    assert plan.largest_piece_footprint() == 3335
+    along_c = plan_split((1, 10000, 2), 1, 4096, lanes=64)
+    assert along_c.pieces == (1, 5, 1) and along_c.largest_piece_shape() == (1, 2001, 2)
+    assert along_c.largest_piece_footprint() == 4002   # not 32 * 2: C is summed, not spread over the lanes
+
+
+def test_ties_are_broken_towards_cuts_of_outer_axes():
+    """(4, 4, 1024) over axis 2 within 4096: 4 pieces whether axis 0 or axis 1 or both are cut; the outer one is."""
+    assert plan_split((4, 4, 1024), 2, 4096).pieces == (4, 1, 1)
+
+
+def test_a_budget_under_two_is_refused_with_its_value():
+    with pytest.raises(ValueError, match=r"^budget must be >= 2 elements, got 1$"):
+        plan_split((4, 4), 1, 1)
+
+
+def test_a_cumsum_exactly_at_the_budget_is_kept_without_a_note():
+    out, result = apply(cumsum_model((2, 2048), 1), budget=4096, lanes=1)
+    assert not result.changed and result.notes == [] and result.stats == {"split": 0, "pieces": 0}
+    assert histogram(out) == {"CumSum": 1}
+
+
+@pytest.mark.parametrize("attrs", [{"exclusive": 1}, {"reverse": 1}])
+def test_exclusive_or_reverse_cumsums_are_left_with_the_exact_note(attrs):
+    _, result = apply(cumsum_model((4, 300), 1, **attrs), budget=8, lanes=1)
+    assert not result.changed and result.notes == [
+        "CumSum 'the_cumsum' left alone: exclusive/reverse CumSum (run cumsum-plain first)"]
+
+
+def test_a_split_says_what_it_made_in_its_note():
+    _, result = apply(cumsum_model((1, 1, 10), 2), budget=4, lanes=1)
+    assert result.notes == ["CumSum 'the_cumsum' [1, 1, 10] axis 2: 4 pieces (per axis [1, 1, 4]), largest [1, 1, 4] "
+                            "= 4 per lane"]
+
+
+def test_a_giant_cumsum_names_the_fewest_pieces_it_would_need():
+    _, result = apply(cumsum_model((1, 1, 2**31 - 1), 2), budget=4096, lanes=1)
+    assert result.notes == ["CumSum 'the_cumsum' left alone: [1, 1, 2147483647] axis 2 needs at least 524288 pieces "
+                            "within the budget, more than the 65536 a CumSum is cut into"]
