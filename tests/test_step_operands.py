@@ -18,13 +18,16 @@ B, L, D = 2, 5, 3
 
 
 def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_first=False, drive_first=False,
-                               decays_read=False, odd_op="Sigmoid", loops=1) -> onnx.ModelProto:
+                               decays_read=False, odd_op="Sigmoid", loops=1, state_op="Mul", drive_op="Mul",
+                               odd_drive_step=None) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
     `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of the inputs.
     Session s24: `state_first` Mul(h, a_t), `drive_first` Add(b_t, Mul(..)); `decays_read`: a_t = Gather(a, t, 1) of a
     graph input "a" (a step of a tensor, only the drives computed); `loops`: that many such loops, one after another
-    on the same inputs, their outputs concatenated."""
+    on the same inputs, their outputs concatenated; `decays_read` "initializer": a_t = A itself (a constant decay),
+    "constant-node": a Constant node per step; `state_op`: Div(a_t, h) (no recurrence); `drive_op`: b_t = Sub(d_t, x_t);
+    `odd_drive_step`: that step's drive is Div(d_t, x_t)."""
     inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
              numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
@@ -36,15 +39,19 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
         for step, t in enumerate(positions):
             if loop == 0:
                 inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
-            decay = [helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)] if decays_read else [
+            decay = [helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)] if decays_read is True else [
+                helper.make_node("Identity", ["A"], [f"{n}a{step}"])] if decays_read == "initializer" else [
+                helper.make_node("Constant", [], [f"{n}a{step}"], value=numpy_helper.from_array(
+                    np.full(D, 0.5, np.float32)))] if decays_read == "constant-node" else [
                 helper.make_node("Mul", [f"{n}d{step}", "A"], [f"{n}dA{step}"]),
                 helper.make_node(odd_op if odd_step in (step, "every") else "Exp", [f"{n}dA{step}"], [f"{n}a{step}"])]
             state = [previous, f"{n}a{step}"] if state_first else [f"{n}a{step}", previous]
             step_sum = [f"{n}b{step}", f"{n}ah{step}"] if drive_first else [f"{n}ah{step}", f"{n}b{step}"]
             nodes += [helper.make_node("Gather", ["delta", f"t{step}"], [f"{n}d{step}"], axis=1), *decay,
                       helper.make_node("Gather", ["x", f"t{step}"], [f"{n}x{step}"], axis=1),
-                      helper.make_node("Mul", [f"{n}d{step}", f"{n}x{step}"], [f"{n}b{step}"]),
-                      helper.make_node("Mul", state, [f"{n}ah{step}"]),
+                      helper.make_node("Div" if step == odd_drive_step else drive_op, [f"{n}d{step}", f"{n}x{step}"],
+                                       [f"{n}b{step}"]),
+                      helper.make_node(state_op, state, [f"{n}ah{step}"]),
                       helper.make_node("Add", step_sum, [f"{n}h{step}"]),
                       helper.make_node("Mul", [f"{n}h{step}", "c"], [f"{n}y{step}"]),
                       helper.make_node("Unsqueeze", [f"{n}y{step}", "axis"], [f"{n}u{step}"])]
@@ -53,7 +60,7 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
         loop_outputs.append(f"{n}out")
     if loops > 1:
         nodes.append(helper.make_node("Concat", loop_outputs, ["all"], axis=1))
-    inputs = ("delta", "x", "a") if decays_read else ("delta", "x")
+    inputs = ("delta", "x", "a") if decays_read is True else ("delta", "x")
     graph = helper.make_graph(nodes, "discretised_in_loop",
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, L, D]) for n in inputs],
                               [helper.make_tensor_value_info("out" if loops == 1 else "all", TensorProto.FLOAT,
@@ -212,3 +219,28 @@ def test_operands_that_cannot_be_replayed_are_named_and_leave_nothing_behind():
     restore(graph, done[0])
     graph.cleanup()
     assert op_histogram(gs.export_onnx(graph)) == op_histogram(model)
+
+
+@pytest.mark.parametrize("kwargs, replayed, notes", [
+    (dict(decays_read="initializer"), ["drives"], []),     # a_t = Identity(A): no producer past the no-op
+    (dict(decays_read="constant-node"), ["drives"], []),   # a Constant node per step: constants, not computed
+    (dict(drive_first=True, drive_op="Sub"), ["decays", "drives"], []),   # Add(Sub(d, x), Mul(a, h)): the Mul second
+    (dict(state_op="Div"), [], []),                        # Add(Div(a, h), b): no step of a recurrence
+    (dict(odd_drive_step=2), ["decays"], ["chain at 'h0' (5 steps) not re-rolled: its drives are computed at every "
+                                          "step, but not by one subgraph (step 2 departs from step 0 at Div '' (step 0 "
+                                          "has Mul '' there))"]),
+])
+def test_only_operands_computed_per_step_by_one_subgraph_are_replayed(kwargs, replayed, notes):
+    model = _discretised_in_loop_model(**kwargs)
+    _, done, _, made_notes = _replayed(model)
+    assert [{"Mul": "decays", "Add": "drives"}[_read_operands(made)[0][0]] for made in done] == replayed
+    assert made_notes == notes
+
+
+def test_adds_of_graph_inputs_beside_a_loop_change_nothing():
+    """An Add whose operands no node makes (graph inputs) is no step: looked at and passed over."""
+    model = _discretised_in_loop_model()
+    model.graph.node.append(helper.make_node("Add", ["delta", "x"], ["beside"]))
+    model.graph.output.append(helper.make_tensor_value_info("beside", TensorProto.FLOAT, [B, L, D]))
+    _, done, _, _ = _replayed(model)
+    assert len(done) == 2
