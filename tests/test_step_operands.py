@@ -22,7 +22,8 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
                                odd_drive_step=None) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
-    `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of the inputs.
+    `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of
+    the inputs.
     Session s24: `state_first` Mul(h, a_t), `drive_first` Add(b_t, Mul(..)); `decays_read`: a_t = Gather(a, t, 1) of a
     graph input "a" (a step of a tensor, only the drives computed); `loops`: that many such loops, one after another
     on the same inputs, their outputs concatenated; `decays_read` "initializer": a_t = A itself (a constant decay),
@@ -39,7 +40,8 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
         for step, t in enumerate(positions):
             if loop == 0:
                 inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
-            decay = [helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)] if decays_read is True else [
+            read = helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)
+            decay = [read] if decays_read is True else [
                 helper.make_node("Identity", ["A"], [f"{n}a{step}"])] if decays_read == "initializer" else [
                 helper.make_node("Constant", [], [f"{n}a{step}"], value=numpy_helper.from_array(
                     np.full(D, 0.5, np.float32)))] if decays_read == "constant-node" else [
@@ -127,7 +129,7 @@ def test_short_chains_of_computed_operands_are_not_named():
     assert result.notes == ["0 scans found"]
 
 
-# -- session s24: replay_step_operands itself (its mutants survived the whole-pass tests above) ---------------------------
+# -- session s24: replay_step_operands itself (its mutants survived the whole-pass tests above) -----------------
 
 def _replayed(model: onnx.ModelProto):
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
