@@ -301,6 +301,9 @@ I64 = np.int64
     ([("Shape", ["h"], {}), ("Gather", ["t0", np.array(0, I64)], {"axis": 0}),
       ("Unsqueeze", ["t1", np.array([0], I64)], {}), ("Slice", ["x", np.array([0]), "t2", np.array([1])], {})],
      {**X, "h": ((4, 6), None)}, [2, 4, 5]),
+    ([("Shape", ["h"], {}), ("Gather", ["t0", "k"], {"axis": 0}), ("Unsqueeze", ["t1", np.array([0], I64)], {}),
+      ("Slice", ["x", np.array([0]), "t2", np.array([1])], {})], {**X, "h": ((4, 6), None), "k": ((), I64)},
+     [2, None, 5]),                                       # which size of h the end is: known at run time only
     ([("Gather", ["x", np.zeros((4, 6), I64)], {"axis": 1})], X, [2, 4, 6, 5]),
     ([("Gather", ["x", np.zeros(4, I64)], {})], {"x": ((3, 5), None)}, [4, 5]),
     ([("Gather", ["x", np.zeros(4, I64)], {"axis": -1})], X, [2, 8, 4]),
