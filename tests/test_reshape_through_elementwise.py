@@ -190,3 +190,39 @@ g (float[1,4,12] x) => (float[1,4,12] y) <int64[3] same = {1, 4, 12}> {
     assert op_histogram(out) == {"Exp": 1, "Reshape": 1}
     x = np.random.default_rng(3).standard_normal((1, 4, 12)).astype(np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], np.exp(x), rtol=1e-6)
+
+
+def test_a_reshape_to_its_own_shape_inside_the_graph_is_removed():
+    """Session s24: `_bypass` had no test (mutmut: 'no tests'): Exp(x) reshaped to its own shape, then Relu: the
+    Reshape goes, the Relu reads the Exp."""
+    model = onnx.parser.parse_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,12] x) => (float[1,4,12] y) <int64[3] same = {1, 4, 12}> {
+  e = Exp(x)
+  r = Reshape(e, same)
+  y = Relu(r)
+}
+""")
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    assert op_histogram(out) == {"Exp": 1, "Relu": 1}
+    assert result.stats == {"moved": 0, "steps": 1, "reshapes": 0}
+    x = np.random.default_rng(4).standard_normal((1, 4, 12)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], np.maximum(np.exp(x), 0), rtol=1e-6)   # ORT's Exp: 1 ulp
+
+
+def test_a_merging_reshape_that_is_a_graph_output_is_not_sunk():
+    """Session s24 (a surviving mutant of `sink`): a merge whose output the graph returns, also read by a Relu, stays
+    where it is: sinking it would clear the graph output's producer."""
+    model = onnx.parser.parse_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,3,4] x) => (float[1,4,12] merged, float[1,4,12] y) <int64[3] flat = {1, 4, 12}> {
+  merged = Reshape(x, flat)
+  y = Relu(merged)
+}
+""")
+    out, result = apply_pass(model, ReshapeThroughElementwise())
+    assert op_histogram(out) == {"Relu": 1, "Reshape": 1} and not result.changed
+    x = np.random.default_rng(5).standard_normal((1, 4, 3, 4)).astype(np.float32)
+    merged, y = run(out, {"x": x})
+    np.testing.assert_array_equal(merged, x.reshape(1, 4, 12))
+    np.testing.assert_array_equal(y, np.maximum(x.reshape(1, 4, 12), 0))
