@@ -107,7 +107,7 @@ def _index_tuples_model(columns=2, written=1, position=3, spoil=None, extra_adds
             first = j == min(k for k in range(columns) if k != written)
             shape = ("other_shape" if spoil == "size-of-another-tensor" and first else
                      "shape_from_1" if spoil == "shape-from-axis-1" and first else "shape")
-            inits[f"axis{j}"] = np.array(j - 1 if shape == "shape_from_1" else j, np.int64)
+            inits[f"axis{j}"] = np.array(j, np.int64)   # of Shape(buffer, start=1): the size of axis j + 1
             inits[f"target{j}"] = np.array([-1] + [1] * (last - j), np.int64)
             nodes += [helper.make_node("Gather", [shape, f"axis{j}"], [f"size{j}"], axis=0),
                       helper.make_node("Cast", [f"size{j}"], [f"size64_{j}"], to=TensorProto.INT64)]
@@ -247,6 +247,8 @@ def test_indices_that_are_a_graph_input_or_columns_that_are_not_expanded_are_not
     tensors["u0"].inputs[0].inputs[0] = tensors["e0"]
     assert index_put_position(tensors["indices"], buffers) == (1, 3)
     tensors["v0"].inputs[0].inputs[0] = tensors["buffer"]            # Reshape(buffer), no Range
+    assert index_put_position(tensors["indices"], buffers) is None
+    tensors["e0"].inputs[0].inputs[0] = tensors["buffer"]            # Expand(buffer): no Reshape at all
     assert index_put_position(tensors["indices"], buffers) is None
 
 

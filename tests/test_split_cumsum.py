@@ -352,3 +352,11 @@ def test_a_giant_cumsum_names_the_fewest_pieces_it_would_need():
     _, result = apply(cumsum_model((1, 1, 2**31 - 1), 2), budget=4096, lanes=1)
     assert result.notes == ["CumSum 'the_cumsum' left alone: [1, 1, 2147483647] axis 2 needs at least 524288 pieces "
                             "within the budget, more than the 65536 a CumSum is cut into"]
+
+
+@pytest.mark.parametrize("shape, axis, pieces", [((1, 128, 4096), 2, 2), ((1, 4096, 2), 1, 2)])
+def test_lanes_spread_the_channels_unless_the_sum_runs_along_them(shape, axis, pieces):
+    """With 64 lanes (1, 128, 4096) over axis 2 holds 2 * 4096 per lane: two pieces of 64 channels (128 with lanes
+    ignored); (1, 4096, 2) over the channels counts whole, 8192: two pieces (none if the lanes were counted)."""
+    _, result = apply(cumsum_model(shape, axis), budget=4096, lanes=64)
+    assert result.changed and result.stats["pieces"] == pieces and result.stats["largest_piece"] == 4096
