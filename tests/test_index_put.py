@@ -316,6 +316,7 @@ I64 = np.int64
     ([("Transpose", ["x"], {})], X, [5, 8, 2]),
     ([("Transpose", ["x"], {"perm": [1, 2, 0]})], X, [8, 5, 2]),
     ([("Expand", ["x", np.array([2, 8, 5], I64)], {})], X, [None, None, None]),
+    ([("Pow", ["x", "y"], {})], {"x": ((1, 4), None), "y": ((3, 4), None)}, [None, None]),   # no rule: not MatMul's
 ])
 def test_axis_size_reads_each_op_exactly(specs, inputs, expected):
     assert _sizes(specs, inputs, axes=range(len(expected))) == expected
