@@ -45,12 +45,13 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder, taken_prefixes
+from passes.one_line import printable
 from passes.registry import register_pass
 from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TABLE_SIDES, TAKES_SHAPES
 from passes.scan_forms.chunk_axes import INT64_MAX, move_axis, move_axis_perm, transpose_without_unit_axes
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
-from passes.static_shapes import partial_shapes, symbolic_partial_shapes
+from passes.static_shapes import named_shapes, partial_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
@@ -279,13 +280,25 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
 
 
-def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] = None) -> int:
+def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] = None,
+                        notes: Optional[list[str]] = None) -> int:
     """Each chain of whole-slice writes into a buffer (patterns/buffer_writes.py) as the Concat of its
-    slices, in the chain's place; how many chains."""
+    slices, in the chain's place; how many chains. A symbolic-batch chain's pieces not proven of one shape are
+    stacked broadcast to the slice, each said in `notes`."""
     chains = find_buffer_writes(graph)
     if not chains:
         return 0
     taken = taken_prefixes(graph) if taken is None else taken
+    # The pieces' shapes, inferred before any chain is rewritten (only where a chain's y_t are broadcast by its writes)
+    symbolic = [chain for chain in chains if chain.broadcast_like is not None]
+    shapes = named_shapes(graph, [tensor.name for chain in symbolic for tensor in [chain.broadcast_like, *chain.pieces]]
+                          ) if symbolic else {}
+    of_the_slice = set()   # chains whose stacked pieces each have the slice's shape: the stack is the buffer's
+    for chain in chains:
+        if chain.broadcast_like is not None:
+            chain.pieces, sliced = _pieces_of_one_shape(chain, shapes, notes)
+            if sliced:
+                of_the_slice.add(id(chain))
     for index, chain in enumerate(chains):
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/stacked_writes{index}", taken=taken)
         for number, (shape_node, value) in enumerate(chain.shape_reads):   # a buffer's shape: that of them all
@@ -297,8 +310,12 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
             for node, index in chain.shape_readers:
                 node.inputs[index] = chain.broadcast_like
             chain.nodes[-1].outputs.clear()
-            stacked = builder.concat([builder.unsqueeze(piece, [chain.axis]) for piece in chain.pieces], chain.axis)
-            builder.node("Expand", [stacked, builder.node("Shape", [chain.broadcast_like])], output=output)
+            pieces = [builder.unsqueeze(piece, [chain.axis]) for piece in chain.pieces]
+            if id(chain) in of_the_slice:
+                builder.concat(pieces, chain.axis, output=output)
+            else:
+                stacked = builder.concat(pieces, chain.axis)
+                builder.node("Expand", [stacked, builder.node("Shape", [chain.broadcast_like])], output=output)
             continue
         pieces = [piece if shape is None else builder.unsqueeze(builder.reshape(piece, shape), [chain.axis])
                   for piece, shape in zip(chain.pieces, chain.piece_shapes)]
@@ -306,6 +323,67 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
         builder.concat(pieces, chain.axis, output=output)
     graph.cleanup().toposort()
     return len(chains)
+
+
+def _dropped_zeros_refusals(graph: gs.Graph, recurrences: list) -> dict:
+    """Why each recurrence whose first step multiplies zeros seen through a Cast, left out (x_0 = b_0), may differ
+    from the steps, by id: the zeros (of a computed shape: zeros(x[:, 0].shape)) could be larger than b_0 and
+    broadcast it. Only where a graph input has a size that is not a number: a static model runs at its declared
+    shapes alone, which verification checks; with a symbolic batch, b_0 must be inferred of x_0's shape."""
+    dropped = [rec for rec in recurrences if rec.zeros_dropped is not None]
+    if not dropped or all(tensor.shape is not None and all(isinstance(size, (int, np.integer)) and size >= 0
+                                                           for size in tensor.shape) for tensor in graph.inputs):
+        return {}
+    pairs = {id(rec): (rec.zeros_dropped[0].outputs[0], rec.zeros_dropped[1]) for rec in dropped}
+    shapes = named_shapes(graph, [tensor.name for pair in pairs.values() for tensor in pair if tensor is not None])
+    refusals = {}
+    for rec in dropped:
+        state, drive = pairs[id(rec)]
+        state_shape = shapes.get(state.name)
+        drive_shape = shapes.get(drive.name) if drive is not None else None
+        if not _known(state_shape) or drive_shape != state_shape:
+            refusals[id(rec)] = (f"the zeros its first step multiplies may broadcast b_0 "
+                                 f"('{printable(drive.name if drive is not None else '?')}', "
+                                 f"{printable(_shape_text(drive_shape))}) to x_0's shape "
+                                 f"{printable(_shape_text(state_shape))}: left out, they are not proven to add no size")
+    return refusals
+
+
+def _known(shape) -> bool:
+    return shape is not None and all(size is not None for size in shape)
+
+
+def _pieces_of_one_shape(chain, shapes: dict, notes: Optional[list[str]]) -> tuple[list, bool]:
+    """The pieces of a symbolic-batch chain to stack, and whether each has the slice's shape (the buffer's without
+    the axis; their stack then has the buffer's, as many pieces as positions: no Expand after it). The y_t as they
+    are where inference gives every y_t one shape (each size a number or a name: the Concat takes them wherever the
+    writes ran); else each y_t not proven of the slice's shape as its write broadcast it, Expand(y_t,
+    Shape(slice)). A y_t of another shape (h_init of (1, D) among (batch, D) states) stacked as it is made a Concat
+    that fails at any batch but 1, where the writes ran."""
+    piece_shapes = [shapes.get(piece.name) for piece in chain.pieces]
+    buffer = shapes.get(chain.broadcast_like.name)
+    slice_shape = (None if not _known(buffer) or len(buffer) <= chain.axis
+                   else buffer[:chain.axis] + buffer[chain.axis + 1:])
+    if _known(piece_shapes[0]) and all(shape == piece_shapes[0] for shape in piece_shapes):
+        return list(chain.pieces), piece_shapes[0] == slice_shape
+    pieces = []
+    for position, (piece, shape, broadcast) in enumerate(zip(chain.pieces, piece_shapes, chain.broadcast_pieces)):
+        if _known(shape) and shape == slice_shape:
+            pieces.append(piece)
+            continue
+        pieces.append(broadcast)
+        if notes is not None:
+            notes.append(f"buffer writes into '{printable(chain.broadcast_like.name)}': the update at position "
+                         f"{position} ('{printable(piece.name)}', {printable(_shape_text(shape))}) is not proven "
+                         f"of the slice's shape {printable(_shape_text(slice_shape))}: stacked broadcast to it")
+    return pieces, True
+
+
+def _shape_text(shape) -> str:
+    if shape is None:
+        return "shape unknown"
+    return "(" + ", ".join("?" if size is None else repr(size) if isinstance(size, str) else str(size)
+                           for size in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _as_constant(node: gs.Node, value: np.ndarray, name: str) -> None:
@@ -384,7 +462,8 @@ class RerollScans(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         # One scan of the graph's names (0.25 s on VMamba-T's export) serves every builder below: each adds its prefix.
         taken = taken_prefixes(graph)
-        stacked_writes = stack_buffer_writes(graph, ctx.opset, taken)
+        write_notes: list[str] = []
+        stacked_writes = stack_buffer_writes(graph, ctx.opset, taken, write_notes)
         sliced_splits = slice_split_pieces(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         gathered = gather_kept_steps(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         # Step outputs that keep the step axis: their size 1 there is inferred, from the Gathers (only where such steps
@@ -397,14 +476,15 @@ class RerollScans(Pass):
         replayed = replay_step_operands(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
+        zeros_refusals = _dropped_zeros_refusals(graph, report.recurrences)
         for rec in report.recurrences:
-            refusal = _opset_refusal(ctx.opset) or _replay_refusal(rec, ctx.opset)
+            refusal = _opset_refusal(ctx.opset) or _replay_refusal(rec, ctx.opset) or zeros_refusals.get(id(rec))
             if refusal is None:
                 recurrences.append(rec)
             else:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
         report.recurrences = recurrences
-        notes = [str(rejection) for rejection in report.rejections]
+        notes = write_notes + [str(rejection) for rejection in report.rejections]
         # Shapes only when some recurrence may take another form or lose its unit axes (inference
         # costs seconds on a naive export).
         shapes = {}

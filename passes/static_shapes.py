@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import TensorProto, numpy_helper
 
+from passes.graph_builder import unique_name
 from passes.graph_io import all_graphs, graph_to_model
 from passes.one_line import printable
 
@@ -63,12 +65,15 @@ def _shape_of_constant_like(node, shapes: dict, producers: dict) -> Optional[str
     return shape_node.input[0] if source is not None and len(source) == 1 else None
 
 
-def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict) -> Optional[int]:
+def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict,
+                scalars: Optional[dict] = None) -> Optional[int]:
     """An upper bound on the elements of a rank-1 value of unknown size, or None where there is none: computed
     from Shapes (their input's rank), graph inputs (fed, not propagated: 0), values of known shape (their size)
     and ConstantOfShape(Shape(v)) (v's) through _NO_LARGER_THAN_INPUTS (a Concat the sum of its inputs, the
     others the largest). Walked without recursion (a hostile chain may be long), each value once (`bounds`,
-    which this call fills, is shared by the calls on one graph: a walk per value of a long chain was quadratic)."""
+    which this call fills, is shared by the calls on one graph: a walk per value of a long chain was quadratic).
+    A Range's is its length where _static_integer knows its start, limit and delta (`scalars`: the graph's
+    integer constants of one element, by name): TorchScript's arange(seq_len) of a dynamic-batch export."""
     stack, expanding = [(name, False)], set()
     while stack:
         item, expanded = stack.pop()
@@ -80,6 +85,12 @@ def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict) -> Optio
         if node is None or node.op_type == "Shape":
             source = shapes.get(node.input[0]) if node is not None and node.input else None
             bounds[item] = len(source) if source is not None else 0
+            continue
+        if node.op_type == "Range":   # exactly its length where start, limit and delta are known numbers
+            length = _range_length(node, shapes, producers, scalars)
+            if length is None:
+                return None
+            bounds[item] = length
             continue
         if node.op_type == "ConstantOfShape":
             sources = [_shape_of_constant_like(node, shapes, producers)]
@@ -111,16 +122,73 @@ def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict) -> Optio
     return bounds[name]
 
 
+_INTEGER_TYPES = frozenset({TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
+                            TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64})
+MAX_SCALAR_PATH = 8
+
+
+def _integer_scalars(graph: onnx.GraphProto) -> dict:
+    """The graph's integer constants of one element (initializers, Constant nodes), by name, as Python ints."""
+    tensors = [(tensor.name, tensor) for tensor in graph.initializer]
+    tensors += [(node.output[0], node.attribute[0].t) for node in graph.node if node.op_type == "Constant"
+                and node.output and len(node.attribute) == 1 and node.attribute[0].HasField("t")]
+    scalars = {}
+    for name, tensor in tensors:
+        if tensor.data_type in _INTEGER_TYPES and math.prod(tensor.dims) == 1 and not tensor.external_data:
+            scalars[name] = int(numpy_helper.to_array(tensor).reshape(-1)[0])
+    return scalars
+
+
+def _static_integer(name: str, shapes: dict, producers: dict, scalars: dict) -> Optional[int]:
+    """The value of a one-element integer `name` that needs no data propagation: an integer constant, or one size
+    of a value whose shape plain inference knows there (Gather(Shape(v), i) with i a constant), through Casts to
+    integer types, Identity, Squeeze and Unsqueeze; else None."""
+    for _ in range(MAX_SCALAR_PATH):
+        if name in scalars:
+            return scalars[name]
+        node = producers.get(name)
+        if node is None or not node.input:
+            return None
+        if node.op_type == "Cast" and any(attr.name == "to" and attr.i in _INTEGER_TYPES for attr in node.attribute):
+            name = node.input[0]
+        elif node.op_type in ("Identity", "Squeeze", "Unsqueeze"):
+            name = node.input[0]
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in scalars:
+            shape_node = producers.get(node.input[0])
+            if shape_node is None or shape_node.op_type != "Shape" or len(shape_node.attribute) or not shape_node.input:
+                return None
+            shape = shapes.get(shape_node.input[0])
+            index = scalars[node.input[1]]
+            if shape is None or not -len(shape) <= index < len(shape) or shape[index] is None:
+                return None
+            return int(shape[index])
+        else:
+            return None
+    return None
+
+
+def _range_length(node, shapes: dict, producers: dict, scalars: Optional[dict]) -> Optional[int]:
+    """How many elements Range(start, limit, delta) makes where all three are _static_integer, else None."""
+    if scalars is None or len(node.input) != 3:
+        return None
+    values = [_static_integer(name, shapes, producers, scalars) for name in node.input]
+    if any(value is None for value in values) or values[2] == 0:
+        return None
+    start, limit, delta = values
+    return max(0, -((start - limit) // delta))   # ceil((limit - start) / delta), exact for any size
+
+
 def data_propagation_refusal(model: onnx.ModelProto) -> Optional[str]:
     """Why ONNX's data propagation would be unbounded on `model` (shapes inferred without it), or None."""
     sizes: dict[str, int] = {}
     for graph in all_graphs(model.graph):
         shapes, producers = _shapes_and_producers(graph)
         bounds: dict[str, int] = {}
+        scalars = _integer_scalars(graph)
         for name, shape in shapes.items():
             if shape is None or len(shape) != 1:
                 continue
-            size = shape[0] if shape[0] is not None else _size_bound(name, shapes, producers, bounds)
+            size = shape[0] if shape[0] is not None else _size_bound(name, shapes, producers, bounds, scalars)
             if size is None:
                 return f"rank-1 tensor '{printable(name)}' has a size only data propagation would find"
             sizes[name] = size
@@ -196,6 +264,50 @@ def _partial_shapes(graph: gs.Graph) -> tuple[dict[str, Optional[PartialShape]],
         if isinstance(tensor, gs.Constant):
             shapes[name] = tuple(int(d) for d in tensor.shape)
     return shapes, refusal
+
+
+NamedShape = tuple[object, ...]   # each size a number, a name (str) or None
+
+
+def _named_shape_of(type_proto: onnx.TypeProto) -> Optional[NamedShape]:
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0
+                 else d.dim_param if d.HasField("dim_param") and d.dim_param else None
+                 for d in type_proto.tensor_type.shape.dim)
+
+
+def named_shapes(graph: gs.Graph, of: Optional[Sequence[str]] = None) -> dict[str, Optional[NamedShape]]:
+    """Tensor name -> shape with each size a number, a name or None (unknown): ONNX's shape inference (with data
+    propagation where it is bounded) from the graph's inputs and constants alone, the shapes the model declares for
+    the values between (value_info) and for its outputs left out: a declaration is no proof (ONNX Runtime checks
+    none of them). Two sizes of one name are one size: a graph input's dim_param, which ONNX reads as the same
+    size wherever it appears (ONNX Runtime does not check that), or a name inference gave one unknown size and
+    carried only where the op makes the size the same (a broadcast of two names is a new one). `of`: the names
+    wanted, inferred on the part of the graph that computes them."""
+    graph = graph.copy()
+    if of is not None:   # only what computes them: data propagation is refused on a graph that also makes, say,
+        # index tuples of a Range of a size only it would find (patterns/index_put's)
+        tensors, outputs = graph.tensors(), []
+        taken = set(tensors) | {node.name for node in graph.nodes}
+        for name in dict.fromkeys(of):   # each read by an Identity: inference leaves a graph output's shape as
+            if name in tensors:           # declared (here: none)
+                outputs.append(gs.Variable(unique_name(f"{name}/named_shape", taken), dtype=tensors[name].dtype))
+                graph.nodes.append(gs.Node("Identity", inputs=[tensors[name]], outputs=[outputs[-1]]))
+        graph.outputs = outputs
+        graph.cleanup()
+    model = graph_to_model(graph)
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
+    inferred, _ = infer_shapes(model)
+    shapes = {v.name: _named_shape_of(v.type)
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    for name, tensor in graph.tensors().items():
+        if isinstance(tensor, gs.Constant):
+            shapes[name] = tuple(int(d) for d in tensor.shape)
+    return shapes
 
 
 def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:

@@ -36,7 +36,9 @@ small_value cannot evaluate without a size: patterns/index_put.py proves them fr
 whole slice at p for every batch), and the buffer's size along the axis from the sizes it is made from. The update
 is then Reshape(Expand(y_t, Shape(Gather(buffer, p, axis))), ..): y_t broadcast to the slice, of the shape ScatterND
 demands of it; the chain is the stack of the y_t expanded to the buffer's shape, and the intermediate buffers' shape
-reads read the first buffer.
+reads read the first buffer. The y_t may differ in shape (h_init of (1, D) among (batch, D) states, which a Concat
+refuses at any batch but 1): the re-roller stacks them as they are only where it infers them one shape, else the
+broadcast updates, Expand(y_t, Shape(slice)), of those not proven of the slice's shape.
 
 `find_buffer_writes` returns such chains; the re-roller (passes/reroll_scans.py) writes each as that
 Concat before it looks for recurrences.
@@ -71,8 +73,11 @@ class BufferWrites:
     # less one, broadcast to the slice's shape by the write; the stack of Unsqueeze(y_t, axis) is to be expanded to
     # the shape of `broadcast_like` (the first buffer), and each (node, input index) of `shape_readers`, a read of an
     # intermediate buffer that only takes its shape, is to read `broadcast_like` instead (one shape for them all).
+    # The y_t may differ in shape (h_init of (1, D) among (batch, D) states): `broadcast_pieces` holds each write's
+    # Expand(y_t, Shape(slice)), y_t of the slice's shape, for the pieces not proven of one shape.
     broadcast_like: Optional[gs.Tensor] = None
     shape_readers: list = field(default_factory=list)
+    broadcast_pieces: list = field(default_factory=list)
 
 
 def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
@@ -323,19 +328,21 @@ def _index_put_chain(head: gs.Node, graph_outputs: set[int], ranks: RankMap) -> 
     positions = [position % length for _, position in slices]
     if sorted(positions) != list(range(length)):
         return None
-    steps = []
+    steps, broadcast = [], []
     for _, node in sorted(zip(positions, chain), key=lambda item: item[0]):
-        step = _broadcast_update(node.inputs[2], axis, rank, buffers)
-        if step is None or ranks.rank(step) != rank - 1:
+        update = _broadcast_update(node.inputs[2], axis, rank, buffers)
+        if update is None or ranks.rank(update[0]) != rank - 1:
             return None
-        steps.append(step)
+        steps.append(update[0])
+        broadcast.append(update[1])
     return BufferWrites(chain[-1].outputs[0], axis, steps, chain, [None] * len(steps), [],
-                        broadcast_like=buffer, shape_readers=readers)
+                        broadcast_like=buffer, shape_readers=readers, broadcast_pieces=broadcast)
 
 
-def _broadcast_update(update: gs.Tensor, axis: int, rank: int, buffers: set[int]) -> Optional[gs.Tensor]:
-    """y where `update` is Reshape(Expand(y, Shape(Gather(buffer, p, axis))), target): y broadcast to the slice's
-    shape (any target: ScatterND accepts only the one its indices demand)."""
+def _broadcast_update(update: gs.Tensor, axis: int, rank: int,
+                      buffers: set[int]) -> Optional[tuple[gs.Tensor, gs.Tensor]]:
+    """(y, the Expand's output) where `update` is Reshape(Expand(y, Shape(Gather(buffer, p, axis))), target): y
+    broadcast to the slice's shape (any target: ScatterND accepts only the one its indices demand)."""
     reshape = producer(update)
     if reshape is None or reshape.op != "Reshape" or not reshape.inputs:
         return None
@@ -353,4 +360,4 @@ def _broadcast_update(update: gs.Tensor, axis: int, rank: int, buffers: set[int]
     index = constant_value(gather.inputs[1])
     if index is None or index.ndim != 0 or not np.issubdtype(index.dtype, np.integer):
         return None
-    return expand.inputs[0]
+    return expand.inputs[0], expand.outputs[0]

@@ -111,8 +111,12 @@ def normalize_axis(axis: int, tensor_rank: Optional[int]) -> Optional[int]:
 
 
 def is_all_zeros(tensor: gs.Tensor) -> bool:
-    """A constant of zeros, or ConstantOfShape filled with 0 (how the dynamo exporter writes zeros)."""
+    """A constant of zeros, or ConstantOfShape filled with 0 (how the dynamo exporter writes zeros), through Casts
+    (zeros in any type: TorchScript's zeros(x[:, 0].shape).to(float32) where the batch is dynamic)."""
     node = producer(tensor)
+    while node is not None and node.op == "Cast" and node.inputs and node.inputs[0] is not None:
+        tensor = node.inputs[0]
+        node = producer(tensor)
     if node is not None and node.op == "ConstantOfShape":
         fill = node.attrs.get("value")
         return fill is None or not np.any(np.asarray(fill.values if isinstance(fill, gs.Constant) else fill))

@@ -80,6 +80,11 @@ class Recurrence:
     named_mismatch: str = ""                    # why no named readout form fit (when template is set)
     backward: bool = False           # the chain takes positions L-1, L-2, .., 0 (final_state is x at position 0)
     stack_reversed: bool = False     # the stacked output holds y_{L-1} first (positions in descending order)
+    # The first step where it multiplied zeros seen through a Cast that were left out (initial_state None):
+    # x_0 = a_0 * zeros + b_0 is b_0 only where the zeros add no size to b_0's (checked by the re-roller, which has
+    # shapes), and its drive b_0. (Zeros read as they are, a constant or ConstantOfShape, are left out unchecked, as
+    # before s24: ONNX's inference names VMamba's dynamic batch anew through Reshape and Split, and refused them all.)
+    zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it)
 
     @property
     def anchor(self) -> str:
@@ -307,8 +312,12 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
             raise _ChainMismatch(f"per-step output '{piece.name}' is a graph output")
 
     first = chain[0]
+    zeros_dropped = None
     if first.add is None or is_all_zeros(first.previous):
         initial = None
+        if first.add is not None and producer_op(first.previous) == "Cast":
+            product = (first.times_one or first.mul).outputs[0]
+            zeros_dropped = (first.add, next((t for t in first.add.inputs if t is not product), None))
     else:
         initial = first.previous
     last_state = chain[-1].state
@@ -333,7 +342,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
-        template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed)
+        template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
+        zeros_dropped=zeros_dropped)
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:

@@ -285,13 +285,15 @@ def test_torchscript_writes_into_a_buffer_of_a_symbolic_batch_are_stacked(order,
     length L read back to a's declared shape, and the chain is the stack of the h_t expanded to the buffer's shape,
     the shape reads of the intermediate buffers read from the first. Before: no chain (0 scans: the buffer's shape
     unknown), the user's bidirectional block 1 of 2 re-rolled. `out[:, t, :] =` (every_axis) likewise: a Range column
-    for the last axis. Checked at batch 2 and 5."""
+    for the last axis. The h_t inferred of the slice's shape ("batch", D) from the inputs alone (s24), their stack has
+    the buffer's: no Expand after it, and the zeros it broadcast to go (s23: Expand(stack, Shape(zeros))). Checked at
+    batch 1, 2 and 5."""
     model = _torchscript_dynamic_batch_writes_model(order, every_axis=every_axis)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
     hist = op_histogram(out)
-    assert "ScatterND" not in hist and "Range" not in hist and hist["Expand"] == 1   # the stack's, to Shape(zeros)
-    for batch in (B, 5):
+    assert not {"ScatterND", "Range", "Expand", "ConstantOfShape"} & set(hist), hist
+    for batch in (1, B, 5):
         rng = np.random.default_rng(batch)
         feeds = {"a": rng.uniform(-1, 1, (batch, L, D)).astype(np.float32),
                  "b": rng.normal(size=(batch, L, D)).astype(np.float32), "h_init": np.zeros((1, D), np.float32)}
@@ -378,21 +380,28 @@ def test_near_misses_of_torchscript_index_tuples_are_left_or_exact_at_every_batc
         assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="s23 open: a step y_t of a smaller broadcast shape than the others is "
-                   "stacked as it is, and the Concat fails at any batch but 1")
 def test_torchscript_writes_of_steps_broadcast_differently_keep_working_at_every_batch():
     """Step 0 writes h_init, (1, D), broadcast by its write to the slice (batch, D); the others write h_t, (batch, D).
-    The chain is stacked as Expand(Concat(Unsqueeze(y_t)), Shape(buffer)): the Concat of (1, 1, D) and (batch, 1, D)
-    fails at batch 2 (the reference's batch 1 verifies). Proving the y_t one shape needs shapes the TorchScript export
-    does not declare (the three dynamic-batch exports' pieces come from Einsum, MatMul, Cast); expanding each y_t to
-    the slice keeps the reroll from seeing the recurrence (rerolled 0). Sound once this passes."""
+    s23 stacked the y_t as they were, Expand(Concat(Unsqueeze(y_t)), Shape(buffer)): the Concat of (1, 1, D) and
+    (batch, 1, D) failed at batch 2 (the reference's batch 1 verified). The shapes inferred from the graph's inputs
+    alone prove h_1 .. h_4 of the slice's shape ("batch", D), not h_init: it is stacked as its write broadcast it,
+    and said. The rewritten graph equals the writes at batches 1, 2 and 3."""
     model = _torchscript_dynamic_batch_writes_model()
     next(node for node in model.graph.node if "w0_eh" in node.output).input[0] = "h_init"
-    out, _ = apply_pass(model, RerollScans(form="parallel", chunk=2))
-    rng = np.random.default_rng(2)
-    feeds = {"a": rng.uniform(-1, 1, (2, L, D)).astype(np.float32),
-             "b": rng.normal(size=(2, L, D)).astype(np.float32), "h_init": rng.normal(size=(1, D)).astype(np.float32)}
-    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1, "buffer_writes_stacked": 1}
+    assert result.notes[1] == ("buffer writes into 'zeros': the update at position 0 ('h_init', (1, 3)) is not proven "
+                               "of the slice's shape ('batch', 3): stacked broadcast to it")
+    assert len(result.notes) == 3 and result.notes[2].startswith("chain at '' (5 steps) not re-rolled: intermediate "
+                                                                  "state 'h0' at step 0 is read by nothing")
+    hist = op_histogram(out)   # h_init's Expand to Shape(Gather(zeros, 0, 1)); every piece then of the slice's shape
+    assert "ScatterND" not in hist and "Range" not in hist and hist["Expand"] == 1 and hist["Concat"] == 1
+    for batch in (1, 2, 3):
+        rng = np.random.default_rng(batch)
+        feeds = {"a": rng.uniform(-1, 1, (batch, L, D)).astype(np.float32),
+                 "b": rng.normal(size=(batch, L, D)).astype(np.float32),
+                 "h_init": rng.normal(size=(1, D)).astype(np.float32)}
+        np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
 
 
 @pytest.mark.parametrize("case", ["position-missing", "position-twice", "reduction-add", "buffer-read-elsewhere"])

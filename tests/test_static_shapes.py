@@ -9,8 +9,8 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from passes.static_shapes import (MAX_PROPAGATED_ELEMENTS, data_propagation_refusal, static_element_counts,
-                                  static_shapes)
+from passes.static_shapes import (MAX_PROPAGATED_ELEMENTS, data_propagation_refusal, named_shapes,
+                                  static_element_counts, static_shapes)
 
 
 def _rank1_model(nodes, bound_of: str, padding: int, inputs=(), inits=(), value_info=()) -> onnx.ModelProto:
@@ -50,6 +50,16 @@ CASES = {
     "a-chain": ([_SHAPE_X, helper.make_node("Identity", ["sx"], ["i1"]), helper.make_node("Cast", ["i1"], ["i2"], to=7),
                  _SHAPE_Y, helper.make_node("Concat", ["i2", "sy", "i1"], ["c"], axis=0)],
                 {}, 3 + 3 + 3 + 2 + 8),
+    # TorchScript's arange(seq_len) of a dynamic-batch export: Range(start, Cast(Gather(Shape(x), i)), delta), x's
+    # size there known to plain inference: ceil((4 - 1) / 2) = 2 elements (s24; refused before, and with it every
+    # shape a dynamic-batch RecurrentGemma computes)
+    "a-range-of-a-known-size": ([_SHAPE_X, helper.make_node("Gather", ["sx", "minus_one"], ["n"], axis=0),
+                                 helper.make_node("Cast", ["n"], ["n64"], to=TensorProto.INT64),
+                                 helper.make_node("Range", ["start", "n64", "delta"], ["c"])],
+                                {"inits": [numpy_helper.from_array(np.array(value, np.int64), name) for name, value in
+                                           (("minus_one", -1), ("start", 1), ("delta", 2))],
+                                 "value_info": [helper.make_tensor_value_info(name, TensorProto.INT64, [])
+                                                for name in ("n", "n64")]}, 3 + 2),
     "ones-like-a-shape": ([_SHAPE_X, helper.make_node("Shape", ["sx"], ["ssx"]),
                            helper.make_node("ConstantOfShape", ["ssx"], ["c"],
                                             value=numpy_helper.from_array(np.array([1], np.int64)))], {}, 3 + 1 + 3),
@@ -85,6 +95,14 @@ def test_each_rank1_values_size_is_bounded_exactly(case):
     # made from values (Range): only data propagation would size it
     ([helper.make_node("Range", ["zero", "n", "one"], ["c"])],
      {"inputs": [helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in ("zero", "n", "one")]}),
+    # a Range to a symbolic size, or by a delta of 0 (no length)
+    *[([helper.make_node("Shape", ["s"], ["ss"]), helper.make_node("Gather", ["ss", "zero"], ["n"], axis=0),
+        helper.make_node("Range", ["zero", "n", delta], ["c"])],
+       {"inputs": [helper.make_tensor_value_info("s", TensorProto.FLOAT, [size, 3])],
+        "inits": [numpy_helper.from_array(np.array(value, np.int64), name) for name, value in
+                  (("zero", 0), ("one", 1))],
+        "value_info": [helper.make_tensor_value_info("n", TensorProto.INT64, [])]})
+      for size, delta in (("batch", "one"), (4, "zero"))],
 ])
 def test_a_rank1_value_sized_only_by_data_propagation_is_refused(nodes, extra):
     assert data_propagation_refusal(_rank1_model(nodes, "c", 1, **extra)) == \
@@ -172,3 +190,28 @@ def test_a_symbol_broadcast_against_a_size_stays_a_symbol(x_shape, y_shape, u_sh
                      inputs=[x, y], outputs=[z], opset=17)
     shapes = symbolic_partial_shapes(graph)
     assert (shapes["u"], shapes["z"]) == (u_shape, z_shape)
+
+
+def test_named_shapes_infers_from_the_inputs_alone_and_keeps_names():
+    """A symbolic batch keeps its name through broadcasting by 1 (Add of a (1, 3) constant), a broadcast of two
+    names is neither (ONNX names it anew), and a shape the model declares for a value between (value_info: here
+    (1, 3), a lie ONNX Runtime never checks) or for its output is not read: inferred from the inputs. `of`: only
+    what computes those names is inferred (the Range beside, of a size data propagation alone would find, does
+    not keep it from running)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["shifted"]), helper.make_node("Relu", ["shifted"], ["y"]),
+         helper.make_node("Add", ["y", "z"], ["both"]), helper.make_node("Shape", ["y"], ["sy"]),
+         helper.make_node("Gather", ["sy", "zero"], ["rows"], axis=0),
+         helper.make_node("Range", ["zero", "rows", "one"], ["positions"]),
+         helper.make_node("ConstantOfShape", ["sy"], ["zeros"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["other", 3])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3]) for name in ("both", "zeros")]
+        + [helper.make_tensor_value_info("positions", TensorProto.INT64, [7])],
+        [numpy_helper.from_array(np.ones((1, 3), np.float32), "bias"),
+         numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one")],
+        value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = named_shapes(gs.import_onnx(model), ["y", "both", "zeros"])
+    assert shapes["y"] == ("batch", 3) and shapes["zeros"] == ("batch", 3)
+    assert shapes["both"][1] == 3 and shapes["both"][0] not in ("batch", "other", 1)
