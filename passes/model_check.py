@@ -94,22 +94,11 @@ def check_model(model: onnx.ModelProto) -> None:
     if model.ir_version < onnx.IR_VERSION_2017_11_3:   # 3 (IR_VERSION_2017_10_30 is 2); an output keeps the input's IR version, 3 raised to 4
         raise InvalidModelError(f"IR version {model.ir_version} is older than 3, the first with opset imports "
                                 "(onnx.checker refuses it)")
-    opsets: dict[str, int] = {}
-    for entry in model.opset_import:
-        if not -2**31 <= entry.version < 2**31:   # onnx.checker's context takes a C int: a TypeError past it
-            raise InvalidModelError(f"opset version {entry.version} of domain '{printable(entry.domain)}' is out of "
-                                    "range (a 32-bit integer)")
-        domain = _CHECKED_DOMAINS.get(entry.domain, entry.domain)
-        if domain in opsets and opsets[domain] != entry.version:
-            raise InvalidModelError(f"opset of domain '{printable(entry.domain)}' imported twice "
-                                    f"({opsets[domain]} and {entry.version})")
-        opsets[domain] = entry.version
-    newest = onnx.defs.onnx_opset_version()
-    if opsets.get("", 0) > newest:
-        raise InvalidModelError(f"opset {opsets['']} is newer than the newest this onnx knows ({newest})")
+    opsets = _opset_imports(model.opset_import, "")
     _check_text(model)
     local_functions = {(function.domain, function.name) for function in model.functions}
     check_local_functions(model)
+    _check_function_bodies(model, opsets, local_functions)
     for tensor in all_tensors(model):
         _check_tensor_size(tensor)
         _check_tensor_type(tensor)
@@ -118,6 +107,52 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_no_sparse_tensors(graphs, nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
+
+
+def _opset_imports(imports, where: str) -> dict[str, int]:
+    """The opset imports of the model (``where`` empty) or of a local function, by domain ('ai.onnx'
+    read as ''): each version a 32-bit integer, each domain at one version, the default domain's no
+    newer than the installed onnx knows."""
+    opsets: dict[str, int] = {}
+    for entry in imports:
+        if not -2**31 <= entry.version < 2**31:   # onnx.checker's context takes a C int: a TypeError past it
+            raise InvalidModelError(f"{where}opset version {entry.version} of domain '{printable(entry.domain)}' is "
+                                    "out of range (a 32-bit integer)")
+        domain = _CHECKED_DOMAINS.get(entry.domain, entry.domain)
+        if domain in opsets and opsets[domain] != entry.version:
+            raise InvalidModelError(f"{where}opset of domain '{printable(entry.domain)}' imported twice "
+                                    f"({opsets[domain]} and {entry.version})")
+        opsets[domain] = entry.version
+    newest = onnx.defs.onnx_opset_version()
+    if opsets.get("", 0) > newest:
+        raise InvalidModelError(f"{where}opset {opsets['']} is newer than the newest this onnx knows ({newest})")
+    return opsets
+
+
+def _check_function_bodies(model: onnx.ModelProto, opsets: dict[str, int], functions: set) -> None:
+    """A model-local function's own opset imports and the ONNX ops of its body, as the main graph's
+    are checked (``_check_graph``): a function importing opset 999 or 0 of the default domain, or calling
+    an op that its opset lacks or with an attribute its schema does not have, was compiled with
+    --verify none (exit 0) into a model ONNX Runtime refuses. A domain the function does not import
+    is the model's. (Its names and scoping are left to the inliner and ONNX Runtime.)"""
+    for function in model.functions:
+        label = f"model-local function '{printable(function.domain)}::{printable(function.name)}'"
+        own = dict(opsets)
+        own.update(_opset_imports(function.opset_import, f"{label}: "))
+        context = _schema_context(model, own)
+        nodes = list(function.node)
+        for node in nodes:   # bodies of its If/Loop/Scan nodes too, appended as they are met
+            nodes += [inner for _, subgraph in _subgraphs(node) for inner in subgraph.node]
+            domain = _CHECKED_DOMAINS.get(node.domain)
+            if domain is None or (node.domain, node.op_type) in functions:
+                continue
+            if domain not in own:
+                raise InvalidModelError(f"{_node_label(node)} in {label} uses domain '{printable(node.domain)}', "
+                                        "which neither the function nor the model imports")
+            if not _op_exists(node.op_type, own[domain], domain):
+                raise InvalidModelError(f"{_node_label(node)} in {label}: no op '{printable(node.op_type)}' in "
+                                        f"opset {own[domain]} of domain '{printable(node.domain or 'ai.onnx')}'")
+            _check_node_schema(node, context, label)
 
 
 def _every_graph(model: onnx.ModelProto) -> tuple[list[onnx.GraphProto], list[onnx.NodeProto]]:

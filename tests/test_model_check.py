@@ -201,3 +201,58 @@ def test_a_sparse_constant_in_a_functions_branch_is_refused():
     model.graph.node[0].op_type, model.graph.node[0].domain = "F", "local"
     with pytest.raises(InvalidModelError, match="a Constant node holds a sparse tensor attribute"):
         check_model(model)
+
+
+def _calling(function: onnx.FunctionProto) -> onnx.ModelProto:
+    """RELU's model with its one node a call of ``function`` (domain 'local')."""
+    model = _relu()
+    model.opset_import.append(oh.make_opsetid("local", 1))
+    model.functions.append(function)
+    model.graph.node[0].op_type, model.graph.node[0].domain = function.name, "local"
+    return model
+
+
+@pytest.mark.parametrize("imports, body, message", [
+    ([("", 999)], oh.make_node("Relu", ["a"], ["b"]),
+     r"^model-local function 'local::F': opset 999 is newer than the newest this onnx knows \(\d+\)$"),
+    ([("", 0)], oh.make_node("Relu", ["a"], ["b"]),
+     r"^a Relu node in model-local function 'local::F': no op 'Relu' in opset 0 of domain 'ai.onnx'$"),
+    ([("", 2**31)], oh.make_node("Relu", ["a"], ["b"]),
+     r"^model-local function 'local::F': opset version 2147483648 of domain '' is out of range \(a 32-bit integer\)$"),
+    ([("", 17), ("ai.onnx", 13)], oh.make_node("Relu", ["a"], ["b"]),
+     r"^model-local function 'local::F': opset of domain 'ai.onnx' imported twice \(17 and 13\)$"),
+    ([("", 17)], oh.make_node("NoSuchOp", ["a"], ["b"], name="n\x1b"),
+     r"^node 'n\\x1b' \(NoSuchOp\) in model-local function 'local::F': no op 'NoSuchOp' in opset 17 of domain 'ai.onnx'$"),
+    ([("", 17)], oh.make_node("Relu", ["a"], ["b"], bogus=3),
+     r"^a Relu node in model-local function 'local::F': Unrecognized attribute: bogus for operator Relu$"),
+    ([("", 17), ("ai.onnx.ml", 0)], oh.make_node("Normalizer", ["a"], ["b"], domain="ai.onnx.ml"),
+     r"^a Normalizer node in model-local function 'local::F': no op 'Normalizer' in opset 0 of domain 'ai.onnx.ml'$"),
+])
+def test_a_local_functions_own_opsets_and_ops_are_checked(imports, body, message):
+    """Found by adv10 (s24): a model-local function's own opset imports and body were not checked, so a
+    function importing opset 999 or 0 of the default domain, calling an op that does not exist or with an
+    attribute its schema lacks compiled with --verify none (exit 0) into a model ONNX Runtime refuses
+    ('Opset 999 ...', 'Invalid opset version for domain in function F'); the main graph's are refused."""
+    function = oh.make_function("local", "F", ["a"], ["b"], [body], [oh.make_opsetid(*entry) for entry in imports])
+    with pytest.raises(InvalidModelError, match=message):
+        check_model(_calling(function))
+
+
+def test_a_local_function_at_the_models_opsets_or_its_own_passes():
+    """What ONNX Runtime runs passes: a function importing nothing (the model's opsets stand), one at another
+    version of an op that version has, one of a custom domain's op (a custom op, left to ONNX Runtime as in the
+    main graph), and an op inside an If of the function checked at the function's own opset."""
+    relu = oh.make_node("Relu", ["a"], ["b"])
+    check_model(_calling(oh.make_function("local", "F", ["a"], ["b"], [relu], [])))
+    check_model(_calling(oh.make_function("local", "F", ["a"], ["b"], [relu], [oh.make_opsetid("", 14)])))
+    custom = oh.make_node("Anything", ["a"], ["b"], domain="com.example", anything=1)
+    check_model(_calling(oh.make_function("local", "F", ["a"], ["b"], [custom], [oh.make_opsetid("com.example", 1)])))
+    then_branch = oh.make_graph([oh.make_node("Gelu", ["a"], ["t"])], "then", [], [oh.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+    else_branch = oh.make_graph([oh.make_node("Neg", ["a"], ["e"])], "else", [], [oh.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    body = [oh.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True))),
+            oh.make_node("If", ["c"], ["b"], then_branch=then_branch, else_branch=else_branch)]
+    model = _calling(oh.make_function("local", "F", ["a"], ["b"], body, [oh.make_opsetid("", 20)]))
+    check_model(model)   # Gelu is opset 20's
+    model.functions[0].opset_import[0].version = 19
+    with pytest.raises(InvalidModelError, match=r"^a Gelu node in model-local function 'local::F': no op 'Gelu' in opset 19"):
+        check_model(model)
