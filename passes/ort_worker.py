@@ -75,10 +75,22 @@ class _Worker:
             except OSError:
                 pass
 
-    def run(self, model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
+            timeout: float | None = None) -> dict[str, np.ndarray]:
         names = list(feeds)
         buffer = io.BytesIO()
         np.savez(buffer, *[np.asarray(feeds[name]) for name in names])
+        # Past the timeout the child is killed; the read below then meets the pipe's end.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.process.kill()
+
+        timer = threading.Timer(timeout, expire) if timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             _write_frame(self.process.stdin, json.dumps({"path": path, "names": names}).encode())
             _write_frame(self.process.stdin, model or b"")
@@ -93,7 +105,12 @@ class _Worker:
             return {name: stored[f"arr_{index}"] for index, name in enumerate(answer["names"])}
         except (EOFError, BrokenPipeError):
             self.kill()
+            if expired.is_set():
+                raise TimedOut(f"ONNX Runtime's run did not end within {timeout:g} s; its process was killed") from None
             raise WorkerError(self._how_it_ended()) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _how_it_ended(self) -> str:
         code = self.process.returncode
@@ -107,6 +124,10 @@ class _Worker:
         return f"ONNX Runtime's process ended (exit {code})"
 
 
+class TimedOut(WorkerError):
+    """The run passed the caller's timeout; the child was killed."""
+
+
 class MissingInputs(WorkerError):
     def __init__(self, names: list[str]) -> None:
         super().__init__("missing inputs")
@@ -117,10 +138,12 @@ _worker: _Worker | None = None
 _one_at_a_time = threading.Lock()   # one child, one request at a time
 
 
-def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
+        timeout: float | None = None) -> dict[str, np.ndarray]:
     """The model's outputs by name (``model``: its serialized bytes, or ``path`` for ONNX Runtime to
-    load); WorkerError (MissingInputs for a feed missing) if ONNX Runtime failed or its process ended.
-    An interrupt (Ctrl-C, SIGTERM as passes.interrupts raises it) kills the child at once."""
+    load); WorkerError (MissingInputs for a feed missing) if ONNX Runtime failed or its process ended,
+    TimedOut if it ran past ``timeout`` seconds (loading included; the child killed). An interrupt
+    (Ctrl-C, SIGTERM as passes.interrupts raises it) kills the child at once."""
     global _worker
     with _one_at_a_time:
         limit = memory_limit()
@@ -131,7 +154,7 @@ def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray]) 
                 _worker.kill()
             _worker = _Worker(limit)
         try:
-            return _worker.run(model, path, feeds)
+            return _worker.run(model, path, feeds, timeout)
         except WorkerError:
             raise
         except BaseException:   # an interrupt, or a pipe error: the child is mid-request, of no further use

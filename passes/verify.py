@@ -34,6 +34,10 @@ class VerificationError(Exception):
     """Outputs differ beyond tolerance (or a model could not run); one line for the user."""
 
 
+class RunTimedOut(VerificationError):
+    """run_model's run passed its timeout; ONNX Runtime's process was killed."""
+
+
 class ReferenceDataError(Exception):
     """No inputs and expected outputs for this model: the reference npz cannot be read or does not
     fit it, or random inputs cannot be made for one of its input types. (Not ``ReferenceError``,
@@ -71,9 +75,11 @@ def summarize(comparisons: list[OutputComparison]) -> dict:
 
 def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping[str, np.ndarray],
               log: Callable[[str], None] | None = None, *,
-              plain_inferred: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+              plain_inferred: onnx.ModelProto | None = None, timeout: float | None = None) -> dict[str, np.ndarray]:
     """Run on ONNX Runtime's CPU provider with default graph optimisations. `plain_inferred`: the model
-    already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses."""
+    already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses.
+    `timeout`: seconds the run may take, loading included (none: as long as it takes), past which
+    ONNX Runtime's process is killed (RunTimedOut)."""
     if isinstance(model_or_path, onnx.ModelProto):
         # ORT would resolve external data of a serialized model against the working directory.
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):
@@ -99,7 +105,9 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     # escape every static check, and ONNX Runtime's native work would hold off Ctrl-C and SIGTERM.
     try:
         model_bytes = _serialized(model_or_path) if source is None else None
-        return ort_worker.run(model_bytes, source, feeds)
+        return ort_worker.run(model_bytes, source, feeds, timeout)
+    except ort_worker.TimedOut as error:
+        raise RunTimedOut(str(error)) from None
     except ort_worker.MissingInputs as missing:
         raise VerificationError(f"no input data for model input(s): {printable_names(missing.names)}") from None
     except Exception as error:

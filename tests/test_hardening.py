@@ -1884,6 +1884,25 @@ def test_sigterm_ends_tpu_check_inside_onnx_runtimes_native_work(tmp_path):
     assert listing(tmp_path) == ["input.npz", "loop.onnx"]
 
 
+def test_tpu_check_timeout_covers_its_onnx_runtime_reference_run(tmp_path):
+    """Found by adv10 (s24): tools.tpu_check --timeout bounded each tpu-mlir step but not the ONNX Runtime
+    reference run before them, so a Loop whose trip count is the --input npz's value (10^9) held it for
+    hours whatever --timeout said. The reference run now has the same limit: ONNX Runtime's process is
+    killed, one line, exit 2, no working folder made."""
+    model = tmp_path / "loop.onnx"
+    onnx.save(_counted_loop_model(), model)
+    np.savez(tmp_path / "input.npz", n=np.array([1e9], np.float32))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "tools.tpu_check", str(model), "--input", str(tmp_path / "input.npz"),
+                             "--workdir", str(tmp_path / "work"), "--timeout", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"error: ONNX Runtime's reference run of {model} did not end within 2 s (--timeout); "
+                             "its process was killed\n")
+    assert time.monotonic() - started < 60
+    assert listing(tmp_path) == ["input.npz", "loop.onnx"]
+
+
 def test_sigterm_ends_ort_profile_inside_onnx_runtimes_native_work(tmp_path):
     """Found by adv8 (s22): tools.ort_profile ran ONNX Runtime in its own process, so a Loop whose trip count
     is computed from the random input (past 4.8 * 10^8 trips) held it past SIGTERM, and a size taken from the

@@ -183,15 +183,17 @@ def calibration_samples(interface, path: Path, count: Optional[int]) -> list[dic
     return [{name: stored[name][i].astype(dtype) for name, _, dtype in interface} for i in range(samples)]
 
 
-def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray], timeout: float | None = None) -> dict[str, np.ndarray]:
     """The model's outputs from ONNX Runtime, run as verification runs it (passes.verify.run_model):
     in a child process under a memory cap, which SIGTERM and Ctrl-C end at once. In this process a
     Loop whose trip count is the input's value held the tool past SIGTERM, and a size taken from the
     input's values allocated what it asked for. ONNX Runtime loads the file (its own check keeps
-    external data inside the model's folder); VerificationError (one line) if it cannot run it."""
+    external data inside the model's folder); VerificationError (one line) if it cannot run it, or not
+    within ``timeout`` seconds (--timeout: a Loop of 10^9 trips held the tool for hours before its first
+    tpu-mlir step, whose --timeout it had)."""
     from passes.verify import run_model
 
-    return run_model(path, feeds)
+    return run_model(path, feeds, timeout=timeout)
 
 
 def match_outputs(reference: dict[str, np.ndarray], produced: dict[str, np.ndarray]) -> list[OutputMatch]:
@@ -334,8 +336,13 @@ def check(args, console) -> tuple[Verdict, int]:
             ("the working directory", Path.cwd())]
     feeds = make_inputs(interface, sample)   # bad npz files are refused before the workdir is touched
     calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
+    from passes.verify import RunTimedOut
+
     try:   # before the workdir is touched: a model ONNX Runtime refuses is bad input, not a traceback
-        reference = onnxruntime_outputs(model_path, feeds)
+        reference = onnxruntime_outputs(model_path, feeds, args.timeout)
+    except RunTimedOut:
+        raise UsageError(f"ONNX Runtime's reference run of {printable(args.model)} did not end within "
+                         f"{args.timeout:g} s (--timeout); its process was killed") from None
     except Exception as error:   # its external data outside its folder, an op it lacks, a failing kernel
         reason = str(error).removeprefix("ONNX Runtime could not run the model: ")   # run_model's own words
         raise UsageError(f"ONNX Runtime cannot run {printable(args.model)}: {one_line(reason, 300)}") from None
@@ -553,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="where tpu-mlir writes (default out/tpu-check/<model>-<chip>-<quant>)")
     parser.add_argument("--json", metavar="PATH", help="write the verdict as JSON ('-' for stdout)")
     parser.add_argument("--min-cosine", type=_cosine, help="accuracy threshold (default 0.9999 F32, 0.99 BF16/F16/INT8)")
-    parser.add_argument("--timeout", type=_timeout, default=3600, help="seconds per tpu-mlir step (default 3600)")
+    parser.add_argument("--timeout", type=_timeout, default=3600,
+                        help="seconds per tpu-mlir step and for the ONNX Runtime reference run (default 3600)")
     parser.add_argument("--skip-simulation-check", action="store_true",
                         help="model_deploy without its layer-by-layer cmodel comparison (faster)")
     parser.add_argument("--estimate-only", action="store_true",
