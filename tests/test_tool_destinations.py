@@ -411,3 +411,25 @@ def test_bench_from_json_draws_labels_as_text_not_tex(tmp_path, capsys):
     assert bench.main(["--from-json", str(tmp_path / "run.json"), "--out-md", "none", "--json", "none",
                        "--png", str(tmp_path / "chart.png")]) == 0, capsys.readouterr().err
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags", [("--out-md", "--png"), ("--json", "--png"), ("--out-md", "--json")])
+def test_bench_refuses_two_of_its_outputs_at_one_path(flags, tmp_path, capsys, monkeypatch):
+    """Found by adv10 (s24): tools.bench --from-json run.json --out-md notes.md --png sub/../notes.md wrote the
+    markdown section into the user's notes.md, then the chart over it (exit 0, 'wrote notes.md, notes.md'):
+    the markdown file it had read was gone; --json and --png at one path kept only the JSON. Two of
+    --out-md, --json and --png naming one place (another spelling too) are refused, one line, exit 2,
+    before anything is written."""
+    from tools import bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.json").write_bytes((REPO / "docs" / "bench" / "micro-digits-2core.json").read_bytes())
+    (tmp_path / "notes.md").write_text("# my notes\n")
+    paths = {"--out-md": "none", "--json": "none", "--png": "none"}
+    (tmp_path / "sub").mkdir()
+    paths[flags[0]], paths[flags[1]] = "notes.md", "sub/../notes.md"
+    assert bench.main(["--from-json", "run.json", *[item for pair in paths.items() for item in pair]]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {flags[1]} sub/../notes.md is also the {flags[0]} file; give them different paths\n"
+    assert (tmp_path / "notes.md").read_text() == "# my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "run.json", "sub"]

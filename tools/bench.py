@@ -174,9 +174,15 @@ def _check_outputs(args) -> None:
     try:
         if getattr(args, "workdir", None) is not None and not getattr(args, "from_json", None):
             check_folder_destination(args.workdir, "--workdir")
+        written: dict[str, str] = {}   # one spelling per place ('./x', a linked folder): the flag that writes it
         for path, what in ((args.out_md, "--out-md"), (args.json_path, "--json"), (args.png_path, "--png")):
             if path is None:
                 continue
+            place = os.path.realpath(path)
+            if place in written:   # the later write would replace the earlier ('--out-md README.md --png README.md')
+                raise DestinationError(f"{what} {printable(path)} is also the {written[place]} file; give them "
+                                       "different paths")
+            written[place] = what
             if os.path.lexists(path) or path.parent.is_dir():
                 check_destination(path, what)
                 check_not_read(path, reads, what)   # '--png run.json' replaced the figures it was drawing
