@@ -35,6 +35,7 @@ from passes.graph_builder import taken_prefixes, unique_name
 from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
+from patterns.graph_query import toposort
 
 # Rounds of folding while size-making ops wait for their size inputs to be folded.
 MAX_ROUNDS = 4
@@ -169,7 +170,7 @@ class FoldConstants(Pass):
         G_LOGGER.severity = G_LOGGER.ERROR  # gs warns per unfoldable node; we report a summary
         try:
             if not graph_is_topologically_sorted(working):
-                working.toposort()
+                toposort(working)
             bounds_made = _bounded_shapes_as_slices(working)
             gate = _SizeGate()
             for _ in range(MAX_ROUNDS):

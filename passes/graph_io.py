@@ -25,6 +25,7 @@ from onnx.external_data_helper import set_external_data, uses_external_data
 from passes.files import DestinationError, check_destination, is_same_file, normal_file_mode
 from passes.interrupts import raise_if_interrupted
 from passes.one_line import one_line, printable
+from patterns.graph_query import toposort
 
 
 class GraphIOError(Exception):
@@ -555,7 +556,7 @@ def graph_to_model(graph: gs.Graph, meta: ModelMeta | None = None) -> onnx.Model
     the model-level fields of the original model (ir_version, producer, metadata). IR 3 becomes
     IR 4: the graph lists its constants as initializers only."""
     if not graph_is_topologically_sorted(graph):
-        graph.toposort()
+        toposort(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if meta is not None:
         if meta.ir_version:

@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.registry import register_pass
+from patterns.graph_query import toposort
 
 
 def _is_grouped_pointwise_conv1d(node: gs.Node, min_channels_in: int) -> bool:
@@ -67,5 +68,5 @@ class GroupedConv1dToMatMul(Pass):
                 product = b.add(product, b.const(np.ascontiguousarray(bias)))
             b.node("Reshape", [product, b.ints([0, groups * out_per_group, -1])], output=output)
         if convs:
-            graph.cleanup().toposort()
+            toposort(graph.cleanup())
         return PassResult(changed=bool(convs), stats={"rewritten": len(convs)})

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, unique_name
 from passes.registry import register_pass
+from patterns.graph_query import toposort
 from patterns.ranks import RankMap
 
 
@@ -47,5 +48,5 @@ class MatMulLeftRank(Pass):
                 node.inputs[0] = builder.unsqueeze(left, list(range(missing)))
             lifted += 1
         if lifted:
-            graph.cleanup().toposort()
+            toposort(graph.cleanup())
         return PassResult(changed=lifted > 0, stats={"lifted": lifted})

@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.graph_builder import GraphBuilder, taken_prefixes
-from patterns.graph_query import producer
+from patterns.graph_query import producer, toposort
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -89,5 +89,5 @@ class PointwiseConvToMatMul(Pass):
             b.transpose(product, TO_NCHW, output=output)
         cancelled = cancel_inverse_transposes(graph) if convs else 0
         if convs:
-            graph.cleanup().toposort()
+            toposort(graph.cleanup())
         return PassResult(changed=bool(convs), stats={"rewritten": len(convs), "transposes_cancelled": cancelled})

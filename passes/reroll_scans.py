@@ -58,7 +58,7 @@ from passes.split_pieces import restore, slice_split_pieces
 from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
 from passes.step_operands import replay_step_operands, restore as restore_step_operands
 from patterns.buffer_writes import find_buffer_writes
-from patterns.graph_query import element_type, producer
+from patterns.graph_query import element_type, producer, toposort
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 from patterns.small_constants import EVALUATED_OPS, small_value
 
@@ -321,7 +321,7 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
                   for piece, shape in zip(chain.pieces, chain.piece_shapes)]
         chain.nodes[-1].outputs.clear()
         builder.concat(pieces, chain.axis, output=output)
-    graph.cleanup().toposort()
+    toposort(graph.cleanup())
     return len(chains)
 
 
@@ -468,7 +468,7 @@ class RerollScans(Pass):
         gathered = gather_kept_steps(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         # Step outputs that keep the step axis: their size 1 there is inferred, from the Gathers (only where such steps
         # were found; on a sorted copy: the Gathers made are at the graph's end, after their readers).
-        piece_shapes = partial_shapes(graph.copy().toposort()) if gathered else None
+        piece_shapes = partial_shapes(toposort(graph.copy())) if gathered else None
         squeezed = (squeeze_keepdim_pieces(graph, ctx.opset, taken, shapes=piece_shapes)
                     if ctx.opset >= MIN_OPSET else [])
         # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
@@ -556,7 +556,7 @@ class RerollScans(Pass):
             if first_add not in taken_nodes and miss.anchor not in named:
                 notes.append(str(miss))
         if rerolled:
-            graph.cleanup().toposort()
+            toposort(graph.cleanup())
         stats = {
             "rerolled": len(rerolled),
             "steps": sum(rec.length for rec in rerolled),

@@ -27,6 +27,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
+from patterns.graph_query import toposort
 
 Shape = tuple[int, ...]
 
@@ -304,6 +305,6 @@ class ReshapeThroughElementwise(Pass):
                 if node.op == "Reshape" and node.outputs and node.inputs and mover.step(node):
                     changed = True
                     steps += 1
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            toposort(graph.cleanup(remove_unused_graph_inputs=False))
         reshapes_after = sum(node.op == "Reshape" for node in graph.nodes)
         return PassResult(steps > 0, {"moved": mover.moved, "steps": steps, "reshapes": reshapes_after})

@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.static_shapes import partial_shapes, static_shapes, symbolic_partial_shapes
-from patterns.graph_query import describe, element_type
+from patterns.graph_query import describe, element_type, toposort
 
 # "symbolic": partial shapes completed by ONNX Runtime's symbolic inference (sizes computed by Shape arithmetic).
 _SHAPE_SOURCES = {"static": static_shapes, "partial": partial_shapes, "symbolic": symbolic_partial_shapes}
@@ -112,6 +112,6 @@ class NodeRewrite(Pass):
                 notes.append(site["note"])
             sites.append(site)
         if sites:
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            toposort(graph.cleanup(remove_unused_graph_inputs=False))
         return PassResult(bool(sites), self.summarize(len(sites), kept, sites),
                           notes if ctx.explain or not self.routine_keeps else [])

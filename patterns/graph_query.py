@@ -8,6 +8,15 @@ import onnx
 import onnx_graphsurgeon as gs
 
 
+def toposort(graph: gs.Graph) -> gs.Graph:
+    """``graph`` with its nodes (and its functions' and subgraphs' nodes) in topological order, in place.
+    The order of the model's local functions is left as it is (the input's): onnx-graphsurgeon 0.6.1's
+    function sort (toposort's default mode "full") recurses without end, RecursionError, once the graph
+    holds an If, Loop or Scan and the model a local function (get_used_funcs walks the main graph's
+    subgraphs again at every level), which failed every pass that sorts on such a valid model."""
+    return graph.toposort(mode="nodes")
+
+
 def producer(tensor: gs.Tensor) -> Optional[gs.Node]:
     return tensor.inputs[0] if tensor.inputs else None
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from patterns.conditional_squeeze import match_conditional_squeeze, squeezes_a_unit_axis
-from patterns.graph_query import constant_value, node_axes, producer
+from patterns.graph_query import constant_value, node_axes, producer, toposort
 
 SAME_RANK_AS_FIRST_INPUT = {
     "Abs", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Conv", "ConvTranspose", "CumSum",
@@ -182,7 +182,7 @@ def _topological(graph: gs.Graph) -> list[gs.Node]:
     for node in graph.nodes:
         for tensor in node.inputs:
             if not isinstance(tensor, gs.Constant) and tensor.inputs and id(tensor) not in seen:
-                graph.toposort()
+                toposort(graph)
                 return list(graph.nodes)
         seen.update(id(t) for t in node.outputs)
     return list(graph.nodes)

@@ -1623,6 +1623,40 @@ def _doubling_functions(depth: int) -> onnx.ModelProto:
                          functions=functions)
 
 
+@pytest.mark.parametrize("pipeline", ["seed", "cpu", "cpu-many"])
+def test_a_model_with_a_local_function_and_an_if_compiles(pipeline):
+    """Found by adv10 (s24), fuzzing a model of a local function, an If and a Loop: any valid model holding both a
+    model-local function and an If, Loop or Scan failed at the first pass that sorts the graph ('pass
+    lower-einsum failed: RecursionError', exit 4): onnx-graphsurgeon 0.6.1's toposort, in its default mode,
+    also sorts the functions, and that sort walks the main graph's subgraphs again at every level, without
+    end. The passes now sort nodes only (patterns.graph_query.toposort); the functions keep their order."""
+    from collections import Counter
+
+    from pipelines import compile_model
+
+    function = oh.make_function("local", "F", ["a"], ["b"], [oh.make_node("Softplus", ["a"], ["b"])],
+                                [oh.make_opsetid("", 17)])
+    then_branch = oh.make_graph([oh.make_node("Neg", ["s"], ["t"])], "then", [],
+                                [oh.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+    else_branch = oh.make_graph([oh.make_node("Abs", ["s"], ["e"])], "else", [],
+                                [oh.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    nodes = [oh.make_node("F", ["x"], ["s"], domain="local"), oh.make_node("ReduceSum", ["s"], ["r"], keepdims=0),
+             oh.make_node("Greater", ["r", "zero"], ["positive"]),
+             oh.make_node("If", ["positive"], ["z"], then_branch=then_branch, else_branch=else_branch),
+             oh.make_node("Einsum", ["z", "w"], ["y"], equation="i,ij->j")]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                          initializer=[numpy_helper.from_array(np.float32(0), "zero"),
+                                       numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("local", 1)], ir_version=8,
+                          functions=[function])
+    result = compile_model(model, pipeline)
+    assert Counter(node.op_type for node in result.model.graph.node) == {
+        "F": 1, "ReduceSum": 2, "Greater": 1, "If": 1, "Unsqueeze": 1, "Mul": 1}   # the Einsum lowered
+    assert [(f.domain, f.name, [n.op_type for n in f.node]) for f in result.model.functions] == [("local", "F", ["Softplus"])]
+    assert result.verification["rel_l2"] <= 1e-6
+
+
 def test_local_functions_that_expand_past_the_cap_are_refused(tmp_path):
     """Found by adv7 (s21): model-local functions each calling the one before twice stand for 2^depth nodes:
     16 deep (1.4 KB) ran past 6 minutes, most of it in ONNX Runtime's own inlining (13 s at 14 deep, 2 s for
