@@ -217,7 +217,7 @@ def test_tpu_accuracy_never_writes_through_a_link_planted_in_its_workdir(tmp_pat
         (work / name).symlink_to(victim)
     tpu_accuracy._run([sys.executable, "-c", "print('logged')"], work / "export.log")
     assert victim.read_text() == "keep me"
-    tpu_accuracy.tc.save_npz(work / "held_out.npz", input=np.arange(3.0))
+    tpu_accuracy.tc.save_npz(work / "held_out.npz", {"input": np.arange(3.0)})
     assert victim.read_text() == "keep me"
     assert not (work / "export.log").is_symlink() and (work / "export.log").read_text() == "logged\n"
     assert not (work / "held_out.npz").is_symlink()
@@ -318,3 +318,42 @@ def test_an_int8_max_drop_that_is_not_a_number_of_points_is_refused_before_the_w
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (f"error: argument --int8-max-drop: must be a number of points from 0 to 100, "
                                        f"got '{drop}' (see --help)\n")
+
+
+def _one_input_model(path: Path, name: str) -> Path:
+    graph = helper.make_graph([helper.make_node("Relu", [name], ["y"])], "g",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["file", "allow_pickle", "x\x1b[2J\nforged"])
+def test_synthetic_calibration_writes_any_input_name_and_shows_it_escaped(name, tmp_path, capsys):
+    """Found by adv10 (s24): tools.tpu_calibration synthetic wrote its npz with np.savez(path, **arrays), so an
+    input named 'file' ended in a TypeError traceback (exit 1; tools.tpu_check's input.npz too, through
+    tpu_toolchain.save_npz) and one named 'allow_pickle' was taken for np.savez's flag: an empty npz, 'wrote
+    cal.npz: allow_pickle [8, 2]', exit 0 (tpu_check's transform then failed on it); and the line printed the
+    path and names raw (an ESC, a forged second line). Each input is now its own member, the line escaped."""
+    model = _one_input_model(tmp_path / "m.onnx", name)
+    assert tpu_calibration.main(["synthetic", str(model), "-o", str(tmp_path / "cal.npz"), "--count", "3"]) == 0
+    stored = np.load(tmp_path / "cal.npz")
+    assert list(stored) == [name] and stored[name].shape == (3, 2) and stored[name].dtype == np.float32
+    shown = name.replace("\x1b", "\\x1b").replace("\n", "\\n")
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'cal.npz'}: {shown} [3, 2]\n"
+
+
+def test_toolchain_npz_holds_every_name_as_np_load_reads_it(tmp_path):
+    """tools.tpu_toolchain.save_npz (tools.tpu_check's input.npz, onnxruntime_outputs.npz, calibration samples):
+    names np.savez would take for its own arguments, a name with a folder in it and an empty one, each read
+    back by np.load under its name with its values."""
+    from tools.tpu_toolchain import save_npz
+
+    arrays = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.int64),
+              "args": np.zeros(0, np.float16), "a/../b": np.array([True]), "": np.float64(2.5)}
+    save_npz(tmp_path / "x.npz", arrays)
+    stored = np.load(tmp_path / "x.npz", allow_pickle=False)
+    assert list(stored) == list(arrays)
+    for name, array in arrays.items():
+        assert stored[name].dtype == array.dtype and np.array_equal(stored[name], array)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]

@@ -190,10 +190,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
     reference = torch_predict(images)
     torch_top1 = 100.0 * float(np.mean(reference.argmax(axis=1) == labels))
     held_out = workdir / "held_out.npz"
-    tc.save_npz(held_out, input=batched(images, args.batch))
+    tc.save_npz(held_out, {"input": batched(images, args.batch)})
     calibration = workdir / "calibration.npz"
     if "INT8" in args.quantize:
-        tc.save_npz(calibration, **digits_set(args.calibration_count, args.batch))
+        tc.save_npz(calibration, digits_set(args.calibration_count, args.batch))
 
     venv = tc.venv_dir(args.venv)
     results = []

@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from passes.one_line import OneLineArgumentParser, one_line, positive_int, seed_int
-from passes.files import DestinationError, atomic_target, check_destination, check_not_read, input_file_problem
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, seed_int
+from passes.files import DestinationError, check_destination, check_not_read, input_file_problem
 from passes.graph_io import model_and_data_files
 from passes.verify import MAX_RANDOM_FEED_ELEMENTS
 
@@ -80,11 +80,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as error:  # one line for the user
         sys.stderr.write(f"error: {one_line(error, 300)}\n")
         return 2
+    from tools.tpu_toolchain import save_npz
+
     target = Path(args.output)
-    with atomic_target(target, ".npz") as temporary:   # exclusive: never through a planted link
-        np.savez(temporary, **arrays)
+    save_npz(target, arrays)   # exclusive: never through a planted link; any input name
     shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in arrays.items())
-    print(f"wrote {target}: {shapes}")
+    print(printable(f"wrote {target}: {shapes}"))   # the path and the model's input names: text, not controls
     return 0
 
 

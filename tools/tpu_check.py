@@ -350,8 +350,8 @@ def check(args, console) -> tuple[Verdict, int]:
 
     verdict = Verdict(model=str(args.model), chip=args.chip, quantize=quantize, layer_group=not args.no_layer_group,
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
-    tc.save_npz(workdir / "input.npz", **feeds)
-    tc.save_npz(workdir / "onnxruntime_outputs.npz", **reference)
+    tc.save_npz(workdir / "input.npz", feeds)
+    tc.save_npz(workdir / "onnxruntime_outputs.npz", reference)
 
     venv = tc.venv_dir(args.venv)
     with Display(console) as display:
@@ -444,7 +444,7 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
     dataset = workdir / "calibration"
     dataset.mkdir()
     for index, sample in enumerate(samples):
-        tc.save_npz(dataset / f"sample_{index:04d}.npz", **sample)
+        tc.save_npz(dataset / f"sample_{index:04d}.npz", sample)
     verdict.calibration_samples = len(samples)
     command = ["run_calibration", f"{name}.mlir", "--dataset", dataset.name, "--input_num", str(len(samples)),
                "--tune_num", str(args.calibration_tune), "--chip", args.chip, "-o", f"{name}_cali_table"]

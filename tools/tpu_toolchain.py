@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -103,11 +103,19 @@ def run_logged(name: str, command: Sequence[str], cwd: Path, env: dict[str, str]
                       time.perf_counter() - started, log, timed_out)
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez(path, ...) through an exclusive temporary renamed over ``path`` (never through a link
-    planted there, never half a file)."""
-    with atomic_target(path, ".npz") as temporary:   # .npz: np.savez would append it to another name
-        np.savez(temporary, **arrays)
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``arrays`` as an npz (one ``NAME.npy`` member each, as np.savez writes them, read back by np.load
+    under NAME) through an exclusive temporary renamed over ``path`` (never through a link planted
+    there, never half a file). The names are a model's (its inputs and outputs): np.savez(path, **arrays)
+    took one named 'file' for its own argument (TypeError) and one named 'allow_pickle' for its flag
+    (the array left out), so the members are written here, whatever their names."""
+    import zipfile
+
+    with atomic_target(path, ".npz") as temporary, \
+            zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def stop_group(process: subprocess.Popen) -> None:
