@@ -34,6 +34,7 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator, Set as AbstractSet
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
@@ -534,6 +535,14 @@ def compile_model(
                     raise BadInput(f"the input model does not run: {one_line(error)} "
                                    "(--verify none compiles it without running it)") from None
             if expected is None:
+                # Random inputs on which the input model itself gives NaN or infinity: the comparison could never
+                # pass (inf - inf), and a scan form's overflow hint would be blamed, after the whole compile.
+                not_finite = next((name for name, array in baseline_outputs.items()
+                                   if np.asarray(array).dtype.kind in "fc" and not np.all(np.isfinite(array))), None)
+                if not_finite is not None:
+                    raise BadInput(f"the input model's output '{printable(not_finite)}' holds NaN or infinity on random "
+                                   "inputs, which verification cannot compare against (give --reference with finite "
+                                   "outputs, or --verify none)")
                 expected = baseline_outputs
 
     with progress.step(f"import {input_nodes:,} nodes into onnx-graphsurgeon"):

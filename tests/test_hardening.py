@@ -1657,6 +1657,25 @@ def test_a_model_with_a_local_function_and_an_if_compiles(pipeline):
     assert result.verification["rel_l2"] <= 1e-6
 
 
+def test_an_input_model_that_gives_infinity_on_random_inputs_is_refused_before_the_work(tmp_path):
+    """Found by adv10 (s24), fuzzing weights: without a reference the input model's own outputs on random inputs
+    are what the compiled model is compared with; where they hold infinity or NaN (y = Log(Relu(x)): -inf
+    wherever x < 0) the comparison cannot pass (inf - inf), so the whole compile ran and ended 'verification
+    failed: ... non-finite values' (exit 3, blaming the compile; seed's overflow hint would name its scan
+    form). It is refused at the input model's run, one line, exit 2, as a reference's non-finite expected
+    output is; --verify none compiles it."""
+    model = tmp_path / "log_relu.onnx"
+    onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[64] x) => (float[64] y) { r = Relu(x)  y = Log(r) }"""), model)
+    result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (
+        "error: the input model's output 'y' holds NaN or infinity on random inputs, which verification cannot "
+        "compare against (give --reference with finite outputs, or --verify none)")
+    assert listing(tmp_path) == ["log_relu.onnx"]
+    assert apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "out.onnx", "--verify", "none").returncode == 0
+
+
 def test_local_functions_that_expand_past_the_cap_are_refused(tmp_path):
     """Found by adv7 (s21): model-local functions each calling the one before twice stand for 2^depth nodes:
     16 deep (1.4 KB) ran past 6 minutes, most of it in ONNX Runtime's own inlining (13 s at 14 deep, 2 s for
