@@ -130,29 +130,21 @@ def _opset_imports(imports, where: str) -> dict[str, int]:
 
 
 def _check_function_bodies(model: onnx.ModelProto, opsets: dict[str, int], functions: set) -> None:
-    """A model-local function's own opset imports and the ONNX ops of its body, as the main graph's
-    are checked (``_check_graph``): a function importing opset 999 or 0 of the default domain, or calling
-    an op that its opset lacks or with an attribute its schema does not have, was compiled with
-    --verify none (exit 0) into a model ONNX Runtime refuses. A domain the function does not import
-    is the model's. (Its names and scoping are left to the inliner and ONNX Runtime.)"""
+    """A model-local function's own opset imports and its body, as the main graph's are checked
+    (``_check_graph``: ops that exist at the function's opsets and fit their schemas, every value read
+    produced once, no cycle, If/Loop bodies inside it included): a function importing opset 999 or 0 of
+    the default domain, calling an op that its opset lacks or with an attribute its schema does not have,
+    or reading a value nothing produces was compiled with --verify none (exit 0) into a model ONNX Runtime
+    refuses. A domain the function does not import is the model's."""
     for function in model.functions:
         label = f"model-local function '{printable(function.domain)}::{printable(function.name)}'"
         own = dict(opsets)
         own.update(_opset_imports(function.opset_import, f"{label}: "))
-        context = _schema_context(model, own)
-        nodes = list(function.node)
-        for node in nodes:   # bodies of its If/Loop/Scan nodes too, appended as they are met
-            nodes += [inner for _, subgraph in _subgraphs(node) for inner in subgraph.node]
-            domain = _CHECKED_DOMAINS.get(node.domain)
-            if domain is None or (node.domain, node.op_type) in functions:
-                continue
-            if domain not in own:
-                raise InvalidModelError(f"{_node_label(node)} in {label} uses domain '{printable(node.domain)}', "
-                                        "which neither the function nor the model imports")
-            if not _op_exists(node.op_type, own[domain], domain):
-                raise InvalidModelError(f"{_node_label(node)} in {label}: no op '{printable(node.op_type)}' in "
-                                        f"opset {own[domain]} of domain '{printable(node.domain or 'ai.onnx')}'")
-            _check_node_schema(node, context, label)
+        body = onnx.GraphProto(name=function.name, node=function.node,
+                               input=[onnx.ValueInfoProto(name=name) for name in function.input],
+                               output=[onnx.ValueInfoProto(name=name) for name in function.output if name])
+        _check_graph(body, outer=frozenset(), opsets=own, functions=functions, where=label,
+                     context=_schema_context(model, own))
 
 
 def _every_graph(model: onnx.ModelProto) -> tuple[list[onnx.GraphProto], list[onnx.NodeProto]]:

@@ -227,11 +227,16 @@ def _calling(function: onnx.FunctionProto) -> onnx.ModelProto:
      r"^a Relu node in model-local function 'local::F': Unrecognized attribute: bogus for operator Relu$"),
     ([("", 17), ("ai.onnx.ml", 0)], oh.make_node("Normalizer", ["a"], ["b"], domain="ai.onnx.ml"),
      r"^a Normalizer node in model-local function 'local::F': no op 'Normalizer' in opset 0 of domain 'ai.onnx.ml'$"),
+    ([("", 17)], oh.make_node("Add", ["a", "nowhere"], ["b"]),
+     r"^a Add node in model-local function 'local::F' reads 'nowhere', which nothing produces$"),
+    ([("", 17)], oh.make_node("Relu", ["a"], ["c"]),
+     r"^output 'b' of model-local function 'local::F' is produced by nothing$"),
 ])
 def test_a_local_functions_own_opsets_and_ops_are_checked(imports, body, message):
     """Found by adv10 (s24): a model-local function's own opset imports and body were not checked, so a
     function importing opset 999 or 0 of the default domain, calling an op that does not exist or with an
-    attribute its schema lacks compiled with --verify none (exit 0) into a model ONNX Runtime refuses
+    attribute its schema lacks, or reading a value nothing produces compiled with --verify none (exit 0) into a
+    model ONNX Runtime refuses
     ('Opset 999 ...', 'Invalid opset version for domain in function F'); the main graph's are refused."""
     function = oh.make_function("local", "F", ["a"], ["b"], [body], [oh.make_opsetid(*entry) for entry in imports])
     with pytest.raises(InvalidModelError, match=message):
@@ -254,5 +259,5 @@ def test_a_local_function_at_the_models_opsets_or_its_own_passes():
     model = _calling(oh.make_function("local", "F", ["a"], ["b"], body, [oh.make_opsetid("", 20)]))
     check_model(model)   # Gelu is opset 20's
     model.functions[0].opset_import[0].version = 19
-    with pytest.raises(InvalidModelError, match=r"^a Gelu node in model-local function 'local::F': no op 'Gelu' in opset 19"):
+    with pytest.raises(InvalidModelError, match=r"^a Gelu node in subgraph 'then_branch' of a If node: no op 'Gelu' in opset 19"):
         check_model(model)
