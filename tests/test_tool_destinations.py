@@ -433,3 +433,40 @@ def test_bench_refuses_two_of_its_outputs_at_one_path(flags, tmp_path, capsys, m
     assert err == f"error: {flags[1]} sub/../notes.md is also the {flags[0]} file; give them different paths\n"
     assert (tmp_path / "notes.md").read_text() == "# my notes\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "run.json", "sub"]
+
+
+def test_plot_nodecounts_never_draws_over_a_report_or_model_it_reads(tmp_path, capsys, monkeypatch):
+    """Found by adv10 (s24): tools.plot_nodecounts checked its -o as a destination only, so a report kept as
+    run.png ('plot_nodecounts run.png -o run.png', or its folder's report.json under any name) was replaced
+    by the chart drawn from it (exit 0), and '--model m.onnx -o m.onnx' would have met the model. Refused,
+    one line, exit 2, before any work; the report untouched."""
+    report = _report(tmp_path)
+    kept = tmp_path / "run.png"
+    kept.write_bytes(report.read_bytes())
+    assert plot_nodecounts.main([str(kept), "-o", str(kept)]) == 2
+    assert capsys.readouterr().err == (f"error: output {kept} is the report {kept}, which this run reads; "
+                                       "refusing to overwrite it\n")
+    os.link(report, tmp_path / "linked.png")
+    assert plot_nodecounts.main([str(tmp_path), "-o", str(tmp_path / "linked.png")]) == 2   # a folder, a hard link
+    assert "is the report" in capsys.readouterr().err
+    model = tmp_path / "m.png"
+    model.write_bytes(b"not read: refused first")
+    monkeypatch.setattr(plot_nodecounts, "run_pipelines", lambda *a, **k: pytest.fail("ran before the check"))
+    assert plot_nodecounts.main(["--model", str(model), "-o", str(model)]) == 2
+    assert capsys.readouterr().err == f"error: output {model} is the model {model}, which this run reads; refusing to overwrite it\n"
+    assert kept.read_bytes() == report.read_bytes() == (tmp_path / "linked.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked.png", "m.png", "report.json", "run.png"]
+
+
+def test_plot_nodecounts_refuses_a_format_it_cannot_write_before_running_pipelines(tmp_path, capsys, monkeypatch):
+    """Found by adv10 (s24): '--model naive.onnx -o nodes.onnx' ran every pipeline, then failed in matplotlib
+    ("Format 'onnx' is not supported"). The suffix is checked first; '.svg' and no suffix (png) pass."""
+    monkeypatch.setattr(plot_nodecounts, "run_pipelines", lambda *a, **k: pytest.fail("ran before the check"))
+    assert plot_nodecounts.main(["--model", str(tmp_path / "naive.onnx"), "-o", str(tmp_path / "nodes.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: output {tmp_path / 'nodes.onnx'}: matplotlib writes no 'onnx' files (give one of ")
+    assert ".png" in err and ".svg" in err and err.count("\n") == 1
+    assert plot_nodecounts.main([str(_report(tmp_path)), "-o", str(tmp_path / "nodes.svg")]) == 0
+    assert plot_nodecounts.main([str(tmp_path / "report.json"), "-o", str(tmp_path / "nodes")]) == 0
+    assert (tmp_path / "nodes").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes", "nodes.svg", "report.json"]

@@ -14,16 +14,36 @@ import json
 import sys
 from pathlib import Path
 
-from passes.files import atomic_target, check_destination, read_text_file
+from passes.files import DestinationError, atomic_target, check_destination, check_not_read, read_text_file
 from passes.one_line import OneLineArgumentParser, one_line, printable
 
 DEFAULT_PIPELINES = "seed,cpu,tpu"
 
 
-def load_report(path: str | Path) -> dict:
+def _report_file(path: str | Path) -> Path:
+    """A report argument: the report.json, or its directory."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "report.json"
+    return path / "report.json" if path.is_dir() else path
+
+
+def check_output(output: str | Path, reads: list[tuple[str, Path]]) -> None:
+    """Before any work: ``output`` is a destination (passes.files.check_destination) that is none of the
+    files the run reads (``reads``: (role, path); '-o run.png run.png' drew the chart over the report it
+    was drawing from), in a format matplotlib writes (its name's suffix: '-o nodes.onnx' ran every
+    pipeline of --model, then failed)."""
+    from matplotlib.figure import Figure
+
+    check_destination(output)
+    check_not_read(output, reads)
+    kind = Path(output).suffix[1:].lower() or "png"
+    supported = Figure().canvas.get_supported_filetypes()
+    if kind not in supported:
+        raise DestinationError(f"output {printable(output)}: matplotlib writes no '{printable(kind)}' files "
+                               f"(give one of .{', .'.join(sorted(supported))})")
+
+
+def load_report(path: str | Path) -> dict:
+    path = _report_file(path)
     report = json.loads(read_text_file(path))
     if "run" not in report:
         raise ValueError(f"{path}: no run recorded (status {report.get('status')})")
@@ -112,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.reports) == bool(args.model):
         parser.error("give report files, or --model (not both)")
     try:
-        check_destination(args.output)   # before running pipelines, not after
+        reads = [("report", _report_file(path)) for path in args.reports]
+        if args.model:
+            from passes.graph_io import model_and_data_files
+            reads += model_and_data_files(args.model)
+        check_output(args.output, reads)   # before running pipelines, not after
         if args.model:
             reports = run_pipelines(args.model, args.pipelines.split(","), Path(args.work))
         else:
