@@ -470,3 +470,30 @@ def test_plot_nodecounts_refuses_a_format_it_cannot_write_before_running_pipelin
     assert plot_nodecounts.main([str(tmp_path / "report.json"), "-o", str(tmp_path / "nodes")]) == 0
     assert (tmp_path / "nodes").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes", "nodes.svg", "report.json"]
+
+
+def test_report_screenshot_never_draws_over_its_page_nor_leaves_a_folder(tmp_path, capsys, monkeypatch):
+    """Found by adv10 (s24): tools.report_screenshot checked -o as a destination only, so '-o index.html' (or
+    a hard link to it) would replace the page with its own screenshot; and it made -o's folder before any
+    check, so a run refused or failing (no browser) left that folder behind. The page is refused as -o,
+    one line, exit 2, before a browser starts; the folder is made only for the screenshot."""
+    class NoBrowser:
+        def __enter__(self):
+            raise report_screenshot.BrowserError("no chromium found")
+
+        def __exit__(self, *exc):
+            return False
+
+    page = tmp_path / "index.html"
+    page.write_text("<html></html>")
+    os.link(page, tmp_path / "shot.png")
+    monkeypatch.setattr(report_screenshot, "HeadlessChromium", lambda: pytest.fail("browser started"))
+    for output in (page, tmp_path / "shot.png"):
+        assert report_screenshot.main([str(page), "-o", str(output)]) == 2
+        assert capsys.readouterr().err == (f"error: --output {output} is the page {page}, which this run reads; "
+                                           "refusing to overwrite it\n")
+    monkeypatch.setattr(report_screenshot, "HeadlessChromium", NoBrowser)
+    assert report_screenshot.main([str(page), "-o", str(tmp_path / "new" / "sub" / "shot.png")]) == 2
+    assert capsys.readouterr().err == "error: no chromium found\n"
+    assert page.read_text() == "<html></html>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "shot.png"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from passes.files import check_destination, input_file_problem
+from passes.files import check_destination, check_folder_destination, check_not_read, folders_made, input_file_problem
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
 from tools.headless_chromium import BrowserError, HeadlessChromium
 
@@ -28,14 +28,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {problem}\n")
         return 2
     try:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        check_destination(args.output, "--output")   # before starting a browser, not after
+        # Before starting a browser, not after; its folder made only for the screenshot (a failure leaves none).
+        output = Path(args.output)
+        if output.parent.is_dir():
+            check_destination(output, "--output")
+        else:
+            check_folder_destination(output.parent, "--output folder")
+        check_not_read(output, [("page", page_path)], "--output")   # '-o index.html' drew over the page it shows
         with HeadlessChromium() as browser:
             page = browser.open(page_path.resolve().as_uri())
             if page.problems:
                 sys.stderr.write("error: the page has problems:\n  " + "\n  ".join(page.problems) + "\n")
                 return 1
-            page.screenshot(args.output, args.width, args.height)
+            with folders_made(output.parent):
+                page.screenshot(output, args.width, args.height)
     except (BrowserError, OSError) as error:   # DestinationError is an OSError
         sys.stderr.write(f"error: {one_line(error)}\n")
         return 2
