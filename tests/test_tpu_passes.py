@@ -113,6 +113,27 @@ def test_cumsum_rank4_reshapes_5d_to_4d_and_back(axis):
     same_outputs(before, after, {"x": x})
 
 
+@pytest.mark.parametrize("attrs", ["reverse = 1", "exclusive = 1", "exclusive = 1, reverse = 1"])
+@pytest.mark.parametrize("shape, max_rank", [("2,3,4,5,6", 4), ("2,3,40,4", 3)])
+def test_cumsum_rank4_keeps_exclusive_and_reverse(attrs, shape, max_rank):
+    """Found by adv10 (s24), fuzzing pass options: cumsum-rank4 rebuilt the CumSum without its exclusive and
+    reverse attributes, so a reversed 5-D CumSum (or a 4-D one with max_rank=3) became a forward one: rel L2
+    1.42, which verification caught (exit 3) and --verify none wrote (the tpu pipeline runs cumsum-plain first,
+    so its graphs were not affected). The attributes act along the axis, which the reshape keeps: carried over."""
+    text = f"""{HEADER}
+    g (float[{shape}] x) => (float[{shape}] y) {{
+      axis = Constant<value_int = 2>()
+      y = CumSum<{attrs}>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-rank4", max_rank=max_rank)
+    assert result.stats == {"reshaped": 1} and histogram(after) == {"CumSum": 1, "Reshape": 2}
+    cumsum = next(n for n in after.graph.node if n.op_type == "CumSum")
+    expected = {name: 1 for name in ("exclusive", "reverse") if name in attrs}
+    assert {a.name: a.i for a in cumsum.attribute} == expected
+    dims = [int(d) for d in shape.split(",")]
+    same_outputs(before, after, {"x": np.random.default_rng(0).standard_normal(dims).astype(np.float32)})
+
+
 def test_cumsum_rank4_leaves_4d_alone():
     text = f"""{HEADER}
     g (float[2,3,4,5] x) => (float[2,3,4,5] y) {{
