@@ -1,0 +1,170 @@
+"""einsum-to-matmul: two-operand Einsum contractions become ReduceSum / Transpose / Reshape / one MatMul, equal to
+numpy.einsum (rel L2 <= 1e-6 in float32), with exact op lists on Mamba2's chunked-SSD equations; what it cannot lower
+it leaves with the reason."""
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from onnx import TensorProto, helper
+
+from passes.einsum_to_matmul import EinsumToMatMul
+from passes.lower_einsum import LowerEinsum
+from passes.tpu_legality import SUPPORTED_EINSUM, canonical_einsum
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+
+TOLERANCE = 1e-6   # rel L2 against numpy.einsum in float64, the graph in float32
+
+
+def einsum_model(equation: str, shapes, opset: int = 17, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    names = [f"x{i}" for i in range(len(shapes))]
+    node = helper.make_node("Einsum", names, ["y"], name="einsum", equation=equation)
+    graph = helper.make_graph(
+        [node], "einsum", [helper.make_tensor_value_info(n, dtype, s) for n, s in zip(names, shapes)],
+        [helper.make_tensor_value_info("y", dtype, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def lowered_matches_numpy(equation: str, shapes, feed_shapes=None, opset: int = 17, seed: int = 0):
+    """Lower, check the graph, run it in ONNX Runtime; the op histogram and the rel L2 against numpy.einsum."""
+    out, result = apply_pass(einsum_model(equation, shapes, opset), EinsumToMatMul())
+    assert result.stats == {"lowered": 1, "kept": 0}, result.notes
+    rng = np.random.default_rng(seed)
+    feeds = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(feed_shapes or shapes)}
+    expected = np.einsum(equation, *[feeds[f"x{i}"].astype(np.float64) for i in range(len(shapes))])
+    actual = run(out, feeds)[0]
+    assert actual.shape == expected.shape
+    return op_histogram(out), rel_l2(actual, expected)
+
+
+# Mamba2's chunked SSD (transformers' torch_forward; Zamba2, Bamba, NemotronH, FalconH1, GraniteMoeHybrid share it),
+# shapes of the tiny config (batch 1, 2 chunks of 4, 4 heads, d_state 8, head_dim 8): lower-einsum leaves all five.
+MAMBA2 = [
+    # C_l . B_s per chunk and head: batch b c h, contracted n; the output's h last costs one Transpose
+    ("bclhn,bcshn->bclsh", [[1, 2, 4, 4, 8], [1, 2, 4, 4, 8]],
+     {"MatMul": 1, "Reshape": 3, "Transpose": 3}),
+    # (scores * decay) @ x: contracted s
+    ("bclsh,bcshp->bclhp", [[1, 2, 4, 4, 4], [1, 2, 4, 4, 8]],
+     {"MatMul": 1, "Reshape": 3, "Transpose": 3}),
+    # the chunk states B^T x: contracted l, the right operand on the left (p before n in the output)
+    ("bclhn,bclhp->bchpn", [[1, 2, 4, 4, 8], [1, 2, 4, 4, 8]],
+     {"MatMul": 1, "Reshape": 3, "Transpose": 2}),
+    # the states carried across chunks: contracted z; c the left's row, p n the right's columns; h, a batch letter
+    # between them in both operands and the output, costs a Transpose of each
+    ("bzch,bzhpn->bchpn", [[1, 3, 3, 4], [1, 3, 4, 8, 8]],
+     {"MatMul": 1, "Reshape": 3, "Transpose": 3}),
+    # the states read out by C: contracted n; (b c h, l, n) @ (b c h, n, p) needs no Transpose of the states
+    ("bclhn,bchpn->bclhp", [[1, 2, 4, 4, 8], [1, 2, 4, 8, 8]],
+     {"MatMul": 1, "Reshape": 3, "Transpose": 2}),
+]
+
+
+@pytest.mark.parametrize("equation, shapes, ops", MAMBA2)
+def test_mamba2_contractions_become_one_3d_matmul_each(equation, shapes, ops):
+    assert canonical_einsum(equation) not in SUPPORTED_EINSUM   # tpu-mlir's list lacks them
+    _, kept = apply_pass(einsum_model(equation, shapes), LowerEinsum())
+    assert kept.stats == {"lowered": 0, "kept": 1}
+    histogram, error = lowered_matches_numpy(equation, shapes)
+    assert histogram == ops and error <= TOLERANCE
+    out, _ = apply_pass(einsum_model(equation, shapes), EinsumToMatMul())
+    inferred = onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    matmul = next(node for node in out.graph.node if node.op_type == "MatMul")
+    assert [ranks[name] for name in matmul.input] == [3, 3]   # the batch axes flattened: one rank, no broadcast
+
+
+@pytest.mark.parametrize("equation, shapes, ops", [
+    ("ij,jk->ik", [[3, 4], [4, 5]], {"MatMul": 1}),                         # already a MatMul
+    ("ij,jk->ki", [[3, 4], [4, 5]], {"MatMul": 1, "Transpose": 1}),         # (A B)^T: one Transpose, not B^T A^T's two
+    ("ij,kj->ik", [[3, 4], [5, 4]], {"MatMul": 1, "Transpose": 1}),
+    ("bij,bjk->bik", [[2, 3, 4], [2, 4, 5]], {"MatMul": 1}),
+    ("ij,jk", [[3, 4], [4, 5]], {"MatMul": 1}),                              # implicit output 'ik'
+    ("ijx,jky->ik", [[3, 4, 2], [4, 5, 3]], {"MatMul": 1, "ReduceSum": 2}),  # x, y summed away first
+    ("i,i->", [[6], [6]], {"MatMul": 1, "Reshape": 3}),                     # a dot product
+    ("abcd,cdef->abef", [[2, 3, 4, 5], [4, 5, 6, 7]], {"MatMul": 1, "Reshape": 3}),
+    ("...ij,...jk->...ik", [[2, 3, 4, 5], [2, 3, 5, 6]], {"MatMul": 1, "Reshape": 3}),
+    ("...ij,jk->...ik", [[2, 3, 4, 5], [5, 6]], {"MatMul": 1, "Reshape": 2}),  # ellipsis in one operand: free
+])
+def test_general_contractions_with_exact_op_lists(equation, shapes, ops):
+    histogram, error = lowered_matches_numpy(equation, shapes)
+    assert histogram == ops and error <= TOLERANCE
+
+
+def test_opset_12_takes_axes_as_attributes():
+    histogram, error = lowered_matches_numpy("ijx,jky->ik", [[3, 4, 2], [4, 5, 3]], opset=12)
+    assert histogram == {"MatMul": 1, "ReduceSum": 2} and error <= TOLERANCE
+
+
+def test_a_symbolic_batch_keeps_its_axes_copied_by_reshape_zeros():
+    """A dynamic batch 'B' is not flattened: it stays its own axis of the MatMul, and a Reshape target copies it with
+    a 0; the graph runs at batches 1 and 3. Mamba2's C.B with a symbolic batch needs no Reshape at all."""
+    for equation, shapes, ops, targets in [
+            ("bijk,bkl->bijl", [["B", 2, 3, 4], ["B", 4, 5]], {"MatMul": 1, "Reshape": 2}, [[0, 6, 4], [0, 2, 3, 5]]),
+            ("bclhn,bcshn->bclsh", [["B", 2, 4, 4, 8], ["B", 2, 4, 4, 8]], {"MatMul": 1, "Transpose": 3}, [])]:
+        out, result = apply_pass(einsum_model(equation, shapes), EinsumToMatMul())
+        assert result.stats == {"lowered": 1, "kept": 0} and op_histogram(out) == ops
+        assert [list(onnx.numpy_helper.to_array(t)) for t in out.graph.initializer] == targets
+        for batch in (1, 3):
+            rng = np.random.default_rng(batch)
+            feeds = {f"x{i}": rng.standard_normal([batch] + shape[1:]).astype(np.float32) for i, shape in enumerate(shapes)}
+            expected = np.einsum(equation, *[feeds[k].astype(np.float64) for k in ("x0", "x1")])
+            assert rel_l2(run(out, feeds)[0], expected) <= TOLERANCE
+
+
+@pytest.mark.parametrize("equation, shapes, why", [
+    ("ii,ij->j", [[3, 3], [3, 4]], "letter 'i' is repeated in a term (a diagonal)"),
+    ("ij,jk,kl->il", [[2, 3], [3, 4], [4, 5]], "has 3 operands, not 2"),
+    ("ij,jk->ik", [[3, 1], [4, 5]], "axis 'j' of size 1 is broadcast against 4"),
+    ("...j,jk->...k", [None, [4, 5]], "the rank of the operand of '...j' is unknown"),
+    ("ijk,jkl->il", [["a", "b", "c"], ["b", "c", "d"]], "a Reshape target would have two unknown sizes"),
+    ("ij,jk->ikz", [[3, 4], [4, 5]], "the output has a letter no operand has"),
+])
+def test_what_it_leaves_it_says_why(equation, shapes, why):
+    names = [f"x{i}" for i in range(len(shapes))]
+    node = helper.make_node("Einsum", names, ["y"], name="einsum", equation=equation)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)]
+    model = helper.make_model(helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", 1, None)]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph = __import__("onnx_graphsurgeon").import_onnx(model)
+    from passes.base import PassContext
+    result = EinsumToMatMul().run(graph, PassContext(opset=17, explain=True))
+    assert not result.changed and result.stats == {"lowered": 0, "kept": 1}
+    assert result.notes == [f"Einsum 'einsum' kept: '{equation}': {why}" if "operands" not in why
+                            else f"Einsum 'einsum' kept: '{equation}' {why}"]
+
+
+LETTERS = string.ascii_lowercase[:8]
+
+
+@st.composite
+def contractions(draw):
+    """Two terms over up to 8 letters, each letter in the left, the right or both, kept in the output or not, in
+    random orders, sizes 1..4 (one size per letter: no broadcasting); now and then the common leading axes as an
+    ellipsis."""
+    count = draw(st.integers(1, 6))
+    letters = list(LETTERS[:count])
+    where = {c: draw(st.sampled_from(["left", "right", "both"])) for c in letters}
+    kept = {c: draw(st.booleans()) for c in letters}
+    sizes = {c: draw(st.integers(1, 4)) for c in letters}
+    left = draw(st.permutations([c for c in letters if where[c] in ("left", "both")]))
+    right = draw(st.permutations([c for c in letters if where[c] in ("right", "both")]))
+    out = draw(st.permutations([c for c in letters if kept[c]]))
+    ellipsis = draw(st.integers(0, 2)) if draw(st.booleans()) else 0
+    ellipsis_sizes = [draw(st.integers(1, 3)) for _ in range(ellipsis)]
+    prefix = "..." if ellipsis else ""
+    equation = f"{prefix}{''.join(left)},{prefix}{''.join(right)}->{prefix}{''.join(out)}"
+    shapes = [ellipsis_sizes + [sizes[c] for c in left], ellipsis_sizes + [sizes[c] for c in right]]
+    return equation, shapes
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=contractions(), seed=st.integers(0, 2**16))
+def test_any_contraction_equals_numpy_einsum(case, seed):
+    equation, shapes = case
+    histogram, error = lowered_matches_numpy(equation, shapes, seed=seed)
+    assert error <= TOLERANCE, (equation, shapes, error)
+    assert histogram.get("MatMul") == 1 and set(histogram) <= {"MatMul", "Transpose", "Reshape", "ReduceSum"}
+    assert histogram.get("Transpose", 0) <= 3 and histogram.get("Reshape", 0) <= 3
