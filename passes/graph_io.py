@@ -530,6 +530,39 @@ def freeze_initializer_inputs(model: onnx.ModelProto) -> list[str]:
     return frozen
 
 
+def _negative_perms(model: onnx.ModelProto):
+    """(Transpose, its perm attribute, the perm counted from the start) for every Transpose whose perm counts
+    axes from the end and is a permutation once counted from the start (p + rank, rank = len(perm))."""
+    for graph in all_graphs(model.graph):
+        for node in graph.node:
+            if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
+                continue
+            perm = next((attribute for attribute in node.attribute if attribute.name == "perm"), None)
+            if perm is None or not any(axis < 0 for axis in perm.ints):
+                continue
+            rank = len(perm.ints)
+            counted = [axis + rank if axis < 0 else axis for axis in perm.ints]
+            if sorted(counted) == list(range(rank)):
+                yield node, perm, counted
+
+
+def has_negative_perms(model: onnx.ModelProto) -> bool:
+    return next(_negative_perms(model), None) is not None
+
+
+def normalize_negative_perms(model: onnx.ModelProto) -> list[str]:
+    """Give every Transpose whose ``perm`` counts axes from the end (TorchScript's exporter writes
+    ``x.permute(0, -2, -1, 1)`` as perm [0, -2, -1, 1], which ONNX's schema and ONNX Runtime refuse) the
+    same perm counted from the start, p + rank for each p < 0, where that gives a permutation of
+    range(rank) (else it is left for the checks to refuse). In place, in every graph; the names of the
+    Transposes changed, for the caller to say."""
+    changed = []
+    for node, perm, counted in list(_negative_perms(model)):
+        perm.ints[:] = counted
+        changed.append(node.name or "(unnamed)")
+    return changed
+
+
 # IR 3 lists every initializer as a graph input; IR 4 (2019-01-22) lets an initializer be a constant
 # that is no input, and changes nothing else. A frozen model and the constants passes add need it.
 FIRST_IR_WITH_CONSTANT_INITIALIZERS = onnx.IR_VERSION_2019_1_22

@@ -42,7 +42,8 @@ from passes.base import Pass, PassContext, PassOptionError
 from passes.files import (DestinationError, check_folder_destination, check_not_read, folders_made,
                           input_file_problem)
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, freeze_initializer_inputs,
-                             graph_to_model, initializer_inputs, model_to_graph, read_model, save_model_atomic)
+                             graph_to_model, has_negative_perms, initializer_inputs, model_to_graph,
+                             normalize_negative_perms, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model
@@ -281,6 +282,14 @@ def frozen_inputs_notice(frozen: Sequence[str]) -> str:
             f"{'it' if count == 1 else 'them'} as input ({printable_names(frozen, shown=3)})")
 
 
+def negative_perms_notice(names: Sequence[str]) -> str:
+    """The one line that says Transpose perms counting axes from the end were read as ONNX's (names escaped)."""
+    count = len(names)
+    return (f"read {count} Transpose perm{'' if count == 1 else 's'} with negative axes (TorchScript's export of "
+            f"permute(0, -2, -1, 1); ONNX Runtime refuses them) as counted from the end: "
+            f"{printable_names(names, shown=3)}")
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -486,12 +495,16 @@ def compile_model(
     if in_place and input_path is not None and destinations.output is not None \
             and os.path.realpath(destinations.output) == os.path.realpath(input_path):
         output_keeps = [path for role, path in reads if role != "external data file"] + [input_path]
-    if input_path is None and (input_shapes or initializer_inputs(model)):
+    if input_path is None and (input_shapes or initializer_inputs(model) or has_negative_perms(model)):
         model = copy.deepcopy(model)   # the caller's model stays as it was
     frozen = freeze_initializer_inputs(model)
     if frozen:
         report_data["frozen_inputs"] = frozen
         warnings.append(frozen_inputs_notice(frozen))
+        progress.warn(warnings[-1])
+    counted_from_start = normalize_negative_perms(model)
+    if counted_from_start:
+        warnings.append(negative_perms_notice(counted_from_start))
         progress.warn(warnings[-1])
     if input_shapes:
         try:

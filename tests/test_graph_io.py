@@ -320,3 +320,40 @@ def test_four_bit_weights_take_half_a_byte_each_rounded_up(tmp_path):
     onnx.save_model(model, source, save_as_external_data=True, location="q.data", size_threshold=0)
     assert (tmp_path / "q.data").stat().st_size == 2
     assert read_model(source).model.graph.initializer[0].raw_data == bytes([0x21, 0x03])
+
+
+def negative_perm_model() -> onnx.ModelProto:
+    """y = Relu(Transpose(x, perm [0, -2, -1, 1])): TorchScript's export of x.permute(0, -2, -1, 1) (transformers'
+    Mamba2 family writes it in its chunked SSD), no shapes declared inside, as TorchScript writes them."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3,4,5] x) => (float[2,4,5,3] y) { t = Transpose<perm = [0, 1, 2, 3]>(x)  y = Relu(t) }""")
+    model.graph.node[0].name = "/mixer/Transpose_9"
+    perm = model.graph.node[0].attribute[0]
+    perm.ints[:] = [0, -2, -1, 1]
+    return model
+
+
+def test_a_transpose_perm_counted_from_the_end_is_read_as_onnx_counts_it(tmp_path):
+    """Before s24 such a model was refused after the first pass that changed it ('invalid model: ... Invalid attribute
+    perm {0, -2, -1, 1}'), and ONNX Runtime cannot load it; now its perm is [0, 2, 3, 1], said in one warning, the
+    caller's model untouched, and the output verified against x.transpose(0, 2, 3, 1)."""
+    from pipelines import compile_model
+
+    model = negative_perm_model()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    np.savez(tmp_path / "ref.npz", x=x, y=np.maximum(x.transpose(0, 2, 3, 1), 0))
+    result = compile_model(model, "remove-identity,softplus-to-exp-log,simplify", reference=tmp_path / "ref.npz")
+    assert list(result.model.graph.node[0].attribute[0].ints) == [0, 2, 3, 1]
+    assert result.verification["rel_l2"] == 0.0
+    assert result.warnings == ["read 1 Transpose perm with negative axes (TorchScript's export of permute(0, -2, -1, "
+                               "1); ONNX Runtime refuses them) as counted from the end: /mixer/Transpose_9"]
+    assert list(model.graph.node[0].attribute[0].ints) == [0, -2, -1, 1]
+
+
+def test_a_negative_perm_that_is_no_permutation_is_left_for_the_checks():
+    from passes.graph_io import normalize_negative_perms
+
+    model = negative_perm_model()
+    model.graph.node[0].attribute[0].ints[:] = [0, -2, 2, 1]   # -2 and 2 are one axis
+    assert normalize_negative_perms(model) == [] and list(model.graph.node[0].attribute[0].ints) == [0, -2, 2, 1]
