@@ -196,7 +196,8 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     """cpu-many re-rolls into window-doubling (chunk 16, without d_state 1's unit axis), the rest as cpu
     plus its copy rewrites and x_proj as a MatMul; ov is the same steps but that last one, not timed
     under OpenVINO (OpenVINO ran the window-doubling graph faster than the parallel form with its step
-    blocks cut by Gathers, the ov pipeline before session s15); nor re-roll's one_chunk_up_to (s18)."""
+    blocks cut by Gathers, the ov pipeline before session s15); nor re-roll's one_chunk_up_to (s18), nor
+    einsum-to-matmul (s24)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
     assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                   "state_form=strided-readout,state_chunk=32,one_chunk_up_to=64}")
@@ -205,7 +206,21 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
                                                              "grouped-conv1d-to-matmul", "simplify"]
     assert str(ov.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                 "state_form=strided-readout,state_chunk=32}")
-    assert ov.steps[1:] == many.steps[1:-2] + many.steps[-1:] and ov.name == "ov"
+    assert ov.steps[1:] == [step for step in many.steps[1:-2] if step.pass_name != "einsum-to-matmul"] + many.steps[-1:]
+    assert ov.name == "ov"
+
+
+def test_einsum_contractions_become_matmuls_where_timed():
+    """einsum-to-matmul (s24) runs where shapes are known: in cpu (and so cpu-many) after fold-constants, in the tpu
+    pipelines after their first simplify, each after lower-einsum; not in ov (not timed under OpenVINO) nor seed."""
+    names = {name: [step.pass_name for step in get_pipeline(name).steps]
+             for name in ("cpu", "cpu-many", "ov", "seed", "tpu", "tpu-bm1688", "tpu-cv186x")}
+    for name in ("cpu", "cpu-many"):
+        assert names[name][names[name].index("einsum-to-matmul") - 1] == "fold-constants"
+    for name in ("tpu", "tpu-bm1688", "tpu-cv186x"):
+        assert names[name][:6] == ["reroll-scans", "lower-einsum", "eliminate-dead-nodes", "fold-constants", "simplify",
+                                   "einsum-to-matmul"]
+    assert "einsum-to-matmul" not in names["ov"] + names["seed"]
 
 
 @pytest.mark.parametrize("text, shown", [
