@@ -122,6 +122,16 @@ NODE_COUNTS = {
     # fold-constants (onnx-graphsurgeon folded dynamo's Shape(x, start, end) as the whole shape: "Inferred shape and
     # existing shape differ in dimension 0: (3) vs (2)")
     "hf-recurrent-gemma-dynamo-dynamic-batch": (160, {"seed": 115, "cpu": 101, "tpu": 100}),
+    # session s24: the Mamba2 family's chunked SSD, no per-step loop (0 scans), five Einsum contractions per layer that
+    # einsum-to-matmul makes MatMuls for cpu and tpu (before s24: every TorchScript export refused, exit 2, its
+    # Transpose perm [0, -2, -1, 1] invalid; dynamo's tpu exit 4, tpu-legality's 5 Einsums; cpu 94, seed 92 for dynamo)
+    "hf-mamba2": (611, {"seed": 94, "cpu": 124, "tpu": 118}),
+    "hf-mamba2-dynamo": (105, {"seed": 92, "cpu": 120, "tpu": 120}),
+    "hf-zamba2": (615, {"seed": 94, "cpu": 124, "tpu": 118}),
+    "hf-bamba": (635, {"seed": 107, "cpu": 137, "tpu": 131}),
+    "hf-nemotron-h": (616, {"seed": 94, "cpu": 124, "tpu": 118}),
+    "hf-falcon-h1": (710, {"seed": 135, "cpu": 167, "tpu": 160}),
+    "hf-granite-moe-hybrid": (654, {"seed": 108, "cpu": 138, "tpu": 132}),
 }
 
 
@@ -205,6 +215,27 @@ def test_window_doubling_one_chunk_on_other_codebases_exports(name, levels_below
         with np.load(ref) as reference:
             assert rel_l2(run(model, {INPUT_NAME: reference[INPUT_NAME]})[0], reference[OUTPUT_NAME]) <= entry.tolerance
     assert reduce_sums == {0: levels_below, 64: 0}
+
+
+def test_mamba2_reaches_a_tpu_graph_with_its_contractions_as_matmuls(exported, tmp_path):
+    """transformers' Mamba2Model through TorchScript: its Transpose perm [0, -2, -1, 1] is read as [0, 2, 3, 1] (said
+    once), and the chunked SSD's five Einsum contractions, which tpu-mlir's Einsum list lacks and lower-einsum leaves,
+    are MatMuls of at most 3-D after the tpu pipeline: no Einsum left, verified against transformers' output. Before
+    s24: exit 2 (invalid model) here, exit 4 (tpu-legality: 5 Einsums) for the dynamo export."""
+    naive, _ = exported("hf-mamba2")
+    result = compile_model(naive, "tpu", output=tmp_path / "tpu.onnx")
+    assert result.warnings == ["read 1 Transpose perm with negative axes (TorchScript's export of permute(0, -2, -1, 1); "
+                               "ONNX Runtime refuses them) as counted from the end: /model/layers.0/mixer/Transpose_9"]
+    lowered = next(record for record in result.records if record.name == "einsum-to-matmul")
+    assert lowered.stats == {"lowered": 5, "kept": 0}
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "tpu.onnx")), strict_mode=True)
+    assert not [node for node in model.graph.node if node.op_type == "Einsum"]
+    ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in model.graph.value_info}
+    ranks.update({tensor.name: len(tensor.dims) for tensor in model.graph.initializer})
+    contractions = [node for node in model.graph.node if node.name.startswith("einsum_to_matmul/")
+                    and node.op_type == "MatMul"]
+    assert [(ranks[node.input[0]], ranks[node.input[1]]) for node in contractions] == [(3, 3)] * 5
+    assert result.verification["rel_l2"] <= 1e-6
 
 
 def test_large_decays_tpu_verifies_and_seed_explains_its_overflow(exported, tmp_path):
@@ -360,5 +391,7 @@ def test_corpus_covers_the_brief():
             "user-s6-assign-every-axis-dynamic-batch", "user-s6-reversed-stack", "user-s6-states-stack-last",
             "user-s6-states-stack-last-dynamo", "user-s6-reversed-keep-step-axis-dynamic-batch-no-folding"
             } <= set(EXPORTS)   # session s23's
+    assert {"hf-mamba2", "hf-mamba2-dynamo", "hf-zamba2", "hf-bamba", "hf-nemotron-h", "hf-falcon-h1",
+            "hf-granite-moe-hybrid"} <= set(EXPORTS)   # session s24's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -12,6 +12,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   hf-falcon-mamba-* transformers' FalconMambaModel (RMS norms on B, C and dt), slow path
   hf-jamba-*        transformers' JambaModel, one Mamba layer and one attention layer, slow path
   hf-zamba-*        transformers' ZambaModel, Mamba layers of 2 heads (one scan per head), slow path
+  hf-mamba2*, hf-zamba2, hf-bamba, hf-nemotron-h, hf-falcon-h1, hf-granite-moe-hybrid  transformers' Mamba2 family:
+                    the chunked SSD (no per-step loop, nothing to re-roll; Einsum contractions), slow path
   hf-recurrent-gemma-*  transformers' RecurrentGemmaModel, recurrent blocks only: the RG-LRU loop, which
                     writes each step's state into a zeros buffer (`out[:, t] = h`), not a stacked list
   mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
@@ -159,6 +161,54 @@ def hf_hybrid(kind: str, hidden: int, state: int, layers: int, length: int, batc
         raise ValueError(f"unknown transformers model kind {kind!r}")
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
     return _last_hidden_state(model, mask), ids
+
+
+# transformers' Mamba2 family: the same chunked SSD (torch_forward's slow path: no per-step loop, five einsum
+# contractions per layer, e.g. 'bclhn,bcshn->bclsh'), each model with one Mamba2 layer of `heads` heads of `head_dim`.
+MAMBA2_KINDS = ("mamba2", "zamba2", "bamba", "nemotron-h", "falcon-h1", "granite-moe-hybrid")
+
+
+def hf_mamba2(kind: str, hidden: int = 16, state: int = 8, heads: int = 4, head_dim: int = 8, chunk: int = 4,
+              length: int = 8, batch: int = 1, vocab: int = 64, seed: int = 0):
+    """One of transformers' Mamba2-family base models from a tiny config (random init, Mamba layers only, the
+    slow path), and a sample of token ids. FalconH1's layer runs attention beside its Mamba mixer; the hybrids
+    get an all-ones attention_mask, as in hf_hybrid."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=hidden, use_cache=False)
+    attention = dict(intermediate_size=2 * hidden, num_attention_heads=2, num_key_value_heads=2)
+    mamba = dict(mamba_d_state=state, mamba_expand=2)
+    heads_of = dict(mamba_n_heads=heads, mamba_d_head=head_dim, mamba_n_groups=1, mamba_chunk_size=chunk)
+    if kind == "mamba2":
+        model = transformers.Mamba2Model(transformers.Mamba2Config(
+            **common, num_heads=heads, head_dim=head_dim, state_size=state, num_hidden_layers=1, expand=2, n_groups=1,
+            chunk_size=chunk))
+    elif kind == "zamba2":   # Zamba2's head size is mamba_expand * hidden / n_mamba_heads
+        model = transformers.Zamba2Model(transformers.Zamba2Config(
+            **common, **attention, **mamba, num_hidden_layers=1, layers_block_type=["mamba"], mamba_ngroups=1,
+            n_mamba_heads=heads, chunk_size=chunk, max_position_embeddings=64, num_mem_blocks=1))
+    elif kind == "bamba":
+        model = transformers.BambaModel(transformers.BambaConfig(
+            **common, **attention, **mamba, **heads_of, num_hidden_layers=1, attn_layer_indices=[],
+            max_position_embeddings=64))
+    elif kind == "nemotron-h":
+        model = transformers.NemotronHModel(transformers.NemotronHConfig(
+            **common, **attention, layers_block_type=["mamba"], mamba_num_heads=heads, mamba_head_dim=head_dim,
+            ssm_state_size=state, n_groups=1, expand=2, chunk_size=chunk, head_dim=8))
+    elif kind == "falcon-h1":
+        model = transformers.FalconH1Model(transformers.FalconH1Config(
+            **common, **attention, **mamba, **heads_of, num_hidden_layers=1, mamba_d_ssm=heads * head_dim,
+            max_position_embeddings=64))
+    elif kind == "granite-moe-hybrid":
+        model = transformers.GraniteMoeHybridModel(transformers.GraniteMoeHybridConfig(
+            **common, **attention, **mamba, **heads_of, num_hidden_layers=1, layer_types=["mamba"],
+            num_local_experts=0, shared_intermediate_size=2 * hidden, max_position_embeddings=64))
+    else:
+        raise ValueError(f"unknown Mamba2-family kind {kind!r} (known: {', '.join(MAMBA2_KINDS)})")
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return _last_hidden_state(model, mask=kind != "mamba2"), ids
 
 
 def hf_recurrent_gemma(hidden: int, layers: int, length: int, batch: int = 1, vocab: int = 64, seed: int = 0):
@@ -362,6 +412,26 @@ EXPORTS = {e.name: e for e in [
                    "hf-recurrent-gemma-dynamo with a dynamic batch (dynamic_shapes): the RG-LRU's zeros buffer of a "
                    "symbolic batch; batch 2", lambda: hf_recurrent_gemma(8, 1, 8, batch=2), scans=1, steps=8,
                    exporter="dynamo", unrolled_by=("seed",), options={"dynamic_batch": True}),
+    # session s24: the Mamba2 family's chunked SSD (no per-step loop: 0 scans; five Einsum contractions per layer,
+    # einsum-to-matmul's for tpu and cpu; TorchScript writes permute(0, -2, -1, 1) as a negative Transpose perm)
+    ExternalExport("hf-mamba2", "transformers", "Mamba2Model, hidden 16, d_state 8, 4 heads of 8, chunk 4, L 8 (chunked "
+                   "SSD: no per-step loop; TorchScript's Transpose perm [0, -2, -1, 1])",
+                   lambda: hf_mamba2("mamba2"), scans=0, steps=0),
+    ExternalExport("hf-mamba2-dynamo", "transformers", "hf-mamba2 through the dynamo exporter",
+                   lambda: hf_mamba2("mamba2"), scans=0, steps=0, exporter="dynamo"),
+    ExternalExport("hf-zamba2", "transformers", "Zamba2Model, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
+                   lambda: hf_mamba2("zamba2"), scans=0, steps=0),
+    ExternalExport("hf-bamba", "transformers", "BambaModel, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
+                   lambda: hf_mamba2("bamba"), scans=0, steps=0),
+    ExternalExport("hf-nemotron-h", "transformers",
+                   "NemotronHModel, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
+                   lambda: hf_mamba2("nemotron-h"), scans=0, steps=0),
+    ExternalExport("hf-falcon-h1", "transformers",
+                   "FalconH1Model, hidden 16, d_state 8, 1 layer (attention beside a Mamba2 mixer of 4 heads), chunk 4, L 8",
+                   lambda: hf_mamba2("falcon-h1"), scans=0, steps=0),
+    ExternalExport("hf-granite-moe-hybrid", "transformers",
+                   "GraniteMoeHybridModel, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
+                   lambda: hf_mamba2("granite-moe-hybrid"), scans=0, steps=0),
     ExternalExport("mambapy-n16", "mambapy", "Mamba (pscan=False), d_model 8, d_state 16, 2 layers, L 10",
                    lambda: mambapy_mamba(8, 16, 2, 10), scans=2, steps=20),
     ExternalExport("fork-channels-n4", "vmamba_ref", "fork's channel-Conv readout, d_state 4, L 9, batch 2",
