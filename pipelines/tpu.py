@@ -1,7 +1,9 @@
 """The tpu pipeline: a graph that Sophgo's tpu-mlir compiles for BM1684X (docs/TPU.md).
 
 Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
-list of Einsum equations), clean up while shapes become static, then make the graph legal for
+list of Einsum equations), clean up while shapes become static, then lower the Einsum contractions
+left (Mamba2's chunked SSD) to MatMuls of at most 3-D (einsum-to-matmul, where a TorchScript export's
+shapes are known), then make the graph legal for
 tpu-mlir (no Identity, no lower-rank left MatMul operand, no negative-step Slice, CumSum plain, at most 4-D and small enough for
 the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
 broken). Static shapes are assumed: export with a fixed batch for this target.
