@@ -7,6 +7,7 @@ as notes. Rules:
   Loop, Scan, If             Scan is not supported, Loop crashes the compiler
   Slice with a step < 0      MergeSlicePattern asserts 'cur_s > 0'       (slice-reverse-to-gather)
   Einsum (most equations)    only a fixed list of equations converts      (lower-einsum, einsum-to-matmul)
+  IsNaN                      "Op not support:{'IsNaN'}" in model_transform  (isnan-to-equal)
   Constant with value_int/... KeyError: 'value' in model_transform      (constants-to-initializers)
   Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
@@ -77,6 +78,9 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "Einsum" and canonical_einsum(node.attrs.get("equation", "")) not in SUPPORTED_EINSUM:
             violations["Einsum equation tpu-mlir does not know (run lower-einsum, then einsum-to-matmul)"].append(
                 f"{describe(node)} '{node.attrs.get('equation', '')}'")
+        elif node.op == "IsNaN":
+            violations["IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)"].append(
+                describe(node))
         elif node.op == "Constant" and "value" not in node.attrs:
             violations["Constant node without a 'value' attribute (run constants-to-initializers)"].append(
                 f"{describe(node)} {sorted(node.attrs)}")

@@ -3,7 +3,8 @@
 Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
 list of Einsum equations), clean up while shapes become static, then lower the Einsum contractions
 left (Mamba2's chunked SSD) to MatMuls of at most 3-D (einsum-to-matmul, where a TorchScript export's
-shapes are known), then make the graph legal for
+shapes are known) and IsNaN, which tpu-mlir lacks (TorchScript's attention guards its softmax with one), to
+Equal(x, x) (isnan-to-equal), then make the graph legal for
 tpu-mlir (no Identity, no lower-rank left MatMul operand, no negative-step Slice, CumSum plain, at most 4-D and small enough for
 the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
 broken). Static shapes are assumed: export with a fixed batch for this target.
@@ -43,7 +44,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     return parse_pipeline(
         "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
         "carry_shifts=slices},"
-        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,layernorm-channels-first{centring=matrix-after-norm},"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,layernorm-channels-first{centring=matrix-after-norm},"
         "unit-axes-to-reshape,reshape-through-elementwise,"
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"

@@ -212,15 +212,17 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
 
 def test_einsum_contractions_become_matmuls_where_timed():
     """einsum-to-matmul (s24) runs where shapes are known: in cpu (and so cpu-many) after fold-constants, in the tpu
-    pipelines after their first simplify, each after lower-einsum; not in ov (not timed under OpenVINO) nor seed."""
+    pipelines after their first simplify, each after lower-einsum; not in ov (not timed under OpenVINO) nor seed. The
+    tpu pipelines then write IsNaN as Equal (isnan-to-equal), which only they need."""
     names = {name: [step.pass_name for step in get_pipeline(name).steps]
              for name in ("cpu", "cpu-many", "ov", "seed", "tpu", "tpu-bm1688", "tpu-cv186x")}
     for name in ("cpu", "cpu-many"):
         assert names[name][names[name].index("einsum-to-matmul") - 1] == "fold-constants"
     for name in ("tpu", "tpu-bm1688", "tpu-cv186x"):
-        assert names[name][:6] == ["reroll-scans", "lower-einsum", "eliminate-dead-nodes", "fold-constants", "simplify",
-                                   "einsum-to-matmul"]
+        assert names[name][:7] == ["reroll-scans", "lower-einsum", "eliminate-dead-nodes", "fold-constants", "simplify",
+                                   "einsum-to-matmul", "isnan-to-equal"]
     assert "einsum-to-matmul" not in names["ov"] + names["seed"]
+    assert [name for name, steps in names.items() if "isnan-to-equal" in steps] == ["tpu", "tpu-bm1688", "tpu-cv186x"]
 
 
 @pytest.mark.parametrize("text, shown", [
