@@ -8,7 +8,7 @@ import string
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from onnx import TensorProto, helper
 
 from passes.einsum_to_matmul import EinsumToMatMul
@@ -16,7 +16,10 @@ from passes.lower_einsum import LowerEinsum
 from passes.tpu_legality import SUPPORTED_EINSUM, canonical_einsum
 from scan_testing import apply_pass, op_histogram, rel_l2, run
 
-TOLERANCE = 1e-6   # rel L2 against numpy.einsum in float64, the graph in float32
+# rel L2 against numpy.einsum in float64, the graph in float32, relative to einsum(|x0|, |x1|): float32 sums that
+# cancel ('ca,cb->' of 3 x 2 and 3 x 3 values summing to ~0) are no closer to the exact value than their terms' size
+# allows, so the norm of the cancelled result would make any bound meaningless
+TOLERANCE = 1e-6
 
 
 def einsum_model(equation: str, shapes, opset: int = 17, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
@@ -34,10 +37,12 @@ def lowered_matches_numpy(equation: str, shapes, feed_shapes=None, opset: int = 
     assert result.stats == {"lowered": 1, "kept": 0}, result.notes
     rng = np.random.default_rng(seed)
     feeds = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(feed_shapes or shapes)}
-    expected = np.einsum(equation, *[feeds[f"x{i}"].astype(np.float64) for i in range(len(shapes))])
+    operands = [feeds[f"x{i}"].astype(np.float64) for i in range(len(shapes))]
+    expected = np.einsum(equation, *operands)
+    scale = np.linalg.norm(np.einsum(equation, *[np.abs(x) for x in operands]))
     actual = run(out, feeds)[0]
     assert actual.shape == expected.shape
-    return op_histogram(out), rel_l2(actual, expected)
+    return op_histogram(out), float(np.linalg.norm(actual - expected) / scale)
 
 
 # Mamba2's chunked SSD (transformers' torch_forward; Zamba2, Bamba, NemotronH, FalconH1, GraniteMoeHybrid share it),
@@ -162,6 +167,7 @@ def contractions(draw):
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=contractions(), seed=st.integers(0, 2**16))
+@example(case=("ca,cb->", [[3, 2], [3, 3]]), seed=1163)   # a scalar that cancels: rel L2 1.8e-06 of its own norm
 def test_any_contraction_equals_numpy_einsum(case, seed):
     equation, shapes = case
     histogram, error = lowered_matches_numpy(equation, shapes, seed=seed)
