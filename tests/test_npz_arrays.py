@@ -8,6 +8,7 @@ import pytest
 
 from passes import npz_arrays
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
+from tests.test_hardening import _corrupt_member, _member_not_npy
 
 
 def _unpacking_recorded(monkeypatch) -> list:
@@ -54,27 +55,13 @@ def test_members_over_the_cap_together_are_refused_and_the_module_cap_is_the_def
     assert unpacked == [] and sorted(read_npz(path, ["a"])) == ["a"]   # one of them is under it
 
 
-def _member_not_npy(path):
-    np.savez(path, x=np.zeros(2))
-    with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr("raw", b"not an array")
-
-
-def _corrupt_member(path):
-    np.savez_compressed(path, x=np.zeros(4096))
-    data = bytearray(path.read_bytes())
-    start = data.index(b"x.npy") + 200   # inside the deflated stream of the member
-    data[start:start + 64] = bytes(64)
-    path.write_bytes(bytes(data))
-
-
 BAD_FILES = {
     "garbage": (lambda p: p.write_bytes(b"garbage"), "not a readable npz (This file contains pickled (object) data"),
     "empty": (lambda p: p.write_bytes(b""), "not a readable npz ("),
     "object-array": (lambda p: np.savez(p, x=np.array([None], dtype=object)),
                      "not a readable npz (Object arrays cannot be loaded when allow_pickle=False"),
     "single-npy": (lambda p: np.save(open(p, "wb"), np.zeros(2)), "a single .npy array, not an npz archive of named arrays"),
-    "member-not-npy": (_member_not_npy, "member 'raw' is not an .npy array"),
+    "member-not-npy": (_member_not_npy, "member 'logits' is not an .npy array"),
     "corrupt-member": (_corrupt_member, "not a readable npz ("),
 }
 
