@@ -35,7 +35,7 @@ from passes.graph_builder import taken_prefixes, unique_name
 from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line
 from passes.registry import register_pass
-from patterns.graph_query import toposort
+from patterns.graph_query import declared_static_shape, toposort
 
 # Rounds of folding while size-making ops wait for their size inputs to be folded.
 MAX_ROUNDS = 4
@@ -88,13 +88,6 @@ def _constant(tensor: gs.Tensor) -> Optional[np.ndarray]:
     return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
 
-def _static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
-    shape = tensor.shape
-    if shape is None or not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
-        return None
-    return [int(size) for size in shape]
-
-
 def _broadcast_elements(first: list[int], second: list[int]) -> int:
     rank = max(len(first), len(second))
     first, second = [1] * (rank - len(first)) + first, [1] * (rank - len(second)) + second
@@ -108,7 +101,7 @@ def size_made(node: gs.Node) -> Optional[int]:
         shape = _constant(node.inputs[0])
         return None if shape is None else math.prod(max(int(size), 0) for size in shape.reshape(-1))
     if node.op in ("Expand", "Tile"):
-        data_shape, sizes = _static_shape(node.inputs[0]), _constant(node.inputs[1])
+        data_shape, sizes = declared_static_shape(node.inputs[0]), _constant(node.inputs[1])
         if data_shape is None or sizes is None:
             return None
         sizes = [int(size) for size in sizes.reshape(-1)]

@@ -17,6 +17,14 @@ def toposort(graph: gs.Graph) -> gs.Graph:
     return graph.toposort(mode="nodes")
 
 
+def declared_static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
+    """The tensor's shape as the graph declares it, where every size is a number (>= 0); else None."""
+    shape = tensor.shape
+    if shape is None or not all(isinstance(size, (int, np.integer)) and size >= 0 for size in shape):
+        return None
+    return [int(size) for size in shape]
+
+
 def producer(tensor: gs.Tensor) -> Optional[gs.Node]:
     return tensor.inputs[0] if tensor.inputs else None
 
