@@ -9,11 +9,15 @@ library's front door, ``compile_model`` (``pipelines/compiler.py``)::
 """
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+from pathlib import Path
 
 from pipelines.pipeline import Pipeline, PipelineSyntaxError, Step, parse_pipeline
 
-# Add a module here when adding a named pipeline.
+# The order --list-pipelines shows the shipped pipelines in. A new module of pipelines/ that assigns
+# ``PIPELINE`` is found without being listed here (after these, by module name): see pipeline_modules().
 PIPELINE_MODULES = ("pipelines.seed", "pipelines.cpu", "pipelines.cpu_many", "pipelines.ov", "pipelines.tpu", "pipelines.tpu_bm1688", "pipelines.tpu_cv186x")
 
 __all__ = ["Pipeline", "Step", "PipelineSyntaxError", "UnknownPipelineError",
@@ -38,10 +42,33 @@ class UnknownPipelineError(ValueError):
     """Neither a named pipeline nor valid pipeline text; the message lists the names."""
 
 
+@functools.lru_cache(maxsize=None)
+def pipeline_modules() -> tuple[str, ...]:
+    """PIPELINE_MODULES, then every other module of pipelines/ that assigns ``PIPELINE`` at its top
+    level, by name (found with ``ast``, as the pass registry finds passes: nothing else is imported)."""
+    found = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        module_name = f"pipelines.{path.stem}"
+        if module_name in PIPELINE_MODULES or path.name == "__init__.py":
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except OSError:
+            continue
+        except (SyntaxError, ValueError):   # imported anyway, so that its error is raised, not skipped
+            found.append(module_name)
+            continue
+        if any(isinstance(target, ast.Name) and target.id == "PIPELINE"
+               for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            found.append(module_name)
+    return PIPELINE_MODULES + tuple(found)
+
+
 def list_pipelines() -> dict[str, Pipeline]:
-    """Named pipelines, by name, in the order of PIPELINE_MODULES."""
+    """Named pipelines, by name: PIPELINE_MODULES' in that order, then any other ``pipelines/`` module's."""
     pipelines = {}
-    for module_name in PIPELINE_MODULES:
+    for module_name in pipeline_modules():
         pipeline = importlib.import_module(module_name).PIPELINE
         pipelines[pipeline.name] = pipeline
     return pipelines

@@ -1,4 +1,6 @@
 """Pipelines as data: text round trip, named pipelines, overrides, registry lookups."""
+import re
+
 import pytest
 
 from passes.base import Pass, PassOptionError, PassResult
@@ -261,3 +263,38 @@ def test_apply_quotes_a_refused_value_as_written(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "'1e3'" in result.stderr and "1000" not in result.stderr, result.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+
+def _list_pipelines_with(tmp_path, module_name: str, source: str):
+    """``--list-pipelines`` on a copy of the compiler with one more module in pipelines/."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for room in ("passes", "patterns", "pipelines"):
+        shutil.copytree(repo / room, tmp_path / room, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "pipelines" / f"{module_name}.py").write_text(source)
+    return subprocess.run([sys.executable, "-m", "passes.apply", "--list-pipelines"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "100000"})
+
+
+def test_a_new_pipeline_module_is_listed_without_registering_it(tmp_path):
+    """A newcomer's ``pipelines/<name>.py`` assigning ``PIPELINE`` is a named pipeline as it stands (after the
+    shipped ones, whose order is unchanged); it used to be missing, silently, until added to PIPELINE_MODULES."""
+    listing = _list_pipelines_with(tmp_path, "mine", (
+        'from pipelines.pipeline import parse_pipeline\n\n'
+        'PIPELINE = parse_pipeline("eliminate-dead-nodes,simplify", name="mine", description="clean up only")\n'))
+    assert listing.returncode == 0, listing.stderr
+    assert re.findall(r"^(\S+)  ", listing.stdout, re.M) == [
+        "seed", "cpu", "cpu-many", "ov", "tpu", "tpu-bm1688", "tpu-cv186x", "mine"]
+    assert "mine  clean up only\n    eliminate-dead-nodes,simplify\n" in listing.stdout
+
+
+def test_a_new_pipeline_module_that_does_not_parse_is_not_skipped(tmp_path):
+    listing = _list_pipelines_with(tmp_path, "broken", "PIPELINE = (\n")
+    assert listing.returncode == 1
+    assert listing.stderr == "error: internal error: SyntaxError: '(' was never closed (broken.py, line 1)\n"
