@@ -38,7 +38,7 @@ class MinMaxToClip(NodeRewrite):
             x = node.inputs[tensor_index]
             if bound is None or bound.size != 1 or bound.dtype.type not in FLOAT_TYPES:
                 continue
-            if bound.dtype.type is np.float64 and self._opset < DOUBLE_CLIP_OPSET:
+            if bound.dtype.type is np.float64 and self.opset < DOUBLE_CLIP_OPSET:
                 return Kept()
             if constant_value(x) is not None:
                 return Kept()     # both constants: fold-constants' business
@@ -47,10 +47,6 @@ class MinMaxToClip(NodeRewrite):
                 return Kept()
             return x, bound.reshape(())
         return Kept()
-
-    def run(self, graph, ctx):
-        self._opset = ctx.opset
-        return super().run(graph, ctx)
 
     def replace(self, b: GraphBuilder, node: gs.Node, plan: tuple, output: gs.Variable) -> None:
         x, bound = plan

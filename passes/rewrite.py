@@ -10,6 +10,8 @@ A ``NodeRewrite`` pass says only what is particular to it, as onnxscript's rewri
     replace(b, node, plan, out) build the replacement with the GraphBuilder ``b``, writing its
                                 result into ``out`` (the node's old output tensor).
 
+``self.opset`` is the model's opset (of the default domain), set before the first ``check``.
+
 The loop, here only: collect candidates first (the graph changes under it), infer shapes once
 if the pass asks (``shape_source``) and a candidate exists, detach each replaced node, give
 new nodes names ``<pass>/<node name>`` and the input's dtype for float constants, clean up
@@ -86,6 +88,7 @@ class NodeRewrite(Pass):
         return stats
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        self.opset = ctx.opset
         candidates = [node for node in graph.nodes if self.matches(node)]
         shapes = _SHAPE_SOURCES[self.shape_source](graph) if candidates and self.shape_source else {}
         facts = (shapes, frozenset(tensor.name for tensor in graph.outputs)) if self.checks_graph_outputs else (shapes,)

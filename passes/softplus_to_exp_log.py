@@ -66,14 +66,10 @@ class SoftplusToExpLog(NodeRewrite, op="Softplus", graph_outputs=True):
     name = "softplus-to-exp-log"
     description = "rewrite Softplus as Max(x, Log(1 + Exp(Min(x, 20)))), ~4x cheaper on ONNX Runtime CPU"
 
-    def run(self, graph, ctx):
-        self._opset = ctx.opset
-        return super().run(graph, ctx)
-
     def check(self, node: gs.Node, shapes, graph_outputs: frozenset[str]) -> Kept | gs.Node | None:
         """None, or the threshold guard (a Where) that goes with the Softplus."""
-        if self._opset < BROADCASTING_MIN_OPSET:
-            return self.left_alone(node, f"opset {self._opset} has no broadcasting Min (from opset {BROADCASTING_MIN_OPSET})")
+        if self.opset < BROADCASTING_MIN_OPSET:
+            return self.left_alone(node, f"opset {self.opset} has no broadcasting Min (from opset {BROADCASTING_MIN_OPSET})")
         return threshold_guard(node, graph_outputs)
 
     def replace(self, b: GraphBuilder, node: gs.Node, guard: gs.Node | None, output: gs.Variable) -> dict:
