@@ -3,6 +3,7 @@ digits model, with what it prints pinned: a renamed attribute or a stale count f
 docs/ARCHITECTURE.md ("The life of one model") is the README's first two lines, so it runs here too."""
 import contextlib
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -62,3 +63,8 @@ def test_readme_library_example_runs_as_written(micro_naive, tmp_path, monkeypat
     assert result.output == Path("cpu.onnx")
     assert len(onnx.load("cpu.onnx").graph.node) == 636
     assert sorted(path.name for path in Path("report").iterdir()) == ["index.html", "report.json"]
+    # README: result.report is report.json before its derived fields; given report=, status and exit_code are in it.
+    assert (result.report["status"], result.report["exit_code"], result.report["pipeline_name"]) == ("ok", 0, "cpu")
+    assert "totals" not in result.report and "schema_version" not in result.report
+    written = json.loads(Path("report/report.json").read_text())
+    assert written["totals"]["nodes_after"] == 636 and written["totals"]["rerolled_scans"] == 5
