@@ -59,6 +59,16 @@ def test_readme_library_example_runs_as_written(micro_naive, tmp_path, monkeypat
     assert 0 < float(match.group(1)) <= 1e-6
     assert rest == PER_PASS_LINES
 
+    # The example's closing comment names the errors; each is importable from pipelines, a CompileError
+    # with the CLI's exit code.
+    import pipelines
+
+    raised = re.search(r"# failures raise (\w+), (\w+) or (\w+) \(all (\w+), each with its exit_code\)", readme_example)
+    assert raised, readme_example
+    *errors, base = (getattr(pipelines, name) for name in raised.groups())
+    assert [(error.__name__, issubclass(error, base), error.exit_code) for error in errors] == [
+        ("BadInput", True, 2), ("VerificationFailed", True, 3), ("PassFailed", True, 4)]
+
     result = namespace["result"]
     assert result.output == Path("cpu.onnx")
     assert len(onnx.load("cpu.onnx").graph.node) == 636
