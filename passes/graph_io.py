@@ -587,13 +587,21 @@ def graph_is_topologically_sorted(graph: gs.Graph) -> bool:
 def graph_to_model(graph: gs.Graph, meta: ModelMeta | None = None) -> onnx.ModelProto:
     """Export a graph, sorting it first if a pass left nodes out of order, and restore
     the model-level fields of the original model (ir_version, producer, metadata). IR 3 becomes
-    IR 4: the graph lists its constants as initializers only."""
+    IR 4: the graph lists its constants as initializers only; a graph whose opset a pass lowered gets at most the
+    IR version that opset asks for."""
     if not graph_is_topologically_sorted(graph):
         toposort(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if meta is not None:
         if meta.ir_version:
             model.ir_version = max(meta.ir_version, FIRST_IR_WITH_CONSTANT_INITIALIZERS)
+            if graph.opset < meta.opset:
+                # A pass wrote an older opset (opset18-to-17, for tpu-mlir): the IR version that opset asks for, as
+                # an exporter of it would write (the dynamo exporter's IR 10 with opset 18 is more than tpu-mlir's
+                # ONNX Runtime 1.16 reads: "Unsupported model IR version: 10, max supported IR version: 9").
+                model.ir_version = min(model.ir_version, max(onnx.helper.find_min_ir_version_for(
+                    [o for o in model.opset_import if o.domain in ("", "ai.onnx")], ignore_unknown=True),
+                    FIRST_IR_WITH_CONSTANT_INITIALIZERS))
         # Keep domains gs does not know about (the graph's own opsets win on conflicts).
         present = {o.domain for o in model.opset_import}
         for domain, version in meta.opset_import:

@@ -8,6 +8,8 @@ as notes. Rules:
   Slice with a step < 0      MergeSlicePattern asserts 'cur_s > 0'       (slice-reverse-to-gather)
   Einsum (most equations)    only a fixed list of equations converts      (lower-einsum, einsum-to-matmul)
   IsNaN                      "Op not support:{'IsNaN'}" in model_transform  (isnan-to-equal)
+  ReduceMean, axes an input  "Unsupport opset for ReduceMean" (opset 18)   (opset18-to-17)
+  ReduceLogSumExp/Pad, axes an input   the frontend reads no axes input: wrong results (opset18-to-17)
   Constant with value_int/... KeyError: 'value' in model_transform      (constants-to-initializers)
   Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
@@ -54,6 +56,14 @@ def canonical_einsum(equation: str) -> str:
     return "".join(out)
 
 
+# Opset 18's axes inputs that tpu-mlir 1.30.2 does not take: ReduceMean's stops model_transform (its fusion
+# patterns are written with the one-input ReduceMean of opset 17); OnnxConverter.py reads ReduceLogSumExp's axes
+# from the attribute only and never reads Pad's fourth input. Other reductions' axes inputs it reads as constants.
+AXES_INPUTS = {"ReduceMean": (1, "model_transform: \"Unsupport opset for ReduceMean\""),
+               "ReduceLogSumExp": (1, "its axes input is ignored (every axis reduced)"),
+               "Pad": (3, "its axes input is ignored (pads read as every axis')")}
+AXES_INPUT_RULE = "opset-18 axes input tpu-mlir does not take (run opset18-to-17; its notes say why it could not)"
+
 CONTROL_FLOW = {"Loop": "Loop crashes the compiler", "Scan": "Scan is not supported", "If": "If is not supported"}
 
 
@@ -81,6 +91,9 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "IsNaN":
             violations["IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)"].append(
                 describe(node))
+        elif node.op in AXES_INPUTS and len(node.inputs) > AXES_INPUTS[node.op][0] \
+                and node.inputs[AXES_INPUTS[node.op][0]] is not None and node.inputs[AXES_INPUTS[node.op][0]].name:
+            violations[AXES_INPUT_RULE].append(f"{describe(node)}: {AXES_INPUTS[node.op][1]}")
         elif node.op == "Constant" and "value" not in node.attrs:
             violations["Constant node without a 'value' attribute (run constants-to-initializers)"].append(
                 f"{describe(node)} {sorted(node.attrs)}")

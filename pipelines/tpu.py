@@ -49,7 +49,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"
-        "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,tpu-legality",
+        "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,opset18-to-17,tpu-legality",
         name=name,
         description=f"re-roll scans (all chunks at once), then make the graph legal for Sophgo tpu-mlir ({chip.upper()}): "
                     "no Identity, no step<0 Slice, short CumSums as MatMul, the rest plain, <=4-D and cut to the "
