@@ -6,8 +6,9 @@ left (Mamba2's chunked SSD) to MatMuls of at most 3-D (einsum-to-matmul, where a
 shapes are known) and IsNaN, which tpu-mlir lacks (TorchScript's attention guards its softmax with one), to
 Equal(x, x) (isnan-to-equal), then make the graph legal for
 tpu-mlir (no Identity, no lower-rank left MatMul operand, no negative-step Slice, CumSum plain, at most 4-D and small enough for
-the kernel), clean up again and check every rule (tpu-legality fails the pipeline if one is
-broken). Static shapes are assumed: export with a fixed batch for this target.
+the kernel), clean up again, write an opset-18 graph (a dynamo export) as opset 17, exactly, where every node allows
+it (opset18-to-17: tpu-mlir refuses opset 18's ReduceMean) and check every rule (tpu-legality fails the pipeline if one
+is broken). Static shapes are assumed: export with a fixed batch for this target.
 
 The scan form is `batched` (chunk24's arithmetic, every chunk at once, a doubling carry across
 chunks): on VMamba-T it gives ~1,300-1,500 nodes where chunks in sequence give ~6,400, and

@@ -57,6 +57,22 @@ def test_micro_tpu_pipeline_compiles_for_bm1684x_f32_with_layer_group(micro_tpu,
     assert "PASS" in checked.stdout and "where the time goes: " in checked.stdout
 
 
+def test_a_dynamo_export_compiles_after_opset18_to_17(tmp_path):
+    """hf-mamba2-dynamo (opset 18, IR 10: its RMS norms' ReduceMean take their axes as an input): before s25 tpu-mlir
+    stopped in model_transform ("Unsupport opset for ReduceMean", exit 3); the tpu pipeline now writes it as opset 17,
+    IR 8, and it compiles for BM1684X in F32 (s25: cosine 1.0000000, rel L2 3.1e-07)."""
+    naive, tpu = tmp_path / "naive.onnx", tmp_path / "tpu.onnx"
+    exported = run("-m", "tools.external_exports", "hf-mamba2-dynamo", "-o", str(naive))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    applied = run("-m", "passes.apply", str(naive), "--pipeline", "tpu", "-o", str(tpu))
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    checked = run("-m", "tools.tpu_check", str(tpu), "--workdir", str(tmp_path / "work"), "--json", "-", timeout=900)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    verdict = json.loads(checked.stdout[checked.stdout.index("{"):])
+    assert verdict["compiled"] and verdict["transform_check"] == "passed" and verdict["deploy_check"] == "passed"
+    assert verdict["min_cosine"] >= 0.99999
+
+
 def test_oversized_cumsum_fails_with_the_compilers_reason(tmp_path):
     """[1, 96, 3136] over the last axis: 2 x 3136 elements per NPU lane > 4096."""
     shape = [1, 96, 3136]
