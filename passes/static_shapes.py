@@ -41,6 +41,15 @@ _NO_LARGER_THAN_INPUTS = frozenset({"Concat", "Slice", "Gather", "Squeeze", "Uns
                                     "Greater", "Not", "Where", "Sign", "Clip"})
 
 
+# Ops whose output holds no more elements than their first (data) input, whatever its rank, their other inputs only a
+# shape, axes or bounds: a rank-1 value reshaped, transposed or sliced from one of known size (or from another such)
+# is bounded by it. transformers' Zamba2 hybrid layer, through TorchScript, flattens a OneHot by a target of
+# Concat(Slice(Shape(..)), -1), and F.pad's pads are Concat(pads, zeros) reshaped to (-1, 2), reversed, transposed and
+# flattened.
+_NO_LARGER_THAN_DATA = frozenset({"Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Identity",
+                                  "Cast"})
+
+
 def _shapes_and_producers(graph: onnx.GraphProto) -> tuple[dict, dict]:
     shapes = {value.name: _partial_shape_of(value.type)
               for value in list(graph.input) + list(graph.value_info) + list(graph.output)}
@@ -92,10 +101,17 @@ def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict,
                 return None
             bounds[item] = length
             continue
+        if node.op_type == "ConstantOfShape" and node.input and shapes.get(node.input[0]) == (1,) and scalars is not None:
+            length = _static_integer(node.input[0], shapes, producers, scalars)   # a rank-1 fill of a known length
+            if length is not None:
+                bounds[item] = max(length, 0)
+                continue
         if node.op_type == "ConstantOfShape":
             sources = [_shape_of_constant_like(node, shapes, producers)]
             if sources[0] is None:
                 return None
+        elif node.op_type in _NO_LARGER_THAN_DATA and node.input and node.input[0]:
+            sources = node.input[:1]
         elif node.op_type in _NO_LARGER_THAN_INPUTS:
             sources = [source for source in node.input if source]
         else:
@@ -116,7 +132,7 @@ def _size_bound(name: str, shapes: dict, producers: dict, bounds: dict,
             if shape is not None and None not in shape:
                 bounds[source] = math.prod(shape)   # exact: a hostile shape's product may pass int64
                 continue
-            if shape is None or len(shape) != 1:
+            if shape is None or len(shape) != 1 and getattr(producers.get(source), "op_type", None) not in _NO_LARGER_THAN_DATA:
                 return None
             stack.append((source, False))   # one being expanded is a cycle, refused when it is popped
     return bounds[name]
@@ -139,10 +155,11 @@ def _integer_scalars(graph: onnx.GraphProto) -> dict:
     return scalars
 
 
-def _static_integer(name: str, shapes: dict, producers: dict, scalars: dict) -> Optional[int]:
+def _static_integer(name: str, shapes: dict, producers: dict, scalars: dict, depth: int = 0) -> Optional[int]:
     """The value of a one-element integer `name` that needs no data propagation: an integer constant, or one size
     of a value whose shape plain inference knows there (Gather(Shape(v), i) with i a constant), through Casts to
-    integer types, Identity, Squeeze and Unsqueeze; else None."""
+    integer types, Identity, Squeeze and Unsqueeze, and Add/Sub/Mul of two such (TorchScript's F.pad: 2 * rank - a
+    size); else None. At most MAX_SCALAR_PATH steps and as many nested operations."""
     for _ in range(MAX_SCALAR_PATH):
         if name in scalars:
             return scalars[name]
@@ -153,6 +170,11 @@ def _static_integer(name: str, shapes: dict, producers: dict, scalars: dict) -> 
             name = node.input[0]
         elif node.op_type in ("Identity", "Squeeze", "Unsqueeze"):
             name = node.input[0]
+        elif node.op_type in ("Add", "Sub", "Mul") and len(node.input) == 2 and depth < MAX_SCALAR_PATH:
+            left, right = (_static_integer(operand, shapes, producers, scalars, depth + 1) for operand in node.input)
+            if left is None or right is None:
+                return None
+            return left + right if node.op_type == "Add" else left - right if node.op_type == "Sub" else left * right
         elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in scalars:
             shape_node = producers.get(node.input[0])
             if shape_node is None or shape_node.op_type != "Shape" or len(shape_node.attribute) or not shape_node.input:
