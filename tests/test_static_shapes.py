@@ -63,6 +63,28 @@ CASES = {
     "ones-like-a-shape": ([_SHAPE_X, helper.make_node("Shape", ["sx"], ["ssx"]),
                            helper.make_node("ConstantOfShape", ["ssx"], ["c"],
                                             value=numpy_helper.from_array(np.array([1], np.int64)))], {}, 3 + 1 + 3),
+    # s25: a rank-2 value of known size flattened by a target plain inference cannot read (Zamba2's Reshape(OneHot, ..))
+    "a-known-rank-2-value-flattened": ([helper.make_node("Reshape", ["m", "minus_one_1d"], ["c"])],
+                                       {"inputs": [helper.make_tensor_value_info("m", TensorProto.INT64, [1, 5])],
+                                        "inits": [numpy_helper.from_array(np.array([-1], np.int64), "minus_one_1d")]},
+                                       1 + 5),
+    # s25: TorchScript's F.pad, as in Zamba2's hybrid layer: zeros of 6 - len(pads) (a length computed from a known
+    # size, no propagation needed), Concat(pads, zeros) reshaped to (-1, 2), reversed, transposed and flattened
+    "torchscript-pad-flipped": (
+        [helper.make_node("Shape", ["pads"], ["sp"]), helper.make_node("Gather", ["sp", "zero_1d"], ["n"], axis=0),
+         helper.make_node("Sub", ["six_1d", "n"], ["length"]), helper.make_node("ConstantOfShape", ["length"], ["zeros"]),
+         helper.make_node("Concat", ["pads", "zeros"], ["both"], axis=0),
+         helper.make_node("Reshape", ["both", "pairs"], ["r"]),
+         helper.make_node("Slice", ["r", "minus_one_1d", "low", "zero_1d", "minus_one_1d"], ["flipped"]),
+         helper.make_node("Transpose", ["flipped"], ["t"], perm=[1, 0]),
+         helper.make_node("Reshape", ["t", "minus_one_1d"], ["c"])],
+        {"inits": [numpy_helper.from_array(np.array(value, np.int64), name) for name, value in
+                   (("pads", [0, 1, 0, 2]), ("zero_1d", [0]), ("six_1d", [6]), ("minus_one_1d", [-1]),
+                    ("pairs", [-1, 2]), ("low", [-(1 << 62)]))],
+         "value_info": [helper.make_tensor_value_info("length", TensorProto.INT64, [1]),
+                        *[helper.make_tensor_value_info(name, TensorProto.INT64, dims) for name, dims in
+                          (("r", ["a", 2]), ("flipped", ["b", 2]), ("t", [2, "b"]))]]},
+        4 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 2 + 6 + 6),
 }
 
 
@@ -92,6 +114,17 @@ def test_each_rank1_values_size_is_bounded_exactly(case):
     # a source of unknown size and rank 2
     ([helper.make_node("Squeeze", ["q"], ["c"])],
      {"inputs": [helper.make_tensor_value_info("q", TensorProto.INT64, [1, "unknown"])]}),
+    # s25: a rank-2 value of unknown size transposed (a graph input: nothing bounds it) and one made by broadcasting
+    ([helper.make_node("Transpose", ["q"], ["t"], perm=[1, 0]), helper.make_node("Reshape", ["t", "minus_one"], ["c"])],
+     {"inputs": [helper.make_tensor_value_info("q", TensorProto.INT64, [1, "unknown"]),
+                 helper.make_tensor_value_info("minus_one", TensorProto.INT64, [1])],
+      "value_info": [helper.make_tensor_value_info("t", TensorProto.INT64, ["unknown", 1])]}),
+    ([_SHAPE_X, _SHAPE_Y, helper.make_node("Unsqueeze", ["sx", "one_1d"], ["column"]),
+      helper.make_node("Add", ["column", "sy"], ["grid"]), helper.make_node("Reshape", ["grid", "minus_one"], ["c"])],
+     {"inputs": [helper.make_tensor_value_info("minus_one", TensorProto.INT64, [1])],
+      "inits": [numpy_helper.from_array(np.array([1], np.int64), "one_1d")],
+      "value_info": [helper.make_tensor_value_info("column", TensorProto.INT64, ["a", 1]),
+                     helper.make_tensor_value_info("grid", TensorProto.INT64, ["a", "b"])]}),
     # made from values (Range): only data propagation would size it
     ([helper.make_node("Range", ["zero", "n", "one"], ["c"])],
      {"inputs": [helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in ("zero", "n", "one")]}),
