@@ -238,6 +238,20 @@ def test_mamba2_reaches_a_tpu_graph_with_its_contractions_as_matmuls(exported, t
     assert result.verification["rel_l2"] <= 1e-6
 
 
+def test_zamba2_hybrid_layer_reaches_a_tpu_graph(exported, tmp_path):
+    """Zamba2's shared attention ("hybrid") layer through TorchScript: F.pad's pads flipped through Reshape/Slice/
+    Transpose and a OneHot flattened by a computed target left rank-1 values only data propagation sizes, so it was
+    refused for the whole graph; the CumSums and two Einsums stayed unsized and tpu-legality failed (exit 4, s24). s25:
+    their sizes are bounded (passes/static_shapes.py), the graph folds static, and the tpu graph verifies."""
+    naive, _ = exported("hf-zamba2-hybrid")
+    result = compile_model(naive, "tpu", output=tmp_path / "tpu.onnx")
+    assert next(record for record in result.records if record.name == "einsum-to-matmul").stats == {
+        "lowered": 10, "kept": 0}
+    model = onnx.load(str(tmp_path / "tpu.onnx"))
+    assert not [node.op_type for node in model.graph.node if node.op_type in ("Einsum", "OneHot", "Shape")]
+    assert result.verification["rel_l2"] <= 1e-6
+
+
 def test_large_decays_tpu_verifies_and_seed_explains_its_overflow(exported, tmp_path):
     """|A| * sum(dt) ~640 per chunk (d_state 16, dt ~2): the tpu pipeline's batched-doubling form stays
     within 1e-6 of transformers' own output; the seed pipeline keeps the fork's chunk24, whose
@@ -393,5 +407,6 @@ def test_corpus_covers_the_brief():
             } <= set(EXPORTS)   # session s23's
     assert {"hf-mamba2", "hf-mamba2-dynamo", "hf-zamba2", "hf-bamba", "hf-nemotron-h", "hf-falcon-h1",
             "hf-granite-moe-hybrid"} <= set(EXPORTS)   # session s24's
+    assert "hf-zamba2-hybrid" in EXPORTS   # session s25's (gen12)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -165,7 +165,7 @@ def hf_hybrid(kind: str, hidden: int, state: int, layers: int, length: int, batc
 
 # transformers' Mamba2 family: the same chunked SSD (torch_forward's slow path: no per-step loop, five einsum
 # contractions per layer, e.g. 'bclhn,bcshn->bclsh'), each model with one Mamba2 layer of `heads` heads of `head_dim`.
-MAMBA2_KINDS = ("mamba2", "zamba2", "bamba", "nemotron-h", "falcon-h1", "granite-moe-hybrid")
+MAMBA2_KINDS = ("mamba2", "zamba2", "zamba2-hybrid", "bamba", "nemotron-h", "falcon-h1", "granite-moe-hybrid")
 
 
 def hf_mamba2(kind: str, hidden: int = 16, state: int = 8, heads: int = 4, head_dim: int = 8, chunk: int = 4,
@@ -185,9 +185,10 @@ def hf_mamba2(kind: str, hidden: int = 16, state: int = 8, heads: int = 4, head_
         model = transformers.Mamba2Model(transformers.Mamba2Config(
             **common, num_heads=heads, head_dim=head_dim, state_size=state, num_hidden_layers=1, expand=2, n_groups=1,
             chunk_size=chunk))
-    elif kind == "zamba2":   # Zamba2's head size is mamba_expand * hidden / n_mamba_heads
+    elif kind in ("zamba2", "zamba2-hybrid"):   # Zamba2's head size is mamba_expand * hidden / n_mamba_heads
+        blocks = ["mamba"] if kind == "zamba2" else ["mamba", "hybrid"]   # hybrid: the shared attention block too
         model = transformers.Zamba2Model(transformers.Zamba2Config(
-            **common, **attention, **mamba, num_hidden_layers=1, layers_block_type=["mamba"], mamba_ngroups=1,
+            **common, **attention, **mamba, num_hidden_layers=len(blocks), layers_block_type=blocks, mamba_ngroups=1,
             n_mamba_heads=heads, chunk_size=chunk, max_position_embeddings=64, num_mem_blocks=1))
     elif kind == "bamba":
         model = transformers.BambaModel(transformers.BambaConfig(
@@ -421,6 +422,10 @@ EXPORTS = {e.name: e for e in [
                    lambda: hf_mamba2("mamba2"), scans=0, steps=0, exporter="dynamo"),
     ExternalExport("hf-zamba2", "transformers", "Zamba2Model, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
                    lambda: hf_mamba2("zamba2"), scans=0, steps=0),
+    ExternalExport("hf-zamba2-hybrid", "transformers",
+                   "hf-zamba2 and a second, hybrid layer (the shared attention block, then a Mamba2 layer): TorchScript "
+                   "writes F.pad's pads and a OneHot through shape arithmetic only data propagation sizes",
+                   lambda: hf_mamba2("zamba2-hybrid"), scans=0, steps=0),
     ExternalExport("hf-bamba", "transformers", "BambaModel, hidden 16, d_state 8, 1 Mamba2 layer of 4 heads, chunk 4, L 8",
                    lambda: hf_mamba2("bamba"), scans=0, steps=0),
     ExternalExport("hf-nemotron-h", "transformers",
