@@ -128,6 +128,7 @@ NODE_COUNTS = {
     "hf-mamba2": (611, {"seed": 94, "cpu": 124, "tpu": 118}),
     "hf-mamba2-dynamo": (105, {"seed": 92, "cpu": 120, "tpu": 120}),
     "hf-zamba2": (615, {"seed": 94, "cpu": 124, "tpu": 118}),
+    "hf-zamba2-hybrid": (1416, {"seed": 224, "cpu": 268, "tpu": 276}),   # s24: cpu 703, seed 681, tpu exit 4
     "hf-bamba": (635, {"seed": 107, "cpu": 137, "tpu": 131}),
     "hf-nemotron-h": (616, {"seed": 94, "cpu": 124, "tpu": 118}),
     "hf-falcon-h1": (710, {"seed": 135, "cpu": 167, "tpu": 160}),

@@ -12,7 +12,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   hf-falcon-mamba-* transformers' FalconMambaModel (RMS norms on B, C and dt), slow path
   hf-jamba-*        transformers' JambaModel, one Mamba layer and one attention layer, slow path
   hf-zamba-*        transformers' ZambaModel, Mamba layers of 2 heads (one scan per head), slow path
-  hf-mamba2*, hf-zamba2, hf-bamba, hf-nemotron-h, hf-falcon-h1, hf-granite-moe-hybrid  transformers' Mamba2 family:
+  hf-mamba2*, hf-zamba2*, hf-bamba, hf-nemotron-h, hf-falcon-h1, hf-granite-moe-hybrid  transformers' Mamba2 family:
                     the chunked SSD (no per-step loop, nothing to re-roll; Einsum contractions), slow path
   hf-recurrent-gemma-*  transformers' RecurrentGemmaModel, recurrent blocks only: the RG-LRU loop, which
                     writes each step's state into a zeros buffer (`out[:, t] = h`), not a stacked list
