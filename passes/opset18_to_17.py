@@ -22,7 +22,7 @@ tpu-mlir refuses). Opsets other than 18 are left as they are.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ def _keep_inputs(node: gs.Node, count: int) -> None:
         node.inputs.pop()
 
 
-def _plan(node: gs.Node, shapes) -> tuple[Optional[callable], Optional[str]]:
+def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[[], object]], Optional[str]]:
     """(rewrite, None) for a node with an opset-17 spelling (rewrite None: already spelled so), or (None, reason)."""
     op, attrs = node.op, node.attrs
     if op in REDUCTIONS:
