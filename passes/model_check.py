@@ -105,6 +105,7 @@ def check_model(model: onnx.ModelProto) -> None:
     graphs, nodes = _every_graph(model)
     _check_value_types(graphs)
     _check_no_sparse_tensors(graphs, nodes)
+    _check_einsum_equations(nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
 
@@ -157,6 +158,22 @@ def _every_graph(model: onnx.ModelProto) -> tuple[list[onnx.GraphProto], list[on
                 graphs += all_graphs(body)
     nodes += [node for graph in graphs for node in graph.node]
     return graphs, nodes
+
+
+def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
+    """An Einsum term with two ellipses ('i...j...,jk->ik'): ONNX 1.x's shape inference, which every pass and the
+    verifier's size check run, never returns on it (s25: the CLI hung, Ctrl-C and SIGTERM unanswered); numpy and
+    ONNX Runtime refuse it. Checked before anything infers shapes."""
+    for node in nodes:
+        if node.op_type != "Einsum" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "equation" and attribute.type == onnx.AttributeProto.STRING:
+                equation = attribute.s.decode("utf-8", "replace")
+                inputs, _, output = equation.partition("->")
+                if any(term.count("...") > 1 for term in inputs.split(",") + [output]):
+                    raise InvalidModelError(f"{_node_label(node)}: equation '{printable(equation)}' has a term with "
+                                            "two ellipses")
 
 
 _TYPE_WORDS = {"optional_type": "an optional", "map_type": "a map", "sequence_type": "a sequence",
