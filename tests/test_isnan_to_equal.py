@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx.parser
+import onnx.reference
 
 from passes.isnan_to_equal import IsNanToEqual
 from scan_testing import apply_pass, op_histogram, run
@@ -80,3 +81,42 @@ def test_tpu_legality_names_isnan_and_the_pass_that_takes_it():
         "IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)": ["IsNaN ''"]}
     out, _ = apply_pass(model, IsNanToEqual())
     assert not [rule for rule in find_violations(gs.import_onnx(out)) if "IsNaN" in rule]
+
+
+def test_an_isnan_that_is_a_wheres_condition_and_its_first_branch_is_not_left_behind():
+    """Where(IsNaN(x), IsNaN(x), c): read as a branch too, so it becomes Not(Equal(x, x)); no IsNaN stays (s25: the
+    branch check reading only the second branch left it)."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] x, bool[2,4] c) => (bool[2,4] y) {
+      nan = IsNaN(x)
+      y = Where(nan, nan, c)
+    }""")
+    out, result = apply_pass(model, IsNanToEqual())
+    assert op_histogram(out) == {"Equal": 1, "Not": 1, "Where": 1}
+    nodes = {node.op_type: node for node in out.graph.node}
+    assert list(nodes["Equal"].input) == ["x", "x"] and list(nodes["Not"].input) == [nodes["Equal"].output[0]]
+    assert list(nodes["Where"].input) == [nodes["Not"].output[0], nodes["Not"].output[0], "c"]
+    c = np.array([[True, False] * 2] * 2)   # ONNX Runtime has no bool Where: ONNX's reference evaluator runs it
+    y = onnx.reference.ReferenceEvaluator(out).run(None, {"x": VALUES, "c": c})[0]
+    np.testing.assert_array_equal(y, np.where(np.isnan(VALUES), True, c))
+
+
+def test_other_readers_with_three_inputs_or_one_are_no_where():
+    """Concat(IsNaN(x), a, b) and Cast(IsNaN(x)) read the IsNaN's value: it becomes Not(Equal(x, x)) and they stay
+    as they are. (s25's mutants matching any 3-input or 1-input node as a Where survive this, equivalent: such a reader
+    makes the IsNaN read otherwise, so it is Not(Equal(x, x)) before the reader is looked at.)"""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] x, bool[2,4] a, bool[2,4] b) => (bool[6,4] y, float[2,4] f) {
+      nan = IsNaN(x)
+      y = Concat<axis = 0>(nan, a, b)
+      f = Cast<to = 1>(nan)
+    }""")
+    out, result = apply_pass(model, IsNanToEqual())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Cast": 1, "Concat": 1, "Equal": 1, "Not": 1}
+    a, b = np.ones((2, 4), bool), np.zeros((2, 4), bool)
+    y, f = run(out, {"x": VALUES, "a": a, "b": b})
+    np.testing.assert_array_equal(y, np.concatenate([np.isnan(VALUES), a, b]))
+    np.testing.assert_array_equal(f, np.isnan(VALUES).astype(np.float32))
