@@ -154,10 +154,30 @@ def test_slice_indices_follow_numpy(dim, start, end, step):
     assert slice_indices(dim, start, end, step) == list(expected)
 
 
+def test_slice_indices_follow_onnx_for_every_small_bound():
+    """Every dim 1..5, start and end -8..8, step +-1..3, against numpy's slicing; where they part (a negative step's
+    start below -dim: ONNX clamps it to 0, Python to "before 0") ONNX's rule (s25's mutation round: clamping off by
+    one at either end survived the six cases above)."""
+    for dim in range(1, 6):
+        for start in range(-8, 9):
+            for end in range(-8, 9):
+                for step in (-3, -2, -1, 1, 2, 3):
+                    got = slice_indices(dim, start, end, step)
+                    if step < 0 and start < -dim:
+                        assert got == list(np.arange(dim)[slice(0, end if end >= -dim else None, step)])
+                    else:
+                        assert got == list(np.arange(dim)[slice(start, end, step)]), (dim, start, end, step)
+    with pytest.raises(ValueError, match="^Slice step 0$"):
+        slice_indices(3, 0, 3, 0)
+
+
 @pytest.mark.parametrize("starts, ends, axes, steps, ops", [
     ([-1], [-9223372036854775807], [2], [-1], {"Gather": 1}),                 # x[..., ::-1], the cross-scan flip
     ([4, 0], [0, 7], [1, 2], [-2, 2], {"Gather": 1, "Slice": 1}),             # one reversed axis, one strided
     ([-1, -1], [-9223372036854775807, -9223372036854775807], [1, 2], [-1, -1], {"Gather": 2}),
+    # s25 (mutants that survived): axis 0 reversed (an axis of 0 is no negative axis); two Gathers after a Slice
+    ([-1], [-9223372036854775807], [0], [-1], {"Gather": 1}),
+    ([-1, 4, 0], [-9223372036854775807, 0, 7], [0, 1, 2], [-1, -2, 2], {"Gather": 2, "Slice": 1}),
 ])
 def test_negative_step_slices_become_gathers(starts, ends, axes, steps, ops):
     def ints(values):
