@@ -357,3 +357,63 @@ def test_toolchain_npz_holds_every_name_as_np_load_reads_it(tmp_path):
     for name, array in arrays.items():
         assert stored[name].dtype == array.dtype and np.array_equal(stored[name], array)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def _fake_tpu_mlir_runtime(monkeypatch, output_names: list[str]) -> None:
+    """tools/tpu_bmodel_run.py's imports (tpu-mlir's model_runner, lowering and pyruntime_bm) as stand-ins:
+    one bmodel input 'x', outputs named `output_names`, each output x + its index."""
+    import types
+
+    class Tensor:
+        def __init__(self, name):
+            self.name, self.dtype, self.qzero_point, self.qscale = name, "f32", 0, 0.0
+            self.data = np.zeros(3, np.float32)
+
+    class Net:
+        def __init__(self):
+            self.inputs, self.outputs = [Tensor("x")], [Tensor(name) for name in output_names]
+
+        def forward(self):
+            for index, out in enumerate(self.outputs):
+                out.data[:] = self.inputs[0].data + index
+
+    class Model:
+        networks = ["net"]
+
+        def __init__(self, *args):
+            pass
+
+        def Net(self, name):
+            return Net()
+
+    runner = types.SimpleNamespace(get_chip_from_model=lambda path: "bm1684x", link_cmodel_so=lambda *a: None,
+                                   link_custom_so=lambda *a: None, link_bmlib_so=lambda *a: None,
+                                   bind_cmodel_so=lambda *a: None)
+    lowering = types.SimpleNamespace(bf16_to_fp32=lambda data: data, lowering=lambda value, **kwargs: value)
+    modules = {"tpu_mlir": types.ModuleType("tpu_mlir"), "tpu_mlir.python": types.ModuleType("tpu_mlir.python"),
+               "tpu_mlir.python.tools": types.SimpleNamespace(model_runner=runner),
+               "tpu_mlir.python.tools.model_runner": runner,
+               "tpu_mlir.python.utils": types.ModuleType("tpu_mlir.python.utils"),
+               "tpu_mlir.python.utils.lowering": lowering,
+               "pyruntime_bm": types.SimpleNamespace(Model=Model)}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_bmodel_run_writes_outputs_of_any_name(tmp_path, monkeypatch):
+    """tools/tpu_bmodel_run.py (tpu-mlir's venv, no project imports) wrote its outputs with np.savez(**names): a
+    bmodel output named 'file' was a TypeError and one named 'allow_pickle' was left out. Every output is now a
+    member under its own name, written through a temporary renamed over the destination (nothing else left)."""
+    from tools import tpu_bmodel_run
+
+    names = ["file", "allow_pickle", "y/../z", "\x1b[31m"]
+    _fake_tpu_mlir_runtime(monkeypatch, names)
+    monkeypatch.chdir(tmp_path)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert tpu_bmodel_run.main("m.bmodel", str(tmp_path / "in.npz"), str(tmp_path / "out.npz")) == 0
+    stored = np.load(tmp_path / "out.npz", allow_pickle=False)
+    assert list(stored) == names
+    for index, name in enumerate(names):
+        assert stored[name].dtype == np.float32 and np.array_equal(stored[name], x + index)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "out.npz"]

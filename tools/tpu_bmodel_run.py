@@ -11,10 +11,33 @@ gets one array per bmodel output, [S, *output shape], in float32. ``model_runner
 same for one sample but reloads the bmodel and the cmodel each time.
 """
 import importlib
+import os
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
+
+
+def save_outputs(path: str, arrays: dict) -> None:
+    """``arrays`` as an npz, one ``NAME.npy`` member each (np.load reads it under NAME), through an exclusive
+    temporary beside ``path`` renamed over it (never half a file, never through a link planted there). The
+    names are the bmodel's outputs: np.savez(path, **arrays) took one named 'file' for its own argument
+    (TypeError) and one named 'allow_pickle' for its flag (left out); tools.tpu_toolchain.save_npz does the
+    same for the project's side, which this script cannot import."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle, \
+                zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def main(model_file: str, inputs_path: str, outputs_path: str) -> int:
@@ -51,7 +74,7 @@ def main(model_file: str, inputs_path: str, outputs_path: str) -> int:
                 value = np.array(data, dtype=np.float32)
             results[out.name].append(np.array(value, dtype=np.float32))
         print(f"sample {index + 1}/{samples} {time.perf_counter() - started:.1f} s", flush=True)
-    np.savez(outputs_path, **{name: np.stack(values) for name, values in results.items()})
+    save_outputs(outputs_path, {name: np.stack(values) for name, values in results.items()})
     return 0
 
 
