@@ -19,7 +19,7 @@ contractions, which this pass takes: Mamba2's chunked SSD (transformers' Mamba2,
 NemotronH, FalconH1, GraniteMoeHybrid) writes five, e.g. 'bclhn,bcshn->bclsh', which tpu-mlir's list of
 Einsum equations lacks and whose MatMul it compiles. Left alone, with the reason (--explain): one or
 three operands (lower-einsum's), a letter repeated in a term (a diagonal), an axis of size 1 broadcast
-against a larger one, sizes a Reshape target cannot say (two unknown in one target), an unknown rank.
+against a larger one or against a size not known before the run (a dynamic batch), sizes a Reshape target cannot say (two unknown in one target), an unknown rank.
 """
 from __future__ import annotations
 
@@ -153,6 +153,9 @@ def plan_contraction(labels: list[list[Label]], out: list[Label],
             if size == 0:
                 raise NotLowered("an operand is empty")
             known = sizes.get(label)
+            if label in sizes and 1 in (known, size) and None in (known, size):
+                # Einsum broadcasts a 1 against the other operand's size, which is known only at run time
+                raise NotLowered(f"axis '{label}' of size 1 may be broadcast against a size not known before the run")
             if known is not None and size is not None and known != size:
                 raise NotLowered(f"axis '{label}' of size {min(known, size)} is broadcast against {max(known, size)}")
             if known is None:

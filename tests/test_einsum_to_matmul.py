@@ -119,6 +119,31 @@ def test_a_symbolic_batch_keeps_its_axes_copied_by_reshape_zeros():
             assert rel_l2(run(out, feeds)[0], expected) <= TOLERANCE
 
 
+@pytest.mark.parametrize("equation, shapes", [
+    ("bcij,bcjk->bcik", [[1, 2, 2, 3], ["N", 2, 3, 4]]),    # a batch of known sizes was flattened: Reshape to 2 x ..
+    ("bcij,bcjk->bcik", [["N", 2, 2, 3], [1, 2, 3, 4]]),
+    ("...ij,...jk->...ik", [[1, 5, 2, 3], ["N", 5, 3, 4]]),
+    ("bij,bjk->ik", [[1, 2, 3], ["N", 3, 4]]),              # contracted: Reshape of N x 3 x 4 to 3 x 4
+])
+def test_a_size_1_against_a_symbolic_size_is_left(equation, shapes):
+    """adv11: Einsum broadcasts an axis of size 1 against the other operand's (ONNX Runtime runs these at N = 3); the
+    plan took the 1 for the axis' size, so a dynamic batch's model was lowered into Reshapes that fail at N = 3
+    ('The input tensor cannot be reshaped'), verified at N = 1 (random inputs' symbolic sizes), exit 0."""
+    model = einsum_model(equation, shapes)
+    rng = np.random.default_rng(0)
+    feeds = {f"x{i}": rng.standard_normal([3 if d == "N" else d for d in s]).astype(np.float32)
+             for i, s in enumerate(shapes)}
+    expected = np.einsum(equation, *[feeds[k].astype(np.float64) for k in ("x0", "x1")])
+    assert rel_l2(run(model, feeds)[0], expected) <= TOLERANCE   # the original broadcasts
+    graph = __import__("onnx_graphsurgeon").import_onnx(onnx.shape_inference.infer_shapes(model))
+    from passes.base import PassContext
+    result = EinsumToMatMul().run(graph, PassContext(opset=17, explain=True))
+    label = "...0" if equation.startswith("...") else "b"
+    assert not result.changed and result.stats == {"lowered": 0, "kept": 1}
+    assert result.notes == [f"Einsum 'einsum' kept: '{equation}': axis '{label}' of size 1 may be broadcast against "
+                            "a size not known before the run"]
+
+
 @pytest.mark.parametrize("equation, shapes, why", [
     ("ii,ij->j", [[3, 3], [3, 4]], "letter 'i' is repeated in a term (a diagonal)"),
     ("ij,jk,kl->il", [[2, 3], [3, 4], [4, 5]], "has 3 operands, not 2"),
