@@ -43,11 +43,12 @@ def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None,
         raise NpzError("a single .npy array, not an npz archive of named arrays")
     with archive:
         wanted = set(archive.files) if names is None else set(names)
-        keys = [key for key in archive.files if key in wanted]
+        keys = [key for key in dict.fromkeys(archive.files) if key in wanted]   # 'y' and 'y.npy' are both 'y'
         members = set(archive.zip.namelist())
         total = 0
-        for key in keys:   # sizes from the zip's directory, before anything is unpacked
-            size = archive.zip.getinfo(f"{key}.npy" if f"{key}.npy" in members else key).file_size
+        for key in keys:   # sizes from the zip's directory, before anything is unpacked; of the member numpy
+            # unpacks for the key: the one of exactly that name where there is one, else NAME.npy
+            size = archive.zip.getinfo(key if key in members else f"{key}.npy").file_size
             if size > cap:
                 raise NpzError(f"array '{printable(key)}' unpacks to {size:,} bytes, over the {cap:,} one array may take")
             total += size

@@ -42,6 +42,26 @@ def test_one_member_over_the_cap_is_refused_before_anything_is_unpacked(tmp_path
     assert read_npz(path, ["big"], max_bytes=size)["big"].shape == (1000,)   # the cap itself is allowed
 
 
+def test_the_member_sized_is_the_member_numpy_unpacks(tmp_path, monkeypatch):
+    """adv11: a zip holding both 'y' and 'y.npy': numpy reads 'y' (the exact name first), the cap was taken from
+    'y.npy'. A small 'y.npy' beside a deflated 'y' of any size (zeros: a few KB a GB) unpacked it whole."""
+    import io
+
+    path = tmp_path / "a.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in (("y.npy", np.zeros(2)), ("y", np.zeros(1000))):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array)
+            archive.writestr(name, buffer.getvalue())
+    size = zipfile.ZipFile(path).getinfo("y").file_size
+    unpacked = _unpacking_recorded(monkeypatch)
+    with pytest.raises(NpzError) as info:
+        read_npz(path, ["y"], max_bytes=1000)
+    assert str(info.value) == f"array 'y' unpacks to {size:,} bytes, over the 1,000 one array may take"
+    assert unpacked == []
+    assert read_npz(path, max_bytes=size)["y"].shape == (1000,)   # counted once, though numpy lists it twice
+
+
 def test_members_over_the_cap_together_are_refused_and_the_module_cap_is_the_default(tmp_path, monkeypatch):
     path = tmp_path / "a.npz"
     np.savez(path, a=np.zeros(8), b=np.zeros(8))
