@@ -256,8 +256,12 @@ def test_bad_arguments_are_one_line_errors(capsys):
 @pytest.mark.parametrize("argv, message", [
     # found by s16-adv: after the whole run, --gemm-size 0 divided by a zero GEMM rate and -1 was
     # torch.randn's RuntimeError, both tracebacks that lost the measured rows
-    (["--gemm-size", "0"], "error: --gemm-size must be >= 1, got 0"),
-    (["--gemm-size", "-1"], "error: --gemm-size must be >= 1, got -1"),
+    (["--gemm-size", "0"], "error: --gemm-size must be from 1 to 16384, got 0"),
+    (["--gemm-size", "-1"], "error: --gemm-size must be from 1 to 16384, got -1"),
+    # adv11: after the whole run, torch.randn's 'can't allocate memory: you tried to allocate 4000000000000 bytes'
+    # RuntimeError, a traceback (50000: two 10 GB matrices, then a matmul of hours)
+    (["--gemm-size", "1000000"], "error: --gemm-size must be from 1 to 16384, got 1000000"),
+    (["--gemm-size", "16385"], "error: --gemm-size must be from 1 to 16384, got 16385"),
     (["--slow-seconds", "nan"], "error: --slow-seconds must be a finite number >= 0, got nan"),
     # found by adv5: torch's allocation traceback after the export and every compile; other scripts'
     # digits read as a batch the text does not show

@@ -90,13 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "cpu-no-pointwise-conv-to-matmul,cpu-form-chunk24")
     parser.add_argument("--ablation-batches", help="batch sizes at which to time the ablation variants (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
-    parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048)")
+    parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048, at most 16384)")
     parser.add_argument("--from-json", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the markdown section and chart from an earlier run's JSON")
     parser.add_argument("--out-md", default="docs/BENCHMARKS.md", help="markdown file to write the section into ('none': skip)")
     parser.add_argument("--json", dest="json_path", help="raw results JSON (default docs/bench/MODEL-Ncore.json; with --from-json: not written unless named; 'none': skip)")
     parser.add_argument("--png", dest="png_path", help="bar chart (default docs/bench/MODEL-Ncore.png; 'none': skip)")
     return parser
+
+
+# The largest n of the GEMM rate's n x n matmul: 1 GiB a matrix, 8.8e12 FLOP (seconds on a laptop's cores).
+MAX_GEMM_SIZE = 16384
 
 
 def _parse_args(argv):
@@ -123,8 +127,8 @@ def _parse_args(argv):
     if args.repeats < 1 or args.threads < 1:
         raise BenchError("--repeats and --threads must be >= 1")
     # Used after the minutes of measuring (the GEMM rate, the naive row's cut-off): checked now.
-    if args.gemm_size < 1:
-        raise BenchError(f"--gemm-size must be >= 1, got {args.gemm_size}")
+    if not 1 <= args.gemm_size <= MAX_GEMM_SIZE:   # two n x n float32 matrices: 1 GiB each at the cap
+        raise BenchError(f"--gemm-size must be from 1 to {MAX_GEMM_SIZE}, got {args.gemm_size}")
     if not args.slow_seconds >= 0 or math.isinf(args.slow_seconds):
         raise BenchError(f"--slow-seconds must be a finite number >= 0, got {args.slow_seconds}")
     if args.ablation and "cpu" not in args.rows:
