@@ -137,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", default=str(os.cpu_count() or 1), help="comma-separated thread counts")
     parser.add_argument("--batch", type=positive_int, default=1, help="value for symbolic (batch) dimensions")
     parser.add_argument("--runs", type=positive_int, default=5, help="timed runs after one warm-up")
-    parser.add_argument("--top", type=int, default=15, help="op types to show")
+    parser.add_argument("--top", type=positive_int, default=15, help="op types to show")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     problem = input_file_problem(args.model, "model")
