@@ -497,3 +497,29 @@ def test_report_screenshot_never_draws_over_its_page_nor_leaves_a_folder(tmp_pat
     assert capsys.readouterr().err == "error: no chromium found\n"
     assert page.read_text() == "<html></html>"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "shot.png"]
+
+
+@pytest.mark.parametrize("entry", ["{outside}", "../escaped", "no-such-pipeline"])
+def test_plot_nodecounts_checks_every_pipeline_before_running_one(entry, tmp_path, capsys, monkeypatch):
+    """adv11: --pipelines entries are folder names under --work: 'cpu,/abs/x' ran cpu, then made /abs/x (and
+    '../escaped' a folder beside --work) before compile_model refused the name, leaving both folders behind; an
+    unknown name was found only after the pipelines before it had run. Now each is resolved, and must be one
+    folder name, before any runs or any folder is made."""
+    from pipelines import compiler
+
+    monkeypatch.setattr(compiler, "compile_model", lambda *a, **k: pytest.fail("a pipeline ran before the check"))
+    model = tmp_path / "in" / "m.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"not read before the check")
+    entry = entry.format(outside=tmp_path / "outside")
+    work = tmp_path / "work"
+    assert plot_nodecounts.main(["--model", str(model), "--work", str(work), "--pipelines", f"seed,{entry}",
+                                 "-o", str(tmp_path / "n.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    if entry == "no-such-pipeline":
+        assert err.startswith("error: unknown pipeline 'no-such-pipeline'; valid pipelines: seed, cpu, ")
+    else:
+        assert err == (f"error: --pipelines '{entry}' is no folder name under --work (give named pipelines or "
+                       "passes)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -50,6 +50,18 @@ def load_report(path: str | Path) -> dict:
     return report
 
 
+def check_pipelines(pipelines: list[str]) -> None:
+    """Before any runs: each --pipelines entry resolves (an unknown one was found after the ones before it
+    had run) and is one folder name under --work ('/abs/x' and '../x' made folders outside it)."""
+    from pipelines import get_pipeline
+
+    for pipeline in pipelines:
+        if pipeline in ("", ".", "..") or "/" in pipeline or "\\" in pipeline or "\0" in pipeline:
+            raise ValueError(f"--pipelines '{printable(pipeline)}' is no folder name under --work "
+                             "(give named pipelines or passes)")
+        get_pipeline(pipeline)
+
+
 def run_pipelines(model: str, pipelines: list[str], work: Path) -> list[dict]:
     from pipelines import CompileError, compile_model
 
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             reads += model_and_data_files(args.model)
         check_output(args.output, reads)   # before running pipelines, not after
         if args.model:
+            check_pipelines(args.pipelines.split(","))
             reports = run_pipelines(args.model, args.pipelines.split(","), Path(args.work))
         else:
             reports = [load_report(path) for path in args.reports]
