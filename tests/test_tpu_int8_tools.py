@@ -417,3 +417,28 @@ def test_bmodel_run_writes_outputs_of_any_name(tmp_path, monkeypatch):
     for index, name in enumerate(names):
         assert stored[name].dtype == np.float32 and np.array_equal(stored[name], x + index)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "out.npz"]
+
+
+@pytest.mark.parametrize("case", ["no-shape", "string", "sequence"])
+def test_inputs_tpu_mlir_cannot_take_are_refused_before_any_work(case, tmp_path, capsys):
+    """adv11: an input declaring no shape was read as a scalar (tools.tpu_calibration synthetic wrote samples of
+    shape [count], exit 0; tools.tpu_check ran tpu-mlir for minutes into 'IndexError: tuple index out of range');
+    a string input was random floats in an object array (tpu_calibration: np.save's 'Object arrays cannot be
+    saved' traceback, exit 1; tpu_check: ONNX Runtime's process killed), a sequence input a KeyError."""
+    from tools import tpu_check
+
+    value = {"no-shape": helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+             "string": helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
+             "sequence": helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, [2])}[case]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value],
+                              [helper.make_value_info("y", value.type)])
+    model = tmp_path / "m.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    why = {"no-shape": "declares no shape: tpu-mlir needs static shapes (export with a fixed batch)",
+           "string": "is of type STRING, not a number tpu-mlir takes",
+           "sequence": "is no tensor (a sequence or map): tpu-mlir takes tensors"}[case]
+    assert tpu_calibration.main(["synthetic", str(model), "--count", "2", "-o", str(tmp_path / "cal.npz")]) == 2
+    assert capsys.readouterr().err == f"error: input 'x' {why}\n"
+    assert tpu_check.main([str(model), "--workdir", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == f"error: input 'x' {why}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -118,6 +118,17 @@ def model_interface(path: Path):
     for value in model.graph.input:
         if value.name in initializers:
             continue
+        if not value.type.HasField("tensor_type"):
+            raise UsageError(f"input '{printable(value.name)}' is no tensor (a sequence or map): tpu-mlir takes tensors")
+        if not value.type.tensor_type.HasField("shape"):   # else read as a scalar: [] dims, all static
+            raise UsageError(f"input '{printable(value.name)}' declares no shape: tpu-mlir needs static shapes "
+                             "(export with a fixed batch)")
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)) \
+            if value.type.tensor_type.elem_type in onnx.helper.get_all_tensor_dtypes() else np.dtype(object)
+        if dtype.kind in "OUSc":   # strings (random floats in an object array), complex
+            name = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type) \
+                if value.type.tensor_type.elem_type in onnx.TensorProto.DataType.values() else "unknown"
+            raise UsageError(f"input '{printable(value.name)}' is of type {name}, not a number tpu-mlir takes")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
         if len(dims) > MAX_RANDOM_FEED_RANK:   # numpy's limit (passes.verify): no input npz nor random data holds it
             raise UsageError(f"input '{printable(value.name)}' has {len(dims):,} axes, more than the "
@@ -125,7 +136,6 @@ def model_interface(path: Path):
         if any(d is None or d <= 0 for d in dims):
             raise UsageError(f"input '{printable(value.name)}' has a non-static shape {dims}: tpu-mlir needs static shapes "
                              "(export with a fixed batch)")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         inputs.append((value.name, tuple(dims), dtype))
     outputs = [value.name for value in model.graph.output]
     return inputs, outputs, len(model.graph.node)
