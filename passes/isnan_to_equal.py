@@ -3,9 +3,9 @@
 softmax with Where(IsNaN(p), 0, p) (the rows a mask leaves empty): every transformers attention layer
 exported so (FalconH1, the Bamba / NemotronH / GraniteMoeHybrid / Zamba2 hybrids) carried one.
 
-Where(IsNaN(x), a, b) becomes Where(Equal(x, x), b, a), the branches swapped; an IsNaN read otherwise
-becomes Not(Equal(x, x)) (and a Where that also reads it keeps its branches). Exact for every value of x
-(NaN is the one value not equal to itself).
+Where(IsNaN(x), a, b) becomes Where(Equal(x, x), b, a), the branches swapped; an IsNaN read otherwise, or
+that is a graph output, becomes Not(Equal(x, x)) (and a Where that also reads it keeps its branches). Exact
+for every value of x (NaN is the one value not equal to itself).
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ def _isnan_input(tensor: gs.Tensor):
     return producer.inputs[0] if producer is not None and producer.op == "IsNaN" else None
 
 
-def _read_only_as_where_condition(node: gs.Node) -> bool:
-    """Every reader of IsNaN(x) a Where that reads it as its condition only (or none left: rewritten already)."""
+def _read_only_as_where_condition(node: gs.Node, graph_outputs: frozenset) -> bool:
+    """Every reader of IsNaN(x) a Where that reads it as its condition only (or none left: rewritten already),
+    and IsNaN(x) no graph output (one would stay, read by no node)."""
     readers = node.outputs[0].outputs
-    return all(r.op == "Where" and r.inputs[0] is node.outputs[0]
+    return node.outputs[0].name not in graph_outputs and all(r.op == "Where" and r.inputs[0] is node.outputs[0]
                                  and all(i is not node.outputs[0] for i in r.inputs[1:]) for r in readers)
 
 
 @register_pass
-class IsNanToEqual(NodeRewrite):
+class IsNanToEqual(NodeRewrite, graph_outputs=True):
     name = "isnan-to-equal"
     description = "IsNaN(x) as Equal(x, x) (Where's branches swapped), exactly: tpu-mlir has no IsNaN"
 
@@ -39,10 +40,10 @@ class IsNanToEqual(NodeRewrite):
             return _isnan_input(node.inputs[0]) is not None
         return node.op == "IsNaN" and len(node.inputs) == 1
 
-    def check(self, node: gs.Node, shapes) -> Kept | tuple[str, gs.Tensor]:
+    def check(self, node: gs.Node, shapes, graph_outputs: frozenset) -> Kept | tuple[str, gs.Tensor]:
         if node.op == "IsNaN":
             # Read only as Where conditions: those Wheres are rewritten, and this IsNaN is left dead.
-            return Kept() if _read_only_as_where_condition(node) else ("not", node.inputs[0])
+            return Kept() if _read_only_as_where_condition(node, graph_outputs) else ("not", node.inputs[0])
         x = _isnan_input(node.inputs[0])   # None once its IsNaN, read otherwise too, became Not(Equal(x, x))
         return Kept() if x is None else ("where", x)
 

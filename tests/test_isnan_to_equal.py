@@ -120,3 +120,23 @@ def test_other_readers_with_three_inputs_or_one_are_no_where():
     y, f = run(out, {"x": VALUES, "a": a, "b": b})
     np.testing.assert_array_equal(y, np.concatenate([np.isnan(VALUES), a, b]))
     np.testing.assert_array_equal(f, np.isnan(VALUES).astype(np.float32))
+
+
+def test_an_isnan_that_is_a_graph_output_becomes_not_equal():
+    """adv11: an IsNaN read by no node, or only as Where conditions, was taken for dead once the Wheres were
+    rewritten; as a graph output it stayed (tpu-legality then refused the run, exit 4), exact but not lowered.
+    Now it becomes Not(Equal(x, x)) and the Where still takes Equal with its branches swapped."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] x, float[2,4] s) => (bool[2,4] flags, bool[2,4] guard, float[2,4] y) {
+      zero = Constant<value = float {0.0}>()
+      flags = IsNaN(x)
+      guard = IsNaN(s)
+      y = Where(guard, zero, s)
+    }""")
+    out, result = apply_pass(model, IsNanToEqual())
+    assert op_histogram(out) == {"Constant": 1, "Equal": 2, "Not": 2, "Where": 1}
+    flags, guard, y = run(out, {"x": VALUES, "s": VALUES[::-1].copy()})
+    np.testing.assert_array_equal(flags, np.isnan(VALUES))
+    np.testing.assert_array_equal(guard, np.isnan(VALUES[::-1]))
+    np.testing.assert_array_equal(y, np.where(np.isnan(VALUES[::-1]), 0, VALUES[::-1]))
