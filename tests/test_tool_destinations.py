@@ -523,3 +523,14 @@ def test_plot_nodecounts_checks_every_pipeline_before_running_one(entry, tmp_pat
         assert err == (f"error: --pipelines '{entry}' is no folder name under --work (give named pipelines or "
                        "passes)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_variants_table_shows_an_unknown_variant_escaped_in_one_line(tmp_path, capsys):
+    """adv11: '--only' names were printed raw: a newline made a second 'error:' line and an ESC reached the
+    terminal. They are text, as the model's names are."""
+    from tools import variants_table
+
+    assert variants_table.main(["--only", "base,x\nerror: fake\x1b[2J", "-o", str(tmp_path / "v.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown variant(s) x\\nerror: fake\\x1b[2J; known: base, ") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

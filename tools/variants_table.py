@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, check_destination, write_text_atomic
-from passes.one_line import OneLineArgumentParser, one_line
+from passes.one_line import OneLineArgumentParser, one_line, printable
 from tools.tpu_qtable import NORM_LINEAGE  # layernorm-channels-first names its nodes with it
 
 # Small on purpose: a few seconds per export. Stages at 24x24 are 6x6, 3x3, 2x2: L = 36, 9, 4,
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     if args.only:
         unknown = [n for n in args.only.split(",") if n not in VARIANTS_BY_NAME]
         if unknown:
-            print(f"error: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS_BY_NAME)}",
+            print(f"error: unknown variant(s) {printable(', '.join(unknown))}; known: {', '.join(VARIANTS_BY_NAME)}",
                   file=sys.stderr)
             return 2
         variants = [VARIANTS_BY_NAME[n] for n in args.only.split(",")]
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="variants-") as workdir:
         table = build_table(variants, Path(workdir), log=lambda m: print(m, file=sys.stderr))
     write_text_atomic(args.output, table)
-    print(f"wrote {args.output} ({len(variants)} variants)")
+    print(f"wrote {printable(args.output)} ({len(variants)} variants)")
     return 0
 
 
