@@ -24,6 +24,7 @@ Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import onnx
@@ -160,20 +161,29 @@ def _every_graph(model: onnx.ModelProto) -> tuple[list[onnx.GraphProto], list[on
     return graphs, nodes
 
 
+_EINSUM_TERM = re.compile(r"[A-Za-z]*(\.\.\.)?[A-Za-z]*")
+
+
 def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
-    """An Einsum term with two ellipses ('i...j...,jk->ik'): ONNX 1.x's shape inference, which every pass and the
-    verifier's size check run, never returns on it (s25: the CLI hung, Ctrl-C and SIGTERM unanswered); numpy and
-    ONNX Runtime refuse it. Checked before anything infers shapes."""
+    """An Einsum equation outside ONNX's grammar (terms of ASCII letters with at most one ellipsis, joined by commas,
+    one optional '->', spaces anywhere): ONNX 1.x's shape inference, which every pass and the verifier's size check
+    run, never returns on some of them ('i...j...,jk->ik', 'ab\\c,jk->ik', a non-ASCII letter: s25's CLI hung, Ctrl-C
+    and SIGTERM unanswered); numpy and ONNX Runtime refuse them. Checked before anything infers shapes."""
     for node in nodes:
         if node.op_type != "Einsum" or node.domain not in ("", "ai.onnx"):
             continue
         for attribute in node.attribute:
             if attribute.name == "equation" and attribute.type == onnx.AttributeProto.STRING:
                 equation = attribute.s.decode("utf-8", "replace")
-                inputs, _, output = equation.partition("->")
-                if any(term.count("...") > 1 for term in inputs.split(",") + [output]):
+                inputs, arrow, output = equation.replace(" ", "").partition("->")
+                terms = inputs.split(",") + ([output] if arrow else [])
+                if any(term.count("...") > 1 for term in terms):
                     raise InvalidModelError(f"{_node_label(node)}: equation '{printable(equation)}' has a term with "
                                             "two ellipses")
+                if "->" in output or not all(_EINSUM_TERM.fullmatch(term) for term in terms):
+                    raise InvalidModelError(f"{_node_label(node)}: equation '{printable(equation)}' is not ONNX's "
+                                            "Einsum grammar (terms of ASCII letters and at most one '...', joined by "
+                                            "',', one optional '->')")
 
 
 _TYPE_WORDS = {"optional_type": "an optional", "map_type": "a map", "sequence_type": "a sequence",
