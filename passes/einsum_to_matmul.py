@@ -30,9 +30,11 @@ from typing import Optional, Sequence
 
 import onnx_graphsurgeon as gs
 
+from passes.base import PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
+from patterns.graph_query import declared_static_shape
 
 Label = str                  # one letter, or "...k" for the k-th axis an ellipsis stands for
 Group = tuple[Label, ...]    # the letters one axis of a reshaped tensor holds (() is an axis of size 1)
@@ -146,14 +148,14 @@ def _target(source: list[Group], target: list[Group], sizes: dict[Label, Optiona
 
 
 def plan_contraction(labels: list[list[Label]], out: list[Label],
-                     shapes: Sequence[Sequence[Optional[int]]]) -> ContractionPlan:
+                     shapes: Sequence[Sequence[Optional[int]]], dynamic: bool = True) -> ContractionPlan:
     sizes: dict[Label, Optional[int]] = {}
     for term, shape in zip(labels, shapes):
         for label, size in zip(term, shape):
             if size == 0:
                 raise NotLowered("an operand is empty")
             known = sizes.get(label)
-            if label in sizes and 1 in (known, size) and None in (known, size):
+            if dynamic and label in sizes and 1 in (known, size) and None in (known, size):
                 # Einsum broadcasts a 1 against the other operand's size, which is known only at run time
                 raise NotLowered(f"axis '{label}' of size 1 may be broadcast against a size not known before the run")
             if known is not None and size is not None and known != size:
@@ -205,6 +207,13 @@ class EinsumToMatMul(NodeRewrite, op="Einsum", shapes="partial", counted_as="low
     description = ("rewrite two-operand Einsum contractions as ReduceSum, Transpose, Reshape and one MatMul "
                    "(run lower-einsum first for products)")
 
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        # With every graph input's shape declared, a size unknown here is one fixed size (the model runs at its
+        # declared shapes alone, which verification checks), so a 1 meeting it is planned as the axis' size, as
+        # transformers' static exports need; with a symbolic input size it may be broadcast: left (adv11).
+        self.dynamic_inputs = not all(declared_static_shape(tensor) is not None for tensor in graph.inputs)
+        return super().run(graph, ctx)
+
     def check(self, node: gs.Node, shapes) -> Kept | ContractionPlan:
         equation = node.attrs.get("equation", "")
         if len(node.inputs) != 2:
@@ -216,7 +225,7 @@ class EinsumToMatMul(NodeRewrite, op="Einsum", shapes="partial", counted_as="low
             labels, out = parse_equation(equation, [None if s is None else len(s) for s in operand_shapes])
             if any(shape is None or len(shape) != len(term) for shape, term in zip(operand_shapes, labels)):
                 raise NotLowered("an operand's rank is unknown or does not match its term")
-            return plan_contraction(labels, out, operand_shapes)
+            return plan_contraction(labels, out, operand_shapes, dynamic=self.dynamic_inputs)
         except NotLowered as why:
             return Kept(f"{node.op} '{node.name}' kept: '{equation}': {why}")
 

@@ -144,6 +144,29 @@ def test_a_size_1_against_a_symbolic_size_is_left(equation, shapes):
                             "a size not known before the run"]
 
 
+def test_a_size_1_against_an_unknown_size_of_a_static_model_is_lowered():
+    """With every graph input static, an unknown size is one fixed size (verification runs the model's only shapes):
+    transformers' static Mamba2-family exports meet a batch 1 with a size inference lost, and leaving those Einsums
+    (s25's first cut of adv11's rule) put 15 nodes back into every Mamba2-family cpu graph (CI, hf-mamba2 109 -> 124)."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2,2,3] x0, float[24] flat, int64[4] target) => (float[1,2,2,4] y) {
+      x1 = Reshape(flat, target)
+      y = Einsum<equation = "bcij,bcjk->bcik">(x0, x1)
+    }""")   # x1's sizes come from an input's values: rank 4, every size unknown to inference
+    graph = __import__("onnx_graphsurgeon").import_onnx(onnx.shape_inference.infer_shapes(model))
+    from passes.base import PassContext
+    result = EinsumToMatMul().run(graph, PassContext(opset=17))
+    assert result.changed and result.stats == {"lowered": 1, "kept": 0}
+    out = __import__("onnx_graphsurgeon").export_onnx(graph)
+    rng = np.random.default_rng(0)
+    feeds = {"x0": rng.standard_normal((1, 2, 2, 3)).astype(np.float32),
+             "flat": rng.standard_normal(24).astype(np.float32), "target": np.array([1, 2, 3, 4])}
+    expected = np.einsum("bcij,bcjk->bcik", feeds["x0"].astype(np.float64),
+                         feeds["flat"].reshape(1, 2, 3, 4).astype(np.float64))
+    assert rel_l2(run(out, feeds)[0], expected) <= TOLERANCE
+
+
 @pytest.mark.parametrize("equation, shapes, why", [
     ("ii,ij->j", [[3, 3], [3, 4]], "letter 'i' is repeated in a term (a diagonal)"),
     ("ij,jk,kl->il", [[2, 3], [3, 4], [4, 5]], "has 3 operands, not 2"),
