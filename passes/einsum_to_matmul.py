@@ -34,7 +34,7 @@ from passes.base import PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import declared_static_shape
+from patterns.graph_query import inputs_all_static
 
 Label = str                  # one letter, or "...k" for the k-th axis an ellipsis stands for
 Group = tuple[Label, ...]    # the letters one axis of a reshaped tensor holds (() is an axis of size 1)
@@ -211,7 +211,7 @@ class EinsumToMatMul(NodeRewrite, op="Einsum", shapes="partial", counted_as="low
         # With every graph input's shape declared, a size unknown here is one fixed size (the model runs at its
         # declared shapes alone, which verification checks), so a 1 meeting it is planned as the axis' size, as
         # transformers' static exports need; with a symbolic input size it may be broadcast: left (adv11).
-        self.dynamic_inputs = not all(declared_static_shape(tensor) is not None for tensor in graph.inputs)
+        self.dynamic_inputs = not inputs_all_static(graph)
         return super().run(graph, ctx)
 
     def check(self, node: gs.Node, shapes) -> Kept | ContractionPlan:

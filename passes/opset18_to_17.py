@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
-from patterns.graph_query import constant_ints, describe
+from patterns.graph_query import constant_ints, describe, optional_input
 
 FROM_OPSET, TO_OPSET = 18, 17
 
@@ -48,13 +48,6 @@ def changed_in_opset_18(op: str) -> bool:
         return False   # not an ONNX op at all: nothing of opset 18's to undo
 
 
-def _present(node: gs.Node, index: int) -> Optional[gs.Tensor]:
-    """The node's optional input `index`, or None where it is absent or left empty."""
-    if len(node.inputs) <= index or node.inputs[index] is None or not node.inputs[index].name:
-        return None
-    return node.inputs[index]
-
-
 def _keep_inputs(node: gs.Node, count: int) -> None:
     """Drop the node's inputs after the first `count` (one at a time: onnx-graphsurgeon's lists take no slices)."""
     while len(node.inputs) > count:
@@ -65,7 +58,7 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
     """(rewrite, None) for a node with an opset-17 spelling (rewrite None: already spelled so), or (None, reason)."""
     op, attrs = node.op, node.attrs
     if op in REDUCTIONS:
-        axes_input = _present(node, 1)
+        axes_input = optional_input(node, 1)
         axes = constant_ints(axes_input) if axes_input is not None else []
         if axes is None:
             return None, "its axes input is not a constant"
@@ -81,7 +74,7 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
     if op == "Split":
         if "num_outputs" not in attrs:
             return None, None
-        if _present(node, 1) is not None:
+        if optional_input(node, 1) is not None:
             return None, "both a split input and num_outputs"
         pieces = int(attrs["num_outputs"])
         shape = shapes().get(node.inputs[0].name)
@@ -101,10 +94,10 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
                                                np.array(sizes, dtype=np.int64)))
         return split, None
     if op == "Pad":
-        axes_input = _present(node, 3)
+        axes_input = optional_input(node, 3)
         if axes_input is None:   # already opset 17's Pad (an empty axes name trimmed)
             return ((lambda node=node: _keep_inputs(node, 3)) if len(node.inputs) > 3 else None), None
-        axes, pads = constant_ints(axes_input), constant_ints(_present(node, 1))
+        axes, pads = constant_ints(axes_input), constant_ints(optional_input(node, 1))
         shape = shapes().get(node.inputs[0].name)
         if axes is None or pads is None:
             return None, "its axes or pads input is not a constant"

@@ -58,7 +58,7 @@ from passes.split_pieces import restore, slice_split_pieces
 from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
 from passes.step_operands import replay_step_operands, restore as restore_step_operands
 from patterns.buffer_writes import find_buffer_writes
-from patterns.graph_query import declared_static_shape, element_type, producer, toposort
+from patterns.graph_query import element_type, inputs_all_static, producer, toposort
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 from patterns.small_constants import EVALUATED_OPS, small_value
 
@@ -331,7 +331,7 @@ def _dropped_zeros_refusals(graph: gs.Graph, recurrences: list) -> dict:
     broadcast it. Only where a graph input has a size that is not a number: a static model runs at its declared
     shapes alone, which verification checks; with a symbolic batch, b_0 must be inferred of x_0's shape."""
     dropped = [rec for rec in recurrences if rec.zeros_dropped is not None]
-    if not dropped or all(declared_static_shape(tensor) is not None for tensor in graph.inputs):
+    if not dropped or inputs_all_static(graph):
         return {}
     pairs = {id(rec): (rec.zeros_dropped[0].outputs[0], rec.zeros_dropped[1]) for rec in dropped}
     shapes = named_shapes(graph, [tensor.name for pair in pairs.values() for tensor in pair if tensor is not None])

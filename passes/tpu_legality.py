@@ -29,7 +29,7 @@ from passes.base import Option, Pass, PassContext, PassError, PassResult
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
 from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint
-from patterns.graph_query import constant_value, cumsum_axis, describe, slice_operands
+from patterns.graph_query import constant_value, cumsum_axis, describe, optional_input, slice_operands
 
 # Einsum equations tpu-mlir 1.30.2 converts (its 'top.Einsum' mode constraint), letters renamed
 # in order of first appearance. Others fail in model_transform; lower-einsum rewrites them.
@@ -91,15 +91,14 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "IsNaN":
             violations["IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)"].append(
                 describe(node))
-        elif node.op in AXES_INPUTS and len(node.inputs) > AXES_INPUTS[node.op][0] \
-                and node.inputs[AXES_INPUTS[node.op][0]] is not None and node.inputs[AXES_INPUTS[node.op][0]].name:
+        elif node.op in AXES_INPUTS and optional_input(node, AXES_INPUTS[node.op][0]) is not None:
             violations[AXES_INPUT_RULE].append(f"{describe(node)}: {AXES_INPUTS[node.op][1]}")
         elif node.op == "Constant" and "value" not in node.attrs:
             violations["Constant node without a 'value' attribute (run constants-to-initializers)"].append(
                 f"{describe(node)} {sorted(node.attrs)}")
         elif node.op == "Identity":
             violations["Identity node (run remove-identity)"].append(describe(node))
-        elif node.op == "Slice" and len(node.inputs) >= 5 and node.inputs[4] is not None and node.inputs[4].name:
+        elif node.op == "Slice" and optional_input(node, 4) is not None:
             operands = slice_operands(node)
             if operands is None and constant_value(node.inputs[4]) is None:
                 violations["Slice with non-constant steps (must be > 0)"].append(describe(node))

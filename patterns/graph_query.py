@@ -25,6 +25,19 @@ def declared_static_shape(tensor: gs.Tensor) -> Optional[list[int]]:
     return [int(size) for size in shape]
 
 
+def inputs_all_static(graph: gs.Graph) -> bool:
+    """Every graph input's declared shape has only numbers: the model runs at those shapes alone, which
+    verification runs, so a size inference cannot name is still one fixed size."""
+    return all(declared_static_shape(tensor) is not None for tensor in graph.inputs)
+
+
+def optional_input(node: gs.Node, index: int) -> Optional[gs.Tensor]:
+    """The node's optional input `index`, or None where it is absent or left empty ('')."""
+    if len(node.inputs) <= index or node.inputs[index] is None or not node.inputs[index].name:
+        return None
+    return node.inputs[index]
+
+
 def producer(tensor: gs.Tensor) -> Optional[gs.Node]:
     return tensor.inputs[0] if tensor.inputs else None
 
