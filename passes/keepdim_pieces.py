@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.piece_reads import remove_made
-from patterns.graph_query import node_axes, normalize_axis, producer
+from patterns.graph_query import node_axes, normalize_axis, optional_input, producer
 from patterns.ranks import RankMap
 
 # Reductions that keep a size-1 axis for every reduced one (keepdims=1); ArgMax/ArgMin take one `axis`.
@@ -43,8 +43,7 @@ def _size_one_at(tensor: gs.Tensor, axis: int, rank: int) -> bool:
     if node is None or node.op not in _KEEPDIM_REDUCTIONS or not int(node.attrs.get("keepdims", 1)):
         return False
     axes = node_axes(node)
-    has_axes_input = "axes" not in node.attrs and len(node.inputs) > 1 and node.inputs[1] is not None \
-        and node.inputs[1].name
+    has_axes_input = "axes" not in node.attrs and optional_input(node, 1) is not None
     if axes is None:
         if has_axes_input:   # computed axes: not known
             return False

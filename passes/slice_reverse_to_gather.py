@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_value, describe, slice_operands
+from patterns.graph_query import constant_value, describe, optional_input, slice_operands
 
 
 def slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
@@ -51,8 +51,8 @@ class SliceReverseToGather(NodeRewrite, shapes="symbolic"):
         if operands is not None:
             return bool((operands[3] < 0).any())
         # steps given but not constants: may be negative
-        return len(node.inputs) >= 5 and node.inputs[4] is not None and bool(node.inputs[4].name) \
-            and constant_value(node.inputs[4]) is None
+        steps = optional_input(node, 4)
+        return steps is not None and constant_value(steps) is None
 
     def check(self, node: gs.Node, shapes) -> Kept | tuple:
         operands = slice_operands(node)

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.piece_reads import read_back, read_instead, remove_made
-from patterns.graph_query import constant_ints, normalize_axis
+from patterns.graph_query import constant_ints, normalize_axis, optional_input
 from patterns.indexing import known_axis_length
 from patterns.ranks import RankMap
 from patterns.small_constants import small_value
@@ -55,8 +55,9 @@ def _kept_step(node: gs.Node, rank_of):
     if len(node.inputs) < 3:
         return None
     starts, ends = _bound(node.inputs[1]), _bound(node.inputs[2])
-    axes = _bound(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else [0]
-    steps = _bound(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1]
+    axes_input, steps_input = optional_input(node, 3), optional_input(node, 4)
+    axes = _bound(axes_input) if axes_input is not None else [0]
+    steps = _bound(steps_input) if steps_input is not None else [1]
     if None in (starts, ends, axes, steps) or len(starts) != 1 or len(ends) != 1 or len(axes) != 1 or steps != [1]:
         return None
     if starts[0] < 0 or ends[0] != starts[0] + 1:

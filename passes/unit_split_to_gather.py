@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_value, describe, moved_axis, producer
+from patterns.graph_query import constant_value, describe, moved_axis, optional_input, producer
 
 # Element-wise ops of one input: f(Transpose(X)) = Transpose(f(X)).
 UNARY_ELEMENTWISE = frozenset({"Exp", "Log", "Neg", "Abs", "Relu", "Sigmoid", "Sqrt", "Reciprocal", "Identity"})
@@ -37,10 +37,8 @@ UNARY_ELEMENTWISE = frozenset({"Exp", "Log", "Neg", "Abs", "Relu", "Sigmoid", "S
 
 def unit_split_count(node: gs.Node) -> Optional[int]:
     """The number of outputs of a Split whose constant sizes are all 1, else None."""
-    if len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].name:
-        sizes = constant_value(node.inputs[1])
-    else:
-        sizes = node.attrs.get("split")
+    sizes_input = optional_input(node, 1)
+    sizes = constant_value(sizes_input) if sizes_input is not None else node.attrs.get("split")
     if sizes is None:
         return None
     sizes = np.asarray(sizes).reshape(-1)

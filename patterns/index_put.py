@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import constant_ints, constant_value, node_axes, normalize_axis, producer
+from patterns.graph_query import constant_ints, constant_value, node_axes, normalize_axis, optional_input, producer
 from patterns.ranks import RankMap
 
 MAX_BROADCAST_TREE = 8   # ops in the tree whose Shape is the Expand target
@@ -271,7 +271,8 @@ def _size_value(tensor: gs.Tensor, ranks: RankMap, depth: int, memo: dict) -> Op
 
 def _sliced_size(node: gs.Node, position: int, axis: int, ranks: RankMap, depth: int, memo: dict) -> Optional[int]:
     """The size a Slice leaves along `axis` (entry `position` of its axes), start, end and step 1 known, both >= 0."""
-    steps = constant_ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1] * (position + 1)
+    steps_input = optional_input(node, 4)
+    steps = constant_ints(steps_input) if steps_input is not None else [1] * (position + 1)
     if steps is None or steps[position] != 1:   # a step computed at run time may be other than 1
         return None
     size = axis_size(node.inputs[0], axis, ranks, depth + 1, memo)
