@@ -47,18 +47,7 @@ def micro_dynamic_naive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_report(micro_naive, tmp_path_factory):
     """``micro_report("seed")`` -> the --report directory of that pipeline on the micro model (cached)."""
-    from pipelines import compile_model
-
-    reports = {}
-
-    def report_dir(pipeline: str):
-        if pipeline not in reports:
-            directory = tmp_path_factory.mktemp(f"report-{pipeline}")
-            compile_model(micro_naive, pipeline, output=directory / f"{pipeline}.onnx", report=directory / "report")
-            reports[pipeline] = directory / "report"
-        return reports[pipeline]
-
-    return report_dir
+    return _cached_reports(micro_naive, tmp_path_factory, "report")
 
 
 @pytest.fixture(scope="session")
@@ -71,16 +60,21 @@ def vmamba_t_report(tmp_path_factory):
     import os
     from pathlib import Path
 
-    from pipelines import compile_model
-
     naive = os.environ.get("VMAMBA_T_NAIVE")
     if not naive or not Path(naive).is_file():
         pytest.skip("set VMAMBA_T_NAIVE to a naive VMamba-T export (with its .ref.npz beside it)")
+    return _cached_reports(naive, tmp_path_factory, "vmamba-t")
+
+
+def _cached_reports(naive, tmp_path_factory, prefix: str):
+    """pipeline -> the --report directory of compiling `naive` with it, each compiled once (in "<prefix>-<pipeline>")."""
+    from pipelines import compile_model
+
     reports = {}
 
     def report_dir(pipeline: str):
         if pipeline not in reports:
-            directory = tmp_path_factory.mktemp(f"vmamba-t-{pipeline}")
+            directory = tmp_path_factory.mktemp(f"{prefix}-{pipeline}")
             compile_model(naive, pipeline, output=directory / f"{pipeline}.onnx", report=directory / "report")
             reports[pipeline] = directory / "report"
         return reports[pipeline]

@@ -9,18 +9,20 @@ import onnx.reference
 from passes.isnan_to_equal import IsNanToEqual
 from scan_testing import apply_pass, op_histogram, run
 
+# p = Softmax(s); Where(IsNaN(p), 0, p), as TorchScript writes scaled_dot_product_attention's guard
+SDPA_GUARD = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] s) => (float[2,4] y) {
+  zero = Constant<value = float {0.0}>()
+  nan = IsNaN(s)
+  y = Where(nan, zero, s)
+}"""
 VALUES = np.array([[np.nan, 1.0, -np.inf, 0.0], [np.inf, -0.0, np.nan, 3.5]], dtype=np.float32)
 
 
 def test_the_sdpa_guard_becomes_equal_with_the_branches_swapped():
     """p = Softmax(s); Where(IsNaN(p), 0, p), as torch writes it; before s24 tpu-mlir refused the IsNaN."""
-    model = onnx.parser.parse_model("""
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (float[2,4] s) => (float[2,4] y) {
-      zero = Constant<value = float {0.0}>()
-      nan = IsNaN(s)
-      y = Where(nan, zero, s)
-    }""")
+    model = onnx.parser.parse_model(SDPA_GUARD)
     out, result = apply_pass(model, IsNanToEqual())
     assert result.stats == {"rewritten": 1}
     assert op_histogram(out) == {"Constant": 1, "Equal": 1, "Where": 1}
@@ -69,13 +71,7 @@ def test_tpu_legality_names_isnan_and_the_pass_that_takes_it():
 
     from passes.tpu_legality import find_violations
 
-    model = onnx.parser.parse_model("""
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (float[2,4] s) => (float[2,4] y) {
-      zero = Constant<value = float {0.0}>()
-      nan = IsNaN(s)
-      y = Where(nan, zero, s)
-    }""")
+    model = onnx.parser.parse_model(SDPA_GUARD)
     before = find_violations(gs.import_onnx(model))
     assert {rule: list(nodes) for rule, nodes in before.items() if "IsNaN" in rule} == {
         "IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)": ["IsNaN ''"]}
