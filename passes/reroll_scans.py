@@ -51,7 +51,7 @@ from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST
 from passes.scan_forms.chunk_axes import INT64_MAX, move_axis, move_axis_perm, transpose_without_unit_axes
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel_strided import strided_chunk
-from passes.static_shapes import named_shapes, partial_shapes, symbolic_partial_shapes
+from passes.static_shapes import named_shapes, partial_shapes, symbolic_named_shapes, symbolic_partial_shapes
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps, template_output_rank
 from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
@@ -220,11 +220,20 @@ def _unit_axes_after_scan(rec: Recurrence, shapes: dict) -> list[int]:
     return []
 
 
+def _with_step_axis(b: GraphBuilder, rec: Recurrence, state: gs.Tensor) -> gs.Tensor:
+    """A state-shaped tensor (the initial state, or the zeros it was) with the step axis put in, where the decays
+    have it; a lower-rank one broadcasts from the right, the step axis going in at the same place."""
+    initial_rank = rec.initial_rank if rec.initial_rank is not None else rec.rank - 1
+    insert_at = rec.decay_axis - ((rec.rank - 1) - initial_rank)
+    return b.unsqueeze(state, [insert_at]) if insert_at >= 0 else state
+
+
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
            unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul",
-           decays: Optional[Decays] = None, one_chunk_up_to: int = 0) -> None:
+           decays: Optional[Decays] = None, one_chunk_up_to: int = 0, zeros_broadcast: bool = False) -> None:
     """Replace the chain of `rec` by `form`; `decays`: its decays (Decays.of(b, rec.decay) when None),
-    with a log if `form` is in LOG_SPACE."""
+    with a log if `form` is in LOG_SPACE; `zeros_broadcast`: the zeros its first step multiplied, left out, are added
+    to the drives (exact: + 0), so that sizes they may add to x_0 are kept (`_zeros_not_proven_within_b0`)."""
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -240,10 +249,9 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         decays = decays.mapped(lambda tensor: _reversed(b, tensor, axis))
     initial: Optional[gs.Tensor] = None
     if rec.initial_state is not None:
-        initial_rank = rec.initial_rank if rec.initial_rank is not None else full_rank - 1
-        # A lower-rank initial state broadcasts from the right; the step axis goes in at the same place.
-        insert_at = axis - ((full_rank - 1) - initial_rank)
-        initial = b.unsqueeze(rec.initial_state, [insert_at]) if insert_at >= 0 else rec.initial_state
+        initial = _with_step_axis(b, rec, rec.initial_state)
+    elif zeros_broadcast:   # the dropped zeros' sizes, not proven within b_0's: the drives broadcast by them
+        drive = b.node("Add", [drive, _with_step_axis(b, rec, rec.zeros_dropped[2])])
     extra = {"shapes": shapes} if form in TAKES_SHAPES else {}
     if form == "batched":
         extra.update(dense_carry=dense_carry, carry_shifts=carry_shifts)
@@ -325,31 +333,47 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
     return len(chains)
 
 
-def _dropped_zeros_refusals(graph: gs.Graph, recurrences: list) -> dict:
-    """Why each recurrence whose first step multiplies zeros seen through a Cast, left out (x_0 = b_0), may differ
-    from the steps, by id: the zeros (of a computed shape: zeros(x[:, 0].shape)) could be larger than b_0 and
-    broadcast it. Only where a graph input has a size that is not a number: a static model runs at its declared
-    shapes alone, which verification checks; with a symbolic batch, b_0 must be inferred of x_0's shape."""
+def _zeros_not_proven_within_b0(graph: gs.Graph, recurrences: list) -> tuple[set[int], list[str]]:
+    """The ids of the recurrences whose first step multiplies zeros that were left out (x_0 = b_0) where the zeros
+    are not proven to add no size to b_0, and a note each: zeros of a computed shape (zeros(x[:, 0].shape),
+    ConstantOfShape(Shape(z))) could be larger than b_0 and broadcast it, so the re-roller adds them to the drives
+    (exact: + 0; an Unsqueeze and an Add). Only where a graph input has a size that is not a number: a static model
+    runs at its declared shapes alone, which verification checks; with a symbolic batch, b_0 must be inferred of
+    x_0's shape. (Before s26 zeros seen through a Cast left the chain unrolled there, and zeros read as they are,
+    the dynamo exporter's ConstantOfShape, were left out unchecked: a wrong result at a batch verification did not
+    run, tests/test_reroll_scans.py::test_zeros_that_may_be_larger_than_b0_are_added_to_the_drives.)"""
     dropped = [rec for rec in recurrences if rec.zeros_dropped is not None]
     if not dropped or inputs_all_static(graph):
-        return {}
+        return set(), []
     pairs = {id(rec): (rec.zeros_dropped[0].outputs[0], rec.zeros_dropped[1]) for rec in dropped}
-    shapes = named_shapes(graph, [tensor.name for pair in pairs.values() for tensor in pair if tensor is not None])
-    refusals = {}
-    for rec in dropped:
-        state, drive = pairs[id(rec)]
-        state_shape = shapes.get(state.name)
-        drive_shape = shapes.get(drive.name) if drive is not None else None
-        if not _known(state_shape) or drive_shape != state_shape:
-            refusals[id(rec)] = (f"the zeros its first step multiplies may broadcast b_0 "
-                                 f"('{printable(drive.name if drive is not None else '?')}', "
-                                 f"{printable(_shape_text(drive_shape))}) to x_0's shape "
-                                 f"{printable(_shape_text(state_shape))}: left out, they are not proven to add no size")
-    return refusals
+    names = [tensor.name for pair in pairs.values() for tensor in pair if tensor is not None]
+    shapes = named_shapes(graph, names)
+    unproven_by_onnx = [rec for rec in dropped if not _within(pairs[id(rec)], shapes)]
+    # ONNX's inference names a size anew at each Reshape: ONNX Runtime's tool follows it (seconds on a naive export)
+    symbolic = symbolic_named_shapes(graph, names) if unproven_by_onnx else {}
+    unproven, notes = set(), []
+    for rec in unproven_by_onnx:
+        if not _within(pairs[id(rec)], symbolic):
+            state, drive = pairs[id(rec)]
+            state_shape = shapes.get(state.name)
+            drive_shape = shapes.get(drive.name) if drive is not None else None
+            unproven.add(id(rec))
+            notes.append(f"chain at '{printable(rec.anchor)}' ({rec.length} steps): the zeros its first step multiplies "
+                         f"may broadcast b_0 ('{printable(drive.name if drive is not None else '?')}', "
+                         f"{printable(_shape_text(drive_shape))}) to x_0's shape "
+                         f"{printable(_shape_text(state_shape))}: not proven to add no size, added to the drives")
+    return unproven, notes
 
 
 def _known(shape) -> bool:
     return shape is not None and all(size is not None for size in shape)
+
+
+def _within(pair: tuple, shapes: dict) -> bool:
+    """x_0 (the first step's Add) is inferred of b_0's shape, every size known: the zeros added no size."""
+    state, drive = pair
+    state_shape = shapes.get(state.name)
+    return drive is not None and _known(state_shape) and shapes.get(drive.name) == state_shape
 
 
 def _pieces_of_one_shape(chain, shapes: dict, notes: Optional[list[str]]) -> tuple[list, bool]:
@@ -475,15 +499,15 @@ class RerollScans(Pass):
         replayed = replay_step_operands(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
-        zeros_refusals = _dropped_zeros_refusals(graph, report.recurrences)
+        zeros_broadcast, zeros_notes = _zeros_not_proven_within_b0(graph, report.recurrences)
         for rec in report.recurrences:
-            refusal = _opset_refusal(ctx.opset) or _replay_refusal(rec, ctx.opset) or zeros_refusals.get(id(rec))
+            refusal = _opset_refusal(ctx.opset) or _replay_refusal(rec, ctx.opset)
             if refusal is None:
                 recurrences.append(rec)
             else:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
         report.recurrences = recurrences
-        notes = write_notes + [str(rejection) for rejection in report.rejections]
+        notes = write_notes + zeros_notes + [str(rejection) for rejection in report.rejections]
         # Shapes only when some recurrence may take another form or lose its unit axes (inference
         # costs seconds on a naive export).
         shapes = {}
@@ -515,10 +539,12 @@ class RerollScans(Pass):
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
                 notes.append(str(report.rejections[-1]))
                 continue
-            unit_axes = _unit_axes_after_scan(rec, shapes) if self.drop_unit_axes else []
+            # (zeros added to the drives may have a size where the decays have 1)
+            unit_axes = (_unit_axes_after_scan(rec, shapes) if self.drop_unit_axes and id(rec) not in zeros_broadcast
+                         else [])
             lowered += bool(unit_axes)
             reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays,
-                   self.one_chunk_up_to)
+                   self.one_chunk_up_to, zeros_broadcast=id(rec) in zeros_broadcast)
             rerolled.append(rec)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "

@@ -307,6 +307,14 @@ def named_shapes(graph: gs.Graph, of: Optional[Sequence[str]] = None) -> dict[st
     size wherever it appears (ONNX Runtime does not check that), or a name inference gave one unknown size and
     carried only where the op makes the size the same (a broadcast of two names is a new one). `of`: the names
     wanted, inferred on the part of the graph that computes them."""
+    graph, model = _undeclared_part_computing(graph, of)
+    inferred, _ = infer_shapes(model)
+    return _named_shapes_of(graph, inferred)
+
+
+def _undeclared_part_computing(graph: gs.Graph, of: Optional[Sequence[str]]) -> tuple[gs.Graph, onnx.ModelProto]:
+    """A copy of `graph` cut to what computes the tensors `of` (all of it where None), and its model with no shape
+    declared but the graph inputs'."""
     graph = graph.copy()
     if of is not None:   # only what computes them: data propagation is refused on a graph that also makes, say,
         # index tuples of a Range of a size only it would find (patterns/index_put's)
@@ -323,13 +331,30 @@ def named_shapes(graph: gs.Graph, of: Optional[Sequence[str]] = None) -> dict[st
     for output in model.graph.output:
         if output.type.HasField("tensor_type"):
             output.type.tensor_type.ClearField("shape")
-    inferred, _ = infer_shapes(model)
+    return graph, model
+
+
+def _named_shapes_of(graph: gs.Graph, inferred: onnx.ModelProto) -> dict[str, Optional[NamedShape]]:
     shapes = {v.name: _named_shape_of(v.type)
               for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
     for name, tensor in graph.tensors().items():
         if isinstance(tensor, gs.Constant):
             shapes[name] = tuple(int(d) for d in tensor.shape)
     return shapes
+
+
+def symbolic_named_shapes(graph: gs.Graph, of: Sequence[str]) -> dict[str, Optional[NamedShape]]:
+    """`named_shapes` of the tensors `of` by ONNX Runtime's symbolic shape inference with no merging of sizes: it
+    follows a size through Shape -> Gather -> Concat -> Reshape round trips as one sympy expression, where ONNX's
+    inference names it anew at each Reshape (VMamba's dynamic batch: b_0 ('unk__5', ..) against x_0 ('unk__16', ..));
+    two different names broadcast together give no name (never taken to be one size, which `auto_merge` would do).
+    {} where the tool fails or leaves shapes unknown, or where ONNX's data propagation is unbounded (the tool keeps
+    every int64 value it computes)."""
+    graph, model = _undeclared_part_computing(graph, of)
+    if data_propagation_refusal(model) is not None:
+        return {}
+    inferred = _symbolic_inference(model, auto_merge=False)
+    return _named_shapes_of(graph, inferred) if inferred is not None else {}
 
 
 def static_shapes(graph: gs.Graph) -> dict[str, Optional[Shape]]:
@@ -377,11 +402,12 @@ def _no_guessed_sizes(ort_tool):
     return NoGuessedSizes
 
 
-def _symbolic_inference(model: onnx.ModelProto) -> Optional[onnx.ModelProto]:
-    """ONNX Runtime's symbolic shape inference (auto_merge), or None where it fails or leaves
-    shapes unknown. Its own ``infer_shapes`` is not called: on an incomplete inference it saves
-    'sym_shape_infer_temp.onnx' into the working folder (a file left behind, written through a
-    planted link), and its logger prints dimension names, hostile text, raw to stderr."""
+def _symbolic_inference(model: onnx.ModelProto, auto_merge: bool = True) -> Optional[onnx.ModelProto]:
+    """ONNX Runtime's symbolic shape inference (`auto_merge`: two symbols broadcast together taken
+    to be one), or None where it fails or leaves shapes unknown. Its own ``infer_shapes`` is not
+    called: on an incomplete inference it saves 'sym_shape_infer_temp.onnx' into the working
+    folder (a file left behind, written through a planted link), and its logger prints dimension
+    names, hostile text, raw to stderr."""
     from onnxruntime.tools import symbolic_shape_infer as ort_tool
 
     opset = ort_tool.get_opset(model)
@@ -391,7 +417,7 @@ def _symbolic_inference(model: onnx.ModelProto) -> Optional[onnx.ModelProto]:
     disabled, logger.disabled = logger.disabled, True
     try:
         # infer_shapes' loop (onnxruntime 1.32), without its save and with its logging off
-        tool = _no_guessed_sizes(ort_tool)(2**31 - 1, True, False, 0)
+        tool = _no_guessed_sizes(ort_tool)(2**31 - 1, auto_merge, False, 0)
         complete = False
         tool._preprocess(model)
         while tool.run_:

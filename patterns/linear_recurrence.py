@@ -80,11 +80,10 @@ class Recurrence:
     named_mismatch: str = ""                    # why no named readout form fit (when template is set)
     backward: bool = False           # the chain takes positions L-1, L-2, .., 0 (final_state is x at position 0)
     stack_reversed: bool = False     # the stacked output holds y_{L-1} first (positions in descending order)
-    # The first step where it multiplied zeros seen through a Cast that were left out (initial_state None):
-    # x_0 = a_0 * zeros + b_0 is b_0 only where the zeros add no size to b_0's (checked by the re-roller, which has
-    # shapes), and its drive b_0. (Zeros read as they are, a constant or ConstantOfShape, are left out unchecked, as
-    # before s24: ONNX's inference names VMamba's dynamic batch anew through Reshape and Split, and refused them all.)
-    zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it)
+    # The first step where it multiplied zeros that were left out (initial_state None): x_0 = a_0 * zeros + b_0 is
+    # b_0 only where the zeros add no size to b_0's (checked by the re-roller, which has shapes; where it cannot
+    # prove it, it adds the zeros to the drives, `initial_rank` their rank), its drive b_0 and the zeros.
+    zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it, the zeros)
 
     @property
     def anchor(self) -> str:
@@ -315,9 +314,10 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     zeros_dropped = None
     if first.add is None or is_all_zeros(first.previous):
         initial = None
-        if first.add is not None and producer_op(first.previous) == "Cast":
+        if first.add is not None:
             product = (first.times_one or first.mul).outputs[0]
-            zeros_dropped = (first.add, next((t for t in first.add.inputs if t is not product), None))
+            zeros_dropped = (first.add, next((t for t in first.add.inputs if t is not product), None),
+                             first.previous)
     else:
         initial = first.previous
     last_state = chain[-1].state
@@ -337,7 +337,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     if drive_rank != decay_rank:
         raise _ChainMismatch(f"decay (rank {decay_rank}) and input (rank {drive_rank}) ranks differ")
     return Recurrence(
-        rank=decay_rank, drive_rank=drive_rank, initial_rank=ranks.rank(initial) if initial is not None else None,
+        rank=decay_rank, drive_rank=drive_rank,
+        initial_rank=ranks.rank(initial if initial is not None else first.previous) if first.add is not None else None,
         length=len(chain), decay=reference.decay.source, decay_axis=reference.decay.axis,
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from passes.reroll_scans import RerollScans
+from passes.scan_forms import LOG_SPACE, SCAN_FORMS
 from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
 from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
 
@@ -1091,16 +1092,23 @@ def test_zeros_of_a_computed_shape_cast_start_the_scan_where_b0_has_their_shape(
         assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
-def test_zeros_through_a_cast_that_may_be_larger_than_b0_are_not_left_out():
+@pytest.mark.parametrize("form", sorted(set(SCAN_FORMS) - LOG_SPACE))   # a: any sign
+@pytest.mark.parametrize("cast", [True, False])
+def test_zeros_that_may_be_larger_than_b0_are_added_to_the_drives(form, cast):
     """zeros like another input ("other", 3): at batch 1 and other 3 they broadcast b_0 (1, 3) to (3, 3), so
-    x_0 = b_0 would be wrong; not proven to add no size, the chain is left (said) and the graph is as it was.
-    (ConstantOfShape alone, `cast=False`, is still left out unchecked, as before s24: docs/GENERALITY.md, open.)"""
-    model = _zeros_first_model("z")
-    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
-    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
-    assert result.notes[1].startswith("chain at '' (5 steps) not re-rolled: the zeros its first step multiplies "
-                                      "may broadcast b_0 ('b0', ('batch', 3)) to x_0's shape ('unk__")
-    assert result.notes[1].endswith("left out, they are not proven to add no size")
-    assert op_histogram(out) == op_histogram(model)
-    feeds = _zeros_first_feeds(1, 3)
-    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+    x_0 = b_0 would be wrong; not proven to add no size, they are added to the drives (+ 0, exact), said in a note.
+    Before s26, ConstantOfShape alone (`cast=False`, the dynamo exporter's zeros) was left out unchecked: the
+    re-rolled graph gave (1, 5, 3) where the model gives (3, 5, 3) (verification runs batch 1, other 1, and passed);
+    zeros through a Cast left the chain unrolled."""
+    model = _zeros_first_model("z", cast=cast)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": 5, "rejected": 0}
+    assert result.notes[0].startswith("chain at '' (5 steps): the zeros its first step multiplies may broadcast b_0 "
+                                      "('b0', ('batch', 3)) to x_0's shape ('unk__")
+    assert result.notes[0].endswith(": not proven to add no size, added to the drives")
+    for batch, other in ((1, 3), (2, 2), (1, 1), (3, 1)):
+        feeds = _zeros_first_feeds(batch, other)
+        want = run(model, feeds)[0]
+        got = run(out, feeds)[0]
+        assert got.shape == want.shape
+        assert rel_l2(got, want) <= 1e-6

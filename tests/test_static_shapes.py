@@ -248,3 +248,38 @@ def test_named_shapes_infers_from_the_inputs_alone_and_keeps_names():
     shapes = named_shapes(gs.import_onnx(model), ["y", "both", "zeros"])
     assert shapes["y"] == ("batch", 3) and shapes["zeros"] == ("batch", 3)
     assert shapes["both"][1] == 3 and shapes["both"][0] not in ("batch", "other", 1)
+
+
+_RESHAPE_ROUND_TRIP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float["batch",6] x{other}) => (float[?] d) {{
+  flat_shape = Constant<value = int64[1] {{-1}}>()
+  flat = Reshape(x, flat_shape)
+  back_shape = Constant<value = int64[3] {{-1, 2, 3}}>()
+  r = Reshape(flat, back_shape)
+  shape = Shape(x)
+  zero = Constant<value = int64 {{0}}>()
+  batch = Gather(shape, zero)
+  axes = Constant<value = int64[1] {{0}}>()
+  b1 = Unsqueeze(batch, axes)
+  rest = Constant<value = int64[2] {{2, 3}}>()
+  zshape = Concat<axis = 0>(b1, rest)
+  z = ConstantOfShape(zshape)
+  d = Add(r, z){more}
+}}"""
+
+
+def test_symbolic_named_shapes_follow_a_size_through_reshapes_and_never_merge_two():
+    """x ("batch", 6) flattened and reshaped back to (-1, 2, 3), and zeros(x.shape[0], 2, 3): ONNX's inference names
+    the Reshape's batch anew (what left VMamba's dynamic-batch zeros unproven within b_0), ONNX Runtime's tool keeps
+    it 'batch'; a broadcast of two different names is never taken as one size (the tool's auto_merge would): {}."""
+    import onnx.parser
+
+    from passes.static_shapes import named_shapes, symbolic_named_shapes
+
+    graph = gs.import_onnx(onnx.parser.parse_model(_RESHAPE_ROUND_TRIP.format(other="", more="")))
+    assert named_shapes(graph, ["r", "d"])["r"][0] != "batch"
+    shapes = symbolic_named_shapes(graph, ["r", "z", "d"])
+    assert (shapes["r"], shapes["z"], shapes["d"]) == (("batch", 2, 3), ("batch", 2, 3), ("batch", 2, 3))
+    merged = _RESHAPE_ROUND_TRIP.format(other=', float["other",6] y', more="\n  s = Add(x, y)")
+    assert symbolic_named_shapes(gs.import_onnx(onnx.parser.parse_model(merged)), ["r", "s"]) == {}
