@@ -35,7 +35,7 @@ GUARD_FROM = 17.0
 def _guard_threshold(node: gs.Node, x: gs.Tensor) -> float | None:
     """T of a ``Greater(x, T)`` node whose output is x's shape: T a one-element float constant of rank 0,
     or of rank 1 where x's rank is known and not 0 (a rank-1 T would make a scalar x's condition [1])."""
-    if node is None or node.op != "Greater" or len(node.inputs) != 2 or node.inputs[0] is not x:
+    if node is None or node.op != "Greater" or node.domain or len(node.inputs) != 2 or node.inputs[0] is not x:
         return None
     value = constant_value(node.inputs[1])
     if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.floating):
@@ -52,7 +52,8 @@ def threshold_guard(node: gs.Node, graph_outputs: frozenset[str]) -> gs.Node | N
     if output.name in graph_outputs or len(output.outputs) != 1:
         return None
     where = output.outputs[0]
-    if where.op != "Where" or len(where.inputs) != 3 or where.inputs[1] is not x or where.inputs[2] is not output:
+    if where.op != "Where" or where.domain or len(where.inputs) != 3 or where.inputs[1] is not x \
+            or where.inputs[2] is not output:   # another domain's Where or Greater means what that domain says
         return None
     condition = where.inputs[0]
     threshold = _guard_threshold(producer(condition), x)

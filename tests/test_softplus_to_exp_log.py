@@ -130,3 +130,88 @@ def test_a_rank_1_threshold_against_a_tensor_goes_too():
     out, result = apply_pass(_guarded_softplus_model(threshold_shape=(1,)), SoftplusToExpLog())
     assert result.stats == {"rewritten": 1, "threshold_guards_removed": 1}
     assert "Where" not in op_histogram(out)
+
+
+def _guard_variant(condition_op="Greater", threshold=(20.0,), threshold_shape=(), x_shape=(6, 1000), first="x",
+                   domain="", condition_from_input=False, opset=18):
+    """Where(Op(x, T), first, Softplus(x)) with one part changed; the condition may also be a graph input."""
+    nodes = [helper.make_node("Softplus", ["x"], ["sp"], name="sp")]
+    if not condition_from_input:
+        nodes.append(helper.make_node(condition_op, ["x", "threshold_cast"], ["gt"], name="gt", domain=domain))
+    nodes.append(helper.make_node("Where", ["gt", first, "sp"], ["y"], name="where", domain=domain))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape)),
+              helper.make_tensor_value_info("w", TensorProto.FLOAT, list(x_shape))]
+    if condition_from_input:
+        inputs.append(helper.make_tensor_value_info("gt", TensorProto.BOOL, list(x_shape)))
+    graph = helper.make_graph(nodes, "guarded", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("threshold_cast", TensorProto.FLOAT, list(threshold_shape),
+                                                  list(threshold))])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=imports)
+
+
+@pytest.mark.parametrize("case, kwargs", [
+    ("Less: the guard picks x below the threshold", {"condition_op": "Less"}),
+    ("the condition a graph input", {"condition_from_input": True}),
+    ("the first branch another tensor than x", {"first": "w"}),
+    ("a two-element threshold broadcasting x [6, 1] to [6, 2]", {"threshold": (20.0, 30.0), "threshold_shape": (2,),
+                                                                  "x_shape": (6, 1)}),
+    ("a rank-2 threshold against a rank-1 x makes the output rank 2", {"threshold_shape": (1, 1), "x_shape": (1000,)}),
+])
+def test_near_misses_of_the_threshold_guard_stay_and_the_results_are_as_before(case, kwargs):
+    model = _guard_variant(**kwargs)
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1}, case
+    histogram = op_histogram(out)
+    assert histogram["Where"] == 1 and histogram.get(kwargs.get("condition_op", "Greater"), 0) == (
+        0 if kwargs.get("condition_from_input") else 1), case
+    shape = kwargs.get("x_shape", (6, 1000))
+    x = np.linspace(-30, 40, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    feeds = {"x": x, "w": -x, **({"gt": x > 5} if kwargs.get("condition_from_input") else {})}
+    for got, want in zip(run(out, feeds), run(model, feeds)):
+        assert got.shape == want.shape, case
+        np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7)
+
+
+def test_a_guard_at_exactly_17_goes_and_one_just_below_stays():
+    out, result = apply_pass(_guard_variant(threshold=(17.0,)), SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1, "threshold_guards_removed": 1} and "Where" not in op_histogram(out)
+    out, result = apply_pass(_guard_variant(threshold=(float(np.nextafter(np.float32(17), np.float32(0))),)),
+                             SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1} and op_histogram(out)["Where"] == 1
+
+
+def test_softplus_at_opset_8_is_rewritten_exactly():
+    graph = helper.make_graph(
+        [helper.make_node("Softplus", ["x"], ["y"], name="sp")], "sp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=4)
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Add": 1, "Exp": 1, "Log": 1, "Max": 1, "Min": 1}
+    x = np.array([[-40.0, -1.0, 0.0], [1.0, 19.5, 60.0]], dtype=np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], np.logaddexp(0.0, x.astype(np.float64)), rtol=2e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("custom", ["Where", "Greater"])
+def test_a_guard_of_another_domains_where_or_greater_stays(custom):
+    """Found by s26's mutation run: Where and Greater were known by op name alone, so a custom domain's Where(Greater(x,
+    20), x, Softplus(x)), whose meaning is that domain's, was deleted as PyTorch's threshold guard."""
+    model = _guard_variant(domain="custom")
+    node = next(node for node in model.graph.node if node.op_type == custom)
+    for other in model.graph.node:
+        other.domain = "custom" if other is node else ""
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1000]))
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1}
+    assert [(n.op_type, n.domain) for n in out.graph.node if n.op_type in ("Where", "Greater")] == [
+        ("Greater", "custom" if custom == "Greater" else ""), ("Where", "custom" if custom == "Where" else "")]
+
+
+def test_a_guard_whose_threshold_is_an_input_stays():
+    model = _guard_variant()
+    del model.graph.initializer[:]
+    model.graph.input.append(helper.make_tensor_value_info("threshold_cast", TensorProto.FLOAT, []))
+    out, result = apply_pass(model, SoftplusToExpLog())
+    assert result.stats == {"rewritten": 1} and op_histogram(out)["Where"] == 1 and op_histogram(out)["Greater"] == 1
