@@ -87,3 +87,38 @@ def test_the_index_table_cap_is_inclusive(monkeypatch, cap, rewritten):
     out, result = apply_pass(concat_model(["batch", 6, 5, 1, 1], 4, 3), UnitConcatToGather())
     assert result.stats == {"rewritten": rewritten}
     assert ("Gather" in op_histogram(out)) == bool(rewritten)
+    if not rewritten:
+        assert result.notes == [f"Concat 'join' left alone: 4 x 5 interleaved elements need more than the {cap} "
+                                "indices a Gather table may hold"]
+
+
+@pytest.mark.parametrize("block_shape, count, axis, perm, histogram", [
+    (["batch", 6, 5, 1, 1], 2, 3, None, {"Concat": 1, "Gather": 1, "Reshape": 1}),            # two blocks
+    (["batch", 6, 5, 1, 1], 3, -2, None, {"Concat": 1, "Gather": 1, "Reshape": 1}),           # a negative axis
+    (["batch", 1, 5, 3], 3, 1, [0, 2, 1, 3], {"Concat": 1, "Gather": 1, "Reshape": 1, "Squeeze": 1}),  # Q one axis on
+    (["batch", 6, 5, 1], 3, -1, [0, 1, 3, 2], {"Concat": 1, "Gather": 1, "Reshape": 1}),      # -1 through a Transpose
+])
+def test_two_blocks_negative_axes_and_q_moved_one_axis_on_are_interleaved_exactly(block_shape, count, axis, perm,
+                                                                                  histogram):
+    model = concat_model(block_shape, count, axis, perm)
+    out, result = apply_pass(model, UnitConcatToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == histogram
+    x = feeds(block_shape, count, seed=3)
+    joined = np.concatenate(list(x.values()), axis=axis)
+    np.testing.assert_array_equal(run(out, x)[0], np.transpose(joined, perm) if perm else joined)
+
+
+def test_a_concat_of_one_block_or_under_a_transpose_of_no_perm_is_handled():
+    """One input: nothing to interleave (kept as it is). A Transpose without perm (it reverses every axis) is no
+    moving Transpose: the Concat under it is rewritten alone and the Transpose kept."""
+    out, result = apply_pass(concat_model(["batch", 6, 5, 1, 1], 1, 3), UnitConcatToGather())
+    assert result.stats == {"rewritten": 0} and op_histogram(out) == {"Concat": 1}
+    model = concat_model([2, 6, 5, 1, 1], 3, 3)
+    model.graph.node[0].output[0] = "c"
+    model.graph.node.append(helper.make_node("Transpose", ["c"], ["y"], name="reverse"))
+    out, result = apply_pass(model, UnitConcatToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {"Concat": 1, "Gather": 1, "Reshape": 1, "Transpose": 1}
+    x = feeds([2, 6, 5, 1, 1], 3, seed=4)
+    np.testing.assert_array_equal(run(out, x)[0], np.transpose(np.concatenate(list(x.values()), axis=3)))
