@@ -13,7 +13,7 @@ from passes.base import PassContext, PassError
 from passes.graph_io import graph_to_model
 from passes.registry import get_pass
 from passes.slice_reverse_to_gather import slice_indices
-from passes.tpu_legality import canonical_einsum, find_violations
+from passes.tpu_legality import AXES_INPUT_RULE, canonical_einsum, find_violations, format_violations
 from passes.verify import run_model
 
 
@@ -348,6 +348,138 @@ def test_legality_size_limit_and_clean_graph():
     get_pass("split-cumsum").run(graph, PassContext(opset=17))
     get_pass("constants-to-initializers").run(graph, PassContext(opset=17))
     assert find_violations(graph) == {}
+
+
+LEGALITY_GRAPH = """<ir_version: 8, opset_import: ["" : 18]>
+g (float[1,4,8,8,2] x, float[N,3] d, float[8,8] w, float[2,8,8] w3, int64[1] k, bool c, float q, int64 ax) =>
+  (float[1,4,8,8,2] y, float[1,4,8,8,2] z, float[1,4,8,2] e, float[?] f, float[1,4,8,8,2] m, float[8,8] m2,
+   float[2,8,8] m3, float[8,8] i, bool[N,3] n, float[1,4,8,1,2] r, float[1,4,8,8,1] l, float[?] f2, float[N,3] cs,
+   float[8,8] cs2, float u, float[1,4,8,8,2] p) {
+  axis = Constant<value_int = 2>()
+  m = MatMul(w, x)
+  m2 = MatMul(w, w)
+  m3 = MatMul(w, w3)
+  y = CumSum<reverse = 1>(x, axis)
+  z = Identity(y)
+  e = Einsum<equation = "abcde,abcde->abce">(x, x)
+  e2 = Einsum<equation = "bdl,bdn->bln">(w3, w3)
+  starts = Constant<value = int64[1] {-1}>()
+  ends = Constant<value = int64[1] {-100}>()
+  axes = Constant<value = int64[1] {0}>()
+  steps = Constant<value = int64[1] {-1}>()
+  f = Slice(d, starts, ends, axes, steps)
+  f2 = Slice(d, starts, ends, axes, k)
+  one = Constant<value = int64[1] {1}>()
+  f3 = Slice(d, starts, ends, axes, one)
+  i = If(c) <then_branch = t () => (float[8,8] a) { a = Neg(w) }, else_branch = el () => (float[8,8] b) { b = Abs(w) }>
+  n = IsNaN(d)
+  a3 = Constant<value = int64[1] {3}>()
+  r = ReduceMean(x, a3)
+  r2 = ReduceMax(x, a3)
+  l = ReduceLogSumExp(x, a3)
+  cs = CumSum(d, ax)
+  cs2 = CumSum<exclusive = 1>(w, ax)
+  u = Identity(q)
+  pads = Constant<value = int64[2] {0, 0}>()
+  p = Pad(x, pads, , a3)
+}"""
+
+
+def test_legality_names_every_offender_under_its_rule_exactly():
+    """One graph breaking every rule, next to ops that break none (a square MatMul, a batched right operand of rank 2,
+    a known Einsum, a Slice of step 1, a ReduceMax with an axes input); every node named after its output, and an
+    input of no shape whose name a shell must quote; Loop and Scan added by hand (their bodies are not read)."""
+    graph = gs.import_onnx(onnx.parser.parse_model(LEGALITY_GRAPH))
+    for node in graph.nodes:
+        node.name = node.outputs[0].name
+    graph.inputs[6].name, graph.inputs[6].shape = "q input", None
+    graph.nodes += [gs.Node("Loop", "loop", inputs=[], outputs=[gs.Variable("lo")]),
+                    gs.Node("Scan", "scan", inputs=[], outputs=[gs.Variable("sc")])]
+    violations = find_violations(graph)
+    assert violations == {
+        "graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., or export with "
+        "static shapes)": ["input 'd' ['N', 3]: e.g. --input-shape d:1,3",
+                           "input 'q input' None: e.g. --input-shape 'q input:D0,D1,...' (its rank is not declared)"],
+        "Constant node without a 'value' attribute (run constants-to-initializers)": ["Constant 'axis' ['value_int']"],
+        "MatMul with a lower-rank left operand broadcast over the right's batch axes (MatMul.cpp:66 asserts)": [
+            "MatMul 'm' [8, 8] x [1, 4, 8, 8, 2]", "MatMul 'm3' [8, 8] x [2, 8, 8]"],
+        "CumSum with exclusive/reverse, ignored by tpu-mlir (run cumsum-plain)": ["CumSum 'y'", "CumSum 'cs2'"],
+        "CumSum input of rank > 4 (run cumsum-rank4)": ["CumSum 'y' [1, 4, 8, 8, 2]"],
+        "Identity node (run remove-identity)": ["Identity 'z'", "Identity 'u'"],
+        "Einsum equation tpu-mlir does not know (run lower-einsum, then einsum-to-matmul)": [
+            "Einsum 'e' 'abcde,abcde->abce'"],
+        "Slice with a negative step (run slice-reverse-to-gather)": ["Slice 'f'"],
+        "Slice with non-constant steps (must be > 0)": ["Slice 'f2'"],
+        "If op (If is not supported)": ["If 'i'"],
+        "IsNaN op (model_transform: \"Op not support:{'IsNaN'}\"; run isnan-to-equal)": ["IsNaN 'n'"],
+        AXES_INPUT_RULE: ["ReduceMean 'r': model_transform: \"Unsupport opset for ReduceMean\"",
+                          "ReduceLogSumExp 'l': its axes input is ignored (every axis reduced)",
+                          "Pad 'p': its axes input is ignored (pads read as every axis')"],
+        "CumSum with a non-constant axis": ["CumSum 'cs'", "CumSum 'cs2'"],
+        "CumSum input shape not static (size limit cannot be checked)": ["CumSum 'cs'"],
+        "Loop op (Loop crashes the compiler)": ["Loop 'loop'"],
+        "Scan op (Scan is not supported)": ["Scan 'scan'"]}
+    assert format_violations({"rule": ["a", "b", "c"]}) == ["rule: 3 (a; b; c)"]
+    assert format_violations({"rule": ["a", "b", "c", "d", "e"]}, shown=2) == ["rule: 5 (a; b and 3 more)"]
+    lines = format_violations(violations)
+    assert lines[2] == ("MatMul with a lower-rank left operand broadcast over the right's batch axes (MatMul.cpp:66 "
+                        "asserts): 2 (MatMul 'm' [8, 8] x [1, 4, 8, 8, 2]; MatMul 'm3' [8, 8] x [2, 8, 8])")
+    assert lines[11] == (f"{AXES_INPUT_RULE}: 3 (ReduceMean 'r': model_transform: \"Unsupport opset for ReduceMean\"; "
+                         "ReduceLogSumExp 'l': its axes input is ignored (every axis reduced); Pad 'p': its axes input "
+                         "is ignored (pads read as every axis'))")
+    with pytest.raises(PassError) as error:
+        get_pass("tpu-legality").run(graph, PassContext(opset=18))
+    assert str(error.value) == "23 tpu-mlir legality violation(s): " + " | ".join(lines)
+    result = get_pass("tpu-legality", strict=False).run(graph, PassContext(opset=18))
+    assert result.changed is False and result.stats == {"violations": 23} and result.notes == lines
+
+
+@pytest.mark.parametrize("budget, lanes, over", [(None, None, False), (128, 1, False), (127, 1, True), (32, 4, False),
+                                                 (31, 4, True)])
+def test_the_cumsum_size_limit_is_its_footprint_against_the_budget(budget, lanes, over):
+    """CumSum of [1, 8, 16] along axis 2 (constants as initializers): 128 elements per lane on 1 lane, 32 on 4 (the
+    8 rows shared out), taken at the budget and refused one under; the defaults (4096, 64 lanes) take it."""
+    graph = gs.import_onnx(onnx.parser.parse_model(f"""{HEADER}
+    g (float[1,8,16] x) => (float[1,8,16] y) {{
+      axis = Constant<value = int64 {{2}}>()
+      y = CumSum(x, axis)
+    }}"""))
+    graph.nodes[1].name = "cs"
+    options = {} if budget is None else {"budget": budget, "lanes": lanes}
+    expected = {f"CumSum input too large: over {budget} elements per lane (run split-cumsum)": [
+        f"CumSum 'cs' [1, 8, 16] axis 2: {128 // lanes}"]} if over else {}
+    assert find_violations(graph, **options) == expected
+    result = get_pass("tpu-legality", strict=False, **options).run(graph, PassContext(opset=17))
+    assert result.stats == {"violations": 1 if over else 0}
+
+
+def test_legality_edges_zero_sizes_spaces_computed_starts_vectors_rank_4_and_negative_axes():
+    """What is legal at each rule's edge: a zero-size input dimension (static), an Einsum of a known equation written
+    with spaces, a Slice of a computed start and a constant step 1, a vector times a matrix, a rank-4 CumSum; a CumSum
+    of axis -2 counted on its own axis (1 of [1, 16, 8]: 128 a lane, 32 with the last axis shared out)."""
+    graph = gs.import_onnx(onnx.parser.parse_model(f"""{HEADER}
+    g (float[0,3] z, float[N,0] s, float[8] v, float[8,8] w, float[4,8] a, float[1,1,8,16] r, int64[1] b,
+       float[1,16,8] c) => (float[?] f, float[8] m, float[2,8] e, float[1,1,8,16] rr, float[1,16,8] cc) {{
+      one = Constant<value = int64[1] {{1}}>()
+      axis0 = Constant<value = int64[1] {{0}}>()
+      end = Constant<value = int64[1] {{4}}>()
+      f = Slice(v, b, end, axis0, one)
+      m = MatMul(v, w)
+      e = Einsum<equation = "bdl, bdn -> bln">(a, a)
+      three = Constant<value = int64 {{3}}>()
+      rr = CumSum(r, three)
+      minus2 = Constant<value = int64 {{-2}}>()
+      cc = CumSum(c, minus2)
+    }}"""))
+    graph.nodes[-1].name, graph.nodes[-3].name = "cs", "rr"
+    assert find_violations(graph, budget=128, lanes=4) == {
+        "graph input without a static shape (fix it with passes.apply --input-shape NAME:D0,D1,..., or export with "
+        "static shapes)": ["input 's' ['N', 0]: e.g. --input-shape s:1,0"]}
+    assert find_violations(graph, budget=127, lanes=4)[
+        "CumSum input too large: over 127 elements per lane (run split-cumsum)"] == [
+        "CumSum 'rr' [1, 1, 8, 16] axis 3: 128", "CumSum 'cs' [1, 16, 8] axis 1: 128"]
+    assert canonical_einsum("bdl, bdn -> bln") == "abc,abd->acd"
+    assert format_violations({"rule": ["a", "b", "c", "d"]}) == ["rule: 4 (a; b; c and 1 more)"]
 
 
 # --- constants-to-initializers ----------------------------------------------------------
