@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import onnx
+import onnx_graphsurgeon as gs
 
 from passes.reshape_through_elementwise import ReshapeThroughElementwise, axis_groups, mapped_operand, spatial_only
 from scan_testing import apply_pass, op_histogram, run
@@ -226,3 +227,37 @@ g (float[1,4,3,4] x) => (float[1,4,12] merged, float[1,4,12] y) <int64[3] flat =
     merged, y = run(out, {"x": x})
     np.testing.assert_array_equal(merged, x.reshape(1, 4, 12))
     np.testing.assert_array_equal(y, np.maximum(x.reshape(1, 4, 12), 0))
+
+
+def test_axis_groups_pair_the_smallest_runs_of_axes_of_equal_size():
+    """The grouping every move rests on (s26's mutation run: only whole-pass tests reached it)."""
+    from passes.reshape_through_elementwise import non_unit
+    assert axis_groups((2, 3, 4), (6, 4)) == [([0, 1], [0]), ([2], [1])]
+    assert axis_groups((2, 3, 4), (2, 12)) == [([0], [0]), ([1, 2], [1])]
+    assert axis_groups((2, 6), (2, 3, 2)) == [([0], [0]), ([1], [1, 2])]
+    assert axis_groups((2, 1, 3), (2, 1, 3)) == [([0], [0]), ([1], [1]), ([2], [2])]
+    assert axis_groups((2, 3, 1), (6,)) == [([0, 1, 2], [0])]          # a trailing unit axis joins the group before
+    assert axis_groups((2, 3), (2, 1, 3)) == [([0], [0, 1]), ([1], [2])]
+    assert axis_groups((4, 1, 1), (2, 2)) == [([0, 1, 2], [0, 1])]
+    assert axis_groups((2, 3, 4), (5, 5)) is None and axis_groups((0, 3), (3, 0)) is None
+    assert spatial_only((1, 8, 4, 4), (1, 8, 16)) == [([0], [0]), ([1], [1]), ([2, 3], [2])]
+    assert spatial_only((1, 8, 16), (1, 8, 4, 4)) == [([0], [0]), ([1], [1]), ([2], [2, 3])]
+    assert spatial_only((1, 8, 4, 4), (1, 2, 4, 16)) is None and spatial_only((2, 3, 4), (5, 5, 1)) is None
+    assert spatial_only((1, 8), (1, 8)) is None
+    assert (non_unit((3, 5, 1, 7, 1)), non_unit((2, 8, 4, 4)), non_unit((2, 8))) == (1, 2, 0)
+
+
+def test_only_a_1x1_stride_1_unpadded_conv_of_constant_weights_is_pointwise():
+    from passes.reshape_through_elementwise import _pointwise_conv
+    x = gs.Variable("x", np.float32, (1, 4, 5, 5))
+
+    def conv(weight_shape, constant=True, op="Conv", **attrs):
+        weight = (gs.Constant("w", np.ones(weight_shape, np.float32)) if constant
+                  else gs.Variable("w", np.float32, weight_shape))
+        return gs.Node(op, inputs=[x, weight], outputs=[gs.Variable("y")], attrs=attrs)
+
+    assert _pointwise_conv(conv((4, 4, 1, 1))) is True
+    assert _pointwise_conv(conv((4, 4, 1, 1), pads=[0, 0, 0, 0], strides=[1, 1], auto_pad="VALID")) is True
+    assert [_pointwise_conv(node) for node in (
+        conv((4, 4, 1, 1), constant=False), conv((4, 4, 3, 1)), conv((4, 4, 1, 3)), conv((4, 4, 1, 1), strides=[2, 1]),
+        conv((4, 4, 1, 1), pads=[0, 1, 0, 0]), conv((1, 1, 1, 1), op="Mul"))] == [False] * 6
