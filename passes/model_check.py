@@ -18,7 +18,9 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   MAX_EXPANDED_NODES nodes with every call of a local function expanded;
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
-  dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime).
+  dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime);
+- every Transpose's perm is a permutation (negative axes counted from the end), as long as its input's rank
+  where that is declared (a graph input, an initializer).
 
 Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope.
 """
@@ -107,6 +109,7 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_value_types(graphs)
     _check_no_sparse_tensors(graphs, nodes)
     _check_einsum_equations(nodes)
+    _check_transpose_perms(graphs, nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
 
@@ -182,6 +185,32 @@ def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
                     raise InvalidModelError(f"{_node_label(node)}: equation '{printable(equation)}' is not ONNX's "
                                             "Einsum grammar (terms of ASCII letters and at most one '...', joined by "
                                             "',', one optional '->')")
+
+
+def _check_transpose_perms(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeProto]) -> None:
+    """A Transpose whose perm is no permutation of its axes (an axis twice, one past the rank; a negative axis
+    counted from the end, as TorchScript writes them, is normalized later), or, where its input is a graph input
+    or an initializer of declared rank, of another length than that rank. ONNX Runtime refuses such a node, but
+    with --verify none unit-axes-to-reshape read the perm as given and made a Reshape of it (adv12: perm [0, 0, 1,
+    3] of a (1, 3, 1, 4) input, or [0, 1] of a (3, 4, 1) one, became a model ONNX Runtime runs, exit 0)."""
+    for node in nodes:
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
+            continue
+        perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+        if perm is not None and sorted(axis + len(perm) if axis < 0 else axis for axis in perm) != list(range(len(perm))):
+            raise InvalidModelError(f"{_node_label(node)}: perm {perm} is not a permutation of {len(perm)} axes")
+    for graph in graphs:
+        ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.input
+                 if value.type.tensor_type.HasField("shape")}
+        ranks.update((tensor.name, len(tensor.dims)) for tensor in graph.initializer)
+        for node in graph.node:
+            if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or not node.input:
+                continue
+            perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+            rank = ranks.get(node.input[0])
+            if perm is not None and rank is not None and len(perm) != rank:
+                raise InvalidModelError(f"{_node_label(node)}: perm {perm} has {len(perm)} axes, its input "
+                                        f"'{printable(node.input[0])}' {rank}")
 
 
 _TYPE_WORDS = {"optional_type": "an optional", "map_type": "a map", "sequence_type": "a sequence",

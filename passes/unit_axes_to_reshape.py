@@ -41,8 +41,10 @@ class UnitAxesToReshape(NodeRewrite, shapes="symbolic"):
         if in_shape is None or out_shape is None:
             return Kept()
         if node.op == "Transpose":
-            perm = node.attrs.get("perm", list(reversed(range(len(in_shape)))))
-            fits = transpose_moves_only_unit_axes(in_shape, list(perm))
+            perm = list(node.attrs.get("perm", list(reversed(range(len(in_shape))))))
+            if sorted(perm) != list(range(len(in_shape))):   # ONNX Runtime refuses it: not ours to make it run
+                return self.left_alone(node, f"perm {perm} is not a permutation of its input's {len(in_shape)} axes")
+            fits = transpose_moves_only_unit_axes(in_shape, perm)
         else:
             axes = node_axes(node)
             axes = list(range(len(in_shape))) if not axes else [a % len(in_shape) for a in axes]

@@ -185,11 +185,24 @@ def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     does not fit its input: a Transpose perm naming an axis the input lacks), or None. Asked only
     when a pass failed or its output failed a check, to tell bad input (exit 2) from a failing pass."""
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except onnx.shape_inference.InferenceError as error:
         return one_line(str(error).removeprefix("[ShapeInferenceError] Inference error(s): "), limit=300)
     except Exception:   # a model over 2 GiB, say: inference cannot tell
         return None
+    # ONNX's inference takes a Transpose perm shorter than its input's rank (ONNX Runtime refuses it); a pass's output
+    # check then failed on it and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
+    graph = inferred.graph
+    ranks = {value.name: len(value.type.tensor_type.shape.dim)
+             for value in list(graph.input) + list(graph.value_info) if value.type.tensor_type.HasField("shape")}
+    ranks.update((tensor.name, len(tensor.dims)) for tensor in graph.initializer)
+    for node in graph.node:
+        perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+        if node.op_type == "Transpose" and node.input and perm is not None \
+                and ranks.get(node.input[0], len(perm)) != len(perm):
+            label = f"node '{printable(node.name)}' (Transpose)" if node.name else "a Transpose node"
+            return (f"{label}: perm {perm} has {len(perm)} axes, its input "
+                    f"'{printable(node.input[0])}' {ranks[node.input[0]]}")
     return None
 
 

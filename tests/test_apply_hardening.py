@@ -268,8 +268,39 @@ def test_a_pass_failing_on_an_invalid_model_is_bad_input(tmp_path):
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[2,3] x) => (float[3,2] y) { y = Transpose<perm = [5, 0]>(x) }"""), path)
     result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
-    assert_one_line_error(result, 2, "bad.onnx: invalid model: (op_type:Transpose): [TypeInferenceError] Invalid attribute "
-                          "perm {5, 0}, input shape = {2, 3} (pass 'unit-axes-to-reshape' failed on it: IndexError")
+    assert_one_line_error(result, 2, "bad.onnx: a Transpose node: perm [5, 0] is not a permutation of 2 axes")
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+@pytest.mark.parametrize("shape, perm, out_shape, message", [
+    ("1,3,1,4", "0, 0, 1, 3", "1,1,3,4", "perm [0, 0, 1, 3] is not a permutation of 4 axes"),
+    ("1,3,4", "1, 2", "3,4", "perm [1, 2] is not a permutation of 2 axes"),
+    ("1,3,4", "2, -1, 0", "4,3,1", "perm [2, -1, 0] is not a permutation of 3 axes"),
+    ("3,4,1", "0, 1", "3,4", "perm [0, 1] has 2 axes, its input 'x' 3"),
+])
+def test_a_transpose_perm_onnx_runtime_refuses_is_bad_input_even_unverified(shape, perm, out_shape, message, tmp_path):
+    """adv12: with --verify none, unit-axes-to-reshape read such a perm as given and made the Transpose a Reshape,
+    writing a model ONNX Runtime runs from one it refuses (exit 0). Now the model check refuses it, exit 2."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[{shape}] x) => (float[{out_shape}] y) {{ t = Transpose<perm = [{perm}]>(x)  y = Relu(t) }}"""), path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, f"bad.onnx: a Transpose node: {message}")
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_a_transpose_perm_shorter_than_an_inner_values_rank_is_bad_input(tmp_path):
+    """adv12: perm [0, 1] of Relu's (3, 4, 1) output (no declared rank for the model check): unit-axes-to-reshape made it
+    a Reshape (exit 0, a model ONNX Runtime runs); with the pass keeping it, simplify's output check failed on it and
+    was blamed (exit 3). ONNX's inference takes the short perm; the run names it as bad input, exit 2."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[3,4,1] x) => (float[3,4] y) { r = Relu(x)  y = Transpose<perm = [0, 1]>(r) }"""), path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "bad.onnx: invalid model: a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3 "
+                          "(found after pass 'simplify')")
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
 
 
