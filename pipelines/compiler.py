@@ -180,6 +180,18 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
     return _Destinations(output_path, report_dir, intermediates)
 
 
+def _shapeless_graph_value(model: onnx.ModelProto) -> str | None:
+    """A graph input or output typed without a shape (make_tensor_value_info(name, FLOAT, None)): ONNX Runtime runs
+    it, onnx.checker refuses it, so the check after the first pass that changed the graph failed on it and blamed
+    that pass (adv11/adv12: exit 3 'pass einsum-to-matmul produced an invalid model: Field 'shape' ... missing')."""
+    for role, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape"):
+                return (f"graph {role} '{printable(value.name)}' declares a type but no shape, which onnx.checker "
+                        "requires (declare its dims, named where they vary)")
+    return None
+
+
 def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     """What ONNX's strict shape inference finds wrong with the input model (an attribute value that
     does not fit its input: a Transpose perm naming an axis the input lacks), or None. Asked only
@@ -600,7 +612,10 @@ def compile_model(
     except PassVerificationError as error:
         if error.run is not None:
             report_data["run"] = error.run.to_dict()
-        invalid = _shape_inference_error(model) if isinstance(error, PassCheckError) else None
+        invalid = None
+        if isinstance(error, PassCheckError):   # the input already fails the check the pass's output failed?
+            shapeless = "Field 'shape' of 'type' is required" in str(error)
+            invalid = (_shapeless_graph_value(model) if shapeless else None) or _shape_inference_error(model)
         if invalid is not None:   # the input already fails the check the pass's output failed
             raise fail(BadInput, f"{printable(input_label)}: invalid model: {invalid} (found after pass "
                        f"'{printable(error.pass_name)}')", "verification-failed") from None
