@@ -19,7 +19,8 @@ contractions, which this pass takes: Mamba2's chunked SSD (transformers' Mamba2,
 NemotronH, FalconH1, GraniteMoeHybrid) writes five, e.g. 'bclhn,bcshn->bclsh', which tpu-mlir's list of
 Einsum equations lacks and whose MatMul it compiles. Left alone, with the reason (--explain): one or
 three operands (lower-einsum's), a letter repeated in a term (a diagonal), an axis of size 1 broadcast
-against a larger one or against a size not known before the run (a dynamic batch), sizes a Reshape target cannot say (two unknown in one target), an unknown rank.
+against a larger one or against a size not known before the run (a dynamic batch), a contracted letter whose two sizes may differ at
+run time (two symbolic names, or a name and a number: a batch letter so stays its own MatMul axis), sizes a Reshape target cannot say (two unknown in one target), an unknown rank.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from passes.base import PassContext, PassResult
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
+from passes.static_shapes import named_shapes
 from patterns.graph_query import inputs_all_static
 
 Label = str                  # one letter, or "...k" for the k-th axis an ellipsis stands for
@@ -212,7 +214,32 @@ class EinsumToMatMul(NodeRewrite, op="Einsum", shapes="partial", counted_as="low
         # declared shapes alone, which verification checks), so a 1 meeting it is planned as the axis' size, as
         # transformers' static exports need; with a symbolic input size it may be broadcast: left (adv11).
         self.dynamic_inputs = not inputs_all_static(graph)
+        # Sizes by name: two symbolic sizes of one letter are one size only where they carry one name (adv12).
+        operands = [x.name for node in graph.nodes if node.op == "Einsum" for x in node.inputs]
+        self.named = named_shapes(graph, operands) if self.dynamic_inputs and operands else {}
         return super().run(graph, ctx)
+
+    def _sizes_may_differ(self, node: gs.Node, labels: list[list[Label]], out: list[Label]) -> set[Label]:
+        """A letter of both operands whose two sizes are not one (two symbolic names, or a name or an unknown size
+        against a number): Einsum broadcasts a size that is 1 at run time against the other, where the MatMul's K axis
+        or a Reshape planned for the other size fails ('ij,jk->ik' of (2, N) and (3, 4) at N=1: ONNX Runtime's Einsum
+        runs, the lowered MatMul was refused; adv12). Such a contracted or summed letter is left (NotLowered); such a
+        batch letter is returned, to be planned as unknown: its own MatMul axis, which broadcasts as Einsum does."""
+        named = [self.named.get(x.name) for x in node.inputs]
+        if any(shape is None or len(shape) != len(term) for shape, term in zip(named, labels)):
+            return set()
+        first = dict(zip(labels[0], named[0]))
+        unsure = set()
+        for label, size in zip(labels[1], named[1]):
+            other = first.get(label, size)
+            if other == size or (isinstance(other, int) and isinstance(size, int)) or 1 in (other, size):
+                continue   # one size, two numbers (plan_contraction's), or a 1 against a name (plan_contraction's)
+            if label not in out:
+                shown = ["unknown" if s is None else repr(s) if isinstance(s, str) else str(s) for s in (other, size)]
+                raise NotLowered(f"axis '{label}' has sizes {shown[0]} and {shown[1]}, which may differ before the run "
+                                 "(Einsum broadcasts a 1 against the other)")
+            unsure.add(label)
+        return unsure
 
     def check(self, node: gs.Node, shapes) -> Kept | ContractionPlan:
         equation = node.attrs.get("equation", "")
@@ -225,6 +252,10 @@ class EinsumToMatMul(NodeRewrite, op="Einsum", shapes="partial", counted_as="low
             labels, out = parse_equation(equation, [None if s is None else len(s) for s in operand_shapes])
             if any(shape is None or len(shape) != len(term) for shape, term in zip(operand_shapes, labels)):
                 raise NotLowered("an operand's rank is unknown or does not match its term")
+            if self.dynamic_inputs:
+                unsure = self._sizes_may_differ(node, labels, out)
+                operand_shapes = [tuple(None if label in unsure else size for label, size in zip(term, shape))
+                                  for term, shape in zip(labels, operand_shapes)]
             return plan_contraction(labels, out, operand_shapes, dynamic=self.dynamic_inputs)
         except NotLowered as why:
             return Kept(f"{node.op} '{node.name}' kept: '{equation}': {why}")
