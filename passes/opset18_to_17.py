@@ -104,6 +104,10 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
         if shape is None:
             return None, "axes on an input of unknown rank"
         rank = len(shape)
+        if len(pads) != 2 * len(axes) or any(not -rank <= axis < rank for axis in axes) \
+                or len({axis % rank for axis in axes}) != len(axes):
+            # ONNX Runtime refuses such a Pad; read as given it became an opset-17 Pad that runs (adv12)
+            return None, f"axes {axes} with {len(pads)} pads do not name distinct axes of its {rank} with two pads each"
         full = [0] * (2 * rank)
         for position, axis in enumerate(axes):
             full[axis % rank], full[rank + axis % rank] = pads[position], pads[len(axes) + position]

@@ -379,3 +379,29 @@ def test_changed_in_opset_18_names_exactly_the_ops_whose_version_is_18():
     from passes.opset18_to_17 import changed_in_opset_18
     assert [op for op in ("ReduceMean", "Split", "Pad", "Mish", "Relu", "ReduceSum", "MatMul", "NoSuchOp", "Gelu")
             if changed_in_opset_18(op)] == ["ReduceMean", "Split", "Pad", "Mish"]
+
+
+def test_a_pad_onnx_runtime_refuses_is_not_respelled_into_one_it_runs(tmp_path):
+    """adv12: a Pad whose constant axes name an axis past the rank, one axis twice, or come with pads of another
+    length than two per axis (ONNX Runtime refuses each at opset 18) was read as given (axis % rank, the last of two
+    pads kept): with --verify none, an opset-17 Pad that ONNX Runtime runs was written, exit 0. Now it is left at 18."""
+    import pytest
+    from test_cli import apply_cli
+    import onnxruntime as ort
+    for axes, pads in (([3], [1, 1]), ([1, 1], [1, 2, 1, 2]), ([1, -1], [1, 2, 1, 2]), ([1], [1, 1, 1])):
+        model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[2,4] x) => (float[a,b] y) {{
+          p = Constant<value = int64[{len(pads)}] {{{", ".join(map(str, pads))}}}>()
+          ax = Constant<value = int64[{len(axes)}] {{{", ".join(map(str, axes))}}}>()
+          y = Pad(x, p, , ax)
+        }}""")
+        path, out = tmp_path / "pad.onnx", tmp_path / "out.onnx"
+        onnx.save(model, path)
+        with pytest.raises(Exception, match="Pad"):
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        result = apply_cli(path, "--pipeline", "opset18-to-17", "--verify", "none", "-o", out, "--explain")
+        assert result.returncode == 0, result.stderr
+        assert "left at opset 18: 1 node(s) without an opset-17 spelling" in result.stdout + result.stderr, axes
+        assert onnx.load(out).opset_import[0].version == 18 and onnx.load(out).graph.node[-1].op_type == "Pad"
+        out.unlink()
