@@ -29,6 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassResult
+from passes.graph_builder import unique_name
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
 from patterns.graph_query import constant_ints, describe, optional_input
@@ -54,8 +55,10 @@ def _keep_inputs(node: gs.Node, count: int) -> None:
         node.inputs.pop()
 
 
-def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[[], object]], Optional[str]]:
-    """(rewrite, None) for a node with an opset-17 spelling (rewrite None: already spelled so), or (None, reason)."""
+def _plan(node: gs.Node, shapes: Callable[[], dict],
+          fresh: Callable[[str], str]) -> tuple[Optional[Callable[[], object]], Optional[str]]:
+    """(rewrite, None) for a node with an opset-17 spelling (rewrite None: already spelled so), or (None, reason).
+    `fresh(base)`: a tensor name no other tensor has (a Pad named 'pd' beside an input named 'pd_pads': adv12)."""
     op, attrs = node.op, node.attrs
     if op in REDUCTIONS:
         axes_input = optional_input(node, 1)
@@ -90,7 +93,7 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
             node.attrs.pop("num_outputs")
             if not even:
                 _keep_inputs(node, 1)
-                node.inputs.append(gs.Constant(f"{node.name or node.outputs[0].name}_split_sizes",
+                node.inputs.append(gs.Constant(fresh(f"{node.name or node.outputs[0].name}_split_sizes"),
                                                np.array(sizes, dtype=np.int64)))
         return split, None
     if op == "Pad":
@@ -113,7 +116,7 @@ def _plan(node: gs.Node, shapes: Callable[[], dict]) -> tuple[Optional[Callable[
             full[axis % rank], full[rank + axis % rank] = pads[position], pads[len(axes) + position]
 
         def pad(node=node, full=full):
-            pads_name = f"{node.name or node.outputs[0].name}_pads"
+            pads_name = fresh(f"{node.name or node.outputs[0].name}_pads")
             value = [tensor for tensor in node.inputs[2:3] if tensor is not None and tensor.name]   # constant_value
             _keep_inputs(node, 1)
             for tensor in [gs.Constant(pads_name, np.array(full, dtype=np.int64))] + value:
@@ -159,11 +162,18 @@ class Opset18To17(Pass):
                 cache["shapes"] = static_shapes(graph)
             return cache["shapes"]
 
+        taken = set(graph.tensors())
+
+        def fresh(base: str) -> str:
+            name = unique_name(base, taken)
+            taken.add(name)
+            return name
+
         rewrites, refused = [], []
         for node in graph.nodes:
             if (node.domain or "") not in ("", "ai.onnx"):
                 continue
-            rewrite, reason = _plan(node, shapes)
+            rewrite, reason = _plan(node, shapes, fresh)
             if reason is not None:
                 refused.append(f"{describe(node)}: {reason}")
             elif rewrite is not None:

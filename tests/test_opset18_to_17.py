@@ -405,3 +405,29 @@ def test_a_pad_onnx_runtime_refuses_is_not_respelled_into_one_it_runs(tmp_path):
         assert "left at opset 18: 1 node(s) without an opset-17 spelling" in result.stdout + result.stderr, axes
         assert onnx.load(out).opset_import[0].version == 18 and onnx.load(out).graph.node[-1].op_type == "Pad"
         out.unlink()
+
+
+def test_a_new_constant_never_takes_the_name_of_a_tensor_the_model_has(tmp_path):
+    """adv12: a Pad named 'pd' beside a graph input named 'pd_pads': the pass named its new pads 'pd_pads' too, and
+    ONNX Runtime then read the float input as the Pad's pads (exit 3, 'Type 'tensor(float)' of input parameter
+    (pd_pads) ... is invalid'); likewise a Split's sizes. The new constants take free names."""
+    from test_cli import apply_cli
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 18]>
+    g (float[2,5] x, float[2] pd_pads, float[2] sp_split_sizes) => (float[2,7] px, float[2,3] a, float[2,2] b,
+                                                                     float[2] q, float[2] r) {
+      p1 = Constant<value = int64[2] {1, 1}>()
+      ax = Constant<value = int64[1] {1}>()
+      px = Pad(x, p1, , ax)
+      a, b = Split<axis = 1, num_outputs = 2>(x)
+      q = Relu(pd_pads)
+      r = Relu(sp_split_sizes)
+    }""")
+    model.graph.node[2].name, model.graph.node[3].name = "pd", "sp"
+    onnx.save(model, tmp_path / "m.onnx")
+    result = apply_cli(tmp_path / "m.onnx", "--pipeline", "opset18-to-17", "-o", tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    out = onnx.load(tmp_path / "out.onnx")
+    assert [(node.op_type, list(node.input)) for node in out.graph.node] == [
+        ("Pad", ["x", "pd_pads#2"]), ("Split", ["x", "sp_split_sizes#2"]), ("Relu", ["pd_pads"]),
+        ("Relu", ["sp_split_sizes"])]
