@@ -7,7 +7,8 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   installed onnx knows;
 - every default-domain (and ai.onnx.ml) op exists at the model's opset;
 - single assignment: no tensor produced twice (by two nodes, or by a node and a graph input or
-  initializer), no initializer defined twice, no graph input or output listed twice;
+  initializer), no initializer defined twice, no graph input or output listed twice, no node name given twice in
+  one graph (ONNX Runtime refuses it);
 - every default-domain (and ai.onnx.ml) node fits its op's schema: known attributes of the declared
   types, required ones present, input and output counts in range, no deprecated op (onnx.checker's
   own node check; ONNX Runtime refuses such a node, and a pass would read a missing attribute);
@@ -452,7 +453,13 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
         initializers.add(tensor.name)
         defined.setdefault(tensor.name, "an initializer")   # an initializer may also be listed as an input
     producer: dict[str, int] = {}
+    named: set[str] = set()
     for index, node in enumerate(graph.node):
+        if node.name in named and not where.startswith("model-local function"):   # ONNX Runtime refuses it ('two
+            # nodes with same node name'), --verify none wrote it; a function's body is renamed where it is inlined
+            raise InvalidModelError(f"node name '{printable(node.name)}' is given to two nodes in {where}")
+        if node.name:
+            named.add(node.name)
         domain = _CHECKED_DOMAINS.get(node.domain)
         if domain is not None and (node.domain, node.op_type) not in functions:
             if domain not in opsets:

@@ -665,3 +665,19 @@ def test_a_graph_output_typed_without_a_shape_is_named_as_bad_input(pipeline, tm
     assert_one_line_error(result, 2, "bad.onnx: invalid model: graph output 'y' declares a type but no shape, which "
                           "onnx.checker requires (declare its dims, named where they vary) (found after pass '")
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_two_nodes_of_one_name_are_bad_input_even_unverified(tmp_path):
+    """adv12: ONNX Runtime refuses a graph in which two nodes share a name ('two nodes with same node name'), so
+    --verify end refused it (exit 2), while --verify none wrote it (exit 0; before opset18-to-17 named its constants
+    freely, two opset-18 Pads of one name got one pads tensor: exit 3). The model check refuses it."""
+    path = tmp_path / "bad.onnx"
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,3] x) => (float[2,3] y) { r = Relu(x)  y = Relu(r) }""")
+    for node in model.graph.node:
+        node.name = "same\x1b"
+    onnx.save(model, path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "bad.onnx: node name 'same\\x1b' is given to two nodes in graph")
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
