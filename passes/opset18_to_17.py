@@ -55,6 +55,15 @@ def _keep_inputs(node: gs.Node, count: int) -> None:
         node.inputs.pop()
 
 
+def _not_int64(tensor: Optional[gs.Tensor]) -> bool:
+    """A constant axes or pads input stored as another integer type than int64, which opset 18's schema (and ONNX
+    Runtime) refuses: as an attribute it would be valid, the model made to run (adv12: int32 ReduceMean axes)."""
+    if tensor is not None and not isinstance(tensor, gs.Constant) and len(tensor.inputs) == 1 \
+            and tensor.inputs[0].op == "Constant":
+        tensor = tensor.inputs[0].attrs.get("value")
+    return isinstance(tensor, gs.Constant) and tensor.values.dtype != np.int64
+
+
 def _plan(node: gs.Node, shapes: Callable[[], dict],
           fresh: Callable[[str], str]) -> tuple[Optional[Callable[[], object]], Optional[str]]:
     """(rewrite, None) for a node with an opset-17 spelling (rewrite None: already spelled so), or (None, reason).
@@ -65,6 +74,8 @@ def _plan(node: gs.Node, shapes: Callable[[], dict],
         axes = constant_ints(axes_input) if axes_input is not None else []
         if axes is None:
             return None, "its axes input is not a constant"
+        if _not_int64(axes_input):
+            return None, "its axes input is not int64"
         if not axes and attrs.get("noop_with_empty_axes", 0):
             return None, "noop_with_empty_axes=1 with no axes (no opset-17 spelling)"
 
@@ -104,6 +115,8 @@ def _plan(node: gs.Node, shapes: Callable[[], dict],
         shape = shapes().get(node.inputs[0].name)
         if axes is None or pads is None:
             return None, "its axes or pads input is not a constant"
+        if _not_int64(axes_input) or _not_int64(optional_input(node, 1)):
+            return None, "its axes or pads input is not int64"
         if shape is None:
             return None, "axes on an input of unknown rank"
         rank = len(shape)

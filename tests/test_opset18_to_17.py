@@ -431,3 +431,22 @@ def test_a_new_constant_never_takes_the_name_of_a_tensor_the_model_has(tmp_path)
     assert [(node.op_type, list(node.input)) for node in out.graph.node] == [
         ("Pad", ["x", "pd_pads#2"]), ("Split", ["x", "sp_split_sizes#2"]), ("Relu", ["pd_pads"]),
         ("Relu", ["sp_split_sizes"])]
+
+
+def test_an_axes_or_pads_input_that_is_not_int64_is_left_at_18(tmp_path):
+    """adv12: int32 axes of a ReduceMean (an initializer or a Constant) or int32 pads of a Pad: opset 18's schema and
+    ONNX Runtime refuse them, and as opset 17's attribute (or int64 pads) they became a model that runs, written with
+    --verify none, exit 0. Now the node is left at 18, named."""
+    from test_cli import apply_cli
+    for body, op in (("ax = Constant<value = int32[1] {1}>()  y = ReduceMean(x, ax)", "ReduceMean"),
+                     ("p = Constant<value = int32[2] {1, 1}>()  ax = Constant<value = int64[1] {1}>()  y = Pad(x, p, , ax)",
+                      "Pad")):
+        model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[2,5] x) => (float[a,b] y) {{ {body} }}""")
+        onnx.save(model, tmp_path / "m.onnx")
+        result = apply_cli(tmp_path / "m.onnx", "--pipeline", "opset18-to-17", "--verify", "none", "-o",
+                           tmp_path / "out.onnx", "--explain")
+        assert result.returncode == 0, result.stderr
+        assert f"left at opset 18: 1 node(s) without an opset-17 spelling ({op} '': its " in result.stdout, result.stdout
+        assert onnx.load(tmp_path / "out.onnx").opset_import[0].version == 18
