@@ -45,7 +45,8 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     return parse_pipeline(
         "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
         "carry_shifts=slices},"
-        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,layernorm-channels-first{centring=matrix-after-norm},"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,exp-mask-to-finite,"
+        "layernorm-channels-first{centring=matrix-after-norm},"
         "unit-axes-to-reshape,reshape-through-elementwise,"
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
