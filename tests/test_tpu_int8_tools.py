@@ -40,6 +40,35 @@ def test_synthetic_calibration_set_is_fixed_and_shaped_like_the_inputs(relu_mode
     np.testing.assert_array_equal(first["x"], np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32))
 
 
+def _token_model(path: Path, gathered: bool = True) -> Path:
+    """int64 ids [1, 8] -> an embedding of 64 rows (transformers' input_ids), or -> Cast (no table)."""
+    from onnx import numpy_helper
+
+    node = helper.make_node("Gather", ["table", "ids"], ["y"]) if gathered else helper.make_node("Cast", ["ids"], ["y"], to=1)
+    table = [numpy_helper.from_array(np.arange(64 * 4, dtype=np.float32).reshape(64, 4), "table")] if gathered else []
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4] if gathered else [1, 8])],
+                              table)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_synthetic_token_ids_are_drawn_from_the_embedding_rows(tmp_path):
+    """hf-mamba2's input_ids (int64, vocab 64): before s26 standard-normal values cast to int64, ids -3..3 with
+    negative ones (the first of 8 samples [0 0 0 0 0 0 1 0]); now uniform over the table's 64 rows."""
+    ids = tpu_calibration.synthetic_set(_token_model(tmp_path / "tokens.onnx"), count=8, seed=0)["ids"]
+    assert ids.shape == (8, 1, 8) and ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, np.random.default_rng(0).integers(0, 64, (8, 1, 8)))
+    assert ids.min() >= 0 and ids.max() <= 63 and len(np.unique(ids)) > 30
+
+
+def test_synthetic_refuses_an_integer_input_that_indexes_no_table(tmp_path):
+    with pytest.raises(ValueError) as refused:
+        tpu_calibration.synthetic_set(_token_model(tmp_path / "ints.onnx", gathered=False), count=8, seed=0)
+    assert str(refused.value) == ("input 'ids' is of type int64 and indexes no constant table (a Gather): standard-normal "
+                                  "values are no sample of it; give a calibration set of your own")
+
+
 def test_digits_calibration_set_uses_training_images_only():
     from vmamba_ref.digits import load_digits_split
 

@@ -8,7 +8,10 @@ The file holds one array per model input with the samples stacked on a new leadi
 the 500 held-out ones the accuracy is measured on), for micro-digits (input ``input``,
 [1, 3, 64, 64]). ``synthetic``: a fixed set of standard-normal inputs (numpy's default_rng with
 ``--seed``), for models without a data set of their own, e.g. VMamba-T with random weights;
-say so where its figures are quoted.
+say so where its figures are quoted. An integer input is drawn uniformly from the rows of the
+constant table a Gather reads with it (token ids of an embedding: transformers' models take
+int64 ``input_ids``); standard-normal values cast to int64 were ids -3..3 only, negative ones
+among them, no sample of the model's inputs. An integer input no such Gather reads is refused.
 """
 from __future__ import annotations
 
@@ -36,7 +39,25 @@ def digits_set(count: int, batch: int = 1) -> dict[str, np.ndarray]:
     return {"input": train[: count * batch].reshape(count, batch, *train.shape[1:]).astype(np.float32)}
 
 
+def index_bounds(model) -> dict[str, int]:
+    """{graph input: rows} for inputs read as the indices of a Gather whose data is an initializer
+    (the smallest such table where several are); rows = the table's size along the Gather's axis."""
+    tables = {init.name: list(init.dims) for init in model.graph.initializer}
+    bounds: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        dims = tables[node.input[0]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if dims and -len(dims) <= axis < len(dims):
+            rows = dims[axis]
+            bounds[node.input[1]] = min(rows, bounds.get(node.input[1], rows))
+    return bounds
+
+
 def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarray]:
+    import onnx
+
     from tools.tpu_check import model_interface
 
     if count <= 0:
@@ -46,8 +67,18 @@ def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarr
     if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
         raise ValueError(f"{count} samples of the model's inputs hold {elements:,} elements, too many to make "
                          f"(> {MAX_RANDOM_FEED_ELEMENTS:,})")
+    bounds = index_bounds(onnx.load(str(model_path), load_external_data=False))
     random = np.random.default_rng(seed)
-    return {name: random.standard_normal((count, *shape)).astype(dtype) for name, shape, dtype in interface}
+    arrays = {}
+    for name, shape, dtype in interface:
+        if dtype.kind in "iu":
+            if not bounds.get(name, 0) > 0:
+                raise ValueError(f"input '{printable(name)}' is of type {dtype} and indexes no constant table (a Gather): "
+                                 "standard-normal values are no sample of it; give a calibration set of your own")
+            arrays[name] = random.integers(0, bounds[name], (count, *shape)).astype(dtype)
+        else:
+            arrays[name] = random.standard_normal((count, *shape)).astype(dtype)
+    return arrays
 
 
 def main(argv: Optional[list[str]] = None) -> int:
