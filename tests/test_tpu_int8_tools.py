@@ -147,6 +147,32 @@ def test_calibration_size_is_checked_only_when_int8_is_compiled(tmp_path, capsys
         tpu_accuracy.main(["--quantize", "BF16", "--batch", "50", "--workdir", str(tmp_path)])
 
 
+def test_tpu_accuracy_exports_with_the_exporter_asked_for(tmp_path, monkeypatch):
+    """--exporter dynamo (s26): micro-digits through the dynamo exporter's opset-18 graph, the same calibration and
+    held-out images; the default stays TorchScript."""
+    commands = []
+
+    class Started(Exception):
+        pass
+
+    def started(command, log, cwd=None):
+        commands.append(command)
+        raise Started
+    monkeypatch.setattr(tpu_accuracy, "_run", started)
+    for extra, exporter in (([], "torchscript"), (["--exporter", "dynamo"], "dynamo")):
+        with pytest.raises(Started):
+            tpu_accuracy.main(["--quantize", "BF16", "--workdir", str(tmp_path / exporter), *extra])
+        export = commands[-1]
+        assert export[1:4] == ["-m", "vmamba_ref.export", "--model"]
+        assert export[export.index("--exporter") + 1] == exporter
+
+
+def test_relative_l2_of_the_logits():
+    reference = np.array([[3.0, 4.0], [0.0, 0.0]])
+    assert tpu_accuracy.relative_l2(reference + np.array([[0.0, 0.5], [0.0, 0.0]]), reference) == pytest.approx(0.1, abs=1e-15)
+    assert tpu_accuracy.relative_l2(reference, reference) == 0.0
+
+
 def test_tpu_check_never_empties_a_folder_it_did_not_make(relu_model, tmp_path, capsys, monkeypatch):
     """Found by 'python -m tools.tpu_check relu.onnx --workdir .' (adversarial session s13): the
     existing workdir was deleted with shutil.rmtree before anything else, the model and every other

@@ -1,9 +1,10 @@
 """Held-out digits accuracy through the compiled bmodel: micro-digits on tpu-mlir's cmodel.
 
     python -m tools.tpu_accuracy [--quantize F32 BF16 INT8] [--count 500] [--batch 10]
-        [--chip bm1684x] [--calibration-count 32] [--workdir DIR] [--json PATH]
+        [--chip bm1684x] [--calibration-count 32] [--exporter torchscript|dynamo] [--workdir DIR] [--json PATH]
 
-Exports micro-digits with a static batch (``--batch``), runs the ``tpu`` pipeline, compiles
+Exports micro-digits with a static batch (``--batch``; TorchScript, or the dynamo exporter's opset-18
+graph with ``--exporter dynamo``), runs the ``tpu`` pipeline, compiles
 it with tools.tpu_check for each ``--quantize`` (INT8: calibrated on digits *training*
 images, the scan kept in BF16 by the auto quantization table), then runs each bmodel on the
 cmodel simulator over the first ``--count`` held-out digits (the last batch padded with its
@@ -47,6 +48,7 @@ class ModeAccuracy:
     agreement: Optional[float] = None  # % of images where the bmodel predicts PyTorch's class
     max_abs_logit: Optional[float] = None  # vs PyTorch
     min_cosine: Optional[float] = None  # the lowest per-image cosine of the logits to PyTorch's
+    rel_l2: Optional[float] = None  # ||logits - PyTorch's|| / ||PyTorch's|| over all images
     estimated_ms: Optional[float] = None
     compile_seconds: Optional[float] = None  # transform + calibration + deploy
     simulate_seconds: Optional[float] = None
@@ -96,6 +98,12 @@ def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> tupl
     return top1, agreement, float(np.max(np.abs(logits - reference))), float(np.min(cosines))
 
 
+def relative_l2(logits: np.ndarray, reference: np.ndarray) -> float:
+    """||logits - reference|| / ||reference|| over every image's logits (float64)."""
+    a, b = logits.astype(np.float64), reference.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
 def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: float) -> list[str]:
     """What breaks the rule: F32/BF16/F16 top-1 == PyTorch's, INT8 within int8_max_drop points of F32."""
     problems = []
@@ -132,6 +140,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--count", type=positive_int, default=500, help="held-out images, the first N of 500 (default all)")
     parser.add_argument("--batch", type=positive_int, default=10, help="the bmodel's static batch (default 10)")
     parser.add_argument("--chip", default="bm1684x")
+    parser.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"),
+                        help="torch.onnx.export's exporter for micro-digits (default torchscript; dynamo writes opset 18)")
     parser.add_argument("--pipeline", default="tpu", help="the passes.apply pipeline (default tpu; tpu-bm1688, ...)")
     parser.add_argument("--calibration-count", type=positive_int, default=32,
                         help="INT8: calibration samples of --batch training images each (default 32)")
@@ -176,9 +186,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
     python = sys.executable
     naive, tpu = workdir / "naive.onnx", workdir / "tpu.onnx"
     started = time.perf_counter()
-    print(f"micro-digits, batch {args.batch}: export and {args.pipeline} pipeline -> {tpu}", flush=True)
+    print(f"micro-digits, batch {args.batch}, {args.exporter} exporter: export and {args.pipeline} pipeline -> {tpu}",
+          flush=True)
     for command, log in (([python, "-m", "vmamba_ref.export", "--model", "micro-digits", "--batch", str(args.batch),
-                           "-o", str(naive)], workdir / "export.log"),
+                           "--exporter", args.exporter, "-o", str(naive)], workdir / "export.log"),
                          ([python, "-m", "passes.apply", str(naive), "--pipeline", args.pipeline, "-o", str(tpu)],
                           workdir / "apply.log")):
         if _run(command, log).returncode != 0:
@@ -232,17 +243,18 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
         logits = next(iter(np.load(outputs).values())).reshape(-1, reference.shape[1])[: args.count]
         result.images = len(logits)
         result.top1, result.agreement, result.max_abs_logit, result.min_cosine = score(logits, labels, reference)
+        result.rel_l2 = relative_l2(logits, reference)
         results.append(result)
 
     print(f"\nmicro-digits held-out accuracy through the bmodel: {args.chip}, tpu-mlir cmodel, "
-          f"first {args.count} of 500 images, batch {args.batch}")
+          f"first {args.count} of 500 images, batch {args.batch}, {args.exporter} exporter")
     print(f"  PyTorch (float32): top-1 {torch_top1:.2f}%")
     for r in results:
         if r.top1 is None:
             print(f"  {r.quantize:5s} not measured: {r.reason}")
             continue
         print(f"  {r.quantize:5s} top-1 {r.top1:.2f}%, agreement with PyTorch {r.agreement:.2f}%, "
-              f"logits: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_logit:.3g}; est. {r.estimated_ms:.3f} ms/batch, "
+              f"logits: min cosine {r.min_cosine:.5f}, rel L2 {r.rel_l2:.3g}, max abs diff {r.max_abs_logit:.3g}; est. {r.estimated_ms:.3f} ms/batch, "
               f"compile {r.compile_seconds:.0f} s, cmodel {r.simulate_seconds:.0f} s")
     problems = acceptance(results, torch_top1, args.int8_max_drop)
     not_compiled = [r for r in results if not r.compiled]
@@ -250,6 +262,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
     print(f"  {verdict}" + (f": {'; '.join(problems)}" if problems else "") + f" · total {time.perf_counter() - started:.0f} s")
     if args.json:
         write_text_atomic(args.json, json.dumps({"chip": args.chip, "count": args.count, "batch": args.batch,
+                                                 "exporter": args.exporter,
                                                  "torch_top1": torch_top1, "problems": problems,
                                                  "modes": [asdict(r) for r in results]}, indent=2) + "\n", "--json")
     if not_compiled:
