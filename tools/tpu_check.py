@@ -1,7 +1,7 @@
 """Compile an ONNX model with Sophgo's tpu-mlir and say whether it works on the TPU.
 
     python -m tools.tpu_check model.onnx [--input sample.npz] [--chip bm1684x]
-        [--quantize F32|BF16|F16|INT8] [--calibration CAL.npz] [--qtable auto|none|FILE]
+        [--quantize F32|BF16|F16|INT8] [--calibration CAL.npz] [--qtable auto|projections|none|FILE]
         [--no-layer-group] [--workdir DIR] [--json PATH]
 
 Steps (tpu-mlir 1.30.2, installed on first use into .tpu-venv/ by tools/tpu_setup.sh):
@@ -15,7 +15,8 @@ INT8 adds, between 1 and 2: run_calibration over a calibration set (``--calibrat
 with one array per model input, samples stacked on a new leading axis; make one with
 tools.tpu_calibration), and a quantization table that keeps the scan and its decay/exponent
 arithmetic in ``--float-mode`` (BF16 by default) while projections and convolutions go INT8
-(``--qtable auto``, tools.tpu_qtable; ``none`` for all-INT8, or a file of your own).
+(``--qtable auto``, tools.tpu_qtable; ``projections`` for all but the projections in float, ``none``
+for all-INT8, or a file of your own).
 
 tpu-mlir's onnxsim and constant folding are off by default (``--do_onnx_sim ''``): our
 pipelines already simplify, and on large graphs tpu-mlir's own pass does not finish.
@@ -47,6 +48,7 @@ from passes.graph_io import model_and_data_files
 from tools.json_destination import json_destination_refused
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_COMPILED, EXIT_INACCURATE, EXIT_SETUP = 0, 1, 2, 3, 4, 5
+QTABLE_KINDS = ("auto", "projections", "none")   # --qtable words; anything else is a table file
 DEFAULT_MIN_COSINE = {"F32": 0.9999, "BF16": 0.99, "F16": 0.99, "INT8": 0.99}
 
 
@@ -335,14 +337,14 @@ def check(args, console) -> tuple[Verdict, int]:
         raise UsageError("--calibration is for --quantize INT8 only")
     if calibration is not None:
         _check_input_file(calibration, "calibration set")
-    if args.qtable not in ("auto", "none"):
+    if args.qtable not in QTABLE_KINDS:
         _check_input_file(args.qtable, "quantization table")
     threshold = args.min_cosine if args.min_cosine is not None else DEFAULT_MIN_COSINE[quantize]
     name = _safe_name(model_path)
     workdir = Path(args.workdir or f"out/tpu-check/{name}-{args.chip}-{quantize.lower()}"
                    f"{'-nolg' if args.no_layer_group else ''}").resolve()
     read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
-            ("the quantization table", Path(args.qtable) if args.qtable not in ("auto", "none") else None),
+            ("the quantization table", Path(args.qtable) if args.qtable not in QTABLE_KINDS else None),
             ("the working directory", Path.cwd())]
     feeds = make_inputs(interface, sample)   # bad npz files are refused before the workdir is touched
     calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
@@ -466,14 +468,15 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
         return EXIT_NOT_COMPILED
     if args.qtable == "none":
         return None
-    if args.qtable != "auto":
+    if args.qtable not in ("auto", "projections"):
         verdict.qtable = str(Path(args.qtable).resolve())
         return None
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
     table = tpu_qtable.quantization_table(model, tpu_qtable.mlir_op_names((workdir / f"{name}.mlir").read_text()),
-                                          args.float_mode, tc.NPU_LANES.get(args.chip, tpu_qtable.DEFAULT_LANES))
+                                          args.float_mode, tc.NPU_LANES.get(args.chip, tpu_qtable.DEFAULT_LANES),
+                                          projections_only=args.qtable == "projections")
     for *_, node in table:
         verdict.float_ops[node.why] = verdict.float_ops.get(node.why, 0) + 1
     (workdir / f"{name}_qtable").write_text(tpu_qtable.format_table(table, model_path.name))
@@ -561,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration-tune", type=_tune_count, default=0, metavar="N",
                         help="INT8: run_calibration's per-op threshold tuning on N samples (default 0: KL thresholds "
                              "as they are; tuning took 6 min on micro-digits with 5 samples, 2-core machine)")
-    parser.add_argument("--qtable", default="auto", metavar="auto|none|FILE",
+    parser.add_argument("--qtable", default="auto", metavar="auto|projections|none|FILE",
                         help="INT8: ops kept in floating point: auto = the scan and its decay arithmetic (tools.tpu_qtable), "
+                             "projections = all but the projections (Conv, MatMul/Gemm with a weight), "
                              "none = all INT8, or a tpu-mlir quantization table file")
     parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=["BF16", "F16", "F32"],
                         help="INT8: the mode of the ops the auto table keeps in floating point (default BF16)")
@@ -589,7 +593,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    qtable_file = args.qtable if args.qtable not in ("auto", "none") else None
+    qtable_file = args.qtable if args.qtable not in QTABLE_KINDS else None
     if json_destination_refused(args.json, dash_is_stdout=True, reads=[
             *model_and_data_files(args.model), ("input", args.input), ("calibration", args.calibration), ("qtable", qtable_file)]):
         return EXIT_USAGE

@@ -31,6 +31,13 @@ LayerNorm, activations, the residual adds) to INT8 with run_calibration's thresh
   size dt) into the scan: dt * A (the log-decay) and dt * B * x (the drive), with the Reshapes
   between. Those paths end at scan nodes and never cross a projection.
 
+With ``projections_only`` (``--projections-only``; tools.tpu_check ``--qtable projections``) every op
+but the projections (Conv, and MatMul/Gemm with a weight) is kept in floating point as well as what
+the rules above name, reason **rest**: for graphs the rules above know nothing of, such as transformers' Mamba2 chunked SSD
+(no re-rolled scan; its decays exp(segsum) and their products all INT8 but the Exps): hf-mamba2
+with the auto table (float mode F16) gave cosine 0.941 against ONNX Runtime, with only the
+projections INT8 0.99967 (session s26, docs/GENERALITY.md).
+
 tpu-mlir names an op ``<ONNX output>_<ONNX op type>`` (``/x/Conv_output_0_Conv``), and ops
 its converter adds carry a further suffix (``..._Mul_bias``); each MLIR op is matched to the
 ONNX node whose output name is its longest such prefix. Only names that are in the MLIR go
@@ -62,6 +69,7 @@ FLOAT_MODES = ("BF16", "F16", "F32")
 NORM_LINEAGE = "layernorm_channels_first/"
 SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL = "scan", "decay", "merge", "norm", "exponent", "kernel"
 REASONS = (SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL)
+REST = "rest"   # projections_only: every op but the projections
 RSQRT_SUFFIX = "_inv"  # tpu-mlir's name for the Rsqrt it makes of Div(x, Sqrt(v))
 DEFAULT_LANES = 64  # BM1684X's NPU lanes
 PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -216,11 +224,16 @@ def match_op(op_name: str, outputs: dict[str, PreciseNode] | Iterable[str]) -> O
 
 
 def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: str = "BF16",
-                       lanes: int = DEFAULT_LANES) -> list[tuple[str, str, PreciseNode]]:
-    """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode``."""
+                       lanes: int = DEFAULT_LANES, projections_only: bool = False) -> list[tuple[str, str, PreciseNode]]:
+    """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode``; with
+    ``projections_only`` every op that is no projection (module doc)."""
     if float_mode not in FLOAT_MODES:
         raise ValueError(f"float mode {float_mode!r} is not one of {', '.join(FLOAT_MODES)}")
     precise = {node.output: node for node in precise_nodes(model, lanes)}
+    if projections_only:
+        initializers = {init.name for init in model.graph.initializer}
+        precise.update({node.output[0]: PreciseNode(node.output[0], node.op_type, REST) for node in model.graph.node
+                        if node.output and node.output[0] not in precise and not _is_projection(node, initializers)})
     all_outputs = {name for node in model.graph.node for name in node.output}
     divisors = {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
     table = []
@@ -235,6 +248,8 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
 
 def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> str:
     counts = {why: sum(1 for *_, node in table if node.why == why) for why in REASONS}
+    if any(node.why == REST for *_, node in table):
+        counts[REST] = sum(1 for *_, node in table if node.why == REST)
     lines = [f"# tools.tpu_qtable for {printable(model_name)}: ops kept in floating point, the rest INT8",
              f"# {len(table)} ops: " + ", ".join(f"{why} {count}" for why, count in counts.items()),
              "# op_name quantize_mode"]
@@ -248,6 +263,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("mlir", help="model_transform's top-dialect .mlir of that model")
     parser.add_argument("-o", "--output", help="write the table here (default stdout)")
     parser.add_argument("--float-mode", default="BF16", type=str.upper, choices=FLOAT_MODES)
+    parser.add_argument("--projections-only", action="store_true",
+                        help="keep every op but the projections (Conv, MatMul/Gemm with a weight) in floating point")
     parser.add_argument("--lanes", type=positive_int, default=DEFAULT_LANES, help="the chip's NPU lanes (64 on BM1684X)")
     args = parser.parse_args(argv)
     try:
@@ -263,7 +280,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as error:
         sys.stderr.write(f"error: {one_line(error, 200)}\n")
         return 2
-    table = quantization_table(model, mlir_op_names(mlir_text), args.float_mode, args.lanes)
+    table = quantization_table(model, mlir_op_names(mlir_text), args.float_mode, args.lanes, args.projections_only)
     text = format_table(table, Path(args.model).name)
     if args.output:
         write_text_atomic(args.output, text)   # exclusive temporary: never through a planted link
