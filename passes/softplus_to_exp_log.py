@@ -14,52 +14,18 @@ conv-channels readout compiled with cpu to 660 nodes, the TorchScript export of 
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.registry import register_pass
 from passes.rewrite import Kept, NodeRewrite
-from patterns.graph_query import constant_value, producer
+from patterns.softplus_guard import GUARD_FROM, threshold_guard
 
 # Past this, 1 + e^x rounds to e^x in float32 (from ~17 on), so log(1 + e^x) = x: any cap from
 # 17 to 88 (where Exp overflows) gives the same results.
 EXP_CAP = 20.0
 # Min and Max broadcast a scalar from opset 8 on (Add from 7); before, the rewrite does not run.
 BROADCASTING_MIN_OPSET = 8
-# From here on 1 + e^x rounds to e^x in float32 (e^x >= 2^24 from x = 16.64), so the rewritten form is x:
-# a guard Where(x > T, x, Softplus(x)) with T >= GUARD_FROM picks what the rewrite gives anyway.
-GUARD_FROM = 17.0
-
-
-def _guard_threshold(node: gs.Node, x: gs.Tensor) -> float | None:
-    """T of a ``Greater(x, T)`` node whose output is x's shape: T a one-element float constant of rank 0,
-    or of rank 1 where x's rank is known and not 0 (a rank-1 T would make a scalar x's condition [1])."""
-    if node is None or node.op != "Greater" or node.domain or len(node.inputs) != 2 or node.inputs[0] is not x:
-        return None
-    value = constant_value(node.inputs[1])
-    if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.floating):
-        return None
-    if value.ndim > 1 or (value.ndim == 1 and (x.shape is None or len(x.shape) == 0)):
-        return None
-    return float(value.reshape(-1)[0])
-
-
-def threshold_guard(node: gs.Node, graph_outputs: frozenset[str]) -> gs.Node | None:
-    """The Where that guards Softplus ``node`` as PyTorch's threshold does, ``Where(Greater(x, T), x,
-    Softplus(x))`` with T >= GUARD_FROM, when it is the Softplus output's only reader; else None."""
-    x, output = node.inputs[0], node.outputs[0]
-    if output.name in graph_outputs or len(output.outputs) != 1:
-        return None
-    where = output.outputs[0]
-    if where.op != "Where" or where.domain or len(where.inputs) != 3 or where.inputs[1] is not x \
-            or where.inputs[2] is not output:   # another domain's Where or Greater means what that domain says
-        return None
-    condition = where.inputs[0]
-    threshold = _guard_threshold(producer(condition), x)
-    if threshold is None or not threshold >= GUARD_FROM:   # NaN too
-        return None
-    return where
 
 
 @register_pass
@@ -71,7 +37,7 @@ class SoftplusToExpLog(NodeRewrite, op="Softplus", graph_outputs=True):
         """None, or the threshold guard (a Where) that goes with the Softplus."""
         if self.opset < BROADCASTING_MIN_OPSET:
             return self.left_alone(node, f"opset {self.opset} has no broadcasting Min (from opset {BROADCASTING_MIN_OPSET})")
-        return threshold_guard(node, graph_outputs)
+        return threshold_guard(node, graph_outputs, GUARD_FROM)
 
     def replace(self, b: GraphBuilder, node: gs.Node, guard: gs.Node | None, output: gs.Variable) -> dict:
         x = node.inputs[0]

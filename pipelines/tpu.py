@@ -4,7 +4,8 @@ Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows 
 list of Einsum equations), clean up while shapes become static, then lower the Einsum contractions
 left (Mamba2's chunked SSD) to MatMuls of at most 3-D (einsum-to-matmul, where a TorchScript export's
 shapes are known) and IsNaN, which tpu-mlir lacks (TorchScript's attention guards its softmax with one), to
-Equal(x, x) (isnan-to-equal), then make the graph legal for
+Equal(x, x) (isnan-to-equal), a dynamo export's softplus guard Where(x > 20, x, Softplus(x)) as the bare Softplus
+(softplus-guard-off: tpu-mlir's INT8 gave the guarded dt projection the softplus range through the Where), then make the graph legal for
 tpu-mlir (no Identity, no lower-rank left MatMul operand, no negative-step Slice, CumSum plain, at most 4-D and small enough for
 the kernel), clean up again, write an opset-18 graph (a dynamo export) as opset 17, exactly, where every node allows
 it (opset18-to-17: tpu-mlir refuses opset 18's ReduceMean) and check every rule (tpu-legality fails the pipeline if one
@@ -45,7 +46,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     return parse_pipeline(
         "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
         "carry_shifts=slices},"
-        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,exp-mask-to-finite,"
+        "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,exp-mask-to-finite,softplus-guard-off,"
         "layernorm-channels-first{centring=matrix-after-norm},"
         "unit-axes-to-reshape,reshape-through-elementwise,"
         "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
