@@ -28,7 +28,9 @@ Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import Optional
 
 import onnx
 import onnx.checker
@@ -188,30 +190,42 @@ def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
                                             "',', one optional '->')")
 
 
+def _onnx_transposes(graph_nodes) -> Iterator[tuple[onnx.NodeProto, list[int]]]:
+    """(node, perm) of every ONNX Transpose given a perm."""
+    for node in graph_nodes:
+        if node.op_type == "Transpose" and node.domain in ("", "ai.onnx"):
+            perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+            if perm is not None:
+                yield node, perm
+
+
+def transpose_rank_mismatch(graph: onnx.GraphProto, values: Iterable[onnx.ValueInfoProto]) -> Optional[str]:
+    """The first Transpose of `graph` whose perm is not as long as its input's rank, the rank known from `values` (those
+    with a shape: the graph inputs, or everything ONNX's inference found) or an initializer; None where there is none.
+    ONNX's inference takes a shorter perm; ONNX Runtime refuses it (adv12)."""
+    ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in values
+             if value.type.tensor_type.HasField("shape")}
+    ranks.update((tensor.name, len(tensor.dims)) for tensor in graph.initializer)
+    for node, perm in _onnx_transposes(graph.node):
+        rank = ranks.get(node.input[0]) if node.input else None
+        if rank is not None and len(perm) != rank:
+            return f"{_node_label(node)}: perm {perm} has {len(perm)} axes, its input '{printable(node.input[0])}' {rank}"
+    return None
+
+
 def _check_transpose_perms(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeProto]) -> None:
     """A Transpose whose perm is no permutation of its axes (an axis twice, one past the rank; a negative axis
     counted from the end, as TorchScript writes them, is normalized later), or, where its input is a graph input
     or an initializer of declared rank, of another length than that rank. ONNX Runtime refuses such a node, but
     with --verify none unit-axes-to-reshape read the perm as given and made a Reshape of it (adv12: perm [0, 0, 1,
     3] of a (1, 3, 1, 4) input, or [0, 1] of a (3, 4, 1) one, became a model ONNX Runtime runs, exit 0)."""
-    for node in nodes:
-        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
-            continue
-        perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
-        if perm is not None and sorted(axis + len(perm) if axis < 0 else axis for axis in perm) != list(range(len(perm))):
+    for node, perm in _onnx_transposes(nodes):
+        if sorted(axis + len(perm) if axis < 0 else axis for axis in perm) != list(range(len(perm))):
             raise InvalidModelError(f"{_node_label(node)}: perm {perm} is not a permutation of {len(perm)} axes")
     for graph in graphs:
-        ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.input
-                 if value.type.tensor_type.HasField("shape")}
-        ranks.update((tensor.name, len(tensor.dims)) for tensor in graph.initializer)
-        for node in graph.node:
-            if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or not node.input:
-                continue
-            perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
-            rank = ranks.get(node.input[0])
-            if perm is not None and rank is not None and len(perm) != rank:
-                raise InvalidModelError(f"{_node_label(node)}: perm {perm} has {len(perm)} axes, its input "
-                                        f"'{printable(node.input[0])}' {rank}")
+        mismatch = transpose_rank_mismatch(graph, graph.input)
+        if mismatch is not None:
+            raise InvalidModelError(mismatch)
 
 
 _TYPE_WORDS = {"optional_type": "an optional", "map_type": "a map", "sequence_type": "a sequence",

@@ -111,11 +111,12 @@ def _plan(node: gs.Node, shapes: Callable[[], dict],
         axes_input = optional_input(node, 3)
         if axes_input is None:   # already opset 17's Pad (an empty axes name trimmed)
             return ((lambda node=node: _keep_inputs(node, 3)) if len(node.inputs) > 3 else None), None
-        axes, pads = constant_ints(axes_input), constant_ints(optional_input(node, 1))
+        pads_input = optional_input(node, 1)
+        axes, pads = constant_ints(axes_input), constant_ints(pads_input)
         shape = shapes().get(node.inputs[0].name)
         if axes is None or pads is None:
             return None, "its axes or pads input is not a constant"
-        if _not_int64(axes_input) or _not_int64(optional_input(node, 1)):
+        if _not_int64(axes_input) or _not_int64(pads_input):
             return None, "its axes or pads input is not int64"
         if shape is None:
             return None, "axes on an input of unknown rank"

@@ -46,7 +46,7 @@ from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_
                              normalize_negative_perms, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
-from passes.model_check import InvalidModelError, check_model
+from passes.model_check import InvalidModelError, check_model, transpose_rank_mismatch
 from passes.one_line import one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
@@ -202,20 +202,10 @@ def _shape_inference_error(model: onnx.ModelProto) -> str | None:
         return one_line(str(error).removeprefix("[ShapeInferenceError] Inference error(s): "), limit=300)
     except Exception:   # a model over 2 GiB, say: inference cannot tell
         return None
-    # ONNX's inference takes a Transpose perm shorter than its input's rank (ONNX Runtime refuses it); a pass's output
-    # check then failed on it and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
+    # ONNX's inference takes a Transpose perm shorter than its input's rank; a pass's output check then failed on it
+    # and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
     graph = inferred.graph
-    ranks = {value.name: len(value.type.tensor_type.shape.dim)
-             for value in list(graph.input) + list(graph.value_info) if value.type.tensor_type.HasField("shape")}
-    ranks.update((tensor.name, len(tensor.dims)) for tensor in graph.initializer)
-    for node in graph.node:
-        perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
-        if node.op_type == "Transpose" and node.input and perm is not None \
-                and ranks.get(node.input[0], len(perm)) != len(perm):
-            label = f"node '{printable(node.name)}' (Transpose)" if node.name else "a Transpose node"
-            return (f"{label}: perm {perm} has {len(perm)} axes, its input "
-                    f"'{printable(node.input[0])}' {ranks[node.input[0]]}")
-    return None
+    return transpose_rank_mismatch(graph, list(graph.input) + list(graph.value_info))
 
 
 def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
