@@ -87,7 +87,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     digits = sub.add_parser("digits", help="digits training images (micro-digits)")
     digits.add_argument("--count", type=positive_int, default=64)
     digits.add_argument("--batch", type=positive_int, default=1, help="images per sample: the model's static batch")
-    synthetic = sub.add_parser("synthetic", help="fixed standard-normal inputs shaped like the model's")
+    synthetic = sub.add_parser("synthetic", help="fixed standard-normal inputs shaped like the model's (an integer "
+                                                 "input: ids over the rows of the table it indexes)")
     synthetic.add_argument("model", help="ONNX model with static input shapes")
     synthetic.add_argument("--count", type=positive_int, default=8)
     synthetic.add_argument("--seed", type=seed_int, default=0)
