@@ -92,6 +92,66 @@ def test_cumsum_plain_beyond_the_table_limit_is_kept(attrs, shape, reason):
     assert result.notes == [f"CumSum '' left alone: {reason}; tpu-mlir will ignore its exclusive/reverse attributes"]
 
 
+@pytest.mark.parametrize("attrs, ops, expected", [
+    ("", {"Constant": 1, "CumSum": 1}, np.cumsum(X, axis=1)),                     # plain: no candidate
+    ("reverse = 1", {"CumSum": 1, "Gather": 2}, np.cumsum(X[:, ::-1], axis=1)[:, ::-1]),
+    ("exclusive = 1", {"Concat": 1, "CumSum": 1, "Slice": 1}, np.cumsum(X, axis=1) - X),
+])
+def test_cumsum_plain_reads_an_absent_attribute_as_0(attrs, ops, expected):
+    """One attribute given, the other absent (0 by ONNX's default); a CumSum with neither is not looked at."""
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,7] y) {{
+      axis = Constant<value_int = 1>()
+      y = CumSum{f"<{attrs}>" if attrs else ""}(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    assert (result.stats, result.notes) == ({"rewritten": 1 if attrs else 0}, [])
+    assert histogram(after) == ops
+    same_outputs(before, after, {"x": X})
+    np.testing.assert_allclose(run_model(after, {"x": X})["y"], expected, rtol=1e-6, atol=1e-5)
+
+
+def test_cumsum_plain_exclusive_over_one_step_is_a_cumsum_of_zeros():
+    """Length 1: nothing of x is shifted in (no Slice, no Concat), the output is zeros."""
+    text = f"""{HEADER}
+    g (float[2,1,7] x) => (float[2,1,7] y) {{
+      axis = Constant<value_int = 1>()
+      y = CumSum<exclusive = 1>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    assert result.stats == {"rewritten": 1} and histogram(after) == {"CumSum": 1}
+    x = X[:, :1]
+    same_outputs(before, after, {"x": x})
+    assert not run_model(after, {"x": x})["y"].any()
+
+
+@pytest.mark.parametrize("attrs, shape, axis, cap, reason", [
+    ("reverse = 1", "2,5,7", 1, 5, None),
+    ("reverse = 1", "2,5,7", 1, 4, "reversed axis of 5 elements needs more than the 4 indices a Gather table may hold"),
+    ("exclusive = 1", "2,5,7", 0, 35, None),                 # the zeros to shift in: 5 x 7 (every axis but the summed)
+    ("exclusive = 1", "1,5,1", 1, 4, None),                  # 5 steps > the cap: only a reverse's indices count them
+    ("exclusive = 1", "2,5,7", 0, 34, "its zeros to shift in take 35 values, more than the 34 a constant made from "
+                                      "declared dims may hold"),
+])
+def test_cumsum_plain_table_limits_are_inclusive(monkeypatch, attrs, shape, axis, cap, reason):
+    """The limits at their edges (the cap made small to test them)."""
+    import passes.cumsum_plain as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    text = f"""{HEADER}
+    g (float[{shape}] x) => (float[{shape}] y) {{
+      axis = Constant<value_int = {axis}>()
+      y = CumSum<{attrs}>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    if reason is None:
+        assert result.stats == {"rewritten": 1} and result.notes == []
+        same_outputs(before, after, {"x": X[tuple(slice(int(d)) for d in shape.split(","))]})
+    else:
+        assert result.stats == {"rewritten": 0}
+        assert result.notes == [f"CumSum '' left alone: {reason}; tpu-mlir will ignore its exclusive/reverse attributes"]
+
+
 # --- cumsum-rank4 -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis", [0, 2, 4])
