@@ -365,6 +365,54 @@ def test_identity_from_graph_input_to_output_is_kept_with_a_note():
     assert not result.changed and "kept" in result.notes[0]
 
 
+def test_remove_identity_without_identities_changes_nothing():
+    text = f"""{HEADER}
+    g (float[2] x) => (float[2] y) {{ y = Relu(x) }}"""
+    _, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats, result.notes) == (False, {"removed": 0}, [])
+    assert histogram(after) == {"Relu": 1}
+
+
+def test_remove_identity_keeps_only_copies_of_inputs_initializers_and_other_outputs():
+    """An Identity copying another graph output (made by a node), one copying an initializer and one
+    copying a graph input are kept, each with the whole note; the removable Identity after them is still
+    removed (its source also read by a Neg, which then reads the graph output's tensor); an unused graph
+    input stays an input."""
+    text = f"""{HEADER}
+    g (float[2,5,7] x, float[3] unused) => (float[2,5,7] r, float[2,5,7] r_copy, float[7] w_copy,
+                                            float[2,5,7] x_copy, float[2,5,7] y, float[2,5,7] z)
+      <float[7] w = {{1,2,3,4,5,6,7}}> {{
+      r = Relu(x)
+      r_copy = Identity(r)
+      w_copy = Identity(w)
+      x_copy = Identity(x)
+      h = Sigmoid(x)
+      y = Identity(h)
+      z = Neg(h)
+    }}"""
+    before, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats) == (True, {"removed": 1})
+    why = "kept: it copies a graph input, initializer or another graph output into a graph output"
+    assert result.notes == [f"Identity '' {why}"] * 3
+    assert [(n.op_type, list(n.input), list(n.output)) for n in after.graph.node] == [
+        ("Relu", ["x"], ["r"]), ("Identity", ["r"], ["r_copy"]), ("Identity", ["w"], ["w_copy"]),
+        ("Identity", ["x"], ["x_copy"]), ("Sigmoid", ["x"], ["y"]), ("Neg", ["y"], ["z"])]
+    assert [i.name for i in after.graph.input] == ["x", "unused"]
+    same_outputs(before, after, {"x": X, "unused": np.zeros(3, np.float32)})
+
+
+def test_remove_identity_with_only_kept_ones_reports_no_change():
+    text = f"""{HEADER}
+    g (float[2] x) => (float[2] r, float[2] r_copy) {{
+      r = Relu(x)
+      r_copy = Identity(r)
+    }}"""
+    _, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats) == (False, {"removed": 0})
+    assert result.notes == ["Identity '' kept: it copies a graph input, initializer or another graph output into a graph output"]
+    assert histogram(after) == {"Identity": 1, "Relu": 1}
+
+
 # --- tpu-legality -----------------------------------------------------------------------
 
 def test_canonical_einsum():
