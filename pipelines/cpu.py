@@ -30,7 +30,7 @@ VMamba has no contraction: its graphs do not change.
 from pipelines.pipeline import parse_pipeline
 
 PIPELINE = parse_pipeline(
-    "reroll-scans{form=parallel,chunk=8,state_form=channels-last-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
+    "unroll-loops,reroll-scans{form=parallel,chunk=8,state_form=channels-last-readout,state_chunk=32},lower-einsum,softplus-to-exp-log,"
     "eliminate-dead-nodes,fold-constants,einsum-to-matmul,unit-axes-to-reshape,expand-to-broadcast,pointwise-conv-to-matmul,plane-transpose-to-matmul,slice-parts-before-concat,min-max-to-clip,reshape-target-to-constant,simplify",
     name="cpu",
     description="re-roll scans into the stable parallel form, lower Einsum (products to Mul/ReduceSum, contractions "

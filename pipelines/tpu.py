@@ -44,7 +44,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
     """The tpu pipeline for one chip: split-cumsum's budget and lanes from its measured table."""
     limit = CHIP_LIMITS[chip]
     return parse_pipeline(
-        "reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
+        "unroll-loops,reroll-scans{form=batched,chunk=14,drop_unit_axes=true,state_form=batched-doubling,state_chunk=32,"
         "carry_shifts=slices},"
         "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,exp-mask-to-finite,softplus-guard-off,"
         "layernorm-channels-first{centring=matrix-after-norm},"

@@ -201,14 +201,16 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     blocks cut by Gathers, the ov pipeline before session s15); nor re-roll's one_chunk_up_to (s18), nor
     einsum-to-matmul (s24)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
-    assert str(many.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
+    assert str(many.steps[0]) == str(cpu.steps[0]) == "unroll-loops"
+    assert str(many.steps[1]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                   "state_form=strided-readout,state_chunk=32,one_chunk_up_to=64}")
-    assert many.steps[1:-4] == cpu.steps[1:-1]
+    assert many.steps[2:-4] == cpu.steps[2:-1]
     assert [step.pass_name for step in many.steps[-4:]] == ["slice-reverse-to-gather", "plane-transpose-to-gather",
                                                              "grouped-conv1d-to-matmul", "simplify"]
-    assert str(ov.steps[0]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
+    assert str(ov.steps[0]) == "unroll-loops"
+    assert str(ov.steps[1]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                 "state_form=strided-readout,state_chunk=32}")
-    assert ov.steps[1:] == [step for step in many.steps[1:-2] if step.pass_name != "einsum-to-matmul"] + many.steps[-1:]
+    assert ov.steps[2:] == [step for step in many.steps[2:-2] if step.pass_name != "einsum-to-matmul"] + many.steps[-1:]
     assert ov.name == "ov"
 
 

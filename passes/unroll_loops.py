@@ -1,0 +1,307 @@
+"""A Loop or Scan with a constant trip count written out step by step, so reroll-scans can re-roll it.
+
+A recurrence kept as a loop reaches ONNX as one control-flow node: torch.jit.script's `for t in range(L)`
+through the TorchScript exporter is a Loop (its readouts appended to a sequence: SequenceInsert in the body,
+ConcatFromSequence after it), torch's scan higher-order op through the dynamo exporter is a Scan, and other
+frameworks write either. reroll-scans finds nothing in them, ONNX Runtime runs them one step at a time,
+and tpu-mlir refuses both (tpu-legality). This pass copies the body once per iteration into the main
+graph with ONNX's semantics exactly:
+
+- Loop(M, cond, v...): body (iteration_num, cond, v...) -> (cond, v..., scan outputs...); each step's
+  iteration number is the constant i, its cond the constant true; the loop-carried values of step i are the
+  body outputs of step i - 1; each scan output is the step values stacked on a new axis 0
+  (Unsqueeze + Concat).
+- Scan(states..., scan inputs...): step i reads scan input j at position i, or L - 1 - i where
+  scan_input_directions[j] is 1, along scan_input_axes[j] (a Gather of one index); scan output k is the step
+  values stacked along scan_output_axes[k], in reverse step order where scan_output_directions[k] is 1.
+- A sequence built by the steps, SequenceEmpty then one SequenceInsert (no position) per step and read
+  only by ConcatFromSequence (TorchScript's `ys.append(..)` then `torch.stack(ys, ..)`), becomes the Concat of
+  its elements, each Unsqueezed first where new_axis is 1.
+
+Left unchanged, with the reason as a note (and `left` in the stats): a trip count that is not a constant
+(a Scan's: its scan inputs' static size along the axis), a Loop whose cond is not constant true in and out
+of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a trip count below 1,
+a Scan of opset 8 (its batch axis), and a loop whose steps times body nodes exceed `max_nodes`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.base import Option, Pass, PassContext, PassResult
+from passes.graph_builder import GraphBuilder, taken_prefixes
+from passes.one_line import printable
+from passes.registry import register_pass
+from passes.static_shapes import static_shapes
+from patterns.graph_query import constant_int, constant_value, producer
+
+# Scan-8 iterates over a batch axis as well; its semantics differ from Scan-9's.
+MIN_SCAN_OPSET = 9
+# How often (in steps) a long unroll reports its progress on the pass's status line.
+PROGRESS_EVERY_SECONDS = 1.0
+# Ops whose value differs from one evaluation to the next: never written once for all steps.
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli"})
+
+
+def _constant_true(tensor: Optional[gs.Tensor], body_cond: Optional[gs.Tensor] = None) -> bool:
+    """Whether `tensor` is true on every step: a constant true, the body's cond input (true on every step when
+    it is true on entry and on every exit), or either through Identity."""
+    for _ in range(64):
+        if tensor is None:
+            return False
+        if body_cond is not None and tensor is body_cond:
+            return True
+        value = constant_value(tensor)
+        if value is not None:
+            return value.dtype == np.bool_ and value.size == 1 and bool(value.reshape(-1)[0])
+        node = producer(tensor)
+        if node is None or node.op != "Identity":
+            return False
+        tensor = node.inputs[0]
+    return False
+
+
+def _nested_graph(body: gs.Graph) -> Optional[gs.Node]:
+    for node in body.nodes:
+        if any(isinstance(value, gs.Graph) for value in node.attrs.values()):
+            return node
+    return None
+
+
+def _is_empty(tensor: Optional[gs.Tensor]) -> bool:
+    return tensor is None or (isinstance(tensor, gs.Variable) and tensor.name == "")
+
+
+class _Plan:
+    """What one unroll needs: the trip count and how step i reads and writes."""
+
+    def __init__(self, trip: int, body: gs.Graph, state_inputs: list, state_outputs: list,
+                 carried: list, finals: list, stacked: list, read_step=None, fixed_inputs=()) -> None:
+        self.trip, self.body = trip, body
+        self.state_inputs, self.state_outputs = state_inputs, state_outputs   # body tensors
+        self.carried, self.finals = carried, finals                          # outer tensors: initial, final
+        self.stacked = stacked          # (body output, outer output, axis, reversed)
+        self.read_step = read_step      # step -> {id(body input): outer tensor} (Scan's slices)
+        self.fixed_inputs = fixed_inputs  # (body input, step -> value) (Loop's iteration number and cond)
+
+
+@register_pass
+class UnrollLoops(Pass):
+    name = "unroll-loops"
+    description = ("a Loop or Scan with a constant trip count and a body without nested control flow copied once per "
+                   "step (ONNX semantics exactly), so reroll-scans can re-roll the recurrence inside")
+    max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x body nodes)", min=1)
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        loops = [node for node in graph.nodes if node.op in ("Loop", "Scan")]
+        if not loops:
+            return PassResult(False, {"unrolled": 0})
+        shapes = static_shapes(graph) if any(node.op == "Scan" for node in loops) else {}
+        taken = taken_prefixes(graph)
+        notes: list[str] = []
+        unrolled = {"Loop": 0, "Scan": 0}
+        steps = added = 0
+        for index, node in enumerate(loops):
+            plan = self._plan(node, ctx.opset, shapes)
+            if isinstance(plan, str):
+                notes.append(f"{node.op} '{printable(node.name)}' left as it is: {plan}")
+                continue
+            builder = GraphBuilder(graph, ctx.opset, prefix=f"unroll_loops/{node.op.lower()}{index}", taken=taken)
+            self._unroll(builder, node, plan, ctx, index)
+            unrolled[node.op] += 1
+            steps += plan.trip
+            added += len(builder.nodes)
+        if not unrolled["Loop"] and not unrolled["Scan"]:
+            return PassResult(False, {"unrolled": 0, "left": len(loops)}, notes)
+        graph.cleanup()
+        concatenated = _sequences_to_concat(graph, ctx.opset, taken)
+        graph.cleanup().toposort()
+        stats = {"unrolled": unrolled["Loop"] + unrolled["Scan"], "loops_unrolled": unrolled["Loop"], "scans_unrolled": unrolled["Scan"], "steps": steps,
+                 "nodes_added": added, "sequences_concatenated": concatenated, "left": len(notes)}
+        return PassResult(True, stats, notes)
+
+    # -- what can be unrolled ------------------------------------------------------------------
+    def _plan(self, node: gs.Node, opset: int, shapes: dict) -> _Plan | str:
+        body = node.attrs.get("body")
+        if not isinstance(body, gs.Graph):
+            return "no body graph"
+        nested = _nested_graph(body)
+        if nested is not None:
+            return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
+        plan = self._loop_plan(node, body) if node.op == "Loop" else self._scan_plan(node, body, opset, shapes)
+        if isinstance(plan, str):
+            return plan
+        if plan.trip < 1:
+            return f"trip count {plan.trip} (nothing to write out step by step)"
+        if plan.trip * max(len(body.nodes), 1) > self.max_nodes:
+            return (f"{plan.trip} steps x {len(body.nodes)} body nodes = {plan.trip * len(body.nodes)} nodes, over "
+                    f"max_nodes={self.max_nodes}")
+        return plan
+
+    def _loop_plan(self, node: gs.Node, body: gs.Graph) -> _Plan | str:
+        count = len(node.inputs) - 2
+        if count < 0 or len(body.inputs) != count + 2 or len(body.outputs) < count + 1:
+            return "inputs and body signature do not match"
+        trip = constant_int(node.inputs[0]) if not _is_empty(node.inputs[0]) else None
+        if trip is None:
+            return "its trip count M is not a constant"
+        if not _is_empty(node.inputs[1]) and not _constant_true(node.inputs[1]):
+            return "its cond input is not a constant true"
+        if not _constant_true(body.outputs[0], body.inputs[1]):
+            return "its body's cond output is not constant true (the loop may exit early)"
+        scan_outputs = body.outputs[1 + count:]
+        if len(node.outputs) != count + len(scan_outputs):
+            return "outputs and body signature do not match"
+        stacked = [(out, node.outputs[count + k], 0, False) for k, out in enumerate(scan_outputs)]
+        fixed = [(body.inputs[0], lambda b, i: b.const(np.asarray(i, dtype=np.int64))),
+                 (body.inputs[1], lambda b, i: b.const(np.asarray(True)))]
+        return _Plan(trip, body, list(body.inputs[2:]), list(body.outputs[1:1 + count]), list(node.inputs[2:]),
+                     list(node.outputs[:count]), stacked, fixed_inputs=fixed)
+
+    def _scan_plan(self, node: gs.Node, body: gs.Graph, opset: int, shapes: dict) -> _Plan | str:
+        if opset < MIN_SCAN_OPSET:
+            return f"Scan of opset {opset} (before 9 it iterates over a batch axis as well)"
+        scanned = int(node.attrs.get("num_scan_inputs", 0))
+        states = len(node.inputs) - scanned
+        if scanned < 1 or states < 0 or len(body.inputs) != len(node.inputs) or len(body.outputs) != len(node.outputs):
+            return "inputs and body signature do not match"
+        input_axes = list(node.attrs.get("scan_input_axes", [0] * scanned))
+        input_directions = list(node.attrs.get("scan_input_directions", [0] * scanned))
+        output_count = len(node.outputs) - states
+        output_axes = list(node.attrs.get("scan_output_axes", [0] * output_count))
+        output_directions = list(node.attrs.get("scan_output_directions", [0] * output_count))
+        if (len(input_axes), len(input_directions), len(output_axes), len(output_directions)) != (
+                scanned, scanned, output_count, output_count):
+            return "scan axes or directions do not match its inputs and outputs"
+        lengths = set()
+        for tensor, axis in zip(node.inputs[states:], input_axes):
+            shape = shapes.get(tensor.name)
+            if shape is None or not -len(shape) <= axis < len(shape):
+                return f"scan input '{printable(tensor.name)}' has no static size along axis {axis}"
+            lengths.add(shape[axis])
+        if len(lengths) != 1:
+            return f"its scan inputs differ in length ({sorted(lengths)})"
+        trip = lengths.pop()
+        scan_body_inputs = list(body.inputs[states:])
+        scan_inputs = list(node.inputs[states:])
+
+        def read_step(b: GraphBuilder, step: int) -> dict:
+            return {id(body_input): b.gather(outer, trip - 1 - step if direction else step, axis)
+                    for body_input, outer, axis, direction in zip(scan_body_inputs, scan_inputs, input_axes,
+                                                                  input_directions)}
+
+        stacked = [(body.outputs[states + k], node.outputs[states + k], output_axes[k], bool(output_directions[k]))
+                   for k in range(output_count)]
+        return _Plan(trip, body, list(body.inputs[:states]), list(body.outputs[:states]), list(node.inputs[:states]),
+                     list(node.outputs[:states]), stacked, read_step=read_step)
+
+    # -- writing it out --------------------------------------------------------------------------
+    def _unroll(self, b: GraphBuilder, node: gs.Node, plan: _Plan, ctx: PassContext, index: int) -> None:
+        body = plan.body
+        produced = {id(out) for body_node in body.nodes for out in body_node.outputs}
+        # Nodes that read nothing a step changes (Constants, `dA[:, t]`'s Slice of the whole outer tensor before
+        # its Gather) are written once, not once per step: every step then reads one tensor, as an unrolled export
+        # does, and the matcher sees each step's operand taken from the same source.
+        body_inputs = {id(t) for t in body.inputs}
+        hoisted: dict[int, gs.Tensor] = {}
+        invariant: set[int] = set()
+        for body_node in body.nodes:
+            if body_node.op in RANDOM_OPS or not all(
+                    _is_empty(t) or id(t) in hoisted or (id(t) not in produced and id(t) not in body_inputs)
+                    for t in body_node.inputs):
+                continue
+            inputs = [gs.Variable.empty() if _is_empty(t) else hoisted.get(id(t), t) for t in body_node.inputs]
+            outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
+                                     domain=body_node.domain)
+            for old, new in zip(body_node.outputs, outputs):
+                new.dtype, new.shape = old.dtype, old.shape
+                hoisted[id(old)] = new
+            invariant.add(id(body_node))
+        node.inputs.clear()
+        node.outputs.clear()
+        carried = list(plan.carried)
+        step_values: list[list[gs.Tensor]] = [[] for _ in plan.stacked]
+        started = last_report = time.perf_counter()
+        for step in range(plan.trip):
+            values: dict[int, gs.Tensor] = dict(hoisted)
+            values.update({id(inp): value for inp, value in zip(plan.state_inputs, carried)})
+            for body_input, value_of in plan.fixed_inputs:
+                values[id(body_input)] = value_of(b, step)
+            if plan.read_step is not None:
+                values.update(plan.read_step(b, step))
+
+            def read(tensor: gs.Tensor) -> gs.Tensor:
+                if id(tensor) in values:
+                    return values[id(tensor)]
+                if isinstance(tensor, gs.Constant) or id(tensor) not in produced:
+                    return tensor     # an initializer, an empty optional input or a tensor of the outer graph
+                raise ValueError(f"body tensor '{printable(tensor.name)}' read before it is written")
+
+            for body_node in body.nodes:
+                if id(body_node) in invariant:
+                    continue
+                inputs = [gs.Variable.empty() if _is_empty(t) else read(t) for t in body_node.inputs]
+                outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
+                                         domain=body_node.domain)
+                for old, new in zip(body_node.outputs, outputs):
+                    new.dtype, new.shape = old.dtype, old.shape
+                    values[id(old)] = new
+            carried = [read(out) for out in plan.state_outputs]
+            for values_of, (out, _, _, _) in zip(step_values, plan.stacked):
+                values_of.append(read(out))
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_EVERY_SECONDS:
+                last_report = now
+                ctx.log(f"unrolling {node.op} {index}: step {step + 1}/{plan.trip}, "
+                        f"{len(b.nodes)} nodes, {now - started:.0f} s")
+        for value, outer in zip(carried, plan.finals):
+            b.identity(value, output=outer)
+        for values_of, (_, outer, axis, reverse) in zip(step_values, plan.stacked):
+            ordered = values_of[::-1] if reverse else values_of
+            b.concat([b.unsqueeze(value, [axis]) for value in ordered], axis, output=outer)
+
+
+def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
+    passed = []
+    while (node := producer(tensor)) is not None and node.op == "Identity" and len(tensor.outputs) == 1:
+        passed.append(node)
+        tensor = node.inputs[0]
+    return tensor, passed
+
+
+def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
+    """ConcatFromSequence of SequenceEmpty + SequenceInsert(seq, x) (appends, each sequence read once) as a
+    Concat of the x (Unsqueezed first where new_axis is 1). Returns how many were rewritten."""
+    rewritten = 0
+    for concat in [node for node in graph.nodes if node.op == "ConcatFromSequence"]:
+        elements, sequence, passed = [], concat.inputs[0], []
+        while True:
+            sequence, through = _through_identity(sequence)
+            passed += through
+            node = producer(sequence)
+            if node is None or len(sequence.outputs) != 1:
+                break
+            if node.op == "SequenceInsert" and len(node.inputs) == 2:
+                elements.append(node.inputs[1])
+                passed.append(node)
+                sequence = node.inputs[0]
+                continue
+            break
+        node = producer(sequence)
+        if node is None or node.op != "SequenceEmpty" or len(sequence.outputs) != 1 or not elements:
+            continue
+        elements.reverse()
+        axis = int(concat.attrs.get("axis"))
+        new_axis = int(concat.attrs.get("new_axis", 0))
+        output = concat.outputs[0]
+        concat.inputs.clear()
+        concat.outputs.clear()
+        b = GraphBuilder(graph, opset, prefix="unroll_loops/sequence", taken=taken)
+        pieces = [b.unsqueeze(x, [axis]) for x in elements] if new_axis else elements
+        b.concat(pieces, axis, output=output)
+        rewritten += 1
+    return rewritten
