@@ -37,11 +37,14 @@ from passes.one_line import printable
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
 from patterns.graph_query import constant_int, constant_value, producer
+from patterns.small_constants import EVALUATED_OPS, small_value
 
 # Scan-8 iterates over a batch axis as well; its semantics differ from Scan-9's.
 MIN_SCAN_OPSET = 9
 # How often (in steps) a long unroll reports its progress on the pass's status line.
 PROGRESS_EVERY_SECONDS = 1.0
+# The largest integer tensor a step's index arithmetic is folded into (indices, shapes: a handful of numbers).
+MAX_STEP_CONSTANT = 64
 # Ops whose value differs from one evaluation to the next: never written once for all steps.
 RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                         "Bernoulli"})
@@ -249,7 +252,7 @@ class UnrollLoops(Pass):
                                          domain=body_node.domain)
                 for old, new in zip(body_node.outputs, outputs):
                     new.dtype, new.shape = old.dtype, old.shape
-                    values[id(old)] = new
+                    values[id(old)] = _step_constant(b, body_node, inputs, new)
             carried = [read(out) for out in plan.state_outputs]
             for values_of, (out, _, _, _) in zip(step_values, plan.stacked):
                 values_of.append(read(out))
@@ -263,6 +266,17 @@ class UnrollLoops(Pass):
         for values_of, (_, outer, axis, reverse) in zip(step_values, plan.stacked):
             ordered = values_of[::-1] if reverse else values_of
             b.concat([b.unsqueeze(value, [axis]) for value in ordered], axis, output=outer)
+
+
+def _step_constant(b: GraphBuilder, body_node: gs.Node, inputs: list, output: gs.Variable) -> gs.Tensor:
+    """`output` as a constant where the step made it one: index arithmetic on the iteration number
+    (`t = L - 1 - i`: Sub(9, i)) is a constant index in each step, which is what the matcher reads."""
+    if body_node.op not in EVALUATED_OPS or not all(_is_empty(t) or constant_value(t) is not None for t in inputs):
+        return output
+    value = small_value(output)
+    if value is None or value.size > MAX_STEP_CONSTANT or not np.issubdtype(value.dtype, np.integer):
+        return output
+    return b.const(value)
 
 
 def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:

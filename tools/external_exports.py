@@ -20,6 +20,8 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-bidirectional-s6*  a user's own bidirectional S6 block in plain PyTorch (Vision Mamba's two directions,
                     each its own loop): the backward one runs `for t in reversed(range(L))` and writes
                     `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
+  user-bidirectional-s6-script-loop  each direction's loop in a torch.jit.script function: an ONNX Loop each
+  user-bidirectional-s6-scan-op-dynamo  each direction as torch's scan higher-order op through dynamo: an ONNX Scan
   user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
   user-s6-assign-every-axis  one direction writing `y[:, t, :] = y_t`: ScatterND over every element's indices
   user-s6-addcmul   one direction stepping `h = torch.addcmul(deltaBx[:, t], h, deltaA[:, t])`
@@ -240,7 +242,8 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
 USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis",
-              "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last")
+              "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
+              "script-loop-reversed", "scan-op", "scan-op-reversed")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -265,7 +268,13 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       reversed-stack   `for t in reversed(range(L))`, readouts appended and stacked in position order
                        (`torch.stack(ys[::-1], 1)`)
       states-stack-last  `for t in range(L)`, the states appended and stacked last (`torch.stack(hs, -1)`, (batch,
-                       d_inner, N, L)), read out after the loop by `torch.einsum('bdnl,bln->bld', hs, C)`"""
+                       d_inner, N, L)), read out after the loop by `torch.einsum('bdnl,bln->bld', hs, C)`
+      script-loop      the stack loop in a `torch.jit.script` function (the TorchScript exporter keeps it as an ONNX
+                       Loop, readouts appended to a sequence: SequenceInsert, ConcatFromSequence)
+      script-loop-reversed  the same stepping t = L - 1 - i, the stacked readouts flipped back (`.flip(1)`)
+      scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
+                       exporter writes as an ONNX Scan
+      scan-op-reversed  the same with `reverse=True`"""
     import torch
     import torch.nn.functional as F
 
@@ -274,6 +283,19 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         raise ValueError(f"unknown loop spelling {sorted(unknown)} (known: {', '.join(USER_LOOPS)})")
     torch.manual_seed(seed)
     d_inner, rank, directions = 2 * d_model, 2, len(loops)
+
+    def scripted_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+                      backward: bool) -> torch.Tensor:
+        length = deltaA.shape[1]
+        ys = []
+        for i in range(length):
+            t = length - 1 - i if backward else i
+            h = deltaA[:, t] * h + deltaBx[:, t]
+            ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        y = torch.stack(ys, 1)
+        return y.flip(1) if backward else y
+    if {"script-loop", "script-loop-reversed"} & set(loops):
+        scripted_loop = torch.jit.script(scripted_loop)
 
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
@@ -356,6 +378,16 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                     h = dA * h + dBx
                     ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
                 y = torch.stack(ys, dim=1)
+            elif loop in ("script-loop", "script-loop-reversed"):
+                y = scripted_loop(deltaA, deltaBx, C, h, loop == "script-loop-reversed")
+            elif loop in ("scan-op", "scan-op-reversed"):
+                from torch._higher_order_ops.scan import scan
+
+                def step(h, xs):
+                    a_t, b_t, c_t = xs
+                    h = a_t * h + b_t
+                    return h, (h * c_t[:, None, :]).sum(-1)
+                _, y = scan(step, h, (deltaA, deltaBx, C), dim=1, reverse=loop == "scan-op-reversed")
             else:
                 ys = []
                 for a_t, b_t, c_t in zip(deltaA.unbind(1), deltaBx.unbind(1), C.unbind(1)):
@@ -460,6 +492,16 @@ EXPORTS = {e.name: e for e in [
                    "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, stepping h = torch.addcmul(deltaBx_t, h, "
                    "deltaA_t) (TorchScript: the product times its value=1) with a bmm readout",
                    lambda: user_s6(8, 4, 10, loops=("addcmul",)), scans=1, steps=10),
+    # session s27: the loop kept as a loop (an ONNX Loop or Scan), written out by unroll-loops
+    ExternalExport("user-bidirectional-s6-script-loop", "torch",
+                   "user-bidirectional-s6 with each direction's loop in a torch.jit.script function (an ONNX Loop each, "
+                   "readouts appended to a sequence), the backward one stepping t = L - 1 - i and flipping the stack",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")), scans=2, steps=20),
+    ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
+                   "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
+                   "through the dynamo exporter (an ONNX Scan each)",
+                   lambda: user_s6(8, 4, 10, loops=("scan-op", "scan-op-reversed")), scans=2, steps=20,
+                   exporter="dynamo"),
     # session s22: export options users give
     ExternalExport("user-bidirectional-s6-no-folding", "torch",
                    "user-bidirectional-s6 exported with do_constant_folding=False (the first write's update expanded to "
