@@ -74,6 +74,7 @@ class ExternalExport:
     dtype: str = "float32"            # the module (and a float sample) converted first: model.half(), .double()
     tolerance: float = 1e-5           # rel L2 the compiled model must reach against the library's output
     runs_in_onnxruntime: bool = True  # False: ONNX Runtime's CPU provider lacks a kernel (float64 Conv)
+    loops_kept_by: tuple[str, ...] = ()  # pipelines without unroll-loops (seed): its Loop / Scan nodes stay, 0 scans
 
     @property
     def version(self) -> str:
@@ -496,12 +497,13 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("user-bidirectional-s6-script-loop", "torch",
                    "user-bidirectional-s6 with each direction's loop in a torch.jit.script function (an ONNX Loop each, "
                    "readouts appended to a sequence), the backward one stepping t = L - 1 - i and flipping the stack",
-                   lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")), scans=2, steps=20),
+                   lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")), scans=2, steps=20,
+                   loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
                    lambda: user_s6(8, 4, 10, loops=("scan-op", "scan-op-reversed")), scans=2, steps=20,
-                   exporter="dynamo"),
+                   exporter="dynamo", loops_kept_by=("seed",)),
     # session s22: export options users give
     ExternalExport("user-bidirectional-s6-no-folding", "torch",
                    "user-bidirectional-s6 exported with do_constant_folding=False (the first write's update expanded to "

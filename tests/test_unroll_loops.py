@@ -1,0 +1,175 @@
+"""unroll-loops: a Loop or Scan with a constant trip count written out step by step, with ONNX's semantics exactly
+(loop-carried values, the iteration number, scan axes and directions, stacked scan outputs, sequences appended
+then concatenated), so reroll-scans re-rolls the recurrence inside; what it cannot prove is left, with its reason."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pipelines import compile_model
+from tests.scan_testing import rel_l2, run
+
+L, B, D = 6, 2, 3
+FLOAT = TensorProto.FLOAT
+# unrolling changes no arithmetic: the same ops on the same values, in the same order
+EXACT = 1e-7
+
+
+def _const(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name))
+
+
+def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.uniform(0.5, 0.99, (L, B, D)).astype(np.float32),
+            "b": rng.standard_normal((L, B, D)).astype(np.float32)}
+
+
+def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_input: bool = False,
+                states: bool = True) -> onnx.ModelProto:
+    """h_t = a[t] * h_{t-1} + b[t] as a Loop (TorchScript's shape): the readouts 2 h_t appended to a sequence
+    (ConcatFromSequence, new axis 1 after the loop), the states a scan output (stacked on axis 0; `states`), h_L
+    carried out."""
+    body_nodes = [
+        helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
+        helper.make_node("Gather", ["b", "i"], ["b_t"], axis=0),
+        helper.make_node("Mul", ["a_t", "h_in"], ["ah"]),
+        helper.make_node("Add", ["ah", "b_t"], ["h_out"]),
+        helper.make_node("Mul", ["h_out", "two"], ["y"]),
+        helper.make_node("SequenceInsert", ["seq_in", "y"], ["seq_out"]),
+    ] + ([helper.make_node("Identity", ["h_out"], ["h_scan"])] if states else [])
+    if cond_out == "identity":
+        body_nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
+    else:   # stop once i reaches 3: an early exit
+        body_nodes += [_const("three", np.int64(3)), helper.make_node("Less", ["i", "three"], ["cond_out"])]
+    if nested:
+        then = helper.make_graph([helper.make_node("Identity", ["two"], ["branch"])], "then", [],
+                                 [helper.make_tensor_value_info("branch", FLOAT, [])])
+        body_nodes.append(helper.make_node("If", ["cond_in"], ["unused"], then_branch=then, else_branch=then))
+    body = helper.make_graph(
+        body_nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", FLOAT, [B, D]), helper.make_tensor_sequence_value_info("seq_in", FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h_out", FLOAT, [B, D]),
+         helper.make_tensor_sequence_value_info("seq_out", FLOAT, None)]
+        + ([helper.make_tensor_value_info("h_scan", FLOAT, [B, D])] if states else []))
+    nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)), _const("true", np.bool_(True)),
+             helper.make_node("SequenceEmpty", [], ["seq0"], dtype=FLOAT),
+             helper.make_node("Loop", ["M", "true", "h0", "seq0"], ["h_last", "seq"] + (["states"] if states else []),
+                              body=body, name="loop 'x'\n"),
+             helper.make_node("ConcatFromSequence", ["seq"], ["ys"], axis=1, new_axis=1)]
+    inputs = [helper.make_tensor_value_info("a", FLOAT, [L, B, D]), helper.make_tensor_value_info("b", FLOAT, [L, B, D])]
+    if trip_input:
+        inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
+    else:
+        nodes.insert(0, _const("M", np.int64(trip)))
+    graph = helper.make_graph(nodes, "g", inputs, [
+        helper.make_tensor_value_info("ys", FLOAT, [B, L, D]), helper.make_tensor_value_info("h_last", FLOAT, [B, D])]
+        + ([helper.make_tensor_value_info("states", FLOAT, [L, B, D])] if states else []))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _scan_model(input_directions=(1, 1), output_direction=1) -> onnx.ModelProto:
+    """The same recurrence as a Scan over axis 1 of (B, L, D) inputs (dynamo's torch scan op after its Transposes):
+    directions 1 walk the inputs from the end, output direction 1 writes the last step's value first."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["a_t", "h_in"], ["ah"]), helper.make_node("Add", ["ah", "b_t"], ["h_out"]),
+         helper.make_node("Mul", ["h_out", "two"], ["y"])],
+        "body",
+        [helper.make_tensor_value_info("h_in", FLOAT, [B, D]), helper.make_tensor_value_info("a_t", FLOAT, [B, D]),
+         helper.make_tensor_value_info("b_t", FLOAT, [B, D])],
+        [helper.make_tensor_value_info("h_out", FLOAT, [B, D]), helper.make_tensor_value_info("y", FLOAT, [B, D])])
+    nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)),
+             helper.make_node("Transpose", ["a"], ["a_bld"], perm=[1, 0, 2]),
+             helper.make_node("Transpose", ["b"], ["b_bld"], perm=[1, 0, 2]),
+             helper.make_node("Scan", ["h0", "a_bld", "b_bld"], ["h_last", "ys"], body=body, num_scan_inputs=2,
+                              scan_input_axes=[1, -2], scan_input_directions=list(input_directions),
+                              scan_output_axes=[-2], scan_output_directions=[output_direction])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [L, B, D]),
+                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D])],
+                              [helper.make_tensor_value_info("ys", FLOAT, [B, L, D]),
+                               helper.make_tensor_value_info("h_last", FLOAT, [B, D])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ops(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(Counter(node.op_type for node in model.graph.node))
+
+
+def _unrolled(model: onnx.ModelProto, tmp_path, pipeline: str = "unroll-loops"):
+    result = compile_model(model, pipeline, output=tmp_path / "out.onnx")
+    return result, onnx.load(str(tmp_path / "out.onnx"))
+
+
+def _same_outputs(model: onnx.ModelProto, unrolled: onnx.ModelProto) -> None:
+    for seed in (0, 1):
+        for expected, actual in zip(run(model, _feeds(seed)), run(unrolled, _feeds(seed)), strict=True):
+            assert rel_l2(actual, expected) <= EXACT
+
+
+def test_loop_with_a_sequence_and_a_scan_output_is_written_out_exactly(tmp_path):
+    model = _loop_model()
+    assert _ops(model) == {"Constant": 4, "SequenceEmpty": 1, "Loop": 1, "ConcatFromSequence": 1}
+    result, unrolled = _unrolled(model, tmp_path)
+    record = result.records[0]
+    assert record.stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                            "nodes_added": 57, "sequences_concatenated": 1, "left": 0}
+    # per step: 2 Gathers, 2 Mul, 1 Add, the state's Identity and the readout's Unsqueeze (new_axis); the states
+    # stacked on axis 0 (an Unsqueeze each); the carried h_L through an Identity; no sequence op left
+    assert _ops(unrolled) == {"Constant": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": L, "Identity": L + 1,
+                              "Unsqueeze": 2 * L, "Concat": 2}
+    _same_outputs(model, unrolled)
+
+
+def test_scan_with_reversed_inputs_and_outputs_and_negative_axes_is_written_out_exactly(tmp_path):
+    for input_directions, output_direction in [((1, 1), 1), ((0, 0), 0), ((0, 1), 1), ((1, 0), 0)]:
+        model = _scan_model(input_directions, output_direction)
+        result, unrolled = _unrolled(model, tmp_path)
+        assert result.records[0].stats["scans_unrolled"] == 1
+        assert _ops(unrolled) == {"Constant": 2, "Transpose": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": L,
+                                  "Identity": 1, "Unsqueeze": L, "Concat": 1}
+        _same_outputs(model, unrolled)
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "tpu"])
+def test_pipelines_reroll_the_loop_and_the_backward_scan(pipeline, tmp_path):
+    # (a Loop that also stacks its states has two readouts per state: reroll-scans leaves that, with its reason)
+    for model in (_loop_model(states=False), _scan_model()):
+        result, compiled = _unrolled(model, tmp_path, pipeline)
+        unroll = next(record for record in result.records if record.name == "unroll-loops")
+        reroll = next(record for record in result.records if record.name == "reroll-scans")
+        assert unroll.stats["unrolled"] == 1
+        assert (reroll.stats["rerolled"], reroll.stats["steps"]) == (1, L)
+        assert not {"Loop", "Scan", "SequenceInsert"} & set(_ops(compiled))
+        _same_outputs(model, compiled)
+
+
+@pytest.mark.parametrize("model, note", [
+    (lambda: _loop_model(trip_input=True), "its trip count M is not a constant"),
+    (lambda: _loop_model(cond_out="less"), "its body's cond output is not constant true (the loop may exit early)"),
+    (lambda: _loop_model(nested=True), "its body holds a nested subgraph (If '')"),
+    (lambda: _loop_model(trip=0), "trip count 0 (nothing to write out step by step)"),
+])
+def test_what_cannot_be_proven_is_left_with_its_reason(model, note, tmp_path):
+    model = model()
+    result = compile_model(model, "unroll-loops", verify="none")
+    record = result.records[0]
+    assert not record.changed and record.stats == {"unrolled": 0, "left": 1}
+    assert record.notes == ["Loop 'loop 'x'\\n' left as it is: " + note]
+
+
+def test_a_loop_over_max_nodes_is_left(tmp_path):
+    result = compile_model(_loop_model(), "unroll-loops{max_nodes=40}", verify="none")
+    assert result.records[0].notes == [
+        "Loop 'loop 'x'\\n' left as it is: 6 steps x 8 body nodes = 48 nodes, over max_nodes=40"]
+    assert _ops(result.model)["Loop"] == 1
+
+
+def test_graphs_without_loops_are_unchanged(tmp_path):
+    result = compile_model(_scan_model(), "unroll-loops,unroll-loops", output=tmp_path / "out.onnx")
+    assert [record.stats for record in result.records][1] == {"unrolled": 0}
+    assert not result.records[1].changed
