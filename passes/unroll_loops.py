@@ -115,14 +115,16 @@ class UnrollLoops(Pass):
                 continue
             builder = GraphBuilder(graph, ctx.opset, prefix=f"unroll_loops/{node.op.lower()}{index}", taken=taken)
             self._unroll(builder, node, plan, ctx, index)
+            _put_in_place(graph, node, builder.nodes)
             unrolled[node.op] += 1
             steps += plan.trip
             added += len(builder.nodes)
         if not unrolled["Loop"] and not unrolled["Scan"]:
             return PassResult(False, {"unrolled": 0, "left": len(loops)}, notes)
-        graph.cleanup()
         concatenated = _sequences_to_concat(graph, ctx.opset, taken)
-        graph.cleanup().toposort()
+        # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
+        # (onnx-graphsurgeon's took 3.8 of 12 s on a 3,136-step loop).
+        graph.cleanup()
         stats = {"unrolled": unrolled["Loop"] + unrolled["Scan"], "loops_unrolled": unrolled["Loop"], "scans_unrolled": unrolled["Scan"], "steps": steps,
                  "nodes_added": added, "sequences_concatenated": concatenated, "left": len(notes)}
         return PassResult(True, stats, notes)
@@ -279,6 +281,15 @@ def _step_constant(b: GraphBuilder, body_node: gs.Node, inputs: list, output: gs
     return b.const(value)
 
 
+def _put_in_place(graph: gs.Graph, replaced: gs.Node, made: list[gs.Node]) -> None:
+    """The nodes `made` (appended by a builder, in order) moved to where `replaced` was, `replaced` dropped: they read
+    only what was computed before it, and what read its outputs comes after it."""
+    made_ids = {id(node) for node in made}
+    rest = [node for node in graph.nodes if id(node) not in made_ids]
+    position = next(index for index, node in enumerate(rest) if node is replaced)
+    graph.nodes = rest[:position] + list(made) + rest[position + 1:]
+
+
 def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
     passed = []
     while (node := producer(tensor)) is not None and node.op == "Identity" and len(tensor.outputs) == 1:
@@ -317,5 +328,6 @@ def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
         b = GraphBuilder(graph, opset, prefix="unroll_loops/sequence", taken=taken)
         pieces = [b.unsqueeze(x, [axis]) for x in elements] if new_axis else elements
         b.concat(pieces, axis, output=output)
+        _put_in_place(graph, concat, b.nodes)
         rewritten += 1
     return rewritten

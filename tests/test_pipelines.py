@@ -201,6 +201,7 @@ def test_cpu_many_scans_take_window_doubling_and_ov_is_cpu_many():
     blocks cut by Gathers, the ov pipeline before session s15); nor re-roll's one_chunk_up_to (s18), nor
     einsum-to-matmul (s24)."""
     cpu, many, ov = (get_pipeline(name) for name in ("cpu", "cpu-many", "ov"))
+    # unroll-loops (s27) first in each: a Loop or Scan written out step by step for reroll-scans
     assert str(many.steps[0]) == str(cpu.steps[0]) == "unroll-loops"
     assert str(many.steps[1]) == ("reroll-scans{form=window-doubling,chunk=16,drop_unit_axes=true,"
                                   "state_form=strided-readout,state_chunk=32,one_chunk_up_to=64}")
@@ -223,7 +224,7 @@ def test_einsum_contractions_become_matmuls_where_timed():
     for name in ("cpu", "cpu-many"):
         assert names[name][names[name].index("einsum-to-matmul") - 1] == "fold-constants"
     for name in ("tpu", "tpu-bm1688", "tpu-cv186x"):
-        assert names[name][:7] == ["reroll-scans", "lower-einsum", "eliminate-dead-nodes", "fold-constants", "simplify",
+        assert names[name][:8] == ["unroll-loops", "reroll-scans", "lower-einsum", "eliminate-dead-nodes", "fold-constants", "simplify",
                                    "einsum-to-matmul", "isnan-to-equal"]
     assert "einsum-to-matmul" not in names["ov"] + names["seed"]
     assert [name for name, steps in names.items() if "isnan-to-equal" in steps] == ["tpu", "tpu-bm1688", "tpu-cv186x"]
