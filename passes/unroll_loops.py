@@ -18,8 +18,10 @@ graph with ONNX's semantics exactly:
   only by ConcatFromSequence (TorchScript's `ys.append(..)` then `torch.stack(ys, ..)`), becomes the Concat of
   its elements, each Unsqueezed first where new_axis is 1.
 
-Left unchanged, with the reason as a note (and `left` in the stats): a trip count that is not a constant
-(a Scan's: its scan inputs' static size along the axis), a Loop whose cond is not constant true in and out
+A trip count is a constant, or read from a static size: Gather(Shape(x), k) where x's size k is known while its
+batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch); a Scan's is its inputs' size along the
+scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
+dynamic length), a Loop whose cond is not constant true in and out
 of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a trip count below 1,
 a Scan of opset 8 (its batch axis), and a loop whose steps times body nodes exceed `max_nodes`.
 """
@@ -35,7 +37,7 @@ from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import GraphBuilder, taken_prefixes
 from passes.one_line import printable
 from passes.registry import register_pass
-from passes.static_shapes import static_shapes
+from passes.static_shapes import partial_shapes, symbolic_named_shapes
 from patterns.graph_query import constant_int, constant_value, producer
 from patterns.small_constants import EVALUATED_OPS, small_value
 
@@ -79,6 +81,49 @@ def _is_empty(tensor: Optional[gs.Tensor]) -> bool:
     return tensor is None or (isinstance(tensor, gs.Variable) and tensor.name == "")
 
 
+class _Shapes:
+    """Partial shapes (None for a symbolic size: a dynamic batch), inferred once, on first use."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.graph, self._shapes = graph, None
+
+    def get(self, name: str) -> Optional[tuple]:
+        if self._shapes is None:
+            self._shapes = partial_shapes(self.graph)
+        return self._shapes.get(name)
+
+    def candidates(self, name: str):
+        """`name`'s partial shape, then (ONNX's inference loses a static length behind a dynamic batch's Reshapes)
+        its shape by ONNX Runtime's symbolic inference, sizes unmerged."""
+        for shape in (self.get(name), symbolic_named_shapes(self.graph, [name]).get(name)):
+            if shape is not None:
+                yield shape
+
+
+def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -> Optional[np.ndarray | int]:
+    """A trip count read from a shape, Gather(Shape(x), k) (through Cast, Identity, Squeeze), where x's size k is
+    static while others are not: TorchScript's `range(x.shape[1])` with a dynamic batch. `exact`: the Gather's own
+    int64 value (its index's shape), no Cast or Squeeze before it."""
+    node = producer(tensor)
+    for _ in range(0 if exact else 8):
+        if node is None or node.op not in ("Cast", "Identity", "Squeeze") or not node.inputs:
+            break
+        node = producer(node.inputs[0])
+    if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+        return None
+    index, shape_node = constant_int(node.inputs[1]), producer(node.inputs[0])
+    if index is None or shape_node is None or shape_node.op != "Shape":
+        return None
+    start, end = int(shape_node.attrs.get("start", 0)), shape_node.attrs.get("end")
+    for shape in shapes.candidates(shape_node.inputs[0].name):
+        read = list(shape)[slice(start, None if end is None else int(end))]
+        if -len(read) <= index < len(read) and isinstance(read[index], (int, np.integer)):
+            if exact:
+                return np.full(np.shape(constant_value(node.inputs[1])), int(read[index]), dtype=np.int64)
+            return int(read[index])
+    return None
+
+
 class _Plan:
     """What one unroll needs: the trip count and how step i reads and writes."""
 
@@ -103,7 +148,7 @@ class UnrollLoops(Pass):
         loops = [node for node in graph.nodes if node.op in ("Loop", "Scan")]
         if not loops:
             return PassResult(False, {"unrolled": 0})
-        shapes = static_shapes(graph) if any(node.op == "Scan" for node in loops) else {}
+        shapes = _Shapes(graph)
         taken = taken_prefixes(graph)
         notes: list[str] = []
         unrolled = {"Loop": 0, "Scan": 0}
@@ -114,7 +159,7 @@ class UnrollLoops(Pass):
                 notes.append(f"{node.op} '{printable(node.name)}' left as it is: {plan}")
                 continue
             builder = GraphBuilder(graph, ctx.opset, prefix=f"unroll_loops/{node.op.lower()}{index}", taken=taken)
-            self._unroll(builder, node, plan, ctx, index)
+            self._unroll(builder, node, plan, ctx, index, shapes)
             _put_in_place(graph, node, builder.nodes)
             unrolled[node.op] += 1
             steps += plan.trip
@@ -130,14 +175,14 @@ class UnrollLoops(Pass):
         return PassResult(True, stats, notes)
 
     # -- what can be unrolled ------------------------------------------------------------------
-    def _plan(self, node: gs.Node, opset: int, shapes: dict) -> _Plan | str:
+    def _plan(self, node: gs.Node, opset: int, shapes: "_Shapes") -> _Plan | str:
         body = node.attrs.get("body")
         if not isinstance(body, gs.Graph):
             return "no body graph"
         nested = _nested_graph(body)
         if nested is not None:
             return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
-        plan = self._loop_plan(node, body) if node.op == "Loop" else self._scan_plan(node, body, opset, shapes)
+        plan = self._loop_plan(node, body, shapes) if node.op == "Loop" else self._scan_plan(node, body, opset, shapes)
         if isinstance(plan, str):
             return plan
         if plan.trip < 1:
@@ -147,13 +192,15 @@ class UnrollLoops(Pass):
                     f"max_nodes={self.max_nodes}")
         return plan
 
-    def _loop_plan(self, node: gs.Node, body: gs.Graph) -> _Plan | str:
+    def _loop_plan(self, node: gs.Node, body: gs.Graph, shapes: "_Shapes") -> _Plan | str:
         count = len(node.inputs) - 2
         if count < 0 or len(body.inputs) != count + 2 or len(body.outputs) < count + 1:
             return "inputs and body signature do not match"
-        trip = constant_int(node.inputs[0]) if not _is_empty(node.inputs[0]) else None
+        trip = None if _is_empty(node.inputs[0]) else constant_int(node.inputs[0])
+        if trip is None and not _is_empty(node.inputs[0]):
+            trip = _static_size_read(node.inputs[0], shapes)
         if trip is None:
-            return "its trip count M is not a constant"
+            return "its trip count M is neither a constant nor a static size"
         if not _is_empty(node.inputs[1]) and not _constant_true(node.inputs[1]):
             return "its cond input is not a constant true"
         if not _constant_true(body.outputs[0], body.inputs[1]):
@@ -167,7 +214,7 @@ class UnrollLoops(Pass):
         return _Plan(trip, body, list(body.inputs[2:]), list(body.outputs[1:1 + count]), list(node.inputs[2:]),
                      list(node.outputs[:count]), stacked, fixed_inputs=fixed)
 
-    def _scan_plan(self, node: gs.Node, body: gs.Graph, opset: int, shapes: dict) -> _Plan | str:
+    def _scan_plan(self, node: gs.Node, body: gs.Graph, opset: int, shapes: "_Shapes") -> _Plan | str:
         if opset < MIN_SCAN_OPSET:
             return f"Scan of opset {opset} (before 9 it iterates over a batch axis as well)"
         scanned = int(node.attrs.get("num_scan_inputs", 0))
@@ -185,7 +232,7 @@ class UnrollLoops(Pass):
         lengths = set()
         for tensor, axis in zip(node.inputs[states:], input_axes):
             shape = shapes.get(tensor.name)
-            if shape is None or not -len(shape) <= axis < len(shape):
+            if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
                 return f"scan input '{printable(tensor.name)}' has no static size along axis {axis}"
             lengths.add(shape[axis])
         if len(lengths) != 1:
@@ -205,7 +252,8 @@ class UnrollLoops(Pass):
                      list(node.outputs[:states]), stacked, read_step=read_step)
 
     # -- writing it out --------------------------------------------------------------------------
-    def _unroll(self, b: GraphBuilder, node: gs.Node, plan: _Plan, ctx: PassContext, index: int) -> None:
+    def _unroll(self, b: GraphBuilder, node: gs.Node, plan: _Plan, ctx: PassContext, index: int,
+                shapes: _Shapes) -> None:
         body = plan.body
         produced = {id(out) for body_node in body.nodes for out in body_node.outputs}
         # Nodes that read nothing a step changes (Constants, `dA[:, t]`'s Slice of the whole outer tensor before
@@ -214,6 +262,16 @@ class UnrollLoops(Pass):
         body_inputs = {id(t) for t in body.inputs}
         hoisted: dict[int, gs.Tensor] = {}
         invariant: set[int] = set()
+        # A static size the body reads from the outer graph, Gather(Shape(x), k) (`length = x.shape[1]` with a dynamic
+        # batch), as its constant: `t = length - 1 - i` is then a constant index in each step.
+        for body_node in body.nodes:
+            for tensor in body_node.inputs:
+                if (_is_empty(tensor) or id(tensor) in produced or id(tensor) in body_inputs or id(tensor) in hoisted
+                        or isinstance(tensor, gs.Constant)):
+                    continue
+                size = _static_size_read(tensor, shapes, exact=True)
+                if size is not None:
+                    hoisted[id(tensor)] = b.const(size)
         for body_node in body.nodes:
             if body_node.op in RANDOM_OPS or not all(
                     _is_empty(t) or id(t) in hoisted or (id(t) not in produced and id(t) not in body_inputs)

@@ -30,7 +30,7 @@ def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_input: bool = False,
-                states: bool = True) -> onnx.ModelProto:
+                states: bool = True, trip_from_shape=None) -> onnx.ModelProto:
     """h_t = a[t] * h_{t-1} + b[t] as a Loop (TorchScript's shape): the readouts 2 h_t appended to a sequence
     (ConcatFromSequence, new axis 1 after the loop), the states a scan output (stacked on axis 0; `states`), h_L
     carried out."""
@@ -62,8 +62,12 @@ def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_i
              helper.make_node("Loop", ["M", "true", "h0", "seq0"], ["h_last", "seq"] + (["states"] if states else []),
                               body=body, name="loop 'x'\n"),
              helper.make_node("ConcatFromSequence", ["seq"], ["ys"], axis=1, new_axis=1)]
-    inputs = [helper.make_tensor_value_info("a", FLOAT, [L, B, D]), helper.make_tensor_value_info("b", FLOAT, [L, B, D])]
-    if trip_input:
+    a_shape = [L, B, D] if trip_from_shape is None else trip_from_shape
+    inputs = [helper.make_tensor_value_info("a", FLOAT, a_shape), helper.make_tensor_value_info("b", FLOAT, [L, B, D])]
+    if trip_from_shape is not None:   # M = a.shape[0], as TorchScript writes range(x.shape[0]) with a dynamic axis
+        nodes[0:0] = [helper.make_node("Shape", ["a"], ["a_shape"]), _const("zero", np.int64(0)),
+                      helper.make_node("Gather", ["a_shape", "zero"], ["M"], axis=0)]
+    elif trip_input:
         inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
     else:
         nodes.insert(0, _const("M", np.int64(trip)))
@@ -149,7 +153,8 @@ def test_pipelines_reroll_the_loop_and_the_backward_scan(pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("model, note", [
-    (lambda: _loop_model(trip_input=True), "its trip count M is not a constant"),
+    (lambda: _loop_model(trip_input=True), "its trip count M is neither a constant nor a static size"),
+    (lambda: _loop_model(trip_from_shape=["length", B, D]), "its trip count M is neither a constant nor a static size"),
     (lambda: _loop_model(cond_out="less"), "its body's cond output is not constant true (the loop may exit early)"),
     (lambda: _loop_model(nested=True), "its body holds a nested subgraph (If '')"),
     (lambda: _loop_model(trip=0), "trip count 0 (nothing to write out step by step)"),
@@ -160,6 +165,14 @@ def test_what_cannot_be_proven_is_left_with_its_reason(model, note, tmp_path):
     record = result.records[0]
     assert not record.changed and record.stats == {"unrolled": 0, "left": 1}
     assert record.notes == ["Loop 'loop 'x'\\n' left as it is: " + note]
+
+
+def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
+    model = _loop_model(trip_from_shape=[L, "batch", D])
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["steps"] == L
+    assert "Loop" not in _ops(unrolled) and "Shape" not in _ops(unrolled)
+    _same_outputs(model, unrolled)
 
 
 def test_a_loop_over_max_nodes_is_left(tmp_path):
