@@ -282,7 +282,7 @@ class UnrollLoops(Pass):
                                      domain=body_node.domain)
             for old, new in zip(body_node.outputs, outputs):
                 new.dtype, new.shape = old.dtype, old.shape
-                hoisted[id(old)] = new
+                hoisted[id(old)] = _step_constant(b, body_node, inputs, new)
             invariant.add(id(body_node))
         node.inputs.clear()
         node.outputs.clear()

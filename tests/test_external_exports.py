@@ -75,6 +75,8 @@ NODE_COUNTS = {
     # the loops kept, tpu exit 4: tpu-legality refuses Loop and Scan); unroll-loops writes them out step by step and
     # reroll-scans takes both directions (cpu's channels-last-readout form has more nodes than the loop it replaces)
     "user-bidirectional-s6-script-loop": (80, {"cpu": 154, "tpu": 126}),
+    # with a dynamic batch the trip counts are Gather(Shape(x), 1): 0 scans before s27 (cpu 60); now the static export's
+    "user-bidirectional-s6-script-loop-dynamic-batch": (92, {"cpu": 154, "tpu": 126}),
     "user-bidirectional-s6-scan-op-dynamo": (56, {"cpu": 158, "tpu": 118}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts

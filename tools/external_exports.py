@@ -20,7 +20,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-bidirectional-s6*  a user's own bidirectional S6 block in plain PyTorch (Vision Mamba's two directions,
                     each its own loop): the backward one runs `for t in reversed(range(L))` and writes
                     `y[:, t] = y_t` into a zeros buffer (session s21's probe: left unrolled before)
-  user-bidirectional-s6-script-loop  each direction's loop in a torch.jit.script function: an ONNX Loop each
+  user-bidirectional-s6-script-loop*  each direction's loop in a torch.jit.script function: an ONNX Loop each
   user-bidirectional-s6-scan-op-dynamo  each direction as torch's scan higher-order op through dynamo: an ONNX Scan
   user-s6-unbind    the same block, one direction, looping over zip(deltaA.unbind(1), ..): one Split per tensor
   user-s6-assign-every-axis  one direction writing `y[:, t, :] = y_t`: ScatterND over every element's indices
@@ -499,6 +499,10 @@ EXPORTS = {e.name: e for e in [
                    "readouts appended to a sequence), the backward one stepping t = L - 1 - i and flipping the stack",
                    lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")), scans=2, steps=20,
                    loops_kept_by=("seed",)),
+    ExternalExport("user-bidirectional-s6-script-loop-dynamic-batch", "torch",
+                   "user-bidirectional-s6-script-loop exported with a dynamic batch: each Loop's trip count Gather(Shape(x), 1), "
+                   "the backward loop's length too", lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")),
+                   scans=2, steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
