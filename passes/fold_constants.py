@@ -119,6 +119,10 @@ def size_made(node: gs.Node) -> Optional[int]:
     return -1
 
 
+# Ops whose output is a sequence: a Loop kept with its readouts appended (SequenceEmpty is constant, no inputs).
+SEQUENCE_MAKERS = frozenset({"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SplitToSequence"})
+
+
 class _SizeGate:
     """should_exclude_node for gs.Graph.fold_constants: keeps nodes past the cap (and size-making
     ops of unknown size) out of one round of folding, and remembers why."""
@@ -129,6 +133,8 @@ class _SizeGate:
         self.inferred: dict[str, int] = {}     # tensor name -> elements, by shape inference this round
 
     def __call__(self, node: gs.Node) -> bool:
+        if node.op in SEQUENCE_MAKERS:
+            return True   # onnx-graphsurgeon folds a constant sequence as a list, then fails on its nbytes
         made = size_made(node)
         inferred = max((self.inferred.get(tensor.name, -1) for tensor in node.outputs), default=-1)
         if made is None and inferred < 0:

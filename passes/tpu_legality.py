@@ -64,7 +64,9 @@ AXES_INPUTS = {"ReduceMean": (1, "model_transform: \"Unsupport opset for ReduceM
                "Pad": (3, "its axes input is ignored (pads read as every axis')")}
 AXES_INPUT_RULE = "opset-18 axes input tpu-mlir does not take (run opset18-to-17; its notes say why it could not)"
 
-CONTROL_FLOW = {"Loop": "Loop crashes the compiler", "Scan": "Scan is not supported", "If": "If is not supported"}
+# unroll-loops (first in the tpu pipelines) writes out every Loop and Scan it can prove; its note says why one was left.
+CONTROL_FLOW = {"Loop": "Loop crashes the compiler; unroll-loops' note says why it was left",
+                "Scan": "Scan is not supported; unroll-loops' note says why it was left", "If": "If is not supported"}
 
 
 def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> dict[str, list[str]]:

@@ -73,6 +73,26 @@ def test_fold_constants_folds_constant_subgraph_and_keeps_numbers():
     np.testing.assert_array_equal(after["y"], before["y"])
 
 
+def test_fold_constants_folds_around_a_constant_sequence():
+    """A kept Loop's readouts appended to SequenceEmpty (a dynamic-length TorchScript export): onnx-graphsurgeon folded the
+    empty sequence as a list and failed ("'list' object has no attribute 'nbytes'"), so nothing was folded (before s27)."""
+    graph = graph_of("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2, 2] y) {
+          one = Constant<value = float[2] {1.0, 1.0}>()
+          two = Add(one, one)
+          empty = SequenceEmpty<dtype = 1>()
+          first = SequenceInsert(empty, x)
+          both = SequenceInsert(first, two)
+          y = ConcatFromSequence<axis = 0, new_axis = 1>(both)
+        }""")
+    result = run_pass("fold-constants", graph)
+    assert (result.changed, result.stats, result.notes) == (True, {"folded": 2}, [])
+    assert ops(graph) == ["SequenceEmpty", "SequenceInsert", "SequenceInsert", "ConcatFromSequence"]
+    after = run_model(graph_to_model(graph), {"x": np.array([3.0, 4.0], np.float32)})
+    np.testing.assert_array_equal(after["y"], [[3.0, 4.0], [2.0, 2.0]])
+
+
 def test_fold_constants_keeps_graph_and_notes_reason_when_folding_fails(monkeypatch):
     graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
 
