@@ -52,9 +52,11 @@ def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_i
         body_nodes.append(helper.make_node("If", ["cond_in"], ["unused"], then_branch=then, else_branch=then))
     body = helper.make_graph(
         body_nodes, "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
          helper.make_tensor_value_info("h_in", FLOAT, [B, D]), helper.make_tensor_sequence_value_info("seq_in", FLOAT, None)],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h_out", FLOAT, [B, D]),
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", FLOAT, [B, D]),
          helper.make_tensor_sequence_value_info("seq_out", FLOAT, None)]
         + ([helper.make_tensor_value_info("h_scan", FLOAT, [B, D])] if states else []))
     nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)), _const("true", np.bool_(True)),
