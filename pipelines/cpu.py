@@ -1,5 +1,9 @@
 """The cpu pipeline: the fastest graph ONNX Runtime's CPU provider runs, with no accuracy traded.
 
+First a Loop or Scan with a constant trip count (a recurrence kept as a loop: torch.jit.script, torch's scan op) is
+written out step by step (unroll-loops), so that reroll-scans re-rolls it like an unrolled export; graphs without
+one do not change (docs/GENERALITY.md, s27).
+
 The scans become the "parallel" form (fixed node count, never overflows), Einsums that are
 products become Mul + ReduceSum (ORT's Einsum kernel dominated the run time), Softplus becomes
 Max(x, Log(1 + Exp(Min(x, 20)))), Transposes and reductions that move no data (d_state 1) become

@@ -1,6 +1,7 @@
 """The tpu pipeline: a graph that Sophgo's tpu-mlir compiles for BM1684X (docs/TPU.md).
 
-Re-roll the scans, lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
+Write out a Loop or Scan with a constant trip count (unroll-loops: tpu-mlir takes neither), re-roll the scans,
+lower the readout Einsums to Mul + ReduceSum (tpu-mlir knows only a fixed
 list of Einsum equations), clean up while shapes become static, then lower the Einsum contractions
 left (Mamba2's chunked SSD) to MatMuls of at most 3-D (einsum-to-matmul, where a TorchScript export's
 shapes are known) and IsNaN, which tpu-mlir lacks (TorchScript's attention guards its softmax with one), to
