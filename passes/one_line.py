@@ -27,9 +27,32 @@ def _escape(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: object) -> str:
-    """``text`` (``str()`` of it) with every control character written as an escape: ``\\n``, ``\\x1b``."""
-    return _UNPRINTABLE.sub(_escape, str(text))
+# A name longer than this is shown as its head and tail with the count cut between them: an error naming a
+# 200,000-character tensor was a 200 KB line. Head and tail keep it findable (grep the model for them).
+NAME_LIMIT = 300
+_HEAD, _TAIL = 200, 60
+# A whole message (one_line, the progress lines, the notes) longer than this is cut the same way.
+MESSAGE_LIMIT = 4000
+
+
+def printable(text: object, limit: int | None = NAME_LIMIT) -> str:
+    """``text`` (``str()`` of it) with every control character written as an escape: ``\\n``, ``\\x1b``;
+    past ``limit`` characters, its first and last ones with how many were cut between them
+    (``abc...(199,740 of 200,000 characters cut)...xyz``). ``limit=None`` never cuts (for text a caller
+    cuts itself)."""
+    text = str(text)
+    if limit is None or len(text) <= limit:
+        return _UNPRINTABLE.sub(_escape, text)
+    head = max(1, limit * _HEAD // NAME_LIMIT)
+    tail = max(1, limit * _TAIL // NAME_LIMIT)
+    cut = len(text) - head - tail
+    return (f"{_UNPRINTABLE.sub(_escape, text[:head])}...({cut:,} of {len(text):,} characters cut)..."
+            f"{_UNPRINTABLE.sub(_escape, text[-tail:])}")
+
+
+def printable_message(text: object) -> str:
+    """A whole line for the user (names in it already ``printable``): escaped, cut past ``MESSAGE_LIMIT``."""
+    return printable(text, MESSAGE_LIMIT)
 
 
 def printable_names(names, shown: int = 8) -> str:
@@ -47,7 +70,7 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
 
     An exception without a message is named by its type, so the line is never empty.
     """
-    text = printable(" ".join(str(error).split()))
+    text = printable_message(" ".join(str(error).split()))
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text[:limit] if limit is not None else text

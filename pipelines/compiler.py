@@ -46,7 +46,7 @@ from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_
                              normalize_negative_perms, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
-from passes.model_check import InvalidModelError, check_model, transpose_rank_mismatch
+from passes.model_check import InvalidModelError, check_model, einsum_output_mismatch, transpose_rank_mismatch
 from passes.one_line import one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
@@ -205,7 +205,8 @@ def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     # ONNX's inference takes a Transpose perm shorter than its input's rank; a pass's output check then failed on it
     # and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
     graph = inferred.graph
-    return transpose_rank_mismatch(graph, list(graph.input) + list(graph.value_info))
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    return transpose_rank_mismatch(graph, values) or einsum_output_mismatch(graph, values)
 
 
 def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:

@@ -290,18 +290,66 @@ def test_a_transpose_perm_onnx_runtime_refuses_is_bad_input_even_unverified(shap
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
 
 
-def test_a_transpose_perm_shorter_than_an_inner_values_rank_is_bad_input(tmp_path):
+@pytest.mark.parametrize("pipeline", ["cpu", "unit-axes-to-reshape"])
+def test_a_transpose_perm_shorter_than_an_inner_values_rank_is_bad_input(pipeline, tmp_path):
     """adv12: perm [0, 1] of Relu's (3, 4, 1) output (no declared rank for the model check): unit-axes-to-reshape made it
     a Reshape (exit 0, a model ONNX Runtime runs); with the pass keeping it, simplify's output check failed on it and
-    was blamed (exit 3). ONNX's inference takes the short perm; the run names it as bad input, exit 2."""
+    was blamed (exit 3), and `--pipeline unit-axes-to-reshape --verify none` wrote it as it came (exit 0, adv13). ONNX's
+    inference takes the short perm; the model check reads the rank inference finds, exit 2 before any pass."""
     path = tmp_path / "bad.onnx"
     onnx.save(onnx.parser.parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[3,4,1] x) => (float[3,4] y) { r = Relu(x)  y = Transpose<perm = [0, 1]>(r) }"""), path)
-    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
-    assert_one_line_error(result, 2, "bad.onnx: invalid model: a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3 "
-                          "(found after pass 'simplify')")
+    result = apply_cli(path, "--pipeline", pipeline, "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "error: " + str(path) + ": a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3")
+    assert result.stderr.splitlines()[-1] == "error: " + str(path) + ": a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3"
+    assert "import" not in result.stderr   # refused before onnx-graphsurgeon's import, before any pass
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_an_einsum_whose_declared_output_contradicts_its_operands_is_bad_input(tmp_path):
+    """adv12's lead, adv13: `bcij,bcjk->bcik` of (N, C, 2, 3) and (M, 5, 3, 4) declared (N, 2, 2, 4): ONNX's Einsum
+    inference leaves c a name, so strict inference passes it; einsum-to-matmul's output check (its MatMul sees 5 vs 2)
+    failed and the pass was blamed, exit 3. The input is what is wrong: exit 2, naming the node."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,C,2,3] a, float[M,5,3,4] b) => (float[N,2,2,4] y) {
+            y = Einsum<equation = "bcij,bcjk->bcik">(a, b) }"""), path)
+    for verify in ("none", "end"):
+        result = apply_cli(path, "--pipeline", "einsum-to-matmul", "-o", tmp_path / "o.onnx", "--verify", verify)
+        assert_one_line_error(result, 2)
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {path}: invalid model: a Einsum node: equation 'bcij,bcjk->bcik' gives 'c' size 5 (input 'b' axis 1), "
+            "its output 'y' declares 2 at axis 1 (found after pass 'einsum-to-matmul')")
+        assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_an_error_naming_a_huge_name_is_a_short_line_that_still_finds_it(tmp_path):
+    """adv12's lead, adv13: an output of a 200,000-character name that nothing produces made a 200 KB error line.
+    Names are shown as their first 200 and last 60 characters with the count cut between them."""
+    name = "H" * 100_000 + "T" * 100_000
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    model.graph.output.add().CopyFrom(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [4]))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: {path}: output '{'H' * 200}...(199,740 of 200,000 characters "
+                                              f"cut)...{'T' * 60}' of graph is produced by nothing")
+    assert len(result.stderr) < 1_000
+
+
+def test_one_line_cuts_a_huge_message_that_no_printable_name_cut():
+    """A message quoting a name raw (ONNX's own errors do) is cut as a whole, past 4,000 characters."""
+    from passes.one_line import MESSAGE_LIMIT, one_line, printable
+
+    line = one_line(ValueError("node " + "\x1b" + "n" * 300_000 + " failed"))
+    assert len(line) < MESSAGE_LIMIT + 60 and line.startswith("node \\x1bnnn") and line.endswith("nnn failed")
+    assert "...(296," in line and "of 300,013 characters cut)..." in line
+    assert printable("a\nb" * 10) == "a\\nb" * 10   # short names: only escaped
+    assert printable("x" * 301) == "x" * 200 + "...(41 of 301 characters cut)..." + "x" * 60
+    assert printable("x" * 300) == "x" * 300 and printable("x" * 10**6, limit=None) == "x" * 10**6
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
