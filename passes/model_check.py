@@ -329,6 +329,13 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                 if kind is not None:
                     raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
                                             f"{kind}: only tensors and sequences of tensors are supported")
+                dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+                negative = next(((axis, dim.dim_value) for axis, dim in enumerate(dims)
+                                 if dim.HasField("dim_value") and dim.dim_value < 0), None)
+                if negative is not None:   # adv13: (-5, 4) verified on random data, written as it came
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' "
+                                            f"declares dimension {negative[1]} at axis {negative[0]}: a size is 0 or "
+                                            "more (a size that varies is named)")
         # onnx-graphsurgeon gives a value the type of its last value_info entry: one naming a graph input or
         # output with another type than the graph declares changed the compiled model's interface (ONNX
         # Runtime runs the input by the declared one), two entries of one value took the second
@@ -472,6 +479,8 @@ def _check_tensor_type(tensor: onnx.TensorProto) -> None:
 
 
 def _check_tensor_size(tensor: onnx.TensorProto) -> None:
+    if any(dim < 0 for dim in tensor.dims):   # (-2, -2) holding 4 values passed the count below (adv13)
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' declares dims {list(tensor.dims)}: a size is 0 or more")
     if uses_external_data(tensor):   # still a file reference: graph_io checks its byte range when it reads it
         return
     elements = 1

@@ -10,13 +10,17 @@ drive the terminal, a bidi override would show the line in another order than it
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides (Unicode's Bidi_Control
+# set: U+061C, the Arabic letter mark, was let through until adv13).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match) -> str:
@@ -74,6 +78,29 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text[:limit] if limit is not None else text
+
+
+@contextlib.contextmanager
+def terminal_closed():
+    """File descriptors 1 and 2 lead nowhere meanwhile (native code that prints past sys.stderr: onnxsim,
+    ONNX Runtime sessions that onnx-graphsurgeon's folding opens). onnxsim writes what fails to fold there, past
+    sys.stderr, with the node's name as the model has it (ONNX Runtime's error log in ANSI colours, its
+    own 'WARNING: failed to run ... (name is "...")' and a traceback): a name could clear the screen
+    or forge an 'error:' line. What it had to say is in its result (or its exception)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as nowhere:
+            os.dup2(nowhere.fileno(), 1)
+            os.dup2(nowhere.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
+
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

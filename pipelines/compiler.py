@@ -53,7 +53,7 @@ from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
                            leads_out_of_model_folder,
-                           op_onnxruntime_lacks,
+                           op_onnxruntime_lacks, reference_beside_problem, unseeded_random_node,
                            load_reference, random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
 
@@ -492,6 +492,9 @@ def compile_model(
     beside = find_reference_beside(input_path) if input_path is not None else None
     if verify != "none" and reference_path is None:
         reference_path = beside
+        problem = reference_beside_problem(input_path) if input_path is not None and beside is None else None
+        if problem is not None:
+            raise BadInput(problem)
         if beside is not None and leads_out_of_model_folder(input_path, beside):
             raise BadInput(f"reference {printable(beside)} beside the model leads out of the model's folder through a "
                            "symbolic link; refused (give it with --reference to use it)")
@@ -538,7 +541,7 @@ def compile_model(
     # with the input model's own outputs as the expected values.
     feeds = expected = baseline_outputs = None
     if verify != "none":
-        lacking = op_onnxruntime_lacks(model)
+        lacking = op_onnxruntime_lacks(model) or unseeded_random_node(model)
         if lacking is not None:
             raise BadInput(f"cannot verify: {lacking} (--verify none compiles it without running it)")
         try:

@@ -729,3 +729,54 @@ def test_two_nodes_of_one_name_are_bad_input_even_unverified(tmp_path):
     result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
     assert_one_line_error(result, 2, "bad.onnx: node name 'same\\x1b' is given to two nodes in graph")
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+# --- adv13 -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, label, op", [
+    ("n = RandomNormal<shape = [4], dtype = 1>()", "a node (RandomNormal)", "RandomNormal"),
+    ("r = Constant<value = float {0.5}>()  t = Constant<value = bool {1}>()  n = Dropout(x, r, t)",
+     "a node (Dropout, training mode)", "Dropout"),
+])
+def test_a_model_that_draws_random_values_is_not_verified(body, label, op, tmp_path):
+    """adv13: a RandomNormal with no seed, or a Dropout in training mode: the input model's run and the output's never
+    agree, and verification said 'verification failed: output 'y' rel L2 1.13' (exit 3, the run's fault). Now refused
+    before the work, exit 2; --verify none compiles it, the draw left to run time (fold-constants had folded the
+    RandomNormal into an initializer: test_cleanup_passes.py)."""
+    path = tmp_path / "random.onnx"
+    onnx.save(onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{ {body}  y = Add(x, n) }}"""), path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: cannot verify: {label} draws new random values at every run with no "
+                                              "seed: no two runs agree (--verify none compiles it without running it)")
+    assert sorted(os.listdir(tmp_path)) == ["random.onnx"]
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    assert [node.op_type for node in onnx.load(tmp_path / "o.onnx").graph.node] == [op, "Add"]
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a named pipe"),
+    (lambda path: os.symlink("nowhere.npz", path), "a broken link"),
+    (os.mkdir, "a folder"),
+])
+def test_a_reference_beside_the_model_that_is_no_file_is_refused(make, kind, work):
+    """adv13: naive.ref.npz beside the model as a named pipe, a broken link or a folder was passed over: 'no reference
+    npz (looked for naive.ref.npz)', verified on random inputs, exit 0. Now one line, exit 2 (--verify none runs)."""
+    (work / "naive.ref.npz").unlink(missing_ok=True)
+    make(work / "naive.ref.npz")
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: reference {work / 'naive.ref.npz'} beside the model is {kind}, not "
+                                              "a file; refused (remove it, or give --reference, or --verify none)")
+    assert not (work / "o.onnx").exists()
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_arabic_letter_mark_is_escaped_like_the_other_bidi_controls():
+    """adv13: U+061C (Unicode's Bidi_Control set, beside U+200E/F and U+202A-E) reached the terminal and the report raw."""
+    from passes.one_line import printable
+
+    assert printable("a\u061cb\u200ec") == "a\\u061cb\\u200ec"

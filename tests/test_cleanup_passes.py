@@ -568,3 +568,32 @@ def test_fold_constants_failure_note_is_one_line_of_at_most_300_characters(monke
     [note] = result.notes
     assert note.startswith(prefix + "node 'x y") and note.endswith(suffix) and "\n" not in note
     assert len(note) == len(prefix) + 300 + len(suffix)
+
+
+@pytest.mark.parametrize("random_node, kept", [
+    ("n = RandomNormal<shape = [4], dtype = 1>()", ["RandomNormal", "Add"]),
+    ("c = Constant<value = float[4] {1.0, 2.0, 3.0, 4.0}>()  n = RandomUniformLike(c)", ["RandomUniformLike", "Add"]),
+    ("p = Constant<value = float[4] {0.5, 0.5, 0.5, 0.5}>()  n = Bernoulli(p)", ["Bernoulli", "Add"]),
+    ("r = Constant<value = float {0.5}>()  t = Constant<value = bool {1}>()  c = Constant<value = float[4] {1.0, 2.0, "
+     "3.0, 4.0}>()  n = Dropout(c, r, t)", ["Dropout", "Add"]),
+])
+def test_fold_constants_never_folds_a_random_draw(random_node, kept, capfd):
+    """adv13: fold-constants evaluated RandomNormal (and a Bernoulli of a constant, a training-mode Dropout of
+    one) with ONNX Runtime and stored the draw as an initializer: the compiled model added the same noise at every
+    run (`cpu --verify none`: exit 0). The Bernoulli's ONNX Runtime session also logged to the terminal, raw, in ANSI
+    colours ('Could not find a CPU kernel ... Bernoulli node'): the folding runs with the terminal closed."""
+    graph = graph_of(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{ {random_node}  y = Add(x, n) }}""")
+    result = run_pass("fold-constants", graph)
+    assert ops(graph) == kept
+    assert f"{kept[0]} '' draws new values at every run: left to run time" in result.notes
+    captured = capfd.readouterr()
+    assert captured.out == captured.err == ""
+
+
+def test_fold_constants_folds_a_dropout_out_of_training_mode():
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) { r = Constant<value = float {0.5}>()  t = Constant<value = bool {0}>()
+            c = Constant<value = float[4] {1.0, 2.0, 3.0, 4.0}>()  n = Dropout(c, r, t)  y = Add(x, n) }""")
+    run_pass("fold-constants", graph)
+    assert ops(graph) == ["Add"]

@@ -289,3 +289,23 @@ def test_an_einsum_equation_outside_onnx_grammar_is_refused_before_any_shape_inf
         # one ellipsis a term
         model.graph.node[0].attribute[0].s = fine.encode()
         check_model(model)
+
+
+def test_a_negative_dimension_is_refused():
+    """adv13: an input declared (-5, 4) was verified on random data and written as it came (exit 0); an initializer of
+    dims (-2, -2) holding 4 values passed the count of values (ONNX Runtime refuses it: 'Out of bounds dimensions')."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [-5, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [5, 4])])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == ("input 'x' of graph 'g' declares dimension -5 at axis 0: a size is 0 or more "
+                                "(a size that varies is named)")
+    weight = oh.make_tensor("w", TensorProto.FLOAT, [-2, -2], [1.0, 2.0, 3.0, 4.0])
+    graph = oh.make_graph([oh.make_node("Add", ["x", "w"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [weight])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == "tensor 'w' declares dims [-2, -2]: a size is 0 or more"
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0   # an empty axis is a size
+    graph.initializer[0].dims[:] = [2, 2]
+    check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
