@@ -112,6 +112,7 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_value_types(graphs)
     _check_no_sparse_tensors(graphs, nodes)
     _check_einsum_equations(nodes)
+    _check_constant_of_shape_values(nodes)
     _check_transpose_perms(graphs, nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
@@ -189,6 +190,23 @@ def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
                     raise InvalidModelError(f"{_node_label(node)}: equation '{printable(equation)}' is not ONNX's "
                                             "Einsum grammar (terms of ASCII letters and at most one '...', joined by "
                                             "',', one optional '->')")
+
+
+def _check_constant_of_shape_values(nodes: list[onnx.NodeProto]) -> None:
+    """A ConstantOfShape whose `value` is not one element (its schema: a one-element tensor): ONNX Runtime refuses the
+    node, but with --verify none fold-constants folded it into a constant, a model ONNX Runtime runs written from one
+    it refuses (adv13: a value of [1.0, 2.0], exit 0)."""
+    for node in nodes:
+        if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "value" and attribute.type == onnx.AttributeProto.TENSOR:
+                elements = 1
+                for dim in attribute.t.dims:
+                    elements *= dim
+                if elements != 1:
+                    raise InvalidModelError(f"{_node_label(node)}: value holds {elements:,} elements, dims "
+                                            f"{list(attribute.t.dims)}; ConstantOfShape takes one")
 
 
 def _onnx_transposes(graph_nodes) -> Iterator[tuple[onnx.NodeProto, list[int]]]:

@@ -309,3 +309,21 @@ def test_a_negative_dimension_is_refused():
     graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0   # an empty axis is a size
     graph.initializer[0].dims[:] = [2, 2]
     check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("value", [np.array([1.0, 2.0], np.float32), np.zeros((0,), np.float32)])
+def test_a_constant_of_shape_value_of_other_than_one_element_is_refused(value):
+    """adv13: ConstantOfShape's value of [1.0, 2.0] (its schema: one element): ONNX Runtime refuses the node, but
+    `cpu --verify none` folded it into a constant and wrote a model ONNX Runtime runs, exit 0."""
+    nodes = [oh.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array([4], np.int64))),
+             oh.make_node("ConstantOfShape", ["s"], ["c"], name="fill", value=numpy_helper.from_array(value)),
+             oh.make_node("Add", ["x", "c"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(model)
+    assert str(error.value) == (f"node 'fill' (ConstantOfShape): value holds {value.size} elements, dims {list(value.shape)}; "
+                                "ConstantOfShape takes one")
+    model.graph.node[1].attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([2.0], np.float32)))
+    check_model(model)
