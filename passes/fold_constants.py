@@ -149,6 +149,21 @@ class _SizeGate:
         return False
 
 
+def _fold_gated(graph: gs.Graph, gate: _SizeGate, **options) -> bool:
+    """gs.Graph.fold_constants in its own order (the graph, then its If/Loop/Scan bodies, then If nodes of a constant
+    condition flattened), with `gate` asked in the bodies too: onnx-graphsurgeon's own recursion does not pass
+    should_exclude_node on, so a body's ConstantOfShape of 2^29 elements was evaluated and a body's RandomNormal
+    folded, once its If was flattened, into the model as a constant (adv13). Whether an If was flattened (its
+    branch's nodes, now the graph's, fold in the next round)."""
+    graph.fold_constants(recurse_subgraphs=False, flatten_subgraphs=False, should_exclude_node=gate, **options)
+    for body in graph.subgraphs():
+        _fold_gated(body, gate, **options)
+    ifs = sum(node.op == "If" for node in graph.nodes)
+    graph.fold_constants(recurse_subgraphs=False, flatten_subgraphs=True, should_exclude_node=lambda node: True,
+                         **options)
+    return sum(node.op == "If" for node in graph.nodes) < ifs
+
+
 @register_pass
 class FoldConstants(Pass):
     name = "fold-constants"
@@ -177,10 +192,10 @@ class FoldConstants(Pass):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
                 gate.inferred = inferred_elements(graph_to_model(working))
                 with terminal_closed():   # the ONNX Runtime sessions it opens log node names raw, in ANSI colours
-                    working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
-                                           size_threshold=self.size_threshold_bytes, should_exclude_node=gate)
+                    flattened = _fold_gated(working, gate, fold_shapes=self.fold_shapes, error_ok=True,
+                                            size_threshold=self.size_threshold_bytes)
                 working.cleanup(remove_unused_graph_inputs=False)
-                if not gate.waiting or len(working.nodes) == nodes_before_round:
+                if (not gate.waiting and not flattened) or len(working.nodes) == nodes_before_round:
                     break
             _unfolded_bounds_back(working, bounds_made)
         except Exception as error:  # folding is optional: never fail the pipeline for it
