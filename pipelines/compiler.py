@@ -174,6 +174,9 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
         if report is not None:
             check_report_dir(report)   # as given: Path() makes an empty path '.'
         if intermediates is not None:
+            if intermediates.is_symlink():   # a name the run derives, not the user's: a link there is planted
+                raise DestinationError(f"--keep-intermediates folder {printable(intermediates)} is a symbolic link "
+                                       f"(to {printable(os.readlink(intermediates))}); refused (remove it)")
             check_folder_destination(intermediates, "--keep-intermediates folder")
     except DestinationError as error:
         raise BadInput(one_line(error)) from None

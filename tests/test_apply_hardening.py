@@ -780,3 +780,24 @@ def test_the_arabic_letter_mark_is_escaped_like_the_other_bidi_controls():
     from passes.one_line import printable
 
     assert printable("a\u061cb\u200ec") == "a\\u061cb\\u200ec"
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_a_planted_link_where_the_intermediates_go_is_refused(report, work, tmp_path):
+    """adv13: R/intermediates (or OUT.intermediates) planted as a symbolic link to another folder: the run wrote its
+    intermediate models there (01-eliminate-dead-nodes.onnx in the link's target), a folder the user never named.
+    Now refused before the work, exit 2, the target untouched."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    folder = work / ("R" if report else "o.onnx.intermediates")
+    if report:
+        folder.mkdir()
+        folder = folder / "intermediates"
+    folder.symlink_to(victim)
+    where = ["--report", work / "R"] if report else []
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", *where,
+                       "--keep-intermediates", "--verify", "none")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: --keep-intermediates folder {folder} is a symbolic link (to "
+                                              f"{victim}); refused (remove it)")
+    assert os.listdir(victim) == [] and not (work / "o.onnx").exists()
