@@ -347,6 +347,14 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                 if kind is not None:
                     raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
                                             f"{kind}: only tensors and sequences of tensors are supported")
+                element = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else None
+                if element is not None and (element not in _DEFINED_TENSOR_TYPES and element != 0
+                                            or element == 0 and role != "value_info" and graph is graphs[0]):
+                    # adv13: 999 on a graph input was a KeyError (exit 1); 0 (no type) on the model's own inputs and
+                    # outputs, which onnx.checker requires, one onnxsim failed on (a body's may be left to inference)
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
+                                            f"of element type {element}, "
+                                            f"{'UNDEFINED' if element == 0 else 'which ONNX does not define'}")
                 dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
                 negative = next(((axis, dim.dim_value) for axis, dim in enumerate(dims)
                                  if dim.HasField("dim_value") and dim.dim_value < 0), None)
@@ -487,9 +495,13 @@ def _check_text(message) -> None:
 # Python objects, and exported both as raw data, failing (exit 1) on every initializer and on a
 # Constant that a pass folds into one.
 UNCARRIED_TENSOR_TYPES = FOUR_BIT_TYPES | {onnx.TensorProto.STRING}
+_DEFINED_TENSOR_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
 def _check_tensor_type(tensor: onnx.TensorProto) -> None:
+    if tensor.data_type not in _DEFINED_TENSOR_TYPES:   # adv13: 999 was a KeyError, 0 onnx-graphsurgeon's, exit 1
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' is of data type {tensor.data_type}, "
+                                f"{'UNDEFINED' if tensor.data_type == 0 else 'which ONNX does not define'}")
     if tensor.data_type in UNCARRIED_TENSOR_TYPES:
         kind = onnx.TensorProto.DataType.Name(tensor.data_type)
         raise InvalidModelError(f"tensor '{printable(tensor.name)}' is {kind}: stored tensors of 4-bit types and "

@@ -327,3 +327,25 @@ def test_a_constant_of_shape_value_of_other_than_one_element_is_refused(value):
                                 "ConstantOfShape takes one")
     model.graph.node[1].attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([2.0], np.float32)))
     check_model(model)
+
+
+@pytest.mark.parametrize("where, element, message", [
+    ("initializer", 999, "tensor 'w' is of data type 999, which ONNX does not define"),
+    ("initializer", 0, "tensor 'w' is of data type 0, UNDEFINED"),
+    ("input", 999, "input 'x' of graph 'g' is of element type 999, which ONNX does not define"),
+    ("input", 0, "input 'x' of graph 'g' is of element type 0, UNDEFINED"),
+])
+def test_a_type_onnx_does_not_define_is_refused(where, element, message):
+    """adv13: an initializer of data type 999 or 0, a graph input of element type 999 through `cpu --verify none`: exit 1
+    (KeyError: 999; OnnxGraphSurgeonException 'Unsupported type: 0' with gs's own '[C]' line); an input of element
+    type 0: onnxsim's note, written, exit 0."""
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    graph = oh.make_graph([oh.make_node("Add", ["x", "w"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
+    if where == "initializer":
+        graph.initializer[0].data_type = element
+    else:
+        graph.input[0].type.tensor_type.elem_type = element
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == message
