@@ -102,7 +102,6 @@ def terminal_closed():
             os.close(descriptor)
 
 
-
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, ``error: <message> (see --help)``, exit code 2
     (argparse itself prints the whole usage block before the message)."""
