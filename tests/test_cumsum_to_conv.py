@@ -41,3 +41,14 @@ def test_other_cumsums_stay_with_a_reason(shape, axis, attrs, reason):
     graph = gs.import_onnx(cumsum_model(shape, axis, **attrs))
     result = CumSumToConv(max_length=16).run(graph, PassContext(opset=17, explain=True))
     assert not result.changed and reason in result.notes[0]
+
+
+@pytest.mark.parametrize("cap, rewritten", [(12, 1), (11, 0)])
+def test_a_kernel_of_exactly_the_table_cap_is_built(monkeypatch, cap, rewritten):
+    """The cap is inclusive: 3 channels of 4 steps are a kernel of 12 ones (the cap made small to test its edge)."""
+    import passes.cumsum_to_conv as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    out, result = apply_pass(cumsum_model([1, 3, 2, 4], 3), CumSumToConv(max_length=16))
+    assert result.stats == {"rewritten": rewritten, "kept": 1 - rewritten}
+    assert op_histogram(out) == ({"Conv": 1} if rewritten else {"CumSum": 1})

@@ -38,3 +38,15 @@ def test_other_cumsums_stay_with_a_reason(shape, axis, attrs, reason):
     graph = gs.import_onnx(model)
     result = CumSumToMatMul(max_length=32 if shape[-1] < 2048 else 2**20).run(graph, PassContext(opset=17, explain=True))
     assert not result.changed and reason in result.notes[0]
+
+
+@pytest.mark.parametrize("max_length, cap, rewritten", [(4, 16, 1), (3, 16, 0), (4, 15, 0)])
+def test_max_length_and_the_table_cap_are_inclusive(monkeypatch, max_length, cap, rewritten):
+    """A 4-step CumSum goes at max_length 4 and a cap of 16 = 4 x 4 ones; stays at 3 or at a cap of 15
+    (the cap made small to test its edge)."""
+    import passes.cumsum_to_matmul as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    out, result = apply_pass(cumsum_model([2, 4], 1), CumSumToMatMul(max_length=max_length))
+    assert result.stats == {"rewritten": rewritten, "kept": 1 - rewritten}
+    assert op_histogram(out) == ({"MatMul": 1} if rewritten else {"CumSum": 1})

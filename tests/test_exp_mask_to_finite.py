@@ -78,3 +78,62 @@ def test_left_alone_where_minus_inf_is_read_otherwise_or_not_exact():
         assert result.stats.get("rewritten", 0) == 0, why
         assert _constants(out) == [-np.inf], why
         assert any(why in note for note in result.notes), (why, result.notes)
+
+
+def _explained(model: onnx.ModelProto):
+    import onnx_graphsurgeon as gs
+
+    from passes.base import PassContext
+
+    graph = gs.import_onnx(model)
+    result = ExpMaskToFinite().run(graph, PassContext(opset=17, explain=True))
+    return result.stats, result.notes, graph
+
+
+def test_every_reason_is_the_whole_note_naming_the_where():
+    cases = {
+        "read by ['Softmax'], not by Exp alone": _segsum_decay(reader="y = Softmax(masked)"),
+        "a graph output, not by Exp alone": _segsum_decay(reader="y = Exp(masked)", outputs="float[2,4] y, float[2,4] masked"),
+        "-inf of type float64: exp(-128) is no 0 there": _segsum_decay(dtype="double", outputs="double[2,4] y"),
+        "read by nothing, not by Exp alone": _segsum_decay(reader="y = Exp(s)"),     # the Where is read by no node
+    }
+    for why, model in cases.items():
+        model.graph.node[1].name = "mask_fill"
+        stats, notes, _ = _explained(model)
+        assert (stats, notes) == ({"rewritten": 0}, [f"Where 'mask_fill' left alone: its -inf branch is {why}"]
+                                  if not why.startswith("-inf") else [f"Where 'mask_fill' left alone: {why}"])
+
+
+def test_a_branch_of_minus_inf_and_finite_values_keeps_the_finite_ones():
+    """Only the -inf entries become -128; the branch's other values are kept as they were."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] s, bool[2,4] c) => (float[2,4] y) {
+      fill = Constant<value = float[2,4] {-inf, 0.5, -inf, -3.0, 7.25, -inf, 1.0, -inf}>()
+      masked = Where(c, s, fill)
+      y = Exp(masked)
+    }""")
+    out, result = apply_pass(model, ExpMaskToFinite())
+    assert result.stats == {"rewritten": 1}
+    assert _constants(out) == [-128.0, -128.0, -128.0, -128.0, -3.0, 0.5, 1.0, 7.25]
+    feeds = {"s": SEGSUM, "c": MASK}
+    assert run(model, feeds)[0].tobytes() == run(out, feeds)[0].tobytes()
+
+
+def test_a_where_without_minus_inf_or_another_op_with_one_is_no_candidate():
+    """A Where of finite branches read by Exp, and Clip(x, -inf, 0) read by Exp (three inputs, a -inf constant):
+    neither is looked at (no note), each stays as it was."""
+    finite = _segsum_decay(dtype="float")
+    finite.graph.node[0].attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(-5.0, np.float32)))
+    clip = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] s) => (float[2,4] y) {
+      low = Constant<value = float {-inf}>()
+      high = Constant<value = float {0.0}>()
+      clipped = Clip(s, low, high)
+      y = Exp(clipped)
+    }""")
+    for model, ops in ((finite, ["Constant", "Where", "Exp"]), (clip, ["Constant", "Constant", "Clip", "Exp"])):
+        stats, notes, graph = _explained(model)
+        assert (stats, notes) == ({"rewritten": 0}, [])
+        assert [node.op for node in graph.nodes] == ops

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from passes.reroll_scans import RerollScans
+from passes.relative_error import relative_l2
 from passes.scan_forms import LOG_SPACE, SCAN_FORMS
 from scan_testing import apply_pass, op_histogram, run
 from tools.synthetic_scans import NEAR_MISSES, ScanSpec, near_miss_steps, numpy_scan, scan_inputs, unrolled_scan_model
@@ -31,11 +32,8 @@ OVERFLOWS_ON_LARGE_DECAYS = {"chunk24", "batched"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def rel_l2(actual, expected) -> float:
-    """||a - b|| / ||b||, with no floor on ||b|| (subnormal outputs have tiny norms)."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    norm = np.linalg.norm(expected)
-    return float(np.linalg.norm(actual - expected) / norm) if norm else float(np.linalg.norm(actual))
+# relative_l2 has no floor on ||b|| (subnormal outputs have tiny norms)
+rel_l2 = relative_l2
 
 
 @st.composite

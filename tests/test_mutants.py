@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from passes.lower_einsum import LowerEinsum
+from passes.relative_error import relative_l2
 from passes.reroll_scans import RerollScans
 from passes.scan_forms import SCAN_FORMS
 from passes.verify import compare
@@ -170,7 +171,7 @@ def test_every_form_carries_the_state_across_chunks_exactly(form, length, chunk,
         feeds["a_in"] = -np.random.default_rng(seed).uniform(0.5, 2.0, feeds["a_in"].shape).astype(np.float32)
         expected = numpy_scan(spec, feeds)
         actual = run(out, feeds)[0]
-        error = np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+        error = relative_l2(actual, expected)
         assert error <= 1e-6, f"{form} chunk {chunk}: rel L2 {error:.2e}"
 
 

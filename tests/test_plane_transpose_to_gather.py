@@ -108,3 +108,12 @@ def test_a_plane_of_exactly_the_index_table_limit_is_rewritten(monkeypatch, cap,
     out, result = apply_pass(transpose_model([1, 3, 4], [0, 2, 1]), PlaneTransposeToGather(min_plane=1))
     assert result.stats == {"rewritten": rewritten}
     assert op_histogram(out) == ({"Gather": 1, "Reshape": 2} if rewritten else {"Transpose": 1})
+
+
+@pytest.mark.parametrize("height, width, rewritten", [(10, 20, 0), (20, 14, 1)])
+def test_min_plane_counts_height_times_width(height, width, rewritten):
+    """Planes that are not square: 10 x 20 (200 < 257) stays though 20 x 20 would not; 20 x 14 (280) goes though
+    14 x 14 would not."""
+    out, result = apply_pass(transpose_model([1, 2, height, width], [0, 1, 3, 2]), PlaneTransposeToGather())
+    assert result.stats == {"rewritten": rewritten}
+    assert op_histogram(out) == ({"Gather": 1, "Reshape": 2} if rewritten else {"Transpose": 1})

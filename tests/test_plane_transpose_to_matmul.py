@@ -36,7 +36,40 @@ def test_small_plane_swap_becomes_exact_matmul(in_shape):
     ([1, 1, 64, 33], [0, 1, 3, 2], {"max_plane": 2**20}, "2112^2 > MAX_INDEX_TABLE (2^22)"),
 ])
 def test_other_transposes_stay(in_shape, perm, options, why):
+    options = dict(options)   # the parameters' own dict is shared by every run of this case: pop from a copy
     model = transpose_model(in_shape, perm, options.pop("dtype", TensorProto.FLOAT))
     out, result = apply_pass(model, PlaneTransposeToMatMul(**options))
     assert result.stats == {"rewritten": 0}, why
     assert op_histogram(out) == {"Transpose": 1}
+
+
+@pytest.mark.parametrize("in_shape, options", [
+    ([1, 2, 16, 16], {}),                   # 256 elements: the default max_plane, inclusive
+    ([1, 2, 10, 20], {}),                   # 200 elements, though 20 x 20 would be 400
+    ([1, 2, 14, 14], {"max_plane": 196}),
+])
+def test_max_plane_is_the_largest_plane_rewritten_counting_height_times_width(in_shape, options):
+    out, result = apply_pass(transpose_model(in_shape, [0, 1, 3, 2]), PlaneTransposeToMatMul(**options))
+    assert result.stats == {"rewritten": 1}
+    x = np.random.default_rng(0).standard_normal(in_shape).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], np.swapaxes(x, -1, -2))
+
+
+@pytest.mark.parametrize("cap, note", [
+    (144, None),
+    (143, "Transpose 't' kept: a 3 x 4 plane's permutation matrix has more than the 143 values a constant made "
+          "from declared dims may hold"),
+])
+def test_the_matrix_cap_is_inclusive_and_named(monkeypatch, cap, note):
+    """A 3 x 4 plane's matrix has 144 values (the cap made small to test its edge)."""
+    import onnx_graphsurgeon as gs
+
+    import passes.plane_transpose_to_matmul as module
+    from passes.base import PassContext
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    model = transpose_model([1, 3, 4], [0, 2, 1])
+    model.graph.node[0].name = "t"
+    graph = gs.import_onnx(model)
+    result = PlaneTransposeToMatMul().run(graph, PassContext(opset=17, explain=True))
+    assert (result.stats, result.notes) == ({"rewritten": 0 if note else 1}, [note] if note else [])

@@ -92,6 +92,66 @@ def test_cumsum_plain_beyond_the_table_limit_is_kept(attrs, shape, reason):
     assert result.notes == [f"CumSum '' left alone: {reason}; tpu-mlir will ignore its exclusive/reverse attributes"]
 
 
+@pytest.mark.parametrize("attrs, ops, expected", [
+    ("", {"Constant": 1, "CumSum": 1}, np.cumsum(X, axis=1)),                     # plain: no candidate
+    ("reverse = 1", {"CumSum": 1, "Gather": 2}, np.cumsum(X[:, ::-1], axis=1)[:, ::-1]),
+    ("exclusive = 1", {"Concat": 1, "CumSum": 1, "Slice": 1}, np.cumsum(X, axis=1) - X),
+])
+def test_cumsum_plain_reads_an_absent_attribute_as_0(attrs, ops, expected):
+    """One attribute given, the other absent (0 by ONNX's default); a CumSum with neither is not looked at."""
+    text = f"""{HEADER}
+    g (float[2,5,7] x) => (float[2,5,7] y) {{
+      axis = Constant<value_int = 1>()
+      y = CumSum{f"<{attrs}>" if attrs else ""}(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    assert (result.stats, result.notes) == ({"rewritten": 1 if attrs else 0}, [])
+    assert histogram(after) == ops
+    same_outputs(before, after, {"x": X})
+    np.testing.assert_allclose(run_model(after, {"x": X})["y"], expected, rtol=1e-6, atol=1e-5)
+
+
+def test_cumsum_plain_exclusive_over_one_step_is_a_cumsum_of_zeros():
+    """Length 1: nothing of x is shifted in (no Slice, no Concat), the output is zeros."""
+    text = f"""{HEADER}
+    g (float[2,1,7] x) => (float[2,1,7] y) {{
+      axis = Constant<value_int = 1>()
+      y = CumSum<exclusive = 1>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    assert result.stats == {"rewritten": 1} and histogram(after) == {"CumSum": 1}
+    x = X[:, :1]
+    same_outputs(before, after, {"x": x})
+    assert not run_model(after, {"x": x})["y"].any()
+
+
+@pytest.mark.parametrize("attrs, shape, axis, cap, reason", [
+    ("reverse = 1", "2,5,7", 1, 5, None),
+    ("reverse = 1", "2,5,7", 1, 4, "reversed axis of 5 elements needs more than the 4 indices a Gather table may hold"),
+    ("exclusive = 1", "2,5,7", 0, 35, None),                 # the zeros to shift in: 5 x 7 (every axis but the summed)
+    ("exclusive = 1", "1,5,1", 1, 4, None),                  # 5 steps > the cap: only a reverse's indices count them
+    ("exclusive = 1", "2,5,7", 0, 34, "its zeros to shift in take 35 values, more than the 34 a constant made from "
+                                      "declared dims may hold"),
+])
+def test_cumsum_plain_table_limits_are_inclusive(monkeypatch, attrs, shape, axis, cap, reason):
+    """The limits at their edges (the cap made small to test them)."""
+    import passes.cumsum_plain as module
+
+    monkeypatch.setattr(module, "MAX_INDEX_TABLE", cap)
+    text = f"""{HEADER}
+    g (float[{shape}] x) => (float[{shape}] y) {{
+      axis = Constant<value_int = {axis}>()
+      y = CumSum<{attrs}>(x, axis)
+    }}"""
+    before, after, result = apply(text, "cumsum-plain")
+    if reason is None:
+        assert result.stats == {"rewritten": 1} and result.notes == []
+        same_outputs(before, after, {"x": X[tuple(slice(int(d)) for d in shape.split(","))]})
+    else:
+        assert result.stats == {"rewritten": 0}
+        assert result.notes == [f"CumSum '' left alone: {reason}; tpu-mlir will ignore its exclusive/reverse attributes"]
+
+
 # --- cumsum-rank4 -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis", [0, 2, 4])
@@ -303,6 +363,54 @@ def test_identity_from_graph_input_to_output_is_kept_with_a_note():
     g (float[2] x) => (float[2] y) {{ y = Identity(x) }}"""
     _, after, result = apply(text, "remove-identity")
     assert not result.changed and "kept" in result.notes[0]
+
+
+def test_remove_identity_without_identities_changes_nothing():
+    text = f"""{HEADER}
+    g (float[2] x) => (float[2] y) {{ y = Relu(x) }}"""
+    _, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats, result.notes) == (False, {"removed": 0}, [])
+    assert histogram(after) == {"Relu": 1}
+
+
+def test_remove_identity_keeps_only_copies_of_inputs_initializers_and_other_outputs():
+    """An Identity copying another graph output (made by a node), one copying an initializer and one
+    copying a graph input are kept, each with the whole note; the removable Identity after them is still
+    removed (its source also read by a Neg, which then reads the graph output's tensor); an unused graph
+    input stays an input."""
+    text = f"""{HEADER}
+    g (float[2,5,7] x, float[3] unused) => (float[2,5,7] r, float[2,5,7] r_copy, float[7] w_copy,
+                                            float[2,5,7] x_copy, float[2,5,7] y, float[2,5,7] z)
+      <float[7] w = {{1,2,3,4,5,6,7}}> {{
+      r = Relu(x)
+      r_copy = Identity(r)
+      w_copy = Identity(w)
+      x_copy = Identity(x)
+      h = Sigmoid(x)
+      y = Identity(h)
+      z = Neg(h)
+    }}"""
+    before, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats) == (True, {"removed": 1})
+    why = "kept: it copies a graph input, initializer or another graph output into a graph output"
+    assert result.notes == [f"Identity '' {why}"] * 3
+    assert [(n.op_type, list(n.input), list(n.output)) for n in after.graph.node] == [
+        ("Relu", ["x"], ["r"]), ("Identity", ["r"], ["r_copy"]), ("Identity", ["w"], ["w_copy"]),
+        ("Identity", ["x"], ["x_copy"]), ("Sigmoid", ["x"], ["y"]), ("Neg", ["y"], ["z"])]
+    assert [i.name for i in after.graph.input] == ["x", "unused"]
+    same_outputs(before, after, {"x": X, "unused": np.zeros(3, np.float32)})
+
+
+def test_remove_identity_with_only_kept_ones_reports_no_change():
+    text = f"""{HEADER}
+    g (float[2] x) => (float[2] r, float[2] r_copy) {{
+      r = Relu(x)
+      r_copy = Identity(r)
+    }}"""
+    _, after, result = apply(text, "remove-identity")
+    assert (result.changed, result.stats) == (False, {"removed": 0})
+    assert result.notes == ["Identity '' kept: it copies a graph input, initializer or another graph output into a graph output"]
+    assert histogram(after) == {"Identity": 1, "Relu": 1}
 
 
 # --- tpu-legality -----------------------------------------------------------------------

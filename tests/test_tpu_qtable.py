@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tools import tpu_qtable
-from tools.tpu_qtable import DECAY, EXPONENT, MERGE, NORM, SCAN
+from tools.tpu_qtable import DECAY, EXPONENT, MERGE, NORM, SCAN, WHERE
 
 
 def _node(op, inputs, outputs, name="", made_by=None, **attrs):
@@ -290,3 +290,100 @@ def test_projections_only_keeps_every_op_but_the_projections_in_float():
         ("out_Sigmoid", "F16", "rest")]
     assert tpu_qtable.format_table(table, "small.onnx").splitlines()[1] == (
         "# 13 ops: scan 4, decay 3, merge 2, norm 0, exponent 2, kernel 0, rest 2")
+
+
+def shared_branch_where_model():
+    """A projection p read by three nodes: a Where(p > 0, p, 0.1 p) (a leaky ReLU as a Where, p its x branch),
+    the residual Add and a second Where whose branches are read by it alone (q = 2 p and a constant)."""
+    f = np.float32
+    initializers = [numpy_helper.from_array(np.ones((8, 8), f), "W"), numpy_helper.from_array(np.zeros((), f), "zero"),
+                    numpy_helper.from_array(np.array(0.1, f), "slope"), numpy_helper.from_array(np.array(2.0, f), "two")]
+    nodes = [
+        _node("MatMul", ["x", "W"], ["p"], "/proj/MatMul"),
+        _node("Greater", ["p", "zero"], ["positive"], "/act/Greater"),
+        _node("Mul", ["p", "slope"], ["leak"], "/act/Mul"),
+        _node("Where", ["positive", "p", "leak"], ["act"], "/act/Where"),          # x branch p: shared
+        _node("Add", ["act", "p"], ["residual"], "/Add"),
+        _node("Mul", ["residual", "two"], ["q"], "/gate/Mul"),
+        _node("Where", ["positive", "q", "zero"], ["out"], "/gate/Where"),       # q read by this Where alone
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+WHERE_MLIR = '''module attributes {module.name = "g"} {
+  func.func @main(%arg0: tensor<1x4x8xf32> loc(unknown)) -> tensor<1x4x8xf32> {
+    %0 = "top.None"() : () -> none loc(#loc0)
+    %1 = "top.Input"(%arg0) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc1)
+    %2 = "top.Weight"() : () -> tensor<8x8xf32> loc(#loc2)
+    %3 = "top.MatMul"(%1, %2, %0) {do_relu = false} : (tensor<1x4x8xf32>, tensor<8x8xf32>, none) -> tensor<1x4x8xf32> loc(#loc3)
+    %4 = "top.CompareConst"(%3) {const_val = 0.000000e+00 : f64, mode = "Greater"} : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc4)
+    %5 = "top.MulConst"(%3) {const_val = 1.000000e-01 : f64} : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc5)
+    %6 = "top.Where"(%4, %3, %5) {x_is_const = false, y_is_const = false} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc6)
+    %7 = "top.Add"(%6, %3) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc7)
+    %8 = "top.MulConst"(%7) {const_val = 2.000000e+00 : f64} : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc(#loc8)
+    %9 = "top.Where"(%4, %8, %0) {x_is_const = false, y_const_val = 0.000000e+00 : f64, y_is_const = true} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, none) -> tensor<1x4x8xf32> loc(#loc9)
+    return %9 : tensor<1x4x8xf32> loc(#loc)
+  } loc(#loc)
+} loc(#loc)
+#loc = loc(unknown)
+#loc0 = loc(unknown)
+#loc1 = loc("x")
+#loc2 = loc("W")
+#loc3 = loc("p_MatMul")
+#loc4 = loc("positive_Greater")
+#loc5 = loc("leak_Mul")
+#loc6 = loc("act_Where")
+#loc7 = loc("residual_Add")
+#loc8 = loc("q_Mul")
+#loc9 = loc("out_Where")
+'''
+
+
+@pytest.mark.parametrize("float_mode, where_mode", [("BF16", "F32"), ("F16", "F16"), ("F32", "F32")])
+def test_a_where_with_a_shared_branch_is_kept_f32_or_f16(float_mode, where_mode):
+    """tpu-mlir's SelectiveWhere (convert-top-to-tpu) gives a Where's non-constant branches the Where's calibrated range
+    unless the Where is F32 or F16 in the table (BF16 is not enough): p, the projection the residual Add reads too,
+    would be requantized to the leaky Where's range (session s26: the softplus guard's, VMamba's dt projection all 0).
+    The Where whose branch only it reads is left INT8, and so is p's MatMul: only the Where is named."""
+    table = tpu_qtable.quantization_table(shared_branch_where_model(), tpu_qtable.mlir_op_names(WHERE_MLIR), float_mode)
+    assert tpu_qtable.format_table(table, "where.onnx") == (
+        "# tools.tpu_qtable for where.onnx: ops kept in floating point, the rest INT8\n"
+        "# 1 ops: scan 0, decay 0, merge 0, norm 0, exponent 0, kernel 0, where 1\n"
+        "# op_name quantize_mode\n"
+        f"act_Where {where_mode}\n")
+
+
+def test_a_where_whose_branch_is_a_graph_output_or_a_constant_node():
+    """A branch that is a graph output counts as shared (what leaves the graph would be requantized); a Constant node's
+    output is no computed branch (tpu-mlir makes it a constant operand, which SelectiveWhere does not touch)."""
+    f = np.float32
+    nodes = [
+        _node("MatMul", ["x", "W"], ["p"], "/proj/MatMul"),
+        _node("Greater", ["p", "zero"], ["positive"], "/act/Greater"),
+        _node("Mul", ["p", "slope"], ["leak"], "/act/Mul"),
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((1, 4, 8), f))),
+        _node("Where", ["positive", "c", "leak"], ["out"], "/act/Where"),
+    ]
+    initializers = [numpy_helper.from_array(np.ones((8, 8), f), "W"), numpy_helper.from_array(np.zeros((), f), "zero"),
+                    numpy_helper.from_array(np.array(0.1, f), "slope")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert tpu_qtable.precise_nodes(model) == []                      # leak: the Where's alone; c: a constant
+    model.graph.output.append(helper.make_tensor_value_info("leak", TensorProto.FLOAT, [1, 4, 8]))
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(model)] == [("out", WHERE)]
+    del model.graph.output[1]
+    model.graph.node[4].input[1] = "p"                                # p: read by Greater and Mul as well
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(model)] == [("out", WHERE)]
+
+
+def test_projections_only_keeps_a_shared_branch_where_f32_too():
+    """--qtable projections kept every op in the float mode, the Where too: BF16, so SelectiveWhere still requantized its
+    shared branch (s26: --qtable projections was as bad as the auto table on the dynamo graph). The Where's line is F32."""
+    table = tpu_qtable.quantization_table(shared_branch_where_model(), tpu_qtable.mlir_op_names(WHERE_MLIR), "BF16",
+                                          projections_only=True)
+    assert [(name, mode, node.why) for name, mode, node in table] == [
+        ("positive_Greater", "BF16", "rest"), ("leak_Mul", "BF16", "rest"), ("act_Where", "F32", WHERE),
+        ("residual_Add", "BF16", "rest"), ("q_Mul", "BF16", "rest"), ("out_Where", "BF16", "rest")]

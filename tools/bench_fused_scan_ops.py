@@ -29,6 +29,7 @@ from rich.table import Table
 
 from passes.graph_builder import GraphBuilder
 from passes.one_line import OneLineArgumentParser, positive_int
+from passes.relative_error import relative_l2
 from passes.scan_forms.decays import Decays
 from passes.scan_forms.parallel import parallel_states
 from passes.scan_forms.window_doubling import window_doubling_states
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
             continue
         out = sessions[kind].run(None, feeds_for(kind, data))[0]
         got = as_directions_channels_length(kind, out, args.directions, args.channels, args.length)
-        errors[kind] = float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+        errors[kind] = relative_l2(got, expected)
     times = {kind: [] for kind in sessions}
     kinds = list(sessions)
     for round_index in range(args.rounds):

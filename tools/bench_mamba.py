@@ -25,6 +25,7 @@ import numpy as np
 from passes.files import DestinationError, read_text_file, write_text_atomic
 from passes.model_check import InvalidModelError, local_functions_refused
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
+from passes.relative_error import relative_l2
 from tools import bench_report as report
 from tools.external_exports import INPUT_NAME, export_module, hf_mamba
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -84,11 +85,6 @@ def _torch_runner(model, use_mambapy: bool):
     return run
 
 
-def _rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    expected = expected.astype(np.float64)
-    return float(np.linalg.norm(actual.astype(np.float64) - expected) / np.linalg.norm(expected))
-
-
 def run(args) -> dict:
     import onnx
     import torch
@@ -131,7 +127,7 @@ def run(args) -> dict:
     reference = rows["torch-slow"]["runner"](feed)
     for key, row in rows.items():
         output = row["runner"](feed)   # also the warm-up
-        row["rel_l2"] = None if key == "no-scan" else _rel_l2(output, reference)
+        row["rel_l2"] = None if key == "no-scan" else relative_l2(output, reference)
         row["seconds"] = []
     order = list(rows)
     for round_index in range(args.repeats):

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from passes.relative_error import relative_l2
+
 INPUT_NAME = "input"
 
 # Row keys in table order, with their labels; ablation rows are added by cpu_ablation_variants.
@@ -372,4 +374,4 @@ def predict_in_batches(runner, x: np.ndarray, batch: int = 100) -> np.ndarray:
 def error_metrics(got: np.ndarray, reference: np.ndarray) -> dict:
     got64, ref64 = np.asarray(got, np.float64), np.asarray(reference, np.float64)
     return {"max_abs": float(np.abs(got64 - ref64).max()),
-            "rel_l2": float(np.linalg.norm(got64 - ref64) / max(np.linalg.norm(ref64), 1e-30))}
+            "rel_l2": relative_l2(got64, ref64)}

@@ -32,6 +32,7 @@ import numpy as np
 from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int
+from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
 
@@ -96,12 +97,6 @@ def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> tupl
     a, b = logits.astype(np.float64), reference.astype(np.float64)
     cosines = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     return top1, agreement, float(np.max(np.abs(logits - reference))), float(np.min(cosines))
-
-
-def relative_l2(logits: np.ndarray, reference: np.ndarray) -> float:
-    """||logits - reference|| / ||reference|| over every image's logits (float64)."""
-    a, b = logits.astype(np.float64), reference.astype(np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: float) -> list[str]:

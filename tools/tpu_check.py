@@ -43,6 +43,7 @@ import numpy as np
 from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, printable_message
+from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from passes.graph_io import model_and_data_files
 from tools.json_destination import json_destination_refused
@@ -237,7 +238,7 @@ def match_outputs(reference: dict[str, np.ndarray], produced: dict[str, np.ndarr
         norms = np.linalg.norm(actual) * np.linalg.norm(wanted)
         cosine = float(actual @ wanted / norms) if norms > 0 else float(np.array_equal(actual, wanted))
         max_abs = float(np.max(np.abs(actual - wanted))) if actual.size else 0.0
-        rel_l2 = float(np.linalg.norm(actual - wanted) / max(np.linalg.norm(wanted), 1e-30))
+        rel_l2 = relative_l2(actual, wanted)
         matches.append(OutputMatch(name, key, cosine, max_abs, rel_l2))
     return matches
 

@@ -31,6 +31,17 @@ LayerNorm, activations, the residual adds) to INT8 with run_calibration's thresh
   size dt) into the scan: dt * A (the log-decay) and dt * B * x (the drive), with the Reshapes
   between. Those paths end at scan nodes and never cross a projection.
 
+- **where** (in F32, or F16 where the float mode is F16; counted only where there are any): a Where
+  whose x or y branch is a computed tensor that another node also reads (or a graph output).
+  convert-top-to-tpu's ``SelectiveWhere`` (sophgo/tpu-mlir lib/Conversion/TopToTpu/TopToTpuPass.cpp,
+  the 1.30.2 wheel alike) gives each non-constant branch of a Where the Where's own calibrated range,
+  for every Where but one that is F32 or F16 in this table: INT8 and BF16 Wheres alike. A branch
+  read by the Where alone loses only values the Where drops; a shared branch is requantized for all
+  its readers: the dynamo exporter's softplus guard Where(x > 20, x, Softplus(x)) kept BF16 turned
+  VMamba's dt projection (+-6.9) into u8 [0, 0.112], all zeros (session s26; softplus-guard-off
+  removes that guard, this rule covers every other such Where). Only the Where is named: kept F32
+  or F16 it leaves its branches' own ranges alone, so their producers stay INT8.
+
 With ``projections_only`` (``--projections-only``; tools.tpu_check ``--qtable projections``) every op
 but the projections (Conv, and MatMul/Gemm with a weight) is kept in floating point as well as what
 the rules above name, reason **rest**: for graphs the rules above know nothing of, such as transformers' Mamba2 chunked SSD
@@ -70,6 +81,8 @@ NORM_LINEAGE = "layernorm_channels_first/"
 SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL = "scan", "decay", "merge", "norm", "exponent", "kernel"
 REASONS = (SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL)
 REST = "rest"   # projections_only: every op but the projections
+WHERE = "where"  # a Where with a shared branch: F32 (F16 in F16 mode), which SelectiveWhere leaves alone
+WHERE_MODES = {"BF16": "F32", "F16": "F16", "F32": "F32"}  # BF16 is not enough: SelectiveWhere skips F32/F16 only
 RSQRT_SUFFIX = "_inv"  # tpu-mlir's name for the Rsqrt it makes of Div(x, Sqrt(v))
 DEFAULT_LANES = 64  # BM1684X's NPU lanes
 PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -79,7 +92,7 @@ PROJECTION_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 class PreciseNode:
     output: str  # the node's first output: tpu-mlir names its op after it
     op_type: str
-    why: str  # SCAN, DECAY or EXPONENT
+    why: str  # SCAN, DECAY, MERGE, NORM, EXPONENT, KERNEL, WHERE (or REST)
 
 
 def _is_scan_node(node: onnx.NodeProto) -> bool:
@@ -109,6 +122,22 @@ def _int8_conv_refused(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto
     out_channels, in_per_group = weights[node.input[1]].dims[0], weights[node.input[1]].dims[1]
     depthwise = in_per_group == 1 and group == out_channels
     return group > 1 and not depthwise and out_channels > lanes and out_channels % lanes != 0
+
+
+def _shared_branch_wheres(nodes: list[onnx.NodeProto], consumers: dict[str, list[int]], constants: set[str],
+                          graph_outputs: set[str]) -> set[int]:
+    """Wheres with an x or y branch that is computed (no initializer, no Constant) and read by another node too,
+    or is a graph output: the branches tpu-mlir's SelectiveWhere would requantize to the Where's range."""
+    found = set()
+    for index, node in enumerate(nodes):
+        if node.op_type != "Where":
+            continue
+        for branch in node.input[1:3]:
+            if not branch or branch in constants:
+                continue
+            if branch in graph_outputs or any(reader != index for reader in consumers.get(branch, [])):
+                found.add(index)
+    return found
 
 
 def precise_nodes(model: onnx.ModelProto, lanes: int = DEFAULT_LANES) -> list[PreciseNode]:
@@ -173,9 +202,13 @@ def precise_nodes(model: onnx.ModelProto, lanes: int = DEFAULT_LANES) -> list[Pr
             queue.extend(consumers.get(name, []))
 
     weights = {init.name: init for init in model.graph.initializer}
+    constants = set(weights) | {name for node in nodes if node.op_type == "Constant" for name in node.output}
+    shared_branch = _shared_branch_wheres(nodes, consumers, constants, {o.name for o in model.graph.output})
     found = []
     for index, node in enumerate(nodes):
-        if index in scan:
+        if index in shared_branch:   # first: its mode differs from the float mode (module doc, "where")
+            why = WHERE
+        elif index in scan:
             why = SCAN
         elif index in decay:
             why = DECAY
@@ -225,8 +258,9 @@ def match_op(op_name: str, outputs: dict[str, PreciseNode] | Iterable[str]) -> O
 
 def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: str = "BF16",
                        lanes: int = DEFAULT_LANES, projections_only: bool = False) -> list[tuple[str, str, PreciseNode]]:
-    """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode``; with
-    ``projections_only`` every op that is no projection (module doc)."""
+    """(MLIR op name, mode, the ONNX node it came from) for every op to keep in ``float_mode`` (a Where with a
+    shared branch in ``WHERE_MODES[float_mode]``); with ``projections_only`` every op that is no projection
+    (module doc)."""
     if float_mode not in FLOAT_MODES:
         raise ValueError(f"float mode {float_mode!r} is not one of {', '.join(FLOAT_MODES)}")
     precise = {node.output: node for node in precise_nodes(model, lanes)}
@@ -240,7 +274,8 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
     for op_name in op_names:
         source = match_op(op_name, all_outputs)
         if source is not None and source in precise:
-            table.append((op_name, float_mode, precise[source]))
+            mode = WHERE_MODES[float_mode] if precise[source].why == WHERE else float_mode
+            table.append((op_name, mode, precise[source]))
             if precise[source].op_type == "Sqrt" and source in divisors and op_name == f"{source}_Sqrt":
                 table.append((op_name + RSQRT_SUFFIX, float_mode, precise[source]))
     return table
@@ -248,8 +283,9 @@ def quantization_table(model: onnx.ModelProto, op_names: list[str], float_mode: 
 
 def format_table(table: list[tuple[str, str, PreciseNode]], model_name: str) -> str:
     counts = {why: sum(1 for *_, node in table if node.why == why) for why in REASONS}
-    if any(node.why == REST for *_, node in table):
-        counts[REST] = sum(1 for *_, node in table if node.why == REST)
+    for optional in (WHERE, REST):   # named only where there are any (tables without them read as before)
+        if any(node.why == optional for *_, node in table):
+            counts[optional] = sum(1 for *_, node in table if node.why == optional)
     lines = [f"# tools.tpu_qtable for {printable(model_name)}: ops kept in floating point, the rest INT8",
              f"# {len(table)} ops: " + ", ".join(f"{why} {count}" for why, count in counts.items()),
              "# op_name quantize_mode"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from passes.files import DestinationError, check_destination, write_text_atomic
 from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.relative_error import relative_l2
 from tools.tpu_qtable import NORM_LINEAGE  # layernorm-channels-first names its nodes with it
 
 # Small on purpose: a few seconds per export. Stages at 24x24 are 6x6, 3x3, 2x2: L = 36, 9, 4,
@@ -200,11 +201,6 @@ class Compiled:
     symbolic_batch: bool          # the output's first input axis is still symbolic
 
 
-def rel_l2(actual, expected) -> float:
-    a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
 def _run(path: Path, npz: Path) -> float:
     import onnxruntime as ort
 
@@ -218,7 +214,7 @@ def _run(path: Path, npz: Path) -> float:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
-    return rel_l2(session.run([output], {session.get_inputs()[0].name: data[session.get_inputs()[0].name]})[0],
+    return relative_l2(session.run([output], {session.get_inputs()[0].name: data[session.get_inputs()[0].name]})[0],
                   data[output])
 
 

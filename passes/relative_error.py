@@ -1,0 +1,53 @@
+"""The relative L2 error, ||actual - expected|| / ||expected||: the one definition every number of the project uses.
+
+numpy only (no torch, no ONNX), so that verification (``passes/verify.py``), the tools (benchmarks, the TPU
+check and accuracy), ``vmamba_ref`` and the tests all import this one function; the compiler's rooms may
+import it too (it is a helper in ``passes/``, not a pass).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def relative_l2(actual, expected) -> float:
+    """||actual - expected||_2 / ||expected||_2 over every element, computed in float64.
+
+    - **dtype**: both sides are converted to float64 before subtracting (float16, bfloat16 from ml_dtypes,
+      float32, integers and booleans alike), so a low-precision input's error is measured exactly and the
+      subtraction never rounds in the input's precision. Complex, string and object arrays raise ValueError
+      (a conversion would drop the imaginary part or fail half way).
+    - **shapes** must be equal: no broadcasting (a (1, 10) against a (10,) would silently compare something
+      else); a mismatch raises ValueError naming both shapes. Flatten first where a layout differs on purpose.
+    - **zero reference**: where ||expected|| == 0 the result is ||actual - expected|| itself (the absolute
+      error): 0/0 is 0.0 (both all zero, or both empty), x/0 is ||actual||, finite and still held to the
+      caller's tolerance. There is no floor on ||expected||: a reference of subnormal values (norm ~1e-40)
+      is divided by its own norm, not by 1e-30.
+    - **non-finite values**: NaN or infinity in either side gives NaN or infinity, never a finite number
+      (``passes/verify.py`` fails such an output by that).
+    """
+    a = _as_float64(actual, "actual")
+    b = _as_float64(expected, "expected")
+    if a.shape != b.shape:
+        raise ValueError(f"relative_l2: actual has shape {list(a.shape)}, expected {list(b.shape)}: "
+                         f"they must be equal (no broadcasting)")
+    difference_norm = float(np.linalg.norm((a - b).reshape(-1)))
+    reference_norm = float(np.linalg.norm(b.reshape(-1)))
+    return difference_norm / reference_norm if reference_norm > 0 else difference_norm
+
+
+def _as_float64(values, side: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf" and not _is_ml_float(array.dtype):
+        raise ValueError(f"relative_l2: {side} has dtype {array.dtype}: only real numbers and booleans")
+    return array.astype(np.float64)
+
+
+def _is_ml_float(dtype: np.dtype) -> bool:
+    """A float type of ml_dtypes (bfloat16, float8_*): numpy kind 'V' that np.finfo knows; it converts exactly."""
+    if dtype.kind != "V":
+        return False
+    try:
+        np.finfo(dtype)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,63 @@
+"""passes.relative_error.relative_l2: hand-computed values, the zero reference, low-precision inputs, bad shapes."""
+import re
+
+import numpy as np
+import pytest
+
+from passes.relative_error import relative_l2
+
+
+def test_hand_computed_values():
+    # ||(3, 4)|| = 5 against ||(6, 8)|| = 10
+    assert relative_l2([3.0, 4.0], [0.0, 0.0]) == 5.0      # zero reference: the absolute error
+    assert relative_l2([9.0, 12.0], [6.0, 8.0]) == 0.5
+    assert relative_l2(np.array([[1.0, 2.0], [2.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 0.0]])) == pytest.approx(
+        np.sqrt(8.0), abs=0, rel=1e-15)
+    assert relative_l2([1, 2, 3], [1, 2, 3]) == 0.0         # integers, identical
+    assert relative_l2(np.array([True, False]), np.array([True, True])) == 1 / np.sqrt(2)
+    assert isinstance(relative_l2([1.0], [2.0]), float)
+
+
+def test_zero_reference_is_the_absolute_error():
+    assert relative_l2(np.zeros((2, 3)), np.zeros((2, 3))) == 0.0                     # 0/0
+    assert relative_l2(np.full((2, 2), 0.5), np.zeros((2, 2))) == 1.0                 # x/0: ||x||
+    assert relative_l2(np.zeros(0), np.zeros(0)) == 0.0                               # empty
+    # no floor on the reference's norm: subnormal references are divided by their own norm
+    tiny = np.array([1e-40, 0.0])
+    assert relative_l2(2 * tiny, tiny) == 1.0
+
+
+def test_non_finite_values_give_a_non_finite_result():
+    assert np.isnan(relative_l2([np.nan, 1.0], [1.0, 1.0]))
+    assert relative_l2([np.inf, 1.0], [1.0, 1.0]) == np.inf
+    assert np.isnan(relative_l2([1.0, 1.0], [np.inf, 1.0]))
+
+
+def test_low_precision_inputs_are_upcast_before_subtracting():
+    # 2049 is not a float16 (it rounds to 2048): computed in float16, 2048 - 2048 would be 0 error
+    actual = np.array([2048.0, 1.0], dtype=np.float16)
+    expected = np.array([2049.0, 0.0], dtype=np.float64)
+    assert relative_l2(actual, expected) == np.sqrt(2.0) / 2049.0
+    # float16 against float16: ||(300, 0)||**2 = 90000 overflows float16 (max 65504), so a norm taken in
+    # float16 is inf and the ratio 0; in float64 it is 100 / 300
+    assert relative_l2(np.array([400.0, 0.0], np.float16), np.array([300.0, 0.0], np.float16)) == 1 / 3
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    # bfloat16 (numpy kind 'V'): 1 + 2**-7 is the next bfloat16 after 1
+    bf16 = np.array([1 + 2 ** -7, 2.0], dtype=ml_dtypes.bfloat16)
+    assert bf16.dtype.kind == "V"
+    assert relative_l2(bf16, np.array([1.0, 2.0], dtype=ml_dtypes.bfloat16)) == 2 ** -7 / np.sqrt(5.0)
+
+
+def test_mismatched_shapes_are_refused_without_broadcasting():
+    with pytest.raises(ValueError, match=re.escape(
+            "relative_l2: actual has shape [1, 10], expected [10]: they must be equal (no broadcasting)")):
+        relative_l2(np.zeros((1, 10)), np.ones(10))
+    with pytest.raises(ValueError, match=re.escape("actual has shape [3], expected [2]")):
+        relative_l2([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_non_real_dtypes_are_refused():
+    with pytest.raises(ValueError, match=re.escape("relative_l2: actual has dtype complex128: only real numbers")):
+        relative_l2(np.array([1 + 1j]), np.array([1.0]))
+    with pytest.raises(ValueError, match=re.escape("relative_l2: expected has dtype <U1: only real numbers")):
+        relative_l2(np.array([1.0]), np.array(["a"]))
