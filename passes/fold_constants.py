@@ -13,6 +13,9 @@ also from their constant inputs) and left to run time when it would make more th
 MAX_FOLDED_ELEMENTS: a hostile ConstantOfShape of (2^20, 2^20) asked for 4 TiB, the Add of two
 stored vectors of 2^16 floats as a column and a row for 16 GiB. A size-making op whose size inputs
 are themselves still to be folded, and whose size inference does not know, waits for the next round.
+A node that draws random values (RandomNormal, Bernoulli, a Dropout in training mode) is never folded: its one
+draw would be a constant of the model, the same at every run (adv13: RandomNormal became an initializer), and
+the ONNX Runtime sessions the folding opens run with the terminal closed (they log node names raw).
 
 onnx-graphsurgeon folds Shape(x), Gather(Shape(x), i) and Slice(Shape(x), ..) from x's shape without reading
 the Shape's `start` and `end` (opset 15): Shape(x, start=0, end=1) of a (2, 8) x became [2, 8], and
@@ -33,9 +36,9 @@ from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
 from passes.graph_builder import taken_prefixes, unique_name
 from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
-from passes.one_line import one_line
+from passes.one_line import one_line, terminal_closed
 from passes.registry import register_pass
-from patterns.graph_query import declared_static_shape, toposort
+from patterns.graph_query import declared_static_shape, draws_random_values, toposort
 
 # Rounds of folding while size-making ops wait for their size inputs to be folded.
 MAX_ROUNDS = 4
@@ -129,12 +132,16 @@ class _SizeGate:
 
     def __init__(self) -> None:
         self.too_large: dict[str, str] = {}   # node name -> why (for the notes)
+        self.random: dict[str, str] = {}      # node name -> why: random draws are never folded
         self.waiting = 0                       # ops whose size inputs are not constants yet
         self.inferred: dict[str, int] = {}     # tensor name -> elements, by shape inference this round
 
     def __call__(self, node: gs.Node) -> bool:
         if node.op in SEQUENCE_MAKERS:
             return True   # onnx-graphsurgeon folds a constant sequence as a list, then fails on its nbytes
+        if draws_random_values(node):   # folded, its one draw would be the model's at every run
+            self.random[node.name] = (f"{node.op} '{node.name}' draws new values at every run: left to run time")
+            return True
         made = size_made(node)
         inferred = max((self.inferred.get(tensor.name, -1) for tensor in node.outputs), default=-1)
         if made is None and inferred < 0:
@@ -146,6 +153,21 @@ class _SizeGate:
                                          f"(> {MAX_FOLDED_ELEMENTS:,}): left to run time")
             return True
         return False
+
+
+def _fold_gated(graph: gs.Graph, gate: _SizeGate, **options) -> bool:
+    """gs.Graph.fold_constants in its own order (the graph, then its If/Loop/Scan bodies, then If nodes of a constant
+    condition flattened), with `gate` asked in the bodies too: onnx-graphsurgeon's own recursion does not pass
+    should_exclude_node on, so a body's ConstantOfShape of 2^29 elements was evaluated and a body's RandomNormal
+    folded, once its If was flattened, into the model as a constant (adv13). Whether an If was flattened (its
+    branch's nodes, now the graph's, fold in the next round)."""
+    graph.fold_constants(recurse_subgraphs=False, flatten_subgraphs=False, should_exclude_node=gate, **options)
+    for body in graph.subgraphs():
+        _fold_gated(body, gate, **options)
+    ifs = sum(node.op == "If" for node in graph.nodes)
+    graph.fold_constants(recurse_subgraphs=False, flatten_subgraphs=True, should_exclude_node=lambda node: True,
+                         **options)
+    return sum(node.op == "If" for node in graph.nodes) < ifs
 
 
 @register_pass
@@ -175,10 +197,11 @@ class FoldConstants(Pass):
             for _ in range(MAX_ROUNDS):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
                 gate.inferred = inferred_elements(graph_to_model(working))
-                working.fold_constants(fold_shapes=self.fold_shapes, error_ok=True,
-                                       size_threshold=self.size_threshold_bytes, should_exclude_node=gate)
+                with terminal_closed():   # the ONNX Runtime sessions it opens log node names raw, in ANSI colours
+                    flattened = _fold_gated(working, gate, fold_shapes=self.fold_shapes, error_ok=True,
+                                            size_threshold=self.size_threshold_bytes)
                 working.cleanup(remove_unused_graph_inputs=False)
-                if not gate.waiting or len(working.nodes) == nodes_before_round:
+                if (not gate.waiting and not flattened) or len(working.nodes) == nodes_before_round:
                     break
             _unfolded_bounds_back(working, bounds_made)
         except Exception as error:  # folding is optional: never fail the pipeline for it
@@ -186,7 +209,7 @@ class FoldConstants(Pass):
             return PassResult(False, {"folded": 0}, [f"constant folding failed: {reason}; graph left unfolded"])
         finally:
             G_LOGGER.severity = previous_severity
-        notes = sorted(gate.too_large.values())
+        notes = sorted(gate.too_large.values()) + sorted(gate.random.values())
         folded = nodes_before - len(working.nodes)
         if folded <= 0:
             return PassResult(False, {"folded": 0}, notes)

@@ -21,7 +21,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
 - every tensor stored in the model (initializers, tensor attributes) holds as many values as its
   dims declare (a 2^40-element claim with no data would otherwise reach ONNX Runtime);
 - every Transpose's perm is a permutation (negative axes counted from the end), as long as its input's rank
-  where that is declared (a graph input, an initializer).
+  where that is declared (a graph input, an initializer) or ONNX's shape inference finds it (an inner value).
 
 Subgraphs (If/Loop/Scan bodies) are checked the same way, with their outer scope.
 """
@@ -112,9 +112,11 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_value_types(graphs)
     _check_no_sparse_tensors(graphs, nodes)
     _check_einsum_equations(nodes)
+    _check_constant_of_shape_values(nodes)
     _check_transpose_perms(graphs, nodes)
     _check_graph(model.graph, outer=frozenset(), opsets=opsets, functions=local_functions, where="graph",
                  context=_schema_context(model, opsets))
+    _check_inferred_transpose_ranks(model, graphs)
 
 
 def _opset_imports(imports, where: str) -> dict[str, int]:
@@ -190,6 +192,23 @@ def _check_einsum_equations(nodes: list[onnx.NodeProto]) -> None:
                                             "',', one optional '->')")
 
 
+def _check_constant_of_shape_values(nodes: list[onnx.NodeProto]) -> None:
+    """A ConstantOfShape whose `value` is not one element (its schema: a one-element tensor): ONNX Runtime refuses the
+    node, but with --verify none fold-constants folded it into a constant, a model ONNX Runtime runs written from one
+    it refuses (adv13: a value of [1.0, 2.0], exit 0)."""
+    for node in nodes:
+        if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "value" and attribute.type == onnx.AttributeProto.TENSOR:
+                elements = 1
+                for dim in attribute.t.dims:
+                    elements *= dim
+                if elements != 1:
+                    raise InvalidModelError(f"{_node_label(node)}: value holds {elements:,} elements, dims "
+                                            f"{list(attribute.t.dims)}; ConstantOfShape takes one")
+
+
 def _onnx_transposes(graph_nodes) -> Iterator[tuple[onnx.NodeProto, list[int]]]:
     """(node, perm) of every ONNX Transpose given a perm."""
     for node in graph_nodes:
@@ -213,6 +232,47 @@ def transpose_rank_mismatch(graph: onnx.GraphProto, values: Iterable[onnx.ValueI
     return None
 
 
+def einsum_output_mismatch(graph: onnx.GraphProto, values: Iterable[onnx.ValueInfoProto]) -> Optional[str]:
+    """The first Einsum of `graph` whose output is declared (in `values`) with a size its operands contradict: a letter
+    that an operand gives a fixed size other than 1 (a 1 broadcasts) declared another fixed size in the output. ONNX's
+    inference does not unify a letter across operands, so with a symbolic size beside it (`bcij,bcjk->bcik` of
+    (N, C, 2, 3) and (M, 5, 3, 4) declared (N, 2, 2, 4)) the contradiction passes strict inference, and the check after
+    einsum-to-matmul, whose MatMul's inference does see it, blamed the pass (adv12's lead, adv13: exit 3). Terms
+    with '...' are not read; None where there is none."""
+    shapes = {value.name: value.type.tensor_type.shape.dim for value in values
+              if value.type.tensor_type.HasField("shape")}
+    shapes.update((tensor.name, [onnx.TensorShapeProto.Dimension(dim_value=dim) for dim in tensor.dims])
+                  for tensor in graph.initializer)
+    for node in graph.node:
+        if node.op_type != "Einsum" or node.domain not in ("", "ai.onnx") or not node.output or \
+                node.output[0] not in shapes:
+            continue
+        equation = next((attribute.s.decode("utf-8", "replace") for attribute in node.attribute
+                         if attribute.name == "equation"), "")
+        inputs, arrow, output = equation.replace(" ", "").partition("->")
+        terms = inputs.split(",")
+        if not arrow or "..." in equation or len(terms) != len(node.input):
+            continue
+        sizes: dict[str, tuple[int, str, int]] = {}   # letter -> (size, operand, axis), a fixed size other than 1
+        for term, name in zip(terms, node.input):
+            dims = shapes.get(name)
+            if dims is None or len(dims) != len(term):
+                continue
+            for axis, (letter, dim) in enumerate(zip(term, dims)):
+                if dim.HasField("dim_value") and dim.dim_value != 1:
+                    sizes.setdefault(letter, (dim.dim_value, name, axis))
+        declared = shapes[node.output[0]]
+        if len(declared) != len(output):
+            continue
+        for axis, (letter, dim) in enumerate(zip(output, declared)):
+            if letter in sizes and dim.HasField("dim_value") and dim.dim_value != sizes[letter][0]:
+                size, operand, operand_axis = sizes[letter]
+                return (f"{_node_label(node)}: equation '{printable(equation)}' gives '{letter}' size {size} (input "
+                        f"'{printable(operand)}' axis {operand_axis}), its output '{printable(node.output[0])}' "
+                        f"declares {dim.dim_value} at axis {axis}")
+    return None
+
+
 def _check_transpose_perms(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeProto]) -> None:
     """A Transpose whose perm is no permutation of its axes (an axis twice, one past the rank; a negative axis
     counted from the end, as TorchScript writes them, is normalized later), or, where its input is a graph input
@@ -224,6 +284,29 @@ def _check_transpose_perms(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeP
             raise InvalidModelError(f"{_node_label(node)}: perm {perm} is not a permutation of {len(perm)} axes")
     for graph in graphs:
         mismatch = transpose_rank_mismatch(graph, graph.input)
+        if mismatch is not None:
+            raise InvalidModelError(mismatch)
+
+
+def _check_inferred_transpose_ranks(model: onnx.ModelProto, graphs: list[onnx.GraphProto]) -> None:
+    """A Transpose perm shorter or longer than the rank ONNX's (plain, non-strict) shape inference finds for its
+    input, where the input is an inner value the declarations leave unranked: ONNX Runtime refuses the node, and
+    `--pipeline unit-axes-to-reshape --verify none` wrote it as it came (adv12's lead, adv13: Relu of a (3, 4, 1)
+    input, then perm [0, 1], exit 0). Inference runs only when such a Transpose exists (3.3 s for VMamba-T's
+    naive export, 96 Transposes, on the 2-core dev machine); a model it cannot infer (over 2 GiB, or a
+    contradiction it raises on) is left to the checks after each pass."""
+    def declared(graph: onnx.GraphProto) -> set[str]:
+        return ({value.name for value in list(graph.input) + list(graph.output) + list(graph.value_info)
+                 if value.type.tensor_type.HasField("shape")} | {tensor.name for tensor in graph.initializer})
+    if not any(node.input and node.input[0] not in declared(graph)
+               for graph in graphs for node, _ in _onnx_transposes(graph.node)):
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:   # ValueError over 2 GiB, InferenceError on a contradiction: the later checks name it
+        return
+    for graph in _every_graph(inferred)[0]:
+        mismatch = transpose_rank_mismatch(graph, list(graph.input) + list(graph.output) + list(graph.value_info))
         if mismatch is not None:
             raise InvalidModelError(mismatch)
 
@@ -264,6 +347,21 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                 if kind is not None:
                     raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
                                             f"{kind}: only tensors and sequences of tensors are supported")
+                element = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else None
+                if element is not None and (element not in _DEFINED_TENSOR_TYPES and element != 0
+                                            or element == 0 and role != "value_info" and graph is graphs[0]):
+                    # adv13: 999 on a graph input was a KeyError (exit 1); 0 (no type) on the model's own inputs and
+                    # outputs, which onnx.checker requires, one onnxsim failed on (a body's may be left to inference)
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
+                                            f"of element type {element}, "
+                                            f"{'UNDEFINED' if element == 0 else 'which ONNX does not define'}")
+                dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+                negative = next(((axis, dim.dim_value) for axis, dim in enumerate(dims)
+                                 if dim.HasField("dim_value") and dim.dim_value < 0), None)
+                if negative is not None:   # adv13: (-5, 4) verified on random data, written as it came
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' "
+                                            f"declares dimension {negative[1]} at axis {negative[0]}: a size is 0 or "
+                                            "more (a size that varies is named)")
         # onnx-graphsurgeon gives a value the type of its last value_info entry: one naming a graph input or
         # output with another type than the graph declares changed the compiled model's interface (ONNX
         # Runtime runs the input by the declared one), two entries of one value took the second
@@ -397,9 +495,13 @@ def _check_text(message) -> None:
 # Python objects, and exported both as raw data, failing (exit 1) on every initializer and on a
 # Constant that a pass folds into one.
 UNCARRIED_TENSOR_TYPES = FOUR_BIT_TYPES | {onnx.TensorProto.STRING}
+_DEFINED_TENSOR_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
 def _check_tensor_type(tensor: onnx.TensorProto) -> None:
+    if tensor.data_type not in _DEFINED_TENSOR_TYPES:   # adv13: 999 was a KeyError, 0 onnx-graphsurgeon's, exit 1
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' is of data type {tensor.data_type}, "
+                                f"{'UNDEFINED' if tensor.data_type == 0 else 'which ONNX does not define'}")
     if tensor.data_type in UNCARRIED_TENSOR_TYPES:
         kind = onnx.TensorProto.DataType.Name(tensor.data_type)
         raise InvalidModelError(f"tensor '{printable(tensor.name)}' is {kind}: stored tensors of 4-bit types and "
@@ -407,6 +509,8 @@ def _check_tensor_type(tensor: onnx.TensorProto) -> None:
 
 
 def _check_tensor_size(tensor: onnx.TensorProto) -> None:
+    if any(dim < 0 for dim in tensor.dims):   # (-2, -2) holding 4 values passed the count below (adv13)
+        raise InvalidModelError(f"tensor '{printable(tensor.name)}' declares dims {list(tensor.dims)}: a size is 0 or more")
     if uses_external_data(tensor):   # still a file reference: graph_io checks its byte range when it reads it
         return
     elements = 1

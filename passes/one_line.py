@@ -10,13 +10,17 @@ drive the terminal, a bidi override would show the line in another order than it
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides (Unicode's Bidi_Control
+# set: U+061C, the Arabic letter mark, was let through until adv13).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match) -> str:
@@ -27,9 +31,32 @@ def _escape(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: object) -> str:
-    """``text`` (``str()`` of it) with every control character written as an escape: ``\\n``, ``\\x1b``."""
-    return _UNPRINTABLE.sub(_escape, str(text))
+# A name longer than this is shown as its head and tail with the count cut between them: an error naming a
+# 200,000-character tensor was a 200 KB line. Head and tail keep it findable (grep the model for them).
+NAME_LIMIT = 300
+_HEAD, _TAIL = 200, 60
+# A whole message (one_line, the progress lines, the notes) longer than this is cut the same way.
+MESSAGE_LIMIT = 4000
+
+
+def printable(text: object, limit: int | None = NAME_LIMIT) -> str:
+    """``text`` (``str()`` of it) with every control character written as an escape: ``\\n``, ``\\x1b``;
+    past ``limit`` characters, its first and last ones with how many were cut between them
+    (``abc...(199,740 of 200,000 characters cut)...xyz``). ``limit=None`` never cuts (for text a caller
+    cuts itself)."""
+    text = str(text)
+    if limit is None or len(text) <= limit:
+        return _UNPRINTABLE.sub(_escape, text)
+    head = max(1, limit * _HEAD // NAME_LIMIT)
+    tail = max(1, limit * _TAIL // NAME_LIMIT)
+    cut = len(text) - head - tail
+    return (f"{_UNPRINTABLE.sub(_escape, text[:head])}...({cut:,} of {len(text):,} characters cut)..."
+            f"{_UNPRINTABLE.sub(_escape, text[-tail:])}")
+
+
+def printable_message(text: object) -> str:
+    """A whole line for the user (names in it already ``printable``): escaped, cut past ``MESSAGE_LIMIT``."""
+    return printable(text, MESSAGE_LIMIT)
 
 
 def printable_names(names, shown: int = 8) -> str:
@@ -47,10 +74,32 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
 
     An exception without a message is named by its type, so the line is never empty.
     """
-    text = printable(" ".join(str(error).split()))
+    text = printable_message(" ".join(str(error).split()))
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text[:limit] if limit is not None else text
+
+
+@contextlib.contextmanager
+def terminal_closed():
+    """File descriptors 1 and 2 lead nowhere meanwhile (native code that prints past sys.stderr: onnxsim,
+    ONNX Runtime sessions that onnx-graphsurgeon's folding opens). onnxsim writes what fails to fold there, past
+    sys.stderr, with the node's name as the model has it (ONNX Runtime's error log in ANSI colours, its
+    own 'WARNING: failed to run ... (name is "...")' and a traceback): a name could clear the screen
+    or forge an 'error:' line. What it had to say is in its result (or its exception)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as nowhere:
+            os.dup2(nowhere.fileno(), 1)
+            os.dup2(nowhere.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -10,10 +10,7 @@ which it runs, would be unbounded (passes.static_shapes.infer_shapes).
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
-import sys
 from collections import Counter
 
 import onnx_graphsurgeon as gs
@@ -21,30 +18,9 @@ import onnx_graphsurgeon as gs
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, oversized_constant_nodes
 from passes.graph_io import expanded_node_count, graph_to_model, model_to_graph, replace_graph_contents
-from passes.one_line import one_line, printable
+from passes.one_line import one_line, printable, terminal_closed
 from passes.registry import register_pass
 from passes.static_shapes import infer_shapes
-
-
-@contextlib.contextmanager
-def _terminal_closed():
-    """File descriptors 1 and 2 lead nowhere meanwhile: onnxsim writes what fails to fold there, past
-    sys.stderr, with the node's name as the model has it (ONNX Runtime's error log in ANSI colours, its
-    own 'WARNING: failed to run ... (name is "...")' and a traceback): a name could clear the screen
-    or forge an 'error:' line. What it had to say is in its result (or its exception)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "wb") as nowhere:
-            os.dup2(nowhere.fileno(), 1)
-            os.dup2(nowhere.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for descriptor in saved:
-            os.close(descriptor)
 
 
 def _run_onnxsim(model):
@@ -54,7 +30,7 @@ def _run_onnxsim(model):
     parameters = inspect.signature(onnxsim.simplify).parameters
     if "certify" in parameters:
         kwargs["certify"] = False  # the Z3 proof is slow and not what we ask for here
-    with _terminal_closed():
+    with terminal_closed():
         return onnxsim.simplify(model, **kwargs)
 
 

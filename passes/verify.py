@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 import onnx.inliner
+import onnx.numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from passes import ort_worker
@@ -24,6 +25,7 @@ from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import one_line, printable, printable_names
 from passes.relative_error import relative_l2
 from passes.static_shapes import infer_shapes, static_element_counts
+from patterns.graph_query import RANDOM_OPS
 
 # The most elements one tensor of a model may hold, by its inferred static shape, before ONNX Runtime
 # is asked to run it (4 GiB of float32): a model of a few bytes can describe a Concat of gigabytes,
@@ -159,6 +161,28 @@ def op_onnxruntime_lacks(model: onnx.ModelProto) -> str | None:
                 label = f"node '{printable(node.name)}'" if node.name else "a node"
                 return (f"{label} is op '{printable(node.op_type)}' of domain '{printable(node.domain)}', "
                         "which ONNX Runtime does not implement and the model does not define")
+    return None
+
+
+def unseeded_random_node(model: onnx.ModelProto) -> str | None:
+    """A one-line description of the first node that draws new random values at every run with no ``seed`` (a
+    RandomNormal, a Bernoulli, a Dropout whose training_mode is not a constant false), or None: two runs of such a
+    model never agree, so there is nothing to verify against (adv13: exit 3, 'rel L2 1.13', blamed on the run)."""
+    for graph in all_graphs(model.graph):
+        constants = {tensor.name: tensor for tensor in graph.initializer}
+        constants.update((node.output[0], attribute.t) for node in graph.node if node.op_type == "Constant"
+                         and node.output for attribute in node.attribute if attribute.name == "value")
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx") or any(attribute.name == "seed" for attribute in node.attribute):
+                continue
+            random = node.op_type in RANDOM_OPS
+            if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+                mode = constants.get(node.input[2])
+                random = mode is None or bool(onnx.numpy_helper.to_array(mode).any())
+            if random:
+                label = f"node '{printable(node.name)}'" if node.name else "a node"
+                return (f"{label} ({printable(node.op_type)}{', training mode' if node.op_type == 'Dropout' else ''}) "
+                        "draws new random values at every run with no seed: no two runs agree")
     return None
 
 
@@ -310,6 +334,20 @@ def find_reference_beside(model_path: str | os.PathLike) -> Path | None:
     model_path = Path(model_path)
     candidate = model_path.with_name(f"{model_path.stem}.ref.npz")
     return candidate if candidate.is_file() else None
+
+
+def reference_beside_problem(model_path: str | os.PathLike) -> str | None:
+    """Why ``dir/naive.ref.npz``, where something of that name is there, is no file to read (a named pipe, a
+    folder, a device, a broken link), or None: find_reference_beside passed it over, and the run verified against
+    random inputs with 'no reference npz (looked for naive.ref.npz)', exit 0 (adv13)."""
+    model_path = Path(model_path)
+    candidate = model_path.with_name(f"{model_path.stem}.ref.npz")
+    if not os.path.lexists(candidate) or candidate.is_file():
+        return None
+    kind = ("a broken link" if not candidate.exists() else "a folder" if candidate.is_dir()
+            else "a named pipe" if candidate.is_fifo() else "a socket" if candidate.is_socket() else "a device")
+    return (f"reference {printable(candidate)} beside the model is {kind}, not a file; refused (remove it, or give "
+            "--reference, or --verify none)")
 
 
 _NUMPY_TYPES = {

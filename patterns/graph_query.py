@@ -206,3 +206,24 @@ def slice_operands(node: gs.Node) -> Optional[tuple[np.ndarray, ...]]:
             return None
         values.append(np.asarray(value, dtype=np.int64).reshape(-1))
     return tuple(values)
+
+
+# Ops that draw new values at every run (a Dropout only in training mode): folding one makes its draw a constant of
+# the model, the same at every run (adv13: fold-constants folded RandomNormal into an initializer).
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+                        "Multinomial"})
+
+
+def draws_random_values(node: gs.Node) -> bool:
+    """Whether the node's outputs are random draws: a RANDOM_OPS node, or a Dropout whose training_mode input is
+    given and not a constant false."""
+    if node.op in RANDOM_OPS:
+        return True
+    if node.op != "Dropout":
+        return False
+    training_mode = optional_input(node, 2)
+    if training_mode is None:
+        return False
+    value = constant_value(training_mode)
+    return value is None or bool(np.asarray(value).any())
+

@@ -46,14 +46,14 @@ from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_
                              normalize_negative_perms, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
-from passes.model_check import InvalidModelError, check_model, transpose_rank_mismatch
+from passes.model_check import InvalidModelError, check_model, einsum_output_mismatch, transpose_rank_mismatch
 from passes.one_line import one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
                            leads_out_of_model_folder,
-                           op_onnxruntime_lacks,
+                           op_onnxruntime_lacks, reference_beside_problem, unseeded_random_node,
                            load_reference, random_feeds, run_model, summarize)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
 
@@ -174,6 +174,9 @@ def _check_destinations(output, report, keep_intermediates: bool, input_path: Pa
         if report is not None:
             check_report_dir(report)   # as given: Path() makes an empty path '.'
         if intermediates is not None:
+            if intermediates.is_symlink():   # a name the run derives, not the user's: a link there is planted
+                raise DestinationError(f"--keep-intermediates folder {printable(intermediates)} is a symbolic link "
+                                       f"(to {printable(os.readlink(intermediates))}); refused (remove it)")
             check_folder_destination(intermediates, "--keep-intermediates folder")
     except DestinationError as error:
         raise BadInput(one_line(error)) from None
@@ -205,7 +208,8 @@ def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     # ONNX's inference takes a Transpose perm shorter than its input's rank; a pass's output check then failed on it
     # and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
     graph = inferred.graph
-    return transpose_rank_mismatch(graph, list(graph.input) + list(graph.value_info))
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    return transpose_rank_mismatch(graph, values) or einsum_output_mismatch(graph, values)
 
 
 def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
@@ -491,6 +495,9 @@ def compile_model(
     beside = find_reference_beside(input_path) if input_path is not None else None
     if verify != "none" and reference_path is None:
         reference_path = beside
+        problem = reference_beside_problem(input_path) if input_path is not None and beside is None else None
+        if problem is not None:
+            raise BadInput(problem)
         if beside is not None and leads_out_of_model_folder(input_path, beside):
             raise BadInput(f"reference {printable(beside)} beside the model leads out of the model's folder through a "
                            "symbolic link; refused (give it with --reference to use it)")
@@ -537,7 +544,7 @@ def compile_model(
     # with the input model's own outputs as the expected values.
     feeds = expected = baseline_outputs = None
     if verify != "none":
-        lacking = op_onnxruntime_lacks(model)
+        lacking = op_onnxruntime_lacks(model) or unseeded_random_node(model)
         if lacking is not None:
             raise BadInput(f"cannot verify: {lacking} (--verify none compiles it without running it)")
         try:

@@ -290,18 +290,66 @@ def test_a_transpose_perm_onnx_runtime_refuses_is_bad_input_even_unverified(shap
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
 
 
-def test_a_transpose_perm_shorter_than_an_inner_values_rank_is_bad_input(tmp_path):
+@pytest.mark.parametrize("pipeline", ["cpu", "unit-axes-to-reshape"])
+def test_a_transpose_perm_shorter_than_an_inner_values_rank_is_bad_input(pipeline, tmp_path):
     """adv12: perm [0, 1] of Relu's (3, 4, 1) output (no declared rank for the model check): unit-axes-to-reshape made it
     a Reshape (exit 0, a model ONNX Runtime runs); with the pass keeping it, simplify's output check failed on it and
-    was blamed (exit 3). ONNX's inference takes the short perm; the run names it as bad input, exit 2."""
+    was blamed (exit 3), and `--pipeline unit-axes-to-reshape --verify none` wrote it as it came (exit 0, adv13). ONNX's
+    inference takes the short perm; the model check reads the rank inference finds, exit 2 before any pass."""
     path = tmp_path / "bad.onnx"
     onnx.save(onnx.parser.parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[3,4,1] x) => (float[3,4] y) { r = Relu(x)  y = Transpose<perm = [0, 1]>(r) }"""), path)
-    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
-    assert_one_line_error(result, 2, "bad.onnx: invalid model: a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3 "
-                          "(found after pass 'simplify')")
+    result = apply_cli(path, "--pipeline", pipeline, "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2, "error: " + str(path) + ": a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3")
+    assert result.stderr.splitlines()[-1] == "error: " + str(path) + ": a Transpose node: perm [0, 1] has 2 axes, its input 'r' 3"
+    assert "import" not in result.stderr   # refused before onnx-graphsurgeon's import, before any pass
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_an_einsum_whose_declared_output_contradicts_its_operands_is_bad_input(tmp_path):
+    """adv12's lead, adv13: `bcij,bcjk->bcik` of (N, C, 2, 3) and (M, 5, 3, 4) declared (N, 2, 2, 4): ONNX's Einsum
+    inference leaves c a name, so strict inference passes it; einsum-to-matmul's output check (its MatMul sees 5 vs 2)
+    failed and the pass was blamed, exit 3. The input is what is wrong: exit 2, naming the node."""
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,C,2,3] a, float[M,5,3,4] b) => (float[N,2,2,4] y) {
+            y = Einsum<equation = "bcij,bcjk->bcik">(a, b) }"""), path)
+    for verify in ("none", "end"):
+        result = apply_cli(path, "--pipeline", "einsum-to-matmul", "-o", tmp_path / "o.onnx", "--verify", verify)
+        assert_one_line_error(result, 2)
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {path}: invalid model: a Einsum node: equation 'bcij,bcjk->bcik' gives 'c' size 5 (input 'b' axis 1), "
+            "its output 'y' declares 2 at axis 1 (found after pass 'einsum-to-matmul')")
+        assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+def test_an_error_naming_a_huge_name_is_a_short_line_that_still_finds_it(tmp_path):
+    """adv12's lead, adv13: an output of a 200,000-character name that nothing produces made a 200 KB error line.
+    Names are shown as their first 200 and last 60 characters with the count cut between them."""
+    name = "H" * 100_000 + "T" * 100_000
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    model.graph.output.add().CopyFrom(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [4]))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: {path}: output '{'H' * 200}...(199,740 of 200,000 characters "
+                                              f"cut)...{'T' * 60}' of graph is produced by nothing")
+    assert len(result.stderr) < 1_000
+
+
+def test_one_line_cuts_a_huge_message_that_no_printable_name_cut():
+    """A message quoting a name raw (ONNX's own errors do) is cut as a whole, past 4,000 characters."""
+    from passes.one_line import MESSAGE_LIMIT, one_line, printable
+
+    line = one_line(ValueError("node " + "\x1b" + "n" * 300_000 + " failed"))
+    assert len(line) < MESSAGE_LIMIT + 60 and line.startswith("node \\x1bnnn") and line.endswith("nnn failed")
+    assert "...(296," in line and "of 300,013 characters cut)..." in line
+    assert printable("a\nb" * 10) == "a\\nb" * 10   # short names: only escaped
+    assert printable("x" * 301) == "x" * 200 + "...(41 of 301 characters cut)..." + "x" * 60
+    assert printable("x" * 300) == "x" * 300 and printable("x" * 10**6, limit=None) == "x" * 10**6
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
@@ -681,3 +729,75 @@ def test_two_nodes_of_one_name_are_bad_input_even_unverified(tmp_path):
     result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
     assert_one_line_error(result, 2, "bad.onnx: node name 'same\\x1b' is given to two nodes in graph")
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx"]
+
+
+# --- adv13 -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, label, op", [
+    ("n = RandomNormal<shape = [4], dtype = 1>()", "a node (RandomNormal)", "RandomNormal"),
+    ("r = Constant<value = float {0.5}>()  t = Constant<value = bool {1}>()  n = Dropout(x, r, t)",
+     "a node (Dropout, training mode)", "Dropout"),
+])
+def test_a_model_that_draws_random_values_is_not_verified(body, label, op, tmp_path):
+    """adv13: a RandomNormal with no seed, or a Dropout in training mode: the input model's run and the output's never
+    agree, and verification said 'verification failed: output 'y' rel L2 1.13' (exit 3, the run's fault). Now refused
+    before the work, exit 2; --verify none compiles it, the draw left to run time (fold-constants had folded the
+    RandomNormal into an initializer: test_cleanup_passes.py)."""
+    path = tmp_path / "random.onnx"
+    onnx.save(onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{ {body}  y = Add(x, n) }}"""), path)
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: cannot verify: {label} draws new random values at every run with no "
+                                              "seed: no two runs agree (--verify none compiles it without running it)")
+    assert sorted(os.listdir(tmp_path)) == ["random.onnx"]
+    result = apply_cli(path, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+    assert [node.op_type for node in onnx.load(tmp_path / "o.onnx").graph.node] == [op, "Add"]
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a named pipe"),
+    (lambda path: os.symlink("nowhere.npz", path), "a broken link"),
+    (os.mkdir, "a folder"),
+])
+def test_a_reference_beside_the_model_that_is_no_file_is_refused(make, kind, work):
+    """adv13: naive.ref.npz beside the model as a named pipe, a broken link or a folder was passed over: 'no reference
+    npz (looked for naive.ref.npz)', verified on random inputs, exit 0. Now one line, exit 2 (--verify none runs)."""
+    (work / "naive.ref.npz").unlink(missing_ok=True)
+    make(work / "naive.ref.npz")
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: reference {work / 'naive.ref.npz'} beside the model is {kind}, not "
+                                              "a file; refused (remove it, or give --reference, or --verify none)")
+    assert not (work / "o.onnx").exists()
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", "--verify", "none")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_arabic_letter_mark_is_escaped_like_the_other_bidi_controls():
+    """adv13: U+061C (Unicode's Bidi_Control set, beside U+200E/F and U+202A-E) reached the terminal and the report raw."""
+    from passes.one_line import printable
+
+    assert printable("a\u061cb\u200ec") == "a\\u061cb\\u200ec"
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_a_planted_link_where_the_intermediates_go_is_refused(report, work, tmp_path):
+    """adv13: R/intermediates (or OUT.intermediates) planted as a symbolic link to another folder: the run wrote its
+    intermediate models there (01-eliminate-dead-nodes.onnx in the link's target), a folder the user never named.
+    Now refused before the work, exit 2, the target untouched."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    folder = work / ("R" if report else "o.onnx.intermediates")
+    if report:
+        folder.mkdir()
+        folder = folder / "intermediates"
+    folder.symlink_to(victim)
+    where = ["--report", work / "R"] if report else []
+    result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx", *where,
+                       "--keep-intermediates", "--verify", "none")
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: --keep-intermediates folder {folder} is a symbolic link (to "
+                                              f"{victim}); refused (remove it)")
+    assert os.listdir(victim) == [] and not (work / "o.onnx").exists()

@@ -588,3 +588,66 @@ def test_fold_constants_failure_note_is_one_line_of_at_most_300_characters(monke
     [note] = result.notes
     assert note.startswith(prefix + "node 'x y") and note.endswith(suffix) and "\n" not in note
     assert len(note) == len(prefix) + 300 + len(suffix)
+
+
+@pytest.mark.parametrize("random_node, kept", [
+    ("n = RandomNormal<shape = [4], dtype = 1>()", ["RandomNormal", "Add"]),
+    ("c = Constant<value = float[4] {1.0, 2.0, 3.0, 4.0}>()  n = RandomUniformLike(c)", ["RandomUniformLike", "Add"]),
+    ("p = Constant<value = float[4] {0.5, 0.5, 0.5, 0.5}>()  n = Bernoulli(p)", ["Bernoulli", "Add"]),
+    ("r = Constant<value = float {0.5}>()  t = Constant<value = bool {1}>()  c = Constant<value = float[4] {1.0, 2.0, "
+     "3.0, 4.0}>()  n = Dropout(c, r, t)", ["Dropout", "Add"]),
+])
+def test_fold_constants_never_folds_a_random_draw(random_node, kept, capfd):
+    """adv13: fold-constants evaluated RandomNormal (and a Bernoulli of a constant, a training-mode Dropout of
+    one) with ONNX Runtime and stored the draw as an initializer: the compiled model added the same noise at every
+    run (`cpu --verify none`: exit 0). The Bernoulli's ONNX Runtime session also logged to the terminal, raw, in ANSI
+    colours ('Could not find a CPU kernel ... Bernoulli node'): the folding runs with the terminal closed."""
+    graph = graph_of(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{ {random_node}  y = Add(x, n) }}""")
+    result = run_pass("fold-constants", graph)
+    assert ops(graph) == kept
+    assert f"{kept[0]} '' draws new values at every run: left to run time" in result.notes
+    captured = capfd.readouterr()
+    assert captured.out == captured.err == ""
+
+
+def test_fold_constants_folds_a_dropout_out_of_training_mode():
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) { r = Constant<value = float {0.5}>()  t = Constant<value = bool {0}>()
+            c = Constant<value = float[4] {1.0, 2.0, 3.0, 4.0}>()  n = Dropout(c, r, t)  y = Add(x, n) }""")
+    run_pass("fold-constants", graph)
+    assert ops(graph) == ["Add"]
+
+
+def _if_of_constant_condition(body_nodes: str) -> gs.Graph:
+    """If(true) whose then branch computes `r` from constants alone and returns x + r; the else branch returns x."""
+    return graph_of(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {{
+            c = Constant<value = bool {{1}}>()
+            y = If(c) <then_branch = then (float[4] x) => (float[4] o) {{ {body_nodes}  o = Add(x, r) }},
+                       else_branch = other () => (float[4] e) {{ e = Identity(x) }}> }}""".replace(
+        "then (float[4] x)", "then ()"))
+
+
+@pytest.mark.parametrize("body_nodes, note", [
+    ("r = RandomNormal<shape = [4], dtype = 1>()", "RandomNormal '' draws new values at every run: left to run time"),
+    ("s = Constant<value = int64[2] {4096, 4096}>()  big = ConstantOfShape<value = float[1] {1.0}>(s)  "
+     "r = ReduceSum<keepdims = 0>(big)", "ConstantOfShape '' would make 16,777,216 elements (> 4,194,304): left to run time"),
+])
+def test_fold_constants_asks_its_gate_inside_if_bodies_too(body_nodes, note):
+    """adv13: onnx-graphsurgeon folds If/Loop/Scan bodies without passing should_exclude_node on: a then branch's
+    RandomNormal became the initializer 'r_subg_1_then' once the If (of a constant condition) was flattened, and a
+    body's ConstantOfShape past MAX_FOLDED_ELEMENTS was evaluated (2^29 elements summed to 1.68e7). Now the
+    bodies are folded with the gate too; nothing random or oversized is folded."""
+    graph = _if_of_constant_condition(body_nodes)
+    result = run_pass("fold-constants", graph)
+    assert note in result.notes
+    assert not any(isinstance(tensor, gs.Constant) and tensor.name.startswith("r") for tensor in graph.tensors().values())
+
+
+def test_fold_constants_still_flattens_and_folds_a_small_if_body():
+    graph = _if_of_constant_condition("s = Constant<value = int64[2] {4, 4}>()  big = ConstantOfShape<value = float[1] "
+                                      "{1.0}>(s)  r = ReduceSum<keepdims = 0>(big)")
+    result = run_pass("fold-constants", graph)
+    assert (ops(graph), result.stats) == (["Add"], {"folded": 1})
+    assert [float(tensor.values) for tensor in graph.nodes[0].inputs if isinstance(tensor, gs.Constant)] == [16.0]

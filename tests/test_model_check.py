@@ -289,3 +289,63 @@ def test_an_einsum_equation_outside_onnx_grammar_is_refused_before_any_shape_inf
         # one ellipsis a term
         model.graph.node[0].attribute[0].s = fine.encode()
         check_model(model)
+
+
+def test_a_negative_dimension_is_refused():
+    """adv13: an input declared (-5, 4) was verified on random data and written as it came (exit 0); an initializer of
+    dims (-2, -2) holding 4 values passed the count of values (ONNX Runtime refuses it: 'Out of bounds dimensions')."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [-5, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [5, 4])])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == ("input 'x' of graph 'g' declares dimension -5 at axis 0: a size is 0 or more "
+                                "(a size that varies is named)")
+    weight = oh.make_tensor("w", TensorProto.FLOAT, [-2, -2], [1.0, 2.0, 3.0, 4.0])
+    graph = oh.make_graph([oh.make_node("Add", ["x", "w"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [weight])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == "tensor 'w' declares dims [-2, -2]: a size is 0 or more"
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0   # an empty axis is a size
+    graph.initializer[0].dims[:] = [2, 2]
+    check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("value", [np.array([1.0, 2.0], np.float32), np.zeros((0,), np.float32)])
+def test_a_constant_of_shape_value_of_other_than_one_element_is_refused(value):
+    """adv13: ConstantOfShape's value of [1.0, 2.0] (its schema: one element): ONNX Runtime refuses the node, but
+    `cpu --verify none` folded it into a constant and wrote a model ONNX Runtime runs, exit 0."""
+    nodes = [oh.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array([4], np.int64))),
+             oh.make_node("ConstantOfShape", ["s"], ["c"], name="fill", value=numpy_helper.from_array(value)),
+             oh.make_node("Add", ["x", "c"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    with pytest.raises(InvalidModelError) as error:
+        check_model(model)
+    assert str(error.value) == (f"node 'fill' (ConstantOfShape): value holds {value.size} elements, dims {list(value.shape)}; "
+                                "ConstantOfShape takes one")
+    model.graph.node[1].attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([2.0], np.float32)))
+    check_model(model)
+
+
+@pytest.mark.parametrize("where, element, message", [
+    ("initializer", 999, "tensor 'w' is of data type 999, which ONNX does not define"),
+    ("initializer", 0, "tensor 'w' is of data type 0, UNDEFINED"),
+    ("input", 999, "input 'x' of graph 'g' is of element type 999, which ONNX does not define"),
+    ("input", 0, "input 'x' of graph 'g' is of element type 0, UNDEFINED"),
+])
+def test_a_type_onnx_does_not_define_is_refused(where, element, message):
+    """adv13: an initializer of data type 999 or 0, a graph input of element type 999 through `cpu --verify none`: exit 1
+    (KeyError: 999; OnnxGraphSurgeonException 'Unsupported type: 0' with gs's own '[C]' line); an input of element
+    type 0: onnxsim's note, written, exit 0."""
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    graph = oh.make_graph([oh.make_node("Add", ["x", "w"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
+    if where == "initializer":
+        graph.initializer[0].data_type = element
+    else:
+        graph.input[0].type.tensor_type.elem_type = element
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == message

@@ -497,3 +497,22 @@ def test_inputs_tpu_mlir_cannot_take_are_refused_before_any_work(case, tmp_path,
     assert tpu_check.main([str(model), "--workdir", str(tmp_path / "w")]) == 2
     assert capsys.readouterr().err == f"error: input 'x' {why}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_tpu_check_random_token_ids_are_drawn_from_the_embedding_rows(tmp_path):
+    """adv13: tools.tpu_check without --input cast standard-normal values to int64, ids -3..3 with negative ones (ONNX
+    Runtime's Gather reads -1 as the last row, tpu-mlir's may not); now drawn as the synthetic calibration set draws
+    them, uniform over the table's 64 rows, and an integer input that indexes no table is refused (give --input)."""
+    from tools import tpu_check
+
+    model = _token_model(tmp_path / "tokens.onnx")
+    interface, _, _ = tpu_check.model_interface(model)
+    ids = tpu_check.make_inputs(interface, None, tpu_check._index_bounds(model))["ids"]
+    np.testing.assert_array_equal(ids, np.random.default_rng(0).integers(0, 64, (1, 8)))
+    assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() <= 63
+    floats = tpu_check.make_inputs([("x", (2, 3), np.dtype(np.float32))], None, {})["x"]   # unchanged for floats
+    np.testing.assert_array_equal(floats, np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32))
+    with pytest.raises(tpu_check.UsageError) as refused:
+        tpu_check.make_inputs(interface, None, {})
+    assert str(refused.value) == ("input 'ids' is of type int64 and indexes no constant table (a Gather): "
+                                  "standard-normal values are no sample of it; give --input")

@@ -36,7 +36,7 @@ import numpy as np
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
                           input_file_problem, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, printable_message, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -227,7 +227,7 @@ def _shown(text: object) -> str:
     rich's MarkupError traceback once the naive export's stage was logged)."""
     from rich.markup import escape
 
-    return escape(printable(text))
+    return escape(printable_message(text))
 
 
 class Display:

@@ -43,7 +43,7 @@ def unsafe_string_in(value) -> str | None:
     marker, or None: a result read back (--from-json) may come from anyone, and its strings go into the
     markdown between comment markers (tools.bench and tools.bench_mamba refuse such a file)."""
     return next((text for text in _strings_in(value)
-                 if printable(text) != text or "<!--" in text or "-->" in text), None)
+                 if printable(text, limit=None) != text or "<!--" in text or "-->" in text), None)
 
 
 # ---------------------------------------------------------------------------------- machine

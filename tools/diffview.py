@@ -22,7 +22,7 @@ import onnx
 
 from passes.files import DestinationError, check_destination, check_not_read, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, printable, one_line
+from passes.one_line import OneLineArgumentParser, printable, printable_message, one_line
 
 
 class DiffError(Exception):
@@ -85,9 +85,9 @@ def text_report(before_path: str, after_path: str, description: dict, before_ops
     for group in description["groups"]:
         kinds[group_kind(group)] += group["count"]
     lines = [
-        printable(f"before: {before_path} ({sum(before_ops.values()):,} nodes)"),
-        printable(f"after:  {after_path} ({sum(after_ops.values()):,} nodes)"),
-        printable(f"op histogram: {format_delta(delta)}"),
+        printable_message(f"before: {before_path} ({sum(before_ops.values()):,} nodes)"),
+        printable_message(f"after:  {after_path} ({sum(after_ops.values()):,} nodes)"),
+        printable_message(f"op histogram: {format_delta(delta)}"),
         f"{_count(description['regions'], 'region')} in {_count(description['groups_total'], 'group')}: "
         f"{kinds['changed']:,} changed, {kinds['removed']:,} removed, {kinds['added']:,} added",
         "",

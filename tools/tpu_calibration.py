@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, seed_int
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, printable_message, seed_int
 from passes.files import DestinationError, check_destination, check_not_read, input_file_problem
 from passes.graph_io import model_and_data_files
 from passes.verify import MAX_RANDOM_FEED_ELEMENTS
@@ -68,16 +68,24 @@ def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarr
         raise ValueError(f"{count} samples of the model's inputs hold {elements:,} elements, too many to make "
                          f"(> {MAX_RANDOM_FEED_ELEMENTS:,})")
     bounds = index_bounds(onnx.load(str(model_path), load_external_data=False))
-    random = np.random.default_rng(seed)
+    return random_inputs(interface, bounds, np.random.default_rng(seed), (count,), "give a calibration set of your own")
+
+
+def random_inputs(interface, bounds: dict[str, int], random: np.random.Generator, samples: tuple[int, ...] = (),
+                  advice: str = "give inputs of your own") -> dict[str, np.ndarray]:
+    """One array per (name, shape, dtype) of ``interface``, ``samples`` axes first, drawn in order from ``random``:
+    standard-normal values, or for an integer input ids uniform over ``bounds[name]`` rows (``index_bounds``). An
+    integer input with no bound is refused (``ValueError`` ending in ``advice``). The synthetic calibration set and
+    tools.tpu_check's random inputs are both drawn here (adv13: tpu_check cast standard-normal values, ids -3..3)."""
     arrays = {}
     for name, shape, dtype in interface:
         if dtype.kind in "iu":
             if not bounds.get(name, 0) > 0:
                 raise ValueError(f"input '{printable(name)}' is of type {dtype} and indexes no constant table (a Gather): "
-                                 "standard-normal values are no sample of it; give a calibration set of your own")
-            arrays[name] = random.integers(0, bounds[name], (count, *shape)).astype(dtype)
+                                 f"standard-normal values are no sample of it; {advice}")
+            arrays[name] = random.integers(0, bounds[name], (*samples, *shape)).astype(dtype)
         else:
-            arrays[name] = random.standard_normal((count, *shape)).astype(dtype)
+            arrays[name] = random.standard_normal((*samples, *shape)).astype(dtype)
     return arrays
 
 
@@ -117,7 +125,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     target = Path(args.output)
     save_npz(target, arrays)   # exclusive: never through a planted link; any input name
     shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in arrays.items())
-    print(printable(f"wrote {target}: {shapes}"))   # the path and the model's input names: text, not controls
+    print(printable_message(f"wrote {target}: {shapes}"))   # the path and the model's input names: text, not controls
     return 0
 
 

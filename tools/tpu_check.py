@@ -42,7 +42,7 @@ import numpy as np
 
 from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable
+from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, printable_message
 from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from passes.graph_io import model_and_data_files
@@ -153,26 +153,38 @@ def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise UsageError(f"{what} {printable(path)}: {error}") from None
 
 
-def make_inputs(interface, sample: Optional[Path]) -> dict[str, np.ndarray]:
+def _index_bounds(path: Path) -> dict[str, int]:
+    import onnx
+
+    from tools.tpu_calibration import index_bounds
+
+    return index_bounds(onnx.load(str(path), load_external_data=False))
+
+
+def make_inputs(interface, sample: Optional[Path], bounds: Optional[dict[str, int]] = None) -> dict[str, np.ndarray]:
+    """The inputs of ``sample`` (an npz), or random ones drawn as tools.tpu_calibration's synthetic set draws
+    them (an integer input: ids over the ``bounds`` rows of the table it indexes, ``index_bounds``)."""
     from passes.verify import MAX_RANDOM_FEED_ELEMENTS
+    from tools.tpu_calibration import random_inputs
 
     feeds = {}
     stored = _load_npz(sample, "input npz") if sample else {}
-    random = np.random.default_rng(0)
     elements = sum(math.prod(shape) for _, shape, _ in interface)
     if not sample and elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
         raise UsageError(f"the model's inputs hold {elements:,} elements, too many to make random data for "
                          f"(> {MAX_RANDOM_FEED_ELEMENTS:,}); give --input")
+    if not sample:
+        try:
+            return random_inputs(interface, bounds or {}, np.random.default_rng(0), advice="give --input")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     for name, shape, dtype in interface:
-        if sample:
-            if name not in stored:
-                raise UsageError(f"{sample} has no array '{printable(name)}' (has: {printable(', '.join(stored)) or 'nothing'})")
-            value = stored[name]
-            if tuple(value.shape) != shape:
-                raise UsageError(f"{sample}['{printable(name)}'] has shape {list(value.shape)}, the model wants {list(shape)}")
-            feeds[name] = value.astype(dtype)
-        else:
-            feeds[name] = random.standard_normal(shape).astype(dtype)
+        if name not in stored:
+            raise UsageError(f"{sample} has no array '{printable(name)}' (has: {printable(', '.join(stored)) or 'nothing'})")
+        value = stored[name]
+        if tuple(value.shape) != shape:
+            raise UsageError(f"{sample}['{printable(name)}'] has shape {list(value.shape)}, the model wants {list(shape)}")
+        feeds[name] = value.astype(dtype)
     return feeds
 
 
@@ -239,7 +251,7 @@ def _shown(text: object) -> str:
     (an output named '[/]' ended the run in rich's MarkupError after the whole compile)."""
     from rich.markup import escape
 
-    return escape(printable(text))
+    return escape(printable_message(text))
 
 
 class Display:
@@ -347,7 +359,8 @@ def check(args, console) -> tuple[Verdict, int]:
     read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
             ("the quantization table", Path(args.qtable) if args.qtable not in QTABLE_KINDS else None),
             ("the working directory", Path.cwd())]
-    feeds = make_inputs(interface, sample)   # bad npz files are refused before the workdir is touched
+    bounds = None if sample else _index_bounds(model_path)
+    feeds = make_inputs(interface, sample, bounds)   # bad npz files are refused before the workdir is touched
     calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
     from passes.verify import RunTimedOut
 
@@ -556,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m tools.tpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="ONNX model with static shapes")
-    parser.add_argument("--input", metavar="NPZ", help="inputs by name (e.g. the export's .ref.npz); default: random normal")
+    parser.add_argument("--input", metavar="NPZ", help="inputs by name (e.g. the export's .ref.npz); default: random normal, an integer input ids over the rows of the table it indexes")
     parser.add_argument("--chip", default="bm1684x", choices=["bm1684x", "bm1688", "cv183x", "bm1684", "bm1690", "cv186x"])
     parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16", "INT8"])
     parser.add_argument("--calibration", metavar="NPZ",

@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 from typing import Any, Mapping
 
-from passes.one_line import printable
+from passes.one_line import printable_message
 from passes.report.chart import ChartPoint, node_count_svg
 
 ASSETS = Path(__file__).with_name("assets")
@@ -24,13 +24,13 @@ def escape(text: str, quote: bool = True) -> str:
     """``text`` for the page: its control characters and bidi overrides written as escapes (``printable``,
     as on a terminal: a name's RLO would show the rest of a note reversed, an ESC or a NUL hides in
     it), then HTML-escaped. Every text the page shows goes through here; names come from the model."""
-    return html.escape(printable(text), quote)
+    return html.escape(printable_message(text), quote)
 
 
 def _printable_data(value: Any) -> Any:
     """``value`` (JSON data for the page's script, which shows it as text) with ``printable`` strings."""
     if isinstance(value, str):
-        return printable(value)
+        return printable_message(value)
     if isinstance(value, Mapping):
         return {key: _printable_data(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

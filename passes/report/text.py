@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from passes.one_line import printable
+from passes.one_line import printable, printable_message
 
 
 def format_delta(delta: Mapping[str, int], limit: int | None = None) -> str:
@@ -31,7 +31,7 @@ def _net_ops(group: Mapping[str, Any]) -> dict[str, int]:
 
 def _lines(lines: list[list[str]], marker: str) -> list[str]:
     # Context lines are indented one more step so the region itself stands out.
-    return [f"  {marker} {'  ' if kind == 'context' else ''}{printable(text)}" for kind, text, _ in lines]
+    return [f"  {marker} {'  ' if kind == 'context' else ''}{printable_message(text)}" for kind, text, _ in lines]
 
 
 def regions_text(description: Mapping[str, Any], before_label: str = "before", after_label: str = "after") -> str:
@@ -41,7 +41,7 @@ def regions_text(description: Mapping[str, Any], before_label: str = "before", a
         count = group["count"]
         multiplicity = f"x{count:,} identical, showing 1" if count > 1 else "1 rewrite"
         # Op types, names and attribute values come from the model: each line is escaped to stay one line.
-        out.append(printable(f"== group {number}: {multiplicity} ({group_kind(group)}): {format_delta(_net_ops(group), 8)}"))
+        out.append(printable_message(f"== group {number}: {multiplicity} ({group_kind(group)}): {format_delta(_net_ops(group), 8)}"))
         out.append(f"   at {printable(instance['anchor'])}")
         out.append(f"  --- {before_label}: {_nodes(group['removed_nodes'])}")
         out += _lines(instance["before"], "-")
@@ -50,7 +50,7 @@ def regions_text(description: Mapping[str, Any], before_label: str = "before", a
         out.append("")
     hidden = description.get("hidden_groups") or {}
     if hidden.get("groups"):
-        out.append(printable(f"+ {hidden['groups']:,} more groups ({hidden['regions']:,} rewrites) not shown: "
+        out.append(printable_message(f"+ {hidden['groups']:,} more groups ({hidden['regions']:,} rewrites) not shown: "
                              f"{format_delta(hidden.get('ops_delta', {}), 12)}"))
     return "\n".join(out)
 
