@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
@@ -98,11 +99,8 @@ def test_matrix_after_norm_centres_by_matrix_only_a_layernorm_that_reads_another
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_matrix_centring_beyond_the_table_limit_takes_the_mean():
-    """A (C, C) centring matrix grows with the square of the model's stored scale: C = 65536 (a
-    256 KiB scale) would be a 16 GiB constant. Over MAX_INDEX_TABLE (2^22) entries the LayerNorm
-    is centred by its mean instead, exact too (found by s15-adv)."""
-    channels = 2049   # 2049^2 = 4198401 > 2^22
+def _permuted_layernorm(channels: int) -> onnx.ModelProto:
+    """NCHW -> NHWC, LayerNorm over C (unit scale, zero bias), back: the pass's input at a chosen width."""
     graph = helper.make_graph(
         [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
          helper.make_node("LayerNormalization", ["t", "big_scale", "big_bias"], ["n"], axis=-1, epsilon=1e-5),
@@ -111,7 +109,15 @@ def test_matrix_centring_beyond_the_table_limit_takes_the_mean():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(np.ones(channels, np.float32), "big_scale"),
                      numpy_helper.from_array(np.zeros(channels, np.float32), "big_bias")])
-    before = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_matrix_centring_beyond_the_table_limit_takes_the_mean():
+    """A (C, C) centring matrix grows with the square of the model's stored scale: C = 65536 (a
+    256 KiB scale) would be a 16 GiB constant. Over MAX_INDEX_TABLE (2^22) entries the LayerNorm
+    is centred by its mean instead, exact too (found by s15-adv)."""
+    channels = 2049   # 2049^2 = 4198401 > 2^22
+    before = _permuted_layernorm(channels)
     after, result = apply_pass(before, LayerNormChannelsFirst(centring="matrix"))
     assert result.stats == {"rewritten": 1, "kept": 0}
     assert op_histogram(after) == {"Add": 2, "Conv": 2, "Div": 1, "Mul": 2, "Sqrt": 1, "Sub": 1}
@@ -223,16 +229,7 @@ def test_the_norms_epsilon_or_its_default_is_kept(epsilon):
 
 def test_matrix_centring_at_exactly_the_table_limit_is_a_matrix():
     """C = 2048: C^2 = 2^22 = MAX_INDEX_TABLE, inclusive: the (C, C) matrix, no Sub."""
-    channels = 2048
-    graph = helper.make_graph(
-        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
-         helper.make_node("LayerNormalization", ["t", "big_scale", "big_bias"], ["n"], axis=-1, epsilon=1e-5),
-         helper.make_node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 1, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(np.ones(channels, np.float32), "big_scale"),
-                     numpy_helper.from_array(np.zeros(channels, np.float32), "big_bias")])
-    graph = gs.import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    graph = gs.import_onnx(_permuted_layernorm(channels=2048))
     result = LayerNormChannelsFirst(centring="matrix").run(graph, PassContext(opset=17))
     assert result.stats == {"rewritten": 1, "kept": 0}
     assert sorted(node.op for node in graph.nodes) == ["Add", "Add", "Conv", "Conv", "Div", "Mul", "Mul", "Sqrt"]
