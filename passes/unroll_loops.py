@@ -263,6 +263,12 @@ class UnrollLoops(Pass):
         body_inputs = {id(t) for t in body.inputs}
         hoisted: dict[int, gs.Tensor] = {}
         invariant: set[int] = set()
+        # The body's own initializers are copied under this unroll's names: kept as they are, two bodies' initializers
+        # of one name (each Loop's `w`), or one named like an outer tensor, would collide in the main graph.
+        outer = _outer_tensors(b.graph)
+        for tensor in [t for body_node in body.nodes for t in body_node.inputs] + list(body.outputs):
+            if isinstance(tensor, gs.Constant) and id(tensor) not in outer and id(tensor) not in hoisted:
+                hoisted[id(tensor)] = b.const(tensor.values)
         # A static size the body reads from the outer graph, Gather(Shape(x), k) (`length = x.shape[1]` with a dynamic
         # batch), as its constant: `t = length - 1 - i` is then a constant index in each step.
         for body_node in body.nodes:
@@ -327,6 +333,15 @@ class UnrollLoops(Pass):
         for values_of, (_, outer, axis, reverse) in zip(step_values, plan.stacked):
             ordered = values_of[::-1] if reverse else values_of
             b.concat([b.unsqueeze(value, [axis]) for value in ordered], axis, output=outer)
+
+
+def _outer_tensors(graph: gs.Graph) -> set[int]:
+    """The tensors the main graph itself reads or writes (not its subgraphs'), by id."""
+    tensors = {id(t) for t in graph.inputs} | {id(t) for t in graph.outputs}
+    for node in graph.nodes:
+        tensors.update(id(t) for t in node.inputs)
+        tensors.update(id(t) for t in node.outputs)
+    return tensors
 
 
 def _step_constant(b: GraphBuilder, body_node: gs.Node, inputs: list, output: gs.Variable) -> gs.Tensor:

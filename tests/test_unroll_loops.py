@@ -188,3 +188,31 @@ def test_graphs_without_loops_are_unchanged(tmp_path):
     result = compile_model(_scan_model(), "unroll-loops,unroll-loops", output=tmp_path / "out.onnx")
     assert [record.stats for record in result.records][1] == {"unrolled": 0}
     assert not result.records[1].changed
+
+
+def _scaling_loop(scale: float, carried_in: str, carried_out: str) -> onnx.NodeProto:
+    """A Loop of 2 steps h <- h * w whose body holds its own initializer, named `w` in every such body."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["h", "w"], ["h_next"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", FLOAT, [B, D])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_next", FLOAT, [B, D])],
+        initializer=[numpy_helper.from_array(np.full((1,), scale, np.float32), "w")])
+    return helper.make_node("Loop", ["M", "", carried_in], [carried_out], body=body)
+
+
+def test_body_initializers_of_one_name_in_two_loops_stay_distinct(tmp_path):
+    # adv14: both bodies' initializer `w` (2 and 3) reached the main graph under the one name `w`, so the second
+    # loop multiplied by 2 again (the output 81 x where 36 x is right)
+    model = helper.make_model(helper.make_graph(
+        [_const("M", np.int64(2)), _scaling_loop(2.0, "a0", "twice"), _scaling_loop(3.0, "twice", "out")], "g",
+        [helper.make_tensor_value_info("a0", FLOAT, [B, D])], [helper.make_tensor_value_info("out", FLOAT, [B, D])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["loops_unrolled"] == 2
+    assert _ops(unrolled) == {"Mul": 4, "Identity": 2}
+    feeds = {"a0": np.arange(1, 1 + B * D, dtype=np.float32).reshape(B, D)}
+    assert np.array_equal(run(unrolled, feeds)[0], feeds["a0"] * 36)
+    assert np.array_equal(run(model, feeds)[0], feeds["a0"] * 36)
