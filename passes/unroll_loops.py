@@ -288,7 +288,7 @@ class UnrollLoops(Pass):
             outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
                                      domain=body_node.domain)
             for old, new in zip(body_node.outputs, outputs):
-                new.dtype, new.shape = old.dtype, old.shape
+                new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
                 hoisted[id(old)] = _step_constant(b, body_node, inputs, new)
             invariant.add(id(body_node))
         node.inputs.clear()
@@ -318,7 +318,7 @@ class UnrollLoops(Pass):
                 outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
                                          domain=body_node.domain)
                 for old, new in zip(body_node.outputs, outputs):
-                    new.dtype, new.shape = old.dtype, old.shape
+                    new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
                     values[id(old)] = _step_constant(b, body_node, inputs, new)
             carried = [read(out) for out in plan.state_outputs]
             for values_of, (out, _, _, _) in zip(step_values, plan.stacked):

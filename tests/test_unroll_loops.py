@@ -216,3 +216,34 @@ def test_body_initializers_of_one_name_in_two_loops_stay_distinct(tmp_path):
     feeds = {"a0": np.arange(1, 1 + B * D, dtype=np.float32).reshape(B, D)}
     assert np.array_equal(run(unrolled, feeds)[0], feeds["a0"] * 36)
     assert np.array_equal(run(model, feeds)[0], feeds["a0"] * 36)
+
+
+def test_a_sequence_read_by_other_sequence_ops_keeps_its_sequence_type(tmp_path):
+    # adv14: each step's SequenceInsert output took the body value's dtype and shape but not its type, so it was
+    # written out as a float tensor and the verification refused the model (SequenceInsert: existing=tensor_type
+    # inferred=sequence_type); a sequence read by SequenceLength and SequenceAt is not turned into a Concat
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("SequenceInsert", ["s", "h"], ["s_next"]),
+         helper.make_node("SequenceLength", ["s_next"], ["n"]), helper.make_node("Cast", ["n"], ["n_float"], to=FLOAT),
+         helper.make_node("Add", ["h", "n_float"], ["h_next"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", FLOAT, [B, D]), helper.make_tensor_sequence_value_info("s", FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_next", FLOAT, [B, D]), helper.make_tensor_sequence_value_info("s_next", FLOAT, None)])
+    nodes = [_const("M", np.int64(3)), helper.make_node("SequenceEmpty", [], ["s0"], dtype=FLOAT),
+             helper.make_node("Loop", ["M", "", "a0", "s0"], ["h_last", "states"], body=body),
+             _const("last", np.int64(-1)), helper.make_node("SequenceAt", ["states", "last"], ["before_last"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("a0", FLOAT, [B, D])],
+        [helper.make_tensor_value_info("h_last", FLOAT, [B, D]), helper.make_tensor_value_info("before_last", FLOAT, [B, D])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["steps"] == 3
+    assert _ops(unrolled) == {"Constant": 1, "SequenceEmpty": 1, "SequenceInsert": 3, "SequenceLength": 3, "Cast": 3,
+                              "Add": 3, "Identity": 2, "SequenceAt": 1}
+    feeds = {"a0": np.zeros((B, D), np.float32)}
+    h_last, before_last = run(unrolled, feeds)
+    assert np.array_equal(h_last, np.full((B, D), 6.0, np.float32))          # 1 + 2 + 3
+    assert np.array_equal(before_last, np.full((B, D), 3.0, np.float32))     # h before the third step: 1 + 2
+    assert all(np.array_equal(x, y) for x, y in zip(run(model, feeds), (h_last, before_last), strict=True))
