@@ -23,7 +23,8 @@ batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch); 
 scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
 dynamic length), a Loop whose cond is not constant true in and out
 of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a trip count below 1,
-a Scan of opset 8 (its batch axis), and a loop whose steps times body nodes exceed `max_nodes`.
+a Scan of opset 8 (its batch axis), and a loop whose steps times nodes a step (body nodes, a Gather per scan input, an Unsqueeze per
+stacked output) exceed `max_nodes`.
 """
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ class _Plan:
         self.stacked = stacked          # (body output, outer output, axis, reversed)
         self.read_step = read_step      # step -> {id(body input): outer tensor} (Scan's slices)
         self.fixed_inputs = fixed_inputs  # (body input, step -> value) (Loop's iteration number and cond)
+        self.sliced = 0                 # scan inputs: one Gather each a step
 
 
 @register_pass
@@ -142,7 +144,7 @@ class UnrollLoops(Pass):
     name = "unroll-loops"
     description = ("a Loop or Scan with a constant trip count and a body without nested control flow copied once per "
                    "step (ONNX semantics exactly), so reroll-scans can re-roll the recurrence inside")
-    max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x body nodes)", min=1)
+    max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x nodes a step)", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         loops = [node for node in graph.nodes if node.op in ("Loop", "Scan")]
@@ -188,8 +190,11 @@ class UnrollLoops(Pass):
             return plan
         if plan.trip < 1:
             return f"trip count {plan.trip} (nothing to write out step by step)"
-        if plan.trip * max(len(body.nodes), 1) > self.max_nodes:
-            return (f"{plan.trip} steps x {len(body.nodes)} body nodes = {plan.trip * len(body.nodes)} nodes, over "
+        # a step writes its body nodes, a Gather per scan input and an Unsqueeze per stacked output: a one-node body
+        # over many scan inputs is many nodes a step
+        per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked), 1)
+        if plan.trip * per_step > self.max_nodes:
+            return (f"{plan.trip} steps x {per_step} nodes a step = {plan.trip * per_step} nodes, over "
                     f"max_nodes={self.max_nodes}")
         return plan
 
@@ -249,8 +254,10 @@ class UnrollLoops(Pass):
 
         stacked = [(body.outputs[states + k], node.outputs[states + k], output_axes[k], bool(output_directions[k]))
                    for k in range(output_count)]
-        return _Plan(trip, body, list(body.inputs[:states]), list(body.outputs[:states]), list(node.inputs[:states]),
+        plan = _Plan(trip, body, list(body.inputs[:states]), list(body.outputs[:states]), list(node.inputs[:states]),
                      list(node.outputs[:states]), stacked, read_step=read_step)
+        plan.sliced = scanned
+        return plan
 
     # -- writing it out --------------------------------------------------------------------------
     def _unroll(self, b: GraphBuilder, node: gs.Node, plan: _Plan, ctx: PassContext, index: int,

@@ -180,7 +180,7 @@ def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
 def test_a_loop_over_max_nodes_is_left(tmp_path):
     result = compile_model(_loop_model(), "unroll-loops{max_nodes=40}", verify="none")
     assert result.records[0].notes == [
-        "Loop 'loop 'x'\\n' left as it is: 6 steps x 8 body nodes = 48 nodes, over max_nodes=40"]
+        "Loop 'loop 'x'\\n' left as it is: 6 steps x 9 nodes a step = 54 nodes, over max_nodes=40"]
     assert _ops(result.model)["Loop"] == 1
 
 
@@ -247,3 +247,23 @@ def test_a_sequence_read_by_other_sequence_ops_keeps_its_sequence_type(tmp_path)
     assert np.array_equal(h_last, np.full((B, D), 6.0, np.float32))          # 1 + 2 + 3
     assert np.array_equal(before_last, np.full((B, D), 3.0, np.float32))     # h before the third step: 1 + 2
     assert all(np.array_equal(x, y) for x, y in zip(run(model, feeds), (h_last, before_last), strict=True))
+
+
+def test_max_nodes_counts_each_steps_gathers_and_unsqueezes(tmp_path):
+    # adv14: the cap counted body nodes only, so a one-node body (Sum) over 8 scan inputs passed max_nodes=10 as
+    # 6 steps x 1 node and added 6 x (8 Gathers + Sum + Unsqueeze) + Concat = 61 nodes
+    names = [f"x{k}" for k in range(8)]
+    body = helper.make_graph(
+        [helper.make_node("Sum", [f"{name}_t" for name in names], ["total"])], "body",
+        [helper.make_tensor_value_info(f"{name}_t", FLOAT, [D]) for name in names],
+        [helper.make_tensor_value_info("total", FLOAT, [D])])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Scan", names, ["totals"], body=body, num_scan_inputs=8)], "g",
+        [helper.make_tensor_value_info(name, FLOAT, [L, D]) for name in names],
+        [helper.make_tensor_value_info("totals", FLOAT, [L, D])]), opset_imports=[helper.make_opsetid("", 17)])
+    result = compile_model(model, "unroll-loops{max_nodes=59}", verify="none")
+    assert result.records[0].notes == ["Scan '' left as it is: 6 steps x 10 nodes a step = 60 nodes, over max_nodes=59"]
+    result, unrolled = _unrolled(model, tmp_path, "unroll-loops{max_nodes=60}")
+    assert _ops(unrolled) == {"Gather": 8 * L, "Sum": L, "Unsqueeze": L, "Concat": 1}
+    feeds = {name: np.random.default_rng(k).standard_normal((L, D)).astype(np.float32) for k, name in enumerate(names)}
+    assert np.array_equal(run(unrolled, feeds)[0], run(model, feeds)[0])
