@@ -22,7 +22,8 @@ A trip count is a constant, or read from a static size: Gather(Shape(x), k) wher
 batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch); a Scan's is its inputs' size along the
 scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
 dynamic length), a Loop whose cond is not constant true in and out
-of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a trip count below 1,
+of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a body with a seeded random op (its copies would
+repeat one draw), a trip count below 1,
 a Scan of opset 8 (its batch axis), and a loop whose steps times nodes a step (body nodes, a Gather per scan input, an Unsqueeze per
 stacked output) exceed `max_nodes`.
 """
@@ -185,6 +186,12 @@ class UnrollLoops(Pass):
         nested = _nested_graph(body)
         if nested is not None:
             return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
+        # A seeded generator inside a loop draws on from one step to the next; copies of it would each start again
+        # from the seed and repeat the first step's numbers.
+        seeded = next((n for n in body.nodes if n.op in RANDOM_OPS and "seed" in n.attrs), None)
+        if seeded is not None:
+            return (f"its body draws seeded random numbers ({seeded.op} '{printable(seeded.name)}': a copy per step "
+                    "would repeat the first step's draw)")
         plan = self._loop_plan(node, body, shapes) if node.op == "Loop" else self._scan_plan(node, body, opset, shapes)
         if isinstance(plan, str):
             return plan

@@ -267,3 +267,27 @@ def test_max_nodes_counts_each_steps_gathers_and_unsqueezes(tmp_path):
     assert _ops(unrolled) == {"Gather": 8 * L, "Sum": L, "Unsqueeze": L, "Concat": 1}
     feeds = {name: np.random.default_rng(k).standard_normal((L, D)).astype(np.float32) for k, name in enumerate(names)}
     assert np.array_equal(run(unrolled, feeds)[0], run(model, feeds)[0])
+
+
+def test_a_body_with_a_seeded_random_op_is_left(tmp_path):
+    # adv14: the Loop's RandomUniformLike(seed=1) draws on from step to step; its 3 copies each restarted from the seed,
+    # so every row of the unrolled `draws` was the first step's
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("RandomUniformLike", ["h"], ["draw"], seed=1.0, name="noise\n"),
+         helper.make_node("Identity", ["h"], ["h_next"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), helper.make_tensor_value_info("h", FLOAT, [D])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h_next", FLOAT, [D]),
+         helper.make_tensor_value_info("draw", FLOAT, [D])])
+    model = helper.make_model(helper.make_graph(
+        [_const("M", np.int64(3)), helper.make_node("Loop", ["M", "", "a0"], ["h_last", "draws"], body=body, name="loop")],
+        "g", [helper.make_tensor_value_info("a0", FLOAT, [D])],
+        [helper.make_tensor_value_info("h_last", FLOAT, [D]), helper.make_tensor_value_info("draws", FLOAT, [3, D])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    draws = run(model, {"a0": np.zeros(D, np.float32)})[1]
+    assert not np.array_equal(draws[0], draws[1])      # ONNX Runtime's Loop draws on
+    result = compile_model(model, "unroll-loops", verify="none")
+    assert result.records[0].notes == ["Loop 'loop' left as it is: its body draws seeded random numbers "
+                                       "(RandomUniformLike 'noise\\n': a copy per step would repeat the first step's draw)"]
+    assert _ops(result.model) == {"Constant": 1, "Loop": 1}
