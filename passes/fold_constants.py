@@ -35,7 +35,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
 from passes.graph_builder import taken_prefixes, unique_name
-from passes.graph_io import graph_is_topologically_sorted, graph_to_model, replace_graph_contents
+from passes.graph_io import copy_graph, graph_is_topologically_sorted, graph_to_model, replace_graph_contents
 from passes.one_line import one_line, terminal_closed
 from passes.registry import register_pass
 from patterns.graph_query import declared_static_shape, draws_random_values, toposort
@@ -186,7 +186,7 @@ class FoldConstants(Pass):
         if nodes_before > self.skip_above_nodes:
             return PassResult(False, {"folded": 0, "skipped": "too many nodes"},
                               [f"skipped: {nodes_before} nodes > skip_above_nodes={self.skip_above_nodes}"])
-        working = graph.copy()
+        working = copy_graph(graph)
         previous_severity = G_LOGGER.severity
         G_LOGGER.severity = G_LOGGER.ERROR  # gs warns per unfoldable node; we report a summary
         try:

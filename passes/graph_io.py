@@ -618,6 +618,28 @@ def graph_to_model(graph: gs.Graph, meta: ModelMeta | None = None) -> onnx.Model
     return model
 
 
+def copy_graph(graph: gs.Graph) -> gs.Graph:
+    """``graph.copy()`` with each value's type kept: onnx-graphsurgeon 0.6.1's copy makes every Variable a tensor
+    (``Variable(name, dtype, shape)``), so a Loop body's sequence input and output, copied, were exported as tensors
+    and the model refused by shape inference (adv15: `--pipeline seed` on a Loop that appends to a sequence, exit 3
+    blaming fold-constants)."""
+    copied = graph.copy()
+    _copy_types(graph, copied)
+    return copied
+
+
+def _copy_types(original: gs.Graph, copied: gs.Graph) -> None:
+    copies = copied.tensors()
+    for name, tensor in original.tensors().items():
+        kind = getattr(tensor, "type", "tensor_type")
+        if isinstance(tensor, gs.Variable) and kind != "tensor_type" and isinstance(copies.get(name), gs.Variable):
+            copies[name].type = kind
+    for node, node_copy in zip(original.nodes, copied.nodes):
+        for key, value in node.attrs.items():
+            if isinstance(value, gs.Graph) and isinstance(node_copy.attrs.get(key), gs.Graph):
+                _copy_types(value, node_copy.attrs[key])
+
+
 def replace_graph_contents(target: gs.Graph, source: gs.Graph) -> None:
     """Make ``target`` hold ``source``'s nodes and tensors.
 

@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, numpy_helper
 
 from passes.graph_builder import unique_name
-from passes.graph_io import all_graphs, graph_to_model
+from passes.graph_io import all_graphs, copy_graph, graph_to_model
 from passes.one_line import printable
 
 Shape = tuple[int, ...]
@@ -315,7 +315,7 @@ def named_shapes(graph: gs.Graph, of: Optional[Sequence[str]] = None) -> dict[st
 def _undeclared_part_computing(graph: gs.Graph, of: Optional[Sequence[str]]) -> tuple[gs.Graph, onnx.ModelProto]:
     """A copy of `graph` cut to what computes the tensors `of` (all of it where None), and its model with no shape
     declared but the graph inputs'."""
-    graph = graph.copy()
+    graph = copy_graph(graph)
     if of is not None:   # only what computes them: data propagation is refused on a graph that also makes, say,
         # index tuples of a Range of a size only it would find (patterns/index_put's)
         tensors, outputs = graph.tensors(), []

@@ -291,3 +291,17 @@ def test_a_body_with_a_seeded_random_op_is_left(tmp_path):
     assert result.records[0].notes == ["Loop 'loop' left as it is: its body draws seeded random numbers "
                                        "(RandomUniformLike 'noise\\n': a copy per step would repeat the first step's draw)"]
     assert _ops(result.model) == {"Constant": 1, "Loop": 1}
+
+
+def test_seed_keeps_a_loop_that_appends_to_a_sequence_and_verifies_it(tmp_path):
+    # adv15: seed has no unroll-loops; fold-constants folded a copy of the graph whose Loop body had its sequence
+    # input and output typed as tensors (onnx-graphsurgeon's copy), and the model was refused, exit 3 blaming it
+    model = _loop_model(states=False)
+    result, compiled = _unrolled(model, tmp_path, "seed")
+    fold = next(record for record in result.records if record.name == "fold-constants")
+    assert fold.changed
+    assert _ops(compiled) == {"SequenceEmpty": 1, "Loop": 1, "ConcatFromSequence": 1}
+    body = next(node for node in compiled.graph.node if node.op_type == "Loop").attribute[0].g
+    assert [value.type.WhichOneof("value") for value in body.input] == ["tensor_type", "tensor_type", "tensor_type",
+                                                                         "sequence_type"]
+    _same_outputs(model, compiled)
