@@ -14,7 +14,7 @@ verification failure: ONNX Runtime would refuse it, or a pass would loop or mis-
   own node check; ONNX Runtime refuses such a node, and a pass would read a missing attribute);
 - every node input is produced somewhere in scope (a subgraph sees its outer graphs' names);
   a subgraph's outputs are its own (an outer value returned directly is refused, as onnx.checker and
-  ONNX Runtime do);
+  ONNX Runtime do), and an outer value it reads is made before its node (onnx-graphsurgeon would import it twice);
 - no cycle (nor among the model's local functions, each defined once), and no more than
   MAX_EXPANDED_NODES nodes with every call of a local function expanded;
 - every name and other text is UTF-8 (proto2 would hand a pass bytes);
@@ -618,7 +618,16 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
         for attribute_name, subgraph in _subgraphs(node):
             _check_graph(subgraph, outer=frozenset(in_scope), opsets=opsets, functions=functions,
                          where=f"subgraph '{printable(attribute_name)}' of {_node_label(node)}", context=context)
-            reads |= _outer_names_read(subgraph)
+            for name in _outer_names_read(subgraph):
+                # onnx-graphsurgeon imports a subgraph's outer name before a later node makes it as a second, unlinked
+                # tensor of that name: a pass then wrote the body's read apart from its producer (adv15: exit 3
+                # blaming unroll-loops); onnx.checker refuses it too
+                if producer.get(name, -1) > index:
+                    raise InvalidModelError(
+                        f"subgraph '{printable(attribute_name)}' of {_node_label(node)} in {where} reads "
+                        f"'{printable(name)}', which {_node_label(graph.node[producer[name]])} computes after it "
+                        "(nodes must be topologically sorted)")
+                reads.add(name)
         for name in reads:
             if name not in in_scope:
                 raise InvalidModelError(f"{_node_label(node)} in {where} reads '{printable(name)}', which nothing produces")

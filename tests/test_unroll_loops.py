@@ -305,3 +305,24 @@ def test_seed_keeps_a_loop_that_appends_to_a_sequence_and_verifies_it(tmp_path):
     assert [value.type.WhichOneof("value") for value in body.input] == ["tensor_type", "tensor_type", "tensor_type",
                                                                          "sequence_type"]
     _same_outputs(model, compiled)
+
+
+def test_a_body_reading_an_outer_value_made_after_its_loop_is_refused_on_input():
+    # adv15: onnx-graphsurgeon imported `late` twice (the body's read unlinked from the Neg that makes it), and the
+    # unrolled Mul read a value nothing made before it: exit 3 blaming unroll-loops (eliminate-dead-nodes under seed)
+    from pipelines.compiler import BadInput
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s", "u"], ["so"]), helper.make_node("Mul", ["u", "late"], ["o"])], "body",
+        [helper.make_tensor_value_info(name, FLOAT, [D]) for name in ("s", "u")],
+        [helper.make_tensor_value_info(name, FLOAT, [D]) for name in ("so", "o")])
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["s0", "a"], ["sf", "ys"], body=body, num_scan_inputs=1),
+         helper.make_node("Neg", ["s0"], ["late"], name="after")], "g",
+        [helper.make_tensor_value_info("s0", FLOAT, [D]), helper.make_tensor_value_info("a", FLOAT, [L, D])],
+        [helper.make_tensor_value_info("sf", FLOAT, [D]), helper.make_tensor_value_info("ys", FLOAT, [L, D])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(BadInput) as refused:
+        compile_model(model, "cpu", verify="none")
+    assert str(refused.value).endswith(
+        "subgraph 'body' of a Scan node in graph reads 'late', which node 'after' (Neg) computes after it (nodes must "
+        "be topologically sorted)")
