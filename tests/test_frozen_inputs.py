@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHT = "w\nforged: line"   # a name that would split the notice into two lines if echoed raw
 
 
+
+def reroll_record(result):
+    """reroll-scans' record in a pipeline run (unroll-loops runs before it in cpu and tpu)."""
+    (record,) = [record for record in result.records if record.name == "reroll-scans"]
+    return record
+
 def weight_input_model() -> onnx.ModelProto:
     """y = Relu(x + w), w an initializer also listed as a graph input."""
     graph = helper.make_graph(
@@ -89,7 +95,7 @@ def test_keep_initializers_as_inputs_export_rerolls_and_matches_pytorch(tmp_path
     assert weights and set(weights) <= {tensor.name for tensor in naive.graph.initializer}
 
     result = compile_model(path, "cpu")
-    assert result.records[0].stats["rerolled"] == 1
+    assert reroll_record(result).stats["rerolled"] == 1
     assert result.verification["ok"] and result.verification["rel_l2"] <= 1e-5
     assert result.verification["against"].endswith("naive.ref.npz")
     assert [value.name for value in result.model.graph.input] == ["input"]

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What the README's example prints for the embedded digits model with the `cpu` pipeline (the same
 # counts as tests/golden/micro_cpu.json); the first line's rel L2 is checked as a bound below.
 PER_PASS_LINES = """\
+unroll-loops 4008 -> 4008 {'unrolled': 0}
 reroll-scans 4008 -> 1211 {'rerolled': 5, 'steps': 356, 'rejected': 0}
 lower-einsum 1211 -> 1251 {'lowered': 15, 'kept': 0}
 softplus-to-exp-log 1251 -> 1271 {'rewritten': 5}
