@@ -171,10 +171,15 @@ def _compile_and_check(name, pipeline, exported, tmp_path, capsys):
     result = compile_model(naive, pipeline, output=out, tolerance=entry.tolerance,
                            verify="end" if entry.runs_in_onnxruntime else "none", input_shapes=shapes)
     reroll = next(record for record in result.records if record.name == "reroll-scans")
-    if pipeline in entry.loops_kept_by:   # no unroll-loops in it (seed: the fork's method): the loops stay as they are
+    if pipeline in entry.loops_kept_by:   # no unroll-loops in it (seed: the fork's method): nothing re-rolled
+        # (its simplify, onnxsim, may still write a TorchScript Loop out step by step; a Scan stays)
         assert reroll.stats["rerolled"] == 0
-        loops = [node.op_type for node in onnx.load(str(out)).graph.node if node.op_type in ("Loop", "Scan")]
-        assert len(loops) == entry.scans
+        model = onnx.load(str(out))
+        if entry.exporter == "dynamo":
+            assert sum(node.op_type == "Scan" for node in model.graph.node) == entry.scans
+        with np.load(ref) as reference:
+            actual = run(model, {INPUT_NAME: reference[INPUT_NAME]})[0]
+            assert rel_l2(actual, reference[OUTPUT_NAME]) <= entry.tolerance
         return
     if pipeline in entry.unrolled_by:   # its scan form sums log a_i, and these decays are not known to be > 0
         assert (reroll.stats["rerolled"], reroll.stats["rejected"]) == (0, entry.scans)

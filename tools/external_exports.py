@@ -74,7 +74,7 @@ class ExternalExport:
     dtype: str = "float32"            # the module (and a float sample) converted first: model.half(), .double()
     tolerance: float = 1e-5           # rel L2 the compiled model must reach against the library's output
     runs_in_onnxruntime: bool = True  # False: ONNX Runtime's CPU provider lacks a kernel (float64 Conv)
-    loops_kept_by: tuple[str, ...] = ()  # pipelines without unroll-loops (seed): its Loop / Scan nodes stay, 0 scans
+    loops_kept_by: tuple[str, ...] = ()  # pipelines without unroll-loops (seed): 0 scans (onnxsim may unroll a Loop)
 
     @property
     def version(self) -> str:
