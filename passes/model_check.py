@@ -612,6 +612,7 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
     readers: dict[int, list[int]] = {}
     waiting = [0] * len(graph.node)
     node_reads: list[set[str]] = []
+    late_read = None   # reported after the cycle check: a cycle through a subgraph's read is the graver fault
     for index, node in enumerate(graph.node):
         reads = {name for name in node.input if name}
         node_reads.append(reads)
@@ -622,11 +623,10 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
                 # onnx-graphsurgeon imports a subgraph's outer name before a later node makes it as a second, unlinked
                 # tensor of that name: a pass then wrote the body's read apart from its producer (adv15: exit 3
                 # blaming unroll-loops); onnx.checker refuses it too
-                if producer.get(name, -1) > index:
-                    raise InvalidModelError(
-                        f"subgraph '{printable(attribute_name)}' of {_node_label(node)} in {where} reads "
-                        f"'{printable(name)}', which {_node_label(graph.node[producer[name]])} computes after it "
-                        "(nodes must be topologically sorted)")
+                if producer.get(name, -1) > index and late_read is None:
+                    late_read = (f"subgraph '{printable(attribute_name)}' of {_node_label(node)} in {where} reads "
+                                 f"'{printable(name)}', which {_node_label(graph.node[producer[name]])} computes "
+                                 "after it (nodes must be topologically sorted)")
                 reads.add(name)
         for name in reads:
             if name not in in_scope:
@@ -645,6 +645,8 @@ def _check_graph(graph: onnx.GraphProto, *, outer: frozenset, opsets: dict[str, 
                 ready.append(reader)
     if done < len(graph.node):
         raise InvalidModelError(f"{where} has a cycle through {_node_label(graph.node[_on_cycle(node_reads, producer, waiting)])}")
+    if late_read is not None:
+        raise InvalidModelError(late_read)
 
 
 def _on_cycle(node_reads: list[set[str]], producer: dict[str, int], waiting: list[int]) -> int:
