@@ -31,6 +31,9 @@ A loop that keeps the step axis (`h = a[:, t:t+1] * h + b[:, t:t+1]`) has its on
 Gather(Unsqueeze(x, axis + 1), t) first (passes/step_axis_pieces.py), and its readouts, inferred of size 1 along the
 Concat's axis, as keepdim pieces; both put back where no re-rolled scan took them.
 
+States stacked as they are beside the readout (`hs.append(h)` and `ys.append(y)` in one loop; an ONNX Loop's state
+scan output beside its readouts, written out by unroll-loops) are the form's states, moved to the stack's axis.
+
 A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
 decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
 to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
@@ -241,6 +244,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     concat.outputs.clear()
     if rec.final_state_escapes:
         producer(rec.final_state).outputs.clear()
+    if rec.states_stack is not None:
+        producer(rec.states_stack.output).outputs.clear()
 
     drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     decays = decays if decays is not None else Decays.of(b, rec.decay)
@@ -262,7 +267,7 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     # One chunk: the blocks are single steps, and reading each out alone only multiplies the readout.
     # (A backward chain's blocks are in step order, its readout's coefficients in position order.)
     folded = (form in FOLDS_READOUT and not unit_axes and not rec.final_state_escapes
-              and not rec.backward and not rec.stack_reversed
+              and rec.states_stack is None and not rec.backward and not rec.stack_reversed
               and rec.readout.kind in ("template", "einsum") and strided_chunk(rec.length, chunk) < rec.length)
     if folded:   # the form reads out block by block: the readout of every step, step axis first
         extra["readout"] = (lambda block, start, stride, count, layout=None:
@@ -283,7 +288,15 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         return
     if unit_axes:
         states = b.unsqueeze(states, unit_axes)
-    _emit_readout(b, rec, _reversed(b, states, axis) if rec.backward else states, full_rank)
+    in_position_order = _reversed(b, states, axis) if rec.backward else states
+    _emit_readout(b, rec, in_position_order, full_rank)
+    if rec.states_stack is not None:   # the states stacked as they are, beside the readout
+        stack = rec.states_stack
+        moved = move_axis(b, in_position_order, full_rank, axis, stack.stack_axis)
+        if stack.reversed:
+            _reversed(b, moved, stack.stack_axis, output=stack.output)
+        else:
+            b.identity(moved, output=stack.output)
     if rec.final_state_escapes:   # the last step's state (position 0 of a backward chain)
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
 

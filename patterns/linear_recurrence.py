@@ -11,6 +11,9 @@ Every step in the graph is Add(Mul(a_i, x_{i-1}), b_i), in either operand order,
 may reach the Mul through no-op Casts, Identities and shape round trips (patterns/no_ops.py), and the
 product may be multiplied by a constant 1 before the Add (`torch.addcmul(b_i, x, a_i)`'s value=1).
 The first step may multiply a zeros constant or be missing (x_0 = b_0: no initial state).
+The states may also be stacked as they are beside the readout (`hs.append(h)` as well as `ys.append(y)`: each x_i
+read by the next step, its readout and an Unsqueeze into a second Concat): a StatesStack the re-roller fills from the
+states it computes anyway.
 Readouts that none of the named forms of patterns/readout.py fit are compared step with step
 (patterns/step_template.py) and re-rolled as one per-step subgraph.
 
@@ -57,6 +60,17 @@ class Step:
 
 
 @dataclass
+class StatesStack:
+    """The states x_i themselves stacked beside another readout: each through its own Unsqueeze (after Identities)
+    into one Concat (`hs.append(h)` and `ys.append(y)` in one loop; an ONNX Loop's state scan output)."""
+
+    output: gs.Tensor                # the Concat's output
+    stack_axis: int
+    reversed: bool                   # it holds the state at position L-1 first
+    nodes: list = field(default_factory=list)   # the Identities, Unsqueezes and the Concat
+
+
+@dataclass
 class Recurrence:
     """A matched chain, described by whole tensors so it can be computed without the steps."""
 
@@ -84,6 +98,7 @@ class Recurrence:
     # b_0 only where the zeros add no size to b_0's (checked by the re-roller, which has shapes; where it cannot
     # prove it, it adds the zeros to the drives, `initial_rank` their rank), its drive b_0 and the zeros.
     zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it, the zeros)
+    states_stack: Optional[StatesStack] = None   # the states also stacked as they are, beside `readout`
 
     @property
     def anchor(self) -> str:
@@ -186,12 +201,13 @@ def _check_whole_axis(item: StepSlice, what: str, length: int) -> None:
         raise _ChainMismatch(f"{what}'s source '{item.source.name}' is empty (its shape holds a 0): nothing to scan")
 
 
-def _readers(chain: list[Step], position: int) -> list[gs.Node]:
-    """Consumers of x_i (or of its no-op aliases on the way to step i + 1) other than the chain itself."""
+def _readers(chain: list[Step], position: int, excluded: frozenset = frozenset()) -> list[gs.Node]:
+    """Consumers of x_i (or of its no-op aliases on the way to step i + 1) other than the chain itself and the
+    nodes in `excluded` (by id: a states stack's first node per step)."""
     following = chain[position + 1] if position + 1 < len(chain) else None
     link = list(following.link) if following else []
     aliases = [chain[position].state] + [n.outputs[0] for n in link]
-    own = {id(n) for n in link} | ({id(following.mul)} if following else set())
+    own = {id(n) for n in link} | ({id(following.mul)} if following else set()) | set(excluded)
     readers: list[gs.Node] = []
     for alias in aliases:
         for node in alias.outputs:
@@ -201,14 +217,14 @@ def _readers(chain: list[Step], position: int) -> list[gs.Node]:
 
 
 def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
-                    positions: list[int]) -> list[ReadoutStep]:
+                    positions: list[int], excluded: frozenset = frozenset()) -> list[ReadoutStep]:
     """Each step's readout in one of the named forms of patterns/readout.py, or _ChainMismatch."""
     readouts: list[ReadoutStep] = []
     for position, step in enumerate(chain):
         state = step.state
         if position + 1 < len(chain) and id(state) in graph_outputs:
             raise _ChainMismatch(f"intermediate state '{state.name}' at step {position} is a graph output")
-        readers = _readers(chain, position)
+        readers = _readers(chain, position, excluded)
         if position + 1 < len(chain):
             if len(readers) != 1:
                 names = ", ".join(describe(n) for n in readers) or "nothing"
@@ -241,7 +257,8 @@ def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
     return readouts
 
 
-def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap, positions: list[int]):
+def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap, positions: list[int],
+                      excluded: frozenset = frozenset()):
     """The readout as one per-step subgraph compared across steps: (template, stack axis, concat, pieces in
     step order, nodes)."""
     outputs: list[gs.Tensor] = []
@@ -250,7 +267,7 @@ def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     concat = None
     stack_axis = None
     for position, step in enumerate(chain):
-        readers = _readers(chain, position)
+        readers = _readers(chain, position, excluded)
         last = position + 1 == len(chain)
         try:
             if last:   # readers that do not lead to the stack use the final state: keep them
@@ -275,6 +292,44 @@ def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     return template, stack_axis, concat, pieces, nodes + template.all_nodes
 
 
+def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional[tuple[StatesStack, frozenset]]:
+    """The states stacked as they are beside another readout, and the ids of each step's first node on the way to
+    it (the readout's readers then leave them out); None unless every step's state reaches one Concat so, in step
+    order or its reverse, and step 0's state has another reader too (a stack that is the only readout is the readout
+    kind "states")."""
+    found: list[tuple[list[gs.Node], ReadoutStep]] = []
+    for position, step in enumerate(chain):
+        match = None
+        for reader in _readers(chain, position):
+            passed, node, read = [], reader, step.state
+            while node.op == "Identity" and len(node.outputs[0].outputs) == 1:
+                passed.append(node)
+                read, node = node.outputs[0], node.outputs[0].outputs[0]
+            if node.op != "Unsqueeze" or node.inputs[0] is not read:
+                continue
+            try:
+                readout = match_readout(read, node, ranks)
+            except ReadoutMismatch:
+                continue
+            match = (passed, readout)
+            break
+        if match is None:
+            return None
+        found.append(match)
+    if len(_readers(chain, 0)) < 2:
+        return None
+    concat, axis = found[0][1].concat, found[0][1].form.stack_axis
+    if any(readout.concat is not concat or readout.form.stack_axis != axis for _, readout in found):
+        return None
+    try:
+        reversed_ = _stack_order(concat, [readout.stacked_piece for _, readout in found], backward)
+    except _ChainMismatch:
+        return None
+    nodes = [node for passed, readout in found for node in (*passed, *readout.nodes)] + [concat]
+    first = frozenset(id(passed[0] if passed else readout.nodes[0]) for passed, readout in found)
+    return StatesStack(concat.outputs[0], axis, reversed_, nodes), first
+
+
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
     # A backward scan (`for t in reversed(range(L))`) takes the last position first.
@@ -286,8 +341,9 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     _check_whole_axis(chain[0].drive, "input b_i", len(chain))
 
     template, named_mismatch = None, ""
+    states_stack, excluded = _states_stack(chain, ranks, backward) or (None, frozenset())
     try:
-        readouts = _named_readouts(chain, graph_outputs, ranks, positions)
+        readouts = _named_readouts(chain, graph_outputs, ranks, positions, excluded)
         form, concat = readouts[0].form, readouts[0].concat
         pieces = [r.stacked_piece for r in readouts]
         stack_reversed = _stack_order(concat, pieces, backward)
@@ -299,7 +355,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     except _ChainMismatch as named_error:
         try:
             template, stack_axis, concat, pieces, readout_nodes = _template_readout(chain, graph_outputs, ranks,
-                                                                                    positions)
+                                                                                    positions, excluded)
             stack_reversed = _stack_order(concat, pieces, backward)
         except _ChainMismatch as template_error:
             raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
@@ -321,6 +377,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     else:
         initial = first.previous
     last_state = chain[-1].state
+    if states_stack is not None:   # the last state's way into the states stack is no escape
+        last_readout_nodes |= set(id(n) for n in states_stack.nodes)
     escapes = id(last_state) in graph_outputs or any(
         id(n) not in last_readout_nodes for n in last_state.outputs)
 
@@ -329,6 +387,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         nodes += step.nodes
     nodes += readout_nodes
     nodes.append(concat)
+    if states_stack is not None:
+        nodes += states_stack.nodes
     nodes = list({id(n): n for n in nodes}.values())   # a node shared by chain and readout, once
     reference = chain[start]
     decay_rank, drive_rank = ranks.rank(reference.decay.source), ranks.rank(first.drive.source)
@@ -344,7 +404,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
         template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
-        zeros_dropped=zeros_dropped)
+        zeros_dropped=zeros_dropped, states_stack=states_stack)
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:

@@ -78,6 +78,12 @@ NODE_COUNTS = {
     # with a dynamic batch the trip counts are Gather(Shape(x), 1): 0 scans before s27 (cpu 60); now the static export's
     "user-bidirectional-s6-script-loop-dynamic-batch": (92, {"cpu": 154, "tpu": 126}),
     "user-bidirectional-s6-scan-op-dynamo": (56, {"cpu": 158, "tpu": 118}),
+    # session s28: a scripted loop appending its states (hs.append(h), h carried), read out after the loop by an einsum:
+    # re-rolled as it came (the states stack is the readout, kind "states"); appending both the states and the readouts
+    # gave each state two readers ("expected one readout"): 0 scans before s28 (cpu 265, tpu 257), now both stacks
+    # come from one re-rolled scan per direction
+    "user-bidirectional-s6-script-loop-states": (82, {"cpu": 144, "tpu": 116}),
+    "user-bidirectional-s6-script-loop-states-and-readouts": (94, {"cpu": 160, "tpu": 132}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts
     "user-bidirectional-s6-no-folding": (585, {"seed": 66, "cpu": 197, "tpu": 114}),
@@ -429,5 +435,7 @@ def test_corpus_covers_the_brief():
     assert {"hf-mamba2", "hf-mamba2-dynamo", "hf-zamba2", "hf-bamba", "hf-nemotron-h", "hf-falcon-h1",
             "hf-granite-moe-hybrid"} <= set(EXPORTS)   # session s24's
     assert "hf-zamba2-hybrid" in EXPORTS   # session s25's (gen12)
+    assert {"user-bidirectional-s6-script-loop-states",
+            "user-bidirectional-s6-script-loop-states-and-readouts"} <= set(EXPORTS)   # session s28's (gen15)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -1,6 +1,7 @@
 """The re-rolling pass on hand-built unrolled recurrences: every recognised form, every near-miss."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -83,6 +84,48 @@ def test_final_state_used_outside_the_chain_is_kept():
     actual = run(out, feeds)
     assert rel_l2(actual[0], expected[0]) <= REL_L2_TOL
     assert rel_l2(actual[1], expected[1]) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("readout", ["einsum", "mulsum"])
+@pytest.mark.parametrize("direction, stacked", [("forward", "by_position"), ("backward", "by_position"),
+                                                ("backward", "by_step")])
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "channels-last-readout"])
+def test_states_stacked_beside_the_readout(readout, direction, stacked, form):
+    # s28: `hs.append(h)` and `ys.append(y)` in one loop (a Loop's state scan output beside its readouts, written out
+    # by unroll-loops): each state read by the next step, its readout and an Unsqueeze into a second Concat was
+    # "read by Unsqueeze .., Einsum ..; expected one readout", 0 scans. Both stacks now come from one scan's states.
+    spec = ScanSpec(length=7, state=3, batch=2, readout=readout, direction=direction, stacked=stacked, states_too=True)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=3))
+    assert result.stats == {"rerolled": 1, "steps": 7, "rejected": 0}
+    assert not {"stack", "states_stack"} & {node.name for node in out.graph.node}   # both step stacks superseded
+    feeds = scan_inputs(spec, batch=2)
+    y, states = run(out, feeds)
+    assert rel_l2(y, numpy_scan(spec, feeds)) <= REL_L2_TOL
+    assert rel_l2(states, numpy_scan(dataclasses.replace(spec, readout="states"), feeds)) <= REL_L2_TOL
+    assert rel_l2(states, run(model, feeds)[1]) <= REL_L2_TOL
+
+
+def test_states_stacked_beside_the_readout_exact_ops():
+    # the states stack costs one Identity: the form's states, their step axis already the stack's
+    alone, stacked = (apply_pass(unrolled_scan_model(ScanSpec(length=6, readout="mulsum", states_too=too)),
+                                 RerollScans(form="parallel", chunk=6))[0] for too in (False, True))
+    assert op_histogram(alone) == {"Add": 5, "Concat": 4, "Exp": 1, "Mul": 6, "ReduceSum": 1, "Reshape": 3, "Shape": 3,
+                                   "Slice": 6, "Split": 2, "Transpose": 1}
+    assert op_histogram(stacked) == {**op_histogram(alone), "Identity": 1}
+
+
+def test_a_states_stack_missing_a_step_is_a_second_reader():
+    # the stack must hold every step's state: one left out, the states' Unsqueezes are readers like any other
+    model = unrolled_scan_model(ScanSpec(length=6, states_too=True))
+    stack = next(node for node in model.graph.node if node.name == "states_stack")
+    del stack.input[3]
+    model.graph.output[1].type.tensor_type.shape.dim[2].dim_value = 5
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert result.notes[1].startswith("chain at 'Add_8' (6 steps) not re-rolled: intermediate state 'Add_8' at step 0 "
+                                      "is read by Unsqueeze 'Unsqueeze_10', Einsum 'Einsum_13'; expected one readout")
 
 
 @pytest.mark.parametrize("opset", [12, 13, 17, 18])

@@ -244,7 +244,8 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 # How a user's own S6 loop may be written (user_s6's `loops`, one per direction of the block).
 USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis",
               "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
-              "script-loop-reversed", "scan-op", "scan-op-reversed")
+              "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
+              "script-loop-both-reversed", "scan-op", "scan-op-reversed")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -273,6 +274,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       script-loop      the stack loop in a `torch.jit.script` function (the TorchScript exporter keeps it as an ONNX
                        Loop, readouts appended to a sequence: SequenceInsert, ConcatFromSequence)
       script-loop-reversed  the same stepping t = L - 1 - i, the stacked readouts flipped back (`.flip(1)`)
+      script-loop-states  a `torch.jit.script` loop that carries h and appends it, `hs.append(h)` (a second sequence
+                       in the ONNX Loop), read out after the loop by `torch.einsum('bldn,bln->bld', hs, C)`
+      script-loop-both  a `torch.jit.script` loop appending the states and the readouts, `hs.append(h)` and
+                       `ys.append(..)`, both returned; the block adds the states summed over N to the readouts
+      script-loop-states-reversed, script-loop-both-reversed  the same stepping t = L - 1 - i, flipped back after
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -297,6 +303,26 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return y.flip(1) if backward else y
     if {"script-loop", "script-loop-reversed"} & set(loops):
         scripted_loop = torch.jit.script(scripted_loop)
+
+    def scripted_states_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+                             backward: bool, readout_in_loop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        length = deltaA.shape[1]
+        hs = []
+        ys = []
+        for i in range(length):
+            t = length - 1 - i if backward else i
+            h = deltaA[:, t] * h + deltaBx[:, t]
+            hs.append(h)
+            if readout_in_loop:
+                ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        states = torch.stack(hs, 1)          # (batch, L, d_inner, N)
+        states = states.flip(1) if backward else states
+        if readout_in_loop:
+            y = torch.stack(ys, 1)
+            return (y.flip(1) if backward else y), states
+        return torch.einsum("bldn,bln->bld", states, C), states
+    if {"script-loop-states", "script-loop-states-reversed", "script-loop-both", "script-loop-both-reversed"} & set(loops):
+        scripted_states_loop = torch.jit.script(scripted_states_loop)
 
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
@@ -381,6 +407,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = torch.stack(ys, dim=1)
             elif loop in ("script-loop", "script-loop-reversed"):
                 y = scripted_loop(deltaA, deltaBx, C, h, loop == "script-loop-reversed")
+            elif loop in ("script-loop-states", "script-loop-states-reversed"):
+                y, _ = scripted_states_loop(deltaA, deltaBx, C, h, loop.endswith("-reversed"), False)
+            elif loop in ("script-loop-both", "script-loop-both-reversed"):
+                y, states = scripted_states_loop(deltaA, deltaBx, C, h, loop.endswith("-reversed"), True)
+                y = y + states.sum(-1)
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -503,6 +534,17 @@ EXPORTS = {e.name: e for e in [
                    "user-bidirectional-s6-script-loop exported with a dynamic batch: each Loop's trip count Gather(Shape(x), 1), "
                    "the backward loop's length too", lambda: user_s6(8, 4, 10, loops=("script-loop", "script-loop-reversed")),
                    scans=2, steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
+    # session s28: a scripted loop that carries h and appends it too (`hs.append(h)`: a second sequence in the Loop)
+    ExternalExport("user-bidirectional-s6-script-loop-states", "torch",
+                   "user-bidirectional-s6 with each direction a torch.jit.script loop appending its states (hs.append(h), "
+                   "h carried), read out after the loop by torch.einsum('bldn,bln->bld', hs, C)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-states", "script-loop-states-reversed")), scans=2,
+                   steps=20, loops_kept_by=("seed",)),
+    ExternalExport("user-bidirectional-s6-script-loop-states-and-readouts", "torch",
+                   "user-bidirectional-s6 with each direction a torch.jit.script loop appending both its states and its "
+                   "readouts (hs.append(h), ys.append(y)), both returned; the states summed over N added to the readouts",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-both", "script-loop-both-reversed")), scans=2,
+                   steps=20, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",

@@ -35,6 +35,7 @@ class ScanSpec:
     extra_final_state_output: bool = False
     direction: str = "forward"   # forward (positions 0 .. L-1) | backward (L-1 .. 0, a backward scan)
     stacked: str = "by_position"  # by_position (y at position 0 first) | by_step (the first step's y first)
+    states_too: bool = False     # the states also stacked as they are, in the y's order (output "states"; hs.append(h))
 
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
@@ -156,7 +157,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         raise ValueError(f"unknown direction {spec.direction!r} or stacked {spec.stacked!r}")
     # The step taking position i (the near-misses below change a step's index the same way either way).
     position = (lambda i: L - 1 - i) if spec.direction == "backward" else (lambda i: i)
-    pieces, outputs, extra = [], [], []
+    pieces, outputs, extra, state_pieces = [], [], [], []
     for i in range(L):
         index = i
         if spec.near_miss == "skip_index" and i >= miss:
@@ -171,6 +172,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             extra.append(g.node("Relu", [state]))
         if spec.near_miss == "missing_readout" and i == miss:
             continue   # this step's state is never read out (nor stacked)
+        if spec.states_too:
+            state_pieces.append(g.axes_op("Unsqueeze", state, [2]))
         if spec.readout == "states":
             y = state
         else:
@@ -193,10 +196,14 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         pieces[miss], pieces[miss + 1] = pieces[miss + 1], pieces[miss]
     if spec.direction == "backward" and spec.stacked == "by_position":
         pieces.reverse()
+        state_pieces.reverse()
     g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
     stacked = L - (spec.near_miss == "missing_readout")
     y_shape = [batch, D, stacked] if spec.readout != "states" else [batch, D, stacked, N]
     outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape))
+    if spec.states_too:
+        g.nodes.append(helper.make_node("Concat", state_pieces, ["states"], name="states_stack", axis=2))
+        outputs.append(helper.make_tensor_value_info("states", TensorProto.FLOAT, [batch, D, len(state_pieces), N]))
     if spec.extra_final_state_output:
         g.nodes.append(helper.make_node("Identity", [state], ["final_state"], name="final_state_copy"))
         outputs.append(helper.make_tensor_value_info("final_state", TensorProto.FLOAT, [batch, D, N]))
