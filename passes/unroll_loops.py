@@ -126,6 +126,62 @@ def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -
     return None
 
 
+# Ops a trip count is computed with beyond small_value's: TorchScript's `range(start, end)` is
+# Cast(Ceil(Div(Cast(end - start), step))).
+TRIP_OPS = frozenset({"Ceil", "Floor", "Div", "Max", "Min", "Neg", "Abs"})
+MAX_TRIP_DEPTH = 24
+
+
+def _trip_op(node: gs.Node, inputs: list) -> Optional[np.ndarray]:
+    x = inputs[0]
+    with np.errstate(all="ignore"):
+        if node.op in ("Ceil", "Floor", "Neg", "Abs"):
+            return {"Ceil": np.ceil, "Floor": np.floor, "Neg": np.negative, "Abs": np.abs}[node.op](x).astype(x.dtype)
+        if node.op in ("Max", "Min"):
+            combine = np.maximum if node.op == "Max" else np.minimum
+            result = inputs[0]
+            for other in inputs[1:]:
+                result = combine(result, other)
+            return np.asarray(result).astype(x.dtype)
+        a, b = inputs   # Div: ONNX's integer Div truncates toward zero
+        if np.issubdtype(a.dtype, np.integer):
+            if np.any(b == 0):
+                return None
+            return ((np.abs(a) // np.abs(b)) * np.sign(a) * np.sign(b)).astype(a.dtype)
+        return (a / b).astype(a.dtype)
+
+
+def _computed_value(tensor: gs.Tensor, shapes: "_Shapes", depth: int = 0, memo: Optional[dict] = None
+                    ) -> Optional[np.ndarray]:
+    """`tensor`'s value where it is computed from constants and static sizes only: Gather(Shape(x), k) of a static
+    size k (x's others may be symbolic), Shape(x) of an x whose shape is static, through small_value's ops and
+    TRIP_OPS (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(Sub(length, 1)), 1)))); None otherwise."""
+    memo = {} if memo is None else memo
+    if id(tensor) in memo:
+        return memo[id(tensor)]
+    memo[id(tensor)] = None
+    value = constant_value(tensor)
+    node = producer(tensor)
+    if value is None and depth < MAX_TRIP_DEPTH and node is not None and len(node.outputs) == 1:
+        value = _static_size_read(tensor, shapes, exact=True)
+        if value is None and node.op == "Shape" and node.inputs:
+            shape = next((shape for shape in shapes.candidates(node.inputs[0].name)
+                          if all(isinstance(size, (int, np.integer)) for size in shape)), None)
+            if shape is not None:   # a stand-in of that shape: Shape reads no values
+                value = small_value(tensor, {id(node.inputs[0]): np.broadcast_to(np.zeros((), np.float32), shape)})
+        elif value is None and (node.op in TRIP_OPS or node.op in EVALUATED_OPS) and node.op != "Shape":
+            inputs = [None if _is_empty(t) else _computed_value(t, shapes, depth + 1, memo) for t in node.inputs]
+            if all(value is not None or _is_empty(t) for value, t in zip(inputs, node.inputs)):
+                if node.op in TRIP_OPS:
+                    value = _trip_op(node, inputs)
+                else:
+                    value = small_value(tensor, {id(t): v for t, v in zip(node.inputs, inputs) if v is not None})
+    if value is not None and value.size > MAX_STEP_CONSTANT:
+        value = None
+    memo[id(tensor)] = value
+    return value
+
+
 class _Plan:
     """What one unroll needs: the trip count and how step i reads and writes."""
 
@@ -170,12 +226,15 @@ class UnrollLoops(Pass):
         if not unrolled["Loop"] and not unrolled["Scan"]:
             return PassResult(False, {"unrolled": 0, "left": len(loops)}, notes)
         concatenated = _sequences_to_concat(graph, ctx.opset, taken)
+        folded = _fold_static_indices(graph, ctx.opset, taken, shapes)
         # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
         # (onnx-graphsurgeon's took 3.8 of 12 s on a 3,136-step loop).
         graph.cleanup()
         stats = {"unrolled": unrolled["Loop"] + unrolled["Scan"], "loops_unrolled": unrolled["Loop"],
                  "scans_unrolled": unrolled["Scan"], "steps": steps, "nodes_added": added,
                  "sequences_concatenated": concatenated, "left": len(notes)}
+        if folded:
+            stats["indices_folded"] = folded
         return PassResult(True, stats, notes)
 
     # -- what can be unrolled ------------------------------------------------------------------
@@ -212,6 +271,10 @@ class UnrollLoops(Pass):
         trip = None if _is_empty(node.inputs[0]) else constant_int(node.inputs[0])
         if trip is None and not _is_empty(node.inputs[0]):
             trip = _static_size_read(node.inputs[0], shapes)
+        if trip is None and not _is_empty(node.inputs[0]):   # computed from static sizes: `range(1, length)`
+            value = _computed_value(node.inputs[0], shapes)
+            if value is not None and value.size == 1 and np.issubdtype(value.dtype, np.integer):
+                trip = int(value.reshape(-1)[0])
         if trip is None:
             return "its trip count M is neither a constant nor a static size"
         if not _is_empty(node.inputs[1]) and not _constant_true(node.inputs[1]):
@@ -293,18 +356,26 @@ class UnrollLoops(Pass):
                 size = _static_size_read(tensor, shapes, exact=True)
                 if size is not None:
                     hoisted[id(tensor)] = b.const(size)
+        position = next(index for index, outer_node in enumerate(b.graph.nodes) if outer_node is node)
+        before = {id(outer_node) for outer_node in b.graph.nodes[:position]}
         for body_node in body.nodes:
             if body_node.op in RANDOM_OPS or not all(
                     _is_empty(t) or id(t) in hoisted or (id(t) not in produced and id(t) not in body_inputs)
                     for t in body_node.inputs):
                 continue
             inputs = [gs.Variable.empty() if _is_empty(t) else hoisted.get(id(t), t) for t in body_node.inputs]
+            invariant.add(id(body_node))
+            # The same node already computed before the loop (`C[:, 0]` before a loop from 1 reads C's Slice as each
+            # step does): read it, so that the first step's operand and the others' come from one tensor.
+            same = _same_node_before(body_node, inputs, before)
+            if same is not None:
+                hoisted.update({id(old): new for old, new in zip(body_node.outputs, same.outputs)})
+                continue
             outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
                                      domain=body_node.domain)
             for old, new in zip(body_node.outputs, outputs):
                 new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
                 hoisted[id(old)] = _step_constant(b, body_node, inputs, new)
-            invariant.add(id(body_node))
         node.inputs.clear()
         node.outputs.clear()
         carried = list(plan.carried)
@@ -349,6 +420,44 @@ class UnrollLoops(Pass):
             b.concat([b.unsqueeze(value, [axis]) for value in ordered], axis, output=outer)
 
 
+def _same_value(a: gs.Tensor, b: gs.Tensor) -> bool:
+    if a is b:
+        return True
+    if _is_empty(a) or _is_empty(b):
+        return _is_empty(a) and _is_empty(b)
+    x, y = constant_value(a), constant_value(b)
+    return x is not None and y is not None and x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+
+def _plain_attrs(attrs: dict) -> Optional[dict]:
+    plain = {}
+    for key, value in attrs.items():
+        if isinstance(value, (list, tuple)):
+            value = tuple(value)
+        if not isinstance(value, (int, float, str, bytes, tuple)):
+            return None
+        plain[key] = value
+    return plain
+
+
+def _same_node_before(body_node: gs.Node, inputs: list, before: set[int]) -> Optional[gs.Node]:
+    """A node of the outer graph, before the loop (`before`: ids), that computes what `body_node` would from `inputs`:
+    the same op, attributes and inputs (the same tensor, or constants of one value); None if there is none."""
+    if body_node.op in RANDOM_OPS or not body_node.outputs:
+        return None
+    attrs = _plain_attrs(body_node.attrs)
+    read = next((t for t in inputs if not _is_empty(t) and constant_value(t) is None), None)
+    if attrs is None or read is None:
+        return None
+    for candidate in read.outputs:
+        if (id(candidate) in before and candidate.op == body_node.op and candidate.domain == body_node.domain
+                and len(candidate.inputs) == len(inputs) and len(candidate.outputs) == len(body_node.outputs)
+                and _plain_attrs(candidate.attrs) == attrs
+                and all(_same_value(x, y) for x, y in zip(candidate.inputs, inputs))):
+            return candidate
+    return None
+
+
 def _outer_tensors(graph: gs.Graph) -> set[int]:
     """The tensors the main graph itself reads or writes (not its subgraphs'), by id."""
     tensors = {id(t) for t in graph.inputs} | {id(t) for t in graph.outputs}
@@ -378,6 +487,23 @@ def _put_in_place(graph: gs.Graph, replaced: gs.Node, made: list[gs.Node]) -> No
     graph.nodes = rest[:position] + list(made) + rest[position + 1:]
 
 
+def _fold_static_indices(graph: gs.Graph, opset: int, taken: set, shapes: _Shapes) -> int:
+    """Each Gather index computed from static sizes (`deltaBx[:, length - 1]` before a backward loop from its second
+    position, length = Gather(Shape(x), 1) with a dynamic batch) as its constant, as every unrolled step's index is:
+    the user's first step then reads a position like the steps after it. Returns how many."""
+    b = GraphBuilder(graph, opset, prefix="unroll_loops/static_index", taken=taken)
+    memo: dict = {}
+    folded = 0
+    for node in graph.nodes:
+        if node.op != "Gather" or len(node.inputs) != 2 or constant_value(node.inputs[1]) is not None:
+            continue
+        value = _computed_value(node.inputs[1], shapes, memo=memo)
+        if value is not None and np.issubdtype(value.dtype, np.integer):
+            node.inputs[1] = b.const(value)
+            folded += 1
+    return folded
+
+
 def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
     passed = []
     while (node := producer(tensor)) is not None and node.op == "Identity" and len(tensor.outputs) == 1:
@@ -387,8 +513,8 @@ def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
 
 
 def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
-    """ConcatFromSequence of SequenceEmpty + SequenceInsert(seq, x) (appends, each sequence read once) as a
-    Concat of the x (Unsqueezed first where new_axis is 1). Returns how many were rewritten."""
+    """ConcatFromSequence of SequenceEmpty or SequenceConstruct(x...) + SequenceInsert(seq, x) (appends, each sequence
+    read once) as a Concat of the x (Unsqueezed first where new_axis is 1). Returns how many were rewritten."""
     rewritten = 0
     for concat in [node for node in graph.nodes if node.op == "ConcatFromSequence"]:
         elements, sequence, passed = [], concat.inputs[0], []
@@ -405,9 +531,13 @@ def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
                 continue
             break
         node = producer(sequence)
-        if node is None or node.op != "SequenceEmpty" or len(sequence.outputs) != 1 or not elements:
+        if node is None or node.op not in ("SequenceEmpty", "SequenceConstruct") or len(sequence.outputs) != 1:
             continue
         elements.reverse()
+        if node.op == "SequenceConstruct":   # `ys = [y_0]` before the loop: its elements first
+            elements[0:0] = list(node.inputs)
+        if not elements:
+            continue
         axis = int(concat.attrs.get("axis"))
         new_axis = int(concat.attrs.get("new_axis", 0))
         output = concat.outputs[0]

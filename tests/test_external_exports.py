@@ -84,6 +84,13 @@ NODE_COUNTS = {
     # come from one re-rolled scan per direction
     "user-bidirectional-s6-script-loop-states": (82, {"cpu": 144, "tpu": 116}),
     "user-bidirectional-s6-script-loop-states-and-readouts": (94, {"cpu": 160, "tpu": 132}),
+    # a scripted loop from the second position (h = deltaBx[:, 0], ys = [y_0], for t in range(1, length)): its trip count
+    # Cast(Ceil(Div(..))) of a static 9 was "neither a constant nor a static size" before s28, the Loops kept (cpu 232,
+    # tpu exit 4: tpu-legality's Loops); now the script-loop row's counts. With a dynamic batch the backward direction's
+    # first state, deltaBx[:, length - 1] before its loop, has an index computed from Shape: unroll-loops folds it as it
+    # folds the steps' (else 1 scan of 2, cpu 194)
+    "user-bidirectional-s6-script-loop-from-one": (117, {"cpu": 154, "tpu": 126}),
+    "user-bidirectional-s6-script-loop-from-one-dynamic-batch": (132, {"cpu": 154, "tpu": 126}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts
     "user-bidirectional-s6-no-folding": (585, {"seed": 66, "cpu": 197, "tpu": 114}),
@@ -435,7 +442,8 @@ def test_corpus_covers_the_brief():
     assert {"hf-mamba2", "hf-mamba2-dynamo", "hf-zamba2", "hf-bamba", "hf-nemotron-h", "hf-falcon-h1",
             "hf-granite-moe-hybrid"} <= set(EXPORTS)   # session s24's
     assert "hf-zamba2-hybrid" in EXPORTS   # session s25's (gen12)
-    assert {"user-bidirectional-s6-script-loop-states",
-            "user-bidirectional-s6-script-loop-states-and-readouts"} <= set(EXPORTS)   # session s28's (gen15)
+    assert {"user-bidirectional-s6-script-loop-states", "user-bidirectional-s6-script-loop-states-and-readouts",
+            "user-bidirectional-s6-script-loop-from-one",
+            "user-bidirectional-s6-script-loop-from-one-dynamic-batch"} <= set(EXPORTS)   # session s28's (gen15)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

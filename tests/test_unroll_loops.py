@@ -30,10 +30,13 @@ def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_input: bool = False,
-                states: bool = True, trip_from_shape=None) -> onnx.ModelProto:
+                states: bool = True, trip_from_shape=None, trip_computed: bool = False,
+                sequence_start: bool = False) -> onnx.ModelProto:
     """h_t = a[t] * h_{t-1} + b[t] as a Loop (TorchScript's shape): the readouts 2 h_t appended to a sequence
     (ConcatFromSequence, new axis 1 after the loop), the states a scan output (stacked on axis 0; `states`), h_L
-    carried out."""
+    carried out. `trip_computed`: M = a.shape[0] as TorchScript's range(0, a.shape[0]) writes it,
+    Cast(Ceil(Div(Cast(Sub(Gather(Shape(a), 0), 0)), 1))); `sequence_start`: the sequence starts [h0]
+    (SequenceConstruct), so ys holds L + 1 entries."""
     body_nodes = [
         helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
         helper.make_node("Gather", ["b", "i"], ["b_t"], axis=0),
@@ -60,7 +63,8 @@ def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_i
          helper.make_tensor_sequence_value_info("seq_out", FLOAT, None)]
         + ([helper.make_tensor_value_info("h_scan", FLOAT, [B, D])] if states else []))
     nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)), _const("true", np.bool_(True)),
-             helper.make_node("SequenceEmpty", [], ["seq0"], dtype=FLOAT),
+             helper.make_node("SequenceConstruct", ["h0"], ["seq0"]) if sequence_start
+             else helper.make_node("SequenceEmpty", [], ["seq0"], dtype=FLOAT),
              helper.make_node("Loop", ["M", "true", "h0", "seq0"], ["h_last", "seq"] + (["states"] if states else []),
                               body=body, name="loop 'x'\n"),
              helper.make_node("ConcatFromSequence", ["seq"], ["ys"], axis=1, new_axis=1)]
@@ -69,12 +73,21 @@ def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_i
     if trip_from_shape is not None:   # M = a.shape[0], as TorchScript writes range(x.shape[0]) with a dynamic axis
         nodes[0:0] = [helper.make_node("Shape", ["a"], ["a_shape"]), _const("zero", np.int64(0)),
                       helper.make_node("Gather", ["a_shape", "zero"], ["M"], axis=0)]
+    elif trip_computed:
+        nodes[0:0] = [helper.make_node("Shape", ["a"], ["a_shape"]), _const("zero", np.int64(0)),
+                      helper.make_node("Gather", ["a_shape", "zero"], ["length"], axis=0),
+                      helper.make_node("Sub", ["length", "zero"], ["count"]),
+                      helper.make_node("Cast", ["count"], ["count_float"], to=FLOAT), _const("step", np.float32(1)),
+                      helper.make_node("Div", ["count_float", "step"], ["steps"]),
+                      helper.make_node("Ceil", ["steps"], ["steps_up"]),
+                      helper.make_node("Cast", ["steps_up"], ["M"], to=TensorProto.INT64)]
     elif trip_input:
         inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
     else:
         nodes.insert(0, _const("M", np.int64(trip)))
     graph = helper.make_graph(nodes, "g", inputs, [
-        helper.make_tensor_value_info("ys", FLOAT, [B, L, D]), helper.make_tensor_value_info("h_last", FLOAT, [B, D])]
+        helper.make_tensor_value_info("ys", FLOAT, [B, L + sequence_start, D]),
+        helper.make_tensor_value_info("h_last", FLOAT, [B, D])]
         + ([helper.make_tensor_value_info("states", FLOAT, [L, B, D])] if states else []))
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -175,6 +188,68 @@ def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
     result, unrolled = _unrolled(model, tmp_path)
     assert result.records[0].stats["steps"] == L
     assert "Loop" not in _ops(unrolled) and "Shape" not in _ops(unrolled)
+    _same_outputs(model, unrolled)
+
+
+def test_a_trip_count_computed_from_a_static_size(tmp_path):
+    # s28: TorchScript writes range(start, end) as Cast(Ceil(Div(Cast(end - start), step))); with a static end that was
+    # "neither a constant nor a static size" and the Loop was kept (`for t in range(1, length)`, a user's loop from the
+    # second position); a symbolic length is still refused
+    model = _loop_model(trip_computed=True)
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["steps"] == L
+    assert _ops(unrolled) == {"Constant": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": L, "Identity": L + 1,
+                              "Unsqueeze": 2 * L, "Concat": 2}
+    _same_outputs(model, unrolled)
+    symbolic = _loop_model(trip_computed=True)
+    symbolic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "length"
+    result = compile_model(symbolic, "unroll-loops", verify="none")
+    assert result.records[0].notes == ["Loop 'loop 'x'\\n' left as it is: its trip count M is neither a constant nor a "
+                                       "static size"]
+
+
+@pytest.mark.parametrize("pipeline", ["unroll-loops", "cpu"])
+def test_a_sequence_started_with_elements_becomes_one_concat(pipeline, tmp_path):
+    # s28: `ys = [y_0]` before the loop (SequenceConstruct, then an append a step): the ConcatFromSequence was kept, so
+    # the readouts led to no stacking Concat; now the Concat of y_0 and the steps' (the loop written out only)
+    model = _loop_model(states=False, sequence_start=True)
+    result, unrolled = _unrolled(model, tmp_path, pipeline)
+    assert result.records[0].stats["sequences_concatenated"] == 1
+    assert not {"SequenceConstruct", "SequenceInsert", "ConcatFromSequence"} & set(_ops(unrolled))
+    _same_outputs(model, unrolled)
+
+
+def test_a_body_node_computed_before_the_loop_is_read_from_there(tmp_path):
+    # s28: a body node that reads nothing a step changes and that the graph already computes before the loop (the
+    # Slice of C that `C[:, 0]` before a loop from 1 reads, as each step does) is read from there, not copied: the
+    # first step's operand and the others' then come from one tensor, as in an unrolled export
+    model = _loop_model(states=False)
+    body = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
+    body.node.insert(0, helper.make_node("Neg", ["a"], ["neg_a"]))
+    body.node[1].input[0] = "neg_a"   # a_t = Gather(-a, i): the decays negated
+    model.graph.node.insert(0, helper.make_node("Neg", ["a"], ["neg_a_before"], name="before"))
+    model.graph.output.append(helper.make_tensor_value_info("neg_a_before", FLOAT, [L, B, D]))
+    result, unrolled = _unrolled(model, tmp_path)
+    assert _ops(unrolled)["Neg"] == 1
+    gathers = [node for node in unrolled.graph.node if node.op_type == "Gather" and node.input[0] == "neg_a_before"]
+    assert len(gathers) == L
+    _same_outputs(model, unrolled)
+
+
+def test_an_index_before_the_loop_computed_from_a_static_size_is_folded(tmp_path):
+    # s28: `h = deltaBx[:, length - 1]` before a backward loop from its second position, length = Gather(Shape(x), 1)
+    # with a dynamic batch: the steps' indices were folded, the user's first step's was not, so reroll-scans saw no step
+    # there (1 scan of 2 in user-bidirectional-s6-script-loop-from-one-dynamic-batch)
+    model = _loop_model(trip_from_shape=[L, "batch", D])
+    one = _const("one", np.int64(1))
+    model.graph.node.extend([one, helper.make_node("Sub", ["M", "one"], ["last"]),
+                             helper.make_node("Gather", ["b", "last"], ["b_last"], axis=0, name="first step")])
+    model.graph.output.append(helper.make_tensor_value_info("b_last", FLOAT, [B, D]))
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["indices_folded"] == 1
+    gather = next(node for node in unrolled.graph.node if node.name == "first step")
+    (index,) = [numpy_helper.to_array(tensor) for tensor in unrolled.graph.initializer if tensor.name == gather.input[1]]
+    assert index == L - 1
     _same_outputs(model, unrolled)
 
 

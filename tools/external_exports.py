@@ -245,7 +245,8 @@ def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int
 USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmul", "split-keepdim", "keep-step-axis",
               "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
-              "script-loop-both-reversed", "scan-op", "scan-op-reversed")
+              "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
+              "scan-op-reversed")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -279,6 +280,10 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       script-loop-both  a `torch.jit.script` loop appending the states and the readouts, `hs.append(h)` and
                        `ys.append(..)`, both returned; the block adds the states summed over N to the readouts
       script-loop-states-reversed, script-loop-both-reversed  the same stepping t = L - 1 - i, flipped back after
+      script-loop-from-one  a `torch.jit.script` loop whose first state is the first drive, `h = deltaBx[:, 0]`, its
+                       readout the list's first element, `ys = [y_0]`, then `for t in range(1, length)` (the Loop's
+                       trip count Cast(Ceil(Div(Cast(length - 1), 1))); a SequenceConstruct before the appends)
+      script-loop-from-one-reversed  the same from position L - 1 down, flipped back after
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -323,6 +328,21 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return torch.einsum("bldn,bln->bld", states, C), states
     if {"script-loop-states", "script-loop-states-reversed", "script-loop-both", "script-loop-both-reversed"} & set(loops):
         scripted_states_loop = torch.jit.script(scripted_states_loop)
+
+    def scripted_loop_from_one(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor,
+                               backward: bool) -> torch.Tensor:
+        length = deltaA.shape[1]
+        first = length - 1 if backward else 0
+        h = deltaBx[:, first]
+        ys = [(h * C[:, first].unsqueeze(1)).sum(-1)]
+        for i in range(1, length):
+            t = length - 1 - i if backward else i
+            h = deltaA[:, t] * h + deltaBx[:, t]
+            ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        y = torch.stack(ys, 1)
+        return y.flip(1) if backward else y
+    if {"script-loop-from-one", "script-loop-from-one-reversed"} & set(loops):
+        scripted_loop_from_one = torch.jit.script(scripted_loop_from_one)
 
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
@@ -412,6 +432,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
             elif loop in ("script-loop-both", "script-loop-both-reversed"):
                 y, states = scripted_states_loop(deltaA, deltaBx, C, h, loop.endswith("-reversed"), True)
                 y = y + states.sum(-1)
+            elif loop in ("script-loop-from-one", "script-loop-from-one-reversed"):
+                y = scripted_loop_from_one(deltaA, deltaBx, C, loop.endswith("-reversed"))
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -545,6 +567,19 @@ EXPORTS = {e.name: e for e in [
                    "readouts (hs.append(h), ys.append(y)), both returned; the states summed over N added to the readouts",
                    lambda: user_s6(8, 4, 10, loops=("script-loop-both", "script-loop-both-reversed")), scans=2,
                    steps=20, loops_kept_by=("seed",)),
+    # a scripted loop from the second position (h = deltaBx[:, 0], ys = [y_0], for t in range(1, length)): its trip count
+    # Cast(Ceil(Div(..))) was neither a constant nor a static size before s28, the Loops kept
+    ExternalExport("user-bidirectional-s6-script-loop-from-one", "torch",
+                   "user-bidirectional-s6 with each direction a torch.jit.script loop from its second position: h = "
+                   "deltaBx[:, 0], ys = [y_0], for t in range(1, length) (trip count Cast(Ceil(Div(Cast(10 - 1), 1))))",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-from-one", "script-loop-from-one-reversed")), scans=2,
+                   steps=20, loops_kept_by=("seed",)),
+    ExternalExport("user-bidirectional-s6-script-loop-from-one-dynamic-batch", "torch",
+                   "user-bidirectional-s6-script-loop-from-one exported with a dynamic batch: each trip count computed "
+                   "from Gather(Shape(x), 1), the backward direction's first state deltaBx[:, length - 1] (before its "
+                   "loop) too",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-from-one", "script-loop-from-one-reversed")), scans=2,
+                   steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
