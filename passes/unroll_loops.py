@@ -36,7 +36,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
-from passes.graph_builder import GraphBuilder, taken_prefixes
+from passes.graph_builder import GraphBuilder, taken_prefixes, unique_name
 from passes.one_line import printable
 from passes.registry import register_pass
 from passes.static_shapes import partial_shapes, symbolic_named_shapes
@@ -204,9 +204,12 @@ class UnrollLoops(Pass):
     max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x nodes a step)", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        inlined = _inline_constant_ifs(graph, ctx.opset) if any(node.op == "If" for node in graph.nodes) else 0
         loops = [node for node in graph.nodes if node.op in ("Loop", "Scan")]
         if not loops:
-            return PassResult(False, {"unrolled": 0})
+            if inlined:
+                graph.cleanup()
+            return PassResult(bool(inlined), {"unrolled": 0, **({"ifs_inlined": inlined} if inlined else {})})
         shapes = _Shapes(graph)
         taken = taken_prefixes(graph)
         notes: list[str] = []
@@ -224,7 +227,10 @@ class UnrollLoops(Pass):
             steps += plan.trip
             added += len(builder.nodes)
         if not unrolled["Loop"] and not unrolled["Scan"]:
-            return PassResult(False, {"unrolled": 0, "left": len(loops)}, notes)
+            if inlined:
+                graph.cleanup()
+            return PassResult(bool(inlined), {"unrolled": 0, "left": len(loops),
+                                              **({"ifs_inlined": inlined} if inlined else {})}, notes)
         concatenated = _sequences_to_concat(graph, ctx.opset, taken)
         folded = _fold_static_indices(graph, ctx.opset, taken, shapes)
         # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
@@ -235,6 +241,8 @@ class UnrollLoops(Pass):
                  "sequences_concatenated": concatenated, "left": len(notes)}
         if folded:
             stats["indices_folded"] = folded
+        if inlined:
+            stats["ifs_inlined"] = inlined
         return PassResult(True, stats, notes)
 
     # -- what can be unrolled ------------------------------------------------------------------
@@ -418,6 +426,48 @@ class UnrollLoops(Pass):
         for values_of, (_, outer, axis, reverse) in zip(step_values, plan.stacked):
             ordered = values_of[::-1] if reverse else values_of
             b.concat([b.unsqueeze(value, [axis]) for value in ordered], axis, output=outer)
+
+
+def _holds_loop(graph: gs.Graph) -> bool:
+    """Whether `graph` has a Loop or Scan, in it or in a subgraph of its nodes."""
+    return any(node.op in ("Loop", "Scan") or any(isinstance(value, gs.Graph) and _holds_loop(value)
+                                                  for value in node.attrs.values()) for node in graph.nodes)
+
+
+def _inline_constant_ifs(graph: gs.Graph, opset: int) -> int:
+    """Each If of the main graph whose cond is a constant and whose branch taken holds a Loop or Scan replaced by that
+    branch's nodes (its outputs reach the If's through Identities), so the loop is in the main graph to be written
+    out; a branch's tensor named like another of the main graph is renamed. Returns how many."""
+    inlined, taken = 0, None
+    for _ in range(64):   # a branch may hold such an If in turn
+        found = None
+        for node in graph.nodes:
+            value = constant_value(node.inputs[0]) if node.op == "If" and node.inputs else None
+            if value is None or value.size != 1:
+                continue
+            branch = node.attrs.get("then_branch" if bool(value.reshape(-1)[0]) else "else_branch")
+            if (isinstance(branch, gs.Graph) and not branch.inputs and len(branch.outputs) == len(node.outputs)
+                    and _holds_loop(branch)):
+                found = node, branch
+                break
+        if found is None:
+            return inlined
+        node, branch = found
+        taken = taken_prefixes(graph) if taken is None else taken
+        names = graph.tensors()
+        for tensor in [t for branch_node in branch.nodes for t in [*branch_node.inputs, *branch_node.outputs]]:
+            if tensor.name and tensor.name in names and names[tensor.name] is not tensor:
+                tensor.name = unique_name(tensor.name, set(names))
+                names[tensor.name] = tensor
+        results, outputs = list(branch.outputs), list(node.outputs)
+        node.inputs.clear()
+        node.outputs.clear()
+        b = GraphBuilder(graph, opset, prefix=f"unroll_loops/if{inlined}", taken=taken)
+        for result, output in zip(results, outputs):
+            b.identity(result, output=output)
+        _put_in_place(graph, node, list(branch.nodes) + b.nodes)
+        inlined += 1
+    return inlined
 
 
 def _same_value(a: gs.Tensor, b: gs.Tensor) -> bool:

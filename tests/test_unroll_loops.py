@@ -253,6 +253,36 @@ def test_an_index_before_the_loop_computed_from_a_static_size_is_folded(tmp_path
     _same_outputs(model, unrolled)
 
 
+def _loop_in_an_if(cond: bool) -> onnx.ModelProto:
+    """_loop_model's Loop in the branch of an If that a constant `cond` takes; the other branch b transposed."""
+    inner = _loop_model(states=False).graph
+    with_loop = helper.make_graph(list(inner.node), "with_loop", [], [helper.make_tensor_value_info("ys", FLOAT, [B, L, D])])
+    other = helper.make_graph([helper.make_node("Transpose", ["b"], ["ys_other"], perm=[1, 0, 2])], "other", [],
+                              [helper.make_tensor_value_info("ys_other", FLOAT, [B, L, D])])
+    branches = {"then_branch": with_loop, "else_branch": other} if cond else {"then_branch": other, "else_branch": with_loop}
+    graph = helper.make_graph([_const("c", np.bool_(cond)), helper.make_node("If", ["c"], ["out"], name="choose", **branches)],
+                              "g", list(inner.input), [helper.make_tensor_value_info("out", FLOAT, [B, L, D])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_a_loop_in_the_branch_a_constant_if_takes_is_written_out(cond, tmp_path):
+    # s28: a Loop inside an If whose cond is a constant stayed there (unroll-loops looked at the main graph only, and
+    # fold-constants does not inline a constant If): 0 scans, tpu exit 4 (tpu-legality: If, Loop); now the branch taken
+    # is inlined first, the other dropped
+    model = _loop_in_an_if(cond)
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["ifs_inlined"] == 1
+    # (the If's output an Identity of the branch's; the carried h_L read by nothing)
+    assert _ops(unrolled) == {"Constant": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": L, "Identity": 1, "Unsqueeze": L,
+                              "Concat": 1}
+    _same_outputs(model, unrolled)
+    result, compiled = _unrolled(model, tmp_path, "cpu")
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    assert reroll.stats["rerolled"] == 1 and not {"If", "Loop"} & set(_ops(compiled))
+    _same_outputs(model, compiled)
+
+
 def test_a_loop_over_max_nodes_is_left(tmp_path):
     result = compile_model(_loop_model(), "unroll-loops{max_nodes=40}", verify="none")
     assert result.records[0].notes == [
