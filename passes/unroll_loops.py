@@ -14,13 +14,19 @@ graph with ONNX's semantics exactly:
 - Scan(states..., scan inputs...): step i reads scan input j at position i, or L - 1 - i where
   scan_input_directions[j] is 1, along scan_input_axes[j] (a Gather of one index); scan output k is the step
   values stacked along scan_output_axes[k], in reverse step order where scan_output_directions[k] is 1.
-- A sequence built by the steps, SequenceEmpty then one SequenceInsert (no position) per step and read
-  only by ConcatFromSequence (TorchScript's `ys.append(..)` then `torch.stack(ys, ..)`), becomes the Concat of
-  its elements, each Unsqueezed first where new_axis is 1.
+- A sequence built by the steps, SequenceEmpty (or SequenceConstruct of the first elements: `ys = [y_0]`) then one
+  SequenceInsert (no position) per step and read only by ConcatFromSequence (TorchScript's `ys.append(..)` then
+  `torch.stack(ys, ..)`), becomes the Concat of its elements, each Unsqueezed first where new_axis is 1.
+- A body node that reads nothing a step changes is written once for all steps, or not at all where the graph
+  computes the same node before the loop (the first step written out by the user, `C[:, 0]`, reads it too).
+- Gather indices computed from static sizes (`deltaBx[:, length - 1]` before a backward loop) are folded, as each
+  step's index is.
+- An If whose cond is a constant and whose branch taken holds a Loop or Scan is first replaced by that branch.
 
-A trip count is a constant, or read from a static size: Gather(Shape(x), k) where x's size k is known while its
-batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch); a Scan's is its inputs' size along the
-scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
+A trip count is a constant, read from a static size: Gather(Shape(x), k) where x's size k is known while its
+batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch), or computed from those through
+index arithmetic (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(length - 1), 1)))); a Scan's is its inputs'
+size along the scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
 dynamic length), a Loop whose cond is not constant true in and out
 of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a body with a seeded random op (its copies would
 repeat one draw), a trip count below 1,
