@@ -295,12 +295,15 @@ def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap
 def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional[tuple[StatesStack, frozenset]]:
     """The states stacked as they are beside another readout, and the ids of each step's first node on the way to
     it (the readout's readers then leave them out); None unless every step's state reaches one Concat so, in step
-    order or its reverse, and step 0's state has another reader too (a stack that is the only readout is the readout
-    kind "states")."""
+    order or its reverse, and every state before the last has another reader too (a stack that is the only readout is
+    the readout kind "states"; a reader at one step only is no readout: its rejection says so as before)."""
     found: list[tuple[list[gs.Node], ReadoutStep]] = []
     for position, step in enumerate(chain):
         match = None
-        for reader in _readers(chain, position):
+        readers = _readers(chain, position)
+        if position + 1 < len(chain) and len(readers) < 2:
+            return None
+        for reader in readers:
             passed, node, read = [], reader, step.state
             while node.op == "Identity" and len(node.outputs[0].outputs) == 1:
                 passed.append(node)
@@ -316,8 +319,6 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
         if match is None:
             return None
         found.append(match)
-    if len(_readers(chain, 0)) < 2:
-        return None
     concat, axis = found[0][1].concat, found[0][1].form.stack_axis
     if any(readout.concat is not concat or readout.form.stack_axis != axis for _, readout in found):
         return None
