@@ -25,7 +25,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import ModelMeta, graph_to_model
 from passes.one_line import one_line
-from passes.verify import VerificationError, compare, run_model, summarize
+from passes.verify import RunTimedOut, VerificationError, compare, run_model, summarize
 
 
 class PipelineError(Exception):
@@ -41,10 +41,11 @@ class PipelineError(Exception):
 class PassVerificationError(VerificationError):
     """With verify_each: a pass changed the model's outputs beyond tolerance."""
 
-    def __init__(self, message: str, pass_name: str, run: "PipelineRun | None" = None):
+    def __init__(self, message: str, pass_name: str, run: "PipelineRun | None" = None, timed_out: bool = False):
         super().__init__(message)
         self.pass_name = pass_name
         self.run = run
+        self.timed_out = timed_out   # ONNX Runtime's run passed verify_timeout: no verdict on the pass
 
 
 class PassCheckError(PassVerificationError):
@@ -161,11 +162,14 @@ class PassManager:
         verify_feeds: Mapping[str, np.ndarray] | None = None,
         initial_outputs: Mapping[str, np.ndarray] | None = None,
         tolerance: float = 1e-5,
+        verify_timeout: float | None = None,
         on_changed_model: Callable[[int, PassRecord, onnx.ModelProto], None] | None = None,
         recorder: Any = None,
     ) -> None:
         """``passes``: Pass instances (``Pipeline.build()`` makes them from a pipeline);
         ``pipeline_text`` names the run in its record (default: the passes' reprs).
+
+        ``verify_timeout``: seconds each ONNX Runtime run of verify_each may take (none: no limit).
 
         ``on_changed_model(index, record, model)`` is called with the exported model after
         every pass that changed the graph (used by --keep-intermediates).
@@ -184,6 +188,7 @@ class PassManager:
         self.verify_feeds = verify_feeds
         self.initial_outputs = initial_outputs
         self.tolerance = tolerance
+        self.verify_timeout = verify_timeout
         self.on_changed_model = on_changed_model
         self.recorder = recorder
 
@@ -260,7 +265,8 @@ class PassManager:
         if self.initial_outputs is not None:
             return dict(self.initial_outputs)
         self.progress.stage("running the input graph for per-pass verification")
-        return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage)
+        return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage,
+                         timeout=self.verify_timeout)
 
     def _check(self, model: onnx.ModelProto, record: PassRecord, run: PipelineRun) -> onnx.ModelProto | None:
         """Raises PassCheckError where the model is invalid; returns what shape inference made of it
@@ -292,9 +298,11 @@ class PassManager:
         verify_started = time.perf_counter()
         self.progress.stage("verifying with ONNX Runtime")
         try:
-            outputs = run_model(model, self.verify_feeds, log=self.progress.stage, plain_inferred=inferred)
+            outputs = run_model(model, self.verify_feeds, log=self.progress.stage, plain_inferred=inferred,
+                                timeout=self.verify_timeout)
         except VerificationError as error:
-            raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run) from None
+            raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run,
+                                        timed_out=isinstance(error, RunTimedOut)) from None
         comparisons = compare(outputs, previous_outputs, rtol_l2=self.tolerance)
         record.verification = summarize(comparisons)
         record.verify_seconds = time.perf_counter() - verify_started

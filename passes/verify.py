@@ -32,6 +32,12 @@ from patterns.graph_query import RANDOM_OPS
 # which ONNX Runtime would allocate, past any memory the machine has, instead of failing in one line.
 MAX_RUN_ELEMENTS = 1 << 30
 
+# Seconds one ONNX Runtime run in verification may take, loading included, before its process is killed
+# (compile_model's verify_timeout, the CLI's --verify-timeout): a Loop of 2^62 trips, or one whose condition
+# never turns false, is a valid model that ONNX Runtime runs forever. Loading VMamba-T's 76,529-node naive
+# export takes minutes on 2 cores, well inside it.
+DEFAULT_VERIFY_TIMEOUT = 1800.0
+
 
 class VerificationError(Exception):
     """Outputs differ beyond tolerance (or a model could not run); one line for the user."""
@@ -39,6 +45,13 @@ class VerificationError(Exception):
 
 class RunTimedOut(VerificationError):
     """run_model's run passed its timeout; ONNX Runtime's process was killed."""
+
+
+def timed_out_advice(timeout: float) -> str:
+    """What to do about a verification run that passed its time limit, for a one-line message."""
+    return (f"ONNX Runtime's run did not end within {timeout:g} s (a Loop of very many trips, or one whose condition "
+            "never turns false, runs that long or forever); its process was killed. --verify-timeout SECONDS allows "
+            "longer, --verify none compiles it without running it")
 
 
 class ReferenceDataError(Exception):

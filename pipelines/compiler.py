@@ -26,6 +26,7 @@ from ``passes`` and ``patterns``; nothing below imports it except the CLI entry 
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 import os
 import time
@@ -51,7 +52,8 @@ from passes.one_line import one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
-from passes.verify import (ReferenceDataError, VerificationError, check_tolerance, compare, find_reference_beside,
+from passes.verify import (DEFAULT_VERIFY_TIMEOUT, ReferenceDataError, RunTimedOut, VerificationError, check_tolerance,
+                           compare, find_reference_beside, timed_out_advice,
                            leads_out_of_model_folder,
                            op_onnxruntime_lacks, reference_beside_problem, unseeded_random_node,
                            load_reference, random_feeds, run_model, summarize)
@@ -219,11 +221,11 @@ def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:
     return [hint for hint in (p.non_finite_hint() for p in passes) if hint]
 
 
-def _run_input_model(model: onnx.ModelProto, feeds, log) -> tuple[dict | None, str]:
+def _run_input_model(model: onnx.ModelProto, feeds, log, timeout: float | None) -> tuple[dict | None, str]:
     """The input model's outputs on the verification feeds, or (None, why it does not run). Asked only
     when the final model failed verification, to tell whose fault it is."""
     try:
-        return run_model(model, feeds, log=log), ""
+        return run_model(model, feeds, log=log, timeout=timeout), ""
     except VerificationError as error:
         return None, one_line(error)
 
@@ -333,6 +335,15 @@ def _check_bool_argument(name: str, value: Any) -> None:
         raise BadInput(f"{name} must be True or False, got {printable(_type_name(value))}")
 
 
+def _check_verify_timeout(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BadInput(f"verify_timeout must be a number of seconds or None, got {printable(_type_name(value))}")
+    if not (math.isfinite(value) and value > 0):
+        raise BadInput(f"verify_timeout must be a positive, finite number of seconds, got {value!r}")
+
+
 def _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
                           explain, in_place, keep_intermediates, input_shapes, progress, protected_files) -> None:
     """Every argument of ``compile_model`` is of a type it takes, or BadInput naming it, before anything
@@ -390,6 +401,7 @@ def compile_model(
     reference: str | os.PathLike | None = None,
     verify: str = "end",
     tolerance: float = 1e-5,
+    verify_timeout: float | None = DEFAULT_VERIFY_TIMEOUT,
     report: str | os.PathLike | None = None,
     override_options: Mapping[str, Any] | None = None,
     explain: bool = False,
@@ -406,7 +418,9 @@ def compile_model(
     in every step that has it (the CLI's ``--chunk``). ``reference``: an npz of inputs and
     expected outputs; by default ``<stem>.ref.npz`` beside an input path, else the input model
     is run on random inputs. ``verify``: "end", "each" (also after every pass that changed the
-    graph) or "none". ``output``: written only after verification passed; None keeps the
+    graph) or "none". ``verify_timeout``: seconds each ONNX Runtime run of the verification may take, loading
+    included (None: no limit); past it the run is killed and the compile refused (BadInput: a Loop that
+    runs for very long or forever). ``output``: written only after verification passed; None keeps the
     model in memory (``result.model``). ``report``: a folder for report.json and index.html,
     written also when the run fails. ``explain``: passes add notes on near-misses.
     ``input_shapes``: {input name: dims} fixes symbolic input dimensions before the pipeline
@@ -425,6 +439,7 @@ def compile_model(
     """
     _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
                           explain, in_place, keep_intermediates, input_shapes, progress, protected_files)
+    _check_verify_timeout(verify_timeout)
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
@@ -564,7 +579,9 @@ def compile_model(
                 progress.warn(warning)
             with progress.step(f"run input model in ONNX Runtime ({input_nodes:,} nodes)"):
                 try:
-                    baseline_outputs = run_model(model, feeds, log=progress.stage)
+                    baseline_outputs = run_model(model, feeds, log=progress.stage, timeout=verify_timeout)
+                except RunTimedOut:
+                    raise BadInput(f"cannot verify: the input model's run: {timed_out_advice(verify_timeout)}") from None
                 except VerificationError as error:
                     # Nothing of ours has touched the model yet: it is the input that is unusable.
                     raise BadInput(f"the input model does not run: {one_line(error)} "
@@ -601,7 +618,7 @@ def compile_model(
 
     manager = PassManager(
         passes, pipeline_text=pipeline_text, verify_each=verify == "each", check=True, progress=progress,
-        meta=meta, verify_feeds=feeds, initial_outputs=baseline_outputs, tolerance=tolerance,
+        meta=meta, verify_feeds=feeds, initial_outputs=baseline_outputs, tolerance=tolerance, verify_timeout=verify_timeout,
         on_changed_model=keep_intermediate, recorder=recorder,
     )
     try:
@@ -609,6 +626,9 @@ def compile_model(
     except PassVerificationError as error:
         if error.run is not None:
             report_data["run"] = error.run.to_dict()
+        if error.timed_out:
+            raise fail(BadInput, f"cannot verify: the run after pass '{printable(error.pass_name)}': "
+                       f"{timed_out_advice(verify_timeout)}; no output written", "verification-failed") from None
         invalid = None
         if isinstance(error, PassCheckError):   # the input already fails the check the pass's output failed?
             shapeless = "Field 'shape' of 'type' is required" in str(error)
@@ -639,11 +659,16 @@ def compile_model(
     if verify != "none":
         with progress.step("verify final model in ONNX Runtime"):
             try:
-                outputs = run_model(final_model, feeds, log=progress.stage)
+                outputs = run_model(final_model, feeds, log=progress.stage, timeout=verify_timeout)
                 comparisons = compare(outputs, expected, rtol_l2=tolerance)
+            except RunTimedOut as error:
+                report_data["verification"] = {"ok": False, "error": one_line(error)}
+                raise fail(BadInput, f"cannot verify: the compiled model's run: {timed_out_advice(verify_timeout)}; "
+                           "no output written", "verification-failed") from None
             except VerificationError as error:
                 report_data["verification"] = {"ok": False, "error": one_line(error)}
-                input_error = _run_input_model(model, feeds, progress.stage)[1] if baseline_outputs is None else ""
+                input_error = (_run_input_model(model, feeds, progress.stage, verify_timeout)[1]
+                               if baseline_outputs is None else "")
                 if input_error:   # not ours: a float64 Conv, say, that ONNX Runtime's CPU provider has no kernel for
                     raise fail(BadInput, f"cannot verify: the input model does not run in ONNX Runtime either: "
                                f"{input_error} (--verify none compiles it without running it); no output written",
@@ -660,7 +685,7 @@ def compile_model(
                 input_outputs = baseline_outputs
                 if input_outputs is None:
                     with progress.step("run input model in ONNX Runtime (to compare)"):
-                        input_outputs, _ = _run_input_model(model, feeds, progress.stage)
+                        input_outputs, _ = _run_input_model(model, feeds, progress.stage, verify_timeout)
                 hint = _input_misses_reference(input_outputs, outputs, expected, tolerance) if input_outputs else None
                 hints += [hint] if hint else []
             raise fail(VerificationFailed, (

@@ -801,3 +801,57 @@ def test_a_planted_link_where_the_intermediates_go_is_refused(report, work, tmp_
     assert result.stderr.splitlines()[-1] == (f"error: --keep-intermediates folder {folder} is a symbolic link (to "
                                               f"{victim}); refused (remove it)")
     assert os.listdir(victim) == [] and not (work / "o.onnx").exists()
+
+
+# --- adv16: verification is bounded in time ---------------------------------------------------------
+
+def _endless_loop_model(trips: int | None) -> onnx.ModelProto:
+    """y = Relu(x) carried through a Loop whose body copies it: `trips` steps (None: no trip count, the
+    condition true at every step, a loop that never ends). Valid ONNX; ONNX Runtime runs it that long."""
+    from onnx import TensorProto, helper
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2, 3])])
+    initializers = [helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
+    if trips is not None:
+        initializers.append(helper.make_tensor("M", TensorProto.INT64, [], [trips]))
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Loop", ["M" if trips else "", "cond", "r"], ["y"], body=body)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("trips", [2 ** 62, None], ids=["2^62-trips", "endless"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["random-inputs", "reference"])
+def test_a_loop_that_runs_for_ever_is_refused_within_the_verify_timeout(trips, with_reference, tmp_path):
+    """adv15's open lead: the input model's run (random inputs) or, with a reference, the compiled model's run
+    held the compile until SIGTERM (exit 143). Now each ONNX Runtime run is killed past --verify-timeout."""
+    model = tmp_path / "loop.onnx"
+    onnx.save(_endless_loop_model(trips), model)
+    if with_reference:
+        np.savez(tmp_path / "loop.ref.npz", x=X, y=np.maximum(X, 0))
+    started = time.monotonic()
+    result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "out.onnx", "--verify-timeout", "2",
+                       "--report", tmp_path / "report")
+    assert time.monotonic() - started < 60
+    whose = "the compiled model's run" if with_reference else "the input model's run"
+    assert_one_line_error(result, 2, f"cannot verify: {whose}: ONNX Runtime's run did not end within 2 s",
+                          "--verify none compiles it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["loop.onnx"] + (["loop.ref.npz", "report"] if with_reference else []))
+
+
+def test_the_verify_timeout_has_a_bound_by_default_and_refuses_what_is_no_time():
+    import inspect
+    assert inspect.signature(compile_model).parameters["verify_timeout"].default == 1800.0
+    model = _endless_loop_model(3)
+    for bad, shown in ((0, "positive, finite number of seconds, got 0"), (float("inf"), "got inf"),
+                       (-1.0, "got -1.0"), ("10", "a number of seconds or None, got str"), (True, "got bool")):
+        with pytest.raises(BadInput, match="^verify_timeout must be ") as refused:
+            compile_model(model, "cpu", verify_timeout=bad)
+        assert shown in str(refused.value)
+    assert compile_model(model, "cpu", verify_timeout=None).verification["ok"]
