@@ -28,6 +28,11 @@ class PassError(Exception):
     """A pass could not do its job; the message names the node and op type at fault."""
 
 
+class PassInputError(PassError):
+    """What the pass met is the input model's own, which no pass may change (its interface: a graph output
+    that is a graph input): the compile is refused as bad input (exit code 2), not as a failed pass."""
+
+
 class PassOptionError(ValueError):
     """An option a pass does not have, or a value outside its declared type or range.
     One line that names the pass and the option (a usage error: exit code 2)."""

@@ -12,6 +12,10 @@ as notes. Rules:
   ReduceLogSumExp/Pad, axes an input   the frontend reads no axes input: wrong results (opset18-to-17)
   Constant with value_int/... KeyError: 'value' in model_transform      (constants-to-initializers)
   Identity                   breaks conversion when tpu-mlir's onnxsim is off (remove-identity)
+  output = input             "type of return operand 0 ... doesn't match function result type" (Identity or not;
+                             remove-identity{copy_inputs=true} makes an Identity's copy x * 1, which compiles)
+  output = constant          left out of the bmodel (its other outputs compiled, cosine 1.0)
+  nothing computed           every output a copy (x * 1): tpu-mlir folds it away and deploy asserts '!empty()'
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
   CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
   CumSum rank > 4            CumSum.cpp asserts num_dims <= 4             (cumsum-rank4)
@@ -25,7 +29,7 @@ from collections import defaultdict
 
 import onnx_graphsurgeon as gs
 
-from passes.base import Option, Pass, PassContext, PassError, PassResult
+from passes.base import Option, Pass, PassContext, PassError, PassInputError, PassResult
 from passes.registry import register_pass
 from passes.static_shapes import static_shapes
 from passes.tpu_memory import DEFAULT_BUDGET, DEFAULT_LANES, footprint
@@ -69,9 +73,60 @@ CONTROL_FLOW = {"Loop": "Loop crashes the compiler; unroll-loops' note says why 
                 "Scan": "Scan is not supported; unroll-loops' note says why it was left", "If": "If is not supported"}
 
 
+# Seen on tpu-mlir 1.30.2 (session s28, tools.tpu_check, F32): properties of the model's interface, which the
+# pipeline keeps as it came; a run that breaks only these is refused as bad input (exit 2), not as a failed pass.
+OUTPUT_IS_INPUT = ("graph output that is a graph input passed through (tpu-mlir's model_transform: \"type of return "
+                   "operand 0 doesn't match function result type\"; the caller has the input: drop the output)")
+OUTPUT_IS_CONSTANT = ("graph output that is a constant (tpu-mlir leaves it out of the bmodel; the caller knows it: "
+                      "drop the output)")
+IDENTITY_COPY = ("Identity copying a graph input or constant into a graph output (tpu-mlir refuses an input returned "
+                 "as an output; remove-identity{copy_inputs=true} makes it x * 1 where Mul takes its type)")
+NOTHING_COMPUTED = ("nothing computed: every graph output is a graph input or a constant, copied (tpu-mlir folds x * 1 "
+                    "away and its model_deploy asserts on the empty network: \"Assertion `!empty()' failed\")")
+INTERFACE_RULES = frozenset((OUTPUT_IS_INPUT, OUTPUT_IS_CONSTANT, IDENTITY_COPY, NOTHING_COMPUTED))
+
+
+def _copied_input(tensor: gs.Tensor, graph_inputs: set[int]) -> bool:
+    """`tensor` is x * 1 (or Identity(x)) of a graph input or a constant x."""
+    if len(tensor.inputs) != 1:
+        return False
+    node = tensor.inputs[0]
+    sources = [t for t in node.inputs if not (node.op == "Mul" and _is_one(t))]
+    return (node.op in ("Identity", "Mul") and len(sources) == 1 and len(node.inputs) == (1 if node.op == "Identity" else 2)
+            and (id(sources[0]) in graph_inputs or isinstance(sources[0], gs.Constant)))
+
+
+def _is_one(tensor: gs.Tensor) -> bool:
+    value = constant_value(tensor)
+    return value is not None and value.size == 1 and value.item() == 1
+
+
+def _interface_violations(graph: gs.Graph) -> tuple[dict[str, list[str]], set[int]]:
+    """Rule -> the outputs (or Identity nodes) at fault, and the ids of the Identity nodes named."""
+    violations: dict[str, list[str]] = defaultdict(list)
+    identities: set[int] = set()
+    graph_inputs = {id(t) for t in graph.inputs}
+    copies = 0
+    for tensor in graph.outputs:
+        if id(tensor) in graph_inputs:
+            violations[OUTPUT_IS_INPUT].append(f"output '{tensor.name}'")
+        elif isinstance(tensor, gs.Constant) or not tensor.inputs:
+            violations[OUTPUT_IS_CONSTANT].append(f"output '{tensor.name}'")
+        elif _copied_input(tensor, graph_inputs):
+            copies += 1
+            if tensor.inputs[0].op == "Identity":
+                violations[IDENTITY_COPY].append(describe(tensor.inputs[0]))
+                identities.add(id(tensor.inputs[0]))
+    if graph.outputs and copies and copies + sum(len(v) for k, v in violations.items() if k != IDENTITY_COPY) \
+            == len(graph.outputs):
+        violations[NOTHING_COMPUTED].extend(f"output '{t.name}'" for t in graph.outputs)
+    return dict(violations), identities
+
+
 def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> dict[str, list[str]]:
     """Rule -> offending nodes (as 'Op name [detail]'). Empty when the graph is legal."""
-    violations: dict[str, list[str]] = defaultdict(list)
+    interface, identity_copies = _interface_violations(graph)
+    violations: dict[str, list[str]] = defaultdict(list, interface)
     shapes = None
     for tensor in graph.inputs:
         if tensor.shape is None or not all(isinstance(d, int) and d >= 0 for d in tensor.shape):
@@ -98,7 +153,7 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
         elif node.op == "Constant" and "value" not in node.attrs:
             violations["Constant node without a 'value' attribute (run constants-to-initializers)"].append(
                 f"{describe(node)} {sorted(node.attrs)}")
-        elif node.op == "Identity":
+        elif node.op == "Identity" and id(node) not in identity_copies:
             violations["Identity node (run remove-identity)"].append(describe(node))
         elif node.op == "Slice" and optional_input(node, 4) is not None:
             operands = slice_operands(node)
@@ -155,5 +210,7 @@ class TpuLegality(Pass):
         lines = format_violations(violations)
         count = sum(len(offenders) for offenders in violations.values())
         if count and self.strict:
-            raise PassError(f"{count} tpu-mlir legality violation(s): " + " | ".join(lines))
+            # Only the model's interface at fault: nothing a pass may change, the input is what tpu-mlir cannot take.
+            error = PassInputError if set(violations) <= INTERFACE_RULES else PassError
+            raise error(f"{count} tpu-mlir legality violation(s): " + " | ".join(lines))
         return PassResult(False, {"violations": count}, lines)

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
-from passes.base import Pass, PassContext, PassOptionError
+from passes.base import Pass, PassContext, PassInputError, PassOptionError
 from passes.files import (DestinationError, check_folder_destination, check_not_read, folders_made,
                           input_file_problem)
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, freeze_initializer_inputs,
@@ -642,6 +642,9 @@ def compile_model(
         if error.run is not None:
             report_data["run"] = error.run.to_dict()
         report_data["error"] = str(error)
+        if isinstance(error.__cause__, PassInputError):   # the model's interface, which no pass may change
+            raise fail(BadInput, f"{printable(input_label)}: {one_line(error.__cause__)} (found by pass "
+                       f"'{printable(error.pass_name)}')", "pass-failed") from None
         invalid = _shape_inference_error(model)
         if invalid is not None:   # the input is what is wrong, not the pass that met it
             cause = error.__cause__ or error

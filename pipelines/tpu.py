@@ -50,7 +50,7 @@ def tpu_pipeline(chip: str, name: str) -> Pipeline:
         "lower-einsum,eliminate-dead-nodes,fold-constants,simplify,einsum-to-matmul,isnan-to-equal,exp-mask-to-finite,softplus-guard-off,"
         "layernorm-channels-first{centring=matrix-after-norm},"
         "unit-axes-to-reshape,reshape-through-elementwise,"
-        "remove-identity,matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
+        "remove-identity{copy_inputs=true},matmul-left-rank,slice-reverse-to-gather,cumsum-plain,cumsum-rank4,cumsum-to-conv,"
         "cumsum-to-matmul{max_length=32},"
         f"split-cumsum{{budget={limit.budget},lanes={limit.lanes}}},"
         "eliminate-dead-nodes,fold-constants,simplify,constants-to-initializers,opset18-to-17,tpu-legality",

@@ -609,3 +609,65 @@ def test_constant_nodes_become_initializers():
     assert histogram(after) == {"CumSum": 1, "Mul": 1, "Reshape": 1}
     assert sorted(i.name for i in after.graph.initializer) == ["axis", "scale", "shape"]
     same_outputs(before, after, {"x": X})
+
+
+# --- adv16: graph outputs that copy a graph input or a constant (tpu-mlir 1.30.2, tools.tpu_check, session s28) ---
+
+COPIED_INPUT = f"""{HEADER}
+g (float[1,4] x, int64[3] k, bool[2] b) => (float[1,4] y, int64[3] kk, bool[2] bb, float[1,4] z) {{
+  y = Identity(x)  kk = Identity(k)  bb = Identity(b)  z = Relu(x) }}"""
+
+
+def test_remove_identity_makes_an_input_copied_to_an_output_a_multiply_by_one_where_asked():
+    """tpu-mlir refuses an input returned as an output ("type of return operand 0 ('tensor<1x4xf32>') doesn't match
+    function result type"), Identity or not, and compiles y = x * 1 (with a Relu beside: cosine 1.0). A bool has no Mul:
+    kept, with the note."""
+    model, out, result = apply(COPIED_INPUT, "remove-identity", copy_inputs=True)
+    assert histogram(out) == {"Identity": 1, "Mul": 2, "Relu": 1}
+    assert result.stats == {"removed": 0, "multiplied": 2} and result.changed
+    assert [o.name for o in out.graph.output] == ["y", "kk", "bb", "z"]
+    assert ["Identity '' kept" in note for note in result.notes] == [True]
+    feeds = {"x": np.array([[-0.0, np.inf, np.nan, -2.5]], np.float32), "k": np.array([-(2 ** 62), 0, 7]),
+             "b": np.array([True, False])}
+    expected, actual = run_model(model, feeds), run_model(out, feeds)
+    for key in expected:   # bit for bit: -0.0, inf and NaN too
+        assert expected[key].tobytes() == actual[key].tobytes()
+    _, plain, plain_result = apply(COPIED_INPUT, "remove-identity")
+    assert histogram(plain) == {"Identity": 3, "Relu": 1} and plain_result.stats == {"removed": 0}
+
+
+@pytest.mark.parametrize("text, code, phrase", [
+    # adv15's open lead: a plain Identity model exited 4 "Identity node (run remove-identity)" after remove-identity ran.
+    (f"{HEADER}\ng (float[1,4] x) => (float[1,4] y) {{ y = Identity(x) }}", 2,
+     "nothing computed: every graph output is a graph input or a constant, copied"),
+    (f"{HEADER}\ng (float[1,4] x) => (float[1,4] x, float[1,4] z) {{ z = Relu(x) }}", 2,
+     "graph output that is a graph input passed through (tpu-mlir's model_transform"),
+    (f"{HEADER}\ng (float[1,4] x) => (float[1,4] y, float[1,4] z) <float[1,4] w = {{1, 2, 3, 4}}> "
+     "{ y = Identity(w) z = Relu(x) }", 2, "graph output that is a constant (tpu-mlir leaves it out of the bmodel"),
+    (f"{HEADER}\ng (float[1,4] x, bool[2] b) => (bool[2] c, float[1,4] z) {{ c = Identity(b) z = Relu(x) }}", 2,
+     "Identity copying a graph input or constant into a graph output"),
+    (f"{HEADER}\ng (float[1,4] x) => (float[1,4] y, float[1,4] z) {{ y = Identity(x) z = Relu(x) }}", 0, None),
+], ids=["identity-only", "output-is-input", "constant-output", "bool-copy", "copy-beside-a-relu"])
+def test_the_tpu_pipeline_on_outputs_that_copy_an_input_or_a_constant(text, code, phrase, tmp_path):
+    from test_cli import apply_cli, assert_one_line_error
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(text), model)
+    result = apply_cli(model, "--pipeline", "tpu", "-o", tmp_path / "o.onnx")
+    if code:
+        assert_one_line_error(result, code, phrase, "(found by pass 'tpu-legality')")
+        assert not (tmp_path / "o.onnx").exists()
+    else:
+        assert result.returncode == 0, result.stderr
+        assert histogram(onnx.load(tmp_path / "o.onnx")) == {"Mul": 1, "Relu": 1}
+
+
+def test_an_interface_rule_beside_another_rule_is_a_failed_pass():
+    """Only the interface at fault is the input's (exit 2); with a rule a pass could have kept (an If), exit 4 stays."""
+    text = f"""{HEADER}
+g (float[1,4] x, bool c) => (float[1,4] x, float[1,4] z) {{
+  z = If(c) <then_branch = t () => (float[1,4] a) {{ a = Relu(x) }}, else_branch = e () => (float[1,4] b) {{ b = Neg(x) }}> }}"""
+    violations = find_violations(gs.import_onnx(onnx.parser.parse_model(text)))
+    assert sorted(rule.split(" (")[0] for rule in violations) == ["If op", "graph output that is a graph input passed through"]
+    with pytest.raises(PassError) as raised:
+        get_pass("tpu-legality").run(gs.import_onnx(onnx.parser.parse_model(text)), PassContext(opset=17))
+    assert type(raised.value) is PassError
