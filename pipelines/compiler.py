@@ -715,7 +715,9 @@ def compile_model(
     except BadInput as error:
         if not output_written:
             raise
-        # The report failed (a full disk) after the output was written: say the output is there.
-        raise BadInput(f"wrote {printable(destinations.output)}, but {error}", error.report) from None
+        # The report failed (a full disk) after the output was written: say what is there.
+        kept = (f" and {len(intermediate_paths)} intermediate model(s) in {printable(destinations.intermediates)}"
+                if intermediate_paths else "")
+        raise BadInput(f"wrote {printable(destinations.output)}{kept}, but {error}", error.report) from None
     return CompileResult(final_model, run, pipeline_text, pipeline_name, verification, destinations.output,
                          report_data, time.perf_counter() - started, warnings)

@@ -855,3 +855,28 @@ def test_the_verify_timeout_has_a_bound_by_default_and_refuses_what_is_no_time()
             compile_model(model, "cpu", verify_timeout=bad)
         assert shown in str(refused.value)
     assert compile_model(model, "cpu", verify_timeout=None).verification["ok"]
+
+
+def test_a_report_failing_after_the_output_names_the_intermediates_kept(tmp_path):
+    """adv13's open lead, seen again by adv16 under `ulimit -f 1`: the output and the intermediate models fitted,
+    report.json did not; the line said only 'wrote o.onnx, but cannot write the report', the folder of
+    intermediate models left unnamed in the report folder the user thinks failed."""
+    import resource
+    model = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model)
+    np.savez(tmp_path / "naive.ref.npz", x=X, y=Y)
+
+    def small_files():   # a file may grow to 4 KiB: the models fit, report.json (~5 KB) does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "fold-constants,simplify",
+                             "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "R"), "--keep-intermediates"],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=120, preexec_fn=small_files)
+    kept = sorted(p.name for p in (tmp_path / "R" / "intermediates").iterdir())
+    assert kept and not (tmp_path / "R" / "report.json").exists()
+    assert_one_line_error(result, 2, f"wrote {tmp_path / 'o.onnx'} and {len(kept)} intermediate model(s) in "
+                                     f"{tmp_path / 'R' / 'intermediates'}, but cannot write the report: "
+                                     "[Errno 27] File too large")
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
