@@ -870,7 +870,9 @@ def test_a_report_failing_after_the_output_names_the_intermediates_kept(tmp_path
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
-    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    # No bytecode written: CPython's own .pyc writes are cut at the limit too (a 4,096-byte compiler.pyc
+    # broke every later import of pipelines.compiler with "EOFError: marshal data too short").
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "200", "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run([sys.executable, "-m", "passes.apply", str(model), "--pipeline", "fold-constants,simplify",
                              "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "R"), "--keep-intermediates"],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=120, preexec_fn=small_files)
