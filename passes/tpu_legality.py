@@ -125,8 +125,8 @@ def _interface_violations(graph: gs.Graph) -> tuple[dict[str, list[str]], set[in
 
 def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = DEFAULT_LANES) -> dict[str, list[str]]:
     """Rule -> offending nodes (as 'Op name [detail]'). Empty when the graph is legal."""
-    interface, identity_copies = _interface_violations(graph)
-    violations: dict[str, list[str]] = defaultdict(list, interface)
+    interface, identity_copies = _interface_violations(graph)   # listed after the node rules
+    violations: dict[str, list[str]] = defaultdict(list)
     shapes = None
     for tensor in graph.inputs:
         if tensor.shape is None or not all(isinstance(d, int) and d >= 0 for d in tensor.shape):
@@ -185,7 +185,7 @@ def find_violations(graph: gs.Graph, budget: int = DEFAULT_BUDGET, lanes: int = 
             elif axis is not None and footprint(shape, axis, lanes) > budget:
                 violations[f"CumSum input too large: over {budget} elements per lane (run split-cumsum)"].append(
                     f"{describe(node)} {list(shape)} axis {axis}: {footprint(shape, axis, lanes)}")
-    return dict(violations)
+    return dict(violations) | interface
 
 
 def format_violations(violations: dict[str, list[str]], shown: int = 3) -> list[str]:

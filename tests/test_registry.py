@@ -131,7 +131,9 @@ def test_bad_options_are_one_exact_line_for_declared_and_own_init_passes(fresh):
     register_pass(OwnInit)
     register_pass(NoParameters)
     cases = {
-        ("remove-identity", "bogus", 1): "bad options for pass 'remove-identity': unknown option(s) bogus; accepted options: (none)",
+        ("eliminate-dead-nodes", "bogus", 1): "bad options for pass 'eliminate-dead-nodes': unknown option(s) bogus; "
+                                                 "accepted options: (none)",
+        ("remove-identity", "bogus", 1): "bad options for pass 'remove-identity': unknown option(s) bogus; accepted options: copy_inputs",
         ("layernorm-channels-first", "centring", "bogus"): "bad option value for pass 'layernorm-channels-first': option "
                                                           "'centring' must be one of mean, matrix, matrix-after-norm, got 'bogus'",
         ("test-own-init", "gamma", 1): "bad options for pass 'test-own-init': OwnInit.__init__() got an unexpected keyword "
@@ -165,5 +167,5 @@ def test_pass_options_are_the_declarations_or_the_named_init_parameters():
             super().__init__(**options)
 
     assert list(pass_options(DeclaredWithInit)) == ["size"]
-    assert pass_options(get_pass_class("remove-identity")) == {}
+    assert pass_options(get_pass_class("eliminate-dead-nodes")) == {}
     assert registry.pass_option_names(OwnInit) == ["alpha", "beta"]
