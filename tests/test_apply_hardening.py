@@ -352,6 +352,17 @@ def test_one_line_cuts_a_huge_message_that_no_printable_name_cut():
     assert printable("x" * 300) == "x" * 300 and printable("x" * 10**6, limit=None) == "x" * 10**6
 
 
+def test_printable_keeps_a_character_each_side_at_the_smallest_limits_and_one_line_cuts_at_its_limit():
+    """Session s28's mutants of the caps: head and tail are at least one character (limit 1 gives 0 of each by the
+    ratio), one_line's limit cuts exactly there, and a message that is empty once collapsed is named by its type."""
+    from passes.one_line import one_line, printable
+    assert printable("abcdef", limit=1) == "a...(4 of 6 characters cut)...f"
+    assert printable("abcdef", limit=2) == "a...(4 of 6 characters cut)...f"
+    assert printable("a\nbcdef\x1b", limit=3) == "a\\n...(5 of 8 characters cut)...\\x1b"   # cut, then escaped
+    assert one_line("abc\x1bdef", limit=5) == "abc\\x" and one_line("abc def") == "abc def"
+    assert one_line(ValueError(" \n ")) == "ValueError" and one_line(" \n ") == "" and one_line("") == ""
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_tolerance_must_be_finite_and_not_negative(value, work):
     result = apply_cli(work / "naive.onnx", "--pipeline", "eliminate-dead-nodes", "-o", work / "o.onnx",

@@ -357,3 +357,41 @@ def test_a_negative_perm_that_is_no_permutation_is_left_for_the_checks():
     model = negative_perm_model()
     model.graph.node[0].attribute[0].ints[:] = [0, -2, 2, 1]   # -2 and 2 are one axis
     assert normalize_negative_perms(model) == [] and list(model.graph.node[0].attribute[0].ints) == [0, -2, 2, 1]
+
+
+def test_copy_graph_keeps_sequence_types_in_the_graph_and_in_loop_bodies():
+    """adv15: onnx-graphsurgeon's copy makes every Variable a tensor, so a Loop body's sequence input and output (and a
+    sequence value of the main graph) came back as tensors; copy_graph gives each copied value its type. Only the
+    seed test of test_unroll_loops covered it (mutants: the types not copied, into bodies or at all)."""
+    from onnx import TensorProto, helper
+
+    from passes.graph_io import copy_graph
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("SequenceInsert", ["s", "x"], ["s_next"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_sequence_value_info("s_next", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(   # the Loop is the first node (mutant: the bodies of nodes after the first copied)
+        [helper.make_node("Loop", ["M", "", "s0"], ["seq"], body=body),
+         helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("M", TensorProto.INT64, []),
+         helper.make_tensor_sequence_value_info("s0", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        value_info=[helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    original = model_to_graph(model)
+    copied = copy_graph(original)
+    assert copied is not original and copied.nodes[0].attrs["body"] is not original.nodes[0].attrs["body"]
+    for made in (original, copied):
+        kinds = {name: tensor.type for name, tensor in made.tensors().items()}
+        assert (kinds["s0"], kinds["seq"], kinds["x"], kinds["y"]) == ("sequence_type",) * 2 + ("tensor_type",) * 2
+        body_kinds = {name: tensor.type for name, tensor in made.nodes[0].attrs["body"].tensors().items()}
+        assert body_kinds == {"i": "tensor_type", "cond_in": "tensor_type", "s": "sequence_type",
+                              "cond_out": "tensor_type", "s_next": "sequence_type", "x": "tensor_type"}
+    exported = graph_to_model(copied)
+    loop_body = exported.graph.node[0].attribute[0].g
+    assert [value.type.WhichOneof("value") for value in loop_body.input] == ["tensor_type", "tensor_type", "sequence_type"]
+    assert [value.type.WhichOneof("value") for value in loop_body.output] == ["tensor_type", "sequence_type"]
+    onnx.shape_inference.infer_shapes(exported, check_type=True, strict_mode=True)

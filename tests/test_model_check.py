@@ -349,3 +349,127 @@ def test_a_type_onnx_does_not_define_is_refused(where, element, message):
     with pytest.raises(InvalidModelError) as error:
         check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
     assert str(error.value) == message
+
+
+def _einsum_graph(equation: str, shapes: dict, declared, *, domain: str = "", weights=None, output: str = "y"):
+    """One Einsum of the graph inputs in `shapes` (None: a type without a shape) into `output`, declared `declared` (a
+    graph output; None: an intermediate no value declares, read by a Relu into y)."""
+    inputs = [oh.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in shapes.items()]
+    initializers = [numpy_helper.from_array(np.zeros(dims, np.float32), name) for name, dims in (weights or {}).items()]
+    operands = list(shapes) + list(weights or {})
+    nodes = [oh.make_node("Einsum", operands, [output], name="e", equation=equation, domain=domain)]
+    outputs = [oh.make_tensor_value_info("y", TensorProto.FLOAT, declared)]
+    if output != "y":
+        nodes.append(oh.make_node("Relu", [output], ["y"]))
+    return oh.make_graph(nodes, "g", inputs, outputs, initializers)
+
+
+@pytest.mark.parametrize("equation, shapes, declared, kwargs, message", [
+    # a letter whose operand axis and output axis differ: both named
+    ("ij,jk->ki", {"a": [2, 3], "b": [3, 4]}, [5, 2], {}, "gives 'k' size 4 (input 'b' axis 1), its output 'y' declares 5 at axis 0"),
+    ("bcij,bcjk->bcik", {"a": ["N", "C", 2, 3], "b": ["M", 5, 3, 4]}, ["N", 2, 2, 4], {},
+     "gives 'c' size 5 (input 'b' axis 1), its output 'y' declares 2 at axis 1"),
+    # both operands give b 5: the first one is named
+    ("bij,bjk->bik", {"a": [5, 2, 3], "b": [5, 3, 4]}, [6, 2, 4], {}, "gives 'b' size 5 (input 'a' axis 0), its output 'y' declares 6 at axis 0"),
+    # an operand without a shape, or of another rank than its term, gives no sizes; the other one does
+    ("ij,jk->ik", {"a": [2, 3], "b": None}, [7, 4], {}, "gives 'i' size 2 (input 'a' axis 0), its output 'y' declares 7 at axis 0"),
+    ("ij,jk->ik", {"a": [2, 3, 1], "b": [3, 4]}, [7, 9], {}, "gives 'k' size 4 (input 'b' axis 1), its output 'y' declares 9 at axis 1"),
+    # an initializer's dims are its shape
+    ("ij,jk->ik", {"a": [2, 3]}, [2, 9], {"weights": {"w": [3, 4]}},
+     "gives 'k' size 4 (input 'w' axis 1), its output 'y' declares 9 at axis 1"),
+])
+def test_an_einsums_declared_output_is_read_against_each_operands_sizes(equation, shapes, declared, kwargs, message):
+    """einsum_output_mismatch (adv13) had one CLI case: each operand's sizes, which operand is named, the two axes."""
+    from passes.model_check import einsum_output_mismatch
+    graph = _einsum_graph(equation, shapes, declared, **kwargs)
+    assert einsum_output_mismatch(graph, list(graph.input) + list(graph.output)) == (
+        f"node 'e' (Einsum): equation '{equation}' {message}")
+
+
+@pytest.mark.parametrize("equation, shapes, declared, kwargs", [
+    ("bij,bjk->bik", {"a": [1, 2, 3], "b": [5, 3, 4]}, [5, 2, 4], {}),     # a size 1 broadcasts
+    ("ij,jk->ik", {"a": [2, 3], "b": [3, 4]}, ["N", 4], {}),               # a declared size that is a name
+    ("ij,jk->ik", {"a": [2, 3], "b": [3, 4]}, [7], {}),                    # a declared rank other than the output's
+    ("ij,jk->ik", {"a": [2, 3], "b": [3, 4]}, [7, 4], {"domain": "com.example"}),   # not ONNX's Einsum
+    ("ij,jk->ik", {"a": [2, 3], "b": [3, 4]}, [7, 4], {"output": "t"}),    # the Einsum's own output declared nowhere
+    ("ij,jk,kl->il", {"a": [2, 3], "b": [3, 4]}, [7, 4], {}),              # more terms than operands
+    ("ij,jk", {"a": [2, 3], "b": [3, 4]}, [7, 4], {}),                     # no '->': the output is implicit
+    # with '...' no term is read: '...ij' is 5 characters as a rank-5 operand is 5 axes, each '.' a different size
+    ("...ij,...jk->...ik", {"a": [2, 3, 4, 5, 6], "b": [2, 3, 4, 6, 7]}, [2, 3, 4, 5, 7], {}),
+])
+def test_an_einsum_output_the_check_cannot_read_or_that_agrees_is_none(equation, shapes, declared, kwargs):
+    from passes.model_check import einsum_output_mismatch
+    graph = _einsum_graph(equation, shapes, declared, **kwargs)
+    assert einsum_output_mismatch(graph, list(graph.input) + list(graph.output)) is None
+
+
+def _scan_reading(read: str, *, late: bool = True, second: bool = False) -> onnx.ModelProto:
+    """Scan (node 0, unnamed) whose body adds `read`, an outer value, to its scan slice; 'after' (Neg) makes 'late' after
+    it where `late`; `second`: a second Scan 'again' reading 'later', which 'last' makes after both."""
+    def scan(name: str, outer: str, output: str) -> onnx.NodeProto:
+        body = oh.make_graph([oh.make_node("Add", ["u", outer], ["o"])], "body",
+                             [oh.make_tensor_value_info("u", TensorProto.FLOAT, [4])],
+                             [oh.make_tensor_value_info("o", TensorProto.FLOAT, [4])])
+        return oh.make_node("Scan", ["a"], [output], name=name, body=body, num_scan_inputs=1)
+    nodes = [scan("", read, "ys")]
+    outputs = ["ys"]
+    if second:
+        nodes.append(scan("again", "later", "zs"))
+        outputs.append("zs")
+    if late:
+        nodes.append(oh.make_node("Neg", ["x"], ["late"], name="after"))
+    if second:
+        nodes.append(oh.make_node("Neg", ["x"], ["later"], name="last"))
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("a", TensorProto.FLOAT, [3, 4]),
+                                       oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info(name, TensorProto.FLOAT, [3, 4]) for name in outputs])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_subgraph_reading_an_outer_value_made_after_its_node_is_refused_naming_the_first():
+    """adv15's late read had its test in test_unroll_loops only: the message's nodes, the first late read of two
+    reported, an outer read of a graph input by the graph's first node taken (mutant: -1 for a missing producer)."""
+    check_model(_scan_reading("x", late=False))       # node 0's body reads a graph input: no producer, no late read
+    with pytest.raises(InvalidModelError) as error:
+        check_model(_scan_reading("late"))
+    assert str(error.value) == ("subgraph 'body' of a Scan node in graph reads 'late', which node 'after' (Neg) computes "
+                                "after it (nodes must be topologically sorted)")
+    with pytest.raises(InvalidModelError) as error:
+        check_model(_scan_reading("late", second=True))
+    assert str(error.value).startswith("subgraph 'body' of a Scan node in graph reads 'late', which node 'after'")
+
+
+def test_a_late_read_inside_a_subgraph_names_the_subgraph():
+    """The late read is reported where it is: an If's else branch whose Scan body reads a value the branch makes later."""
+    inner = _scan_reading("late").graph
+    inner.input.pop()       # 'x' and 'a' are the outer graph's inside the branch
+    inner.input.pop()
+    inner.name = "else"
+    for value in inner.output:
+        del value.type.tensor_type.shape.dim[:]
+    model = _if_model([oh.make_node("Identity", ["x"], ["t"])], "t")
+    next(attribute for attribute in model.graph.node[1].attribute if attribute.name == "else_branch").g.CopyFrom(inner)
+    model.graph.node.insert(0, oh.make_node("Identity", ["x"], ["a"]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    with pytest.raises(InvalidModelError) as error:
+        check_model(model)
+    assert str(error.value) == ("subgraph 'body' of a Scan node in subgraph 'else_branch' of node 'branch' (If) reads "
+                                "'late', which node 'after' (Neg) computes after it (nodes must be topologically sorted)")
+
+
+def test_a_constant_of_shape_of_another_domain_or_another_attribute_is_not_read():
+    """The one-element rule is ONNX's ConstantOfShape's `value`: another domain's op of that name and another tensor
+    attribute are not read, nor any other op's `value` (mutants: the op, its domain or the attribute's name dropped)."""
+    two = numpy_helper.from_array(np.array([1.0, 2.0], np.float32))
+    nodes = [oh.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array([4], np.int64))),
+             oh.make_node("ConstantOfShape", ["s"], ["c"], name="fill", domain="com.example", value=two),
+             oh.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.arange(4, dtype=np.float32))),
+             oh.make_node("Add", ["x", "k"], ["y"])]   # a Constant's value of 4 elements is no ConstantOfShape's
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.example", 1)])
+    check_model(model)
+    from passes.model_check import _check_constant_of_shape_values
+    node = oh.make_node("ConstantOfShape", ["s"], ["c"], name="fill", value=numpy_helper.from_array(np.array([3.0], np.float32)))
+    node.attribute.append(oh.make_attribute("other", two))
+    _check_constant_of_shape_values([node])

@@ -61,3 +61,13 @@ def test_non_real_dtypes_are_refused():
         relative_l2(np.array([1 + 1j]), np.array([1.0]))
     with pytest.raises(ValueError, match=re.escape("relative_l2: expected has dtype <U1: only real numbers")):
         relative_l2(np.array([1.0]), np.array(["a"]))
+
+
+def test_a_structured_array_is_refused_though_numpy_converts_it():
+    """numpy kind 'V' is ml_dtypes' floats and also structured arrays, which astype(float64) converts without a word
+    (a record's first field): only a type np.finfo knows is a float (mutants: finfo(None), which numpy reads as
+    float64, and any 'V' taken)."""
+    record = np.zeros(2, dtype=[("a", "<f4"), ("b", "<i8")])
+    with pytest.raises(ValueError, match=re.escape(
+            "relative_l2: expected has dtype [('a', '<f4'), ('b', '<i8')]: only real numbers and booleans")):
+        relative_l2(np.zeros(2), record)

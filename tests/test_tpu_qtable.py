@@ -387,3 +387,40 @@ def test_projections_only_keeps_a_shared_branch_where_f32_too():
     assert [(name, mode, node.why) for name, mode, node in table] == [
         ("positive_Greater", "BF16", "rest"), ("leak_Mul", "BF16", "rest"), ("act_Where", "F32", WHERE),
         ("residual_Add", "BF16", "rest"), ("q_Mul", "BF16", "rest"), ("out_Where", "BF16", "rest")]
+
+
+def _where_model(x_branch: str, y_branch: str, made_by=None, constant_read_twice: bool = False):
+    """p = MatMul(x, W) read by Greater, Mul (leak) and the Where(positive, x_branch, y_branch); `constant_read_twice`: a
+    Constant node c read by the Where and by a Mul too."""
+    f = np.float32
+    nodes = [
+        _node("MatMul", ["x", "W"], ["p"], "/proj/MatMul"),
+        _node("Greater", ["p", "zero"], ["positive"], "/act/Greater"),
+        _node("Mul", ["p", "slope"], ["leak"], "/act/Mul"),
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((1, 4, 8), f))),
+        _node("Where", ["positive", x_branch, y_branch], ["out"], "/act/Where", made_by=made_by),
+    ]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])]
+    if constant_read_twice:
+        nodes.append(_node("Mul", ["c", "slope"], ["c_scaled"], "/other/Mul"))
+        outputs.append(helper.make_tensor_value_info("c_scaled", TensorProto.FLOAT, [1, 4, 8]))
+    initializers = [numpy_helper.from_array(np.ones((8, 8), f), "W"), numpy_helper.from_array(np.zeros((), f), "zero"),
+                    numpy_helper.from_array(np.array(0.1, f), "slope")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_where_rule_reads_the_y_branch_constant_nodes_read_twice_and_comes_before_the_scan():
+    """The where rule's edges (session s28's mutants): a shared y branch (every earlier test shared the x branch); a
+    Constant node's output read by another node too is still a constant; a Where that reroll-scans made, with a shared
+    branch, is 'where' (its mode differs from the scan's float mode), not 'scan'."""
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(_where_model("leak", "p"))] == [("out", WHERE)]
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(_where_model("leak", "c"))] == []
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(_where_model("c", "leak", constant_read_twice=True))] == []
+    made_by_scan = _where_model("p", "leak", made_by="reroll-scans")
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(made_by_scan)] == [("out", WHERE)]
+    assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(_where_model("c", "leak", made_by="reroll-scans"))] == [
+        ("out", SCAN)]
+    table = tpu_qtable.quantization_table(made_by_scan, ["positive_Greater", "leak_Mul", "out_Where"], "BF16")
+    assert [(name, mode, node.why) for name, mode, node in table] == [("out_Where", "F32", WHERE)]
