@@ -18,6 +18,7 @@ import traceback
 from passes.input_shapes import InputShapeError, parse_input_shapes
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.verify import DEFAULT_VERIFY_TIMEOUT
 from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_VERIFY", "EXIT_PASS"]
@@ -52,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--report", metavar="DIR", help="write DIR/report.json (docs/REPORT_SCHEMA.md) and DIR/index.html (per-pass region diffs)")
     add("--verify", choices=["each", "end", "none"], default="end")
     add("--reference", metavar="REF.npz", help="inputs and expected outputs (default: <input stem>.ref.npz beside the input)")
-    add("--verify-timeout", type=_number(float, "float"), default=None, metavar="SECONDS",
+    add("--verify-timeout", type=_number(float, "float"), default=DEFAULT_VERIFY_TIMEOUT, metavar="SECONDS",
         help="seconds each ONNX Runtime run of the verification may take, loading included, before it is killed "
-             "and the compile refused (default 1800: a Loop of 2^62 trips or one that never ends runs forever)")
+             "and the compile refused (default %(default)g: a Loop of 2^62 trips or one that never ends runs forever)")
     add("--tolerance", type=_number(float, "float"), default=1e-5, help="max relative L2 error per output (default 1e-5)")
     add("--chunk", type=_number(int, "int"), help="override the 'chunk' option in every step that has it")
     add("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
@@ -141,8 +142,8 @@ def _main(argv: list[str] | None) -> int:
     with RichProgress(stderr) as display:
         result = compile_model(
             args.input, args.pipeline, output=args.output, reference=args.reference, verify=args.verify,
-            tolerance=args.tolerance, report=args.report,
-            **({"verify_timeout": args.verify_timeout} if args.verify_timeout is not None else {}), explain=args.explain, in_place=args.in_place,
+            tolerance=args.tolerance, report=args.report, verify_timeout=args.verify_timeout, explain=args.explain,
+            in_place=args.in_place,
             override_options={"chunk": args.chunk} if args.chunk is not None else None,
             keep_intermediates=args.keep_intermediates, input_shapes=input_shapes, progress=display,
             protected_files=plugin_files)

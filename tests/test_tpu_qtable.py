@@ -358,19 +358,7 @@ def test_a_where_with_a_shared_branch_is_kept_f32_or_f16(float_mode, where_mode)
 def test_a_where_whose_branch_is_a_graph_output_or_a_constant_node():
     """A branch that is a graph output counts as shared (what leaves the graph would be requantized); a Constant node's
     output is no computed branch (tpu-mlir makes it a constant operand, which SelectiveWhere does not touch)."""
-    f = np.float32
-    nodes = [
-        _node("MatMul", ["x", "W"], ["p"], "/proj/MatMul"),
-        _node("Greater", ["p", "zero"], ["positive"], "/act/Greater"),
-        _node("Mul", ["p", "slope"], ["leak"], "/act/Mul"),
-        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((1, 4, 8), f))),
-        _node("Where", ["positive", "c", "leak"], ["out"], "/act/Where"),
-    ]
-    initializers = [numpy_helper.from_array(np.ones((8, 8), f), "W"), numpy_helper.from_array(np.zeros((), f), "zero"),
-                    numpy_helper.from_array(np.array(0.1, f), "slope")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = _where_model("c", "leak")
     assert tpu_qtable.precise_nodes(model) == []                      # leak: the Where's alone; c: a constant
     model.graph.output.append(helper.make_tensor_value_info("leak", TensorProto.FLOAT, [1, 4, 8]))
     assert [(p.output, p.why) for p in tpu_qtable.precise_nodes(model)] == [("out", WHERE)]
