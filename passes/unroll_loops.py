@@ -78,11 +78,111 @@ def _constant_true(tensor: Optional[gs.Tensor], body_cond: Optional[gs.Tensor] =
     return False
 
 
-def _nested_graph(body: gs.Graph) -> Optional[gs.Node]:
-    for node in body.nodes:
-        if any(isinstance(value, gs.Graph) for value in node.attrs.values()):
+def _nested_nodes(body: gs.Graph) -> list[gs.Node]:
+    """The nodes of `body` that hold a subgraph (If, Loop, Scan)."""
+    return [node for node in body.nodes if any(isinstance(value, gs.Graph) for value in node.attrs.values())]
+
+
+def _seeded(graph: gs.Graph) -> Optional[gs.Node]:
+    """A seeded random op of `graph` or of a subgraph in it, or None."""
+    for node in graph.nodes:
+        if node.op in RANDOM_OPS and "seed" in node.attrs:
             return node
+        for value in node.attrs.values():
+            found = _seeded(value) if isinstance(value, gs.Graph) else None
+            if found is not None:
+                return found
     return None
+
+
+def _free_reads(graph: gs.Graph) -> list[gs.Tensor]:
+    """The tensors `graph` (and the subgraphs in it) reads from the scopes around it, constants left out."""
+    local = {id(t) for t in graph.inputs} | {id(t) for node in graph.nodes for t in node.outputs}
+    reads: dict[int, gs.Tensor] = {}
+    for node in graph.nodes:
+        inner = [t for value in node.attrs.values() if isinstance(value, gs.Graph) for t in _free_reads(value)]
+        for tensor in list(node.inputs) + inner:
+            if not _is_empty(tensor) and id(tensor) not in local and not isinstance(tensor, gs.Constant):
+                reads.setdefault(id(tensor), tensor)
+    for tensor in graph.outputs:
+        if id(tensor) not in local and not isinstance(tensor, gs.Constant):
+            reads.setdefault(id(tensor), tensor)
+    return list(reads.values())
+
+
+def _node_reads(node: gs.Node) -> list[gs.Tensor]:
+    """What `node` reads: its inputs, and what its subgraphs read from around them (a nested Loop's body reading
+    the outer step's iteration number)."""
+    return list(node.inputs) + [t for value in node.attrs.values() if isinstance(value, gs.Graph)
+                                for t in _free_reads(value)]
+
+
+def _copied_graph(graph: gs.Graph, lookup, name: str) -> gs.Graph:
+    """A copy of the subgraph `graph` whose reads from around it go through `lookup` (an outer body's tensor -> the
+    step's value), its own tensors new, named `name`/their name (the copies of one body are siblings in one graph)."""
+    copies: dict[int, gs.Tensor] = {}
+
+    def new(tensor: gs.Tensor) -> gs.Variable:
+        made = gs.Variable(f"{name}/{tensor.name}", dtype=tensor.dtype, shape=tensor.shape)
+        made.type = tensor.type
+        copies[id(tensor)] = made
+        return made
+
+    def get(tensor: gs.Tensor) -> gs.Tensor:
+        if _is_empty(tensor):
+            return gs.Variable.empty()
+        if id(tensor) in copies:
+            return copies[id(tensor)]
+        return tensor if isinstance(tensor, gs.Constant) else lookup(tensor)
+
+    inputs = [new(t) for t in graph.inputs]
+    nodes = []
+    for node in graph.nodes:
+        attrs = {key: _copied_graph(value, get, f"{name}/{key}") if isinstance(value, gs.Graph) else value
+                 for key, value in node.attrs.items()}
+        reads = [get(t) for t in node.inputs]
+        nodes.append(gs.Node(node.op, name=f"{name}/{node.name}" if node.name else node.name, attrs=attrs,
+                             inputs=reads, outputs=[new(t) for t in node.outputs], domain=node.domain))
+    return gs.Graph(nodes=nodes, inputs=inputs, outputs=[get(t) for t in graph.outputs], name=graph.name,
+                    opset=graph.opset)
+
+
+def _copied_attrs(node: gs.Node, lookup, name: str) -> dict:
+    """`node`'s attributes, each subgraph copied (`_copied_graph`)."""
+    return {key: _copied_graph(value, lookup, f"{name}/{key}") if isinstance(value, gs.Graph) else value
+            for key, value in node.attrs.items()}
+
+
+def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shapes") -> int | str:
+    """How many nodes the Loops nested in `body` will write once each outer step's copy is written out (each trip
+    count evaluated with the outer step's iteration number bound), or why they cannot be: a trip count that is not
+    computed from constants, static sizes and the iteration number on every step (it reads a carried value), or a
+    nested Loop that may exit early."""
+    nested = [inner for inner in body.nodes if inner.op == "Loop"]
+    if not nested:
+        return 0
+    outer = _outer_tensors(shapes.graph)
+    iteration = body.inputs[0] if node.op == "Loop" and body.inputs else None
+    total = 0
+    for inner in nested:
+        label = f"its body's nested Loop '{printable(inner.name)}'"
+        inner_body = inner.attrs.get("body")
+        if not isinstance(inner_body, gs.Graph) or len(inner.inputs) < 2 or len(inner_body.outputs) < 1:
+            return f"{label} has no body graph or no trip count"
+        if (not _is_empty(inner.inputs[1]) and not _constant_true(inner.inputs[1])) or not _constant_true(
+                inner_body.outputs[0], inner_body.inputs[1] if len(inner_body.inputs) > 1 else None):
+            return f"{label} may exit early (its cond is not constant true)"
+        per_step = max(len(inner_body.nodes) + max(len(inner_body.outputs) - len(inner.inputs) + 1, 0), 1)
+        trip = inner.inputs[0]
+        sizes = {} if _is_empty(trip) else _static_sizes(trip, shapes, outer)
+        for step in range(plan.trip):
+            bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
+            value = None if _is_empty(trip) else small_value(trip, bound)
+            if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+                return (f"{label} has a trip count that is not computed from constants, static sizes and the "
+                        "iteration number")
+            total += max(int(value.reshape(-1)[0]), 0) * per_step
+    return total
 
 
 def _is_empty(tensor: Optional[gs.Tensor]) -> bool:
@@ -132,60 +232,51 @@ def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -
     return None
 
 
-# Ops a trip count is computed with beyond small_value's: TorchScript's `range(start, end)` is
-# Cast(Ceil(Div(Cast(end - start), step))).
-TRIP_OPS = frozenset({"Ceil", "Floor", "Div", "Max", "Min", "Neg", "Abs"})
-MAX_TRIP_DEPTH = 24
+# How many tensors `_static_sizes` looks at upstream of one value (index arithmetic: a handful).
+MAX_WALK = 256
 
 
-def _trip_op(node: gs.Node, inputs: list) -> Optional[np.ndarray]:
-    x = inputs[0]
-    with np.errstate(all="ignore"):
-        if node.op in ("Ceil", "Floor", "Neg", "Abs"):
-            return {"Ceil": np.ceil, "Floor": np.floor, "Neg": np.negative, "Abs": np.abs}[node.op](x).astype(x.dtype)
-        if node.op in ("Max", "Min"):
-            combine = np.maximum if node.op == "Max" else np.minimum
-            result = inputs[0]
-            for other in inputs[1:]:
-                result = combine(result, other)
-            return np.asarray(result).astype(x.dtype)
-        a, b = inputs   # Div: ONNX's integer Div truncates toward zero
-        if np.issubdtype(a.dtype, np.integer):
-            if np.any(b == 0):
-                return None
-            return ((np.abs(a) // np.abs(b)) * np.sign(a) * np.sign(b)).astype(a.dtype)
-        return (a / b).astype(a.dtype)
+def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = None) -> dict:
+    """The static sizes `tensor` is computed from, as small_value's `bound` (by id of the tensor): each
+    Gather(Shape(x), k) of a static size k (x's others may be symbolic) its value, each Shape(x) of an x whose shape is
+    static its value. `outer`: ids of the main graph's tensors, the only ones whose shapes are known (a body's tensor
+    named like one of them is not it)."""
+    bound: dict = {}
+    seen: set = set()
+    stack = [tensor]
+    while stack and len(seen) < MAX_WALK:
+        tensor = stack.pop()
+        if _is_empty(tensor) or id(tensor) in seen or constant_value(tensor) is not None:
+            continue
+        seen.add(id(tensor))
+        node = producer(tensor)
+        if node is None or node.op not in EVALUATED_OPS or not node.inputs:
+            continue
+        if outer is None or id(tensor) in outer:
+            size = _static_size_read(tensor, shapes, exact=True)
+            if size is not None:
+                bound[id(tensor)] = size
+                continue
+            if node.op == "Shape":
+                shape = next((shape for shape in shapes.candidates(node.inputs[0].name)
+                              if all(isinstance(size, (int, np.integer)) for size in shape)), None)
+                if shape is not None:   # a stand-in of that shape: Shape reads no values
+                    value = small_value(tensor, {id(node.inputs[0]): np.broadcast_to(np.zeros((), np.float32), shape)})
+                    if value is not None:
+                        bound[id(tensor)] = value
+                continue
+        stack.extend(node.inputs)
+    return bound
 
 
-def _computed_value(tensor: gs.Tensor, shapes: "_Shapes", depth: int = 0, memo: Optional[dict] = None
-                    ) -> Optional[np.ndarray]:
-    """`tensor`'s value where it is computed from constants and static sizes only: Gather(Shape(x), k) of a static
-    size k (x's others may be symbolic), Shape(x) of an x whose shape is static, through small_value's ops and
-    TRIP_OPS (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(Sub(length, 1)), 1)))); None otherwise."""
-    memo = {} if memo is None else memo
-    if id(tensor) in memo:
-        return memo[id(tensor)]
-    memo[id(tensor)] = None
-    value = constant_value(tensor)
-    node = producer(tensor)
-    if value is None and depth < MAX_TRIP_DEPTH and node is not None and len(node.outputs) == 1:
-        value = _static_size_read(tensor, shapes, exact=True)
-        if value is None and node.op == "Shape" and node.inputs:
-            shape = next((shape for shape in shapes.candidates(node.inputs[0].name)
-                          if all(isinstance(size, (int, np.integer)) for size in shape)), None)
-            if shape is not None:   # a stand-in of that shape: Shape reads no values
-                value = small_value(tensor, {id(node.inputs[0]): np.broadcast_to(np.zeros((), np.float32), shape)})
-        elif value is None and (node.op in TRIP_OPS or node.op in EVALUATED_OPS) and node.op != "Shape":
-            inputs = [None if _is_empty(t) else _computed_value(t, shapes, depth + 1, memo) for t in node.inputs]
-            if all(value is not None or _is_empty(t) for value, t in zip(inputs, node.inputs)):
-                if node.op in TRIP_OPS:
-                    value = _trip_op(node, inputs)
-                else:
-                    value = small_value(tensor, {id(t): v for t, v in zip(node.inputs, inputs) if v is not None})
-    if value is not None and value.size > MAX_STEP_CONSTANT:
-        value = None
-    memo[id(tensor)] = value
-    return value
+def _computed_value(tensor: gs.Tensor, shapes: _Shapes, bound: Optional[dict] = None,
+                    outer: Optional[set] = None) -> Optional[np.ndarray]:
+    """`tensor`'s value where it is computed from constants and static sizes only (patterns/small_constants.py's
+    evaluator with the sizes `_static_sizes` reads bound; TorchScript's `range(1, length)` is
+    Cast(Ceil(Div(Cast(Sub(length, 1)), 1))), its `if length > 1:` Cast(Greater(length, 1))), at most
+    MAX_STEP_CONSTANT elements; `bound`: more values known (an iteration number); None otherwise."""
+    value = small_value(tensor, {**_static_sizes(tensor, shapes, outer), **(bound or {})})
+    return None if value is None or value.size > MAX_STEP_CONSTANT else value
 
 
 class _Plan:
@@ -210,58 +301,74 @@ class UnrollLoops(Pass):
     max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x nodes a step)", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        inlined = _inline_constant_ifs(graph, ctx.opset) if any(node.op == "If" for node in graph.nodes) else 0
-        loops = [node for node in graph.nodes if node.op in ("Loop", "Scan")]
-        if not loops:
-            if inlined:
-                graph.cleanup()
-            return PassResult(bool(inlined), {"unrolled": 0, **({"ifs_inlined": inlined} if inlined else {})})
         shapes = _Shapes(graph)
-        taken = taken_prefixes(graph)
+        inlined = _inline_decided_ifs(graph, ctx.opset, shapes) if any(node.op == "If" for node in graph.nodes) else 0
+        if inlined:
+            shapes = _Shapes(graph)
+        taken = None
         notes: list[str] = []
         unrolled = {"Loop": 0, "Scan": 0}
-        steps = added = 0
-        for index, node in enumerate(loops):
-            plan = self._plan(node, ctx.opset, shapes)
-            if isinstance(plan, str):
-                notes.append(f"{node.op} '{printable(node.name)}' left as it is: {plan}")
-                continue
-            builder = GraphBuilder(graph, ctx.opset, prefix=f"unroll_loops/{node.op.lower()}{index}", taken=taken)
-            self._unroll(builder, node, plan, ctx, index, shapes)
-            _put_in_place(graph, node, builder.nodes)
-            unrolled[node.op] += 1
-            steps += plan.trip
-            added += len(builder.nodes)
-        if not unrolled["Loop"] and not unrolled["Scan"]:
-            if inlined:
-                graph.cleanup()
-            return PassResult(bool(inlined), {"unrolled": 0, "left": len(loops),
-                                              **({"ifs_inlined": inlined} if inlined else {})}, notes)
-        concatenated = _sequences_to_concat(graph, ctx.opset, taken)
-        folded = _fold_static_indices(graph, ctx.opset, taken, shapes)
-        # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
-        # (onnx-graphsurgeon's took 3.8 of 12 s on a 3,136-step loop).
-        graph.cleanup()
-        stats = {"unrolled": unrolled["Loop"] + unrolled["Scan"], "loops_unrolled": unrolled["Loop"],
-                 "scans_unrolled": unrolled["Scan"], "steps": steps, "nodes_added": added,
-                 "sequences_concatenated": concatenated, "left": len(notes)}
-        if folded:
-            stats["indices_folded"] = folded
+        steps = added = index = 0
+        refused: set[int] = set()
+        # A loop copied out of another's body shares the max_nodes of the outermost one: [nodes it still allows]
+        budgets: dict[int, list] = {}
+        fresh = False
+        while True:   # a loop copied out of an unrolled body is written out on the next round
+            loops = [node for node in graph.nodes if node.op in ("Loop", "Scan") and id(node) not in refused]
+            if not loops:
+                break
+            for node in loops:
+                budget = budgets.get(id(node))
+                plan = self._plan(node, ctx.opset, shapes, budget)
+                if isinstance(plan, str):
+                    notes.append(f"{node.op} '{printable(node.name)}' left as it is: {plan}")
+                    refused.add(id(node))
+                    index += 1
+                    continue
+                taken = taken_prefixes(graph) if taken is None else taken
+                builder = GraphBuilder(graph, ctx.opset, prefix=f"unroll_loops/{node.op.lower()}{index}", taken=taken)
+                index += 1
+                self._unroll(builder, node, plan, ctx, index - 1, shapes)
+                _put_in_place(graph, node, builder.nodes)
+                unrolled[node.op] += 1
+                steps += plan.trip
+                added += len(builder.nodes)
+                family = budget if budget is not None else [self.max_nodes]
+                family[0] -= len(builder.nodes)
+                copied = [made for made in builder.nodes if made.op in ("Loop", "Scan")]
+                budgets.update({id(made): family for made in copied})
+                fresh = fresh or bool(copied)
+            if fresh:   # the copied loops' tensors are new
+                shapes, fresh = _Shapes(graph), False
+        stats: dict = {"unrolled": unrolled["Loop"] + unrolled["Scan"]}
+        if stats["unrolled"]:
+            stats.update({"loops_unrolled": unrolled["Loop"], "scans_unrolled": unrolled["Scan"], "steps": steps,
+                          "nodes_added": added, "sequences_concatenated": _sequences_to_concat(graph, ctx.opset, taken)})
+        if stats["unrolled"] or notes:
+            stats["left"] = len(notes)
+        if stats["unrolled"]:
+            folded = _fold_static_indices(graph, ctx.opset, taken, shapes)
+            if folded:
+                stats["indices_folded"] = folded
         if inlined:
             stats["ifs_inlined"] = inlined
-        return PassResult(True, stats, notes)
+        if stats["unrolled"] or inlined:
+            # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
+            # (onnx-graphsurgeon's took 3.8 of 12 s on a 3,136-step loop).
+            graph.cleanup()
+        return PassResult(bool(stats["unrolled"] or inlined), stats, notes)
 
     # -- what can be unrolled ------------------------------------------------------------------
-    def _plan(self, node: gs.Node, opset: int, shapes: "_Shapes") -> _Plan | str:
+    def _plan(self, node: gs.Node, opset: int, shapes: "_Shapes", budget: Optional[list] = None) -> _Plan | str:
         body = node.attrs.get("body")
         if not isinstance(body, gs.Graph):
             return "no body graph"
-        nested = _nested_graph(body)
+        nested = next((inner for inner in _nested_nodes(body) if inner.op != "Loop"), None)
         if nested is not None:
             return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
         # A seeded generator inside a loop draws on from one step to the next; copies of it would each start again
-        # from the seed and repeat the first step's numbers.
-        seeded = next((n for n in body.nodes if n.op in RANDOM_OPS and "seed" in n.attrs), None)
+        # from the seed and repeat the first step's numbers (a nested loop's too: the outer steps would repeat it).
+        seeded = _seeded(body)
         if seeded is not None:
             return (f"its body draws seeded random numbers ({seeded.op} '{printable(seeded.name)}': a copy per step "
                     "would repeat the first step's draw)")
@@ -271,11 +378,16 @@ class UnrollLoops(Pass):
         if plan.trip < 1:
             return f"trip count {plan.trip} (nothing to write out step by step)"
         # a step writes its body nodes, a Gather per scan input and an Unsqueeze per stacked output: a one-node body
-        # over many scan inputs is many nodes a step
+        # over many scan inputs is many nodes a step; a nested Loop is then written out step by step in its turn
         per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked), 1)
-        if plan.trip * per_step > self.max_nodes:
-            return (f"{plan.trip} steps x {per_step} nodes a step = {plan.trip * per_step} nodes, over "
-                    f"max_nodes={self.max_nodes}")
+        inner = _nested_loops_size(node, body, plan, shapes)
+        if isinstance(inner, str):
+            return inner
+        limit = self.max_nodes if budget is None else budget[0]
+        if plan.trip * per_step + inner > limit:
+            return (f"{plan.trip} steps x {per_step} nodes a step = {plan.trip * per_step} nodes"
+                    + (f" and {inner} in its nested loops" if inner else "") + f", over max_nodes={self.max_nodes}"
+                    + ("" if budget is None else f" ({self.max_nodes - budget[0]} written by the loops around it)"))
         return plan
 
     def _loop_plan(self, node: gs.Node, body: gs.Graph, shapes: "_Shapes") -> _Plan | str:
@@ -372,10 +484,10 @@ class UnrollLoops(Pass):
                     hoisted[id(tensor)] = b.const(size)
         position = next(index for index, outer_node in enumerate(b.graph.nodes) if outer_node is node)
         before = {id(outer_node) for outer_node in b.graph.nodes[:position]}
-        for body_node in body.nodes:
+        for number, body_node in enumerate(body.nodes):
             if body_node.op in RANDOM_OPS or not all(
                     _is_empty(t) or id(t) in hoisted or (id(t) not in produced and id(t) not in body_inputs)
-                    for t in body_node.inputs):
+                    for t in _node_reads(body_node)):
                 continue
             inputs = [gs.Variable.empty() if _is_empty(t) else hoisted.get(id(t), t) for t in body_node.inputs]
             invariant.add(id(body_node))
@@ -385,8 +497,9 @@ class UnrollLoops(Pass):
             if same is not None:
                 hoisted.update({id(old): new for old, new in zip(body_node.outputs, same.outputs)})
                 continue
-            outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
-                                     domain=body_node.domain)
+            # (a nested Loop's body reads the outer values through the same map)
+            attrs = _copied_attrs(body_node, lambda t: hoisted.get(id(t), t), f"{b.prefix}/once/{number}")
+            outputs = b.node_outputs(body_node.op, inputs, attrs, len(body_node.outputs), domain=body_node.domain)
             for old, new in zip(body_node.outputs, outputs):
                 new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
                 hoisted[id(old)] = _step_constant(b, body_node, inputs, new)
@@ -410,12 +523,13 @@ class UnrollLoops(Pass):
                     return tensor     # an initializer, an empty optional input or a tensor of the outer graph
                 raise ValueError(f"body tensor '{printable(tensor.name)}' read before it is written")
 
-            for body_node in body.nodes:
+            for number, body_node in enumerate(body.nodes):
                 if id(body_node) in invariant:
                     continue
                 inputs = [gs.Variable.empty() if _is_empty(t) else read(t) for t in body_node.inputs]
-                outputs = b.node_outputs(body_node.op, inputs, dict(body_node.attrs), len(body_node.outputs),
-                                         domain=body_node.domain)
+                # a nested Loop copied with this step's values for what its body reads from around it
+                attrs = _copied_attrs(body_node, read, f"{b.prefix}/step{step}/{number}")
+                outputs = b.node_outputs(body_node.op, inputs, attrs, len(body_node.outputs), domain=body_node.domain)
                 for old, new in zip(body_node.outputs, outputs):
                     new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
                     values[id(old)] = _step_constant(b, body_node, inputs, new)
@@ -440,15 +554,17 @@ def _holds_loop(graph: gs.Graph) -> bool:
                                                   for value in node.attrs.values()) for node in graph.nodes)
 
 
-def _inline_constant_ifs(graph: gs.Graph, opset: int) -> int:
-    """Each If of the main graph whose cond is a constant and whose branch taken holds a Loop or Scan replaced by that
-    branch's nodes (its outputs reach the If's through Identities), so the loop is in the main graph to be written
-    out; a branch's tensor named like another of the main graph is renamed. Returns how many."""
+def _inline_decided_ifs(graph: gs.Graph, opset: int, shapes: _Shapes) -> int:
+    """Each If of the main graph whose cond is a constant, or computed from constants and static sizes (TorchScript's
+    `if x.size(1) > 1:` with a dynamic batch: Cast(Greater(Gather(Shape(x), 1), 1))), and whose branch taken holds a
+    Loop or Scan replaced by that branch's nodes (its outputs reach the If's through Identities), so the loop is in
+    the main graph to be written out; a branch's tensor named like another of the main graph is renamed. Returns how
+    many."""
     inlined, taken = 0, None
     for _ in range(64):   # a branch may hold such an If in turn
         found = None
         for node in graph.nodes:
-            value = constant_value(node.inputs[0]) if node.op == "If" and node.inputs else None
+            value = _computed_value(node.inputs[0], shapes) if node.op == "If" and node.inputs else None
             if value is None or value.size != 1:
                 continue
             branch = node.attrs.get("then_branch" if bool(value.reshape(-1)[0]) else "else_branch")
@@ -548,12 +664,11 @@ def _fold_static_indices(graph: gs.Graph, opset: int, taken: set, shapes: _Shape
     position, length = Gather(Shape(x), 1) with a dynamic batch) as its constant, as every unrolled step's index is:
     the user's first step then reads a position like the steps after it. Returns how many."""
     b = GraphBuilder(graph, opset, prefix="unroll_loops/static_index", taken=taken)
-    memo: dict = {}
     folded = 0
     for node in graph.nodes:
         if node.op != "Gather" or len(node.inputs) != 2 or constant_value(node.inputs[1]) is not None:
             continue
-        value = _computed_value(node.inputs[1], shapes, memo=memo)
+        value = _computed_value(node.inputs[1], shapes)
         if value is not None and np.issubdtype(value.dtype, np.integer):
             node.inputs[1] = b.const(value)
             folded += 1
@@ -578,7 +693,7 @@ def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
             sequence, through = _through_identity(sequence)
             passed += through
             node = producer(sequence)
-            if node is None or len(sequence.outputs) != 1:
+            if node is None or (len(sequence.outputs) != 1 and node.op == "SequenceInsert"):
                 break
             if node.op == "SequenceInsert" and len(node.inputs) == 2:
                 elements.append(node.inputs[1])
@@ -587,7 +702,9 @@ def _sequences_to_concat(graph: gs.Graph, opset: int, taken: set) -> int:
                 continue
             break
         node = producer(sequence)
-        if node is None or node.op not in ("SequenceEmpty", "SequenceConstruct") or len(sequence.outputs) != 1:
+        # (a start may be read by other appends too: a sequence is a value, SequenceInsert makes a new one; a nested
+        # loop's `ys = []` is written once for all outer steps)
+        if node is None or node.op not in ("SequenceEmpty", "SequenceConstruct"):
             continue
         elements.reverse()
         if node.op == "SequenceConstruct":   # `ys = [y_0]` before the loop: its elements first

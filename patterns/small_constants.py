@@ -24,8 +24,16 @@ MAX_ELEMENTS = 1 << 22   # 4M: a stand-in buffer (1, L, d) of a large model and 
 MAX_HELD_ELEMENTS = 2 * MAX_ELEMENTS   # every value one evaluation computes, together
 MAX_DEPTH = 32
 
+# Elementwise ops of two or more inputs (numpy broadcasting, as ONNX's multidirectional broadcasting), and of one.
+_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Max": np.maximum, "Min": np.minimum}
+_COMPARISONS = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
+                "LessOrEqual": np.less_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}
+_UNARY = {"Ceil": np.ceil, "Floor": np.floor, "Neg": np.negative, "Abs": np.abs, "Not": np.logical_not}
+# Index and shape arithmetic (TorchScript's `range(start, end)` is Cast(Ceil(Div(Cast(end - start), step))), its
+# `if x.size(1) > 1:` a Greater then a Cast to bool).
 EVALUATED_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Expand",
-                           "ConstantOfShape", "Mul", "Add", "Sub", "Equal", "Where", "Cast", "Identity", "Transpose"})
+                           "ConstantOfShape", "Where", "Cast", "Identity", "Transpose", "Div",
+                           *_BINARY, *_COMPARISONS, *_UNARY})
 
 
 def _attr_value(value) -> np.ndarray:
@@ -58,7 +66,7 @@ def _elements_made(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> int:
     if op == "Gather":
         axis = int(node.attrs.get("axis", 0))
         return x.size // max(x.shape[axis], 1) * inputs[1].size if x.ndim else 0
-    if op in ("Mul", "Add", "Sub", "Equal", "Where"):
+    if op in _BINARY or op in _COMPARISONS or op in ("Div", "Where"):
         return math.prod(np.broadcast_shapes(*(v.shape for v in inputs)))
     if op == "Concat":   # a thousand inputs, each within MAX_ELEMENTS, or one a thousand times
         return sum(v.size for v in inputs)
@@ -117,9 +125,22 @@ def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.
         return np.full(_ints(x), fill[0], dtype=fill.dtype)
     if op == "Transpose":
         return np.transpose(x, attrs.get("perm"))
-    if op in ("Mul", "Add", "Sub", "Equal"):
-        function = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Equal": np.equal}[op]
-        return function(inputs[0], inputs[1]).astype(bool if op == "Equal" else inputs[0].dtype)
+    if op in _BINARY:   # Max and Min take one input or more
+        result = inputs[0]
+        for other in inputs[1:]:
+            result = _BINARY[op](result, other)
+        return np.asarray(result).astype(inputs[0].dtype)
+    if op in _COMPARISONS:
+        return np.asarray(_COMPARISONS[op](inputs[0], inputs[1]), dtype=bool)
+    if op in _UNARY:
+        return np.asarray(_UNARY[op](x)).astype(x.dtype)
+    if op == "Div":   # ONNX's integer Div truncates toward zero; by zero it is undefined: not evaluated
+        a, b = inputs
+        if np.issubdtype(a.dtype, np.integer):
+            if np.any(b == 0):
+                return None
+            return ((np.abs(a) // np.abs(b)) * np.sign(a) * np.sign(b)).astype(a.dtype)
+        return np.asarray(a / b).astype(a.dtype)
     if op == "Where":
         return np.where(*inputs).astype(inputs[1].dtype)
     return None

@@ -128,6 +128,39 @@ CASES = {
             copied = Identity(column_flat)
             column_flat = Squeeze(column)
         }""",
+    # s29: the ops a trip count and an If's cond are computed with (TorchScript's `range(1, length)` is
+    # Cast(Ceil(Div(Cast(Sub(length, 1)), 1))), its `if length > 1:` Cast(Greater(length, 1))); before, small_value
+    # gave None for every one of these outputs (unroll-loops had its own evaluator for the first six)
+    "trip-counts-and-conditions": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (float[4] up, float[4] down, int64[4] truncated, float[4] halves, int64[4] largest, int64[4] smallest,
+                 int64[4] negated, int64[4] magnitude, bool[4] greater, bool[4] less, bool[4] at_least,
+                 bool[4] at_most, bool[4] inverted, bool[4] both, bool[4] either, bool[4] one_of, int64 count)
+            <float[4] real = {-1.5, -0.5, 0.5, 2.25}, int64[4] ints = {-7, -1, 7, 9}, int64[4] by = {2, -2, -2, 4},
+             int64 one = {1}, int64[4] tens = {10, -10, 10, 0}, bool[4] mask = {1, 0, 1, 0},
+             bool[4] other = {1, 1, 0, 0}, int64 length = {10}, float step = {3.0}> {
+            up = Ceil(real)
+            down = Floor(real)
+            truncated = Div(ints, by)
+            halves = Div(real, real)
+            largest = Max(ints, one, by)
+            smallest = Min(ints, tens)
+            negated = Neg(ints)
+            magnitude = Abs(ints)
+            greater = Greater(ints, one)
+            less = Less(ints, by)
+            at_least = GreaterOrEqual(ints, tens)
+            at_most = LessOrEqual(by, ints)
+            inverted = Not(mask)
+            both = And(mask, other)
+            either = Or(mask, other)
+            one_of = Xor(mask, other)
+            from_one = Sub(length, one)
+            as_real = Cast<to = 1>(from_one)
+            steps = Div(as_real, step)
+            steps_up = Ceil(steps)
+            count = Cast<to = 7>(steps_up)
+        }""",
 }
 
 
@@ -165,14 +198,18 @@ def test_a_shape_reads_a_stand_in_of_the_tensor_and_nothing_else():
 
 def test_an_input_that_is_not_known_gives_none():
     """Any op but Shape needs the values of all its inputs: Add(constant, graph input) is None, and so is an
-    op outside EVALUATED_OPS (Div) of two constants."""
+    op outside EVALUATED_OPS (Mod; Div is evaluated since s29) of two constants, and an integer Div by zero."""
     x = gs.Variable("x", np.int64, [2])
-    added, divided = gs.Variable("added"), gs.Variable("divided")
+    added, remainder, by_zero = gs.Variable("added"), gs.Variable("remainder"), gs.Variable("by_zero")
     two = gs.Constant("two", np.array([2, 2], np.int64))
+    zero = gs.Constant("zero", np.array([1, 0], np.int64))
     gs.Graph(nodes=[gs.Node("Add", inputs=[two, x], outputs=[added]),
-                    gs.Node("Div", inputs=[two, two], outputs=[divided])], inputs=[x], outputs=[added, divided])
+                    gs.Node("Mod", inputs=[two, two], outputs=[remainder]),
+                    gs.Node("Div", inputs=[two, zero], outputs=[by_zero])], inputs=[x],
+             outputs=[added, remainder, by_zero])
     assert small_value(added) is None
-    assert small_value(divided) is None
+    assert small_value(remainder) is None
+    assert small_value(by_zero) is None
     assert small_value(None) is None
 
 
@@ -247,6 +284,11 @@ def test_a_constant_larger_than_the_cap_is_not_handed_out():
     ("Sub", [np.ones(1), np.ones((2, 3))], {}, 6),
     ("Equal", [np.ones((2, 1, 3)), np.ones((4, 1))], {}, 24),
     ("Where", [np.ones((5, 1), bool), np.ones(3), np.ones((2, 1, 1))], {}, 30),
+    ("Max", [np.ones((5, 1)), np.ones(3), np.ones((2, 1, 1))], {}, 30),     # s29: the trip-count ops broadcast too
+    ("Div", [np.ones((6, 1)), np.ones(7)], {}, 42),
+    ("Greater", [np.ones((2, 1, 3)), np.ones((4, 1))], {}, 24),
+    ("Or", [np.ones((2, 1), bool), np.ones(5, bool)], {}, 10),
+    ("Neg", [np.ones((2, 3))], {}, 0),                               # makes what it reads
     ("Concat", [np.ones(3), np.ones(4)], {"axis": 0}, 7),
     ("Transpose", [np.ones((2, 3))], {}, 0),                         # makes what it reads: not counted
 ])
