@@ -21,14 +21,20 @@ graph with ONNX's semantics exactly:
   computes the same node before the loop (the first step written out by the user, `C[:, 0]`, reads it too).
 - Gather indices computed from static sizes (`deltaBx[:, length - 1]` before a backward loop) are folded, as each
   step's index is.
-- An If whose cond is a constant and whose branch taken holds a Loop or Scan is first replaced by that branch.
+- An If whose cond is a constant or computed from constants and static sizes (TorchScript's `if x.size(1) > 1:` with a
+  dynamic batch) and whose branches hold a Loop or Scan is first replaced by the branch taken.
+- A Loop in a Loop's body (`for k in range(2):` around `for t in range(L):`) is copied per outer step, what its body
+  reads from around it (the outer iteration number, a_k) remapped to that step's values, then written out in its turn;
+  everything the copies write counts against the outer loop's `max_nodes`.
 
 A trip count is a constant, read from a static size: Gather(Shape(x), k) where x's size k is known while its
 batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch), or computed from those through
-index arithmetic (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(length - 1), 1)))); a Scan's is its inputs'
-size along the scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
+index arithmetic (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(length - 1), 1))); patterns/small_constants.py's
+evaluator with the static sizes bound); a Scan's is its inputs' size along the scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
 dynamic length), a Loop whose cond is not constant true in and out
-of the body (an early exit), a body with a nested subgraph (If, Loop, Scan inside), a body with a seeded random op (its copies would
+of the body (an early exit), a body with a nested If or Scan, a nested Loop whose trip count is not computed from
+constants, static sizes and the outer iteration number (a carried count) or that may exit early, an If holding a loop
+whose cond is not known, a body with a seeded random op (its copies would
 repeat one draw), a trip count below 1,
 a Scan of opset 8 (its batch axis), and a loop whose steps times nodes a step (body nodes, a Gather per scan input, an Unsqueeze per
 stacked output) exceed `max_nodes`.
@@ -181,7 +187,8 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
             if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
                 return (f"{label} has a trip count that is not computed from constants, static sizes and the "
                         "iteration number")
-            total += max(int(value.reshape(-1)[0]), 0) * per_step
+            # its steps, and an Identity per carried value and a Concat per stacked output once
+            total += max(int(value.reshape(-1)[0]), 0) * per_step + max(len(inner_body.outputs) - 1, 0)
     return total
 
 
@@ -296,17 +303,17 @@ class _Plan:
 @register_pass
 class UnrollLoops(Pass):
     name = "unroll-loops"
-    description = ("a Loop or Scan with a constant trip count and a body without nested control flow copied once per "
-                   "step (ONNX semantics exactly), so reroll-scans can re-roll the recurrence inside")
+    description = ("a Loop or Scan with a constant trip count (nested Loops too) copied once per step (ONNX semantics "
+                   "exactly), so reroll-scans can re-roll the recurrence inside")
     max_nodes = Option(int, 200_000, "the most nodes one unrolled loop may add (steps x nodes a step)", min=1)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         shapes = _Shapes(graph)
-        inlined = _inline_decided_ifs(graph, ctx.opset, shapes) if any(node.op == "If" for node in graph.nodes) else 0
+        inlined, notes = (_inline_decided_ifs(graph, ctx.opset, shapes) if any(node.op == "If" for node in graph.nodes)
+                          else (0, []))
         if inlined:
             shapes = _Shapes(graph)
         taken = None
-        notes: list[str] = []
         unrolled = {"Loop": 0, "Scan": 0}
         steps = added = index = 0
         refused: set[int] = set()
@@ -556,24 +563,27 @@ def _holds_loop(graph: gs.Graph) -> bool:
 
 def _inline_decided_ifs(graph: gs.Graph, opset: int, shapes: _Shapes) -> int:
     """Each If of the main graph whose cond is a constant, or computed from constants and static sizes (TorchScript's
-    `if x.size(1) > 1:` with a dynamic batch: Cast(Greater(Gather(Shape(x), 1), 1))), and whose branch taken holds a
-    Loop or Scan replaced by that branch's nodes (its outputs reach the If's through Identities), so the loop is in
-    the main graph to be written out; a branch's tensor named like another of the main graph is renamed. Returns how
-    many."""
+    `if x.size(1) > 1:` with a dynamic batch: Cast(Greater(Gather(Shape(x), 1), 1))), and whose branches hold a
+    Loop or Scan replaced by the branch taken's nodes (its outputs reach the If's through Identities), so the loop is
+    in the main graph to be written out (or gone with the branch not taken); a branch's tensor named like another of the main graph is renamed. Returns how
+    many, and a note for each If left whose branches hold a loop."""
     inlined, taken = 0, None
     for _ in range(64):   # a branch may hold such an If in turn
-        found = None
+        found, notes = None, []
         for node in graph.nodes:
             value = _computed_value(node.inputs[0], shapes) if node.op == "If" and node.inputs else None
             if value is None or value.size != 1:
+                if node.op == "If" and any(isinstance(g, gs.Graph) and _holds_loop(g) for g in node.attrs.values()):
+                    notes.append(f"If '{printable(node.name)}' left as it is: its cond is neither a constant nor "
+                                 "computed from constants and static sizes (a branch holds a Loop or Scan)")
                 continue
             branch = node.attrs.get("then_branch" if bool(value.reshape(-1)[0]) else "else_branch")
             if (isinstance(branch, gs.Graph) and not branch.inputs and len(branch.outputs) == len(node.outputs)
-                    and _holds_loop(branch)):
+                    and any(isinstance(g, gs.Graph) and _holds_loop(g) for g in node.attrs.values())):
                 found = node, branch
                 break
         if found is None:
-            return inlined
+            return inlined, notes
         node, branch = found
         taken = taken_prefixes(graph) if taken is None else taken
         names = graph.tensors()
@@ -589,7 +599,7 @@ def _inline_decided_ifs(graph: gs.Graph, opset: int, shapes: _Shapes) -> int:
             b.identity(result, output=output)
         _put_in_place(graph, node, list(branch.nodes) + b.nodes)
         inlined += 1
-    return inlined
+    return inlined, []
 
 
 def _same_value(a: gs.Tensor, b: gs.Tensor) -> bool:
