@@ -354,9 +354,11 @@ class UnrollLoops(Pass):
         if stats["unrolled"] or notes:
             stats["left"] = len(notes)
         if stats["unrolled"]:
-            folded = _fold_static_indices(graph, ctx.opset, taken, shapes)
+            folded, bounds = _fold_static_indices(graph, ctx.opset, taken, shapes)
             if folded:
                 stats["indices_folded"] = folded
+            if bounds:
+                stats["slice_bounds_folded"] = bounds
         if inlined:
             stats["ifs_inlined"] = inlined
         if stats["unrolled"] or inlined:
@@ -669,20 +671,32 @@ def _put_in_place(graph: gs.Graph, replaced: gs.Node, made: list[gs.Node]) -> No
     graph.nodes = rest[:position] + list(made) + rest[position + 1:]
 
 
-def _fold_static_indices(graph: gs.Graph, opset: int, taken: set, shapes: _Shapes) -> int:
+def _fold_static_indices(graph: gs.Graph, opset: int, taken: set, shapes: _Shapes) -> tuple[int, int]:
     """Each Gather index computed from static sizes (`deltaBx[:, length - 1]` before a backward loop from its second
     position, length = Gather(Shape(x), 1) with a dynamic batch) as its constant, as every unrolled step's index is:
-    the user's first step then reads a position like the steps after it. Returns how many."""
+    the user's first step then reads a position like the steps after it; so each Slice bound (starts, ends, axes,
+    steps: `deltaBx[:, length - 1:length]`, Unsqueeze(Sub(length, 1))). Returns how many indices, how many bounds."""
     b = GraphBuilder(graph, opset, prefix="unroll_loops/static_index", taken=taken)
-    folded = 0
+    folded = bounds = 0
     for node in graph.nodes:
-        if node.op != "Gather" or len(node.inputs) != 2 or constant_value(node.inputs[1]) is not None:
+        if node.op == "Slice":
+            positions = range(1, min(len(node.inputs), 5))
+        elif node.op == "Gather" and len(node.inputs) == 2:
+            positions = range(1, 2)
+        else:
             continue
-        value = _computed_value(node.inputs[1], shapes)
-        if value is not None and np.issubdtype(value.dtype, np.integer):
-            node.inputs[1] = b.const(value)
-            folded += 1
-    return folded
+        for position in positions:
+            tensor = node.inputs[position]
+            if _is_empty(tensor) or constant_value(tensor) is not None:
+                continue
+            value = _computed_value(tensor, shapes)
+            if value is not None and np.issubdtype(value.dtype, np.integer):
+                node.inputs[position] = b.const(value)
+                if node.op == "Gather":
+                    folded += 1
+                else:
+                    bounds += 1
+    return folded, bounds
 
 
 def _through_identity(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:

@@ -601,3 +601,30 @@ def test_a_loop_copied_out_of_another_shares_its_max_nodes():
     assert unroll._plan(loop, 17, _Shapes(graph), [40]) == (
         "6 steps x 9 nodes a step = 54 nodes, over max_nodes=2040 (2000 written by the loops around it)")
     assert unroll._plan(loop, 17, _Shapes(graph), [54]).trip == L
+
+
+def test_slice_bounds_before_the_loop_computed_from_a_static_size_are_folded(tmp_path):
+    # s29: `b[length - 1:length]` before the loop with a dynamic batch (bounds Unsqueeze(Sub(length, 1)),
+    # Unsqueeze(length)) kept its computed bounds while Gather indices were folded (fails before s29: no
+    # slice_bounds_folded); the axes and a Slice whose bounds read the dynamic batch stay as they are
+    model = _loop_model(trip_from_shape=[L, "batch", D])
+    zero, one = _const("zero_axes", np.asarray([0], np.int64)), _const("one", np.int64(1))
+    model.graph.node.extend([
+        zero, one, helper.make_node("Sub", ["M", "one"], ["last"]),
+        helper.make_node("Unsqueeze", ["last", "zero_axes"], ["start"]),
+        helper.make_node("Unsqueeze", ["M", "zero_axes"], ["end"]),
+        helper.make_node("Slice", ["b", "start", "end", "zero_axes"], ["b_last"], name="first step"),
+        helper.make_node("Gather", ["a_shape", "one"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "zero_axes"], ["batch_end"]),
+        helper.make_node("Slice", ["b", "zero_axes", "batch_end", "one_axes"], ["b_batch"], name="dynamic")])
+    model.graph.node.insert(0, _const("one_axes", np.asarray([1], np.int64)))
+    model.graph.output.extend([helper.make_tensor_value_info("b_last", FLOAT, [1, B, D]),
+                               helper.make_tensor_value_info("b_batch", FLOAT, [L, B, D])])
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["slice_bounds_folded"] == 2
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in unrolled.graph.initializer}
+    first = next(node for node in unrolled.graph.node if node.name == "first step")
+    assert [initializers[name].tolist() for name in first.input[1:3]] == [[L - 1], [L]]
+    dynamic = next(node for node in unrolled.graph.node if node.name == "dynamic")
+    assert dynamic.input[2] not in initializers
+    _same_outputs(model, unrolled)

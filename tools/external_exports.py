@@ -246,7 +246,7 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
-              "scan-op-reversed")
+              "scan-op-reversed", "script-loop-guarded", "script-loop-nested")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -284,6 +284,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        readout the list's first element, `ys = [y_0]`, then `for t in range(1, length)` (the Loop's
                        trip count Cast(Ceil(Div(Cast(length - 1), 1))); a SequenceConstruct before the appends)
       script-loop-from-one-reversed  the same from position L - 1 down, flipped back after
+      script-loop-guarded  the script-loop inside `if length > 1:` (else the first position's readout alone): with a
+                       dynamic batch the TorchScript exporter keeps an If of Cast(Greater(Gather(Shape(deltaA), 1), 1))
+                       around the Loop (a static export folds it)
+      script-loop-nested  a `torch.jit.script` loop over the two halves of d_inner, `for k in range(2):` around
+                       `for t in range(length):` (nested ONNX Loops), each half's readouts stacked, the halves joined
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -343,6 +348,36 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return y.flip(1) if backward else y
     if {"script-loop-from-one", "script-loop-from-one-reversed"} & set(loops):
         scripted_loop_from_one = torch.jit.script(scripted_loop_from_one)
+
+    def scripted_guarded_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor,
+                              h: torch.Tensor) -> torch.Tensor:
+        length = deltaA.shape[1]
+        ys = []
+        if length > 1:
+            for t in range(length):
+                h = deltaA[:, t] * h + deltaBx[:, t]
+                ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        else:
+            ys.append((deltaBx[:, 0] * C[:, 0].unsqueeze(1)).sum(-1))
+        return torch.stack(ys, 1)
+    if "script-loop-guarded" in loops:
+        scripted_guarded_loop = torch.jit.script(scripted_guarded_loop)
+
+    def scripted_nested_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        length, half = deltaA.shape[1], deltaA.shape[2] // 2
+        outs = []
+        for k in range(2):
+            a = deltaA[:, :, k * half:(k + 1) * half]
+            b = deltaBx[:, :, k * half:(k + 1) * half]
+            h = torch.zeros_like(b[:, 0])
+            ys = []
+            for t in range(length):
+                h = a[:, t] * h + b[:, t]
+                ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+            outs.append(torch.stack(ys, 1))
+        return torch.cat(outs, -1)
+    if "script-loop-nested" in loops:
+        scripted_nested_loop = torch.jit.script(scripted_nested_loop)
 
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
@@ -434,6 +469,10 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = y + states.sum(-1)
             elif loop in ("script-loop-from-one", "script-loop-from-one-reversed"):
                 y = scripted_loop_from_one(deltaA, deltaBx, C, loop.endswith("-reversed"))
+            elif loop == "script-loop-guarded":
+                y = scripted_guarded_loop(deltaA, deltaBx, C, h)
+            elif loop == "script-loop-nested":
+                y = scripted_nested_loop(deltaA, deltaBx, C)
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -579,6 +618,22 @@ EXPORTS = {e.name: e for e in [
                    "from Gather(Shape(x), 1), the backward direction's first state deltaBx[:, length - 1] (before its "
                    "loop) too",
                    lambda: user_s6(8, 4, 10, loops=("script-loop-from-one", "script-loop-from-one-reversed")), scans=2,
+                   steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
+    # session s29: an If of a cond computed from a static size around the Loop (kept with a dynamic batch), and nested
+    # Loops; before s29 the If and the outer Loop were left ("its body holds a nested subgraph (Loop ..)"), 0 scans
+    ExternalExport("user-s6-script-loop-guarded-dynamic-batch", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2 (dynamic), its loop a torch.jit.script loop "
+                   "inside `if length > 1:` (an If of Cast(Greater(Gather(Shape(deltaA), 1), 1)) around the Loop)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-guarded",)), scans=1, steps=10,
+                   options={"dynamic_batch": True}, loops_kept_by=("seed",)),
+    ExternalExport("user-s6-script-loop-nested", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop a torch.jit.script `for k in "
+                   "range(2):` over the halves of d_inner around `for t in range(length):` (nested ONNX Loops)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-nested",)), scans=2, steps=20,
+                   loops_kept_by=("seed",)),
+    ExternalExport("user-s6-script-loop-nested-dynamic-batch", "torch",
+                   "user-s6-script-loop-nested exported with a dynamic batch (the inner trip count Gather(Shape(x), 1) "
+                   "read in the outer body)", lambda: user_s6(8, 4, 10, loops=("script-loop-nested",)), scans=2,
                    steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
