@@ -201,6 +201,7 @@ class _Shapes:
 
     def __init__(self, graph: gs.Graph) -> None:
         self.graph, self._shapes = graph, None
+        self._symbolic: dict = {}   # name -> its shape by ONNX Runtime's inference (one run per name)
 
     def get(self, name: str) -> Optional[tuple]:
         if self._shapes is None:
@@ -210,9 +211,13 @@ class _Shapes:
     def candidates(self, name: str):
         """`name`'s partial shape, then (ONNX's inference loses a static length behind a dynamic batch's Reshapes)
         its shape by ONNX Runtime's symbolic inference, sizes unmerged."""
-        for shape in (self.get(name), symbolic_named_shapes(self.graph, [name]).get(name)):
-            if shape is not None:
-                yield shape
+        shape = self.get(name)
+        if shape is not None:
+            yield shape
+        if name not in self._symbolic:
+            self._symbolic[name] = symbolic_named_shapes(self.graph, [name]).get(name)
+        if self._symbolic[name] is not None:
+            yield self._symbolic[name]
 
 
 def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -> Optional[np.ndarray | int]:
