@@ -578,15 +578,17 @@ def _inline_decided_ifs(graph: gs.Graph, opset: int, shapes: _Shapes) -> int:
     for _ in range(64):   # a branch may hold such an If in turn
         found, notes = None, []
         for node in graph.nodes:
-            value = _computed_value(node.inputs[0], shapes) if node.op == "If" and node.inputs else None
+            # (an If without a loop is not looked at: evaluating its cond may ask ONNX Runtime for shapes)
+            if node.op != "If" or not node.inputs or not any(isinstance(g, gs.Graph) and _holds_loop(g)
+                                                             for g in node.attrs.values()):
+                continue
+            value = _computed_value(node.inputs[0], shapes)
             if value is None or value.size != 1:
-                if node.op == "If" and any(isinstance(g, gs.Graph) and _holds_loop(g) for g in node.attrs.values()):
-                    notes.append(f"If '{printable(node.name)}' left as it is: its cond is neither a constant nor "
-                                 "computed from constants and static sizes (a branch holds a Loop or Scan)")
+                notes.append(f"If '{printable(node.name)}' left as it is: its cond is neither a constant nor "
+                             "computed from constants and static sizes (a branch holds a Loop or Scan)")
                 continue
             branch = node.attrs.get("then_branch" if bool(value.reshape(-1)[0]) else "else_branch")
-            if (isinstance(branch, gs.Graph) and not branch.inputs and len(branch.outputs) == len(node.outputs)
-                    and any(isinstance(g, gs.Graph) and _holds_loop(g) for g in node.attrs.values())):
+            if isinstance(branch, gs.Graph) and not branch.inputs and len(branch.outputs) == len(node.outputs):
                 found = node, branch
                 break
         if found is None:
