@@ -62,6 +62,7 @@ from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_s
 from passes.step_operands import replay_step_operands, restore as restore_step_operands
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
+from patterns.indexing import known_axis_length
 from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
 from patterns.small_constants import EVALUATED_OPS, small_value
 
@@ -378,6 +379,31 @@ def _zeros_not_proven_within_b0(graph: gs.Graph, recurrences: list) -> tuple[set
     return unproven, notes
 
 
+def _operands_of_unknown_length(rec: Recurrence) -> bool:
+    return any(source is not None and known_axis_length(source, axis) is None
+               for source, axis, _ in _stacked_operands(rec))
+
+
+def _stacked_operands(rec: Recurrence) -> list[tuple[Optional[gs.Tensor], int, str]]:
+    return [(rec.decay, rec.decay_axis, "decay a_i"), (rec.drive, rec.drive_axis, "input b_i"),
+            (rec.coeff, rec.coeff_axis, "readout coefficient c_i")]
+
+
+def _part_of_axis_refusal(rec: Recurrence, shapes: dict) -> Optional[str]:
+    """The forms scan whole axes. The matcher refuses a chain over part of an axis whose size the graph declares;
+    where it declares none (a graph without value_info; the Gathers unroll-loops writes), the inferred size decides
+    here: re-rolled whole, such a chain was a Reshape ONNX Runtime refused at run time (exit 3)."""
+    for source, axis, what in _stacked_operands(rec):
+        if source is None or known_axis_length(source, axis) is not None:
+            continue
+        shape = shapes.get(source.name)
+        size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+        if size is not None and size != rec.length:
+            return (f"{what} takes steps 0..{rec.length - 1} of '{source.name}' axis {axis}, which holds {size} "
+                    "(forms scan whole axes)")
+    return None
+
+
 def _known(shape) -> bool:
     return shape is not None and all(size is not None for size in shape)
 
@@ -528,6 +554,9 @@ class RerollScans(Pass):
             shapes = symbolic_partial_shapes(graph)   # sizes along the scan axis of the decays' factors
         elif report.recurrences and (self.state_form not in ("same", self.form) or self.drop_unit_axes):
             shapes = partial_shapes(graph)
+        # Sizes of the scanned axes the graph does not declare, inferred (only then: seconds on a naive export).
+        axis_shapes = (shapes or partial_shapes(graph)
+                       if any(_operands_of_unknown_length(rec) for rec in report.recurrences) else {})
         self.forms_used = set()
         lowered = 0
         rerolled: list[Recurrence] = []
@@ -536,6 +565,11 @@ class RerollScans(Pass):
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype, taken=taken)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
+            part_refusal = _part_of_axis_refusal(rec, axis_shapes)
+            if part_refusal is not None:
+                report.rejections.append(Rejection(rec.anchor, rec.length, part_refusal))
+                notes.append(str(report.rejections[-1]))
+                continue
             decays = Decays.of(builder, rec.decay)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
             refusal = (_log_space_refusal(form, decays)

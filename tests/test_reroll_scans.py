@@ -6,9 +6,11 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from passes.base import PassContext
 from passes.reroll_scans import RerollScans
 from passes.scan_forms import LOG_SPACE, SCAN_FORMS
 from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
@@ -178,6 +180,33 @@ def test_steps_covering_part_of_an_axis_are_left_unchanged(readout, index):
     assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
     assert op_histogram(out) == op_histogram(model)
     assert "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" in result.notes[1]
+
+
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "window-doubling"])
+def test_steps_covering_part_of_an_axis_no_shape_declares_are_left_unchanged(form):
+    # The same chain in a graph that declares no inner shapes (what unroll-loops writes: a nested loop's inner trip
+    # L - k over a's L positions): the matcher saw no size and every form re-rolled the whole axis, a Reshape ONNX
+    # Runtime refused (verification exit 3). Now the inferred size refuses it, as a declared one does.
+    spec = ScanSpec(length=8)
+    model = unrolled_scan_model(spec)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        dims[3 if value.name == "c" else 2].dim_value = 10
+    # each input reaches the chain through a Mul by 1 (no size the matcher reads through), not as the graph input
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(1, np.float32), "one"))
+    for value in model.graph.input:
+        model.graph.node.insert(0, onnx.helper.make_node("Mul", [value.name + "_raw", "one"], [value.name]))
+        value.name += "_raw"
+    del model.graph.value_info[:]
+    graph = gs.import_onnx(model)
+    result = RerollScans(form=form, chunk=4).run(graph, PassContext(opset=17))
+    out = gs.export_onnx(graph)
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" in result.notes[1]
+    feeds = scan_inputs(dataclasses.replace(spec, length=10))
+    feeds = {name + "_raw": value for name, value in feeds.items()}
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) == 0
 
 
 def test_graph_without_scans_reports_zero():
