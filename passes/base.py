@@ -16,12 +16,13 @@ place options are validated) and sets it on the instance, so ``self.budget`` is 
 """
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
 
 import onnx_graphsurgeon as gs
+
+from passes.one_line import finite_real, is_integer
 
 
 class PassError(Exception):
@@ -78,13 +79,6 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _finite(value: numbers.Real) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:   # an int beyond float (pipeline text reads 10^400 as an int)
-        return False
-
-
 def check_option(pass_name: str, option_name: str, option: Option, value: Any, written: str | None = None) -> Any:
     """``value`` as the option's type, or PassOptionError naming the pass and the option.
 
@@ -98,9 +92,9 @@ def check_option(pass_name: str, option_name: str, option: Option, value: Any, w
     if option.type is bool:
         valid = isinstance(value, bool)
     elif option.type is int:
-        valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        valid = is_integer(value)
     elif option.type is float:
-        valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
+        valid = finite_real(value)   # pipeline text reads 10^400 as an int, beyond float
     elif option.type is str:
         value = _shown(value) if isinstance(value, (bool, numbers.Number)) else value
         valid = isinstance(value, str) and (option.choices is None or value in option.choices)

@@ -8,11 +8,9 @@ value, so nothing keeps claiming the old symbol. Static dims must agree with wha
 """
 from __future__ import annotations
 
-import numbers
-
 import onnx
 
-from passes.one_line import printable, printable_names
+from passes.one_line import is_integer, printable, printable_names
 
 MAX_DIM = 2**31 - 1   # ONNX Runtime's dimensions; a larger value is no shape a model can run with
 
@@ -53,7 +51,7 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> di
     symbols: dict[str, int] = {}
     for name, dims in shapes.items():
         # the CLI's parse_input_shape checks these too; compile_model's callers reach here directly
-        if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in dims):
+        if not all(is_integer(d) and 1 <= d <= MAX_DIM for d in dims):
             raise InputShapeError(f"--input-shape: input '{printable(name)}' dims {printable(list(dims))}: each must be an integer "
                                   f"from 1 to {MAX_DIM}")
         if name not in inputs:

@@ -6,16 +6,21 @@ Text from outside (node, tensor and output names, op types, paths, checkpoint ke
 into two (a reader, or a script that greps for ``error:``, sees a fake second error), an ESC would
 drive the terminal, a bidi override would show the line in another order than it is.
 ``one_line`` applies it to the whole message.
+
+Numbers a user gives (argparse types, ``compile_model``'s tolerance and timeout, pass options) are
+checked here too, by one rule each: ``finite_real``, ``check_number``, ``number_text``, ``positive_int``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import numbers
 import os
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidi marks and overrides (Unicode's Bidi_Control
@@ -108,6 +113,55 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {one_line(message)} (see --help)\n")
+
+
+def is_integer(value: Any) -> bool:
+    """An integral number that is no bool (``True`` is an int to Python, never a count or a dimension to us)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real number that is no bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def finite_real(value: Any) -> bool:
+    """A real number, no bool, finite as a float: an int beyond float's range (``10**400``, which Python and
+    pipeline text both write) is not, where ``math.isfinite`` raises OverflowError."""
+    if not is_real(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _in_range(value: Any, low: float, high: float, above_low: bool) -> bool:
+    return finite_real(value) and (value > low if above_low else value >= low) and value <= high
+
+
+def check_number(name: str, value: Any, expected: str, *, low: float = -math.inf, high: float = math.inf,
+                 above_low: bool = False, error: type[Exception] = ValueError) -> Any:
+    """``value`` if it is a finite real number from ``low`` (above it where ``above_low``) to ``high``, else
+    ``error("<name> must be <expected>, got <value>")``: a NaN compares false with every bound and would pass
+    a check written as ``value < low``; an infinity or 10**400 is no tolerance or timeout either."""
+    if _in_range(value, low, high, above_low):
+        return value
+    raise error(f"{name} must be {expected}, got {printable(str(value))}")
+
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def number_text(text: str, expected: str, *, low: float = -math.inf, high: float = math.inf,
+                above_low: bool = False) -> float:
+    """argparse type body: ``text`` a decimal number written in ASCII (float() also takes 'nan', 'inf', '1_0',
+    padding and other scripts' digits), finite and in range as ``check_number`` has it, else
+    ArgumentTypeError("must be <expected>, got '<text>'"), before any work."""
+    value = float(text) if text.isascii() and _DECIMAL.fullmatch(text) else math.nan
+    if not _in_range(value, low, high, above_low):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got '{text}'")   # OneLineArgumentParser escapes it
+    return value
 
 
 def positive_int(text: str) -> int:

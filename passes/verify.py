@@ -22,7 +22,7 @@ from onnx.external_data_helper import uses_external_data
 from passes import ort_worker
 from passes.graph_io import all_graphs, all_tensors
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
-from passes.one_line import one_line, printable, printable_names
+from passes.one_line import check_number, one_line, printable, printable_names
 from passes.relative_error import relative_l2
 from passes.static_shapes import infer_shapes, static_element_counts
 from patterns.graph_query import RANDOM_OPS
@@ -324,14 +324,8 @@ def _check_feeds_fit(shown: str, feeds: Mapping[str, np.ndarray], model: onnx.Mo
 
 
 def check_tolerance(tolerance: float) -> float:
-    """A usable relative-L2 tolerance: finite and >= 0 (NaN would fail every comparison)."""
-    try:
-        finite = math.isfinite(tolerance)
-    except OverflowError:   # an int beyond float (compile_model(tolerance=10**400)): not finite as a float
-        finite = False
-    if not (finite and tolerance >= 0):
-        raise ValueError(f"--tolerance must be >= 0 and finite, got {tolerance}")
-    return tolerance
+    """A usable relative-L2 tolerance: finite and >= 0 (NaN would fail every comparison), else ValueError."""
+    return check_number("--tolerance", tolerance, ">= 0 and finite", low=0.0)
 
 
 def leads_out_of_model_folder(model_path: str | os.PathLike, path: str | os.PathLike) -> bool:

@@ -26,8 +26,6 @@ from ``passes`` and ``patterns``; nothing below imports it except the CLI entry 
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -48,7 +46,7 @@ from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import InvalidModelError, check_model, einsum_output_mismatch, transpose_rank_mismatch
-from passes.one_line import one_line, printable, printable_names
+from passes.one_line import check_number, is_integer, is_real, one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
@@ -335,17 +333,9 @@ def _check_bool_argument(name: str, value: Any) -> None:
         raise BadInput(f"{name} must be True or False, got {printable(_type_name(value))}")
 
 
-def _check_verify_timeout(value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise BadInput(f"verify_timeout must be a number of seconds or None, got {printable(_type_name(value))}")
-    if not (math.isfinite(value) and value > 0):
-        raise BadInput(f"verify_timeout must be a positive, finite number of seconds, got {value!r}")
-
-
-def _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
-                          explain, in_place, keep_intermediates, input_shapes, progress, protected_files) -> None:
+def _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, verify_timeout, report,
+                          override_options, explain, in_place, keep_intermediates, input_shapes, progress,
+                          protected_files) -> None:
     """Every argument of ``compile_model`` is of a type it takes, or BadInput naming it, before anything
     else: a wrong type (``output=3``) was a TypeError or AttributeError from deep inside."""
     if not isinstance(model_or_path, onnx.ModelProto):
@@ -363,8 +353,10 @@ def _check_argument_types(model_or_path, pipeline, output, reference, verify, to
         _check_path_argument(name, value)
     if not isinstance(verify, str):
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {printable(_type_name(verify))}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+    if not is_real(tolerance):
         raise BadInput(f"tolerance must be a number, got {printable(_type_name(tolerance))}")
+    if verify_timeout is not None and not is_real(verify_timeout):
+        raise BadInput(f"verify_timeout must be a number of seconds or None, got {printable(_type_name(verify_timeout))}")
     if override_options is not None:
         if not isinstance(override_options, Mapping) or not all(isinstance(key, str) for key in override_options):
             raise BadInput(f"override_options must be a mapping of option names to values or None, "
@@ -379,7 +371,7 @@ def _check_argument_types(model_or_path, pipeline, output, reference, verify, to
             if not isinstance(key, str):
                 raise BadInput(f"input_shapes: an input name must be text, got {printable(_type_name(key))}")
             if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable) or isinstance(dims, Iterator) \
-                    or not all(isinstance(dim, numbers.Integral) and not isinstance(dim, bool) for dim in dims):
+                    or not all(is_integer(dim) for dim in dims):
                 raise BadInput(f"input_shapes['{printable(key)}'] must be a sequence of integers, "
                                f"got {printable(_type_name(dims))}")
     hooks = [name for name in vars(ProgressHook) if not name.startswith("_")]
@@ -437,15 +429,17 @@ def compile_model(
     constants they hold and left out of the compiled model's inputs, said in ``warnings`` and in the
     report's ``frozen_inputs``; verification feeds only the other inputs.
     """
-    _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, report, override_options,
-                          explain, in_place, keep_intermediates, input_shapes, progress, protected_files)
-    _check_verify_timeout(verify_timeout)
+    _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, verify_timeout, report,
+                          override_options, explain, in_place, keep_intermediates, input_shapes, progress, protected_files)
+    if verify_timeout is not None:
+        check_number("verify_timeout", verify_timeout, "a positive, finite number of seconds", low=0.0, above_low=True,
+                     error=BadInput)
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
     try:
         check_tolerance(tolerance)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:
         raise BadInput(one_line(error)) from None
     pipeline_text, pipeline_name, passes = resolve_pipeline(pipeline, override_options)
     input_path = None if isinstance(model_or_path, onnx.ModelProto) else Path(model_or_path)

@@ -62,6 +62,11 @@ def test_accepts_a_pipeline_object_and_a_pass_list():
     (CLEANUP, {"tolerance": -1.0}, "--tolerance must be >= 0"),
     # an int beyond float: math.isfinite raised OverflowError, out of compile_model (found by adv5)
     (CLEANUP, {"tolerance": 10**400}, "--tolerance must be >= 0 and finite"),
+    # the same for verify_timeout, which had its own check (an OverflowError traceback, exit 1, until tidy29 made
+    # one checker, passes.one_line.check_number, for both); a numpy scalar is shown as its number
+    (CLEANUP, {"verify_timeout": 10**400}, "verify_timeout must be a positive, finite number of seconds, got 1000"),
+    (CLEANUP, {"verify_timeout": np.float64(0.0)}, "verify_timeout must be a positive, finite number of seconds, got 0.0"),
+    (CLEANUP, {"tolerance": np.float64("nan")}, "--tolerance must be >= 0 and finite, got nan"),
     (CLEANUP, {"reference": "/nonexistent/ref.npz"}, "reference file not found: /nonexistent/ref.npz"),
     # a device or a folder exists: said so, not "not found" (found by s15-adv)
     (CLEANUP, {"reference": "/dev/zero"}, "reference /dev/zero is not a regular file (a character device)"),

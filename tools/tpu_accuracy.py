@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int
+from passes.one_line import OneLineArgumentParser, folder_path, number_text, one_line, positive_int
 from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -119,13 +118,7 @@ def acceptance(results: list[ModeAccuracy], torch_top1: float, int8_max_drop: fl
 def _points(text: str) -> float:
     """--int8-max-drop: percentage points from 0 to 100 in ASCII ('nan' made every INT8 result pass: no
     drop compares greater than NaN)."""
-    try:
-        value = float(text) if text.isascii() and "_" not in text else math.nan
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 <= value <= 100):
-        raise argparse.ArgumentTypeError(f"must be a number of points from 0 to 100, got '{text}'")
-    return value
+    return number_text(text, "a number of points from 0 to 100", low=0.0, high=100.0)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -42,7 +42,7 @@ import numpy as np
 
 from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, positive_int, printable, printable_message
+from passes.one_line import OneLineArgumentParser, number_text, one_line, positive_int, printable, printable_message
 from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from passes.graph_io import model_and_data_files
@@ -536,29 +536,14 @@ def render(verdict: Verdict, console) -> None:
     console.print(f"  {status}: compiled, cosine {cosine} (threshold {verdict.cosine_threshold})", highlight=False)
 
 
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _number(text: str, low: float, high: float, what: str) -> float:
-    """A number written in ASCII (float() takes 'nan', 'inf', '1_0' and other scripts' digits) in
-    [low, high] and finite, or an argparse error: checked before tpu-mlir is installed or started
-    ('--timeout -1' installed it, then timed out every step; '--min-cosine nan' failed the verdict
-    after the whole compile and run)."""
-    value = float(text) if text.isascii() and _DECIMAL.fullmatch(text) else math.nan
-    if not (math.isfinite(value) and low <= value <= high):
-        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'")
-    return value
-
-
 def _timeout(text: str) -> float:
-    value = _number(text, 0.0, 10.0**9, "a number of seconds above 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got '{text}'")
-    return value
+    """Checked before tpu-mlir is installed or started ('--timeout -1' installed it, then timed out every step)."""
+    return number_text(text, "a number of seconds above 0", low=0.0, high=10.0**9, above_low=True)
 
 
 def _cosine(text: str) -> float:
-    return _number(text, -1.0, 1.0, "a number from -1 to 1")
+    """'--min-cosine nan' failed the verdict after the whole compile and run."""
+    return number_text(text, "a number from -1 to 1", low=-1.0, high=1.0)
 
 
 def _tune_count(text: str) -> int:
