@@ -67,16 +67,9 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"input is a directory, not an ONNX file: {shown}")
     if not path.is_file():
         raise InputError(f"input is not a regular file: {shown}")
-    try:
-        # Structure first: we need to see whether tensors live outside the file before
-        # onnx rewrites them to inline data while loading.
-        model = onnx.load(str(path), load_external_data=False)
-    except DecodeError as error:
-        raise InputError(f"not an ONNX file, or truncated: {shown} ({one_line(error, limit=300)})") from None
-    except Exception as error:  # onnx wraps protobuf errors differently across versions
-        raise InputError(f"cannot read {shown} as ONNX: {one_line(error, limit=300)}") from None
-    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
-        raise InputError(f"not an ONNX model (no graph or version found): {shown}")
+    # Structure first: we need to see whether tensors live outside the file before
+    # onnx rewrites them to inline data while loading.
+    model = read_structure(path)
     if not model.opset_import:
         # Required by every IR version we read; a file cut right after its graph parses without it.
         raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {shown}")
@@ -84,6 +77,22 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     external = [tensor for tensor in all_tensors(model) if uses_external_data(tensor)]
     data_files = _load_external_data(external, path) if external else []
     return LoadedModel(model=model, path=path, used_external_data=bool(external), data_files=data_files)
+
+
+def read_structure(path: str | os.PathLike) -> onnx.ModelProto:
+    """The model in a file, its external data not read (what read_model reads first, and all that a tool that
+    only looks at the graph needs: tools.nodecount, tools.diffview); a file that does not parse, or parses to
+    no model, is a one-line InputError. The caller checks first that ``path`` is a regular file."""
+    shown = printable(path)
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except DecodeError as error:
+        raise InputError(f"not an ONNX file, or truncated: {shown} ({one_line(error, limit=300)})") from None
+    except Exception as error:  # onnx wraps protobuf errors differently across versions
+        raise InputError(f"cannot read {shown} as ONNX: {one_line(error, limit=300)}") from None
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+        raise InputError(f"not an ONNX model (no graph or version found): {shown}")
+    return model
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 import onnx.parser
+import pytest
 
 from tools.nodecount import count_ops, histogram_rows
 
@@ -63,6 +64,22 @@ def test_bad_file_is_one_line_exit_2(tmp_path):
     bad.write_bytes(b"\xff\xff not onnx")
     result = nodecount(bad)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_file_that_is_no_model_is_said_as_the_compiler_says_it(tmp_path):
+    """tools.nodecount, tools.diffview and the compiler read a model's structure with one function
+    (passes.graph_io.read_structure, since tidy29: the tools had their own copies, 'no graph' without 'or version')."""
+    from tools.diffview import DiffError, _load
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    message = f"not an ONNX model (no graph or version found): {empty}"
+    assert nodecount(empty).stderr == f"error: {message}\n"
+    with pytest.raises(DiffError) as refused:
+        _load(str(empty))
+    assert str(refused.value) == message
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\xff not onnx")
+    assert nodecount(bad).stderr.startswith(f"error: not an ONNX file, or truncated: {bad} (")
 
 
 def test_hostile_op_types_and_paths_are_shown_escaped(tmp_path):

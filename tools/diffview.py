@@ -30,6 +30,7 @@ class DiffError(Exception):
 
 
 def _load(path: str) -> onnx.ModelProto:
+    from passes.graph_io import InputError, read_structure
     from passes.model_check import InvalidModelError, check_model
 
     shown = printable(path)
@@ -38,11 +39,9 @@ def _load(path: str) -> onnx.ModelProto:
         raise DiffError(problem)
     try:
         # Weights in external files are not needed: large constants print as type and shape.
-        model = onnx.load(path, load_external_data=False)
-    except Exception as error:
-        raise DiffError(f"not an ONNX file, or truncated: {shown} ({one_line(error, 200)})") from None
-    if not model.HasField("graph"):
-        raise DiffError(f"not an ONNX model (no graph): {shown}")
+        model = read_structure(path)
+    except InputError as error:
+        raise DiffError(str(error)) from None
     try:
         check_model(model)
     except InvalidModelError as error:

@@ -15,11 +15,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import onnx
-from google.protobuf.message import DecodeError
-
 from passes.files import input_file_problem
-from passes.one_line import OneLineArgumentParser, one_line, printable
+from passes.graph_io import InputError, read_structure
+from passes.one_line import OneLineArgumentParser, printable
 
 
 class CountError(Exception):
@@ -32,11 +30,9 @@ def count_ops(path: str | Path) -> Counter:
     if problem:
         raise CountError(problem)
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, Exception) as error:
-        raise CountError(f"not an ONNX file, or truncated: {printable(path)} ({one_line(error, limit=200)})") from None
-    if not model.HasField("graph"):
-        raise CountError(f"not an ONNX model (no graph): {printable(path)}")
+        model = read_structure(path)
+    except InputError as error:
+        raise CountError(str(error)) from None
     counts = Counter(node.op_type for node in model.graph.node)
     for op in counts:   # proto2 hands over an op type that is not UTF-8 as bytes: no row can sort or print it
         if isinstance(op, bytes):
