@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -280,12 +280,7 @@ def partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]]:
 def _partial_shapes(graph: gs.Graph) -> tuple[dict[str, Optional[PartialShape]], Optional[str]]:
     """`partial_shapes`, and why data propagation was left out (infer_shapes), or None."""
     inferred, refusal = infer_shapes(graph_to_model(graph))
-    shapes = {v.name: _partial_shape_of(v.type)
-              for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
-    for name, tensor in graph.tensors().items():
-        if isinstance(tensor, gs.Constant):
-            shapes[name] = tuple(int(d) for d in tensor.shape)
-    return shapes, refusal
+    return _shapes_of(graph, inferred, _partial_shape_of), refusal
 
 
 NamedShape = tuple[object, ...]   # each size a number, a name (str) or None
@@ -334,13 +329,19 @@ def _undeclared_part_computing(graph: gs.Graph, of: Optional[Sequence[str]]) -> 
     return graph, model
 
 
-def _named_shapes_of(graph: gs.Graph, inferred: onnx.ModelProto) -> dict[str, Optional[NamedShape]]:
-    shapes = {v.name: _named_shape_of(v.type)
+def _shapes_of(graph: gs.Graph, inferred: onnx.ModelProto, shape_of: Callable[[onnx.TypeProto], Any]) -> dict:
+    """Each tensor's shape as ``shape_of`` reads its type in ``inferred`` (``graph`` exported and inferred; an output's
+    declared type read last), a constant's from its values."""
+    shapes = {v.name: shape_of(v.type)
               for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
     for name, tensor in graph.tensors().items():
         if isinstance(tensor, gs.Constant):
             shapes[name] = tuple(int(d) for d in tensor.shape)
     return shapes
+
+
+def _named_shapes_of(graph: gs.Graph, inferred: onnx.ModelProto) -> dict[str, Optional[NamedShape]]:
+    return _shapes_of(graph, inferred, _named_shape_of)
 
 
 def symbolic_named_shapes(graph: gs.Graph, of: Sequence[str]) -> dict[str, Optional[NamedShape]]:
