@@ -14,7 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from passes.base import Pass
-from passes.one_line import printable, printable_message
+from passes.one_line import printable, printable_message, rich_text
 from passes.manager import PassRecord, PipelineRun, ProgressHook
 
 
@@ -68,14 +68,14 @@ class RichProgress(ProgressHook):
 
     # ProgressHook
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning[/]: {escape(printable_message(message))}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]warning[/]: {rich_text(message)}", highlight=False, soft_wrap=True)
 
     def pass_started(self, index: int, total: int, pass_: Pass) -> None:
         self._begin(f"[{index + 1}/{total}] {pass_.name}")
 
     def stage(self, text: str) -> None:
         if self._task is not None:
-            self.progress.update(self._task, description=f"{self._label} [dim]· {escape(printable_message(text))}[/]")
+            self.progress.update(self._task, description=f"{self._label} [dim]· {rich_text(text)}[/]")
 
     def pass_finished(self, index: int, total: int, record: PassRecord) -> None:
         change = f"{record.nodes_before:,} → {record.nodes_after:,} nodes" if record.changed else "unchanged"
@@ -140,7 +140,7 @@ def print_result(stdout: Console, stderr: Console, result, *, explain: bool) -> 
         for record in result.records:
             for note in record.notes:
                 if "failed" in note or "skipped" in note:
-                    stderr.print(f"[yellow]note[/] {escape(record.name)}: {escape(printable_message(note))}", highlight=False,
+                    stderr.print(f"[yellow]note[/] {escape(record.name)}: {rich_text(note)}", highlight=False,
                                  soft_wrap=True)
 
 

@@ -115,6 +115,15 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {one_line(message)} (see --help)\n")
 
 
+def rich_text(text: object) -> str:
+    """Text from outside (paths, names, messages quoting them, tpu-mlir's log lines) as rich prints it: control
+    characters escaped (``printable_message``) and '[...]' not read as markup ('--workdir a[/]w' and an output
+    named '[/]' ended tools.bench and tools.tpu_check in rich's MarkupError)."""
+    from rich.markup import escape
+
+    return escape(printable_message(text))
+
+
 def is_integer(value: Any) -> bool:
     """An integral number that is no bool (``True`` is an int to Python, never a count or a dimension to us)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -36,7 +36,7 @@ import numpy as np
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
                           input_file_problem, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, printable_message, seed_int, thread_count
+from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -221,15 +221,6 @@ def _check_read_result(result) -> None:
 
 
 # ---------------------------------------------------------------------------------- display
-def _shown(text: object) -> str:
-    """A path or a message (a compile error quoting node names) as the display prints it: control
-    characters escaped and '[...]' not read as rich markup ('--workdir a[/]w' ended the run in
-    rich's MarkupError traceback once the naive export's stage was logged)."""
-    from rich.markup import escape
-
-    return escape(printable_message(text))
-
-
 class Display:
     """Rich progress on stderr: one line per stage with elapsed time, a bar for the timing rounds."""
 
@@ -275,10 +266,10 @@ class Display:
 # ---------------------------------------------------------------------------------- stages
 def _prepare_naive(args, model, sample, display) -> tuple[Path, int | str | None]:
     naive = args.naive or args.workdir / "naive.onnx"
-    with display.stage(f"naive export {_shown(naive)}") as update:
+    with display.stage(f"naive export {rich_text(naive)}") as update:
         exported = ensure_naive(model, sample, naive, dynamic_batch=True, status=lambda m: update(m))
     if not exported:
-        display.log(f"  reusing {_shown(naive)}")
+        display.log(f"  reusing {rich_text(naive)}")
     from vmamba_ref.export import ref_path_for
 
     if not ref_path_for(naive).exists():
@@ -289,10 +280,10 @@ def _prepare_naive(args, model, sample, display) -> tuple[Path, int | str | None
 def _prepare_fork(args, model, sample, display) -> Path:
     """The fork's method: the model exported with the hand-written chunk24 scan (--scan chunk24), dynamic batch."""
     fork = args.fork or args.workdir / "fork.onnx"
-    with display.stage(f"fork's-method export {_shown(fork)}") as update:
+    with display.stage(f"fork's-method export {rich_text(fork)}") as update:
         exported = ensure_naive(model, sample, fork, dynamic_batch=True, status=lambda m: update(m), scan="chunk24")
     if not exported:
-        display.log(f"  reusing {_shown(fork)}")
+        display.log(f"  reusing {rich_text(fork)}")
     return fork
 
 
@@ -406,7 +397,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
                 and output.stat().st_mtime >= naive.stat().st_mtime
             stale = saved.get("compiler") != fingerprint
             if same_source and (not stale or args.allow_stale):
-                display.log(f"  reusing {_shown(output)}" + (" [yellow](compiler sources changed since)[/]" if stale else ""))
+                display.log(f"  reusing {rich_text(output)}" + (" [yellow](compiler sources changed since)[/]" if stale else ""))
                 reused = dict(entry, path=output, compile_s=saved.get("compile_s"), compiler=saved.get("compiler"),
                               **{k: saved[k] for k in ("note", "static_from") if k in saved})
                 if stale:
@@ -414,22 +405,22 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
                                                              f"compiler (sources {saved.get('compiler')}, now {fingerprint})"]))
                 built[key] = reused
                 continue
-        with display.stage(f"{key} pipeline on {_shown(naive.name)}"):
+        with display.stage(f"{key} pipeline on {rich_text(naive.name)}"):
             result = compile_pipeline(naive, text, output, log, in_process=in_process)
         if not result.ok and key == "tpu" and naive_dynamic:
             # Static shapes are a premise of the tpu pipeline: run it on a static batch-1 export.
             reason = result.message.removeprefix("error: ")
             reason = reason.split("PassError: ", 1)[-1]     # keep the pass's own words, not the pass list
             reason = " | ".join(reason.split(" | ")[:2])   # the first kinds of violation say enough
-            display.log(f"  tpu pipeline on the dynamic-batch export failed ([dim]{_shown(reason[:160])}[/]); "
+            display.log(f"  tpu pipeline on the dynamic-batch export failed ([dim]{rich_text(reason[:160])}[/]); "
                         "using a static batch-1 export")
             static = args.naive_static or args.workdir / "naive-b1.onnx"
-            with display.stage(f"static batch-1 naive export {_shown(static)}") as update:
+            with display.stage(f"static batch-1 naive export {rich_text(static)}") as update:
                 ensure_naive(model, sample, static, dynamic_batch=False, status=lambda m: update(m))
             batch_dim = onnx_batch_dim(static)
             if batch_dim != 1:
                 raise BenchError(f"{static} is not a static batch-1 export (batch dimension {batch_dim!r})")
-            with display.stage(f"tpu pipeline on {_shown(static)}"):
+            with display.stage(f"tpu pipeline on {rich_text(static)}"):
                 result = compile_pipeline(static, text, output, log, in_process=in_process)
             if result.ok:
                 entry.update(static_from=str(static),
@@ -441,7 +432,7 @@ def _compile_rows(args, naive: Path, naive_dynamic: bool, model, sample, display
                                                    "compiler": fingerprint,
                                                    **{k: entry[k] for k in ("note", "static_from") if k in entry}}, indent=1))
             continue
-        display.log(f"  [red]{key} pipeline failed[/]: {_shown(result.message)} (log: {_shown(log)})")
+        display.log(f"  [red]{key} pipeline failed[/]: {rich_text(result.message)} (log: {rich_text(log)})")
         built[key] = dict(entry, error=result.message, log=str(log))
     return built
 
@@ -727,7 +718,7 @@ def write_outputs(args, result: dict, display) -> None:
         report.write_section(args.out_md, tag, report.markdown_section(result))
     written = [str(p) for p in (args.out_md, args.json_path, args.png_path) if p]
     if written:
-        display.log(f"wrote {_shown(', '.join(written))}")
+        display.log(f"wrote {rich_text(', '.join(written))}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -769,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         with display:
             result = run(args, display)
             if result is None:
-                display.log(f"compiled into {_shown(args.workdir)}; rerun with --reuse-compiled to time")
+                display.log(f"compiled into {rich_text(args.workdir)}; rerun with --reuse-compiled to time")
                 return 0
             write_outputs(args, result, display)
     except BenchError as error:

@@ -42,7 +42,7 @@ import numpy as np
 
 from passes.files import DestinationError, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, number_text, one_line, positive_int, printable, printable_message
+from passes.one_line import OneLineArgumentParser, number_text, one_line, positive_int, printable, rich_text
 from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from passes.graph_io import model_and_data_files
@@ -245,15 +245,6 @@ def match_outputs(reference: dict[str, np.ndarray], produced: dict[str, np.ndarr
 
 # --- the run ------------------------------------------------------------------------------
 
-def _shown(text: object) -> str:
-    """Text from outside (the model's path and output names, tpu-mlir's log lines, reasons quoting
-    them) as rich prints it: control characters escaped (printable) and '[...]' not read as markup
-    (an output named '[/]' ended the run in rich's MarkupError after the whole compile)."""
-    from rich.markup import escape
-
-    return escape(printable_message(text))
-
-
 class Display:
     """A spinner with the step name, elapsed time and the tool's last log line."""
 
@@ -276,13 +267,13 @@ class Display:
         task = self.progress.add_task(name, tail="")
 
         def tick(line: str) -> None:
-            self.progress.update(task, tail=_shown(line[:70]))
+            self.progress.update(task, tail=rich_text(line[:70]))
 
         result = tc.run_logged(name, command, cwd, env, log, timeout=timeout, tick=tick)
         self.progress.remove_task(task)
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
         extra = " (timed out)" if result.timed_out else ""
-        self.console.print(f"{mark} {name} {result.seconds:.1f} s{extra}  [dim]{_shown(log)}[/]", highlight=False)
+        self.console.print(f"{mark} {name} {result.seconds:.1f} s{extra}  [dim]{rich_text(log)}[/]", highlight=False)
         return result
 
 
@@ -382,7 +373,7 @@ def check(args, console) -> tuple[Verdict, int]:
     venv = tc.venv_dir(args.venv)
     with Display(console) as display:
         if not tc.is_installed(venv):
-            console.print(f"tpu-mlir not installed in {_shown(venv)}: installing (first use, about 3 minutes)")
+            console.print(f"tpu-mlir not installed in {rich_text(venv)}: installing (first use, about 3 minutes)")
             setup = display.run("install tpu-mlir", tc.setup_command(venv), tc.REPO_ROOT, tc.tool_environment(venv),
                                 workdir / "setup.log", timeout=1800)
             if not setup.ok or not tc.is_installed(venv):
@@ -500,13 +491,13 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
 
 def render(verdict: Verdict, console) -> None:
     lg = "layer group on" if verdict.layer_group else "layer group off"
-    console.print(f"[bold]tpu-check[/] {_shown(verdict.model)} · {verdict.nodes:,} nodes · {verdict.chip} {verdict.quantize} · {lg}",
+    console.print(f"[bold]tpu-check[/] {rich_text(verdict.model)} · {verdict.nodes:,} nodes · {verdict.chip} {verdict.quantize} · {lg}",
                   highlight=False)
     if verdict.transform_seconds is not None:
         check = f", ONNX Runtime vs MLIR {verdict.transform_check}" if verdict.transform_check else ""
         console.print(f"  model_transform {verdict.transform_seconds:.1f} s{check}", highlight=False)
     if verdict.calibration_seconds is not None:
-        kept = ", ".join(f"{_shown(why)} {count}" for why, count in verdict.float_ops.items())
+        kept = ", ".join(f"{rich_text(why)} {count}" for why, count in verdict.float_ops.items())
         table = f"; {sum(verdict.float_ops.values())} ops kept float ({kept})" if verdict.float_ops else ""
         console.print(f"  run_calibration {verdict.calibration_seconds:.1f} s, {verdict.calibration_samples} samples{table}",
                       highlight=False)
@@ -514,20 +505,20 @@ def render(verdict: Verdict, console) -> None:
         check = f", MLIR vs cmodel {verdict.deploy_check}" if verdict.deploy_check else ""
         console.print(f"  model_deploy    {verdict.deploy_seconds:.1f} s{check}", highlight=False)
     if not verdict.compiled:
-        console.print(f"  [red]NOT COMPILED[/] ({verdict.stage_failed}): {_shown(verdict.reason)}", highlight=False)
+        console.print(f"  [red]NOT COMPILED[/] ({verdict.stage_failed}): {rich_text(verdict.reason)}", highlight=False)
         return
     if verdict.estimated_ms is not None:
         cycles = f", {verdict.estimated_cycles:,} cycles" if verdict.estimated_cycles else ""
         console.print(f"  estimated TPU time {verdict.estimated_ms:.3f} ms{cycles} (tpu-mlir compiler_profile)",
                       highlight=False)
     if verdict.time_shares:
-        top = ", ".join(f"{_shown(kind)} {share:.0%}" for kind, share in list(verdict.time_shares.items())[:6])
+        top = ", ".join(f"{rich_text(kind)} {share:.0%}" for kind, share in list(verdict.time_shares.items())[:6])
         console.print(f"  where the time goes: {top}", highlight=False)
     for match in verdict.outputs:
-        console.print(f"  bmodel vs ONNX Runtime '{_shown(match.name)}': cosine {match.cosine:.7f}, max abs {match.max_abs:.3g}, "
+        console.print(f"  bmodel vs ONNX Runtime '{rich_text(match.name)}': cosine {match.cosine:.7f}, max abs {match.max_abs:.3g}, "
                       f"rel L2 {match.rel_l2:.3g}", highlight=False)
     if verdict.reason:
-        console.print(f"  note: {_shown(verdict.reason)}", highlight=False)
+        console.print(f"  note: {rich_text(verdict.reason)}", highlight=False)
     status = "[green]PASS[/]" if verdict.ok else "[red]FAIL[/]"
     if verdict.min_cosine is None and verdict.ok:
         console.print(f"  {status}: compiled (accuracy not checked)", highlight=False)
@@ -609,7 +600,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write("error: interrupted\n")
         return exit_code(interrupt)
     render(verdict, out)
-    out.print(f"  total {time.perf_counter() - started:.1f} s · logs in {_shown(verdict.workdir)}", highlight=False)
+    out.print(f"  total {time.perf_counter() - started:.1f} s · logs in {rich_text(verdict.workdir)}", highlight=False)
     if args.json:
         text = json.dumps(verdict.to_dict(), indent=2)
         if args.json == "-":
