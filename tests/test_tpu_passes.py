@@ -593,27 +593,6 @@ def test_legality_edges_zero_sizes_spaces_computed_starts_vectors_rank_4_and_neg
     assert format_violations({"rule": ["a", "b", "c", "d"]}) == ["rule: 4 (a; b; c and 1 more)"]
 
 
-# --- constants-to-initializers ----------------------------------------------------------
-
-def test_constant_nodes_become_initializers():
-    text = f"""{HEADER}
-    g (float[2,5,7] x) => (float[2,5,7] y) {{
-      axis = Constant<value_int = 2>()
-      scale = Constant<value_float = 0.5>()
-      shape = Constant<value_ints = [2, 5, 7]>()
-      c = CumSum(x, axis)
-      s = Mul(c, scale)
-      y = Reshape(s, shape)
-    }}"""
-    graph = gs.import_onnx(onnx.parser.parse_model(text))
-    assert "Constant node without a 'value'" in " ".join(find_violations(graph))
-    before, after, result = apply(text, "constants-to-initializers")
-    assert result.stats == {"converted": 3}
-    assert histogram(after) == {"CumSum": 1, "Mul": 1, "Reshape": 1}
-    assert sorted(i.name for i in after.graph.initializer) == ["axis", "scale", "shape"]
-    same_outputs(before, after, {"x": X})
-
-
 # --- adv16: graph outputs that copy a graph input or a constant (tpu-mlir 1.30.2, tools.tpu_check, session s28) ---
 
 COPIED_INPUT = f"""{HEADER}
