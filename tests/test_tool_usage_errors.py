@@ -155,3 +155,15 @@ def test_tpu_check_takes_ordinary_numbers():
                                       "--calibration-count", "8"])
     assert (args.timeout, args.min_cosine, args.calibration_tune, args.calibration_count) == (0.5, -1.0, 0, 8)
     assert build_parser().parse_args(["m.onnx", "--timeout", "1e3", "--min-cosine", ".99"]).timeout == 1000.0
+
+
+@pytest.mark.parametrize("lr", ["inf", "1e400", "nan", "0", "-1", "1_0"])
+def test_train_digits_refuses_a_learning_rate_that_is_no_positive_number_before_the_work(lr, capsys, monkeypatch):
+    """Found by tidy29: '--lr inf' was taken (float(), and torch's AdamW only refuses nan and negatives), trained
+    into NaN weights and wrote them over the digits checkpoint; nan and -1 were torch's traceback."""
+    from tools import train_digits
+    monkeypatch.setattr(train_digits, "load_digits_split", lambda: pytest.fail("the work started"))
+    with pytest.raises(SystemExit) as exit_:
+        train_digits.main(["--lr", lr])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: argument --lr: must be a positive, finite number, got '{lr}' (see --help)\n"

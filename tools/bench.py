@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import re
 import shlex
@@ -36,7 +35,7 @@ import numpy as np
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
                           input_file_problem, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
-from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
+from passes.one_line import OneLineArgumentParser, check_number, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -129,8 +128,7 @@ def _parse_args(argv):
     # Used after the minutes of measuring (the GEMM rate, the naive row's cut-off): checked now.
     if not 1 <= args.gemm_size <= MAX_GEMM_SIZE:   # two n x n float32 matrices: 1 GiB each at the cap
         raise BenchError(f"--gemm-size must be from 1 to {MAX_GEMM_SIZE}, got {args.gemm_size}")
-    if not args.slow_seconds >= 0 or math.isinf(args.slow_seconds):
-        raise BenchError(f"--slow-seconds must be a finite number >= 0, got {args.slow_seconds}")
+    check_number("--slow-seconds", args.slow_seconds, "a finite number >= 0", low=0.0, error=BenchError)
     if args.ablation and "cpu" not in args.rows:
         raise BenchError("--ablation compares against the cpu row; include it in --rows")
     if args.ablation_variants:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from passes.files import write_text_atomic
-from passes.one_line import OneLineArgumentParser, positive_int, seed_int
+from passes.one_line import OneLineArgumentParser, number_text, positive_int, seed_int
 from vmamba_ref import DIGITS_WEIGHTS, build_model, get_config, load_checkpoint, save_checkpoint
 from vmamba_ref.digits import HELD_OUT, NORM_MEAN, NORM_STD, SPLIT_SEED, load_digits_split
 
@@ -44,11 +44,17 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+def _learning_rate(text: str) -> float:
+    """'--lr inf' trained the whole run into NaN weights and wrote them over the digits checkpoint (torch's
+    AdamW refuses nan and -1, as a traceback; 0 trains nothing)."""
+    return number_text(text, "a positive, finite number", low=0.0, above_low=True)
+
+
 def main(argv=None) -> int:
     ap = OneLineArgumentParser(prog="python -m tools.train_digits", description=__doc__.splitlines()[1])
     ap.add_argument("--epochs", type=positive_int, default=14)
     ap.add_argument("--batch", type=positive_int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=_learning_rate, default=2e-3)
     ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--out", type=Path, default=DIGITS_WEIGHTS)
     args = ap.parse_args(argv)
