@@ -516,6 +516,13 @@ class ModelMeta:
         return gs.Graph.DEFAULT_OPSET
 
 
+def fed_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs a run feeds, in input order: those without an initializer (``initializer_inputs``
+    names the others)."""
+    initializers = {tensor.name for tensor in graph.initializer}
+    return [value for value in graph.input if value.name not in initializers]
+
+
 def initializer_inputs(model: onnx.ModelProto) -> list[str]:
     """Names of the top-level graph inputs that also have an initializer, in input order: ONNX's
     overridable initializers (a default a caller may replace; IR 3 lists every initializer so, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import onnx
 
+from passes.graph_io import fed_inputs
 from passes.one_line import is_integer, printable, printable_names
 
 MAX_DIM = 2**31 - 1   # ONNX Runtime's dimensions; a larger value is no shape a model can run with
@@ -46,8 +47,7 @@ def parse_input_shapes(texts: list[str]) -> dict[str, list[int]]:
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, int]:
     """Set the given inputs' dims in `model` (in place). Returns the symbols fixed, {dim_param: value}."""
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    inputs = {value.name: value for value in fed_inputs(model.graph)}
     symbols: dict[str, int] = {}
     for name, dims in shapes.items():
         # the CLI's parse_input_shape checks these too; compile_model's callers reach here directly
@@ -85,11 +85,8 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> di
 
 def symbolic_inputs(model: onnx.ModelProto) -> list[str]:
     """Names of graph inputs with a symbolic or unknown dimension."""
-    initializers = {i.name for i in model.graph.initializer}
     names = []
-    for info in model.graph.input:
-        if info.name in initializers:
-            continue
+    for info in fed_inputs(model.graph):
         tensor_type = info.type.tensor_type
         if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in tensor_type.shape.dim):
             names.append(info.name)

@@ -20,7 +20,7 @@ import onnx.numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from passes import ort_worker
-from passes.graph_io import all_graphs, all_tensors
+from passes.graph_io import all_graphs, all_tensors, fed_inputs
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import check_number, one_line, printable, printable_names
 from passes.relative_error import relative_l2
@@ -232,8 +232,7 @@ def compare(outputs: Mapping[str, np.ndarray], references: Mapping[str, np.ndarr
 
 
 def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    inputs = [value.name for value in fed_inputs(model.graph)]
     outputs = [o.name for o in model.graph.output]
     return inputs, outputs
 
@@ -376,11 +375,8 @@ MAX_RANDOM_FEED_RANK = 64
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for a model without a reference: standard normal floats, small ints; symbolic dims -> 1."""
     rng = np.random.default_rng(seed)
-    initializers = {i.name for i in model.graph.initializer}
     feeds, elements = {}, 0
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in fed_inputs(model.graph):
         tensor_type = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else 1   # a declared 0 stays 0
                  for d in tensor_type.shape.dim]

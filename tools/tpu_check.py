@@ -108,6 +108,7 @@ class Verdict:
 def model_interface(path: Path):
     import onnx
 
+    from passes.graph_io import fed_inputs
     from passes.model_check import InvalidModelError, check_local_functions
     from passes.verify import MAX_RANDOM_FEED_RANK
 
@@ -116,11 +117,8 @@ def model_interface(path: Path):
         check_local_functions(model)
     except InvalidModelError as error:
         raise UsageError(str(error)) from None
-    initializers = {init.name for init in model.graph.initializer}
     inputs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in fed_inputs(model.graph):
         if not value.type.HasField("tensor_type"):
             raise UsageError(f"input '{printable(value.name)}' is no tensor (a sequence or map): tpu-mlir takes tensors")
         if not value.type.tensor_type.HasField("shape"):   # else read as a scalar: [] dims, all static
