@@ -576,9 +576,9 @@ def test_writes_into_a_buffer_of_a_hostile_declared_shape_are_looked_at_without_
     assert find_buffer_writes(graph) == []
 
 
-def _nd_chain_found(buffer_shape, indices, update_shape):
-    """find_buffer_writes on buffer -> ScatterND(., indices[0], u0) -> ScatterND(., indices[1], u1) -> ..,
-    the buffer and updates graph inputs; indices[k] a constant, or None for a graph input. Gives
+def _chain_found(op, buffer_shape, indices, update_shape, fed_index_shape, **attrs):
+    """find_buffer_writes on buffer -> op(., indices[0], u0, **attrs) -> op(., indices[1], u1) -> .., the buffer and
+    the updates graph inputs; indices[k] a constant, or None for a graph input of ``fed_index_shape``. Gives
     (axis, update names by position) per chain found."""
     import onnx_graphsurgeon as gs
     from patterns.buffer_writes import find_buffer_writes
@@ -588,16 +588,21 @@ def _nd_chain_found(buffer_shape, indices, update_shape):
     for k, index in enumerate(indices):
         update = gs.Variable(f"u{k}", np.float32, list(update_shape))
         if index is None:
-            index_tensor = gs.Variable(f"i{k}", np.int64, [buffer_shape[0], 2])
+            index_tensor = gs.Variable(f"i{k}", np.int64, list(fed_index_shape))
             inputs.append(index_tensor)
         else:
             index_tensor = gs.Constant(f"i{k}", np.asarray(index, np.int64))
         out = gs.Variable(f"w{k}", np.float32, list(buffer_shape))
-        nodes.append(gs.Node("ScatterND", inputs=[current, index_tensor, update], outputs=[out]))
+        nodes.append(gs.Node(op, inputs=[current, index_tensor, update], outputs=[out], attrs=attrs))
         inputs.append(update)
         current = out
     graph = gs.Graph(nodes=nodes, inputs=inputs, outputs=[current])
     return [(found.axis, [piece.name for piece in found.pieces]) for found in find_buffer_writes(graph)]
+
+
+def _nd_chain_found(buffer_shape, indices, update_shape):
+    """ScatterND writes; a fed index tensor holds (batch, 2) index tuples."""
+    return _chain_found("ScatterND", buffer_shape, indices, update_shape, [buffer_shape[0], 2])
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -682,26 +687,8 @@ def test_only_scatters_write_and_only_constantofshape_lends_a_shape(case):
 
 
 def _elements_chain_found(buffer_shape, indices, update_shape, **attrs):
-    """find_buffer_writes on buffer -> ScatterElements(., indices[k], u_k, **attrs) -> .., the buffer and the
-    updates graph inputs, indices[k] a constant or None for a graph input; (axis, update names) per chain."""
-    import onnx_graphsurgeon as gs
-    from patterns.buffer_writes import find_buffer_writes
-
-    buffer = gs.Variable("buffer", np.float32, list(buffer_shape))
-    inputs, nodes, current = [buffer], [], buffer
-    for k, index in enumerate(indices):
-        update = gs.Variable(f"u{k}", np.float32, list(update_shape))
-        if index is None:
-            index_tensor = gs.Variable(f"i{k}", np.int64, list(update_shape))
-            inputs.append(index_tensor)
-        else:
-            index_tensor = gs.Constant(f"i{k}", np.asarray(index, np.int64))
-        out = gs.Variable(f"w{k}", np.float32, list(buffer_shape))
-        nodes.append(gs.Node("ScatterElements", inputs=[current, index_tensor, update], outputs=[out], attrs=attrs))
-        inputs.append(update)
-        current = out
-    graph = gs.Graph(nodes=nodes, inputs=inputs, outputs=[current])
-    return [(found.axis, [piece.name for piece in found.pieces]) for found in find_buffer_writes(graph)]
+    """ScatterElements writes; a fed index tensor has the update's shape."""
+    return _chain_found("ScatterElements", buffer_shape, indices, update_shape, update_shape, **attrs)
 
 
 @pytest.mark.parametrize("case, expected", [
