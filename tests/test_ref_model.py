@@ -31,6 +31,9 @@ def test_named_configs():
         get_config("vmamba-xl")
     with pytest.raises(ConfigError, match="unknown config field"):
         get_config("micro", colour=3)
+    # an int beyond float: math.isfinite raised OverflowError from the config's checks (tidy29: passes.one_line.finite_real)
+    with pytest.raises(ConfigError, match=r"^ssm_ratio must be finite and give d_inner = int\(ssm_ratio \* dims\) >= 1, got 1000"):
+        get_config("micro", ssm_ratio=10**400)
 
 
 def test_cli_overrides():

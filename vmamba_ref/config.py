@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from passes.one_line import finite_real
+
 
 class ConfigError(ValueError):
     """A config name or override that cannot describe a model."""
@@ -37,9 +39,9 @@ class VMambaConfig:
             (self.dims > 0 and self.dims % 2 == 0, f"dims must be a positive even int, got {self.dims}"),
             (len(self.depths) >= 1 and all(d >= 1 for d in self.depths), f"depths must be >= 1 each, got {self.depths}"),
             (self.d_state >= 1, f"d_state must be >= 1, got {self.d_state}"),
-            (math.isfinite(self.ssm_ratio) and int(self.ssm_ratio * self.dims) >= 1,
+            (finite_real(self.ssm_ratio) and int(self.ssm_ratio * self.dims) >= 1,
              f"ssm_ratio must be finite and give d_inner = int(ssm_ratio * dims) >= 1, got {self.ssm_ratio}"),
-            (math.isfinite(self.mlp_ratio) and int(self.mlp_ratio * self.dims) >= 1,
+            (finite_real(self.mlp_ratio) and int(self.mlp_ratio * self.dims) >= 1,
              f"mlp_ratio must be finite and give int(mlp_ratio * dims) >= 1 hidden channels, got {self.mlp_ratio}"),
             (self.dt_rank == "auto" or (isinstance(self.dt_rank, int) and self.dt_rank >= 1),
              f"dt_rank must be 'auto' or a positive int, got {self.dt_rank!r}"),
