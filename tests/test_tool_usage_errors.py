@@ -167,3 +167,28 @@ def test_train_digits_refuses_a_learning_rate_that_is_no_positive_number_before_
         train_digits.main(["--lr", lr])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: argument --lr: must be a positive, finite number, got '{lr}' (see --help)\n"
+
+
+def test_one_rule_for_the_numbers_a_user_gives_bounds_nan_infinity_and_ints_beyond_float():
+    """passes.one_line's number checks (tidy29 made them the one rule for compile_model's tolerance and
+    verify_timeout, pass options, the tools' argparse types and vmamba_ref's ratios): bounds inclusive unless
+    above_low, and nothing that is not a finite real number passes, 10**400 included (math.isfinite's
+    OverflowError), NaN included (it compares false with every bound)."""
+    import argparse
+
+    import numpy as np
+
+    from passes.one_line import check_number, finite_real, is_integer, number_text
+    assert check_number("x", 0, "y", low=0.0) == 0 and check_number("x", 100, "y", high=100.0) == 100
+    assert check_number("x", np.float32(0.5), "y", low=0.0, above_low=True) == np.float32(0.5)
+    for bad, shown in ((0, "0"), (100.5, "100.5"), (float("nan"), "nan"), (float("inf"), "inf"), (True, "True"),
+                       ("1", "1"), (None, "None"), (10**400, "1000")):
+        with pytest.raises(ValueError) as refused:
+            check_number("x", bad, "above 0, at most 100", low=0.0, high=100.0, above_low=True)
+        assert str(refused.value).startswith(f"x must be above 0, at most 100, got {shown}")
+    assert number_text("1e3", "y", low=0.0) == 1000.0 and number_text("+.5", "y") == 0.5 and number_text("5.", "y") == 5.0
+    for text in ("nan", "inf", "1e400", "1_0", " 5", "\u0661", "0x10", "", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^must be y, got '{re.escape(text)}'$"):
+            number_text(text, "y", low=0.0)
+    assert (finite_real(np.float64(2)), finite_real(10**400), finite_real(False)) == (True, False, False)
+    assert (is_integer(np.int64(3)), is_integer(True), is_integer(3.0)) == (True, False, False)
