@@ -15,6 +15,8 @@ as notes. Rules:
   output = input             "type of return operand 0 ... doesn't match function result type" (Identity or not;
                              remove-identity{copy_inputs=true} makes an Identity's copy x * 1, which compiles)
   output = constant          left out of the bmodel (its other outputs compiled, cosine 1.0)
+  output from constants      computed from constants and Shapes only (a ConstantOfShape fold-constants leaves for
+                             its size): tpu-mlir's ConstantFolding folds it to a weight, left out of the bmodel
   nothing computed           every output a copy (x * 1): tpu-mlir folds it away and deploy asserts '!empty()'
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
   CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
@@ -79,11 +81,48 @@ OUTPUT_IS_INPUT = ("graph output that is a graph input passed through (tpu-mlir'
                    "operand 0 doesn't match function result type\"; the caller has the input: drop the output)")
 OUTPUT_IS_CONSTANT = ("graph output that is a constant (tpu-mlir leaves it out of the bmodel; the caller knows it: "
                       "drop the output)")
+OUTPUT_FROM_CONSTANTS = ("graph output computed from constants and shapes only (tpu-mlir's ConstantFolding folds it to a "
+                         "weight and leaves it out of the bmodel; the caller can compute it: drop the output)")
+# Ops tpu-mlir 1.30.2's ConstantFolding (transform/OnnxOpt.py) never folds although their inputs are constant.
+_NEVER_FOLDED = frozenset(("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                           "Bernoulli", "If", "Loop", "Scan"))
 IDENTITY_COPY = ("Identity copying a graph input or constant into a graph output (tpu-mlir refuses an input returned "
                  "as an output; remove-identity{copy_inputs=true} makes it x * 1 where Mul takes its type)")
 NOTHING_COMPUTED = ("nothing computed: every graph output is a graph input or a constant, copied (tpu-mlir folds x * 1 "
                     "away and its model_deploy asserts on the empty network: \"Assertion `!empty()' failed\")")
-INTERFACE_RULES = frozenset((OUTPUT_IS_INPUT, OUTPUT_IS_CONSTANT, IDENTITY_COPY, NOTHING_COMPUTED))
+INTERFACE_RULES = frozenset((OUTPUT_IS_INPUT, OUTPUT_IS_CONSTANT, OUTPUT_FROM_CONSTANTS, IDENTITY_COPY, NOTHING_COMPUTED))
+
+
+def _from_constants(tensor: gs.Tensor, graph_inputs: set[int], memo: dict[int, bool]) -> bool:
+    """`tensor` is what tpu-mlir's ConstantFolding folds: a constant, a Shape of anything (static shapes), or the
+    output of a node with inputs, all of them so (random draws and control flow aside). Iterative: a chain of
+    100,000 nodes is no recursion."""
+    stack, visiting = [tensor], set()
+    while stack:
+        top = stack[-1]
+        if id(top) in memo:
+            stack.pop()
+            continue
+        if isinstance(top, gs.Constant) or (not top.inputs and id(top) not in graph_inputs and not top.name):
+            memo[id(top)] = True   # a constant, or an omitted optional input ('')
+        elif id(top) in graph_inputs or not top.inputs:
+            memo[id(top)] = False
+        else:
+            node = top.inputs[0]
+            if node.op == "Shape":
+                memo[id(top)] = True
+            elif node.op in _NEVER_FOLDED or not node.inputs:
+                memo[id(top)] = node.op == "Constant"
+            else:
+                pending = [t for t in node.inputs if id(t) not in memo]
+                if pending and id(top) not in visiting:
+                    visiting.add(id(top))
+                    stack.extend(pending)
+                    continue
+                memo.update((id(t), False) for t in pending)   # a cycle (model_check refuses one): not folded
+                memo[id(top)] = all(memo[id(t)] for t in node.inputs)
+        stack.pop()
+    return memo[id(tensor)]
 
 
 def _copied_input(tensor: gs.Tensor, graph_inputs: set[int]) -> bool:
@@ -107,6 +146,7 @@ def _interface_violations(graph: gs.Graph) -> tuple[dict[str, list[str]], set[in
     identities: set[int] = set()
     graph_inputs = {id(t) for t in graph.inputs}
     copies = 0
+    memo: dict[int, bool] = {}
     for tensor in graph.outputs:
         if id(tensor) in graph_inputs:
             violations[OUTPUT_IS_INPUT].append(f"output '{tensor.name}'")
@@ -117,6 +157,8 @@ def _interface_violations(graph: gs.Graph) -> tuple[dict[str, list[str]], set[in
             if tensor.inputs[0].op == "Identity":
                 violations[IDENTITY_COPY].append(describe(tensor.inputs[0]))
                 identities.add(id(tensor.inputs[0]))
+        elif _from_constants(tensor, graph_inputs, memo):
+            violations[OUTPUT_FROM_CONSTANTS].append(f"output '{tensor.name}' ({describe(tensor.inputs[0])})")
     if graph.outputs and copies and copies + sum(len(v) for k, v in violations.items() if k != IDENTITY_COPY) \
             == len(graph.outputs):
         violations[NOTHING_COMPUTED].extend(f"output '{t.name}'" for t in graph.outputs)
