@@ -605,7 +605,9 @@ def compile_model(
             except OSError as error:   # the folder could not be made (the model's own errors are OutputError)
                 raise BadInput(f"cannot make {printable(destinations.intermediates)}: {one_line(error)}") from None
             except GraphIOError as error:   # a full disk, say: an output that cannot be written, like -o's
-                raise BadInput(one_line(error)) from None
+                kept = (f"; the {len(intermediate_paths)} intermediate model(s) written before it are kept in "
+                        f"{printable(destinations.intermediates)}, no output written" if intermediate_paths else "")
+                raise BadInput(one_line(error) + kept) from None
             # Relative to the report directory when it is inside it, so the folder can move.
             inside_report = destinations.report is not None and path.is_relative_to(destinations.report)
             intermediate_paths[index] = str(path.relative_to(destinations.report)) if inside_report else str(path)

@@ -893,3 +893,33 @@ def test_a_report_failing_after_the_output_names_the_intermediates_kept(tmp_path
                                      f"{tmp_path / 'R' / 'intermediates'}, but cannot write the report: "
                                      "[Errno 27] File too large")
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+
+
+def test_an_intermediate_model_that_cannot_be_written_names_those_kept(tmp_path, monkeypatch):
+    """adv17, a 64 KiB tmpfs (`-o fs/o.onnx --report fs/R --keep-intermediates`, --pipeline cpu on Softplus and
+    Identity chains): 04-softplus-to-exp-log.onnx fitted, 13-min-max-to-clip.onnx did not; the line said only
+    'cannot write fs/R/intermediates/13-min-max-to-clip.onnx: [Errno 28] No space left on device', the first model
+    left unnamed in a folder the failed run made. The disk filled here by a stand-in for the writer."""
+    import pipelines.compiler as compiler
+    from passes.graph_io import GraphIOError
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4] x) => (float[1,4] y) { a = Softplus(x) b = Identity(a) c = Min(b, b) y = Relu(c) }"""
+    written = []
+
+    def save(model, path, **kwargs):
+        if written:
+            raise GraphIOError(f"cannot write {path}: [Errno 28] No space left on device")
+        written.append(path)
+        return real_save(model, path, **kwargs)
+
+    real_save = compiler.save_model_atomic
+    monkeypatch.setattr(compiler, "save_model_atomic", save)
+    with pytest.raises(BadInput) as refused:
+        compile_model(onnx.parser.parse_model(text), "cpu", output=tmp_path / "o.onnx", report=tmp_path / "R",
+                      keep_intermediates=True)
+    folder = tmp_path / "R" / "intermediates"
+    assert [p.name for p in folder.iterdir()] == [written[0].name] == ["04-softplus-to-exp-log.onnx"]
+    assert str(refused.value) == (f"cannot write {folder / '13-min-max-to-clip.onnx'}: [Errno 28] No space left "
+                                  f"on device; the 1 intermediate model(s) written before it are kept in {folder}, "
+                                  "no output written")
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "R" / "report.json").exists()
