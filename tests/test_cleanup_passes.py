@@ -634,6 +634,11 @@ def _if_of_constant_condition(body_nodes: str) -> gs.Graph:
     ("r = RandomNormal<shape = [4], dtype = 1>()", "RandomNormal '' draws new values at every run: left to run time"),
     ("s = Constant<value = int64[2] {4096, 4096}>()  big = ConstantOfShape<value = float[1] {1.0}>(s)  "
      "r = ReduceSum<keepdims = 0>(big)", "ConstantOfShape '' would make 16,777,216 elements (> 4,194,304): left to run time"),
+    # adv17 (adv13's lead): a column and a row of 4,096 and 2,048 ones added, sized by shape inference alone, which
+    # the gate read in the main graph only: the body's Add was evaluated whole (a column and a row of 2^16 make 16 GiB)
+    ("s = Constant<value = int64[2] {4096, 1}>()  t = Constant<value = int64[2] {1, 2048}>()  "
+     "a = ConstantOfShape<value = float[1] {1.0}>(s)  b = ConstantOfShape<value = float[1] {1.0}>(t)  big = Add(a, b)  "
+     "r = ReduceSum<keepdims = 0>(big)", "Add '' would make 8,388,608 elements (> 4,194,304): left to run time"),
 ])
 def test_fold_constants_asks_its_gate_inside_if_bodies_too(body_nodes, note):
     """adv13: onnx-graphsurgeon folds If/Loop/Scan bodies without passing should_exclude_node on: a then branch's
@@ -644,6 +649,43 @@ def test_fold_constants_asks_its_gate_inside_if_bodies_too(body_nodes, note):
     result = run_pass("fold-constants", graph)
     assert note in result.notes
     assert not any(isinstance(tensor, gs.Constant) and tensor.name.startswith("r") for tensor in graph.tensors().values())
+
+
+def test_fold_constants_sizes_a_loop_bodys_values_by_inference():
+    """adv17: a Loop body's Add of a stored column and row (2^23 elements) was folded by ONNX Runtime in the pass's
+    own process (the gate had no size for body values); now left to run time with the note, the body unchanged."""
+    graph = graph_of("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {
+            m = Constant<value = int64 {2}>()  c = Constant<value = bool {1}>()
+            y = Loop(m, c, x) <body = b (int64 i, bool ci, float[4] h) => (bool co, float[4] o) {
+                s = Constant<value = int64[2] {4096, 1}>()  t = Constant<value = int64[2] {1, 2048}>()
+                col = ConstantOfShape<value = float[1] {1.0}>(s)  row = ConstantOfShape<value = float[1] {1.0}>(t)
+                big = Add(col, row)  r = ReduceSum<keepdims = 0>(big)  o = Add(h, r)  co = Identity(ci) }> }""")
+    result = run_pass("fold-constants", graph)
+    assert result.notes == ["Add '' would make 8,388,608 elements (> 4,194,304): left to run time"]
+    body = graph.nodes[-1].attrs["body"]   # the column and the row (4,096 and 2,048 elements) folded, their sum not
+    assert [(node.op, [type(t).__name__ for t in node.inputs]) for node in body.nodes] == [
+        ("Add", ["Constant", "Constant"]), ("ReduceSum", ["Variable"]), ("Add", ["Variable", "Variable"]),
+        ("Identity", ["Variable"])]
+
+
+@pytest.mark.parametrize("condition", ["c = Constant<value = bool {1}>()", "c = Greater(n, n)"])
+def test_simplify_never_hands_onnxsim_a_body_past_the_cap(monkeypatch, condition):
+    """adv17: an If branch's Add of a stored column (16,384) and row (4,096) was handed to onnxsim, which evaluated
+    its 2^26 elements (1.67 GB peak, dev 2-core); the gate read the main graph's nodes only."""
+    graph = graph_of(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x, float n) => (float[4] y) {{
+            {condition}
+            y = If(c) <then_branch = t () => (float[4] o) {{
+                s = Constant<value = int64[2] {{16384, 1}}>()  u = Constant<value = int64[2] {{1, 4096}}>()
+                col = ConstantOfShape<value = float[1] {{1.0}}>(s)  row = ConstantOfShape<value = float[1] {{1.0}}>(u)
+                big = Add(col, row)  r = ReduceSum<keepdims = 0>(big)  o = Add(x, r) }},
+              else_branch = e () => (float[4] p) {{ p = Neg(x) }}> }}""")
+    handed = _onnxsim_spy(monkeypatch)
+    result = run_pass("simplify", graph)
+    assert not handed and not result.changed
+    assert result.notes == ["onnxsim skipped: Add '' would make 67,108,864 elements from constants (> 4,194,304), "
+                            "which onnxsim would evaluate; graph left unsimplified"]
 
 
 def test_fold_constants_still_flattens_and_folds_a_small_if_body():
