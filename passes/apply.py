@@ -120,8 +120,12 @@ def _main(argv: list[str] | None) -> int:
     for module in args.plugin:
         try:
             imported = importlib.import_module(module)
-        except Exception as error:
-            raise BadInput(f"cannot import plugin {printable(module)}: {one_line(error)}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:   # SystemExit too: a plugin's sys.exit(0) on import was exit 0, nothing said
+            said = one_line(error) if isinstance(error, Exception) else \
+                f"{type(error).__name__}{': ' + one_line(error) if str(error) else ''} raised while it was imported"
+            raise BadInput(f"cannot import plugin {printable(module)}: {said}") from None
         if getattr(imported, "__file__", None):
             plugin_files.append(imported.__file__)
     if args.list_pipelines or args.list_passes:

@@ -215,7 +215,7 @@ class PassManager:
                 result = pass_.run(graph, ctx)
                 if not isinstance(result, PassResult):
                     raise TypeError(f"run() returned {type(result).__name__}, not PassResult")
-            except Exception as error:
+            except (Exception, SystemExit, GeneratorExit) as error:   # a pass's sys.exit(0) was the CLI's exit 0 (adv17)
                 ran = [record.name for record in run.records]
                 run.total_seconds = time.perf_counter() - started
                 raise PipelineError(

@@ -923,3 +923,48 @@ g (float[1,4] x) => (float[1,4] y) { a = Softplus(x) b = Identity(a) c = Min(b, 
                                   f"on device; the 1 intermediate model(s) written before it are kept in {folder}, "
                                   "no output written")
     assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "R" / "report.json").exists()
+
+
+@pytest.mark.parametrize("body, said", [
+    ("import sys\nsys.exit(0)\n", "SystemExit: 0 raised while it was imported"),
+    ("raise SystemExit(3)\n", "SystemExit: 3 raised while it was imported"),
+    ("import sys\nsys.exit('bye\\nerror: forged')\n", "SystemExit: bye error: forged raised while it was imported"),
+    ("raise GeneratorExit\n", "GeneratorExit raised while it was imported"),
+], ids=["exit-0", "exit-3", "exit-message", "generator-exit"])
+def test_a_plugin_that_exits_while_imported_is_bad_input(tmp_path, body, said):
+    """adv17: `--plugin` of a module calling sys.exit(0) on import ended the CLI with exit 0 and nothing said (no
+    output written); SystemExit(3) was exit 3, 'verification failed' to a script; sys.exit(text) printed the text raw
+    (two lines), exit 1; GeneratorExit was a traceback."""
+    (tmp_path / "quitting.py").write_text(body)
+    model = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model)
+    result = apply_cli(model, "--plugin", "quitting", "--pipeline", "cpu", "-o", tmp_path / "o.onnx", extra_path=tmp_path)
+    assert_one_line_error(result, 2, f"cannot import plugin quitting: {said}")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("raised", ["sys.exit(0)", "raise GeneratorExit('x')"])
+def test_a_pass_that_exits_is_a_failed_pass(tmp_path, raised):
+    """adv17: a pass (a plugin's, or a caller's Pass given to compile_model) calling sys.exit(0) in run() left
+    compile_model by SystemExit: the CLI ended with exit 0, no output and nothing said, the report not written."""
+    (tmp_path / "quitting_pass.py").write_text(f"""import sys
+from passes.base import Pass
+from passes.registry import register_pass
+
+
+@register_pass
+class Quit(Pass):
+    name = "test-quits"
+    description = "exits"
+
+    def run(self, graph, ctx):
+        {raised}
+""")
+    model = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model)
+    result = apply_cli(model, "--plugin", "quitting_pass", "--pipeline", "test-quits", "-o", tmp_path / "o.onnx",
+                       "--report", tmp_path / "R", extra_path=tmp_path)
+    shown = "SystemExit: 0" if raised.startswith("sys") else "GeneratorExit: x"
+    assert_one_line_error(result, 4, f"error: pass 'test-quits' failed after []: {shown}")
+    assert not (tmp_path / "o.onnx").exists()
+    assert json.loads((tmp_path / "R" / "report.json").read_text())["status"] == "pass-failed"
