@@ -273,6 +273,53 @@ def einsum_output_mismatch(graph: onnx.GraphProto, values: Iterable[onnx.ValueIn
     return None
 
 
+def _static_type(value_type: onnx.TypeProto) -> Optional[tuple[int, Optional[list[Optional[int]]]]]:
+    """(element type, dims with None where not a number; None where the rank is unknown) of a tensor type."""
+    if not value_type.HasField("tensor_type"):
+        return None
+    tensor_type = value_type.tensor_type
+    dims = ([dim.dim_value if dim.HasField("dim_value") else None for dim in tensor_type.shape.dim]
+            if tensor_type.HasField("shape") else None)
+    return tensor_type.elem_type, dims
+
+
+def if_branch_mismatch(graph: onnx.GraphProto) -> Optional[str]:
+    """The first If (in `graph` or a body nested in it) whose branch output has another element type, rank or fixed
+    size than the If's output declares (or inference found), in `graph` through ONNX's inference; None where there is
+    none. ONNX's inference merges the branches' shapes into an unknown size and ONNX Runtime runs such a model, the
+    output as the branch makes it; once fold-constants flattened an If of a constant condition, the check after it
+    met the contradiction and blamed the pass (adv17: the else branch's Concat (1, 8) under a declared (1, 4), exit 3)."""
+    for outer in all_graphs(graph):
+        declared = {value.name: _static_type(value.type) for value in list(outer.output) + list(outer.value_info)}
+        for node in outer.node:
+            if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+                continue
+            for attribute in node.attribute:
+                if attribute.name not in ("then_branch", "else_branch") or not attribute.HasField("g"):
+                    continue
+                branch = attribute.g
+                inner = {value.name: _static_type(value.type) for value in list(branch.value_info) + list(branch.output)}
+                for produced, name in zip(branch.output, node.output):
+                    made, wanted = inner.get(produced.name), declared.get(name)
+                    if made is None or wanted is None:
+                        continue
+                    (made_type, made_dims), (wanted_type, wanted_dims) = made, wanted
+                    if made_type and wanted_type and made_type != wanted_type:
+                        why = (f"element type {onnx.helper.tensor_dtype_to_string(made_type)}, where "
+                               f"'{printable(name)}' is {onnx.helper.tensor_dtype_to_string(wanted_type)}")
+                    elif made_dims is not None and wanted_dims is not None and (
+                            len(made_dims) != len(wanted_dims) or any(
+                                a is not None and b is not None and a != b for a, b in zip(made_dims, wanted_dims))):
+                        shown = [str(d) if d is not None else "?" for d in made_dims]
+                        why = (f"shape ({', '.join(shown)}), where '{printable(name)}' is declared "
+                               f"({', '.join(str(d) if d is not None else '?' for d in wanted_dims)})")
+                    else:
+                        continue
+                    return (f"{_node_label(node)}: its {attribute.name.split('_')[0]} branch's output "
+                            f"'{printable(produced.name)}' has {why}")
+    return None
+
+
 def _check_transpose_perms(graphs: list[onnx.GraphProto], nodes: list[onnx.NodeProto]) -> None:
     """A Transpose whose perm is no permutation of its axes (an axis twice, one past the rank; a negative axis
     counted from the end, as TorchScript writes them, is normalized later), or, where its input is a graph input

@@ -45,7 +45,8 @@ from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_
                              normalize_negative_perms, read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
-from passes.model_check import InvalidModelError, check_model, einsum_output_mismatch, transpose_rank_mismatch
+from passes.model_check import (InvalidModelError, check_model, einsum_output_mismatch, if_branch_mismatch,
+                                transpose_rank_mismatch)
 from passes.one_line import check_number, is_integer, is_real, one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
@@ -209,7 +210,7 @@ def _shape_inference_error(model: onnx.ModelProto) -> str | None:
     # and was blamed (adv12: Relu of a (3, 4, 1) input, then perm [0, 1]: simplify, exit 3).
     graph = inferred.graph
     values = list(graph.input) + list(graph.output) + list(graph.value_info)
-    return transpose_rank_mismatch(graph, values) or einsum_output_mismatch(graph, values)
+    return transpose_rank_mismatch(graph, values) or einsum_output_mismatch(graph, values) or if_branch_mismatch(graph)
 
 
 def _non_finite_hints(passes: Sequence[Pass], problem: str) -> list[str]:

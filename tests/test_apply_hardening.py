@@ -968,3 +968,20 @@ class Quit(Pass):
     assert_one_line_error(result, 4, f"error: pass 'test-quits' failed after []: {shown}")
     assert not (tmp_path / "o.onnx").exists()
     assert json.loads((tmp_path / "R" / "report.json").read_text())["status"] == "pass-failed"
+
+
+@pytest.mark.parametrize("verify", ["none", "end"])
+def test_an_if_branch_contradicting_its_declared_output_is_bad_input(tmp_path, verify):
+    """adv17: If(false) whose else branch concatenates x with itself, (1, 8), under a declared (1, 4): ONNX's inference
+    merges the branches, ONNX Runtime runs it; fold-constants flattened the If and the check after it failed, exit 3
+    'verification failed: pass 'fold-constants' produced an invalid model ... (8) vs (4)'."""
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4] x) => (float[1,4] y) {
+  c = Constant<value = bool {0}>()
+  y = If(c) <then_branch = t () => (float[1,4] a) { a = Relu(x) },
+      else_branch = e () => (float[1,8] z) { z = Concat<axis = 1>(x, x) }> }"""), model)
+    result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", verify)
+    assert_one_line_error(result, 2, f"error: {model}: invalid model: a If node: its else branch's output 'z' has "
+                                     "shape (1, 8), where 'y' is declared (1, 4) (found after pass 'fold-constants')")
+    assert not (tmp_path / "o.onnx").exists()
