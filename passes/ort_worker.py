@@ -87,7 +87,10 @@ class _Worker:
             expired.set()
             self.process.kill()
 
-        timer = threading.Timer(timeout, expire) if timeout is not None else None
+        # float(): a Fraction or a numpy float32 made the timer's thread fail ('cannot be interpreted as an integer'),
+        # a traceback and no limit; past threading.TIMEOUT_MAX (292 years: --verify-timeout 1e10) it overflowed (adv17)
+        seconds = None if timeout is None else float(timeout)
+        timer = threading.Timer(seconds, expire) if seconds is not None and seconds < threading.TIMEOUT_MAX else None
         if timer is not None:
             timer.daemon = True
             timer.start()

@@ -432,9 +432,9 @@ def compile_model(
     """
     _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, verify_timeout, report,
                           override_options, explain, in_place, keep_intermediates, input_shapes, progress, protected_files)
-    if verify_timeout is not None:
-        check_number("verify_timeout", verify_timeout, "a positive, finite number of seconds", low=0.0, above_low=True,
-                     error=BadInput)
+    if verify_timeout is not None:   # as a float: a Fraction or a numpy float32 broke the timer's thread (adv17)
+        verify_timeout = float(check_number("verify_timeout", verify_timeout, "a positive, finite number of seconds",
+                                            low=0.0, above_low=True, error=BadInput))
     progress = progress or ProgressHook()
     if verify not in VERIFY_MODES:
         raise BadInput(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")

@@ -985,3 +985,29 @@ g (float[1,4] x) => (float[1,4] y) {
     assert_one_line_error(result, 2, f"error: {model}: invalid model: a If node: its else branch's output 'z' has "
                                      "shape (1, 8), where 'y' is declared (1, 4) (found after pass 'fold-constants')")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_verify_timeout_of_any_real_number_type_or_size_is_kept_or_refused_in_one_line(tmp_path):
+    """adv17: verify_timeout=Fraction(1, 2) or numpy.float32(0.5) passed the type check, then the timer's thread died
+    ('cannot be interpreted as an integer', a traceback on stderr) and the run had no limit (a Loop that never ends
+    held the caller for ever); 10**400 raised OverflowError out of compile_model; `--verify-timeout 1e10` (past
+    threading.TIMEOUT_MAX, 292 years) printed two thread tracebacks beside the compile's lines."""
+    import fractions
+    for bad in (10 ** 400, -(10 ** 400)):
+        with pytest.raises(BadInput) as refused:
+            compile_model(_endless_loop_model(3), "cpu", verify_timeout=bad)
+        assert str(refused.value).startswith("verify_timeout must be a positive, finite number of seconds, got ")
+        assert "characters cut" in str(refused.value)
+    script = ("import fractions, numpy, sys\nsys.path.insert(0, 'tests')\nfrom test_apply_hardening import "
+              "_endless_loop_model\nfrom pipelines.compiler import BadInput, compile_model\n"
+              "for limit in (fractions.Fraction(1, 2), numpy.float32(0.5)):\n"
+              "    try:\n        compile_model(_endless_loop_model(None), 'cpu', verify_timeout=limit)\n"
+              "    except BadInput as error:\n        print(str(error)[:90])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=240,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    said = "cannot verify: the input model's run: ONNX Runtime's run did not end within 0.5 s (a Loop "
+    assert (result.stdout.splitlines(), result.stderr) == ([said, said], "")
+    model = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model)
+    result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify-timeout", "1e10")
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
