@@ -16,7 +16,8 @@ as notes. Rules:
                              remove-identity{copy_inputs=true} makes an Identity's copy x * 1, which compiles)
   output = constant          left out of the bmodel (its other outputs compiled, cosine 1.0)
   output from constants      computed from constants and Shapes only (a ConstantOfShape fold-constants leaves for
-                             its size): tpu-mlir's ConstantFolding folds it to a weight, left out of the bmodel
+                             its size): model_transform's ConstantFolding (its default; tools.tpu_check turns it
+                             off, and then the output is computed, cosine 1.0) folds it to a weight, left out
   nothing computed           every output a copy (x * 1): tpu-mlir folds it away and deploy asserts '!empty()'
   CumSum axis not constant   the axis must be an attribute in tpu-mlir
   CumSum exclusive/reverse   silently ignored: wrong results              (cumsum-plain)
@@ -81,8 +82,9 @@ OUTPUT_IS_INPUT = ("graph output that is a graph input passed through (tpu-mlir'
                    "operand 0 doesn't match function result type\"; the caller has the input: drop the output)")
 OUTPUT_IS_CONSTANT = ("graph output that is a constant (tpu-mlir leaves it out of the bmodel; the caller knows it: "
                       "drop the output)")
-OUTPUT_FROM_CONSTANTS = ("graph output computed from constants and shapes only (tpu-mlir's ConstantFolding folds it to a "
-                         "weight and leaves it out of the bmodel; the caller can compute it: drop the output)")
+OUTPUT_FROM_CONSTANTS = ("graph output computed from constants and shapes only (model_transform's own constant folding, "
+                         "on unless --do_onnx_sim is off, folds it to a weight and leaves it out of the bmodel; the "
+                         "caller can compute it: drop the output)")
 # Ops tpu-mlir 1.30.2's ConstantFolding (transform/OnnxOpt.py) never folds although their inputs are constant.
 _NEVER_FOLDED = frozenset(("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                            "Bernoulli", "If", "Loop", "Scan"))
