@@ -1,0 +1,224 @@
+"""The scan forms called directly, against a float64 sequential scan at tight tolerances (session s29, mut29).
+
+Each form is built on graph inputs (no pattern matching in between), so every size reaches it as asked: lengths
+with and without a chunk remainder, one chunk and many, the scan axis inside or last, a batch of 2, d_state 1
+and 3, an initial state or none, decays in [0.13, 0.6] (with decays near 1 a state one step or one chunk off is
+almost the same state, and the error hides under 1e-5: test_mutants' carry test), and for the forms that take
+any sign, decays of both signs. These kill mutmut's survivors of passes/scan_forms/{window_doubling,
+parallel_strided, chunk_axes, batched, batched_doubling}.py (docs/MUTATION.md, "Session s29 (mut29)").
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.graph_builder import GraphBuilder
+from passes.scan_forms import SCAN_FORMS
+from passes.scan_forms.decays import Decays
+from scan_testing import op_histogram, rel_l2, run
+
+TOL = 1e-6   # float32 forms vs the float64 scan; decays <= 0.6 keep every form's error near 1e-7
+
+
+def scan64(decay: np.ndarray, drive: np.ndarray, axis: int, initial: Optional[np.ndarray] = None) -> np.ndarray:
+    """x_t = a_t * x_{t-1} + b_t along `axis`, in float64; `initial` has size 1 on that axis."""
+    a = np.moveaxis(decay.astype(np.float64), axis, 0)
+    b = np.moveaxis(drive.astype(np.float64), axis, 0)
+    state = np.zeros(a.shape[1:]) if initial is None else np.moveaxis(initial.astype(np.float64), axis, 0)[0]
+    states = []
+    for t in range(a.shape[0]):
+        state = a[t] * state + b[t]
+        states.append(state)
+    return np.moveaxis(np.stack(states), 0, axis)
+
+
+def form_model(form: str, shape: tuple, axis: int, chunk: int, *, log_space: bool = True, initial: bool = False,
+               **options) -> onnx.ModelProto:
+    """A model of one form: inputs "z" (log a where log_space, else a itself), "b", and with `initial`
+    "h0" (size 1 on the scan axis); output "states"."""
+    graph = gs.Graph(opset=17)
+    z = gs.Variable("z", np.float32, shape)
+    b = gs.Variable("b", np.float32, shape)
+    graph.inputs = [z, b]
+    start = None
+    if initial:
+        start = gs.Variable("h0", np.float32, tuple(1 if i == axis else s for i, s in enumerate(shape)))
+        graph.inputs.append(start)
+    builder = GraphBuilder(graph, 17, "form")
+    decays = Decays.from_log(builder, z) if log_space else Decays(lambda: z, None, "a graph input")
+    if form in ("parallel-strided", "strided-readout", "channels-last-readout"):
+        options.setdefault("shapes", {"z": shape, "b": shape})
+    out = SCAN_FORMS[form](builder, decays=decays, drive=b, initial=start, axis=axis, length=shape[axis],
+                           chunk=chunk, rank=len(shape), **options)
+    states = builder.node("Identity", [out], output=gs.Variable("states", np.float32, shape))
+    graph.outputs = [states]
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def feeds_for(shape: tuple, axis: int, *, seed: int = 0, log_space: bool = True, initial: bool = False,
+              signs: bool = False) -> dict[str, np.ndarray]:
+    """Decays in [0.13, 0.6] (log a in [-2, -0.5]); with `signs` a random sign each (the form takes a as is)."""
+    rng = np.random.default_rng(seed)
+    log_a = -rng.uniform(0.5, 2.0, shape)
+    a = np.exp(log_a) * (rng.choice([-1.0, 1.0], shape) if signs else 1.0)
+    feeds = {"z": (log_a if log_space else a).astype(np.float32), "b": rng.standard_normal(shape).astype(np.float32)}
+    if initial:
+        feeds["h0"] = rng.standard_normal(tuple(1 if i == axis else s for i, s in enumerate(shape))).astype(np.float32)
+    return feeds
+
+
+def expected_of(feeds: dict, axis: int, log_space: bool = True) -> np.ndarray:
+    decay = np.exp(feeds["z"].astype(np.float64)) if log_space else feeds["z"].astype(np.float64)
+    return scan64(decay, feeds["b"], axis, feeds.get("h0"))
+
+
+def check(form: str, shape: tuple, axis: int, chunk: int, *, log_space: bool = True, initial: bool = False,
+          signs: bool = False, seeds=(0, 1), **options) -> onnx.ModelProto:
+    model = form_model(form, shape, axis, chunk, log_space=log_space, initial=initial, **options)
+    for seed in seeds:
+        feeds = feeds_for(shape, axis, seed=seed, log_space=log_space, initial=initial, signs=signs)
+        actual = run(model, feeds)[0]
+        assert actual.shape == shape
+        error = rel_l2(actual, expected_of(feeds, axis, log_space))
+        assert error <= TOL, f"{form} {shape} axis {axis} chunk {chunk}: rel L2 {error:.2e}"
+    return model
+
+
+# (shape, scan axis): batch 2; the scan axis inside (Mamba/VMamba: (B, L, D, N)) or last; d_state 1 and 3.
+LAYOUTS = [((2, 13, 3, 1), 1), ((2, 3, 3, 13), 3), ((2, 13, 2, 3), 1), ((2, 3, 1, 13), 3)]
+# (length replacing 13, chunk): a remainder (13 of 4: padded to 16), an exact fit (12 of 4, 3 chunks),
+# a half-chunk divisor (14 of 8: 2 chunks of 7), one chunk (5 of 8), one step, many chunks (37 of 2: 19 chunks).
+LENGTHS = [(13, 4), (12, 4), (14, 8), (5, 8), (1, 4), (37, 2)]
+
+
+def _layout(shape: tuple, axis: int, length: int) -> tuple:
+    return tuple(length if i == axis else s for i, s in enumerate(shape))
+
+
+@pytest.mark.parametrize("form", ["window-doubling", "batched", "batched-doubling", "parallel-strided"])
+@pytest.mark.parametrize("length, chunk", LENGTHS)
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+@pytest.mark.parametrize("initial", [False, True])
+def test_log_space_forms_equal_the_float64_scan(form, length, chunk, layout, initial):
+    shape, axis = LAYOUTS[layout]
+    check(form, _layout(shape, axis, length), axis, chunk, initial=initial)
+
+
+@pytest.mark.parametrize("form", ["batched-doubling", "parallel-strided"])
+@pytest.mark.parametrize("length, chunk", LENGTHS)
+@pytest.mark.parametrize("layout", [0, 1, 2])
+@pytest.mark.parametrize("initial", [False, True])
+def test_forms_of_any_sign_equal_the_float64_scan_on_decays_of_both_signs(form, length, chunk, layout, initial):
+    """The decays as they are (no log): each chunk's decay product is a product of the decays, not exp(sum log)."""
+    shape, axis = LAYOUTS[layout]
+    check(form, _layout(shape, axis, length), axis, chunk, log_space=False, initial=initial, signs=True)
+
+
+@pytest.mark.parametrize("one_chunk_up_to", [0, 12, 13, 40])
+@pytest.mark.parametrize("length, chunk", [(13, 4), (40, 4), (37, 2)])
+@pytest.mark.parametrize("layout", [0, 3])
+@pytest.mark.parametrize("initial", [False, True])
+def test_window_doubling_with_short_scans_as_one_chunk(one_chunk_up_to, length, chunk, layout, initial):
+    shape, axis = LAYOUTS[layout]
+    check("window-doubling", _layout(shape, axis, length), axis, chunk, initial=initial,
+          one_chunk_up_to=one_chunk_up_to)
+
+
+@pytest.mark.parametrize("dense_carry, carry_shifts", [(0, "matmul"), (0, "slices"), (64, "matmul"), (4, "matmul")])
+@pytest.mark.parametrize("length, chunk", [(13, 4), (12, 4), (14, 8), (37, 2), (5, 8)])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("initial", [False, True])
+def test_batched_carries(dense_carry, carry_shifts, length, chunk, layout, initial):
+    """The doubling carry with the chunk axis moved last (MatMul shifts) or left in place (Slice shifts), and the
+    dense carry (one weight matrix per channel: only without an initial state and with the step axis last)."""
+    shape, axis = LAYOUTS[layout]
+    check("batched", _layout(shape, axis, length), axis, chunk, initial=initial, dense_carry=dense_carry,
+          carry_shifts=carry_shifts)
+
+
+def test_window_doubling_carries_into_more_chunks_than_a_shift_matmul_takes():
+    """600 steps in chunks of 2: 300 chunks, past MATMUL_CARRY_UP_TO (256), carried by Slice + Pad; a level down 150."""
+    from passes.scan_forms.window_doubling import MATMUL_CARRY_UP_TO
+
+    assert 150 <= MATMUL_CARRY_UP_TO < 300
+    model = check("window-doubling", (1, 2, 1, 600), 3, 2, initial=True, seeds=(0,))
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    shifts = [node for node in model.graph.node if node.op_type == "Pad" and made_by[node.input[0]].op_type == "Slice"]
+    assert len(shifts) == 1   # the other Pads pad odd chunk counts (75, 19, 5, 3) to even ones
+
+
+def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, log_space: bool,
+                   through: str = "Mul") -> tuple[onnx.ModelProto, dict, np.ndarray]:
+    """Mamba's factors: log a = dt * A (`through` "Div": dt / (1 / A); "Neg": -(dt * -A)), a = Exp(log a),
+    b = (dt * B) * u, with dt and u (batch 2, L, D 3, 1), B (2, L, 1, N 2), A a (D, N) constant; the scan axis
+    1, or last when `axis_last` (every tensor transposed (0, 2, 3, 1) first). The model, its feeds, the
+    float64 states."""
+    rng = np.random.default_rng(3)
+    batch, width, state = 2, 3, 2
+    a_value = -rng.uniform(0.5, 2.0, (width, state)).astype(np.float32)
+    feeds = {"dt": rng.uniform(0.5, 1.0, (batch, length, width, 1)).astype(np.float32),
+             "u": rng.standard_normal((batch, length, width, 1)).astype(np.float32),
+             "B": rng.standard_normal((batch, length, 1, state)).astype(np.float32)}
+    perm = (0, 2, 3, 1)
+    if axis_last:
+        feeds = {name: np.ascontiguousarray(value.transpose(perm)) for name, value in feeds.items()}
+        a_value = a_value[:, :, None]
+    axis = 3 if axis_last else 1
+    full = tuple(np.broadcast_shapes(feeds["dt"].shape, feeds["B"].shape))
+    start_shape = tuple(1 if i == axis else s for i, s in enumerate(full))
+    if initial:
+        feeds["h0"] = rng.standard_normal(start_shape).astype(np.float32)
+    graph = gs.Graph(opset=17)
+    variables = {name: gs.Variable(name, np.float32, value.shape) for name, value in feeds.items()}
+    graph.inputs = list(variables.values())
+    shapes = {name: value.shape for name, value in feeds.items()}
+    builder = GraphBuilder(graph, 17, "f")
+
+    def made(op, inputs, name):
+        out = builder.node(op, inputs, output=gs.Variable(name, np.float32, full))
+        shapes[name] = full
+        return out
+
+    A = gs.Constant("A", a_value)
+    if through == "Mul":
+        log_a = made("Mul", [variables["dt"], A], "log_a")
+    elif through == "Div":
+        log_a = made("Div", [variables["dt"], gs.Constant("inverse_A", (1 / a_value).astype(np.float32))], "log_a")
+    else:
+        log_a = made("Neg", [made("Mul", [variables["dt"], gs.Constant("minus_A", -a_value)], "minus_log_a")], "log_a")
+    a = made("Exp", [log_a], "a")
+    drive = made("Mul", [made("Mul", [variables["dt"], variables["B"]], "dtB"), variables["u"]], "drive")
+    decays = Decays.of(builder, a) if log_space else Decays(lambda: a, None, "as they are")
+    out = SCAN_FORMS["parallel-strided"](builder, decays=decays, drive=drive, initial=variables.get("h0"), axis=axis,
+                                         length=length, chunk=chunk, rank=4, shapes=shapes)
+    graph.outputs = [builder.node("Identity", [out], output=gs.Variable("states", np.float32, full))]
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    decay = np.exp(feeds["dt"].astype(np.float64) * a_value)
+    drive_value = feeds["dt"].astype(np.float64) * feeds["B"] * feeds["u"]
+    return model, feeds, scan64(decay, drive_value, axis, feeds.get("h0"))
+
+
+@pytest.mark.parametrize("through", ["Mul", "Div", "Neg"])
+@pytest.mark.parametrize("length, chunk", [(12, 4), (13, 4), (14, 8), (5, 8), (37, 2), (1, 4)])
+@pytest.mark.parametrize("axis_last", [False, True])
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("log_space", [True, False])
+def test_parallel_strided_on_factors_equals_the_float64_scan(through, length, chunk, axis_last, initial, log_space):
+    """Strided steps pushed through the factors down to dt, B and u; no (L, D, N) decay or drive is left."""
+    model, feeds, expected = factored_model(length, chunk, axis_last=axis_last, initial=initial, log_space=log_space,
+                                            through=through)
+    actual = run(model, feeds)[0]
+    assert actual.shape == expected.shape
+    assert rel_l2(actual, expected) <= TOL
+    names = {out for node in model.graph.node for out in node.output}
+    if length > 1:   # (one step: every tensor has size 1 on the scan axis and is its own step)
+        assert not {"a", "log_a", "drive", "dtB"} & names   # the full-size decays and drives are dead
