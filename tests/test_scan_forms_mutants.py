@@ -222,3 +222,20 @@ def test_parallel_strided_on_factors_equals_the_float64_scan(through, length, ch
     names = {out for node in model.graph.node for out in node.output}
     if length > 1:   # (one step: every tensor has size 1 on the scan axis and is its own step)
         assert not {"a", "log_a", "drive", "dtB"} & names   # the full-size decays and drives are dead
+
+
+def test_window_doubling_chunk_2_on_an_odd_length_keeps_2_steps_a_chunk():
+    """L = 9, chunk 2: 2 steps a chunk at every level (9 -> 5 -> 3 -> 2 chunks, each padded: 6 Pads), the last
+    level one chunk of 2; not 3 steps a chunk (9 = 3 x 3 needs no padding). Per chunked level one shift MatMul,
+    one growth band MatMul and one carry MatMul; the last scan one shift MatMul: 10."""
+    model = check("window-doubling", (1, 9), 1, 2, seeds=(0,))
+    assert op_histogram(model) == {"Add": 7, "Concat": 9, "Exp": 7, "Gather": 3, "Identity": 1, "MatMul": 10, "Mul": 7,
+                                   "Pad": 6, "ReduceSum": 3, "Reshape": 9, "Shape": 9, "Slice": 21, "Unsqueeze": 3}
+
+
+def test_batched_carry_by_slices_runs_log2_chunks_rounds():
+    """L = 16, chunk 4: 4 chunks, the paired carry in place composes in 2 rounds (steps 1 and 2), not 3: each
+    round 2 Muls and an Add besides its shift (Slice, Mul by 0, Add of the identity, Concat)."""
+    model = check("batched", (1, 16, 1), 1, 4, carry_shifts="slices", initial=False, seeds=(0,))
+    assert op_histogram(model) == {"Add": 6, "Concat": 7, "CumSum": 2, "Exp": 3, "Identity": 1, "Mul": 14, "Neg": 1,
+                                   "ReduceSum": 2, "Reshape": 3, "Shape": 3, "Slice": 15, "Sub": 1}
