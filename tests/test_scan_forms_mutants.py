@@ -239,3 +239,29 @@ def test_batched_carry_by_slices_runs_log2_chunks_rounds():
     model = check("batched", (1, 16, 1), 1, 4, carry_shifts="slices", initial=False, seeds=(0,))
     assert op_histogram(model) == {"Add": 6, "Concat": 7, "CumSum": 2, "Exp": 3, "Identity": 1, "Mul": 14, "Neg": 1,
                                    "ReduceSum": 2, "Reshape": 3, "Shape": 3, "Slice": 15, "Sub": 1}
+
+
+@pytest.mark.parametrize("args, side", [
+    ((3136, 8), 49),        # 392 chunks of 8 (past 256: carried by Slice + Pad, no square), 49 of 8, 7 of 7, one of 7
+    ((49, 16), 16),         # 4 chunks of 16 (padded to 64), then one chunk of 4
+    ((49, 16, "matmul", 49), 49), ((49, 16, "matmul", 48), 16),   # one_chunk_up_to: 49 steps as one chunk, or not
+    ((600, 2), 150),        # 300 chunks (no square), then 150 chunks of 2: a 150-square carry
+    ((514, 2), 129),        # 257 chunks: one past MATMUL_CARRY_UP_TO, no square; then 129
+    ((512, 2), 256),        # 256 chunks: exactly MATMUL_CARRY_UP_TO, a 256-square carry
+    ((7, 8), 7), ((1, 4), 1), ((13, 4), 4),
+])
+def test_window_doubling_table_side(args, side):
+    from passes.scan_forms.window_doubling import window_doubling_table_side
+
+    assert window_doubling_table_side(*args) == side
+
+
+@pytest.mark.parametrize("args, batched, doubling", [
+    ((3136, 8), 392, 392), ((3136, 8, "slices"), 0, 392),   # batched's slices carry has no square; doubling's Q-square stays
+    ((13, 4), 4, 4), ((12, 12), 0, 12), ((1, 4), 0, 1), ((37, 2), 37, 37),
+])
+def test_batched_table_sides(args, batched, doubling):
+    from passes.scan_forms.batched import batched_table_side
+    from passes.scan_forms.batched_doubling import batched_doubling_table_side
+
+    assert (batched_table_side(*args), batched_doubling_table_side(*args)) == (batched, doubling)
