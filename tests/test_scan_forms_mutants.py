@@ -143,15 +143,30 @@ def test_batched_carries(dense_carry, carry_shifts, length, chunk, layout, initi
           carry_shifts=carry_shifts)
 
 
-def test_window_doubling_carries_into_more_chunks_than_a_shift_matmul_takes():
-    """600 steps in chunks of 2: 300 chunks, past MATMUL_CARRY_UP_TO (256), carried by Slice + Pad; a level down 150."""
+def _shift_pads(model: onnx.ModelProto) -> int:
+    """Pads of a Slice: the carry shifted by Slice + Pad (the other Pads pad odd chunk counts to even ones)."""
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    return sum(node.op_type == "Pad" and made_by[node.input[0]].op_type == "Slice" for node in model.graph.node)
+
+
+@pytest.mark.parametrize("length, shift_pads", [(600, 1), (514, 1), (512, 0)])
+def test_window_doubling_carries_into_more_chunks_than_a_shift_matmul_takes(length, shift_pads):
+    """Chunks of 2: 300 and 257 chunks are past MATMUL_CARRY_UP_TO (256) and carried by Slice + Pad; 256 chunks
+    (L 512) by a MatMul, as every level below."""
     from passes.scan_forms.window_doubling import MATMUL_CARRY_UP_TO
 
-    assert 150 <= MATMUL_CARRY_UP_TO < 300
-    model = check("window-doubling", (1, 2, 1, 600), 3, 2, initial=True, seeds=(0,))
-    made_by = {out: node for node in model.graph.node for out in node.output}
-    shifts = [node for node in model.graph.node if node.op_type == "Pad" and made_by[node.input[0]].op_type == "Slice"]
-    assert len(shifts) == 1   # the other Pads pad odd chunk counts (75, 19, 5, 3) to even ones
+    assert MATMUL_CARRY_UP_TO == 256
+    model = check("window-doubling", (1, 2, 1, length), 3, 2, initial=True, seeds=(0,))
+    assert _shift_pads(model) == shift_pads
+
+
+@pytest.mark.parametrize("one_chunk_up_to, reduce_sums", [(0, 3), (9, 2), (10, 1), (12, 1), (40, 0)])
+def test_window_doubling_takes_a_short_level_below_as_one_chunk(one_chunk_up_to, reduce_sums):
+    """L 40 at chunk 4: 10 chunks of 4, whose level below (10 steps) is one chunk when one_chunk_up_to >= 10 (one
+    ReduceSum: one level of chunks), else 5 chunks of 2, whose level below (5 steps) is one chunk at 9 (two),
+    else 2 chunks of 4 (three); the whole scan one chunk at 40 (none). one_chunk_up_to reaches every level."""
+    model = check("window-doubling", (2, 3, 1, 40), 3, 4, seeds=(0,), one_chunk_up_to=one_chunk_up_to)
+    assert op_histogram(model).get("ReduceSum", 0) == reduce_sums
 
 
 def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, log_space: bool,
