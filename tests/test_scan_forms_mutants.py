@@ -280,3 +280,25 @@ def test_batched_table_sides(args, batched, doubling):
     from passes.scan_forms.batched_doubling import batched_doubling_table_side
 
     assert (batched_table_side(*args), batched_doubling_table_side(*args)) == (batched, doubling)
+
+
+@pytest.mark.parametrize("one_chunk_up_to", [0, 64])
+def test_window_doubling_takes_decays_of_0_through_a_log(one_chunk_up_to):
+    """Log decays made by a Log of decays that hold zeros: log 0 = -inf, and the band MatMuls multiply it by the
+    band's zeros (NaN) unless it is clamped to -1e30 first, which has the same Exp."""
+    shape, axis = (2, 3, 1, 13), 3
+    graph = gs.Graph(opset=17)
+    a, b = gs.Variable("a", np.float32, shape), gs.Variable("b", np.float32, shape)
+    graph.inputs = [a, b]
+    builder = GraphBuilder(graph, 17, "form")
+    decays = Decays.from_log(builder, builder.log(a))
+    out = SCAN_FORMS["window-doubling"](builder, decays=decays, drive=b, initial=None, axis=axis, length=13, chunk=4,
+                                        rank=4, one_chunk_up_to=one_chunk_up_to)
+    graph.outputs = [builder.node("Identity", [out], output=gs.Variable("states", np.float32, shape))]
+    graph.cleanup().toposort()
+    rng = np.random.default_rng(5)
+    feeds = {"a": (rng.uniform(0.13, 0.6, shape) * (rng.uniform(size=shape) > 0.3)).astype(np.float32),
+             "b": rng.standard_normal(shape).astype(np.float32)}
+    assert (feeds["a"] == 0).sum() > 10
+    actual = run(gs.export_onnx(graph), feeds)[0]
+    assert rel_l2(actual, scan64(feeds["a"], feeds["b"], axis)) <= TOL
