@@ -172,3 +172,55 @@ def test_group_counts_and_pages(count):
     description = describe(model(blocks, outputs=outputs), model(rewritten, outputs=outputs))
     [group] = description["groups"]
     assert group["count"] == count and len(group["instances"]) == count
+
+
+# Kill the mutants of session s29 (docs/MUTATION.md, "Session s29 (mut29)"): the fallback pairing of added nodes
+# by what they read, what counts as a source node, and the order of the regions.
+def test_an_added_node_without_a_removed_partner_pairs_with_the_removed_reader_of_its_input():
+    """The dead Exp is replaced by a dead Neg under another name: nothing shares a name, so the Neg is paired
+    with the removed node that read its input x: one region, not a removed-only and an added-only one."""
+    before = model("d = Exp(x)\n  y = Identity(x)\n  z = Relu(x)")
+    after = model("y = Identity(x)\n  e = Neg(x)\n  z = Relu(x)")
+    diff = diff_snapshots(snapshot_model(before), snapshot_model(after))
+    assert [(region.removed, region.added) for region in diff.regions] == [([0], [1])]
+
+
+def test_an_added_node_reading_only_a_weight_the_removed_node_read_is_not_paired_by_it():
+    """A weight read on both sides is no link: the Mul's region stays apart from the added Add of w with w."""
+    weights = "float[4] w = {1.0, 2.0, 3.0, 4.0}"
+    before = model("d = Mul(x, w)\n  y = Identity(x)\n  z = Relu(x)", initializers=weights)
+    after = model("y = Identity(x)\n  e = Add(w, w)\n  z = Relu(x)", initializers=weights)
+    diff = diff_snapshots(snapshot_model(before), snapshot_model(after))
+    assert [(region.removed, region.added) for region in diff.regions] == [([0], []), ([], [1])]
+
+
+def test_a_node_of_weights_alone_is_a_source_and_a_node_of_values_is_not():
+    """An Identity of a weight read by two blocks is a source (it joins its first reader only: two regions, as a
+    shared Constant node); a Neg of the input x read by two removed nodes links them (one region)."""
+    shared = two_blocks("m0", "m1").replace("two = Constant<value = float {2.0}>()", "two = Identity(w)")
+    before = model(shared, initializers="float w = {2.0}")
+    after = model("m0 = Add(x, x)\n  y = Relu(m0)\n  m1 = Add(x, x)\n  z = Sigmoid(m1)", initializers="float w = {2.0}")
+    assert describe(before, after)["regions"] == 2
+    before = model("t = Neg(x)\n  y = Exp(t)\n  z = Sigmoid(t)")
+    after = model("y = Abs(x)\n  z = Relu(x)")
+    diff = diff_snapshots(snapshot_model(before), snapshot_model(after))
+    assert [(region.removed, region.added) for region in diff.regions] == [([0, 1, 2], [0, 1])]
+
+
+def test_regions_are_ordered_by_their_first_removed_node_and_added_only_ones_come_last():
+    before = model("a = Neg(x)\n  b = Exp(x)\n  y = Identity(x)\n  z = Relu(x)")
+    after = model("q = Sigmoid(y)\n  y = Identity(x)\n  z = Relu(x)\n  b = Abs(x)\n  a = Tanh(x)")
+    diff = diff_snapshots(snapshot_model(before), snapshot_model(after))
+    assert [(region.removed, region.added) for region in diff.regions] == [([0], [4]), ([1], [3]), ([], [0])]
+
+
+def test_an_unnamed_node_is_stamped_and_read_under_its_first_named_output():
+    from passes.report.provenance import Origin, stamp_provenance
+
+    unnamed = model("t = Neg(x)\n  y = Identity(t)\n  z = Relu(x)")
+    unnamed.graph.node[0].metadata_props.add(key="kept", value="1")
+    assert stamp_provenance(unnamed, {"output:t": Origin("test-pass", 2), "output:z": Origin("other", 1)}) == 2
+    assert read_provenance(unnamed) == {"output:t": {"pass": "test-pass", "pass_index": "2"},
+                                        "output:z": {"pass": "other", "pass_index": "1"}}
+    assert [(p.key, p.value) for p in unnamed.graph.node[0].metadata_props] == [
+        ("kept", "1"), ("pass", "test-pass"), ("pass_index", "2")]

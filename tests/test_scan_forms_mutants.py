@@ -302,3 +302,11 @@ def test_window_doubling_takes_decays_of_0_through_a_log(one_chunk_up_to):
     assert (feeds["a"] == 0).sum() > 10
     actual = run(gs.export_onnx(graph), feeds)[0]
     assert rel_l2(actual, scan64(feeds["a"], feeds["b"], axis)) <= TOL
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_window_doubling_folds_the_initial_state_into_one_or_two_steps(length):
+    """One step: the drive is the first step's, no Concat of it with the (empty) rest; two steps: the first and
+    the second, concatenated."""
+    model = check("window-doubling", (2, 3, 1, length), 3, 4, initial=True)
+    assert op_histogram(model).get("Concat", 0) == length - 1
