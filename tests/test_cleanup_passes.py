@@ -694,3 +694,39 @@ def test_fold_constants_still_flattens_and_folds_a_small_if_body():
     result = run_pass("fold-constants", graph)
     assert (ops(graph), result.stats) == (["Add"], {"folded": 1})
     assert [float(tensor.values) for tensor in graph.nodes[0].inputs if isinstance(tensor, gs.Constant)] == [16.0]
+
+
+# Session s29 (mut29): survivors of hand mutants of eliminate-dead-nodes and constant_sizes.
+def test_eliminate_dead_nodes_says_what_it_removed_only_when_asked_and_keeps_unused_outputs():
+    text = """<ir_version: 8, opset_import: ["" : 18]>
+        g (float[4] x) => (float[2] y) {
+          y, unused_half = Split<num_outputs = 2>(x)
+          dead = Exp(x)
+          dead_too = Neg(dead) }"""
+    graph = graph_of(text)
+    result = get_pass("eliminate-dead-nodes").run(graph, PassContext(opset=18))
+    assert (result.changed, result.stats, result.notes) == (True, {"removed": 2, "removed_tensors": 2}, [])
+    assert [len(node.outputs) for node in graph.nodes] == [2]   # the Split keeps its unused output
+    explained = get_pass("eliminate-dead-nodes").run(graph_of(text), PassContext(opset=18, explain=True))
+    assert explained.notes == ["removed 2 nodes whose results no output uses"]
+
+
+def test_oversized_constant_nodes_reads_shapes_of_declared_dims_and_nothing_else_of_an_input():
+    """Shape(x) of a declared (2048, 4096) input is a constant; so is the ConstantOfShape it sizes (2^23 elements,
+    past the cap); the Relu of x, as large, is not computed from constants."""
+    from passes.constant_sizes import oversized_constant_nodes
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2048, 4096] x) => (float[2048, 4096] y, float[2048, 4096] r) {
+          shape = Shape(x)
+          big = ConstantOfShape<value = float[1] {1.0}>(shape)
+          y = Add(x, big)
+          r = Relu(x) }""")
+    assert 2048 * 4096 > MAX_FOLDED_ELEMENTS
+    assert [(node.op_type, elements) for node, elements in oversized_constant_nodes(model)] == [
+        ("ConstantOfShape", 2048 * 4096)]
+    sized = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2048, 4096] x) => (int64 n, float[2048, 4096] r) {
+          n = Size(x)
+          r = Relu(x) }""")
+    assert oversized_constant_nodes(sized) == []

@@ -73,3 +73,20 @@ def test_the_matrix_cap_is_inclusive_and_named(monkeypatch, cap, note):
     graph = gs.import_onnx(model)
     result = PlaneTransposeToMatMul().run(graph, PassContext(opset=17, explain=True))
     assert (result.stats, result.notes) == ({"rewritten": 0 if note else 1}, [note] if note else [])
+
+
+@pytest.mark.parametrize("shape, plane", [
+    ((2, 3, 4), (3, 3, 4)), ((2, 1, 1), (3, 1, 1)),
+    ((1, 0, 3), None), ((1, 3, 0), None),          # an empty plane: its 0 in a Reshape target would mean "copy"
+    ((3, 4), None), (None, None),                 # rank 2, an unknown shape
+])
+def test_swapped_plane_takes_planes_of_rank_3_and_more_with_elements(shape, plane):
+    """Session s29's survivors of passes/plane_swaps.py (hand mutants)."""
+    import onnx_graphsurgeon as gs
+
+    from passes.plane_swaps import swapped_plane
+
+    rank = 3 if shape is None else len(shape)
+    node = gs.Node("Transpose", inputs=[gs.Variable("x")], outputs=[gs.Variable("y")],
+                   attrs={"perm": list(range(rank - 2)) + [rank - 1, rank - 2]})
+    assert swapped_plane(node, {} if shape is None else {"x": shape}) == plane
