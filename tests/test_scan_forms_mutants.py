@@ -171,8 +171,9 @@ def test_window_doubling_takes_a_short_level_below_as_one_chunk(one_chunk_up_to,
 
 def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, log_space: bool,
                    through: str = "Mul") -> tuple[onnx.ModelProto, dict, np.ndarray]:
-    """Mamba's factors: log a = dt * A (`through` "Div": dt / (1 / A); "Neg": -(dt * -A)), a = Exp(log a),
-    b = (dt * B) * u, with dt and u (batch 2, L, D 3, 1), B (2, L, 1, N 2), A a (D, N) constant; the scan axis
+    """Mamba's factors: log a = dt * A (`through` "Div": dt / (1 / A); "Neg": -(dt * -A); "Identity", "Cast":
+    that op of dt * A), a = Exp(log a), b = (dt * B) * u, with dt and u (batch 2, L, D 3, 1), B (L, 1, N 2: no
+    batch axis, a lower rank), A a (D, N) constant; the scan axis
     1, or last when `axis_last` (every tensor transposed (0, 2, 3, 1) first). The model, its feeds, the
     float64 states."""
     rng = np.random.default_rng(3)
@@ -180,10 +181,11 @@ def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, l
     a_value = -rng.uniform(0.5, 2.0, (width, state)).astype(np.float32)
     feeds = {"dt": rng.uniform(0.5, 1.0, (batch, length, width, 1)).astype(np.float32),
              "u": rng.standard_normal((batch, length, width, 1)).astype(np.float32),
-             "B": rng.standard_normal((batch, length, 1, state)).astype(np.float32)}
+             "B": rng.standard_normal((length, 1, state)).astype(np.float32)}
     perm = (0, 2, 3, 1)
     if axis_last:
-        feeds = {name: np.ascontiguousarray(value.transpose(perm)) for name, value in feeds.items()}
+        feeds = {name: np.ascontiguousarray(value.transpose(perm if value.ndim == 4 else (1, 2, 0)))
+                 for name, value in feeds.items()}
         a_value = a_value[:, :, None]
     axis = 3 if axis_last else 1
     full = tuple(np.broadcast_shapes(feeds["dt"].shape, feeds["B"].shape))
@@ -206,8 +208,14 @@ def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, l
         log_a = made("Mul", [variables["dt"], A], "log_a")
     elif through == "Div":
         log_a = made("Div", [variables["dt"], gs.Constant("inverse_A", (1 / a_value).astype(np.float32))], "log_a")
-    else:
+    elif through == "Neg":
         log_a = made("Neg", [made("Mul", [variables["dt"], gs.Constant("minus_A", -a_value)], "minus_log_a")], "log_a")
+    else:   # Identity, Cast (to float): ops on the product that the chunk sum passes
+        product = made("Mul", [variables["dt"], A], "product")
+        out = builder.node(through, [product], {"to": onnx.TensorProto.FLOAT} if through == "Cast" else None,
+                           output=gs.Variable("log_a", np.float32, full))
+        shapes["log_a"] = full
+        log_a = out
     a = made("Exp", [log_a], "a")
     drive = made("Mul", [made("Mul", [variables["dt"], variables["B"]], "dtB"), variables["u"]], "drive")
     decays = Decays.of(builder, a) if log_space else Decays(lambda: a, None, "as they are")
@@ -222,7 +230,7 @@ def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, l
     return model, feeds, scan64(decay, drive_value, axis, feeds.get("h0"))
 
 
-@pytest.mark.parametrize("through", ["Mul", "Div", "Neg"])
+@pytest.mark.parametrize("through", ["Mul", "Div", "Neg", "Identity", "Cast"])
 @pytest.mark.parametrize("length, chunk", [(12, 4), (13, 4), (14, 8), (5, 8), (37, 2), (1, 4)])
 @pytest.mark.parametrize("axis_last", [False, True])
 @pytest.mark.parametrize("initial", [False, True])
@@ -310,3 +318,12 @@ def test_window_doubling_folds_the_initial_state_into_one_or_two_steps(length):
     the second, concatenated."""
     model = check("window-doubling", (2, 3, 1, length), 3, 4, initial=True)
     assert op_histogram(model).get("Concat", 0) == length - 1
+
+
+@pytest.mark.parametrize("through", ["Div", "Neg", "Identity", "Cast"])
+def test_parallel_strided_chunk_sums_pass_div_neg_identity_and_cast(through):
+    """L 12 at chunk 4: the op is applied once per step block (4) and once to the chunk sum of dt (linear in the
+    one input that varies along L); summed after it instead, the sum would be 3 Adds of 4 blocks and no fifth op."""
+    model, feeds, expected = factored_model(12, 4, axis_last=False, initial=False, log_space=True, through=through)
+    assert rel_l2(run(model, feeds)[0], expected) <= TOL
+    assert op_histogram(model)[through] == 4 + 1 + (through == "Identity")   # (+ the output's Identity)
