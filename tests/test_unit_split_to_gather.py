@@ -144,3 +144,34 @@ def test_a_negative_split_axis_through_a_transpose():
     x = np.random.default_rng(6).standard_normal([2, 3, 4]).astype(np.float32)
     for got, want in zip(run(out, {"x": x}), np.split(np.transpose(x, [0, 2, 1]), 3, axis=2)):
         np.testing.assert_array_equal(got, want)
+
+
+# Session s29 (mut29): survivors of hand mutants (docs/MUTATION.md).
+@pytest.mark.parametrize("op", ["Log", "Neg", "Abs", "Relu", "Sigmoid", "Sqrt", "Reciprocal", "Identity"])
+def test_every_unary_op_between_commutes_with_the_transpose(op):
+    model = split_of_transpose([2, 3, 4], [0, 2, 1], 1, [1, 1, 1, 1])
+    model.graph.node[1].input[0] = "e"
+    model.graph.node.insert(1, helper.make_node(op, ["t"], ["e"], name="unary"))
+    out, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    assert op_histogram(out) == {op: 1, "Gather": 4, "Unsqueeze": 4}
+
+
+@pytest.mark.parametrize("sizes, rewritten", [([1], 0), ([1, 1], 1)])
+def test_a_split_into_two_unit_slices_is_rewritten_and_one_slice_is_not(sizes, rewritten):
+    model = split_of_transpose([2, 3, len(sizes)], [0, 2, 1], 1, sizes)
+    _, result = apply_pass(model, UnitSplitToGather())
+    assert result.stats == {"rewritten": rewritten}
+
+
+def test_a_split_without_an_axis_cuts_axis_0():
+    graph = helper.make_graph(
+        [helper.make_node("Split", ["x", "sizes"], ["y0", "y1"], name="cut")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 2]) for i in range(2)],
+        [numpy_helper.from_array(np.ones(2, np.int64), "sizes")])
+    out, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), UnitSplitToGather())
+    assert result.stats == {"rewritten": 1}
+    x = np.arange(4, dtype=np.float32).reshape(2, 2)
+    for got, want in zip(run(out, {"x": x}), np.split(x, 2, axis=0)):
+        np.testing.assert_array_equal(got, want)
