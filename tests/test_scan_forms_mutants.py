@@ -231,7 +231,7 @@ def factored_model(length: int, chunk: int, *, axis_last: bool, initial: bool, l
 
 
 @pytest.mark.parametrize("through", ["Mul", "Div", "Neg", "Identity", "Cast"])
-@pytest.mark.parametrize("length, chunk", [(12, 4), (13, 4), (14, 8), (5, 8), (37, 2), (1, 4)])
+@pytest.mark.parametrize("length, chunk", [(12, 4), (13, 4), (14, 8), (5, 8), (37, 2), (1, 4), (6, 2)])
 @pytest.mark.parametrize("axis_last", [False, True])
 @pytest.mark.parametrize("initial", [False, True])
 @pytest.mark.parametrize("log_space", [True, False])
