@@ -327,3 +327,10 @@ def test_parallel_strided_chunk_sums_pass_div_neg_identity_and_cast(through):
     model, feeds, expected = factored_model(12, 4, axis_last=False, initial=False, log_space=True, through=through)
     assert rel_l2(run(model, feeds)[0], expected) <= TOL
     assert op_histogram(model)[through] == 4 + 1 + (through == "Identity")   # (+ the output's Identity)
+
+
+@pytest.mark.parametrize("length, chunk, taken", [(14, 8, 7), (13, 4, 1), (12, 5, 4), (5, 8, 5), (12, 1, 1), (1, 4, 1)])
+def test_strided_chunk_is_the_largest_divisor_up_to_the_chunk(length, chunk, taken):
+    from passes.scan_forms.parallel_strided import strided_chunk
+
+    assert strided_chunk(length, chunk) == taken
