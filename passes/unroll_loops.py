@@ -106,8 +106,7 @@ def _free_reads(graph: gs.Graph) -> list[gs.Tensor]:
     local = {id(t) for t in graph.inputs} | {id(t) for node in graph.nodes for t in node.outputs}
     reads: dict[int, gs.Tensor] = {}
     for node in graph.nodes:
-        inner = [t for value in node.attrs.values() if isinstance(value, gs.Graph) for t in _free_reads(value)]
-        for tensor in list(node.inputs) + inner:
+        for tensor in _node_reads(node):
             if not _is_empty(tensor) and id(tensor) not in local and not isinstance(tensor, gs.Constant):
                 reads.setdefault(id(tensor), tensor)
     for tensor in graph.outputs:
@@ -144,8 +143,7 @@ def _copied_graph(graph: gs.Graph, lookup, name: str) -> gs.Graph:
     inputs = [new(t) for t in graph.inputs]
     nodes = []
     for node in graph.nodes:
-        attrs = {key: _copied_graph(value, get, f"{name}/{key}") if isinstance(value, gs.Graph) else value
-                 for key, value in node.attrs.items()}
+        attrs = _copied_attrs(node, get, name)
         reads = [get(t) for t in node.inputs]
         nodes.append(gs.Node(node.op, name=f"{name}/{node.name}" if node.name else node.name, attrs=attrs,
                              inputs=reads, outputs=[new(t) for t in node.outputs], domain=node.domain))
