@@ -40,6 +40,7 @@ to position order for the readout, and a stack that holds y_{L-1} first is the r
 """
 from __future__ import annotations
 
+import dataclasses
 import string
 from typing import Optional, Sequence
 
@@ -117,7 +118,8 @@ def _emit_readout_to(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_r
             b.transpose(summed, move_axis_perm(summed_rank, step_axis, form.stack_axis), output=out)
     elif form.kind == "template":
         # The per-step subgraph, replayed with a leading step axis (passes/scan_forms/step_replay.py).
-        stacked = replay_over_steps(b, rec.template, move_axis(b, states, full_rank, axis, 0), rec.length)
+        stacked = replay_over_steps(b, rec.template, move_axis(b, states, full_rank, axis, 0), rec.length,
+                                    start=rec.first_position)
         perm = move_axis_perm(template_output_rank(rec.template) + 1, 0, form.stack_axis)
         if form.stack_axis == 0:
             b.identity(stacked, output=out)
@@ -133,8 +135,8 @@ def _strided_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, start:
     axis first), step axis first, and its rank: a form that reads out block by block calls this.
     `layout`: the order of `states`' axes in memory (step_replay's Value.layout), None: their own."""
     form = rec.readout
-    if form.kind == "template":
-        output = replay_over_steps(b, rec.template, states, count, start, stride, layout)
+    if form.kind == "template":   # (its stepped Gathers take the chain's own positions, from rec.first_position)
+        output = replay_over_steps(b, rec.template, states, count, rec.first_position + start, stride, layout)
         return output, template_output_rank(rec.template) + 1
     if layout is not None:
         states = b.transpose(states, [int(axis) for axis in np.argsort(layout)])
@@ -234,10 +236,13 @@ def _with_step_axis(b: GraphBuilder, rec: Recurrence, state: gs.Tensor) -> gs.Te
 
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
            unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul",
-           decays: Optional[Decays] = None, one_chunk_up_to: int = 0, zeros_broadcast: bool = False) -> None:
+           decays: Optional[Decays] = None, one_chunk_up_to: int = 0, zeros_broadcast: bool = False,
+           windowed: frozenset = frozenset()) -> None:
     """Replace the chain of `rec` by `form`; `decays`: its decays (Decays.of(b, rec.decay) when None),
     with a log if `form` is in LOG_SPACE; `zeros_broadcast`: the zeros its first step multiplied, left out, are added
-    to the drives (exact: + 0), so that sizes they may add to x_0 are kept (`_zeros_not_proven_within_b0`)."""
+    to the drives (exact: + 0), so that sizes they may add to x_0 are kept (`_zeros_not_proven_within_b0`);
+    `windowed`: the operands (`_stacked_operands`' names) whose axis is more than the chain's steps, sliced to them
+    (`_operands_to_slice`)."""
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first.
@@ -248,8 +253,16 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     if rec.states_stack is not None:
         producer(rec.states_stack.output).outputs.clear()
 
-    drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     decays = decays if decays is not None else Decays.of(b, rec.decay)
+    if windowed:   # the forms scan whole axes: each operand cut to the chain's positions first
+        shapes = dict(shapes)
+        steps = lambda tensor, on: _chain_steps(b, rec, tensor, on, shapes)
+        if "decay a_i" in windowed:
+            decays = decays.mapped(lambda tensor: steps(tensor, rec.decay_axis))
+        rec = dataclasses.replace(
+            rec, drive=steps(rec.drive, rec.drive_axis) if "input b_i" in windowed else rec.drive,
+            coeff=steps(rec.coeff, rec.coeff_axis) if "readout coefficient c_i" in windowed else rec.coeff)
+    drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     if rec.backward:   # the forward scan of the reversed sequence
         drive = _reversed(b, drive, axis)
         decays = decays.mapped(lambda tensor: _reversed(b, tensor, axis))
@@ -300,6 +313,16 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
             b.identity(moved, output=stack.output)
     if rec.final_state_escapes:   # the last step's state (position 0 of a backward chain)
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
+
+
+def _chain_steps(b: GraphBuilder, rec: Recurrence, tensor: gs.Tensor, axis: int, shapes: dict) -> gs.Tensor:
+    """`tensor`'s positions the chain takes along `axis` (a Slice), its shape in `shapes` where its source's is: the
+    strided forms read sizes there."""
+    sliced = b.slice(tensor, rec.first_position, rec.first_position + rec.length, axis)
+    shape = shapes.get(tensor.name)
+    if shape is not None and 0 <= axis < len(shape):
+        shapes[sliced.name] = [*shape[:axis], rec.length, *shape[axis + 1:]]
+    return sliced
 
 
 def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] = None,
@@ -389,19 +412,22 @@ def _stacked_operands(rec: Recurrence) -> list[tuple[Optional[gs.Tensor], int, s
             (rec.coeff, rec.coeff_axis, "readout coefficient c_i")]
 
 
-def _part_of_axis_refusal(rec: Recurrence, shapes: dict) -> Optional[str]:
-    """The forms scan whole axes. The matcher refuses a chain over part of an axis whose size the graph declares;
-    where it declares none (a graph without value_info; the Gathers unroll-loops writes), the inferred size decides
-    here: re-rolled whole, such a chain was a Reshape ONNX Runtime refused at run time (exit 3)."""
+def _operands_to_slice(rec: Recurrence, shapes: dict) -> frozenset:
+    """The names (`_stacked_operands`') of the operands whose axis holds more than the chain's positions: those that
+    start past position 0, or whose axis is declared, else inferred (`shapes`), of another size. The forms scan whole
+    axes; re-rolled whole, such a chain was a Reshape ONNX Runtime refused at run time (exit 3), or, with the size
+    declared, was left unrolled (s29). A size neither declared nor inferred is taken as the chain's length."""
+    sliced = set()
     for source, axis, what in _stacked_operands(rec):
-        if source is None or known_axis_length(source, axis) is not None:
+        if source is None:
             continue
-        shape = shapes.get(source.name)
-        size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-        if size is not None and size != rec.length:
-            return (f"{what} takes steps 0..{rec.length - 1} of '{source.name}' axis {axis}, which holds {size} "
-                    "(forms scan whole axes)")
-    return None
+        size = known_axis_length(source, axis)
+        if size is None:
+            shape = shapes.get(source.name)
+            size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+        if rec.first_position != 0 or (size is not None and size != rec.length):
+            sliced.add(what)
+    return frozenset(sliced)
 
 
 def _known(shape) -> bool:
@@ -558,18 +584,14 @@ class RerollScans(Pass):
         axis_shapes = (shapes or partial_shapes(graph)
                        if any(_operands_of_unknown_length(rec) for rec in report.recurrences) else {})
         self.forms_used = set()
-        lowered = 0
+        lowered = part_of_axis = 0
         rerolled: list[Recurrence] = []
         for index, rec in enumerate(report.recurrences):
             dtype = element_type(rec.decay) or np.float32
             builder = GraphBuilder(graph, ctx.opset, prefix=f"reroll_scans/scan{index}", dtype=dtype, taken=taken)
             form = (self.state_form if self.state_form != "same" and shapes and _decays_per_state(rec, shapes)
                     else self.form)
-            part_refusal = _part_of_axis_refusal(rec, axis_shapes)
-            if part_refusal is not None:
-                report.rejections.append(Rejection(rec.anchor, rec.length, part_refusal))
-                notes.append(str(report.rejections[-1]))
-                continue
+            windowed = _operands_to_slice(rec, axis_shapes)
             decays = Decays.of(builder, rec.decay)
             chunk = self.state_chunk if form != self.form and self.state_chunk else self.chunk
             refusal = (_log_space_refusal(form, decays)
@@ -591,11 +613,13 @@ class RerollScans(Pass):
                          else [])
             lowered += bool(unit_axes)
             reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays,
-                   self.one_chunk_up_to, zeros_broadcast=id(rec) in zeros_broadcast)
+                   self.one_chunk_up_to, zeros_broadcast=id(rec) in zeros_broadcast, windowed=windowed)
             rerolled.append(rec)
+            part_of_axis += bool(windowed)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
-                    f"{form} form)")
+                    f"{form} form" + (f", positions {rec.first_position}..{rec.first_position + rec.length - 1}"
+                                      if windowed else "") + ")")
         taken_nodes = {id(node) for rec in rerolled for node in rec.nodes}
         kept_sliced = 0
         for sliced in sliced_splits:   # the Split back where no re-rolled scan read its pieces
@@ -636,6 +660,8 @@ class RerollScans(Pass):
         }
         if self.drop_unit_axes:
             stats["unit_axes_dropped"] = lowered
+        if part_of_axis:   # chains over part of their step axis, its other positions sliced off
+            stats["part_of_axis"] = part_of_axis
         if stacked_writes:
             stats["buffer_writes_stacked"] = stacked_writes
         if kept_sliced:

@@ -29,7 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from patterns.graph_query import describe, is_all_zeros, producer, producer_op
-from patterns.indexing import StepSlice, known_axis_length, known_shape, match_step_slice
+from patterns.indexing import StepSlice, known_shape, match_step_slice
 from patterns.no_ops import see_through, times_one
 from patterns.ranks import RankMap
 from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_readout, stacked_step_outputs
@@ -99,6 +99,10 @@ class Recurrence:
     # prove it, it adds the zeros to the drives, `initial_rank` their rank), its drive b_0 and the zeros.
     zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it, the zeros)
     states_stack: Optional[StatesStack] = None   # the states also stacked as they are, beside `readout`
+    # The lowest position the chain takes: its steps take positions first_position .. first_position + length - 1 of
+    # every operand's axis (in descending order when backward), a part of an axis that may hold more; the re-roller
+    # slices the operands to them (`for t in range(1, L)`, an inner loop over L - k of L positions).
+    first_position: int = 0
 
     @property
     def anchor(self) -> str:
@@ -158,9 +162,9 @@ class _ChainMismatch(Exception):
     pass
 
 
-def _positions(length: int, backward: bool) -> list[int]:
-    """The position along the scan axis that each step of a chain of `length` steps takes."""
-    return list(range(length - 1, -1, -1)) if backward else list(range(length))
+def _positions(length: int, backward: bool, first: int = 0) -> list[int]:
+    """The position along the scan axis that each step of a chain of `length` steps takes, the lowest `first`."""
+    return list(range(first + length - 1, first - 1, -1)) if backward else list(range(first, first + length))
 
 
 def _check_indices(slices: list[StepSlice], what: str, positions: list[int], start: int = 0) -> None:
@@ -190,13 +194,9 @@ def _stack_order(concat: gs.Node, pieces: list[gs.Tensor], backward: bool) -> bo
                          f"expected exactly the {len(pieces)} step outputs in order")
 
 
-def _check_whole_axis(item: StepSlice, what: str, length: int) -> None:
-    """The chain's steps must be the whole axis they are taken from (the forms scan whole axes), and
-    that axis's tensor not empty (nothing to scan; the forms' Reshapes do not run on a 0)."""
-    size = known_axis_length(item.source, item.axis)
-    if size is not None and size != length:
-        raise _ChainMismatch(f"{what} takes steps 0..{length - 1} of '{item.source.name}' axis {item.axis}, "
-                             f"which holds {size} (forms scan whole axes)")
+def _check_not_empty(item: StepSlice, what: str) -> None:
+    """The tensor the chain's steps are taken from must not be empty (nothing to scan; the forms' Reshapes do not run
+    on a 0). Its steps may be part of its axis: the re-roller slices them out (Recurrence.first_position)."""
     if 0 in (known_shape(item.source) or ()):
         raise _ChainMismatch(f"{what}'s source '{item.source.name}' is empty (its shape holds a 0): nothing to scan")
 
@@ -333,13 +333,15 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
 
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
-    # A backward scan (`for t in reversed(range(L))`) takes the last position first.
-    backward = chain[0].drive.index == len(chain) - 1
-    positions = _positions(len(chain), backward)
+    # A backward scan (`for t in reversed(range(L))`) takes its highest position first; either way the steps take
+    # consecutive positions from the first step's (any: a loop from the second position, over L - k positions).
+    backward = chain[1].drive.index < chain[0].drive.index
+    first_position = chain[0].drive.index - (len(chain) - 1 if backward else 0)
+    positions = _positions(len(chain), backward, first_position)
     _check_indices([s.decay for s in chain[start:]], "decay a_i", positions, start)
     _check_indices([s.drive for s in chain], "input b_i", positions)
-    _check_whole_axis(chain[start].decay, "decay a_i", len(chain))
-    _check_whole_axis(chain[0].drive, "input b_i", len(chain))
+    _check_not_empty(chain[start].decay, "decay a_i")
+    _check_not_empty(chain[0].drive, "input b_i")
 
     template, named_mismatch = None, ""
     states_stack, excluded = _states_stack(chain, ranks, backward) or (None, frozenset())
@@ -352,7 +354,7 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
         coeff = readouts[0].coeff
         if coeff is not None:
-            _check_whole_axis(coeff, "readout coefficient c_i", len(chain))
+            _check_not_empty(coeff, "readout coefficient c_i")
     except _ChainMismatch as named_error:
         try:
             template, stack_axis, concat, pieces, readout_nodes = _template_readout(chain, graph_outputs, ranks,
@@ -405,21 +407,17 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
         template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
-        zeros_dropped=zeros_dropped, states_stack=states_stack)
+        zeros_dropped=zeros_dropped, states_stack=states_stack, first_position=first_position)
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
-    """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so (b_{L-1}
-    before a backward chain's position L-2)."""
+    """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so (b_{p-1} before a
+    forward chain's position p, b_{p+1} before a backward chain's position p: x_{p-1} = b_{p-1} is the state the
+    chain starts from, whatever p)."""
     if head.decay is None or head.decay.index != head.drive.index:
         return None
     drive0 = _step_slice(head.previous, ranks)
-    if drive0 is None or drive0.key != head.drive.key:
-        return None
-    forward = head.drive.index == 1 and drive0.index == 0
-    backward = (drive0.index == head.drive.index + 1   # the last position, where the axis length is known
-                and known_axis_length(drive0.source, drive0.axis) in (None, drive0.index + 1))
-    if not (forward or backward):
+    if drive0 is None or drive0.key != head.drive.key or abs(drive0.index - head.drive.index) != 1:
         return None
     return Step(None, None, None, drive0, None, head.previous_origin, ())
 

@@ -165,33 +165,48 @@ def test_near_misses_are_left_unchanged_with_a_reason(near_miss, reason):
     assert reason in result.notes[1]
 
 
-@pytest.mark.parametrize("readout", ["einsum", "states"])
+# (first position, steps, positions the axis holds, direction): a prefix (steps 0..7 of 10), a loop from the second
+# position (1..8 of 9), a backward chain over a suffix (9..2 of 10) and one over a middle (6..1 of 8).
+WINDOWS = [(0, 8, 10, "forward"), (1, 8, 9, "forward"), (2, 8, 10, "backward"), (1, 6, 8, "backward")]
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("first, length, positions, direction", WINDOWS)
+def test_steps_covering_part_of_an_axis_are_sliced_out_and_rerolled(form, first, length, positions, direction):
+    # s30: every form scans whole axes, so a chain over part of its axis was left unrolled, "decay a_i takes steps
+    # 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" (s15-adv found it re-rolled whole: 10 outputs
+    # or a Reshape that failed), and a chain from position 1 was no chain ("index jumps to 1 at step 0"). Now each
+    # operand is sliced to the chain's positions first: the form's graph is the whole-axis chain's plus one Slice per
+    # operand (a, b, c), and equals the float64 sequential scan over those positions.
+    spec = ScanSpec(length=length, first=first, axis_size=positions, direction=direction, state=2)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0, "part_of_axis": 1}
+    whole, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, first=0, axis_size=None)),
+                          RerollScans(form=form, chunk=4))
+    assert op_histogram(out) == dict(Counter(op_histogram(whole)) + Counter({"Slice": 3}))
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("readout", ["mulsum", "states"])
 @pytest.mark.parametrize("index", ["gather", "slice"])
-def test_steps_covering_part_of_an_axis_are_left_unchanged(readout, index):
-    # Steps 0..7 of inputs whose step axis holds 10: every form scans whole axes, so re-rolled the
-    # graph gave 10 outputs (chunk24) or failed to run (the others); verification caught it, but
-    # --verify none wrote it (found by s15-adv).
-    spec = ScanSpec(length=8, readout=readout, index=index)
-    model = unrolled_scan_model(spec)
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        dims[3 if value.name == "c" else 2].dim_value = 10
-    out, result = apply_pass(model, RerollScans(chunk=4))
-    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
-    assert op_histogram(out) == op_histogram(model)
-    assert "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" in result.notes[1]
+def test_part_of_an_axis_with_other_readouts_and_step_spellings(readout, index):
+    spec = ScanSpec(length=7, first=2, axis_size=10, readout=readout, index=index)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 7, "rejected": 0, "part_of_axis": 1}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
-@pytest.mark.parametrize("form", ["chunk24", "parallel", "window-doubling"])
-def test_steps_covering_part_of_an_axis_no_shape_declares_are_left_unchanged(form):
+@pytest.mark.parametrize("form", ["chunk24", "parallel", "window-doubling", "batched", "batched-doubling"])
+def test_steps_covering_part_of_an_axis_no_shape_declares_are_sliced_out(form):
     # The same chain in a graph that declares no inner shapes (what unroll-loops writes: a nested loop's inner trip
-    # L - k over a's L positions): the matcher saw no size and every form re-rolled the whole axis, a Reshape ONNX
-    # Runtime refused (verification exit 3). Now the inferred size refuses it, as a declared one does.
-    spec = ScanSpec(length=8)
+    # L - k over a's L positions): the matcher sees no size, the inferred one (10 positions for 8 steps) slices the
+    # operands. s29 left it unrolled ("which holds 10 (forms scan whole axes)"); before s29 every form re-rolled the
+    # whole axis, a Reshape ONNX Runtime refused (verification exit 3).
+    spec = ScanSpec(length=8, axis_size=10)
     model = unrolled_scan_model(spec)
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        dims[3 if value.name == "c" else 2].dim_value = 10
     # each input reaches the chain through a Mul by 1 (no size the matcher reads through), not as the graph input
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(1, np.float32), "one"))
     for value in model.graph.input:
@@ -201,12 +216,10 @@ def test_steps_covering_part_of_an_axis_no_shape_declares_are_left_unchanged(for
     graph = gs.import_onnx(model)
     result = RerollScans(form=form, chunk=4).run(graph, PassContext(opset=17))
     out = gs.export_onnx(graph)
-    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
-    assert op_histogram(out) == op_histogram(model)
-    assert "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" in result.notes[1]
-    feeds = scan_inputs(dataclasses.replace(spec, length=10))
-    feeds = {name + "_raw": value for name, value in feeds.items()}
-    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) == 0
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    assert op_histogram(out)["Slice"] >= 3
+    feeds = {name + "_raw": value for name, value in scan_inputs(spec).items()}
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
 def test_graph_without_scans_reports_zero():
@@ -776,9 +789,13 @@ def test_decays_covering_part_of_their_axis_are_seen_through_their_exp():
     from pipelines import compile_model
     model = unrolled_scan_model(ScanSpec(length=8))
     next(v for v in model.graph.input if v.name == "a_in").type.tensor_type.shape.dim[2].dim_value = 10
-    result = compile_model(model, "reroll-scans{form=window-doubling}", verify="none", explain=True)
-    assert reroll_record(result).stats == {"rerolled": 0, "steps": 0, "rejected": 1}
-    assert any("decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10" in note for note in reroll_record(result).notes)
+    # (s29: left unrolled, "decay a_i takes steps 0..7 of 'Exp_1' axis 2, which holds 10"; now the decays alone are
+    # sliced to the chain's 8 positions: one Slice more than the chain over whole axes, and its log the Exp's input's)
+    result = compile_model(model, "reroll-scans{form=window-doubling}", explain=True)
+    assert reroll_record(result).stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    whole = compile_model(unrolled_scan_model(ScanSpec(length=8)), "reroll-scans{form=window-doubling}", verify="none")
+    assert op_histogram(result.model) == dict(Counter(op_histogram(whole.model)) + Counter({"Slice": 1}))
+    assert result.verification["rel_l2"] <= 1e-6
 
 
 @pytest.mark.parametrize("channels, state", [(0, 2), (3, 0)])

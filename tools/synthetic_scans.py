@@ -36,6 +36,13 @@ class ScanSpec:
     direction: str = "forward"   # forward (positions 0 .. L-1) | backward (L-1 .. 0, a backward scan)
     stacked: str = "by_position"  # by_position (y at position 0 first) | by_step (the first step's y first)
     states_too: bool = False     # the states also stacked as they are, in the y's order (output "states"; hs.append(h))
+    first: int = 0               # the lowest position the steps take (`for t in range(1, L)`: 1)
+    axis_size: Optional[int] = None   # the positions the inputs' step axis holds (None: first + length)
+
+    @property
+    def positions(self) -> int:
+        """How many positions the inputs' step axis holds."""
+        return self.axis_size if self.axis_size is not None else self.first + self.length
 
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
@@ -130,15 +137,15 @@ class _Graph:
 
 
 def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
-    g = _Graph(spec.opset, spec.length)
+    g = _Graph(spec.opset, spec.positions)
     batch = spec.batch if spec.batch is not None else "batch"
     D, L, N = spec.channels, spec.length, spec.state
     inputs = [
-        helper.make_tensor_value_info("a_in", TensorProto.FLOAT, [batch, D, L, N]),
-        helper.make_tensor_value_info("b", TensorProto.FLOAT, [batch, D, L, N]),
+        helper.make_tensor_value_info("a_in", TensorProto.FLOAT, [batch, D, spec.positions, N]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, [batch, D, spec.positions, N]),
     ]
     if spec.readout != "states":
-        inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [batch, D, N, L]))
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [batch, D, N, spec.positions]))
     if spec.initial == "input":
         inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
     decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
@@ -156,7 +163,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     if spec.direction not in ("forward", "backward") or spec.stacked not in ("by_position", "by_step"):
         raise ValueError(f"unknown direction {spec.direction!r} or stacked {spec.stacked!r}")
     # The step taking position i (the near-misses below change a step's index the same way either way).
-    position = (lambda i: L - 1 - i) if spec.direction == "backward" else (lambda i: i)
+    position = (lambda i: spec.first + L - 1 - i) if spec.direction == "backward" else (lambda i: spec.first + i)
     pieces, outputs, extra, state_pieces = [], [], [], []
     for i in range(L):
         index = i
@@ -219,7 +226,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
 def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Inputs with Mamba-like statistics: log decays dt*A <= 0, a few percent of unit size."""
     rng = np.random.default_rng(seed)
-    D, L, N = spec.channels, spec.length, spec.state
+    D, L, N = spec.channels, spec.positions, spec.state
     log_a = -rng.uniform(0.001, 0.2, (batch, D, L, N)) * decay_scale
     feeds = {
         # tanh: decays of both signs and |a| up to 0.96, so every step flips some states' sign.
@@ -241,7 +248,8 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     b = feeds["b"].astype(np.float64)
     state = feeds["h0"].astype(np.float64) if spec.initial == "input" else np.zeros(a.shape[:2] + a.shape[3:])
     outs = []
-    positions = range(spec.length - 1, -1, -1) if spec.direction == "backward" else range(spec.length)
+    positions = range(spec.first, spec.first + spec.length)
+    positions = positions[::-1] if spec.direction == "backward" else positions
     for i in positions:
         state = a[:, :, i] * state + b[:, :, i]
         outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, feeds["c"][..., i].astype(np.float64)))
