@@ -136,7 +136,9 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
                 continue
             builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/step_operands{len(done)}", taken=taken)
             try:
-                replayed = replay_over_steps(builder, template, gs.Variable.empty(), len(operands))
+                # positions 0 .. p + n - 1 where the steps take p .. p + n - 1 (a loop from the second position: p 1),
+                # so each step reads its own position, as its readout's coefficients do; reroll-scans slices the chain's
+                replayed = replay_over_steps(builder, template, gs.Variable.empty(), min(positions) + len(operands))
             except ReplayError as error:
                 remove_made(graph, list(builder.nodes))
                 _missed(misses, chain, f"its {kind} are computed at every step and cannot be replayed over all of "

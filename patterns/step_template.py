@@ -256,7 +256,8 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[
     """A step operand computed afresh at every step from step slices of shared tensors (`dA = torch.exp(delta[:, t,
     :, None] * A)` inside the loop): the template o_i = f(step p_i of shared tensors), identical at every step and
     reading no state, and each step's position p_i (the index its Gathers and Slices take, one position per step,
-    0 .. n-1 once each in some order); or TemplateMismatch. The template's `state` is a stand-in nothing reads."""
+    p .. p + n - 1 once each in some order, p the lowest: a loop from the second position, over part of an axis); or
+    TemplateMismatch. The template's `state` is a stand-in nothing reads."""
     stand_in = gs.Variable("step_operand_stand_in")
     walks = []
     for position, operand in list(enumerate(operands))[1:]:
@@ -272,8 +273,10 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[
     first = constant_value(template_nodes[index_of[node_id]].inputs[input_index])
     values = [first] + [walk.varying.get((node_id, input_index), first) for walk in walks]
     positions = [int(np.asarray(value).reshape(-1)[0]) for value in values]
-    if sorted(positions) != list(range(len(operands))):
-        raise TemplateMismatch(f"the step operands take positions {positions}, not 0 .. {len(operands) - 1} once each")
+    lowest = min(positions)
+    if sorted(positions) != list(range(lowest, lowest + len(operands))):
+        raise TemplateMismatch(f"the step operands take positions {positions}, not {lowest} .. "
+                               f"{lowest + len(operands) - 1} once each")
     template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks)
     template.ranks[id(stand_in)] = 0
     _check_replayable(template)

@@ -172,13 +172,15 @@ WINDOWS = [(0, 8, 10, "forward"), (1, 8, 9, "forward"), (2, 8, 10, "backward"), 
 
 @pytest.mark.parametrize("form", sorted(SCAN_FORMS))
 @pytest.mark.parametrize("first, length, positions, direction", WINDOWS)
-def test_steps_covering_part_of_an_axis_are_sliced_out_and_rerolled(form, first, length, positions, direction):
+@pytest.mark.parametrize("readout", ["einsum", "conv"])
+def test_steps_covering_part_of_an_axis_are_sliced_out_and_rerolled(form, first, length, positions, direction, readout):
     # s30: every form scans whole axes, so a chain over part of its axis was left unrolled, "decay a_i takes steps
     # 0..7 of 'Exp_1' axis 2, which holds 10 (forms scan whole axes)" (s15-adv found it re-rolled whole: 10 outputs
     # or a Reshape that failed), and a chain from position 1 was no chain ("index jumps to 1 at step 0"). Now each
     # operand is sliced to the chain's positions first: the form's graph is the whole-axis chain's plus one Slice per
-    # operand (a, b, c), and equals the float64 sequential scan over those positions.
-    spec = ScanSpec(length=length, first=first, axis_size=positions, direction=direction, state=2)
+    # operand (a, b, c; a per-step readout subgraph, "conv", replays its c_i from the chain's first position), and
+    # equals the float64 sequential scan over those positions.
+    spec = ScanSpec(length=length, first=first, axis_size=positions, direction=direction, state=2, readout=readout)
     out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
     assert result.stats == {"rerolled": 1, "steps": length, "rejected": 0, "part_of_axis": 1}
     whole, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, first=0, axis_size=None)),
@@ -187,6 +189,19 @@ def test_steps_covering_part_of_an_axis_are_sliced_out_and_rerolled(form, first,
     for seed in (0, 1):
         feeds = scan_inputs(spec, seed=seed)
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("first, direction", [(1, "forward"), (0, "backward")])
+def test_a_chain_whose_first_state_is_a_drive_inside_its_axis_rerolls(form, first, direction):
+    # `h = b[:, p]` then the loop over the next positions (the first step missing: x = b there), inside an axis of 8:
+    # positions 1..6 (before s30 the missing step was taken only at position 0: "index jumps to 2 at step 0"), and
+    # backward 5..0 (it was taken only at the axis' last position: a 5-step chain from 4 and its stray b_5, left)
+    spec = ScanSpec(length=6, first=first, axis_size=8, initial="drive", direction=direction, state=2)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0, "part_of_axis": 1}
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
 @pytest.mark.parametrize("readout", ["mulsum", "states"])

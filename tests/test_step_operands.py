@@ -19,7 +19,7 @@ B, L, D = 2, 5, 3
 
 def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_first=False, drive_first=False,
                                decays_read=False, odd_op="Sigmoid", loops=1, state_op="Mul", drive_op="Mul",
-                               odd_drive_step=None) -> onnx.ModelProto:
+                               odd_drive_step=None, first=0) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
     `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of
@@ -28,13 +28,14 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
     graph input "a" (a step of a tensor, only the drives computed); `loops`: that many such loops, one after another
     on the same inputs, their outputs concatenated; `decays_read` "initializer": a_t = A itself (a constant decay),
     "constant-node": a Constant node per step; `state_op`: Div(a_t, h) (no recurrence); `drive_op`: b_t = Sub(d_t, x_t);
-    `odd_drive_step`: that step's drive is Div(d_t, x_t)."""
+    `odd_drive_step`: that step's drive is Div(d_t, x_t). Session s30: `first`: the steps take positions first ..
+    first + steps - 1 (`for t in range(1, L)`)."""
     inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
              numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
              numpy_helper.from_array(np.array([1], np.int64), "axis")]
     nodes, loop_outputs = [], []
-    positions = list(range(steps))[::-1] if backward else list(range(steps))
+    positions = list(range(first, first + steps))[::-1] if backward else list(range(first, first + steps))
     for loop in range(loops):
         previous, outputs, n = "h_init", {}, "" if loop == 0 else f"loop{loop}_"
         for step, t in enumerate(positions):
@@ -58,7 +59,7 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
                       helper.make_node("Mul", [f"{n}h{step}", "c"], [f"{n}y{step}"]),
                       helper.make_node("Unsqueeze", [f"{n}y{step}", "axis"], [f"{n}u{step}"])]
             previous, outputs[t] = f"{n}h{step}", f"{n}u{step}"
-        nodes.append(helper.make_node("Concat", [outputs[t] for t in range(steps)], [f"{n}out"], axis=1))
+        nodes.append(helper.make_node("Concat", [outputs[t] for t in sorted(outputs)], [f"{n}out"], axis=1))
         loop_outputs.append(f"{n}out")
     if loops > 1:
         nodes.append(helper.make_node("Concat", loop_outputs, ["all"], axis=1))
@@ -78,14 +79,32 @@ def _feeds(batch=B):
             "x": rng.normal(size=(batch, L, D)).astype(np.float32)}
 
 
-def _scan(feeds, backward=False):
+def _scan(feeds, backward=False, first=0, steps=L):
     a = np.exp(feeds["delta"].astype(np.float64) * -np.linspace(0.5, 2, D))
     b = feeds["delta"].astype(np.float64) * feeds["x"]
     h, out = np.zeros((B, D)), np.zeros((B, L, D))
-    for t in (range(L - 1, -1, -1) if backward else range(L)):
+    positions = range(first, first + steps)
+    for t in (positions[::-1] if backward else positions):
         h = a[:, t] * h + b[:, t]
         out[:, t] = h * np.linspace(-1, 1, D)
-    return out
+    return out[:, first:first + steps]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("first, steps", [(1, L - 1), (1, L - 2), (0, L - 2)])
+def test_a_loop_over_part_of_the_positions_that_discretises_at_every_step_rerolls(backward, first, steps):
+    """Session s30: the steps' operands took positions 1 .. 4 of 5 (`for t in range(1, L)`), and match_operand_templates
+    wanted 0 .. n-1: "the step operands take positions [1, 2, 3, 4], not 0 .. 3 once each", 0 scans. Now they are
+    replayed over positions 0 .. 4, each step reads its own, and reroll-scans slices the chain's positions: one Slice
+    per operand more than the whole loop's graph (where the replay covers more than the chain)."""
+    model = _discretised_in_loop_model(backward, steps=steps, first=first)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": steps, "rejected": 0, "step_operands_replayed": 2,
+                            **({"part_of_axis": 1} if first else {})}
+    assert "Gather" not in op_histogram(out)
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds, backward, first, steps)) <= 1e-6
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
 @pytest.mark.parametrize("backward", [False, True])

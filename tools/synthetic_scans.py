@@ -27,7 +27,7 @@ class ScanSpec:
     index: str = "gather"        # gather | slice | guarded_slice (opset-12 dynamic-shape export: If around Squeeze)
                                  # | split (TorchScript's unbind: one Split into L pieces per tensor, each squeezed)
     readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
-    initial: str = "zeros"       # zeros | input
+    initial: str = "zeros"       # zeros | input | drive (no first step: x at the first position is b there, `h = b[:, 0]`)
     decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input) | tanh (a = Tanh(a_in): any sign)
     opset: int = 17
     near_miss: str = ""          # "" or one of NEAR_MISSES
@@ -154,6 +154,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
 
     if spec.initial == "input":
         state = "h0"
+    elif spec.initial == "drive":
+        state = None
     else:
         zeros_shape = [spec.batch or 1, D, N]
         state = g.const(np.zeros(zeros_shape, dtype=np.float32))
@@ -172,9 +174,12 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         if spec.near_miss == "repeat_index" and i == miss:
             index = i - 1
         source = other_decay if (spec.near_miss == "two_decays" and i == miss) else decay
-        a_i = g.step(source, 2, position(index), spec.index)
-        b_i = g.step("b", 2, position(i), spec.index)
-        state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
+        if state is None:   # initial "drive": x = b at the first position, no step
+            state = g.step("b", 2, position(i), spec.index)
+        else:
+            a_i = g.step(source, 2, position(index), spec.index)
+            b_i = g.step("b", 2, position(i), spec.index)
+            state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
         if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
         if spec.near_miss == "missing_readout" and i == miss:
