@@ -392,12 +392,16 @@ class UnrollLoops(Pass):
         # a step writes its body nodes, a Gather per scan input and an Unsqueeze per stacked output: a one-node body
         # over many scan inputs is many nodes a step; a nested Loop is then written out step by step in its turn
         per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked), 1)
+        # after the last step: an Identity per carried value and a Concat per stacked output (s29 left them out: a
+        # Scan of 61 nodes passed max_nodes=60)
+        last = len(plan.finals) + len(plan.stacked)
         inner = _nested_loops_size(node, body, plan, shapes)
         if isinstance(inner, str):
             return inner
         limit = self.max_nodes if budget is None else budget[0]
-        if plan.trip * per_step + inner > limit:
-            return (f"{plan.trip} steps x {per_step} nodes a step = {plan.trip * per_step} nodes"
+        if plan.trip * per_step + last + inner > limit:
+            return (f"{plan.trip} steps x {per_step} nodes a step + {last} after them = "
+                    f"{plan.trip * per_step + last} nodes"
                     + (f" and {inner} in its nested loops" if inner else "") + f", over max_nodes={self.max_nodes}"
                     + ("" if budget is None else f" ({self.max_nodes - budget[0]} written by the loops around it)"))
         return plan

@@ -22,6 +22,7 @@ a person can act on ("index jumps from 4 to 6 at step 5").
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -165,6 +166,20 @@ class _ChainMismatch(Exception):
 def _positions(length: int, backward: bool, first: int = 0) -> list[int]:
     """The position along the scan axis that each step of a chain of `length` steps takes, the lowest `first`."""
     return list(range(first + length - 1, first - 1, -1)) if backward else list(range(first, first + length))
+
+
+def _frame(chain: list[Step]) -> tuple[bool, int]:
+    """The direction and lowest position of the consecutive positions a chain's steps take (any: a loop from the second
+    position, over L - k positions; a backward scan, `for t in reversed(range(L))`, takes its highest first): those
+    that most of its decay and drive slices agree on, so that a near-miss is named at the slice that departs from them
+    (one wrong index among 2L - 1 slices cannot move the frame for L >= 3); ties to position 0, then forward."""
+    votes: Counter = Counter()
+    for step, step_ in enumerate(chain):
+        for item in (step_.decay, step_.drive):
+            if item is not None:
+                votes[False, item.index - step] += 1
+                votes[True, item.index - (len(chain) - 1 - step)] += 1
+    return max(votes, key=lambda frame: (votes[frame], frame[1] == 0, not frame[0]))
 
 
 def _check_indices(slices: list[StepSlice], what: str, positions: list[int], start: int = 0) -> None:
@@ -333,10 +348,7 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
 
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
-    # A backward scan (`for t in reversed(range(L))`) takes its highest position first; either way the steps take
-    # consecutive positions from the first step's (any: a loop from the second position, over L - k positions).
-    backward = chain[1].drive.index < chain[0].drive.index
-    first_position = chain[0].drive.index - (len(chain) - 1 if backward else 0)
+    backward, first_position = _frame(chain)
     positions = _positions(len(chain), backward, first_position)
     _check_indices([s.decay for s in chain[start:]], "decay a_i", positions, start)
     _check_indices([s.drive for s in chain], "input b_i", positions)

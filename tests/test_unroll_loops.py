@@ -286,8 +286,19 @@ def test_a_loop_in_the_branch_a_constant_if_takes_is_written_out(cond, tmp_path)
 def test_a_loop_over_max_nodes_is_left(tmp_path):
     result = compile_model(_loop_model(), "unroll-loops{max_nodes=40}", verify="none")
     assert result.records[0].notes == [
-        "Loop 'loop 'x'\\n' left as it is: 6 steps x 9 nodes a step = 54 nodes, over max_nodes=40"]
+        "Loop 'loop 'x'\\n' left as it is: 6 steps x 9 nodes a step + 3 after them = 57 nodes, over max_nodes=40"]
     assert _ops(result.model)["Loop"] == 1
+
+
+def test_max_nodes_counts_the_identities_and_concats_after_the_last_step():
+    # s30: the estimate left out what a loop writes after its last step (an Identity per carried value, here h_L and
+    # the sequence, and a Concat per stacked output, the states): max_nodes=54 let this loop add 57 nodes (fails before
+    # s30: unrolled at 56). At the edge: 56 refused, 57 written, and 57 is what it adds.
+    result = compile_model(_loop_model(), "unroll-loops{max_nodes=56}", verify="none")
+    assert result.records[0].notes == [
+        "Loop 'loop 'x'\\n' left as it is: 6 steps x 9 nodes a step + 3 after them = 57 nodes, over max_nodes=56"]
+    result = compile_model(_loop_model(), "unroll-loops{max_nodes=57}", verify="none")
+    assert result.records[0].notes == [] and result.records[0].stats["nodes_added"] == 57
 
 
 def test_graphs_without_loops_are_unchanged(tmp_path):
@@ -367,9 +378,12 @@ def test_max_nodes_counts_each_steps_gathers_and_unsqueezes(tmp_path):
         [helper.make_node("Scan", names, ["totals"], body=body, num_scan_inputs=8)], "g",
         [helper.make_tensor_value_info(name, FLOAT, [L, D]) for name in names],
         [helper.make_tensor_value_info("totals", FLOAT, [L, D])]), opset_imports=[helper.make_opsetid("", 17)])
-    result = compile_model(model, "unroll-loops{max_nodes=59}", verify="none")
-    assert result.records[0].notes == ["Scan '' left as it is: 6 steps x 10 nodes a step = 60 nodes, over max_nodes=59"]
-    result, unrolled = _unrolled(model, tmp_path, "unroll-loops{max_nodes=60}")
+    # (and, s30, the Concat after the last step: 61 nodes; max_nodes=60 wrote them before s30)
+    result = compile_model(model, "unroll-loops{max_nodes=60}", verify="none")
+    assert result.records[0].notes == ["Scan '' left as it is: 6 steps x 10 nodes a step + 1 after them = 61 nodes, "
+                                       "over max_nodes=60"]
+    result, unrolled = _unrolled(model, tmp_path, "unroll-loops{max_nodes=61}")
+    assert result.records[0].stats["nodes_added"] == 61
     assert _ops(unrolled) == {"Gather": 8 * L, "Sum": L, "Unsqueeze": L, "Concat": 1}
     feeds = {name: np.random.default_rng(k).standard_normal((L, D)).astype(np.float32) for k, name in enumerate(names)}
     assert np.array_equal(run(unrolled, feeds)[0], run(model, feeds)[0])
@@ -589,16 +603,17 @@ def test_a_nested_loop_whose_trip_count_is_carried_is_left_with_its_reason():
 
 def test_max_nodes_counts_what_the_nested_loops_write():
     # the outer loop writes 2 steps x 8 nodes; each inner loop 6 steps x 7 nodes and an Identity per carried value (2)
-    result = compile_model(_nested_model(), "unroll-loops{max_nodes=103}", verify="none")
-    assert result.records[0].notes == ["Loop 'outer' left as it is: 2 steps x 8 nodes a step = 16 nodes and 88 in its "
-                                       "nested loops, over max_nodes=103"]
-    result = compile_model(_nested_model(), "unroll-loops{max_nodes=104}", verify="none")
+    # (and, s30, the outer's 2 Identities after its last step: n and the sequence)
+    result = compile_model(_nested_model(), "unroll-loops{max_nodes=105}", verify="none")
+    assert result.records[0].notes == ["Loop 'outer' left as it is: 2 steps x 8 nodes a step + 2 after them = 18 nodes "
+                                       "and 88 in its nested loops, over max_nodes=105"]
+    result = compile_model(_nested_model(), "unroll-loops{max_nodes=106}", verify="none")
     assert result.records[0].stats["unrolled"] == 1 + K and result.records[0].notes == []
 
 
 def test_a_loop_copied_out_of_another_shares_its_max_nodes():
     # a copied inner loop is checked against what max_nodes still allows the loops around it (passes/unroll_loops.py
-    # `budgets`): here 2,000 of 2,040 already written, and its 6 steps x 9 nodes do not fit in the 40 left
+    # `budgets`): here 2,000 of 2,040 already written, and its 6 steps x 9 nodes (+ 3) do not fit in the 40 left
     import onnx_graphsurgeon as gs
     from passes.unroll_loops import UnrollLoops, _Shapes
     graph = gs.import_onnx(_loop_model())
@@ -606,8 +621,9 @@ def test_a_loop_copied_out_of_another_shares_its_max_nodes():
     unroll = UnrollLoops()
     unroll.max_nodes = 2040
     assert unroll._plan(loop, 17, _Shapes(graph), [40]) == (
-        "6 steps x 9 nodes a step = 54 nodes, over max_nodes=2040 (2000 written by the loops around it)")
-    assert unroll._plan(loop, 17, _Shapes(graph), [54]).trip == L
+        "6 steps x 9 nodes a step + 3 after them = 57 nodes, over max_nodes=2040 (2000 written by the loops around it)")
+    assert isinstance(unroll._plan(loop, 17, _Shapes(graph), [56]), str)
+    assert unroll._plan(loop, 17, _Shapes(graph), [57]).trip == L
 
 
 def test_slice_bounds_before_the_loop_computed_from_a_static_size_are_folded(tmp_path):
