@@ -167,6 +167,7 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
         return 0
     outer = _outer_tensors(shapes.graph)
     iteration = body.inputs[0] if node.op == "Loop" and body.inputs else None
+    carried: list = []   # per outer step, the carried values known then (computed once, where a trip count needs them)
     total = 0
     for inner in nested:
         label = f"its body's nested Loop '{printable(inner.name)}'"
@@ -182,12 +183,37 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
         for step in range(plan.trip):
             bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
             value = None if _is_empty(trip) else small_value(trip, bound)
+            if value is None and not _is_empty(trip):   # a count the loop carries (`n = n - 1` each step)?
+                carried = carried or _carried_per_step(plan, iteration, shapes, outer)
+                value = small_value(trip, {**bound, **carried[step]})
             if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
-                return (f"{label} has a trip count that is not computed from constants, static sizes and the "
-                        "iteration number")
+                return (f"{label} has a trip count that is not computed from constants, static sizes, the "
+                        "iteration number and the values the loop carries from them")
             # its steps, and an Identity per carried value and a Concat per stacked output once
             total += max(int(value.reshape(-1)[0]), 0) * per_step + max(len(inner_body.outputs) - 1, 0)
     return total
+
+
+def _carried_per_step(plan: "_Plan", iteration: Optional[gs.Tensor], shapes: "_Shapes", outer: set) -> list[dict]:
+    """For each step of `plan`'s loop, the values its body reads as carried then (id of the body input -> value), where
+    they are computed from constants, static sizes and the iteration number, step after step from their initial values
+    (a count the loop carries: `n = n - 1`); a value not so computed is left out (its readers then are not evaluated)."""
+    known = {}
+    for body_input, initial in zip(plan.state_inputs, plan.carried):
+        value = _computed_value(initial, shapes)
+        if value is not None:
+            known[id(body_input)] = value
+    per_step = []
+    for step in range(plan.trip):
+        per_step.append(known)
+        bound = dict(known) if iteration is None else {**known, id(iteration): np.asarray(step, np.int64)}
+        following = {}
+        for body_input, output in zip(plan.state_inputs, plan.state_outputs):
+            value = _computed_value(output, shapes, bound, outer)
+            if value is not None:
+                following[id(body_input)] = value
+        known = following
+    return per_step
 
 
 def _is_empty(tensor: Optional[gs.Tensor]) -> bool:
