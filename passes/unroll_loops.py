@@ -194,6 +194,65 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
     return total
 
 
+def _plain_branches(node: gs.Node) -> Optional[tuple[gs.Graph, gs.Graph]]:
+    """An If's (then, else) branches where both are graphs of no inputs, as many outputs as the If, and no subgraph of
+    their own (what a body's If is written out as, per step); else None."""
+    branches = (node.attrs.get("then_branch"), node.attrs.get("else_branch"))
+    if not node.inputs or not all(isinstance(branch, gs.Graph) and not branch.inputs
+                                  and len(branch.outputs) == len(node.outputs) and not _nested_nodes(branch)
+                                  for branch in branches):
+        return None
+    return branches
+
+
+def _branches_taken(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shapes") -> dict | str:
+    """For each If of `body` (plain branches, `_plain_branches`), whether its cond is true at each step of `plan`'s
+    loop, where computed from constants, static sizes, the iteration number and the values the loop carries from them
+    (TorchScript's `if t == 0:` in a scripted loop: Equal(t, 0)); or why not."""
+    ifs = [inner for inner in body.nodes if inner.op == "If" and _plain_branches(inner) is not None]
+    if not ifs:
+        return {}
+    outer = _outer_tensors(shapes.graph)
+    iteration = body.inputs[0] if node.op == "Loop" and body.inputs else None
+    # a Loop's cond in the body: true at every step (a loop that may exit early is refused before this)
+    fixed = {id(body.inputs[1]): np.asarray(True)} if node.op == "Loop" and len(body.inputs) > 1 else {}
+    carried: list = []
+    taken = {}
+    for inner in ifs:
+        cond, steps = inner.inputs[0], []
+        sizes = {**_static_sizes(cond, shapes, outer), **fixed}
+        for step in range(plan.trip):
+            bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
+            value = small_value(cond, bound)
+            if value is None:
+                carried = carried or _carried_per_step(plan, iteration, shapes, outer)
+                value = small_value(cond, {**bound, **carried[step]})
+            if value is None or value.size != 1:
+                return (f"its body's If '{printable(inner.name)}' has a cond that is not computed from constants, static "
+                        "sizes, the iteration number and the values the loop carries from them")
+            steps.append(bool(value.reshape(-1)[0]))
+        taken[id(inner)] = steps
+    return taken
+
+
+def _write_branch(b: GraphBuilder, branch: gs.Graph, read) -> list[gs.Tensor]:
+    """The nodes of an If's `branch` written into `b`'s graph, reading what is around it through `read`; its outputs."""
+    local: dict[int, gs.Tensor] = {}
+
+    def get(tensor: gs.Tensor) -> gs.Tensor:
+        if _is_empty(tensor):
+            return gs.Variable.empty()
+        return local[id(tensor)] if id(tensor) in local else tensor if isinstance(tensor, gs.Constant) else read(tensor)
+
+    for node in branch.nodes:
+        outputs = b.node_outputs(node.op, [get(t) for t in node.inputs], dict(node.attrs), len(node.outputs),
+                                 domain=node.domain)
+        for old, new in zip(node.outputs, outputs):
+            new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
+            local[id(old)] = new
+    return [get(t) for t in branch.outputs]
+
+
 def _carried_per_step(plan: "_Plan", iteration: Optional[gs.Tensor], shapes: "_Shapes", outer: set) -> list[dict]:
     """For each step of `plan`'s loop, the values its body reads as carried then (id of the body input -> value), where
     they are computed from constants, static sizes and the iteration number, step after step from their initial values
@@ -327,6 +386,7 @@ class _Plan:
         self.read_step = read_step      # step -> {id(body input): outer tensor} (Scan's slices)
         self.fixed_inputs = fixed_inputs  # (body input, step -> value) (Loop's iteration number and cond)
         self.sliced = 0                 # scan inputs: one Gather each a step
+        self.branches: dict = {}        # id(an If of the body) -> per step, whether its cond is true (then_branch)
 
 
 @register_pass
@@ -344,7 +404,7 @@ class UnrollLoops(Pass):
             shapes = _Shapes(graph)
         taken = None
         unrolled = {"Loop": 0, "Scan": 0}
-        steps = added = index = 0
+        steps = added = index = body_ifs = 0
         refused: set[int] = set()
         # A loop copied out of another's body shares the max_nodes of the outermost one: [nodes it still allows]
         budgets: dict[int, list] = {}
@@ -367,6 +427,7 @@ class UnrollLoops(Pass):
                 self._unroll(builder, node, plan, ctx, index - 1, shapes)
                 _put_in_place(graph, node, builder.nodes)
                 unrolled[node.op] += 1
+                body_ifs += len(plan.branches)
                 steps += plan.trip
                 added += len(builder.nodes)
                 family = budget if budget is not None else [self.max_nodes]
@@ -390,6 +451,8 @@ class UnrollLoops(Pass):
                 stats["slice_bounds_folded"] = bounds
         if inlined:
             stats["ifs_inlined"] = inlined
+        if body_ifs:   # Ifs in loop bodies, each step written as its branch taken then
+            stats["body_ifs_inlined"] = body_ifs
         if stats["unrolled"] or inlined:
             # Every new node sits where the node it replaces sat, so the graph stays in topological order: no toposort
             # (onnx-graphsurgeon's took 3.8 of 12 s on a 3,136-step loop).
@@ -401,7 +464,8 @@ class UnrollLoops(Pass):
         body = node.attrs.get("body")
         if not isinstance(body, gs.Graph):
             return "no body graph"
-        nested = next((inner for inner in _nested_nodes(body) if inner.op != "Loop"), None)
+        nested = next((inner for inner in _nested_nodes(body) if inner.op != "Loop" and not (
+            inner.op == "If" and _plain_branches(inner) is not None)), None)
         if nested is not None:
             return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
         # A seeded generator inside a loop draws on from one step to the next; copies of it would each start again
@@ -417,7 +481,13 @@ class UnrollLoops(Pass):
             return f"trip count {plan.trip} (nothing to write out step by step)"
         # a step writes its body nodes, a Gather per scan input and an Unsqueeze per stacked output: a one-node body
         # over many scan inputs is many nodes a step; a nested Loop is then written out step by step in its turn
-        per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked), 1)
+        plan.branches = _branches_taken(node, body, plan, shapes)
+        if isinstance(plan.branches, str):
+            return plan.branches
+        # an If written as its larger branch's nodes
+        per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked)
+                       + sum(max(len(branch.nodes) for branch in _plain_branches(inner)) - 1
+                             for inner in body.nodes if id(inner) in plan.branches), 1)
         # after the last step: an Identity per carried value and a Concat per stacked output (s29 left them out: a
         # Scan of 61 nodes passed max_nodes=60)
         last = len(plan.finals) + len(plan.stacked)
@@ -539,6 +609,11 @@ class UnrollLoops(Pass):
             if same is not None:
                 hoisted.update({id(old): new for old, new in zip(body_node.outputs, same.outputs)})
                 continue
+            if id(body_node) in plan.branches:   # an If that reads nothing a step changes: its branch taken, once
+                branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][0] else 1]
+                outputs = _write_branch(b, branch, lambda t: hoisted.get(id(t), t))
+                hoisted.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
+                continue
             # (a nested Loop's body reads the outer values through the same map)
             attrs = _copied_attrs(body_node, lambda t: hoisted.get(id(t), t), f"{b.prefix}/once/{number}")
             outputs = b.node_outputs(body_node.op, inputs, attrs, len(body_node.outputs), domain=body_node.domain)
@@ -567,6 +642,11 @@ class UnrollLoops(Pass):
 
             for number, body_node in enumerate(body.nodes):
                 if id(body_node) in invariant:
+                    continue
+                if id(body_node) in plan.branches:   # an If: the nodes of its branch taken at this step
+                    branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][step] else 1]
+                    outputs = _write_branch(b, branch, read)
+                    values.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
                     continue
                 inputs = [gs.Variable.empty() if _is_empty(t) else read(t) for t in body_node.inputs]
                 # a nested Loop copied with this step's values for what its body reads from around it

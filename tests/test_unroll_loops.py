@@ -29,14 +29,15 @@ def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
             "b": rng.standard_normal((L, B, D)).astype(np.float32)}
 
 
-def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_input: bool = False,
+def _loop_model(trip=L, cond_out: str = "identity", nested: str = "", trip_input: bool = False,
                 states: bool = True, trip_from_shape=None, trip_computed: bool = False,
                 sequence_start: bool = False) -> onnx.ModelProto:
     """h_t = a[t] * h_{t-1} + b[t] as a Loop (TorchScript's shape): the readouts 2 h_t appended to a sequence
     (ConcatFromSequence, new axis 1 after the loop), the states a scan output (stacked on axis 0; `states`), h_L
     carried out. `trip_computed`: M = a.shape[0] as TorchScript's range(0, a.shape[0]) writes it,
     Cast(Ceil(Div(Cast(Sub(Gather(Shape(a), 0), 0)), 1))); `sequence_start`: the sequence starts [h0]
-    (SequenceConstruct), so ys holds L + 1 entries."""
+    (SequenceConstruct), so ys holds L + 1 entries. `nested`: an If in the body whose output nothing reads, its cond
+    the body's cond ("cond"), the sum of a_t over 2 ("data"), or the body's cond around another If ("deep")."""
     body_nodes = [
         helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
         helper.make_node("Gather", ["b", "i"], ["b_t"], axis=0),
@@ -52,7 +53,17 @@ def _loop_model(trip=L, cond_out: str = "identity", nested: bool = False, trip_i
     if nested:
         then = helper.make_graph([helper.make_node("Identity", ["two"], ["branch"])], "then", [],
                                  [helper.make_tensor_value_info("branch", FLOAT, [])])
-        body_nodes.append(helper.make_node("If", ["cond_in"], ["unused"], then_branch=then, else_branch=then))
+        if nested == "deep":
+            inner = helper.make_graph([helper.make_node("Identity", ["two"], ["inner_branch"])], "inner", [],
+                                      [helper.make_tensor_value_info("inner_branch", FLOAT, [])])
+            then = helper.make_graph([helper.make_node("If", ["cond_in"], ["branch"], then_branch=inner,
+                                                       else_branch=inner)], "then", [],
+                                     [helper.make_tensor_value_info("branch", FLOAT, [])])
+        if nested == "data":
+            body_nodes += [helper.make_node("ReduceSum", ["a_t"], ["a_sum"], keepdims=0),
+                           helper.make_node("Greater", ["a_sum", "two"], ["data_cond"])]
+        body_nodes.append(helper.make_node("If", ["data_cond" if nested == "data" else "cond_in"], ["unused"],
+                                           then_branch=then, else_branch=then))
     body = helper.make_graph(
         body_nodes, "body",
         [helper.make_tensor_value_info("i", TensorProto.INT64, []),
@@ -172,7 +183,9 @@ def test_pipelines_reroll_the_loop_and_the_backward_scan(pipeline, tmp_path):
     (lambda: _loop_model(trip_input=True), "its trip count M is neither a constant nor a static size"),
     (lambda: _loop_model(trip_from_shape=["length", B, D]), "its trip count M is neither a constant nor a static size"),
     (lambda: _loop_model(cond_out="less"), "its body's cond output is not constant true (the loop may exit early)"),
-    (lambda: _loop_model(nested=True), "its body holds a nested subgraph (If '')"),
+    (lambda: _loop_model(nested="deep"), "its body holds a nested subgraph (If '')"),
+    (lambda: _loop_model(nested="data"), "its body's If '' has a cond that is not computed from constants, static "
+                                         "sizes, the iteration number and the values the loop carries from them"),
     (lambda: _loop_model(trip=0), "trip count 0 (nothing to write out step by step)"),
 ])
 def test_what_cannot_be_proven_is_left_with_its_reason(model, note, tmp_path):
@@ -181,6 +194,65 @@ def test_what_cannot_be_proven_is_left_with_its_reason(model, note, tmp_path):
     record = result.records[0]
     assert not record.changed and record.stats == {"unrolled": 0, "left": 1}
     assert record.notes == ["Loop 'loop 'x'\\n' left as it is: " + note]
+
+
+def _loop_with_a_first_step_model(cond: str = "equal") -> onnx.ModelProto:
+    """TorchScript's `for t in range(L): if t == 0: h = b[t] else: h = a[t] * h + b[t]` (the first step written in the
+    loop), readouts 2 h_t a scan output, h_L carried out: an If in the body, its cond Equal(t, 0) ("equal"), or
+    Equal(n, 0) of a count n the loop carries, 0 at the start and 1 more each step: true at the first step only
+    ("carried")."""
+    then = helper.make_graph([helper.make_node("Gather", ["b", "i"], ["h_first"], axis=0)], "first", [],
+                             [helper.make_tensor_value_info("h_first", FLOAT, [B, D])])
+    other = helper.make_graph([helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
+                               helper.make_node("Gather", ["b", "i"], ["b_t"], axis=0),
+                               helper.make_node("Mul", ["a_t", "h_in"], ["ah"]),
+                               helper.make_node("Add", ["ah", "b_t"], ["h_next"])], "next", [],
+                              [helper.make_tensor_value_info("h_next", FLOAT, [B, D])])
+    cond_nodes = ([helper.make_node("Equal", ["i", "zero"], ["is_first"])] if cond == "equal" else
+                  [helper.make_node("Equal", ["n_in", "zero"], ["is_first"]),
+                   helper.make_node("Add", ["n_in", "one"], ["n_out"])])
+    carried = cond == "carried"
+    body = helper.make_graph(
+        [*cond_nodes, helper.make_node("If", ["is_first"], ["h_out"], then_branch=then, else_branch=other, name="first?"),
+         helper.make_node("Mul", ["h_out", "two"], ["y"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", FLOAT, [B, D])]
+        + ([helper.make_tensor_value_info("n_in", TensorProto.INT64, [])] if carried else []),
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h_out", FLOAT, [B, D])]
+        + ([helper.make_tensor_value_info("n_out", TensorProto.INT64, [])] if carried else [])
+        + [helper.make_tensor_value_info("y", FLOAT, [B, D])])
+    nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)), _const("zero", np.int64(0)),
+             _const("one", np.int64(1)), _const("M", np.int64(L)),
+             helper.make_node("Loop", ["M", "", "h0", *(["zero"] if carried else [])],
+                              ["h_last", *(["n_last"] if carried else []), "ys"], body=body, name="loop")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [L, B, D]),
+                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D])],
+                              [helper.make_tensor_value_info("ys", FLOAT, [L, B, D]),
+                               helper.make_tensor_value_info("h_last", FLOAT, [B, D])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("cond", ["equal", "carried"])
+def test_an_if_in_the_body_is_written_out_as_its_branch_taken_at_each_step(cond, tmp_path):
+    # s30: `if t == 0:` inside the loop (an If in the body) left the Loop, "its body holds a nested subgraph (If
+    # 'first?')" (fails before s30); now its cond is evaluated at each step (the iteration number bound; a count the
+    # loop carries, step after step) and the branch taken written in its place: step 0 is h = b[0] (the chain's missing
+    # first step), the others a[t] h + b[t]; cpu re-rolls the chain
+    model = _loop_with_a_first_step_model(cond)
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                                       "nodes_added": {"equal": 47, "carried": 54}[cond], "sequences_concatenated": 0,
+                                       "left": 0, "body_ifs_inlined": 1}
+    # step 0: one Gather; steps 1 .. 5: 2 Gathers, Mul, Add; a Mul by 2 and an Unsqueeze each; the stack, h_L's Identity
+    assert {op: count for op, count in _ops(unrolled).items() if op not in ("Constant",)} == {
+        "Gather": 1 + 2 * (L - 1), "Mul": (L - 1) + L, "Add": L - 1, "Unsqueeze": L, "Concat": 1, "Identity": 1}
+    _same_outputs(model, unrolled)
+    result, compiled = _unrolled(model, tmp_path, "cpu")
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    assert reroll.stats == {"rerolled": 1, "steps": L, "rejected": 0}
+    assert not {"Loop", "If"} & set(_ops(compiled))
+    _same_outputs(model, compiled)
 
 
 def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
