@@ -235,8 +235,11 @@ def _branches_taken(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shap
     return taken
 
 
-def _write_branch(b: GraphBuilder, branch: gs.Graph, read) -> list[gs.Tensor]:
-    """The nodes of an If's `branch` written into `b`'s graph, reading what is around it through `read`; its outputs."""
+def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int]) -> list[gs.Tensor]:
+    """The nodes of an If's `branch` written into `b`'s graph, reading what is around it through `read`; its outputs.
+    A node that computes what one already written does (`before`: their ids, to which this adds its own) is read from
+    there: `deltaA[:, t]`'s Slice of the whole deltaA in either branch, at every step, is then one tensor, whose steps
+    the matcher reads as one source's; index arithmetic on the iteration number is folded as in the body."""
     local: dict[int, gs.Tensor] = {}
 
     def get(tensor: gs.Tensor) -> gs.Tensor:
@@ -245,11 +248,16 @@ def _write_branch(b: GraphBuilder, branch: gs.Graph, read) -> list[gs.Tensor]:
         return local[id(tensor)] if id(tensor) in local else tensor if isinstance(tensor, gs.Constant) else read(tensor)
 
     for node in branch.nodes:
-        outputs = b.node_outputs(node.op, [get(t) for t in node.inputs], dict(node.attrs), len(node.outputs),
-                                 domain=node.domain)
+        inputs = [get(t) for t in node.inputs]
+        same = _same_node_before(node, inputs, before)
+        if same is not None:
+            local.update({id(old): new for old, new in zip(node.outputs, same.outputs)})
+            continue
+        outputs = b.node_outputs(node.op, inputs, dict(node.attrs), len(node.outputs), domain=node.domain)
+        before.add(id(b.nodes[-1]))
         for old, new in zip(node.outputs, outputs):
             new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
-            local[id(old)] = new
+            local[id(old)] = _step_constant(b, node, inputs, new)
     return [get(t) for t in branch.outputs]
 
 
@@ -611,7 +619,7 @@ class UnrollLoops(Pass):
                 continue
             if id(body_node) in plan.branches:   # an If that reads nothing a step changes: its branch taken, once
                 branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][0] else 1]
-                outputs = _write_branch(b, branch, lambda t: hoisted.get(id(t), t))
+                outputs = _write_branch(b, branch, lambda t: hoisted.get(id(t), t), before)
                 hoisted.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
                 continue
             # (a nested Loop's body reads the outer values through the same map)
@@ -622,6 +630,7 @@ class UnrollLoops(Pass):
                 hoisted[id(old)] = _step_constant(b, body_node, inputs, new)
         node.inputs.clear()
         node.outputs.clear()
+        before.update(id(made) for made in b.nodes)   # (what the branches of its Ifs may read instead of writing again)
         carried = list(plan.carried)
         step_values: list[list[gs.Tensor]] = [[] for _ in plan.stacked]
         started = last_report = time.perf_counter()
@@ -645,7 +654,7 @@ class UnrollLoops(Pass):
                     continue
                 if id(body_node) in plan.branches:   # an If: the nodes of its branch taken at this step
                     branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][step] else 1]
-                    outputs = _write_branch(b, branch, read)
+                    outputs = _write_branch(b, branch, read, before)
                     values.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
                     continue
                 inputs = [gs.Variable.empty() if _is_empty(t) else read(t) for t in body_node.inputs]

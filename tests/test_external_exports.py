@@ -96,6 +96,11 @@ NODE_COUNTS = {
     "user-s6-script-loop-guarded-dynamic-batch": (64, {"cpu": 84, "tpu": 67}),
     "user-s6-script-loop-nested": (51, {"cpu": 136, "tpu": 106}),
     "user-s6-script-loop-nested-dynamic-batch": (59, {"cpu": 136, "tpu": 106}),
+    # session s30 (gen17): `if t == 0:` inside the scripted loop, an If in the Loop's body, left the Loop ("its body holds
+    # a nested subgraph (If ..)"; 0 scans, cpu 51 -> 33, 61 -> 38; tpu exit 4, tpu-legality's Loop); now the script-loop
+    # row's counts (the If written per step as its branch taken: step 0 the chain's missing first step)
+    "user-s6-script-loop-if-first": (51, {"cpu": 84, "tpu": 67}),
+    "user-s6-script-loop-if-first-dynamic-batch": (61, {"cpu": 84, "tpu": 67}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts
     "user-bidirectional-s6-no-folding": (585, {"seed": 66, "cpu": 197, "tpu": 114}),
@@ -452,5 +457,7 @@ def test_corpus_covers_the_brief():
             "user-bidirectional-s6-script-loop-from-one-dynamic-batch"} <= set(EXPORTS)   # session s28's (gen15)
     assert {"user-s6-script-loop-guarded-dynamic-batch", "user-s6-script-loop-nested",
             "user-s6-script-loop-nested-dynamic-batch"} <= set(EXPORTS)   # session s29's (gen16)
+    assert {"user-s6-script-loop-if-first",
+            "user-s6-script-loop-if-first-dynamic-batch"} <= set(EXPORTS)   # session s30's (gen17)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -246,7 +246,7 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
-              "scan-op-reversed", "script-loop-guarded", "script-loop-nested")
+              "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -289,6 +289,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        around the Loop (a static export folds it)
       script-loop-nested  a `torch.jit.script` loop over the two halves of d_inner, `for k in range(2):` around
                        `for t in range(length):` (nested ONNX Loops), each half's readouts stacked, the halves joined
+      script-loop-if-first  a `torch.jit.script` loop that writes its first step in the loop, `if t == 0: h =
+                       deltaBx[:, t]` else the recurrence (an ONNX If of Equal(t, 0) in the Loop's body)
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -378,6 +380,19 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return torch.cat(outs, -1)
     if "script-loop-nested" in loops:
         scripted_nested_loop = torch.jit.script(scripted_nested_loop)
+
+    def scripted_loop_if_first(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor,
+                               h: torch.Tensor) -> torch.Tensor:
+        ys = []
+        for t in range(deltaA.shape[1]):
+            if t == 0:
+                h = deltaBx[:, t]
+            else:
+                h = deltaA[:, t] * h + deltaBx[:, t]
+            ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        return torch.stack(ys, 1)
+    if "script-loop-if-first" in loops:
+        scripted_loop_if_first = torch.jit.script(scripted_loop_if_first)
 
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
@@ -473,6 +488,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_guarded_loop(deltaA, deltaBx, C, h)
             elif loop == "script-loop-nested":
                 y = scripted_nested_loop(deltaA, deltaBx, C)
+            elif loop == "script-loop-if-first":
+                y = scripted_loop_if_first(deltaA, deltaBx, C, h)
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -635,6 +652,18 @@ EXPORTS = {e.name: e for e in [
                    "user-s6-script-loop-nested exported with a dynamic batch (the inner trip count Gather(Shape(x), 1) "
                    "read in the outer body)", lambda: user_s6(8, 4, 10, loops=("script-loop-nested",)), scans=2,
                    steps=20, options={"dynamic_batch": True}, loops_kept_by=("seed",)),
+    # session s30: the first step written inside the loop, an If in the Loop's body; before s30 the Loop was left ("its
+    # body holds a nested subgraph (If ..)"), 0 scans
+    ExternalExport("user-s6-script-loop-if-first", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop a torch.jit.script `for t in "
+                   "range(length):` that writes its first step in the loop, `if t == 0: h = deltaBx[:, t]` else the "
+                   "recurrence (an If of Equal(t, 0) in the Loop's body)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-if-first",)), scans=1, steps=10,
+                   loops_kept_by=("seed",)),
+    ExternalExport("user-s6-script-loop-if-first-dynamic-batch", "torch",
+                   "user-s6-script-loop-if-first exported with a dynamic batch (the trip count Gather(Shape(x), 1))",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-if-first",)), scans=1, steps=10,
+                   options={"dynamic_batch": True}, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
