@@ -25,19 +25,26 @@ graph with ONNX's semantics exactly:
   dynamic batch) and whose branches hold a Loop or Scan is first replaced by the branch taken.
 - A Loop in a Loop's body (`for k in range(2):` around `for t in range(L):`) is copied per outer step, what its body
   reads from around it (the outer iteration number, a_k) remapped to that step's values, then written out in its turn;
-  everything the copies write counts against the outer loop's `max_nodes`.
+  everything the copies write counts against the outer loop's `max_nodes`. A Scan in a Loop's body is copied the same
+  way, its length the static one the body records for its scan inputs. A nested Loop's trip count may read a value
+  the outer loop carries where that is computed step after step from constants (`n = n - 1`).
+- An If in a loop's body whose cond is computed from constants, static sizes, the iteration number and the values the
+  loop carries so (TorchScript's `if t == 0:` in a scripted loop) is written at each step as the branch taken then (its
+  branches hold no subgraph of their own).
 
 A trip count is a constant, read from a static size: Gather(Shape(x), k) where x's size k is known while its
 batch is not (TorchScript's `range(x.shape[1])` exported with a dynamic batch), or computed from those through
 index arithmetic (TorchScript's `range(1, length)`: Cast(Ceil(Div(Cast(length - 1), 1))); patterns/small_constants.py's
 evaluator with the static sizes bound); a Scan's is its inputs' size along the scan axis. Left unchanged, with the reason as a note (and `left` in the stats): a trip count known neither way (a
 dynamic length), a Loop whose cond is not constant true in and out
-of the body (an early exit), a body with a nested If or Scan, a nested Loop whose trip count is not computed from
-constants, static sizes and the outer iteration number (a carried count) or that may exit early, an If holding a loop
+of the body (an early exit), a body If whose cond is not so computed or whose branches hold a subgraph, a nested Loop
+whose trip count is not computed from constants, static sizes, the outer iteration number and what it carries from them
+(a count carried from a graph input) or that may exit early, a nested Scan of no recorded length, an If holding a loop
 whose cond is not known, a body with a seeded random op (its copies would
 repeat one draw), a trip count below 1,
-a Scan of opset 8 (its batch axis), and a loop whose steps times nodes a step (body nodes, a Gather per scan input, an Unsqueeze per
-stacked output) exceed `max_nodes`.
+a Scan of opset 8 (its batch axis), and a loop whose steps times nodes a step (body nodes, a Gather per scan input, an
+Unsqueeze per stacked output; an If as its larger branch) and what it writes after them (an Identity per carried value, a
+Concat per stacked output) exceed `max_nodes`.
 """
 from __future__ import annotations
 
@@ -162,7 +169,7 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
     count evaluated with the outer step's iteration number bound), or why they cannot be: a trip count that is not
     computed from constants, static sizes and the iteration number on every step (it reads a carried value), or a
     nested Loop that may exit early."""
-    nested = [inner for inner in body.nodes if inner.op == "Loop"]
+    nested = [inner for inner in body.nodes if inner.op in ("Loop", "Scan")]
     if not nested:
         return 0
     outer = _outer_tensors(shapes.graph)
@@ -170,7 +177,13 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
     carried: list = []   # per outer step, the carried values known then (computed once, where a trip count needs them)
     total = 0
     for inner in nested:
-        label = f"its body's nested Loop '{printable(inner.name)}'"
+        label = f"its body's nested {inner.op} '{printable(inner.name)}'"
+        if inner.op == "Scan":   # the same length at every outer step: its scan inputs' static one
+            size = _nested_scan_size(inner)
+            if isinstance(size, str):
+                return f"{label} {size}"
+            total += plan.trip * size
+            continue
         inner_body = inner.attrs.get("body")
         if not isinstance(inner_body, gs.Graph) or len(inner.inputs) < 2 or len(inner_body.outputs) < 1:
             return f"{label} has no body graph or no trip count"
@@ -281,6 +294,27 @@ def _carried_per_step(plan: "_Plan", iteration: Optional[gs.Tensor], shapes: "_S
                 following[id(body_input)] = value
         known = following
     return per_step
+
+
+def _nested_scan_size(scan: gs.Node) -> int | str:
+    """How many nodes a Scan in a loop body writes once its copy is written out (its steps, a Gather per scan input and
+    an Unsqueeze per stacked output a step, an Identity per state and a Concat per stacked output after them), its
+    length the static size its body's graph records for its scan inputs; or why not."""
+    body = scan.attrs.get("body")
+    scanned = int(scan.attrs.get("num_scan_inputs", 0))
+    states = len(scan.inputs) - scanned
+    if not isinstance(body, gs.Graph) or scanned < 1 or states < 0:
+        return "has no body graph or no scan input"
+    axes = list(scan.attrs.get("scan_input_axes", [0] * scanned))
+    lengths = set()
+    for tensor, axis in zip(scan.inputs[states:], axes):
+        shape = getattr(tensor, "shape", None)
+        size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+        lengths.add(size if isinstance(size, (int, np.integer)) else None)
+    if len(lengths) != 1 or None in lengths:
+        return "has scan inputs of no one static length recorded in the body"
+    outputs = len(scan.outputs) - states
+    return int(lengths.pop()) * max(len(body.nodes) + scanned + outputs, 1) + states + outputs
 
 
 def _is_empty(tensor: Optional[gs.Tensor]) -> bool:
@@ -472,7 +506,7 @@ class UnrollLoops(Pass):
         body = node.attrs.get("body")
         if not isinstance(body, gs.Graph):
             return "no body graph"
-        nested = next((inner for inner in _nested_nodes(body) if inner.op != "Loop" and not (
+        nested = next((inner for inner in _nested_nodes(body) if inner.op not in ("Loop", "Scan") and not (
             inner.op == "If" and _plain_branches(inner) is not None)), None)
         if nested is not None:
             return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"

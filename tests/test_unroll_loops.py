@@ -673,6 +673,58 @@ def test_nested_loops_are_written_out_outer_first(inner_trip, steps, tmp_path):
     assert rel_l2(run(compiled, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
+def _scan_in_a_loop_model(recorded: bool = True) -> onnx.ModelProto:
+    """A Loop of K steps whose body runs a Scan over the outer step's a_k = a[k], b_k = b[k] (axis 0, L positions):
+    h_t = a_k[t] h_{t-1} + b_k[t] from zeros, readouts 2 h_t stacked (L, B, D); the outer loop stacks those (K, L, B,
+    D). `recorded`: the body's graph records a_k's and b_k's shapes (else the Scan's length is not known before)."""
+    scan_body = helper.make_graph(
+        [helper.make_node("Mul", ["a_t", "h_in"], ["ah"]), helper.make_node("Add", ["ah", "b_t"], ["h_out"]),
+         helper.make_node("Mul", ["h_out", "two"], ["y"])], "scan_body",
+        [helper.make_tensor_value_info("h_in", FLOAT, [B, D]), helper.make_tensor_value_info("a_t", FLOAT, [B, D]),
+         helper.make_tensor_value_info("b_t", FLOAT, [B, D])],
+        [helper.make_tensor_value_info("h_out", FLOAT, [B, D]), helper.make_tensor_value_info("y", FLOAT, [B, D])])
+    outer = helper.make_graph(
+        [helper.make_node("Gather", ["a", "k"], ["a_k"], axis=0), helper.make_node("Gather", ["b", "k"], ["b_k"], axis=0),
+         helper.make_node("Scan", ["h0", "a_k", "b_k"], ["h_k", "ys_k"], body=scan_body, num_scan_inputs=2,
+                          name="inner scan"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "outer_body",
+        [helper.make_tensor_value_info("k", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("ys_k", FLOAT, [L, B, D])],
+        value_info=[helper.make_tensor_value_info(name, FLOAT, [L, B, D]) for name in ("a_k", "b_k")] if recorded else [])
+    nodes = [_const("two", np.float32(2.0)), _const("h0", np.zeros((B, D), np.float32)), _const("K", np.int64(K)),
+             helper.make_node("Loop", ["K", ""], ["ys"], body=outer, name="outer")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [K, L, B, D]),
+                                           helper.make_tensor_value_info("b", FLOAT, [K, L, B, D])],
+                              [helper.make_tensor_value_info("ys", FLOAT, [K, L, B, D])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_scan_in_a_loop_body_is_copied_per_step_and_written_out(tmp_path):
+    # s30: "Loop 'outer' left as it is: its body holds a nested subgraph (Scan 'inner scan')" (fails before s30); now
+    # each outer step's copy of the Scan reads that step's a_k, b_k and is written out in its turn; max_nodes counts its
+    # 6 steps x (3 nodes + 2 Gathers + 1 Unsqueeze) + an Identity and a Concat per outer step: 87 nodes, exactly
+    model = _scan_in_a_loop_model()
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats == {"unrolled": 1 + K, "loops_unrolled": 1, "scans_unrolled": K, "steps": K + K * L,
+                                       "nodes_added": 87, "sequences_concatenated": 0, "left": 0}
+    feeds = _nested_feeds()
+    assert rel_l2(run(unrolled, feeds)[0], run(model, feeds)[0]) <= EXACT
+    result = compile_model(model, "unroll-loops{max_nodes=86}", verify="none")
+    assert result.records[0].notes == ["Loop 'outer' left as it is: 2 steps x 5 nodes a step + 1 after them = 11 nodes "
+                                       "and 76 in its nested loops, over max_nodes=86"]
+    assert compile_model(model, "unroll-loops{max_nodes=87}", verify="none").records[0].notes == []
+    result, compiled = _unrolled(model, tmp_path, "cpu")
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    assert reroll.stats == {"rerolled": K, "steps": K * L, "rejected": 0}
+    assert not {"Loop", "Scan"} & set(_ops(compiled))
+    assert rel_l2(run(compiled, feeds)[0], run(model, feeds)[0]) <= 1e-6
+    result = compile_model(_scan_in_a_loop_model(recorded=False), "unroll-loops", verify="none")
+    assert result.records[0].notes == ["Loop 'outer' left as it is: its body's nested Scan 'inner scan' has scan inputs "
+                                       "of no one static length recorded in the body"]
+
+
 def test_a_nested_loop_whose_trip_count_is_carried_from_a_graph_input_is_left_with_its_reason():
     # (s30: a count carried from constants is evaluated step by step, the `carried` cases above; before s30 those were
     # left with this note too)
