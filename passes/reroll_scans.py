@@ -256,12 +256,14 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     decays = decays if decays is not None else Decays.of(b, rec.decay)
     if windowed:   # the forms scan whole axes: each operand cut to the chain's positions first
         shapes = dict(shapes)
-        steps = lambda tensor, on: _chain_steps(b, rec, tensor, on, shapes)
+        whole = rec
         if "decay a_i" in windowed:
-            decays = decays.mapped(lambda tensor: steps(tensor, rec.decay_axis))
+            decays = decays.mapped(lambda tensor: _chain_steps(b, whole, tensor, whole.decay_axis, shapes))
         rec = dataclasses.replace(
-            rec, drive=steps(rec.drive, rec.drive_axis) if "input b_i" in windowed else rec.drive,
-            coeff=steps(rec.coeff, rec.coeff_axis) if "readout coefficient c_i" in windowed else rec.coeff)
+            rec, drive=(_chain_steps(b, rec, rec.drive, rec.drive_axis, shapes) if "input b_i" in windowed
+                        else rec.drive),
+            coeff=(_chain_steps(b, rec, rec.coeff, rec.coeff_axis, shapes) if "readout coefficient c_i" in windowed
+                   else rec.coeff))
     drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     if rec.backward:   # the forward scan of the reversed sequence
         drive = _reversed(b, drive, axis)
