@@ -282,12 +282,65 @@ def test_window_doubling_table_side(args, side):
 @pytest.mark.parametrize("args, batched, doubling", [
     ((3136, 8), 392, 392), ((3136, 8, "slices"), 0, 392),   # batched's slices carry has no square; doubling's Q-square stays
     ((13, 4), 4, 4), ((12, 12), 0, 12), ((1, 4), 0, 1), ((37, 2), 37, 37),
+    ((8, 4), 2, 4),      # 2 chunks: a 2-square carry (s30)
+    ((37, 4), 10, 10),   # 37 steps padded to 10 chunks of 4: ceil(37 / 4), an int (s30)
 ])
 def test_batched_table_sides(args, batched, doubling):
     from passes.scan_forms.batched import batched_table_side
     from passes.scan_forms.batched_doubling import batched_doubling_table_side
 
-    assert (batched_table_side(*args), batched_doubling_table_side(*args)) == (batched, doubling)
+    sides = (batched_table_side(*args), batched_doubling_table_side(*args))
+    assert sides == (batched, doubling) and all(type(side) is int for side in sides)
+
+
+# The dense carry (one chunks x chunks weight matrix per channel): a MatMul of the chunk log-decays by a constant,
+# an Exp, a Mul and a ReduceSum, the same ops for any chunk count (s30).
+_DENSE_CARRY = {"Add": 2, "Concat": 4, "CumSum": 2, "Exp": 4, "Identity": 1, "MatMul": 1, "Mul": 8, "Neg": 1,
+                "ReduceSum": 3, "Reshape": 4, "Shape": 4, "Slice": 7, "Sub": 1, "Transpose": 2}
+# The doubling carry, chunk axis moved last: 2 chunks, one round (2 shift MatMuls: drive, decay; 1 in the
+# round); 162 chunks, 8 rounds (2 + 7 decay shifts + 8 state shifts = 17).
+_DOUBLING_CARRY = {"Add": 3, "Concat": 3, "CumSum": 2, "Exp": 3, "Identity": 1, "MatMul": 3, "Mul": 8, "Neg": 1,
+                   "ReduceSum": 2, "Reshape": 3, "Shape": 3, "Slice": 6, "Sub": 1, "Transpose": 3}
+_DOUBLING_CARRY_162 = dict(_DOUBLING_CARRY, Add=17, MatMul=17, Mul=22)
+
+
+@pytest.mark.parametrize("length, chunk, dense_carry, expected", [
+    (8, 4, 2, _DENSE_CARRY),                # 2 chunks, dense_carry 2: the smallest dense carry, at its edge
+    (8, 4, 1, _DOUBLING_CARRY),             # 2 chunks past dense_carry 1
+    (100, 2, 64, _DENSE_CARRY),             # 50 chunks (50^3 <= 2^22 < 50^4)
+    (322, 2, 200, _DENSE_CARRY),            # 161 chunks: 161^3 = 4,173,281 <= 2^22
+    (324, 2, 200, _DOUBLING_CARRY_162),     # 162 chunks: 162^3 = 4,251,528 > MAX_INDEX_TABLE
+])
+def test_batched_takes_the_dense_carry_up_to_dense_carry_chunks_and_a_cube_of_2_to_the_22(length, chunk, dense_carry,
+                                                                                         expected):
+    """Scan axis last, no initial state: the dense carry where 1 < chunks <= dense_carry and chunks^3 <=
+    MAX_INDEX_TABLE, else the doubling carry; the numbers are the same either way, the graphs are not."""
+    from passes.graph_builder import MAX_INDEX_TABLE
+
+    assert MAX_INDEX_TABLE == 1 << 22
+    model = check("batched", (1, 2, length), 2, chunk, dense_carry=dense_carry, seeds=(0,))
+    assert op_histogram(model) == expected
+
+
+def test_batched_dense_carry_needs_the_step_axis_last():
+    """Rank 3, scan axis 1 (inside): dense_carry is not taken (its (..., chunks, 1) layout needs Q last), the
+    doubling carry is (3 chunks, 2 rounds)."""
+    model = check("batched", (2, 12, 3), 1, 4, dense_carry=64)
+    assert op_histogram(model) == dict(_DOUBLING_CARRY, Add=5, MatMul=5, Mul=10)
+
+
+def test_batched_pads_with_log_decay_0_so_a_padded_chunk_keeps_the_centred_range():
+    """17 steps at chunk 16: 2 chunks, the last padded with 15 steps of log a = 0 (a = 1). Its one real step
+    has log a = -170: centred on half the chunk's log sum (-85) its exponents stay within exp(85) (float32's
+    limit ~exp(88.7)). Padded with any other log decay, the centre moves by 15 / 2 per unit and exp(m - S)
+    overflows to inf."""
+    shape, axis = (2, 17, 3), 1
+    model = form_model("batched", shape, axis, 16)
+    feeds = feeds_for(shape, axis)
+    feeds["z"][:, 16] = -170.0
+    actual = run(model, feeds)[0]
+    assert np.all(np.isfinite(actual))
+    assert rel_l2(actual, expected_of(feeds, axis)) <= TOL
 
 
 @pytest.mark.parametrize("one_chunk_up_to", [0, 64])
@@ -334,3 +387,28 @@ def test_strided_chunk_is_the_largest_divisor_up_to_the_chunk(length, chunk, tak
     from passes.scan_forms.parallel_strided import strided_chunk
 
     assert strided_chunk(length, chunk) == taken
+
+
+_ONE_CHUNK = {"Add": 3, "Concat": 2, "Identity": 1, "Mul": 3, "Reshape": 1, "Shape": 1, "Slice": 9}
+
+
+@pytest.mark.parametrize("log_space", [True, False])
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_parallel_strided_with_one_chunk_builds_no_carry(log_space, initial, layout):
+    """L = Q = 4 (session s30): one chunk, so no carry across chunks (no chunk decay product, no doubling scan, no
+    shift) and the initial state folded into the first drive is the whole first block (no Concat with an empty
+    rest). Sweep: 4 drive and 3 decay Slices (block 0's decay is read only by a carry or the initial state), 3 Muls
+    and Adds; the blocks joined by a Concat and a Reshape from Shape and 2 Slices of it (scan axis last: a
+    Reshape, a Concat and a Transpose more). The initial state: step 0's decay Slice, Slices 0:1 of it and of the
+    drive, a Mul and an Add. Log decays: an Exp per decay block read."""
+    shape, axis = ((2, 4, 3, 1), 1) if layout == 0 else ((2, 3, 1, 4), 3)
+    model = check("parallel-strided", shape, axis, 4, log_space=log_space, initial=initial)
+    expected = dict(_ONE_CHUNK)
+    if initial:
+        expected.update(Add=4, Mul=4, Slice=12)
+    if log_space:
+        expected["Exp"] = 4 if initial else 3
+    if axis == 3:
+        expected.update(Concat=3, Reshape=2, Transpose=1)
+    assert op_histogram(model) == expected
