@@ -412,3 +412,36 @@ def test_parallel_strided_with_one_chunk_builds_no_carry(log_space, initial, lay
     if axis == 3:
         expected.update(Concat=3, Reshape=2, Transpose=1)
     assert op_histogram(model) == expected
+
+
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("length, chunk", [(12, 4), (13, 4), (6, 6)])
+def test_parallel_strided_slices_a_lower_rank_constant_factor_at_its_own_axis(length, chunk, initial):
+    """The drive b = u * B with B a weight (L, 1, N) (s30): a constant of lower rank that varies along L has no
+    producer to push through, so its steps are Slices at its own scan axis, 0 (rank 3 of 4), not 1."""
+    shape, axis = (2, length, 3, 2), 1
+    graph = gs.Graph(opset=17)
+    z = gs.Variable("z", np.float32, shape)
+    u = gs.Variable("u", np.float32, (2, length, 3, 1))
+    graph.inputs = [z, u]
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((length, 1, 2)).astype(np.float32)
+    start = None
+    if initial:
+        start = gs.Variable("h0", np.float32, (2, 1, 3, 2))
+        graph.inputs.append(start)
+    builder = GraphBuilder(graph, 17, "form")
+    drive = builder.node("Mul", [u, gs.Constant("B", weight)], output=gs.Variable("drive", np.float32, shape))
+    shapes = {"z": shape, "u": (2, length, 3, 1), "drive": shape}
+    out = SCAN_FORMS["parallel-strided"](builder, decays=Decays.from_log(builder, z), drive=drive, initial=start,
+                                         axis=axis, length=length, chunk=chunk, rank=4, shapes=shapes)
+    graph.outputs = [builder.node("Identity", [out], output=gs.Variable("states", np.float32, shape))]
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    feeds = feeds_for(shape, axis, initial=initial)
+    feeds["u"] = rng.standard_normal((2, length, 3, 1)).astype(np.float32)
+    del feeds["b"]
+    expected = scan64(np.exp(feeds["z"].astype(np.float64)), feeds["u"].astype(np.float64) * weight, axis,
+                      feeds.get("h0"))
+    assert rel_l2(run(model, feeds)[0], expected) <= TOL
+    assert "drive" not in {out for node in model.graph.node for out in node.output}   # pushed through the Mul
