@@ -137,6 +137,44 @@ def test_transpose_without_unit_axes(shape, perm, ops):
     assert np.array_equal(_run(graph, [out], {"x": value})[0], value.transpose(perm))
 
 
+
+@pytest.mark.parametrize("shape, perm, ops", [
+    ((1, 1, 1), [2, 0, 1], ["Reshape"]),                                 # every axis 1: one Reshape, no copy
+    ((1, "N", 7), [2, 0, 1], ["Transpose"]),                             # a symbolic size: as it is
+    ((1, 0, 7), [2, 0, 1], ["Transpose"]),                               # an empty axis: as it is
+])
+def test_transpose_without_unit_axes_at_its_edges(shape, perm, ops):
+    """Session s30 (mut30): shapes the ORT-speed rewrite takes whole or leaves alone."""
+    from passes.scan_forms.chunk_axes import transpose_without_unit_axes
+
+    real = tuple(5 if size == "N" else size for size in shape)
+    x = gs.Variable("x", np.float32, real)
+    graph = gs.Graph(inputs=[x], opset=17)
+    out = transpose_without_unit_axes(GraphBuilder(graph, 17, prefix="t"), x, perm, shape)
+    assert [node.op for node in graph.nodes] == ops
+    value = np.random.default_rng(0).standard_normal(real).astype(np.float32)
+    assert np.array_equal(_run(graph, [out], {"x": value})[0], value.transpose(perm))
+
+
+@pytest.mark.parametrize("shape, ops", [
+    ((1, 5, 7, 1), ["Reshape", "Transpose", "Reshape"]), ((2, 5, 7, 3), ["Transpose"]), (None, ["Transpose"]),
+    ((1, 1, 1, 1), ["Reshape"]),
+])
+def test_transpose_without_unit_axes_writes_the_output_it_is_given(shape, ops):
+    """reroll-scans hands it the stacked output: the last node writes that very tensor, whichever path is taken
+    (s30: with every axis of size 1 it made a Reshape of its own and left the output unwritten)."""
+    from passes.scan_forms.chunk_axes import transpose_without_unit_axes
+
+    real, perm = shape or (1, 5, 7, 1), [2, 0, 3, 1]
+    x = gs.Variable("x", np.float32, real)
+    output = gs.Variable("stacked", np.float32, tuple(real[axis] for axis in perm))
+    graph = gs.Graph(inputs=[x], opset=17)
+    out = transpose_without_unit_axes(GraphBuilder(graph, 17, prefix="t"), x, perm, shape, output=output)
+    assert out is output and [node.op for node in graph.nodes] == ops and graph.nodes[-1].outputs == [output]
+    value = np.random.default_rng(0).standard_normal(real).astype(np.float32)
+    assert np.array_equal(_run(graph, [output], {"x": value})[0], value.transpose(perm))
+
+
 def test_order_ties_keep_the_first_of_the_largest_axes_last():
     """Two other axes of d_inner's size: the first of them goes last, the rest keep their order."""
     assert channels_last_order(5, 0, [1, 64, 64, 16]) == [0, 1, 3, 4, 2]

@@ -445,3 +445,30 @@ def test_parallel_strided_slices_a_lower_rank_constant_factor_at_its_own_axis(le
                       feeds.get("h0"))
     assert rel_l2(run(model, feeds)[0], expected) <= TOL
     assert "drive" not in {out for node in model.graph.node for out in node.output}   # pushed through the Mul
+
+
+_ONE_CHUNK_CARRY = {
+    "batched": {"Add": 1, "Concat": 3, "CumSum": 2, "Exp": 3, "Identity": 1, "Mul": 5, "Neg": 1, "ReduceSum": 1,
+                "Reshape": 3, "Shape": 3, "Slice": 6, "Sub": 1, "Transpose": 2, "Unsqueeze": 1},
+    "batched-doubling": {"Add": 5, "Concat": 3, "Exp": 1, "Identity": 1, "MatMul": 4, "Mul": 5, "Reshape": 3,
+                         "Shape": 3, "Slice": 6, "Transpose": 2, "Unsqueeze": 1},
+}
+
+
+@pytest.mark.parametrize("form", ["batched", "batched-doubling"])
+def test_one_chunk_with_an_initial_state_carries_the_state_alone(form):
+    """L = Q = 4 with an initial state (s30): the carry into the one chunk is the initial state, moved to the last
+    axis and back (2 Transposes; the scan axis last here, so batched-doubling moves nothing else): no shift MatMul,
+    no Slice + Concat putting it into chunk 0, no last-state ReduceSum (batched's only one sums the log decays)."""
+    model = check(form, (2, 3, 4), 2, 4, initial=True)
+    assert op_histogram(model) == _ONE_CHUNK_CARRY[form]
+
+
+def test_the_dense_carry_wants_the_chunk_axis_second_to_last():
+    from passes.scan_forms.chunk_axes import dense_carry_into_chunks
+
+    graph = gs.Graph(opset=17)
+    builder = GraphBuilder(graph, 17, "form")
+    x = gs.Variable("x", np.float32, (2, 3, 1, 4))
+    with pytest.raises(AssertionError, match=r"^dense_carry_into_chunks wants \(\.\.\., chunks, 1\)$"):
+        dense_carry_into_chunks(builder, x, x, 4, 1, 3)

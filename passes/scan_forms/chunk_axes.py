@@ -74,11 +74,13 @@ def transpose_without_unit_axes(builder: GraphBuilder, x: gs.Tensor, perm: Seque
     kept = [axis for axis in range(len(shape)) if shape[axis] != 1]
     order = [axis for axis in perm if shape[axis] != 1]
     target = [shape[axis] for axis in perm]
-    if len(kept) == len(shape) or not kept:
-        return builder.transpose(x, perm, output=output) if kept else builder.reshape(x, target)
-    squeezed = builder.reshape(x, [shape[axis] for axis in kept])
-    if order != kept:
-        squeezed = builder.transpose(squeezed, [kept.index(axis) for axis in order])
+    if kept and len(kept) == len(shape):
+        return builder.transpose(x, perm, output=output)
+    squeezed = x   # every axis of size 1: the Reshape to the result is all it takes
+    if kept:
+        squeezed = builder.reshape(x, [shape[axis] for axis in kept])
+        if order != kept:
+            squeezed = builder.transpose(squeezed, [kept.index(axis) for axis in order])
     if output is None:
         return builder.reshape(squeezed, target)
     return builder.node("Reshape", [squeezed, builder.ints(target)], output=output)
