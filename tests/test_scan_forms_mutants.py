@@ -472,3 +472,21 @@ def test_the_dense_carry_wants_the_chunk_axis_second_to_last():
     x = gs.Variable("x", np.float32, (2, 3, 1, 4))
     with pytest.raises(AssertionError, match=r"^dense_carry_into_chunks wants \(\.\.\., chunks, 1\)$"):
         dense_carry_into_chunks(builder, x, x, 4, 1, 3)
+
+
+@pytest.mark.parametrize("length, chunk, taken", [
+    (12, 1, 1), (13, 1, 1), (1, 4, 1), (12, 4, 4), (14, 8, 7), (13, 4, 4), (37, 2, 1), (12, 12, 12), (5, 8, 5)])
+def test_chunk_dividing_takes_the_largest_divisor_down_to_half_the_chunk(length, chunk, taken):
+    """s30: chunk 1 stays 1 (steps one at a time), a divisor below chunk / 2 gives way to chunk itself (padding)."""
+    from passes.scan_forms.chunk_axes import chunk_dividing
+
+    assert chunk_dividing(length, chunk) == taken
+
+
+def test_shift_last_by_matmul_shifts_only_the_last_axis():
+    from passes.scan_forms.chunk_axes import shift_last_by_matmul
+
+    builder = GraphBuilder(gs.Graph(opset=17), 17, "form")
+    x = gs.Variable("x", np.float32, (2, 3, 4))
+    with pytest.raises(AssertionError, match=r"^shift_last_by_matmul shifts the last axis$"):
+        shift_last_by_matmul(builder, x, 3, 1, 1, 3, 0.0)
