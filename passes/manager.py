@@ -25,7 +25,7 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassResult
 from passes.graph_io import ModelMeta, graph_to_model
 from passes.one_line import one_line
-from passes.verify import RunTimedOut, VerificationError, compare, run_model, summarize
+from passes.verify import RunTimedOut, VerificationError, check_timeout, compare, run_model, summarize
 
 
 class PipelineError(Exception):
@@ -188,7 +188,7 @@ class PassManager:
         self.verify_feeds = verify_feeds
         self.initial_outputs = initial_outputs
         self.tolerance = tolerance
-        self.verify_timeout = verify_timeout
+        self.verify_timeout = check_timeout(verify_timeout, "verify_timeout")   # refused here, before any pass runs
         self.on_changed_model = on_changed_model
         self.recorder = recorder
 

@@ -54,6 +54,17 @@ def timed_out_advice(timeout: float) -> str:
             "longer, --verify none compiles it without running it")
 
 
+def check_timeout(timeout, name: str = "timeout") -> float | None:
+    """A run's time limit as a float, or None for none: a positive, finite real number of seconds (no bool), else
+    ValueError("<name> must be None or a positive, finite number of seconds, got <value>") by check_number's rule,
+    before ONNX Runtime is started. run_model called directly took anything float() takes (adv18): '5' and b'1'
+    as seconds, NaN and infinity as no limit, True as one second, -1 and 0 as 'did not end within -1 s' after a
+    child was started, 10**400 or a list as 'ONNX Runtime could not run the model: ...'."""
+    if timeout is None:
+        return None
+    return float(check_number(name, timeout, "None or a positive, finite number of seconds", low=0.0, above_low=True))
+
+
 class ReferenceDataError(Exception):
     """No inputs and expected outputs for this model: the reference npz cannot be read or does not
     fit it, or random inputs cannot be made for one of its input types. (Not ``ReferenceError``,
@@ -95,7 +106,9 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     """Run on ONNX Runtime's CPU provider with default graph optimisations. `plain_inferred`: the model
     already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses.
     `timeout`: seconds the run may take, loading included (none: as long as it takes), past which
-    ONNX Runtime's process is killed (RunTimedOut)."""
+    ONNX Runtime's process is killed (RunTimedOut); ValueError for a timeout that is not None or a positive,
+    finite number (``check_timeout``)."""
+    timeout = check_timeout(timeout)
     if isinstance(model_or_path, onnx.ModelProto):
         # ORT would resolve external data of a serialized model against the working directory.
         if any(uses_external_data(tensor) for tensor in all_tensors(model_or_path)):

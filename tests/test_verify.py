@@ -136,3 +136,32 @@ def test_a_model_protobuf_cannot_serialize_is_a_verification_error_not_an_intern
     assert str(error.value) == ("the input model does not run: ONNX Runtime could not run the model: Message "
                                 "onnx.ModelProto exceeds maximum protobuf size of 2GB: 2147483708 (--verify none "
                                 "compiles it without running it)")
+
+
+@pytest.mark.parametrize("timeout, shown", [
+    ("5", "5"), (b"1", "b'1'"), (float("nan"), "nan"), (float("inf"), "inf"), (-1, "-1"), (0, "0"), (0.0, "0.0"),
+    (True, "True"), ([1], "[1]")])
+def test_run_model_refuses_a_timeout_that_is_no_positive_finite_number_before_starting_onnx_runtime(
+        timeout, shown, monkeypatch):
+    """adv18 (adv17's leftover): compile_model checked verify_timeout, run_model called directly did not: '5' and
+    b'1' ran as seconds, NaN and infinity as no limit at all, True as one second, -1 and 0 started a child to say
+    'did not end within -1 s', a list was 'ONNX Runtime could not run the model'. Refused by check_number's rule,
+    ValueError naming the value, before a child is started; the same in PassManager."""
+    from passes import ort_worker
+    from passes.manager import PassManager
+
+    monkeypatch.setattr(ort_worker, "run", lambda *args: pytest.fail("ONNX Runtime was started"))
+    with pytest.raises(ValueError) as refused:
+        run_model(MODEL, {"pixels": np.zeros((1, 3), np.float32)}, timeout=timeout)
+    assert str(refused.value) == f"timeout must be None or a positive, finite number of seconds, got {shown}"
+    with pytest.raises(ValueError) as refused:
+        PassManager([], verify_timeout=timeout)
+    assert str(refused.value) == f"verify_timeout must be None or a positive, finite number of seconds, got {shown}"
+
+
+def test_run_model_takes_a_timeout_of_any_real_number_type_as_seconds():
+    """A Fraction or a numpy float is a number of seconds (made a float for the timer's thread: adv17)."""
+    import fractions
+    feeds = {"pixels": np.ones((1, 3), np.float32)}
+    for timeout in (fractions.Fraction(60, 1), np.float32(60), 60, None):
+        assert set(run_model(MODEL, feeds, timeout=timeout)) == {"logits"}
