@@ -289,15 +289,20 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> li
             if expected is not None and length != expected:
                 raise InputError(f"external data of tensor '{name}' holds {length} bytes; its type and shape "
                                  f"need {expected}")
-            reads.append((tensor, handle, offset, length))
+            reads.append((tensor, handle, offset, length, info.get("location")))
             spans.setdefault(file_path, []).append((offset, length))
         again = _bytes_read_again(spans)
         if again > MAX_REREAD_EXTERNAL_BYTES:
             raise InputError(f"external data of {printable(model_path)}: its tensors name the same bytes over and over "
                              f"({again:,} bytes read again, over the {MAX_REREAD_EXTERNAL_BYTES:,} allowed); refused")
-        for tensor, handle, offset, length in reads:
+        for tensor, handle, offset, length, location in reads:
             handle.seek(offset)
-            tensor.raw_data = handle.read(length)
+            data = handle.read(length)
+            if len(data) != length:   # cut since its size was read (adv18: was blamed on the tensor's dims)
+                raise InputError(f"external data '{printable(location)}' of tensor '{printable(tensor.name)}' changed "
+                                 f"while it was read: {len(data):,} of {length:,} bytes at offset {offset:,} "
+                                 "(the file was cut meanwhile); refused")
+            tensor.raw_data = data
             tensor.data_location = onnx.TensorProto.DEFAULT
             del tensor.external_data[:]
     finally:

@@ -1011,3 +1011,28 @@ def test_a_verify_timeout_of_any_real_number_type_or_size_is_kept_or_refused_in_
     onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model)
     result = apply_cli(model, "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify-timeout", "1e10")
     assert result.returncode == 0 and "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
+
+
+# --- adv18 ------------------------------------------------------------------------------------------------------
+
+def test_an_external_data_file_cut_while_it_is_read_is_said_so(work, monkeypatch):
+    """adv18 (adv17's 'model file replaced during the run'): the weights file is sized once, then read; cut between
+    the two (another process rewriting it), the short read was blamed on the model ("tensor 'unused_weight'
+    declares dims [4096] (16,384 bytes) but holds 100"). Now said as what happened, exit 2, nothing written;
+    a file replaced meanwhile (renamed over) is read whole from the handle opened first."""
+    import passes.graph_io as graph_io
+
+    model_path = _external_input(work, "w.bin")
+    counted = graph_io._bytes_read_again
+
+    def cut_first(spans):   # runs after every file is opened and sized, before any is read
+        os.truncate(work / "w.bin", 100)
+        return counted(spans)
+
+    monkeypatch.setattr(graph_io, "_bytes_read_again", cut_first)
+    with pytest.raises(BadInput) as refused:
+        compile_model(model_path, "eliminate-dead-nodes", output=work / "o.onnx", verify="none")
+    assert refused.value.exit_code == 2
+    assert str(refused.value) == ("external data 'w.bin' of tensor 'unused_weight' changed while it was read: 100 of "
+                                  "16,384 bytes at offset 0 (the file was cut meanwhile); refused")
+    assert sorted(os.listdir(work)) == ["in.onnx", "in.ref.npz", "naive.onnx", "naive.ref.npz", "w.bin"]
