@@ -85,7 +85,7 @@ def read_structure(path: str | os.PathLike) -> onnx.ModelProto:
     no model, is a one-line InputError. The caller checks first that ``path`` is a regular file."""
     shown = printable(path)
     try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
+        model = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
     except DecodeError as error:
         raise InputError(f"not an ONNX file, or truncated: {shown} ({one_line(error, limit=300)})") from None
     except Exception as error:  # onnx wraps protobuf errors differently across versions
@@ -112,7 +112,7 @@ def model_and_data_files(path: str | os.PathLike, role: str = "model") -> list[t
     if input_file_problem(path) is not None:
         return files
     try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
+        model = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
     except Exception:
         return files
     locations = {entry.value for tensor in all_tensors(model) if uses_external_data(tensor)
@@ -353,7 +353,7 @@ def _data_files_of(path: Path) -> list[Path]:
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_nlink > 1 or path.stat().st_size > 256 << 20:
             return []
-        old = onnx.load(str(path), load_external_data=False)
+        old = onnx.load(str(path), format="protobuf", load_external_data=False)
     except Exception:
         return []
     found = []
@@ -416,7 +416,7 @@ def _stage_external(model: onnx.ModelProto, staging: Path, model_name: str) -> s
                 data.write(tensor.raw_data)
                 set_external_data(tensor, data_name, offset, len(tensor.raw_data))
                 tensor.ClearField("raw_data")
-    onnx.save_model(copy, str(staging / model_name))
+    onnx.save_model(copy, str(staging / model_name), format="protobuf")
     return data_name if tensors else None
 
 
@@ -456,7 +456,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
             data_name = _stage_external(model, staging, path.name)
         else:
             data_name = None
-            onnx.save_model(model, str(staged_model))
+            onnx.save_model(model, str(staged_model), format="protobuf")
         raise_if_interrupted()   # one whose exception Python dropped (passes.interrupts)
         with _folder_lock(directory) as locked:
             replaced_data = _data_files_of(path) if locked else []   # read before the model is replaced

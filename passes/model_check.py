@@ -462,7 +462,7 @@ def local_functions_refused(path) -> str | None:
     if problem:
         return problem
     try:
-        structure = onnx.load(str(path), load_external_data=False)
+        structure = onnx.load(str(path), format="protobuf", load_external_data=False)
     except Exception:
         return None
     try:

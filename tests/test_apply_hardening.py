@@ -1036,3 +1036,24 @@ def test_an_external_data_file_cut_while_it_is_read_is_said_so(work, monkeypatch
     assert str(refused.value) == ("external data 'w.bin' of tensor 'unused_weight' changed while it was read: 100 of "
                                   "16,384 bytes at offset 0 (the file was cut meanwhile); refused")
     assert sorted(os.listdir(work)) == ["in.onnx", "in.ref.npz", "naive.onnx", "naive.ref.npz", "w.bin"]
+
+
+def test_a_model_file_is_onnx_protobuf_whatever_its_name_ends_in(work):
+    """adv18: onnx.load and onnx.save_model pick a format by the file name's ending: a binary model named m.json
+    was refused as "'utf-8' codec can't decode byte 0x80", and `-o cpu.json` (or .textproto, .onnxtxt) wrote the
+    verified model as JSON or text, which ONNX Runtime and tpu-mlir cannot load ("Protobuf parsing failed").
+    Read and written as ONNX's protobuf, as every consumer reads it; --keep-intermediates' models too."""
+    import onnxruntime
+
+    model = work / "m.json"
+    (work / "naive.onnx").rename(model)
+    for name in ("o.json", "o.textproto", "o.onnxtxt"):
+        result = apply_cli(model, "--pipeline", "cpu", "-o", work / name, "--reference", work / "naive.ref.npz",
+                           "--keep-intermediates")
+        assert result.returncode == 0, result.stderr
+        written = onnx.load_model_from_string((work / name).read_bytes())
+        assert [node.op_type for node in written.graph.node] == ["Add", "Relu"]
+        session = onnxruntime.InferenceSession(str(work / name), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"x": X})[0], Y)
+        for intermediate in (work / f"{name}.intermediates").iterdir():
+            onnx.load_model_from_string(intermediate.read_bytes())

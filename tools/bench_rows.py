@@ -103,7 +103,7 @@ def onnx_batch_dim(path: Path) -> int | str | None:
     """The input's batch dimension: an int (static), a symbol name (dynamic), or None (unknown)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), format="protobuf", load_external_data=False)
     for value in model.graph.input:
         if value.name == INPUT_NAME:
             dim = value.type.tensor_type.shape.dim[0]
@@ -114,7 +114,7 @@ def onnx_batch_dim(path: Path) -> int | str | None:
 def node_count(path: Path) -> int:
     import onnx
 
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
+    return len(onnx.load(str(path), format="protobuf", load_external_data=False).graph.node)
 
 
 def graph_signature(path: Path) -> str:
@@ -127,7 +127,7 @@ def graph_signature(path: Path) -> str:
 
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), format="protobuf")
     digest = hashlib.sha256()
     for node in model.graph.node:
         digest.update(node.op_type.encode() + b"(" + ",".join(node.input).encode() + b")->" + ",".join(node.output).encode())

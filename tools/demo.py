@@ -89,7 +89,7 @@ def _demo(args, console: Console, pipelines: list[str]) -> int:
         table.add_column(column, justify="right" if column != "graph" else "left")
     table.add_row("PyTorch (sequential scan)", "–", f"{np.mean(reference == split.y_test):.4f}", "–")
     for name, path in outputs.items():
-        nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
+        nodes = len(onnx.load(str(path), format="protobuf", load_external_data=False).graph.node)
         same = int(np.sum(predictions[name] == reference))
         table.add_row(f"{name}  ({escape(printable(path))})", f"{nodes:,}", f"{np.mean(predictions[name] == split.y_test):.4f}",
                       f"{same}/{len(reference)}")

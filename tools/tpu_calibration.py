@@ -67,7 +67,7 @@ def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarr
     if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
         raise ValueError(f"{count} samples of the model's inputs hold {elements:,} elements, too many to make "
                          f"(> {MAX_RANDOM_FEED_ELEMENTS:,})")
-    bounds = index_bounds(onnx.load(str(model_path), load_external_data=False))
+    bounds = index_bounds(onnx.load(str(model_path), format="protobuf", load_external_data=False))
     return random_inputs(interface, bounds, np.random.default_rng(seed), (count,), "give a calibration set of your own")
 
 

@@ -112,7 +112,7 @@ def model_interface(path: Path):
     from passes.model_check import InvalidModelError, check_local_functions
     from passes.verify import MAX_RANDOM_FEED_RANK
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), format="protobuf", load_external_data=False)
     try:   # before ONNX Runtime inlines them, past any interrupt (passes.apply's own check)
         check_local_functions(model)
     except InvalidModelError as error:
@@ -156,7 +156,7 @@ def _index_bounds(path: Path) -> dict[str, int]:
 
     from tools.tpu_calibration import index_bounds
 
-    return index_bounds(onnx.load(str(path), load_external_data=False))
+    return index_bounds(onnx.load(str(path), format="protobuf", load_external_data=False))
 
 
 def make_inputs(interface, sample: Optional[Path], bounds: Optional[dict[str, int]] = None) -> dict[str, np.ndarray]:
@@ -476,7 +476,7 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
         return None
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = onnx.load(str(model_path), format="protobuf", load_external_data=False)
     table = tpu_qtable.quantization_table(model, tpu_qtable.mlir_op_names((workdir / f"{name}.mlir").read_text()),
                                           args.float_mode, tc.NPU_LANES.get(args.chip, tpu_qtable.DEFAULT_LANES),
                                           projections_only=args.qtable == "projections")
