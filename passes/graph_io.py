@@ -251,6 +251,9 @@ def _bytes_read_again(spans: dict[Path, list[tuple[int, int]]]) -> int:
     return again
 
 
+_DECIMAL_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
+
+
 def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> list[Path]:
     """Read each tensor's bytes into the tensor (checking bounds and sizes, and the bytes read more
     than once all together, before any is read); the files read."""
@@ -277,11 +280,15 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> li
                                      "is not a regular file; refused")
                 opened[file_path] = (os.fdopen(fd, "rb"), status.st_size)
             handle, size = opened[file_path]
-            try:
-                offset = int(info.get("offset", "0"))
-                length = int(info["length"]) if "length" in info else size - offset
-            except ValueError:
-                raise InputError(f"external data of tensor '{name}': offset/length are not integers") from None
+            # ASCII digits only (adv18): int() also takes '1_0', ' 0 ' and other scripts' digits, a number the text
+            # does not show, where another reader of the file (ONNX Runtime's C++) would read other bytes or none
+            written = {key: info[key] for key in ("offset", "length") if key in info}
+            odd = next((key for key, text in written.items() if not _DECIMAL_INTEGER.fullmatch(text)), None)
+            if odd is not None:
+                raise InputError(f"external data of tensor '{name}': {odd} '{printable(written[odd])}' is not an "
+                                 "integer written in ASCII digits") from None
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else size - offset
             if offset < 0 or length < 0 or offset + length > size:
                 raise InputError(f"external data of tensor '{name}': bytes {offset}..{offset + length} lie outside "
                                  f"'{printable(info.get('location'))}' ({size} bytes; truncated?)")

@@ -395,3 +395,23 @@ def test_copy_graph_keeps_sequence_types_in_the_graph_and_in_loop_bodies():
     assert [value.type.WhichOneof("value") for value in loop_body.input] == ["tensor_type", "tensor_type", "sequence_type"]
     assert [value.type.WhichOneof("value") for value in loop_body.output] == ["tensor_type", "sequence_type"]
     onnx.shape_inference.infer_shapes(exported, check_type=True, strict_mode=True)
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("offset", "1_0", "1_0"), ("offset", " 0 ", " 0 "), ("offset", "\u0660", "\u0660"), ("offset", "+0", "+0"),
+    ("length", "4_096", "4_096"), ("length", "4096\n", "4096\\n"), ("offset", "0x0", "0x0"), ("length", "", "")])
+def test_an_external_data_offset_or_length_not_written_in_ascii_digits_is_refused(key, value, shown, tmp_path):
+    """adv18: int() read '1_0' as 10, ' 0 ' and Arabic-Indic '\u0660' as 0, '4_096' as 4096: a number the text does
+    not show, where ONNX Runtime's C++ reads the same entry otherwise (or not at all). ASCII digits only, as
+    every number a user writes (passes.one_line.positive_int); a '-' is kept for the 'lie outside' line."""
+    source = tmp_path / "ext.onnx"
+    onnx.save_model(big_weight_model(), source, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    model = onnx.load(source, load_external_data=False)
+    tensor = model.graph.initializer[0]
+    del tensor.external_data[:]
+    for entry_key, entry_value in {"location": "ext.weights", "offset": "0", "length": "4096", key: value}.items():
+        tensor.external_data.add(key=entry_key, value=entry_value)
+    onnx.save_model(model, source)
+    with pytest.raises(InputError) as refused:
+        read_model(source)
+    assert str(refused.value) == f"external data of tensor 'w': {key} '{shown}' is not an integer written in ASCII digits"
