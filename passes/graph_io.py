@@ -591,6 +591,33 @@ def normalize_negative_perms(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
+def _default_domain_spelled_long(model: onnx.ModelProto):
+    """Opset imports (the model's, its functions') that name ONNX's default domain 'ai.onnx' instead of ''. (A node
+    of domain 'ai.onnx' is refused by model_check: "No opset import for domain 'ai.onnx'".)"""
+    imports = [model.opset_import] + [function.opset_import for function in model.functions]
+    yield from (entry for entries in imports for entry in entries if entry.domain == "ai.onnx")
+
+
+def has_default_domain_spelled_long(model: onnx.ModelProto) -> bool:
+    return next(_default_domain_spelled_long(model), None) is not None
+
+
+def normalize_default_domain(model: onnx.ModelProto) -> None:
+    """Name ONNX's default domain '' where the model spells it 'ai.onnx' (the same domain: onnx's checker and
+    ONNX Runtime take both), in place: onnx-graphsurgeon kept an import of 'ai.onnx' 17 and added '' at version 1
+    beside it on export, so the compiled model's Add was Add-1 to ONNX Runtime ('Could not find an
+    implementation for Add(1)': exit 3 after every pass; with --verify none an output ONNX Runtime cannot load,
+    adv18). model_check refuses the two spellings imported at different versions."""
+    for entry in list(_default_domain_spelled_long(model)):
+        entry.domain = ""
+    for imports in [model.opset_import] + [function.opset_import for function in model.functions]:
+        entries = [(entry.domain, entry.version) for entry in imports]
+        unique = list(dict.fromkeys(entries))   # 'ai.onnx' and '' at one version, which model_check allows: one left
+        if len(unique) != len(entries):
+            del imports[:]
+            imports.extend(onnx.helper.make_opsetid(domain, version) for domain, version in unique)
+
+
 # IR 3 lists every initializer as a graph input; IR 4 (2019-01-22) lets an initializer be a constant
 # that is no input, and changes nothing else. A frozen model and the constants passes add need it.
 FIRST_IR_WITH_CONSTANT_INITIALIZERS = onnx.IR_VERSION_2019_1_22

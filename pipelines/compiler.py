@@ -41,8 +41,9 @@ from passes.base import Pass, PassContext, PassInputError, PassOptionError
 from passes.files import (DestinationError, check_folder_destination, check_not_read, folders_made,
                           input_file_problem)
 from passes.graph_io import (GraphIOError, ModelMeta, all_tensors, check_output_path, freeze_initializer_inputs,
-                             graph_to_model, has_negative_perms, initializer_inputs, model_to_graph,
-                             normalize_negative_perms, read_model, save_model_atomic)
+                             graph_to_model, has_default_domain_spelled_long, has_negative_perms,
+                             initializer_inputs, model_to_graph, normalize_default_domain, normalize_negative_perms,
+                             read_model, save_model_atomic)
 from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import (InvalidModelError, check_model, einsum_output_mismatch, if_branch_mismatch,
@@ -527,13 +528,15 @@ def compile_model(
     if in_place and input_path is not None and destinations.output is not None \
             and os.path.realpath(destinations.output) == os.path.realpath(input_path):
         output_keeps = [path for role, path in reads if role != "external data file"] + [input_path]
-    if input_path is None and (input_shapes or initializer_inputs(model) or has_negative_perms(model)):
+    if input_path is None and (input_shapes or initializer_inputs(model) or has_negative_perms(model)
+                               or has_default_domain_spelled_long(model)):
         model = copy.deepcopy(model)   # the caller's model stays as it was
     frozen = freeze_initializer_inputs(model)
     if frozen:
         report_data["frozen_inputs"] = frozen
         warnings.append(frozen_inputs_notice(frozen))
         progress.warn(warnings[-1])
+    normalize_default_domain(model)
     counted_from_start = normalize_negative_perms(model)
     if counted_from_start:
         warnings.append(negative_perms_notice(counted_from_start))
