@@ -136,7 +136,23 @@ def _opset_imports(imports, where: str) -> dict[str, int]:
     newest = onnx.defs.onnx_opset_version()
     if opsets.get("", 0) > newest:
         raise InvalidModelError(f"{where}opset {opsets['']} is newer than the newest this onnx knows ({newest})")
+    for domain, known in _newest_onnx_domains().items():   # ONNX's other domains too (adv18)
+        if opsets.get(domain, 0) > known:
+            raise InvalidModelError(f"{where}opset {opsets[domain]} of domain '{domain}' is newer than the newest this "
+                                    f"onnx knows ({known})")
     return opsets
+
+
+@lru_cache(maxsize=1)
+def _newest_onnx_domains() -> dict[str, int]:
+    """The newest version the installed onnx knows of each of ONNX's own domains but the default one: a model
+    importing ai.onnx.ml 99 was written with --verify none (exit 0) and refused under verification by a
+    ValidateOpsetForDomain line of ONNX Runtime's C++ template names."""
+    newest = {"ai.onnx.ml": onnx.defs.onnx_ml_opset_version()}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+            newest[schema.domain] = max(newest.get(schema.domain, 0), schema.since_version)
+    return newest
 
 
 def _check_function_bodies(model: onnx.ModelProto, opsets: dict[str, int], functions: set) -> None:

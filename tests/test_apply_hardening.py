@@ -1078,3 +1078,21 @@ def test_the_default_domain_spelled_ai_onnx_compiles_to_a_model_onnx_runtime_run
     before = model.SerializeToString()
     assert compile_model(model, "eliminate-dead-nodes").verification["rel_l2"] == 0
     assert model.SerializeToString() == before
+
+
+@pytest.mark.parametrize("domain, newest", [("ai.onnx.ml", 5), ("ai.onnx.preview.training", 1), ("ai.onnx.preview", 1)])
+@pytest.mark.parametrize("verify", ["end", "none"])
+def test_an_onnx_domain_imported_at_a_version_onnx_does_not_know_is_refused_on_input(domain, newest, verify, work):
+    """adv18: only the default domain's opset was held to what onnx knows; ai.onnx.ml 99 (or a preview domain's 99)
+    was written with --verify none, exit 0, and under verification refused by ONNX Runtime in a line of its C++
+    template names ('model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(const
+    std::unordered_map<...'). Refused by model_check, one line, exit 2, nothing written."""
+    assert onnx.defs.onnx_ml_opset_version() == 5   # onnx 1.23.2's newest; the test names it
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    model.opset_import.append(onnx.helper.make_opsetid(domain, 99))
+    onnx.save(model, work / "naive.onnx")
+    result = apply_cli(work / "naive.onnx", "--pipeline", "cpu", "-o", work / "o.onnx", "--verify", verify)
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (f"error: {work / 'naive.onnx'}: opset 99 of domain '{domain}' is newer "
+                                              f"than the newest this onnx knows ({newest})")
+    assert not (work / "o.onnx").exists()
