@@ -12,16 +12,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from passes.base import Pass
 from passes.one_line import printable, printable_message, rich_text
 from passes.manager import PassRecord, PipelineRun, ProgressHook
 
 
+class _StepMark(SpinnerColumn):
+    """The spinner, ✓ for a finished step, ✗ for one that failed or was interrupted (adv18: a write interrupted
+    by Ctrl-C, or a file that did not load, showed '✓ write out.onnx' above 'error: interrupted; no output
+    written')."""
+
+    def render(self, task):
+        return Text("✗", style="red") if task.fields.get("failed") else super().render(task)
+
+
+def _failure(error: BaseException | None) -> str:
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+
+
 class RichProgress(ProgressHook):
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
-            SpinnerColumn(finished_text="[green]✓[/]"),
+            _StepMark(finished_text="[green]✓[/]"),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=console,
@@ -39,8 +53,8 @@ class RichProgress(ProgressHook):
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._task is not None:
-            self.progress.stop_task(self._task)
+        if self._task is not None:   # a pass the error or interrupt stopped (a finished one has no task left)
+            self._end(f"{self._label} [red]· {_failure(exc_info[1])}[/]", failed=exc_info[1] is not None)
         if self._started:
             self.progress.stop()
 
@@ -50,8 +64,10 @@ class RichProgress(ProgressHook):
         self._begin(label)
         try:
             yield
-        finally:
-            self._end(self._label)
+        except BaseException as error:
+            self._end(f"{self._label} [red]· {_failure(error)}[/]", failed=True)
+            raise
+        self._end(self._label)
 
     def _begin(self, label: str) -> None:
         self._label = label = escape(printable(label))   # paths and names: no markup, no control characters
@@ -60,9 +76,9 @@ class RichProgress(ProgressHook):
             self._started = True
         self._task = self.progress.add_task(label, total=1)
 
-    def _end(self, description: str) -> None:
+    def _end(self, description: str, failed: bool = False) -> None:
         if self._task is not None:
-            self.progress.update(self._task, description=description, completed=1)
+            self.progress.update(self._task, description=description, completed=1, failed=failed)
             self.progress.stop_task(self._task)
             self._task = None
 

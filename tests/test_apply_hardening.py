@@ -1096,3 +1096,29 @@ def test_an_onnx_domain_imported_at_a_version_onnx_does_not_know_is_refused_on_i
     assert result.stderr.splitlines()[-1] == (f"error: {work / 'naive.onnx'}: opset 99 of domain '{domain}' is newer "
                                               f"than the newest this onnx knows ({newest})")
     assert not (work / "o.onnx").exists()
+
+
+def test_a_step_that_fails_or_is_interrupted_is_never_shown_done(tmp_path):
+    """adv18: a step's line was marked done in a `finally`, whatever ended it: a model that did not load showed
+    '✓ load m.onnx' above its error, and Ctrl-C during the write '✓ write out/o.onnx' above 'error: interrupted;
+    no output written' (seen with two SIGINTs into a 240 MB write). Now ✗ and what ended it; a pass stopped by
+    the error likewise (it showed its spinner's last frame)."""
+    import re
+    (tmp_path / "m.onnx").write_bytes(b"garbage")
+    result = apply_cli(tmp_path / "m.onnx", "--pipeline", "cpu", "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, 2, "not an ONNX file, or truncated")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and re.fullmatch(rf"✗ load {re.escape(str(tmp_path / 'm.onnx'))} · failed +0:00:0\d",
+                                            lines[0].rstrip()), lines
+    from passes.apply_display import RichProgress
+    from rich.console import Console
+    console = Console(file=io.StringIO(), width=120)
+    with pytest.raises(KeyboardInterrupt), RichProgress(console) as display:
+        with display.step("write o.onnx"):
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError), RichProgress(console) as display:
+        display.pass_started(0, 1, type("P", (), {"name": "some-pass"})())
+        raise ValueError
+    shown = [line.rstrip() for line in console.file.getvalue().splitlines()]
+    assert [re.sub(r" +0:00:0\d$", "", line) for line in shown] == ["✗ write o.onnx · interrupted",
+                                                                     "✗ [1/1] some-pass · failed"]
