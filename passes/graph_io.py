@@ -75,7 +75,7 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {shown}")
 
     external = [tensor for tensor in all_tensors(model) if uses_external_data(tensor)]
-    data_files = _load_external_data(external, path) if external else []
+    data_files = _load_external_data(external, path, model.ByteSize()) if external else []
     return LoadedModel(model=model, path=path, used_external_data=bool(external), data_files=data_files)
 
 
@@ -254,9 +254,14 @@ def _bytes_read_again(spans: dict[Path, list[tuple[int, int]]]) -> int:
 _DECIMAL_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
 
 
-def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> list[Path]:
-    """Read each tensor's bytes into the tensor (checking bounds and sizes, and the bytes read more
-    than once all together, before any is read); the files read."""
+# Protobuf's limit on one serialized message: the model, its weights read in, is one (the checker, shape
+# inference, the passes' checks and ONNX Runtime's bytes all serialize it).
+MAX_MODEL_BYTES = 2**31 - 1
+
+
+def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, structure_bytes: int = 0) -> list[Path]:
+    """Read each tensor's bytes into the tensor (checking bounds and sizes, the bytes read more than once all
+    together, and the whole model's size with them, before any is read); the files read."""
     folder = model_path.parent if str(model_path.parent) else Path(".")
     opened: dict[Path, tuple] = {}
     reads: list[tuple[onnx.TensorProto, object, int, int]] = []
@@ -302,6 +307,13 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path) -> li
         if again > MAX_REREAD_EXTERNAL_BYTES:
             raise InputError(f"external data of {printable(model_path)}: its tensors name the same bytes over and over "
                              f"({again:,} bytes read again, over the {MAX_REREAD_EXTERNAL_BYTES:,} allowed); refused")
+        # adv18: past 2 GiB the model was read in whole (4.3 GB of memory), then 'internal error: EncodeError:
+        # Failed to serialize proto' (exit 1) with --verify none, and a hint to use --verify none without it
+        whole = structure_bytes + sum(length for _, _, _, length, _ in reads)
+        if whole > MAX_MODEL_BYTES:
+            raise InputError(f"{printable(model_path)} with its external data read in would be {whole:,} bytes, over "
+                             f"protobuf's limit of {MAX_MODEL_BYTES + 1:,} (2 GiB) on one model, which is how the "
+                             "compiler holds it; not supported")
         for tensor, handle, offset, length, location in reads:
             handle.seek(offset)
             data = handle.read(length)

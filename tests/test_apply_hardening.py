@@ -1122,3 +1122,31 @@ def test_a_step_that_fails_or_is_interrupted_is_never_shown_done(tmp_path):
     shown = [line.rstrip() for line in console.file.getvalue().splitlines()]
     assert [re.sub(r" +0:00:0\d$", "", line) for line in shown] == ["✗ write o.onnx · interrupted",
                                                                      "✗ [1/1] some-pass · failed"]
+
+
+@pytest.mark.parametrize("verify", ["none", "end"])
+def test_a_model_whose_external_data_passes_2_gib_is_refused_before_it_is_read(verify, tmp_path):
+    """adv18: weights of 2 GiB + 1 MiB in an external file (sparse here) were read in whole (4.3 GB of memory, a
+    minute), then with --verify none 'internal error: EncodeError: Failed to serialize proto' (exit 1); with
+    verification 'the input model does not run: ... Failed to serialize proto (--verify none compiles it ...)',
+    advice that failed too. Protobuf's limit holds the compiler's one in-memory model: refused before any byte is
+    read, exit 2."""
+    from onnx.external_data_helper import set_external_data
+    count = (2**31 + 2**20) // 4
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y, int64[1] size) { y = Relu(x)  size = Shape(w) }""")
+    weight = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=[count], raw_data=b"-")
+    set_external_data(weight, "w.bin", 0, count * 4)
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    model.graph.initializer.append(weight)
+    onnx.save(model, tmp_path / "m.onnx")
+    with open(tmp_path / "w.bin", "wb") as data:
+        data.truncate(count * 4)
+    whole = model.ByteSize() + count * 4
+    result = apply_cli(tmp_path / "m.onnx", "--pipeline", "cpu", "-o", tmp_path / "o.onnx", "--verify", verify)
+    assert_one_line_error(result, 2)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {tmp_path / 'm.onnx'} with its external data read in would be {whole:,} bytes, over protobuf's limit "
+        "of 2,147,483,648 (2 GiB) on one model, which is how the compiler holds it; not supported")
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "w.bin"]
