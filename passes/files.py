@@ -225,7 +225,8 @@ def folders_made(folder: str | os.PathLike) -> Iterator[list[Path]]:
     try:
         yield made
     except BaseException:
-        remove_empty_folders(made)
+        with interrupts_held():   # a second Ctrl-C while cleaning up (adv18) waits for the cleanup to end
+            remove_empty_folders(made)
         raise
 
 
@@ -241,7 +242,7 @@ def _normal_permissions(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM received inside the block take effect at its end (main thread only: the
     handlers run there; blocking the signal would not do, another thread of torch or ONNX Runtime
     would take it and the handler would still run between two statements)."""
@@ -281,14 +282,15 @@ def atomic_targets(*paths: str | os.PathLike, suffixes: Iterable[str] | None = N
         yield [Path(temporary) for temporary in temporaries]
         for path in paths:
             check_destination(path, what)   # it may have changed during the work
-        with _interrupts_held():
+        with interrupts_held():
             raise_if_interrupted()   # one whose exception Python dropped (passes.interrupts)
             for temporary, path in zip(temporaries, paths):
                 os.replace(temporary, path)
     finally:
-        for temporary in temporaries:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+        with interrupts_held():   # a second Ctrl-C while cleaning up left the temporaries (adv18)
+            for temporary in temporaries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
 
 
 @contextlib.contextmanager

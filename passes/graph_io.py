@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
-from passes.files import DestinationError, check_destination, is_same_file, normal_file_mode
+from passes.files import DestinationError, check_destination, interrupts_held, is_same_file, normal_file_mode
 from passes.interrupts import raise_if_interrupted
 from passes.one_line import one_line, printable
 from patterns.graph_query import toposort
@@ -499,7 +499,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, *, extern
     except (OSError, ValueError) as error:
         raise OutputError(f"cannot write {printable(path)}: {one_line(error, limit=300)}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with interrupts_held():   # a second Ctrl-C while cleaning up left the staging folder (adv18)
+            shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

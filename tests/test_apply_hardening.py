@@ -1150,3 +1150,46 @@ def test_a_model_whose_external_data_passes_2_gib_is_refused_before_it_is_read(v
         f"error: {tmp_path / 'm.onnx'} with its external data read in would be {whole:,} bytes, over protobuf's limit "
         "of 2,147,483,648 (2 GiB) on one model, which is how the compiler holds it; not supported")
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "w.bin"]
+
+
+def test_a_second_ctrl_c_during_the_cleanup_of_the_first_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """adv18: the cleanup that Ctrl-C runs (the model's staging folder, a report's temporary files, a folder the
+    run made) was itself interruptible: a second Ctrl-C (or a SIGTERM after it) arriving as it began left
+    '.o.onnx.tmp-*' with a partial model, '.report.json.*.tmp' or an empty folder behind. The cleanup now holds
+    interrupts and raises the held one after it (exit 130 or 143 as before)."""
+    import shutil
+    import passes.files as files
+    import passes.graph_io as graph_io
+    from passes.interrupts import sigterm_as_interrupt
+
+    def second_signal_first(function):
+        def wrapped(*args, **kwargs):
+            signal.raise_signal(signal.SIGINT)   # the second Ctrl-C, as the cleanup starts
+            return function(*args, **kwargs)
+        return wrapped
+
+    def interrupted_write(model, path, **kwargs):
+        Path(path).write_bytes(b"half a model")
+        raise KeyboardInterrupt   # the first Ctrl-C, mid-write
+
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    monkeypatch.setattr(graph_io.onnx, "save_model", interrupted_write)
+    monkeypatch.setattr(graph_io.shutil, "rmtree", second_signal_first(shutil.rmtree))
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        graph_io.save_model_atomic(model, tmp_path / "o.onnx")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "unlink", second_signal_first(real_unlink))
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with files.atomic_targets(tmp_path / "report.json", tmp_path / "index.html"):
+            raise KeyboardInterrupt
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+    monkeypatch.setattr(files, "remove_empty_folders", second_signal_first(files.remove_empty_folders))
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with files.folders_made(tmp_path / "R" / "intermediates"):
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
