@@ -173,6 +173,27 @@ def number_text(text: str, expected: str, *, low: float = -math.inf, high: float
     return value
 
 
+_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
+
+
+def ascii_int(text: str) -> int:
+    """argparse type for an integer whose range the tool checks itself (with its own message): ASCII digits
+    and a '-' only; int() took '1_6' as 16 and Arabic-Indic '\u0661\u0666' too ('--dims 1_6' exported a
+    16-channel model, adv18)."""
+    if not _INTEGER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be an integer written in ASCII digits, got '{text}'")
+    return int(text)
+
+
+def ascii_float(text: str) -> float:
+    """argparse type for a number whose range the tool checks itself: a decimal written in ASCII (as
+    ``number_text`` reads it), or nan and inf, which float() spells so and the tool's own check then names;
+    float() also took '1_0', padding and other scripts' digits."""
+    if text.isascii() and (_DECIMAL.fullmatch(text) or text.lower().lstrip("+-") in ("nan", "inf", "infinity")):
+        return float(text)
+    raise argparse.ArgumentTypeError(f"must be a number written in ASCII, got '{text}'")
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts and sizes: ASCII digits only (int() would also take '1_0' and other
     scripts' digits, a number the text does not show) and >= 1, refused before any work."""

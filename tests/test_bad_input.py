@@ -283,6 +283,16 @@ EXPORT_CASES = {
                       ["mlp_ratio must be finite and give int(mlp_ratio * dims) >= 1 hidden channels, got nan"]),
     "mlp-ratio-negative": ("vmamba_ref.export", ["--model", "micro", "--mlp-ratio", "-1"],
                            ["mlp_ratio must be finite and give int(mlp_ratio * dims) >= 1 hidden channels, got -1.0"]),
+    # adv18: int() and float() took '1_6', other scripts' digits and padding: a 16-channel model exported from
+    # '--dims 1_6', a batch of 10 from '--batch 1_0' (the text does not show the number)
+    "dims-underscore": ("vmamba_ref.export", ["--model", "micro", "--dims", "1_6"],
+                        ["argument --dims: must be an integer written in ASCII digits, got '1_6' (see --help)"]),
+    "batch-arabic-indic": ("vmamba_ref.export", ["--model", "micro", "--batch", "\u0662"],
+                           ["argument --batch: must be an integer written in ASCII digits, got '\u0662' (see --help)"]),
+    "ssm-ratio-padded": ("vmamba_ref.export", ["--model", "micro", "--ssm-ratio", " 2 "],
+                         ["argument --ssm-ratio: must be a number written in ASCII, got ' 2 ' (see --help)"]),
+    "mamba1d-length-underscore": ("vmamba_ref.mamba1d", ["--length", "3_7"],
+                                  ["argument --length: must be an integer written in ASCII digits, got '3_7' (see --help)"]),
 }
 
 

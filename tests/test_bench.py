@@ -275,3 +275,17 @@ def test_bad_numbers_are_refused_before_the_run(argv, message):
     with pytest.raises(bench.BenchError) as error:   # main prints it as one 'error:' line, exit 2
         bench._parse_args(argv + ["--rows", "cpu", "--out-md", "none", "--json", "none", "--png", "none"])
     assert f"error: {error.value}" == message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gemm-size", "1_024"], "error: argument --gemm-size: must be an integer written in ASCII digits, got '1_024' (see --help)"),
+    (["--slow-seconds", "3_0"], "error: argument --slow-seconds: must be a number written in ASCII, got '3_0' (see --help)"),
+    (["--digits-images", "\u0665"], "error: argument --digits-images: must be an integer written in ASCII digits, got '\u0665' (see --help)"),
+])
+def test_numbers_not_written_in_ascii_are_usage_errors(argv, message, capsys):
+    """adv18: int() and float() took '1_024', '3_0' and other scripts' digits (positive_int's rule: a number the
+    text does not show); refused as one usage line, exit 2, before the run."""
+    with pytest.raises(SystemExit) as exit_:
+        bench._parse_args(argv + ["--rows", "cpu", "--out-md", "none", "--json", "none", "--png", "none"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == message + "\n"

@@ -35,7 +35,7 @@ import numpy as np
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
                           input_file_problem, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
-from passes.one_line import OneLineArgumentParser, check_number, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
+from passes.one_line import OneLineArgumentParser, ascii_float, ascii_int, check_number, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
 from tools import bench_report as report
 from tools.bench_rows import (DEFAULT_ROWS, GRAPH_OF, PIPELINE_ROWS, ROW_LABELS, TWO_THREAD_ROWS, BenchError, OnnxRunner, OpenVinoRunner,
                               TorchRunner, build_bench_model,
@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="export and compile into workdir, then stop (time later with --reuse-compiled when the machine is quiet)")
     parser.add_argument("--skip-slow-naive", action="store_true",
                         help="skip the naive row at a batch > 1 when its batch-1 time x batch exceeds --slow-seconds")
-    parser.add_argument("--slow-seconds", type=float, default=30.0, help="threshold for --skip-slow-naive (default 30)")
-    parser.add_argument("--digits-images", type=int, default=500,
+    parser.add_argument("--slow-seconds", type=ascii_float, default=30.0, help="threshold for --skip-slow-naive (default 30)")
+    parser.add_argument("--digits-images", type=ascii_int, default=500,
                         help="held-out digits images for the top-1 column (digits-shaped models; 0 = skip)")
     parser.add_argument("--ablation", action="store_true", help="also time cpu pipeline variants with one rewrite removed")
     parser.add_argument("--ablation-variants",
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "cpu-no-pointwise-conv-to-matmul,cpu-form-chunk24")
     parser.add_argument("--ablation-batches", help="batch sizes at which to time the ablation variants (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and GEMM rate")
-    parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048, at most 16384)")
+    parser.add_argument("--gemm-size", type=ascii_int, default=2048, help="n of the n x n matmul timed for the GEMM rate (default 2048, at most 16384)")
     parser.add_argument("--from-json", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the markdown section and chart from an earlier run's JSON")
     parser.add_argument("--out-md", default="docs/BENCHMARKS.md", help="markdown file to write the section into ('none': skip)")

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from passes.one_line import finite_real
+from passes.one_line import ascii_float, ascii_int, finite_real
 
 
 class ConfigError(ValueError):
@@ -134,15 +134,15 @@ def add_config_args(parser: argparse.ArgumentParser, default_model: str = "micro
     g = parser.add_argument_group("model config")
     choices = list(model_choices) if model_choices is not None else list(NAMED_CONFIGS) + list(WEIGHTED_ALIASES)
     g.add_argument("--model", default=default_model, choices=choices, help="named config (default: %(default)s)")
-    g.add_argument("--dims", type=int, help="stage-0 channels")
+    g.add_argument("--dims", type=ascii_int, help="stage-0 channels")
     g.add_argument("--depths", type=_parse_depths, help="blocks per stage, e.g. 1,1,2,1")
-    g.add_argument("--d-state", dest="d_state", type=int, help="SSM state size N")
-    g.add_argument("--ssm-ratio", dest="ssm_ratio", type=float, help="d_inner / dim")
+    g.add_argument("--d-state", dest="d_state", type=ascii_int, help="SSM state size N")
+    g.add_argument("--ssm-ratio", dest="ssm_ratio", type=ascii_float, help="d_inner / dim")
     g.add_argument("--dt-rank", dest="dt_rank", type=_parse_dt_rank, help="'auto' or an int")
-    g.add_argument("--mlp-ratio", dest="mlp_ratio", type=float)
-    g.add_argument("--resolution", dest="img_size", type=int, help="input height = width")
-    g.add_argument("--classes", dest="num_classes", type=int, help="number of classes")
-    g.add_argument("--in-chans", dest="in_chans", type=int)
+    g.add_argument("--mlp-ratio", dest="mlp_ratio", type=ascii_float)
+    g.add_argument("--resolution", dest="img_size", type=ascii_int, help="input height = width")
+    g.add_argument("--classes", dest="num_classes", type=ascii_int, help="number of classes")
+    g.add_argument("--in-chans", dest="in_chans", type=ascii_int)
     return parser
 
 

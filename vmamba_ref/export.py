@@ -25,7 +25,7 @@ import torch
 
 from passes.files import DestinationError, atomic_targets, check_destination, check_not_read
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable, seed_int
+from passes.one_line import OneLineArgumentParser, ascii_int, one_line, printable, seed_int
 from passes.relative_error import relative_l2 as rel_l2  # noqa: F401 (mamba1d and the tests import it from here)
 
 from .checkpoint import CheckpointError, load_checkpoint
@@ -262,9 +262,9 @@ def _parser() -> argparse.ArgumentParser:
                         description="Naive (unrolled sequential scan) ONNX export of the reference VMamba.")
     add_config_args(ap, default_model="micro-digits")
     ap.add_argument("--ckpt", type=Path, help="checkpoint ({'model': sd}, {'model_ema': sd} or a state dict)")
-    ap.add_argument("--batch", type=int, default=1, help="sample batch size (default 1)")
+    ap.add_argument("--batch", type=ascii_int, default=1, help="sample batch size (default 1)")
     ap.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (checked at batch 1 and 3)")
-    ap.add_argument("--opset", type=int, choices=range(12, 19), metavar="{12..18}",
+    ap.add_argument("--opset", type=ascii_int, choices=range(12, 19), metavar="{12..18}",
                     help="ONNX opset (default 17; the dynamo exporter writes 18 only)")
     ap.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
                     help="torch.onnx.export with dynamo=False (default) or dynamo=True (needs onnxscript)")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from passes.files import atomic_targets
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable, seed_int
+from passes.one_line import OneLineArgumentParser, ascii_int, one_line, printable, seed_int
 
 from .export import (EXPORTERS, ExportError, default_opset, ref_path_for, rel_l2, torch_onnx_export,
                      validate_request)
@@ -146,12 +146,12 @@ def export_mamba1d_naive(model: Mamba1D, path: str | os.PathLike, *, length: int
 def main(argv=None) -> int:
     ap = OneLineArgumentParser(prog="python -m vmamba_ref.mamba1d",
                         description="Naive (unrolled sequential scan) ONNX export of a 1-D Mamba block.")
-    ap.add_argument("--d-model", type=int, default=16)
-    ap.add_argument("--d-state", type=int, default=16)
-    ap.add_argument("--length", type=int, default=37, help="sequence length L (static)")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--d-model", type=ascii_int, default=16)
+    ap.add_argument("--d-state", type=ascii_int, default=16)
+    ap.add_argument("--length", type=ascii_int, default=37, help="sequence length L (static)")
+    ap.add_argument("--batch", type=ascii_int, default=1)
     ap.add_argument("--dynamic-batch", action="store_true")
-    ap.add_argument("--opset", type=int, choices=range(12, 19), metavar="{12..18}")
+    ap.add_argument("--opset", type=ascii_int, choices=range(12, 19), metavar="{12..18}")
     ap.add_argument("--exporter", default="torchscript", choices=EXPORTERS)
     ap.add_argument("--readout", default="einsum", choices=READOUTS)
     ap.add_argument("--index", default="gather", choices=INDEXES)
