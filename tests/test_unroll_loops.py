@@ -200,7 +200,7 @@ def _loop_with_a_first_step_model(cond: str = "equal") -> onnx.ModelProto:
     """TorchScript's `for t in range(L): if t == 0: h = b[t] else: h = a[t] * h + b[t]` (the first step written in the
     loop), readouts 2 h_t a scan output, h_L carried out: an If in the body, its cond Equal(t, 0) ("equal"), or
     Equal(n, 0) of a count n the loop carries, 0 at the start and 1 more each step: true at the first step only
-    ("carried")."""
+    ("carried"); or n + t each step ("carried-iteration", mut31): 0, 0, 1, 3, ..: true at steps 0 and 1."""
     then = helper.make_graph([helper.make_node("Gather", ["b", "i"], ["h_first"], axis=0)], "first", [],
                              [helper.make_tensor_value_info("h_first", FLOAT, [B, D])])
     other = helper.make_graph([helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
@@ -210,8 +210,8 @@ def _loop_with_a_first_step_model(cond: str = "equal") -> onnx.ModelProto:
                               [helper.make_tensor_value_info("h_next", FLOAT, [B, D])])
     cond_nodes = ([helper.make_node("Equal", ["i", "zero"], ["is_first"])] if cond == "equal" else
                   [helper.make_node("Equal", ["n_in", "zero"], ["is_first"]),
-                   helper.make_node("Add", ["n_in", "one"], ["n_out"])])
-    carried = cond == "carried"
+                   helper.make_node("Add", ["n_in", "i" if cond == "carried-iteration" else "one"], ["n_out"])])
+    carried = cond.startswith("carried")
     body = helper.make_graph(
         [*cond_nodes, helper.make_node("If", ["is_first"], ["h_out"], then_branch=then, else_branch=other, name="first?"),
          helper.make_node("Mul", ["h_out", "two"], ["y"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
@@ -253,6 +253,95 @@ def test_an_if_in_the_body_is_written_out_as_its_branch_taken_at_each_step(cond,
     assert reroll.stats == {"rerolled": 1, "steps": L, "rejected": 0}
     assert not {"Loop", "If"} & set(_ops(compiled))
     _same_outputs(model, compiled)
+
+
+def _body_ifs_model(branch_inputs: bool = False, branch_outputs: int = 1, two_conds: bool = False) -> onnx.ModelProto:
+    """h_t = a[t] h_{t-1} + b[t], y_t = h_t s + o: s from an If 'on cond' on the Loop's own cond (true at every step:
+    then max(a), else 2 + 2), o from an If 'once' on Less(1, 2), computed from constants in the body (the same at
+    every step, written once: then Identity of the body's max(a), else Neg(2)). Malformed for the checks that keep such an If: 'on
+    cond''s branches with an input (`branch_inputs`) or two outputs for its one (`branch_outputs`); 'once''s cond of
+    two elements, Less([1, 3], 2) (`two_conds`)."""
+    def branch(name: str, node: onnx.NodeProto) -> onnx.GraphProto:
+        out = node.output[0]
+        nodes = [node] + ([helper.make_node("Identity", ["two"], [out + "b"])] if branch_outputs == 2 else [])
+        return helper.make_graph(nodes, name, [helper.make_tensor_value_info("stray", FLOAT, [])] if branch_inputs else [],
+                                 [helper.make_tensor_value_info(name, FLOAT, []) for name in [out, out + "b"][:branch_outputs]])
+    o_then = helper.make_graph([helper.make_node("Identity", ["a_max"], ["o1"])], "o_then", [],
+                               [helper.make_tensor_value_info("o1", FLOAT, [])])
+    o_else = helper.make_graph([helper.make_node("Neg", ["two"], ["o2"])], "o_else", [],
+                               [helper.make_tensor_value_info("o2", FLOAT, [])])
+    body = helper.make_graph(
+        [helper.make_node("ReduceMax", ["a"], ["a_max"], keepdims=0),
+         helper.make_node("If", ["cond_in"], ["s"], then_branch=branch("s_then", helper.make_node("ReduceMax", ["a"], ["s1"], keepdims=0)),
+                          else_branch=branch("s_else", helper.make_node("Add", ["two", "two"], ["s2"])), name="on cond"),
+         helper.make_node("Less", ["ones" if two_conds else "one_f", "two"], ["lt"]),
+         helper.make_node("If", ["lt"], ["o"], then_branch=o_then, else_branch=o_else, name="once"),
+         helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0), helper.make_node("Gather", ["b", "i"], ["b_t"], axis=0),
+         helper.make_node("Mul", ["a_t", "h_in"], ["ah"]), helper.make_node("Add", ["ah", "b_t"], ["h_out"]),
+         helper.make_node("Mul", ["h_out", "s"], ["hs"]), helper.make_node("Add", ["hs", "o"], ["y"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), helper.make_tensor_value_info("h_in", FLOAT, [B, D])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", FLOAT, [B, D]), helper.make_tensor_value_info("y", FLOAT, [B, D])])
+    nodes = [_const("two", np.float32(2.0)), _const("one_f", np.float32(1.0)), _const("ones", np.float32([1.0, 3.0])),
+             _const("h0", np.zeros((B, D), np.float32)), _const("M", np.int64(L)),
+             helper.make_node("Loop", ["M", "", "h0"], ["h_last", "ys"], body=body, name="loop")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [L, B, D]),
+                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D])],
+                              [helper.make_tensor_value_info("ys", FLOAT, [L, B, D]),
+                               helper.make_tensor_value_info("h_last", FLOAT, [B, D])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_body_ifs_on_the_loops_cond_and_on_constants_take_their_then_branches(tmp_path):
+    # mut31: an If on the Loop's own cond (true at every step: bound, not a value the loop carries) is written as its
+    # then branch at each step (else the Loop was left: its cond "not computed from ..."), and one on constants as its
+    # then branch once, before the steps (an else branch there: a Neg; at the steps: 2 + 2, an Add more a step); the
+    # then branch's ReduceMax(a) is the body's, written once before the steps, read from there (else one a step)
+    model = _body_ifs_model()
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                                       "nodes_added": 53, "sequences_concatenated": 0, "left": 0, "body_ifs_inlined": 2}
+    # the one ReduceMax and 'once''s Identity before the steps, h_L's Identity after them
+    assert _ops(unrolled) == {"Constant": 1, "ReduceMax": 1, "Identity": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": 2 * L,
+                              "Unsqueeze": L, "Concat": 1}
+    _same_outputs(model, unrolled)
+
+
+@pytest.mark.parametrize("malformed, name", [({"branch_inputs": True}, "on cond"), ({"branch_outputs": 2}, "on cond"),
+                                             ({"two_conds": True}, "once")])
+def test_a_body_if_the_checker_passes_but_onnx_does_not_define_is_left(malformed, name):
+    # mut31: the ONNX checker passes an If whose branches have inputs or more outputs than it, and a cond of two
+    # elements; unroll-loops leaves such a body with its reason rather than guess a branch
+    result = compile_model(_body_ifs_model(**malformed), "unroll-loops", verify="none")
+    assert result.records[0].stats == {"unrolled": 0, "left": 1}
+    assert result.records[0].notes == ["Loop 'loop' left as it is: " + (
+        "its body holds a nested subgraph (If 'on cond')" if name == "on cond" else
+        "its body's If 'once' has a cond that is not computed from constants, static sizes, the iteration number and "
+        "the values the loop carries from them")]
+
+
+def test_max_nodes_counts_a_body_if_as_its_larger_branch():
+    # mut31: `if t == 0:` a step writes Equal, Mul, Identity, an Unsqueeze and the If's larger branch (4 nodes, the
+    # smaller 1): 8 a step, and h_L's Identity and the stack's Concat after them: 50 (it adds 47: step 0 takes the
+    # smaller); at the edge 49 refused, 50 written
+    result = compile_model(_loop_with_a_first_step_model(), "unroll-loops{max_nodes=49}", verify="none")
+    assert result.records[0].notes == [
+        "Loop 'loop' left as it is: 6 steps x 8 nodes a step + 2 after them = 50 nodes, over max_nodes=49"]
+    result = compile_model(_loop_with_a_first_step_model(), "unroll-loops{max_nodes=50}", verify="none")
+    assert result.records[0].notes == [] and result.records[0].stats["nodes_added"] == 47
+
+
+def test_a_body_if_on_a_count_carried_from_the_iteration_number(tmp_path):
+    # mut31: n_{t+1} = n_t + t from 0 is 0 at steps 0 and 1 (each carried value evaluated with its own step's iteration
+    # number), so h restarts from b[1] at step 1: two steps of one Gather, four of 2 Gathers, Mul and Add (n, Equal folded)
+    model = _loop_with_a_first_step_model("carried-iteration")
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats["body_ifs_inlined"] == 1
+    assert {op: count for op, count in _ops(unrolled).items() if op not in ("Constant",)} == {
+        "Gather": 2 + 2 * (L - 2), "Mul": (L - 2) + L, "Add": L - 2, "Unsqueeze": L, "Concat": 1, "Identity": 1}
+    _same_outputs(model, unrolled)
 
 
 def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
@@ -725,6 +814,23 @@ def test_a_scan_in_a_loop_body_is_copied_per_step_and_written_out(tmp_path):
                                        "of no one static length recorded in the body"]
 
 
+@pytest.mark.parametrize("malformed, reason", [
+    ("lengths", "has scan inputs of no one static length recorded in the body"),
+    ("no scan input", "has no body graph or no scan input")])
+def test_a_nested_scan_of_no_one_length_is_left_with_its_reason(malformed, reason):
+    # mut31: the body records b_k of L - 1 positions beside a_k's L, or the Scan scans nothing (num_scan_inputs 0):
+    # the checker passes both; its length is not one static size, so the outer Loop is left, by name
+    model = _scan_in_a_loop_model()
+    body = model.graph.node[-1].attribute[0].g
+    if malformed == "lengths":
+        body.value_info[1].CopyFrom(helper.make_tensor_value_info("b_k", FLOAT, [L - 1, B, D]))
+    else:
+        next(attr for attr in body.node[2].attribute if attr.name == "num_scan_inputs").i = 0
+    result = compile_model(model, "unroll-loops", verify="none")
+    assert result.records[0].stats == {"unrolled": 0, "left": 1}
+    assert result.records[0].notes == [f"Loop 'outer' left as it is: its body's nested Scan 'inner scan' {reason}"]
+
+
 def test_a_nested_loop_whose_trip_count_is_carried_from_a_graph_input_is_left_with_its_reason():
     # (s30: a count carried from constants is evaluated step by step, the `carried` cases above; before s30 those were
     # left with this note too)
@@ -734,6 +840,16 @@ def test_a_nested_loop_whose_trip_count_is_carried_from_a_graph_input_is_left_wi
     assert record.notes == ["Loop 'outer' left as it is: its body's nested Loop 'inner' has a trip count that is not "
                             "computed from constants, static sizes, the iteration number and the values the loop "
                             "carries from them"]
+
+
+def test_max_nodes_counts_a_carried_trip_count_at_each_outer_step():
+    # mut31: the inner loops of `carried-minus-one` run 6 then 5 steps (n carried, less 1 each outer step): 6 x 7 + 2 and
+    # 5 x 7 + 2 = 81 nodes (the first step's count for both, 88, refused 105); at the edge 98 refused, 99 written
+    result = compile_model(_nested_model("carried-minus-one"), "unroll-loops{max_nodes=98}", verify="none")
+    assert result.records[0].notes == ["Loop 'outer' left as it is: 2 steps x 8 nodes a step + 2 after them = 18 nodes "
+                                       "and 81 in its nested loops, over max_nodes=98"]
+    result = compile_model(_nested_model("carried-minus-one"), "unroll-loops{max_nodes=99}", verify="none")
+    assert result.records[0].notes == [] and result.records[0].stats["nodes_added"] == 98
 
 
 def test_max_nodes_counts_what_the_nested_loops_write():
