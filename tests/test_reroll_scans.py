@@ -214,6 +214,16 @@ def test_part_of_an_axis_with_other_readouts_and_step_spellings(readout, index):
     assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
+@pytest.mark.parametrize("first, axis_size, direction, positions", [
+    (1, 9, "forward", ", positions 1..8"), (2, 10, "backward", ", positions 2..9"), (0, None, "forward", "")])
+def test_the_log_names_the_positions_of_a_chain_over_part_of_its_axis(first, axis_size, direction, positions):
+    # mut31: the positions logged are the chain's first .. last (8 steps), named only where its operands were sliced
+    spec = ScanSpec(length=8, first=first, axis_size=axis_size, state=2, direction=direction)
+    messages: list[str] = []
+    RerollScans(chunk=4).run(gs.import_onnx(unrolled_scan_model(spec)), PassContext(opset=17, log=messages.append))
+    assert messages == [f"re-rolled scan 0: 8 steps from 'Add_8' (einsum readout, chunk24 form{positions})"]
+
+
 @pytest.mark.parametrize("form", ["chunk24", "parallel", "window-doubling", "batched", "batched-doubling"])
 def test_steps_covering_part_of_an_axis_no_shape_declares_are_sliced_out(form):
     # The same chain in a graph that declares no inner shapes (what unroll-loops writes: a nested loop's inner trip
@@ -235,6 +245,40 @@ def test_steps_covering_part_of_an_axis_no_shape_declares_are_sliced_out(form):
     assert op_histogram(out)["Slice"] >= 3
     feeds = {name + "_raw": value for name, value in scan_inputs(spec).items()}
     assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
+
+
+def test_a_first_state_read_from_a_position_not_next_to_the_chain_is_no_missing_step():
+    # mut31: `h = b[:, 7]` then steps at positions 2..6: b_7 is the state the 5-step chain starts from, not its missing
+    # first step (that is only b_{p-1} forward, b_{p+1} backward); so the chain is 5 steps, and the stack of 6 readouts
+    # (y_1 of b_7 first) is what leaves it, not an index jump at a sixth step
+    spec = ScanSpec(length=6, first=1, axis_size=8, initial="drive", state=2)
+    model = unrolled_scan_model(spec)
+    first = next(node for node in model.graph.node if node.op_type == "Constant" and node.output[0] == "const_2")
+    first.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(7, np.int64)))
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes[1:] == ["chain at 'Add_14' (5 steps) not re-rolled: Concat 'stack' stacks 6 tensors; expected "
+                                "exactly the 5 step outputs in order (as a per-step subgraph: Concat 'stack' stacks 6 "
+                                "tensors; expected exactly the 5 step outputs in order)"]
+    assert op_histogram(out) == op_histogram(model)
+
+
+def test_a_chain_from_position_one_of_an_axis_of_no_known_size_is_sliced():
+    # mut31: the step axis of 9 positions declared symbolic ("n") and no inner shapes: no size, declared or inferred,
+    # so the chain's own length is taken for it; a chain from position 1 is still sliced to positions 1..8 (were it
+    # re-rolled whole, its first state would be position 0's)
+    spec = ScanSpec(length=8, first=1, axis_size=9, state=2)
+    model = unrolled_scan_model(spec)
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value == 9:
+                dim.dim_param = "n"
+    del model.graph.value_info[:]
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
 def test_graph_without_scans_reports_zero():

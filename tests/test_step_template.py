@@ -28,17 +28,18 @@ def _const(nodes, name, value):
 
 
 def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, decay_states=None, n=N,
-                   log_decays=False, dtype=np.float32):
+                   log_decays=False, dtype=np.float32, start=0):
     """y[:, :, i] = (h_i @ C[:, i, :, None])[:, :, 0] with h_i = dA[:, :, i] * h_{i-1} + dBu[:, :, i].
     `log_decays`: dA = Exp(log_dA), log_dA the input (the log-space forms take no decays given directly).
-    `dtype`: every tensor's element type, the no-op Casts' target too (model.half() or .double())."""
+    `dtype`: every tensor's element type, the no-op Casts' target too (model.half() or .double()). `start` (mut31): the
+    steps take positions start .. start + length - 1 of axes that hold start + length (C: one more)."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     decay_states = n if decay_states is None else decay_states
     nodes = [helper.make_node("Exp", ["log_dA"], ["dA"], name="exp_dA")] if log_decays else []
     prev = None
     pieces = []
     for i in range(length):
-        idx = _const(nodes, f"i{i}", np.array(i, dtype=np.int64))
+        idx = _const(nodes, f"i{i}", np.array(start + i, dtype=np.int64))
         b_i = f"b{i}"
         nodes.append(helper.make_node("Gather", ["dBu", idx], [b_i], name=f"gather_b{i}", axis=2))
         if i == 0 and first == "absent":
@@ -73,7 +74,7 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
             nodes.append(helper.make_node("Neg", [read], [f"n{i}"], name=f"neg{i}"))
             read = f"n{i}"
         c_index = i + 1 if near_miss == "coeff_ahead" and i == at else i
-        cidx = _const(nodes, f"ci{i}", np.array(c_index, dtype=np.int64))
+        cidx = _const(nodes, f"ci{i}", np.array(start + c_index, dtype=np.int64))
         nodes.append(helper.make_node("Gather", ["C", cidx], [f"c{i}"], name=f"gather_c{i}", axis=1))
         nodes.append(helper.make_node("Unsqueeze", [f"c{i}", _const(nodes, f"ax{i}", np.array([-1], dtype=np.int64))],
                                       [f"cu{i}"], name=f"unsq_c{i}"))
@@ -86,9 +87,9 @@ def hf_style_model(length=6, first="zeros", link="cast", near_miss="", at=3, dec
     nodes.append(helper.make_node("Concat", pieces, ["y"], name="concat", axis=-1))
     graph = helper.make_graph(
         nodes, "hf_style",
-        [helper.make_tensor_value_info("log_dA" if log_decays else "dA", elem, [B, D, length, decay_states]),
-         helper.make_tensor_value_info("dBu", elem, [B, D, length, n]),
-         helper.make_tensor_value_info("C", elem, [B, length + 1, n])],
+        [helper.make_tensor_value_info("log_dA" if log_decays else "dA", elem, [B, D, start + length, decay_states]),
+         helper.make_tensor_value_info("dBu", elem, [B, D, start + length, n]),
+         helper.make_tensor_value_info("C", elem, [B, start + length + 1, n])],
         [helper.make_tensor_value_info("y", elem, [B, D, length])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -123,6 +124,20 @@ def test_matmul_readout_behind_casts_is_rerolled_and_exact(first, link, form):
     assert not any(n.name.startswith(("gather_", "add", "mul", "matmul", "cast", "stack")) for n in out.graph.node)
     inputs = feeds(length)
     assert rel_l2(run(out, inputs)[0], reference(inputs, length)) <= REL_L2_TOL
+
+
+@pytest.mark.parametrize("form", ["parallel", "strided-readout"])
+def test_a_replayed_readout_over_part_of_the_axis_reads_the_chains_own_positions(form):
+    # mut31: 8 steps from position 2 of 10 (C: 11), the MatMul readout replayed over the steps: its stepped Gathers of
+    # C take positions 2..9 (the whole-step replay in parallel, block by block in strided-readout's folded readout);
+    # from position 0 they read C[:, 0..7]
+    model = hf_style_model(length=8, start=2)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    inputs = feeds(10)
+    inputs["C"] = np.random.default_rng(5).standard_normal((B, 11, N)).astype(np.float32)
+    expected = reference({"dA": inputs["dA"][:, :, 2:], "dBu": inputs["dBu"][:, :, 2:], "C": inputs["C"][:, 2:]}, 8)
+    assert rel_l2(run(out, inputs)[0], expected) <= 1e-6
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
