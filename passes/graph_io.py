@@ -24,7 +24,7 @@ from onnx.external_data_helper import set_external_data, uses_external_data
 
 from passes.files import DestinationError, check_destination, interrupts_held, is_same_file, normal_file_mode
 from passes.interrupts import raise_if_interrupted
-from passes.one_line import one_line, printable
+from passes.one_line import ASCII_INTEGER, one_line, printable
 from patterns.graph_query import toposort
 
 
@@ -251,9 +251,6 @@ def _bytes_read_again(spans: dict[Path, list[tuple[int, int]]]) -> int:
     return again
 
 
-_DECIMAL_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
-
-
 # Protobuf's limit on one serialized message: the model, its weights read in, is one (the checker, shape
 # inference, the passes' checks and ONNX Runtime's bytes all serialize it).
 MAX_MODEL_BYTES = 2**31 - 1
@@ -288,7 +285,7 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, struc
             # ASCII digits only (adv18): int() also takes '1_0', ' 0 ' and other scripts' digits, a number the text
             # does not show, where another reader of the file (ONNX Runtime's C++) would read other bytes or none
             written = {key: info[key] for key in ("offset", "length") if key in info}
-            odd = next((key for key, text in written.items() if not _DECIMAL_INTEGER.fullmatch(text)), None)
+            odd = next((key for key, text in written.items() if not ASCII_INTEGER.fullmatch(text)), None)
             if odd is not None:
                 raise InputError(f"external data of tensor '{name}': {odd} '{printable(written[odd])}' is not an "
                                  "integer written in ASCII digits") from None

@@ -173,14 +173,14 @@ def number_text(text: str, expected: str, *, low: float = -math.inf, high: float
     return value
 
 
-_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
+ASCII_INTEGER = re.compile("-?[0-9]+")   # a str pattern: [0-9] is ASCII's ten digits
 
 
 def ascii_int(text: str) -> int:
     """argparse type for an integer whose range the tool checks itself (with its own message): ASCII digits
     and a '-' only; int() took '1_6' as 16 and Arabic-Indic '\u0661\u0666' too ('--dims 1_6' exported a
     16-channel model, adv18)."""
-    if not _INTEGER.fullmatch(text):
+    if not ASCII_INTEGER.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be an integer written in ASCII digits, got '{text}'")
     return int(text)
 

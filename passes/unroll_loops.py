@@ -49,7 +49,7 @@ Concat per stacked output) exceed `max_nodes`.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -192,16 +192,13 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
             return f"{label} may exit early (its cond is not constant true)"
         per_step = max(len(inner_body.nodes) + max(len(inner_body.outputs) - len(inner.inputs) + 1, 0), 1)
         trip = inner.inputs[0]
-        sizes = {} if _is_empty(trip) else _static_sizes(trip, shapes, outer)
-        for step in range(plan.trip):
-            bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
-            value = None if _is_empty(trip) else small_value(trip, bound)
-            if value is None and not _is_empty(trip):   # a count the loop carries (`n = n - 1` each step)?
-                carried = carried or _carried_per_step(plan, iteration, shapes, outer)
-                value = small_value(trip, {**bound, **carried[step]})
+        uncomputed = (f"{label} has a trip count that is not computed from constants, static sizes, the iteration "
+                      "number and the values the loop carries from them")
+        if _is_empty(trip):
+            return uncomputed
+        for value in _values_at_steps(trip, plan, iteration, shapes, outer, carried):
             if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
-                return (f"{label} has a trip count that is not computed from constants, static sizes, the "
-                        "iteration number and the values the loop carries from them")
+                return uncomputed
             # its steps, and an Identity per carried value and a Concat per stacked output once
             total += max(int(value.reshape(-1)[0]), 0) * per_step + max(len(inner_body.outputs) - 1, 0)
     return total
@@ -232,14 +229,8 @@ def _branches_taken(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shap
     carried: list = []
     taken = {}
     for inner in ifs:
-        cond, steps = inner.inputs[0], []
-        sizes = {**_static_sizes(cond, shapes, outer), **fixed}
-        for step in range(plan.trip):
-            bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
-            value = small_value(cond, bound)
-            if value is None:
-                carried = carried or _carried_per_step(plan, iteration, shapes, outer)
-                value = small_value(cond, {**bound, **carried[step]})
+        steps = []
+        for value in _values_at_steps(inner.inputs[0], plan, iteration, shapes, outer, carried, fixed):
             if value is None or value.size != 1:
                 return (f"its body's If '{printable(inner.name)}' has a cond that is not computed from constants, static "
                         "sizes, the iteration number and the values the loop carries from them")
@@ -272,6 +263,23 @@ def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int]) -> 
             new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
             local[id(old)] = _step_constant(b, node, inputs, new)
     return [get(t) for t in branch.outputs]
+
+
+def _values_at_steps(tensor: gs.Tensor, plan: "_Plan", iteration: Optional[gs.Tensor], shapes: "_Shapes", outer: set,
+                     carried: list, fixed: Optional[dict] = None) -> Iterator[Optional[np.ndarray]]:
+    """The value a tensor of a loop's body takes at each step of `plan`'s loop, None where it is not computed from
+    constants, static sizes (`fixed`: more values known at every step), the iteration number and the values the loop
+    carries from them (a count carried `n = n - 1`). `carried`: those carried values per step
+    (`_carried_per_step`), filled at their first need and shared between the calls for one loop."""
+    sizes = {**_static_sizes(tensor, shapes, outer), **(fixed or {})}
+    for step in range(plan.trip):
+        bound = sizes if iteration is None else {**sizes, id(iteration): np.asarray(step, np.int64)}
+        value = small_value(tensor, bound)
+        if value is None:
+            if not carried:
+                carried.extend(_carried_per_step(plan, iteration, shapes, outer))
+            value = small_value(tensor, {**bound, **carried[step]})
+        yield value
 
 
 def _carried_per_step(plan: "_Plan", iteration: Optional[gs.Tensor], shapes: "_Shapes", outer: set) -> list[dict]:
