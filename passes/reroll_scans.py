@@ -64,7 +64,7 @@ from passes.step_operands import replay_step_operands, restore as restore_step_o
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
 from patterns.indexing import known_axis_length
-from patterns.linear_recurrence import Recurrence, Rejection, find_recurrences
+from patterns.linear_recurrence import COEFF, DECAY, DRIVE, Recurrence, Rejection, find_recurrences
 from patterns.small_constants import EVALUATED_OPS, small_value
 
 
@@ -257,12 +257,12 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     if windowed:   # the forms scan whole axes: each operand cut to the chain's positions first
         shapes = dict(shapes)
         whole = rec
-        if "decay a_i" in windowed:
-            decays = decays.mapped(lambda tensor: _chain_steps(b, whole, tensor, whole.decay_axis, shapes))
+        if DECAY in windowed:
+            decays = decays.mapped(lambda tensor: _chain_steps(b, whole, tensor, whole.decay_axis, shapes, DECAY))
         rec = dataclasses.replace(
-            rec, drive=(_chain_steps(b, rec, rec.drive, rec.drive_axis, shapes) if "input b_i" in windowed
+            rec, drive=(_chain_steps(b, rec, rec.drive, rec.drive_axis, shapes, DRIVE) if DRIVE in windowed
                         else rec.drive),
-            coeff=(_chain_steps(b, rec, rec.coeff, rec.coeff_axis, shapes) if "readout coefficient c_i" in windowed
+            coeff=(_chain_steps(b, rec, rec.coeff, rec.coeff_axis, shapes, COEFF) if COEFF in windowed
                    else rec.coeff))
     drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     if rec.backward:   # the forward scan of the reversed sequence
@@ -317,10 +317,12 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
 
 
-def _chain_steps(b: GraphBuilder, rec: Recurrence, tensor: gs.Tensor, axis: int, shapes: dict) -> gs.Tensor:
-    """`tensor`'s positions the chain takes along `axis` (a Slice), its shape in `shapes` where its source's is: the
-    strided forms read sizes there."""
-    sliced = b.slice(tensor, rec.first_position, rec.first_position + rec.length, axis)
+def _chain_steps(b: GraphBuilder, rec: Recurrence, tensor: gs.Tensor, axis: int, shapes: dict,
+                 operand: str) -> gs.Tensor:
+    """`tensor`'s positions the chain takes of `operand` along `axis` (a Slice; each operand its own:
+    `a[t + 1] * h + b[t]`), its shape in `shapes` where its source's is: the strided forms read sizes there."""
+    first = rec.first_of(operand)
+    sliced = b.slice(tensor, first, first + rec.length, axis)
     shape = shapes.get(tensor.name)
     if shape is not None and 0 <= axis < len(shape):
         shapes[sliced.name] = [*shape[:axis], rec.length, *shape[axis + 1:]]
@@ -410,8 +412,18 @@ def _operands_of_unknown_length(rec: Recurrence) -> bool:
 
 
 def _stacked_operands(rec: Recurrence) -> list[tuple[Optional[gs.Tensor], int, str]]:
-    return [(rec.decay, rec.decay_axis, "decay a_i"), (rec.drive, rec.drive_axis, "input b_i"),
-            (rec.coeff, rec.coeff_axis, "readout coefficient c_i")]
+    return [(rec.decay, rec.decay_axis, DECAY), (rec.drive, rec.drive_axis, DRIVE), (rec.coeff, rec.coeff_axis, COEFF)]
+
+
+def _positions_text(rec: Recurrence, windowed: frozenset) -> str:
+    """The positions a chain's sliced operands take, for the log: one range, or one per operand where they differ."""
+    if not windowed:
+        return ""
+    ranges = {what: f"{rec.first_of(what)}..{rec.first_of(what) + rec.length - 1}"
+              for source, _, what in _stacked_operands(rec) if source is not None}
+    if len(set(ranges.values())) == 1:
+        return f", positions {next(iter(ranges.values()))}"
+    return ", positions " + ", ".join(f"{what} {text}" for what, text in ranges.items())
 
 
 def _operands_to_slice(rec: Recurrence, shapes: dict) -> frozenset:
@@ -427,7 +439,7 @@ def _operands_to_slice(rec: Recurrence, shapes: dict) -> frozenset:
         if size is None:
             shape = shapes.get(source.name)
             size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-        if rec.first_position != 0 or (size is not None and size != rec.length):
+        if rec.first_of(what) != 0 or (size is not None and size != rec.length):
             sliced.add(what)
     return frozenset(sliced)
 
@@ -620,8 +632,7 @@ class RerollScans(Pass):
             part_of_axis += bool(windowed)
             self.forms_used.add(form)
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
-                    f"{form} form" + (f", positions {rec.first_position}..{rec.first_position + rec.length - 1}"
-                                      if windowed else "") + ")")
+                    f"{form} form{_positions_text(rec, windowed)})")
         taken_nodes = {id(node) for rec in rerolled for node in rec.nodes}
         kept_sliced = 0
         for sliced in sliced_splits:   # the Split back where no re-rolled scan read its pieces

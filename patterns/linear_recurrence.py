@@ -37,6 +37,8 @@ from patterns.readout import ReadoutForm, ReadoutMismatch, ReadoutStep, match_re
 from patterns.step_template import StepTemplate, TemplateMismatch, match_step_templates
 
 MIN_STEPS = 2
+# The operands' names, as a near-miss names them
+DECAY, DRIVE, COEFF = "decay a_i", "input b_i", "readout coefficient c_i"
 
 
 @dataclass
@@ -104,6 +106,13 @@ class Recurrence:
     # every operand's axis (in descending order when backward), a part of an axis that may hold more; the re-roller
     # slices the operands to them (`for t in range(1, L)`, an inner loop over L - k of L positions).
     first_position: int = 0
+    # An operand read at other positions within each step (`h = a[t + 1] * h + b[t]`, `a[t] * h + b[t - 1]` over a
+    # loop from 1): its own lowest position, by DECAY / DRIVE / COEFF; one not named here takes first_position's.
+    operand_first: dict = field(default_factory=dict)
+
+    def first_of(self, operand: str) -> int:
+        """The lowest position the chain's steps take of `operand` (DECAY, DRIVE or COEFF)."""
+        return self.operand_first.get(operand, self.first_position)
 
     @property
     def anchor(self) -> str:
@@ -197,6 +206,24 @@ def _check_indices(slices: list[StepSlice], what: str, positions: list[int], sta
             raise _ChainMismatch(f"{what} index jumps to {item.index} at step {step} (expected {positions[step]})")
 
 
+def _own_first(slices: list[StepSlice], what: str, length: int, backward: bool, first: int, start: int = 0) -> int:
+    """The lowest position the steps take of one operand: the chain's `first` where its slices take the chain's
+    positions; else the lowest position that most of its own slices agree on (in the chain's direction), where every
+    one of them takes it (an operand read at an offset within each step, `a[t + 1]` beside `b[t]`); else
+    _ChainMismatch naming the slice that departs from the positions most of them agree on (the chain's, or its own)."""
+    try:
+        _check_indices(slices, what, _positions(length, backward, first), start)
+        return first
+    except _ChainMismatch:
+        votes = Counter(item.index - ((length - 1 - step) if backward else step)
+                        for step, item in enumerate(slices, start))
+        own = max(votes, key=lambda lowest: (votes[lowest], lowest == first))
+        if own == first or own < 0:
+            raise
+    _check_indices(slices, what, _positions(length, backward, own), start)
+    return own
+
+
 def _stack_order(concat: gs.Node, pieces: list[gs.Tensor], backward: bool) -> bool:
     """Whether `concat` stacks the step outputs `pieces` (in step order) in descending position order
     (stack_reversed); _ChainMismatch unless it stacks exactly them, in step order or the reverse."""
@@ -232,8 +259,9 @@ def _readers(chain: list[Step], position: int, excluded: frozenset = frozenset()
 
 
 def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
-                    positions: list[int], excluded: frozenset = frozenset()) -> list[ReadoutStep]:
-    """Each step's readout in one of the named forms of patterns/readout.py, or _ChainMismatch."""
+                    frame: tuple[bool, int], excluded: frozenset = frozenset()) -> tuple[list[ReadoutStep], int]:
+    """Each step's readout in one of the named forms of patterns/readout.py and the lowest position its coefficients
+    take (`frame`'s, or their own: `c[t + 1]`), or _ChainMismatch."""
     readouts: list[ReadoutStep] = []
     for position, step in enumerate(chain):
         state = step.state
@@ -267,9 +295,10 @@ def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
     for position, readout in enumerate(readouts):
         if readout.form != form:
             raise _ChainMismatch(f"readout at step {position} differs from step 0 ({readout.form} vs {form})")
+    backward, first = frame
     if form.kind != "states":
-        _check_indices([r.coeff for r in readouts], "readout coefficient c_i", positions)
-    return readouts
+        first = _own_first([r.coeff for r in readouts], COEFF, len(chain), backward, first)
+    return readouts, first
 
 
 def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap, positions: list[int],
@@ -349,16 +378,15 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
     backward, first_position = _frame(chain)
-    positions = _positions(len(chain), backward, first_position)
-    _check_indices([s.decay for s in chain[start:]], "decay a_i", positions, start)
-    _check_indices([s.drive for s in chain], "input b_i", positions)
-    _check_not_empty(chain[start].decay, "decay a_i")
-    _check_not_empty(chain[0].drive, "input b_i")
+    firsts = {DECAY: _own_first([s.decay for s in chain[start:]], DECAY, len(chain), backward, first_position, start),
+              DRIVE: _own_first([s.drive for s in chain], DRIVE, len(chain), backward, first_position)}
+    _check_not_empty(chain[start].decay, DECAY)
+    _check_not_empty(chain[0].drive, DRIVE)
 
     template, named_mismatch = None, ""
     states_stack, excluded = _states_stack(chain, ranks, backward) or (None, frozenset())
     try:
-        readouts = _named_readouts(chain, graph_outputs, ranks, positions, excluded)
+        readouts, firsts[COEFF] = _named_readouts(chain, graph_outputs, ranks, (backward, first_position), excluded)
         form, concat = readouts[0].form, readouts[0].concat
         pieces = [r.stacked_piece for r in readouts]
         stack_reversed = _stack_order(concat, pieces, backward)
@@ -368,11 +396,22 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         if coeff is not None:
             _check_not_empty(coeff, "readout coefficient c_i")
     except _ChainMismatch as named_error:
-        try:
-            template, stack_axis, concat, pieces, readout_nodes = _template_readout(chain, graph_outputs, ranks,
-                                                                                    positions, excluded)
-            stack_reversed = _stack_order(concat, pieces, backward)
-        except _ChainMismatch as template_error:
+        # the per-step subgraph's stepped reads take the chain's positions, or those of its decays or drives
+        tried, template_error = set(), None
+        for first in (first_position, firsts[DRIVE], firsts[DECAY]):
+            if first in tried:
+                continue
+            tried.add(first)
+            try:
+                template, stack_axis, concat, pieces, readout_nodes = _template_readout(
+                    chain, graph_outputs, ranks, _positions(len(chain), backward, first), excluded)
+                stack_reversed = _stack_order(concat, pieces, backward)
+            except _ChainMismatch as error:
+                template_error = template_error or error
+                continue
+            first_position, template_error = first, None
+            break
+        if template_error is not None:
             raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
         named_mismatch = str(named_error)
         form, coeff = ReadoutForm("template", stack_axis=stack_axis), None
@@ -419,7 +458,8 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
         template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
-        zeros_dropped=zeros_dropped, states_stack=states_stack, first_position=first_position)
+        zeros_dropped=zeros_dropped, states_stack=states_stack, first_position=first_position,
+        operand_first={what: first for what, first in firsts.items() if first != first_position})
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:

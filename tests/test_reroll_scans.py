@@ -247,6 +247,62 @@ def test_steps_covering_part_of_an_axis_no_shape_declares_are_sliced_out(form):
     assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
+# (first position, decay / drive / coefficient offsets, direction, readout): `h = a[t + 1] * h + b[t]` (decays one
+# ahead of the drives), `a[t] * h + b[t - 1]` over a loop from 1, the first backward, `c[t + 1]` in the readout, and a
+# per-step readout subgraph (grouped Conv) whose c_i are read at the decays' positions, not the drives'.
+OFFSETS = [(0, (1, 0, 0), "forward", "einsum"), (1, (0, -1, 0), "forward", "einsum"),
+           (0, (1, 0, 0), "backward", "einsum"), (0, (0, 0, 1), "forward", "mulsum"),
+           (1, (0, -1, 0), "forward", "conv")]
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("first, offsets, direction, readout", OFFSETS)
+def test_operands_read_at_different_offsets_within_a_step_are_each_sliced_to_their_own_positions(
+        form, first, offsets, direction, readout):
+    # s31: one frame for all operands, so a chain whose decays are read one position ahead of its drives was no chain:
+    # "decay a_i index jumps to 1 at step 0 (expected 0)" (c_i: "readout coefficient c_i index jumps to 1 at step 0").
+    # Now each operand's positions are its own consecutive run, each sliced to it: the form's graph is the whole-axis
+    # chain's plus one Slice per operand (the axis holds 9 positions for 8 steps), equal to the float64 sequential
+    # scan at rel L2 <= 1e-6.
+    decay_offset, drive_offset, coeff_offset = offsets
+    spec = ScanSpec(length=8, first=first, direction=direction, state=2, readout=readout, decay_offset=decay_offset,
+                    drive_offset=drive_offset, coeff_offset=coeff_offset)
+    assert spec.positions == 9
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    whole, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, first=0, decay_offset=0, drive_offset=0,
+                                                                  coeff_offset=0)), RerollScans(form=form, chunk=4))
+    assert op_histogram(out) == dict(Counter(op_histogram(whole)) + Counter({"Slice": 3}))
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("offsets, positions", [
+    ((1, 0, 0), ", positions decay a_i 1..8, input b_i 0..7, readout coefficient c_i 0..7"),
+    ((1, 1, 1), ", positions 1..8")])
+def test_the_log_names_each_operands_positions_where_they_differ(offsets, positions):
+    decay_offset, drive_offset, coeff_offset = offsets
+    spec = ScanSpec(length=8, state=2, decay_offset=decay_offset, drive_offset=drive_offset, coeff_offset=coeff_offset)
+    messages: list[str] = []
+    RerollScans(chunk=4).run(gs.import_onnx(unrolled_scan_model(spec)), PassContext(opset=17, log=messages.append))
+    assert messages == [f"re-rolled scan 0: 8 steps from 'Add_8' (einsum readout, chunk24 form{positions})"]
+
+
+def test_an_operand_off_its_own_run_at_one_step_is_still_named_there():
+    # the decays one ahead of the drives, but step 5's decay at the drives' position: the rejection names that slice,
+    # against the positions most of the decays take (1..8)
+    spec = ScanSpec(length=8, state=2, decay_offset=1)
+    model = unrolled_scan_model(spec)
+    decay_indices = [node for node in model.graph.node if node.op_type == "Gather" and node.input[0] == "Exp_1"]
+    index = next(node for node in model.graph.node if node.output[0] == decay_indices[5].input[1])
+    index.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(5, np.int64)))
+    out, result = apply_pass(model, RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes[1:] == ["chain at 'Add_8' (8 steps) not re-rolled: decay a_i index 5 is repeated at step 5"]
+    assert op_histogram(out) == op_histogram(model)
+
+
 def test_a_first_state_read_from_a_position_not_next_to_the_chain_is_no_missing_step():
     # mut31: `h = b[:, 7]` then steps at positions 2..6: b_7 is the state the 5-step chain starts from, not its missing
     # first step (that is only b_{p-1} forward, b_{p+1} backward); so the chain is 5 steps, and the stack of 6 readouts

@@ -37,12 +37,19 @@ class ScanSpec:
     stacked: str = "by_position"  # by_position (y at position 0 first) | by_step (the first step's y first)
     states_too: bool = False     # the states also stacked as they are, in the y's order (output "states"; hs.append(h))
     first: int = 0               # the lowest position the steps take (`for t in range(1, L)`: 1)
-    axis_size: Optional[int] = None   # the positions the inputs' step axis holds (None: first + length)
+    axis_size: Optional[int] = None   # the positions the inputs' step axis holds (None: first + length + offsets)
+    # The step at position p reads a, b and c at p + these (`h = a[t + 1] * h + b[t]`: decay_offset 1; first must be
+    # at least -min of them)
+    decay_offset: int = 0
+    drive_offset: int = 0
+    coeff_offset: int = 0
 
     @property
     def positions(self) -> int:
         """How many positions the inputs' step axis holds."""
-        return self.axis_size if self.axis_size is not None else self.first + self.length
+        if self.axis_size is not None:
+            return self.axis_size
+        return self.first + self.length + max(0, self.decay_offset, self.drive_offset, self.coeff_offset)
 
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
@@ -175,10 +182,10 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             index = i - 1
         source = other_decay if (spec.near_miss == "two_decays" and i == miss) else decay
         if state is None:   # initial "drive": x = b at the first position, no step
-            state = g.step("b", 2, position(i), spec.index)
+            state = g.step("b", 2, position(i) + spec.drive_offset, spec.index)
         else:
-            a_i = g.step(source, 2, position(index), spec.index)
-            b_i = g.step("b", 2, position(i), spec.index)
+            a_i = g.step(source, 2, position(index) + spec.decay_offset, spec.index)
+            b_i = g.step("b", 2, position(i) + spec.drive_offset, spec.index)
             state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
         if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
@@ -192,7 +199,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             coeff_index = i
             if spec.near_miss == "coeff_off_by_one" and i == miss:
                 coeff_index = i + 1 if i + 1 < L else i - 1
-            c_i = g.step("c", 3, position(coeff_index), spec.index)
+            c_i = g.step("c", 3, position(coeff_index) + spec.coeff_offset, spec.index)
             if spec.readout == "einsum":
                 y = g.node("Einsum", [state, c_i], equation="bdn,bdn->bd")
             elif spec.readout == "conv":  # the public fork's "no_einsum" grouped conv1d
@@ -255,9 +262,13 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     outs = []
     positions = range(spec.first, spec.first + spec.length)
     positions = positions[::-1] if spec.direction == "backward" else positions
+    first = True
     for i in positions:
-        state = a[:, :, i] * state + b[:, :, i]
-        outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, feeds["c"][..., i].astype(np.float64)))
+        drive = b[:, :, i + spec.drive_offset]
+        state = drive if first and spec.initial == "drive" else a[:, :, i + spec.decay_offset] * state + drive
+        first = False
+        coeff = feeds["c"][..., i + spec.coeff_offset].astype(np.float64) if spec.readout != "states" else None
+        outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, coeff))
     if spec.direction == "backward" and spec.stacked == "by_position":
         outs.reverse()
     return np.stack(outs, axis=2)
