@@ -19,7 +19,7 @@ B, L, D = 2, 5, 3
 
 def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_first=False, drive_first=False,
                                decays_read=False, odd_op="Sigmoid", loops=1, state_op="Mul", drive_op="Mul",
-                               odd_drive_step=None, first=0) -> onnx.ModelProto:
+                               odd_drive_step=None, first=0, decay_offset=0) -> onnx.ModelProto:
     """h_t = Exp(Gather(delta, t, 1) * A) * h_{t-1} + Gather(delta, t, 1) * Gather(x, t, 1) from h = zeros (B, D),
     y_t = h_t * c stacked along axis 1 (positions in step order); `backward`: the steps take t = L-1 .. 0;
     `odd_step`: that step's decay (or "every" step's) is `odd_op`, not Exp; `steps`: only positions 0 .. steps-1 of
@@ -29,7 +29,8 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
     on the same inputs, their outputs concatenated; `decays_read` "initializer": a_t = A itself (a constant decay),
     "constant-node": a Constant node per step; `state_op`: Div(a_t, h) (no recurrence); `drive_op`: b_t = Sub(d_t, x_t);
     `odd_drive_step`: that step's drive is Div(d_t, x_t). Session s30: `first`: the steps take positions first ..
-    first + steps - 1 (`for t in range(1, L)`)."""
+    first + steps - 1 (`for t in range(1, L)`). Session s31: `decay_offset`: the decay reads delta at t + that
+    (`dA = exp(delta[:, t + 1] * A)` beside the drive's delta[:, t]), its own Gather."""
     inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
              numpy_helper.from_array(np.linspace(-1, 1, D).astype(np.float32), "c"),
              numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
@@ -41,12 +42,16 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
         for step, t in enumerate(positions):
             if loop == 0:
                 inits.append(numpy_helper.from_array(np.array(t, np.int64), f"t{step}"))
+                if decay_offset:
+                    inits.append(numpy_helper.from_array(np.array(t + decay_offset, np.int64), f"s{step}"))
+            decay_delta = f"{n}e{step}" if decay_offset else f"{n}d{step}"
             read = helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)
             decay = [read] if decays_read is True else [
                 helper.make_node("Identity", ["A"], [f"{n}a{step}"])] if decays_read == "initializer" else [
                 helper.make_node("Constant", [], [f"{n}a{step}"], value=numpy_helper.from_array(
                     np.full(D, 0.5, np.float32)))] if decays_read == "constant-node" else [
-                helper.make_node("Mul", [f"{n}d{step}", "A"], [f"{n}dA{step}"]),
+                *([helper.make_node("Gather", ["delta", f"s{step}"], [decay_delta], axis=1)] if decay_offset else []),
+                helper.make_node("Mul", [decay_delta, "A"], [f"{n}dA{step}"]),
                 helper.make_node(odd_op if odd_step in (step, "every") else "Exp", [f"{n}dA{step}"], [f"{n}a{step}"])]
             state = [previous, f"{n}a{step}"] if state_first else [f"{n}a{step}", previous]
             step_sum = [f"{n}b{step}", f"{n}ah{step}"] if drive_first else [f"{n}ah{step}", f"{n}b{step}"]
@@ -79,15 +84,33 @@ def _feeds(batch=B):
             "x": rng.normal(size=(batch, L, D)).astype(np.float32)}
 
 
-def _scan(feeds, backward=False, first=0, steps=L):
+def _scan(feeds, backward=False, first=0, steps=L, decay_offset=0):
     a = np.exp(feeds["delta"].astype(np.float64) * -np.linspace(0.5, 2, D))
     b = feeds["delta"].astype(np.float64) * feeds["x"]
     h, out = np.zeros((B, D)), np.zeros((B, L, D))
     positions = range(first, first + steps)
     for t in (positions[::-1] if backward else positions):
-        h = a[:, t] * h + b[:, t]
+        h = a[:, t + decay_offset] * h + b[:, t]
         out[:, t] = h * np.linspace(-1, 1, D)
     return out[:, first:first + steps]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("first, decay_offset", [(0, 1), (1, -1)])
+def test_decays_computed_at_another_offset_than_the_drives_reroll(backward, first, decay_offset):
+    """Session s31: `dA = exp(delta[:, t + 1] * A)` beside the drive's delta[:, t] (4 steps of 5 positions; and
+    delta[:, t - 1] over a loop from 1): each operand's subgraph is replayed over its own positions, and the chain's
+    decays then took other positions than its drives, "decay a_i index jumps to 1 at step 0 (expected 0)" (or "input
+    b_i index jumps to 1 .." where the vote fell to the decays'); now each is
+    sliced to its own."""
+    model = _discretised_in_loop_model(backward, steps=L - 1, first=first, decay_offset=decay_offset)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L - 1, "rejected": 0, "step_operands_replayed": 2,
+                            "part_of_axis": 1}
+    assert "Gather" not in op_histogram(out)
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds, backward, first, L - 1, decay_offset)) <= 1e-6
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) <= 1e-6
 
 
 @pytest.mark.parametrize("backward", [False, True])
