@@ -406,9 +406,16 @@ def _zeros_not_proven_within_b0(graph: gs.Graph, recurrences: list) -> tuple[set
     return unproven, notes
 
 
-def _operands_of_unknown_length(rec: Recurrence) -> bool:
+def _operands_of_unknown_length(rec: Recurrence, shapes: Optional[dict] = None) -> bool:
+    """Whether an operand's step axis has no size the graph declares (nor one in `shapes`, where given)."""
     return any(source is not None and known_axis_length(source, axis) is None
+               and (shapes is None or _inferred_size(shapes, source, axis) is None)
                for source, axis, _ in _stacked_operands(rec))
+
+
+def _inferred_size(shapes: dict, source: gs.Tensor, axis: int) -> Optional[int]:
+    shape = shapes.get(source.name)
+    return shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
 
 
 def _stacked_operands(rec: Recurrence) -> list[tuple[Optional[gs.Tensor], int, str]]:
@@ -427,19 +434,20 @@ def _positions_text(rec: Recurrence, windowed: frozenset) -> str:
 
 
 def _operands_to_slice(rec: Recurrence, shapes: dict) -> frozenset:
-    """The names (`_stacked_operands`') of the operands whose axis holds more than the chain's positions: those that
-    start past position 0, or whose axis is declared, else inferred (`shapes`), of another size. The forms scan whole
-    axes; re-rolled whole, such a chain was a Reshape ONNX Runtime refused at run time (exit 3), or, with the size
-    declared, was left unrolled (s29). A size neither declared nor inferred is taken as the chain's length."""
+    """The names (`_stacked_operands`') of the operands whose axis may hold more than the chain's positions: those
+    that start past position 0, whose axis is declared, else inferred (`shapes`), of another size, or whose size is
+    neither (a symbolic length: the Slice of positions 0 .. L-1 is exact whatever it holds). The forms scan whole axes;
+    re-rolled whole, such a chain was a Reshape ONNX Runtime refused at run time (exit 3), or, with the size
+    declared, was left unrolled (s29); an axis of unknown size from position 0 was taken as the chain's length until
+    s31, and an Einsum refused the readout at run time where it held more."""
     sliced = set()
     for source, axis, what in _stacked_operands(rec):
         if source is None:
             continue
         size = known_axis_length(source, axis)
         if size is None:
-            shape = shapes.get(source.name)
-            size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-        if rec.first_of(what) != 0 or (size is not None and size != rec.length):
+            size = _inferred_size(shapes, source, axis)
+        if rec.first_of(what) != 0 or size != rec.length:
             sliced.add(what)
     return frozenset(sliced)
 
@@ -589,14 +597,18 @@ class RerollScans(Pass):
         notes = write_notes + zeros_notes + [str(rejection) for rejection in report.rejections]
         # Shapes only when some recurrence may take another form or lose its unit axes (inference
         # costs seconds on a naive export).
-        shapes = {}
+        shapes, symbolic = {}, False
         if report.recurrences and {self.form, self.state_form} & TAKES_SHAPES:
-            shapes = symbolic_partial_shapes(graph)   # sizes along the scan axis of the decays' factors
+            shapes, symbolic = symbolic_partial_shapes(graph), True   # sizes along the scan axis of the decays' factors
         elif report.recurrences and (self.state_form not in ("same", self.form) or self.drop_unit_axes):
             shapes = partial_shapes(graph)
-        # Sizes of the scanned axes the graph does not declare, inferred (only then: seconds on a naive export).
+        # Sizes of the scanned axes the graph does not declare, inferred (only then: seconds on a naive export); by
+        # ONNX Runtime's symbolic inference where ONNX's leaves one unknown (an operand of unknown size is sliced)
         axis_shapes = (shapes or partial_shapes(graph)
                        if any(_operands_of_unknown_length(rec) for rec in report.recurrences) else {})
+        if axis_shapes and not symbolic and any(_operands_of_unknown_length(rec, axis_shapes)
+                                                for rec in report.recurrences):
+            axis_shapes = symbolic_partial_shapes(graph)
         self.forms_used = set()
         lowered = part_of_axis = 0
         rerolled: list[Recurrence] = []

@@ -337,6 +337,29 @@ def test_a_chain_from_position_one_of_an_axis_of_no_known_size_is_sliced():
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("positions", [9, 8])
+def test_a_chain_from_position_zero_of_an_axis_of_no_known_size_is_sliced(form, positions):
+    # s31: the step axis declared symbolic ("n", 9 or 8 positions at run time), the stack too ("m"), no inner shapes:
+    # a chain over positions 0..7 was taken as the whole axis, and with 9 positions the chunk24 form's Einsum refused
+    # the readout at run time ("Einsum operands could not be broadcast together"). Nothing proves the axis holds 8, so
+    # each operand is sliced to positions 0..7 (exact either way): the whole-axis graph + 3 Slices
+    spec = ScanSpec(length=8, axis_size=positions, state=2)
+    model = unrolled_scan_model(spec)
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value in (8, positions):
+                dim.dim_param = "m" if value in model.graph.output else "n"
+    del model.graph.value_info[:]
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "part_of_axis": 1}
+    whole, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, axis_size=None)), RerollScans(form=form, chunk=4))
+    assert op_histogram(out) == dict(Counter(op_histogram(whole)) + Counter({"Slice": 3}))
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
 def test_graph_without_scans_reports_zero():
     model = unrolled_scan_model(ScanSpec(length=1))  # one step is not a chain
     _, result = apply_pass(model, RerollScans())
