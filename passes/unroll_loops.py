@@ -206,20 +206,57 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
 
 def _plain_branches(node: gs.Node) -> Optional[tuple[gs.Graph, gs.Graph]]:
     """An If's (then, else) branches where both are graphs of no inputs, as many outputs as the If, and no subgraph of
-    their own (what a body's If is written out as, per step); else None."""
+    their own but such Ifs (TorchScript's `elif`: an If in the else branch) (what a body's If is written out as, per
+    step); else None."""
     branches = (node.attrs.get("then_branch"), node.attrs.get("else_branch"))
     if not node.inputs or not all(isinstance(branch, gs.Graph) and not branch.inputs
-                                  and len(branch.outputs) == len(node.outputs) and not _nested_nodes(branch)
+                                  and len(branch.outputs) == len(node.outputs)
+                                  and all(inner.op == "If" and _plain_branches(inner) is not None
+                                          for inner in _nested_nodes(branch))
                                   for branch in branches):
         return None
     return branches
 
 
+def _branch_subgraph(node: gs.Node) -> Optional[str]:
+    """What makes an If's branches not plain where they hold a subgraph that is not such an If (a Loop in a branch):
+    "its else branch holds Loop 'x'"; None for other reasons (or none)."""
+    for key in ("then_branch", "else_branch"):
+        branch = node.attrs.get(key)
+        if not isinstance(branch, gs.Graph):
+            continue
+        for inner in _nested_nodes(branch):
+            if inner.op != "If" or _plain_branches(inner) is None:
+                deeper = _branch_subgraph(inner) if inner.op == "If" else None
+                return (f"its {key.split('_')[0]} branch holds {inner.op} '{printable(inner.name)}'"
+                        + (f", {deeper}" if deeper else ""))
+    return None
+
+
+def _ifs_in(branches: tuple) -> list[gs.Node]:
+    """The Ifs in plain branches (`_plain_branches`), at any depth."""
+    found = []
+    for branch in branches:
+        for inner in branch.nodes:
+            if inner.op == "If":
+                found += [inner, *_ifs_in(_plain_branches(inner))]
+    return found
+
+
+def _written_size(branch: gs.Graph) -> int:
+    """How many nodes a plain branch writes at most: each of its Ifs as its larger branch."""
+    return sum(max(_written_size(inner_branch) for inner_branch in _plain_branches(node)) if node.op == "If" else 1
+               for node in branch.nodes)
+
+
 def _branches_taken(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shapes") -> dict | str:
-    """For each If of `body` (plain branches, `_plain_branches`), whether its cond is true at each step of `plan`'s
-    loop, where computed from constants, static sizes, the iteration number and the values the loop carries from them
-    (TorchScript's `if t == 0:` in a scripted loop: Equal(t, 0)); or why not."""
+    """For each If of `body` (plain branches, `_plain_branches`) and each If in their branches, whether its cond is
+    true at each step of `plan`'s loop, where computed from constants, static sizes, the iteration number and the
+    values the loop carries from them (TorchScript's `if t == 0:` in a scripted loop: Equal(t, 0); an `elif`'s cond
+    computed in the else branch); or why not."""
     ifs = [inner for inner in body.nodes if inner.op == "If" and _plain_branches(inner) is not None]
+    ifs = list({id(found): found for found in [*ifs, *(deeper for inner in ifs
+                                                       for deeper in _ifs_in(_plain_branches(inner)))]}.values())
     if not ifs:
         return {}
     outer = _outer_tensors(shapes.graph)
@@ -239,11 +276,12 @@ def _branches_taken(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_Shap
     return taken
 
 
-def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int]) -> list[gs.Tensor]:
+def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int], then_taken) -> list[gs.Tensor]:
     """The nodes of an If's `branch` written into `b`'s graph, reading what is around it through `read`; its outputs.
     A node that computes what one already written does (`before`: their ids, to which this adds its own) is read from
     there: `deltaA[:, t]`'s Slice of the whole deltaA in either branch, at every step, is then one tensor, whose steps
-    the matcher reads as one source's; index arithmetic on the iteration number is folded as in the body."""
+    the matcher reads as one source's; index arithmetic on the iteration number is folded as in the body. An If in the
+    branch is written as its branch taken in turn (`then_taken(node)`: whether it takes its then branch, this step)."""
     local: dict[int, gs.Tensor] = {}
 
     def get(tensor: gs.Tensor) -> gs.Tensor:
@@ -252,6 +290,11 @@ def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int]) -> 
         return local[id(tensor)] if id(tensor) in local else tensor if isinstance(tensor, gs.Constant) else read(tensor)
 
     for node in branch.nodes:
+        if node.op == "If":   # (plain branches hold no other subgraph)
+            taken = _plain_branches(node)[0 if then_taken(node) else 1]
+            local.update({id(old): new for old, new in zip(
+                node.outputs, _write_branch(b, taken, get, before, then_taken))})
+            continue
         inputs = [get(t) for t in node.inputs]
         same = _same_node_before(node, inputs, before)
         if same is not None:
@@ -414,6 +457,39 @@ def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = Non
     return bound
 
 
+def _symbolic_size_read(tensor: gs.Tensor, graph: gs.Graph) -> str:
+    """Where a trip count that is no static size reads a graph input's size that is not a number, Gather(Shape(x), k)
+    (TorchScript's `range(x.shape[1])` with a dynamic length), that size, and that --input-shape makes it one (the
+    trip count is then computed like any static size's): " (it reads axis 1 of the graph input 'x', of symbolic size
+    'length': --input-shape fixes it)"; "" where it reads none."""
+    inputs = {id(t) for t in graph.inputs}
+    seen: set = set()
+    stack = [tensor]
+    while stack and len(seen) < MAX_WALK:
+        tensor = stack.pop()
+        if _is_empty(tensor) or id(tensor) in seen or constant_value(tensor) is not None:
+            continue
+        seen.add(id(tensor))
+        node = producer(tensor)
+        if node is None or not node.inputs:
+            continue
+        shape_node = producer(node.inputs[0]) if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 else None
+        index = constant_int(node.inputs[1]) if shape_node is not None and len(node.inputs) > 1 else None
+        if (shape_node is not None and shape_node.op == "Shape" and index is not None and shape_node.inputs
+                and id(shape_node.inputs[0]) in inputs):
+            source = shape_node.inputs[0]
+            shape, start, end = list(source.shape or []), shape_node.attrs.get("start", 0), shape_node.attrs.get("end")
+            axes = list(range(len(shape)))[slice(int(start), None if end is None else int(end))]
+            axis = axes[index] if -len(axes) <= index < len(axes) else None
+            if axis is not None and not isinstance(shape[axis], (int, np.integer)):
+                size = shape[axis]
+                named = f"symbolic size '{printable(size)}'" if isinstance(size, str) and size else "a size not given"
+                return (f" (it reads axis {axis} of the graph input '{printable(source.name)}', of {named}: "
+                        "--input-shape fixes it)")
+        stack.extend(node.inputs)
+    return ""
+
+
 def _computed_value(tensor: gs.Tensor, shapes: _Shapes, bound: Optional[dict] = None,
                     outer: Optional[set] = None) -> Optional[np.ndarray]:
     """`tensor`'s value where it is computed from constants and static sizes only (patterns/small_constants.py's
@@ -517,7 +593,9 @@ class UnrollLoops(Pass):
         nested = next((inner for inner in _nested_nodes(body) if inner.op not in ("Loop", "Scan") and not (
             inner.op == "If" and _plain_branches(inner) is not None)), None)
         if nested is not None:
-            return f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}')"
+            deeper = _branch_subgraph(nested) if nested.op == "If" else None
+            return (f"its body holds a nested subgraph ({nested.op} '{printable(nested.name)}'"
+                    + (f": {deeper}, which is written out only in the body itself" if deeper else "") + ")")
         # A seeded generator inside a loop draws on from one step to the next; copies of it would each start again
         # from the seed and repeat the first step's numbers (a nested loop's too: the outer steps would repeat it).
         seeded = _seeded(body)
@@ -536,7 +614,7 @@ class UnrollLoops(Pass):
             return plan.branches
         # an If written as its larger branch's nodes
         per_step = max(len(body.nodes) + plan.sliced + len(plan.stacked)
-                       + sum(max(len(branch.nodes) for branch in _plain_branches(inner)) - 1
+                       + sum(max(_written_size(branch) for branch in _plain_branches(inner)) - 1
                              for inner in body.nodes if id(inner) in plan.branches), 1)
         # after the last step: an Identity per carried value and a Concat per stacked output (s29 left them out: a
         # Scan of 61 nodes passed max_nodes=60)
@@ -564,7 +642,8 @@ class UnrollLoops(Pass):
             if value is not None and value.size == 1 and np.issubdtype(value.dtype, np.integer):
                 trip = int(value.reshape(-1)[0])
         if trip is None:
-            return "its trip count M is neither a constant nor a static size"
+            return ("its trip count M is neither a constant nor a static size"
+                    + ("" if _is_empty(node.inputs[0]) else _symbolic_size_read(node.inputs[0], shapes.graph)))
         if not _is_empty(node.inputs[1]) and not _constant_true(node.inputs[1]):
             return "its cond input is not a constant true"
         if not _constant_true(body.outputs[0], body.inputs[1]):
@@ -661,7 +740,8 @@ class UnrollLoops(Pass):
                 continue
             if id(body_node) in plan.branches:   # an If that reads nothing a step changes: its branch taken, once
                 branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][0] else 1]
-                outputs = _write_branch(b, branch, lambda t: hoisted.get(id(t), t), before)
+                outputs = _write_branch(b, branch, lambda t: hoisted.get(id(t), t), before,
+                                        lambda inner: plan.branches[id(inner)][0])
                 hoisted.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
                 continue
             # (a nested Loop's body reads the outer values through the same map)
@@ -696,7 +776,8 @@ class UnrollLoops(Pass):
                     continue
                 if id(body_node) in plan.branches:   # an If: the nodes of its branch taken at this step
                     branch = _plain_branches(body_node)[0 if plan.branches[id(body_node)][step] else 1]
-                    outputs = _write_branch(b, branch, read, before)
+                    outputs = _write_branch(b, branch, read, before,
+                                            lambda inner, step=step: plan.branches[id(inner)][step])
                     values.update({id(old): new for old, new in zip(body_node.outputs, outputs)})
                     continue
                 inputs = [gs.Variable.empty() if _is_empty(t) else read(t) for t in body_node.inputs]

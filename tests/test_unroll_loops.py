@@ -181,9 +181,10 @@ def test_pipelines_reroll_the_loop_and_the_backward_scan(pipeline, tmp_path):
 
 @pytest.mark.parametrize("model, note", [
     (lambda: _loop_model(trip_input=True), "its trip count M is neither a constant nor a static size"),
-    (lambda: _loop_model(trip_from_shape=["length", B, D]), "its trip count M is neither a constant nor a static size"),
+    (lambda: _loop_model(trip_from_shape=["length", B, D]), "its trip count M is neither a constant nor a static size "
+                                                            "(it reads axis 0 of the graph input 'a', of symbolic size "
+                                                            "'length': --input-shape fixes it)"),
     (lambda: _loop_model(cond_out="less"), "its body's cond output is not constant true (the loop may exit early)"),
-    (lambda: _loop_model(nested="deep"), "its body holds a nested subgraph (If '')"),
     (lambda: _loop_model(nested="data"), "its body's If '' has a cond that is not computed from constants, static "
                                          "sizes, the iteration number and the values the loop carries from them"),
     (lambda: _loop_model(trip=0), "trip count 0 (nothing to write out step by step)"),
@@ -344,6 +345,115 @@ def test_a_body_if_on_a_count_carried_from_the_iteration_number(tmp_path):
     _same_outputs(model, unrolled)
 
 
+def _loop_with_an_elif_model(reset: int = 3, inner: str = "if") -> onnx.ModelProto:
+    """TorchScript's `for t in range(L): if t == 0: h = b[t] elif t == reset: h = b[t] else: h = a[t] * h + b[t]` (a
+    state reset at a segment boundary, packed sequences), readouts 2 h_t a scan output, h_L carried out: an If 'first?'
+    whose else branch computes Equal(t, reset) and holds the If 'reset?' on it (the exporter's `elif`). `inner`
+    "loop": the else branch holds a Loop instead (h = a[t] h + b[t] as a one-step Loop), "data": 'reset?''s cond
+    reads h (ReduceSum(h) > 0)."""
+    def gathers(prefix: str) -> list:
+        return [helper.make_node("Gather", ["a", "i"], [f"{prefix}a_t"], axis=0),
+                helper.make_node("Gather", ["b", "i"], [f"{prefix}b_t"], axis=0),
+                helper.make_node("Mul", [f"{prefix}a_t", "h_in"], [f"{prefix}ah"]),
+                helper.make_node("Add", [f"{prefix}ah", f"{prefix}b_t"], [f"{prefix}h"])]
+
+    out = lambda name: helper.make_tensor_value_info(name, FLOAT, [B, D])
+    first = helper.make_graph([helper.make_node("Gather", ["b", "i"], ["h_first"], axis=0)], "first", [], [out("h_first")])
+    restart = helper.make_graph([helper.make_node("Gather", ["b", "i"], ["h_reset"], axis=0)], "restart", [],
+                                [out("h_reset")])
+    carry = helper.make_graph(gathers("next_"), "carry", [], [out("next_h")])
+    if inner == "loop":
+        step_body = helper.make_graph(
+            [*gathers("inner_"), helper.make_node("Identity", ["inner_cond_in"], ["inner_cond_out"])], "one step",
+            [helper.make_tensor_value_info("j", TensorProto.INT64, []),
+             helper.make_tensor_value_info("inner_cond_in", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("inner_cond_out", TensorProto.BOOL, []), out("inner_h")])
+        other_nodes = [helper.make_node("Loop", ["one", ""], ["h_other"], body=step_body, name="one step")]
+    else:
+        reset_cond = (helper.make_node("Equal", ["i", "reset_at"], ["is_reset"]) if inner == "if" else
+                      helper.make_node("Greater", ["h_sum", "zero_f"], ["is_reset"]))
+        other_nodes = ([helper.make_node("ReduceSum", ["h_in"], ["h_sum"], keepdims=0)] if inner == "data" else []) + [
+            reset_cond, helper.make_node("If", ["is_reset"], ["h_other"], then_branch=restart, else_branch=carry,
+                                         name="reset?")]
+    other = helper.make_graph(other_nodes, "other", [], [out("h_other")])
+    body = helper.make_graph(
+        [helper.make_node("Equal", ["i", "zero"], ["is_first"]),
+         helper.make_node("If", ["is_first"], ["h_out"], then_branch=first, else_branch=other, name="first?"),
+         helper.make_node("Mul", ["h_out", "two"], ["y"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         out("h_in")],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), out("h_out"), out("y")])
+    nodes = [_const("two", np.float32(2.0)), _const("zero_f", np.float32(0.0)), _const("h0", np.zeros((B, D), np.float32)),
+             _const("zero", np.int64(0)), _const("one", np.int64(1)), _const("reset_at", np.int64(reset)),
+             _const("M", np.int64(L)), helper.make_node("Loop", ["M", "", "h0"], ["h_last", "ys"], body=body, name="loop")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [L, B, D]),
+                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D])],
+                              [helper.make_tensor_value_info("ys", FLOAT, [L, B, D]), out("h_last")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("reset", [3, L])
+def test_an_elif_in_the_body_is_written_out_as_the_branch_taken_at_each_step(reset, tmp_path):
+    # s31: an If whose else branch holds another If (the exporter's `elif`) left the Loop, "its body holds a nested
+    # subgraph (If 'first?')"; now each If's cond is evaluated at each step, the inner one's (Equal(t, reset), computed
+    # in the else branch) too, and the branch taken at each step written in its place: steps 0 and `reset` are h = b[t]
+    # (one Gather), the others a[t] h + b[t]. With no reset inside the loop (reset = L) cpu re-rolls the one chain; with
+    # a reset at 3, two chains of 3 steps share one stack of 6 readouts and stay unrolled (reroll-scans' reason)
+    model = _loop_with_an_elif_model(reset)
+    result, unrolled = _unrolled(model, tmp_path)
+    restarts = 1 + (reset < L)
+    assert result.records[0].stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                                       "nodes_added": {3: 49, L: 52}[reset], "sequences_concatenated": 0,
+                                       "left": 0, "body_ifs_inlined": 2}
+    assert {op: count for op, count in _ops(unrolled).items() if op not in ("Constant",)} == {
+        "Gather": restarts + 2 * (L - restarts), "Mul": (L - restarts) + L, "Add": L - restarts, "Unsqueeze": L,
+        "Concat": 1, "Identity": 1}
+    _same_outputs(model, unrolled)
+    result, compiled = _unrolled(model, tmp_path, "cpu")
+    reroll = next(record for record in result.records if record.name == "reroll-scans")
+    assert reroll.stats == ({"rerolled": 1, "steps": L, "rejected": 0} if reset == L else
+                            {"rerolled": 0, "steps": 0, "rejected": 2})
+    assert not {"Loop", "If"} & set(_ops(compiled))
+    _same_outputs(model, compiled)
+
+
+@pytest.mark.parametrize("inner, note", [
+    ("loop", "its body holds a nested subgraph (If 'first?': its else branch holds Loop 'one step', which is written "
+             "out only in the body itself)"),
+    ("data", "its body's If 'reset?' has a cond that is not computed from constants, static sizes, the iteration "
+             "number and the values the loop carries from them")])
+def test_an_if_in_a_body_ifs_branch_that_cannot_be_decided_is_left_with_its_reason(inner, note):
+    result = compile_model(_loop_with_an_elif_model(inner=inner), "unroll-loops", verify="none")
+    assert result.records[0].stats == {"unrolled": 0, "left": 1}
+    assert result.records[0].notes == ["Loop 'loop' left as it is: " + note]
+
+
+def test_an_if_on_the_loops_cond_in_a_branch_of_another_is_written_out(tmp_path):
+    # `_loop_model(nested="deep")`: an If on the body's cond whose then branch holds another If on it, its output read
+    # by nothing (the same graph for both branches: an inner If in each, 3 Ifs); s30 left the Loop, "its body holds a
+    # nested subgraph (If '')", now each takes its then branch: an Identity a step more (read by nothing, gone in the
+    # clean-up)
+    model = _loop_model(nested="deep")
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                                       "nodes_added": 57 + L, "sequences_concatenated": 1, "left": 0,
+                                       "body_ifs_inlined": 3}
+    assert _ops(unrolled) == _ops(_unrolled(_loop_model(), tmp_path)[1])
+    _same_outputs(model, unrolled)
+
+
+def test_max_nodes_counts_a_branchs_if_as_its_larger_branch():
+    # a step writes Equal, Mul, Identity, an Unsqueeze and 'first?''s larger branch: the else branch's Equal and
+    # 'reset?''s larger branch (4 nodes): 9 a step, and h_L's Identity and the stack's Concat after them: 56 (it adds
+    # 49 with the reset at 3, 52 with none: steps 0 and 3 write 'first?''s then branch, 1 node, and 'reset?''s, 2)
+    result = compile_model(_loop_with_an_elif_model(), "unroll-loops{max_nodes=55}", verify="none")
+    assert result.records[0].notes == [
+        "Loop 'loop' left as it is: 6 steps x 9 nodes a step + 2 after them = 56 nodes, over max_nodes=55"]
+    result = compile_model(_loop_with_an_elif_model(reset=L), "unroll-loops{max_nodes=56}", verify="none")
+    assert result.records[0].notes == [] and result.records[0].stats["nodes_added"] == 52
+
+
 def test_a_trip_count_read_from_a_static_size_behind_a_dynamic_batch(tmp_path):
     model = _loop_model(trip_from_shape=[L, "batch", D])
     result, unrolled = _unrolled(model, tmp_path)
@@ -366,7 +476,28 @@ def test_a_trip_count_computed_from_a_static_size(tmp_path):
     symbolic.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "length"
     result = compile_model(symbolic, "unroll-loops", verify="none")
     assert result.records[0].notes == ["Loop 'loop 'x'\\n' left as it is: its trip count M is neither a constant nor a "
-                                       "static size"]
+                                       "static size (it reads axis 0 of the graph input 'a', of symbolic size 'length': "
+                                       "--input-shape fixes it)"]
+
+
+@pytest.mark.parametrize("trip", ["computed", "read"])
+def test_a_trip_count_from_a_dynamic_length_is_static_once_input_shape_fixes_it(trip, tmp_path):
+    # s31: `range(a.shape[0])` (read) and `range(0, a.shape[0])` (computed) with the length symbolic: left, the note now
+    # naming the size it reads and --input-shape (s30: "neither a constant nor a static size" alone); with the input's
+    # shape fixed the trip count is a static size's, and the Loop is written out as the static export's (57 nodes)
+    model = _loop_model(trip_computed=True) if trip == "computed" else _loop_model(trip_from_shape=["length", B, D])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "length"
+    result = compile_model(model, "unroll-loops", verify="none")
+    assert result.records[0].notes == ["Loop 'loop 'x'\\n' left as it is: its trip count M is neither a constant nor a "
+                                       "static size (it reads axis 0 of the graph input 'a', of symbolic size 'length': "
+                                       "--input-shape fixes it)"]
+    result = compile_model(model, "unroll-loops", input_shapes={"a": [L, B, D]}, output=tmp_path / "out.onnx")
+    assert result.records[0].stats == {"unrolled": 1, "loops_unrolled": 1, "scans_unrolled": 0, "steps": L,
+                                       "nodes_added": 57, "sequences_concatenated": 1, "left": 0}
+    unrolled = onnx.load(str(tmp_path / "out.onnx"))
+    assert _ops(unrolled) == {"Constant": 2, "Gather": 2 * L, "Mul": 2 * L, "Add": L, "Identity": L + 1,
+                              "Unsqueeze": 2 * L, "Concat": 2}
+    _same_outputs(model, unrolled)
 
 
 @pytest.mark.parametrize("pipeline", ["unroll-loops", "cpu"])
