@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import Callable, Iterator
 
+from passes.one_line import unencodable_text_escaped
+
 
 class Terminated(KeyboardInterrupt):
     """Raised by SIGTERM inside ``sigterm_as_interrupt``."""
@@ -93,7 +95,9 @@ def run_command_line(main: Callable[..., int | None], *args) -> int | None:
     like Ctrl-C, and either ending it in one line, exit 143 / 130: without it SIGTERM killed the
     process where it stood, leaving the exclusive temporary files of a write half-done (``make demo``
     left '.naive.onnx.*.onnx.tmp'), and Ctrl-C printed a KeyboardInterrupt traceback. The temporary
-    files are removed as the interrupt unwinds (``passes.files``); files finished before it stay."""
+    files are removed as the interrupt unwinds (``passes.files``); files finished before it stay. A character
+    the terminal's encoding lacks is written escaped (``one_line.unencodable_text_escaped``)."""
+    unencodable_text_escaped()
     try:
         with sigterm_as_interrupt():
             return main(*args)

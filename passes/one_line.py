@@ -107,6 +107,17 @@ def terminal_closed():
             os.close(descriptor)
 
 
+def unencodable_text_escaped() -> None:
+    """sys.stdout and sys.stderr write a character their encoding lacks as an escape (``\\u2192``) instead of
+    raising: under PYTHONIOENCODING=ascii (or a terminal in Latin-1) the summary's arrow ended passes.apply in
+    'internal error: UnicodeEncodeError', exit 1, after its output was written, and tools.nodecount and
+    tools.diffview in a traceback (adv19). Called first by every command line (interrupts.run_command_line,
+    passes.apply.main)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):   # no stream, or not a TextIOWrapper
+            stream.reconfigure(errors="backslashreplace")
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, ``error: <message> (see --help)``, exit code 2
     (argparse itself prints the whole usage block before the message)."""

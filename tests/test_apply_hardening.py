@@ -1193,3 +1193,21 @@ def test_a_second_ctrl_c_during_the_cleanup_of_the_first_leaves_no_temporary_fil
         with files.folders_made(tmp_path / "R" / "intermediates"):
             raise KeyboardInterrupt
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_cannot_encode_the_summary_gets_it_escaped(encoding, work):
+    """PYTHONIOENCODING=ascii (a C-locale ssh session, a Latin-1 terminal): passes.apply wrote its output,
+    then ended in 'internal error: UnicodeEncodeError: ... '\\u2192'', exit 1; tools.nodecount (U+2026) and
+    tools.diffview (U+2190) in a traceback (adv19). The characters are written as escapes."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "PYTHONIOENCODING": encoding}
+    commands = [["passes.apply", work / "naive.onnx", "--pipeline", "cpu", "-o", work / "o.onnx", "--explain",
+                 "--report", work / "R"],
+                ["tools.nodecount", work / "naive.onnx", work / "o.onnx"],
+                ["tools.diffview", work / "naive.onnx", work / "o.onnx"]]
+    for command in commands:
+        result = subprocess.run([sys.executable, "-m", *map(str, command)], capture_output=True, env=env,
+                                cwd=REPO, timeout=120)
+        said = (result.stdout + result.stderr).decode(encoding)
+        assert result.returncode == 0 and "Error" not in said, (command, said)
+    assert (work / "o.onnx").is_file() and (work / "R" / "report.json").is_file()
