@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
 from passes.files import DestinationError, check_destination, interrupts_held, is_same_file, normal_file_mode
@@ -256,6 +256,28 @@ def _bytes_read_again(spans: dict[Path, list[tuple[int, int]]]) -> int:
 MAX_MODEL_BYTES = 2**31 - 1
 
 
+def model_byte_size(model: onnx.ModelProto) -> int:
+    """The model's serialized size. protobuf's upb serializes to measure and refuses past 2 GiB (EncodeError,
+    adv19): then the sum of its main graph's initializers and nodes (which hold its subgraphs) and its functions,
+    each measured alone, a few bytes short of the whole."""
+    try:
+        return model.ByteSize()
+    except EncodeError:
+        parts = [*model.graph.initializer, *model.graph.node, *model.functions]
+        try:
+            return sum(part.ByteSize() for part in parts)
+        except EncodeError:   # one part past 2 GiB itself
+            return MAX_MODEL_BYTES + 1
+
+
+def over_protobuf_limit(what: str, size: int) -> str | None:
+    """The refusal of a model of ``size`` bytes past MAX_MODEL_BYTES (``what`` says which model), or None."""
+    if size <= MAX_MODEL_BYTES:
+        return None
+    return (f"{what} {size:,} bytes, over protobuf's limit of {MAX_MODEL_BYTES + 1:,} (2 GiB) on one model, which "
+            "is how the compiler holds it; not supported")
+
+
 def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, structure_bytes: int = 0) -> list[Path]:
     """Read each tensor's bytes into the tensor (checking bounds and sizes, the bytes read more than once all
     together, and the whole model's size with them, before any is read); the files read."""
@@ -306,11 +328,10 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, struc
                              f"({again:,} bytes read again, over the {MAX_REREAD_EXTERNAL_BYTES:,} allowed); refused")
         # adv18: past 2 GiB the model was read in whole (4.3 GB of memory), then 'internal error: EncodeError:
         # Failed to serialize proto' (exit 1) with --verify none, and a hint to use --verify none without it
-        whole = structure_bytes + sum(length for _, _, _, length, _ in reads)
-        if whole > MAX_MODEL_BYTES:
-            raise InputError(f"{printable(model_path)} with its external data read in would be {whole:,} bytes, over "
-                             f"protobuf's limit of {MAX_MODEL_BYTES + 1:,} (2 GiB) on one model, which is how the "
-                             "compiler holds it; not supported")
+        too_large = over_protobuf_limit(f"{printable(model_path)} with its external data read in would be",
+                                        structure_bytes + sum(length for _, _, _, length, _ in reads))
+        if too_large:
+            raise InputError(too_large)
         for tensor, handle, offset, length, location in reads:
             handle.seek(offset)
             data = handle.read(length)

@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from passes.base import Pass, PassContext, PassResult
-from passes.graph_io import ModelMeta, graph_to_model
+from passes.base import Pass, PassContext, PassInputError, PassResult
+from passes.graph_io import ModelMeta, graph_to_model, model_byte_size, over_protobuf_limit
 from passes.one_line import one_line
 from passes.verify import RunTimedOut, VerificationError, check_timeout, compare, run_model, summarize
 
@@ -241,6 +241,13 @@ class PassManager:
                 if self.check or self.verify_each or self.on_changed_model:
                     self.progress.stage("exporting")
                     model = graph_to_model(graph, self.meta)
+                    # adv19: 132 folded constants of 16 MiB went on to 'internal error: EncodeError: Failed to
+                    # serialize proto' at the write (exit 1, 137 s and 8.7 GB later); the checks cannot look past it
+                    too_large = over_protobuf_limit("compiled, it grows to", model_byte_size(model))
+                    if too_large:
+                        raise PipelineError(f"pass '{pass_.name}': {too_large}", pass_.name,
+                                            [record.name for record in run.records[:-1]], run) \
+                            from PassInputError(too_large)
                 if self.check:
                     inferred = self._check(model, record, run)
                 if self.verify_each:

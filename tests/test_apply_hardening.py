@@ -1211,3 +1211,29 @@ def test_a_terminal_that_cannot_encode_the_summary_gets_it_escaped(encoding, wor
         said = (result.stdout + result.stderr).decode(encoding)
         assert result.returncode == 0 and "Error" not in said, (command, said)
     assert (work / "o.onnx").is_file() and (work / "R" / "report.json").is_file()
+
+
+def test_a_pass_that_grows_the_model_past_2_gib_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A model of 13 KB whose 132 ConstantOfShape nodes fold-constants folds into 16 MiB constants each (its size
+    gate is per tensor): 2.2 GB, which the run carried to 'internal error: EncodeError: Failed to serialize proto'
+    at the write, exit 1, 137 s and 8.7 GB later (adv19, dev 2-core). Now refused after the pass that grew it:
+    exit 2, nothing written. Run here with the limit lowered to 200 KB and two folded constants of 256 KiB."""
+    from passes import graph_io
+
+    monkeypatch.setattr(graph_io, "MAX_MODEL_BYTES", 200_000)
+    s = onnx.numpy_helper.from_array(np.array([65536], np.int64), "s")
+    nodes = [onnx.helper.make_node("ConstantOfShape", ["s"], [c], value=onnx.helper.make_tensor("v", 1, [1], [v]))
+             for c, v in (("a", 1.0), ("b", 2.0))]
+    nodes += [onnx.helper.make_node("Add", ["x", c], [o]) for c, o in (("a", "y"), ("b", "z"))]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", 1, [1])],
+                                   [onnx.helper.make_tensor_value_info(o, 1, [65536]) for o in "yz"], [s])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with pytest.raises(BadInput) as caught:
+        compile_model(tmp_path / "m.onnx", "fold-constants", output=tmp_path / "o.onnx", report=tmp_path / "R",
+                      verify="none")
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"{tmp_path / 'm.onnx'}: compiled, it grows to 524,434 bytes, over "
+        "protobuf's limit of 200,001 (2 GiB) on one model, which is how the compiler holds it; not supported "
+        "(found by pass 'fold-constants')")
+    assert sorted(os.listdir(tmp_path)) == ["R", "m.onnx"]   # the report of the failed run, no output
