@@ -23,7 +23,7 @@ from passes import ort_worker
 from passes.graph_io import all_graphs, all_tensors, fed_inputs
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import check_number, one_line, printable, printable_names
-from passes.relative_error import relative_l2
+from passes.relative_error import difference as exact_difference, relative_l2
 from passes.static_shapes import infer_shapes, static_element_counts
 from patterns.graph_query import RANDOM_OPS
 
@@ -232,11 +232,9 @@ def compare(outputs: Mapping[str, np.ndarray], references: Mapping[str, np.ndarr
                 name, float("inf"), float("inf"), rtol_l2, False,
                 f"shape {list(actual.shape)} != expected {list(expected.shape)}"))
             continue
-        a = actual.astype(np.float64)
-        b = expected.astype(np.float64)
-        difference = a - b
+        difference = exact_difference(actual, expected)   # integers past 2^53 too (adv19)
         max_abs = float(np.max(np.abs(difference))) if difference.size else 0.0
-        rel_l2 = relative_l2(a, b)   # the absolute error where the reference is all zeros
+        rel_l2 = relative_l2(actual, expected)   # the absolute error where the reference is all zeros
         finite = bool(np.isfinite(rel_l2))  # NaN or inf anywhere makes the norm non-finite
         ok = finite and rel_l2 <= rtol_l2
         comparisons.append(OutputComparison(name, max_abs, rel_l2, rtol_l2, ok,

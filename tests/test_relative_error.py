@@ -71,3 +71,19 @@ def test_a_structured_array_is_refused_though_numpy_converts_it():
     with pytest.raises(ValueError, match=re.escape(
             "relative_l2: expected has dtype [('a', '<f4'), ('b', '<i8')]: only real numbers and booleans")):
         relative_l2(np.zeros(2), record)
+
+
+def test_integers_past_2_to_the_53_are_subtracted_exactly():
+    """int64 2^53 + 1 against 2^53 were one float64 number: rel L2 0, and passes.apply said 'verified ... max abs 0,
+    rel L2 0 (tolerance 0)' of a reference wrong by one (adv19). Exact now, in every integer pairing."""
+    from passes.verify import compare
+
+    actual = np.array([2**53 + 1, 5], np.int64)
+    expected = np.array([2**53, 5], np.int64)
+    assert relative_l2(actual, expected) == 1 / 2**53
+    assert relative_l2(np.array([2**64 - 1], np.uint64), np.array([2**64 - 2], np.uint64)) == 1 / (2**64 - 2)
+    assert relative_l2(np.array([-2**63], np.int64), np.array([-2**63 + 1], np.int64)) == 1 / 2**63
+    assert relative_l2(actual, actual) == 0.0
+    [comparison] = compare({"y": actual}, {"y": expected}, rtol_l2=0.0)
+    assert (comparison.ok, comparison.max_abs, comparison.rel_l2) == (False, 1.0, 1 / 2**53)
+    assert compare({"y": actual}, {"y": actual.astype(np.uint64)}, rtol_l2=0.0)[0].ok
