@@ -568,7 +568,14 @@ def compile_model(
         except ReferenceDataError as error:
             raise BadInput(one_line(error)) from None
         report_data["reference"] = str(reference_path) if reference_path else None
-        if reference_path is None or verify == "each":
+        # adv19: an output the reference lacks was never compared, and the run said 'verified against' it
+        unreferenced = [] if expected is None else [o.name for o in model.graph.output if o.name not in expected]
+        if unreferenced:
+            warning = (f"reference {printable(reference_path)} lacks output(s) {printable_names(unreferenced)}; "
+                       "compared with the input model's run on its inputs instead")
+            warnings.append(warning)
+            progress.warn(warning)
+        if reference_path is None or verify == "each" or unreferenced:
             if reference_path is None:
                 looked_for = f" (looked for {input_path.stem}.ref.npz)" if input_path is not None else ""
                 warning = (f"no reference npz{looked_for}; running the input graph ({input_nodes:,} nodes) "
@@ -584,16 +591,18 @@ def compile_model(
                     # Nothing of ours has touched the model yet: it is the input that is unusable.
                     raise BadInput(f"the input model does not run: {one_line(error)} "
                                    "(--verify none compiles it without running it)") from None
-            if expected is None:
+            if expected is None or unreferenced:
+                from_input = baseline_outputs if expected is None else {n: baseline_outputs[n] for n in unreferenced}
                 # Random inputs on which the input model itself gives NaN or infinity: the comparison could never
                 # pass (inf - inf), and a scan form's overflow hint would be blamed, after the whole compile.
-                not_finite = next((name for name, array in baseline_outputs.items()
+                not_finite = next((name for name, array in from_input.items()
                                    if np.asarray(array).dtype.kind in "fc" and not np.all(np.isfinite(array))), None)
                 if not_finite is not None:
-                    raise BadInput(f"the input model's output '{printable(not_finite)}' holds NaN or infinity on random "
-                                   "inputs, which verification cannot compare against (give --reference with finite "
-                                   "outputs, or --verify none)")
-                expected = baseline_outputs
+                    raise BadInput(f"the input model's output '{printable(not_finite)}' holds NaN or infinity on "
+                                   f"{'random inputs' if expected is None else 'the reference inputs'}, which "
+                                   "verification cannot compare against (give --reference with finite outputs, or "
+                                   "--verify none)")
+                expected = from_input if expected is None else {**expected, **from_input}
 
     with progress.step(f"import {input_nodes:,} nodes into onnx-graphsurgeon"):
         graph = model_to_graph(model)

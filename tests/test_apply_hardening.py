@@ -21,8 +21,8 @@ from scan_testing import TINY_MODEL_TEXT
 from test_cli import REPO, apply_cli, assert_one_line_error
 from test_hardening import DUPLICATE_NAMES, _invalid, listing, with_ctrl_c
 
-from passes.base import Pass
-from pipelines.compiler import BadInput, PassFailed, compile_model
+from passes.base import Pass, PassResult
+from pipelines.compiler import BadInput, PassFailed, VerificationFailed, compile_model
 
 X = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
 Y = np.maximum(X + np.array([2.0, 3.0, 4.0], np.float32), 0)
@@ -1237,3 +1237,34 @@ def test_a_pass_that_grows_the_model_past_2_gib_is_refused_in_one_line(tmp_path,
         "protobuf's limit of 200,001 (2 GiB) on one model, which is how the compiler holds it; not supported "
         "(found by pass 'fold-constants')")
     assert sorted(os.listdir(tmp_path)) == ["R", "m.onnx"]   # the report of the failed run, no output
+
+
+class _ExpToRelu(Pass):
+    """Changes output z only: Exp -> Relu."""
+    name = "test-exp-to-relu"
+
+    def run(self, graph, ctx):
+        for node in graph.nodes:
+            if node.op == "Exp":
+                node.op = "Relu"
+        return PassResult(changed=True)
+
+
+def test_an_output_the_reference_lacks_is_compared_with_the_input_models_run(tmp_path):
+    """A reference npz holding y of a model giving y and z: z was never compared, the run said 'verified against'
+    it and a pass breaking z wrote its output, exit 0 (adv19). z is now compared with the input model's run on the
+    reference's inputs, with a warning."""
+    onnx.save(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y, float[2] z) { y = Relu(x)
+                                                      z = Exp(x) }"""), tmp_path / "m.onnx")
+    x = np.array([1.0, -1.0], np.float32)
+    np.savez(tmp_path / "m.ref.npz", x=x, y=np.maximum(x, 0))
+    with pytest.raises(VerificationFailed) as caught:
+        compile_model(tmp_path / "m.onnx", [_ExpToRelu()], output=tmp_path / "o.onnx")
+    assert caught.value.exit_code == 3 and str(caught.value) == (
+        "verification failed: output 'z' rel L2 0.641 > tolerance 1e-05 (max abs 1.72); no output written")
+    assert not (tmp_path / "o.onnx").exists()
+    result = compile_model(tmp_path / "m.onnx", "cpu")
+    assert [c["name"] for c in result.verification["outputs"]] == ["y", "z"] and result.verification["ok"]
+    assert result.warnings[-1] == (f"reference {tmp_path / 'm.ref.npz'} lacks output(s) z; compared with the "
+                                   "input model's run on its inputs instead")
