@@ -2,9 +2,11 @@
 tools.tpu_accuracy's batching, scoring and acceptance rule."""
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -518,3 +520,25 @@ def test_tpu_check_random_token_ids_are_drawn_from_the_embedding_rows(tmp_path):
         tpu_check.make_inputs(interface, None, {})
     assert str(refused.value) == ("input 'ids' is of type int64 and indexes no constant table (a Gather): "
                                   "standard-normal values are no sample of it; give --input")
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_bmodel_output_holding_infinity_or_nan_is_never_accurate(bad):
+    """The cmodel gave output b an infinity (a BF16 overflow): its cosine was numpy's NaN, which min() skips
+    after a number, so the verdict read output a's 1.0000000, 'OK', exit 0 (adv19); a NaN gave cosine 0 beside a
+    max abs of 0.0 (max() skipped it too). Both are the worst value now, and below any threshold."""
+    from tools.tpu_check import match_outputs, worst_match
+
+    reference = {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)}
+    produced = {"a": np.ones(4, np.float32), "b": np.array([bad, 1, 1, 1], np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # numpy's 'invalid value' RuntimeWarning was a raw line on stderr
+        matches = match_outputs(reference, produced)
+    cosine, max_abs = worst_match(matches)
+    assert math.isnan(cosine) and not cosine >= 0.0 and (math.isnan(max_abs) or max_abs == math.inf)
+    assert [m.cosine for m in matches][0] == 1.0
+    from tools.tpu_check import Verdict
+    verdict = Verdict(model="m.onnx", chip="bm1684x", quantize="F32", layer_group=True, nodes=1, outputs=matches,
+                      min_cosine=cosine, max_abs=max_abs)
+    shown = verdict.to_dict()   # JSON, not json.dumps' NaN or Infinity
+    assert (shown["min_cosine"], shown["max_abs"], shown["outputs"][1]["cosine"]) == (None, None, None)
