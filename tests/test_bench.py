@@ -289,3 +289,19 @@ def test_numbers_not_written_in_ascii_are_usage_errors(argv, message, capsys):
         bench._parse_args(argv + ["--rows", "cpu", "--out-md", "none", "--json", "none", "--png", "none"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == message + "\n"
+
+
+@pytest.mark.parametrize("key", ["input", "logits"])
+def test_a_reference_holding_nan_is_refused(key, tmp_path):
+    """A naive export's reference whose input or logits hold NaN: PyTorch's logits on it compared as rel L2 nan,
+    which 'rel_l2 > 1e-4' let through as 'naive export matches the PyTorch model' (adv19). Refused on reading."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    arrays = {"input": np.zeros((1, 3, 4, 4), np.float32), "logits": np.zeros((1, 10), np.float32)}
+    arrays[key].flat[1] = np.nan
+    np.savez(tmp_path / "naive.ref.npz", **arrays)
+    with pytest.raises(bench.BenchError) as error:
+        bench.read_reference(tmp_path / "naive.ref.npz", SimpleNamespace(in_chans=3, img_size=4))
+    assert str(error.value) == f"reference {tmp_path / 'naive.ref.npz'}: {key} holds NaN or infinity"

@@ -302,6 +302,9 @@ def read_reference(path: Path, config) -> dict[str, np.ndarray]:
     for key in ("input", "logits"):
         if not isinstance(ref.get(key), np.ndarray) or ref[key].dtype.kind != "f":
             raise BenchError(f"reference {shown} has no float array '{key}' (vmamba_ref.export writes input and logits)")
+    for key in ("input", "logits"):   # adv19: NaN made the match below rel L2 nan, which '> 1e-4' let through
+        if not np.all(np.isfinite(ref[key])):
+            raise BenchError(f"reference {shown}: {key} holds NaN or infinity")
     x = ref["input"]
     if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != image or len(x) < 1:
         raise BenchError(f"reference {shown}: input is {x.dtype} of shape {list(x.shape)}, not float32 images of "
@@ -313,7 +316,7 @@ def _check_reference_matches_model(model, ref: dict, display) -> None:
     """The naive export must come from this very model: PyTorch on its sample must give its logits."""
     got = torch_logits(model, ref["input"], "sequential")
     err = error_metrics(got, ref["logits"])
-    if err["rel_l2"] > 1e-4:
+    if not err["rel_l2"] <= 1e-4:   # NaN too
         raise BenchError(f"the naive export's reference logits differ from this model's (rel L2 {err['rel_l2']:.2e}): "
                          "exported with other weights, seed or config?")
     display.log(f"  naive export matches the PyTorch model (rel L2 {err['rel_l2']:.1e} on its sample)")
