@@ -542,3 +542,22 @@ def test_a_bmodel_output_holding_infinity_or_nan_is_never_accurate(bad):
                       min_cosine=cosine, max_abs=max_abs)
     shown = verdict.to_dict()   # JSON, not json.dumps' NaN or Infinity
     assert (shown["min_cosine"], shown["max_abs"], shown["outputs"][1]["cosine"]) == (None, None, None)
+
+
+def test_tpu_check_refuses_an_input_of_nan_or_of_floats_for_integers_before_any_work(relu_model, tmp_path, capsys):
+    """--input holding NaN: ONNX Runtime's reference NaN, the verdict 'inaccurate' known before the compile; float
+    ids for an int64 input were cut to integers without a word (adv19). One line, exit 2, no workdir."""
+    from tools import tpu_check
+
+    work = tmp_path / "w"
+    np.savez(tmp_path / "nan.npz", x=np.full((2, 3), np.nan, np.float32))
+    assert tpu_check.main([str(relu_model), "--input", str(tmp_path / "nan.npz"), "--workdir", str(work)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/nan.npz['x'] is float32 holding NaN or infinity\n"
+    graph = helper.make_graph([helper.make_node("Neg", ["ids"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "ids.onnx"))
+    np.savez(tmp_path / "ids.npz", ids=np.array([2.7, 1.0]))
+    assert tpu_check.main([str(tmp_path / "ids.onnx"), "--input", str(tmp_path / "ids.npz"), "--workdir", str(work)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/ids.npz['ids'] is float64; the model takes int64\n"
+    assert not work.exists()

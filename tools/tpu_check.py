@@ -194,6 +194,13 @@ def make_inputs(interface, sample: Optional[Path], bounds: Optional[dict[str, in
         value = stored[name]
         if tuple(value.shape) != shape:
             raise UsageError(f"{sample}['{printable(name)}'] has shape {list(value.shape)}, the model wants {list(shape)}")
+        # adv19: NaN fed in made ONNX Runtime's reference NaN, a verdict known before the minutes of compiling; a
+        # float array for an integer input was cut to integers without a word (2.7 -> 2), as the compiler never takes it
+        if value.dtype.kind not in "biuf" or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
+            raise UsageError(f"{printable(sample)}['{printable(name)}'] is {value.dtype} holding NaN or infinity"
+                             if value.dtype.kind == "f" else f"{printable(sample)}['{printable(name)}'] is {value.dtype}")
+        if value.dtype.kind == "f" and np.dtype(dtype).kind != "f":
+            raise UsageError(f"{printable(sample)}['{printable(name)}'] is {value.dtype}; the model takes {np.dtype(dtype)}")
         feeds[name] = value.astype(dtype)
     return feeds
 
