@@ -19,6 +19,7 @@ import numbers
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -91,20 +92,36 @@ def terminal_closed():
     ONNX Runtime sessions that onnx-graphsurgeon's folding opens). onnxsim writes what fails to fold there, past
     sys.stderr, with the node's name as the model has it (ONNX Runtime's error log in ANSI colours, its
     own 'WARNING: failed to run ... (name is "...")' and a traceback): a name could clear the screen
-    or forge an 'error:' line. What it had to say is in its result (or its exception)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
+    or forge an 'error:' line. What it had to say is in its result (or its exception).
+
+    The descriptors are the process's: threads share one closing, the first to enter closes them and the last
+    to leave opens them again (adv19: two compile_model threads each saved what the other had closed, and the
+    process's stdout stayed /dev/null for good)."""
+    global _closed_depth, _saved_descriptors
+    with _terminal_lock:
+        if _closed_depth == 0:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _saved_descriptors = [os.dup(1), os.dup(2)]
+            with open(os.devnull, "wb") as nowhere:
+                os.dup2(nowhere.fileno(), 1)
+                os.dup2(nowhere.fileno(), 2)
+        _closed_depth += 1
     try:
-        with open(os.devnull, "wb") as nowhere:
-            os.dup2(nowhere.fileno(), 1)
-            os.dup2(nowhere.fileno(), 2)
         yield
     finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for descriptor in saved:
-            os.close(descriptor)
+        with _terminal_lock:
+            _closed_depth -= 1
+            if _closed_depth == 0:
+                os.dup2(_saved_descriptors[0], 1)
+                os.dup2(_saved_descriptors[1], 2)
+                for descriptor in _saved_descriptors:
+                    os.close(descriptor)
+
+
+_terminal_lock = threading.Lock()
+_closed_depth = 0
+_saved_descriptors: list[int] = []
 
 
 def unencodable_text_escaped() -> None:

@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ _REGISTERS_A_PASS = "register_pass"  # a cheap filter before parsing
 _passes: dict[str, type[Pass]] = {}
 _import_failures: dict[str, str] = {}
 _discovered = False
+_discovery_lock = threading.RLock()
 
 
 class UnknownPassError(ValueError):
@@ -82,10 +84,18 @@ def _record_failure(where: str, error: BaseException) -> None:
 
 
 def _discover() -> None:
+    # Under the lock: another thread read the registry empty while the first still imported (adv19: compile_model
+    # from four threads, three "unknown pass 'unroll-loops'; valid passes: (none)"). Marked done first, so that
+    # an import asking again (the same thread: the lock is reentrant) returns.
     global _discovered
-    if _discovered:
-        return
-    _discovered = True
+    with _discovery_lock:
+        if _discovered:
+            return
+        _discovered = True
+        _import_all()
+
+
+def _import_all() -> None:
     for module_name in pass_module_names():
         try:
             importlib.import_module(module_name)

@@ -169,3 +169,60 @@ def test_pass_options_are_the_declarations_or_the_named_init_parameters():
     assert list(pass_options(DeclaredWithInit)) == ["size"]
     assert pass_options(get_pass_class("eliminate-dead-nodes")) == {}
     assert registry.pass_option_names(OwnInit) == ["alpha", "beta"]
+
+
+def test_threads_asking_at_once_all_see_every_pass():
+    """compile_model from four threads of a fresh process: the first marked the registry discovered before its
+    imports ended, so the other three read it empty: "unknown pass 'unroll-loops'; valid passes: (none)", bad input
+    (adv19). Discovery holds a lock; every thread waits for it."""
+    import subprocess
+
+    script = """
+import threading
+import passes.registry as registry
+barrier, seen = threading.Barrier(8), []
+def ask():
+    barrier.wait()
+    try:
+        seen.append(registry.get_pass_class("unroll-loops").name)
+    except Exception as error:
+        seen.append(str(error)[:60])
+threads = [threading.Thread(target=ask) for _ in range(8)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print(sorted(set(seen)))
+"""
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                                cwd=registry.Path(registry.__file__).parent.parent)
+        assert result.stdout == "['unroll-loops']\n", result.stdout + result.stderr
+
+
+def test_threads_closing_the_terminal_in_turn_leave_it_open():
+    """Two compile_model threads in onnxsim at once: A closed fds 1 and 2, B saved A's /dev/null as 'the terminal',
+    A opened them, B 'opened' them to /dev/null: the process's stdout and stderr were lost for good (adv19, found
+    with the threads of test_threads_asking_at_once_all_see_every_pass). The last to leave opens them."""
+    import os
+    import threading
+
+    from passes.one_line import terminal_closed
+
+    before = [os.fstat(1).st_ino, os.fstat(2).st_ino]
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with terminal_closed():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with terminal_closed():
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    [thread.start() for thread in threads]
+    [thread.join(30) for thread in threads]
+    assert [os.fstat(1).st_ino, os.fstat(2).st_ino] == before
