@@ -17,7 +17,7 @@ import traceback
 
 from passes.input_shapes import InputShapeError, parse_input_shapes
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, one_line, printable, unencodable_text_escaped
+from passes.one_line import OneLineArgumentParser, one_line, printable, usable_text_streams
 from passes.verify import DEFAULT_VERIFY_TIMEOUT
 from pipelines.compiler import EXIT_INTERNAL, EXIT_OK, EXIT_PASS, EXIT_USAGE, EXIT_VERIFY, BadInput, CompileError
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {message}\n")  # plain write: rich would wrap a long message
         return code
 
-    unencodable_text_escaped()   # PYTHONIOENCODING=ascii: the summary's arrow was 'internal error', exit 1 (adv19)
+    usable_text_streams()   # PYTHONIOENCODING=ascii, a closed stdout: each was an internal error, exit 1 (adv19)
     try:
         with sigterm_as_interrupt():   # SIGTERM cleans up like Ctrl-C: no temporary file is left
             return _main(argv)

@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import Callable, Iterator
 
-from passes.one_line import unencodable_text_escaped
+from passes.one_line import usable_text_streams
 
 
 class Terminated(KeyboardInterrupt):
@@ -96,8 +96,8 @@ def run_command_line(main: Callable[..., int | None], *args) -> int | None:
     process where it stood, leaving the exclusive temporary files of a write half-done (``make demo``
     left '.naive.onnx.*.onnx.tmp'), and Ctrl-C printed a KeyboardInterrupt traceback. The temporary
     files are removed as the interrupt unwinds (``passes.files``); files finished before it stay. A character
-    the terminal's encoding lacks is written escaped (``one_line.unencodable_text_escaped``)."""
-    unencodable_text_escaped()
+    the terminal's encoding lacks is written escaped, a closed stream to /dev/null (``one_line.usable_text_streams``)."""
+    usable_text_streams()
     try:
         with sigterm_as_interrupt():
             return main(*args)

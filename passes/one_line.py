@@ -100,9 +100,10 @@ def terminal_closed():
     global _closed_depth, _saved_descriptors
     with _terminal_lock:
         if _closed_depth == 0:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _saved_descriptors = [os.dup(1), os.dup(2)]
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:   # None where closed: 'no attribute flush' failed fold-constants (adv19)
+                    stream.flush()
+            _saved_descriptors = [_duplicate(1), _duplicate(2)]
             with open(os.devnull, "wb") as nowhere:
                 os.dup2(nowhere.fileno(), 1)
                 os.dup2(nowhere.fileno(), 2)
@@ -113,26 +114,36 @@ def terminal_closed():
         with _terminal_lock:
             _closed_depth -= 1
             if _closed_depth == 0:
-                os.dup2(_saved_descriptors[0], 1)
-                os.dup2(_saved_descriptors[1], 2)
-                for descriptor in _saved_descriptors:
-                    os.close(descriptor)
+                for descriptor, saved in zip((1, 2), _saved_descriptors):
+                    if saved is not None:   # one closed before stays on /dev/null
+                        os.dup2(saved, descriptor)
+                        os.close(saved)
+
+
+def _duplicate(descriptor: int) -> int | None:
+    try:
+        return os.dup(descriptor)
+    except OSError:   # closed (EBADF)
+        return None
 
 
 _terminal_lock = threading.Lock()
 _closed_depth = 0
-_saved_descriptors: list[int] = []
+_saved_descriptors: list[int | None] = []
 
 
-def unencodable_text_escaped() -> None:
+def usable_text_streams() -> None:
     """sys.stdout and sys.stderr write a character their encoding lacks as an escape (``\\u2192``) instead of
     raising: under PYTHONIOENCODING=ascii (or a terminal in Latin-1) the summary's arrow ended passes.apply in
     'internal error: UnicodeEncodeError', exit 1, after its output was written, and tools.nodecount and
-    tools.diffview in a traceback (adv19). Called first by every command line (interrupts.run_command_line,
-    passes.apply.main)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, OSError):   # no stream, or not a TextIOWrapper
-            stream.reconfigure(errors="backslashreplace")
+    tools.diffview in a traceback. A closed one (``>&-``: Python makes it None) writes to /dev/null: passes.apply
+    ended in 'internal error: AttributeError', tools.diffview in a traceback (adv19). Called first by every command
+    line (interrupts.run_command_line, passes.apply.main)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        with contextlib.suppress(AttributeError, ValueError, OSError):   # not a TextIOWrapper
+            getattr(sys, name).reconfigure(errors="backslashreplace")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

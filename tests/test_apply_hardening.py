@@ -1268,3 +1268,22 @@ def test_an_output_the_reference_lacks_is_compared_with_the_input_models_run(tmp
     assert [c["name"] for c in result.verification["outputs"]] == ["y", "z"] and result.verification["ok"]
     assert result.warnings[-1] == (f"reference {tmp_path / 'm.ref.npz'} lacks output(s) z; compared with the "
                                    "input model's run on its inputs instead")
+
+
+def test_a_closed_stdout_changes_nothing_but_where_the_summary_goes(work, monkeypatch):
+    """`>&-` (Python makes sys.stdout None): passes.apply ended in 'internal error: AttributeError: 'NoneType'
+    object has no attribute 'isatty'', exit 1, tools.diffview in a traceback; and terminal_closed's flush of None
+    failed fold-constants and simplify, 'graph left unfolded': a caller with no stdout (pythonw, a daemon) got a
+    graph of 4 nodes where others get 2 (adv19)."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    commands = [["passes.apply", work / "naive.onnx", "--pipeline", "cpu", "-o", work / "o.onnx"],
+                ["tools.diffview", work / "naive.onnx", work / "o.onnx"]]
+    for command in commands:
+        result = subprocess.run([sys.executable, "-m", *map(str, command)], capture_output=True, text=True, env=env,
+                                cwd=REPO, timeout=120, preexec_fn=lambda: os.close(1))
+        assert result.returncode == 0 and "Error" not in result.stderr, (command, result.stderr)
+    assert [node.op_type for node in onnx.load(work / "o.onnx").graph.node] == ["Add", "Relu"]   # the bias folded
+    monkeypatch.setattr(sys, "stdout", None)
+    result = compile_model(work / "naive.onnx", "cpu")
+    assert (result.nodes_after, [note for record in result.records for note in record.notes if "failed" in note]) \
+        == (2, [])
