@@ -117,6 +117,11 @@ def _main(argv: list[str] | None) -> int:
     # Piped output: rich would assume 80 columns and wrap the table; logs are read wider.
     stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
     stderr = Console(stderr=True)
+
+    def reader_gone() -> None:   # `| head -1` (adv19): rich's own answer was exit 1, said nowhere, after the work
+        stdout.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    stdout.on_broken_pipe = reader_gone
     plugin_files = []
     for module in args.plugin:
         try:
