@@ -5,7 +5,8 @@ with and without a chunk remainder, one chunk and many, the scan axis inside or 
 and 3, an initial state or none, decays in [0.13, 0.6] (with decays near 1 a state one step or one chunk off is
 almost the same state, and the error hides under 1e-5: test_mutants' carry test), and for the forms that take
 any sign, decays of both signs. These kill mutmut's survivors of passes/scan_forms/{window_doubling,
-parallel_strided, chunk_axes, batched, batched_doubling}.py (docs/MUTATION.md, "Session s29 (mut29)").
+parallel_strided, chunk_axes, batched, batched_doubling}.py (docs/MUTATION.md, "Session s29 (mut29)") and, at the
+end, of parallel.py, chunk24.py and decays.py ("Session s31 (mut32)").
 """
 from __future__ import annotations
 
@@ -490,3 +491,217 @@ def test_shift_last_by_matmul_shifts_only_the_last_axis():
     x = gs.Variable("x", np.float32, (2, 3, 4))
     with pytest.raises(AssertionError, match=r"^shift_last_by_matmul shifts the last axis$"):
         shift_last_by_matmul(builder, x, 3, 1, 1, 3, 0.0)
+
+
+# Session s31 (mut32): the parallel form (the cpu pipeline's), chunk24 and decays.py, never mutated whole before.
+
+@pytest.mark.parametrize("length, chunk", LENGTHS + [(7, 1), (6, 6)])
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+@pytest.mark.parametrize("initial", [False, True])
+def test_chunk24_equals_the_float64_scan(length, chunk, layout, initial):
+    shape, axis = LAYOUTS[layout]
+    check("chunk24", _layout(shape, axis, length), axis, chunk, initial=initial)
+
+
+@pytest.mark.parametrize("length, chunk", LENGTHS + [(7, 1), (6, 6)])
+@pytest.mark.parametrize("layout", [0, 1, 2])
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("signs", [False, True])
+def test_parallel_equals_the_float64_scan(length, chunk, layout, initial, signs):
+    shape, axis = LAYOUTS[layout]
+    check("parallel", _layout(shape, axis, length), axis, chunk, log_space=False, initial=initial, signs=signs)
+
+
+# (length, chunk): 64 chunks of 4 (a doubling carry: NESTED_ABOVE), 65 (nested: 65 chunk-level steps in 17 chunks of
+# 4, padded to 68), 67 (nested, padded to 68), 68 (nested, 17 chunks of 4 exactly), 200 at chunk 1 (one step a chunk:
+# never nested), 130 at chunk 2 (65 chunks: nested with one step a chunk below).
+NESTED = [(256, 4), (260, 4), (268, 4), (272, 4), (200, 1), (130, 2)]
+
+
+@pytest.mark.parametrize("length, chunk", NESTED)
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_parallel_nests_the_carry_past_64_chunks_exactly(length, chunk, initial, layout):
+    shape, axis = LAYOUTS[layout]
+    check("parallel", _layout((1,) + shape[1:], axis, length), axis, chunk, log_space=False, initial=initial,
+          signs=True)
+
+
+# Shape plumbing of the (chunks, Q) view and back: 3 Shape, 3 Slice, 3 Concat, 3 Reshape per level (+ the output's
+# Identity); the rest is the form's own.
+_PLUMBING = {"Concat": 3, "Identity": 1, "Reshape": 3, "Shape": 3, "Slice": 6}
+_PARALLEL_OPS = {
+    # one chunk of 5: no carry at all; a Split per input, one Concat of the 5 blocks, sweep 2 alone (4 Mul + 4 Add)
+    (5, 8, False): dict(_PLUMBING, Add=4, Concat=4, Mul=4, Split=2),
+    # the initial state folded into step 0 of the one chunk: a Slice of each block 0 (no Concat: one chunk), 1 Mul, 1 Add
+    (5, 8, True): dict(_PLUMBING, Add=5, Concat=4, Mul=5, Slice=8, Split=2, Unsqueeze=1),
+    # one step a chunk (Q = 1): no Split, no Concat of blocks; 5 chunks carried by 3 doubling rounds (3 + 2 shifts:
+    # Slice + Pad) and the carry in (one more), 3 + 2 Mul and 3 Add, then the one-step sweep (1 Mul, 1 Add)
+    (5, 1, False): dict(_PLUMBING, Add=4, Mul=6, Pad=6, Slice=12),
+    # with an initial state: its Slice of the drive and of the decay, 1 Mul, 1 Add and the Concat of step 0 back
+    (5, 1, True): dict(_PLUMBING, Add=5, Concat=4, Mul=7, Pad=6, Slice=15, Unsqueeze=1),
+}
+
+
+@pytest.mark.parametrize("length, chunk, initial", sorted(_PARALLEL_OPS))
+def test_parallel_exact_ops_with_one_chunk_and_with_one_step_a_chunk(length, chunk, initial):
+    model = check("parallel", (2, length, 3, 1), 1, chunk, log_space=False, initial=initial, signs=True)
+    assert op_histogram(model) == _PARALLEL_OPS[length, chunk, initial]
+
+
+# (length, chunk) -> ops: the carry over 64 chunks a doubling scan (6 rounds), over 65 and 67 this form one level down
+# (a second view: 3 more Shape, Reshape and Concat, 2 Splits, 1 Concat of blocks) over 17 chunks of 4 (5 rounds),
+# padded to 68 (2 Pads in, 1 Slice out), over 68 the same without the padding; 200 chunks of one step never nest
+# (no Split: 8 rounds); 65 chunks of 2 nest into 65 chunks of one step (7 rounds) with no Split below.
+_NESTED_OPS = {
+    (256, 4): dict(_PLUMBING, Add=13, Concat=4, Mul=21, Pad=12, Slice=18, Split=2),
+    (260, 4): dict(_PLUMBING, Add=19, Concat=8, Mul=29, Pad=13, Reshape=6, Shape=6, Slice=24, Split=4),
+    (268, 4): dict(_PLUMBING, Add=19, Concat=8, Mul=29, Pad=13, Reshape=6, Shape=6, Slice=24, Split=4),
+    (272, 4): dict(_PLUMBING, Add=19, Concat=8, Mul=29, Pad=11, Reshape=6, Shape=6, Slice=23, Split=4),
+    (200, 1): dict(_PLUMBING, Add=9, Mul=16, Pad=16, Slice=22),
+    (130, 2): dict(_PLUMBING, Add=11, Concat=7, Mul=18, Pad=15, Reshape=6, Shape=6, Slice=27, Split=2),
+}
+
+
+@pytest.mark.parametrize("length, chunk", NESTED)
+def test_parallel_exact_ops_past_64_chunks(length, chunk):
+    from passes.scan_forms.parallel import NESTED_ABOVE
+
+    assert NESTED_ABOVE == 64
+    model = check("parallel", (1, length, 3, 1), 1, chunk, log_space=False, signs=True, seeds=(0,))
+    assert op_histogram(model) == _NESTED_OPS[length, chunk]
+
+
+@pytest.mark.parametrize("length, chunk, initial, expected", [
+    # two chunks of 3: per chunk 2 CumSum, Neg, 2 Exp, 2 Mul, the inputs' 2 Slices; chunk 0's last state (Slice) and
+    # the initial state Added in; one Concat
+    (6, 3, True, {"Add": 2, "Concat": 1, "CumSum": 4, "Exp": 4, "Identity": 1, "Mul": 4, "Neg": 2, "Slice": 5}),
+    # one chunk: no Slice, no Concat
+    (6, 6, True, {"Add": 1, "CumSum": 2, "Exp": 2, "Identity": 1, "Mul": 2, "Neg": 1}),
+    (6, 6, False, {"CumSum": 2, "Exp": 2, "Identity": 1, "Mul": 2, "Neg": 1}),
+])
+def test_chunk24_exact_ops(length, chunk, initial, expected):
+    model = check("chunk24", (2, length, 3, 1), 1, chunk, initial=initial)
+    assert op_histogram(model) == expected
+
+
+# decays.py: Decays.of reads log a_i off an Exp, through ops that only move elements, or off a constant > 0.
+
+def _moved(builder: GraphBuilder, op: str, x: gs.Tensor, shape: tuple, domain: str = "") -> gs.Variable:
+    """`op` taking x (B, L, 3) or its (B, 3, L) transpose for Transpose, (B, L, 3, 1, 1) for Squeeze, to (B, L, 3, 1)."""
+    out = gs.Variable(f"{op.lower()}_of_{x.name}", np.float32, shape)
+    inputs = {"Unsqueeze": [x, gs.Constant("unsqueeze_axes", np.array([3], np.int64))],
+              "Squeeze": [x, gs.Constant("squeeze_axes", np.array([4], np.int64))],
+              "Reshape": [x, gs.Constant("reshape_to", np.array([2, -1, 3, 1], np.int64))]}.get(op, [x])
+    attrs = {"perm": [0, 3, 1, 2]} if op == "Transpose" else {}
+    builder.graph.nodes.append(gs.Node(op, f"{op}_node", attrs, inputs, [out], domain=domain or None))
+    return out
+
+
+# the op moving Exp(z) -> the shape of z, and how z's values become the decays' exponents
+MOVES = {"Unsqueeze": ((2, 6, 3), lambda z: z[..., None]),
+         "Squeeze": ((2, 6, 3, 1, 1), lambda z: z[..., 0]),
+         "Reshape": ((2, 6, 3), lambda z: z.reshape(2, -1, 3, 1)),
+         "Transpose": ((2, 3, 1, 6), lambda z: z.transpose(0, 3, 1, 2)),
+         "Identity": ((2, 6, 3, 1), lambda z: z)}
+
+
+@pytest.mark.parametrize("moves", [["Unsqueeze"], ["Squeeze"], ["Reshape"], ["Transpose"], ["Identity"],
+                                   ["Unsqueeze", "Identity"], ["Identity", "Transpose"]])
+@pytest.mark.parametrize("chunk", [6, 4])
+def test_an_exp_moved_by_shape_ops_has_its_exponent_moved_the_same_way_as_log(moves, chunk):
+    """Decays Move(Exp(z)): chunk24 reads log a = Move(z), no Log, the decays' own Exp and move dead; the states
+    equal the float64 scan. Two moves are applied to z in their order (the inner one first)."""
+    shape = (2, 6, 3, 1)
+    z_shape = MOVES[moves[0]][0] if moves[0] != "Identity" or len(moves) == 1 else MOVES[moves[1]][0]
+    graph = gs.Graph(opset=17)
+    z, b = gs.Variable("z", np.float32, z_shape), gs.Variable("b", np.float32, shape)
+    graph.inputs = [z, b]
+    builder = GraphBuilder(graph, 17, "form")
+    decay = gs.Variable("a", np.float32, z_shape)
+    graph.nodes.append(gs.Node("Exp", "exp", {}, [z], [decay]))
+    for op in moves:
+        decay = _moved(builder, op, decay, shape if op != "Identity" or decay.shape == shape else decay.shape)
+    decays = Decays.of(builder, decay)
+    assert decays.has_log and decays.why_no_log == ""
+    out = SCAN_FORMS["chunk24"](builder, decays=decays, drive=b, initial=None, axis=1, length=6, chunk=chunk, rank=4)
+    graph.outputs = [builder.node("Identity", [out], output=gs.Variable("states", np.float32, shape))]
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    hist = op_histogram(model)
+    chunks = -(-6 // chunk)
+    assert "Log" not in hist and hist["Exp"] == 2 * chunks   # chunk24's own: exp(-S) and exp(S) per chunk
+    for op in moves:
+        assert hist[op] == moves.count(op) + (op == "Identity")   # each move once, on z (+ the output's Identity)
+    rng = np.random.default_rng(0)
+    feeds = {"z": -rng.uniform(0.5, 2.0, z_shape).astype(np.float32), "b": rng.standard_normal(shape).astype(np.float32)}
+    log_a = feeds["z"].astype(np.float64)
+    for op in moves:
+        log_a = MOVES[op][1](log_a)
+    assert rel_l2(run(model, feeds)[0], scan64(np.exp(log_a), feeds["b"], 1)) <= TOL
+
+
+def _decays_of(make) -> Decays:
+    graph = gs.Graph(opset=17)
+    builder = GraphBuilder(graph, 17, "d")
+    return Decays.of(builder, make(graph, builder))
+
+
+def _node(graph, op, inputs, name, domain=""):
+    out = gs.Variable(name, np.float32, (2, 6, 3, 1))
+    graph.nodes.append(gs.Node(op, f"{op}_{name}", {}, inputs, [out], domain=domain or None))
+    return out
+
+
+_Z = gs.Variable("z", np.float32, (2, 6, 3, 1))
+
+
+@pytest.mark.parametrize("make, why", [
+    # an Exp of another domain is not ONNX's Exp
+    (lambda g, b: _node(g, "Exp", [_Z], "a", "com.example"),
+     "they are a Exp output ('a'), not an Exp output or a constant > 0"),
+    # a move of another domain does not commute with log
+    (lambda g, b: _node(g, "Identity", [_node(g, "Exp", [_Z], "e")], "a", "com.example"),
+     "they are a Identity output ('a'), not an Exp output or a constant > 0"),
+    # an op that is not a move between the Exp and the decays
+    (lambda g, b: _node(g, "Neg", [_node(g, "Exp", [_Z], "e")], "a"),
+     "they are a Neg output ('a'), not an Exp output or a constant > 0"),
+    (lambda g, b: _node(g, "Identity", [_node(g, "Neg", [_node(g, "Exp", [_Z], "e")], "n")], "a"),
+     "they are a Identity output ('a'), not an Exp output or a constant > 0"),
+    # moves down to a graph input
+    (lambda g, b: _node(g, "Identity", [_Z], "a"), "they are a Identity output ('a'), not an Exp output or a constant > 0"),
+    (lambda g, b: _Z, "they are the graph input 'z', not an Exp output or a constant > 0"),
+    (lambda g, b: gs.Constant("c", np.array([0.5, 0.0], np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
+    (lambda g, b: gs.Constant("c", np.array([0.5, -1.0], np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
+    (lambda g, b: gs.Constant("c", np.array([0.5, np.inf], np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
+    (lambda g, b: gs.Constant("c", np.array([np.nan, 0.5], np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
+    (lambda g, b: gs.Constant("c", np.zeros((0,), np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
+])
+def test_decays_without_a_log_say_what_they_are(make, why):
+    decays = _decays_of(make)
+    assert not decays.has_log and decays.why_no_log == why
+    with pytest.raises(ValueError) as error:
+        decays.log
+    assert str(error.value) == f"no log of decays that may be <= 0: {why}"
+    moved = decays.mapped(lambda tensor: tensor)
+    assert not moved.has_log and moved.why_no_log == why
+
+
+def test_decays_are_built_once_and_mapped_with_their_log():
+    graph = gs.Graph(opset=17)
+    builder = GraphBuilder(graph, 17, "d")
+    constant = gs.Constant("c", np.array([0.5, 1e-30, 3.0], np.float32))
+    decays = Decays.of(builder, constant)
+    assert decays.has_log and decays.why_no_log == "" and decays.values is constant
+    log = decays.log
+    assert decays.log is log and [node.op for node in graph.nodes] == ["Log"] and graph.nodes[0].inputs == [constant]
+    mapped = decays.mapped(builder.neg)
+    assert mapped.has_log and mapped.why_no_log == ""
+    assert mapped.values is mapped.values and mapped.log is mapped.log
+    assert [(node.op, node.inputs[0]) for node in graph.nodes[1:]] == [("Neg", constant), ("Neg", log)]
+    from_log = Decays.from_log(builder, _Z)
+    assert from_log.log is _Z and from_log.values is from_log.values
+    assert [(node.op, node.inputs) for node in graph.nodes[3:]] == [("Exp", [_Z])]
+    no_log = Decays(lambda: _Z, None, "why")
+    assert no_log.values is _Z and not no_log.mapped(builder.neg).has_log and len(graph.nodes) == 4
