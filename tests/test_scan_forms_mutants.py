@@ -623,7 +623,7 @@ def test_an_exp_moved_by_shape_ops_has_its_exponent_moved_the_same_way_as_log(mo
     for op in moves:
         decay = _moved(builder, op, decay, shape if op != "Identity" or decay.shape == shape else decay.shape)
     decays = Decays.of(builder, decay)
-    assert decays.has_log and decays.why_no_log == ""
+    assert decays.has_log and decays.why_no_log == "" and decays.values is decay   # the values as they are
     out = SCAN_FORMS["chunk24"](builder, decays=decays, drive=b, initial=None, axis=1, length=6, chunk=chunk, rank=4)
     graph.outputs = [builder.node("Identity", [out], output=gs.Variable("states", np.float32, shape))]
     graph.cleanup().toposort()
@@ -642,10 +642,11 @@ def test_an_exp_moved_by_shape_ops_has_its_exponent_moved_the_same_way_as_log(mo
     assert rel_l2(run(model, feeds)[0], scan64(np.exp(log_a), feeds["b"], 1)) <= TOL
 
 
-def _decays_of(make) -> Decays:
+def _decays_of(make) -> tuple[Decays, gs.Tensor]:
     graph = gs.Graph(opset=17)
     builder = GraphBuilder(graph, 17, "d")
-    return Decays.of(builder, make(graph, builder))
+    decay = make(graph, builder)
+    return Decays.of(builder, decay), decay
 
 
 def _node(graph, op, inputs, name, domain=""):
@@ -679,8 +680,8 @@ _Z = gs.Variable("z", np.float32, (2, 6, 3, 1))
     (lambda g, b: gs.Constant("c", np.zeros((0,), np.float32)), "the constant 'c' holds a value <= 0 or not finite"),
 ])
 def test_decays_without_a_log_say_what_they_are(make, why):
-    decays = _decays_of(make)
-    assert not decays.has_log and decays.why_no_log == why
+    decays, decay = _decays_of(make)
+    assert not decays.has_log and decays.why_no_log == why and decays.values is decay
     with pytest.raises(ValueError) as error:
         decays.log
     assert str(error.value) == f"no log of decays that may be <= 0: {why}"
