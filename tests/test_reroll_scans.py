@@ -1184,6 +1184,34 @@ def test_backward_near_misses_are_left_with_a_reason(kind):
             "concat_permuted": "stacks 9 tensors; expected exactly the 9 step outputs in order"}[kind] in result.notes[1]
 
 
+@pytest.mark.parametrize("decays, drives, note", [
+    # (forward, 0) and (backward, 0) 2 votes each: forward, the drive departs.
+    ((0, 1), (1, 0), "input b_i index jumps to 1 at step 0 (expected 0)"),
+    # (forward, 0) and (forward, 1) 2 votes each: position 0, the drive departs.
+    ((0, 1), (1, 2), "input b_i index jumps to 1 at step 0 (expected 0)"),
+    # The same tie with the position-1 frame counted first (step 0's decay votes first): still position 0.
+    ((1, 2), (0, 1), "decay a_i index jumps to 1 at step 0 (expected 0)"),
+])
+def test_a_tie_between_two_frames_names_the_slice_that_departs_from_position_0_forward(decays, drives, note):
+    """linear_recurrence._frame's tie-break (mut31's three open mutants, session s31 mut33): a 2-step chain whose
+    decays and drives each agree on a different frame (2 votes each) is checked against position 0, forward, so
+    the note names the slice that departs from that frame. Without the position-0 preference the first frame
+    counted wins (case 3: "input b_i index jumps to 0 at step 0 (expected 1)"), preferring a nonzero position
+    cases 2 and 3, preferring backward case 1 ("decay a_i index jumps to 0 at step 0 (expected 1)")."""
+    model = unrolled_scan_model(ScanSpec(length=2, readout="states", axis_size=3))
+    constants = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
+    indices = {"Exp_1": iter(decays), "b": iter(drives)}
+    for node in model.graph.node:
+        if node.op_type == "Gather":
+            index = constants[node.input[1]]
+            index.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(
+                np.array(next(indices[node.input[0]]), np.int64), index.output[0]))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes == ["0 scans found", f"chain at 'Add_8' (2 steps) not re-rolled: {note}"]
+    assert op_histogram(out) == op_histogram(model)
+
+
 # --- loops over x.unbind(axis): one Split into one-position pieces per tensor ----------------------
 
 @pytest.mark.parametrize("readout", ["einsum", "mulsum", "states"])
