@@ -256,3 +256,95 @@ def test_layout_names_the_logical_axis_in_each_memory_axis():
     want = np.einsum("bdln,bln->lbd", _numpy_states(transformers_order, a_value), feeds["C"].astype(np.float64))
     got = _run(graph, [out], feeds)[0]
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_a_lower_rank_factor_of_a_named_size_is_moved_at_full_rank(n="n"):
+    """Session s31 (mut33): factors whose shapes hold names (a symbolic batch, N named "n") are moved by one Transpose
+    at full rank, B of rank 2 ((L, n)) unsqueezed to rank 4 first (2 Unsqueezes: dt's, u's are the model's own); the
+    blocks are still (chunks, 1, N, D) (d_inner is the only axis of a known size above 1). Exact ops; vs float64."""
+    from tests.test_strided_readout import _batch_symbolic_factors
+    from passes.relative_error import relative_l2
+
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _batch_symbolic_factors(length, n=n)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    calls = []
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, calls))
+    assert calls == [(q, chunk, length // chunk, (0, 1, 3, 2)) for q in range(chunk)]
+    feeds = _feeds(length, 1.0, seed=13)
+    feeds["B"] = feeds["B"][0]
+    feeds["C"] = np.random.default_rng(14).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(dict(feeds, B=feeds["B"][None]), a_value),
+                     feeds["C"].astype(np.float64))
+    # As test_factors_are_moved_whole_and_no_block_is_transposed (after cleanup: the factors' own Muls gone), but dt,
+    # u and B each one Transpose (2, 0, 3, 1) at full rank (B after its Unsqueeze), A (known) by Reshapes and a 2-D
+    # Transpose; Slices: 3 factors x Q.
+    ops = Counter(node.op for node in graph.nodes)
+    assert dict(ops) == {"Unsqueeze": 2 + 1 + 4, "Transpose": 3 + 1 + 4, "Slice": 3 * chunk + 4 + 4 + 2, "Shape": 1,
+                         "Concat": 2, "Reshape": 2 + 4 + 1, "Mul": 4 + 1 + 8 + 3 + 3 + 4, "Add": 3 + 3 + 2 + 4,
+                         "Exp": 5, "Pad": 4, "MatMul": chunk}
+    full_rank = [node for node in graph.nodes if node.op == "Transpose" and node.attrs["perm"] == [2, 0, 3, 1]]
+    assert sorted(node.inputs[0].inputs[0].op if node.inputs[0].inputs else node.inputs[0].name
+                  for node in full_rank) == ["Unsqueeze", "Unsqueeze", "Unsqueeze"]
+    assert got.shape == want.shape == (length, 1, D)
+    assert relative_l2(got, want) <= 1e-6
+
+
+def test_a_lower_rank_factor_of_static_shape_is_moved_by_reshapes():
+    """Session s31 (mut33): B (L, N) of rank 2 and a static shape keeps its order: Reshapes only, no Transpose (its
+    kept axes L, N padded with 1s: with 2s, a Reshape of 2 * 2 * L * N elements). Exact ops; vs float64."""
+    from tests.test_strided_readout import _batch_symbolic_factors
+    from passes.relative_error import relative_l2
+
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _batch_symbolic_factors(length)
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, []))
+    feeds = _feeds(length, 1.0, seed=16)
+    feeds["B"] = feeds["B"][0]
+    feeds["C"] = np.random.default_rng(17).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(dict(feeds, B=feeds["B"][None]), a_value),
+                     feeds["C"].astype(np.float64))
+    ops = Counter(node.op for node in graph.nodes)
+    # Unsqueezes: dt's and u's (the model's), B's (to rank 4, then Reshaped to (L, N)), the readout's 4; Transposes:
+    # dt and u ((D, L) -> (L, D)), A, the readout's 4: B none.
+    assert dict(ops) == {"Unsqueeze": 2 + 1 + 4, "Transpose": 2 + 1 + 4, "Slice": 3 * chunk + 4 + 4 + 2, "Shape": 1,
+                         "Concat": 2, "Reshape": 12, "Mul": 4 + 1 + 8 + 3 + 3 + 4, "Add": 3 + 3 + 2 + 4,
+                         "Exp": 5, "Pad": 4, "MatMul": chunk}
+    assert relative_l2(got, want) <= 1e-6
+
+
+def test_a_drive_of_unknown_shape_is_sliced_where_it_is_then_moved():
+    """Session s31 (mut33): the drive's shape unknown (not in `shapes`): each step q is one strided Slice of the drive
+    along its scan axis, moved to the blocks' order by a Transpose (2, 0, 3, 1) (Q of them), and the readout still
+    gets blocks laid out (0, 1, 3, 2). Exact ops; vs float64."""
+    from passes.relative_error import relative_l2
+
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    del shapes[drive.name]
+    coeff = gs.Variable("C", np.float32, (1, length, N))
+    graph.inputs.append(coeff)
+    calls = []
+    out = channels_last_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                                chunk=chunk, rank=4, shapes=shapes, readout=_readout_with_layout(b, coeff, length, calls))
+    assert calls == [(q, chunk, length // chunk, (0, 1, 3, 2)) for q in range(chunk)]
+    feeds = _feeds(length, 1.0, seed=18)
+    feeds["C"] = np.random.default_rng(19).standard_normal((1, length, N)).astype(np.float32)
+    got = _run(graph, [out], feeds)[0]
+    want = np.einsum("bdln,bln->lbd", _numpy_states(feeds, a_value), feeds["C"].astype(np.float64))
+    ops = Counter(node.op for node in graph.nodes)
+    # dt (for the decays) and A moved as in test_factors_are_moved_whole_and_no_block_is_transposed; the drive as the
+    # model computes it (3 Unsqueezes, 2 Muls), then Q Slices and Q Transposes; no Mul per step for the drive.
+    assert dict(ops) == {"Unsqueeze": 3 + 4, "Transpose": 2 + chunk + 4, "Slice": chunk + chunk + 4 + 4 + 2,
+                         "Shape": 1, "Concat": 2, "Reshape": 12, "Mul": 4 + 1 + 3 + 3 + 4 + 2, "Add": 3 + 3 + 2 + 4,
+                         "Exp": 5, "Pad": 4, "MatMul": chunk}
+    sliced = [node for node in graph.nodes if node.op == "Slice" and node.inputs[0] is drive]
+    assert [list(node.inputs[3].values) + list(node.inputs[4].values) for node in sliced] == [[2, chunk]] * chunk
+    assert relative_l2(got, want) <= 1e-6

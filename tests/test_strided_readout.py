@@ -11,6 +11,7 @@ import pytest
 
 from passes.graph_builder import GraphBuilder
 from passes.scan_forms.decays import Decays
+from passes.relative_error import relative_l2
 from passes.scan_forms.strided_readout import strided_readout
 
 D, N = 5, 4
@@ -189,3 +190,91 @@ def test_the_drive_multiplies_its_smallest_pair_first():
     small = [node for node in model.graph.node
              if node.op_type == "Mul" and known.get(node.output[0]) == [1, D, length // chunk, 1]]
     assert len(small) == chunk
+
+
+def _batch_symbolic_factors(length: int, n=N):
+    """Mamba's factors with a symbolic batch and a B shared by the batch multiplied as it is, (L, N) of rank 2 (broadcast
+    from the right): log a = Unsqueeze(dt) * A, b = (Unsqueeze(dt) * B) * Unsqueeze(u); the shapes the pass would infer, the
+    batch a name (and N too, given a name as `n`)."""
+    dt = gs.Variable("dt", np.float32, ("batch", D, length))
+    u = gs.Variable("u", np.float32, ("batch", D, length))
+    b_in = gs.Variable("B", np.float32, (length, N))
+    graph = gs.Graph(inputs=[dt, u, b_in], opset=17)
+    b = GraphBuilder(graph, 17, prefix="factors")
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1))
+    dt4, u4 = b.unsqueeze(dt, [3]), b.unsqueeze(u, [3])
+    log_decay = b.mul(dt4, b.const(a_value[None, :, None, :]))
+    dt_b = b.mul(dt4, b_in)
+    drive = b.mul(dt_b, u4)
+    shapes = {dt4.name: ("batch", D, length, 1), u4.name: ("batch", D, length, 1), log_decay.name: ("batch", D, length, n),
+              dt_b.name: ("batch", D, length, n), drive.name: ("batch", D, length, n),
+              "dt": ("batch", D, length), "u": ("batch", D, length), "B": (length, n)}
+    return graph, b, log_decay, drive, shapes, a_value
+
+
+def _run_batch_of_2(graph, output, length, a_value):
+    """`output` (the states) of the graph of _batch_symbolic_factors at batch 2, and the float64 scan's."""
+    feeds = {k: np.concatenate([v, _feeds(length, 1.0, seed=12)[k]]) for k, v in _feeds(length, 1.0, seed=11).items()}
+    feeds["B"] = feeds["B"][0]
+    got = _run(graph, [output], feeds)[0]
+    want = np.concatenate([_numpy_states({"dt": feeds["dt"][i:i + 1], "u": feeds["u"][i:i + 1], "B": feeds["B"][None]},
+                                         a_value) for i in range(2)])
+    return got, want
+
+
+def test_a_symbolic_batch_and_a_lower_rank_factor_are_taken_block_by_block():
+    """Session s31 (mut33): a factor's size named, not a number (a symbolic batch), counts as 1 against the blocks'
+    sizes, and a lower-rank factor (B, (L, N)) is padded with 1s on the left: dt * B and the drive are still
+    computed block by block from the split factors dt, u, B (3 Splits: no Split of a block-sized product; taking a
+    name for a size of 2, or padding with 2, splits the drive whole). Exact ops; the states vs float64."""
+    length = 12
+    graph, b, log_decay, drive, shapes, a_value = _batch_symbolic_factors(length)
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                             chunk=4, rank=4, shapes=shapes)
+    got, want = _run_batch_of_2(graph, states, length, a_value)
+    # As test_states_from_the_small_factors_exact_ops (L 12, Q 4), with B split at its own axis 1: its Unsqueeze gone.
+    assert dict(Counter(node.op for node in graph.nodes)) == {
+        "Unsqueeze": 2, "Shape": 4, "Slice": 3 * 2 + 4 + 2, "Concat": 3 * 2 + 1 + 1, "Reshape": 3 * (1 + 4) + 1,
+        "Split": 3, "Mul": 4 * 3 + 3 + 1 + 3 + 4, "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
+    assert got.shape == want.shape == (2, D, length, N)
+    assert relative_l2(got, want) <= 1e-6
+
+
+def test_a_lower_rank_product_of_block_size_is_computed_block_by_block():
+    """Session s31 (mut33): b = dt * (E * F) with E * F of rank 3, (D, L, N): padded with a 1 on the left it has the
+    blocks' sizes, so it is computed block by block from E and F split (3 Splits: dt, E, F; padding with a 2 took
+    E * F for no block and split it whole: 2 Splits, 20 Muls). Exact ops; the states vs float64."""
+    length = 12
+    dt = gs.Variable("dt", np.float32, (1, D, length))
+    e_in, f_in = gs.Variable("E", np.float32, (D, length, N)), gs.Variable("F", np.float32, (D, length, 1))
+    graph = gs.Graph(inputs=[dt, e_in, f_in], opset=17)
+    b = GraphBuilder(graph, 17, prefix="factors")
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1))
+    dt4 = b.unsqueeze(dt, [3])
+    log_decay = b.mul(dt4, b.const(a_value[None, :, None, :]))
+    product = b.mul(e_in, f_in)
+    drive = b.mul(dt4, product)
+    shapes = {dt4.name: (1, D, length, 1), log_decay.name: (1, D, length, N), product.name: (D, length, N),
+              drive.name: (1, D, length, N), "dt": (1, D, length), "E": (D, length, N), "F": (D, length, 1)}
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                             chunk=4, rank=4, shapes=shapes)
+    rng = np.random.default_rng(15)
+    feeds = {"dt": rng.uniform(0.001, 0.1, (1, D, length)).astype(np.float32),
+             "E": rng.standard_normal((D, length, N)).astype(np.float32),
+             "F": rng.standard_normal((D, length, 1)).astype(np.float32)}
+    got = _run(graph, [states], feeds)[0]
+    dt64 = feeds["dt"].astype(np.float64)[..., None]
+    a64 = np.exp(dt64 * a_value[None, :, None, :])
+    b64 = dt64 * (feeds["E"].astype(np.float64) * feeds["F"].astype(np.float64))[None]
+    state, want = np.zeros((1, D, N)), []
+    for t in range(length):
+        state = a64[:, :, t] * state + b64[:, :, t]
+        want.append(state)
+    want = np.stack(want, 2)
+    # As test_states_from_the_small_factors_exact_ops with dt, E and F split (3 x (Reshape, Split, 4 Reshapes back;
+    # Shape, 2 Slices, 2 Concats)) and b_q = dt_q * (E_q * F_q): 2 Muls per step q.
+    assert dict(Counter(node.op for node in graph.nodes)) == {
+        "Unsqueeze": 1, "Shape": 3 + 1, "Slice": 3 * 2 + 4 + 2, "Concat": 3 * 2 + 1 + 1, "Reshape": 3 * (1 + 4) + 1,
+        "Split": 3, "Mul": 4 * 3 + 3 + 1 + 3 + 4, "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
+    assert got.shape == want.shape == (1, D, length, N)
+    assert relative_l2(got, want) <= 1e-6
