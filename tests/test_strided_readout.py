@@ -278,3 +278,27 @@ def test_a_lower_rank_product_of_block_size_is_computed_block_by_block():
         "Split": 3, "Mul": 4 * 3 + 3 + 1 + 3 + 4, "Add": 3 + 3 + 2 + 4, "Exp": 5, "Pad": 4}
     assert got.shape == want.shape == (1, D, length, N)
     assert relative_l2(got, want) <= 1e-6
+
+
+def test_a_constant_factor_is_paired_by_its_own_shape():
+    """Session s31 (mut33): b = (dt * B) * h with h a Constant of shape (1, 1, 1, 1): its own sizes, not the blocks',
+    order the products, so B_q * h (N per chunk) comes first and one block-sized Mul per step q is left (taken at
+    the blocks' sizes, dt_q * B_q came first and h multiplied a block: two). The states vs float64."""
+    import onnx
+
+    length, chunk = 12, 4
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    dt_b = drive.inputs[0].inputs[0]   # the factors' drive is (dt * B) * u: u dropped, h in its place
+    drive = b.mul(dt_b, b.const(np.full((1, 1, 1, 1), 0.5, np.float32)))
+    shapes[drive.name] = (1, D, length, N)
+    states = strided_readout(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=2, length=length,
+                             chunk=chunk, rank=4, shapes=shapes)
+    feeds = _feeds(length, 1.0, seed=20)
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(dict(feeds, u=np.full_like(feeds["u"], 0.5)), a_value)
+    assert relative_l2(got, want) <= 1e-6
+    model = onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True)
+    known = {info.name: [dim.dim_value for dim in info.type.tensor_type.shape.dim] for info in model.graph.value_info}
+    muls = Counter(str(known.get(node.output[0])) for node in model.graph.node if node.op_type == "Mul")
+    # Per step q: B_q * h, then dt_q * (B_q * h) and A * dt_q; sweep 1: 3; the chunk decay: 1; the carry: 3; sweep 2: 4.
+    assert dict(muls) == {str([1, 1, length // chunk, N]): chunk, str([1, D, length // chunk, N]): 2 * chunk + 3 + 1 + 3 + 4}
