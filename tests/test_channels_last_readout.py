@@ -348,3 +348,54 @@ def test_a_drive_of_unknown_shape_is_sliced_where_it_is_then_moved():
     sliced = [node for node in graph.nodes if node.op == "Slice" and node.inputs[0] is drive]
     assert [list(node.inputs[3].values) + list(node.inputs[4].values) for node in sliced] == [[2, chunk]] * chunk
     assert relative_l2(got, want) <= 1e-6
+
+
+def test_a_readout_on_blocks_already_channels_last_is_strided_readouts():
+    """Session s31 (mut33): factors laid out (1, L, N, D), d_inner already last: nothing to gain, so the readout is
+    given strided-readout's blocks, step axis first, with layout None (one call per step q), and the graph is
+    strided-readout's op for op. vs float64."""
+    from passes.relative_error import relative_l2
+
+    length, chunk = 12, 4
+    a_value = -np.tile(np.arange(1, N + 1, dtype=np.float32), (D, 1))   # (D, N)
+    rng = np.random.default_rng(21)
+    feeds = {"dt": rng.uniform(0.001, 0.1, (1, length, D)).astype(np.float32),
+             "u": rng.standard_normal((1, length, D)).astype(np.float32),
+             "B": rng.standard_normal((1, length, N)).astype(np.float32),
+             "C": rng.standard_normal((1, length, N)).astype(np.float32)}
+    results, histograms = [], []
+    for form in (channels_last_readout, strided_readout):
+        inputs = {k: gs.Variable(k, np.float32, v.shape) for k, v in feeds.items()}
+        graph = gs.Graph(inputs=list(inputs.values()), opset=17)
+        b = GraphBuilder(graph, 17, prefix="factors")
+        dt4, u4, b4 = b.unsqueeze(inputs["dt"], [2]), b.unsqueeze(inputs["u"], [2]), b.unsqueeze(inputs["B"], [3])
+        log_decay = b.mul(dt4, b.const(a_value.T[None, None]))
+        dt_b = b.mul(dt4, b4)
+        drive = b.mul(dt_b, u4)
+        shapes = {dt4.name: (1, length, 1, D), u4.name: (1, length, 1, D), b4.name: (1, length, N, 1),
+                  log_decay.name: (1, length, N, D), dt_b.name: (1, length, N, D), drive.name: (1, length, N, D),
+                  "dt": (1, length, D), "u": (1, length, D), "B": (1, length, N)}
+        calls = []
+
+        def readout(block, start, stride, count, layout=None, calls=calls, b=b, coeff=inputs["C"]):
+            calls.append((start, stride, count, layout))   # block: (count, 1, N, D); strided-readout passes no layout
+            c_steps = b.node("Slice", [coeff, b.ints([start]), b.ints([length]), b.ints([1]), b.ints([stride])])
+            c_rows = b.unsqueeze(b.transpose(c_steps, [1, 0, 2]), [3])                    # (count, 1, N, 1)
+            return b.reduce_sum(b.mul(block, c_rows), [2], keepdims=0), 3                # (count, 1, D)
+
+        out = form(b, decays=Decays.from_log(b, log_decay), drive=drive, initial=None, axis=1, length=length,
+                   chunk=chunk, rank=4, shapes=shapes, readout=readout)
+        results.append(_run(graph, [out], feeds)[0])
+        histograms.append(Counter(node.op for node in graph.nodes))
+        assert calls == [(q, chunk, length // chunk, None) for q in range(chunk)]
+    dt, u, b_in = (feeds[k].astype(np.float64) for k in ("dt", "u", "B"))
+    a = np.exp(dt[:, :, None, :] * a_value.T[None, None])                            # (1, L, N, D)
+    drive = dt[:, :, None, :] * b_in[..., None] * u[:, :, None, :]
+    state, states = np.zeros((1, N, D)), []
+    for t in range(length):
+        state = a[:, t] * state + drive[:, t]
+        states.append(state)
+    want = np.einsum("blnd,bln->lbd", np.stack(states, 1), feeds["C"].astype(np.float64))
+    assert results[0].shape == want.shape == (length, 1, D)
+    assert relative_l2(results[0], want) <= 1e-6
+    assert np.array_equal(results[0], results[1]) and histograms[0] == histograms[1]
