@@ -302,3 +302,24 @@ def test_a_constant_factor_is_paired_by_its_own_shape():
     muls = Counter(str(known.get(node.output[0])) for node in model.graph.node if node.op_type == "Mul")
     # Per step q: B_q * h, then dt_q * (B_q * h) and A * dt_q; sweep 1: 3; the chunk decay: 1; the carry: 3; sweep 2: 4.
     assert dict(muls) == {str([1, 1, length // chunk, N]): chunk, str([1, D, length // chunk, N]): 2 * chunk + 3 + 1 + 3 + 4}
+
+
+def test_two_steps_and_a_cast_of_the_log_decay_are_stepped():
+    """Session s31 (mut33): L 2 (the shortest chain), Q 2: every factor of scan size 2 is stepped, not taken as one
+    that broadcasts (size 1); log a = Cast(A * dt) to float32 is computed block by block with its `to` kept. vs float64."""
+    import onnx
+
+    length = 2
+    graph, b, log_decay, drive, shapes, a_value = _mamba_factors(length)
+    cast = b.node("Cast", [log_decay], {"to": onnx.TensorProto.FLOAT})
+    shapes[cast.name] = shapes[log_decay.name]
+    states = strided_readout(b, decays=Decays.from_log(b, cast), drive=drive, initial=None, axis=2, length=length,
+                             chunk=4, rank=4, shapes=shapes)
+    feeds = _feeds(length, 1.0, seed=22)
+    got = _run(graph, [states], feeds)[0]
+    want = _numpy_states(feeds, a_value)
+    assert got.shape == want.shape == (1, D, length, N)
+    assert relative_l2(got, want) <= 1e-6
+    casts = [node for node in graph.nodes if node.op == "Cast"]
+    # Step 1's (step 0's decay multiplies no state; one chunk: no chunk decay), from step 1's A * dt_1.
+    assert [(node.attrs, node.inputs[0].inputs[0].op) for node in casts] == [({"to": onnx.TensorProto.FLOAT}, "Mul")]
