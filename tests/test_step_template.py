@@ -363,3 +363,69 @@ def test_squeeze_reshape_and_expand_readouts_are_replayed_exactly_or_left(readou
         expected.append(h.astype(np.float32).astype(np.float16) if readout == "half-round-trip" else
                         h / (1 + np.exp(-np.linspace(-2, 2, 4))) if readout == "shared-factor" else h)
     assert rel_l2(run(out, inputs)[0], np.stack(expected, axis=1)) <= 1e-6
+
+
+# --- step_replay's MatMul and Gather rules on a template built by hand (session s31, mut33) ---------------------
+
+def _replayed(template_nodes, state, output, ranks, length, states_value, **extra):
+    """replay_over_steps of a hand-made StepTemplate over `states_value` (step axis first): the output, the ops."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from passes.graph_builder import GraphBuilder
+    from passes.scan_forms.step_replay import replay_over_steps
+    from patterns.step_template import StepTemplate
+
+    template = StepTemplate(nodes=template_nodes, output=output, state=state, ranks=ranks)
+    states = gs.Variable("states", np.float32, states_value.shape)
+    graph = gs.Graph(inputs=[states], opset=17)
+    out = replay_over_steps(GraphBuilder(graph, 17, prefix="replay"), template, states, length)
+    out.dtype = np.float32
+    graph.outputs = [out]
+    graph.cleanup().toposort()
+    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"states": states_value})[0], Counter(node.op for node in graph.nodes)
+
+
+def _matmul_template(c_value, gather=False):
+    """y_i = x_i @ c (x_i: (D, N)), or x_i[[0, 2]] @ c by a Gather without an axis attribute (axis 0)."""
+    import onnx_graphsurgeon as gs
+
+    state = gs.Variable("x0", np.float32, (D, N))
+    nodes, left, ranks = [], state, {}
+    if gather:
+        left = gs.Variable("rows0", np.float32, (2, N))
+        nodes.append(gs.Node("Gather", "gather0", inputs=[state, gs.Constant("rows", np.array([0, 2], np.int64))],
+                             outputs=[left]))
+        ranks[id(left)] = 2
+    output = gs.Variable("y0", np.float32)
+    nodes.append(gs.Node("MatMul", "mm", inputs=[left, gs.Constant("c", c_value)], outputs=[output]))
+    ranks.update({id(state): 2, id(output): c_value.ndim})
+    return nodes, state, output, ranks
+
+
+@pytest.mark.parametrize("gather", [False, True])
+def test_a_matmul_of_rank_2_operands_replays_with_the_shared_one_unsqueezed(gather):
+    """MatMul(x_i, c) with x_i (D, N) and c (N, 2) shared: both of rank 2 (not refused as a vector), c unsqueezed to
+    (1, N, 2) and one batched MatMul over the L steps; through Gather(x_i, [0, 2]) of no axis attribute (axis 0,
+    output rank 1 + 1 = 2) the same. Exact ops; vs float64."""
+    from passes.relative_error import relative_l2
+
+    length = 5
+    rng = np.random.default_rng(23)
+    c_value = rng.standard_normal((N, 2)).astype(np.float32)
+    states_value = rng.standard_normal((length, D, N)).astype(np.float32)
+    got, ops = _replayed(*_matmul_template(c_value, gather), length, states_value)
+    rows = states_value.astype(np.float64)[:, [0, 2]] if gather else states_value.astype(np.float64)
+    want = rows @ c_value.astype(np.float64)
+    assert got.shape == want.shape == (length, 2 if gather else D, 2)
+    assert relative_l2(got, want) <= 1e-6
+    assert dict(ops) == ({"Gather": 1, "Unsqueeze": 1, "MatMul": 1} if gather else {"Unsqueeze": 1, "MatMul": 1})
+
+
+def test_a_matmul_with_a_vector_operand_is_refused_with_its_name():
+    from passes.scan_forms.step_replay import ReplayError
+
+    with pytest.raises(ReplayError) as error:
+        _replayed(*_matmul_template(np.ones(N, np.float32)), 5, np.zeros((5, D, N), np.float32))
+    assert str(error.value) == "MatMul 'mm': a MatMul with a vector operand is not replayed"
