@@ -1185,19 +1185,20 @@ def test_backward_near_misses_are_left_with_a_reason(kind):
 
 
 @pytest.mark.parametrize("decays, drives, note", [
-    # (forward, 0) and (backward, 0) 2 votes each: forward, the drive departs.
-    ((0, 1), (1, 0), "input b_i index jumps to 1 at step 0 (expected 0)"),
-    # (forward, 0) and (forward, 1) 2 votes each: position 0, the drive departs.
-    ((0, 1), (1, 2), "input b_i index jumps to 1 at step 0 (expected 0)"),
-    # The same tie with the position-1 frame counted first (step 0's decay votes first): still position 0.
-    ((1, 2), (0, 1), "decay a_i index jumps to 1 at step 0 (expected 0)"),
+    # (forward, 0) and (backward, 0) 2 votes each: forward; the drives agree on no offset of their own.
+    ((0, 1), (1, 0), "input b_i index jumps to 0 at step 1 (expected 2)"),
+    # (forward, 0) and (backward, 1) 3 votes each: position 0.
+    ((0, 1), (2, 1), "input b_i index jumps to 2 at step 0 (expected 0)"),
+    # (backward, 0) and (forward, 1) 2 votes each, the position-1 frame counted first: position 0 (backward).
+    ((1, 0), (0, 2), "input b_i index jumps to 0 at step 0 (expected 1)"),
 ])
 def test_a_tie_between_two_frames_names_the_slice_that_departs_from_position_0_forward(decays, drives, note):
     """linear_recurrence._frame's tie-break (mut31's three open mutants, session s31 mut33): a 2-step chain whose
-    decays and drives each agree on a different frame (2 votes each) is checked against position 0, forward, so
-    the note names the slice that departs from that frame. Without the position-0 preference the first frame
-    counted wins (case 3: "input b_i index jumps to 0 at step 0 (expected 1)"), preferring a nonzero position
-    cases 2 and 3, preferring backward case 1 ("decay a_i index jumps to 0 at step 0 (expected 1)")."""
+    decays and drives agree on different frames, tied, is checked against position 0, then forward, so the note
+    names the slice that departs from that frame. Preferring backward fails case 1 ("decay a_i index jumps to 0 at
+    step 0 (expected 1)"), a nonzero position case 2 ("decay a_i index jumps to 0 at step 0 (expected 2)"), no
+    position-0 preference (the first frame counted wins) case 3 ("decay a_i index jumps to 0 at step 1 (expected
+    2)")."""
     model = unrolled_scan_model(ScanSpec(length=2, readout="states", axis_size=3))
     constants = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
     indices = {"Exp_1": iter(decays), "b": iter(drives)}
