@@ -384,18 +384,21 @@ def _replayed(template_nodes, state, output, ranks, length, states_value, **extr
     graph.outputs = [out]
     graph.cleanup().toposort()
     session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"states": states_value})[0], Counter(node.op for node in graph.nodes)
+    unsqueezed = [list(node.inputs[1].values) for node in graph.nodes if node.op == "Unsqueeze"]
+    return session.run(None, {"states": states_value})[0], Counter(node.op for node in graph.nodes), unsqueezed
 
 
 def _matmul_template(c_value, gather=False):
-    """y_i = x_i @ c (x_i: (D, N)), or x_i[[0, 2]] @ c by a Gather without an axis attribute (axis 0)."""
+    """y_i = x_i @ c (x_i: (D, N)), or x_i[[0, 2]] @ c by a Gather without an axis attribute (axis 0) or with
+    `gather` its axis (-2)."""
     import onnx_graphsurgeon as gs
 
     state = gs.Variable("x0", np.float32, (D, N))
     nodes, left, ranks = [], state, {}
     if gather:
         left = gs.Variable("rows0", np.float32, (2, N))
-        nodes.append(gs.Node("Gather", "gather0", inputs=[state, gs.Constant("rows", np.array([0, 2], np.int64))],
+        attrs = {} if gather is True else {"axis": gather}
+        nodes.append(gs.Node("Gather", "gather0", attrs=attrs, inputs=[state, gs.Constant("rows", np.array([0, 2], np.int64))],
                              outputs=[left]))
         ranks[id(left)] = 2
     output = gs.Variable("y0", np.float32)
@@ -404,23 +407,25 @@ def _matmul_template(c_value, gather=False):
     return nodes, state, output, ranks
 
 
-@pytest.mark.parametrize("gather", [False, True])
+@pytest.mark.parametrize("gather", [False, True, -2])
 def test_a_matmul_of_rank_2_operands_replays_with_the_shared_one_unsqueezed(gather):
     """MatMul(x_i, c) with x_i (D, N) and c (N, 2) shared: both of rank 2 (not refused as a vector), c unsqueezed to
     (1, N, 2) and one batched MatMul over the L steps; through Gather(x_i, [0, 2]) of no axis attribute (axis 0,
-    output rank 1 + 1 = 2) the same. Exact ops; vs float64."""
+    output rank 1 + 1 = 2) or of axis -2 the same. Exact ops and the Unsqueeze's axes; vs float64."""
     from passes.relative_error import relative_l2
 
     length = 5
     rng = np.random.default_rng(23)
     c_value = rng.standard_normal((N, 2)).astype(np.float32)
     states_value = rng.standard_normal((length, D, N)).astype(np.float32)
-    got, ops = _replayed(*_matmul_template(c_value, gather), length, states_value)
-    rows = states_value.astype(np.float64)[:, [0, 2]] if gather else states_value.astype(np.float64)
+    got, ops, unsqueezed = _replayed(*_matmul_template(c_value, gather), length, states_value)
+    rows = states_value.astype(np.float64)[:, [0, 2]] if gather is not False else states_value.astype(np.float64)
     want = rows @ c_value.astype(np.float64)
-    assert got.shape == want.shape == (length, 2 if gather else D, 2)
+    assert got.shape == want.shape == (length, D if gather is False else 2, 2)
     assert relative_l2(got, want) <= 1e-6
-    assert dict(ops) == ({"Gather": 1, "Unsqueeze": 1, "MatMul": 1} if gather else {"Unsqueeze": 1, "MatMul": 1})
+    assert dict(ops) == ({"Gather": 1, "Unsqueeze": 1, "MatMul": 1} if gather is not False else
+                         {"Unsqueeze": 1, "MatMul": 1})
+    assert unsqueezed == [[0]]
 
 
 def test_a_matmul_with_a_vector_operand_is_refused_with_its_name():
@@ -429,3 +434,17 @@ def test_a_matmul_with_a_vector_operand_is_refused_with_its_name():
     with pytest.raises(ReplayError) as error:
         _replayed(*_matmul_template(np.ones(N, np.float32)), 5, np.zeros((5, D, N), np.float32))
     assert str(error.value) == "MatMul 'mm': a MatMul with a vector operand is not replayed"
+
+
+def test_a_gather_whose_indices_depend_on_the_state_is_refused_with_its_name():
+    """c[int(x_i)]: the indices vary with the state, so no replay (exact message)."""
+    import onnx_graphsurgeon as gs
+
+    from passes.scan_forms.step_replay import ReplayError
+
+    state, indices, output = gs.Variable("x0", np.float32, (D, N)), gs.Variable("i0"), gs.Variable("y0")
+    nodes = [gs.Node("Cast", "cast0", attrs={"to": TensorProto.INT64}, inputs=[state], outputs=[indices]),
+             gs.Node("Gather", "g", inputs=[gs.Constant("c", np.ones(N, np.float32)), indices], outputs=[output])]
+    with pytest.raises(ReplayError) as error:
+        _replayed(nodes, state, output, {id(state): 2, id(indices): 2, id(output): 2}, 5, np.zeros((5, D, N), np.float32))
+    assert str(error.value) == "Gather 'g': its indices depend on the state"
