@@ -448,3 +448,30 @@ def test_a_gather_whose_indices_depend_on_the_state_is_refused_with_its_name():
     with pytest.raises(ReplayError) as error:
         _replayed(nodes, state, output, {id(state): 2, id(indices): 2, id(output): 2}, 5, np.zeros((5, D, N), np.float32))
     assert str(error.value) == "Gather 'g': its indices depend on the state"
+
+
+@pytest.mark.parametrize("op, attrs, target, message", [
+    ("Reshape", {}, "state", "Reshape 'r': its target shape depends on the state"),
+    ("Reshape", {"allowzero": 1}, np.array([0, -1], np.int64),
+     "Reshape 'r': allowzero reshapes to a shape that may hold a 0 are not replayed"),
+    ("Expand", {}, "state", "Expand 'r': its target shape is not a constant"),
+])
+def test_reshapes_and_expands_that_cannot_be_replayed_are_refused_with_their_names(op, attrs, target, message):
+    """Session s31 (mut33): the three refusals of rule_Reshape and rule_Expand, exact (a target computed from the
+    state, Cast(x_i) to int64; allowzero with a 0 in a constant target)."""
+    import onnx_graphsurgeon as gs
+
+    from passes.scan_forms.step_replay import ReplayError
+
+    state, output = gs.Variable("x0", np.float32, (D, N)), gs.Variable("y0")
+    nodes, ranks = [], {id(state): 2, id(output): 2}
+    if isinstance(target, str):
+        shape = gs.Variable("shape0")
+        nodes.append(gs.Node("Cast", "cast0", attrs={"to": TensorProto.INT64}, inputs=[state], outputs=[shape]))
+        ranks[id(shape)] = 2
+    else:
+        shape = gs.Constant("shape", target)
+    nodes.append(gs.Node(op, "r", attrs=attrs, inputs=[state, shape], outputs=[output]))
+    with pytest.raises(ReplayError) as error:
+        _replayed(nodes, state, output, ranks, 5, np.zeros((5, D, N), np.float32))
+    assert str(error.value) == message
