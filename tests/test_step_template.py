@@ -379,7 +379,7 @@ def _replayed(template_nodes, state, output, ranks, length, states_value, **extr
     template = StepTemplate(nodes=template_nodes, output=output, state=state, ranks=ranks)
     states = gs.Variable("states", np.float32, states_value.shape)
     graph = gs.Graph(inputs=[states], opset=17)
-    out = replay_over_steps(GraphBuilder(graph, 17, prefix="replay"), template, states, length)
+    out = replay_over_steps(GraphBuilder(graph, 17, prefix="replay"), template, states, length, **extra)
     out.dtype = np.float32
     graph.outputs = [out]
     graph.cleanup().toposort()
@@ -475,3 +475,30 @@ def test_reshapes_and_expands_that_cannot_be_replayed_are_refused_with_their_nam
     with pytest.raises(ReplayError) as error:
         _replayed(nodes, state, output, ranks, 5, np.zeros((5, D, N), np.float32))
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Neg"])
+def test_a_state_laid_out_with_its_last_two_axes_swapped_is_read_as_its_own_order(op):
+    """Session s31 (mut33): states (L, N, D) in memory for (L, D, N) steps (layout (0, 2, 1), what channels-last-readout
+    hands a readout): x_i @ c is replayed as (c^T @ x_i^T)^T, c^T (1, 2, N) from one Transpose, the product (L, 2, D)
+    transposed back once at the end (2 Transposes); Neg has no rule for the layout: undone first, one Transpose."""
+    import onnx_graphsurgeon as gs
+
+    from passes.relative_error import relative_l2
+
+    length = 5
+    rng = np.random.default_rng(24)
+    c_value = rng.standard_normal((N, 2)).astype(np.float32)
+    states_value = rng.standard_normal((length, D, N)).astype(np.float32)
+    if op == "MatMul":
+        nodes, state, output, ranks = _matmul_template(c_value)
+        want = states_value.astype(np.float64) @ c_value.astype(np.float64)
+    else:
+        state, output = gs.Variable("x0", np.float32, (D, N)), gs.Variable("y0", np.float32)
+        nodes, ranks = [gs.Node("Neg", "neg0", inputs=[state], outputs=[output])], {id(state): 2, id(output): 2}
+        want = -states_value.astype(np.float64)
+    laid_out = np.ascontiguousarray(states_value.transpose(0, 2, 1))
+    got, ops, unsqueezed = _replayed(nodes, state, output, ranks, length, laid_out, layout=(0, 2, 1))
+    assert got.shape == want.shape
+    assert relative_l2(got, want) <= 1e-6
+    assert dict(ops) == ({"Unsqueeze": 1, "Transpose": 2, "MatMul": 1} if op == "MatMul" else {"Transpose": 1, "Neg": 1})
