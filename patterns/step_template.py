@@ -209,6 +209,14 @@ def match_step_templates(outputs: list[gs.Tensor], states: list[gs.Tensor], posi
     template_nodes = walks[0].nodes0
     if not template_nodes:
         raise TemplateMismatch("the per-step output is not computed from the state")
+    # A walk stops where its step reads step 0's very tensor: a later step reaching a node there that step 1 shared
+    # with step 0 (`c[1]` read at steps 0 and 1, `c[2]` at step 2) has no template node to vary (a KeyError until s31)
+    template_ids = {id(node) for node in template_nodes}
+    for walk in walks[1:]:
+        shared = next((node for node in walk.nodes0 if id(node) not in template_ids), None)
+        if shared is not None:
+            raise TemplateMismatch(f"step {walks[0].position} reads the output of {describe(shared)} as step 0 does, "
+                                   f"where step {walk.position} reads its own")
     template = _template_of_walks(template_nodes, outputs[0], states[0], walks, positions, ranks)
     if ranks.rank(states[0]) is not None:
         template.ranks[id(states[0])] = ranks.rank(states[0])

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -69,6 +70,10 @@ def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
     sliced = {"split_pieces_sliced": 3 - (spec.readout == "states")} if spec.index == "split" else {}
     assert result.stats == {"rerolled": 1, "steps": spec.length, "rejected": 0, **sliced}
     hist = op_histogram(out)
+    if form == "window-doubling":   # its rounds write Gathers and Unsqueezes of their own, more as L grows: count
+        outputs = {output.name for output in out.graph.output}   # the rest (the final state's Gather among them)
+        hist = dict(Counter(node.op_type for node in out.graph.node
+                            if not node.name.startswith("reroll_scans/scan") or node.output[0] in outputs))
     # What is left of the per-step ops does not depend on L: the final state's one Gather, the
     # readout's one Einsum, the initial state's Unsqueezes.
     allowed = {"Squeeze": 0, "If": 0, "Conv": 0, "Gather": int(spec.extra_final_state_output),
@@ -84,7 +89,9 @@ def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
 # --- near-misses stay untouched -------------------------------------------------------------------
 
 REASONS = {
-    "skip_index": r"index jumps to \d+ at step \d+",
+    # a skip early in a short chain leaves most of the decays one ahead: named against that run since s31
+    # (test_reroll_scans.py::test_a_skip_that_leaves_most_decays_one_ahead_is_named_against_their_run)
+    "skip_index": r"index (jumps to \d+|\d+ is repeated) at step \d+",
     "repeat_index": r"index \d+ is repeated at step \d+",
     "state_used_elsewhere": r"intermediate state '.*' at step \d+ is read by Relu",
     "two_decays": r"decay a_i at step \d+ comes from '.*' axis \d+, not '.*' axis \d+ like step 0",

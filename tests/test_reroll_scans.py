@@ -303,6 +303,22 @@ def test_an_operand_off_its_own_run_at_one_step_is_still_named_there():
     assert op_histogram(out) == op_histogram(model)
 
 
+@pytest.mark.parametrize("length, step, note", [
+    # decays [1, 2, 2] beside drives [0, 1, 2]: two of three decays one ahead, so the last is the one named
+    (3, 0, "decay a_i index 2 is repeated at step 2"),
+    # decays [0, 2, 2]: most take the drives' positions, the skip named there (before s31, every case said this)
+    (3, 1, "decay a_i index jumps to 2 at step 1 (expected 1)"),
+    (8, 0, "decay a_i index 7 is repeated at step 7"),
+    (8, 4, "decay a_i index jumps to 5 at step 4 (expected 4)"),
+])
+def test_a_skip_that_leaves_most_decays_one_ahead_is_named_against_their_run(length, step, note):
+    # found by test_fuzz_patterns (skip_index at step 0 of 3): which run a near-miss is named against is a vote
+    spec = ScanSpec(length=length, near_miss="skip_index", near_miss_step=step)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes[1:] == [f"chain at 'Add_8' ({length} steps) not re-rolled: {note}"]
+
+
 def test_a_first_state_read_from_a_position_not_next_to_the_chain_is_no_missing_step():
     # mut31: `h = b[:, 7]` then steps at positions 2..6: b_7 is the state the 5-step chain starts from, not its missing
     # first step (that is only b_{p-1} forward, b_{p+1} backward); so the chain is 5 steps, and the stack of 6 readouts
@@ -1374,3 +1390,18 @@ def test_zeros_that_may_be_larger_than_b0_are_added_to_the_drives(form, cast):
         got = run(out, feeds)[0]
         assert got.shape == want.shape
         assert rel_l2(got, want) <= 1e-6
+
+
+def test_a_coefficient_shared_by_steps_0_and_1_is_a_rejection_not_a_crash():
+    # found by test_fuzz_patterns at 500 examples: c[1] read at steps 0 and 1, c[2] at step 2, with the coefficients
+    # cut by a Split: the template's walk for step 1 stopped at the shared piece, step 2's went on past it, and the
+    # pass ended in a KeyError (exit 4 from the CLI) before s31
+    spec = ScanSpec(length=3, index="split", opset=12, near_miss="coeff_off_by_one", near_miss_step=0)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="batched", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes[1:] == [
+        "chain at 'Add_8' (3 steps) not re-rolled: readout coefficient c_i index jumps to 1 at step 0 (expected 0) "
+        "(as a per-step subgraph: step 1 reads the output of Slice 'reroll_scans/split_pieces2/Slice_2' as step 0 "
+        "does, where step 2 reads its own)"]
+    assert op_histogram(out) == op_histogram(model)
