@@ -56,35 +56,38 @@ def _replay(nodes, state, output, states_value, opset=17, ranks=None, stepped=()
     return _session(graph).run(None, {"states": states_value})[0], Counter(node.op for node in graph.nodes)
 
 
-def _per_step(nodes, state, output, steps_value, opset=17, stepped=()):
-    """The template run once per step in ONNX Runtime (a stepped constant takes that step's value), stacked."""
+def _per_step(nodes, state, output, steps_value, opset=17, stepped=(), start=0, stride=1):
+    """The template run once per step in ONNX Runtime (a stepped constant takes that step's value: steps start,
+    start + stride, ...), stacked."""
     outs = []
-    for i in range(len(steps_value)):
+    for j in range(len(steps_value)):
+        i = start + stride * j
         saved = []
         for use in stepped:
             tensor = nodes[use.node_index].inputs[use.input_index]
             saved.append((tensor, tensor.values))
             tensor.values = use.values[i]
         graph = gs.Graph(nodes=list(nodes), inputs=[state], outputs=[output], opset=opset)
-        outs.append(_session(graph).run(None, {state.name: steps_value[i]})[0])
+        outs.append(_session(graph).run(None, {state.name: steps_value[j]})[0])
         for tensor, values in saved:
             tensor.values = values
     return np.stack(outs)
 
 
-def _exact(nodes, state, output, steps_value, ops, opset=17, layout=None, stepped=(), ranks=None):
+def _exact(nodes, state, output, steps_value, ops, opset=17, layout=None, stepped=(), ranks=None, start=0, stride=1):
     """Replayed == run step by step (rel L2 <= 1e-6), with exactly `ops`."""
-    want = _per_step(nodes, state, output, steps_value, opset, stepped).astype(np.float64)
+    want = _per_step(nodes, state, output, steps_value, opset, stepped, start, stride).astype(np.float64)
     states_value = steps_value if layout is None else np.ascontiguousarray(steps_value.transpose(layout))
-    got, histogram = _replay(nodes, state, output, states_value, opset, ranks, stepped, layout=layout)
+    got, histogram = _replay(nodes, state, output, states_value, opset, ranks, stepped, layout=layout, start=start,
+                             stride=stride)
     assert got.shape == want.shape
     assert relative_l2(got, want) <= 1e-6
     assert dict(histogram) == ops
 
 
-def _refused(nodes, state, output, message, shape=(3, 4), ranks=None, opset=17, **extra):
+def _refused(nodes, state, output, message, shape=(3, 4), ranks=None, opset=17, stepped=()):
     with pytest.raises(ReplayError) as error:
-        _replay(nodes, state, output, np.zeros((L, *shape), np.float32), opset, ranks, **extra)
+        _replay(nodes, state, output, np.zeros((L, *shape), np.float32), opset, ranks, stepped)
     assert str(error.value) == message
 
 
@@ -435,3 +438,65 @@ def test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layou
         ranks[id(out)] = max(len(shape), 3 if case == "matmul of a lower rank" else 2)
     out.dtype = np.float32
     _exact(nodes, state, out, _steps(*shape, seed=9), ops, layout=layout, ranks=ranks)
+
+
+# --- step i of a shared tensor (Gather(c, i), Slice(c, i, i + 1)): the axis moved to the front ---------------------------
+
+@pytest.mark.parametrize("op, axis, width, start, stride, ops", [
+    ("Slice", -1, L, 0, 1, {"Transpose": 1, "Unsqueeze": 1, "Mul": 1}),
+    ("Slice", 1, L + 3, 0, 1, {"Slice": 1, "Transpose": 1, "Unsqueeze": 1, "Mul": 1}),
+    ("Slice", -1, 2 * L + 1, 1, 2, {"Slice": 1, "Transpose": 1, "Unsqueeze": 1, "Mul": 1}),
+    ("Slice", None, L, 0, 1, {"Unsqueeze": 1, "Mul": 1}),
+    ("Slice", None, L + 2, 2, 1, {"Slice": 1, "Unsqueeze": 1, "Mul": 1}),
+    ("Gather", -1, L, 0, 1, {"Transpose": 1, "Mul": 1}),
+    ("Gather", None, L, 0, 1, {"Mul": 1}),
+    ("Gather [i]", 1, L + 1, 1, 1, {"Slice": 1, "Transpose": 1, "Unsqueeze": 1, "Mul": 1}),
+])
+def test_step_i_of_a_shared_tensor_is_the_tensor_with_that_axis_first(op, axis, width, start, stride, ops):
+    """y_i = x_i * c[:, i] (Slice(c, [i], [i + 1], axes) keeps the axis; Gather(c, i) drops it, Gather(c, [i]) keeps
+    it), c (3, width) or (width, 3) when the step axis is 0 (no axes input / no axis attribute): the whole c, sliced
+    only where its axis is not the L steps' (longer, or from step `start`, or every `stride`-th), moved to the front;
+    a kept axis comes back as a unit axis."""
+    rng = np.random.default_rng(10)
+    first = axis is None
+    c = C("c", rng.standard_normal((width, 3) if first else (3, width)).astype(np.float32))
+    state, picked, out = V("x0", (3, 1) if first or op == "Gather" else (3, 1)), V("p0"), V("y0")
+    steps = range(start + stride * L)
+    if op == "Slice":
+        inputs = [c, C("starts", np.array([start], np.int64)), C("ends", np.array([start + 1], np.int64))]
+        if not first:
+            inputs.append(C("axes", np.array([axis], np.int64)))
+        node = gs.Node("Slice", "sl0", inputs=inputs, outputs=[picked])
+        stepped = [SteppedUse(0, 1, [np.array([i], np.int64) for i in steps]),
+                   SteppedUse(0, 2, [np.array([i + 1], np.int64) for i in steps])]
+        rank = 2
+    else:
+        kept = op == "Gather [i]"
+        index = (lambda i: np.array([i], np.int64)) if kept else (lambda i: np.array(i, np.int64))
+        node = gs.Node("Gather", "g0", attrs={} if first else {"axis": axis}, inputs=[c, C("index", index(start))],
+                       outputs=[picked])
+        stepped = [SteppedUse(0, 1, [index(i) for i in steps])]
+        rank = 2 if kept else 1
+        if not kept:
+            state = V("x0", (3,))
+    nodes = [node, gs.Node("Mul", "mul0", inputs=[state, picked], outputs=[out])]
+    tail = _tail(nodes, out)
+    ranks = {id(picked): rank, id(out): 2 if op != "Gather" else 1}
+    ranks[id(tail)] = ranks[id(out)] + 1
+    _exact(nodes, state, tail, _steps(*state.shape, seed=11), dict(ops, Unsqueeze=ops.get("Unsqueeze", 0) + 1),
+           stepped=stepped, ranks=ranks, start=start, stride=stride)
+
+
+@pytest.mark.parametrize("op", ["Slice", "Gather"])
+def test_step_i_of_a_tensor_from_the_state_is_refused(op):
+    state, out = V("x0", (3, L)), V("y0")
+    if op == "Slice":
+        node = gs.Node("Slice", "sl0", inputs=[state, C("starts", np.array([0], np.int64)),
+                                               C("ends", np.array([1], np.int64)), C("axes", np.array([1], np.int64))],
+                       outputs=[out])
+        stepped = [SteppedUse(0, 1, [np.array([i]) for i in range(L)]), SteppedUse(0, 2, [np.array([i + 1]) for i in range(L)])]
+    else:
+        node = gs.Node("Gather", "sl0", attrs={"axis": 1}, inputs=[state, C("index", np.array(0, np.int64))], outputs=[out])
+        stepped = [SteppedUse(0, 1, [np.array(i) for i in range(L)])]
+    _refused([node], state, out, f"{op} 'sl0' takes step i of a tensor that depends on the state", shape=(3, L),
+             ranks={id(out): 2}, stepped=stepped)
