@@ -235,6 +235,7 @@ def _tail(nodes, tensor, opset=17):
     ("ReduceSum", 17, [-1], 0, {"ReduceSum": 1, "Unsqueeze": 1}),
     ("ReduceSum", 17, [0, -1], None, {"ReduceSum": 1, "Unsqueeze": 1}),
     ("ReduceSum", 11, [1], 1, {"ReduceSum": 1, "Unsqueeze": 1}),
+    ("ReduceSum", 13, [1], 0, {"ReduceSum": 1, "Unsqueeze": 1}),
     ("ReduceSum", 17, None, 0, {"ReduceSum": 1, "Unsqueeze": 1}),
     ("ReduceSum", 17, [], 0, {"ReduceSum": 1, "Unsqueeze": 1}),
     ("ReduceMean", 17, [-2], 0, {"ReduceMean": 1, "Unsqueeze": 1}),
@@ -390,7 +391,7 @@ def test_a_transpose_replays_with_the_step_axis_kept_first(perm):
     ("matmul other layout", (2, 3, 4), (0, 2, 1, 3), {"Transpose": 1, "Unsqueeze": 1, "MatMul": 1}),
     ("matmul of two batched", (3, 4), (0, 2, 1), {"Transpose": 4, "Neg": 1, "MatMul": 1}),
 ])
-def test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layout, ops):
+def test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layout, ops, tail=False):
     """States in memory as `layout` (axis j of memory = axis layout[j] of the steps): Gather of a scalar index and
     Squeeze of named axes take the axis where it lies (Gather(axis 0) of (L, 4, 3) is memory axis 2; the axes left
     keep their order, one Transpose at the end when that is not theirs); Identity and a same-type Cast pass it on; a
@@ -437,6 +438,10 @@ def test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layou
         nodes.append(gs.Node("MatMul", "mm0", inputs=inputs, outputs=[out]))
         ranks[id(out)] = max(len(shape), 3 if case == "matmul of a lower rank" else 2)
     out.dtype = np.float32
+    if tail:
+        out = _tail(nodes, out)
+        ranks[id(out)] = ranks[id(nodes[-2].outputs[0])] + 1
+        ops = dict(ops, Unsqueeze=ops.get("Unsqueeze", 0) + 1)
     _exact(nodes, state, out, _steps(*shape, seed=9), ops, layout=layout, ranks=ranks)
 
 
@@ -500,3 +505,37 @@ def test_step_i_of_a_tensor_from_the_state_is_refused(op):
         stepped = [SteppedUse(0, 1, [np.array(i) for i in range(L)])]
     _refused([node], state, out, f"{op} 'sl0' takes step i of a tensor that depends on the state", shape=(3, L),
              ranks={id(out): 2}, stepped=stepped)
+
+
+@pytest.mark.parametrize("case, shape, layout, ops", [
+    ("gather scalar axis -1", (2, 3, 4), (0, 3, 2, 1), {"Gather": 1, "Transpose": 1}),
+    ("squeeze axis 1", (2, 1, 4), (0, 3, 2, 1), {"Squeeze": 1, "Transpose": 1}),
+    ("matmul left", (3, 4), (0, 2, 1), {"Unsqueeze": 1, "Transpose": 2, "MatMul": 1}),
+])
+def test_a_laid_out_result_keeps_its_rank_for_the_ops_after_it(case, shape, layout, ops):
+    """The laid-out Gather (rank - 1), Squeeze (rank - 1) and MatMul (rank) followed by Unsqueeze(-1), which has no
+    laid-out rule: the layout undone (the same one Transpose, now before it), the new axis last by the rank given."""
+    test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layout, ops, tail=True)
+
+
+def test_an_identity_layout_is_no_layout():
+    """layout (0, 1, 2) is the states' own order: Neg replayed alone, no Transpose."""
+    state, out = V("x0", (3, 4)), V("y0")
+    nodes = [gs.Node("Neg", "neg0", inputs=[state], outputs=[out])]
+    _exact(nodes, state, out, _steps(3, 4, seed=12), {"Neg": 1}, layout=(0, 1, 2), ranks={id(out): 2})
+
+
+def test_a_shared_op_is_made_once_with_its_attributes():
+    """Cast(c, to=float) of a double c reads no step: made once as it is (its `to` kept), then x_i * it."""
+    state, cast, out = V("x0", (3, 4)), V("c0", (4,)), V("y0")
+    nodes = [gs.Node("Cast", "cast0", attrs={"to": 1}, inputs=[C("c", np.linspace(-1, 1, 4))], outputs=[cast]),
+             gs.Node("Mul", "mul0", inputs=[state, cast], outputs=[out])]
+    _exact(nodes, state, out, _steps(3, 4, seed=13), {"Cast": 1, "Mul": 1}, ranks={id(out): 2})
+
+
+def test_a_template_whose_output_reads_no_step_or_a_tensor_of_unknown_rank_is_refused():
+    state, out = V("x0", (3, 4)), V("y0")
+    nodes = [gs.Node("Neg", "neg0", inputs=[C("c", np.ones(4, np.float32))], outputs=[out])]
+    _refused(nodes, state, out, "the per-step output does not depend on the step", ranks={id(out): 1, id(state): 2})
+    nodes = [gs.Node("Mul", "mul0", inputs=[state, gs.Variable("ext")], outputs=[out])]
+    _refused(nodes, state, out, "rank of 'ext' is unknown", ranks={id(out): 2})
