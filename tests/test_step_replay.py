@@ -539,3 +539,15 @@ def test_a_template_whose_output_reads_no_step_or_a_tensor_of_unknown_rank_is_re
     _refused(nodes, state, out, "the per-step output does not depend on the step", ranks={id(out): 1, id(state): 2})
     nodes = [gs.Node("Mul", "mul0", inputs=[state, gs.Variable("ext")], outputs=[out])]
     _refused(nodes, state, out, "rank of 'ext' is unknown", ranks={id(out): 2})
+
+
+def test_a_readout_that_is_only_step_i_of_a_shared_tensor_depends_on_the_step():
+    """y_i = Slice(c, [i], [i + 1], [1]) (c (3, L)), the state unread: still one value per step, c's axis moved first."""
+    state, out = V("x0", (3, 1)), V("y0")
+    inputs = [C("c", np.random.default_rng(14).standard_normal((3, L)).astype(np.float32)),
+              C("starts", np.array([0], np.int64)), C("ends", np.array([1], np.int64)), C("axes", np.array([1], np.int64))]
+    nodes = [gs.Node("Slice", "sl0", inputs=inputs, outputs=[out])]
+    stepped = [SteppedUse(0, 1, [np.array([i], np.int64) for i in range(L)]),
+               SteppedUse(0, 2, [np.array([i + 1], np.int64) for i in range(L)])]
+    _exact(nodes, state, out, _steps(3, 1, seed=14), {"Transpose": 1, "Unsqueeze": 1}, stepped=stepped,
+           ranks={id(out): 2, id(state): 2})
