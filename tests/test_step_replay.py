@@ -551,3 +551,19 @@ def test_a_readout_that_is_only_step_i_of_a_shared_tensor_depends_on_the_step():
                SteppedUse(0, 2, [np.array([i + 1], np.int64) for i in range(L)])]
     _exact(nodes, state, out, _steps(3, 1, seed=14), {"Transpose": 1, "Unsqueeze": 1}, stepped=stepped,
            ranks={id(out): 2, id(state): 2})
+
+
+def test_an_empty_optional_input_is_passed_on_empty():
+    """Slice(., starts, ends, '', steps) (axes left out by an empty name): of the state, refused for its axes (not for a
+    rank of ''); of a shared c, made once as it is, with the empty input kept (then x_i * it)."""
+    state, out = V("x0", (3, 4)), V("y0")
+    bounds = [C("starts", np.array([1], np.int64)), C("ends", np.array([3], np.int64)), gs.Variable.empty(),
+              C("steps", np.array([1], np.int64))]
+    nodes = [gs.Node("Slice", "sl0", inputs=[state, *bounds], outputs=[out])]
+    _refused(nodes, state, out, "Slice 'sl0' needs constant axes", ranks={id(out): 2})
+    picked, out = V("p0", (2, 4)), V("y1")
+    nodes = [gs.Node("Slice", "sl1", inputs=[C("c", np.arange(16, dtype=np.float32).reshape(4, 4)), *bounds],
+                     outputs=[picked]),
+             gs.Node("Mul", "mul0", inputs=[V("x1", (2, 4)), picked], outputs=[out])]
+    state = nodes[1].inputs[0]
+    _exact(nodes, state, out, _steps(2, 4, seed=15), {"Slice": 1, "Mul": 1}, ranks={id(out): 2})
