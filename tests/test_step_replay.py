@@ -175,7 +175,8 @@ def test_a_conv_of_unknown_input_shape_is_refused():
 
 
 def test_a_conv_readout_keeps_its_rank_3_for_the_ops_after_it():
-    """Conv(x_i, w) then Squeeze(axes=[-1]): the Conv's steps are (1, G, 1) (rank 3), so -1 is its width axis (L, 1, G)."""
+    """Conv(x_i, w) then Squeeze(axes=[-1]): the Conv's steps are (1, G, 1) (rank 3), so -1 is its width axis:
+    (L, 1, G)."""
     nodes, state, output, ranks = _conv_template()
     squeezed = V("s0")
     nodes.append(gs.Node("Squeeze", "sq0", inputs=[output, C("axes", np.array([-1], np.int64))], outputs=[squeezed]))
@@ -218,7 +219,7 @@ def test_conv_operands_of_no_static_shape_are_refused(case):
     _refused(nodes, state, output, message, shape=(1, 0, W), ranks=ranks)
 
 
-# --- reductions, Slice, Einsum, Concat, Transpose: each followed by Unsqueeze(-1), which reads the rank it gave ----------
+# --- reductions, Slice, Einsum, Concat, Transpose: each followed by Unsqueeze(-1), which reads the rank it gave ---
 
 def _tail(nodes, tensor, opset=17):
     """Unsqueeze(tensor, [-1]): a wrong rank for `tensor` puts the new axis elsewhere."""
@@ -293,9 +294,9 @@ def test_slices_of_bounds_from_the_state_or_of_unknown_axes_are_refused(bound):
     if bound == "from the state":
         starts = V("starts0", (1,), np.int64)
         row = V("row0", (1,))
-        nodes += [gs.Node("Slice", "pick0", inputs=[state, C("z", np.array([0], np.int64)), C("o", np.array([1], np.int64)),
-                                                    C("a1", np.array([1], np.int64))], outputs=[V("pick0", (3, 1))]),
-                  ]
+        one = [C("z", np.array([0], np.int64)), C("o", np.array([1], np.int64))]
+        nodes.append(gs.Node("Slice", "pick0", inputs=[state, *one, C("a1", np.array([1], np.int64))],
+                             outputs=[V("pick0", (3, 1))]))
         nodes.append(gs.Node("Reshape", "flat0", inputs=[nodes[0].outputs[0], C("shape3", np.array([3], np.int64))],
                              outputs=[V("flat0", (3,))]))
         nodes.append(gs.Node("Slice", "first0", inputs=[nodes[1].outputs[0], C("z1", np.array([0], np.int64)),
@@ -306,7 +307,8 @@ def test_slices_of_bounds_from_the_state_or_of_unknown_axes_are_refused(bound):
         axes = V("axes0", (1,), np.int64)
         nodes.append(gs.Node("Shape", "shape0", inputs=[C("like", np.zeros(1, np.float32))], outputs=[axes]))
         message = "Slice 'sl0' needs constant axes"
-    nodes.append(gs.Node("Slice", "sl0", inputs=[state, starts, C("ends", np.array([3], np.int64)), axes], outputs=[out]))
+    nodes.append(gs.Node("Slice", "sl0", inputs=[state, starts, C("ends", np.array([3], np.int64)), axes],
+                         outputs=[out]))
     _refused(nodes, state, out, message, ranks=ranks)
 
 
@@ -445,7 +447,7 @@ def test_a_laid_out_state_is_kept_as_it_lies_where_a_rule_can(case, shape, layou
     _exact(nodes, state, out, _steps(*shape, seed=9), ops, layout=layout, ranks=ranks)
 
 
-# --- step i of a shared tensor (Gather(c, i), Slice(c, i, i + 1)): the axis moved to the front ---------------------------
+# --- step i of a shared tensor (Gather(c, i), Slice(c, i, i + 1)): the axis moved to the front ---
 
 @pytest.mark.parametrize("op, axis, width, start, stride, ops", [
     ("Slice", -1, L, 0, 1, {"Transpose": 1, "Unsqueeze": 1, "Mul": 1}),
@@ -465,7 +467,7 @@ def test_step_i_of_a_shared_tensor_is_the_tensor_with_that_axis_first(op, axis, 
     rng = np.random.default_rng(10)
     first = axis is None
     c = C("c", rng.standard_normal((width, 3) if first else (3, width)).astype(np.float32))
-    state, picked, out = V("x0", (3, 1) if first or op == "Gather" else (3, 1)), V("p0"), V("y0")
+    state, picked, out = V("x0", (3, 1)), V("p0"), V("y0")
     steps = range(start + stride * L)
     if op == "Slice":
         inputs = [c, C("starts", np.array([start], np.int64)), C("ends", np.array([start + 1], np.int64))]
@@ -499,9 +501,11 @@ def test_step_i_of_a_tensor_from_the_state_is_refused(op):
         node = gs.Node("Slice", "sl0", inputs=[state, C("starts", np.array([0], np.int64)),
                                                C("ends", np.array([1], np.int64)), C("axes", np.array([1], np.int64))],
                        outputs=[out])
-        stepped = [SteppedUse(0, 1, [np.array([i]) for i in range(L)]), SteppedUse(0, 2, [np.array([i + 1]) for i in range(L)])]
+        stepped = [SteppedUse(0, 1, [np.array([i]) for i in range(L)]),
+                   SteppedUse(0, 2, [np.array([i + 1]) for i in range(L)])]
     else:
-        node = gs.Node("Gather", "sl0", attrs={"axis": 1}, inputs=[state, C("index", np.array(0, np.int64))], outputs=[out])
+        node = gs.Node("Gather", "sl0", attrs={"axis": 1}, inputs=[state, C("index", np.array(0, np.int64))],
+                       outputs=[out])
         stepped = [SteppedUse(0, 1, [np.array(i) for i in range(L)])]
     _refused([node], state, out, f"{op} 'sl0' takes step i of a tensor that depends on the state", shape=(3, L),
              ranks={id(out): 2}, stepped=stepped)
@@ -542,10 +546,12 @@ def test_a_template_whose_output_reads_no_step_or_a_tensor_of_unknown_rank_is_re
 
 
 def test_a_readout_that_is_only_step_i_of_a_shared_tensor_depends_on_the_step():
-    """y_i = Slice(c, [i], [i + 1], [1]) (c (3, L)), the state unread: still one value per step, c's axis moved first."""
+    """y_i = Slice(c, [i], [i + 1], [1]) (c (3, L)), the state unread: still one value per step, c's axis moved
+    first."""
     state, out = V("x0", (3, 1)), V("y0")
     inputs = [C("c", np.random.default_rng(14).standard_normal((3, L)).astype(np.float32)),
-              C("starts", np.array([0], np.int64)), C("ends", np.array([1], np.int64)), C("axes", np.array([1], np.int64))]
+              C("starts", np.array([0], np.int64)), C("ends", np.array([1], np.int64)),
+              C("axes", np.array([1], np.int64))]
     nodes = [gs.Node("Slice", "sl0", inputs=inputs, outputs=[out])]
     stepped = [SteppedUse(0, 1, [np.array([i], np.int64) for i in range(L)]),
                SteppedUse(0, 2, [np.array([i + 1], np.int64) for i in range(L)])]
