@@ -573,3 +573,21 @@ def test_an_empty_optional_input_is_passed_on_empty():
              gs.Node("Mul", "mul0", inputs=[V("x1", (2, 4)), picked], outputs=[out])]
     state = nodes[1].inputs[0]
     _exact(nodes, state, out, _steps(2, 4, seed=15), {"Slice": 1, "Mul": 1}, ranks={id(out): 2})
+
+
+@pytest.mark.parametrize("op", ["Reshape", "Expand"])
+def test_a_reshape_to_a_computed_shape_and_an_expand_hand_on_their_rank(op):
+    """Reshape(x_i (3, 4), Shape(c)) (c (2, 6) shared: a target known only when run, the steps' axis prefixed by a
+    Concat) and Expand(x_i (3, 1), [2, 3, 4]) (rank 3), each followed by Unsqueeze(-1)."""
+    if op == "Reshape":
+        state, target, out = V("x0", (3, 4)), V("shape0", (2,), np.int64), V("r0")
+        nodes = [gs.Node("Shape", "shape0", inputs=[C("like", np.zeros((2, 6), np.float32))], outputs=[target]),
+                 gs.Node("Reshape", "r0", inputs=[state, target], outputs=[out])]
+        ops = {"Shape": 1, "Concat": 1, "Reshape": 1, "Unsqueeze": 1}
+    else:
+        state, out = V("x0", (3, 1)), V("r0")
+        nodes = [gs.Node("Expand", "r0", inputs=[state, C("shape", np.array([2, 3, 4], np.int64))], outputs=[out])]
+        ops = {"Expand": 1, "Unsqueeze": 2}
+    rank = 2 if op == "Reshape" else 3
+    tail = _tail(nodes, out)
+    _exact(nodes, state, tail, _steps(*state.shape, seed=16), ops, ranks={id(out): rank, id(tail): rank + 1})
