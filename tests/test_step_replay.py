@@ -591,3 +591,15 @@ def test_a_reshape_to_a_computed_shape_and_an_expand_hand_on_their_rank(op):
     rank = 2 if op == "Reshape" else 3
     tail = _tail(nodes, out)
     _exact(nodes, state, tail, _steps(*state.shape, seed=16), ops, ranks={id(out): rank, id(tail): rank + 1})
+
+
+@pytest.mark.parametrize("layout", [None, (0, 2, 1, 3)])
+def test_a_squeeze_of_every_unit_axis_is_refused_as_a_replay_error(layout):
+    # mut34: a TypeError ('NoneType' object is not iterable) before, which the pass's dry run (catching ReplayError)
+    # would not have caught; the matcher refuses such a template first, so no pass reached it
+    x0, y0 = gs.Variable("x0", np.float32, (3, 1, 4)), gs.Variable("y0", np.float32)
+    template = StepTemplate(nodes=[gs.Node("Squeeze", "sq0", inputs=[x0], outputs=[y0])], output=y0, state=x0,
+                            ranks={id(x0): 3, id(y0): 2})
+    with pytest.raises(ReplayError, match=r"^Squeeze 'sq0': a Squeeze of every size-1 axis is not replayed \(its axes "
+                                          r"are not given\)$"):
+        replay_over_steps(GraphBuilder(gs.Graph(), 17, prefix="r"), template, gs.Variable("states"), 5, layout=layout)
