@@ -49,7 +49,7 @@ Concat per stacked output) exceed `max_nodes`.
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -396,6 +396,22 @@ class _Shapes:
             yield self._symbolic[name]
 
 
+def _shape_gather(node: Optional[gs.Node]) -> Optional[tuple[gs.Tensor, Callable[[int], Optional[int]]]]:
+    """Gather(Shape(x), k) (axis 0, k a constant): x, and the axis of x it reads for a rank of x (None where k is past
+    what Shape's start and end keep); None for any other node."""
+    if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0 or len(node.inputs) < 2:
+        return None
+    index, shape_node = constant_int(node.inputs[1]), producer(node.inputs[0])
+    if index is None or shape_node is None or shape_node.op != "Shape" or not shape_node.inputs:
+        return None
+    start, end = int(shape_node.attrs.get("start", 0)), shape_node.attrs.get("end")
+
+    def axis_for(rank: int) -> Optional[int]:
+        axes = list(range(rank))[slice(start, None if end is None else int(end))]
+        return axes[index] if -len(axes) <= index < len(axes) else None
+    return shape_node.inputs[0], axis_for
+
+
 def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -> Optional[np.ndarray | int]:
     """A trip count read from a shape, Gather(Shape(x), k) (through Cast, Identity, Squeeze), where x's size k is
     static while others are not: TorchScript's `range(x.shape[1])` with a dynamic batch. `exact`: the Gather's own
@@ -405,18 +421,16 @@ def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -
         if node is None or node.op not in ("Cast", "Identity", "Squeeze") or not node.inputs:
             break
         node = producer(node.inputs[0])
-    if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+    read = _shape_gather(node)
+    if read is None:
         return None
-    index, shape_node = constant_int(node.inputs[1]), producer(node.inputs[0])
-    if index is None or shape_node is None or shape_node.op != "Shape":
-        return None
-    start, end = int(shape_node.attrs.get("start", 0)), shape_node.attrs.get("end")
-    for shape in shapes.candidates(shape_node.inputs[0].name):
-        read = list(shape)[slice(start, None if end is None else int(end))]
-        if -len(read) <= index < len(read) and isinstance(read[index], (int, np.integer)):
+    source, axis_for = read
+    for shape in shapes.candidates(source.name):
+        axis = axis_for(len(shape))
+        if axis is not None and isinstance(shape[axis], (int, np.integer)):
             if exact:
-                return np.full(np.shape(constant_value(node.inputs[1])), int(read[index]), dtype=np.int64)
-            return int(read[index])
+                return np.full(np.shape(constant_value(node.inputs[1])), int(shape[axis]), dtype=np.int64)
+            return int(shape[axis])
     return None
 
 
@@ -424,12 +438,9 @@ def _static_size_read(tensor: gs.Tensor, shapes: _Shapes, exact: bool = False) -
 MAX_WALK = 256
 
 
-def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = None) -> dict:
-    """The static sizes `tensor` is computed from, as small_value's `bound` (by id of the tensor): each
-    Gather(Shape(x), k) of a static size k (x's others may be symbolic) its value, each Shape(x) of an x whose shape is
-    static its value. `outer`: ids of the main graph's tensors, the only ones whose shapes are known (a body's tensor
-    named like one of them is not it)."""
-    bound: dict = {}
+def _walk_up(tensor: gs.Tensor, visit: Callable[[gs.Tensor, gs.Node], bool]) -> None:
+    """Calls visit(t, producer of t) for `tensor` and each tensor it is computed from (constants and empty inputs
+    left out, each once, at most MAX_WALK), going on into a node's inputs where visit returns True."""
     seen: set = set()
     stack = [tensor]
     while stack and len(seen) < MAX_WALK:
@@ -438,13 +449,25 @@ def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = Non
             continue
         seen.add(id(tensor))
         node = producer(tensor)
-        if node is None or node.op not in EVALUATED_OPS or not node.inputs:
-            continue
+        if node is not None and node.inputs and visit(tensor, node):
+            stack.extend(node.inputs)
+
+
+def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = None) -> dict:
+    """The static sizes `tensor` is computed from, as small_value's `bound` (by id of the tensor): each
+    Gather(Shape(x), k) of a static size k (x's others may be symbolic) its value, each Shape(x) of an x whose shape is
+    static its value. `outer`: ids of the main graph's tensors, the only ones whose shapes are known (a body's tensor
+    named like one of them is not it)."""
+    bound: dict = {}
+
+    def visit(tensor: gs.Tensor, node: gs.Node) -> bool:
+        if node.op not in EVALUATED_OPS:
+            return False
         if outer is None or id(tensor) in outer:
             size = _static_size_read(tensor, shapes, exact=True)
             if size is not None:
                 bound[id(tensor)] = size
-                continue
+                return False
             if node.op == "Shape":
                 shape = next((shape for shape in shapes.candidates(node.inputs[0].name)
                               if all(isinstance(size, (int, np.integer)) for size in shape)), None)
@@ -452,8 +475,10 @@ def _static_sizes(tensor: gs.Tensor, shapes: _Shapes, outer: Optional[set] = Non
                     value = small_value(tensor, {id(node.inputs[0]): np.broadcast_to(np.zeros((), np.float32), shape)})
                     if value is not None:
                         bound[id(tensor)] = value
-                continue
-        stack.extend(node.inputs)
+                return False
+        return True
+
+    _walk_up(tensor, visit)
     return bound
 
 
@@ -463,31 +488,26 @@ def _symbolic_size_read(tensor: gs.Tensor, graph: gs.Graph) -> str:
     trip count is then computed like any static size's): " (it reads axis 1 of the graph input 'x', of symbolic size
     'length': --input-shape fixes it)"; "" where it reads none."""
     inputs = {id(t) for t in graph.inputs}
-    seen: set = set()
-    stack = [tensor]
-    while stack and len(seen) < MAX_WALK:
-        tensor = stack.pop()
-        if _is_empty(tensor) or id(tensor) in seen or constant_value(tensor) is not None:
-            continue
-        seen.add(id(tensor))
-        node = producer(tensor)
-        if node is None or not node.inputs:
-            continue
-        shape_node = producer(node.inputs[0]) if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 else None
-        index = constant_int(node.inputs[1]) if shape_node is not None and len(node.inputs) > 1 else None
-        if (shape_node is not None and shape_node.op == "Shape" and index is not None and shape_node.inputs
-                and id(shape_node.inputs[0]) in inputs):
-            source = shape_node.inputs[0]
-            shape, start, end = list(source.shape or []), shape_node.attrs.get("start", 0), shape_node.attrs.get("end")
-            axes = list(range(len(shape)))[slice(int(start), None if end is None else int(end))]
-            axis = axes[index] if -len(axes) <= index < len(axes) else None
+    found: list[str] = []
+
+    def visit(tensor: gs.Tensor, node: gs.Node) -> bool:
+        if found:   # the first one found is the one named
+            return False
+        read = _shape_gather(node)
+        if read is not None and id(read[0]) in inputs:
+            source, axis_for = read
+            shape = list(source.shape or [])
+            axis = axis_for(len(shape))
             if axis is not None and not isinstance(shape[axis], (int, np.integer)):
                 size = shape[axis]
                 named = f"symbolic size '{printable(size)}'" if isinstance(size, str) and size else "a size not given"
-                return (f" (it reads axis {axis} of the graph input '{printable(source.name)}', of {named}: "
-                        "--input-shape fixes it)")
-        stack.extend(node.inputs)
-    return ""
+                found.append(f" (it reads axis {axis} of the graph input '{printable(source.name)}', of {named}: "
+                             "--input-shape fixes it)")
+                return False
+        return True
+
+    _walk_up(tensor, visit)
+    return found[0] if found else ""
 
 
 def _computed_value(tensor: gs.Tensor, shapes: _Shapes, bound: Optional[dict] = None,
