@@ -23,7 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext, PassInputError, PassResult
-from passes.graph_io import ModelMeta, graph_to_model, model_byte_size, over_protobuf_limit
+from passes.graph_io import ModelMeta, graph_to_model, over_protobuf_limit, serialized_model
 from passes.one_line import one_line
 from passes.verify import RunTimedOut, VerificationError, check_timeout, compare, run_model, summarize
 
@@ -243,13 +243,14 @@ class PassManager:
                     model = graph_to_model(graph, self.meta)
                     # adv19: 132 folded constants of 16 MiB went on to 'internal error: EncodeError: Failed to
                     # serialize proto' at the write (exit 1, 137 s and 8.7 GB later); the checks cannot look past it
-                    too_large = over_protobuf_limit("compiled, it grows to", model_byte_size(model))
+                    data, size = serialized_model(model)
+                    too_large = over_protobuf_limit("compiled, it grows to", size)
                     if too_large:
                         raise PipelineError(f"pass '{pass_.name}': {too_large}", pass_.name,
                                             [record.name for record in run.records[:-1]], run) \
                             from PassInputError(too_large)
                 if self.check:
-                    inferred = self._check(model, record, run)
+                    inferred = self._check(data, record, run)
                 if self.verify_each:
                     previous_outputs = self._verify(model, record, previous_outputs, run, inferred)
                 if self.on_changed_model:
@@ -275,9 +276,10 @@ class PassManager:
         return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage,
                          timeout=self.verify_timeout)
 
-    def _check(self, model: onnx.ModelProto, record: PassRecord, run: PipelineRun) -> onnx.ModelProto | None:
-        """Raises PassCheckError where the model is invalid; returns what shape inference made of it
-        (verification's size cap reuses it), or None where it could not look."""
+    def _check(self, model: bytes, record: PassRecord, run: PipelineRun) -> onnx.ModelProto | None:
+        """Raises PassCheckError where the model (serialized: both checks take its bytes, which they would each
+        serialize again from a ModelProto) is invalid; returns what shape inference made of it (verification's size
+        cap reuses it), or None where it could not look."""
         check_started = time.perf_counter()
         failures = []
         checks = (("onnx.checker", "checker", lambda: onnx.checker.check_model(model, full_check=False)),
