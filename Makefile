@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Sophgo tpu-mlir 1.30.2 in its own Python 3.10 venv (ignored; reused once installed). docs/TPU.md
 TPU_VENV ?= .tpu-venv
 
-.PHONY: demo test test-fast test-vmamba-t clean tpu-setup tpu-check-micro
+.PHONY: demo test test-fast test-vmamba-t fuzz clean tpu-setup tpu-check-micro
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: $(STAMP) tpu-setup
 # Without whole-model and TPU-compiler tests: a few minutes.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not tpu"
+
+# The property tests with VMAMBA_FUZZ_SCALE (default 50) times their CI examples, fresh randomness each run
+# (CI's are derandomized): a nightly job's command, ~1-2 h on 2 cores. A failure prints the example to replay.
+FUZZ_SCALE ?= 50
+fuzz: $(STAMP)
+	VMAMBA_FUZZ_SCALE=$(FUZZ_SCALE) HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q -m "not slow and not tpu" \
+		$$(grep -l '^from fuzz_budget import' tests/test_*.py)
 
 # VMamba-T end to end (~15-20 min on 2 cores; CI runs it after `test`): the naive export (made once,
 # reused), the golden graphs of every pipeline, and the tpu output compiled by tpu-mlir with layer grouping.

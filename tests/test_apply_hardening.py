@@ -17,6 +17,7 @@ import onnx
 import onnx.parser
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from fuzz_budget import examples
 from scan_testing import TINY_MODEL_TEXT
 from test_cli import REPO, apply_cli, assert_one_line_error
 from test_hardening import DUPLICATE_NAMES, _invalid, listing, with_ctrl_c
@@ -470,7 +471,7 @@ def pipeline_texts(draw):
     return draw(st.sampled_from([",", ", ", ",,"])).join(steps) if steps else draw(st.sampled_from(["", " ", "cpu", "tpu"]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(pipeline=pipeline_texts(), chunk=st.one_of(st.none(), st.integers(-2, 40)),
        tolerance=st.sampled_from([None, "0", "1e-5", "nan", "-1", "abc", "1e300"]))

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from fuzz_budget import examples
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.reroll_scans import RerollScans
@@ -357,7 +358,7 @@ def _spoil_index_tuples(model: onnx.ModelProto, spoil: str, t: int) -> onnx.Mode
     return model
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spoil=st.sampled_from(["none", "range-start-1", "range-step-2", "range-of-axis-1", "range-of-axis-2",
                               "range-as-a-row", "position-of-the-step-before", "columns-swapped", "size-through-bool",
                               "where-of-a-positive-shape", "reduction-add", "target-of-another-tensor"]),

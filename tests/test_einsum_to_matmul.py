@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
+from fuzz_budget import examples
 from onnx import TensorProto, helper
 
 from passes.einsum_to_matmul import EinsumToMatMul
@@ -310,7 +311,7 @@ def contractions(draw):
     return equation, shapes
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=contractions(), seed=st.integers(0, 2**16))
 @example(case=("ca,cb->", [[3, 2], [3, 3]]), seed=1163)   # a scalar that cancels: rel L2 1.8e-06 of its own norm
 def test_any_contraction_equals_numpy_einsum(case, seed):

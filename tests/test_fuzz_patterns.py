@@ -18,6 +18,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from fuzz_budget import examples
 
 from passes.reroll_scans import RerollScans
 from passes.relative_error import relative_l2
@@ -30,7 +31,7 @@ FORMS = sorted(SCAN_FORMS)
 # Forms built on exp(-cumsum(log a)) inside a chunk: chunk24 overflows past a chunk log-decay sum
 # of ~87; batched centres the exponents (twice that range) and may overflow past it, never silently.
 OVERFLOWS_ON_LARGE_DECAYS = {"chunk24", "batched"}
-FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # relative_l2 has no floor on ||b|| (subnormal outputs have tiny norms)
@@ -126,7 +127,7 @@ def _states_of(spec: ScanSpec, form: str, chunk: int, feeds: dict) -> tuple[np.n
         return run(out, feeds)[0], numpy_scan(spec, feeds)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(form=st.sampled_from(FORMS), length=st.integers(2, 60), chunk=st.integers(1, 32),
        chunk_sum=st.floats(300, 5000), drive_scale=st.sampled_from([1.0, 1e3]), seed=st.integers(0, 2**16),
        initial=st.sampled_from(["zeros", "input"]))

@@ -9,6 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
+from fuzz_budget import examples
 
 from passes.base import PassContext
 from passes.reroll_scans import RerollScans
@@ -389,7 +390,7 @@ def test_bad_options_are_refused():
         RerollScans(chunk=0)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     form=st.sampled_from(["chunk24", "parallel", "batched", "batched-doubling", "parallel-strided", "strided-readout", "channels-last-readout",
                           "window-doubling"]),

@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzz_budget import examples
 from onnx import TensorProto, helper
 
 from passes.base import PassContext
@@ -128,7 +129,7 @@ shapes_and_axes = st.integers(1, 5).flatmap(lambda rank: st.tuples(
     st.lists(st.integers(1, 40), min_size=rank, max_size=rank), st.integers(0, rank - 1)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(shapes_and_axes, st.integers(2, 3000), st.sampled_from([1, 4, 64]))
 def test_plan_pieces_never_exceed_budget(shape_axis, budget, lanes):
     shape, axis = shape_axis
@@ -145,7 +146,7 @@ def test_plan_pieces_never_exceed_budget(shape_axis, budget, lanes):
         assert not plan.carried  # no carry when cutting other axes is enough
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(shapes_and_axes, st.integers(2, 400))
 def test_plan_is_minimal_for_plain_budgets(shape_axis, budget):
     """No grid of fewer pieces fits (brute force over piece counts, lanes=1, no summed-axis cut)."""
@@ -205,7 +206,7 @@ small_shapes_and_axes = st.integers(1, 5).flatmap(lambda rank: st.tuples(
     st.lists(st.integers(1, 9), min_size=rank, max_size=rank), st.integers(0, rank - 1)))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_shapes_and_axes, st.integers(6, 200), st.sampled_from([1, 4]), st.integers(0, 2**31))
 def test_property_split_equals_unsplit(shape_axis, budget, lanes, seed):
     shape, axis = shape_axis
