@@ -129,6 +129,13 @@ def run_cli(*args):
     (["--model", "micro", "--scan", "chunk24", "--readout", "mulsum"], "--readout and --index apply to --scan sequential only"),
     (["--model", "micro", "--depths", "1,x"], "depths must be comma-separated ints"),
     (["--model", "micro", "--dims", "-4"], "dims must be a positive even int"),
+    # session s32 (gen20): --resolution H, HxW or H,W
+    (["--model", "micro", "--resolution", "24x"],
+     "resolution must be H (square) or HxW (or H,W) in ASCII digits, e.g. 224 or 192x256, got '24x'"),
+    (["--model", "micro", "--resolution", "24x32x40"], "got '24x32x40'"),
+    (["--model", "micro", "--resolution", "24x-32"], "got '24x-32'"),
+    (["--model", "micro", "--resolution", "24x3"], "img_width must be >= 4, got 3"),
+    (["--model", "micro", "--resolution", "2,32"], "img_size must be >= 4, got 2"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 100)
@@ -139,6 +146,24 @@ def test_cli_errors_are_one_line(tmp_path, args, needle):
     assert len(err_lines) == 1 and needle in err_lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]
+
+
+@pytest.mark.parametrize("resolution, shape, steps", [("24x32", (24, 32), 6 * 8 + 3 * 4 + 2 * 2),
+                                                      ("36,28", (36, 28), 9 * 7 + 5 * 4 + 3 * 2)])
+def test_cli_exports_a_non_square_input(tmp_path, capsys, resolution, shape, steps):
+    """Session s32 (gen20): HxW planes (36x28 gives 9x7, 5x4, 3x2: odd sides after the stride-2 convs)."""
+    out = tmp_path / "wide.onnx"
+    assert main(["--model", "micro", "--dims", "16", "--depths", "1,1,1", "--resolution", resolution,
+                 "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    data = np.load(ref_path_for(out))
+    assert data["input"].shape == (1, 3, *shape)
+    assert rel_l2(run_onnxruntime(out, data["input"]), data["logits"]) <= 1e-6
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, *shape]
+    # one readout per step, and each of the 3 blocks' deltaA and deltaB_u
+    assert sum(n.op_type == "Einsum" for n in model.graph.node) == steps + 2 * 3
+    assert "rel L2" in stdout
 
 
 def test_cli_exports_micro_digits(tmp_path, capsys):

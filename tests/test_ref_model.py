@@ -45,6 +45,43 @@ def test_cli_overrides():
         (16, (1, 1, 2, 1), 4, 2.0, 32, 7)
 
 
+def test_cli_resolution_height_by_width():
+    """Session s32 (gen20): --resolution H, HxW or H,W where the CLI allows non-square inputs."""
+    ap = add_config_args(argparse.ArgumentParser(), non_square=True)
+    for text, hw, width in (("32", (32, 32), None), ("24x40", (24, 40), 40), ("40,24", (40, 24), 24),
+                            ("24x24", (24, 24), None)):
+        cfg = config_from_args(ap.parse_args(["--resolution", text]))
+        assert (cfg.img_hw, cfg.img_width) == (hw, width)
+    # CLIs that build square samples (tools.bench) keep an int
+    square = add_config_args(argparse.ArgumentParser())
+    with pytest.raises(SystemExit):
+        square.parse_args(["--resolution", "24x40"])
+    # every stride-2 conv rounds up: no multiple of 32 needed, planes of any shape
+    cfg = get_config("micro", img_size=30, img_width=38)
+    assert cfg.stage_resolutions() == [(8, 10), (4, 5), (2, 3), (1, 2)]
+    assert cfg.scan_steps() == 80 + 20 + 2 * 6 + 2
+    assert cfg.stage_resolutions(64) == get_config("micro").stage_resolutions() == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    with pytest.raises(ConfigError, match="^img_width must be >= 4, got 3$"):
+        get_config("micro", img_width=3)
+
+
+def test_non_square_model_matches_float64_and_cross_merge_undoes_cross_scan():
+    """A 28x36 input runs (planes 7x9, 4x5, 2x3, 1x2) and float32 matches float64; on a 3x5 plane,
+    cross_merge puts each of the 4 directions back in place (an H/W mix-up would not)."""
+    from vmamba_ref.model import cross_merge, cross_scan
+
+    plane = torch.arange(2 * 15.0).reshape(1, 2, 3, 5)
+    assert torch.equal(cross_merge(cross_scan(plane), 3, 5), 4 * plane.flatten(2, 3))
+    assert cross_scan(plane)[0, 1, 0].tolist() == [0, 5, 10, 1, 6, 11, 2, 7, 12, 3, 8, 13, 4, 9, 14]
+    model = build_model(get_config("micro", img_size=28, img_width=36), scan="sequential", seed=1)
+    x = torch.randn(1, 3, 28, 36)
+    with torch.no_grad():
+        a = model(x).double()
+        b = set_scan(model, "float64")(x).double()
+    assert a.shape == (1, 10)
+    assert float((a - b).norm() / b.norm()) <= 1e-5
+
+
 @pytest.mark.parametrize("d_state", [1, 4])
 def test_output_shapes(d_state):
     cfg = get_config("micro", d_state=d_state)

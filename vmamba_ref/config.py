@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from passes.one_line import ascii_float, ascii_int, finite_real
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 class ConfigError(ValueError):
@@ -29,7 +33,8 @@ class VMambaConfig:
     patch_size: int = 4
     in_chans: int = 3
     num_classes: int = 1000
-    img_size: int = 224
+    img_size: int = 224                # input height, and width unless img_width is set
+    img_width: int | None = None       # input width of a non-square input (None: img_size)
     ssm_conv: int = 3
     norm_eps: float = 1e-5
 
@@ -49,6 +54,8 @@ class VMambaConfig:
             (self.in_chans >= 1, f"in_chans must be >= 1, got {self.in_chans}"),
             (self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}"),
             (self.img_size >= self.patch_size, f"img_size must be >= {self.patch_size}, got {self.img_size}"),
+            (self.img_width is None or self.img_width >= self.patch_size,
+             f"img_width must be >= {self.patch_size}, got {self.img_width}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -66,18 +73,32 @@ class VMambaConfig:
             return math.ceil(self.stage_dims[stage] / 16)
         return int(self.dt_rank)
 
-    def stage_resolutions(self, img_size: int | None = None) -> list[tuple[int, int]]:
-        """Feature-map (H, W) per stage for a square input (conv k3 s2 p1 halves, rounding up)."""
-        h = img_size or self.img_size
-        h = (h + 1) // 2
-        h = (h + 1) // 2
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        """Input (height, width)."""
+        return self.img_size, self.img_size if self.img_width is None else self.img_width
+
+    def stage_resolutions(self, img_size: int | tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Feature-map (H, W) per stage for an input of ``img_size`` (an int: square; default the config's).
+
+        Every stride-2 conv (k3 s2 p1: two in the patch embed, one per downsample) halves each side
+        rounding up, so any H, W >= 1 runs; the planes need not be square or even (30x38 gives 8x10,
+        4x5, 2x3 and 1x2).
+        """
+        if img_size is None:
+            h, w = self.img_hw
+        elif isinstance(img_size, int):
+            h = w = img_size
+        else:
+            h, w = img_size
+        h, w = (h + 3) // 4, (w + 3) // 4
         out = []
         for _ in self.depths:
-            out.append((h, h))
-            h = (h + 1) // 2
+            out.append((h, w))
+            h, w = (h + 1) // 2, (w + 1) // 2
         return out
 
-    def scan_steps(self, img_size: int | None = None) -> int:
+    def scan_steps(self, img_size: int | tuple[int, int] | None = None) -> int:
         """Sequential scan steps per direction over the whole model (8918 for VMamba-T at 224)."""
         return sum(d * h * w for d, (h, w) in zip(self.depths, self.stage_resolutions(img_size)))
 
@@ -128,9 +149,22 @@ def _parse_dt_rank(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"dt-rank must be 'auto' or an int, got {text!r}") from None
 
 
+def _parse_resolution(text: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '192x256' or '192,256' -> (192, 256): height first, as torch's (N, C, H, W)."""
+    parts = re.split(r"[x,]", text)
+    if len(parts) not in (1, 2) or not all(_ASCII_DIGITS.fullmatch(p) for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"resolution must be H (square) or HxW (or H,W) in ASCII digits, e.g. 224 or 192x256, got '{text}'")
+    h, w = (int(parts[0]), int(parts[-1]))
+    return h, w
+
+
 def add_config_args(parser: argparse.ArgumentParser, default_model: str = "micro",
-                    model_choices: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """Add ``--model`` and the config-override flags shared by every CLI."""
+                    model_choices: Sequence[str] | None = None, non_square: bool = False) -> argparse.ArgumentParser:
+    """Add ``--model`` and the config-override flags shared by every CLI.
+
+    ``non_square``: ``--resolution`` also takes HxW (a CLI that builds square samples leaves it off).
+    """
     g = parser.add_argument_group("model config")
     choices = list(model_choices) if model_choices is not None else list(NAMED_CONFIGS) + list(WEIGHTED_ALIASES)
     g.add_argument("--model", default=default_model, choices=choices, help="named config (default: %(default)s)")
@@ -140,7 +174,12 @@ def add_config_args(parser: argparse.ArgumentParser, default_model: str = "micro
     g.add_argument("--ssm-ratio", dest="ssm_ratio", type=ascii_float, help="d_inner / dim")
     g.add_argument("--dt-rank", dest="dt_rank", type=_parse_dt_rank, help="'auto' or an int")
     g.add_argument("--mlp-ratio", dest="mlp_ratio", type=ascii_float)
-    g.add_argument("--resolution", dest="img_size", type=ascii_int, help="input height = width")
+    if non_square:
+        g.add_argument("--resolution", dest="img_size", type=_parse_resolution, metavar="H|HxW",
+                       help="input height = width (224), or height x width (192x256 or 192,256); any sides >= 4 "
+                            "(each stride-2 conv rounds up, so no multiple of 32 is needed)")
+    else:
+        g.add_argument("--resolution", dest="img_size", type=ascii_int, help="input height = width")
     g.add_argument("--classes", dest="num_classes", type=ascii_int, help="number of classes")
     g.add_argument("--in-chans", dest="in_chans", type=ascii_int)
     return parser
@@ -151,4 +190,8 @@ _CLI_FIELDS = ("dims", "depths", "d_state", "ssm_ratio", "dt_rank", "mlp_ratio",
 
 def config_from_args(args: argparse.Namespace) -> VMambaConfig:
     overrides = {k: getattr(args, k, None) for k in _CLI_FIELDS}
+    if isinstance(overrides["img_size"], tuple):   # --resolution HxW (add_config_args(non_square=True))
+        height, width = overrides["img_size"]
+        overrides["img_size"] = height
+        overrides["img_width"] = width if width != height else None
     return get_config(args.model, **overrides)

@@ -172,12 +172,13 @@ def _torch_onnx_export(module, sample, path, *, opset, dynamic_batch, exporter, 
 
 def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynamic_batch: bool = False,
                  opset: int | None = None, readout: str = "einsum", index: str = "gather", seed: int = 0,
-                 sample: torch.Tensor | None = None, resolution: int | None = None, check: bool = True,
+                 sample: torch.Tensor | None = None, resolution: int | tuple[int, int] | None = None, check: bool = True,
                  check_batch: int = 3, exporter: str = "torchscript", status=None,
                  scan: str = "sequential") -> ExportResult:
     """Export ``model`` with the sequential scan to ``path`` (+ ``.ref.npz``), atomically.
 
-    ``sample`` (N, C, H, W) overrides the seeded random input; ``check`` runs onnxruntime on the
+    ``sample`` (N, C, H, W) overrides the seeded random input, whose (H, W) is ``resolution`` (an int:
+    square) or the config's ``img_hw``; ``check`` runs onnxruntime on the
     sample (and, with ``dynamic_batch``, also at batch 1 and ``check_batch``) against PyTorch.
     ``status(msg)`` receives progress messages. ``opset`` defaults to 17 (torchscript) or 18 (dynamo).
     ``scan="chunk24"`` exports the fork-style chunk24 instead (readout/index do not apply); its
@@ -193,12 +194,13 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
     if scan not in EXPORT_SCANS:
         raise ExportError(f"unknown scan {scan!r} (known: {', '.join(EXPORT_SCANS)})")
     scan_options = dict(readout=readout, index=index) if scan == "sequential" else {}
-    res = resolution or cfg.img_size
+    res = cfg.img_hw if resolution is None else (resolution, resolution) if isinstance(resolution, int) else resolution
     if sample is None:
         if batch < 1:
             raise ExportError(f"batch must be >= 1, got {batch}")
         gen = torch.Generator().manual_seed(seed)
-        sample = torch.randn(batch, cfg.in_chans, res, res, generator=gen)
+        sample = torch.randn(batch, cfg.in_chans, *res, generator=gen)
+    res = tuple(int(side) for side in sample.shape[2:])   # the steps traced are the sample's
     sample = sample.float().contiguous()
 
     model.eval()
@@ -240,7 +242,7 @@ def export_naive(model: VSSM, path: str | os.PathLike, *, batch: int = 1, dynami
             if dynamic_batch:
                 for b in sorted({1, check_batch} - {len(sample)}):
                     gen = torch.Generator().manual_seed(seed + b)
-                    xb = torch.randn(b, cfg.in_chans, res, res, generator=gen)
+                    xb = torch.randn(b, cfg.in_chans, *res, generator=gen)
                     got_b = run_onnxruntime(tmp_onnx, xb.numpy())
                     want_b = reference_logits(model, xb, scan, **scan_options)
                     result.checks[f"batch{b}"] = _metrics(got_b, want_b, None)
@@ -260,7 +262,7 @@ def _metrics(got: np.ndarray, ref32: np.ndarray, ref64: np.ndarray | None) -> di
 def _parser() -> argparse.ArgumentParser:
     ap = OneLineArgumentParser(prog="python -m vmamba_ref.export",
                         description="Naive (unrolled sequential scan) ONNX export of the reference VMamba.")
-    add_config_args(ap, default_model="micro-digits")
+    add_config_args(ap, default_model="micro-digits", non_square=True)
     ap.add_argument("--ckpt", type=Path, help="checkpoint ({'model': sd}, {'model_ema': sd} or a state dict)")
     ap.add_argument("--batch", type=ascii_int, default=1, help="sample batch size (default 1)")
     ap.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (checked at batch 1 and 3)")
@@ -286,7 +288,7 @@ def _build(args) -> tuple[VSSM, torch.Tensor | None]:
     if args.model == "micro-digits" and args.ckpt is None:
         from . import DIGITS_WEIGHTS
         load_checkpoint(model, DIGITS_WEIGHTS)
-        if (cfg.img_size, cfg.in_chans) == (64, 3):   # real held-out digits as the sample input
+        if (cfg.img_hw, cfg.in_chans) == ((64, 64), 3):   # real held-out digits as the sample input
             from .digits import load_digits_split
             sample = torch.from_numpy(load_digits_split().x_test[: args.batch])
     elif args.ckpt is not None:
@@ -326,7 +328,7 @@ def _main(args) -> int:
         model, sample = _build(args)
         cfg = model.config
         console.print(f"[bold]{args.model}[/]: dims {cfg.dims}, depths {list(cfg.depths)}, d_state {cfg.d_state}, "
-                      f"{cfg.img_size}x{cfg.img_size}, {cfg.scan_steps()} scan steps, "
+                      f"{cfg.img_hw[0]}x{cfg.img_hw[1]}, {cfg.scan_steps()} scan steps, "
                       f"scan {args.scan}, readout {args.readout}, index {args.index}, opset {opset}, {args.exporter} exporter, "
                       f"batch {'dynamic' if args.dynamic_batch else args.batch}")
         with console.status("starting") as spinner:
