@@ -55,3 +55,7 @@ def test_every_axis_of_the_brief_is_covered():
     lengths = {length for v in VARIANTS for length in v.scan_lengths}
     assert any(length % 24 and length % 8 and length > 24 for length in lengths)
     assert any(v.index == "slice" and v.dynamic_batch and v.resolved_opset == 12 for v in VARIANTS)
+    # planes other than square, taller and wider, static and dynamic batch (session s32)
+    sides = [v.height_width for v in VARIANTS if v.model == "vmamba"]
+    assert any(h > w for h, w in sides) and any(h < w for h, w in sides)
+    assert any(v.height_width[0] != v.height_width[1] and v.dynamic_batch for v in VARIANTS)

@@ -45,7 +45,21 @@ class Variant:
     readout: str = "einsum"
     index: str = "gather"
     d_state: int = 1
-    resolution: int = RESOLUTION
+    resolution: int | tuple[int, int] = RESOLUTION   # a square side, or (height, width)
+    ssm_ratio: float | None = None   # None: the config's (2.0)
+    dt_rank: int | None = None       # None: "auto", ceil(dim / 16) per stage
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else self.resolution
+
+    def config(self):
+        from vmamba_ref.config import get_config
+
+        height, width = self.height_width
+        return get_config("micro", dims=DIMS, depths=DEPTHS, img_size=height,
+                          img_width=width if width != height else None, d_state=self.d_state,
+                          ssm_ratio=self.ssm_ratio, dt_rank=self.dt_rank)
 
     @property
     def resolved_opset(self) -> int:
@@ -64,9 +78,7 @@ class Variant:
     def scan_lengths(self) -> list[int]:
         if self.model == "mamba1d":
             return [MAMBA1D_LENGTH]
-        from vmamba_ref.config import get_config
-
-        config = get_config("micro", dims=DIMS, depths=DEPTHS, img_size=self.resolution, d_state=self.d_state)
+        config = self.config()
         return [h * w for depth, (h, w) in zip(config.depths, config.stage_resolutions()) for _ in range(depth)]
 
 
@@ -92,6 +104,14 @@ VARIANTS: list[Variant] = [
     Variant("n16-slice-mulsum", "N = 16, Slice, Mul+ReduceSum", d_state=16, index="slice", readout="mulsum"),
     Variant("res32", "32x32: L = 64, 16, 4 (multiples of 8)", resolution=32),
     Variant("res40", "40x40: L = 100, 25, 9 (several chunks, ragged last chunk)", resolution=40),
+    # Session s32 (gen20): planes other than square (detection and segmentation inputs); the cross-scan's
+    # H/W swap turns an H x W plane into W x H. Both orders, odd sides, and the d_state/ssm_ratio/dt_rank knobs.
+    Variant("res24x32", "24x32 (H < W): planes 6x8, 3x4, 2x2", resolution=(24, 32)),
+    Variant("res36x28", "36x28 (H > W): planes 9x7, 5x4, 3x2 (odd sides)", resolution=(36, 28)),
+    Variant("res28x36-n4-ratio1-dt3", "28x36, N = 4, ssm_ratio 1, dt_rank 3", resolution=(28, 36), d_state=4,
+            ssm_ratio=1.0, dt_rank=3),
+    Variant("res36x28-n16-dynamic", "36x28, N = 16, dynamic batch", resolution=(36, 28), d_state=16,
+            dynamic_batch=True),
     Variant("dynamo", "dynamo exporter (opset 18)", exporter="dynamo"),
     Variant("dynamo-dynamic", "dynamo exporter, dynamic batch", exporter="dynamo", dynamic_batch=True),
     Variant("dynamo-slice-mulsum", "dynamo exporter, Slice, Mul+ReduceSum", exporter="dynamo", index="slice",
@@ -144,7 +164,11 @@ def export_args(variant: Variant, output: Path) -> list[str]:
         args += ["--d-model", str(MAMBA1D_D_MODEL), "--length", str(MAMBA1D_LENGTH)]
     else:
         args += ["--model", "micro", "--dims", str(DIMS), "--depths", ",".join(map(str, DEPTHS)),
-                 "--resolution", str(variant.resolution), "--no-check"]
+                 "--resolution", "x".join(map(str, variant.height_width)), "--no-check"]
+        if variant.ssm_ratio is not None:
+            args += ["--ssm-ratio", str(variant.ssm_ratio)]
+        if variant.dt_rank is not None:
+            args += ["--dt-rank", str(variant.dt_rank)]
     if variant.opset is not None:
         args += ["--opset", str(variant.opset)]
     if variant.dynamic_batch:
@@ -174,12 +198,10 @@ def export_variant(variant: Variant, directory: Path) -> Path:
         model = build_mamba1d(MAMBA1D_D_MODEL, variant.d_state, seed=0)
         sample = torch.randn(CHECK_BATCH, MAMBA1D_LENGTH, MAMBA1D_D_MODEL, generator=torch.Generator().manual_seed(7))
     else:
-        from vmamba_ref import build_model, get_config
+        from vmamba_ref import build_model
 
-        config = get_config("micro", dims=DIMS, depths=DEPTHS, img_size=variant.resolution, d_state=variant.d_state)
-        model = build_model(config, seed=0)
-        sample = torch.randn(CHECK_BATCH, 3, variant.resolution, variant.resolution,
-                             generator=torch.Generator().manual_seed(7))
+        model = build_model(variant.config(), seed=0)
+        sample = torch.randn(CHECK_BATCH, 3, *variant.height_width, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = model(sample).numpy()
     np.savez(directory / f"naive.batch{CHECK_BATCH}.npz", **{INPUT_NAME: sample.numpy(), OUTPUT_NAME: expected})
