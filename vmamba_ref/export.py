@@ -2,6 +2,7 @@
 
     python -m vmamba_ref.export --model micro-digits -o out/naive.onnx
     python -m vmamba_ref.export --model vmamba-t --ckpt vssm_tiny_0230_ckpt_epoch_262.pth --dynamic-batch -o t.onnx
+    python -m vmamba_ref.export --model micro --resolution 192x256 -o wide.onnx    # height x width
 
 Uses the TorchScript exporter (dynamo=False) by default, or with ``--exporter dynamo`` the
 torch.export-based one (opset 18, needs onnxscript); both unroll the sequential scan's Python
