@@ -403,13 +403,44 @@ def _no_guessed_sizes(ort_tool):
     return NoGuessedSizes
 
 
+_ORT_SYMBOLIC_TOOL = "onnxruntime.tools.symbolic_shape_infer"
+
+
+def _ort_symbolic_tool():
+    """ONNX Runtime's symbolic_shape_infer module, loaded from its file without running onnxruntime.tools'
+    __init__, which imports torch where it is installed (pytorch_export_helpers; the import took 3.0-3.4 s that
+    way, 1.5-2.1 s this way, dev 2-core); the passes never import torch. Registered under its own name, so a later import finds this one."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module = sys.modules.get(_ORT_SYMBOLIC_TOOL)
+    if module is not None:
+        return module
+    package = importlib.util.find_spec("onnxruntime")   # a top-level package: found, not imported
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("onnxruntime is not installed")
+    path = Path(next(iter(package.submodule_search_locations))) / "tools" / "symbolic_shape_infer.py"
+    spec = importlib.util.spec_from_file_location(_ORT_SYMBOLIC_TOOL, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no {_ORT_SYMBOLIC_TOOL} at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_ORT_SYMBOLIC_TOOL] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_ORT_SYMBOLIC_TOOL]
+        raise
+    return module
+
+
 def _symbolic_inference(model: onnx.ModelProto, auto_merge: bool = True) -> Optional[onnx.ModelProto]:
     """ONNX Runtime's symbolic shape inference (`auto_merge`: two symbols broadcast together taken
     to be one), or None where it fails or leaves shapes unknown. Its own ``infer_shapes`` is not
     called: on an incomplete inference it saves 'sym_shape_infer_temp.onnx' into the working
     folder (a file left behind, written through a planted link), and its logger prints dimension
     names, hostile text, raw to stderr."""
-    from onnxruntime.tools import symbolic_shape_infer as ort_tool
+    ort_tool = _ort_symbolic_tool()
 
     opset = ort_tool.get_opset(model)
     if not opset or opset < 7:

@@ -283,3 +283,29 @@ def test_symbolic_named_shapes_follow_a_size_through_reshapes_and_never_merge_tw
     assert (shapes["r"], shapes["z"], shapes["d"]) == (("batch", 2, 3), ("batch", 2, 3), ("batch", 2, 3))
     merged = _RESHAPE_ROUND_TRIP.format(other=', float["other",6] y', more="\n  s = Add(x, y)")
     assert symbolic_named_shapes(gs.import_onnx(onnx.parser.parse_model(merged)), ["r", "s"]) == {}
+
+
+def test_symbolic_inference_does_not_import_torch():
+    """Session s32 (gen20): `from onnxruntime.tools import symbolic_shape_infer` runs onnxruntime.tools' __init__,
+    which imports torch where it is installed (pytorch_export_helpers; 3.0-3.4 s against 1.5-2.1 s, dev 2-core), so
+    every compile that asked for symbolic shapes loaded torch, which the passes never import (test_layering)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import sys
+import onnx.parser
+from passes.graph_io import model_to_graph
+from passes.static_shapes import symbolic_partial_shapes
+graph = model_to_graph(onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, 8, 6] x) => (float y) <int64[1] zero = {0}, int64[1] three = {3}, int64[1] axis = {2}> {
+      r = Slice(x, zero, three, axis)
+      y = Relu(r)
+    }'''))
+print(symbolic_partial_shapes(graph)["y"], "torch" in sys.modules, "onnxruntime.tools" in sys.modules)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(None,", "8,", "3)", "False", "False"]
