@@ -245,13 +245,17 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
     (`_operands_to_slice`)."""
     full_rank = rec.rank
     axis = rec.decay_axis
-    # Detach the stacked output (and an escaping final state) from the unrolled chain first.
-    concat = producer(rec.output)
-    concat.outputs.clear()
+    # Detach the stacked output (and an escaping final state) from the unrolled chain first; where the chain's steps
+    # are one run of a Concat that stacks more (a chain restarted inside one loop), the run becomes one tensor the
+    # form writes, and the Concat stays.
+    shapes = dict(shapes)
+    rec = dataclasses.replace(rec, output=_own_stack(b, rec.output, rec.stack_part, rec.readout.stack_axis, shapes))
     if rec.final_state_escapes:
         producer(rec.final_state).outputs.clear()
     if rec.states_stack is not None:
-        producer(rec.states_stack.output).outputs.clear()
+        stack = rec.states_stack
+        rec = dataclasses.replace(rec, states_stack=dataclasses.replace(
+            stack, output=_own_stack(b, stack.output, stack.part, stack.stack_axis, shapes)))
 
     decays = decays if decays is not None else Decays.of(b, rec.decay)
     if windowed:   # the forms scan whole axes: each operand cut to the chain's positions first
@@ -315,6 +319,28 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
             b.identity(moved, output=stack.output)
     if rec.final_state_escapes:   # the last step's state (position 0 of a backward chain)
         b.node("Gather", [states, b.ints(rec.length - 1)], {"axis": axis}, output=rec.final_state)
+
+
+def _own_stack(b: GraphBuilder, stacked: gs.Tensor, part: tuple, axis: int, shapes: dict) -> gs.Tensor:
+    """The tensor a re-rolled chain writes its stack to: `stacked`, its Concat detached, or where the chain's step
+    outputs `part` (each of size 1 along the Concat's `axis`) are one run of that Concat's inputs, a new tensor in that
+    run's place (the run stacked in one tensor is the same values in the same place); its shape put in `shapes` where
+    the Concat's is known (the forms that read the stack's shape read it there)."""
+    concat = producer(stacked)
+    if not part:
+        concat.outputs.clear()
+        return stacked
+    ids = {id(piece) for piece in part}
+    at = [index for index, tensor in enumerate(concat.inputs) if id(tensor) in ids]
+    own = gs.Variable(b._name("stack_part"), dtype=stacked.dtype)
+    shape = shapes.get(stacked.name)
+    if shape is not None and -len(shape) <= axis < len(shape):
+        shapes[own.name] = [*shape[:axis % len(shape)], len(part), *shape[axis % len(shape) + 1:]]
+    inputs = list(concat.inputs)
+    inputs[at[0]:at[-1] + 1] = [own]
+    concat.inputs.clear()   # (onnx-graphsurgeon's input list keeps each tensor's readers: no slice assignment)
+    concat.inputs.extend(inputs)
+    return own
 
 
 def _chain_steps(b: GraphBuilder, rec: Recurrence, tensor: gs.Tensor, axis: int, shapes: dict,

@@ -23,6 +23,7 @@ a person can act on ("index jumps from 4 to 6 at step 5").
 from __future__ import annotations
 
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -51,14 +52,19 @@ class Step:
     previous_origin: Optional[gs.Tensor] = None   # x_{i-1} before no-op Casts and round trips
     link: tuple = ()                # those no-op nodes
     times_one: Optional[gs.Node] = None   # Mul(a_i * x_{i-1}, 1) between the Mul and the Add (addcmul), if any
+    # The last step's Identities after its Add, each the only reader of the one before (a loop written out whose last
+    # state leaves through the loop's final-value Identity): x_{L-1} is the last one's output
+    tail: tuple = ()
 
     @property
     def state(self) -> gs.Tensor:
+        if self.tail:
+            return self.tail[-1].outputs[0]
         return self.add.outputs[0] if self.add is not None else self.previous_origin
 
     @property
     def nodes(self) -> list:
-        own = [self.add, self.mul, self.times_one, *self.link, *(self.decay.nodes if self.decay else ())]
+        own = [self.add, self.mul, self.times_one, *self.link, *self.tail, *(self.decay.nodes if self.decay else ())]
         return [n for n in own if n is not None] + list(self.drive.nodes)
 
 
@@ -71,6 +77,7 @@ class StatesStack:
     stack_axis: int
     reversed: bool                   # it holds the state at position L-1 first
     nodes: list = field(default_factory=list)   # the Identities, Unsqueezes and the Concat
+    part: tuple = ()                 # the Concat's inputs that are this chain's, where it stacks more (stack_part)
 
 
 @dataclass
@@ -102,6 +109,9 @@ class Recurrence:
     # prove it, it adds the zeros to the drives, `initial_rank` their rank), its drive b_0 and the zeros.
     zeros_dropped: Optional[tuple] = None   # (the first step's Add, b_0 as the Add reads it, the zeros)
     states_stack: Optional[StatesStack] = None   # the states also stacked as they are, beside `readout`
+    # The step outputs (Unsqueeze outputs, in the Concat's order) where `output`'s Concat stacks more than this chain's
+    # steps (a chain restarted inside one loop: each chain a run of one stack); () where it stacks exactly them.
+    stack_part: tuple = ()
     # The lowest position the chain takes: its steps take positions first_position .. first_position + length - 1 of
     # every operand's axis (in descending order when backward), a part of an axis that may hold more; the re-roller
     # slices the operands to them (`for t in range(1, L)`, an inner loop over L - k of L positions).
@@ -226,14 +236,28 @@ def _own_first(slices: list[StepSlice], what: str, length: int, backward: bool, 
 
 def _stack_order(concat: gs.Node, pieces: list[gs.Tensor], backward: bool) -> bool:
     """Whether `concat` stacks the step outputs `pieces` (in step order) in descending position order
-    (stack_reversed); _ChainMismatch unless it stacks exactly them, in step order or the reverse."""
+    (stack_reversed); _ChainMismatch unless they are one run of its inputs, in step order or the reverse. The run may
+    be part of the Concat (`stack_part`): a chain that restarts inside one loop (`h = b[t]` at a segment boundary)
+    leaves two chains whose step outputs share one stack, each its own run of it."""
     inputs = list(concat.inputs)
-    if inputs == pieces:
-        return backward
-    if inputs == pieces[::-1]:
-        return not backward
-    raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
-                         f"expected exactly the {len(pieces)} step outputs in order")
+    count = len(pieces)
+    for start in range(len(inputs) - count + 1):
+        run = inputs[start:start + count]
+        if all(a is b for a, b in zip(run, pieces)):
+            return backward
+        if all(a is b for a, b in zip(run, pieces[::-1])):
+            return not backward
+    if len(inputs) == count:
+        raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; "
+                             f"expected exactly the {count} step outputs in order")
+    raise _ChainMismatch(f"{describe(concat)} stacks {len(concat.inputs)} tensors; expected the {count} step "
+                         "outputs among them in order, one after another")
+
+
+def stack_part(concat: gs.Node, pieces: list[gs.Tensor]) -> tuple:
+    """The step outputs `pieces` when they are only part of `concat`'s inputs (the re-roller gives their run its own
+    Concat), else () (the Concat is the chain's stack)."""
+    return tuple(pieces) if len(concat.inputs) != len(pieces) else ()
 
 
 def _check_not_empty(item: StepSlice, what: str) -> None:
@@ -256,6 +280,16 @@ def _readers(chain: list[Step], position: int, excluded: frozenset = frozenset()
             if id(node) not in own and all(node is not r for r in readers):
                 readers.append(node)
     return readers
+
+
+def _alias_read(chain: list[Step], position: int, readers: list[gs.Node]) -> gs.Tensor:
+    """x_i as `readers` read it: the one no-op alias of it on the way to step i + 1 (a written-out loop's final-value
+    Identity) that all of them read, else x_i itself."""
+    following = chain[position + 1] if position + 1 < len(chain) else None
+    aliases = [n.outputs[0] for n in following.link] if following else []
+    read = {id(t): t for reader in readers for t in reader.inputs if any(t is alias for alias in aliases)}
+    plain = any(t is chain[position].state for reader in readers for t in reader.inputs)
+    return next(iter(read.values())) if len(read) == 1 and not plain else chain[position].state
 
 
 def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
@@ -302,16 +336,18 @@ def _named_readouts(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
 
 
 def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap, positions: list[int],
-                      excluded: frozenset = frozenset()):
+                      excluded: frozenset = frozenset(), allow_offset: bool = False):
     """The readout as one per-step subgraph compared across steps: (template, stack axis, concat, pieces in
     step order, nodes)."""
     outputs: list[gs.Tensor] = []
     pieces: list[gs.Tensor] = []
     nodes: list[gs.Node] = []
+    entries: list[gs.Tensor] = []   # the state as each step's readout reads it (an alias on the way to the next step)
     concat = None
     stack_axis = None
     for position, step in enumerate(chain):
         readers = _readers(chain, position, excluded)
+        entries.append(_alias_read(chain, position, readers))
         last = position + 1 == len(chain)
         try:
             if last:   # readers that do not lead to the stack use the final state: keep them
@@ -329,10 +365,16 @@ def _template_readout(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         outputs.append(stacked.output)
         pieces.append(stacked.unsqueeze.outputs[0])
         nodes += [*stacked.forward_nodes]
+    states = [s.state for s in chain]
     try:
-        template = match_step_templates(outputs, [s.state for s in chain], positions, ranks)
+        template = match_step_templates(outputs, states, positions, ranks, allow_offset)
     except TemplateMismatch as error:
-        raise _ChainMismatch(str(error)) from None
+        if all(a is b for a, b in zip(entries, states)):
+            raise _ChainMismatch(str(error)) from None
+        try:   # the readouts read an alias of some states (each step's no-op node on the way to the next step)
+            template = match_step_templates(outputs, entries, positions, ranks, allow_offset)
+        except TemplateMismatch:
+            raise _ChainMismatch(str(error)) from None
     return template, stack_axis, concat, pieces, nodes + template.all_nodes
 
 
@@ -370,9 +412,10 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
         reversed_ = _stack_order(concat, [readout.stacked_piece for _, readout in found], backward)
     except _ChainMismatch:
         return None
+    pieces = [readout.stacked_piece for _, readout in found]
     nodes = [node for passed, readout in found for node in (*passed, *readout.nodes)] + [concat]
     first = frozenset(id(passed[0] if passed else readout.nodes[0]) for passed, readout in found)
-    return StatesStack(concat.outputs[0], axis, reversed_, nodes), first
+    return StatesStack(concat.outputs[0], axis, reversed_, nodes, stack_part(concat, pieces)), first
 
 
 def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
@@ -396,15 +439,17 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         if coeff is not None:
             _check_not_empty(coeff, "readout coefficient c_i")
     except _ChainMismatch as named_error:
-        # the per-step subgraph's stepped reads take the chain's positions, or those of its decays or drives
+        # the per-step subgraph's stepped reads take the chain's positions, or those of its decays or drives; else
+        # each its own, at one offset from the chain's at every step (`sum(h * c[t + 1]) + x[t]`)
         tried, template_error = set(), None
-        for first in (first_position, firsts[DRIVE], firsts[DECAY]):
-            if first in tried:
+        for first, allow_offset in ((first_position, False), (firsts[DRIVE], False), (firsts[DECAY], False),
+                                    (first_position, True)):
+            if (first, allow_offset) in tried:
                 continue
-            tried.add(first)
+            tried.add((first, allow_offset))
             try:
                 template, stack_axis, concat, pieces, readout_nodes = _template_readout(
-                    chain, graph_outputs, ranks, _positions(len(chain), backward, first), excluded)
+                    chain, graph_outputs, ranks, _positions(len(chain), backward, first), excluded, allow_offset)
                 stack_reversed = _stack_order(concat, pieces, backward)
             except _ChainMismatch as error:
                 template_error = template_error or error
@@ -459,7 +504,20 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
         template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
         zeros_dropped=zeros_dropped, states_stack=states_stack, first_position=first_position,
+        stack_part=stack_part(concat, pieces),
         operand_first={what: first for what, first in firsts.items() if first != first_position})
+
+
+def _with_tail(last: Step, graph_outputs: set[int]) -> Step:
+    """The chain's last step with the Identities its state passes through alone (`Step.tail`): where the loop that
+    unroll-loops wrote out nested in a branch, the last state reaches its readout and the carried-out value through
+    the inner loop's final Identity, read by both."""
+    tail, state = [], last.state
+    while (id(state) not in graph_outputs and len(state.outputs) == 1 and state.outputs[0].op == "Identity"
+           and len(state.outputs[0].inputs) == 1 and len(state.outputs[0].outputs) == 1):
+        tail.append(state.outputs[0])
+        state = tail[-1].outputs[0]
+    return dataclasses.replace(last, tail=tuple(tail)) if tail else last
 
 
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
@@ -562,6 +620,7 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
             single_steps.append(head)
             continue
         if reason is None:
+            chain[-1] = _with_tail(chain[-1], graph_outputs)
             try:
                 recurrences.append(_build_recurrence(chain, graph_outputs, ranks))
                 continue

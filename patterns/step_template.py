@@ -19,6 +19,8 @@ terms that do not depend on it) and is replayed over all steps at once by the re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -47,6 +49,9 @@ class SteppedUse:
     node_index: int          # position of the node in StepTemplate.nodes
     input_index: int
     values: list             # one np.ndarray per step
+    # how far from the chain's positions this read is, the same at every step (`C[:, t + 1]` in the readout while
+    # the chain steps t): the replay takes the source's positions from first_position + offset
+    offset: int = 0
 
 
 @dataclass
@@ -137,23 +142,29 @@ class _Lockstep:
         self.nodesk.append(nk)
 
 
-def _stepped_uses(template_nodes: list[gs.Node], walks: list[_Lockstep], positions: list[int]) -> list[SteppedUse]:
+def _stepped_uses(template_nodes: list[gs.Node], walks: list[_Lockstep], positions: list[int],
+                  allow_offset: bool = False) -> list[SteppedUse]:
     keys = set()
     for walk in walks:
         keys.update(walk.varying)
     index_of = {id(n): i for i, n in enumerate(template_nodes)}
     uses = []
+    offsets: dict[int, int] = {}   # a node's offset, from its index or start (its end must keep to it)
     for node_id, input_index in sorted(keys, key=lambda key: (index_of[key[0]], key[1])):
         node = template_nodes[index_of[node_id]]
         first = constant_value(node.inputs[input_index])
         values = [first] + [walk.varying.get((node_id, input_index), first) for walk in walks]
-        uses.append(SteppedUse(index_of[node_id], input_index, values))
-        _check_step_index(node, input_index, values, positions)
+        offset = _check_step_index(node, input_index, values, positions, offsets.get(node_id), allow_offset)
+        offsets.setdefault(node_id, offset)
+        uses.append(SteppedUse(index_of[node_id], input_index, values, offset))
     return uses
 
 
-def _check_step_index(node: gs.Node, input_index: int, values: list, positions: list[int]) -> None:
-    """A stepped constant must take step i of a tensor: Gather's index, or Slice's start (and end = i + 1)."""
+def _check_step_index(node: gs.Node, input_index: int, values: list, positions: list[int],
+                      offset: Optional[int] = None, allow_offset: bool = False) -> int:
+    """A stepped constant must take step i of a tensor: Gather's index, or Slice's start (and end = i + 1), at the
+    chain's positions or, `allow_offset`, at one offset from them at every step (`c[t + 1]`; its step 0's, not below
+    position 0); the offset (`offset`: the node's own, from its index or start, where known)."""
     flat = [int(np.asarray(v).reshape(-1)[0]) for v in values]
     if node.op == "Gather" and input_index == 1:
         expected, what = positions, "index"
@@ -164,10 +175,14 @@ def _check_step_index(node: gs.Node, input_index: int, values: list, positions: 
     else:
         raise TemplateMismatch(f"input {input_index} of {describe(node)} changes from step to step "
                                "(only a Gather index or Slice start/end may)")
-    for step, (value, want) in enumerate(zip(flat, expected)):
+    if offset is None:
+        offset = flat[0] - expected[0] if allow_offset and flat[0] >= 0 and flat[0] - expected[0] + min(
+            positions) >= 0 else 0
+    for step, (value, want) in enumerate(zip(flat, [p + offset for p in expected])):
         if value != want and not (what == "end" and step == len(flat) - 1 and value > want):
             raise TemplateMismatch(f"{describe(node)} {what} is {value} at step {step} (expected {want}: "
                                    "each step must read its own position)")
+    return offset
 
 
 def _state_dependence(template: StepTemplate) -> str:
@@ -198,8 +213,9 @@ def _state_dependence(template: StepTemplate) -> str:
 
 
 def match_step_templates(outputs: list[gs.Tensor], states: list[gs.Tensor], positions: list[int],
-                         ranks: RankMap) -> StepTemplate:
-    """The template y_i = f(x_i, step i of shared tensors), identical at every step, or TemplateMismatch."""
+                         ranks: RankMap, allow_offset: bool = False) -> StepTemplate:
+    """The template y_i = f(x_i, step i of shared tensors), identical at every step, or TemplateMismatch.
+    `allow_offset`: each stepped read may take the chain's positions at an offset of its own (SteppedUse.offset)."""
     state_ids = {id(s) for s in states}
     walks = []
     for position, (output, state) in list(enumerate(zip(outputs, states)))[1:]:
@@ -217,7 +233,7 @@ def match_step_templates(outputs: list[gs.Tensor], states: list[gs.Tensor], posi
         if shared is not None:
             raise TemplateMismatch(f"step {walks[0].position} reads the output of {describe(shared)} as step 0 does, "
                                    f"where step {walk.position} reads its own")
-    template = _template_of_walks(template_nodes, outputs[0], states[0], walks, positions, ranks)
+    template = _template_of_walks(template_nodes, outputs[0], states[0], walks, positions, ranks, allow_offset)
     if ranks.rank(states[0]) is not None:
         template.ranks[id(states[0])] = ranks.rank(states[0])
     if _state_dependence(template) != AFFINE:
@@ -227,11 +243,11 @@ def match_step_templates(outputs: list[gs.Tensor], states: list[gs.Tensor], posi
 
 
 def _template_of_walks(nodes: list, output: gs.Tensor, state: gs.Tensor, walks: list, positions,
-                       ranks: RankMap) -> StepTemplate:
+                       ranks: RankMap, allow_offset: bool = False) -> StepTemplate:
     """The template of step 0's `nodes`, with which of their inputs each step reads at its own position, every
     step's nodes (to remove once replayed) and the ranks its tensors have."""
     template = StepTemplate(nodes=nodes, output=output, state=state)
-    template.stepped = _stepped_uses(nodes, walks, positions)
+    template.stepped = _stepped_uses(nodes, walks, positions, allow_offset)
     template.all_nodes.extend(nodes)
     for walk in walks:
         template.all_nodes.extend(walk.nodesk)

@@ -26,7 +26,8 @@ class ScanSpec:
     batch: Optional[int] = 1     # None: dynamic batch ("batch")
     index: str = "gather"        # gather | slice | guarded_slice (opset-12 dynamic-shape export: If around Squeeze)
                                  # | split (TorchScript's unbind: one Split into L pieces per tensor, each squeezed)
-    readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states
+    readout: str = "einsum"      # einsum | mulsum | conv (static batch only) | states | mulsum-skip (mulsum + e_i:
+                                 # a per-step subgraph with a second stepped read, `+ x[:, t]`, at the step's position)
     initial: str = "zeros"       # zeros | input | drive (no first step: x at the first position is b there, `h = b[:, 0]`)
     decay: str = "exp"           # exp (a = Exp(log_a)) | direct (a is an input) | tanh (a = Tanh(a_in): any sign)
     opset: int = 17
@@ -43,6 +44,11 @@ class ScanSpec:
     decay_offset: int = 0
     drive_offset: int = 0
     coeff_offset: int = 0
+    # Steps (in step order) where the state restarts, a segment boundary of packed sequences: x = b there ("drive",
+    # `h = b[t]`) or a step from a zeros constant ("zeros", `h = zeros_like(h)` before the step); one chain per
+    # segment, their readouts in the one stack
+    restarts: tuple = ()
+    restart: str = "drive"
 
     @property
     def positions(self) -> int:
@@ -155,6 +161,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [batch, D, N, spec.positions]))
     if spec.initial == "input":
         inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
+    if spec.readout == "mulsum-skip":
+        inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [batch, D, spec.positions]))
     decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
              "direct": lambda: "a_in"}[spec.decay]()
     other_decay = g.node("Exp", [g.node("Neg", ["a_in"])]) if spec.near_miss == "two_decays" else decay
@@ -181,6 +189,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         if spec.near_miss == "repeat_index" and i == miss:
             index = i - 1
         source = other_decay if (spec.near_miss == "two_decays" and i == miss) else decay
+        if i in spec.restarts:
+            state = None if spec.restart == "drive" else g.const(np.zeros([spec.batch or 1, D, N], dtype=np.float32))
         if state is None:   # initial "drive": x = b at the first position, no step
             state = g.step("b", 2, position(i) + spec.drive_offset, spec.index)
         else:
@@ -210,6 +220,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
                 y = g.node("Reshape", [conv, g.const(np.array([spec.batch, D], dtype=np.int64))])
             else:
                 y = g.axes_op("ReduceSum", g.node("Mul", [state, c_i]), [-1], keepdims=0)
+            if spec.readout == "mulsum-skip":
+                y = g.node("Add", [y, g.step("e", 2, position(i), spec.index)])
         pieces.append(g.axes_op("Unsqueeze", y, [2]))
     if spec.near_miss == "concat_permuted":
         pieces[miss], pieces[miss + 1] = pieces[miss + 1], pieces[miss]
@@ -250,6 +262,8 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
         feeds["c"] = rng.standard_normal((batch, D, N, L)).astype(np.float32)
     if spec.initial == "input":
         feeds["h0"] = rng.standard_normal((batch, D, N)).astype(np.float32)
+    if spec.readout == "mulsum-skip":
+        feeds["e"] = rng.standard_normal((batch, D, L)).astype(np.float32)
     return feeds
 
 
@@ -263,12 +277,14 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     positions = range(spec.first, spec.first + spec.length)
     positions = positions[::-1] if spec.direction == "backward" else positions
     first = True
-    for i in positions:
+    for step, i in enumerate(positions):
         drive = b[:, :, i + spec.drive_offset]
-        state = drive if first and spec.initial == "drive" else a[:, :, i + spec.decay_offset] * state + drive
+        restarts = step in spec.restarts or (first and spec.initial == "drive")
+        state = drive if restarts else a[:, :, i + spec.decay_offset] * state + drive
         first = False
         coeff = feeds["c"][..., i + spec.coeff_offset].astype(np.float64) if spec.readout != "states" else None
-        outs.append(state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, coeff))
+        y = state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, coeff)
+        outs.append(y + feeds["e"][:, :, i].astype(np.float64) if spec.readout == "mulsum-skip" else y)
     if spec.direction == "backward" and spec.stacked == "by_position":
         outs.reverse()
     return np.stack(outs, axis=2)

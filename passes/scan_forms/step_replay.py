@@ -83,16 +83,18 @@ class _Replay:
             return v.tensor
         return self.unsqueeze(v.tensor, list(range(1, 1 + rank - v.rank)))
 
-    def step_of(self, source: gs.Tensor, axis: int, keep_axis: bool) -> Value:
-        """Step i of `source` along `axis`, for every replayed i at once: the axis moved to the front."""
+    def step_of(self, source: gs.Tensor, axis: int, keep_axis: bool, offset: int = 0) -> Value:
+        """Step i of `source` along `axis`, for every replayed i at once: the axis moved to the front. `offset`: the
+        read's own distance from the steps' positions (SteppedUse.offset: `c[t + 1]`)."""
         rank = self.rank_of(source)
         shape = getattr(source, "shape", None)
+        start = self.start + offset
         if self.stride != 1:
-            end = self.start + self.stride * (self.length - 1) + 1
-            source = self.b.node("Slice", [source, self.b.ints([self.start]), self.b.ints([end]),
+            end = start + self.stride * (self.length - 1) + 1
+            source = self.b.node("Slice", [source, self.b.ints([start]), self.b.ints([end]),
                                            self.b.ints([axis]), self.b.ints([self.stride])])
-        elif self.start or not (shape is not None and axis < len(shape) and shape[axis] == self.length):
-            source = self.b.slice(source, self.start, self.start + self.length, axis)
+        elif start or not (shape is not None and axis < len(shape) and shape[axis] == self.length):
+            source = self.b.slice(source, start, start + self.length, axis)
         moved = move_axis(self.b, source, rank, axis, 0)
         if keep_axis:
             return Value(self.unsqueeze(moved, [axis + 1]), True, rank)
@@ -196,12 +198,13 @@ class _Replay:
         data = ins[0]
         if data.batched:
             raise ReplayError(f"{describe(node)} takes step i of a tensor that depends on the state")
+        offset = stepped[1].offset if 1 in stepped else 0
         if node.op == "Gather":
             axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank)
             keep = np.asarray(stepped[1].values[0]).ndim > 0
-            return self.step_of(data.tensor, axis, keep)
+            return self.step_of(data.tensor, axis, keep, offset)
         axes = constant_ints(node.inputs[3]) if len(node.inputs) > 3 else [0]
-        return self.step_of(data.tensor, normalize_axis(axes[0], data.rank), True)
+        return self.step_of(data.tensor, normalize_axis(axes[0], data.rank), True, offset)
 
     def rule_elementwise(self, node: gs.Node, ins: list) -> Value:
         rank = max(v.rank for v in ins if v is not None)
