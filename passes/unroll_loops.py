@@ -169,20 +169,30 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
     count evaluated with the outer step's iteration number bound), or why they cannot be: a trip count that is not
     computed from constants, static sizes and the iteration number on every step (it reads a carried value), or a
     nested Loop that may exit early."""
-    nested = [inner for inner in body.nodes if inner.op in ("Loop", "Scan")]
+    # (loop, the outer steps that write it, how the note names it): in the body at every step; in a branch of a body
+    # If at the steps that take that branch
+    nested = [(inner, [True] * plan.trip, f"its body's nested {inner.op} '{printable(inner.name)}'")
+              for inner in body.nodes if inner.op in ("Loop", "Scan")]
+    for if_node in body.nodes + [deeper for inner in body.nodes if id(inner) in plan.branches
+                                 for deeper in _ifs_in(_plain_branches(inner))]:
+        if id(if_node) not in plan.branches:
+            continue
+        for key, inner in _branch_loops(if_node):
+            steps = [taken == (key == "then_branch") for taken in plan.branches[id(if_node)]]
+            nested.append((inner, steps, f"its body's If '{printable(if_node.name)}' holds {inner.op} "
+                                         f"'{printable(inner.name)}' in its {key.split('_')[0]} branch, which"))
     if not nested:
         return 0
     outer = _outer_tensors(shapes.graph)
     iteration = body.inputs[0] if node.op == "Loop" and body.inputs else None
     carried: list = []   # per outer step, the carried values known then (computed once, where a trip count needs them)
     total = 0
-    for inner in nested:
-        label = f"its body's nested {inner.op} '{printable(inner.name)}'"
+    for inner, written, label in nested:
         if inner.op == "Scan":   # the same length at every outer step: its scan inputs' static one
             size = _nested_scan_size(inner)
             if isinstance(size, str):
                 return f"{label} {size}"
-            total += plan.trip * size
+            total += sum(written) * size
             continue
         inner_body = inner.attrs.get("body")
         if not isinstance(inner_body, gs.Graph) or len(inner.inputs) < 2 or len(inner_body.outputs) < 1:
@@ -196,7 +206,9 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
                       "number and the values the loop carries from them")
         if _is_empty(trip):
             return uncomputed
-        for value in _values_at_steps(trip, plan, iteration, shapes, outer, carried):
+        for value, writes in zip(_values_at_steps(trip, plan, iteration, shapes, outer, carried), written):
+            if not writes:   # (a branch not taken at this step)
+                continue
             if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.integer):
                 return uncomputed
             # its steps, and an Identity per carried value and a Concat per stacked output once
@@ -206,26 +218,36 @@ def _nested_loops_size(node: gs.Node, body: gs.Graph, plan: "_Plan", shapes: "_S
 
 def _plain_branches(node: gs.Node) -> Optional[tuple[gs.Graph, gs.Graph]]:
     """An If's (then, else) branches where both are graphs of no inputs, as many outputs as the If, and no subgraph of
-    their own but such Ifs (TorchScript's `elif`: an If in the else branch) (what a body's If is written out as, per
-    step); else None."""
+    their own but such Ifs (TorchScript's `elif`: an If in the else branch), Loops and Scans (what a body's If is
+    written out as, per step: the branch taken's nodes, a Loop or Scan in it copied, written out on the next round as
+    a loop nested in the body is); else None."""
     branches = (node.attrs.get("then_branch"), node.attrs.get("else_branch"))
     if not node.inputs or not all(isinstance(branch, gs.Graph) and not branch.inputs
                                   and len(branch.outputs) == len(node.outputs)
-                                  and all(inner.op == "If" and _plain_branches(inner) is not None
+                                  and all(inner.op in ("Loop", "Scan")
+                                          or (inner.op == "If" and _plain_branches(inner) is not None)
                                           for inner in _nested_nodes(branch))
                                   for branch in branches):
         return None
     return branches
 
 
+def _branch_loops(node: gs.Node) -> list[tuple[str, gs.Node]]:
+    """The Loops and Scans in a body If's plain branches (not in its Ifs'): (branch key, node)."""
+    return [(key, inner) for key in ("then_branch", "else_branch") for inner in node.attrs[key].nodes
+            if inner.op in ("Loop", "Scan")]
+
+
 def _branch_subgraph(node: gs.Node) -> Optional[str]:
-    """What makes an If's branches not plain where they hold a subgraph that is not such an If (a Loop in a branch):
-    "its else branch holds Loop 'x'"; None for other reasons (or none)."""
+    """What makes an If's branches not plain where they hold a subgraph that is not such an If, Loop or Scan:
+    "its else branch holds X 'x'"; None for other reasons (or none)."""
     for key in ("then_branch", "else_branch"):
         branch = node.attrs.get(key)
         if not isinstance(branch, gs.Graph):
             continue
         for inner in _nested_nodes(branch):
+            if inner.op in ("Loop", "Scan"):
+                continue
             if inner.op != "If" or _plain_branches(inner) is None:
                 deeper = _branch_subgraph(inner) if inner.op == "If" else None
                 return (f"its {key.split('_')[0]} branch holds {inner.op} '{printable(inner.name)}'"
@@ -300,7 +322,10 @@ def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int], the
         if same is not None:
             local.update({id(old): new for old, new in zip(node.outputs, same.outputs)})
             continue
-        outputs = b.node_outputs(node.op, inputs, dict(node.attrs), len(node.outputs), domain=node.domain)
+        # (a Loop or Scan in the branch copied with this step's values for what its body reads from around it)
+        attrs = (_copied_attrs(node, get, b._name(f"branch_{node.op}")) if node.op in ("Loop", "Scan")
+                 else dict(node.attrs))
+        outputs = b.node_outputs(node.op, inputs, attrs, len(node.outputs), domain=node.domain)
         before.add(id(b.nodes[-1]))
         for old, new in zip(node.outputs, outputs):
             new.dtype, new.shape, new.type = old.dtype, old.shape, old.type

@@ -130,6 +130,10 @@ def _ops(model: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node))
 
 
+def reroll_stats(result) -> dict:
+    return next(record for record in result.records if record.name == "reroll-scans").stats
+
+
 def _unrolled(model: onnx.ModelProto, tmp_path, pipeline: str = "unroll-loops"):
     result = compile_model(model, pipeline, output=tmp_path / "out.onnx")
     return result, onnx.load(str(tmp_path / "out.onnx"))
@@ -349,12 +353,13 @@ def _loop_with_an_elif_model(reset: int = 3, inner: str = "if") -> onnx.ModelPro
     """TorchScript's `for t in range(L): if t == 0: h = b[t] elif t == reset: h = b[t] else: h = a[t] * h + b[t]` (a
     state reset at a segment boundary, packed sequences), readouts 2 h_t a scan output, h_L carried out: an If 'first?'
     whose else branch computes Equal(t, reset) and holds the If 'reset?' on it (the exporter's `elif`). `inner`
-    "loop": the else branch holds a Loop instead (h = a[t] h + b[t] as a one-step Loop), "data": 'reset?''s cond
+    "loop": the else branch holds a Loop instead (`for _ in range(1): h = a[t] h + b[t]`, h carried; "loop-input": its
+    trip count the graph input k), "data": 'reset?''s cond
     reads h (ReduceSum(h) > 0)."""
-    def gathers(prefix: str) -> list:
+    def gathers(prefix: str, h: str = "h_in") -> list:
         return [helper.make_node("Gather", ["a", "i"], [f"{prefix}a_t"], axis=0),
                 helper.make_node("Gather", ["b", "i"], [f"{prefix}b_t"], axis=0),
-                helper.make_node("Mul", [f"{prefix}a_t", "h_in"], [f"{prefix}ah"]),
+                helper.make_node("Mul", [f"{prefix}a_t", h], [f"{prefix}ah"]),
                 helper.make_node("Add", [f"{prefix}ah", f"{prefix}b_t"], [f"{prefix}h"])]
 
     out = lambda name: helper.make_tensor_value_info(name, FLOAT, [B, D])
@@ -362,13 +367,15 @@ def _loop_with_an_elif_model(reset: int = 3, inner: str = "if") -> onnx.ModelPro
     restart = helper.make_graph([helper.make_node("Gather", ["b", "i"], ["h_reset"], axis=0)], "restart", [],
                                 [out("h_reset")])
     carry = helper.make_graph(gathers("next_"), "carry", [], [out("next_h")])
-    if inner == "loop":
+    if inner in ("loop", "loop-input"):
         step_body = helper.make_graph(
-            [*gathers("inner_"), helper.make_node("Identity", ["inner_cond_in"], ["inner_cond_out"])], "one step",
+            [*gathers("inner_", "inner_h_in"), helper.make_node("Identity", ["inner_cond_in"], ["inner_cond_out"])],
+            "one step",
             [helper.make_tensor_value_info("j", TensorProto.INT64, []),
-             helper.make_tensor_value_info("inner_cond_in", TensorProto.BOOL, [])],
+             helper.make_tensor_value_info("inner_cond_in", TensorProto.BOOL, []), out("inner_h_in")],
             [helper.make_tensor_value_info("inner_cond_out", TensorProto.BOOL, []), out("inner_h")])
-        other_nodes = [helper.make_node("Loop", ["one", ""], ["h_other"], body=step_body, name="one step")]
+        trip = "k" if inner == "loop-input" else "one"
+        other_nodes = [helper.make_node("Loop", [trip, "", "h_in"], ["h_other"], body=step_body, name="one step")]
     else:
         reset_cond = (helper.make_node("Equal", ["i", "reset_at"], ["is_reset"]) if inner == "if" else
                       helper.make_node("Greater", ["h_sum", "zero_f"], ["is_reset"]))
@@ -387,8 +394,9 @@ def _loop_with_an_elif_model(reset: int = 3, inner: str = "if") -> onnx.ModelPro
     nodes = [_const("two", np.float32(2.0)), _const("zero_f", np.float32(0.0)), _const("h0", np.zeros((B, D), np.float32)),
              _const("zero", np.int64(0)), _const("one", np.int64(1)), _const("reset_at", np.int64(reset)),
              _const("M", np.int64(L)), helper.make_node("Loop", ["M", "", "h0"], ["h_last", "ys"], body=body, name="loop")]
+    trip_input = [helper.make_tensor_value_info("k", TensorProto.INT64, [])] if inner == "loop-input" else []
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", FLOAT, [L, B, D]),
-                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D])],
+                                           helper.make_tensor_value_info("b", FLOAT, [L, B, D]), *trip_input],
                               [helper.make_tensor_value_info("ys", FLOAT, [L, B, D]), out("h_last")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -399,7 +407,8 @@ def test_an_elif_in_the_body_is_written_out_as_the_branch_taken_at_each_step(res
     # subgraph (If 'first?')"; now each If's cond is evaluated at each step, the inner one's (Equal(t, reset), computed
     # in the else branch) too, and the branch taken at each step written in its place: steps 0 and `reset` are h = b[t]
     # (one Gather), the others a[t] h + b[t]. With no reset inside the loop (reset = L) cpu re-rolls the one chain; with
-    # a reset at 3, two chains of 3 steps share one stack of 6 readouts and stay unrolled (reroll-scans' reason)
+    # a reset at 3, two chains of 3 steps share one stack of 6 readouts: left unrolled before s32 ("Concat .. stacks 6
+    # tensors; expected exactly the 3 step outputs in order"), now each re-rolled into its run of the stack
     model = _loop_with_an_elif_model(reset)
     result, unrolled = _unrolled(model, tmp_path)
     restarts = 1 + (reset < L)
@@ -413,14 +422,40 @@ def test_an_elif_in_the_body_is_written_out_as_the_branch_taken_at_each_step(res
     result, compiled = _unrolled(model, tmp_path, "cpu")
     reroll = next(record for record in result.records if record.name == "reroll-scans")
     assert reroll.stats == ({"rerolled": 1, "steps": L, "rejected": 0} if reset == L else
-                            {"rerolled": 0, "steps": 0, "rejected": 2})
+                            {"rerolled": 2, "steps": L, "rejected": 0, "part_of_axis": 2})
     assert not {"Loop", "If"} & set(_ops(compiled))
     _same_outputs(model, compiled)
 
 
+def test_a_loop_in_a_branch_of_a_body_if_is_copied_and_written_out_on_the_next_round(tmp_path):
+    # s32: `for t in range(L): if t == 0: h = b[t] else: for _ in range(1): h = a[t] h + b[t]` (a Loop in the else
+    # branch): s31 left the outer Loop ("its body holds a nested subgraph (If 'first?': its else branch holds Loop 'one
+    # step', which is written out only in the body itself)"). Now the branch taken is written at each step, its Loop
+    # copied with the step's values for what its body reads (t, h) and written out in the next round as a loop nested
+    # in the body is: 1 + 5 Loops, 6 + 5 steps; each copy's final value leaves through an Identity (5), h_L's one more.
+    # cpu re-rolls the one chain (the last state seen through its Identity to the readout and h_L)
+    model = _loop_with_an_elif_model(inner="loop")
+    result, unrolled = _unrolled(model, tmp_path)
+    assert result.records[0].stats == {"unrolled": 6, "loops_unrolled": 6, "scans_unrolled": 0, "steps": L + L - 1,
+                                       "nodes_added": 62, "sequences_concatenated": 0, "left": 0,
+                                       "body_ifs_inlined": 1}
+    assert {op: count for op, count in _ops(unrolled).items() if op not in ("Constant",)} == {
+        "Gather": 1 + 2 * (L - 1), "Mul": (L - 1) + L, "Add": L - 1, "Unsqueeze": L, "Concat": 1, "Identity": L}
+    _same_outputs(model, unrolled)
+    for pipeline, ops in [("cpu", {"Reshape": 3, "Split": 2, "Mul": 6, "Add": 5, "Concat": 1, "Gather": 1}),
+                          ("tpu", {"Reshape": 7, "Transpose": 3, "MatMul": 3, "Mul": 6, "Gemm": 2, "Add": 3,
+                                   "Gather": 1})]:
+        result, compiled = _unrolled(model, tmp_path, pipeline)
+        assert reroll_stats(result) == {"rerolled": 1, "steps": L, "rejected": 0} | (
+            {"unit_axes_dropped": 0} if pipeline == "tpu" else {})
+        assert _ops(compiled) == ops
+        _same_outputs(model, compiled)
+
+
 @pytest.mark.parametrize("inner, note", [
-    ("loop", "its body holds a nested subgraph (If 'first?': its else branch holds Loop 'one step', which is written "
-             "out only in the body itself)"),
+    ("loop-input", "its body's If 'first?' holds Loop 'one step' in its else branch, which has a trip count that is "
+                   "not computed from constants, static sizes, the iteration number and the values the loop carries "
+                   "from them"),
     ("data", "its body's If 'reset?' has a cond that is not computed from constants, static sizes, the iteration "
              "number and the values the loop carries from them")])
 def test_an_if_in_a_body_ifs_branch_that_cannot_be_decided_is_left_with_its_reason(inner, note):
