@@ -101,6 +101,10 @@ NODE_COUNTS = {
     # row's counts (the If written per step as its branch taken: step 0 the chain's missing first step)
     "user-s6-script-loop-if-first": (51, {"cpu": 84, "tpu": 67}),
     "user-s6-script-loop-if-first-dynamic-batch": (61, {"cpu": 84, "tpu": 67}),
+    # session s32 (gen19): a state restarted inside the loop (two chains, one stack); a Loop in each branch of an If
+    "user-s6-reset": (167, {"cpu": 103, "tpu": 92, "seed": 59}),
+    "user-s6-script-loop-reset": (51, {"cpu": 104, "tpu": 101}),
+    "user-s6-script-loop-if-directions": (56, {"cpu": 133, "tpu": 107}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts
     "user-bidirectional-s6-no-folding": (585, {"seed": 66, "cpu": 197, "tpu": 114}),
@@ -459,5 +463,7 @@ def test_corpus_covers_the_brief():
             "user-s6-script-loop-nested-dynamic-batch"} <= set(EXPORTS)   # session s29's (gen16)
     assert {"user-s6-script-loop-if-first",
             "user-s6-script-loop-if-first-dynamic-batch"} <= set(EXPORTS)   # session s30's (gen17)
+    assert {"user-s6-reset", "user-s6-script-loop-reset",
+            "user-s6-script-loop-if-directions"} <= set(EXPORTS)   # session s32's (gen19)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -246,7 +246,8 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "discretise-in-loop", "reversed-keep-step-axis", "reversed-stack", "states-stack-last", "script-loop",
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
-              "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first")
+              "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
+              "script-loop-reset", "script-loop-if-directions")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -291,6 +292,13 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        `for t in range(length):` (nested ONNX Loops), each half's readouts stacked, the halves joined
       script-loop-if-first  a `torch.jit.script` loop that writes its first step in the loop, `if t == 0: h =
                        deltaBx[:, t]` else the recurrence (an ONNX If of Equal(t, 0) in the Loop's body)
+      reset            `for t in range(L)` whose state restarts at the middle position, a segment boundary (packed
+                       sequences): `if t == L // 2: h = torch.zeros_like(h)` before the step, readouts stacked (traced:
+                       two chains whose readouts share one stacking Concat)
+      script-loop-reset  the same in a `torch.jit.script` loop (an If of Equal(t, L // 2) in the Loop's body)
+      script-loop-if-directions  both directions in one `torch.jit.script` loop, `for k in range(2): if k == 0:` the
+                       forward `for t in range(length)` `else:` the backward one (flipped back), summed: an ONNX Loop
+                       whose body's If holds a Loop in each branch
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -394,6 +402,40 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
     if "script-loop-if-first" in loops:
         scripted_loop_if_first = torch.jit.script(scripted_loop_if_first)
 
+    def reset_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        length = deltaA.shape[1]
+        ys = []
+        for t in range(length):
+            if t == length // 2:   # a segment boundary: the state restarts
+                h = torch.zeros_like(h)
+            h = deltaA[:, t] * h + deltaBx[:, t]
+            ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+        return torch.stack(ys, 1)
+    scripted_reset_loop = torch.jit.script(reset_loop) if "script-loop-reset" in loops else reset_loop
+
+    def scripted_if_directions(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor,
+                               h0: torch.Tensor) -> torch.Tensor:
+        length = deltaA.shape[1]
+        y = torch.zeros_like(deltaA[:, :, :, 0])
+        for k in range(2):
+            h = h0
+            if k == 0:
+                ys = []
+                for t in range(length):
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+                y = y + torch.stack(ys, 1)
+            else:
+                ys = []
+                for i in range(length):
+                    t = length - 1 - i
+                    h = deltaA[:, t] * h + deltaBx[:, t]
+                    ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+                y = y + torch.stack(ys, 1).flip(1)
+        return y
+    if "script-loop-if-directions" in loops:
+        scripted_if_directions = torch.jit.script(scripted_if_directions)
+
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -490,6 +532,12 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_nested_loop(deltaA, deltaBx, C)
             elif loop == "script-loop-if-first":
                 y = scripted_loop_if_first(deltaA, deltaBx, C, h)
+            elif loop == "reset":
+                y = reset_loop(deltaA, deltaBx, C, h)
+            elif loop == "script-loop-reset":
+                y = scripted_reset_loop(deltaA, deltaBx, C, h)
+            elif loop == "script-loop-if-directions":
+                y = scripted_if_directions(deltaA, deltaBx, C, h)
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -664,6 +712,21 @@ EXPORTS = {e.name: e for e in [
                    "user-s6-script-loop-if-first exported with a dynamic batch (the trip count Gather(Shape(x), 1))",
                    lambda: user_s6(8, 4, 10, loops=("script-loop-if-first",)), scans=1, steps=10,
                    options={"dynamic_batch": True}, loops_kept_by=("seed",)),
+    # session s32: a state that restarts inside the loop (segment boundaries); before s32 the two chains it leaves share
+    # one stack of readouts and neither was re-rolled ("stacks 10 tensors; expected exactly the 5 step outputs")
+    ExternalExport("user-s6-reset", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop restarting the state at the middle "
+                   "position, `if t == L // 2: h = torch.zeros_like(h)` (two chains, one stack of readouts)",
+                   lambda: user_s6(8, 4, 10, loops=("reset",)), scans=2, steps=10),
+    ExternalExport("user-s6-script-loop-reset", "torch",
+                   "user-s6-reset's loop in a torch.jit.script function (an If of Equal(t, L // 2) in the Loop's body)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-reset",)), scans=2, steps=10,
+                   loops_kept_by=("seed",)),
+    ExternalExport("user-s6-script-loop-if-directions", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, both scan directions in one torch.jit.script "
+                   "loop, `for k in range(2): if k == 0:` forward `else:` backward (a Loop in each branch of an If in "
+                   "a Loop's body)", lambda: user_s6(8, 4, 10, loops=("script-loop-if-directions",)), scans=2,
+                   steps=20, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
