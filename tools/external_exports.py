@@ -715,17 +715,17 @@ EXPORTS = {e.name: e for e in [
     # session s32: a state that restarts inside the loop (segment boundaries); before s32 the two chains it leaves share
     # one stack of readouts and neither was re-rolled ("stacks 10 tensors; expected exactly the 5 step outputs")
     ExternalExport("user-s6-reset", "torch",
-                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop restarting the state at the middle "
-                   "position, `if t == L // 2: h = torch.zeros_like(h)` (two chains, one stack of readouts)",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop restarting the state at the "
+                   "middle position, `if t == L // 2: h = torch.zeros_like(h)` (two chains, one stack of readouts)",
                    lambda: user_s6(8, 4, 10, loops=("reset",)), scans=2, steps=10),
     ExternalExport("user-s6-script-loop-reset", "torch",
                    "user-s6-reset's loop in a torch.jit.script function (an If of Equal(t, L // 2) in the Loop's body)",
                    lambda: user_s6(8, 4, 10, loops=("script-loop-reset",)), scans=2, steps=10,
                    loops_kept_by=("seed",)),
     ExternalExport("user-s6-script-loop-if-directions", "torch",
-                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, both scan directions in one torch.jit.script "
-                   "loop, `for k in range(2): if k == 0:` forward `else:` backward (a Loop in each branch of an If in "
-                   "a Loop's body)", lambda: user_s6(8, 4, 10, loops=("script-loop-if-directions",)), scans=2,
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, both scan directions in one "
+                   "torch.jit.script loop, `for k in range(2): if k == 0:` forward `else:` backward (a Loop in each "
+                   "branch of an If in a Loop's body)", lambda: user_s6(8, 4, 10, loops=("script-loop-if-directions",)), scans=2,
                    steps=20, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
