@@ -6,6 +6,8 @@ import it too (it is a helper in ``passes/``, not a pass).
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 
@@ -14,8 +16,8 @@ def relative_l2(actual, expected) -> float:
 
     - **dtype**: both sides are converted to float64 before subtracting (float16, bfloat16 from ml_dtypes,
       float32, integers and booleans alike), so a low-precision input's error is measured exactly and the
-      subtraction never rounds in the input's precision (two integer arrays past 2^53 are subtracted exactly
-      first: ``difference``). Complex, string and object arrays raise ValueError
+      subtraction never rounds in the input's precision (an integer array against an integer or float one
+      past 2^53 is subtracted exactly first: ``difference``). Complex, string and object arrays raise ValueError
       (a conversion would drop the imaginary part or fail half way).
     - **shapes** must be equal: no broadcasting (a (1, 10) against a (10,) would silently compare something
       else); a mismatch raises ValueError naming both shapes. Flatten first where a layout differs on purpose.
@@ -41,14 +43,42 @@ EXACT_FLOAT64_INTEGERS = 2**53
 
 
 def difference(actual, expected) -> np.ndarray:
-    """actual - expected in float64 (shapes as relative_l2 takes them). Two integer (or boolean) arrays are
-    subtracted exactly first where a value passes 2^53: in float64 int64 2^53 + 1 and 2^53 were one number, so
-    a reference wrong by one there verified at tolerance 0 with 'max abs 0' (adv19)."""
+    """actual - expected in float64 (shapes as relative_l2 takes them). Where one side is of an integer (or boolean)
+    type, the other of an integer or float type, and a value passes 2^53, the two are subtracted exactly first: in
+    float64 int64 2^53 + 1 and 2^53 were one number, so a reference wrong by one there verified at tolerance 0 with
+    'max abs 0' (adv19), also where the reference npz held the integers as floats (adv20)."""
     a, b = np.asarray(actual), np.asarray(expected)
-    if a.dtype.kind in "biu" and b.dtype.kind in "biu" and a.size and b.size and a.shape == b.shape \
-            and max(int(np.max(np.abs(side.astype(np.float64)))) for side in (a, b)) >= EXACT_FLOAT64_INTEGERS:
-        return np.subtract(a, b, dtype=object).astype(np.float64)
+    if _needs_exact_subtraction(a, b):
+        exact = [np.array([_exact_number(value) for value in _python_numbers(side)], dtype=object)
+                 for side in (a, b)]
+        return (exact[0] - exact[1]).astype(np.float64).reshape(a.shape)
     return _as_float64(actual, "actual") - _as_float64(expected, "expected")
+
+
+def _needs_exact_subtraction(a: np.ndarray, b: np.ndarray) -> bool:
+    """One side integer, the other integer or float, equal shapes, all finite, some value at or past 2^53."""
+    kinds = {"f" if _is_ml_float(side.dtype) else side.dtype.kind for side in (a, b)}
+    if not (kinds & set("biu") and kinds <= set("biuf")) or a.shape != b.shape or not a.size:
+        return False
+    magnitudes = [np.abs(side.astype(np.float64)) for side in (a, b)]
+    return all(np.all(np.isfinite(m)) for m in magnitudes) and \
+        max(float(np.max(m)) for m in magnitudes) >= EXACT_FLOAT64_INTEGERS
+
+
+def _python_numbers(side: np.ndarray) -> list:
+    """The values as Python ints (integer and boolean types) or floats (every float type converts to float64
+    exactly, bfloat16 and float16 included)."""
+    if side.dtype.kind in "biu":
+        return side.reshape(-1).tolist()
+    return side.astype(np.float64).reshape(-1).tolist()
+
+
+def _exact_number(value):
+    """A Python int or float as an exact number: a float that is an integer (every float past 2^52 is) as that
+    int, else as a Fraction, so that int - float never rounds through float64 (Python's own int - float does)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else Fraction(value)
+    return int(value)
 
 
 def _as_float64(values, side: str) -> np.ndarray:

@@ -87,3 +87,20 @@ def test_integers_past_2_to_the_53_are_subtracted_exactly():
     [comparison] = compare({"y": actual}, {"y": expected}, rtol_l2=0.0)
     assert (comparison.ok, comparison.max_abs, comparison.rel_l2) == (False, 1.0, 1 / 2**53)
     assert compare({"y": actual}, {"y": actual.astype(np.uint64)}, rtol_l2=0.0)[0].ok
+
+
+def test_an_integer_output_against_a_float_reference_is_subtracted_exactly():
+    """int64 2^53 + 1 against a float64 reference of 2^53 (an npz that held the integers as floats) was one float64
+    number: rel L2 0 at tolerance 0 (adv19's leftover, adv20). A float is an exact number: subtracted as one now,
+    whichever side is the float; a fractional float against a small int is float64's subtraction, exact there."""
+    from passes.verify import compare
+
+    actual = np.array([2**53 + 1, 5], np.int64)
+    as_floats = np.array([2**53, 5], np.float64)
+    assert relative_l2(actual, as_floats) == 1 / 2**53
+    assert relative_l2(as_floats, actual) == np.sqrt(1.0) / np.linalg.norm(actual.astype(np.float64))
+    [comparison] = compare({"y": actual}, {"y": as_floats}, rtol_l2=0.0)
+    assert (comparison.ok, comparison.max_abs, comparison.rel_l2) == (False, 1.0, 1 / 2**53)
+    assert compare({"y": actual}, {"y": np.array([2**53 + 2, 5], np.float64)}, rtol_l2=0.0)[0].max_abs == 1.0
+    assert compare({"y": np.array([2**60], np.int64)}, {"y": np.array([2**60], np.float32)}, rtol_l2=0.0)[0].ok
+    assert relative_l2(np.array([3], np.int64), np.array([2.5])) == 0.5 / 2.5
