@@ -207,6 +207,7 @@ class PassManager:
             run.initial_outputs = previous_outputs
 
         ops_before = ops_initial
+        unmeasured_change = None   # the record of the last change no export measured (check=False, adv20)
         for index, pass_ in enumerate(self.passes):
             self.progress.pass_started(index, len(self.passes), pass_)
             nodes_before = len(graph.nodes)
@@ -244,11 +245,10 @@ class PassManager:
                     # adv19: 132 folded constants of 16 MiB went on to 'internal error: EncodeError: Failed to
                     # serialize proto' at the write (exit 1, 137 s and 8.7 GB later); the checks cannot look past it
                     data, size = serialized_model(model)
-                    too_large = over_protobuf_limit("compiled, it grows to", size)
-                    if too_large:
-                        raise PipelineError(f"pass '{pass_.name}': {too_large}", pass_.name,
-                                            [record.name for record in run.records[:-1]], run) \
-                            from PassInputError(too_large)
+                    self._refuse_past_protobuf_limit(size, len(run.records) - 1, run)
+                    unmeasured_change = None
+                else:
+                    unmeasured_change = len(run.records) - 1
                 if self.check:
                     inferred = self._check(data, record, run)
                 if self.verify_each:
@@ -262,10 +262,27 @@ class PassManager:
                 record.checker = record.shape_inference = skipped if self.check else "off"
             self.progress.pass_finished(index, len(self.passes), record)
 
+        if unmeasured_change is not None:
+            # check=False with no verification and no intermediates exported nothing: the caller's own write met
+            # protobuf's 'EncodeError: Failed to serialize proto' past 2 GiB (adv19's leftover). One export and
+            # serialization here, at the end (what a checked run pays after every pass that changes the graph).
+            self._refuse_past_protobuf_limit(serialized_model(graph_to_model(graph, self.meta))[1],
+                                             unmeasured_change, run)
         run.total_seconds = time.perf_counter() - started
         run.nodes_after = len(graph.nodes)
         run.ops_after = ops_before
         return run
+
+    @staticmethod
+    def _refuse_past_protobuf_limit(size: int, record_index: int, run: PipelineRun) -> None:
+        """PipelineError (from PassInputError: compile_model's bad input, exit 2) for a model past 2 GiB, naming the
+        pass of ``run.records[record_index]``, after which it was measured."""
+        too_large = over_protobuf_limit("compiled, it grows to", size)
+        if too_large:
+            pass_name = run.records[record_index].name
+            ran_before = [record.name for record in run.records[:record_index]]
+            raise PipelineError(f"pass '{pass_name}': {too_large}", pass_name, ran_before, run) \
+                from PassInputError(too_large)
 
     def _initial_outputs(self, graph: gs.Graph) -> dict[str, np.ndarray]:
         if self.verify_feeds is None:

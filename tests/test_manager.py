@@ -190,3 +190,40 @@ def test_verify_each_reuses_the_checks_shape_inference(monkeypatch):
                       verify_feeds=feeds, meta=ModelMeta.from_model(model)).run(graph)
     assert all(record.verification["ok"] for record in run.records)
     assert inferences == ["plain", "data_prop"] + ["strict", "data_prop"] * 2
+
+
+class GrowsByAConstant(Pass):
+    """Adds a 256 KiB constant the output reads (x + zeros): the model grows past a lowered 2 GiB limit."""
+    name = "test-grows"
+
+    def run(self, graph, ctx):
+        [output] = graph.outputs
+        zeros = gs.Constant("zeros_256k", np.zeros((2, 3, 10923), np.float32))
+        grown = gs.Variable("grown", dtype=np.float32)
+        graph.nodes.append(gs.Node("Unsqueeze", inputs=[output, gs.Constant("axis", np.array([2], np.int64))],
+                                   outputs=[grown]))
+        graph.nodes.append(gs.Node("Add", inputs=[grown, zeros], outputs=[gs.Variable("out", dtype=np.float32)]))
+        graph.outputs = [graph.nodes[-1].outputs[0]]
+        return PassResult(changed=True)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_model_past_2_gib_is_refused_by_name_with_or_without_checks(check, monkeypatch):
+    """adv19 measured a grown model only where the manager exports it (checks, verify_each, intermediates); a
+    PassManager(check=False) caller met protobuf's bare 'EncodeError: Failed to serialize proto' at its own write
+    (adv20). Now the same refusal, measured once at the end of the run, naming the last pass that changed the graph
+    (limit lowered to 200 KB here; fold-constants after it changes nothing)."""
+    from passes import graph_io
+    from passes.base import PassInputError
+
+    monkeypatch.setattr(graph_io, "MAX_MODEL_BYTES", 200_000)
+    _, graph = fresh()
+    with pytest.raises(PipelineError) as caught:
+        PassManager([get_pass("eliminate-dead-nodes"), GrowsByAConstant(), get_pass("fold-constants")],
+                    check=check).run(graph)
+    assert str(caught.value) == ("pass 'test-grows': compiled, it grows to 262,398 bytes, over protobuf's limit of "
+                                 "200,001 (2 GiB) on one model, which is how the compiler holds it; not supported")
+    assert (caught.value.pass_name, caught.value.ran_before) == ("test-grows", ["eliminate-dead-nodes"])
+    assert isinstance(caught.value.__cause__, PassInputError)
+    _, graph = fresh()
+    assert len(PassManager([get_pass("eliminate-dead-nodes")], check=check).run(graph).records) == 1
