@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import numbers
 import os
 import re
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -137,13 +139,55 @@ def usable_text_streams() -> None:
     raising: under PYTHONIOENCODING=ascii (or a terminal in Latin-1) the summary's arrow ended passes.apply in
     'internal error: UnicodeEncodeError', exit 1, after its output was written, and tools.nodecount and
     tools.diffview in a traceback. A closed one (``>&-``: Python makes it None) writes to /dev/null: passes.apply
-    ended in 'internal error: AttributeError', tools.diffview in a traceback (adv19). Called first by every command
-    line (interrupts.run_command_line, passes.apply.main)."""
+    ended in 'internal error: AttributeError', tools.diffview in a traceback (adv19). A pipe whose reader goes away
+    (``| head -1``) takes the rest to /dev/null and the command goes on (``_ReaderMayGo``): tools.nodecount and
+    tools.diffview ended in exit 1, silent (rich) or with a BrokenPipeError traceback (--json, --csv, --text; adv20).
+    Called first by every command line (interrupts.run_command_line, passes.apply.main)."""
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
         with contextlib.suppress(AttributeError, ValueError, OSError):   # not a TextIOWrapper
             getattr(sys, name).reconfigure(errors="backslashreplace")
+        stream = getattr(sys, name)
+        with contextlib.suppress(AttributeError, ValueError, OSError, io.UnsupportedOperation):
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+            raw = getattr(stream.buffer, "raw", stream.buffer)   # unbuffered (python -u): the FileIO itself
+            if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not isinstance(raw, _ReaderMayGo):
+                stream.flush()
+                setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_ReaderMayGo(fd)), encoding=stream.encoding,
+                                                    errors="backslashreplace", line_buffering=stream.line_buffering,
+                                                    write_through=stream.write_through))
+
+
+class _ReaderMayGo(io.RawIOBase):
+    """Writes to a pipe or socket, and to /dev/null from the moment its reader has gone (EPIPE), as if it read on:
+    what the command does besides printing (a file it writes, its exit code) is the same with or without
+    ``| head -1``. The descriptor stays open (it is the process's stdout or stderr)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, data) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._fd)
+            finally:
+                os.close(devnull)
+            return len(data)
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -192,3 +192,28 @@ def test_one_rule_for_the_numbers_a_user_gives_bounds_nan_infinity_and_ints_beyo
             number_text(text, "y", low=0.0)
     assert (finite_real(np.float64(2)), finite_real(10**400), finite_real(False)) == (True, False, False)
     assert (is_integer(np.int64(3)), is_integer(True), is_integer(3.0)) == (True, False, False)
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_goes_away_ends_no_tool_in_failure(unbuffered, tmp_path):
+    """`tools.nodecount m.onnx | head -1`: the reader gone before the first line ended tools.nodecount in exit 1,
+    silent (rich's broken-pipe answer) or with a BrokenPipeError traceback (--json, --csv), and tools.diffview
+    likewise (--text, and its 'wrote' line after -o's page) (adv19's leftover, adv20). The rest of the output goes
+    to /dev/null, the work goes on: exit 0, nothing said, -o's page written; python -u or not."""
+    import onnx.parser
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) { y = Relu(x) }""").SerializeToString())
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})}
+    commands = [["tools.nodecount", model, "--json"], ["tools.diffview", model, model, "-o", tmp_path / "d.html"]]
+    if not unbuffered:
+        commands += [["tools.nodecount", model], ["tools.nodecount", model, "--csv"], ["tools.diffview", model, model],
+                     ["tools.nodecount", "--help"]]
+    for command in commands:
+        process = subprocess.Popen([sys.executable, "-m", *map(str, command)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=env, cwd=REPO)
+        process.stdout.close()   # the reader is gone before the first line
+        _, said = process.communicate(timeout=120)
+        assert (process.returncode, said) == (0, b""), command
+    assert (tmp_path / "d.html").read_text().startswith("<!DOCTYPE html>")
