@@ -18,12 +18,13 @@ import atexit
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -139,6 +140,45 @@ class MissingInputs(WorkerError):
 
 _worker: _Worker | None = None
 _one_at_a_time = threading.Lock()   # one child, one request at a time
+_starter: tuple[int, queue.Queue] | None = None   # (the process it serves, its requests)
+
+
+def _start_from_a_lasting_thread(start: Callable[[], _Worker]) -> _Worker:
+    """``start()`` run by one daemon thread that lasts as long as the process. The child asks the kernel for
+    SIGKILL when its parent dies (PR_SET_PDEATHSIG), and to the kernel the parent is the *thread* that started
+    it: a child started by a compile_model thread that then ended was killed under the next run of another
+    thread, whose model was blamed: BadInput 'the input model does not run: ... ONNX Runtime's process ended by
+    SIGKILL', exit 2 (adv20, two threads, dev 2-core)."""
+    global _starter
+    if _starter is None or _starter[0] != os.getpid():   # none yet, or a forked copy whose thread did not follow
+        requests: queue.Queue = queue.Queue()
+        threading.Thread(target=_serve_starts, args=(requests,), name="onnxruntime-child-starter",
+                         daemon=True).start()
+        _starter = (os.getpid(), requests)
+    answer: dict = {}
+    done = threading.Event()
+    _starter[1].put((start, answer, done))
+    try:
+        done.wait()
+    except BaseException:   # interrupted while it starts: the child, once started, is of no use
+        done.wait()
+        if "worker" in answer:
+            answer["worker"].kill()
+        raise
+    if "error" in answer:
+        raise answer["error"]
+    return answer["worker"]
+
+
+def _serve_starts(requests: queue.Queue) -> None:
+    while True:
+        start, answer, done = requests.get()
+        try:
+            answer["worker"] = start()
+        except BaseException as error:   # Popen's OSError: the caller's to raise
+            answer["error"] = error
+        finally:
+            done.set()
 
 
 def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
@@ -155,7 +195,7 @@ def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
         if _worker is None or not _worker.alive() or _worker.limit != limit:
             if _worker is not None:
                 _worker.kill()
-            _worker = _Worker(limit)
+            _worker = _start_from_a_lasting_thread(lambda: _Worker(limit))
         try:
             return _worker.run(model, path, feeds, timeout)
         except WorkerError:

@@ -1829,10 +1829,14 @@ def _counted_loop_model(from_any_value: bool = False) -> onnx.ModelProto:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """The children of every thread of ``pid`` (ONNX Runtime's child is started by a thread of its own, adv20)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children
 
 
 def _sigterm_inside_native_work(arguments: list[str], settle_s: float) -> tuple[int, str, list[int]]:

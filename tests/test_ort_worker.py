@@ -208,3 +208,23 @@ def test_the_child_imports_nothing_from_pythonpath_or_the_working_folder(tmp_pat
     outputs = ort_worker.run(_identity_model(["a"]), None, {"a": np.full(2, 3.0, np.float32)})
     assert outputs["a out"].tolist() == [3.0, 3.0]
     ort_worker._worker.kill()   # the next test's child starts where PYTHONPATH is as it was
+
+
+def test_a_child_started_by_a_thread_that_ended_serves_the_next_run():
+    """PR_SET_PDEATHSIG kills the child when the *thread* that started it ends: compile_model in a thread that
+    then ended left a child that the kernel killed, and another thread's run in flight was blamed on its model
+    ('the input model does not run: ... ended by SIGKILL', exit 2; adv20). The child is started by one lasting
+    thread now: the same child serves the next run."""
+    import threading
+    import time
+
+    ort_worker._stop()   # a fresh child, started by the thread below
+    ort_worker._worker = None
+    thread = threading.Thread(target=ort_worker.run, args=(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)}))
+    thread.start()
+    thread.join()
+    first = ort_worker._worker
+    time.sleep(0.5)   # the kernel's signal, were it sent, is delivered by now
+    assert first.alive()
+    assert ort_worker.run(_identity_model(["a"]), None, {"a": np.ones(1, np.float32)})["a out"].tolist() == [1.0]
+    assert ort_worker._worker is first
