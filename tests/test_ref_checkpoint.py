@@ -129,3 +129,13 @@ def test_read_checkpoint_rejects_non_tensor_state(tmp_path):
     torch.save({"model": {"a": 1}}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="not a checkpoint|non-tensor"):
         read_checkpoint(tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("kind", ["folder", "named pipe"])
+def test_a_checkpoint_path_that_is_no_regular_file_is_said_so(tmp_path, kind):
+    """`vmamba_ref.export --ckpt` of a folder or a named pipe said 'X: no such file' of a path that exists (adv20)."""
+    path = tmp_path / "ckpt"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    assert str(caught.value) == f"checkpoint {path} is not a regular file (a {'directory' if kind == 'folder' else kind})"

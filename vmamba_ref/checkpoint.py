@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from passes.files import atomic_target
+from passes.files import atomic_target, input_file_problem
 from passes.one_line import printable
 
 
@@ -147,8 +147,9 @@ def _strip_skipped(obj, path: str, skipped: list[str]):
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """The state dict inside a checkpoint file, and where it came from."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+    if not os.path.isfile(path):   # a folder, a named pipe, a device was 'X: no such file' (adv20)
+        raise CheckpointError(input_file_problem(path, "checkpoint") if os.path.lexists(path)
+                              else f"{path}: no such file")
     skipped: list[str] = []
     try:
         with warnings.catch_warnings():
