@@ -305,3 +305,26 @@ def test_a_reference_holding_nan_is_refused(key, tmp_path):
     with pytest.raises(bench.BenchError) as error:
         bench.read_reference(tmp_path / "naive.ref.npz", SimpleNamespace(in_chans=3, img_size=4))
     assert str(error.value) == f"reference {tmp_path / 'naive.ref.npz'}: {key} holds NaN or infinity"
+
+
+@pytest.mark.parametrize("option, name, rows", [("--fork", "cpu.onnx", "fork,cpu"),
+                                                 ("--naive-static", "tpu.onnx", "tpu"),
+                                                 ("--fork", "seed.log", "fork,seed")])
+def test_a_model_given_is_never_a_file_the_run_writes_into_its_workdir(option, name, rows, tmp_path):
+    """`--fork WORK/cpu.onnx` (its cpu.ref.npz beside it, as --fork asks): the cpu row compiled the naive export
+    into WORK/cpu.onnx, over the fork's model the run reads, and the fork row then timed our cpu graph as the fork's
+    method (adv20). Refused before any work, naming both."""
+    import onnx.parser
+
+    work = tmp_path / "work"
+    work.mkdir()
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1,3,4,4] input) => (float[1,3,4,4] logits) { logits = Relu(input) }""")
+    (work / name).write_bytes(model.SerializeToString())
+    (work / (name.rsplit(".", 1)[0] + ".ref.npz")).write_bytes(b"")
+    with pytest.raises(bench.BenchError) as error:
+        bench._parse_args([option, str(work / name), "--workdir", str(work), "--rows", rows, "--model", "micro",
+                           "--out-md", "none", "--json", "none", "--png", "none"])
+    assert str(error.value) == (f"{option} model {work / name} is also where this run writes its "
+                                f"{name.rsplit('.', 1)[0]} row's {'log' if name.endswith('.log') else 'compiled graph'}; "
+                                "give another --workdir or move the model")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import (DestinationError, check_destination, check_folder_destination, check_not_read,
-                          input_file_problem, read_text_file, write_text_atomic)
+                          input_file_problem, is_same_file, read_text_file, write_text_atomic)
 from passes.model_check import local_functions_refused
 from passes.one_line import OneLineArgumentParser, ascii_float, ascii_int, check_number, folder_path, one_line, positive_int, printable, rich_text, seed_int, thread_count
 from tools import bench_report as report
@@ -161,7 +161,23 @@ def _parse_args(argv):
                              "into --workdir)")
         if option == "--naive":   # read after the model is built: checked now, before that work
             read_reference(reference, args.config)
+        for written, what in _workdir_writes(args):
+            if is_same_file(path, written):
+                raise BenchError(f"{option} model {printable(path)} is also where this run writes its {what}; give "
+                                 "another --workdir or move the model")
     return args
+
+
+def _workdir_writes(args) -> list[tuple[Path, str]]:
+    """What compile_rows writes into --workdir for the rows asked: '--fork WORK/cpu.onnx' was replaced by the cpu
+    row's graph, which the fork row then timed as the fork's method (adv20)."""
+    wanted = set(args.rows) | {GRAPH_OF[key] for key in args.rows if key in GRAPH_OF}
+    keys = [key for key in PIPELINE_ROWS if key in wanted]
+    if args.ablation:
+        keys += [key for key, _, _ in cpu_ablation_variants()
+                 if not args.ablation_variants or key in args.ablation_variants]
+    return [(args.workdir / f"{key}{suffix}", f"{key} row's {what}") for key in keys
+            for suffix, what in ((".onnx", "compiled graph"), (".log", "log"), (".json", "record"))]
 
 
 def _check_outputs(args) -> None:
