@@ -309,7 +309,8 @@ def test_a_reference_holding_nan_is_refused(key, tmp_path):
 
 @pytest.mark.parametrize("option, name, rows", [("--fork", "cpu.onnx", "fork,cpu"),
                                                  ("--naive-static", "tpu.onnx", "tpu"),
-                                                 ("--fork", "seed.log", "fork,seed")])
+                                                 ("--fork", "seed.log", "fork,seed"),
+                                                 ("--fork", "naive.onnx", "naive,fork")])
 def test_a_model_given_is_never_a_file_the_run_writes_into_its_workdir(option, name, rows, tmp_path):
     """`--fork WORK/cpu.onnx` (its cpu.ref.npz beside it, as --fork asks): the cpu row compiled the naive export
     into WORK/cpu.onnx, over the fork's model the run reads, and the fork row then timed our cpu graph as the fork's
@@ -325,6 +326,7 @@ def test_a_model_given_is_never_a_file_the_run_writes_into_its_workdir(option, n
     with pytest.raises(bench.BenchError) as error:
         bench._parse_args([option, str(work / name), "--workdir", str(work), "--rows", rows, "--model", "micro",
                            "--out-md", "none", "--json", "none", "--png", "none"])
-    assert str(error.value) == (f"{option} model {work / name} is also where this run writes its "
-                                f"{name.rsplit('.', 1)[0]} row's {'log' if name.endswith('.log') else 'compiled graph'}; "
-                                "give another --workdir or move the model")
+    what = {"cpu.onnx": "cpu row's compiled graph", "tpu.onnx": "tpu row's compiled graph", "seed.log": "seed row's log",
+            "naive.onnx": "naive export"}[name]
+    assert str(error.value) == (f"{option} model {work / name} is also where this run writes its {what}; give another "
+                                "--workdir or move the model")

@@ -176,8 +176,16 @@ def _workdir_writes(args) -> list[tuple[Path, str]]:
     if args.ablation:
         keys += [key for key, _, _ in cpu_ablation_variants()
                  if not args.ablation_variants or key in args.ablation_variants]
-    return [(args.workdir / f"{key}{suffix}", f"{key} row's {what}") for key in keys
-            for suffix, what in ((".onnx", "compiled graph"), (".log", "log"), (".json", "record"))]
+    writes = [(args.workdir / f"{key}{suffix}", f"{key} row's {what}") for key in keys
+              for suffix, what in ((".onnx", "compiled graph"), (".log", "log"), (".json", "record"))]
+    # exported there where not given (or reused if there: '--fork WORK/naive.onnx' was timed as the naive export)
+    if args.naive is None:
+        writes.append((args.workdir / "naive.onnx", "naive export"))
+    if args.fork is None and ("fork" in args.rows or "ov-fork" in args.rows):
+        writes.append((args.workdir / "fork.onnx", "fork's-method export"))
+    if args.naive_static is None and "tpu" in keys:
+        writes.append((args.workdir / "naive-b1.onnx", "static batch-1 export"))
+    return writes
 
 
 def _check_outputs(args) -> None:
