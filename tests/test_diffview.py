@@ -53,3 +53,41 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "junk.onnx"), str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_a_terminal_sees_what_it_waits_for_and_a_pipe_nothing(tmp_path):
+    """VMamba-T's naive export against itself: 44 s with nothing on the terminal (two reads and checks of 76,529
+    nodes, then the diff; dev 2-core, adv20). A spinner on a terminal's stderr names each step, the model's name
+    escaped; stderr that is no terminal gets nothing."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = tmp_path / "m\x1b[2J[b].onnx"
+    model.write_bytes(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) { y = Relu(x) }""").SerializeToString())
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "TERM": "xterm"}
+    master, slave = pty.openpty()
+    process = subprocess.run([sys.executable, "-m", "tools.diffview", str(model), str(model)], stdout=subprocess.PIPE,
+                             stderr=slave, env=env, cwd=repo, timeout=120)
+    os.close(slave)
+    seen = b""
+    while select.select([master], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.returncode == 0
+    assert b" reading and checking " in seen and b" comparing 1 and 1 nodes\r" in seen, seen
+    assert b"m\\x1b[2J[b].onnx" in seen and b"\x1b[2J" not in seen   # the name escaped (the line may wrap before it)
+    piped = subprocess.run([sys.executable, "-m", "tools.diffview", str(model), str(model)], capture_output=True,
+                           env=env, cwd=repo, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == b""
