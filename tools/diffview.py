@@ -118,22 +118,25 @@ def _diff(args: argparse.Namespace) -> int:
 
     # A spinner on a terminal's stderr (nothing where it is not one): VMamba-T's naive export against itself was
     # 44 s of silence, two reads and checks of 76,529 nodes and the diff (dev 2-core, adv20).
-    with Console(stderr=True).status("") as status:
+    with Console(stderr=True).status("") as spinner:
+        def status(text: str) -> None:   # the spinner named: rich draws the text at once, not at its next tick
+            spinner.update(text, spinner="dots")
+
         try:
             if args.output:   # before the work, so a bad destination costs nothing and leaves nothing
                 check_destination(args.output)
-            status.update(f"reading and checking {rich_text(args.before)}")
+            status(f"reading and checking {rich_text(args.before)}")
             before = _load(args.before)
-            status.update(f"reading and checking {rich_text(args.after)}")
+            status(f"reading and checking {rich_text(args.after)}")
             after = _load(args.after)
             if args.output:   # the models and their weights files (not read here, but the models' own)
                 check_not_read(args.output, [("model", args.before), ("model", args.after)]
                                + _data_files(args.before, before) + _data_files(args.after, after))
         except (DiffError, DestinationError) as error:
-            status.stop()
+            spinner.stop()
             sys.stderr.write(f"error: {error}\n")
             return 2
-        status.update(f"comparing {len(before.graph.node):,} and {len(after.graph.node):,} nodes")
+        status(f"comparing {len(before.graph.node):,} and {len(after.graph.node):,} nodes")
         description, before_ops, after_ops = diff_models(before, after)
     if args.text or not args.output:
         sys.stdout.write(text_report(args.before, args.after, description, before_ops, after_ops))
