@@ -603,3 +603,44 @@ def test_a_squeeze_of_every_unit_axis_is_refused_as_a_replay_error(layout):
     with pytest.raises(ReplayError, match=r"^Squeeze 'sq0': a Squeeze of every size-1 axis is not replayed \(its axes "
                                           r"are not given\)$"):
         replay_over_steps(GraphBuilder(gs.Graph(), 17, prefix="r"), template, gs.Variable("states"), 5, layout=layout)
+
+
+# --- session s32 (mut35): mut34's three open emit mutants ---------------------------------------------------------
+
+def test_a_laid_out_state_beside_an_empty_optional_input_is_put_in_order_and_the_empty_input_kept():
+    """A laid-out state into an op with no layout rule and an empty optional input: the state alone gets its own
+    order back (one Transpose), the empty input stays empty. ReduceSum(x_i, '') at opset 18 (no axes: every axis)
+    replays as one ReduceSum over the axes after the steps'; Slice(x_i, starts, ends, '', steps) is refused for its
+    axes, as without a layout."""
+    state, out = V("x0", (3, 4)), V("y0")
+    nodes = [gs.Node("ReduceSum", "red0", attrs={"keepdims": 0}, inputs=[state, gs.Variable.empty()], outputs=[out])]
+    _exact(nodes, state, out, _steps(3, 4, seed=17), {"Transpose": 1, "ReduceSum": 1}, opset=18, layout=(0, 2, 1),
+           ranks={id(out): 0})
+    state, out = V("x1", (3, 4)), V("y1")
+    bounds = [C("starts", np.array([1], np.int64)), C("ends", np.array([3], np.int64)), gs.Variable.empty(),
+              C("steps", np.array([1], np.int64))]
+    nodes = [gs.Node("Slice", "sl0", inputs=[state, *bounds], outputs=[out])]
+    with pytest.raises(ReplayError) as error:
+        _replay(nodes, state, out, np.zeros((L, 4, 3), np.float32), ranks={id(out): 2}, layout=(0, 2, 1))
+    assert str(error.value) == "Slice 'sl0' needs constant axes"
+
+
+def test_a_shared_op_of_another_domain_keeps_its_domain():
+    """com.microsoft Gelu(c) reads no step: made once in its own domain (ONNX Runtime runs it there; the default
+    domain has no Gelu before opset 20), then x_i * it."""
+    state, gelu, out = V("x0", (3, 4)), V("g0", (4,)), V("y0")
+    nodes = [gs.Node("Gelu", "gelu0", inputs=[C("c", np.linspace(-2, 2, 4).astype(np.float32))], outputs=[gelu],
+                     domain="com.microsoft"),
+             gs.Node("Mul", "mul0", inputs=[state, gelu], outputs=[out])]
+    template = _template(nodes, state, out, {id(out): 2})
+    states = gs.Variable("states", np.float32, (L, 3, 4))
+    graph = gs.Graph(inputs=[states], opset=17)
+    replayed = replay_over_steps(GraphBuilder(graph, 17, prefix="replay"), template, states, L)
+    assert [(node.op, node.domain) for node in graph.nodes] == [("Gelu", "com.microsoft"), ("Mul", None)]
+    replayed.dtype = np.float32
+    graph.outputs = [replayed]
+    value = _steps(3, 4, seed=18)
+    got = _session(graph).run(None, {"states": value})[0]
+    want = _per_step(nodes, state, out, value)
+    assert got.shape == want.shape == (L, 3, 4)
+    assert relative_l2(got.astype(np.float64), want.astype(np.float64)) <= 1e-6
