@@ -61,3 +61,29 @@ def test_a_graph_without_constant_nodes_is_left_unchanged():
     before, after, result = apply(text, "constants-to-initializers")
     assert (result.changed, result.stats, result.notes) == (False, {"converted": 0}, [])
     assert histogram(after) == {"Mul": 1}
+
+
+def test_constants_after_other_nodes_are_converted_and_notes_come_back_when_none_is():
+    """(s32, mut35) A Constant after another op is still converted (the scan goes on past a non-Constant); a graph
+    whose only Constant is kept (a graph output) is unchanged and says why."""
+    text = f"""{HEADER}
+    g (float[3] x) => (float[3] y) {{
+      m = Neg(x)
+      d = Constant<value_float = 2.0>()
+      y = Mul(m, d)
+    }}"""
+    before, after, result = apply(text, "constants-to-initializers")
+    assert (result.changed, result.stats, result.notes) == (True, {"converted": 1}, [])
+    assert histogram(after) == {"Mul": 1, "Neg": 1}
+    assert [i.name for i in after.graph.initializer] == ["d"]
+    same_outputs(before, after, {"x": np.array([1, -2, 3], np.float32)})
+    text = f"""{HEADER}
+    g (float[3] x) => (float[3] y, float[3] c) {{
+      y = Neg(x)
+      c = Constant<value = float[3] {{1, 2, 3}}>()
+    }}"""
+    model = onnx.parser.parse_model(text)
+    model.graph.node[1].name = "n1"
+    result = get_pass("constants-to-initializers").run(gs.import_onnx(model), PassContext(opset=17, explain=True))
+    assert (result.changed, result.stats, result.notes) == (False, {"converted": 0},
+                                                            ["Constant 'n1' kept: a graph output"])
