@@ -224,3 +224,96 @@ def test_an_unnamed_node_is_stamped_and_read_under_its_first_named_output():
                                         "output:z": {"pass": "other", "pass_index": "1"}}
     assert [(p.key, p.value) for p in unnamed.graph.node[0].metadata_props] == [
         ("kept", "1"), ("pass", "test-pass"), ("pass_index", "2")]
+
+
+# --- session s32 (mut35): PassRecorder called directly --------------------------------------------------------------
+
+class _Record:
+    def __init__(self, name, changed=True):
+        self.name, self.changed = name, changed
+
+
+def _relu_to_max(graph):
+    ReluToMax().run(graph, PassContext(opset=17))
+
+
+def _exp_to_abs(graph):
+    """Exp -> Abs under a new name, and Neg -> Sign of no name (keyed by its first output)."""
+    for node in graph.nodes:
+        if node.op == "Exp":
+            node.op, node.name = "Abs", f"{node.name}_as_abs"
+        if node.op == "Neg":
+            node.op, node.name = "Sign", ""
+
+
+def _recorded_graph():
+    source = model("r = Relu(x)\n  y = Neg(r)\n  z = Exp(x)")
+    for index, node in enumerate(source.graph.node):
+        node.name = f"n{index}"
+    return gs.import_onnx(source)
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_the_recorder_keys_each_changed_pass_by_its_index_and_diffs_against_the_last_change(regions):
+    """Two changing passes at indices 1 and 3 (0 and 2 unchanged): origins numbered 2 and 4 (1-based), region
+    descriptions under 1 and 3 when asked for, none without; the second diff is against the graph after the first
+    change (its Relu -> Max not counted again); an unchanged record or one before pipeline_started records nothing."""
+    graph = _recorded_graph()
+    recorder = PassRecorder(regions=regions)
+    assert (recorder.regions, recorder.origins, recorder.region_descriptions, recorder.seconds) == (regions, {}, {},
+                                                                                                     0.0)
+    recorder.pass_finished(0, _Record("early"), graph)   # no snapshot yet
+    assert (recorder.origins, recorder.region_descriptions) == ({}, {})
+    recorder.pipeline_started(graph)
+    recorder.pass_finished(0, _Record("nothing", changed=False), graph)
+    _relu_to_max(graph)
+    recorder.pass_finished(1, _Record("relu-to-max"), graph)
+    recorder.pass_finished(2, _Record("nothing", changed=False), graph)
+    _exp_to_abs(graph)
+    recorder.pass_finished(3, _Record("exp-to-abs"), graph)
+    assert {key: (o.pass_name, o.pass_index) for key, o in recorder.origins.items()} == {
+        "n0_as_max": ("relu-to-max", 2), "n2_as_abs": ("exp-to-abs", 4), "output:y": ("exp-to-abs", 4)}
+    if not regions:
+        assert recorder.region_descriptions == {}
+        return
+    assert sorted(recorder.region_descriptions) == [1, 3]
+    [first] = recorder.region_descriptions[1]["groups"]
+    assert (first["removed_ops"], first["added_ops"]) == ({"Relu": 1}, {"Max": 1})
+    second = [(g["removed_ops"], g["added_ops"]) for g in recorder.region_descriptions[3]["groups"]]
+    assert sorted(second, key=str) == [({"Exp": 1}, {"Abs": 1}), ({"Neg": 1}, {"Sign": 1})]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_recorder_pauses_the_collector_while_it_works_and_counts_its_time(enabled, monkeypatch):
+    """The cyclic GC off while a snapshot is taken and left as it was found; each timed call adds its own
+    perf_counter difference to `seconds` (a clock that steps 0.25 a read: 0.25 per call)."""
+    import gc
+    import itertools
+
+    import passes.report.recorder as recorder_module
+
+    seen = []
+    real_snapshot = recorder_module.snapshot_graph
+
+    def snapshot(graph):
+        seen.append(gc.isenabled())
+        return real_snapshot(graph)
+
+    clock = itertools.count()
+    monkeypatch.setattr(recorder_module, "snapshot_graph", snapshot)
+    monkeypatch.setattr(recorder_module.time, "perf_counter", lambda: next(clock) * 0.25)
+    graph = _recorded_graph()
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        recorder = PassRecorder()
+        recorder.pipeline_started(graph)
+        assert (gc.isenabled(), recorder.seconds) == (enabled, 0.25)
+        _relu_to_max(graph)
+        recorder.pass_finished(0, _Record("relu-to-max"), graph)
+        assert (gc.isenabled(), recorder.seconds) == (enabled, 0.5)
+        recorder.pass_finished(1, _Record("nothing", changed=False), graph)
+        assert (gc.isenabled(), recorder.seconds) == (enabled, 0.5)
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False]
