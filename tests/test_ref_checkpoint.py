@@ -139,3 +139,201 @@ def test_a_checkpoint_path_that_is_no_regular_file_is_said_so(tmp_path, kind):
     with pytest.raises(CheckpointError) as caught:
         read_checkpoint(path)
     assert str(caught.value) == f"checkpoint {path} is not a regular file (a {'directory' if kind == 'folder' else kind})"
+
+# --- session s32 (mut35): every refusal's exact message, and what the restricted loader keeps ------------------------
+
+import argparse  # noqa: E402
+import warnings  # noqa: E402
+import zipfile  # noqa: E402
+
+import torch.nn as nn  # noqa: E402
+
+from vmamba_ref.checkpoint import _listing, _restricted_load, _skipped_type  # noqa: E402
+
+
+class FakeStorage:
+    """A global whose name ends in Storage outside torch: refused like any other, not looked up in torch."""
+
+
+class OldTensor:
+    """Pickles as torch._utils._rebuild_tensor (the pre-v2 rebuild) of elements 1-2 of its tensor's storage."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __reduce__(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # TypedStorage is deprecated
+            return (torch._utils._rebuild_tensor, (self.tensor.storage(), 1, (2,), (1,)))
+
+
+def _message(path):
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    return str(info.value)
+
+
+def _rewrite(source, target, change):
+    """A copy of zip `source` with each member through change(name, data) -> (name, data) or None (left out)."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for name in src.namelist():
+            member = change(name, src.read(name))
+            if member is not None:
+                dst.writestr(*member)
+    return target
+
+
+def test_listing_counts_and_cuts_after_five():
+    assert _listing("missing", ["a"]) == "missing 1 key: a"
+    assert _listing("missing", list("abcde")) == "missing 5 keys: a, b, c, d, e"
+    assert _listing("missing", list("abcdef")) == "missing 6 keys: a, b, c, d, e, ... (+1 more)"
+    assert _listing("x", ["a\nb"], limit=1) == "x 1 key: a\\nb"
+
+
+def test_a_refused_global_is_an_inert_class_named_skipped():
+    cls = _skipped_type("os.system")
+    assert cls.__name__ == "Skipped" and repr(cls("rm", x=1)) == "<skipped os.system>"
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("random", "not a checkpoint (Unsupported operand 0)"),   # torch's advice cut to its WeightsUnpickler error
+    ("text", "not a checkpoint (torch.load failed: KeyError: 101)"),
+    ("list", "not a checkpoint (holds a list, expected a state dict or a dict with 'model'/'model_ema')"),
+    ("empty", "not a checkpoint (holds a dict, expected a state dict or a dict with 'model'/'model_ema')"),
+    ("non-tensor", "not a state dict (non-tensor entries in 7 keys: k0, k1, k2, k3, k4, ... (+2 more))"),
+    ("legacy", "not a checkpoint (neither a torch zip archive nor loadable by torch.load)"),
+    ("truncated", "not a checkpoint (unpickling failed: UnpicklingError: pickle data was truncated)"),
+    ("bad-persistent-id", "not a checkpoint (bad persistent id ('storagx', <class 'torch.FloatStorage'>, '0', 'cpu', "
+                          "3))"),
+    ("missing-storage", "not a checkpoint (storage 0 is missing from the archive)"),
+    ("no-data-pkl", "not a checkpoint (zip archive without data.pkl)"),
+])
+def test_each_refusal_has_its_exact_message(kind, message, tmp_path):
+    """The restricted loader's refusals are met by a file whose refused global (a Namespace) comes before the
+    damage, as a training checkpoint's config can; a legacy (non-zip) file with one has no archive to read."""
+    path = tmp_path / f"{kind}.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "random":
+            path.write_bytes(bytes(range(256)) * 4)
+        elif kind == "text":
+            path.write_text("hello\nworld\n")
+        elif kind == "list":
+            torch.save([torch.zeros(2)], path)
+        elif kind == "empty":
+            torch.save({}, path)
+        elif kind == "non-tensor":
+            torch.save({"model": {f"k{i}": i for i in range(7)}}, path)
+        elif kind == "legacy":
+            torch.save({"model": {"w": torch.zeros(3)}, "config": argparse.Namespace(lr=1)}, path,
+                       _use_new_zipfile_serialization=False)
+        else:
+            good = tmp_path / "good.pt"
+            torch.save({"config": argparse.Namespace(lr=1), "model": {"w": torch.zeros(3)}}, good)
+            pickled = {"truncated": lambda n, b: (n, b[:-20] if n.endswith("data.pkl") else b),
+                       "bad-persistent-id": lambda n, b: (n, b.replace(b"X\x07\x00\x00\x00storage",
+                                                                       b"X\x07\x00\x00\x00storagx")),
+                       "missing-storage": lambda n, b: None if "/data/" in n else (n, b)}
+            if kind == "no-data-pkl":
+                _rewrite(good, path, lambda n, b: None if n.endswith("data.pkl") else (n, b))
+                with pytest.raises(CheckpointError) as info:
+                    _restricted_load(str(path))
+                assert str(info.value) == f"{path}: {message}"
+                return
+            _rewrite(good, path, pickled[kind])
+    assert _message(path) == f"{path}: {message}"
+
+
+def test_the_restricted_loader_keeps_parameters_sizes_old_tensors_and_every_storage_dtype(tmp_path):
+    """A training checkpoint with a refused global first: Parameters, int64 and float16 storages and a tensor of
+    the pre-v2 rebuild come back with their values and dtypes; a torch.Size is kept (not listed as skipped); a
+    refused class (not an instance) and a non-torch '...Storage' global are skipped by name."""
+    path = tmp_path / "mixed.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"config": argparse.Namespace(lr=1), "cls": argparse.Namespace, "fake": FakeStorage(),
+                    "shape": torch.Size([2, 3]),
+                    "model": {"w": nn.Parameter(torch.tensor([1.5, -2.0])), "i": torch.tensor([3, -4]),
+                              "h": torch.tensor([0.5, 2.0], dtype=torch.float16),
+                              "old": OldTensor(torch.tensor([7.0, 8.0, 9.0]))}}, path)
+    sd, report = read_checkpoint(path)
+    assert {k: (type(v).__name__, v.dtype, v.tolist()) for k, v in sd.items()} == {
+        "w": ("Parameter", torch.float32, [1.5, -2.0]), "i": ("Tensor", torch.int64, [3, -4]),
+        "h": ("Tensor", torch.float16, [0.5, 2.0]), "old": ("Tensor", torch.float32, [8.0, 9.0])}
+    assert (report.source_key, report.skipped) == ("model", [
+        "config (argparse.Namespace)", "cls (argparse.Namespace)", f"fake ({FakeStorage.__module__}.FakeStorage)"])
+
+
+def test_a_zip_with_data_pkl_at_its_root_is_read(tmp_path):
+    """data.pkl and data/ at the archive's root (no folder): the restricted loader finds both."""
+    good = tmp_path / "good.pt"
+    torch.save({"config": argparse.Namespace(lr=1), "model": {"w": torch.tensor([1.0, 2.0])}}, good)
+    path = _rewrite(good, tmp_path / "root.pt", lambda n, b: (n.split("/", 1)[1], b))
+    assert zipfile.ZipFile(path).namelist()[0] == "data.pkl"
+    loaded = _restricted_load(str(path))
+    assert repr(loaded["config"]) == "<skipped argparse.Namespace>" and loaded["model"]["w"].tolist() == [1.0, 2.0]
+
+
+def _training_file(tmp_path, model, name="train.pt", **extra):
+    """A checkpoint whose refused global (a Namespace config) comes first: the restricted loader reads it."""
+    path = tmp_path / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"config": argparse.Namespace(lr=1), "model": model, **extra}, path)
+    return path
+
+
+def test_the_restricted_loader_reads_storages_of_other_types_locations_and_sizes(tmp_path):
+    """An empty tensor (a storage of no bytes); a storage whose type is refused (not torch's: float32 assumed);
+    a storage saved on cuda:0 (mapped to the cpu); a nested refused object named by its path; and no warning
+    (TypedStorage's deprecation) reaching the caller."""
+    path = _training_file(tmp_path, {"e": torch.zeros(0), "w": torch.tensor([1.0, 2.0])},
+                          optimizer={"state": {"cfg": argparse.Namespace(x=1)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sd, report = read_checkpoint(path)
+    assert {k: (v.dtype, v.tolist()) for k, v in sd.items()} == {"e": (torch.float32, []),
+                                                                 "w": (torch.float32, [1.0, 2.0])}
+    assert report.skipped == ["config (argparse.Namespace)", "optimizer.state.cfg (argparse.Namespace)"]
+    for name, old, new in [("refused-type", b"ctorch\nFloatStorage\n", b"cevilx\nFloatStorage\n"),
+                           ("cuda", b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")]:
+        changed = _rewrite(_training_file(tmp_path, {"w": torch.tensor([1.0, 2.0])}), tmp_path / f"{name}.pt",
+                           lambda n, b: (n, b.replace(old, new) if n.endswith("data.pkl") else b))
+        with zipfile.ZipFile(changed) as archive:
+            assert new in archive.read("train/data.pkl"), name
+        sd, _ = read_checkpoint(changed)
+        assert {k: (v.dtype, v.device.type, v.tolist()) for k, v in sd.items()} == {
+            "w": (torch.float32, "cpu", [1.0, 2.0])}, name
+
+
+def test_long_persistent_ids_keys_and_errors_are_cut(tmp_path):
+    """The bad persistent id cut at 60 characters (a complex128 storage's is 62), a missing storage's key at 60."""
+    good = _training_file(tmp_path, {"w": torch.zeros(2, dtype=torch.complex128)})
+    bad = _rewrite(good, tmp_path / "bad.pt", lambda n, b: (n, b.replace(b"X\x07\x00\x00\x00storage",
+                                                                         b"X\x07\x00\x00\x00storagx")))
+    pid = str(("storagx", torch.ComplexDoubleStorage, "0", "cpu", 2))
+    assert len(pid) > 60 and _message(bad) == f"{bad}: not a checkpoint (bad persistent id {pid[:60]})"
+    key = "k" * 70
+    missing = _rewrite(good, tmp_path / "missing.pt", lambda n, b: None if "/data/" in n else (
+        n, b.replace(b"X\x01\x00\x00\x000", b"X\x46\x00\x00\x00" + key.encode(), 1)))
+    assert _message(missing) == f"{missing}: not a checkpoint (storage {key[:60]} is missing from the archive)"
+
+
+def test_a_tensor_past_the_end_of_its_storage_is_refused_by_both_loaders(tmp_path):
+    """s32 (mut35), a fault: the restricted loader's storages are resizable, so a crafted _rebuild_tensor_v2 of 100
+    elements on a storage of 3 grew it with uninitialised memory and was loaded as weights; torch.load's own
+    storages refuse. Both are refusals now, the tensor read by weights_only first or after a refused global."""
+
+    class Past:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (self.tensor.untyped_storage(), 0, (100,), (1,), False, {}))
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"model": {"w": Past(torch.zeros(3))}}, plain)
+    assert _message(plain) == (f"{plain}: not a checkpoint (torch.load failed: RuntimeError: Trying to resize storage "
+                               "that is not resizable)")
+    past = _training_file(tmp_path, {"ok": torch.ones(2), "w": Past(torch.zeros(3))}, name="past.pt")
+    assert _message(past) == f"{past}: not a checkpoint (a tensor reaches past the end of storage 1)"

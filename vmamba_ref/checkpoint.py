@@ -82,6 +82,7 @@ def _restricted_load(path: str) -> object:
             ("torch", "Size"),
         }
         storages: dict[str, torch.UntypedStorage] = {}
+        stored: dict[str, int] = {}   # bytes of each storage in the archive
 
         class Unpickler(pickle.Unpickler):
             def find_class(self, module, name):
@@ -105,14 +106,21 @@ def _restricted_load(path: str) -> object:
                         raise CheckpointError(f"{path}: not a checkpoint (storage {key[:60]} is missing from the archive)")
                     raw = zf.read(member)
                     storages[key] = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+                    stored[key] = len(raw)
                 return torch.storage.TypedStorage(wrap_storage=storages[key], dtype=dtype, _internal=True)
 
         try:
-            return Unpickler(io.BytesIO(zf.read(pkl_names[0]))).load()
+            loaded = Unpickler(io.BytesIO(zf.read(pkl_names[0]))).load()
         except CheckpointError:
             raise
         except Exception as exc:   # truncated or crafted pickle, corrupt member, tensors outside their storage
             raise CheckpointError(f"{path}: not a checkpoint (unpickling failed: {_first_line(exc)})") from None
+        # A storage read here is resizable: a tensor set past its end grows it with uninitialised memory where
+        # torch.load's own storages refuse ("Trying to resize storage that is not resizable").
+        grown = [key for key, storage in storages.items() if storage.nbytes() != stored[key]]
+        if grown:
+            raise CheckpointError(f"{path}: not a checkpoint (a tensor reaches past the end of storage {grown[0][:60]})")
+        return loaded
 
 
 def _first_line(exc: BaseException) -> str:
