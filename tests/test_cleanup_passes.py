@@ -730,3 +730,144 @@ def test_oversized_constant_nodes_reads_shapes_of_declared_dims_and_nothing_else
           n = Size(x)
           r = Relu(x) }""")
     assert oversized_constant_nodes(sized) == []
+
+
+# --- session s32 (mut35): simplify's every outcome exactly (result, stats, notes), onnxsim stubbed where it must
+# fail or answer in a given way ---------------------------------------------------------------------------------------
+
+LOCAL_FUNCTION = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+g (float[2] x) => (float[2] y) { y = local.f(x) }
+<domain: "local", opset_import: ["" : 17]>
+f (a) => (b) { c = Neg(a)  d = Abs(c)  b = Relu(d) }
+"""
+
+
+def _simplify_with(monkeypatch, answer, text=MODEL_WITH_DEAD_AND_CONSTANT_WORK, **options):
+    """simplify with _run_onnxsim replaced by answer(model) -> (model, check_ok); the result and the graph."""
+    import passes.simplify_onnxsim as simplify_module
+
+    monkeypatch.setattr(simplify_module, "_run_onnxsim", answer)
+    graph = graph_of(text)
+    return run_pass("simplify", graph, **options), graph
+
+
+def _outcome(result):
+    return result.changed, result.stats, result.notes
+
+
+def test_simplify_skips_by_plain_and_by_expanded_node_counts():
+    """7 nodes over 5 and 6: skipped; at 7 it runs. A graph of one call of a 3-node local function counts 3
+    (onnxsim runs the body): skipped at skip_above_nodes 1 and 2, though it has only 1 node, run at 3."""
+    def skipped(shown, limit):
+        return (False, {"removed": 0, "skipped": "too many nodes"},
+                [f"onnxsim skipped: {shown} skip_above_nodes={limit} (about a minute per 50k nodes)"])
+
+    for limit in (5, 6):
+        graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+        assert _outcome(run_pass("simplify", graph, skip_above_nodes=limit)) == skipped("7 nodes >", limit)
+        assert len(graph.nodes) == 7
+    assert run_pass("simplify", graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK), skip_above_nodes=7).changed
+    for limit in (1, 2):
+        graph = graph_of(LOCAL_FUNCTION)
+        assert len(graph.nodes) == 1 and len(graph.functions) == 1
+        assert _outcome(run_pass("simplify", graph, skip_above_nodes=limit)) == skipped(
+            "more nodes, each call of a local function expanded, than", limit)
+    assert "skipped" not in run_pass("simplify", graph_of(LOCAL_FUNCTION), skip_above_nodes=3).stats
+    twice = LOCAL_FUNCTION.replace("{ y = local.f(x) }", "{ h = local.f(x)  y = local.f(h) }")
+    assert _outcome(run_pass("simplify", graph_of(twice), skip_above_nodes=0)) == skipped("2 nodes >", 0)
+
+
+def test_simplify_refusals_and_failures_are_exact(monkeypatch):
+    import passes.simplify_onnxsim as simplify_module
+
+    left = "graph left unsimplified"
+    monkeypatch.setattr(simplify_module, "infer_shapes", lambda model: (model, "Range 'r' is unbounded"))
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    assert _outcome(run_pass("simplify", graph)) == (
+        False, {"removed": 0, "skipped": "unbounded data propagation"},
+        [f"onnxsim skipped: Range 'r' is unbounded; {left}"])
+    monkeypatch.undo()
+    big = onnx.helper.make_node("Add", ["a", "b"], ["c"], name="big\n")
+    monkeypatch.setattr(simplify_module, "oversized_constant_nodes", lambda model, inferred: [(big, 5_000_000)])
+    graph = graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK)
+    assert _outcome(run_pass("simplify", graph)) == (
+        False, {"removed": 0, "skipped": "constant too large"},
+        [f"onnxsim skipped: Add 'big\\n' would make 5,000,000 elements from constants (> {MAX_FOLDED_ELEMENTS:,}), "
+         f"which onnxsim would evaluate; {left}"])
+    monkeypatch.undo()
+
+    def crash(model):
+        raise RuntimeError("x" * 400)
+
+    result, graph = _simplify_with(monkeypatch, crash)
+    assert _outcome(result) == (False, {"removed": 0}, [f"onnxsim failed: {'x' * 300}; {left}"])
+    result, graph = _simplify_with(monkeypatch, lambda model: (onnx.ModelProto(), False))
+    assert _outcome(result) == (False, {"removed": 0}, [f"onnxsim failed: its output check did not pass; {left}"])
+    assert len(graph.nodes) == 7
+
+    def renamed(model):
+        other = onnx.ModelProto()
+        other.CopyFrom(model)
+        other.graph.input[0].name = "a"
+        other.graph.output[0].name = "b"
+        for node in other.graph.node:
+            node.input[:] = ["a" if name == "x" else name for name in node.input]
+            node.output[:] = ["b" if name == "y" else name for name in node.output]
+        return other, True
+
+    result, graph = _simplify_with(monkeypatch, renamed)
+    assert _outcome(result) == (False, {"removed": 0}, [
+        f"onnxsim changed the graph's inputs or outputs (inputs ['x'] -> ['a'], outputs ['y'] -> ['b']); {left}"])
+
+
+def test_simplify_reports_a_change_only_when_nodes_or_ops_change(monkeypatch):
+    """onnxsim's answer as the graph was: unchanged, no note, the graph's own names kept; the same count with another
+    op: changed, 0 removed; fewer nodes: changed, the count removed."""
+    result, graph = _simplify_with(monkeypatch, lambda model: (model, True))
+    assert _outcome(result) == (False, {"removed": 0}, [])
+    names = [node.name for node in graph_of(MODEL_WITH_DEAD_AND_CONSTANT_WORK).nodes]
+    assert [node.name for node in graph.nodes] == names
+
+    def relu_to_abs(model):
+        other = onnx.ModelProto()
+        other.CopyFrom(model)
+        for node in other.graph.node:
+            if node.op_type == "Relu":
+                node.op_type = "Abs"
+        return other, True
+
+    result, graph = _simplify_with(monkeypatch, relu_to_abs)
+    assert _outcome(result) == (True, {"removed": 0}, []) and "Abs" in ops(graph) and "Relu" not in ops(graph)
+
+    def drop_last(model):
+        other = onnx.ModelProto()
+        other.CopyFrom(model)
+        dead = [node for node in other.graph.node if node.op_type == "Neg" or node.output[0].startswith("dead")]
+        assert dead
+        other.graph.node.remove(dead[-1])
+        return other, True
+
+    result, graph = _simplify_with(monkeypatch, drop_last)
+    assert _outcome(result) == (True, {"removed": 1}, []) and len(graph.nodes) == 6
+
+
+@pytest.mark.parametrize("certify", [True, False])
+def test_onnxsim_is_asked_not_to_certify_where_it_can_be(certify, monkeypatch):
+    import onnxsim
+
+    from passes.simplify_onnxsim import _run_onnxsim
+
+    asked = []
+    if certify:
+        def simplify(model, certify=True):
+            asked.append({"certify": certify})
+            return model, True
+    else:
+        def simplify(model, **kwargs):
+            asked.append(kwargs)
+            return model, True
+    monkeypatch.setattr(onnxsim, "simplify", simplify)
+    model = onnx.ModelProto()
+    assert _run_onnxsim(model) == (model, True)
+    assert asked == [{"certify": False} if certify else {}]
