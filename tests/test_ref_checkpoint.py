@@ -337,3 +337,66 @@ def test_a_tensor_past_the_end_of_its_storage_is_refused_by_both_loaders(tmp_pat
                                "that is not resizable)")
     past = _training_file(tmp_path, {"ok": torch.ones(2), "w": Past(torch.zeros(3))}, name="past.pt")
     assert _message(past) == f"{past}: not a checkpoint (a tensor reaches past the end of storage 1)"
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(2, 3), nn.Linear(3, 4), nn.Linear(4, 5)
+
+
+def _fit_message(changes, drop=()):
+    from vmamba_ref.checkpoint import check_state_dict
+
+    model = _Tiny()
+    sd = {k: torch.zeros(changes.get(k, tuple(v.shape))) for k, v in model.state_dict().items() if k not in drop}
+    sd.update({k: torch.zeros(shape) for k, shape in changes.items() if k not in sd})
+    with pytest.raises(CheckpointError) as info:
+        check_state_dict(model, sd)
+    return str(info.value)
+
+
+def test_check_state_dict_names_each_misfit_exactly():
+    """A 1x1-conv-shaped weight fits its Linear and the keys after it are still checked; a 4-D weight that is not
+    (o, i, 1, 1) of the model's (o, i) does not; mismatches listed up to 3, '+N more' past; missing, unexpected and
+    mismatched parts joined by '; '; the default name 'state dict'."""
+    head = "state dict: does not fit the model: "
+    assert _fit_message({"a.weight": (3, 2, 1, 1), "b.weight": (4, 4)}) == (
+        head + "shape mismatch in 1 key: b.weight [4, 4] vs model [4, 3]")
+    assert _fit_message({"a.weight": (3, 2, 1, 2), "b.weight": (4, 4, 1, 1), "c.weight": (5, 4, 1)}) == (
+        head + "shape mismatch in 3 keys: a.weight [3, 2, 1, 2] vs model [3, 2], b.weight [4, 4, 1, 1] vs model "
+        "[4, 3], c.weight [5, 4, 1] vs model [5, 4]")
+    assert _fit_message({"a.weight": (3, 3), "a.bias": (4,), "b.weight": (4, 4), "b.bias": (5,)}) == (
+        head + "shape mismatch in 4 keys: a.weight [3, 3] vs model [3, 2], a.bias [4] vs model [3], b.weight [4, 4] "
+        "vs model [4, 3], ... (+1 more)")
+    assert _fit_message({"extra": (1,), "c.bias": (6,)}, drop=("a.bias",)) == (
+        head + "missing 1 key: a.bias; unexpected 1 key: extra; shape mismatch in 1 key: c.bias [6] vs model [5]")
+
+
+def test_load_checkpoint_names_the_file_keeps_float_weights_as_they_are_and_saves_dicts_into_new_folders(tmp_path):
+    model = _Tiny()
+    path = tmp_path / "new" / "deeper" / "tiny.pt"
+    save_checkpoint(dict(model.state_dict()), path)   # a dict, not a module; two folders made
+    report = load_checkpoint(_Tiny(), path)
+    assert (report.path, report.source_key, report.skipped, report.upcast) == (str(path), "model", [], False)
+    sd = dict(model.state_dict())
+    sd["c.bias"] = torch.zeros(6)
+    torch.save({"model": sd}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(_Tiny(), tmp_path / "bad.pt")
+    assert str(info.value) == (f"{tmp_path / 'bad.pt'}: does not fit the model: shape mismatch in 1 key: c.bias [6] "
+                               "vs model [5]")
+
+
+def test_a_checkpoint_saved_on_a_gpu_is_read_onto_the_cpu(tmp_path):
+    """torch.load's own path (no refused global) with the storage's location rewritten to cuda:0: mapped to the
+    cpu, where loading it as saved would need a GPU."""
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.tensor([1.0, 2.0])}}, good)
+    path = _rewrite(good, tmp_path / "cuda.pt", lambda n, b: (n, b.replace(b"X\x03\x00\x00\x00cpu",
+                                                                           b"X\x06\x00\x00\x00cuda:0")))
+    with zipfile.ZipFile(path) as archive:
+        assert b"cuda:0" in archive.read("good/data.pkl")
+    sd, report = read_checkpoint(path)
+    assert {k: (v.device.type, v.tolist()) for k, v in sd.items()} == {"w": ("cpu", [1.0, 2.0])}
+    assert report.path == str(path)
