@@ -388,6 +388,17 @@ def test_load_checkpoint_names_the_file_keeps_float_weights_as_they_are_and_save
                                "vs model [5]")
 
 
+def test_torch_load_errors_are_cut_at_120_characters(tmp_path):
+    """A storage missing from the archive with no refused global before it: torch.load's own error, its first line
+    cut at 120 characters."""
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.zeros(3)}}, good)
+    path = _rewrite(good, tmp_path / "missing.pt", lambda n, b: None if "/data/" in n else (n, b))
+    assert _message(path) == (f"{path}: not a checkpoint (torch.load failed: RuntimeError: PytorchStreamReader failed "
+                              "locating file data/0: file not found. This is an internal miniz error. If you are "
+                              "seeing this)")
+
+
 def test_a_checkpoint_saved_on_a_gpu_is_read_onto_the_cpu(tmp_path):
     """torch.load's own path (no refused global) with the storage's location rewritten to cuda:0: mapped to the
     cpu, where loading it as saved would need a GPU."""
