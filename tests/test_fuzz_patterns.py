@@ -12,12 +12,13 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from fuzz_budget import examples
 
 from passes.reroll_scans import RerollScans
@@ -61,6 +62,8 @@ def scan_specs(draw, near_miss: str = "") -> ScanSpec:
 
 @FUZZ
 @given(spec=scan_specs(), form=st.sampled_from(FORMS), chunk=st.integers(1, 32), seed=st.integers(0, 2**16))
+@example(spec=ScanSpec(length=2, channels=1, state=1, batch=1, index="gather", readout="einsum", initial="zeros",
+                       decay="exp", opset=12, extra_final_state_output=True), form="batched", chunk=1, seed=5431)
 def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
     model = unrolled_scan_model(spec)
     out, result = apply_pass(model, RerollScans(form=form, chunk=chunk))
@@ -84,7 +87,16 @@ def test_any_recurrence_rerolls_and_matches_numpy(spec, form, chunk, seed):
     actual = run(out, feeds)
     assert rel_l2(actual[0], numpy_scan(spec, feeds)) <= REL_L2_TOL
     if spec.extra_final_state_output:    # the final state is still computed, from the re-rolled states
-        assert rel_l2(actual[1], run(model, feeds)[1]) <= REL_L2_TOL
+        assert np.linalg.norm(actual[1] - run(model, feeds)[1]) <= REL_L2_TOL * _state_scale(spec, feeds)
+
+
+def _state_scale(spec: ScanSpec, feeds: dict) -> float:
+    """The largest norm of a state or a drive over the steps (float64): a state is a sum of such terms, and one
+    that nearly cancels (-0.8966 + 0.9016 = 0.0050) keeps float32's error of its terms, not of itself: `make fuzz`
+    drew a 1-element final state of the batched form off by 1.2e-5 of itself, 7e-8 of its terms."""
+    states = numpy_scan(dataclasses.replace(spec, readout="states"), feeds)        # (batch, d, L, n)
+    drives = feeds["b"].astype(np.float64)
+    return max(float(np.max(np.sqrt(np.sum(x * x, axis=(0, 1, 3))))) for x in (states, drives))
 
 
 # --- near-misses stay untouched -------------------------------------------------------------------
