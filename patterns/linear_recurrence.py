@@ -520,6 +520,20 @@ def _with_tail(last: Step, graph_outputs: set[int]) -> Step:
     return dataclasses.replace(last, tail=tuple(tail)) if tail else last
 
 
+def _recurrence_of(chain: list, graph_outputs: set[int], ranks: RankMap) -> tuple[Optional[Recurrence], Optional[str]]:
+    """The chain's recurrence, or None and why (the reason without the tail). The last state's Identities
+    (`_with_tail`) join the chain only where it does not match without them: such an Identity may as well be the
+    last step's readout, as every step's (y_t = Identity(x_t): s32, gen19's tail had left that chain unrolled)."""
+    tailed = _with_tail(chain[-1], graph_outputs)
+    reason = None
+    for attempt in [chain] + ([chain[:-1] + [tailed]] if tailed is not chain[-1] else []):
+        try:
+            return _build_recurrence(attempt, graph_outputs, ranks), None
+        except _ChainMismatch as error:
+            reason = reason or str(error)
+    return None, reason
+
+
 def _missing_first_step(head: Step, ranks: RankMap) -> Optional[Step]:
     """x_0 = b_0 written as the slice itself (no initial state): the step before `head`, if so (b_{p-1} before a
     forward chain's position p, b_{p+1} before a backward chain's position p: x_{p-1} = b_{p-1} is the state the
@@ -620,12 +634,10 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
             single_steps.append(head)
             continue
         if reason is None:
-            chain[-1] = _with_tail(chain[-1], graph_outputs)
-            try:
-                recurrences.append(_build_recurrence(chain, graph_outputs, ranks))
+            recurrence, reason = _recurrence_of(chain, graph_outputs, ranks)
+            if recurrence is not None:
+                recurrences.append(recurrence)
                 continue
-            except _ChainMismatch as error:
-                reason = str(error)
         anchor = head.add.name
         rejections.append(Rejection(anchor, len(chain), reason))
     return MatchReport(recurrences, rejections + _broken_chains(single_steps, step_by_state))
