@@ -408,11 +408,11 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
     concat, axis = found[0][1].concat, found[0][1].form.stack_axis
     if any(readout.concat is not concat or readout.form.stack_axis != axis for _, readout in found):
         return None
+    pieces = [readout.stacked_piece for _, readout in found]
     try:
-        reversed_ = _stack_order(concat, [readout.stacked_piece for _, readout in found], backward)
+        reversed_ = _stack_order(concat, pieces, backward)
     except _ChainMismatch:
         return None
-    pieces = [readout.stacked_piece for _, readout in found]
     nodes = [node for passed, readout in found for node in (*passed, *readout.nodes)] + [concat]
     first = frozenset(id(passed[0] if passed else readout.nodes[0]) for passed, readout in found)
     return StatesStack(concat.outputs[0], axis, reversed_, nodes, stack_part(concat, pieces)), first
