@@ -49,13 +49,15 @@ class GraphBuilder:
         self._constants: dict[tuple, gs.Constant] = {}
 
     # -- plumbing -------------------------------------------------------------------------
-    def _name(self, op: str) -> str:
+    def fresh_name(self, op: str) -> str:
+        """A name no node or tensor of this builder has had: the prefix, the op and a count (for a tensor or subgraph
+        a caller makes itself)."""
         self._count += 1
         return f"{self.prefix}/{op}_{self._count}"
 
     def node(self, op: str, inputs: Sequence[gs.Tensor], attrs: Optional[dict] = None,
              output: Optional[gs.Variable] = None) -> gs.Variable:
-        name = self._name(op)
+        name = self.fresh_name(op)
         out = output if output is not None else gs.Variable(f"{name}_out", dtype=None)
         node = gs.Node(op, name=name, attrs=attrs or {}, inputs=list(inputs), outputs=[out])
         self.graph.nodes.append(node)
@@ -65,7 +67,7 @@ class GraphBuilder:
     def node_outputs(self, op: str, inputs: Sequence[gs.Tensor], attrs: Optional[dict] = None, count: int = 1,
                      domain: Optional[str] = None) -> list[gs.Variable]:
         """One node with ``count`` outputs (a Split, a model's node copied), named like ``node``'s."""
-        name = self._name(op)
+        name = self.fresh_name(op)
         outputs = [gs.Variable(f"{name}_out{i}", dtype=None) for i in range(count)]
         node = gs.Node(op, name=name, attrs=attrs or {}, inputs=list(inputs), outputs=outputs, domain=domain)
         self.graph.nodes.append(node)

@@ -332,7 +332,7 @@ def _own_stack(b: GraphBuilder, stacked: gs.Tensor, part: tuple, axis: int, shap
         return stacked
     ids = {id(piece) for piece in part}
     at = [index for index, tensor in enumerate(concat.inputs) if id(tensor) in ids]
-    own = gs.Variable(b._name("stack_part"), dtype=stacked.dtype)
+    own = gs.Variable(b.fresh_name("stack_part"), dtype=stacked.dtype)
     shape = shapes.get(stacked.name)
     if shape is not None and -len(shape) <= axis < len(shape):
         shapes[own.name] = [*shape[:axis % len(shape)], len(part), *shape[axis % len(shape) + 1:]]

@@ -323,7 +323,7 @@ def _write_branch(b: GraphBuilder, branch: gs.Graph, read, before: set[int], the
             local.update({id(old): new for old, new in zip(node.outputs, same.outputs)})
             continue
         # (a Loop or Scan in the branch copied with this step's values for what its body reads from around it)
-        attrs = (_copied_attrs(node, get, b._name(f"branch_{node.op}")) if node.op in ("Loop", "Scan")
+        attrs = (_copied_attrs(node, get, b.fresh_name(f"branch_{node.op}")) if node.op in ("Loop", "Scan")
                  else dict(node.attrs))
         outputs = b.node_outputs(node.op, inputs, attrs, len(node.outputs), domain=node.domain)
         before.add(id(b.nodes[-1]))
