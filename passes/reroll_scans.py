@@ -60,6 +60,7 @@ from passes.scan_forms.step_replay import ReplayError, replay_over_steps, templa
 from passes.keepdim_pieces import restore as restore_keepdim, squeeze_keepdim_pieces
 from passes.split_pieces import restore, slice_split_pieces
 from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
+from passes.masked_steps import mask_steps, restore as restore_masked
 from passes.step_operands import replay_step_operands, restore as restore_step_operands
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
@@ -607,8 +608,11 @@ class RerollScans(Pass):
         piece_shapes = partial_shapes(toposort(graph.copy())) if gathered else None
         squeezed = (squeeze_keepdim_pieces(graph, ctx.opset, taken, shapes=piece_shapes)
                     if ctx.opset >= MIN_OPSET else [])
-        # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
+        # Masked steps (`h = torch.where(m, a * h + b, h)`) as the linear steps they are, their decays and drives
+        # computed per step: replayed with the others below.
         operand_misses: list = []
+        masked = mask_steps(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
+        # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
         replayed = replay_step_operands(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
         report = find_recurrences(graph)
         recurrences = []
@@ -696,6 +700,12 @@ class RerollScans(Pass):
                 kept_replayed += 1
             else:
                 restore_step_operands(graph, operands)
+        kept_masked = 0
+        for step in masked:   # the Where back where no re-rolled scan took its step (after the operands it read)
+            if id(step.where) in taken_nodes:
+                kept_masked += 1
+            else:
+                restore_masked(graph, step)
         # Chains no recurrence came from because their operands are computed per step and no one subgraph: say so
         # (else '0 scans found' had no reason), unless the chain was re-rolled or rejected with a reason of its own.
         named = {rejection.anchor for rejection in report.rejections}
@@ -723,6 +733,8 @@ class RerollScans(Pass):
             stats["step_axis_pieces_gathered"] = kept_gathered
         if kept_replayed:
             stats["step_operands_replayed"] = kept_replayed
+        if kept_masked:
+            stats["masked_steps"] = kept_masked
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

@@ -247,7 +247,7 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
-              "script-loop-reset", "script-loop-if-directions")
+              "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -299,6 +299,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       script-loop-if-directions  both directions in one `torch.jit.script` loop, `for k in range(2): if k == 0:` the
                        forward `for t in range(length)` `else:` the backward one (flipped back), summed: an ONNX Loop
                        whose body's If holds a Loop in each branch
+      masked           `for t in range(L)`, a masked step, `h = torch.where(mask[:, t, None, None], deltaA[:, t] * h +
+                       deltaBx[:, t], h)` (the state held where the mask is off, as over padding), the mask computed
+                       from the input (`x[:, :, 0] > 0`), readouts stacked
+      masked-not       the same written `torch.where(~mask[:, t, None, None], h, deltaA[:, t] * h + deltaBx[:, t])`
+      script-loop-masked  the masked loop in a `torch.jit.script` function (a Where in the Loop's body)
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -436,6 +441,18 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
     if "script-loop-if-directions" in loops:
         scripted_if_directions = torch.jit.script(scripted_if_directions)
 
+    def masked_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor, mask: torch.Tensor,
+                    negated: bool) -> torch.Tensor:
+        ys = []
+        for t in range(deltaA.shape[1]):
+            if negated:
+                h = torch.where(~mask[:, t, None, None], h, deltaA[:, t] * h + deltaBx[:, t])
+            else:
+                h = torch.where(mask[:, t, None, None], deltaA[:, t] * h + deltaBx[:, t], h)
+            ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+        return torch.stack(ys, 1)
+    scripted_masked_loop = torch.jit.script(masked_loop) if "script-loop-masked" in loops else masked_loop
+
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -538,6 +555,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_reset_loop(deltaA, deltaBx, C, h)
             elif loop == "script-loop-if-directions":
                 y = scripted_if_directions(deltaA, deltaBx, C, h)
+            elif loop in ("masked", "masked-not", "script-loop-masked"):
+                y = scripted_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop == "masked-not")
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 

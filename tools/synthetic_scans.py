@@ -49,6 +49,13 @@ class ScanSpec:
     # segment, their readouts in the one stack
     restarts: tuple = ()
     restart: str = "drive"
+    # A masked step, `h = torch.where(m[:, t, None, None], a h + b, h)` (padding masks; input "m", bool (B, L)): "then"
+    # the step in the Where's then branch, "else" `torch.where(~m[..], h, a h + b)` (a Not, the step in the else
+    # branch); mask_spelling how m_t is broadcast: "unsqueeze" (two Unsqueezes, as TorchScript traces [:, t, None,
+    # None]) or "reshape" (m[:, t].view(B, 1, 1)); mask_kept "other" keeps h0 (input) instead of h: no masked step
+    mask: str = ""
+    mask_spelling: str = "unsqueeze"
+    mask_kept: str = "state"
 
     @property
     def positions(self) -> int:
@@ -163,6 +170,10 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
     if spec.readout == "mulsum-skip":
         inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [batch, D, spec.positions]))
+    if spec.mask:
+        inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, [batch, spec.positions]))
+    if spec.mask_kept == "other":
+        inputs.append(helper.make_tensor_value_info("h_other", TensorProto.FLOAT, [batch, D, N]))
     decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
              "direct": lambda: "a_in"}[spec.decay]()
     other_decay = g.node("Exp", [g.node("Neg", ["a_in"])]) if spec.near_miss == "two_decays" else decay
@@ -196,7 +207,9 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         else:
             a_i = g.step(source, 2, position(index) + spec.decay_offset, spec.index)
             b_i = g.step("b", 2, position(i) + spec.drive_offset, spec.index)
-            state = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
+            stepped = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
+            state = (_masked(g, spec, position(i), stepped, state, i == 0 and spec.initial == "zeros") if spec.mask
+                     else stepped)
         if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
         if spec.near_miss == "missing_readout" and i == miss:
@@ -247,6 +260,26 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     return model
 
 
+def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, zeros: bool) -> str:
+    """torch.where(m[:, p, None, None], stepped, state) as a trace writes it (or with ~m and the branches swapped); the
+    zeros a first step multiplies kept as a Constant of their own, as TorchScript writes them."""
+    if spec.mask not in ("then", "else") or spec.mask_spelling not in ("unsqueeze", "reshape"):
+        raise ValueError(f"unknown mask {spec.mask!r} or mask_spelling {spec.mask_spelling!r}")
+    m_t = g.step("m", 1, position, "gather")
+    if spec.mask_spelling == "unsqueeze":
+        cond = g.axes_op("Unsqueeze", g.axes_op("Unsqueeze", m_t, [1]), [2])
+    else:
+        cond = g.node("Reshape", [m_t, g.const(np.array([-1, 1, 1], dtype=np.int64))])
+    kept = state
+    if spec.mask_kept == "other":
+        kept = "h_other"
+    elif zeros:   # the first step's zeros: kept as another Constant
+        kept = g.const(np.zeros([spec.batch or 1, spec.channels, spec.state], dtype=np.float32))
+    if spec.mask == "then":
+        return g.node("Where", [cond, stepped, kept])
+    return g.node("Where", [g.node("Not", [cond]), kept, stepped])
+
+
 def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Inputs with Mamba-like statistics: log decays dt*A <= 0, a few percent of unit size."""
     rng = np.random.default_rng(seed)
@@ -264,6 +297,10 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
         feeds["h0"] = rng.standard_normal((batch, D, N)).astype(np.float32)
     if spec.readout == "mulsum-skip":
         feeds["e"] = rng.standard_normal((batch, D, L)).astype(np.float32)
+    if spec.mask:   # about a third of the steps masked off
+        feeds["m"] = rng.uniform(0, 1, (batch, L)) > 0.35
+    if spec.mask_kept == "other":
+        feeds["h_other"] = rng.standard_normal((batch, D, spec.state)).astype(np.float32)
     return feeds
 
 
@@ -280,7 +317,11 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
     for step, i in enumerate(positions):
         drive = b[:, :, i + spec.drive_offset]
         restarts = step in spec.restarts or (first and spec.initial == "drive")
-        state = drive if restarts else a[:, :, i + spec.decay_offset] * state + drive
+        stepped = drive if restarts else a[:, :, i + spec.decay_offset] * state + drive
+        if spec.mask and not (first and spec.initial == "drive"):
+            kept = feeds["h_other"].astype(np.float64) if spec.mask_kept == "other" else state
+            stepped = np.where(feeds["m"][:, i, None, None], stepped, kept)
+        state = stepped
         first = False
         coeff = feeds["c"][..., i + spec.coeff_offset].astype(np.float64) if spec.readout != "states" else None
         y = state if spec.readout == "states" else np.einsum("bdn,bdn->bd", state, coeff)

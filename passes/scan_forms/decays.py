@@ -17,11 +17,23 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
-from patterns.graph_query import producer
+from patterns.graph_query import constant_value, producer
 
 
-# Ops that only move or reshape elements: log commutes with them.
-_MOVES_ONLY = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity"})
+# Ops that only move, reshape or select elements: log commutes with them (a Slice: step_replay's step of a source whose
+# step axis has no declared size, a masked step's Exp(z) replayed from a TorchScript export).
+_MOVES_ONLY = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Slice"})
+
+
+def _masked(builder: GraphBuilder, node: Optional[gs.Node]) -> Optional["Decays"]:
+    """The decays of Where(c, a, 1) or Where(c, 1, a) with their log, where a's has one (else None)."""
+    if node is None or node.op != "Where" or node.domain or len(node.inputs) != 3:
+        return None
+    for kept in (2, 1):
+        value = constant_value(node.inputs[kept])
+        if value is not None and value.size and np.all(value == 1):
+            return Decays._of_masked(builder, node, kept)
+    return None
 
 
 class Decays:
@@ -52,6 +64,9 @@ class Decays:
                     exponent = builder.node(move.op, [exponent, *move.inputs[1:]], dict(move.attrs))
                 return exponent
             return cls(lambda: decay, moved_log)
+        masked = _masked(builder, node)
+        if masked is not None:
+            return masked
         if isinstance(decay, gs.Constant):
             values = np.asarray(decay.values)
             if values.size and np.all(np.isfinite(values)) and np.all(values > 0):
@@ -59,6 +74,21 @@ class Decays:
             return cls(lambda: decay, None, f"the constant '{decay.name}' holds a value <= 0 or not finite")
         made_by = f"a {node.op} output ('{decay.name}')" if node is not None else f"the graph input '{decay.name}'"
         return cls(lambda: decay, None, f"they are {made_by}, not an Exp output or a constant > 0")
+
+    @classmethod
+    def _of_masked(cls, builder: GraphBuilder, where: gs.Node, kept: int) -> Optional["Decays"]:
+        """Where(c, a, 1) (`kept` 2; Where(c, 1, a): 1), a masked step's decays (passes/masked_steps.py): log a_i is
+        Where(c, log a_i, 0) where a_i has a log (log 1 = 0 exactly), else None."""
+        inner = cls.of(builder, where.inputs[3 - kept])
+        if not inner.has_log:
+            return None
+        ones = np.asarray(constant_value(where.inputs[kept]))
+
+        def masked_log():
+            zeros = builder.const(np.zeros_like(ones))
+            inputs = [where.inputs[0], inner.log, zeros] if kept == 2 else [where.inputs[0], zeros, inner.log]
+            return builder.node("Where", inputs)
+        return cls(lambda: where.outputs[0], masked_log)
 
     @classmethod
     def from_log(cls, builder: GraphBuilder, log_decay: gs.Tensor) -> "Decays":
