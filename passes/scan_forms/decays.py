@@ -20,9 +20,13 @@ from passes.graph_builder import GraphBuilder
 from patterns.graph_query import constant_value, producer
 
 
-# Ops that only move, reshape or select elements: log commutes with them (a Slice: step_replay's step of a source whose
-# step axis has no declared size, a masked step's Exp(z) replayed from a TorchScript export).
-_MOVES_ONLY = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Slice"})
+# Ops that only move or reshape elements: log commutes with them.
+_MOVES_ONLY = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity"})
+# ... and with a Slice, which only selects elements: seen through inside a masked decay only (step_replay's step of a
+# source whose step axis has no declared size: a masked step's Exp(z) replayed from a TorchScript export), where a log is
+# what lets the log-space forms take the chain at all. Elsewhere the decays stay as before s33 (the strided forms take
+# a log where there is one: 6 more nodes in cpu's graph of user-bidirectional-s6-scan-op-dynamo).
+_MOVES_AND_SLICES = _MOVES_ONLY | {"Slice"}
 
 
 def _masked(builder: GraphBuilder, node: Optional[gs.Node]) -> Optional["Decays"]:
@@ -47,14 +51,15 @@ class Decays:
         self.why_no_log = why_no_log   # what the decays are, when they have no log: for rejection notes
 
     @classmethod
-    def of(cls, builder: GraphBuilder, decay: gs.Tensor) -> "Decays":
-        """The decays held by the graph's tensor `decay`."""
+    def of(cls, builder: GraphBuilder, decay: gs.Tensor, through_slices: bool = False) -> "Decays":
+        """The decays held by the graph's tensor `decay` (`through_slices`: an Exp's log seen through Slices too)."""
         node = producer(decay)
         if node is not None and node.op == "Exp" and not node.domain:
             exponent = node.inputs[0]
             return cls(lambda: decay, lambda: exponent)
         moves, inner = [], node
-        while inner is not None and inner.op in _MOVES_ONLY and not inner.domain and inner.inputs:
+        moving = _MOVES_AND_SLICES if through_slices else _MOVES_ONLY
+        while inner is not None and inner.op in moving and not inner.domain and inner.inputs:
             moves.append(inner)
             inner = producer(inner.inputs[0])
         if moves and inner is not None and inner.op == "Exp" and not inner.domain:
@@ -79,7 +84,7 @@ class Decays:
     def _of_masked(cls, builder: GraphBuilder, where: gs.Node, kept: int) -> Optional["Decays"]:
         """Where(c, a, 1) (`kept` 2; Where(c, 1, a): 1), a masked step's decays (passes/masked_steps.py): log a_i is
         Where(c, log a_i, 0) where a_i has a log (log 1 = 0 exactly), else None."""
-        inner = cls.of(builder, where.inputs[3 - kept])
+        inner = cls.of(builder, where.inputs[3 - kept], through_slices=True)
         if not inner.has_log:
             return None
         ones = np.asarray(constant_value(where.inputs[kept]))

@@ -1,0 +1,145 @@
+"""Masked steps, `h = torch.where(m[:, t, None, None], a_t * h + b_t, h)` (padding masks): passes/masked_steps.py reads
+each as the linear step where(m_t, a_t, 1) * h + where(m_t, b_t, 0) (patterns/masked_step.py), so reroll-scans re-rolls
+the chain in every scan form, and puts the Wheres back where no scan took them. Before s33 (main 2c6a17f) every chain
+here was '0 scans found', with no reason."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from passes.reroll_scans import RerollScans
+from passes.scan_forms import SCAN_FORMS
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+MASKS = [("then", "unsqueeze"), ("else", "unsqueeze"), ("then", "reshape"), ("else", "reshape")]
+REROLLED = {"rerolled": 1, "steps": 8, "rejected": 0, "step_operands_replayed": 2, "masked_steps": 8}
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("mask, spelling", MASKS)
+def test_a_masked_chain_rerolls_exactly_in_every_form(form, mask, spelling):
+    # 8 masked steps (about a third masked off), the mask a bool input (B, L) broadcast as TorchScript traces
+    # m[:, t, None, None] (two Unsqueezes) or as m[:, t].view(B, 1, 1); "else": torch.where(~m[..], h, a h + b). One
+    # scan; the per-step Wheres, Nots and mask reads all gone (2 Wheres left: the decays' and drives' over all steps,
+    # the log-space forms' decay log Where(c, log a, 0) in place of the decays' own); equal to the float64 scan.
+    spec = ScanSpec(length=8, state=2, mask=mask, mask_spelling=spelling)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == REROLLED and result.notes == []
+    histogram = op_histogram(out)
+    assert (histogram["Where"], histogram.get("Not", 0)) == (2, 2 if mask == "else" else 0)
+    # (Exp_1, a = Exp(log_a), is read by the forms that take a itself)
+    assert {node.name for node in out.graph.node if not node.name.startswith("reroll_scans/")} <= {"Exp_1"}
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("mask, spelling", MASKS)
+def test_a_masked_chain_costs_its_mask_over_all_steps_beside_the_plain_chains_graph(mask, spelling):
+    # parallel form: the masked chain's graph is the plain chain's plus, for the decays and for the drives each, the
+    # mask replayed over all steps (its broadcast: 2 Unsqueezes or a Reshape; a Not for "else"), a Transpose of the mask
+    # and one of a or b (step axis first), and one Where
+    spec = ScanSpec(length=8, state=2, mask=mask, mask_spelling=spelling)
+    out, _ = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    plain, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, mask="")), RerollScans(form="parallel", chunk=4))
+    change = Counter(op_histogram(out))
+    change.subtract(op_histogram(plain))
+    broadcast = {"Unsqueeze": 4} if spelling == "unsqueeze" else {"Reshape": 2}
+    assert {op: n for op, n in change.items() if n} == {"Where": 2, "Transpose": 4, **broadcast,
+                                                         **({"Not": 2} if mask == "else" else {})}
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunk24"])
+@pytest.mark.parametrize("kwargs, part_of_axis", [
+    (dict(direction="backward"), False), (dict(initial="input", mask="else"), False),
+    (dict(readout="conv"), False), (dict(first=1, axis_size=9), True), (dict(readout="states"), False)])
+def test_masked_chains_backward_from_an_initial_state_over_part_of_an_axis_and_other_readouts(form, kwargs,
+                                                                                              part_of_axis):
+    spec = ScanSpec(**{"length": 8, "state": 2, "mask": "then", **kwargs})
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == {**REROLLED, **({"part_of_axis": 1} if part_of_axis else {})}
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("mask, anchor, where, add", [("then", "Where_15", "Where_33", "Add_26"),
+                                                      ("else", "Where_16", "Where_35", "Add_27")])
+def test_a_where_that_keeps_another_tensor_is_named_and_the_graph_left_as_it_was(mask, anchor, where, add):
+    # torch.where(m, a h + b, h0): where the mask is off the state becomes h0, no linear step of h: the chain stays
+    # unrolled and the note names the first such Where (the first step, from the zeros, reads no Where: it is the
+    # chain's first of 8)
+    spec = ScanSpec(length=8, state=2, mask=mask, mask_kept="other")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 0}
+    assert result.notes == ["0 scans found", (
+        f"chain at '{anchor}' (8 steps) not re-rolled: Where '{where}' is no masked step: it keeps 'h_other' where its "
+        f"mask is off, not the state '{anchor}' its step (Add '{add}') reads (a masked step keeps its state: "
+        "torch.where(m, a * h + b, h))")]
+    assert op_histogram(out) == op_histogram(model)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_names_in_the_reason_are_escaped():
+    spec = ScanSpec(length=8, state=2, mask="then", mask_kept="other")
+    model = unrolled_scan_model(spec)
+    for node in model.graph.node:
+        if node.op_type == "Where":
+            node.name = node.name.replace("Where_", "where\n\x1b[31m")
+    _, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.notes[1].startswith(
+        "chain at 'where\\n\\x1b[31m15' (8 steps) not re-rolled: Where 'where\\n\\x1b[31m33' is no masked step: ")
+
+
+def test_a_masked_chain_left_for_another_reason_gets_its_wheres_back():
+    # the readouts of steps 4 and 5 swapped in the stack: the masked chain is found, but not re-rolled (the
+    # recurrence's reason, at the first Where); the graph is the input's, node for node (in another order: matching
+    # sorts a graph whose nodes it appended out of order), and gives the input's values
+    spec = ScanSpec(length=8, state=2, mask="then", near_miss="concat_permuted")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes[1].startswith("chain at 'Where_16' (8 steps) not re-rolled: Concat 'stack' stacks 8 tensors")
+    assert op_histogram(out) == op_histogram(model)
+    assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
+    feeds = scan_inputs(spec)
+    assert np.array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+def test_a_masked_step_whose_step_is_read_elsewhere_is_named_and_breaks_the_chain_there():
+    # step 4's unmasked a h + b is also a graph output: that Where is no masked step (rewriting it would drop the
+    # output's value), named; steps 5..7 re-roll on their own (a run of the stack), exactly
+    spec = ScanSpec(length=8, state=2, mask="then")
+    model = unrolled_scan_model(spec)
+    wheres = [node for node in model.graph.node if node.op_type == "Where"]
+    add = next(node for node in model.graph.node if node.output[0] == wheres[4].input[1])
+    model.graph.node.append(helper.make_node("Identity", [add.output[0]], ["unmasked"], name="unmasked_copy"))
+    model.graph.output.append(helper.make_tensor_value_info("unmasked", TensorProto.FLOAT, [1, 3, 2]))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 3, "rejected": 0, "part_of_axis": 1, "step_operands_replayed": 2,
+                            "masked_steps": 3}
+    assert result.notes[0] == (
+        "chain at 'Where_16' (8 steps) not re-rolled: Where 'Where_88' is a masked step whose step (Add 'Add_81') is "
+        "also read by Identity 'unmasked_copy'; a masked step's step is read by its Where alone")
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_a_graph_without_masked_steps_is_not_touched():
+    # Wheres that are no step (the dynamo exporter's softplus guard kind) beside a plain chain: nothing rewritten
+    spec = ScanSpec(length=6, state=2)
+    model = unrolled_scan_model(spec)
+    model.graph.node.append(helper.make_node("Greater", ["b", "b"], ["g"], name="g"))
+    model.graph.node.append(helper.make_node("Where", ["g", "b", "b"], ["w"], name="w"))
+    model.graph.output.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 3, 6, 2]))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0}
+    assert op_histogram(out)["Where"] == 1
