@@ -75,7 +75,9 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
         return []
     steps, near = find_masked_steps(graph)
     _explain(graph, steps, near, misses)
-    done = []
+    done: list[MaskedRewrite] = []
+    if not steps:
+        return done
     builder = GraphBuilder(graph, opset, prefix="reroll_scans/masked_steps", taken=taken)
     for step in steps:
         dtype = _element_type(step)

@@ -166,6 +166,8 @@ def _slice_written(node: gs.Node, shape: list) -> Optional[tuple[int, int]]:
     if axis is None or not 0 <= axis < len(shape) or not isinstance(shape[axis], int):
         return None
     indices = constant_value(node.inputs[1])
+    if indices is None and all(isinstance(size, int) for size in shape):
+        indices = _computed_indices(node, shape)
     if indices is not None:
         indices_shape = list(indices.shape)
     else:   # p expanded to the update's shape: the indices have the update's declared shape, p everywhere
@@ -182,6 +184,17 @@ def _slice_written(node: gs.Node, shape: list) -> Optional[tuple[int, int]]:
     if np.any(flat != position) or not -shape[axis] <= position < shape[axis]:
         return None
     return axis, position % shape[axis]
+
+
+def _computed_indices(node: gs.Node, shape: list[int]) -> Optional[np.ndarray]:
+    """ScatterElements' indices computed from constants and the shape of the buffer it writes (TorchScript's
+    `y.index_copy(1, t, y_t)`: Expand(t, the buffer's shape with 1 at the axis, from Shape(buffer) through
+    ScatterElements, Equal, Where)), evaluated with a stand-in of the buffer's `shape`; None where they are not."""
+    try:
+        stand_in = np.broadcast_to(np.zeros((), np.float32), shape)
+    except ValueError:   # more elements than numpy indexes (a hostile declared shape)
+        return None
+    return small_value(node.inputs[1], {id(node.inputs[0]): stand_in})
 
 
 # Ops a buffer's shape may pass through on its way to a Shape (shape arithmetic for the next update).

@@ -32,7 +32,7 @@ _UNARY = {"Ceil": np.ceil, "Floor": np.floor, "Neg": np.negative, "Abs": np.abs,
 # Index and shape arithmetic (TorchScript's `range(start, end)` is Cast(Ceil(Div(Cast(end - start), step))), its
 # `if x.size(1) > 1:` a Greater then a Cast to bool).
 EVALUATED_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Expand",
-                           "ConstantOfShape", "Where", "Cast", "Identity", "Transpose", "Div",
+                           "ConstantOfShape", "Where", "Cast", "Identity", "Transpose", "Div", "ScatterElements",
                            *_BINARY, *_COMPARISONS, *_UNARY})
 
 
@@ -143,7 +143,30 @@ def _evaluate(node: gs.Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.
         return np.asarray(a / b).astype(a.dtype)
     if op == "Where":
         return np.where(*inputs).astype(inputs[1].dtype)
+    if op == "ScatterElements":   # TorchScript's index_copy: the update's shape, the buffer's with the axis' size 1
+        return _scatter_elements(node, *inputs)
     return None
+
+
+def _scatter_elements(node: gs.Node, data, indices, updates) -> Optional[np.ndarray]:
+    """ScatterElements without reduction (a copy of `data`: no more elements than it holds), indices in range."""
+    reduction = node.attrs.get("reduction", "none")
+    if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "none" or data.ndim == 0:
+        return None
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + data.ndim if axis < 0 else axis
+    if (not 0 <= axis < data.ndim or indices.shape != updates.shape or indices.ndim != data.ndim
+            or not np.issubdtype(indices.dtype, np.integer)
+            or any(size > limit for size, limit in zip(indices.shape, data.shape))):
+        return None
+    size = data.shape[axis]
+    if np.any(indices < -size) or np.any(indices >= size):
+        return None
+    out = data.copy()   # at every position of `indices` (np.put_along_axis would broadcast a shorter one)
+    coordinates = list(np.indices(indices.shape, sparse=True))
+    coordinates[axis] = np.where(indices < 0, indices + size, indices).astype(np.int64)
+    out[tuple(coordinates)] = updates.astype(data.dtype)
+    return out
 
 
 class _Evaluation:

@@ -17,11 +17,13 @@ B, L, D = 2, 5, 3
 
 
 def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=False, opset=17,
-                  made="", buffer_input=False, buffer_shape=(B, L, D)) -> onnx.ModelProto:
+                  made="", buffer_input=False, buffer_shape=(B, L, D), computed=False) -> onnx.ModelProto:
     """h_t = a[:, t] * h_{t-1} + b[:, t] (h_{-1} = 0), each h_t written to out[:, positions[t]], the writes in
     `order` (step indices); `leak`: the buffer after the first write is a graph output too; `made`: the buffer
     is ConstantOfShape of a shape made from constants ("constants") or read from the input a ("input");
-    `buffer_input`: the buffer is the graph input "buffer", declared `buffer_shape` (None: no shape)."""
+    `buffer_input`: the buffer is the graph input "buffer", declared `buffer_shape` (None: no shape). `computed`
+    (s33): each write's indices as TorchScript writes `y.index_copy(1, t, u)`: Expand(t, s) with s the buffer's shape
+    with 1 at axis 1, ScatterElements(Shape(buffer), [1], [1]), through Where(Equal(s, -1), ones, s)."""
     order = list(range(L)) if order is None else order
     positions = list(range(L)) if positions is None else positions
     nodes, inits = gated_rnn_steps(L, B, D)
@@ -35,8 +37,20 @@ def _writes_model(order=None, positions=None, fill=0.0, reduction="none", leak=F
                   helper.make_node("ConstantOfShape", ["zeros_shape"], ["made"],
                                    value=numpy_helper.from_array(np.array([fill], np.float32)))]
         buffer = "made"
+    if computed:
+        inits += [numpy_helper.from_array(np.array([1], np.int64), "axis_one"),
+                  numpy_helper.from_array(np.array([-1, -1, -1], np.int64), "minus_ones"),
+                  numpy_helper.from_array(np.ones(3, np.int64), "ones3")]
     for count, t in enumerate(order):
-        inits.append(numpy_helper.from_array(np.full((B, 1, D), positions[t], np.int64), f"idx{t}"))
+        if computed:
+            nodes += [helper.make_node("Shape", [buffer], [f"shape{t}"]),
+                      helper.make_node("ScatterElements", [f"shape{t}", "axis_one", "axis_one"], [f"s{t}"], axis=0),
+                      helper.make_node("Equal", [f"s{t}", "minus_ones"], [f"minus{t}"]),
+                      helper.make_node("Where", [f"minus{t}", "ones3", f"s{t}"], [f"expand_to{t}"]),
+                      helper.make_node("Expand", [f"p{t}", f"expand_to{t}"], [f"idx{t}"])]
+            inits.append(numpy_helper.from_array(np.full((1, 1, 1), positions[t], np.int64), f"p{t}"))
+        else:
+            inits.append(numpy_helper.from_array(np.full((B, 1, D), positions[t], np.int64), f"idx{t}"))
         out = "out" if count == len(order) - 1 else f"buf{count}"
         attrs = {"reduction": reduction} if reduction != "none" else {}
         nodes.append(helper.make_node("ScatterElements", [buffer, f"idx{t}", f"u{t}"], [out], axis=1, **attrs))
@@ -80,6 +94,36 @@ def test_a_scan_written_into_a_buffer_step_by_step_is_rerolled(order, fill):
     assert "ScatterElements" not in op_histogram(out)
     feeds = _feeds()
     assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3]])
+@pytest.mark.parametrize("made", ["", "constants"])
+def test_index_copy_writes_whose_indices_are_computed_from_the_buffers_shape_are_stacked(order, made):
+    """s33: TorchScript's `y = y.index_copy(1, torch.tensor([t]), u)` writes ScatterElements whose indices are p expanded
+    to a shape computed from Shape(buffer) (the update's, 1 at the axis): before, no buffer write ('0 scans', "Unsqueeze ..
+    output is not consumed by a single Concat"); now the indices are evaluated with the buffer's shape, the chain
+    stacked and the scan re-rolled: the graph of the same writes with constant indices, node for node (no
+    ScatterElements, Expand or Where left), equal to the sequential scan."""
+    model = _writes_model(order=order, made=made, computed=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 1, "steps": L, "rejected": 0, "buffer_writes_stacked": 1}
+    constant, _ = apply_pass(_writes_model(order=order, made=made), RerollScans(form="parallel", chunk=2))
+    assert op_histogram(out) == op_histogram(constant)
+    assert not {"ScatterElements", "Expand", "Where"} & set(op_histogram(out))
+    feeds = _feeds()
+    assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+def test_index_copy_writes_that_write_a_position_twice_are_left_with_the_chains_reason():
+    # position 2 never written, 3 twice: no stack; the chain's reason as before s33
+    model = _writes_model(positions=[0, 1, 3, 3, 4], computed=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert result.notes == ["0 scans found", (
+        "chain at '' (5 steps) not re-rolled: step 0: Unsqueeze '' output is not consumed by a single Concat (as a "
+        "per-step subgraph: the readout of state 'h0' at step 0 (read by Unsqueeze '') does not lead only to one "
+        "stacking Concat)")]
 
 
 def test_a_buffer_made_by_constantofshape_of_a_constant_shape_is_stacked_too():

@@ -105,6 +105,19 @@ NODE_COUNTS = {
     "user-s6-reset": (167, {"cpu": 103, "tpu": 92, "seed": 59}),
     "user-s6-script-loop-reset": (51, {"cpu": 104, "tpu": 101}),
     "user-s6-script-loop-if-directions": (56, {"cpu": 133, "tpu": 107}),
+    # session s33 (gen21): a masked step, torch.where(m_t, a_t h + b_t, h): "0 scans found" before s33, no reason (cpu
+    # 168 / 178 / 158 / 153, tpu 164 / 174 / 154 / 149, seed 164 / 174 / 36 / 151 for masked / masked-not /
+    # script-loop-masked / masked-dynamo); the seed graph of the scripted loop keeps its Loop (no unroll-loops)
+    "user-s6-masked": (199, {"cpu": 98, "tpu": 75, "seed": 51}),
+    "user-s6-masked-not": (209, {"cpu": 98, "tpu": 75, "seed": 51}),
+    "user-s6-script-loop-masked": (54, {"cpu": 99, "tpu": 76}),
+    "user-s6-masked-dynamo": (130, {"cpu": 91, "tpu": 68, "seed": 46}),
+    # readouts written y = y.index_copy(1, t, y_t[:, None]): its ScatterElements' indices, Expand(t, a shape computed from
+    # Shape(y)), were no buffer write before s33 ("Unsqueeze .. output is not consumed by a single Concat"; cpu 131 / 144,
+    # tpu 127 / 140, seed 127 / 120 (Loop kept)); the scripted y[:, t] = y_t re-rolled already (pinned)
+    "user-s6-index-copy": (265, {"cpu": 121, "tpu": 60, "seed": 36}),
+    "user-s6-script-loop-index-copy": (55, {"cpu": 85, "tpu": 68}),
+    "user-s6-script-loop-assign": (55, {"cpu": 84, "tpu": 67}),
     # session s22: do_constant_folding=False; before s22 the backward scan was left ("step 8 departs from step 0 at
     # Constant '/Shape_6' (step 0 has Shape '/Shape_1' there)"; cpu 231, seed 141, tpu 165); now the folded export's counts
     "user-bidirectional-s6-no-folding": (585, {"seed": 66, "cpu": 197, "tpu": 114}),
@@ -465,5 +478,8 @@ def test_corpus_covers_the_brief():
             "user-s6-script-loop-if-first-dynamic-batch"} <= set(EXPORTS)   # session s30's (gen17)
     assert {"user-s6-reset", "user-s6-script-loop-reset",
             "user-s6-script-loop-if-directions"} <= set(EXPORTS)   # session s32's (gen19)
+    assert {"user-s6-masked", "user-s6-masked-not", "user-s6-script-loop-masked",
+            "user-s6-masked-dynamo", "user-s6-index-copy", "user-s6-script-loop-index-copy",
+            "user-s6-script-loop-assign"} <= set(EXPORTS)   # session s33's (gen21)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

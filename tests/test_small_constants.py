@@ -161,6 +161,18 @@ CASES = {
             steps_up = Ceil(steps)
             count = Cast<to = 7>(steps_up)
         }""",
+    # s33: TorchScript's index_copy shapes its indices as the buffer's shape with 1 at the axis, written so
+    "scatter_elements": """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g () => (int64[3] one_at_axis, int64[3] from_the_end, int64[2,3] rows, float[2,2] columns)
+            <int64[3] shape = {2, 10, 8}, int64[1] axis = {1}, int64[1] last = {-1}, int64[1] five = {5},
+             int64[2,3] data = {1, 2, 3, 4, 5, 6}, int64[1,2] where = {2, 0}, int64[1,2] what = {7, 9},
+             float[2,2] x = {1.0, 2.0, 3.0, 4.0}, int64[2,1] at = {1, -2}, float[2,1] put = {8.0, 9.0}> {
+            one_at_axis = ScatterElements<axis = 0>(shape, axis, axis)
+            from_the_end = ScatterElements<axis = 0>(shape, last, five)
+            rows = ScatterElements<axis = 1>(data, where, what)
+            columns = ScatterElements<axis = 1>(x, at, put)
+        }""",
 }
 
 
@@ -334,3 +346,16 @@ def test_a_tensor_read_twice_is_evaluated_once(monkeypatch):
     gs.Graph(nodes=nodes, outputs=[tensor])
     assert small_value(tensor).tolist() == [3 << 16]
     assert len(evaluated) == 16
+
+
+@pytest.mark.parametrize("indices, reduction", [(np.array([3], np.int64), "none"), (np.array([-4], np.int64), "none"),
+                                                (np.array([1], np.int64), "add")])
+def test_scatter_elements_out_of_range_or_reducing_is_not_evaluated(indices, reduction):
+    # ONNX Runtime refuses an index outside [-3, 3) of an axis of 3; a reduction is no copy: neither is evaluated
+    data = gs.Constant("data", np.array([2, 10, 8], np.int64))
+    out = gs.Variable("out")
+    attrs = {"axis": 0} if reduction == "none" else {"axis": 0, "reduction": reduction}
+    gs.Graph(nodes=[gs.Node("ScatterElements", attrs=attrs, inputs=[data, gs.Constant("i", indices),
+                                                                      gs.Constant("u", np.array([1], np.int64))],
+                            outputs=[out])], outputs=[out])
+    assert small_value(out) is None

@@ -247,7 +247,8 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
-              "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked")
+              "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "index-copy",
+              "script-loop-index-copy", "script-loop-assign")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -304,6 +305,11 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        from the input (`x[:, :, 0] > 0`), readouts stacked
       masked-not       the same written `torch.where(~mask[:, t, None, None], h, deltaA[:, t] * h + deltaBx[:, t])`
       script-loop-masked  the masked loop in a `torch.jit.script` function (a Where in the Loop's body)
+      index-copy       `for t in range(L)`, each readout written `y = y.index_copy(1, torch.tensor([t]), y_t[:, None])`
+                       into a zeros buffer (TorchScript: a ScatterElements per step, its indices Expand(t, a shape
+                       computed from Shape(y)))
+      script-loop-index-copy  the same in a `torch.jit.script` function (a ScatterElements in the Loop's body)
+      script-loop-assign  a `torch.jit.script` loop writing `y[:, t] = y_t` (index_put_, a ScatterND in the body)
       scan-op          torch's scan higher-order op (`torch._higher_order_ops.scan`, over axis 1), which the dynamo
                        exporter writes as an ONNX Scan
       scan-op-reversed  the same with `reverse=True`"""
@@ -453,6 +459,20 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return torch.stack(ys, 1)
     scripted_masked_loop = torch.jit.script(masked_loop) if "script-loop-masked" in loops else masked_loop
 
+    def written_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+                     index_copy: bool) -> torch.Tensor:
+        y = torch.zeros_like(deltaA[:, :, :, 0])
+        for t in range(deltaA.shape[1]):
+            h = deltaA[:, t] * h + deltaBx[:, t]
+            y_t = torch.einsum("bdn,bn->bd", h, C[:, t])
+            if index_copy:
+                y = y.index_copy(1, torch.tensor([t]), y_t[:, None])
+            else:
+                y[:, t] = y_t
+        return y
+    scripted_written_loop = (torch.jit.script(written_loop) if {"script-loop-index-copy", "script-loop-assign"} & set(loops)
+                             else written_loop)
+
     class UserS6(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -557,6 +577,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_if_directions(deltaA, deltaBx, C, h)
             elif loop in ("masked", "masked-not", "script-loop-masked"):
                 y = scripted_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop == "masked-not")
+            elif loop in ("index-copy", "script-loop-index-copy", "script-loop-assign"):
+                y = scripted_written_loop(deltaA, deltaBx, C, h, loop != "script-loop-assign")
             elif loop in ("scan-op", "scan-op-reversed"):
                 from torch._higher_order_ops.scan import scan
 
@@ -746,6 +768,36 @@ EXPORTS = {e.name: e for e in [
                    "torch.jit.script loop, `for k in range(2): if k == 0:` forward `else:` backward (a Loop in each "
                    "branch of an If in a Loop's body)", lambda: user_s6(8, 4, 10, loops=("script-loop-if-directions",)), scans=2,
                    steps=20, loops_kept_by=("seed",)),
+    # session s33 (gen21): a masked step, h = torch.where(m_t, a_t h + b_t, h) (padding masks): "0 scans found" before s33,
+    # no reason
+    ExternalExport("user-s6-masked", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, its loop a masked step, h = "
+                   "torch.where(mask[:, t, None, None], deltaA[:, t] * h + deltaBx[:, t], h), the mask computed from the "
+                   "input (x[:, :, 0] > 0)", lambda: user_s6(8, 4, 10, loops=("masked",)), scans=1, steps=10),
+    ExternalExport("user-s6-masked-not", "torch",
+                   "user-s6-masked written torch.where(~mask[:, t, None, None], h, deltaA[:, t] * h + deltaBx[:, t]) (a "
+                   "Not, the step in the Where's else branch)", lambda: user_s6(8, 4, 10, loops=("masked-not",)), scans=1,
+                   steps=10),
+    ExternalExport("user-s6-script-loop-masked", "torch",
+                   "user-s6-masked's loop in a torch.jit.script function (a Where in the Loop's body)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-masked",)), scans=1, steps=10, loops_kept_by=("seed",)),
+    ExternalExport("user-s6-masked-dynamo", "torch", "user-s6-masked through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("masked",)), scans=1, steps=10, exporter="dynamo"),
+    # readouts written by index_copy: TorchScript's ScatterElements indices computed from the buffer's shape were no
+    # buffer write before s33 (0 scans); the scripted y[:, t] = y_t (a ScatterND in the Loop's body) re-rolled already
+    ExternalExport("user-s6-index-copy", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, each readout written y = y.index_copy(1, "
+                   "torch.tensor([t]), y_t[:, None]) into a zeros buffer (a ScatterElements per step, its indices "
+                   "Expand(t, a shape computed from Shape(y)))", lambda: user_s6(8, 4, 10, loops=("index-copy",)),
+                   scans=1, steps=10),
+    ExternalExport("user-s6-script-loop-index-copy", "torch",
+                   "user-s6-index-copy's loop in a torch.jit.script function (a ScatterElements in the Loop's body)",
+                   lambda: user_s6(8, 4, 10, loops=("script-loop-index-copy",)), scans=1, steps=10,
+                   loops_kept_by=("seed",)),
+    ExternalExport("user-s6-script-loop-assign", "torch",
+                   "a user's S6 block, d_model 8, d_state 4, L 10, batch 2, a torch.jit.script loop writing y[:, t] = y_t "
+                   "(a ScatterND in the Loop's body)", lambda: user_s6(8, 4, 10, loops=("script-loop-assign",)), scans=1,
+                   steps=10, loops_kept_by=("seed",)),
     ExternalExport("user-bidirectional-s6-scan-op-dynamo", "torch",
                    "user-bidirectional-s6 with each direction as torch's scan higher-order op (reverse=True backward), "
                    "through the dynamo exporter (an ONNX Scan each)",
