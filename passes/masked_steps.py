@@ -21,9 +21,12 @@ from passes.graph_builder import GraphBuilder
 from passes.one_line import printable
 from passes.piece_reads import remove_made
 from patterns.graph_query import element_type
+from patterns.indexing import match_step_slice
 from patterns.linear_recurrence import MIN_STEPS, Rejection
 from patterns.masked_step import MaskedMiss, MaskedStep, find_masked_steps
 from patterns.no_ops import see_through
+from patterns.ranks import RankMap
+from patterns.small_constants import MAX_ELEMENTS, small_value
 
 
 @dataclass
@@ -47,13 +50,17 @@ def _element_type(step: MaskedStep) -> Optional[np.dtype]:
     return None
 
 
-def _rewrite(graph: gs.Graph, builder: GraphBuilder, step: MaskedStep, dtype: np.dtype) -> MaskedRewrite:
+def _rewrite(graph: gs.Graph, builder: GraphBuilder, step: MaskedStep, dtype: np.dtype,
+             cond: Optional[gs.Tensor] = None) -> MaskedRewrite:
+    """`step`'s Where as its linear step; `cond`: the step's mask read as a step of one stacked constant (made by the
+    caller, its nodes the builder's last), else the Where's own."""
     where, add, mul = step.where, step.add, step.mul
     one, zero = builder.const(np.array(1, dtype)), builder.const(np.array(0, dtype))
-    first = len(builder.nodes)
+    first = len(builder.nodes) - (cond is not None)
+    cond = step.cond if cond is None else cond
     then = step.step_branch == 1
-    decay = builder.where(step.cond, step.decay, one) if then else builder.where(step.cond, one, step.decay)
-    drive = builder.where(step.cond, step.drive, zero) if then else builder.where(step.cond, zero, step.drive)
+    decay = builder.where(cond, step.decay, one) if then else builder.where(cond, one, step.decay)
+    drive = builder.where(cond, step.drive, zero) if then else builder.where(cond, zero, step.drive)
     done = MaskedRewrite(where, list(where.inputs), add, list(add.inputs), list(add.outputs), mul,
                          1 - step.state_side, step.decay, made=builder.nodes[first:])
     mul.inputs[1 - step.state_side] = decay
@@ -79,6 +86,7 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
     if not steps:
         return done
     builder = GraphBuilder(graph, opset, prefix="reroll_scans/masked_steps", taken=taken)
+    stacked = _stacked_constant_masks(graph, builder, steps)
     for step in steps:
         dtype = _element_type(step)
         if dtype is None:
@@ -86,8 +94,67 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
                                            "is unknown (the 1 and 0 its decay and drive keep where the mask is off "
                                            "need it)")
             continue
-        done.append(_rewrite(graph, builder, step, dtype))
+        position = stacked.get(id(step))
+        cond = builder.gather(position[0], position[1], 0) if position is not None else None
+        done.append(_rewrite(graph, builder, step, dtype, cond))
     return done
+
+
+def _chains(steps: list[MaskedStep]) -> list[list[MaskedStep]]:
+    """The masked steps in chains, first to last (each reads the one before's output as its state), unbranched."""
+    by_output = {id(step.where.outputs[0]): step for step in steps}
+    following: dict[int, list[MaskedStep]] = {}
+    previous = {}
+    for step in steps:
+        before = by_output.get(id(see_through(step.mul.inputs[step.state_side])[0]))
+        if before is not None and before is not step:
+            following.setdefault(id(before), []).append(step)
+            previous[id(step)] = before
+    chains = []
+    for head in (step for step in steps if id(step) not in previous):
+        chain = [head]
+        while len(following.get(id(chain[-1]), [])) == 1 and len(chain) <= len(steps):
+            chain.append(following[id(chain[-1])][0])
+        chains.append(chain)
+    return chains
+
+
+def _stacked_constant_masks(graph: gs.Graph, builder: GraphBuilder, steps: list[MaskedStep]) -> dict:
+    """id(step) -> (one constant, position) for the chains whose masks are computed from constants only
+    (patterns/small_constants.py), a different one per step (a mask of lengths fixed at export, which TorchScript folds:
+    one bool Constant per step, a Not of it for `~m`): their values stacked along a new
+    first axis at each step's position (its decay's or drive's step index, else its place in the chain), so that each
+    step reads Gather(stacked, position, 0), the same values, as a step of one tensor (positions below the chain's
+    first hold the first step's mask: no step reads them); at most MAX_ELEMENTS values stacked."""
+    ranks = None
+    stacked = {}
+    for chain in _chains(steps):
+        if len(chain) < MIN_STEPS or all(see_through(step.cond)[0] is see_through(chain[0].cond)[0] for step in chain):
+            continue   # one mask tensor read by every step: the per-step subgraph reads it as it is
+        values = [small_value(step.cond) for step in chain]
+        if (any(value is None for value in values)
+                or any(value.shape != values[0].shape or value.dtype != values[0].dtype for value in values)):
+            continue
+        ranks = ranks or RankMap(graph)
+        positions = _positions(chain, ranks)
+        lowest = min(positions)
+        if (sorted(positions) != list(range(lowest, lowest + len(chain)))
+                or (lowest + len(chain)) * values[0].size > MAX_ELEMENTS):   # (a hostile position or mask size)
+            continue
+        table = np.stack([values[positions.index(max(p, lowest))] for p in range(lowest + len(chain))])
+        constant = builder.const(table)
+        stacked.update({id(step): (constant, position) for step, position in zip(chain, positions)})
+    return stacked
+
+
+def _positions(chain: list[MaskedStep], ranks: RankMap) -> list[int]:
+    """Each step's position: the index of its decay's step slice, else its drive's, where every step has one; else
+    its place in the chain."""
+    for operand in ("decay", "drive"):
+        slices = [match_step_slice(see_through(getattr(step, operand))[0], ranks) for step in chain]
+        if all(item is not None for item in slices):
+            return [item.index for item in slices]
+    return list(range(len(chain)))
 
 
 def _missed(misses: Optional[list], where: gs.Node, steps: int, reason: str) -> None:

@@ -40,6 +40,21 @@ def test_a_masked_chain_rerolls_exactly_in_every_form(form, mask, spelling):
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("mask, direction", [("then", "forward"), ("else", "backward")])
+def test_a_mask_fixed_at_export_one_constant_per_step_is_stacked_into_one(form, mask, direction):
+    # lengths fixed at export: TorchScript folds mask[:, t, None, None] to one bool Constant per step, which no one
+    # per-step subgraph reads ("step 1 reads .. where step 0 reads .."); the constants are stacked along a new axis
+    # at each step's position (a backward chain's too) and read as Gather(stacked, t, 0): one scan, every form
+    spec = ScanSpec(length=8, state=2, mask=mask, mask_spelling="constant", direction=direction)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == REROLLED and result.notes == []
+    assert op_histogram(out)["Where"] == 2
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
 @pytest.mark.parametrize("mask, spelling", MASKS)
 def test_a_masked_chain_costs_its_mask_over_all_steps_beside_the_plain_chains_graph(mask, spelling):
     # parallel form: the masked chain's graph is the plain chain's plus, for the decays and for the drives each, the

@@ -52,7 +52,9 @@ class ScanSpec:
     # A masked step, `h = torch.where(m[:, t, None, None], a h + b, h)` (padding masks; input "m", bool (B, L)): "then"
     # the step in the Where's then branch, "else" `torch.where(~m[..], h, a h + b)` (a Not, the step in the else
     # branch); mask_spelling how m_t is broadcast: "unsqueeze" (two Unsqueezes, as TorchScript traces [:, t, None,
-    # None]) or "reshape" (m[:, t].view(B, 1, 1)); mask_kept "other" keeps h0 (input) instead of h: no masked step
+    # None]), "reshape" (m[:, t].view(B, 1, 1)) or "constant" (a mask fixed at export, `constant_mask`, one bool
+    # Constant per step, as TorchScript folds it; no input "m"); mask_kept "other" keeps h0 (input) instead of h: no
+    # masked step
     mask: str = ""
     mask_spelling: str = "unsqueeze"
     mask_kept: str = "state"
@@ -170,7 +172,7 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [batch, D, N]))
     if spec.readout == "mulsum-skip":
         inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [batch, D, spec.positions]))
-    if spec.mask:
+    if spec.mask and spec.mask_spelling != "constant":
         inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, [batch, spec.positions]))
     if spec.mask_kept == "other":
         inputs.append(helper.make_tensor_value_info("h_other", TensorProto.FLOAT, [batch, D, N]))
@@ -263,10 +265,12 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
 def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, zeros: bool) -> str:
     """torch.where(m[:, p, None, None], stepped, state) as a trace writes it (or with ~m and the branches swapped); the
     zeros a first step multiplies kept as a Constant of their own, as TorchScript writes them."""
-    if spec.mask not in ("then", "else") or spec.mask_spelling not in ("unsqueeze", "reshape"):
+    if spec.mask not in ("then", "else") or spec.mask_spelling not in ("unsqueeze", "reshape", "constant"):
         raise ValueError(f"unknown mask {spec.mask!r} or mask_spelling {spec.mask_spelling!r}")
-    m_t = g.step("m", 1, position, "gather")
-    if spec.mask_spelling == "unsqueeze":
+    m_t = g.step("m", 1, position, "gather") if spec.mask_spelling != "constant" else None
+    if spec.mask_spelling == "constant":
+        cond = g.const(constant_mask(spec)[:, position, None, None])
+    elif spec.mask_spelling == "unsqueeze":
         cond = g.axes_op("Unsqueeze", g.axes_op("Unsqueeze", m_t, [1]), [2])
     else:
         cond = g.node("Reshape", [m_t, g.const(np.array([-1, 1, 1], dtype=np.int64))])
@@ -278,6 +282,11 @@ def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, 
     if spec.mask == "then":
         return g.node("Where", [cond, stepped, kept])
     return g.node("Where", [g.node("Not", [cond]), kept, stepped])
+
+
+def constant_mask(spec: ScanSpec) -> np.ndarray:
+    """The mask of mask_spelling "constant" (batch or 1, positions): fixed, about a third of the steps off."""
+    return np.random.default_rng(7).uniform(0, 1, (spec.batch or 1, spec.positions)) > 0.35
 
 
 def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -297,7 +306,7 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
         feeds["h0"] = rng.standard_normal((batch, D, N)).astype(np.float32)
     if spec.readout == "mulsum-skip":
         feeds["e"] = rng.standard_normal((batch, D, L)).astype(np.float32)
-    if spec.mask:   # about a third of the steps masked off
+    if spec.mask and spec.mask_spelling != "constant":   # about a third of the steps masked off
         feeds["m"] = rng.uniform(0, 1, (batch, L)) > 0.35
     if spec.mask_kept == "other":
         feeds["h_other"] = rng.standard_normal((batch, D, spec.state)).astype(np.float32)
@@ -320,7 +329,8 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
         stepped = drive if restarts else a[:, :, i + spec.decay_offset] * state + drive
         if spec.mask and not (first and spec.initial == "drive"):
             kept = feeds["h_other"].astype(np.float64) if spec.mask_kept == "other" else state
-            stepped = np.where(feeds["m"][:, i, None, None], stepped, kept)
+            mask = feeds["m"] if spec.mask_spelling != "constant" else constant_mask(spec)
+            stepped = np.where(mask[:, i, None, None], stepped, kept)
         state = stepped
         first = False
         coeff = feeds["c"][..., i + spec.coeff_offset].astype(np.float64) if spec.readout != "states" else None
