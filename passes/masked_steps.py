@@ -43,7 +43,8 @@ class MaskedRewrite:
 
 
 def _element_type(step: MaskedStep) -> Optional[np.dtype]:
-    for tensor in (step.where.outputs[0], step.add.outputs[0], step.decay, step.drive, step.where.inputs[3 - step.step_branch]):
+    kept = step.where.inputs[3 - step.step_branch]
+    for tensor in (step.where.outputs[0], step.add.outputs[0], step.decay, step.drive, kept):
         found = element_type(tensor)
         if found is not None and not isinstance(found, int):
             return np.dtype(found)
@@ -66,8 +67,7 @@ def _rewrite(graph: gs.Graph, builder: GraphBuilder, step: MaskedStep, dtype: np
     mul.inputs[1 - step.state_side] = decay
     product = mul.outputs[0]
     add.inputs.clear()
-    add.outputs.clear()
-    graph.nodes = [node for node in graph.nodes if node is not add]
+    add.outputs.clear()   # (taken out of graph.nodes by the caller, all at once)
     where.op = "Add"
     where.inputs.clear()
     where.inputs.extend([product, drive] if step.mul_side == 0 else [drive, product])
@@ -97,6 +97,8 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
         position = stacked.get(id(step))
         cond = builder.gather(position[0], position[1], 0) if position is not None else None
         done.append(_rewrite(graph, builder, step, dtype, cond))
+    adds = {id(rewrite.add) for rewrite in done}
+    graph.nodes = [node for node in graph.nodes if id(node) not in adds]
     return done
 
 
@@ -209,15 +211,25 @@ def _reason(miss: MaskedMiss) -> str:
             "(a masked step keeps its state: torch.where(m, a * h + b, h))")
 
 
-def restore(graph: gs.Graph, done: MaskedRewrite) -> None:
-    """The Where back as it was, its step's Add back before it, and the nodes made for it gone."""
-    where, add = done.where, done.add
-    where.op = "Where"
-    where.inputs.clear()
-    where.inputs.extend(done.inputs)
-    done.mul.inputs[done.decay_side] = done.decay
-    add.inputs.extend(done.add_inputs)
-    add.outputs.extend(done.add_outputs)
-    at = next(index for index, node in enumerate(graph.nodes) if node is where)
-    graph.nodes.insert(at, add)
-    remove_made(graph, done.made)
+def restore(graph: gs.Graph, rewrites: list[MaskedRewrite]) -> None:
+    """Each Where back as it was, its step's Add back just before it, and the nodes made for them gone (one pass over
+    the graph's nodes for them all)."""
+    if not rewrites:
+        return
+    before = {}
+    for done in rewrites:
+        where, add = done.where, done.add
+        where.op = "Where"
+        where.inputs.clear()
+        where.inputs.extend(done.inputs)
+        done.mul.inputs[done.decay_side] = done.decay
+        add.inputs.extend(done.add_inputs)
+        add.outputs.extend(done.add_outputs)
+        before[id(where)] = add
+    nodes = []
+    for node in graph.nodes:
+        if id(node) in before:
+            nodes.append(before[id(node)])
+        nodes.append(node)
+    graph.nodes = nodes
+    remove_made(graph, [node for done in rewrites for node in done.made])

@@ -700,12 +700,9 @@ class RerollScans(Pass):
                 kept_replayed += 1
             else:
                 restore_step_operands(graph, operands)
-        kept_masked = 0
-        for step in masked:   # the Where back where no re-rolled scan took its step (after the operands it read)
-            if id(step.where) in taken_nodes:
-                kept_masked += 1
-            else:
-                restore_masked(graph, step)
+        # the Wheres back where no re-rolled scan took their steps (after the operands they read)
+        kept_masked = sum(id(step.where) in taken_nodes for step in masked)
+        restore_masked(graph, [step for step in masked if id(step.where) not in taken_nodes])
         # Chains no recurrence came from because their operands are computed per step and no one subgraph: say so
         # (else '0 scans found' had no reason), unless the chain was re-rolled or rejected with a reason of its own.
         named = {rejection.anchor for rejection in report.rejections}
