@@ -112,6 +112,9 @@ NODE_COUNTS = {
     "user-s6-masked-not": (209, {"cpu": 98, "tpu": 75, "seed": 51}),
     "user-s6-script-loop-masked": (54, {"cpu": 99, "tpu": 76}),
     "user-s6-masked-dynamo": (130, {"cpu": 91, "tpu": 68, "seed": 46}),
+    # the mask folded to one Constant per step (lengths fixed at export): before s33 "each step reads the state before it
+    # through Where '/Where' .." (cpu 132, tpu 128, seed 128); the constants stacked into one, read a step at a time
+    "user-s6-masked-lengths": (156, {"cpu": 90, "tpu": 67, "seed": 43}),
     # readouts written y = y.index_copy(1, t, y_t[:, None]): its ScatterElements' indices, Expand(t, a shape computed from
     # Shape(y)), were no buffer write before s33 ("Unsqueeze .. output is not consumed by a single Concat"; cpu 131 / 144,
     # tpu 127 / 140, seed 127 / 120 (Loop kept)); the scripted y[:, t] = y_t re-rolled already (pinned)
@@ -479,7 +482,7 @@ def test_corpus_covers_the_brief():
     assert {"user-s6-reset", "user-s6-script-loop-reset",
             "user-s6-script-loop-if-directions"} <= set(EXPORTS)   # session s32's (gen19)
     assert {"user-s6-masked", "user-s6-masked-not", "user-s6-script-loop-masked",
-            "user-s6-masked-dynamo", "user-s6-index-copy", "user-s6-script-loop-index-copy",
+            "user-s6-masked-dynamo", "user-s6-masked-lengths", "user-s6-index-copy", "user-s6-script-loop-index-copy",
             "user-s6-script-loop-assign"} <= set(EXPORTS)   # session s33's (gen21)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

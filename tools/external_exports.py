@@ -247,7 +247,7 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "script-loop-reversed", "script-loop-states", "script-loop-states-reversed", "script-loop-both",
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
-              "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "index-copy",
+              "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "masked-lengths", "index-copy",
               "script-loop-index-copy", "script-loop-assign")
 
 
@@ -305,6 +305,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                        from the input (`x[:, :, 0] > 0`), readouts stacked
       masked-not       the same written `torch.where(~mask[:, t, None, None], h, deltaA[:, t] * h + deltaBx[:, t])`
       script-loop-masked  the masked loop in a `torch.jit.script` function (a Where in the Loop's body)
+      masked-lengths   the masked loop with the mask of lengths fixed at export, `arange(L)[None] < tensor([L, L - 3])[:,
+                       None]` (TorchScript folds it: one bool Constant per step)
       index-copy       `for t in range(L)`, each readout written `y = y.index_copy(1, torch.tensor([t]), y_t[:, None])`
                        into a zeros buffer (TorchScript: a ScatterElements per step, its indices Expand(t, a shape
                        computed from Shape(y)))
@@ -577,6 +579,10 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_if_directions(deltaA, deltaBx, C, h)
             elif loop in ("masked", "masked-not", "script-loop-masked"):
                 y = scripted_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop == "masked-not")
+            elif loop == "masked-lengths":
+                length = x.shape[1]
+                lengths = torch.tensor([length, length - 3])[:x.shape[0]]
+                y = masked_loop(deltaA, deltaBx, C, h, torch.arange(length)[None] < lengths[:, None], False)
             elif loop in ("index-copy", "script-loop-index-copy", "script-loop-assign"):
                 y = scripted_written_loop(deltaA, deltaBx, C, h, loop != "script-loop-assign")
             elif loop in ("scan-op", "scan-op-reversed"):
@@ -783,6 +789,10 @@ EXPORTS = {e.name: e for e in [
                    lambda: user_s6(8, 4, 10, loops=("script-loop-masked",)), scans=1, steps=10, loops_kept_by=("seed",)),
     ExternalExport("user-s6-masked-dynamo", "torch", "user-s6-masked through the dynamo exporter",
                    lambda: user_s6(8, 4, 10, loops=("masked",)), scans=1, steps=10, exporter="dynamo"),
+    ExternalExport("user-s6-masked-lengths", "torch",
+                   "user-s6-masked with the mask of lengths fixed at export, arange(L)[None] < tensor([L, L - 3])[:, None] "
+                   "(TorchScript folds it: one bool Constant per step)",
+                   lambda: user_s6(8, 4, 10, loops=("masked-lengths",)), scans=1, steps=10),
     # readouts written by index_copy: TorchScript's ScatterElements indices computed from the buffer's shape were no
     # buffer write before s33 (0 scans); the scripted y[:, t] = y_t (a ScatterND in the Loop's body) re-rolled already
     ExternalExport("user-s6-index-copy", "torch",
