@@ -3,6 +3,8 @@ dynamo exporter writes transformers' RecurrentGemma RG-LRU loop): patterns/buffe
 chains, reroll-scans writes each as the Concat of its slices and re-rolls the recurrence behind it."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,9 @@ from fuzz_budget import examples
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.reroll_scans import RerollScans
+from passes.scan_forms import SCAN_FORMS
 from scan_testing import apply_pass, gated_rnn_steps, op_histogram, rel_l2, run
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
 
 B, L, D = 2, 5, 3
 
@@ -112,6 +116,22 @@ def test_index_copy_writes_whose_indices_are_computed_from_the_buffers_shape_are
     assert not {"ScatterElements", "Expand", "Where"} & set(op_histogram(out))
     feeds = _feeds()
     assert rel_l2(run(out, feeds)[0], _scan(feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("kwargs", [{}, {"direction": "backward", "readout": "mulsum"}, {"readout": "conv"}])
+def test_index_copy_readouts_reroll_in_every_form_as_stacked_ones(form, kwargs):
+    # s33: an 8-step chain whose readouts are written y = y.index_copy(2, t, y_t[..., None]) as TorchScript traces it
+    # (0 scans before); stacked, then re-rolled by every form into the graph of the same chain stacked by a Concat,
+    # node for node, equal to the float64 sequential scan
+    spec = ScanSpec(length=8, state=2, write="index_copy", **kwargs)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "buffer_writes_stacked": 1}
+    stacked, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, write="")), RerollScans(form=form, chunk=4))
+    assert op_histogram(out) == op_histogram(stacked)
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
 
 
 def test_index_copy_writes_that_write_a_position_twice_are_left_with_the_chains_reason():

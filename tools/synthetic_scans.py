@@ -58,6 +58,9 @@ class ScanSpec:
     mask: str = ""
     mask_spelling: str = "unsqueeze"
     mask_kept: str = "state"
+    # "index_copy": the readouts written into a zeros buffer, `y = y.index_copy(2, t, y_t[..., None])`, as TorchScript
+    # traces it (a ScatterElements per step, its indices Expand(t, a shape computed from Shape(y))), not stacked
+    write: str = ""
 
     @property
     def positions(self) -> int:
@@ -243,7 +246,10 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     if spec.direction == "backward" and spec.stacked == "by_position":
         pieces.reverse()
         state_pieces.reverse()
-    g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
+    if spec.write == "index_copy":
+        _index_copies(g, spec, pieces, position)
+    else:
+        g.nodes.append(helper.make_node("Concat", pieces, ["y"], name="stack", axis=2))
     stacked = L - (spec.near_miss == "missing_readout")
     y_shape = [batch, D, stacked] if spec.readout != "states" else [batch, D, stacked, N]
     outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape))
@@ -282,6 +288,24 @@ def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, 
     if spec.mask == "then":
         return g.node("Where", [cond, stepped, kept])
     return g.node("Where", [g.node("Not", [cond]), kept, stepped])
+
+
+def _index_copies(g: _Graph, spec: ScanSpec, pieces: list, position) -> None:
+    """y = zeros, then y = y.index_copy(2, p, piece) for each piece (B, D, 1) at its position p, as TorchScript
+    writes it: ScatterElements(y, Expand(p, Where(Equal(s, -1), 1, s)), piece, axis=2), s = ScatterElements(Shape(y), [2],
+    [1]) (the piece's shape); the last write's output is "y"."""
+    if spec.batch is None or spec.stacked != "by_position" or spec.readout == "states" or spec.near_miss:
+        raise ValueError("index_copy writes: a static batch, readouts stacked by position, no near miss")
+    buffer = g.const(np.zeros([spec.batch, spec.channels, spec.length], dtype=np.float32))
+    for p, piece in enumerate(pieces):   # (in position order: a backward chain's were reversed)
+        shape = g.node("ScatterElements", [g.node("Shape", [buffer]), g.const(np.array([2], np.int64)),
+                                           g.const(np.array([1], np.int64))], axis=0)
+        minus = g.node("Equal", [shape, g.const(np.full(3, -1, np.int64))])
+        target = g.node("Where", [minus, g.const(np.ones(3, np.int64)), shape])
+        index = g.node("Expand", [g.const(np.full((1, 1, 1), p, np.int64)), target])
+        name = "y" if p == len(pieces) - 1 else g.name("index_copy")
+        g.nodes.append(helper.make_node("ScatterElements", [buffer, index, piece], [name], name=name, axis=2))
+        buffer = name
 
 
 def constant_mask(spec: ScanSpec) -> np.ndarray:
