@@ -207,6 +207,26 @@ def test_tpu_check_never_empties_a_folder_it_did_not_make(relu_model, tmp_path, 
     assert sorted(p.name for p in made.iterdir()) == [".tpu_check"]
 
 
+def test_tpu_check_empties_only_a_folder_it_marked(relu_model, tmp_path, capsys):
+    """adv20's leftover (session s32): a folder holding onnxruntime_outputs.npz (what the tool's runs before its mark
+    wrote first) was taken for its own and emptied, whatever else it held; and a mark that is a symbolic link (planted,
+    to any file) counted as the mark. Now only a folder holding the mark as a regular file is emptied: each of those
+    is refused in one line, exit 2, nothing touched."""
+    from tools import tpu_check
+
+    for name, plant in (("npz", lambda folder: (folder / "onnxruntime_outputs.npz").write_bytes(b"old")),
+                        ("link", lambda folder: (folder / tpu_check.WORKDIR_MARK).symlink_to(relu_model))):
+        folder = tmp_path / name
+        folder.mkdir()
+        plant(folder)
+        (folder / "notes.txt").write_text("mine")
+        before = sorted(p.name for p in folder.iterdir())
+        assert tpu_check.main([str(relu_model), "--workdir", str(folder)]) == 2
+        assert capsys.readouterr().err == (f"error: --workdir {folder} is not empty and was not made by "
+                                           "tools.tpu_check; refusing to empty it (give a new folder)\n")
+        assert sorted(p.name for p in folder.iterdir()) == before and (folder / "notes.txt").read_text() == "mine"
+
+
 def test_tpu_check_bad_inputs_are_one_escaped_line_before_any_work(relu_model, tmp_path, capsys):
     """Found with a text file given as --input (adversarial session s13): np.load's traceback came
     after the workdir was already emptied; an input named 'x\\nerror: fake' printed two error lines;

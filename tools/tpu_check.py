@@ -334,8 +334,10 @@ def prepare_workdir(workdir: Path, kept: list[tuple[str, Path]]) -> None:
             if path.resolve().is_relative_to(workdir):
                 raise UsageError(f"--workdir {shown} holds {role} ({printable(path)}) and would be emptied; "
                                  "give another folder")
-        # onnxruntime_outputs.npz: written first by every run, before the mark existed
-        made_here = (workdir / WORKDIR_MARK).is_file() or (workdir / "onnxruntime_outputs.npz").is_file()
+        # The mark as a regular file, never a link to one (a planted link is no mark). A folder holding only the
+        # onnxruntime_outputs.npz of the runs before the mark existed is no longer emptied (adv20's leftover).
+        mark = workdir / WORKDIR_MARK
+        made_here = mark.is_file() and not mark.is_symlink()
         if not made_here and any(workdir.iterdir()):
             raise UsageError(f"--workdir {shown} is not empty and was not made by tools.tpu_check; refusing to "
                              "empty it (give a new folder)")
