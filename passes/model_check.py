@@ -410,6 +410,11 @@ def _check_value_types(graphs: list[onnx.GraphProto]) -> None:
                 if kind is not None:
                     raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' is "
                                             f"{kind}: only tensors and sequences of tensors are supported")
+                if role != "value_info" and graph is graphs[0] and value.type.WhichOneof("value") is None:
+                    # adv20: an input with no type at all passed --verify none, written as it came (exit 0); a verified
+                    # run refused it only when making its random data
+                    raise InvalidModelError(f"{role} '{printable(value.name)}' of graph '{printable(graph.name)}' has "
+                                            "no type, which onnx.checker requires of a graph's inputs and outputs")
                 element = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else None
                 if element is not None and (element not in _DEFINED_TENSOR_TYPES and element != 0
                                             or element == 0 and role != "value_info" and graph is graphs[0]):

@@ -182,3 +182,16 @@ def test_arguments_of_kindred_types_are_taken(tmp_path):
                            tolerance=np.float32(1e-5), protected_files=(str(tmp_path / "p.py"),), progress=ProgressHook(),
                            override_options={}, input_shapes={}, verify="end")
     assert result.output == tmp_path / "o.onnx"
+
+
+@pytest.mark.parametrize("verify", ["none", "end"])
+def test_a_graph_input_with_no_type_is_refused_at_load_whatever_the_verification(verify, tmp_path):
+    """adv20: `cpu --verify none` wrote a model whose input has no type as it came, exit 0, where a verified run refused
+    it ("cannot make random data for input 'x' of type UNDEFINED"): now both refuse it at load, in the same line."""
+    model = tiny_model()
+    model.graph.input[0].ClearField("type")
+    with pytest.raises(BadInput) as error:
+        compile_model(model, CLEANUP, verify=verify, output=tmp_path / "out.onnx")
+    assert str(error.value) == ("<in-memory model>: input 'x' of graph 'g' has no type, which "
+                                "onnx.checker requires of a graph's inputs and outputs")
+    assert list(tmp_path.iterdir()) == []

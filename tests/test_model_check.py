@@ -351,6 +351,21 @@ def test_a_type_onnx_does_not_define_is_refused(where, element, message):
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize("role", ["input", "output"])
+def test_a_graph_input_or_output_with_no_type_is_refused(role):
+    """adv20: a graph input with no type at all (a ValueInfoProto holding only its name) passed `cpu --verify none`,
+    written as it came, exit 0 (onnxsim's note: "Field 'type' of 'value_info' is required but missing"); a verified run
+    refused it only when making random data ("cannot make random data for input 'x' of type UNDEFINED")."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    value = (graph.input if role == "input" else graph.output)[0]
+    value.ClearField("type")
+    with pytest.raises(InvalidModelError) as error:
+        check_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert str(error.value) == (f"{role} '{value.name}' of graph 'g' has no type, which onnx.checker requires of a "
+                                "graph's inputs and outputs")
+
+
 def _einsum_graph(equation: str, shapes: dict, declared, *, domain: str = "", weights=None, output: str = "y"):
     """One Einsum of the graph inputs in `shapes` (None: a type without a shape) into `output`, declared `declared` (a
     graph output; None: an intermediate no value declares, read by a Relu into y)."""
