@@ -311,6 +311,22 @@ def negative_perms_notice(names: Sequence[str]) -> str:
             f"{printable_names(names, shown=3)}")
 
 
+def left_out_notice(model: onnx.ModelProto) -> str | None:
+    """The one line naming the input's fields the compiled model does not carry (a training algorithm, a multi-device
+    configuration, the graph's quantization annotation and metadata), with their entry counts; None where it has none
+    (adv20: training_info was dropped without a word)."""
+    fields = [("training_info", len(model.training_info)),
+              ("configuration", len(model.configuration)),
+              ("graph quantization_annotation", len(model.graph.quantization_annotation)),
+              ("graph metadata_props", len(model.graph.metadata_props))]
+    named = [f"{name} ({count} entr{'y' if count == 1 else 'ies'})" for name, count in fields if count]
+    if not named:
+        return None
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return (f"the compiled model leaves out the input's {listed}: it holds the inference graph and the model's own "
+            "metadata_props only")
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -531,6 +547,10 @@ def compile_model(
     if input_path is None and (input_shapes or initializer_inputs(model) or has_negative_perms(model)
                                or has_default_domain_spelled_long(model)):
         model = copy.deepcopy(model)   # the caller's model stays as it was
+    left_out = left_out_notice(model)
+    if left_out:
+        warnings.append(left_out)
+        progress.warn(warnings[-1])
     frozen = freeze_initializer_inputs(model)
     if frozen:
         report_data["frozen_inputs"] = frozen

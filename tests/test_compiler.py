@@ -195,3 +195,35 @@ def test_a_graph_input_with_no_type_is_refused_at_load_whatever_the_verification
     assert str(error.value) == ("<in-memory model>: input 'x' of graph 'g' has no type, which "
                                 "onnx.checker requires of a graph's inputs and outputs")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_what_the_compiled_model_leaves_out_is_said_in_one_warning():
+    """adv20: the input's training_info was dropped from the output without a word (the compiler writes inference
+    graphs); so were a multi-device configuration, the graph's quantization_annotation and its metadata_props. Now one
+    warning line names each field left out and how many entries it held (exit 0, the model compiled as before); a
+    model without them gets no such line."""
+    model = tiny_model()
+    model.training_info.add().algorithm.CopyFrom(onnx.helper.make_graph([], "alg", [], []))
+    annotation = model.graph.quantization_annotation.add()
+    annotation.tensor_name = "y"
+    annotation.quant_parameter_tensor_names.add(key="SCALE_TENSOR", value="s")
+    model.graph.metadata_props.add(key="k\x1b[2J", value="v")
+    model.graph.metadata_props.add(key="k2", value="v")
+    model.configuration.add(name="cfg", num_devices=2)
+    result = compile_model(model, CLEANUP, verify="none")
+    assert result.warnings == [
+        "the compiled model leaves out the input's training_info (1 entry), configuration (1 entry), graph "
+        "quantization_annotation (1 entry) and graph metadata_props (2 entries): it holds the inference graph and the "
+        "model's own metadata_props only"]
+    assert [node.op_type for node in result.model.graph.node] == ["Add", "Relu"]
+    only = tiny_model()
+    only.training_info.add().algorithm.CopyFrom(onnx.helper.make_graph([], "alg", [], []))
+    assert compile_model(only, CLEANUP, verify="none").warnings == [
+        "the compiled model leaves out the input's training_info (1 entry): it holds the inference graph and the "
+        "model's own metadata_props only"]
+    graph_only = tiny_model()
+    graph_only.graph.metadata_props.add(key="k", value="v")
+    assert compile_model(graph_only, CLEANUP, verify="none").warnings == [
+        "the compiled model leaves out the input's graph metadata_props (1 entry): it holds the inference graph and "
+        "the model's own metadata_props only"]
+    assert compile_model(tiny_model(), CLEANUP, verify="none").warnings == []
