@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, numpy_helper
 
 from passes.graph_builder import unique_name
-from passes.graph_io import all_graphs, copy_graph, graph_to_model
+from passes.graph_io import all_graphs, copy_graph, fed_inputs, graph_to_model
 from passes.one_line import printable
 
 Shape = tuple[int, ...]
@@ -506,3 +506,55 @@ def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]
             shapes[value.name] = shape if known is None else tuple(
                 a if a is not None else b for a, b in zip(shape, known)) if len(known) == len(shape) else shape
     return shapes
+
+
+class ContradictedValueInfo(NamedTuple):
+    """A value_info entry pinning a size that the graph inputs leave symbolic: its declared dims and the dims ONNX's
+    shape inference from the inputs alone gives it (numbers, names; None for unknown)."""
+    name: str
+    declared: NamedShape
+    inferred: NamedShape
+
+
+def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInfo]:
+    """The main graph's intermediate value_info entries (neither graph input nor output) that declare a number where
+    ONNX's shape inference, run from the graph inputs alone (a copy with every intermediate value_info and output
+    shape removed; data propagation where it is bounded), proves the size a graph input's dim_param: `t = Relu(x)`
+    declared [1, 4] under an input [N, 4], as an export traced at batch 1 may leave it. A value_info is metadata
+    ONNX Runtime never checks; a pass that took it at its word wrote a graph right at N = 1 only (adv20). Only a
+    proven contradiction counts: an unknown size, a size inference names anew, a rank that differs, or a model
+    inference fails on, is no proof. [] at once where no fed input has a dim_param or no entry declares a number."""
+    graph = model.graph
+    symbols = {dim.dim_param for value in fed_inputs(graph) if value.type.HasField("tensor_type")
+               for dim in value.type.tensor_type.shape.dim if dim.HasField("dim_param") and dim.dim_param}
+    interface = {value.name for value in graph.input} | {value.name for value in graph.output}
+    declared = {value.name: _named_shape_of(value.type) for value in graph.value_info
+                if value.name not in interface and value.type.HasField("tensor_type")}
+    declared = {name: shape for name, shape in declared.items()
+                if shape is not None and any(isinstance(size, int) for size in shape)}
+    if not symbols or not declared:
+        return []
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for output in bare.graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
+    inferred_model, _ = infer_shapes(bare)
+    inferred = {value.name: _named_shape_of(value.type) for value in inferred_model.graph.value_info}
+    found = []
+    for name, shape in declared.items():
+        proven = inferred.get(name)
+        if proven is not None and len(proven) == len(shape) and any(
+                isinstance(size, int) and isinstance(proof, str) and proof in symbols
+                for size, proof in zip(shape, proven)):
+            found.append(ContradictedValueInfo(name, shape, proven))
+    return found
+
+
+def drop_value_info_shapes(model: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Clear the shape (the element type kept) of the main graph's value_info entries named `names`, in place."""
+    wanted = set(names)
+    for value in model.graph.value_info:
+        if value.name in wanted and value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")

@@ -48,6 +48,7 @@ from passes.input_shapes import InputShapeError, fix_input_shapes
 from passes.manager import PassCheckError, PassManager, PassVerificationError, PipelineError, PipelineRun, ProgressHook
 from passes.model_check import (InvalidModelError, check_model, einsum_output_mismatch, if_branch_mismatch,
                                 transpose_rank_mismatch)
+from passes.static_shapes import ContradictedValueInfo, contradicted_value_info, drop_value_info_shapes
 from passes.one_line import check_number, is_integer, is_real, one_line, printable, printable_names
 from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
@@ -311,6 +312,20 @@ def negative_perms_notice(names: Sequence[str]) -> str:
             f"{printable_names(names, shown=3)}")
 
 
+def contradicted_value_info_notice(contradicted: Sequence[ContradictedValueInfo]) -> str:
+    """The one line that says value_info shapes contradicting the graph inputs were dropped (names escaped)."""
+    count, first = len(contradicted), contradicted[0]
+
+    def dims(shape) -> str:
+        return "[" + ", ".join("?" if size is None else str(size) if isinstance(size, int) else printable(size)
+                               for size in shape) + "]"
+
+    return (f"dropped the declared shape of {count} value_info entr{'y' if count == 1 else 'ies'} "
+            f"({printable_names([entry.name for entry in contradicted], shown=3)}) pinning a size the graph inputs leave "
+            f"symbolic: '{printable(first.name)}' declares {dims(first.declared)}, shape inference from the inputs gives "
+            f"{dims(first.inferred)} (an export traced at one size leaves such entries); element types kept")
+
+
 def left_out_notice(model: onnx.ModelProto) -> str | None:
     """The one line naming the input's fields the compiled model does not carry (a training algorithm, a multi-device
     configuration, the graph's quantization annotation and metadata), with their entry counts; None where it has none
@@ -569,6 +584,14 @@ def compile_model(
         report_data["input_shapes"] = {name: list(dims) for name, dims in input_shapes.items()}
         progress.stage(f"fixed input shapes: {', '.join(f'{n}:{list(d)}' for n, d in input_shapes.items())}"
                        + (f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""))
+    # After --input-shape: a size it pins is no longer symbolic, and a value_info agreeing with it no contradiction.
+    contradicted = contradicted_value_info(model)
+    if contradicted:
+        if model is model_or_path:
+            model = copy.deepcopy(model)   # the caller's model stays as it was
+        drop_value_info_shapes(model, [entry.name for entry in contradicted])
+        warnings.append(contradicted_value_info_notice(contradicted))
+        progress.warn(warnings[-1])
     meta = ModelMeta.from_model(model)
     input_nodes = len(model.graph.node)
     report_data["nodes"] = {"input": input_nodes}

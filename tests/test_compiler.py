@@ -227,3 +227,45 @@ def test_what_the_compiled_model_leaves_out_is_said_in_one_warning():
         "the compiled model leaves out the input's graph metadata_props (1 entry): it holds the inference graph and "
         "the model's own metadata_props only"]
     assert compile_model(tiny_model(), CLEANUP, verify="none").warnings == []
+
+
+def _traced_at_batch_one(name: str = "t", symbol: str = "N") -> onnx.ModelProto:
+    """t = Relu(x), y = Transpose(t) under an input x [N, 4], with t declared [1, 4]: a value_info an export traced at
+    batch 1 may leave (adv20's model)."""
+    helper, float_ = onnx.helper, onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], [name]), helper.make_node("Transpose", [name], ["y"], perm=[1, 0])], "g",
+        [helper.make_tensor_value_info("x", float_, [symbol, 4])], [helper.make_tensor_value_info("y", float_, [4, symbol])],
+        value_info=[helper.make_tensor_value_info(name, float_, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_value_info_the_inputs_contradict_loses_its_shape_and_the_graph_runs_at_any_batch():
+    """adv20: `cpu` took t's [1, 4] at its word, verified at N = 1 (random inputs' symbolic size) and wrote
+    unit-axes-to-reshape's Reshape to [4, 1], which fails at N = 3 ("cannot reshape {3,4} to {4,1}"), exit 0. Now the
+    value_info that shape inference from the inputs proves wrong loses its shape (its element type kept), said in one
+    line; the compiled graph keeps the Transpose and runs at N = 3; the caller's model is left as it was."""
+    import onnxruntime as ort
+
+    model = _traced_at_batch_one()
+    result = compile_model(model, "unit-axes-to-reshape")
+    assert result.warnings[0] == (
+        "dropped the declared shape of 1 value_info entry (t) pinning a size the graph inputs leave symbolic: 't' "
+        "declares [1, 4], shape inference from the inputs gives [N, 4] (an export traced at one size leaves such "
+        "entries); element types kept")
+    assert [node.op_type for node in result.model.graph.node] == ["Relu", "Transpose"]
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0).T)
+    assert model.graph.value_info[0].type.tensor_type.shape.dim[0].dim_value == 1   # the caller's, untouched
+    # pinned by --input-shape to the size it declares: no contradiction, nothing said, the Reshape of batch 1 written
+    pinned = compile_model(model, "unit-axes-to-reshape", input_shapes={"x": [1, 4]})
+    assert not any("value_info" in warning for warning in pinned.warnings)
+    assert [node.op_type for node in pinned.model.graph.node] == ["Relu", "Reshape"]
+    # hostile text: the value's name and the input's dim_param escaped
+    hostile = compile_model(_traced_at_batch_one("t\x1b[2J", "N\nerror: x"), "unit-axes-to-reshape", verify="none")
+    assert hostile.warnings[0] == (
+        "dropped the declared shape of 1 value_info entry (t\\x1b[2J) pinning a size the graph inputs leave symbolic: "
+        "'t\\x1b[2J' declares [1, 4], shape inference from the inputs gives [N\\nerror: x, 4] (an export traced at one "
+        "size leaves such entries); element types kept")
+

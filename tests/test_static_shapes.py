@@ -9,7 +9,8 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from passes.static_shapes import (MAX_PROPAGATED_ELEMENTS, data_propagation_refusal, named_shapes,
+from passes.static_shapes import (MAX_PROPAGATED_ELEMENTS, ContradictedValueInfo, contradicted_value_info,
+                                  data_propagation_refusal, drop_value_info_shapes, named_shapes,
                                   static_element_counts, static_shapes)
 
 
@@ -374,3 +375,40 @@ def test_names_read_follows_nested_subgraphs():
     graph = helper.make_graph([helper.make_node("Loop", ["n", "", "v"], ["w"], body=loop_body),
                                helper.make_node("Mul", ["w", "k"], ["z"])], "g", [], [])
     assert _names_read(graph) == {"n", "", "v", "c", "a", "outer", "w", "k"}
+
+
+def _traced_at_one(declared, input_dims=("N", 4), second=None) -> onnx.ModelProto:
+    """t = Relu(x), y = Transpose(t): t declared `declared` (an export traced at batch 1 leaves [1, 4]); `second`: a
+    second intermediate u = Reshape(x, shape input s) declared so, whose size inference cannot know."""
+    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Transpose", ["t"], ["y"], perm=[1, 0])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_dims))]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, input_dims[0]])]
+    value_info = [helper.make_tensor_value_info("t", TensorProto.FLOAT, declared)]
+    if second is not None:
+        nodes.append(helper.make_node("Reshape", ["x", "s"], ["u"]))
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.INT64, [2]))
+        outputs.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, None))
+        value_info.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, second))
+    graph = helper.make_graph(nodes, "g", inputs, outputs, value_info=value_info)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_value_info_pinning_a_size_the_inputs_leave_symbolic_is_a_contradiction():
+    """adv20: t = Relu(x) declared [1, 4] under an input [N, 4] (an export traced at batch 1) was taken at its word,
+    and `cpu` wrote a Reshape to [4, 1] that fails at N = 3. What inference from the inputs alone proves N is
+    contradicted; nothing else is (conservative: what stays is what loads byte-identically)."""
+    found = contradicted_value_info(_traced_at_one([1, 4]))
+    assert found == [ContradictedValueInfo("t", (1, 4), ("N", 4))]
+    model = _traced_at_one([1, 4])
+    drop_value_info_shapes(model, ["t"])
+    assert model.graph.value_info[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert not model.graph.value_info[0].type.tensor_type.HasField("shape")
+    assert contradicted_value_info(model) == []
+    # consistent, another name, a static input, a size inference cannot know (u = Reshape(x, s)), another rank
+    assert contradicted_value_info(_traced_at_one(["N", 4])) == []
+    assert contradicted_value_info(_traced_at_one(["batch", 4])) == []
+    assert contradicted_value_info(_traced_at_one([1, 4], input_dims=(1, 4))) == []
+    assert contradicted_value_info(_traced_at_one(["N", 4], second=[1, 4])) == []
+    assert contradicted_value_info(_traced_at_one([1, 4, 1])) == []
+    # an unnamed symbolic input size (no dim_param) proves nothing either
+    assert contradicted_value_info(_traced_at_one([1, 4], input_dims=(None, 4))) == []
