@@ -378,18 +378,22 @@ _NUMPY_TYPES = {
 # Random verification inputs above this many elements (1 GiB of float32), one input or all together,
 # are refused rather than failing with a MemoryError: a declared dimension like 10**12 is bad input, not a bug.
 MAX_RANDOM_FEED_ELEMENTS = 2**28
+# The size every symbolic input dimension takes in verification's second run, where the first (random inputs: 1; a
+# reference: its arrays) may not tell a graph right at one size only (adv20: a value_info traced at batch 1).
+SECOND_SYMBOLIC_SIZE = 3
 # numpy (2.x) makes no array of more axes than this: an input declared with more is bad input, whatever its size
 # (a 5,000-axis input of ones took a ValueError traceback out of numpy's random generator)
 MAX_RANDOM_FEED_RANK = 64
 
 
-def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for a model without a reference: standard normal floats, small ints; symbolic dims -> 1."""
+def random_feeds(model: onnx.ModelProto, seed: int = 0, symbolic_size: int = 1) -> dict[str, np.ndarray]:
+    """Inputs for a model without a reference: standard normal floats, small ints; symbolic dims -> `symbolic_size`
+    (1; compile_model's check at a second size gives SECOND_SYMBOLIC_SIZE)."""
     rng = np.random.default_rng(seed)
     feeds, elements = {}, 0
     for value in fed_inputs(model.graph):
         tensor_type = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else 1   # a declared 0 stays 0
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else symbolic_size   # a declared 0 stays 0
                  for d in tensor_type.shape.dim]
         if len(shape) > MAX_RANDOM_FEED_RANK:   # nor can an npz hold its data, nor ONNX Runtime take it
             raise ReferenceDataError(

@@ -7,6 +7,7 @@ import onnx.parser
 import pytest
 from scan_testing import TINY_MODEL_TEXT
 
+from passes.base import Pass, PassResult
 from passes.registry import get_pass
 from pipelines import parse_pipeline
 from pipelines import BadInput, CompileError, PassFailed, VerificationFailed, compile_model
@@ -269,3 +270,87 @@ def test_a_value_info_the_inputs_contradict_loses_its_shape_and_the_graph_runs_a
         "'t\\x1b[2J' declares [1, 4], shape inference from the inputs gives [N\\nerror: x, 4] (an export traced at one "
         "size leaves such entries); element types kept")
 
+
+class BakesBatchOne(Pass):
+    """Makes Relu(x) of an x [N, 4] right at N = 1 only: `reshape` reads x through a Reshape to [1, 4] (fails at
+    N = 3), `first-row` reads x's first row expanded to x's shape (runs at N = 3, other numbers)."""
+    name = "test-bakes-batch-one"
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def run(self, graph, ctx):
+        import onnx_graphsurgeon as gs
+
+        relu = next(node for node in graph.nodes if node.op == "Relu")
+        x = relu.inputs[0]
+        read = gs.Variable("x_read", dtype=np.float32)
+        if self.how == "reshape":
+            graph.nodes.append(gs.Node("Reshape", inputs=[x, gs.Constant("to", np.array([1, 4], np.int64))],
+                                       outputs=[read]))
+        else:
+            row, shape = gs.Variable("row", dtype=np.float32), gs.Variable("shape", dtype=np.int64)
+            zero, one = gs.Constant("zero", np.array([0], np.int64)), gs.Constant("one", np.array([1], np.int64))
+            graph.nodes += [gs.Node("Slice", inputs=[x, zero, one, zero], outputs=[row]),
+                            gs.Node("Shape", inputs=[x], outputs=[shape]),
+                            gs.Node("Expand", inputs=[row, shape], outputs=[read])]
+        relu.inputs[0] = read
+        graph.toposort()
+        return PassResult(changed=True)
+
+
+def _relu_of_batch(symbol="N", baked: bool = False) -> onnx.ModelProto:
+    """y = Relu(x), x [N, 4] (`baked`: x read through a Reshape to [1, 4], a model that runs at N = 1 only)."""
+    helper, float_ = onnx.helper, onnx.TensorProto.FLOAT
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    initializers = []
+    if baked:
+        nodes = [helper.make_node("Reshape", ["x", "to"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+        initializers = [onnx.numpy_helper.from_array(np.array([1, 4], np.int64), "to")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", float_, [symbol, 4])],
+                              [helper.make_tensor_value_info("y", float_, [symbol if not baked else 1, 4])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("how, message", [
+    ("reshape", "verification failed with symbolic input sizes at 3 ('x' [3, 4]), where the input model runs: the "
+                "compiled model does not: ONNX Runtime could not run the model: "),
+    ("first-row", "verification failed with symbolic input sizes at 3 ('x' [3, 4]): output 'y' rel L2 "),
+])
+def test_a_graph_right_at_one_size_only_fails_the_check_at_a_second_size(how, message, tmp_path):
+    """adv20's leftover, the safety net: verification ran a symbolic batch at 1 only (random inputs' size), where a
+    graph that bakes batch 1 in is right. Now, where an input dimension is symbolic, the input model and the compiled
+    one also run with it at 3 and are compared: such a graph is exit 3 naming the size, nothing written, the report
+    saying it. A pass that keeps the batch passes both, the second run recorded in the report."""
+    with pytest.raises(VerificationFailed) as error:
+        compile_model(_relu_of_batch(), [BakesBatchOne(how)], output=tmp_path / "o.onnx", report=tmp_path / "R")
+    assert str(error.value).startswith(message) and str(error.value).endswith("; no output written")
+    assert error.value.exit_code == 3 and not (tmp_path / "o.onnx").exists()
+    written = json.loads((tmp_path / "R" / "report.json").read_text())
+    second = written["verification"]["second_size"]
+    assert written["status"] == "verification-failed" and second["size"] == 3 and second["inputs"] == {"x": [3, 4]}
+    assert second["ok"] is False
+    kept = compile_model(_relu_of_batch(), CLEANUP, report=tmp_path / "R2")
+    assert kept.verification["second_size"]["ok"] and kept.verification["second_size"]["rel_l2"] == 0.0
+    passed = json.loads((tmp_path / "R2" / "report.json").read_text())
+    assert passed["verification"]["second_size"]["ok"] is True
+    import jsonschema
+    from passes.report.schema import load_schema
+    for report in (written, passed):
+        jsonschema.validate(report, load_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_the_second_size_is_said_where_the_input_model_does_not_run_there_and_skipped_where_pinned():
+    """An input model that runs at batch 1 only (the public fork's exports: a symbolic batch, batch 1 baked into
+    their Reshapes) is no fault of the compiled one: one warning, exit 0. --input-shape pins the size: no second run.
+    A static model: none either."""
+    result = compile_model(_relu_of_batch(baked=True), CLEANUP)
+    assert result.warnings[-1].startswith(
+        "not verified with symbolic input sizes at 3 ('x' [3, 4]): the input model does not run there (ONNX Runtime "
+        "could not run the model: ")
+    assert result.warnings[-1].endswith("); --input-shape compiles it for one size")
+    assert "second_size" not in result.verification
+    pinned = compile_model(_relu_of_batch(baked=True), CLEANUP, input_shapes={"x": [1, 4]})
+    assert "second_size" not in pinned.verification and not any("sizes at 3" in w for w in pinned.warnings)
+    assert "second_size" not in compile_model(tiny_model(), CLEANUP).verification
