@@ -142,7 +142,9 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
     try:
         feeds = random_feeds(model, seed=1, symbolic_size=size)
     except ReferenceDataError as error:
-        return _SecondSize(warning=f"not verified with symbolic input sizes at {size}: {one_line(error)}")
+        # its advice (a reference npz) is for the first run's inputs, not this one's
+        return _SecondSize(warning=f"not verified with symbolic input sizes at {size}: "
+                                   f"{one_line(error).split('; give a --reference npz')[0]}")
     shapes = {name: list(feeds[name].shape) for name in symbolic}
     where = (f"with symbolic input sizes at {size} ("
              + ", ".join(f"'{printable(name)}' {shape}" for name, shape in list(shapes.items())[:3])

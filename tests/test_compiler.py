@@ -354,3 +354,11 @@ def test_the_second_size_is_said_where_the_input_model_does_not_run_there_and_sk
     pinned = compile_model(_relu_of_batch(baked=True), CLEANUP, input_shapes={"x": [1, 4]})
     assert "second_size" not in pinned.verification and not any("sizes at 3" in w for w in pinned.warnings)
     assert "second_size" not in compile_model(tiny_model(), CLEANUP).verification
+    # 20 symbolic axes: 3^20 elements at the second size, too many to make; said without the first run's advice
+    dims = [f"d{axis}" for axis in range(20)]
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, dims)],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, dims)])
+    wide = compile_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), CLEANUP)
+    assert wide.warnings[-1] == ("not verified with symbolic input sizes at 3: input 'x' of shape [" + ", ".join(["3"] * 20)
+                                 + "] is too large to make random data for")
