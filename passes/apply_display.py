@@ -140,6 +140,9 @@ def print_result(stdout: Console, stderr: Console, result, *, explain: bool) -> 
     if verification is not None:
         summary += (f" · verified against {verification['against']}: max abs {verification['max_abs']:.3g}, "
                     f"rel L2 {verification['rel_l2']:.3g} (tolerance {result.report['tolerance']:g})")
+        second = verification.get("second_size")
+        if second is not None:   # the input model and this one with the symbolic input sizes at 3
+            summary += f", and the input model with symbolic input sizes at {second['size']}: rel L2 {second['rel_l2']:.3g}"
     else:
         summary += " · not verified"
     stdout.print(printable_message(summary), markup=False, highlight=False, soft_wrap=True)

@@ -190,3 +190,16 @@ def test_lists_and_help():
         assert name in listing.stdout
     help_text = apply_cli("--help").stdout
     assert "exit codes" in help_text and "3 verification failed" in help_text
+
+
+def test_the_closing_line_names_the_second_size_where_an_input_is_symbolic(tmp_path):
+    """Session s33: where a graph input has a symbolic dimension the final check also runs at size 3; the summary line
+    says so after the first comparison (a static model's line is as before)."""
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = apply_cli(tmp_path / "m.onnx", "--pipeline", CLEANUP, "-o", tmp_path / "o.onnx")
+    assert result.returncode == 0, result.stderr
+    assert (f"wrote {tmp_path / 'o.onnx'} · verified against input model on random inputs: max abs 0, rel L2 0 "
+            "(tolerance 1e-05), and the input model with symbolic input sizes at 3: rel L2 0\n") in result.stdout
