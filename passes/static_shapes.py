@@ -522,8 +522,9 @@ def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInf
     shape removed; data propagation where it is bounded), proves the size a graph input's dim_param: `t = Relu(x)`
     declared [1, 4] under an input [N, 4], as an export traced at batch 1 may leave it. A value_info is metadata
     ONNX Runtime never checks; a pass that took it at its word wrote a graph right at N = 1 only (adv20). Only a
-    proven contradiction counts: an unknown size, a size inference names anew, a rank that differs, or a model
-    inference fails on, is no proof. [] at once where no fed input has a dim_param or no entry declares a number."""
+    proven contradiction counts (that, or another number than inference gives: the entry traced at batch 1 under an
+    input --input-shape pinned to 3): an unknown size, a size inference names anew, a rank that differs, or a model
+    inference fails on, is no proof. [] at once where no entry declares a number."""
     graph = model.graph
     symbols = {dim.dim_param for value in fed_inputs(graph) if value.type.HasField("tensor_type")
                for dim in value.type.tensor_type.shape.dim if dim.HasField("dim_param") and dim.dim_param}
@@ -532,7 +533,7 @@ def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInf
                 if value.name not in interface and value.type.HasField("tensor_type")}
     declared = {name: shape for name, shape in declared.items()
                 if shape is not None and any(isinstance(size, int) for size in shape)}
-    if not symbols or not declared:
+    if not declared:
         return []
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
@@ -546,7 +547,8 @@ def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInf
     for name, shape in declared.items():
         proven = inferred.get(name)
         if proven is not None and len(proven) == len(shape) and any(
-                isinstance(size, int) and isinstance(proof, str) and proof in symbols
+                isinstance(size, int) and (isinstance(proof, str) and proof in symbols
+                                           or isinstance(proof, int) and proof != size)
                 for size, proof in zip(shape, proven)):
             found.append(ContradictedValueInfo(name, shape, proven))
     return found

@@ -384,8 +384,8 @@ def contradicted_value_info_notice(contradicted: Sequence[ContradictedValueInfo]
                                for size in shape) + "]"
 
     return (f"dropped the declared shape of {count} value_info entr{'y' if count == 1 else 'ies'} "
-            f"({printable_names([entry.name for entry in contradicted], shown=3)}) pinning a size the graph inputs leave "
-            f"symbolic: '{printable(first.name)}' declares {dims(first.declared)}, shape inference from the inputs gives "
+            f"({printable_names([entry.name for entry in contradicted], shown=3)}) that shape inference from the graph "
+            f"inputs contradicts: '{printable(first.name)}' declares {dims(first.declared)}, inference gives "
             f"{dims(first.inferred)} (an export traced at one size leaves such entries); element types kept")
 
 

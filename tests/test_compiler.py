@@ -251,9 +251,9 @@ def test_a_value_info_the_inputs_contradict_loses_its_shape_and_the_graph_runs_a
     model = _traced_at_batch_one()
     result = compile_model(model, "unit-axes-to-reshape")
     assert result.warnings[0] == (
-        "dropped the declared shape of 1 value_info entry (t) pinning a size the graph inputs leave symbolic: 't' "
-        "declares [1, 4], shape inference from the inputs gives [N, 4] (an export traced at one size leaves such "
-        "entries); element types kept")
+        "dropped the declared shape of 1 value_info entry (t) that shape inference from the graph inputs contradicts: "
+        "'t' declares [1, 4], inference gives [N, 4] (an export traced at one size leaves such entries); element "
+        "types kept")
     assert [node.op_type for node in result.model.graph.node] == ["Relu", "Transpose"]
     x = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
     session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -263,12 +263,21 @@ def test_a_value_info_the_inputs_contradict_loses_its_shape_and_the_graph_runs_a
     pinned = compile_model(model, "unit-axes-to-reshape", input_shapes={"x": [1, 4]})
     assert not any("value_info" in warning for warning in pinned.warnings)
     assert [node.op_type for node in pinned.model.graph.node] == ["Relu", "Reshape"]
+    # pinned by --input-shape to another size: the entry contradicts the number inference gives, dropped too (it was
+    # written into the compiled model as it came, t [1, 4] under x [3, 4])
+    pinned3 = compile_model(model, "unit-axes-to-reshape", input_shapes={"x": [3, 4]})
+    assert pinned3.warnings[0] == (
+        "dropped the declared shape of 1 value_info entry (t) that shape inference from the graph inputs contradicts: "
+        "'t' declares [1, 4], inference gives [3, 4] (an export traced at one size leaves such entries); element "
+        "types kept")
+    assert [(v.name, list(v.type.tensor_type.shape.dim)) for v in pinned3.model.graph.value_info
+            if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_value == 1] == []
     # hostile text: the value's name and the input's dim_param escaped
     hostile = compile_model(_traced_at_batch_one("t\x1b[2J", "N\nerror: x"), "unit-axes-to-reshape", verify="none")
     assert hostile.warnings[0] == (
-        "dropped the declared shape of 1 value_info entry (t\\x1b[2J) pinning a size the graph inputs leave symbolic: "
-        "'t\\x1b[2J' declares [1, 4], shape inference from the inputs gives [N\\nerror: x, 4] (an export traced at one "
-        "size leaves such entries); element types kept")
+        "dropped the declared shape of 1 value_info entry (t\\x1b[2J) that shape inference from the graph inputs "
+        "contradicts: 't\\x1b[2J' declares [1, 4], inference gives [N\\nerror: x, 4] (an export traced at one size "
+        "leaves such entries); element types kept")
 
 
 class BakesBatchOne(Pass):

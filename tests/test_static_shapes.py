@@ -412,3 +412,6 @@ def test_a_value_info_pinning_a_size_the_inputs_leave_symbolic_is_a_contradictio
     assert contradicted_value_info(_traced_at_one([1, 4, 1])) == []
     # an unnamed symbolic input size (no dim_param) proves nothing either
     assert contradicted_value_info(_traced_at_one([1, 4], input_dims=(None, 4))) == []
+    # another number than inference gives: traced at batch 1 under an input of 3 (--input-shape x:3,4)
+    assert contradicted_value_info(_traced_at_one([1, 4], input_dims=(3, 4))) == [
+        ContradictedValueInfo("t", (1, 4), (3, 4))]
