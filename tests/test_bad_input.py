@@ -335,6 +335,32 @@ def test_an_export_beyond_memory_is_one_error_line(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--resolution", "99999999999999999999"], "error: img_size must be at most 2147483647 (a tensor dimension), "
+                                               "got 99999999999999999999"),
+    (["--resolution", "4x99999999999999999999"], "error: img_width must be at most 2147483647 (a tensor dimension), "
+                                                 "got 99999999999999999999"),
+    (["--dims", "99999999999999999998"], "error: dims must be at most 2147483647 (a tensor dimension), "
+                                         "got 99999999999999999998"),
+    (["--batch", "99999999999999999999"], "error: --batch must be at most 2147483647 (a tensor dimension), "
+                                          "got 99999999999999999999"),
+    (["--resolution", "2147483644"], "error: the model or its sample does not fit in memory: Storage size calculation "
+                                     "overflowed with sizes=[1, 3, 2147483644, 2147483644]"),
+])
+def test_an_export_of_sizes_past_a_tensor_dimension_is_one_error_line(args, message, tmp_path, capsys):
+    """Session s33 (adv21): --resolution 99999999999999999999 (past int64) was torch's TypeError traceback ("Overflow
+    when unpacking long long"), exit 1, and so were --dims and --batch of that size; --resolution 2147483644 (each size
+    a valid int32, their product past int64) torch's RuntimeError "Storage size calculation overflowed", exit 1. Now
+    each size is at most ONNX Runtime's 2^31 - 1, checked before any work, and the overflow is a size that does not fit."""
+    from vmamba_ref import export
+
+    assert export.main(["--model", "micro", *args, "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [message] and err.splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []
+
+
 # --- unusual but valid input ----------------------------------------------------------------------
 
 NO_SCANS = """

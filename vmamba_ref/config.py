@@ -14,6 +14,8 @@ from typing import Sequence
 
 from passes.one_line import ascii_float, ascii_int, finite_real
 
+MAX_SIZE = 2**31 - 1   # ONNX Runtime's dimensions (passes.input_shapes.MAX_DIM): no size of the model is larger
+
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 
@@ -57,6 +59,13 @@ class VMambaConfig:
             (self.img_width is None or self.img_width >= self.patch_size,
              f"img_width must be >= {self.patch_size}, got {self.img_width}"),
         ]
+        # adv21: a size past int64 (--resolution 99999999999999999999) was torch's TypeError traceback, exit 1
+        sizes = [("dims", self.dims), ("d_state", self.d_state), ("in_chans", self.in_chans),
+                 ("num_classes", self.num_classes), ("img_size", self.img_size), ("img_width", self.img_width),
+                 ("dt_rank", self.dt_rank if isinstance(self.dt_rank, int) else None)]
+        sizes += [("depths", depth) for depth in self.depths]
+        checks += [(value is None or value <= MAX_SIZE, f"{name} must be at most {MAX_SIZE} (a tensor dimension), got {value}")
+                   for name, value in sizes]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)

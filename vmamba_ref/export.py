@@ -30,7 +30,7 @@ from passes.one_line import OneLineArgumentParser, ascii_int, one_line, printabl
 from passes.relative_error import relative_l2 as rel_l2  # noqa: F401 (mamba1d and the tests import it from here)
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, VMambaConfig, add_config_args, config_from_args
+from .config import MAX_SIZE, ConfigError, VMambaConfig, add_config_args, config_from_args
 from .model import VSSM, build_model, set_scan
 from .scan import INDEXES, READOUTS, add_step_hook, remove_step_hook
 
@@ -321,6 +321,8 @@ def _main(args) -> int:
     try:
         if args.batch < 1:
             raise ExportError(f"--batch must be >= 1, got {args.batch}")
+        if args.batch > MAX_SIZE:   # adv21: past int64, torch's TypeError traceback
+            raise ExportError(f"--batch must be at most {MAX_SIZE} (a tensor dimension), got {args.batch}")
         opset = default_opset(args.exporter) if args.opset is None else args.opset
         validate_request(args.output, opset=opset, readout=args.readout, index=args.index,
                          dynamic_batch=args.dynamic_batch, exporter=args.exporter, reads=_checkpoint_read(args))
@@ -345,7 +347,9 @@ def _main(args) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+        # "Storage size calculation overflowed": sizes each under 2^31 whose product passes int64 (adv21)
+        if isinstance(exc, RuntimeError) and not any(
+                text in str(exc) for text in ("can't allocate memory", "Storage size calculation overflowed")):
             raise   # a bug, not a size: exit 1 with its traceback
         # --dims, --resolution or --d-state too large for this machine (torch's allocator says so)
         print(f"error: the model or its sample does not fit in memory: {one_line(exc, limit=300)}", file=sys.stderr)
