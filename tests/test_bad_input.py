@@ -293,6 +293,16 @@ EXPORT_CASES = {
                          ["argument --ssm-ratio: must be a number written in ASCII, got ' 2 ' (see --help)"]),
     "mamba1d-length-underscore": ("vmamba_ref.mamba1d", ["--length", "3_7"],
                                   ["argument --length: must be an integer written in ASCII digits, got '3_7' (see --help)"]),
+    # adv21 (session s33): past int64, torch's TypeError traceback ('Overflow when unpacking long long'), exit 1; a
+    # d_model of 10^7 torch's allocator traceback ("can't allocate memory"), exit 1
+    "mamba1d-d-model-past-int64": ("vmamba_ref.mamba1d", ["--d-model", "99999999999999999999"],
+                                   ["error: --d-model must be at most 2147483647 (a tensor dimension), got 99999999999999999999"]),
+    "mamba1d-d-state-past-int64": ("vmamba_ref.mamba1d", ["--d-state", "99999999999999999999"],
+                                   ["error: --d-state must be at most 2147483647 (a tensor dimension), got 99999999999999999999"]),
+    "mamba1d-batch-past-int64": ("vmamba_ref.mamba1d", ["--batch", "99999999999999999999"],
+                                 ["error: --batch must be at most 2147483647 (a tensor dimension), got 99999999999999999999"]),
+    "mamba1d-beyond-memory": ("vmamba_ref.mamba1d", ["--d-model", "10000000"],
+                              ["error: the model or its sample does not fit in memory: ", "can't allocate memory"]),
 }
 
 

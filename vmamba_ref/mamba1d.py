@@ -29,6 +29,7 @@ from passes.files import atomic_targets
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, ascii_int, one_line, printable, seed_int
 
+from .config import MAX_SIZE
 from .export import (EXPORTERS, ExportError, default_opset, ref_path_for, rel_l2, torch_onnx_export,
                      validate_request)
 from .model import _dt_init
@@ -166,12 +167,22 @@ def _main(args) -> int:
     try:
         if args.d_model < 1 or args.d_state < 1:
             raise ExportError("--d-model and --d-state must be >= 1")
+        for flag, value in (("--d-model", args.d_model), ("--d-state", args.d_state), ("--length", args.length),
+                            ("--batch", args.batch)):
+            if value > MAX_SIZE:   # adv21: past int64, torch's TypeError traceback, exit 1
+                raise ExportError(f"{flag} must be at most {MAX_SIZE} (a tensor dimension), got {value}")
         model = build_mamba1d(args.d_model, args.d_state, seed=args.seed)
         result = export_mamba1d_naive(model, args.output, length=args.length, batch=args.batch,
                                       dynamic_batch=args.dynamic_batch, opset=args.opset, readout=args.readout,
                                       index=args.index, exporter=args.exporter, seed=args.seed)
     except (ExportError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:   # as vmamba_ref.export: a size too large for this machine
+        if isinstance(exc, RuntimeError) and not any(
+                text in str(exc) for text in ("can't allocate memory", "Storage size calculation overflowed")):
+            raise   # a bug, not a size: exit 1 with its traceback
+        print(f"error: the model or its sample does not fit in memory: {one_line(exc, limit=300)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print("error: interrupted (no file written)", file=sys.stderr)
