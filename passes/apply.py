@@ -93,18 +93,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list(console, pipelines: bool, passes: bool) -> None:
+    from rich.markup import escape
+
+    from passes.one_line import rich_text
     from passes.registry import all_passes, import_failures, pass_options
     from pipelines import list_pipelines
 
+    # Names, descriptions and import errors as text, never markup: slice-parts-before-concat's "[x, x^T]" was
+    # dropped from its description, and an import error quoting a path with '[/]' ended --list-passes in a
+    # MarkupError (exit 1, "internal error").
     for name, pipeline in (list_pipelines() if pipelines else {}).items():
-        console.print(f"[bold]{name}[/]  {pipeline.description}")
+        console.print(f"[bold]{escape(name)}[/]  {escape(pipeline.description)}")
         console.print(f"    {pipeline}", markup=False, highlight=False)
     for name, cls in (all_passes() if passes else {}).items():
-        console.print(f"[bold]{name}[/]  {cls.description}", highlight=False)
+        console.print(f"[bold]{escape(name)}[/]  {escape(cls.description)}", highlight=False)
         for option_name, option in pass_options(cls).items():
             console.print(f"    {option_name}: {option.describe() if option else '(undeclared)'}", markup=False, highlight=False)
     for module, error in (import_failures() if passes else {}).items():
-        console.print(f"[yellow]not loaded[/] {module}: {error}", highlight=False)
+        console.print(f"[yellow]not loaded[/] {escape(module)}: {rich_text(error)}", highlight=False)
 
 
 def _main(argv: list[str] | None) -> int:
