@@ -154,6 +154,7 @@ def test_chunk_zero_is_still_an_override(calls, capsys):
 def test_a_plugin_is_imported_first_and_its_file_protected(calls, capsys, tmp_path, monkeypatch):
     (tmp_path / "mut36_plugin.py").write_text("IMPORTED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mut36_plugin", raising=False)   # imported afresh from this tmp_path
     assert run_main(["in.onnx", "-o", "o.onnx", "--plugin", "mut36_plugin", "--plugin", "sys"], capsys)[0] == 0
     assert sys.modules["mut36_plugin"].IMPORTED
     # sys is built in: no __file__ to protect
@@ -178,6 +179,7 @@ def test_a_plugin_that_fails_to_import_is_bad_input_in_one_line(body, said, call
 def test_ctrl_c_while_a_plugin_imports_is_an_interrupt(calls, capsys, tmp_path, monkeypatch):
     (tmp_path / "mut36_ctrl_c.py").write_text("raise KeyboardInterrupt\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mut36_ctrl_c", raising=False)
     code, out, err = run_main(["in.onnx", "-o", "o.onnx", "--plugin", "mut36_ctrl_c"], capsys)
     assert (code, out, err) == (130, "", "error: interrupted; no output written\n")
 
