@@ -298,3 +298,53 @@ def test_a_real_run_in_process(tmp_path, capsys, monkeypatch):
     assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node] == ["Add", "Relu"]
     assert re.search(r"total \d+\.\d s · 5 → 2 nodes · wrote .*o\.onnx · not verified", " ".join(out.split()))
     assert out.splitlines()[0].rstrip() == "pipeline eliminate-dead-nodes,fold-constants"
+
+
+def test_every_option_is_documented_and_the_epilog_keeps_its_lines():
+    parser = apply.build_parser()
+    undocumented = [action.dest for action in parser._actions if not action.help]
+    assert undocumented == ["verify"]   # shown by its choices only: {each,end,none}
+    assert apply._EPILOG in parser.format_help()   # RawDescriptionHelpFormatter: the lines as written
+
+
+def test_a_reader_gone_silences_stdout_and_points_it_at_devnull(calls, capfd):
+    import os
+
+    assert apply.main(["in.onnx", "-o", "o.onnx"]) == 0
+    stdout = calls["print"][0]
+    stdout.on_broken_pipe()   # what rich calls on BrokenPipeError (`| head -1`)
+    assert stdout.quiet is True
+    assert os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+
+
+def test_listings_print_names_descriptions_and_pipelines_as_text_without_highlighting(monkeypatch):
+    import io
+
+    import passes.registry as registry
+    import pipelines
+    from rich.console import Console
+
+    class Shown:
+        description = "joins [x, x^T] in 2 steps, 'quoted'"
+
+        def __str__(self):
+            return "p{k=[b]1[/b]},q"
+
+    class FakePass:
+        description = "a 3 'pass' [b]"
+
+    monkeypatch.setattr(pipelines, "list_pipelines", lambda: {"pl": Shown()})
+    monkeypatch.setattr(registry, "all_passes", lambda: {"fake-pass": FakePass})
+    monkeypatch.setattr(registry, "pass_options", lambda cls: {"chunk": None, "k": SimpleNamespace(
+        describe=lambda: "an integer, default 24 [x]")})
+    monkeypatch.setattr(registry, "import_failures", lambda: {"m": "E: 12 'x'"})
+    console = Console(file=io.StringIO(), width=300, record=True, color_system="standard")
+    apply._list(console, True, True)
+    assert console.export_text(clear=False).splitlines() == [
+        "pl  joins [x, x^T] in 2 steps, 'quoted'", "    p{k=[b]1[/b]},q", "fake-pass  a 3 'pass' [b]",
+        "    chunk: (undeclared)", "    k: an integer, default 24 [x]", "not loaded m: E: 12 'x'"]
+    styled = console.export_text(styles=True, clear=False).splitlines()
+    assert styled[0].startswith("\x1b[1mpl\x1b[0m  joins ")   # a pipeline's description is highlighted
+    assert styled[1:] == ["    p{k=[b]1[/b]},q",
+                      "\x1b[1mfake-pass\x1b[0m  a 3 'pass' [b]", "    chunk: (undeclared)",
+                      "    k: an integer, default 24 [x]", "\x1b[33mnot loaded\x1b[0m m: E: 12 'x'"]

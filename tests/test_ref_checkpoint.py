@@ -411,3 +411,31 @@ def test_a_checkpoint_saved_on_a_gpu_is_read_onto_the_cpu(tmp_path):
     sd, report = read_checkpoint(path)
     assert {k: (v.device.type, v.tolist()) for k, v in sd.items()} == {"w": ("cpu", [1.0, 2.0])}
     assert report.path == str(path)
+
+
+def test_an_error_without_text_is_named_by_its_type_and_a_long_one_cut_at_120(tmp_path, monkeypatch):
+    """mut35's 7 open mutants: no file gives pickle or torch such an error, so the helpers get them directly, and
+    read_checkpoint a torch.load that raises one."""
+    import pickle
+
+    import torch
+
+    from vmamba_ref import checkpoint
+
+    long = "y" * 130
+    assert checkpoint._first_line(ValueError()) == "ValueError"
+    assert checkpoint._first_line(ValueError(" \n\t\n")) == "ValueError"
+    assert checkpoint._first_line(ValueError(f"\n  {long}\nsecond")) == "ValueError: " + "y" * 120
+    assert checkpoint._weights_only_reason(pickle.UnpicklingError()) == "UnpicklingError"
+    assert checkpoint._weights_only_reason(pickle.UnpicklingError("advice\nWeightsUnpickler error:\n ")) == \
+        "UnpicklingError"
+    assert checkpoint._weights_only_reason(pickle.UnpicklingError(f"WeightsUnpickler error: {long}")) == "y" * 120
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"x")
+
+    def empty_error(*args, **kwargs):
+        raise RuntimeError("  ")
+    monkeypatch.setattr(torch, "load", empty_error)
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.read_checkpoint(path)
+    assert str(error.value) == f"{path}: not a checkpoint (torch.load failed: RuntimeError: RuntimeError)"
