@@ -438,3 +438,21 @@ def test_write_section_keeps_the_files_other_content(tmp_path):
     br.write_section(target, "m:2-core", "| a |")
     assert target.read_text() == "# Benchmarks\n\nHand-written intro.\n\n<!-- bench:m:2-core -->\n| a |\n" \
                                  "<!-- /bench:m:2-core -->\n"
+
+
+def test_a_stale_note_keeps_the_rest_of_the_note_whole():
+    stale = "compiled by an earlier version of the compiler (sources a1, now b2)"
+    assert br.row_notes([{"label": "r", "note": f"{stale}; Xeon only X"}])[0] == "- r: Xeon only X"
+
+
+def test_noise_over_rows_without_times():
+    assert br.noise_line({"rows": [{"key": "x"}, {"times": {"1": [1.0, 1.5]}}]}).startswith(
+        "Noise: the slowest round of a row took 1.50x to 1.50x its fastest (median 1.50x over 1 row/batch pairs)")
+
+
+def test_the_flop_limit_is_in_units_of_exactly_1e9():
+    # each figure a hair past a rounding edge in GFLOP: any other divisor rounds it the other way
+    flops = {"flops_per_img": 1.2350000005e9, "method": "m", "gemm_flops_per_s": 100.5000001e9, "gemm_method": "g",
+             "limit_s_per_img": 0.0123}
+    assert br.limit_lines(result(flops=flops))[0].startswith(
+        "FLOP limit: 1.24 GFLOP/img (m) at the measured float32 GEMM rate of 101 GFLOP/s (g) = **limit 12.3 ms/img**.")
