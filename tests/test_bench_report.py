@@ -296,7 +296,7 @@ def test_the_section_says_how_it_was_measured():
         "intra_op_num_threads=2, session.intra_op.allow_spinning=0, default graph optimisations; PyTorch eager with "
         "torch.set_num_threads(2). 'session' is the ONNX Runtime session-creation time; errors are against PyTorch "
         "with the float64 scan (float64 scan).")
-    assert lines[5] == "" and lines[6:13] == br.main_table(section_result())
+    assert lines[3] == "" and lines[5] == "" and lines[6:13] == br.main_table(section_result())
     assert lines[13] == "" and lines[14] == br.noise_line(section_result())
     assert lines[15:18] == ["", "Ablation of the cpu pipeline (one rewrite removed or swapped per variant; timed in "
                             "the same interleaved rounds as the rows above):", ""]
@@ -456,3 +456,67 @@ def test_the_flop_limit_is_in_units_of_exactly_1e9():
              "limit_s_per_img": 0.0123}
     assert br.limit_lines(result(flops=flops))[0].startswith(
         "FLOP limit: 1.24 GFLOP/img (m) at the measured float32 GEMM rate of 101 GFLOP/s (g) = **limit 12.3 ms/img**.")
+
+
+def test_the_method_line_without_a_reference_note():
+    value = section_result()
+    value.pop("reference_note")
+    assert br.markdown_section(value).split("\n")[4].endswith("errors are against PyTorch with the float64 scan ().")
+
+
+def test_the_chart_has_a_bar_per_row_and_batch_at_its_rate(tmp_path, monkeypatch):
+    import struct
+
+    import matplotlib.pyplot as plt
+
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
+    value = section_result()
+    value["rows"][0]["label"] = "$\\frac{a}{b}$ naive"
+    target = tmp_path / "new" / "b.png"
+    br.write_png(target, value)
+    (fig,) = figures
+    try:
+        ax = fig.axes[0]
+        width = 0.8 / 2
+        # batch 1 left of each row's tick, batch 16 right; fork (b16) and "cpu again" (b16) did not run
+        rates_b1 = [1 / 0.4, 1 / 0.2, 1 / 0.1, 1 / 0.05, 1 / 0.0625, 1 / 0.1, 1 / 0.025]
+        rates_b16 = {0: 16 / 3.2, 2: 16 / 0.8, 3: 16 / 0.5, 4: 16 / 0.32, 5: 16 / 1.0}
+        b1, b16 = ax.containers
+        assert [round(bar.get_x() + bar.get_width() / 2, 9) for bar in b1] == [round(j - width / 2, 9) for j in range(7)]
+        assert [bar.get_height() for bar in b1] == pytest.approx(rates_b1)
+        assert [round(bar.get_x() + bar.get_width() / 2, 9) for bar in b16] == \
+            [round(j + width / 2, 9) for j in rates_b16]
+        assert [bar.get_height() for bar in b16] == pytest.approx(list(rates_b16.values()))
+        assert all(bar.get_width() == pytest.approx(width) for bar in [*b1, *b16])
+        assert [b1.get_label(), b16.get_label()] == ["batch 1", "batch 16"]
+        assert [t.get_text() for t in ax.texts] == [br.fmt_rate(r) for r in rates_b1 + list(rates_b16.values())]
+        assert [(t.get_position(), t.get_ha(), t.get_va(), t.get_fontsize()) for t in ax.texts][0] == \
+            ((pytest.approx(-width / 2), pytest.approx(2.5)), "center", "bottom", 7)
+        assert ax.get_yscale() == "log" and ax.get_ylabel() == "images / s (log scale)"
+        assert list(ax.get_xticks()) == list(range(7))
+        labels = ax.get_xticklabels()
+        assert [label.get_text() for label in labels] == [row["label"] for row in value["rows"] + value["ablation"]]
+        assert {(label.get_rotation(), label.get_ha(), label.get_fontsize()) for label in labels} == {(25, "right", 8)}
+        assert not any(label.get_parse_math() for label in labels)   # '$\\frac' shown as written, never TeX
+        assert ax.get_title() == "micro-digits: EPYC, 2 threads" and ax.title.get_fontsize() == 9
+        assert not ax.title.get_parse_math()
+        assert ax.yaxis.get_gridlines()[0].get_visible() and not ax.xaxis.get_gridlines()[0].get_visible()
+        assert [line.get_xdata()[0] for line in ax.lines] == [4.5]   # the rows | the ablation
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["batch 1", "batch 16"]
+        assert tuple(fig.get_size_inches()) == pytest.approx((1.1 * 7 + 2, 4.2))
+    finally:
+        close(fig)
+    one = br.derive({"batches": [1], "rows": rows()[:1], "model": "m", "threads": 1, "machine": {"cpu": "c"}})
+    br.write_png(tmp_path / "one.png", one)
+    try:
+        assert tuple(figures[1].get_size_inches()) == pytest.approx((6.0, 4.2)) and not figures[1].axes[0].lines
+        assert [bar.get_x() + bar.get_width() / 2 for bar in figures[1].axes[0].containers[0]] == [0.0]
+        assert figures[1].axes[0].containers[0][0].get_width() == pytest.approx(0.8)
+    finally:
+        close(figures[1])
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (round((1.1 * 7 + 2) * 110), round(4.2 * 110))   # dpi 110
+    assert sorted(p.name for p in target.parent.iterdir()) == ["b.png"]   # no temporary file left
