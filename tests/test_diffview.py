@@ -119,11 +119,12 @@ def test_regions_removed_and_added_are_counted_by_kind():
     description = {"regions": 1, "groups_total": 3, "groups": [
         {"count": 2, "removed": [{"op": "Mul"}], "added": [{"op": "Add"}]},
         {"count": 3, "removed": [{"op": "Mul"}], "added": []},
-        {"count": 1234, "removed": [], "added": [{"op": "Add"}]}]}
+        {"count": 1234, "removed": [], "added": [{"op": "Add"}]},
+        {"count": 5, "removed": [{"op": "Mul"}], "added": [{"op": "Add"}]}]}
     from collections import Counter
 
     import passes.report.text as text
-    kinds = {id(g): k for g, k in zip(description["groups"], ["changed", "removed", "added"])}
+    kinds = {id(g): k for g, k in zip(description["groups"], ["changed", "removed", "added", "changed"])}
     original = text.group_kind
     text.group_kind = lambda group: kinds[id(group)]
     text.regions_text, regions = (lambda d, a, b: f"[{a}|{b}]"), text.regions_text
@@ -133,7 +134,7 @@ def test_regions_removed_and_added_are_counted_by_kind():
         text.group_kind, text.regions_text = original, regions
     assert report.split("\n") == ["before: b (2 nodes)", "after:  a (1,234 nodes)",
                                   "op histogram: +1,234 Add, -2 Mul",
-                                  "1 region in 3 groups: 2 changed, 3 removed, 1,234 added", "",
+                                  "1 region in 3 groups: 7 changed, 3 removed, 1,234 added", "",
                                   "[only in before|only in after]", ""]
 
 
