@@ -106,3 +106,12 @@ def test_the_help_names_the_program_and_says_what_it_does(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m tools.nodecount [-h] [--json | --csv] models [models ...]")
     assert "\nNode counts and op histograms of ONNX models, side by side.\n" in out
+
+
+def test_every_argument_is_documented_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        nodecount.main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for option in ("  models ", "  --json ", "  --csv "):
+        line = next(line for line in lines if line.startswith(option))
+        assert line[len(option):].strip(), option   # its help beside it
