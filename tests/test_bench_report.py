@@ -332,7 +332,8 @@ def test_the_section_with_every_optional_part(tmp_path):
     assert lines[at:at + 2] == ["", br.noise_line(value)]
     assert lines[at + 2:at + 4] == ["", "- fork: static batch-1 export"]
     assert lines[at + 4:at + 5 + len(br.limit_lines(value))] == [""] + br.limit_lines(value)
-    assert lines[-3:] == ["- cpu without x: slower", "", "Raw timings: [b.json](../data/b.json), [b.png](../data/b.png)."]
+    assert lines[-5:] == [br.ablation_table(value)[-1], "", "- cpu without x: slower", "",
+                          "Raw timings: [b.json](../data/b.json), [b.png](../data/b.png)."]
     value.pop("md_path")
     assert br.markdown_section(value).split("\n")[-1] == \
         f"Raw timings: [b.json]({tmp_path}/data/b.json), [b.png]({tmp_path}/data/b.png)."
@@ -355,7 +356,7 @@ def test_write_section_and_json(tmp_path):
     br.write_section(target, "m:2-core", "| b |")
     assert target.read_text() == "# Benchmarks\n\n<!-- bench:m:2-core -->\n| b |\n<!-- /bench:m:2-core -->\n"
     assert br.section_tag("vmamba-t", 16) == "vmamba-t:16-core"
-    out = tmp_path / "j" / "r.json"
+    out = tmp_path / "j" / "k" / "r.json"
     br.write_json(out, {"a": np.float32(0.5), "b": Path("x/y"), "c": [np.int64(3)]})
     assert out.read_text() == '{\n "a": 0.5,\n "b": "x/y",\n "c": [\n  3\n ]\n}'
     with pytest.raises(TypeError, match=r"^not JSON serialisable: object$"):
@@ -520,3 +521,9 @@ def test_the_chart_has_a_bar_per_row_and_batch_at_its_rate(tmp_path, monkeypatch
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (round((1.1 * 7 + 2) * 110), round(4.2 * 110))   # dpi 110
     assert sorted(p.name for p in target.parent.iterdir()) == ["b.png"]   # no temporary file left
+
+
+def test_the_openvino_line_without_a_version():
+    value = section_result()
+    value["rows"][0]["kind"] = "openvino"
+    assert br.markdown_section(value).split("\n")[5].startswith("OpenVINO  CPU plugin: the ONNX file read as is")
