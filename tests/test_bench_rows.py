@@ -57,7 +57,7 @@ def test_node_count(tmp_path):
 def signature_by_hand(path):
     """The docstring's recipe written out: op(inputs)->outputs and sorted attributes per node, the initializers by
     name, then the inputs and outputs."""
-    m = onnx.load(path)
+    m = onnx.load(path, format="protobuf")
     parts = []
     for node in m.graph.node:
         parts.append(f"{node.op_type}({','.join(node.input)})->{','.join(node.output)}".encode())
@@ -87,13 +87,14 @@ def test_the_naive_export_is_made_only_when_the_model_or_its_reference_is_missin
 
     calls = []
     monkeypatch.setattr(export, "export_naive", lambda *args, **kwargs: calls.append((args, kwargs)))
-    path = tmp_path / "new" / "naive.onnx"
+    path = tmp_path / "new" / "deeper" / "naive.onnx"
     original = SimpleNamespace(weights=[1])
     status = print
     assert bench_rows.ensure_naive(original, "SAMPLE", path, dynamic_batch=True, status=status) is True
     assert path.parent.is_dir()
     (args, kwargs), = calls
     assert args[1:] == (path,) and args[0] is not original and args[0].weights == [1]
+    assert args[0].weights is not original.weights   # a deep copy: the export may change the model
     assert kwargs == dict(batch=1, dynamic_batch=True, sample="SAMPLE", check=False, status=status,
                           scan="sequential")
     path.write_bytes(b"x")
@@ -114,8 +115,10 @@ def tiny(tmp_path):
 
 
 def test_compile_pipeline_logs_every_pass_and_the_summary(tiny, tmp_path):
-    output, log = tmp_path / "out" / "o.onnx", tmp_path / "o.log"
+    output, log = tmp_path / "out" / "deeper" / "o.onnx", tmp_path / "o.log"
+    started = time.perf_counter()
     build = bench_rows.compile_pipeline(tiny, "eliminate-dead-nodes,fold-constants", output, log)
+    assert 0 < build.seconds <= time.perf_counter() - started
     summary = "5 -> 2 nodes, rel L2 0 against input model on random inputs"
     assert (build.ok, build.message, build.log_path) == (True, summary, log) and build.seconds > 0
     lines = log.read_text().split("\n")
@@ -129,6 +132,8 @@ def test_compile_pipeline_errors_are_one_line_in_the_table(tiny, tmp_path, monke
     output, log = tmp_path / "o.onnx", tmp_path / "o.log"
     build = bench_rows.compile_pipeline(tiny, "eliminate-dead-nodes,no-such-pass", output, log)
     assert build.ok is False and build.message.startswith("error: unknown pass 'no-such-pass'; valid passes: ")
+    ok, message, text = bench_rows._compile_and_log(str(tiny), "eliminate-dead-nodes,no-such-pass", str(output))
+    assert (ok, text) == (False, message) and message == build.message
     assert log.read_text() == f"compile_model({str(tiny)!r}, 'eliminate-dead-nodes,no-such-pass', output={str(output)!r})\n{build.message}\n"
     import pipelines
 
@@ -289,3 +294,25 @@ def test_every_row_label_run_so_far_is_a_row_of_the_published_tables():
     assert set(bench_rows.ROW_LABELS) >= set(bench_rows.DEFAULT_ROWS) | set(bench_rows.GRAPH_OF)
     for key, label in bench_rows.ROW_LABELS.items():
         assert (f"| {label} |" in published) is (key not in unpublished), key
+
+
+def test_a_model_file_is_read_as_protobuf_whatever_its_name_and_without_its_weights(tmp_path):
+    path = model(tmp_path / "m.onnx", 3).rename(tmp_path / "m.json")   # onnx.load would guess JSON from the name
+    assert bench_rows.onnx_batch_dim(path) == 3
+    assert bench_rows.graph_signature(path) == signature_by_hand(path)
+    m = onnx.load(path, format="protobuf")
+    onnx.save(m, tmp_path / "e.onnx", save_as_external_data=True, location="e.bin", size_threshold=0)
+    (tmp_path / "e.bin").unlink()   # the batch dimension needs no weights
+    assert bench_rows.onnx_batch_dim(tmp_path / "e.onnx") == 3
+
+
+def test_the_signature_sorts_a_nodes_attributes_and_joins_its_outputs(tmp_path):
+    m = onnx.load(model(tmp_path / "a.onnx"))
+    node = helper.make_node("Split", ["logits"], ["s0", "s1"], axis=1, num_outputs=2)
+    reversed_attributes = list(node.attribute)[::-1]
+    del node.attribute[:]
+    node.attribute.extend(reversed_attributes)        # stored num_outputs, axis: the signature sorts them
+    m.graph.node.append(node)
+    m.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("s0", "s1")])
+    onnx.save(m, tmp_path / "split.onnx")
+    assert bench_rows.graph_signature(tmp_path / "split.onnx") == signature_by_hand(tmp_path / "split.onnx")
