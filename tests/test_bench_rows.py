@@ -156,11 +156,13 @@ def test_ablation_variants_of_a_given_cpu_pipeline(monkeypatch):
 
     def fake(text):
         return lambda name: parse_pipeline(text) if name == "cpu" else None
-    monkeypatch.setattr(pipelines, "get_pipeline", fake("unroll-loops,reroll-scans{form=parallel},a-pass,b{k=1}"))
+    monkeypatch.setattr(pipelines, "get_pipeline",
+                        fake("unroll-loops,reroll-scans{form=parallel,state_chunk=4},a-pass,b{k=1}"))
     assert bench_rows.cpu_ablation_variants() == [
-        ("cpu-form-chunk24", "cpu, chunk24 scan form", "unroll-loops,reroll-scans{form=chunk24,chunk=24},a-pass,b{k=1}"),
-        ("cpu-no-a-pass", "cpu without a-pass", "unroll-loops,reroll-scans{form=parallel},b{k=1}"),
-        ("cpu-no-b", "cpu without b", "unroll-loops,reroll-scans{form=parallel},a-pass")]
+        ("cpu-form-chunk24", "cpu, chunk24 scan form",
+         "unroll-loops,reroll-scans{form=chunk24,state_chunk=4,chunk=24},a-pass,b{k=1}"),
+        ("cpu-no-a-pass", "cpu without a-pass", "unroll-loops,reroll-scans{form=parallel,state_chunk=4},b{k=1}"),
+        ("cpu-no-b", "cpu without b", "unroll-loops,reroll-scans{form=parallel,state_chunk=4},a-pass")]
     monkeypatch.setattr(pipelines, "get_pipeline", fake("reroll-scans{form=chunk24,chunk=24},a-pass"))
     assert bench_rows.cpu_ablation_variants() == [("cpu-no-a-pass", "cpu without a-pass",
                                                    "reroll-scans{form=chunk24,chunk=24}")]
@@ -316,3 +318,22 @@ def test_the_signature_sorts_a_nodes_attributes_and_joins_its_outputs(tmp_path):
     m.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("s0", "s1")])
     onnx.save(m, tmp_path / "split.onnx")
     assert bench_rows.graph_signature(tmp_path / "split.onnx") == signature_by_hand(tmp_path / "split.onnx")
+
+
+def test_an_onnx_row_refuses_a_graph_whose_local_functions_call_themselves(tmp_path):
+    from passes.model_check import local_functions_refused
+
+    function = helper.make_function("local", "loop", ["a"], ["b"], [helper.make_node("loop", ["a"], ["b"],
+                                                                                      domain="local")],
+                                    [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    graph = helper.make_graph([helper.make_node("loop", ["input"], ["logits"], domain="local")], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])])
+    path = tmp_path / "cycle.onnx"
+    onnx.save(helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17),
+                                                                          helper.make_opsetid("local", 1)]), path)
+    said = local_functions_refused(path)
+    assert said and "cycle" in said
+    with pytest.raises(BenchError) as error:
+        bench_rows.OnnxRunner(path, 1)
+    assert str(error.value) == said
