@@ -475,7 +475,7 @@ def test_the_chart_has_a_bar_per_row_and_batch_at_its_rate(tmp_path, monkeypatch
     monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
     value = section_result()
     value["rows"][0]["label"] = "$\\frac{a}{b}$ naive"
-    target = tmp_path / "new" / "b.png"
+    target = tmp_path / "new" / "deeper" / "b.png"
     br.write_png(target, value)
     (fig,) = figures
     try:
@@ -505,6 +505,12 @@ def test_the_chart_has_a_bar_per_row_and_batch_at_its_rate(tmp_path, monkeypatch
         assert not ax.title.get_parse_math()
         assert ax.yaxis.get_gridlines()[0].get_visible() and not ax.xaxis.get_gridlines()[0].get_visible()
         assert [line.get_xdata()[0] for line in ax.lines] == [4.5]   # the rows | the ablation
+        divider = ax.lines[0]
+        assert (divider.get_color(), divider.get_linestyle(), divider.get_linewidth()) == ("grey", ":", 1)
+        assert ax.get_legend().get_texts()[0].get_fontsize() == 8
+        grid = ax.yaxis.get_gridlines()[0]
+        assert grid.get_alpha() == 0.3
+        assert ax.yaxis.get_minor_ticks()[0].gridline.get_visible()   # which="both": the minor lines too
         assert [t.get_text() for t in ax.get_legend().get_texts()] == ["batch 1", "batch 16"]
         assert tuple(fig.get_size_inches()) == pytest.approx((1.1 * 7 + 2, 4.2))
     finally:
