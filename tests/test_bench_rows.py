@@ -337,3 +337,43 @@ def test_an_onnx_row_refuses_a_graph_whose_local_functions_call_themselves(tmp_p
     with pytest.raises(BenchError) as error:
         bench_rows.OnnxRunner(path, 1)
     assert str(error.value) == said
+
+
+def test_the_bench_model_seeded_or_with_the_digit_weights(tmp_path, monkeypatch):
+    import torch
+
+    import vmamba_ref
+    from vmamba_ref import build_model, get_config, load_checkpoint
+    from vmamba_ref.digits import load_digits_split
+    from vmamba_ref.export import reference_logits
+
+    config = get_config("micro", depths=(1, 1), img_size=32)
+    model, sample = bench_rows.build_bench_model("micro", config, seed=3)
+    expected = build_model(config, scan="sequential", seed=3)
+    assert not model.training and sample.dtype == torch.float32 and sample.is_contiguous()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    assert torch.equal(sample, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
+    x = np.asarray(sample.numpy())
+    np.testing.assert_array_equal(bench_rows.torch_logits(model, x, "chunked"),
+                                  reference_logits(expected.eval(), torch.from_numpy(x), "chunked"))
+    digits = get_config("micro-digits")
+    model, sample = bench_rows.build_bench_model("micro-digits", digits)
+    weights = build_model(digits, scan="sequential", seed=0)
+    load_checkpoint(weights, vmamba_ref.DIGITS_WEIGHTS)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), weights.state_dict().values()))
+    assert torch.equal(sample, torch.from_numpy(load_digits_split().x_test[:1]).float())
+    other = get_config("micro-digits", img_size=32)    # not the digits' 64x64: a seeded random sample
+    _, sample = bench_rows.build_bench_model("micro-digits", other, seed=5)
+    assert torch.equal(sample, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5)))
+    monkeypatch.setattr(vmamba_ref, "DIGITS_WEIGHTS", tmp_path / "none.pt")
+    with pytest.raises(BenchError) as error:
+        bench_rows.build_bench_model("micro-digits", digits)
+    assert str(error.value) == f"{tmp_path / 'none.pt'} is missing (train it with python -m tools.train_digits)"
+
+
+def test_compile_pipeline_in_a_child_process(tiny, tmp_path):
+    output, log = tmp_path / "o.onnx", tmp_path / "o.log"
+    build = bench_rows.compile_pipeline(tiny, "eliminate-dead-nodes", output, log, in_process=False)
+    assert (build.ok, build.message) == (True, "5 -> 4 nodes, rel L2 0 against input model on random inputs")
+    assert log.read_text().split("\n")[0] == f"compile_model({str(tiny)!r}, 'eliminate-dead-nodes', output={str(output)!r})"
+    assert len(onnx.load(output).graph.node) == 4
