@@ -176,7 +176,9 @@ def test_an_onnx_row_is_unsupported_only_at_another_batch_than_its_static_one(tm
 
 
 def test_the_onnx_runtime_row_sets_its_threads_and_spinning(tmp_path):
+    started = time.perf_counter()
     runner = bench_rows.OnnxRunner(model(tmp_path / "d.onnx"), 2)
+    assert 0 < runner.session_seconds <= time.perf_counter() - started
     options = runner.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level) == (2, 1, 3)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -210,10 +212,11 @@ def test_the_torch_row_runs_a_copy_with_its_scan_without_gradients(monkeypatch):
 
     seen = []
     monkeypatch.setattr(vmamba_ref, "set_scan", lambda m, scan: seen.append(scan) or m)
-    module = torch.nn.Linear(2, 1)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 1))
     module.train()
     runner = bench_rows.TorchRunner(module, "chunked")
-    assert seen == ["chunked"] and runner.model is not module and not runner.model.training and module.training
+    assert seen == ["chunked"] and runner.model is not module and not runner.model.training
+    assert module.training and module[0].training   # a deep copy put in eval mode, the caller's left as it was
     assert (runner.kind, runner.session_seconds, runner.unsupported(7)) == ("torch", None, None)
     x = np.array([[1.0, 2.0]], np.float32)
     out = runner.run(x)
@@ -377,3 +380,28 @@ def test_compile_pipeline_in_a_child_process(tiny, tmp_path):
     assert (build.ok, build.message) == (True, "5 -> 4 nodes, rel L2 0 against input model on random inputs")
     assert log.read_text().split("\n")[0] == f"compile_model({str(tiny)!r}, 'eliminate-dead-nodes', output={str(output)!r})"
     assert len(onnx.load(output).graph.node) == 4
+
+
+class Bare:
+    """A runner with neither a clock of its own nor a static batch."""
+    def __init__(self):
+        self.seen = []
+
+    def run(self, x):
+        self.seen.append(x.copy())
+        return x
+
+
+def test_runners_without_a_clock_or_a_static_batch():
+    out, seconds = bench_rows.run_timed(Bare(), np.ones((1, 1), np.float32))
+    assert seconds > 0
+    runner = Bare()
+    assert bench_rows.predict_in_batches(runner, np.arange(5, dtype=np.float32).reshape(5, 1), batch=2).ravel().tolist() \
+        == [0, 1, 2, 3, 4]
+    assert [s.ravel().tolist() for s in runner.seen] == [[0, 1], [2, 3], [4]]
+
+
+def test_a_static_batch_is_padded_with_copies_of_the_last_image_only():
+    runner = Clocked(static_batch=4)
+    bench_rows.predict_in_batches(runner, np.arange(11, dtype=np.float32).reshape(11, 1))
+    assert [s.ravel().tolist() for s in runner.seen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 10]]
