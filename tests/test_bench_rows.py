@@ -356,6 +356,8 @@ def test_the_bench_model_seeded_or_with_the_digit_weights(tmp_path, monkeypatch)
     assert not model.training and sample.dtype == torch.float32 and sample.is_contiguous()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
     assert torch.equal(sample, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
+    _, unseeded = bench_rows.build_bench_model("micro", config)     # seed 0 unless said, as vmamba_ref.export
+    assert torch.equal(unseeded, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     x = np.asarray(sample.numpy())
     np.testing.assert_array_equal(bench_rows.torch_logits(model, x, "chunked"),
                                   reference_logits(expected.eval(), torch.from_numpy(x), "chunked"))
