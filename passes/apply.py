@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", help="output .onnx path (written only if verification passes)")
     add("--pipeline", default="seed", help="named pipeline (see --list-pipelines) or text like 'eliminate-dead-nodes,simplify'")
     add("--report", metavar="DIR", help="write DIR/report.json (docs/REPORT_SCHEMA.md) and DIR/index.html (per-pass region diffs)")
-    add("--verify", choices=["each", "end", "none"], default="end")
+    add("--verify", choices=["each", "end", "none"], default="end",
+        help="check the output against the input model in ONNX Runtime at the end (default), after every pass that "
+             "changed the graph too (each), or not at all (none)")
     add("--reference", metavar="REF.npz", help="inputs and expected outputs (default: <input stem>.ref.npz beside the input)")
     add("--verify-timeout", type=_number(float, "float"), default=DEFAULT_VERIFY_TIMEOUT, metavar="SECONDS",
         help="seconds each ONNX Runtime run of the verification may take, loading included, before it is killed "

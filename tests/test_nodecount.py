@@ -127,3 +127,19 @@ def test_csv_escapes_op_types_from_the_model(tmp_path):
     result = nodecount(path, "--csv")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"op,{path}\ntotal,2\nEv\\x1b[2J\\nerror: x,1\nRelu,1\n"
+
+
+@pytest.mark.parametrize("op_type", ["=HYPERLINK(1)", "+SUM(A1)", "-2+3", "@cmd", "\tX"])
+def test_csv_cells_a_spreadsheet_would_run_are_text(tmp_path, op_type):
+    """adv21 (s33): --csv wrote an op type `=HYPERLINK(1)` as it came, which a spreadsheet opening the file runs as a
+    formula; such a cell now starts with an apostrophe (a tab is escaped by printable first, so '\\tX' stays)."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17, "c" : 1]>
+        g (float[4] x) => (float[4] y) { t = Relu(x)  y = c.OPMARK(t) }""")
+    model.graph.node[1].op_type = op_type
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    result = nodecount(path, "--csv")
+    assert result.returncode == 0, result.stderr
+    shown = "\\tX" if op_type == "\tX" else "'" + op_type
+    cell = f'"{shown}"' if "," in shown or '"' in shown else shown
+    assert result.stdout == f"op,{path}\ntotal,2\n{cell},1\nRelu,1\n"

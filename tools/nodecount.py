@@ -58,14 +58,26 @@ def to_json(histograms: dict[str, Counter]) -> str:
     }, indent=2)
 
 
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula (`=HYPERLINK(..)` as an op
+# type); no ONNX op type or plain path starts so, so a leading apostrophe (what spreadsheets read as "text") costs
+# real data nothing.
+# (A tab or carriage return, the other two such starts, never reaches a cell: printable escapes them first.)
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def _csv_text(text: str) -> str:
+    # Escaped as everywhere else (the table does the same): a raw ESC or newline from a model would reach a
+    # terminal or a line-based reader of the CSV.
+    shown = printable(text)
+    return "'" + shown if shown.startswith(_FORMULA_STARTS) else shown
+
+
 def to_csv(histograms: dict[str, Counter]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    # Op types and paths escaped as everywhere else (the table does the same): a raw ESC or newline
-    # from a model would reach a terminal or a line-based reader of the CSV.
-    writer.writerow(["op", *map(printable, histograms)])
+    writer.writerow(["op", *map(_csv_text, histograms)])
     for op, counts in histogram_rows(histograms):
-        writer.writerow([printable(op), *counts])
+        writer.writerow([_csv_text(op), *counts])
     return buffer.getvalue()
 
 
