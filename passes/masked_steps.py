@@ -51,7 +51,7 @@ def _element_type(step: MaskedStep) -> Optional[np.dtype]:
     return None
 
 
-def _rewrite(graph: gs.Graph, builder: GraphBuilder, step: MaskedStep, dtype: np.dtype,
+def _rewrite(builder: GraphBuilder, step: MaskedStep, dtype: np.dtype,
              cond: Optional[gs.Tensor] = None) -> MaskedRewrite:
     """`step`'s Where as its linear step; `cond`: the step's mask read as a step of one stacked constant (made by the
     caller, its nodes the builder's last), else the Where's own."""
@@ -96,7 +96,7 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
             continue
         position = stacked.get(id(step))
         cond = builder.gather(position[0], position[1], 0) if position is not None else None
-        done.append(_rewrite(graph, builder, step, dtype, cond))
+        done.append(_rewrite(builder, step, dtype, cond))
     adds = {id(rewrite.add) for rewrite in done}
     graph.nodes = [node for node in graph.nodes if id(node) not in adds]
     return done
@@ -108,7 +108,7 @@ def _chains(steps: list[MaskedStep]) -> list[list[MaskedStep]]:
     following: dict[int, list[MaskedStep]] = {}
     previous = {}
     for step in steps:
-        before = by_output.get(id(see_through(step.mul.inputs[step.state_side])[0]))
+        before = by_output.get(id(see_through(step.state)[0]))
         if before is not None and before is not step:
             following.setdefault(id(before), []).append(step)
             previous[id(step)] = before
@@ -170,7 +170,7 @@ def _explain(graph: gs.Graph, steps: list[MaskedStep], near: list[MaskedMiss], m
     more that holds a near-miss, naming its first near-miss."""
     if misses is None or not near:
         return
-    states = {id(step.where): step.mul.inputs[step.state_side] for step in steps}
+    states = {id(step.where): step.state for step in steps}
     states.update({id(miss.where): miss.state for miss in near})
     wheres = {id(step.where): step.where for step in steps} | {id(miss.where): miss.where for miss in near}
     by_output = {id(node.outputs[0]): node for node in wheres.values()}

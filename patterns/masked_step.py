@@ -40,6 +40,10 @@ class MaskedStep:
         return self.where.inputs[0]
 
     @property
+    def state(self) -> gs.Tensor:
+        return self.mul.inputs[self.state_side]
+
+    @property
     def decay(self) -> gs.Tensor:
         return self.mul.inputs[1 - self.state_side]
 
@@ -105,7 +109,7 @@ def find_masked_steps(graph: gs.Graph) -> tuple[list[MaskedStep], list[MaskedMis
             others = [node for node in found.add.outputs[0].outputs if node is not where]
             if others or len(found.mul.outputs[0].outputs) != 1:
                 readers = others or [node for node in found.mul.outputs[0].outputs if node is not found.add]
-                misses.append(MaskedMiss(where, found.add, found.mul.inputs[found.state_side], readers=tuple(readers)))
+                misses.append(MaskedMiss(where, found.add, found.state, readers=tuple(readers)))
             else:
                 steps.append(found)
         elif miss is not None:
@@ -114,7 +118,7 @@ def find_masked_steps(graph: gs.Graph) -> tuple[list[MaskedStep], list[MaskedMis
     by_output = {id(step.where.outputs[0]): step for step in steps}
     linked = set()
     for step in steps:
-        previous = by_output.get(id(see_through(step.mul.inputs[step.state_side])[0]))
+        previous = by_output.get(id(see_through(step.state)[0]))
         if previous is not None and previous is not step:
             linked.update((id(step), id(previous)))
     return [step for step in steps if id(step) in linked], misses

@@ -155,8 +155,7 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
         except VerificationError as error:   # its run timed out too
             return _SecondSize(warning=f"not verified {where}: the input model does not run there "
                                        f"({one_line(error, limit=200)}); --input-shape compiles it for one size")
-        not_finite = next((name for name, array in expected.items()
-                           if np.asarray(array).dtype.kind in "fc" and not np.all(np.isfinite(array))), None)
+        not_finite = _first_not_finite(expected)
         if not_finite is not None:
             return _SecondSize(warning=f"not verified {where}: the input model's output '{printable(not_finite)}' "
                                        "holds NaN or infinity there")
@@ -175,11 +174,26 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
     record.update(summarize(comparisons))
     if record["ok"]:
         return _SecondSize(record=record)
-    worst = max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
+    worst = _worst_failure(comparisons)
     return _SecondSize(record=record, failure=(VerificationFailed, (
-        f"verification failed {where}: output '{printable(worst.name)}' rel L2 {worst.rel_l2:.3g} > tolerance "
-        f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}) against the input "
-        "model, right at the first sizes only; no output written")))
+        f"verification failed {where}: {_failure_text(worst, tolerance)} against the input model, right at the first "
+        "sizes only; no output written")))
+
+
+def _first_not_finite(outputs: Mapping[str, Any]) -> str | None:
+    """The name of the first float or complex output holding NaN or infinity, else None."""
+    return next((name for name, array in outputs.items()
+                 if np.asarray(array).dtype.kind in "fc" and not np.all(np.isfinite(array))), None)
+
+
+def _worst_failure(comparisons):
+    return max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
+
+
+def _failure_text(worst, tolerance: float) -> str:
+    """output 'y' rel L2 .. > tolerance .. (max abs ..[, its problem]): the words of every verification failure."""
+    return (f"output '{printable(worst.name)}' rel L2 {worst.rel_l2:.3g} > tolerance {tolerance:g} "
+            f"(max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''})")
 
 
 @dataclass
@@ -701,8 +715,7 @@ def compile_model(
                 from_input = baseline_outputs if expected is None else {n: baseline_outputs[n] for n in unreferenced}
                 # Random inputs on which the input model itself gives NaN or infinity: the comparison could never
                 # pass (inf - inf), and a scan form's overflow hint would be blamed, after the whole compile.
-                not_finite = next((name for name, array in from_input.items()
-                                   if np.asarray(array).dtype.kind in "fc" and not np.all(np.isfinite(array))), None)
+                not_finite = _first_not_finite(from_input)
                 if not_finite is not None:
                     raise BadInput(f"the input model's output '{printable(not_finite)}' holds NaN or infinity on "
                                    f"{'random inputs' if expected is None else 'the reference inputs'}, which "
@@ -797,7 +810,7 @@ def compile_model(
         verification["against"] = str(reference_path) if reference_path else "input model on random inputs"
         report_data["verification"] = verification
         if not verification["ok"]:
-            worst = max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
+            worst = _worst_failure(comparisons)
             hints = _non_finite_hints(passes, worst.problem)
             if reference_path is not None and not worst.problem:   # the expected values are not the input's own
                 input_outputs = baseline_outputs
@@ -807,8 +820,7 @@ def compile_model(
                 hint = _input_misses_reference(input_outputs, outputs, expected, tolerance) if input_outputs else None
                 hints += [hint] if hint else []
             raise fail(VerificationFailed, (
-                f"verification failed: output '{printable(worst.name)}' rel L2 {worst.rel_l2:.3g} > tolerance "
-                f"{tolerance:g} (max abs {worst.max_abs:.3g}{', ' + worst.problem if worst.problem else ''}); "
+                f"verification failed: {_failure_text(worst, tolerance)}; "
                 + "".join(f"{hint}; " for hint in hints)
                 + "no output written"), "verification-failed")
         second = _second_size_check(model, final_model, progress, verify_timeout, tolerance)
