@@ -291,7 +291,7 @@ class PassManager:
             return dict(self.initial_outputs)
         self.progress.stage("running the input graph for per-pass verification")
         return run_model(graph_to_model(graph, self.meta), self.verify_feeds, log=self.progress.stage,
-                         timeout=self.verify_timeout)
+                         timeout=self.verify_timeout, optimize=False)
 
     def _check(self, model: bytes, record: PassRecord, run: PipelineRun) -> onnx.ModelProto | None:
         """Raises PassCheckError where the model (serialized: both checks take its bytes, which they would each

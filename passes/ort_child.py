@@ -5,7 +5,7 @@ the package: ``-I`` puts neither the working folder nor PYTHONPATH on its path).
 address space first, then answers requests on stdin until stdin ends; each request and answer is
 a few frames (8-byte little-endian length, then the bytes):
 
-    request:  JSON {"path": str | null, "names": [input names]}, the model's bytes (empty with a
+    request:  JSON {"path": str | null, "names": [input names], "optimize": bool}, the model's bytes (empty with a
               path), an npz of the feeds as arr_0, arr_1, ... in the order of "names"
     answer:   JSON {"ok": true, "names": [output names]} then an npz of the outputs, or
               JSON {"ok": false, "error": "ONNX Runtime's message"}
@@ -100,6 +100,8 @@ def main() -> int:
         try:
             options = ort.SessionOptions()
             options.log_severity_level = 4   # ORT's own log holds node names raw; its exception says the same
+            if not header.get("optimize", True):
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             session = ort.InferenceSession(header["path"] or model, options, providers=["CPUExecutionProvider"])
             del model
             input_names = [value.name for value in session.get_inputs()]

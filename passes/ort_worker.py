@@ -77,7 +77,7 @@ class _Worker:
                 pass
 
     def run(self, model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
-            timeout: float | None = None) -> dict[str, np.ndarray]:
+            timeout: float | None = None, optimize: bool = True) -> dict[str, np.ndarray]:
         names = list(feeds)
         buffer = io.BytesIO()
         np.savez(buffer, *[np.asarray(feeds[name]) for name in names])
@@ -96,7 +96,7 @@ class _Worker:
             timer.daemon = True
             timer.start()
         try:
-            _write_frame(self.process.stdin, json.dumps({"path": path, "names": names}).encode())
+            _write_frame(self.process.stdin, json.dumps({"path": path, "names": names, "optimize": bool(optimize)}).encode())
             _write_frame(self.process.stdin, model or b"")
             _write_frame(self.process.stdin, buffer.getvalue())
             self.process.stdin.flush()
@@ -182,10 +182,11 @@ def _serve_starts(requests: queue.Queue) -> None:
 
 
 def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
-        timeout: float | None = None) -> dict[str, np.ndarray]:
+        timeout: float | None = None, optimize: bool = True) -> dict[str, np.ndarray]:
     """The model's outputs by name (``model``: its serialized bytes, or ``path`` for ONNX Runtime to
     load); WorkerError (MissingInputs for a feed missing) if ONNX Runtime failed or its process ended,
-    TimedOut if it ran past ``timeout`` seconds (loading included; the child killed). An interrupt
+    TimedOut if it ran past ``timeout`` seconds (loading included; the child killed); ``optimize`` False: ONNX
+    Runtime's graph optimisations off. An interrupt
     (Ctrl-C, SIGTERM as passes.interrupts raises it) kills the child at once."""
     global _worker
     with _one_at_a_time:
@@ -197,7 +198,7 @@ def run(model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
                 _worker.kill()
             _worker = _start_from_a_lasting_thread(lambda: _Worker(limit))
         try:
-            return _worker.run(model, path, feeds, timeout)
+            return _worker.run(model, path, feeds, timeout, optimize)
         except WorkerError:
             raise
         except BaseException:   # an interrupt, or a pipe error: the child is mid-request, of no further use

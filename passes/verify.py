@@ -102,8 +102,11 @@ def summarize(comparisons: list[OutputComparison]) -> dict:
 
 def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping[str, np.ndarray],
               log: Callable[[str], None] | None = None, *,
-              plain_inferred: onnx.ModelProto | None = None, timeout: float | None = None) -> dict[str, np.ndarray]:
-    """Run on ONNX Runtime's CPU provider with default graph optimisations. `plain_inferred`: the model
+              plain_inferred: onnx.ModelProto | None = None, timeout: float | None = None,
+              optimize: bool = True) -> dict[str, np.ndarray]:
+    """Run on ONNX Runtime's CPU provider with default graph optimisations (`optimize` False: none, for an input
+    model: the values of the graph as written, and a naive VMamba-T export's session took 4.4 s instead of 29.7 s,
+    its run at batch 3 about the same, 26-29 s; dev 2-core, ONNX Runtime 1.32). `plain_inferred`: the model
     already through ONNX's shape inference (a check's), which its size cap (oversized_tensor) reuses.
     `timeout`: seconds the run may take, loading included (none: as long as it takes), past which
     ONNX Runtime's process is killed (RunTimedOut); ValueError for a timeout that is not None or a positive,
@@ -134,7 +137,7 @@ def run_model(model_or_path: onnx.ModelProto | str | os.PathLike, feeds: Mapping
     # escape every static check, and ONNX Runtime's native work would hold off Ctrl-C and SIGTERM.
     try:
         model_bytes = _serialized(model_or_path) if source is None else None
-        return ort_worker.run(model_bytes, source, feeds, timeout)
+        return ort_worker.run(model_bytes, source, feeds, timeout, optimize)
     except ort_worker.TimedOut as error:
         raise RunTimedOut(str(error)) from None
     except ort_worker.MissingInputs as missing:

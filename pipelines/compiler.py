@@ -151,7 +151,7 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
              + (f", ... ({len(shapes) - 3} more)" if len(shapes) > 3 else "") + ")")
     with progress.step(f"verify with symbolic input sizes at {size} in ONNX Runtime"):
         try:
-            expected = run_model(model, feeds, log=progress.stage, timeout=timeout)
+            expected = run_model(model, feeds, log=progress.stage, timeout=timeout, optimize=False)
         except VerificationError as error:   # its run timed out too
             return _SecondSize(warning=f"not verified {where}: the input model does not run there "
                                        f"({one_line(error, limit=200)}); --input-shape compiles it for one size")
@@ -303,7 +303,7 @@ def _run_input_model(model: onnx.ModelProto, feeds, log, timeout: float | None) 
     """The input model's outputs on the verification feeds, or (None, why it does not run). Asked only
     when the final model failed verification, to tell whose fault it is."""
     try:
-        return run_model(model, feeds, log=log, timeout=timeout), ""
+        return run_model(model, feeds, log=log, timeout=timeout, optimize=False), ""
     except VerificationError as error:
         return None, one_line(error)
 
@@ -704,7 +704,8 @@ def compile_model(
                 progress.warn(warning)
             with progress.step(f"run input model in ONNX Runtime ({input_nodes:,} nodes)"):
                 try:
-                    baseline_outputs = run_model(model, feeds, log=progress.stage, timeout=verify_timeout)
+                    baseline_outputs = run_model(model, feeds, log=progress.stage, timeout=verify_timeout,
+                                                 optimize=False)
                 except RunTimedOut:
                     raise BadInput(f"cannot verify: the input model's run: {timed_out_advice(verify_timeout)}") from None
                 except VerificationError as error:

@@ -227,3 +227,23 @@ def test_a_model_past_2_gib_is_refused_by_name_with_or_without_checks(check, mon
     assert isinstance(caught.value.__cause__, PassInputError)
     _, graph = fresh()
     assert len(PassManager([get_pass("eliminate-dead-nodes")], check=check).run(graph).records) == 1
+
+
+def test_the_input_graph_runs_as_written_and_each_pass_output_as_onnx_runtime_runs_it(monkeypatch):
+    """verify_each with no initial outputs runs the input graph itself: with ONNX Runtime's graph optimisations off,
+    as the compiler's input model runs; every pass's output with them on. Each run: (nodes, optimize)."""
+    from passes import ort_worker
+
+    runs, real_run = [], ort_worker.run
+
+    def spy(model, path, feeds, timeout=None, optimize=True):
+        runs.append((len(onnx.load_from_string(model).graph.node), optimize))
+        return real_run(model, path, feeds, timeout, optimize)
+
+    monkeypatch.setattr(ort_worker, "run", spy)
+    model, graph = fresh()
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+    PassManager([get_pass("eliminate-dead-nodes"), AddToMulByTwo()], verify_each=True, verify_feeds=feeds,
+                meta=ModelMeta.from_model(model)).run(graph)
+    nodes = len(model.graph.node)
+    assert runs[0] == (nodes, False) and [optimize for _, optimize in runs[1:]] == [True, True]
