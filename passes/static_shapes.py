@@ -510,18 +510,107 @@ def symbolic_partial_shapes(graph: gs.Graph) -> dict[str, Optional[PartialShape]
 
 class ContradictedValueInfo(NamedTuple):
     """A value_info entry pinning a size that the graph inputs leave symbolic: its declared dims and the dims ONNX's
-    shape inference from the inputs alone gives it (numbers, names; None for unknown)."""
+    shape inference from the inputs alone gives it (numbers, names; None for unknown). `body`: where it is declared,
+    () for the main graph, else the path to an If/Loop/Scan body, one (node index, attribute name, index in the
+    attribute's graphs) step per level; `label` names that body for a reader (`If(cond).then_branch`, the node's
+    name as the model spells it, unescaped)."""
     name: str
     declared: NamedShape
     inferred: NamedShape
+    body: tuple = ()
+    label: str = ""
+
+
+def _bodies(graph: onnx.GraphProto, path: tuple = (), label: str = "") -> Iterator[tuple[tuple, str, onnx.GraphProto]]:
+    """(path, label, body) for every If/Loop/Scan body nested in `graph`, depth first; a path is what
+    ContradictedValueInfo.body holds."""
+    for index, node in enumerate(graph.node):
+        for attribute in node.attribute:
+            bodies = [(0, attribute.g)] if attribute.HasField("g") else []
+            bodies += list(enumerate(attribute.graphs))
+            for position, body in bodies:
+                owner = f"{node.op_type}({node.name})" if node.name else f"{node.op_type}#{index}"
+                where = (label + "/" if label else "") + f"{owner}.{attribute.name}" + (
+                    f"[{position}]" if not attribute.HasField("g") else "")
+                step = path + ((index, attribute.name, position),)
+                yield step, where, body
+                yield from _bodies(body, step, where)
+
+
+def _body_at(graph: onnx.GraphProto, path: tuple) -> Optional[onnx.GraphProto]:
+    for index, attribute_name, position in path:
+        if index >= len(graph.node):
+            return None
+        attribute = next((a for a in graph.node[index].attribute if a.name == attribute_name), None)
+        if attribute is None:
+            return None
+        graph = attribute.g if attribute.HasField("g") else (
+            attribute.graphs[position] if position < len(attribute.graphs) else None)
+        if graph is None:
+            return None
+    return graph
+
+
+def _declares_a_number(value: onnx.ValueInfoProto) -> bool:
+    shape = _named_shape_of(value.type)
+    return shape is not None and any(isinstance(size, int) for size in shape)
+
+
+def _scope_shapes(graph: onnx.GraphProto) -> dict[str, Optional[NamedShape]]:
+    shapes = {tensor.name: tuple(int(d) for d in tensor.dims) for tensor in graph.initializer}
+    shapes.update({value.name: _named_shape_of(value.type)
+                   for value in list(graph.input) + list(graph.value_info) + list(graph.output)})
+    return shapes
+
+
+def _first_iteration_shapes(bare: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
+    """Give each Loop body's carried inputs in `bare` the shapes `inferred` gives the Loop's initial values, where the
+    body declares none: ONNX's inference passes a Loop body its carried values' element types only (a carried shape
+    may change from one iteration to the next), so a body read nothing from them; the first iteration's shapes are
+    what the initial values are. True where a shape was given (inference runs again)."""
+    given = False
+
+    def visit(bare_graph: onnx.GraphProto, inferred_graph: onnx.GraphProto, outer: dict) -> None:
+        nonlocal given
+        scope = {**outer, **_scope_shapes(inferred_graph)}
+        for bare_node, inferred_node in zip(bare_graph.node, inferred_graph.node):
+            for bare_attribute, inferred_attribute in zip(bare_node.attribute, inferred_node.attribute):
+                if not bare_attribute.HasField("g"):
+                    continue
+                body, inferred_body = bare_attribute.g, inferred_attribute.g
+                if bare_node.op_type == "Loop" and bare_attribute.name == "body":
+                    for value, outer_name in zip(body.input[2:], bare_node.input[2:]):
+                        shape = scope.get(outer_name)
+                        tensor_type = value.type.tensor_type
+                        if (shape is None or not value.type.HasField("tensor_type")
+                                or tensor_type.HasField("shape")):
+                            continue
+                        tensor_type.shape.SetInParent()   # (a scalar's shape is one without dims)
+                        dims = tensor_type.shape.dim
+                        for size in shape:
+                            dim = dims.add()
+                            if isinstance(size, int):
+                                dim.dim_value = size
+                            elif size is not None:
+                                dim.dim_param = size
+                        given = True
+                visit(body, inferred_body, scope)
+
+    visit(bare.graph, inferred.graph, {})
+    return given
 
 
 def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInfo]:
-    """The main graph's intermediate value_info entries (neither graph input nor output) that declare a number where
-    ONNX's shape inference, run from the graph inputs alone (a copy with every intermediate value_info and output
-    shape removed; data propagation where it is bounded), proves the size a graph input's dim_param: `t = Relu(x)`
-    declared [1, 4] under an input [N, 4], as an export traced at batch 1 may leave it. A value_info is metadata
-    ONNX Runtime never checks; a pass that took it at its word wrote a graph right at N = 1 only (adv20). Only a
+    """The main graph's intermediate value_info entries (neither graph input nor output), and every declared value of
+    an If/Loop/Scan body (its inputs, value_info and outputs: a body's interface is not the model's), that declare a
+    number where ONNX's shape inference, run from the graph inputs alone (a copy with every intermediate value_info,
+    output shape and body declaration removed; data propagation where it is bounded), proves the size a graph input's
+    dim_param: `t = Relu(x)` declared [1, 4] under an input [N, 4], as an export traced at batch 1 may leave it. A
+    value_info is metadata ONNX Runtime never checks; a pass that took it at its word wrote a graph right at N = 1
+    only (adv20); inside a body ONNX Runtime takes it at its word itself (an If branch's output buffer is made [1, 4]:
+    the model fails at N = 3), unroll-loops copied it onto every step (adv22: the compiled model's input declared
+    [1, 4]). ONNX's inference gives a Loop body no carried shape (it may change between iterations); the bodies are
+    inferred again with the Loop's initial values' shapes, the first iteration's, where a body declares none. Only a
     proven contradiction counts (that, or another number than inference gives: the entry traced at batch 1 under an
     input --input-shape pinned to 3): an unknown size, a size inference names anew, a rank that differs, or a model
     inference fails on, is no proof. [] at once where no entry declares a number."""
@@ -529,10 +618,16 @@ def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInf
     symbols = {dim.dim_param for value in fed_inputs(graph) if value.type.HasField("tensor_type")
                for dim in value.type.tensor_type.shape.dim if dim.HasField("dim_param") and dim.dim_param}
     interface = {value.name for value in graph.input} | {value.name for value in graph.output}
-    declared = {value.name: _named_shape_of(value.type) for value in graph.value_info
-                if value.name not in interface and value.type.HasField("tensor_type")}
-    declared = {name: shape for name, shape in declared.items()
-                if shape is not None and any(isinstance(size, int) for size in shape)}
+    declared: dict[tuple, tuple[str, dict]] = {}
+    main = {value.name: _named_shape_of(value.type) for value in graph.value_info
+            if value.name not in interface and _declares_a_number(value)}
+    if main:
+        declared[()] = ("", main)
+    for path, label, body in _bodies(graph):
+        entries = {value.name: _named_shape_of(value.type)
+                   for value in list(body.input) + list(body.value_info) + list(body.output) if _declares_a_number(value)}
+        if entries:
+            declared[path] = (label, entries)
     if not declared:
         return []
     bare = onnx.ModelProto()
@@ -541,22 +636,44 @@ def contradicted_value_info(model: onnx.ModelProto) -> list[ContradictedValueInf
     for output in bare.graph.output:
         if output.type.HasField("tensor_type"):
             output.type.tensor_type.ClearField("shape")
+    for _, _, body in _bodies(bare.graph):
+        del body.value_info[:]
+        for value in list(body.input) + list(body.output):
+            if value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")
     inferred_model, _ = infer_shapes(bare)
-    inferred = {value.name: _named_shape_of(value.type) for value in inferred_model.graph.value_info}
+    for _ in range(1 + sum(1 for _ in _bodies(bare.graph))):   # a nested Loop's carried shapes, level by level
+        if inferred_model is bare or not _first_iteration_shapes(bare, inferred_model):
+            break
+        inferred_model, _ = infer_shapes(bare)
     found = []
-    for name, shape in declared.items():
-        proven = inferred.get(name)
-        if proven is not None and len(proven) == len(shape) and any(
-                isinstance(size, int) and (isinstance(proof, str) and proof in symbols
-                                           or isinstance(proof, int) and proof != size)
-                for size, proof in zip(shape, proven)):
-            found.append(ContradictedValueInfo(name, shape, proven))
+    for path, (label, entries) in declared.items():
+        inferred_graph = _body_at(inferred_model.graph, path)
+        if inferred_graph is None:
+            continue
+        inferred = {value.name: _named_shape_of(value.type) for value in (
+            list(inferred_graph.value_info) if not path else
+            list(inferred_graph.input) + list(inferred_graph.value_info) + list(inferred_graph.output))}
+        for name, shape in entries.items():
+            proven = inferred.get(name)
+            if proven is not None and len(proven) == len(shape) and any(
+                    isinstance(size, int) and (isinstance(proof, str) and proof in symbols
+                                               or isinstance(proof, int) and proof != size)
+                    for size, proof in zip(shape, proven)):
+                found.append(ContradictedValueInfo(name, shape, proven, path, label))
     return found
 
 
-def drop_value_info_shapes(model: onnx.ModelProto, names: Sequence[str]) -> None:
-    """Clear the shape (the element type kept) of the main graph's value_info entries named `names`, in place."""
-    wanted = set(names)
-    for value in model.graph.value_info:
-        if value.name in wanted and value.type.HasField("tensor_type"):
-            value.type.tensor_type.ClearField("shape")
+def drop_value_info_shapes(model: onnx.ModelProto, names: Sequence[str | ContradictedValueInfo]) -> None:
+    """Clear the shape (the element type kept) of the value_info entries named `names`, in place: a name, the main
+    graph's value_info; a ContradictedValueInfo, the entry where it was found (a body's input, value_info or
+    output)."""
+    for entry in names:
+        name, path = (entry, ()) if isinstance(entry, str) else (entry.name, entry.body)
+        graph = _body_at(model.graph, path)
+        if graph is None:
+            continue
+        values = list(graph.value_info) + (list(graph.input) + list(graph.output) if path else [])
+        for value in values:
+            if value.name == name and value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")

@@ -393,13 +393,16 @@ def contradicted_value_info_notice(contradicted: Sequence[ContradictedValueInfo]
     """The one line that says value_info shapes contradicting the graph inputs were dropped (names escaped)."""
     count, first = len(contradicted), contradicted[0]
 
+    def where(entry: ContradictedValueInfo) -> str:   # a body's entry after the body's label: If(c).then_branch/t
+        return f"{entry.label}/{entry.name}" if entry.body else entry.name
+
     def dims(shape) -> str:
         return "[" + ", ".join("?" if size is None else str(size) if isinstance(size, int) else printable(size)
                                for size in shape) + "]"
 
     return (f"dropped the declared shape of {count} value_info entr{'y' if count == 1 else 'ies'} "
-            f"({printable_names([entry.name for entry in contradicted], shown=3)}) that shape inference from the graph "
-            f"inputs contradicts: '{printable(first.name)}' declares {dims(first.declared)}, inference gives "
+            f"({printable_names([where(entry) for entry in contradicted], shown=3)}) that shape inference from the graph "
+            f"inputs contradicts: '{printable(where(first))}' declares {dims(first.declared)}, inference gives "
             f"{dims(first.inferred)} (an export traced at one size leaves such entries); element types kept")
 
 
@@ -666,7 +669,7 @@ def compile_model(
     if contradicted:
         if model is model_or_path:
             model = copy.deepcopy(model)   # the caller's model stays as it was
-        drop_value_info_shapes(model, [entry.name for entry in contradicted])
+        drop_value_info_shapes(model, contradicted)
         warnings.append(contradicted_value_info_notice(contradicted))
         progress.warn(warnings[-1])
     meta = ModelMeta.from_model(model)

@@ -280,6 +280,51 @@ def test_a_value_info_the_inputs_contradict_loses_its_shape_and_the_graph_runs_a
         "leaves such entries); element types kept")
 
 
+@pytest.mark.parametrize("kind", ["If", "Loop", "Scan"])
+def test_a_body_value_info_the_inputs_contradict_loses_its_shape_and_cpu_runs_at_any_batch(kind):
+    """adv22: value_info inside bodies was not checked. Before: the If's compiled model failed at N = 3 as its input did
+    (ONNX Runtime makes the branch output's buffer [1, 4] from the body's declaration), exit 0; the Loop's copies per
+    step took [1, 4] and `cpu` wrote the model's input x as [1, 4] (refused by the second-size check, exit 3; with
+    --verify none written so); the Scan's outputs were written as [1, 4] and [3, 1, 4] under inputs [N, 4], exit 0.
+    Now each body entry proven wrong loses its shape, named after its body, and the compiled model keeps its
+    interface and runs at N = 3."""
+    import onnxruntime as ort
+    from test_static_shapes import _body_traced_at_one
+
+    model = _body_traced_at_one(kind)
+    result = compile_model(model, "cpu")
+    label = {"If": "If(choose).then_branch", "Loop": "Loop#2.body", "Scan": "Scan#0.body"}[kind]
+    names = f"{label}/t" if kind == "If" else f"{label}/t, {label}/u"
+    assert result.warnings[0] == (
+        f"dropped the declared shape of {1 if kind == 'If' else 2} value_info entr{'y' if kind == 'If' else 'ies'} "
+        f"({names}) that shape inference from the graph inputs contradicts: '{label}/t' declares [1, 4], inference "
+        "gives [N, 4] (an export traced at one size leaves such entries); element types kept")
+    assert result.verification["second_size"]["ok"]
+
+    def interface(m):
+        return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+                for v in list(m.graph.input) + list(m.graph.output)]
+
+    assert interface(result.model) == interface(model)
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    if kind == "If":
+        np.testing.assert_array_equal(session.run(None, {"x": x, "c": np.array(True)})[0], np.maximum(x, 0).T)
+    elif kind == "Loop":
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0))
+    else:
+        xs = np.stack([x, -x, x * 2])
+        final, states = session.run(None, {"s0": x, "x": xs})
+        expected, state = [], x
+        for step in xs:
+            state = np.maximum(state + step, 0)
+            expected.append(state)
+        np.testing.assert_array_equal(final, state)
+        np.testing.assert_array_equal(states, np.stack(expected))
+    body = next(a.g for a in model.graph.node[-1].attribute if a.name in ("then_branch", "body"))
+    assert body.value_info[0].type.tensor_type.shape.dim[0].dim_value == 1   # the caller's, untouched
+
+
 class BakesBatchOne(Pass):
     """Makes Relu(x) of an x [N, 4] right at N = 1 only: `reshape` reads x through a Reshape to [1, 4] (fails at
     N = 3), `first-row` reads x's first row expanded to x's shape (runs at N = 3, other numbers)."""

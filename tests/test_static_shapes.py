@@ -415,3 +415,84 @@ def test_a_value_info_pinning_a_size_the_inputs_leave_symbolic_is_a_contradictio
     # another number than inference gives: traced at batch 1 under an input of 3 (--input-shape x:3,4)
     assert contradicted_value_info(_traced_at_one([1, 4], input_dims=(3, 4))) == [
         ContradictedValueInfo("t", (1, 4), (3, 4))]
+
+
+def _body_traced_at_one(kind: str, declared=(1, 4), carried=None) -> onnx.ModelProto:
+    """A body holding t = Relu(..), u = Transpose(t), each declared as an export traced at batch 1 leaves them
+    (t `declared`, u its transpose), under an input x [N, 4]. `kind`: "If" (the then branch reads x from around it;
+    cond an input), "Loop" (two steps carrying h, t = Relu(h)), "Scan" (state s, t = Relu(s + x_t) over x [3, N, 4]).
+    `carried`: the Loop body's carried input h declared so (None: no shape, as exporters leave it)."""
+    float_ = TensorProto.FLOAT
+    vi = [helper.make_tensor_value_info("t", float_, list(declared)),
+          helper.make_tensor_value_info("u", float_, list(reversed(declared)))]
+    if kind == "If":
+        then = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0])],
+                                 "then", [], [helper.make_tensor_value_info("u", float_, None)], value_info=vi[:1])
+        other = helper.make_graph([helper.make_node("Transpose", ["x"], ["v"], perm=[1, 0])], "else", [],
+                                  [helper.make_tensor_value_info("v", float_, None)])
+        node = helper.make_node("If", ["c"], ["y"], name="choose", then_branch=then, else_branch=other)
+        inputs = [helper.make_tensor_value_info("x", float_, ["N", 4]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])]
+        outputs = [helper.make_tensor_value_info("y", float_, [4, "N"])]
+        nodes = [node]
+    elif kind == "Loop":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Relu", ["h"], ["t"]),
+             helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0]), helper.make_node("Transpose", ["u"], ["h2"], perm=[1, 0])],
+            "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                     helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                     helper.make_tensor_value_info("h", float_, carried)],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h2", float_, None)],
+            value_info=vi)
+        nodes = [helper.make_node("Constant", [], ["M"], value=helper.make_tensor("m", TensorProto.INT64, [], [2])),
+                 helper.make_node("Constant", [], ["c"], value=helper.make_tensor("cv", TensorProto.BOOL, [], [True])),
+                 helper.make_node("Loop", ["M", "c", "x"], ["y"], body=body)]
+        inputs = [helper.make_tensor_value_info("x", float_, ["N", 4])]
+        outputs = [helper.make_tensor_value_info("y", float_, ["N", 4])]
+    else:
+        body = helper.make_graph(
+            [helper.make_node("Add", ["s", "xt"], ["a"]), helper.make_node("Relu", ["a"], ["t"]),
+             helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0]), helper.make_node("Transpose", ["u"], ["s2"], perm=[1, 0]),
+             helper.make_node("Identity", ["s2"], ["o"])],
+            "body", [helper.make_tensor_value_info("s", float_, None), helper.make_tensor_value_info("xt", float_, None)],
+            [helper.make_tensor_value_info("s2", float_, None), helper.make_tensor_value_info("o", float_, None)],
+            value_info=vi)
+        nodes = [helper.make_node("Scan", ["s0", "x"], ["sf", "ys"], body=body, num_scan_inputs=1)]
+        inputs = [helper.make_tensor_value_info("s0", float_, ["N", 4]), helper.make_tensor_value_info("x", float_, [3, "N", 4])]
+        outputs = [helper.make_tensor_value_info("sf", float_, ["N", 4]), helper.make_tensor_value_info("ys", float_, [3, "N", 4])]
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_body_value_info_the_inputs_contradict_is_found_in_if_loop_and_scan_bodies():
+    """adv22: only the main graph's value_info was checked; a body's [1, 4] under x [N, 4] made ONNX Runtime fail the
+    If at N = 3 (its branch output buffer made [1, 4]), and unroll-loops copied a Loop's onto every step (`cpu` wrote
+    the model's input as [1, 4]). Found where inference proves N: an If branch reading x, a Scan body (ONNX passes it
+    its states' and slices' shapes), a Loop body from its first iteration (the carried x's shape; ONNX passes none)."""
+    then = ((0, "then_branch", 0),)
+    assert contradicted_value_info(_body_traced_at_one("If")) == [
+        ContradictedValueInfo("t", (1, 4), ("N", 4), then, "If(choose).then_branch")]
+    loop = ((2, "body", 0),)
+    assert contradicted_value_info(_body_traced_at_one("Loop")) == [
+        ContradictedValueInfo("t", (1, 4), ("N", 4), loop, "Loop#2.body"),
+        ContradictedValueInfo("u", (4, 1), (4, "N"), loop, "Loop#2.body")]
+    # the carried input declared [1, 4] itself: a body's input is its declaration too, not the model's interface
+    assert [(e.name, e.declared, e.inferred) for e in contradicted_value_info(_body_traced_at_one("Loop", carried=[1, 4]))] == [
+        ("h", (1, 4), ("N", 4)), ("t", (1, 4), ("N", 4)), ("u", (4, 1), (4, "N"))]
+    scan = ((0, "body", 0),)
+    assert contradicted_value_info(_body_traced_at_one("Scan")) == [
+        ContradictedValueInfo("t", (1, 4), ("N", 4), scan, "Scan#0.body"),
+        ContradictedValueInfo("u", (4, 1), (4, "N"), scan, "Scan#0.body")]
+    # consistent declarations, a name of their own, another rank: no proof
+    for kind in ("If", "Loop", "Scan"):
+        assert contradicted_value_info(_body_traced_at_one(kind, declared=("N", 4))) == []
+        assert contradicted_value_info(_body_traced_at_one(kind, declared=("batch", 4))) == []
+        assert contradicted_value_info(_body_traced_at_one(kind, declared=(1, 4, 1))) == []
+    # dropped where it was found, in its body; the element type kept, the main graph's entries untouched
+    model = _body_traced_at_one("Loop", carried=[1, 4])
+    drop_value_info_shapes(model, contradicted_value_info(model))
+    body = model.graph.node[2].attribute[0].g
+    assert [(v.name, v.type.tensor_type.elem_type, v.type.tensor_type.HasField("shape"))
+            for v in list(body.input) + list(body.value_info)] == [
+        ("i", TensorProto.INT64, True), ("cond_in", TensorProto.BOOL, True), ("h", TensorProto.FLOAT, False),
+        ("t", TensorProto.FLOAT, False), ("u", TensorProto.FLOAT, False)]
+    assert contradicted_value_info(model) == []
