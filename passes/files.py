@@ -338,6 +338,60 @@ def input_file_problem(path: str | os.PathLike, what: str = "input", missing: st
     return None
 
 
+class FileChangedError(OSError):
+    """A file checked by its path is no longer that file when opened (a link or another file put in its place)."""
+
+
+def checked_file(folder: str | os.PathLike, path: str | os.PathLike) -> tuple[str, str, os.stat_result | None]:
+    """The check half of reading a file inside a folder: the folder's real path, ``path``'s real path (links
+    resolved) and what it is now (``os.stat``; None where it cannot be looked at: the open says why). The caller
+    checks that the real path lies inside the folder; ``open_checked`` then opens that same file."""
+    base = os.path.realpath(folder)
+    resolved = os.path.realpath(path)
+    try:
+        status = os.stat(resolved)
+    except (OSError, ValueError):
+        status = None
+    return base, resolved, status
+
+
+def open_checked(base: str, resolved: str, checked: os.stat_result | None) -> int:
+    """A read-only descriptor of ``resolved``, a real path inside the real folder ``base`` that was checked there
+    (``checked_file``), opened from ``base`` one component at a time without following a link (O_NOFOLLOW;
+    O_NONBLOCK: a named pipe's open does not wait for a writer). A link put on its way after the check, or another
+    file in its place (device and inode not the ones checked), is FileChangedError, never followed: a check by path
+    and a later read by the same path are two looks, and someone who can write the folder could swap the file
+    between them for a link out of it (adv21's leftover, adv22). Other failures are os.open's OSErrors."""
+    parts = os.path.relpath(resolved, base).split(os.sep)
+    if parts[0] == "..":
+        raise FileChangedError(errno.EXDEV, "not inside the folder it was checked in", resolved)
+    # (the folder itself is ["."]: opened as it is, and refused by the caller as no regular file)
+    directory = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise FileChangedError(error.errno, "a folder on its way became a symbolic link", resolved) from None
+                raise
+            os.close(directory)
+            directory = inner
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise FileChangedError(error.errno, "it became a symbolic link", resolved) from None
+            raise
+    finally:
+        os.close(directory)
+    status = os.fstat(fd)
+    if checked is not None and (status.st_dev, status.st_ino) != (checked.st_dev, checked.st_ino):
+        os.close(fd)
+        raise FileChangedError(errno.ESTALE, "another file was put in its place", resolved)
+    return fd
+
+
 # Text a tool reads back (a saved result, a report): far more than any it writes.
 MAX_TEXT_BYTES = 64 << 20
 

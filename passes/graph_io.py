@@ -22,7 +22,8 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
-from passes.files import DestinationError, check_destination, interrupts_held, is_same_file, normal_file_mode
+from passes.files import (DestinationError, FileChangedError, check_destination, checked_file, interrupts_held,
+                          is_same_file, normal_file_mode, open_checked)
 from passes.interrupts import raise_if_interrupted
 from passes.one_line import ASCII_INTEGER, one_line, printable
 from patterns.graph_query import toposort
@@ -201,8 +202,9 @@ def all_tensors(model: onnx.ModelProto):
             yield from _node_tensors(node)
 
 
-def _external_location(folder: Path, location: str, tensor_name: str) -> Path:
-    """The file a tensor's ``location`` names, if it stays inside ``folder`` (links resolved)."""
+def _external_location(folder: Path, location: str, tensor_name: str) -> tuple[str, Path, os.stat_result | None]:
+    """The file a tensor's ``location`` names, if it stays inside ``folder`` (links resolved): the folder's real path,
+    the file's, and what the file is now (``files.checked_file``), for ``files.open_checked`` to open that file."""
     shown = f"external data '{printable(location)}' of tensor '{printable(tensor_name)}'"
     if not location or "\x00" in location:
         raise InputError(f"{shown}: empty or invalid location")
@@ -211,11 +213,10 @@ def _external_location(folder: Path, location: str, tensor_name: str) -> Path:
         raise InputError(f"{shown}: absolute locations are refused (data must sit in the model's folder)")
     if ".." in parts:
         raise InputError(f"{shown}: '..' leaves the model's folder; refused")
-    base = os.path.realpath(folder)
-    resolved = os.path.realpath(os.path.join(base, *parts))
+    base, resolved, status = checked_file(folder, os.path.join(os.path.realpath(folder), *parts))
     if os.path.commonpath([base, resolved]) != base:
         raise InputError(f"{shown}: leads out of the model's folder through a symbolic link; refused")
-    return Path(resolved)
+    return base, Path(resolved), status
 
 
 def tensor_byte_size(tensor: onnx.TensorProto) -> int | None:
@@ -291,11 +292,16 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, struc
         for tensor in tensors:
             info = {entry.key: entry.value for entry in tensor.external_data}
             name = printable(tensor.name)
-            file_path = _external_location(folder, info.get("location", ""), tensor.name)
+            base, file_path, checked = _external_location(folder, info.get("location", ""), tensor.name)
             if file_path not in opened:
                 try:
-                    # O_NONBLOCK: opening a named pipe must not wait for a writer; we refuse it below.
-                    fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
+                    # the file checked, opened without following a link (a named pipe's open does not wait for
+                    # a writer; refused below)
+                    fd = open_checked(base, os.fspath(file_path), checked)
+                except FileChangedError:
+                    raise InputError(f"external data '{printable(info.get('location'))}' of tensor '{name}' changed "
+                                     "between its check and its read (a symbolic link or another file put in its "
+                                     "place); refused") from None
                 except OSError as error:
                     raise InputError(f"external data of {printable(model_path)} could not be read: "
                                      f"{printable(info.get('location'))}: {printable(error.strerror or error)}") from None

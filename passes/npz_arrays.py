@@ -10,7 +10,7 @@ here, so the three answer one bad file the same way.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import IO, Iterable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class NpzError(ValueError):
     it was ("reference X: " + reason)."""
 
 
-def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None,
+def read_npz(path: str | os.PathLike | IO[bytes], names: Iterable[str] | None = None,
              max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """The members of the npz at `path` whose names are in `names` (all of them when None), each a
     numpy array; members not asked for are never unpacked, so they may hold anything.
@@ -36,6 +36,8 @@ def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None,
     a member that is not an .npy array."""
     cap = MAX_NPZ_BYTES if max_bytes is None else max_bytes
     try:
+        if hasattr(path, "seek"):   # an open file (a reference opened once, checked: passes.verify)
+            path.seek(0)
         archive = np.load(path, allow_pickle=False)
     except Exception as error:   # not a zip, a truncated file, a pickle
         raise NpzError(f"not a readable npz ({one_line(error, limit=200)})") from None
@@ -64,7 +66,9 @@ def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None,
     return arrays
 
 
-def npz_member_names(path: str | os.PathLike) -> list[str]:
-    """The array names an npz holds (read from its directory only), for messages."""
+def npz_member_names(path: str | os.PathLike | IO[bytes]) -> list[str]:
+    """The array names an npz holds (read from its directory only), for messages; `path` may be an open file."""
+    if hasattr(path, "seek"):
+        path.seek(0)
     with np.load(path, allow_pickle=False) as archive:
         return list(archive.files)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from functools import lru_cache
@@ -20,6 +21,7 @@ import onnx.numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from passes import ort_worker
+from passes.files import FileChangedError, checked_file, open_checked
 from passes.graph_io import all_graphs, all_tensors, fed_inputs
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import check_number, one_line, printable, printable_names
@@ -251,7 +253,7 @@ def _graph_io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
+def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto, checked: tuple | None = None
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Split a reference npz into (feeds, expected outputs) by the model's input/output names.
 
@@ -260,12 +262,32 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     arrays the model uses that are not real numbers or booleans (complex values would lose their
     imaginary part, strings cannot be compared); inputs whose type or static shape the model does
     not take; expected outputs with NaN or infinity.
+
+    ``checked``: what ``checked_beside`` found for a reference beside the model: the file read is that one, opened
+    without following a link; one swapped for a link (or another file) since is refused, never read.
     """
     shown = printable(npz_path)
+    if checked is None:
+        return _reference_arrays(npz_path, shown, model)
+    try:
+        fd = open_checked(*checked)
+    except FileChangedError:
+        raise ReferenceDataError(f"reference {shown} changed between its check and its read (a symbolic link or another "
+                                 "file put in its place); refused") from None
+    except OSError as error:
+        raise ReferenceDataError(f"reference {shown} cannot be read ({printable(error.strerror or error)})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ReferenceDataError(f"reference {shown} is not a regular file; refused")
+        return _reference_arrays(handle, shown, model)
+
+
+def _reference_arrays(npz, shown: str, model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """load_reference's reading and checks, of an npz path or an open file."""
     input_names, output_names = _graph_io_names(model)
     try:
         # Only the members the model uses are read: extra keys (logits@float64) may hold anything.
-        data = read_npz(npz_path, [*input_names, *output_names])
+        data = read_npz(npz, [*input_names, *output_names])
     except NpzError as error:
         raise ReferenceDataError(f"reference {shown}: {error}") from None
     for name, array in data.items():
@@ -280,7 +302,7 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto
     if not expected:
         raise ReferenceDataError(
             f"reference {shown} has none of the model outputs ({printable_names(output_names)}); "
-            f"keys: {printable_names(npz_member_names(npz_path))}")
+            f"keys: {printable_names(npz_member_names(npz))}")
     _check_feeds_fit(shown, feeds, model)
     for name, array in feeds.items():
         # A NaN fed in comes out as NaN: the comparison could then never pass, whatever the passes did.
@@ -341,12 +363,13 @@ def check_tolerance(tolerance: float) -> float:
     return check_number("--tolerance", tolerance, ">= 0 and finite", low=0.0)
 
 
-def leads_out_of_model_folder(model_path: str | os.PathLike, path: str | os.PathLike) -> bool:
-    """``path`` (a file found beside the model, not given) resolves, through symbolic links, outside the
-    model's folder: the rule for external data (passes.graph_io), so that a link planted beside a model
-    never makes the run read another file."""
-    folder = os.path.realpath(os.path.dirname(os.fspath(model_path)) or ".")
-    return os.path.commonpath([folder, os.path.realpath(path)]) != folder
+def checked_beside(model_path: str | os.PathLike, path: str | os.PathLike) -> tuple[str, str, os.stat_result | None] | None:
+    """The check of ``path``, a file found beside the model: (the model folder's real path, the file's, what it is
+    now) for ``load_reference(checked=)`` to read that same file (passes.files.open_checked); None where it resolves,
+    through symbolic links, outside the model's folder: the rule for external data (passes.graph_io), so that a
+    link planted beside a model never makes the run read another file."""
+    base, resolved, status = checked_file(os.path.dirname(os.fspath(model_path)) or ".", path)
+    return None if os.path.commonpath([base, resolved]) != base else (base, resolved, status)
 
 
 def find_reference_beside(model_path: str | os.PathLike) -> Path | None:

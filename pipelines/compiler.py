@@ -55,7 +55,7 @@ from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (DEFAULT_VERIFY_TIMEOUT, ReferenceDataError, RunTimedOut, VerificationError, check_tolerance,
                            compare, find_reference_beside, timed_out_advice,
-                           leads_out_of_model_folder,
+                           checked_beside,
                            op_onnxruntime_lacks, reference_beside_problem, unseeded_random_node,
                            load_reference, random_feeds, run_model, summarize, SECOND_SYMBOLIC_SIZE)
 from pipelines import Pipeline, PipelineSyntaxError, UnknownPipelineError, get_pipeline
@@ -615,12 +615,14 @@ def compile_model(
         raise BadInput(f"{printable(input_label)}: {one_line(error)}") from None
     # The reference beside the input is protected even when unused (--verify none, or another given).
     beside = find_reference_beside(input_path) if input_path is not None else None
+    reference_checked = None   # the beside reference as checked, so that the file read is that one
     if verify != "none" and reference_path is None:
         reference_path = beside
         problem = reference_beside_problem(input_path) if input_path is not None and beside is None else None
         if problem is not None:
             raise BadInput(problem)
-        if beside is not None and leads_out_of_model_folder(input_path, beside):
+        reference_checked = checked_beside(input_path, beside) if beside is not None else None
+        if beside is not None and reference_checked is None:
             raise BadInput(f"reference {printable(beside)} beside the model leads out of the model's folder through a "
                            "symbolic link; refused (give it with --reference to use it)")
     reads = [("input", input_path)] if input_path is not None else []
@@ -685,7 +687,7 @@ def compile_model(
             raise BadInput(f"cannot verify: {lacking} (--verify none compiles it without running it)")
         try:
             if reference_path is not None:
-                feeds, expected = load_reference(reference_path, model)
+                feeds, expected = load_reference(reference_path, model, reference_checked)
             else:
                 feeds = random_feeds(model)
         except ReferenceDataError as error:

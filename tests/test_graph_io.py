@@ -444,3 +444,56 @@ def test_a_model_past_2_gib_is_an_output_error_in_words_and_leaves_nothing(tmp_p
     assert os.listdir(tmp_path) == []
     save_model_atomic(model, tmp_path / "o.onnx", external_data=True)   # its weights outside: a small model
     assert os.path.getsize(tmp_path / "o.onnx") < 1000 and len(os.listdir(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("swap", ["file-to-link", "folder-to-link", "file-to-file"])
+def test_a_file_swapped_between_the_link_check_and_the_read_is_never_read(swap, tmp_path, monkeypatch):
+    """adv21's leftover (adv22): the location's links were resolved and checked (`_external_location`), then the
+    resolved path opened again by name, following whatever link was put there meanwhile: someone who can write the
+    model's folder swapping the weights file (or a folder on its way) for a link to a file outside between the two
+    had the run read that file, exit 0, its bytes in the compiled model. Now the file is opened from the folder's
+    real path one component at a time without following links, and must be the file checked (device and inode):
+    the outside file is never opened, and a regular file put in its place is refused too."""
+    import passes.graph_io as graph_io
+
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    source = folder / "ext.onnx"
+    onnx.save_model(big_weight_model(), source, save_as_external_data=True, location="sub/ext.weights", size_threshold=0)
+    secret = outside / "ext.weights"
+    secret.write_bytes(np.full(1024, 7, np.float32).tobytes())   # same size: only its bytes would differ
+    np.testing.assert_array_equal(_weights(source), np.arange(1024))   # as it is, read
+    checked = graph_io._external_location
+
+    def check_then_swap(*args):
+        resolved = checked(*args)
+        if swap == "file-to-link":
+            (folder / "sub" / "ext.weights").unlink()
+            (folder / "sub" / "ext.weights").symlink_to(secret)
+        elif swap == "folder-to-link":
+            (folder / "sub").rename(folder / "was-sub")
+            (folder / "sub").symlink_to(outside)
+        else:
+            (folder / "sub" / "ext.weights").rename(folder / "sub" / "old")
+            (folder / "sub" / "ext.weights").write_bytes(np.zeros(1024, np.float32).tobytes())
+        return resolved
+
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        status = os.fstat(fd)
+        opened.append((status.st_dev, status.st_ino))
+        return fd
+
+    monkeypatch.setattr(graph_io, "_external_location", check_then_swap)
+    monkeypatch.setattr(os, "open", spy)
+    with pytest.raises(InputError) as refused:
+        read_model(source)
+    assert str(refused.value) == (
+        "external data 'sub/ext.weights' of tensor 'w' changed between its check and its read (a symbolic link or "
+        "another file put in its place); refused")
+    assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
+    assert opened   # (the spy saw the opens)

@@ -173,6 +173,73 @@ def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_p
     assert given.returncode == 0, given.stderr
 
 
+@pytest.mark.parametrize("swap", ["file-to-link", "file-to-file"])
+def test_a_reference_beside_swapped_after_its_link_check_is_never_read(swap, tmp_path, monkeypatch):
+    """adv21's leftover (adv22): naive.ref.npz beside the model was checked to stay inside the model's folder, then
+    read again by its path (np.load): swapped for a link to a file outside between the two, that file was read
+    and verified against, exit 0. Now it is opened from the folder without following links and must be the file
+    checked (device, inode): one line, exit 2 (BadInput), the outside file never opened, nothing written."""
+    import builtins
+
+    import pipelines.compiler as compiler
+    from pipelines import BadInput, compile_model
+    from test_cli import TINY_MODEL_TEXT
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    model_path = tmp_path / "m" / "naive.onnx"
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    onnx.save(model, model_path)
+    feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
+             for value in model.graph.input}
+    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    arrays = {**feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)}}
+    np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
+    secret = tmp_path / "elsewhere" / "secret.npz"
+    np.savez(secret, **arrays)   # a file the run would verify against without a word
+    checked = compiler.checked_beside
+
+    def check_then_swap(*args):
+        found = checked(*args)
+        (tmp_path / "m" / "naive.ref.npz").rename(tmp_path / "m" / "old.npz")   # (kept: its inode not reused)
+        if swap == "file-to-link":
+            (tmp_path / "m" / "naive.ref.npz").symlink_to(secret)
+        else:
+            np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
+        return found
+
+    opened = []
+    real_os_open, real_open = os.open, builtins.open
+
+    def record(fd):
+        status = os.fstat(fd)
+        opened.append((status.st_dev, status.st_ino))
+
+    def os_open_spy(path, flags, *args, **kwargs):
+        fd = real_os_open(path, flags, *args, **kwargs)
+        record(fd)
+        return fd
+
+    def open_spy(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        if hasattr(handle, "fileno"):
+            record(handle.fileno())
+        return handle
+
+    monkeypatch.setattr(compiler, "checked_beside", check_then_swap)
+    monkeypatch.setattr(os, "open", os_open_spy)
+    monkeypatch.setattr(builtins, "open", open_spy)
+    out = tmp_path / "m" / "out.onnx"
+    with pytest.raises(BadInput) as refused:
+        compile_model(model_path, "eliminate-dead-nodes", output=out)
+    monkeypatch.undo()
+    assert str(refused.value) == (
+        f"reference {printable(tmp_path / 'm' / 'naive.ref.npz')} changed between its check and its read (a symbolic "
+        "link or another file put in its place); refused")
+    assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
+    assert opened and not out.exists()
+
+
 @pytest.mark.parametrize("tool", ["tpu_calibration", "ort_profile", "tpu_qtable", "tpu_check"])
 def test_tools_never_write_over_the_weights_of_the_model_they_read(tool, tmp_path, monkeypatch, capsys):
     """Found by adv5: 'tools.tpu_calibration synthetic m.onnx -o w.bin' replaced the model's weights file
