@@ -217,3 +217,80 @@ def test_a_reader_that_goes_away_ends_no_tool_in_failure(unbuffered, tmp_path):
         _, said = process.communicate(timeout=120)
         assert (process.returncode, said) == (0, b""), command
     assert (tmp_path / "d.html").read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lengths", "99999999999999999999"], "argument --lengths: must be an integer from 1 to 100,000, got '99999999999999999999'"),
+    (["--lengths", "8,100001"], "argument --lengths: must be an integer from 1 to 100,000, got '100001'"),
+    (["--lengths", "8", "--channels", "99999999999999999999"],
+     "argument --channels: must be an integer from 1 to 65,536, got '99999999999999999999'"),
+])
+def test_bench_scaling_refuses_sizes_past_its_caps(args, message, capsys, monkeypatch):
+    """Found by adv22: '--lengths 99999999999999999999' (or --channels) built the model until protobuf refused the
+    dimension: 'ValueError: Value out of range', a traceback, exit 1."""
+    from tools import bench_scaling
+
+    monkeypatch.setattr(bench_scaling, "measure", lambda *a: pytest.fail("measured before the check"))
+    with pytest.raises(SystemExit) as exited:
+        bench_scaling.main(args)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message} (see --help)\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--chip", "x\x1b[2J"], "error: argument --chip: invalid choice: 'x\\x1b[2J' (choose from 'bm1684x', 'bm1688', "
+                             "'cv183x', 'bm1684', 'bm1690', 'cv186x') (see --help)\n"),
+    (["--pipeline", "nope\x1b[2J"], "error: --pipeline: unknown pipeline 'nope\\x1b[2J'; valid pipelines: seed, cpu, "
+                                    "cpu-many, ov, tpu, tpu-bm1688, tpu-cv186x (or pass text like "
+                                    "'eliminate-dead-nodes,simplify')\n"),
+])
+def test_tpu_accuracy_refuses_an_unknown_chip_or_pipeline_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    """Found by adv22: an unknown --pipeline was found by passes.apply after the export (exit 3, 'passes.apply ...
+    failed'), its name printed raw first ('nope\\x1b[2J' cleared the terminal); an unknown --chip by tools.tpu_check
+    in each mode, after the export and the compile (exit 3, the chip printed raw in the closing lines)."""
+    from tools import tpu_accuracy
+
+    monkeypatch.setattr(tpu_accuracy, "_measure", lambda *a: pytest.fail("worked before the check"))
+    try:
+        code = tpu_accuracy.main([*args, "--workdir", str(tmp_path / "work")])
+    except SystemExit as exited:
+        code = exited.code
+    assert code == 2
+    assert capsys.readouterr().err == message
+    assert not (tmp_path / "work").exists()
+
+
+def test_ort_profile_refuses_a_file_that_is_no_model_in_one_line(tmp_path, capsys, monkeypatch):
+    """Found by adv22: a file that is no ONNX model was left to ONNX Runtime, after the progress line: two lines."""
+    from tools import ort_profile
+
+    monkeypatch.setattr(ort_profile, "profile", lambda *a: pytest.fail("profiled before the check"))
+    (tmp_path / "g.onnx").write_bytes(b"garbage\xff")
+    (tmp_path / "e.onnx").write_bytes(b"")
+    assert ort_profile.main([str(tmp_path / "g.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: not an ONNX file, or truncated: {tmp_path}/g.onnx (") and err.count("\n") == 1
+    assert ort_profile.main([str(tmp_path / "e.onnx")]) == 2
+    assert capsys.readouterr().err == f"error: not an ONNX model (no graph or version found): {tmp_path}/e.onnx\n"
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"garbage\xff", "is not UTF-8 text (a passes.apply report.json is)"),
+    (b"", "is not JSON (Expecting value: line 1 column 1 (char 0))"),
+    (b"[1, 2]", "is a JSON list, not a passes.apply report"),
+    (b'{"status": "\\u001b[2J"}', ": no run recorded (status \\x1b[2J)"),
+    (b'{"run": 5}', ": its run holds no nodes_before count and passes list"),
+    (b'{"run": {"nodes_before": 3, "passes": [{"name": "x", "nodes_after": 2}]}}',
+     ": pass 1 of its run lacks a name, a nodes_after count or changed true/false"),
+])
+def test_plot_nodecounts_names_the_report_it_cannot_read(content, message, tmp_path, capsys):
+    """Found by adv22: a report that was no UTF-8, no JSON or another JSON was "'utf-8' codec can't decode byte 0xff
+    in position 7", "Expecting value: line 1 column 1 (char 0)", "TypeError: list indices must be integers or
+    slices, not str" or "KeyError: 'changed'": one line, exit 2, but naming neither the file nor what it should be."""
+    from tools import plot_nodecounts
+
+    report = tmp_path / "r\x1b.json"
+    report.write_bytes(content)
+    assert plot_nodecounts.main([str(report), "-o", str(tmp_path / "n.png")]) == 2
+    assert capsys.readouterr().err == f"error: report {tmp_path}/r\\x1b.json {message}\n".replace(".json :", ".json:")
+    assert not (tmp_path / "n.png").exists()

@@ -8,6 +8,7 @@ microseconds per node: flat columns mean linear scaling.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -40,15 +41,34 @@ def measure(length: int, channels: int) -> dict:
             "reroll_s": finished - started_pass}
 
 
+# About 11 nodes a step: 10^5 steps is a 1.1M-node graph, 14x VMamba-T's naive export; channels are a tensor
+# dimension of the synthetic inputs. Past these the model was built until protobuf refused a dimension past 2^63
+# ('--lengths 99999999999999999999': a ValueError traceback, exit 1, adv22) or memory ran out.
+MAX_LENGTH = 100_000
+MAX_CHANNELS = 65_536
+
+
+def _bounded(text: str, high: int) -> int:
+    value = positive_int(text)
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {high:,}, got '{text}'")
+    return value
+
+
 def _lengths(text: str) -> list[int]:
-    """argparse type: comma-separated scan lengths, each an integer >= 1."""
-    return [positive_int(part) for part in text.split(",")]
+    """argparse type: comma-separated scan lengths, each an integer from 1 to MAX_LENGTH."""
+    return [_bounded(part, MAX_LENGTH) for part in text.split(",")]
+
+
+def _channels(text: str) -> int:
+    """argparse type: the scan's channels, an integer from 1 to MAX_CHANNELS."""
+    return _bounded(text, MAX_CHANNELS)
 
 
 def main(argv=None) -> int:
     parser = OneLineArgumentParser(prog="python -m tools.bench_scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=_lengths, default=[1568, 3136, 6272, 12544], help="comma-separated scan lengths")
-    parser.add_argument("--channels", type=positive_int, default=8)
+    parser.add_argument("--channels", type=_channels, default=8)
     args = parser.parse_args(argv)
     table = Table(title="compiler work vs graph size (one synthetic unrolled scan)")
     for column in ("steps L", "nodes", "import s", "match s", "reroll-scans s", "µs/node import", "µs/node match",

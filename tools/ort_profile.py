@@ -24,7 +24,7 @@ import numpy as np
 
 from passes.files import input_file_problem, write_text_atomic
 from passes.one_line import MAX_THREADS, OneLineArgumentParser, one_line, positive_int, printable, thread_count
-from passes.graph_io import model_and_data_files
+from passes.graph_io import InputError, model_and_data_files, read_structure
 from passes.model_check import local_functions_refused
 from tools.json_destination import json_destination_refused
 
@@ -149,6 +149,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     refused = local_functions_refused(args.model)
     if refused:
         sys.stderr.write(f"error: {refused}\n")
+        return 2
+    try:   # a file that is no model is one line before any 'profiling ...' (adv22: two lines, the progress first)
+        read_structure(args.model)
+    except InputError as error:
+        sys.stderr.write(f"error: {error}\n")
         return 2
     counts = _thread_counts(args.threads)
     if counts is None:

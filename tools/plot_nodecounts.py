@@ -43,11 +43,35 @@ def check_output(output: str | Path, reads: list[tuple[str, Path]]) -> None:
 
 
 def load_report(path: str | Path) -> dict:
+    """A passes.apply report.json, its shape checked before plotting: a file that is no UTF-8, no JSON or another
+    JSON is refused naming the file (adv22: "'utf-8' codec can't decode byte 0xff in position 7", "Expecting value:
+    line 1 column 1 (char 0)", "TypeError: list indices must be integers or slices, not str", none naming it)."""
     path = _report_file(path)
-    report = json.loads(read_text_file(path))
+    shown = printable(path)
+    try:
+        report = json.loads(read_text_file(path))
+    except UnicodeDecodeError:
+        raise ValueError(f"report {shown} is not UTF-8 text (a passes.apply report.json is)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"report {shown} is not JSON ({one_line(error)})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"report {shown} is a JSON {type(report).__name__}, not a passes.apply report")
     if "run" not in report:
-        raise ValueError(f"{path}: no run recorded (status {report.get('status')})")
+        raise ValueError(f"report {shown}: no run recorded (status {printable(str(report.get('status')))})")
+    run = report["run"]
+    passes = run.get("passes") if isinstance(run, dict) else None
+    if not isinstance(passes, list) or not _is_count(run.get("nodes_before")):
+        raise ValueError(f"report {shown}: its run holds no nodes_before count and passes list")
+    for number, entry in enumerate(passes, 1):
+        if not isinstance(entry, dict) or not _is_count(entry.get("nodes_after")) or "name" not in entry \
+                or not isinstance(entry.get("changed"), bool):
+            raise ValueError(f"report {shown}: pass {number} of its run lacks a name, a nodes_after count or "
+                             "changed true/false")
     return report
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_pipelines(pipelines: list[str]) -> None:

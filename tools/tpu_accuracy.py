@@ -30,7 +30,7 @@ import numpy as np
 
 from passes.files import DestinationError, atomic_open, check_destination, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
-from passes.one_line import OneLineArgumentParser, folder_path, number_text, one_line, positive_int
+from passes.one_line import OneLineArgumentParser, folder_path, number_text, one_line, positive_int, printable
 from passes.relative_error import relative_l2
 from tools import tpu_toolchain as tc
 from tools.json_destination import json_destination_refused, workdir_refused
@@ -127,7 +127,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quantize", nargs="+", type=str.upper, default=["F32", "BF16", "INT8"], choices=MODES)
     parser.add_argument("--count", type=positive_int, default=500, help="held-out images, the first N of 500 (default all)")
     parser.add_argument("--batch", type=positive_int, default=10, help="the bmodel's static batch (default 10)")
-    parser.add_argument("--chip", default="bm1684x")
+    parser.add_argument("--chip", default="bm1684x", choices=tc.CHIPS)
     parser.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"),
                         help="torch.onnx.export's exporter for micro-digits (default torchscript; dynamo writes opset 18)")
     parser.add_argument("--pipeline", default="tpu", help="the passes.apply pipeline (default tpu; tpu-bm1688, ...)")
@@ -147,6 +147,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                          f"(got {args.calibration_count} x {args.batch})\n")
         return EXIT_USAGE
 
+    # adv22: an unknown pipeline was found by passes.apply after the export (exit 3, 'passes.apply ... failed'), and
+    # its name printed raw ('x\x1b[2J' cleared the terminal); an unknown --chip by tools.tpu_check per mode, after the
+    # export and the compile
+    from pipelines import UnknownPipelineError, get_pipeline
+    try:
+        get_pipeline(args.pipeline)
+    except UnknownPipelineError as error:
+        sys.stderr.write(f"error: --pipeline: {one_line(error)}\n")
+        return EXIT_USAGE
     if json_destination_refused(args.json) or workdir_refused(args.workdir):
         return EXIT_USAGE
     workdir = Path(args.workdir).resolve()
@@ -174,14 +183,15 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
     python = sys.executable
     naive, tpu = workdir / "naive.onnx", workdir / "tpu.onnx"
     started = time.perf_counter()
-    print(f"micro-digits, batch {args.batch}, {args.exporter} exporter: export and {args.pipeline} pipeline -> {tpu}",
+    print(f"micro-digits, batch {args.batch}, {args.exporter} exporter: export and {printable(args.pipeline)} pipeline -> "
+          f"{printable(tpu)}",
           flush=True)
     for command, log in (([python, "-m", "vmamba_ref.export", "--model", "micro-digits", "--batch", str(args.batch),
                            "--exporter", args.exporter, "-o", str(naive)], workdir / "export.log"),
                          ([python, "-m", "passes.apply", str(naive), "--pipeline", args.pipeline, "-o", str(tpu)],
                           workdir / "apply.log")):
         if _run(command, log).returncode != 0:
-            sys.stderr.write(f"error: {' '.join(command[2:4])} failed (log: {log})\n")
+            sys.stderr.write(f"error: {' '.join(command[2:4])} failed (log: {printable(log)})\n")
             return EXIT_NOT_COMPILED
 
     split = load_digits_split()
@@ -225,7 +235,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> int:
                    workdir / f"{quantize.lower()}.run.log", cwd=mode_dir)
         result.simulate_seconds = round(time.perf_counter() - simulate_started, 1)
         if ran.returncode != 0 or not outputs.is_file():
-            result.reason = f"bmodel run failed (log: {workdir / f'{quantize.lower()}.run.log'})"
+            result.reason = f"bmodel run failed (log: {printable(workdir / f'{quantize.lower()}.run.log')})"
             results.append(result)
             continue
         logits = next(iter(np.load(outputs).values())).reshape(-1, reference.shape[1])[: args.count]

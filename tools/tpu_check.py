@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="ONNX model with static shapes")
     parser.add_argument("--input", metavar="NPZ", help="inputs by name (e.g. the export's .ref.npz); default: random normal, an integer input ids over the rows of the table it indexes")
-    parser.add_argument("--chip", default="bm1684x", choices=["bm1684x", "bm1688", "cv183x", "bm1684", "bm1690", "cv186x"])
+    parser.add_argument("--chip", default="bm1684x", choices=tc.CHIPS)
     parser.add_argument("--quantize", default="F32", type=str.upper, choices=["F32", "BF16", "F16", "INT8"])
     parser.add_argument("--calibration", metavar="NPZ",
                         help="INT8: calibration set, one array per input with samples stacked first (tools.tpu_calibration)")

@@ -33,6 +33,11 @@ class ToolchainError(Exception):
     """tpu-mlir could not be installed or started; the message says why, in one line."""
 
 
+# The chips tpu-mlir 1.30.2 compiles for (tools.tpu_check --chip; tools.tpu_accuracy checks its --chip against the
+# same list before its minutes of export and compile).
+CHIPS = ("bm1684x", "bm1688", "cv183x", "bm1684", "bm1690", "cv186x")
+
+
 def venv_dir(explicit: Optional[str | os.PathLike] = None) -> Path:
     return Path(explicit or os.environ.get("TPU_VENV") or DEFAULT_VENV).resolve()
 
