@@ -402,6 +402,18 @@ def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
     return read_regular_file(path, limit).decode("utf-8")
 
 
+def open_regular_file(path: str | os.PathLike) -> IO[bytes]:
+    """``path`` opened for reading once, and refused (OSError, EINVAL) unless what was opened is a regular file: a
+    check by path before (``input_file_problem``) looked at a file someone may have replaced since by a named pipe,
+    whose read would wait for ever (O_NONBLOCK: its open does not)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"not a regular file ({file_kind(status.st_mode)})", os.fspath(path))
+    return os.fdopen(fd, "rb")
+
+
 def read_regular_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes: a named pipe would block
     the read for ever, /dev/zero never end it. OSError (its strerror says why) otherwise."""

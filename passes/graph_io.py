@@ -6,6 +6,7 @@ gives one clear line (``InputError``) and an output file is never left half writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import filecmp
 import hashlib
 import os
@@ -23,7 +24,7 @@ from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
 from passes.files import (DestinationError, FileChangedError, check_destination, checked_file, interrupts_held,
-                          is_same_file, normal_file_mode, open_checked)
+                          is_same_file, normal_file_mode, open_checked, open_regular_file)
 from passes.interrupts import raise_if_interrupted
 from passes.one_line import ASCII_INTEGER, one_line, printable
 from patterns.graph_query import toposort
@@ -85,8 +86,15 @@ def read_structure(path: str | os.PathLike) -> onnx.ModelProto:
     only looks at the graph needs: tools.nodecount, tools.diffview); a file that does not parse, or parses to
     no model, is a one-line InputError. The caller checks first that ``path`` is a regular file."""
     shown = printable(path)
+    try:   # opened once and read from what was opened: a named pipe put in its place after the check is refused
+        handle = open_regular_file(path)
+    except OSError as error:
+        reason = printable(error.strerror or error)
+        raise InputError(f"input {shown} is {reason}" if error.errno == errno.EINVAL
+                         else f"input {shown} cannot be read ({reason})") from None
     try:
-        model = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
+        with handle:
+            model = onnx.load(handle, format="protobuf", load_external_data=False)
     except DecodeError as error:
         raise InputError(f"not an ONNX file, or truncated: {shown} ({one_line(error, limit=300)})") from None
     except Exception as error:  # onnx wraps protobuf errors differently across versions

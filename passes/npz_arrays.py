@@ -9,11 +9,13 @@ here, so the three answer one bad file the same way.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import IO, Iterable
 
 import numpy as np
 
+from passes.files import open_regular_file
 from passes.one_line import one_line, printable
 
 # 2 GiB: 2^28 float64 values, the random feeds' own cap (passes.verify); the members read, all
@@ -34,11 +36,22 @@ def read_npz(path: str | os.PathLike | IO[bytes], names: Iterable[str] | None = 
     NpzError for a file that is not an npz or has a corrupt or pickled member; a member asked for
     that unpacks to more than `max_bytes` (MAX_NPZ_BYTES by default), or members that do together;
     a member that is not an .npy array."""
+    if hasattr(path, "seek"):   # an open file (a reference opened once, checked: passes.verify)
+        path.seek(0)
+        return _read_npz(path, names, max_bytes)
+    try:   # opened once: a named pipe put in place of the file checked is refused, not waited on (adv22)
+        handle = open_regular_file(path)
+    except OSError as error:
+        raise NpzError(printable(error.strerror or error) if error.errno == errno.EINVAL
+                       else f"cannot be read ({printable(error.strerror or error)})") from None
+    with handle:
+        return _read_npz(handle, names, max_bytes)
+
+
+def _read_npz(npz: IO[bytes], names: Iterable[str] | None, max_bytes: int | None) -> dict[str, np.ndarray]:
     cap = MAX_NPZ_BYTES if max_bytes is None else max_bytes
     try:
-        if hasattr(path, "seek"):   # an open file (a reference opened once, checked: passes.verify)
-            path.seek(0)
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(npz, allow_pickle=False)
     except Exception as error:   # not a zip, a truncated file, a pickle
         raise NpzError(f"not a readable npz ({one_line(error, limit=200)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -497,3 +497,32 @@ def test_a_file_swapped_between_the_link_check_and_the_read_is_never_read(swap, 
         "another file put in its place); refused")
     assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
     assert opened   # (the spy saw the opens)
+
+
+def test_a_model_replaced_by_a_named_pipe_after_its_check_is_refused_not_waited_on(tmp_path, monkeypatch):
+    """Found by adv22: read_model looked at the path (is_file), then onnx.load opened it again by name: a named pipe
+    put in its place between the two made the open wait for a writer for ever. Now the file is opened once,
+    without waiting, and what was opened must be a regular file."""
+    import signal
+    from pathlib import Path
+
+    source = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(MODEL_TEXT), source)
+    real_is_file = Path.is_file
+
+    def check_then_swap(self):
+        checked = real_is_file(self)
+        if self == source and checked:
+            source.unlink()
+            os.mkfifo(source)
+        return checked
+
+    monkeypatch.setattr(Path, "is_file", check_then_swap)
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("waited on the named pipe"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(InputError) as refused:
+            read_model(source)
+    finally:
+        signal.alarm(0)
+    assert str(refused.value) == f"input {source} is not a regular file (a named pipe)"

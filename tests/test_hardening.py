@@ -2048,3 +2048,38 @@ def test_sigterm_ends_ort_profile_inside_onnx_runtimes_native_work(tmp_path):
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert set(Path(tempfile.gettempdir()).glob("ort-profile-*")) == before
     assert listing(tmp_path) == ["loop.onnx"]
+
+
+def test_a_reference_replaced_by_a_named_pipe_after_its_check_is_refused_not_waited_on(tmp_path, monkeypatch):
+    """Found by adv22: --reference was looked at (input_file_problem: a regular file), then np.load opened it again by
+    name: a named pipe put in its place between the two made the run wait for a writer for ever. Now it is opened
+    once, without waiting, and refused unless what was opened is a regular file: BadInput, nothing written."""
+    import signal
+
+    import pipelines.compiler as compiler
+    from pipelines import BadInput, compile_model
+    from test_cli import TINY_MODEL_TEXT
+
+    model_path = tmp_path / "naive.onnx"
+    onnx.save(onnx.parser.parse_model(TINY_MODEL_TEXT), model_path)
+    reference = tmp_path / "given.npz"
+    np.savez(reference, x=np.ones((2, 3), np.float32))
+    checked = compiler.input_file_problem
+
+    def check_then_swap(path, *args, **kwargs):
+        problem = checked(path, *args, **kwargs)
+        if path == reference:
+            reference.unlink()
+            os.mkfifo(reference)
+        return problem
+
+    monkeypatch.setattr(compiler, "input_file_problem", check_then_swap)
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("waited on the named pipe"))
+    signal.alarm(60)
+    try:
+        with pytest.raises(BadInput) as refused:
+            compile_model(model_path, "eliminate-dead-nodes", reference=reference, output=tmp_path / "out.onnx")
+    finally:
+        signal.alarm(0)
+    assert str(refused.value) == f"reference {reference}: not a regular file (a named pipe)"
+    assert not (tmp_path / "out.onnx").exists()
