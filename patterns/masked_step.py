@@ -10,9 +10,15 @@ it as Where(cond, Add(Mul(a_t, h), b_t), h); `torch.where(~m_t, h, a_t * h + b_t
 step in the else branch, the decay where(c, 1, a_t), the drive where(c, 0, b_t). The cond is whatever the trace left
 (Unsqueezes of a Gather of the mask, a Reshape, a Not): it is read as it is.
 
-`find_masked_steps` returns the Wheres that are such steps (`MaskedStep`, what passes/masked_steps.py rewrites) and the
-near-misses (`MaskedMiss`): a Where whose branch is a step Add(Mul(x, s), b) of another such Where's output s, but whose
-other branch is not that state (`torch.where(m, a * h + b, h0)`), or whose step is read by more than the Where.
+A plain step h = a_t * h + b_t in a chain with masked steps (`torch.where` on some positions only: a prefix never
+padded, left padding of at most k positions) is the masked step with m_t = 1 (`PlainStep`): where(1, a_t, 1) * h +
+where(1, b_t, 0) is a_t * h + b_t exactly, so the whole chain is one recurrence.
+
+`find_masked_steps` returns the Wheres that are such steps (`MaskedStep`, what passes/masked_steps.py rewrites), the
+plain steps linked to them (`PlainStep`: Add(Mul(a_t, h), b_t) whose h is a step's output or whose output is a step's
+state, a_t and b_t read like the masked steps' own) and the near-misses (`MaskedMiss`): a Where whose branch is a step
+Add(Mul(x, s), b) of another such Where's output s, but whose other branch is not that state (`torch.where(m, a * h +
+b, h0)`), or whose step is read by more than the Where. `steps_before` links any of them into chains.
 """
 from __future__ import annotations
 
@@ -40,6 +46,45 @@ class MaskedStep:
         return self.where.inputs[0]
 
     @property
+    def node(self) -> gs.Node:
+        """The node whose output is the step's state (the Where)."""
+        return self.where
+
+    @property
+    def output(self) -> gs.Tensor:
+        return self.where.outputs[0]
+
+    @property
+    def state(self) -> gs.Tensor:
+        return self.mul.inputs[self.state_side]
+
+    @property
+    def decay(self) -> gs.Tensor:
+        return self.mul.inputs[1 - self.state_side]
+
+    @property
+    def drive(self) -> gs.Tensor:
+        return self.add.inputs[1 - self.mul_side]
+
+
+@dataclass
+class PlainStep:
+    """A linear step Add(Mul(a_t, h), b_t) in a chain with masked steps: the masked step with m_t = 1."""
+    add: gs.Node
+    mul: gs.Node
+    mul_side: int
+    state_side: int
+    cond = None            # (no mask: every position takes the step)
+
+    @property
+    def node(self) -> gs.Node:
+        return self.add
+
+    @property
+    def output(self) -> gs.Tensor:
+        return self.add.outputs[0]
+
+    @property
     def state(self) -> gs.Tensor:
         return self.mul.inputs[self.state_side]
 
@@ -62,6 +107,22 @@ class MaskedMiss:
     state: gs.Tensor
     kept: Optional[gs.Tensor] = None
     readers: tuple = ()
+
+    @property
+    def output(self) -> gs.Tensor:
+        return self.where.outputs[0]
+
+
+def steps_before(steps: list) -> dict[int, object]:
+    """id(step) -> the step before it: the one whose output its state is (through no-ops). `steps`: MaskedStep,
+    PlainStep or MaskedMiss (anything with `state` and `output`)."""
+    by_output = {id(step.output): step for step in steps}
+    before = {}
+    for step in steps:
+        previous = by_output.get(id(see_through(step.state)[0]))
+        if previous is not None and previous is not step:
+            before[id(step)] = previous
+    return before
 
 
 def _steps_of(where: gs.Node):
@@ -114,11 +175,70 @@ def find_masked_steps(graph: gs.Graph) -> tuple[list[MaskedStep], list[MaskedMis
                 steps.append(found)
         elif miss is not None:
             misses.append(miss)
-    # only steps in chains of them: a state that is another masked step's output, or an output another one's state
-    by_output = {id(step.where.outputs[0]): step for step in steps}
+    steps += _plain_steps(graph, steps, {id(miss.add) for miss in misses})
+    # only steps in chains of two or more (a masked step and another, or a plain step, before or after it)
     linked = set()
-    for step in steps:
-        previous = by_output.get(id(see_through(step.state)[0]))
-        if previous is not None and previous is not step:
-            linked.update((id(step), id(previous)))
+    for key, previous in steps_before(steps).items():
+        linked.update((key, id(previous)))
     return [step for step in steps if id(step) in linked], misses
+
+
+def _operand_key(tensor: gs.Tensor) -> tuple:
+    """What a step's decay or drive is read from, cheaply: (op, its data input) for a step slice (Gather, Slice,
+    through Squeezes and Unsqueezes), (op, None) for one computed at each step."""
+    origin = see_through(tensor)[0]
+    node = producer(origin)
+    while node is not None and node.op in ("Squeeze", "Unsqueeze") and node.inputs:
+        node = producer(node.inputs[0])
+    if node is None:
+        return ("tensor", id(origin))
+    return (node.op, id(node.inputs[0]) if node.op in ("Gather", "Slice") and node.inputs else None)
+
+
+def _plain_step(add: gs.Node, mul_side: int, state_side: int, keys: tuple) -> Optional[PlainStep]:
+    """Add(Mul(.., ..), ..) read as a plain step with its state at `state_side` of the Mul at `mul_side`, if its decay
+    and drive are read as the masked steps' are (`keys`: their decays' and drives' _operand_key sets)."""
+    if add.op != "Add" or add.domain or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return None
+    mul = producer(add.inputs[mul_side])
+    if mul is None or mul.op != "Mul" or mul.domain or len(mul.inputs) != 2 or len(mul.outputs) != 1:
+        return None
+    step = PlainStep(add, mul, mul_side, state_side)
+    if _operand_key(step.decay) in keys[0] and _operand_key(step.drive) in keys[1]:
+        return step
+    return None
+
+
+def _plain_steps(graph: gs.Graph, masked: list[MaskedStep], excluded: set[int]) -> list[PlainStep]:
+    """The plain steps linked, step by step, to `masked`: backward from a state some step reads (its Mul's state side
+    the one after it's, or the other), forward to a Mul that reads a step's output and an Add that reads it. Adds of
+    masked steps and `excluded` (near-misses' steps) are none."""
+    if not masked:
+        return []
+    keys = ({_operand_key(step.decay) for step in masked}, {_operand_key(step.drive) for step in masked})
+    taken = {id(step.add) for step in masked} | excluded
+    found: list[PlainStep] = []
+    pending: list = list(masked)
+    while pending:
+        step = pending.pop()
+        links = []
+        add = producer(see_through(step.state)[0])   # backward: the step before, if a plain one
+        if add is not None and id(add) not in taken:
+            for mul_side in (step.mul_side, 1 - step.mul_side):
+                for state_side in (step.state_side, 1 - step.state_side):
+                    links.append(_plain_step(add, mul_side, state_side, keys))
+        for mul in list(step.output.outputs):   # forward: the step after, if a plain one
+            if mul.op != "Mul" or len(mul.inputs) != 2 or len(mul.outputs) != 1:
+                continue
+            for add in list(mul.outputs[0].outputs):
+                if id(add) not in taken and add.op == "Add" and len(add.inputs) == 2:
+                    sides = [side for side in (0, 1) if add.inputs[side] is mul.outputs[0]]
+                    states = [side for side in (0, 1) if mul.inputs[side] is step.output]
+                    if len(sides) == 1 and len(states) == 1:
+                        links.append(_plain_step(add, sides[0], states[0], keys))
+        for link in links:
+            if link is not None and id(link.add) not in taken:
+                taken.add(id(link.add))
+                found.append(link)
+                pending.append(link)
+    return found

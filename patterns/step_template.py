@@ -276,12 +276,14 @@ def _check_replayable(template: StepTemplate) -> None:
         raise TemplateMismatch(f"rank of the per-step output '{template.output.name}' is unknown")
 
 
-def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[StepTemplate, list[int]]:
+def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap,
+                            contiguous: bool = True) -> tuple[StepTemplate, list[int]]:
     """A step operand computed afresh at every step from step slices of shared tensors (`dA = torch.exp(delta[:, t,
     :, None] * A)` inside the loop): the template o_i = f(step p_i of shared tensors), identical at every step and
     reading no state, and each step's position p_i (the index its Gathers and Slices take, one position per step,
     p .. p + n - 1 once each in some order, p the lowest: a loop from the second position, over part of an axis); or
-    TemplateMismatch. The template's `state` is a stand-in nothing reads."""
+    TemplateMismatch. The template's `state` is a stand-in nothing reads. `contiguous` False: the positions need only be
+    distinct (a mixed chain's masked steps, passes/masked_steps.py)."""
     stand_in = gs.Variable("step_operand_stand_in")
     walks = []
     for position, operand in list(enumerate(operands))[1:]:
@@ -298,7 +300,8 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap) -> tuple[
     values = [first] + [walk.varying.get((node_id, input_index), first) for walk in walks]
     positions = [int(np.asarray(value).reshape(-1)[0]) for value in values]
     lowest = min(positions)
-    if sorted(positions) != list(range(lowest, lowest + len(operands))):
+    if (sorted(positions) != list(range(lowest, lowest + len(operands))) if contiguous
+            else len(set(positions)) != len(positions)):
         raise TemplateMismatch(f"the step operands take positions {positions}, not {lowest} .. "
                                f"{lowest + len(operands) - 1} once each")
     template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks)

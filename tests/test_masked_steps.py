@@ -158,3 +158,54 @@ def test_a_graph_without_masked_steps_is_not_touched():
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
     assert result.stats == {"rerolled": 1, "steps": 6, "rejected": 0}
     assert op_histogram(out)["Where"] == 1
+
+
+# session s34 (gen22): a chain mixing masked and plain steps (the mask on some positions only). Before s34 (main
+# a033d62) only its masked runs re-rolled ((3, 4, 5, 6, 7): a 5-step scan, the plain prefix left; a lone masked step
+# none); now every plain step is the masked step with m = 1 and the chain is one scan.
+MIXED = [(3, 4, 5, 6, 7), (0, 1, 2), (1, 3, 5, 7), (0, 1, 2, 3, 5, 6, 7)]
+
+
+@pytest.mark.parametrize("masked_steps", MIXED)
+@pytest.mark.parametrize("mask, spelling", [*MASKS, ("then", "constant"), ("else", "constant")])
+def test_a_chain_of_masked_and_plain_steps_is_one_scan(masked_steps, mask, spelling):
+    # parallel form: the graph of the same chain with every step masked, plus one Or (And for the else branch) for
+    # the decays and one for the drives (cond | K_t, K true at the plain positions); masks fixed at export: the plain
+    # steps' all-true (all-false) constants stacked with the others, the very graph
+    spec = ScanSpec(length=8, state=2, mask=mask, mask_spelling=spelling, masked_steps=masked_steps)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    assert result.stats == REROLLED and result.notes == []
+    every, _ = apply_pass(unrolled_scan_model(dataclasses.replace(spec, masked_steps=None)),
+                          RerollScans(form="parallel", chunk=4))
+    change = Counter(op_histogram(out))
+    change.subtract(op_histogram(every))
+    assert {op: n for op, n in change.items() if n} == (
+        {} if spelling == "constant" else {"Or": 2} if mask == "then" else {"And": 2})
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+@pytest.mark.parametrize("masked_steps, direction", [((3, 4, 5, 6, 7), "forward"), ((0, 1, 2), "backward"),
+                                                     ((7,), "forward"), ((0,), "forward")])
+def test_mixed_chains_reroll_in_every_form_and_a_lone_masked_step_joins_its_chain(form, masked_steps, direction):
+    # (7,) and (0,): one masked step after (before) 7 plain ones, its cond the one every masked step reads
+    spec = ScanSpec(length=8, state=2, mask="then", masked_steps=masked_steps, direction=direction)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == REROLLED and result.notes == []
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_a_mixed_chain_left_for_another_reason_gets_its_plain_steps_back():
+    # the readouts of steps 4 and 5 swapped: no scan; the graph is the input's, node for node, plain steps included
+    spec = ScanSpec(length=8, state=2, mask="then", masked_steps=(0, 1, 2), near_miss="concat_permuted")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
+    feeds = scan_inputs(spec)
+    assert np.array_equal(run(out, feeds)[0], run(model, feeds)[0])

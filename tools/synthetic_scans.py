@@ -58,6 +58,9 @@ class ScanSpec:
     mask: str = ""
     mask_spelling: str = "unsqueeze"
     mask_kept: str = "state"
+    # the steps (in step order) that are masked, the others plain linear steps (a mask on some positions only: a
+    # prefix never padded, left padding of at most k positions); None: every step
+    masked_steps: Optional[tuple] = None
     # "index_copy": the readouts written into a zeros buffer, `y = y.index_copy(2, t, y_t[..., None])`, as TorchScript
     # traces it (a ScatterElements per step, its indices Expand(t, a shape computed from Shape(y))), not stacked
     write: str = ""
@@ -213,8 +216,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
             a_i = g.step(source, 2, position(index) + spec.decay_offset, spec.index)
             b_i = g.step("b", 2, position(i) + spec.drive_offset, spec.index)
             stepped = g.node("Add", [g.node("Mul", [a_i, state]), b_i])
-            state = (_masked(g, spec, position(i), stepped, state, i == 0 and spec.initial == "zeros") if spec.mask
-                     else stepped)
+            state = (_masked(g, spec, position(i), stepped, state, i == 0 and spec.initial == "zeros")
+                     if spec.mask and (spec.masked_steps is None or i in spec.masked_steps) else stepped)
         if spec.near_miss == "state_used_elsewhere" and i == miss:
             extra.append(g.node("Relu", [state]))
         if spec.near_miss == "missing_readout" and i == miss:
@@ -351,7 +354,8 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
         drive = b[:, :, i + spec.drive_offset]
         restarts = step in spec.restarts or (first and spec.initial == "drive")
         stepped = drive if restarts else a[:, :, i + spec.decay_offset] * state + drive
-        if spec.mask and not (first and spec.initial == "drive"):
+        if spec.mask and not (first and spec.initial == "drive") and (spec.masked_steps is None
+                                                                       or step in spec.masked_steps):
             kept = feeds["h_other"].astype(np.float64) if spec.mask_kept == "other" else state
             mask = feeds["m"] if spec.mask_spelling != "constant" else constant_mask(spec)
             stepped = np.where(mask[:, i, None, None], stepped, kept)
