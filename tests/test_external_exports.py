@@ -115,6 +115,14 @@ NODE_COUNTS = {
     # the mask folded to one Constant per step (lengths fixed at export): before s33 "each step reads the state before it
     # through Where '/Where' .." (cpu 132, tpu 128, seed 128); the constants stacked into one, read a step at a time
     "user-s6-masked-lengths": (156, {"cpu": 90, "tpu": 67, "seed": 43}),
+    # session s34 (gen22): chains mixing masked and plain steps, one scan each; before s34 only the masked (or the
+    # plain) run re-rolled, 3 or 7 of 10 steps: cpu 167 / 141 / 144 / 141 / 126, tpu 159 / 118 / 141 / 136 / 121, seed
+    # 139 / 88 / 36 / 129 / 112 for after-prefix / before-rest / script-loop / dynamo / lengths
+    "user-s6-masked-after-prefix": (180, {"cpu": 97, "tpu": 74, "seed": 50}),
+    "user-s6-masked-before-rest": (157, {"cpu": 98, "tpu": 75, "seed": 51}),
+    "user-s6-script-loop-masked-after-prefix": (54, {"cpu": 100, "tpu": 77}),
+    "user-s6-masked-after-prefix-dynamo": (121, {"cpu": 92, "tpu": 69, "seed": 47}),
+    "user-s6-masked-lengths-after-prefix": (149, {"cpu": 90, "tpu": 67, "seed": 43}),
     # readouts written y = y.index_copy(1, t, y_t[:, None]): its ScatterElements' indices, Expand(t, a shape computed from
     # Shape(y)), were no buffer write before s33 ("Unsqueeze .. output is not consumed by a single Concat"; cpu 131 / 144,
     # tpu 127 / 140, seed 127 / 120 (Loop kept)); the scripted y[:, t] = y_t re-rolled already (pinned)
@@ -484,5 +492,7 @@ def test_corpus_covers_the_brief():
     assert {"user-s6-masked", "user-s6-masked-not", "user-s6-script-loop-masked",
             "user-s6-masked-dynamo", "user-s6-masked-lengths", "user-s6-index-copy", "user-s6-script-loop-index-copy",
             "user-s6-script-loop-assign"} <= set(EXPORTS)   # session s33's (gen21)
+    assert {"user-s6-masked-after-prefix", "user-s6-masked-before-rest", "user-s6-script-loop-masked-after-prefix",
+            "user-s6-masked-after-prefix-dynamo", "user-s6-masked-lengths-after-prefix"} <= set(EXPORTS)   # s34's
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -248,7 +248,8 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "script-loop-both-reversed", "script-loop-from-one", "script-loop-from-one-reversed", "scan-op",
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
               "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "masked-lengths", "index-copy",
-              "script-loop-index-copy", "script-loop-assign")
+              "script-loop-index-copy", "script-loop-assign", "masked-after-prefix", "masked-before-rest",
+              "script-loop-masked-after-prefix", "masked-lengths-after-prefix")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -307,6 +308,14 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       script-loop-masked  the masked loop in a `torch.jit.script` function (a Where in the Loop's body)
       masked-lengths   the masked loop with the mask of lengths fixed at export, `arange(L)[None] < tensor([L, L - 3])[:,
                        None]` (TorchScript folds it: one bool Constant per step)
+      masked-after-prefix  the masked loop whose first 3 positions (a prefix never padded) take the plain step: `step =
+                       deltaA[:, t] * h + deltaBx[:, t]; h = step if t < 3 else torch.where(mask[:, t, None, None],
+                       step, h)` (3 plain steps, then masked ones, in one chain)
+      masked-before-rest  the other way round (left padding of at most 3 positions): `torch.where(..)` for t < 3, the
+                       plain step after
+      script-loop-masked-after-prefix  masked-after-prefix in a `torch.jit.script` function (an If of Less(t, 3) in
+                       the Loop's body, a Where in its else branch)
+      masked-lengths-after-prefix  masked-after-prefix with masked-lengths' mask fixed at export
       index-copy       `for t in range(L)`, each readout written `y = y.index_copy(1, torch.tensor([t]), y_t[:, None])`
                        into a zeros buffer (TorchScript: a ScatterElements per step, its indices Expand(t, a shape
                        computed from Shape(y)))
@@ -461,6 +470,20 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
         return torch.stack(ys, 1)
     scripted_masked_loop = torch.jit.script(masked_loop) if "script-loop-masked" in loops else masked_loop
 
+    def partly_masked_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+                           mask: torch.Tensor, after_prefix: bool) -> torch.Tensor:
+        ys = []
+        for t in range(deltaA.shape[1]):
+            step = deltaA[:, t] * h + deltaBx[:, t]
+            if (t >= 3) == after_prefix:   # the positions that may be padding
+                h = torch.where(mask[:, t, None, None], step, h)
+            else:
+                h = step
+            ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+        return torch.stack(ys, 1)
+    scripted_partly_masked_loop = (torch.jit.script(partly_masked_loop) if "script-loop-masked-after-prefix" in loops
+                                   else partly_masked_loop)
+
     def written_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
                      index_copy: bool) -> torch.Tensor:
         y = torch.zeros_like(deltaA[:, :, :, 0])
@@ -583,6 +606,12 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 length = x.shape[1]
                 lengths = torch.tensor([length, length - 3])[:x.shape[0]]
                 y = masked_loop(deltaA, deltaBx, C, h, torch.arange(length)[None] < lengths[:, None], False)
+            elif loop in ("masked-after-prefix", "masked-before-rest", "script-loop-masked-after-prefix"):
+                y = scripted_partly_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop != "masked-before-rest")
+            elif loop == "masked-lengths-after-prefix":
+                length = x.shape[1]
+                lengths = torch.tensor([length, length - 3])[:x.shape[0]]
+                y = partly_masked_loop(deltaA, deltaBx, C, h, torch.arange(length)[None] < lengths[:, None], True)
             elif loop in ("index-copy", "script-loop-index-copy", "script-loop-assign"):
                 y = scripted_written_loop(deltaA, deltaBx, C, h, loop != "script-loop-assign")
             elif loop in ("scan-op", "scan-op-reversed"):
@@ -793,6 +822,25 @@ EXPORTS = {e.name: e for e in [
                    "user-s6-masked with the mask of lengths fixed at export, arange(L)[None] < tensor([L, L - 3])[:, None] "
                    "(TorchScript folds it: one bool Constant per step)",
                    lambda: user_s6(8, 4, 10, loops=("masked-lengths",)), scans=1, steps=10),
+    # session s34 (gen22): chains mixing masked and plain steps (the mask on some positions only); before s34 only their
+    # masked runs (or their plain runs) re-rolled
+    ExternalExport("user-s6-masked-after-prefix", "torch",
+                   "user-s6-masked whose first 3 positions (a prefix never padded) take the plain step: step = "
+                   "deltaA[:, t] * h + deltaBx[:, t]; h = step if t < 3 else torch.where(mask[:, t, None, None], step, h)",
+                   lambda: user_s6(8, 4, 10, loops=("masked-after-prefix",)), scans=1, steps=10),
+    ExternalExport("user-s6-masked-before-rest", "torch",
+                   "user-s6-masked-after-prefix the other way round (left padding of at most 3 positions): torch.where "
+                   "for t < 3, the plain step after", lambda: user_s6(8, 4, 10, loops=("masked-before-rest",)), scans=1,
+                   steps=10),
+    ExternalExport("user-s6-script-loop-masked-after-prefix", "torch",
+                   "user-s6-masked-after-prefix's loop in a torch.jit.script function (an If of t >= 3 in the Loop's "
+                   "body, a Where in one branch)", lambda: user_s6(8, 4, 10, loops=("script-loop-masked-after-prefix",)),
+                   scans=1, steps=10, loops_kept_by=("seed",)),
+    ExternalExport("user-s6-masked-after-prefix-dynamo", "torch", "user-s6-masked-after-prefix through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("masked-after-prefix",)), scans=1, steps=10, exporter="dynamo"),
+    ExternalExport("user-s6-masked-lengths-after-prefix", "torch",
+                   "user-s6-masked-after-prefix with user-s6-masked-lengths' mask fixed at export (one bool Constant per "
+                   "masked step)", lambda: user_s6(8, 4, 10, loops=("masked-lengths-after-prefix",)), scans=1, steps=10),
     # readouts written by index_copy: TorchScript's ScatterElements indices computed from the buffer's shape were no
     # buffer write before s33 (0 scans); the scripted y[:, t] = y_t (a ScatterND in the Loop's body) re-rolled already
     ExternalExport("user-s6-index-copy", "torch",
