@@ -32,7 +32,8 @@ from patterns.graph_query import constant_value, element_type
 from patterns.indexing import match_step_slice
 from patterns.linear_recurrence import MIN_STEPS, Rejection
 from patterns.indexing import known_axis_length
-from patterns.masked_step import MaskedMiss, MaskedStep, PlainStep, find_masked_steps, steps_before
+from patterns.masked_step import (FloatMaskedStep, MaskedMiss, MaskedStep, PlainStep, find_float_masked_steps,
+                                  find_masked_steps, steps_before)
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.small_constants import MAX_ELEMENTS, small_value
@@ -52,6 +53,7 @@ class MaskedRewrite:
     made: list = field(default_factory=list)
     op: str = "Where"            # the node's op before: "Add" for a plain step (its drive read there, no Add of its own)
     shared: list = field(default_factory=list)   # nodes made for its chain's steps together (removed when unread)
+    detached: list = field(default_factory=list)  # a float-masked step's inner nodes, (node, inputs, outputs)
 
 
 def _element_type(step) -> Optional[np.dtype]:
@@ -100,14 +102,19 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
                misses: Optional[list[tuple[int, Rejection]]] = None) -> list[MaskedRewrite]:
     """Every masked step in a chain of them rewritten as its linear step; what was done, for `restore`. `misses` gets
     (id of the chain's first Where, why) for chains of MIN_STEPS or more Wheres with a step that is no masked step."""
+    done: list[MaskedRewrite] = []
+    builder = GraphBuilder(graph, opset, prefix="reroll_scans/masked_steps", taken=taken)
+    if any(node.op == "Sub" for node in graph.nodes):
+        for step in find_float_masked_steps(graph):
+            dtype = _element_type(step)
+            if dtype is not None:
+                done.append(_rewrite_float(builder, step, dtype))
     if not any(node.op == "Where" for node in graph.nodes):
-        return []
+        return _detach(graph, done)
     steps, near = find_masked_steps(graph)
     _explain(graph, steps, near, misses)
-    done: list[MaskedRewrite] = []
     if not steps:
-        return done
-    builder = GraphBuilder(graph, opset, prefix="reroll_scans/masked_steps", taken=taken)
+        return _detach(graph, done)
     chains = _chains(steps)
     ranks = RankMap(graph) if any(isinstance(step, PlainStep) for step in steps) else None
     stacked = _stacked_constant_masks(graph, builder, chains, ranks)
@@ -132,8 +139,39 @@ def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
                 cond, made, shared = mixed.get(id(step), (None, (), ()))
             done.append(_rewrite(builder, step, dtype, cond, made, then))
             done[-1].shared = list(shared)
-    adds = {id(rewrite.add) for rewrite in done if rewrite.add is not None}
-    graph.nodes = [node for node in graph.nodes if id(node) not in adds]
+    return _detach(graph, done)
+
+
+def _detach(graph: gs.Graph, done: list[MaskedRewrite]) -> list[MaskedRewrite]:
+    """The steps' own Adds (and a float-masked step's inner nodes), disconnected by the rewrites, out of graph.nodes
+    all at once; `done`."""
+    gone = {id(rewrite.add) for rewrite in done if rewrite.add is not None}
+    gone.update(id(node) for rewrite in done for node, _, _ in rewrite.detached)
+    if gone:
+        graph.nodes = [node for node in graph.nodes if id(node) not in gone]
+    return done
+
+
+def _rewrite_float(builder: GraphBuilder, step: FloatMaskedStep, dtype: np.dtype) -> MaskedRewrite:
+    """A float-masked step as the linear step (m a - (m - 1)) * h + m b: its outer Add reads Mul(decay, h) and the
+    drive; the step's Add and the inner nodes out of the graph until `restore`."""
+    first = len(builder.nodes)
+    one = builder.const(np.array(1, dtype))
+    # m a - (m - 1), not m a + (1 - m): a decay made by an Add of a Mul would read as a step before this one
+    # (passes/step_operands.py links Add(Mul(x, s), b) steps by s); exact at m = 1 (a - 0) and m = 0 (0 + 1)
+    decay = builder.sub(builder.mul(step.mask, step.decay), builder.sub(step.mask, one))
+    drive = builder.mul(step.mask, step.drive)
+    node, add, mul = step.node, step.add, step.mul
+    done = MaskedRewrite(node, list(node.inputs), add, list(add.inputs), list(add.outputs), mul, 1 - step.state_side,
+                         step.decay, made=builder.nodes[first:], op="Add",
+                         detached=[(inner, list(inner.inputs), list(inner.outputs)) for inner in step.inner])
+    mul.inputs[1 - step.state_side] = decay
+    product = mul.outputs[0]
+    for detached in (add, *step.inner):
+        detached.inputs.clear()
+        detached.outputs.clear()
+    node.inputs.clear()
+    node.inputs.extend([product, drive] if step.mul_side == 0 else [drive, product])
     return done
 
 
@@ -377,11 +415,13 @@ def restore(graph: gs.Graph, rewrites: list[MaskedRewrite]) -> None:
             continue
         add.inputs.extend(done.add_inputs)
         add.outputs.extend(done.add_outputs)
-        before[id(where)] = add
+        for inner, inputs, outputs in done.detached:
+            inner.inputs.extend(inputs)
+            inner.outputs.extend(outputs)
+        before[id(where)] = [add, *(inner for inner, _, _ in done.detached)]
     nodes = []
     for node in graph.nodes:
-        if id(node) in before:
-            nodes.append(before[id(node)])
+        nodes.extend(before.get(id(node), ()))
         nodes.append(node)
     graph.nodes = nodes
     remove_made(graph, [node for done in rewrites for node in done.made])

@@ -242,3 +242,119 @@ def _plain_steps(graph: gs.Graph, masked: list[MaskedStep], excluded: set[int]) 
                 found.append(link)
                 pending.append(link)
     return found
+
+
+@dataclass
+class FloatMaskedStep:
+    """A step masked by a float mask m (transformers-style padding multiply): `m * (a*h + b) + (1 - m) * h` ("blend")
+    or `h + m * (a*h + b - h)` ("delta"), `node` the outer Add. Algebraically the linear step with decay m a + 1 - m
+    and drive m b for any m (a soft mask too); in floating point equal to it up to rounding (passes/masked_steps.py
+    says how far). `inner`: the nodes between the step Add(Mul(a, h), b) and `node` (the blend's m * (..) and
+    (1 - m) * h, the delta's (..) - h and m * (..)), read by nothing else."""
+    node: gs.Node
+    add: gs.Node
+    mul: gs.Node
+    mul_side: int
+    state_side: int
+    mask: gs.Tensor
+    spelling: str
+    inner: tuple = ()
+    cond = None
+
+    @property
+    def output(self) -> gs.Tensor:
+        return self.node.outputs[0]
+
+    @property
+    def state(self) -> gs.Tensor:
+        return self.mul.inputs[self.state_side]
+
+    @property
+    def decay(self) -> gs.Tensor:
+        return self.mul.inputs[1 - self.state_side]
+
+    @property
+    def drive(self) -> gs.Tensor:
+        return self.add.inputs[1 - self.mul_side]
+
+
+def _binary(tensor: gs.Tensor, op: str) -> Optional[gs.Node]:
+    node = producer(tensor)
+    if node is None or node.op != op or node.domain or len(node.inputs) != 2 or len(node.outputs) != 1:
+        return None
+    return node
+
+
+def _only_reader(tensor: gs.Tensor, node: gs.Node) -> bool:
+    """`node` is the one node that reads `tensor` (a graph output among them: find_float_masked_steps)."""
+    return len(tensor.outputs) == 1 and tensor.outputs[0] is node
+
+
+def _linear_steps(tensor: gs.Tensor):
+    """(Add, Mul, mul_side, state_side) for `tensor` = Add(Mul(x, y), z), each reading of which side is the state."""
+    add = _binary(tensor, "Add")
+    if add is None:
+        return
+    for mul_side in (0, 1):
+        mul = _binary(add.inputs[mul_side], "Mul")
+        if mul is not None:
+            for state_side in (0, 1):
+                yield add, mul, mul_side, state_side
+
+
+def _is_one(tensor: gs.Tensor) -> bool:
+    value = constant_value(tensor)
+    return value is not None and value.size == 1 and float(value.reshape(-1)[0]) == 1.0
+
+
+def _float_masked_step(node: gs.Node) -> Optional[FloatMaskedStep]:
+    """`node` (an Add) as a float-masked step: blend Add(Mul(m, S), Mul(Sub(1, m), h)) or delta Add(h, Mul(m, Sub(S,
+    h))), S = Add(Mul(a, h), b), operands of Add and Mul in either order, h the same tensor (through no-ops) in both
+    places, and every node between S and `node` read by the next alone."""
+    if node.op != "Add" or node.domain or len(node.inputs) != 2 or len(node.outputs) != 1:
+        return None
+    for side in (0, 1):
+        first, second = node.inputs[side], node.inputs[1 - side]
+        # blend: first = m * S, second = (1 - m) * h
+        scaled, kept = _binary(first, "Mul"), _binary(second, "Mul")
+        if scaled is not None and kept is not None:
+            for s_side in (0, 1):
+                mask, step = scaled.inputs[1 - s_side], scaled.inputs[s_side]
+                for k_side in (0, 1):
+                    one_minus = _binary(kept.inputs[k_side], "Sub")
+                    if (one_minus is None or not _is_one(one_minus.inputs[0])
+                            or see_through(one_minus.inputs[1])[0] is not see_through(mask)[0]):
+                        continue
+                    held = kept.inputs[1 - k_side]
+                    for add, mul, mul_side, state_side in _linear_steps(step):
+                        if (_same_value(mul.inputs[state_side], held) and _only_reader(step, scaled)
+                                and _only_reader(first, node) and _only_reader(second, node)
+                                and _only_reader(mul.outputs[0], add)):
+                            return FloatMaskedStep(node, add, mul, mul_side, state_side, mask, "blend",
+                                                   (scaled, kept))
+        # delta: first = h, second = m * (S - h)
+        scaled = _binary(second, "Mul")
+        if scaled is None:
+            continue
+        for s_side in (0, 1):
+            mask, difference = scaled.inputs[1 - s_side], _binary(scaled.inputs[s_side], "Sub")
+            if difference is None or not _same_value(difference.inputs[1], first):
+                continue
+            for add, mul, mul_side, state_side in _linear_steps(difference.inputs[0]):
+                if (_same_value(mul.inputs[state_side], first) and _only_reader(difference.inputs[0], difference)
+                        and _only_reader(difference.outputs[0], scaled) and _only_reader(second, node)
+                        and _only_reader(mul.outputs[0], add)):
+                    return FloatMaskedStep(node, add, mul, mul_side, state_side, mask, "delta", (difference, scaled))
+    return None
+
+
+def find_float_masked_steps(graph: gs.Graph) -> list[FloatMaskedStep]:
+    """The float-masked steps of `graph` in chains of two or more (one's state another's output)."""
+    outputs = {id(tensor) for tensor in graph.outputs}
+    steps = [step for step in (_float_masked_step(node) for node in graph.nodes if node.op == "Add")
+             if step is not None and not any(id(node.outputs[0]) in outputs
+                                             for node in (step.add, *step.inner))]
+    linked = set()
+    for key, previous in steps_before(steps).items():
+        linked.update((key, id(previous)))
+    return [step for step in steps if id(step) in linked]

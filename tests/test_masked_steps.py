@@ -209,3 +209,53 @@ def test_a_mixed_chain_left_for_another_reason_gets_its_plain_steps_back():
     assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
     feeds = scan_inputs(spec)
     assert np.array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+# session s34 (gen22): float masks, `m * (a h + b) + (1 - m) * h` ("blend") and `h + m * (a h + b - h)` ("delta"), m
+# a float (B, L) input (0/1; a soft mask in [0, 1] too): the linear step with decay m a - (m - 1) and drive m b. Not
+# bit-exact to the spelling (it rounds differently: the delta's h + ((a h + b) - h) at m = 1 is not a h + b), so
+# measured against the float64 sequential scan of the spelling's own arithmetic. Before s34: "0 scans found", no reason.
+ANY_SIGN_FORMS = ["batched-doubling", "channels-last-readout", "parallel", "parallel-strided", "strided-readout"]
+
+
+@pytest.mark.parametrize("form", ANY_SIGN_FORMS)
+@pytest.mark.parametrize("spelling", ["blend", "delta"])
+@pytest.mark.parametrize("length", [8, 64])
+def test_a_float_masked_chain_rerolls_within_its_bound(form, spelling, length):
+    spec = ScanSpec(length=length, state=2, mask="then", mask_spelling=spelling)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {**REROLLED, "steps": length, "masked_steps": length} and result.notes == []
+    assert {node.op_type for node in out.graph.node if not node.name.startswith("reroll_scans/")} <= {"Exp"}
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        soft = {**feeds, "m": np.random.default_rng(seed + 10).uniform(0, 1, feeds["m"].shape).astype(np.float32)}
+        for inputs in (feeds, soft):
+            expected = numpy_scan(spec, inputs)
+            assert rel_l2(run(out, inputs)[0], expected) <= 1e-6
+            assert rel_l2(run(model, inputs)[0], expected) <= 1e-6   # (the unrolled graph's own rounding, beside it)
+
+
+@pytest.mark.parametrize("form", ["batched", "chunk24", "window-doubling"])
+def test_a_float_masked_chain_is_named_by_the_forms_that_sum_log_decays(form):
+    # m a - (m - 1) > 0 for a > 0 and m in [0, 1], which nothing in the graph says of m: the log-space forms refuse,
+    # with their reason, and the graph is the input's
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling="blend")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert result.notes == ["0 scans found", (
+        f"chain at 'Add_20' (8 steps) not re-rolled: the {form} form sums log a_i, and the decays are not known to be > "
+        "0 (they are a Sub output ('reroll_scans/step_operands0/Sub_7_out'), not an Exp output or a constant > 0); the "
+        "parallel and batched-doubling forms take decays of any sign (reroll-scans{form=parallel})")]
+    assert op_histogram(out) == op_histogram(model)
+    assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
+
+
+def test_a_blend_whose_kept_term_is_another_tensor_is_no_float_masked_step():
+    # m * (a h + b) + (1 - m) * h0: not the state kept, not taken (the blend's two h must be one tensor)
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling="blend", mask_kept="other")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 0}
+    assert op_histogram(out) == op_histogram(model)

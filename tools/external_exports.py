@@ -249,7 +249,7 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
               "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "masked-lengths", "index-copy",
               "script-loop-index-copy", "script-loop-assign", "masked-after-prefix", "masked-before-rest",
-              "script-loop-masked-after-prefix", "masked-lengths-after-prefix")
+              "script-loop-masked-after-prefix", "masked-lengths-after-prefix", "masked-float", "masked-float-delta")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -316,6 +316,9 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       script-loop-masked-after-prefix  masked-after-prefix in a `torch.jit.script` function (an If of Less(t, 3) in
                        the Loop's body, a Where in its else branch)
       masked-lengths-after-prefix  masked-after-prefix with masked-lengths' mask fixed at export
+      masked-float     the masked loop with a float mask, transformers' padding multiply: `m = mask.to(x.dtype)[:, t, None,
+                       None]; h = m * (deltaA[:, t] * h + deltaBx[:, t]) + (1 - m) * h`
+      masked-float-delta  the same written `h = h + m * (deltaA[:, t] * h + deltaBx[:, t] - h)`
       index-copy       `for t in range(L)`, each readout written `y = y.index_copy(1, torch.tensor([t]), y_t[:, None])`
                        into a zeros buffer (TorchScript: a ScatterElements per step, its indices Expand(t, a shape
                        computed from Shape(y)))
@@ -484,6 +487,18 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
     scripted_partly_masked_loop = (torch.jit.script(partly_masked_loop) if "script-loop-masked-after-prefix" in loops
                                    else partly_masked_loop)
 
+    def float_masked_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+                          mask: torch.Tensor, delta: bool) -> torch.Tensor:
+        ys = []
+        for t in range(deltaA.shape[1]):
+            m = mask[:, t, None, None]
+            if delta:
+                h = h + m * (deltaA[:, t] * h + deltaBx[:, t] - h)
+            else:
+                h = m * (deltaA[:, t] * h + deltaBx[:, t]) + (1 - m) * h
+            ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+        return torch.stack(ys, 1)
+
     def written_loop(deltaA: torch.Tensor, deltaBx: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
                      index_copy: bool) -> torch.Tensor:
         y = torch.zeros_like(deltaA[:, :, :, 0])
@@ -608,6 +623,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = masked_loop(deltaA, deltaBx, C, h, torch.arange(length)[None] < lengths[:, None], False)
             elif loop in ("masked-after-prefix", "masked-before-rest", "script-loop-masked-after-prefix"):
                 y = scripted_partly_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop != "masked-before-rest")
+            elif loop in ("masked-float", "masked-float-delta"):
+                y = float_masked_loop(deltaA, deltaBx, C, h, (x[:, :, 0] > 0).to(x.dtype), loop == "masked-float-delta")
             elif loop == "masked-lengths-after-prefix":
                 length = x.shape[1]
                 lengths = torch.tensor([length, length - 3])[:x.shape[0]]
@@ -841,6 +858,17 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("user-s6-masked-lengths-after-prefix", "torch",
                    "user-s6-masked-after-prefix with user-s6-masked-lengths' mask fixed at export (one bool Constant per "
                    "masked step)", lambda: user_s6(8, 4, 10, loops=("masked-lengths-after-prefix",)), scans=1, steps=10),
+    # float masks (transformers' padding multiply): "0 scans found" before s34, no reason
+    ExternalExport("user-s6-masked-float", "torch",
+                   "user-s6-masked with a float mask, m = mask.to(x.dtype)[:, t, None, None]; h = m * (deltaA[:, t] * h + "
+                   "deltaBx[:, t]) + (1 - m) * h", lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10,
+                   unrolled_by=("seed",)),
+    ExternalExport("user-s6-masked-float-delta", "torch",
+                   "user-s6-masked-float written h = h + m * (deltaA[:, t] * h + deltaBx[:, t] - h)",
+                   lambda: user_s6(8, 4, 10, loops=("masked-float-delta",)), scans=1, steps=10, unrolled_by=("seed",)),
+    ExternalExport("user-s6-masked-float-dynamo", "torch", "user-s6-masked-float through the dynamo exporter",
+                   lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10, exporter="dynamo",
+                   unrolled_by=("seed",)),
     # readouts written by index_copy: TorchScript's ScatterElements indices computed from the buffer's shape were no
     # buffer write before s33 (0 scans); the scripted y[:, t] = y_t (a ScatterND in the Loop's body) re-rolled already
     ExternalExport("user-s6-index-copy", "torch",

@@ -52,7 +52,9 @@ class ScanSpec:
     # A masked step, `h = torch.where(m[:, t, None, None], a h + b, h)` (padding masks; input "m", bool (B, L)): "then"
     # the step in the Where's then branch, "else" `torch.where(~m[..], h, a h + b)` (a Not, the step in the else
     # branch); mask_spelling how m_t is broadcast: "unsqueeze" (two Unsqueezes, as TorchScript traces [:, t, None,
-    # None]), "reshape" (m[:, t].view(B, 1, 1)) or "constant" (a mask fixed at export, `constant_mask`, one bool
+    # None]), "reshape" (m[:, t].view(B, 1, 1)), "blend" or "delta" (a float mask, "m" float (B, L) of 0s and 1s,
+    # `m_t * (a h + b) + (1 - m_t) * h` or `h + m_t * (a h + b - h)`, m_t broadcast by Unsqueezes; mask "then") or
+    # "constant" (a mask fixed at export, `constant_mask`, one bool
     # Constant per step, as TorchScript folds it; no input "m"); mask_kept "other" keeps h0 (input) instead of h: no
     # masked step
     mask: str = ""
@@ -72,6 +74,8 @@ class ScanSpec:
             return self.axis_size
         return self.first + self.length + max(0, self.decay_offset, self.drive_offset, self.coeff_offset)
 
+
+FLOAT_MASKS = ("blend", "delta")   # ScanSpec.mask_spelling of a float mask
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
 NEAR_MISSES = ("skip_index", "repeat_index", "state_used_elsewhere", "two_decays",
@@ -179,7 +183,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
     if spec.readout == "mulsum-skip":
         inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [batch, D, spec.positions]))
     if spec.mask and spec.mask_spelling != "constant":
-        inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, [batch, spec.positions]))
+        inputs.append(helper.make_tensor_value_info(
+            "m", TensorProto.FLOAT if spec.mask_spelling in FLOAT_MASKS else TensorProto.BOOL, [batch, spec.positions]))
     if spec.mask_kept == "other":
         inputs.append(helper.make_tensor_value_info("h_other", TensorProto.FLOAT, [batch, D, N]))
     decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
@@ -274,12 +279,12 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
 def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, zeros: bool) -> str:
     """torch.where(m[:, p, None, None], stepped, state) as a trace writes it (or with ~m and the branches swapped); the
     zeros a first step multiplies kept as a Constant of their own, as TorchScript writes them."""
-    if spec.mask not in ("then", "else") or spec.mask_spelling not in ("unsqueeze", "reshape", "constant"):
+    if spec.mask not in ("then", "else") or spec.mask_spelling not in ("unsqueeze", "reshape", "constant", *FLOAT_MASKS):
         raise ValueError(f"unknown mask {spec.mask!r} or mask_spelling {spec.mask_spelling!r}")
     m_t = g.step("m", 1, position, "gather") if spec.mask_spelling != "constant" else None
     if spec.mask_spelling == "constant":
         cond = g.const(constant_mask(spec)[:, position, None, None])
-    elif spec.mask_spelling == "unsqueeze":
+    elif spec.mask_spelling in ("unsqueeze", *FLOAT_MASKS):
         cond = g.axes_op("Unsqueeze", g.axes_op("Unsqueeze", m_t, [1]), [2])
     else:
         cond = g.node("Reshape", [m_t, g.const(np.array([-1, 1, 1], dtype=np.int64))])
@@ -288,6 +293,11 @@ def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, 
         kept = "h_other"
     elif zeros:   # the first step's zeros: kept as another Constant
         kept = g.const(np.zeros([spec.batch or 1, spec.channels, spec.state], dtype=np.float32))
+    if spec.mask_spelling == "blend":
+        one_minus = g.node("Sub", [g.const(np.array(1, np.float32)), cond])
+        return g.node("Add", [g.node("Mul", [cond, stepped]), g.node("Mul", [one_minus, kept])])
+    if spec.mask_spelling == "delta":
+        return g.node("Add", [kept, g.node("Mul", [cond, g.node("Sub", [stepped, kept])])])
     if spec.mask == "then":
         return g.node("Where", [cond, stepped, kept])
     return g.node("Where", [g.node("Not", [cond]), kept, stepped])
@@ -335,6 +345,8 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
         feeds["e"] = rng.standard_normal((batch, D, L)).astype(np.float32)
     if spec.mask and spec.mask_spelling != "constant":   # about a third of the steps masked off
         feeds["m"] = rng.uniform(0, 1, (batch, L)) > 0.35
+        if spec.mask_spelling in FLOAT_MASKS:
+            feeds["m"] = feeds["m"].astype(np.float32)
     if spec.mask_kept == "other":
         feeds["h_other"] = rng.standard_normal((batch, D, spec.state)).astype(np.float32)
     return feeds
@@ -358,7 +370,11 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
                                                                        or step in spec.masked_steps):
             kept = feeds["h_other"].astype(np.float64) if spec.mask_kept == "other" else state
             mask = feeds["m"] if spec.mask_spelling != "constant" else constant_mask(spec)
-            stepped = np.where(mask[:, i, None, None], stepped, kept)
+            if spec.mask_spelling in FLOAT_MASKS:   # (the spelling's own arithmetic, in float64: a soft mask too)
+                m = mask[:, i, None, None].astype(np.float64)
+                stepped = m * stepped + (1 - m) * kept if spec.mask_spelling == "blend" else kept + m * (stepped - kept)
+            else:
+                stepped = np.where(mask[:, i, None, None], stepped, kept)
         state = stepped
         first = False
         coeff = feeds["c"][..., i + spec.coeff_offset].astype(np.float64) if spec.readout != "states" else None
