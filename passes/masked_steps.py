@@ -149,7 +149,31 @@ def _detach(graph: gs.Graph, done: list[MaskedRewrite]) -> list[MaskedRewrite]:
     gone.update(id(node) for rewrite in done for node, _, _ in rewrite.detached)
     if gone:
         graph.nodes = [node for node in graph.nodes if id(node) not in gone]
+    _in_order(graph, done)
     return done
+
+
+def _in_order(graph: gs.Graph, done: list[MaskedRewrite]) -> None:
+    """Each rewrite's new nodes (its chain's shared ones with its first step) and its Mul moved to just before its
+    step's node: the graph stays in topological order wherever the mask's nodes come before the steps (a loop's
+    mask is computed before it), so that no RankMap after it sorts the graph (onnx-graphsurgeon's toposort: 7.5 of
+    20.6 s of reroll-scans on a 512-step masked chain, session s34). Elsewhere RankMap sorts, as before."""
+    if not done:
+        return
+    position = {id(node): index for index, node in enumerate(graph.nodes)}
+    groups: dict[int, list] = {}
+    moved: set[int] = set()
+    for rewrite in sorted(done, key=lambda rewrite: position.get(id(rewrite.where), 0)):
+        group = [node for node in (*rewrite.shared, *rewrite.made, rewrite.mul) if id(node) not in moved]
+        moved.update(id(node) for node in group)
+        groups[id(rewrite.where)] = group
+    nodes = []
+    for node in graph.nodes:
+        if id(node) in moved:
+            continue
+        nodes.extend(groups.get(id(node), ()))
+        nodes.append(node)
+    graph.nodes = nodes
 
 
 def _rewrite_float(builder: GraphBuilder, step: FloatMaskedStep, dtype: np.dtype) -> MaskedRewrite:
