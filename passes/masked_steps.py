@@ -16,6 +16,11 @@ steps keep their mask exactly and the plain ones take the step; a plain step's c
 copied at its own position (patterns/step_template.match_operand_templates), the one mask every step reads, or (masks
 fixed at export) a constant stacked with theirs. Exact: Or(c, false) is c, and where(true, a, 1) * h + where(true, b, 0)
 is a * h + b.
+
+A float mask, `m * (a*h + b) + (1 - m) * h` or `h + m * (a*h + b - h)` (patterns/masked_step.FloatMaskedStep), is the
+linear step (m a - (m - 1)) * h + m * b: equal up to rounding, not bit for bit (docs/GENERALITY.md, session s34: its rel
+L2 against float64 is the unrolled graph's own, ~1.6e-07, far inside verification's 1e-5). Its outer Add reads that
+step; its inner nodes leave the graph until `restore`.
 """
 from __future__ import annotations
 
@@ -100,8 +105,9 @@ def _rewrite(builder: GraphBuilder, step, dtype: np.dtype, cond: Optional[gs.Ten
 
 def mask_steps(graph: gs.Graph, opset: int, taken: set[str],
                misses: Optional[list[tuple[int, Rejection]]] = None) -> list[MaskedRewrite]:
-    """Every masked step in a chain of them rewritten as its linear step; what was done, for `restore`. `misses` gets
-    (id of the chain's first Where, why) for chains of MIN_STEPS or more Wheres with a step that is no masked step."""
+    """Every masked step in a chain (of masked, plain or float-masked steps) rewritten as its linear step; what was done,
+    for `restore`. `misses` gets (id of the chain's first Where, why) for chains of MIN_STEPS or more Wheres with a
+    step that is no masked step."""
     done: list[MaskedRewrite] = []
     builder = GraphBuilder(graph, opset, prefix="reroll_scans/masked_steps", taken=taken)
     if any(node.op == "Sub" for node in graph.nodes):

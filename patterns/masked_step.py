@@ -19,6 +19,8 @@ plain steps linked to them (`PlainStep`: Add(Mul(a_t, h), b_t) whose h is a step
 state, a_t and b_t read like the masked steps' own) and the near-misses (`MaskedMiss`): a Where whose branch is a step
 Add(Mul(x, s), b) of another such Where's output s, but whose other branch is not that state (`torch.where(m, a * h +
 b, h0)`), or whose step is read by more than the Where. `steps_before` links any of them into chains.
+`find_float_masked_steps`: the float-mask spellings `m * (a*h + b) + (1 - m) * h` and `h + m * (a*h + b - h)`
+(`FloatMaskedStep`), the linear step with decay m a + 1 - m and drive m b up to rounding.
 """
 from __future__ import annotations
 
