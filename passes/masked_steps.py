@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
@@ -38,7 +39,7 @@ from patterns.indexing import match_step_slice
 from patterns.linear_recurrence import MIN_STEPS, Rejection
 from patterns.indexing import known_axis_length
 from patterns.masked_step import (FloatMaskedStep, MaskedMiss, MaskedStep, PlainStep, find_float_masked_steps,
-                                  find_masked_steps, steps_before)
+                                  find_masked_steps, is_cast_bool, steps_before)
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.small_constants import MAX_ELEMENTS, small_value
@@ -187,10 +188,15 @@ def _rewrite_float(builder: GraphBuilder, step: FloatMaskedStep, dtype: np.dtype
     drive; the step's Add and the inner nodes out of the graph until `restore`."""
     first = len(builder.nodes)
     one = builder.const(np.array(1, dtype))
-    # m a - (m - 1), not m a + (1 - m): a decay made by an Add of a Mul would read as a step before this one
-    # (passes/step_operands.py links Add(Mul(x, s), b) steps by s); exact at m = 1 (a - 0) and m = 0 (0 + 1)
-    decay = builder.sub(builder.mul(step.mask, step.decay), builder.sub(step.mask, one))
-    drive = builder.mul(step.mask, step.drive)
+    if is_cast_bool(step.mask):   # m is 0 or 1: the masked step where(m, a h + b, h), whose decay's log is known
+        cond = builder.node("Cast", [step.mask], {"to": int(onnx.TensorProto.BOOL)})
+        decay = builder.where(cond, step.decay, one)
+        drive = builder.where(cond, step.drive, builder.const(np.array(0, dtype)))
+    else:
+        # m a - (m - 1), not m a + (1 - m): a decay made by an Add of a Mul would read as a step before this one
+        # (passes/step_operands.py links Add(Mul(x, s), b) steps by s); exact at m = 1 (a - 0) and m = 0 (0 + 1)
+        decay = builder.sub(builder.mul(step.mask, step.decay), builder.sub(step.mask, one))
+        drive = builder.mul(step.mask, step.drive)
     node, add, mul = step.node, step.add, step.mul
     done = MaskedRewrite(node, list(node.inputs), add, list(add.inputs), list(add.outputs), mul, 1 - step.state_side,
                          step.decay, made=builder.nodes[first:], op="Add",

@@ -360,3 +360,29 @@ def find_float_masked_steps(graph: gs.Graph) -> list[FloatMaskedStep]:
     for key, previous in steps_before(steps).items():
         linked.update((key, id(previous)))
     return [step for step in steps if id(step) in linked]
+
+
+# Ops that index or reshape a tensor without changing its values (a mask's step read and broadcast).
+_VALUE_KEEPING = frozenset({"Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Gather", "Slice", "Transpose",
+                            "Expand"})
+_BOOLEAN_OPS = frozenset({"Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor",
+                          "IsNaN", "IsInf"})
+
+
+def is_cast_bool(mask: gs.Tensor, limit: int = 16) -> bool:
+    """`mask` holds only 0 and 1: a Cast of a bool tensor (`mask.to(x.dtype)`), read through ops that index or reshape
+    it (its step m[:, t, None, None]), so that m * (a h + b) + (1 - m) * h is torch.where(m, a h + b, h)."""
+    tensor = mask
+    for _ in range(limit):
+        node = producer(tensor)
+        if node is None or not node.inputs:
+            return False
+        if node.op == "Cast":
+            source = node.inputs[0]
+            made = producer(source)
+            return (made is not None and made.op in _BOOLEAN_OPS and not made.domain) or (
+                getattr(source, "dtype", None) is not None and np.dtype(source.dtype) == np.bool_)
+        if node.op not in _VALUE_KEEPING:
+            return False
+        tensor = node.inputs[0]
+    return False

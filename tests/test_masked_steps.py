@@ -259,3 +259,16 @@ def test_a_blend_whose_kept_term_is_another_tensor_is_no_float_masked_step():
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
     assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 0}
     assert op_histogram(out) == op_histogram(model)
+
+
+@pytest.mark.parametrize("form", sorted(SCAN_FORMS))
+def test_a_float_mask_cast_from_bool_is_the_masked_step_in_every_form(form):
+    # m_t = Cast(m[:, t, None, None], to float) of a bool mask (`mask.float()`): 0 or 1 only, so the blend is
+    # torch.where(m, a h + b, h) (bit for bit, for finite values): read as Where(Cast(m_t, bool), a, 1), whose log
+    # Where(.., log a, 0) the log-space forms take too
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling="blend-cast")
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form=form, chunk=4))
+    assert result.stats == REROLLED and result.notes == []
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6

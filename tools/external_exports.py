@@ -249,7 +249,8 @@ USER_LOOPS = ("stack", "reversed-assign", "unbind", "assign-every-axis", "addcmu
               "scan-op-reversed", "script-loop-guarded", "script-loop-nested", "script-loop-if-first", "reset",
               "script-loop-reset", "script-loop-if-directions", "masked", "masked-not", "script-loop-masked", "masked-lengths", "index-copy",
               "script-loop-index-copy", "script-loop-assign", "masked-after-prefix", "masked-before-rest",
-              "script-loop-masked-after-prefix", "masked-lengths-after-prefix", "masked-float", "masked-float-delta")
+              "script-loop-masked-after-prefix", "masked-lengths-after-prefix", "masked-float", "masked-float-delta",
+              "masked-soft")
 
 
 def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0, loops=("stack", "reversed-assign")):
@@ -319,6 +320,7 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
       masked-float     the masked loop with a float mask, transformers' padding multiply: `m = mask.to(x.dtype)[:, t, None,
                        None]; h = m * (deltaA[:, t] * h + deltaBx[:, t]) + (1 - m) * h`
       masked-float-delta  the same written `h = h + m * (deltaA[:, t] * h + deltaBx[:, t] - h)`
+      masked-soft      masked-float with a soft mask, m = torch.sigmoid(x[:, :, 0]) (a gate in (0, 1), no Cast of a bool)
       index-copy       `for t in range(L)`, each readout written `y = y.index_copy(1, torch.tensor([t]), y_t[:, None])`
                        into a zeros buffer (TorchScript: a ScatterElements per step, its indices Expand(t, a shape
                        computed from Shape(y)))
@@ -625,6 +627,8 @@ def user_s6(d_model: int, state: int, length: int, batch: int = 2, seed: int = 0
                 y = scripted_partly_masked_loop(deltaA, deltaBx, C, h, x[:, :, 0] > 0, loop != "masked-before-rest")
             elif loop in ("masked-float", "masked-float-delta"):
                 y = float_masked_loop(deltaA, deltaBx, C, h, (x[:, :, 0] > 0).to(x.dtype), loop == "masked-float-delta")
+            elif loop == "masked-soft":
+                y = float_masked_loop(deltaA, deltaBx, C, h, torch.sigmoid(x[:, :, 0]), False)
             elif loop == "masked-lengths-after-prefix":
                 length = x.shape[1]
                 lengths = torch.tensor([length, length - 3])[:x.shape[0]]
@@ -861,14 +865,17 @@ EXPORTS = {e.name: e for e in [
     # float masks (transformers' padding multiply): "0 scans found" before s34, no reason
     ExternalExport("user-s6-masked-float", "torch",
                    "user-s6-masked with a float mask, m = mask.to(x.dtype)[:, t, None, None]; h = m * (deltaA[:, t] * h + "
-                   "deltaBx[:, t]) + (1 - m) * h", lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10,
-                   unrolled_by=("seed",)),
+                   "deltaBx[:, t]) + (1 - m) * h (a Cast of a bool: read as torch.where)",
+                   lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10),
     ExternalExport("user-s6-masked-float-delta", "torch",
                    "user-s6-masked-float written h = h + m * (deltaA[:, t] * h + deltaBx[:, t] - h)",
-                   lambda: user_s6(8, 4, 10, loops=("masked-float-delta",)), scans=1, steps=10, unrolled_by=("seed",)),
+                   lambda: user_s6(8, 4, 10, loops=("masked-float-delta",)), scans=1, steps=10),
     ExternalExport("user-s6-masked-float-dynamo", "torch", "user-s6-masked-float through the dynamo exporter",
-                   lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10, exporter="dynamo",
-                   unrolled_by=("seed",)),
+                   lambda: user_s6(8, 4, 10, loops=("masked-float",)), scans=1, steps=10, exporter="dynamo"),
+    ExternalExport("user-s6-masked-soft", "torch",
+                   "user-s6-masked-float with a soft mask, m = torch.sigmoid(x[:, :, 0]) (the linear step (m a - (m - 1)) h "
+                   "+ m b; seed's chunk24 sums log a_i, not known to be > 0 there: named)",
+                   lambda: user_s6(8, 4, 10, loops=("masked-soft",)), scans=1, steps=10, unrolled_by=("seed",)),
     # readouts written by index_copy: TorchScript's ScatterElements indices computed from the buffer's shape were no
     # buffer write before s33 (0 scans); the scripted y[:, t] = y_t (a ScatterND in the Loop's body) re-rolled already
     ExternalExport("user-s6-index-copy", "torch",

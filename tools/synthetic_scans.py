@@ -75,7 +75,8 @@ class ScanSpec:
         return self.first + self.length + max(0, self.decay_offset, self.drive_offset, self.coeff_offset)
 
 
-FLOAT_MASKS = ("blend", "delta")   # ScanSpec.mask_spelling of a float mask
+# ScanSpec.mask_spelling of a float mask; "blend-cast": "m" bool, m_t = Cast(its step, to float), `m.float()`
+FLOAT_MASKS = ("blend", "delta", "blend-cast")
 
 # Each breaks the recurrence at one step; `near_miss_steps(kind, L)` is where it can happen.
 NEAR_MISSES = ("skip_index", "repeat_index", "state_used_elsewhere", "two_decays",
@@ -184,7 +185,8 @@ def unrolled_scan_model(spec: ScanSpec) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [batch, D, spec.positions]))
     if spec.mask and spec.mask_spelling != "constant":
         inputs.append(helper.make_tensor_value_info(
-            "m", TensorProto.FLOAT if spec.mask_spelling in FLOAT_MASKS else TensorProto.BOOL, [batch, spec.positions]))
+            "m", TensorProto.FLOAT if spec.mask_spelling in ("blend", "delta") else TensorProto.BOOL,
+            [batch, spec.positions]))
     if spec.mask_kept == "other":
         inputs.append(helper.make_tensor_value_info("h_other", TensorProto.FLOAT, [batch, D, N]))
     decay = {"exp": lambda: g.node("Exp", ["a_in"]), "tanh": lambda: g.node("Tanh", ["a_in"]),
@@ -293,7 +295,9 @@ def _masked(g: _Graph, spec: ScanSpec, position: int, stepped: str, state: str, 
         kept = "h_other"
     elif zeros:   # the first step's zeros: kept as another Constant
         kept = g.const(np.zeros([spec.batch or 1, spec.channels, spec.state], dtype=np.float32))
-    if spec.mask_spelling == "blend":
+    if spec.mask_spelling == "blend-cast":
+        cond = g.node("Cast", [cond], to=TensorProto.FLOAT)
+    if spec.mask_spelling in ("blend", "blend-cast"):
         one_minus = g.node("Sub", [g.const(np.array(1, np.float32)), cond])
         return g.node("Add", [g.node("Mul", [cond, stepped]), g.node("Mul", [one_minus, kept])])
     if spec.mask_spelling == "delta":
@@ -345,7 +349,7 @@ def scan_inputs(spec: ScanSpec, seed: int = 0, batch: int = 1, decay_scale: floa
         feeds["e"] = rng.standard_normal((batch, D, L)).astype(np.float32)
     if spec.mask and spec.mask_spelling != "constant":   # about a third of the steps masked off
         feeds["m"] = rng.uniform(0, 1, (batch, L)) > 0.35
-        if spec.mask_spelling in FLOAT_MASKS:
+        if spec.mask_spelling in ("blend", "delta"):
             feeds["m"] = feeds["m"].astype(np.float32)
     if spec.mask_kept == "other":
         feeds["h_other"] = rng.standard_normal((batch, D, spec.state)).astype(np.float32)
@@ -372,7 +376,7 @@ def numpy_scan(spec: ScanSpec, feeds: dict[str, np.ndarray]) -> np.ndarray:
             mask = feeds["m"] if spec.mask_spelling != "constant" else constant_mask(spec)
             if spec.mask_spelling in FLOAT_MASKS:   # (the spelling's own arithmetic, in float64: a soft mask too)
                 m = mask[:, i, None, None].astype(np.float64)
-                stepped = m * stepped + (1 - m) * kept if spec.mask_spelling == "blend" else kept + m * (stepped - kept)
+                stepped = m * stepped + (1 - m) * kept if spec.mask_spelling != "delta" else kept + m * (stepped - kept)
             else:
                 stepped = np.where(mask[:, i, None, None], stepped, kept)
         state = stepped
