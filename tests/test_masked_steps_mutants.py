@@ -1,0 +1,94 @@
+"""Masked steps (patterns/masked_step.py, passes/masked_steps.py) against the mutants the first tests left alive
+(session s34, mut37; docs/MUTATION.md): the step's operands in the other order, and the nodes that only look like a
+masked step (another op, a domain, another arity), each refused by name of what it is."""
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.reroll_scans import RerollScans
+from patterns.masked_step import find_masked_steps
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+SPEC = ScanSpec(length=8, state=2, mask="then")
+
+
+def _steps(model):
+    """The Wheres of `model` whose branch is Add(Mul(.., ..), ..) (the masked steps' and their first step's)."""
+    made = {output: node for node in model.graph.node for output in node.output}
+    wheres = [node for node in model.graph.node if node.op_type == "Where"]
+    return [(where, made[where.input[1]], made[made[where.input[1]].input[0]]) for where in wheres]
+
+
+def test_the_unedited_chain_is_eight_masked_steps():
+    # the control for the edits below: 8 Wheres, 7 of them keeping the state before (the first keeps its zeros,
+    # a Constant of its own, of the value the first Mul multiplies)
+    steps, misses = find_masked_steps(gs.import_onnx(unrolled_scan_model(SPEC)))
+    assert (len(steps), misses) == (8, [])
+    assert [(step.step_branch, step.mul_side, step.state_side) for step in steps] == [(1, 0, 1)] * 8
+
+
+@pytest.mark.parametrize("swap", ["mul", "add", "both"])
+def test_a_step_with_its_state_or_its_product_first_is_a_masked_step_and_rerolls(swap):
+    # h * a_t (the state the Mul's first input) and b_t + a_t h (the product the Add's second): the same masked
+    # steps, found on either side, one scan, exact
+    model = unrolled_scan_model(SPEC)
+    for _, add, mul in _steps(model):
+        if swap in ("mul", "both"):
+            mul.input[0], mul.input[1] = mul.input[1], mul.input[0]
+        if swap in ("add", "both"):
+            add.input[0], add.input[1] = add.input[1], add.input[0]
+    steps, misses = find_masked_steps(gs.import_onnx(model))
+    assert misses == []
+    assert [(step.mul_side, step.state_side) for step in steps] == [
+        (1 if swap in ("add", "both") else 0, 0 if swap in ("mul", "both") else 1)] * 8
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "step_operands_replayed": 2, "masked_steps": 8}
+    assert op_histogram(out)["Where"] == 2
+    for seed in (0, 1):
+        feeds = scan_inputs(SPEC, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(SPEC, feeds)) <= 1e-6
+
+
+def _edit(model, how):
+    for where, add, mul in _steps(model):
+        if how == "sub":
+            add.op_type = "Sub"
+        elif how == "add-domain":
+            add.domain = "com.example"
+        elif how == "add-three-inputs":
+            add.input.append(add.input[1])
+        elif how == "add-two-outputs":
+            add.output.append(add.output[0] + "_also")
+        elif how == "div":
+            mul.op_type = "Div"
+        elif how == "mul-domain":
+            mul.domain = "com.example"
+        elif how == "mul-three-inputs":
+            mul.input.append(mul.input[0])
+        elif how == "where-domain":
+            where.domain = "com.example"
+        elif how == "where-two-outputs":
+            where.output.append(where.output[0] + "_also")
+    return model
+
+
+@pytest.mark.parametrize("how", ["sub", "add-domain", "add-three-inputs", "add-two-outputs", "div", "mul-domain",
+                                 "mul-three-inputs", "where-domain", "where-two-outputs"])
+def test_nodes_that_only_look_like_a_masked_step_are_none(how):
+    # Where(m, Sub(Mul(a, h), b), h) is no linear step of h, nor Div(a, h); an Add, Mul or Where of another domain is
+    # another op; a node of other arity is no ONNX Add, Mul or Where: no masked step, and no near-miss either
+    steps, misses = find_masked_steps(gs.import_onnx(_edit(unrolled_scan_model(SPEC), how)))
+    assert (steps, misses) == ([], [])
+
+
+def test_a_where_with_too_few_inputs_is_none():
+    # Where(m, step) without the kept branch: no masked step (the rest of the chain neither: each reads another
+    # masked step's output as its state, and none is left)
+    model = unrolled_scan_model(SPEC)
+    for where, _, _ in _steps(model):
+        del where.input[2]
+    steps, misses = find_masked_steps(gs.import_onnx(model))
+    assert (steps, misses) == ([], [])
+
