@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 import pytest
+from onnx import TensorProto, helper
 
 from passes.reroll_scans import RerollScans
 from patterns.masked_step import find_masked_steps
@@ -92,3 +93,23 @@ def test_a_where_with_too_few_inputs_is_none():
     steps, misses = find_masked_steps(gs.import_onnx(model))
     assert (steps, misses) == ([], [])
 
+
+
+def test_a_masked_step_whose_product_is_read_elsewhere_is_named_with_that_reader():
+    # step 4's a_t h (the Mul, not the Add) also a graph output: that Where is no masked step (its Mul would read the
+    # masked decay), named with the product's other reader; steps 5..7 re-roll on their own, exactly
+    model = unrolled_scan_model(SPEC)
+    where, add, mul = _steps(model)[4]
+    model.graph.node.append(helper.make_node("Identity", [mul.output[0]], ["product"], name="product_copy"))
+    model.graph.output.append(helper.make_tensor_value_info("product", TensorProto.FLOAT, [1, 3, 2]))
+    steps, misses = find_masked_steps(gs.import_onnx(model))
+    assert len(steps) == 7 and [(miss.where.name, [node.name for node in miss.readers]) for miss in misses] == [
+        (where.name, ["product_copy"])]
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 1, "steps": 3, "rejected": 0, "part_of_axis": 1, "step_operands_replayed": 2,
+                            "masked_steps": 3}
+    assert result.notes[0] == (
+        f"chain at 'Where_16' (8 steps) not re-rolled: Where '{where.name}' is a masked step whose step (Add "
+        f"'{add.name}') is also read by Identity 'product_copy'; a masked step's step is read by its Where alone")
+    feeds = scan_inputs(SPEC)
+    assert rel_l2(run(out, feeds)[0], numpy_scan(SPEC, feeds)) <= 1e-6
