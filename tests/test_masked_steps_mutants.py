@@ -113,3 +113,16 @@ def test_a_masked_step_whose_product_is_read_elsewhere_is_named_with_that_reader
         f"'{add.name}') is also read by Identity 'product_copy'; a masked step's step is read by its Where alone")
     feeds = scan_inputs(SPEC)
     assert rel_l2(run(out, feeds)[0], numpy_scan(SPEC, feeds)) <= 1e-6
+
+
+def test_a_masked_step_in_no_chain_is_left_alone():
+    # one h' = where(m, a h + b, h) of a graph input h, read by nothing masked: a step of no loop, not taken (masked
+    # steps count only in chains of two or more)
+    floats = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2]) for name in ("a", "h", "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["a", "h"], ["ah"], name="mul"), helper.make_node("Add", ["ah", "b"], ["step"],
+                                                                                   name="add"),
+         helper.make_node("Where", ["m", "step", "h"], ["y"], name="where")],
+        "g", [helper.make_tensor_value_info("m", TensorProto.BOOL, [2]), *floats],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    assert find_masked_steps(gs.import_onnx(helper.make_model(graph))) == ([], [])
