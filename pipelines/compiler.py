@@ -26,6 +26,7 @@ from ``passes`` and ``patterns``; nothing below imports it except the CLI entry 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -187,7 +188,9 @@ def _first_not_finite(outputs: Mapping[str, Any]) -> str | None:
 
 
 def _worst_failure(comparisons):
-    return max((c for c in comparisons if not c.ok), key=lambda c: c.rel_l2)
+    """The failing comparison of largest rel L2, NaN counted largest (it compares False with every number, so an output
+    holding NaN after a finite failure was passed over, and the passes' NaN hints with it); the first of equals."""
+    return max((c for c in comparisons if not c.ok), key=lambda c: math.inf if math.isnan(c.rel_l2) else c.rel_l2)
 
 
 def _failure_text(worst, tolerance: float) -> str:

@@ -176,3 +176,43 @@ def test_the_worst_failing_output_is_the_one_of_largest_rel_l2(tmp_path):
         f"verification failed with symbolic input sizes at 3 ('x' [3, 4]): output 'y3' rel L2 "
         f"{by_name['y3']['rel_l2']:.3g} > tolerance 1e-05 (max abs {by_name['y3']['max_abs']:.3g}) against the "
         "input model, right at the first sizes only; no output written")
+
+
+def test_an_output_with_nan_is_the_worst_whatever_its_place():
+    # y1 NaN at N = 3 but the last output: a NaN rel L2 compared False with every number, so the worst was whichever
+    # output came first (y3, rel L2 1.34 here) and the NaN went unsaid (session s34, mut37); now y1 is named
+    model = _three_outputs()
+    outputs = list(model.graph.output)
+    del model.graph.output[:]
+    model.graph.output.extend([outputs[1], outputs[2], outputs[0]])
+    with pytest.raises(VerificationFailed) as error:
+        compile_model(model, [WrongAtThree()])
+    assert str(error.value).startswith("verification failed with symbolic input sizes at 3 ('x' [3, 4]): output 'y1' "
+                                       "rel L2 nan > tolerance 1e-05 (max abs nan, non-finite values) against")
+
+
+class NanAfterAnError(Pass):
+    """y2 off by 1 everywhere, y3 NaN everywhere (Sqrt(-1) added), with a hint for NaN."""
+    name = "test-nan-after-an-error"
+
+    def run(self, graph, ctx):
+        by_output = {tensor.name: tensor for tensor in graph.outputs}
+        for name, op, constant in (("y2", "Add", 1.0), ("y3", "Add", np.nan)):
+            node = by_output[name].inputs[0]
+            before = gs.Variable(name + "_before", dtype=np.float32)
+            node.outputs[0] = before
+            graph.nodes.append(gs.Node(op, inputs=[before, gs.Constant(name + "_c", np.array(constant, np.float32))],
+                                       outputs=[by_output[name]]))
+        graph.toposort()
+        return PassResult(changed=True)
+
+    def non_finite_hint(self):
+        return "the test pass adds NaN"
+
+
+def test_the_first_check_names_an_output_with_nan_and_its_hint_after_a_finite_failure():
+    # the first check shares the choice: y2 off by one before y3 NaN named y2 and dropped the passes' NaN hints
+    with pytest.raises(VerificationFailed) as error:
+        compile_model(_three_outputs(), [NanAfterAnError()])
+    assert str(error.value) == ("verification failed: output 'y3' rel L2 nan > tolerance 1e-05 (max abs nan, "
+                                "non-finite values); the test pass adds NaN; no output written")
