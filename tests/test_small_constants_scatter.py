@@ -37,3 +37,22 @@ def test_a_bytes_reduction_other_than_none_is_not_evaluated():
     out, _ = _scatter({"reduction": b"add"}, np.array([2, 10, 8], np.int64), np.array([1], np.int64),
                       np.array([1], np.int64))
     assert small_value(out) is None
+
+
+@pytest.mark.parametrize("axis, expected", [(-1, [[6, 5, 8], [1, 1, 7]]), (-2, [[2, 6, 8], [5, 1, 7]]),
+                                            (1, [[6, 5, 8], [1, 1, 7]])])
+def test_scatter_elements_along_an_axis_counted_from_the_end_is_evaluated(axis, expected):
+    data = np.array([[2, 10, 8], [1, 1, 1]], np.int64)
+    indices, updates = np.array([[1, 0], [2, 2]], np.int64), np.array([[5, 6], [7, 7]], np.int64)
+    if axis == -2:   # (axis 0: indices and updates of one row)
+        indices, updates = np.array([[1, 0, 1]], np.int64), np.array([[5, 6, 7]], np.int64)
+    out, graph = _scatter({"axis": axis}, data, indices, updates)
+    assert run(gs.export_onnx(graph), {})[0].tolist() == expected
+    assert small_value(out).tolist() == expected
+
+
+def test_scatter_elements_with_more_indices_than_the_data_holds_is_not_evaluated():
+    # indices of shape [4] into data of shape [3]: ONNX requires the indices' sizes at most the data's
+    out, _ = _scatter({"axis": 0}, np.array([2, 10, 8], np.int64), np.array([0, 1, 2, 0], np.int64),
+                      np.array([1, 2, 3, 4], np.int64))
+    assert small_value(out) is None
