@@ -56,3 +56,11 @@ def test_scatter_elements_with_more_indices_than_the_data_holds_is_not_evaluated
     out, _ = _scatter({"axis": 0}, np.array([2, 10, 8], np.int64), np.array([0, 1, 2, 0], np.int64),
                       np.array([1, 2, 3, 4], np.int64))
     assert small_value(out) is None
+
+
+@pytest.mark.parametrize("indices, updates", [(np.array([[1.0, 0.0]], np.float32), np.array([[5, 6]], np.int64)),
+                                              (np.array([[1, 0]], np.int64), np.array([[5]], np.int64))])
+def test_scatter_elements_with_float_indices_or_updates_of_another_shape_is_not_evaluated(indices, updates):
+    # ONNX takes int32/int64 indices of the updates' shape; numpy would read 1.0 as 1 and broadcast [[5]]
+    out, _ = _scatter({"axis": 1}, np.array([[2, 10, 8], [1, 1, 1]], np.int64), indices, updates)
+    assert small_value(out) is None
