@@ -64,3 +64,11 @@ def test_scatter_elements_with_float_indices_or_updates_of_another_shape_is_not_
     # ONNX takes int32/int64 indices of the updates' shape; numpy would read 1.0 as 1 and broadcast [[5]]
     out, _ = _scatter({"axis": 1}, np.array([[2, 10, 8], [1, 1, 1]], np.int64), indices, updates)
     assert small_value(out) is None
+
+
+def test_scatter_elements_writes_int64_updates_past_two_to_the_53_exactly():
+    # the updates written as the data's type, never through float64 (2^53 + 1 would come back 2^53)
+    big = np.array([2**53 + 1], np.int64)
+    out, graph = _scatter({"axis": 0}, np.array([2, 10, 8], np.int64), np.array([1], np.int64), big)
+    assert small_value(out).tolist() == [2, 2**53 + 1, 8]
+    assert run(gs.export_onnx(graph), {})[0].tolist() == [2, 2**53 + 1, 8]
