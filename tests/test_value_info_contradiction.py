@@ -1,0 +1,28 @@
+"""static_shapes.drop_value_info_shapes against the mutant the first tests left alive (session s34, mut37;
+docs/MUTATION.md): only the entries named lose their shape."""
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from passes.static_shapes import ContradictedValueInfo, contradicted_value_info, drop_value_info_shapes
+
+
+def test_only_the_value_info_entries_named_lose_their_shape():
+    # t traced at batch 1 (contradicted), u = Neg(t) declared [N, 4] (agrees): dropping t's leaves u's shape and
+    # both element types
+    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["u"]),
+             helper.make_node("Transpose", ["u"], ["y"], perm=[1, 0])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, "N"])],
+                              value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4]),
+                                          helper.make_tensor_value_info("u", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    contradicted = contradicted_value_info(model)
+    assert contradicted == [ContradictedValueInfo("t", (1, 4), ("N", 4))]
+    drop_value_info_shapes(model, [entry.name for entry in contradicted])
+    t, u = model.graph.value_info
+    assert (t.type.tensor_type.elem_type, t.type.tensor_type.HasField("shape")) == (TensorProto.FLOAT, False)
+    assert u.type.tensor_type.elem_type == TensorProto.FLOAT
+    assert [dim.dim_param or dim.dim_value for dim in u.type.tensor_type.shape.dim] == ["N", 4]
+    onnx.checker.check_model(model)
