@@ -44,6 +44,11 @@ def test_the_size_is_three():
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "W"])])
     assert random_feeds(model)["x"].shape == (1, 4, 1)
     assert random_feeds(model, symbolic_size=SECOND_SYMBOLIC_SIZE)["x"].shape == (3, 4, 3)
+    # a declared 0 stays 0 (an empty batch is a size, not a symbol)
+    empty = _model([helper.make_node("Relu", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 0, 1])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 0, 1])])
+    assert random_feeds(empty, symbolic_size=SECOND_SYMBOLIC_SIZE)["x"].shape == (3, 0, 1)
 
 
 def test_an_input_model_that_gives_infinity_at_the_second_size_is_said_not_refused():

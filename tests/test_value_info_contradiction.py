@@ -1,5 +1,5 @@
 """static_shapes.drop_value_info_shapes against the mutant the first tests left alive (session s34, mut37;
-docs/MUTATION.md): only the entries named lose their shape."""
+docs/MUTATION.md): only the entries named lose their shape; an intermediate entry without a type is no refusal."""
 from __future__ import annotations
 
 import onnx
@@ -26,3 +26,17 @@ def test_only_the_value_info_entries_named_lose_their_shape():
     assert u.type.tensor_type.elem_type == TensorProto.FLOAT
     assert [dim.dim_param or dim.dim_value for dim in u.type.tensor_type.shape.dim] == ["N", 4]
     onnx.checker.check_model(model)
+
+
+def test_an_intermediate_value_info_with_no_type_is_accepted():
+    # onnx.checker requires a type of a graph's inputs and outputs only: an intermediate entry holding just its name
+    # (left to inference) is no reason to refuse the model (model_check's refusal is for inputs and outputs)
+    from passes.model_check import check_model
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    graph.value_info.add().name = "t"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    check_model(model)
