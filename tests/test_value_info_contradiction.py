@@ -40,3 +40,15 @@ def test_an_intermediate_value_info_with_no_type_is_accepted():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     check_model(model)
+
+
+def test_an_intermediate_value_info_of_element_type_0_is_accepted():
+    # UNDEFINED (0) is refused on a graph's inputs and outputs, which onnx.checker requires typed; an intermediate
+    # entry of element type 0 is left to inference
+    from passes.model_check import check_model
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                              value_info=[helper.make_tensor_value_info("t", TensorProto.UNDEFINED, [4])])
+    check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
