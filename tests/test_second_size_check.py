@@ -177,6 +177,10 @@ def test_the_worst_failing_output_is_the_one_of_largest_rel_l2(tmp_path):
     by_name = {output["name"]: output for output in report["verification"]["second_size"]["outputs"]}
     assert [by_name[name]["ok"] for name in ("y1", "y2", "y3")] == [True, False, False]
     assert by_name["y3"]["rel_l2"] == pytest.approx(3 * by_name["y2"]["rel_l2"], rel=1e-5)
+    # the second size's inputs are random_feeds' of seed 1 (the first run's are seed 0's): the figure repeats run to
+    # run, and is that of y3 = -x read as -x[0] on them
+    x = random_feeds(_three_outputs(), seed=1, symbolic_size=3)["x"].astype(np.float64)
+    assert by_name["y3"]["rel_l2"] == pytest.approx(np.linalg.norm(x[:1] - x) / np.linalg.norm(x), rel=1e-5)
     assert str(error.value) == (
         f"verification failed with symbolic input sizes at 3 ('x' [3, 4]): output 'y3' rel L2 "
         f"{by_name['y3']['rel_l2']:.3g} > tolerance 1e-05 (max abs {by_name['y3']['max_abs']:.3g}) against the "
