@@ -126,3 +126,19 @@ def test_a_masked_step_in_no_chain_is_left_alone():
         "g", [helper.make_tensor_value_info("m", TensorProto.BOOL, [2]), *floats],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     assert find_masked_steps(gs.import_onnx(helper.make_model(graph))) == ([], [])
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_chain_of_constant_masks_left_for_another_reason_gets_its_wheres_back_and_no_gather(direction):
+    # masks fixed at export (one bool Constant per step, stacked into one and read by a Gather per step), the
+    # readouts of steps 4 and 5 swapped in the stack: not re-rolled, and every node made for the masks taken out
+    # again, the Gathers of the stacked constant too: the input's graph node for node, the input's values
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling="constant", near_miss="concat_permuted",
+                    direction=direction)
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert op_histogram(out) == op_histogram(model)
+    assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
+    feeds = scan_inputs(spec)
+    assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) == 0.0
