@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from passes.base import Pass, PassResult
+from passes.manager import ProgressHook
 from passes.verify import SECOND_SYMBOLIC_SIZE, random_feeds
 from pipelines import BadInput, VerificationFailed, compile_model
 
@@ -225,3 +226,31 @@ def test_the_first_check_names_an_output_with_nan_and_its_hint_after_a_finite_fa
         compile_model(_three_outputs(), [NanAfterAnError()])
     assert str(error.value) == ("verification failed: output 'y3' rel L2 nan > tolerance 1e-05 (max abs nan, "
                                 "non-finite values); the test pass adds NaN; no output written")
+
+
+class Shown(ProgressHook):
+    """A progress display that keeps what it was asked to show as a warning."""
+
+    def __init__(self) -> None:
+        self.warned: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warned.append(message)
+
+
+def test_every_warning_of_the_load_and_the_second_size_is_shown_as_it_is_made():
+    # the model's left-out fields, a contradicted value_info and the second size's warning: each shown on the
+    # progress display when made, the same lines as the result's warnings
+    nodes, constants = _batch_minus_three("x")
+    model = _model(nodes + [helper.make_node("Div", ["x", "n_minus_three"], ["t"]),
+                            helper.make_node("Identity", ["t"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], constants)
+    model.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4]))
+    model.graph.metadata_props.add(key="k", value="v")
+    shown = Shown()
+    result = compile_model(model, CLEANUP, progress=shown)
+    assert shown.warned == result.warnings
+    assert [warning.split(" ")[0:3] for warning in result.warnings] == [
+        ["the", "compiled", "model"], ["dropped", "the", "declared"], ["no", "reference", "npz;"],
+        ["not", "verified", "with"]]
