@@ -254,3 +254,47 @@ def test_every_warning_of_the_load_and_the_second_size_is_shown_as_it_is_made():
     assert [warning.split(" ")[0:3] for warning in result.warnings] == [
         ["the", "compiled", "model"], ["dropped", "the", "declared"], ["no", "reference", "npz;"],
         ["not", "verified", "with"]]
+
+
+def _recording_runs(monkeypatch, time_out_at: int | None = None):
+    """compile_model's ONNX Runtime runs recorded as (first input's shape, timeout); `time_out_at`: the run of that
+    number (from 0) times out instead."""
+    import pipelines.compiler as compiler
+    from passes.verify import RunTimedOut
+
+    runs, real = [], compiler.run_model
+
+    def run_model(model, feeds, log=None, **kwargs):
+        runs.append((list(next(iter(feeds.values())).shape), kwargs.get("timeout")))
+        if len(runs) - 1 == time_out_at:
+            raise RunTimedOut("timed out")
+        return real(model, feeds, log=log, **kwargs)
+
+    monkeypatch.setattr(compiler, "run_model", run_model)
+    return runs
+
+
+def test_both_runs_at_the_second_size_take_the_verify_timeout(monkeypatch):
+    runs = _recording_runs(monkeypatch)
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    compile_model(model, CLEANUP, verify_timeout=7)
+    assert runs == [([1, 4], 7.0), ([1, 4], 7.0), ([3, 4], 7.0), ([3, 4], 7.0)]
+
+
+def test_the_compiled_models_run_timing_out_at_the_second_size_is_bad_input(monkeypatch, tmp_path):
+    from passes.verify import timed_out_advice
+
+    runs = _recording_runs(monkeypatch, time_out_at=3)
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    with pytest.raises(BadInput) as error:
+        compile_model(model, CLEANUP, verify_timeout=7, output=tmp_path / "o.onnx", report=tmp_path / "R")
+    assert str(error.value) == (f"cannot verify with symbolic input sizes at 3 ('x' [3, 4]): the compiled model's "
+                                f"run: {timed_out_advice(7.0)}; no output written")
+    assert error.value.exit_code == 2 and not (tmp_path / "o.onnx").exists() and len(runs) == 4
+    report = json.loads((tmp_path / "R" / "report.json").read_text())
+    assert report["verification"]["second_size"] == {"size": 3, "inputs": {"x": [3, 4]}, "ok": False,
+                                                     "error": "timed out"}
