@@ -52,3 +52,15 @@ def test_an_intermediate_value_info_of_element_type_0_is_accepted():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
                               value_info=[helper.make_tensor_value_info("t", TensorProto.UNDEFINED, [4])])
     check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_the_notice_counts_the_entries_names_three_and_shows_unknown_sizes():
+    from pipelines.compiler import contradicted_value_info_notice
+
+    entries = [ContradictedValueInfo(f"t{index}", (1, None, 4), ("N", None, "W\x1b")) for index in range(5)]
+    assert contradicted_value_info_notice(entries) == (
+        "dropped the declared shape of 5 value_info entries (t0, t1, t2, ... (2 more)) that shape inference from the "
+        "graph inputs contradicts: 't0' declares [1, ?, 4], inference gives [N, ?, W\\x1b] (an export traced at one "
+        "size leaves such entries); element types kept")
+    assert contradicted_value_info_notice(entries[:3]).startswith(
+        "dropped the declared shape of 3 value_info entries (t0, t1, t2) that ")
