@@ -92,6 +92,13 @@ def test_the_inputs_are_named_three_at_most_then_counted(tmp_path):
     assert error.value.exit_code == 3
     report = json.loads((tmp_path / "R" / "report.json").read_text())
     assert report["verification"]["second_size"]["inputs"] == {name: [3, 2] for name in names}
+    four = _model([helper.make_node("Sum", names[:4], ["y"])], inputs[:4],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+    with pytest.raises(VerificationFailed) as error:
+        compile_model(four, [BakesBatchOne()])
+    assert str(error.value).startswith(
+        "verification failed with symbolic input sizes at 3 ('a' [3, 2], 'b' [3, 2], 'c\\x1b[2J' [3, 2], ... (1 more)), "
+        "where the input model runs: ")
     three = _model([helper.make_node("Sum", names[:3], ["y"])], inputs[:3],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
     with pytest.raises(VerificationFailed) as error:
@@ -256,11 +263,11 @@ def test_every_warning_of_the_load_and_the_second_size_is_shown_as_it_is_made():
         ["not", "verified", "with"]]
 
 
-def _recording_runs(monkeypatch, time_out_at: int | None = None):
+def _recording_runs(monkeypatch, time_out_at: int | None = None, fail_at: int | None = None):
     """compile_model's ONNX Runtime runs recorded as (first input's shape, timeout); `time_out_at`: the run of that
-    number (from 0) times out instead."""
+    number (from 0) times out instead; `fail_at`: that run fails with a message of 300 'e's."""
     import pipelines.compiler as compiler
-    from passes.verify import RunTimedOut
+    from passes.verify import RunTimedOut, VerificationError
 
     runs, real = [], compiler.run_model
 
@@ -268,6 +275,8 @@ def _recording_runs(monkeypatch, time_out_at: int | None = None):
         runs.append((list(next(iter(feeds.values())).shape), kwargs.get("timeout")))
         if len(runs) - 1 == time_out_at:
             raise RunTimedOut("timed out")
+        if len(runs) - 1 == fail_at:
+            raise VerificationError("e" * 300)
         return real(model, feeds, log=log, **kwargs)
 
     monkeypatch.setattr(compiler, "run_model", run_model)
@@ -298,3 +307,41 @@ def test_the_compiled_models_run_timing_out_at_the_second_size_is_bad_input(monk
     report = json.loads((tmp_path / "R" / "report.json").read_text())
     assert report["verification"]["second_size"] == {"size": 3, "inputs": {"x": [3, 4]}, "ok": False,
                                                      "error": "timed out"}
+
+
+def test_an_input_model_failing_at_the_second_size_is_said_in_200_characters_of_its_error(monkeypatch):
+    _recording_runs(monkeypatch, fail_at=2)
+    model = _model([helper.make_node("Relu", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    assert compile_model(model, CLEANUP).warnings[-1] == (
+        "not verified with symbolic input sizes at 3 ('x' [3, 4]): the input model does not run there ("
+        + "e" * 200 + "); --input-shape compiles it for one size")
+
+
+class Steps(ProgressHook):
+    """A progress display that keeps its steps and stage lines in order."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str]] = []
+
+    def step(self, label: str):
+        import contextlib
+
+        self.shown.append(("step", label))
+        return contextlib.nullcontext()
+
+    def stage(self, text: str) -> None:
+        self.shown.append(("stage", text))
+
+
+def test_the_second_size_is_one_step_on_the_display_with_both_runs_stages():
+    model = _model([helper.make_node("Relu", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    steps = Steps()
+    compile_model(model, CLEANUP, progress=steps)
+    labels = [text for kind, text in steps.shown if kind == "step"]
+    assert labels[-1] == "verify with symbolic input sizes at 3 in ONNX Runtime"
+    after = steps.shown[steps.shown.index(("step", labels[-1])) + 1:]
+    assert [text.split(" (")[0] for kind, text in after] == ["creating ONNX Runtime session"] * 2
