@@ -92,6 +92,9 @@ def test_the_inputs_are_named_three_at_most_then_counted(tmp_path):
     assert error.value.exit_code == 3
     report = json.loads((tmp_path / "R" / "report.json").read_text())
     assert report["verification"]["second_size"]["inputs"] == {name: [3, 2] for name in names}
+    assert report["verification"]["second_size"]["ok"] is False
+    assert report["verification"]["second_size"]["error"].startswith("ONNX Runtime could not run the model: ")
+    assert report["verification"]["second_size"]["error"] in str(error.value)
     four = _model([helper.make_node("Sum", names[:4], ["y"])], inputs[:4],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
     with pytest.raises(VerificationFailed) as error:
