@@ -348,3 +348,11 @@ def test_the_second_size_is_one_step_on_the_display_with_both_runs_stages():
     assert labels[-1] == "verify with symbolic input sizes at 3 in ONNX Runtime"
     after = steps.shown[steps.shown.index(("step", labels[-1])) + 1:]
     assert [text.split(" (")[0] for kind, text in after] == ["creating ONNX Runtime session"] * 2
+
+
+def test_the_second_size_compares_at_the_tolerance_given():
+    # y2, y3 off by their first row at N = 3 (rel L2 about 0.45 and 1.3): within a tolerance of 10, recorded so
+    result = compile_model(_three_outputs(), [WrongAtThree(nan=False)], tolerance=10)
+    second = result.verification["second_size"]
+    assert second["ok"] is True and 1 < second["rel_l2"] < 10
+    assert [output["tolerance"] for output in second["outputs"]] == [10, 10, 10]
