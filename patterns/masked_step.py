@@ -34,8 +34,29 @@ from patterns.graph_query import constant_value, producer
 from patterns.no_ops import see_through
 
 
+class _LinearStepOperands:
+    """The operands of a step's Add(Mul(a_t, h), b_t), for every kind of step below: its fields `add`, `mul`,
+    `mul_side` (the Add's input that is the Mul's output) and `state_side` (the Mul's input that is the state h)."""
+    add: gs.Node
+    mul: gs.Node
+    mul_side: int
+    state_side: int
+
+    @property
+    def state(self) -> gs.Tensor:
+        return self.mul.inputs[self.state_side]
+
+    @property
+    def decay(self) -> gs.Tensor:
+        return self.mul.inputs[1 - self.state_side]
+
+    @property
+    def drive(self) -> gs.Tensor:
+        return self.add.inputs[1 - self.mul_side]
+
+
 @dataclass
-class MaskedStep:
+class MaskedStep(_LinearStepOperands):
     where: gs.Node
     step_branch: int       # the Where's input (1: then, 2: else) that holds the step Add(Mul(a_t, h), b_t)
     add: gs.Node           # the step's Add
@@ -56,21 +77,9 @@ class MaskedStep:
     def output(self) -> gs.Tensor:
         return self.where.outputs[0]
 
-    @property
-    def state(self) -> gs.Tensor:
-        return self.mul.inputs[self.state_side]
-
-    @property
-    def decay(self) -> gs.Tensor:
-        return self.mul.inputs[1 - self.state_side]
-
-    @property
-    def drive(self) -> gs.Tensor:
-        return self.add.inputs[1 - self.mul_side]
-
 
 @dataclass
-class PlainStep:
+class PlainStep(_LinearStepOperands):
     """A linear step Add(Mul(a_t, h), b_t) in a chain with masked steps: the masked step with m_t = 1."""
     add: gs.Node
     mul: gs.Node
@@ -85,18 +94,6 @@ class PlainStep:
     @property
     def output(self) -> gs.Tensor:
         return self.add.outputs[0]
-
-    @property
-    def state(self) -> gs.Tensor:
-        return self.mul.inputs[self.state_side]
-
-    @property
-    def decay(self) -> gs.Tensor:
-        return self.mul.inputs[1 - self.state_side]
-
-    @property
-    def drive(self) -> gs.Tensor:
-        return self.add.inputs[1 - self.mul_side]
 
 
 @dataclass
@@ -247,7 +244,7 @@ def _plain_steps(graph: gs.Graph, masked: list[MaskedStep], excluded: set[int]) 
 
 
 @dataclass
-class FloatMaskedStep:
+class FloatMaskedStep(_LinearStepOperands):
     """A step masked by a float mask m (transformers-style padding multiply): `m * (a*h + b) + (1 - m) * h` ("blend")
     or `h + m * (a*h + b - h)` ("delta"), `node` the outer Add. Algebraically the linear step with decay m a + 1 - m
     and drive m b for any m (a soft mask too); in floating point equal to it up to rounding (passes/masked_steps.py
@@ -266,18 +263,6 @@ class FloatMaskedStep:
     @property
     def output(self) -> gs.Tensor:
         return self.node.outputs[0]
-
-    @property
-    def state(self) -> gs.Tensor:
-        return self.mul.inputs[self.state_side]
-
-    @property
-    def decay(self) -> gs.Tensor:
-        return self.mul.inputs[1 - self.state_side]
-
-    @property
-    def drive(self) -> gs.Tensor:
-        return self.add.inputs[1 - self.mul_side]
 
 
 def _binary(tensor: gs.Tensor, op: str) -> Optional[gs.Node]:
