@@ -128,6 +128,11 @@ def run_cli(*args):
     (["--model", "nope"], "invalid choice"),
     (["--model", "micro", "--scan", "chunk24", "--readout", "mulsum"], "--readout and --index apply to --scan sequential only"),
     (["--model", "micro", "--depths", "1,x"], "depths must be comma-separated ints"),
+    # an empty entry was dropped: "1,,2" built two stages (s35)
+    (["--model", "micro", "--depths", "1,,2"], "depths must be comma-separated ints, got '1,,2'"),
+    (["--model", "micro", "--depths", "1,2,"], "depths must be comma-separated ints, got '1,2,'"),
+    (["--model", "micro", "--depths", "\u0661"], "depths must be comma-separated ints, got '\u0661'"),
+    (["--model", "micro", "--depths", ""], "depths must not be empty"),
     (["--model", "micro", "--dims", "-4"], "dims must be a positive even int"),
     # session s32 (gen20): --resolution H, HxW or H,W
     (["--model", "micro", "--resolution", "24x"],

@@ -140,13 +140,13 @@ def get_config(name: str, **overrides) -> VMambaConfig:
 
 
 def _parse_depths(text: str) -> tuple[int, ...]:
-    try:
-        depths = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"depths must be comma-separated ints, got {text!r}") from None
-    if not depths:
+    tokens = text.replace(" ", "").split(",")
+    if tokens == [""]:
         raise argparse.ArgumentTypeError("depths must not be empty")
-    return depths
+    # An empty entry ("1,,2", "1,2,") is refused, not dropped: a typo would otherwise build a model of fewer stages.
+    if not all(token.isascii() and token.isdigit() for token in tokens):
+        raise argparse.ArgumentTypeError(f"depths must be comma-separated ints, got {text!r}")
+    return tuple(int(token) for token in tokens)
 
 
 def _parse_dt_rank(text: str) -> int | str:
