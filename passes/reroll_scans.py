@@ -676,12 +676,6 @@ class RerollScans(Pass):
             ctx.log(f"re-rolled scan {index}: {rec.length} steps from '{rec.anchor}' ({rec.readout.kind} readout, "
                     f"{form} form{_positions_text(rec, windowed)})")
         taken_nodes = {id(node) for rec in rerolled for node in rec.nodes}
-        kept_sliced = 0
-        for sliced in sliced_splits:   # the Split back where no re-rolled scan read its pieces
-            if any(id(node) in taken_nodes for node in sliced.slices):
-                kept_sliced += 1
-            else:
-                restore(graph, sliced, remove_slices=not rerolled)
         stacked, kept_squeezed = {id(rec.output) for rec in rerolled}, 0
         for concat in squeezed:   # the keepdim pieces back where no re-rolled scan stacked them
             if id(concat.output) in stacked:
@@ -703,6 +697,14 @@ class RerollScans(Pass):
         # the Wheres back where no re-rolled scan took their steps (after the operands they read)
         kept_masked = sum(id(step.where) in taken_nodes for step in masked)
         restore_masked(graph, [step for step in masked if id(step.where) not in taken_nodes])
+        # the Split back where no re-rolled scan read its pieces, last: it was sliced first, and the steps gathered,
+        # squeezed or replayed above read its Slices again when put back (a Split piece read by a kept step axis)
+        kept_sliced = 0
+        for sliced in sliced_splits:
+            if any(id(node) in taken_nodes for node in sliced.slices):
+                kept_sliced += 1
+            else:
+                restore(graph, sliced, remove_slices=not rerolled)
         # Chains no recurrence came from because their operands are computed per step and no one subgraph: say so
         # (else '0 scans found' had no reason), unless the chain was re-rolled or rejected with a reason of its own.
         named = {rejection.anchor for rejection in report.rejections}

@@ -124,6 +124,26 @@ def test_axis_keeping_slices_of_no_loop_are_put_back():
         [(node.op_type, list(node.input)) for node in model.graph.node]
 
 
+def test_split_pieces_keeping_their_axis_are_put_back_after_their_gathers():
+    """transformers' Qwen3Next through dynamo splits its gates with Split(axis 3) into one-position pieces, each read
+    by an Add: the pieces are sliced (split_pieces), the Slices gathered (step_axis_pieces). With no recurrence both
+    are put back, the gathers first: put back last, they made the Adds read the Slices that the Split's restore had
+    removed (an invalid graph: 'Slice_1_out is not output of any previous node')."""
+    sizes = numpy_helper.from_array(np.array([1, 1], np.int64), "sizes")
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["p0", "p1"], axis=3),
+             helper.make_node("Add", ["p0", "c"], ["s0"]),
+             helper.make_node("Add", ["p1", "c"], ["s1"]),
+             helper.make_node("Mul", ["s0", "s1"], ["out"])]
+    graph = helper.make_graph(nodes, "gates", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 2]),
+                                               helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2, 3, 1])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 3, 1])], [sizes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))   # apply_pass runs the full checker
+    assert (result.changed, result.stats) == (False, {"rerolled": 0, "steps": 0, "rejected": 0})
+    assert [(node.op_type, list(node.input)) for node in out.graph.node] == \
+        [(node.op_type, list(node.input)) for node in model.graph.node]
+
+
 def test_decays_of_an_exp_moved_by_a_shape_op_have_its_exponent_moved_as_their_log():
     """Decays.of(Unsqueeze(Exp(z))): log a = Unsqueeze(z), the same axes; before, no log ("a Unsqueeze output")."""
     from passes.graph_builder import GraphBuilder
