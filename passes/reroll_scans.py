@@ -66,6 +66,7 @@ from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
 from patterns.indexing import known_axis_length
 from patterns.linear_recurrence import COEFF, DECAY, DRIVE, Recurrence, Rejection, find_recurrences
+from patterns.running_max import find_running_maxima, rescaled_steps
 from patterns.small_constants import EVALUATED_OPS, small_value
 
 
@@ -401,6 +402,24 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
     return len(chains)
 
 
+def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str], set[str]]:
+    """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the names
+    of those steps' Adds (their chains' other notes are left out: this is why they stay unrolled)."""
+    notes, rescaled = [], set()
+    for running in find_running_maxima(graph):
+        steps = [add for add in rescaled_steps(graph, running) if id(add) not in taken_nodes]
+        if not steps:
+            continue
+        rescaled.update(add.name or add.outputs[0].name for add in steps)
+        first = steps[0].name or steps[0].outputs[0].name
+        more = f" and {len(steps) - 1} more" if len(steps) > 1 else ""
+        notes.append(f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = Max(m_{{t-1}} "
+                     f"+ w_t, k_t), rescales the linear steps at '{printable(first)}'{more}: their decays and drives are "
+                     "computed from it, a max-plus recurrence, not a linear step (no scan form computes it): left "
+                     "unrolled")
+    return notes, rescaled
+
+
 def _zeros_not_proven_within_b0(graph: gs.Graph, recurrences: list) -> tuple[set[int], list[str]]:
     """The ids of the recurrences whose first step multiplies zeros that were left out (x_0 = b_0) where the zeros
     are not proven to add no size to b_0, and a note each: zeros of a computed shape (zeros(x[:, 0].shape),
@@ -708,9 +727,13 @@ class RerollScans(Pass):
         # Chains no recurrence came from because their operands are computed per step and no one subgraph: say so
         # (else '0 scans found' had no reason), unless the chain was re-rolled or rejected with a reason of its own.
         named = {rejection.anchor for rejection in report.rejections}
+        # Steps rescaled by a running maximum (RWKV, xLSTM): named once per Max chain, in place of what their chains
+        # gave (nothing where each state also feeds a readout step, or step 0 reading the first maximum's zeros)
+        max_notes, rescaled = _running_max_notes(graph, taken_nodes)
         for first_add, miss in operand_misses:
-            if first_add not in taken_nodes and miss.anchor not in named:
+            if first_add not in taken_nodes and miss.anchor not in named and miss.anchor not in rescaled:
                 notes.append(str(miss))
+        notes.extend(max_notes)
         if rerolled:
             toposort(graph.cleanup())
         stats = {

@@ -1,0 +1,116 @@
+"""A running maximum that rescales linear steps: why RWKV's and xLSTM's loops are no linear recurrence.
+
+RWKV's CPU path (transformers' `rwkv_linear_attention_cpu`) and xLSTM's mLSTM step keep their exponentials in range
+with a stabiliser m_t carried from step to step:
+
+    m_t = Max(m_{t-1} + w_t, k_t)                          # a max-plus recurrence
+    s_t = exp(m_{t-1} + w_t - m_t) * s_{t-1} + exp(k_t - m_t) * v_t
+
+Given m, each s is a linear step, but its decay and drive are computed from m_{t-1} and m_t, the states of the max
+chain, which no step slice of a tensor gives and no scan form computes (there is no cumulative maximum among ONNX
+ops). `find_running_maxima` finds the max chains; `rescaled_steps` the Add(Mul(a, s), b) steps whose a or b reads one
+of them, so reroll-scans can say why these chains stay unrolled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from patterns.graph_query import producer
+from patterns.no_ops import see_through
+
+MIN_STEPS = 4   # as passes/step_operands.MIN_EXPLAINED_STEPS: shorter Max chains are not named
+# How far a step's decay or drive is followed back to a Max of the chain (xLSTM's drive: Mul(Unsqueeze(Exp(Sub(i_t,
+# m_t)))), .. ): five nodes to the Max.
+_OPERAND_DEPTH = 6
+
+
+@dataclass
+class RunningMax:
+    maxes: list   # the Max nodes m_0 .. m_{n-1}, in step order
+
+    @property
+    def anchor(self) -> str:
+        first = self.maxes[0]
+        return first.name or first.outputs[0].name
+
+    @property
+    def length(self) -> int:
+        return len(self.maxes)
+
+
+def _previous_max(node: gs.Node, max_by_output: dict) -> Optional[gs.Node]:
+    """The Max m_{t-1} that Max `node` reads as Add(m_{t-1}, w) (either order, through no-ops), else None."""
+    for tensor in node.inputs:
+        add = producer(see_through(tensor)[0])
+        if add is None or add.op != "Add" or len(add.inputs) != 2:
+            continue
+        for side in add.inputs:
+            previous = max_by_output.get(id(see_through(side)[0]))
+            if previous is not None and previous is not node:
+                return previous
+    return None
+
+
+def find_running_maxima(graph: gs.Graph) -> list[RunningMax]:
+    """Chains of two-input Max nodes, each reading the one before as Max(m_{t-1} + w_t, k_t), MIN_STEPS or longer
+    (a Max with two readers of that form ends its chain: no such branching was seen)."""
+    maxes = [node for node in graph.nodes if node.op == "Max" and len(node.inputs) == 2 and len(node.outputs) == 1]
+    if not maxes:
+        return []
+    max_by_output = {id(node.outputs[0]): node for node in maxes}
+    before = {id(node): _previous_max(node, max_by_output) for node in maxes}
+    following: dict[int, list] = {}
+    for node in maxes:
+        if before[id(node)] is not None:
+            following.setdefault(id(before[id(node)]), []).append(node)
+    chains = []
+    for node in maxes:
+        if before[id(node)] is not None or id(node) not in following:
+            continue
+        chain = [node]
+        while len(following.get(id(chain[-1]), [])) == 1:
+            chain.append(following[id(chain[-1])][0])
+        if len(chain) >= MIN_STEPS:
+            chains.append(RunningMax(chain))
+    return chains
+
+
+def _reaches(tensor: gs.Tensor, targets: set[int], depth: int) -> bool:
+    """Some node among `depth` producers back from `tensor` is one of `targets` (ids of nodes)."""
+    frontier, seen = [tensor], set()
+    for _ in range(depth):
+        nodes = []
+        for t in frontier:
+            node = producer(t)
+            if node is None or id(node) in seen:
+                continue
+            if id(node) in targets:
+                return True
+            seen.add(id(node))
+            nodes.append(node)
+        frontier = [t for node in nodes for t in node.inputs]
+    return False
+
+
+def rescaled_steps(graph: gs.Graph, running: RunningMax) -> list[gs.Node]:
+    """The Add(Mul(a, s), b) steps (either operand order) whose a or b reads a Max of `running` within a few nodes,
+    in graph order. s, the state, is left out where it is another Add's output (the step before: it reads the Max
+    chain through that step's own operands); a first step's zeros or initial state reads no Max."""
+    targets = {id(node) for node in running.maxes}
+    adds = [node for node in graph.nodes if node.op == "Add" and len(node.inputs) == 2]
+    add_outputs = {id(node.outputs[0]) for node in adds}
+    found = []
+    for add in adds:
+        for mul_side in (0, 1):
+            mul = producer(add.inputs[mul_side])
+            if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+                continue
+            operands = [add.inputs[1 - mul_side]] + [t for t in mul.inputs
+                                                      if id(see_through(t)[0]) not in add_outputs]
+            if any(_reaches(operand, targets, _OPERAND_DEPTH) for operand in operands):
+                found.append(add)
+                break
+    return found
