@@ -129,6 +129,11 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
                 ranks.append(RankMap(graph))
             if all(_is_step_slice(operand, ranks[0]) for operand in operands):
                 continue
+            shared = see_through(operands[0])[0]
+            if all(see_through(operand)[0] is shared for operand in operands):   # MiniMax's exp(-slope * block)
+                _missed(misses, chain, f"its {kind} are one tensor, '{shared.name}', read by every step: a {kind[:-1]} "
+                                       "shared by all steps, not a step of a tensor, is not taken")
+                continue
             try:
                 template, positions = match_operand_templates(operands, ranks[0])
             except TemplateMismatch as mismatch:

@@ -27,7 +27,8 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
     Session s24: `state_first` Mul(h, a_t), `drive_first` Add(b_t, Mul(..)); `decays_read`: a_t = Gather(a, t, 1) of a
     graph input "a" (a step of a tensor, only the drives computed); `loops`: that many such loops, one after another
     on the same inputs, their outputs concatenated; `decays_read` "initializer": a_t = A itself (a constant decay),
-    "constant-node": a Constant node per step; `state_op`: Div(a_t, h) (no recurrence); `drive_op`: b_t = Sub(d_t, x_t);
+    "constant-node": a Constant node per step, "shared": a_t = Identity(Exp(A)), one computed tensor at every step
+    (session s35, MiniMax's block decay); `state_op`: Div(a_t, h) (no recurrence); `drive_op`: b_t = Sub(d_t, x_t);
     `odd_drive_step`: that step's drive is Div(d_t, x_t). Session s30: `first`: the steps take positions first ..
     first + steps - 1 (`for t in range(1, L)`). Session s31: `decay_offset`: the decay reads delta at t + that
     (`dA = exp(delta[:, t + 1] * A)` beside the drive's delta[:, t]), its own Gather."""
@@ -37,6 +38,8 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
              numpy_helper.from_array(np.array([1], np.int64), "axis")]
     nodes, loop_outputs = [], []
     positions = list(range(first, first + steps))[::-1] if backward else list(range(first, first + steps))
+    if decays_read == "shared":
+        nodes.append(helper.make_node("Exp", ["A"], ["eA"], name="shared_decay"))
     for loop in range(loops):
         previous, outputs, n = "h_init", {}, "" if loop == 0 else f"loop{loop}_"
         for step, t in enumerate(positions):
@@ -48,6 +51,7 @@ def _discretised_in_loop_model(backward=False, odd_step=None, steps=L, state_fir
             read = helper.make_node("Gather", ["a", f"t{step}"], [f"{n}a{step}"], axis=1)
             decay = [read] if decays_read is True else [
                 helper.make_node("Identity", ["A"], [f"{n}a{step}"])] if decays_read == "initializer" else [
+                helper.make_node("Identity", ["eA"], [f"{n}a{step}"])] if decays_read == "shared" else [
                 helper.make_node("Constant", [], [f"{n}a{step}"], value=numpy_helper.from_array(
                     np.full(D, 0.5, np.float32)))] if decays_read == "constant-node" else [
                 *([helper.make_node("Gather", ["delta", f"s{step}"], [decay_delta], axis=1)] if decay_offset else []),
@@ -169,6 +173,55 @@ def test_short_chains_of_computed_operands_are_not_named():
     model = _discretised_in_loop_model(odd_step=1, steps=3)
     _, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert result.notes == ["0 scans found"]
+
+
+def test_a_decay_shared_by_every_step_is_named_as_such():
+    """Session s35: a_t = Exp(A) computed once and read by every step (MiniMax's block decay exp(-slope * block)):
+    before, "its decays are computed at every step, but not by one subgraph (the step operands are not computed from
+    steps of a tensor)"; now named as the one tensor it is. The graph is left as it was."""
+    model = _discretised_in_loop_model(decays_read="shared")
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.notes == ["0 scans found", "chain at 'h0' (5 steps) not re-rolled: its decays are one tensor, 'eA', "
+                            "read by every step: a decay shared by all steps, not a step of a tensor, is not taken"]
+    assert op_histogram(out) == op_histogram(model)   # the drives, replayed, are put back (in another order)
+    feeds = _feeds()
+    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+def test_drives_of_blocks_of_positions_are_named_as_a_recurrence_over_blocks():
+    """Session s35: b_t = ReduceSum(x[:, 2t:2t+2], 1), one block of two positions per step (MiniMax's lightning
+    attention steps over blocks): the positions' stride is named."""
+    inits = [numpy_helper.from_array(-np.linspace(0.5, 2, D).astype(np.float32), "A"),
+             numpy_helper.from_array(np.zeros((B, D), np.float32), "h_init"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    nodes, previous, outputs = [], "h_init", []
+    for t in range(L):
+        inits += [numpy_helper.from_array(np.array(t, np.int64), f"t{t}"),
+                  numpy_helper.from_array(np.array([2 * t], np.int64), f"start{t}"),
+                  numpy_helper.from_array(np.array([2 * t + 2], np.int64), f"end{t}")]
+        nodes += [helper.make_node("Gather", ["delta", f"t{t}"], [f"d{t}"], axis=1),
+                  helper.make_node("Mul", [f"d{t}", "A"], [f"dA{t}"]),
+                  helper.make_node("Exp", [f"dA{t}"], [f"a{t}"]),
+                  helper.make_node("Slice", ["x", f"start{t}", f"end{t}", "axis"], [f"block{t}"]),
+                  helper.make_node("ReduceSum", [f"block{t}", "axis"], [f"b{t}"], keepdims=0),
+                  helper.make_node("Mul", [f"a{t}", previous], [f"ah{t}"]),
+                  helper.make_node("Add", [f"ah{t}", f"b{t}"], [f"h{t}"], name=f"h{t}"),
+                  helper.make_node("Unsqueeze", [f"h{t}", "axis"], [f"u{t}"])]
+        previous = f"h{t}"
+        outputs.append(f"u{t}")
+    nodes.append(helper.make_node("Concat", outputs, ["out"], axis=1))
+    graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("delta", TensorProto.FLOAT, [B, L, D]),
+                                                helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, 2 * L, D])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, L, D])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert result.notes == ["0 scans found", "chain at 'h0' (5 steps) not re-rolled: its drives are computed at every "
+                            "step, but not by one subgraph (the step operands take positions [0, 2, 4, 6, 8]: a step "
+                            "every 2 positions (a recurrence over blocks of 2, as lightning attention's), not 0 .. 4 "
+                            "once each)"]
+    assert op_histogram(out) == op_histogram(model)   # the decays, replayed, are put back (in another order)
+    feeds = {"delta": _feeds()["delta"], "x": np.random.default_rng(1).normal(size=(B, 2 * L, D)).astype(np.float32)}
+    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
 
 
 # -- session s24: replay_step_operands itself (its mutants survived the whole-pass tests above) -----------------
