@@ -16,6 +16,9 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
                     the chunked SSD (no per-step loop, nothing to re-roll; Einsum contractions), slow path
   hf-recurrent-gemma-*  transformers' RecurrentGemmaModel, recurrent blocks only: the RG-LRU loop, which
                     writes each step's state into a zeros buffer (`out[:, t] = h`), not a stacked list
+  hf-rwkv, hf-xlstm*, hf-minimax, hf-qwen3-next-dynamo  transformers' linear-attention models on their CPU path
+                    (session s35's probe): RWKV's and xLSTM's per-step loops rescaled by a running maximum, MiniMax's
+                    loop over blocks, Qwen3Next's chunked delta rule; left unrolled, each with its reason
   mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
   user-bidirectional-s6*  a user's own bidirectional S6 block in plain PyTorch (Vision Mamba's two directions,
                     each its own loop): the backward one runs `for t in reversed(range(L))` and writes
@@ -229,6 +232,52 @@ def hf_recurrent_gemma(hidden: int, layers: int, length: int, batch: int = 1, vo
     model = transformers.RecurrentGemmaModel(config)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
     return _last_hidden_state(model), ids
+
+
+LINEAR_ATTENTION_KINDS = ("rwkv", "xlstm", "qwen3-next", "minimax")
+
+
+def hf_linear_attention(kind: str, hidden: int = 16, length: int = 8, batch: int = 1, vocab: int = 64, seed: int = 0):
+    """One of transformers' linear-attention base models from a tiny config (random init, one layer, nothing
+    downloaded) on the path a CPU export takes, and a sample of token ids (session s35's probe, gen23):
+    rwkv: `rwkv_linear_attention_cpu`, a per-step loop over num/den states rescaled by a running max;
+    xlstm: `mlstm_recurrent_sequence_native` (inference mode, L below xLSTM's smallest chunk of 16), a per-step
+    matrix state with an exponential input gate stabilised by a running max;
+    qwen3-next: `torch_chunk_gated_delta_rule` (a prompt, no cache: the chunked form, a loop over chunks of 64 with a
+    matrix state updated by the delta rule);
+    minimax: lightning attention, a loop over blocks of `block_size` positions carrying a (head_dim, head_dim) kv
+    state times a per-head decay exp(-slope * block)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=hidden, use_cache=False)
+    mask = False
+    if kind == "rwkv":
+        model = transformers.RwkvModel(transformers.RwkvConfig(
+            **common, num_hidden_layers=2, attention_hidden_size=hidden, intermediate_size=2 * hidden,
+            context_length=64))   # 2 layers: RWKV's init divides by num_hidden_layers - 1
+    elif kind == "xlstm":
+        model = transformers.xLSTMModel(transformers.xLSTMConfig(
+            **common, num_hidden_layers=1, num_heads=2, ffn_round_up_to_multiple_of=8, chunk_size=16,
+            autocast_kernel_dtype="float32", inference_state_dtype="float32", mode="inference"))
+    elif kind == "qwen3-next":
+        model = transformers.Qwen3NextModel(transformers.Qwen3NextConfig(
+            **common, num_hidden_layers=1, layer_types=["linear_attention"], intermediate_size=2 * hidden,
+            num_attention_heads=2, num_key_value_heads=2, head_dim=8, linear_num_value_heads=2,
+            linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
+            num_experts=0, decoder_sparse_step=1, mlp_only_layers=[0], max_position_embeddings=64))
+        mask = True
+    elif kind == "minimax":
+        model = transformers.MiniMaxModel._from_config(transformers.MiniMaxConfig(
+            **common, num_hidden_layers=1, layer_types=["linear_attention"], intermediate_size=2 * hidden,
+            num_attention_heads=2, num_key_value_heads=2, head_dim=8, num_local_experts=1, num_experts_per_tok=1,
+            block_size=4, max_position_embeddings=64), experts_implementation="eager")   # grouped_mm's histc: no ONNX
+        mask = True
+    else:
+        raise ValueError(f"unknown linear-attention kind {kind!r} (known: {', '.join(LINEAR_ATTENTION_KINDS)})")
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return _last_hidden_state(model, mask=mask), ids
 
 
 def mambapy_mamba(d_model: int, state: int, layers: int, length: int, batch: int = 1, seed: int = 0):
@@ -976,6 +1025,24 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("hf-mamba-n4-b2-f64", "transformers", "hf-mamba-n4-b2 as model.double()",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, dtype="float64",
                    runs_in_onnxruntime=False),
+    # session s35 (gen23): transformers' linear-attention models, left unrolled with a reason (scans 0)
+    ExternalExport("hf-rwkv", "transformers",
+                   "RwkvModel, hidden 16, 2 layers, L 8: rwkv_linear_attention_cpu, num/den states rescaled by a running "
+                   "maximum", lambda: hf_linear_attention("rwkv"), scans=0, steps=0),
+    ExternalExport("hf-xlstm", "transformers",
+                   "xLSTMModel, hidden 16, 1 layer of 2 heads, L 8 (below its smallest chunk, 16): the mLSTM's per-step "
+                   "loop, a matrix state with an exponential input gate stabilised by a running maximum",
+                   lambda: hf_linear_attention("xlstm"), scans=0, steps=0),
+    ExternalExport("hf-xlstm-dynamo", "transformers", "hf-xlstm through the dynamo exporter",
+                   lambda: hf_linear_attention("xlstm"), scans=0, steps=0, exporter="dynamo"),
+    ExternalExport("hf-minimax", "transformers",
+                   "MiniMaxModel, hidden 16, 1 lightning-attention layer of 2 heads, block 4, L 32: a loop over 8 blocks "
+                   "carrying a (head_dim, head_dim) state times a per-head decay", lambda: hf_linear_attention(
+                       "minimax", length=32), scans=0, steps=0),
+    ExternalExport("hf-qwen3-next-dynamo", "transformers",
+                   "Qwen3NextModel, hidden 16, 1 linear-attention layer, L 8, dynamo exporter (TorchScript has no "
+                   "linalg_solve_triangular): torch_chunk_gated_delta_rule, one chunk of 64", lambda: hf_linear_attention(
+                       "qwen3-next"), scans=0, steps=0, exporter="dynamo"),
 ]}
 
 
