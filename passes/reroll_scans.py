@@ -67,6 +67,7 @@ from patterns.graph_query import element_type, inputs_all_static, producer, topo
 from patterns.indexing import known_axis_length
 from patterns.linear_recurrence import COEFF, DECAY, DRIVE, Recurrence, Rejection, find_recurrences
 from patterns.running_max import find_running_maxima, rescaled_steps
+from patterns.substitution_writes import find_substitution_writes
 from patterns.small_constants import EVALUATED_OPS, small_value
 
 
@@ -420,6 +421,15 @@ def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str
     return notes, rescaled
 
 
+def _substitution_notes(graph: gs.Graph) -> list[str]:
+    """One note per buffer written from its own earlier values (patterns/substitution_writes.py: Qwen3Next's
+    triangular solve through dynamo), which no scan takes."""
+    return [f"buffer written at {chain.length} steps from '{printable(chain.anchor)}' ({chain.writes[0].op}), each "
+            "write's update computed from the buffer written before it: a forward substitution (a triangular solve, "
+            "each step reading every earlier one), not a linear step: left unrolled"
+            for chain in find_substitution_writes(graph)]
+
+
 def _zeros_not_proven_within_b0(graph: gs.Graph, recurrences: list) -> tuple[set[int], list[str]]:
     """The ids of the recurrences whose first step multiplies zeros that were left out (x_0 = b_0) where the zeros
     are not proven to add no size to b_0, and a note each: zeros of a computed shape (zeros(x[:, 0].shape),
@@ -734,6 +744,7 @@ class RerollScans(Pass):
             if first_add not in taken_nodes and miss.anchor not in named and miss.anchor not in rescaled:
                 notes.append(str(miss))
         notes.extend(max_notes)
+        notes.extend(_substitution_notes(graph))
         if rerolled:
             toposort(graph.cleanup())
         stats = {

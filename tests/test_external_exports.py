@@ -223,8 +223,8 @@ _XLSTM = "/model/blocks.0/mlstm_layer/mlstm_backend/"
 # reroll-scans' notes, exact, in every pipeline, for the exports nothing is re-rolled in (session s35). Before s35:
 # RWKV '0 scans found' alone (each state also feeds its readout's step, so no chain of 4); xLSTM a template mismatch at
 # step 0 (step 0 reads the first maximum's zeros where step 1 reads the Max before); MiniMax "not computed from steps
-# of a tensor" and "positions [0, 4, ..], not 0 .. 6 once each"; Qwen3Next exit 3 (above), and now '0 scans found'
-# alone: its one chunk of 64 holds no chain, the forward substitution's rows are no linear step (docs/GENERALITY.md)
+# of a tensor" and "positions [0, 4, ..], not 0 .. 6 once each"; Qwen3Next exit 3 (above), then '0 scans found' alone:
+# its one chunk of 64 holds no chain of states, only the triangular solve's rows written one by one
 LEFT_UNROLLED = {
     "hf-rwkv": ["0 scans found"] + [_running_max(f"/model/blocks.{block}/attention/Max_1", 7,
                                                  f"/model/blocks.{block}/attention/Add_8", 27) for block in (0, 1)],
@@ -236,7 +236,9 @@ LEFT_UNROLLED = {
                    f"chain at '{_MINIMAX}Add_1' (7 steps) not re-rolled: its drives are computed at every step, but not by "
                    "one subgraph (the step operands take positions [0, 4, 8, 12, 16, 20, 24]: a step every 4 positions (a "
                    "recurrence over blocks of 4, as lightning attention's), not 0 .. 6 once each)"],
-    "hf-qwen3-next-dynamo": ["0 scans found"],
+    "hf-qwen3-next-dynamo": ["0 scans found", "buffer written at 63 steps from 'node_select_scatter' (ScatterElements), "
+                             "each write's update computed from the buffer written before it: a forward substitution (a "
+                             "triangular solve, each step reading every earlier one), not a linear step: left unrolled"],
 }
 
 
