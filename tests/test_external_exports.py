@@ -203,6 +203,7 @@ NODE_COUNTS = {
     "hf-granite-moe-hybrid": (654, {"seed": 108, "cpu": 138, "tpu": 132}),
     # session s35 (gen23): transformers' linear-attention models, nothing to re-roll (scans 0), each named (LEFT_UNROLLED)
     "hf-rwkv": (1277, {"seed": 967, "cpu": 967, "tpu": 967}),
+    "hf-rwkv-dynamo": (466, {"seed": 452, "cpu": 452, "tpu": 452}),
     "hf-xlstm": (661, {"seed": 388, "cpu": 392, "tpu": 389}),
     "hf-xlstm-dynamo": (390, {"seed": 384, "cpu": 388, "tpu": 385}),
     "hf-minimax": (384, {"seed": 235, "cpu": 265, "tpu": 236}),
@@ -228,6 +229,8 @@ _XLSTM = "/model/blocks.0/mlstm_layer/mlstm_backend/"
 LEFT_UNROLLED = {
     "hf-rwkv": ["0 scans found"] + [_running_max(f"/model/blocks.{block}/attention/Max_1", 7,
                                                  f"/model/blocks.{block}/attention/Add_8", 27) for block in (0, 1)],
+    "hf-rwkv-dynamo": ["0 scans found", _running_max("node_maximum_1", 7, "node_add_9", 27),
+                       _running_max("node_maximum_17", 7, "node_add_80", 27)],
     "hf-xlstm": ["0 scans found", _running_max(f"{_XLSTM}Max", 8, f"{_XLSTM}Add_1", 15)],
     "hf-xlstm-dynamo": ["0 scans found", _running_max("node_maximum", 8, "node_add_3", 15)],
     "hf-minimax": ["0 scans found",
@@ -543,7 +546,7 @@ def test_corpus_covers_the_brief():
             "user-s6-masked-after-prefix-dynamo", "user-s6-masked-lengths-after-prefix", "user-s6-masked-float",
             "user-s6-masked-float-delta", "user-s6-masked-float-dynamo",
             "user-s6-masked-soft"} <= set(EXPORTS)   # session s34's (gen22)
-    assert {"hf-rwkv", "hf-xlstm", "hf-xlstm-dynamo", "hf-minimax",
+    assert {"hf-rwkv", "hf-rwkv-dynamo", "hf-xlstm", "hf-xlstm-dynamo", "hf-minimax",
             "hf-qwen3-next-dynamo"} <= set(EXPORTS)   # session s35's (gen23)
     assert {e.exporter for e in EXPORTS.values()} == {"torchscript", "dynamo"}
     assert {e.dtype for e in EXPORTS.values()} == {"float16", "float32", "float64"}

@@ -16,7 +16,7 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
                     the chunked SSD (no per-step loop, nothing to re-roll; Einsum contractions), slow path
   hf-recurrent-gemma-*  transformers' RecurrentGemmaModel, recurrent blocks only: the RG-LRU loop, which
                     writes each step's state into a zeros buffer (`out[:, t] = h`), not a stacked list
-  hf-rwkv, hf-xlstm*, hf-minimax, hf-qwen3-next-dynamo  transformers' linear-attention models on their CPU path
+  hf-rwkv*, hf-xlstm*, hf-minimax, hf-qwen3-next-dynamo  transformers' linear-attention models on their CPU path
                     (session s35's probe): RWKV's and xLSTM's per-step loops rescaled by a running maximum, MiniMax's
                     loop over blocks, Qwen3Next's chunked delta rule; left unrolled, each with its reason
   mambapy-n16       mambapy's Mamba, pscan=False (the sequential loop)
@@ -1029,6 +1029,8 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("hf-rwkv", "transformers",
                    "RwkvModel, hidden 16, 2 layers, L 8: rwkv_linear_attention_cpu, num/den states rescaled by a running "
                    "maximum", lambda: hf_linear_attention("rwkv"), scans=0, steps=0),
+    ExternalExport("hf-rwkv-dynamo", "transformers", "hf-rwkv through the dynamo exporter",
+                   lambda: hf_linear_attention("rwkv"), scans=0, steps=0, exporter="dynamo"),
     ExternalExport("hf-xlstm", "transformers",
                    "xLSTMModel, hidden 16, 1 layer of 2 heads, L 8 (below its smallest chunk, 16): the mLSTM's per-step "
                    "loop, a matrix state with an exponential input gate stabilised by a running maximum",
