@@ -96,7 +96,7 @@ def test_rwkv_loop_is_named_as_rescaled_by_a_running_maximum(readout_branch, mor
     """Six steps: the Max chain max0 .. max5, and the num, den (and out_num, out_den but step 0's, whose maximum reads
     only m_init) steps reading it, num0 first in graph order; before, '0
     scans found' alone (with the readout branch: each state feeds two steps, so no chain of four; without it: the
-    decays' template mismatch, step 0 reading m_init where step 1 reads max0)."""
+    decays' and drives' template mismatch, "step 1 reads 'm0' where step 0 reads 'm_init'")."""
     model = rwkv_loop(6, readout_branch=readout_branch)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert (result.changed, result.stats) == (False, {"rerolled": 0, "steps": 0, "rejected": 0})
