@@ -414,10 +414,10 @@ def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str
         rescaled.update(add.name or add.outputs[0].name for add in steps)
         first = steps[0].name or steps[0].outputs[0].name
         more = f" and {len(steps) - 1} more" if len(steps) > 1 else ""
-        notes.append(f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = Max(m_{{t-1}} "
-                     f"+ w_t, k_t), rescales the linear steps at '{printable(first)}'{more}: their decays and drives are "
-                     "computed from it, a max-plus recurrence, not a linear step (no scan form computes it): left "
-                     "unrolled")
+        notes.append(f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = "
+                     f"Max(m_{{t-1}} + w_t, k_t), rescales the linear steps at '{printable(first)}'{more}: their "
+                     "decays and drives are computed from it, a max-plus recurrence, not a linear step (no scan form "
+                     "computes it): left unrolled")
     return notes, rescaled
 
 

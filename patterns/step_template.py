@@ -303,8 +303,9 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap,
     if (sorted(positions) != list(range(lowest, lowest + len(operands))) if contiguous
             else len(set(positions)) != len(positions)):
         stride = positions[1] - positions[0] if len(positions) > 1 else 0
-        blocks = (f": a step every {stride} positions (a recurrence over blocks of {stride}, as lightning attention's)" if stride > 1 and positions == list(
-                      range(positions[0], positions[0] + stride * len(positions), stride)) else "")
+        strided = stride > 1 and positions == list(range(positions[0], positions[0] + stride * len(positions), stride))
+        blocks = (f": a step every {stride} positions (a recurrence over blocks of {stride}, as lightning attention's)"
+                  if strided else "")
         raise TemplateMismatch(f"the step operands take positions {positions}{blocks}, not {lowest} .. "
                                f"{lowest + len(operands) - 1} once each")
     template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks)

@@ -201,7 +201,7 @@ NODE_COUNTS = {
     "hf-nemotron-h": (616, {"seed": 94, "cpu": 124, "tpu": 118}),
     "hf-falcon-h1": (710, {"seed": 135, "cpu": 167, "tpu": 160}),
     "hf-granite-moe-hybrid": (654, {"seed": 108, "cpu": 138, "tpu": 132}),
-    # session s35 (gen23): transformers' linear-attention models, nothing to re-roll (scans 0), each named (LEFT_UNROLLED)
+    # session s35 (gen23): transformers' linear-attention models, nothing re-rolled (scans 0), each named (LEFT_UNROLLED)
     "hf-rwkv": (1277, {"seed": 967, "cpu": 967, "tpu": 967}),
     "hf-rwkv-dynamo": (466, {"seed": 452, "cpu": 452, "tpu": 452}),
     "hf-xlstm": (661, {"seed": 388, "cpu": 392, "tpu": 389}),
@@ -214,9 +214,9 @@ NODE_COUNTS = {
 
 
 def _running_max(anchor: str, steps: int, first: str, more: int) -> str:
-    return (f"running maximum at '{anchor}' ({steps} steps), m_t = Max(m_{{t-1}} + w_t, k_t), rescales the linear steps "
-            f"at '{first}' and {more} more: their decays and drives are computed from it, a max-plus recurrence, not a "
-            "linear step (no scan form computes it): left unrolled")
+    return (f"running maximum at '{anchor}' ({steps} steps), m_t = Max(m_{{t-1}} + w_t, k_t), rescales the linear "
+            f"steps at '{first}' and {more} more: their decays and drives are computed from it, a max-plus recurrence, "
+            "not a linear step (no scan form computes it): left unrolled")
 
 
 _MINIMAX = "/model/layers.0/self_attn/"
@@ -234,11 +234,12 @@ LEFT_UNROLLED = {
     "hf-xlstm": ["0 scans found", _running_max(f"{_XLSTM}Max", 8, f"{_XLSTM}Add_1", 15)],
     "hf-xlstm-dynamo": ["0 scans found", _running_max("node_maximum", 8, "node_add_3", 15)],
     "hf-minimax": ["0 scans found",
-                   f"chain at '{_MINIMAX}Add_1' (7 steps) not re-rolled: its decays are one tensor, '{_MINIMAX}Exp_output_0',"
-                   " read by every step: a decay shared by all steps, not a step of a tensor, is not taken",
-                   f"chain at '{_MINIMAX}Add_1' (7 steps) not re-rolled: its drives are computed at every step, but not by "
-                   "one subgraph (the step operands take positions [0, 4, 8, 12, 16, 20, 24]: a step every 4 positions (a "
-                   "recurrence over blocks of 4, as lightning attention's), not 0 .. 6 once each)"],
+                   f"chain at '{_MINIMAX}Add_1' (7 steps) not re-rolled: its decays are one tensor, "
+                   f"'{_MINIMAX}Exp_output_0', read by every step: a decay shared by all steps, not a step of a tensor, "
+                   "is not taken",
+                   f"chain at '{_MINIMAX}Add_1' (7 steps) not re-rolled: its drives are computed at every step, but "
+                   "not by one subgraph (the step operands take positions [0, 4, 8, 12, 16, 20, 24]: a step every 4 "
+                   "positions (a recurrence over blocks of 4, as lightning attention's), not 0 .. 6 once each)"],
     "hf-qwen3-next-dynamo": ["0 scans found", "buffer written at 63 steps from 'node_select_scatter' (ScatterElements), "
                              "each write's update computed from the buffer written before it: a forward substitution (a "
                              "triangular solve, each step reading every earlier one), not a linear step: left unrolled"],
