@@ -355,19 +355,25 @@ def checked_file(folder: str | os.PathLike, path: str | os.PathLike) -> tuple[st
     return base, resolved, status
 
 
-def open_checked(base: str, resolved: str, checked: os.stat_result | None) -> int:
+def open_checked(base: str, resolved: str, checked: os.stat_result | None,
+                 folder: tuple[int, int] | None = None) -> int:
     """A read-only descriptor of ``resolved``, a real path inside the real folder ``base`` that was checked there
     (``checked_file``), opened from ``base`` one component at a time without following a link (O_NOFOLLOW;
     O_NONBLOCK: a named pipe's open does not wait for a writer). A link put on its way after the check, or another
     file in its place (device and inode not the ones checked), is FileChangedError, never followed: a check by path
     and a later read by the same path are two looks, and someone who can write the folder could swap the file
-    between them for a link out of it (adv21's leftover, adv22). Other failures are os.open's OSErrors."""
+    between them for a link out of it (adv21's leftover, adv22). ``folder``: the (device, inode) of the folder the
+    model was read from (``folder_identity``); ``base`` opened must be that folder, so that the folder itself renamed
+    and a link (or another folder) put in its place after the model's read is refused too (adv22's leftover, adv23):
+    ``base`` is a path, resolved again by the open. Other failures are os.open's OSErrors."""
     parts = os.path.relpath(resolved, base).split(os.sep)
     if parts[0] == "..":
         raise FileChangedError(errno.EXDEV, "not inside the folder it was checked in", resolved)
     # (the folder itself is ["."]: opened as it is, and refused by the caller as no regular file)
     directory = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        if folder is not None and folder_identity(directory) != tuple(folder):
+            raise FileChangedError(errno.ESTALE, FOLDER_CHANGED, resolved)
         for part in parts[:-1]:
             try:
                 inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
@@ -392,6 +398,29 @@ def open_checked(base: str, resolved: str, checked: os.stat_result | None) -> in
     return fd
 
 
+# FileChangedError's strerror where the model's folder, not a file in it, is what changed
+FOLDER_CHANGED = "the model's folder was replaced since the model was read"
+
+
+def folder_identity(fd: int) -> tuple[int, int]:
+    """(device, inode) of an open folder (or file), what ``open_checked(folder=)`` compares."""
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def open_model_file(path: str | os.PathLike) -> tuple[IO[bytes], tuple[int, int]]:
+    """``path`` opened for reading as ``open_regular_file`` does, through its folder opened first, and that folder's
+    identity (``folder_identity``): the folder the model was read from, which its external data and the reference
+    beside it are read from too (``open_checked(folder=)``), whatever its path names later."""
+    path = os.fspath(path)
+    folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        handle = open_regular_file(os.path.basename(path), dir_fd=folder, shown=path)
+        return handle, folder_identity(folder)
+    finally:
+        os.close(folder)
+
+
 # Text a tool reads back (a saved result, a report): far more than any it writes.
 MAX_TEXT_BYTES = 64 << 20
 
@@ -402,15 +431,16 @@ def read_text_file(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> str:
     return read_regular_file(path, limit).decode("utf-8")
 
 
-def open_regular_file(path: str | os.PathLike) -> IO[bytes]:
+def open_regular_file(path: str | os.PathLike, dir_fd: int | None = None, shown: str | os.PathLike | None = None
+                      ) -> IO[bytes]:
     """``path`` opened for reading once, and refused (OSError, EINVAL) unless what was opened is a regular file: a
     check by path before (``input_file_problem``) looked at a file someone may have replaced since by a named pipe,
     whose read would wait for ever (O_NONBLOCK: its open does not)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, f"not a regular file ({file_kind(status.st_mode)})", os.fspath(path))
+        raise OSError(errno.EINVAL, f"not a regular file ({file_kind(status.st_mode)})", os.fspath(shown or path))
     return os.fdopen(fd, "rb")
 
 

@@ -23,8 +23,9 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import set_external_data, uses_external_data
 
-from passes.files import (DestinationError, FileChangedError, check_destination, checked_file, interrupts_held,
-                          is_same_file, normal_file_mode, open_checked, open_regular_file)
+from passes.files import (FOLDER_CHANGED, DestinationError, FileChangedError, check_destination, checked_file,
+                          interrupts_held, is_same_file, normal_file_mode, open_checked, open_model_file,
+                          open_regular_file)
 from passes.interrupts import raise_if_interrupted
 from passes.one_line import ASCII_INTEGER, one_line, printable
 from patterns.graph_query import toposort
@@ -50,6 +51,9 @@ class LoadedModel:
     used_external_data: bool
     # The external data files read (resolved paths): a run never writes over them.
     data_files: list[Path] = field(default_factory=list)
+    # (device, inode) of the folder the model was read from: the external data and the reference beside it are read
+    # from that folder only, whatever its path names by then (files.open_checked(folder=))
+    folder: tuple[int, int] | None = None
 
 
 def read_model(path: str | os.PathLike) -> LoadedModel:
@@ -70,28 +74,39 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     if not path.is_file():
         raise InputError(f"input is not a regular file: {shown}")
     # Structure first: we need to see whether tensors live outside the file before
-    # onnx rewrites them to inline data while loading.
-    model = read_structure(path)
+    # onnx rewrites them to inline data while loading. Opened through its folder, whose identity the reads of
+    # external data check (the folder renamed and a link put in its place after this read: adv23)
+    try:
+        handle, folder = open_model_file(path)
+    except OSError as error:
+        raise _unreadable(error, shown) from None
+    model = read_structure(path, handle)
     if not model.opset_import:
         # Required by every IR version we read; a file cut right after its graph parses without it.
         raise InputError(f"incomplete ONNX model (no opset_import; truncated?): {shown}")
 
     external = [tensor for tensor in all_tensors(model) if uses_external_data(tensor)]
-    data_files = _load_external_data(external, path, model.ByteSize()) if external else []
-    return LoadedModel(model=model, path=path, used_external_data=bool(external), data_files=data_files)
+    data_files = _load_external_data(external, path, model.ByteSize(), folder) if external else []
+    return LoadedModel(model=model, path=path, used_external_data=bool(external), data_files=data_files, folder=folder)
 
 
-def read_structure(path: str | os.PathLike) -> onnx.ModelProto:
+def _unreadable(error: OSError, shown: str) -> InputError:
+    reason = printable(error.strerror or error)
+    return InputError(f"input {shown} is {reason}" if error.errno == errno.EINVAL
+                      else f"input {shown} cannot be read ({reason})")
+
+
+def read_structure(path: str | os.PathLike, handle=None) -> onnx.ModelProto:
     """The model in a file, its external data not read (what read_model reads first, and all that a tool that
     only looks at the graph needs: tools.nodecount, tools.diffview); a file that does not parse, or parses to
-    no model, is a one-line InputError. The caller checks first that ``path`` is a regular file."""
+    no model, is a one-line InputError. The caller checks first that ``path`` is a regular file; ``handle``: the
+    file already opened (``files.open_model_file``), read and closed here."""
     shown = printable(path)
-    try:   # opened once and read from what was opened: a named pipe put in its place after the check is refused
-        handle = open_regular_file(path)
-    except OSError as error:
-        reason = printable(error.strerror or error)
-        raise InputError(f"input {shown} is {reason}" if error.errno == errno.EINVAL
-                         else f"input {shown} cannot be read ({reason})") from None
+    if handle is None:
+        try:   # opened once and read from what was opened: a named pipe put in its place after the check is refused
+            handle = open_regular_file(path)
+        except OSError as error:
+            raise _unreadable(error, shown) from None
     try:
         with handle:
             model = onnx.load(handle, format="protobuf", load_external_data=False)
@@ -289,7 +304,8 @@ def over_protobuf_limit(what: str, size: int) -> str | None:
             "is how the compiler holds it; not supported")
 
 
-def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, structure_bytes: int = 0) -> list[Path]:
+def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, structure_bytes: int = 0,
+                        model_folder: tuple[int, int] | None = None) -> list[Path]:
     """Read each tensor's bytes into the tensor (checking bounds and sizes, the bytes read more than once all
     together, and the whole model's size with them, before any is read); the files read."""
     folder = model_path.parent if str(model_path.parent) else Path(".")
@@ -305,8 +321,12 @@ def _load_external_data(tensors: list[onnx.TensorProto], model_path: Path, struc
                 try:
                     # the file checked, opened without following a link (a named pipe's open does not wait for
                     # a writer; refused below)
-                    fd = open_checked(base, os.fspath(file_path), checked)
-                except FileChangedError:
+                    fd = open_checked(base, os.fspath(file_path), checked, model_folder)
+                except FileChangedError as error:
+                    if error.strerror == FOLDER_CHANGED:
+                        raise InputError(f"external data '{printable(info.get('location'))}' of tensor '{name}': "
+                                         f"{FOLDER_CHANGED} (renamed, or a symbolic link or another folder put in its "
+                                         "place); refused") from None
                     raise InputError(f"external data '{printable(info.get('location'))}' of tensor '{name}' changed "
                                      "between its check and its read (a symbolic link or another file put in its "
                                      "place); refused") from None

@@ -21,7 +21,7 @@ import onnx.numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from passes import ort_worker
-from passes.files import FileChangedError, checked_file, open_checked
+from passes.files import FOLDER_CHANGED, FileChangedError, checked_file, open_checked
 from passes.graph_io import all_graphs, all_tensors, fed_inputs
 from passes.npz_arrays import NpzError, npz_member_names, read_npz
 from passes.one_line import check_number, one_line, printable, printable_names
@@ -271,7 +271,10 @@ def load_reference(npz_path: str | os.PathLike, model: onnx.ModelProto, checked:
         return _reference_arrays(npz_path, shown, model)
     try:
         fd = open_checked(*checked)
-    except FileChangedError:
+    except FileChangedError as error:
+        if error.strerror == FOLDER_CHANGED:
+            raise ReferenceDataError(f"reference {shown}: {FOLDER_CHANGED} (renamed, or a symbolic link or another "
+                                     "folder put in its place); refused") from None
         raise ReferenceDataError(f"reference {shown} changed between its check and its read (a symbolic link or another "
                                  "file put in its place); refused") from None
     except OSError as error:
@@ -363,13 +366,15 @@ def check_tolerance(tolerance: float) -> float:
     return check_number("--tolerance", tolerance, ">= 0 and finite", low=0.0)
 
 
-def checked_beside(model_path: str | os.PathLike, path: str | os.PathLike) -> tuple[str, str, os.stat_result | None] | None:
+def checked_beside(model_path: str | os.PathLike, path: str | os.PathLike, folder: tuple[int, int] | None = None
+                   ) -> tuple[str, str, os.stat_result | None, tuple[int, int] | None] | None:
     """The check of ``path``, a file found beside the model: (the model folder's real path, the file's, what it is
     now) for ``load_reference(checked=)`` to read that same file (passes.files.open_checked); None where it resolves,
     through symbolic links, outside the model's folder: the rule for external data (passes.graph_io), so that a
-    link planted beside a model never makes the run read another file."""
+    link planted beside a model never makes the run read another file. ``folder``: the identity of the folder the
+    model was read from (graph_io.LoadedModel.folder), which the read checks the folder against (adv23)."""
     base, resolved, status = checked_file(os.path.dirname(os.fspath(model_path)) or ".", path)
-    return None if os.path.commonpath([base, resolved]) != base else (base, resolved, status)
+    return None if os.path.commonpath([base, resolved]) != base else (base, resolved, status, folder)
 
 
 def find_reference_beside(model_path: str | os.PathLike) -> Path | None:

@@ -624,7 +624,7 @@ def compile_model(
         problem = reference_beside_problem(input_path) if input_path is not None and beside is None else None
         if problem is not None:
             raise BadInput(problem)
-        reference_checked = checked_beside(input_path, beside) if beside is not None else None
+        reference_checked = checked_beside(input_path, beside, loaded.folder) if beside is not None else None
         if beside is not None and reference_checked is None:
             raise BadInput(f"reference {printable(beside)} beside the model leads out of the model's folder through a "
                            "symbolic link; refused (give it with --reference to use it)")

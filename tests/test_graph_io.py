@@ -526,3 +526,60 @@ def test_a_model_replaced_by_a_named_pipe_after_its_check_is_refused_not_waited_
     finally:
         signal.alarm(0)
     assert str(refused.value) == f"input {source} is not a regular file (a named pipe)"
+
+
+@pytest.mark.parametrize("when", ["after-the-model-read", "after-the-data-check"])
+def test_the_model_folder_swapped_after_the_model_read_is_never_read_from(when, tmp_path, monkeypatch):
+    """adv22's leftover (adv23): the external data's check resolved the model folder's path again, and its read opened
+    that real path following links: the model's folder renamed and a symbolic link to an outside folder put in its
+    place after the model was read (or after the check, the weights file missing then) had the run read the outside
+    folder's weights file beside the model read from the first, exit 0, its bytes in the compiled model. Now the
+    model is opened through its folder, whose identity (device, inode) the external data's read checks."""
+    import passes.graph_io as graph_io
+
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    source = folder / "ext.onnx"
+    onnx.save_model(big_weight_model(), source, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    secret = outside / "ext.weights"
+    secret.write_bytes(np.full(1024, 7, np.float32).tobytes())
+
+    def swap():
+        folder.rename(tmp_path / "was-model")
+        folder.symlink_to(outside)
+
+    if when == "after-the-model-read":
+        real = graph_io.read_structure
+
+        def read_then_swap(*args):
+            model = real(*args)
+            swap()
+            return model
+        monkeypatch.setattr(graph_io, "read_structure", read_then_swap)
+    else:
+        (folder / "ext.weights").rename(folder / "away")   # missing at the check: no inode to compare the file with
+        real = graph_io._external_location
+
+        def check_then_swap(*args):
+            found = real(*args)
+            swap()
+            return found
+        monkeypatch.setattr(graph_io, "_external_location", check_then_swap)
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        status = os.fstat(fd)
+        opened.append((status.st_dev, status.st_ino))
+        return fd
+
+    monkeypatch.setattr(os, "open", spy)
+    with pytest.raises(InputError) as refused:
+        read_model(source)
+    assert str(refused.value) == (
+        "external data 'ext.weights' of tensor 'w': the model's folder was replaced since the model was read (renamed, "
+        "or a symbolic link or another folder put in its place); refused")
+    assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
+    assert opened

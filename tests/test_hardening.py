@@ -240,6 +240,57 @@ def test_a_reference_beside_swapped_after_its_link_check_is_never_read(swap, tmp
     assert opened and not out.exists()
 
 
+def test_a_reference_beside_the_model_in_a_folder_swapped_after_the_model_read_is_never_read(tmp_path, monkeypatch):
+    """adv22's leftover (adv23): the reference beside the model was checked and read through the model folder's path,
+    resolved again after the model's read: the folder renamed and a link to an outside folder holding a
+    `naive.ref.npz` put in its place had the run verify against that file, exit 0. Now the read checks the folder is
+    the one the model was read from."""
+    import pipelines.compiler as compiler
+    from passes.one_line import printable
+    from pipelines import BadInput, compile_model
+    from test_cli import TINY_MODEL_TEXT
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    model_path = tmp_path / "m" / "naive.onnx"
+    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
+    onnx.save(model, model_path)
+    feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
+             for value in model.graph.input}
+    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    arrays = {**feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)}}
+    np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
+    secret = tmp_path / "elsewhere" / "naive.ref.npz"
+    np.savez(secret, **arrays)
+    real = compiler.read_model
+
+    def read_then_swap(*args):
+        loaded = real(*args)
+        (tmp_path / "m").rename(tmp_path / "was-m")
+        (tmp_path / "m").symlink_to(tmp_path / "elsewhere")
+        return loaded
+
+    opened = []
+    real_os_open = os.open
+
+    def os_open_spy(path, flags, *args, **kwargs):
+        fd = real_os_open(path, flags, *args, **kwargs)
+        status = os.fstat(fd)
+        opened.append((status.st_dev, status.st_ino))
+        return fd
+
+    monkeypatch.setattr(compiler, "read_model", read_then_swap)
+    monkeypatch.setattr(os, "open", os_open_spy)
+    with pytest.raises(BadInput) as refused:
+        compile_model(model_path, "eliminate-dead-nodes", output=tmp_path / "out.onnx")
+    monkeypatch.undo()
+    assert str(refused.value) == (
+        f"reference {printable(tmp_path / 'm' / 'naive.ref.npz')}: the model's folder was replaced since the model was "
+        "read (renamed, or a symbolic link or another folder put in its place); refused")
+    assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
+    assert opened and not (tmp_path / "out.onnx").exists()
+
+
 @pytest.mark.parametrize("tool", ["tpu_calibration", "ort_profile", "tpu_qtable", "tpu_check"])
 def test_tools_never_write_over_the_weights_of_the_model_they_read(tool, tmp_path, monkeypatch, capsys):
     """Found by adv5: 'tools.tpu_calibration synthetic m.onnx -o w.bin' replaced the model's weights file
