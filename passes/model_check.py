@@ -493,6 +493,30 @@ def local_functions_refused(path) -> str | None:
     return None
 
 
+def model_for_runtime(path, what: str = "model") -> bytes:
+    """The model file at ``path`` as a tool hands it to ONNX Runtime: read once (``graph_io.read_model``: a regular
+    file, opened once; its external data read from its folder only, without following a link), its local functions
+    checked (``local_functions_refused``'s rule), serialized. InputError (one line) otherwise. A tool that handed
+    ONNX Runtime the path after checking it had the file opened again by name: a named pipe put in its place
+    between the two held the tool for ever (adv22's leftover, adv23), and ONNX Runtime resolved the external data
+    itself."""
+    from passes.files import input_file_problem
+    from passes.graph_io import read_model, serialized_model
+
+    problem = input_file_problem(path, what)
+    if problem:
+        raise InputError(problem)
+    model = read_model(path).model
+    try:
+        check_local_functions(model)
+    except InvalidModelError as error:
+        raise InputError(f"{printable(path)}: {error}") from None
+    data, size = serialized_model(model)
+    if data is None:   # (read_model refuses a model past 2 GiB with its data: kept for a model that grew)
+        raise InputError(f"{printable(path)}: {size:,} bytes, past protobuf's 2 GiB")
+    return data
+
+
 def _check_function_calls(model: onnx.ModelProto) -> None:
     """Model-local functions are defined once and call each other without a cycle: onnx and ONNX
     Runtime refuse both (recursion would inline forever), so such a model compiled with --verify

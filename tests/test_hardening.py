@@ -1356,7 +1356,9 @@ def test_tools_refuse_a_model_onnx_runtime_cannot_run_in_one_line(tool, case, tm
     extra = ["--workdir", str(workdir)] if tool == "tpu_check" else ["--runs", "1"]
     result = subprocess.run([sys.executable, "-m", f"tools.{tool}", str(model), *extra], capture_output=True,
                             text=True, cwd=REPO, timeout=120)
-    assert_one_line_error(result, 2, "ONNX Runtime cannot")
+    # (ort_profile reads the model and its data itself since adv23, and hands ONNX Runtime the bytes: refused there)
+    read_first = tool == "ort_profile" and case == "data-outside-its-folder"
+    assert_one_line_error(result, 2, "'..' leaves the model's folder; refused" if read_first else "ONNX Runtime cannot")
     assert "\x1b" not in result.stderr and result.stderr.count("\n") <= 2, result.stderr
     assert not workdir.exists()
 

@@ -294,3 +294,54 @@ def test_plot_nodecounts_names_the_report_it_cannot_read(content, message, tmp_p
     assert plot_nodecounts.main([str(report), "-o", str(tmp_path / "n.png")]) == 2
     assert capsys.readouterr().err == f"error: report {tmp_path}/r\\x1b.json {message}\n".replace(".json :", ".json:")
     assert not (tmp_path / "n.png").exists()
+
+
+RELU_MODEL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] input) => (float[N, 4] y) { y = Relu(input) }"""
+
+
+def test_ort_profile_runs_the_model_it_read_not_the_path_again(tmp_path, capsys, monkeypatch):
+    """adv22's leftover (adv23): tools.ort_profile checked the model by its path, then handed ONNX Runtime the path,
+    which it opened again by name: what was there by then ran (a named pipe put there held the tool for ever; here a
+    file that is no model: 'cannot load', exit 2). Now the model is read once (its external data from its folder only)
+    and ONNX Runtime given those bytes."""
+    import onnx
+
+    from tools import ort_profile
+
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(RELU_MODEL_TEXT), model)
+    real = ort_profile.profile
+
+    def replace_then_profile(*args, **kwargs):
+        model.write_bytes(b"no model any more\xff")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort_profile, "profile", replace_then_profile)
+    assert ort_profile.main([str(model), "--threads", "1", "--runs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "Relu" in captured.out and "cannot" not in captured.err
+
+
+def test_eval_digits_runs_the_model_it_read_not_the_path_again(tmp_path, monkeypatch):
+    """adv23: tools.eval_digits --onnx handed ONNX Runtime's child the path, opened there again by name after the
+    check (local_functions_refused): a file put in its place meanwhile ran, or refused the run. Now the child gets
+    the bytes read once."""
+    import numpy as np
+    import onnx
+
+    import passes.ort_worker as ort_worker
+    from tools.eval_digits import onnx_predict
+
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(RELU_MODEL_TEXT), model)
+    real = ort_worker.call_capped
+
+    def replace_then_call(*args, **kwargs):
+        model.write_bytes(b"no model any more\xff")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort_worker, "call_capped", replace_then_call)
+    x = np.array([[-1, 2, -3, 4]] * 3, np.float32)
+    np.testing.assert_array_equal(onnx_predict(model, x, batch=2), np.maximum(x, 0))

@@ -23,25 +23,29 @@ def onnx_predict(onnx_path: str | Path, x: np.ndarray, batch: int = 100, input_n
     ONNX Runtime runs in a child process under verification's memory cap (passes.ort_worker.call_capped):
     in this one its native work held off SIGTERM and Ctrl-C (a Loop whose trip count came from the
     images ran for ever) and a size computed from the images' values took what it asked for.
-    ValueError (one line) for a model it cannot run."""
-    from passes.model_check import local_functions_refused
+    ValueError (one line) for a model it cannot run. The model is read here once (its external data from its folder
+    only) and ONNX Runtime given its bytes, not the path, which it would open again (adv23: a named pipe put there
+    after the check held the tool for ever)."""
+    from passes.graph_io import InputError
+    from passes.model_check import model_for_runtime
     from passes.ort_worker import ChildFailed, call_capped
 
-    refused = local_functions_refused(onnx_path)   # ONNX Runtime would inline them in native code, past SIGTERM
-    if refused:
-        raise ValueError(refused)
+    try:   # local functions refused too: ONNX Runtime would inline them in native code, past SIGTERM
+        data = model_for_runtime(onnx_path)
+    except InputError as error:
+        raise ValueError(str(error)) from None
     try:
-        return call_capped(_predict_here, str(onnx_path), x, batch, input_name)
+        return call_capped(_predict_here, str(onnx_path), x, batch, input_name, data)
     except ChildFailed as error:
         raise ValueError(str(error)) from None
 
 
-def _predict_here(onnx_path: str, x: np.ndarray, batch: int, input_name: str) -> np.ndarray:
+def _predict_here(onnx_path: str, x: np.ndarray, batch: int, input_name: str, data: bytes | None = None) -> np.ndarray:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 4   # ORT's own error log holds node names raw (an ESC, a newline); its exception says the same
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(onnx_path if data is None else data, so, providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in sess.get_inputs()}
     if input_name not in inputs:
         raise ValueError(f"{onnx_path}: no input named {input_name!r} (inputs: {', '.join(inputs)})")

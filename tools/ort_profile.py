@@ -24,8 +24,8 @@ import numpy as np
 
 from passes.files import input_file_problem, write_text_atomic
 from passes.one_line import MAX_THREADS, OneLineArgumentParser, one_line, positive_int, printable, thread_count
-from passes.graph_io import InputError, model_and_data_files, read_structure
-from passes.model_check import local_functions_refused
+from passes.graph_io import InputError, model_and_data_files
+from passes.model_check import model_for_runtime
 from tools.json_destination import json_destination_refused
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -52,18 +52,19 @@ def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarr
     return feeds
 
 
-def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> dict:
+def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0, data: bytes | None = None) -> dict:
     """Per-op-type kernel milliseconds per run and the median wall time of a run, measured in a child
     process under verification's memory cap (passes.ort_worker.memory_limit): the model's sizes can come
     from its input values, past any static check, and ONNX Runtime's native work would hold off Ctrl-C
     and SIGTERM (a Loop whose trip count is computed from the input ran for hours past SIGTERM). The
     parent waits on the child, kills it on an interrupt and removes the profile folder itself.
-    SystemExit (one line) for a model ONNX Runtime cannot load, fill or run."""
+    SystemExit (one line) for a model ONNX Runtime cannot load, fill or run. ``data``: the model as
+    passes.model_check.model_for_runtime read it (main's), which ONNX Runtime is given instead of the path."""
     from passes.ort_worker import ChildFailed, call_capped
 
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
         try:
-            return call_capped(_profile_child, model, threads, batch, runs, seed, folder)
+            return call_capped(_profile_child, model, threads, batch, runs, seed, folder, data)
         except ChildFailed as failure:
             if failure.exit_code is not None:
                 raise SystemExit(f"error: ONNX Runtime's process ended (exit {failure.exit_code}) profiling "
@@ -71,18 +72,20 @@ def profile(model: Path, threads: int, batch: int, runs: int, seed: int = 0) -> 
             raise SystemExit(str(failure)) from None
 
 
-def _profile_child(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str) -> dict:
+def _profile_child(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str,
+                   data: bytes | None = None) -> dict:
     """_profile_here in call_capped's child: its refusals (SystemExit, one line) as they are, any other
     failure (a MemoryError, a failure in a timed run) as one line naming the model."""
     try:
-        return _profile_here(model, threads, batch, runs, seed, folder)
+        return _profile_here(model, threads, batch, runs, seed, folder, data)
     except SystemExit:
         raise
     except BaseException as error:
         raise SystemExit(f"error: ONNX Runtime failed profiling {printable(model)}: {one_line(error, limit=300)}") from None
 
 
-def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str) -> dict:
+def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, folder: str,
+                  data: bytes | None = None) -> dict:
     import onnxruntime as ort
 
     # the profile files go to the parent's folder, which it removes whatever happens here
@@ -94,7 +97,7 @@ def _profile_here(model: Path, threads: int, batch: int, runs: int, seed: int, f
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(folder) / "profile")
     try:
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model) if data is None else data, options, providers=["CPUExecutionProvider"])
     except Exception as error:   # not ONNX, an op ORT lacks, ...: the user's file, not a bug here
         raise SystemExit(f"error: ONNX Runtime cannot load {printable(model)}: {one_line(error, limit=300)}") from None
     feeds = _inputs(session, batch, np.random.default_rng(seed))
@@ -146,12 +149,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if json_destination_refused(args.json, reads=model_and_data_files(args.model)):
         return 2
-    refused = local_functions_refused(args.model)
-    if refused:
-        sys.stderr.write(f"error: {refused}\n")
-        return 2
-    try:   # a file that is no model is one line before any 'profiling ...' (adv22: two lines, the progress first)
-        read_structure(args.model)
+    # read once, its external data from its folder only, and handed to ONNX Runtime as bytes (adv23: the path, opened
+    # again by ONNX Runtime, could be a named pipe by then); a file that is no model, or has local functions ONNX
+    # Runtime would hang in, is one line before any 'profiling ...' (adv22: two lines, the progress first)
+    try:
+        data = model_for_runtime(args.model)
     except InputError as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
@@ -163,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for threads in counts:
         sys.stderr.write(f"profiling {printable(args.model.name)} at {threads} thread(s), batch {args.batch}...\n")
         try:
-            results.append(profile(args.model, threads, args.batch, args.runs))
+            results.append(profile(args.model, threads, args.batch, args.runs, data=data))
         except SystemExit as refused:   # a model ONNX Runtime cannot load or fill: one line, exit 2
             sys.stderr.write(f"{refused.code}\n")
             return 2
