@@ -129,6 +129,13 @@ def _node_reads(node: gs.Node) -> list[gs.Tensor]:
                                 for t in _free_reads(value)]
 
 
+def _static_dims(shape) -> tuple[int, ...] | None:
+    """A shape of plain sizes as a tuple; None where it is missing or a size is symbolic."""
+    if shape is None or not all(isinstance(size, int) and not isinstance(size, bool) for size in shape):
+        return None
+    return tuple(shape)
+
+
 def _copied_graph(graph: gs.Graph, lookup, name: str) -> gs.Graph:
     """A copy of the subgraph `graph` whose reads from around it go through `lookup` (an outer body's tensor -> the
     step's value), its own tensors new, named `name`/their name (the copies of one body are siblings in one graph)."""
@@ -799,6 +806,14 @@ class UnrollLoops(Pass):
         node.outputs.clear()
         before.update(id(made) for made in b.nodes)   # (what the branches of its Ifs may read instead of writing again)
         carried = list(plan.carried)
+        # The body's declared shapes hold at its first iteration (checked on load, passes.static_shapes); at a later
+        # one only where each carried value's shape, declared static, comes back the same: a carried value that
+        # grows (h = Concat(h, h)) made the first step's declaration wrong at every later step (adv23). Elsewhere
+        # the later steps keep their element types, their shapes inferred.
+        shapes_hold_later = all(_static_dims(body_input.shape or initial.shape) is not None
+                                and _static_dims(body_input.shape or initial.shape) == _static_dims(output.shape)
+                                for body_input, initial, output in zip(plan.state_inputs, plan.carried,
+                                                                       plan.state_outputs))
         step_values: list[list[gs.Tensor]] = [[] for _ in plan.stacked]
         started = last_report = time.perf_counter()
         for step in range(plan.trip):
@@ -831,6 +846,8 @@ class UnrollLoops(Pass):
                 outputs = b.node_outputs(body_node.op, inputs, attrs, len(body_node.outputs), domain=body_node.domain)
                 for old, new in zip(body_node.outputs, outputs):
                     new.dtype, new.shape, new.type = old.dtype, old.shape, old.type
+                    if step and not shapes_hold_later:
+                        new.shape = None
                     values[id(old)] = _step_constant(b, body_node, inputs, new)
             carried = [read(out) for out in plan.state_outputs]
             for values_of, (out, _, _, _) in zip(step_values, plan.stacked):

@@ -1068,3 +1068,31 @@ def test_slice_bounds_before_the_loop_computed_from_a_static_size_are_folded(tmp
     dynamic = next(node for node in unrolled.graph.node if node.name == "dynamic")
     assert dynamic.input[2] not in initializers
     _same_outputs(model, unrolled)
+
+
+@pytest.mark.parametrize("carried", [["L", 4], [1, 4]], ids=["carried-symbolic", "carried-declared-1x4"])
+def test_a_body_declaration_right_at_the_first_iteration_only_is_not_copied_onto_later_steps(carried, tmp_path):
+    """adv22's leftover (adv23): a Loop carrying h, which doubles every iteration (h = Concat(Relu(h), Relu(h))), its
+    body declaring t = Relu(h) [1, 4]: right at the first iteration (the load check proves it, and keeps it), wrong
+    at every later one. unroll-loops copied the declaration onto every step: 'pass unroll-loops produced an invalid
+    model ... Inferred shape and existing shape differ in dimension 0: (2) vs (1)', exit 3, for a model ONNX Runtime
+    runs. Now a later step keeps the body's declared shapes only where each carried value comes back with the static
+    shape it came in with; here its element types only."""
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["h"], ["t"]), helper.make_node("Concat", ["t", "t"], ["h2"], axis=0),
+         helper.make_node("Identity", ["c"], ["c2"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, carried)],
+        [helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h2", TensorProto.FLOAT, ["L2", 4])],
+        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph([helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", 4])],
+                              initializer=[numpy_helper.from_array(np.array(3, np.int64), "n")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = compile_model(model, "unroll-loops,eliminate-dead-nodes", output=tmp_path / "out.onnx")
+    assert "Loop" not in Counter(node.op_type for node in result.model.graph.node)
+    x = np.array([[-1, 2, -3, 4]], np.float32)
+    (y,) = run(result.model, {"x": x})
+    np.testing.assert_array_equal(y, np.tile(np.maximum(x, 0), (8, 1)))
