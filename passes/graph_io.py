@@ -703,8 +703,46 @@ FIRST_IR_WITH_CONSTANT_INITIALIZERS = onnx.IR_VERSION_2019_1_22
 
 
 def model_to_graph(model: onnx.ModelProto) -> gs.Graph:
-    """Import into onnx-graphsurgeon (seconds for a 100k-node graph: show a spinner)."""
-    return gs.import_onnx(model)
+    """Import into onnx-graphsurgeon (seconds for a 100k-node graph: show a spinner). A node of another domain than
+    ONNX's own gets its domain in its op, ``x.Identity`` (``graph_to_model`` takes it out again): the passes match
+    ops by ``node.op``, and a model-local function (or any custom op) named like an ONNX op was rewritten as that op
+    (adv23: a function ``x.Identity`` computing a + 1 removed by remove-identity; with --verify none, the model
+    written wrong, exit 0). An ONNX op's name holds no '.', so no such op is ever read as one."""
+    graph = gs.import_onnx(model)
+    for node in _gs_nodes(graph):
+        if node.domain not in _ONNX_DOMAINS:
+            node.op = f"{node.domain}.{node.op}"
+    return graph
+
+
+_ONNX_DOMAINS = (None, "", "ai.onnx")   # (onnx-graphsurgeon: None for the default)
+
+
+def _gs_nodes(graph: gs.Graph):
+    """The nodes of ``graph``, of its subgraphs and of its functions (and theirs), depth first."""
+    stack = [graph, *getattr(graph, "functions", ())]
+    while stack:
+        current = stack.pop()
+        for node in current.nodes:
+            yield node
+            for value in node.attrs.values():
+                if isinstance(value, gs.Graph):
+                    stack.append(value)
+                elif isinstance(value, (list, tuple)):
+                    stack.extend(item for item in value if isinstance(item, gs.Graph))
+
+
+def _domain_out_of_op_types(model: onnx.ModelProto) -> None:
+    """``model_to_graph``'s ``x.Identity`` back to op ``Identity`` of domain ``x``, in every graph and function."""
+    graphs = list(all_graphs(model.graph))
+    for function in model.functions:
+        graphs.append(function)
+        for node in function.node:
+            graphs.extend(_attribute_graphs(node))
+    for graph in graphs:
+        for node in graph.node:
+            if node.domain not in _ONNX_DOMAINS and node.op_type.startswith(f"{node.domain}."):
+                node.op_type = node.op_type[len(node.domain) + 1:]
 
 
 def graph_is_topologically_sorted(graph: gs.Graph) -> bool:
@@ -726,6 +764,7 @@ def graph_to_model(graph: gs.Graph, meta: ModelMeta | None = None) -> onnx.Model
     if not graph_is_topologically_sorted(graph):
         toposort(graph)
     model = gs.export_onnx(graph, do_type_check=False)
+    _domain_out_of_op_types(model)
     if meta is not None:
         if meta.ir_version:
             model.ir_version = max(meta.ir_version, FIRST_IR_WITH_CONSTANT_INITIALIZERS)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 
+import onnx
 import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, oversized_constant_nodes
-from passes.graph_io import expanded_node_count, graph_to_model, model_to_graph, replace_graph_contents
+from passes.graph_io import all_graphs, expanded_node_count, graph_to_model, model_to_graph, replace_graph_contents
 from passes.one_line import one_line, printable, terminal_closed
 from passes.registry import register_pass
 from passes.static_shapes import infer_shapes
@@ -58,6 +59,12 @@ class SimplifyOnnxsim(Pass):
             if unbounded is not None:   # onnxsim runs ONNX's data propagation, unbounded there
                 return PassResult(False, {"removed": 0, "skipped": "unbounded data propagation"},
                                   [f"onnxsim skipped: {unbounded}; graph left unsimplified"])
+            posing = _named_like_an_onnx_op(model)
+            if posing is not None:   # onnx-optimizer matches ops by name alone: its eliminate_identity removed a
+                # model-local function x.Identity (b = a + 1), the model written wrong (adv23)
+                return PassResult(False, {"removed": 0, "skipped": "op of another domain named like an ONNX op"}, [
+                    f"onnxsim skipped: {posing}, which onnxsim's optimizer would take for that op; graph left "
+                    "unsimplified"])
             oversized = oversized_constant_nodes(model, inferred)
             if oversized:
                 node, elements = oversized[0]
@@ -87,6 +94,24 @@ class SimplifyOnnxsim(Pass):
             return PassResult(False, {"removed": 0})
         replace_graph_contents(graph, simplified_graph)
         return PassResult(changed=True, stats={"removed": removed})
+
+
+def _named_like_an_onnx_op(model: onnx.ModelProto) -> str | None:
+    """'node 'n' (op Identity of domain 'x')' for the first node, in any graph or function of ``model``, of a domain
+    other than ONNX's whose op ONNX defines too, else None."""
+    graphs = list(all_graphs(model.graph))
+    for function in model.functions:
+        graphs.append(function)
+        for node in function.node:
+            for attribute in node.attribute:
+                for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    graphs.extend(all_graphs(body))
+    for graph in graphs:
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx") and onnx.defs.has(node.op_type):
+                return (f"node '{printable(node.name)}' (op {printable(node.op_type)} of domain "
+                        f"'{printable(node.domain)}') is named like ONNX's {printable(node.op_type)}")
+    return None
 
 
 def _interface(graph: gs.Graph) -> tuple[list[str], list[str]]:

@@ -2136,3 +2136,31 @@ def test_a_reference_replaced_by_a_named_pipe_after_its_check_is_refused_not_wai
         signal.alarm(0)
     assert str(refused.value) == f"reference {reference}: not a regular file (a named pipe)"
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("pipeline,verify", [("remove-identity", "none"), ("remove-identity", "end"), ("cpu", "none"),
+                                             ("tpu", "none")])
+def test_an_op_of_another_domain_named_like_an_onnx_op_is_never_rewritten_as_it(pipeline, verify, tmp_path):
+    """Found by adv23: the passes match ops by name alone, so a model-local function `x.Identity` (b = a + 1), or any
+    custom op so named, was taken for ONNX's Identity: remove-identity took it out (with --verify none the model was
+    written computing (relu x)^2 for (relu x + 1)^2, exit 0; verified, exit 3 blaming the pass). Now a node of
+    another domain carries it in its op while the passes run (`x.Identity`), written back as it came."""
+    from pipelines import compile_model
+
+    function = oh.make_function("x", "Identity", ["a"], ["b"], [
+        oh.make_node("Constant", [], ["one"], value=oh.make_tensor("one", TensorProto.FLOAT, [], [1.0])),
+        oh.make_node("Add", ["a", "one"], ["b"])], opset_imports=[oh.make_opsetid("", 17)])
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Identity", ["r"], ["t"], domain="x"),
+                           oh.make_node("Mul", ["t", "t"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("x", 1)], ir_version=10,
+                          functions=[function])
+    result = compile_model(model, pipeline, output=tmp_path / "out.onnx", verify=verify)
+    written = onnx.load(tmp_path / "out.onnx")
+    assert ("x", "Identity") in {(node.domain, node.op_type) for node in written.graph.node}
+    assert [(f.domain, f.name) for f in written.functions] == [("x", "Identity")]
+    x = np.array([[-1, 2, -3, 4], [5, -6, 7, 0]], np.float32)
+    session = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], (np.maximum(x, 0) + 1) ** 2)
+    assert result.nodes_after == 3
