@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 # The framing is the child's own (it runs isolated, `python -I`, so it cannot import this side).
+from passes.one_line import printable
 from passes.ort_child import read_frame as _read_frame, write_frame as _write_frame
 
 _CHILD = Path(__file__).with_name("ort_child.py")
@@ -79,8 +80,13 @@ class _Worker:
     def run(self, model: bytes | None, path: str | None, feeds: Mapping[str, np.ndarray],
             timeout: float | None = None, optimize: bool = True) -> dict[str, np.ndarray]:
         names = list(feeds)
+        arrays = [np.asarray(feeds[name]) for name in names]
+        for name, array in zip(names, arrays):
+            if array.dtype.hasobject:   # pickled by np.savez, which the child never unpickles: it died on it, and
+                # the run was said to have ended by SIGKILL, 'a native abort or the memory it asked for' (adv23)
+                raise WorkerError(f"input '{printable(name)}' is an array of Python objects, not of numbers, booleans or strings")
         buffer = io.BytesIO()
-        np.savez(buffer, *[np.asarray(feeds[name]) for name in names])
+        np.savez(buffer, *arrays, allow_pickle=False)
         # Past the timeout the child is killed; the read below then meets the pipe's end.
         expired = threading.Event()
 

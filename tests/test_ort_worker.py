@@ -261,3 +261,17 @@ def test_optimize_false_runs_the_graph_as_written_and_true_as_onnx_runtime_would
     np.testing.assert_array_equal(as_written, in_process(ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
     np.testing.assert_array_equal(optimised, in_process(ort.GraphOptimizationLevel.ORT_ENABLE_ALL))
     assert np.count_nonzero(as_written != optimised) > 100   # else this model could not tell the two apart
+
+
+def test_a_feed_of_python_objects_is_refused_in_one_line_and_the_child_goes_on_serving():
+    """Found by adv23: an object array among the feeds (run_model from the library) was pickled by np.savez, which the
+    child never unpickles: it died on it, and the run was said to have 'ended by SIGKILL (a native abort or the memory
+    it asked for)'. Now refused before anything is sent, naming the input (escaped); the same child serves the next."""
+    model = _identity_model(["x\x1b"])
+    ort_worker.run(model, None, {"x\x1b": np.ones(2, np.float32)})
+    child = ort_worker._worker.process.pid
+    with pytest.raises(ort_worker.WorkerError) as refused:
+        ort_worker.run(model, None, {"x\x1b": np.array([object(), object()])})
+    assert str(refused.value) == "input 'x\\x1b' is an array of Python objects, not of numbers, booleans or strings"
+    assert ort_worker._worker.process.pid == child
+    np.testing.assert_array_equal(ort_worker.run(model, None, {"x\x1b": np.ones(2, np.float32)})["x\x1b out"], np.ones(2))
