@@ -76,7 +76,10 @@ def _read_npz(npz: IO[bytes], names: Iterable[str] | None, max_bytes: int | None
     for key, array in arrays.items():
         if not isinstance(array, np.ndarray):
             raise NpzError(f"member '{printable(key)}' is not an .npy array")
-    return arrays
+    # in this machine's byte order: a float32 saved big-endian ('>f4', an npz written on such a machine) is float32,
+    # which the checks compare with the model's type (adv23: "input 'x' is >f4; the model takes float32", exit 2)
+    return {key: array if array.dtype.isnative or array.dtype.fields is not None
+            else array.astype(array.dtype.newbyteorder("=")) for key, array in arrays.items()}
 
 
 def npz_member_names(path: str | os.PathLike | IO[bytes]) -> list[str]:

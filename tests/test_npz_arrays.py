@@ -103,3 +103,23 @@ def test_member_names_are_escaped_in_messages(tmp_path):
     with pytest.raises(NpzError) as info:
         read_npz(path, max_bytes=8)
     assert "\x1b" not in str(info.value) and "\n" not in str(info.value) and "next" in str(info.value)
+
+
+def test_arrays_saved_in_the_other_byte_order_come_back_in_this_machines(tmp_path):
+    """Found by adv23: a reference whose float32 input was saved big-endian ('>f4', an npz written on such a machine)
+    was refused, "input 'x' is >f4; the model takes float32", exit 2: the values are float32. Now read_npz hands back
+    every array in this machine's byte order, values unchanged."""
+    from pipelines import compile_model
+    import onnx
+
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    np.savez(tmp_path / "be.npz", x=x.astype(">f4"), y=np.maximum(x, 0).astype(">i8"))
+    arrays = read_npz(tmp_path / "be.npz")
+    assert arrays["x"].dtype == np.float32 and arrays["y"].dtype == np.int64
+    np.testing.assert_array_equal(arrays["x"], x)
+    np.testing.assert_array_equal(arrays["y"], np.maximum(x, 0).astype(np.int64))
+    model = onnx.parser.parse_model(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[2, 4] x) => (float[2, 4] y) { y = Relu(x) }')
+    np.savez(tmp_path / "ref.npz", x=x.astype(">f4"), y=np.maximum(x, 0).astype(">f4"))
+    result = compile_model(model, "eliminate-dead-nodes", reference=tmp_path / "ref.npz")
+    assert result.verification["rel_l2"] == 0
