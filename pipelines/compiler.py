@@ -449,6 +449,25 @@ def _check_bool_argument(name: str, value: Any) -> None:
         raise BadInput(f"{name} must be True or False, got {printable(_type_name(value))}")
 
 
+def _check_pipeline_fields(pipeline: Pipeline) -> None:
+    """A Pipeline made by hand holds a name, a description and a list of Steps, each a pass name and options by name:
+    ``Pipeline("p", "d", steps="remove-identity")`` was an AttributeError from deep inside (adv23)."""
+    from pipelines.pipeline import Step
+
+    steps = pipeline.steps
+    if not isinstance(pipeline.name, str) or not isinstance(pipeline.description, str):
+        raise BadInput("pipeline: a Pipeline's name and description must be text")
+    if not isinstance(steps, (list, tuple)) or not all(isinstance(step, Step) for step in steps):
+        raise BadInput(f"pipeline: a Pipeline's steps must be a list of pipelines.pipeline.Step, got "
+                       f"{printable(_type_name(steps))}")
+    for step in steps:
+        if (not isinstance(step.pass_name, str) or not isinstance(step.options, Mapping)
+                or not all(isinstance(key, str) for key in step.options)):
+            raise BadInput("pipeline: each Step holds a pass name (text) and its options as a mapping from option "
+                           f"names (text), got {printable(_type_name(step.pass_name))} and "
+                           f"{printable(_type_name(step.options))}")
+
+
 def _check_argument_types(model_or_path, pipeline, output, reference, verify, tolerance, verify_timeout, report,
                           override_options, explain, in_place, keep_intermediates, input_shapes, progress,
                           protected_files) -> None:
@@ -465,6 +484,8 @@ def _check_argument_types(model_or_path, pipeline, output, reference, verify, to
                 or not all(isinstance(pass_, Pass) for pass_ in pipeline):
             raise BadInput("pipeline must be a name, pipeline text, a Pipeline or a list of Pass instances, "
                            f"got {printable(_type_name(pipeline))}")
+    if isinstance(pipeline, Pipeline):
+        _check_pipeline_fields(pipeline)
     for name, value in (("output", output), ("reference", reference), ("report", report)):
         _check_path_argument(name, value)
     if not isinstance(verify, str):

@@ -436,3 +436,29 @@ def test_the_input_model_runs_as_written_and_the_compiled_one_as_onnx_runtime_ru
     result = compile_model(model, CLEANUP)
     assert result.verification["ok"] and result.verification["second_size"]["ok"]
     assert runs == [(2, False, 1), (1, True, 1), (2, False, 3), (1, True, 3)]
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    (("p", "d", "eliminate-dead-nodes"), "pipeline: a Pipeline's steps must be a list of pipelines.pipeline.Step, got str"),
+    (("p", "d", ["eliminate-dead-nodes"]), "pipeline: a Pipeline's steps must be a list of pipelines.pipeline.Step, got list"),
+    (("p", "d", [("Step", 3, {})]), "pipeline: each Step holds a pass name (text) and its options as a mapping from option "
+                                    "names (text), got int and dict"),
+    (("p", "d", [("Step", "eliminate-dead-nodes", [1])]), "pipeline: each Step holds a pass name (text) and its options "
+                                                          "as a mapping from option names (text), got str and list"),
+    ((3, "d", []), "pipeline: a Pipeline's name and description must be text"),
+])
+def test_a_pipeline_made_by_hand_with_fields_of_a_wrong_type_is_bad_input(pipeline, message, tmp_path, monkeypatch):
+    """Found by adv23: a pipelines.Pipeline whose steps are a string (Pipeline("p", "d", "eliminate-dead-nodes")), or
+    whose Step holds a pass name or options of the wrong type, was an AttributeError or TypeError from deep inside
+    (exit 1 through a plugin); now one line naming the field, nothing written."""
+    from pipelines import Pipeline
+    from pipelines.pipeline import Step
+
+    monkeypatch.chdir(tmp_path)
+    name, description, steps = pipeline
+    if isinstance(steps, list):
+        steps = [Step(*step[1:]) if isinstance(step, tuple) else step for step in steps]
+    with pytest.raises(BadInput) as raised:
+        compile_model(tiny_model(), Pipeline(name, description, steps), output=tmp_path / "o.onnx")
+    assert str(raised.value) == message
+    assert raised.value.exit_code == 2 and list(tmp_path.iterdir()) == []
