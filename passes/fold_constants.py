@@ -35,7 +35,8 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.constant_sizes import MAX_FOLDED_ELEMENTS, inferred_elements
 from passes.graph_builder import taken_prefixes, unique_name
-from passes.graph_io import copy_graph, graph_is_topologically_sorted, graph_to_model, replace_graph_contents
+from passes.graph_io import (copy_graph, graph_is_topologically_sorted, graph_to_model, own_op_names,
+                             replace_graph_contents, still_named_with_its_domain)
 from passes.one_line import one_line, terminal_closed
 from passes.registry import register_pass
 from patterns.graph_query import declared_static_shape, draws_random_values, toposort
@@ -137,6 +138,8 @@ class _SizeGate:
         self.inferred: dict[str, int] = {}     # tensor name -> elements, by shape inference this round
 
     def __call__(self, node: gs.Node) -> bool:
+        if still_named_with_its_domain(node):   # another domain's op named like ONNX's (x.Identity): onnx-graphsurgeon
+            return True   # would fold it as that op; left to run time (adv23)
         if node.op in SEQUENCE_MAKERS:
             return True   # onnx-graphsurgeon folds a constant sequence as a list, then fails on its nbytes
         if draws_random_values(node):   # folded, its one draw would be the model's at every run
@@ -197,7 +200,8 @@ class FoldConstants(Pass):
             for _ in range(MAX_ROUNDS):
                 gate.waiting, nodes_before_round = 0, len(working.nodes)
                 gate.inferred = inferred_elements(graph_to_model(working))
-                with terminal_closed():   # the ONNX Runtime sessions it opens log node names raw, in ANSI colours
+                # (own_op_names: a local function F runs in ONNX Runtime as itself, not as model_to_graph's x.F)
+                with terminal_closed(), own_op_names(working):   # the ONNX Runtime sessions it opens log node names raw
                     flattened = _fold_gated(working, gate, fold_shapes=self.fold_shapes, error_ok=True,
                                             size_threshold=self.size_threshold_bytes)
                 working.cleanup(remove_unused_graph_inputs=False)

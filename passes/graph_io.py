@@ -732,6 +732,29 @@ def _gs_nodes(graph: gs.Graph):
                     stack.extend(item for item in value if isinstance(item, gs.Graph))
 
 
+def still_named_with_its_domain(node: gs.Node) -> bool:
+    """``node`` is of another domain than ONNX's and carries it in its op (``model_to_graph``'s ``x.Identity``)."""
+    return node.domain not in _ONNX_DOMAINS and node.op.startswith(f"{node.domain}.")
+
+
+@contextlib.contextmanager
+def own_op_names(graph: gs.Graph) -> Iterator[None]:
+    """For a block that hands ``graph`` to onnx-graphsurgeon's own export (its fold_constants runs the constant nodes
+    in ONNX Runtime, a model-local function too): its nodes of other domains under their own op names, but those
+    named like an ONNX op, which keep ``x.Identity`` (onnx-graphsurgeon would take them for that op:
+    ``still_named_with_its_domain`` says which, for its caller to leave them out); named with their domains again
+    after the block."""
+    renamed = [node for node in _gs_nodes(graph)
+               if still_named_with_its_domain(node) and not onnx.defs.has(node.op[len(node.domain) + 1:])]
+    for node in renamed:
+        node.op = node.op[len(node.domain) + 1:]
+    try:
+        yield
+    finally:
+        for node in renamed:
+            node.op = f"{node.domain}.{node.op}"
+
+
 def _domain_out_of_op_types(model: onnx.ModelProto) -> None:
     """``model_to_graph``'s ``x.Identity`` back to op ``Identity`` of domain ``x``, in every graph and function."""
     graphs = list(all_graphs(model.graph))

@@ -2164,3 +2164,34 @@ def test_an_op_of_another_domain_named_like_an_onnx_op_is_never_rewritten_as_it(
     session = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], (np.maximum(x, 0) + 1) ** 2)
     assert result.nodes_after == 3
+
+
+@pytest.mark.parametrize("name", ["F", "Identity"])
+def test_constant_folding_runs_a_local_function_as_itself_and_leaves_one_named_like_an_onnx_op(name, tmp_path):
+    """adv23, after the fix above: with every node of another domain named `x.F` while the passes run, fold-constants
+    (onnx-graphsurgeon's export, run in ONNX Runtime) met an op ONNX Runtime does not know and folded nothing at all,
+    not even Add(c2, c3). Now a function of its own name (F) is folded as itself, as on main; one named like an ONNX op
+    (Identity), which onnx-graphsurgeon would fold as that op, is left to run time, and the rest folds."""
+    from collections import Counter
+
+    from pipelines import compile_model
+
+    function = oh.make_function("x", name, ["a"], ["b"], [
+        oh.make_node("Constant", [], ["one"], value=oh.make_tensor("one", TensorProto.FLOAT, [], [1.0])),
+        oh.make_node("Add", ["a", "one"], ["b"])], opset_imports=[oh.make_opsetid("", 17)])
+    graph = oh.make_graph(
+        [oh.make_node(name, ["c"], ["t"], domain="x"), oh.make_node("Add", ["c2", "c3"], ["u"]),
+         oh.make_node("Mul", ["x", "t"], ["v"]), oh.make_node("Add", ["v", "u"], ["y"])], "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[numpy_helper.from_array(np.arange(4, dtype=np.float32) + k, n) for k, n in [(0, "c"), (1, "c2"), (2, "c3")]])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("x", 1)], ir_version=10,
+                          functions=[function])
+    result = compile_model(model, "fold-constants", output=tmp_path / "out.onnx")
+    written = onnx.load(tmp_path / "out.onnx")
+    ops = Counter((node.domain, node.op_type) for node in written.graph.node)
+    assert ops == ({("", "Mul"): 1, ("", "Add"): 1} if name == "F" else {("x", "Identity"): 1, ("", "Mul"): 1, ("", "Add"): 1})
+    assert result.verification["rel_l2"] == 0
+    x = np.array([1, -2, 3, -4], np.float32)
+    session = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])
+    c = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x * (c + 1) + (c + 1) + (c + 2))
