@@ -810,10 +810,10 @@ class UnrollLoops(Pass):
         # one only where each carried value's shape, declared static, comes back the same: a carried value that
         # grows (h = Concat(h, h)) made the first step's declaration wrong at every later step (adv23). Elsewhere
         # the later steps keep their element types, their shapes inferred.
-        shapes_hold_later = all(_static_dims(body_input.shape or initial.shape) is not None
-                                and _static_dims(body_input.shape or initial.shape) == _static_dims(output.shape)
-                                for body_input, initial, output in zip(plan.state_inputs, plan.carried,
-                                                                       plan.state_outputs))
+        shapes_hold_later = all(
+            _static_dims(came) is not None and _static_dims(came) == _static_dims(output.shape)
+            for came, output in zip((body_input.shape if body_input.shape is not None else initial.shape
+                                     for body_input, initial in zip(plan.state_inputs, plan.carried)), plan.state_outputs))
         step_values: list[list[gs.Tensor]] = [[] for _ in plan.stacked]
         started = last_report = time.perf_counter()
         for step in range(plan.trip):
