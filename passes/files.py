@@ -338,6 +338,11 @@ def input_file_problem(path: str | os.PathLike, what: str = "input", missing: st
     return None
 
 
+# A folder opened to open files in it, never to list it: O_PATH (Linux) needs no read permission on it, as a path through
+# it needs none (a model in a home folder of mode 0711 was 'Permission denied' to another user, adv23); O_RDONLY elsewhere
+_FOLDER_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+
+
 class FileChangedError(OSError):
     """A file checked by its path is no longer that file when opened (a link or another file put in its place)."""
 
@@ -370,13 +375,13 @@ def open_checked(base: str, resolved: str, checked: os.stat_result | None,
     if parts[0] == "..":
         raise FileChangedError(errno.EXDEV, "not inside the folder it was checked in", resolved)
     # (the folder itself is ["."]: opened as it is, and refused by the caller as no regular file)
-    directory = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    directory = os.open(base, _FOLDER_FLAGS)
     try:
         if folder is not None and folder_identity(directory) != tuple(folder):
             raise FileChangedError(errno.ESTALE, FOLDER_CHANGED, resolved)
         for part in parts[:-1]:
             try:
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+                inner = os.open(part, _FOLDER_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
             except OSError as error:
                 if error.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise FileChangedError(error.errno, "a folder on its way became a symbolic link", resolved) from None
@@ -413,7 +418,7 @@ def open_model_file(path: str | os.PathLike) -> tuple[IO[bytes], tuple[int, int]
     identity (``folder_identity``): the folder the model was read from, which its external data and the reference
     beside it are read from too (``open_checked(folder=)``), whatever its path names later."""
     path = os.fspath(path)
-    folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    folder = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
     try:
         handle = open_regular_file(os.path.basename(path), dir_fd=folder, shown=path)
         return handle, folder_identity(folder)

@@ -583,3 +583,38 @@ def test_the_model_folder_swapped_after_the_model_read_is_never_read_from(when, 
         "or a symbolic link or another folder put in its place); refused")
     assert (secret.stat().st_dev, secret.stat().st_ino) not in opened
     assert opened
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to become another user")
+def test_a_model_and_its_data_in_folders_that_can_be_passed_but_not_listed_are_read(tmp_path):
+    """Found by adv23: the files are opened from their folder one component at a time, each folder opened O_RDONLY,
+    which needs read permission on it where a path through it needs none: another user's model in a home folder of
+    mode 0711, with its weights in a sub-folder so, was 'external data ... could not be read: sub/w.bin: Permission
+    denied' (adv22's open_checked), and the model itself 'cannot be read' once it was opened through its folder. Now
+    the folders are opened O_PATH. Run as nobody (uid 65534) in a child, its imports done as root first."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="adv23-"))
+    try:
+        os.chmod(root, 0o755)
+        folder = root / "home"
+        (folder / "sub").mkdir(parents=True)
+        onnx.save_model(big_weight_model(), folder / "x.onnx", save_as_external_data=True, location="sub/w.bin",
+                        size_threshold=0)
+        for path in (folder, folder / "sub"):
+            os.chmod(path, 0o711)
+        for path in (folder / "x.onnx", folder / "sub" / "w.bin"):
+            os.chmod(path, 0o644)
+        script = ("import os, sys\nfrom passes.graph_io import read_model\nimport onnx.numpy_helper as h\n"
+                  "os.setgid(65534); os.setuid(65534)\n"
+                  f"print(h.to_array(read_model({str(folder / 'x.onnx')!r}).model.graph.initializer[0]).sum())\n")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                                cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == str(float(np.arange(1024).sum()))
+    finally:
+        shutil.rmtree(root)
