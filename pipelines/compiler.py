@@ -207,7 +207,7 @@ def _optimisation_warning(where: str, comparisons, plain, tolerance: float) -> s
     worst = _worst_failure(comparisons)
     return (f"the compiled model run with ONNX Runtime's graph optimisations is {_failure_text(worst, tolerance)} "
             f"from the input model run without them{where}; run without them too it is rel L2 "
-            f"{summarize(plain)['rel_l2']:.3g}: the optimisations' own rounding (float16), not the compile's; "
+            f"{summarize(plain)['rel_l2']:.3g}: the optimisations' own rounding, not the compile's; "
             "verified so")
 
 
