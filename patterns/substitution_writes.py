@@ -61,8 +61,8 @@ def _reads_values_of(tensor: gs.Tensor, target: gs.Tensor, depth: int) -> bool:
 
 
 def find_substitution_writes(graph: gs.Graph) -> list[SubstitutionWrites]:
-    """Chains of MIN_STEPS or more Scatter writes (ScatterND, ScatterElements, no reduction), each into the buffer the
-    one before wrote (through no-ops), each of whose updates reads that buffer's values."""
+    """Runs of MIN_STEPS or more Scatter writes (ScatterND, ScatterElements, no reduction), each into the buffer the
+    one before wrote (through no-ops), each of whose updates but the first's reads that buffer's values."""
     writes = [node for node in graph.nodes if node.op in _SCATTERS and node.attrs.get("reduction", "none") == "none"]
     if len(writes) < MIN_STEPS:
         return []
@@ -83,8 +83,16 @@ def find_substitution_writes(graph: gs.Graph) -> list[SubstitutionWrites]:
         chain = [node]
         while len(following.get(id(chain[-1]), [])) == 1:
             chain.append(following[id(chain[-1])][0])
-        self_reading = [write for previous, write in zip(chain, chain[1:])
-                        if _reads_values_of(write.inputs[-1], previous.outputs[0], _UPDATE_DEPTH)]
-        if len(chain) >= MIN_STEPS and len(self_reading) >= MIN_STEPS - 1:
-            chains.append(SubstitutionWrites(chain))
+        # the runs of writes each reading the values of the one before: a write that reads the buffer through its
+        # Shape alone (or not at all) ends one (a chain of state writes with three substitution rows among them was
+        # named whole, "each write's update computed from the buffer written before it": fuzz23)
+        run = chain[:1]
+        for previous, write in zip(chain, chain[1:]):
+            if not _reads_values_of(write.inputs[-1], previous.outputs[0], _UPDATE_DEPTH):
+                if len(run) >= MIN_STEPS:
+                    chains.append(SubstitutionWrites(run))
+                run = []
+            run.append(write)
+        if len(run) >= MIN_STEPS:
+            chains.append(SubstitutionWrites(run))
     return chains

@@ -1,0 +1,349 @@
+"""Property tests (hypothesis) of the s35 notes: running maxima (patterns/running_max.py) and buffers written from their
+own earlier values (patterns/substitution_writes.py), on random unrolled loops written with onnx.helper.
+
+* RWKV-like and xLSTM-like loops, 2 to 12 steps, the Max's and the Add's operands in either order at each step, w a
+  constant, an input or a step of an input, the initial maximum a constant or an input, one step's Max made Min or its
+  Add made Sub, a middle maximum also a graph output, the chain cut in two (a step reading the initial maximum again):
+  reroll-scans never raises, leaves the graph node for node as it was and its outputs equal; one running-maximum note
+  per run of 4 or more Max steps, naming its first Max, its step count and its first rescaled step, and no other.
+* The same loop with states decayed by sigmoid(k_t) (the Max chain beside them, read by no step): both chains re-roll,
+  equal in ONNX Runtime, and no running-maximum note.
+* Scatter chains (ScatterND or ScatterElements, through Identity or not) whose updates read the buffer before through
+  its values, its Shape only, or not at all, step by step: the substitution note exactly for each run of 4 or more
+  writes each reading the one before's values (anchor and count), the graph unchanged.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from hypothesis import HealthCheck, given, settings, strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from fuzz_budget import examples
+
+from passes.reroll_scans import RerollScans
+from patterns.running_max import MIN_STEPS, find_running_maxima
+from patterns.substitution_writes import find_substitution_writes
+from scan_testing import apply_pass, rel_l2, run
+
+D = 3
+FUZZ = settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@dataclass
+class MaxLoop:
+    length: int
+    kind: str = "rwkv"                   # "rwkv", "xlstm", or "linear": states decayed by sigmoid(k_t), the Max beside
+    max_first: list = field(default_factory=list)   # per step: Max(m + w, k) (True) or Max(k, m + w)
+    add_first: list = field(default_factory=list)   # per step: Add(m, w) (True) or Add(w, m)
+    w: str = "const"                     # "const", "input", "per_step"
+    initial: str = "const"               # "const", "input"
+    broken: Optional[tuple] = None       # ("Min", t) or ("Sub", t)
+    middle_output: Optional[int] = None  # m_t also a graph output
+    cut: Optional[int] = None            # step t reads the initial maximum, not m_{t-1}
+    prefix: str = ""                     # prepended to every node's and tensor's name
+
+
+def _name(spec: MaxLoop, text: str) -> str:
+    return spec.prefix + text
+
+
+def max_loop(spec: MaxLoop) -> onnx.ModelProto:
+    n = lambda text: _name(spec, text)   # noqa: E731
+    L = spec.length
+    inits = [numpy_helper.from_array(np.zeros(D, np.float32), n("zeros")),
+             numpy_helper.from_array(np.array([0], np.int64), n("axis0"))]
+    inputs = [helper.make_tensor_value_info(n("k"), TensorProto.FLOAT, [L, D]),
+              helper.make_tensor_value_info(n("v"), TensorProto.FLOAT, [L, D])]
+    if spec.initial == "const":
+        inits.append(numpy_helper.from_array(np.full(D, -1e30, np.float32), n("m_init")))
+    else:
+        inputs.append(helper.make_tensor_value_info(n("m_init"), TensorProto.FLOAT, [D]))
+    if spec.w == "const":
+        inits.append(numpy_helper.from_array(np.full(D, -0.5, np.float32), n("w")))
+    elif spec.w == "input":
+        inputs.append(helper.make_tensor_value_info(n("w"), TensorProto.FLOAT, [D]))
+    else:
+        inputs.append(helper.make_tensor_value_info(n("w"), TensorProto.FLOAT, [L, D]))
+    nodes, readouts, extra_outputs = [], [], []
+    m, num, den = n("m_init"), n("zeros"), n("zeros")
+    for t in range(L):
+        if spec.cut == t:
+            m = n("m_init")
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), n(f"i{t}")))
+        k, v, w = n(f"k{t}"), n(f"v{t}"), n("w")
+        nodes += [helper.make_node("Gather", [n("k"), n(f"i{t}")], [k], name=n(f"gk{t}")),
+                  helper.make_node("Gather", [n("v"), n(f"i{t}")], [v], name=n(f"gv{t}"))]
+        if spec.w == "per_step":
+            w = n(f"w{t}")
+            nodes.append(helper.make_node("Gather", [n("w"), n(f"i{t}")], [w], name=n(f"gw{t}")))
+        if spec.kind == "xlstm":   # w_t = log(sigmoid(w_t)), xLSTM's log forget gate
+            nodes += [helper.make_node("Sigmoid", [w], [n(f"fs{t}")], name=n(f"fs{t}")),
+                      helper.make_node("Log", [n(f"fs{t}")], [n(f"lf{t}")], name=n(f"lf{t}"))]
+            w = n(f"lf{t}")
+        add_op = "Sub" if spec.broken == ("Sub", t) else "Add"
+        add_inputs = [m, w] if spec.add_first[t] or add_op == "Sub" else [w, m]
+        max_op = "Min" if spec.broken == ("Min", t) else "Max"
+        mw, mt = n(f"mw{t}"), n(f"m{t}")
+        nodes += [helper.make_node(add_op, add_inputs, [mw], name=n(f"mw{t}")),
+                  helper.make_node(max_op, [mw, k] if spec.max_first[t] else [k, mw], [mt], name=n(f"max{t}"))]
+        if spec.kind == "linear":
+            e1, e2 = n(f"e1_{t}"), n(f"e2_{t}")
+            nodes += [helper.make_node("Sigmoid", [k], [e1], name=n(f"e1_{t}")),
+                      helper.make_node("Tanh", [k], [e2], name=n(f"e2_{t}"))]
+        else:
+            e1, e2 = n(f"e1_{t}"), n(f"e2_{t}")
+            nodes += [helper.make_node("Sub", [mw, mt], [n(f"d{t}")], name=n(f"d{t}")),
+                      helper.make_node("Exp", [n(f"d{t}")], [e1], name=n(f"e1_{t}")),
+                      helper.make_node("Sub", [k, mt], [n(f"g{t}")], name=n(f"g{t}")),
+                      helper.make_node("Exp", [n(f"g{t}")], [e2], name=n(f"e2_{t}"))]
+        nodes += [helper.make_node("Mul", [e1, num], [n(f"nd{t}")], name=n(f"nd{t}")),
+                  helper.make_node("Mul", [e2, v], [n(f"nv{t}")], name=n(f"nv{t}")),
+                  helper.make_node("Add", [n(f"nd{t}"), n(f"nv{t}")], [n(f"num{t}")], name=n(f"num{t}")),
+                  helper.make_node("Mul", [e1, den], [n(f"dd{t}")], name=n(f"dd{t}")),
+                  helper.make_node("Add", [n(f"dd{t}"), e2], [n(f"den{t}")], name=n(f"den{t}"))]
+        if spec.kind == "linear":   # each state stacked: the chains' readouts
+            nodes += [helper.make_node("Unsqueeze", [n(f"num{t}"), n("axis0")], [n(f"yu{t}")], name=n(f"yu{t}")),
+                      helper.make_node("Unsqueeze", [n(f"den{t}"), n("axis0")], [n(f"zu{t}")], name=n(f"zu{t}"))]
+            extra_outputs.append(n(f"zu{t}"))
+        elif spec.kind == "xlstm":   # h_t = num_t / Max(|den_t|, exp(-m_t)): a Max beside the chain, no running one
+            nodes += [helper.make_node("Abs", [n(f"den{t}")], [n(f"ad{t}")], name=n(f"ad{t}")),
+                      helper.make_node("Neg", [mt], [n(f"nm{t}")], name=n(f"nm{t}")),
+                      helper.make_node("Exp", [n(f"nm{t}")], [n(f"en{t}")], name=n(f"en{t}")),
+                      helper.make_node("Max", [n(f"ad{t}"), n(f"en{t}")], [n(f"q{t}")], name=n(f"q{t}")),
+                      helper.make_node("Div", [n(f"num{t}"), n(f"q{t}")], [n(f"y{t}")], name=n(f"y{t}")),
+                      helper.make_node("Unsqueeze", [n(f"y{t}"), n("axis0")], [n(f"yu{t}")], name=n(f"yu{t}"))]
+        else:
+            nodes += [helper.make_node("Div", [n(f"num{t}"), n(f"den{t}")], [n(f"y{t}")], name=n(f"y{t}")),
+                      helper.make_node("Unsqueeze", [n(f"y{t}"), n("axis0")], [n(f"yu{t}")], name=n(f"yu{t}"))]
+        readouts.append(n(f"yu{t}"))
+        m, num, den = mt, n(f"num{t}"), n(f"den{t}")
+    nodes.append(helper.make_node("Concat", readouts, [n("y")], axis=0, name=n("concat_y")))
+    outputs = [helper.make_tensor_value_info(n("y"), TensorProto.FLOAT, [L, D])]
+    if extra_outputs:
+        nodes.append(helper.make_node("Concat", extra_outputs, [n("z")], axis=0, name=n("concat_z")))
+        outputs.append(helper.make_tensor_value_info(n("z"), TensorProto.FLOAT, [L, D]))
+    if spec.middle_output is not None:
+        outputs.append(helper.make_tensor_value_info(n(f"m{spec.middle_output}"), TensorProto.FLOAT, [D]))
+    graph = helper.make_graph(nodes, "max_loop", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def max_runs(spec: MaxLoop) -> list[list[int]]:
+    """The steps of each run of Max steps chained through Add(m_{t-1}, w): a Min step, a Sub step or the cut starts a
+    new one (a Min step is in none)."""
+    runs, run_ = [], []
+    for t in range(spec.length):
+        if spec.broken == ("Min", t):
+            runs.append(run_)
+            run_ = []
+            continue
+        if t > 0 and (spec.broken == ("Sub", t) or spec.cut == t or spec.broken == ("Min", t - 1)):
+            runs.append(run_)
+            run_ = []
+        run_.append(t)
+    runs.append(run_)
+    return [r for r in runs if r]
+
+
+def max_feeds(spec: MaxLoop, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    n = lambda text: _name(spec, text)   # noqa: E731
+    w_shape = (spec.length, D) if spec.w == "per_step" else (D,)
+    return {n("k"): rng.standard_normal((spec.length, D)).astype(np.float32),
+            n("v"): rng.standard_normal((spec.length, D)).astype(np.float32),
+            n("w"): -np.exp(rng.standard_normal(w_shape)).astype(np.float32),
+            n("m_init"): rng.standard_normal(D).astype(np.float32)}
+
+
+NOTE_RE = (r"running maximum at '(?P<anchor>[^']*)' \((?P<steps>\d+) steps\), m_t = Max\(m_\{t-1\} \+ w_t, k_t\), "
+           r"rescales the linear steps at '(?P<first>[^']*)'(?: and (?P<more>\d+) more)?: their decays and drives are "
+           r"computed from it, a max-plus recurrence, not a linear step \(no scan form computes it\): left unrolled")
+
+
+def edges(model: onnx.ModelProto) -> list:
+    return [(node.op_type, node.name, list(node.input), list(node.output)) for node in model.graph.node]
+
+
+@st.composite
+def max_loops(draw, kind: Optional[str] = None) -> MaxLoop:
+    length = draw(st.integers(2, 12))
+    spec = MaxLoop(length=length, kind=kind or draw(st.sampled_from(["rwkv", "xlstm"])),
+                   max_first=draw(st.lists(st.booleans(), min_size=length, max_size=length)),
+                   add_first=draw(st.lists(st.booleans(), min_size=length, max_size=length)),
+                   w=draw(st.sampled_from(["const", "input", "per_step"])),
+                   initial=draw(st.sampled_from(["const", "input"])))
+    if draw(st.booleans()):
+        spec.broken = (draw(st.sampled_from(["Min", "Sub"])), draw(st.integers(0, length - 1)))
+    if draw(st.booleans()):
+        spec.middle_output = draw(st.integers(0, length - 1))
+    if length > 2 and draw(st.booleans()):
+        spec.cut = draw(st.integers(1, length - 1))
+    return spec
+
+
+def check_max_loop(spec: MaxLoop, seed: int = 0) -> None:
+    model = max_loop(spec)
+    onnx.checker.check_model(model, full_check=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    runs = [r for r in max_runs(spec) if len(r) >= MIN_STEPS]
+    assert result.stats["rerolled"] == 0, result.notes   # no step of these loops is linear with step-sliced operands
+    assert not result.changed
+    assert edges(out) == edges(model)
+    feeds = max_feeds(spec, seed)
+    for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
+        np.testing.assert_array_equal(actual, expected)
+    notes = [re.fullmatch(NOTE_RE, note) for note in result.notes if "running maximum" in note]
+    assert all(notes), result.notes
+    assert [(note["anchor"], int(note["steps"])) for note in notes] == \
+        [(_name(spec, f"max{r[0]}"), len(r)) for r in runs], result.notes
+    for note, r in zip(notes, runs):
+        # the steps rescaled: those of the run's steps and at most the two after (their decays read its last Max)
+        assert note["first"] == _name(spec, f"num{r[0]}")
+        count = 1 + int(note["more"] or 0)
+        assert 2 * len(r) <= count <= 2 * (len(r) + 2), (count, r)
+    found = find_running_maxima(gs.import_onnx(model))
+    assert [[node.name for node in chain.maxes] for chain in found] == \
+        [[_name(spec, f"max{t}") for t in r] for r in runs]
+
+
+@FUZZ
+@given(spec=max_loops(), seed=st.integers(0, 2**16))
+def test_running_maximum_notes_are_exact_and_the_graph_is_unchanged(spec, seed):
+    check_max_loop(spec, seed)
+
+
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=max_loops(kind="linear"), seed=st.integers(0, 2**16))
+def test_linear_chains_beside_a_max_chain_reroll_without_a_running_maximum_note(spec, seed):
+    """num and den decay by sigmoid(k_t): two linear chains that re-roll, whatever the Max chain beside them is."""
+    model = max_loop(spec)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert (result.stats["rerolled"], result.stats["steps"]) == (2, 2 * spec.length), result.notes
+    assert not any("running maximum" in note for note in result.notes), result.notes
+    feeds = max_feeds(spec, seed)
+    for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
+        assert rel_l2(actual, expected) <= 1e-6
+
+
+# --- buffers written from their own earlier values ---------------------------------------------------------------
+
+N = 13   # rows of the buffer: up to 12 writes
+
+
+@dataclass
+class Writes:
+    reads: list                # per write: "values", "shape" or "none" (the update read from x alone)
+    op: str = "ScatterND"      # or "ScatterElements"
+    identity: list = field(default_factory=list)   # per write: the buffer it writes into seen through an Identity
+    cut: Optional[int] = None  # write t writes into x, not the buffer before
+    prefix: str = ""
+
+
+def writes_model(spec: Writes) -> onnx.ModelProto:
+    n = lambda text: spec.prefix + text   # noqa: E731
+    inits = [numpy_helper.from_array(np.array([0], np.int64), n("axis0")),
+             numpy_helper.from_array(np.array([1], np.int64), n("one")),
+             numpy_helper.from_array(np.array([2], np.int64), n("two"))]
+    nodes, buffer = [], n("x")
+    for t, reads in enumerate(spec.reads):
+        i = t + 1
+        if spec.cut == t:
+            buffer = n("x")
+        if spec.identity and spec.identity[t]:
+            nodes.append(helper.make_node("Identity", [buffer], [n(f"through{i}")], name=n(f"through{i}")))
+            buffer = n(f"through{i}")
+        inits.append(numpy_helper.from_array(np.array(i, np.int64), n(f"i{i}")))
+        if reads == "values":
+            nodes += [helper.make_node("Gather", [buffer, n(f"i{i}")], [n(f"row{i}")], name=n(f"row{i}")),
+                      helper.make_node("Unsqueeze", [n(f"row{i}"), n("one")], [n(f"col{i}")], name=n(f"col{i}")),
+                      helper.make_node("Mul", [n(f"col{i}"), buffer], [n(f"terms{i}")], name=n(f"terms{i}")),
+                      helper.make_node("ReduceSum", [n(f"terms{i}"), n("axis0")], [n(f"sum{i}")], keepdims=0,
+                                       name=n(f"sum{i}")),
+                      helper.make_node("Add", [n(f"row{i}"), n(f"sum{i}")], [n(f"new{i}")], name=n(f"new{i}"))]
+        elif reads == "shape":
+            nodes += [helper.make_node("Shape", [buffer], [n(f"shape{i}")], name=n(f"shape{i}")),
+                      helper.make_node("Slice", [n(f"shape{i}"), n("one"), n("two")], [n(f"width{i}")],
+                                       name=n(f"width{i}")),
+                      helper.make_node("Gather", [n("x"), n(f"i{i}")], [n(f"row{i}")], name=n(f"row{i}")),
+                      helper.make_node("Expand", [n(f"row{i}"), n(f"width{i}")], [n(f"new{i}")], name=n(f"new{i}"))]
+        else:
+            nodes += [helper.make_node("Gather", [n("x"), n(f"i{i}")], [n(f"row{i}")], name=n(f"row{i}")),
+                      helper.make_node("Tanh", [n(f"row{i}")], [n(f"new{i}")], name=n(f"new{i}"))]
+        nodes.append(helper.make_node("Unsqueeze", [n(f"new{i}"), n("axis0")], [n(f"update{i}")], name=n(f"update{i}")))
+        if spec.op == "ScatterND":
+            inits.append(numpy_helper.from_array(np.array([[i]], np.int64), n(f"at{i}")))
+        else:
+            inits.append(numpy_helper.from_array(np.full((1, N), i, np.int64), n(f"at{i}")))
+        nodes.append(helper.make_node(spec.op, [buffer, n(f"at{i}"), n(f"update{i}")], [n(f"buf{i}")],
+                                      name=n(f"write{i}")))
+        buffer = n(f"buf{i}")
+    nodes.append(helper.make_node("Identity", [buffer], [n("y")], name=n("y")))
+    graph = helper.make_graph(nodes, "writes", [helper.make_tensor_value_info(n("x"), TensorProto.FLOAT, [N, N])],
+                              [helper.make_tensor_value_info(n("y"), TensorProto.FLOAT, [N, N])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def substitution_runs(spec: Writes) -> list[list[int]]:
+    """Runs of writes (by index) each after the first reading the values of the buffer the one before wrote."""
+    runs, run_ = [], []
+    for t, reads in enumerate(spec.reads):
+        if t == 0 or spec.cut == t or reads != "values":
+            runs.append(run_)
+            run_ = []
+        run_.append(t)
+    runs.append(run_)
+    return [r for r in runs if len(r) >= MIN_STEPS]
+
+
+def substitution_note(anchor: str, steps: int, op: str) -> str:
+    return (f"buffer written at {steps} steps from '{anchor}' ({op}), each write's update computed from the buffer "
+            "written before it: a forward substitution (a triangular solve, each step reading every earlier one), not "
+            "a linear step: left unrolled")
+
+
+@st.composite
+def write_chains(draw) -> Writes:
+    length = draw(st.integers(2, 12))
+    spec = Writes(reads=draw(st.lists(st.sampled_from(["values", "values", "shape", "none"]), min_size=length,
+                                      max_size=length)),
+                  op=draw(st.sampled_from(["ScatterND", "ScatterElements"])),
+                  identity=draw(st.lists(st.booleans(), min_size=length, max_size=length)))
+    if length > 2 and draw(st.booleans()):
+        spec.cut = draw(st.integers(1, length - 1))
+    return spec
+
+
+def check_writes(spec: Writes, seed: int = 0) -> None:
+    model = writes_model(spec)
+    onnx.checker.check_model(model, full_check=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert (result.changed, result.stats["rerolled"]) == (False, 0), result.notes
+    assert edges(out) == edges(model)
+    x = np.random.default_rng(seed).normal(size=(N, N)).astype(np.float32) / N
+    np.testing.assert_array_equal(run(out, {spec.prefix + "x": x})[0], run(model, {spec.prefix + "x": x})[0])
+    runs = substitution_runs(spec)
+    assert [note for note in result.notes if "forward substitution" in note] == \
+        [substitution_note(spec.prefix + f"write{r[0] + 1}", len(r), spec.op) for r in runs]
+    assert [[node.name for node in chain.writes] for chain in find_substitution_writes(gs.import_onnx(model))] == \
+        [[spec.prefix + f"write{t + 1}" for t in r] for r in runs]
+
+
+@FUZZ
+@given(spec=write_chains(), seed=st.integers(0, 2**16))
+def test_substitution_notes_are_exact_and_the_graph_is_unchanged(spec, seed):
+    check_writes(spec, seed)
+
+
+def test_a_write_chain_mostly_of_state_writes_is_no_substitution():
+    """Found by the fuzz above: eight writes, three of them (after the first) reading the buffer's values and four
+    only its Shape, were named "buffer written at 8 steps .., each write's update computed from the buffer written
+    before it" (the chain needed 3 value-reading writes, not each). Now a run of writes each reading the one before,
+    none here of 4."""
+    spec = Writes(reads=["none", "values", "values", "shape", "values", "shape", "shape", "shape"])
+    check_writes(spec)
+    assert find_substitution_writes(gs.import_onnx(writes_model(spec))) == []
