@@ -168,4 +168,6 @@ def print_notes(console: Console, run: PipelineRun) -> None:
         if record.notes:
             console.print(f"[bold]{record.name}[/]")
             for note in record.notes:
-                console.print(f"  - {printable_message(note)}", markup=False, highlight=False)
+                # one line each, as the warnings: a note is grepped for (s35's running-maximum note, 300 characters,
+                # was cut into four lines at a pipe's 80 columns: fuzz23)
+                console.print(f"  - {printable_message(note)}", markup=False, highlight=False, soft_wrap=True)

@@ -240,6 +240,15 @@ def test_notes_all_with_explain_else_only_what_failed_or_was_skipped_on_stderr()
                                "simp.2", "  - skipped: too big (123 nodes)", "  - fine"]
 
 
+def test_a_note_is_one_line_however_narrow_the_console():
+    """fuzz23: notes were wrapped at the console's width (80 columns in a pipe): the running-maximum note, ~300
+    characters, came out as four lines, a name in it cut across two."""
+    note = "running maximum at 'max0' (6 steps), " + "word " * 60 + "\u202e\n'left unrolled"
+    out = console(width=30)
+    print_notes(out, run_of([record("reroll-scans", notes=[note])]))
+    assert shown(out) == ["reroll-scans", "  - " + note.replace("\u202e", "\\u202e").replace("\n", "\\n")]
+
+
 def test_print_notes_names_each_pass_with_notes_in_bold_then_its_notes_as_text():
     out = console(width=200)
     print_notes(out, run_of([record("a", notes=["x [bold]y[/] 12"]), record("b"), record("c", notes=["z"])]))
