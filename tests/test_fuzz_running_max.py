@@ -15,12 +15,16 @@ own earlier values (patterns/substitution_writes.py), on random unrolled loops w
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from fuzz_budget import examples
@@ -347,3 +351,37 @@ def test_a_write_chain_mostly_of_state_writes_is_no_substitution():
     spec = Writes(reads=["none", "values", "values", "shape", "values", "shape", "shape", "shape"])
     check_writes(spec)
     assert find_substitution_writes(gs.import_onnx(writes_model(spec))) == []
+
+
+# --- hostile names through `python -m passes.apply --explain` ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+EVIL = "\u202eevil\n\x1b[31merror: fake\r\t\x00\u2066\u2028"
+
+
+@pytest.mark.parametrize("prefix", [EVIL, "L" * 5000 + EVIL], ids=["controls", "long"])
+def test_explain_prints_hostile_names_escaped_one_note_a_line(tmp_path, prefix):
+    """Node and tensor names with newlines, escapes, NUL, right-to-left overrides and isolates, 5,000 characters
+    long, in a running-maximum chain and a substitution chain: each note one line (a pipe's 80 columns), its names
+    escaped (and cut past 300 characters), nothing of them raw on stdout or stderr."""
+    from passes.one_line import printable
+
+    models = [max_loop(MaxLoop(6, max_first=[True, False] * 3, add_first=[False, True] * 3, prefix=prefix)),
+              writes_model(Writes(reads=["values"] * 6, prefix=prefix))]
+    expected = [f"  - running maximum at '{printable(prefix + 'max0')}' (6 steps), m_t = Max(m_{{t-1}} + w_t, k_t), "
+                f"rescales the linear steps at '{printable(prefix + 'num0')}' and 11 more: their decays and drives are "
+                "computed from it, a max-plus recurrence, not a linear step (no scan form computes it): left unrolled",
+                "  - " + substitution_note(printable(prefix + "write1"), 6, "ScatterND")]
+    for model, note in zip(models, expected):
+        path = tmp_path / "m.onnx"
+        onnx.save(model, path)
+        result = subprocess.run([sys.executable, "-m", "passes.apply", str(path), "--pipeline", "cpu", "-o",
+                                 str(tmp_path / "o.onnx"), "--explain"], capture_output=True, text=True,
+                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert note in lines, lines
+        assert lines[lines.index(note) - 1:lines.index(note)] in (["  - 0 scans found"], []), lines
+        for character in "\u202e\x1b\r\x00\u2066\u2028":
+            assert character not in result.stdout + result.stderr, repr(character)
+        assert not any(line.startswith("error") for line in (result.stdout + result.stderr).splitlines())
