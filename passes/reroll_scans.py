@@ -66,7 +66,7 @@ from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
 from patterns.indexing import known_axis_length
 from patterns.linear_recurrence import COEFF, DECAY, DRIVE, Recurrence, Rejection, find_recurrences
-from patterns.running_max import find_running_maxima, rescaled_steps
+from patterns.running_max import find_running_maxima, rescaled_steps_of_each
 from patterns.substitution_writes import find_substitution_writes
 from patterns.small_constants import EVALUATED_OPS, small_value
 
@@ -407,8 +407,9 @@ def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str
     """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the names
     of those steps' Adds (their chains' other notes are left out: this is why they stay unrolled)."""
     notes, rescaled = [], set()
-    for running in find_running_maxima(graph):
-        steps = [add for add in rescaled_steps(graph, running) if id(add) not in taken_nodes]
+    runnings = find_running_maxima(graph)
+    for running, rescaled_adds in zip(runnings, rescaled_steps_of_each(graph, runnings)):
+        steps = [add for add in rescaled_adds if id(add) not in taken_nodes]
         if not steps:
             continue
         rescaled.update(add.name or add.outputs[0].name for add in steps)
