@@ -56,7 +56,7 @@ def _previous_max(node: gs.Node, max_by_output: dict) -> Optional[gs.Node]:
 
 def find_running_maxima(graph: gs.Graph) -> list[RunningMax]:
     """Chains of two-input Max nodes, each reading the one before as Max(m_{t-1} + w_t, k_t), MIN_STEPS or longer
-    (a Max with two readers of that form ends its chain: no such branching was seen)."""
+    (a Max with two readers of that form ends its chain, and each reader begins one)."""
     maxes = [node for node in graph.nodes if node.op == "Max" and len(node.inputs) == 2 and len(node.outputs) == 1]
     if not maxes:
         return []
@@ -68,8 +68,9 @@ def find_running_maxima(graph: gs.Graph) -> list[RunningMax]:
             following.setdefault(id(before[id(node)]), []).append(node)
     chains = []
     for node in maxes:
-        if before[id(node)] is not None or id(node) not in following:
-            continue
+        previous = before[id(node)]
+        if previous is not None and len(following[id(previous)]) == 1:
+            continue   # within a chain; after a fork, each Max that follows begins one of its own
         chain = [node]
         while len(following.get(id(chain[-1]), [])) == 1:
             chain.append(following[id(chain[-1])][0])

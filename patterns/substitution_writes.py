@@ -78,8 +78,8 @@ def find_substitution_writes(graph: gs.Graph) -> list[SubstitutionWrites]:
             following.setdefault(id(before[id(node)]), []).append(node)
     chains = []
     for node in writes:
-        if id(node) in before or id(node) not in following:
-            continue
+        if id(node) in before and len(following[id(before[id(node)])]) == 1:
+            continue   # within a chain; after a fork (two writes into one buffer), each begins one of its own
         chain = [node]
         while len(following.get(id(chain[-1]), [])) == 1:
             chain.append(following[id(chain[-1])][0])

@@ -422,3 +422,65 @@ def test_rescaled_steps_are_found_in_one_walk_whatever_the_number_of_chains(monk
     assert eight == 8 * one                  # 64 times one layer's walks, one per chain, before
     assert [[node.name for node in chain] for chain in found] == \
         [[f"l{layer}/{kind}{t}" for t in range(8) for kind in ("num", "den")] for layer in range(8)]
+
+
+# --- chains that fork ----------------------------------------------------------------------------------------------
+
+def forked_max_chains() -> onnx.ModelProto:
+    """m0 .. m3 = Max(m + w, k_t), then two chains from m3, a4 .. a9 and b4 .. b9 (each Max(m + w, k_t) of its own)."""
+    nodes, outputs = [], []
+    inits = [numpy_helper.from_array(np.zeros(D, np.float32), "m_init"),
+             numpy_helper.from_array(np.full(D, -0.5, np.float32), "w")]
+    for t in range(10):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"i{t}"))
+        nodes.append(helper.make_node("Gather", ["k", f"i{t}"], [f"k{t}"]))
+    previous = {"": "m_init"}
+    for branch, steps in (("", range(4)), ("a", range(4, 10)), ("b", range(4, 10))):
+        m = previous.get(branch, "m3")
+        for t in steps:
+            nodes += [helper.make_node("Add", [m, "w"], [f"{branch}mw{t}"]),
+                      helper.make_node("Max", [f"{branch}mw{t}", f"k{t}"], [f"{branch}m{t}"], name=f"{branch}max{t}")]
+            m = f"{branch}m{t}"
+        outputs.append(helper.make_tensor_value_info(m, TensorProto.FLOAT, [D]))
+    graph = helper.make_graph(nodes, "forked", [helper.make_tensor_value_info("k", TensorProto.FLOAT, [10, D])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def forked_writes() -> onnx.ModelProto:
+    """A buffer written at rows 1 .. 4, each update reading the buffer before, then two chains of writes from the
+    fourth, rows 5 .. 8 (a) and 9 .. 12 (b), each the same way."""
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array([1], np.int64), "one")]
+    nodes, outputs = [], []
+    for branch, rows, buffer in (("", range(1, 5), "x"), ("a", range(5, 9), "buf4"), ("b", range(9, 13), "buf4")):
+        for i in rows:
+            inits += [numpy_helper.from_array(np.array(i, np.int64), f"i{i}"),
+                      numpy_helper.from_array(np.array([[i]], np.int64), f"at{i}")]
+            nodes += [helper.make_node("Gather", [buffer, f"i{i}"], [f"row{i}"]),
+                      helper.make_node("Unsqueeze", [f"row{i}", "one"], [f"col{i}"]),
+                      helper.make_node("Mul", [f"col{i}", buffer], [f"terms{i}"]),
+                      helper.make_node("ReduceSum", [f"terms{i}", "axis0"], [f"sum{i}"], keepdims=0),
+                      helper.make_node("Add", [f"row{i}", f"sum{i}"], [f"new{i}"]),
+                      helper.make_node("Unsqueeze", [f"new{i}", "axis0"], [f"update{i}"]),
+                      helper.make_node("ScatterND", [buffer, f"at{i}", f"update{i}"], [f"buf{i}"], name=f"write{i}")]
+            buffer = f"buf{i}"
+        if branch:
+            outputs.append(helper.make_tensor_value_info(buffer, TensorProto.FLOAT, [N, N]))
+    graph = helper.make_graph(nodes, "forked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [N, N])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_chains_after_a_fork_are_chains_of_their_own():
+    """A Max (or a write) read by two that continue it ends its chain; the two that follow begin chains of their own.
+    Found by fuzz23: they were never a chain's first (each had a Max, or a write, before it), so a fork hid every
+    step after it: here two chains of 6 Max steps, and two of 4 writes, were not found."""
+    model = forked_max_chains()
+    onnx.checker.check_model(model, full_check=True)
+    assert [[node.name for node in chain.maxes] for chain in find_running_maxima(gs.import_onnx(model))] == [
+        [f"max{t}" for t in range(4)], [f"amax{t}" for t in range(4, 10)], [f"bmax{t}" for t in range(4, 10)]]
+    model = forked_writes()
+    onnx.checker.check_model(model, full_check=True)
+    assert [[node.name for node in chain.writes] for chain in find_substitution_writes(gs.import_onnx(model))] == [
+        [f"write{i}" for i in rows] for rows in (range(1, 5), range(5, 9), range(9, 13))]
