@@ -3,7 +3,8 @@ own earlier values (patterns/substitution_writes.py), on random unrolled loops w
 
 * RWKV-like and xLSTM-like loops, 2 to 12 steps, the Max's and the Add's operands in either order at each step, w a
   constant, an input or a step of an input, the initial maximum a constant or an input, one step's Max made Min or its
-  Add made Sub, a middle maximum also a graph output, the chain cut in two (a step reading the initial maximum again):
+  Add made Sub, a maximum read by the next step through an Identity, a middle maximum also a graph output, the chain
+  cut in two (a step reading the initial maximum again):
   reroll-scans never raises, leaves the graph node for node as it was and its outputs equal; one running-maximum note
   per run of 4 or more Max steps, naming its first Max, its step count and its first rescaled step, and no other.
 * The same loop with states decayed by sigmoid(k_t) (the Max chain beside them, read by no step): both chains re-roll,
@@ -49,6 +50,7 @@ class MaxLoop:
     broken: Optional[tuple] = None       # ("Min", t) or ("Sub", t)
     middle_output: Optional[int] = None  # m_t also a graph output
     cut: Optional[int] = None            # step t reads the initial maximum, not m_{t-1}
+    identity: list = field(default_factory=list)    # per step: m_t read by the next step through an Identity
     prefix: str = ""                     # prepended to every node's and tensor's name
 
 
@@ -126,6 +128,9 @@ def max_loop(spec: MaxLoop) -> onnx.ModelProto:
                       helper.make_node("Unsqueeze", [n(f"y{t}"), n("axis0")], [n(f"yu{t}")], name=n(f"yu{t}"))]
         readouts.append(n(f"yu{t}"))
         m, num, den = mt, n(f"num{t}"), n(f"den{t}")
+        if spec.identity and spec.identity[t]:
+            nodes.append(helper.make_node("Identity", [mt], [n(f"mi{t}")], name=n(f"mi{t}")))
+            m = n(f"mi{t}")
     nodes.append(helper.make_node("Concat", readouts, [n("y")], axis=0, name=n("concat_y")))
     outputs = [helper.make_tensor_value_info(n("y"), TensorProto.FLOAT, [L, D])]
     if extra_outputs:
@@ -180,7 +185,8 @@ def max_loops(draw, kind: Optional[str] = None) -> MaxLoop:
                    max_first=draw(st.lists(st.booleans(), min_size=length, max_size=length)),
                    add_first=draw(st.lists(st.booleans(), min_size=length, max_size=length)),
                    w=draw(st.sampled_from(["const", "input", "per_step"])),
-                   initial=draw(st.sampled_from(["const", "input"])))
+                   initial=draw(st.sampled_from(["const", "input"])),
+                   identity=draw(st.lists(st.booleans(), min_size=length, max_size=length)))
     if draw(st.booleans()):
         spec.broken = (draw(st.sampled_from(["Min", "Sub"])), draw(st.integers(0, length - 1)))
     if draw(st.booleans()):
