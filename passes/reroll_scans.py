@@ -403,16 +403,17 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
     return len(chains)
 
 
-def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str], set[str]]:
-    """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the names
-    of those steps' Adds (their chains' other notes are left out: this is why they stay unrolled)."""
+def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str], set[int]]:
+    """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the ids
+    of those steps' Adds (their chains' other notes are left out: this is why they stay unrolled; by name, a chain
+    elsewhere whose first Add bore a rescaled step's name lost its notes: fuzz23)."""
     notes, rescaled = [], set()
     runnings = find_running_maxima(graph)
     for running, rescaled_adds in zip(runnings, rescaled_steps_of_each(graph, runnings)):
         steps = [add for add in rescaled_adds if id(add) not in taken_nodes]
         if not steps:
             continue
-        rescaled.update(add.name or add.outputs[0].name for add in steps)
+        rescaled.update(id(add) for add in steps)
         first = steps[0].name or steps[0].outputs[0].name
         more = f" and {len(steps) - 1} more" if len(steps) > 1 else ""
         notes.append(f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = "
@@ -742,7 +743,7 @@ class RerollScans(Pass):
         # gave (nothing where each state also feeds a readout step, or step 0 reading the first maximum's zeros)
         max_notes, rescaled = _running_max_notes(graph, taken_nodes)
         for first_add, miss in operand_misses:
-            if first_add not in taken_nodes and miss.anchor not in named and miss.anchor not in rescaled:
+            if first_add not in taken_nodes and miss.anchor not in named and first_add not in rescaled:
                 notes.append(str(miss))
         notes.extend(max_notes)
         notes.extend(_substitution_notes(graph))

@@ -490,3 +490,26 @@ def test_chains_after_a_fork_are_chains_of_their_own():
     onnx.checker.check_model(model, full_check=True)
     assert [[node.name for node in chain.writes] for chain in find_substitution_writes(gs.import_onnx(model))] == [
         [f"write{i}" for i in rows] for rows in (range(1, 5), range(5, 9), range(9, 13))]
+
+
+def test_a_chain_named_as_a_rescaled_step_keeps_its_own_notes():
+    """Node names need not be unique. Two loops: A, rescaled by a running maximum of 6 steps; B, its maximum broken
+    by a Min at step 2 (no run of 4), whose nodes bear A's node names. B's chains' notes (their decays and drives not
+    one subgraph) were dropped (fuzz23): the notes left out for A's rescaled steps were matched by name, and B's
+    first Adds are named 'num0' and 'den0' as A's are. Now by node."""
+    length = 6
+    b = max_loop(MaxLoop(length, max_first=[True] * length, add_first=[True] * length, broken=("Min", 2), prefix="b/"))
+    _, alone = apply_pass(b, RerollScans(form="parallel", chunk=2))
+    b_notes = [note.replace("'b/num0'", "'num0'").replace("'b/den0'", "'den0'") for note in alone.notes[1:]]
+    assert len(b_notes) == 4 and not any("running maximum" in note for note in b_notes), alone.notes
+    a = max_loop(MaxLoop(length, max_first=[True] * length, add_first=[True] * length))
+    for node in b.graph.node:
+        node.name = node.name.removeprefix("b/")
+    graph = helper.make_graph([*a.graph.node, *b.graph.node], "two", [*a.graph.input, *b.graph.input],
+                              [*a.graph.output, *b.graph.output], [*a.graph.initializer, *b.graph.initializer])
+    _, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                           RerollScans(form="parallel", chunk=2))
+    a_note = ("running maximum at 'max0' (6 steps), m_t = Max(m_{t-1} + w_t, k_t), rescales the linear steps at 'num0' "
+              "and 11 more: their decays and drives are computed from it, a max-plus recurrence, not a linear step (no "
+              "scan form computes it): left unrolled")
+    assert result.notes == ["0 scans found", *b_notes, a_note]
