@@ -398,7 +398,8 @@ def test_explain_prints_hostile_names_escaped_one_note_a_line(tmp_path, prefix):
 def layers_of_loops(layers: int, length: int = 8) -> gs.Graph:
     nodes, inits, inputs, outputs = [], [], [], []
     for layer in range(layers):
-        graph = max_loop(MaxLoop(length, max_first=[True] * length, add_first=[True] * length, prefix=f"l{layer}/")).graph
+        spec = MaxLoop(length, max_first=[True] * length, add_first=[True] * length, prefix=f"l{layer}/")
+        graph = max_loop(spec).graph
         nodes += graph.node
         inits += graph.initializer
         inputs += graph.input
