@@ -632,6 +632,7 @@ class RerollScans(Pass):
         taken = taken_prefixes(graph)
         write_notes: list[str] = []
         stacked_writes = stack_buffer_writes(graph, ctx.opset, taken, write_notes)
+        order = {id(node): index for index, node in enumerate(graph.nodes)}   # the nodes' order, put back below
         sliced_splits = slice_split_pieces(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         gathered = gather_kept_steps(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         # Step outputs that keep the step axis: their size 1 there is inferred, from the Gathers (only where such steps
@@ -749,6 +750,10 @@ class RerollScans(Pass):
         notes.extend(_substitution_notes(graph))
         if rerolled:
             toposort(graph.cleanup())
+        elif all(id(node) in order for node in graph.nodes):
+            # every piece put back: the graph as it was, in its order too (a RankMap built while the Gathers made
+            # for kept-axis Slices stood after their readers sorted the graph, and the readers stayed moved: fuzz23)
+            graph.nodes.sort(key=lambda node: order[id(node)])
         stats = {
             "rerolled": len(rerolled),
             "steps": sum(rec.length for rec in rerolled),

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from fuzz_budget import examples
 
@@ -514,3 +514,75 @@ def test_a_chain_named_as_a_rescaled_step_keeps_its_own_notes():
               "and 11 more: their decays and drives are computed from it, a max-plus recurrence, not a linear step (no "
               "scan form computes it): left unrolled")
     assert result.notes == ["0 scans found", *b_notes, a_note]
+
+
+# --- s35's restore order: a Split's pieces put back after what was made from them ---------------------------------
+
+SPLIT_SHAPE = [2, 3, 4, 2]
+READERS = ["add", "mul", "squeeze", "output", "two", "none"]
+
+
+@st.composite
+def split_graphs(draw):
+    axis = draw(st.integers(0, 3))
+    width = SPLIT_SHAPE[axis]
+    sizes = draw(st.sampled_from([[1] * width, [width - 1, 1] if width > 1 else [1], [1, width - 1] if width > 1
+                                  else [1]]))
+    readers = draw(st.lists(st.sampled_from(READERS), min_size=len(sizes), max_size=len(sizes)))
+    return axis, sizes, readers, draw(st.sampled_from([13, 17, 18]))
+
+
+def split_model(axis: int, sizes: list, readers: list, opset: int) -> onnx.ModelProto:
+    """x split along `axis` into pieces of `sizes`, each read as `readers` says: Add(piece, c) or Mul(piece, c) (c
+    broadcast along the axis), Squeeze of a one-position piece, the piece a graph output, two Adds, or nothing."""
+    inits = [numpy_helper.from_array(np.array(sizes, np.int64), "sizes"),
+             numpy_helper.from_array(np.array([axis], np.int64), "axes")]
+    c_shape = [1 if a == axis else d for a, d in enumerate(SPLIT_SHAPE)]
+    pieces = [f"p{i}" for i in range(len(sizes))]
+    nodes = [helper.make_node("Split", ["x", "sizes"], pieces, axis=axis, name="split")]
+    outputs = []
+    for i, (size, reader) in enumerate(zip(sizes, readers)):
+        shape = [size if a == axis else d for a, d in enumerate(SPLIT_SHAPE)]
+        if reader == "squeeze" and size == 1:
+            nodes.append(helper.make_node("Squeeze", [f"p{i}", "axes"], [f"r{i}"], name=f"r{i}"))
+            shape = [d for a, d in enumerate(shape) if a != axis]
+        elif reader in ("add", "mul", "squeeze"):
+            nodes.append(helper.make_node("Mul" if reader == "mul" else "Add", [f"p{i}", "c"], [f"r{i}"], name=f"r{i}"))
+        elif reader == "two":
+            nodes += [helper.make_node("Add", [f"p{i}", "c"], [f"r{i}"], name=f"r{i}"),
+                      helper.make_node("Add", ["c", f"p{i}"], [f"s{i}"], name=f"s{i}")]
+            outputs.append(helper.make_tensor_value_info(f"s{i}", TensorProto.FLOAT, shape))
+        elif reader == "output":
+            nodes.append(helper.make_node("Identity", [f"p{i}"], [f"r{i}"], name=f"r{i}"))
+        else:
+            continue
+        outputs.append(helper.make_tensor_value_info(f"r{i}", TensorProto.FLOAT, shape))
+    if not outputs:
+        nodes.append(helper.make_node("Identity", ["p0"], ["r0"], name="r0"))
+        shape = [sizes[0] if a == axis else d for a, d in enumerate(SPLIT_SHAPE)]
+        outputs.append(helper.make_tensor_value_info("r0", TensorProto.FLOAT, shape))
+    graph = helper.make_graph(nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SPLIT_SHAPE),
+                                               helper.make_tensor_value_info("c", TensorProto.FLOAT, c_shape)],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@FUZZ
+@given(case=split_graphs(), seed=st.integers(0, 2**16))
+@example(case=(1, [1, 1, 1], ["add", "add", "squeeze"], 13), seed=0)
+def test_split_pieces_with_no_recurrence_are_put_back_as_they_were(case, seed):
+    """reroll-scans slices a Split's pieces and gathers the Slices that keep their axis, then, with nothing re-rolled,
+    puts both back (s35: the Split last). Whatever reads the pieces, the graph comes back node for node, passes the
+    full checker (apply_pass) and computes the same. Found by fuzz23 (the example): pieces read by Adds and a Squeeze
+    came back as Split, Squeeze, Add, Add (a RankMap built while the Gathers stood after the Adds sorted the graph)."""
+    model = split_model(*case)
+    onnx.checker.check_model(model, full_check=True)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
+    assert (result.changed, result.stats["rerolled"]) == (False, 0)
+    assert edges(out) == edges(model)
+    rng = np.random.default_rng(seed)
+    c_shape = [1 if a == case[0] else d for a, d in enumerate(SPLIT_SHAPE)]
+    feeds = {"x": rng.standard_normal(SPLIT_SHAPE).astype(np.float32),
+             "c": rng.standard_normal(c_shape).astype(np.float32)}
+    for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
+        np.testing.assert_array_equal(actual, expected)
