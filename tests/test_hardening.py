@@ -146,10 +146,9 @@ def test_external_data_outside_the_model_folder_is_refused(case, where, tmp_path
     assert listing(tmp_path) == before
 
 
-def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_path):
-    """Found by adv5: naive.ref.npz beside the model, a link planted to ../elsewhere/secret.npz, was read
-    and verified against (exit 0), though external data leading out so is refused; the user may still
-    give that file with --reference."""
+def _tiny_model_beside_a_folder(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """tmp_path/m/naive.onnx (test_cli's tiny model) and an empty tmp_path/elsewhere; the model's inputs (ones) and
+    ONNX Runtime's outputs for them, by name: what a reference holds."""
     from test_cli import TINY_MODEL_TEXT
 
     (tmp_path / "m").mkdir()
@@ -160,8 +159,16 @@ def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_p
     feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
              for value in model.graph.input}
     outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    return model_path, {**feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)}}
+
+
+def test_a_reference_beside_the_model_leading_out_of_its_folder_is_refused(tmp_path):
+    """Found by adv5: naive.ref.npz beside the model, a link planted to ../elsewhere/secret.npz, was read
+    and verified against (exit 0), though external data leading out so is refused; the user may still
+    give that file with --reference."""
+    model_path, arrays = _tiny_model_beside_a_folder(tmp_path)
     secret = tmp_path / "elsewhere" / "secret.npz"
-    np.savez(secret, **feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)})
+    np.savez(secret, **arrays)
     os.symlink("../elsewhere/secret.npz", tmp_path / "m" / "naive.ref.npz")
     before = listing(tmp_path)
     out = tmp_path / "m" / "out.onnx"
@@ -183,17 +190,7 @@ def test_a_reference_beside_swapped_after_its_link_check_is_never_read(swap, tmp
 
     import pipelines.compiler as compiler
     from pipelines import BadInput, compile_model
-    from test_cli import TINY_MODEL_TEXT
-
-    (tmp_path / "m").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    model_path = tmp_path / "m" / "naive.onnx"
-    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
-    onnx.save(model, model_path)
-    feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
-             for value in model.graph.input}
-    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    arrays = {**feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)}}
+    model_path, arrays = _tiny_model_beside_a_folder(tmp_path)
     np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
     secret = tmp_path / "elsewhere" / "secret.npz"
     np.savez(secret, **arrays)   # a file the run would verify against without a word
@@ -248,17 +245,7 @@ def test_a_reference_beside_the_model_in_a_folder_swapped_after_the_model_read_i
     import pipelines.compiler as compiler
     from passes.one_line import printable
     from pipelines import BadInput, compile_model
-    from test_cli import TINY_MODEL_TEXT
-
-    (tmp_path / "m").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    model_path = tmp_path / "m" / "naive.onnx"
-    model = onnx.parser.parse_model(TINY_MODEL_TEXT)
-    onnx.save(model, model_path)
-    feeds = {value.name: np.ones([d.dim_value for d in value.type.tensor_type.shape.dim], np.float32)
-             for value in model.graph.input}
-    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    arrays = {**feeds, **{value.name: array for value, array in zip(model.graph.output, outputs)}}
+    model_path, arrays = _tiny_model_beside_a_folder(tmp_path)
     np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
     secret = tmp_path / "elsewhere" / "naive.ref.npz"
     np.savez(secret, **arrays)
