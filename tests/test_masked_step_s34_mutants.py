@@ -1,0 +1,112 @@
+"""patterns/masked_step.py's s34 additions (plain steps, float-masked steps, is_cast_bool, steps_before) against the
+mutants the first tests left alive (session s35, mut38; docs/MUTATION.md): small graphs built with onnx-graphsurgeon,
+each asserting what is found and what is not."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from patterns.masked_step import is_cast_bool
+
+
+def _chain(ops, source_op="Greater", source_dtype=None):
+    """A float mask read through `ops` (value-keeping, one input each) from Cast(source), source made by
+    `source_op` (None: a graph input) of dtype `source_dtype` (None: unknown, as where no value_info is kept)."""
+    x = gs.Variable("x", dtype=np.float32, shape=[4])
+    source = gs.Variable("source", dtype=source_dtype)
+    nodes = []
+    if source_op is not None:
+        nodes.append(gs.Node(source_op, inputs=[x, gs.Constant("zero", np.zeros(1, np.float32))], outputs=[source]))
+    tensor = gs.Variable("cast", dtype=np.float32)
+    nodes.append(gs.Node("Cast", attrs={"to": 1}, inputs=[source], outputs=[tensor]))
+    for index, op in enumerate(ops):
+        out = gs.Variable(f"v{index}", dtype=np.float32)
+        nodes.append(gs.Node(op, inputs=[tensor], outputs=[out]))
+        tensor = out
+    gs.Graph(nodes=nodes, inputs=[x] if source_op is not None else [source], outputs=[tensor])
+    return tensor
+
+
+def test_a_cast_of_a_comparison_is_bool_read_through_at_most_fifteen_value_keeping_ops():
+    # the comparison's output has no dtype here (no value_info): its producer says it is bool
+    assert is_cast_bool(_chain([]))
+    assert is_cast_bool(_chain(["Identity"] * 15))
+    assert not is_cast_bool(_chain(["Identity"] * 16))   # the 16 looks of the default limit spent before the Cast
+    assert is_cast_bool(_chain(["Identity"] * 16), limit=17)
+
+
+def test_a_cast_of_anything_but_a_bool_is_not_read_as_one():
+    assert not is_cast_bool(_chain(["Unsqueeze"], source_op="Add"))   # a float Add of unknown dtype
+    assert not is_cast_bool(_chain(["Unsqueeze"], source_op="Add", source_dtype=np.float32))
+    assert is_cast_bool(_chain(["Unsqueeze"], source_op="Add", source_dtype=np.bool_))   # its dtype says bool
+    custom = _chain([])
+    custom.inputs[0].inputs[0].inputs[0].domain = "com.example"   # a Greater of another domain
+    assert not is_cast_bool(custom)
+    assert is_cast_bool(_chain(["Reshape"], source_op=None, source_dtype=np.bool_))   # a bool graph input
+    assert not is_cast_bool(_chain(["Reshape"], source_op=None))   # an input of unknown type
+    assert not is_cast_bool(_chain(["Relu"]))   # a value-changing op on the way
+    assert not is_cast_bool(gs.Variable("alone"))   # no producer
+    constant = gs.Variable("c", dtype=np.float32)
+    gs.Node("Constant", attrs={"value": np.ones(1, np.float32)}, inputs=[], outputs=[constant])
+    assert not is_cast_bool(constant)   # a producer without inputs
+
+
+def test_steps_before_links_each_step_to_the_one_whose_output_is_its_state_through_no_ops():
+    from types import SimpleNamespace
+
+    from patterns.masked_step import steps_before
+
+    h0, h1, h2, h3 = (gs.Variable(f"h{index}", dtype=np.float32, shape=[2]) for index in range(4))
+    seen = gs.Variable("h1_seen", dtype=np.float32, shape=[2])
+    gs.Node("Identity", inputs=[h1], outputs=[seen])
+    first = SimpleNamespace(state=h0, output=h1)
+    second = SimpleNamespace(state=seen, output=h2)   # h1 through an Identity
+    third = SimpleNamespace(state=h2, output=h3)
+    loop = SimpleNamespace(state=h0, output=h0)   # its state its own output: no step before it
+    assert steps_before([third, first, second]) == {id(second): first, id(third): second}
+    assert steps_before([loop, first]) == {id(first): loop}
+    assert steps_before([loop]) == {}
+
+
+def _plain(edit=None):
+    """Add(Mul(a, h), b) of graph inputs, `edit`(add, mul) applied; _plain_step's keys read from a and b."""
+    from patterns.masked_step import _operand_key
+
+    h, a, b = (gs.Variable(name, dtype=np.float32, shape=[2]) for name in "hab")
+    product, out = gs.Variable("p", dtype=np.float32), gs.Variable("out", dtype=np.float32)
+    mul = gs.Node("Mul", inputs=[a, h], outputs=[product])
+    add = gs.Node("Add", inputs=[product, b], outputs=[out])
+    if edit is not None:
+        edit(add, mul)
+    return add, mul, ({_operand_key(a)}, {_operand_key(b)})
+
+
+def test_a_plain_step_is_a_binary_add_of_a_binary_mul_of_the_default_domain():
+    from patterns.masked_step import _plain_step
+
+    add, mul, keys = _plain()
+    step = _plain_step(add, 0, 1, keys)
+    assert (step.add, step.mul, step.mul_side, step.state_side) == (add, mul, 0, 1)
+    assert (step.state.name, step.decay.name, step.drive.name, step.node, step.output.name, step.cond) == (
+        "h", "a", "b", add, "out", None)
+    assert _plain_step(add, 0, 0, keys) is None   # h read as the decay: not the masked steps' decay
+    assert _plain_step(add, 0, 1, (keys[1], keys[1])) is None   # another decay
+    assert _plain_step(add, 0, 1, (keys[0], keys[0])) is None   # another drive
+    assert _plain_step(add, 1, 1, keys) is None   # b is no Mul
+
+    def extra_input(node):
+        node.inputs.append(gs.Variable(f"{node.op}_extra", dtype=np.float32, shape=[2]))
+
+    def extra_output(node):
+        node.outputs.append(gs.Variable(f"{node.op}_out2", dtype=np.float32))
+
+    def domain(node):
+        node.domain = "com.example"
+
+    def div(node):
+        node.op = "Div"
+
+    for pick in (lambda add, mul: add, lambda add, mul: mul):
+        for edit in (extra_input, extra_output, domain, div):
+            add, _, keys = _plain(lambda add, mul: edit(pick(add, mul)))
+            assert _plain_step(add, 0, 1, keys) is None, (edit.__name__, pick(add, mul).op)
