@@ -110,3 +110,29 @@ def test_a_plain_step_is_a_binary_add_of_a_binary_mul_of_the_default_domain():
         for edit in (extra_input, extra_output, domain, div):
             add, _, keys = _plain(lambda add, mul: edit(pick(add, mul)))
             assert _plain_step(add, 0, 1, keys) is None, (edit.__name__, pick(add, mul).op)
+
+
+def test_operand_key_reads_a_step_slice_by_its_data_and_a_computed_operand_by_its_op():
+    from patterns.masked_step import _operand_key
+
+    data = gs.Variable("A", dtype=np.float32, shape=[8, 2])
+    other = gs.Variable("B", dtype=np.float32, shape=[8, 2])
+
+    def made(op, inputs, name):
+        out = gs.Variable(name, dtype=np.float32)
+        gs.Node(op, inputs=inputs, outputs=[out])
+        return out
+
+    index = gs.Constant("t", np.array(3, np.int64))
+    step = made("Unsqueeze", [made("Squeeze", [made("Gather", [data, index], "g")], "s")], "u")
+    assert _operand_key(step) == ("Gather", id(data))
+    assert _operand_key(made("Gather", [other, index], "g2")) == ("Gather", id(other))
+    assert _operand_key(made("Slice", [data, index, index], "sl")) == ("Slice", id(data))
+    assert _operand_key(made("Exp", [data], "e")) == ("Exp", None)
+    assert _operand_key(made("Unsqueeze", [made("Exp", [data], "e2")], "ue")) == ("Exp", None)
+    assert _operand_key(data) == ("tensor", id(data))
+    unsqueezed = made("Unsqueeze", [data], "ud")
+    assert _operand_key(unsqueezed) == ("tensor", id(unsqueezed))   # of a graph input: itself
+    bare = gs.Variable("bare", dtype=np.float32)
+    gs.Node("Gather", inputs=[], outputs=[bare])
+    assert _operand_key(bare) == ("Gather", None)   # a Gather without inputs (no data to name)
