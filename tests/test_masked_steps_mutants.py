@@ -142,3 +142,27 @@ def test_a_chain_of_constant_masks_left_for_another_reason_gets_its_wheres_back_
     assert sorted(node.name for node in out.graph.node) == sorted(node.name for node in model.graph.node)
     feeds = scan_inputs(spec)
     assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) == 0.0
+
+
+@pytest.mark.parametrize("swap", ["every-step", "plain-steps"])
+@pytest.mark.parametrize("masked_steps", [(3, 4, 5, 6, 7), (0, 1, 2)])
+def test_a_mixed_chain_with_its_steps_operands_in_the_other_order_is_one_scan(swap, masked_steps):
+    # b_t + h * a_t at every step, or at the plain steps only (their sides then differ from the masked steps'): the
+    # plain steps before and after the masked ones found on either side all the same (mut38: _plain_steps' sides)
+    spec = ScanSpec(length=8, state=2, mask="then", masked_steps=masked_steps)
+    model = unrolled_scan_model(spec)
+    made = {output: node for node in model.graph.node for output in node.output}
+    masked = {id(add) for _, add, _ in _steps(model)}
+    swapped = 0
+    for add in model.graph.node:
+        mul = made.get(add.input[0]) if add.op_type == "Add" else None
+        if mul is not None and mul.op_type == "Mul" and (swap == "every-step" or id(add) not in masked):
+            add.input[0], add.input[1] = add.input[1], add.input[0]
+            mul.input[0], mul.input[1] = mul.input[1], mul.input[0]
+            swapped += 1
+    assert swapped == (8 if swap == "every-step" else 8 - len(masked_steps))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats["rerolled"] == 1 and result.stats["steps"] == 8 and result.notes == []
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
