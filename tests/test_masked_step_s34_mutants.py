@@ -4,6 +4,7 @@ each asserting what is found and what is not."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx_graphsurgeon as gs
 
 from patterns.masked_step import is_cast_bool
@@ -136,3 +137,43 @@ def test_operand_key_reads_a_step_slice_by_its_data_and_a_computed_operand_by_it
     bare = gs.Variable("bare", dtype=np.float32)
     gs.Node("Gather", inputs=[], outputs=[bare])
     assert _operand_key(bare) == ("Gather", None)   # a Gather without inputs (no data to name)
+
+
+FLOAT_REROLLED = {"rerolled": 1, "steps": 8, "rejected": 0, "step_operands_replayed": 2, "masked_steps": 8}
+
+
+def _float_model(spelling, swap):
+    """The float-masked chain (tools.synthetic_scans) with the operands of its commutative nodes (Add, Mul) swapped:
+    "add", "mul" or "both" of every such node (the graph's value unchanged)."""
+    from tools.synthetic_scans import ScanSpec, unrolled_scan_model
+
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling=spelling)
+    model = unrolled_scan_model(spec)
+    for node in model.graph.node:
+        if node.op_type in {"add": ("Add",), "mul": ("Mul",), "both": ("Add", "Mul")}[swap]:
+            node.input[0], node.input[1] = node.input[1], node.input[0]
+    return spec, model
+
+
+@pytest.mark.parametrize("swap", ["add", "mul", "both"])
+@pytest.mark.parametrize("spelling", ["blend", "delta"])
+def test_a_float_masked_chain_with_its_operands_in_the_other_order_is_found_and_rerolls(spelling, swap):
+    # m (a h + b) + (1 - m) h as (h (1 - m)) + ((b + h a) m) and every other order: the same 8 steps, one scan,
+    # the blend's and delta's values with a 0/1 mask and a soft one
+    from passes.reroll_scans import RerollScans
+    from patterns.masked_step import find_float_masked_steps
+    from scan_testing import apply_pass, rel_l2, run
+    from tools.synthetic_scans import numpy_scan, scan_inputs
+
+    spec, model = _float_model(spelling, swap)
+    steps = find_float_masked_steps(gs.import_onnx(model))
+    assert len(steps) == 8 and {step.spelling for step in steps} == {spelling}
+    assert {(step.mul_side, step.state_side) for step in steps} == {
+        (1 if swap in ("add", "both") else 0, 0 if swap in ("mul", "both") else 1)}
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == FLOAT_REROLLED and result.notes == []
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        soft = {**feeds, "m": np.random.default_rng(seed + 10).uniform(0, 1, feeds["m"].shape).astype(np.float32)}
+        for inputs in (feeds, soft):
+            assert rel_l2(run(out, inputs)[0], numpy_scan(spec, inputs)) <= 1e-6
