@@ -177,3 +177,27 @@ def test_a_float_masked_chain_with_its_operands_in_the_other_order_is_found_and_
         soft = {**feeds, "m": np.random.default_rng(seed + 10).uniform(0, 1, feeds["m"].shape).astype(np.float32)}
         for inputs in (feeds, soft):
             assert rel_l2(run(out, inputs)[0], numpy_scan(spec, inputs)) <= 1e-6
+
+
+def test_is_one_is_a_constant_one_of_one_element_and_binary_a_two_input_one_output_node_of_the_default_domain():
+    from patterns.masked_step import _binary, _is_one, _only_reader
+
+    assert _is_one(gs.Constant("one", np.array(1.0, np.float32)))
+    assert _is_one(gs.Constant("one1", np.ones([1, 1], np.float16)))
+    assert not _is_one(gs.Constant("two", np.array([2.0], np.float32)))   # Sub(2, m): no blend
+    assert not _is_one(gs.Constant("ones", np.ones(2, np.float32)))   # two elements, both one
+    assert not _is_one(gs.Variable("x", dtype=np.float32, shape=[1]))
+
+    x, y = (gs.Variable(name, dtype=np.float32, shape=[2]) for name in "xy")
+    outs = [gs.Variable(f"o{index}", dtype=np.float32) for index in range(6)]
+    nodes = [gs.Node("Mul", inputs=[x, y], outputs=[outs[0]]),
+             gs.Node("Mul", inputs=[x, y, x], outputs=[outs[1]]),
+             gs.Node("Mul", inputs=[x, y], outputs=[outs[2], outs[5]]),
+             gs.Node("Mul", inputs=[x, y], outputs=[outs[3]], domain="com.example"),
+             gs.Node("Add", inputs=[x, y], outputs=[outs[4]])]
+    assert _binary(outs[0], "Mul") is nodes[0]
+    assert [_binary(outs[index], "Mul") for index in (1, 2, 3, 4)] == [None] * 4
+    assert _binary(x, "Mul") is None   # a graph input: no producer
+    assert _only_reader(x, nodes[0]) is False   # read by all five
+    reader = gs.Node("Relu", inputs=[outs[0]], outputs=[gs.Variable("r", dtype=np.float32)])
+    assert _only_reader(outs[0], reader) and not _only_reader(outs[0], nodes[0]) and not _only_reader(outs[4], reader)
