@@ -150,7 +150,7 @@ def _float_model(spelling, swap):
     spec = ScanSpec(length=8, state=2, mask="then", mask_spelling=spelling)
     model = unrolled_scan_model(spec)
     for node in model.graph.node:
-        if node.op_type in {"add": ("Add",), "mul": ("Mul",), "both": ("Add", "Mul")}[swap]:
+        if node.op_type in {"add": ("Add",), "mul": ("Mul",), "both": ("Add", "Mul"), "none": ()}[swap]:
             node.input[0], node.input[1] = node.input[1], node.input[0]
     return spec, model
 
@@ -201,3 +201,22 @@ def test_is_one_is_a_constant_one_of_one_element_and_binary_a_two_input_one_outp
     assert _only_reader(x, nodes[0]) is False   # read by all five
     reader = gs.Node("Relu", inputs=[outs[0]], outputs=[gs.Variable("r", dtype=np.float32)])
     assert _only_reader(outs[0], reader) and not _only_reader(outs[0], nodes[0]) and not _only_reader(outs[4], reader)
+
+
+@pytest.mark.parametrize("spelling", ["blend", "delta"])
+@pytest.mark.parametrize("inner", [False, True])
+def test_a_float_masked_step_whose_step_or_inner_value_is_a_graph_output_is_not_taken(spelling, inner):
+    # the rewrite takes the step's Add (and the blend's or delta's inner nodes) out of the graph: one whose output the
+    # graph returns is left, and the chain links around it (3 steps before, 4 after)
+    from onnx import helper
+
+    from patterns.masked_step import find_float_masked_steps
+
+    _, model = _float_model(spelling, "none")
+    steps = find_float_masked_steps(gs.import_onnx(model))
+    assert len(steps) == 8
+    name = (steps[3].inner[0] if inner else steps[3].add).outputs[0].name
+    model.graph.output.append(helper.make_tensor_value_info(name, 1, None))
+    steps = find_float_masked_steps(gs.import_onnx(model))
+    assert len(steps) == 7 and name not in {tensor.name for step in steps
+                                            for node in (step.add, *step.inner) for tensor in node.outputs}
