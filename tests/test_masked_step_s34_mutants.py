@@ -220,3 +220,51 @@ def test_a_float_masked_step_whose_step_or_inner_value_is_a_graph_output_is_not_
     steps = find_float_masked_steps(gs.import_onnx(model))
     assert len(steps) == 7 and name not in {tensor.name for step in steps
                                             for node in (step.add, *step.inner) for tensor in node.outputs}
+
+
+def _float_step(spelling):
+    from patterns.masked_step import _float_masked_step, find_float_masked_steps
+
+    _, model = _float_model(spelling, "none")
+    graph = gs.import_onnx(model)
+    step = find_float_masked_steps(graph)[3]
+    assert _float_masked_step(step.node) == step
+    return graph, step
+
+
+@pytest.mark.parametrize("edit", ["domain", "three-inputs", "two-outputs", "sub"])
+def test_a_float_masked_steps_outer_node_is_a_binary_add_of_the_default_domain(edit):
+    from patterns.masked_step import _float_masked_step
+
+    for spelling in ("blend", "delta"):
+        _, step = _float_step(spelling)
+        node = step.node
+        if edit == "domain":
+            node.domain = "com.example"
+        elif edit == "three-inputs":
+            node.inputs.append(node.inputs[1])
+        elif edit == "two-outputs":
+            node.outputs.append(gs.Variable("also", dtype=np.float32))
+        else:
+            node.op = "Sub"
+        assert _float_masked_step(node) is None, spelling
+
+
+@pytest.mark.parametrize("spelling", ["blend", "delta"])
+def test_a_float_masked_step_whose_inner_value_is_read_elsewhere_is_not_one(spelling):
+    # every value between the step Add(Mul(a, h), b) and the outer Add is read by the next node alone: the rewrite
+    # takes them out of the graph
+    from patterns.masked_step import _float_masked_step
+
+    _, step = _float_step(spelling)
+    first, second = step.inner
+    values = [step.mul.outputs[0], step.add.outputs[0], first.outputs[0], second.outputs[0]]
+    assert len(set(map(id, values))) == 4
+    for value in values:
+        _, step = _float_step(spelling)
+        value = [step.mul.outputs[0], step.add.outputs[0], step.inner[0].outputs[0], step.inner[1].outputs[0]][
+            [v.name for v in values].index(value.name)]
+        reader = gs.Node("Identity", inputs=[value], outputs=[gs.Variable("seen", dtype=np.float32)])
+        assert _float_masked_step(step.node) is None, value.name
+        reader.inputs.clear()
+        assert _float_masked_step(step.node) is not None
