@@ -268,3 +268,18 @@ def test_a_float_masked_step_whose_inner_value_is_read_elsewhere_is_not_one(spel
         assert _float_masked_step(step.node) is None, value.name
         reader.inputs.clear()
         assert _float_masked_step(step.node) is not None
+
+
+@pytest.mark.parametrize("edit", ["two-minus-m", "one-minus-another-mask"])
+def test_a_blend_whose_kept_weight_is_not_one_minus_its_mask_is_no_float_masked_step(edit):
+    # m (a h + b) + (2 - m) h, m (a h + b) + (1 - m') h: no step of the form m S + (1 - m) h
+    from patterns.masked_step import _float_masked_step
+
+    _, step = _float_step("blend")
+    one_minus = next(node for node in step.inner[1].inputs[0].inputs + step.inner[1].inputs[1].inputs
+                     if node.op == "Sub")
+    if edit == "two-minus-m":
+        one_minus.inputs[0] = gs.Constant("two", np.array(2.0, np.float32))
+    else:
+        one_minus.inputs[1] = gs.Variable("other_mask", dtype=np.float32, shape=[1, 1, 1])
+    assert _float_masked_step(step.node) is None
