@@ -283,3 +283,26 @@ def test_a_blend_whose_kept_weight_is_not_one_minus_its_mask_is_no_float_masked_
     else:
         one_minus.inputs[1] = gs.Variable("other_mask", dtype=np.float32, shape=[1, 1, 1])
     assert _float_masked_step(step.node) is None
+
+
+def _nodes(model):
+    return sorted((node.op_type, node.domain, tuple(node.input), tuple(node.output),
+                   tuple(attribute.SerializeToString() for attribute in node.attribute)) for node in model.graph.node)
+
+
+@pytest.mark.parametrize("spelling, masked_steps", [("blend", None), ("delta", None), ("blend-cast", None),
+                                                    ("unsqueeze", (0, 1, 2)), ("unsqueeze", (3, 4, 5, 6, 7))])
+def test_a_float_masked_or_mixed_chain_refused_by_a_log_space_form_is_restored_edge_for_edge(spelling, masked_steps):
+    # restore: every node back with its own inputs and outputs (the step Add, the blend's or delta's inner nodes, a
+    # plain step's decay and drive), nothing made left, the same values
+    from passes.reroll_scans import RerollScans
+    from scan_testing import apply_pass, run
+    from tools.synthetic_scans import ScanSpec, scan_inputs, unrolled_scan_model
+
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling=spelling, masked_steps=masked_steps, decay="tanh")
+    model = unrolled_scan_model(spec)
+    out, result = apply_pass(model, RerollScans(form="batched", chunk=4))
+    assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
+    assert _nodes(out) == _nodes(model)
+    feeds = scan_inputs(spec)
+    assert np.array_equal(run(out, feeds)[0], run(model, feeds)[0])
