@@ -306,3 +306,45 @@ def test_a_float_masked_or_mixed_chain_refused_by_a_log_space_form_is_restored_e
     assert _nodes(out) == _nodes(model)
     feeds = scan_inputs(spec)
     assert np.array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+def _two_chains(first, second):
+    """One model of two chains side by side (their names prefixed 'a_' and 'b_'), in that order of nodes."""
+    from onnx import compose, helper
+
+    from tools.synthetic_scans import unrolled_scan_model
+
+    models = [compose.add_prefix(unrolled_scan_model(spec), prefix) for spec, prefix in ((first, "a_"), (second, "b_"))]
+    graphs = [model.graph for model in models]
+    graph = helper.make_graph([node for graph in graphs for node in graph.node], "two_chains",
+                              [value for graph in graphs for value in graph.input],
+                              [value for graph in graphs for value in graph.output],
+                              [tensor for graph in graphs for tensor in graph.initializer])
+    return helper.make_model(graph, opset_imports=models[0].opset_import, ir_version=models[0].ir_version)
+
+
+@pytest.mark.parametrize("order", ["taken-first", "restored-first"])
+@pytest.mark.parametrize("restored", ["blend", "delta", "where"])
+def test_a_chain_restored_beside_a_taken_one_removes_only_its_own_nodes(order, restored):
+    # the batched form takes the masked chain of Exp decays and refuses the other (a float mask's Sub decays, or the
+    # Where chain's Tanh ones): restoring that one removes the nodes made for it alone, never the taken chain's
+    # (made = the builder's nodes from the rewrite's first: all of them before, mut37's and mut38's open mutant)
+    from passes.reroll_scans import RerollScans
+    from scan_testing import apply_pass, rel_l2, run
+    from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs
+
+    taken = ScanSpec(length=8, state=2, mask="then")
+    other = ScanSpec(length=8, state=2, mask="then", mask_spelling="unsqueeze" if restored == "where" else restored,
+                     decay="tanh" if restored == "where" else "exp")
+    specs = (taken, other) if order == "taken-first" else (other, taken)
+    model = _two_chains(*specs)
+    out, result = apply_pass(model, RerollScans(form="batched", chunk=4))
+    assert (result.stats["rerolled"], result.stats["rejected"]) == (1, 1)
+    feeds = {}
+    for spec, prefix in zip(specs, ("a_", "b_")):
+        feeds.update({prefix + name: value for name, value in scan_inputs(spec).items()})
+    got = dict(zip([value.name for value in out.graph.output], run(out, feeds)))
+    for spec, prefix in zip(specs, ("a_", "b_")):
+        expected = numpy_scan(spec, {name[len(prefix):]: value for name, value in feeds.items()
+                                     if name.startswith(prefix)})
+        assert rel_l2(got[prefix + model.graph.output[0].name[2:]], expected) <= 1e-6
