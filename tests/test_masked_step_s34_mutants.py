@@ -290,17 +290,23 @@ def _nodes(model):
                    tuple(attribute.SerializeToString() for attribute in node.attribute)) for node in model.graph.node)
 
 
-@pytest.mark.parametrize("spelling, masked_steps", [("blend", None), ("delta", None), ("blend-cast", None),
-                                                    ("unsqueeze", (0, 1, 2)), ("unsqueeze", (3, 4, 5, 6, 7))])
-def test_a_float_masked_or_mixed_chain_refused_by_a_log_space_form_is_restored_edge_for_edge(spelling, masked_steps):
+@pytest.mark.parametrize("spelling, masked_steps, mask_length", [
+    ("blend", None, 8), ("delta", None, 8), ("blend-cast", None, 8), ("unsqueeze", (0, 1, 2), 8),
+    ("unsqueeze", (3, 4, 5, 6, 7), 8), ("unsqueeze", (0, 1, 2), "L")])
+def test_a_float_masked_or_mixed_chain_refused_by_a_log_space_form_is_restored_edge_for_edge(spelling, masked_steps,
+                                                                                            mask_length):
     # restore: every node back with its own inputs and outputs (the step Add, the blend's or delta's inner nodes, a
-    # plain step's decay and drive), nothing made left, the same values
+    # plain step's decay and drive), nothing made left (a mask of unknown length: the Concat of its copies its chain's
+    # steps share), the same values
     from passes.reroll_scans import RerollScans
     from scan_testing import apply_pass, run
     from tools.synthetic_scans import ScanSpec, scan_inputs, unrolled_scan_model
 
     spec = ScanSpec(length=8, state=2, mask="then", mask_spelling=spelling, masked_steps=masked_steps, decay="tanh")
     model = unrolled_scan_model(spec)
+    mask = next(value for value in model.graph.input if value.name == "m")
+    if mask_length == "L":
+        mask.type.tensor_type.shape.dim[1].dim_param = "L"
     out, result = apply_pass(model, RerollScans(form="batched", chunk=4))
     assert result.stats == {"rerolled": 0, "steps": 0, "rejected": 1}
     assert _nodes(out) == _nodes(model)
