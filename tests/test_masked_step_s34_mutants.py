@@ -354,3 +354,33 @@ def test_a_chain_restored_beside_a_taken_one_removes_only_its_own_nodes(order, r
         expected = numpy_scan(spec, {name[len(prefix):]: value for name, value in feeds.items()
                                      if name.startswith(prefix)})
         assert rel_l2(got[prefix + model.graph.output[0].name[2:]], expected) <= 1e-6
+
+
+@pytest.mark.parametrize("form", ["parallel", "batched-doubling"])
+def test_a_mixed_chain_whose_masked_steps_take_both_branches_keeps_its_values(form):
+    # torch.where(m, a h + b, h) at steps 0 and 2, torch.where(~m, h, a h + b) at step 1, plain steps after: the
+    # plain steps' cond (Or with K, the then branch's) would be wrong for the else step's; the values stay the scan's
+    from onnx import helper
+
+    from passes.reroll_scans import RerollScans
+    from scan_testing import apply_pass, rel_l2, run
+    from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+    spec = ScanSpec(length=8, state=2, mask="then", masked_steps=(0, 1, 2))
+    model = unrolled_scan_model(spec)
+    wheres = [node for node in model.graph.node if node.op_type == "Where"]
+    assert len(wheres) == 3
+    where = wheres[1]
+    index = list(model.graph.node).index(where)
+    model.graph.node.insert(index, helper.make_node("Not", [where.input[0]], ["not_cond"], name="not_cond"))
+    where.input[0], where.input[1], where.input[2] = "not_cond", where.input[2], where.input[1]
+    out, result = apply_pass(model, RerollScans(form=form, chunk=4))
+    # the 8-step chain named (its masked steps' conds not one subgraph), its 5 plain steps re-rolled alone
+    assert result.stats == {"rerolled": 1, "steps": 5, "rejected": 0, "part_of_axis": 1}
+    assert result.notes == [f"chain at 'Where_16' (8 steps) not re-rolled: its {operands} are computed at every step, "
+                            "but not by one subgraph (step 1 departs from step 0 at Not 'not_cond' (step 0 has "
+                            "Unsqueeze 'Unsqueeze_14' there))" for operands in ("decays", "drives")]
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(model, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6   # (the edit is the same scan)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
