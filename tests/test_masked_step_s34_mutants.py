@@ -8,6 +8,7 @@ import pytest
 import onnx_graphsurgeon as gs
 
 from patterns.masked_step import is_cast_bool
+from tools.synthetic_scans import ScanSpec
 
 
 def _chain(ops, source_op="Greater", source_dtype=None):
@@ -383,4 +384,32 @@ def test_a_mixed_chain_whose_masked_steps_take_both_branches_keeps_its_values(fo
     for seed in (0, 1):
         feeds = scan_inputs(spec, seed=seed)
         assert rel_l2(run(model, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6   # (the edit is the same scan)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+@pytest.mark.parametrize("order", ["masked-first", "mixed-first"])
+def test_a_mixed_chain_beside_a_chain_of_masked_steps_only_is_one_scan_too(order):
+    # the chain of masked steps only needs no plain-step conds: passed over, the mixed chain after it still gets its own
+    from passes.reroll_scans import RerollScans
+    from scan_testing import apply_pass
+
+    every = ScanSpec(length=8, state=2, mask="then")
+    mixed = ScanSpec(length=8, state=2, mask="then", masked_steps=(0, 1, 2))
+    out, result = apply_pass(_two_chains(*((every, mixed) if order == "masked-first" else (mixed, every))),
+                             RerollScans(form="parallel", chunk=4))
+    assert (result.stats["rerolled"], result.stats["steps"], result.notes) == (2, 16, [])
+
+
+@pytest.mark.parametrize("masked_steps", [(0, 1, 2), (3, 4, 5, 6)])
+def test_a_mixed_chain_from_position_one_is_one_scan(masked_steps):
+    # `for t in range(1, L)`: positions 1 .. 7, contiguous from 1, not from 0
+    from passes.reroll_scans import RerollScans
+    from scan_testing import apply_pass, rel_l2, run
+    from tools.synthetic_scans import numpy_scan, scan_inputs, unrolled_scan_model
+
+    spec = ScanSpec(length=7, state=2, mask="then", masked_steps=masked_steps, first=1)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    assert (result.stats["rerolled"], result.stats["steps"], result.notes) == (1, 7, [])
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
