@@ -331,8 +331,9 @@ def _two_chains(first, second):
 
 
 @pytest.mark.parametrize("order", ["taken-first", "restored-first"])
-@pytest.mark.parametrize("restored", ["blend", "delta", "where"])
-def test_a_chain_restored_beside_a_taken_one_removes_only_its_own_nodes(order, restored):
+@pytest.mark.parametrize("restored, taken_spelling", [("blend", "unsqueeze"), ("delta", "unsqueeze"),
+                                                      ("where", "unsqueeze"), ("blend", "blend-cast")])
+def test_a_chain_restored_beside_a_taken_one_removes_only_its_own_nodes(order, restored, taken_spelling):
     # the batched form takes the masked chain of Exp decays and refuses the other (a float mask's Sub decays, or the
     # Where chain's Tanh ones): restoring that one removes the nodes made for it alone, never the taken chain's
     # (made = the builder's nodes from the rewrite's first: all of them before, mut37's and mut38's open mutant)
@@ -340,7 +341,7 @@ def test_a_chain_restored_beside_a_taken_one_removes_only_its_own_nodes(order, r
     from scan_testing import apply_pass, rel_l2, run
     from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs
 
-    taken = ScanSpec(length=8, state=2, mask="then")
+    taken = ScanSpec(length=8, state=2, mask="then", mask_spelling=taken_spelling)   # blend-cast: Where decays
     other = ScanSpec(length=8, state=2, mask="then", mask_spelling="unsqueeze" if restored == "where" else restored,
                      decay="tanh" if restored == "where" else "exp")
     specs = (taken, other) if order == "taken-first" else (other, taken)
