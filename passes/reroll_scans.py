@@ -49,6 +49,7 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Option, Pass, PassContext, PassResult
 from passes.graph_builder import MAX_INDEX_TABLE, GraphBuilder, taken_prefixes
+from passes.graph_io import graph_is_topologically_sorted
 from passes.one_line import printable
 from passes.registry import register_pass
 from passes.scan_forms import ANY_SIGN, FOLDS_READOUT, LOG_SPACE, OVERFLOWS_PAST, SCAN_FORMS, TABLE_SIDES, TAKES_SHAPES
@@ -632,7 +633,10 @@ class RerollScans(Pass):
         taken = taken_prefixes(graph)
         write_notes: list[str] = []
         stacked_writes = stack_buffer_writes(graph, ctx.opset, taken, write_notes)
-        order = {id(node): index for index, node in enumerate(graph.nodes)}   # the nodes' order, put back below
+        # the nodes' order, put back below where nothing is re-rolled; not an unsorted graph's (the RankMaps below
+        # sort it, and its order put back would not be a valid model: test_step_template's drive one step ahead)
+        order = ({id(node): index for index, node in enumerate(graph.nodes)}
+                 if graph_is_topologically_sorted(graph) else None)
         sliced_splits = slice_split_pieces(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         gathered = gather_kept_steps(graph, ctx.opset, taken) if ctx.opset >= MIN_OPSET else []
         # Step outputs that keep the step axis: their size 1 there is inferred, from the Gathers (only where such steps
@@ -750,7 +754,7 @@ class RerollScans(Pass):
         notes.extend(_substitution_notes(graph))
         if rerolled:
             toposort(graph.cleanup())
-        elif all(id(node) in order for node in graph.nodes):
+        elif order is not None and all(id(node) in order for node in graph.nodes):
             # every piece put back: the graph as it was, in its order too (a RankMap built while the Gathers made
             # for kept-axis Slices stood after their readers sorted the graph, and the readers stayed moved: fuzz23)
             graph.nodes.sort(key=lambda node: order[id(node)])
