@@ -667,7 +667,7 @@ def test_an_interrupt_whose_exception_python_drops_still_stops_the_write(sig, in
     if os.environ.get("VMAMBA_TEST_FRESH_INTERPRETER") != "1":
         env = dict(os.environ, VMAMBA_TEST_FRESH_INTERPRETER="1", PYTHONPATH=str(REPO))
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
-                                capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+                                capture_output=True, text=True, cwd=REPO, env=env, timeout=600, preexec_fn=with_ctrl_c)
         assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
         return
     dropped = []
@@ -1233,7 +1233,8 @@ def test_a_model_and_its_reference_are_replaced_together_despite_ctrl_c(tmp_path
     model.write_text("old model")
     reference.write_text("old reference")
     done = subprocess.run([sys.executable, "-c", _CTRL_C_BETWEEN_RENAMES, str(tmp_path)], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+                          preexec_fn=with_ctrl_c)
     assert (done.returncode, done.stdout, done.stderr) == (0, "interrupted after the block\n", "")
     assert (model.read_text(), reference.read_text()) == ("new model", "new reference")
     assert listing(tmp_path) == ["naive.onnx", "naive.ref.npz"]
