@@ -227,3 +227,23 @@ def draws_random_values(node: gs.Node) -> bool:
     value = constant_value(training_mode)
     return value is None or bool(np.asarray(value).any())
 
+
+
+def linked_chains(nodes: list, before: dict) -> list[list]:
+    """The chains `nodes` form, first to last, where `before` maps id(node) to the node before it (absent or None:
+    none). A node two others follow ends its chain, and each of those begins one of its own."""
+    following: dict[int, list] = {}
+    for node in nodes:
+        previous = before.get(id(node))
+        if previous is not None:
+            following.setdefault(id(previous), []).append(node)
+    chains = []
+    for node in nodes:
+        previous = before.get(id(node))
+        if previous is not None and len(following[id(previous)]) == 1:
+            continue   # within a chain
+        chain = [node]
+        while len(following.get(id(chain[-1]), [])) == 1:
+            chain.append(following[id(chain[-1])][0])
+        chains.append(chain)
+    return chains

@@ -18,7 +18,7 @@ from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import producer
+from patterns.graph_query import linked_chains, producer
 from patterns.no_ops import see_through
 
 MIN_STEPS = 4   # as passes/step_operands.MIN_EXPLAINED_STEPS: shorter Max chains are not named
@@ -62,21 +62,7 @@ def find_running_maxima(graph: gs.Graph) -> list[RunningMax]:
         return []
     max_by_output = {id(node.outputs[0]): node for node in maxes}
     before = {id(node): _previous_max(node, max_by_output) for node in maxes}
-    following: dict[int, list] = {}
-    for node in maxes:
-        if before[id(node)] is not None:
-            following.setdefault(id(before[id(node)]), []).append(node)
-    chains = []
-    for node in maxes:
-        previous = before[id(node)]
-        if previous is not None and len(following[id(previous)]) == 1:
-            continue   # within a chain; after a fork, each Max that follows begins one of its own
-        chain = [node]
-        while len(following.get(id(chain[-1]), [])) == 1:
-            chain.append(following[id(chain[-1])][0])
-        if len(chain) >= MIN_STEPS:
-            chains.append(RunningMax(chain))
-    return chains
+    return [RunningMax(chain) for chain in linked_chains(maxes, before) if len(chain) >= MIN_STEPS]
 
 
 def _reached(tensor: gs.Tensor, owners: dict[int, int], depth: int) -> set[int]:

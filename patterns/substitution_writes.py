@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from patterns.graph_query import producer
+from patterns.graph_query import linked_chains, producer
 from patterns.no_ops import see_through
 
 MIN_STEPS = 4   # as passes/step_operands.MIN_EXPLAINED_STEPS
@@ -72,17 +72,9 @@ def find_substitution_writes(graph: gs.Graph) -> list[SubstitutionWrites]:
         previous = by_output.get(id(see_through(node.inputs[0])[0]))
         if previous is not None and previous is not node and previous.op == node.op:
             before[id(node)] = previous
-    following: dict[int, list] = {}
-    for node in writes:
-        if id(node) in before:
-            following.setdefault(id(before[id(node)]), []).append(node)
     chains = []
-    for node in writes:
-        if id(node) in before and len(following[id(before[id(node)])]) == 1:
-            continue   # within a chain; after a fork (two writes into one buffer), each begins one of its own
-        chain = [node]
-        while len(following.get(id(chain[-1]), [])) == 1:
-            chain.append(following[id(chain[-1])][0])
+    # after a fork (two writes into one buffer), each write begins a chain of its own
+    for chain in linked_chains(writes, before):
         # the runs of writes each reading the values of the one before: a write that reads the buffer through its
         # Shape alone (or not at all) ends one (a chain of state writes with three substitution rows among them was
         # named whole, "each write's update computed from the buffer written before it": fuzz23)
