@@ -25,7 +25,8 @@ import onnx_graphsurgeon as gs
 from passes.base import Pass, PassContext, PassInputError, PassResult
 from passes.graph_io import ModelMeta, graph_to_model, over_protobuf_limit, serialized_model
 from passes.one_line import one_line
-from passes.verify import RunTimedOut, VerificationError, check_timeout, compare, run_model, summarize
+from passes.verify import (RunTimedOut, VerificationError, check_timeout, compare, compared_as_written, run_model,
+                           summarize)
 
 
 class PipelineError(Exception):
@@ -330,18 +331,12 @@ class PassManager:
             raise PassVerificationError(f"after pass '{record.name}': {error}", record.name, run,
                                         timed_out=isinstance(error, RunTimedOut)) from None
         comparisons = compare(outputs, previous_outputs, rtol_l2=self.tolerance)
-        if not all(c.ok for c in comparisons) and not any(c.problem for c in comparisons):
-            # the graph before it may have run as written (the input graph: optimisations off), this one optimised: in
-            # float16 the optimisations alone moved a graph rel L2 2.1e-4, blamed on the first pass that changed it
-            # (adv23). Run as written too, like with like; passing so, the pass is not what moved it.
-            try:
-                plain = compare(run_model(model, self.verify_feeds, log=self.progress.stage, plain_inferred=inferred,
-                                          timeout=self.verify_timeout, optimize=False),
-                                previous_outputs, rtol_l2=self.tolerance)
-            except VerificationError:
-                plain = None
-            if plain is not None and all(c.ok for c in plain):
-                comparisons = plain
+        # the graph before it may have run as written (the input graph: optimisations off), this one optimised: in
+        # float16 the optimisations alone moved a graph rel L2 2.1e-4, blamed on the first pass that changed it
+        # (adv23). Run as written too, like with like; passing so, the pass is not what moved it.
+        comparisons = compared_as_written(model, self.verify_feeds, previous_outputs, comparisons, self.tolerance,
+                                          self.progress.stage, plain_inferred=inferred,
+                                          timeout=self.verify_timeout) or comparisons
         record.verification = summarize(comparisons)
         record.verify_seconds = time.perf_counter() - verify_started
         failed = [c for c in comparisons if not c.ok]

@@ -55,6 +55,7 @@ from passes.registry import UnknownPassError, import_failures
 from passes.report.recorder import PassRecorder
 from passes.report.writer import REPORT_FILES, check_report_dir
 from passes.verify import (DEFAULT_VERIFY_TIMEOUT, ReferenceDataError, RunTimedOut, VerificationError, check_tolerance,
+                           compared_as_written,
                            compare, find_reference_beside, timed_out_advice,
                            checked_beside,
                            op_onnxruntime_lacks, reference_beside_problem, unseeded_random_node,
@@ -172,8 +173,8 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
                 VerificationFailed, f"verification failed {where}, where the input model runs: the compiled model "
                                     f"does not: {one_line(error)}; no output written"))
         comparisons = compare(outputs, expected, rtol_l2=tolerance)
-        plain = (_as_written_instead(final_model, feeds, expected, comparisons, tolerance, progress.stage, timeout)
-                 if not summarize(comparisons)["ok"] else None)
+        plain = compared_as_written(final_model, feeds, expected, comparisons, tolerance, progress.stage,
+                                    timeout=timeout)
     if plain is not None:   # ONNX Runtime's optimisations' rounding, not the compile's (the first check's words)
         record.update(summarize(plain))
         return _SecondSize(record=record, warning=_optimisation_warning(f" {where}", comparisons, plain, tolerance))
@@ -184,23 +185,6 @@ def _second_size_check(model: onnx.ModelProto, final_model: onnx.ModelProto, pro
     return _SecondSize(record=record, failure=(VerificationFailed, (
         f"verification failed {where}: {_failure_text(worst, tolerance)} against the input model, right at the first "
         "sizes only; no output written")))
-
-
-def _as_written_instead(final_model: onnx.ModelProto, feeds, expected, comparisons, tolerance: float, log,
-                        timeout: float | None):
-    """Where the compiled model's optimised run missed the input model's run as written (finite values): the compiled
-    model run as written too, and its comparisons if they pass, else None. The input model runs with ONNX Runtime's
-    graph optimisations off, the compiled one with them on; in float16 the optimisations alone round otherwise (adv23:
-    twelve decomposed LayerNorms and MatMuls, compiled by eliminate-dead-nodes, which changed nothing, were rel L2
-    2.1e-4, exit 3). Compared like with like, such a compile passes; one of the compile's own errors fails both."""
-    if any(c.problem for c in comparisons if not c.ok):
-        return None
-    try:
-        as_written = run_model(final_model, feeds, log=log, timeout=timeout, optimize=False)
-    except VerificationError:
-        return None
-    plain = compare(as_written, expected, rtol_l2=tolerance)
-    return plain if summarize(plain)["ok"] else None
 
 
 def _optimisation_warning(where: str, comparisons, plain, tolerance: float) -> str:
@@ -868,8 +852,8 @@ def compile_model(
                            "verification-failed") from None
         if reference_path is None and not summarize(comparisons)["ok"]:   # (expected: the input model's run as written)
             with progress.step("run the compiled model without ONNX Runtime's optimisations, as the input model ran"):
-                plain = _as_written_instead(final_model, feeds, expected, comparisons, tolerance, progress.stage,
-                                            verify_timeout)
+                plain = compared_as_written(final_model, feeds, expected, comparisons, tolerance, progress.stage,
+                                            timeout=verify_timeout)
             if plain is not None:
                 warning = _optimisation_warning("", comparisons, plain, tolerance)
                 warnings.append(warning)
