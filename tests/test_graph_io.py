@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import onnx.parser
 import pytest
+from file_spies import record_opened_files
 
 from passes.graph_io import (InputError, ModelMeta, OutputError, graph_to_model, model_to_graph,
                              read_model, save_model_atomic)
@@ -479,17 +480,8 @@ def test_a_file_swapped_between_the_link_check_and_the_read_is_never_read(swap, 
             (folder / "sub" / "ext.weights").write_bytes(np.zeros(1024, np.float32).tobytes())
         return resolved
 
-    opened = []
-    real_open = os.open
-
-    def spy(path, flags, *args, **kwargs):
-        fd = real_open(path, flags, *args, **kwargs)
-        status = os.fstat(fd)
-        opened.append((status.st_dev, status.st_ino))
-        return fd
-
     monkeypatch.setattr(graph_io, "_external_location", check_then_swap)
-    monkeypatch.setattr(os, "open", spy)
+    opened = record_opened_files(monkeypatch)
     with pytest.raises(InputError) as refused:
         read_model(source)
     assert str(refused.value) == (
@@ -566,16 +558,7 @@ def test_the_model_folder_swapped_after_the_model_read_is_never_read_from(when, 
             swap()
             return found
         monkeypatch.setattr(graph_io, "_external_location", check_then_swap)
-    opened = []
-    real_open = os.open
-
-    def spy(path, flags, *args, **kwargs):
-        fd = real_open(path, flags, *args, **kwargs)
-        status = os.fstat(fd)
-        opened.append((status.st_dev, status.st_ino))
-        return fd
-
-    monkeypatch.setattr(os, "open", spy)
+    opened = record_opened_files(monkeypatch)
     with pytest.raises(InputError) as refused:
         read_model(source)
     assert str(refused.value) == (

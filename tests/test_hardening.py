@@ -22,6 +22,7 @@ import onnx.parser
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
+from file_spies import record_opened_files
 from test_cli import REPO, apply_cli, assert_one_line_error
 
 from passes.files import (DestinationError, atomic_target, check_destination, check_folder_destination,
@@ -186,8 +187,6 @@ def test_a_reference_beside_swapped_after_its_link_check_is_never_read(swap, tmp
     read again by its path (np.load): swapped for a link to a file outside between the two, that file was read
     and verified against, exit 0. Now it is opened from the folder without following links and must be the file
     checked (device, inode): one line, exit 2 (BadInput), the outside file never opened, nothing written."""
-    import builtins
-
     import pipelines.compiler as compiler
     from pipelines import BadInput, compile_model
     model_path, arrays = _tiny_model_beside_a_folder(tmp_path)
@@ -205,27 +204,8 @@ def test_a_reference_beside_swapped_after_its_link_check_is_never_read(swap, tmp
             np.savez(tmp_path / "m" / "naive.ref.npz", **arrays)
         return found
 
-    opened = []
-    real_os_open, real_open = os.open, builtins.open
-
-    def record(fd):
-        status = os.fstat(fd)
-        opened.append((status.st_dev, status.st_ino))
-
-    def os_open_spy(path, flags, *args, **kwargs):
-        fd = real_os_open(path, flags, *args, **kwargs)
-        record(fd)
-        return fd
-
-    def open_spy(file, *args, **kwargs):
-        handle = real_open(file, *args, **kwargs)
-        if hasattr(handle, "fileno"):
-            record(handle.fileno())
-        return handle
-
     monkeypatch.setattr(compiler, "checked_beside", check_then_swap)
-    monkeypatch.setattr(os, "open", os_open_spy)
-    monkeypatch.setattr(builtins, "open", open_spy)
+    opened = record_opened_files(monkeypatch, builtin_open=True)
     out = tmp_path / "m" / "out.onnx"
     with pytest.raises(BadInput) as refused:
         compile_model(model_path, "eliminate-dead-nodes", output=out)
@@ -257,17 +237,8 @@ def test_a_reference_beside_the_model_in_a_folder_swapped_after_the_model_read_i
         (tmp_path / "m").symlink_to(tmp_path / "elsewhere")
         return loaded
 
-    opened = []
-    real_os_open = os.open
-
-    def os_open_spy(path, flags, *args, **kwargs):
-        fd = real_os_open(path, flags, *args, **kwargs)
-        status = os.fstat(fd)
-        opened.append((status.st_dev, status.st_ino))
-        return fd
-
     monkeypatch.setattr(compiler, "read_model", read_then_swap)
-    monkeypatch.setattr(os, "open", os_open_spy)
+    opened = record_opened_files(monkeypatch)
     with pytest.raises(BadInput) as refused:
         compile_model(model_path, "eliminate-dead-nodes", output=tmp_path / "out.onnx")
     monkeypatch.undo()
