@@ -172,3 +172,18 @@ def test_only_the_layout_transposes_of_the_ss2d_region_are_freed():
     assert tool.free_layout(model) == 2
     assert [node.op_type for node in model.graph.node] == ["Reshape", "Conv", "Transpose", "Conv", "Reshape", "Reshape",
                                                            "LayerNormalization", "Transpose", "LayerNormalization", "Add"]
+
+
+@pytest.mark.parametrize("spoiled, message", [
+    ("v2-no-flips-swaps.onnx", "INVALID_PROTOBUF"),
+    ("weights.json", "cannot unpack non-iterable int object"),
+])
+def test_a_spoiled_variants_folder_is_one_line_and_exit_2(variants, tmp_path, capsys, spoiled, message):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(variants, folder)
+    (folder / spoiled).write_text('{"w": 3}' if spoiled.endswith(".json") else "garbage")
+    assert tool.main(["--time", str(folder), "--rounds", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder}: ") and message in err and err.count("\n") == 1

@@ -201,7 +201,11 @@ def time_variants(folder: Path, rounds: int, threads: int) -> list[tuple[str, fl
     a round with the order rotated round by round."""
     import onnxruntime as ort
 
-    spec = json.loads((folder / SPEC).read_text())
+    from passes.files import read_regular_file
+
+    # read once as bytes, a regular file each (a pipe or /dev/zero put there is refused, not waited on)
+    models = {name: read_regular_file(folder / f"{name}.onnx") for name in VARIANTS}
+    spec = json.loads(read_regular_file(folder / SPEC))
     weights = {name: np.random.default_rng(index).normal(mean, std, shape).astype(np.float32)
                for index, (name, (shape, mean, std)) in enumerate(sorted(spec.items()))}
     sessions = {}
@@ -210,7 +214,7 @@ def time_variants(folder: Path, rounds: int, threads: int) -> list[tuple[str, fl
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(models[name], options, providers=["CPUExecutionProvider"])
         feeds = {}
         for spec_input in session.get_inputs():
             if spec_input.name in weights:
@@ -247,7 +251,11 @@ def main(argv=None) -> int:
             parser.error(f"{printable(args.time)} lacks {', '.join(missing)}: write it with --out first")
         import onnxruntime as ort
 
-        rows = time_variants(args.time, args.rounds, args.threads)
+        try:
+            rows = time_variants(args.time, args.rounds, args.threads)
+        except Exception as error:   # a file no regular file, a spec no JSON of ours, a model ONNX Runtime refuses
+            sys.stderr.write(f"error: {printable(args.time)}: {printable(error, None)}\n")
+            return 2
         print(f"# ONNX Runtime {ort.__version__}, {args.threads} threads, spinning off, {args.rounds} interleaved "
               f"rounds; {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable")
         base = rows[0][1]
