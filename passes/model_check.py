@@ -493,15 +493,16 @@ def local_functions_refused(path) -> str | None:
     return None
 
 
-def model_for_runtime(path, what: str = "model") -> bytes:
-    """The model file at ``path`` as a tool hands it to ONNX Runtime: read once (``graph_io.read_model``: a regular
-    file, opened once; its external data read from its folder only, without following a link), its local functions
-    checked (``local_functions_refused``'s rule), serialized. InputError (one line) otherwise. A tool that handed
-    ONNX Runtime the path after checking it had the file opened again by name: a named pipe put in its place
-    between the two held the tool for ever (adv22's leftover, adv23), and ONNX Runtime resolved the external data
-    itself."""
+def runtime_model(path, what: str = "model") -> onnx.ModelProto:
+    """The model file at ``path`` read once as a tool hands it to a runtime (``graph_io.read_model``: a regular
+    file, opened once; its external data read from its folder only, without following a link, and held in the
+    model, which then refers to no file), its local functions checked (``local_functions_refused``'s rule).
+    InputError (one line) otherwise. Everything a tool does with the model (its interface, ONNX Runtime's run,
+    a copy for another compiler) comes from this one read: a tool that handed ONNX Runtime the path after checking
+    it had the file opened again by name, and a named pipe or another file put in its place between the two was
+    what ran (adv22's leftover, adv23; tools.tpu_check and tools.bench's rows, adv24)."""
     from passes.files import input_file_problem
-    from passes.graph_io import read_model, serialized_model
+    from passes.graph_io import read_model
 
     problem = input_file_problem(path, what)
     if problem:
@@ -511,10 +512,22 @@ def model_for_runtime(path, what: str = "model") -> bytes:
         check_local_functions(model)
     except InvalidModelError as error:
         raise InputError(f"{printable(path)}: {error}") from None
+    return model
+
+
+def runtime_bytes(model: onnx.ModelProto, path) -> bytes:
+    """``runtime_model``'s model serialized for ONNX Runtime (or a copy on disk); InputError past protobuf's 2 GiB."""
+    from passes.graph_io import serialized_model
+
     data, size = serialized_model(model)
     if data is None:   # (read_model refuses a model past 2 GiB with its data: kept for a model that grew)
         raise InputError(f"{printable(path)}: {size:,} bytes, past protobuf's 2 GiB")
     return data
+
+
+def model_for_runtime(path, what: str = "model") -> bytes:
+    """``runtime_model`` serialized: the bytes ONNX Runtime is given instead of the path."""
+    return runtime_bytes(runtime_model(path, what), path)
 
 
 def _check_function_calls(model: onnx.ModelProto) -> None:

@@ -1315,8 +1315,9 @@ def test_tools_refuse_a_model_onnx_runtime_cannot_run_in_one_line(tool, case, tm
     extra = ["--workdir", str(workdir)] if tool == "tpu_check" else ["--runs", "1"]
     result = subprocess.run([sys.executable, "-m", f"tools.{tool}", str(model), *extra], capture_output=True,
                             text=True, cwd=REPO, timeout=120)
-    # (ort_profile reads the model and its data itself since adv23, and hands ONNX Runtime the bytes: refused there)
-    read_first = tool == "ort_profile" and case == "data-outside-its-folder"
+    # (ort_profile since adv23 and tpu_check since adv24 read the model and its data themselves, and hand ONNX Runtime
+    # what they read: refused there)
+    read_first = case == "data-outside-its-folder"
     assert_one_line_error(result, 2, "'..' leaves the model's folder; refused" if read_first else "ONNX Runtime cannot")
     assert "\x1b" not in result.stderr and result.stderr.count("\n") <= 2, result.stderr
     assert not workdir.exists()

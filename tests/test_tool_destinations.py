@@ -534,3 +534,26 @@ def test_variants_table_shows_an_unknown_variant_escaped_in_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: unknown variant(s) x\\nerror: fake\\x1b[2J; known: base, ") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_never_writes_a_rows_log_through_a_link_planted_in_its_workdir(tmp_path):
+    """adv24: tools.bench wrote each row's compile log (WORK/<row>.log) with Path.write_text, so a link planted at that
+    name in a reused --workdir had the log written through it into the file it led to. Now the log goes through an
+    exclusive temporary renamed over the name: the link is replaced, its target kept."""
+    import onnx
+    from onnx import parser
+
+    from scan_testing import TINY_MODEL_TEXT
+    from tools.bench_rows import compile_pipeline
+
+    naive = tmp_path / "naive.onnx"
+    onnx.save(parser.parse_model(TINY_MODEL_TEXT), naive)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "cpu.log").symlink_to(victim)
+    build = compile_pipeline(naive, "eliminate-dead-nodes", work / "cpu.onnx", work / "cpu.log")
+    assert build.ok
+    assert victim.read_text() == "keep me"
+    assert not (work / "cpu.log").is_symlink() and "eliminate-dead-nodes" in (work / "cpu.log").read_text()

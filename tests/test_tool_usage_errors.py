@@ -2,6 +2,7 @@
 and exit 2 (passes.one_line.OneLineArgumentParser), never argparse's usage block or a traceback.
 
 The modules are found, not listed: a new tool with a parser is checked the day it is added."""
+import os
 import re
 import subprocess
 import sys
@@ -345,3 +346,86 @@ def test_eval_digits_runs_the_model_it_read_not_the_path_again(tmp_path, monkeyp
     monkeypatch.setattr(ort_worker, "call_capped", replace_then_call)
     x = np.array([[-1, 2, -3, 4]] * 3, np.float32)
     np.testing.assert_array_equal(onnx_predict(model, x, batch=2), np.maximum(x, 0))
+
+
+def test_tpu_check_runs_and_compiles_the_model_it_read_not_the_path_again(tmp_path, monkeypatch):
+    """adv24 (s35's leftover): tools.tpu_check read the model's interface by its path, handed ONNX Runtime the path
+    for the reference run and tpu-mlir the path again: a file put in its place after the check was what ran ('ONNX
+    Runtime cannot run': exit 2 here; a model of the same interface ran unchecked) and what was compiled. Now the
+    model is read once (passes.model_check.runtime_model); ONNX Runtime gets that ModelProto and tpu-mlir this run's
+    copy of its bytes in the workdir."""
+    import numpy as np
+    import onnx
+
+    from tools import tpu_check
+    from tools import tpu_toolchain as tc
+
+    model = tmp_path / "m.onnx"
+    original = onnx.parser.parse_model(RELU_MODEL_TEXT.replace("[N, 4]", "[3, 4]"))
+    onnx.save(original, model)
+    real_make_inputs = tpu_check.make_inputs
+
+    def replace_then_make_inputs(*args, **kwargs):
+        model.write_bytes(b"no model any more\xff")
+        return real_make_inputs(*args, **kwargs)
+
+    given = []
+
+    class Stop(Exception):
+        pass
+
+    def first_step(self, name, command, cwd, env, log, timeout):
+        given.append((command, Path(cwd)))
+        raise Stop
+
+    monkeypatch.setattr(tpu_check, "make_inputs", replace_then_make_inputs)
+    monkeypatch.setattr(tc, "venv_dir", lambda venv: tmp_path / "venv")
+    monkeypatch.setattr(tc, "is_installed", lambda venv: True)
+    monkeypatch.setattr(tc, "tool_environment", lambda venv: {})
+    monkeypatch.setattr(tpu_check.Display, "run", first_step)
+    work = tmp_path / "work"
+    args = tpu_check.build_parser().parse_args([str(model), "--workdir", str(work)])
+    from rich.console import Console
+    with pytest.raises(Stop):
+        tpu_check.check(args, console=Console(file=open(os.devnull, "w")))
+    feeds, outputs = np.load(work / "input.npz"), np.load(work / "onnxruntime_outputs.npz")
+    np.testing.assert_array_equal(outputs["y"], np.maximum(feeds["input"], 0))
+    (command, cwd), = given
+    model_def = command[command.index("--model_def") + 1]
+    assert onnx.load(str(cwd / model_def)).graph.node[0].op_type == "Relu"
+    assert (cwd / model_def).resolve() != model.resolve()
+
+
+@pytest.mark.parametrize("call", ["tools.bench_rows:OnnxRunner", "tools.bench_mamba:_ort_runner",
+                                  "tools.variants_table:_run"])
+def test_bench_sessions_run_the_graph_they_checked_not_the_path_again(tmp_path, monkeypatch, call):
+    """adv24 (s35's leftover): tools.bench's rows, tools.bench_mamba and tools.variants_table checked the graph's local
+    functions by its path, then gave ONNX Runtime the path: a file put in its place between the two (a --workdir's
+    graph may be anyone's) was what ran, unchecked. Now the graph is read once (model_for_runtime) and ONNX Runtime
+    given those bytes."""
+    import importlib
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    module_name, function = call.split(":")
+    module = importlib.import_module(module_name)
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(RELU_MODEL_TEXT), model)
+    x = np.array([[-1, 2, -3, 4]], np.float32)
+    np.savez(tmp_path / "m.ref.npz", input=x, y=np.maximum(x, 0))
+    real_session = ort.InferenceSession
+
+    def replace_then_load(*args, **kwargs):
+        model.write_bytes(b"no model any more\xff")
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", replace_then_load)
+    if function == "OnnxRunner":
+        np.testing.assert_array_equal(module.OnnxRunner(model, 1).run(x), np.maximum(x, 0))
+    elif function == "_ort_runner":
+        run, _ = module._ort_runner(model, 1)
+        np.testing.assert_array_equal(run(x), np.maximum(x, 0))
+    else:
+        assert module._run(model, tmp_path / "m.ref.npz") == 0.0

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from passes.files import DestinationError, read_text_file, write_text_atomic
-from passes.model_check import InvalidModelError, local_functions_refused
+from passes.graph_io import InputError, save_model_atomic
+from passes.model_check import InvalidModelError, model_for_runtime
 from passes.one_line import OneLineArgumentParser, folder_path, one_line, positive_int, printable, seed_int, thread_count
 from passes.relative_error import relative_l2
 from tools import bench_report as report
@@ -56,20 +57,23 @@ def scan_removed(naive: Path, output: Path) -> None:
         zeros = gs.Constant(f"scan{index}_removed", np.zeros(shape, dtype=np.float32))
         graph.nodes.append(gs.Node("Identity", name=f"scan{index}_removed", inputs=[zeros], outputs=[rec.output]))
     graph.cleanup().toposort()
-    onnx.save(gs.export_onnx(graph), str(output))
+    save_model_atomic(gs.export_onnx(graph), output)   # never through a link planted in a reused --workdir (adv24)
 
 
 def _ort_runner(path: Path, threads: int):
     import onnxruntime as ort
 
-    refused = local_functions_refused(path)   # --workdir's graphs may be anyone's (--reuse-compiled, a reused export)
-    if refused:   # ONNX Runtime would inline them in native code, past SIGTERM
-        raise InvalidModelError(refused)
+    # --workdir's graphs may be anyone's (--reuse-compiled, a reused export): read once and checked (local functions
+    # ONNX Runtime would inline in native code, past SIGTERM), ONNX Runtime given those bytes, never the path again
+    try:
+        data = model_for_runtime(path)
+    except InputError as error:
+        raise InvalidModelError(str(error)) from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     started = time.perf_counter()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     created = time.perf_counter() - started
     return (lambda ids: session.run(None, {INPUT_NAME: ids})[0]), created
 

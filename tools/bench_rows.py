@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from passes.files import write_text_atomic
 from passes.relative_error import relative_l2
 
 INPUT_NAME = "input"
@@ -197,7 +198,8 @@ def compile_pipeline(naive: Path, pipeline: str, output: Path, log_path: Path, *
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
             ok, message, text = child.submit(_compile_and_log, str(naive), pipeline, str(output)).result()
     seconds = time.perf_counter() - t0
-    log_path.write_text(f"compile_model({str(naive)!r}, {pipeline!r}, output={str(output)!r})\n{text}\n")
+    # --workdir may be reused or anyone's: a link planted at the log's name is replaced, never written through (adv24)
+    write_text_atomic(log_path, f"compile_model({str(naive)!r}, {pipeline!r}, output={str(output)!r})\n{text}\n", "log")
     return PipelineBuild(ok and output.exists(), seconds, message, log_path)
 
 
@@ -239,16 +241,21 @@ class OnnxRow:
         return None
 
 
-def _refuse_local_functions(path: Path) -> None:
-    """BenchError where ONNX Runtime must not load the graph for its local functions (past the compiler's
-    expansion cap, a cycle): it inlines every call while it loads it, in native code that SIGTERM does
-    not interrupt. A graph in --workdir may be anyone's (reused, planted). (OpenVINO refuses local
-    functions: 'No conversion rule found for operations'.)"""
-    from passes.model_check import local_functions_refused
+def checked_model_bytes(path: Path) -> bytes:
+    """The graph at ``path`` read once, as the compiler reads a model (passes.model_check.model_for_runtime: a
+    regular file, its external data from its folder only, its local functions within the compiler's expansion cap
+    and without a cycle), serialized for ONNX Runtime; BenchError (one line) otherwise. A graph in --workdir may be
+    anyone's (reused, planted): ONNX Runtime given the path opened it again after the check (adv24: a file put in
+    its place between the two was what ran, unchecked), and inlined local functions past the cap in native code that
+    SIGTERM does not interrupt (adv9). (OpenVINO refuses local functions: 'No conversion rule found for
+    operations'.)"""
+    from passes.graph_io import InputError
+    from passes.model_check import model_for_runtime
 
-    refused = local_functions_refused(path)
-    if refused:
-        raise BenchError(refused)
+    try:
+        return model_for_runtime(path)
+    except InputError as error:
+        raise BenchError(str(error)) from None
 
 
 class OnnxRunner(OnnxRow):
@@ -257,7 +264,7 @@ class OnnxRunner(OnnxRow):
     def __init__(self, path: Path, threads: int, spinning: bool = False):
         import onnxruntime as ort
 
-        _refuse_local_functions(path)   # before the session's timer
+        data = checked_model_bytes(path)   # before the session's timer: it times ONNX Runtime's load of the bytes
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -265,7 +272,7 @@ class OnnxRunner(OnnxRow):
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3
         t0 = time.perf_counter()
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.session_seconds = time.perf_counter() - t0
         self.output_name = self.session.get_outputs()[0].name
         dim0 = next(i for i in self.session.get_inputs() if i.name == INPUT_NAME).shape[0]

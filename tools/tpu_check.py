@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from passes.files import DestinationError, input_file_problem, write_text_atomic
+from passes.files import DestinationError, atomic_open, input_file_problem, write_text_atomic
 from passes.interrupts import exit_code, sigterm_as_interrupt
 from passes.one_line import OneLineArgumentParser, number_text, one_line, positive_int, printable, rich_text
 from passes.relative_error import relative_l2
@@ -117,14 +117,17 @@ def _finite_or_null(value: Any) -> Any:
 
 # --- inputs and the ONNX Runtime reference ------------------------------------------------
 
-def model_interface(path: Path):
+def model_interface(model_or_path):
+    """(inputs as (name, static dims, dtype), output names, node count) of a model (``check``'s: the one read), or
+    of the file at a path (its external data not read)."""
     import onnx
 
     from passes.graph_io import fed_inputs
     from passes.model_check import InvalidModelError, check_local_functions
     from passes.verify import MAX_RANDOM_FEED_RANK
 
-    model = onnx.load(str(path), format="protobuf", load_external_data=False)
+    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else \
+        onnx.load(str(model_or_path), format="protobuf", load_external_data=False)
     try:   # before ONNX Runtime inlines them, past any interrupt (passes.apply's own check)
         check_local_functions(model)
     except InvalidModelError as error:
@@ -163,12 +166,13 @@ def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise UsageError(f"{what} {printable(path)}: {error}") from None
 
 
-def _index_bounds(path: Path) -> dict[str, int]:
+def _index_bounds(model_or_path) -> dict[str, int]:
     import onnx
 
     from tools.tpu_calibration import index_bounds
 
-    return index_bounds(onnx.load(str(path), format="protobuf", load_external_data=False))
+    return index_bounds(model_or_path if isinstance(model_or_path, onnx.ModelProto) else
+                        onnx.load(str(model_or_path), format="protobuf", load_external_data=False))
 
 
 def make_inputs(interface, sample: Optional[Path], bounds: Optional[dict[str, int]] = None) -> dict[str, np.ndarray]:
@@ -225,17 +229,17 @@ def calibration_samples(interface, path: Path, count: Optional[int]) -> list[dic
     return [{name: stored[name][i].astype(dtype) for name, _, dtype in interface} for i in range(samples)]
 
 
-def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray], timeout: float | None = None) -> dict[str, np.ndarray]:
+def onnxruntime_outputs(model, feeds: dict[str, np.ndarray], timeout: float | None = None) -> dict[str, np.ndarray]:
     """The model's outputs from ONNX Runtime, run as verification runs it (passes.verify.run_model):
     in a child process under a memory cap, which SIGTERM and Ctrl-C end at once. In this process a
     Loop whose trip count is the input's value held the tool past SIGTERM, and a size taken from the
-    input's values allocated what it asked for. ONNX Runtime loads the file (its own check keeps
-    external data inside the model's folder); VerificationError (one line) if it cannot run it, or not
+    input's values allocated what it asked for. ``model``: the ModelProto ``check`` read once (its external
+    data from its folder only, held in it), never the path again; VerificationError (one line) if it cannot run it, or not
     within ``timeout`` seconds (--timeout: a Loop of 10^9 trips held the tool for hours before its first
     tpu-mlir step, whose --timeout it had)."""
     from passes.verify import run_model
 
-    return run_model(path, feeds, timeout=timeout)
+    return run_model(model, feeds, timeout=timeout)
 
 
 def worst_match(matches: list[OutputMatch]) -> tuple[float, float]:
@@ -318,6 +322,7 @@ def _safe_name(path: Path) -> str:
 
 
 WORKDIR_MARK = ".tpu_check"   # in every --workdir this tool made; only such a folder is emptied
+CHECKED_MODEL_NAME = "checked-model.onnx"   # the model as read and checked, given to tpu-mlir (no {name}* file has a "-")
 
 
 def prepare_workdir(workdir: Path, kept: list[tuple[str, Path]]) -> None:
@@ -353,10 +358,19 @@ def _check_input_file(path, what: str) -> None:
 
 
 def check(args, console) -> tuple[Verdict, int]:
+    from passes.graph_io import InputError
+    from passes.model_check import runtime_bytes, runtime_model
+
     model_path = Path(args.model).resolve()
     _check_input_file(args.model, "model")
     try:
-        interface, output_names, nodes = model_interface(model_path)
+        # Read once: the interface, ONNX Runtime's reference and tpu-mlir's copy all come from these bytes (adv24:
+        # each opened the path again, so a file put in its place after the check was what ran and was compiled).
+        model = runtime_model(args.model)
+        interface, output_names, nodes = model_interface(model)
+        model_bytes = runtime_bytes(model, args.model)
+    except InputError as error:
+        raise UsageError(str(error)) from None
     except UsageError:
         raise
     except Exception as error:
@@ -381,13 +395,13 @@ def check(args, console) -> tuple[Verdict, int]:
     read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
             ("the quantization table", Path(args.qtable) if args.qtable not in QTABLE_KINDS else None),
             ("the working directory", Path.cwd())]
-    bounds = None if sample else _index_bounds(model_path)
+    bounds = None if sample else _index_bounds(model)
     feeds = make_inputs(interface, sample, bounds)   # bad npz files are refused before the workdir is touched
     calibration_set = calibration_samples(interface, calibration, args.calibration_count) if calibration else []
     from passes.verify import RunTimedOut
 
     try:   # before the workdir is touched: a model ONNX Runtime refuses is bad input, not a traceback
-        reference = onnxruntime_outputs(model_path, feeds, args.timeout)
+        reference = onnxruntime_outputs(model, feeds, args.timeout)
     except RunTimedOut:
         raise UsageError(f"ONNX Runtime's reference run of {printable(args.model)} did not end within "
                          f"{args.timeout:g} s (--timeout); its process was killed") from None
@@ -400,6 +414,9 @@ def check(args, console) -> tuple[Verdict, int]:
                       nodes=nodes, cosine_threshold=threshold, workdir=str(workdir))
     tc.save_npz(workdir / "input.npz", feeds)
     tc.save_npz(workdir / "onnxruntime_outputs.npz", reference)
+    checked_copy = workdir / CHECKED_MODEL_NAME   # tpu-mlir reads a path: this run's copy of what was checked
+    with atomic_open(checked_copy, "wb", "the checked model's copy") as copy:
+        copy.write(model_bytes)
 
     venv = tc.venv_dir(args.venv)
     with Display(console) as display:
@@ -411,7 +428,7 @@ def check(args, console) -> tuple[Verdict, int]:
                 raise SetupFailed(tc.failure_reason((workdir / "setup.log").read_text(errors="replace")))
         env = tc.tool_environment(venv)
 
-        transform = ["model_transform", "--model_name", name, "--model_def", str(model_path),
+        transform = ["model_transform", "--model_name", name, "--model_def", CHECKED_MODEL_NAME,
                      "--test_input", "input.npz", "--test_result", f"{name}_top_outputs.npz", "--mlir", f"{name}.mlir"]
         if not args.tpu_onnxsim:
             transform += ["--do_onnx_sim", ""]  # argparse type=bool: only an empty string is False
@@ -428,7 +445,7 @@ def check(args, console) -> tuple[Verdict, int]:
         deploy = ["model_deploy", "--mlir", f"{name}.mlir", "--chip", args.chip, "--quantize", quantize,
                   "--model", bmodel.name]
         if quantize == "INT8":
-            failed = _calibrate(verdict, calibration_set, args, name, workdir, env, display, model_path)
+            failed = _calibrate(verdict, calibration_set, args, name, workdir, env, display, model_path, model)
             if failed is not None:
                 return verdict, failed
             deploy += ["--calibration_table", f"{name}_cali_table"]
@@ -484,7 +501,8 @@ class SetupFailed(Exception):
     pass
 
 
-def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, display, model_path: Path) -> Optional[int]:
+def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, display, model_path: Path,
+               model) -> Optional[int]:
     """run_calibration over the samples, then the quantization table; an exit code if it failed."""
     from tools import tpu_qtable
 
@@ -506,15 +524,12 @@ def _calibrate(verdict: Verdict, samples, args, name: str, workdir: Path, env, d
     if args.qtable not in ("auto", "projections"):
         verdict.qtable = str(Path(args.qtable).resolve())
         return None
-    import onnx
-
-    model = onnx.load(str(model_path), format="protobuf", load_external_data=False)
     table = tpu_qtable.quantization_table(model, tpu_qtable.mlir_op_names((workdir / f"{name}.mlir").read_text()),
                                           args.float_mode, tc.NPU_LANES.get(args.chip, tpu_qtable.DEFAULT_LANES),
                                           projections_only=args.qtable == "projections")
     for *_, node in table:
         verdict.float_ops[node.why] = verdict.float_ops.get(node.why, 0) + 1
-    (workdir / f"{name}_qtable").write_text(tpu_qtable.format_table(table, model_path.name))
+    write_text_atomic(workdir / f"{name}_qtable", tpu_qtable.format_table(table, model_path.name), "quantization table")
     verdict.qtable = str(workdir / f"{name}_qtable")
     return None
 

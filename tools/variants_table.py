@@ -226,15 +226,17 @@ class Compiled:
 def _run(path: Path, npz: Path) -> float:
     import onnxruntime as ort
 
-    from passes.model_check import local_functions_refused
+    from passes.graph_io import InputError
+    from passes.model_check import model_for_runtime
 
-    refused = local_functions_refused(path)   # ONNX Runtime would inline them in native code, past SIGTERM
-    if refused:
-        raise RuntimeError(refused)
+    try:   # read once and checked (local functions ONNX Runtime would inline past SIGTERM); the bytes run, not the path
+        model = model_for_runtime(path)
+    except InputError as error:
+        raise RuntimeError(str(error)) from None
     data = np.load(npz)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
     return relative_l2(session.run([output], {session.get_inputs()[0].name: data[session.get_inputs()[0].name]})[0],
                   data[output])
