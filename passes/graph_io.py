@@ -139,9 +139,31 @@ def model_and_data_files(path: str | os.PathLike, role: str = "model") -> list[t
         model = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
     except Exception:
         return files
+    return files + [(f"external data file of the {role}", file) for file in external_data_files(path, model)]
+
+
+def location_parts(location: str) -> list[str]:
+    """The path components of an external data ``location`` as the model is read (``_external_location``): a
+    backslash separates them as a slash does (a model written on Windows says ``sub\\w.bin``). Every list of the
+    files a model reads goes through here, so that a check that nothing read is written over names the file that
+    is read (adv24: ``sub\\w.bin`` was read as sub/w.bin but listed as a file named ``sub\\w.bin``, so
+    ``tools.tpu_calibration synthetic m.onnx -o sub/w.bin`` wrote over the model's weights)."""
+    return location.replace("\\", "/").split("/")
+
+
+def external_data_files(path: str | os.PathLike, model: onnx.ModelProto) -> list[Path]:
+    """The external data files that ``model`` (the structure of the file at ``path``) names, each once, as paths
+    beside ``path`` (``location_parts``) and, where it differs, as the location says it (ONNX Runtime on Linux reads
+    ``sub\\w.bin`` as one name; an absolute location names its own file), for the checks that a tool writes over
+    none of them. Locations no reader takes (empty, with a NUL) are left out."""
     locations = {entry.value for tensor in all_tensors(model) if uses_external_data(tensor)
                  for entry in tensor.external_data if entry.key == "location" and entry.value and "\x00" not in entry.value}
-    return files + [(f"external data file of the {role}", Path(path).parent / location) for location in sorted(locations)]
+    files: list[Path] = []
+    for location in sorted(locations):
+        for file in (Path(path).parent.joinpath(*location_parts(location)), Path(path).parent / location):
+            if file not in files:
+                files.append(file)
+    return files
 
 
 def all_graphs(graph: onnx.GraphProto):
@@ -231,7 +253,7 @@ def _external_location(folder: Path, location: str, tensor_name: str) -> tuple[s
     shown = f"external data '{printable(location)}' of tensor '{printable(tensor_name)}'"
     if not location or "\x00" in location:
         raise InputError(f"{shown}: empty or invalid location")
-    parts = location.replace("\\", "/").split("/")
+    parts = location_parts(location)
     if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
         raise InputError(f"{shown}: absolute locations are refused (data must sit in the model's folder)")
     if ".." in parts:

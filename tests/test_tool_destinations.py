@@ -536,6 +536,64 @@ def test_variants_table_shows_an_unknown_variant_escaped_in_one_line(tmp_path, c
     assert list(tmp_path.iterdir()) == []
 
 
+def _model_with_backslash_location(folder: Path) -> Path:
+    """m.onnx whose weight's external data location is 'sub\\w.bin' (a Windows export), sub/w.bin its bytes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    (folder / "sub").mkdir()
+    (folder / "sub" / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    weight = onnx.TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "sub\\w.bin"), ("offset", "0"), ("length", "16")):
+        weight.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=[weight])
+    path = folder / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("tool", ["tpu_calibration", "diffview", "ort_profile"])
+def test_a_backslash_location_names_the_file_that_is_read_to_the_destination_checks(tool, tmp_path, capsys):
+    """adv24 (s35's leftover): the model is read with 'sub\\w.bin' as sub/w.bin (graph_io._external_location), but the
+    tools' check that they write over nothing the model names (model_and_data_files, diffview's own list) took it as
+    one file named 'sub\\w.bin': 'tools.tpu_calibration synthetic m.onnx -o sub/w.bin' wrote its npz over the
+    model's weights, exit 0; diffview's page and ort_profile's --json likewise. Both lists now split the location
+    as the reading does (graph_io.location_parts)."""
+    import importlib
+
+    model = _model_with_backslash_location(tmp_path)
+    weights = tmp_path / "sub" / "w.bin"
+    kept = weights.read_bytes()
+    argv = {"tpu_calibration": ["synthetic", str(model), "-o", str(weights)],
+            "diffview": [str(model), str(model), "-o", str(weights)],
+            "ort_profile": [str(model), "--runs", "1", "--threads", "1", "--json", str(weights)]}[tool]
+    assert importlib.import_module(f"tools.{tool}").main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "which this run reads" in err, err
+    assert weights.read_bytes() == kept
+
+
+def test_a_windows_location_that_climbs_out_is_refused_and_listed_both_ways(tmp_path):
+    """'..\\x' is '../x' to the reading (refused: it leaves the folder) and to the destination checks, which list
+    the name ONNX Runtime on Linux would read too (one file named '..\\x' beside the model)."""
+    import onnx
+
+    from passes.graph_io import InputError, external_data_files, read_model
+
+    model_path = _model_with_backslash_location(tmp_path)
+    model = onnx.load(str(model_path), load_external_data=False)
+    model.graph.initializer[0].external_data[0].value = "..\\secret.bin"
+    (tmp_path.parent / "secret.bin").write_bytes(bytes(16))
+    onnx.save(model, model_path)
+    with pytest.raises(InputError, match=r"external data '\.\.\\secret\.bin' of tensor 'w': '\.\.' leaves the "
+                                         r"model's folder; refused"):
+        read_model(model_path)
+    assert external_data_files(model_path, model) == [tmp_path / ".." / "secret.bin", tmp_path / "..\\secret.bin"]
+
+
 def test_bench_never_writes_a_rows_log_through_a_link_planted_in_its_workdir(tmp_path):
     """adv24: tools.bench wrote each row's compile log (WORK/<row>.log) with Path.write_text, so a link planted at that
     name in a reused --workdir had the log written through it into the file it led to. Now the log goes through an

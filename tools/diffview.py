@@ -51,13 +51,9 @@ def _load(path: str) -> onnx.ModelProto:
 
 def _data_files(path: str, model: onnx.ModelProto) -> list[tuple[str, Path]]:
     """The external data files ``model`` (read from ``path``) names, as (role, path) pairs."""
-    from onnx.external_data_helper import uses_external_data
+    from passes.graph_io import external_data_files
 
-    from passes.graph_io import all_tensors
-
-    locations = {entry.value for tensor in all_tensors(model) if uses_external_data(tensor)
-                 for entry in tensor.external_data if entry.key == "location" and entry.value and "\x00" not in entry.value}
-    return [(f"external data file of {printable(path)}", Path(path).parent / location) for location in sorted(locations)]
+    return [(f"external data file of {printable(path)}", file) for file in external_data_files(path, model)]
 
 
 def diff_models(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[dict, Counter, Counter]:
