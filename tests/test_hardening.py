@@ -1141,6 +1141,24 @@ def test_tpu_check_never_empties_a_relative_workdir_holding_the_model(tmp_path, 
     assert (tmp_path / "w" / "m.onnx").read_bytes() == b"model"
 
 
+def test_tpu_check_never_empties_a_workdir_holding_the_models_weights(tmp_path, capsys):
+    """adv24: tools.tpu_check kept from its --workdir's emptying the model, its npz files and the working folder, not
+    the model's external data: a workdir an earlier run made (marked) that holds the model's weights now (m.onnx
+    beside it, its data in w/w.bin, --workdir w) was emptied, the weights with it (after they were read: the run went
+    on). Now refused, nothing touched."""
+    from tools import tpu_check
+    from tools.tpu_check import WORKDIR_MARK
+
+    model = save_with_data(tmp_path, top_weight_model("w/w.bin"), data_name=None)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "w.bin").write_bytes(WEIGHT.tobytes())
+    (tmp_path / "w" / WORKDIR_MARK).write_text("made by tools.tpu_check\n")
+    assert tpu_check.main([str(model), "--workdir", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == (f"error: --workdir {tmp_path}/w holds an external data file of the model "
+                                       f"({tmp_path}/w/w.bin) and would be emptied; give another folder\n")
+    assert (tmp_path / "w" / "w.bin").read_bytes() == WEIGHT.tobytes()
+
+
 def test_a_destination_linking_to_an_open_file_is_refused(tmp_path, capsys):
     """Found by s14: 'tools.diffview a b -o /dev/stdout' with stdout redirected to a file passed the
     check (a link to a regular file) and the atomic rename replaced the link /dev/stdout itself with

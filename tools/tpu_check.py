@@ -392,7 +392,11 @@ def check(args, console) -> tuple[Verdict, int]:
     name = _safe_name(model_path)
     workdir = Path(args.workdir or f"out/tpu-check/{name}-{args.chip}-{quantize.lower()}"
                    f"{'-nolg' if args.no_layer_group else ''}").resolve()
-    read = [("the model", model_path), ("the input npz", sample), ("the calibration set", calibration),
+    # the model's external data too: read into memory by now, but the user's (adv24: a --workdir holding the weights
+    # and an earlier run's mark was emptied, the weights with it)
+    read = [("the model", model_path), *[("an external data file of the model", file) for _, file in
+                                         model_and_data_files(model_path)[1:]],
+            ("the input npz", sample), ("the calibration set", calibration),
             ("the quantization table", Path(args.qtable) if args.qtable not in QTABLE_KINDS else None),
             ("the working directory", Path.cwd())]
     bounds = None if sample else _index_bounds(model)
