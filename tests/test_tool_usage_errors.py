@@ -429,3 +429,25 @@ def test_bench_sessions_run_the_graph_they_checked_not_the_path_again(tmp_path, 
         np.testing.assert_array_equal(run(x), np.maximum(x, 0))
     else:
         assert module._run(model, tmp_path / "m.ref.npz") == 0.0
+
+
+def test_tpu_calibration_draws_from_the_one_model_it_read(tmp_path, monkeypatch):
+    """adv24: tools.tpu_calibration synthetic read the model's inputs by its path, then the tables its ids index by the
+    path again: a file swapped in between was read for the second (here no model: 'cannot read', exit 2; another
+    model: its bounds for the first one's inputs). Now one read serves both."""
+    import onnx
+
+    from tools import tpu_calibration, tpu_check
+
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(RELU_MODEL_TEXT.replace("[N, 4]", "[3, 4]")), model)
+    real_interface = tpu_check.model_interface
+
+    def interface_then_replace(*args, **kwargs):
+        interface = real_interface(*args, **kwargs)
+        model.write_bytes(b"no model any more\xff")
+        return interface
+
+    monkeypatch.setattr(tpu_check, "model_interface", interface_then_replace)
+    arrays = tpu_calibration.synthetic_set(model, 2, 0)
+    assert {name: array.shape for name, array in arrays.items()} == {"input": (2, 3, 4)}

@@ -56,18 +56,20 @@ def index_bounds(model) -> dict[str, int]:
 
 
 def synthetic_set(model_path: Path, count: int, seed: int) -> dict[str, np.ndarray]:
-    import onnx
-
+    from passes.graph_io import read_structure
     from tools.tpu_check import model_interface
 
     if count <= 0:
         raise ValueError(f"--count must be positive, got {count}")
-    interface, _, _ = model_interface(model_path)
+    # read once: the inputs' shapes and the tables their ids index from one model (adv24: each was read by path, so a
+    # file swapped in between gave one model's shapes and another's bounds, or a traceback-free 'cannot read')
+    model = read_structure(model_path)
+    interface, _, _ = model_interface(model)
     elements = count * sum(math.prod(shape) for _, shape, _ in interface)
     if elements > MAX_RANDOM_FEED_ELEMENTS:   # the compiler's cap on random inputs (passes.verify)
         raise ValueError(f"{count} samples of the model's inputs hold {elements:,} elements, too many to make "
                          f"(> {MAX_RANDOM_FEED_ELEMENTS:,})")
-    bounds = index_bounds(onnx.load(str(model_path), format="protobuf", load_external_data=False))
+    bounds = index_bounds(model)
     return random_inputs(interface, bounds, np.random.default_rng(seed), (count,), "give a calibration set of your own")
 
 
