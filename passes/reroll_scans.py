@@ -34,6 +34,11 @@ Concat's axis, as keepdim pieces; both put back where no re-rolled scan took the
 States stacked as they are beside the readout (`hs.append(h)` and `ys.append(y)` in one loop; an ONNX Loop's state
 scan output beside its readouts, written out by unroll-loops) are the form's states, moved to the stack's axis.
 
+A running maximum m_t = Max(m_{t-1} + w, k_t) that rescales linear steps (RWKV's stabiliser: patterns/running_max.py)
+is first computed for all steps by a max-plus scan (passes/running_max_scan.py), so that those steps' decays and drives
+are steps of tensors; their chains' states are read back where the loop read them (readout kind "gathered"), and the
+forms that invert a chunk's cumulative decay (OVERFLOWS_PAST) are refused them: such decays have no bound below.
+
 A backward chain (positions L-1 .. 0: `for t in reversed(range(L))`) is the forward scan of its
 decays and drives reversed along the scan axis: the form runs on those, its states are reversed back
 to position order for the readout, and a stack that holds y_{L-1} first is the readout reversed.
@@ -63,6 +68,7 @@ from passes.split_pieces import restore, slice_split_pieces
 from passes.step_axis_pieces import gather_kept_steps, restore as restore_kept_steps
 from passes.masked_steps import mask_steps, restore as restore_masked
 from passes.step_operands import replay_step_operands, restore as restore_step_operands
+from passes.running_max_scan import restore as restore_running_max, scan_running_maxima
 from patterns.buffer_writes import find_buffer_writes
 from patterns.graph_query import element_type, inputs_all_static, producer, toposort
 from patterns.indexing import known_axis_length
@@ -92,6 +98,13 @@ def _reversed(b: GraphBuilder, tensor: gs.Tensor, axis: int, output=None) -> gs.
 
 def _emit_readout(b: GraphBuilder, rec: Recurrence, states: gs.Tensor, full_rank: int) -> None:
     """The readout of `states` (every position, in position order) into rec.output."""
+    if rec.readout.kind == "gathered":   # each reader of x_t reads step t of the states
+        for position, reads in enumerate(rec.gathered):
+            if reads:
+                state = b.gather(states, position, rec.decay_axis)
+                for reader, index in reads:
+                    reader.inputs[index] = state
+        return
     if rec.stack_reversed:   # y_{L-1} first: the readout in position order, reversed along the stack axis
         stacked = gs.Variable(f"{b.prefix}/readout_in_position_order", dtype=None)
         _emit_readout_to(b, rec, states, full_rank, stacked)
@@ -184,6 +197,13 @@ def _log_space_refusal(form: str, decays: Decays) -> Optional[str]:
             f"the {others} forms take decays of any sign (reroll-scans{{form={ANY_SIGN[0]}}})")
 
 
+def _rescaled_overflow_refusal(form: str) -> str:
+    others = " and ".join(ANY_SIGN)
+    return (f"its decays exp(m_{{t-1}} + w - m_t) are rescaled by a running maximum, with no bound below, and the "
+            f"{form} form overflows float32 once a chunk's decays multiply past exp(-{OVERFLOWS_PAST[form]}); the "
+            f"{others} forms only multiply decays (reroll-scans{{form={ANY_SIGN[0]}}})")
+
+
 def table_refusal(form: str, length: int, chunk: int, carry_shifts: str, one_chunk_up_to: int = 0) -> Optional[str]:
     """Why `form` with `chunk` would build a square constant of more than MAX_INDEX_TABLE entries
     over a scan of `length` steps (scan_forms.TABLE_SIDES), or None."""
@@ -241,19 +261,22 @@ def _with_step_axis(b: GraphBuilder, rec: Recurrence, state: gs.Tensor) -> gs.Te
 def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: int, shapes: dict,
            unit_axes: Sequence[int] = (), dense_carry: int = 0, carry_shifts: str = "matmul",
            decays: Optional[Decays] = None, one_chunk_up_to: int = 0, zeros_broadcast: bool = False,
-           windowed: frozenset = frozenset()) -> None:
+           windowed: frozenset = frozenset(), first_decay_unread: bool = False) -> None:
     """Replace the chain of `rec` by `form`; `decays`: its decays (Decays.of(b, rec.decay) when None),
     with a log if `form` is in LOG_SPACE; `zeros_broadcast`: the zeros its first step multiplied, left out, are added
     to the drives (exact: + 0), so that sizes they may add to x_0 are kept (`_zeros_not_proven_within_b0`);
     `windowed`: the operands (`_stacked_operands`' names) whose axis is more than the chain's steps, sliced to them
-    (`_operands_to_slice`)."""
+    (`_operands_to_slice`); `first_decay_unread`: a_0 taken as 1 where it multiplies zeros (Decays.first_step_one:
+    a running maximum's first decay, exp(-1e38))."""
     full_rank = rec.rank
     axis = rec.decay_axis
     # Detach the stacked output (and an escaping final state) from the unrolled chain first; where the chain's steps
     # are one run of a Concat that stacks more (a chain restarted inside one loop), the run becomes one tensor the
     # form writes, and the Concat stays.
     shapes = dict(shapes)
-    rec = dataclasses.replace(rec, output=_own_stack(b, rec.output, rec.stack_part, rec.readout.stack_axis, shapes))
+    if rec.output is not None:   # (a gathered readout stacks nothing)
+        rec = dataclasses.replace(rec, output=_own_stack(b, rec.output, rec.stack_part, rec.readout.stack_axis,
+                                                         shapes))
     if rec.final_state_escapes:
         producer(rec.final_state).outputs.clear()
     if rec.states_stack is not None:
@@ -272,6 +295,8 @@ def reroll(graph: gs.Graph, rec: Recurrence, b: GraphBuilder, form: str, chunk: 
                         else rec.drive),
             coeff=(_chain_steps(b, rec, rec.coeff, rec.coeff_axis, shapes, COEFF) if COEFF in windowed
                    else rec.coeff))
+    if first_decay_unread and rec.initial_state is None and not rec.backward:
+        decays = decays.first_step_one(b, axis, full_rank)
     drive = move_axis(b, rec.drive, rec.drive_rank, rec.drive_axis, axis)
     if rec.backward:   # the forward scan of the reversed sequence
         drive = _reversed(b, drive, axis)
@@ -404,23 +429,37 @@ def stack_buffer_writes(graph: gs.Graph, opset: int, taken: Optional[set[str]] =
     return len(chains)
 
 
-def _running_max_notes(graph: gs.Graph, taken_nodes: set[int]) -> tuple[list[str], set[int]]:
-    """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the ids
-    of those steps' Adds (their chains' other notes are left out: this is why they stay unrolled; by name, a chain
-    elsewhere whose first Add bore a rescaled step's name lost its notes: fuzz23)."""
-    notes, rescaled = [], set()
+def _with_rescaled(graph: gs.Graph) -> tuple[list, list]:
+    """The running maxima (patterns/running_max.py) and the Adds of the linear steps each rescales."""
     runnings = find_running_maxima(graph)
-    for running, rescaled_adds in zip(runnings, rescaled_steps_of_each(graph, runnings)):
+    return runnings, rescaled_steps_of_each(graph, runnings)
+
+
+def _running_max_notes(graph: gs.Graph, taken_nodes: set[int],
+                       reasons: dict[int, Optional[str]]) -> tuple[list[str], set[int]]:
+    """One note per running maximum (patterns/running_max.py) that rescales linear steps no scan took, and the ids
+    of those steps' Adds whose chains' other notes are left out (by name, a chain elsewhere whose first Add bore a
+    rescaled step's name lost its notes: fuzz23). `reasons`: id(first Max) -> why no max-plus scan took the chain
+    (passes/running_max_scan.py), None where one did and the steps it rescales did not re-roll: their own notes say
+    why, kept."""
+    notes, rescaled = [], set()
+    for running, rescaled_adds in zip(*_with_rescaled(graph)):
         steps = [add for add in rescaled_adds if id(add) not in taken_nodes]
         if not steps:
             continue
-        rescaled.update(id(add) for add in steps)
         first = steps[0].name or steps[0].outputs[0].name
         more = f" and {len(steps) - 1} more" if len(steps) > 1 else ""
-        notes.append(f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = "
-                     f"Max(m_{{t-1}} + w_t, k_t), rescales the linear steps at '{printable(first)}'{more}: their "
-                     "decays and drives are computed from it, a max-plus recurrence, not a linear step (no scan form "
-                     "computes it): left unrolled")
+        head = (f"running maximum at '{printable(running.anchor)}' ({running.length} steps), m_t = "
+                f"Max(m_{{t-1}} + w_t, k_t), rescales the linear steps at '{printable(first)}'{more}")
+        key = id(running.maxes[0])
+        if key in reasons and reasons[key] is None:
+            notes.append(f"{head}: the maximum re-rolls as a max-plus scan, but no chain of those steps does (their "
+                         "own notes say why): left unrolled")
+            continue
+        rescaled.update(id(add) for add in steps)
+        why = f" ({printable(reasons[key])})" if reasons.get(key) else " (no scan form computes it)"
+        notes.append(f"{head}: their decays and drives are computed from it, a max-plus recurrence, not a linear "
+                     f"step{why}: left unrolled")
     return notes, rescaled
 
 
@@ -648,9 +687,18 @@ class RerollScans(Pass):
         # computed per step: replayed with the others below.
         operand_misses: list = []
         masked = mask_steps(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
+        # A running maximum that rescales linear steps (RWKV), computed for all steps by a max-plus scan: the steps'
+        # decays and drives are then computed from steps of a tensor (m at t and t + 1), replayed with the others below.
+        max_reasons: dict[int, str] = {}
+        rescaled_before = ({id(running.maxes[0]): {id(add) for add in adds} for running, adds in zip(
+            *_with_rescaled(graph))} if ctx.opset >= MIN_OPSET else {})
+        scanned_maxima = (scan_running_maxima(graph, ctx.opset, taken, max_reasons) if rescaled_before else [])
         # Decays and drives computed inside the loop: replayed over all positions, read as steps of the result.
-        replayed = replay_step_operands(graph, ctx.opset, taken, operand_misses) if ctx.opset >= MIN_OPSET else []
-        report = find_recurrences(graph)
+        rescaled_by_scans = frozenset(add for scanned in scanned_maxima
+                                      for add in rescaled_before[id(scanned.running.maxes[0])])
+        replayed = (replay_step_operands(graph, ctx.opset, taken, operand_misses, allow_offset=bool(scanned_maxima),
+                                         branching=rescaled_by_scans) if ctx.opset >= MIN_OPSET else [])
+        report = find_recurrences(graph, gathered=rescaled_by_scans)
         recurrences = []
         zeros_broadcast, zeros_notes = _zeros_not_proven_within_b0(graph, report.recurrences)
         for rec in report.recurrences:
@@ -696,6 +744,17 @@ class RerollScans(Pass):
                 if (_log_space_refusal(other, decays) is None and table_refusal(
                         other, rec.length, other_chunk, self.carry_shifts, self.one_chunk_up_to) is None):
                     form, chunk, refusal = other, other_chunk, None
+            rescaled_chain = any(id(node) in rescaled_by_scans for node in rec.nodes)
+            if refusal is None and rescaled_chain and form in OVERFLOWS_PAST:
+                # decays exp(m_{t-1} + w - m_t) have no bound below: a chunk's cumulative decay may be past what the
+                # form inverts in float32 (RWKV's random-init export: exp(122) within 7 steps); the state form, if safe
+                other_chunk = self.state_chunk or self.chunk
+                if (other is not None and other not in OVERFLOWS_PAST and _log_space_refusal(other, decays) is None
+                        and table_refusal(other, rec.length, other_chunk, self.carry_shifts,
+                                          self.one_chunk_up_to) is None):
+                    form, chunk = other, other_chunk
+                else:
+                    refusal = _rescaled_overflow_refusal(form)
             if refusal is not None:
                 report.rejections.append(Rejection(rec.anchor, rec.length, refusal))
                 notes.append(str(report.rejections[-1]))
@@ -705,7 +764,8 @@ class RerollScans(Pass):
                          else [])
             lowered += bool(unit_axes)
             reroll(graph, rec, builder, form, chunk, shapes, unit_axes, self.dense_carry, self.carry_shifts, decays,
-                   self.one_chunk_up_to, zeros_broadcast=id(rec) in zeros_broadcast, windowed=windowed)
+                   self.one_chunk_up_to, zeros_broadcast=id(rec) in zeros_broadcast, windowed=windowed,
+                   first_decay_unread=rescaled_chain)
             rerolled.append(rec)
             part_of_axis += bool(windowed)
             self.forms_used.add(form)
@@ -725,11 +785,19 @@ class RerollScans(Pass):
             else:
                 restore_kept_steps(graph, steps)
         kept_replayed = 0
-        for operands in replayed:   # the steps' own operands back where no re-rolled scan took the Gathers
+        for operands in reversed(replayed):   # the steps' own operands back where no scan took the Gathers (last
+            # made first: a node two chains share reads the first's Gather where the second's was put back)
             if any(id(node) in taken_nodes for node in operands.gathers):
                 kept_replayed += 1
             else:
                 restore_step_operands(graph, operands)
+        kept_maxima = 0
+        for scanned in scanned_maxima:   # the maxima back where no re-rolled scan took a step they rescale
+            if rescaled_before[id(scanned.running.maxes[0])] & taken_nodes:
+                kept_maxima += 1
+            else:
+                restore_running_max(graph, scanned)
+                max_reasons[id(scanned.running.maxes[0])] = None
         # the Wheres back where no re-rolled scan took their steps (after the operands they read)
         kept_masked = sum(id(step.where) in taken_nodes for step in masked)
         restore_masked(graph, [step for step in masked if id(step.where) not in taken_nodes])
@@ -746,7 +814,7 @@ class RerollScans(Pass):
         named = {rejection.anchor for rejection in report.rejections}
         # Steps rescaled by a running maximum (RWKV, xLSTM): named once per Max chain, in place of what their chains
         # gave (nothing where each state also feeds a readout step, or step 0 reading the first maximum's zeros)
-        max_notes, rescaled = _running_max_notes(graph, taken_nodes)
+        max_notes, rescaled = _running_max_notes(graph, taken_nodes, max_reasons)
         for first_add, miss in operand_misses:
             if first_add not in taken_nodes and miss.anchor not in named and first_add not in rescaled:
                 notes.append(str(miss))
@@ -779,6 +847,8 @@ class RerollScans(Pass):
             stats["step_operands_replayed"] = kept_replayed
         if kept_masked:
             stats["masked_steps"] = kept_masked
+        if kept_maxima:
+            stats["running_maxima_scanned"] = kept_maxima
         if not rerolled:
             notes.insert(0, "0 scans found")
         return PassResult(changed=bool(rerolled or stacked_writes), stats=stats, notes=notes)

@@ -65,9 +65,30 @@ def _links(graph: gs.Graph) -> dict[int, tuple]:
     return links
 
 
-def _chains(graph: gs.Graph) -> list[list[tuple]]:
+def _signature(tensor: gs.Tensor, depth: int = 3):
+    """The ops that compute `tensor`, `depth` producers back (through no-ops): what a step's decay is made of."""
+    node = producer(see_through(tensor)[0])
+    if node is None or depth == 0:
+        return None if node is None else node.op
+    return node.op, tuple(_signature(t, depth - 1) for t in node.inputs if t is not None)
+
+
+def _decay_signature(links: dict, add_id: int):
+    _, mul, _, state_side = links[add_id]
+    return _signature(mul.inputs[1 - state_side])
+
+
+def _continuing(links: dict, after: list[int], signature) -> list[int]:
+    """The steps of `after` whose decay is made as `signature`'s: where a state feeds two steps (RWKV's next state
+    and its readout's numerator, each Add(Mul(a, x), b)), the chain goes on into the one computed as its own steps."""
+    return [add_id for add_id in after if _decay_signature(links, add_id) == signature]
+
+
+def _chains(graph: gs.Graph, branching: frozenset = frozenset()) -> list[list[tuple]]:
     """Chains of steps, first to last, each step (Add, Mul, Mul's input index of the state, Add's input index of the
-    Mul); the first step's Add read like the second's (its state may be any tensor: zeros, an initial state)."""
+    Mul); the first step's Add read like the second's (its state may be any tensor: zeros, an initial state).
+    `branching`: ids of Adds whose chain goes on, where a state feeds several steps, into the one step whose decay is
+    computed as the chain's first step's (`_continuing`; from it on, a lone step computed otherwise ends the chain)."""
     links = _links(graph)
     following: dict[int, list] = {}
     for add_id, (previous, *_rest) in links.items():
@@ -80,12 +101,19 @@ def _chains(graph: gs.Graph) -> list[list[tuple]]:
         first_mul = producer(previous.inputs[mul_side])
         if first_mul is None or first_mul.op != "Mul" or len(first_mul.inputs) != 2:
             continue
+        signature = None
+        if id(previous) in branching:
+            signature = _signature(first_mul.inputs[1 - state_side])
+            if len(following[id(previous)]) > 1 and _continuing(links, following[id(previous)], signature) != [add_id]:
+                continue   # another step goes on from the first: this one reads the state
         chain = [(previous, first_mul, state_side, mul_side)]
         current = add_id
         while True:
             _, step_mul, step_mul_side, step_state_side = links[current]
             chain.append((by_id[current], step_mul, step_state_side, step_mul_side))
             after = following.get(current, [])
+            if signature is not None:
+                after = _continuing(links, after, signature)
             if len(after) != 1:
                 break
             current = after[0]
@@ -109,25 +137,42 @@ def _is_step_slice(tensor: gs.Tensor, ranks: RankMap) -> bool:
 
 
 def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
-                         misses: Optional[list[tuple[int, Rejection]]] = None) -> list[ReplayedOperands]:
+                         misses: Optional[list[tuple[int, Rejection]]] = None,
+                         allow_offset: bool = False, branching: frozenset = frozenset()) -> list[ReplayedOperands]:
     """Every chain's decays and drives that are computed per step (not steps of a tensor), replayed over all
     positions and read as Gather(replayed, p_t, 0); what was made, for `restore`. `misses` gets (id of the chain's
-    first Add, why) for chains of MIN_EXPLAINED_STEPS or more whose computed operands could not be replayed."""
+    first Add, why) for chains of MIN_EXPLAINED_STEPS or more whose computed operands could not be replayed.
+    `allow_offset`: an operand may read a tensor at its step's position plus an offset of its own (m_{t-1} and m_t,
+    Gathers of a running maximum's scan: passes/running_max_scan.py); `branching`: as `_chains`'."""
     if not any(node.op == "Add" for node in graph.nodes):
         return []
-    chains = _chains(graph)
+    chains = _chains(graph, branching)
     ranks: list[RankMap] = []   # built for the first chain whose operands may be computed (ranks cost on a large graph)
     done = []
+    # id(a Gather made below) -> the operand it replaced: a node two chains share (TorchScript's one Mul for RWKV's
+    # num and den first steps, both a_0 * zeros) is read as it was when the second chain's operands are compared
+    replaced: dict[int, gs.Tensor] = {}
+    # the ids of the operands replayed -> their Gathers: where another chain's are the very same tensors (RWKV's num
+    # and den decay by one exp(m_{t-1} + w - m_t)) it reads those Gathers, so both chains' steps read one tensor
+    gathered: dict[tuple, list] = {}
     for chain in chains:
         decays = [(mul, 1 - state_side) for _, mul, state_side, _ in chain]
         drives = [(add, 1 - mul_side) for add, _, _, mul_side in chain]
         for kind, uses in (("decays", decays), ("drives", drives)):
-            operands = [node.inputs[index] for node, index in uses]
+            operands = [replaced.get(id(node.inputs[index]), node.inputs[index]) for node, index in uses]
             if not any(_computed(operand) for operand in operands):
                 continue   # steps of tensors (or constants), as a loop over precomputed tensors reads them
             if not ranks:
                 ranks.append(RankMap(graph))
             if all(_is_step_slice(operand, ranks[0]) for operand in operands):
+                continue
+            key = tuple(id(operand) for operand in operands)
+            if key in gathered:
+                made = ReplayedOperands([], gathers=list(gathered[key]))
+                for (node, index), gather in zip(uses, gathered[key]):
+                    made.reads.append((node, index, node.inputs[index]))
+                    node.inputs[index] = gather.outputs[0]
+                done.append(made)
                 continue
             shared = see_through(operands[0])[0]
             if all(see_through(operand)[0] is shared for operand in operands):   # MiniMax's exp(-slope * block)
@@ -135,7 +180,7 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
                                        "shared by all steps, not a step of a tensor, is not taken")
                 continue
             try:
-                template, positions = match_operand_templates(operands, ranks[0])
+                template, positions = match_operand_templates(operands, ranks[0], allow_offset=allow_offset)
             except TemplateMismatch as mismatch:
                 _missed(misses, chain, f"its {kind} are computed at every step, but not by one subgraph ({mismatch})")
                 continue
@@ -154,8 +199,10 @@ def replay_step_operands(graph: gs.Graph, opset: int, taken: set[str],
                 step = builder.gather(replayed, position, 0)
                 made.gathers.append(builder.nodes[-1])
                 made.reads.append((node, index, node.inputs[index]))
+                replaced[id(step)] = replaced.get(id(node.inputs[index]), node.inputs[index])
                 node.inputs[index] = step
             made.made = list(builder.nodes)
+            gathered[key] = made.gathers
             done.append(made)
     return done
 

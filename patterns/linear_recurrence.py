@@ -119,6 +119,9 @@ class Recurrence:
     # An operand read at other positions within each step (`h = a[t + 1] * h + b[t]`, `a[t] * h + b[t - 1]` over a
     # loop from 1): its own lowest position, by DECAY / DRIVE / COEFF; one not named here takes first_position's.
     operand_first: dict = field(default_factory=dict)
+    # readout kind "gathered": per step, (reader, input index) of every read of its state beyond the chain, each to
+    # read Gather(states, step) once re-rolled (`output` is then None: nothing is stacked)
+    gathered: tuple = ()
 
     def first_of(self, operand: str) -> int:
         """The lowest position the chain's steps take of `operand` (DECAY, DRIVE or COEFF)."""
@@ -418,7 +421,25 @@ def _states_stack(chain: list[Step], ranks: RankMap, backward: bool) -> Optional
     return StatesStack(concat.outputs[0], axis, reversed_, nodes, stack_part(concat, pieces)), first
 
 
-def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap) -> Recurrence:
+def _gathered_reads(chain: list[Step], graph_outputs: set[int]) -> tuple:
+    """Per step, (reader, input index) of each read of its state (or of its no-op alias on the way to the next step)
+    beyond the chain; _ChainMismatch where a state is a graph output (no reader to give a Gather to)."""
+    reads = []
+    for position, step in enumerate(chain):
+        if id(step.state) in graph_outputs:
+            raise _ChainMismatch(f"state '{step.state.name}' at step {position} is a graph output")
+        following = chain[position + 1] if position + 1 < len(chain) else None
+        aliases = [step.state] + ([n.outputs[0] for n in following.link] if following else [])
+        reads.append(tuple((reader, index) for reader in _readers(chain, position)
+                           for index, tensor in enumerate(reader.inputs) if any(tensor is a for a in aliases)))
+    return tuple(reads)
+
+
+def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap,
+                      gather: bool = False) -> Recurrence:
+    """The chain's recurrence; `gather`: its states read where they are read (readout kind "gathered": each reader
+    of x_t reads step t of the states the form computes), for a chain whose readout fits no form (RWKV's numerator
+    divided by another chain's denominator)."""
     start = 0 if chain[0].decay is not None else 1     # a missing first step has no decay
     backward, first_position = _frame(chain)
     firsts = {DECAY: _own_first([s.decay for s in chain[start:]], DECAY, len(chain), backward, first_position, start),
@@ -427,40 +448,49 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     _check_not_empty(chain[0].drive, DRIVE)
 
     template, named_mismatch = None, ""
-    states_stack, excluded = _states_stack(chain, ranks, backward) or (None, frozenset())
-    try:
-        readouts, firsts[COEFF] = _named_readouts(chain, graph_outputs, ranks, (backward, first_position), excluded)
-        form, concat = readouts[0].form, readouts[0].concat
-        pieces = [r.stacked_piece for r in readouts]
-        stack_reversed = _stack_order(concat, pieces, backward)
-        readout_nodes = [n for r in readouts for n in r.nodes]
-        last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
-        coeff = readouts[0].coeff
-        if coeff is not None:
-            _check_not_empty(coeff, "readout coefficient c_i")
-    except _ChainMismatch as named_error:
-        # the per-step subgraph's stepped reads take the chain's positions, or those of its decays or drives; else
-        # each its own, at one offset from the chain's at every step (`sum(h * c[t + 1]) + x[t]`)
-        tried, template_error = set(), None
-        for first, allow_offset in ((first_position, False), (firsts[DRIVE], False), (firsts[DECAY], False),
-                                    (first_position, True)):
-            if (first, allow_offset) in tried:
-                continue
-            tried.add((first, allow_offset))
-            try:
-                template, stack_axis, concat, pieces, readout_nodes = _template_readout(
-                    chain, graph_outputs, ranks, _positions(len(chain), backward, first), excluded, allow_offset)
-                stack_reversed = _stack_order(concat, pieces, backward)
-            except _ChainMismatch as error:
-                template_error = template_error or error
-                continue
-            first_position, template_error = first, None
-            break
-        if template_error is not None:
-            raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
-        named_mismatch = str(named_error)
-        form, coeff = ReadoutForm("template", stack_axis=stack_axis), None
-        last_readout_nodes = set(id(n) for n in readout_nodes)
+    states_stack, excluded = ((None, frozenset()) if gather
+                              else _states_stack(chain, ranks, backward) or (None, frozenset()))
+    gathered: tuple = ()
+    if gather:
+        if backward:
+            raise _ChainMismatch("a backward chain's states are not gathered")
+        gathered = _gathered_reads(chain, graph_outputs)
+        form, coeff, concat, pieces, readout_nodes = ReadoutForm("gathered"), None, None, [], []
+        stack_reversed, last_readout_nodes = False, set()
+    else:
+        try:
+            readouts, firsts[COEFF] = _named_readouts(chain, graph_outputs, ranks, (backward, first_position), excluded)
+            form, concat = readouts[0].form, readouts[0].concat
+            pieces = [r.stacked_piece for r in readouts]
+            stack_reversed = _stack_order(concat, pieces, backward)
+            readout_nodes = [n for r in readouts for n in r.nodes]
+            last_readout_nodes = set(id(n) for n in readouts[-1].nodes)
+            coeff = readouts[0].coeff
+            if coeff is not None:
+                _check_not_empty(coeff, "readout coefficient c_i")
+        except _ChainMismatch as named_error:
+            # the per-step subgraph's stepped reads take the chain's positions, or those of its decays or drives; else
+            # each its own, at one offset from the chain's at every step (`sum(h * c[t + 1]) + x[t]`)
+            tried, template_error = set(), None
+            for first, allow_offset in ((first_position, False), (firsts[DRIVE], False), (firsts[DECAY], False),
+                                        (first_position, True)):
+                if (first, allow_offset) in tried:
+                    continue
+                tried.add((first, allow_offset))
+                try:
+                    template, stack_axis, concat, pieces, readout_nodes = _template_readout(
+                        chain, graph_outputs, ranks, _positions(len(chain), backward, first), excluded, allow_offset)
+                    stack_reversed = _stack_order(concat, pieces, backward)
+                except _ChainMismatch as error:
+                    template_error = template_error or error
+                    continue
+                first_position, template_error = first, None
+                break
+            if template_error is not None:
+                raise _ChainMismatch(f"{named_error} (as a per-step subgraph: {template_error})") from None
+            named_mismatch = str(named_error)
+            form, coeff = ReadoutForm("template", stack_axis=stack_axis), None
+            last_readout_nodes = set(id(n) for n in readout_nodes)
     for piece in pieces:
         if id(piece) in graph_outputs:
             raise _ChainMismatch(f"per-step output '{piece.name}' is a graph output")
@@ -478,14 +508,15 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
     last_state = chain[-1].state
     if states_stack is not None:   # the last state's way into the states stack is no escape
         last_readout_nodes |= set(id(n) for n in states_stack.nodes)
-    escapes = id(last_state) in graph_outputs or any(
-        id(n) not in last_readout_nodes for n in last_state.outputs)
+    escapes = not gathered and (id(last_state) in graph_outputs or any(
+        id(n) not in last_readout_nodes for n in last_state.outputs))
 
     nodes: list[gs.Node] = []
     for step in chain:
         nodes += step.nodes
     nodes += readout_nodes
-    nodes.append(concat)
+    if concat is not None:
+        nodes.append(concat)
     if states_stack is not None:
         nodes += states_stack.nodes
     nodes = list({id(n): n for n in nodes}.values())   # a node shared by chain and readout, once
@@ -501,10 +532,10 @@ def _build_recurrence(chain: list[Step], graph_outputs: set[int], ranks: RankMap
         length=len(chain), decay=reference.decay.source, decay_axis=reference.decay.axis,
         drive=first.drive.source, drive_axis=first.drive.axis, initial_state=initial,
         readout=form, coeff=coeff.source if coeff else None, coeff_axis=coeff.axis if coeff else -1,
-        output=concat.outputs[0], final_state=last_state, final_state_escapes=escapes, nodes=nodes,
+        output=concat.outputs[0] if concat is not None else None, final_state=last_state, final_state_escapes=escapes, nodes=nodes,
         template=template, named_mismatch=named_mismatch, backward=backward, stack_reversed=stack_reversed,
         zeros_dropped=zeros_dropped, states_stack=states_stack, first_position=first_position,
-        stack_part=stack_part(concat, pieces),
+        stack_part=stack_part(concat, pieces) if concat is not None else (), gathered=gathered,
         operand_first={what: first for what, first in firsts.items() if first != first_position})
 
 
@@ -520,7 +551,8 @@ def _with_tail(last: Step, graph_outputs: set[int]) -> Step:
     return dataclasses.replace(last, tail=tuple(tail)) if tail else last
 
 
-def _recurrence_of(chain: list, graph_outputs: set[int], ranks: RankMap) -> tuple[Optional[Recurrence], Optional[str]]:
+def _recurrence_of(chain: list, graph_outputs: set[int], ranks: RankMap,
+                   gather: bool = False) -> tuple[Optional[Recurrence], Optional[str]]:
     """The chain's recurrence, or None and why (the reason without the tail). The last state's Identities
     (`_with_tail`) join the chain only where it does not match without them: such an Identity may as well be the
     last step's readout, as every step's (y_t = Identity(x_t): s32, gen19's tail had left that chain unrolled)."""
@@ -531,6 +563,11 @@ def _recurrence_of(chain: list, graph_outputs: set[int], ranks: RankMap) -> tupl
             return _build_recurrence(attempt, graph_outputs, ranks), None
         except _ChainMismatch as error:
             reason = reason or str(error)
+    if gather:   # no readout that stacks: the states read where they are read
+        try:
+            return _build_recurrence(chain, graph_outputs, ranks, gather=True), None
+        except _ChainMismatch as error:
+            reason = f"{reason} (its states gathered: {error})"
     return None, reason
 
 
@@ -603,7 +640,10 @@ def _describe_link_node(node: gs.Node) -> str:
     return describe(node)
 
 
-def find_recurrences(graph: gs.Graph) -> MatchReport:
+def find_recurrences(graph: gs.Graph, gathered: frozenset = frozenset()) -> MatchReport:
+    """The chains and why others did not match; `gathered`: ids of Adds whose chain, where no readout stacks its
+    steps, is taken with its states read where they are read (readout kind "gathered": RWKV's steps rescaled by a
+    running maximum, passes/running_max_scan.py)."""
     ranks = RankMap(graph)
     steps = [s for s in (_match_step(node, ranks) for node in graph.nodes if node.op == "Add") if s is not None]
     step_by_state = {id(s.state): s for s in steps}
@@ -634,7 +674,8 @@ def find_recurrences(graph: gs.Graph) -> MatchReport:
             single_steps.append(head)
             continue
         if reason is None:
-            recurrence, reason = _recurrence_of(chain, graph_outputs, ranks)
+            recurrence, reason = _recurrence_of(chain, graph_outputs, ranks,
+                                                gather=any(id(step.add) in gathered for step in chain))
             if recurrence is not None:
                 recurrences.append(recurrence)
                 continue

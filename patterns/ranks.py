@@ -20,7 +20,7 @@ SAME_RANK_AS_FIRST_INPUT = {
     "HardSwish", "Identity", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax",
     "MaxPool", "Neg", "Not", "Pad", "Reciprocal", "Relu", "Resize", "Round", "Selu", "Sigmoid", "Sign", "Sin",
     "Cos", "Slice", "Softmax", "Softplus", "Softsign", "Split", "Sqrt", "Tanh", "Tile", "Transpose", "Mish",
-    "Concat", "ReverseSequence", "Trilu",
+    "Concat", "ReverseSequence", "Trilu", "ScatterND", "ScatterElements", "Scatter",
 }
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
                 "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "PRelu", "Mod", "BitShift"}

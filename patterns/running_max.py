@@ -7,9 +7,10 @@ with a stabiliser m_t carried from step to step:
     s_t = exp(m_{t-1} + w_t - m_t) * s_{t-1} + exp(k_t - m_t) * v_t
 
 Given m, each s is a linear step, but its decay and drive are computed from m_{t-1} and m_t, the states of the max
-chain, which no step slice of a tensor gives and no scan form computes (there is no cumulative maximum among ONNX
-ops). `find_running_maxima` finds the max chains; `rescaled_steps` the Add(Mul(a, s), b) steps whose a or b reads one
-of them, so reroll-scans can say why these chains stay unrolled.
+chain, which no step slice of a tensor gives (there is no cumulative maximum among ONNX ops). `find_running_maxima`
+finds the max chains; `rescaled_steps` the Add(Mul(a, s), b) steps whose a or b reads one of them.
+passes/running_max_scan.py computes a chain with one w at every step for all steps at once (a max-plus scan), so that
+reroll-scans re-rolls the steps it rescales; where it does not, reroll-scans says why they stay unrolled.
 """
 from __future__ import annotations
 

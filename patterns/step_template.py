@@ -276,14 +276,16 @@ def _check_replayable(template: StepTemplate) -> None:
         raise TemplateMismatch(f"rank of the per-step output '{template.output.name}' is unknown")
 
 
-def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap,
-                            contiguous: bool = True) -> tuple[StepTemplate, list[int]]:
+def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap, contiguous: bool = True,
+                            allow_offset: bool = False) -> tuple[StepTemplate, list[int]]:
     """A step operand computed afresh at every step from step slices of shared tensors (`dA = torch.exp(delta[:, t,
     :, None] * A)` inside the loop): the template o_i = f(step p_i of shared tensors), identical at every step and
     reading no state, and each step's position p_i (the index its Gathers and Slices take, one position per step,
     p .. p + n - 1 once each in some order, p the lowest: a loop from the second position, over part of an axis); or
     TemplateMismatch. The template's `state` is a stand-in nothing reads. `contiguous` False: the positions need only be
-    distinct (a mixed chain's masked steps, passes/masked_steps.py)."""
+    distinct (a mixed chain's masked steps, passes/masked_steps.py). `allow_offset`: a stepped read may take the
+    positions at an offset of its own, the positions being the lowest read's (a running maximum's steps read m at t
+    and t + 1: passes/running_max_scan.py)."""
     stand_in = gs.Variable("step_operand_stand_in")
     walks = []
     for position, operand in list(enumerate(operands))[1:]:
@@ -295,10 +297,16 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap,
     if not template_nodes or not keys:
         raise TemplateMismatch("the step operands are not computed from steps of a tensor")
     index_of = {id(n): i for i, n in enumerate(template_nodes)}
-    node_id, input_index = min(keys, key=lambda key: (index_of[key[0]], key[1]))
-    first = constant_value(template_nodes[index_of[node_id]].inputs[input_index])
-    values = [first] + [walk.varying.get((node_id, input_index), first) for walk in walks]
-    positions = [int(np.asarray(value).reshape(-1)[0]) for value in values]
+
+    def positions_of(key: tuple) -> list[int]:
+        first = constant_value(template_nodes[index_of[key[0]]].inputs[key[1]])
+        return [int(np.asarray(value).reshape(-1)[0])
+                for value in [first] + [walk.varying.get(key, first) for walk in walks]]
+
+    ordered = sorted(keys, key=lambda key: (index_of[key[0]], key[1]))
+    # with offsets, the positions are the lowest read's, so that every other read is at or after them
+    key = min(ordered, key=lambda key: positions_of(key)[0]) if allow_offset else ordered[0]
+    positions = positions_of(key)
     lowest = min(positions)
     if (sorted(positions) != list(range(lowest, lowest + len(operands))) if contiguous
             else len(set(positions)) != len(positions)):
@@ -308,7 +316,7 @@ def match_operand_templates(operands: list[gs.Tensor], ranks: RankMap,
                   if strided else "")
         raise TemplateMismatch(f"the step operands take positions {positions}{blocks}, not {lowest} .. "
                                f"{lowest + len(operands) - 1} once each")
-    template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks)
+    template = _template_of_walks(template_nodes, operands[0], stand_in, walks, positions, ranks, allow_offset)
     template.ranks[id(stand_in)] = 0
     _check_replayable(template)
     return template, positions

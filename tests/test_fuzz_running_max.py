@@ -5,7 +5,8 @@ own earlier values (patterns/substitution_writes.py), on random unrolled loops w
   constant, an input or a step of an input, the initial maximum a constant or an input, one step's Max made Min or its
   Add made Sub, a maximum read by the next step through an Identity, a middle maximum also a graph output, the chain
   cut in two (a step reading the initial maximum again):
-  reroll-scans never raises, leaves the graph node for node as it was and its outputs equal; one running-maximum note
+  reroll-scans never raises; where the loop re-rolls (s36: one run of Max steps adding one w, see `rerolls`) its
+  outputs within 1e-6 and no running-maximum note, else the graph node for node as it was, its outputs equal, one note
   per run of 4 or more Max steps, naming its first Max, its step count and its first rescaled step, and no other.
 * The same loop with states decayed by sigmoid(k_t) (the Max chain beside them, read by no step): both chains re-roll,
   equal in ONNX Runtime, and no running-maximum note.
@@ -170,8 +171,9 @@ def max_feeds(spec: MaxLoop, seed: int = 0) -> dict:
 
 
 NOTE_RE = (r"running maximum at '(?P<anchor>[^']*)' \((?P<steps>\d+) steps\), m_t = Max\(m_\{t-1\} \+ w_t, k_t\), "
-           r"rescales the linear steps at '(?P<first>[^']*)'(?: and (?P<more>\d+) more)?: their decays and drives are "
-           r"computed from it, a max-plus recurrence, not a linear step \(no scan form computes it\): left unrolled")
+           r"rescales the linear steps at '(?P<first>[^']*)'(?: and (?P<more>\d+) more)?: (?:their decays and drives "
+           r"are computed from it, a max-plus recurrence, not a linear step \((?P<why>.*)\)|the maximum re-rolls as a "
+           r"max-plus scan, but no chain of those steps does \(their own notes say why\)): left unrolled")
 
 
 def edges(model: onnx.ModelProto) -> list:
@@ -196,26 +198,48 @@ def max_loops(draw, kind: Optional[str] = None) -> MaxLoop:
     return spec
 
 
+def rerolls(spec: MaxLoop) -> bool:
+    """The loop's num and den chains re-roll (s36: the running maximum as a max-plus scan): one run of Max steps over
+    the whole loop, adding one w (not computed per step: xLSTM's log sigmoid, a step of an input), each step's Add in
+    one operand order and no Identity between a maximum and the next step (the decays then one subgraph)."""
+    return (spec.kind == "rwkv" and spec.w != "per_step" and spec.broken is None and spec.cut is None
+            and spec.length >= MIN_STEPS and len(set(spec.add_first)) == 1 and not any(spec.identity[:-1]))
+
+
 def check_max_loop(spec: MaxLoop, seed: int = 0) -> None:
     model = max_loop(spec)
     onnx.checker.check_model(model, full_check=True)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     runs = [r for r in max_runs(spec) if len(r) >= MIN_STEPS]
-    assert result.stats["rerolled"] == 0, result.notes   # no step of these loops is linear with step-sliced operands
-    assert not result.changed
-    assert edges(out) == edges(model)
     feeds = max_feeds(spec, seed)
-    for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
-        np.testing.assert_array_equal(actual, expected)
+    if rerolls(spec):
+        assert (result.stats["rerolled"], result.stats["steps"]) == (2, 2 * spec.length), result.notes
+    if result.stats["rerolled"]:   # (elsewhere, the chains up to a step whose decay is made otherwise: its Add's order)
+        assert spec.kind == "rwkv" and spec.w != "per_step", result.notes
+        for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
+            assert rel_l2(actual, expected) <= 1e-6
+    else:   # nothing re-rolled: the graph node for node as it was (every scan and replay put back)
+        assert not result.changed
+        assert edges(out) == edges(model)
+        for actual, expected in zip(run(out, feeds), run(model, feeds), strict=True):
+            np.testing.assert_array_equal(actual, expected)
     notes = [re.fullmatch(NOTE_RE, note) for note in result.notes if "running maximum" in note]
     assert all(notes), result.notes
-    assert [(note["anchor"], int(note["steps"])) for note in notes] == \
-        [(_name(spec, f"max{r[0]}"), len(r)) for r in runs], result.notes
-    for note, r in zip(notes, runs):
+    named = [(note["anchor"], int(note["steps"])) for note in notes]
+    every = [(_name(spec, f"max{r[0]}"), len(r)) for r in runs]
+    if result.stats["rerolled"]:
+        assert [item for item in every if item in named] == named, result.notes
+    else:
+        assert named == every, result.notes
+    run_of = {_name(spec, f"max{r[0]}"): r for r in runs}
+    for note in notes:
+        r = run_of[note["anchor"]]
         # the steps rescaled: those of the run's steps and at most the two after (their decays read its last Max)
         assert note["first"] == _name(spec, f"num{r[0]}")
         count = 1 + int(note["more"] or 0)
         assert 2 * len(r) <= count <= 2 * (len(r) + 2), (count, r)
+        if spec.w == "per_step" or spec.kind == "xlstm":   # w_t a different tensor at every step: named
+            assert note["why"] is not None and note["why"].startswith("its w_t is not one tensor at every step")
     found = find_running_maxima(gs.import_onnx(model))
     assert [[node.name for node in chain.maxes] for chain in found] == \
         [[_name(spec, f"max{t}") for t in r] for r in runs]
@@ -372,11 +396,14 @@ def test_explain_prints_hostile_names_escaped_one_note_a_line(tmp_path, prefix):
     escaped (and cut past 300 characters), nothing of them raw on stdout or stderr."""
     from passes.one_line import printable
 
-    models = [max_loop(MaxLoop(6, max_first=[True, False] * 3, add_first=[False, True] * 3, prefix=prefix)),
+    models = [max_loop(MaxLoop(6, max_first=[True, False] * 3, add_first=[False, True] * 3, w="per_step",
+                               prefix=prefix)),
               writes_model(Writes(reads=["values"] * 6, prefix=prefix))]
+    why = (f"its w_t is not one tensor at every step (step 2 adds '{prefix}w2' where step 1 adds '{prefix}w1': a "
+           "per-step gate, as xLSTM's log forget gate); the max-plus scan is built for a w constant over the steps")
     expected = [f"  - running maximum at '{printable(prefix + 'max0')}' (6 steps), m_t = Max(m_{{t-1}} + w_t, k_t), "
                 f"rescales the linear steps at '{printable(prefix + 'num0')}' and 11 more: their decays and drives are "
-                "computed from it, a max-plus recurrence, not a linear step (no scan form computes it): left unrolled",
+                f"computed from it, a max-plus recurrence, not a linear step ({printable(why)}): left unrolled",
                 "  - " + substitution_note(printable(prefix + "write1"), 6, "ScatterND")]
     for model, note in zip(models, expected):
         path = tmp_path / "m.onnx"
@@ -494,7 +521,7 @@ def test_chains_after_a_fork_are_chains_of_their_own():
 
 
 def test_a_chain_named_as_a_rescaled_step_keeps_its_own_notes():
-    """Node names need not be unique. Two loops: A, rescaled by a running maximum of 6 steps; B, its maximum broken
+    """Node names need not be unique. Two loops: A, rescaled by a running maximum of 6 steps (w per step: left unrolled since s36 too); B, its maximum broken
     by a Min at step 2 (no run of 4), whose nodes bear A's node names. B's chains' notes (their decays and drives not
     one subgraph) were dropped (fuzz23): the notes left out for A's rescaled steps were matched by name, and B's
     first Adds are named 'num0' and 'den0' as A's are. Now by node."""
@@ -503,7 +530,7 @@ def test_a_chain_named_as_a_rescaled_step_keeps_its_own_notes():
     _, alone = apply_pass(b, RerollScans(form="parallel", chunk=2))
     b_notes = [note.replace("'b/num0'", "'num0'").replace("'b/den0'", "'den0'") for note in alone.notes[1:]]
     assert len(b_notes) == 4 and not any("running maximum" in note for note in b_notes), alone.notes
-    a = max_loop(MaxLoop(length, max_first=[True] * length, add_first=[True] * length))
+    a = max_loop(MaxLoop(length, max_first=[True] * length, add_first=[True] * length, w="per_step"))
     for node in b.graph.node:
         node.name = node.name.removeprefix("b/")
     graph = helper.make_graph([*a.graph.node, *b.graph.node], "two", [*a.graph.input, *b.graph.input],
@@ -511,8 +538,9 @@ def test_a_chain_named_as_a_rescaled_step_keeps_its_own_notes():
     _, result = apply_pass(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
                            RerollScans(form="parallel", chunk=2))
     a_note = ("running maximum at 'max0' (6 steps), m_t = Max(m_{t-1} + w_t, k_t), rescales the linear steps at 'num0' "
-              "and 11 more: their decays and drives are computed from it, a max-plus recurrence, not a linear step (no "
-              "scan form computes it): left unrolled")
+              "and 11 more: their decays and drives are computed from it, a max-plus recurrence, not a linear step (its "
+              "w_t is not one tensor at every step (step 2 adds 'w2' where step 1 adds 'w1': a per-step gate, as "
+              "xLSTM's log forget gate); the max-plus scan is built for a w constant over the steps): left unrolled")
     assert result.notes == ["0 scans found", *b_notes, a_note]
 
 

@@ -36,3 +36,28 @@ def test_expand_with_a_computed_target_keeps_its_rank():
     assert ranks.vector_length(tensors["ones"]) == 5
     assert ranks.vector_length(tensors["shape"]) == 5
     assert ranks.rank(tensors["expanded"]) == 5
+
+
+# RWKV's TorchScript export writes each step's output into a buffer with ScatterND; the next layer reads the buffer
+SCATTERS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 8, 16] x, float[2, 16] row, int64[1, 1] at, int64[2, 8, 16] where, float[16, 16] w)
+  => (float[2, 8, 16] y, float[2, 8, 16] z) {
+  nd = ScatterND(x, at, row)
+  y = MatMul(nd, w)
+  elements = ScatterElements<axis = 1>(x, where, x)
+  z = Identity(elements)
+}
+"""
+
+
+def test_scatter_writes_keep_the_rank_of_the_buffer():
+    """ScatterND and ScatterElements give their data input's shape: before s36 their output's rank was unknown, and
+    every rank after it (RWKV's second layer: its running maximum's k_t could not be replayed, its steps not named)."""
+    graph = gs.import_onnx(onnx.parser.parse_model(SCATTERS))
+    for tensor in graph.tensors().values():
+        if not isinstance(tensor, gs.Constant) and tensor not in graph.inputs:
+            tensor.shape = None
+    ranks = RankMap(graph)
+    tensors = graph.tensors()
+    assert [ranks.rank(tensors[name]) for name in ("nd", "y", "elements", "z")] == [3, 3, 3, 3]

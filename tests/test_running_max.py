@@ -15,23 +15,31 @@ from scan_testing import apply_pass, rel_l2, run
 D = 3
 
 
-def rwkv_loop(length: int, add_to_max: bool = True, rescale: bool = True, readout_branch: bool = True):
+def rwkv_loop(length: int, add_to_max: bool = True, rescale: bool = True, readout_branch: bool = True,
+              per_step_w: bool = False, fold_first: bool = False):
     """RWKV's wkv loop over `length` steps: m' = Max(m + w, k_t), e1 = exp(m + w - m'), e2 = exp(k_t - m'),
     num = e1 * num + e2 * v_t, den = e1 * den + e2, y_t = num / den (after the update; `readout_branch`: as RWKV,
     y_t from e1' * num + e2' * v_t before it, a second step-shaped Add reading each state). `add_to_max` False:
-    m' = Max(m, k_t), no Add; `rescale` False: the states decay by exp(w), the Max chain beside them."""
+    m' = Max(m, k_t), no Add; `rescale` False: the states decay by exp(w), the Max chain beside them; `per_step_w`:
+    w_t = W[t], a graph input (L, D) (xLSTM's log forget gate); `fold_first`: step 0 reads m_init where m_init + w
+    stood (the dynamo exporter folds -1e38 + w to -1e38, one constant for both)."""
     inits = [numpy_helper.from_array(np.full(D, -1e38, np.float32), "m_init"),
              numpy_helper.from_array(np.zeros(D, np.float32), "zeros")]
     nodes, readouts, states = [], [], []
     m, num, den = "m_init", "zeros", "zeros"
     for t in range(length):
         inits.append(numpy_helper.from_array(np.array(t, np.int64), f"i{t}"))
+        w = f"w{t}" if per_step_w else "w"
+        if per_step_w:
+            nodes.append(helper.make_node("Gather", ["W", f"i{t}"], [w]))
         nodes += [helper.make_node("Gather", ["k", f"i{t}"], [f"k{t}"]),
-                  helper.make_node("Gather", ["v", f"i{t}"], [f"v{t}"]),
-                  helper.make_node("Add", [m, "w"], [f"mw{t}"], name=f"mw{t}"),
-                  helper.make_node("Max", [f"mw{t}" if add_to_max else m, f"k{t}"], [f"m{t}"], name=f"max{t}")]
+                  helper.make_node("Gather", ["v", f"i{t}"], [f"v{t}"])]
+        mw = "m_init" if fold_first and t == 0 else f"mw{t}"
+        if mw != "m_init":
+            nodes.append(helper.make_node("Add", [m, w], [mw], name=mw))
+        nodes.append(helper.make_node("Max", [mw if add_to_max else m, f"k{t}"], [f"m{t}"], name=f"max{t}"))
         if rescale:
-            nodes += [helper.make_node("Sub", [f"mw{t}", f"m{t}"], [f"d{t}"]),
+            nodes += [helper.make_node("Sub", [mw, f"m{t}"], [f"d{t}"]),
                       helper.make_node("Exp", [f"d{t}"], [f"e1_{t}"]),
                       helper.make_node("Sub", [f"k{t}", f"m{t}"], [f"g{t}"]),
                       helper.make_node("Exp", [f"g{t}"], [f"e2_{t}"])]
@@ -71,6 +79,8 @@ def rwkv_loop(length: int, add_to_max: bool = True, rescale: bool = True, readou
     nodes.append(helper.make_node("Concat", readouts, ["y"], axis=0))
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
               for name, shape in (("k", [length, D]), ("v", [length, D]), ("w", [D]), ("u", [D]))]
+    if per_step_w:
+        inputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [length, D]))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [length, D])]
     if states:
         nodes.append(helper.make_node("Concat", states, ["z"], axis=0))
@@ -88,22 +98,23 @@ def _feeds(length: int) -> dict:
 
 NOTE = ("running maximum at 'max0' (6 steps), m_t = Max(m_{{t-1}} + w_t, k_t), rescales the linear steps at "
         "'num0' and {more} more: their decays and drives are computed from it, a max-plus recurrence, not a "
-        "linear step (no scan form computes it): left unrolled")
+        "linear step (its w_t is not one tensor at every step (step 2 adds 'w2' where step 1 adds 'w1': a per-step "
+        "gate, as xLSTM's log forget gate); the max-plus scan is built for a w constant over the steps): left unrolled")
 
 
 @pytest.mark.parametrize("readout_branch, more", [(True, 21), (False, 11)])
-def test_rwkv_loop_is_named_as_rescaled_by_a_running_maximum(readout_branch, more):
+def test_rwkv_loop_with_a_per_step_w_is_named_as_rescaled_by_a_running_maximum(readout_branch, more):
     """Six steps: the Max chain max0 .. max5, and the num, den (and out_num, out_den but step 0's, whose maximum reads
-    only m_init) steps reading it, num0 first in graph order; before, '0
-    scans found' alone (with the readout branch: each state feeds two steps, so no chain of four; without it: the
-    decays' and drives' template mismatch, "step 1 reads 'm0' where step 0 reads 'm_init'")."""
-    model = rwkv_loop(6, readout_branch=readout_branch)
+    only m_init) steps reading it, num0 first in graph order. With w the same at every step the loop re-rolls since
+    s36 (tests/test_running_max_scan.py); with w_t = W[t], xLSTM's kind, the max-plus scan is not built, and the note
+    says why. Before s35, '0 scans found' alone."""
+    model = rwkv_loop(6, readout_branch=readout_branch, per_step_w=True)
     out, result = apply_pass(model, RerollScans(form="parallel", chunk=2))
     assert (result.changed, result.stats) == (False, {"rerolled": 0, "steps": 0, "rejected": 0})
     assert result.notes == ["0 scans found", NOTE.format(more=more)]
     assert [(node.op_type, list(node.input)) for node in out.graph.node] == \
         [(node.op_type, list(node.input)) for node in model.graph.node]
-    feeds = _feeds(6)
+    feeds = {**_feeds(6), "W": -np.exp(np.random.default_rng(1).standard_normal((6, D))).astype(np.float32)}
     assert rel_l2(run(out, feeds)[0], run(model, feeds)[0]) == 0
 
 

@@ -502,3 +502,33 @@ def test_a_state_laid_out_with_its_last_two_axes_swapped_is_read_as_its_own_orde
     assert got.shape == want.shape
     assert relative_l2(got, want) <= 1e-6
     assert dict(ops) == ({"Unsqueeze": 1, "Transpose": 2, "MatMul": 1} if op == "MatMul" else {"Transpose": 1, "Neg": 1})
+
+
+def test_step_operands_reading_a_tensor_at_t_and_t_plus_1_match_with_an_offset():
+    """exp(x[t] - x[t + 1]) at every step, as a running maximum's decays read its scan (m_{t-1} at t, m_t at t + 1:
+    passes/running_max_scan.py): one template with `allow_offset`, the positions the lower read's and the other read
+    one after; without it (and on main before s36) refused at the step-ahead read."""
+    import onnx_graphsurgeon as gs
+    from patterns.ranks import RankMap
+    from patterns.step_template import TemplateMismatch, match_operand_templates
+
+    nodes, operands = [], []
+    for t in range(5):
+        nodes += [helper.make_node("Gather", ["x", f"i{t}"], [f"now{t}"], axis=0),
+                  helper.make_node("Gather", ["x", f"i{t + 1}"], [f"next{t}"], axis=0),
+                  helper.make_node("Sub", [f"now{t}", f"next{t}"], [f"d{t}"]),
+                  helper.make_node("Exp", [f"d{t}"], [f"o{t}"])]
+        operands.append(f"o{t}")
+    nodes.append(helper.make_node("Sum", operands, ["y"]))
+    inits = [numpy_helper.from_array(np.array(t, np.int64), f"i{t}") for t in range(6)]
+    graph = gs.import_onnx(helper.make_model(helper.make_graph(
+        nodes, "offsets", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, D])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [D])], inits)))
+    tensors = graph.tensors()
+    ranks = RankMap(graph)
+    with pytest.raises(TemplateMismatch, match=r"Gather '' index is 1 at step 0 \(expected 0: each step must read "
+                                               r"its own position\)"):
+        match_operand_templates([tensors[name] for name in operands], ranks)
+    template, positions = match_operand_templates([tensors[name] for name in operands], ranks, allow_offset=True)
+    assert positions == [0, 1, 2, 3, 4]
+    assert sorted(use.offset for use in template.stepped) == [0, 1]

@@ -72,7 +72,8 @@ class ExternalExport:
     steps: int               # scan steps in all
     options: dict = field(default_factory=dict)   # how it is exported: EXPORT_OPTIONS
     overflows: tuple[str, ...] = ()   # pipelines whose scan form overflows float32 on it (by design: seed)
-    unrolled_by: tuple[str, ...] = ()  # pipelines whose scan form refuses its decays (log space, decays not > 0)
+    unrolled_by: tuple[str, ...] = ()  # pipelines whose scan form refuses its decays (log space, decays not > 0;
+    #                                   a running maximum's unbounded ones past chunk24's range: RWKV, s36)
     exporter: str = "torchscript"     # torch.onnx.export with dynamo=False, or "dynamo" (dynamo=True)
     dtype: str = "float32"            # the module (and a float sample) converted first: model.half(), .double()
     tolerance: float = 1e-5           # rel L2 the compiled model must reach against the library's output
@@ -1025,12 +1026,13 @@ EXPORTS = {e.name: e for e in [
     ExternalExport("hf-mamba-n4-b2-f64", "transformers", "hf-mamba-n4-b2 as model.double()",
                    lambda: hf_mamba(8, 4, 1, 7, batch=2), scans=1, steps=7, dtype="float64",
                    runs_in_onnxruntime=False),
-    # session s35 (gen23): transformers' linear-attention models, left unrolled with a reason (scans 0)
+    # session s35 (gen23): transformers' linear-attention models, left unrolled with a reason (scans 0); s36 (gen24):
+    # RWKV's num and den chains re-rolled (its running maximum a max-plus scan), seed's chunk24 refusing them by name
     ExternalExport("hf-rwkv", "transformers",
                    "RwkvModel, hidden 16, 2 layers, L 8: rwkv_linear_attention_cpu, num/den states rescaled by a running "
-                   "maximum", lambda: hf_linear_attention("rwkv"), scans=0, steps=0),
+                   "maximum", lambda: hf_linear_attention("rwkv"), scans=4, steps=28, unrolled_by=("seed",)),
     ExternalExport("hf-rwkv-dynamo", "transformers", "hf-rwkv through the dynamo exporter",
-                   lambda: hf_linear_attention("rwkv"), scans=0, steps=0, exporter="dynamo"),
+                   lambda: hf_linear_attention("rwkv"), scans=4, steps=28, exporter="dynamo", unrolled_by=("seed",)),
     ExternalExport("hf-xlstm", "transformers",
                    "xLSTMModel, hidden 16, 1 layer of 2 heads, L 8 (below its smallest chunk, 16): the mLSTM's per-step "
                    "loop, a matrix state with an exponential input gate stabilised by a running maximum",

@@ -120,6 +120,16 @@ class Decays:
             self._log = self._make_log()
         return self._log
 
+    def first_step_one(self, builder: GraphBuilder, axis: int, rank: int) -> "Decays":
+        """The decays with a_0 = 1 (log a_0 = 0), the others as they are: exact where x_{-1} is zeros, which a_0
+        only multiplies. A running maximum's first decay exp(m_{-1} + w - m_0), m_{-1} = -1e38 (RWKV's start),
+        is exp(-1e38): summed into the log-space forms' cumulative logs it swallowed every later step's (NaN)."""
+        def first_one(tensor: gs.Tensor, one: float) -> gs.Tensor:
+            later = builder.node("Slice", [tensor, builder.ints([1]), builder.ints([2 ** 62]), builder.ints([axis])])
+            return builder.pad_axis(later, rank, axis, 1, 0, one)
+        make_log = (lambda: first_one(self.log, 0.0)) if self.has_log else None
+        return Decays(lambda: first_one(self.values, 1.0), make_log, self.why_no_log)
+
     def mapped(self, change: Callable[[gs.Tensor], gs.Tensor]) -> "Decays":
         """The same decays through a change that commutes with log (a Squeeze, a Transpose)."""
         make_log = (lambda: change(self.log)) if self.has_log else None
