@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from patterns.running_max import find_running_maxima
+from patterns.running_max import find_running_maxima, rescaled_steps
 from patterns.substitution_writes import find_substitution_writes
 from test_fuzz_running_max import MaxLoop, Writes, check_max_loop, check_writes, max_loop, writes_model
 
@@ -21,6 +21,46 @@ def test_a_max_reading_a_sub_of_the_maximum_before_begins_a_new_chain():
     assert [[node.name for node in chain.maxes] for chain in find_running_maxima(gs.import_onnx(max_loop(spec)))] == \
         [[f"max{t}" for t in range(4)], [f"max{t}" for t in range(4, 8)]]
     check_max_loop(spec)
+
+
+
+def _constant_led_loop(length: int = 5) -> onnx.ModelProto:
+    """m_t = Max(m_{t-1} + w, k_t) and one linear step s_t = Add(b, Mul(a_t, s_{t-1})) with a_t = Sub(c, m_t): the
+    Add's Mul second and the decay's constant first (the Max read past it); then readout = Add(Mul(c2, s_last), d),
+    whose state alone reads the chain, and decoy = Div(Mul(a_last, s_last), b), a two-input node other than Add."""
+    vector = lambda name, value: numpy_helper.from_array(np.full(3, value, np.float32), name)   # noqa: E731
+    inits = [vector("m_init", -1e30), vector("w", -0.5), vector("c", 1.0), vector("s_init", 0.0), vector("b", 0.5),
+             vector("c2", 2.0), vector("d", 0.25)]
+    nodes, m, s = [], "m_init", "s_init"
+    for t in range(length):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"i{t}"))
+        nodes += [helper.make_node("Gather", ["k", f"i{t}"], [f"k{t}"]),
+                  helper.make_node("Add", [m, "w"], [f"mw{t}"]),
+                  helper.make_node("Max", [f"mw{t}", f"k{t}"], [f"m{t}"], name=f"max{t}"),
+                  helper.make_node("Sub", ["c", f"m{t}"], [f"a{t}"]),
+                  helper.make_node("Mul", [f"a{t}", s], [f"p{t}"]),
+                  helper.make_node("Add", ["b", f"p{t}"], [f"s{t}"], name=f"step{t}")]
+        m, s = f"m{t}", f"s{t}"
+    nodes += [helper.make_node("Mul", ["c2", s], ["q"]), helper.make_node("Add", ["q", "d"], ["y"], name="readout"),
+              helper.make_node("Div", [f"p{length - 1}", "b"], ["z"], name="decoy")]
+    graph = helper.make_graph(nodes, "constant_led", [helper.make_tensor_value_info("k", TensorProto.FLOAT, [length, 3])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [3]) for name in ("y", "z")],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_rescaled_steps_are_the_adds_of_a_mul_whose_decay_or_drive_reads_the_chain():
+    """Each step_t, its decay read past a constant (a walk that stopped at the first tensor without a producer found
+    none), its Mul the Add's second operand (a loop that stopped after the first found none), step0 too (its state
+    the initial one: reading the chain only through the state, as a mutant that kept the states and dropped the
+    Mul's operands did, loses it); not the readout, whose state is the chain's last Add (the state walked back reads
+    the chain), nor the Div (a two-input node read as an Add)."""
+    graph = gs.import_onnx(_constant_led_loop())
+    (running,) = find_running_maxima(graph)
+    assert [node.name for node in running.maxes] == [f"max{t}" for t in range(5)]
+    assert [node.name for node in rescaled_steps(graph, running)] == [f"step{t}" for t in range(5)]
 
 
 # --- patterns/substitution_writes.py -------------------------------------------------------------------------------
