@@ -1,0 +1,85 @@
+"""Masked steps (passes/masked_steps.py) against mutants left open or not run by mut37/mut38 (session s36, mut39;
+docs/MUTATION.md)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.compose
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.base import PassContext
+from passes.reroll_scans import RerollScans
+from scan_testing import apply_pass, op_histogram, rel_l2, run
+from tools.synthetic_scans import ScanSpec, numpy_scan, scan_inputs, unrolled_scan_model
+
+SPEC = ScanSpec(length=8, state=2, mask="then")
+
+
+def test_a_masked_chain_without_recorded_types_gets_ones_and_zeros_of_its_own_type():
+    """No shape inference before the pass (an exporter need not record intermediate types): the Wheres' outputs are
+    untyped, so the step's element type comes from its Add's output, read back to float32 inputs. The 1 and 0 the
+    decay and drive keep where the mask is off are float32 (an unknown first type read as numpy's default made them
+    float64: a model ONNX Runtime refuses)."""
+    model = unrolled_scan_model(SPEC)
+    graph = gs.import_onnx(model)
+    assert all(node.outputs[0].dtype is None for node in graph.nodes if node.op == "Where")
+    result = RerollScans(form="parallel", chunk=4).run(graph, PassContext(opset=model.opset_import[0].version))
+    assert result.stats == {"rerolled": 1, "steps": 8, "rejected": 0, "step_operands_replayed": 2, "masked_steps": 8}
+    out = gs.export_onnx(graph)
+    made = {tensor.name: onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type) for tensor in out.graph.initializer
+            if tensor.name.startswith("reroll_scans/masked_steps/")}
+    assert made == {"reroll_scans/masked_steps/const_0": np.float32, "reroll_scans/masked_steps/const_1": np.float32}
+    assert op_histogram(out)["Where"] == 2
+    for seed in (0, 1):
+        feeds = scan_inputs(SPEC, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(SPEC, feeds)) <= 1e-6
+
+
+def _passed_over(how: str) -> onnx.ModelProto:
+    """A mixed chain (masked steps 0 .. 2, plain after) whose masked steps' conds give no plain-step conds: "template"
+    step 1's cond Not(Not(cond)) (no one subgraph), "cond-shifted" each masked step's mask read one position on (the
+    conds at other positions than the decays)."""
+    model = unrolled_scan_model(ScanSpec(length=8, state=2, mask="then", masked_steps=(0, 1, 2)))
+    made = {output: node for node in model.graph.node for output in node.output}
+    wheres = [node for node in model.graph.node if node.op_type == "Where"]
+    if how == "template":
+        index = list(model.graph.node).index(wheres[1])
+        model.graph.node.insert(index, onnx.helper.make_node("Not", [wheres[1].input[0]], ["not1"], name="not1"))
+        model.graph.node.insert(index + 1, onnx.helper.make_node("Not", ["not1"], ["not2"], name="not2"))
+        wheres[1].input[0] = "not2"
+    else:
+        for t, where in enumerate(wheres):
+            gather = made[made[made[where.input[0]].input[0]].input[0]]
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(t + 1, np.int64), f"shift{t}"))
+            gather.input[1] = f"shift{t}"
+    return model
+
+
+def _side_by_side(first: onnx.ModelProto, second: onnx.ModelProto) -> onnx.ModelProto:
+    models = [onnx.compose.add_prefix(model, prefix) for model, prefix in ((first, "a_"), (second, "b_"))]
+    graphs = [model.graph for model in models]
+    graph = onnx.helper.make_graph([node for g in graphs for node in g.node], "two",
+                                   [value for g in graphs for value in g.input],
+                                   [value for g in graphs for value in g.output],
+                                   [tensor for g in graphs for tensor in g.initializer])
+    return onnx.helper.make_model(graph, opset_imports=models[0].opset_import, ir_version=models[0].ir_version)
+
+
+@pytest.mark.parametrize("how", ["template", "cond-shifted"])
+def test_a_mixed_chain_passed_over_does_not_keep_the_next_from_its_conds(how):
+    """The first mixed chain gets no plain-step conds (its 5 plain steps re-roll alone, its notes say why); the
+    mixed chain after it still gets its own and re-rolls whole, 8 steps, exact (a `break` for the `continue` left it
+    without: its plain steps dropped)."""
+    spec = ScanSpec(length=8, state=2, mask="then", masked_steps=(0, 1, 2))
+    model = _side_by_side(_passed_over(how), unrolled_scan_model(spec))
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.stats == {"rerolled": 2, "steps": 13, "rejected": 0, "part_of_axis": 1,
+                            "step_operands_replayed": 2, "masked_steps": 8}
+    assert [note.split(":")[0] for note in result.notes] == ["chain at 'a_Where_16' (8 steps) not re-rolled"] * 2
+    for seed in (0, 1):
+        feeds = {"b_" + name: value for name, value in scan_inputs(spec, seed=seed).items()}
+        feeds.update({"a_" + name: value for name, value in scan_inputs(spec, seed=seed).items()})
+        got = dict(zip([value.name for value in out.graph.output], run(out, feeds)))
+        expected = numpy_scan(spec, scan_inputs(spec, seed=seed))
+        assert rel_l2(got[model.graph.output[1].name], expected) <= 1e-6
