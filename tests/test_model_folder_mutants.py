@@ -135,3 +135,40 @@ def test_compared_as_written_is_none_where_the_run_as_written_fails(monkeypatch)
     missed = verify.OutputComparison("y", 0.1, 0.05, 1e-5, False)
     assert verify.compared_as_written(_tiny("m"), {}, {"y": np.float32([1.0])}, [missed], 1e-5) is None
     assert len(calls) == 1
+
+
+# --- model_check.model_for_runtime ------------------------------------------------------------------------------
+
+def test_model_for_runtime_hands_back_the_bytes_of_the_model_read(tmp_path):
+    from passes.model_check import model_for_runtime
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_tiny("read"), path)
+    data = model_for_runtime(path)
+    assert onnx.load_from_string(data) == read_model(path).model
+
+
+@pytest.mark.parametrize("what", [None, "teacher"])
+def test_model_for_runtime_refuses_a_missing_file_a_folder_and_a_cycle_of_functions_by_name(tmp_path, what):
+    from passes.model_check import InputError as CheckInputError, model_for_runtime
+
+    kwargs = {} if what is None else {"what": what}
+    shown = what or "model"
+    with pytest.raises(CheckInputError) as refused:
+        model_for_runtime(tmp_path / "missing.onnx", **kwargs)
+    assert str(refused.value) == f"{shown} not found: {tmp_path / 'missing.onnx'}"
+    with pytest.raises(CheckInputError) as refused:
+        model_for_runtime(tmp_path, **kwargs)
+    assert str(refused.value) == f"{shown} {tmp_path} is not a regular file (a directory)"
+    f = helper.make_function("x", "F", ["a"], ["b"], [helper.make_node("F", ["a"], ["b"], domain="x")],
+                             opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("x", 1)])
+    graph = helper.make_graph([helper.make_node("F", ["x"], ["y"], domain="x")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "cycle\x1b.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("x", 1)],
+                                functions=[f]), path)
+    with pytest.raises(CheckInputError) as refused:
+        model_for_runtime(path, **kwargs)
+    assert str(refused.value) == (f"{tmp_path}/cycle\\x1b.onnx: model-local functions call each other in a cycle: "
+                                  "x::F -> x::F")
