@@ -172,3 +172,20 @@ def test_model_for_runtime_refuses_a_missing_file_a_folder_and_a_cycle_of_functi
         model_for_runtime(path, **kwargs)
     assert str(refused.value) == (f"{tmp_path}/cycle\\x1b.onnx: model-local functions call each other in a cycle: "
                                   "x::F -> x::F")
+
+
+def test_read_structure_opens_the_path_itself_where_no_file_is_handed_to_it(tmp_path):
+    """tools.nodecount's and tools.diffview's read: the path opened here, once, and refused in one line where it is
+    missing (the open's error) or a named pipe (never waited on)."""
+    from passes.graph_io import read_structure
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_tiny("structure"), path)
+    assert read_structure(path).graph.name == "structure"
+    with pytest.raises(InputError) as refused:
+        read_structure(tmp_path / "missing\x1b.onnx")
+    assert str(refused.value) == f"input {tmp_path}/missing\\x1b.onnx cannot be read (No such file or directory)"
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(InputError) as refused:
+        read_structure(tmp_path / "pipe.onnx")
+    assert str(refused.value) == f"input {tmp_path}/pipe.onnx is not a regular file (a named pipe)"
