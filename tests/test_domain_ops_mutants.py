@@ -144,3 +144,15 @@ def test_simplify_runs_where_the_ops_of_other_domains_are_named_unlike_onnx_ops(
     assert (result.changed, result.stats, result.notes) == (False, {"removed": 0}, [])
     assert [(node.domain, node.op_type) for node in given[0].graph.node] == [
         ("", "Relu"), ("x", "F"), ("x", "G"), ("", "If"), ("", "Mul")]
+
+
+def test_an_op_of_another_domain_named_without_it_is_written_as_it_is():
+    """A graph imported by onnx-graphsurgeon itself (a tool's, a test's), or a node a pass makes, names an op of
+    another domain without the domain: graph_to_model writes it unchanged (the prefix is taken out only where it is
+    there; 'or' for 'and' cut 'F' to '')."""
+    model = _model("function")
+    written = graph_to_model(gs.import_onnx(model))
+    assert [(node.domain, node.op_type) for node in written.graph.node] == [
+        (node.domain, node.op_type) for node in model.graph.node]
+    assert [[(node.domain, node.op_type) for node in f.node] for f in written.functions] == [
+        [(node.domain, node.op_type) for node in f.node] for f in model.functions]
