@@ -4,6 +4,7 @@ passes/verify.py load_reference / checked_beside / compared_as_written; passes/m
 case fails with a plausible bug that the tests before let through."""
 from __future__ import annotations
 
+import errno
 import os
 
 import onnx
@@ -189,3 +190,50 @@ def test_read_structure_opens_the_path_itself_where_no_file_is_handed_to_it(tmp_
     with pytest.raises(InputError) as refused:
         read_structure(tmp_path / "pipe.onnx")
     assert str(refused.value) == f"input {tmp_path}/pipe.onnx is not a regular file (a named pipe)"
+
+
+# --- files.open_checked(folder=), verify.checked_beside ----------------------------------------------------------
+
+def test_a_folder_other_than_the_models_is_refused_with_estale_its_words_and_the_path(tmp_path):
+    from passes.files import FOLDER_CHANGED, FileChangedError, checked_file, folder_identity, open_checked
+
+    (tmp_path / "w.bin").write_bytes(b"1234")
+    base, resolved, status = checked_file(tmp_path, tmp_path / "w.bin")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        identity = folder_identity(fd)
+    finally:
+        os.close(fd)
+    os.close(open_checked(base, resolved, status, identity))   # the model's own folder: opened
+    with pytest.raises(FileChangedError) as refused:
+        open_checked(base, resolved, status, (identity[0], identity[1] + 1))
+    assert (refused.value.errno, refused.value.strerror, refused.value.filename) == (
+        errno.ESTALE, FOLDER_CHANGED, resolved)
+
+
+def test_checked_beside_is_none_for_a_file_beside_the_model_leading_out_of_its_folder(tmp_path):
+    from passes.verify import checked_beside
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.npz").write_bytes(b"x")
+    os.symlink("../elsewhere/secret.npz", tmp_path / "m" / "naive.ref.npz")
+    (tmp_path / "m" / "own.ref.npz").write_bytes(b"y")
+    model = tmp_path / "m" / "naive.onnx"
+    assert checked_beside(model, tmp_path / "m" / "naive.ref.npz", (1, 2)) is None
+    base, resolved, status, folder = checked_beside(model, tmp_path / "m" / "own.ref.npz", (1, 2))
+    assert (base, resolved, status.st_size, folder) == (
+        str((tmp_path / "m").resolve()), str((tmp_path / "m" / "own.ref.npz").resolve()), 1, (1, 2))
+
+
+def test_model_for_runtime_refuses_a_model_past_protobufs_limit_in_one_line(tmp_path, monkeypatch):
+    """(read_model refuses such a model first; the check kept for one that grew, forced here)"""
+    import passes.graph_io as graph_io
+    from passes.model_check import InputError as CheckInputError, model_for_runtime
+
+    path = tmp_path / "big\x1b.onnx"
+    onnx.save(_tiny("big"), path)
+    monkeypatch.setattr(graph_io, "serialized_model", lambda model: (None, 3_000_000_000))
+    with pytest.raises(CheckInputError) as refused:
+        model_for_runtime(path)
+    assert str(refused.value) == f"{tmp_path}/big\\x1b.onnx: 3,000,000,000 bytes, past protobuf's 2 GiB"
