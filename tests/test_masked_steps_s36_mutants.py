@@ -83,3 +83,31 @@ def test_a_mixed_chain_passed_over_does_not_keep_the_next_from_its_conds(how):
         got = dict(zip([value.name for value in out.graph.output], run(out, feeds)))
         expected = numpy_scan(spec, scan_inputs(spec, seed=seed))
         assert rel_l2(got[model.graph.output[1].name], expected) <= 1e-6
+
+
+@pytest.mark.parametrize("masked_steps, mask", [((0, 1, 2), "constants"), ((3, 4, 5, 6, 7), "constants"),
+                                                ((0, 1, 2), "initializer")])
+def test_a_mixed_chain_of_constant_masks_is_one_scan_of_its_stacked_masks_alone(masked_steps, mask):
+    """Masks fixed at export on some steps only, one bool Constant per step or Gathers of one initializer (then one
+    cond subgraph at every masked step, which the mixed-chain conds could copy): the masks stacked as one constant,
+    read by every step; no mixed-chain cond made beside it (47 nodes, exact histogram), values exact."""
+    spec = ScanSpec(length=8, state=2, mask="then", mask_spelling="constant" if mask == "constants" else "unsqueeze",
+                    masked_steps=masked_steps)
+    model = unrolled_scan_model(spec)
+    fixed = scan_inputs(spec, seed=0).get("m")
+    if mask == "initializer":
+        model.graph.initializer.append(onnx.numpy_helper.from_array(fixed, "m"))
+        inputs = [value for value in model.graph.input if value.name != "m"]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    out, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert (result.stats, result.notes) == (
+        {"rerolled": 1, "steps": 8, "rejected": 0, "step_operands_replayed": 2, "masked_steps": 8}, [])
+    assert op_histogram(out) == {"Add": 8, "Concat": 4, "Einsum": 1, "Exp": 1, "Mul": 11, "Pad": 2, "Reshape": 3,
+                                 "Shape": 3, "Slice": 8, "Split": 2, "Transpose": 2, "Where": 2}
+    assert len(out.graph.node) == 47
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        if mask == "initializer":
+            feeds["m"] = fixed
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
