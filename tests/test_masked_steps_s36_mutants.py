@@ -111,3 +111,16 @@ def test_a_mixed_chain_of_constant_masks_is_one_scan_of_its_stacked_masks_alone(
         if mask == "initializer":
             feeds["m"] = fixed
         assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_the_masked_steps_rewritten_leave_the_graph_in_topological_order():
+    """The nodes made for each step (and its Mul) stand just before its step: the graph stays sorted, so no RankMap
+    after it sorts it (7.5 of 20.6 s of reroll-scans on 512 masked steps, s34); without the move the made nodes
+    stood at the graph's end, after their readers."""
+    from passes.graph_io import graph_is_topologically_sorted
+    from passes.masked_steps import mask_steps
+
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(unrolled_scan_model(SPEC)))
+    assert graph_is_topologically_sorted(graph)
+    done = mask_steps(graph, 17, set())
+    assert len(done) == 8 and graph_is_topologically_sorted(graph)

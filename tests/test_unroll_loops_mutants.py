@@ -438,13 +438,18 @@ def test_a_body_op_of_another_domain_and_one_of_two_outputs_keep_their_domain_an
 
 # --- s36 (mut39): adv23's shapes at later steps (_static_dims, shapes_hold_later) ---------------------------------
 
-@pytest.mark.parametrize("carried, later", [([1, 4], [1, 4]), (["L", 4], None)],
-                         ids=["static-carried-shape-kept", "symbolic-carried-shape"])
-def test_later_steps_keep_the_bodys_declared_shapes_only_where_the_carried_shapes_are_static_and_kept(carried, later):
-    """h carried through t = Relu(h) (declared [1, 4]) and h2 = Neg(t), h2 declared as h came in: every step keeps
-    t's declared shape where h is [1, 4] in and out (mutants that read every static shape as not static dropped
-    them at steps 1 and 2); where h is ['L', 4] in and out (the body's symbol, not the outer graph's), the later
-    steps keep the element type only (a mutant that read a symbolic size as static copied it)."""
+@pytest.mark.parametrize("carried, initial, later", [
+    ([1, 4], [1, 4], [1, 4]), (["L", 4], [1, 4], None), ([1, 4], ["N", 4], [1, 4]), (None, [1, 4], [1, 4])],
+    ids=["static-carried-shape-kept", "symbolic-carried-shape", "body-declares-static-initial-symbolic",
+         "body-declares-none-initial-static"])
+def test_later_steps_keep_the_bodys_declared_shapes_only_where_the_carried_shapes_are_static_and_kept(
+        carried, initial, later):
+    """h carried through t = Relu(h) (declared [1, 4]) and h2 = Neg(t), h2 declared [1, 4] (as h where declared): the
+    shape h comes in with is the body input's where declared, else the initial value's. Every step keeps t's
+    declared shape where that is [1, 4] (mutants that read every static shape as not static, or took the initial
+    value's shape over the body's or the reverse, dropped them at steps 1 and 2); where h is ['L', 4] in and out (the
+    body's symbol, not the outer graph's), the later steps keep the element type only (a mutant that read a symbolic
+    size as static copied it), the first step its declaration still."""
     from passes.graph_io import model_to_graph
     from passes.registry import get_pass
 
@@ -454,11 +459,11 @@ def test_later_steps_keep_the_bodys_declared_shapes_only_where_the_carried_shape
         [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
          helper.make_tensor_value_info("h", TensorProto.FLOAT, carried)],
         [helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("h2", TensorProto.FLOAT, carried)],
+         helper.make_tensor_value_info("h2", TensorProto.FLOAT, carried or [1, 4])],
         value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
     graph = helper.make_graph([helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, initial)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, initial)],
                               initializer=[numpy_helper.from_array(np.array(3, np.int64), "n")])
     gs_graph = model_to_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
     result = get_pass("unroll-loops").run(gs_graph, PassContext(opset=17))
