@@ -237,3 +237,21 @@ def test_model_for_runtime_refuses_a_model_past_protobufs_limit_in_one_line(tmp_
     with pytest.raises(CheckInputError) as refused:
         model_for_runtime(path)
     assert str(refused.value) == f"{tmp_path}/big\\x1b.onnx: 3,000,000,000 bytes, past protobuf's 2 GiB"
+
+
+def test_a_model_named_without_a_folder_is_read_from_the_working_folder(tmp_path, monkeypatch):
+    onnx.save(_tiny("here"), tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    loaded = read_model("m.onnx")
+    folder = os.stat(tmp_path)
+    assert (loaded.model.graph.name, loaded.folder) == ("here", (folder.st_dev, folder.st_ino))
+
+
+def test_open_model_file_refuses_a_named_pipe_by_its_whole_path(tmp_path):
+    from passes.files import open_model_file
+
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(OSError) as refused:
+        open_model_file(tmp_path / "pipe.onnx")
+    assert (refused.value.errno, refused.value.strerror, refused.value.filename) == (
+        errno.EINVAL, "not a regular file (a named pipe)", str(tmp_path / "pipe.onnx"))
