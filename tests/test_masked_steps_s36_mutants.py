@@ -124,3 +124,34 @@ def test_the_masked_steps_rewritten_leave_the_graph_in_topological_order():
     assert graph_is_topologically_sorted(graph)
     done = mask_steps(graph, 17, set())
     assert len(done) == 8 and graph_is_topologically_sorted(graph)
+
+
+def _product_read_elsewhere(clear_names: bool) -> onnx.ModelProto:
+    """test_masked_steps_mutants' near miss: step 4's product also a graph output (through an Identity); the Wheres
+    unnamed where `clear_names`."""
+    model = unrolled_scan_model(SPEC)
+    made = {output: node for node in model.graph.node for output in node.output}
+    wheres = [node for node in model.graph.node if node.op_type == "Where"]
+    mul = made[made[wheres[4].input[1]].input[0]]
+    model.graph.node.append(onnx.helper.make_node("Identity", [mul.output[0]], ["product"], name="product_copy"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("product", onnx.TensorProto.FLOAT, [1, 3, 2]))
+    if clear_names:
+        for where in wheres:
+            where.name = ""
+    return model
+
+
+def test_a_near_miss_in_a_chain_of_unnamed_wheres_is_named_by_the_first_wheres_output():
+    _, result = apply_pass(_product_read_elsewhere(True), RerollScans(form="parallel", chunk=4))
+    assert result.notes[0] == (
+        "chain at 'Where_16' (8 steps) not re-rolled: Where '' is a masked step whose step (Add 'Add_81') is also "
+        "read by Identity 'product_copy'; a masked step's step is read by its Where alone")
+
+
+def test_near_misses_in_two_chains_are_each_named():
+    model = _side_by_side(_product_read_elsewhere(False), _product_read_elsewhere(False))
+    _, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.notes[:2] == [
+        f"chain at '{prefix}Where_16' (8 steps) not re-rolled: Where '{prefix}Where_88' is a masked step whose step "
+        f"(Add '{prefix}Add_81') is also read by Identity '{prefix}product_copy'; a masked step's step is read by its "
+        "Where alone" for prefix in ("a_", "b_")]
