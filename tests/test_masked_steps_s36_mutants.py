@@ -155,3 +155,28 @@ def test_near_misses_in_two_chains_are_each_named():
         f"chain at '{prefix}Where_16' (8 steps) not re-rolled: Where '{prefix}Where_88' is a masked step whose step "
         f"(Add '{prefix}Add_81') is also read by Identity '{prefix}product_copy'; a masked step's step is read by its "
         "Where alone" for prefix in ("a_", "b_")]
+
+
+@pytest.mark.parametrize("masked_steps", [None, (0, 1, 2)])
+def test_constant_masks_of_steps_from_position_one_are_stacked_at_their_drives_positions(masked_steps):
+    """`for t in range(1, L)` with masks fixed at export: the decays Exp(a_t) are no step slices, the drives b_t are:
+    each step's position is its drive's (1 .. 7), not its place in the chain (0 .. 6); one scan, 53 nodes, exact."""
+    spec = ScanSpec(length=7, state=2, mask="then", mask_spelling="constant", first=1, masked_steps=masked_steps)
+    out, result = apply_pass(unrolled_scan_model(spec), RerollScans(form="parallel", chunk=4))
+    assert (result.stats, result.notes) == ({"rerolled": 1, "steps": 7, "rejected": 0, "part_of_axis": 1,
+                                             "step_operands_replayed": 2, "masked_steps": 7}, [])
+    assert len(out.graph.node) == 53
+    for seed in (0, 1):
+        feeds = scan_inputs(spec, seed=seed)
+        assert rel_l2(run(out, feeds)[0], numpy_scan(spec, feeds)) <= 1e-6
+
+
+def test_a_near_miss_read_by_two_others_names_both():
+    model = _product_read_elsewhere(False)
+    product = model.graph.node[-1].input[0]
+    model.graph.node.append(onnx.helper.make_node("Neg", [product], ["negated"], name="negated"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("negated", onnx.TensorProto.FLOAT, [1, 3, 2]))
+    _, result = apply_pass(model, RerollScans(form="parallel", chunk=4))
+    assert result.notes[0] == (
+        "chain at 'Where_16' (8 steps) not re-rolled: Where 'Where_88' is a masked step whose step (Add 'Add_81') is "
+        "also read by Identity 'product_copy', Neg 'negated'; a masked step's step is read by its Where alone")
