@@ -36,6 +36,9 @@ input and the *library's own* PyTorch output, so `compile_model` verifies agains
   user-s6-discretise-in-loop*  one direction computing each step's decay and drive inside the loop
   user-s6-keep-step-axis  one direction stepping `h = deltaA[:, t:t+1] * h + deltaBx[:, t:t+1]` (the step axis kept),
                     readouts torch.cat-ed along it
+  vision-*         vision Mamba blocks written by hand after their papers (tools/vision_scans.py, session s36): PlainMamba's
+                    zig-zag orders, LocalMamba's windows, EfficientVMamba's atrous sub-planes, Vim's middle class token,
+                    MambaVision's half-SSM mixer
   fork-channels-*   the public VMamba ONNX fork's loop with d_state > 1: readout
                     F.conv1d(h_i.view(1, B*KD*N, 1), C_i.view(B*KD, N, 1), groups=B*KD), written
                     with vmamba_ref.mamba1d --readout conv-channels
@@ -58,6 +61,7 @@ from typing import Callable
 import numpy as np
 
 from passes.one_line import OneLineArgumentParser
+from tools.vision_scans import vision_mamba
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
@@ -1047,6 +1051,46 @@ EXPORTS = {e.name: e for e in [
                    "Qwen3NextModel, hidden 16, 1 linear-attention layer, L 8, dynamo exporter (TorchScript has no "
                    "linalg_solve_triangular): torch_chunk_gated_delta_rule, one chunk of 64", lambda: hf_linear_attention(
                        "qwen3-next"), scans=0, steps=0, exporter="dynamo"),
+    # session s36 (gen25): vision Mamba blocks whose scans visit the pixels in other orders (tools/vision_scans.py);
+    # each re-rolled as it came, every scan, the order a Gather, Transpose or strided Slice outside the chain
+    ExternalExport("vision-plainmamba-zigzag-n4", "torch",
+                   "PlainMamba-style block, 4 x 4 plane, d_inner 8, d_state 4, batch 2: four zig-zag (snake) orders, "
+                   "rows or columns alternately reversed, each also run backwards, as constant index Gathers of the "
+                   "flattened plane, gathered back by the inverse permutation",
+                   lambda: vision_mamba("zigzag", state=4), scans=4, steps=64),
+    ExternalExport("vision-plainmamba-zigzag-n4-dynamo", "torch",
+                   "vision-plainmamba-zigzag-n4 through the dynamo exporter (the inverse permutation's argsort a TopK "
+                   "of a constant, kept in the graph)", lambda: vision_mamba("zigzag", state=4), scans=4, steps=64,
+                   exporter="dynamo"),
+    ExternalExport("vision-localmamba-windows-n1", "torch",
+                   "LocalMamba-style block, 4 x 4 plane, d_inner 8, d_state 1, batch 2: the global row-major order and "
+                   "2 x 2 windows (view + permute + reshape), each also flipped", lambda: vision_mamba("windows"),
+                   scans=4, steps=64),
+    ExternalExport("vision-localmamba-windows-n1-dynamic-batch", "torch",
+                   "vision-localmamba-windows-n1 with a dynamic batch (dynamic_axes)", lambda: vision_mamba("windows"),
+                   scans=4, steps=64, options={"dynamic_batch": True}),
+    ExternalExport("vision-efficientvmamba-atrous-n1", "torch",
+                   "EfficientVMamba-style block, 6 x 6 plane, d_inner 8, d_state 1, batch 2: 4 stride-2 sub-planes "
+                   "(x[:, :, i::2, j::2]) of 9 steps each, scanned row- or column-major, forwards or backwards, written "
+                   "back by strided assignment (ScatterND)", lambda: vision_mamba("atrous", height=6, width=6),
+                   scans=4, steps=36),
+    ExternalExport("vision-efficientvmamba-atrous-n1-dynamic-batch", "torch",
+                   "vision-efficientvmamba-atrous-n1 with a dynamic batch (dynamic_axes)",
+                   lambda: vision_mamba("atrous", height=6, width=6), scans=4, steps=36,
+                   options={"dynamic_batch": True}),
+    ExternalExport("vision-vim-middle-cls-n16", "torch",
+                   "Vim-style model, 8 x 8 image in 2 x 2 patches, a class token in the middle (17 tokens), one "
+                   "bidirectional Mamba layer (d_inner 8, d_state 16, dt rank 2, a causal conv1d per direction, the "
+                   "backward one on the flipped sequence, flipped back), the middle token's head, batch 2",
+                   lambda: vision_mamba("vim", state=16, height=8, width=8), scans=2, steps=34),
+    ExternalExport("vision-vim-middle-cls-n16-dynamic-batch", "torch",
+                   "vision-vim-middle-cls-n16 with a dynamic batch (dynamic_axes)",
+                   lambda: vision_mamba("vim", state=16, height=8, width=8), scans=2, steps=34,
+                   options={"dynamic_batch": True}),
+    ExternalExport("vision-mambavision-mixer-n4", "torch",
+                   "MambaVision-style mixer over a 4 x 4 plane's tokens, d_inner 8, d_state 4, batch 2: a selective "
+                   "scan on half the channels, a conv1d + SiLU branch on the other half, concatenated",
+                   lambda: vision_mamba("mambavision", state=4), scans=1, steps=16),
 ]}
 
 
