@@ -1074,10 +1074,6 @@ EXPORTS = {e.name: e for e in [
                    "(x[:, :, i::2, j::2]) of 9 steps each, scanned row- or column-major, forwards or backwards, written "
                    "back by strided assignment (ScatterND)", lambda: vision_mamba("atrous", height=6, width=6),
                    scans=4, steps=36),
-    ExternalExport("vision-efficientvmamba-atrous-n1-dynamic-batch", "torch",
-                   "vision-efficientvmamba-atrous-n1 with a dynamic batch (dynamic_axes)",
-                   lambda: vision_mamba("atrous", height=6, width=6), scans=4, steps=36,
-                   options={"dynamic_batch": True}),
     ExternalExport("vision-vim-middle-cls-n16", "torch",
                    "Vim-style model, 8 x 8 image in 2 x 2 patches, a class token in the middle (17 tokens), one "
                    "bidirectional Mamba layer (d_inner 8, d_state 16, dt rank 2, a causal conv1d per direction, the "
