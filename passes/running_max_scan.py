@@ -29,12 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from passes.graph_builder import GraphBuilder
 from passes.piece_reads import Reads, read_back, read_instead, remove_made
 from passes.scan_forms.step_replay import ReplayError, replay_over_steps
-from patterns.graph_query import producer
+from patterns.graph_query import element_type, producer
 from patterns.no_ops import see_through
 from patterns.ranks import RankMap
 from patterns.running_max import RunningMax, find_running_maxima
@@ -145,7 +146,10 @@ def scan_running_maxima(graph: gs.Graph, opset: int, taken: set[str],
         if positions != list(range(positions[0], positions[0] + len(positions))):
             reasons[id(running.maxes[0])] = f"its k_t take positions {positions}, not in step order"
             continue
-        builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/running_max{len(done)}", taken=taken)
+        # the scan's d * w constants in the maximum's own type (float32 ones made a float16 or float64 loop's Mul
+        # invalid: fuzz24)
+        dtype = element_type(steps.w) or element_type(running.maxes[0].outputs[0]) or np.float32
+        builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/running_max{len(done)}", dtype=dtype, taken=taken)
         try:
             keys = replay_over_steps(builder, template, gs.Variable.empty(), positions[-1] + 1)
         except ReplayError as error:
