@@ -188,6 +188,37 @@ def _replay_refusal(rec: Recurrence, opset: int) -> Optional[str]:
     return None
 
 
+def _reaches_state(tensor: gs.Tensor, states: set[int], depth: int = 2) -> bool:
+    """`tensor` is one of `states` or computed from one within `depth` producers."""
+    if id(tensor) in states:
+        return True
+    node = producer(tensor)
+    return depth > 0 and node is not None and any(_reaches_state(t, states, depth - 1) for t in node.inputs)
+
+
+def _raw_state_read(rec: Recurrence, states: set[int]) -> Optional[str]:
+    """Why a chain rescaled by a scanned maximum may not re-roll: one of its states read other than in a ratio of two
+    rescaled states (RWKV's y_t = num_t / den_t, or (o1 num + o2 v) / (o1 den + o2) before the update), or None.
+    The max-plus scan rounds m_t unlike the loop (d w added at once where the loop adds w d times, a few ulps of m
+    apart), and each state is held relative to its m_t: a ratio is unchanged, a state read alone is off by
+    exp(that difference) (fuzz24: a Neg of num_39 9e-5 from the loop's at |k| ~ 30, rel L2; the loop's own rounding
+    leaves it within 6e-8 of float64)."""
+    def ratio(div: gs.Node) -> bool:
+        return div.op == "Div" and all(_reaches_state(tensor, states) for tensor in div.inputs)
+
+    for position, reads in enumerate(rec.gathered):
+        for reader, _ in reads:
+            if ratio(reader) or (reader.op == "Mul" and all(
+                    add.op == "Add" and all(ratio(div) for div in add.outputs[0].outputs)
+                    for add in reader.outputs[0].outputs) and reader.outputs[0].outputs):
+                continue
+            return (f"its state at step {position} is read by '{reader.name or reader.outputs[0].name}' "
+                    f"({reader.op}), not in a ratio of two rescaled states: the max-plus scan rounds m_t unlike the "
+                    "loop by a few ulps, which scales each state by exp of the difference (a ratio num / den is "
+                    "unchanged)")
+    return None
+
+
 def _log_space_refusal(form: str, decays: Decays) -> Optional[str]:
     """Why `form` cannot take this recurrence's decays (it sums their logs, and some may be <= 0), or None."""
     if form not in LOG_SPACE or decays.has_log:
@@ -699,6 +730,20 @@ class RerollScans(Pass):
         replayed = (replay_step_operands(graph, ctx.opset, taken, operand_misses, allow_offset=bool(scanned_maxima),
                                          branching=rescaled_by_scans) if ctx.opset >= MIN_OPSET else [])
         report = find_recurrences(graph, gathered=rescaled_by_scans)
+        # a state read alone keeps every chain its maximum rescales unrolled, decided before any re-rolls (a re-rolled
+        # num reads its Gathers where den's Div read num_t), all alike: num and den held relative to different m_t
+        # would make their ratio wrong
+        rescaled_states = {id(node.outputs[0]) for node in graph.nodes if id(node) in rescaled_by_scans}
+        maxima_of = {add: first for first, adds in rescaled_before.items() for add in adds}
+
+        def _max_of(rec: Recurrence) -> Optional[int]:
+            return next((maxima_of[id(node)] for node in rec.nodes if id(node) in maxima_of), None)
+
+        raw_reads: dict[int, str] = {}
+        for rec in report.recurrences:
+            reason = _raw_state_read(rec, rescaled_states) if _max_of(rec) is not None else None
+            if reason is not None:
+                raw_reads.setdefault(_max_of(rec), f"{reason} (at '{rec.anchor}')")
         recurrences = []
         zeros_broadcast, zeros_notes = _zeros_not_proven_within_b0(graph, report.recurrences)
         for rec in report.recurrences:
@@ -745,6 +790,8 @@ class RerollScans(Pass):
                         other, rec.length, other_chunk, self.carry_shifts, self.one_chunk_up_to) is None):
                     form, chunk, refusal = other, other_chunk, None
             rescaled_chain = any(id(node) in rescaled_by_scans for node in rec.nodes)
+            if refusal is None and rescaled_chain:
+                refusal = raw_reads.get(_max_of(rec))
             if refusal is None and rescaled_chain and form in OVERFLOWS_PAST:
                 # decays exp(m_{t-1} + w - m_t) have no bound below: a chunk's cumulative decay may be past what the
                 # form inverts in float32 (RWKV's random-init export: exp(122) within 7 steps); the state form, if safe

@@ -25,7 +25,7 @@ class Variant:
     add_first: bool = True            # Add(m, w) or Add(w, m)
     readout_branch: bool = False      # RWKV's output before the update (reads each state twice)
     extra_reader: Optional[int] = None   # m_t also read by Neg -> a graph output
-    state_reader: Optional[int] = None   # num_t also read by an unrelated Sigmoid -> a graph output
+    state_reader: Optional[int] = None   # num_t also read by an unrelated Neg -> a graph output
     layers: int = 1                   # layers in sequence, sharing m_init, zeros and the index constants
     dtype: str = "float32"
 
@@ -95,7 +95,7 @@ def variant_model(spec: Variant) -> onnx.ModelProto:
                 nodes.append(helper.make_node("Neg", [mt], [f"{p}neg_m{t}"], name=f"{p}neg_m{t}"))
                 outputs.append(helper.make_tensor_value_info(f"{p}neg_m{t}", onnx_dtype, state))
             if spec.state_reader == t:
-                nodes.append(helper.make_node("Sigmoid", [f"{p}num{t}"], [f"{p}sig{t}"], name=f"{p}sig{t}"))
+                nodes.append(helper.make_node("Neg", [f"{p}num{t}"], [f"{p}sig{t}"], name=f"{p}sig{t}"))
                 outputs.append(helper.make_tensor_value_info(f"{p}sig{t}", onnx_dtype, state))
             m, num, den = mt, f"{p}num{t}", f"{p}den{t}"
         nodes.append(helper.make_node("Concat", readouts, [f"{p}y"], axis=0, name=f"{p}concat_y"))
@@ -107,7 +107,7 @@ def variant_model(spec: Variant) -> onnx.ModelProto:
 
 def variant_feeds(spec: Variant, seed: int = 0, k_values: str = "normal") -> dict:
     """k_values: "normal" (3 sigma), "ties" (k_t = m_{t-1} + w exactly where it can be), "neg_inf" (some -inf),
-    "huge" (some +-1e30), "integers" (small integers, w -1: many exact ties)."""
+    "huge" (some +-1e30), "wide" (30 sigma), "integers" (small integers, w -1: many exact ties)."""
     np_dtype = DTYPES[spec.dtype][0]
     rng = np.random.default_rng(seed)
     batch = () if spec.batch is None else (spec.batch,)
@@ -117,7 +117,7 @@ def variant_feeds(spec: Variant, seed: int = 0, k_values: str = "normal") -> dic
     for layer in range(spec.layers):
         feeds[f"l{layer}_w"] = -np.exp(rng.standard_normal(w_shape))
         feeds[f"l{layer}_u"] = rng.standard_normal(D)
-    k = 3 * rng.standard_normal(seq)
+    k = (30 if k_values == "wide" else 3) * rng.standard_normal(seq)
     if k_values == "integers":
         k = rng.integers(-3, 3, seq).astype(np.float64)
         for layer in range(spec.layers):
