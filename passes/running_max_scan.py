@@ -149,6 +149,15 @@ def scan_running_maxima(graph: gs.Graph, opset: int, taken: set[str],
         # the scan's d * w constants in the maximum's own type (float32 ones made a float16 or float64 loop's Mul
         # invalid: fuzz24)
         dtype = element_type(steps.w) or element_type(running.maxes[0].outputs[0]) or np.float32
+        if np.dtype(dtype).itemsize < 4:
+            # The scan adds d w at once where the loop adds w d times: a few ulps of m apart, and the decays
+            # exp(m_{t-1} + w - m_t) of the loop's own m are <= 1 where the scan's may exceed it by exp(a few ulps).
+            # One ulp of a float16 m of 2^13 is 8: exp(16) is past float16's largest (fuzz24: NaN at k = 6e4); a
+            # float32 m needs 2^28 for the same
+            reasons[id(running.maxes[0])] = (
+                f"its maximum is {np.dtype(dtype).name}: the max-plus scan rounds m_t a few ulps from the loop's, "
+                "which overflows a decay exp(m_{t-1} + w - m_t) in a 16-bit float once |m| nears 2^13")
+            continue
         builder = GraphBuilder(graph, opset, prefix=f"reroll_scans/running_max{len(done)}", dtype=dtype, taken=taken)
         try:
             keys = replay_over_steps(builder, template, gs.Variable.empty(), positions[-1] + 1)
