@@ -44,5 +44,6 @@ def test_every_property_test_takes_its_budget_from_fuzz_budget():
         assert bare == [], (path.name, bare)
         assert "@given" not in text or "max_examples=examples(" in text, path.name
     assert users == ["test_apply_hardening.py", "test_buffer_writes.py", "test_einsum_to_matmul.py",
-                     "test_fuzz_patterns.py", "test_fuzz_running_max.py", "test_reroll_scans.py",
+                     "test_fuzz_patterns.py", "test_fuzz_running_max.py", "test_fuzz_running_max_attacks.py",
+                     "test_reroll_scans.py",
                      "test_split_cumsum.py"]
