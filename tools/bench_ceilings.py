@@ -270,8 +270,9 @@ def main(argv=None) -> int:
     names = [*(f"{variant}.onnx" for variant in VARIANTS), SPEC]
     try:
         check_folder_destination(args.out, "--out", names)
+        read_files = model_and_data_files(args.model)   # (parses the model's structure: once, not per name)
         for name in names:   # never over the model or its data
-            check_not_read(args.out / name, model_and_data_files(args.model), "--out")
+            check_not_read(args.out / name, read_files, "--out")
         model = read_model(args.model).model
     except (InputError, DestinationError) as error:
         sys.stderr.write(f"error: {error}\n")
