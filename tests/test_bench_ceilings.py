@@ -187,3 +187,22 @@ def test_a_spoiled_variants_folder_is_one_line_and_exit_2(variants, tmp_path, ca
     assert tool.main(["--time", str(folder), "--rounds", "1", "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {folder}: ") and message in err and err.count("\n") == 1
+
+
+def test_a_failure_part_way_writes_no_variant_and_keeps_the_folder_as_it_was(cpu_graph, variants, tmp_path,
+                                                                             monkeypatch, capsys):
+    import shutil
+
+    folder = tmp_path / "kept"
+    shutil.copytree(variants, folder)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    def fails(model):
+        raise ValueError("no Log to free here")
+
+    monkeypatch.setattr(tool, "free_logs", fails)
+    assert tool.main([str(cpu_graph), "--out", str(folder)]) == 2   # the last step fails, after four variants made
+    assert capsys.readouterr().err == f"error: {cpu_graph}: no Log to free here\n"
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before   # no temporaries left either
+    assert tool.main([str(cpu_graph), "--out", str(tmp_path / "new" / "v")]) == 2
+    assert not (tmp_path / "new").exists()

@@ -171,21 +171,23 @@ def _without_large_weights(model) -> tuple:
 
 
 def write_variants(model, folder: Path) -> dict:
-    """The five variants into `folder` (made if missing), and the weights' spec; returns what each step freed."""
+    """The five variants and the weights' spec into `folder` (which must exist), together or not at all (an error or
+    Ctrl-C part way leaves the folder as it was, never new variants beside an old spec); returns what each step
+    freed."""
     import onnx
 
-    from passes.files import atomic_target, write_text_atomic
+    from passes.files import atomic_targets
 
     freed, spec = {}, {}
     steps = (None, ("flips", free_flips), ("swaps", free_swaps), ("layout", free_layout), ("logs", free_logs))
-    for name, step in zip(VARIANTS, steps):
-        if step:
-            freed[step[0]] = step[1](model)
-        stripped, variant_spec = _without_large_weights(model)
-        spec.update(variant_spec)
-        with atomic_target(folder / f"{name}.onnx") as target:
+    with atomic_targets(*(folder / f"{name}.onnx" for name in VARIANTS), folder / SPEC) as targets:
+        for name, step, target in zip(VARIANTS, steps, targets):
+            if step:
+                freed[step[0]] = step[1](model)
+            stripped, variant_spec = _without_large_weights(model)
+            spec.update(variant_spec)
             onnx.save(stripped, target)
-    write_text_atomic(folder / SPEC, json.dumps(spec) + "\n")
+        targets[-1].write_text(json.dumps(spec) + "\n")
     return freed
 
 
